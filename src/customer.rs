@@ -1,0 +1,40 @@
+//! What ciosync asks Customer.io to do: the mapper's output, the sink's input.
+
+use serde_json::{Map, Value};
+
+/// One operation on one Customer.io person.
+///
+/// Operations on the same customer must reach Customer.io in the order they
+/// are produced (commit order). Every operation is safe to repeat: an identify
+/// sets the same values again, a delete of a missing person changes nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CustomerOp {
+    /// Create or update the person `id` with these attributes. A `null`
+    /// value asks Customer.io to unset the attribute. `timestamp` is the
+    /// commit time (Unix seconds), so Customer.io keeps the later of two close
+    /// updates.
+    Identify { id: String, attributes: Map<String, Value>, timestamp: i64 },
+    /// Delete the person `id`.
+    Delete { id: String },
+    /// Merge `secondary` into `primary` (which must exist), deleting `secondary`.
+    Merge { primary: String, secondary: String },
+}
+
+impl CustomerOp {
+    /// The customer whose order this operation belongs to.
+    pub fn customer_id(&self) -> &str {
+        match self {
+            Self::Identify { id, .. } | Self::Delete { id } => id,
+            Self::Merge { primary, .. } => primary,
+        }
+    }
+
+    /// A short name for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Identify { .. } => "identify",
+            Self::Delete { .. } => "delete",
+            Self::Merge { .. } => "merge",
+        }
+    }
+}

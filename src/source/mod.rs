@@ -1,0 +1,3 @@
+//! The replication source: Postgres WAL in, row changes out.
+
+pub mod pgoutput;
