@@ -3,11 +3,35 @@
 //! It tails Postgres logical replication (pgoutput) for the synced tables,
 //! turns each committed row change into the smallest correct Customer.io call,
 //! and acknowledges the replication slot only after Customer.io accepted it.
-//! See `pipeline` for the acknowledgement rule.
+//!
+//! ```text
+//! Postgres WAL ──pgoutput──▶ source ──RowChange──▶ mapping (map + diff) ──CustomerOp──▶ sink (batch, send, retry)
+//!      ▲                       │                                                          │
+//!      └──── ack(commit LSN) ◀─┴──────────── pipeline: delivered up to LSN ◀──────────────┘
+//! ```
+//!
+//! - [`source`]: the replication connection, the pgoutput decoder, the relation cache, setup.
+//! - [`mapping`]: pure: row change → Customer.io operations, value conversion, the diff.
+//! - [`sink`]: operations → `/api/v2/batch` requests, retry classification and backoff.
+//! - [`pipeline`]: the loop that connects them and the acknowledgement rule.
+//! - [`check`]: the preflight checks behind `ciosync check`.
+//! - [`emulator`]: a local stand-in for Customer.io (the `ciosync-emulator` binary).
+//!
+//! Guarantee: every committed change of a synced table reaches Customer.io at
+//! least once, in commit order per customer; nothing is acknowledged before
+//! Customer.io accepted it.
 
 pub mod change;
+pub mod check;
+pub mod cli;
+pub mod config;
 pub mod customer;
+pub mod demo;
 pub mod emulator;
 pub mod mapping;
+pub mod pipeline;
+pub mod sink;
 pub mod source;
+pub mod telemetry;
+pub mod throwaway;
 pub mod track_api;

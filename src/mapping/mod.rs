@@ -1,3 +1,238 @@
 //! From row changes to Customer.io operations. Pure: no I/O.
+//!
+//! | change                                   | operations                                    |
+//! |------------------------------------------|-----------------------------------------------|
+//! | INSERT                                   | identify with every mapped non-NULL attribute |
+//! | UPDATE, old row known (REPLICA IDENTITY FULL) | identify with the changed attributes only; none changed → nothing |
+//! | UPDATE, no old row (DEFAULT identity)    | identify with every mapped attribute sent     |
+//! | UPDATE of the id column                  | identify the new id in full, then merge the old person into it (or delete it) |
+//! | DELETE                                   | delete                                        |
+//!
+//! An unchanged TOASTed value is never sent and never counts as a change. A
+//! value changed to NULL is sent as `null`, which unsets the attribute.
+//! Values over Customer.io's limits are left out with a warning; a change
+//! whose id is unusable is skipped. Nothing here stops the stream.
 
 pub mod value;
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value as Json};
+
+use crate::change::{Datum, Row, RowChange, RowOp, Table};
+use crate::config::{OnIdChange, SyncConfig};
+use crate::customer::CustomerOp;
+use crate::track_api;
+
+/// Why a change produced no operation although it was not a no-op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The UPDATE changed no mapped attribute.
+    NoChange,
+    /// The id is NULL, empty, over 150 bytes, or not in the row at all.
+    InvalidId,
+    /// The table is not synced (a stale publication, say).
+    UnknownTable,
+}
+
+impl SkipReason {
+    /// Label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoChange => "no_change",
+            Self::InvalidId => "invalid_id",
+            Self::UnknownTable => "unknown_table",
+        }
+    }
+}
+
+/// Why one attribute was left out of an identify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The value is over Customer.io's 1000-byte limit.
+    ValueTooLong,
+    /// The text did not parse as the column's type.
+    Unparseable,
+    /// The mapped column is not in the table (dropped or renamed).
+    MissingColumn,
+}
+
+impl DropReason {
+    /// Label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ValueTooLong => "value_too_long",
+            Self::Unparseable => "unparseable",
+            Self::MissingColumn => "missing_column",
+        }
+    }
+}
+
+/// An attribute left out of an identify: names only, never the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedAttribute {
+    pub attribute: String,
+    pub column: String,
+    pub reason: DropReason,
+}
+
+/// What one change became.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Mapped {
+    /// Operations to send, in order.
+    pub ops: Vec<CustomerOp>,
+    /// Set when the change produced nothing.
+    pub skipped: Option<SkipReason>,
+    /// Attributes left out of the operations.
+    pub dropped: Vec<DroppedAttribute>,
+}
+
+/// Maps changes of the synced tables, each by its `[[sync]]` entry.
+#[derive(Debug, Clone)]
+pub struct Mapper {
+    tables: HashMap<(String, String), SyncConfig>,
+}
+
+impl Mapper {
+    /// A mapper for the configured tables.
+    pub fn new(syncs: &[SyncConfig]) -> Self {
+        let tables = syncs
+            .iter()
+            .map(|s| {
+                let (schema, name) = s.schema_and_name();
+                ((schema.to_owned(), name.to_owned()), s.clone())
+            })
+            .collect();
+        Self { tables }
+    }
+
+    /// Whether `schema.name` is synced.
+    pub fn is_synced(&self, schema: &str, name: &str) -> bool {
+        self.tables.contains_key(&(schema.to_owned(), name.to_owned()))
+    }
+
+    /// Turns one change into operations.
+    pub fn map(&self, change: &RowChange) -> Mapped {
+        let key = (change.table.schema.clone(), change.table.name.clone());
+        let Some(sync) = self.tables.get(&key) else {
+            return Mapped { skipped: Some(SkipReason::UnknownTable), ..Mapped::default() };
+        };
+        let mut out = Mapped::default();
+        let table = &*change.table;
+        let id_index = table.column_index(&sync.id_column);
+        let id_of = |row: &Row| id_index.and_then(|i| customer_id(&row[i]));
+        match &change.op {
+            RowOp::Insert { new } => {
+                let Some(id) = id_of(new) else {
+                    out.skipped = Some(SkipReason::InvalidId);
+                    return out;
+                };
+                let attributes = attributes(sync, table, new, None, false, &mut out.dropped);
+                out.ops.push(identify(id, attributes, change.commit_time));
+            }
+            RowOp::Update { old, old_is_key_only, new } => {
+                let Some(new_id) = id_of(new) else {
+                    out.skipped = Some(SkipReason::InvalidId);
+                    return out;
+                };
+                // The old id is known when the old row is full, or when it is a
+                // key-only row because the key changed (and the id is in the key).
+                let old_id = old.as_ref().and_then(&id_of);
+                if let Some(old_id) = old_id.filter(|old_id| *old_id != new_id) {
+                    let attributes = attributes(sync, table, new, None, false, &mut out.dropped);
+                    out.ops.push(identify(new_id.clone(), attributes, change.commit_time));
+                    out.ops.push(match sync.on_id_change {
+                        OnIdChange::Merge => CustomerOp::Merge { primary: new_id, secondary: old_id },
+                        OnIdChange::DeleteOld => CustomerOp::Delete { id: old_id },
+                    });
+                    return out;
+                }
+                let full_old = old.as_ref().filter(|_| !old_is_key_only);
+                let attributes = attributes(sync, table, new, full_old, true, &mut out.dropped);
+                if attributes.is_empty() {
+                    out.skipped = Some(SkipReason::NoChange);
+                } else {
+                    out.ops.push(identify(new_id, attributes, change.commit_time));
+                }
+            }
+            RowOp::Delete { old } => match id_of(old) {
+                Some(id) => out.ops.push(CustomerOp::Delete { id }),
+                None => out.skipped = Some(SkipReason::InvalidId),
+            },
+        }
+        out
+    }
+}
+
+fn identify(id: String, attributes: Map<String, Json>, timestamp: i64) -> CustomerOp {
+    CustomerOp::Identify { id, attributes, timestamp }
+}
+
+/// The customer id of a row: its text form, if usable by Customer.io.
+fn customer_id(datum: &Datum) -> Option<String> {
+    let Datum::Text(bytes) = datum else { return None };
+    let id = std::str::from_utf8(bytes).ok()?;
+    (!id.trim().is_empty() && id.len() <= track_api::MAX_ID_BYTES).then(|| id.to_owned())
+}
+
+/// The mapped attributes of `new`. With `old`, only those whose text differs;
+/// with `send_nulls`, NULLs are sent as `null` (an update may have cleared
+/// them), otherwise left out (an insert has nothing to clear).
+fn attributes(
+    sync: &SyncConfig,
+    table: &Table,
+    new: &Row,
+    old: Option<&Row>,
+    send_nulls: bool,
+    dropped: &mut Vec<DroppedAttribute>,
+) -> Map<String, Json> {
+    let mut out = Map::new();
+    for (attribute, column) in &sync.attributes {
+        let drop = |reason| DroppedAttribute {
+            attribute: attribute.clone(),
+            column: column.clone(),
+            reason,
+        };
+        let Some(index) = table.column_index(column) else {
+            dropped.push(drop(DropReason::MissingColumn));
+            continue;
+        };
+        let datum = &new[index];
+        if *datum == Datum::UnchangedToast {
+            continue;
+        }
+        if let Some(old) = old {
+            if old.get(index) == Some(datum) {
+                continue;
+            }
+        }
+        match datum {
+            Datum::UnchangedToast => {}
+            Datum::Null => {
+                if send_nulls {
+                    out.insert(attribute.clone(), Json::Null);
+                }
+            }
+            Datum::Text(bytes) => {
+                let converted = std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(|text| value::to_json(&table.columns[index].kind, text).ok());
+                match converted {
+                    None => dropped.push(drop(DropReason::Unparseable)),
+                    Some(v) if track_api::attribute_value_bytes(&v)
+                        > track_api::MAX_ATTRIBUTE_VALUE_BYTES =>
+                    {
+                        dropped.push(drop(DropReason::ValueTooLong))
+                    }
+                    Some(v) => {
+                        out.insert(attribute.clone(), v);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

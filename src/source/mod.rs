@@ -1,3 +1,304 @@
 //! The replication source: Postgres WAL in, row changes out.
+//!
+//! ```text
+//!  Postgres ──pgoutput──▶ pgwire-replication ──bytes──▶ pgoutput::decode ──▶ RelationCache
+//!                                                                              │
+//!                       SourceEvent::{Begin, Change, Truncate, Commit, Keepalive} ◀┘
+//! ```
+//!
+//! One [`Source`] is one replication session: it creates the publication and
+//! slot if missing, starts streaming from the last acknowledged position, and
+//! yields events in commit order. Relation messages never leave it. A session
+//! that breaks is dropped and a new one started (see `pipeline`); Postgres
+//! then replays everything after the last acknowledgement.
 
+pub mod connection;
 pub mod pgoutput;
+pub mod relation;
+pub mod setup;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
+
+use crate::change::{Datum, Row, RowChange, RowOp};
+use crate::config::Config;
+use crate::telemetry::Counters;
+use connection::ConnectionSettings;
+use pgoutput::{OldTupleKind, PgOutputMessage, Tuple, TupleValue};
+use relation::RelationCache;
+
+/// Seconds between the Unix epoch and Postgres's epoch (2000-01-01).
+const PG_EPOCH_OFFSET_SECS: i64 = 946_684_800;
+/// Events buffered between the replication connection and the pipeline; it
+/// bounds memory while the pipeline waits on Customer.io (the slot holds the rest).
+const BUFFER_EVENTS: usize = 1024;
+
+/// A source failure, classified by what happens next.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A SQL statement failed; usually the connection (transient).
+    #[error("postgres: could not {what}")]
+    Sql {
+        what: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The replication connection failed.
+    #[error("replication connection failed")]
+    Replication(#[source] pgwire_replication::PgWireError),
+    /// The stream ended without being asked to.
+    #[error("the replication stream ended")]
+    Ended,
+    /// Something the operator must fix; the message says what.
+    #[error("{0}")]
+    Definite(String),
+}
+
+impl SourceError {
+    /// Builds a `map_err` closure for a failed SQL step.
+    pub fn sql(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
+        move |source| Self::Sql { what, source }
+    }
+
+    /// Whether reconnecting may help. Unknown means transient; a refused login
+    /// or a missing privilege is definite.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Definite(_) => false,
+            Self::Sql { source, .. } => {
+                let code = source.code().map(|c| c.code().to_owned());
+                !matches!(code.as_deref(), Some(c) if c.starts_with("28") || c == "42501" || c == "55000")
+            }
+            Self::Replication(e) => !e.is_auth(),
+            Self::Ended => true,
+        }
+    }
+}
+
+/// What the source yields, in commit order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceEvent {
+    /// A transaction starts; its changes follow.
+    Begin,
+    /// A row change of a synced table.
+    Change(RowChange),
+    /// A TRUNCATE of these synced tables (`schema.table`).
+    Truncate { tables: Vec<String> },
+    /// The transaction committed; `end_lsn` is what acknowledging it means.
+    Commit { end_lsn: Lsn },
+    /// The server's WAL position while nothing else is sent.
+    Keepalive { wal_end: Lsn },
+}
+
+/// One replication session.
+pub struct Source {
+    client: ReplicationClient,
+    sql: tokio_postgres::Client,
+    relations: RelationCache,
+    commit_time: i64,
+    counters: Arc<Counters>,
+}
+
+impl Source {
+    /// Connects, creates the publication and slot if missing, and starts
+    /// streaming after `resume_from` (the last acknowledged position; 0 means
+    /// the slot's own `confirmed_flush_lsn`).
+    pub async fn start(
+        settings: &ConnectionSettings,
+        config: &Config,
+        resume_from: Lsn,
+        counters: Arc<Counters>,
+    ) -> Result<Self, SourceError> {
+        let sql = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
+        setup::ensure(&sql, config).await?;
+        let replication = settings
+            .replication_config(
+                &config.postgres.slot,
+                &config.postgres.publication,
+                config.status_interval(),
+            )
+            .with_start_lsn(resume_from)
+            .with_buffer_size(BUFFER_EVENTS);
+        let mut client =
+            ReplicationClient::connect(replication).await.map_err(SourceError::Replication)?;
+        client.wait_started().await.map_err(|e| classify_start_error(e, config))?;
+        tracing::info!(
+            slot = %config.postgres.slot,
+            resume_from = %resume_from,
+            "streaming from the replication slot"
+        );
+        Ok(Self { client, sql, relations: RelationCache::default(), commit_time: 0, counters })
+    }
+
+    /// The next event. Errors end the session.
+    pub async fn next(&mut self) -> Result<SourceEvent, SourceError> {
+        loop {
+            let event = self.client.recv().await.map_err(SourceError::Replication)?;
+            let Some(event) = event else { return Err(SourceError::Ended) };
+            match event {
+                ReplicationEvent::KeepAlive { wal_end, .. } => {
+                    return Ok(SourceEvent::Keepalive { wal_end })
+                }
+                ReplicationEvent::Begin { commit_time_micros, .. } => {
+                    self.commit_time = commit_time_micros.div_euclid(1_000_000) + PG_EPOCH_OFFSET_SECS;
+                    return Ok(SourceEvent::Begin);
+                }
+                ReplicationEvent::Commit { end_lsn, .. } => {
+                    return Ok(SourceEvent::Commit { end_lsn })
+                }
+                ReplicationEvent::XLogData { data, .. } => {
+                    if let Some(event) = self.on_data(&data).await? {
+                        return Ok(event);
+                    }
+                }
+                ReplicationEvent::Message { .. } => {}
+                ReplicationEvent::StoppedAt { .. } => return Err(SourceError::Ended),
+            }
+        }
+    }
+
+    /// Decodes one pgoutput message. A message that does not decode, or a
+    /// change of a relation never described, is logged, counted and skipped:
+    /// one bad row never stops the stream.
+    async fn on_data(&mut self, data: &Bytes) -> Result<Option<SourceEvent>, SourceError> {
+        let message = match pgoutput::decode(data) {
+            Ok(m) => m,
+            Err(error) => {
+                self.skip_bad_row(&error.to_string());
+                return Ok(None);
+            }
+        };
+        let (oid, op) = match message {
+            PgOutputMessage::Relation { oid, namespace, name, replica_identity, columns } => {
+                self.relations
+                    .update(&self.sql, oid, namespace, name, replica_identity, columns)
+                    .await?;
+                return Ok(None);
+            }
+            PgOutputMessage::Truncate { relation_oids, .. } => {
+                let tables = relation_oids
+                    .iter()
+                    .filter_map(|oid| self.relations.get(*oid))
+                    .map(|t| t.qualified_name())
+                    .collect();
+                return Ok(Some(SourceEvent::Truncate { tables }));
+            }
+            PgOutputMessage::Insert { relation_oid, new } => {
+                (relation_oid, RawOp::Insert { new })
+            }
+            PgOutputMessage::Update { relation_oid, old, new } => {
+                (relation_oid, RawOp::Update { old, new })
+            }
+            PgOutputMessage::Delete { relation_oid, old } => {
+                (relation_oid, RawOp::Delete { old: old.1 })
+            }
+            _ => return Ok(None),
+        };
+        let Some(table) = self.relations.get(oid).cloned() else {
+            self.skip_bad_row("change of a relation never described");
+            return Ok(None);
+        };
+        let width = table.columns.len();
+        let row = |tuple: Tuple| to_row(tuple, width);
+        let op = match op {
+            RawOp::Insert { new } => row(new).map(|new| RowOp::Insert { new }),
+            RawOp::Update { old, new } => {
+                let old_is_key_only = matches!(old, Some((OldTupleKind::Key, _)));
+                let old = match old {
+                    Some((_, tuple)) => row(tuple).map(Some),
+                    None => Some(None),
+                };
+                old.zip(row(new)).map(|(old, new)| RowOp::Update { old, old_is_key_only, new })
+            }
+            RawOp::Delete { old } => row(old).map(|old| RowOp::Delete { old }),
+        };
+        match op {
+            Some(op) => Ok(Some(SourceEvent::Change(RowChange {
+                table,
+                op,
+                commit_time: self.commit_time,
+            }))),
+            None => {
+                self.skip_bad_row("tuple does not match its relation's columns");
+                Ok(None)
+            }
+        }
+    }
+
+    fn skip_bad_row(&self, reason: &str) {
+        Counters::add(&self.counters.bad_messages, 1);
+        tracing::error!(reason, "skipped a replication message that could not be decoded");
+    }
+
+    /// Acknowledges `lsn`: everything before it was delivered. Sent to
+    /// Postgres within the status interval.
+    pub fn ack(&self, lsn: Lsn) {
+        self.client.update_applied_lsn(lsn);
+    }
+
+    /// Sends `final_ack` to Postgres (waiting at most `wait` for the status
+    /// update to go out), then ends the session cleanly.
+    pub async fn close(mut self, final_ack: Lsn, wait: Duration) {
+        self.client.update_applied_lsn(final_ack);
+        let metrics = self.client.metrics();
+        let deadline = tokio::time::Instant::now() + wait;
+        // The worker sends the ack on its next status update; stopping first
+        // would close the stream without it. Keep draining so a worker parked
+        // on a full buffer can still send it.
+        while metrics.last_applied_lsn() < final_ack && tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_millis(50), self.client.recv()).await {
+                Ok(Ok(Some(_))) | Err(_) => {}
+                Ok(_) => break,
+            }
+        }
+        if metrics.last_applied_lsn() < final_ack {
+            tracing::warn!(ack = %final_ack, "final acknowledgement not confirmed sent");
+        }
+        let _ = tokio::time::timeout(wait, self.client.shutdown()).await;
+    }
+}
+
+enum RawOp {
+    Insert { new: Tuple },
+    Update { old: Option<(OldTupleKind, Tuple)>, new: Tuple },
+    Delete { old: Tuple },
+}
+
+/// A tuple as a row of `width` columns; `None` if it does not fit the relation.
+fn to_row(tuple: Tuple, width: usize) -> Option<Row> {
+    if tuple.len() != width {
+        return None;
+    }
+    tuple
+        .into_iter()
+        .map(|value| match value {
+            TupleValue::Null => Some(Datum::Null),
+            TupleValue::UnchangedToast => Some(Datum::UnchangedToast),
+            TupleValue::Text(bytes) => Some(Datum::Text(bytes)),
+            // Binary output is never requested.
+            TupleValue::Binary(_) => None,
+        })
+        .collect()
+}
+
+/// Start errors that no retry fixes get the fix in their message.
+fn classify_start_error(error: pgwire_replication::PgWireError, config: &Config) -> SourceError {
+    let text = error.to_string();
+    if text.contains("55006") || text.contains("is active for PID") {
+        // Another consumer holds the slot: transient (it may be a previous
+        // instance of ours that has not exited yet).
+        return SourceError::Replication(error);
+    }
+    if error.is_auth() || text.contains("42501") {
+        return SourceError::Definite(format!(
+            "postgres refused replication: the role needs LOGIN and REPLICATION \
+             (ALTER ROLE <role> REPLICATION) and access to slot {}",
+            config.postgres.slot
+        ));
+    }
+    SourceError::Replication(error)
+}

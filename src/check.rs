@@ -1,0 +1,477 @@
+//! `ciosync check`: verify everything `run` needs, change nothing, and say
+//! exactly what to fix. One line per check; exit 0 when `run` would work.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio_postgres::Client;
+
+use crate::config::{Config, Region, SyncConfig};
+use crate::pipeline::error_chain;
+use crate::sink::{Sink, SinkError};
+use crate::source::connection::ConnectionSettings;
+use crate::source::setup::{self, quote_ident, quoted_table, SlotState};
+use crate::telemetry::Counters;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    Warning,
+    Error,
+}
+
+/// One line of the report, with the fix to apply when it is not ok.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    pub check: String,
+    pub message: String,
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    fn ok(check: &str, message: impl Into<String>) -> Self {
+        Self { level: Level::Ok, check: check.into(), message: message.into(), fix: None }
+    }
+    fn warning(check: &str, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            level: Level::Warning,
+            check: check.into(),
+            message: message.into(),
+            fix: Some(fix.into()),
+        }
+    }
+    fn error(check: &str, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            level: Level::Error,
+            check: check.into(),
+            message: message.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    /// The report line: `ok      check: message`, then `        fix: …`.
+    pub fn render(&self) -> String {
+        let level = match self.level {
+            Level::Ok => "ok     ",
+            Level::Warning => "warning",
+            Level::Error => "error  ",
+        };
+        let mut line = format!("{level} {}: {}", self.check, self.message);
+        if let Some(fix) = &self.fix {
+            line.push_str(&format!("\n        fix: {fix}"));
+        }
+        line
+    }
+}
+
+/// Runs every check and prints the report; the exit status says whether
+/// `run` would work.
+pub async fn run_and_print(config: &Config) -> ExitCode {
+    let findings = run(config).await;
+    for finding in &findings {
+        println!("{}", finding.render());
+    }
+    let errors = findings.iter().filter(|f| f.level == Level::Error).count();
+    let warnings = findings.iter().filter(|f| f.level == Level::Warning).count();
+    println!("{errors} error(s), {warnings} warning(s)");
+    if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(crate::cli::EXIT_FAILURE)
+    }
+}
+
+/// Runs every check.
+pub async fn run(config: &Config) -> Vec<Finding> {
+    let mut findings = vec![Finding::ok("config", "parsed and valid")];
+    match ConnectionSettings::parse(&config.postgres) {
+        Ok(settings) => check_postgres(&settings, config, &mut findings).await,
+        Err(e) => findings.push(Finding::error("postgres.url", e.to_string(), "fix postgres.url")),
+    }
+    findings.push(check_customerio(config).await);
+    findings
+}
+
+async fn check_postgres(settings: &ConnectionSettings, config: &Config, out: &mut Vec<Finding>) {
+    let sql = match settings.connect_sql().await {
+        Ok(sql) => sql,
+        Err(e) => {
+            out.push(Finding::error(
+                "postgres connection",
+                format!("cannot connect to {}: {}", settings.display(), error_chain(&e)),
+                "check postgres.url (host, port, user, password, database, sslmode) and that \
+                 the server accepts this client in pg_hba.conf",
+            ));
+            return;
+        }
+    };
+    let tls: Option<bool> = sql
+        .query_opt("SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get(0));
+    let version: String = sql
+        .query_one("SHOW server_version", &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or_else(|_| "unknown".into());
+    out.push(Finding::ok(
+        "postgres connection",
+        format!(
+            "connected to {} (PostgreSQL {version}, TLS {})",
+            settings.display(),
+            if tls == Some(true) { "on" } else { "off" }
+        ),
+    ));
+    if let Err(e) = checks_with_sql(&sql, settings, config, out).await {
+        out.push(Finding::error(
+            "postgres",
+            format!("a check query failed: {}", error_chain(&e)),
+            "run check again; if it persists, check the role's privileges",
+        ));
+    }
+}
+
+async fn checks_with_sql(
+    sql: &Client,
+    settings: &ConnectionSettings,
+    config: &Config,
+    out: &mut Vec<Finding>,
+) -> Result<(), tokio_postgres::Error> {
+    let wal_level: String = sql.query_one("SHOW wal_level", &[]).await?.get(0);
+    out.push(if wal_level == "logical" {
+        Finding::ok("wal_level", "logical")
+    } else {
+        Finding::error(
+            "wal_level",
+            format!("is {wal_level}; logical replication needs logical"),
+            "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL",
+        )
+    });
+    let role = sql
+        .query_one(
+            "SELECT rolreplication, rolsuper, current_user::text FROM pg_catalog.pg_roles \
+             WHERE rolname = current_user",
+            &[],
+        )
+        .await?;
+    let (replication, superuser, user): (bool, bool, String) = (role.get(0), role.get(1), role.get(2));
+    out.push(if replication || superuser {
+        Finding::ok("replication privilege", format!("role {user} may replicate"))
+    } else {
+        Finding::error(
+            "replication privilege",
+            format!("role {user} has neither REPLICATION nor SUPERUSER"),
+            format!("ALTER ROLE {} REPLICATION;", quote_ident(&user)),
+        )
+    });
+    for sync in &config.sync {
+        check_table(sql, sync, &user, out).await?;
+    }
+    check_publication(sql, config, &user, out).await?;
+    check_slot(sql, config, out).await?;
+    let _ = settings;
+    Ok(())
+}
+
+async fn check_table(
+    sql: &Client,
+    sync: &SyncConfig,
+    user: &str,
+    out: &mut Vec<Finding>,
+) -> Result<(), tokio_postgres::Error> {
+    let (schema, name) = sync.schema_and_name();
+    let label = format!("table {schema}.{name}");
+    let quoted = quoted_table(schema, name);
+    let row = sql
+        .query_opt(
+            "SELECT c.oid, c.relreplident::text, \
+                    has_table_privilege(c.oid, 'SELECT') \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&schema, &name],
+        )
+        .await?;
+    let Some(row) = row else {
+        out.push(Finding::error(
+            &label,
+            "does not exist (or is not a table)",
+            "create the table, or fix [[sync]] table",
+        ));
+        return Ok(());
+    };
+    let oid: u32 = row.get(0);
+    let identity: String = row.get(1);
+    let can_select: bool = row.get(2);
+    if !can_select {
+        out.push(Finding::error(
+            &label,
+            format!("role {user} cannot read it"),
+            format!("GRANT SELECT ON {quoted} TO {};", quote_ident(user)),
+        ));
+    }
+    let columns: Vec<(String, bool)> = sql
+        .query(
+            "SELECT attname::text, attnotnull FROM pg_catalog.pg_attribute \
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+            &[&oid],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let has = |c: &str| columns.iter().any(|(n, _)| n == c);
+    let id = &sync.id_column;
+    if !has(id) {
+        out.push(Finding::error(
+            &label,
+            format!("has no column {id} (id_column)"),
+            "fix [[sync]] id_column",
+        ));
+        return Ok(());
+    }
+    let not_null = columns.iter().any(|(n, nn)| n == id && *nn);
+    let unique: bool = sql
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+               WHERE i.indrelid = $1 AND i.indisunique AND i.indnkeyatts = 1 \
+                 AND i.indpred IS NULL AND a.attname = $2)",
+            &[&oid, id],
+        )
+        .await?
+        .get(0);
+    if unique && not_null {
+        out.push(Finding::ok(&label, format!("id column {id} is unique and not null")));
+    } else {
+        out.push(Finding::error(
+            &label,
+            format!("id column {id} must be unique and not null (a primary key or unique index)"),
+            format!(
+                "ALTER TABLE {quoted} ALTER COLUMN {0} SET NOT NULL; CREATE UNIQUE INDEX ON \
+                 {quoted} ({0});",
+                quote_ident(id)
+            ),
+        ));
+    }
+    let missing: Vec<&str> =
+        sync.attributes.values().map(String::as_str).filter(|c| !has(c)).collect();
+    if missing.is_empty() {
+        out.push(Finding::ok(&label, format!("all {} mapped columns exist", sync.attributes.len())));
+    } else {
+        out.push(Finding::error(
+            &label,
+            format!("mapped columns missing: {}", missing.join(", ")),
+            "fix [sync.attributes] or add the columns",
+        ));
+    }
+    let has_pk: bool = sql
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index WHERE indrelid = $1 AND indisprimary)",
+            &[&oid],
+        )
+        .await?
+        .get(0);
+    let full = format!("ALTER TABLE {quoted} REPLICA IDENTITY FULL;");
+    out.push(match identity.as_str() {
+        "f" => Finding::ok(&label, "replica identity FULL"),
+        "n" => Finding::error(
+            &label,
+            "replica identity NOTHING: Postgres refuses UPDATE and DELETE on a published table \
+             without one",
+            full,
+        ),
+        "d" if !has_pk => Finding::error(
+            &label,
+            "replica identity DEFAULT without a primary key: Postgres refuses UPDATE and DELETE \
+             on it once published",
+            full,
+        ),
+        _ => Finding::warning(
+            &label,
+            "replica identity DEFAULT/INDEX: updates carry no old row, so every mapped \
+             attribute is sent on each update (not only the changed ones), and a change of a \
+             non-key id column is not seen as an id change",
+            full,
+        ),
+    });
+    Ok(())
+}
+
+async fn check_publication(
+    sql: &Client,
+    config: &Config,
+    user: &str,
+    out: &mut Vec<Finding>,
+) -> Result<(), tokio_postgres::Error> {
+    let label = format!("publication {}", config.postgres.publication);
+    let missing = match setup::publication_missing_tables(sql, config).await {
+        Ok(m) => m,
+        Err(e) => {
+            out.push(Finding::error(&label, error_chain(&e), "check the role's privileges"));
+            return Ok(());
+        }
+    };
+    match missing {
+        Some(missing) if missing.is_empty() => {
+            out.push(Finding::ok(&label, "exists and includes every synced table"))
+        }
+        Some(missing) => out.push(Finding::error(
+            &label,
+            format!("exists but does not include {}", missing.join(", ")),
+            format!(
+                "ALTER PUBLICATION {} ADD TABLE {};",
+                quote_ident(&config.postgres.publication),
+                missing
+                    .iter()
+                    .map(|t| {
+                        let (s, n) = t.split_once('.').unwrap_or(("public", t));
+                        quoted_table(s, n)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+        None => {
+            // CREATE PUBLICATION … FOR TABLE needs CREATE on the database and
+            // ownership of every table.
+            let can_create: bool = sql
+                .query_one(
+                    "SELECT has_database_privilege(current_database(), 'CREATE')",
+                    &[],
+                )
+                .await?
+                .get(0);
+            let mut not_owned = Vec::new();
+            for sync in &config.sync {
+                let (schema, name) = sync.schema_and_name();
+                let owned: Option<bool> = sql
+                    .query_opt(
+                        "SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_catalog.pg_class c \
+                         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE n.nspname = $1 AND c.relname = $2",
+                        &[&schema, &name],
+                    )
+                    .await?
+                    .map(|r| r.get(0));
+                if owned == Some(false) {
+                    not_owned.push(format!("{schema}.{name}"));
+                }
+            }
+            let statement = format!("{};", setup::create_publication_sql(config));
+            out.push(if can_create && not_owned.is_empty() {
+                Finding::ok(&label, "does not exist yet; run will create it")
+            } else {
+                Finding::error(
+                    &label,
+                    format!(
+                        "does not exist and role {user} cannot create it ({})",
+                        if can_create {
+                            format!("it does not own {}", not_owned.join(", "))
+                        } else {
+                            "no CREATE privilege on the database".to_owned()
+                        }
+                    ),
+                    format!("as the tables' owner: {statement}"),
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn check_slot(
+    sql: &Client,
+    config: &Config,
+    out: &mut Vec<Finding>,
+) -> Result<(), tokio_postgres::Error> {
+    let label = format!("replication slot {}", config.postgres.slot);
+    let state = match setup::slot_state(sql, config).await {
+        Ok(s) => s,
+        Err(e) => {
+            out.push(Finding::error(&label, error_chain(&e), "check the role's privileges"));
+            return Ok(());
+        }
+    };
+    match state {
+        SlotState::Usable { active: false, confirmed_flush_lsn } => out.push(Finding::ok(
+            &label,
+            format!(
+                "exists (pgoutput), confirmed up to {}",
+                confirmed_flush_lsn.unwrap_or_else(|| "nothing yet".into())
+            ),
+        )),
+        SlotState::Usable { active: true, .. } => out.push(Finding::warning(
+            &label,
+            "exists but another session is streaming from it (another ciosync?); run waits \
+             until it is free",
+            "stop the other consumer; only one may use a slot",
+        )),
+        SlotState::Unusable(reason) => out.push(Finding::error(&label, reason, "see above")),
+        SlotState::Missing => {
+            let row = sql
+                .query_one(
+                    "SELECT count(*)::int, current_setting('max_replication_slots')::int \
+                     FROM pg_catalog.pg_replication_slots",
+                    &[],
+                )
+                .await?;
+            let (used, max): (i32, i32) = (row.get(0), row.get(1));
+            out.push(if used < max {
+                Finding::ok(&label, "does not exist yet; run will create it")
+            } else {
+                Finding::error(
+                    &label,
+                    format!("does not exist and all {max} replication slots are in use"),
+                    "raise max_replication_slots (restart needed) or drop an unused slot",
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn check_customerio(config: &Config) -> Finding {
+    let label = "customer.io credentials";
+    let sink = match Sink::new(&config.customerio, Arc::new(Counters::default())) {
+        Ok(s) => s,
+        Err(e) => return Finding::error(label, error_chain(&e), "report this as a bug"),
+    };
+    match sink.region().await {
+        Ok(region) => {
+            let configured = match config.customerio.region {
+                Region::Us => "us",
+                Region::Eu => "eu",
+            };
+            if config.customerio.track_url.is_none() && region.region != configured {
+                Finding::warning(
+                    label,
+                    format!(
+                        "accepted, but the workspace is in region {} while region = {configured}",
+                        region.region
+                    ),
+                    format!("set region = \"{}\" in [customerio]", region.region),
+                )
+            } else {
+                Finding::ok(
+                    label,
+                    format!("accepted by {} (region {})", sink.base_url(), region.region),
+                )
+            }
+        }
+        Err(SinkError::Unauthorized) => Finding::error(
+            label,
+            format!("{} refused the site id and API key (HTTP 401)", sink.base_url()),
+            "set customerio.site_id and customerio.api_key (or CIOSYNC_CUSTOMERIO_SITE_ID / \
+             CIOSYNC_CUSTOMERIO_API_KEY) to the Track API credentials of the workspace",
+        ),
+        Err(e) => Finding::error(
+            label,
+            format!("cannot reach {}: {}", sink.base_url(), error_chain(&e)),
+            "check network access to the Track API, or customerio.region / track_url",
+        ),
+    }
+}

@@ -1,0 +1,138 @@
+//! The command line: `run`, `check` and `demo`. Exit status 0 on success, 1
+//! on a runtime failure, 2 on bad usage or a bad config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::pipeline::{self, RunError};
+use crate::telemetry::{self, Counters};
+
+/// Exit status of a runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit status of bad usage or a bad config.
+pub const EXIT_USAGE: u8 = 2;
+
+/// Keeps Customer.io in step with a Postgres users table through logical replication.
+#[derive(Debug, Parser)]
+#[command(name = "ciosync", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon until SIGTERM or SIGINT.
+    Run {
+        /// The TOML config file (see config/example.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Log line format; json by default when stderr is not a terminal.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
+    /// Verify everything `run` needs, change nothing, and say what to fix.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a throwaway Postgres and the Customer.io emulator, sync a sample
+    /// users table, and show each Customer.io call.
+    Demo {
+        /// Keep everything running after the scripted changes, for psql.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Runs the parsed command line and maps the outcome to an exit status.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run { config, log_format } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let json = match log_format {
+                Some(f) => f == LogFormat::Json,
+                None => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            telemetry::init_logging(json);
+            runtime().block_on(run(config))
+        }
+        Command::Check { config } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            telemetry::init_logging(false);
+            runtime().block_on(crate::check::run_and_print(&config))
+        }
+        Command::Demo { keep } => {
+            telemetry::init_logging(false);
+            runtime().block_on(crate::demo::run(keep))
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|error| {
+        eprintln!("ciosync: {}", pipeline::error_chain(&error));
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+async fn run(config: Config) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let counters = Arc::new(Counters::default());
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "ciosync starting");
+    match pipeline::run(config, shutdown, counters).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %pipeline::error_chain(&error), "ciosync stopped");
+            eprintln!("ciosync: {}", pipeline::error_chain(&error));
+            match error {
+                RunError::Config(_) => ExitCode::from(EXIT_USAGE),
+                _ => ExitCode::from(EXIT_FAILURE),
+            }
+        }
+    }
+}
+
+/// Cancels `token` on the first SIGTERM or SIGINT.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
+    }
+    token.cancel();
+}

@@ -1,0 +1,607 @@
+//! The configuration file: its types are its documentation.
+//!
+//! Loading is three steps, all before anything is created or sent: parse the
+//! TOML (unknown keys are rejected by name), apply environment overrides
+//! (`CIOSYNC_<SECTION>_<KEY>` for every key of `[postgres]`, `[customerio]` and
+//! `[pipeline]`, e.g. `CIOSYNC_CUSTOMERIO_API_KEY`), then [`Config::validate`],
+//! which names the bad field and what is allowed. `config/example.toml`
+//! documents every key and is parsed by a test.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::track_api;
+
+/// Default replication slot name.
+pub const DEFAULT_SLOT: &str = "ciosync";
+/// Default publication name.
+pub const DEFAULT_PUBLICATION: &str = "ciosync";
+/// Default timeout for one Customer.io request, seconds.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 10;
+/// Default cap on the backoff between retries, seconds.
+pub const DEFAULT_RETRY_MAX_BACKOFF_SECS: u64 = 60;
+/// Default time allowed for in-flight work at shutdown, seconds.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+/// Default most operations in one `/api/v2/batch` request.
+pub const DEFAULT_MAX_BATCH_OPS: usize = 100;
+/// Default interval of standby status updates (acks) to Postgres, milliseconds.
+pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 1000;
+/// Default connect timeout for Postgres, seconds.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+
+/// Sections whose scalar keys can be overridden from the environment.
+const ENV_SECTIONS: [&str; 3] = ["postgres", "customerio", "pipeline"];
+
+/// A configuration problem, naming the field and what is allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema (unknown key,
+    /// wrong type, missing key). The message names the key.
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// A value is out of its allowed range.
+    #[error("invalid config: {field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid { field: field.into(), message: message.into() }
+    }
+}
+
+/// A value that must never be printed: `Debug` shows `<redacted>` and there is
+/// no `Display`. Call [`Secret::expose`] at the one place the value is used.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the connection or request that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the users live and how to replicate from there.
+    pub postgres: PostgresConfig,
+    /// Where the changes go.
+    pub customerio: CustomerioConfig,
+    /// Tables to sync; at least one.
+    pub sync: Vec<SyncConfig>,
+    /// How the daemon runs; every key has a default.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+}
+
+/// `[postgres]`: the source database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Connection URL, `postgres://user:password@host:port/db?sslmode=…`.
+    /// `sslmode` (disable, prefer, require, verify-ca, verify-full) and
+    /// `sslrootcert` are honoured. Env: `CIOSYNC_POSTGRES_URL`.
+    pub url: Secret,
+    /// Logical replication slot; created (pgoutput) if missing. Default `ciosync`.
+    #[serde(default = "default_slot")]
+    pub slot: String,
+    /// Publication; created `FOR TABLE` the synced tables if missing. Default `ciosync`.
+    #[serde(default = "default_publication")]
+    pub publication: String,
+    /// How often acknowledgements are sent to Postgres, ms. Default 1000.
+    #[serde(default = "default_status_interval_ms")]
+    pub status_interval_ms: u64,
+    /// Timeout for connecting to Postgres, seconds. Default 10.
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+}
+
+/// Customer.io's data centre.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Region {
+    /// `https://track.customer.io`
+    Us,
+    /// `https://track-eu.customer.io`
+    Eu,
+}
+
+/// `[customerio]`: the Track API workspace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerioConfig {
+    /// Track API site id. Env: `CIOSYNC_CUSTOMERIO_SITE_ID`.
+    pub site_id: String,
+    /// Track API key. Env: `CIOSYNC_CUSTOMERIO_API_KEY`.
+    pub api_key: Secret,
+    /// `us` or `eu`. Default `us`.
+    #[serde(default = "default_region")]
+    pub region: Region,
+    /// Base URL overriding `region`, e.g. the emulator's `http://127.0.0.1:9090`.
+    #[serde(default)]
+    pub track_url: Option<String>,
+    /// Timeout of one request, seconds. Default 10.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Longest wait between two retries of a failing request, seconds. Default 60.
+    #[serde(default = "default_retry_max_backoff_secs")]
+    pub retry_max_backoff_secs: u64,
+    /// Most operations in one `/api/v2/batch` request (1–1000). Default 100.
+    #[serde(default = "default_max_batch_ops")]
+    pub max_batch_ops: usize,
+}
+
+impl CustomerioConfig {
+    /// The Track API base URL, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        match &self.track_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => match self.region {
+                Region::Us => track_api::US_TRACK_URL.to_owned(),
+                Region::Eu => track_api::EU_TRACK_URL.to_owned(),
+            },
+        }
+    }
+
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+/// What to do in Customer.io when a row's id column changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnIdChange {
+    /// Identify the new id, then merge the old person into it, so the
+    /// person's history follows them.
+    #[default]
+    Merge,
+    /// Identify the new id, then delete the old person.
+    DeleteOld,
+}
+
+/// One `[[sync]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// `schema.table`, or `table` for `public.table`.
+    pub table: String,
+    /// Column whose value is the Customer.io customer id; must be unique and
+    /// not null (primary key or unique index).
+    pub id_column: String,
+    /// Customer.io attribute name = column name.
+    pub attributes: BTreeMap<String, String>,
+    /// `merge` (default) or `delete_old`.
+    #[serde(default)]
+    pub on_id_change: OnIdChange,
+}
+
+impl SyncConfig {
+    /// The table's schema and name, `public` when the config gives none.
+    pub fn schema_and_name(&self) -> (&str, &str) {
+        match self.table.split_once('.') {
+            Some((schema, name)) => (schema, name),
+            None => ("public", self.table.as_str()),
+        }
+    }
+}
+
+/// `[pipeline]`: how the daemon runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Time allowed at SIGTERM for in-flight requests before they are
+    /// abandoned (unacked, so they are sent again next start), seconds. Default 10.
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self { shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS }
+    }
+}
+
+fn default_slot() -> String {
+    DEFAULT_SLOT.to_owned()
+}
+fn default_publication() -> String {
+    DEFAULT_PUBLICATION.to_owned()
+}
+fn default_status_interval_ms() -> u64 {
+    DEFAULT_STATUS_INTERVAL_MS
+}
+fn default_connect_timeout_secs() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_SECS
+}
+fn default_region() -> Region {
+    Region::Us
+}
+fn default_request_timeout_secs() -> u64 {
+    DEFAULT_REQUEST_TIMEOUT_SECS
+}
+fn default_retry_max_backoff_secs() -> u64 {
+    DEFAULT_RETRY_MAX_BACKOFF_SECS
+}
+fn default_max_batch_ops() -> usize {
+    DEFAULT_MAX_BATCH_OPS
+}
+fn default_shutdown_timeout_secs() -> u64 {
+    DEFAULT_SHUTDOWN_TIMEOUT_SECS
+}
+
+impl Config {
+    /// Reads, overrides from the process environment, and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_toml(&text, std::env::vars())
+    }
+
+    /// Parses `text`, applies overrides from `env` (name, value pairs), validates.
+    pub fn from_toml(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut doc: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_owned()))?;
+        apply_env_overrides(&mut doc, env)?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(doc))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.into_inner().message().to_owned();
+                if path == "." {
+                    ConfigError::Parse(message)
+                } else {
+                    ConfigError::Parse(format!("{path}: {message}"))
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value against what it may be, naming the first bad field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::source::connection::ConnectionSettings::parse(&self.postgres)?;
+        validate_name("postgres.slot", &self.postgres.slot)?;
+        validate_name("postgres.publication", &self.postgres.publication)?;
+        if !(10..=60_000).contains(&self.postgres.status_interval_ms) {
+            return Err(ConfigError::invalid(
+                "postgres.status_interval_ms",
+                "must be between 10 and 60000",
+            ));
+        }
+        if !(1..=600).contains(&self.postgres.connect_timeout_secs) {
+            return Err(ConfigError::invalid(
+                "postgres.connect_timeout_secs",
+                "must be between 1 and 600",
+            ));
+        }
+        let cio = &self.customerio;
+        if cio.site_id.trim().is_empty() {
+            return Err(ConfigError::invalid("customerio.site_id", "must not be empty"));
+        }
+        if cio.api_key.expose().trim().is_empty() {
+            return Err(ConfigError::invalid("customerio.api_key", "must not be empty"));
+        }
+        if let Some(url) = &cio.track_url {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => {
+                    return Err(ConfigError::invalid(
+                        "customerio.track_url",
+                        "must be an http:// or https:// URL with a host",
+                    ))
+                }
+            }
+        }
+        if !(1..=300).contains(&cio.request_timeout_secs) {
+            return Err(ConfigError::invalid(
+                "customerio.request_timeout_secs",
+                "must be between 1 and 300",
+            ));
+        }
+        if !(1..=3600).contains(&cio.retry_max_backoff_secs) {
+            return Err(ConfigError::invalid(
+                "customerio.retry_max_backoff_secs",
+                "must be between 1 and 3600",
+            ));
+        }
+        if !(1..=1000).contains(&cio.max_batch_ops) {
+            return Err(ConfigError::invalid(
+                "customerio.max_batch_ops",
+                "must be between 1 and 1000",
+            ));
+        }
+        if self.pipeline.shutdown_timeout_secs > 3600 {
+            return Err(ConfigError::invalid(
+                "pipeline.shutdown_timeout_secs",
+                "must be at most 3600",
+            ));
+        }
+        self.validate_sync()
+    }
+
+    fn validate_sync(&self) -> Result<(), ConfigError> {
+        if self.sync.is_empty() {
+            return Err(ConfigError::invalid("sync", "at least one [[sync]] table is required"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, sync) in self.sync.iter().enumerate() {
+            let field = |key: &str| format!("sync[{i}].{key}");
+            let (schema, name) = sync.schema_and_name();
+            if schema.is_empty() || name.is_empty() || name.contains('.') {
+                return Err(ConfigError::invalid(
+                    field("table"),
+                    "must be `schema.table` or `table`",
+                ));
+            }
+            if !seen.insert((schema.to_owned(), name.to_owned())) {
+                return Err(ConfigError::invalid(field("table"), "table is listed twice"));
+            }
+            if sync.id_column.is_empty() {
+                return Err(ConfigError::invalid(field("id_column"), "must not be empty"));
+            }
+            if sync.attributes.is_empty() {
+                return Err(ConfigError::invalid(
+                    field("attributes"),
+                    "map at least one attribute (Customer.io attribute = column)",
+                ));
+            }
+            if sync.attributes.len() > track_api::MAX_ATTRIBUTES {
+                return Err(ConfigError::invalid(
+                    field("attributes"),
+                    format!("at most {} attributes", track_api::MAX_ATTRIBUTES),
+                ));
+            }
+            for (attribute, column) in &sync.attributes {
+                if attribute.is_empty() || attribute.len() > track_api::MAX_ATTRIBUTE_NAME_BYTES {
+                    return Err(ConfigError::invalid(
+                        field(&format!("attributes.{attribute}")),
+                        "attribute names must be 1 to 150 bytes",
+                    ));
+                }
+                if attribute == "id" || attribute == "cio_id" {
+                    return Err(ConfigError::invalid(
+                        field(&format!("attributes.{attribute}")),
+                        "`id` and `cio_id` are identifiers in Customer.io, not attributes; \
+                         the id comes from id_column",
+                    ));
+                }
+                if column.is_empty() {
+                    return Err(ConfigError::invalid(
+                        field(&format!("attributes.{attribute}")),
+                        "column name must not be empty",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The status interval as a duration.
+    pub fn status_interval(&self) -> Duration {
+        Duration::from_millis(self.postgres.status_interval_ms)
+    }
+}
+
+/// Slot and publication names go into replication commands unquoted, so they
+/// are held to Postgres's slot-name rule.
+fn validate_name(field: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            field,
+            "must be 1 to 63 characters of lower-case letters, digits and underscores",
+        ))
+    }
+}
+
+/// Applies `CIOSYNC_<SECTION>_<KEY>` overrides. The value is read as TOML
+/// (so `CIOSYNC_PIPELINE_SHUTDOWN_TIMEOUT_SECS=5` is a number) and otherwise
+/// taken as a string; an override for a key the section does not have is
+/// rejected like an unknown key in the file.
+fn apply_env_overrides(
+    doc: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("CIOSYNC_") else { continue };
+        let Some(section) =
+            ENV_SECTIONS.iter().find(|s| rest.to_ascii_lowercase().starts_with(&format!("{s}_")))
+        else {
+            continue;
+        };
+        let key = rest[section.len() + 1..].to_ascii_lowercase();
+        if key.is_empty() {
+            continue;
+        }
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .filter(|v| !matches!(v, toml::Value::Table(_) | toml::Value::Array(_)))
+            .filter(|_| !is_string_key(&key))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let table = doc
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match table {
+            toml::Value::Table(t) => {
+                t.insert(key, parsed);
+            }
+            _ => {
+                return Err(ConfigError::invalid(*section, "must be a table"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keys that are always strings even when their value looks like a number
+/// (a numeric site id, say).
+fn is_string_key(key: &str) -> bool {
+    matches!(key, "url" | "slot" | "publication" | "site_id" | "api_key" | "region" | "track_url")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[postgres]
+url = "postgres://ciosync@127.0.0.1:5432/app"
+slot = "ciosync"
+publication = "ciosync"
+
+[customerio]
+site_id = "YOUR_SITE_ID"
+api_key = "YOUR_API_KEY"
+region = "us"
+
+[[sync]]
+table = "public.users"
+id_column = "id"
+
+[sync.attributes]
+email = "email"
+first_name = "first_name"
+plan = "plan"
+created_at = "created_at"
+"#;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    fn error_of(text: &str) -> String {
+        Config::from_toml(text, no_env()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_minimal_config_from_the_readme_parses() {
+        let config = Config::from_toml(MINIMAL, no_env()).unwrap();
+        assert_eq!(config.postgres.slot, "ciosync");
+        assert_eq!(config.customerio.base_url(), "https://track.customer.io");
+        assert_eq!(config.sync[0].schema_and_name(), ("public", "users"));
+        assert_eq!(config.sync[0].attributes["first_name"], "first_name");
+        assert_eq!(config.sync[0].on_id_change, OnIdChange::Merge);
+        assert_eq!(config.pipeline.shutdown_timeout_secs, DEFAULT_SHUTDOWN_TIMEOUT_SECS);
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let text = include_str!("../config/example.toml");
+        let config = Config::from_toml(text, no_env()).unwrap();
+        assert!(!config.sync.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let text = MINIMAL.replace("region = \"us\"", "region = \"us\"\nregoin = \"eu\"");
+        let err = error_of(&text);
+        assert!(err.contains("regoin"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let cases = [
+            (MINIMAL.replace("region = \"us\"", "region = \"ap\""), "region"),
+            (MINIMAL.replace("slot = \"ciosync\"", "slot = \"Bad-Slot\""), "postgres.slot"),
+            (MINIMAL.replace("postgres://ciosync@", "mysql://ciosync@"), "postgres.url"),
+            (MINIMAL.replace("id_column = \"id\"", "id_column = \"\""), "sync[0].id_column"),
+            (
+                MINIMAL.replace("region = \"us\"", "track_url = \"not a url\""),
+                "customerio.track_url",
+            ),
+            (MINIMAL.replace("email = \"email\"", "id = \"email\""), "sync[0].attributes.id"),
+            (
+                MINIMAL.to_owned() + "\n[pipeline]\nshutdown_timeout_secs = -1\n",
+                "pipeline.shutdown_timeout_secs",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = error_of(&text);
+            assert!(err.contains(field), "expected {field} in: {err}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_the_file_and_keeps_strings_strings() {
+        let env = vec![
+            ("CIOSYNC_CUSTOMERIO_API_KEY".to_owned(), "from-env".to_owned()),
+            ("CIOSYNC_CUSTOMERIO_SITE_ID".to_owned(), "12345".to_owned()),
+            ("CIOSYNC_POSTGRES_URL".to_owned(), "postgres://other@db/app".to_owned()),
+            ("CIOSYNC_PIPELINE_SHUTDOWN_TIMEOUT_SECS".to_owned(), "3".to_owned()),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let config = Config::from_toml(MINIMAL, env).unwrap();
+        assert_eq!(config.customerio.api_key.expose(), "from-env");
+        assert_eq!(config.customerio.site_id, "12345");
+        assert_eq!(config.postgres.url.expose(), "postgres://other@db/app");
+        assert_eq!(config.pipeline.shutdown_timeout_secs, 3);
+    }
+
+    #[test]
+    fn env_can_supply_secrets_missing_from_the_file() {
+        let text = MINIMAL.replace("api_key = \"YOUR_API_KEY\"\n", "");
+        assert!(error_of(&text).contains("api_key"));
+        let env = vec![("CIOSYNC_CUSTOMERIO_API_KEY".to_owned(), "k".to_owned())];
+        assert!(Config::from_toml(&text, env).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_env_override_is_rejected_by_name() {
+        let env = vec![("CIOSYNC_POSTGRES_SLOTT".to_owned(), "x".to_owned())];
+        let err = Config::from_toml(MINIMAL, env).unwrap_err().to_string();
+        assert!(err.contains("slott"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output_or_errors() {
+        let text = MINIMAL
+            .replace("YOUR_API_KEY", "sk-very-secret")
+            .replace("ciosync@127", "ciosync:pw-very-secret@127");
+        let config = Config::from_toml(&text, no_env()).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("sk-very-secret") && !debug.contains("pw-very-secret"), "{debug}");
+        let bad = text.replace("sslmode", "x").replace("/app\"", "/app?sslmode=nope\"");
+        let err = error_of(&bad);
+        assert!(!err.contains("pw-very-secret"), "{err}");
+    }
+}

@@ -1,0 +1,407 @@
+//! The apply loop: source → mapper → sink, and the one place where the
+//! replication slot is acknowledged.
+//!
+//! ```text
+//!  Source ──SourceEvent──▶ Mapper ──CustomerOp──▶ Sink ──/api/v2/batch──▶ Customer.io
+//!    ▲                                              │
+//!    └──────── ack(commit end LSN) ◀── flushed ─────┘
+//! ```
+//!
+//! # When an LSN is acknowledged, and why each ack is safe
+//!
+//! Acknowledging LSN X tells Postgres it may forget every transaction that
+//! committed before X; after a crash it resumes from X. So an ack is safe
+//! only when everything before X is already in Customer.io. There are two:
+//!
+//! 1. **A commit's end LSN**, once the sink has flushed every operation of
+//!    that transaction and of all before it (accepted, or refused for good
+//!    and counted). The loop reads in commit order and the sink delivers in
+//!    push order, so "the sink holds nothing that was pushed before this
+//!    commit" is exactly "this commit and all before it are delivered". A
+//!    transaction that produced no operation (a no-op update, a TRUNCATE) is
+//!    acknowledged the same way: nothing of it is outstanding.
+//! 2. **A keepalive's WAL position**, only between transactions and with the
+//!    sink empty. pgoutput sends transactions in commit order, so by the time
+//!    a keepalive reports position W, every transaction committed before W
+//!    was already sent to us, and with nothing buffered all of them are
+//!    delivered. This keeps the slot advancing while the synced tables are
+//!    idle but the database is busy; transactions still open are unaffected
+//!    (the server keeps their WAL through the slot's `restart_lsn`).
+//!
+//! Nothing else is acknowledged: not an LSN in the middle of a transaction,
+//! not an operation waiting in a batch, not one being retried. While
+//! Customer.io is unreachable the sink's flush does not return, so the loop
+//! stops reading (backpressure): memory holds one batch plus the
+//! replication buffer, the slot holds the rest. A large transaction is
+//! delivered in batches as it arrives and acknowledged only at its commit.
+//!
+//! Acks reach Postgres on the next status update (`postgres.status_interval_ms`).
+//! At shutdown the final ack is sent before the connection closes. Postgres
+//! may still replay a transaction we delivered (PG 15 can move
+//! `confirmed_flush_lsn` back after a clean server restart), which is why
+//! every operation is harmless when repeated: delivery is at least once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgwire_replication::Lsn;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::mapping::Mapper;
+use crate::sink::retry::Backoff;
+use crate::sink::{Sink, SinkError};
+use crate::source::connection::ConnectionSettings;
+use crate::source::{Source, SourceError, SourceEvent};
+use crate::telemetry::Counters;
+
+/// Longest time an operation waits in a batch before it is sent.
+pub const LINGER: Duration = Duration::from_millis(50);
+/// Longest wait between two reconnection attempts to Postgres.
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why the daemon stopped other than by request.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Postgres refused us in a way no retry fixes.
+    #[error(transparent)]
+    Source(SourceError),
+    /// Customer.io refused us in a way no retry fixes.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// The acknowledged position: only ever moves forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    acked: Lsn,
+}
+
+impl Progress {
+    /// The last acknowledged LSN.
+    pub fn acked(&self) -> Lsn {
+        self.acked
+    }
+
+    /// Moves the position to `lsn` if that is forward; returns whether it moved.
+    pub fn advance(&mut self, lsn: Lsn) -> bool {
+        if lsn > self.acked {
+            self.acked = lsn;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` is cancelled (returns `Ok`) or a definite
+/// error stops it.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    counters: Arc<Counters>,
+) -> Result<Progress, RunError> {
+    let settings = ConnectionSettings::parse(&config.postgres)?;
+    let mut sink = Sink::new(&config.customerio, counters.clone())?;
+    let mapper = Mapper::new(&config.sync);
+    let mut progress = Progress::default();
+    let mut backoff = Backoff::new(MAX_RECONNECT_BACKOFF);
+    let shutdown_timeout = Duration::from_secs(config.pipeline.shutdown_timeout_secs);
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let started = tokio::select! {
+            s = Source::start(&settings, &config, progress.acked(), counters.clone()) => s,
+            _ = shutdown.cancelled() => return Ok(progress),
+        };
+        let mut source = match started {
+            Ok(source) => {
+                tracing::info!(postgres = %settings.display(), "connected to postgres");
+                backoff.reset();
+                attempt = 0;
+                source
+            }
+            Err(error) if error.is_transient() => {
+                let delay = backoff.next_delay(None);
+                tracing::warn!(
+                    postgres = %settings.display(),
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = %error_chain(&error),
+                    "cannot start replication; retrying"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = shutdown.cancelled() => return Ok(progress),
+                }
+            }
+            Err(error) => return Err(RunError::Source(error)),
+        };
+        let mut session = Session {
+            source: &mut source,
+            sink: &mut sink,
+            mapper: &mapper,
+            progress: &mut progress,
+            counters: &counters,
+            in_transaction: false,
+            last_commit: None,
+            batch_since: None,
+        };
+        let outcome = session.run(&shutdown, shutdown_timeout).await;
+        match outcome {
+            Ok(()) => {
+                source.close(progress.acked(), shutdown_timeout.max(Duration::from_secs(2))).await;
+                tracing::info!(acked = %progress.acked(), "stopped");
+                return Ok(progress);
+            }
+            Err(SessionError::Sink(error)) => {
+                source.close(progress.acked(), Duration::from_secs(2)).await;
+                return Err(RunError::Sink(error));
+            }
+            Err(SessionError::Source(error)) if error.is_transient() => {
+                // Whatever waits in the sink will come again from the slot.
+                sink.discard();
+                Counters::add(&counters.source_reconnects, 1);
+                tracing::warn!(
+                    error = %error_chain(&error),
+                    acked = %progress.acked(),
+                    "replication stream broke; reconnecting"
+                );
+                drop(source);
+            }
+            Err(SessionError::Source(error)) => return Err(RunError::Source(error)),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum SessionError {
+    Source(SourceError),
+    Sink(SinkError),
+}
+
+/// One replication session's loop state.
+struct Session<'a> {
+    source: &'a mut Source,
+    sink: &'a mut Sink,
+    mapper: &'a Mapper,
+    progress: &'a mut Progress,
+    counters: &'a Counters,
+    in_transaction: bool,
+    /// End LSN of the newest commit whose operations are all in the sink.
+    last_commit: Option<Lsn>,
+    /// When the oldest operation waiting in the sink arrived.
+    batch_since: Option<Instant>,
+}
+
+impl Session<'_> {
+    async fn run(
+        &mut self,
+        shutdown: &CancellationToken,
+        shutdown_timeout: Duration,
+    ) -> Result<(), SessionError> {
+        loop {
+            let flush_at = self.batch_since.map(|t| t + LINGER);
+            let event = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return self.drain(shutdown_timeout).await,
+                _ = sleep_until_opt(flush_at) => None,
+                event = self.source.next() => Some(event.map_err(SessionError::Source)?),
+            };
+            match event {
+                None => {
+                    if !self.flush(shutdown, shutdown_timeout).await? {
+                        return Ok(());
+                    }
+                }
+                Some(event) => {
+                    if !self.handle(event, shutdown, shutdown_timeout).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one event; `Ok(false)` when shutdown came during a flush.
+    async fn handle(
+        &mut self,
+        event: SourceEvent,
+        shutdown: &CancellationToken,
+        shutdown_timeout: Duration,
+    ) -> Result<bool, SessionError> {
+        match event {
+            SourceEvent::Begin => self.in_transaction = true,
+            SourceEvent::Change(change) => {
+                Counters::add(&self.counters.changes_received, 1);
+                let mapped = self.mapper.map(&change);
+                if let Some(reason) = mapped.skipped {
+                    self.count_skip(reason, &change);
+                }
+                for dropped in &mapped.dropped {
+                    Counters::add(&self.counters.attributes_dropped, 1);
+                    tracing::warn!(
+                        table = %change.table.qualified_name(),
+                        column = %dropped.column,
+                        attribute = %dropped.attribute,
+                        reason = dropped.reason.as_str(),
+                        customer_id = mapped.ops.first().map(|o| o.customer_id()).unwrap_or(""),
+                        "attribute left out of the call"
+                    );
+                }
+                for op in mapped.ops {
+                    let Some(pushed) = cancellable(self.sink.push(op), shutdown).await else {
+                        self.drain(shutdown_timeout).await?;
+                        return Ok(false);
+                    };
+                    if pushed.map_err(SessionError::Sink)? {
+                        // Everything pushed before this operation is delivered.
+                        self.ack_last_commit();
+                        self.batch_since = None;
+                    }
+                    if !self.sink.is_empty() {
+                        self.batch_since.get_or_insert_with(Instant::now);
+                    }
+                }
+            }
+            SourceEvent::Truncate { tables } => {
+                for table in tables {
+                    Counters::add(&self.counters.truncates_ignored, 1);
+                    tracing::warn!(
+                        %table,
+                        "TRUNCATE of a synced table ignored: customers are not deleted in bulk"
+                    );
+                }
+            }
+            SourceEvent::Commit { end_lsn } => {
+                self.in_transaction = false;
+                self.last_commit = Some(end_lsn);
+                if self.sink.is_empty() {
+                    self.ack_last_commit();
+                }
+            }
+            SourceEvent::Keepalive { wal_end } => {
+                if !self.in_transaction && self.sink.is_empty() {
+                    self.ack(wal_end);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn count_skip(&self, reason: crate::mapping::SkipReason, change: &crate::change::RowChange) {
+        use crate::mapping::SkipReason;
+        let counter = match reason {
+            SkipReason::NoChange => &self.counters.changes_skipped_no_change,
+            SkipReason::InvalidId => &self.counters.changes_skipped_invalid_id,
+            SkipReason::UnknownTable => &self.counters.changes_skipped_unknown_table,
+        };
+        Counters::add(counter, 1);
+        if reason != SkipReason::NoChange {
+            tracing::error!(
+                table = %change.table.qualified_name(),
+                reason = reason.as_str(),
+                "change skipped: its customer id is NULL, empty, over 150 bytes or missing \
+                 from the row (a DELETE needs the id column in the replica identity)"
+            );
+        }
+    }
+
+    /// Sends what waits and acknowledges the newest fully delivered commit.
+    /// `Ok(false)` when shutdown interrupted it.
+    async fn flush(
+        &mut self,
+        shutdown: &CancellationToken,
+        shutdown_timeout: Duration,
+    ) -> Result<bool, SessionError> {
+        let Some(flushed) = cancellable(self.sink.flush(), shutdown).await else {
+            self.drain(shutdown_timeout).await?;
+            return Ok(false);
+        };
+        flushed.map_err(SessionError::Sink)?;
+        self.batch_since = None;
+        self.ack_last_commit();
+        Ok(true)
+    }
+
+    /// At shutdown: give what waits `timeout` to be delivered, then stop.
+    async fn drain(&mut self, timeout: Duration) -> Result<(), SessionError> {
+        match tokio::time::timeout(timeout, self.sink.flush()).await {
+            Ok(Ok(())) => {
+                self.ack_last_commit();
+                Ok(())
+            }
+            Ok(Err(error)) => Err(SessionError::Sink(error)),
+            Err(_) => {
+                tracing::warn!(
+                    timeout_secs = timeout.as_secs(),
+                    "shutdown: undelivered operations abandoned; they will be sent again on restart"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn ack_last_commit(&mut self) {
+        if let Some(lsn) = self.last_commit.take() {
+            Counters::add(&self.counters.transactions_acked, 1);
+            self.ack(lsn);
+        }
+    }
+
+    fn ack(&mut self, lsn: Lsn) {
+        if self.progress.advance(lsn) {
+            self.source.ack(lsn);
+        }
+    }
+}
+
+/// Runs a sink step unless shutdown comes first (`None`). The sink keeps
+/// whatever the dropped step had not delivered, so [`Session::drain`] can
+/// try once more within the shutdown timeout.
+async fn cancellable<T>(
+    step: impl std::future::Future<Output = Result<T, SinkError>>,
+    shutdown: &CancellationToken,
+) -> Option<Result<T, SinkError>> {
+    tokio::select! {
+        result = step => Some(result),
+        _ = shutdown.cancelled() => None,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// An error with its causes, `a: b: c`, for one log field.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_only_moves_forward() {
+        let mut p = Progress::default();
+        assert!(p.advance(Lsn::from_u64(10)));
+        assert!(!p.advance(Lsn::from_u64(5)));
+        assert!(!p.advance(Lsn::from_u64(10)));
+        assert_eq!(p.acked(), Lsn::from_u64(10));
+    }
+}

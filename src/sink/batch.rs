@@ -1,0 +1,211 @@
+//! Encoding operations as `/api/v2/batch` items under Customer.io's size
+//! limits. Pure.
+//!
+//! A batch never holds two operations of one customer: Customer.io does not
+//! document that items of one batch are applied in order, so the only safe
+//! way to keep a customer's operations in commit order is one per request.
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+use crate::customer::CustomerOp;
+use crate::track_api::{
+    attribute_value_bytes, Identifier, PersonAction, PersonItem, MAX_BATCH_BYTES,
+    MAX_BATCH_ITEM_BYTES,
+};
+
+/// `{"batch":[` + `]}`.
+const ENVELOPE_BYTES: usize = 12;
+
+/// One encoded item and what it stands for.
+#[derive(Debug, Clone)]
+pub struct EncodedItem {
+    /// The operation's kind, for logs.
+    pub kind: &'static str,
+    /// The customers it touches (two for a merge).
+    pub customers: Vec<String>,
+    /// The item's JSON.
+    pub json: Vec<u8>,
+    /// Attribute names dropped to fit the item limit.
+    pub trimmed: Vec<String>,
+}
+
+/// Encodes `op` as a v2 person item, dropping its largest attributes until it
+/// fits in 32,000 bytes (Customer.io would refuse the whole item otherwise).
+pub fn encode(op: CustomerOp) -> EncodedItem {
+    let kind = op.kind();
+    let (action, customers, mut trimmed) = match op {
+        CustomerOp::Identify { id, attributes, timestamp } => {
+            let (attributes, trimmed) = fit_attributes(attributes, id.len());
+            let action = PersonAction::Identify {
+                identifiers: Identifier::Id(id.clone()),
+                timestamp: Some(timestamp),
+                attributes,
+            };
+            (action, vec![id], trimmed)
+        }
+        CustomerOp::Delete { id } => {
+            (PersonAction::Delete { identifiers: Identifier::Id(id.clone()) }, vec![id], vec![])
+        }
+        CustomerOp::Merge { primary, secondary } => (
+            PersonAction::Merge {
+                primary: Identifier::Id(primary.clone()),
+                secondary: Identifier::Id(secondary.clone()),
+            },
+            vec![primary, secondary],
+            vec![],
+        ),
+    };
+    trimmed.sort();
+    let json = serde_json::to_vec(&PersonItem::new(action)).unwrap_or_default();
+    EncodedItem { kind, customers, json, trimmed }
+}
+
+/// Drops the largest attributes until their encoding, with room for the
+/// item's envelope and id, fits the item limit.
+fn fit_attributes(mut attributes: Map<String, Value>, id_len: usize) -> (Map<String, Value>, Vec<String>) {
+    // type, action, identifiers, timestamp and punctuation, with slack.
+    let budget = MAX_BATCH_ITEM_BYTES.saturating_sub(128 + id_len);
+    let size = |attrs: &Map<String, Value>| serde_json::to_vec(attrs).map(|v| v.len()).unwrap_or(0);
+    let mut trimmed = Vec::new();
+    if size(&attributes) <= budget {
+        return (attributes, trimmed);
+    }
+    let mut by_size: Vec<(usize, String)> = attributes
+        .iter()
+        .map(|(k, v)| (attribute_value_bytes(v) + k.len(), k.clone()))
+        .collect();
+    by_size.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    for (_, name) in by_size {
+        if size(&attributes) <= budget {
+            break;
+        }
+        attributes.remove(&name);
+        trimmed.push(name);
+    }
+    (attributes, trimmed)
+}
+
+/// Items waiting to go out as one request.
+#[derive(Debug, Default)]
+pub struct Batch {
+    items: Vec<EncodedItem>,
+    bytes: usize,
+    customers: HashSet<String>,
+}
+
+impl Batch {
+    /// Whether `item` can join without breaking the size, count or
+    /// one-operation-per-customer rules.
+    pub fn fits(&self, item: &EncodedItem, max_items: usize) -> bool {
+        self.items.is_empty()
+            || (self.items.len() < max_items
+                && self.bytes + item.json.len() + 1 + ENVELOPE_BYTES <= MAX_BATCH_BYTES
+                && !item.customers.iter().any(|c| self.customers.contains(c)))
+    }
+
+    /// Adds an item; call [`Batch::fits`] first.
+    pub fn push(&mut self, item: EncodedItem) {
+        self.bytes += item.json.len() + 1;
+        self.customers.extend(item.customers.iter().cloned());
+        self.items.push(item);
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The items, in order.
+    pub fn items(&self) -> &[EncodedItem] {
+        &self.items
+    }
+
+    /// Takes the items out, leaving the batch empty.
+    pub fn take(&mut self) -> Vec<EncodedItem> {
+        self.bytes = 0;
+        self.customers.clear();
+        std::mem::take(&mut self.items)
+    }
+}
+
+/// The request body for `items`: `{"batch":[item,item,…]}`, written from the
+/// already encoded items so nothing is serialised twice.
+pub fn body(items: &[EncodedItem]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(items.iter().map(|i| i.json.len() + 1).sum::<usize>() + ENVELOPE_BYTES);
+    out.extend_from_slice(b"{\"batch\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&item.json);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn identify(id: &str, attributes: Value) -> CustomerOp {
+        CustomerOp::Identify { id: id.into(), attributes: attributes.as_object().unwrap().clone(), timestamp: 1 }
+    }
+
+    #[test]
+    fn the_body_is_a_valid_batch_request() {
+        let items = vec![encode(identify("1", json!({"a": 1}))), encode(CustomerOp::Delete { id: "2".into() })];
+        let body: Value = serde_json::from_slice(&body(&items)).unwrap();
+        assert_eq!(
+            body,
+            json!({"batch": [
+                {"type": "person", "action": "identify", "identifiers": {"id": "1"}, "timestamp": 1, "attributes": {"a": 1}},
+                {"type": "person", "action": "delete", "identifiers": {"id": "2"}}
+            ]})
+        );
+    }
+
+    #[test]
+    fn an_oversized_item_loses_its_largest_attributes() {
+        let mut attrs = Map::new();
+        for i in 0..40 {
+            attrs.insert(format!("a{i:02}"), json!("x".repeat(900 + i)));
+        }
+        attrs.insert("small".into(), json!("s"));
+        let item = encode(CustomerOp::Identify { id: "1".into(), attributes: attrs, timestamp: 1 });
+        assert!(item.json.len() <= MAX_BATCH_ITEM_BYTES, "{}", item.json.len());
+        assert!(!item.trimmed.is_empty());
+        assert!(item.trimmed.contains(&"a39".to_owned()), "largest goes first: {:?}", item.trimmed);
+        assert!(!item.trimmed.contains(&"small".to_owned()));
+    }
+
+    #[test]
+    fn a_batch_holds_one_operation_per_customer_and_respects_limits() {
+        let mut batch = Batch::default();
+        let a = encode(identify("1", json!({"a": 1})));
+        assert!(batch.fits(&a, 10));
+        batch.push(a);
+        assert!(!batch.fits(&encode(CustomerOp::Delete { id: "1".into() }), 10));
+        let merge = encode(CustomerOp::Merge { primary: "2".into(), secondary: "1".into() });
+        assert!(!batch.fits(&merge, 10));
+        let b = encode(identify("3", json!({})));
+        assert!(!batch.fits(&b, 1));
+        assert!(batch.fits(&b, 10));
+        let big = encode(identify("4", json!({"x": "y".repeat(31_000)})));
+        let mut full = Batch::default();
+        for i in 0..16 {
+            let item = encode(identify(&format!("c{i}"), json!({"x": "y".repeat(31_000)})));
+            assert!(full.fits(&item, 1000));
+            full.push(item);
+        }
+        assert!(!full.fits(&big, 1000), "17 items of 31 KB exceed 500 KB");
+        assert!(body(full.items()).len() <= MAX_BATCH_BYTES);
+    }
+}

@@ -1,0 +1,162 @@
+//! Creating what replication needs: the publication (`FOR TABLE` the synced
+//! tables) and the logical slot (`pgoutput`), each only if missing. An
+//! existing publication or slot that does not fit is an error that says what
+//! to run, never silently changed.
+
+use tokio_postgres::Client;
+
+use crate::config::Config;
+use crate::source::SourceError;
+
+/// A quoted SQL identifier: `"name"` with inner quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"schema"."table"` for a configured table.
+pub fn quoted_table(schema: &str, name: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(name))
+}
+
+/// The SQL that creates the configured publication.
+pub fn create_publication_sql(config: &Config) -> String {
+    let tables: Vec<String> = config
+        .sync
+        .iter()
+        .map(|s| {
+            let (schema, name) = s.schema_and_name();
+            quoted_table(schema, name)
+        })
+        .collect();
+    format!(
+        "CREATE PUBLICATION {} FOR TABLE {}",
+        quote_ident(&config.postgres.publication),
+        tables.join(", ")
+    )
+}
+
+/// Synced tables missing from an existing publication, as `schema.table`.
+/// `None` when the publication does not exist.
+pub async fn publication_missing_tables(
+    sql: &Client,
+    config: &Config,
+) -> Result<Option<Vec<String>>, SourceError> {
+    let exists = sql
+        .query_opt(
+            "SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = $1",
+            &[&config.postgres.publication],
+        )
+        .await
+        .map_err(SourceError::sql("read pg_publication"))?;
+    let Some(row) = exists else { return Ok(None) };
+    if row.get::<_, bool>(0) {
+        return Ok(Some(Vec::new()));
+    }
+    let mut missing = Vec::new();
+    for sync in &config.sync {
+        let (schema, name) = sync.schema_and_name();
+        let found = sql
+            .query_opt(
+                "SELECT 1 FROM pg_catalog.pg_publication_tables \
+                 WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+                &[&config.postgres.publication, &schema, &name],
+            )
+            .await
+            .map_err(SourceError::sql("read pg_publication_tables"))?;
+        if found.is_none() {
+            missing.push(format!("{schema}.{name}"));
+        }
+    }
+    Ok(Some(missing))
+}
+
+/// The state of the configured slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotState {
+    /// No slot of that name.
+    Missing,
+    /// A logical pgoutput slot in this database.
+    Usable { active: bool, confirmed_flush_lsn: Option<String> },
+    /// A slot that cannot be used: the reason says why.
+    Unusable(String),
+}
+
+/// Reads the configured slot from `pg_replication_slots`.
+pub async fn slot_state(sql: &Client, config: &Config) -> Result<SlotState, SourceError> {
+    let row = sql
+        .query_opt(
+            "SELECT slot_type, plugin, database, active, confirmed_flush_lsn::text, \
+                    current_database() \
+             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[&config.postgres.slot],
+        )
+        .await
+        .map_err(SourceError::sql("read pg_replication_slots"))?;
+    let Some(row) = row else { return Ok(SlotState::Missing) };
+    let slot_type: String = row.get(0);
+    let plugin: Option<String> = row.get(1);
+    let database: Option<String> = row.get(2);
+    let current: String = row.get(5);
+    let slot = &config.postgres.slot;
+    if slot_type != "logical" || plugin.as_deref() != Some("pgoutput") {
+        return Ok(SlotState::Unusable(format!(
+            "slot {slot} is a {slot_type} slot with plugin {}; ciosync needs a logical pgoutput \
+             slot: choose another postgres.slot or drop it with \
+             SELECT pg_drop_replication_slot('{slot}')",
+            plugin.unwrap_or_else(|| "none".into())
+        )));
+    }
+    if database.as_deref() != Some(current.as_str()) {
+        return Ok(SlotState::Unusable(format!(
+            "slot {slot} belongs to database {}, not {current}: choose another postgres.slot",
+            database.unwrap_or_default()
+        )));
+    }
+    Ok(SlotState::Usable { active: row.get(3), confirmed_flush_lsn: row.get(4) })
+}
+
+/// Creates the publication and the slot where missing. Publication first:
+/// pgoutput reads it as of each change's position, so it must predate the slot.
+pub async fn ensure(sql: &Client, config: &Config) -> Result<(), SourceError> {
+    match publication_missing_tables(sql, config).await? {
+        None => {
+            let statement = create_publication_sql(config);
+            sql.batch_execute(&statement)
+                .await
+                .map_err(SourceError::sql("create the publication"))?;
+            tracing::info!(publication = %config.postgres.publication, "publication created");
+        }
+        Some(missing) if !missing.is_empty() => {
+            let tables = missing
+                .iter()
+                .map(|t| {
+                    let (schema, name) = t.split_once('.').unwrap_or(("public", t));
+                    quoted_table(schema, name)
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(SourceError::Definite(format!(
+                "publication {} exists but does not include {}: run ALTER PUBLICATION {} ADD \
+                 TABLE {tables}",
+                config.postgres.publication,
+                missing.join(", "),
+                quote_ident(&config.postgres.publication),
+            )));
+        }
+        Some(_) => {}
+    }
+    match slot_state(sql, config).await? {
+        SlotState::Missing => {
+            sql.execute(
+                "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&config.postgres.slot],
+            )
+            .await
+            .map_err(SourceError::sql("create the replication slot"))?;
+            tracing::info!(slot = %config.postgres.slot, "replication slot created");
+        }
+        SlotState::Unusable(reason) => return Err(SourceError::Definite(reason)),
+        SlotState::Usable { .. } => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! A throwaway PostgreSQL cluster for the demo and the tests: `initdb` into a
+//! temporary directory, `wal_level = logical`, a free port on 127.0.0.1,
+//! trust authentication, removed when dropped. As root it runs the server as
+//! the `postgres` OS user, since Postgres refuses to run as root.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Why the cluster could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ThrowawayError {
+    /// `initdb` or `pg_ctl` not found.
+    #[error(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in \
+         /usr/lib/postgresql/*/bin: install them (Debian: apt-get install postgresql)"
+    )]
+    NoBinaries,
+    /// A command failed; the message carries its output.
+    #[error("{command} failed: {output}")]
+    Command { command: String, output: String },
+    /// File system trouble.
+    #[error("cannot prepare the cluster directory")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running throwaway cluster.
+#[derive(Debug)]
+pub struct ThrowawayPostgres {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    run_as_postgres: bool,
+}
+
+impl ThrowawayPostgres {
+    /// Creates and starts a cluster. Blocking (a second or two).
+    pub fn start() -> Result<Self, ThrowawayError> {
+        let bin = find_bin_dir().ok_or(ThrowawayError::NoBinaries)?;
+        let run_as_postgres = is_root();
+        let dir = std::env::temp_dir().join(format!(
+            "ciosync-pg-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        if run_as_postgres {
+            chown_to_postgres(&dir)?;
+        }
+        let mut pg = Self { dir, bin, port: 0, run_as_postgres };
+        pg.run(
+            "initdb",
+            &["-D", &pg.data_dir(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        )?;
+        let settings = "\nwal_level = logical\nmax_replication_slots = 40\nmax_wal_senders = 40\n\
+             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+             listen_addresses = '127.0.0.1'\nmax_connections = 200\n\
+             log_min_messages = warning\n";
+        let conf = Path::new(&pg.data_dir()).join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf)?;
+        text.push_str(settings);
+        text.push_str(&format!("unix_socket_directories = '{}'\n", pg.dir.display()));
+        std::fs::write(&conf, text)?;
+        // A free port can be taken between the probe and the start: try a few.
+        let mut last = None;
+        for _ in 0..5 {
+            pg.port = free_port()?;
+            match pg.pg_ctl_start() {
+                Ok(()) => return Ok(pg),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(ThrowawayError::NoBinaries))
+    }
+
+    /// The TCP port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A connection URL for `database` as the `postgres` superuser.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable", self.port)
+    }
+
+    /// Stops the server (`fast` or `immediate`), keeping the data.
+    pub fn stop(&self, mode: &str) -> Result<(), ThrowawayError> {
+        self.run("pg_ctl", &["-D", &self.data_dir(), "-m", mode, "-w", "stop"]).map(|_| ())
+    }
+
+    /// Starts the stopped server again on the same port.
+    pub fn restart(&self) -> Result<(), ThrowawayError> {
+        self.pg_ctl_start()
+    }
+
+    fn pg_ctl_start(&self) -> Result<(), ThrowawayError> {
+        let log = self.dir.join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data_dir(),
+                "-l",
+                &log.display().to_string(),
+                "-o",
+                &format!("-p {}", self.port),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )
+        .map(|_| ())
+    }
+
+    fn data_dir(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<String, ThrowawayError> {
+        let path = self.bin.join(program);
+        let mut command = if self.run_as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        };
+        let output = command
+            .args(args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if output.status.success() {
+            Ok(text)
+        } else {
+            Err(ThrowawayError::Command { command: program.to_owned(), output: text })
+        }
+    }
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        let _ = self.stop("immediate");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY-free check: the effective uid is in /proc/self/status.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|uid| uid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn chown_to_postgres(dir: &Path) -> Result<(), ThrowawayError> {
+    let status = Command::new("chown").arg("postgres:").arg(dir).status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(ThrowawayError::Command {
+            command: "chown postgres".into(),
+            output: "is there a `postgres` OS user? (Debian's postgresql package creates it)"
+                .into(),
+        })
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `initdb`'s directory: on PATH, else the newest `/usr/lib/postgresql/*/bin`.
+fn find_bin_dir() -> Option<PathBuf> {
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let initdb = dir.join("initdb");
+            if initdb.exists() {
+                // Debian links them from elsewhere; the real dir has pg_ctl too.
+                let real = std::fs::canonicalize(&initdb).ok()?;
+                return real.parent().map(Path::to_path_buf);
+            }
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
