@@ -93,6 +93,30 @@ impl ThrowawayPostgres {
         self.pg_ctl_start()
     }
 
+    /// For a cluster kept in a `static` (never dropped): a small shell
+    /// process stops the server and removes its directory once process `pid`
+    /// has exited, however it exited.
+    pub fn reap_when_process_exits(&self, pid: u32) {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let stop = if self.run_as_postgres {
+            format!("runuser -u postgres -- '{}'", pg_ctl.display())
+        } else {
+            format!("'{}'", pg_ctl.display())
+        };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             {stop} -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{dir}'",
+            data = self.data_dir(),
+            dir = self.dir.display(),
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+    }
+
     fn pg_ctl_start(&self) -> Result<(), ThrowawayError> {
         let log = self.dir.join("server.log");
         self.run(

@@ -1,0 +1,43 @@
+//! A bad config exits 2 naming the field, before anything is created or sent.
+
+use crate::support::daemon::{binary, config_file};
+use crate::support::postgres::{TestDb, USERS_TABLE};
+
+#[tokio::test]
+async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
+    let db = TestDb::new("bad_config").await;
+    db.exec(USERS_TABLE).await;
+    let good = db.config("http://127.0.0.1:9", "");
+    let cases = [
+        (good.replace("[customerio]", "[customerio]\nregoin = \"us\""), "regoin"),
+        (good.replace("track_url = \"http://127.0.0.1:9\"", "region = \"mars\""), "region"),
+        (good.replace(&format!("slot = \"{}\"", db.name), "slot = \"Bad Slot\""), "postgres.slot"),
+        (good.replace("id_column = \"id\"", "id_column = \"\""), "sync[0].id_column"),
+        (good.replace("status_interval_ms = 200", "status_interval_ms = \"fast\""), "postgres.status_interval_ms"),
+        (good.replace("[[sync]]", "[[sync]]\nfilter = 1"), "filter"),
+        ("not toml at all [".to_owned(), "invalid config"),
+    ];
+    for (text, field) in cases {
+        let file = config_file(&text);
+        for command in ["run", "check"] {
+            let output = std::process::Command::new(binary())
+                .args([command, "--config"])
+                .arg(file.path())
+                .env_remove("CIOSYNC_CUSTOMERIO_API_KEY")
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{command} with bad {field}: {stderr}");
+            assert!(stderr.contains(field), "{command}: expected {field} in: {stderr}");
+            assert!(!stderr.contains(crate::support::daemon::API_KEY), "the API key leaked: {stderr}");
+        }
+    }
+    let missing = std::process::Command::new(binary()).args(["run", "--config", "/nonexistent.toml"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let usage = std::process::Command::new(binary()).args(["run"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2), "missing --config is bad usage");
+
+    let slots: i64 = db.client.query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[&db.name]).await.unwrap().get(0);
+    let publications: i64 = db.client.query_one("SELECT count(*) FROM pg_publication", &[]).await.unwrap().get(0);
+    assert_eq!((slots, publications), (0, 0), "a bad config created something");
+}

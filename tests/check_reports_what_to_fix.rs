@@ -1,0 +1,54 @@
+//! `ciosync check` verifies what `run` needs, changes nothing, prints one
+//! line per check with the fix, and exits non-zero when `run` would fail.
+
+use crate::support::daemon::{binary, config_file, API_KEY};
+use crate::support::emulator;
+use crate::support::postgres::{TestDb, USERS_TABLE};
+
+fn check(text: &str) -> (Option<i32>, String) {
+    let file = config_file(text);
+    let output = std::process::Command::new(binary()).args(["check", "--config"]).arg(file.path()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.code(), stdout)
+}
+
+#[tokio::test]
+async fn check_passes_on_a_ready_database_and_creates_nothing() {
+    let db = TestDb::new("check_ok").await;
+    db.exec(USERS_TABLE).await;
+    let emulator = emulator::start().await;
+    let (code, out) = tokio::task::spawn_blocking({
+        let text = db.config(&emulator.url(), "");
+        move || check(&text)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    for expected in ["ok      wal_level: logical", "replication privilege", "replica identity FULL", "run will create it", "customer.io credentials: accepted"] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    let slots: i64 = db.client.query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[&db.name]).await.unwrap().get(0);
+    let publications: i64 = db.client.query_one("SELECT count(*) FROM pg_publication", &[]).await.unwrap().get(0);
+    assert_eq!((slots, publications), (0, 0), "check changed something");
+}
+
+#[tokio::test]
+async fn check_names_each_problem_with_its_fix() {
+    let db = TestDb::new("check_bad").await;
+    db.exec("CREATE TABLE users (id bigint, email text, first_name text, plan text, created_at timestamptz)").await;
+    let emulator = emulator::start().await;
+    let text = db.config(&emulator.url(), "").replace(API_KEY, "wrong-key");
+    let (code, out) = tokio::task::spawn_blocking(move || check(&text)).await.unwrap();
+    assert_eq!(code, Some(1), "{out}");
+    for expected in [
+        "id column id must be unique and not null",
+        "CREATE UNIQUE INDEX",
+        "mapped columns missing: bio",
+        "replica identity DEFAULT without a primary key",
+        "REPLICA IDENTITY FULL",
+        "refused the site id and API key (HTTP 401)",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("wrong-key"), "the API key was printed");
+}

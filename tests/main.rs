@@ -1,0 +1,21 @@
+//! Integration tests: one binary, one behaviour per file, each against a
+//! real Postgres (a throwaway cluster started here) and the emulator.
+
+mod support;
+
+mod bad_config_exits_2;
+mod check_reports_what_to_fix;
+mod customerio_outage_loses_nothing;
+mod default_identity_sends_every_mapped_attribute;
+mod delete_deletes_the_customer;
+mod id_change_merges_the_old_customer;
+mod identify_on_insert;
+mod kill_9_and_restart_loses_nothing;
+mod noop_updates_send_nothing;
+mod oversized_values_are_left_out;
+mod postgres_restart_reconnects;
+mod sigterm_acks_and_exits_zero;
+mod slot_advances_while_synced_tables_are_idle;
+mod truncate_does_not_delete;
+mod unchanged_toast_is_not_sent;
+mod update_sends_only_changed_attributes;

@@ -1,0 +1,115 @@
+//! The daemon under test: in-process (library entry point and a shutdown
+//! token) or as the built binary (for kill -9 and exit codes).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use ciosync::config::Config;
+use ciosync::pipeline::{self, Progress, RunError};
+use ciosync::telemetry::Counters;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Site id and API key of every test's emulator.
+pub const SITE_ID: &str = "test-site";
+pub const API_KEY: &str = "test-key-0123456789";
+
+/// A config for `db_url` and the emulator at `track_url` syncing
+/// `public.users` with the usual attributes, using `slot` as the slot and
+/// publication name (slots are cluster-wide, so each test has its own);
+/// `extra` is appended verbatim.
+pub fn config_text(db_url: &str, slot: &str, track_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[postgres]
+url = "{db_url}"
+slot = "{slot}"
+publication = "{slot}"
+status_interval_ms = 200
+
+[customerio]
+site_id = "{SITE_ID}"
+api_key = "{API_KEY}"
+track_url = "{track_url}"
+retry_max_backoff_secs = 1
+
+[[sync]]
+table = "public.users"
+id_column = "id"
+
+[sync.attributes]
+email = "email"
+first_name = "first_name"
+plan = "plan"
+created_at = "created_at"
+about = "bio"
+{extra}
+"#
+    )
+}
+
+/// The daemon running in this process.
+pub struct InProcess {
+    pub shutdown: CancellationToken,
+    pub counters: Arc<Counters>,
+    handle: JoinHandle<Result<Progress, RunError>>,
+}
+
+impl InProcess {
+    /// Starts the daemon with `text` as its config.
+    pub fn start(text: &str) -> Self {
+        let config = Config::from_toml(text, Vec::new()).expect("test config is valid");
+        let shutdown = CancellationToken::new();
+        let counters = Arc::new(Counters::default());
+        let handle = tokio::spawn(pipeline::run(config, shutdown.clone(), counters.clone()));
+        Self { shutdown, counters, handle }
+    }
+
+    /// Asks it to stop and waits for the outcome.
+    pub async fn stop(self) -> Result<Progress, RunError> {
+        self.shutdown.cancel();
+        self.handle.await.expect("daemon task does not panic")
+    }
+
+    /// Waits for it to stop by itself.
+    pub async fn join(self) -> Result<Progress, RunError> {
+        self.handle.await.expect("daemon task does not panic")
+    }
+}
+
+/// Writes `text` to a temporary config file.
+pub fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(text.as_bytes()).expect("write config");
+    file
+}
+
+/// The built `ciosync` binary.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ciosync"))
+}
+
+/// Starts `ciosync run --config FILE` as a child process, logs to a file.
+pub fn spawn_binary(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    Command::new(binary())
+        .args(["run", "--log-format", "text", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn ciosync")
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}

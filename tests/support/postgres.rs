@@ -1,0 +1,131 @@
+//! One throwaway cluster shared by every test of the binary, reaped when the
+//! test process exits; each test gets its own database.
+
+use std::sync::OnceLock;
+
+use ciosync::throwaway::ThrowawayPostgres;
+use tokio_postgres::{Client, NoTls};
+
+static CLUSTER: OnceLock<ThrowawayPostgres> = OnceLock::new();
+
+/// The shared cluster, started on first use.
+pub fn cluster() -> &'static ThrowawayPostgres {
+    CLUSTER.get_or_init(|| {
+        let pg = ThrowawayPostgres::start().expect("throwaway postgres starts");
+        pg.reap_when_process_exits(std::process::id());
+        pg
+    })
+}
+
+/// A fresh database on `pg`, with a client connected to it.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub client: Client,
+}
+
+impl TestDb {
+    /// Creates a database named after the test on the shared cluster.
+    pub async fn new(test: &str) -> Self {
+        Self::on(cluster(), test).await
+    }
+
+    /// Creates a database named after the test on `pg`.
+    pub async fn on(pg: &ThrowawayPostgres, test: &str) -> Self {
+        let mut name = format!("t{}_{}", rand::random::<u32>(), test);
+        name.truncate(63);
+        let admin = connect(&pg.url("postgres")).await;
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+        let url = pg.url(&name);
+        let client = connect(&url).await;
+        Self { name, url, client }
+    }
+
+    /// Runs SQL statements.
+    pub async fn exec(&self, sql: &str) {
+        self.client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The slot's confirmed_flush_lsn as a number (0 if none).
+    pub async fn confirmed_flush(&self, slot: &str) -> u64 {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .expect("read slot");
+        row.and_then(|r| r.get::<_, Option<i64>>(0)).unwrap_or(0) as u64
+    }
+
+    /// A config for this database's own slot and the emulator at `track_url`.
+    pub fn config(&self, track_url: &str, extra: &str) -> String {
+        super::daemon::config_text(&self.url, &self.name, track_url, extra)
+    }
+
+    /// Waits until a session streams from this database's slot.
+    pub async fn wait_for_streaming(&self) {
+        let deadline = tokio::time::Instant::now() + super::CONVERGE;
+        loop {
+            let row = self
+                .client
+                .query_opt(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&self.name],
+                )
+                .await
+                .expect("read slot");
+            if row.map(|r| r.get::<_, bool>(0)) == Some(true) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the daemon never started streaming");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The server's current WAL insert position as a number.
+    pub async fn current_lsn(&self) -> u64 {
+        let row = self
+            .client
+            .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint", &[])
+            .await
+            .expect("read lsn");
+        row.get::<_, i64>(0) as u64
+    }
+
+    /// Waits until the slot is confirmed at or past `lsn`.
+    pub async fn wait_for_confirmed(&self, slot: &str, lsn: u64) -> bool {
+        let deadline = tokio::time::Instant::now() + super::CONVERGE;
+        while tokio::time::Instant::now() < deadline {
+            if self.confirmed_flush(slot).await >= lsn {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+/// Connects without TLS and drives the connection in the background.
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connect");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// The users table most tests sync, with REPLICA IDENTITY FULL.
+pub const USERS_TABLE: &str = "
+    CREATE TABLE public.users (
+        id bigint PRIMARY KEY,
+        email text,
+        first_name text,
+        plan text,
+        created_at timestamptz,
+        password_hash text,
+        bio text
+    );
+    ALTER TABLE public.users REPLICA IDENTITY FULL;
+";
