@@ -1,1 +1,257 @@
-//! A local stand-in for Customer.io's Track API.
+//! A local stand-in for Customer.io's Track API, for tests, the demo and
+//! staging runs. It keeps a workspace in memory, validates requests the
+//! way Customer.io does (with its 400 messages where known), can inject
+//! faults, and lets callers inspect everything it received.
+//!
+//! ```text
+//!   client ──HTTP──▶ journal::record ─▶ faults::inject ─▶ auth::require ─▶ v1 / v2
+//!                      (request log)     (500/429/latency)   (Basic, 401)     │ validate
+//!                                                                              ▼
+//!   tests ◀── Emulator / EmulatorView ◀──────── state::Shared ◀──── model::World (pure)
+//!   curl  ◀── /_emulator/* (inspect)  ◀──────────────┘
+//! ```
+//!
+//! Where Customer.io's behaviour is unconfirmed the emulator picks one and
+//! says so where it does (see `EmulatorConfig` for the knobs); the facts it
+//! follows are in the facts sheet, `shared/customerio-api.md`.
+
+mod auth;
+mod config;
+mod faults;
+mod inspect;
+mod journal;
+mod model;
+mod state;
+mod v1;
+mod v2;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::{EmulatorConfig, DEFAULT_ENVIRONMENT_ID};
+pub use faults::{Faults, DEFAULT_FAIL_STATUS};
+pub use journal::RecordedRequest;
+pub use model::{Failure, StoredEvent, World};
+pub use state::EmulatorView;
+
+use state::Shared;
+
+/// How long `shutdown` waits for open requests before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A running emulator, started in-process. Dropping it stops the server
+/// too, but without waiting; `shutdown` waits.
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Shared,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Emulator {
+    /// Serves on `listener` (bind port 0 for a free port) in a spawned task.
+    /// Fails if the listener has no local address or `config` is invalid.
+    pub async fn start(listener: TcpListener, config: EmulatorConfig) -> io::Result<Emulator> {
+        config.validate().map_err(invalid_config)?;
+        let addr = listener.local_addr()?;
+        let shared = Shared::new(config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(listener, shared.clone(), async {
+            // A dropped sender also means stop.
+            let _ = stopped.await;
+        }));
+        // Let the server task start polling before the caller sends
+        // requests; not needed for correctness (the socket already accepts),
+        // but keeps first-request latency out of timing-sensitive tests.
+        tokio::task::yield_now().await;
+        Ok(Emulator {
+            addr,
+            shared,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, the base URL to give a Track API client.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs `f` on a consistent snapshot view of the state.
+    pub fn view<R>(&self, f: impl FnOnce(&EmulatorView<'_>) -> R) -> R {
+        self.shared.read(|inner| f(&EmulatorView::new(inner)))
+    }
+
+    /// A person's current attributes (including `id`/`email` when set),
+    /// named as in a v1 path: an id, an email (any case) or `cio_<cio_id>`.
+    pub fn customer(&self, identifier: &str) -> Option<Map<String, Value>> {
+        self.view(|v| v.customer(identifier))
+    }
+
+    /// Everyone's attributes, keyed by id, else email, else `cio_<cio_id>`.
+    pub fn customers(&self) -> BTreeMap<String, Map<String, Value>> {
+        self.view(|v| v.customers())
+    }
+
+    /// A person's events, oldest first (empty if no such person).
+    pub fn events(&self, identifier: &str) -> Vec<StoredEvent> {
+        self.view(|v| v.events(identifier))
+    }
+
+    /// Every Track API request so far (since start, reset or clear).
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.view(|v| v.requests())
+    }
+
+    /// Calls answered 200 but not applied (suppressed, identifier conflicts,
+    /// `_update` misses, merges with a missing person…).
+    pub fn failures(&self) -> Vec<Failure> {
+        self.view(|v| v.failures().to_vec())
+    }
+
+    /// Empties the request log.
+    pub fn clear_requests(&self) {
+        self.shared.update(|inner| inner.requests.clear());
+    }
+
+    /// The faults in force now (`fail_next` counts down as it fires).
+    pub fn faults(&self) -> Faults {
+        self.shared.read(|inner| inner.faults.clone())
+    }
+
+    /// Replaces the faults for the following requests.
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.with_faults(|current| *current = faults);
+    }
+
+    /// Forgets people, events, requests and failures; faults go back to the
+    /// configured ones.
+    pub fn reset(&self) {
+        self.shared.reset();
+    }
+
+    /// Waits until `condition` holds, re-checking after every change, or
+    /// until `timeout`; returns whether it held. The condition runs under
+    /// the state lock, so it must be quick and must not call back into the
+    /// emulator.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&EmulatorView<'_>) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changes = self.shared.subscribe();
+        loop {
+            // Mark the current version seen before checking, so a change
+            // between the check and the wait still wakes us.
+            changes.borrow_and_update();
+            if self.view(&condition) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => return false,
+            }
+        }
+    }
+
+    /// Stops accepting connections, lets open requests finish (up to a few
+    /// seconds) and waits for the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            match tokio::time::timeout(SHUTDOWN_GRACE, task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => {
+                    tracing::warn!(%error, "emulator server stopped with an error")
+                }
+                Ok(Err(error)) => tracing::warn!(%error, "emulator server task failed"),
+                Err(_) => tracing::warn!("emulator did not stop within the grace period"),
+            }
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Serves on `listener` until `shutdown` completes, then finishes open
+/// requests and returns. The binary's entry point.
+pub async fn serve(
+    listener: TcpListener,
+    config: EmulatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    config.validate().map_err(invalid_config)?;
+    run(listener, Shared::new(config), shutdown).await
+}
+
+fn invalid_config(message: String) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("invalid emulator config: {message}"),
+    )
+}
+
+async fn run(
+    listener: TcpListener,
+    shared: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The whole HTTP surface. Layers added to `track` apply to its routes
+/// only; the last one added runs first, so the log sees every answer,
+/// faults come before auth, and `/_emulator` is untouched by all three.
+fn router(shared: Shared) -> Router {
+    let track = Router::new()
+        .merge(v1::routes())
+        .merge(v2::routes())
+        .layer(from_fn_with_state(shared.clone(), auth::require))
+        .layer(from_fn_with_state(shared.clone(), faults::inject))
+        .layer(from_fn_with_state(shared.clone(), journal::record));
+    Router::new()
+        .merge(track)
+        .nest("/_emulator", inspect::routes())
+        .fallback(unknown_route)
+        // Size limits are Customer.io's (checked in v2) and the journal's.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(shared)
+}
+
+async fn unknown_route() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"meta": {"error": "not found"}})),
+    )
+        .into_response()
+}

@@ -1,0 +1,114 @@
+//! How an emulator instance behaves: credentials, region, and the knobs for
+//! the points where Customer.io's real behaviour is unconfirmed.
+
+use serde::{Deserialize, Serialize};
+
+use super::faults::Faults;
+
+/// Workspace id reported by `GET /api/v1/accounts/region` unless configured.
+pub const DEFAULT_ENVIRONMENT_ID: u64 = 1;
+
+/// Everything an emulator needs to start. `Default` gives site id `site`,
+/// API key `key`, region `us`, no faults and the documented behaviour
+/// wherever Customer.io documents one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmulatorConfig {
+    /// The Basic-auth user name Customer.io calls the Site ID.
+    pub site_id: String,
+    /// The Basic-auth password (the Track API key). Never logged.
+    pub api_key: String,
+    /// `us` or `eu`; decides the `url` that the region endpoint answers.
+    pub region: String,
+    /// The `environment_id` the region endpoint answers (default 1).
+    pub environment_id: u64,
+    /// Faults to inject from the first request on; change later with
+    /// `Emulator::set_faults` or `PUT /_emulator/faults`.
+    pub faults: Faults,
+    /// Answer v2 batches with some invalid items as 200 plus an `errors`
+    /// array instead of the documented 207. Seen in practice (Segment's
+    /// destination handles it), so a client must cope with both.
+    pub errors_with_200: bool,
+    /// Whether an attribute value of `null` or `""` removes the attribute
+    /// (default true). Documented for objects and relationships; UNCONFIRMED
+    /// for people, hence the knob.
+    pub empty_removes: bool,
+    /// Whether v1 identify rejects attribute values other than string,
+    /// integer and boolean with a 400 (default true). The published schema
+    /// says floats, objects, arrays and `null` fail; whether the real API
+    /// rejects them is UNCONFIRMED. Strict is the safe side: a client that
+    /// passes here passes the documented contract.
+    pub strict_v1_values: bool,
+    /// Whether a person found by `id` may get a new `email` (default true),
+    /// mirroring the workspace setting "Allow updates to email using ID".
+    /// When false such a change is dropped and logged as a failure, as
+    /// Customer.io does without the setting.
+    pub allow_email_update_by_id: bool,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            site_id: "site".to_owned(),
+            api_key: "key".to_owned(),
+            region: "us".to_owned(),
+            environment_id: DEFAULT_ENVIRONMENT_ID,
+            faults: Faults::default(),
+            errors_with_200: false,
+            empty_removes: true,
+            strict_v1_values: true,
+            allow_email_update_by_id: true,
+        }
+    }
+}
+
+impl EmulatorConfig {
+    /// A default config with the given credentials.
+    pub fn new(site_id: impl Into<String>, api_key: impl Into<String>) -> Self {
+        Self {
+            site_id: site_id.into(),
+            api_key: api_key.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Checks the fields a user can get wrong, naming the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.site_id.is_empty() {
+            return Err("site_id must not be empty".to_owned());
+        }
+        if self.api_key.is_empty() {
+            return Err("api_key must not be empty".to_owned());
+        }
+        if self.site_id.contains(':') {
+            // Basic auth splits user and password at the first colon.
+            return Err("site_id must not contain ':'".to_owned());
+        }
+        if !matches!(self.region.as_str(), "us" | "eu") {
+            return Err(format!(
+                "region must be \"us\" or \"eu\", not {:?}",
+                self.region
+            ));
+        }
+        self.faults.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        assert_eq!(EmulatorConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_region_is_named() {
+        let config = EmulatorConfig {
+            region: "ap".into(),
+            ..EmulatorConfig::default()
+        };
+        assert!(config.validate().unwrap_err().contains("region"));
+    }
+}

@@ -1,0 +1,219 @@
+//! Fault injection for the Track API routes: added latency, random 500s and
+//! 429s, and a deterministic "fail the next N requests" counter for tests.
+//!
+//! Customer.io documents no 429 for the Track API (UNCONFIRMED, see the facts
+//! sheet §3), but clients must survive one, so the emulator can send it, with
+//! or without `Retry-After`. Faults never apply to `/_emulator/*`.
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::state::Shared;
+use crate::track_api::V1ErrorResponse;
+
+/// Status used by `fail_next` unless `fail_status` says otherwise.
+pub const DEFAULT_FAIL_STATUS: u16 = 500;
+
+/// The faults to inject. `Default` injects none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Share of requests (0.0–1.0) answered 500 without being applied.
+    pub error_rate: f64,
+    /// Share of requests (0.0–1.0) answered 429 without being applied.
+    pub rate_limit_rate: f64,
+    /// `Retry-After` header, in seconds, on every injected 429; none if unset.
+    pub retry_after_secs: Option<u64>,
+    /// Milliseconds to wait before answering each request.
+    pub latency_ms: u64,
+    /// Answer the next N Track API requests with `fail_status`; counts down.
+    /// Checked before the random rates, so tests can be deterministic.
+    pub fail_next: u32,
+    /// Status for `fail_next` answers (default 500; 429 gets `Retry-After`).
+    pub fail_status: u16,
+    /// When true, a `fail_next` request is applied first and only its answer
+    /// is replaced: the "Customer.io took it but the reply was lost" case
+    /// that forces a client to retry something already applied.
+    pub fail_after_apply: bool,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            error_rate: 0.0,
+            rate_limit_rate: 0.0,
+            retry_after_secs: None,
+            latency_ms: 0,
+            fail_next: 0,
+            fail_status: DEFAULT_FAIL_STATUS,
+            fail_after_apply: false,
+        }
+    }
+}
+
+/// A fault chosen for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Injected {
+    /// Status to answer.
+    pub status: u16,
+    /// `Retry-After` seconds, for 429s.
+    pub retry_after_secs: Option<u64>,
+    /// Apply the request before answering with `status`.
+    pub after_apply: bool,
+}
+
+impl Faults {
+    /// Checks rates and status, naming the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, rate) in [
+            ("error_rate", self.error_rate),
+            ("rate_limit_rate", self.rate_limit_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name} must be between 0.0 and 1.0, not {rate}"));
+            }
+        }
+        if !(100..=599).contains(&self.fail_status) {
+            return Err(format!(
+                "fail_status must be an HTTP status (100-599), not {}",
+                self.fail_status
+            ));
+        }
+        Ok(())
+    }
+
+    /// Picks the fault for one request, given two uniform rolls in [0, 1).
+    /// Pure apart from counting `fail_next` down, so it is testable without
+    /// randomness.
+    pub fn decide(&mut self, roll_error: f64, roll_rate_limit: f64) -> Option<Injected> {
+        if self.fail_next > 0 {
+            self.fail_next -= 1;
+            return Some(Injected {
+                status: self.fail_status,
+                retry_after_secs: self.retry_after_for(self.fail_status),
+                after_apply: self.fail_after_apply,
+            });
+        }
+        if roll_rate_limit < self.rate_limit_rate {
+            return Some(Injected {
+                status: 429,
+                retry_after_secs: self.retry_after_secs,
+                after_apply: false,
+            });
+        }
+        if roll_error < self.error_rate {
+            return Some(Injected {
+                status: 500,
+                retry_after_secs: None,
+                after_apply: false,
+            });
+        }
+        None
+    }
+
+    fn retry_after_for(&self, status: u16) -> Option<u64> {
+        (status == 429).then_some(self.retry_after_secs).flatten()
+    }
+}
+
+/// Marks a response whose status was injected, so the request log can say so.
+#[derive(Debug, Clone, Copy)]
+pub struct InjectedMark;
+
+/// Middleware for the Track API routes: sleeps `latency_ms`, then answers
+/// with an injected fault or passes the request on.
+pub async fn inject(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let (latency, fault) = shared.with_faults(|faults| {
+        let fault = faults.decide(rand::random::<f64>(), rand::random::<f64>());
+        (faults.latency_ms, fault)
+    });
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let Some(fault) = fault else {
+        return next.run(request).await;
+    };
+    if fault.after_apply {
+        // The answer is thrown away: the client only sees the fault.
+        let _applied = next.run(request).await;
+    }
+    tracing::debug!(
+        status = fault.status,
+        after_apply = fault.after_apply,
+        "injecting fault"
+    );
+    fault_response(fault)
+}
+
+fn fault_response(fault: Injected) -> Response {
+    let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // Customer.io's bodies for these answers are unknown; a v1-style error
+    // body is a plausible guess that clients parse without trouble.
+    let body = V1ErrorResponse {
+        meta: crate::track_api::V1Meta {
+            errors: Vec::new(),
+            error: Some(format!("injected fault: {}", status.as_u16())),
+        },
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(secs) = fault.retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response.extensions_mut().insert(InjectedMark);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_next_counts_down_before_random_faults() {
+        let mut faults = Faults {
+            fail_next: 2,
+            fail_status: 429,
+            retry_after_secs: Some(7),
+            ..Faults::default()
+        };
+        let first = faults
+            .decide(0.0, 0.0)
+            .map(|f| (f.status, f.retry_after_secs));
+        assert_eq!(first, Some((429, Some(7))));
+        assert!(faults.decide(0.9, 0.9).is_some());
+        assert_eq!(faults.decide(0.9, 0.9), None);
+        assert_eq!(faults.fail_next, 0);
+    }
+
+    #[test]
+    fn rates_pick_rate_limit_before_error() {
+        let mut faults = Faults {
+            error_rate: 1.0,
+            rate_limit_rate: 0.5,
+            ..Faults::default()
+        };
+        assert_eq!(faults.decide(0.0, 0.2).map(|f| f.status), Some(429));
+        assert_eq!(faults.decide(0.0, 0.7).map(|f| f.status), Some(500));
+        assert_eq!(Faults::default().decide(0.0, 0.0), None);
+    }
+
+    #[test]
+    fn validate_names_the_bad_field() {
+        let faults = Faults {
+            error_rate: 1.5,
+            ..Faults::default()
+        };
+        assert!(faults.validate().unwrap_err().starts_with("error_rate"));
+        let faults = Faults {
+            fail_status: 42,
+            ..Faults::default()
+        };
+        assert!(faults.validate().unwrap_err().starts_with("fail_status"));
+    }
+}

@@ -1,0 +1,128 @@
+//! Inspection and control over HTTP, under `/_emulator/`, for tests in
+//! other languages, the demo and people poking at a staging run. No auth,
+//! no faults, not recorded.
+//!
+//! | Route | Answer |
+//! |---|---|
+//! | `GET /_emulator/customers` | `{key: attributes}` for everyone |
+//! | `GET /_emulator/customers/{identifier}` | attributes, 404 if absent |
+//! | `GET /_emulator/customers/{identifier}/events` | events, 404 if absent |
+//! | `GET /_emulator/anonymous_events` | events sent without a person |
+//! | `GET /_emulator/failures` | calls answered 200 but not applied |
+//! | `GET /_emulator/suppressed` | blocked identifiers |
+//! | `GET /_emulator/unmodelled` | object/delivery/device/relationship items |
+//! | `GET /_emulator/requests`, `DELETE …` | the request log; clear it |
+//! | `GET /_emulator/faults`, `PUT …` | current faults; replace them |
+//! | `POST /_emulator/reset` | forget everything |
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::faults::Faults;
+use super::state::{EmulatorView, Shared};
+
+/// The `/_emulator` routes, to be nested under that prefix.
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/customers", get(customers))
+        .route("/customers/{identifier}", get(customer))
+        .route("/customers/{identifier}/events", get(events))
+        .route("/anonymous_events", get(anonymous_events))
+        .route("/failures", get(failures))
+        .route("/suppressed", get(suppressed))
+        .route("/unmodelled", get(unmodelled))
+        .route("/requests", get(requests).delete(clear_requests))
+        .route("/faults", get(faults).put(set_faults))
+        .route("/reset", post(reset))
+}
+
+fn view<R>(shared: &Shared, f: impl FnOnce(&EmulatorView<'_>) -> R) -> R {
+    shared.read(|inner| f(&EmulatorView::new(inner)))
+}
+
+fn not_found(what: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": format!("no such {what}")})),
+    )
+        .into_response()
+}
+
+async fn customers(State(shared): State<Shared>) -> Response {
+    Json(view(&shared, |v| v.customers())).into_response()
+}
+
+async fn customer(State(shared): State<Shared>, Path(identifier): Path<String>) -> Response {
+    match view(&shared, |v| v.customer(&identifier)) {
+        Some(attributes) => Json(attributes).into_response(),
+        None => not_found("customer"),
+    }
+}
+
+async fn events(State(shared): State<Shared>, Path(identifier): Path<String>) -> Response {
+    let found = view(&shared, |v| {
+        v.customer(&identifier).map(|_| v.events(&identifier))
+    });
+    match found {
+        Some(events) => Json(events).into_response(),
+        None => not_found("customer"),
+    }
+}
+
+async fn anonymous_events(State(shared): State<Shared>) -> Response {
+    Json(view(&shared, |v| v.world().anonymous_events().to_vec())).into_response()
+}
+
+async fn failures(State(shared): State<Shared>) -> Response {
+    Json(view(&shared, |v| v.failures().to_vec())).into_response()
+}
+
+async fn suppressed(State(shared): State<Shared>) -> Response {
+    let suppressed: Vec<String> = view(&shared, |v| v.world().suppressed().cloned().collect());
+    Json(suppressed).into_response()
+}
+
+async fn unmodelled(State(shared): State<Shared>) -> Response {
+    Json(view(&shared, |v| v.world().unmodelled().to_vec())).into_response()
+}
+
+async fn requests(State(shared): State<Shared>) -> Response {
+    Json(view(&shared, |v| v.requests())).into_response()
+}
+
+async fn clear_requests(State(shared): State<Shared>) -> StatusCode {
+    shared.update(|inner| inner.requests.clear());
+    StatusCode::NO_CONTENT
+}
+
+async fn faults(State(shared): State<Shared>) -> Response {
+    Json(shared.read(|inner| inner.faults.clone())).into_response()
+}
+
+/// Replaces the faults. Fields left out take their defaults (no fault), so
+/// `{}` switches everything off.
+async fn set_faults(State(shared): State<Shared>, body: Bytes) -> Response {
+    let faults = match serde_json::from_slice::<Faults>(&body) {
+        Ok(faults) => faults,
+        Err(error) => return bad_faults(format!("invalid faults: {error}")),
+    };
+    if let Err(message) = faults.validate() {
+        return bad_faults(message);
+    }
+    shared.with_faults(|current| *current = faults.clone());
+    Json(faults).into_response()
+}
+
+fn bad_faults(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
+}
+
+async fn reset(State(shared): State<Shared>) -> StatusCode {
+    shared.reset();
+    StatusCode::NO_CONTENT
+}

@@ -1,0 +1,178 @@
+//! The emulator's shared state: the workspace model, the request log and the
+//! current faults behind one std `Mutex`, plus a change counter that wakes
+//! anyone waiting for a condition.
+//!
+//! The lock is only taken inside the closures of `read`/`update`, which are
+//! synchronous, so it is never held across an `.await`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use super::config::EmulatorConfig;
+use super::faults::Faults;
+use super::journal::RecordedRequest;
+use super::model::{parse_path_identifier, Failure, Op, Settings, StoredEvent, World};
+
+/// Most requests kept in the log; older ones are dropped first, so a long
+/// staging run does not grow without bound.
+pub const MAX_RECORDED_REQUESTS: usize = 100_000;
+
+/// Everything that changes while the emulator runs.
+#[derive(Debug)]
+pub struct Inner {
+    /// People, events, suppressions, failures.
+    pub world: World,
+    /// Track API requests, oldest first.
+    pub requests: VecDeque<RecordedRequest>,
+    /// Faults applied to the next Track API requests.
+    pub faults: Faults,
+    next_request_seq: u64,
+}
+
+impl Inner {
+    fn new(config: &EmulatorConfig) -> Self {
+        Self {
+            world: World::new(Settings {
+                empty_removes: config.empty_removes,
+                allow_email_update_by_id: config.allow_email_update_by_id,
+            }),
+            requests: VecDeque::new(),
+            faults: config.faults.clone(),
+            next_request_seq: 0,
+        }
+    }
+
+    /// Appends to the request log, numbering the entry.
+    pub fn record(&mut self, mut request: RecordedRequest) {
+        self.next_request_seq += 1;
+        request.seq = self.next_request_seq;
+        if self.requests.len() == MAX_RECORDED_REQUESTS {
+            self.requests.pop_front();
+        }
+        self.requests.push_back(request);
+    }
+}
+
+struct SharedInner {
+    config: EmulatorConfig,
+    inner: Mutex<Inner>,
+    changes: watch::Sender<u64>,
+}
+
+/// Cheap-to-clone handle on the state, used as the axum router state.
+#[derive(Clone)]
+pub struct Shared(Arc<SharedInner>);
+
+impl Shared {
+    /// Fresh state for `config`.
+    pub fn new(config: EmulatorConfig) -> Self {
+        let inner = Mutex::new(Inner::new(&config));
+        Self(Arc::new(SharedInner {
+            config,
+            inner,
+            changes: watch::channel(0).0,
+        }))
+    }
+
+    /// The configuration the emulator started with.
+    pub fn config(&self) -> &EmulatorConfig {
+        &self.0.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the model half-updated
+        // in a way worse than the panic itself; keep serving.
+        self.0.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads the state.
+    pub fn read<R>(&self, f: impl FnOnce(&Inner) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// Changes the state and wakes waiters.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let result = f(&mut self.lock());
+        self.0.changes.send_modify(|version| *version += 1);
+        result
+    }
+
+    /// Applies operations to the model in order, under one lock.
+    pub fn apply(&self, ops: impl IntoIterator<Item = Op>) {
+        self.update(|inner| ops.into_iter().for_each(|op| inner.world.apply(op)));
+    }
+
+    /// Reads and changes the faults.
+    pub fn with_faults<R>(&self, f: impl FnOnce(&mut Faults) -> R) -> R {
+        self.update(|inner| f(&mut inner.faults))
+    }
+
+    /// Forgets everything: people, events, requests, and faults go back to
+    /// those the emulator started with.
+    pub fn reset(&self) {
+        let fresh = Inner::new(&self.0.config);
+        self.update(|inner| *inner = fresh);
+    }
+
+    /// A receiver that sees a new value after every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.changes.subscribe()
+    }
+}
+
+/// Read-only view of the state, handed to `wait_until` conditions.
+pub struct EmulatorView<'a> {
+    inner: &'a Inner,
+}
+
+impl<'a> EmulatorView<'a> {
+    /// A view of `inner`.
+    pub fn new(inner: &'a Inner) -> Self {
+        Self { inner }
+    }
+
+    /// A person's attributes, named as in a v1 path: `cio_…`, an email
+    /// (any case) or an id.
+    pub fn customer(&self, identifier: &str) -> Option<Map<String, Value>> {
+        self.inner
+            .world
+            .person(&parse_path_identifier(identifier))
+            .map(|person| person.attributes().clone())
+    }
+
+    /// Every person's attributes, keyed by id, else email, else `cio_<cio_id>`.
+    pub fn customers(&self) -> BTreeMap<String, Map<String, Value>> {
+        self.inner
+            .world
+            .people()
+            .map(|person| (person.key(), person.attributes().clone()))
+            .collect()
+    }
+
+    /// A person's events (empty if there is no such person).
+    pub fn events(&self, identifier: &str) -> Vec<StoredEvent> {
+        self.inner
+            .world
+            .person(&parse_path_identifier(identifier))
+            .map(|person| person.events().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Track API requests, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.inner.requests.iter().cloned().collect()
+    }
+
+    /// Calls answered 200 but not applied.
+    pub fn failures(&self) -> &[Failure] {
+        self.inner.world.failures()
+    }
+
+    /// The whole model, for anything the helpers above do not cover.
+    pub fn world(&self) -> &World {
+        &self.inner.world
+    }
+}
