@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::support::daemon::InProcess;
-use crate::support::emulator::{self, batch_items, wait_for_customers};
+use crate::support::emulator::{self, batch_items, identifies_of, wait_for, wait_for_customers};
 use crate::support::postgres::{TestDb, USERS_TABLE};
 
 #[tokio::test]
@@ -18,15 +18,19 @@ async fn id_change_merges_the_old_customer() {
     db.exec("INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'free')").await;
     assert!(wait_for_customers(&emulator, |c| c.contains_key("1")).await);
     db.exec("UPDATE users SET id = 100 WHERE id = 1").await;
+    // Merge moves the email over too; the identify after it is the last call.
     assert!(wait_for_customers(&emulator, |c| c.contains_key("100") && !c.contains_key("1")).await);
+    assert!(wait_for(&emulator, |e| identifies_of(e, "100").len() == 2).await);
 
     let items = batch_items(&emulator);
-    let last_two = &items[items.len() - 2..];
-    assert_eq!(last_two[0]["action"], "identify");
-    assert_eq!(last_two[0]["identifiers"], json!({"id": "100"}));
-    assert_eq!(last_two[0]["attributes"], json!({"email": "a@x.io", "plan": "free"}));
-    assert_eq!(last_two[1], json!({"type": "person", "action": "merge", "primary": {"id": "100"}, "secondary": {"id": "1"}}));
+    let last = &items[items.len() - 3..];
+    assert_eq!(last[0]["action"], "identify");
+    assert_eq!(last[0]["identifiers"], json!({"id": "100"}));
+    assert_eq!(last[0]["attributes"], json!({"plan": "free"}), "email waits until the old person is gone");
+    assert_eq!(last[1], json!({"type": "person", "action": "merge", "primary": {"id": "100"}, "secondary": {"id": "1"}}));
+    assert_eq!(last[2]["attributes"], json!({"email": "a@x.io"}));
     assert_eq!(emulator.customer("100").unwrap().get("email"), Some(&json!("a@x.io")));
+    assert_eq!(emulator.failures(), vec![], "Customer.io logged no failure");
     daemon.stop().await.unwrap();
 }
 
@@ -43,6 +47,10 @@ async fn id_change_can_delete_the_old_customer_instead() {
     db.exec("UPDATE users SET id = 100 WHERE id = 1").await;
     assert!(wait_for_customers(&emulator, |c| c.contains_key("100") && !c.contains_key("1")).await);
     let items = batch_items(&emulator);
-    assert_eq!(items.last().unwrap()["action"], "delete");
+    let last = &items[items.len() - 2..];
+    assert_eq!(last[0], json!({"type": "person", "action": "delete", "identifiers": {"id": "1"}}));
+    assert_eq!(last[1]["attributes"], json!({"email": "a@x.io"}));
+    assert_eq!(emulator.customer("100").unwrap().get("email"), Some(&json!("a@x.io")));
+    assert_eq!(emulator.failures(), vec![], "Customer.io logged no failure");
     daemon.stop().await.unwrap();
 }

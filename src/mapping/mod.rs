@@ -5,7 +5,7 @@
 //! | INSERT                                   | identify with every mapped non-NULL attribute |
 //! | UPDATE, old row known (REPLICA IDENTITY FULL) | identify with the changed attributes only; none changed → nothing |
 //! | UPDATE, no old row (DEFAULT identity)    | identify with every mapped attribute sent     |
-//! | UPDATE of the id column                  | identify the new id in full, then merge the old person into it (or delete it) |
+//! | UPDATE of the id column                  | identify the new id, merge the old person into it, then its email (or: delete the old, identify the new) |
 //! | DELETE                                   | delete                                        |
 //!
 //! An unchanged TOASTed value is never sent and never counts as a change. A
@@ -23,6 +23,9 @@ use crate::change::{Datum, Row, RowChange, RowOp, Table};
 use crate::config::{OnIdChange, SyncConfig};
 use crate::customer::CustomerOp;
 use crate::track_api;
+
+/// Customer.io's reserved `email` attribute, an identifier in email+id workspaces.
+const EMAIL: &str = "email";
 
 /// Why a change produced no operation although it was not a no-op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,11 +143,7 @@ impl Mapper {
                 let old_id = old.as_ref().and_then(&id_of);
                 if let Some(old_id) = old_id.filter(|old_id| *old_id != new_id) {
                     let attributes = attributes(sync, table, new, None, false, &mut out.dropped);
-                    out.ops.push(identify(new_id.clone(), attributes, change.commit_time));
-                    out.ops.push(match sync.on_id_change {
-                        OnIdChange::Merge => CustomerOp::Merge { primary: new_id, secondary: old_id },
-                        OnIdChange::DeleteOld => CustomerOp::Delete { id: old_id },
-                    });
+                    id_change(sync.on_id_change, old_id, new_id, attributes, change.commit_time, &mut out.ops);
                     return out;
                 }
                 let full_old = old.as_ref().filter(|_| !old_is_key_only);
@@ -161,6 +160,37 @@ impl Mapper {
             },
         }
         out
+    }
+}
+
+/// The operations of an id change. In workspaces that identify people by
+/// email too, Customer.io refuses to give a second person an email the old
+/// person still has (an "Attribute Update Failure" on an HTTP 200), so the
+/// email must reach the new person only once the old one is gone:
+/// - merge: identify the new id without `email`, merge the old person into
+///   it (the primary must exist first), then identify the email;
+/// - delete_old: delete the old person, then identify the new id in full.
+fn id_change(
+    on_id_change: OnIdChange,
+    old_id: String,
+    new_id: String,
+    mut attributes: Map<String, Json>,
+    timestamp: i64,
+    ops: &mut Vec<CustomerOp>,
+) {
+    match on_id_change {
+        OnIdChange::Merge => {
+            let email = attributes.remove(EMAIL);
+            ops.push(identify(new_id.clone(), attributes, timestamp));
+            ops.push(CustomerOp::Merge { primary: new_id.clone(), secondary: old_id });
+            if let Some(email) = email {
+                ops.push(identify(new_id, Map::from_iter([(EMAIL.to_owned(), email)]), timestamp));
+            }
+        }
+        OnIdChange::DeleteOld => {
+            ops.push(CustomerOp::Delete { id: old_id });
+            ops.push(identify(new_id, attributes, timestamp));
+        }
     }
 }
 

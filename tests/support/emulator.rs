@@ -24,9 +24,15 @@ pub async fn wait_for_customers(
     emulator: &Emulator,
     cond: impl Fn(&BTreeMap<String, Map<String, Value>>) -> bool,
 ) -> bool {
+    wait_for(emulator, |e| cond(&e.customers())).await
+}
+
+/// Waits until `cond` holds for the emulator (polled, so `cond` may read
+/// anything); false on timeout.
+pub async fn wait_for(emulator: &Emulator, cond: impl Fn(&Emulator) -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + super::CONVERGE;
     loop {
-        if cond(&emulator.customers()) {
+        if cond(emulator) {
             return true;
         }
         if tokio::time::Instant::now() >= deadline {
