@@ -17,6 +17,8 @@
 
 mod auth;
 mod config;
+#[cfg(test)]
+mod conformance;
 mod faults;
 mod inspect;
 mod journal;
