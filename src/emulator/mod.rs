@@ -20,6 +20,7 @@ mod config;
 #[cfg(test)]
 mod conformance;
 mod faults;
+mod identity;
 mod inspect;
 mod journal;
 mod model;
