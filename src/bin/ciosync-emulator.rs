@@ -1,1 +1,168 @@
-fn main() {}
+//! A local stand-in for Customer.io's Track API.
+//!
+//! Only wiring: flags to `EmulatorConfig`, tracing to stderr, then
+//! `ciosync::emulator::serve` until SIGTERM or SIGINT. Prints
+//! `ciosync-emulator listening on http://ADDR` on stdout once listening, so
+//! scripts and tests can start it on port 0 and read the real port.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use ciosync::emulator::{serve, EmulatorConfig, Faults};
+use clap::Parser;
+use tokio::net::TcpListener;
+
+/// Emulates Customer.io's Track API (v1 and v2) in memory, with fault
+/// injection and inspection endpoints under /_emulator/.
+#[derive(Debug, Parser)]
+#[command(name = "ciosync-emulator", version)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    listen: SocketAddr,
+    /// Site ID expected as the Basic-auth user name.
+    #[arg(long, env = "CIOSYNC_EMULATOR_SITE_ID")]
+    site_id: String,
+    /// Track API key expected as the Basic-auth password.
+    #[arg(long, env = "CIOSYNC_EMULATOR_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// Region the /api/v1/accounts/region endpoint reports.
+    #[arg(long, default_value = "us", value_parser = ["us", "eu"])]
+    region: String,
+    /// Share of Track API requests (0.0-1.0) answered 500.
+    #[arg(long, default_value_t = 0.0, value_parser = rate)]
+    error_rate: f64,
+    /// Share of Track API requests (0.0-1.0) answered 429.
+    #[arg(long, default_value_t = 0.0, value_parser = rate)]
+    rate_limit_rate: f64,
+    /// Retry-After header, in seconds, on injected 429s.
+    #[arg(long = "retry-after", value_name = "SECS")]
+    retry_after_secs: Option<u64>,
+    /// Milliseconds to wait before answering each Track API request.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Answer v2 batches with invalid items as 200 plus errors instead of 207.
+    #[arg(long)]
+    errors_with_200: bool,
+    /// Keep attributes set to null or "" instead of removing them.
+    #[arg(long)]
+    keep_empty: bool,
+    /// Accept any JSON value as a v1 attribute (default: string, integer, boolean).
+    #[arg(long)]
+    lenient_v1_values: bool,
+    /// Drop email changes sent by id (the workspace setting turned off).
+    #[arg(long)]
+    deny_email_update_by_id: bool,
+}
+
+fn rate(raw: &str) -> Result<f64, String> {
+    let rate: f64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{rate} is not between 0.0 and 1.0"))
+    }
+}
+
+impl Args {
+    fn config(&self) -> EmulatorConfig {
+        EmulatorConfig {
+            site_id: self.site_id.clone(),
+            api_key: self.api_key.clone(),
+            region: self.region.clone(),
+            faults: Faults {
+                error_rate: self.error_rate,
+                rate_limit_rate: self.rate_limit_rate,
+                retry_after_secs: self.retry_after_secs,
+                latency_ms: self.latency_ms,
+                ..Faults::default()
+            },
+            errors_with_200: self.errors_with_200,
+            empty_removes: !self.keep_empty,
+            strict_v1_values: !self.lenient_v1_values,
+            allow_email_update_by_id: !self.deny_email_update_by_id,
+            ..EmulatorConfig::default()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // Bad flags print clap's message and exit 2.
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ciosync-emulator: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(try_main(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ciosync-emulator: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn try_main(args: Args) -> Result<(), String> {
+    let config = args.config();
+    config
+        .validate()
+        .map_err(|message| format!("invalid arguments: {message}"))?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|error| format!("cannot read the listening address: {error}"))?;
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "ciosync-emulator listening on http://{addr}")
+            .and_then(|()| stdout.flush())
+            .map_err(|error| format!("cannot write to stdout: {error}"))?;
+    }
+    // Never the key: only the site id and the region.
+    tracing::info!(%addr, site_id = %config.site_id, region = %config.region, "emulator ready");
+    serve(listener, config, shutdown_signal())
+        .await
+        .map_err(|error| format!("server failed: {error}"))?;
+    tracing::info!("emulator stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the emulator");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -17,7 +17,10 @@
 
 mod auth;
 mod config;
+#[cfg(test)]
+mod conformance;
 mod faults;
+mod identity;
 mod inspect;
 mod journal;
 mod model;

@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::identity::{
+    body_contradicts, identity, identity_name, identity_value, is_empty, key, IDENTITY_ATTRIBUTES,
+};
 use crate::track_api::Identifier;
-
-/// Attribute names that are also identifiers.
-const IDENTITY_ATTRIBUTES: [&str; 3] = ["id", "email", "phone"];
 
 /// First `cio_id` handed out is this plus one, written as 8 hex digits
 /// (`03000001`), the form of the spec's example `cio_03000001`.
@@ -152,51 +152,6 @@ pub struct World {
     anonymous_events: Vec<StoredEvent>,
     failures: Vec<Failure>,
     unmodelled: Vec<Value>,
-}
-
-/// How the v1 path names a person: `cio_` prefix → cio_id, an `@` → email,
-/// anything else → id. Customer.io infers the type from the value's form;
-/// a phone number in the path is an id (facts sheet §1).
-pub fn parse_path_identifier(raw: &str) -> Identifier {
-    if let Some(cio_id) = raw.strip_prefix("cio_") {
-        Identifier::CioId(cio_id.to_owned())
-    } else if raw.contains('@') {
-        Identifier::Email(raw.to_owned())
-    } else {
-        Identifier::Id(raw.to_owned())
-    }
-}
-
-/// The index key of an identifier; emails compare case-insensitively.
-fn key(identifier: &Identifier) -> String {
-    match identifier {
-        Identifier::Id(v) => format!("id:{v}"),
-        Identifier::Email(v) => format!("email:{}", v.to_lowercase()),
-        Identifier::Phone(v) => format!("phone:{v}"),
-        Identifier::CioId(v) => format!("cio_id:{v}"),
-    }
-}
-
-/// An identifier attribute's value as text; numbers count (`"id": 42`).
-fn identity_value(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn identity(name: &str, value: String) -> Option<Identifier> {
-    match name {
-        "id" => Some(Identifier::Id(value)),
-        "email" => Some(Identifier::Email(value)),
-        "phone" => Some(Identifier::Phone(value)),
-        _ => None,
-    }
-}
-
-fn is_empty(value: &Value) -> bool {
-    value.is_null() || value.as_str() == Some("")
 }
 
 impl World {
@@ -355,60 +310,9 @@ impl World {
         timestamp: i64,
         update_only: bool,
     ) {
-        let body_identifiers: Vec<Identifier> = IDENTITY_ATTRIBUTES
-            .iter()
-            .filter_map(|name| identity(name, identity_value(attributes.get(*name)?)?))
-            .collect();
-        if self.is_blocked(target) || body_identifiers.iter().any(|i| self.is_blocked(i)) {
-            return self.fail("identify", target, "identifier is suppressed; call ignored");
-        }
-        let path_person = self.find(target);
-        if matches!(target, Identifier::CioId(_)) && path_person.is_none() {
-            return self.fail("identify", target, "cio_id does not exist; request dropped");
-        }
-        let owners: BTreeSet<String> = body_identifiers
-            .iter()
-            .filter_map(|i| self.find(i))
-            .collect();
-        let cio_id = match (path_person, owners.len()) {
-            (Some(person), _) if owners.iter().all(|o| *o == person) => person,
-            (Some(_), _) | (None, 2..) => {
-                return self.fail(
-                    "identify",
-                    target,
-                    "Attribute Update Failure: identifiers belong to different people",
-                );
-            }
-            (None, 1) => {
-                let Some(owner) = owners.into_iter().next() else {
-                    return;
-                };
-                // The body's person gets the path identifier, unless that
-                // would replace one it already has.
-                if self.has_other_identifier(&owner, target) {
-                    return self.fail("identify", target, "Attribute Update Failure: the person already has another identifier of this kind");
-                }
-                owner
-            }
-            (None, _) if update_only => {
-                return self.fail(
-                    "identify",
-                    target,
-                    "_update is true and no person matches; nothing created",
-                );
-            }
-            (None, _) => {
-                let contradicts_path = identity_name(target)
-                    .and_then(|name| attributes.get(name))
-                    .and_then(identity_value)
-                    .zip(identity_name(target))
-                    .and_then(|(value, name)| identity(name, value))
-                    .is_some_and(|body| key(&body) != key(target));
-                if contradicts_path {
-                    return self.fail("identify", target, "Attribute Update Failure: the body names a different identifier than the path");
-                }
-                self.create(target)
-            }
+        let cio_id = match self.resolve(target, &attributes, update_only) {
+            Ok(cio_id) => cio_id,
+            Err(reason) => return self.fail("identify", target, reason),
         };
         if let Some(reason) = self.forbidden_identifier_change(&cio_id, target, &attributes) {
             return self.fail("identify", target, reason);
@@ -423,6 +327,10 @@ impl World {
                     .or_insert_with(|| Value::String(target.value().to_owned()));
             }
             for (name, value) in attributes {
+                // cio_id is Customer.io's and immutable; a client cannot set it.
+                if name == "cio_id" {
+                    continue;
+                }
                 if person
                     .stamps
                     .get(&name)
@@ -439,6 +347,52 @@ impl World {
             }
         }
         self.reindex(&cio_id, true);
+    }
+
+    /// The person an identify applies to, creating them if needed, or why
+    /// the call is accepted but dropped.
+    fn resolve(
+        &mut self,
+        target: &Identifier,
+        attributes: &Map<String, Value>,
+        update_only: bool,
+    ) -> Result<String, &'static str> {
+        let body_identifiers: Vec<Identifier> = IDENTITY_ATTRIBUTES
+            .iter()
+            .filter_map(|name| identity(name, identity_value(attributes.get(*name)?)?))
+            .collect();
+        if self.is_blocked(target) || body_identifiers.iter().any(|i| self.is_blocked(i)) {
+            return Err("identifier is suppressed; call ignored");
+        }
+        let path_person = self.find(target);
+        if matches!(target, Identifier::CioId(_)) && path_person.is_none() {
+            return Err("cio_id does not exist; request dropped");
+        }
+        let owners: BTreeSet<String> = body_identifiers
+            .iter()
+            .filter_map(|i| self.find(i))
+            .collect();
+        let mut owners = owners.into_iter();
+        match (path_person, owners.next(), owners.next()) {
+            (Some(person), None, _) => Ok(person),
+            (Some(person), Some(owner), None) if owner == person => Ok(person),
+            (Some(_), Some(_), _) | (None, Some(_), Some(_)) => {
+                Err("Attribute Update Failure: identifiers belong to different people")
+            }
+            // The body's person gets the path identifier, unless that would
+            // replace one it already has.
+            (None, Some(owner), None) if self.has_other_identifier(&owner, target) => Err(
+                "Attribute Update Failure: the person already has another identifier of this kind",
+            ),
+            (None, Some(owner), None) => Ok(owner),
+            (None, None, _) if update_only => {
+                Err("_update is true and no person matches; nothing created")
+            }
+            (None, None, _) if body_contradicts(target, attributes) => {
+                Err("Attribute Update Failure: the body names a different identifier than the path")
+            }
+            (None, None, _) => Ok(self.create(target)),
+        }
     }
 
     /// Whether the person holds an identifier of `target`'s kind other than `target`.
@@ -598,16 +552,6 @@ impl World {
             }
             _ => true,
         }
-    }
-}
-
-/// The attribute that holds an identifier of this kind (none for cio_id).
-fn identity_name(identifier: &Identifier) -> Option<&'static str> {
-    match identifier {
-        Identifier::Id(_) => Some("id"),
-        Identifier::Email(_) => Some("email"),
-        Identifier::Phone(_) => Some("phone"),
-        Identifier::CioId(_) => None,
     }
 }
 

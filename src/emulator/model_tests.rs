@@ -274,14 +274,10 @@ fn merge_with_missing_primary_does_nothing() {
 }
 
 #[test]
-fn path_identifiers_are_inferred_from_their_form() {
-    assert_eq!(
-        parse_path_identifier("cio_abc"),
-        Identifier::CioId("abc".into())
-    );
-    assert_eq!(
-        parse_path_identifier("a@b.c"),
-        Identifier::Email("a@b.c".into())
-    );
-    assert_eq!(parse_path_identifier("+14155552671"), id("+14155552671"));
+fn a_body_id_contradicting_the_path_creates_nobody() {
+    let mut world = World::new(SETTINGS);
+    identify(&mut world, id("1"), json!({"id": "2", "cio_id": "x"}), 1);
+    assert_eq!(world.people().count(), 0);
+    identify(&mut world, id("1"), json!({"id": "1", "cio_id": "x"}), 1);
+    assert_eq!(attributes_of(&world, id("1")), Some(json!({"id": "1"})));
 }

@@ -13,12 +13,14 @@ use tokio::sync::watch;
 
 use super::config::EmulatorConfig;
 use super::faults::Faults;
+use super::identity::parse_path_identifier;
 use super::journal::RecordedRequest;
-use super::model::{parse_path_identifier, Failure, Op, Settings, StoredEvent, World};
+use super::model::{Failure, Op, Settings, StoredEvent, World};
 
 /// Most requests kept in the log; older ones are dropped first, so a long
-/// staging run does not grow without bound.
-pub const MAX_RECORDED_REQUESTS: usize = 100_000;
+/// staging run does not grow without bound (10,000 full batches would be
+/// 5 GB of bodies; real runs send far smaller ones).
+pub const MAX_RECORDED_REQUESTS: usize = 10_000;
 
 /// Everything that changes while the emulator runs.
 #[derive(Debug)]

@@ -15,7 +15,8 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use super::config::EmulatorConfig;
-use super::model::{parse_path_identifier, Op};
+use super::identity::parse_path_identifier;
+use super::model::Op;
 use super::state::Shared;
 use super::validate::{
     check_attributes, check_identifier, optional_integer, parse_event, Problem, ValueTypes,

@@ -390,14 +390,13 @@ mod tests {
     fn oversize_items_fail_alone() {
         let item = json!({"type": "person", "action": "identify", "identifiers": {"id": "1"},
                           "attributes": {"a": "x".repeat(900), "b": "x".repeat(900)}});
-        let many: Vec<Value> = (0..40).map(|_| item.clone()).collect();
         let mut big = item.clone();
         big["attributes"] = Value::Object(
             (0..40)
                 .map(|i| (format!("k{i}"), json!("x".repeat(900))))
                 .collect(),
         );
-        let body = json!({"batch": [many[0].clone(), big]}).to_string();
+        let body = json!({"batch": [item.clone(), big]}).to_string();
         let results = batch_ops(body.as_bytes(), 0).unwrap_or_default();
         assert!(results[0].is_ok());
         assert_eq!(
