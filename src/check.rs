@@ -32,7 +32,12 @@ pub struct Finding {
 
 impl Finding {
     fn ok(check: &str, message: impl Into<String>) -> Self {
-        Self { level: Level::Ok, check: check.into(), message: message.into(), fix: None }
+        Self {
+            level: Level::Ok,
+            check: check.into(),
+            message: message.into(),
+            fix: None,
+        }
     }
     fn warning(check: &str, message: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
@@ -74,7 +79,10 @@ pub async fn run_and_print(config: &Config) -> ExitCode {
         println!("{}", finding.render());
     }
     let errors = findings.iter().filter(|f| f.level == Level::Error).count();
-    let warnings = findings.iter().filter(|f| f.level == Level::Warning).count();
+    let warnings = findings
+        .iter()
+        .filter(|f| f.level == Level::Warning)
+        .count();
     println!("{errors} error(s), {warnings} warning(s)");
     if errors == 0 {
         ExitCode::SUCCESS
@@ -88,7 +96,11 @@ pub async fn run(config: &Config) -> Vec<Finding> {
     let mut findings = vec![Finding::ok("config", "parsed and valid")];
     match ConnectionSettings::parse(&config.postgres) {
         Ok(settings) => check_postgres(&settings, config, &mut findings).await,
-        Err(e) => findings.push(Finding::error("postgres.url", e.to_string(), "fix postgres.url")),
+        Err(e) => findings.push(Finding::error(
+            "postgres.url",
+            e.to_string(),
+            "fix postgres.url",
+        )),
     }
     findings.push(check_customerio(config).await);
     findings
@@ -100,7 +112,11 @@ async fn check_postgres(settings: &ConnectionSettings, config: &Config, out: &mu
         Err(e) => {
             out.push(Finding::error(
                 "postgres connection",
-                format!("cannot connect to {}: {}", settings.display(), error_chain(&e)),
+                format!(
+                    "cannot connect to {}: {}",
+                    settings.display(),
+                    error_chain(&e)
+                ),
                 "check postgres.url (host, port, user, password, database, sslmode) and that \
                  the server accepts this client in pg_hba.conf",
             ));
@@ -108,7 +124,10 @@ async fn check_postgres(settings: &ConnectionSettings, config: &Config, out: &mu
         }
     };
     let tls: Option<bool> = sql
-        .query_opt("SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .query_opt(
+            "SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .ok()
         .flatten()
@@ -158,9 +177,13 @@ async fn checks_with_sql(
             &[],
         )
         .await?;
-    let (replication, superuser, user): (bool, bool, String) = (role.get(0), role.get(1), role.get(2));
+    let (replication, superuser, user): (bool, bool, String) =
+        (role.get(0), role.get(1), role.get(2));
     out.push(if replication || superuser {
-        Finding::ok("replication privilege", format!("role {user} may replicate"))
+        Finding::ok(
+            "replication privilege",
+            format!("role {user} may replicate"),
+        )
     } else {
         Finding::error(
             "replication privilege",
@@ -245,7 +268,10 @@ async fn check_table(
         .await?
         .get(0);
     if unique && not_null {
-        out.push(Finding::ok(&label, format!("id column {id} is unique and not null")));
+        out.push(Finding::ok(
+            &label,
+            format!("id column {id} is unique and not null"),
+        ));
     } else {
         out.push(Finding::error(
             &label,
@@ -257,10 +283,17 @@ async fn check_table(
             ),
         ));
     }
-    let missing: Vec<&str> =
-        sync.attributes.values().map(String::as_str).filter(|c| !has(c)).collect();
+    let missing: Vec<&str> = sync
+        .attributes
+        .values()
+        .map(String::as_str)
+        .filter(|c| !has(c))
+        .collect();
     if missing.is_empty() {
-        out.push(Finding::ok(&label, format!("all {} mapped columns exist", sync.attributes.len())));
+        out.push(Finding::ok(
+            &label,
+            format!("all {} mapped columns exist", sync.attributes.len()),
+        ));
     } else {
         out.push(Finding::error(
             &label,
@@ -311,14 +344,19 @@ async fn check_publication(
     let missing = match setup::publication_missing_tables(sql, config).await {
         Ok(m) => m,
         Err(e) => {
-            out.push(Finding::error(&label, error_chain(&e), "check the role's privileges"));
+            out.push(Finding::error(
+                &label,
+                error_chain(&e),
+                "check the role's privileges",
+            ));
             return Ok(());
         }
     };
     match missing {
-        Some(missing) if missing.is_empty() => {
-            out.push(Finding::ok(&label, "exists and includes every synced table"))
-        }
+        Some(missing) if missing.is_empty() => out.push(Finding::ok(
+            &label,
+            "exists and includes every synced table",
+        )),
         Some(missing) => out.push(Finding::error(
             &label,
             format!("exists but does not include {}", missing.join(", ")),
@@ -392,12 +430,19 @@ async fn check_slot(
     let state = match setup::slot_state(sql, config).await {
         Ok(s) => s,
         Err(e) => {
-            out.push(Finding::error(&label, error_chain(&e), "check the role's privileges"));
+            out.push(Finding::error(
+                &label,
+                error_chain(&e),
+                "check the role's privileges",
+            ));
             return Ok(());
         }
     };
     match state {
-        SlotState::Usable { active: false, confirmed_flush_lsn } => out.push(Finding::ok(
+        SlotState::Usable {
+            active: false,
+            confirmed_flush_lsn,
+        } => out.push(Finding::ok(
             &label,
             format!(
                 "exists (pgoutput), confirmed up to {}",
@@ -464,7 +509,10 @@ async fn check_customerio(config: &Config) -> Finding {
         }
         Err(SinkError::Unauthorized) => Finding::error(
             label,
-            format!("{} refused the site id and API key (HTTP 401)", sink.base_url()),
+            format!(
+                "{} refused the site id and API key (HTTP 401)",
+                sink.base_url()
+            ),
             "set customerio.site_id and customerio.api_key (or CIOSYNC_CUSTOMERIO_SITE_ID / \
              CIOSYNC_CUSTOMERIO_API_KEY) to the Track API credentials of the workspace",
         ),

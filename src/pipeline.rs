@@ -154,7 +154,12 @@ pub async fn run(
         let outcome = session.run(&shutdown, shutdown_timeout).await;
         match outcome {
             Ok(()) => {
-                source.close(progress.acked(), shutdown_timeout.max(Duration::from_secs(2))).await;
+                source
+                    .close(
+                        progress.acked(),
+                        shutdown_timeout.max(Duration::from_secs(2)),
+                    )
+                    .await;
                 tracing::info!(acked = %progress.acked(), "stopped");
                 return Ok(progress);
             }

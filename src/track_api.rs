@@ -86,7 +86,10 @@ pub enum PersonAction {
     /// Unblock a suppressed identifier.
     Unsuppress { identifiers: Identifier },
     /// Merge `secondary` into `primary`.
-    Merge { primary: Identifier, secondary: Identifier },
+    Merge {
+        primary: Identifier,
+        secondary: Identifier,
+    },
     /// A named event for a person.
     Event {
         identifiers: Identifier,
@@ -115,7 +118,10 @@ pub struct PersonItem {
 impl PersonItem {
     /// Wraps an action as a `person` item.
     pub fn new(action: PersonAction) -> Self {
-        Self { kind: "person".to_owned(), action }
+        Self {
+            kind: "person".to_owned(),
+            action,
+        }
     }
 }
 
@@ -179,14 +185,18 @@ mod tests {
         let item = PersonItem::new(PersonAction::Identify {
             identifiers: Identifier::Id("42".into()),
             timestamp: Some(1_700_000_000),
-            attributes: json!({"plan": "pro", "nickname": null}).as_object().unwrap().clone(),
+            attributes: json!({"plan": "pro", "nickname": null})
+                .as_object()
+                .unwrap()
+                .clone(),
         });
         assert_eq!(
             serde_json::to_value(&item).unwrap(),
             json!({"type": "person", "action": "identify", "identifiers": {"id": "42"},
                    "timestamp": 1_700_000_000, "attributes": {"plan": "pro", "nickname": null}})
         );
-        let back: PersonItem = serde_json::from_value(serde_json::to_value(&item).unwrap()).unwrap();
+        let back: PersonItem =
+            serde_json::from_value(serde_json::to_value(&item).unwrap()).unwrap();
         assert_eq!(back, item);
     }
 

@@ -7,7 +7,11 @@ use crate::support::postgres::{TestDb, USERS_TABLE};
 
 fn check(text: &str) -> (Option<i32>, String) {
     let file = config_file(text);
-    let output = std::process::Command::new(binary()).args(["check", "--config"]).arg(file.path()).output().unwrap();
+    let output = std::process::Command::new(binary())
+        .args(["check", "--config"])
+        .arg(file.path())
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     (output.status.code(), stdout)
 }
@@ -24,11 +28,30 @@ async fn check_passes_on_a_ready_database_and_creates_nothing() {
     .await
     .unwrap();
     assert_eq!(code, Some(0), "{out}");
-    for expected in ["ok      wal_level: logical", "replication privilege", "replica identity FULL", "run will create it", "customer.io credentials: accepted"] {
+    for expected in [
+        "ok      wal_level: logical",
+        "replication privilege",
+        "replica identity FULL",
+        "run will create it",
+        "customer.io credentials: accepted",
+    ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
-    let slots: i64 = db.client.query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[&db.name]).await.unwrap().get(0);
-    let publications: i64 = db.client.query_one("SELECT count(*) FROM pg_publication", &[]).await.unwrap().get(0);
+    let slots: i64 = db
+        .client
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let publications: i64 = db
+        .client
+        .query_one("SELECT count(*) FROM pg_publication", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!((slots, publications), (0, 0), "check changed something");
 }
 
@@ -38,7 +61,9 @@ async fn check_names_each_problem_with_its_fix() {
     db.exec("CREATE TABLE users (id bigint, email text, first_name text, plan text, created_at timestamptz)").await;
     let emulator = emulator::start().await;
     let text = db.config(&emulator.url(), "").replace(API_KEY, "wrong-key");
-    let (code, out) = tokio::task::spawn_blocking(move || check(&text)).await.unwrap();
+    let (code, out) = tokio::task::spawn_blocking(move || check(&text))
+        .await
+        .unwrap();
     assert_eq!(code, Some(1), "{out}");
     for expected in [
         "id column id must be unique and not null",

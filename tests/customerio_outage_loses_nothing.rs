@@ -18,14 +18,18 @@ async fn outage_of_500s_and_429s_loses_nothing_and_keeps_order() {
     let emulator = emulator::start().await;
     let daemon = InProcess::start(&db.config(&emulator.url(), ""));
     db.wait_for_streaming().await;
-    db.exec("INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'p0')").await;
+    db.exec("INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'p0')")
+        .await;
     assert!(wait_for_customers(&emulator, |c| c.contains_key("1")).await);
     let lsn_before = db.current_lsn().await;
     assert!(db.wait_for_confirmed(&db.name, lsn_before).await);
 
-    emulator.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
+    emulator.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
     // A position inside the first outage transaction: its commit ends after it.
-    let tx = db.client.simple_query("BEGIN; UPDATE users SET email = 'a@x.io' WHERE id = 1; SELECT (pg_current_wal_insert_lsn() - '0/0')::text; COMMIT").await.unwrap();
+    let tx = db.client.simple_query("BEGIN; UPDATE users SET plan = 'p1' WHERE id = 1; SELECT (pg_current_wal_insert_lsn() - '0/0')::text; COMMIT").await.unwrap();
     let inside: u64 = tx
         .iter()
         .find_map(|m| match m {
@@ -33,29 +37,60 @@ async fn outage_of_500s_and_429s_loses_nothing_and_keeps_order() {
             _ => None,
         })
         .unwrap();
-    for i in 1..=5 {
-        db.exec(&format!("UPDATE users SET plan = 'p{i}' WHERE id = 1")).await;
-        db.exec(&format!("INSERT INTO users (id, email) VALUES ({}, 'u{i}@x.io')", 100 + i)).await;
+    db.exec("INSERT INTO users (id, email) VALUES (101, 'u1@x.io')")
+        .await;
+    for i in 2..=5 {
+        db.exec(&format!("UPDATE users SET plan = 'p{i}' WHERE id = 1"))
+            .await;
+        db.exec(&format!(
+            "INSERT INTO users (id, email) VALUES ({}, 'u{i}@x.io')",
+            100 + i
+        ))
+        .await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let confirmed = db.confirmed_flush(&db.name).await;
-    emulator.set_faults(Faults { rate_limit_rate: 1.0, retry_after_secs: Some(1), ..Faults::default() });
+    emulator.set_faults(Faults {
+        rate_limit_rate: 1.0,
+        retry_after_secs: Some(1),
+        ..Faults::default()
+    });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let still_confirmed = db.confirmed_flush(&db.name).await;
-    assert!(emulator.customer("101").is_none(), "nothing got through the outage");
-    assert!(daemon.counters.requests_retried.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    assert!(
+        emulator.customer("101").is_none(),
+        "nothing got through the outage"
+    );
+    assert!(
+        daemon
+            .counters
+            .requests_retried
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
 
     emulator.set_faults(Faults::default());
     assert!(
-        wait_for_customers(&emulator, |c| (101..=105).all(|i| c.contains_key(&i.to_string()))
+        wait_for_customers(&emulator, |c| (101..=105)
+            .all(|i| c.contains_key(&i.to_string()))
             && c["1"].get("plan") == Some(&json!("p5")))
         .await,
         "not everything arrived after recovery"
     );
-    let plans: Vec<_> = identifies_of(&emulator, "1").iter().filter_map(|a| a.get("plan").cloned()).collect();
-    assert_eq!(plans, (0..=5).map(|i| json!(format!("p{i}"))).collect::<Vec<_>>(), "commit order kept");
+    let plans: Vec<_> = identifies_of(&emulator, "1")
+        .iter()
+        .filter_map(|a| a.get("plan").cloned())
+        .collect();
+    assert_eq!(
+        plans,
+        (0..=5).map(|i| json!(format!("p{i}"))).collect::<Vec<_>>(),
+        "commit order kept"
+    );
     // Nothing written during the outage was acknowledged during it.
-    assert!(confirmed <= inside && still_confirmed <= inside, "acked during the outage");
+    assert!(
+        confirmed <= inside && still_confirmed <= inside,
+        "acked during the outage"
+    );
     let end = db.current_lsn().await;
     assert!(db.wait_for_confirmed(&db.name, end).await);
     daemon.stop().await.unwrap();

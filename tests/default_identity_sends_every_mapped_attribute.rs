@@ -16,9 +16,15 @@ async fn default_identity_sends_every_mapped_attribute() {
     let daemon = InProcess::start(&db.config(&emulator.url(), ""));
     db.wait_for_streaming().await;
 
-    db.exec("INSERT INTO users (id, email, first_name, plan) VALUES (1, 'a@x.io', 'Ann', 'free')").await;
+    db.exec("INSERT INTO users (id, email, first_name, plan) VALUES (1, 'a@x.io', 'Ann', 'free')")
+        .await;
     db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
-    assert!(wait_for_customers(&emulator, |c| c.get("1").is_some_and(|a| a.get("plan") == Some(&json!("pro")))).await);
+    assert!(
+        wait_for_customers(&emulator, |c| c
+            .get("1")
+            .is_some_and(|a| a.get("plan") == Some(&json!("pro"))))
+        .await
+    );
 
     let calls = identifies_of(&emulator, "1");
     assert_eq!(

@@ -12,7 +12,8 @@ async fn delete_deletes_the_customer() {
     let daemon = InProcess::start(&db.config(&emulator.url(), ""));
     db.wait_for_streaming().await;
 
-    db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io'), (2, 'b@x.io')").await;
+    db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io'), (2, 'b@x.io')")
+        .await;
     assert!(wait_for_customers(&emulator, |c| c.len() == 2).await);
     db.exec("DELETE FROM users WHERE id = 1").await;
     assert!(wait_for_customers(&emulator, |c| !c.contains_key("1") && c.contains_key("2")).await);

@@ -28,9 +28,28 @@ async fn insert_identifies_with_every_type_converted() {
     .await;
     let emulator = emulator::start().await;
     let columns = [
-        "c_int2", "c_int4", "c_int8", "c_big", "c_float8", "c_nan", "c_numeric", "c_inexact",
-        "c_bool", "c_varchar", "c_uuid", "c_enum", "c_json", "c_jsonb", "c_int_array",
-        "c_text_array", "c_ts", "c_date", "c_bytea", "c_domain", "c_enum_array", "c_interval",
+        "c_int2",
+        "c_int4",
+        "c_int8",
+        "c_big",
+        "c_float8",
+        "c_nan",
+        "c_numeric",
+        "c_inexact",
+        "c_bool",
+        "c_varchar",
+        "c_uuid",
+        "c_enum",
+        "c_json",
+        "c_jsonb",
+        "c_int_array",
+        "c_text_array",
+        "c_ts",
+        "c_date",
+        "c_bytea",
+        "c_domain",
+        "c_enum_array",
+        "c_interval",
         "c_null",
     ];
     let extra: String = columns.iter().map(|c| format!("{c} = \"{c}\"\n")).collect();
@@ -49,7 +68,10 @@ async fn insert_identifies_with_every_type_converted() {
     )
     .await;
 
-    assert!(wait_for_customers(&emulator, |c| c.contains_key("42")).await, "customer 42 never arrived");
+    assert!(
+        wait_for_customers(&emulator, |c| c.contains_key("42")).await,
+        "customer 42 never arrived"
+    );
     let customer = serde_json::Value::Object(emulator.customer("42").unwrap());
     let expected = json!({
         "email": "ada@example.com",
@@ -82,7 +104,13 @@ async fn insert_identifies_with_every_type_converted() {
     for (key, value) in expected.as_object().unwrap() {
         assert_eq!(customer.get(key), Some(value), "attribute {key}");
     }
-    assert!(customer.get("about").is_none(), "NULL columns are left out of an insert");
-    assert!(customer.get("c_null").is_none(), "NULL columns are left out of an insert");
+    assert!(
+        customer.get("about").is_none(),
+        "NULL columns are left out of an insert"
+    );
+    assert!(
+        customer.get("c_null").is_none(),
+        "NULL columns are left out of an insert"
+    );
     daemon.stop().await.unwrap();
 }

@@ -8,6 +8,7 @@ mod check_reports_what_to_fix;
 mod customerio_outage_loses_nothing;
 mod default_identity_sends_every_mapped_attribute;
 mod delete_deletes_the_customer;
+mod emulator_behaves_like_customerio;
 mod id_change_merges_the_old_customer;
 mod identify_on_insert;
 mod kill_9_and_restart_loses_nothing;

@@ -10,7 +10,10 @@ use crate::support::postgres::{connect, TestDb, USERS_TABLE};
 
 #[tokio::test]
 async fn postgres_restart_mid_stream_loses_nothing() {
-    let pg = tokio::task::spawn_blocking(ThrowawayPostgres::start).await.unwrap().unwrap();
+    let pg = tokio::task::spawn_blocking(ThrowawayPostgres::start)
+        .await
+        .unwrap()
+        .unwrap();
     let db = TestDb::on(&pg, "pg_restart").await;
     db.exec(USERS_TABLE).await;
     let emulator = emulator::start().await;
@@ -23,7 +26,10 @@ async fn postgres_restart_mid_stream_loses_nothing() {
         pg.restart().unwrap();
         // The restart ended the test's own session too.
         let client = connect(&db.url).await;
-        client.batch_execute(&format!("UPDATE users SET plan = '{mode}' WHERE id <= 50")).await.unwrap();
+        client
+            .batch_execute(&format!("UPDATE users SET plan = '{mode}' WHERE id <= 50"))
+            .await
+            .unwrap();
         assert!(
             wait_for_customers(&emulator, |c| c.len() == 100
                 && (1..=50).all(|i| c[&i.to_string()].get("plan") == Some(&json!(mode))))
@@ -31,6 +37,12 @@ async fn postgres_restart_mid_stream_loses_nothing() {
             "changes after a {mode} restart never arrived"
         );
     }
-    assert!(daemon.counters.source_reconnects.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    assert!(
+        daemon
+            .counters
+            .source_reconnects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
     daemon.stop().await.unwrap();
 }

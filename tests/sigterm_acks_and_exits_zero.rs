@@ -11,7 +11,9 @@ async fn sigterm_exits_zero_with_the_slot_acked_to_the_last_delivered_commit() {
     db.exec(USERS_TABLE).await;
     let emulator = emulator::start().await;
     // A long status interval: the final ack must not rely on a periodic one.
-    let text = db.config(&emulator.url(), "").replace("status_interval_ms = 200", "status_interval_ms = 5000");
+    let text = db
+        .config(&emulator.url(), "")
+        .replace("status_interval_ms = 200", "status_interval_ms = 5000");
     let config = config_file(&text);
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("daemon.log");
@@ -19,22 +21,34 @@ async fn sigterm_exits_zero_with_the_slot_acked_to_the_last_delivered_commit() {
     db.wait_for_streaming().await;
 
     for i in 1..=20 {
-        db.exec(&format!("INSERT INTO users (id, email) VALUES ({i}, 'u{i}@x.io')")).await;
+        db.exec(&format!(
+            "INSERT INTO users (id, email) VALUES ({i}, 'u{i}@x.io')"
+        ))
+        .await;
     }
     assert!(wait_for_customers(&emulator, |c| c.len() == 20).await);
     signal(&daemon, "TERM");
     let status = daemon.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "log: {}", std::fs::read_to_string(&log).unwrap());
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "log: {}",
+        std::fs::read_to_string(&log).unwrap()
+    );
 
     // Every delivered transaction was acknowledged: nothing is left to decode.
     let rows = db
         .client
         .query(
             "SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
-             'proto_version', '1', 'publication_names', $1)",
-            &[&db.name],
+             'proto_version', '1', 'publication_names', $2)",
+            &[&db.name, &db.name],
         )
         .await
         .unwrap();
-    assert_eq!(rows[0].get::<_, i64>(0), 0, "the slot still holds delivered transactions");
+    assert_eq!(
+        rows[0].get::<_, i64>(0),
+        0,
+        "the slot still holds delivered transactions"
+    );
 }

@@ -21,14 +21,29 @@ async fn unchanged_toast_is_not_sent() {
 
     db.exec("INSERT INTO users (id, email, plan, bio) VALUES (1, 'a@x.io', 'free', repeat('b', 990) || repeat('c', 9000))").await;
     db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
-    assert!(wait_for_customers(&emulator, |c| c.get("1").is_some_and(|a| a.get("plan") == Some(&json!("pro")))).await);
+    assert!(
+        wait_for_customers(&emulator, |c| c
+            .get("1")
+            .is_some_and(|a| a.get("plan") == Some(&json!("pro"))))
+        .await
+    );
 
     let calls = identifies_of(&emulator, "1");
     assert_eq!(calls.len(), 2);
-    assert!(!calls[1].contains_key("about"), "unchanged TOAST was sent: {:?}", calls[1].keys());
+    assert!(
+        !calls[1].contains_key("about"),
+        "unchanged TOAST was sent: {:?}",
+        calls[1].keys()
+    );
     assert_eq!(calls[1].get("plan"), Some(&json!("pro")));
     // The insert left the oversized value out once; had the update carried it,
     // it would have been left out a second time.
-    assert_eq!(daemon.counters.attributes_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        daemon
+            .counters
+            .attributes_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     daemon.stop().await.unwrap();
 }

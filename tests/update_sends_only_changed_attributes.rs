@@ -16,12 +16,21 @@ async fn update_sends_only_changed_attributes() {
     db.wait_for_streaming().await;
 
     db.exec("INSERT INTO users (id, email, first_name, plan, bio) VALUES (1, 'a@x.io', 'Ann', 'free', 'hi')").await;
-    db.exec("UPDATE users SET plan = 'pro', bio = NULL WHERE id = 1").await;
+    db.exec("UPDATE users SET plan = 'pro', bio = NULL WHERE id = 1")
+        .await;
 
-    assert!(wait_for_customers(&emulator, |c| c.get("1").is_some_and(|a| a.get("plan") == Some(&json!("pro")))).await);
+    assert!(
+        wait_for_customers(&emulator, |c| c
+            .get("1")
+            .is_some_and(|a| a.get("plan") == Some(&json!("pro"))))
+        .await
+    );
     let calls = identifies_of(&emulator, "1");
     assert_eq!(calls.len(), 2, "{calls:?}");
-    assert_eq!(serde_json::Value::Object(calls[1].clone()), json!({"plan": "pro", "about": null}));
+    assert_eq!(
+        serde_json::Value::Object(calls[1].clone()),
+        json!({"plan": "pro", "about": null})
+    );
     let customer = emulator.customer("1").unwrap();
     assert_eq!(customer.get("email"), Some(&json!("a@x.io")));
     assert!(customer.get("about").is_none(), "null unsets the attribute");

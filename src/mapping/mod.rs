@@ -111,14 +111,18 @@ impl Mapper {
 
     /// Whether `schema.name` is synced.
     pub fn is_synced(&self, schema: &str, name: &str) -> bool {
-        self.tables.contains_key(&(schema.to_owned(), name.to_owned()))
+        self.tables
+            .contains_key(&(schema.to_owned(), name.to_owned()))
     }
 
     /// Turns one change into operations.
     pub fn map(&self, change: &RowChange) -> Mapped {
         let key = (change.table.schema.clone(), change.table.name.clone());
         let Some(sync) = self.tables.get(&key) else {
-            return Mapped { skipped: Some(SkipReason::UnknownTable), ..Mapped::default() };
+            return Mapped {
+                skipped: Some(SkipReason::UnknownTable),
+                ..Mapped::default()
+            };
         };
         let mut out = Mapped::default();
         let table = &*change.table;
@@ -133,7 +137,11 @@ impl Mapper {
                 let attributes = attributes(sync, table, new, None, false, &mut out.dropped);
                 out.ops.push(identify(id, attributes, change.commit_time));
             }
-            RowOp::Update { old, old_is_key_only, new } => {
+            RowOp::Update {
+                old,
+                old_is_key_only,
+                new,
+            } => {
                 let Some(new_id) = id_of(new) else {
                     out.skipped = Some(SkipReason::InvalidId);
                     return out;
@@ -143,7 +151,14 @@ impl Mapper {
                 let old_id = old.as_ref().and_then(&id_of);
                 if let Some(old_id) = old_id.filter(|old_id| *old_id != new_id) {
                     let attributes = attributes(sync, table, new, None, false, &mut out.dropped);
-                    id_change(sync.on_id_change, old_id, new_id, attributes, change.commit_time, &mut out.ops);
+                    id_change(
+                        sync.on_id_change,
+                        old_id,
+                        new_id,
+                        attributes,
+                        change.commit_time,
+                        &mut out.ops,
+                    );
                     return out;
                 }
                 let full_old = old.as_ref().filter(|_| !old_is_key_only);
@@ -151,7 +166,8 @@ impl Mapper {
                 if attributes.is_empty() {
                     out.skipped = Some(SkipReason::NoChange);
                 } else {
-                    out.ops.push(identify(new_id, attributes, change.commit_time));
+                    out.ops
+                        .push(identify(new_id, attributes, change.commit_time));
                 }
             }
             RowOp::Delete { old } => match id_of(old) {
@@ -182,9 +198,16 @@ fn id_change(
         OnIdChange::Merge => {
             let email = attributes.remove(EMAIL);
             ops.push(identify(new_id.clone(), attributes, timestamp));
-            ops.push(CustomerOp::Merge { primary: new_id.clone(), secondary: old_id });
+            ops.push(CustomerOp::Merge {
+                primary: new_id.clone(),
+                secondary: old_id,
+            });
             if let Some(email) = email {
-                ops.push(identify(new_id, Map::from_iter([(EMAIL.to_owned(), email)]), timestamp));
+                ops.push(identify(
+                    new_id,
+                    Map::from_iter([(EMAIL.to_owned(), email)]),
+                    timestamp,
+                ));
             }
         }
         OnIdChange::DeleteOld => {
@@ -195,12 +218,18 @@ fn id_change(
 }
 
 fn identify(id: String, attributes: Map<String, Json>, timestamp: i64) -> CustomerOp {
-    CustomerOp::Identify { id, attributes, timestamp }
+    CustomerOp::Identify {
+        id,
+        attributes,
+        timestamp,
+    }
 }
 
 /// The customer id of a row: its text form, if usable by Customer.io.
 fn customer_id(datum: &Datum) -> Option<String> {
-    let Datum::Text(bytes) = datum else { return None };
+    let Datum::Text(bytes) = datum else {
+        return None;
+    };
     let id = std::str::from_utf8(bytes).ok()?;
     (!id.trim().is_empty() && id.len() <= track_api::MAX_ID_BYTES).then(|| id.to_owned())
 }
@@ -249,8 +278,9 @@ fn attributes(
                     .and_then(|text| value::to_json(&table.columns[index].kind, text).ok());
                 match converted {
                     None => dropped.push(drop(DropReason::Unparseable)),
-                    Some(v) if track_api::attribute_value_bytes(&v)
-                        > track_api::MAX_ATTRIBUTE_VALUE_BYTES =>
+                    Some(v)
+                        if track_api::attribute_value_bytes(&v)
+                            > track_api::MAX_ATTRIBUTE_VALUE_BYTES =>
                     {
                         dropped.push(drop(DropReason::ValueTooLong))
                     }

@@ -36,7 +36,11 @@ pub struct EncodedItem {
 pub fn encode(op: CustomerOp) -> EncodedItem {
     let kind = op.kind();
     let (action, customers, mut trimmed) = match op {
-        CustomerOp::Identify { id, attributes, timestamp } => {
+        CustomerOp::Identify {
+            id,
+            attributes,
+            timestamp,
+        } => {
             let (attributes, trimmed) = fit_attributes(attributes, id.len());
             let action = PersonAction::Identify {
                 identifiers: Identifier::Id(id.clone()),
@@ -45,9 +49,13 @@ pub fn encode(op: CustomerOp) -> EncodedItem {
             };
             (action, vec![id], trimmed)
         }
-        CustomerOp::Delete { id } => {
-            (PersonAction::Delete { identifiers: Identifier::Id(id.clone()) }, vec![id], vec![])
-        }
+        CustomerOp::Delete { id } => (
+            PersonAction::Delete {
+                identifiers: Identifier::Id(id.clone()),
+            },
+            vec![id],
+            vec![],
+        ),
         CustomerOp::Merge { primary, secondary } => (
             PersonAction::Merge {
                 primary: Identifier::Id(primary.clone()),
@@ -59,12 +67,20 @@ pub fn encode(op: CustomerOp) -> EncodedItem {
     };
     trimmed.sort();
     let json = serde_json::to_vec(&PersonItem::new(action)).unwrap_or_default();
-    EncodedItem { kind, customers, json, trimmed }
+    EncodedItem {
+        kind,
+        customers,
+        json,
+        trimmed,
+    }
 }
 
 /// Drops the largest attributes until their encoding, with room for the
 /// item's envelope and id, fits the item limit.
-fn fit_attributes(mut attributes: Map<String, Value>, id_len: usize) -> (Map<String, Value>, Vec<String>) {
+fn fit_attributes(
+    mut attributes: Map<String, Value>,
+    id_len: usize,
+) -> (Map<String, Value>, Vec<String>) {
     // type, action, identifiers, timestamp and punctuation, with slack.
     let budget = MAX_BATCH_ITEM_BYTES.saturating_sub(128 + id_len);
     let size = |attrs: &Map<String, Value>| serde_json::to_vec(attrs).map(|v| v.len()).unwrap_or(0);
@@ -138,7 +154,8 @@ impl Batch {
 /// The request body for `items`: `{"batch":[item,item,…]}`, written from the
 /// already encoded items so nothing is serialised twice.
 pub fn body(items: &[EncodedItem]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(items.iter().map(|i| i.json.len() + 1).sum::<usize>() + ENVELOPE_BYTES);
+    let mut out =
+        Vec::with_capacity(items.iter().map(|i| i.json.len() + 1).sum::<usize>() + ENVELOPE_BYTES);
     out.extend_from_slice(b"{\"batch\":[");
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
@@ -156,12 +173,19 @@ mod tests {
     use serde_json::json;
 
     fn identify(id: &str, attributes: Value) -> CustomerOp {
-        CustomerOp::Identify { id: id.into(), attributes: attributes.as_object().unwrap().clone(), timestamp: 1 }
+        CustomerOp::Identify {
+            id: id.into(),
+            attributes: attributes.as_object().unwrap().clone(),
+            timestamp: 1,
+        }
     }
 
     #[test]
     fn the_body_is_a_valid_batch_request() {
-        let items = vec![encode(identify("1", json!({"a": 1}))), encode(CustomerOp::Delete { id: "2".into() })];
+        let items = vec![
+            encode(identify("1", json!({"a": 1}))),
+            encode(CustomerOp::Delete { id: "2".into() }),
+        ];
         let body: Value = serde_json::from_slice(&body(&items)).unwrap();
         assert_eq!(
             body,
@@ -179,10 +203,22 @@ mod tests {
             attrs.insert(format!("a{i:02}"), json!("x".repeat(900 + i)));
         }
         attrs.insert("small".into(), json!("s"));
-        let item = encode(CustomerOp::Identify { id: "1".into(), attributes: attrs, timestamp: 1 });
-        assert!(item.json.len() <= MAX_BATCH_ITEM_BYTES, "{}", item.json.len());
+        let item = encode(CustomerOp::Identify {
+            id: "1".into(),
+            attributes: attrs,
+            timestamp: 1,
+        });
+        assert!(
+            item.json.len() <= MAX_BATCH_ITEM_BYTES,
+            "{}",
+            item.json.len()
+        );
         assert!(!item.trimmed.is_empty());
-        assert!(item.trimmed.contains(&"a39".to_owned()), "largest goes first: {:?}", item.trimmed);
+        assert!(
+            item.trimmed.contains(&"a39".to_owned()),
+            "largest goes first: {:?}",
+            item.trimmed
+        );
         assert!(!item.trimmed.contains(&"small".to_owned()));
     }
 
@@ -193,7 +229,10 @@ mod tests {
         assert!(batch.fits(&a, 10));
         batch.push(a);
         assert!(!batch.fits(&encode(CustomerOp::Delete { id: "1".into() }), 10));
-        let merge = encode(CustomerOp::Merge { primary: "2".into(), secondary: "1".into() });
+        let merge = encode(CustomerOp::Merge {
+            primary: "2".into(),
+            secondary: "1".into(),
+        });
         assert!(!batch.fits(&merge, 10));
         let b = encode(identify("3", json!({})));
         assert!(!batch.fits(&b, 1));

@@ -46,7 +46,9 @@ impl ConnectionSettings {
             message,
         };
         let url = url::Url::parse(config.url.expose()).map_err(|e| {
-            invalid(format!("not a URL ({e}); expected postgres://user:password@host:port/db"))
+            invalid(format!(
+                "not a URL ({e}); expected postgres://user:password@host:port/db"
+            ))
         })?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(invalid(format!(
@@ -62,7 +64,7 @@ impl ConnectionSettings {
         };
         let user = decode(url.username())?;
         let password = decode(url.password().unwrap_or(""))?;
-        let mut host = url.host_str().map(|h| decode(h)).transpose()?.unwrap_or_default();
+        let mut host = url.host_str().map(&decode).transpose()?.unwrap_or_default();
         if host.starts_with('[') && host.ends_with(']') {
             host = host[1..host.len() - 1].to_owned();
         }
@@ -221,16 +223,25 @@ mod tests {
         let s = settings("postgres://app%40x:p%3Ass%2Fw@db.example:6543/users?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
         assert_eq!(s.user, "app@x");
         assert_eq!(s.password.expose(), "p:ss/w");
-        assert_eq!((s.host.as_str(), s.port, s.dbname.as_str()), ("db.example", 6543, "users"));
+        assert_eq!(
+            (s.host.as_str(), s.port, s.dbname.as_str()),
+            ("db.example", 6543, "users")
+        );
         assert_eq!(s.ssl_mode, SslMode::VerifyFull);
-        assert_eq!(s.ssl_root_cert.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(
+            s.ssl_root_cert.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
         assert_eq!(s.display(), "app@x@db.example:6543/users");
     }
 
     #[test]
     fn defaults_port_database_and_sslmode() {
         let s = settings("postgresql://u@localhost").unwrap();
-        assert_eq!((s.port, s.dbname.as_str(), s.ssl_mode), (5432, "u", SslMode::Prefer));
+        assert_eq!(
+            (s.port, s.dbname.as_str(), s.ssl_mode),
+            (5432, "u", SslMode::Prefer)
+        );
     }
 
     #[test]

@@ -76,7 +76,10 @@ pub enum SlotState {
     /// No slot of that name.
     Missing,
     /// A logical pgoutput slot in this database.
-    Usable { active: bool, confirmed_flush_lsn: Option<String> },
+    Usable {
+        active: bool,
+        confirmed_flush_lsn: Option<String>,
+    },
     /// A slot that cannot be used: the reason says why.
     Unusable(String),
 }
@@ -92,7 +95,9 @@ pub async fn slot_state(sql: &Client, config: &Config) -> Result<SlotState, Sour
         )
         .await
         .map_err(SourceError::sql("read pg_replication_slots"))?;
-    let Some(row) = row else { return Ok(SlotState::Missing) };
+    let Some(row) = row else {
+        return Ok(SlotState::Missing);
+    };
     let slot_type: String = row.get(0);
     let plugin: Option<String> = row.get(1);
     let database: Option<String> = row.get(2);
@@ -112,7 +117,10 @@ pub async fn slot_state(sql: &Client, config: &Config) -> Result<SlotState, Sour
             database.unwrap_or_default()
         )));
     }
-    Ok(SlotState::Usable { active: row.get(3), confirmed_flush_lsn: row.get(4) })
+    Ok(SlotState::Usable {
+        active: row.get(3),
+        confirmed_flush_lsn: row.get(4),
+    })
 }
 
 /// Creates the publication and the slot where missing. Publication first:

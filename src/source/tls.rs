@@ -10,7 +10,9 @@ use pgwire_replication::SslMode;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme,
+};
 
 /// Builds the client config for `mode`, trusting `root_cert` (PEM) when given
 /// and the Mozilla roots otherwise. A root file that cannot be read leaves
@@ -28,7 +30,10 @@ pub fn client_config(mode: SslMode, root_cert: Option<&Path>) -> ClientConfig {
     match mode {
         SslMode::VerifyFull => builder.with_root_certificates(roots).with_no_client_auth(),
         SslMode::VerifyCa => {
-            let verifier = Verifier { inner: webpki_verifier(roots, &provider), check_name: false };
+            let verifier = Verifier {
+                inner: webpki_verifier(roots, &provider),
+                check_name: false,
+            };
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
@@ -37,7 +42,9 @@ pub fn client_config(mode: SslMode, root_cert: Option<&Path>) -> ClientConfig {
         // disable never uses it; prefer and require encrypt without verifying,
         // as libpq does.
         _ => {
-            let verifier = NoVerifier { provider: provider.clone() };
+            let verifier = NoVerifier {
+                provider: provider.clone(),
+            };
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
@@ -69,14 +76,18 @@ fn rustls_pemfile_certs(reader: &mut dyn std::io::BufRead) -> Vec<CertificateDer
     if reader.read_to_end(&mut pem).is_err() {
         return Vec::new();
     }
-    CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect()
+    CertificateDer::pem_slice_iter(&pem)
+        .filter_map(Result::ok)
+        .collect()
 }
 
 fn webpki_verifier(
     roots: Arc<RootCertStore>,
     provider: &Arc<rustls::crypto::CryptoProvider>,
 ) -> Option<Arc<WebPkiServerVerifier>> {
-    WebPkiServerVerifier::builder_with_provider(roots, provider.clone()).build().ok()
+    WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .ok()
 }
 
 /// Checks the chain; with `check_name` false, a name mismatch is accepted
@@ -135,7 +146,10 @@ impl ServerCertVerifier for Verifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.as_ref().map(|i| i.supported_verify_schemes()).unwrap_or_default()
+        self.inner
+            .as_ref()
+            .map(|i| i.supported_verify_schemes())
+            .unwrap_or_default()
     }
 }
 
@@ -187,6 +201,8 @@ impl ServerCertVerifier for NoVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -60,11 +60,23 @@ pub struct InProcess {
 impl InProcess {
     /// Starts the daemon with `text` as its config.
     pub fn start(text: &str) -> Self {
+        // Logs go to the test's captured output: shown only when it fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "ciosync=info".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let config = Config::from_toml(text, Vec::new()).expect("test config is valid");
         let shutdown = CancellationToken::new();
         let counters = Arc::new(Counters::default());
         let handle = tokio::spawn(pipeline::run(config, shutdown.clone(), counters.clone()));
-        Self { shutdown, counters, handle }
+        Self {
+            shutdown,
+            counters,
+            handle,
+        }
     }
 
     /// Asks it to stop and waits for the outcome.

@@ -35,7 +35,10 @@ impl TestDb {
         let mut name = format!("t{}_{}", rand::random::<u32>(), test);
         name.truncate(63);
         let admin = connect(&pg.url("postgres")).await;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
         let url = pg.url(&name);
         let client = connect(&url).await;
         Self { name, url, client }
@@ -43,7 +46,10 @@ impl TestDb {
 
     /// Runs SQL statements.
     pub async fn exec(&self, sql: &str) {
-        self.client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// The slot's confirmed_flush_lsn as a number (0 if none).
@@ -64,22 +70,28 @@ impl TestDb {
         super::daemon::config_text(&self.url, &self.name, track_url, extra)
     }
 
-    /// Waits until a session streams from this database's slot.
+    /// Waits until a walsender streams from this database's slot. A slot that
+    /// is still being created is "active" too (its creator holds it while it
+    /// waits for a consistent point), so the walsender is what counts.
     pub async fn wait_for_streaming(&self) {
         let deadline = tokio::time::Instant::now() + super::CONVERGE;
         loop {
             let row = self
                 .client
                 .query_opt(
-                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                    "SELECT EXISTS (SELECT 1 FROM pg_replication_slots s \
+                     JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1)",
                     &[&self.name],
                 )
                 .await
                 .expect("read slot");
-            if row.map(|r| r.get::<_, bool>(0)) == Some(true) {
+            if row.is_some_and(|r| r.get::<_, bool>(0)) {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "the daemon never started streaming");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the daemon never started streaming"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
