@@ -211,23 +211,30 @@ impl Session<'_> {
     ) -> Result<(), SessionError> {
         loop {
             let flush_at = self.batch_since.map(|t| t + LINGER);
-            let event = tokio::select! {
+            // Only the cancellation-safe wait races the timer and shutdown;
+            // processing (which may look up a type) runs to completion.
+            let raw = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return self.drain(shutdown_timeout).await,
                 _ = sleep_until_opt(flush_at) => None,
-                event = self.source.next() => Some(event.map_err(SessionError::Source)?),
+                raw = self.source.recv() => Some(raw.map_err(SessionError::Source)?),
             };
-            match event {
-                None => {
-                    if !self.flush(shutdown, shutdown_timeout).await? {
-                        return Ok(());
-                    }
+            let Some(raw) = raw else {
+                if !self.flush(shutdown, shutdown_timeout).await? {
+                    return Ok(());
                 }
-                Some(event) => {
-                    if !self.handle(event, shutdown, shutdown_timeout).await? {
-                        return Ok(());
-                    }
-                }
+                continue;
+            };
+            let Some(event) = self
+                .source
+                .process(raw)
+                .await
+                .map_err(SessionError::Source)?
+            else {
+                continue;
+            };
+            if !self.handle(event, shutdown, shutdown_timeout).await? {
+                return Ok(());
             }
         }
     }

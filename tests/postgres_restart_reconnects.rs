@@ -8,7 +8,9 @@ use crate::support::daemon::InProcess;
 use crate::support::emulator::{self, wait_for_customers};
 use crate::support::postgres::{connect, TestDb, USERS_TABLE};
 
-#[tokio::test]
+// Multi-threaded: stopping Postgres blocks this thread, and the daemon must
+// keep answering the walsender meanwhile (a fast shutdown waits for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_mid_stream_loses_nothing() {
     let pg = tokio::task::spawn_blocking(ThrowawayPostgres::start)
         .await
@@ -22,8 +24,10 @@ async fn postgres_restart_mid_stream_loses_nothing() {
     db.exec("INSERT INTO users (id, email, plan) SELECT g, 'u' || g || '@x.io', 'free' FROM generate_series(1, 100) g").await;
 
     for mode in ["fast", "immediate"] {
-        pg.stop(mode).unwrap();
-        pg.restart().unwrap();
+        tokio::task::block_in_place(|| {
+            pg.stop(mode).unwrap();
+            pg.restart().unwrap();
+        });
         // The restart ended the test's own session too.
         let client = connect(&db.url).await;
         client

@@ -147,35 +147,38 @@ impl Source {
         })
     }
 
-    /// The next event. Errors end the session.
-    pub async fn next(&mut self) -> Result<SourceEvent, SourceError> {
-        loop {
-            let event = self.client.recv().await.map_err(SourceError::Replication)?;
-            let Some(event) = event else {
-                return Err(SourceError::Ended);
-            };
-            match event {
-                ReplicationEvent::KeepAlive { wal_end, .. } => {
-                    return Ok(SourceEvent::Keepalive { wal_end })
-                }
-                ReplicationEvent::Begin {
-                    commit_time_micros, ..
-                } => {
-                    self.commit_time =
-                        commit_time_micros.div_euclid(1_000_000) + PG_EPOCH_OFFSET_SECS;
-                    return Ok(SourceEvent::Begin);
-                }
-                ReplicationEvent::Commit { end_lsn, .. } => {
-                    return Ok(SourceEvent::Commit { end_lsn })
-                }
-                ReplicationEvent::XLogData { data, .. } => {
-                    if let Some(event) = self.on_data(&data).await? {
-                        return Ok(event);
-                    }
-                }
-                ReplicationEvent::Message { .. } => {}
-                ReplicationEvent::StoppedAt { .. } => return Err(SourceError::Ended),
+    /// Waits for the next raw replication event. Cancellation safe: nothing
+    /// is lost if the future is dropped, so this is what the pipeline races
+    /// against its timers; [`Source::process`] then runs to completion (a
+    /// Relation message being resolved must not be lost).
+    pub async fn recv(&mut self) -> Result<ReplicationEvent, SourceError> {
+        match self.client.recv().await {
+            Ok(Some(event)) => Ok(event),
+            Ok(None) => Err(SourceError::Ended),
+            Err(error) => Err(SourceError::Replication(error)),
+        }
+    }
+
+    /// Turns a raw event into what the pipeline sees; `None` for events that
+    /// stay inside the source (Relation, Type, Origin, logical messages).
+    pub async fn process(
+        &mut self,
+        event: ReplicationEvent,
+    ) -> Result<Option<SourceEvent>, SourceError> {
+        match event {
+            ReplicationEvent::KeepAlive { wal_end, .. } => {
+                Ok(Some(SourceEvent::Keepalive { wal_end }))
             }
+            ReplicationEvent::Begin {
+                commit_time_micros, ..
+            } => {
+                self.commit_time = commit_time_micros.div_euclid(1_000_000) + PG_EPOCH_OFFSET_SECS;
+                Ok(Some(SourceEvent::Begin))
+            }
+            ReplicationEvent::Commit { end_lsn, .. } => Ok(Some(SourceEvent::Commit { end_lsn })),
+            ReplicationEvent::XLogData { data, .. } => self.on_data(&data).await,
+            ReplicationEvent::Message { .. } => Ok(None),
+            ReplicationEvent::StoppedAt { .. } => Err(SourceError::Ended),
         }
     }
 
