@@ -71,7 +71,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 Some(f) => f == LogFormat::Json,
                 None => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
-            telemetry::init_logging(json);
+            telemetry::init_logging(json, "info");
             runtime().block_on(run(config))
         }
         Command::Check { config } => {
@@ -79,11 +79,12 @@ pub fn main(cli: Cli) -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            telemetry::init_logging(false);
+            telemetry::init_logging(false, "warn");
             runtime().block_on(crate::check::run_and_print(&config))
         }
         Command::Demo { keep } => {
-            telemetry::init_logging(false);
+            // The demo prints its own story; only problems are logged.
+            telemetry::init_logging(false, "ciosync=warn,error");
             runtime().block_on(crate::demo::run(keep))
         }
     }

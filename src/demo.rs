@@ -191,12 +191,13 @@ fn print_calls(emulator: &Emulator, already: usize) -> usize {
             let action = item["action"].as_str().unwrap_or("?");
             match action {
                 "merge" => println!(
-                    "       merge    {} into {}",
-                    item["secondary"]["id"], item["primary"]["id"]
+                    "       merge    id={} into id={}",
+                    text(&item["secondary"]["id"]),
+                    text(&item["primary"]["id"])
                 ),
                 _ => println!(
                     "       {action:<8} id={} {}",
-                    item["identifiers"]["id"],
+                    text(&item["identifiers"]["id"]),
                     item.get("attributes")
                         .map(Value::to_string)
                         .unwrap_or_default()
@@ -208,6 +209,13 @@ fn print_calls(emulator: &Emulator, already: usize) -> usize {
         println!("   (no call)");
     }
     requests.len()
+}
+
+fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| value.to_string())
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {

@@ -17,8 +17,6 @@
 
 mod auth;
 mod config;
-#[cfg(test)]
-mod conformance;
 mod faults;
 mod identity;
 mod inspect;

@@ -50,11 +50,11 @@ impl Counters {
     }
 }
 
-/// Installs the tracing subscriber: `RUST_LOG` or `info`, to stderr, JSON
+/// Installs the tracing subscriber: `RUST_LOG` or `default`, to stderr, JSON
 /// lines when `json` is set.
-pub fn init_logging(json: bool) {
+pub fn init_logging(json: bool, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

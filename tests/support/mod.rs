@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod emulator;
 pub mod postgres;
+pub mod spec;
 
 use std::time::Duration;
 

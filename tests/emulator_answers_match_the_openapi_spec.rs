@@ -3,68 +3,13 @@
 //! schemas, the shared wire types in `track_api` produce request bodies the
 //! request schemas accept, and the emulator's strict v1 value check agrees
 //! with the v1 identify schema.
-//!
-//! The document is read from `CARGO_MANIFEST_DIR/../shared/specs/`, where
-//! the repository keeps it beside the crate (also in CI).
 
+use ciosync::emulator::{Emulator, EmulatorConfig};
+use ciosync::track_api::{BatchRequest, Identifier, PersonAction, PersonItem};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use super::{Emulator, EmulatorConfig};
-use crate::track_api::{BatchRequest, Identifier, PersonAction, PersonItem};
-
-const SPEC: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/specs/customer-io-track-api-openapi.json"
-);
-
-fn spec() -> Value {
-    let text = std::fs::read_to_string(SPEC).unwrap_or_else(|error| {
-        panic!(
-            "cannot read Customer.io's OpenAPI document at {SPEC}: {error}. These tests expect \
-             the repository's shared/ folder beside the crate (CARGO_MANIFEST_DIR/../shared)."
-        )
-    });
-    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{SPEC} is not JSON: {error}"))
-}
-
-/// A validator for the schema at JSON pointer `pointer` in the document.
-/// The whole document becomes the root schema plus a `$ref` to the
-/// pointer, so the spec's own `#/components/...` refs resolve inside it.
-/// OpenAPI-only keywords (`discriminator`, `example`, `x-*`) are unknown to
-/// JSON Schema 2020-12 and ignored; formats such as `ulid` and `email` are
-/// annotations only in 2020-12, so they are not checked.
-fn validator(spec: &Value, pointer: &str) -> jsonschema::Validator {
-    let mut root = spec.clone();
-    root["$ref"] = Value::String(format!("#{pointer}"));
-    jsonschema::draft202012::options()
-        .build(&root)
-        .unwrap_or_else(|error| panic!("schema at {pointer} does not compile: {error}"))
-}
-
-/// Pointer to something under a path item, e.g. `/post/responses/207`,
-/// ready for a URI fragment (so `{` and `}` are percent-encoded).
-fn path_pointer(path: &str, rest: &str) -> String {
-    let escaped = path
-        .replace('~', "~0")
-        .replace('/', "~1")
-        .replace('{', "%7B")
-        .replace('}', "%7D");
-    format!("/paths/{escaped}{rest}")
-}
-
-const JSON_SCHEMA: &str = "/content/application~1json/schema";
-
-fn assert_valid(validator: &jsonschema::Validator, instance: &Value, what: &str) {
-    let errors: Vec<String> = validator
-        .iter_errors(instance)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{what} breaks the spec: {errors:?}\n{instance}"
-    );
-}
+use crate::support::spec::{assert_valid, path_pointer, spec, validator, JSON_SCHEMA};
 
 async fn post(emu: &Emulator, method: &str, path: &str, body: &Value) -> (u16, Value) {
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
