@@ -29,14 +29,9 @@ async fn outage_of_500s_and_429s_loses_nothing_and_keeps_order() {
         ..Faults::default()
     });
     // A position inside the first outage transaction: its commit ends after it.
-    let tx = db.client.simple_query("BEGIN; UPDATE users SET plan = 'p1' WHERE id = 1; SELECT (pg_current_wal_insert_lsn() - '0/0')::text; COMMIT").await.unwrap();
-    let inside: u64 = tx
-        .iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v.parse().unwrap()),
-            _ => None,
-        })
-        .unwrap();
+    let inside = db
+        .exec_in_transaction("UPDATE users SET plan = 'p1' WHERE id = 1")
+        .await;
     db.exec("INSERT INTO users (id, email) VALUES (101, 'u1@x.io')")
         .await;
     for i in 2..=5 {

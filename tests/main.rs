@@ -6,6 +6,7 @@ mod support;
 mod bad_config_exits_2;
 mod check_reports_what_to_fix;
 mod customerio_outage_loses_nothing;
+mod customerio_refusals;
 mod default_identity_sends_every_mapped_attribute;
 mod delete_deletes_the_customer;
 mod demo_runs_end_to_end;

@@ -30,9 +30,8 @@ pub fn client_config(mode: SslMode, root_cert: Option<&Path>) -> ClientConfig {
     match mode {
         SslMode::VerifyFull => builder.with_root_certificates(roots).with_no_client_auth(),
         SslMode::VerifyCa => {
-            let verifier = Verifier {
+            let verifier = ChainOnlyVerifier {
                 inner: webpki_verifier(roots, &provider),
-                check_name: false,
             };
             builder
                 .dangerous()
@@ -90,15 +89,13 @@ fn webpki_verifier(
         .ok()
 }
 
-/// Checks the chain; with `check_name` false, a name mismatch is accepted
-/// (`verify-ca`).
+/// Checks the certificate chain but accepts a host name mismatch (`verify-ca`).
 #[derive(Debug)]
-struct Verifier {
+struct ChainOnlyVerifier {
     inner: Option<Arc<WebPkiServerVerifier>>,
-    check_name: bool,
 }
 
-impl ServerCertVerifier for Verifier {
+impl ServerCertVerifier for ChainOnlyVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -112,9 +109,7 @@ impl ServerCertVerifier for Verifier {
         })?;
         match inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(Error::InvalidCertificate(CertificateError::NotValidForName))
-            | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }))
-                if !self.check_name =>
-            {
+            | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
                 Ok(ServerCertVerified::assertion())
             }
             other => other,

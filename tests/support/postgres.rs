@@ -96,6 +96,26 @@ impl TestDb {
         }
     }
 
+    /// Runs `sql` in a transaction and returns a WAL position inside it: the
+    /// transaction's commit ends after it, so an acknowledgement at or below
+    /// it does not cover the transaction.
+    pub async fn exec_in_transaction(&self, sql: &str) -> u64 {
+        let messages = self
+            .client
+            .simple_query(&format!(
+                "BEGIN; {sql}; SELECT (pg_current_wal_insert_lsn() - '0/0')::text; COMMIT"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        messages
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v.parse().unwrap()),
+                _ => None,
+            })
+            .expect("the position query returns a row")
+    }
+
     /// The server's current WAL insert position as a number.
     pub async fn current_lsn(&self) -> u64 {
         let row = self
