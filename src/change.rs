@@ -99,11 +99,7 @@ pub enum RowOp {
     /// A changed row. `old` is the whole previous row with REPLICA IDENTITY
     /// FULL, only the key columns when the key changed under DEFAULT/INDEX
     /// identity (other columns are [`Datum::Null`] there), and `None` otherwise.
-    Update {
-        old: Option<Row>,
-        old_is_key_only: bool,
-        new: Row,
-    },
+    Update { old: Option<Row>, old_is_key_only: bool, new: Row },
     /// A removed row: the whole row under FULL, key columns only otherwise.
     Delete { old: Row },
 }

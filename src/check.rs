@@ -32,12 +32,7 @@ pub struct Finding {
 
 impl Finding {
     fn ok(check: &str, message: impl Into<String>) -> Self {
-        Self {
-            level: Level::Ok,
-            check: check.into(),
-            message: message.into(),
-            fix: None,
-        }
+        Self { level: Level::Ok, check: check.into(), message: message.into(), fix: None }
     }
     fn warning(check: &str, message: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
@@ -79,10 +74,7 @@ pub async fn run_and_print(config: &Config) -> ExitCode {
         println!("{}", finding.render());
     }
     let errors = findings.iter().filter(|f| f.level == Level::Error).count();
-    let warnings = findings
-        .iter()
-        .filter(|f| f.level == Level::Warning)
-        .count();
+    let warnings = findings.iter().filter(|f| f.level == Level::Warning).count();
     println!("{errors} error(s), {warnings} warning(s)");
     if errors == 0 {
         ExitCode::SUCCESS
@@ -96,11 +88,7 @@ pub async fn run(config: &Config) -> Vec<Finding> {
     let mut findings = vec![Finding::ok("config", "parsed and valid")];
     match ConnectionSettings::parse(&config.postgres) {
         Ok(settings) => check_postgres(&settings, config, &mut findings).await,
-        Err(e) => findings.push(Finding::error(
-            "postgres.url",
-            e.to_string(),
-            "fix postgres.url",
-        )),
+        Err(e) => findings.push(Finding::error("postgres.url", e.to_string(), "fix postgres.url")),
     }
     findings.push(check_customerio(config).await);
     findings
@@ -112,11 +100,7 @@ async fn check_postgres(settings: &ConnectionSettings, config: &Config, out: &mu
         Err(e) => {
             out.push(Finding::error(
                 "postgres connection",
-                format!(
-                    "cannot connect to {}: {}",
-                    settings.display(),
-                    error_chain(&e)
-                ),
+                format!("cannot connect to {}: {}", settings.display(), error_chain(&e)),
                 "check postgres.url (host, port, user, password, database, sslmode) and that \
                  the server accepts this client in pg_hba.conf",
             ));
@@ -124,10 +108,7 @@ async fn check_postgres(settings: &ConnectionSettings, config: &Config, out: &mu
         }
     };
     let tls: Option<bool> = sql
-        .query_opt(
-            "SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_backend_pid()",
-            &[],
-        )
+        .query_opt("SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
         .await
         .ok()
         .flatten()
@@ -145,7 +126,7 @@ async fn check_postgres(settings: &ConnectionSettings, config: &Config, out: &mu
             if tls == Some(true) { "on" } else { "off" }
         ),
     ));
-    if let Err(e) = checks_with_sql(&sql, settings, config, out).await {
+    if let Err(e) = checks_with_sql(&sql, config, out).await {
         out.push(Finding::error(
             "postgres",
             format!("a check query failed: {}", error_chain(&e)),
@@ -156,7 +137,6 @@ async fn check_postgres(settings: &ConnectionSettings, config: &Config, out: &mu
 
 async fn checks_with_sql(
     sql: &Client,
-    settings: &ConnectionSettings,
     config: &Config,
     out: &mut Vec<Finding>,
 ) -> Result<(), tokio_postgres::Error> {
@@ -180,10 +160,7 @@ async fn checks_with_sql(
     let (replication, superuser, user): (bool, bool, String) =
         (role.get(0), role.get(1), role.get(2));
     out.push(if replication || superuser {
-        Finding::ok(
-            "replication privilege",
-            format!("role {user} may replicate"),
-        )
+        Finding::ok("replication privilege", format!("role {user} may replicate"))
     } else {
         Finding::error(
             "replication privilege",
@@ -196,7 +173,6 @@ async fn checks_with_sql(
     }
     check_publication(sql, config, &user, out).await?;
     check_slot(sql, config, out).await?;
-    let _ = settings;
     Ok(())
 }
 
@@ -268,10 +244,7 @@ async fn check_table(
         .await?
         .get(0);
     if unique && not_null {
-        out.push(Finding::ok(
-            &label,
-            format!("id column {id} is unique and not null"),
-        ));
+        out.push(Finding::ok(&label, format!("id column {id} is unique and not null")));
     } else {
         out.push(Finding::error(
             &label,
@@ -283,12 +256,8 @@ async fn check_table(
             ),
         ));
     }
-    let missing: Vec<&str> = sync
-        .attributes
-        .values()
-        .map(String::as_str)
-        .filter(|c| !has(c))
-        .collect();
+    let missing: Vec<&str> =
+        sync.attributes.values().map(String::as_str).filter(|c| !has(c)).collect();
     if missing.is_empty() {
         out.push(Finding::ok(
             &label,
@@ -344,19 +313,14 @@ async fn check_publication(
     let missing = match setup::publication_missing_tables(sql, config).await {
         Ok(m) => m,
         Err(e) => {
-            out.push(Finding::error(
-                &label,
-                error_chain(&e),
-                "check the role's privileges",
-            ));
+            out.push(Finding::error(&label, error_chain(&e), "check the role's privileges"));
             return Ok(());
         }
     };
     match missing {
-        Some(missing) if missing.is_empty() => out.push(Finding::ok(
-            &label,
-            "exists and includes every synced table",
-        )),
+        Some(missing) if missing.is_empty() => {
+            out.push(Finding::ok(&label, "exists and includes every synced table"))
+        }
         Some(missing) => out.push(Finding::error(
             &label,
             format!("exists but does not include {}", missing.join(", ")),
@@ -377,10 +341,7 @@ async fn check_publication(
             // CREATE PUBLICATION … FOR TABLE needs CREATE on the database and
             // ownership of every table.
             let can_create: bool = sql
-                .query_one(
-                    "SELECT has_database_privilege(current_database(), 'CREATE')",
-                    &[],
-                )
+                .query_one("SELECT has_database_privilege(current_database(), 'CREATE')", &[])
                 .await?
                 .get(0);
             let mut not_owned = Vec::new();
@@ -430,19 +391,12 @@ async fn check_slot(
     let state = match setup::slot_state(sql, config).await {
         Ok(s) => s,
         Err(e) => {
-            out.push(Finding::error(
-                &label,
-                error_chain(&e),
-                "check the role's privileges",
-            ));
+            out.push(Finding::error(&label, error_chain(&e), "check the role's privileges"));
             return Ok(());
         }
     };
     match state {
-        SlotState::Usable {
-            active: false,
-            confirmed_flush_lsn,
-        } => out.push(Finding::ok(
+        SlotState::Usable { active: false, confirmed_flush_lsn } => out.push(Finding::ok(
             &label,
             format!(
                 "exists (pgoutput), confirmed up to {}",
@@ -509,10 +463,7 @@ async fn check_customerio(config: &Config) -> Finding {
         }
         Err(SinkError::Unauthorized) => Finding::error(
             label,
-            format!(
-                "{} refused the site id and API key (HTTP 401)",
-                sink.base_url()
-            ),
+            format!("{} refused the site id and API key (HTTP 401)", sink.base_url()),
             "set customerio.site_id and customerio.api_key (or CIOSYNC_CUSTOMERIO_SITE_ID / \
              CIOSYNC_CUSTOMERIO_API_KEY) to the Track API credentials of the workspace",
         ),

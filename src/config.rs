@@ -57,10 +57,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Invalid {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self::Invalid { field: field.into(), message: message.into() }
     }
 }
 
@@ -233,9 +230,7 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self {
-            shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
-        }
+        Self { shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS }
     }
 }
 
@@ -270,10 +265,8 @@ fn default_shutdown_timeout_secs() -> u64 {
 impl Config {
     /// Reads, overrides from the process environment, and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::from_toml(&text, std::env::vars())
     }
 
@@ -318,16 +311,10 @@ impl Config {
         }
         let cio = &self.customerio;
         if cio.site_id.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "customerio.site_id",
-                "must not be empty",
-            ));
+            return Err(ConfigError::invalid("customerio.site_id", "must not be empty"));
         }
         if cio.api_key.expose().trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "customerio.api_key",
-                "must not be empty",
-            ));
+            return Err(ConfigError::invalid("customerio.api_key", "must not be empty"));
         }
         if let Some(url) = &cio.track_url {
             match url::Url::parse(url) {
@@ -369,10 +356,7 @@ impl Config {
 
     fn validate_sync(&self) -> Result<(), ConfigError> {
         if self.sync.is_empty() {
-            return Err(ConfigError::invalid(
-                "sync",
-                "at least one [[sync]] table is required",
-            ));
+            return Err(ConfigError::invalid("sync", "at least one [[sync]] table is required"));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, sync) in self.sync.iter().enumerate() {
@@ -385,16 +369,10 @@ impl Config {
                 ));
             }
             if !seen.insert((schema.to_owned(), name.to_owned())) {
-                return Err(ConfigError::invalid(
-                    field("table"),
-                    "table is listed twice",
-                ));
+                return Err(ConfigError::invalid(field("table"), "table is listed twice"));
             }
             if sync.id_column.is_empty() {
-                return Err(ConfigError::invalid(
-                    field("id_column"),
-                    "must not be empty",
-                ));
+                return Err(ConfigError::invalid(field("id_column"), "must not be empty"));
             }
             if sync.attributes.is_empty() {
                 return Err(ConfigError::invalid(
@@ -444,9 +422,7 @@ impl Config {
 fn validate_name(field: &str, value: &str) -> Result<(), ConfigError> {
     let ok = !value.is_empty()
         && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -469,9 +445,8 @@ fn apply_env_overrides(
         let Some(rest) = name.strip_prefix("CIOSYNC_") else {
             continue;
         };
-        let Some(section) = ENV_SECTIONS
-            .iter()
-            .find(|s| rest.to_ascii_lowercase().starts_with(&format!("{s}_")))
+        let Some(section) =
+            ENV_SECTIONS.iter().find(|s| rest.to_ascii_lowercase().starts_with(&format!("{s}_")))
         else {
             continue;
         };
@@ -503,10 +478,7 @@ fn apply_env_overrides(
 /// Keys that are always strings even when their value looks like a number
 /// (a numeric site id, say).
 fn is_string_key(key: &str) -> bool {
-    matches!(
-        key,
-        "url" | "slot" | "publication" | "site_id" | "api_key" | "region" | "track_url"
-    )
+    matches!(key, "url" | "slot" | "publication" | "site_id" | "api_key" | "region" | "track_url")
 }
 
 #[cfg(test)]
@@ -551,10 +523,7 @@ created_at = "created_at"
         assert_eq!(config.sync[0].schema_and_name(), ("public", "users"));
         assert_eq!(config.sync[0].attributes["first_name"], "first_name");
         assert_eq!(config.sync[0].on_id_change, OnIdChange::Merge);
-        assert_eq!(
-            config.pipeline.shutdown_timeout_secs,
-            DEFAULT_SHUTDOWN_TIMEOUT_SECS
-        );
+        assert_eq!(config.pipeline.shutdown_timeout_secs, DEFAULT_SHUTDOWN_TIMEOUT_SECS);
     }
 
     #[test]
@@ -574,30 +543,15 @@ created_at = "created_at"
     #[test]
     fn bad_values_name_the_field() {
         let cases = [
-            (
-                MINIMAL.replace("region = \"us\"", "region = \"ap\""),
-                "region",
-            ),
-            (
-                MINIMAL.replace("slot = \"ciosync\"", "slot = \"Bad-Slot\""),
-                "postgres.slot",
-            ),
-            (
-                MINIMAL.replace("postgres://ciosync@", "mysql://ciosync@"),
-                "postgres.url",
-            ),
-            (
-                MINIMAL.replace("id_column = \"id\"", "id_column = \"\""),
-                "sync[0].id_column",
-            ),
+            (MINIMAL.replace("region = \"us\"", "region = \"ap\""), "region"),
+            (MINIMAL.replace("slot = \"ciosync\"", "slot = \"Bad-Slot\""), "postgres.slot"),
+            (MINIMAL.replace("postgres://ciosync@", "mysql://ciosync@"), "postgres.url"),
+            (MINIMAL.replace("id_column = \"id\"", "id_column = \"\""), "sync[0].id_column"),
             (
                 MINIMAL.replace("region = \"us\"", "track_url = \"not a url\""),
                 "customerio.track_url",
             ),
-            (
-                MINIMAL.replace("email = \"email\"", "id = \"email\""),
-                "sync[0].attributes.id",
-            ),
+            (MINIMAL.replace("email = \"email\"", "id = \"email\""), "sync[0].attributes.id"),
             (
                 MINIMAL.to_owned() + "\n[pipeline]\nshutdown_timeout_secs = -1\n",
                 "pipeline.shutdown_timeout_secs",
@@ -612,19 +566,10 @@ created_at = "created_at"
     #[test]
     fn env_overrides_the_file_and_keeps_strings_strings() {
         let env = vec![
-            (
-                "CIOSYNC_CUSTOMERIO_API_KEY".to_owned(),
-                "from-env".to_owned(),
-            ),
+            ("CIOSYNC_CUSTOMERIO_API_KEY".to_owned(), "from-env".to_owned()),
             ("CIOSYNC_CUSTOMERIO_SITE_ID".to_owned(), "12345".to_owned()),
-            (
-                "CIOSYNC_POSTGRES_URL".to_owned(),
-                "postgres://other@db/app".to_owned(),
-            ),
-            (
-                "CIOSYNC_PIPELINE_SHUTDOWN_TIMEOUT_SECS".to_owned(),
-                "3".to_owned(),
-            ),
+            ("CIOSYNC_POSTGRES_URL".to_owned(), "postgres://other@db/app".to_owned()),
+            ("CIOSYNC_PIPELINE_SHUTDOWN_TIMEOUT_SECS".to_owned(), "3".to_owned()),
             ("UNRELATED".to_owned(), "x".to_owned()),
         ];
         let config = Config::from_toml(MINIMAL, env).unwrap();
@@ -656,13 +601,8 @@ created_at = "created_at"
             .replace("ciosync@127", "ciosync:pw-very-secret@127");
         let config = Config::from_toml(&text, no_env()).unwrap();
         let debug = format!("{config:?}");
-        assert!(
-            !debug.contains("sk-very-secret") && !debug.contains("pw-very-secret"),
-            "{debug}"
-        );
-        let bad = text
-            .replace("sslmode", "x")
-            .replace("/app\"", "/app?sslmode=nope\"");
+        assert!(!debug.contains("sk-very-secret") && !debug.contains("pw-very-secret"), "{debug}");
+        let bad = text.replace("sslmode", "x").replace("/app\"", "/app?sslmode=nope\"");
         let err = error_of(&bad);
         assert!(!err.contains("pw-very-secret"), "{err}");
     }

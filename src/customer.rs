@@ -13,11 +13,7 @@ pub enum CustomerOp {
     /// value asks Customer.io to unset the attribute. `timestamp` is the
     /// commit time (Unix seconds), so Customer.io keeps the later of two close
     /// updates.
-    Identify {
-        id: String,
-        attributes: Map<String, Value>,
-        timestamp: i64,
-    },
+    Identify { id: String, attributes: Map<String, Value>, timestamp: i64 },
     /// Delete the person `id`.
     Delete { id: String },
     /// Merge `secondary` into `primary` (which must exist), deleting `secondary`.

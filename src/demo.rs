@@ -31,10 +31,7 @@ const STEPS: [(&str, &str); 6] = [
          (2, 'grace@example.org', 'Grace', 'free', now()), \
          (3, 'alan@example.org', 'Alan', 'team', now())",
     ),
-    (
-        "Ada upgrades: only `plan` is sent",
-        "UPDATE users SET plan = 'pro' WHERE id = 1",
-    ),
+    ("Ada upgrades: only `plan` is sent", "UPDATE users SET plan = 'pro' WHERE id = 1"),
     (
         "Grace changes her password: no mapped attribute changed, no call",
         "UPDATE users SET password_hash = 'new-hash' WHERE id = 2",
@@ -43,10 +40,7 @@ const STEPS: [(&str, &str); 6] = [
         "Alan clears his first name: sent as null, which unsets it",
         "UPDATE users SET first_name = NULL WHERE id = 3",
     ),
-    (
-        "Grace deletes her account",
-        "DELETE FROM users WHERE id = 2",
-    ),
+    ("Grace deletes her account", "DELETE FROM users WHERE id = 2"),
     (
         "Alan's id changes (say, an account merge): identify the new id, merge the old one into it",
         "UPDATE users SET id = 30 WHERE id = 3",
@@ -71,10 +65,7 @@ async fn demo(keep: bool) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .map_err(|e| pipeline::error_chain(&e))?;
     let admin = connect(&pg.url("postgres")).await?;
-    admin
-        .batch_execute("CREATE DATABASE app")
-        .await
-        .map_err(|e| e.to_string())?;
+    admin.batch_execute("CREATE DATABASE app").await.map_err(|e| e.to_string())?;
     let db = connect(&pg.url("app")).await?;
     db.batch_execute(
         "CREATE TABLE users (id bigint PRIMARY KEY, email text NOT NULL, first_name text, \
@@ -84,9 +75,7 @@ async fn demo(keep: bool) -> Result<(), String> {
     .await
     .map_err(|e| e.to_string())?;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let emulator = Emulator::start(listener, EmulatorConfig::new(SITE_ID, API_KEY))
         .await
         .map_err(|e| e.to_string())?;
@@ -95,11 +84,8 @@ async fn demo(keep: bool) -> Result<(), String> {
     let config = Config::from_toml(&config_text(&pg.url("app"), &emulator.url()), Vec::new())
         .map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
-    let daemon = tokio::spawn(pipeline::run(
-        config,
-        shutdown.clone(),
-        Arc::new(Counters::default()),
-    ));
+    let daemon =
+        tokio::spawn(pipeline::run(config, shutdown.clone(), Arc::new(Counters::default())));
     wait_for_streaming(&db).await?;
     println!("ciosync is streaming from slot `{SLOT}`.\n");
 
@@ -183,10 +169,7 @@ fn print_calls(emulator: &Emulator, already: usize) -> usize {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        println!(
-            "   → {} {} → {}",
-            request.method, request.path, request.status
-        );
+        println!("   → {} {} → {}", request.method, request.path, request.status);
         for item in items {
             let action = item["action"].as_str().unwrap_or("?");
             match action {
@@ -198,9 +181,7 @@ fn print_calls(emulator: &Emulator, already: usize) -> usize {
                 _ => println!(
                     "       {action:<8} id={} {}",
                     text(&item["identifiers"]["id"]),
-                    item.get("attributes")
-                        .map(Value::to_string)
-                        .unwrap_or_default()
+                    item.get("attributes").map(Value::to_string).unwrap_or_default()
                 ),
             }
         }
@@ -212,16 +193,12 @@ fn print_calls(emulator: &Emulator, already: usize) -> usize {
 }
 
 fn text(value: &Value) -> String {
-    value
-        .as_str()
-        .map(str::to_owned)
-        .unwrap_or_else(|| value.to_string())
+    value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string())
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (client, connection) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -231,10 +208,7 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
 async fn wait_for_streaming(db: &tokio_postgres::Client) -> Result<(), String> {
     for _ in 0..300 {
         let row = db
-            .query_opt(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                &[&SLOT],
-            )
+            .query_opt("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&SLOT])
             .await
             .map_err(|e| e.to_string())?;
         if row.is_some_and(|r| r.get::<_, bool>(0)) {

@@ -154,12 +154,7 @@ pub async fn run(
         let outcome = session.run(&shutdown, shutdown_timeout).await;
         match outcome {
             Ok(()) => {
-                source
-                    .close(
-                        progress.acked(),
-                        shutdown_timeout.max(Duration::from_secs(2)),
-                    )
-                    .await;
+                source.close(progress.acked(), shutdown_timeout.max(Duration::from_secs(2))).await;
                 tracing::info!(acked = %progress.acked(), "stopped");
                 return Ok(progress);
             }
@@ -225,12 +220,7 @@ impl Session<'_> {
                 }
                 continue;
             };
-            let Some(event) = self
-                .source
-                .process(raw)
-                .await
-                .map_err(SessionError::Source)?
-            else {
+            let Some(event) = self.source.process(raw).await.map_err(SessionError::Source)? else {
                 continue;
             };
             if !self.handle(event, shutdown, shutdown_timeout).await? {

@@ -47,24 +47,10 @@ impl ThrowawayPostgres {
         if run_as_postgres {
             chown_to_postgres(&dir)?;
         }
-        let mut pg = Self {
-            dir,
-            bin,
-            port: 0,
-            run_as_postgres,
-        };
+        let mut pg = Self { dir, bin, port: 0, run_as_postgres };
         pg.run(
             "initdb",
-            &[
-                "-D",
-                &pg.data_dir(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
+            &["-D", &pg.data_dir(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
         )?;
         let settings = "\nwal_level = logical\nmax_replication_slots = 40\nmax_wal_senders = 40\n\
              fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
@@ -73,10 +59,7 @@ impl ThrowawayPostgres {
         let conf = Path::new(&pg.data_dir()).join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf)?;
         text.push_str(settings);
-        text.push_str(&format!(
-            "unix_socket_directories = '{}'\n",
-            pg.dir.display()
-        ));
+        text.push_str(&format!("unix_socket_directories = '{}'\n", pg.dir.display()));
         std::fs::write(&conf, text)?;
         // A free port can be taken between the probe and the start: try a few.
         let mut last = None;
@@ -97,19 +80,12 @@ impl ThrowawayPostgres {
 
     /// A connection URL for `database` as the `postgres` superuser.
     pub fn url(&self, database: &str) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable",
-            self.port
-        )
+        format!("postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable", self.port)
     }
 
     /// Stops the server (`fast` or `immediate`), keeping the data.
     pub fn stop(&self, mode: &str) -> Result<(), ThrowawayError> {
-        self.run(
-            "pg_ctl",
-            &["-D", &self.data_dir(), "-m", mode, "-w", "stop"],
-        )
-        .map(|_| ())
+        self.run("pg_ctl", &["-D", &self.data_dir(), "-m", mode, "-w", "stop"]).map(|_| ())
     }
 
     /// Starts the stopped server again on the same port.
@@ -174,11 +150,7 @@ impl ThrowawayPostgres {
         } else {
             Command::new(&path)
         };
-        let output = command
-            .args(args)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .output()?;
+        let output = command.args(args).current_dir(&self.dir).stdin(Stdio::null()).output()?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&output.stdout),
@@ -187,10 +159,7 @@ impl ThrowawayPostgres {
         if output.status.success() {
             Ok(text)
         } else {
-            Err(ThrowawayError::Command {
-                command: program.to_owned(),
-                output: text,
-            })
+            Err(ThrowawayError::Command { command: program.to_owned(), output: text })
         }
     }
 }

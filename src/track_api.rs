@@ -86,10 +86,7 @@ pub enum PersonAction {
     /// Unblock a suppressed identifier.
     Unsuppress { identifiers: Identifier },
     /// Merge `secondary` into `primary`.
-    Merge {
-        primary: Identifier,
-        secondary: Identifier,
-    },
+    Merge { primary: Identifier, secondary: Identifier },
     /// A named event for a person.
     Event {
         identifiers: Identifier,
@@ -118,10 +115,7 @@ pub struct PersonItem {
 impl PersonItem {
     /// Wraps an action as a `person` item.
     pub fn new(action: PersonAction) -> Self {
-        Self {
-            kind: "person".to_owned(),
-            action,
-        }
+        Self { kind: "person".to_owned(), action }
     }
 }
 
@@ -185,10 +179,7 @@ mod tests {
         let item = PersonItem::new(PersonAction::Identify {
             identifiers: Identifier::Id("42".into()),
             timestamp: Some(1_700_000_000),
-            attributes: json!({"plan": "pro", "nickname": null})
-                .as_object()
-                .unwrap()
-                .clone(),
+            attributes: json!({"plan": "pro", "nickname": null}).as_object().unwrap().clone(),
         });
         assert_eq!(
             serde_json::to_value(&item).unwrap(),

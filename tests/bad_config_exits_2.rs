@@ -9,22 +9,10 @@ async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
     db.exec(USERS_TABLE).await;
     let good = db.config("http://127.0.0.1:9", "");
     let cases = [
-        (
-            good.replace("[customerio]", "[customerio]\nregoin = \"us\""),
-            "regoin",
-        ),
-        (
-            good.replace("track_url = \"http://127.0.0.1:9\"", "region = \"mars\""),
-            "region",
-        ),
-        (
-            good.replace(&format!("slot = \"{}\"", db.name), "slot = \"Bad Slot\""),
-            "postgres.slot",
-        ),
-        (
-            good.replace("id_column = \"id\"", "id_column = \"\""),
-            "sync[0].id_column",
-        ),
+        (good.replace("[customerio]", "[customerio]\nregoin = \"us\""), "regoin"),
+        (good.replace("track_url = \"http://127.0.0.1:9\"", "region = \"mars\""), "region"),
+        (good.replace(&format!("slot = \"{}\"", db.name), "slot = \"Bad Slot\""), "postgres.slot"),
+        (good.replace("id_column = \"id\"", "id_column = \"\""), "sync[0].id_column"),
         (
             good.replace("status_interval_ms = 200", "status_interval_ms = \"fast\""),
             "postgres.status_interval_ms",
@@ -42,15 +30,8 @@ async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
                 .output()
                 .unwrap();
             let stderr = String::from_utf8_lossy(&output.stderr);
-            assert_eq!(
-                output.status.code(),
-                Some(2),
-                "{command} with bad {field}: {stderr}"
-            );
-            assert!(
-                stderr.contains(field),
-                "{command}: expected {field} in: {stderr}"
-            );
+            assert_eq!(output.status.code(), Some(2), "{command} with bad {field}: {stderr}");
+            assert!(stderr.contains(field), "{command}: expected {field} in: {stderr}");
             assert!(
                 !stderr.contains(crate::support::daemon::API_KEY),
                 "the API key leaked: {stderr}"
@@ -62,34 +43,16 @@ async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
-    let usage = std::process::Command::new(binary())
-        .args(["run"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        usage.status.code(),
-        Some(2),
-        "missing --config is bad usage"
-    );
+    let usage = std::process::Command::new(binary()).args(["run"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2), "missing --config is bad usage");
 
     let slots: i64 = db
         .client
-        .query_one(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
-            &[&db.name],
-        )
+        .query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[&db.name])
         .await
         .unwrap()
         .get(0);
-    let publications: i64 = db
-        .client
-        .query_one("SELECT count(*) FROM pg_publication", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        (slots, publications),
-        (0, 0),
-        "a bad config created something"
-    );
+    let publications: i64 =
+        db.client.query_one("SELECT count(*) FROM pg_publication", &[]).await.unwrap().get(0);
+    assert_eq!((slots, publications), (0, 0), "a bad config created something");
 }

@@ -39,19 +39,12 @@ async fn check_passes_on_a_ready_database_and_creates_nothing() {
     }
     let slots: i64 = db
         .client
-        .query_one(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
-            &[&db.name],
-        )
+        .query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[&db.name])
         .await
         .unwrap()
         .get(0);
-    let publications: i64 = db
-        .client
-        .query_one("SELECT count(*) FROM pg_publication", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let publications: i64 =
+        db.client.query_one("SELECT count(*) FROM pg_publication", &[]).await.unwrap().get(0);
     assert_eq!((slots, publications), (0, 0), "check changed something");
 }
 
@@ -61,9 +54,7 @@ async fn check_names_each_problem_with_its_fix() {
     db.exec("CREATE TABLE users (id bigint, email text, first_name text, plan text, created_at timestamptz)").await;
     let emulator = emulator::start().await;
     let text = db.config(&emulator.url(), "").replace(API_KEY, "wrong-key");
-    let (code, out) = tokio::task::spawn_blocking(move || check(&text))
-        .await
-        .unwrap();
+    let (code, out) = tokio::task::spawn_blocking(move || check(&text)).await.unwrap();
     assert_eq!(code, Some(1), "{out}");
     for expected in [
         "id column id must be unique and not null",

@@ -7,41 +7,24 @@ use std::time::Duration;
 use ciosync::emulator::Faults;
 use serde_json::json;
 
-use crate::support::daemon::InProcess;
-use crate::support::emulator::{self, identifies_of, wait_for_customers};
-use crate::support::postgres::{TestDb, USERS_TABLE};
+use crate::support::emulator::{identifies_of, wait_for_customers};
+use crate::support::Scenario;
 
 #[tokio::test]
 async fn outage_of_500s_and_429s_loses_nothing_and_keeps_order() {
-    let db = TestDb::new("cio_outage").await;
-    db.exec(USERS_TABLE).await;
-    let emulator = emulator::start().await;
-    let daemon = InProcess::start(&db.config(&emulator.url(), ""));
-    db.wait_for_streaming().await;
-    db.exec("INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'p0')")
-        .await;
+    let Scenario { db, emulator, daemon } = Scenario::start("cio_outage").await;
+    db.exec("INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'p0')").await;
     assert!(wait_for_customers(&emulator, |c| c.contains_key("1")).await);
     let lsn_before = db.current_lsn().await;
     assert!(db.wait_for_confirmed(&db.name, lsn_before).await);
 
-    emulator.set_faults(Faults {
-        error_rate: 1.0,
-        ..Faults::default()
-    });
+    emulator.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
     // A position inside the first outage transaction: its commit ends after it.
-    let inside = db
-        .exec_in_transaction("UPDATE users SET plan = 'p1' WHERE id = 1")
-        .await;
-    db.exec("INSERT INTO users (id, email) VALUES (101, 'u1@x.io')")
-        .await;
+    let inside = db.exec_in_transaction("UPDATE users SET plan = 'p1' WHERE id = 1").await;
+    db.exec("INSERT INTO users (id, email) VALUES (101, 'u1@x.io')").await;
     for i in 2..=5 {
-        db.exec(&format!("UPDATE users SET plan = 'p{i}' WHERE id = 1"))
-            .await;
-        db.exec(&format!(
-            "INSERT INTO users (id, email) VALUES ({}, 'u{i}@x.io')",
-            100 + i
-        ))
-        .await;
+        db.exec(&format!("UPDATE users SET plan = 'p{i}' WHERE id = 1")).await;
+        db.exec(&format!("INSERT INTO users (id, email) VALUES ({}, 'u{i}@x.io')", 100 + i)).await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let confirmed = db.confirmed_flush(&db.name).await;
@@ -52,40 +35,25 @@ async fn outage_of_500s_and_429s_loses_nothing_and_keeps_order() {
     });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let still_confirmed = db.confirmed_flush(&db.name).await;
-    assert!(
-        emulator.customer("101").is_none(),
-        "nothing got through the outage"
-    );
-    assert!(
-        daemon
-            .counters
-            .requests_retried
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 2
-    );
+    assert!(emulator.customer("101").is_none(), "nothing got through the outage");
+    assert!(daemon.counters.requests_retried.load(std::sync::atomic::Ordering::Relaxed) >= 2);
 
     emulator.set_faults(Faults::default());
     assert!(
-        wait_for_customers(&emulator, |c| (101..=105)
-            .all(|i| c.contains_key(&i.to_string()))
+        wait_for_customers(&emulator, |c| (101..=105).all(|i| c.contains_key(&i.to_string()))
             && c["1"].get("plan") == Some(&json!("p5")))
         .await,
         "not everything arrived after recovery"
     );
-    let plans: Vec<_> = identifies_of(&emulator, "1")
-        .iter()
-        .filter_map(|a| a.get("plan").cloned())
-        .collect();
+    let plans: Vec<_> =
+        identifies_of(&emulator, "1").iter().filter_map(|a| a.get("plan").cloned()).collect();
     assert_eq!(
         plans,
         (0..=5).map(|i| json!(format!("p{i}"))).collect::<Vec<_>>(),
         "commit order kept"
     );
     // Nothing written during the outage was acknowledged during it.
-    assert!(
-        confirmed <= inside && still_confirmed <= inside,
-        "acked during the outage"
-    );
+    assert!(confirmed <= inside && still_confirmed <= inside, "acked during the outage");
     let end = db.current_lsn().await;
     assert!(db.wait_for_confirmed(&db.name, end).await);
     daemon.stop().await.unwrap();

@@ -6,10 +6,7 @@ use crate::support::daemon::binary;
 #[tokio::test]
 async fn demo_runs_end_to_end_and_cleans_up() {
     let output = tokio::task::spawn_blocking(|| {
-        std::process::Command::new(binary())
-            .arg("demo")
-            .output()
-            .expect("run demo")
+        std::process::Command::new(binary()).arg("demo").output().expect("run demo")
     })
     .await
     .unwrap();
@@ -26,10 +23,7 @@ async fn demo_runs_end_to_end_and_cleans_up() {
         "30: {",
         "Stopped; the throwaway database is gone.",
     ] {
-        assert!(
-            stdout.contains(expected),
-            "missing {expected:?} in:\n{stdout}"
-        );
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
     }
     assert!(!stderr.contains("ERROR"), "{stderr}");
 }

@@ -54,9 +54,7 @@ fn sample_items() -> Vec<PersonItem> {
 async fn answers_and_wire_types_match_the_published_schemas() {
     let spec = spec();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let emu = Emulator::start(listener, EmulatorConfig::default())
-        .await
-        .expect("start");
+    let emu = Emulator::start(listener, EmulatorConfig::default()).await.expect("start");
 
     // Requests: the shared wire types, one by one, as a batch and as entities.
     let items = sample_items();
@@ -72,20 +70,14 @@ async fn answers_and_wire_types_match_the_published_schemas() {
         let value = serde_json::to_value(item).expect("item serializes");
         assert_valid(&entity_request, &value, "entity request");
         // The spec documents 200 as "an empty object" without a schema.
-        assert_eq!(
-            post(&emu, "POST", "/api/v2/entity", &value).await,
-            (200, json!({}))
-        );
+        assert_eq!(post(&emu, "POST", "/api/v2/entity", &value).await, (200, json!({})));
     }
     // The validators do reject: a person with no identifier fails the spec.
     let anonymous = json!({"type": "person", "action": "identify", "identifiers": {}});
     assert!(!entity_request.is_valid(&anonymous));
     let batch = serde_json::to_value(BatchRequest { batch: items }).expect("batch serializes");
     assert_valid(&batch_request, &batch, "batch request");
-    assert_eq!(
-        post(&emu, "POST", "/api/v2/batch", &batch).await,
-        (200, json!({}))
-    );
+    assert_eq!(post(&emu, "POST", "/api/v2/batch", &batch).await, (200, json!({})));
 
     // 207 and the whole-request 400s of v2.
     let bad_batch = json!({"batch": [{"type": "person", "action": "delete", "identifiers": {}},
@@ -94,10 +86,7 @@ async fn answers_and_wire_types_match_the_published_schemas() {
     assert_eq!(status, 207);
     let partial = validator(
         &spec,
-        &path_pointer(
-            "/api/v2/batch",
-            &format!("/post/responses/207{JSON_SCHEMA}"),
-        ),
+        &path_pointer("/api/v2/batch", &format!("/post/responses/207{JSON_SCHEMA}")),
     );
     assert_valid(&partial, &body, "207 answer");
     assert!(!partial.is_valid(&json!({"errors": [{"batch_index": "first"}]})));
@@ -105,20 +94,14 @@ async fn answers_and_wire_types_match_the_published_schemas() {
     assert_eq!(status, 400);
     let whole = validator(
         &spec,
-        &path_pointer(
-            "/api/v2/batch",
-            &format!("/post/responses/400{JSON_SCHEMA}"),
-        ),
+        &path_pointer("/api/v2/batch", &format!("/post/responses/400{JSON_SCHEMA}")),
     );
     assert_valid(&whole, &body, "batch 400 answer");
     let (status, body) = post(&emu, "POST", "/api/v2/entity", &json!({"type": "person"})).await;
     assert_eq!(status, 400);
     let entity_400 = validator(
         &spec,
-        &path_pointer(
-            "/api/v2/entity",
-            &format!("/post/responses/400{JSON_SCHEMA}"),
-        ),
+        &path_pointer("/api/v2/entity", &format!("/post/responses/400{JSON_SCHEMA}")),
     );
     assert_valid(&entity_400, &body, "entity 400 answer");
 
@@ -132,19 +115,11 @@ async fn answers_and_wire_types_match_the_published_schemas() {
     let region: Value = region.json().await.expect("region json");
     let region_schema = validator(
         &spec,
-        &path_pointer(
-            "/api/v1/accounts/region",
-            &format!("/get/responses/200{JSON_SCHEMA}"),
-        ),
+        &path_pointer("/api/v1/accounts/region", &format!("/get/responses/200{JSON_SCHEMA}")),
     );
     assert_valid(&region_schema, &region, "region answer");
-    let (status, body) = post(
-        &emu,
-        "PUT",
-        "/api/v1/customers/1",
-        &json!({"n".repeat(151): 1}),
-    )
-    .await;
+    let (status, body) =
+        post(&emu, "PUT", "/api/v1/customers/1", &json!({"n".repeat(151): 1})).await;
     assert_eq!(status, 400);
     assert_valid(
         &validator(&spec, &format!("/components/responses/400{JSON_SCHEMA}")),
@@ -156,10 +131,7 @@ async fn answers_and_wire_types_match_the_published_schemas() {
     assert_eq!(status, 400);
     let merge_400 = validator(
         &spec,
-        &path_pointer(
-            "/api/v1/merge_customers",
-            &format!("/post/responses/400{JSON_SCHEMA}"),
-        ),
+        &path_pointer("/api/v1/merge_customers", &format!("/post/responses/400{JSON_SCHEMA}")),
     );
     assert_valid(&merge_400, &body, "merge 400 answer");
     // The v1 merge *request* schema is not checked: its `oneOf` branches
@@ -172,10 +144,7 @@ async fn answers_and_wire_types_match_the_published_schemas() {
         &event,
         "v1 event request",
     );
-    assert_eq!(
-        post(&emu, "POST", "/api/v1/customers/1/events", &event).await,
-        (200, json!({}))
-    );
+    assert_eq!(post(&emu, "POST", "/api/v1/customers/1/events", &event).await, (200, json!({})));
     emu.shutdown().await;
 }
 
@@ -185,15 +154,10 @@ async fn strict_v1_values_agree_with_the_identify_schema() {
     let spec = spec();
     let schema = validator(
         &spec,
-        &path_pointer(
-            "/api/v1/customers/{identifier}",
-            &format!("/put/requestBody{JSON_SCHEMA}"),
-        ),
+        &path_pointer("/api/v1/customers/{identifier}", &format!("/put/requestBody{JSON_SCHEMA}")),
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let emu = Emulator::start(listener, EmulatorConfig::default())
-        .await
-        .expect("start");
+    let emu = Emulator::start(listener, EmulatorConfig::default()).await.expect("start");
     let values = [
         json!("x"),
         json!(""),
@@ -207,11 +171,7 @@ async fn strict_v1_values_agree_with_the_identify_schema() {
     for value in values {
         let body = json!({"custom": value});
         let (status, _) = post(&emu, "PUT", "/api/v1/customers/1", &body).await;
-        assert_eq!(
-            status == 200,
-            schema.is_valid(&body),
-            "emulator and schema disagree on {body}"
-        );
+        assert_eq!(status == 200, schema.is_valid(&body), "emulator and schema disagree on {body}");
     }
     let sink_style = json!({"email": "a@x.io", "created_at": 1_700_000_000, "_timestamp": 1_700_000_001, "plan": "pro"});
     assert_valid(&schema, &sink_style, "v1 identify request");

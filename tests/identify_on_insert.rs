@@ -104,13 +104,7 @@ async fn insert_identifies_with_every_type_converted() {
     for (key, value) in expected.as_object().unwrap() {
         assert_eq!(customer.get(key), Some(value), "attribute {key}");
     }
-    assert!(
-        customer.get("about").is_none(),
-        "NULL columns are left out of an insert"
-    );
-    assert!(
-        customer.get("c_null").is_none(),
-        "NULL columns are left out of an insert"
-    );
+    assert!(customer.get("about").is_none(), "NULL columns are left out of an insert");
+    assert!(customer.get("c_null").is_none(), "NULL columns are left out of an insert");
     daemon.stop().await.unwrap();
 }

@@ -25,23 +25,15 @@ async fn kill_9_with_writes_while_down_then_restart_converges() {
     signal(&daemon, "KILL");
     daemon.wait().unwrap();
 
-    db.exec("UPDATE users SET plan = 'pro' WHERE id % 3 = 0")
-        .await;
+    db.exec("UPDATE users SET plan = 'pro' WHERE id % 3 = 0").await;
     db.exec("DELETE FROM users WHERE id % 10 = 0").await;
-    db.exec("INSERT INTO users (id, email, plan) VALUES (1000, 'late@x.io', 'team')")
-        .await;
+    db.exec("INSERT INTO users (id, email, plan) VALUES (1000, 'late@x.io', 'team')").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let mut daemon = spawn_binary(config.path(), &logs.path().join("2.log"));
-    let rows = db
-        .client
-        .query("SELECT id::text, email, plan FROM users", &[])
-        .await
-        .unwrap();
-    let expected: std::collections::BTreeMap<String, (String, String)> = rows
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect();
+    let rows = db.client.query("SELECT id::text, email, plan FROM users", &[]).await.unwrap();
+    let expected: std::collections::BTreeMap<String, (String, String)> =
+        rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
     let converged = wait_for_customers(&emulator, |customers| {
         customers.len() == expected.len()
             && expected.iter().all(|(id, (email, plan))| {
@@ -53,8 +45,5 @@ async fn kill_9_with_writes_while_down_then_restart_converges() {
     .await;
     signal(&daemon, "TERM");
     assert!(daemon.wait().unwrap().success());
-    assert!(
-        converged,
-        "customers differ from rows after kill -9 and restart"
-    );
+    assert!(converged, "customers differ from rows after kill -9 and restart");
 }

@@ -12,10 +12,7 @@ use crate::support::postgres::{connect, TestDb, USERS_TABLE};
 // keep answering the walsender meanwhile (a fast shutdown waits for it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_mid_stream_loses_nothing() {
-    let pg = tokio::task::spawn_blocking(ThrowawayPostgres::start)
-        .await
-        .unwrap()
-        .unwrap();
+    let pg = tokio::task::spawn_blocking(ThrowawayPostgres::start).await.unwrap().unwrap();
     let db = TestDb::on(&pg, "pg_restart").await;
     db.exec(USERS_TABLE).await;
     let emulator = emulator::start().await;
@@ -41,12 +38,6 @@ async fn postgres_restart_mid_stream_loses_nothing() {
             "changes after a {mode} restart never arrived"
         );
     }
-    assert!(
-        daemon
-            .counters
-            .source_reconnects
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 2
-    );
+    assert!(daemon.counters.source_reconnects.load(std::sync::atomic::Ordering::Relaxed) >= 2);
     daemon.stop().await.unwrap();
 }

@@ -21,20 +21,12 @@ async fn sigterm_exits_zero_with_the_slot_acked_to_the_last_delivered_commit() {
     db.wait_for_streaming().await;
 
     for i in 1..=20 {
-        db.exec(&format!(
-            "INSERT INTO users (id, email) VALUES ({i}, 'u{i}@x.io')"
-        ))
-        .await;
+        db.exec(&format!("INSERT INTO users (id, email) VALUES ({i}, 'u{i}@x.io')")).await;
     }
     assert!(wait_for_customers(&emulator, |c| c.len() == 20).await);
     signal(&daemon, "TERM");
     let status = daemon.wait().unwrap();
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "log: {}",
-        std::fs::read_to_string(&log).unwrap()
-    );
+    assert_eq!(status.code(), Some(0), "log: {}", std::fs::read_to_string(&log).unwrap());
 
     // Every delivered transaction was acknowledged: nothing is left to decode.
     let rows = db
@@ -46,9 +38,5 @@ async fn sigterm_exits_zero_with_the_slot_acked_to_the_last_delivered_commit() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        rows[0].get::<_, i64>(0),
-        0,
-        "the slot still holds delivered transactions"
-    );
+    assert_eq!(rows[0].get::<_, i64>(0), 0, "the slot still holds delivered transactions");
 }

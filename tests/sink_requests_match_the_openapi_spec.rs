@@ -26,8 +26,7 @@ async fn every_batch_the_sink_sends_matches_the_published_schema() {
                                   (2, 'b@x.io', NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
     )
     .await;
-    db.exec("UPDATE users SET bio = NULL, score = 'NaN' WHERE id = 1")
-        .await;
+    db.exec("UPDATE users SET bio = NULL, score = 'NaN' WHERE id = 1").await;
     db.exec("UPDATE users SET id = 3 WHERE id = 2").await;
     db.exec("DELETE FROM users WHERE id = 1").await;
     assert!(wait_for_customers(&emulator, |c| c.len() == 1 && c.contains_key("3")).await);
@@ -45,33 +44,18 @@ async fn every_batch_the_sink_sends_matches_the_published_schema() {
     ] {
         assert!(!batch.is_valid(&bad), "the schema accepted {bad}");
     }
-    let requests: Vec<_> = emulator
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == "/api/v2/batch")
-        .collect();
+    let requests: Vec<_> =
+        emulator.requests().into_iter().filter(|r| r.path == "/api/v2/batch").collect();
     let actions: Vec<String> = requests
         .iter()
-        .flat_map(|r| {
-            r.body.as_ref().unwrap()["batch"]
-                .as_array()
-                .unwrap()
-                .clone()
-        })
+        .flat_map(|r| r.body.as_ref().unwrap()["batch"].as_array().unwrap().clone())
         .map(|item| item["action"].as_str().unwrap().to_owned())
         .collect();
     for action in ["identify", "merge", "delete"] {
-        assert!(
-            actions.iter().any(|a| a == action),
-            "no {action} was sent: {actions:?}"
-        );
+        assert!(actions.iter().any(|a| a == action), "no {action} was sent: {actions:?}");
     }
     for request in &requests {
         assert_eq!(request.status, 200);
-        assert_valid(
-            &batch,
-            request.body.as_ref().unwrap(),
-            "a batch the sink sent",
-        );
+        assert_valid(&batch, request.body.as_ref().unwrap(), "a batch the sink sent");
     }
 }

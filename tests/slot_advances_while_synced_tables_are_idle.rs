@@ -9,8 +9,7 @@ use crate::support::postgres::{TestDb, USERS_TABLE};
 async fn slot_advances_while_synced_tables_are_idle() {
     let db = TestDb::new("idle_slot").await;
     db.exec(USERS_TABLE).await;
-    db.exec("CREATE TABLE other (id serial PRIMARY KEY, payload text)")
-        .await;
+    db.exec("CREATE TABLE other (id serial PRIMARY KEY, payload text)").await;
     let emulator = emulator::start().await;
     let daemon = InProcess::start(&db.config(&emulator.url(), ""));
     db.wait_for_streaming().await;
@@ -25,10 +24,7 @@ async fn slot_advances_while_synced_tables_are_idle() {
         "the slot did not advance past unrelated writes"
     );
     assert!(
-        emulator
-            .requests()
-            .iter()
-            .all(|r| r.path != "/api/v2/batch"),
+        emulator.requests().iter().all(|r| r.path != "/api/v2/batch"),
         "nothing was sent for them"
     );
     daemon.stop().await.unwrap();

@@ -30,20 +30,10 @@ async fn unchanged_toast_is_not_sent() {
 
     let calls = identifies_of(&emulator, "1");
     assert_eq!(calls.len(), 2);
-    assert!(
-        !calls[1].contains_key("about"),
-        "unchanged TOAST was sent: {:?}",
-        calls[1].keys()
-    );
+    assert!(!calls[1].contains_key("about"), "unchanged TOAST was sent: {:?}", calls[1].keys());
     assert_eq!(calls[1].get("plan"), Some(&json!("pro")));
     // The insert left the oversized value out once; had the update carried it,
     // it would have been left out a second time.
-    assert_eq!(
-        daemon
-            .counters
-            .attributes_dropped
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(daemon.counters.attributes_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
     daemon.stop().await.unwrap();
 }

@@ -3,21 +3,15 @@
 
 use serde_json::json;
 
-use crate::support::daemon::InProcess;
-use crate::support::emulator::{self, identifies_of, wait_for_customers};
-use crate::support::postgres::{TestDb, USERS_TABLE};
+use crate::support::emulator::{identifies_of, wait_for_customers};
+use crate::support::Scenario;
 
 #[tokio::test]
 async fn update_sends_only_changed_attributes() {
-    let db = TestDb::new("update_only_changed").await;
-    db.exec(USERS_TABLE).await;
-    let emulator = emulator::start().await;
-    let daemon = InProcess::start(&db.config(&emulator.url(), ""));
-    db.wait_for_streaming().await;
+    let Scenario { db, emulator, daemon } = Scenario::start("update_only_changed").await;
 
     db.exec("INSERT INTO users (id, email, first_name, plan, bio) VALUES (1, 'a@x.io', 'Ann', 'free', 'hi')").await;
-    db.exec("UPDATE users SET plan = 'pro', bio = NULL WHERE id = 1")
-        .await;
+    db.exec("UPDATE users SET plan = 'pro', bio = NULL WHERE id = 1").await;
 
     assert!(
         wait_for_customers(&emulator, |c| c
@@ -27,10 +21,7 @@ async fn update_sends_only_changed_attributes() {
     );
     let calls = identifies_of(&emulator, "1");
     assert_eq!(calls.len(), 2, "{calls:?}");
-    assert_eq!(
-        serde_json::Value::Object(calls[1].clone()),
-        json!({"plan": "pro", "about": null})
-    );
+    assert_eq!(serde_json::Value::Object(calls[1].clone()), json!({"plan": "pro", "about": null}));
     let customer = emulator.customer("1").unwrap();
     assert_eq!(customer.get("email"), Some(&json!("a@x.io")));
     assert!(customer.get("about").is_none(), "null unsets the attribute");

@@ -57,9 +57,7 @@ struct Args {
 }
 
 fn rate(raw: &str) -> Result<f64, String> {
-    let rate: f64 = raw
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a number"))?;
+    let rate: f64 = raw.parse().map_err(|_| format!("{raw:?} is not a number"))?;
     if (0.0..=1.0).contains(&rate) {
         Ok(rate)
     } else {
@@ -118,9 +116,7 @@ fn main() -> ExitCode {
 
 async fn try_main(args: Args) -> Result<(), String> {
     let config = args.config();
-    config
-        .validate()
-        .map_err(|message| format!("invalid arguments: {message}"))?;
+    config.validate().map_err(|message| format!("invalid arguments: {message}"))?;
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;

@@ -23,10 +23,7 @@ const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIEN
 
 /// Whether `headers` carry Basic credentials equal to `site_id:api_key`.
 pub fn is_authorized(headers: &HeaderMap, site_id: &str, api_key: &str) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let Some((scheme, encoded)) = value.trim().split_once(' ') else {
@@ -36,11 +33,7 @@ pub fn is_authorized(headers: &HeaderMap, site_id: &str, api_key: &str) -> bool 
         return false;
     }
     let encoded = encoded.trim();
-    let Some(decoded) = STANDARD
-        .decode(encoded)
-        .or_else(|_| URL_SAFE.decode(encoded))
-        .ok()
-    else {
+    let Some(decoded) = STANDARD.decode(encoded).or_else(|_| URL_SAFE.decode(encoded)).ok() else {
         return false;
     };
     let Ok(decoded) = String::from_utf8(decoded) else {
@@ -58,10 +51,7 @@ pub async fn require(State(shared): State<Shared>, request: Request, next: Next)
     if is_authorized(request.headers(), &config.site_id, &config.api_key) {
         return next.run(request).await;
     }
-    tracing::debug!(
-        path = request.uri().path(),
-        "rejecting request without valid credentials"
-    );
+    tracing::debug!(path = request.uri().path(), "rejecting request without valid credentials");
     unauthorized(request.uri().path().starts_with("/api/v2/"))
 }
 
@@ -80,10 +70,7 @@ fn unauthorized(v2: bool) -> Response {
         (StatusCode::UNAUTHORIZED, Json(body)).into_response()
     } else {
         let body = V1ErrorResponse {
-            meta: V1Meta {
-                errors: Vec::new(),
-                error: Some(MESSAGE.to_owned()),
-            },
+            meta: V1Meta { errors: Vec::new(), error: Some(MESSAGE.to_owned()) },
         };
         (StatusCode::UNAUTHORIZED, Json(body)).into_response()
     }
@@ -114,25 +101,15 @@ mod tests {
             general_purpose::URL_SAFE.encode(&raw),
             general_purpose::URL_SAFE_NO_PAD.encode(&raw),
         ] {
-            assert!(
-                is_authorized(&headers(&format!("Basic {encoded}")), "site", KEY),
-                "{encoded}"
-            );
+            assert!(is_authorized(&headers(&format!("Basic {encoded}")), "site", KEY), "{encoded}");
         }
-        assert_ne!(
-            general_purpose::STANDARD.encode(&raw),
-            general_purpose::URL_SAFE.encode(&raw)
-        );
+        assert_ne!(general_purpose::STANDARD.encode(&raw), general_purpose::URL_SAFE.encode(&raw));
     }
 
     #[test]
     fn rejects_wrong_or_missing_credentials() {
         let wrong = general_purpose::STANDARD.encode("site:other");
-        assert!(!is_authorized(
-            &headers(&format!("Basic {wrong}")),
-            "site",
-            KEY
-        ));
+        assert!(!is_authorized(&headers(&format!("Basic {wrong}")), "site", KEY));
         assert!(!is_authorized(&headers("Bearer abc"), "site", KEY));
         assert!(!is_authorized(&headers("Basic !!!"), "site", KEY));
         assert!(!is_authorized(&HeaderMap::new(), "site", KEY));

@@ -65,11 +65,7 @@ impl Default for EmulatorConfig {
 impl EmulatorConfig {
     /// A default config with the given credentials.
     pub fn new(site_id: impl Into<String>, api_key: impl Into<String>) -> Self {
-        Self {
-            site_id: site_id.into(),
-            api_key: api_key.into(),
-            ..Self::default()
-        }
+        Self { site_id: site_id.into(), api_key: api_key.into(), ..Self::default() }
     }
 
     /// Checks the fields a user can get wrong, naming the bad one.
@@ -85,10 +81,7 @@ impl EmulatorConfig {
             return Err("site_id must not contain ':'".to_owned());
         }
         if !matches!(self.region.as_str(), "us" | "eu") {
-            return Err(format!(
-                "region must be \"us\" or \"eu\", not {:?}",
-                self.region
-            ));
+            return Err(format!("region must be \"us\" or \"eu\", not {:?}", self.region));
         }
         self.faults.validate()
     }
@@ -105,10 +98,7 @@ mod tests {
 
     #[test]
     fn bad_region_is_named() {
-        let config = EmulatorConfig {
-            region: "ap".into(),
-            ..EmulatorConfig::default()
-        };
+        let config = EmulatorConfig { region: "ap".into(), ..EmulatorConfig::default() };
         assert!(config.validate().unwrap_err().contains("region"));
     }
 }

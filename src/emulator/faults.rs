@@ -70,10 +70,9 @@ pub struct Injected {
 impl Faults {
     /// Checks rates and status, naming the bad field.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, rate) in [
-            ("error_rate", self.error_rate),
-            ("rate_limit_rate", self.rate_limit_rate),
-        ] {
+        for (name, rate) in
+            [("error_rate", self.error_rate), ("rate_limit_rate", self.rate_limit_rate)]
+        {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("{name} must be between 0.0 and 1.0, not {rate}"));
             }
@@ -107,11 +106,7 @@ impl Faults {
             });
         }
         if roll_error < self.error_rate {
-            return Some(Injected {
-                status: 500,
-                retry_after_secs: None,
-                after_apply: false,
-            });
+            return Some(Injected { status: 500, retry_after_secs: None, after_apply: false });
         }
         None
     }
@@ -142,11 +137,7 @@ pub async fn inject(State(shared): State<Shared>, request: Request, next: Next) 
         // The answer is thrown away: the client only sees the fault.
         let _applied = next.run(request).await;
     }
-    tracing::debug!(
-        status = fault.status,
-        after_apply = fault.after_apply,
-        "injecting fault"
-    );
+    tracing::debug!(status = fault.status, after_apply = fault.after_apply, "injecting fault");
     fault_response(fault)
 }
 
@@ -162,9 +153,7 @@ fn fault_response(fault: Injected) -> Response {
     };
     let mut response = (status, axum::Json(body)).into_response();
     if let Some(secs) = fault.retry_after_secs {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response.extensions_mut().insert(InjectedMark);
     response
@@ -182,9 +171,7 @@ mod tests {
             retry_after_secs: Some(7),
             ..Faults::default()
         };
-        let first = faults
-            .decide(0.0, 0.0)
-            .map(|f| (f.status, f.retry_after_secs));
+        let first = faults.decide(0.0, 0.0).map(|f| (f.status, f.retry_after_secs));
         assert_eq!(first, Some((429, Some(7))));
         assert!(faults.decide(0.9, 0.9).is_some());
         assert_eq!(faults.decide(0.9, 0.9), None);
@@ -193,11 +180,7 @@ mod tests {
 
     #[test]
     fn rates_pick_rate_limit_before_error() {
-        let mut faults = Faults {
-            error_rate: 1.0,
-            rate_limit_rate: 0.5,
-            ..Faults::default()
-        };
+        let mut faults = Faults { error_rate: 1.0, rate_limit_rate: 0.5, ..Faults::default() };
         assert_eq!(faults.decide(0.0, 0.2).map(|f| f.status), Some(429));
         assert_eq!(faults.decide(0.0, 0.7).map(|f| f.status), Some(500));
         assert_eq!(Faults::default().decide(0.0, 0.0), None);
@@ -205,15 +188,9 @@ mod tests {
 
     #[test]
     fn validate_names_the_bad_field() {
-        let faults = Faults {
-            error_rate: 1.5,
-            ..Faults::default()
-        };
+        let faults = Faults { error_rate: 1.5, ..Faults::default() };
         assert!(faults.validate().unwrap_err().starts_with("error_rate"));
-        let faults = Faults {
-            fail_status: 42,
-            ..Faults::default()
-        };
+        let faults = Faults { fail_status: 42, ..Faults::default() };
         assert!(faults.validate().unwrap_err().starts_with("fail_status"));
     }
 }

@@ -84,17 +84,8 @@ mod tests {
 
     #[test]
     fn path_identifiers_are_inferred_from_their_form() {
-        assert_eq!(
-            parse_path_identifier("cio_abc"),
-            Identifier::CioId("abc".into())
-        );
-        assert_eq!(
-            parse_path_identifier("a@b.c"),
-            Identifier::Email("a@b.c".into())
-        );
-        assert_eq!(
-            parse_path_identifier("+14155552671"),
-            Identifier::Id("+14155552671".into())
-        );
+        assert_eq!(parse_path_identifier("cio_abc"), Identifier::CioId("abc".into()));
+        assert_eq!(parse_path_identifier("a@b.c"), Identifier::Email("a@b.c".into()));
+        assert_eq!(parse_path_identifier("+14155552671"), Identifier::Id("+14155552671".into()));
     }
 }

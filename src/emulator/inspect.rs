@@ -46,11 +46,7 @@ fn view<R>(shared: &Shared, f: impl FnOnce(&EmulatorView<'_>) -> R) -> R {
 }
 
 fn not_found(what: &str) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"error": format!("no such {what}")})),
-    )
-        .into_response()
+    (StatusCode::NOT_FOUND, Json(json!({"error": format!("no such {what}")}))).into_response()
 }
 
 async fn customers(State(shared): State<Shared>) -> Response {
@@ -65,9 +61,7 @@ async fn customer(State(shared): State<Shared>, Path(identifier): Path<String>) 
 }
 
 async fn events(State(shared): State<Shared>, Path(identifier): Path<String>) -> Response {
-    let found = view(&shared, |v| {
-        v.customer(&identifier).map(|_| v.events(&identifier))
-    });
+    let found = view(&shared, |v| v.customer(&identifier).map(|_| v.events(&identifier)));
     match found {
         Some(events) => Json(events).into_response(),
         None => not_found("customer"),

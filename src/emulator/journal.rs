@@ -77,11 +77,7 @@ pub async fn record(State(shared): State<Shared>, request: Request, next: Next) 
         }
         Err(_) => (
             Default::default(),
-            (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large or unreadable",
-            )
-                .into_response(),
+            (StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable").into_response(),
         ),
     };
     let parsed = serde_json::from_slice::<Value>(&bytes).ok();

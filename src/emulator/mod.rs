@@ -79,12 +79,7 @@ impl Emulator {
         // requests; not needed for correctness (the socket already accepts),
         // but keeps first-request latency out of timing-sensitive tests.
         tokio::task::yield_now().await;
-        Ok(Emulator {
-            addr,
-            shared,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        Ok(Emulator { addr, shared, stop: Some(stop), task: Some(task) })
     }
 
     /// The address the server listens on.
@@ -214,10 +209,7 @@ pub async fn serve(
 }
 
 fn invalid_config(message: String) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("invalid emulator config: {message}"),
-    )
+    io::Error::new(io::ErrorKind::InvalidInput, format!("invalid emulator config: {message}"))
 }
 
 async fn run(
@@ -225,9 +217,7 @@ async fn run(
     shared: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(shared))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(shared)).with_graceful_shutdown(shutdown).await
 }
 
 /// The whole HTTP surface. Layers added to `track` apply to its routes
@@ -250,9 +240,5 @@ fn router(shared: Shared) -> Router {
 }
 
 async fn unknown_route() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"meta": {"error": "not found"}})),
-    )
-        .into_response()
+    (StatusCode::NOT_FOUND, Json(json!({"meta": {"error": "not found"}}))).into_response()
 }

@@ -112,15 +112,9 @@ pub enum Op {
     /// Unblock one identifier.
     Unsuppress { target: Identifier },
     /// Merge `secondary` into `primary` and delete `secondary`.
-    Merge {
-        primary: Identifier,
-        secondary: Identifier,
-    },
+    Merge { primary: Identifier, secondary: Identifier },
     /// An event for a person.
-    Event {
-        target: Identifier,
-        event: StoredEvent,
-    },
+    Event { target: Identifier, event: StoredEvent },
     /// An event without a person (`POST /api/v1/events`).
     AnonymousEvent { event: StoredEvent },
     /// A valid item the emulator accepts without modelling (objects,
@@ -175,12 +169,9 @@ impl World {
     /// with 200 but not apply lands in `failures()`.
     pub fn apply(&mut self, op: Op) {
         match op {
-            Op::Identify {
-                target,
-                attributes,
-                timestamp,
-                update_only,
-            } => self.identify(&target, attributes, timestamp, update_only),
+            Op::Identify { target, attributes, timestamp, update_only } => {
+                self.identify(&target, attributes, timestamp, update_only)
+            }
             Op::Delete { target } => self.delete(&target),
             Op::Suppress { target } => self.suppress(&target),
             Op::Unsuppress { target } => {
@@ -331,11 +322,7 @@ impl World {
                 if name == "cio_id" {
                     continue;
                 }
-                if person
-                    .stamps
-                    .get(&name)
-                    .is_some_and(|last| *last > timestamp)
-                {
+                if person.stamps.get(&name).is_some_and(|last| *last > timestamp) {
                     continue;
                 }
                 person.stamps.insert(name.clone(), timestamp);
@@ -368,10 +355,8 @@ impl World {
         if matches!(target, Identifier::CioId(_)) && path_person.is_none() {
             return Err("cio_id does not exist; request dropped");
         }
-        let owners: BTreeSet<String> = body_identifiers
-            .iter()
-            .filter_map(|i| self.find(i))
-            .collect();
+        let owners: BTreeSet<String> =
+            body_identifiers.iter().filter_map(|i| self.find(i)).collect();
         let mut owners = owners.into_iter();
         match (path_person, owners.next(), owners.next()) {
             (Some(person), None, _) => Ok(person),
@@ -459,8 +444,7 @@ impl World {
         };
         self.reindex(&cio_id, false);
         if let Some(person) = self.people.remove(&cio_id) {
-            self.suppressed
-                .insert(key(&Identifier::CioId(person.cio_id.clone())));
+            self.suppressed.insert(key(&Identifier::CioId(person.cio_id.clone())));
             for name in IDENTITY_ATTRIBUTES {
                 if let Some(value) = person.attributes.get(name).and_then(identity_value) {
                     if let Some(identifier) = identity(name, value) {
@@ -481,11 +465,7 @@ impl World {
             return self.fail("merge", primary, "identifier is suppressed; call ignored");
         }
         let Some(primary_cio) = self.find(primary) else {
-            return self.fail(
-                "merge",
-                primary,
-                "primary person does not exist; merge did nothing",
-            );
+            return self.fail("merge", primary, "primary person does not exist; merge did nothing");
         };
         let Some(secondary_cio) = self.find(secondary) else {
             return self.fail(
@@ -495,11 +475,7 @@ impl World {
             );
         };
         if primary_cio == secondary_cio {
-            return self.fail(
-                "merge",
-                primary,
-                "primary and secondary are the same person",
-            );
+            return self.fail("merge", primary, "primary and secondary are the same person");
         }
         self.reindex(&secondary_cio, false);
         let Some(gone) = self.people.remove(&secondary_cio) else {

@@ -72,11 +72,7 @@ impl Shared {
     /// Fresh state for `config`.
     pub fn new(config: EmulatorConfig) -> Self {
         let inner = Mutex::new(Inner::new(&config));
-        Self(Arc::new(SharedInner {
-            config,
-            inner,
-            changes: watch::channel(0).0,
-        }))
+        Self(Arc::new(SharedInner { config, inner, changes: watch::channel(0).0 }))
     }
 
     /// The configuration the emulator started with.

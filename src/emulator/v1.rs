@@ -30,21 +30,12 @@ use crate::track_api::{
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/accounts/region", get(region))
-        .route(
-            "/api/v1/customers/{identifier}",
-            put(identify).delete(delete_customer),
-        )
+        .route("/api/v1/customers/{identifier}", put(identify).delete(delete_customer))
         .route("/api/v1/customers/{identifier}/events", post(event))
         .route("/api/v1/customers/{identifier}/suppress", post(suppress))
-        .route(
-            "/api/v1/customers/{identifier}/unsuppress",
-            post(unsuppress),
-        )
+        .route("/api/v1/customers/{identifier}/unsuppress", post(unsuppress))
         .route("/api/v1/customers/{identifier}/devices", put(device))
-        .route(
-            "/api/v1/customers/{identifier}/devices/{device_id}",
-            delete(delete_device),
-        )
+        .route("/api/v1/customers/{identifier}/devices/{device_id}", delete(delete_device))
         .route("/api/v1/events", post(anonymous_event))
         .route("/api/v1/merge_customers", post(merge))
 }
@@ -62,10 +53,7 @@ pub fn ok() -> Response {
 /// 400 `{"meta":{"errors":[…]}}`.
 fn invalid(problems: Vec<Problem>) -> Response {
     let body = V1ErrorResponse {
-        meta: V1Meta {
-            errors: problems.into_iter().map(|p| p.message).collect(),
-            error: None,
-        },
+        meta: V1Meta { errors: problems.into_iter().map(|p| p.message).collect(), error: None },
     };
     (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
@@ -82,11 +70,7 @@ fn answer(shared: &Shared, op: Result<Op, Vec<Problem>>) -> Response {
 
 async fn region(State(shared): State<Shared>) -> Response {
     let config = shared.config();
-    let url = if config.region == "eu" {
-        EU_TRACK_URL
-    } else {
-        US_TRACK_URL
-    };
+    let url = if config.region == "eu" { EU_TRACK_URL } else { US_TRACK_URL };
     Json(RegionResponse {
         url: url.to_owned(),
         region: config.region.clone(),
@@ -101,24 +85,15 @@ async fn identify(State(shared): State<Shared>, Path(raw): Path<String>, body: B
 }
 
 async fn delete_customer(State(shared): State<Shared>, Path(raw): Path<String>) -> Response {
-    answer(
-        &shared,
-        path_target(&raw).map(|target| Op::Delete { target }),
-    )
+    answer(&shared, path_target(&raw).map(|target| Op::Delete { target }))
 }
 
 async fn suppress(State(shared): State<Shared>, Path(raw): Path<String>) -> Response {
-    answer(
-        &shared,
-        path_target(&raw).map(|target| Op::Suppress { target }),
-    )
+    answer(&shared, path_target(&raw).map(|target| Op::Suppress { target }))
 }
 
 async fn unsuppress(State(shared): State<Shared>, Path(raw): Path<String>) -> Response {
-    answer(
-        &shared,
-        path_target(&raw).map(|target| Op::Unsuppress { target }),
-    )
+    answer(&shared, path_target(&raw).map(|target| Op::Unsuppress { target }))
 }
 
 async fn event(State(shared): State<Shared>, Path(raw): Path<String>, body: Bytes) -> Response {
@@ -137,9 +112,7 @@ async fn anonymous_event(State(shared): State<Shared>, body: Bytes) -> Response 
 async fn device(State(shared): State<Shared>, Path(raw): Path<String>, body: Bytes) -> Response {
     let op = path_target(&raw).and_then(|_| {
         let item = body_object(&body)?;
-        Ok(Op::Unmodelled {
-            item: json!({"v1": "add_device", "customer": raw, "body": item}),
-        })
+        Ok(Op::Unmodelled { item: json!({"v1": "add_device", "customer": raw, "body": item}) })
     });
     answer(&shared, op)
 }
@@ -161,12 +134,8 @@ async fn merge(State(shared): State<Shared>, body: Bytes) -> Response {
             ok()
         }
         Err(message) => {
-            let body = V1ErrorResponse {
-                meta: V1Meta {
-                    errors: Vec::new(),
-                    error: Some(message),
-                },
-            };
+            let body =
+                V1ErrorResponse { meta: V1Meta { errors: Vec::new(), error: Some(message) } };
             (StatusCode::BAD_REQUEST, Json(body)).into_response()
         }
     }
@@ -188,16 +157,10 @@ fn body_object(body: &[u8]) -> Result<Map<String, Value>, Vec<Problem>> {
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(vec![Problem::new(
-            REASON_INVALID,
-            "body",
-            "request body must be a JSON object",
-        )]),
-        Err(_) => Err(vec![Problem::new(
-            REASON_INVALID,
-            "body",
-            "request body is not valid JSON",
-        )]),
+        Ok(_) => {
+            Err(vec![Problem::new(REASON_INVALID, "body", "request body must be a JSON object")])
+        }
+        Err(_) => Err(vec![Problem::new(REASON_INVALID, "body", "request body is not valid JSON")]),
     }
 }
 
@@ -211,11 +174,8 @@ pub fn identify_op(
 ) -> Result<Op, Vec<Problem>> {
     let target = path_target(raw)?;
     let mut attributes = body_object(body)?;
-    let types = if config.strict_v1_values {
-        ValueTypes::StringIntegerBoolean
-    } else {
-        ValueTypes::Any
-    };
+    let types =
+        if config.strict_v1_values { ValueTypes::StringIntegerBoolean } else { ValueTypes::Any };
     let mut problems = check_attributes(&attributes, "", types);
     let timestamp = optional_integer(&attributes, "_timestamp", "").unwrap_or_else(|problem| {
         problems.push(problem);
@@ -226,12 +186,7 @@ pub fn identify_op(
     }
     let update_only = attributes.remove("_update") == Some(Value::Bool(true));
     attributes.remove("_timestamp");
-    Ok(Op::Identify {
-        target,
-        attributes,
-        timestamp: timestamp.unwrap_or(now),
-        update_only,
-    })
+    Ok(Op::Identify { target, attributes, timestamp: timestamp.unwrap_or(now), update_only })
 }
 
 /// Validates an anonymous event. `anonymous_id` is required here (the
@@ -240,10 +195,8 @@ pub fn identify_op(
 pub fn anonymous_event_op(body: &[u8], now: i64) -> Result<Op, Vec<Problem>> {
     let object = body_object(body)?;
     let event = parse_event(&object, "data", None, "", now);
-    let anonymous_id = object
-        .get("anonymous_id")
-        .and_then(Value::as_str)
-        .filter(|id| !id.is_empty());
+    let anonymous_id =
+        object.get("anonymous_id").and_then(Value::as_str).filter(|id| !id.is_empty());
     match (event, anonymous_id) {
         (Ok(event), Some(_)) => Ok(Op::AnonymousEvent { event }),
         (event, _) => {
@@ -262,13 +215,8 @@ pub fn anonymous_event_op(body: &[u8], now: i64) -> Result<Op, Vec<Problem>> {
 /// of `id`, `email`, `cio_id` (a non-empty string). Messages are guesses in
 /// the documented `{"meta":{"error":…}}` shape.
 pub fn merge_op(body: &[u8]) -> Result<Op, String> {
-    let object = body_object(body).map_err(|problems| {
-        problems
-            .into_iter()
-            .next()
-            .map(|p| p.message)
-            .unwrap_or_default()
-    })?;
+    let object = body_object(body)
+        .map_err(|problems| problems.into_iter().next().map(|p| p.message).unwrap_or_default())?;
     let primary = merge_side(&object, "primary")?;
     let secondary = merge_side(&object, "secondary")?;
     Ok(Op::Merge { primary, secondary })
@@ -302,12 +250,7 @@ mod tests {
     use super::*;
 
     fn messages(result: Result<Op, Vec<Problem>>) -> Vec<String> {
-        result
-            .err()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| p.message)
-            .collect()
+        result.err().unwrap_or_default().into_iter().map(|p| p.message).collect()
     }
 
     #[test]
@@ -330,10 +273,7 @@ mod tests {
             messages(identify_op("1", br#"{"score":0.5}"#, &strict, 0)),
             ["value for attribute 'score' must be a string, integer or boolean"]
         );
-        let lenient = EmulatorConfig {
-            strict_v1_values: false,
-            ..strict
-        };
+        let lenient = EmulatorConfig { strict_v1_values: false, ..strict };
         assert!(identify_op("1", br#"{"score":0.5}"#, &lenient, 0).is_ok());
     }
 
@@ -368,9 +308,7 @@ mod tests {
             two,
             Err("primary must have exactly one identifier: id, email or cio_id".into())
         );
-        assert!(merge_op(br#"{"primary":{"id":"1"}}"#)
-            .unwrap_err()
-            .starts_with("secondary"));
+        assert!(merge_op(br#"{"primary":{"id":"1"}}"#).unwrap_err().starts_with("secondary"));
         assert!(merge_op(br#"{"primary":{"phone":"+1"},"secondary":{"id":"2"}}"#).is_err());
     }
 }

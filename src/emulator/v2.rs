@@ -29,9 +29,7 @@ use crate::track_api::{
 
 /// The v2 routes, without auth or faults (the caller layers those).
 pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/api/v2/entity", post(entity))
-        .route("/api/v2/batch", post(batch))
+    Router::new().route("/api/v2/entity", post(entity)).route("/api/v2/batch", post(batch))
 }
 
 fn item_error(problem: Problem, batch_index: Option<usize>) -> ItemError {
@@ -107,11 +105,7 @@ pub fn batch_ops(body: &[u8], now: i64) -> Result<Vec<Result<Op, Problem>>, Prob
     let value = serde_json::from_slice::<Value>(body)
         .map_err(|_| Problem::new(REASON_INVALID, "body", "request body is not valid JSON"))?;
     let Some(Value::Array(items)) = value.get("batch") else {
-        return Err(Problem::new(
-            REASON_REQUIRED,
-            "batch",
-            "batch must be an array of items",
-        ));
+        return Err(Problem::new(REASON_REQUIRED, "batch", "batch must be an array of items"));
     };
     Ok(items
         .iter()
@@ -132,49 +126,27 @@ pub fn batch_ops(body: &[u8], now: i64) -> Result<Vec<Result<Op, Problem>>, Prob
 /// operation; objects and deliveries are accepted but not modelled.
 pub fn item_op(value: &Value, now: i64) -> Result<Op, Problem> {
     let Value::Object(item) = value else {
-        return Err(Problem::new(
-            REASON_INVALID,
-            "",
-            "item must be a JSON object",
-        ));
+        return Err(Problem::new(REASON_INVALID, "", "item must be a JSON object"));
     };
     let action = match item.get("action") {
         Some(Value::String(action)) => action.as_str(),
-        Some(_) => {
-            return Err(Problem::new(
-                REASON_INVALID,
-                "action",
-                "action must be a string",
-            ))
-        }
-        None => {
-            return Err(Problem::new(
-                REASON_REQUIRED,
-                "action",
-                "action is required",
-            ))
-        }
+        Some(_) => return Err(Problem::new(REASON_INVALID, "action", "action must be a string")),
+        None => return Err(Problem::new(REASON_REQUIRED, "action", "action is required")),
     };
     match item.get("type").and_then(Value::as_str) {
         Some("person") => person_op(item, action, now),
         Some("object") => object_op(item, action),
         Some("delivery") => delivery_op(item, action),
-        Some(_) => Err(Problem::new(
-            REASON_INVALID,
-            "type",
-            "type must be person, object or delivery",
-        )),
+        Some(_) => {
+            Err(Problem::new(REASON_INVALID, "type", "type must be person, object or delivery"))
+        }
         None => Err(Problem::new(REASON_REQUIRED, "type", "type is required")),
     }
 }
 
 fn person_op(item: &Map<String, Value>, action: &str, now: i64) -> Result<Op, Problem> {
-    let first = |problems: Vec<Problem>| {
-        problems
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| unknown(action))
-    };
+    let first =
+        |problems: Vec<Problem>| problems.into_iter().next().unwrap_or_else(|| unknown(action));
     match action {
         "identify" => {
             let target = person_identifier(item, "identifiers")?;
@@ -189,9 +161,8 @@ fn person_op(item: &Map<String, Value>, action: &str, now: i64) -> Result<Op, Pr
                     ));
                 }
             };
-            if let Some(problem) = check_attributes(&attributes, "attributes", ValueTypes::Any)
-                .into_iter()
-                .next()
+            if let Some(problem) =
+                check_attributes(&attributes, "attributes", ValueTypes::Any).into_iter().next()
             {
                 return Err(problem);
             }
@@ -204,15 +175,9 @@ fn person_op(item: &Map<String, Value>, action: &str, now: i64) -> Result<Op, Pr
                 update_only,
             })
         }
-        "delete" => Ok(Op::Delete {
-            target: person_identifier(item, "identifiers")?,
-        }),
-        "suppress" => Ok(Op::Suppress {
-            target: person_identifier(item, "identifiers")?,
-        }),
-        "unsuppress" => Ok(Op::Unsuppress {
-            target: person_identifier(item, "identifiers")?,
-        }),
+        "delete" => Ok(Op::Delete { target: person_identifier(item, "identifiers")? }),
+        "suppress" => Ok(Op::Suppress { target: person_identifier(item, "identifiers")? }),
+        "unsuppress" => Ok(Op::Unsuppress { target: person_identifier(item, "identifiers")? }),
         "merge" => Ok(Op::Merge {
             primary: person_identifier(item, "primary")?,
             secondary: person_identifier(item, "secondary")?,
@@ -224,20 +189,14 @@ fn person_op(item: &Map<String, Value>, action: &str, now: i64) -> Result<Op, Pr
         }
         "add_relationships" | "delete_relationships" | "add_device" | "delete_device" => {
             person_identifier(item, "identifiers")?;
-            Ok(Op::Unmodelled {
-                item: Value::Object(item.clone()),
-            })
+            Ok(Op::Unmodelled { item: Value::Object(item.clone()) })
         }
         _ => Err(unknown(action)),
     }
 }
 
 fn unknown(action: &str) -> Problem {
-    Problem::new(
-        REASON_INVALID,
-        "action",
-        format!("unknown action '{action}'"),
-    )
+    Problem::new(REASON_INVALID, "action", format!("unknown action '{action}'"))
 }
 
 /// A person's `identifiers` (or `primary`/`secondary`): exactly one of
@@ -252,13 +211,7 @@ fn person_identifier(item: &Map<String, Value>, field: &str) -> Result<Identifie
     };
     let identifiers = match item.get(field) {
         Some(Value::Object(identifiers)) => identifiers,
-        None => {
-            return Err(Problem::new(
-                REASON_REQUIRED,
-                field,
-                format!("{field} is required"),
-            ))
-        }
+        None => return Err(Problem::new(REASON_REQUIRED, field, format!("{field} is required"))),
         Some(_) => return Err(wrong()),
     };
     let mut entries = identifiers.iter();
@@ -302,9 +255,7 @@ fn object_op(item: &Map<String, Value>, action: &str) -> Result<Op, Problem> {
             "identifiers must hold object_type_id and object_id, or cio_object_id",
         ));
     }
-    Ok(Op::Unmodelled {
-        item: Value::Object(item.clone()),
-    })
+    Ok(Op::Unmodelled { item: Value::Object(item.clone()) })
 }
 
 fn delivery_op(item: &Map<String, Value>, action: &str) -> Result<Op, Problem> {
@@ -312,22 +263,12 @@ fn delivery_op(item: &Map<String, Value>, action: &str) -> Result<Op, Problem> {
         return Err(unknown(action));
     }
     if !item.get("identifiers").is_some_and(Value::is_object) {
-        return Err(Problem::new(
-            REASON_REQUIRED,
-            "identifiers",
-            "identifiers is required",
-        ));
+        return Err(Problem::new(REASON_REQUIRED, "identifiers", "identifiers is required"));
     }
-    if item
-        .get("name")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
+    if item.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
         return Err(Problem::new(REASON_REQUIRED, "name", "name is required"));
     }
-    Ok(Op::Unmodelled {
-        item: Value::Object(item.clone()),
-    })
+    Ok(Op::Unmodelled { item: Value::Object(item.clone()) })
 }
 
 #[cfg(test)]
@@ -364,25 +305,12 @@ mod tests {
 
     #[test]
     fn whole_request_problems_are_separate_from_item_problems() {
-        assert_eq!(
-            batch_ops(b"nope", 0).err().map(|p| p.field),
-            Some("body".into())
-        );
-        assert_eq!(
-            batch_ops(br#"{"batch":{}}"#, 0).err().map(|p| p.field),
-            Some("batch".into())
-        );
+        assert_eq!(batch_ops(b"nope", 0).err().map(|p| p.field), Some("body".into()));
+        assert_eq!(batch_ops(br#"{"batch":{}}"#, 0).err().map(|p| p.field), Some("batch".into()));
         let big = vec![b' '; MAX_BATCH_BYTES + 1];
-        assert_eq!(
-            batch_ops(&big, 0).err().map(|p| p.reason),
-            Some(REASON_TOO_LARGE)
-        );
+        assert_eq!(batch_ops(&big, 0).err().map(|p| p.reason), Some(REASON_TOO_LARGE));
         let items = batch_ops(br#"{"batch":[{"type":"person"},{"type":"object","action":"delete","identifiers":{"cio_object_id":"o"}}]}"#, 0);
-        let oks: Vec<bool> = items
-            .unwrap_or_default()
-            .iter()
-            .map(Result::is_ok)
-            .collect();
+        let oks: Vec<bool> = items.unwrap_or_default().iter().map(Result::is_ok).collect();
         assert_eq!(oks, [false, true]);
     }
 
@@ -391,18 +319,12 @@ mod tests {
         let item = json!({"type": "person", "action": "identify", "identifiers": {"id": "1"},
                           "attributes": {"a": "x".repeat(900), "b": "x".repeat(900)}});
         let mut big = item.clone();
-        big["attributes"] = Value::Object(
-            (0..40)
-                .map(|i| (format!("k{i}"), json!("x".repeat(900))))
-                .collect(),
-        );
+        big["attributes"] =
+            Value::Object((0..40).map(|i| (format!("k{i}"), json!("x".repeat(900)))).collect());
         let body = json!({"batch": [item.clone(), big]}).to_string();
         let results = batch_ops(body.as_bytes(), 0).unwrap_or_default();
         assert!(results[0].is_ok());
-        assert_eq!(
-            results[1].as_ref().err().map(|p| p.reason),
-            Some(REASON_TOO_LARGE)
-        );
+        assert_eq!(results[1].as_ref().err().map(|p| p.reason), Some(REASON_TOO_LARGE));
     }
 
     #[test]
@@ -412,10 +334,7 @@ mod tests {
         let Ok(Op::Event { event, .. }) = item_op(&item, 3) else {
             panic!("event item rejected");
         };
-        assert_eq!(
-            (event.name.as_str(), event.timestamp, event.data.len()),
-            ("signup", 3, 1)
-        );
+        assert_eq!((event.name.as_str(), event.timestamp, event.data.len()), ("signup", 3, 1));
         let blank =
             json!({"type": "person", "action": "event", "identifiers": {"id": "1"}, "name": ""});
         assert_eq!(

@@ -40,11 +40,7 @@ pub struct Problem {
 impl Problem {
     /// A problem with the given parts.
     pub fn new(reason: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { reason, field: field.into(), message: message.into() }
     }
 }
 
@@ -140,18 +136,12 @@ pub fn check_attributes(
 
 fn check_id_attribute(value: &Value, field: &str, types: ValueTypes) -> Option<Problem> {
     match value {
-        Value::String(s) if s.is_empty() => Some(Problem::new(
-            REASON_INVALID,
-            field,
-            "id attribute cannot be an empty string",
-        )),
+        Value::String(s) if s.is_empty() => {
+            Some(Problem::new(REASON_INVALID, field, "id attribute cannot be an empty string"))
+        }
         Value::String(s) => check_identifier(s, field),
         Value::Number(_) if types == ValueTypes::Any => None,
-        _ => Some(Problem::new(
-            REASON_INVALID,
-            field,
-            "id attribute must be a string value",
-        )),
+        _ => Some(Problem::new(REASON_INVALID, field, "id attribute must be a string value")),
     }
 }
 
@@ -164,11 +154,7 @@ pub fn optional_integer(
     match object.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(value) => value.as_i64().map(Some).ok_or_else(|| {
-            Problem::new(
-                REASON_INVALID,
-                join(prefix, name),
-                format!("{name} must be an integer"),
-            )
+            Problem::new(REASON_INVALID, join(prefix, name), format!("{name} must be an integer"))
         }),
     }
 }
@@ -199,12 +185,7 @@ pub fn parse_event(
             "event".to_owned()
         }
     };
-    let name = object
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim()
-        .to_owned();
+    let name = object.get("name").and_then(Value::as_str).unwrap_or("").trim().to_owned();
     if name.is_empty() {
         problems.push(Problem::new(
             REASON_REQUIRED,
@@ -262,21 +243,11 @@ pub fn parse_event(
         problems.push(problem);
         None
     });
-    let anonymous_id = object
-        .get("anonymous_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let anonymous_id = object.get("anonymous_id").and_then(Value::as_str).map(str::to_owned);
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(StoredEvent {
-        name,
-        kind,
-        id,
-        timestamp: timestamp.unwrap_or(now),
-        data,
-        anonymous_id,
-    })
+    Ok(StoredEvent { name, kind, id, timestamp: timestamp.unwrap_or(now), data, anonymous_id })
 }
 
 #[cfg(test)]
@@ -294,9 +265,8 @@ mod tests {
 
     #[test]
     fn attribute_limits_use_the_documented_messages() {
-        let many: Map<String, Value> = (0..=MAX_ATTRIBUTES)
-            .map(|i| (format!("a{i}"), json!(1)))
-            .collect();
+        let many: Map<String, Value> =
+            (0..=MAX_ATTRIBUTES).map(|i| (format!("a{i}"), json!(1))).collect();
         assert_eq!(
             messages(&check_attributes(&many, "", ValueTypes::Any)),
             ["cannot identify more than 300 attributes in one request"]
@@ -327,11 +297,8 @@ mod tests {
     fn id_attribute_messages() {
         let empty = check_attributes(&object(json!({"id": ""})), "", ValueTypes::Any);
         assert_eq!(messages(&empty), ["id attribute cannot be an empty string"]);
-        let number = check_attributes(
-            &object(json!({"id": 5})),
-            "",
-            ValueTypes::StringIntegerBoolean,
-        );
+        let number =
+            check_attributes(&object(json!({"id": 5})), "", ValueTypes::StringIntegerBoolean);
         assert_eq!(messages(&number), ["id attribute must be a string value"]);
     }
 
@@ -340,10 +307,7 @@ mod tests {
         let check = |value: Value| {
             parse_event(&object(value), "data", None, "", 0).map_err(|p| messages(&p).join("|"))
         };
-        assert_eq!(
-            check(json!({"name": "  "})),
-            Err("event name must not be blank".into())
-        );
+        assert_eq!(check(json!({"name": "  "})), Err("event name must not be blank".into()));
         assert_eq!(
             check(json!({"name": "x".repeat(101)})),
             Err("event name cannot be longer than 100 bytes".into())

@@ -111,18 +111,14 @@ impl Mapper {
 
     /// Whether `schema.name` is synced.
     pub fn is_synced(&self, schema: &str, name: &str) -> bool {
-        self.tables
-            .contains_key(&(schema.to_owned(), name.to_owned()))
+        self.tables.contains_key(&(schema.to_owned(), name.to_owned()))
     }
 
     /// Turns one change into operations.
     pub fn map(&self, change: &RowChange) -> Mapped {
         let key = (change.table.schema.clone(), change.table.name.clone());
         let Some(sync) = self.tables.get(&key) else {
-            return Mapped {
-                skipped: Some(SkipReason::UnknownTable),
-                ..Mapped::default()
-            };
+            return Mapped { skipped: Some(SkipReason::UnknownTable), ..Mapped::default() };
         };
         let mut out = Mapped::default();
         let table = &*change.table;
@@ -137,11 +133,7 @@ impl Mapper {
                 let attributes = attributes(sync, table, new, None, false, &mut out.dropped);
                 out.ops.push(identify(id, attributes, change.commit_time));
             }
-            RowOp::Update {
-                old,
-                old_is_key_only,
-                new,
-            } => {
+            RowOp::Update { old, old_is_key_only, new } => {
                 let Some(new_id) = id_of(new) else {
                     out.skipped = Some(SkipReason::InvalidId);
                     return out;
@@ -166,8 +158,7 @@ impl Mapper {
                 if attributes.is_empty() {
                     out.skipped = Some(SkipReason::NoChange);
                 } else {
-                    out.ops
-                        .push(identify(new_id, attributes, change.commit_time));
+                    out.ops.push(identify(new_id, attributes, change.commit_time));
                 }
             }
             RowOp::Delete { old } => match id_of(old) {
@@ -198,16 +189,9 @@ fn id_change(
         OnIdChange::Merge => {
             let email = attributes.remove(EMAIL);
             ops.push(identify(new_id.clone(), attributes, timestamp));
-            ops.push(CustomerOp::Merge {
-                primary: new_id.clone(),
-                secondary: old_id,
-            });
+            ops.push(CustomerOp::Merge { primary: new_id.clone(), secondary: old_id });
             if let Some(email) = email {
-                ops.push(identify(
-                    new_id,
-                    Map::from_iter([(EMAIL.to_owned(), email)]),
-                    timestamp,
-                ));
+                ops.push(identify(new_id, Map::from_iter([(EMAIL.to_owned(), email)]), timestamp));
             }
         }
         OnIdChange::DeleteOld => {
@@ -218,11 +202,7 @@ fn id_change(
 }
 
 fn identify(id: String, attributes: Map<String, Json>, timestamp: i64) -> CustomerOp {
-    CustomerOp::Identify {
-        id,
-        attributes,
-        timestamp,
-    }
+    CustomerOp::Identify { id, attributes, timestamp }
 }
 
 /// The customer id of a row: its text form, if usable by Customer.io.

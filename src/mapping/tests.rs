@@ -10,11 +10,7 @@ use crate::mapping::value::ValueKind;
 const T: i64 = 1_700_000_000;
 
 fn table() -> Arc<Table> {
-    let col = |name: &str, kind: ValueKind| TableColumn {
-        name: name.into(),
-        type_oid: 0,
-        kind,
-    };
+    let col = |name: &str, kind: ValueKind| TableColumn { name: name.into(), type_oid: 0, kind };
     Arc::new(Table {
         oid: 1,
         schema: "public".into(),
@@ -55,11 +51,7 @@ fn map(op: RowOp) -> Mapped {
 }
 
 fn map_with(op: RowOp, on_id_change: OnIdChange) -> Mapped {
-    Mapper::new(&[sync(on_id_change)]).map(&RowChange {
-        table: table(),
-        op,
-        commit_time: T,
-    })
+    Mapper::new(&[sync(on_id_change)]).map(&RowChange { table: table(), op, commit_time: T })
 }
 
 fn identify(id: &str, attributes: serde_json::Value) -> CustomerOp {
@@ -78,13 +70,7 @@ fn alice() -> Row {
 fn insert_identifies_with_every_mapped_non_null_attribute() {
     let new = row([t("1"), t("a@example.com"), Datum::Null, t("hi"), t("h1")]);
     let mapped = map(RowOp::Insert { new });
-    assert_eq!(
-        mapped.ops,
-        vec![identify(
-            "1",
-            json!({"email": "a@example.com", "about": "hi"})
-        )]
-    );
+    assert_eq!(mapped.ops, vec![identify("1", json!({"email": "a@example.com", "about": "hi"}))]);
     assert_eq!(mapped.skipped, None);
 }
 
@@ -92,11 +78,7 @@ fn insert_identifies_with_every_mapped_non_null_attribute() {
 fn update_with_old_row_sends_only_changed_attributes() {
     let mut new = alice();
     new[2] = t("pro");
-    let mapped = map(RowOp::Update {
-        old: Some(alice()),
-        old_is_key_only: false,
-        new,
-    });
+    let mapped = map(RowOp::Update { old: Some(alice()), old_is_key_only: false, new });
     assert_eq!(mapped.ops, vec![identify("1", json!({"plan": "pro"}))]);
 }
 
@@ -104,11 +86,7 @@ fn update_with_old_row_sends_only_changed_attributes() {
 fn update_to_null_unsets_the_attribute() {
     let mut new = alice();
     new[3] = Datum::Null;
-    let mapped = map(RowOp::Update {
-        old: Some(alice()),
-        old_is_key_only: false,
-        new,
-    });
+    let mapped = map(RowOp::Update { old: Some(alice()), old_is_key_only: false, new });
     assert_eq!(mapped.ops, vec![identify("1", json!({"about": null}))]);
 }
 
@@ -116,18 +94,10 @@ fn update_to_null_unsets_the_attribute() {
 fn update_of_unmapped_columns_only_sends_nothing() {
     let mut new = alice();
     new[4] = t("h2");
-    let mapped = map(RowOp::Update {
-        old: Some(alice()),
-        old_is_key_only: false,
-        new,
-    });
+    let mapped = map(RowOp::Update { old: Some(alice()), old_is_key_only: false, new });
     assert!(mapped.ops.is_empty());
     assert_eq!(mapped.skipped, Some(SkipReason::NoChange));
-    let noop = map(RowOp::Update {
-        old: Some(alice()),
-        old_is_key_only: false,
-        new: alice(),
-    });
+    let noop = map(RowOp::Update { old: Some(alice()), old_is_key_only: false, new: alice() });
     assert_eq!(noop.skipped, Some(SkipReason::NoChange));
 }
 
@@ -135,41 +105,21 @@ fn update_of_unmapped_columns_only_sends_nothing() {
 fn unchanged_toast_is_never_sent_nor_a_change() {
     let mut new = alice();
     new[3] = Datum::UnchangedToast;
-    let mapped = map(RowOp::Update {
-        old: Some(alice()),
-        old_is_key_only: false,
-        new: new.clone(),
-    });
+    let mapped =
+        map(RowOp::Update { old: Some(alice()), old_is_key_only: false, new: new.clone() });
     assert_eq!(mapped.skipped, Some(SkipReason::NoChange));
     new[2] = t("pro");
-    let mapped = map(RowOp::Update {
-        old: None,
-        old_is_key_only: false,
-        new,
-    });
-    assert_eq!(
-        mapped.ops,
-        vec![identify(
-            "1",
-            json!({"email": "a@example.com", "plan": "pro"})
-        )]
-    );
+    let mapped = map(RowOp::Update { old: None, old_is_key_only: false, new });
+    assert_eq!(mapped.ops, vec![identify("1", json!({"email": "a@example.com", "plan": "pro"}))]);
 }
 
 #[test]
 fn update_without_old_row_sends_every_mapped_attribute_including_nulls() {
     let new = row([t("1"), t("a@example.com"), Datum::Null, t("hi"), t("h1")]);
-    let mapped = map(RowOp::Update {
-        old: None,
-        old_is_key_only: false,
-        new,
-    });
+    let mapped = map(RowOp::Update { old: None, old_is_key_only: false, new });
     assert_eq!(
         mapped.ops,
-        vec![identify(
-            "1",
-            json!({"email": "a@example.com", "plan": null, "about": "hi"})
-        )]
+        vec![identify("1", json!({"email": "a@example.com", "plan": null, "about": "hi"}))]
     );
 }
 
@@ -177,39 +127,26 @@ fn update_without_old_row_sends_every_mapped_attribute_including_nulls() {
 fn id_change_identifies_the_new_id_then_merges_the_old() {
     let mut new = alice();
     new[0] = t("2");
-    let mapped = map(RowOp::Update {
-        old: Some(alice()),
-        old_is_key_only: false,
-        new: new.clone(),
-    });
+    let mapped =
+        map(RowOp::Update { old: Some(alice()), old_is_key_only: false, new: new.clone() });
     assert_eq!(
         mapped.ops,
         vec![
             identify("2", json!({"plan": "free", "about": "hi"})),
-            CustomerOp::Merge {
-                primary: "2".into(),
-                secondary: "1".into()
-            },
+            CustomerOp::Merge { primary: "2".into(), secondary: "1".into() },
             identify("2", json!({"email": "a@example.com"})),
         ]
     );
     let key_only = row([t("1"), Datum::Null, Datum::Null, Datum::Null, Datum::Null]);
     let mapped = map_with(
-        RowOp::Update {
-            old: Some(key_only),
-            old_is_key_only: true,
-            new,
-        },
+        RowOp::Update { old: Some(key_only), old_is_key_only: true, new },
         OnIdChange::DeleteOld,
     );
     assert_eq!(
         mapped.ops,
         vec![
             CustomerOp::Delete { id: "1".into() },
-            identify(
-                "2",
-                json!({"email": "a@example.com", "plan": "free", "about": "hi"})
-            ),
+            identify("2", json!({"email": "a@example.com", "plan": "free", "about": "hi"})),
         ]
     );
 }
@@ -239,13 +176,7 @@ fn oversized_values_are_left_out_and_the_rest_sent() {
     let mut new = alice();
     new[3] = t(&"é".repeat(501));
     let mapped = map(RowOp::Insert { new });
-    assert_eq!(
-        mapped.ops,
-        vec![identify(
-            "1",
-            json!({"email": "a@example.com", "plan": "free"})
-        )]
-    );
+    assert_eq!(mapped.ops, vec![identify("1", json!({"email": "a@example.com", "plan": "free"}))]);
     assert_eq!(
         mapped.dropped,
         vec![DroppedAttribute {

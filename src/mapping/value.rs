@@ -243,10 +243,7 @@ struct StackStr<const N: usize> {
 
 impl<const N: usize> StackStr<N> {
     fn new() -> Self {
-        Self {
-            buf: [0; N],
-            len: 0,
-        }
+        Self { buf: [0; N], len: 0 }
     }
     fn as_str(&self) -> &str {
         // Only whole `&str`s are ever copied in, so this cannot fail.
@@ -283,11 +280,7 @@ impl Cursor<'_> {
     /// fraction cannot overflow).
     fn num(&mut self, min: usize, max: usize) -> Option<i64> {
         let (mut n, mut count) = (0i64, 0);
-        for &d in self.b[self.i..]
-            .iter()
-            .take(max)
-            .take_while(|b| b.is_ascii_digit())
-        {
+        for &d in self.b[self.i..].iter().take(max).take_while(|b| b.is_ascii_digit()) {
             n = n.saturating_mul(10).saturating_add(i64::from(d - b'0'));
             count += 1;
         }
@@ -328,10 +321,7 @@ fn datetime(text: &str, tz: bool, time: bool, kind: &'static str) -> Result<Valu
 /// Splits `Y-MM-DD[ HH:MM:SS[.f][±HH[:MM[:SS]]]]` into year, month, day and
 /// seconds from that day's UTC midnight (may be negative or past a day).
 fn fields(body: &str, tz: bool, time: bool) -> Option<(i64, u32, u32, i64)> {
-    let mut c = Cursor {
-        b: body.as_bytes(),
-        i: 0,
-    };
+    let mut c = Cursor { b: body.as_bytes(), i: 0 };
     let year = c.num(4, 9).filter(|&y| y > 0)?;
     c.expect(b'-')?;
     let month = c.num(2, 2).filter(|m| (1..=12).contains(m))?;
@@ -394,10 +384,7 @@ fn array(elem: &ValueKind, text: &str) -> Result<Value, ValueError> {
         while b.get(i) == Some(&b'[') {
             let close = b[i..].iter().position(|&c| c == b']').ok_or(err("array"))?;
             let inner = &b[i + 1..i + close];
-            if !inner
-                .iter()
-                .all(|&c| c.is_ascii_digit() || c == b':' || c == b'-')
-            {
+            if !inner.iter().all(|&c| c.is_ascii_digit() || c == b':' || c == b'-') {
                 return Err(err("array"));
             }
             i += close + 1;
@@ -407,13 +394,7 @@ fn array(elem: &ValueKind, text: &str) -> Result<Value, ValueError> {
         }
         i += 1;
     }
-    let mut p = ArrayParser {
-        text,
-        b,
-        i,
-        elem,
-        scratch: String::new(),
-    };
+    let mut p = ArrayParser { text, b, i, elem, scratch: String::new() };
     p.skip_ws();
     let v = p.level(0)?;
     p.skip_ws();
@@ -460,11 +441,7 @@ impl ArrayParser<'_> {
             if *nested.get_or_insert(sub) != sub {
                 return Err(err("array"));
             }
-            out.push(if sub {
-                self.level(depth + 1)?
-            } else {
-                self.element()?
-            });
+            out.push(if sub { self.level(depth + 1)? } else { self.element()? });
             self.skip_ws();
             match self.b.get(self.i) {
                 Some(b',') => self.i += 1,
@@ -491,11 +468,7 @@ impl ArrayParser<'_> {
             let end = rel.map_or(self.b.len(), |r| start + r);
             // Stops are ASCII, so these are char boundaries.
             self.scratch.push_str(&self.text[start..end]);
-            keep = keep.max(
-                self.scratch
-                    .trim_end_matches(|c: char| c.is_ascii_whitespace())
-                    .len(),
-            );
+            keep = keep.max(self.scratch.trim_end_matches(|c: char| c.is_ascii_whitespace()).len());
             self.i = end;
             match self.b.get(end) {
                 Some(b'\\') => {

@@ -36,11 +36,7 @@ pub struct EncodedItem {
 pub fn encode(op: CustomerOp) -> EncodedItem {
     let kind = op.kind();
     let (action, customers, mut trimmed) = match op {
-        CustomerOp::Identify {
-            id,
-            attributes,
-            timestamp,
-        } => {
+        CustomerOp::Identify { id, attributes, timestamp } => {
             let (attributes, trimmed) = fit_attributes(attributes, id.len());
             let action = PersonAction::Identify {
                 identifiers: Identifier::Id(id.clone()),
@@ -49,13 +45,9 @@ pub fn encode(op: CustomerOp) -> EncodedItem {
             };
             (action, vec![id], trimmed)
         }
-        CustomerOp::Delete { id } => (
-            PersonAction::Delete {
-                identifiers: Identifier::Id(id.clone()),
-            },
-            vec![id],
-            vec![],
-        ),
+        CustomerOp::Delete { id } => {
+            (PersonAction::Delete { identifiers: Identifier::Id(id.clone()) }, vec![id], vec![])
+        }
         CustomerOp::Merge { primary, secondary } => (
             PersonAction::Merge {
                 primary: Identifier::Id(primary.clone()),
@@ -67,12 +59,7 @@ pub fn encode(op: CustomerOp) -> EncodedItem {
     };
     trimmed.sort();
     let json = serde_json::to_vec(&PersonItem::new(action)).unwrap_or_default();
-    EncodedItem {
-        kind,
-        customers,
-        json,
-        trimmed,
-    }
+    EncodedItem { kind, customers, json, trimmed }
 }
 
 /// Drops the largest attributes until their encoding, with room for the
@@ -88,10 +75,8 @@ fn fit_attributes(
     if size(&attributes) <= budget {
         return (attributes, trimmed);
     }
-    let mut by_size: Vec<(usize, String)> = attributes
-        .iter()
-        .map(|(k, v)| (attribute_value_bytes(v) + k.len(), k.clone()))
-        .collect();
+    let mut by_size: Vec<(usize, String)> =
+        attributes.iter().map(|(k, v)| (attribute_value_bytes(v) + k.len(), k.clone())).collect();
     by_size.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     for (_, name) in by_size {
         if size(&attributes) <= budget {
@@ -203,22 +188,10 @@ mod tests {
             attrs.insert(format!("a{i:02}"), json!("x".repeat(900 + i)));
         }
         attrs.insert("small".into(), json!("s"));
-        let item = encode(CustomerOp::Identify {
-            id: "1".into(),
-            attributes: attrs,
-            timestamp: 1,
-        });
-        assert!(
-            item.json.len() <= MAX_BATCH_ITEM_BYTES,
-            "{}",
-            item.json.len()
-        );
+        let item = encode(CustomerOp::Identify { id: "1".into(), attributes: attrs, timestamp: 1 });
+        assert!(item.json.len() <= MAX_BATCH_ITEM_BYTES, "{}", item.json.len());
         assert!(!item.trimmed.is_empty());
-        assert!(
-            item.trimmed.contains(&"a39".to_owned()),
-            "largest goes first: {:?}",
-            item.trimmed
-        );
+        assert!(item.trimmed.contains(&"a39".to_owned()), "largest goes first: {:?}", item.trimmed);
         assert!(!item.trimmed.contains(&"small".to_owned()));
     }
 
@@ -229,10 +202,7 @@ mod tests {
         assert!(batch.fits(&a, 10));
         batch.push(a);
         assert!(!batch.fits(&encode(CustomerOp::Delete { id: "1".into() }), 10));
-        let merge = encode(CustomerOp::Merge {
-            primary: "2".into(),
-            secondary: "1".into(),
-        });
+        let merge = encode(CustomerOp::Merge { primary: "2".into(), secondary: "1".into() });
         assert!(!batch.fits(&merge, 10));
         let b = encode(identify("3", json!({})));
         assert!(!batch.fits(&b, 1));

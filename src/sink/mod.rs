@@ -225,25 +225,14 @@ impl Sink {
             .await;
         let response = match response {
             Ok(r) => r,
-            Err(e) => {
-                return Verdict::Retry {
-                    after: None,
-                    reason: transport_reason(&e),
-                }
-            }
+            Err(e) => return Verdict::Retry { after: None, reason: transport_reason(&e) },
         };
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let retry_after =
+            response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         match response.bytes().await {
             Ok(bytes) => retry::classify(status, retry_after.as_deref(), &bytes),
-            Err(e) => Verdict::Retry {
-                after: None,
-                reason: transport_reason(&e),
-            },
+            Err(e) => Verdict::Retry { after: None, reason: transport_reason(&e) },
         }
     }
 

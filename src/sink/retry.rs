@@ -20,10 +20,7 @@ pub enum Verdict {
     /// Some items refused for good (207, or 200 with `errors`), the rest accepted.
     PartlyRejected(Vec<ItemError>),
     /// Nothing applied; try the same request again, after `after` if given.
-    Retry {
-        after: Option<Duration>,
-        reason: String,
-    },
+    Retry { after: Option<Duration>, reason: String },
     /// The whole request refused for good (a 4xx other than 401/408/429).
     Rejected { status: u16, message: String },
     /// The credentials were refused: nothing will work until they are fixed.
@@ -39,10 +36,7 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Verdict 
                 if parsed.errors.iter().all(|e| e.batch_index.is_some()) {
                     Verdict::PartlyRejected(parsed.errors)
                 } else {
-                    Verdict::Rejected {
-                        status,
-                        message: error_text(body),
-                    }
+                    Verdict::Rejected { status, message: error_text(body) }
                 }
             }
             _ => Verdict::Accepted,
@@ -52,14 +46,8 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Verdict 
             after: retry_after.and_then(parse_retry_after),
             reason: format!("HTTP {status}"),
         },
-        400..=499 => Verdict::Rejected {
-            status,
-            message: error_text(body),
-        },
-        _ => Verdict::Retry {
-            after: None,
-            reason: format!("unexpected HTTP {status}"),
-        },
+        400..=499 => Verdict::Rejected { status, message: error_text(body) },
+        _ => Verdict::Retry { after: None, reason: format!("unexpected HTTP {status}") },
     }
 }
 
@@ -74,10 +62,7 @@ pub fn error_text(body: &[u8]) -> String {
     let mut messages = Vec::new();
     if let Some(errors) = value.get("errors").and_then(|e| e.as_array()) {
         for e in errors {
-            let text = e
-                .get("message")
-                .or_else(|| e.get("reason"))
-                .and_then(|m| m.as_str());
+            let text = e.get("message").or_else(|| e.get("reason")).and_then(|m| m.as_str());
             messages.extend(text.map(str::to_owned));
         }
     }
@@ -89,11 +74,8 @@ pub fn error_text(body: &[u8]) -> String {
             messages.extend(errors.iter().filter_map(|m| m.as_str()).map(str::to_owned));
         }
     }
-    let mut text = if messages.is_empty() {
-        "no error text".to_owned()
-    } else {
-        messages.join("; ")
-    };
+    let mut text =
+        if messages.is_empty() { "no error text".to_owned() } else { messages.join("; ") };
     if text.len() > 300 {
         let mut cut = 300;
         while !text.is_char_boundary(cut) {
@@ -153,35 +135,19 @@ mod tests {
         assert_eq!(classify(200, None, b""), Verdict::Accepted);
         assert_eq!(classify(401, None, b"{}"), Verdict::Unauthorized);
         for status in [408, 429, 500, 502, 503, 504, 522, 524] {
-            assert!(
-                matches!(classify(status, None, b""), Verdict::Retry { .. }),
-                "{status}"
-            );
+            assert!(matches!(classify(status, None, b""), Verdict::Retry { .. }), "{status}");
         }
         assert_eq!(
             classify(429, Some("7"), b""),
-            Verdict::Retry {
-                after: Some(Duration::from_secs(7)),
-                reason: "HTTP 429".into()
-            }
+            Verdict::Retry { after: Some(Duration::from_secs(7)), reason: "HTTP 429".into() }
         );
         assert_eq!(
             classify(429, Some("100000"), b""),
-            Verdict::Retry {
-                after: Some(MAX_RETRY_AFTER),
-                reason: "HTTP 429".into()
-            }
+            Verdict::Retry { after: Some(MAX_RETRY_AFTER), reason: "HTTP 429".into() }
         );
         assert_eq!(
-            classify(
-                400,
-                None,
-                br#"{"meta":{"errors":["name cannot be blank"]}}"#
-            ),
-            Verdict::Rejected {
-                status: 400,
-                message: "name cannot be blank".into()
-            }
+            classify(400, None, br#"{"meta":{"errors":["name cannot be blank"]}}"#),
+            Verdict::Rejected { status: 400, message: "name cannot be blank".into() }
         );
         assert!(matches!(classify(301, None, b""), Verdict::Retry { .. }));
     }
@@ -221,10 +187,7 @@ mod tests {
             assert!(b.next_delay(None) <= Duration::from_secs(2));
         }
         assert!(b.next_delay(None) >= Duration::from_secs(1));
-        assert_eq!(
-            b.next_delay(Some(Duration::from_secs(30))),
-            Duration::from_secs(30)
-        );
+        assert_eq!(b.next_delay(Some(Duration::from_secs(30))), Duration::from_secs(30));
         b.reset();
         assert!(b.next_delay(None) <= BASE_BACKOFF);
     }

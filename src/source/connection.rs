@@ -41,14 +41,10 @@ impl ConnectionSettings {
     /// Parses `postgres://user:password@host:port/db?sslmode=…&sslrootcert=…`.
     /// Errors name `postgres.url` and never repeat the URL (it holds the password).
     pub fn parse(config: &PostgresConfig) -> Result<Self, ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
-            field: "postgres.url".to_owned(),
-            message,
-        };
+        let invalid =
+            |message: String| ConfigError::Invalid { field: "postgres.url".to_owned(), message };
         let url = url::Url::parse(config.url.expose()).map_err(|e| {
-            invalid(format!(
-                "not a URL ({e}); expected postgres://user:password@host:port/db"
-            ))
+            invalid(format!("not a URL ({e}); expected postgres://user:password@host:port/db"))
         })?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(invalid(format!(
@@ -91,9 +87,7 @@ impl ConnectionSettings {
                 "sslrootcert" => ssl_root_cert = Some(PathBuf::from(value.as_ref())),
                 "host" => host = value.into_owned(),
                 "port" => {
-                    port = value
-                        .parse()
-                        .map_err(|_| invalid("port must be a number".to_owned()))?
+                    port = value.parse().map_err(|_| invalid("port must be a number".to_owned()))?
                 }
                 "application_name" | "connect_timeout" => {}
                 other => {
@@ -223,25 +217,16 @@ mod tests {
         let s = settings("postgres://app%40x:p%3Ass%2Fw@db.example:6543/users?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
         assert_eq!(s.user, "app@x");
         assert_eq!(s.password.expose(), "p:ss/w");
-        assert_eq!(
-            (s.host.as_str(), s.port, s.dbname.as_str()),
-            ("db.example", 6543, "users")
-        );
+        assert_eq!((s.host.as_str(), s.port, s.dbname.as_str()), ("db.example", 6543, "users"));
         assert_eq!(s.ssl_mode, SslMode::VerifyFull);
-        assert_eq!(
-            s.ssl_root_cert.as_deref(),
-            Some(std::path::Path::new("/ca.pem"))
-        );
+        assert_eq!(s.ssl_root_cert.as_deref(), Some(std::path::Path::new("/ca.pem")));
         assert_eq!(s.display(), "app@x@db.example:6543/users");
     }
 
     #[test]
     fn defaults_port_database_and_sslmode() {
         let s = settings("postgresql://u@localhost").unwrap();
-        assert_eq!(
-            (s.port, s.dbname.as_str(), s.ssl_mode),
-            (5432, "u", SslMode::Prefer)
-        );
+        assert_eq!((s.port, s.dbname.as_str(), s.ssl_mode), (5432, "u", SslMode::Prefer));
     }
 
     #[test]

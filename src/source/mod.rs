@@ -113,10 +113,7 @@ impl Source {
         resume_from: Lsn,
         counters: Arc<Counters>,
     ) -> Result<Self, SourceError> {
-        let sql = settings
-            .connect_sql()
-            .await
-            .map_err(SourceError::sql("connect"))?;
+        let sql = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
         setup::ensure(&sql, config).await?;
         let replication = settings
             .replication_config(
@@ -126,25 +123,15 @@ impl Source {
             )
             .with_start_lsn(resume_from)
             .with_buffer_size(BUFFER_EVENTS);
-        let mut client = ReplicationClient::connect(replication)
-            .await
-            .map_err(SourceError::Replication)?;
-        client
-            .wait_started()
-            .await
-            .map_err(|e| classify_start_error(e, config))?;
+        let mut client =
+            ReplicationClient::connect(replication).await.map_err(SourceError::Replication)?;
+        client.wait_started().await.map_err(|e| classify_start_error(e, config))?;
         tracing::info!(
             slot = %config.postgres.slot,
             resume_from = %resume_from,
             "streaming from the replication slot"
         );
-        Ok(Self {
-            client,
-            sql,
-            relations: RelationCache::default(),
-            commit_time: 0,
-            counters,
-        })
+        Ok(Self { client, sql, relations: RelationCache::default(), commit_time: 0, counters })
     }
 
     /// Waits for the next raw replication event. Cancellation safe: nothing
@@ -169,9 +156,7 @@ impl Source {
             ReplicationEvent::KeepAlive { wal_end, .. } => {
                 Ok(Some(SourceEvent::Keepalive { wal_end }))
             }
-            ReplicationEvent::Begin {
-                commit_time_micros, ..
-            } => {
+            ReplicationEvent::Begin { commit_time_micros, .. } => {
                 self.commit_time = commit_time_micros.div_euclid(1_000_000) + PG_EPOCH_OFFSET_SECS;
                 Ok(Some(SourceEvent::Begin))
             }
@@ -194,13 +179,7 @@ impl Source {
             }
         };
         let (oid, op) = match message {
-            PgOutputMessage::Relation {
-                oid,
-                namespace,
-                name,
-                replica_identity,
-                columns,
-            } => {
+            PgOutputMessage::Relation { oid, namespace, name, replica_identity, columns } => {
                 self.relations
                     .update(&self.sql, oid, namespace, name, replica_identity, columns)
                     .await?;
@@ -215,11 +194,9 @@ impl Source {
                 return Ok(Some(SourceEvent::Truncate { tables }));
             }
             PgOutputMessage::Insert { relation_oid, new } => (relation_oid, RawOp::Insert { new }),
-            PgOutputMessage::Update {
-                relation_oid,
-                old,
-                new,
-            } => (relation_oid, RawOp::Update { old, new }),
+            PgOutputMessage::Update { relation_oid, old, new } => {
+                (relation_oid, RawOp::Update { old, new })
+            }
             PgOutputMessage::Delete { relation_oid, old } => {
                 (relation_oid, RawOp::Delete { old: old.1 })
             }
@@ -239,11 +216,7 @@ impl Source {
                     Some((_, tuple)) => row(tuple).map(Some),
                     None => Some(None),
                 };
-                old.zip(row(new)).map(|(old, new)| RowOp::Update {
-                    old,
-                    old_is_key_only,
-                    new,
-                })
+                old.zip(row(new)).map(|(old, new)| RowOp::Update { old, old_is_key_only, new })
             }
             RawOp::Delete { old } => row(old).map(|old| RowOp::Delete { old }),
         };
@@ -262,10 +235,7 @@ impl Source {
 
     fn skip_bad_row(&self, reason: &str) {
         Counters::add(&self.counters.bad_messages, 1);
-        tracing::error!(
-            reason,
-            "skipped a replication message that could not be decoded"
-        );
+        tracing::error!(reason, "skipped a replication message that could not be decoded");
     }
 
     /// Acknowledges `lsn`: everything before it was delivered. Sent to
@@ -297,16 +267,9 @@ impl Source {
 }
 
 enum RawOp {
-    Insert {
-        new: Tuple,
-    },
-    Update {
-        old: Option<(OldTupleKind, Tuple)>,
-        new: Tuple,
-    },
-    Delete {
-        old: Tuple,
-    },
+    Insert { new: Tuple },
+    Update { old: Option<(OldTupleKind, Tuple)>, new: Tuple },
+    Delete { old: Tuple },
 }
 
 /// A tuple as a row of `width` columns; `None` if it does not fit the relation.

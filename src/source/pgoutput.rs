@@ -64,18 +64,9 @@ pub struct RelationColumn {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PgOutputMessage {
     /// Start of a transaction; `final_lsn` equals its Commit's `commit_lsn`.
-    Begin {
-        final_lsn: u64,
-        commit_time_micros: i64,
-        xid: u32,
-    },
+    Begin { final_lsn: u64, commit_time_micros: i64, xid: u32 },
     /// End of a transaction; `end_lsn` is what to confirm as flushed.
-    Commit {
-        flags: u8,
-        commit_lsn: u64,
-        end_lsn: u64,
-        commit_time_micros: i64,
-    },
+    Commit { flags: u8, commit_lsn: u64, end_lsn: u64, commit_time_micros: i64 },
     /// The transaction was replayed from another node (only with origins).
     Origin { commit_lsn: u64, name: String },
     /// Schema of a relation; `namespace` is raw, so "" means `pg_catalog`.
@@ -87,36 +78,17 @@ pub enum PgOutputMessage {
         columns: Vec<RelationColumn>,
     },
     /// Name of a non-builtin type used by a following Relation.
-    Type {
-        oid: u32,
-        namespace: String,
-        name: String,
-    },
+    Type { oid: u32, namespace: String, name: String },
     /// A new row.
     Insert { relation_oid: u32, new: Tuple },
     /// A changed row; `old` is present only when the key changed or under FULL.
-    Update {
-        relation_oid: u32,
-        old: Option<(OldTupleKind, Tuple)>,
-        new: Tuple,
-    },
+    Update { relation_oid: u32, old: Option<(OldTupleKind, Tuple)>, new: Tuple },
     /// A deleted row, identified by its key or (under FULL) its whole old row.
-    Delete {
-        relation_oid: u32,
-        old: (OldTupleKind, Tuple),
-    },
+    Delete { relation_oid: u32, old: (OldTupleKind, Tuple) },
     /// TRUNCATE of relations; `options` ORs 1 (CASCADE), 2 (RESTART IDENTITY).
-    Truncate {
-        options: u8,
-        relation_oids: Vec<u32>,
-    },
+    Truncate { options: u8, relation_oids: Vec<u32> },
     /// A `pg_logical_emit_message` payload; `flags` 1 means transactional.
-    Message {
-        flags: u8,
-        lsn: u64,
-        prefix: String,
-        content: Bytes,
-    },
+    Message { flags: u8, lsn: u64, prefix: String, content: Bytes },
 }
 
 /// Smallest possible Relation column: flags, an empty name's NUL, type OID
@@ -152,10 +124,7 @@ pub fn decode(data: &Bytes) -> Result<PgOutputMessage, DecodeError> {
     if c.remaining() != 0 {
         // A length mismatch means we disagree with the server about the
         // layout; guessing on would silently misattribute column values.
-        return Err(c.malformed(format_args!(
-            "{} trailing bytes after message",
-            c.remaining()
-        )));
+        return Err(c.malformed(format_args!("{} trailing bytes after message", c.remaining())));
     }
     Ok(msg)
 }
@@ -167,22 +136,13 @@ pub fn decode(data: &Bytes) -> Result<PgOutputMessage, DecodeError> {
 pub fn encode(msg: &PgOutputMessage) -> Bytes {
     let mut b = BytesMut::with_capacity(64);
     match msg {
-        PgOutputMessage::Begin {
-            final_lsn,
-            commit_time_micros,
-            xid,
-        } => {
+        PgOutputMessage::Begin { final_lsn, commit_time_micros, xid } => {
             b.put_u8(b'B');
             b.put_u64(*final_lsn);
             b.put_i64(*commit_time_micros);
             b.put_u32(*xid);
         }
-        PgOutputMessage::Commit {
-            flags,
-            commit_lsn,
-            end_lsn,
-            commit_time_micros,
-        } => {
+        PgOutputMessage::Commit { flags, commit_lsn, end_lsn, commit_time_micros } => {
             b.put_u8(b'C');
             b.put_u8(*flags);
             b.put_u64(*commit_lsn);
@@ -194,13 +154,7 @@ pub fn encode(msg: &PgOutputMessage) -> Bytes {
             b.put_u64(*commit_lsn);
             put_cstr(&mut b, name);
         }
-        PgOutputMessage::Relation {
-            oid,
-            namespace,
-            name,
-            replica_identity,
-            columns,
-        } => {
+        PgOutputMessage::Relation { oid, namespace, name, replica_identity, columns } => {
             b.put_u8(b'R');
             b.put_u32(*oid);
             put_cstr(&mut b, namespace);
@@ -214,11 +168,7 @@ pub fn encode(msg: &PgOutputMessage) -> Bytes {
                 b.put_i32(col.type_modifier);
             }
         }
-        PgOutputMessage::Type {
-            oid,
-            namespace,
-            name,
-        } => {
+        PgOutputMessage::Type { oid, namespace, name } => {
             b.put_u8(b'Y');
             b.put_u32(*oid);
             put_cstr(&mut b, namespace);
@@ -230,11 +180,7 @@ pub fn encode(msg: &PgOutputMessage) -> Bytes {
             b.put_u8(b'N');
             put_tuple(&mut b, new);
         }
-        PgOutputMessage::Update {
-            relation_oid,
-            old,
-            new,
-        } => {
+        PgOutputMessage::Update { relation_oid, old, new } => {
             b.put_u8(b'U');
             b.put_u32(*relation_oid);
             if let Some((kind, tuple)) = old {
@@ -243,18 +189,12 @@ pub fn encode(msg: &PgOutputMessage) -> Bytes {
             b.put_u8(b'N');
             put_tuple(&mut b, new);
         }
-        PgOutputMessage::Delete {
-            relation_oid,
-            old: (kind, tuple),
-        } => {
+        PgOutputMessage::Delete { relation_oid, old: (kind, tuple) } => {
             b.put_u8(b'D');
             b.put_u32(*relation_oid);
             put_old(&mut b, *kind, tuple);
         }
-        PgOutputMessage::Truncate {
-            options,
-            relation_oids,
-        } => {
+        PgOutputMessage::Truncate { options, relation_oids } => {
             b.put_u8(b'T');
             b.put_i32(relation_oids.len() as i32);
             b.put_u8(*options);
@@ -262,12 +202,7 @@ pub fn encode(msg: &PgOutputMessage) -> Bytes {
                 b.put_u32(*oid);
             }
         }
-        PgOutputMessage::Message {
-            flags,
-            lsn,
-            prefix,
-            content,
-        } => {
+        PgOutputMessage::Message { flags, lsn, prefix, content } => {
             b.put_u8(b'M');
             b.put_u8(*flags);
             b.put_u64(*lsn);
@@ -353,10 +288,7 @@ fn commit(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
 }
 
 fn origin(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
-    Ok(PgOutputMessage::Origin {
-        commit_lsn: c.u64("commit LSN")?,
-        name: c.cstr("origin name")?,
-    })
+    Ok(PgOutputMessage::Origin { commit_lsn: c.u64("commit LSN")?, name: c.cstr("origin name")? })
 }
 
 fn relation(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
@@ -374,13 +306,7 @@ fn relation(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
             type_modifier: c.i32(format_args!("column {i} type modifier"))?,
         });
     }
-    Ok(PgOutputMessage::Relation {
-        oid,
-        namespace,
-        name,
-        replica_identity,
-        columns,
-    })
+    Ok(PgOutputMessage::Relation { oid, namespace, name, replica_identity, columns })
 }
 
 fn type_msg(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
@@ -394,10 +320,7 @@ fn type_msg(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
 fn insert(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
     let relation_oid = c.u32("relation oid")?;
     c.expect(b'N', "new tuple marker")?;
-    Ok(PgOutputMessage::Insert {
-        relation_oid,
-        new: tuple(c, "new tuple")?,
-    })
+    Ok(PgOutputMessage::Insert { relation_oid, new: tuple(c, "new tuple")? })
 }
 
 fn update(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
@@ -413,11 +336,7 @@ fn update(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
         None if marker == b'N' => None,
         None => return Err(c.unexpected("tuple marker 'K', 'O' or 'N'", marker)),
     };
-    Ok(PgOutputMessage::Update {
-        relation_oid,
-        old,
-        new: tuple(c, "new tuple")?,
-    })
+    Ok(PgOutputMessage::Update { relation_oid, old, new: tuple(c, "new tuple")? })
 }
 
 fn delete(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
@@ -426,10 +345,7 @@ fn delete(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
     let Some(kind) = old_kind(marker) else {
         return Err(c.unexpected("old tuple marker 'K' or 'O'", marker));
     };
-    Ok(PgOutputMessage::Delete {
-        relation_oid,
-        old: (kind, tuple(c, "old tuple")?),
-    })
+    Ok(PgOutputMessage::Delete { relation_oid, old: (kind, tuple(c, "old tuple")?) })
 }
 
 fn truncate(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
@@ -438,18 +354,13 @@ fn truncate(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
     // Checked up front so a forged count cannot drive a huge allocation.
     let room = c.remaining() / 4;
     if n > room {
-        return Err(c.truncated(format_args!(
-            "relation oids ({n} declared, room for {room})"
-        )));
+        return Err(c.truncated(format_args!("relation oids ({n} declared, room for {room})")));
     }
     let mut relation_oids = Vec::with_capacity(n);
     for i in 0..n {
         relation_oids.push(c.u32(format_args!("relation oid {i}"))?);
     }
-    Ok(PgOutputMessage::Truncate {
-        options,
-        relation_oids,
-    })
+    Ok(PgOutputMessage::Truncate { options, relation_oids })
 }
 
 fn message(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
@@ -457,12 +368,7 @@ fn message(c: &mut Cursor<'_>) -> Result<PgOutputMessage, DecodeError> {
     let lsn = c.u64("LSN")?;
     let prefix = c.cstr("prefix")?;
     let len = c.count32("content length")?;
-    Ok(PgOutputMessage::Message {
-        flags,
-        lsn,
-        prefix,
-        content: c.bytes(len, "content")?,
-    })
+    Ok(PgOutputMessage::Message { flags, lsn, prefix, content: c.bytes(len, "content")? })
 }
 
 fn old_kind(marker: u8) -> Option<OldTupleKind> {
@@ -542,10 +448,7 @@ impl Cursor<'_> {
     }
 
     fn unexpected(&self, expected: &str, found: u8) -> DecodeError {
-        self.malformed(format_args!(
-            "expected {expected}, found {}",
-            ByteName(found)
-        ))
+        self.malformed(format_args!("expected {expected}, found {}", ByteName(found)))
     }
 
     /// Reads a marker byte that has exactly one legal value.
@@ -705,25 +608,10 @@ mod tests {
             type_modifier,
         };
         vec![
-            Begin {
-                final_lsn: 0x16B_3748,
-                commit_time_micros: 780_000_000_000_000,
-                xid: 771,
-            },
-            Commit {
-                flags: 0,
-                commit_lsn: 1,
-                end_lsn: u64::MAX,
-                commit_time_micros: -1,
-            },
-            Origin {
-                commit_lsn: 99,
-                name: "node_a".into(),
-            },
-            Origin {
-                commit_lsn: 0,
-                name: String::new(),
-            },
+            Begin { final_lsn: 0x16B_3748, commit_time_micros: 780_000_000_000_000, xid: 771 },
+            Commit { flags: 0, commit_lsn: 1, end_lsn: u64::MAX, commit_time_micros: -1 },
+            Origin { commit_lsn: 99, name: "node_a".into() },
+            Origin { commit_lsn: 0, name: String::new() },
             Relation {
                 oid: 16385,
                 namespace: "public".into(),
@@ -742,24 +630,10 @@ mod tests {
                 replica_identity: b'n',
                 columns: vec![],
             },
-            Type {
-                oid: 70000,
-                namespace: "public".into(),
-                name: "mood".into(),
-            },
-            Insert {
-                relation_oid: 16385,
-                new: row.clone(),
-            },
-            Insert {
-                relation_oid: 16385,
-                new: vec![],
-            },
-            Update {
-                relation_oid: 16385,
-                old: None,
-                new: row.clone(),
-            },
+            Type { oid: 70000, namespace: "public".into(), name: "mood".into() },
+            Insert { relation_oid: 16385, new: row.clone() },
+            Insert { relation_oid: 16385, new: vec![] },
+            Update { relation_oid: 16385, old: None, new: row.clone() },
             Update {
                 relation_oid: 16385,
                 old: Some((OldTupleKind::Key, vec![text("41"), TupleValue::Null])),
@@ -770,34 +644,17 @@ mod tests {
                 old: Some((OldTupleKind::Full, row.clone())),
                 new: row.clone(),
             },
-            Delete {
-                relation_oid: 16385,
-                old: (OldTupleKind::Key, vec![text("42")]),
-            },
-            Delete {
-                relation_oid: 16385,
-                old: (OldTupleKind::Full, row),
-            },
-            Truncate {
-                options: 3,
-                relation_oids: vec![16385, 16390, u32::MAX],
-            },
-            Truncate {
-                options: 0,
-                relation_oids: vec![],
-            },
+            Delete { relation_oid: 16385, old: (OldTupleKind::Key, vec![text("42")]) },
+            Delete { relation_oid: 16385, old: (OldTupleKind::Full, row) },
+            Truncate { options: 3, relation_oids: vec![16385, 16390, u32::MAX] },
+            Truncate { options: 0, relation_oids: vec![] },
             Message {
                 flags: 1,
                 lsn: 77,
                 prefix: "ciosync".into(),
                 content: Bytes::from_static(b"{\"a\":1}"),
             },
-            Message {
-                flags: 0,
-                lsn: 0,
-                prefix: String::new(),
-                content: Bytes::new(),
-            },
+            Message { flags: 0, lsn: 0, prefix: String::new(), content: Bytes::new() },
         ]
     }
 
@@ -833,13 +690,7 @@ mod tests {
     #[test]
     fn origin_from_bytes() {
         let bytes = W::tag(b'O').i64(5).cstr("pg_1").done();
-        check(
-            bytes,
-            PgOutputMessage::Origin {
-                commit_lsn: 5,
-                name: "pg_1".into(),
-            },
-        );
+        check(bytes, PgOutputMessage::Origin { commit_lsn: 5, name: "pg_1".into() });
     }
 
     #[test]
@@ -860,18 +711,8 @@ mod tests {
             .i32(104)
             .done();
         let columns = vec![
-            RelationColumn {
-                flags: 1,
-                name: "id".into(),
-                type_oid: 23,
-                type_modifier: -1,
-            },
-            RelationColumn {
-                flags: 1,
-                name: "email".into(),
-                type_oid: 1043,
-                type_modifier: 104,
-            },
+            RelationColumn { flags: 1, name: "id".into(), type_oid: 23, type_modifier: -1 },
+            RelationColumn { flags: 1, name: "email".into(), type_oid: 1043, type_modifier: 104 },
         ];
         // The empty namespace stays empty: callers decide whether it means pg_catalog.
         let expected = PgOutputMessage::Relation {
@@ -917,26 +758,13 @@ mod tests {
             TupleValue::UnchangedToast,
             TupleValue::Binary(Bytes::from_static(&[0, 9])),
         ];
-        check(
-            bytes,
-            PgOutputMessage::Insert {
-                relation_oid: 7,
-                new,
-            },
-        );
+        check(bytes, PgOutputMessage::Insert { relation_oid: 7, new });
     }
 
     #[test]
     fn update_from_bytes() {
         let new = W::tag(b'U').i32(7).u8(b'N').i16(1).text("b").done();
-        check(
-            new,
-            PgOutputMessage::Update {
-                relation_oid: 7,
-                old: None,
-                new: vec![text("b")],
-            },
-        );
+        check(new, PgOutputMessage::Update { relation_oid: 7, old: None, new: vec![text("b")] });
 
         let key = W::tag(b'U')
             .i32(7)
@@ -956,15 +784,7 @@ mod tests {
         };
         check(key, expected);
 
-        let full = W::tag(b'U')
-            .i32(7)
-            .u8(b'O')
-            .i16(1)
-            .text("a")
-            .u8(b'N')
-            .i16(1)
-            .text("b")
-            .done();
+        let full = W::tag(b'U').i32(7).u8(b'O').i16(1).text("a").u8(b'N').i16(1).text("b").done();
         let expected = PgOutputMessage::Update {
             relation_oid: 7,
             old: Some((OldTupleKind::Full, vec![text("a")])),
@@ -975,13 +795,7 @@ mod tests {
 
     #[test]
     fn delete_from_bytes() {
-        let key = W::tag(b'D')
-            .i32(7)
-            .u8(b'K')
-            .i16(2)
-            .text("a")
-            .u8(b'n')
-            .done();
+        let key = W::tag(b'D').i32(7).u8(b'K').i16(2).text("a").u8(b'n').done();
         check(
             key,
             PgOutputMessage::Delete {
@@ -992,34 +806,19 @@ mod tests {
         let full = W::tag(b'D').i32(7).u8(b'O').i16(1).text("a").done();
         check(
             full,
-            PgOutputMessage::Delete {
-                relation_oid: 7,
-                old: (OldTupleKind::Full, vec![text("a")]),
-            },
+            PgOutputMessage::Delete { relation_oid: 7, old: (OldTupleKind::Full, vec![text("a")]) },
         );
     }
 
     #[test]
     fn truncate_from_bytes() {
         let bytes = W::tag(b'T').i32(2).u8(1).i32(10).i32(11).done();
-        check(
-            bytes,
-            PgOutputMessage::Truncate {
-                options: 1,
-                relation_oids: vec![10, 11],
-            },
-        );
+        check(bytes, PgOutputMessage::Truncate { options: 1, relation_oids: vec![10, 11] });
     }
 
     #[test]
     fn message_from_bytes() {
-        let bytes = W::tag(b'M')
-            .u8(1)
-            .i64(42)
-            .cstr("p")
-            .i32(3)
-            .raw(b"a\0b")
-            .done();
+        let bytes = W::tag(b'M').u8(1).i64(42).cstr("p").i32(3).raw(b"a\0b").done();
         check(
             bytes,
             PgOutputMessage::Message {
@@ -1066,9 +865,7 @@ mod tests {
         let PgOutputMessage::Insert { new, .. } = decode(&bytes).unwrap() else {
             panic!("not an insert")
         };
-        let TupleValue::Text(v) = &new[0] else {
-            panic!("not text")
-        };
+        let TupleValue::Text(v) = &new[0] else { panic!("not text") };
         let range = bytes.as_ptr_range();
         assert!(range.contains(&v.as_ptr()) && v.as_ptr_range().end <= range.end);
     }
@@ -1087,10 +884,7 @@ mod tests {
         assert_eq!(e, "Insert: truncated new tuple column 2 value");
         assert!(!e.contains("secret"));
         // Cut inside column 2's length field.
-        assert_eq!(
-            err(&bytes[..17]),
-            "Insert: truncated new tuple column 2 length"
-        );
+        assert_eq!(err(&bytes[..17]), "Insert: truncated new tuple column 2 length");
         let e = DecodeError(e).to_string();
         assert!(e.starts_with("malformed pgoutput message: "), "{e}");
     }
@@ -1106,18 +900,10 @@ mod tests {
 
     #[test]
     fn bad_strings_are_errors() {
-        let bad_utf8 = W::tag(b'Y')
-            .i32(1)
-            .cstr("public")
-            .raw(&[0xff, 0xfe])
-            .u8(0)
-            .done();
+        let bad_utf8 = W::tag(b'Y').i32(1).cstr("public").raw(&[0xff, 0xfe]).u8(0).done();
         assert_eq!(err(&bad_utf8), "Type: invalid UTF-8 in type name");
         let no_nul = W::tag(b'O').i64(1).raw(b"abc").done();
-        assert_eq!(
-            err(&no_nul),
-            "Origin: truncated origin name (no NUL terminator)"
-        );
+        assert_eq!(err(&no_nul), "Origin: truncated origin name (no NUL terminator)");
         let bad_col = W::tag(b'R')
             .i32(1)
             .cstr("s")
@@ -1136,22 +922,10 @@ mod tests {
     #[test]
     fn negative_counts_and_lengths_are_errors() {
         let tuple_len = W::tag(b'I').i32(1).u8(b'N').i16(1).u8(b't').i32(-1).done();
-        assert_eq!(
-            err(&tuple_len),
-            "Insert: negative new tuple column 0 length (-1)"
-        );
+        assert_eq!(err(&tuple_len), "Insert: negative new tuple column 0 length (-1)");
         let tuple_count = W::tag(b'D').i32(1).u8(b'K').i16(-1).done();
-        assert_eq!(
-            err(&tuple_count),
-            "Delete: negative old tuple column count (-1)"
-        );
-        let rel_count = W::tag(b'R')
-            .i32(1)
-            .cstr("s")
-            .cstr("t")
-            .u8(b'd')
-            .i16(-5)
-            .done();
+        assert_eq!(err(&tuple_count), "Delete: negative old tuple column count (-1)");
+        let rel_count = W::tag(b'R').i32(1).cstr("s").cstr("t").u8(b'd').i16(-5).done();
         assert_eq!(err(&rel_count), "Relation: negative column count (-5)");
         let trunc = W::tag(b'T').i32(-1).u8(0).done();
         assert_eq!(err(&trunc), "Truncate: negative relation count (-1)");
@@ -1162,58 +936,23 @@ mod tests {
     #[test]
     fn bad_markers_and_kinds_are_errors() {
         let kind = W::tag(b'I').i32(1).u8(b'N').i16(1).u8(b'x').done();
-        assert_eq!(
-            err(&kind),
-            "Insert: unknown kind 'x' for new tuple column 0"
-        );
+        assert_eq!(err(&kind), "Insert: unknown kind 'x' for new tuple column 0");
         let insert = W::tag(b'I').i32(1).u8(b'K').i16(0).done();
-        assert_eq!(
-            err(&insert),
-            "Insert: expected new tuple marker 'N', found 'K'"
-        );
+        assert_eq!(err(&insert), "Insert: expected new tuple marker 'N', found 'K'");
         let update = W::tag(b'U').i32(1).u8(b'X').i16(0).done();
-        assert_eq!(
-            err(&update),
-            "Update: expected tuple marker 'K', 'O' or 'N', found 'X'"
-        );
+        assert_eq!(err(&update), "Update: expected tuple marker 'K', 'O' or 'N', found 'X'");
         let update_twice_old = W::tag(b'U').i32(1).u8(b'K').i16(0).u8(b'O').i16(0).done();
-        assert_eq!(
-            err(&update_twice_old),
-            "Update: expected new tuple marker 'N', found 'O'"
-        );
+        assert_eq!(err(&update_twice_old), "Update: expected new tuple marker 'N', found 'O'");
         let delete = W::tag(b'D').i32(1).u8(b'N').i16(0).done();
-        assert_eq!(
-            err(&delete),
-            "Delete: expected old tuple marker 'K' or 'O', found 'N'"
-        );
+        assert_eq!(err(&delete), "Delete: expected old tuple marker 'K' or 'O', found 'N'");
     }
 
     #[test]
     fn huge_declared_counts_fail_fast_without_big_allocations() {
         let cases = [
-            W::tag(b'I')
-                .i32(1)
-                .u8(b'N')
-                .i16(i16::MAX)
-                .u8(b'n')
-                .u8(b'n')
-                .done(),
-            W::tag(b'I')
-                .i32(1)
-                .u8(b'N')
-                .i16(1)
-                .u8(b't')
-                .i32(i32::MAX)
-                .raw(b"abc")
-                .done(),
-            W::tag(b'R')
-                .i32(1)
-                .cstr("")
-                .cstr("t")
-                .u8(b'd')
-                .i16(i16::MAX)
-                .u8(0)
-                .done(),
+            W::tag(b'I').i32(1).u8(b'N').i16(i16::MAX).u8(b'n').u8(b'n').done(),
+            W::tag(b'I').i32(1).u8(b'N').i16(1).u8(b't').i32(i32::MAX).raw(b"abc").done(),
+            W::tag(b'R').i32(1).cstr("").cstr("t").u8(b'd').i16(i16::MAX).u8(0).done(),
             W::tag(b'T').i32(i32::MAX).u8(0).i32(1).done(),
             W::tag(b'M').u8(0).i64(0).cstr("").i32(i32::MAX).done(),
         ];
@@ -1284,11 +1023,8 @@ mod tests {
                 for _ in 0..=rng.below(3) {
                     let i = rng.below(bytes.len());
                     // Small values hit the interesting counts, kinds and NULs.
-                    bytes[i] = if rng.next() & 1 == 0 {
-                        rng.next() as u8
-                    } else {
-                        rng.below(4) as u8
-                    };
+                    bytes[i] =
+                        if rng.next() & 1 == 0 { rng.next() as u8 } else { rng.below(4) as u8 };
                 }
                 assert_canonical_if_ok(&Bytes::from(bytes));
             }

@@ -40,20 +40,12 @@ impl RelationCache {
         let mut resolved = Vec::with_capacity(columns.len());
         for column in columns {
             let kind = self.kind(sql, column.type_oid).await?;
-            resolved.push(TableColumn {
-                name: column.name,
-                type_oid: column.type_oid,
-                kind,
-            });
+            resolved.push(TableColumn { name: column.name, type_oid: column.type_oid, kind });
         }
         let table = Arc::new(Table {
             oid,
             // pgoutput sends an empty namespace for pg_catalog.
-            schema: if namespace.is_empty() {
-                "pg_catalog".to_owned()
-            } else {
-                namespace
-            },
+            schema: if namespace.is_empty() { "pg_catalog".to_owned() } else { namespace },
             name,
             columns: resolved,
             replica_identity: ReplicaIdentity::from_code(replica_identity)

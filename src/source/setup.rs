@@ -76,10 +76,7 @@ pub enum SlotState {
     /// No slot of that name.
     Missing,
     /// A logical pgoutput slot in this database.
-    Usable {
-        active: bool,
-        confirmed_flush_lsn: Option<String>,
-    },
+    Usable { active: bool, confirmed_flush_lsn: Option<String> },
     /// A slot that cannot be used: the reason says why.
     Unusable(String),
 }
@@ -117,10 +114,7 @@ pub async fn slot_state(sql: &Client, config: &Config) -> Result<SlotState, Sour
             database.unwrap_or_default()
         )));
     }
-    Ok(SlotState::Usable {
-        active: row.get(3),
-        confirmed_flush_lsn: row.get(4),
-    })
+    Ok(SlotState::Usable { active: row.get(3), confirmed_flush_lsn: row.get(4) })
 }
 
 /// Creates the publication and the slot where missing. Publication first:

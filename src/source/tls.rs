@@ -30,9 +30,7 @@ pub fn client_config(mode: SslMode, root_cert: Option<&Path>) -> ClientConfig {
     match mode {
         SslMode::VerifyFull => builder.with_root_certificates(roots).with_no_client_auth(),
         SslMode::VerifyCa => {
-            let verifier = ChainOnlyVerifier {
-                inner: webpki_verifier(roots, &provider),
-            };
+            let verifier = ChainOnlyVerifier { inner: webpki_verifier(roots, &provider) };
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
@@ -41,9 +39,7 @@ pub fn client_config(mode: SslMode, root_cert: Option<&Path>) -> ClientConfig {
         // disable never uses it; prefer and require encrypt without verifying,
         // as libpq does.
         _ => {
-            let verifier = NoVerifier {
-                provider: provider.clone(),
-            };
+            let verifier = NoVerifier { provider: provider.clone() };
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
@@ -75,18 +71,14 @@ fn rustls_pemfile_certs(reader: &mut dyn std::io::BufRead) -> Vec<CertificateDer
     if reader.read_to_end(&mut pem).is_err() {
         return Vec::new();
     }
-    CertificateDer::pem_slice_iter(&pem)
-        .filter_map(Result::ok)
-        .collect()
+    CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok).collect()
 }
 
 fn webpki_verifier(
     roots: Arc<RootCertStore>,
     provider: &Arc<rustls::crypto::CryptoProvider>,
 ) -> Option<Arc<WebPkiServerVerifier>> {
-    WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .ok()
+    WebPkiServerVerifier::builder_with_provider(roots, provider.clone()).build().ok()
 }
 
 /// Checks the certificate chain but accepts a host name mismatch (`verify-ca`).
@@ -141,10 +133,7 @@ impl ServerCertVerifier for ChainOnlyVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner
-            .as_ref()
-            .map(|i| i.supported_verify_schemes())
-            .unwrap_or_default()
+        self.inner.as_ref().map(|i| i.supported_verify_schemes()).unwrap_or_default()
     }
 }
 
@@ -196,8 +185,6 @@ impl ServerCertVerifier for NoVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }

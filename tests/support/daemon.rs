@@ -72,11 +72,7 @@ impl InProcess {
         let shutdown = CancellationToken::new();
         let counters = Arc::new(Counters::default());
         let handle = tokio::spawn(pipeline::run(config, shutdown.clone(), counters.clone()));
-        Self {
-            shutdown,
-            counters,
-            handle,
-        }
+        Self { shutdown, counters, handle }
     }
 
     /// Asks it to stop and waits for the outcome.

@@ -10,17 +10,13 @@ use super::daemon::{API_KEY, SITE_ID};
 
 /// Starts an emulator with the test credentials.
 pub async fn start() -> Emulator {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let config = EmulatorConfig {
         site_id: SITE_ID.to_owned(),
         api_key: API_KEY.to_owned(),
         ..EmulatorConfig::default()
     };
-    Emulator::start(listener, config)
-        .await
-        .expect("emulator starts")
+    Emulator::start(listener, config).await.expect("emulator starts")
 }
 
 /// Waits until `cond` holds for the emulator's customers; false on timeout.
@@ -53,12 +49,7 @@ pub fn batch_items(emulator: &Emulator) -> Vec<Value> {
         .into_iter()
         .filter(|r| r.path == "/api/v2/batch" && r.status == 200)
         .filter_map(|r| r.body)
-        .flat_map(|b| {
-            b.get("batch")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        })
+        .flat_map(|b| b.get("batch").and_then(Value::as_array).cloned().unwrap_or_default())
         .collect()
 }
 

@@ -13,3 +13,34 @@ use std::time::Duration;
 
 /// How long a test waits for the daemon to converge before failing.
 pub const CONVERGE: Duration = Duration::from_secs(30);
+
+use ciosync::emulator::Emulator;
+
+use daemon::InProcess;
+use postgres::{TestDb, USERS_TABLE};
+
+/// The usual scenario: a database with the users table, an emulator, and
+/// the daemon streaming from the database's own slot.
+pub struct Scenario {
+    pub db: TestDb,
+    pub emulator: Emulator,
+    pub daemon: InProcess,
+}
+
+impl Scenario {
+    /// Starts the scenario with the standard table and config.
+    pub async fn start(test: &str) -> Self {
+        Self::start_with(test, USERS_TABLE, |config| config).await
+    }
+
+    /// Starts it with `schema` as the database's SQL and the config text
+    /// passed through `edit`.
+    pub async fn start_with(test: &str, schema: &str, edit: impl FnOnce(String) -> String) -> Self {
+        let db = TestDb::new(test).await;
+        db.exec(schema).await;
+        let emulator = emulator::start().await;
+        let daemon = InProcess::start(&edit(db.config(&emulator.url(), "")));
+        db.wait_for_streaming().await;
+        Self { db, emulator, daemon }
+    }
+}

@@ -35,10 +35,7 @@ impl TestDb {
         let mut name = format!("t{}_{}", rand::random::<u32>(), test);
         name.truncate(63);
         let admin = connect(&pg.url("postgres")).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create database");
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
         let url = pg.url(&name);
         let client = connect(&url).await;
         Self { name, url, client }
@@ -46,10 +43,7 @@ impl TestDb {
 
     /// Runs SQL statements.
     pub async fn exec(&self, sql: &str) {
-        self.client
-            .batch_execute(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// The slot's confirmed_flush_lsn as a number (0 if none).
@@ -88,10 +82,7 @@ impl TestDb {
             if row.is_some_and(|r| r.get::<_, bool>(0)) {
                 return;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the daemon never started streaming"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "the daemon never started streaming");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }

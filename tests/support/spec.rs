@@ -6,10 +6,8 @@
 
 use serde_json::Value;
 
-const SPEC: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/specs/customer-io-track-api-openapi.json"
-);
+const SPEC: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/specs/customer-io-track-api-openapi.json");
 
 pub fn spec() -> Value {
     let text = std::fs::read_to_string(SPEC).unwrap_or_else(|error| {
@@ -38,23 +36,14 @@ pub fn validator(spec: &Value, pointer: &str) -> jsonschema::Validator {
 /// Pointer to something under a path item, e.g. `/post/responses/207`,
 /// ready for a URI fragment (so `{` and `}` are percent-encoded).
 pub fn path_pointer(path: &str, rest: &str) -> String {
-    let escaped = path
-        .replace('~', "~0")
-        .replace('/', "~1")
-        .replace('{', "%7B")
-        .replace('}', "%7D");
+    let escaped =
+        path.replace('~', "~0").replace('/', "~1").replace('{', "%7B").replace('}', "%7D");
     format!("/paths/{escaped}{rest}")
 }
 
 pub const JSON_SCHEMA: &str = "/content/application~1json/schema";
 
 pub fn assert_valid(validator: &jsonschema::Validator, instance: &Value, what: &str) {
-    let errors: Vec<String> = validator
-        .iter_errors(instance)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{what} breaks the spec: {errors:?}\n{instance}"
-    );
+    let errors: Vec<String> = validator.iter_errors(instance).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{what} breaks the spec: {errors:?}\n{instance}");
 }
