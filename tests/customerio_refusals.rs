@@ -50,3 +50,18 @@ async fn a_4xx_for_one_customer_skips_only_that_change() {
     assert!(db.wait_for_confirmed(&db.name, end).await, "the stream went on and was acknowledged");
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_redirect_stops_the_daemon_naming_the_region() {
+    let Scenario { db, emulator, daemon } = Scenario::start("redirected").await;
+    emulator.set_faults(Faults { fail_next: 1, fail_status: 307, ..Faults::default() });
+    let inside = db.exec_in_transaction("INSERT INTO users (id, email) VALUES (1, 'a@x.io')").await;
+
+    let outcome = tokio::time::timeout(crate::support::CONVERGE, daemon.join())
+        .await
+        .expect("the daemon stops by itself");
+    let error = outcome.unwrap_err();
+    assert!(matches!(error, RunError::Sink(SinkError::Redirected { status: 307 })), "{error:?}");
+    assert!(ciosync::pipeline::error_chain(&error).contains("customerio.region"));
+    assert!(db.confirmed_flush(&db.name).await <= inside, "the redirected insert was acknowledged");
+}

@@ -34,6 +34,13 @@ pub enum SinkError {
          customerio.api_key (or CIOSYNC_CUSTOMERIO_SITE_ID / CIOSYNC_CUSTOMERIO_API_KEY)"
     )]
     Unauthorized,
+    /// Customer.io redirected the request: definite, the host is wrong.
+    #[error(
+        "Customer.io answered HTTP {status} (a redirect): the workspace is probably in the \
+         other region; set customerio.region (ciosync check shows the workspace's region) or \
+         customerio.track_url"
+    )]
+    Redirected { status: u16 },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
@@ -207,6 +214,7 @@ impl Sink {
                         return Ok(());
                     }
                     Verdict::Unauthorized => return Err(SinkError::Unauthorized),
+                    Verdict::Redirected { status } => return Err(SinkError::Redirected { status }),
                 }
             }
         })

@@ -25,6 +25,10 @@ pub enum Verdict {
     Rejected { status: u16, message: String },
     /// The credentials were refused: nothing will work until they are fixed.
     Unauthorized,
+    /// A redirect (Customer.io sends one for a workspace in the other
+    /// region): never followed, since it would replay the body and the
+    /// credentials elsewhere; the operator fixes `region` or `track_url`.
+    Redirected { status: u16 },
 }
 
 /// Classifies an HTTP answer by status, `Retry-After` header and body.
@@ -42,6 +46,7 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Verdict 
             _ => Verdict::Accepted,
         },
         401 => Verdict::Unauthorized,
+        300..=399 => Verdict::Redirected { status },
         408 | 429 | 500..=599 => Verdict::Retry {
             after: retry_after.and_then(parse_retry_after),
             reason: format!("HTTP {status}"),
@@ -149,7 +154,9 @@ mod tests {
             classify(400, None, br#"{"meta":{"errors":["name cannot be blank"]}}"#),
             Verdict::Rejected { status: 400, message: "name cannot be blank".into() }
         );
-        assert!(matches!(classify(301, None, b""), Verdict::Retry { .. }));
+        assert_eq!(classify(301, None, b""), Verdict::Redirected { status: 301 });
+        assert_eq!(classify(307, None, b""), Verdict::Redirected { status: 307 });
+        assert!(matches!(classify(600, None, b""), Verdict::Retry { .. }));
     }
 
     #[test]
