@@ -94,7 +94,7 @@ async fn demo(keep: bool) -> Result<(), String> {
         println!("-- {what}\n   {sql}");
         db.batch_execute(sql).await.map_err(|e| e.to_string())?;
         wait_until_acked(&db).await?;
-        printed = print_calls(&emulator, printed);
+        printed = print_calls(&emulator, printed, true);
         println!();
     }
     println!("Customers in the emulator now:");
@@ -115,7 +115,7 @@ async fn demo(keep: bool) -> Result<(), String> {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                    printed = print_calls(&emulator, printed);
+                    printed = print_calls(&emulator, printed, false);
                 }
             }
         }
@@ -157,9 +157,9 @@ created_at = "created_at"
     )
 }
 
-/// Prints the calls the emulator received after the first `already`; returns
-/// the new count.
-fn print_calls(emulator: &Emulator, already: usize) -> usize {
+/// Prints the calls the emulator received after the first `already`, and
+/// says so when there were none if `say_none`; returns the new count.
+fn print_calls(emulator: &Emulator, already: usize, say_none: bool) -> usize {
     let requests = emulator.requests();
     for request in requests.iter().skip(already) {
         let items = request
@@ -186,7 +186,7 @@ fn print_calls(emulator: &Emulator, already: usize) -> usize {
             }
         }
     }
-    if requests.len() == already {
+    if say_none && requests.len() == already {
         println!("   (no call)");
     }
     requests.len()
