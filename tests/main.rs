@@ -8,6 +8,7 @@ mod check_reports_what_to_fix;
 mod customerio_outage_loses_nothing;
 mod customerio_refusals;
 mod default_identity_sends_every_mapped_attribute;
+mod definite_postgres_errors_stop_the_daemon;
 mod delete_deletes_the_customer;
 mod demo_runs_end_to_end;
 mod emulator_answers_match_the_openapi_spec;

@@ -70,13 +70,27 @@ impl SourceError {
         match self {
             Self::Definite(_) => false,
             Self::Sql { source, .. } => {
-                let code = source.code().map(|c| c.code().to_owned());
-                !matches!(code.as_deref(), Some(c) if c.starts_with("28") || c == "42501" || c == "55000")
+                !source.code().is_some_and(|c| is_definite_sqlstate(c.code()))
             }
-            Self::Replication(e) => !e.is_auth(),
+            Self::Replication(e) => {
+                !e.is_auth() && !sqlstate_of(&e.to_string()).is_some_and(is_definite_sqlstate)
+            }
             Self::Ended => true,
         }
     }
+}
+
+/// SQLSTATEs that no retry fixes: authentication (class 28), a missing
+/// object or privilege and other rule violations (class 42), a missing
+/// database (3D000), a server setting such as `wal_level` (55000).
+fn is_definite_sqlstate(code: &str) -> bool {
+    code.starts_with("28") || code.starts_with("42") || code == "3D000" || code == "55000"
+}
+
+/// The SQLSTATE in pgwire-replication's error text, `… (SQLSTATE 42704)`.
+fn sqlstate_of(text: &str) -> Option<&str> {
+    let start = text.find("(SQLSTATE ")? + "(SQLSTATE ".len();
+    text.get(start..start + 5)
 }
 
 /// What the source yields, in commit order.
@@ -292,12 +306,12 @@ fn to_row(tuple: Tuple, width: usize) -> Option<Row> {
 /// Start errors that no retry fixes get the fix in their message.
 fn classify_start_error(error: pgwire_replication::PgWireError, config: &Config) -> SourceError {
     let text = error.to_string();
-    if text.contains("55006") || text.contains("is active for PID") {
+    if sqlstate_of(&text) == Some("55006") || text.contains("is active for PID") {
         // Another consumer holds the slot: transient (it may be a previous
         // instance of ours that has not exited yet).
         return SourceError::Replication(error);
     }
-    if error.is_auth() || text.contains("42501") {
+    if error.is_auth() || sqlstate_of(&text) == Some("42501") {
         return SourceError::Definite(format!(
             "postgres refused replication: the role needs LOGIN and REPLICATION \
              (ALTER ROLE <role> REPLICATION) and access to slot {}",
@@ -305,4 +319,21 @@ fn classify_start_error(error: pgwire_replication::PgWireError, config: &Config)
         ));
     }
     SourceError::Replication(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_and_classifies_sqlstates() {
+        assert_eq!(sqlstate_of("publication \"p\" does not exist (SQLSTATE 42704)"), Some("42704"));
+        assert_eq!(sqlstate_of("io error"), None);
+        for definite in ["28P01", "42501", "42P01", "3D000", "55000"] {
+            assert!(is_definite_sqlstate(definite), "{definite}");
+        }
+        for transient in ["55006", "57P01", "08006", "53300"] {
+            assert!(!is_definite_sqlstate(transient), "{transient}");
+        }
+    }
 }
