@@ -173,6 +173,7 @@ async fn checks_with_sql(
     }
     check_publication(sql, config, &user, out).await?;
     check_slot(sql, config, out).await?;
+    check_state_schema(sql, config, &user, out).await?;
     Ok(())
 }
 
@@ -430,6 +431,47 @@ async fn check_slot(
             });
         }
     }
+    Ok(())
+}
+
+/// The initial copy keeps its progress in the `ciosync` schema.
+async fn check_state_schema(
+    sql: &Client,
+    config: &Config,
+    user: &str,
+    out: &mut Vec<Finding>,
+) -> Result<(), tokio_postgres::Error> {
+    let label = format!("schema {}", crate::state::SCHEMA);
+    if !config.pipeline.initial_sync {
+        out.push(Finding::ok(&label, "not needed (initial_sync = false)"));
+        return Ok(());
+    }
+    let row = sql
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1), \
+                    COALESCE((SELECT has_schema_privilege(oid, 'CREATE') AND has_schema_privilege(oid, 'USAGE') \
+                              FROM pg_catalog.pg_namespace WHERE nspname = $1), false), \
+                    has_database_privilege(current_database(), 'CREATE')",
+            &[&crate::state::SCHEMA],
+        )
+        .await?;
+    let (exists, usable, can_create): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    out.push(match (exists, usable, can_create) {
+        (true, true, _) => Finding::ok(&label, "exists and is writable (initial copy progress)"),
+        (false, _, true) => Finding::ok(&label, "does not exist yet; run will create it"),
+        (true, false, _) => Finding::error(
+            &label,
+            format!("exists but role {user} cannot write to it"),
+            format!("GRANT USAGE, CREATE ON SCHEMA ciosync TO {};", quote_ident(user)),
+        ),
+        (false, _, false) => Finding::error(
+            &label,
+            format!(
+                "does not exist and role {user} cannot create it (it records the initial copy)"
+            ),
+            format!("CREATE SCHEMA ciosync AUTHORIZATION {};", quote_ident(user)),
+        ),
+    });
     Ok(())
 }
 

@@ -226,12 +226,21 @@ pub struct PipelineConfig {
     /// abandoned (unacked, so they are sent again next start), seconds. Default 10.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
+    /// On the first start (no slot yet), copy every existing row to
+    /// Customer.io before streaming changes. `false` for workspaces whose
+    /// customers already exist. Default `true`.
+    #[serde(default = "default_initial_sync")]
+    pub initial_sync: bool,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS }
+        Self { shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS, initial_sync: true }
     }
+}
+
+fn default_initial_sync() -> bool {
+    true
 }
 
 fn default_slot() -> String {

@@ -14,6 +14,7 @@
 //! - [`mapping`]: pure: row change → Customer.io operations, value conversion, the diff.
 //! - [`sink`]: operations → `/api/v2/batch` requests, retry classification and backoff.
 //! - [`pipeline`]: the loop that connects them and the acknowledgement rule.
+//! - [`initial_copy`]: the first start's consistent copy of existing rows; [`state`] records its progress.
 //! - [`check`]: the preflight checks behind `ciosync check`.
 //! - [`emulator`]: a local stand-in for Customer.io (the `ciosync-emulator` binary).
 //!
@@ -28,10 +29,12 @@ pub mod config;
 pub mod customer;
 pub mod demo;
 pub mod emulator;
+pub mod initial_copy;
 pub mod mapping;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod telemetry;
 pub mod throwaway;
 pub mod track_api;

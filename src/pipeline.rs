@@ -49,6 +49,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::initial_copy::{self, CopyError, CopyOutcome};
 use crate::mapping::Mapper;
 use crate::sink::retry::Backoff;
 use crate::sink::{Sink, SinkError};
@@ -112,6 +113,35 @@ pub async fn run(
     let mut backoff = Backoff::new(MAX_RECONNECT_BACKOFF);
     let shutdown_timeout = Duration::from_secs(config.pipeline.shutdown_timeout_secs);
     let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let copied =
+            initial_copy::run(&settings, &config, &mut sink, &mapper, &counters, &shutdown).await;
+        match copied {
+            Ok(CopyOutcome::Complete) => break,
+            Ok(CopyOutcome::Interrupted) => return Ok(progress),
+            Err(CopyError::Sink(error)) => return Err(RunError::Sink(error)),
+            Err(CopyError::Source(error)) if error.is_transient() => {
+                // What waits in the sink is copied again from the checkpoint.
+                sink.discard();
+                let delay = backoff.next_delay(None);
+                tracing::warn!(
+                    postgres = %settings.display(),
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = %error_chain(&error),
+                    "initial copy failed; retrying"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return Ok(progress),
+                }
+            }
+            Err(CopyError::Source(error)) => return Err(RunError::Source(error)),
+        }
+    }
+    backoff.reset();
+    attempt = 0;
     loop {
         attempt += 1;
         let started = tokio::select! {

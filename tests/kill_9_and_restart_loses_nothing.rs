@@ -1,10 +1,7 @@
 //! `kill -9` of the daemon mid-stream, changes written while it is down, a
 //! restart: every customer ends equal to its row.
 
-use std::time::Duration;
-
-use serde_json::json;
-
+use crate::support::customers_match_rows;
 use crate::support::daemon::{config_file, signal, spawn_binary};
 use crate::support::emulator::{self, wait_for_customers};
 use crate::support::postgres::{TestDb, USERS_TABLE};
@@ -28,21 +25,9 @@ async fn kill_9_with_writes_while_down_then_restart_converges() {
     db.exec("UPDATE users SET plan = 'pro' WHERE id % 3 = 0").await;
     db.exec("DELETE FROM users WHERE id % 10 = 0").await;
     db.exec("INSERT INTO users (id, email, plan) VALUES (1000, 'late@x.io', 'team')").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let mut daemon = spawn_binary(config.path(), &logs.path().join("2.log"));
-    let rows = db.client.query("SELECT id::text, email, plan FROM users", &[]).await.unwrap();
-    let expected: std::collections::BTreeMap<String, (String, String)> =
-        rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
-    let converged = wait_for_customers(&emulator, |customers| {
-        customers.len() == expected.len()
-            && expected.iter().all(|(id, (email, plan))| {
-                customers.get(id).is_some_and(|c| {
-                    c.get("email") == Some(&json!(email)) && c.get("plan") == Some(&json!(plan))
-                })
-            })
-    })
-    .await;
+    let converged = customers_match_rows(&db, &emulator).await;
     signal(&daemon, "TERM");
     assert!(daemon.wait().unwrap().success());
     assert!(converged, "customers differ from rows after kill -9 and restart");

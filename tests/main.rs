@@ -15,6 +15,8 @@ mod emulator_answers_match_the_openapi_spec;
 mod emulator_behaves_like_customerio;
 mod id_change_merges_the_old_customer;
 mod identify_on_insert;
+mod initial_copy_identifies_existing_users;
+mod initial_copy_survives_kill_9;
 mod kill_9_and_restart_loses_nothing;
 mod noop_updates_send_nothing;
 mod oversized_values_are_left_out;

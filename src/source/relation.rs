@@ -57,7 +57,7 @@ impl RelationCache {
 
     /// The kind of a type: built in, or looked up in `pg_type` (domains take
     /// their base type's kind, arrays their element's, enums and the rest are text).
-    async fn kind(
+    pub async fn kind(
         &mut self,
         sql: &tokio_postgres::Client,
         type_oid: u32,

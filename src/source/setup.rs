@@ -13,6 +13,12 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A quoted SQL string literal (`standard_conforming_strings` is on, as it
+/// has been by default since PostgreSQL 9.1, so only quotes are doubled).
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
 /// `"schema"."table"` for a configured table.
 pub fn quoted_table(schema: &str, name: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(name))
@@ -120,6 +126,26 @@ pub async fn slot_state(sql: &Client, config: &Config) -> Result<SlotState, Sour
 /// Creates the publication and the slot where missing. Publication first:
 /// pgoutput reads it as of each change's position, so it must predate the slot.
 pub async fn ensure(sql: &Client, config: &Config) -> Result<(), SourceError> {
+    ensure_publication(sql, config).await?;
+    match slot_state(sql, config).await? {
+        SlotState::Missing => {
+            sql.execute(
+                "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&config.postgres.slot],
+            )
+            .await
+            .map_err(SourceError::sql("create the replication slot"))?;
+            tracing::info!(slot = %config.postgres.slot, "replication slot created");
+        }
+        SlotState::Unusable(reason) => return Err(SourceError::Definite(reason)),
+        SlotState::Usable { .. } => {}
+    }
+    Ok(())
+}
+
+/// Creates the publication if missing; an existing one that lacks a synced
+/// table is an error with the `ALTER PUBLICATION` to run.
+pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<(), SourceError> {
     match publication_missing_tables(sql, config).await? {
         None => {
             let statement = create_publication_sql(config);
@@ -146,19 +172,6 @@ pub async fn ensure(sql: &Client, config: &Config) -> Result<(), SourceError> {
             )));
         }
         Some(_) => {}
-    }
-    match slot_state(sql, config).await? {
-        SlotState::Missing => {
-            sql.execute(
-                "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
-                &[&config.postgres.slot],
-            )
-            .await
-            .map_err(SourceError::sql("create the replication slot"))?;
-            tracing::info!(slot = %config.postgres.slot, "replication slot created");
-        }
-        SlotState::Unusable(reason) => return Err(SourceError::Definite(reason)),
-        SlotState::Usable { .. } => {}
     }
     Ok(())
 }

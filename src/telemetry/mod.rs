@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// (`ciosync_<name>_total`).
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Rows read by the initial copy.
+    pub rows_copied: AtomicU64,
     /// Row changes received from the synced tables.
     pub changes_received: AtomicU64,
     /// Changes that produced no call because no mapped attribute changed.

@@ -44,3 +44,21 @@ impl Scenario {
         Self { db, emulator, daemon }
     }
 }
+
+/// Waits until the emulator holds exactly one customer per row of
+/// `public.users`, each with the row's email and plan; false on timeout.
+pub async fn customers_match_rows(db: &TestDb, emulator: &Emulator) -> bool {
+    let rows = db.client.query("SELECT id::text, email, plan FROM users", &[]).await.unwrap();
+    let expected: std::collections::BTreeMap<String, (Option<String>, Option<String>)> =
+        rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
+    let text = |v: &Option<String>| v.clone().map(serde_json::Value::String);
+    emulator::wait_for_customers(emulator, |customers| {
+        customers.len() == expected.len()
+            && expected.iter().all(|(id, (email, plan))| {
+                customers.get(id).is_some_and(|c| {
+                    c.get("email").cloned() == text(email) && c.get("plan").cloned() == text(plan)
+                })
+            })
+    })
+    .await
+}

@@ -1,0 +1,357 @@
+//! The initial copy: every row that exists when ciosync first starts reaches
+//! Customer.io, consistently with the stream that follows.
+//!
+//! # Why no row is missed or overwritten with an older value
+//!
+//! On the first start there is no slot. The slot is created on a
+//! replication connection with `SNAPSHOT 'export'`, and a second connection
+//! imports that snapshot (`SET TRANSACTION SNAPSHOT`) before the first one
+//! does anything else. The copy therefore reads the table exactly as of the
+//! slot's consistent point: a row committed before it is in the copy, a
+//! change committed after it comes only from the stream. The stream starts
+//! after the copy is delivered, so for every customer the copied values
+//! reach Customer.io before any later change of that row.
+//!
+//! # Surviving a restart
+//!
+//! Progress is recorded in `ciosync.initial_copy` (see `state`): the plan is
+//! written before the slot is created, and after each page the key of the
+//! last delivered row. A restart never takes "the slot exists" to mean "the
+//! copy finished": it resumes each unfinished table after its last key. The
+//! snapshot is gone by then, so the rest is read as it is now; that is still
+//! safe, because every change since the slot's consistent point is still in
+//! the slot (nothing is acknowledged before the copy ends) and is replayed
+//! in commit order afterwards, ending at the row's latest value.
+
+use std::time::{Duration, Instant};
+
+use pgwire_replication::ReplicationClient;
+use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_util::sync::CancellationToken;
+
+use crate::change::{Datum, ReplicaIdentity, RowChange, RowOp, Table, TableColumn};
+use crate::config::{Config, SyncConfig};
+use crate::mapping::Mapper;
+use crate::sink::{Sink, SinkError};
+use crate::source::connection::ConnectionSettings;
+use crate::source::relation::RelationCache;
+use crate::source::setup::{self, quote_ident, quote_literal, quoted_table, SlotState};
+use crate::source::SourceError;
+use crate::state::{CopyState, State};
+use crate::telemetry::Counters;
+
+/// Rows read per page; each page is delivered and checkpointed before the next.
+pub const PAGE_ROWS: usize = 1000;
+/// How often progress is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Why the copy stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// Postgres failed or refused.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Customer.io refused for good.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// How the copy ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyOutcome {
+    /// Nothing (left) to copy, or everything copied.
+    Complete,
+    /// Shutdown came first; the next start resumes.
+    Interrupted,
+}
+
+/// Everything the copy of one table needs.
+struct Copier<'a> {
+    sink: &'a mut Sink,
+    mapper: &'a Mapper,
+    counters: &'a Counters,
+    shutdown: &'a CancellationToken,
+    commit_time: i64,
+}
+
+/// Runs or resumes the initial copy as the config and the recorded state say.
+pub async fn run(
+    settings: &ConnectionSettings,
+    config: &Config,
+    sink: &mut Sink,
+    mapper: &Mapper,
+    counters: &Counters,
+    shutdown: &CancellationToken,
+) -> Result<CopyOutcome, CopyError> {
+    let sql = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
+    setup::ensure_publication(&sql, config).await?;
+    let slot = &config.postgres.slot;
+    let slot_state = setup::slot_state(&sql, config).await?;
+    if let SlotState::Unusable(reason) = slot_state {
+        return Err(SourceError::Definite(reason).into());
+    }
+    if !config.pipeline.initial_sync {
+        return Ok(CopyOutcome::Complete);
+    }
+    let state = State::open(&sql, slot).await?;
+    let mut copier = Copier { sink, mapper, counters, shutdown, commit_time: unix_now() };
+    if slot_state == SlotState::Missing {
+        let tables: Vec<String> = config.sync.iter().map(qualified).collect();
+        state.plan(&tables).await?;
+        let reader = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
+        create_slot_and_import_snapshot(settings, config, &reader).await?;
+        tracing::info!(%slot, tables = tables.len(), "replication slot created; initial copy starts");
+        for sync in &config.sync {
+            if copier.copy_table(&reader, &state, sync, None, 0, true).await?
+                == CopyOutcome::Interrupted
+            {
+                return Ok(CopyOutcome::Interrupted);
+            }
+        }
+        reader.batch_execute("COMMIT").await.map_err(SourceError::sql("end the copy"))?;
+        return Ok(CopyOutcome::Complete);
+    }
+    let copies = state.copies().await?;
+    if copies.is_empty() {
+        tracing::info!(%slot, "slot exists with no initial copy recorded; nothing to copy");
+    }
+    for (table, copy) in copies {
+        let Some(sync) = config.sync.iter().find(|s| qualified(s) == table) else { continue };
+        let (after, rows_copied) = match copy {
+            CopyState::Done => continue,
+            CopyState::Pending => (None, 0),
+            CopyState::Copying { last_key, rows_copied } => (last_key, rows_copied),
+        };
+        tracing::info!(%table, rows_copied, "resuming the initial copy");
+        if copier.copy_table(&sql, &state, sync, after, rows_copied, false).await?
+            == CopyOutcome::Interrupted
+        {
+            return Ok(CopyOutcome::Interrupted);
+        }
+    }
+    Ok(CopyOutcome::Complete)
+}
+
+/// Creates the slot with an exported snapshot and imports the snapshot into
+/// a read-only REPEATABLE READ transaction on `reader`, which the copy then
+/// reads in. The exporting session stays idle until the import is done.
+async fn create_slot_and_import_snapshot(
+    settings: &ConnectionSettings,
+    config: &Config,
+    reader: &Client,
+) -> Result<(), SourceError> {
+    let replication = settings.replication_config(
+        &config.postgres.slot,
+        &config.postgres.publication,
+        config.status_interval(),
+    );
+    let mut session =
+        ReplicationClient::connect_gated(replication).await.map_err(SourceError::Replication)?;
+    let rows = session
+        .simple_query(&format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
+            quote_ident(&config.postgres.slot)
+        ))
+        .await
+        .map_err(SourceError::Replication)?;
+    let snapshot = rows
+        .first()
+        .and_then(|row| row.get(2).cloned().flatten())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .ok_or_else(|| {
+            SourceError::Definite("CREATE_REPLICATION_SLOT returned no snapshot".into())
+        })?;
+    reader
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(&snapshot)
+        ))
+        .await
+        .map_err(SourceError::sql("import the slot's snapshot"))?;
+    // Imported: the exporting session may end now.
+    drop(session);
+    Ok(())
+}
+
+impl Copier<'_> {
+    /// Copies one table in key order, after `after` if given (`rows_copied`
+    /// rows were copied before it). With `in_snapshot`, `sql` is inside the
+    /// imported snapshot's transaction; otherwise each page reads the table
+    /// as it is now.
+    async fn copy_table(
+        &mut self,
+        sql: &Client,
+        state: &State<'_>,
+        sync: &SyncConfig,
+        mut after: Option<String>,
+        mut rows_copied: i64,
+        in_snapshot: bool,
+    ) -> Result<CopyOutcome, CopyError> {
+        let name = qualified(sync);
+        let table = describe(sql, sync).await?;
+        let (schema, table_name) = sync.schema_and_name();
+        let select = format!(
+            "SELECT {} FROM {}",
+            table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", "),
+            quoted_table(schema, table_name)
+        );
+        let id = quote_ident(&sync.id_column);
+        let id_type = id_type(sql, sync).await?;
+        let table = std::sync::Arc::new(table);
+        let mut last_log = Instant::now();
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Ok(CopyOutcome::Interrupted);
+            }
+            let filter = match &after {
+                Some(key) => format!(" WHERE {id} > CAST({} AS {id_type})", quote_literal(key)),
+                None => String::new(),
+            };
+            let page = format!("{select}{filter} ORDER BY {id} LIMIT {PAGE_ROWS}");
+            let messages = sql
+                .simple_query(&page)
+                .await
+                .map_err(SourceError::sql("read a page of the copy"))?;
+            let rows: Vec<_> = messages
+                .into_iter()
+                .filter_map(|m| match m {
+                    SimpleQueryMessage::Row(row) => Some(row),
+                    _ => None,
+                })
+                .collect();
+            let count = rows.len();
+            for row in rows {
+                let new: Vec<Datum> = (0..table.columns.len())
+                    .map(|i| match row.get(i) {
+                        Some(text) => Datum::Text(bytes::Bytes::copy_from_slice(text.as_bytes())),
+                        None => Datum::Null,
+                    })
+                    .collect();
+                after = row.get(0).map(str::to_owned);
+                let change = RowChange {
+                    table: table.clone(),
+                    op: RowOp::Insert { new },
+                    commit_time: self.commit_time,
+                };
+                self.deliver(&change).await?;
+            }
+            if count > 0 {
+                if !self.flush().await? {
+                    return Ok(CopyOutcome::Interrupted);
+                }
+                rows_copied += count as i64;
+                Counters::add(&self.counters.rows_copied, count as u64);
+                if let Some(key) = &after {
+                    state.checkpoint(&name, key, rows_copied).await?;
+                }
+            }
+            if last_log.elapsed() >= PROGRESS_EVERY {
+                tracing::info!(table = %name, rows_copied, "initial copy in progress");
+                last_log = Instant::now();
+            }
+            if count < PAGE_ROWS {
+                break;
+            }
+        }
+        state.finish(&name, rows_copied).await?;
+        tracing::info!(table = %name, rows_copied, in_snapshot, "initial copy of the table done");
+        Ok(CopyOutcome::Complete)
+    }
+
+    /// Maps one row and queues its operations; skipped rows are counted as in the stream.
+    async fn deliver(&mut self, change: &RowChange) -> Result<(), SinkError> {
+        let mapped = self.mapper.map(change);
+        if mapped.skipped.is_some() {
+            Counters::add(&self.counters.changes_skipped_invalid_id, 1);
+            tracing::error!(
+                table = %change.table.qualified_name(),
+                "row skipped by the initial copy: its customer id is NULL, empty or over 150 bytes"
+            );
+        }
+        Counters::add(&self.counters.attributes_dropped, mapped.dropped.len() as u64);
+        for op in mapped.ops {
+            self.sink.push(op).await?;
+        }
+        Ok(())
+    }
+
+    /// Delivers what waits; `false` if shutdown came first.
+    async fn flush(&mut self) -> Result<bool, SinkError> {
+        tokio::select! {
+            result = self.sink.flush() => result.map(|()| true),
+            _ = self.shutdown.cancelled() => Ok(false),
+        }
+    }
+}
+
+/// The id column and the mapped columns of a table, with their value kinds.
+async fn describe(sql: &Client, sync: &SyncConfig) -> Result<Table, SourceError> {
+    let (schema, name) = sync.schema_and_name();
+    let mut wanted: Vec<&str> = vec![sync.id_column.as_str()];
+    for column in sync.attributes.values() {
+        if !wanted.contains(&column.as_str()) {
+            wanted.push(column);
+        }
+    }
+    let rows = sql
+        .query(
+            "SELECT a.attname::text, a.atttypid FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&schema, &name],
+        )
+        .await
+        .map_err(SourceError::sql("describe a synced table"))?;
+    let mut kinds = RelationCache::default();
+    let mut columns = Vec::new();
+    for column in wanted {
+        let Some(row) = rows.iter().find(|r| r.get::<_, String>(0) == column) else {
+            if column == sync.id_column {
+                return Err(SourceError::Definite(format!(
+                    "table {schema}.{name} has no column {column} (id_column)"
+                )));
+            }
+            // A missing mapped column is reported per row by the mapper.
+            continue;
+        };
+        let type_oid: u32 = row.get(1);
+        let kind = kinds.kind(sql, type_oid).await?;
+        columns.push(TableColumn { name: column.to_owned(), type_oid, kind });
+    }
+    Ok(Table {
+        oid: 0,
+        schema: schema.to_owned(),
+        name: name.to_owned(),
+        columns,
+        replica_identity: ReplicaIdentity::Full,
+    })
+}
+
+/// The id column's type as SQL, to compare a saved key in the column's own order.
+async fn id_type(sql: &Client, sync: &SyncConfig) -> Result<String, SourceError> {
+    let (schema, name) = sync.schema_and_name();
+    let row = sql
+        .query_one(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3",
+            &[&schema, &name, &sync.id_column],
+        )
+        .await
+        .map_err(SourceError::sql("read the id column's type"))?;
+    Ok(row.get(0))
+}
+
+fn qualified(sync: &SyncConfig) -> String {
+    let (schema, name) = sync.schema_and_name();
+    format!("{schema}.{name}")
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
