@@ -18,14 +18,20 @@ pub enum CustomerOp {
     Delete { id: String },
     /// Merge `secondary` into `primary` (which must exist), deleting `secondary`.
     Merge { primary: String, secondary: String },
+    /// Everything before must be accepted before anything after is sent.
+    /// Needed where two customers' operations depend on each other (an email
+    /// moving from one person to another), since Customer.io does not promise
+    /// to apply the items of one batch in order.
+    Barrier,
 }
 
 impl CustomerOp {
-    /// The customer whose order this operation belongs to.
-    pub fn customer_id(&self) -> &str {
+    /// The customer whose order this operation belongs to; `None` for a barrier.
+    pub fn customer_id(&self) -> Option<&str> {
         match self {
-            Self::Identify { id, .. } | Self::Delete { id } => id,
-            Self::Merge { primary, .. } => primary,
+            Self::Identify { id, .. } | Self::Delete { id } => Some(id),
+            Self::Merge { primary, .. } => Some(primary),
+            Self::Barrier => None,
         }
     }
 
@@ -35,6 +41,7 @@ impl CustomerOp {
             Self::Identify { .. } => "identify",
             Self::Delete { .. } => "delete",
             Self::Merge { .. } => "merge",
+            Self::Barrier => "barrier",
         }
     }
 }

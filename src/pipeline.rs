@@ -281,7 +281,7 @@ impl Session<'_> {
                         column = %dropped.column,
                         attribute = %dropped.attribute,
                         reason = dropped.reason.as_str(),
-                        customer_id = mapped.ops.first().map(|o| o.customer_id()).unwrap_or(""),
+                        customer_id = mapped.ops.first().and_then(|o| o.customer_id()).unwrap_or(""),
                         "attribute left out of the call"
                     );
                 }

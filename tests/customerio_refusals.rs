@@ -18,7 +18,7 @@ async fn refused_credentials_stop_the_daemon_without_acknowledging() {
     let Scenario { db, emulator: _emulator, daemon } =
         Scenario::start_with("unauthorized", USERS_TABLE, |c| c.replace(API_KEY, "wrong-key"))
             .await;
-    let inside = db.exec_in_transaction("INSERT INTO users (id, email) VALUES (1, 'a@x.io')").await;
+    db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io')").await;
 
     let outcome = tokio::time::timeout(crate::support::CONVERGE, daemon.join())
         .await
@@ -31,7 +31,7 @@ async fn refused_credentials_stop_the_daemon_without_acknowledging() {
         "{message}"
     );
     assert!(!message.contains("wrong-key"));
-    assert!(db.confirmed_flush(&db.name).await <= inside, "the refused insert was acknowledged");
+    assert!(db.pending_in_slot().await > 0, "the refused insert was acknowledged");
 }
 
 #[tokio::test]
@@ -55,7 +55,7 @@ async fn a_4xx_for_one_customer_skips_only_that_change() {
 async fn a_redirect_stops_the_daemon_naming_the_region() {
     let Scenario { db, emulator, daemon } = Scenario::start("redirected").await;
     emulator.set_faults(Faults { fail_next: 1, fail_status: 307, ..Faults::default() });
-    let inside = db.exec_in_transaction("INSERT INTO users (id, email) VALUES (1, 'a@x.io')").await;
+    db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io')").await;
 
     let outcome = tokio::time::timeout(crate::support::CONVERGE, daemon.join())
         .await
@@ -63,5 +63,21 @@ async fn a_redirect_stops_the_daemon_naming_the_region() {
     let error = outcome.unwrap_err();
     assert!(matches!(error, RunError::Sink(SinkError::Redirected { status: 307 })), "{error:?}");
     assert!(ciosync::pipeline::error_chain(&error).contains("customerio.region"));
-    assert!(db.confirmed_flush(&db.name).await <= inside, "the redirected insert was acknowledged");
+    assert!(db.pending_in_slot().await > 0, "the redirected insert was acknowledged");
+}
+
+#[tokio::test]
+async fn a_refusal_no_operation_caused_stops_the_daemon_and_skips_nothing() {
+    let Scenario { db, emulator, daemon } = Scenario::start("refused_404").await;
+    emulator.set_faults(Faults { fail_next: 1, fail_status: 404, ..Faults::default() });
+    db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io')").await;
+
+    let counters = daemon.counters.clone();
+    let outcome = tokio::time::timeout(crate::support::CONVERGE, daemon.join())
+        .await
+        .expect("the daemon stops by itself");
+    let error = outcome.unwrap_err();
+    assert!(matches!(error, RunError::Sink(SinkError::Refused { status: 404, .. })), "{error:?}");
+    assert_eq!(counters.ops_rejected.load(Ordering::Relaxed), 0, "an operation was skipped");
+    assert!(db.pending_in_slot().await > 0, "the refused insert was acknowledged");
 }

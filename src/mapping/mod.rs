@@ -5,7 +5,7 @@
 //! | INSERT                                   | identify with every mapped non-NULL attribute |
 //! | UPDATE, old row known (REPLICA IDENTITY FULL) | identify with the changed attributes only; none changed → nothing |
 //! | UPDATE, no old row (DEFAULT identity)    | identify with every mapped attribute sent     |
-//! | UPDATE of the id column                  | identify the new id, merge the old person into it, then its email (or: delete the old, identify the new) |
+//! | UPDATE of the id column                  | identify the new id, merge the old person into it, then its email and NULLs (or: delete the old, identify the new) |
 //! | DELETE                                   | delete                                        |
 //!
 //! An unchanged TOASTed value is never sent and never counts as a change. A
@@ -142,7 +142,9 @@ impl Mapper {
                 // key-only row because the key changed (and the id is in the key).
                 let old_id = old.as_ref().and_then(&id_of);
                 if let Some(old_id) = old_id.filter(|old_id| *old_id != new_id) {
-                    let attributes = attributes(sync, table, new, None, false, &mut out.dropped);
+                    // With NULLs: the merge would otherwise bring back values
+                    // the row no longer has.
+                    let attributes = attributes(sync, table, new, None, true, &mut out.dropped);
                     id_change(
                         sync.on_id_change,
                         old_id,
@@ -174,28 +176,36 @@ impl Mapper {
 /// email too, Customer.io refuses to give a second person an email the old
 /// person still has (an "Attribute Update Failure" on an HTTP 200), so the
 /// email must reach the new person only once the old one is gone:
-/// - merge: identify the new id without `email`, merge the old person into
-///   it (the primary must exist first), then identify the email;
-/// - delete_old: delete the old person, then identify the new id in full.
+/// - merge: identify the new id with its non-NULL attributes except `email`,
+///   merge the old person into it (the primary must exist first), then
+///   identify `email` and the NULL attributes (as `null`, so the merge does
+///   not bring back values the row no longer has);
+/// - delete_old: delete the old person, a barrier (the two touch different
+///   customers, and a batch's order is not guaranteed), then identify the new
+///   id with its non-NULL attributes.
 fn id_change(
     on_id_change: OnIdChange,
     old_id: String,
     new_id: String,
-    mut attributes: Map<String, Json>,
+    attributes: Map<String, Json>,
     timestamp: i64,
     ops: &mut Vec<CustomerOp>,
 ) {
+    let (after, before): (Map<String, Json>, Map<String, Json>) =
+        attributes.into_iter().partition(|(name, value)| name == EMAIL || value.is_null());
     match on_id_change {
         OnIdChange::Merge => {
-            let email = attributes.remove(EMAIL);
-            ops.push(identify(new_id.clone(), attributes, timestamp));
+            ops.push(identify(new_id.clone(), before, timestamp));
             ops.push(CustomerOp::Merge { primary: new_id.clone(), secondary: old_id });
-            if let Some(email) = email {
-                ops.push(identify(new_id, Map::from_iter([(EMAIL.to_owned(), email)]), timestamp));
+            if !after.is_empty() {
+                ops.push(identify(new_id, after, timestamp));
             }
         }
         OnIdChange::DeleteOld => {
+            let mut attributes = before;
+            attributes.extend(after.into_iter().filter(|(_, value)| !value.is_null()));
             ops.push(CustomerOp::Delete { id: old_id });
+            ops.push(CustomerOp::Barrier);
             ops.push(identify(new_id, attributes, timestamp));
         }
     }

@@ -146,8 +146,33 @@ fn id_change_identifies_the_new_id_then_merges_the_old() {
         mapped.ops,
         vec![
             CustomerOp::Delete { id: "1".into() },
+            CustomerOp::Barrier,
             identify("2", json!({"email": "a@example.com", "plan": "free", "about": "hi"})),
         ]
+    );
+}
+
+#[test]
+fn id_change_with_nulls_unsets_them_after_the_merge() {
+    let new = row([t("2"), t("a@example.com"), Datum::Null, t("hi"), t("h1")]);
+    let mapped =
+        map(RowOp::Update { old: Some(alice()), old_is_key_only: false, new: new.clone() });
+    assert_eq!(
+        mapped.ops,
+        vec![
+            identify("2", json!({"about": "hi"})),
+            CustomerOp::Merge { primary: "2".into(), secondary: "1".into() },
+            identify("2", json!({"email": "a@example.com", "plan": null})),
+        ]
+    );
+    let mapped = map_with(
+        RowOp::Update { old: Some(alice()), old_is_key_only: false, new },
+        OnIdChange::DeleteOld,
+    );
+    assert_eq!(
+        mapped.ops[2],
+        identify("2", json!({"email": "a@example.com", "about": "hi"})),
+        "a new person has nothing to unset"
     );
 }
 

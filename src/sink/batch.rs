@@ -7,8 +7,6 @@
 
 use std::collections::HashSet;
 
-use serde_json::{Map, Value};
-
 use crate::customer::CustomerOp;
 use crate::track_api::{
     attribute_value_bytes, Identifier, PersonAction, PersonItem, MAX_BATCH_BYTES,
@@ -31,22 +29,22 @@ pub struct EncodedItem {
     pub trimmed: Vec<String>,
 }
 
-/// Encodes `op` as a v2 person item, dropping its largest attributes until it
-/// fits in 32,000 bytes (Customer.io would refuse the whole item otherwise).
-pub fn encode(op: CustomerOp) -> EncodedItem {
+/// Encodes `op` as a v2 person item, dropping its largest attributes until
+/// the encoded item fits in 32,000 bytes (Customer.io would refuse the whole
+/// item otherwise). `None` for a barrier, which is not sent.
+pub fn encode(op: CustomerOp) -> Option<EncodedItem> {
     let kind = op.kind();
-    let (action, customers, mut trimmed) = match op {
+    let (action, customers) = match op {
         CustomerOp::Identify { id, attributes, timestamp } => {
-            let (attributes, trimmed) = fit_attributes(attributes, id.len());
             let action = PersonAction::Identify {
                 identifiers: Identifier::Id(id.clone()),
                 timestamp: Some(timestamp),
                 attributes,
             };
-            (action, vec![id], trimmed)
+            (action, vec![id])
         }
         CustomerOp::Delete { id } => {
-            (PersonAction::Delete { identifiers: Identifier::Id(id.clone()) }, vec![id], vec![])
+            (PersonAction::Delete { identifiers: Identifier::Id(id.clone()) }, vec![id])
         }
         CustomerOp::Merge { primary, secondary } => (
             PersonAction::Merge {
@@ -54,38 +52,39 @@ pub fn encode(op: CustomerOp) -> EncodedItem {
                 secondary: Identifier::Id(secondary.clone()),
             },
             vec![primary, secondary],
-            vec![],
         ),
+        CustomerOp::Barrier => return None,
     };
-    trimmed.sort();
-    let json = serde_json::to_vec(&PersonItem::new(action)).unwrap_or_default();
-    EncodedItem { kind, customers, json, trimmed }
+    let (json, trimmed) = encode_within_limit(PersonItem::new(action));
+    Some(EncodedItem { kind, customers, json, trimmed })
 }
 
-/// Drops the largest attributes until their encoding, with room for the
-/// item's envelope and id, fits the item limit.
-fn fit_attributes(
-    mut attributes: Map<String, Value>,
-    id_len: usize,
-) -> (Map<String, Value>, Vec<String>) {
-    // type, action, identifiers, timestamp and punctuation, with slack.
-    let budget = MAX_BATCH_ITEM_BYTES.saturating_sub(128 + id_len);
-    let size = |attrs: &Map<String, Value>| serde_json::to_vec(attrs).map(|v| v.len()).unwrap_or(0);
+/// The item's JSON, measured as sent: while it is over the item limit the
+/// largest attribute is dropped (ties by name, so the result is stable).
+fn encode_within_limit(mut item: PersonItem) -> (Vec<u8>, Vec<String>) {
     let mut trimmed = Vec::new();
-    if size(&attributes) <= budget {
-        return (attributes, trimmed);
-    }
-    let mut by_size: Vec<(usize, String)> =
-        attributes.iter().map(|(k, v)| (attribute_value_bytes(v) + k.len(), k.clone())).collect();
-    by_size.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    for (_, name) in by_size {
-        if size(&attributes) <= budget {
-            break;
+    loop {
+        let json = serde_json::to_vec(&item).unwrap_or_default();
+        if json.len() <= MAX_BATCH_ITEM_BYTES {
+            trimmed.sort();
+            return (json, trimmed);
         }
-        attributes.remove(&name);
-        trimmed.push(name);
+        let PersonAction::Identify { attributes, .. } = &mut item.action else {
+            // Only identifies carry attributes; ids are at most 150 bytes.
+            return (json, trimmed);
+        };
+        let largest = attributes
+            .iter()
+            .map(|(k, v)| (attribute_value_bytes(v) + k.len(), k.clone()))
+            .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(&a.1)));
+        match largest {
+            Some((_, name)) => {
+                attributes.remove(&name);
+                trimmed.push(name);
+            }
+            None => return (json, trimmed),
+        }
     }
-    (attributes, trimmed)
 }
 
 /// Items waiting to go out as one request.
@@ -157,6 +156,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    use serde_json::Value;
+
+    fn encode(op: CustomerOp) -> EncodedItem {
+        super::encode(op).expect("not a barrier")
+    }
+
     fn identify(id: &str, attributes: Value) -> CustomerOp {
         CustomerOp::Identify {
             id: id.into(),
@@ -183,7 +188,7 @@ mod tests {
 
     #[test]
     fn an_oversized_item_loses_its_largest_attributes() {
-        let mut attrs = Map::new();
+        let mut attrs = serde_json::Map::new();
         for i in 0..40 {
             attrs.insert(format!("a{i:02}"), json!("x".repeat(900 + i)));
         }

@@ -41,6 +41,13 @@ pub enum SinkError {
          customerio.track_url"
     )]
     Redirected { status: u16 },
+    /// Customer.io (or something in front of it) refused the request for a
+    /// reason no single operation caused.
+    #[error(
+        "Customer.io refused the request (HTTP {status}: {message}): check customerio.track_url \
+         and the workspace; nothing was skipped or acknowledged"
+    )]
+    Refused { status: u16, message: String },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
@@ -95,8 +102,12 @@ impl Sink {
     /// full. Returns `true` when it flushed: everything pushed before `op` is
     /// then delivered.
     pub async fn push(&mut self, op: CustomerOp) -> Result<bool, SinkError> {
-        let customer = op.customer_id().to_owned();
-        let item = batch::encode(op);
+        let Some(customer) = op.customer_id().map(str::to_owned) else {
+            // A barrier: deliver everything before it now.
+            self.flush().await?;
+            return Ok(true);
+        };
+        let Some(item) = batch::encode(op) else { return Ok(false) };
         if !item.trimmed.is_empty() {
             Counters::add(&self.counters.attributes_dropped, item.trimmed.len() as u64);
             tracing::warn!(
@@ -215,6 +226,9 @@ impl Sink {
                     }
                     Verdict::Unauthorized => return Err(SinkError::Unauthorized),
                     Verdict::Redirected { status } => return Err(SinkError::Redirected { status }),
+                    Verdict::Refused { status, message } => {
+                        return Err(SinkError::Refused { status, message })
+                    }
                 }
             }
         })

@@ -21,8 +21,12 @@ pub enum Verdict {
     PartlyRejected(Vec<ItemError>),
     /// Nothing applied; try the same request again, after `after` if given.
     Retry { after: Option<Duration>, reason: String },
-    /// The whole request refused for good (a 4xx other than 401/408/429).
+    /// The request's content refused for good (400, 413, 422): one of its
+    /// operations is bad; sent alone, a bad operation is skipped.
     Rejected { status: u16, message: String },
+    /// Refused for a reason no operation caused (403, 404, 405, …: a wrong
+    /// `track_url`, a proxy, a suspended account): nothing is skipped.
+    Refused { status: u16, message: String },
     /// The credentials were refused: nothing will work until they are fixed.
     Unauthorized,
     /// A redirect (Customer.io sends one for a workspace in the other
@@ -51,7 +55,8 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Verdict 
             after: retry_after.and_then(parse_retry_after),
             reason: format!("HTTP {status}"),
         },
-        400..=499 => Verdict::Rejected { status, message: error_text(body) },
+        400 | 413 | 422 => Verdict::Rejected { status, message: error_text(body) },
+        400..=499 => Verdict::Refused { status, message: error_text(body) },
         _ => Verdict::Retry { after: None, reason: format!("unexpected HTTP {status}") },
     }
 }
@@ -157,6 +162,10 @@ mod tests {
         assert_eq!(classify(301, None, b""), Verdict::Redirected { status: 301 });
         assert_eq!(classify(307, None, b""), Verdict::Redirected { status: 307 });
         assert!(matches!(classify(600, None, b""), Verdict::Retry { .. }));
+        for status in [403, 404, 405, 415] {
+            assert!(matches!(classify(status, None, b""), Verdict::Refused { .. }), "{status}");
+        }
+        assert!(matches!(classify(413, None, b""), Verdict::Rejected { .. }));
     }
 
     #[test]

@@ -87,24 +87,26 @@ impl TestDb {
         }
     }
 
-    /// Runs `sql` in a transaction and returns a WAL position inside it: the
-    /// transaction's commit ends after it, so an acknowledgement at or below
-    /// it does not cover the transaction.
-    pub async fn exec_in_transaction(&self, sql: &str) -> u64 {
-        let messages = self
-            .client
-            .simple_query(&format!(
-                "BEGIN; {sql}; SELECT (pg_current_wal_insert_lsn() - '0/0')::text; COMMIT"
-            ))
+    /// Runs `sql` (autocommit) and returns the WAL insert position right
+    /// after its commit: at or past the commit's end, so a slot confirmed
+    /// below it has not acknowledged the transaction.
+    pub async fn exec_then_lsn(&self, sql: &str) -> u64 {
+        self.exec(sql).await;
+        self.current_lsn().await
+    }
+
+    /// How many decoded messages the (inactive) slot still holds: what a
+    /// restart would replay. Zero means everything was acknowledged.
+    pub async fn pending_in_slot(&self) -> i64 {
+        self.client
+            .query_one(
+                "SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
+                 'proto_version', '1', 'publication_names', $2)",
+                &[&self.name, &self.name],
+            )
             .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        messages
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v.parse().unwrap()),
-                _ => None,
-            })
-            .expect("the position query returns a row")
+            .expect("peek the slot")
+            .get(0)
     }
 
     /// The server's current WAL insert position as a number.
