@@ -319,9 +319,16 @@ async fn check_publication(
         }
     };
     match missing {
-        Some(missing) if missing.is_empty() => {
-            out.push(Finding::ok(&label, "exists and includes every synced table"))
-        }
+        Some(missing) if missing.is_empty() => match setup::publication_misfit(sql, config).await {
+            Ok(None) => out.push(Finding::ok(&label, "exists and includes every synced table")),
+            Ok(Some(problem)) => {
+                let (what, fix) = problem.split_once(": run ").unwrap_or((&problem, "see above"));
+                out.push(Finding::error(&label, what, format!("{fix};")))
+            }
+            Err(e) => {
+                out.push(Finding::error(&label, error_chain(&e), "check the role's privileges"))
+            }
+        },
         Some(missing) => out.push(Finding::error(
             &label,
             format!("exists but does not include {}", missing.join(", ")),

@@ -354,10 +354,10 @@ impl Config {
                 "must be between 1 and 1000",
             ));
         }
-        if self.pipeline.shutdown_timeout_secs > 3600 {
+        if !(1..=3600).contains(&self.pipeline.shutdown_timeout_secs) {
             return Err(ConfigError::invalid(
                 "pipeline.shutdown_timeout_secs",
-                "must be at most 3600",
+                "must be between 1 and 3600",
             ));
         }
         self.validate_sync()

@@ -112,6 +112,9 @@ pub async fn run(
     let mut progress = Progress::default();
     let mut backoff = Backoff::new(MAX_RECONNECT_BACKOFF);
     let shutdown_timeout = Duration::from_secs(config.pipeline.shutdown_timeout_secs);
+    // The final ack goes out with the next status update, at most one
+    // status interval away.
+    let final_ack_wait = config.status_interval() + Duration::from_secs(2);
     let mut attempt = 0u64;
     loop {
         attempt += 1;
@@ -184,12 +187,12 @@ pub async fn run(
         let outcome = session.run(&shutdown, shutdown_timeout).await;
         match outcome {
             Ok(()) => {
-                source.close(progress.acked(), shutdown_timeout.max(Duration::from_secs(2))).await;
+                source.close(progress.acked(), final_ack_wait).await;
                 tracing::info!(acked = %progress.acked(), "stopped");
                 return Ok(progress);
             }
             Err(SessionError::Sink(error)) => {
-                source.close(progress.acked(), Duration::from_secs(2)).await;
+                source.close(progress.acked(), final_ack_wait).await;
                 return Err(RunError::Sink(error));
             }
             Err(SessionError::Source(error)) if error.is_transient() => {
@@ -380,15 +383,19 @@ impl Session<'_> {
 
     fn ack_last_commit(&mut self) {
         if let Some(lsn) = self.last_commit.take() {
-            Counters::add(&self.counters.transactions_acked, 1);
-            self.ack(lsn);
+            if self.ack(lsn) {
+                Counters::add(&self.counters.transactions_acked, 1);
+            }
         }
     }
 
-    fn ack(&mut self, lsn: Lsn) {
-        if self.progress.advance(lsn) {
+    /// Acknowledges `lsn` if it is forward; returns whether it was.
+    fn ack(&mut self, lsn: Lsn) -> bool {
+        let moved = self.progress.advance(lsn);
+        if moved {
             self.source.ack(lsn);
         }
+        moved
     }
 }
 

@@ -21,3 +21,25 @@ async fn a_missing_table_stops_run_with_exit_1() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("relation \"public.users\" does not exist"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_publication_that_would_lose_changes_stops_run_with_the_fix() {
+    let db = TestDb::new("bad_publication").await;
+    db.exec(crate::support::postgres::USERS_TABLE).await;
+    db.exec(&format!("CREATE PUBLICATION {} FOR TABLE users WITH (publish = 'insert')", db.name))
+        .await;
+    let file = config_file(&db.config("http://127.0.0.1:9", ""));
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(binary())
+            .args(["run", "--log-format", "text", "--config"])
+            .arg(file.path())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not publish every INSERT, UPDATE and DELETE"), "{stderr}");
+    assert!(stderr.contains("ALTER PUBLICATION"), "{stderr}");
+}

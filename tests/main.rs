@@ -20,6 +20,7 @@ mod initial_copy_survives_kill_9;
 mod kill_9_and_restart_loses_nothing;
 mod noop_updates_send_nothing;
 mod oversized_values_are_left_out;
+mod partitioned_table_is_synced_via_its_root;
 mod postgres_restart_reconnects;
 mod sigterm_acks_and_exits_zero;
 mod sink_requests_match_the_openapi_spec;

@@ -50,6 +50,10 @@ pub enum SourceError {
     /// The replication connection failed.
     #[error("replication connection failed")]
     Replication(#[source] pgwire_replication::PgWireError),
+    /// The stream broke the protocol in a way that loses changes if skipped;
+    /// a new session starts over from the last acknowledgement.
+    #[error("replication stream out of step: {0}")]
+    Protocol(String),
     /// The stream ended without being asked to.
     #[error("the replication stream ended")]
     Ended,
@@ -75,7 +79,7 @@ impl SourceError {
             Self::Replication(e) => {
                 !e.is_auth() && !sqlstate_of(&e.to_string()).is_some_and(is_definite_sqlstate)
             }
-            Self::Ended => true,
+            Self::Ended | Self::Protocol(_) => true,
         }
     }
 }
@@ -83,8 +87,11 @@ impl SourceError {
 /// SQLSTATEs that no retry fixes: authentication (class 28), a missing
 /// object or privilege and other rule violations (class 42), a missing
 /// database (3D000), a server setting such as `wal_level` (55000).
+/// Except 42710 (duplicate object): another instance created the same
+/// publication or slot a moment earlier, and a retry finds it.
 fn is_definite_sqlstate(code: &str) -> bool {
-    code.starts_with("28") || code.starts_with("42") || code == "3D000" || code == "55000"
+    code != "42710"
+        && (code.starts_with("28") || code.starts_with("42") || code == "3D000" || code == "55000")
 }
 
 /// The SQLSTATE in pgwire-replication's error text, `… (SQLSTATE 42704)`.
@@ -181,12 +188,18 @@ impl Source {
         }
     }
 
-    /// Decodes one pgoutput message. A message that does not decode, or a
-    /// change of a relation never described, is logged, counted and skipped:
-    /// one bad row never stops the stream.
+    /// Decodes one pgoutput message. A row message that does not decode is
+    /// logged, counted and skipped: one bad row never stops the stream. A
+    /// Relation message that does not decode, or a change of a relation never
+    /// described, ends the session instead: skipping would silently drop
+    /// every later change of that table, while a new session starts with
+    /// fresh Relation messages from the last acknowledgement.
     async fn on_data(&mut self, data: &Bytes) -> Result<Option<SourceEvent>, SourceError> {
         let message = match pgoutput::decode(data) {
             Ok(m) => m,
+            Err(error) if data.first() == Some(&b'R') => {
+                return Err(SourceError::Protocol(error.to_string()));
+            }
             Err(error) => {
                 self.skip_bad_row(&error.to_string());
                 return Ok(None);
@@ -217,8 +230,9 @@ impl Source {
             _ => return Ok(None),
         };
         let Some(table) = self.relations.get(oid).cloned() else {
-            self.skip_bad_row("change of a relation never described");
-            return Ok(None);
+            return Err(SourceError::Protocol(format!(
+                "a change of relation {oid}, which was never described"
+            )));
         };
         let width = table.columns.len();
         let row = |tuple: Tuple| to_row(tuple, width);
@@ -332,7 +346,7 @@ mod tests {
         for definite in ["28P01", "42501", "42P01", "3D000", "55000"] {
             assert!(is_definite_sqlstate(definite), "{definite}");
         }
-        for transient in ["55006", "57P01", "08006", "53300"] {
+        for transient in ["55006", "57P01", "08006", "53300", "42710"] {
             assert!(!is_definite_sqlstate(transient), "{transient}");
         }
     }

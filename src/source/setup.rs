@@ -34,11 +34,72 @@ pub fn create_publication_sql(config: &Config) -> String {
             quoted_table(schema, name)
         })
         .collect();
+    // Via the partition root: pgoutput then names a partitioned table's
+    // changes after the table the config names, not after its partitions.
     format!(
-        "CREATE PUBLICATION {} FOR TABLE {}",
+        "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
         quote_ident(&config.postgres.publication),
         tables.join(", ")
     )
+}
+
+/// Why an existing publication would lose changes of the synced tables
+/// (it does not publish inserts, updates or deletes; it names a partitioned
+/// table's changes after its partitions; it filters rows or columns), with
+/// the SQL that fixes it. `None` when it fits or does not exist.
+pub async fn publication_misfit(
+    sql: &Client,
+    config: &Config,
+) -> Result<Option<String>, SourceError> {
+    let publication = &config.postgres.publication;
+    let row = sql
+        .query_opt(
+            "SELECT oid, pubinsert AND pubupdate AND pubdelete, pubviaroot \
+             FROM pg_catalog.pg_publication WHERE pubname = $1",
+            &[publication],
+        )
+        .await
+        .map_err(SourceError::sql("read pg_publication"))?;
+    let Some(row) = row else { return Ok(None) };
+    let (oid, publishes_all, via_root): (u32, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    let quoted = quote_ident(publication);
+    if !publishes_all {
+        return Ok(Some(format!(
+            "publication {publication} does not publish every INSERT, UPDATE and DELETE: run \
+             ALTER PUBLICATION {quoted} SET (publish = 'insert, update, delete, truncate')"
+        )));
+    }
+    for sync in &config.sync {
+        let (schema, name) = sync.schema_and_name();
+        let table = sql
+            .query_opt(
+                "SELECT c.relkind = 'p', \
+                        EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r WHERE r.prpubid = $3 \
+                                AND r.prrelid = c.oid AND (r.prqual IS NOT NULL OR r.prattrs IS NOT NULL)) \
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&schema, &name, &oid],
+            )
+            .await
+            .map_err(SourceError::sql("read pg_publication_rel"))?;
+        let Some(table) = table else { continue };
+        let (partitioned, filtered): (bool, bool) = (table.get(0), table.get(1));
+        if partitioned && !via_root {
+            return Ok(Some(format!(
+                "{schema}.{name} is partitioned and publication {publication} names its changes \
+                 after the partitions: run ALTER PUBLICATION {quoted} SET \
+                 (publish_via_partition_root = true)"
+            )));
+        }
+        if filtered {
+            return Ok(Some(format!(
+                "publication {publication} filters the rows or columns of {schema}.{name}: run \
+                 ALTER PUBLICATION {quoted} SET TABLE {}",
+                quoted_table(schema, name)
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Synced tables missing from an existing publication, as `schema.table`.
@@ -171,7 +232,11 @@ pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<(), Sou
                 quote_ident(&config.postgres.publication),
             )));
         }
-        Some(_) => {}
+        Some(_) => {
+            if let Some(problem) = publication_misfit(sql, config).await? {
+                return Err(SourceError::Definite(problem));
+            }
+        }
     }
     Ok(())
 }
