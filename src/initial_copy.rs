@@ -26,16 +26,16 @@
 use std::time::{Duration, Instant};
 
 use pgwire_replication::ReplicationClient;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use crate::change::{Datum, ReplicaIdentity, RowChange, RowOp, Table, TableColumn};
+use crate::change::{RowChange, RowOp};
 use crate::config::{Config, SyncConfig};
 use crate::mapping::Mapper;
 use crate::sink::{Sink, SinkError};
 use crate::source::connection::ConnectionSettings;
-use crate::source::relation::RelationCache;
-use crate::source::setup::{self, quote_ident, quote_literal, quoted_table, SlotState};
+use crate::source::reader::TableReader;
+use crate::source::setup::{self, quote_ident, quote_literal, SlotState};
 use crate::source::SourceError;
 use crate::state::{CopyState, State};
 use crate::telemetry::Counters;
@@ -188,48 +188,18 @@ impl Copier<'_> {
         in_snapshot: bool,
     ) -> Result<CopyOutcome, CopyError> {
         let name = qualified(sync);
-        let table = describe(sql, sync).await?;
-        let (schema, table_name) = sync.schema_and_name();
-        let select = format!(
-            "SELECT {} FROM {}",
-            table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", "),
-            quoted_table(schema, table_name)
-        );
-        let id = quote_ident(&sync.id_column);
-        let id_type = id_type(sql, sync).await?;
-        let table = std::sync::Arc::new(table);
+        let reader = TableReader::new(sql, sync, None).await?;
         let mut last_log = Instant::now();
         loop {
             if self.shutdown.is_cancelled() {
                 return Ok(CopyOutcome::Interrupted);
             }
-            let filter = match &after {
-                Some(key) => format!(" WHERE {id} > CAST({} AS {id_type})", quote_literal(key)),
-                None => String::new(),
-            };
-            let page = format!("{select}{filter} ORDER BY {id} LIMIT {PAGE_ROWS}");
-            let messages = sql
-                .simple_query(&page)
-                .await
-                .map_err(SourceError::sql("read a page of the copy"))?;
-            let rows: Vec<_> = messages
-                .into_iter()
-                .filter_map(|m| match m {
-                    SimpleQueryMessage::Row(row) => Some(row),
-                    _ => None,
-                })
-                .collect();
+            let rows = reader.page(sql, after.as_deref(), PAGE_ROWS).await?;
             let count = rows.len();
-            for row in rows {
-                let new: Vec<Datum> = (0..table.columns.len())
-                    .map(|i| match row.get(i) {
-                        Some(text) => Datum::Text(bytes::Bytes::copy_from_slice(text.as_bytes())),
-                        None => Datum::Null,
-                    })
-                    .collect();
-                after = row.get(0).map(str::to_owned);
+            for (key, new) in rows {
+                after = Some(key);
                 let change = RowChange {
-                    table: table.clone(),
+                    table: reader.table().clone(),
                     op: RowOp::Insert { new },
                     commit_time: self.commit_time,
                 };
@@ -282,66 +252,6 @@ impl Copier<'_> {
             _ = self.shutdown.cancelled() => Ok(false),
         }
     }
-}
-
-/// The id column and the mapped columns of a table, with their value kinds.
-async fn describe(sql: &Client, sync: &SyncConfig) -> Result<Table, SourceError> {
-    let (schema, name) = sync.schema_and_name();
-    let mut wanted: Vec<&str> = vec![sync.id_column.as_str()];
-    for column in sync.attributes.values() {
-        if !wanted.contains(&column.as_str()) {
-            wanted.push(column);
-        }
-    }
-    let rows = sql
-        .query(
-            "SELECT a.attname::text, a.atttypid FROM pg_catalog.pg_attribute a \
-             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
-            &[&schema, &name],
-        )
-        .await
-        .map_err(SourceError::sql("describe a synced table"))?;
-    let mut kinds = RelationCache::default();
-    let mut columns = Vec::new();
-    for column in wanted {
-        let Some(row) = rows.iter().find(|r| r.get::<_, String>(0) == column) else {
-            if column == sync.id_column {
-                return Err(SourceError::Definite(format!(
-                    "table {schema}.{name} has no column {column} (id_column)"
-                )));
-            }
-            // A missing mapped column is reported per row by the mapper.
-            continue;
-        };
-        let type_oid: u32 = row.get(1);
-        let kind = kinds.kind(sql, type_oid).await?;
-        columns.push(TableColumn { name: column.to_owned(), type_oid, kind });
-    }
-    Ok(Table {
-        oid: 0,
-        schema: schema.to_owned(),
-        name: name.to_owned(),
-        columns,
-        replica_identity: ReplicaIdentity::Full,
-    })
-}
-
-/// The id column's type as SQL, to compare a saved key in the column's own order.
-async fn id_type(sql: &Client, sync: &SyncConfig) -> Result<String, SourceError> {
-    let (schema, name) = sync.schema_and_name();
-    let row = sql
-        .query_one(
-            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
-             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3",
-            &[&schema, &name, &sync.id_column],
-        )
-        .await
-        .map_err(SourceError::sql("read the id column's type"))?;
-    Ok(row.get(0))
 }
 
 fn qualified(sync: &SyncConfig) -> String {

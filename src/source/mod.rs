@@ -14,6 +14,7 @@
 
 pub mod connection;
 pub mod pgoutput;
+pub mod reader;
 pub mod relation;
 pub mod setup;
 pub mod tls;

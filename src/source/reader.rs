@@ -1,0 +1,156 @@
+//! Reading a synced table in key order, one page at a time, as the rows the
+//! mapper understands. Used by the initial copy and by backfills.
+
+use std::sync::Arc;
+
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::change::{Datum, ReplicaIdentity, Row, Table, TableColumn};
+use crate::config::SyncConfig;
+use crate::source::relation::RelationCache;
+use crate::source::setup::{quote_ident, quote_literal, quoted_table};
+use crate::source::SourceError;
+
+/// Pages through one table: the id column first, then the mapped columns.
+pub struct TableReader {
+    table: Arc<Table>,
+    select: String,
+    id: String,
+    id_type: String,
+    filter: Option<String>,
+}
+
+impl TableReader {
+    /// Describes the table; `filter` is an SQL condition rows must meet.
+    pub async fn new(
+        sql: &Client,
+        sync: &SyncConfig,
+        filter: Option<&str>,
+    ) -> Result<Self, SourceError> {
+        let table = describe(sql, sync).await?;
+        let (schema, name) = sync.schema_and_name();
+        let select = format!(
+            "SELECT {} FROM {}",
+            table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", "),
+            quoted_table(schema, name)
+        );
+        Ok(Self {
+            table: Arc::new(table),
+            select,
+            id: quote_ident(&sync.id_column),
+            id_type: id_type(sql, sync).await?,
+            filter: filter.map(|f| format!("({f})")),
+        })
+    }
+
+    /// The table as the rows describe it (id column first).
+    pub fn table(&self) -> &Arc<Table> {
+        &self.table
+    }
+
+    /// Up to `limit` rows after key `after`, in key order, each with its key
+    /// (the id column's text). Text values come straight from Postgres's
+    /// output functions (simple query protocol), as in the replication stream.
+    pub async fn page(
+        &self,
+        sql: &Client,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Row)>, SourceError> {
+        let mut conditions: Vec<String> = self.filter.iter().cloned().collect();
+        if let Some(key) = after {
+            conditions.push(format!(
+                "{} > CAST({} AS {})",
+                self.id,
+                quote_literal(key),
+                self.id_type
+            ));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        let query = format!("{}{filter} ORDER BY {} LIMIT {limit}", self.select, self.id);
+        let messages =
+            sql.simple_query(&query).await.map_err(SourceError::sql("read a page of a table"))?;
+        let width = self.table.columns.len();
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(row) => Some(row),
+                _ => None,
+            })
+            .filter_map(|row| {
+                let key = row.get(0)?.to_owned();
+                let values = (0..width)
+                    .map(|i| match row.get(i) {
+                        Some(text) => Datum::Text(bytes::Bytes::copy_from_slice(text.as_bytes())),
+                        None => Datum::Null,
+                    })
+                    .collect();
+                Some((key, values))
+            })
+            .collect())
+    }
+}
+
+/// The id column and the mapped columns of a table, with their value kinds.
+async fn describe(sql: &Client, sync: &SyncConfig) -> Result<Table, SourceError> {
+    let (schema, name) = sync.schema_and_name();
+    let mut wanted: Vec<&str> = vec![sync.id_column.as_str()];
+    for column in sync.attributes.values() {
+        if !wanted.contains(&column.as_str()) {
+            wanted.push(column);
+        }
+    }
+    let rows = sql
+        .query(
+            "SELECT a.attname::text, a.atttypid FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&schema, &name],
+        )
+        .await
+        .map_err(SourceError::sql("describe a synced table"))?;
+    let mut kinds = RelationCache::default();
+    let mut columns = Vec::new();
+    for column in wanted {
+        let Some(row) = rows.iter().find(|r| r.get::<_, String>(0) == column) else {
+            if column == sync.id_column {
+                return Err(SourceError::Definite(format!(
+                    "table {schema}.{name} has no column {column} (id_column)"
+                )));
+            }
+            // A missing mapped column is reported per row by the mapper.
+            continue;
+        };
+        let type_oid: u32 = row.get(1);
+        let kind = kinds.kind(sql, type_oid).await?;
+        columns.push(TableColumn { name: column.to_owned(), type_oid, kind });
+    }
+    Ok(Table {
+        oid: 0,
+        schema: schema.to_owned(),
+        name: name.to_owned(),
+        columns,
+        replica_identity: ReplicaIdentity::Full,
+    })
+}
+
+/// The id column's type as SQL, to compare a saved key in the column's own order.
+async fn id_type(sql: &Client, sync: &SyncConfig) -> Result<String, SourceError> {
+    let (schema, name) = sync.schema_and_name();
+    let row = sql
+        .query_one(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3",
+            &[&schema, &name, &sync.id_column],
+        )
+        .await
+        .map_err(SourceError::sql("read the id column's type"))?;
+    Ok(row.get(0))
+}
