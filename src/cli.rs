@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::backfill::command::Request;
 use crate::config::Config;
 use crate::pipeline::{self, RunError};
 use crate::telemetry::{self, Counters};
@@ -42,6 +43,31 @@ pub enum Command {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Re-send current rows to Customer.io while `run` keeps streaming (the
+    /// running daemon does the work; this queues it and follows its progress).
+    Backfill {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this [[sync]] table (default: every synced table).
+        #[arg(long)]
+        table: Option<String>,
+        /// Only rows matching this SQL condition, e.g. "plan = 'pro'".
+        #[arg(long = "where", value_name = "SQL")]
+        where_clause: Option<String>,
+        /// Only these Customer.io attributes, comma-separated (e.g. a newly mapped one).
+        #[arg(long, value_delimiter = ',', value_name = "A,B")]
+        attributes: Option<Vec<String>>,
+        /// Return once queued instead of following progress.
+        #[arg(long)]
+        detach: bool,
+        /// Show every backfill with its progress, rate and ETA.
+        #[arg(long, conflicts_with_all = ["table", "where_clause", "attributes", "detach", "cancel"])]
+        status: bool,
+        /// Cancel a queued or running backfill.
+        #[arg(long, value_name = "ID", conflicts_with_all = ["table", "where_clause", "attributes", "detach"])]
+        cancel: Option<i64>,
     },
     /// Start a throwaway Postgres and the Customer.io emulator, sync a sample
     /// users table, and show each Customer.io call.
@@ -81,6 +107,21 @@ pub fn main(cli: Cli) -> ExitCode {
             };
             telemetry::init_logging(false, "warn");
             runtime().block_on(crate::check::run_and_print(&config))
+        }
+        Command::Backfill { config, table, where_clause, attributes, detach, status, cancel } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            telemetry::init_logging(false, "warn");
+            let request = if status {
+                Request::Status
+            } else if let Some(id) = cancel {
+                Request::Cancel(id)
+            } else {
+                Request::Queue { table, where_clause, attributes, detach }
+            };
+            runtime().block_on(crate::backfill::command::run(&config, request))
         }
         Command::Demo { keep } => {
             // The demo prints its own story; only problems are logged.

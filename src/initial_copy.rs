@@ -94,7 +94,8 @@ pub async fn run(
         return Ok(CopyOutcome::Complete);
     }
     let state = State::open(&sql, slot).await?;
-    let mut copier = Copier { sink, mapper, counters, shutdown, commit_time: unix_now() };
+    let mut copier =
+        Copier { sink, mapper, counters, shutdown, commit_time: crate::change::unix_now() };
     if slot_state == SlotState::Missing {
         let tables: Vec<String> = config.sync.iter().map(qualified).collect();
         state.plan(&tables).await?;
@@ -257,11 +258,4 @@ impl Copier<'_> {
 fn qualified(sync: &SyncConfig) -> String {
     let (schema, name) = sync.schema_and_name();
     format!("{schema}.{name}")
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

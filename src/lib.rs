@@ -15,6 +15,7 @@
 //! - [`sink`]: operations → `/api/v2/batch` requests, retry classification and backoff.
 //! - [`pipeline`]: the loop that connects them and the acknowledgement rule.
 //! - [`initial_copy`]: the first start's consistent copy of existing rows; [`state`] records its progress.
+//! - [`backfill`]: re-sending rows while streaming, yielding to the stream between watermarks.
 //! - [`check`]: the preflight checks behind `ciosync check`.
 //! - [`emulator`]: a local stand-in for Customer.io (the `ciosync-emulator` binary).
 //!
@@ -22,6 +23,7 @@
 //! least once, in commit order per customer; nothing is acknowledged before
 //! Customer.io accepted it.
 
+pub mod backfill;
 pub mod change;
 pub mod check;
 pub mod cli;

@@ -48,6 +48,7 @@ use pgwire_replication::Lsn;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backfill::{self, Watermark, Windows};
 use crate::config::Config;
 use crate::initial_copy::{self, CopyError, CopyOutcome};
 use crate::mapping::Mapper;
@@ -145,6 +146,16 @@ pub async fn run(
     }
     backoff.reset();
     attempt = 0;
+    // Backfills run beside the stream and stop with it, however it stops.
+    let windows = Arc::new(Windows::default());
+    let runner_stop = shutdown.child_token();
+    let _stop_runner = runner_stop.clone().drop_guard();
+    tokio::spawn(backfill::runner::run(
+        settings.clone(),
+        config.clone(),
+        windows.clone(),
+        runner_stop,
+    ));
     loop {
         attempt += 1;
         let started = tokio::select! {
@@ -178,6 +189,8 @@ pub async fn run(
             source: &mut source,
             sink: &mut sink,
             mapper: &mapper,
+            windows: &windows,
+            slot: &config.postgres.slot,
             progress: &mut progress,
             counters: &counters,
             in_transaction: false,
@@ -222,6 +235,9 @@ struct Session<'a> {
     source: &'a mut Source,
     sink: &'a mut Sink,
     mapper: &'a Mapper,
+    /// Backfill chunks between their watermarks.
+    windows: &'a Windows,
+    slot: &'a str,
     progress: &'a mut Progress,
     counters: &'a Counters,
     in_transaction: bool,
@@ -273,6 +289,10 @@ impl Session<'_> {
             SourceEvent::Begin => self.in_transaction = true,
             SourceEvent::Change(change) => {
                 Counters::add(&self.counters.changes_received, 1);
+                if !self.windows.is_idle() {
+                    let table = change.table.qualified_name();
+                    self.windows.observe(&table, &self.mapper.customer_ids(&change));
+                }
                 let mapped = self.mapper.map(&change);
                 if let Some(reason) = mapped.skipped {
                     self.count_skip(reason, &change);
@@ -319,12 +339,50 @@ impl Session<'_> {
                     self.ack_last_commit();
                 }
             }
+            SourceEvent::Message { prefix, content } => {
+                if prefix == backfill::WATERMARK_PREFIX {
+                    match backfill::parse_watermark(self.slot, &content) {
+                        Some(Watermark::Low(id)) => self.windows.open(id),
+                        Some(Watermark::High(id))
+                            if !self.send_chunk(id, shutdown, shutdown_timeout).await? =>
+                        {
+                            return Ok(false);
+                        }
+                        Some(Watermark::High(_)) | None => {}
+                    }
+                }
+            }
             SourceEvent::Keepalive { wal_end } => {
                 if !self.in_transaction && self.sink.is_empty() {
                     self.ack(wal_end);
                 }
             }
         }
+        Ok(true)
+    }
+
+    /// At a chunk's high watermark: send what the stream left of it, and
+    /// tell the runner once it is accepted. `Ok(false)` when shutdown came.
+    async fn send_chunk(
+        &mut self,
+        id: backfill::ChunkId,
+        shutdown: &CancellationToken,
+        shutdown_timeout: Duration,
+    ) -> Result<bool, SessionError> {
+        let Some(closed) = self.windows.close(id) else { return Ok(true) };
+        for op in closed.ops {
+            let Some(pushed) = cancellable(self.sink.push(op), shutdown).await else {
+                self.drain(shutdown_timeout).await?;
+                return Ok(false);
+            };
+            if pushed.map_err(SessionError::Sink)? {
+                self.ack_last_commit();
+            }
+        }
+        if !self.flush(shutdown, shutdown_timeout).await? {
+            return Ok(false);
+        }
+        let _ = closed.delivered.send(closed.rows_sent);
         Ok(true)
     }
 

@@ -28,6 +28,25 @@ CREATE TABLE IF NOT EXISTS ciosync.initial_copy (
 );
 COMMENT ON TABLE ciosync.initial_copy IS
     'ciosync: progress of the first copy of each synced table into Customer.io';
+CREATE TABLE IF NOT EXISTS ciosync.backfills (
+    id            bigserial   PRIMARY KEY,
+    slot          text        NOT NULL,
+    table_name    text        NOT NULL,
+    where_clause  text,
+    attributes    text[],
+    state         text        NOT NULL DEFAULT 'queued'
+                  CHECK (state IN ('queued', 'running', 'done', 'cancelled', 'failed')),
+    last_key      text,
+    rows_done     bigint      NOT NULL DEFAULT 0,
+    rows_total    bigint,
+    error         text,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    started_at    timestamptz,
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    finished_at   timestamptz
+);
+COMMENT ON TABLE ciosync.backfills IS
+    'ciosync: backfills requested with ciosync backfill, run by the daemon of the slot';
 ";
 
 /// How far the copy of one table got.
@@ -39,6 +58,41 @@ pub enum CopyState {
     Copying { last_key: Option<String>, rows_copied: i64 },
     /// Every row was delivered.
     Done,
+}
+
+/// One requested backfill.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backfill {
+    pub id: i64,
+    pub table: String,
+    pub where_clause: Option<String>,
+    /// Customer.io attributes to send; `None` for every mapped one.
+    pub attributes: Option<Vec<String>>,
+    pub state: String,
+    pub last_key: Option<String>,
+    pub rows_done: i64,
+    pub rows_total: Option<i64>,
+    pub error: Option<String>,
+    /// Seconds since the backfill started running, if it did.
+    pub running_secs: Option<f64>,
+}
+
+const BACKFILL_COLUMNS: &str = "id, table_name, where_clause, attributes, state, last_key, \
+    rows_done, rows_total, error, extract(epoch FROM (coalesce(finished_at, now()) - started_at))::float8";
+
+fn backfill_of(row: &tokio_postgres::Row) -> Backfill {
+    Backfill {
+        id: row.get(0),
+        table: row.get(1),
+        where_clause: row.get(2),
+        attributes: row.get(3),
+        state: row.get(4),
+        last_key: row.get(5),
+        rows_done: row.get(6),
+        rows_total: row.get(7),
+        error: row.get(8),
+        running_secs: row.get(9),
+    }
 }
 
 /// Access to the `ciosync` schema over one SQL connection.
@@ -117,6 +171,125 @@ impl<'a> State<'a> {
             .await
             .map_err(SourceError::sql("write ciosync.initial_copy"))?;
         Ok(())
+    }
+
+    /// Queues a backfill; returns its id.
+    pub async fn enqueue_backfill(
+        &self,
+        table: &str,
+        where_clause: Option<&str>,
+        attributes: Option<&[String]>,
+        rows_total: i64,
+    ) -> Result<i64, SourceError> {
+        let row = self
+            .sql
+            .query_one(
+                "INSERT INTO ciosync.backfills (slot, table_name, where_clause, attributes, rows_total) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                &[&self.slot, &table, &where_clause, &attributes, &rows_total],
+            )
+            .await
+            .map_err(SourceError::sql("queue a backfill"))?;
+        Ok(row.get(0))
+    }
+
+    /// Every backfill of this slot, newest first.
+    pub async fn backfills(&self) -> Result<Vec<Backfill>, SourceError> {
+        let rows = self
+            .sql
+            .query(
+                &format!(
+                    "SELECT {BACKFILL_COLUMNS} FROM ciosync.backfills WHERE slot = $1 ORDER BY id DESC"
+                ),
+                &[&self.slot],
+            )
+            .await
+            .map_err(SourceError::sql("read ciosync.backfills"))?;
+        Ok(rows.iter().map(backfill_of).collect())
+    }
+
+    /// One backfill of this slot.
+    pub async fn backfill(&self, id: i64) -> Result<Option<Backfill>, SourceError> {
+        let row = self
+            .sql
+            .query_opt(
+                &format!(
+                    "SELECT {BACKFILL_COLUMNS} FROM ciosync.backfills WHERE slot = $1 AND id = $2"
+                ),
+                &[&self.slot, &id],
+            )
+            .await
+            .map_err(SourceError::sql("read ciosync.backfills"))?;
+        Ok(row.as_ref().map(backfill_of))
+    }
+
+    /// The oldest backfill still to run (a running one first: it resumes).
+    pub async fn next_backfill(&self) -> Result<Option<Backfill>, SourceError> {
+        let row = self
+            .sql
+            .query_opt(
+                &format!(
+                    "SELECT {BACKFILL_COLUMNS} FROM ciosync.backfills \
+                     WHERE slot = $1 AND state IN ('queued', 'running') \
+                     ORDER BY state = 'running' DESC, id LIMIT 1"
+                ),
+                &[&self.slot],
+            )
+            .await
+            .map_err(SourceError::sql("read ciosync.backfills"))?;
+        Ok(row.as_ref().map(backfill_of))
+    }
+
+    /// Marks a backfill running (keeping its first start time).
+    pub async fn start_backfill(&self, id: i64) -> Result<(), SourceError> {
+        self.sql
+            .execute(
+                "UPDATE ciosync.backfills SET state = 'running', \
+                 started_at = coalesce(started_at, now()), updated_at = now() \
+                 WHERE id = $1 AND state IN ('queued', 'running')",
+                &[&id],
+            )
+            .await
+            .map_err(SourceError::sql("write ciosync.backfills"))?;
+        Ok(())
+    }
+
+    /// Records delivered progress; `false` if the backfill was cancelled meanwhile.
+    pub async fn backfill_progress(
+        &self,
+        id: i64,
+        last_key: &str,
+        rows_done: i64,
+    ) -> Result<bool, SourceError> {
+        let updated = self
+            .sql
+            .execute(
+                "UPDATE ciosync.backfills SET last_key = $2, rows_done = $3, updated_at = now() \
+                 WHERE id = $1 AND state = 'running'",
+                &[&id, &last_key, &rows_done],
+            )
+            .await
+            .map_err(SourceError::sql("write ciosync.backfills"))?;
+        Ok(updated == 1)
+    }
+
+    /// Ends a backfill as `done`, `cancelled` or `failed`.
+    pub async fn end_backfill(
+        &self,
+        id: i64,
+        state: &str,
+        error: Option<&str>,
+    ) -> Result<bool, SourceError> {
+        let updated = self
+            .sql
+            .execute(
+                "UPDATE ciosync.backfills SET state = $2, error = $3, finished_at = now(), \
+                 updated_at = now() WHERE id = $1 AND state IN ('queued', 'running')",
+                &[&id, &state, &error],
+            )
+            .await
+            .map_err(SourceError::sql("write ciosync.backfills"))?;
+        Ok(updated == 1)
     }
 
     /// Records that `table` was copied completely.

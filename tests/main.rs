@@ -3,6 +3,8 @@
 
 mod support;
 
+mod backfill_selects_rows_and_attributes;
+mod backfill_yields_to_newer_changes;
 mod bad_config_exits_2;
 mod check_reports_what_to_fix;
 mod customerio_outage_loses_nothing;

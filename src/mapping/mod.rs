@@ -114,6 +114,23 @@ impl Mapper {
         self.tables.contains_key(&(schema.to_owned(), name.to_owned()))
     }
 
+    /// The customer ids a change touches (the new row's and the old row's),
+    /// for backfills that must yield to the stream.
+    pub fn customer_ids(&self, change: &RowChange) -> Vec<String> {
+        let key = (change.table.schema.clone(), change.table.name.clone());
+        let Some(sync) = self.tables.get(&key) else { return Vec::new() };
+        let Some(index) = change.table.column_index(&sync.id_column) else { return Vec::new() };
+        let rows: Vec<&Row> = match &change.op {
+            RowOp::Insert { new } => vec![new],
+            RowOp::Update { old, new, .. } => old.iter().chain(std::iter::once(new)).collect(),
+            RowOp::Delete { old } => vec![old],
+        };
+        let mut ids: Vec<String> =
+            rows.into_iter().filter_map(|r| customer_id(&r[index])).collect();
+        ids.dedup();
+        ids
+    }
+
     /// Turns one change into operations.
     pub fn map(&self, change: &RowChange) -> Mapped {
         let key = (change.table.schema.clone(), change.table.name.clone());

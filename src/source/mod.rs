@@ -114,6 +114,9 @@ pub enum SourceEvent {
     Commit { end_lsn: Lsn },
     /// The server's WAL position while nothing else is sent.
     Keepalive { wal_end: Lsn },
+    /// A logical message (`pg_logical_emit_message`), such as a backfill
+    /// watermark, in its place in the stream.
+    Message { prefix: String, content: Bytes },
 }
 
 /// One replication session.
@@ -169,7 +172,7 @@ impl Source {
     }
 
     /// Turns a raw event into what the pipeline sees; `None` for events that
-    /// stay inside the source (Relation, Type, Origin, logical messages).
+    /// stay inside the source (Relation, Type, Origin).
     pub async fn process(
         &mut self,
         event: ReplicationEvent,
@@ -184,7 +187,9 @@ impl Source {
             }
             ReplicationEvent::Commit { end_lsn, .. } => Ok(Some(SourceEvent::Commit { end_lsn })),
             ReplicationEvent::XLogData { data, .. } => self.on_data(&data).await,
-            ReplicationEvent::Message { .. } => Ok(None),
+            ReplicationEvent::Message { prefix, content, .. } => {
+                Ok(Some(SourceEvent::Message { prefix, content }))
+            }
             ReplicationEvent::StoppedAt { .. } => Err(SourceError::Ended),
         }
     }

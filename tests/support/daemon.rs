@@ -121,3 +121,19 @@ pub fn signal(child: &Child, signal: &str) {
         .expect("kill");
     assert!(status.success());
 }
+
+/// Runs `ciosync <args> --config FILE` to completion (off the async thread).
+pub async fn run_binary(args: &[&str], config: &std::path::Path) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let config = config.to_owned();
+    tokio::task::spawn_blocking(move || {
+        Command::new(binary())
+            .args(&args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .expect("run ciosync")
+    })
+    .await
+    .expect("the command thread does not panic")
+}

@@ -1,0 +1,214 @@
+//! `ciosync backfill`: queue a backfill for the running daemon and follow
+//! it, show every backfill (`--status`), or cancel one (`--cancel ID`).
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use crate::cli::{EXIT_FAILURE, EXIT_USAGE};
+use crate::config::{Config, SyncConfig};
+use crate::pipeline::error_chain;
+use crate::source::connection::ConnectionSettings;
+use crate::source::setup::quoted_table;
+use crate::state::{Backfill, State};
+
+/// What `ciosync backfill` was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Queue a backfill of `table` (every synced table when `None`).
+    Queue {
+        table: Option<String>,
+        where_clause: Option<String>,
+        attributes: Option<Vec<String>>,
+        /// Return once queued instead of following progress.
+        detach: bool,
+    },
+    /// List every backfill.
+    Status,
+    /// Cancel one.
+    Cancel(i64),
+}
+
+/// Runs the request; exit 0 on success, 2 for a bad argument, 1 otherwise.
+pub async fn run(config: &Config, request: Request) -> ExitCode {
+    match execute(config, request).await {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("ciosync: {message}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn execute(config: &Config, request: Request) -> Result<ExitCode, String> {
+    let settings = ConnectionSettings::parse(&config.postgres).map_err(|e| e.to_string())?;
+    let sql = settings.connect_sql().await.map_err(|e| error_chain(&e))?;
+    let state = State::open(&sql, &config.postgres.slot).await.map_err(|e| error_chain(&e))?;
+    match request {
+        Request::Status => {
+            let backfills = state.backfills().await.map_err(|e| error_chain(&e))?;
+            if backfills.is_empty() {
+                println!("no backfills");
+            }
+            for backfill in backfills {
+                println!("{}", status_line(&backfill));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Request::Cancel(id) => {
+            if state.end_backfill(id, "cancelled", None).await.map_err(|e| error_chain(&e))? {
+                println!("backfill {id} cancelled");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("ciosync: no queued or running backfill {id} (see backfill --status)");
+                Ok(ExitCode::from(EXIT_FAILURE))
+            }
+        }
+        Request::Queue { table, where_clause, attributes, detach } => {
+            let syncs = match select_tables(config, table.as_deref(), where_clause.as_deref()) {
+                Ok(s) => s,
+                Err(message) => return Ok(usage(&message)),
+            };
+            if let Some(attributes) = &attributes {
+                let mapped = |a: &String| syncs.iter().any(|s| s.attributes.contains_key(a));
+                if let Some(unknown) = attributes.iter().find(|a| !mapped(a)) {
+                    return Ok(usage(&format!(
+                        "--attributes: `{unknown}` is not a mapped attribute of the table"
+                    )));
+                }
+            }
+            let mut ids = Vec::new();
+            for sync in syncs {
+                let (schema, name) = sync.schema_and_name();
+                let filter =
+                    where_clause.as_deref().map(|w| format!(" WHERE ({w})")).unwrap_or_default();
+                // Counting also proves --where is valid SQL for this table.
+                let count = sql
+                    .query_one(
+                        &format!("SELECT count(*) FROM {}{filter}", quoted_table(schema, name)),
+                        &[],
+                    )
+                    .await;
+                let total: i64 = match count {
+                    Ok(row) => row.get(0),
+                    Err(e) if where_clause.is_some() => {
+                        return Ok(usage(&format!("--where: {}", error_chain(&e))));
+                    }
+                    Err(e) => return Err(error_chain(&e)),
+                };
+                let table = format!("{schema}.{name}");
+                let id = state
+                    .enqueue_backfill(&table, where_clause.as_deref(), attributes.as_deref(), total)
+                    .await
+                    .map_err(|e| error_chain(&e))?;
+                println!("backfill {id} queued: {table}, {total} rows");
+                ids.push(id);
+            }
+            if detach {
+                return Ok(ExitCode::SUCCESS);
+            }
+            follow(&state, &ids).await
+        }
+    }
+}
+
+/// The synced tables a backfill covers; `--where` needs exactly one.
+fn select_tables<'a>(
+    config: &'a Config,
+    table: Option<&str>,
+    where_clause: Option<&str>,
+) -> Result<Vec<&'a SyncConfig>, String> {
+    let qualified = |s: &SyncConfig| {
+        let (schema, name) = s.schema_and_name();
+        format!("{schema}.{name}")
+    };
+    let syncs: Vec<&SyncConfig> = match table {
+        Some(t) => {
+            let wanted = if t.contains('.') { t.to_owned() } else { format!("public.{t}") };
+            let found: Vec<_> = config.sync.iter().filter(|s| qualified(s) == wanted).collect();
+            if found.is_empty() {
+                return Err(format!("--table: `{t}` is not a [[sync]] table of this config"));
+            }
+            found
+        }
+        None => config.sync.iter().collect(),
+    };
+    if where_clause.is_some() && syncs.len() > 1 {
+        return Err("--where needs --table when the config syncs several tables".to_owned());
+    }
+    Ok(syncs)
+}
+
+fn usage(message: &str) -> ExitCode {
+    eprintln!("ciosync: {message}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Follows queued backfills until each ends: a progress line redrawn in
+/// place on a terminal, a log line every few seconds otherwise.
+async fn follow(state: &State<'_>, ids: &[i64]) -> Result<ExitCode, String> {
+    let terminal = std::io::stdout().is_terminal();
+    let started = Instant::now();
+    let mut last_line = Instant::now();
+    let mut warned = false;
+    loop {
+        let mut all_ended = true;
+        let mut failed = false;
+        let mut lines = Vec::new();
+        for id in ids {
+            let Some(backfill) = state.backfill(*id).await.map_err(|e| error_chain(&e))? else {
+                continue;
+            };
+            all_ended &= !matches!(backfill.state.as_str(), "queued" | "running");
+            failed |= matches!(backfill.state.as_str(), "failed" | "cancelled");
+            if backfill.state == "queued" && started.elapsed() > Duration::from_secs(10) && !warned
+            {
+                eprintln!("backfill {id} is still queued: is `ciosync run` running for this slot?");
+                warned = true;
+            }
+            lines.push(status_line(&backfill));
+        }
+        let text = lines.join(" | ");
+        if all_ended {
+            if terminal {
+                print!("\r\x1b[2K");
+            }
+            println!("{text}");
+            return Ok(if failed { ExitCode::from(EXIT_FAILURE) } else { ExitCode::SUCCESS });
+        }
+        if terminal {
+            print!("\r\x1b[2K{text}");
+            let _ = std::io::stdout().flush();
+        } else if last_line.elapsed() >= Duration::from_secs(5) {
+            println!("{text}");
+            last_line = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `#id table state done/total (pct) rate ETA`.
+pub fn status_line(b: &Backfill) -> String {
+    let total = b.rows_total.unwrap_or(0).max(b.rows_done);
+    let pct = if total > 0 { b.rows_done as f64 * 100.0 / total as f64 } else { 100.0 };
+    let mut line =
+        format!("#{} {} {} {}/{} rows ({pct:.0}%)", b.id, b.table, b.state, b.rows_done, total);
+    if let Some(secs) = b.running_secs.filter(|s| *s > 0.0) {
+        let rate = b.rows_done as f64 / secs;
+        line.push_str(&format!(", {rate:.0} rows/s"));
+        if b.state == "running" && rate > 0.0 {
+            let eta = (total - b.rows_done).max(0) as f64 / rate;
+            line.push_str(&format!(", ETA {eta:.0} s"));
+        }
+    }
+    if let Some(filter) = &b.where_clause {
+        line.push_str(&format!(", where {filter}"));
+    }
+    if let Some(attributes) = &b.attributes {
+        line.push_str(&format!(", attributes {}", attributes.join(",")));
+    }
+    if let Some(error) = &b.error {
+        line.push_str(&format!(", error: {error}"));
+    }
+    line
+}

@@ -1,0 +1,86 @@
+//! `backfill --where` and `--attributes` send exactly what they select;
+//! bad ones exit 2 naming the flag; `--status` and `--cancel` work.
+
+use ciosync::emulator::Faults;
+use serde_json::json;
+
+use crate::backfill_yields_to_newer_changes::{backfill_state, wait_for_backfill};
+use crate::support::daemon::{config_file, run_binary};
+use crate::support::emulator::batch_items;
+use crate::support::postgres::USERS_TABLE;
+use crate::support::{customers_match_rows, Scenario};
+
+fn users(n: i64) -> String {
+    format!(
+        "{USERS_TABLE} INSERT INTO users (id, email, plan)
+         SELECT g, 'u' || g || '@x.io', 'free' FROM generate_series(1, {n}) g;"
+    )
+}
+
+#[tokio::test]
+async fn where_and_attributes_send_exactly_what_they_select() {
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("backfill_select", &users(100), |c| c).await;
+    assert!(customers_match_rows(&db, &emulator).await);
+    let config = config_file(&db.config(&emulator.url(), ""));
+
+    for (args, flag) in [
+        (vec!["backfill", "--where", "no_such_column = 1"], "--where"),
+        (vec!["backfill", "--attributes", "plan,nickname"], "--attributes"),
+        (vec!["backfill", "--table", "public.nope"], "--table"),
+    ] {
+        let out = run_binary(&args, config.path()).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(flag), "{stderr}");
+    }
+
+    emulator.clear_requests();
+    let out =
+        run_binary(&["backfill", "--where", "id <= 10", "--attributes", "plan"], config.path())
+            .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("10 rows") && stdout.contains("done"), "{stdout}");
+
+    let items = batch_items(&emulator);
+    let mut ids: Vec<String> =
+        items.iter().map(|i| i["identifiers"]["id"].as_str().unwrap().to_owned()).collect();
+    ids.sort_by_key(|id| id.parse::<i64>().unwrap());
+    assert_eq!(ids, (1..=10).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert!(items.iter().all(|i| i["attributes"] == json!({"plan": "free"})), "{items:?}");
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn status_shows_progress_and_cancel_stops_a_backfill() {
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("backfill_cancel", &users(5000), |c| c).await;
+    assert!(customers_match_rows(&db, &emulator).await);
+    let config = config_file(&db.config(&emulator.url(), ""));
+    emulator.set_faults(Faults { latency_ms: 50, ..Faults::default() });
+    let out = run_binary(&["backfill", "--detach"], config.path()).await;
+    assert!(out.status.success());
+    let id: i64 =
+        db.client.query_one("SELECT max(id) FROM ciosync.backfills", &[]).await.unwrap().get(0);
+    assert!(wait_for_backfill(&db, id, "running").await);
+
+    let status = run_binary(&["backfill", "--status"], config.path()).await;
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains(&format!("#{id} public.users running")) && text.contains("/5000 rows"),
+        "{text}"
+    );
+
+    let cancel = run_binary(&["backfill", "--cancel", &id.to_string()], config.path()).await;
+    assert!(cancel.status.success(), "{}", String::from_utf8_lossy(&cancel.stderr));
+    let (state, done_at_cancel) = backfill_state(&db, id).await;
+    assert_eq!(state, "cancelled");
+    emulator.set_faults(Faults::default());
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(backfill_state(&db, id).await, ("cancelled".to_owned(), done_at_cancel));
+    assert!(done_at_cancel < 5000, "cancelled after it finished");
+    let again = run_binary(&["backfill", "--cancel", &id.to_string()], config.path()).await;
+    assert_eq!(again.status.code(), Some(1), "a second cancel finds nothing to cancel");
+    daemon.stop().await.unwrap();
+}
