@@ -27,7 +27,10 @@ pub const DEFAULT_RETRY_MAX_BACKOFF_SECS: u64 = 60;
 /// Default time allowed for in-flight work at shutdown, seconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
 /// Default most operations in one `/api/v2/batch` request.
-pub const DEFAULT_MAX_BATCH_OPS: usize = 100;
+pub const DEFAULT_MAX_BATCH_OPS: usize = 500;
+/// Default request budget, shared by the stream, the initial copy and
+/// backfills: a tenth of Customer.io's documented 1000 requests/s.
+pub const DEFAULT_MAX_REQUESTS_PER_SECOND: u32 = 100;
 /// Default interval of standby status updates (acks) to Postgres, milliseconds.
 pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 1000;
 /// Default connect timeout for Postgres, seconds.
@@ -157,9 +160,13 @@ pub struct CustomerioConfig {
     /// Longest wait between two retries of a failing request, seconds. Default 60.
     #[serde(default = "default_retry_max_backoff_secs")]
     pub retry_max_backoff_secs: u64,
-    /// Most operations in one `/api/v2/batch` request (1–1000). Default 100.
+    /// Most operations in one `/api/v2/batch` request (1–1000). Default 500.
     #[serde(default = "default_max_batch_ops")]
     pub max_batch_ops: usize,
+    /// Most requests per second to the Track API, for everything ciosync
+    /// sends (1–1000; Customer.io documents 1000/s per workspace). Default 100.
+    #[serde(default = "default_max_requests_per_second")]
+    pub max_requests_per_second: u32,
 }
 
 impl CustomerioConfig {
@@ -267,6 +274,9 @@ fn default_retry_max_backoff_secs() -> u64 {
 fn default_max_batch_ops() -> usize {
     DEFAULT_MAX_BATCH_OPS
 }
+fn default_max_requests_per_second() -> u32 {
+    DEFAULT_MAX_REQUESTS_PER_SECOND
+}
 fn default_shutdown_timeout_secs() -> u64 {
     DEFAULT_SHUTDOWN_TIMEOUT_SECS
 }
@@ -346,6 +356,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "customerio.retry_max_backoff_secs",
                 "must be between 1 and 3600",
+            ));
+        }
+        if !(1..=1000).contains(&cio.max_requests_per_second) {
+            return Err(ConfigError::invalid(
+                "customerio.max_requests_per_second",
+                "must be between 1 and 1000 (Customer.io's documented limit)",
             ));
         }
         if !(1..=1000).contains(&cio.max_batch_ops) {

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod backfill_resumes_after_restart;
 mod backfill_selects_rows_and_attributes;
 mod backfill_yields_to_newer_changes;
 mod bad_config_exits_2;
@@ -24,6 +25,7 @@ mod noop_updates_send_nothing;
 mod oversized_values_are_left_out;
 mod partitioned_table_is_synced_via_its_root;
 mod postgres_restart_reconnects;
+mod requests_stay_within_the_rate_limit;
 mod sigterm_acks_and_exits_zero;
 mod sink_requests_match_the_openapi_spec;
 mod slot_advances_while_synced_tables_are_idle;

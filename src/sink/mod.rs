@@ -66,6 +66,8 @@ impl SinkError {
 /// Sends operations to the Track API's `/api/v2/batch`, one batch at a time.
 pub struct Sink {
     http: reqwest::Client,
+    /// The request budget: every request waits for a token first.
+    limiter: governor::DefaultDirectRateLimiter,
     base_url: String,
     auth: HeaderValue,
     max_backoff: Duration,
@@ -86,8 +88,11 @@ impl Sink {
             .user_agent(concat!("ciosync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(SinkError::Client)?;
+        let per_second = std::num::NonZeroU32::new(config.max_requests_per_second)
+            .unwrap_or(std::num::NonZeroU32::MIN);
         Ok(Self {
             http,
+            limiter: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
             base_url: config.base_url(),
             auth: basic_auth(&config.site_id, config.api_key.expose()),
             max_backoff: Duration::from_secs(config.retry_max_backoff_secs),
@@ -234,8 +239,9 @@ impl Sink {
         })
     }
 
-    /// One POST of a batch body, classified.
+    /// One POST of a batch body, within the request budget, classified.
     async fn post_batch(&self, body: &[u8]) -> Verdict {
+        self.limiter.until_ready().await;
         Counters::add(&self.counters.requests_sent, 1);
         let response = self
             .http
