@@ -128,17 +128,9 @@ pub async fn run(
             Err(CopyError::Source(error)) if error.is_transient() => {
                 // What waits in the sink is copied again from the checkpoint.
                 sink.discard();
-                let delay = backoff.next_delay(None);
-                tracing::warn!(
-                    postgres = %settings.display(),
-                    attempt,
-                    retry_in_ms = delay.as_millis() as u64,
-                    error = %error_chain(&error),
-                    "initial copy failed; retrying"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return Ok(progress),
+                let what = "initial copy failed";
+                if !retry_later(&mut backoff, attempt, &settings, &error, what, &shutdown).await {
+                    return Ok(progress);
                 }
             }
             Err(CopyError::Source(error)) => return Err(RunError::Source(error)),
@@ -170,18 +162,11 @@ pub async fn run(
                 source
             }
             Err(error) if error.is_transient() => {
-                let delay = backoff.next_delay(None);
-                tracing::warn!(
-                    postgres = %settings.display(),
-                    attempt,
-                    retry_in_ms = delay.as_millis() as u64,
-                    error = %error_chain(&error),
-                    "cannot start replication; retrying"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => continue,
-                    _ = shutdown.cancelled() => return Ok(progress),
+                let what = "cannot start replication";
+                if !retry_later(&mut backoff, attempt, &settings, &error, what, &shutdown).await {
+                    return Ok(progress);
                 }
+                continue;
             }
             Err(error) => return Err(RunError::Source(error)),
         };
@@ -221,6 +206,30 @@ pub async fn run(
             }
             Err(SessionError::Source(error)) => return Err(RunError::Source(error)),
         }
+    }
+}
+
+/// Logs a transient failure (without secrets) and waits the next backoff
+/// step; `false` if shutdown came first.
+async fn retry_later(
+    backoff: &mut Backoff,
+    attempt: u64,
+    settings: &ConnectionSettings,
+    error: &SourceError,
+    what: &str,
+    shutdown: &CancellationToken,
+) -> bool {
+    let delay = backoff.next_delay(None);
+    tracing::warn!(
+        postgres = %settings.display(),
+        attempt,
+        retry_in_ms = delay.as_millis() as u64,
+        error = %error_chain(error),
+        "{what}; retrying"
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = shutdown.cancelled() => false,
     }
 }
 

@@ -46,13 +46,5 @@ async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
     let usage = std::process::Command::new(binary()).args(["run"]).output().unwrap();
     assert_eq!(usage.status.code(), Some(2), "missing --config is bad usage");
 
-    let slots: i64 = db
-        .client
-        .query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[&db.name])
-        .await
-        .unwrap()
-        .get(0);
-    let publications: i64 =
-        db.client.query_one("SELECT count(*) FROM pg_publication", &[]).await.unwrap().get(0);
-    assert_eq!((slots, publications), (0, 0), "a bad config created something");
+    assert_eq!(db.created_objects().await, (0, 0), "a bad config created something");
 }

@@ -37,15 +37,7 @@ async fn check_passes_on_a_ready_database_and_creates_nothing() {
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
-    let slots: i64 = db
-        .client
-        .query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", &[&db.name])
-        .await
-        .unwrap()
-        .get(0);
-    let publications: i64 =
-        db.client.query_one("SELECT count(*) FROM pg_publication", &[]).await.unwrap().get(0);
-    assert_eq!((slots, publications), (0, 0), "check changed something");
+    assert_eq!(db.created_objects().await, (0, 0), "check changed something");
 }
 
 #[tokio::test]

@@ -109,6 +109,16 @@ impl TestDb {
             .get(0)
     }
 
+    /// (slots named after this database, publications in it): what a
+    /// command that must change nothing leaves at (0, 0).
+    pub async fn created_objects(&self) -> (i64, i64) {
+        let slots = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1";
+        let slots = self.client.query_one(slots, &[&self.name]).await.expect("count slots");
+        let publications = "SELECT count(*) FROM pg_publication";
+        let publications = self.client.query_one(publications, &[]).await.expect("count");
+        (slots.get(0), publications.get(0))
+    }
+
     /// The server's current WAL insert position as a number.
     pub async fn current_lsn(&self) -> u64 {
         let row = self
