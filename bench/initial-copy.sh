@@ -246,22 +246,29 @@ CIO_PID=""
 
 CUSTOMERS="$(python3 -c 'import json, sys, urllib.request
 print(len(json.load(urllib.request.urlopen(sys.argv[1] + "/_emulator/customers"))))' "$EMU_URL")"
+# The log keeps the last 10,000 requests; the last one's seq is the total.
+REQUESTS="$(python3 -c 'import json, sys, urllib.request
+r = json.load(urllib.request.urlopen(sys.argv[1] + "/_emulator/requests"))
+print(r[-1]["seq"] if r else 0)' "$EMU_URL")"
+COMMIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+[[ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ]] && COMMIT="$COMMIT (uncommitted changes)"
 
 # --- 6. report --------------------------------------------------------------
 tv() { sed -n "s/^[[:space:]]*$1: //p" "$TMP/time.txt"; }
 CIO_RSS_KB="$(tv 'Maximum resident set size (kbytes)')"
 python3 - "$ROWS" "$START_NS" "$END_NS" "$CIO_RSS_KB" "$EMU_HWM_KB" "$(tv 'User time (seconds)')" \
     "$(tv 'System time (seconds)')" "$EMU_USER" "$EMU_SYS" "$PG_USER" "$PG_SYS" "$CUSTOMERS" \
-    "$(date -u '+%Y-%m-%d %H:%M:%S UTC')" "$(nproc)" "$PG_VERSION" "$COPIED" <<'EOF'
+    "$(date -u '+%Y-%m-%d %H:%M:%S UTC')" "$(nproc)" "$PG_VERSION" "$COPIED" "$REQUESTS" "$COMMIT" <<'EOF'
 import sys
 (rows, start, end, cio_kb, emu_kb, cu, cs, eu, es, pu, ps, customers,
- date, nproc, pgv, copied) = sys.argv[1:]
+ date, nproc, pgv, copied, requests, commit) = sys.argv[1:]
 rows = int(rows)
 secs = (int(end) - int(start)) / 1e9
 print("ciosync initial-copy benchmark")
 print(f"  rows                 {rows:,} (rows_copied {int(copied):,}; emulator holds {int(customers):,} customers)")
 print(f"  seconds              {secs:.1f} (daemon start -> state 'done')")
 print(f"  rows/s               {rows / secs:,.0f}")
+print(f"  requests             {int(requests):,} ({int(requests) / secs:.0f}/s, {rows / max(int(requests), 1):.0f} rows each)")
 print(f"  ciosync peak RSS     {int(cio_kb) / 1024:.1f} MB")
 print(f"  emulator peak RSS    {int(emu_kb) / 1024:.1f} MB ({int(emu_kb) * 1024 / rows:.0f} B/customer)")
 print(f"  ciosync CPU          user {float(cu):.2f} s, sys {float(cs):.2f} s")
@@ -270,6 +277,7 @@ print(f"  postgres CPU         user {float(pu):.2f} s, sys {float(ps):.2f} s (al
 print(f"  date                 {date}")
 print(f"  nproc                {nproc}")
 print(f"  postgres             {pgv}")
+print(f"  ciosync commit       {commit}")
 ok = int(customers) == rows and int(copied) == rows
 print("  check                " + ("ok" if ok else "MISMATCH"))
 sys.exit(0 if ok else 1)
