@@ -90,7 +90,7 @@ async fn requests(State(shared): State<Shared>) -> Response {
 }
 
 async fn clear_requests(State(shared): State<Shared>) -> StatusCode {
-    shared.update(|inner| inner.requests.clear());
+    shared.update(|inner| inner.clear_requests());
     StatusCode::NO_CONTENT
 }
 

@@ -126,7 +126,7 @@ impl Emulator {
 
     /// Empties the request log.
     pub fn clear_requests(&self) {
-        self.shared.update(|inner| inner.requests.clear());
+        self.shared.update(|inner| inner.clear_requests());
     }
 
     /// The faults in force now (`fail_next` counts down as it fires).

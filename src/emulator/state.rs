@@ -18,9 +18,12 @@ use super::journal::RecordedRequest;
 use super::model::{Failure, Op, Settings, StoredEvent, World};
 
 /// Most requests kept in the log; older ones are dropped first, so a long
-/// staging run does not grow without bound (10,000 full batches would be
-/// 5 GB of bodies; real runs send far smaller ones).
+/// staging run does not grow without bound.
 pub const MAX_RECORDED_REQUESTS: usize = 10_000;
+/// Most request body bytes kept in the log (as received; parsed JSON takes
+/// several times more). Without it, 10,000 full batches would hold gigabytes:
+/// a copy of one million rows once kept 4.3 GB, most of it here.
+pub const MAX_RECORDED_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// Everything that changes while the emulator runs.
 #[derive(Debug)]
@@ -32,6 +35,8 @@ pub struct Inner {
     /// Faults applied to the next Track API requests.
     pub faults: Faults,
     next_request_seq: u64,
+    /// Sum of `body_bytes` over `requests`.
+    recorded_body_bytes: usize,
 }
 
 impl Inner {
@@ -44,17 +49,30 @@ impl Inner {
             requests: VecDeque::new(),
             faults: config.faults.clone(),
             next_request_seq: 0,
+            recorded_body_bytes: 0,
         }
     }
 
-    /// Appends to the request log, numbering the entry.
+    /// Empties the request log.
+    pub fn clear_requests(&mut self) {
+        self.requests.clear();
+        self.recorded_body_bytes = 0;
+    }
+
+    /// Appends to the request log, numbering the entry; drops the oldest
+    /// entries past the count and byte limits.
     pub fn record(&mut self, mut request: RecordedRequest) {
         self.next_request_seq += 1;
         request.seq = self.next_request_seq;
-        if self.requests.len() == MAX_RECORDED_REQUESTS {
-            self.requests.pop_front();
-        }
+        self.recorded_body_bytes += request.body_bytes;
         self.requests.push_back(request);
+        while self.requests.len() > MAX_RECORDED_REQUESTS
+            || (self.recorded_body_bytes > MAX_RECORDED_BODY_BYTES && self.requests.len() > 1)
+        {
+            if let Some(dropped) = self.requests.pop_front() {
+                self.recorded_body_bytes -= dropped.body_bytes;
+            }
+        }
     }
 }
 
@@ -172,5 +190,43 @@ impl<'a> EmulatorView<'a> {
     /// The whole model, for anything the helpers above do not cover.
     pub fn world(&self) -> &World {
         &self.inner.world
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body_bytes: usize) -> RecordedRequest {
+        RecordedRequest {
+            seq: 0,
+            method: "POST".into(),
+            path: "/api/v2/batch".into(),
+            query: None,
+            status: 200,
+            body: None,
+            body_text: None,
+            body_bytes,
+            received_at_ms: 0,
+            injected_fault: false,
+        }
+    }
+
+    #[test]
+    fn the_request_log_is_bounded_by_count_and_by_bytes() {
+        let mut inner = Inner::new(&EmulatorConfig::default());
+        for _ in 0..MAX_RECORDED_REQUESTS + 5 {
+            inner.record(request(1));
+        }
+        assert_eq!(inner.requests.len(), MAX_RECORDED_REQUESTS);
+        assert_eq!(inner.requests.front().map(|r| r.seq), Some(6), "the oldest go first");
+
+        inner.clear_requests();
+        for _ in 0..3 {
+            inner.record(request(MAX_RECORDED_BODY_BYTES / 2 + 1));
+        }
+        assert_eq!(inner.requests.len(), 1);
+        inner.record(request(MAX_RECORDED_BODY_BYTES * 2));
+        assert_eq!(inner.requests.len(), 1, "one oversized request is still kept");
     }
 }
