@@ -10,6 +10,8 @@
 # server runs as the `postgres` OS user. Everything lives in one mktemp
 # directory, removed on exit (also on failure or Ctrl-C).
 #
+# The daemon reads CIOSYNC_<SECTION>_<KEY> overrides as usual, e.g.
+# CIOSYNC_CUSTOMERIO_MAX_BATCH_OPS=1000 to measure bigger batches.
 # Optional: TOP_LOG=file appends a `top -b -n1` snapshot every 10 s during the
 # copy; TIMEOUT=secs (default 3600) gives up waiting for the copy.
 set -euo pipefail
@@ -19,7 +21,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --rows) ROWS="${2:?--rows needs a number}"; shift 2 ;;
         --rows=*) ROWS="${1#--rows=}"; shift ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
     esac
 done
