@@ -114,12 +114,3 @@ pub struct RowChange {
     /// Commit time of the change's transaction, Unix seconds.
     pub commit_time: i64,
 }
-
-/// Now, in Unix seconds: the `timestamp` of identifies that copy a row
-/// rather than replay a commit.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}

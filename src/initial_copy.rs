@@ -34,7 +34,7 @@ use crate::config::{Config, SyncConfig};
 use crate::mapping::Mapper;
 use crate::sink::{Sink, SinkError};
 use crate::source::connection::ConnectionSettings;
-use crate::source::reader::TableReader;
+use crate::source::reader::{postgres_now, TableReader};
 use crate::source::setup::{self, quote_ident, quote_literal, SlotState};
 use crate::source::SourceError;
 use crate::state::{CopyState, State};
@@ -94,8 +94,10 @@ pub async fn run(
         return Ok(CopyOutcome::Complete);
     }
     let state = State::open(&sql, slot).await?;
-    let mut copier =
-        Copier { sink, mapper, counters, shutdown, commit_time: crate::change::unix_now() };
+    // Postgres's clock, read before the slot exists: every change the stream
+    // carries later has a commit time at or after it.
+    let commit_time = postgres_now(&sql).await?;
+    let mut copier = Copier { sink, mapper, counters, shutdown, commit_time };
     if slot_state == SlotState::Missing {
         let tables: Vec<String> = config.sync.iter().map(qualified).collect();
         state.plan(&tables).await?;

@@ -391,7 +391,7 @@ impl Session<'_> {
         if !self.flush(shutdown, shutdown_timeout).await? {
             return Ok(false);
         }
-        let _ = closed.delivered.send(closed.rows_sent);
+        let _ = closed.delivered.send(closed.yielded);
         Ok(true)
     }
 

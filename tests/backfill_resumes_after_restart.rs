@@ -11,7 +11,7 @@ use crate::support::{customers_match_rows, Scenario};
 async fn a_restart_resumes_an_unfinished_backfill() {
     let schema = format!(
         "{USERS_TABLE} INSERT INTO users (id, email, plan)
-         SELECT g, 'u' || g || '@x.io', 'free' FROM generate_series(1, 4000) g;
+         SELECT g, 'u' || g || '@x.io', 'free' FROM generate_series(1, 6000) g;
          CREATE FUNCTION slowly() RETURNS boolean LANGUAGE sql VOLATILE
              AS 'SELECT pg_sleep(0.0005); SELECT true';"
     );
@@ -33,14 +33,14 @@ async fn a_restart_resumes_an_unfinished_backfill() {
     daemon.stop().await.unwrap();
     let (state, done_before) = backfill_state(&db, id).await;
     assert_eq!(state, "running", "stopped before it finished");
-    assert!(done_before < 4000);
+    assert!(done_before < 6000);
 
     let daemon = InProcess::start(&text);
     assert!(wait_for_backfill(&db, id, "done").await, "the backfill was not resumed");
-    assert_eq!(backfill_state(&db, id).await.1, 4000);
+    assert_eq!(backfill_state(&db, id).await.1, 6000);
     // Row 1 went out with the initial copy and once with the backfill's first
     // chunk; the resumed run did not send it again.
-    assert!(wait_for(&emulator, |e| identifies_of(e, "4000").len() == 2).await);
+    assert!(wait_for(&emulator, |e| identifies_of(e, "6000").len() == 2).await);
     assert_eq!(identifies_of(&emulator, "1").len(), 2);
     daemon.stop().await.unwrap();
 }

@@ -55,10 +55,12 @@ async fn where_and_attributes_send_exactly_what_they_select() {
 #[tokio::test]
 async fn status_shows_progress_and_cancel_stops_a_backfill() {
     let Scenario { db, emulator, daemon } =
-        Scenario::start_with("backfill_cancel", &users(5000), |c| c).await;
+        Scenario::start_with("backfill_cancel", &users(10_000), |c| c).await;
     assert!(customers_match_rows(&db, &emulator).await);
     let config = config_file(&db.config(&emulator.url(), ""));
-    emulator.set_faults(Faults { latency_ms: 50, ..Faults::default() });
+    // Slow enough that the CLI calls below land while it runs (two requests
+    // of 300 ms per chunk of 1,000 rows: about 6 s in all).
+    emulator.set_faults(Faults { latency_ms: 300, ..Faults::default() });
     let out = run_binary(&["backfill", "--detach"], config.path()).await;
     assert!(out.status.success());
     let id: i64 =
@@ -68,7 +70,7 @@ async fn status_shows_progress_and_cancel_stops_a_backfill() {
     let status = run_binary(&["backfill", "--status"], config.path()).await;
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
-        text.contains(&format!("#{id} public.users running")) && text.contains("/5000 rows"),
+        text.contains(&format!("#{id} public.users running")) && text.contains("/10000 rows"),
         "{text}"
     );
 
@@ -79,7 +81,7 @@ async fn status_shows_progress_and_cancel_stops_a_backfill() {
     emulator.set_faults(Faults::default());
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(backfill_state(&db, id).await, ("cancelled".to_owned(), done_at_cancel));
-    assert!(done_at_cancel < 5000, "cancelled after it finished");
+    assert!(done_at_cancel < 10_000, "cancelled after it finished");
     let again = run_binary(&["backfill", "--cancel", &id.to_string()], config.path()).await;
     assert_eq!(again.status.code(), Some(1), "a second cancel finds nothing to cancel");
     daemon.stop().await.unwrap();

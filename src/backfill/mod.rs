@@ -17,7 +17,14 @@
 //! are noted in the window and dropped from the chunk, because the stream
 //! already delivered (or will deliver, in order) the newer value. The rest of
 //! the chunk is sent at `H`'s position in the stream, so every later change
-//! of those rows follows it. One chunk is in flight at a time, which bounds
+//! of those rows follows it. The stream sends only the attributes that
+//! changed, so a key left to it is read again in a later window, until it is
+//! sent (or ten tries later, if the stream keeps changing it).
+//!
+//! Two details make the rule hold: after `L` the runner waits for every
+//! transaction then in progress to end (a commit can be in the WAL before `L`
+//! yet not visible to the read), and copied rows carry Postgres's clock as
+//! their `timestamp`, the clock of the commit times around them. One chunk is in flight at a time, which bounds
 //! memory to one page of rows.
 //!
 //! Backfills are requested with `ciosync backfill` (rows in
@@ -89,8 +96,8 @@ pub struct Chunk {
     pub table: String,
     /// Each row's key and the operations that send it.
     pub rows: Vec<(String, Vec<CustomerOp>)>,
-    /// Told how many rows were sent once they are accepted.
-    pub delivered: oneshot::Sender<usize>,
+    /// Told, once the rest is accepted, which keys were left to the stream.
+    pub delivered: oneshot::Sender<Vec<String>>,
 }
 
 /// What the pipeline sends at a chunk's high watermark.
@@ -98,12 +105,11 @@ pub struct Chunk {
 pub struct Closed {
     /// Operations of the rows the stream did not change meanwhile.
     pub ops: Vec<CustomerOp>,
-    /// Rows sent.
-    pub rows_sent: usize,
-    /// Rows left to the stream.
-    pub rows_yielded: usize,
+    /// Keys left to the stream (changed inside the window); the runner
+    /// reads them again so their other attributes are sent too.
+    pub yielded: Vec<String>,
     /// To tell the runner once `ops` are accepted.
-    pub delivered: oneshot::Sender<usize>,
+    pub delivered: oneshot::Sender<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -156,16 +162,16 @@ impl Windows {
     pub fn close(&self, id: ChunkId) -> Option<Closed> {
         let window = self.lock().remove(&id)?;
         let chunk = window.chunk?;
-        let total = chunk.rows.len();
         let mut ops = Vec::new();
-        let mut rows_sent = 0;
+        let mut yielded = Vec::new();
         for (key, row_ops) in chunk.rows {
-            if !window.changed.contains(&key) {
-                rows_sent += 1;
+            if window.changed.contains(&key) {
+                yielded.push(key);
+            } else {
                 ops.extend(row_ops);
             }
         }
-        Some(Closed { ops, rows_sent, rows_yielded: total - rows_sent, delivered: chunk.delivered })
+        Some(Closed { ops, yielded, delivered: chunk.delivered })
     }
 
     /// Forgets a chunk the runner gave up on.
@@ -214,7 +220,7 @@ mod tests {
         windows.observe("public.users", &["4".into()]);
         let closed = windows.close(id).unwrap();
         assert_eq!(closed.ops, vec![op("1"), op("3")]);
-        assert_eq!((closed.rows_sent, closed.rows_yielded), (2, 2));
+        assert_eq!(closed.yielded, vec!["2".to_owned(), "4".to_owned()]);
         assert!(windows.is_idle());
         assert!(windows.close(id).is_none(), "closed once");
     }

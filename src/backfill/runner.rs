@@ -3,6 +3,7 @@
 //! watermarks (see the module above). Runs beside the pipeline, which sends
 //! the chunks; live changes keep flowing meanwhile.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::customer::CustomerOp;
 use crate::mapping::Mapper;
 use crate::pipeline::error_chain;
 use crate::source::connection::ConnectionSettings;
-use crate::source::reader::TableReader;
+use crate::source::reader::{postgres_now, TableReader};
 use crate::source::SourceError;
 use crate::state::{Backfill, State};
 
@@ -70,6 +71,30 @@ async fn serve(
     Ok(())
 }
 
+/// How many times keys the stream kept changing are read again before they
+/// are left to the stream.
+const MAX_REREADS: u32 = 10;
+
+/// Chunk numbers, unique for the life of the process, so a retried backfill
+/// never meets a window left from an earlier attempt.
+static NEXT_CHUNK: AtomicU64 = AtomicU64::new(1);
+
+/// Which rows a chunk reads.
+enum Selection<'a> {
+    /// The next page after this key.
+    After(Option<&'a str>),
+    /// These keys again (the stream touched them inside an earlier window).
+    Keys(&'a [String]),
+}
+
+/// What a delivered chunk read.
+struct ChunkDone {
+    rows_read: usize,
+    last_key: Option<String>,
+    /// Keys the stream changed inside the window: not sent, to read again.
+    yielded: Vec<String>,
+}
+
 async fn run_one(
     sql: &tokio_postgres::Client,
     state: &State<'_>,
@@ -80,78 +105,185 @@ async fn run_one(
     backfill: Backfill,
 ) -> Result<(), SourceError> {
     let id = backfill.id;
+    let outcome = run_chunks(sql, state, config, mapper, windows, stop, &backfill).await;
+    if let Err(error) = &outcome {
+        if !error.is_transient() {
+            let message = error_chain(error);
+            tracing::error!(backfill = id, error = %message, "backfill failed");
+            state.end_backfill(id, "failed", Some(&message)).await?;
+            return Ok(());
+        }
+    }
+    outcome
+}
+
+async fn run_chunks(
+    sql: &tokio_postgres::Client,
+    state: &State<'_>,
+    config: &Config,
+    mapper: &Mapper,
+    windows: &Windows,
+    stop: &CancellationToken,
+    backfill: &Backfill,
+) -> Result<(), SourceError> {
+    let id = backfill.id;
     let Some(sync) = config.sync.iter().find(|s| {
         let (schema, name) = s.schema_and_name();
         format!("{schema}.{name}") == backfill.table
     }) else {
-        state.end_backfill(id, "failed", Some("the table is not synced by this config")).await?;
-        return Ok(());
+        return Err(SourceError::Definite("the table is not synced by this config".into()));
     };
     let reader = TableReader::new(sql, sync, backfill.where_clause.as_deref()).await?;
     state.start_backfill(id).await?;
     tracing::info!(backfill = id, table = %backfill.table, resume = backfill.last_key.is_some(), "backfill running");
+    let chunk = ChunkReader {
+        sql,
+        reader: &reader,
+        mapper,
+        windows,
+        backfill,
+        slot: &config.postgres.slot,
+        stop,
+    };
     let mut after = backfill.last_key.clone();
     let mut rows_done = backfill.rows_done;
-    let slot = &config.postgres.slot;
-    for chunk in 1u64.. {
-        // The time of the read: later than any change the read saw.
-        let timestamp = crate::change::unix_now();
-        if stop.is_cancelled() {
-            return Ok(());
+    let mut reread: Vec<String> = Vec::new();
+    let mut rereads = 0;
+    let mut pages_left = true;
+    while pages_left || !reread.is_empty() {
+        if !reread.is_empty() {
+            if rereads == MAX_REREADS {
+                tracing::warn!(
+                    backfill = id,
+                    keys = reread.len(),
+                    "rows the stream keeps changing are left to it"
+                );
+                reread.clear();
+                continue;
+            }
+            rereads += 1;
+            let Some(done) = chunk.send(Selection::Keys(&reread)).await? else { return Ok(()) };
+            reread = done.yielded;
+            continue;
         }
-        let chunk_id = ChunkId { backfill: id, chunk };
-        emit(sql, slot, Watermark::Low(chunk_id)).await?;
-        let rows = reader.page(sql, after.as_deref(), CHUNK_ROWS).await?;
-        let count = rows.len();
-        let last = rows.last().map(|(key, _)| key.clone());
-        let rows = rows
-            .into_iter()
-            .map(|(key, new)| {
-                let change = RowChange {
-                    table: reader.table().clone(),
-                    op: RowOp::Update { old: None, old_is_key_only: false, new },
-                    commit_time: timestamp,
-                };
-                let ops =
-                    select_attributes(mapper.map(&change).ops, backfill.attributes.as_deref());
-                (key, ops)
-            })
-            .collect();
-        let (delivered, sent) = oneshot::channel();
-        windows.put(chunk_id, Chunk { table: backfill.table.clone(), rows, delivered });
-        emit(sql, slot, Watermark::High(chunk_id)).await?;
-        let rows_sent = tokio::select! {
-            sent = sent => sent.ok(),
-            _ = stop.cancelled() => None,
-        };
-        let Some(rows_sent) = rows_sent else {
-            // Shutdown (or the session restarted before the chunk went out):
-            // the next run starts again from the last delivered key.
-            windows.abandon(chunk_id);
+        let Some(done) = chunk.send(Selection::After(after.as_deref())).await? else {
             return Ok(());
         };
-        rows_done += count as i64;
-        tracing::debug!(
-            backfill = id,
-            chunk,
-            rows_sent,
-            rows_yielded = count - rows_sent,
-            "backfill chunk delivered"
-        );
-        if let Some(key) = &last {
-            if !state.backfill_progress(id, key, rows_done).await? {
+        rows_done += done.rows_read as i64;
+        reread = done.yielded;
+        rereads = 0;
+        if let Some(key) = done.last_key {
+            if !state.backfill_progress(id, &key, rows_done).await? {
                 tracing::info!(backfill = id, "backfill cancelled");
                 return Ok(());
             }
-            after = last;
+            after = Some(key);
         }
-        if count < CHUNK_ROWS {
-            break;
-        }
+        pages_left = done.rows_read == CHUNK_ROWS;
     }
     state.end_backfill(id, "done", None).await?;
     tracing::info!(backfill = id, rows_done, "backfill done");
     Ok(())
+}
+
+/// Sends chunks of one backfill between watermarks.
+struct ChunkReader<'a> {
+    sql: &'a tokio_postgres::Client,
+    reader: &'a TableReader,
+    mapper: &'a Mapper,
+    windows: &'a Windows,
+    backfill: &'a Backfill,
+    slot: &'a str,
+    stop: &'a CancellationToken,
+}
+
+impl ChunkReader<'_> {
+    /// One chunk: low watermark, read, hand over, high watermark, wait until
+    /// the pipeline delivered it. `None` on shutdown. The window is
+    /// abandoned on every way out but delivery.
+    async fn send(&self, selection: Selection<'_>) -> Result<Option<ChunkDone>, SourceError> {
+        if self.stop.is_cancelled() {
+            return Ok(None);
+        }
+        let id = ChunkId {
+            backfill: self.backfill.id,
+            chunk: NEXT_CHUNK.fetch_add(1, Ordering::Relaxed),
+        };
+        let result = self.send_window(id, selection).await;
+        if !matches!(result, Ok(Some(_))) {
+            self.windows.abandon(id);
+        }
+        result
+    }
+
+    async fn send_window(
+        &self,
+        id: ChunkId,
+        selection: Selection<'_>,
+    ) -> Result<Option<ChunkDone>, SourceError> {
+        emit(self.sql, self.slot, Watermark::Low(id)).await?;
+        // A transaction whose commit is in the WAL before L may not be
+        // visible yet; let every transaction running now end before reading.
+        wait_for_running_transactions(self.sql, self.stop).await?;
+        let timestamp = postgres_now(self.sql).await?;
+        let rows = match selection {
+            Selection::After(after) => self.reader.page(self.sql, after, CHUNK_ROWS).await?,
+            Selection::Keys(keys) => self.reader.rows_with_keys(self.sql, keys).await?,
+        };
+        let rows_read = rows.len();
+        let last_key = rows.last().map(|(key, _)| key.clone());
+        let rows = rows
+            .into_iter()
+            .map(|(key, new)| {
+                let change = RowChange {
+                    table: self.reader.table().clone(),
+                    op: RowOp::Update { old: None, old_is_key_only: false, new },
+                    commit_time: timestamp,
+                };
+                let ops = select_attributes(
+                    self.mapper.map(&change).ops,
+                    self.backfill.attributes.as_deref(),
+                );
+                (key, ops)
+            })
+            .collect();
+        let (delivered, yielded) = oneshot::channel();
+        self.windows.put(id, Chunk { table: self.backfill.table.clone(), rows, delivered });
+        emit(self.sql, self.slot, Watermark::High(id)).await?;
+        let yielded = tokio::select! {
+            yielded = yielded => yielded.ok(),
+            _ = self.stop.cancelled() => None,
+        };
+        // A dropped sender: the session restarted before the chunk went out;
+        // the next run starts again from the last delivered key.
+        Ok(yielded.map(|yielded| ChunkDone { rows_read, last_key, yielded }))
+    }
+}
+
+/// Waits until every transaction in progress now has ended.
+async fn wait_for_running_transactions(
+    sql: &tokio_postgres::Client,
+    stop: &CancellationToken,
+) -> Result<(), SourceError> {
+    let horizon: String = sql
+        .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
+        .await
+        .map_err(SourceError::sql("read the transaction horizon"))?
+        .get(0);
+    loop {
+        let passed: bool = sql
+            .query_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8",
+                &[&horizon],
+            )
+            .await
+            .map_err(SourceError::sql("read the transaction horizon"))?
+            .get(0);
+        if passed || stop.is_cancelled() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Keeps only the listed attributes of each identify; an identify left with

@@ -12,7 +12,8 @@ use crate::config::{ConfigError, PostgresConfig, Secret};
 
 /// Session settings pinned on every connection, so text values (timestamps,
 /// floats) always arrive in one parseable form, whatever the server's defaults.
-pub const SESSION_OPTIONS: &str = "-c TimeZone=UTC -c DateStyle=ISO,MDY -c extra_float_digits=3";
+pub const SESSION_OPTIONS: &str =
+    "-c TimeZone=UTC -c DateStyle=ISO,MDY -c extra_float_digits=3 -c standard_conforming_strings=on";
 
 /// `application_name` of ciosync's sessions, visible in `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "ciosync";

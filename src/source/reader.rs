@@ -17,7 +17,6 @@ pub struct TableReader {
     select: String,
     id: String,
     id_type: String,
-    filter: Option<String>,
 }
 
 impl TableReader {
@@ -29,23 +28,41 @@ impl TableReader {
     ) -> Result<Self, SourceError> {
         let table = describe(sql, sync).await?;
         let (schema, name) = sync.schema_and_name();
-        let select = format!(
-            "SELECT {} FROM {}",
-            table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", "),
-            quoted_table(schema, name)
-        );
+        let columns =
+            table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
+        // The filter lives in a subquery, so it cannot change how the key
+        // condition outside combines with it.
+        let source = match filter {
+            Some(f) => format!("(SELECT * FROM {} WHERE {f}) AS rows", quoted_table(schema, name)),
+            None => quoted_table(schema, name),
+        };
         Ok(Self {
             table: Arc::new(table),
-            select,
+            select: format!("SELECT {columns} FROM {source}"),
             id: quote_ident(&sync.id_column),
             id_type: id_type(sql, sync).await?,
-            filter: filter.map(|f| format!("({f})")),
         })
     }
 
     /// The table as the rows describe it (id column first).
     pub fn table(&self) -> &Arc<Table> {
         &self.table
+    }
+
+    /// The rows with these keys (that still exist and match the filter).
+    pub async fn rows_with_keys(
+        &self,
+        sql: &Client,
+        keys: &[String],
+    ) -> Result<Vec<(String, Row)>, SourceError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = keys
+            .iter()
+            .map(|k| format!("CAST({} AS {})", quote_literal(k), self.id_type))
+            .collect();
+        self.query(sql, &format!("{} IN ({})", self.id, list.join(", ")), keys.len()).await
     }
 
     /// Up to `limit` rows after key `after`, in key order, each with its key
@@ -57,21 +74,21 @@ impl TableReader {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Row)>, SourceError> {
-        let mut conditions: Vec<String> = self.filter.iter().cloned().collect();
-        if let Some(key) = after {
-            conditions.push(format!(
-                "{} > CAST({} AS {})",
-                self.id,
-                quote_literal(key),
-                self.id_type
-            ));
-        }
-        let filter = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conditions.join(" AND "))
+        let condition = match after {
+            Some(key) => format!("{} > CAST({} AS {})", self.id, quote_literal(key), self.id_type),
+            None => "true".to_owned(),
         };
-        let query = format!("{}{filter} ORDER BY {} LIMIT {limit}", self.select, self.id);
+        self.query(sql, &condition, limit).await
+    }
+
+    /// Up to `limit` rows meeting `condition`, in key order.
+    async fn query(
+        &self,
+        sql: &Client,
+        condition: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Row)>, SourceError> {
+        let query = format!("{} WHERE {condition} ORDER BY {} LIMIT {limit}", self.select, self.id);
         let messages =
             sql.simple_query(&query).await.map_err(SourceError::sql("read a page of a table"))?;
         let width = self.table.columns.len();
@@ -153,4 +170,14 @@ async fn id_type(sql: &Client, sync: &SyncConfig) -> Result<String, SourceError>
         .await
         .map_err(SourceError::sql("read the id column's type"))?;
     Ok(row.get(0))
+}
+
+/// Postgres's clock in Unix seconds: the `timestamp` of copied rows, on the
+/// same clock as the commit times of the changes around them.
+pub async fn postgres_now(sql: &tokio_postgres::Client) -> Result<i64, SourceError> {
+    Ok(sql
+        .query_one("SELECT floor(extract(epoch FROM clock_timestamp()))::bigint", &[])
+        .await
+        .map_err(SourceError::sql("read the clock"))?
+        .get(0))
 }
