@@ -140,6 +140,15 @@ async fn checks_with_sql(
     config: &Config,
     out: &mut Vec<Finding>,
 ) -> Result<(), tokio_postgres::Error> {
+    let version: i32 =
+        sql.query_one("SELECT current_setting('server_version_num')::int", &[]).await?.get(0);
+    if version < 150_000 {
+        out.push(Finding::error(
+            "postgres version",
+            format!("server_version_num is {version}; ciosync needs PostgreSQL 15 or newer"),
+            "upgrade PostgreSQL (the initial copy's slot creation and row-filter checks need 15)",
+        ));
+    }
     let wal_level: String = sql.query_one("SHOW wal_level", &[]).await?.get(0);
     out.push(if wal_level == "logical" {
         Finding::ok("wal_level", "logical")
