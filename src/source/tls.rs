@@ -29,17 +29,11 @@ pub fn client_config(mode: SslMode, root_cert: Option<&Path>) -> ClientConfig {
         });
     match mode {
         SslMode::VerifyFull => builder.with_root_certificates(roots).with_no_client_auth(),
-        SslMode::VerifyCa => {
-            let verifier = ChainOnlyVerifier { inner: webpki_verifier(roots, &provider) };
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth()
-        }
-        // disable never uses it; prefer and require encrypt without verifying,
-        // as libpq does.
-        _ => {
-            let verifier = NoVerifier { provider: provider.clone() };
+        // disable never uses it; prefer and require encrypt without
+        // verifying, as libpq does; verify-ca checks the chain only.
+        mode => {
+            let chain = (mode == SslMode::VerifyCa).then(|| webpki_verifier(roots, &provider));
+            let verifier = Verifier { chain, provider: provider.clone() };
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
@@ -81,13 +75,18 @@ fn webpki_verifier(
     WebPkiServerVerifier::builder_with_provider(roots, provider.clone()).build().ok()
 }
 
-/// Checks the certificate chain but accepts a host name mismatch (`verify-ca`).
+/// The certificate check of `verify-ca` (chain only, any host name) and of
+/// `prefer`/`require` (no check: encryption without identity, as in libpq).
+/// Handshake signatures are always checked.
 #[derive(Debug)]
-struct ChainOnlyVerifier {
-    inner: Option<Arc<WebPkiServerVerifier>>,
+struct Verifier {
+    /// `Some` for `verify-ca`: the chain must verify (`None` inside when no
+    /// usable root was given, which refuses every certificate).
+    chain: Option<Option<Arc<WebPkiServerVerifier>>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnlyVerifier {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -96,64 +95,17 @@ impl ServerCertVerifier for ChainOnlyVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let inner = self.inner.as_ref().ok_or_else(|| {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        let chain = chain.as_ref().ok_or_else(|| {
             Error::General("no trusted root certificate (check sslrootcert)".to_owned())
         })?;
-        match inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(Error::InvalidCertificate(CertificateError::NotValidForName))
             | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
                 Ok(ServerCertVerified::assertion())
             }
             other => other,
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        match &self.inner {
-            Some(inner) => inner.verify_tls12_signature(message, cert, dss),
-            None => Err(Error::General("no verifier".to_owned())),
-        }
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        match &self.inner {
-            Some(inner) => inner.verify_tls13_signature(message, cert, dss),
-            None => Err(Error::General("no verifier".to_owned())),
-        }
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.as_ref().map(|i| i.supported_verify_schemes()).unwrap_or_default()
-    }
-}
-
-/// Accepts any certificate but still checks the handshake signatures
-/// (`sslmode=require`: encryption against eavesdroppers, no identity check).
-#[derive(Debug)]
-struct NoVerifier {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for NoVerifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
