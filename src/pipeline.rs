@@ -35,6 +35,11 @@
 //! replication buffer, the slot holds the rest. A large transaction is
 //! delivered in batches as it arrives and acknowledged only at its commit.
 //!
+//! Two more producers feed the same sink, in stream order: before the first
+//! session the initial copy runs to completion (`initial_copy`), and a
+//! backfill chunk is sent when its high watermark comes by (`backfill`); the
+//! flush that delivers a chunk acknowledges only commits already complete.
+//!
 //! Acks reach Postgres on the next status update (`postgres.status_interval_ms`).
 //! At shutdown the final ack is sent before the connection closes. Postgres
 //! may still replay a transaction we delivered (PG 15 can move
