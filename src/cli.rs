@@ -50,7 +50,7 @@ pub enum Command {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
-        /// Only this [[sync]] table (default: every synced table).
+        /// Only this `[[sync]]` table (default: every synced table).
         #[arg(long)]
         table: Option<String>,
         /// Only rows matching this SQL condition, e.g. "plan = 'pro'".

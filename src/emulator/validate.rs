@@ -1,6 +1,6 @@
 //! Checks shared by v1 and v2: attribute and event limits with Customer.io's
 //! exact 400 messages (facts sheet §3, from
-//! https://docs.customer.io/journeys/invalid-api-requests). Messages marked
+//! <https://docs.customer.io/journeys/invalid-api-requests>). Messages marked
 //! "guess" are the emulator's own wording where Customer.io's is unknown.
 //! Pure functions over `serde_json` values.
 
