@@ -3,28 +3,20 @@
 
 use serde_json::json;
 
-use crate::support::daemon::InProcess;
-use crate::support::emulator::{self, identifies_of, wait_for_customers};
-use crate::support::postgres::{TestDb, USERS_TABLE};
+use crate::support::emulator::{identifies_of, wait_for_attribute};
+use crate::support::postgres::USERS_TABLE;
+use crate::support::Scenario;
 
 #[tokio::test]
 async fn default_identity_sends_every_mapped_attribute() {
-    let db = TestDb::new("default_identity").await;
-    db.exec(USERS_TABLE).await;
-    db.exec("ALTER TABLE users REPLICA IDENTITY DEFAULT").await;
-    let emulator = emulator::start().await;
-    let daemon = InProcess::start(&db.config(&emulator.url(), ""));
-    db.wait_for_streaming().await;
+    let schema = format!("{USERS_TABLE} ALTER TABLE users REPLICA IDENTITY DEFAULT;");
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("default_identity", &schema, |c| c).await;
 
     db.exec("INSERT INTO users (id, email, first_name, plan) VALUES (1, 'a@x.io', 'Ann', 'free')")
         .await;
     db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
-    assert!(
-        wait_for_customers(&emulator, |c| c
-            .get("1")
-            .is_some_and(|a| a.get("plan") == Some(&json!("pro"))))
-        .await
-    );
+    assert!(wait_for_attribute(&emulator, "1", "plan", json!("pro")).await);
 
     let calls = identifies_of(&emulator, "1");
     assert_eq!(

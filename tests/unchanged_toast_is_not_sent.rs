@@ -4,29 +4,24 @@
 
 use serde_json::json;
 
-use crate::support::daemon::InProcess;
-use crate::support::emulator::{self, identifies_of, wait_for_customers};
-use crate::support::postgres::{TestDb, USERS_TABLE};
+use crate::support::emulator::{identifies_of, wait_for_attribute};
+use crate::support::postgres::USERS_TABLE;
+use crate::support::Scenario;
 
 #[tokio::test]
 async fn unchanged_toast_is_not_sent() {
-    let db = TestDb::new("unchanged_toast").await;
-    db.exec(USERS_TABLE).await;
-    // DEFAULT identity: no old row, so only the TOAST marker tells us.
-    db.exec("ALTER TABLE users REPLICA IDENTITY DEFAULT; ALTER TABLE users ALTER COLUMN bio SET STORAGE EXTERNAL").await;
-    let emulator = emulator::start().await;
-    // A value under 1000 bytes but stored out of line (EXTERNAL, no compression).
-    let daemon = InProcess::start(&db.config(&emulator.url(), ""));
-    db.wait_for_streaming().await;
+    // DEFAULT identity: no old row, so only the TOAST marker tells us. bio is
+    // stored out of line (EXTERNAL) once it is large, as the insert makes it.
+    let schema = format!(
+        "{USERS_TABLE} ALTER TABLE users REPLICA IDENTITY DEFAULT;
+         ALTER TABLE users ALTER COLUMN bio SET STORAGE EXTERNAL;"
+    );
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("unchanged_toast", &schema, |c| c).await;
 
     db.exec("INSERT INTO users (id, email, plan, bio) VALUES (1, 'a@x.io', 'free', repeat('b', 990) || repeat('c', 9000))").await;
     db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
-    assert!(
-        wait_for_customers(&emulator, |c| c
-            .get("1")
-            .is_some_and(|a| a.get("plan") == Some(&json!("pro"))))
-        .await
-    );
+    assert!(wait_for_attribute(&emulator, "1", "plan", json!("pro")).await);
 
     let calls = identifies_of(&emulator, "1");
     assert_eq!(calls.len(), 2);

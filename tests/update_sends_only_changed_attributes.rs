@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::emulator::{identifies_of, wait_for_customers};
+use crate::support::emulator::{identifies_of, wait_for_attribute};
 use crate::support::Scenario;
 
 #[tokio::test]
@@ -13,12 +13,7 @@ async fn update_sends_only_changed_attributes() {
     db.exec("INSERT INTO users (id, email, first_name, plan, bio) VALUES (1, 'a@x.io', 'Ann', 'free', 'hi')").await;
     db.exec("UPDATE users SET plan = 'pro', bio = NULL WHERE id = 1").await;
 
-    assert!(
-        wait_for_customers(&emulator, |c| c
-            .get("1")
-            .is_some_and(|a| a.get("plan") == Some(&json!("pro"))))
-        .await
-    );
+    assert!(wait_for_attribute(&emulator, "1", "plan", json!("pro")).await);
     let calls = identifies_of(&emulator, "1");
     assert_eq!(calls.len(), 2, "{calls:?}");
     assert_eq!(serde_json::Value::Object(calls[1].clone()), json!({"plan": "pro", "about": null}));

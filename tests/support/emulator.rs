@@ -27,6 +27,11 @@ pub async fn wait_for_customers(
     wait_for(emulator, |e| cond(&e.customers())).await
 }
 
+/// Waits until customer `id` has attribute `name` equal to `value`.
+pub async fn wait_for_attribute(emulator: &Emulator, id: &str, name: &str, value: Value) -> bool {
+    wait_for_customers(emulator, |c| c.get(id).is_some_and(|a| a.get(name) == Some(&value))).await
+}
+
 /// Waits until `cond` holds for the emulator (polled, so `cond` may read
 /// anything); false on timeout.
 pub async fn wait_for(emulator: &Emulator, cond: impl Fn(&Emulator) -> bool) -> bool {
