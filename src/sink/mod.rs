@@ -11,18 +11,18 @@
 //! is harmless, which is what makes at-least-once delivery safe.
 
 pub mod batch;
+pub mod client;
 pub mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;
-
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 
 use crate::config::CustomerioConfig;
 use crate::customer::CustomerOp;
 use crate::telemetry::Counters;
 use crate::track_api::RegionResponse;
 use batch::{Batch, EncodedItem};
+use client::TrackClient;
 use retry::{Backoff, Verdict};
 
 /// Why the sink cannot go on.
@@ -65,11 +65,7 @@ impl SinkError {
 
 /// Sends operations to the Track API's `/api/v2/batch`, one batch at a time.
 pub struct Sink {
-    http: reqwest::Client,
-    /// The request budget: every request waits for a token first.
-    limiter: governor::DefaultDirectRateLimiter,
-    base_url: String,
-    auth: HeaderValue,
+    client: Arc<TrackClient>,
     max_backoff: Duration,
     max_batch_ops: usize,
     batch: Batch,
@@ -79,22 +75,8 @@ pub struct Sink {
 impl Sink {
     /// A sink for the configured workspace.
     pub fn new(config: &CustomerioConfig, counters: Arc<Counters>) -> Result<Self, SinkError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout())
-            .connect_timeout(config.request_timeout().min(Duration::from_secs(10)))
-            .pool_idle_timeout(Duration::from_secs(60))
-            // Redirects would replay the body with credentials to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("ciosync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(SinkError::Client)?;
-        let per_second = std::num::NonZeroU32::new(config.max_requests_per_second)
-            .unwrap_or(std::num::NonZeroU32::MIN);
         Ok(Self {
-            http,
-            limiter: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
-            base_url: config.base_url(),
-            auth: basic_auth(&config.site_id, config.api_key.expose()),
+            client: Arc::new(TrackClient::new(config, counters.clone())?),
             max_backoff: Duration::from_secs(config.retry_max_backoff_secs),
             max_batch_ops: config.max_batch_ops,
             batch: Batch::default(),
@@ -161,10 +143,10 @@ impl Sink {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>>
     {
         Box::pin(async move {
-            let body = batch::body(items);
+            let body = bytes::Bytes::from(batch::body(items));
             let mut backoff = Backoff::new(self.max_backoff);
             loop {
-                let verdict = self.post_batch(&body).await;
+                let verdict = self.client.post_batch(body.clone()).await;
                 match verdict {
                     Verdict::Accepted => {
                         Counters::add(&self.counters.ops_accepted, items.len() as u64);
@@ -239,78 +221,13 @@ impl Sink {
         })
     }
 
-    /// One POST of a batch body, within the request budget, classified.
-    async fn post_batch(&self, body: &[u8]) -> Verdict {
-        self.limiter.until_ready().await;
-        Counters::add(&self.counters.requests_sent, 1);
-        let response = self
-            .http
-            .post(format!("{}/api/v2/batch", self.base_url))
-            .header(AUTHORIZATION, self.auth.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body.to_vec())
-            .send()
-            .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => return Verdict::Retry { after: None, reason: transport_reason(&e) },
-        };
-        let status = response.status().as_u16();
-        let retry_after =
-            response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        match response.bytes().await {
-            Ok(bytes) => retry::classify(status, retry_after.as_deref(), &bytes),
-            Err(e) => Verdict::Retry { after: None, reason: transport_reason(&e) },
-        }
-    }
-
     /// `GET /api/v1/accounts/region`: proves the credentials and the host.
     pub async fn region(&self) -> Result<RegionResponse, SinkError> {
-        let response = self
-            .http
-            .get(format!("{}/api/v1/accounts/region", self.base_url))
-            .header(AUTHORIZATION, self.auth.clone())
-            .send()
-            .await
-            .map_err(|e| SinkError::Request(transport_reason(&e)))?;
-        let status = response.status().as_u16();
-        if status == 401 {
-            return Err(SinkError::Unauthorized);
-        }
-        if status != 200 {
-            return Err(SinkError::Request(format!("HTTP {status}")));
-        }
-        response
-            .json::<RegionResponse>()
-            .await
-            .map_err(|_| SinkError::Request("unexpected answer body".to_owned()))
+        self.client.region().await
     }
 
     /// The base URL requests go to.
     pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-}
-
-/// `Basic base64(site_id:api_key)`, marked sensitive so it is never printed.
-fn basic_auth(site_id: &str, api_key: &str) -> HeaderValue {
-    use base64::Engine;
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{site_id}:{api_key}"));
-    let mut value = HeaderValue::from_str(&format!("Basic {token}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
-    value.set_sensitive(true);
-    value
-}
-
-/// A transport failure in a few words: the kind, never a body or a header.
-fn transport_reason(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        "timeout".to_owned()
-    } else if error.is_connect() {
-        "connection failed".to_owned()
-    } else if error.is_body() || error.is_decode() {
-        "connection broke while reading the answer".to_owned()
-    } else {
-        "request failed".to_owned()
+        self.client.base_url()
     }
 }

@@ -32,6 +32,13 @@ pub struct Counters {
     pub ops_rejected: AtomicU64,
     /// HTTP requests sent to Customer.io.
     pub requests_sent: AtomicU64,
+    /// Answers of HTTP 429 (each slows the sender down).
+    pub rate_limited: AtomicU64,
+    /// Operations merged into an earlier one of the same customer while
+    /// waiting to be sent: calls saved.
+    pub ops_coalesced: AtomicU64,
+    /// Operations Customer.io refused for good, stored in `ciosync.dead_letters`.
+    pub ops_dead_lettered: AtomicU64,
     /// Requests retried after a transient failure.
     pub requests_retried: AtomicU64,
     /// Transactions acknowledged to Postgres.

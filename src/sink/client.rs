@@ -1,0 +1,283 @@
+//! The HTTP side of the sink: one POST of a batch body within the request
+//! budget, classified; and the region probe `check` uses.
+//!
+//! Every request, from the live stream, the initial copy, backfills or
+//! `dlq retry`, waits for two things first:
+//! - a token of the budget (`customerio.max_requests_per_second`, a GCRA
+//!   limiter from `governor`), and
+//! - the [`Throttle`], which after a 429 holds every request until the
+//!   `Retry-After` has passed and then lets the rate climb back gradually.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use tokio::time::Instant;
+
+use super::retry::{self, Verdict};
+use super::SinkError;
+use crate::config::CustomerioConfig;
+use crate::telemetry::Counters;
+use crate::track_api::RegionResponse;
+
+/// Pause after a 429 that carries no `Retry-After`.
+pub const DEFAULT_RATE_LIMIT_PAUSE: Duration = Duration::from_secs(1);
+
+/// A client for the Track API of one workspace.
+pub struct TrackClient {
+    http: reqwest::Client,
+    /// The request budget: every request waits for a token first.
+    limiter: governor::DefaultDirectRateLimiter,
+    throttle: Mutex<Throttle>,
+    base_url: String,
+    auth: HeaderValue,
+    counters: Arc<Counters>,
+}
+
+impl TrackClient {
+    /// A client for the configured workspace.
+    pub fn new(config: &CustomerioConfig, counters: Arc<Counters>) -> Result<Self, SinkError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout())
+            .connect_timeout(config.request_timeout().min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            // Redirects would replay the body with credentials to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("ciosync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(SinkError::Client)?;
+        let per_second = std::num::NonZeroU32::new(config.max_requests_per_second)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        Ok(Self {
+            http,
+            limiter: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
+            throttle: Mutex::new(Throttle::new(per_second.get(), Instant::now())),
+            base_url: config.base_url(),
+            auth: basic_auth(&config.site_id, config.api_key.expose()),
+            counters,
+        })
+    }
+
+    /// One POST of a `/api/v2/batch` body, within the request budget,
+    /// classified. A 429 slows every later request down (see [`Throttle`]).
+    pub async fn post_batch(&self, body: bytes::Bytes) -> Verdict {
+        self.limiter.until_ready().await;
+        let send_at = self.lock_throttle().reserve(Instant::now());
+        tokio::time::sleep_until(send_at).await;
+        Counters::add(&self.counters.requests_sent, 1);
+        let response = self
+            .http
+            .post(format!("{}/api/v2/batch", self.base_url))
+            .header(AUTHORIZATION, self.auth.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return Verdict::Retry { after: None, reason: transport_reason(&e) },
+        };
+        let status = response.status().as_u16();
+        let retry_after =
+            response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let verdict = match response.bytes().await {
+            Ok(bytes) => retry::classify(status, retry_after.as_deref(), &bytes),
+            Err(e) => return Verdict::Retry { after: None, reason: transport_reason(&e) },
+        };
+        if status == 429 {
+            Counters::add(&self.counters.rate_limited, 1);
+            let pause = match &verdict {
+                Verdict::Retry { after: Some(after), .. } => *after,
+                _ => DEFAULT_RATE_LIMIT_PAUSE,
+            };
+            self.lock_throttle().rate_limited(Instant::now(), pause);
+        } else if status < 300 {
+            self.lock_throttle().succeeded(Instant::now());
+        }
+        verdict
+    }
+
+    fn lock_throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `GET /api/v1/accounts/region`: proves the credentials and the host.
+    pub async fn region(&self) -> Result<RegionResponse, SinkError> {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/accounts/region", self.base_url))
+            .header(AUTHORIZATION, self.auth.clone())
+            .send()
+            .await
+            .map_err(|e| SinkError::Request(transport_reason(&e)))?;
+        let status = response.status().as_u16();
+        if status == 401 {
+            return Err(SinkError::Unauthorized);
+        }
+        if status != 200 {
+            return Err(SinkError::Request(format!("HTTP {status}")));
+        }
+        response
+            .json::<RegionResponse>()
+            .await
+            .map_err(|_| SinkError::Request("unexpected answer body".to_owned()))
+    }
+
+    /// The base URL requests go to.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+}
+
+/// Slows requests down after a 429, on top of the fixed budget. Pure: the
+/// caller passes the time.
+///
+/// A 429 (Customer.io documents none for the Track API, so this is the safe
+/// side) holds every request until its `Retry-After` (or one second) has
+/// passed and halves the allowed rate; each further second without a 429
+/// gives back a tenth of the budget, so the sender probes its way back to
+/// full speed instead of hitting the wall again at once. 429s that arrive
+/// while already paused (other requests that were in flight) do not halve
+/// the rate again.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    /// The budget, requests per second.
+    budget: f64,
+    /// Share of the budget currently allowed, `MIN_SHARE..=1`.
+    share: f64,
+    /// No request before this.
+    resume_at: Instant,
+    /// Earliest time for the next request while `share < 1`.
+    next_slot: Instant,
+    /// Last time the share was raised (or lowered).
+    last_change: Instant,
+}
+
+/// The share never goes below this: a tenth of the budget.
+const MIN_SHARE: f64 = 0.1;
+/// Share given back per second without a 429.
+const RECOVERY_PER_SECOND: f64 = 0.1;
+
+impl Throttle {
+    /// A throttle that lets the whole budget through.
+    pub fn new(budget_per_second: u32, now: Instant) -> Self {
+        Self {
+            budget: f64::from(budget_per_second.max(1)),
+            share: 1.0,
+            resume_at: now,
+            next_slot: now,
+            last_change: now,
+        }
+    }
+
+    /// When a request that wants to go at `now` may go; takes that slot.
+    pub fn reserve(&mut self, now: Instant) -> Instant {
+        self.recover(now);
+        let at = now.max(self.resume_at);
+        if self.share >= 1.0 {
+            return at;
+        }
+        let at = at.max(self.next_slot);
+        self.next_slot = at + Duration::from_secs_f64(1.0 / (self.budget * self.share));
+        at
+    }
+
+    /// A 429 came back: pause for `pause`, and halve the rate unless already paused.
+    pub fn rate_limited(&mut self, now: Instant, pause: Duration) {
+        if now >= self.resume_at {
+            self.share = (self.share / 2.0).max(MIN_SHARE);
+        }
+        self.resume_at = self.resume_at.max(now + pause);
+        self.last_change = self.resume_at;
+    }
+
+    /// A request was accepted.
+    pub fn succeeded(&mut self, now: Instant) {
+        self.recover(now);
+    }
+
+    /// The share of the budget currently allowed.
+    pub fn share(&self) -> f64 {
+        self.share
+    }
+
+    fn recover(&mut self, now: Instant) {
+        if self.share >= 1.0 || now < self.last_change {
+            return;
+        }
+        let seconds = now.duration_since(self.last_change).as_secs();
+        if seconds > 0 {
+            self.share = (self.share + RECOVERY_PER_SECOND * seconds as f64).min(1.0);
+            self.last_change += Duration::from_secs(seconds);
+        }
+    }
+}
+
+/// `Basic base64(site_id:api_key)`, marked sensitive so it is never printed.
+fn basic_auth(site_id: &str, api_key: &str) -> HeaderValue {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{site_id}:{api_key}"));
+    let mut value = HeaderValue::from_str(&format!("Basic {token}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
+    value.set_sensitive(true);
+    value
+}
+
+/// A transport failure in a few words: the kind, never a body or a header.
+fn transport_reason(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        "timeout".to_owned()
+    } else if error.is_connect() {
+        "connection failed".to_owned()
+    } else if error.is_body() || error.is_decode() {
+        "connection broke while reading the answer".to_owned()
+    } else {
+        "request failed".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_full_budget_adds_no_delay() {
+        let start = Instant::now();
+        let mut t = Throttle::new(100, start);
+        for _ in 0..10 {
+            assert_eq!(t.reserve(start), start);
+        }
+    }
+
+    #[test]
+    fn a_429_pauses_then_halves_the_rate_then_recovers_gradually() {
+        let start = Instant::now();
+        let mut t = Throttle::new(100, start);
+        t.rate_limited(start, Duration::from_secs(5));
+        assert_eq!(t.share(), 0.5);
+        // A second 429 from a request already in flight does not halve again.
+        t.rate_limited(start + Duration::from_millis(10), Duration::from_secs(1));
+        assert_eq!(t.share(), 0.5);
+        let resume = start + Duration::from_secs(5);
+        assert_eq!(t.reserve(start + Duration::from_secs(1)), resume);
+        // At half of 100/s, requests are 20 ms apart.
+        assert_eq!(t.reserve(start + Duration::from_secs(1)), resume + Duration::from_millis(20));
+        // Five quiet seconds after the pause give the whole budget back.
+        let later = resume + Duration::from_secs(5);
+        t.succeeded(later);
+        assert!((t.share() - 1.0).abs() < 1e-9, "{}", t.share());
+        assert_eq!(t.reserve(later), later);
+    }
+
+    #[test]
+    fn the_rate_never_drops_below_a_tenth() {
+        let start = Instant::now();
+        let mut t = Throttle::new(10, start);
+        let mut now = start;
+        for _ in 0..20 {
+            t.rate_limited(now, Duration::from_millis(1));
+            now += Duration::from_millis(2);
+        }
+        assert!((t.share() - MIN_SHARE).abs() < 1e-9);
+    }
+}
