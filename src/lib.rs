@@ -29,6 +29,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod customer;
+pub mod dead_letter;
 pub mod demo;
 pub mod emulator;
 pub mod initial_copy;
