@@ -325,7 +325,6 @@ impl Session<'_> {
                         column = %dropped.column,
                         attribute = %dropped.attribute,
                         reason = dropped.reason.as_str(),
-                        customer_id = mapped.ops.first().and_then(|o| o.customer_id()).unwrap_or(""),
                         "attribute left out of the call"
                     );
                 }

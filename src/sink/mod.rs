@@ -140,6 +140,7 @@ impl Sink {
             Counters::add(&self.counters.ops_coalesced, 1);
         }
         self.pump(false);
+        self.report_memory();
     }
 
     /// Records a commit boundary: its end LSN becomes ackable once every
@@ -209,6 +210,7 @@ impl Sink {
         finished.result?;
         self.queue.finish(&finished.ticket);
         self.pump(false);
+        self.report_memory();
         Ok(())
     }
 
@@ -237,6 +239,12 @@ impl Sink {
         self.tasks.abort_all();
         self.tasks = JoinSet::new();
         self.queue.clear();
+        self.report_memory();
+    }
+
+    fn report_memory(&self) {
+        let held = self.queue.pending_bytes() as u64;
+        Counters::set(&self.counters.pending_bytes, held, Some(&self.counters.pending_bytes_peak));
     }
 
     /// Starts batches while there is room in flight and something is due
