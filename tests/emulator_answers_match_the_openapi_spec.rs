@@ -1,10 +1,10 @@
 //! Checks the emulator against Customer.io's published OpenAPI document:
-//! every kind of answer it gives (200, 207, 400) matches the response
-//! schemas, the shared wire types in `track_api` produce request bodies the
-//! request schemas accept, and the emulator's strict v1 value check agrees
-//! with the v1 identify schema.
+//! every kind of answer it gives (200, 207 including those of injected
+//! per-item faults, 400) matches the response schemas, the shared wire types
+//! in `track_api` produce request bodies the request schemas accept, and the
+//! emulator's strict v1 value check agrees with the v1 identify schema.
 
-use ciosync::emulator::{Emulator, EmulatorConfig};
+use ciosync::emulator::{Emulator, EmulatorConfig, Faults};
 use ciosync::track_api::{BatchRequest, Identifier, PersonAction, PersonItem};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -90,6 +90,19 @@ async fn answers_and_wire_types_match_the_published_schemas() {
     );
     assert_valid(&partial, &body, "207 answer");
     assert!(!partial.is_valid(&json!({"errors": [{"batch_index": "first"}]})));
+    // The 207s of the per-item faults: a refused id, then a transient error.
+    let person =
+        |id: &str| json!({"type": "person", "action": "delete", "identifiers": {"id": id}});
+    emu.set_faults(Faults { reject_ids: vec!["1".into()], ..Faults::default() });
+    let (status, body) =
+        post(&emu, "POST", "/api/v2/batch", &json!({"batch": [person("1")]})).await;
+    assert_eq!((status, body["errors"][0]["reason"].clone()), (207, json!("invalid")));
+    assert_valid(&partial, &body, "207 answer for a rejected id");
+    emu.set_faults(Faults { item_errors_next: 1, ..Faults::default() });
+    let (status, body) =
+        post(&emu, "POST", "/api/v2/batch", &json!({"batch": [person("2")]})).await;
+    assert_eq!((status, body["errors"][0]["reason"].clone()), (207, json!("internal_error")));
+    assert_valid(&partial, &body, "207 answer for a transient item error");
     let (status, body) = post(&emu, "POST", "/api/v2/batch", &json!({"nope": 1})).await;
     assert_eq!(status, 400);
     let whole = validator(

@@ -410,14 +410,15 @@ async fn wait_until_wakes_on_changes_and_times_out() {
     assert!(!emu.wait_until(Duration::from_millis(50), |v| v.customers().len() > 1).await);
 }
 
-/// The binary prints its address, serves, and exits 0 on SIGTERM.
+/// The binary prints its address, serves (with the faults its flags set),
+/// and exits 0 on SIGTERM.
 #[cfg(unix)]
 #[tokio::test]
 async fn binary_announces_its_port_and_stops_on_sigterm() {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ciosync-emulator"))
-        .args(["--listen", "127.0.0.1:0", "--site-id", SITE])
+        .args(["--listen", "127.0.0.1:0", "--site-id", SITE, "--reject-id", "refused"])
         .env("CIOSYNC_EMULATOR_API_KEY", KEY)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -444,6 +445,14 @@ async fn binary_announces_its_port_and_stops_on_sigterm() {
         .await
         .map(|r| r.status().as_u16());
     assert_eq!(status.ok(), Some(200));
+    let refused = reqwest::Client::new()
+        .put(format!("{url}/api/v1/customers/refused"))
+        .header("authorization", standard_auth())
+        .body("{}")
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(refused.ok(), Some(400), "--reject-id sets the reject_ids fault");
     let pid = child.id().expect("pid").to_string();
     let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status();
     assert!(killed.is_ok_and(|s| s.success()));

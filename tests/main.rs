@@ -18,6 +18,7 @@ mod delivery_keeps_order_under_concurrency;
 mod demo_runs_end_to_end;
 mod emulator_answers_match_the_openapi_spec;
 mod emulator_behaves_like_customerio;
+mod emulator_fails_chosen_batch_items;
 mod id_change_merges_the_old_customer;
 mod identify_on_insert;
 mod initial_copy_identifies_existing_users;

@@ -15,6 +15,14 @@ use tokio::net::TcpListener;
 
 /// Emulates Customer.io's Track API (v1 and v2) in memory, with fault
 /// injection and inspection endpoints under /_emulator/.
+///
+/// The fault flags set the faults at start; `PUT /_emulator/faults` replaces
+/// them while running, as a JSON object with any of: error_rate,
+/// rate_limit_rate, retry_after_secs, latency_ms, fail_next, fail_status,
+/// fail_after_apply, reject_ids (person ids refused as invalid: a 207 item
+/// error in batches, a 400 elsewhere) and item_errors_next (the next N batch
+/// items fail with a transient "internal_error"). Left-out fields mean no
+/// fault; `GET /_emulator/faults` shows the current ones.
 #[derive(Debug, Parser)]
 #[command(name = "ciosync-emulator", version)]
 struct Args {
@@ -42,6 +50,10 @@ struct Args {
     /// Milliseconds to wait before answering each Track API request.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Refuse requests and batch items naming this person id as invalid
+    /// (a 207 item error in batches, a 400 elsewhere); repeatable.
+    #[arg(long = "reject-id", value_name = "ID")]
+    reject_ids: Vec<String>,
     /// Answer v2 batches with invalid items as 200 plus errors instead of 207.
     #[arg(long)]
     errors_with_200: bool,
@@ -76,6 +88,7 @@ impl Args {
                 rate_limit_rate: self.rate_limit_rate,
                 retry_after_secs: self.retry_after_secs,
                 latency_ms: self.latency_ms,
+                reject_ids: self.reject_ids.clone(),
                 ..Faults::default()
             },
             errors_with_200: self.errors_with_200,

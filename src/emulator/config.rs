@@ -27,7 +27,8 @@ pub struct EmulatorConfig {
     pub faults: Faults,
     /// Answer v2 batches with some invalid items as 200 plus an `errors`
     /// array instead of the documented 207. Seen in practice (Segment's
-    /// destination handles it), so a client must cope with both.
+    /// destination handles it), so a client must cope with both. Items
+    /// failed by injected faults are answered the same way.
     pub errors_with_200: bool,
     /// Whether an attribute value of `null` or `""` removes the attribute
     /// (default true). Documented for objects and relationships; UNCONFIRMED

@@ -1,5 +1,7 @@
 //! Fault injection for the Track API routes: added latency, random 500s and
 //! 429s, and a deterministic "fail the next N requests" counter for tests.
+//! Per-item faults (refused person ids, transient item errors) are decided
+//! here too, but applied by the v1 and v2 handlers, which know the items.
 //!
 //! Customer.io documents no 429 for the Track API (UNCONFIRMED, see the facts
 //! sheet §3), but clients must survive one, so the emulator can send it, with
@@ -14,10 +16,18 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::state::Shared;
-use crate::track_api::V1ErrorResponse;
+use super::validate::{Problem, REASON_INVALID};
+use crate::track_api::{Identifier, V1ErrorResponse};
 
 /// Status used by `fail_next` unless `fail_status` says otherwise.
 pub const DEFAULT_FAIL_STATUS: u16 = 500;
+/// `reason` of an injected transient item error (the emulator's own word:
+/// Customer.io documents no transient per-item reason).
+pub const REASON_INTERNAL_ERROR: &str = "internal_error";
+/// `message` of an injected transient item error.
+pub const TRANSIENT_ITEM_MESSAGE: &str = "temporarily unable to process this item; retry";
+/// `message` of an item or request refused through `reject_ids`.
+pub const REJECTED_ID_MESSAGE: &str = "person id refused (emulator fault reject_ids)";
 
 /// The faults to inject. `Default` injects none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +50,23 @@ pub struct Faults {
     /// is replaced: the "Customer.io took it but the reply was lost" case
     /// that forces a client to retry something already applied.
     pub fail_after_apply: bool,
+    /// Person ids refused for good, the way Customer.io refuses an invalid
+    /// item, until the faults change (so a test can "fix the cause" by
+    /// clearing the list). A v2 batch item naming one of them (in
+    /// `identifiers`, or either side of a merge) is not applied and is
+    /// listed in the 207 with `reason` "invalid"; an `/api/v2/entity` item
+    /// or a v1 request naming one gets that route's 400. Only `id` is
+    /// matched, not email, phone or `cio_id`. Empty by default.
+    pub reject_ids: Vec<String>,
+    /// The next N v2 batch items, counted across requests in order, are not
+    /// applied and are listed in the 207 with `reason` "internal_error" and
+    /// a message asking to retry; counts down like `fail_next`. Items
+    /// already refused (invalid, or by `reject_ids`) do not use up the
+    /// count. Customer.io documents no transient per-item reason (the facts
+    /// sheet knows 207 reasons only for invalid items): this exists so a
+    /// client's "retry transient item errors, dead-letter definite ones"
+    /// path can be tested. Batches only; 0 by default.
+    pub item_errors_next: u32,
 }
 
 impl Default for Faults {
@@ -52,6 +79,8 @@ impl Default for Faults {
             fail_next: 0,
             fail_status: DEFAULT_FAIL_STATUS,
             fail_after_apply: false,
+            reject_ids: Vec::new(),
+            item_errors_next: 0,
         }
     }
 }
@@ -65,6 +94,29 @@ pub struct Injected {
     pub retry_after_secs: Option<u64>,
     /// Apply the request before answering with `status`.
     pub after_apply: bool,
+}
+
+/// A fault chosen for one item that passed validation: it is not applied,
+/// and its answer names the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemFault {
+    /// Refused for good through `reject_ids`; `field` holds the listed id
+    /// (`identifiers`, or `primary`/`secondary` for a merge).
+    Rejected { field: String },
+    /// Refused this once through `item_errors_next`; a retry may pass.
+    Transient,
+}
+
+impl ItemFault {
+    /// The problem to report: v2 sends all three parts, v1 the message.
+    pub fn problem(&self) -> Problem {
+        match self {
+            ItemFault::Rejected { field } => {
+                Problem::new(REASON_INVALID, field.clone(), REJECTED_ID_MESSAGE)
+            }
+            ItemFault::Transient => Problem::new(REASON_INTERNAL_ERROR, "", TRANSIENT_ITEM_MESSAGE),
+        }
+    }
 }
 
 impl Faults {
@@ -83,7 +135,35 @@ impl Faults {
                 self.fail_status
             ));
         }
+        if self.reject_ids.iter().any(String::is_empty) {
+            return Err("reject_ids must not contain an empty id".to_owned());
+        }
         Ok(())
+    }
+
+    /// The first of `people` (field, identifier) whose `id` is listed in
+    /// `reject_ids`, as a refusal naming that field.
+    pub fn rejection(&self, people: &[(&str, &Identifier)]) -> Option<ItemFault> {
+        people.iter().find_map(|(field, identifier)| match identifier {
+            Identifier::Id(id) if self.reject_ids.contains(id) => {
+                Some(ItemFault::Rejected { field: (*field).to_owned() })
+            }
+            _ => None,
+        })
+    }
+
+    /// Picks the fault for one valid v2 batch item naming `people`: a
+    /// listed id first (which leaves the count alone), then
+    /// `item_errors_next`, counted down.
+    pub fn decide_item(&mut self, people: &[(&str, &Identifier)]) -> Option<ItemFault> {
+        if let Some(rejected) = self.rejection(people) {
+            return Some(rejected);
+        }
+        if self.item_errors_next > 0 {
+            self.item_errors_next -= 1;
+            return Some(ItemFault::Transient);
+        }
+        None
     }
 
     /// Picks the fault for one request, given two uniform rolls in [0, 1).
@@ -116,9 +196,16 @@ impl Faults {
     }
 }
 
-/// Marks a response whose status was injected, so the request log can say so.
+/// Marks a response decided by fault injection (an injected status, or
+/// injected per-item errors), so the request log can say so.
 #[derive(Debug, Clone, Copy)]
 pub struct InjectedMark;
+
+/// `response`, marked as decided by fault injection.
+pub fn mark_injected(mut response: Response) -> Response {
+    response.extensions_mut().insert(InjectedMark);
+    response
+}
 
 /// Middleware for the Track API routes: sleeps `latency_ms`, then answers
 /// with an injected fault or passes the request on.
@@ -155,12 +242,14 @@ fn fault_response(fault: Injected) -> Response {
     if let Some(secs) = fault.retry_after_secs {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
-    response.extensions_mut().insert(InjectedMark);
-    response
+    mark_injected(response)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
+    use super::super::model::Op;
     use super::*;
 
     #[test]
@@ -192,5 +281,59 @@ mod tests {
         assert!(faults.validate().unwrap_err().starts_with("error_rate"));
         let faults = Faults { fail_status: 42, ..Faults::default() };
         assert!(faults.validate().unwrap_err().starts_with("fail_status"));
+        let faults = Faults { reject_ids: vec!["1".into(), String::new()], ..Faults::default() };
+        assert!(faults.validate().unwrap_err().starts_with("reject_ids"));
+    }
+
+    fn id(value: &str) -> Identifier {
+        Identifier::Id(value.to_owned())
+    }
+
+    fn delete(person: &str) -> Op {
+        Op::Delete { target: id(person) }
+    }
+
+    #[test]
+    fn listed_ids_are_refused_on_either_side_and_only_by_id() {
+        let faults = Faults { reject_ids: vec!["bad".into()], ..Faults::default() };
+        let rejected = |field: &str| Some(ItemFault::Rejected { field: field.to_owned() });
+        assert_eq!(faults.rejection(&delete("bad").people()), rejected("identifiers"));
+        assert_eq!(faults.rejection(&delete("good").people()), None);
+        let merge = Op::Merge { primary: id("good"), secondary: id("bad") };
+        assert_eq!(faults.rejection(&merge.people()), rejected("secondary"));
+        let by_email = Op::Delete { target: Identifier::Email("bad".into()) };
+        assert_eq!(faults.rejection(&by_email.people()), None);
+        let device = Op::Unmodelled { item: Value::Null, person: Some(id("bad")) };
+        assert_eq!(faults.rejection(&device.people()), rejected("identifiers"));
+        let object = Op::Unmodelled { item: Value::Null, person: None };
+        assert_eq!(faults.rejection(&object.people()), None);
+    }
+
+    #[test]
+    fn item_errors_count_down_across_calls_and_skip_refused_items() {
+        let mut faults =
+            Faults { reject_ids: vec!["bad".into()], item_errors_next: 2, ..Faults::default() };
+        let decisions: Vec<Option<ItemFault>> = ["a", "bad", "b", "c"]
+            .iter()
+            .map(|p| faults.decide_item(&delete(p).people()))
+            .collect();
+        let rejected = ItemFault::Rejected { field: "identifiers".into() };
+        assert_eq!(
+            decisions,
+            [Some(ItemFault::Transient), Some(rejected), Some(ItemFault::Transient), None]
+        );
+        assert_eq!(faults.item_errors_next, 0);
+        // Refusals stay in force; transient errors are used up.
+        assert!(faults.decide_item(&delete("bad").people()).is_some());
+        assert_eq!(faults.decide_item(&delete("a").people()), None);
+    }
+
+    #[test]
+    fn item_faults_report_their_reason() {
+        let transient = ItemFault::Transient.problem();
+        assert_eq!((transient.reason, transient.field.as_str()), ("internal_error", ""));
+        assert!(transient.message.contains("retry"));
+        let rejected = ItemFault::Rejected { field: "identifiers".into() }.problem();
+        assert_eq!((rejected.reason, rejected.field.as_str()), ("invalid", "identifiers"));
     }
 }

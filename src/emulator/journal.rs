@@ -43,7 +43,8 @@ pub struct RecordedRequest {
     pub body_bytes: usize,
     /// Unix milliseconds when the request arrived.
     pub received_at_ms: i64,
-    /// Whether the status came from fault injection.
+    /// Whether fault injection decided the answer: an injected status, or
+    /// injected per-item errors (`reject_ids`, `item_errors_next`).
     pub injected_fault: bool,
 }
 

@@ -129,7 +129,8 @@ impl Emulator {
         self.shared.update(|inner| inner.clear_requests());
     }
 
-    /// The faults in force now (`fail_next` counts down as it fires).
+    /// The faults in force now (`fail_next` and `item_errors_next` count
+    /// down as they fire).
     pub fn faults(&self) -> Faults {
         self.shared.read(|inner| inner.faults.clone())
     }

@@ -119,7 +119,29 @@ pub enum Op {
     AnonymousEvent { event: StoredEvent },
     /// A valid item the emulator accepts without modelling (objects,
     /// deliveries, devices, relationships): kept for inspection only.
-    Unmodelled { item: Value },
+    /// `person` is who a device or relationship item is for (none for
+    /// objects and deliveries), so faults can refuse it by person.
+    Unmodelled { item: Value, person: Option<Identifier> },
+}
+
+impl Op {
+    /// The people this operation names, each with the v2 field that names
+    /// it (`identifiers`, or `primary` and `secondary` for a merge). Fault
+    /// injection refuses operations by these.
+    pub fn people(&self) -> Vec<(&'static str, &Identifier)> {
+        match self {
+            Op::Identify { target, .. }
+            | Op::Delete { target }
+            | Op::Suppress { target }
+            | Op::Unsuppress { target }
+            | Op::Event { target, .. } => vec![("identifiers", target)],
+            Op::Merge { primary, secondary } => {
+                vec![("primary", primary), ("secondary", secondary)]
+            }
+            Op::Unmodelled { person: Some(person), .. } => vec![("identifiers", person)],
+            Op::AnonymousEvent { .. } | Op::Unmodelled { person: None, .. } => Vec::new(),
+        }
+    }
 }
 
 /// Workspace settings that change how operations apply.
@@ -186,7 +208,7 @@ impl World {
                     self.anonymous_events.push(event);
                 }
             }
-            Op::Unmodelled { item } => self.unmodelled.push(item),
+            Op::Unmodelled { item, .. } => self.unmodelled.push(item),
         }
     }
 

@@ -4,7 +4,8 @@
 //! `*_op` function (validated the way Customer.io validates, with its exact
 //! 400 messages where known), then applies them. Success is 200 `{}`;
 //! validation failures are 400 `{"meta":{"errors":[…]}}`, except merge,
-//! whose documented 400 is `{"meta":{"error":…}}`.
+//! whose documented 400 is `{"meta":{"error":…}}`. A valid request naming a
+//! person whose id is in the `reject_ids` fault gets the same 400.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -15,6 +16,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use super::config::EmulatorConfig;
+use super::faults::mark_injected;
 use super::identity::parse_path_identifier;
 use super::model::Op;
 use super::state::Shared;
@@ -60,12 +62,21 @@ fn invalid(problems: Vec<Problem>) -> Response {
 
 fn answer(shared: &Shared, op: Result<Op, Vec<Problem>>) -> Response {
     match op {
-        Ok(op) => {
-            shared.apply([op]);
-            ok()
-        }
+        Ok(op) => match rejected(shared, &op) {
+            None => {
+                shared.apply([op]);
+                ok()
+            }
+            Some(problem) => mark_injected(invalid(vec![problem])),
+        },
         Err(problems) => invalid(problems),
     }
+}
+
+/// The problem to answer if `op` names a person the `reject_ids` fault
+/// refuses.
+fn rejected(shared: &Shared, op: &Op) -> Option<Problem> {
+    shared.read(|inner| inner.faults.rejection(&op.people())).map(|fault| fault.problem())
 }
 
 async fn region(State(shared): State<Shared>) -> Response {
@@ -110,9 +121,10 @@ async fn anonymous_event(State(shared): State<Shared>, body: Bytes) -> Response 
 
 /// Devices are accepted and kept for inspection, not modelled.
 async fn device(State(shared): State<Shared>, Path(raw): Path<String>, body: Bytes) -> Response {
-    let op = path_target(&raw).and_then(|_| {
+    let op = path_target(&raw).and_then(|person| {
         let item = body_object(&body)?;
-        Ok(Op::Unmodelled { item: json!({"v1": "add_device", "customer": raw, "body": item}) })
+        let item = json!({"v1": "add_device", "customer": raw, "body": item});
+        Ok(Op::Unmodelled { item, person: Some(person) })
     });
     answer(&shared, op)
 }
@@ -121,24 +133,30 @@ async fn delete_device(
     State(shared): State<Shared>,
     Path((raw, device_id)): Path<(String, String)>,
 ) -> Response {
-    let op = path_target(&raw).map(|_| Op::Unmodelled {
+    let op = path_target(&raw).map(|person| Op::Unmodelled {
         item: json!({"v1": "delete_device", "customer": raw, "device_id": device_id}),
+        person: Some(person),
     });
     answer(&shared, op)
 }
 
 async fn merge(State(shared): State<Shared>, body: Bytes) -> Response {
     match merge_op(&body) {
-        Ok(op) => {
-            shared.apply([op]);
-            ok()
-        }
-        Err(message) => {
-            let body =
-                V1ErrorResponse { meta: V1Meta { errors: Vec::new(), error: Some(message) } };
-            (StatusCode::BAD_REQUEST, Json(body)).into_response()
-        }
+        Ok(op) => match rejected(&shared, &op) {
+            None => {
+                shared.apply([op]);
+                ok()
+            }
+            Some(problem) => mark_injected(merge_invalid(problem.message)),
+        },
+        Err(message) => merge_invalid(message),
     }
+}
+
+/// Merge's documented 400: `{"meta":{"error":…}}`.
+fn merge_invalid(message: String) -> Response {
+    let body = V1ErrorResponse { meta: V1Meta { errors: Vec::new(), error: Some(message) } };
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
 }
 
 /// The person a (percent-decoded) path segment names.

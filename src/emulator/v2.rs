@@ -6,7 +6,8 @@
 //! order, invalid ones are listed in a 207 `{"errors":[{batch_index, …}]}`
 //! (or a 200 with the same body when `errors_with_200` is set). The
 //! `reason` and `field` wording is the emulator's guess; `message` reuses
-//! Customer.io's v1 texts where the same limit applies.
+//! Customer.io's v1 texts where the same limit applies. Injected per-item
+//! faults (`reject_ids`, `item_errors_next`) fail valid items the same way.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -16,6 +17,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Map, Value};
 
+use super::faults::{mark_injected, ItemFault};
 use super::model::Op;
 use super::state::Shared;
 use super::v1::{now_secs, ok};
@@ -45,12 +47,20 @@ fn errors(status: StatusCode, errors: Vec<ItemError>) -> Response {
     (status, Json(ErrorsResponse { errors })).into_response()
 }
 
+/// One item: applied, or a 400 naming the problem. Of the per-item faults
+/// only `reject_ids` applies here; `item_errors_next` is for batches.
 async fn entity(State(shared): State<Shared>, body: Bytes) -> Response {
     match entity_op(&body, now_secs()) {
-        Ok(op) => {
-            shared.apply([op]);
-            ok()
-        }
+        Ok(op) => match shared.read(|inner| inner.faults.rejection(&op.people())) {
+            None => {
+                shared.apply([op]);
+                ok()
+            }
+            Some(fault) => mark_injected(errors(
+                StatusCode::BAD_REQUEST,
+                vec![item_error(fault.problem(), None)],
+            )),
+        },
         Err(problem) => errors(StatusCode::BAD_REQUEST, vec![item_error(problem, None)]),
     }
 }
@@ -60,21 +70,36 @@ async fn batch(State(shared): State<Shared>, body: Bytes) -> Response {
         Ok(items) => items,
         Err(problem) => return errors(StatusCode::BAD_REQUEST, vec![item_error(problem, None)]),
     };
+    // Decided for the whole batch under one lock, so concurrent batches
+    // take `item_errors_next` in turn rather than interleaved.
+    let injected: Vec<Option<ItemFault>> = shared.with_faults(|faults| {
+        items
+            .iter()
+            .map(|item| item.as_ref().ok().and_then(|op| faults.decide_item(&op.people())))
+            .collect()
+    });
+    let any_injected = injected.iter().any(Option::is_some);
     let mut failed = Vec::new();
     let mut ops = Vec::with_capacity(items.len());
-    for (index, item) in items.into_iter().enumerate() {
-        match item {
-            Ok(op) => ops.push(op),
-            Err(problem) => failed.push(item_error(problem, Some(index))),
+    for (index, (item, fault)) in items.into_iter().zip(injected).enumerate() {
+        match (item, fault) {
+            (Ok(op), None) => ops.push(op),
+            (Ok(_), Some(fault)) => failed.push(item_error(fault.problem(), Some(index))),
+            (Err(problem), _) => failed.push(item_error(problem, Some(index))),
         }
     }
     shared.apply(ops);
-    if failed.is_empty() {
+    let response = if failed.is_empty() {
         ok()
     } else if shared.config().errors_with_200 {
         errors(StatusCode::OK, failed)
     } else {
         errors(StatusCode::MULTI_STATUS, failed)
+    };
+    if any_injected {
+        mark_injected(response)
+    } else {
+        response
     }
 }
 
@@ -188,8 +213,8 @@ fn person_op(item: &Map<String, Value>, action: &str, now: i64) -> Result<Op, Pr
             Ok(Op::Event { target, event })
         }
         "add_relationships" | "delete_relationships" | "add_device" | "delete_device" => {
-            person_identifier(item, "identifiers")?;
-            Ok(Op::Unmodelled { item: Value::Object(item.clone()) })
+            let person = person_identifier(item, "identifiers")?;
+            Ok(Op::Unmodelled { item: Value::Object(item.clone()), person: Some(person) })
         }
         _ => Err(unknown(action)),
     }
@@ -255,7 +280,7 @@ fn object_op(item: &Map<String, Value>, action: &str) -> Result<Op, Problem> {
             "identifiers must hold object_type_id and object_id, or cio_object_id",
         ));
     }
-    Ok(Op::Unmodelled { item: Value::Object(item.clone()) })
+    Ok(Op::Unmodelled { item: Value::Object(item.clone()), person: None })
 }
 
 fn delivery_op(item: &Map<String, Value>, action: &str) -> Result<Op, Problem> {
@@ -268,7 +293,7 @@ fn delivery_op(item: &Map<String, Value>, action: &str) -> Result<Op, Problem> {
     if item.get("name").and_then(Value::as_str).is_none_or(str::is_empty) {
         return Err(Problem::new(REASON_REQUIRED, "name", "name is required"));
     }
-    Ok(Op::Unmodelled { item: Value::Object(item.clone()) })
+    Ok(Op::Unmodelled { item: Value::Object(item.clone()), person: None })
 }
 
 #[cfg(test)]
@@ -325,6 +350,20 @@ mod tests {
         let results = batch_ops(body.as_bytes(), 0).unwrap_or_default();
         assert!(results[0].is_ok());
         assert_eq!(results[1].as_ref().err().map(|p| p.reason), Some(REASON_TOO_LARGE));
+    }
+
+    #[test]
+    fn device_items_name_their_person_and_objects_nobody() {
+        let device = json!({"type": "person", "action": "add_device", "identifiers": {"id": "7"},
+                            "device": {"token": "t"}});
+        let person = Identifier::Id("7".into());
+        assert_eq!(
+            item_op(&device, 0).map(|op| op.people() == [("identifiers", &person)]),
+            Ok(true)
+        );
+        let object = json!({"type": "object", "action": "delete",
+                            "identifiers": {"object_type_id": "1", "object_id": "7"}});
+        assert_eq!(item_op(&object, 0).map(|op| op.people().is_empty()), Ok(true));
     }
 
     #[test]
