@@ -11,7 +11,7 @@ use ciosync::sink::SinkError;
 use crate::support::daemon::API_KEY;
 use crate::support::emulator::wait_for_customers;
 use crate::support::postgres::USERS_TABLE;
-use crate::support::Scenario;
+use crate::support::{eventually, Scenario};
 
 #[tokio::test]
 async fn refused_credentials_stop_the_daemon_without_acknowledging() {
@@ -49,8 +49,9 @@ async fn a_4xx_for_one_customer_skips_only_that_change() {
     db.exec("INSERT INTO users (id, email) VALUES (3, 'c@x.io')").await;
     assert!(wait_for_customers(&emulator, |c| c.contains_key("2") && c.contains_key("3")).await);
     assert!(emulator.customer("1").is_none());
+    // Stored once the batch it came in completes.
+    assert!(eventually(|| daemon.counters.ops_dead_lettered.load(Ordering::Relaxed) == 1).await);
     assert_eq!(daemon.counters.ops_rejected.load(Ordering::Relaxed), 1);
-    assert_eq!(daemon.counters.ops_dead_lettered.load(Ordering::Relaxed), 1);
     let letter = db
         .client
         .query_one("SELECT customer_id, operation, status, attempts FROM ciosync.dead_letters", &[])

@@ -23,6 +23,7 @@ mod id_change_merges_the_old_customer;
 mod identify_on_insert;
 mod initial_copy_identifies_existing_users;
 mod initial_copy_survives_kill_9;
+mod item_errors_retry_or_dead_letter;
 mod kill_9_and_restart_loses_nothing;
 mod memory_budget_bounds_a_big_transaction;
 mod noop_updates_send_nothing;

@@ -62,3 +62,17 @@ pub async fn customers_match_rows(db: &TestDb, emulator: &Emulator) -> bool {
     })
     .await
 }
+
+/// Polls `cond` until it holds (true) or [`CONVERGE`] passes (false): for
+/// what the daemon does after the emulator already shows the outcome, such
+/// as storing a dead letter or bumping a counter.
+pub async fn eventually(cond: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while !cond() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}

@@ -66,7 +66,8 @@ impl TestDb {
 
     /// Waits until a walsender streams from this database's slot. A slot that
     /// is still being created is "active" too (its creator holds it while it
-    /// waits for a consistent point), so the walsender is what counts.
+    /// waits for a consistent point, and its walsender is in `startup`), so
+    /// only a walsender that has started replication counts.
     pub async fn wait_for_streaming(&self) {
         let deadline = tokio::time::Instant::now() + super::CONVERGE;
         loop {
@@ -74,7 +75,8 @@ impl TestDb {
                 .client
                 .query_opt(
                     "SELECT EXISTS (SELECT 1 FROM pg_replication_slots s \
-                     JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1)",
+                     JOIN pg_stat_replication r ON r.pid = s.active_pid \
+                     WHERE s.slot_name = $1 AND r.state IN ('catchup', 'streaming'))",
                     &[&self.name],
                 )
                 .await
@@ -98,6 +100,26 @@ impl TestDb {
     /// How many decoded messages the (inactive) slot still holds: what a
     /// restart would replay. Zero means everything was acknowledged.
     pub async fn pending_in_slot(&self) -> i64 {
+        // The walsender may outlive the daemon's connection by a moment, and
+        // an active slot cannot be peeked.
+        let deadline = tokio::time::Instant::now() + super::CONVERGE;
+        loop {
+            let active: bool = self
+                .client
+                .query_one(
+                    "SELECT coalesce(bool_or(active), false) FROM pg_replication_slots \
+                     WHERE slot_name = $1",
+                    &[&self.name],
+                )
+                .await
+                .expect("read slot")
+                .get(0);
+            if !active {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the slot stayed active");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         self.client
             .query_one(
                 "SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
