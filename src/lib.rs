@@ -16,6 +16,7 @@
 //! - [`pipeline`]: the loop that connects them and the acknowledgement rule.
 //! - [`initial_copy`]: the first start's consistent copy of existing rows; [`state`] records its progress.
 //! - [`backfill`]: re-sending rows while streaming, yielding to the stream between watermarks.
+//! - [`dead_letter`]: operations Customer.io refused for good, kept for `ciosync dlq`.
 //! - [`check`]: the preflight checks behind `ciosync check`.
 //! - [`emulator`]: a local stand-in for Customer.io (the `ciosync-emulator` binary).
 //!
@@ -29,6 +30,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod customer;
+pub mod dead_letter;
 pub mod demo;
 pub mod emulator;
 pub mod initial_copy;
