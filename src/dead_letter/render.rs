@@ -52,19 +52,34 @@ pub fn table(letters: &[StoredLetter], slot: &str) -> String {
 }
 
 fn cells(letter: &StoredLetter) -> [String; 9] {
-    let attributes =
-        if letter.attributes.is_empty() { "-".to_owned() } else { letter.attributes.join(",") };
     [
         letter.id.to_string(),
         printable(&letter.customer_id),
         letter.operation.clone(),
-        printable(&attributes),
+        attributes_cell(&letter.attributes),
         letter.status.to_string(),
         letter.attempts.to_string(),
         time(letter.first_attempt_at, ' '),
         time(letter.last_attempt_at, ' '),
         printable(&letter.error),
     ]
+}
+
+/// Widest attribute-name list in the table, in characters.
+const MAX_ATTRIBUTES_CHARS: usize = 40;
+
+/// The attribute names, cut to fit a column (an identify may carry 300
+/// names of 150 bytes each); `--json` lists them all.
+fn attributes_cell(names: &[String]) -> String {
+    if names.is_empty() {
+        return "-".to_owned();
+    }
+    let all = printable(&names.join(","));
+    if all.chars().count() <= MAX_ATTRIBUTES_CHARS {
+        return all;
+    }
+    let cut: String = all.chars().take(MAX_ATTRIBUTES_CHARS - 1).collect();
+    format!("{cut}… ({} names)", names.len())
 }
 
 /// One letter as one line of JSON; the payload (parsed) only when loaded.
@@ -170,6 +185,16 @@ mod tests {
         assert!(lines[1].contains("2023-11-14 22:13:20  2023-11-14 22:14:20  bad email"), "{text}");
         assert!(lines[2].starts_with("12  7         identify   -  "), "{text}");
         assert!(lines[2].ends_with("  gone"), "{text}");
+    }
+
+    #[test]
+    fn long_attribute_lists_are_cut_in_the_table() {
+        let names: Vec<String> = (0..30).map(|i| format!("attribute_{i}")).collect();
+        let cell = attributes_cell(&names);
+        assert!(cell.starts_with("attribute_0,attribute_1,"), "{cell}");
+        assert!(cell.ends_with("… (30 names)"), "{cell}");
+        assert_eq!(cell.chars().count(), MAX_ATTRIBUTES_CHARS + " (30 names)".len());
+        assert_eq!(attributes_cell(&["a".into(), "b".into()]), "a,b");
     }
 
     #[test]
