@@ -79,7 +79,8 @@ fn attributes_cell(names: &[String]) -> String {
         return all;
     }
     let cut: String = all.chars().take(MAX_ATTRIBUTES_CHARS - 1).collect();
-    format!("{cut}… ({} names)", names.len())
+    let noun = if names.len() == 1 { "name" } else { "names" };
+    format!("{cut}… ({} {noun})", names.len())
 }
 
 /// One letter as one line of JSON; the payload (parsed) only when loaded.
@@ -195,6 +196,7 @@ mod tests {
         assert!(cell.ends_with("… (30 names)"), "{cell}");
         assert_eq!(cell.chars().count(), MAX_ATTRIBUTES_CHARS + " (30 names)".len());
         assert_eq!(attributes_cell(&["a".into(), "b".into()]), "a,b");
+        assert!(attributes_cell(&["n".repeat(151)]).ends_with("… (1 name)"));
     }
 
     #[test]
