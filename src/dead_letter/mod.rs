@@ -89,11 +89,12 @@ impl DeadLetterStore {
         sql: &mut Option<Client>,
         letters: &[DeadLetter],
     ) -> Result<(), SourceError> {
-        if sql.as_ref().is_none_or(Client::is_closed) {
-            *sql = Some(self.connect().await?);
+        if sql.as_ref().is_some_and(Client::is_closed) {
+            *sql = None;
         }
-        let Some(client) = sql.as_mut() else {
-            return Err(SourceError::Ended);
+        let client = match sql {
+            Some(client) => client,
+            None => sql.insert(self.connect().await?),
         };
         let what = "write ciosync.dead_letters";
         let tx = client.transaction().await.map_err(stored(what))?;
