@@ -8,7 +8,8 @@ use tokio_postgres::Client;
 
 use crate::config::{Config, Region, SyncConfig};
 use crate::pipeline::error_chain;
-use crate::sink::{Sink, SinkError};
+use crate::sink::client::TrackClient;
+use crate::sink::SinkError;
 use crate::source::connection::ConnectionSettings;
 use crate::source::setup::{self, quote_ident, quoted_table, SlotState};
 use crate::telemetry::Counters;
@@ -493,7 +494,7 @@ async fn check_state_schema(
 
 async fn check_customerio(config: &Config) -> Finding {
     let label = "customer.io credentials";
-    let sink = match Sink::new(&config.customerio, Arc::new(Counters::default())) {
+    let sink = match TrackClient::new(&config.customerio, Arc::new(Counters::default())) {
         Ok(s) => s,
         Err(e) => return Finding::error(label, error_chain(&e), "report this as a bug"),
     };

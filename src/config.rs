@@ -26,6 +26,10 @@ pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_RETRY_MAX_BACKOFF_SECS: u64 = 60;
 /// Default time allowed for in-flight work at shutdown, seconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+/// Default memory budget for operations not yet accepted: 16 MiB.
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 16 * 1024 * 1024;
+/// Smallest memory budget accepted: 1 MiB.
+pub const MIN_PENDING_BYTES: usize = 1024 * 1024;
 /// Default most operations in one `/api/v2/batch` request.
 pub const DEFAULT_MAX_BATCH_OPS: usize = 500;
 /// Default request budget, shared by the stream, the initial copy and
@@ -167,6 +171,22 @@ pub struct CustomerioConfig {
     /// sends (1–1000; Customer.io documents 1000/s per workspace). Default 100.
     #[serde(default = "default_max_requests_per_second")]
     pub max_requests_per_second: u32,
+    /// Longest time an operation waits for more to join its batch (and for
+    /// later changes of the same customer to merge into it), ms (0–10000).
+    /// Default 100.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// Most requests in flight at once (1–64). A customer never has two.
+    /// Default 4.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Per-item errors (in a 207) worth retrying: an item error whose
+    /// `reason` contains one of these (case-insensitive) is retried up to 5
+    /// times before it is dead-lettered; any other item error is
+    /// dead-lettered at once. Customer.io documents no transient item
+    /// errors, so this is a guess kept configurable.
+    #[serde(default = "default_transient_item_errors")]
+    pub transient_item_errors: Vec<String>,
 }
 
 impl CustomerioConfig {
@@ -179,6 +199,11 @@ impl CustomerioConfig {
                 Region::Eu => track_api::EU_TRACK_URL.to_owned(),
             },
         }
+    }
+
+    /// The linger time as a duration.
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms)
     }
 
     /// The request timeout as a duration.
@@ -238,16 +263,37 @@ pub struct PipelineConfig {
     /// customers already exist. Default `true`.
     #[serde(default = "default_initial_sync")]
     pub initial_sync: bool,
+    /// Memory for operations read from the slot but not yet accepted by
+    /// Customer.io, bytes (at least 1 MiB). When it is full ciosync stops
+    /// reading the slot until requests complete. Default 16 MiB.
+    #[serde(default = "default_max_pending_bytes")]
+    pub max_pending_bytes: usize,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS, initial_sync: true }
+        Self {
+            shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+            initial_sync: true,
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+        }
     }
 }
 
 fn default_initial_sync() -> bool {
     true
+}
+fn default_max_pending_bytes() -> usize {
+    DEFAULT_MAX_PENDING_BYTES
+}
+fn default_linger_ms() -> u64 {
+    100
+}
+fn default_max_in_flight() -> usize {
+    4
+}
+fn default_transient_item_errors() -> Vec<String> {
+    ["internal", "timeout", "unavailable", "rate_limit", "try again"].map(String::from).to_vec()
 }
 
 fn default_slot() -> String {
@@ -368,6 +414,30 @@ impl Config {
             return Err(ConfigError::invalid(
                 "customerio.max_batch_ops",
                 "must be between 1 and 1000",
+            ));
+        }
+        if cio.linger_ms > 10_000 {
+            return Err(ConfigError::invalid(
+                "customerio.linger_ms",
+                "must be between 0 and 10000",
+            ));
+        }
+        if !(1..=64).contains(&cio.max_in_flight) {
+            return Err(ConfigError::invalid(
+                "customerio.max_in_flight",
+                "must be between 1 and 64",
+            ));
+        }
+        if cio.transient_item_errors.iter().any(|e| e.trim().is_empty()) {
+            return Err(ConfigError::invalid(
+                "customerio.transient_item_errors",
+                "must not contain an empty string (it would match every error)",
+            ));
+        }
+        if self.pipeline.max_pending_bytes < MIN_PENDING_BYTES {
+            return Err(ConfigError::invalid(
+                "pipeline.max_pending_bytes",
+                "must be at least 1048576 (1 MiB): a batch alone can be 500 KB",
             ));
         }
         if !(1..=3600).contains(&self.pipeline.shutdown_timeout_secs) {

@@ -206,7 +206,7 @@ impl Copier<'_> {
                     op: RowOp::Insert { new },
                     commit_time: self.commit_time,
                 };
-                self.deliver(&change).await?;
+                self.deliver(&change);
             }
             if count > 0 {
                 if !self.flush().await? {
@@ -232,7 +232,7 @@ impl Copier<'_> {
     }
 
     /// Maps one row and queues its operations; skipped rows are counted as in the stream.
-    async fn deliver(&mut self, change: &RowChange) -> Result<(), SinkError> {
+    fn deliver(&mut self, change: &RowChange) {
         let mapped = self.mapper.map(change);
         if mapped.skipped.is_some() {
             Counters::add(&self.counters.changes_skipped_invalid_id, 1);
@@ -243,9 +243,8 @@ impl Copier<'_> {
         }
         Counters::add(&self.counters.attributes_dropped, mapped.dropped.len() as u64);
         for op in mapped.ops {
-            self.sink.push(op).await?;
+            self.sink.push(op);
         }
-        Ok(())
     }
 
     /// Delivers what waits; `false` if shutdown came first.

@@ -5,18 +5,18 @@
 //! and acknowledges the replication slot only after Customer.io accepted it.
 //!
 //! ```text
-//! Postgres WAL ──pgoutput──▶ source ──RowChange──▶ mapping (map + diff) ──CustomerOp──▶ sink (batch, send, retry)
+//! Postgres WAL ──pgoutput──▶ source ──RowChange──▶ mapping (map + diff) ──CustomerOp──▶ sink (coalesce, batch, send concurrently, retry)
 //!      ▲                       │                                                          │
 //!      └──── ack(commit LSN) ◀─┴──────────── pipeline: delivered up to LSN ◀──────────────┘
 //! ```
 //!
 //! - [`source`]: the replication connection, the pgoutput decoder, the relation cache, setup.
 //! - [`mapping`]: pure: row change → Customer.io operations, value conversion, the diff.
-//! - [`sink`]: operations → `/api/v2/batch` requests, retry classification and backoff.
+//! - [`sink`]: the delivery engine: coalescing, batches in flight with per-customer order, rate limit, retries, dead letters.
+//! - [`dead_letter`]: operations Customer.io refused for good, kept for `ciosync dlq`.
 //! - [`pipeline`]: the loop that connects them and the acknowledgement rule.
 //! - [`initial_copy`]: the first start's consistent copy of existing rows; [`state`] records its progress.
 //! - [`backfill`]: re-sending rows while streaming, yielding to the stream between watermarks.
-//! - [`dead_letter`]: operations Customer.io refused for good, kept for `ciosync dlq`.
 //! - [`check`]: the preflight checks behind `ciosync check`.
 //! - [`emulator`]: a local stand-in for Customer.io (the `ciosync-emulator` binary).
 //!

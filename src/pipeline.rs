@@ -13,27 +13,34 @@
 //! committed before X; after a crash it resumes from X. So an ack is safe
 //! only when everything before X is already in Customer.io. There are two:
 //!
-//! 1. **A commit's end LSN**, once the sink has flushed every operation of
-//!    that transaction and of all before it (accepted, or refused for good
-//!    and counted). The loop reads in commit order and the sink delivers in
-//!    push order, so "the sink holds nothing that was pushed before this
-//!    commit" is exactly "this commit and all before it are delivered". A
-//!    transaction that produced no operation (a no-op update, a TRUNCATE) is
-//!    acknowledged the same way: nothing of it is outstanding.
-//! 2. **A keepalive's WAL position**, only between transactions and with the
-//!    sink empty. pgoutput sends transactions in commit order, so by the time
-//!    a keepalive reports position W, every transaction committed before W
-//!    was already sent to us, and with nothing buffered all of them are
-//!    delivered. This keeps the slot advancing while the synced tables are
-//!    idle but the database is busy; transactions still open are unaffected
-//!    (the server keeps their WAL through the slot's `restart_lsn`).
+//! 1. **A commit's end LSN**, once every operation of that transaction and
+//!    of all before it *completed*: accepted by Customer.io, or refused for
+//!    good and stored in `ciosync.dead_letters`. The sink numbers operations
+//!    in the order the loop pushes them (commit order) and records each
+//!    commit after its operations ([`Sink::commit`]); [`Sink::ackable`]
+//!    names the newest commit with no unfinished operation at or before it.
+//!    Batches complete out of order (several are in flight), so this is a
+//!    low-water mark, not "the last batch that came back". A transaction
+//!    that produced no operation (a no-op update, a TRUNCATE) is
+//!    acknowledged the same way: nothing of it is outstanding. An operation
+//!    merged into an earlier one of its customer (coalescing) keeps the
+//!    earlier one's place, so the later commit waits for it.
+//! 2. **A keepalive's WAL position**, only between transactions and with
+//!    every pushed operation completed. pgoutput sends transactions in
+//!    commit order, so by the time a keepalive reports position W, every
+//!    transaction committed before W was already sent to us, and with
+//!    nothing outstanding all of them are delivered. This keeps the slot
+//!    advancing while the synced tables are idle but the database is busy;
+//!    transactions still open are unaffected (the server keeps their WAL
+//!    through the slot's `restart_lsn`).
 //!
 //! Nothing else is acknowledged: not an LSN in the middle of a transaction,
-//! not an operation waiting in a batch, not one being retried. While
-//! Customer.io is unreachable the sink's flush does not return, so the loop
-//! stops reading (backpressure): memory holds one batch plus the
-//! replication buffer, the slot holds the rest. A large transaction is
-//! delivered in batches as it arrives and acknowledged only at its commit.
+//! not an operation waiting in the queue, in flight or being retried. While
+//! Customer.io is unreachable batches do not complete, the memory budget
+//! (`pipeline.max_pending_bytes`) fills and the loop stops reading
+//! (backpressure): memory holds the budget plus the replication buffer, the
+//! slot holds the rest. A large transaction is delivered in batches as it
+//! arrives and acknowledged only at its commit.
 //!
 //! Two more producers feed the same sink, in stream order: before the first
 //! session the initial copy runs to completion (`initial_copy`), and a
@@ -55,6 +62,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backfill::{self, Watermark, Windows};
 use crate::config::Config;
+use crate::dead_letter::DeadLetterStore;
 use crate::initial_copy::{self, CopyError, CopyOutcome};
 use crate::mapping::Mapper;
 use crate::sink::retry::Backoff;
@@ -63,8 +71,6 @@ use crate::source::connection::ConnectionSettings;
 use crate::source::{Source, SourceError, SourceEvent};
 use crate::telemetry::Counters;
 
-/// Longest time an operation waits in a batch before it is sent.
-pub const LINGER: Duration = Duration::from_millis(50);
 /// Longest wait between two reconnection attempts to Postgres.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -113,7 +119,9 @@ pub async fn run(
     counters: Arc<Counters>,
 ) -> Result<Progress, RunError> {
     let settings = ConnectionSettings::parse(&config.postgres)?;
-    let mut sink = Sink::new(&config.customerio, counters.clone())?;
+    let dead_letters =
+        Arc::new(DeadLetterStore::new(settings.clone(), config.postgres.slot.clone()));
+    let mut sink = Sink::new(&config.customerio, &config.pipeline, dead_letters, counters.clone())?;
     let mapper = Mapper::new(&config.sync);
     let mut progress = Progress::default();
     let mut backoff = Backoff::new(MAX_RECONNECT_BACKOFF);
@@ -184,8 +192,6 @@ pub async fn run(
             progress: &mut progress,
             counters: &counters,
             in_transaction: false,
-            last_commit: None,
-            batch_since: None,
         };
         let outcome = session.run(&shutdown, shutdown_timeout).await;
         match outcome {
@@ -255,10 +261,6 @@ struct Session<'a> {
     progress: &'a mut Progress,
     counters: &'a Counters,
     in_transaction: bool,
-    /// End LSN of the newest commit whose operations are all in the sink.
-    last_commit: Option<Lsn>,
-    /// When the oldest operation waiting in the sink arrived.
-    batch_since: Option<Instant>,
 }
 
 impl Session<'_> {
@@ -268,20 +270,25 @@ impl Session<'_> {
         shutdown_timeout: Duration,
     ) -> Result<(), SessionError> {
         loop {
-            let flush_at = self.batch_since.map(|t| t + LINGER);
-            // Only the cancellation-safe wait races the timer and shutdown;
-            // processing (which may look up a type) runs to completion.
+            let deadline = self.sink.deadline();
+            let in_flight = self.sink.has_in_flight();
+            // Backpressure: with the memory budget used up, the slot waits.
+            let may_read = !self.sink.is_full();
+            // Only cancellation-safe waits race here; processing (which may
+            // look up a type) runs to completion.
             let raw = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return self.drain(shutdown_timeout).await,
-                _ = sleep_until_opt(flush_at) => None,
-                raw = self.source.recv() => Some(raw.map_err(SessionError::Source)?),
-            };
-            let Some(raw) = raw else {
-                if !self.flush(shutdown, shutdown_timeout).await? {
-                    return Ok(());
+                finished = self.sink.completion(), if in_flight => {
+                    self.sink.complete(finished).map_err(SessionError::Sink)?;
+                    self.ack_completed();
+                    continue;
                 }
-                continue;
+                _ = sleep_until_opt(deadline) => {
+                    self.sink.on_deadline();
+                    continue;
+                }
+                raw = self.source.recv(), if may_read => raw.map_err(SessionError::Source)?,
             };
             let Some(event) = self.source.process(raw).await.map_err(SessionError::Source)? else {
                 continue;
@@ -318,23 +325,11 @@ impl Session<'_> {
                         column = %dropped.column,
                         attribute = %dropped.attribute,
                         reason = dropped.reason.as_str(),
-                        customer_id = mapped.ops.first().and_then(|o| o.customer_id()).unwrap_or(""),
                         "attribute left out of the call"
                     );
                 }
                 for op in mapped.ops {
-                    let Some(pushed) = cancellable(self.sink.push(op), shutdown).await else {
-                        self.drain(shutdown_timeout).await?;
-                        return Ok(false);
-                    };
-                    if pushed.map_err(SessionError::Sink)? {
-                        // Everything pushed before this operation is delivered.
-                        self.ack_last_commit();
-                        self.batch_since = None;
-                    }
-                    if !self.sink.is_empty() {
-                        self.batch_since.get_or_insert_with(Instant::now);
-                    }
+                    self.sink.push(op);
                 }
             }
             SourceEvent::Truncate { tables } => {
@@ -348,10 +343,8 @@ impl Session<'_> {
             }
             SourceEvent::Commit { end_lsn } => {
                 self.in_transaction = false;
-                self.last_commit = Some(end_lsn);
-                if self.sink.is_empty() {
-                    self.ack_last_commit();
-                }
+                self.sink.commit(end_lsn);
+                self.ack_completed();
             }
             SourceEvent::Message { prefix, content } => {
                 if prefix == backfill::WATERMARK_PREFIX {
@@ -367,7 +360,8 @@ impl Session<'_> {
                 }
             }
             SourceEvent::Keepalive { wal_end } => {
-                if !self.in_transaction && self.sink.is_empty() {
+                self.ack_completed();
+                if !self.in_transaction && self.sink.is_idle() {
                     self.ack(wal_end);
                 }
             }
@@ -385,13 +379,7 @@ impl Session<'_> {
     ) -> Result<bool, SessionError> {
         let Some(closed) = self.windows.close(id) else { return Ok(true) };
         for op in closed.ops {
-            let Some(pushed) = cancellable(self.sink.push(op), shutdown).await else {
-                self.drain(shutdown_timeout).await?;
-                return Ok(false);
-            };
-            if pushed.map_err(SessionError::Sink)? {
-                self.ack_last_commit();
-            }
+            self.sink.push(op);
         }
         if !self.flush(shutdown, shutdown_timeout).await? {
             return Ok(false);
@@ -430,8 +418,7 @@ impl Session<'_> {
             return Ok(false);
         };
         flushed.map_err(SessionError::Sink)?;
-        self.batch_since = None;
-        self.ack_last_commit();
+        self.ack_completed();
         Ok(true)
     }
 
@@ -439,7 +426,7 @@ impl Session<'_> {
     async fn drain(&mut self, timeout: Duration) -> Result<(), SessionError> {
         match tokio::time::timeout(timeout, self.sink.flush()).await {
             Ok(Ok(())) => {
-                self.ack_last_commit();
+                self.ack_completed();
                 Ok(())
             }
             Ok(Err(error)) => Err(SessionError::Sink(error)),
@@ -453,11 +440,11 @@ impl Session<'_> {
         }
     }
 
-    fn ack_last_commit(&mut self) {
-        if let Some(lsn) = self.last_commit.take() {
-            if self.ack(lsn) {
-                Counters::add(&self.counters.transactions_acked, 1);
-            }
+    /// Acknowledges the newest commit whose operations, and all before, completed.
+    fn ack_completed(&mut self) {
+        if let Some((lsn, commits)) = self.sink.ackable() {
+            self.ack(lsn);
+            Counters::add(&self.counters.transactions_acked, commits as u64);
         }
     }
 

@@ -1,6 +1,6 @@
 //! Customer.io's definite refusals: a 401 stops the daemon with a message
 //! about the credentials and acknowledges nothing; a 4xx for one customer
-//! skips only that customer's change, and the stream goes on.
+//! dead-letters only that customer's change, and the stream goes on.
 
 use std::sync::atomic::Ordering;
 
@@ -36,16 +36,30 @@ async fn refused_credentials_stop_the_daemon_without_acknowledging() {
 
 #[tokio::test]
 async fn a_4xx_for_one_customer_skips_only_that_change() {
-    let Scenario { db, emulator, daemon } = Scenario::start("one_4xx").await;
+    // Linger long enough for the two rows of the first insert to share a batch.
+    let Scenario { db, emulator, daemon } = Scenario::start_with("one_4xx", USERS_TABLE, |c| {
+        c.replace("linger_ms = 0", "linger_ms = 300")
+    })
+    .await;
 
     // The batch of two is refused (400); sent one by one, the first is
-    // refused again and skipped, the second accepted.
+    // refused again and dead-lettered, the second accepted.
     emulator.set_faults(Faults { fail_next: 2, fail_status: 400, ..Faults::default() });
     db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io'), (2, 'b@x.io')").await;
     db.exec("INSERT INTO users (id, email) VALUES (3, 'c@x.io')").await;
     assert!(wait_for_customers(&emulator, |c| c.contains_key("2") && c.contains_key("3")).await);
     assert!(emulator.customer("1").is_none());
     assert_eq!(daemon.counters.ops_rejected.load(Ordering::Relaxed), 1);
+    assert_eq!(daemon.counters.ops_dead_lettered.load(Ordering::Relaxed), 1);
+    let letter = db
+        .client
+        .query_one("SELECT customer_id, operation, status, attempts FROM ciosync.dead_letters", &[])
+        .await
+        .expect("one dead letter");
+    assert_eq!(letter.get::<_, String>(0), "1");
+    assert_eq!(letter.get::<_, String>(1), "identify");
+    assert_eq!(letter.get::<_, i32>(2), 400);
+    assert_eq!(letter.get::<_, i32>(3), 1);
     let end = db.current_lsn().await;
     assert!(db.wait_for_confirmed(&db.name, end).await, "the stream went on and was acknowledged");
     daemon.stop().await.unwrap();

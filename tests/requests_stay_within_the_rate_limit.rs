@@ -2,7 +2,7 @@
 //! a lower bound on when the emulator received them (a limit can only make
 //! them later), so a slow machine cannot make this fail.
 
-use crate::support::emulator::{identifies_of, wait_for};
+use crate::support::emulator::wait_for_customers;
 use crate::support::postgres::USERS_TABLE;
 use crate::support::Scenario;
 
@@ -11,19 +11,17 @@ async fn requests_are_spread_to_the_configured_rate() {
     let Scenario { db, emulator, daemon } = Scenario::start_with("rate_limit", USERS_TABLE, |c| {
         c.replace(
             "retry_max_backoff_secs = 1",
-            "retry_max_backoff_secs = 1\nmax_requests_per_second = 5",
+            "retry_max_backoff_secs = 1\nmax_requests_per_second = 5\nmax_batch_ops = 1",
         )
     })
     .await;
-    // Eleven changes of one customer: eleven requests (one per customer per batch).
-    let mut sql =
-        String::from("BEGIN; INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'p0');");
-    for i in 1..=10 {
-        sql.push_str(&format!("UPDATE users SET plan = 'p{i}' WHERE id = 1;"));
-    }
-    sql.push_str("COMMIT;");
-    db.exec(&sql).await;
-    assert!(wait_for(&emulator, |e| identifies_of(e, "1").len() == 11).await);
+    // Eleven customers, one operation per request: eleven requests, four in
+    // flight at a time, all within the budget.
+    db.exec(
+        "INSERT INTO users (id, email) SELECT g, 'u' || g || '@x.io' FROM generate_series(1, 11) g",
+    )
+    .await;
+    assert!(wait_for_customers(&emulator, |c| c.len() == 11).await);
 
     let times: Vec<i64> = emulator
         .requests()

@@ -1,20 +1,15 @@
 //! Encoding operations as `/api/v2/batch` items under Customer.io's size
 //! limits. Pure.
 //!
-//! A batch never holds two operations of one customer: Customer.io does not
-//! document that items of one batch are applied in order, so the only safe
-//! way to keep a customer's operations in commit order is one per request.
-
-use std::collections::HashSet;
+//! Which items go together is the queue's business (`queue.rs`).
 
 use crate::customer::CustomerOp;
 use crate::track_api::{
-    attribute_value_bytes, Identifier, PersonAction, PersonItem, MAX_BATCH_BYTES,
-    MAX_BATCH_ITEM_BYTES,
+    attribute_value_bytes, Identifier, PersonAction, PersonItem, MAX_BATCH_ITEM_BYTES,
 };
 
 /// `{"batch":[` + `]}`.
-const ENVELOPE_BYTES: usize = 12;
+pub const ENVELOPE_BYTES: usize = 12;
 
 /// One encoded item and what it stands for.
 #[derive(Debug, Clone)]
@@ -27,6 +22,8 @@ pub struct EncodedItem {
     pub json: Vec<u8>,
     /// Attribute names dropped to fit the item limit.
     pub trimmed: Vec<String>,
+    /// Names of the attributes it sets (for dead letters: never values).
+    pub attributes: Vec<String>,
 }
 
 /// Encodes `op` as a v2 person item, dropping its largest attributes until
@@ -55,8 +52,13 @@ pub fn encode(op: CustomerOp) -> Option<EncodedItem> {
         ),
         CustomerOp::Barrier => return None,
     };
+    let mut attributes = match &action {
+        PersonAction::Identify { attributes, .. } => attributes.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
     let (json, trimmed) = encode_within_limit(PersonItem::new(action));
-    Some(EncodedItem { kind, customers, json, trimmed })
+    attributes.retain(|name| !trimmed.contains(name));
+    Some(EncodedItem { kind, customers, json, trimmed, attributes })
 }
 
 /// The item's JSON, measured as sent: while it is over the item limit the
@@ -87,57 +89,15 @@ fn encode_within_limit(mut item: PersonItem) -> (Vec<u8>, Vec<String>) {
     }
 }
 
-/// Items waiting to go out as one request.
-#[derive(Debug, Default)]
-pub struct Batch {
-    items: Vec<EncodedItem>,
-    bytes: usize,
-    customers: HashSet<String>,
-}
-
-impl Batch {
-    /// Whether `item` can join without breaking the size, count or
-    /// one-operation-per-customer rules.
-    pub fn fits(&self, item: &EncodedItem, max_items: usize) -> bool {
-        self.items.is_empty()
-            || (self.items.len() < max_items
-                && self.bytes + item.json.len() + 1 + ENVELOPE_BYTES <= MAX_BATCH_BYTES
-                && !item.customers.iter().any(|c| self.customers.contains(c)))
-    }
-
-    /// Adds an item; call [`Batch::fits`] first.
-    pub fn push(&mut self, item: EncodedItem) {
-        self.bytes += item.json.len() + 1;
-        self.customers.extend(item.customers.iter().cloned());
-        self.items.push(item);
-    }
-
-    /// Number of items.
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// The items, in order.
-    pub fn items(&self) -> &[EncodedItem] {
-        &self.items
-    }
-
-    /// Takes the items out, leaving the batch empty.
-    pub fn take(&mut self) -> Vec<EncodedItem> {
-        self.bytes = 0;
-        self.customers.clear();
-        std::mem::take(&mut self.items)
-    }
-}
-
 /// The request body for `items`: `{"batch":[item,item,…]}`, written from the
 /// already encoded items so nothing is serialised twice.
 pub fn body(items: &[EncodedItem]) -> Vec<u8> {
+    body_of(items)
+}
+
+/// [`body`] for any sequence of items.
+pub fn body_of<'a>(items: impl IntoIterator<Item = &'a EncodedItem>) -> Vec<u8> {
+    let items: Vec<&EncodedItem> = items.into_iter().collect();
     let mut out =
         Vec::with_capacity(items.iter().map(|i| i.json.len() + 1).sum::<usize>() + ENVELOPE_BYTES);
     out.extend_from_slice(b"{\"batch\":[");
@@ -198,28 +158,5 @@ mod tests {
         assert!(!item.trimmed.is_empty());
         assert!(item.trimmed.contains(&"a39".to_owned()), "largest goes first: {:?}", item.trimmed);
         assert!(!item.trimmed.contains(&"small".to_owned()));
-    }
-
-    #[test]
-    fn a_batch_holds_one_operation_per_customer_and_respects_limits() {
-        let mut batch = Batch::default();
-        let a = encode(identify("1", json!({"a": 1})));
-        assert!(batch.fits(&a, 10));
-        batch.push(a);
-        assert!(!batch.fits(&encode(CustomerOp::Delete { id: "1".into() }), 10));
-        let merge = encode(CustomerOp::Merge { primary: "2".into(), secondary: "1".into() });
-        assert!(!batch.fits(&merge, 10));
-        let b = encode(identify("3", json!({})));
-        assert!(!batch.fits(&b, 1));
-        assert!(batch.fits(&b, 10));
-        let big = encode(identify("4", json!({"x": "y".repeat(31_000)})));
-        let mut full = Batch::default();
-        for i in 0..16 {
-            let item = encode(identify(&format!("c{i}"), json!({"x": "y".repeat(31_000)})));
-            assert!(full.fits(&item, 1000));
-            full.push(item);
-        }
-        assert!(!full.fits(&big, 1000), "17 items of 31 KB exceed 500 KB");
-        assert!(body(full.items()).len() <= MAX_BATCH_BYTES);
     }
 }

@@ -1,29 +1,49 @@
-//! The Customer.io sink: operations in, accepted (or deliberately refused)
-//! operations out.
+//! The Customer.io sink, the delivery engine: operations in, in commit
+//! order; accepted (or dead-lettered) operations and acknowledgeable commits
+//! out.
 //!
-//! Contract: [`Sink::flush`] returns `Ok` only when every operation pushed so
-//! far was accepted by Customer.io or refused for good (a 4xx that no retry
-//! can fix: logged with the status and Customer.io's text, counted, skipped).
-//! Transient failures (connect errors, timeouts, 408, 429, 5xx) are retried
-//! with capped exponential backoff and jitter for as long as it takes, so the
-//! caller simply does not acknowledge anything while `flush` is pending. A
-//! customer's operations go out in the order pushed. Repeating an operation
-//! is harmless, which is what makes at-least-once delivery safe.
+//! ```text
+//! push ─▶ Queue (coalesce, wait ≤ linger) ─take_batch─▶ up to max_in_flight delivery tasks ─▶ /api/v2/batch
+//!            ▲                                                   │
+//!            └──────────── finish (customers free again) ◀───────┘  ackable() → newest complete commit
+//! ```
+//!
+//! Contract: an operation is *completed* when Customer.io accepted it or
+//! refused it for good and it is stored in `ciosync.dead_letters`.
+//! [`Sink::ackable`] names the newest commit whose operations, and all
+//! before them, completed; [`Sink::flush`] returns once everything pushed
+//! completed. Transient failures (connect errors, timeouts, 408, 429, 5xx,
+//! transient item errors) are retried with capped exponential backoff and
+//! jitter for as long as it takes, so nothing is acknowledged meanwhile.
+//! One customer's operations reach Customer.io in the order pushed (see
+//! [`queue`]). Repeating an operation is harmless, which is what makes
+//! at-least-once delivery safe.
+//!
+//! Memory: operations pushed and not completed are counted against
+//! `pipeline.max_pending_bytes`; [`Sink::is_full`] tells the caller to stop
+//! reading until requests complete.
 
 pub mod batch;
 pub mod client;
+mod deliver;
+pub mod queue;
 pub mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::CustomerioConfig;
+use pgwire_replication::Lsn;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::config::{CustomerioConfig, PipelineConfig};
 use crate::customer::CustomerOp;
+use crate::dead_letter::DeadLetterStore;
 use crate::telemetry::Counters;
-use crate::track_api::RegionResponse;
-use batch::{Batch, EncodedItem};
+use crate::track_api::MAX_BATCH_BYTES;
 use client::TrackClient;
-use retry::{Backoff, Verdict};
+use deliver::Delivery;
+use queue::{Pushed, Queue, Ticket};
 
 /// Why the sink cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -63,171 +83,201 @@ impl SinkError {
     }
 }
 
-/// Sends operations to the Track API's `/api/v2/batch`, one batch at a time.
+/// The delivery engine; see the module doc.
 pub struct Sink {
-    client: Arc<TrackClient>,
-    max_backoff: Duration,
+    queue: Queue,
+    tasks: JoinSet<Finished>,
+    delivery: Arc<Delivery>,
+    linger: Duration,
+    max_in_flight: usize,
     max_batch_ops: usize,
-    batch: Batch,
+    max_pending_bytes: usize,
     counters: Arc<Counters>,
 }
 
+/// A batch that completed, or the definite error that stopped it.
+pub struct Finished {
+    ticket: Ticket,
+    result: Result<(), SinkError>,
+}
+
 impl Sink {
-    /// A sink for the configured workspace.
-    pub fn new(config: &CustomerioConfig, counters: Arc<Counters>) -> Result<Self, SinkError> {
+    /// An engine for the configured workspace, storing dead letters in `dead_letters`.
+    pub fn new(
+        customerio: &CustomerioConfig,
+        pipeline: &PipelineConfig,
+        dead_letters: Arc<DeadLetterStore>,
+        counters: Arc<Counters>,
+    ) -> Result<Self, SinkError> {
+        let delivery = Delivery {
+            client: TrackClient::new(customerio, counters.clone())?,
+            dead_letters,
+            counters: counters.clone(),
+            max_backoff: Duration::from_secs(customerio.retry_max_backoff_secs),
+            transient_item_errors: customerio
+                .transient_item_errors
+                .iter()
+                .map(|e| e.trim().to_lowercase())
+                .collect(),
+        };
         Ok(Self {
-            client: Arc::new(TrackClient::new(config, counters.clone())?),
-            max_backoff: Duration::from_secs(config.retry_max_backoff_secs),
-            max_batch_ops: config.max_batch_ops,
-            batch: Batch::default(),
+            queue: Queue::default(),
+            tasks: JoinSet::new(),
+            delivery: Arc::new(delivery),
+            linger: customerio.linger(),
+            max_in_flight: customerio.max_in_flight,
+            max_batch_ops: customerio.max_batch_ops,
+            max_pending_bytes: pipeline.max_pending_bytes,
             counters,
         })
     }
 
-    /// Queues `op`, first sending what waits if `op` cannot join it (full, or
-    /// the same customer already in it), and sending the batch once it is
-    /// full. Returns `true` when it flushed: everything pushed before `op` is
-    /// then delivered.
-    pub async fn push(&mut self, op: CustomerOp) -> Result<bool, SinkError> {
-        let Some(customer) = op.customer_id().map(str::to_owned) else {
-            // A barrier: deliver everything before it now.
-            self.flush().await?;
-            return Ok(true);
-        };
-        let Some(item) = batch::encode(op) else { return Ok(false) };
-        if !item.trimmed.is_empty() {
-            Counters::add(&self.counters.attributes_dropped, item.trimmed.len() as u64);
-            tracing::warn!(
-                customer_id = %customer,
-                attributes = ?item.trimmed,
-                "attributes left out: the identify would exceed Customer.io's 32 KB item limit"
-            );
+    /// Queues `op` (merging it into a waiting one of the same customer where
+    /// allowed) and sends what is ready. Never waits: the caller checks
+    /// [`Sink::is_full`] before reading more.
+    pub fn push(&mut self, op: CustomerOp) {
+        if self.queue.push(op, Instant::now()) == Pushed::Coalesced {
+            Counters::add(&self.counters.ops_coalesced, 1);
         }
-        let mut flushed = false;
-        if !self.batch.fits(&item, self.max_batch_ops) {
-            self.flush().await?;
-            flushed = true;
-        }
-        self.batch.push(item);
-        if self.batch.len() >= self.max_batch_ops {
-            self.flush().await?;
-            flushed = true;
-        }
-        Ok(flushed)
+        self.pump(false);
+        self.report_memory();
     }
 
-    /// Whether nothing waits to be sent.
-    pub fn is_empty(&self) -> bool {
-        self.batch.is_empty()
+    /// Records a commit boundary: its end LSN becomes ackable once every
+    /// operation pushed so far completed.
+    pub fn commit(&mut self, end_lsn: Lsn) {
+        self.queue.commit(end_lsn);
     }
 
-    /// Sends what waits and returns once Customer.io accepted it or refused it
-    /// for good. Cancelling the future leaves the operations queued.
-    pub async fn flush(&mut self) -> Result<(), SinkError> {
-        if self.batch.is_empty() {
-            return Ok(());
+    /// The newest commit whose operations, and all before, completed, and
+    /// how many commits that covers. Each commit is returned once.
+    pub fn ackable(&mut self) -> Option<(Lsn, usize)> {
+        self.queue.ackable()
+    }
+
+    /// Whether every operation pushed completed.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_done()
+    }
+
+    /// Whether the memory budget is used up: read nothing more until a batch completes.
+    pub fn is_full(&self) -> bool {
+        self.queue.pending_bytes() >= self.max_pending_bytes
+    }
+
+    /// Whether a batch is in flight (so [`Sink::completion`] will return).
+    pub fn has_in_flight(&self) -> bool {
+        !self.tasks.is_empty()
+    }
+
+    /// When waiting operations should be sent even though no batch is full:
+    /// the oldest one's linger time. `None` if nothing waits or nothing more
+    /// may be in flight (a completion comes first).
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.tasks.len() >= self.max_in_flight {
+            return None;
         }
-        self.deliver(self.batch.items()).await?;
-        self.batch.take();
+        let due = self.queue.oldest()? + self.linger;
+        // Past due and still waiting means everything waiting is held up
+        // by a batch in flight: its completion sends them.
+        (due > Instant::now() || self.tasks.is_empty()).then_some(due)
+    }
+
+    /// Sends what the linger time made due.
+    pub fn on_deadline(&mut self) {
+        self.pump(false);
+    }
+
+    /// The next batch to complete. Cancellation-safe; pending forever when
+    /// nothing is in flight.
+    pub async fn completion(&mut self) -> Finished {
+        loop {
+            match self.tasks.join_next().await {
+                Some(Ok(finished)) => return finished,
+                Some(Err(error)) if error.is_panic() => {
+                    std::panic::resume_unwind(error.into_panic())
+                }
+                // Aborted by `discard`.
+                Some(Err(_)) => continue,
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Takes a completed batch into account and sends what that unblocks.
+    /// `Err` if the batch hit a refusal no retry fixes.
+    pub fn complete(&mut self, finished: Finished) -> Result<(), SinkError> {
+        finished.result?;
+        self.queue.finish(&finished.ticket);
+        self.pump(false);
+        self.report_memory();
         Ok(())
     }
 
-    /// Forgets what waits (after the source broke: it will be replayed).
-    pub fn discard(&mut self) {
-        self.batch.take();
-    }
-
-    fn deliver<'a>(
-        &'a self,
-        items: &'a [EncodedItem],
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SinkError>> + Send + 'a>>
-    {
-        Box::pin(async move {
-            let body = bytes::Bytes::from(batch::body(items));
-            let mut backoff = Backoff::new(self.max_backoff);
-            loop {
-                let verdict = self.client.post_batch(body.clone()).await;
-                match verdict {
-                    Verdict::Accepted => {
-                        Counters::add(&self.counters.ops_accepted, items.len() as u64);
-                        return Ok(());
-                    }
-                    Verdict::PartlyRejected(errors) => {
-                        let mut rejected = 0;
-                        for error in &errors {
-                            let Some(item) = error.batch_index.and_then(|i| items.get(i)) else {
-                                continue;
-                            };
-                            rejected += 1;
-                            tracing::warn!(
-                                customer_id = %item.customers[0],
-                                operation = item.kind,
-                                field = error.field.as_deref().unwrap_or(""),
-                                reason = error.reason.as_deref().unwrap_or(""),
-                                message = error.message.as_deref().unwrap_or(""),
-                                "Customer.io refused an operation; skipped"
-                            );
-                        }
-                        Counters::add(&self.counters.ops_rejected, rejected);
-                        Counters::add(
-                            &self.counters.ops_accepted,
-                            (items.len() as u64).saturating_sub(rejected),
-                        );
-                        return Ok(());
-                    }
-                    Verdict::Retry { after, reason } => {
-                        let delay = backoff.next_delay(after);
-                        Counters::add(&self.counters.requests_retried, 1);
-                        tracing::warn!(
-                            %reason,
-                            retry_in_ms = delay.as_millis() as u64,
-                            operations = items.len(),
-                            "Customer.io request failed; retrying"
-                        );
-                        tokio::time::sleep(delay).await;
-                    }
-                    Verdict::Rejected { status, message } if items.len() > 1 => {
-                        // The whole batch was refused: send its items one by one
-                        // so only the bad one is skipped.
-                        tracing::warn!(
-                            status,
-                            %message,
-                            operations = items.len(),
-                            "Customer.io refused a batch; sending its operations one by one"
-                        );
-                        for item in items {
-                            self.deliver(std::slice::from_ref(item)).await?;
-                        }
-                        return Ok(());
-                    }
-                    Verdict::Rejected { status, message } => {
-                        Counters::add(&self.counters.ops_rejected, 1);
-                        tracing::warn!(
-                            customer_id = %items[0].customers[0],
-                            operation = items[0].kind,
-                            status,
-                            %message,
-                            "Customer.io refused an operation; skipped"
-                        );
-                        return Ok(());
-                    }
-                    Verdict::Unauthorized => return Err(SinkError::Unauthorized),
-                    Verdict::Redirected { status } => return Err(SinkError::Redirected { status }),
-                    Verdict::Refused { status, message } => {
-                        return Err(SinkError::Refused { status, message })
-                    }
-                }
+    /// Sends everything waiting and returns once every operation pushed so
+    /// far completed. Cancelling it loses nothing: what is in flight stays
+    /// in flight, what waits stays queued.
+    pub async fn flush(&mut self) -> Result<(), SinkError> {
+        loop {
+            self.pump(true);
+            if self.queue.is_done() {
+                return Ok(());
             }
-        })
+            if self.tasks.is_empty() {
+                // Nothing in flight holds anything up, so pump sent all; unreachable.
+                debug_assert!(false, "operations waiting with nothing in flight");
+                return Ok(());
+            }
+            let finished = self.completion().await;
+            self.complete(finished)?;
+        }
     }
 
-    /// `GET /api/v1/accounts/region`: proves the credentials and the host.
-    pub async fn region(&self) -> Result<RegionResponse, SinkError> {
-        self.client.region().await
+    /// Forgets what waits and aborts what is in flight (the source broke:
+    /// all of it will be replayed from the slot).
+    pub fn discard(&mut self) {
+        self.tasks.abort_all();
+        self.tasks = JoinSet::new();
+        self.queue.clear();
+        self.report_memory();
     }
 
-    /// The base URL requests go to.
-    pub fn base_url(&self) -> &str {
-        self.client.base_url()
+    fn report_memory(&self) {
+        let held = self.queue.pending_bytes() as u64;
+        Counters::set(&self.counters.pending_bytes, held, Some(&self.counters.pending_bytes_peak));
+    }
+
+    /// Starts batches while there is room in flight and something is due
+    /// (a full batch, the linger time passed, a barrier, memory full, or `force`).
+    fn pump(&mut self, force: bool) {
+        while self.tasks.len() < self.max_in_flight {
+            if !force && !self.due() {
+                return;
+            }
+            let Some(taken) = self.queue.take_batch(self.max_batch_ops) else { return };
+            for item in taken.items.iter().filter(|i| !i.trimmed.is_empty()) {
+                Counters::add(&self.counters.attributes_dropped, item.trimmed.len() as u64);
+                tracing::warn!(
+                    operation = item.kind,
+                    attributes = ?item.trimmed,
+                    "attributes left out: the identify would exceed Customer.io's 32 KB item limit"
+                );
+            }
+            let delivery = self.delivery.clone();
+            let ticket = taken.ticket;
+            let items = taken.items;
+            self.tasks.spawn(async move {
+                let result = delivery.deliver(items).await;
+                Finished { ticket, result }
+            });
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.queue.waiting() >= self.max_batch_ops
+            || self.queue.waiting_bytes() >= MAX_BATCH_BYTES
+            || self.queue.has_barrier()
+            || self.is_full()
+            || self.queue.oldest().is_some_and(|t| t + self.linger <= Instant::now())
     }
 }

@@ -39,6 +39,10 @@ pub struct Counters {
     pub ops_coalesced: AtomicU64,
     /// Operations Customer.io refused for good, stored in `ciosync.dead_letters`.
     pub ops_dead_lettered: AtomicU64,
+    /// Gauge: estimated bytes of operations read and not yet completed.
+    pub pending_bytes: AtomicU64,
+    /// Gauge: the highest `pending_bytes` seen since start.
+    pub pending_bytes_peak: AtomicU64,
     /// Requests retried after a transient failure.
     pub requests_retried: AtomicU64,
     /// Transactions acknowledged to Postgres.
@@ -51,6 +55,14 @@ impl Counters {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge, and its peak companion if given.
+    pub fn set(gauge: &AtomicU64, value: u64, peak: Option<&AtomicU64>) {
+        gauge.store(value, Ordering::Relaxed);
+        if let Some(peak) = peak {
+            peak.fetch_max(value, Ordering::Relaxed);
+        }
     }
 
     /// Reads a counter.

@@ -34,6 +34,9 @@ site_id = "{SITE_ID}"
 api_key = "{API_KEY}"
 track_url = "{track_url}"
 retry_max_backoff_secs = 1
+# Send each change at once, so tests can watch one change become one call;
+# the coalescing tests set their own linger.
+linger_ms = 0
 
 [[sync]]
 table = "public.users"

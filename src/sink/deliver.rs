@@ -1,0 +1,207 @@
+//! Delivering one batch until every item in it is accepted or dead-lettered.
+//! Runs as its own task, several at once; the queue guarantees that the
+//! batches in flight share no customer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::batch::{self, EncodedItem};
+use super::client::TrackClient;
+use super::retry::{Backoff, Verdict};
+use super::SinkError;
+use crate::dead_letter::{DeadLetter, DeadLetterStore};
+use crate::telemetry::Counters;
+use crate::track_api::ItemError;
+
+/// Attempts an item with a transient per-item error gets before it is
+/// dead-lettered.
+pub const ITEM_ATTEMPTS: u32 = 5;
+
+/// What every delivery task shares.
+pub struct Delivery {
+    pub client: TrackClient,
+    pub dead_letters: Arc<DeadLetterStore>,
+    pub counters: Arc<Counters>,
+    pub max_backoff: Duration,
+    /// Lower-case substrings of per-item error reasons worth retrying.
+    pub transient_item_errors: Vec<String>,
+}
+
+struct Pending {
+    item: EncodedItem,
+    attempts: u32,
+}
+
+impl Delivery {
+    /// Sends `items` until each is accepted or, refused for good, stored as
+    /// a dead letter. Transient failures are retried for as long as it
+    /// takes; `Err` only for a refusal no retry fixes (bad credentials, wrong
+    /// host), in which case nothing of the batch counts as delivered.
+    pub async fn deliver(&self, items: Vec<EncodedItem>) -> Result<(), SinkError> {
+        let mut pending: Vec<Pending> =
+            items.into_iter().map(|item| Pending { item, attempts: 0 }).collect();
+        let mut letters = Vec::new();
+        let mut backoff = Backoff::new(self.max_backoff);
+        // After a whole-request refusal, items go one by one so only the bad one is refused.
+        let mut one_by_one = false;
+        while !pending.is_empty() {
+            let count = if one_by_one { 1 } else { pending.len() };
+            let body = batch::body_of(pending[..count].iter().map(|p| &p.item));
+            match self.client.post_batch(body.into()).await {
+                Verdict::Accepted => {
+                    Counters::add(&self.counters.ops_accepted, count as u64);
+                    pending.drain(..count);
+                    backoff.reset();
+                }
+                Verdict::PartlyRejected(errors) => {
+                    let sent: Vec<Pending> = pending.drain(..count).collect();
+                    let retry = self.sort_item_errors(sent, &errors, &mut letters);
+                    if !retry.is_empty() {
+                        let delay = backoff.next_delay(None);
+                        Counters::add(&self.counters.requests_retried, 1);
+                        tracing::warn!(
+                            operations = retry.len(),
+                            retry_in_ms = delay.as_millis() as u64,
+                            "Customer.io could not take some operations for now; retrying them"
+                        );
+                        tokio::time::sleep(delay).await;
+                    }
+                    // Retried items go first: they are older than the rest.
+                    pending.splice(0..0, retry);
+                }
+                Verdict::Retry { after, reason } => {
+                    let delay = backoff.next_delay(after);
+                    Counters::add(&self.counters.requests_retried, 1);
+                    tracing::warn!(
+                        %reason,
+                        retry_in_ms = delay.as_millis() as u64,
+                        operations = count,
+                        "Customer.io request failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Verdict::Rejected { status, message } if count > 1 => {
+                    tracing::warn!(
+                        status,
+                        %message,
+                        operations = count,
+                        "Customer.io refused a batch; sending its operations one by one"
+                    );
+                    one_by_one = true;
+                }
+                Verdict::Rejected { status, message } => {
+                    let refused = pending.remove(0);
+                    letters.push(letter(refused, status, message));
+                }
+                Verdict::Unauthorized => return Err(SinkError::Unauthorized),
+                Verdict::Redirected { status } => return Err(SinkError::Redirected { status }),
+                Verdict::Refused { status, message } => {
+                    return Err(SinkError::Refused { status, message })
+                }
+            }
+        }
+        self.record(letters).await;
+        Ok(())
+    }
+
+    /// Splits the items of a 207 into accepted (counted), refused for good
+    /// (to `letters`) and worth another try (returned, in order).
+    fn sort_item_errors(
+        &self,
+        sent: Vec<Pending>,
+        errors: &[ItemError],
+        letters: &mut Vec<DeadLetter>,
+    ) -> Vec<Pending> {
+        let by_index: HashMap<usize, &ItemError> =
+            errors.iter().filter_map(|e| e.batch_index.map(|i| (i, e))).collect();
+        let mut retry = Vec::new();
+        let mut accepted = 0;
+        for (index, mut pending) in sent.into_iter().enumerate() {
+            let Some(error) = by_index.get(&index) else {
+                accepted += 1;
+                continue;
+            };
+            pending.attempts += 1;
+            if self.is_transient(error) && pending.attempts < ITEM_ATTEMPTS {
+                retry.push(pending);
+            } else {
+                letters.push(letter(pending, 207, item_error_text(error)));
+            }
+        }
+        Counters::add(&self.counters.ops_accepted, accepted);
+        retry
+    }
+
+    fn is_transient(&self, error: &ItemError) -> bool {
+        let reason = error.reason.as_deref().unwrap_or("").to_lowercase();
+        self.transient_item_errors.iter().any(|t| reason.contains(t.as_str()))
+    }
+
+    /// Stores dead letters, retrying while Postgres is unreachable: the
+    /// batch does not count as delivered (so nothing is acknowledged) until
+    /// they are stored.
+    async fn record(&self, letters: Vec<DeadLetter>) {
+        if letters.is_empty() {
+            return;
+        }
+        for letter in &letters {
+            tracing::warn!(
+                operation = letter.operation,
+                status = letter.status,
+                error = %letter.error,
+                "Customer.io refused an operation for good; stored in ciosync.dead_letters"
+            );
+        }
+        let mut backoff = Backoff::new(self.max_backoff);
+        loop {
+            match self.dead_letters.record(&letters).await {
+                Ok(()) => break,
+                Err(error) => {
+                    let delay = backoff.next_delay(None);
+                    tracing::warn!(
+                        error = %crate::pipeline::error_chain(&error),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "cannot store dead letters; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        Counters::add(&self.counters.ops_rejected, letters.len() as u64);
+        Counters::add(&self.counters.ops_dead_lettered, letters.len() as u64);
+    }
+}
+
+fn letter(pending: Pending, status: u16, error: String) -> DeadLetter {
+    let Pending { item, attempts } = pending;
+    DeadLetter {
+        customer_id: item.customers.first().cloned().unwrap_or_default(),
+        operation: item.kind,
+        attributes: item.attributes,
+        status,
+        error,
+        payload: item.json,
+        attempts: attempts.max(1),
+    }
+}
+
+/// `reason (field): message`, cut to 300 bytes like other error texts.
+fn item_error_text(error: &ItemError) -> String {
+    let reason = error.reason.as_deref().unwrap_or("refused");
+    let mut text = match (error.field.as_deref(), error.message.as_deref()) {
+        (Some(field), Some(message)) if !field.is_empty() => {
+            format!("{reason} ({field}): {message}")
+        }
+        (_, Some(message)) => format!("{reason}: {message}"),
+        _ => reason.to_owned(),
+    };
+    if text.len() > 300 {
+        let mut cut = 300;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}

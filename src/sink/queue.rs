@@ -1,0 +1,366 @@
+//! The operations waiting for Customer.io, in commit order: coalescing,
+//! batch selection under the per-customer order rule, and the accounting
+//! that says which commit may be acknowledged. Pure (no I/O, no clock: the
+//! caller passes the time), so every rule here has a unit test.
+//!
+//! Every pushed operation gets the next sequence number. An operation is
+//! *unfinished* from its push until its batch completes (accepted, or
+//! dead-lettered); a commit recorded after sequence `s` may be acknowledged
+//! once no operation numbered below `s` is unfinished.
+//!
+//! # Coalescing
+//! While an operation waits, a later one of the same customer may merge into
+//! it instead of queueing behind it:
+//! - identify after identify: one identify with both attribute sets, the
+//!   later value winning, at the later commit's timestamp;
+//! - delete after identify: the delete replaces the identify (the person is
+//!   going away, the attributes are moot); delete after delete: one delete;
+//! - anything after a delete, and anything touching a merge: queued behind it.
+//!
+//! The merged operation keeps the earlier one's place and sequence number,
+//! so the later commit cannot be acknowledged before it is delivered.
+//! Nothing merges across a barrier.
+//!
+//! # Order
+//! A batch never holds two operations of one customer, and a customer with a
+//! batch in flight gets no other until that batch completes; an operation is
+//! never sent while an earlier one of the same customer still waits. So one
+//! customer's operations reach Customer.io in commit order, however many
+//! batches are in flight. A barrier lets nothing after it go before
+//! everything ahead of it has completed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use pgwire_replication::Lsn;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::batch::{self, EncodedItem, ENVELOPE_BYTES};
+use crate::customer::CustomerOp;
+use crate::track_api::MAX_BATCH_BYTES;
+
+/// Most waiting operations looked at to fill one batch, so a queue whose
+/// head is held up by busy customers costs bounded work per batch.
+const MAX_SCAN: usize = 10_000;
+
+/// What waits: an operation as produced, or one already encoded that did
+/// not fit in the previous batch.
+#[derive(Debug)]
+enum Waiting {
+    Op(CustomerOp),
+    Encoded(EncodedItem),
+}
+
+#[derive(Debug)]
+struct Entry {
+    waiting: Waiting,
+    queued_at: Instant,
+    /// Estimated memory held, for the budget.
+    bytes: usize,
+}
+
+impl Entry {
+    fn customers(&self) -> Vec<&str> {
+        match &self.waiting {
+            Waiting::Op(CustomerOp::Merge { primary, secondary }) => vec![primary, secondary],
+            Waiting::Op(op) => op.customer_id().into_iter().collect(),
+            Waiting::Encoded(item) => item.customers.iter().map(String::as_str).collect(),
+        }
+    }
+
+    fn is_barrier(&self) -> bool {
+        matches!(self.waiting, Waiting::Op(CustomerOp::Barrier))
+    }
+}
+
+/// What `push` did with an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued behind what waits.
+    Queued,
+    /// Merged into a waiting operation of the same customer: one call saved.
+    Coalesced,
+}
+
+/// A batch taken out of the queue, to be sent.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// The encoded items, in queue order.
+    pub items: Vec<EncodedItem>,
+    /// What to hand back to [`Queue::finish`] when the batch completes.
+    pub ticket: Ticket,
+}
+
+/// Identifies a batch in flight: its operations and customers.
+#[derive(Debug, Default, Clone)]
+pub struct Ticket {
+    seqs: Vec<u64>,
+    customers: Vec<String>,
+    bytes: usize,
+}
+
+/// Pending operations and commits, in order.
+#[derive(Debug, Default)]
+pub struct Queue {
+    entries: BTreeMap<u64, Entry>,
+    /// Each customer's newest waiting operation (a coalescing target).
+    last_of: HashMap<String, u64>,
+    /// Sequence number of the newest barrier pushed.
+    last_barrier: u64,
+    /// Customers with a batch in flight.
+    busy: HashSet<String>,
+    /// Operations pushed and not yet completed.
+    unfinished: BTreeSet<u64>,
+    /// Commits not yet acknowledged: (first sequence number after the commit, end LSN).
+    commits: VecDeque<(u64, Lsn)>,
+    next_seq: u64,
+    queued_bytes: usize,
+    in_flight_bytes: usize,
+    in_flight: usize,
+}
+
+impl Queue {
+    /// Adds an operation, merging it into a waiting one of the same customer
+    /// where the rules above allow.
+    pub fn push(&mut self, op: CustomerOp, now: Instant) -> Pushed {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        if let CustomerOp::Barrier = op {
+            self.last_barrier = seq;
+        } else if self.coalesce(&op) {
+            return Pushed::Coalesced;
+        }
+        match &op {
+            CustomerOp::Merge { primary, secondary } => {
+                self.last_of.insert(primary.clone(), seq);
+                self.last_of.insert(secondary.clone(), seq);
+            }
+            CustomerOp::Identify { id, .. } | CustomerOp::Delete { id } => {
+                self.last_of.insert(id.clone(), seq);
+            }
+            CustomerOp::Barrier => {}
+        }
+        let bytes = estimate(&op);
+        self.queued_bytes += bytes;
+        self.unfinished.insert(seq);
+        self.entries.insert(seq, Entry { waiting: Waiting::Op(op), queued_at: now, bytes });
+        Pushed::Queued
+    }
+
+    /// Merges `op` into the customer's newest waiting operation if allowed;
+    /// whether it did.
+    fn coalesce(&mut self, op: &CustomerOp) -> bool {
+        let id = match op {
+            CustomerOp::Identify { id, .. } | CustomerOp::Delete { id } => id,
+            CustomerOp::Merge { .. } | CustomerOp::Barrier => return false,
+        };
+        let Some(&target) = self.last_of.get(id) else { return false };
+        if target < self.last_barrier {
+            return false;
+        }
+        let Some(entry) = self.entries.get_mut(&target) else { return false };
+        let Waiting::Op(waiting) = &mut entry.waiting else { return false };
+        match (waiting, op) {
+            (
+                CustomerOp::Identify { attributes, timestamp, .. },
+                CustomerOp::Identify { attributes: later, timestamp: later_ts, .. },
+            ) => {
+                for (name, value) in later {
+                    attributes.insert(name.clone(), value.clone());
+                }
+                *timestamp = (*timestamp).max(*later_ts);
+            }
+            (waiting @ CustomerOp::Identify { .. }, CustomerOp::Delete { .. }) => {
+                *waiting = op.clone();
+            }
+            (CustomerOp::Delete { .. }, CustomerOp::Delete { .. }) => {}
+            _ => return false,
+        }
+        let Waiting::Op(merged) = &entry.waiting else { return false };
+        let bytes = estimate(merged);
+        self.queued_bytes = self.queued_bytes - entry.bytes + bytes;
+        entry.bytes = bytes;
+        true
+    }
+
+    /// Records a commit: once every operation pushed so far completes, its
+    /// end LSN may be acknowledged.
+    pub fn commit(&mut self, end_lsn: Lsn) {
+        self.commits.push_back((self.next_seq + 1, end_lsn));
+    }
+
+    /// The newest commit whose operations, and all before them, completed,
+    /// with how many commits that covers; forgets them.
+    pub fn ackable(&mut self) -> Option<(Lsn, usize)> {
+        let first_unfinished = self.unfinished.first().copied().unwrap_or(u64::MAX);
+        let mut newest = None;
+        let mut count = 0;
+        while let Some(&(after, lsn)) = self.commits.front() {
+            if after > first_unfinished {
+                break;
+            }
+            self.commits.pop_front();
+            newest = Some(lsn);
+            count += 1;
+        }
+        newest.map(|lsn| (lsn, count))
+    }
+
+    /// Takes the next batch that may go now: at most `max_ops` operations of
+    /// distinct customers, none busy or behind an earlier waiting operation
+    /// of theirs, stopping at a barrier, within the request size limit.
+    /// Items over the size limit lose their largest attributes
+    /// ([`EncodedItem::trimmed`] says which). `None` if nothing may go.
+    pub fn take_batch(&mut self, max_ops: usize) -> Option<Taken> {
+        let mut taken = Taken::default();
+        let mut in_batch: HashSet<String> = HashSet::new();
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut body_bytes = ENVELOPE_BYTES;
+        let mut cursor = 0;
+        for _ in 0..MAX_SCAN {
+            if taken.items.len() >= max_ops {
+                break;
+            }
+            let Some((&seq, entry)) = self.entries.range(cursor..).next() else { break };
+            cursor = seq + 1;
+            if entry.is_barrier() {
+                let first = self.entries.keys().next() == Some(&seq);
+                if first && self.in_flight == 0 && taken.items.is_empty() {
+                    self.entries.remove(&seq);
+                    self.unfinished.remove(&seq);
+                    continue;
+                }
+                break;
+            }
+            let customers = entry.customers();
+            if customers
+                .iter()
+                .any(|c| self.busy.contains(*c) || in_batch.contains(*c) || blocked.contains(*c))
+            {
+                // Held up: so is every later operation of these customers.
+                blocked.extend(customers.into_iter().map(str::to_owned));
+                continue;
+            }
+            let Some(entry) = self.entries.remove(&seq) else { break };
+            let item = match entry.waiting {
+                Waiting::Op(op) => match batch::encode(op) {
+                    Some(item) => item,
+                    None => {
+                        // Only a barrier encodes to nothing, and barriers stop the scan above.
+                        self.queued_bytes -= entry.bytes;
+                        self.unfinished.remove(&seq);
+                        continue;
+                    }
+                },
+                Waiting::Encoded(item) => item,
+            };
+            if !taken.items.is_empty() && body_bytes + item.json.len() + 1 > MAX_BATCH_BYTES {
+                // Full: it leads the next batch.
+                let bytes = item.json.len();
+                self.queued_bytes = self.queued_bytes - entry.bytes + bytes;
+                let waiting = Waiting::Encoded(item);
+                self.entries.insert(seq, Entry { waiting, queued_at: entry.queued_at, bytes });
+                break;
+            }
+            body_bytes += item.json.len() + 1;
+            for customer in &item.customers {
+                if self.last_of.get(customer) == Some(&seq) {
+                    self.last_of.remove(customer);
+                }
+                in_batch.insert(customer.clone());
+            }
+            self.queued_bytes -= entry.bytes;
+            taken.ticket.bytes += entry.bytes;
+            taken.ticket.seqs.push(seq);
+            taken.items.push(item);
+        }
+        if taken.items.is_empty() {
+            return None;
+        }
+        taken.ticket.customers = in_batch.into_iter().collect();
+        self.busy.extend(taken.ticket.customers.iter().cloned());
+        self.in_flight += 1;
+        self.in_flight_bytes += taken.ticket.bytes;
+        Some(taken)
+    }
+
+    /// A batch completed (accepted or dead-lettered): its customers may go again.
+    pub fn finish(&mut self, ticket: &Ticket) {
+        for seq in &ticket.seqs {
+            self.unfinished.remove(seq);
+        }
+        for customer in &ticket.customers {
+            self.busy.remove(customer);
+        }
+        self.in_flight -= 1;
+        self.in_flight_bytes -= ticket.bytes;
+    }
+
+    /// Forgets everything (the stream broke: it will all come again).
+    pub fn clear(&mut self) {
+        *self = Self { next_seq: self.next_seq, ..Self::default() };
+    }
+
+    /// Operations waiting to be taken.
+    pub fn waiting(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Estimated bytes of the operations waiting to be taken.
+    pub fn waiting_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Estimated bytes held by waiting and in-flight operations.
+    pub fn pending_bytes(&self) -> usize {
+        self.queued_bytes + self.in_flight_bytes
+    }
+
+    /// Batches in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// When the oldest waiting operation was pushed.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.entries.values().next().map(|e| e.queued_at)
+    }
+
+    /// Whether a barrier waits (it should not wait for the linger time).
+    pub fn has_barrier(&self) -> bool {
+        self.last_barrier > self.entries.keys().next().copied().unwrap_or(u64::MAX)
+    }
+
+    /// Whether every pushed operation completed.
+    pub fn is_done(&self) -> bool {
+        self.unfinished.is_empty()
+    }
+}
+
+/// Rough memory an operation holds: its strings and some overhead.
+fn estimate(op: &CustomerOp) -> usize {
+    const OVERHEAD: usize = 96;
+    match op {
+        CustomerOp::Identify { id, attributes, .. } => {
+            OVERHEAD
+                + id.len()
+                + attributes.iter().map(|(k, v)| 48 + k.len() + value_bytes(v)).sum::<usize>()
+        }
+        CustomerOp::Delete { id } => OVERHEAD + id.len(),
+        CustomerOp::Merge { primary, secondary } => OVERHEAD + primary.len() + secondary.len(),
+        CustomerOp::Barrier => OVERHEAD,
+    }
+}
+
+fn value_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len(),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        Value::Array(a) => a.iter().map(|v| 16 + value_bytes(v)).sum(),
+        Value::Object(o) => o.iter().map(|(k, v)| 48 + k.len() + value_bytes(v)).sum(),
+    }
+}
+
+#[cfg(test)]
+#[path = "queue_tests.rs"]
+mod tests;

@@ -1,0 +1,214 @@
+use serde_json::{json, Value};
+
+use super::*;
+
+fn identify(id: &str, attributes: Value, timestamp: i64) -> CustomerOp {
+    CustomerOp::Identify {
+        id: id.into(),
+        attributes: attributes.as_object().expect("an object").clone(),
+        timestamp,
+    }
+}
+
+fn delete(id: &str) -> CustomerOp {
+    CustomerOp::Delete { id: id.into() }
+}
+
+fn items_json(taken: &Taken) -> Vec<Value> {
+    taken.items.iter().map(|i| serde_json::from_slice(&i.json).expect("json")).collect()
+}
+
+fn push_all(q: &mut Queue, ops: Vec<CustomerOp>) -> Vec<Pushed> {
+    let now = Instant::now();
+    ops.into_iter().map(|op| q.push(op, now)).collect()
+}
+
+#[test]
+fn identifies_of_one_customer_merge_with_the_later_value_winning() {
+    let mut q = Queue::default();
+    let pushed = push_all(
+        &mut q,
+        vec![
+            identify("1", json!({"a": 1, "b": 1}), 10),
+            identify("2", json!({"x": 1}), 10),
+            identify("1", json!({"b": 2, "c": null}), 11),
+        ],
+    );
+    assert_eq!(pushed, [Pushed::Queued, Pushed::Queued, Pushed::Coalesced]);
+    let taken = q.take_batch(100).expect("a batch");
+    let items = items_json(&taken);
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["identifiers"], json!({"id": "1"}));
+    assert_eq!(items[0]["attributes"], json!({"a": 1, "b": 2, "c": null}));
+    assert_eq!(items[0]["timestamp"], json!(11));
+}
+
+#[test]
+fn a_delete_replaces_waiting_identifies_and_an_identify_after_a_delete_stays_after_it() {
+    let mut q = Queue::default();
+    let pushed = push_all(
+        &mut q,
+        vec![
+            identify("1", json!({"a": 1}), 1),
+            identify("1", json!({"a": 2}), 2),
+            delete("1"),
+            delete("1"),
+            identify("1", json!({"a": 3}), 3),
+        ],
+    );
+    use Pushed::*;
+    assert_eq!(pushed, [Queued, Coalesced, Coalesced, Coalesced, Queued]);
+    // One operation per customer per batch: the delete goes first, alone.
+    let first = q.take_batch(100).expect("a batch");
+    assert_eq!(
+        items_json(&first),
+        [json!({"type": "person", "action": "delete", "identifiers": {"id": "1"}})]
+    );
+    assert!(q.take_batch(100).is_none(), "the identify waits for the delete to complete");
+    q.finish(&first.ticket);
+    let second = q.take_batch(100).expect("a batch");
+    assert_eq!(items_json(&second)[0]["attributes"], json!({"a": 3}));
+}
+
+#[test]
+fn nothing_merges_across_a_merge_or_a_barrier() {
+    let mut q = Queue::default();
+    let pushed = push_all(
+        &mut q,
+        vec![
+            identify("new", json!({"name": "n"}), 1),
+            CustomerOp::Merge { primary: "new".into(), secondary: "old".into() },
+            identify("new", json!({"email": "e"}), 1),
+            identify("x", json!({"a": 1}), 1),
+            CustomerOp::Barrier,
+            identify("x", json!({"a": 2}), 2),
+        ],
+    );
+    use Pushed::*;
+    assert_eq!(pushed, [Queued, Queued, Queued, Queued, Queued, Queued]);
+}
+
+#[test]
+fn a_customer_never_has_two_operations_in_flight_and_order_is_kept() {
+    let mut q = Queue::default();
+    push_all(
+        &mut q,
+        vec![
+            CustomerOp::Merge { primary: "a".into(), secondary: "b".into() },
+            identify("c", json!({"v": 1}), 1),
+            delete("a"),
+        ],
+    );
+    let first = q.take_batch(100).expect("a batch");
+    assert_eq!(first.items.len(), 2, "the merge and c; the delete of a waits behind the merge");
+    // b is busy: an operation of b, and everything of a behind it, waits.
+    push_all(&mut q, vec![identify("b", json!({"v": 2}), 2), identify("d", json!({"v": 1}), 2)]);
+    let second = q.take_batch(100).expect("d may go");
+    assert_eq!(second.items.len(), 1);
+    assert_eq!(second.items[0].customers, ["d"]);
+    assert!(q.take_batch(100).is_none());
+    q.finish(&first.ticket);
+    let third = q.take_batch(100).expect("a and b may go now");
+    let customers: Vec<_> = third.items.iter().map(|i| i.customers[0].as_str()).collect();
+    assert_eq!(customers, ["a", "b"]);
+}
+
+#[test]
+fn a_merge_held_up_by_one_side_holds_up_the_other() {
+    let mut q = Queue::default();
+    push_all(&mut q, vec![identify("s", json!({"v": 1}), 1)]);
+    let first = q.take_batch(100).expect("a batch");
+    push_all(
+        &mut q,
+        vec![
+            CustomerOp::Merge { primary: "p".into(), secondary: "s".into() },
+            identify("p", json!({"v": 2}), 2),
+        ],
+    );
+    assert!(q.take_batch(100).is_none(), "p's identify must not overtake p's merge");
+    q.finish(&first.ticket);
+    assert_eq!(q.take_batch(100).expect("the merge").items[0].kind, "merge");
+}
+
+#[test]
+fn a_barrier_lets_nothing_pass_until_everything_before_it_completed() {
+    let mut q = Queue::default();
+    push_all(&mut q, vec![delete("old"), CustomerOp::Barrier, identify("new", json!({"e": 1}), 1)]);
+    assert!(q.has_barrier());
+    let first = q.take_batch(100).expect("the delete");
+    assert_eq!(first.items.len(), 1);
+    assert!(q.take_batch(100).is_none(), "the barrier holds while the delete is in flight");
+    q.finish(&first.ticket);
+    let second = q.take_batch(100).expect("the identify");
+    assert_eq!(second.items[0].customers, ["new"]);
+    assert!(!q.has_barrier());
+}
+
+#[test]
+fn a_commit_is_ackable_once_it_and_everything_before_it_completed() {
+    let lsn = Lsn::from_u64;
+    let mut q = Queue::default();
+    push_all(&mut q, vec![identify("1", json!({"a": 1}), 1)]);
+    q.commit(lsn(100));
+    push_all(&mut q, vec![identify("2", json!({"a": 1}), 2)]);
+    q.commit(lsn(200));
+    // A later change of customer 1 merges into the first commit's operation.
+    push_all(&mut q, vec![identify("1", json!({"a": 2}), 3)]);
+    q.commit(lsn(300));
+    // A commit without operations.
+    q.commit(lsn(400));
+    assert_eq!(q.ackable(), None);
+    let first = q.take_batch(1).expect("customer 1");
+    let second = q.take_batch(1).expect("customer 2");
+    q.finish(&second.ticket);
+    assert_eq!(q.ackable(), None, "customer 1's operation, pushed first, is still in flight");
+    q.finish(&first.ticket);
+    assert_eq!(q.ackable(), Some((lsn(400), 4)));
+    assert!(q.is_done());
+    assert_eq!(q.ackable(), None);
+}
+
+#[test]
+fn batches_respect_the_count_and_size_limits() {
+    let mut q = Queue::default();
+    let big = "y".repeat(31_000);
+    let ops = (0..20).map(|i| identify(&format!("c{i}"), json!({"x": big}), 1)).collect();
+    push_all(&mut q, ops);
+    let first = q.take_batch(1000).expect("a batch");
+    assert_eq!(first.items.len(), 16, "17 items of 31 KB exceed 500 KB");
+    assert!(batch::body(&first.items).len() <= MAX_BATCH_BYTES);
+    let second = q.take_batch(3).expect("a batch");
+    assert_eq!(second.items.len(), 3);
+    assert_eq!(
+        second.items[0].customers,
+        ["c16"],
+        "the item that did not fit leads the next batch"
+    );
+}
+
+#[test]
+fn memory_is_accounted_until_the_batch_completes() {
+    let mut q = Queue::default();
+    push_all(&mut q, vec![identify("1", json!({"a": "x".repeat(1000)}), 1)]);
+    let held = q.pending_bytes();
+    assert!(held > 1000);
+    assert_eq!(q.waiting_bytes(), held);
+    let taken = q.take_batch(10).expect("a batch");
+    assert_eq!(q.waiting_bytes(), 0);
+    assert_eq!(q.pending_bytes(), held);
+    q.finish(&taken.ticket);
+    assert_eq!(q.pending_bytes(), 0);
+}
+
+#[test]
+fn clear_forgets_everything() {
+    let mut q = Queue::default();
+    push_all(&mut q, vec![identify("1", json!({}), 1), delete("2")]);
+    q.commit(Lsn::from_u64(5));
+    let _in_flight = q.take_batch(1);
+    q.clear();
+    assert!(q.is_done());
+    assert_eq!(q.pending_bytes(), 0);
+    assert_eq!(q.in_flight(), 0);
+    assert_eq!(q.ackable(), None);
+}
