@@ -38,7 +38,10 @@ async fn delivered_letters_go_and_refused_ones_stay_with_the_new_error() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert_no_secrets(&out, &[]);
     assert!(stdout.contains("retried 6: delivered 5, refused again 1"), "{stdout}");
-    let error = "attribute name cannot be longer than 150 bytes";
+    // In the daemon's words: `reason (field): message`.
+    let error = format!(
+        "too_large (attributes.{too_long}): attribute name cannot be longer than 150 bytes"
+    );
     assert!(
         stdout.contains(&format!("#{refused_id} refused again (HTTP 207): {error}")),
         "{stdout}"

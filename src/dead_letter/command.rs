@@ -17,12 +17,12 @@ use crate::cli::{EXIT_FAILURE, EXIT_USAGE};
 use crate::config::{Config, ConfigError};
 use crate::pipeline::error_chain;
 use crate::sink::client::TrackClient;
-use crate::sink::retry::{self, Backoff, Verdict};
+use crate::sink::retry::{Backoff, Verdict};
 use crate::sink::SinkError;
 use crate::source::connection::ConnectionSettings;
 use crate::source::SourceError;
 use crate::telemetry::Counters;
-use crate::track_api::{ErrorsResponse, ItemError};
+use crate::track_api::ItemError;
 
 /// Most tries of one letter while Customer.io answers with something
 /// transient (a 5xx, a 429, a timeout); then `retry` stops and keeps it.
@@ -361,7 +361,7 @@ fn step(verdict: Verdict, tries: u32) -> Step {
     match verdict {
         Verdict::Accepted => Step::Done(Answer::Delivered),
         Verdict::PartlyRejected(errors) => {
-            Step::Done(Answer::RefusedAgain { status: 207, error: item_errors_text(errors) })
+            Step::Done(Answer::RefusedAgain { status: 207, error: item_errors_text(&errors) })
         }
         Verdict::Rejected { status, message } => {
             Step::Done(Answer::RefusedAgain { status, error: message })
@@ -374,11 +374,38 @@ fn step(verdict: Verdict, tries: u32) -> Step {
     }
 }
 
-/// A per-item refusal in the same words and 300-byte cut as every other
-/// refusal: re-encoded and read by [`retry::error_text`].
-fn item_errors_text(errors: Vec<ItemError>) -> String {
-    let body = serde_json::to_vec(&ErrorsResponse { errors }).unwrap_or_default();
-    retry::error_text(&body)
+/// A per-item refusal in the words the daemon stores it with (`reason
+/// (field): message`, as `sink::deliver` writes it), so a letter's error
+/// reads the same whoever wrote it; cut to 300 bytes.
+fn item_errors_text(errors: &[ItemError]) -> String {
+    let texts: Vec<String> = errors
+        .iter()
+        .map(|error| {
+            let reason = error.reason.as_deref().unwrap_or("refused");
+            match (error.field.as_deref(), error.message.as_deref()) {
+                (Some(field), Some(message)) if !field.is_empty() => {
+                    format!("{reason} ({field}): {message}")
+                }
+                (_, Some(message)) => format!("{reason}: {message}"),
+                _ => reason.to_owned(),
+            }
+        })
+        .collect();
+    cut(texts.join("; "), MAX_ERROR_BYTES)
+}
+
+/// Longest error text kept, in bytes, as everywhere else.
+const MAX_ERROR_BYTES: usize = 300;
+
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 fn emit(text: &str) -> Result<(), CommandError> {
@@ -460,14 +487,16 @@ mod tests {
         assert_eq!(step(Verdict::Accepted, 1), Step::Done(Answer::Delivered));
         let errors = vec![ItemError {
             batch_index: Some(0),
+            reason: Some("too_large".into()),
+            field: Some("attributes.x".into()),
             message: Some("attribute name cannot be longer than 150 bytes".into()),
-            ..ItemError::default()
         }];
         assert_eq!(
             step(Verdict::PartlyRejected(errors), 1),
             Step::Done(Answer::RefusedAgain {
                 status: 207,
-                error: "attribute name cannot be longer than 150 bytes".into()
+                error: "too_large (attributes.x): attribute name cannot be longer than 150 bytes"
+                    .into()
             })
         );
         assert_eq!(
@@ -503,6 +532,21 @@ mod tests {
         assert!(Stop::Redirected { status: 301 }.to_string().contains("customerio.region"));
         let refused = Stop::Refused { status: 403, message: "x".into() };
         assert!(refused.to_string().contains("customerio.track_url"));
+    }
+
+    #[test]
+    fn item_errors_read_like_the_daemons_and_are_cut() {
+        let error = |field: Option<&str>, message: Option<&str>| ItemError {
+            batch_index: Some(0),
+            reason: Some("invalid".into()),
+            field: field.map(str::to_owned),
+            message: message.map(str::to_owned),
+        };
+        assert_eq!(item_errors_text(&[error(Some(""), Some("bad"))]), "invalid: bad");
+        assert_eq!(item_errors_text(&[error(None, None)]), "invalid");
+        assert_eq!(item_errors_text(&[ItemError::default()]), "refused");
+        let long = item_errors_text(&[error(Some("f"), Some(&"é".repeat(400)))]);
+        assert!(long.len() <= MAX_ERROR_BYTES && long.len() >= MAX_ERROR_BYTES - 1, "{long}");
     }
 
     #[test]
