@@ -19,6 +19,7 @@ mod delivery_keeps_order_under_concurrency;
 mod demo_runs_end_to_end;
 mod dlq_discard_removes_only_the_chosen;
 mod dlq_retry_delivers_or_keeps_each_letter;
+mod dlq_retry_delivers_what_the_daemon_dead_lettered;
 mod dlq_retry_stops_while_customerio_is_down;
 mod dlq_retry_with_a_wrong_api_key_changes_nothing;
 mod emulator_answers_match_the_openapi_spec;
