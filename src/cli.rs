@@ -1,5 +1,5 @@
-//! The command line: `run`, `check` and `demo`. Exit status 0 on success, 1
-//! on a runtime failure, 2 on bad usage or a bad config.
+//! The command line: `run`, `check`, `backfill`, `dlq` and `demo`. Exit
+//! status 0 on success, 1 on a runtime failure, 2 on bad usage or a bad config.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +69,12 @@ pub enum Command {
         #[arg(long, value_name = "ID", conflicts_with_all = ["table", "where_clause", "attributes", "detach"])]
         cancel: Option<i64>,
     },
+    /// List, replay or discard the operations Customer.io refused for good
+    /// (the dead letters in ciosync.dead_letters).
+    Dlq {
+        #[command(subcommand)]
+        command: crate::dead_letter::command::DlqCommand,
+    },
     /// Start a throwaway Postgres and the Customer.io emulator, sync a sample
     /// users table, and show each Customer.io call.
     Demo {
@@ -122,6 +128,22 @@ pub fn main(cli: Cli) -> ExitCode {
                 Request::Queue { table, where_clause, attributes, detach }
             };
             runtime().block_on(crate::backfill::command::run(&config, request))
+        }
+        Command::Dlq { command } => {
+            let (path, request) = command.into_parts();
+            let request = match request {
+                Ok(r) => r,
+                Err(message) => {
+                    eprintln!("ciosync: {message}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let config = match load(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            telemetry::init_logging(false, "warn");
+            runtime().block_on(crate::dead_letter::command::run(&config, request))
         }
         Command::Demo { keep } => {
             // The demo prints its own story; only problems are logged.

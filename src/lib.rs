@@ -13,7 +13,7 @@
 //! - [`source`]: the replication connection, the pgoutput decoder, the relation cache, setup.
 //! - [`mapping`]: pure: row change → Customer.io operations, value conversion, the diff.
 //! - [`sink`]: the delivery engine: coalescing, batches in flight with per-customer order, rate limit, retries, dead letters.
-//! - [`dead_letter`]: what Customer.io refused for good, stored for replay.
+//! - [`dead_letter`]: operations Customer.io refused for good, kept for `ciosync dlq`.
 //! - [`pipeline`]: the loop that connects them and the acknowledgement rule.
 //! - [`initial_copy`]: the first start's consistent copy of existing rows; [`state`] records its progress.
 //! - [`backfill`]: re-sending rows while streaming, yielding to the stream between watermarks.

@@ -1,6 +1,8 @@
 //! The daemon's own state in Postgres, in the schema `ciosync`: what the
 //! initial copy has done, so a restart resumes it instead of assuming it
-//! finished. This module owns that schema's SQL.
+//! finished, and the backfills asked for. This module owns that schema's
+//! definition (one idempotent migration); the dead-letter table's queries
+//! live with their only users in [`crate::dead_letter`].
 //!
 //! Creating the schema needs `CREATE` on the database the first time
 //! (`GRANT CREATE ON DATABASE app TO ciosync`), or create it for the role:
@@ -47,6 +49,24 @@ CREATE TABLE IF NOT EXISTS ciosync.backfills (
 );
 COMMENT ON TABLE ciosync.backfills IS
     'ciosync: backfills requested with ciosync backfill, run by the daemon of the slot';
+CREATE TABLE IF NOT EXISTS ciosync.dead_letters (
+    id                bigserial   PRIMARY KEY,
+    slot              text        NOT NULL,
+    customer_id       text        NOT NULL,
+    operation         text        NOT NULL CHECK (operation IN ('identify', 'delete', 'merge')),
+    attributes        text[]      NOT NULL,
+    status            integer     NOT NULL,
+    error             text        NOT NULL,
+    payload           jsonb       NOT NULL,
+    attempts          integer     NOT NULL,
+    first_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    last_attempt_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS dead_letters_slot_id ON ciosync.dead_letters (slot, id);
+COMMENT ON TABLE ciosync.dead_letters IS
+    'ciosync: operations Customer.io refused for good, kept for ciosync dlq. '
+    'payload holds customer data (attribute values as sent): only the daemon''s role '
+    'and operators should be able to read this table';
 ";
 
 /// How far the copy of one table got.

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod dead_letters;
 pub mod emulator;
 pub mod postgres;
 pub mod spec;

@@ -1,0 +1,558 @@
+//! `ciosync dlq list | retry | discard`: the operator's side of the
+//! dead-letter table, for the config's slot. Exit 0 on success, 1 on a
+//! failure (Postgres, Customer.io, an unknown id), 2 on bad usage or config.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+
+use super::render::{self, Refusal};
+use super::DeadLetterTable;
+use crate::cli::{EXIT_FAILURE, EXIT_USAGE};
+use crate::config::{Config, ConfigError};
+use crate::pipeline::error_chain;
+use crate::sink::client::TrackClient;
+use crate::sink::retry::{Backoff, Verdict};
+use crate::sink::SinkError;
+use crate::source::connection::ConnectionSettings;
+use crate::source::SourceError;
+use crate::telemetry::Counters;
+use crate::track_api::ItemError;
+
+/// Most tries of one letter while Customer.io answers with something
+/// transient (a 5xx, a 429, a timeout); then `retry` stops and keeps it.
+pub const MAX_TRIES: u32 = 5;
+/// Letters read per query by `list`, so memory stays flat however many there are.
+const PAGE: i64 = 1000;
+
+/// The `dlq` subcommands, as parsed.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Show this slot's dead letters: id, customer id, operation, attribute
+    /// names, status, Customer.io's error, attempts, first and last attempt.
+    List {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// With --json: include each letter's payload (customer data).
+        #[arg(long, requires = "json")]
+        payload: bool,
+    },
+    /// Replay dead letters to Customer.io in id order; delivered ones are
+    /// deleted, refused ones kept with the new error.
+    ///
+    /// A replayed identify carries the attributes (and the change's
+    /// timestamp) as they were when it was refused. If the row changed since,
+    /// send its current values instead with `ciosync backfill --where ...`
+    /// and discard the letter.
+    Retry {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        which: Which,
+    },
+    /// Delete dead letters without sending them.
+    Discard {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        which: Which,
+    },
+}
+
+/// Which letters `retry` or `discard` act on.
+#[derive(Debug, Clone, Args)]
+pub struct Which {
+    /// A dead letter's id, as `dlq list` shows it; may repeat.
+    #[arg(long = "id", value_name = "N", conflicts_with = "all")]
+    pub ids: Vec<i64>,
+    /// Every dead letter of this slot.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// What `ciosync dlq` was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    List { json: bool, payload: bool },
+    Retry(Selection),
+    Discard(Selection),
+}
+
+/// The letters chosen with `--id` or `--all`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    All,
+    /// Sorted, without repeats.
+    Ids(Vec<i64>),
+}
+
+impl DlqCommand {
+    /// The config file, and the request or why the arguments do not make one.
+    pub fn into_parts(self) -> (PathBuf, Result<Request, String>) {
+        match self {
+            Self::List { config, json, payload } => (config, Ok(Request::List { json, payload })),
+            Self::Retry { config, which } => {
+                (config, selection("retry", which).map(Request::Retry))
+            }
+            Self::Discard { config, which } => {
+                (config, selection("discard", which).map(Request::Discard))
+            }
+        }
+    }
+}
+
+/// `--all`, or the `--id`s; neither is bad usage (clap already refuses both).
+fn selection(command: &str, which: Which) -> Result<Selection, String> {
+    if which.all {
+        return Ok(Selection::All);
+    }
+    if which.ids.is_empty() {
+        return Err(format!(
+            "dlq {command}: say which dead letters: --id N (may repeat) or --all; \
+             `ciosync dlq list` shows the ids"
+        ));
+    }
+    let mut ids = which.ids;
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(Selection::Ids(ids))
+}
+
+/// Why `ciosync dlq` failed; the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Postgres(#[from] SourceError),
+    #[error("no dead letter {} for slot {slot} (`ciosync dlq list` shows them); nothing was changed", join(.ids))]
+    Unknown { ids: Vec<i64>, slot: String },
+    #[error(transparent)]
+    Client(#[from] SinkError),
+    #[error("stopped at dead letter {id}; it and the {left} after it were kept")]
+    Stopped {
+        id: i64,
+        left: usize,
+        #[source]
+        reason: Stop,
+    },
+    #[error("cannot write the output")]
+    Output(#[source] std::io::Error),
+}
+
+impl CommandError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
+}
+
+fn join(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Why `retry` stopped before the end: nothing more can go through until
+/// the operator fixes something (or Customer.io recovers).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Stop {
+    #[error(
+        "Customer.io refused the credentials (HTTP 401): check customerio.api_key and \
+         customerio.site_id (or CIOSYNC_CUSTOMERIO_API_KEY / CIOSYNC_CUSTOMERIO_SITE_ID)"
+    )]
+    Unauthorized,
+    #[error(
+        "Customer.io answered HTTP {status} (a redirect): the workspace is probably in the \
+         other region; set customerio.region (ciosync check shows the workspace's region) or \
+         customerio.track_url"
+    )]
+    Redirected { status: u16 },
+    #[error(
+        "Customer.io refused the request (HTTP {status}: {message}): check customerio.track_url \
+         and the workspace"
+    )]
+    Refused { status: u16, message: String },
+    #[error("Customer.io did not accept it after {tries} tries (last: {reason}); try again later")]
+    Unavailable { tries: u32, reason: String },
+}
+
+/// Runs the request and maps the outcome to an exit status.
+pub async fn run(config: &Config, request: Request) -> ExitCode {
+    match execute(config, request).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ciosync: {}", error_chain(&error));
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+async fn execute(config: &Config, request: Request) -> Result<(), CommandError> {
+    let settings = ConnectionSettings::parse(&config.postgres)?;
+    let sql = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
+    let slot = config.postgres.slot.as_str();
+    let table = DeadLetterTable::open(&sql, slot).await?;
+    match request {
+        Request::List { json, payload } => list(&table, slot, json, payload).await,
+        Request::Retry(selection) => {
+            let ids = chosen(&table, slot, selection).await?;
+            retry(config, &table, &ids).await
+        }
+        Request::Discard(selection) => {
+            let ids = chosen(&table, slot, selection).await?;
+            let discarded = table.delete(&ids).await?;
+            let noun = if discarded == 1 { "dead letter" } else { "dead letters" };
+            emit(&format!("discarded {discarded} {noun}\n"))
+        }
+    }
+}
+
+/// The ids of the chosen letters, in order; an unknown `--id` changes nothing.
+async fn chosen(
+    table: &DeadLetterTable<'_>,
+    slot: &str,
+    selection: Selection,
+) -> Result<Vec<i64>, CommandError> {
+    match selection {
+        Selection::All => Ok(table.ids(None).await?),
+        Selection::Ids(wanted) => {
+            let found = table.ids(Some(&wanted)).await?;
+            let missing: Vec<i64> = wanted.into_iter().filter(|id| !found.contains(id)).collect();
+            if missing.is_empty() {
+                Ok(found)
+            } else {
+                Err(CommandError::Unknown { ids: missing, slot: slot.to_owned() })
+            }
+        }
+    }
+}
+
+/// Prints every letter, a page at a time for `--json`; the table needs
+/// them all to align its columns (without payloads, so they stay small).
+async fn list(
+    table: &DeadLetterTable<'_>,
+    slot: &str,
+    json: bool,
+    payload: bool,
+) -> Result<(), CommandError> {
+    let mut after = 0;
+    let mut all = Vec::new();
+    loop {
+        let page = table.page(after, PAGE, json && payload).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        if json {
+            let lines: String = page.iter().map(|l| render::json_line(l) + "\n").collect();
+            emit(&lines)?;
+        } else {
+            all.extend(page);
+        }
+    }
+    if !json {
+        emit(&render::table(&all, slot))?;
+    } else if after == 0 {
+        // Said on stderr, so stdout stays valid JSON lines.
+        eprintln!("no dead letters for slot {slot}");
+    }
+    Ok(())
+}
+
+/// Replays each letter in id order and prints the summary, also when it
+/// stops early.
+async fn retry(
+    config: &Config,
+    table: &DeadLetterTable<'_>,
+    ids: &[i64],
+) -> Result<(), CommandError> {
+    let client = TrackClient::new(&config.customerio, Arc::new(Counters::default()))?;
+    let max_backoff = Duration::from_secs(config.customerio.retry_max_backoff_secs);
+    let mut tally = Tally::default();
+    let outcome = replay_all(&client, max_backoff, table, ids, &mut tally).await;
+    emit(&render::retry_summary(tally.delivered, &tally.refused))?;
+    outcome
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    delivered: usize,
+    refused: Vec<Refusal>,
+}
+
+async fn replay_all(
+    client: &TrackClient,
+    max_backoff: Duration,
+    table: &DeadLetterTable<'_>,
+    ids: &[i64],
+    tally: &mut Tally,
+) -> Result<(), CommandError> {
+    for (i, &id) in ids.iter().enumerate() {
+        // Gone meanwhile: another `dlq` command delivered or discarded it.
+        let Some(payload) = table.payload(id).await? else { continue };
+        match replay(client, &payload, max_backoff).await {
+            Ok(Answer::Delivered) => {
+                table.delete(&[id]).await?;
+                tally.delivered += 1;
+            }
+            Ok(Answer::RefusedAgain { status, error }) => {
+                table.refused_again(id, status, &error).await?;
+                tally.refused.push(Refusal { id, status, error });
+            }
+            Err(reason) => {
+                return Err(CommandError::Stopped { id, left: ids.len() - i - 1, reason });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends one payload until Customer.io gives a definite answer, or stops.
+async fn replay(
+    client: &TrackClient,
+    payload: &str,
+    max_backoff: Duration,
+) -> Result<Answer, Stop> {
+    let body = batch_body(payload);
+    let mut backoff = Backoff::new(max_backoff);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match step(client.post_batch(body.clone()).await, tries) {
+            Step::Done(answer) => return Ok(answer),
+            Step::Wait(after) => tokio::time::sleep(backoff.next_delay(after)).await,
+            Step::Stop(stop) => return Err(stop),
+        }
+    }
+}
+
+/// `{"batch":[payload]}`: the letter as the one item of a batch request.
+fn batch_body(payload: &str) -> Bytes {
+    Bytes::from(format!("{{\"batch\":[{payload}]}}"))
+}
+
+/// Customer.io's definite answer about one letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    Delivered,
+    RefusedAgain { status: u16, error: String },
+}
+
+/// What to do after an answer, the `tries`-th for this letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Done(Answer),
+    /// Send again after the backoff (or the `Retry-After`).
+    Wait(Option<Duration>),
+    Stop(Stop),
+}
+
+fn step(verdict: Verdict, tries: u32) -> Step {
+    match verdict {
+        Verdict::Accepted => Step::Done(Answer::Delivered),
+        Verdict::PartlyRejected(errors) => {
+            Step::Done(Answer::RefusedAgain { status: 207, error: item_errors_text(&errors) })
+        }
+        Verdict::Rejected { status, message } => {
+            Step::Done(Answer::RefusedAgain { status, error: message })
+        }
+        Verdict::Retry { after, .. } if tries < MAX_TRIES => Step::Wait(after),
+        Verdict::Retry { reason, .. } => Step::Stop(Stop::Unavailable { tries, reason }),
+        Verdict::Unauthorized => Step::Stop(Stop::Unauthorized),
+        Verdict::Redirected { status } => Step::Stop(Stop::Redirected { status }),
+        Verdict::Refused { status, message } => Step::Stop(Stop::Refused { status, message }),
+    }
+}
+
+/// A per-item refusal in the words the daemon stores it with (`reason
+/// (field): message`, as `sink::deliver` writes it), so a letter's error
+/// reads the same whoever wrote it; cut to 300 bytes.
+fn item_errors_text(errors: &[ItemError]) -> String {
+    let texts: Vec<String> = errors
+        .iter()
+        .map(|error| {
+            let reason = error.reason.as_deref().unwrap_or("refused");
+            match (error.field.as_deref(), error.message.as_deref()) {
+                (Some(field), Some(message)) if !field.is_empty() => {
+                    format!("{reason} ({field}): {message}")
+                }
+                (_, Some(message)) => format!("{reason}: {message}"),
+                _ => reason.to_owned(),
+            }
+        })
+        .collect();
+    cut(texts.join("; "), MAX_ERROR_BYTES)
+}
+
+/// Longest error text kept, in bytes, as everywhere else.
+const MAX_ERROR_BYTES: usize = 300;
+
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+fn emit(text: &str) -> Result<(), CommandError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(CommandError::Output)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn parse(args: &[&str]) -> Result<(PathBuf, Result<Request, String>), clap::Error> {
+        let cli = Cli::try_parse_from([&["ciosync", "dlq"], args].concat())?;
+        match cli.command {
+            Command::Dlq { command } => Ok(command.into_parts()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn request(args: &[&str]) -> Result<Request, String> {
+        parse(args).expect("parses").1
+    }
+
+    #[test]
+    fn parses_each_subcommand_with_its_config() {
+        let (config, list) = parse(&["list", "--config", "c.toml"]).unwrap();
+        assert_eq!(config, PathBuf::from("c.toml"));
+        assert_eq!(list, Ok(Request::List { json: false, payload: false }));
+        assert_eq!(
+            request(&["list", "--json", "--payload", "-c", "c.toml"]),
+            Ok(Request::List { json: true, payload: true })
+        );
+        assert_eq!(
+            request(&["retry", "--id", "7", "--id", "3", "--id", "7", "-c", "c.toml"]),
+            Ok(Request::Retry(Selection::Ids(vec![3, 7])))
+        );
+        assert_eq!(
+            request(&["discard", "--all", "--config", "c.toml"]),
+            Ok(Request::Discard(Selection::All))
+        );
+    }
+
+    #[test]
+    fn neither_id_nor_all_says_what_to_add() {
+        for command in ["retry", "discard"] {
+            let message = request(&[command, "--config", "c.toml"]).unwrap_err();
+            assert!(message.contains(&format!("dlq {command}")), "{message}");
+            assert!(message.contains("--id N") && message.contains("--all"), "{message}");
+        }
+    }
+
+    #[test]
+    fn bad_combinations_are_usage_errors() {
+        for args in [
+            &["retry", "--id", "1", "--all", "-c", "c.toml"][..],
+            &["discard", "--id", "x", "-c", "c.toml"],
+            &["list", "--payload", "-c", "c.toml"],
+            &["list"],
+            &["purge", "-c", "c.toml"],
+        ] {
+            let error = parse(args).map(|_| ()).unwrap_err();
+            assert_eq!(error.exit_code(), i32::from(EXIT_USAGE), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn the_retry_help_warns_that_a_replay_sends_old_values() {
+        let error = Cli::try_parse_from(["ciosync", "dlq", "retry", "--help"]).unwrap_err();
+        let help = error.to_string();
+        assert!(help.contains("as they were when it was refused"), "{help}");
+        assert!(help.contains("ciosync backfill --where"), "{help}");
+    }
+
+    #[test]
+    fn each_verdict_has_its_step() {
+        assert_eq!(step(Verdict::Accepted, 1), Step::Done(Answer::Delivered));
+        let errors = vec![ItemError {
+            batch_index: Some(0),
+            reason: Some("too_large".into()),
+            field: Some("attributes.x".into()),
+            message: Some("attribute name cannot be longer than 150 bytes".into()),
+        }];
+        assert_eq!(
+            step(Verdict::PartlyRejected(errors), 1),
+            Step::Done(Answer::RefusedAgain {
+                status: 207,
+                error: "too_large (attributes.x): attribute name cannot be longer than 150 bytes"
+                    .into()
+            })
+        );
+        assert_eq!(
+            step(Verdict::Rejected { status: 400, message: "bad".into() }, 1),
+            Step::Done(Answer::RefusedAgain { status: 400, error: "bad".into() })
+        );
+        let retry = |tries| {
+            step(
+                Verdict::Retry { after: Some(Duration::from_secs(2)), reason: "HTTP 503".into() },
+                tries,
+            )
+        };
+        assert_eq!(retry(1), Step::Wait(Some(Duration::from_secs(2))));
+        assert_eq!(retry(MAX_TRIES - 1), Step::Wait(Some(Duration::from_secs(2))));
+        assert_eq!(
+            retry(MAX_TRIES),
+            Step::Stop(Stop::Unavailable { tries: MAX_TRIES, reason: "HTTP 503".into() })
+        );
+        assert_eq!(step(Verdict::Unauthorized, 1), Step::Stop(Stop::Unauthorized));
+        assert_eq!(
+            step(Verdict::Redirected { status: 301 }, 1),
+            Step::Stop(Stop::Redirected { status: 301 })
+        );
+        assert!(matches!(
+            step(Verdict::Refused { status: 403, message: "no".into() }, 1),
+            Step::Stop(Stop::Refused { status: 403, .. })
+        ));
+    }
+
+    #[test]
+    fn every_stop_names_the_config_key_to_fix() {
+        assert!(Stop::Unauthorized.to_string().contains("customerio.api_key"));
+        assert!(Stop::Redirected { status: 301 }.to_string().contains("customerio.region"));
+        let refused = Stop::Refused { status: 403, message: "x".into() };
+        assert!(refused.to_string().contains("customerio.track_url"));
+    }
+
+    #[test]
+    fn item_errors_read_like_the_daemons_and_are_cut() {
+        let error = |field: Option<&str>, message: Option<&str>| ItemError {
+            batch_index: Some(0),
+            reason: Some("invalid".into()),
+            field: field.map(str::to_owned),
+            message: message.map(str::to_owned),
+        };
+        assert_eq!(item_errors_text(&[error(Some(""), Some("bad"))]), "invalid: bad");
+        assert_eq!(item_errors_text(&[error(None, None)]), "invalid");
+        assert_eq!(item_errors_text(&[ItemError::default()]), "refused");
+        let long = item_errors_text(&[error(Some("f"), Some(&"é".repeat(400)))]);
+        assert!(long.len() <= MAX_ERROR_BYTES && long.len() >= MAX_ERROR_BYTES - 1, "{long}");
+    }
+
+    #[test]
+    fn the_body_is_a_batch_of_the_payload() {
+        let body = batch_body(r#"{"type": "person", "action": "delete"}"#);
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value, serde_json::json!({"batch": [{"type": "person", "action": "delete"}]}));
+    }
+}

@@ -1,0 +1,235 @@
+//! What `ciosync dlq` prints, as pure functions over stored letters: a table
+//! for people, one JSON object per line for scripts, and the retry summary.
+//!
+//! This output is for the operator, so customer ids and Customer.io's error
+//! texts appear; payloads only when asked for. Never a credential: nothing
+//! here sees the config.
+
+use serde_json::{json, Value};
+
+use super::StoredLetter;
+
+const HEADERS: [&str; 9] = [
+    "ID",
+    "CUSTOMER",
+    "OPERATION",
+    "ATTRIBUTES",
+    "STATUS",
+    "ATTEMPTS",
+    "FIRST ATTEMPT (UTC)",
+    "LAST ATTEMPT (UTC)",
+    "ERROR",
+];
+
+/// The letters as an aligned table with a header, or a sentence when there are none.
+pub fn table(letters: &[StoredLetter], slot: &str) -> String {
+    if letters.is_empty() {
+        return format!("no dead letters for slot {slot}\n");
+    }
+    let rows: Vec<[String; 9]> = letters.iter().map(cells).collect();
+    let mut widths = HEADERS.map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(HEADERS.map(str::to_owned)).chain(rows) {
+        let last = row.len() - 1;
+        for (i, cell) in row.iter().enumerate() {
+            if i == last {
+                // The error is free text of any length: last and unpadded.
+                out.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn cells(letter: &StoredLetter) -> [String; 9] {
+    [
+        letter.id.to_string(),
+        printable(&letter.customer_id),
+        letter.operation.clone(),
+        attributes_cell(&letter.attributes),
+        letter.status.to_string(),
+        letter.attempts.to_string(),
+        time(letter.first_attempt_at, ' '),
+        time(letter.last_attempt_at, ' '),
+        printable(&letter.error),
+    ]
+}
+
+/// Widest attribute-name list in the table, in characters.
+const MAX_ATTRIBUTES_CHARS: usize = 40;
+
+/// The attribute names, cut to fit a column (an identify may carry 300
+/// names of 150 bytes each); `--json` lists them all.
+fn attributes_cell(names: &[String]) -> String {
+    if names.is_empty() {
+        return "-".to_owned();
+    }
+    let all = printable(&names.join(","));
+    if all.chars().count() <= MAX_ATTRIBUTES_CHARS {
+        return all;
+    }
+    let cut: String = all.chars().take(MAX_ATTRIBUTES_CHARS - 1).collect();
+    let noun = if names.len() == 1 { "name" } else { "names" };
+    format!("{cut}… ({} {noun})", names.len())
+}
+
+/// One letter as one line of JSON; the payload (parsed) only when loaded.
+pub fn json_line(letter: &StoredLetter) -> String {
+    let mut object = json!({
+        "id": letter.id,
+        "customer_id": letter.customer_id,
+        "operation": letter.operation,
+        "attributes": letter.attributes,
+        "status": letter.status,
+        "error": letter.error,
+        "attempts": letter.attempts,
+        "first_attempt_at": time(letter.first_attempt_at, 'T') + "Z",
+        "last_attempt_at": time(letter.last_attempt_at, 'T') + "Z",
+    });
+    if let (Some(payload), Some(map)) = (&letter.payload, object.as_object_mut()) {
+        let value =
+            serde_json::from_str(payload).unwrap_or_else(|_| Value::String(payload.clone()));
+        map.insert("payload".to_owned(), value);
+    }
+    object.to_string()
+}
+
+/// One letter replayed and refused again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub id: i64,
+    pub status: u16,
+    pub error: String,
+}
+
+/// `retried N: delivered X, refused again Y`, then one line per refusal.
+pub fn retry_summary(delivered: usize, refused: &[Refusal]) -> String {
+    let mut out = format!(
+        "retried {}: delivered {delivered}, refused again {}\n",
+        delivered + refused.len(),
+        refused.len()
+    );
+    for refusal in refused {
+        out.push_str(&format!(
+            "  #{} refused again (HTTP {}): {}\n",
+            refusal.id,
+            refusal.status,
+            printable(&refusal.error)
+        ));
+    }
+    out
+}
+
+/// `YYYY-MM-DD?HH:MM:SS` in UTC, `sep` between date and time.
+fn time(unix_secs: i64, sep: char) -> String {
+    match chrono::DateTime::from_timestamp(unix_secs, 0) {
+        Some(t) => t.format(&format!("%Y-%m-%d{sep}%H:%M:%S")).to_string(),
+        None => unix_secs.to_string(),
+    }
+}
+
+/// Text with control characters escaped, so a stored id or error cannot
+/// break the table or send escape sequences to the terminal.
+fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(id: i64, customer_id: &str, attributes: &[&str], error: &str) -> StoredLetter {
+        StoredLetter {
+            id,
+            customer_id: customer_id.to_owned(),
+            operation: "identify".to_owned(),
+            attributes: attributes.iter().map(|a| a.to_string()).collect(),
+            status: 207,
+            error: error.to_owned(),
+            attempts: 1,
+            first_attempt_at: 1_700_000_000,
+            last_attempt_at: 1_700_000_060,
+            payload: None,
+        }
+    }
+
+    #[test]
+    fn an_empty_table_says_so() {
+        assert_eq!(table(&[], "ciosync"), "no dead letters for slot ciosync\n");
+    }
+
+    #[test]
+    fn the_table_aligns_columns_and_puts_the_error_last() {
+        let text = table(
+            &[letter(3, "42", &["email", "plan"], "bad email"), letter(12, "7", &[], "gone")],
+            "s",
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("ID  CUSTOMER  OPERATION  ATTRIBUTES  "), "{text}");
+        assert!(lines[1].starts_with("3   42        identify   email,plan  207 "), "{text}");
+        assert!(lines[1].contains("2023-11-14 22:13:20  2023-11-14 22:14:20  bad email"), "{text}");
+        assert!(lines[2].starts_with("12  7         identify   -  "), "{text}");
+        assert!(lines[2].ends_with("  gone"), "{text}");
+    }
+
+    #[test]
+    fn long_attribute_lists_are_cut_in_the_table() {
+        let names: Vec<String> = (0..30).map(|i| format!("attribute_{i}")).collect();
+        let cell = attributes_cell(&names);
+        assert!(cell.starts_with("attribute_0,attribute_1,"), "{cell}");
+        assert!(cell.ends_with("… (30 names)"), "{cell}");
+        assert_eq!(cell.chars().count(), MAX_ATTRIBUTES_CHARS + " (30 names)".len());
+        assert_eq!(attributes_cell(&["a".into(), "b".into()]), "a,b");
+        assert!(attributes_cell(&["n".repeat(151)]).ends_with("… (1 name)"));
+    }
+
+    #[test]
+    fn control_characters_are_escaped_in_the_table() {
+        let text = table(&[letter(1, "a\nb\x1b[31m", &[], "x\ty")], "s");
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("a\\nb\\u{1b}[31m") && text.contains("x\\ty"), "{text}");
+    }
+
+    #[test]
+    fn json_lines_hold_the_names_and_no_payload_unless_loaded() {
+        let mut stored = letter(3, "42", &["plan"], "bad");
+        let value: Value = serde_json::from_str(&json_line(&stored)).unwrap();
+        assert_eq!(
+            value,
+            json!({"id": 3, "customer_id": "42", "operation": "identify", "attributes": ["plan"],
+                   "status": 207, "error": "bad", "attempts": 1,
+                   "first_attempt_at": "2023-11-14T22:13:20Z",
+                   "last_attempt_at": "2023-11-14T22:14:20Z"})
+        );
+        stored.payload = Some(r#"{"action": "identify", "attributes": {"plan": "pro"}}"#.into());
+        let value: Value = serde_json::from_str(&json_line(&stored)).unwrap();
+        assert_eq!(value["payload"]["attributes"]["plan"], "pro");
+        assert!(!json_line(&stored).contains('\n'));
+    }
+
+    #[test]
+    fn the_summary_counts_and_lists_each_refusal() {
+        let refused = [Refusal { id: 9, status: 207, error: "too long".into() }];
+        assert_eq!(
+            retry_summary(2, &refused),
+            "retried 3: delivered 2, refused again 1\n  #9 refused again (HTTP 207): too long\n"
+        );
+        assert_eq!(retry_summary(0, &[]), "retried 0: delivered 0, refused again 0\n");
+    }
+}
