@@ -17,7 +17,7 @@ use crate::cli::{EXIT_FAILURE, EXIT_USAGE};
 use crate::config::{Config, ConfigError};
 use crate::pipeline::error_chain;
 use crate::sink::client::TrackClient;
-use crate::sink::retry::{Backoff, Verdict};
+use crate::sink::retry::{cut_error_text, describe_item_error, Backoff, Verdict};
 use crate::sink::SinkError;
 use crate::source::connection::ConnectionSettings;
 use crate::source::SourceError;
@@ -378,34 +378,8 @@ fn step(verdict: Verdict, tries: u32) -> Step {
 /// (field): message`, as `sink::deliver` writes it), so a letter's error
 /// reads the same whoever wrote it; cut to 300 bytes.
 fn item_errors_text(errors: &[ItemError]) -> String {
-    let texts: Vec<String> = errors
-        .iter()
-        .map(|error| {
-            let reason = error.reason.as_deref().unwrap_or("refused");
-            match (error.field.as_deref(), error.message.as_deref()) {
-                (Some(field), Some(message)) if !field.is_empty() => {
-                    format!("{reason} ({field}): {message}")
-                }
-                (_, Some(message)) => format!("{reason}: {message}"),
-                _ => reason.to_owned(),
-            }
-        })
-        .collect();
-    cut(texts.join("; "), MAX_ERROR_BYTES)
-}
-
-/// Longest error text kept, in bytes, as everywhere else.
-const MAX_ERROR_BYTES: usize = 300;
-
-fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text
+    let texts: Vec<String> = errors.iter().map(describe_item_error).collect();
+    cut_error_text(texts.join("; "))
 }
 
 fn emit(text: &str) -> Result<(), CommandError> {
@@ -546,7 +520,11 @@ mod tests {
         assert_eq!(item_errors_text(&[error(None, None)]), "invalid");
         assert_eq!(item_errors_text(&[ItemError::default()]), "refused");
         let long = item_errors_text(&[error(Some("f"), Some(&"é".repeat(400)))]);
-        assert!(long.len() <= MAX_ERROR_BYTES && long.len() >= MAX_ERROR_BYTES - 1, "{long}");
+        assert!(
+            long.len() <= crate::sink::retry::MAX_ERROR_TEXT_BYTES
+                && long.len() >= crate::sink::retry::MAX_ERROR_TEXT_BYTES - 1,
+            "{long}"
+        );
     }
 
     #[test]

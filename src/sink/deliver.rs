@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::batch::{self, EncodedItem};
 use super::client::TrackClient;
-use super::retry::{Backoff, Verdict};
+use super::retry::{cut_error_text, describe_item_error, Backoff, Verdict};
 use super::SinkError;
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::telemetry::Counters;
@@ -101,8 +101,7 @@ impl Delivery {
                 }
             }
         }
-        self.record(letters).await;
-        Ok(())
+        self.record(letters).await
     }
 
     /// Splits the items of a 207 into accepted (counted), refused for good
@@ -126,7 +125,7 @@ impl Delivery {
             if self.is_transient(error) && pending.attempts < ITEM_ATTEMPTS {
                 retry.push(pending);
             } else {
-                letters.push(letter(pending, 207, item_error_text(error)));
+                letters.push(letter(pending, 207, cut_error_text(describe_item_error(error))));
             }
         }
         Counters::add(&self.counters.ops_accepted, accepted);
@@ -140,10 +139,11 @@ impl Delivery {
 
     /// Stores dead letters, retrying while Postgres is unreachable: the
     /// batch does not count as delivered (so nothing is acknowledged) until
-    /// they are stored.
-    async fn record(&self, letters: Vec<DeadLetter>) {
+    /// they are stored. A definite failure (no privilege, a letter Postgres
+    /// cannot hold) stops the daemon rather than stalling it in silence.
+    async fn record(&self, letters: Vec<DeadLetter>) -> Result<(), SinkError> {
         if letters.is_empty() {
-            return;
+            return Ok(());
         }
         for letter in &letters {
             tracing::warn!(
@@ -157,6 +157,7 @@ impl Delivery {
         loop {
             match self.dead_letters.record(&letters).await {
                 Ok(()) => break,
+                Err(error) if !error.is_transient() => return Err(SinkError::DeadLetters(error)),
                 Err(error) => {
                     let delay = backoff.next_delay(None);
                     tracing::warn!(
@@ -170,6 +171,7 @@ impl Delivery {
         }
         Counters::add(&self.counters.ops_rejected, letters.len() as u64);
         Counters::add(&self.counters.ops_dead_lettered, letters.len() as u64);
+        Ok(())
     }
 }
 
@@ -184,24 +186,4 @@ fn letter(pending: Pending, status: u16, error: String) -> DeadLetter {
         payload: item.json,
         attempts: attempts.max(1),
     }
-}
-
-/// `reason (field): message`, cut to 300 bytes like other error texts.
-fn item_error_text(error: &ItemError) -> String {
-    let reason = error.reason.as_deref().unwrap_or("refused");
-    let mut text = match (error.field.as_deref(), error.message.as_deref()) {
-        (Some(field), Some(message)) if !field.is_empty() => {
-            format!("{reason} ({field}): {message}")
-        }
-        (_, Some(message)) => format!("{reason}: {message}"),
-        _ => reason.to_owned(),
-    };
-    if text.len() > 300 {
-        let mut cut = 300;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    text
 }

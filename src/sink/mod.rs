@@ -71,6 +71,13 @@ pub enum SinkError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
+    /// A refused operation could not be stored in `ciosync.dead_letters`
+    /// for a reason no retry fixes.
+    #[error(
+        "cannot store a refused operation in ciosync.dead_letters; grant the role what the \
+         error names (or fix the row) and restart: nothing of it was acknowledged"
+    )]
+    DeadLetters(#[source] crate::source::SourceError),
     /// A one-off request (the region check) failed.
     #[error("request to Customer.io failed: {0}")]
     Request(String),

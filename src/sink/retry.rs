@@ -84,16 +84,35 @@ pub fn error_text(body: &[u8]) -> String {
             messages.extend(errors.iter().filter_map(|m| m.as_str()).map(str::to_owned));
         }
     }
-    let mut text =
-        if messages.is_empty() { "no error text".to_owned() } else { messages.join("; ") };
-    if text.len() > 300 {
-        let mut cut = 300;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
+    let text = if messages.is_empty() { "no error text".to_owned() } else { messages.join("; ") };
+    cut_error_text(text)
+}
+
+/// Longest error text kept (logs, dead letters), in bytes.
+pub const MAX_ERROR_TEXT_BYTES: usize = 300;
+
+/// Cuts `text` to [`MAX_ERROR_TEXT_BYTES`] on a character boundary.
+pub fn cut_error_text(mut text: String) -> String {
+    if text.len() > MAX_ERROR_TEXT_BYTES {
+        let mut end = MAX_ERROR_TEXT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
         }
-        text.truncate(cut);
+        text.truncate(end);
     }
     text
+}
+
+/// One per-item error in words: `reason (field): message` (uncut).
+pub fn describe_item_error(error: &ItemError) -> String {
+    let reason = error.reason.as_deref().unwrap_or("refused");
+    match (error.field.as_deref(), error.message.as_deref()) {
+        (Some(field), Some(message)) if !field.is_empty() => {
+            format!("{reason} ({field}): {message}")
+        }
+        (_, Some(message)) => format!("{reason}: {message}"),
+        _ => reason.to_owned(),
+    }
 }
 
 /// `Retry-After` as seconds (an HTTP date is treated as absent), capped.
