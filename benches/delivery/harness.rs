@@ -257,6 +257,8 @@ pub struct CpuMeter {
     machine_start: u64,
     machine_end: u64,
     wall: Option<Duration>,
+    /// (time into the window, CPU ticks so far per label) at every sample.
+    history: Vec<(Duration, BTreeMap<&'static str, u64>)>,
 }
 
 impl CpuMeter {
@@ -275,6 +277,7 @@ impl CpuMeter {
             machine_start: machine_busy_ticks(),
             machine_end: 0,
             wall: None,
+            history: Vec::new(),
         }
     }
 
@@ -298,6 +301,39 @@ impl CpuMeter {
                 *latest = stat.own();
             }
         }
+        let used =
+            self.procs.iter().map(|(l, (_, base, latest))| (*l, latest.saturating_sub(*base)));
+        self.history.push((self.started.elapsed(), used.collect()));
+    }
+
+    /// Each process's CPU over time, in about 15 columns: shows which one
+    /// was busy in which phase (e.g. the walsender decoding alone first).
+    pub fn timeline(&self, indent: &str) -> String {
+        let wall = self.wall.unwrap_or_else(|| self.started.elapsed()).as_secs_f64();
+        let step = (wall / 15.0).ceil().max(1.0);
+        let columns = (wall / step).ceil() as usize;
+        let at = |label: &str, t: f64| -> u64 {
+            self.history
+                .iter()
+                .take_while(|(when, _)| when.as_secs_f64() <= t)
+                .last()
+                .and_then(|(_, used)| used.get(label).copied())
+                .unwrap_or(0)
+        };
+        let mut out = format!(
+            "{indent}CPU per {step:.0} s from the start (% of one core; the last column may be partial):\n"
+        );
+        for label in &self.order {
+            let _ = write!(out, "{indent}  {label:<42}");
+            for c in 0..columns {
+                let (from, to) = (c as f64 * step, ((c + 1) as f64 * step).min(wall));
+                let ticks = at(label, to).saturating_sub(at(label, from));
+                let pct = 100.0 * ticks as f64 / self.ticks_per_sec / (to - from).max(1e-9);
+                let _ = write!(out, "{pct:>4.0}");
+            }
+            out.push('\n');
+        }
+        out
     }
 
     /// Ends the window.

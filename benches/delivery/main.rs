@@ -155,9 +155,13 @@ async fn run(selected: &[usize]) -> Res<bool> {
         };
         println!("  {:<width$}  {:<value_width$}  {:<14}  {result}", f.name, f.value, f.target);
     }
-    println!("  busiest process while measured:");
+    println!(
+        "  while measured: the busiest process (% of one core) and ciosync's Track API requests/s"
+    );
     for f in figures.iter().filter(|f| !f.busiest.is_empty()) {
-        println!("    {:<width$}  {}", f.name, f.busiest);
+        let rate =
+            f.requests_per_sec.map_or(String::new(), |r| format!("; ciosync {r:.0} requests/s"));
+        println!("    {:<width$}  {}{rate}", f.name, f.busiest);
     }
     progress("done");
     Ok(figures.iter().all(|f| f.met.is_some()))

@@ -26,11 +26,20 @@ pub struct Figure {
     pub met: Option<bool>,
     /// The process that used the most CPU while it was measured.
     pub busiest: String,
+    /// Track API requests per second while ciosync delivered.
+    pub requests_per_sec: Option<f64>,
 }
 
 impl Figure {
     pub fn failed(name: &'static str, target: &'static str, error: &str) -> Self {
-        Self { name, value: format!("FAILED: {error}"), target, met: None, busiest: String::new() }
+        Self {
+            name,
+            value: format!("FAILED: {error}"),
+            target,
+            met: None,
+            busiest: String::new(),
+            requests_per_sec: None,
+        }
     }
 }
 
@@ -193,6 +202,7 @@ pub async fn throughput(ctx: &Ctx) -> Res<Figure> {
         args.join(" ").replace(&pg.conninfo(), "'<conninfo>'")
     );
     print!("{}", cpu.report("                  "));
+    print!("{}", cpu.timeline("                  "));
     let recv_busiest =
         busiest(&cpu, &["pg_recvlogical", "postgres walsender (pg_recvlogical's slot)"], recv_secs);
     db.execute("SELECT pg_drop_replication_slot($1)", &[&RECV_SLOT]).await?;
@@ -238,6 +248,7 @@ pub async fn throughput(ctx: &Ctx) -> Res<Figure> {
          reach Postgres up to a second late and be timed)"
     );
     print!("{}", cpu.report("                  "));
+    print!("{}", cpu.timeline("                  "));
     let ratio = cio_rate / recv_rate;
     println!("  ratio           {ratio:.2}");
     let cio_busiest = busiest(
@@ -255,6 +266,7 @@ pub async fn throughput(ctx: &Ctx) -> Res<Figure> {
         target: THROUGHPUT_TARGET,
         met: Some(ratio >= 0.8),
         busiest: format!("ciosync run: {cio_busiest}; pg_recvlogical run: {recv_busiest}"),
+        requests_per_sec: Some(requests as f64 / cio_secs),
     })
 }
 
@@ -399,6 +411,7 @@ pub async fn latency(ctx: &Ctx) -> Res<Figure> {
             &["ciosync", "ciosync-emulator", "postgres walsender (ciosync's slot)"],
             wall,
         ),
+        requests_per_sec: Some(total as f64 / drive_secs),
     })
 }
 
@@ -518,6 +531,7 @@ pub async fn hot_rows(ctx: &Ctx) -> Res<Figure> {
             &["ciosync", "ciosync-emulator", "postgres walsender (ciosync's slot)"],
             ack_secs,
         ),
+        requests_per_sec: Some(requests as f64 / ack_secs),
     })
 }
 
@@ -581,6 +595,7 @@ pub async fn peak_rss(ctx: &Ctx) -> Res<Figure> {
     );
     println!("                  emulator peak RSS {:.0} MB", emulator_peak as f64 / 1024.0);
     print!("{}", cpu.report("                  "));
+    print!("{}", cpu.timeline("                  "));
     Ok(Figure {
         name: RSS_NAME,
         value: format!("{mb:.1} MB"),
@@ -591,5 +606,6 @@ pub async fn peak_rss(ctx: &Ctx) -> Res<Figure> {
             &["ciosync", "ciosync-emulator", "postgres walsender (ciosync's slot)"],
             insert_secs + deliver_secs,
         ),
+        requests_per_sec: Some(requests as f64 / deliver_secs),
     })
 }
