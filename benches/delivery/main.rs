@@ -203,9 +203,13 @@ fn print_machine(postgres: &str, ctx: &Ctx) {
         !output_of("git".as_ref(), &["-C", repo, "status", "--porcelain", "--untracked-files=no"])
             .is_empty();
     println!("  date            {}", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
+    let src_commit = output_of(
+        "git".as_ref(),
+        &["-C", repo, "log", "-1", "--format=%h", "--", "src", "Cargo.lock"],
+    );
     println!(
-        "  commit          {commit}{}",
-        if dirty { " (with uncommitted changes)" } else { "" }
+        "  commit          {commit}{} (src/ last changed in {src_commit})",
+        if dirty { " with uncommitted changes" } else { "" }
     );
     println!("  machine         {nproc} CPUs ({cpu}), {ram_gb:.1} GB RAM, Linux {}", kernel.trim());
     println!("  postgres        {postgres}");
