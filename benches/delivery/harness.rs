@@ -167,8 +167,12 @@ pub async fn wal_bytes(db: &Client, from: &str, to: &str) -> Res<i64> {
 pub async fn slot_status(db: &Client, slot: &str, lsn: &str) -> Res<(Option<u32>, bool)> {
     let row = db
         .query_opt(
-            "SELECT active_pid, coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) \
-             FROM pg_replication_slots WHERE slot_name = $1",
+            // active_pid is also set while a backend creates the slot: only
+            // a walsender counts as streaming.
+            "SELECT a.pid, coalesce(s.confirmed_flush_lsn >= $2::text::pg_lsn, false) \
+             FROM pg_replication_slots s \
+             LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid AND a.backend_type = 'walsender' \
+             WHERE s.slot_name = $1",
             &[&slot, &lsn],
         )
         .await?;

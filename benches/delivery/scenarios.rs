@@ -561,8 +561,16 @@ pub async fn peak_rss(ctx: &Ctx) -> Res<Figure> {
     cpu.watch("ciosync-emulator", emulator.pid(), false);
     cpu.watch("postgres walsender (ciosync's slot)", walsender, false);
     let start_lsn = current_lsn(&db).await?;
+    // On its own connection, so CPU is sampled while it runs (the
+    // walsender decodes the transaction as it is written).
+    let writer = pg.connect().await?;
     let started = Instant::now();
-    insert_users(&db, 1, RSS_ROWS).await?;
+    let insert = tokio::spawn(async move { insert_users(&writer, 1, RSS_ROWS).await });
+    while !insert.is_finished() {
+        cpu.sample();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    insert.await??;
     let committed = Instant::now();
     let end_lsn = current_lsn(&db).await?;
     let wal = wal_bytes(&db, &start_lsn, &end_lsn).await?;
