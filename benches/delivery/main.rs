@@ -1,7 +1,7 @@
 //! Delivery benchmark of issue 4: the four figures from one run.
 //!
 //! ```sh
-//! cargo bench --bench delivery                      # all four scenarios (about 5 minutes)
+//! cargo bench --bench delivery                      # all four scenarios (2-3 minutes on 2 cores)
 //! cargo bench --bench delivery -- latency hot-rows  # some of them
 //! ```
 //!

@@ -182,6 +182,7 @@ pub async fn throughput(ctx: &Ctx) -> Res<Figure> {
         cpu.sample();
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             return Err("pg_recvlogical did not reach the end position within 600 s".into());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
