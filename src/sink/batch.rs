@@ -22,8 +22,6 @@ pub struct EncodedItem {
     pub json: Vec<u8>,
     /// Attribute names dropped to fit the item limit.
     pub trimmed: Vec<String>,
-    /// Names of the attributes it sets (for dead letters: never values).
-    pub attributes: Vec<String>,
 }
 
 /// Encodes `op` as a v2 person item, dropping its largest attributes until
@@ -52,13 +50,8 @@ pub fn encode(op: CustomerOp) -> Option<EncodedItem> {
         ),
         CustomerOp::Barrier => return None,
     };
-    let mut attributes = match &action {
-        PersonAction::Identify { attributes, .. } => attributes.keys().cloned().collect(),
-        _ => Vec::new(),
-    };
     let (json, trimmed) = encode_within_limit(PersonItem::new(action));
-    attributes.retain(|name| !trimmed.contains(name));
-    Some(EncodedItem { kind, customers, json, trimmed, attributes })
+    Some(EncodedItem { kind, customers, json, trimmed })
 }
 
 /// The item's JSON, measured as sent: while it is over the item limit the
@@ -86,6 +79,20 @@ fn encode_within_limit(mut item: PersonItem) -> (Vec<u8>, Vec<String>) {
             }
             None => return (json, trimmed),
         }
+    }
+}
+
+impl EncodedItem {
+    /// Names of the attributes it sets, read back from its JSON (for dead
+    /// letters, a rare path: not kept on every item).
+    pub fn attribute_names(&self) -> Vec<String> {
+        serde_json::from_slice::<serde_json::Value>(&self.json)
+            .ok()
+            .and_then(|item| match item.get("attributes") {
+                Some(serde_json::Value::Object(map)) => Some(map.keys().cloned().collect()),
+                _ => None,
+            })
+            .unwrap_or_default()
     }
 }
 

@@ -180,7 +180,7 @@ fn letter(pending: Pending, status: u16, error: String) -> DeadLetter {
     DeadLetter {
         customer_id: item.customers.first().cloned().unwrap_or_default(),
         operation: item.kind,
-        attributes: item.attributes,
+        attributes: item.attribute_names(),
         status,
         error,
         payload: item.json,

@@ -60,11 +60,16 @@ struct Entry {
 }
 
 impl Entry {
-    fn customers(&self) -> Vec<&str> {
+    /// The customers it touches: one, or two for a merge. A barrier
+    /// touches none (it is never asked).
+    fn customers(&self) -> (&str, Option<&str>) {
         match &self.waiting {
-            Waiting::Op(CustomerOp::Merge { primary, secondary }) => vec![primary, secondary],
-            Waiting::Op(op) => op.customer_id().into_iter().collect(),
-            Waiting::Encoded(item) => item.customers.iter().map(String::as_str).collect(),
+            Waiting::Op(CustomerOp::Merge { primary, secondary }) => (primary, Some(secondary)),
+            Waiting::Op(op) => (op.customer_id().unwrap_or(""), None),
+            Waiting::Encoded(item) => (
+                item.customers.first().map_or("", String::as_str),
+                item.customers.get(1).map(String::as_str),
+            ),
         }
     }
 
@@ -212,50 +217,33 @@ impl Queue {
     /// Items over the size limit lose their largest attributes
     /// ([`EncodedItem::trimmed`] says which). `None` if nothing may go.
     pub fn take_batch(&mut self, max_ops: usize) -> Option<Taken> {
-        let mut taken = Taken::default();
-        let mut in_batch: HashSet<String> = HashSet::new();
-        let mut blocked: HashSet<String> = HashSet::new();
-        let mut body_bytes = ENVELOPE_BYTES;
-        let mut cursor = 0;
-        for _ in 0..MAX_SCAN {
-            if taken.items.len() >= max_ops {
-                break;
-            }
-            let Some((&seq, entry)) = self.entries.range(cursor..).next() else { break };
-            cursor = seq + 1;
-            if entry.is_barrier() {
-                let first = self.entries.keys().next() == Some(&seq);
-                if first && self.in_flight == 0 && taken.items.is_empty() {
-                    self.entries.remove(&seq);
+        let chosen = loop {
+            let chosen = self.choose(max_ops);
+            match chosen.first().and_then(|seq| self.entries.get(seq)) {
+                Some(entry) if entry.is_barrier() => {
+                    // Nothing ahead of it and nothing in flight: it is passed.
+                    let seq = chosen[0];
+                    if let Some(barrier) = self.entries.remove(&seq) {
+                        self.queued_bytes -= barrier.bytes;
+                    }
                     self.unfinished.remove(&seq);
-                    continue;
                 }
-                break;
+                _ => break chosen,
             }
-            let customers = entry.customers();
-            if customers
-                .iter()
-                .any(|c| self.busy.contains(*c) || in_batch.contains(*c) || blocked.contains(*c))
-            {
-                // Held up: so is every later operation of these customers.
-                blocked.extend(customers.into_iter().map(str::to_owned));
-                continue;
-            }
-            let Some(entry) = self.entries.remove(&seq) else { break };
+        };
+        let mut taken = Taken::default();
+        let mut body_bytes = ENVELOPE_BYTES;
+        for seq in chosen {
+            let Some(entry) = self.entries.remove(&seq) else { continue };
             let item = match entry.waiting {
                 Waiting::Op(op) => match batch::encode(op) {
                     Some(item) => item,
-                    None => {
-                        // Only a barrier encodes to nothing, and barriers stop the scan above.
-                        self.queued_bytes -= entry.bytes;
-                        self.unfinished.remove(&seq);
-                        continue;
-                    }
+                    None => continue,
                 },
                 Waiting::Encoded(item) => item,
             };
             if !taken.items.is_empty() && body_bytes + item.json.len() + 1 > MAX_BATCH_BYTES {
-                // Full: it leads the next batch.
+                // Full: it leads the next batch (and what was chosen after it waits).
                 let bytes = ENCODED_OVERHEAD + item.json.len();
                 self.queued_bytes = self.queued_bytes - entry.bytes + bytes;
                 let waiting = Waiting::Encoded(item);
@@ -267,7 +255,8 @@ impl Queue {
                 if self.last_of.get(customer) == Some(&seq) {
                     self.last_of.remove(customer);
                 }
-                in_batch.insert(customer.clone());
+                self.busy.insert(customer.clone());
+                taken.ticket.customers.push(customer.clone());
             }
             self.queued_bytes -= entry.bytes;
             taken.ticket.bytes += entry.bytes;
@@ -277,11 +266,43 @@ impl Queue {
         if taken.items.is_empty() {
             return None;
         }
-        taken.ticket.customers = in_batch.into_iter().collect();
-        self.busy.extend(taken.ticket.customers.iter().cloned());
         self.in_flight += 1;
         self.in_flight_bytes += taken.ticket.bytes;
         Some(taken)
+    }
+
+    /// The waiting operations that may go together now, in order: of
+    /// customers neither busy nor behind an earlier waiting operation of
+    /// theirs, one per customer, up to the first barrier (or the barrier
+    /// itself, when nothing is ahead of it or in flight). Reads only.
+    fn choose(&self, max_ops: usize) -> Vec<u64> {
+        let mut chosen = Vec::with_capacity(max_ops.min(self.entries.len()));
+        let mut in_batch: HashSet<&str> = HashSet::with_capacity(max_ops.min(self.entries.len()));
+        let mut blocked: HashSet<&str> = HashSet::new();
+        for (index, (&seq, entry)) in self.entries.iter().enumerate().take(MAX_SCAN) {
+            if chosen.len() >= max_ops {
+                break;
+            }
+            if entry.is_barrier() {
+                if index == 0 && self.in_flight == 0 {
+                    // Only the barrier goes; what follows waits for the next call.
+                    chosen.push(seq);
+                }
+                break;
+            }
+            let (first, second) = entry.customers();
+            let held = |c: &str| self.busy.contains(c) || in_batch.contains(c) || blocked.contains(c);
+            if held(first) || second.is_some_and(held) {
+                // Held up: so is every later operation of these customers.
+                blocked.insert(first);
+                blocked.extend(second);
+                continue;
+            }
+            in_batch.insert(first);
+            in_batch.extend(second);
+            chosen.push(seq);
+        }
+        chosen
     }
 
     /// A batch completed (accepted or dead-lettered): its customers may go again.

@@ -142,6 +142,9 @@ fn a_barrier_lets_nothing_pass_until_everything_before_it_completed() {
     let second = q.take_batch(100).expect("the identify");
     assert_eq!(second.items[0].customers, ["new"]);
     assert!(!q.has_barrier());
+    q.finish(&second.ticket);
+    assert!(q.is_done());
+    assert_eq!(q.pending_bytes(), 0, "the barrier's bytes are released too");
 }
 
 #[test]
