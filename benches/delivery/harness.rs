@@ -511,11 +511,12 @@ pub fn passed_overrides() -> Vec<String> {
 pub struct Daemon {
     child: Child,
     pub log: PathBuf,
+    slot: String,
 }
 
 impl Daemon {
-    /// Starts the daemon against `pg` and `emulator`; `postgres_extra` is
-    /// appended to the `[postgres]` section (non-default settings).
+    /// Starts the daemon against `pg` and `emulator` on the default slot;
+    /// `postgres_extra` is appended to the `[postgres]` section (non-default settings).
     pub fn start(
         dir: &Path,
         pg: &Pg,
@@ -523,11 +524,25 @@ impl Daemon {
         api_key: &str,
         postgres_extra: &str,
     ) -> Res<Self> {
-        let config = dir.join("ciosync.toml");
+        Self::start_on(dir, pg, emulator, api_key, SLOT, postgres_extra, "")
+    }
+
+    /// [`Daemon::start`] on `slot`, with `customerio_extra` appended to the
+    /// `[customerio]` section.
+    pub fn start_on(
+        dir: &Path,
+        pg: &Pg,
+        emulator: &Emulator,
+        api_key: &str,
+        slot: &str,
+        postgres_extra: &str,
+        customerio_extra: &str,
+    ) -> Res<Self> {
+        let config = dir.join(format!("ciosync-{slot}.toml"));
         let text = format!(
             r#"[postgres]
 url = "{url}"
-slot = "{SLOT}"
+slot = "{slot}"
 publication = "{PUBLICATION}"
 {postgres_extra}
 
@@ -535,6 +550,7 @@ publication = "{PUBLICATION}"
 site_id = "{SITE_ID}"
 api_key = "{api_key}"
 track_url = "{track_url}"
+{customerio_extra}
 
 [pipeline]
 initial_sync = false
@@ -555,7 +571,7 @@ sent_ms = "sent_ms"
             track_url = emulator.url,
         );
         write_private(&config, &text)?;
-        let log = dir.join("ciosync.log");
+        let log = dir.join(format!("ciosync-{slot}.log"));
         let mut command = Command::new(env!("CARGO_BIN_EXE_ciosync"));
         command
             .args(["run", "--log-format", "json", "--config"])
@@ -567,7 +583,7 @@ sent_ms = "sent_ms"
             command.env_remove(name);
         }
         let child = command.spawn()?;
-        Ok(Self { child, log })
+        Ok(Self { child, log, slot: slot.to_owned() })
     }
 
     pub fn pid(&self) -> u32 {
@@ -591,7 +607,7 @@ sent_ms = "sent_ms"
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             self.check_alive()?;
-            if let (Some(pid), _) = slot_status(monitor, SLOT, "0/0").await? {
+            if let (Some(pid), _) = slot_status(monitor, &self.slot, "0/0").await? {
                 return Ok(pid);
             }
             if Instant::now() > deadline {

@@ -291,7 +291,8 @@ impl Queue {
                 break;
             }
             let (first, second) = entry.customers();
-            let held = |c: &str| self.busy.contains(c) || in_batch.contains(c) || blocked.contains(c);
+            let held =
+                |c: &str| self.busy.contains(c) || in_batch.contains(c) || blocked.contains(c);
             if held(first) || second.is_some_and(held) {
                 // Held up: so is every later operation of these customers.
                 blocked.insert(first);
