@@ -99,6 +99,10 @@ pub struct Sink {
     max_in_flight: usize,
     max_batch_ops: usize,
     max_pending_bytes: usize,
+    /// Everything waiting is held up by a batch in flight: only a
+    /// completion (or a new operation) can change that, so the linger
+    /// timer is off.
+    stalled: bool,
     counters: Arc<Counters>,
 }
 
@@ -135,6 +139,7 @@ impl Sink {
             max_in_flight: customerio.max_in_flight,
             max_batch_ops: customerio.max_batch_ops,
             max_pending_bytes: pipeline.max_pending_bytes,
+            stalled: false,
             counters,
         })
     }
@@ -184,10 +189,10 @@ impl Sink {
         if self.tasks.len() >= self.max_in_flight {
             return None;
         }
-        let due = self.queue.oldest()? + self.linger;
-        // Past due and still waiting means everything waiting is held up
-        // by a batch in flight: its completion sends them.
-        (due > Instant::now() || self.tasks.is_empty()).then_some(due)
+        if self.stalled {
+            return None;
+        }
+        Some(self.queue.oldest()? + self.linger)
     }
 
     /// Sends what the linger time made due.
@@ -257,11 +262,15 @@ impl Sink {
     /// Starts batches while there is room in flight and something is due
     /// (a full batch, the linger time passed, a barrier, memory full, or `force`).
     fn pump(&mut self, force: bool) {
+        self.stalled = false;
         while self.tasks.len() < self.max_in_flight {
             if !force && !self.due() {
                 return;
             }
-            let Some(taken) = self.queue.take_batch(self.max_batch_ops) else { return };
+            let Some(taken) = self.queue.take_batch(self.max_batch_ops) else {
+                self.stalled = !self.tasks.is_empty();
+                return;
+            };
             for item in taken.items.iter().filter(|i| !i.trimmed.is_empty()) {
                 Counters::add(&self.counters.attributes_dropped, item.trimmed.len() as u64);
                 tracing::warn!(
