@@ -291,7 +291,7 @@ impl Sink {
 
     fn due(&self) -> bool {
         self.queue.waiting() >= self.max_batch_ops
-            || self.queue.waiting_bytes() >= MAX_BATCH_BYTES
+            || self.queue.waiting_wire_bytes() >= MAX_BATCH_BYTES
             || self.queue.has_barrier()
             || self.is_full()
             || self.queue.oldest().is_some_and(|t| t + self.linger <= Instant::now())

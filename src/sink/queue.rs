@@ -57,6 +57,8 @@ struct Entry {
     queued_at: Instant,
     /// Estimated memory held, for the budget.
     bytes: usize,
+    /// Estimated size on the wire, to tell when a batch's worth waits.
+    wire: usize,
 }
 
 impl Entry {
@@ -120,6 +122,7 @@ pub struct Queue {
     commits: VecDeque<(u64, Lsn)>,
     next_seq: u64,
     queued_bytes: usize,
+    queued_wire: usize,
     in_flight_bytes: usize,
     in_flight: usize,
 }
@@ -145,10 +148,11 @@ impl Queue {
             }
             CustomerOp::Barrier => {}
         }
-        let bytes = estimate(&op);
+        let (bytes, wire) = (estimate(&op), wire_estimate(&op));
         self.queued_bytes += bytes;
+        self.queued_wire += wire;
         self.unfinished.insert(seq);
-        self.entries.insert(seq, Entry { waiting: Waiting::Op(op), queued_at: now, bytes });
+        self.entries.insert(seq, Entry { waiting: Waiting::Op(op), queued_at: now, bytes, wire });
         Pushed::Queued
     }
 
@@ -182,9 +186,11 @@ impl Queue {
             _ => return false,
         }
         let Waiting::Op(merged) = &entry.waiting else { return false };
-        let bytes = estimate(merged);
+        let (bytes, wire) = (estimate(merged), wire_estimate(merged));
         self.queued_bytes = self.queued_bytes - entry.bytes + bytes;
+        self.queued_wire = self.queued_wire - entry.wire + wire;
         entry.bytes = bytes;
+        entry.wire = wire;
         true
     }
 
@@ -225,6 +231,7 @@ impl Queue {
                     let seq = chosen[0];
                     if let Some(barrier) = self.entries.remove(&seq) {
                         self.queued_bytes -= barrier.bytes;
+                        self.queued_wire -= barrier.wire;
                     }
                     self.unfinished.remove(&seq);
                 }
@@ -244,10 +251,12 @@ impl Queue {
             };
             if !taken.items.is_empty() && body_bytes + item.json.len() + 1 > MAX_BATCH_BYTES {
                 // Full: it leads the next batch (and what was chosen after it waits).
-                let bytes = ENCODED_OVERHEAD + item.json.len();
+                let (bytes, wire) = (ENCODED_OVERHEAD + item.json.len(), item.json.len());
                 self.queued_bytes = self.queued_bytes - entry.bytes + bytes;
+                self.queued_wire = self.queued_wire - entry.wire + wire;
                 let waiting = Waiting::Encoded(item);
-                self.entries.insert(seq, Entry { waiting, queued_at: entry.queued_at, bytes });
+                let queued_at = entry.queued_at;
+                self.entries.insert(seq, Entry { waiting, queued_at, bytes, wire });
                 break;
             }
             body_bytes += item.json.len() + 1;
@@ -259,6 +268,7 @@ impl Queue {
                 taken.ticket.customers.push(customer.clone());
             }
             self.queued_bytes -= entry.bytes;
+            self.queued_wire -= entry.wire;
             taken.ticket.bytes += entry.bytes;
             taken.ticket.seqs.push(seq);
             taken.items.push(item);
@@ -328,9 +338,14 @@ impl Queue {
         self.entries.len()
     }
 
-    /// Estimated bytes of the operations waiting to be taken.
+    /// Estimated memory held by the operations waiting to be taken.
     pub fn waiting_bytes(&self) -> usize {
         self.queued_bytes
+    }
+
+    /// Estimated encoded size of the operations waiting to be taken.
+    pub fn waiting_wire_bytes(&self) -> usize {
+        self.queued_wire
     }
 
     /// Estimated bytes held by waiting and in-flight operations.
@@ -385,6 +400,21 @@ fn estimate(op: &CustomerOp) -> usize {
         CustomerOp::Delete { id } => OP_OVERHEAD + id.len(),
         CustomerOp::Merge { primary, secondary } => OP_OVERHEAD + primary.len() + secondary.len(),
         CustomerOp::Barrier => OP_OVERHEAD,
+    }
+}
+
+/// Roughly the operation's size as a batch item: its strings plus JSON syntax.
+fn wire_estimate(op: &CustomerOp) -> usize {
+    const ITEM: usize = 64;
+    match op {
+        CustomerOp::Identify { id, attributes, .. } => {
+            ITEM + 24
+                + id.len()
+                + attributes.iter().map(|(k, v)| 6 + k.len() + value_bytes(v)).sum::<usize>()
+        }
+        CustomerOp::Delete { id } => ITEM + id.len(),
+        CustomerOp::Merge { primary, secondary } => ITEM + 40 + primary.len() + secondary.len(),
+        CustomerOp::Barrier => 0,
     }
 }
 

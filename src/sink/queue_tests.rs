@@ -196,8 +196,11 @@ fn memory_is_accounted_until_the_batch_completes() {
     let held = q.pending_bytes();
     assert!(held > 1000);
     assert_eq!(q.waiting_bytes(), held);
+    let wire = q.waiting_wire_bytes();
+    assert!(wire > 1000 && wire < held, "{wire}: about the item's size, less than its memory");
     let taken = q.take_batch(10).expect("a batch");
     assert_eq!(q.waiting_bytes(), 0);
+    assert_eq!(q.waiting_wire_bytes(), 0);
     assert_eq!(q.pending_bytes(), held);
     q.finish(&taken.ticket);
     assert_eq!(q.pending_bytes(), 0);
