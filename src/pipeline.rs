@@ -431,6 +431,8 @@ impl Session<'_> {
             }
             Ok(Err(error)) => Err(SessionError::Sink(error)),
             Err(_) => {
+                // What completed meanwhile is still acknowledged.
+                self.ack_completed();
                 tracing::warn!(
                     timeout_secs = timeout.as_secs(),
                     "shutdown: undelivered operations abandoned; they will be sent again on restart"

@@ -123,8 +123,7 @@ fn validate(letter: &DeadLetter) -> Result<(), SourceError> {
         .ok()
         .filter(|text| serde_json::from_str::<IgnoredAny>(text).is_ok());
     match json {
-        // jsonb cannot hold U+0000, which JSON can escape.
-        Some(text) if !text.contains("\\u0000") => Ok(()),
+        Some(_) => Ok(()),
         _ => Err(SourceError::Definite(format!(
             "a dead letter's payload ({} bytes) is not JSON that Postgres can store",
             letter.payload.len()
@@ -148,7 +147,7 @@ async fn insert(
         .await
         .map_err(stored(what))?;
     for letter in letters {
-        let payload = String::from_utf8_lossy(&letter.payload);
+        let payload = storable_payload(&letter.payload);
         let status = i32::from(letter.status);
         let attempts = i32::try_from(letter.attempts).unwrap_or(i32::MAX);
         tx.execute(
@@ -160,7 +159,7 @@ async fn insert(
                 &letter.attributes,
                 &status,
                 &letter.error,
-                &payload.as_ref(),
+                &payload.as_str(),
                 &attempts,
             ],
         )
@@ -168,6 +167,37 @@ async fn insert(
         .map_err(stored(what))?;
     }
     Ok(())
+}
+
+/// The payload as jsonb can hold it: jsonb refuses U+0000, which JSON (and
+/// so a `json` column's value) can carry as `\u0000`; such characters become
+/// U+FFFD. Anything else is kept as it is.
+fn storable_payload(payload: &[u8]) -> String {
+    fn scrub(value: &mut serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(text) if text.contains('\0') => {
+                *text = text.replace('\0', "\u{FFFD}");
+                true
+            }
+            serde_json::Value::Array(items) => items.iter_mut().fold(false, |c, v| scrub(v) | c),
+            serde_json::Value::Object(map) => map.values_mut().fold(false, |c, v| scrub(v) | c),
+            _ => false,
+        }
+    }
+    let text = String::from_utf8_lossy(payload);
+    if !text.contains("\\u0000") {
+        return text.into_owned();
+    }
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(mut value) => {
+            if scrub(&mut value) {
+                value.to_string()
+            } else {
+                text.into_owned()
+            }
+        }
+        Err(_) => text.into_owned(),
+    }
 }
 
 /// Like [`SourceError::sql`], except that an error about the data itself
@@ -323,6 +353,17 @@ impl<'a> DeadLetterTable<'a> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn payloads_are_stored_as_they_are_unless_jsonb_cannot_hold_them() {
+        // A backslash followed by u0000 in the text is not a NUL.
+        let plain = br#"{"attributes":{"path":"C:\\u0000dir"}}"#;
+        assert_eq!(storable_payload(plain), String::from_utf8_lossy(plain));
+        let nul = br#"{"attributes":{"bio":"a\u0000b","list":["\u0000"]}}"#;
+        let stored: serde_json::Value = serde_json::from_str(&storable_payload(nul)).unwrap();
+        assert_eq!(stored["attributes"]["bio"], "a\u{FFFD}b");
+        assert_eq!(stored["attributes"]["list"][0], "\u{FFFD}");
+    }
+
     fn letter(operation: &'static str, payload: &[u8]) -> DeadLetter {
         DeadLetter {
             customer_id: "42".into(),
@@ -349,7 +390,6 @@ mod tests {
             letter("event", b"{}"),
             letter("identify", b"{\"plan\":\"secret-value\""),
             letter("identify", b"\xff\xfe"),
-            letter("identify", br#"{"plan":"secret-value\u0000"}"#),
         ] {
             let error = validate(&bad).unwrap_err();
             assert!(!error.is_transient(), "{error}");

@@ -54,6 +54,20 @@ impl Delivery {
                     pending.drain(..count);
                     backoff.reset();
                 }
+                Verdict::PartlyRejected(errors)
+                    if errors.iter().any(|e| e.batch_index.is_none_or(|i| i >= count)) =>
+                {
+                    // An error naming no item we sent: we cannot tell which
+                    // failed, so all of them go again (repeating is harmless).
+                    let delay = backoff.next_delay(None);
+                    Counters::add(&self.counters.requests_retried, 1);
+                    tracing::warn!(
+                        operations = count,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "Customer.io named an item the request did not hold; retrying it whole"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
                 Verdict::PartlyRejected(errors) => {
                     let sent: Vec<Pending> = pending.drain(..count).collect();
                     let retry = self.sort_item_errors(sent, &errors, &mut letters);

@@ -78,6 +78,10 @@ pub enum SinkError {
          error names (or fix the row) and restart: nothing of it was acknowledged"
     )]
     DeadLetters(#[source] crate::source::SourceError),
+    /// Operations wait with nothing in flight to wait for: a bug, reported
+    /// rather than acknowledged.
+    #[error("internal error: operations wait to be sent but none is in flight; restart ciosync")]
+    Stuck,
     /// A one-off request (the region check) failed.
     #[error("request to Customer.io failed: {0}")]
     Request(String),
@@ -103,6 +107,11 @@ pub struct Sink {
     /// completion (or a new operation) can change that, so the linger
     /// timer is off.
     stalled: bool,
+    /// Nothing is sent before this: requests abandoned by [`Sink::discard`]
+    /// may still be applied by Customer.io until their timeout, and a replay
+    /// of the same customer must not overtake them.
+    quiet_until: Option<Instant>,
+    request_timeout: Duration,
     counters: Arc<Counters>,
 }
 
@@ -140,6 +149,8 @@ impl Sink {
             max_batch_ops: customerio.max_batch_ops,
             max_pending_bytes: pipeline.max_pending_bytes,
             stalled: false,
+            quiet_until: None,
+            request_timeout: customerio.request_timeout(),
             counters,
         })
     }
@@ -192,7 +203,8 @@ impl Sink {
         if self.stalled {
             return None;
         }
-        Some(self.queue.oldest()? + self.linger)
+        let due = self.queue.oldest()? + self.linger;
+        Some(self.quiet_until.map_or(due, |quiet| due.max(quiet)))
     }
 
     /// Sends what the linger time made due.
@@ -236,9 +248,14 @@ impl Sink {
                 return Ok(());
             }
             if self.tasks.is_empty() {
-                // Nothing in flight holds anything up, so pump sent all; unreachable.
-                debug_assert!(false, "operations waiting with nothing in flight");
-                return Ok(());
+                if let Some(quiet) = self.quiet_until {
+                    tokio::time::sleep_until(quiet).await;
+                    continue;
+                }
+                // Nothing in flight holds anything up, so pump sent all.
+                // Should that ever not hold, say so rather than report
+                // undelivered operations as delivered.
+                return Err(SinkError::Stuck);
             }
             let finished = self.completion().await;
             self.complete(finished)?;
@@ -248,6 +265,9 @@ impl Sink {
     /// Forgets what waits and aborts what is in flight (the source broke:
     /// all of it will be replayed from the slot).
     pub fn discard(&mut self) {
+        if !self.tasks.is_empty() {
+            self.quiet_until = Some(Instant::now() + self.request_timeout);
+        }
         self.tasks.abort_all();
         self.tasks = JoinSet::new();
         self.queue.clear();
@@ -263,6 +283,12 @@ impl Sink {
     /// (a full batch, the linger time passed, a barrier, memory full, or `force`).
     fn pump(&mut self, force: bool) {
         self.stalled = false;
+        if let Some(quiet) = self.quiet_until {
+            if Instant::now() < quiet {
+                return;
+            }
+            self.quiet_until = None;
+        }
         while self.tasks.len() < self.max_in_flight {
             if !force && !self.due() {
                 return;

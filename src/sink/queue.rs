@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use super::batch::{self, EncodedItem, ENVELOPE_BYTES};
 use crate::customer::CustomerOp;
-use crate::track_api::MAX_BATCH_BYTES;
+use crate::track_api::{MAX_ATTRIBUTES, MAX_BATCH_BYTES, MAX_BATCH_ITEM_BYTES};
 
 /// Most waiting operations looked at to fill one batch, so a queue whose
 /// head is held up by busy customers costs bounded work per batch.
@@ -118,8 +118,11 @@ pub struct Queue {
     busy: HashSet<String>,
     /// Operations pushed and not yet completed.
     unfinished: BTreeSet<u64>,
-    /// Commits not yet acknowledged: (first sequence number after the commit, end LSN).
-    commits: VecDeque<(u64, Lsn)>,
+    /// Commits not yet acknowledged: (first sequence number after the
+    /// commit, end LSN, how many commits it stands for). Commits with no
+    /// operation between them share one entry, so a stream of transactions
+    /// that touch nothing synced cannot grow this behind a stuck operation.
+    commits: VecDeque<(u64, Lsn, usize)>,
     next_seq: u64,
     queued_bytes: usize,
     queued_wire: usize,
@@ -169,6 +172,11 @@ impl Queue {
         }
         let Some(entry) = self.entries.get_mut(&target) else { return false };
         let Waiting::Op(waiting) = &mut entry.waiting else { return false };
+        if !fits_merged(waiting, entry.wire, op) {
+            // Merged, the identify would have to lose attributes to fit a
+            // limit that each of the two respects alone: queue it behind.
+            return false;
+        }
         match (waiting, op) {
             (
                 CustomerOp::Identify { attributes, timestamp, .. },
@@ -197,7 +205,14 @@ impl Queue {
     /// Records a commit: once every operation pushed so far completes, its
     /// end LSN may be acknowledged.
     pub fn commit(&mut self, end_lsn: Lsn) {
-        self.commits.push_back((self.next_seq + 1, end_lsn));
+        let after = self.next_seq + 1;
+        match self.commits.back_mut() {
+            Some((last_after, lsn, count)) if *last_after == after => {
+                *lsn = end_lsn;
+                *count += 1;
+            }
+            _ => self.commits.push_back((after, end_lsn, 1)),
+        }
     }
 
     /// The newest commit whose operations, and all before them, completed,
@@ -206,13 +221,13 @@ impl Queue {
         let first_unfinished = self.unfinished.first().copied().unwrap_or(u64::MAX);
         let mut newest = None;
         let mut count = 0;
-        while let Some(&(after, lsn)) = self.commits.front() {
+        while let Some(&(after, lsn, commits)) = self.commits.front() {
             if after > first_unfinished {
                 break;
             }
             self.commits.pop_front();
             newest = Some(lsn);
-            count += 1;
+            count += commits;
         }
         newest.map(|lsn| (lsn, count))
     }
@@ -368,6 +383,12 @@ impl Queue {
         self.last_barrier > self.entries.keys().next().copied().unwrap_or(u64::MAX)
     }
 
+    /// Commits waiting to be acknowledged, as entries (consecutive commits
+    /// without operations share one).
+    pub fn commit_entries(&self) -> usize {
+        self.commits.len()
+    }
+
     /// Whether every pushed operation completed.
     pub fn is_done(&self) -> bool {
         self.unfinished.is_empty()
@@ -402,6 +423,25 @@ fn estimate(op: &CustomerOp) -> usize {
         CustomerOp::Barrier => OP_OVERHEAD,
     }
 }
+
+/// Whether merging identify `later` into `waiting` (whose wire estimate is
+/// `waiting_wire`) stays within Customer.io's per-identify limits: at most
+/// 300 attributes, and an item of at most 32,000 bytes (with a margin for
+/// the estimate). Anything other than two identifies merges freely.
+fn fits_merged(waiting: &CustomerOp, waiting_wire: usize, later: &CustomerOp) -> bool {
+    let (CustomerOp::Identify { attributes, .. }, CustomerOp::Identify { attributes: more, .. }) =
+        (waiting, later)
+    else {
+        return true;
+    };
+    let added = more.keys().filter(|name| !attributes.contains_key(*name)).count();
+    attributes.len() + added <= MAX_ATTRIBUTES
+        && waiting_wire + wire_estimate(later) <= MAX_BATCH_ITEM_BYTES - MERGE_MARGIN_BYTES
+}
+
+/// Room left under the item limit when merging, for what the wire estimate
+/// does not see (JSON escapes).
+const MERGE_MARGIN_BYTES: usize = 2_000;
 
 /// Roughly the operation's size as a batch item: its strings plus JSON syntax.
 fn wire_estimate(op: &CustomerOp) -> usize {

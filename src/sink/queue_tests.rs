@@ -218,3 +218,41 @@ fn clear_forgets_everything() {
     assert_eq!(q.in_flight(), 0);
     assert_eq!(q.ackable(), None);
 }
+
+#[test]
+fn commits_without_operations_share_one_entry_behind_a_stuck_operation() {
+    let mut q = Queue::default();
+    push_all(&mut q, vec![identify("1", json!({"a": 1}), 1)]);
+    let stuck = q.take_batch(10).expect("a batch");
+    for lsn in 1..=10_000 {
+        q.commit(Lsn::from_u64(lsn));
+    }
+    assert_eq!(q.commit_entries(), 1);
+    q.finish(&stuck.ticket);
+    assert_eq!(q.ackable(), Some((Lsn::from_u64(10_000), 10_000)));
+}
+
+#[test]
+fn identifies_do_not_merge_past_the_item_limits() {
+    let mut q = Queue::default();
+    let half = |prefix: &str| {
+        let attrs: serde_json::Map<String, Value> =
+            (0..20).map(|i| (format!("{prefix}{i:02}"), json!("x".repeat(900)))).collect();
+        Value::Object(attrs)
+    };
+    // Each fits in 32,000 bytes alone; together they would not.
+    let pushed = push_all(&mut q, vec![identify("1", half("a"), 1), identify("1", half("b"), 2)]);
+    assert_eq!(pushed, [Pushed::Queued, Pushed::Queued]);
+    let first = q.take_batch(10).expect("a batch");
+    assert!(first.items[0].trimmed.is_empty(), "nothing lost to the merge");
+    // Nor past 300 attributes.
+    let mut q = Queue::default();
+    let many = |from: usize| {
+        Value::Object((from..from + 200).map(|i| (format!("k{i}"), json!(1))).collect())
+    };
+    let pushed = push_all(&mut q, vec![identify("1", many(0), 1), identify("1", many(200), 2)]);
+    assert_eq!(pushed, [Pushed::Queued, Pushed::Queued]);
+    // Overlapping names do not count twice.
+    let pushed = push_all(&mut q, vec![identify("2", many(0), 1), identify("2", many(100), 2)]);
+    assert_eq!(pushed, [Pushed::Queued, Pushed::Coalesced]);
+}

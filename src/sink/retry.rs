@@ -47,6 +47,12 @@ pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Verdict 
                     Verdict::Rejected { status, message: error_text(body) }
                 }
             }
+            // A 207 says some items failed; without a list naming them we
+            // cannot tell which, so the whole request goes again (harmless).
+            _ if status == 207 => Verdict::Retry {
+                after: None,
+                reason: "HTTP 207 without a readable list of errors".to_owned(),
+            },
             _ => Verdict::Accepted,
         },
         401 => Verdict::Unauthorized,
@@ -185,6 +191,13 @@ mod tests {
             assert!(matches!(classify(status, None, b""), Verdict::Refused { .. }), "{status}");
         }
         assert!(matches!(classify(413, None, b""), Verdict::Rejected { .. }));
+    }
+
+    #[test]
+    fn a_207_that_names_no_item_is_retried() {
+        for body in [&b""[..], b"{}", br#"{"errors":[]}"#, b"not json"] {
+            assert!(matches!(classify(207, None, body), Verdict::Retry { .. }), "{body:?}");
+        }
     }
 
     #[test]
