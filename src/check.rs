@@ -451,7 +451,9 @@ async fn check_slot(
     Ok(())
 }
 
-/// The initial copy keeps its progress in the `ciosync` schema.
+/// The daemon keeps its own state in the `ciosync` schema: the initial
+/// copy's progress, backfills, and the dead letters, which any refusal by
+/// Customer.io writes (so the schema is needed even without an initial copy).
 async fn check_state_schema(
     sql: &Client,
     config: &Config,
@@ -459,10 +461,6 @@ async fn check_state_schema(
     out: &mut Vec<Finding>,
 ) -> Result<(), tokio_postgres::Error> {
     let label = format!("schema {}", crate::state::SCHEMA);
-    if !config.pipeline.initial_sync {
-        out.push(Finding::ok(&label, "not needed (initial_sync = false)"));
-        return Ok(());
-    }
     let row = sql
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1), \
@@ -474,7 +472,10 @@ async fn check_state_schema(
         .await?;
     let (exists, usable, can_create): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
     out.push(match (exists, usable, can_create) {
-        (true, true, _) => Finding::ok(&label, "exists and is writable (initial copy progress)"),
+        (true, true, _) => Finding::ok(
+            &label,
+            "exists and is writable (initial copy progress, backfills, dead letters)",
+        ),
         (false, _, true) => Finding::ok(&label, "does not exist yet; run will create it"),
         (true, false, _) => Finding::error(
             &label,
@@ -484,10 +485,45 @@ async fn check_state_schema(
         (false, _, false) => Finding::error(
             &label,
             format!(
-                "does not exist and role {user} cannot create it (it records the initial copy)"
+                "does not exist and role {user} cannot create it (it records the initial copy, \
+                 backfills and dead letters)"
             ),
             format!("CREATE SCHEMA ciosync AUTHORIZATION {};", quote_ident(user)),
         ),
+    });
+    if exists && usable {
+        check_dead_letters(sql, config, out).await?;
+    }
+    Ok(())
+}
+
+/// Dead letters waiting for this slot are worth a look before (re)starting.
+async fn check_dead_letters(
+    sql: &Client,
+    config: &Config,
+    out: &mut Vec<Finding>,
+) -> Result<(), tokio_postgres::Error> {
+    let label = "dead letters";
+    let exists: bool =
+        sql.query_one("SELECT to_regclass('ciosync.dead_letters') IS NOT NULL", &[]).await?.get(0);
+    if !exists {
+        return Ok(());
+    }
+    let waiting: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM ciosync.dead_letters WHERE slot = $1",
+            &[&config.postgres.slot],
+        )
+        .await?
+        .get(0);
+    out.push(if waiting == 0 {
+        Finding::ok(label, "none")
+    } else {
+        Finding::warning(
+            label,
+            format!("{waiting} operation(s) Customer.io refused wait in ciosync.dead_letters"),
+            "ciosync dlq list (then dlq retry once the cause is fixed, or dlq discard)",
+        )
     });
     Ok(())
 }

@@ -60,3 +60,20 @@ async fn check_names_each_problem_with_its_fix() {
     }
     assert!(!out.contains("wrong-key"), "the API key was printed");
 }
+
+#[tokio::test]
+async fn check_points_at_waiting_dead_letters_without_failing() {
+    let db = TestDb::new("check_dead_letters").await;
+    db.exec(USERS_TABLE).await;
+    let emulator = emulator::start().await;
+    let text = crate::support::dead_letters::config_with_password(&db, &emulator.url());
+    let store = crate::support::dead_letters::store(&text);
+    let letter = crate::support::dead_letters::identify("1", serde_json::json!({"plan": "pro"}));
+    store.record(&[letter.clone(), letter]).await.unwrap();
+    let (code, out) = tokio::task::spawn_blocking(move || check(&text)).await.unwrap();
+    assert_eq!(code, Some(0), "a warning does not fail check:\n{out}");
+    assert!(
+        out.contains("warning dead letters: 2 operation(s)") && out.contains("ciosync dlq list"),
+        "{out}"
+    );
+}
