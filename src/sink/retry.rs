@@ -22,10 +22,10 @@ pub enum Verdict {
     /// Nothing applied; try the same request again, after `after` if given.
     Retry { after: Option<Duration>, reason: String },
     /// The request's content refused for good (400, 413, 422): one of its
-    /// operations is bad; sent alone, a bad operation is skipped.
+    /// operations is bad; sent alone, a bad operation is dead-lettered.
     Rejected { status: u16, message: String },
     /// Refused for a reason no operation caused (403, 404, 405, …: a wrong
-    /// `track_url`, a proxy, a suspended account): nothing is skipped.
+    /// `track_url`, a proxy, a suspended account): nothing is dead-lettered.
     Refused { status: u16, message: String },
     /// The credentials were refused: nothing will work until they are fixed.
     Unauthorized,

@@ -28,7 +28,7 @@ pub struct Counters {
     pub attributes_dropped: AtomicU64,
     /// Operations Customer.io accepted.
     pub ops_accepted: AtomicU64,
-    /// Operations Customer.io refused for good (4xx), logged and skipped.
+    /// Operations Customer.io refused for good (4xx, 207 items), stored as dead letters.
     pub ops_rejected: AtomicU64,
     /// HTTP requests sent to Customer.io.
     pub requests_sent: AtomicU64,
