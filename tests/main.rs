@@ -45,4 +45,5 @@ mod slot_advances_while_synced_tables_are_idle;
 mod truncate_does_not_delete;
 mod unchanged_toast_is_not_sent;
 mod unstorable_dead_letter_is_a_definite_error;
+mod unstorable_dead_letter_stops_the_daemon;
 mod update_sends_only_changed_attributes;
