@@ -33,8 +33,8 @@ pub enum BindError {
     Config(#[from] ConfigError),
     /// The address is taken or not ours to listen on.
     #[error(
-        "cannot listen on metrics.listen = {addr}: stop whatever uses that port (another \
-         ciosync?) or set [metrics] listen (CIOSYNC_METRICS_LISTEN) to a free address"
+        "cannot listen on metrics.listen = {addr} (stop what uses it, another ciosync \
+         perhaps, or set [metrics] listen or CIOSYNC_METRICS_LISTEN to a free address)"
     )]
     Listen {
         addr: SocketAddr,
