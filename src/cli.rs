@@ -168,11 +168,20 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn run(config: Config) -> ExitCode {
+    // First, so a taken port stops the daemon before anything is created or sent.
+    let endpoint = match telemetry::server::bind(&config.metrics).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(error = %pipeline::error_chain(&error), "ciosync cannot start");
+            eprintln!("ciosync: {}", pipeline::error_chain(&error));
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let counters = Arc::new(Counters::default());
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "ciosync starting");
-    match pipeline::run(config, shutdown, counters).await {
+    match crate::daemon::run(config, endpoint, shutdown, counters).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = %pipeline::error_chain(&error), "ciosync stopped");

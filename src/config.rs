@@ -2,13 +2,14 @@
 //!
 //! Loading is three steps, all before anything is created or sent: parse the
 //! TOML (unknown keys are rejected by name), apply environment overrides
-//! (`CIOSYNC_<SECTION>_<KEY>` for every key of `[postgres]`, `[customerio]` and
-//! `[pipeline]`, e.g. `CIOSYNC_CUSTOMERIO_API_KEY`), then [`Config::validate`],
+//! (`CIOSYNC_<SECTION>_<KEY>` for every key of `[postgres]`, `[customerio]`,
+//! `[pipeline]` and `[metrics]`, e.g. `CIOSYNC_CUSTOMERIO_API_KEY`), then [`Config::validate`],
 //! which names the bad field and what is allowed. `config/example.toml`
 //! documents every key and is parsed by a test.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -39,9 +40,15 @@ pub const DEFAULT_MAX_REQUESTS_PER_SECOND: u32 = 100;
 pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 1000;
 /// Default connect timeout for Postgres, seconds.
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 10;
+/// Default address of the metrics and health endpoint. Not 9187, which
+/// postgres_exporter uses beside the same database.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9820";
+/// Default time operations may wait with none delivered before `/readyz`
+/// reports the pipeline stalled, seconds: two retry backoffs at their default cap.
+pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 120;
 
 /// Sections whose scalar keys can be overridden from the environment.
-const ENV_SECTIONS: [&str; 3] = ["postgres", "customerio", "pipeline"];
+const ENV_SECTIONS: [&str; 4] = ["postgres", "customerio", "pipeline", "metrics"];
 
 /// A configuration problem, naming the field and what is allowed.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +117,9 @@ pub struct Config {
     /// How the daemon runs; every key has a default.
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// The HTTP endpoint for Prometheus and health probes; every key has a default.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 /// `[postgres]`: the source database.
@@ -280,6 +290,61 @@ impl Default for PipelineConfig {
     }
 }
 
+/// `[metrics]`: one small HTTP server, started by `ciosync run`, serving
+/// `GET /metrics` (Prometheus text format), `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// IP address and port to listen on, e.g. `127.0.0.1:9820` (this host
+    /// only) or `0.0.0.0:9820` (every interface, for a Prometheus or a
+    /// Kubernetes probe on another host). Default `127.0.0.1:9820`. The
+    /// daemon does not start when it cannot listen there.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+    /// `/readyz` answers 503 when operations have waited this long with
+    /// none delivered (Customer.io unreachable or refusing), seconds
+    /// (1-86400). Default 120.
+    #[serde(default = "default_stall_timeout_secs")]
+    pub stall_timeout_secs: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_METRICS_LISTEN.to_owned(),
+            stall_timeout_secs: DEFAULT_STALL_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// The address to listen on; [`Config::validate`] checked that it parses.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.trim().parse().map_err(|_| {
+            ConfigError::invalid(
+                "metrics.listen",
+                format!(
+                    "must be an IP address and a port, such as {DEFAULT_METRICS_LISTEN} or \
+                     0.0.0.0:9820 (got {:?})",
+                    self.listen
+                ),
+            )
+        })
+    }
+
+    /// The stall timeout as a duration.
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_secs(self.stall_timeout_secs)
+    }
+}
+
+fn default_metrics_listen() -> String {
+    DEFAULT_METRICS_LISTEN.to_owned()
+}
+fn default_stall_timeout_secs() -> u64 {
+    DEFAULT_STALL_TIMEOUT_SECS
+}
+
 fn default_initial_sync() -> bool {
     true
 }
@@ -446,6 +511,13 @@ impl Config {
                 "must be between 1 and 3600",
             ));
         }
+        self.metrics.listen_addr()?;
+        if !(1..=86_400).contains(&self.metrics.stall_timeout_secs) {
+            return Err(ConfigError::invalid(
+                "metrics.stall_timeout_secs",
+                "must be between 1 and 86400",
+            ));
+        }
         self.validate_sync()
     }
 
@@ -573,7 +645,10 @@ fn apply_env_overrides(
 /// Keys that are always strings even when their value looks like a number
 /// (a numeric site id, say).
 fn is_string_key(key: &str) -> bool {
-    matches!(key, "url" | "slot" | "publication" | "site_id" | "api_key" | "region" | "track_url")
+    matches!(
+        key,
+        "url" | "slot" | "publication" | "site_id" | "api_key" | "region" | "track_url" | "listen"
+    )
 }
 
 #[cfg(test)]
@@ -619,6 +694,18 @@ created_at = "created_at"
         assert_eq!(config.sync[0].attributes["first_name"], "first_name");
         assert_eq!(config.sync[0].on_id_change, OnIdChange::Merge);
         assert_eq!(config.pipeline.shutdown_timeout_secs, DEFAULT_SHUTDOWN_TIMEOUT_SECS);
+        assert_eq!(config.metrics.listen_addr().unwrap(), "127.0.0.1:9820".parse().unwrap());
+        assert_eq!(config.metrics.stall_timeout_secs, DEFAULT_STALL_TIMEOUT_SECS);
+    }
+
+    #[test]
+    fn metrics_listen_takes_ipv4_and_ipv6_and_the_environment() {
+        let text = MINIMAL.to_owned() + "\n[metrics]\nlisten = \"[::1]:9900\"\n";
+        let config = Config::from_toml(&text, no_env()).unwrap();
+        assert_eq!(config.metrics.listen_addr().unwrap(), "[::1]:9900".parse().unwrap());
+        let env = vec![("CIOSYNC_METRICS_LISTEN".to_owned(), "0.0.0.0:9821".to_owned())];
+        let config = Config::from_toml(MINIMAL, env).unwrap();
+        assert_eq!(config.metrics.listen_addr().unwrap(), "0.0.0.0:9821".parse().unwrap());
     }
 
     #[test]
@@ -626,6 +713,8 @@ created_at = "created_at"
         let text = include_str!("../config/example.toml");
         let config = Config::from_toml(text, no_env()).unwrap();
         assert!(!config.sync.is_empty());
+        assert_eq!(config.metrics.listen, DEFAULT_METRICS_LISTEN);
+        assert_eq!(config.metrics.stall_timeout_secs, DEFAULT_STALL_TIMEOUT_SECS);
     }
 
     #[test]
@@ -650,6 +739,13 @@ created_at = "created_at"
             (
                 MINIMAL.to_owned() + "\n[pipeline]\nshutdown_timeout_secs = -1\n",
                 "pipeline.shutdown_timeout_secs",
+            ),
+            (MINIMAL.to_owned() + "\n[metrics]\nlisten = \"localhost\"\n", "metrics.listen"),
+            (MINIMAL.to_owned() + "\n[metrics]\nlisten = \"1.2.3.4:99999\"\n", "metrics.listen"),
+            (MINIMAL.to_owned() + "\n[metrics]\nlisten = 9820\n", "metrics.listen"),
+            (
+                MINIMAL.to_owned() + "\n[metrics]\nstall_timeout_secs = 0\n",
+                "metrics.stall_timeout_secs",
             ),
         ];
         for (text, field) in cases {

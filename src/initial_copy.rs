@@ -38,7 +38,7 @@ use crate::source::reader::{postgres_now, TableReader};
 use crate::source::setup::{self, quote_ident, quote_literal, SlotState};
 use crate::source::SourceError;
 use crate::state::{CopyState, State};
-use crate::telemetry::Counters;
+use crate::telemetry::{Counters, Phase};
 
 /// Rows read per page; each page is delivered and checkpointed before the next.
 pub const PAGE_ROWS: usize = 1000;
@@ -191,6 +191,7 @@ impl Copier<'_> {
         in_snapshot: bool,
     ) -> Result<CopyOutcome, CopyError> {
         let name = qualified(sync);
+        self.counters.health.set_phase(Phase::InitialCopy);
         let reader = TableReader::new(sql, sync, None).await?;
         let mut last_log = Instant::now();
         loop {

@@ -17,6 +17,8 @@
 //! - [`pipeline`]: the loop that connects them and the acknowledgement rule.
 //! - [`initial_copy`]: the first start's consistent copy of existing rows; [`state`] records its progress.
 //! - [`backfill`]: re-sending rows while streaming, yielding to the stream between watermarks.
+//! - [`daemon`]: `ciosync run`: the pipeline with the metrics and health endpoint beside it.
+//! - [`telemetry`]: counters, `/metrics` (Prometheus), `/healthz`, `/readyz`, logging.
 //! - [`check`]: the preflight checks behind `ciosync check`.
 //! - [`emulator`]: a local stand-in for Customer.io (the `ciosync-emulator` binary).
 //!
@@ -30,6 +32,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod customer;
+pub mod daemon;
 pub mod dead_letter;
 pub mod demo;
 pub mod emulator;

@@ -69,7 +69,7 @@ use crate::sink::retry::Backoff;
 use crate::sink::{Sink, SinkError};
 use crate::source::connection::ConnectionSettings;
 use crate::source::{Source, SourceError, SourceEvent};
-use crate::telemetry::Counters;
+use crate::telemetry::{Counters, Phase};
 
 /// Longest wait between two reconnection attempts to Postgres.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(30);
@@ -112,8 +112,19 @@ impl Progress {
 }
 
 /// Runs the daemon until `shutdown` is cancelled (returns `Ok`) or a definite
-/// error stops it.
+/// error stops it. The phase it is in is kept in `counters.health`.
 pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    counters: Arc<Counters>,
+) -> Result<Progress, RunError> {
+    counters.health.set_phase(Phase::Starting);
+    let outcome = run_until_stopped(config, shutdown, counters.clone()).await;
+    counters.health.set_phase(Phase::Stopping);
+    outcome
+}
+
+async fn run_until_stopped(
     config: Config,
     shutdown: CancellationToken,
     counters: Arc<Counters>,
@@ -163,6 +174,7 @@ pub async fn run(
     ));
     loop {
         attempt += 1;
+        counters.health.set_phase(Phase::Connecting);
         let started = tokio::select! {
             s = Source::start(&settings, &config, progress.acked(), counters.clone()) => s,
             _ = shutdown.cancelled() => return Ok(progress),
@@ -170,6 +182,7 @@ pub async fn run(
         let mut source = match started {
             Ok(source) => {
                 tracing::info!(postgres = %settings.display(), "connected to postgres");
+                counters.health.set_phase(Phase::Streaming);
                 backoff.reset();
                 attempt = 0;
                 source
@@ -205,6 +218,7 @@ pub async fn run(
                 return Err(RunError::Sink(error));
             }
             Err(SessionError::Source(error)) if error.is_transient() => {
+                counters.health.set_phase(Phase::Connecting);
                 // Whatever waits in the sink will come again from the slot.
                 sink.discard();
                 Counters::add(&counters.source_reconnects, 1);
@@ -455,6 +469,7 @@ impl Session<'_> {
         let moved = self.progress.advance(lsn);
         if moved {
             self.source.ack(lsn);
+            Counters::set(&self.counters.last_acked_lsn, lsn.as_u64(), None);
         }
         moved
     }

@@ -18,6 +18,10 @@ async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
             "postgres.status_interval_ms",
         ),
         (good.replace("[[sync]]", "[[sync]]\nfilter = 1"), "filter"),
+        (
+            good.replace("listen = \"127.0.0.1:0\"", "listen = \"everywhere:9820\""),
+            "metrics.listen",
+        ),
         ("not toml at all [".to_owned(), "invalid config"),
     ];
     for (text, field) in cases {

@@ -233,6 +233,7 @@ impl Sink {
     pub fn complete(&mut self, finished: Finished) -> Result<(), SinkError> {
         finished.result?;
         self.queue.finish(&finished.ticket);
+        self.counters.health.delivered();
         self.pump(false);
         self.report_memory();
         Ok(())
@@ -274,9 +275,12 @@ impl Sink {
         self.report_memory();
     }
 
+    /// Updates the gauges of what is outstanding, and whether anything is.
     fn report_memory(&self) {
         let held = self.queue.pending_bytes() as u64;
         Counters::set(&self.counters.pending_bytes, held, Some(&self.counters.pending_bytes_peak));
+        Counters::set(&self.counters.pending_operations, self.queue.unfinished() as u64, None);
+        self.counters.health.set_busy(!self.queue.is_done());
     }
 
     /// Starts batches while there is room in flight and something is due

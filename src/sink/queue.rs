@@ -389,6 +389,11 @@ impl Queue {
         self.commits.len()
     }
 
+    /// Operations pushed and not completed (waiting or in flight).
+    pub fn unfinished(&self) -> usize {
+        self.unfinished.len()
+    }
+
     /// Whether every pushed operation completed.
     pub fn is_done(&self) -> bool {
         self.unfinished.is_empty()

@@ -179,13 +179,17 @@ impl Source {
     ) -> Result<Option<SourceEvent>, SourceError> {
         match event {
             ReplicationEvent::KeepAlive { wal_end, .. } => {
+                Counters::raise(&self.counters.last_received_lsn, wal_end.as_u64());
                 Ok(Some(SourceEvent::Keepalive { wal_end }))
             }
             ReplicationEvent::Begin { commit_time_micros, .. } => {
                 self.commit_time = commit_time_micros.div_euclid(1_000_000) + PG_EPOCH_OFFSET_SECS;
                 Ok(Some(SourceEvent::Begin))
             }
-            ReplicationEvent::Commit { end_lsn, .. } => Ok(Some(SourceEvent::Commit { end_lsn })),
+            ReplicationEvent::Commit { end_lsn, .. } => {
+                Counters::raise(&self.counters.last_received_lsn, end_lsn.as_u64());
+                Ok(Some(SourceEvent::Commit { end_lsn }))
+            }
             ReplicationEvent::XLogData { data, .. } => self.on_data(&data).await,
             ReplicationEvent::Message { prefix, content, .. } => {
                 Ok(Some(SourceEvent::Message { prefix, content }))

@@ -1,13 +1,28 @@
-//! Logging setup and the daemon's counters.
+//! Logging setup, the daemon's counters, and how they reach Prometheus.
 //!
-//! Counters are plain atomics, bumped per batch or per skipped row, never per
-//! attribute value; they never carry customer data. The Prometheus exporter
-//! reads them (see the operability work); the pipeline logs them at shutdown.
+//! ```text
+//!  pipeline, source, sink ──Counters::add / set──▶ Counters (atomics) + Health
+//!                                                        │ read at scrape time
+//!  GET /metrics ◀── exporter (names: metric names) ◀─────┤
+//!  GET /readyz  ◀── health::judge ◀──────────────────────┘     (server: the HTTP side)
+//! ```
+//!
+//! Counters are plain atomics, bumped per batch, per transaction or per
+//! skipped row, never per attribute value; they never carry customer data.
+//! The [`exporter`] turns them into Prometheus metrics when scraped, so the
+//! hot path pays one relaxed atomic add and nothing else.
+
+pub mod exporter;
+pub mod health;
+pub mod names;
+pub mod server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Every counter the daemon keeps. Names match the metric names they become
-/// (`ciosync_<name>_total`).
+pub use health::{Health, Phase};
+
+/// Every counter and gauge the daemon keeps. [`exporter`] maps each to its
+/// metric (`names` has the names; METRICS.md the meaning).
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Rows read by the initial copy.
@@ -49,6 +64,15 @@ pub struct Counters {
     pub transactions_acked: AtomicU64,
     /// Reconnections to Postgres after the stream broke.
     pub source_reconnects: AtomicU64,
+    /// Gauge: operations read and not yet completed.
+    pub pending_operations: AtomicU64,
+    /// Gauge: the highest WAL position received from Postgres (a commit's
+    /// end or a keepalive's position), as a byte offset.
+    pub last_received_lsn: AtomicU64,
+    /// Gauge: the last WAL position acknowledged to Postgres, as a byte offset.
+    pub last_acked_lsn: AtomicU64,
+    /// Where the pipeline is and whether it delivers, for `/readyz`.
+    pub health: Health,
 }
 
 impl Counters {
@@ -63,6 +87,12 @@ impl Counters {
         if let Some(peak) = peak {
             peak.fetch_max(value, Ordering::Relaxed);
         }
+    }
+
+    /// Raises a gauge to `value` if that is higher (a position that never
+    /// goes back, even when a new session replays older transactions).
+    pub fn raise(gauge: &AtomicU64, value: u64) {
+        gauge.fetch_max(value, Ordering::Relaxed);
     }
 
     /// Reads a counter.

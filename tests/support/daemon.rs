@@ -2,12 +2,14 @@
 //! token) or as the built binary (for kill -9 and exit codes).
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use ciosync::config::Config;
-use ciosync::pipeline::{self, Progress, RunError};
+use ciosync::daemon;
+use ciosync::pipeline::{Progress, RunError};
 use ciosync::telemetry::Counters;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +30,12 @@ url = "{db_url}"
 slot = "{slot}"
 publication = "{slot}"
 status_interval_ms = 200
+
+[metrics]
+# A free port, so daemons run side by side; a test that reads the built
+# binary's endpoint replaces this line with its own port.
+listen = "127.0.0.1:0"
+stall_timeout_secs = 120
 
 [customerio]
 site_id = "{SITE_ID}"
@@ -53,10 +61,12 @@ about = "bio"
     )
 }
 
-/// The daemon running in this process.
+/// The daemon running in this process, its metrics endpoint on a free port.
 pub struct InProcess {
     pub shutdown: CancellationToken,
     pub counters: Arc<Counters>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub endpoint: SocketAddr,
     handle: JoinHandle<Result<Progress, RunError>>,
 }
 
@@ -74,8 +84,18 @@ impl InProcess {
         let config = Config::from_toml(text, Vec::new()).expect("test config is valid");
         let shutdown = CancellationToken::new();
         let counters = Arc::new(Counters::default());
-        let handle = tokio::spawn(pipeline::run(config, shutdown.clone(), counters.clone()));
-        Self { shutdown, counters, handle }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let endpoint = listener.local_addr().expect("bound address");
+        listener.set_nonblocking(true).expect("non-blocking listener");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        let handle =
+            tokio::spawn(daemon::run(config, listener, shutdown.clone(), counters.clone()));
+        Self { shutdown, counters, endpoint, handle }
+    }
+
+    /// The URL of `path` (`/metrics`, `/readyz`, …) on its endpoint.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.endpoint)
     }
 
     /// Asks it to stop and waits for the outcome.

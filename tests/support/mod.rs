@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod dead_letters;
 pub mod emulator;
+pub mod endpoint;
 pub mod postgres;
 pub mod spec;
 

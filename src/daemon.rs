@@ -1,0 +1,41 @@
+//! `ciosync run`: the pipeline, with the metrics and health endpoint beside it.
+//!
+//! The binary binds `metrics.listen` first ([`telemetry::server::bind`]) and
+//! hands the listener in, so tests run the real daemon on port 0.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::pipeline::{self, Progress, RunError};
+use crate::telemetry::{self, Counters};
+
+/// Runs the pipeline until `shutdown` is cancelled or a definite error stops
+/// it, serving `/metrics`, `/healthz` and `/readyz` on `endpoint` meanwhile
+/// (until the pipeline has stopped, so the last values can be scraped while
+/// it drains).
+pub async fn run(
+    config: Config,
+    endpoint: TcpListener,
+    shutdown: CancellationToken,
+    counters: Arc<Counters>,
+) -> Result<Progress, RunError> {
+    let stop_server = CancellationToken::new();
+    let server = tokio::spawn(telemetry::server::serve(
+        endpoint,
+        counters.clone(),
+        config.metrics.stall_timeout(),
+        shutdown.clone(),
+        stop_server.clone(),
+    ));
+    let outcome = pipeline::run(config, shutdown, counters).await;
+    stop_server.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "the metrics endpoint failed"),
+        Err(error) => tracing::warn!(%error, "the metrics endpoint task failed"),
+    }
+    outcome
+}

@@ -1,0 +1,374 @@
+//! `GET /metrics`: the [`Counters`] as Prometheus metrics, read when
+//! scraped, plus the process metrics of the `prometheus` crate.
+//!
+//! The counters stay plain atomics that the pipeline bumps; this module is
+//! the one place that knows which atomic becomes which metric and label.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Registry, TextEncoder};
+
+use super::health::Phase;
+use super::names::*;
+use super::Counters;
+
+/// The registry behind `/metrics`.
+pub struct Exporter {
+    registry: Registry,
+}
+
+impl Exporter {
+    /// An exporter reading `counters`; `stall_timeout` is the readiness rule's
+    /// (for [`READY`]).
+    pub fn new(counters: Arc<Counters>, stall_timeout: Duration) -> Self {
+        let registry = Registry::new();
+        let collector = CountersCollector::new(counters, stall_timeout);
+        registry.register(Box::new(collector)).expect("the counters' metric names are unique");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("the process metrics do not clash with ciosync_ names");
+        Self { registry }
+    }
+
+    /// Every metric in the Prometheus text format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        TextEncoder::new()
+            .encode_utf8(&self.registry.gather(), &mut text)
+            .expect("encoding into a String cannot fail");
+        text
+    }
+}
+
+/// The content type of [`Exporter::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// Reads the atomics at each scrape.
+struct CountersCollector {
+    counters: Arc<Counters>,
+    stall_timeout: Duration,
+    descs: Vec<Desc>,
+}
+
+impl CountersCollector {
+    fn new(counters: Arc<Counters>, stall_timeout: Duration) -> Self {
+        // The descriptions come from what `families` produces, so the two
+        // cannot drift apart.
+        let descs = families(&Counters::default(), stall_timeout)
+            .iter()
+            .map(|family| {
+                let labels = family.get_metric()[0]
+                    .get_label()
+                    .iter()
+                    .map(|l| l.name().to_owned())
+                    .collect();
+                Desc::new(
+                    family.name().to_owned(),
+                    family.help().to_owned(),
+                    labels,
+                    HashMap::new(),
+                )
+                .expect("metric names and labels are valid")
+            })
+            .collect();
+        Self { counters, stall_timeout, descs }
+    }
+}
+
+impl Collector for CountersCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        families(&self.counters, self.stall_timeout)
+    }
+}
+
+/// Every family built from `counters`, each with at least one sample.
+fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
+    let get = Counters::get;
+    let mut out = Families::default();
+    out.labelled(
+        MetricType::GAUGE,
+        BUILD_INFO,
+        "Always 1; the version is in the label.",
+        LABEL_VERSION,
+        &[(env!("CARGO_PKG_VERSION"), 1.0)],
+    );
+
+    let phase = c.health.phase();
+    let phases: Vec<(&str, f64)> =
+        Phase::ALL.iter().map(|p| (p.as_str(), f64::from(u8::from(*p == phase)))).collect();
+    out.labelled(
+        MetricType::GAUGE,
+        PIPELINE_PHASE,
+        "1 for the pipeline's current phase, 0 for the others.",
+        LABEL_PHASE,
+        &phases,
+    );
+    let ready = c.health.readiness(stall_timeout).is_ok();
+    out.gauge(READY, "1 while /readyz answers 200, else 0.", f64::from(u8::from(ready)));
+    let last_delivery = c
+        .health
+        .last_delivery()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    out.gauge(
+        LAST_DELIVERY_TIMESTAMP,
+        "Unix time of the last batch Customer.io accepted or that was dead-lettered (0 before the first).",
+        last_delivery,
+    );
+
+    out.counter(INITIAL_COPY_ROWS, "Rows read by the initial copy.", get(&c.rows_copied));
+    out.counter(
+        CHANGES_RECEIVED,
+        "Row changes received from the synced tables.",
+        get(&c.changes_received),
+    );
+    out.labelled(
+        MetricType::COUNTER,
+        CHANGES_SKIPPED,
+        "Changes that produced no Customer.io call, by reason (truncate counts TRUNCATE statements).",
+        LABEL_REASON,
+        &[
+            ("no_change", get(&c.changes_skipped_no_change) as f64),
+            ("invalid_id", get(&c.changes_skipped_invalid_id) as f64),
+            ("unknown_table", get(&c.changes_skipped_unknown_table) as f64),
+            ("truncate", get(&c.truncates_ignored) as f64),
+        ],
+    );
+    out.counter(
+        UNDECODABLE_MESSAGES,
+        "Replication messages that could not be decoded and were skipped.",
+        get(&c.bad_messages),
+    );
+    out.counter(
+        ATTRIBUTES_DROPPED,
+        "Attributes left out of a call (over a limit, unparseable or missing).",
+        get(&c.attributes_dropped),
+    );
+
+    // `ops_rejected` is bumped with `ops_dead_lettered`, by the same amount:
+    // a refused operation is always stored as a dead letter.
+    out.labelled(
+        MetricType::COUNTER,
+        OPERATIONS_COMPLETED,
+        "Operations completed: accepted by Customer.io, or refused for good and stored in ciosync.dead_letters.",
+        LABEL_OUTCOME,
+        &[
+            ("accepted", get(&c.ops_accepted) as f64),
+            ("dead_lettered", get(&c.ops_dead_lettered) as f64),
+        ],
+    );
+    out.counter(
+        OPERATIONS_COALESCED,
+        "Operations merged into a waiting one of the same customer: calls saved.",
+        get(&c.ops_coalesced),
+    );
+    out.gauge(
+        PENDING_OPERATIONS,
+        "Operations read and not yet completed.",
+        get(&c.pending_operations) as f64,
+    );
+    out.gauge(
+        PENDING_BYTES,
+        "Estimated memory held by operations not yet completed (limit: pipeline.max_pending_bytes).",
+        get(&c.pending_bytes) as f64,
+    );
+    out.gauge(
+        PENDING_PEAK_BYTES,
+        "The highest ciosync_pending_bytes since start.",
+        get(&c.pending_bytes_peak) as f64,
+    );
+
+    out.counter(
+        CUSTOMERIO_REQUESTS,
+        "HTTP requests sent to the Customer.io Track API.",
+        get(&c.requests_sent),
+    );
+    out.counter(
+        CUSTOMERIO_RATE_LIMITED,
+        "HTTP 429 answers from Customer.io.",
+        get(&c.rate_limited),
+    );
+    out.counter(
+        CUSTOMERIO_RETRIES,
+        "Requests retried after a transient failure.",
+        get(&c.requests_retried),
+    );
+
+    out.counter(
+        TRANSACTIONS_ACKED,
+        "Transactions acknowledged to Postgres.",
+        get(&c.transactions_acked),
+    );
+    out.counter(
+        POSTGRES_RECONNECTS,
+        "Reconnections to Postgres after the replication stream broke.",
+        get(&c.source_reconnects),
+    );
+    out.gauge(
+        LAST_RECEIVED_LSN,
+        "The highest WAL position received from Postgres, as a byte offset.",
+        get(&c.last_received_lsn) as f64,
+    );
+    out.gauge(
+        LAST_ACKED_LSN,
+        "The last WAL position acknowledged to Postgres, as a byte offset.",
+        get(&c.last_acked_lsn) as f64,
+    );
+    out.0
+}
+
+/// Builds metric families by hand: the values are read, not accumulated.
+#[derive(Default)]
+struct Families(Vec<MetricFamily>);
+
+impl Families {
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.push(
+            MetricType::COUNTER,
+            name,
+            help,
+            vec![sample(MetricType::COUNTER, &[], value as f64)],
+        );
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.push(MetricType::GAUGE, name, help, vec![sample(MetricType::GAUGE, &[], value)]);
+    }
+
+    fn labelled(
+        &mut self,
+        kind: MetricType,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: &[(&str, f64)],
+    ) {
+        let samples = values.iter().map(|(v, x)| sample(kind, &[(label, v)], *x)).collect();
+        self.push(kind, name, help, samples);
+    }
+
+    fn push(&mut self, kind: MetricType, name: &str, help: &str, samples: Vec<Metric>) {
+        let mut family = MetricFamily::default();
+        family.set_name(name.to_owned());
+        family.set_help(help.to_owned());
+        family.set_field_type(kind);
+        family.set_metric(samples);
+        self.0.push(family);
+    }
+}
+
+fn sample(kind: MetricType, labels: &[(&str, &str)], value: f64) -> Metric {
+    let mut metric = Metric::default();
+    metric.set_label(
+        labels
+            .iter()
+            .map(|(name, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name((*name).to_owned());
+                pair.set_value((*value).to_owned());
+                pair
+            })
+            .collect(),
+    );
+    match kind {
+        MetricType::COUNTER => {
+            let mut counter = prometheus::proto::Counter::default();
+            counter.set_value(value);
+            metric.set_counter(counter);
+        }
+        _ => {
+            let mut gauge = prometheus::proto::Gauge::default();
+            gauge.set_value(value);
+            metric.set_gauge(gauge);
+        }
+    }
+    metric
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value_of(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn every_counter_is_exported_with_its_value() {
+        let counters = Arc::new(Counters::default());
+        Counters::add(&counters.changes_received, 7);
+        Counters::add(&counters.changes_skipped_no_change, 2);
+        Counters::add(&counters.truncates_ignored, 1);
+        Counters::add(&counters.ops_accepted, 5);
+        Counters::add(&counters.ops_dead_lettered, 1);
+        Counters::add(&counters.requests_sent, 3);
+        Counters::set(&counters.pending_bytes, 4096, Some(&counters.pending_bytes_peak));
+        Counters::raise(&counters.last_received_lsn, 0x1_0000_0010);
+        Counters::raise(&counters.last_received_lsn, 0x10);
+        Counters::set(&counters.last_acked_lsn, 0x1_0000_0000, None);
+        let text = Exporter::new(counters, Duration::from_secs(60)).render();
+        let cases = [
+            ("ciosync_changes_received_total", 7.0),
+            ("ciosync_changes_skipped_total{reason=\"no_change\"}", 2.0),
+            ("ciosync_changes_skipped_total{reason=\"truncate\"}", 1.0),
+            ("ciosync_changes_skipped_total{reason=\"invalid_id\"}", 0.0),
+            ("ciosync_operations_completed_total{outcome=\"accepted\"}", 5.0),
+            ("ciosync_operations_completed_total{outcome=\"dead_lettered\"}", 1.0),
+            ("ciosync_customerio_requests_total", 3.0),
+            ("ciosync_pending_bytes", 4096.0),
+            ("ciosync_pending_peak_bytes", 4096.0),
+            ("ciosync_last_received_lsn_bytes", 4_294_967_312.0),
+            ("ciosync_last_acked_lsn_bytes", 4_294_967_296.0),
+            ("ciosync_pipeline_phase{phase=\"starting\"}", 1.0),
+            ("ciosync_pipeline_phase{phase=\"streaming\"}", 0.0),
+            ("ciosync_ready", 0.0),
+            ("ciosync_last_delivery_timestamp_seconds", 0.0),
+        ];
+        for (series, expected) in cases {
+            assert_eq!(value_of(&text, series), Some(expected), "{series} in:\n{text}");
+        }
+        assert!(text.contains("# TYPE ciosync_changes_received_total counter"), "{text}");
+        assert!(text.contains("# TYPE ciosync_pending_bytes gauge"), "{text}");
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
+    }
+
+    #[test]
+    fn names_follow_the_conventions() {
+        for family in families(&Counters::default(), Duration::from_secs(1)) {
+            let name = family.name();
+            assert!(name.starts_with("ciosync_"), "{name}");
+            let is_counter = family.get_field_type() == MetricType::COUNTER;
+            assert_eq!(name.ends_with("_total"), is_counter, "{name}: _total iff a counter");
+            assert!(!family.help().is_empty(), "{name} has help");
+        }
+    }
+
+    #[test]
+    fn metrics_md_lists_every_metric() {
+        let doc = include_str!("../../METRICS.md");
+        let mut names: Vec<String> = families(&Counters::default(), Duration::from_secs(1))
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        #[cfg(target_os = "linux")]
+        names.extend(
+            prometheus::process_collector::ProcessCollector::for_self()
+                .desc()
+                .iter()
+                .map(|d| d.fq_name.clone()),
+        );
+        for name in names {
+            assert!(doc.contains(&format!("`{name}`")), "METRICS.md does not list {name}");
+        }
+    }
+}

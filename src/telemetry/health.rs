@@ -1,0 +1,232 @@
+//! The daemon's health as `/readyz` reports it: which phase the pipeline is
+//! in, and whether operations wait with none delivered.
+//!
+//! # When the daemon is ready
+//!
+//! Ready means "changes flow": connected to Postgres and streaming from the
+//! slot, and either nothing is outstanding or something was delivered
+//! within `metrics.stall_timeout_secs`. The clock of a stall starts at the
+//! later of the last delivery and the moment work arrived at an idle sink,
+//! so the first change after an hour of quiet does not look an hour late.
+//!
+//! A quiet database is ready, however long it stays quiet: with nothing to
+//! deliver there is nothing to be late with, and Postgres sends no
+//! keepalive to an idle consumer (only after it sent WAL), so requiring a
+//! recent keepalive would flap the readiness of every quiet database. A
+//! broken connection is seen by the pipeline itself (the session ends and
+//! the phase turns to [`Phase::Connecting`]).
+//!
+//! The pure rule is [`judge`]; [`Health`] holds the atomics the pipeline and
+//! the sink update (a few relaxed stores per batch or per transaction).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Where the pipeline is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The process started; nothing is connected yet.
+    Starting,
+    /// The first start's copy of existing rows runs; streaming follows it.
+    InitialCopy,
+    /// Connecting to Postgres, or waiting to reconnect after the stream broke.
+    Connecting,
+    /// Streaming from the replication slot.
+    Streaming,
+    /// Shutdown was asked for, or the pipeline stopped.
+    Stopping,
+}
+
+impl Phase {
+    /// Every phase, in the order above (the `phase` label's values).
+    pub const ALL: [Phase; 5] =
+        [Self::Starting, Self::InitialCopy, Self::Connecting, Self::Streaming, Self::Stopping];
+
+    /// The phase as a metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::InitialCopy => "initial_copy",
+            Self::Connecting => "connecting",
+            Self::Streaming => "streaming",
+            Self::Stopping => "stopping",
+        }
+    }
+
+    fn from_u8(value: u8) -> Self {
+        Self::ALL.get(usize::from(value)).copied().unwrap_or(Self::Starting)
+    }
+
+    fn to_u8(self) -> u8 {
+        Self::ALL.iter().position(|p| *p == self).unwrap_or(0) as u8
+    }
+}
+
+/// What the pipeline and the sink report, read by `/readyz` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct Health {
+    phase: AtomicU8,
+    /// Operations were pushed and not all completed.
+    busy: AtomicBool,
+    /// When the sink last went from idle to busy (process clock, ms; 0 never).
+    busy_since: AtomicU64,
+    /// When a batch last completed (process clock, ms; 0 never).
+    last_delivery: AtomicU64,
+}
+
+/// One reading of [`Health`], for [`judge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub phase: Phase,
+    pub busy: bool,
+    /// Process clock, ms; 0 never.
+    pub busy_since_ms: u64,
+    /// Process clock, ms; 0 never.
+    pub last_delivery_ms: u64,
+}
+
+impl Health {
+    /// Records the pipeline's phase.
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase.to_u8(), Ordering::Relaxed);
+    }
+
+    /// The pipeline's phase.
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Relaxed))
+    }
+
+    /// Records whether operations are outstanding; the stall clock starts
+    /// when the sink turns busy.
+    pub fn set_busy(&self, busy: bool) {
+        let was = self.busy.swap(busy, Ordering::Relaxed);
+        if busy && !was {
+            self.busy_since.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Records that a batch completed (accepted or dead-lettered).
+    pub fn delivered(&self) {
+        self.last_delivery.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// When a batch last completed, on the wall clock; `None` if none has.
+    pub fn last_delivery(&self) -> Option<SystemTime> {
+        let at = self.last_delivery.load(Ordering::Relaxed);
+        (at != 0).then(|| SystemTime::now() - Duration::from_millis(now_ms().saturating_sub(at)))
+    }
+
+    /// The current values.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            phase: self.phase(),
+            busy: self.busy.load(Ordering::Relaxed),
+            busy_since_ms: self.busy_since.load(Ordering::Relaxed),
+            last_delivery_ms: self.last_delivery.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the daemon is ready now, or why not (one line).
+    pub fn readiness(&self, stall_timeout: Duration) -> Result<(), String> {
+        judge(&self.snapshot(), now_ms(), stall_timeout)
+    }
+}
+
+/// The readiness rule (see the module doc): `Ok` when ready, else the reason.
+pub fn judge(health: &Snapshot, now_ms: u64, stall_timeout: Duration) -> Result<(), String> {
+    match health.phase {
+        Phase::Starting => Err("starting: not connected to Postgres yet".to_owned()),
+        Phase::InitialCopy => {
+            Err("initial copy in progress: streaming starts once it is delivered".to_owned())
+        }
+        Phase::Connecting => {
+            Err("not connected to Postgres: connecting or reconnecting (the log says why)"
+                .to_owned())
+        }
+        Phase::Stopping => Err("shutting down".to_owned()),
+        Phase::Streaming if !health.busy => Ok(()),
+        Phase::Streaming => {
+            let since = health.busy_since_ms.max(health.last_delivery_ms);
+            let waited = Duration::from_millis(now_ms.saturating_sub(since));
+            if waited > stall_timeout {
+                Err(format!(
+                    "stalled: operations have waited {}s with none delivered (is Customer.io \
+                     answering? the log says why)",
+                    waited.as_secs()
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Milliseconds on the process's monotonic clock, from 1 (0 means never).
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STALL: Duration = Duration::from_secs(60);
+
+    fn streaming(busy: bool, busy_since_ms: u64, last_delivery_ms: u64) -> Snapshot {
+        Snapshot { phase: Phase::Streaming, busy, busy_since_ms, last_delivery_ms }
+    }
+
+    #[test]
+    fn only_streaming_can_be_ready() {
+        for phase in Phase::ALL {
+            let health = Snapshot { phase, ..streaming(false, 0, 0) };
+            assert_eq!(
+                judge(&health, 1_000, STALL).is_ok(),
+                phase == Phase::Streaming,
+                "{phase:?}"
+            );
+        }
+        let reason =
+            judge(&Snapshot { phase: Phase::Connecting, ..streaming(false, 0, 0) }, 1, STALL);
+        assert!(reason.unwrap_err().contains("not connected to Postgres"));
+    }
+
+    #[test]
+    fn a_quiet_pipeline_is_ready_however_long_it_is_quiet() {
+        assert!(judge(&streaming(false, 5, 10), 10_000_000, STALL).is_ok());
+        assert!(judge(&streaming(false, 0, 0), 10_000_000, STALL).is_ok());
+    }
+
+    #[test]
+    fn waiting_operations_with_no_delivery_stall_after_the_timeout() {
+        // Work arrived at 1 s after an hour of quiet: not late yet.
+        assert!(judge(&streaming(true, 3_600_000, 1_000), 3_601_000, STALL).is_ok());
+        // Deliveries keep coming: ready.
+        assert!(judge(&streaming(true, 1_000, 3_600_000), 3_650_000, STALL).is_ok());
+        // Nothing delivered for 61 s while work waits: stalled.
+        let reason = judge(&streaming(true, 1_000, 2_000), 63_001, STALL).unwrap_err();
+        assert!(reason.starts_with("stalled: operations have waited 61s"), "{reason}");
+        assert!(!reason.contains('\n'));
+    }
+
+    #[test]
+    fn the_stall_clock_starts_when_the_sink_turns_busy() {
+        let health = Health::default();
+        health.set_phase(Phase::Streaming);
+        health.set_busy(true);
+        let first = health.snapshot().busy_since_ms;
+        assert!(first > 0);
+        std::thread::sleep(Duration::from_millis(5));
+        health.set_busy(true);
+        assert_eq!(health.snapshot().busy_since_ms, first, "still busy: the clock runs on");
+        health.set_busy(false);
+        health.set_busy(true);
+        assert!(health.snapshot().busy_since_ms > first, "busy again: a new clock");
+        assert!(health.readiness(STALL).is_ok());
+        assert!(health.last_delivery().is_none());
+        health.delivered();
+        assert!(health.last_delivery().is_some());
+    }
+}

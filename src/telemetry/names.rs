@@ -1,0 +1,68 @@
+//! Every metric name the daemon exports, and every label, in one place.
+//!
+//! Prometheus conventions: the `ciosync_` prefix, the unit as the last word
+//! (`_bytes`, `_seconds`), `_total` on counters. Labels take only the few
+//! values listed here, never a customer id, an attribute or a value.
+//! METRICS.md says what each one means and what to alert on; a test checks
+//! that it lists every name exported.
+//!
+//! The process metrics (`process_cpu_seconds_total`, …) keep the standard
+//! names of the `prometheus` crate's process collector, which dashboards
+//! and alerts written for any exporter already expect.
+
+/// Gauge, always 1, labelled with the version.
+pub const BUILD_INFO: &str = "ciosync_build_info";
+
+/// Gauge: 1 for the pipeline's current phase, 0 for the others.
+pub const PIPELINE_PHASE: &str = "ciosync_pipeline_phase";
+/// Gauge: 1 while `/readyz` answers 200, else 0.
+pub const READY: &str = "ciosync_ready";
+/// Gauge: Unix time of the last completed batch (0 before the first).
+pub const LAST_DELIVERY_TIMESTAMP: &str = "ciosync_last_delivery_timestamp_seconds";
+
+/// Counter: rows read by the initial copy.
+pub const INITIAL_COPY_ROWS: &str = "ciosync_initial_copy_rows_total";
+/// Counter: row changes received from the synced tables.
+pub const CHANGES_RECEIVED: &str = "ciosync_changes_received_total";
+/// Counter: changes (and TRUNCATEs) that produced no call, by `reason`.
+pub const CHANGES_SKIPPED: &str = "ciosync_changes_skipped_total";
+/// Counter: replication messages that could not be decoded, skipped.
+pub const UNDECODABLE_MESSAGES: &str = "ciosync_replication_undecodable_messages_total";
+/// Counter: attributes left out of a call.
+pub const ATTRIBUTES_DROPPED: &str = "ciosync_attributes_dropped_total";
+
+/// Counter: operations completed, by `outcome`.
+pub const OPERATIONS_COMPLETED: &str = "ciosync_operations_completed_total";
+/// Counter: operations merged into a waiting one of the same customer.
+pub const OPERATIONS_COALESCED: &str = "ciosync_operations_coalesced_total";
+/// Gauge: operations read and not yet completed.
+pub const PENDING_OPERATIONS: &str = "ciosync_pending_operations";
+/// Gauge: estimated memory held by operations not yet completed.
+pub const PENDING_BYTES: &str = "ciosync_pending_bytes";
+/// Gauge: the highest [`PENDING_BYTES`] since start.
+pub const PENDING_PEAK_BYTES: &str = "ciosync_pending_peak_bytes";
+
+/// Counter: HTTP requests sent to the Customer.io Track API.
+pub const CUSTOMERIO_REQUESTS: &str = "ciosync_customerio_requests_total";
+/// Counter: HTTP 429 answers.
+pub const CUSTOMERIO_RATE_LIMITED: &str = "ciosync_customerio_rate_limited_total";
+/// Counter: requests retried after a transient failure.
+pub const CUSTOMERIO_RETRIES: &str = "ciosync_customerio_retries_total";
+
+/// Counter: transactions acknowledged to Postgres.
+pub const TRANSACTIONS_ACKED: &str = "ciosync_transactions_acked_total";
+/// Counter: reconnections to Postgres after the stream broke.
+pub const POSTGRES_RECONNECTS: &str = "ciosync_postgres_reconnects_total";
+/// Gauge: the highest WAL position received, as a byte offset.
+pub const LAST_RECEIVED_LSN: &str = "ciosync_last_received_lsn_bytes";
+/// Gauge: the last WAL position acknowledged, as a byte offset.
+pub const LAST_ACKED_LSN: &str = "ciosync_last_acked_lsn_bytes";
+
+/// Label of [`CHANGES_SKIPPED`]: `no_change`, `invalid_id`, `unknown_table`, `truncate`.
+pub const LABEL_REASON: &str = "reason";
+/// Label of [`OPERATIONS_COMPLETED`]: `accepted`, `dead_lettered`.
+pub const LABEL_OUTCOME: &str = "outcome";
+/// Label of [`PIPELINE_PHASE`]: see `health::Phase::as_str`.
+pub const LABEL_PHASE: &str = "phase";
+/// Label of [`BUILD_INFO`].
+pub const LABEL_VERSION: &str = "version";

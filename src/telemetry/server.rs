@@ -1,0 +1,109 @@
+//! The metrics and health endpoint: one small HTTP server beside the
+//! pipeline, on `metrics.listen`.
+//!
+//! - `GET /metrics`: every metric, Prometheus text format ([`super::exporter`]).
+//! - `GET /healthz`: 200 while the process serves requests (liveness).
+//! - `GET /readyz`: 200 while changes flow, else 503 with a one-line reason
+//!   ([`super::health`] has the rule).
+//!
+//! It is bound before anything else starts, so a taken port fails the
+//! daemon at once, naming `metrics.listen`, with nothing created or sent.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::exporter::{self, Exporter};
+use super::Counters;
+use crate::config::{ConfigError, MetricsConfig};
+
+/// The endpoint's address could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// `metrics.listen` does not parse (validation normally catches it first).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The address is taken or not ours to listen on.
+    #[error(
+        "cannot listen on metrics.listen = {addr} (stop what uses it, another ciosync \
+         perhaps, or set [metrics] listen or CIOSYNC_METRICS_LISTEN to a free address)"
+    )]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds `metrics.listen`.
+pub async fn bind(config: &MetricsConfig) -> Result<TcpListener, BindError> {
+    let addr = config.listen_addr()?;
+    TcpListener::bind(addr).await.map_err(|source| BindError::Listen { addr, source })
+}
+
+/// What the handlers share.
+struct Endpoint {
+    exporter: Exporter,
+    counters: Arc<Counters>,
+    stall_timeout: Duration,
+    /// Cancelled once shutdown was asked for: not ready any more.
+    shutdown: CancellationToken,
+}
+
+/// Serves the endpoint on `listener` until `stop` is cancelled. `shutdown`
+/// (the daemon's) only turns `/readyz` to 503; `/metrics` stays up while
+/// the pipeline drains, so its last values can still be scraped.
+pub async fn serve(
+    listener: TcpListener,
+    counters: Arc<Counters>,
+    stall_timeout: Duration,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let endpoint = Arc::new(Endpoint {
+        exporter: Exporter::new(counters.clone(), stall_timeout),
+        counters,
+        stall_timeout,
+        shutdown,
+    });
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(endpoint);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    }
+    axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
+}
+
+async fn metrics(State(endpoint): State<Arc<Endpoint>>) -> Response {
+    let body = endpoint.exporter.render();
+    ([(header::CONTENT_TYPE, exporter::CONTENT_TYPE)], body).into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(endpoint): State<Arc<Endpoint>>) -> Response {
+    let verdict = if endpoint.shutdown.is_cancelled() {
+        Err("shutting down".to_owned())
+    } else {
+        endpoint.counters.health.readiness(endpoint.stall_timeout)
+    };
+    match verdict {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response()
+        }
+    }
+}
