@@ -187,11 +187,22 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
         get(&c.pending_bytes_peak) as f64,
     );
 
-    out.counter(
+    let requests: Vec<(Vec<(&str, &str)>, f64)> = c
+        .requests
+        .by_class()
+        .iter()
+        .map(|(class, n)| {
+            (vec![(LABEL_ENDPOINT, "batch"), (LABEL_STATUS_CLASS, *class)], *n as f64)
+        })
+        .collect();
+    out.series(
+        MetricType::COUNTER,
         CUSTOMERIO_REQUESTS,
-        "HTTP requests sent to the Customer.io Track API.",
-        get(&c.requests_sent),
+        "HTTP requests to the Customer.io Track API, by endpoint and status class (no_answer: connect error or timeout).",
+        &requests,
     );
+    out.0.extend(c.request_duration.collect());
+    out.0.extend(c.request_items.collect());
     out.counter(
         CUSTOMERIO_RATE_LIMITED,
         "HTTP 429 answers from Customer.io.",
@@ -256,6 +267,17 @@ impl Families {
         self.push(kind, name, help, samples);
     }
 
+    fn series(
+        &mut self,
+        kind: MetricType,
+        name: &str,
+        help: &str,
+        values: &[(Vec<(&str, &str)>, f64)],
+    ) {
+        let samples = values.iter().map(|(labels, x)| sample(kind, labels, *x)).collect();
+        self.push(kind, name, help, samples);
+    }
+
     fn push(&mut self, kind: MetricType, name: &str, help: &str, samples: Vec<Metric>) {
         let mut family = MetricFamily::default();
         family.set_name(name.to_owned());
@@ -310,7 +332,12 @@ mod tests {
         Counters::add(&counters.truncates_ignored, 1);
         Counters::add(&counters.ops_accepted, 5);
         Counters::add(&counters.ops_dead_lettered, 1);
-        Counters::add(&counters.requests_sent, 3);
+        counters.requests.record(Some(200));
+        counters.requests.record(Some(207));
+        counters.requests.record(Some(503));
+        counters.requests.record(None);
+        counters.request_duration.observe(0.03);
+        counters.request_items.observe(500.0);
         Counters::set(&counters.pending_bytes, 4096, Some(&counters.pending_bytes_peak));
         Counters::raise(&counters.last_received_lsn, 0x1_0000_0010);
         Counters::raise(&counters.last_received_lsn, 0x10);
@@ -323,7 +350,19 @@ mod tests {
             ("ciosync_changes_skipped_total{reason=\"invalid_id\"}", 0.0),
             ("ciosync_operations_completed_total{outcome=\"accepted\"}", 5.0),
             ("ciosync_operations_completed_total{outcome=\"dead_lettered\"}", 1.0),
-            ("ciosync_customerio_requests_total", 3.0),
+            ("ciosync_customerio_requests_total{endpoint=\"batch\",status_class=\"2xx\"}", 2.0),
+            ("ciosync_customerio_requests_total{endpoint=\"batch\",status_class=\"5xx\"}", 1.0),
+            ("ciosync_customerio_requests_total{endpoint=\"batch\",status_class=\"4xx\"}", 0.0),
+            (
+                "ciosync_customerio_requests_total{endpoint=\"batch\",status_class=\"no_answer\"}",
+                1.0,
+            ),
+            ("ciosync_customerio_request_duration_seconds_count", 1.0),
+            ("ciosync_customerio_request_duration_seconds_bucket{le=\"0.05\"}", 1.0),
+            ("ciosync_customerio_request_duration_seconds_bucket{le=\"0.025\"}", 0.0),
+            ("ciosync_customerio_request_items_bucket{le=\"250\"}", 0.0),
+            ("ciosync_customerio_request_items_bucket{le=\"500\"}", 1.0),
+            ("ciosync_customerio_request_items_sum", 500.0),
             ("ciosync_pending_bytes", 4096.0),
             ("ciosync_pending_peak_bytes", 4096.0),
             ("ciosync_last_received_lsn_bytes", 4_294_967_312.0),

@@ -42,8 +42,13 @@ pub const PENDING_BYTES: &str = "ciosync_pending_bytes";
 /// Gauge: the highest [`PENDING_BYTES`] since start.
 pub const PENDING_PEAK_BYTES: &str = "ciosync_pending_peak_bytes";
 
-/// Counter: HTTP requests sent to the Customer.io Track API.
+/// Counter: HTTP requests sent to the Customer.io Track API, by `endpoint`
+/// and `status_class`.
 pub const CUSTOMERIO_REQUESTS: &str = "ciosync_customerio_requests_total";
+/// Histogram: duration of each request.
+pub const CUSTOMERIO_REQUEST_DURATION: &str = "ciosync_customerio_request_duration_seconds";
+/// Histogram: operations in each request.
+pub const CUSTOMERIO_REQUEST_ITEMS: &str = "ciosync_customerio_request_items";
 /// Counter: HTTP 429 answers.
 pub const CUSTOMERIO_RATE_LIMITED: &str = "ciosync_customerio_rate_limited_total";
 /// Counter: requests retried after a transient failure.
@@ -62,6 +67,10 @@ pub const LAST_ACKED_LSN: &str = "ciosync_last_acked_lsn_bytes";
 pub const LABEL_REASON: &str = "reason";
 /// Label of [`OPERATIONS_COMPLETED`]: `accepted`, `dead_lettered`.
 pub const LABEL_OUTCOME: &str = "outcome";
+/// Label of [`CUSTOMERIO_REQUESTS`]: the Track API route, `batch` (`/api/v2/batch`).
+pub const LABEL_ENDPOINT: &str = "endpoint";
+/// Label of [`CUSTOMERIO_REQUESTS`]: `2xx`, `3xx`, `4xx`, `5xx`, `no_answer`.
+pub const LABEL_STATUS_CLASS: &str = "status_class";
 /// Label of [`PIPELINE_PHASE`]: see `health::Phase::as_str`.
 pub const LABEL_PHASE: &str = "phase";
 /// Label of [`BUILD_INFO`].
