@@ -14,6 +14,7 @@ use prometheus::{Registry, TextEncoder};
 
 use super::health::Phase;
 use super::names::*;
+use super::slot::{SlotCollector, SlotWatch};
 use super::Counters;
 
 /// The registry behind `/metrics`.
@@ -33,6 +34,14 @@ impl Exporter {
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("the process metrics do not clash with ciosync_ names");
         Self { registry }
+    }
+
+    /// Adds the slot's metrics, read by `watch` (refresh it before rendering).
+    pub fn with_slot_watch(self, watch: Arc<SlotWatch>) -> Self {
+        self.registry
+            .register(Box::new(SlotCollector::new(watch)))
+            .expect("the slot's metric names are unique");
+        self
     }
 
     /// Every metric in the Prometheus text format (version 0.0.4).
@@ -59,23 +68,7 @@ impl CountersCollector {
     fn new(counters: Arc<Counters>, stall_timeout: Duration) -> Self {
         // The descriptions come from what `families` produces, so the two
         // cannot drift apart.
-        let descs = families(&Counters::default(), stall_timeout)
-            .iter()
-            .map(|family| {
-                let labels = family.get_metric()[0]
-                    .get_label()
-                    .iter()
-                    .map(|l| l.name().to_owned())
-                    .collect();
-                Desc::new(
-                    family.name().to_owned(),
-                    family.help().to_owned(),
-                    labels,
-                    HashMap::new(),
-                )
-                .expect("metric names and labels are valid")
-            })
-            .collect();
+        let descs = describe(&families(&Counters::default(), stall_timeout));
         Self { counters, stall_timeout, descs }
     }
 }
@@ -88,6 +81,22 @@ impl Collector for CountersCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         families(&self.counters, self.stall_timeout)
     }
+}
+
+/// The registry's descriptions of `families` (name, help, label names).
+pub(super) fn describe(families: &[MetricFamily]) -> Vec<Desc> {
+    families
+        .iter()
+        .map(|family| {
+            let labels = family
+                .get_metric()
+                .first()
+                .map(|m| m.get_label().iter().map(|l| l.name().to_owned()).collect())
+                .unwrap_or_default();
+            Desc::new(family.name().to_owned(), family.help().to_owned(), labels, HashMap::new())
+                .expect("metric names and labels are valid")
+        })
+        .collect()
 }
 
 /// Every family built from `counters`, each with at least one sample.
@@ -239,10 +248,10 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
 
 /// Builds metric families by hand: the values are read, not accumulated.
 #[derive(Default)]
-struct Families(Vec<MetricFamily>);
+pub(super) struct Families(pub(super) Vec<MetricFamily>);
 
 impl Families {
-    fn counter(&mut self, name: &str, help: &str, value: u64) {
+    pub(super) fn counter(&mut self, name: &str, help: &str, value: u64) {
         self.push(
             MetricType::COUNTER,
             name,
@@ -251,11 +260,17 @@ impl Families {
         );
     }
 
-    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+    pub(super) fn gauge(&mut self, name: &str, help: &str, value: f64) {
         self.push(MetricType::GAUGE, name, help, vec![sample(MetricType::GAUGE, &[], value)]);
     }
 
-    fn labelled(
+    /// A gauge left out of the exposition when `value` is unknown.
+    pub(super) fn optional_gauge(&mut self, name: &str, help: &str, value: Option<f64>) {
+        let samples = value.map(|v| sample(MetricType::GAUGE, &[], v)).into_iter().collect();
+        self.push(MetricType::GAUGE, name, help, samples);
+    }
+
+    pub(super) fn labelled(
         &mut self,
         kind: MetricType,
         name: &str,
@@ -267,7 +282,7 @@ impl Families {
         self.push(kind, name, help, samples);
     }
 
-    fn series(
+    pub(super) fn series(
         &mut self,
         kind: MetricType,
         name: &str,
@@ -381,9 +396,32 @@ mod tests {
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }
 
+    /// Every family either collector can produce.
+    fn every_family() -> Vec<MetricFamily> {
+        let mut all = families(&Counters::default(), Duration::from_secs(1));
+        let settings =
+            crate::source::connection::ConnectionSettings::parse(&crate::config::PostgresConfig {
+                url: crate::config::Secret::new("postgres://u@127.0.0.1:1/db"),
+                slot: "s".to_owned(),
+                publication: "p".to_owned(),
+                status_interval_ms: 1000,
+                connect_timeout_secs: 1,
+            })
+            .unwrap();
+        let collector = SlotCollector::new(SlotWatch::new(settings, "s".to_owned()));
+        all.extend(collector.desc().iter().map(|d| {
+            let mut family = MetricFamily::default();
+            family.set_name(d.fq_name.clone());
+            family.set_help(d.help.clone());
+            family.set_field_type(MetricType::GAUGE);
+            family
+        }));
+        all
+    }
+
     #[test]
     fn names_follow_the_conventions() {
-        for family in families(&Counters::default(), Duration::from_secs(1)) {
+        for family in every_family() {
             let name = family.name();
             assert!(name.starts_with("ciosync_"), "{name}");
             let is_counter = family.get_field_type() == MetricType::COUNTER;
@@ -395,10 +433,7 @@ mod tests {
     #[test]
     fn metrics_md_lists_every_metric() {
         let doc = include_str!("../../METRICS.md");
-        let mut names: Vec<String> = families(&Counters::default(), Duration::from_secs(1))
-            .iter()
-            .map(|f| f.name().to_owned())
-            .collect();
+        let mut names: Vec<String> = every_family().iter().map(|f| f.name().to_owned()).collect();
         #[cfg(target_os = "linux")]
         names.extend(
             prometheus::process_collector::ProcessCollector::for_self()

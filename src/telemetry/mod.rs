@@ -16,6 +16,7 @@ pub mod exporter;
 pub mod health;
 pub mod names;
 pub mod server;
+pub mod slot;
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
