@@ -58,6 +58,7 @@ async fn metrics_count_what_was_delivered() {
         ("ciosync_pipeline_phase{phase=\"streaming\"}", 1.0),
         ("ciosync_pipeline_phase{phase=\"connecting\"}", 0.0),
         ("ciosync_ready", 1.0),
+        ("ciosync_replication_lag_seconds", 0.0),
     ];
     for (series, want) in expected {
         assert_eq!(value(&text, series), Some(want), "{series} in:\n{text}");

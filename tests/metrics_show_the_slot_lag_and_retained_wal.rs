@@ -1,6 +1,6 @@
 //! `/metrics` reads the slot from Postgres at each scrape: the lag in bytes
-//! grows while Customer.io fails and returns to about 0 once the changes
-//! are delivered; the retained WAL and `wal_status` are the slot's.
+//! and in seconds grows while Customer.io fails and returns to about 0 once
+//! the changes are delivered; the retained WAL and `wal_status` are the slot's.
 
 use ciosync::emulator::Faults;
 
@@ -36,10 +36,16 @@ async fn metrics_show_the_slot_lag_and_retained_wal() {
     assert!(ok, "the lag did not cover {written} bytes of unconfirmed changes:\n{text}");
     let retained = value(&text, "ciosync_slot_retained_wal_bytes").unwrap();
     assert!(retained >= lag(&text).unwrap(), "the slot retains at least what it lags:\n{text}");
+    let seconds = |t: &str| value(t, "ciosync_replication_lag_seconds");
+    let (ok, text) = wait_for_metrics(&url, |t| seconds(t) >= Some(2.0)).await;
+    assert!(ok, "the lag in seconds did not grow while nothing was delivered:\n{text}");
 
     emulator.set_faults(Faults::default());
     assert!(wait_for_customers(&emulator, |c| c.len() == 200).await);
-    let (ok, text) = wait_for_metrics(&url, |t| lag(t).is_some_and(|l| l <= CAUGHT_UP)).await;
+    let (ok, text) = wait_for_metrics(&url, |t| {
+        lag(t).is_some_and(|l| l <= CAUGHT_UP) && seconds(t) == Some(0.0)
+    })
+    .await;
     assert!(ok, "the lag did not return to about 0:\n{text}");
     daemon.stop().await.unwrap();
 }

@@ -238,6 +238,13 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
         "The highest WAL position received from Postgres, as a byte offset.",
         get(&c.last_received_lsn) as f64,
     );
+    let now =
+        std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    out.gauge(
+        REPLICATION_LAG_SECONDS,
+        "Age of the oldest transaction received and not yet acknowledged (now - its commit time); 0 when all are.",
+        super::lag::lag_seconds(get(&c.oldest_unacked_commit), now),
+    );
     out.gauge(
         LAST_ACKED_LSN,
         "The last WAL position acknowledged to Postgres, as a byte offset.",

@@ -14,6 +14,7 @@
 
 pub mod exporter;
 pub mod health;
+pub mod lag;
 pub mod names;
 pub mod server;
 pub mod slot;
@@ -77,6 +78,9 @@ pub struct Counters {
     pub last_received_lsn: AtomicU64,
     /// Gauge: the last WAL position acknowledged to Postgres, as a byte offset.
     pub last_acked_lsn: AtomicU64,
+    /// Gauge: commit time (Unix seconds) of the oldest transaction received
+    /// and not acknowledged; 0 when there is none (see [`lag`]).
+    pub oldest_unacked_commit: AtomicU64,
     /// Where the pipeline is and whether it delivers, for `/readyz`.
     pub health: Health,
 }

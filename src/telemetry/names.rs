@@ -62,6 +62,8 @@ pub const POSTGRES_RECONNECTS: &str = "ciosync_postgres_reconnects_total";
 pub const LAST_RECEIVED_LSN: &str = "ciosync_last_received_lsn_bytes";
 /// Gauge: the last WAL position acknowledged, as a byte offset.
 pub const LAST_ACKED_LSN: &str = "ciosync_last_acked_lsn_bytes";
+/// Gauge: age of the oldest transaction received and not acknowledged.
+pub const REPLICATION_LAG_SECONDS: &str = "ciosync_replication_lag_seconds";
 
 /// Gauge: 1 if the scrape read the slot's status from Postgres.
 pub const SLOT_READ_OK: &str = "ciosync_slot_read_ok";
