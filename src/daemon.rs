@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::pipeline::{self, Progress, RunError};
+use crate::source::connection::ConnectionSettings;
+use crate::telemetry::slot::SlotWatch;
 use crate::telemetry::{self, Counters};
 
 /// Runs the pipeline until `shutdown` is cancelled or a definite error stops
@@ -23,9 +25,13 @@ pub async fn run(
     counters: Arc<Counters>,
 ) -> Result<Progress, RunError> {
     let stop_server = CancellationToken::new();
+    let slot = ConnectionSettings::parse(&config.postgres)
+        .ok()
+        .map(|settings| SlotWatch::new(settings, config.postgres.slot.clone()));
     let server = tokio::spawn(telemetry::server::serve(
         endpoint,
         counters.clone(),
+        slot,
         config.metrics.stall_timeout(),
         shutdown.clone(),
         stop_server.clone(),

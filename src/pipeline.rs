@@ -69,6 +69,7 @@ use crate::sink::retry::Backoff;
 use crate::sink::{Sink, SinkError};
 use crate::source::connection::ConnectionSettings;
 use crate::source::{Source, SourceError, SourceEvent};
+use crate::telemetry::lag::UnackedCommits;
 use crate::telemetry::{Counters, Phase};
 
 /// Longest wait between two reconnection attempts to Postgres.
@@ -205,6 +206,7 @@ async fn run_until_stopped(
             progress: &mut progress,
             counters: &counters,
             in_transaction: false,
+            unacked: UnackedCommits::default(),
         };
         let outcome = session.run(&shutdown, shutdown_timeout).await;
         match outcome {
@@ -221,6 +223,7 @@ async fn run_until_stopped(
                 counters.health.set_phase(Phase::Connecting);
                 // Whatever waits in the sink will come again from the slot.
                 sink.discard();
+                Counters::set(&counters.oldest_unacked_commit, 0, None);
                 Counters::add(&counters.source_reconnects, 1);
                 tracing::warn!(
                     error = %error_chain(&error),
@@ -275,6 +278,8 @@ struct Session<'a> {
     progress: &'a mut Progress,
     counters: &'a Counters,
     in_transaction: bool,
+    /// Commit times of what is not acknowledged yet, for the lag in seconds.
+    unacked: UnackedCommits,
 }
 
 impl Session<'_> {
@@ -355,10 +360,13 @@ impl Session<'_> {
                     );
                 }
             }
-            SourceEvent::Commit { end_lsn } => {
+            SourceEvent::Commit { end_lsn, commit_time } => {
                 self.in_transaction = false;
                 self.sink.commit(end_lsn);
-                self.ack_completed();
+                self.unacked.commit(end_lsn, commit_time);
+                if !self.ack_completed() {
+                    self.report_lag();
+                }
             }
             SourceEvent::Message { prefix, content } => {
                 if prefix == backfill::WATERMARK_PREFIX {
@@ -456,11 +464,15 @@ impl Session<'_> {
         }
     }
 
-    /// Acknowledges the newest commit whose operations, and all before, completed.
-    fn ack_completed(&mut self) {
-        if let Some((lsn, commits)) = self.sink.ackable() {
-            self.ack(lsn);
-            Counters::add(&self.counters.transactions_acked, commits as u64);
+    /// Acknowledges the newest commit whose operations, and all before,
+    /// completed; returns whether the acknowledged position moved.
+    fn ack_completed(&mut self) -> bool {
+        match self.sink.ackable() {
+            Some((lsn, commits)) => {
+                Counters::add(&self.counters.transactions_acked, commits as u64);
+                self.ack(lsn)
+            }
+            None => false,
         }
     }
 
@@ -470,8 +482,15 @@ impl Session<'_> {
         if moved {
             self.source.ack(lsn);
             Counters::set(&self.counters.last_acked_lsn, lsn.as_u64(), None);
+            self.unacked.acked(lsn);
+            self.report_lag();
         }
         moved
+    }
+
+    /// Publishes the commit time of the oldest unacknowledged transaction.
+    fn report_lag(&self) {
+        Counters::set(&self.counters.oldest_unacked_commit, self.unacked.oldest(), None);
     }
 }
 

@@ -34,6 +34,7 @@ mod kill_9_and_restart_loses_nothing;
 mod memory_budget_bounds_a_big_transaction;
 mod metrics_count_what_was_delivered;
 mod metrics_port_in_use_stops_the_daemon;
+mod metrics_show_the_slot_lag_and_retained_wal;
 mod noop_updates_send_nothing;
 mod oversized_values_are_left_out;
 mod partitioned_table_is_synced_via_its_root;

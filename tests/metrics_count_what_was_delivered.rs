@@ -42,7 +42,13 @@ async fn metrics_count_what_was_delivered() {
         ("ciosync_changes_skipped_total{reason=\"invalid_id\"}", 0.0),
         ("ciosync_operations_completed_total{outcome=\"accepted\"}", INSERTS as f64),
         ("ciosync_operations_completed_total{outcome=\"dead_lettered\"}", 0.0),
-        ("ciosync_customerio_requests_total", batches as f64),
+        (
+            "ciosync_customerio_requests_total{endpoint=\"batch\",status_class=\"2xx\"}",
+            batches as f64,
+        ),
+        ("ciosync_customerio_requests_total{endpoint=\"batch\",status_class=\"5xx\"}", 0.0),
+        ("ciosync_customerio_request_duration_seconds_count", batches as f64),
+        ("ciosync_customerio_request_items_sum", INSERTS as f64),
         ("ciosync_customerio_retries_total", 0.0),
         ("ciosync_customerio_rate_limited_total", 0.0),
         ("ciosync_replication_undecodable_messages_total", 0.0),
@@ -52,6 +58,7 @@ async fn metrics_count_what_was_delivered() {
         ("ciosync_pipeline_phase{phase=\"streaming\"}", 1.0),
         ("ciosync_pipeline_phase{phase=\"connecting\"}", 0.0),
         ("ciosync_ready", 1.0),
+        ("ciosync_replication_lag_seconds", 0.0),
     ];
     for (series, want) in expected {
         assert_eq!(value(&text, series), Some(want), "{series} in:\n{text}");

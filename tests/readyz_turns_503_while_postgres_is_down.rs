@@ -5,7 +5,7 @@ use ciosync::throwaway::ThrowawayPostgres;
 
 use crate::support::daemon::InProcess;
 use crate::support::emulator::{self, wait_for_customers};
-use crate::support::endpoint::{get, wait_for_status};
+use crate::support::endpoint::{get, value, wait_for_status};
 use crate::support::postgres::{connect, TestDb, USERS_TABLE};
 
 // Multi-threaded: stopping Postgres blocks this thread, and the daemon must
@@ -35,6 +35,12 @@ async fn readyz_turns_503_while_postgres_is_down() {
     let (_, body) = get(&daemon.url("/readyz")).await;
     assert!(body.starts_with("not ready: not connected to Postgres"), "{body}");
     assert_eq!(get(&daemon.url("/healthz")).await.0, 200);
+    // /metrics still answers, without what only Postgres can tell.
+    let (status, metrics) = get(&daemon.url("/metrics")).await;
+    assert_eq!(status, 200);
+    assert_eq!(value(&metrics, "ciosync_slot_read_ok"), Some(0.0), "{metrics}");
+    assert_eq!(value(&metrics, "ciosync_pipeline_phase{phase=\"connecting\"}"), Some(1.0));
+    assert!(!metrics.contains("ciosync_replication_lag_bytes "), "{metrics}");
 
     tokio::task::block_in_place(|| pg.restart().unwrap());
     assert!(wait_for_status(&daemon.url("/readyz"), 200).await, "never ready after the restart");

@@ -64,7 +64,14 @@ impl TrackClient {
         self.limiter.until_ready().await;
         let send_at = self.lock_throttle().reserve(Instant::now());
         tokio::time::sleep_until(send_at).await;
-        Counters::add(&self.counters.requests_sent, 1);
+        let started = std::time::Instant::now();
+        let verdict = self.send_batch(body).await;
+        self.counters.request_duration.observe(started.elapsed().as_secs_f64());
+        verdict
+    }
+
+    /// The request itself, counted by status class, and classified.
+    async fn send_batch(&self, body: bytes::Bytes) -> Verdict {
         let response = self
             .http
             .post(format!("{}/api/v2/batch", self.base_url))
@@ -75,9 +82,13 @@ impl TrackClient {
             .await;
         let response = match response {
             Ok(r) => r,
-            Err(e) => return Verdict::Retry { after: None, reason: transport_reason(&e) },
+            Err(e) => {
+                self.counters.requests.record(None);
+                return Verdict::Retry { after: None, reason: transport_reason(&e) };
+            }
         };
         let status = response.status().as_u16();
+        self.counters.requests.record(Some(status));
         let retry_after =
             response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let verdict = match response.bytes().await {

@@ -48,6 +48,7 @@ impl Delivery {
         while !pending.is_empty() {
             let count = if one_by_one { 1 } else { pending.len() };
             let body = batch::body_of(pending[..count].iter().map(|p| &p.item));
+            self.counters.request_items.observe(count as f64);
             match self.client.post_batch(body.into()).await {
                 Verdict::Accepted => {
                     Counters::add(&self.counters.ops_accepted, count as u64);

@@ -111,7 +111,8 @@ pub enum SourceEvent {
     /// A TRUNCATE of these synced tables (`schema.table`).
     Truncate { tables: Vec<String> },
     /// The transaction committed; `end_lsn` is what acknowledging it means.
-    Commit { end_lsn: Lsn },
+    /// `commit_time` in Unix seconds.
+    Commit { end_lsn: Lsn, commit_time: i64 },
     /// The server's WAL position while nothing else is sent.
     Keepalive { wal_end: Lsn },
     /// A logical message (`pg_logical_emit_message`), such as a backfill
@@ -188,7 +189,7 @@ impl Source {
             }
             ReplicationEvent::Commit { end_lsn, .. } => {
                 Counters::raise(&self.counters.last_received_lsn, end_lsn.as_u64());
-                Ok(Some(SourceEvent::Commit { end_lsn }))
+                Ok(Some(SourceEvent::Commit { end_lsn, commit_time: self.commit_time }))
             }
             ReplicationEvent::XLogData { data, .. } => self.on_data(&data).await,
             ReplicationEvent::Message { prefix, content, .. } => {

@@ -14,6 +14,7 @@ use prometheus::{Registry, TextEncoder};
 
 use super::health::Phase;
 use super::names::*;
+use super::slot::{SlotCollector, SlotWatch};
 use super::Counters;
 
 /// The registry behind `/metrics`.
@@ -33,6 +34,14 @@ impl Exporter {
             .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
             .expect("the process metrics do not clash with ciosync_ names");
         Self { registry }
+    }
+
+    /// Adds the slot's metrics, read by `watch` (refresh it before rendering).
+    pub fn with_slot_watch(self, watch: Arc<SlotWatch>) -> Self {
+        self.registry
+            .register(Box::new(SlotCollector::new(watch)))
+            .expect("the slot's metric names are unique");
+        self
     }
 
     /// Every metric in the Prometheus text format (version 0.0.4).
@@ -59,23 +68,7 @@ impl CountersCollector {
     fn new(counters: Arc<Counters>, stall_timeout: Duration) -> Self {
         // The descriptions come from what `families` produces, so the two
         // cannot drift apart.
-        let descs = families(&Counters::default(), stall_timeout)
-            .iter()
-            .map(|family| {
-                let labels = family.get_metric()[0]
-                    .get_label()
-                    .iter()
-                    .map(|l| l.name().to_owned())
-                    .collect();
-                Desc::new(
-                    family.name().to_owned(),
-                    family.help().to_owned(),
-                    labels,
-                    HashMap::new(),
-                )
-                .expect("metric names and labels are valid")
-            })
-            .collect();
+        let descs = describe(&families(&Counters::default(), stall_timeout));
         Self { counters, stall_timeout, descs }
     }
 }
@@ -88,6 +81,22 @@ impl Collector for CountersCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         families(&self.counters, self.stall_timeout)
     }
+}
+
+/// The registry's descriptions of `families` (name, help, label names).
+pub(super) fn describe(families: &[MetricFamily]) -> Vec<Desc> {
+    families
+        .iter()
+        .map(|family| {
+            let labels = family
+                .get_metric()
+                .first()
+                .map(|m| m.get_label().iter().map(|l| l.name().to_owned()).collect())
+                .unwrap_or_default();
+            Desc::new(family.name().to_owned(), family.help().to_owned(), labels, HashMap::new())
+                .expect("metric names and labels are valid")
+        })
+        .collect()
 }
 
 /// Every family built from `counters`, each with at least one sample.
@@ -187,11 +196,22 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
         get(&c.pending_bytes_peak) as f64,
     );
 
-    out.counter(
+    let requests: Vec<(Vec<(&str, &str)>, f64)> = c
+        .requests
+        .by_class()
+        .iter()
+        .map(|(class, n)| {
+            (vec![(LABEL_ENDPOINT, "batch"), (LABEL_STATUS_CLASS, *class)], *n as f64)
+        })
+        .collect();
+    out.series(
+        MetricType::COUNTER,
         CUSTOMERIO_REQUESTS,
-        "HTTP requests sent to the Customer.io Track API.",
-        get(&c.requests_sent),
+        "HTTP requests to the Customer.io Track API, by endpoint and status class (no_answer: connect error or timeout).",
+        &requests,
     );
+    out.0.extend(c.request_duration.collect());
+    out.0.extend(c.request_items.collect());
     out.counter(
         CUSTOMERIO_RATE_LIMITED,
         "HTTP 429 answers from Customer.io.",
@@ -218,6 +238,13 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
         "The highest WAL position received from Postgres, as a byte offset.",
         get(&c.last_received_lsn) as f64,
     );
+    let now =
+        std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    out.gauge(
+        REPLICATION_LAG_SECONDS,
+        "Age of the oldest transaction received and not yet acknowledged (now - its commit time); 0 when all are.",
+        super::lag::lag_seconds(get(&c.oldest_unacked_commit), now),
+    );
     out.gauge(
         LAST_ACKED_LSN,
         "The last WAL position acknowledged to Postgres, as a byte offset.",
@@ -228,10 +255,10 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
 
 /// Builds metric families by hand: the values are read, not accumulated.
 #[derive(Default)]
-struct Families(Vec<MetricFamily>);
+pub(super) struct Families(pub(super) Vec<MetricFamily>);
 
 impl Families {
-    fn counter(&mut self, name: &str, help: &str, value: u64) {
+    pub(super) fn counter(&mut self, name: &str, help: &str, value: u64) {
         self.push(
             MetricType::COUNTER,
             name,
@@ -240,11 +267,17 @@ impl Families {
         );
     }
 
-    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+    pub(super) fn gauge(&mut self, name: &str, help: &str, value: f64) {
         self.push(MetricType::GAUGE, name, help, vec![sample(MetricType::GAUGE, &[], value)]);
     }
 
-    fn labelled(
+    /// A gauge left out of the exposition when `value` is unknown.
+    pub(super) fn optional_gauge(&mut self, name: &str, help: &str, value: Option<f64>) {
+        let samples = value.map(|v| sample(MetricType::GAUGE, &[], v)).into_iter().collect();
+        self.push(MetricType::GAUGE, name, help, samples);
+    }
+
+    pub(super) fn labelled(
         &mut self,
         kind: MetricType,
         name: &str,
@@ -253,6 +286,17 @@ impl Families {
         values: &[(&str, f64)],
     ) {
         let samples = values.iter().map(|(v, x)| sample(kind, &[(label, v)], *x)).collect();
+        self.push(kind, name, help, samples);
+    }
+
+    pub(super) fn series(
+        &mut self,
+        kind: MetricType,
+        name: &str,
+        help: &str,
+        values: &[(Vec<(&str, &str)>, f64)],
+    ) {
+        let samples = values.iter().map(|(labels, x)| sample(kind, labels, *x)).collect();
         self.push(kind, name, help, samples);
     }
 
@@ -310,7 +354,12 @@ mod tests {
         Counters::add(&counters.truncates_ignored, 1);
         Counters::add(&counters.ops_accepted, 5);
         Counters::add(&counters.ops_dead_lettered, 1);
-        Counters::add(&counters.requests_sent, 3);
+        counters.requests.record(Some(200));
+        counters.requests.record(Some(207));
+        counters.requests.record(Some(503));
+        counters.requests.record(None);
+        counters.request_duration.observe(0.03);
+        counters.request_items.observe(500.0);
         Counters::set(&counters.pending_bytes, 4096, Some(&counters.pending_bytes_peak));
         Counters::raise(&counters.last_received_lsn, 0x1_0000_0010);
         Counters::raise(&counters.last_received_lsn, 0x10);
@@ -323,7 +372,19 @@ mod tests {
             ("ciosync_changes_skipped_total{reason=\"invalid_id\"}", 0.0),
             ("ciosync_operations_completed_total{outcome=\"accepted\"}", 5.0),
             ("ciosync_operations_completed_total{outcome=\"dead_lettered\"}", 1.0),
-            ("ciosync_customerio_requests_total", 3.0),
+            ("ciosync_customerio_requests_total{endpoint=\"batch\",status_class=\"2xx\"}", 2.0),
+            ("ciosync_customerio_requests_total{endpoint=\"batch\",status_class=\"5xx\"}", 1.0),
+            ("ciosync_customerio_requests_total{endpoint=\"batch\",status_class=\"4xx\"}", 0.0),
+            (
+                "ciosync_customerio_requests_total{endpoint=\"batch\",status_class=\"no_answer\"}",
+                1.0,
+            ),
+            ("ciosync_customerio_request_duration_seconds_count", 1.0),
+            ("ciosync_customerio_request_duration_seconds_bucket{le=\"0.05\"}", 1.0),
+            ("ciosync_customerio_request_duration_seconds_bucket{le=\"0.025\"}", 0.0),
+            ("ciosync_customerio_request_items_bucket{le=\"250\"}", 0.0),
+            ("ciosync_customerio_request_items_bucket{le=\"500\"}", 1.0),
+            ("ciosync_customerio_request_items_sum", 500.0),
             ("ciosync_pending_bytes", 4096.0),
             ("ciosync_pending_peak_bytes", 4096.0),
             ("ciosync_last_received_lsn_bytes", 4_294_967_312.0),
@@ -342,9 +403,32 @@ mod tests {
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }
 
+    /// Every family either collector can produce.
+    fn every_family() -> Vec<MetricFamily> {
+        let mut all = families(&Counters::default(), Duration::from_secs(1));
+        let settings =
+            crate::source::connection::ConnectionSettings::parse(&crate::config::PostgresConfig {
+                url: crate::config::Secret::new("postgres://u@127.0.0.1:1/db"),
+                slot: "s".to_owned(),
+                publication: "p".to_owned(),
+                status_interval_ms: 1000,
+                connect_timeout_secs: 1,
+            })
+            .unwrap();
+        let collector = SlotCollector::new(SlotWatch::new(settings, "s".to_owned()));
+        all.extend(collector.desc().iter().map(|d| {
+            let mut family = MetricFamily::default();
+            family.set_name(d.fq_name.clone());
+            family.set_help(d.help.clone());
+            family.set_field_type(MetricType::GAUGE);
+            family
+        }));
+        all
+    }
+
     #[test]
     fn names_follow_the_conventions() {
-        for family in families(&Counters::default(), Duration::from_secs(1)) {
+        for family in every_family() {
             let name = family.name();
             assert!(name.starts_with("ciosync_"), "{name}");
             let is_counter = family.get_field_type() == MetricType::COUNTER;
@@ -356,10 +440,7 @@ mod tests {
     #[test]
     fn metrics_md_lists_every_metric() {
         let doc = include_str!("../../METRICS.md");
-        let mut names: Vec<String> = families(&Counters::default(), Duration::from_secs(1))
-            .iter()
-            .map(|f| f.name().to_owned())
-            .collect();
+        let mut names: Vec<String> = every_family().iter().map(|f| f.name().to_owned()).collect();
         #[cfg(target_os = "linux")]
         names.extend(
             prometheus::process_collector::ProcessCollector::for_self()

@@ -14,9 +14,12 @@
 
 pub mod exporter;
 pub mod health;
+pub mod lag;
 pub mod names;
 pub mod server;
+pub mod slot;
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use health::{Health, Phase};
@@ -45,8 +48,12 @@ pub struct Counters {
     pub ops_accepted: AtomicU64,
     /// Operations Customer.io refused for good (4xx, 207 items), stored as dead letters.
     pub ops_rejected: AtomicU64,
-    /// HTTP requests sent to Customer.io.
-    pub requests_sent: AtomicU64,
+    /// HTTP requests sent to Customer.io, by how they ended.
+    pub requests: RequestOutcomes,
+    /// How long each Customer.io request took, answer read (seconds).
+    pub request_duration: Histogram<RequestDuration>,
+    /// Operations in each Customer.io request.
+    pub request_items: Histogram<RequestItems>,
     /// Answers of HTTP 429 (each slows the sender down).
     pub rate_limited: AtomicU64,
     /// Operations merged into an earlier one of the same customer while
@@ -71,6 +78,9 @@ pub struct Counters {
     pub last_received_lsn: AtomicU64,
     /// Gauge: the last WAL position acknowledged to Postgres, as a byte offset.
     pub last_acked_lsn: AtomicU64,
+    /// Gauge: commit time (Unix seconds) of the oldest transaction received
+    /// and not acknowledged; 0 when there is none (see [`lag`]).
+    pub oldest_unacked_commit: AtomicU64,
     /// Where the pipeline is and whether it delivers, for `/readyz`.
     pub health: Health,
 }
@@ -99,6 +109,104 @@ impl Counters {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+}
+
+/// Customer.io requests by status class; `no_answer` when none came
+/// (connect error, timeout, broken connection).
+#[derive(Debug, Default)]
+pub struct RequestOutcomes {
+    pub status_2xx: AtomicU64,
+    pub status_3xx: AtomicU64,
+    pub status_4xx: AtomicU64,
+    pub status_5xx: AtomicU64,
+    pub no_answer: AtomicU64,
+}
+
+impl RequestOutcomes {
+    /// Counts one request that got `status`, or no answer.
+    pub fn record(&self, status: Option<u16>) {
+        let counter = match status {
+            None => &self.no_answer,
+            Some(s) if s < 300 => &self.status_2xx,
+            Some(s) if s < 400 => &self.status_3xx,
+            Some(s) if s < 500 => &self.status_4xx,
+            Some(_) => &self.status_5xx,
+        };
+        Counters::add(counter, 1);
+    }
+
+    /// Each class's label value (`names::LABEL_STATUS_CLASS`) and count.
+    pub fn by_class(&self) -> [(&'static str, u64); 5] {
+        [
+            ("2xx", Counters::get(&self.status_2xx)),
+            ("3xx", Counters::get(&self.status_3xx)),
+            ("4xx", Counters::get(&self.status_4xx)),
+            ("5xx", Counters::get(&self.status_5xx)),
+            ("no_answer", Counters::get(&self.no_answer)),
+        ]
+    }
+}
+
+/// A Prometheus histogram whose name, help and buckets come from `S`, so
+/// [`Counters`] can stay `Default`.
+#[derive(Debug, Clone)]
+pub struct Histogram<S> {
+    inner: prometheus::Histogram,
+    spec: PhantomData<S>,
+}
+
+/// What a [`Histogram`] measures.
+pub trait HistogramSpec {
+    const NAME: &'static str;
+    const HELP: &'static str;
+    const BUCKETS: &'static [f64];
+}
+
+impl<S: HistogramSpec> Default for Histogram<S> {
+    fn default() -> Self {
+        let opts = prometheus::HistogramOpts::new(S::NAME, S::HELP).buckets(S::BUCKETS.to_vec());
+        let inner = prometheus::Histogram::with_opts(opts).expect("a valid histogram spec");
+        Self { inner, spec: PhantomData }
+    }
+}
+
+impl<S> Histogram<S> {
+    /// Records one observation.
+    pub fn observe(&self, value: f64) {
+        self.inner.observe(value);
+    }
+
+    /// The histogram as Prometheus metric families.
+    pub fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        prometheus::core::Collector::collect(&self.inner)
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.inner.get_sample_count()
+    }
+}
+
+/// [`Counters::request_duration`].
+#[derive(Debug, Clone, Copy)]
+pub struct RequestDuration;
+
+impl HistogramSpec for RequestDuration {
+    const NAME: &'static str = names::CUSTOMERIO_REQUEST_DURATION;
+    const HELP: &'static str =
+        "Duration of Customer.io requests, from sending to the answer read (rate-limit waits excluded).";
+    const BUCKETS: &'static [f64] =
+        &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+}
+
+/// [`Counters::request_items`].
+#[derive(Debug, Clone, Copy)]
+pub struct RequestItems;
+
+impl HistogramSpec for RequestItems {
+    const NAME: &'static str = names::CUSTOMERIO_REQUEST_ITEMS;
+    const HELP: &'static str = "Operations in each Customer.io request (batch size).";
+    const BUCKETS: &'static [f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
 }
 
 /// Installs the tracing subscriber: `RUST_LOG` or `default`, to stderr, JSON

@@ -42,8 +42,13 @@ pub const PENDING_BYTES: &str = "ciosync_pending_bytes";
 /// Gauge: the highest [`PENDING_BYTES`] since start.
 pub const PENDING_PEAK_BYTES: &str = "ciosync_pending_peak_bytes";
 
-/// Counter: HTTP requests sent to the Customer.io Track API.
+/// Counter: HTTP requests sent to the Customer.io Track API, by `endpoint`
+/// and `status_class`.
 pub const CUSTOMERIO_REQUESTS: &str = "ciosync_customerio_requests_total";
+/// Histogram: duration of each request.
+pub const CUSTOMERIO_REQUEST_DURATION: &str = "ciosync_customerio_request_duration_seconds";
+/// Histogram: operations in each request.
+pub const CUSTOMERIO_REQUEST_ITEMS: &str = "ciosync_customerio_request_items";
 /// Counter: HTTP 429 answers.
 pub const CUSTOMERIO_RATE_LIMITED: &str = "ciosync_customerio_rate_limited_total";
 /// Counter: requests retried after a transient failure.
@@ -57,12 +62,37 @@ pub const POSTGRES_RECONNECTS: &str = "ciosync_postgres_reconnects_total";
 pub const LAST_RECEIVED_LSN: &str = "ciosync_last_received_lsn_bytes";
 /// Gauge: the last WAL position acknowledged, as a byte offset.
 pub const LAST_ACKED_LSN: &str = "ciosync_last_acked_lsn_bytes";
+/// Gauge: age of the oldest transaction received and not acknowledged.
+pub const REPLICATION_LAG_SECONDS: &str = "ciosync_replication_lag_seconds";
+
+/// Gauge: 1 if the scrape read the slot's status from Postgres.
+pub const SLOT_READ_OK: &str = "ciosync_slot_read_ok";
+/// Gauge: the server's current WAL position, as a byte offset.
+pub const POSTGRES_WAL_LSN: &str = "ciosync_postgres_wal_lsn_bytes";
+/// Gauge: WAL the slot has not confirmed (server position - confirmed_flush_lsn).
+pub const REPLICATION_LAG_BYTES: &str = "ciosync_replication_lag_bytes";
+/// Gauge: WAL the server keeps for the slot (server position - restart_lsn).
+pub const SLOT_RETAINED_WAL_BYTES: &str = "ciosync_slot_retained_wal_bytes";
+/// Gauge: 1 for the slot's `wal_status`, 0 for the others.
+pub const SLOT_WAL_STATUS: &str = "ciosync_slot_wal_status";
+/// Gauge: WAL that can be written before the slot is lost.
+pub const SLOT_SAFE_WAL_SIZE_BYTES: &str = "ciosync_slot_safe_wal_size_bytes";
+/// Gauge: rows delivered by the running backfills.
+pub const BACKFILL_ROWS_DONE: &str = "ciosync_backfill_rows_done";
+/// Gauge: rows the running backfills expect to send.
+pub const BACKFILL_ROWS_EXPECTED: &str = "ciosync_backfill_rows_expected";
 
 /// Label of [`CHANGES_SKIPPED`]: `no_change`, `invalid_id`, `unknown_table`, `truncate`.
 pub const LABEL_REASON: &str = "reason";
 /// Label of [`OPERATIONS_COMPLETED`]: `accepted`, `dead_lettered`.
 pub const LABEL_OUTCOME: &str = "outcome";
+/// Label of [`CUSTOMERIO_REQUESTS`]: the Track API route, `batch` (`/api/v2/batch`).
+pub const LABEL_ENDPOINT: &str = "endpoint";
+/// Label of [`CUSTOMERIO_REQUESTS`]: `2xx`, `3xx`, `4xx`, `5xx`, `no_answer`.
+pub const LABEL_STATUS_CLASS: &str = "status_class";
 /// Label of [`PIPELINE_PHASE`]: see `health::Phase::as_str`.
 pub const LABEL_PHASE: &str = "phase";
+/// Label of [`SLOT_WAL_STATUS`]: see `slot::WAL_STATUSES`.
+pub const LABEL_WAL_STATUS: &str = "wal_status";
 /// Label of [`BUILD_INFO`].
 pub const LABEL_VERSION: &str = "version";

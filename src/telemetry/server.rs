@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::exporter::{self, Exporter};
+use super::slot::SlotWatch;
 use super::Counters;
 use crate::config::{ConfigError, MetricsConfig};
 
@@ -52,6 +53,8 @@ pub async fn bind(config: &MetricsConfig) -> Result<TcpListener, BindError> {
 /// What the handlers share.
 struct Endpoint {
     exporter: Exporter,
+    /// Read from Postgres at each scrape of `/metrics`.
+    slot: Option<Arc<SlotWatch>>,
     counters: Arc<Counters>,
     stall_timeout: Duration,
     /// Cancelled once shutdown was asked for: not ready any more.
@@ -60,20 +63,21 @@ struct Endpoint {
 
 /// Serves the endpoint on `listener` until `stop` is cancelled. `shutdown`
 /// (the daemon's) only turns `/readyz` to 503; `/metrics` stays up while
-/// the pipeline drains, so its last values can still be scraped.
+/// the pipeline drains, so its last values can still be scraped. With
+/// `slot`, each scrape also reads the slot's status from Postgres.
 pub async fn serve(
     listener: TcpListener,
     counters: Arc<Counters>,
+    slot: Option<Arc<SlotWatch>>,
     stall_timeout: Duration,
     shutdown: CancellationToken,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
-    let endpoint = Arc::new(Endpoint {
-        exporter: Exporter::new(counters.clone(), stall_timeout),
-        counters,
-        stall_timeout,
-        shutdown,
-    });
+    let mut exporter = Exporter::new(counters.clone(), stall_timeout);
+    if let Some(watch) = &slot {
+        exporter = exporter.with_slot_watch(watch.clone());
+    }
+    let endpoint = Arc::new(Endpoint { exporter, slot, counters, stall_timeout, shutdown });
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -86,6 +90,9 @@ pub async fn serve(
 }
 
 async fn metrics(State(endpoint): State<Arc<Endpoint>>) -> Response {
+    if let Some(watch) = &endpoint.slot {
+        watch.refresh().await;
+    }
     let body = endpoint.exporter.render();
     ([(header::CONTENT_TYPE, exporter::CONTENT_TYPE)], body).into_response()
 }
