@@ -69,6 +69,7 @@ use crate::sink::retry::Backoff;
 use crate::sink::{Sink, SinkError};
 use crate::source::connection::ConnectionSettings;
 use crate::source::{Source, SourceError, SourceEvent};
+use crate::telemetry::by_table::Operation;
 use crate::telemetry::lag::UnackedCommits;
 use crate::telemetry::{Counters, Phase};
 
@@ -328,7 +329,7 @@ impl Session<'_> {
         match event {
             SourceEvent::Begin => self.in_transaction = true,
             SourceEvent::Change(change) => {
-                Counters::add(&self.counters.changes_received, 1);
+                self.counters.changes_received.add(&change.table, Operation::of(&change.op));
                 if !self.windows.is_idle() {
                     let table = change.table.qualified_name();
                     self.windows.observe(&table, &self.mapper.customer_ids(&change));

@@ -32,6 +32,7 @@ mod initial_copy_survives_kill_9;
 mod item_errors_retry_or_dead_letter;
 mod kill_9_and_restart_loses_nothing;
 mod memory_budget_bounds_a_big_transaction;
+mod metrics_count_dead_letters;
 mod metrics_count_what_was_delivered;
 mod metrics_port_in_use_stops_the_daemon;
 mod metrics_show_the_slot_lag_and_retained_wal;

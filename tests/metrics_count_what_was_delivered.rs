@@ -37,7 +37,12 @@ async fn metrics_count_what_was_delivered() {
 
     let batches = emulator.requests().iter().filter(|r| r.path == "/api/v2/batch").count();
     let expected = [
-        ("ciosync_changes_received_total", INSERTS as f64 + 1.0),
+        (
+            r#"ciosync_changes_received_total{table="public.users",operation="insert"}"#,
+            INSERTS as f64,
+        ),
+        (r#"ciosync_changes_received_total{table="public.users",operation="update"}"#, 1.0),
+        (r#"ciosync_changes_received_total{table="public.users",operation="delete"}"#, 0.0),
         ("ciosync_changes_skipped_total{reason=\"no_change\"}", 1.0),
         ("ciosync_changes_skipped_total{reason=\"invalid_id\"}", 0.0),
         ("ciosync_operations_completed_total{outcome=\"accepted\"}", INSERTS as f64),

@@ -135,10 +135,18 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
     );
 
     out.counter(INITIAL_COPY_ROWS, "Rows read by the initial copy.", get(&c.rows_copied));
-    out.counter(
+    let changes = c.changes_received.snapshot();
+    let changes: Vec<(Vec<(&str, &str)>, f64)> = changes
+        .iter()
+        .map(|(table, op, n)| {
+            (vec![(LABEL_TABLE, table.as_str()), (LABEL_OPERATION, op.as_str())], *n as f64)
+        })
+        .collect();
+    out.series(
+        MetricType::COUNTER,
         CHANGES_RECEIVED,
-        "Row changes received from the synced tables.",
-        get(&c.changes_received),
+        "Row changes received from the synced tables, by table and operation (no series before the first change).",
+        &changes,
     );
     out.labelled(
         MetricType::COUNTER,
@@ -349,7 +357,16 @@ mod tests {
     #[test]
     fn every_counter_is_exported_with_its_value() {
         let counters = Arc::new(Counters::default());
-        Counters::add(&counters.changes_received, 7);
+        let users = crate::change::Table {
+            oid: 1,
+            schema: "public".to_owned(),
+            name: "users".to_owned(),
+            columns: Vec::new(),
+            replica_identity: crate::change::ReplicaIdentity::Full,
+        };
+        for _ in 0..7 {
+            counters.changes_received.add(&users, crate::telemetry::by_table::Operation::Insert);
+        }
         Counters::add(&counters.changes_skipped_no_change, 2);
         Counters::add(&counters.truncates_ignored, 1);
         Counters::add(&counters.ops_accepted, 5);
@@ -366,7 +383,8 @@ mod tests {
         Counters::set(&counters.last_acked_lsn, 0x1_0000_0000, None);
         let text = Exporter::new(counters, Duration::from_secs(60)).render();
         let cases = [
-            ("ciosync_changes_received_total", 7.0),
+            ("ciosync_changes_received_total{table=\"public.users\",operation=\"insert\"}", 7.0),
+            ("ciosync_changes_received_total{table=\"public.users\",operation=\"delete\"}", 0.0),
             ("ciosync_changes_skipped_total{reason=\"no_change\"}", 2.0),
             ("ciosync_changes_skipped_total{reason=\"truncate\"}", 1.0),
             ("ciosync_changes_skipped_total{reason=\"invalid_id\"}", 0.0),

@@ -12,6 +12,7 @@
 //! The [`exporter`] turns them into Prometheus metrics when scraped, so the
 //! hot path pays one relaxed atomic add and nothing else.
 
+pub mod by_table;
 pub mod exporter;
 pub mod health;
 pub mod lag;
@@ -30,8 +31,8 @@ pub use health::{Health, Phase};
 pub struct Counters {
     /// Rows read by the initial copy.
     pub rows_copied: AtomicU64,
-    /// Row changes received from the synced tables.
-    pub changes_received: AtomicU64,
+    /// Row changes received from the synced tables, by table and operation.
+    pub changes_received: by_table::ChangesByTable,
     /// Changes that produced no call because no mapped attribute changed.
     pub changes_skipped_no_change: AtomicU64,
     /// Changes skipped because the customer id was NULL, empty or too long.

@@ -22,7 +22,7 @@ pub const LAST_DELIVERY_TIMESTAMP: &str = "ciosync_last_delivery_timestamp_secon
 
 /// Counter: rows read by the initial copy.
 pub const INITIAL_COPY_ROWS: &str = "ciosync_initial_copy_rows_total";
-/// Counter: row changes received from the synced tables.
+/// Counter: row changes received from the synced tables, by `table` and `operation`.
 pub const CHANGES_RECEIVED: &str = "ciosync_changes_received_total";
 /// Counter: changes (and TRUNCATEs) that produced no call, by `reason`.
 pub const CHANGES_SKIPPED: &str = "ciosync_changes_skipped_total";
@@ -82,8 +82,15 @@ pub const BACKFILL_ROWS_DONE: &str = "ciosync_backfill_rows_done";
 /// Gauge: rows the running backfills expect to send.
 pub const BACKFILL_ROWS_EXPECTED: &str = "ciosync_backfill_rows_expected";
 
+/// Gauge: this slot's rows in `ciosync.dead_letters`.
+pub const DEAD_LETTERS_STORED: &str = "ciosync_dead_letters_stored";
+
 /// Label of [`CHANGES_SKIPPED`]: `no_change`, `invalid_id`, `unknown_table`, `truncate`.
 pub const LABEL_REASON: &str = "reason";
+/// Label of [`CHANGES_RECEIVED`]: `schema.table` of a synced table.
+pub const LABEL_TABLE: &str = "table";
+/// Label of [`CHANGES_RECEIVED`]: `insert`, `update`, `delete`.
+pub const LABEL_OPERATION: &str = "operation";
 /// Label of [`OPERATIONS_COMPLETED`]: `accepted`, `dead_lettered`.
 pub const LABEL_OUTCOME: &str = "outcome";
 /// Label of [`CUSTOMERIO_REQUESTS`]: the Track API route, `batch` (`/api/v2/batch`).

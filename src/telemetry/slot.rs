@@ -36,6 +36,8 @@ pub struct Reading {
     pub slot: Option<SlotRow>,
     /// Rows done and expected, summed over this slot's running backfills.
     pub backfill_rows: (u64, u64),
+    /// This slot's rows in `ciosync.dead_letters`; `None` if unreadable.
+    pub dead_letters: Option<u64>,
 }
 
 /// The columns of `pg_replication_slots` that matter here.
@@ -122,7 +124,17 @@ impl SlotWatch {
             .await
             .map(|r| (r.get::<_, i64>(0).max(0) as u64, r.get::<_, i64>(1).max(0) as u64))
             .unwrap_or_default();
-        Ok(Reading { server_lsn: row.get::<_, i64>(0) as u64, slot, backfill_rows: backfills })
+        let dead_letters = sql
+            .query_one("SELECT count(*) FROM ciosync.dead_letters WHERE slot = $1", &[&self.slot])
+            .await
+            .ok()
+            .map(|r| r.get::<_, i64>(0).max(0) as u64);
+        Ok(Reading {
+            server_lsn: row.get::<_, i64>(0) as u64,
+            slot,
+            backfill_rows: backfills,
+            dead_letters,
+        })
     }
 
     fn last(&self) -> Option<Reading> {
@@ -148,6 +160,7 @@ impl SlotCollector {
                 safe_wal_size: Some(1),
             }),
             backfill_rows: (0, 0),
+            dead_letters: Some(0),
         };
         Self { watch, descs: describe(&families(Some(&every_series))) }
     }
@@ -219,6 +232,11 @@ pub fn families(reading: Option<&Reading>) -> Vec<MetricFamily> {
         "Rows the running backfills expect to send (estimated when each started).",
         reading.backfill_rows.1 as f64,
     );
+    out.optional_gauge(
+        DEAD_LETTERS_STORED,
+        "Operations refused for good waiting in ciosync.dead_letters for this slot (ciosync dlq list shows them).",
+        reading.dead_letters.map(|n| n as f64),
+    );
     out.0
 }
 
@@ -246,6 +264,7 @@ mod tests {
                 safe_wal_size: None,
             }),
             backfill_rows: (10, 40),
+            dead_letters: Some(3),
         };
         let text = text(Some(&reading));
         for line in [
@@ -257,6 +276,7 @@ mod tests {
             "ciosync_slot_wal_status{wal_status=\"reserved\"} 0",
             "ciosync_backfill_rows_done 10",
             "ciosync_backfill_rows_expected 40",
+            "ciosync_dead_letters_stored 3",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
         }
