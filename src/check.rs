@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use tokio_postgres::Client;
 
-use crate::config::{Config, Region, SyncConfig};
+use crate::config::{Config, OnSlotLost, Region, SyncConfig};
 use crate::pipeline::error_chain;
 use crate::sink::client::TrackClient;
 use crate::sink::SinkError;
 use crate::source::connection::ConnectionSettings;
 use crate::source::setup::{self, quote_ident, quoted_table, SlotState};
+use crate::source::slot::{lost_message, Lost};
 use crate::telemetry::Counters;
 
 /// How a check came out.
@@ -428,6 +429,10 @@ async fn check_slot(
             "stop the other consumer; only one may use a slot",
         )),
         SlotState::Unusable(reason) => out.push(Finding::error(&label, reason, "see above")),
+        SlotState::Invalidated => out.push(lost_slot(&label, config, Lost::Invalidated)),
+        SlotState::Missing if slot_recorded(sql, config).await? => {
+            out.push(lost_slot(&label, config, Lost::Dropped))
+        }
         SlotState::Missing => {
             let row = sql
                 .query_one(
@@ -449,6 +454,36 @@ async fn check_slot(
         }
     }
     Ok(())
+}
+
+/// A lost slot: `run` stops on it (or recreates it when configured to).
+fn lost_slot(label: &str, config: &Config, how: Lost) -> Finding {
+    let message = lost_message(&config.postgres.slot, how);
+    match config.postgres.on_slot_lost {
+        OnSlotLost::Stop => Finding::error(label, message, "see above"),
+        OnSlotLost::RecreateAndBackfill => Finding::warning(
+            label,
+            message,
+            "postgres.on_slot_lost = recreate_and_backfill: run will recreate it and backfill",
+        ),
+    }
+}
+
+/// Whether `ciosync.slots` says the daemon streamed from this slot before
+/// (read only; the table may not exist yet).
+async fn slot_recorded(sql: &Client, config: &Config) -> Result<bool, tokio_postgres::Error> {
+    let exists: bool =
+        sql.query_one("SELECT to_regclass('ciosync.slots') IS NOT NULL", &[]).await?.get(0);
+    if !exists {
+        return Ok(false);
+    }
+    let row = sql
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM ciosync.slots WHERE slot = $1)",
+            &[&config.postgres.slot],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 /// The daemon keeps its own state in the `ciosync` schema: the initial

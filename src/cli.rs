@@ -1,5 +1,6 @@
 //! The command line: `run`, `check`, `backfill`, `dlq` and `demo`. Exit
-//! status 0 on success, 1 on a runtime failure, 2 on bad usage or a bad config.
+//! status 0 on success, 1 on a runtime failure, 2 on bad usage or a bad
+//! config, 3 when `run` finds its replication slot lost.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,12 +12,17 @@ use tokio_util::sync::CancellationToken;
 use crate::backfill::command::Request;
 use crate::config::Config;
 use crate::pipeline::{self, RunError};
+use crate::source::SourceError;
 use crate::telemetry::{self, Counters};
 
 /// Exit status of a runtime failure.
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit status of bad usage or a bad config.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit status when the replication slot is lost (dropped or invalidated):
+/// restarting cannot help, so service managers should not (the systemd unit
+/// sets `RestartPreventExitStatus=2 3`).
+pub const EXIT_SLOT_LOST: u8 = 3;
 
 /// Keeps Customer.io in step with a Postgres users table through logical replication.
 #[derive(Debug, Parser)]
@@ -103,7 +109,8 @@ pub fn main(cli: Cli) -> ExitCode {
                 Some(f) => f == LogFormat::Json,
                 None => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
-            telemetry::init_logging(json, "info");
+            // RUST_LOG, when set, wins over log.level.
+            telemetry::init_logging(json, &config.log.level);
             runtime().block_on(run(config))
         }
         Command::Check { config } => {
@@ -188,6 +195,7 @@ async fn run(config: Config) -> ExitCode {
             eprintln!("ciosync: {}", pipeline::error_chain(&error));
             match error {
                 RunError::Config(_) => ExitCode::from(EXIT_USAGE),
+                RunError::Source(SourceError::SlotLost { .. }) => ExitCode::from(EXIT_SLOT_LOST),
                 _ => ExitCode::from(EXIT_FAILURE),
             }
         }

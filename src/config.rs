@@ -47,8 +47,15 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9820";
 /// reports the pipeline stalled, seconds: two retry backoffs at their default cap.
 pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 120;
 
+/// Default interval of heartbeats on a quiet database, seconds.
+pub const DEFAULT_HEARTBEAT_INTERVAL_SECS: u64 = 60;
+/// Default retained WAL at which the slot's size is warned about: 4 GiB.
+pub const DEFAULT_RETAINED_WAL_WARN_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// Default log filter when `RUST_LOG` is not set.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
 /// Sections whose scalar keys can be overridden from the environment.
-const ENV_SECTIONS: [&str; 4] = ["postgres", "customerio", "pipeline", "metrics"];
+const ENV_SECTIONS: [&str; 5] = ["postgres", "customerio", "pipeline", "metrics", "log"];
 
 /// A configuration problem, naming the field and what is allowed.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +127,9 @@ pub struct Config {
     /// The HTTP endpoint for Prometheus and health probes; every key has a default.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Logging; every key has a default.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 /// `[postgres]`: the source database.
@@ -142,6 +152,43 @@ pub struct PostgresConfig {
     /// Timeout for connecting to Postgres, seconds. Default 10.
     #[serde(default = "default_connect_timeout_secs")]
     pub connect_timeout_secs: u64,
+    /// What to do when the slot ciosync used is gone (dropped, or
+    /// invalidated by `max_slot_wal_keep_size`). Default `stop`.
+    #[serde(default)]
+    pub on_slot_lost: OnSlotLost,
+    /// While no transaction of the synced tables arrives for this long, a
+    /// heartbeat (`pg_logical_emit_message`) is written so the slot keeps
+    /// advancing, seconds (0 turns heartbeats off, else 1-86400). Default 60.
+    #[serde(default = "default_heartbeat_interval_secs")]
+    pub heartbeat_interval_secs: u64,
+    /// Retained WAL (bytes the server keeps for the slot) at which ciosync
+    /// logs a warning and sets `ciosync_slot_retained_wal_warning`. Capped at
+    /// 80% of `max_slot_wal_keep_size` when that is set. Default 4 GiB.
+    #[serde(default = "default_retained_wal_warn_bytes")]
+    pub retained_wal_warn_bytes: u64,
+}
+
+/// `postgres.on_slot_lost`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSlotLost {
+    /// Say so and exit (status 3): changes made since the slot was lost
+    /// never reached Customer.io, and someone must decide what to do.
+    #[default]
+    Stop,
+    /// Create the slot again and queue a backfill of every synced table
+    /// (rows deleted meanwhile stay in Customer.io).
+    RecreateAndBackfill,
+}
+
+impl OnSlotLost {
+    /// The value as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::RecreateAndBackfill => "recreate_and_backfill",
+        }
+    }
 }
 
 /// Customer.io's data centre.
@@ -317,6 +364,27 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[log]`: what the daemon logs (the format is `run --log-format`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter: a level (`error`, `warn`, `info`, `debug`,
+    /// `trace`) or directives such as `info,ciosync::sink=debug`. `RUST_LOG`,
+    /// when set, wins. Default `info`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: DEFAULT_LOG_LEVEL.to_owned() }
+    }
+}
+
+fn default_log_level() -> String {
+    DEFAULT_LOG_LEVEL.to_owned()
+}
+
 impl MetricsConfig {
     /// The address to listen on; [`Config::validate`] checked that it parses.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -372,6 +440,12 @@ fn default_status_interval_ms() -> u64 {
 }
 fn default_connect_timeout_secs() -> u64 {
     DEFAULT_CONNECT_TIMEOUT_SECS
+}
+fn default_heartbeat_interval_secs() -> u64 {
+    DEFAULT_HEARTBEAT_INTERVAL_SECS
+}
+fn default_retained_wal_warn_bytes() -> u64 {
+    DEFAULT_RETAINED_WAL_WARN_BYTES
 }
 fn default_region() -> Region {
     Region::Us
@@ -437,6 +511,28 @@ impl Config {
             return Err(ConfigError::invalid(
                 "postgres.connect_timeout_secs",
                 "must be between 1 and 600",
+            ));
+        }
+        if self.postgres.heartbeat_interval_secs > 86_400 {
+            return Err(ConfigError::invalid(
+                "postgres.heartbeat_interval_secs",
+                "must be 0 (no heartbeats) or between 1 and 86400",
+            ));
+        }
+        if self.postgres.retained_wal_warn_bytes < 16 * 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "postgres.retained_wal_warn_bytes",
+                "must be at least 16777216 (16 MiB, one WAL segment)",
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::invalid(
+                "log.level",
+                format!(
+                    "must be a level (error, warn, info, debug, trace) or tracing directives \
+                     such as info,ciosync::sink=debug (got {:?})",
+                    self.log.level
+                ),
             ));
         }
         let cio = &self.customerio;
@@ -647,7 +743,16 @@ fn apply_env_overrides(
 fn is_string_key(key: &str) -> bool {
     matches!(
         key,
-        "url" | "slot" | "publication" | "site_id" | "api_key" | "region" | "track_url" | "listen"
+        "url"
+            | "slot"
+            | "publication"
+            | "site_id"
+            | "api_key"
+            | "region"
+            | "track_url"
+            | "listen"
+            | "level"
+            | "on_slot_lost"
     )
 }
 
@@ -796,5 +901,39 @@ created_at = "created_at"
         let bad = text.replace("sslmode", "x").replace("/app\"", "/app?sslmode=nope\"");
         let err = error_of(&bad);
         assert!(!err.contains("pw-very-secret"), "{err}");
+    }
+
+    #[test]
+    fn slot_safety_and_log_keys_have_defaults_and_are_checked_by_name() {
+        let config = Config::from_toml(MINIMAL, no_env()).unwrap();
+        assert_eq!(config.postgres.on_slot_lost, OnSlotLost::Stop);
+        assert_eq!(config.postgres.heartbeat_interval_secs, DEFAULT_HEARTBEAT_INTERVAL_SECS);
+        assert_eq!(config.postgres.retained_wal_warn_bytes, DEFAULT_RETAINED_WAL_WARN_BYTES);
+        assert_eq!(config.log.level, "info");
+
+        let env = vec![
+            ("CIOSYNC_POSTGRES_ON_SLOT_LOST".to_owned(), "recreate_and_backfill".to_owned()),
+            ("CIOSYNC_POSTGRES_HEARTBEAT_INTERVAL_SECS".to_owned(), "0".to_owned()),
+            ("CIOSYNC_LOG_LEVEL".to_owned(), "warn,ciosync::sink=debug".to_owned()),
+        ];
+        let config = Config::from_toml(MINIMAL, env).unwrap();
+        assert_eq!(config.postgres.on_slot_lost, OnSlotLost::RecreateAndBackfill);
+        assert_eq!(config.postgres.heartbeat_interval_secs, 0);
+        assert_eq!(config.log.level, "warn,ciosync::sink=debug");
+
+        let with = |section: &str, line: &str| {
+            let text =
+                MINIMAL.replace(&format!("[{section}]\n"), &format!("[{section}]\n{line}\n"));
+            let text =
+                if text == MINIMAL { format!("{MINIMAL}\n[{section}]\n{line}\n") } else { text };
+            error_of(&text)
+        };
+        assert!(with("postgres", "on_slot_lost = \"recreate\"").contains("on_slot_lost"));
+        assert!(with("postgres", "heartbeat_interval_secs = 100000")
+            .contains("postgres.heartbeat_interval_secs"));
+        assert!(with("postgres", "retained_wal_warn_bytes = 1000")
+            .contains("postgres.retained_wal_warn_bytes"));
+        assert!(with("log", "level = \"info,[\"").contains("log.level"));
+        assert!(with("log", "format = \"json\"").contains("format"));
     }
 }

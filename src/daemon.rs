@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::pipeline::{self, Progress, RunError};
 use crate::source::connection::ConnectionSettings;
+use crate::source::keeper::{self, KeeperConfig};
 use crate::telemetry::slot::SlotWatch;
 use crate::telemetry::{self, Counters};
 
@@ -36,6 +37,16 @@ pub async fn run(
         shutdown.clone(),
         stop_server.clone(),
     ));
+    // Heartbeats and the retained-WAL warning, from the start (a long
+    // initial copy retains WAL too) until the pipeline stops.
+    if let Ok(settings) = ConnectionSettings::parse(&config.postgres) {
+        tokio::spawn(keeper::run(
+            settings,
+            KeeperConfig::of(&config),
+            counters.clone(),
+            stop_server.clone(),
+        ));
+    }
     let outcome = pipeline::run(config, shutdown, counters).await;
     stop_server.cancel();
     match server.await {

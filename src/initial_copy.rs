@@ -86,10 +86,10 @@ pub async fn run(
     let sql = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
     setup::ensure_publication(&sql, config).await?;
     let slot = &config.postgres.slot;
-    let slot_state = setup::slot_state(&sql, config).await?;
-    if let SlotState::Unusable(reason) = slot_state {
-        return Err(SourceError::Definite(reason).into());
-    }
+    // A lost slot stops here (or is recreated, with backfills queued), before
+    // anything is copied; without an initial copy a new slot is made here.
+    let slot_state =
+        crate::source::slot::ensure(&sql, config, counters, !config.pipeline.initial_sync).await?;
     if !config.pipeline.initial_sync {
         return Ok(CopyOutcome::Complete);
     }
@@ -103,6 +103,7 @@ pub async fn run(
         state.plan(&tables).await?;
         let reader = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
         create_slot_and_import_snapshot(settings, config, &reader).await?;
+        state.record_slot().await?;
         tracing::info!(%slot, tables = tables.len(), "replication slot created; initial copy starts");
         for sync in &config.sync {
             if copier.copy_table(&reader, &state, sync, None, 0, true).await?

@@ -68,8 +68,9 @@ use crate::mapping::Mapper;
 use crate::sink::retry::Backoff;
 use crate::sink::{Sink, SinkError};
 use crate::source::connection::ConnectionSettings;
-use crate::source::{Source, SourceError, SourceEvent};
+use crate::source::{keeper, Source, SourceError, SourceEvent};
 use crate::telemetry::by_table::Operation;
+use crate::telemetry::health::now_ms;
 use crate::telemetry::lag::UnackedCommits;
 use crate::telemetry::{Counters, Phase};
 
@@ -363,6 +364,7 @@ impl Session<'_> {
             }
             SourceEvent::Commit { end_lsn, commit_time } => {
                 self.in_transaction = false;
+                Counters::set(&self.counters.last_commit_received_ms, now_ms(), None);
                 self.sink.commit(end_lsn);
                 self.unacked.commit(end_lsn, commit_time);
                 if !self.ack_completed() {
@@ -370,7 +372,10 @@ impl Session<'_> {
                 }
             }
             SourceEvent::Message { prefix, content } => {
-                if prefix == backfill::WATERMARK_PREFIX {
+                if prefix == keeper::HEARTBEAT_PREFIX && content == self.slot.as_bytes() {
+                    // Its transaction's commit is acknowledged like any other.
+                    Counters::add(&self.counters.heartbeats_received, 1);
+                } else if prefix == backfill::WATERMARK_PREFIX {
                     match backfill::parse_watermark(self.slot, &content) {
                         Some(Watermark::Low(id)) => self.windows.open(id),
                         Some(Watermark::High(id))

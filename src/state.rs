@@ -30,6 +30,15 @@ CREATE TABLE IF NOT EXISTS ciosync.initial_copy (
 );
 COMMENT ON TABLE ciosync.initial_copy IS
     'ciosync: progress of the first copy of each synced table into Customer.io';
+CREATE TABLE IF NOT EXISTS ciosync.slots (
+    slot             text        PRIMARY KEY,
+    first_seen_at    timestamptz NOT NULL DEFAULT now(),
+    recreated_at     timestamptz,
+    times_recreated  integer     NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE ciosync.slots IS
+    'ciosync: replication slots this database''s ciosync has streamed from; a slot listed '
+    'here and missing from pg_replication_slots was lost, and is not recreated silently';
 CREATE TABLE IF NOT EXISTS ciosync.backfills (
     id            bigserial   PRIMARY KEY,
     slot          text        NOT NULL,
@@ -128,6 +137,49 @@ impl<'a> State<'a> {
             .await
             .map_err(SourceError::sql("create the ciosync schema"))?;
         Ok(Self { sql, slot })
+    }
+
+    /// Whether this slot was used before: recorded in `ciosync.slots`, or an
+    /// initial copy got past its plan (which only happens once the slot
+    /// exists; this covers slots created before `ciosync.slots` existed).
+    pub async fn slot_known(&self) -> Result<bool, SourceError> {
+        let row = self
+            .sql
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM ciosync.slots WHERE slot = $1) \
+                     OR EXISTS (SELECT 1 FROM ciosync.initial_copy \
+                                WHERE slot = $1 AND state <> 'pending')",
+                &[&self.slot],
+            )
+            .await
+            .map_err(SourceError::sql("read ciosync.slots"))?;
+        Ok(row.get(0))
+    }
+
+    /// Records that the slot exists and is ours (idempotent).
+    pub async fn record_slot(&self) -> Result<(), SourceError> {
+        self.sql
+            .execute(
+                "INSERT INTO ciosync.slots (slot) VALUES ($1) ON CONFLICT (slot) DO NOTHING",
+                &[&self.slot],
+            )
+            .await
+            .map_err(SourceError::sql("write ciosync.slots"))?;
+        Ok(())
+    }
+
+    /// Records that the slot was lost and created again.
+    pub async fn record_slot_recreated(&self) -> Result<(), SourceError> {
+        self.sql
+            .execute(
+                "INSERT INTO ciosync.slots AS s (slot, recreated_at, times_recreated) \
+                 VALUES ($1, now(), 1) ON CONFLICT (slot) DO UPDATE \
+                 SET recreated_at = now(), times_recreated = s.times_recreated + 1",
+                &[&self.slot],
+            )
+            .await
+            .map_err(SourceError::sql("write ciosync.slots"))?;
+        Ok(())
     }
 
     /// The copy state of every table recorded for this slot.

@@ -1,6 +1,6 @@
-//! Customer.io's definite refusals: a 401 stops the daemon with a message
-//! about the credentials and acknowledges nothing; a 4xx for one customer
-//! dead-letters only that customer's change, and the stream goes on.
+//! Customer.io's refusals: a 401 keeps the daemon up but not ready, retrying
+//! and acknowledging nothing, with a metric to alert on; a 4xx for one
+//! customer dead-letters only that customer's change, and the stream goes on.
 
 use std::sync::atomic::Ordering;
 
@@ -10,28 +10,62 @@ use ciosync::sink::SinkError;
 
 use crate::support::daemon::API_KEY;
 use crate::support::emulator::wait_for_customers;
+use crate::support::endpoint::{get, value, wait_for_metrics, wait_for_status};
 use crate::support::postgres::USERS_TABLE;
 use crate::support::{eventually, Scenario};
 
 #[tokio::test]
-async fn refused_credentials_stop_the_daemon_without_acknowledging() {
-    let Scenario { db, emulator: _emulator, daemon } =
-        Scenario::start_with("unauthorized", USERS_TABLE, |c| c.replace(API_KEY, "wrong-key"))
-            .await;
-    db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io')").await;
+async fn refused_credentials_keep_the_daemon_up_unready_and_unacknowledged() {
+    let Scenario { db, emulator, daemon } = Scenario::start("unauthorized").await;
+    // Customer.io refuses the key (revoked, then re-enabled in the workspace).
+    emulator.set_faults(Faults { fail_next: u32::MAX, fail_status: 401, ..Faults::default() });
+    let inserted = db.exec_then_lsn("INSERT INTO users (id, email) VALUES (1, 'a@x.io')").await;
 
-    let outcome = tokio::time::timeout(crate::support::CONVERGE, daemon.join())
-        .await
-        .expect("the daemon stops by itself");
-    let error = outcome.unwrap_err();
-    assert!(matches!(error, RunError::Sink(SinkError::Unauthorized)), "{error:?}");
-    let message = ciosync::pipeline::error_chain(&error);
+    let (seen, text) = wait_for_metrics(&daemon.url("/metrics"), |t| {
+        value(t, "ciosync_customerio_unauthorized") == Some(1.0)
+    })
+    .await;
+    assert!(seen, "the refusal shows as a metric:\n{text}");
+    let (status, reason) = get(&daemon.url("/readyz")).await;
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("HTTP 401") && reason.contains("customerio.api_key"), "{reason}");
+    // The slot is active (an active slot cannot be peeked): its position says it.
+    assert!(db.confirmed_flush(&db.name).await < inserted, "the refused insert was acknowledged");
+    assert!(emulator.customer("1").is_none());
+
+    // Accepted again: the change is delivered, the gauge and /readyz recover.
+    emulator.set_faults(Faults::default());
+    assert!(wait_for_customers(&emulator, |c| c.contains_key("1")).await);
+    let (seen, text) = wait_for_metrics(&daemon.url("/metrics"), |t| {
+        value(t, "ciosync_customerio_unauthorized") == Some(0.0)
+    })
+    .await;
+    assert!(seen, "{text}");
+    assert!(wait_for_status(&daemon.url("/readyz"), 200).await);
+    daemon.stop().await.expect("a clean stop");
+    assert_eq!(db.pending_in_slot().await, 0, "delivered and acknowledged");
+}
+
+#[tokio::test]
+async fn a_wrong_api_key_is_named_without_being_shown() {
+    let message = SinkError::Unauthorized.to_string();
     assert!(
         message.contains("refused the credentials") && message.contains("customerio.api_key"),
         "{message}"
     );
-    assert!(!message.contains("wrong-key"));
-    assert!(db.pending_in_slot().await > 0, "the refused insert was acknowledged");
+    let Scenario { db, emulator: _emulator, daemon } =
+        Scenario::start_with("wrong_key", USERS_TABLE, |c| c.replace(API_KEY, "wrong-key")).await;
+    db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io')").await;
+    let (seen, text) = wait_for_metrics(&daemon.url("/metrics"), |t| {
+        value(t, "ciosync_customerio_unauthorized") == Some(1.0)
+    })
+    .await;
+    assert!(seen, "{text}");
+    assert!(!text.contains("wrong-key"));
+    let (_, reason) = get(&daemon.url("/readyz")).await;
+    assert!(!reason.contains("wrong-key"), "{reason}");
+    daemon.stop().await.expect("a clean stop");
+    assert!(db.pending_in_slot().await > 0, "nothing was acknowledged");
 }
 
 #[tokio::test]

@@ -36,8 +36,10 @@ struct Pending {
 impl Delivery {
     /// Sends `items` until each is accepted or, refused for good, stored as
     /// a dead letter. Transient failures are retried for as long as it
-    /// takes; `Err` only for a refusal no retry fixes (bad credentials, wrong
-    /// host), in which case nothing of the batch counts as delivered.
+    /// takes, and so are refused credentials (HTTP 401, see
+    /// `Health::set_unauthorized`); `Err` only for a refusal no
+    /// retry fixes (a redirect, a wrong host), in which case nothing of the
+    /// batch counts as delivered.
     pub async fn deliver(&self, items: Vec<EncodedItem>) -> Result<(), SinkError> {
         let mut pending: Vec<Pending> =
             items.into_iter().map(|item| Pending { item, attempts: 0 }).collect();
@@ -49,7 +51,11 @@ impl Delivery {
             let count = if one_by_one { 1 } else { pending.len() };
             let body = batch::body_of(pending[..count].iter().map(|p| &p.item));
             self.counters.request_items.observe(count as f64);
-            match self.client.post_batch(body.into()).await {
+            let verdict = self.client.post_batch(body.into()).await;
+            if matches!(verdict, Verdict::Accepted | Verdict::PartlyRejected(_)) {
+                self.counters.health.set_unauthorized(false);
+            }
+            match verdict {
                 Verdict::Accepted => {
                     Counters::add(&self.counters.ops_accepted, count as u64);
                     pending.drain(..count);
@@ -109,7 +115,22 @@ impl Delivery {
                     let refused = pending.remove(0);
                     letters.push(letter(refused, status, message));
                 }
-                Verdict::Unauthorized => return Err(SinkError::Unauthorized),
+                Verdict::Unauthorized => {
+                    // Nothing works until the credentials do; the daemon
+                    // stays up, not ready, and keeps asking (a key can be
+                    // re-enabled in Customer.io), rather than exiting into a
+                    // restart loop that no alert could see.
+                    self.counters.health.set_unauthorized(true);
+                    Counters::add(&self.counters.requests_retried, 1);
+                    let delay = backoff.next_delay(None);
+                    tracing::error!(
+                        retry_in_ms = delay.as_millis() as u64,
+                        operations = count,
+                        "{}; retrying, nothing is acknowledged meanwhile",
+                        SinkError::Unauthorized
+                    );
+                    tokio::time::sleep(delay).await;
+                }
                 Verdict::Redirected { status } => return Err(SinkError::Redirected { status }),
                 Verdict::Refused { status, message } => {
                     return Err(SinkError::Refused { status, message })

@@ -13,10 +13,12 @@
 //! then replays everything after the last acknowledgement.
 
 pub mod connection;
+pub mod keeper;
 pub mod pgoutput;
 pub mod reader;
 pub mod relation;
 pub mod setup;
+pub mod slot;
 pub mod tls;
 
 use std::sync::Arc;
@@ -61,6 +63,10 @@ pub enum SourceError {
     /// Something the operator must fix; the message says what.
     #[error("{0}")]
     Definite(String),
+    /// The slot ciosync streamed from is gone; changes since it was lost
+    /// never reached Customer.io. Never recreated silently (see [`slot`]).
+    #[error("{}", slot::lost_message(slot, *how))]
+    SlotLost { slot: String, how: slot::Lost },
 }
 
 impl SourceError {
@@ -73,7 +79,7 @@ impl SourceError {
     /// or a missing privilege is definite.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Definite(_) => false,
+            Self::Definite(_) | Self::SlotLost { .. } => false,
             Self::Sql { source, .. } => {
                 !source.code().is_some_and(|c| is_definite_sqlstate(c.code()))
             }
@@ -140,7 +146,7 @@ impl Source {
         counters: Arc<Counters>,
     ) -> Result<Self, SourceError> {
         let sql = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
-        setup::ensure(&sql, config).await?;
+        setup::ensure(&sql, config, &counters).await?;
         let replication = settings
             .replication_config(
                 &config.postgres.slot,

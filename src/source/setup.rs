@@ -144,6 +144,9 @@ pub enum SlotState {
     Missing,
     /// A logical pgoutput slot in this database.
     Usable { active: bool, confirmed_flush_lsn: Option<String> },
+    /// Our kind of slot, invalidated: Postgres removed WAL it still needed
+    /// (`max_slot_wal_keep_size`), so it can no longer be streamed from.
+    Invalidated,
     /// A slot that cannot be used: the reason says why.
     Unusable(String),
 }
@@ -153,7 +156,7 @@ pub async fn slot_state(sql: &Client, config: &Config) -> Result<SlotState, Sour
     let row = sql
         .query_opt(
             "SELECT slot_type, plugin, database, active, confirmed_flush_lsn::text, \
-                    current_database() \
+                    current_database(), wal_status \
              FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
             &[&config.postgres.slot],
         )
@@ -181,26 +184,25 @@ pub async fn slot_state(sql: &Client, config: &Config) -> Result<SlotState, Sour
             database.unwrap_or_default()
         )));
     }
+    // PostgreSQL 13 to 15 show an invalidated slot's wal_status as `lost`,
+    // or as NULL once its restart_lsn is cleared.
+    let wal_status: Option<String> = row.get(6);
+    if wal_status.as_deref().is_none_or(|s| s == "lost") {
+        return Ok(SlotState::Invalidated);
+    }
     Ok(SlotState::Usable { active: row.get(3), confirmed_flush_lsn: row.get(4) })
 }
 
-/// Creates the publication and the slot where missing. Publication first:
-/// pgoutput reads it as of each change's position, so it must predate the slot.
-pub async fn ensure(sql: &Client, config: &Config) -> Result<(), SourceError> {
+/// Creates the publication where missing, then makes sure the slot can be
+/// streamed from: created on the first start, recorded, and never created
+/// again silently once lost (see [`super::slot`]).
+pub async fn ensure(
+    sql: &Client,
+    config: &Config,
+    counters: &crate::telemetry::Counters,
+) -> Result<(), SourceError> {
     ensure_publication(sql, config).await?;
-    match slot_state(sql, config).await? {
-        SlotState::Missing => {
-            sql.execute(
-                "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
-                &[&config.postgres.slot],
-            )
-            .await
-            .map_err(SourceError::sql("create the replication slot"))?;
-            tracing::info!(slot = %config.postgres.slot, "replication slot created");
-        }
-        SlotState::Unusable(reason) => return Err(SourceError::Definite(reason)),
-        SlotState::Usable { .. } => {}
-    }
+    super::slot::ensure(sql, config, counters, true).await?;
     Ok(())
 }
 

@@ -134,6 +134,37 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
         last_delivery,
     );
 
+    out.gauge(
+        CUSTOMERIO_UNAUTHORIZED,
+        "1 while Customer.io refuses the credentials (HTTP 401): nothing is delivered or acknowledged.",
+        f64::from(u8::from(c.health.unauthorized())),
+    );
+    out.counter(
+        HEARTBEATS_WRITTEN,
+        "Heartbeats written to the WAL while the synced tables were quiet (postgres.heartbeat_interval_secs).",
+        get(&c.heartbeats_written),
+    );
+    out.counter(
+        HEARTBEATS_RECEIVED,
+        "This slot's heartbeats that came back through the replication stream.",
+        get(&c.heartbeats_received),
+    );
+    out.gauge(
+        SLOT_RETAINED_WAL_WARN_BYTES,
+        "Retained WAL at which ciosync warns: postgres.retained_wal_warn_bytes, capped at 80% of max_slot_wal_keep_size (0 until read).",
+        get(&c.retained_wal_warn_bytes) as f64,
+    );
+    out.gauge(
+        SLOT_RETAINED_WAL_WARNING,
+        "1 while the slot retains at least ciosync_slot_retained_wal_warn_bytes of WAL, else 0.",
+        get(&c.retained_wal_warning) as f64,
+    );
+    out.counter(
+        SLOTS_RECREATED,
+        "Times the lost replication slot was created again (postgres.on_slot_lost = recreate_and_backfill).",
+        get(&c.slots_recreated),
+    );
+
     out.counter(INITIAL_COPY_ROWS, "Rows read by the initial copy.", get(&c.rows_copied));
     let changes = c.changes_received.snapshot();
     let changes: Vec<(Vec<(&str, &str)>, f64)> = changes
@@ -431,6 +462,9 @@ mod tests {
                 publication: "p".to_owned(),
                 status_interval_ms: 1000,
                 connect_timeout_secs: 1,
+                on_slot_lost: crate::config::OnSlotLost::Stop,
+                heartbeat_interval_secs: 0,
+                retained_wal_warn_bytes: crate::config::DEFAULT_RETAINED_WAL_WARN_BYTES,
             })
             .unwrap();
         let collector = SlotCollector::new(SlotWatch::new(settings, "s".to_owned()));

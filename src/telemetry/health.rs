@@ -73,6 +73,8 @@ pub struct Health {
     busy_since: AtomicU64,
     /// When a batch last completed (process clock, ms; 0 never).
     last_delivery: AtomicU64,
+    /// Customer.io answered the last request with HTTP 401.
+    unauthorized: AtomicBool,
 }
 
 /// One reading of [`Health`], for [`judge`].
@@ -84,6 +86,8 @@ pub struct Snapshot {
     pub busy_since_ms: u64,
     /// Process clock, ms; 0 never.
     pub last_delivery_ms: u64,
+    /// Customer.io refuses the credentials (HTTP 401).
+    pub unauthorized: bool,
 }
 
 impl Health {
@@ -111,6 +115,17 @@ impl Health {
         self.last_delivery.store(now_ms(), Ordering::Relaxed);
     }
 
+    /// Records whether Customer.io refused the credentials (HTTP 401) the
+    /// last time it answered.
+    pub fn set_unauthorized(&self, refused: bool) {
+        self.unauthorized.store(refused, Ordering::Relaxed);
+    }
+
+    /// Whether Customer.io refuses the credentials.
+    pub fn unauthorized(&self) -> bool {
+        self.unauthorized.load(Ordering::Relaxed)
+    }
+
     /// When a batch last completed, on the wall clock; `None` if none has.
     pub fn last_delivery(&self) -> Option<SystemTime> {
         let at = self.last_delivery.load(Ordering::Relaxed);
@@ -124,6 +139,7 @@ impl Health {
             busy: self.busy.load(Ordering::Relaxed),
             busy_since_ms: self.busy_since.load(Ordering::Relaxed),
             last_delivery_ms: self.last_delivery.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized(),
         }
     }
 
@@ -145,6 +161,11 @@ pub fn judge(health: &Snapshot, now_ms: u64, stall_timeout: Duration) -> Result<
                 .to_owned())
         }
         Phase::Stopping => Err("shutting down".to_owned()),
+        Phase::Streaming if health.unauthorized => {
+            Err("Customer.io refuses the credentials (HTTP 401): fix customerio.site_id and \
+             customerio.api_key; nothing is acknowledged meanwhile"
+                .to_owned())
+        }
         Phase::Streaming if !health.busy => Ok(()),
         Phase::Streaming => {
             let since = health.busy_since_ms.max(health.last_delivery_ms);
@@ -175,7 +196,13 @@ mod tests {
     const STALL: Duration = Duration::from_secs(60);
 
     fn streaming(busy: bool, busy_since_ms: u64, last_delivery_ms: u64) -> Snapshot {
-        Snapshot { phase: Phase::Streaming, busy, busy_since_ms, last_delivery_ms }
+        Snapshot {
+            phase: Phase::Streaming,
+            busy,
+            busy_since_ms,
+            last_delivery_ms,
+            unauthorized: false,
+        }
     }
 
     #[test]
@@ -228,5 +255,12 @@ mod tests {
         assert!(health.last_delivery().is_none());
         health.delivered();
         assert!(health.last_delivery().is_some());
+    }
+
+    #[test]
+    fn refused_credentials_are_not_ready_at_once_with_the_fix_named() {
+        let health = Snapshot { unauthorized: true, ..streaming(true, 1_000, 0) };
+        let reason = judge(&health, 1_001, STALL).unwrap_err();
+        assert!(reason.contains("HTTP 401") && reason.contains("customerio.api_key"), "{reason}");
     }
 }

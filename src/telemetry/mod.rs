@@ -82,6 +82,20 @@ pub struct Counters {
     /// Gauge: commit time (Unix seconds) of the oldest transaction received
     /// and not acknowledged; 0 when there is none (see [`lag`]).
     pub oldest_unacked_commit: AtomicU64,
+    /// Times the lost slot was created again (`postgres.on_slot_lost`).
+    pub slots_recreated: AtomicU64,
+    /// Heartbeats written to the WAL while the synced tables were idle.
+    pub heartbeats_written: AtomicU64,
+    /// This slot's heartbeats that came back through the stream.
+    pub heartbeats_received: AtomicU64,
+    /// When the stream last delivered a transaction (process clock, ms; 0
+    /// never), so heartbeats are only written while it is quiet.
+    pub last_commit_received_ms: AtomicU64,
+    /// Gauge: the retained WAL at which a warning is given, bytes (the
+    /// configured value, capped below `max_slot_wal_keep_size`); 0 until read.
+    pub retained_wal_warn_bytes: AtomicU64,
+    /// Gauge: 1 while the slot retains at least that much WAL, else 0.
+    pub retained_wal_warning: AtomicU64,
     /// Where the pipeline is and whether it delivers, for `/readyz`.
     pub health: Health,
 }

@@ -65,6 +65,19 @@ pub const LAST_ACKED_LSN: &str = "ciosync_last_acked_lsn_bytes";
 /// Gauge: age of the oldest transaction received and not acknowledged.
 pub const REPLICATION_LAG_SECONDS: &str = "ciosync_replication_lag_seconds";
 
+/// Counter: heartbeats written while the synced tables were quiet.
+pub const HEARTBEATS_WRITTEN: &str = "ciosync_heartbeats_written_total";
+/// Counter: this slot's heartbeats that came back through the stream.
+pub const HEARTBEATS_RECEIVED: &str = "ciosync_heartbeats_received_total";
+/// Gauge: retained WAL at which the daemon warns (0 until the slot was read).
+pub const SLOT_RETAINED_WAL_WARN_BYTES: &str = "ciosync_slot_retained_wal_warn_bytes";
+/// Gauge: 1 while the slot retains at least that much WAL.
+pub const SLOT_RETAINED_WAL_WARNING: &str = "ciosync_slot_retained_wal_warning";
+/// Counter: times a lost slot was created again (`postgres.on_slot_lost`).
+pub const SLOTS_RECREATED: &str = "ciosync_slot_recreated_total";
+/// Gauge: 1 while Customer.io refuses the credentials (HTTP 401).
+pub const CUSTOMERIO_UNAUTHORIZED: &str = "ciosync_customerio_unauthorized";
+
 /// Gauge: 1 if the scrape read the slot's status from Postgres.
 pub const SLOT_READ_OK: &str = "ciosync_slot_read_ok";
 /// Gauge: the server's current WAL position, as a byte offset.

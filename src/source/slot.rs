@@ -1,0 +1,170 @@
+//! The replication slot's life: created once, on the first start, and never
+//! again behind the operator's back.
+//!
+//! # Why a lost slot stops the daemon
+//!
+//! The slot is what makes "nothing is lost while ciosync is down" true: it
+//! keeps every change since the last acknowledgement. When it is gone —
+//! dropped by someone, or invalidated because it retained more WAL than
+//! `max_slot_wal_keep_size` allows — the changes made since its last
+//! acknowledged position are gone with it. Creating a new slot and
+//! streaming on would look healthy and skip them for good, which is the
+//! silent failure this daemon exists to prevent. So:
+//!
+//! - every slot ciosync streams from is recorded in `ciosync.slots`;
+//! - a recorded slot that is missing, or one whose `wal_status` is `lost`,
+//!   is [`Lost`]: with `postgres.on_slot_lost = "stop"` (the default) the
+//!   daemon exits with status 3 and a message naming the slot and the way
+//!   back; with `"recreate_and_backfill"` it drops what is left of it,
+//!   creates it again, and queues a backfill of every synced table, which
+//!   re-sends every current row (deletes made while the slot was lost cannot
+//!   be re-sent: those customers stay in Customer.io).
+//!
+//! A slot missing and never recorded is a first start: it is created (by the
+//! initial copy, with its snapshot, or here when `initial_sync = false`).
+
+use tokio_postgres::Client;
+
+use super::setup::{slot_state, SlotState};
+use super::SourceError;
+use crate::config::{Config, OnSlotLost};
+use crate::state::State;
+use crate::telemetry::Counters;
+
+/// How the slot was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// It no longer exists.
+    Dropped,
+    /// It exists but Postgres invalidated it (`wal_status` `lost`).
+    Invalidated,
+}
+
+/// The error line of a lost slot: what happened, what it means, the way back.
+pub fn lost_message(slot: &str, how: Lost) -> String {
+    let what = match how {
+        Lost::Dropped => "was dropped",
+        Lost::Invalidated => {
+            "was invalidated: Postgres removed WAL it still needed (it retained more than \
+             max_slot_wal_keep_size)"
+        }
+    };
+    format!(
+        "replication slot {slot} is lost: it {what}. Changes committed since its last \
+         acknowledged position never reached Customer.io, so ciosync does not create a new slot \
+         by itself. To recover, start once with CIOSYNC_POSTGRES_ON_SLOT_LOST=recreate_and_backfill \
+         (or set postgres.on_slot_lost = \"recreate_and_backfill\"): it recreates the slot and \
+         backfills every synced table; customers deleted meanwhile must be deleted in \
+         Customer.io by hand"
+    )
+}
+
+/// Makes sure the configured slot can be streamed from, and returns its
+/// state: `Usable`, or `Missing` on a first start when `create_if_new` is
+/// off (the initial copy then creates it with its snapshot). A lost slot is
+/// [`SourceError::SlotLost`], or recovered when the config says so.
+pub async fn ensure(
+    sql: &Client,
+    config: &Config,
+    counters: &Counters,
+    create_if_new: bool,
+) -> Result<SlotState, SourceError> {
+    let slot = &config.postgres.slot;
+    let state = State::open(sql, slot).await?;
+    let lost = match slot_state(sql, config).await? {
+        SlotState::Unusable(reason) => return Err(SourceError::Definite(reason)),
+        usable @ SlotState::Usable { .. } => {
+            state.record_slot().await?;
+            return Ok(usable);
+        }
+        SlotState::Missing if !state.slot_known().await? => {
+            if !create_if_new {
+                return Ok(SlotState::Missing);
+            }
+            create(sql, slot).await?;
+            state.record_slot().await?;
+            tracing::info!(%slot, "replication slot created");
+            return slot_state(sql, config).await;
+        }
+        SlotState::Missing => Lost::Dropped,
+        SlotState::Invalidated => Lost::Invalidated,
+    };
+    match config.postgres.on_slot_lost {
+        OnSlotLost::Stop => Err(SourceError::SlotLost { slot: slot.clone(), how: lost }),
+        OnSlotLost::RecreateAndBackfill => {
+            recover(sql, config, &state, lost).await?;
+            Counters::add(&counters.slots_recreated, 1);
+            slot_state(sql, config).await
+        }
+    }
+}
+
+/// Drops what is left of a lost slot, creates it again, and queues a
+/// backfill of every synced table (run by the daemon once it streams).
+async fn recover(
+    sql: &Client,
+    config: &Config,
+    state: &State<'_>,
+    lost: Lost,
+) -> Result<(), SourceError> {
+    let slot = &config.postgres.slot;
+    tracing::error!(
+        %slot,
+        how = ?lost,
+        "replication slot lost; postgres.on_slot_lost = recreate_and_backfill: recreating it \
+         and backfilling every synced table"
+    );
+    if lost == Lost::Invalidated {
+        sql.execute("SELECT pg_catalog.pg_drop_replication_slot($1)", &[slot])
+            .await
+            .map_err(SourceError::sql("drop the invalidated replication slot"))?;
+    }
+    create(sql, slot).await?;
+    state.record_slot_recreated().await?;
+    for sync in &config.sync {
+        let (schema, name) = sync.schema_and_name();
+        let table = format!("{schema}.{name}");
+        // An estimate for progress reports; the backfill reads every row.
+        let estimate: i64 = sql
+            .query_one(
+                "SELECT greatest(c.reltuples, 0)::int8 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&schema, &name],
+            )
+            .await
+            .map(|row| row.get(0))
+            .unwrap_or(0);
+        let id = state.enqueue_backfill(&table, None, None, estimate).await?;
+        tracing::warn!(%slot, %table, backfill = id, "backfill queued after the slot was recreated");
+    }
+    tracing::warn!(
+        %slot,
+        "replication slot recreated; `ciosync backfill --status` follows the backfills"
+    );
+    Ok(())
+}
+
+async fn create(sql: &Client, slot: &str) -> Result<(), SourceError> {
+    sql.execute("SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+        .await
+        .map_err(SourceError::sql("create the replication slot"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_names_the_slot_the_cause_and_the_way_back() {
+        for how in [Lost::Dropped, Lost::Invalidated] {
+            let text = lost_message("users_sync", how);
+            assert!(text.starts_with("replication slot users_sync is lost"), "{text}");
+            assert!(text.contains("CIOSYNC_POSTGRES_ON_SLOT_LOST=recreate_and_backfill"), "{text}");
+            assert!(text.contains("postgres.on_slot_lost"), "{text}");
+        }
+        assert!(lost_message("s", Lost::Invalidated).contains("max_slot_wal_keep_size"));
+        assert!(lost_message("s", Lost::Dropped).contains("was dropped"));
+    }
+}
