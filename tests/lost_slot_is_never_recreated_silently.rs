@@ -1,0 +1,170 @@
+//! A slot ciosync streamed from and that is gone — dropped, or invalidated
+//! by `max_slot_wal_keep_size` — stops the daemon with exit status 3 and an
+//! error naming the slot and the recovery, creating nothing; with
+//! `on_slot_lost = "recreate_and_backfill"` the slot is recreated and every
+//! row backfilled, so changes made while it was gone arrive.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ciosync::throwaway::ThrowawayPostgres;
+
+use crate::support::daemon::{config_file, run_binary, InProcess};
+use crate::support::emulator::{self, wait_for_customers};
+use crate::support::postgres::{TestDb, USERS_TABLE};
+use crate::support::{customers_match_rows, CONVERGE};
+
+/// Runs the daemon once until the users table is streamed, then stops it.
+async fn stream_once(config: &str, db: &TestDb) {
+    let daemon = InProcess::start(config);
+    db.wait_for_streaming().await;
+    daemon.stop().await.expect("a clean stop");
+}
+
+/// `ciosync run` as the built binary, to its exit: status and stderr.
+async fn run_to_exit(config: &str) -> (Option<i32>, String) {
+    let file = config_file(config);
+    let output =
+        tokio::time::timeout(CONVERGE, run_binary(&["run", "--log-format", "text"], file.path()))
+            .await
+            .expect("the daemon exits by itself on a lost slot");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+async fn slot_count(db: &TestDb) -> i64 {
+    db.created_objects().await.0
+}
+
+#[tokio::test]
+async fn a_dropped_slot_exits_3_naming_it_and_creates_nothing() {
+    let db = TestDb::new("slot_dropped").await;
+    db.exec(USERS_TABLE).await;
+    let emulator = emulator::start().await;
+    let config = db.config(&emulator.url(), "");
+    stream_once(&config, &db).await;
+
+    db.exec(&format!("SELECT pg_drop_replication_slot('{}')", db.name)).await;
+    db.exec("INSERT INTO users (id, email) VALUES (1, 'lost@x.io')").await;
+    let (code, stderr) = run_to_exit(&config).await;
+    assert_eq!(code, Some(3), "{stderr}");
+    let line = format!("replication slot {} is lost: it was dropped", db.name);
+    assert!(stderr.contains(&line), "{stderr}");
+    assert!(stderr.contains("CIOSYNC_POSTGRES_ON_SLOT_LOST=recreate_and_backfill"), "{stderr}");
+    assert_eq!(slot_count(&db).await, 0, "a new slot was created");
+    assert!(emulator.customer("1").is_none());
+
+    // `check` says the same, as an error.
+    let file = config_file(&config);
+    let output = run_binary(&["check"], file.path()).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(stdout.contains("is lost: it was dropped"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_lost_slot_is_recreated_and_backfilled_when_configured() {
+    let db = TestDb::new("slot_recreated").await;
+    db.exec(USERS_TABLE).await;
+    db.exec(
+        "INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'free'), (2, 'b@x.io', 'free')",
+    )
+    .await;
+    let emulator = emulator::start().await;
+    let config = db.config(&emulator.url(), "");
+    let daemon = InProcess::start(&config);
+    db.wait_for_streaming().await;
+    assert!(customers_match_rows(&db, &emulator).await, "the initial copy");
+    daemon.stop().await.unwrap();
+
+    // Lost, and changes meanwhile that no slot holds.
+    db.exec(&format!("SELECT pg_drop_replication_slot('{}')", db.name)).await;
+    db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
+    db.exec("INSERT INTO users (id, email, plan) VALUES (3, 'c@x.io', 'team')").await;
+
+    let recreate = config.replacen(
+        "status_interval_ms = 200\n",
+        "status_interval_ms = 200\non_slot_lost = \"recreate_and_backfill\"\n",
+        1,
+    );
+    let daemon = InProcess::start(&recreate);
+    db.wait_for_streaming().await;
+    assert!(customers_match_rows(&db, &emulator).await, "the backfill sent the gap");
+    assert_eq!(daemon.counters.slots_recreated.load(Ordering::Relaxed), 1);
+    let row = db
+        .client
+        .query_one(
+            "SELECT times_recreated, (SELECT count(*) FROM ciosync.backfills WHERE slot = $1) \
+             FROM ciosync.slots WHERE slot = $1",
+            &[&db.name],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1)), (1, 1));
+
+    // And the new slot streams.
+    db.exec("UPDATE users SET plan = 'team' WHERE id = 2").await;
+    assert!(customers_match_rows(&db, &emulator).await, "a change after the recovery");
+    daemon.stop().await.unwrap();
+}
+
+// Multi-threaded: starting a cluster blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidated_slot_exits_3() {
+    // A cluster of its own: max_slot_wal_keep_size would invalidate the
+    // other tests' slots too.
+    let pg = tokio::task::spawn_blocking(ThrowawayPostgres::start).await.unwrap().unwrap();
+    let db = TestDb::on(&pg, "slot_invalidated").await;
+    db.exec(USERS_TABLE).await;
+    let emulator = emulator::start().await;
+    let config = db.config(&emulator.url(), "");
+    let daemon = InProcess::start(&config);
+    db.wait_for_streaming().await;
+    db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io')").await;
+    assert!(wait_for_customers(&emulator, |c| c.contains_key("1")).await);
+    daemon.stop().await.unwrap();
+
+    // The slot falls more than max_slot_wal_keep_size behind; a checkpoint
+    // invalidates it.
+    db.exec("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'").await;
+    db.exec("SELECT pg_reload_conf()").await;
+    db.exec("CREATE TABLE filler (payload text)").await;
+    let invalidated = eventually_async(|| async {
+        db.exec("INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 2000)").await;
+        db.exec("SELECT pg_switch_wal()").await;
+        db.exec("CHECKPOINT").await;
+        let status: Option<String> = db
+            .client
+            .query_one(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                &[&db.name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        status.is_none_or(|s| s == "lost")
+    })
+    .await;
+    assert!(invalidated, "the slot was not invalidated");
+
+    let (code, stderr) = run_to_exit(&config).await;
+    assert_eq!(code, Some(3), "{stderr}");
+    let line = format!("replication slot {} is lost: it was invalidated", db.name);
+    assert!(stderr.contains(&line), "{stderr}");
+    assert!(stderr.contains("max_slot_wal_keep_size"), "{stderr}");
+}
+
+/// Polls an async condition until it holds or [`CONVERGE`] passes.
+async fn eventually_async<F, Fut>(cond: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while !cond().await {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    true
+}
