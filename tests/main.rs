@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one behaviour per file, each against a
-//! real Postgres (a throwaway cluster started here) and the emulator.
+//! real Postgres (a throwaway cluster started here) and the emulator, except
+//! `deploy_files_are_valid`, which reads only the files under `deploy/`.
 
 mod support;
 
@@ -17,6 +18,7 @@ mod definite_postgres_errors_stop_the_daemon;
 mod delete_deletes_the_customer;
 mod delivery_keeps_order_under_concurrency;
 mod demo_runs_end_to_end;
+mod deploy_files_are_valid;
 mod dlq_discard_removes_only_the_chosen;
 mod dlq_retry_delivers_or_keeps_each_letter;
 mod dlq_retry_delivers_what_the_daemon_dead_lettered;

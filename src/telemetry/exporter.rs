@@ -57,6 +57,32 @@ impl Exporter {
 /// The content type of [`Exporter::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
+/// The name of every metric family `/metrics` can show: the counters', the
+/// slot's and (on Linux) the process collector's. Histograms appear under
+/// their family name, without `_bucket`, `_sum` or `_count`. Alerts and
+/// dashboards are checked against this list, so they cannot name a metric
+/// that does not exist.
+pub fn exported_metric_names() -> Vec<String> {
+    let mut names: Vec<String> =
+        ciosync_families().iter().map(|family| family.name().to_owned()).collect();
+    #[cfg(target_os = "linux")]
+    names.extend(
+        prometheus::process_collector::ProcessCollector::for_self()
+            .desc()
+            .iter()
+            .map(|d| d.fq_name.clone()),
+    );
+    names
+}
+
+/// Every `ciosync_` family the counters and slot collectors can produce,
+/// each with a sample.
+fn ciosync_families() -> Vec<MetricFamily> {
+    let mut all = families(&Counters::default(), Duration::from_secs(1));
+    all.extend(super::slot::families(Some(&super::slot::every_series())));
+    all
+}
+
 /// Reads the atomics at each scrape.
 struct CountersCollector {
     counters: Arc<Counters>,
@@ -452,35 +478,9 @@ mod tests {
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }
 
-    /// Every family either collector can produce.
-    fn every_family() -> Vec<MetricFamily> {
-        let mut all = families(&Counters::default(), Duration::from_secs(1));
-        let settings =
-            crate::source::connection::ConnectionSettings::parse(&crate::config::PostgresConfig {
-                url: crate::config::Secret::new("postgres://u@127.0.0.1:1/db"),
-                slot: "s".to_owned(),
-                publication: "p".to_owned(),
-                status_interval_ms: 1000,
-                connect_timeout_secs: 1,
-                on_slot_lost: crate::config::OnSlotLost::Stop,
-                heartbeat_interval_secs: 0,
-                retained_wal_warn_bytes: crate::config::DEFAULT_RETAINED_WAL_WARN_BYTES,
-            })
-            .unwrap();
-        let collector = SlotCollector::new(SlotWatch::new(settings, "s".to_owned()));
-        all.extend(collector.desc().iter().map(|d| {
-            let mut family = MetricFamily::default();
-            family.set_name(d.fq_name.clone());
-            family.set_help(d.help.clone());
-            family.set_field_type(MetricType::GAUGE);
-            family
-        }));
-        all
-    }
-
     #[test]
     fn names_follow_the_conventions() {
-        for family in every_family() {
+        for family in ciosync_families() {
             let name = family.name();
             assert!(name.starts_with("ciosync_"), "{name}");
             let is_counter = family.get_field_type() == MetricType::COUNTER;
@@ -490,17 +490,25 @@ mod tests {
     }
 
     #[test]
+    fn exported_metric_names_covers_what_a_scrape_shows() {
+        let names = exported_metric_names();
+        for expected in
+            [CUSTOMERIO_REQUEST_DURATION, SLOT_RETAINED_WAL_BYTES, DEAD_LETTERS_STORED, READY]
+        {
+            assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+        }
+        let text = Exporter::new(Arc::new(Counters::default()), Duration::from_secs(1)).render();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+            let name = rest.split(' ').next().unwrap_or_default();
+            assert!(names.iter().any(|n| n == name), "{name} is rendered but not listed");
+        }
+    }
+
+    #[test]
     fn metrics_md_lists_every_metric() {
         let doc = include_str!("../../METRICS.md");
-        let mut names: Vec<String> = every_family().iter().map(|f| f.name().to_owned()).collect();
-        #[cfg(target_os = "linux")]
-        names.extend(
-            prometheus::process_collector::ProcessCollector::for_self()
-                .desc()
-                .iter()
-                .map(|d| d.fq_name.clone()),
-        );
-        for name in names {
+        for name in exported_metric_names() {
             assert!(doc.contains(&format!("`{name}`")), "METRICS.md does not list {name}");
         }
     }

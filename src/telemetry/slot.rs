@@ -151,18 +151,23 @@ pub struct SlotCollector {
 impl SlotCollector {
     /// A collector of what `watch` read last.
     pub fn new(watch: Arc<SlotWatch>) -> Self {
-        let every_series = Reading {
-            server_lsn: 1,
-            slot: Some(SlotRow {
-                confirmed_flush_lsn: Some(1),
-                restart_lsn: Some(1),
-                wal_status: Some("reserved".to_owned()),
-                safe_wal_size: Some(1),
-            }),
-            backfill_rows: (0, 0),
-            dead_letters: Some(0),
-        };
-        Self { watch, descs: describe(&families(Some(&every_series))) }
+        Self { watch, descs: describe(&families(Some(&every_series()))) }
+    }
+}
+
+/// A reading with every value known, so [`families`] gives a sample for
+/// every family this collector can export.
+pub(super) fn every_series() -> Reading {
+    Reading {
+        server_lsn: 1,
+        slot: Some(SlotRow {
+            confirmed_flush_lsn: Some(1),
+            restart_lsn: Some(1),
+            wal_status: Some("reserved".to_owned()),
+            safe_wal_size: Some(1),
+        }),
+        backfill_rows: (0, 0),
+        dead_letters: Some(0),
     }
 }
 
