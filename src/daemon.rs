@@ -1,4 +1,5 @@
-//! `ciosync run`: the pipeline, with the metrics and health endpoint beside it.
+//! `ciosync run`: the pipeline, with the metrics and health endpoint beside
+//! it, and the systemd notifications when systemd asks for them.
 //!
 //! The binary binds `metrics.listen` first ([`telemetry::server::bind`]) and
 //! hands the listener in, so tests run the real daemon on port 0.
@@ -18,7 +19,8 @@ use crate::telemetry::{self, Counters};
 /// Runs the pipeline until `shutdown` is cancelled or a definite error stops
 /// it, serving `/metrics`, `/healthz` and `/readyz` on `endpoint` meanwhile
 /// (until the pipeline has stopped, so the last values can be scraped while
-/// it drains).
+/// it drains). Under systemd (`NOTIFY_SOCKET` set) it also reports
+/// readiness, status and watchdog pings ([`telemetry::systemd`]).
 pub async fn run(
     config: Config,
     endpoint: TcpListener,
@@ -47,8 +49,17 @@ pub async fn run(
             stop_server.clone(),
         ));
     }
+    let notifier = tokio::spawn(telemetry::systemd::run(
+        counters.clone(),
+        config.metrics.stall_timeout(),
+        shutdown.clone(),
+        stop_server.clone(),
+    ));
     let outcome = pipeline::run(config, shutdown, counters).await;
     stop_server.cancel();
+    if let Err(error) = notifier.await {
+        tracing::warn!(%error, "the systemd notification task failed");
+    }
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(%error, "the metrics endpoint failed"),

@@ -52,6 +52,7 @@ mod requests_stay_within_the_rate_limit;
 mod sigterm_acks_and_exits_zero;
 mod sink_requests_match_the_openapi_spec;
 mod slot_advances_while_synced_tables_are_idle;
+mod systemd_notify_reports_ready_and_watchdog;
 mod truncate_does_not_delete;
 mod unchanged_toast_is_not_sent;
 mod unstorable_dead_letter_is_a_definite_error;

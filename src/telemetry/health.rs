@@ -16,8 +16,10 @@
 //! broken connection is seen by the pipeline itself (the session ends and
 //! the phase turns to [`Phase::Connecting`]).
 //!
-//! The pure rule is [`judge`]; [`Health`] holds the atomics the pipeline and
-//! the sink update (a few relaxed stores per batch or per transaction).
+//! The pure rule is [`judge`]; its stall half, [`Snapshot::stalled_for`],
+//! also decides when the systemd watchdog stops being fed
+//! (`super::systemd`). [`Health`] holds the atomics the pipeline and the
+//! sink update (a few relaxed stores per batch or per transaction).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
@@ -88,6 +90,22 @@ pub struct Snapshot {
     pub last_delivery_ms: u64,
     /// Customer.io refuses the credentials (HTTP 401).
     pub unauthorized: bool,
+}
+
+impl Snapshot {
+    /// The stall half of the readiness rule, whatever the phase: how long
+    /// operations have waited with none delivered, when that is longer than
+    /// `stall_timeout`; `None` when nothing is outstanding or deliveries are
+    /// recent enough. The clock starts at the later of the last delivery and
+    /// the moment the sink turned busy.
+    pub fn stalled_for(&self, now_ms: u64, stall_timeout: Duration) -> Option<Duration> {
+        if !self.busy {
+            return None;
+        }
+        let since = self.busy_since_ms.max(self.last_delivery_ms);
+        let waited = Duration::from_millis(now_ms.saturating_sub(since));
+        (waited > stall_timeout).then_some(waited)
+    }
 }
 
 impl Health {
@@ -166,20 +184,14 @@ pub fn judge(health: &Snapshot, now_ms: u64, stall_timeout: Duration) -> Result<
              customerio.api_key; nothing is acknowledged meanwhile"
                 .to_owned())
         }
-        Phase::Streaming if !health.busy => Ok(()),
-        Phase::Streaming => {
-            let since = health.busy_since_ms.max(health.last_delivery_ms);
-            let waited = Duration::from_millis(now_ms.saturating_sub(since));
-            if waited > stall_timeout {
-                Err(format!(
-                    "stalled: operations have waited {}s with none delivered (is Customer.io \
-                     answering? the log says why)",
-                    waited.as_secs()
-                ))
-            } else {
-                Ok(())
-            }
-        }
+        Phase::Streaming => match health.stalled_for(now_ms, stall_timeout) {
+            Some(waited) => Err(format!(
+                "stalled: operations have waited {}s with none delivered (is Customer.io \
+                 answering? the log says why)",
+                waited.as_secs()
+            )),
+            None => Ok(()),
+        },
     }
 }
 
@@ -236,6 +248,18 @@ mod tests {
         let reason = judge(&streaming(true, 1_000, 2_000), 63_001, STALL).unwrap_err();
         assert!(reason.starts_with("stalled: operations have waited 61s"), "{reason}");
         assert!(!reason.contains('\n'));
+    }
+
+    #[test]
+    fn a_stall_is_seen_in_every_phase_but_judged_only_while_streaming() {
+        let stalled = streaming(true, 1_000, 2_000);
+        assert_eq!(stalled.stalled_for(63_001, STALL), Some(Duration::from_millis(61_001)));
+        assert_eq!(stalled.stalled_for(62_000, STALL), None, "exactly the timeout is not late");
+        assert_eq!(streaming(false, 1_000, 2_000).stalled_for(63_001, STALL), None, "idle");
+        let copying = Snapshot { phase: Phase::InitialCopy, ..stalled };
+        assert!(copying.stalled_for(63_001, STALL).is_some());
+        let reason = judge(&copying, 63_001, STALL).unwrap_err();
+        assert!(reason.starts_with("initial copy in progress"), "{reason}");
     }
 
     #[test]

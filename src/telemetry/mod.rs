@@ -4,7 +4,8 @@
 //!  pipeline, source, sink ──Counters::add / set──▶ Counters (atomics) + Health
 //!                                                        │ read at scrape time
 //!  GET /metrics ◀── exporter (names: metric names) ◀─────┤
-//!  GET /readyz  ◀── health::judge ◀──────────────────────┘     (server: the HTTP side)
+//!  GET /readyz  ◀── health::judge ◀──────────────────────┤     (server: the HTTP side)
+//!  systemd      ◀── READY / STATUS / WATCHDOG ◀──────────┘     (systemd: sd_notify, when NOTIFY_SOCKET is set)
 //! ```
 //!
 //! Counters are plain atomics, bumped per batch, per transaction or per
@@ -19,6 +20,7 @@ pub mod lag;
 pub mod names;
 pub mod server;
 pub mod slot;
+pub mod systemd;
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};

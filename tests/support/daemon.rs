@@ -136,6 +136,30 @@ pub fn spawn_binary(config: &std::path::Path, log: &std::path::Path) -> Child {
         .expect("spawn ciosync")
 }
 
+/// Starts `ciosync run --config FILE` as systemd starts a `Type=notify`
+/// unit: `env` (e.g. `NOTIFY_SOCKET`, `WATCHDOG_USEC`) added to its
+/// environment and `WATCHDOG_PID` set to its own pid, which is known only
+/// once it runs, hence `sh -c '… exec'` (the child's pid stays the daemon's).
+pub fn spawn_binary_as_systemd_does(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    Command::new("sh")
+        .arg("-c")
+        .arg(r#"WATCHDOG_PID=$$ exec "$0" run --log-format text --config "$1""#)
+        .arg(binary())
+        .arg(config)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn ciosync")
+}
+
 /// Sends a signal to a child process.
 pub fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
