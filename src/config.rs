@@ -3,7 +3,7 @@
 //! Loading is three steps, all before anything is created or sent: parse the
 //! TOML (unknown keys are rejected by name), apply environment overrides
 //! (`CIOSYNC_<SECTION>_<KEY>` for every key of `[postgres]`, `[customerio]`,
-//! `[pipeline]` and `[metrics]`, e.g. `CIOSYNC_CUSTOMERIO_API_KEY`), then [`Config::validate`],
+//! `[pipeline]`, `[metrics]` and `[log]`, e.g. `CIOSYNC_CUSTOMERIO_API_KEY`), then [`Config::validate`],
 //! which names the bad field and what is allowed. `config/example.toml`
 //! documents every key and is parsed by a test.
 

@@ -52,7 +52,8 @@ impl ThrowawayPostgres {
             "initdb",
             &["-D", &pg.data_dir(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
         )?;
-        let settings = "\nwal_level = logical\nmax_replication_slots = 40\nmax_wal_senders = 40\n\
+        // Each test of a binary leaves its slot until the cluster goes: room for all.
+        let settings = "\nwal_level = logical\nmax_replication_slots = 200\nmax_wal_senders = 60\n\
              fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
              listen_addresses = '127.0.0.1'\nmax_connections = 200\n\
              log_min_messages = warning\n";
