@@ -353,3 +353,31 @@ fn the_deployment_runs_one_pod_recreated_and_probes_health_and_readiness() {
         "the ServiceMonitor scrapes /metrics on the metrics port"
     );
 }
+
+/// `systemd-analyze verify` on the unit, with `ExecStart` pointing at the
+/// built binary (the unit's `/usr/local/bin/ciosync` does not exist here).
+/// `.ci/run` installs systemd so CI runs it; elsewhere it says it skipped.
+#[test]
+fn the_systemd_unit_verifies_clean() {
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/ciosync.service")).unwrap();
+    assert!(unit.contains("\nType=notify\n") && unit.contains("\nWatchdogSec="), "{unit}");
+    assert!(unit.contains("\nRestartPreventExitStatus=2 3\n"), "{unit}");
+    let Ok(probe) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("systemd-analyze is not installed: the unit was not verified");
+        return;
+    };
+    assert!(probe.status.success());
+    let binary = env!("CARGO_BIN_EXE_ciosync");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("ciosync.service");
+    std::fs::write(&copy, unit.replace("/usr/local/bin/ciosync", binary)).unwrap();
+    let output = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("run systemd-analyze");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Only findings about this unit count; the host's own units are not ours.
+    let findings: Vec<&str> = stderr.lines().filter(|l| l.contains("ciosync.service")).collect();
+    assert!(output.status.success() && findings.is_empty(), "{stderr}");
+}
