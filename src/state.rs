@@ -16,8 +16,17 @@ use crate::source::SourceError;
 pub const SCHEMA: &str = "ciosync";
 
 /// Creates the schema and tables if missing. Idempotent.
+///
+/// The schema is created only when missing: `CREATE SCHEMA IF NOT EXISTS`
+/// checks for `CREATE` on the database before it looks, which would refuse
+/// a role given the schema (`CREATE SCHEMA ciosync AUTHORIZATION ciosync`).
 const MIGRATION: &str = "
-CREATE SCHEMA IF NOT EXISTS ciosync;
+SET LOCAL client_min_messages = warning;
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'ciosync') THEN
+        CREATE SCHEMA ciosync;
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS ciosync.initial_copy (
     slot         text        NOT NULL,
     table_name   text        NOT NULL,
