@@ -124,16 +124,9 @@ pub fn binary() -> PathBuf {
 
 /// Starts `ciosync run --config FILE` as a child process, logs to a file.
 pub fn spawn_binary(config: &std::path::Path, log: &std::path::Path) -> Child {
-    let log = std::fs::File::create(log).expect("log file");
-    Command::new(binary())
-        .args(["run", "--log-format", "text", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn ciosync")
+    let mut command = Command::new(binary());
+    command.args(["run", "--log-format", "text", "--config"]).arg(config);
+    spawn_logged(command, log)
 }
 
 /// Starts `ciosync run --config FILE` as systemd starts a `Type=notify`
@@ -145,13 +138,20 @@ pub fn spawn_binary_as_systemd_does(
     log: &std::path::Path,
     env: &[(&str, &std::ffi::OsStr)],
 ) -> Child {
-    let log = std::fs::File::create(log).expect("log file");
-    Command::new("sh")
+    let mut command = Command::new("sh");
+    command
         .arg("-c")
         .arg(r#"WATCHDOG_PID=$$ exec "$0" run --log-format text --config "$1""#)
         .arg(binary())
         .arg(config)
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    spawn_logged(command, log)
+}
+
+/// Spawns `command` at log level info, its stderr to `log`.
+fn spawn_logged(mut command: Command, log: &std::path::Path) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    command
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
