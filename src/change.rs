@@ -113,4 +113,17 @@ pub struct RowChange {
     pub op: RowOp,
     /// Commit time of the change's transaction, Unix seconds.
     pub commit_time: i64,
+    /// Where the change is in the WAL; the same when a transaction is replayed.
+    pub position: WalPosition,
+}
+
+/// A change's place in the WAL: its transaction's commit LSN and its index
+/// among the transaction's row changes. Replaying a transaction (after a
+/// restart before the acknowledgement) yields the same positions, which is
+/// what makes event ids deterministic. Rows read by the initial copy or a
+/// backfill have the default (0, 0): they never produce events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalPosition {
+    pub commit_lsn: u64,
+    pub index: u32,
 }

@@ -121,6 +121,9 @@ pub struct Config {
     pub customerio: CustomerioConfig,
     /// Tables to sync; at least one.
     pub sync: Vec<SyncConfig>,
+    /// Tables whose inserts become events.
+    #[serde(default)]
+    pub events: Vec<EventTableConfig>,
     /// How the daemon runs; every key has a default.
     #[serde(default)]
     pub pipeline: PipelineConfig,
@@ -295,15 +298,103 @@ pub struct SyncConfig {
     /// `merge` (default) or `delete_old`.
     #[serde(default)]
     pub on_id_change: OnIdChange,
+    /// What removing a customer sends: `delete` (default) or `suppress`
+    /// (delete and block the id, for erasure requests). Applies to a DELETE,
+    /// a soft delete, and a row leaving the filter.
+    #[serde(default)]
+    pub delete_action: DeleteAction,
+    /// A column whose turning non-NULL means the row is deleted (e.g.
+    /// `deleted_at`); turning NULL again identifies the customer in full.
+    #[serde(default)]
+    pub soft_delete_column: Option<String>,
+    /// Events sent when a column of a row changes (`[[sync.events]]`).
+    #[serde(default)]
+    pub events: Vec<ChangeEventConfig>,
 }
 
 impl SyncConfig {
     /// The table's schema and name, `public` when the config gives none.
     pub fn schema_and_name(&self) -> (&str, &str) {
-        match self.table.split_once('.') {
-            Some((schema, name)) => (schema, name),
-            None => ("public", self.table.as_str()),
-        }
+        split_table(&self.table)
+    }
+}
+
+/// `schema.table` as (schema, table), `public` when no schema is given.
+fn split_table(table: &str) -> (&str, &str) {
+    match table.split_once('.') {
+        Some((schema, name)) => (schema, name),
+        None => ("public", table),
+    }
+}
+
+/// `delete_action`: what removing a customer sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteAction {
+    /// Delete the person; a later change of the row creates them again.
+    #[default]
+    Delete,
+    /// Delete the person and block the id: later calls with it are ignored.
+    Suppress,
+}
+
+/// `[[sync.events]]`: an event sent when a column of a synced row changes.
+/// Needs the old row: `REPLICA IDENTITY FULL` on the table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEventConfig {
+    /// The event's name, e.g. `plan_changed`.
+    pub name: String,
+    /// Fire when this column's value changes; the data holds `from` and `to`.
+    #[serde(default)]
+    pub when_changed: Option<String>,
+    /// Fire when this column changes to a non-NULL value (e.g.
+    /// `password_updated_at`).
+    #[serde(default)]
+    pub when: Option<String>,
+    /// Columns whose new values go into the event's data, by column name.
+    #[serde(default)]
+    pub data: Vec<String>,
+}
+
+impl ChangeEventConfig {
+    /// The column the event watches.
+    pub fn column(&self) -> &str {
+        self.when_changed.as_deref().or(self.when.as_deref()).unwrap_or_default()
+    }
+}
+
+/// `[[events]]`: every INSERT into a table becomes an event of the customer
+/// the row names (an event table such as `campaign_signups`, or an outbox).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTableConfig {
+    /// `schema.table`, or `table` for `public.table`.
+    pub table: String,
+    /// Column holding the Customer.io id of the person the event is for.
+    pub customer_id_column: String,
+    /// A fixed event name …
+    #[serde(default)]
+    pub name: Option<String>,
+    /// … or the column holding it.
+    #[serde(default)]
+    pub name_column: Option<String>,
+    /// Event data key = column.
+    #[serde(default)]
+    pub data: BTreeMap<String, String>,
+    /// A `json`/`jsonb` column whose object is the event's data (keys of
+    /// `data` are added to it).
+    #[serde(default)]
+    pub data_column: Option<String>,
+    /// A timestamp column giving the event's time; default the commit time.
+    #[serde(default)]
+    pub timestamp_column: Option<String>,
+}
+
+impl EventTableConfig {
+    /// The table's schema and name, `public` when the config gives none.
+    pub fn schema_and_name(&self) -> (&str, &str) {
+        split_table(&self.table)
     }
 }
 
@@ -670,6 +761,99 @@ impl Config {
                     ));
                 }
             }
+            if sync.soft_delete_column.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                return Err(ConfigError::invalid(field("soft_delete_column"), "must not be empty"));
+            }
+            for (j, event) in sync.events.iter().enumerate() {
+                let field = |key: &str| format!("sync[{i}].events[{j}].{key}");
+                validate_event_name(&field("name"), &event.name)?;
+                match (&event.when_changed, &event.when) {
+                    (Some(c), None) | (None, Some(c)) if !c.trim().is_empty() => {}
+                    (Some(_), Some(_)) => {
+                        return Err(ConfigError::invalid(
+                            field("when"),
+                            "give when_changed or when, not both",
+                        ))
+                    }
+                    _ => {
+                        return Err(ConfigError::invalid(
+                            field("when_changed"),
+                            "give the column to watch: when_changed = \"plan\" (any change) or \
+                             when = \"password_updated_at\" (changed to a non-NULL value)",
+                        ))
+                    }
+                }
+                if event.data.iter().any(|c| c.trim().is_empty()) {
+                    return Err(ConfigError::invalid(
+                        field("data"),
+                        "column names must not be empty",
+                    ));
+                }
+            }
+        }
+        self.validate_event_tables(&seen)
+    }
+
+    fn validate_event_tables(
+        &self,
+        synced: &std::collections::HashSet<(String, String)>,
+    ) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, events) in self.events.iter().enumerate() {
+            let field = |key: &str| format!("events[{i}].{key}");
+            let (schema, name) = events.schema_and_name();
+            if schema.is_empty() || name.is_empty() || name.contains('.') {
+                return Err(ConfigError::invalid(
+                    field("table"),
+                    "must be `schema.table` or `table`",
+                ));
+            }
+            let key = (schema.to_owned(), name.to_owned());
+            if synced.contains(&key) {
+                return Err(ConfigError::invalid(
+                    field("table"),
+                    "is a [[sync]] table too; derive events from its changes with [[sync.events]]",
+                ));
+            }
+            if !seen.insert(key) {
+                return Err(ConfigError::invalid(field("table"), "table is listed twice"));
+            }
+            if events.customer_id_column.trim().is_empty() {
+                return Err(ConfigError::invalid(field("customer_id_column"), "must not be empty"));
+            }
+            match (&events.name, &events.name_column) {
+                (Some(fixed), None) => validate_event_name(&field("name"), fixed)?,
+                (None, Some(column)) if !column.trim().is_empty() => {}
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        field("name"),
+                        "give name (fixed) or name_column, not both",
+                    ))
+                }
+                _ => {
+                    return Err(ConfigError::invalid(
+                        field("name"),
+                        "give the event's name (name = \"signed_up\") or the column holding it \
+                         (name_column = \"name\")",
+                    ))
+                }
+            }
+            for (key, column) in &events.data {
+                if key.is_empty() || column.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        field(&format!("data.{key}")),
+                        "keys and column names must not be empty",
+                    ));
+                }
+            }
+            for (key, value) in [
+                ("data_column", &events.data_column),
+                ("timestamp_column", &events.timestamp_column),
+            ] {
+                if value.as_deref().is_some_and(|c| c.trim().is_empty()) {
+                    return Err(ConfigError::invalid(field(key), "must not be empty"));
+                }
+            }
         }
         Ok(())
     }
@@ -678,6 +862,14 @@ impl Config {
     pub fn status_interval(&self) -> Duration {
         Duration::from_millis(self.postgres.status_interval_ms)
     }
+}
+
+/// An event name Customer.io takes: 1 to 100 bytes, not blank.
+fn validate_event_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.trim().is_empty() || name.len() > track_api::MAX_EVENT_NAME_BYTES {
+        return Err(ConfigError::invalid(field, "event names must be 1 to 100 bytes, not blank"));
+    }
+    Ok(())
 }
 
 /// Slot and publication names go into replication commands unquoted, so they

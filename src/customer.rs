@@ -16,6 +16,11 @@ pub enum CustomerOp {
     Identify { id: String, attributes: Map<String, Value>, timestamp: i64 },
     /// Delete the person `id`.
     Delete { id: String },
+    /// Delete the person `id` and block the id, so later calls do not
+    /// re-create them (for erasure requests: `delete_action = "suppress"`).
+    Suppress { id: String },
+    /// A named event for the person `id` (it triggers campaigns).
+    Event(Event),
     /// Merge `secondary` into `primary` (which must exist), deleting `secondary`.
     Merge { primary: String, secondary: String },
     /// Everything before must be accepted before anything after is sent.
@@ -29,7 +34,8 @@ impl CustomerOp {
     /// The customer whose order this operation belongs to; `None` for a barrier.
     pub fn customer_id(&self) -> Option<&str> {
         match self {
-            Self::Identify { id, .. } | Self::Delete { id } => Some(id),
+            Self::Identify { id, .. } | Self::Delete { id } | Self::Suppress { id } => Some(id),
+            Self::Event(event) => Some(&event.customer),
             Self::Merge { primary, .. } => Some(primary),
             Self::Barrier => None,
         }
@@ -40,8 +46,27 @@ impl CustomerOp {
         match self {
             Self::Identify { .. } => "identify",
             Self::Delete { .. } => "delete",
+            Self::Suppress { .. } => "suppress",
+            Self::Event(_) => "event",
             Self::Merge { .. } => "merge",
             Self::Barrier => "barrier",
         }
     }
+}
+
+/// An event for one person, as Customer.io's v2 `event` action takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The person's id.
+    pub customer: String,
+    /// The event's name (what campaigns trigger on).
+    pub name: String,
+    /// A ULID derived from where the event came from in the WAL, so a
+    /// replayed transaction sends the same id and Customer.io ignores the
+    /// repeat.
+    pub event_id: String,
+    /// When it happened, Unix seconds (the row's own time where configured).
+    pub timestamp: i64,
+    /// The event's data (`attributes` in the v2 API).
+    pub data: Map<String, Value>,
 }

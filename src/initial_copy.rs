@@ -207,6 +207,7 @@ impl Copier<'_> {
                     table: reader.table().clone(),
                     op: RowOp::Insert { new },
                     commit_time: self.commit_time,
+                    position: Default::default(),
                 };
                 self.deliver(&change);
             }

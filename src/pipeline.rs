@@ -136,7 +136,7 @@ async fn run_until_stopped(
     let dead_letters =
         Arc::new(DeadLetterStore::new(settings.clone(), config.postgres.slot.clone()));
     let mut sink = Sink::new(&config.customerio, &config.pipeline, dead_letters, counters.clone())?;
-    let mapper = Mapper::new(&config.sync);
+    let mapper = Mapper::new(&config.sync).with_event_tables(&config.events);
     let mut progress = Progress::default();
     let mut backoff = Backoff::new(MAX_RECONNECT_BACKOFF);
     let shutdown_timeout = Duration::from_secs(config.pipeline.shutdown_timeout_secs);
@@ -422,16 +422,21 @@ impl Session<'_> {
             SkipReason::NoChange => &self.counters.changes_skipped_no_change,
             SkipReason::InvalidId => &self.counters.changes_skipped_invalid_id,
             SkipReason::UnknownTable => &self.counters.changes_skipped_unknown_table,
+            SkipReason::SoftDeleted => &self.counters.changes_skipped_soft_deleted,
+            SkipReason::InvalidEvent => &self.counters.changes_skipped_invalid_event,
         };
         Counters::add(counter, 1);
-        if reason != SkipReason::NoChange {
-            tracing::error!(
-                table = %change.table.qualified_name(),
-                reason = reason.as_str(),
-                "change skipped: its customer id is NULL, empty, over 150 bytes or missing \
-                 from the row (a DELETE needs the id column in the replica identity)"
-            );
-        }
+        let why = match reason {
+            SkipReason::NoChange | SkipReason::SoftDeleted => return,
+            SkipReason::InvalidId | SkipReason::UnknownTable => {
+                "change skipped: its customer id is NULL, empty, over 150 bytes or missing from \
+                 the row (a DELETE needs the id column in the replica identity)"
+            }
+            SkipReason::InvalidEvent => {
+                "event row skipped: its name column is NULL, blank or over 100 bytes"
+            }
+        };
+        tracing::error!(table = %change.table.qualified_name(), reason = reason.as_str(), "{why}");
     }
 
     /// Sends what waits and acknowledges the newest fully delivered commit.

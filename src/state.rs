@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS ciosync.dead_letters (
     id                bigserial   PRIMARY KEY,
     slot              text        NOT NULL,
     customer_id       text        NOT NULL,
-    operation         text        NOT NULL CHECK (operation IN ('identify', 'delete', 'merge')),
+    operation         text        NOT NULL,
     attributes        text[]      NOT NULL,
     status            integer     NOT NULL,
     error             text        NOT NULL,
@@ -81,6 +81,17 @@ CREATE TABLE IF NOT EXISTS ciosync.dead_letters (
     last_attempt_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS dead_letters_slot_id ON ciosync.dead_letters (slot, id);
+-- Every operation kind the sink sends; replaces the check of versions that
+-- knew only identify, delete and merge (only when it is that older one).
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                   WHERE conrelid = 'ciosync.dead_letters'::regclass
+                     AND conname = 'dead_letters_operation_kinds') THEN
+        ALTER TABLE ciosync.dead_letters DROP CONSTRAINT IF EXISTS dead_letters_operation_check;
+        ALTER TABLE ciosync.dead_letters ADD CONSTRAINT dead_letters_operation_kinds
+            CHECK (operation IN ('identify', 'delete', 'suppress', 'merge', 'event'));
+    END IF;
+END $$;
 COMMENT ON TABLE ciosync.dead_letters IS
     'ciosync: operations Customer.io refused for good, kept for ciosync dlq. '
     'payload holds customer data (attribute values as sent): only the daemon''s role '

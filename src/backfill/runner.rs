@@ -239,6 +239,7 @@ impl ChunkReader<'_> {
                     table: self.reader.table().clone(),
                     op: RowOp::Update { old: None, old_is_key_only: false, new },
                     commit_time: timestamp,
+                    position: Default::default(),
                 };
                 let ops = select_attributes(
                     self.mapper.map(&change).ops,

@@ -6,13 +6,17 @@
 //! | UPDATE, old row known (REPLICA IDENTITY FULL) | identify with the changed attributes only; none changed → nothing |
 //! | UPDATE, no old row (DEFAULT identity)    | identify with every mapped attribute sent     |
 //! | UPDATE of the id column                  | identify the new id, merge the old person into it, then its email and NULLs (or: delete the old, identify the new) |
-//! | DELETE                                   | delete                                        |
+//! | DELETE                                   | delete (or suppress: `delete_action`)         |
+//! | UPDATE setting `soft_delete_column`      | delete (or suppress); clearing it: identify with every mapped non-NULL attribute |
+//! | UPDATE changing a `[[sync.events]]` column (old row known) | the identify, then the event(s) |
+//! | INSERT into an `[[events]]` table        | one event (UPDATE, DELETE: nothing)           |
 //!
 //! An unchanged TOASTed value is never sent and never counts as a change. A
 //! value changed to NULL is sent as `null`, which unsets the attribute.
 //! Values over Customer.io's limits are left out with a warning; a change
 //! whose id is unusable is skipped. Nothing here stops the stream.
 
+pub mod events;
 pub mod value;
 
 use std::collections::HashMap;
@@ -20,7 +24,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value as Json};
 
 use crate::change::{Datum, Row, RowChange, RowOp, Table};
-use crate::config::{OnIdChange, SyncConfig};
+use crate::config::{DeleteAction, EventTableConfig, OnIdChange, SyncConfig};
 use crate::customer::CustomerOp;
 use crate::track_api;
 
@@ -36,6 +40,10 @@ pub enum SkipReason {
     InvalidId,
     /// The table is not synced (a stale publication, say).
     UnknownTable,
+    /// The row is soft-deleted (`soft_delete_column` is not NULL) and stays so.
+    SoftDeleted,
+    /// An insert into an event table whose event name is NULL, blank or too long.
+    InvalidEvent,
 }
 
 impl SkipReason {
@@ -45,6 +53,8 @@ impl SkipReason {
             Self::NoChange => "no_change",
             Self::InvalidId => "invalid_id",
             Self::UnknownTable => "unknown_table",
+            Self::SoftDeleted => "soft_deleted",
+            Self::InvalidEvent => "invalid_event",
         }
     }
 }
@@ -90,10 +100,12 @@ pub struct Mapped {
     pub dropped: Vec<DroppedAttribute>,
 }
 
-/// Maps changes of the synced tables, each by its `[[sync]]` entry.
+/// Maps changes of the synced tables, each by its `[[sync]]` entry, and
+/// inserts into event tables by their `[[events]]` entry.
 #[derive(Debug, Clone)]
 pub struct Mapper {
     tables: HashMap<(String, String), SyncConfig>,
+    event_tables: HashMap<(String, String), EventTableConfig>,
 }
 
 impl Mapper {
@@ -106,7 +118,19 @@ impl Mapper {
                 ((schema.to_owned(), name.to_owned()), s.clone())
             })
             .collect();
-        Self { tables }
+        Self { tables, event_tables: HashMap::new() }
+    }
+
+    /// Adds the event tables: their inserts become events.
+    pub fn with_event_tables(mut self, events: &[EventTableConfig]) -> Self {
+        self.event_tables = events
+            .iter()
+            .map(|e| {
+                let (schema, name) = e.schema_and_name();
+                ((schema.to_owned(), name.to_owned()), e.clone())
+            })
+            .collect();
+        self
     }
 
     /// Whether `schema.name` is synced.
@@ -135,18 +159,26 @@ impl Mapper {
     pub fn map(&self, change: &RowChange) -> Mapped {
         let key = (change.table.schema.clone(), change.table.name.clone());
         let Some(sync) = self.tables.get(&key) else {
-            return Mapped { skipped: Some(SkipReason::UnknownTable), ..Mapped::default() };
+            return match self.event_tables.get(&key) {
+                Some(events) => map_event_row(events, change),
+                None => Mapped { skipped: Some(SkipReason::UnknownTable), ..Mapped::default() },
+            };
         };
         let mut out = Mapped::default();
         let table = &*change.table;
         let id_index = table.column_index(&sync.id_column);
         let id_of = |row: &Row| id_index.and_then(|i| customer_id(&row[i]));
+        let deleted = SoftDelete::new(sync, table);
         match &change.op {
             RowOp::Insert { new } => {
                 let Some(id) = id_of(new) else {
                     out.skipped = Some(SkipReason::InvalidId);
                     return out;
                 };
+                if deleted.is_deleted(new) == Some(true) {
+                    out.skipped = Some(SkipReason::SoftDeleted);
+                    return out;
+                }
                 let attributes = attributes(sync, table, new, None, false, &mut out.dropped);
                 out.ops.push(identify(id, attributes, change.commit_time));
             }
@@ -154,6 +186,40 @@ impl Mapper {
                 let Some(new_id) = id_of(new) else {
                     out.skipped = Some(SkipReason::InvalidId);
                     return out;
+                };
+                let full_old = old.as_ref().filter(|_| !old_is_key_only);
+                // Soft delete: turning deleted removes the customer, staying
+                // deleted sends nothing, turning undeleted identifies in full.
+                let was_deleted = full_old.and_then(|o| deleted.is_deleted(o));
+                match (was_deleted, deleted.is_deleted(new)) {
+                    (Some(true), Some(true)) => {
+                        out.skipped = Some(SkipReason::SoftDeleted);
+                        return out;
+                    }
+                    (_, Some(true)) => {
+                        out.ops.push(removal(sync, new_id));
+                        return out;
+                    }
+                    (Some(true), _) => {
+                        let attributes =
+                            attributes(sync, table, new, None, false, &mut out.dropped);
+                        out.ops.push(identify(new_id, attributes, change.commit_time));
+                        return out;
+                    }
+                    _ => {}
+                }
+                // Derived events go after the identify of the same change, so
+                // a campaign they trigger sees the new attributes.
+                let derived = match full_old {
+                    Some(old) if !sync.events.is_empty() => events::from_transition(
+                        &sync.events,
+                        change,
+                        &new_id,
+                        old,
+                        new,
+                        &mut out.dropped,
+                    ),
+                    _ => Vec::new(),
                 };
                 // The old id is known when the old row is full, or when it is a
                 // key-only row because the key changed (and the id is in the key).
@@ -170,22 +236,63 @@ impl Mapper {
                         change.commit_time,
                         &mut out.ops,
                     );
-                    return out;
-                }
-                let full_old = old.as_ref().filter(|_| !old_is_key_only);
-                let attributes = attributes(sync, table, new, full_old, true, &mut out.dropped);
-                if attributes.is_empty() {
-                    out.skipped = Some(SkipReason::NoChange);
                 } else {
-                    out.ops.push(identify(new_id, attributes, change.commit_time));
+                    let attributes = attributes(sync, table, new, full_old, true, &mut out.dropped);
+                    if !attributes.is_empty() {
+                        out.ops.push(identify(new_id, attributes, change.commit_time));
+                    }
+                }
+                out.ops.extend(derived.into_iter().map(CustomerOp::Event));
+                if out.ops.is_empty() {
+                    out.skipped = Some(SkipReason::NoChange);
                 }
             }
             RowOp::Delete { old } => match id_of(old) {
-                Some(id) => out.ops.push(CustomerOp::Delete { id }),
+                Some(id) => out.ops.push(removal(sync, id)),
                 None => out.skipped = Some(SkipReason::InvalidId),
             },
         }
         out
+    }
+}
+
+/// An insert into an event table: its event. Updates and deletes of event
+/// rows send nothing (an event that happened cannot un-happen).
+fn map_event_row(config: &EventTableConfig, change: &RowChange) -> Mapped {
+    let mut out = Mapped::default();
+    let RowOp::Insert { new } = &change.op else { return out };
+    match events::from_event_table(config, change, new, &mut out.dropped) {
+        Ok(event) => out.ops.push(CustomerOp::Event(event)),
+        Err(events::EventSkip::InvalidId) => out.skipped = Some(SkipReason::InvalidId),
+        Err(events::EventSkip::InvalidName) => out.skipped = Some(SkipReason::InvalidEvent),
+    }
+    out
+}
+
+/// What removing the customer sends, by `delete_action`.
+fn removal(sync: &SyncConfig, id: String) -> CustomerOp {
+    match sync.delete_action {
+        DeleteAction::Delete => CustomerOp::Delete { id },
+        DeleteAction::Suppress => CustomerOp::Suppress { id },
+    }
+}
+
+/// A table's `soft_delete_column`, if it has one.
+struct SoftDelete(Option<usize>);
+
+impl SoftDelete {
+    fn new(sync: &SyncConfig, table: &Table) -> Self {
+        Self(sync.soft_delete_column.as_deref().and_then(|c| table.column_index(c)))
+    }
+
+    /// Whether `row` is soft-deleted; `None` without the column, or when its
+    /// value is an unchanged TOAST value (not sent, so not known).
+    fn is_deleted(&self, row: &Row) -> Option<bool> {
+        match row.get(self.0?)? {
+            Datum::UnchangedToast => None,
+            Datum::Null => Some(false),
+            Datum::Text(_) => Some(true),
+        }
     }
 }
 
@@ -233,7 +340,7 @@ fn identify(id: String, attributes: Map<String, Json>, timestamp: i64) -> Custom
 }
 
 /// The customer id of a row: its text form, if usable by Customer.io.
-fn customer_id(datum: &Datum) -> Option<String> {
+pub(crate) fn customer_id(datum: &Datum) -> Option<String> {
     let Datum::Text(bytes) = datum else {
         return None;
     };

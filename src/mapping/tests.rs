@@ -35,6 +35,9 @@ fn sync(on_id_change: OnIdChange) -> SyncConfig {
             .map(|(a, c)| (a.to_owned(), c.to_owned()))
             .collect(),
         on_id_change,
+        delete_action: Default::default(),
+        soft_delete_column: None,
+        events: Vec::new(),
     }
 }
 
@@ -51,7 +54,12 @@ fn map(op: RowOp) -> Mapped {
 }
 
 fn map_with(op: RowOp, on_id_change: OnIdChange) -> Mapped {
-    Mapper::new(&[sync(on_id_change)]).map(&RowChange { table: table(), op, commit_time: T })
+    Mapper::new(&[sync(on_id_change)]).map(&RowChange {
+        table: table(),
+        op,
+        commit_time: T,
+        position: Default::default(),
+    })
 }
 
 fn identify(id: &str, attributes: serde_json::Value) -> CustomerOp {
@@ -220,7 +228,186 @@ fn a_mapped_column_missing_from_the_table_is_reported() {
         table: table(),
         op: RowOp::Insert { new: alice() },
         commit_time: T,
+        position: Default::default(),
     });
     assert_eq!(mapped.ops.len(), 1);
     assert_eq!(mapped.dropped[0].reason, DropReason::MissingColumn);
+}
+
+fn map_config(config: SyncConfig, op: RowOp) -> Mapped {
+    let change = RowChange {
+        table: table(),
+        op,
+        commit_time: T,
+        position: crate::change::WalPosition { commit_lsn: 0x10, index: 2 },
+    };
+    Mapper::new(&[config]).map(&change)
+}
+
+#[test]
+fn delete_action_suppress_suppresses_instead_of_deleting() {
+    let mut config = sync(OnIdChange::Merge);
+    config.delete_action = crate::config::DeleteAction::Suppress;
+    let mapped = map_config(config, RowOp::Delete { old: alice() });
+    assert_eq!(mapped.ops, vec![CustomerOp::Suppress { id: "1".into() }]);
+}
+
+#[test]
+fn soft_delete_removes_on_set_ignores_while_set_and_identifies_in_full_on_clear() {
+    // password_hash stands in for deleted_at: any non-NULL value means deleted.
+    let mut config = sync(OnIdChange::Merge);
+    config.soft_delete_column = Some("password_hash".into());
+    let live = row([t("1"), t("a@example.com"), t("free"), Datum::Null, Datum::Null]);
+    let mut gone = live.clone();
+    gone[4] = t("2024-01-01 00:00:00+00");
+
+    let set = map_config(
+        config.clone(),
+        RowOp::Update { old: Some(live.clone()), old_is_key_only: false, new: gone.clone() },
+    );
+    assert_eq!(set.ops, vec![CustomerOp::Delete { id: "1".into() }]);
+
+    let mut still = gone.clone();
+    still[2] = t("pro");
+    let while_set = map_config(
+        config.clone(),
+        RowOp::Update { old: Some(gone.clone()), old_is_key_only: false, new: still },
+    );
+    assert!(while_set.ops.is_empty());
+    assert_eq!(while_set.skipped, Some(SkipReason::SoftDeleted));
+
+    let cleared = map_config(
+        config.clone(),
+        RowOp::Update { old: Some(gone.clone()), old_is_key_only: false, new: live.clone() },
+    );
+    assert_eq!(cleared.ops, vec![identify("1", json!({"email": "a@example.com", "plan": "free"}))]);
+
+    let inserted_deleted = map_config(config.clone(), RowOp::Insert { new: gone.clone() });
+    assert_eq!(inserted_deleted.skipped, Some(SkipReason::SoftDeleted));
+
+    // Without the old row (DEFAULT identity), a deleted row is removed again:
+    // harmless, and a backfill repairs drift the same way.
+    let unknown =
+        map_config(config, RowOp::Update { old: None, old_is_key_only: false, new: gone });
+    assert_eq!(unknown.ops, vec![CustomerOp::Delete { id: "1".into() }]);
+}
+
+#[test]
+fn change_events_fire_on_the_transition_after_the_identify() {
+    let mut config = sync(OnIdChange::Merge);
+    config.events = vec![
+        crate::config::ChangeEventConfig {
+            name: "plan_changed".into(),
+            when_changed: Some("plan".into()),
+            when: None,
+            data: vec!["email".into()],
+        },
+        crate::config::ChangeEventConfig {
+            name: "password_updated".into(),
+            when_changed: None,
+            when: Some("password_hash".into()),
+            data: Vec::new(),
+        },
+    ];
+    let mut new = alice();
+    new[2] = t("pro");
+    let mapped = map_config(
+        config.clone(),
+        RowOp::Update { old: Some(alice()), old_is_key_only: false, new: new.clone() },
+    );
+    assert_eq!(mapped.ops.len(), 2, "{:?}", mapped.ops);
+    assert_eq!(mapped.ops[0], identify("1", json!({"plan": "pro"})));
+    let CustomerOp::Event(event) = &mapped.ops[1] else { panic!("{:?}", mapped.ops) };
+    assert_eq!(event.customer, "1");
+    assert_eq!(event.name, "plan_changed");
+    assert_eq!(
+        serde_json::Value::Object(event.data.clone()),
+        json!({"from": "free", "to": "pro", "email": "a@example.com"})
+    );
+    assert_eq!(event.timestamp, T);
+
+    // An unmapped column's change fires its event alone, no identify.
+    let mut rehashed = alice();
+    rehashed[4] = t("h2");
+    let mapped = map_config(
+        config.clone(),
+        RowOp::Update { old: Some(alice()), old_is_key_only: false, new: rehashed },
+    );
+    assert_eq!(mapped.ops.len(), 1);
+    assert!(matches!(&mapped.ops[0], CustomerOp::Event(e) if e.name == "password_updated"));
+
+    // No transition, no event; cleared to NULL does not fire `when`.
+    let same = map_config(
+        config.clone(),
+        RowOp::Update { old: Some(alice()), old_is_key_only: false, new: alice() },
+    );
+    assert!(same.ops.is_empty());
+    let mut cleared = alice();
+    cleared[4] = Datum::Null;
+    let cleared = map_config(
+        config.clone(),
+        RowOp::Update { old: Some(alice()), old_is_key_only: false, new: cleared },
+    );
+    assert!(cleared.ops.is_empty(), "{:?}", cleared.ops);
+
+    // Without the old row there is no transition to see.
+    let blind = map_config(config, RowOp::Update { old: None, old_is_key_only: false, new });
+    assert!(blind.ops.iter().all(|op| !matches!(op, CustomerOp::Event(_))));
+}
+
+#[test]
+fn event_table_inserts_become_events_with_deterministic_ids() {
+    let col = |name: &str, kind: ValueKind| TableColumn { name: name.into(), type_oid: 0, kind };
+    let signups = Arc::new(Table {
+        oid: 2,
+        schema: "public".into(),
+        name: "events".into(),
+        columns: vec![
+            col("user_id", ValueKind::BigInt),
+            col("name", ValueKind::Text),
+            col("payload", ValueKind::Json),
+            col("occurred_at", ValueKind::TimestampTz),
+        ],
+        replica_identity: ReplicaIdentity::Default,
+    });
+    let config = crate::config::EventTableConfig {
+        table: "events".into(),
+        customer_id_column: "user_id".into(),
+        name: None,
+        name_column: Some("name".into()),
+        data: [("source".to_owned(), "name".to_owned())].into_iter().collect(),
+        data_column: Some("payload".into()),
+        timestamp_column: Some("occurred_at".into()),
+    };
+    let mapper = Mapper::new(&[sync(OnIdChange::Merge)]).with_event_tables(&[config]);
+    let insert = |values: Vec<Datum>, index: u32| RowChange {
+        table: signups.clone(),
+        op: RowOp::Insert { new: values },
+        commit_time: T,
+        position: crate::change::WalPosition { commit_lsn: 0x99, index },
+    };
+    let row = vec![
+        t("42"),
+        t("cta_email"),
+        t(r#"{"type": "reset", "actionUrl": "https://x.io/r"}"#),
+        t("2024-03-01 12:34:56+00"),
+    ];
+    let mapped = mapper.map(&insert(row.clone(), 0));
+    let [CustomerOp::Event(event)] = mapped.ops.as_slice() else { panic!("{:?}", mapped.ops) };
+    assert_eq!((event.customer.as_str(), event.name.as_str()), ("42", "cta_email"));
+    assert_eq!(event.timestamp, 1_709_296_496, "the row's own time");
+    assert_eq!(
+        serde_json::Value::Object(event.data.clone()),
+        json!({"type": "reset", "actionUrl": "https://x.io/r", "source": "cta_email"})
+    );
+    assert_eq!(mapper.map(&insert(row.clone(), 0)).ops, mapped.ops, "a replay has the same id");
+    let other = mapper.map(&insert(row.clone(), 1));
+    assert_ne!(other.ops, mapped.ops, "another row of the transaction has another id");
+
+    let mut nameless = row.clone();
+    nameless[1] = Datum::Null;
+    assert_eq!(mapper.map(&insert(nameless, 2)).skipped, Some(SkipReason::InvalidEvent));
+    let mut anonymous = row;
+    anonymous[0] = Datum::Null;
+    assert_eq!(mapper.map(&insert(anonymous, 3)).skipped, Some(SkipReason::InvalidId));
 }

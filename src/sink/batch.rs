@@ -41,6 +41,19 @@ pub fn encode(op: CustomerOp) -> Option<EncodedItem> {
         CustomerOp::Delete { id } => {
             (PersonAction::Delete { identifiers: Identifier::Id(id.clone()) }, vec![id])
         }
+        CustomerOp::Suppress { id } => {
+            (PersonAction::Suppress { identifiers: Identifier::Id(id.clone()) }, vec![id])
+        }
+        CustomerOp::Event(event) => {
+            let action = PersonAction::Event {
+                identifiers: Identifier::Id(event.customer.clone()),
+                name: event.name,
+                id: Some(event.event_id),
+                timestamp: Some(event.timestamp),
+                attributes: Some(event.data),
+            };
+            (action, vec![event.customer])
+        }
         CustomerOp::Merge { primary, secondary } => (
             PersonAction::Merge {
                 primary: Identifier::Id(primary.clone()),

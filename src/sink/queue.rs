@@ -13,8 +13,12 @@
 //! it instead of queueing behind it:
 //! - identify after identify: one identify with both attribute sets, the
 //!   later value winning, at the later commit's timestamp;
-//! - delete after identify: the delete replaces the identify (the person is
-//!   going away, the attributes are moot); delete after delete: one delete;
+//! - delete or suppress after identify: it replaces the identify (the person
+//!   is going away, the attributes are moot); delete after delete: one
+//!   delete; a suppress after a delete replaces it, a delete after a
+//!   suppress joins it (suppress deletes too), suppress after suppress: one;
+//! - an event never merges and nothing merges into one: each is its own
+//!   call, after what came before it and before what comes after;
 //! - anything after a delete, and anything touching a merge: queued behind it.
 //!
 //! The merged operation keeps the earlier one's place and sequence number,
@@ -146,8 +150,13 @@ impl Queue {
                 self.last_of.insert(primary.clone(), seq);
                 self.last_of.insert(secondary.clone(), seq);
             }
-            CustomerOp::Identify { id, .. } | CustomerOp::Delete { id } => {
+            CustomerOp::Identify { id, .. }
+            | CustomerOp::Delete { id }
+            | CustomerOp::Suppress { id } => {
                 self.last_of.insert(id.clone(), seq);
+            }
+            CustomerOp::Event(event) => {
+                self.last_of.insert(event.customer.clone(), seq);
             }
             CustomerOp::Barrier => {}
         }
@@ -163,8 +172,10 @@ impl Queue {
     /// whether it did.
     fn coalesce(&mut self, op: &CustomerOp) -> bool {
         let id = match op {
-            CustomerOp::Identify { id, .. } | CustomerOp::Delete { id } => id,
-            CustomerOp::Merge { .. } | CustomerOp::Barrier => return false,
+            CustomerOp::Identify { id, .. }
+            | CustomerOp::Delete { id }
+            | CustomerOp::Suppress { id } => id,
+            CustomerOp::Merge { .. } | CustomerOp::Event(_) | CustomerOp::Barrier => return false,
         };
         let Some(&target) = self.last_of.get(id) else { return false };
         if target < self.last_barrier {
@@ -187,10 +198,17 @@ impl Queue {
                 }
                 *timestamp = (*timestamp).max(*later_ts);
             }
-            (waiting @ CustomerOp::Identify { .. }, CustomerOp::Delete { .. }) => {
+            (
+                waiting @ (CustomerOp::Identify { .. } | CustomerOp::Delete { .. }),
+                CustomerOp::Suppress { .. },
+            )
+            | (waiting @ CustomerOp::Identify { .. }, CustomerOp::Delete { .. }) => {
                 *waiting = op.clone();
             }
-            (CustomerOp::Delete { .. }, CustomerOp::Delete { .. }) => {}
+            (
+                CustomerOp::Delete { .. } | CustomerOp::Suppress { .. },
+                CustomerOp::Delete { .. } | CustomerOp::Suppress { .. },
+            ) => {}
             _ => return false,
         }
         let Waiting::Op(merged) = &entry.waiting else { return false };
@@ -423,8 +441,19 @@ fn estimate(op: &CustomerOp) -> usize {
                     .map(|(k, v)| ATTRIBUTE_OVERHEAD + k.len() + value_bytes(v))
                     .sum::<usize>()
         }
-        CustomerOp::Delete { id } => OP_OVERHEAD + id.len(),
+        CustomerOp::Delete { id } | CustomerOp::Suppress { id } => OP_OVERHEAD + id.len(),
         CustomerOp::Merge { primary, secondary } => OP_OVERHEAD + primary.len() + secondary.len(),
+        CustomerOp::Event(event) => {
+            OP_OVERHEAD
+                + event.customer.len()
+                + event.name.len()
+                + event.event_id.len()
+                + event
+                    .data
+                    .iter()
+                    .map(|(k, v)| ATTRIBUTE_OVERHEAD + k.len() + value_bytes(v))
+                    .sum::<usize>()
+        }
         CustomerOp::Barrier => OP_OVERHEAD,
     }
 }
@@ -457,8 +486,15 @@ fn wire_estimate(op: &CustomerOp) -> usize {
                 + id.len()
                 + attributes.iter().map(|(k, v)| 6 + k.len() + value_bytes(v)).sum::<usize>()
         }
-        CustomerOp::Delete { id } => ITEM + id.len(),
+        CustomerOp::Delete { id } | CustomerOp::Suppress { id } => ITEM + id.len(),
         CustomerOp::Merge { primary, secondary } => ITEM + 40 + primary.len() + secondary.len(),
+        CustomerOp::Event(event) => {
+            ITEM + 80
+                + event.customer.len()
+                + event.name.len()
+                + event.event_id.len()
+                + event.data.iter().map(|(k, v)| 6 + k.len() + value_bytes(v)).sum::<usize>()
+        }
         CustomerOp::Barrier => 0,
     }
 }

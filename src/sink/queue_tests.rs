@@ -256,3 +256,66 @@ fn identifies_do_not_merge_past_the_item_limits() {
     let pushed = push_all(&mut q, vec![identify("2", many(0), 1), identify("2", many(100), 2)]);
     assert_eq!(pushed, [Pushed::Queued, Pushed::Coalesced]);
 }
+
+fn event(id: &str, name: &str) -> CustomerOp {
+    CustomerOp::Event(crate::customer::Event {
+        customer: id.into(),
+        name: name.into(),
+        event_id: format!("01ID{name}"),
+        timestamp: 5,
+        data: serde_json::Map::new(),
+    })
+}
+
+#[test]
+fn a_suppress_replaces_an_identify_or_a_delete_and_absorbs_a_later_delete() {
+    let mut q = Queue::default();
+    let suppress = CustomerOp::Suppress { id: "1".into() };
+    let pushed = push_all(
+        &mut q,
+        vec![identify("1", json!({"a": 1}), 1), delete("1"), suppress.clone(), delete("1")],
+    );
+    use Pushed::*;
+    assert_eq!(pushed, [Queued, Coalesced, Coalesced, Coalesced]);
+    let items = items_json(&q.take_batch(100).expect("a batch"));
+    assert_eq!(
+        items,
+        vec![json!({"type": "person", "action": "suppress", "identifiers": {"id": "1"}})]
+    );
+}
+
+#[test]
+fn events_never_merge_and_keep_their_place_between_identifies() {
+    let mut q = Queue::default();
+    let pushed = push_all(
+        &mut q,
+        vec![
+            identify("1", json!({"plan": "pro"}), 1),
+            event("1", "plan_changed"),
+            event("1", "plan_changed_again"),
+            identify("1", json!({"plan": "team"}), 2),
+            delete("1"),
+        ],
+    );
+    use Pushed::*;
+    // The delete merges into the identify after the events, not before them.
+    assert_eq!(pushed, [Queued, Queued, Queued, Queued, Coalesced]);
+    // One operation of a customer per batch, in order.
+    let mut actions = Vec::new();
+    while let Some(taken) = q.take_batch(100) {
+        let items = items_json(&taken);
+        assert_eq!(items.len(), 1);
+        actions.push((
+            items[0]["action"].as_str().unwrap().to_owned(),
+            items[0]["name"].as_str().unwrap_or_default().to_owned(),
+        ));
+        q.finish(&taken.ticket);
+    }
+    let expected = [
+        ("identify", ""),
+        ("event", "plan_changed"),
+        ("event", "plan_changed_again"),
+        ("delete", ""),
+    ];
+    assert_eq!(actions, expected.map(|(a, n)| (a.to_owned(), n.to_owned())));
+}

@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 
-use crate::change::{Datum, Row, RowChange, RowOp};
+use crate::change::{Datum, Row, RowChange, RowOp, WalPosition};
 use crate::config::Config;
 use crate::telemetry::Counters;
 use connection::ConnectionSettings;
@@ -132,6 +132,8 @@ pub struct Source {
     sql: tokio_postgres::Client,
     relations: RelationCache,
     commit_time: i64,
+    /// The next change's place in its transaction.
+    position: WalPosition,
     counters: Arc<Counters>,
 }
 
@@ -163,7 +165,14 @@ impl Source {
             resume_from = %resume_from,
             "streaming from the replication slot"
         );
-        Ok(Self { client, sql, relations: RelationCache::default(), commit_time: 0, counters })
+        Ok(Self {
+            client,
+            sql,
+            relations: RelationCache::default(),
+            commit_time: 0,
+            position: WalPosition::default(),
+            counters,
+        })
     }
 
     /// Waits for the next raw replication event. Cancellation safe: nothing
@@ -189,8 +198,9 @@ impl Source {
                 Counters::raise(&self.counters.last_received_lsn, wal_end.as_u64());
                 Ok(Some(SourceEvent::Keepalive { wal_end }))
             }
-            ReplicationEvent::Begin { commit_time_micros, .. } => {
+            ReplicationEvent::Begin { final_lsn, commit_time_micros, .. } => {
                 self.commit_time = commit_time_micros.div_euclid(1_000_000) + PG_EPOCH_OFFSET_SECS;
+                self.position = WalPosition { commit_lsn: final_lsn.as_u64(), index: 0 };
                 Ok(Some(SourceEvent::Begin))
             }
             ReplicationEvent::Commit { end_lsn, .. } => {
@@ -266,11 +276,16 @@ impl Source {
             RawOp::Delete { old } => row(old).map(|old| RowOp::Delete { old }),
         };
         match op {
-            Some(op) => Ok(Some(SourceEvent::Change(RowChange {
-                table,
-                op,
-                commit_time: self.commit_time,
-            }))),
+            Some(op) => {
+                let position = self.position;
+                self.position.index += 1;
+                Ok(Some(SourceEvent::Change(RowChange {
+                    table,
+                    op,
+                    commit_time: self.commit_time,
+                    position,
+                })))
+            }
             None => {
                 self.skip_bad_row("tuple does not match its relation's columns");
                 Ok(None)

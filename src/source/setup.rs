@@ -33,6 +33,10 @@ pub fn create_publication_sql(config: &Config) -> String {
             let (schema, name) = s.schema_and_name();
             quoted_table(schema, name)
         })
+        .chain(config.events.iter().map(|e| {
+            let (schema, name) = e.schema_and_name();
+            quoted_table(schema, name)
+        }))
         .collect();
     // Via the partition root: pgoutput then names a partitioned table's
     // changes after the table the config names, not after its partitions.
@@ -120,8 +124,12 @@ pub async fn publication_missing_tables(
         return Ok(Some(Vec::new()));
     }
     let mut missing = Vec::new();
-    for sync in &config.sync {
-        let (schema, name) = sync.schema_and_name();
+    let published = config
+        .sync
+        .iter()
+        .map(|s| s.schema_and_name())
+        .chain(config.events.iter().map(|e| e.schema_and_name()));
+    for (schema, name) in published {
         let found = sql
             .query_opt(
                 "SELECT 1 FROM pg_catalog.pg_publication_tables \

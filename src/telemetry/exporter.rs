@@ -214,6 +214,8 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
             ("no_change", get(&c.changes_skipped_no_change) as f64),
             ("invalid_id", get(&c.changes_skipped_invalid_id) as f64),
             ("unknown_table", get(&c.changes_skipped_unknown_table) as f64),
+            ("soft_deleted", get(&c.changes_skipped_soft_deleted) as f64),
+            ("invalid_event", get(&c.changes_skipped_invalid_event) as f64),
             ("truncate", get(&c.truncates_ignored) as f64),
         ],
     );

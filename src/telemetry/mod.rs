@@ -41,6 +41,10 @@ pub struct Counters {
     pub changes_skipped_invalid_id: AtomicU64,
     /// Changes of tables that are not configured.
     pub changes_skipped_unknown_table: AtomicU64,
+    /// Changes of rows that are and stay soft-deleted.
+    pub changes_skipped_soft_deleted: AtomicU64,
+    /// Inserts into event tables with no usable event name.
+    pub changes_skipped_invalid_event: AtomicU64,
     /// Replication messages that could not be decoded, skipped.
     pub bad_messages: AtomicU64,
     /// TRUNCATEs of synced tables, deliberately not turned into deletes.

@@ -98,7 +98,8 @@ pub const BACKFILL_ROWS_EXPECTED: &str = "ciosync_backfill_rows_expected";
 /// Gauge: this slot's rows in `ciosync.dead_letters`.
 pub const DEAD_LETTERS_STORED: &str = "ciosync_dead_letters_stored";
 
-/// Label of [`CHANGES_SKIPPED`]: `no_change`, `invalid_id`, `unknown_table`, `truncate`.
+/// Label of [`CHANGES_SKIPPED`]: `no_change`, `invalid_id`, `unknown_table`,
+/// `soft_deleted`, `invalid_event`, `truncate`.
 pub const LABEL_REASON: &str = "reason";
 /// Label of [`CHANGES_RECEIVED`]: `schema.table` of a synced table.
 pub const LABEL_TABLE: &str = "table";

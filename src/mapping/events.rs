@@ -1,0 +1,248 @@
+//! Events: from inserts into event tables (`[[events]]`) and from column
+//! transitions of synced rows (`[[sync.events]]`), each with an id that is
+//! the same every time its transaction is replayed. Pure.
+//!
+//! # Exactly once, from Customer.io's side
+//!
+//! Delivery is at least once: a transaction delivered but not yet
+//! acknowledged when ciosync stops comes again from the slot. Customer.io
+//! ignores an event whose `id` (a ULID) it has seen, so each event's id is
+//! derived from where it comes from in the WAL — its transaction's commit
+//! LSN, the change's index in the transaction, and which configured event
+//! it is — never from a clock or a random source. The ULID's time part is
+//! the commit time; its random part is a hash of the rest.
+
+use serde_json::{Map, Value as Json};
+
+use super::value::{self, ValueKind};
+use super::{customer_id, DropReason, DroppedAttribute};
+use crate::change::{Datum, Row, RowChange, Table};
+use crate::config::{ChangeEventConfig, EventTableConfig};
+use crate::customer::Event;
+use crate::track_api;
+
+/// Why an insert into an event table produced no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventSkip {
+    /// The customer id is NULL, empty or too long.
+    InvalidId,
+    /// The name column is NULL, blank or over 100 bytes.
+    InvalidName,
+}
+
+/// The event an insert into an event table stands for.
+pub fn from_event_table(
+    config: &EventTableConfig,
+    change: &RowChange,
+    new: &Row,
+    dropped: &mut Vec<DroppedAttribute>,
+) -> Result<Event, EventSkip> {
+    let table = &*change.table;
+    let datum = |column: &str| table.column_index(column).map(|i| &new[i]);
+    let customer =
+        datum(&config.customer_id_column).and_then(customer_id).ok_or(EventSkip::InvalidId)?;
+    let name = match (&config.name, &config.name_column) {
+        (Some(fixed), _) => fixed.clone(),
+        (None, Some(column)) => match datum(column) {
+            Some(Datum::Text(bytes)) => std::str::from_utf8(bytes)
+                .ok()
+                .map(str::trim)
+                .filter(|n| !n.is_empty() && n.len() <= track_api::MAX_EVENT_NAME_BYTES)
+                .ok_or(EventSkip::InvalidName)?
+                .to_owned(),
+            _ => return Err(EventSkip::InvalidName),
+        },
+        (None, None) => return Err(EventSkip::InvalidName),
+    };
+    let mut data = Map::new();
+    if let Some(column) = &config.data_column {
+        match converted(table, new, column) {
+            Ok(Some(Json::Object(object))) => data = object,
+            Ok(None | Some(Json::Null)) => {}
+            Ok(Some(_)) | Err(DropReason::Unparseable) => {
+                dropped.push(drop(column, column, DropReason::Unparseable))
+            }
+            Err(reason) => dropped.push(drop(column, column, reason)),
+        }
+    }
+    for (key, column) in &config.data {
+        match converted(table, new, column) {
+            Ok(Some(v)) => {
+                data.insert(key.clone(), v);
+            }
+            Ok(None) => {
+                data.insert(key.clone(), Json::Null);
+            }
+            Err(reason) => dropped.push(drop(key, column, reason)),
+        }
+    }
+    let timestamp = config
+        .timestamp_column
+        .as_deref()
+        .and_then(|column| converted(table, new, column).ok().flatten())
+        .and_then(|v| v.as_i64())
+        .unwrap_or(change.commit_time);
+    let event_id = event_id(change, 0, &name);
+    Ok(Event { customer, name, event_id, timestamp, data })
+}
+
+/// The events `[[sync.events]]` derive from one UPDATE of a synced row,
+/// given its full old row. `when_changed`: the column's value changed (data
+/// `from` and `to`); `when`: it changed to a non-NULL value. The listed
+/// `data` columns add their new values. Unchanged TOAST values never count
+/// as a change.
+pub fn from_transition(
+    configs: &[ChangeEventConfig],
+    change: &RowChange,
+    customer: &str,
+    old: &Row,
+    new: &Row,
+    dropped: &mut Vec<DroppedAttribute>,
+) -> Vec<Event> {
+    let table = &*change.table;
+    let mut events = Vec::new();
+    for (n, config) in configs.iter().enumerate() {
+        let column = config.column();
+        let Some(index) = table.column_index(column) else {
+            dropped.push(drop(&config.name, column, DropReason::MissingColumn));
+            continue;
+        };
+        let (before, after) = (&old[index], &new[index]);
+        if before == after || *before == Datum::UnchangedToast || *after == Datum::UnchangedToast {
+            continue;
+        }
+        let mut data = Map::new();
+        if config.when_changed.is_some() {
+            for (key, datum) in [("from", before), ("to", after)] {
+                match to_json(&table.columns[index].kind, datum) {
+                    Ok(v) => {
+                        data.insert(key.to_owned(), v);
+                    }
+                    Err(reason) => dropped.push(drop(key, column, reason)),
+                }
+            }
+        } else if *after == Datum::Null {
+            continue;
+        }
+        for column in &config.data {
+            match converted(table, new, column) {
+                Ok(v) => {
+                    data.insert(column.clone(), v.unwrap_or(Json::Null));
+                }
+                Err(reason) => dropped.push(drop(column, column, reason)),
+            }
+        }
+        events.push(Event {
+            customer: customer.to_owned(),
+            name: config.name.clone(),
+            event_id: event_id(change, n as u32 + 1, &config.name),
+            timestamp: change.commit_time,
+            data,
+        });
+    }
+    events
+}
+
+/// A column's value as JSON: `None` for NULL or an unchanged TOAST value.
+fn converted(table: &Table, row: &Row, column: &str) -> Result<Option<Json>, DropReason> {
+    let index = table.column_index(column).ok_or(DropReason::MissingColumn)?;
+    match &row[index] {
+        Datum::Null | Datum::UnchangedToast => Ok(None),
+        datum => to_json(&table.columns[index].kind, datum).map(Some),
+    }
+}
+
+fn to_json(kind: &ValueKind, datum: &Datum) -> Result<Json, DropReason> {
+    match datum {
+        Datum::Null | Datum::UnchangedToast => Ok(Json::Null),
+        Datum::Text(bytes) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| value::to_json(kind, text).ok())
+            .ok_or(DropReason::Unparseable),
+    }
+}
+
+fn drop(attribute: &str, column: &str, reason: DropReason) -> DroppedAttribute {
+    DroppedAttribute { attribute: attribute.to_owned(), column: column.to_owned(), reason }
+}
+
+/// The event's ULID: 48 bits of the commit time in milliseconds, then 80
+/// bits of a hash of the change's WAL position, which event of the change it
+/// is (`which`) and its name. Stable across runs and versions (FNV-1a, not
+/// Rust's hasher, whose output may change between releases).
+pub fn event_id(change: &RowChange, which: u32, name: &str) -> String {
+    let mut input = Vec::with_capacity(24 + name.len());
+    input.extend_from_slice(&change.position.commit_lsn.to_be_bytes());
+    input.extend_from_slice(&change.position.index.to_be_bytes());
+    input.extend_from_slice(&which.to_be_bytes());
+    input.extend_from_slice(name.as_bytes());
+    let high = fnv1a(0xcbf2_9ce4_8422_2325, &input);
+    let low = fnv1a(0x8422_2325_cbf2_9ce4, &input);
+    let millis = (change.commit_time.max(0) as u64).saturating_mul(1000) & 0xFFFF_FFFF_FFFF;
+    let random = (u128::from(high) << 16) | u128::from(low & 0xFFFF);
+    ulid(millis, random & ((1u128 << 80) - 1))
+}
+
+fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(seed, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// Crockford base32 of `millis` (48 bits) then `random` (80 bits): 26 characters.
+fn ulid(millis: u64, random: u128) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let value = (u128::from(millis) << 80) | random;
+    (0..26).rev().map(|i| ALPHABET[((value >> (i * 5)) & 0x1F) as usize] as char).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::change::{ReplicaIdentity, RowOp, TableColumn, WalPosition};
+
+    fn change(commit_lsn: u64, index: u32) -> RowChange {
+        RowChange {
+            table: Arc::new(Table {
+                oid: 1,
+                schema: "public".into(),
+                name: "t".into(),
+                columns: vec![TableColumn {
+                    name: "id".into(),
+                    type_oid: 0,
+                    kind: ValueKind::Text,
+                }],
+                replica_identity: ReplicaIdentity::Full,
+            }),
+            op: RowOp::Insert { new: vec![Datum::Null] },
+            commit_time: 1_700_000_000,
+            position: WalPosition { commit_lsn, index },
+        }
+    }
+
+    #[test]
+    fn ids_are_ulids_stable_for_a_position_and_distinct_across_positions() {
+        let id = event_id(&change(0x1_6B37_4D48, 3), 0, "signed_up");
+        assert_eq!(id.len(), 26);
+        assert!(id.bytes().all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b)), "{id}");
+        // The time part is the commit time: 1,700,000,000,000 ms.
+        assert_eq!(&id[..10], &ulid(1_700_000_000_000, 0)[..10]);
+        assert_eq!(id, event_id(&change(0x1_6B37_4D48, 3), 0, "signed_up"), "replay");
+        let others = [
+            event_id(&change(0x1_6B37_4D48, 4), 0, "signed_up"),
+            event_id(&change(0x1_6B37_4D49, 3), 0, "signed_up"),
+            event_id(&change(0x1_6B37_4D48, 3), 1, "signed_up"),
+            event_id(&change(0x1_6B37_4D48, 3), 0, "other"),
+        ];
+        for other in others {
+            assert_ne!(id, other);
+        }
+    }
+
+    #[test]
+    fn ulid_encodes_time_then_randomness_in_crockford_base32() {
+        assert_eq!(ulid(0, 0), "00000000000000000000000000");
+        assert_eq!(ulid(0xFFFF_FFFF_FFFF, (1u128 << 80) - 1), "7ZZZZZZZZZZZZZZZZZZZZZZZZZ");
+        assert_eq!(ulid(1, 0), "00000000010000000000000000");
+    }
+}
