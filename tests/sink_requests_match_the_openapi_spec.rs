@@ -59,3 +59,72 @@ async fn every_batch_the_sink_sends_matches_the_published_schema() {
         assert_valid(&batch, request.body.as_ref().unwrap(), "a batch the sink sent");
     }
 }
+
+#[tokio::test]
+async fn suppress_and_event_items_match_the_published_schema() {
+    let db = TestDb::new("sink_spec_events").await;
+    db.exec(
+        "CREATE TABLE users (id bigint PRIMARY KEY, email text, first_name text, plan text,
+                             created_at timestamptz, bio text);
+         ALTER TABLE users REPLICA IDENTITY FULL;
+         CREATE TABLE outbox (id serial PRIMARY KEY, user_id bigint, name text, payload jsonb,
+                              occurred_at timestamptz);",
+    )
+    .await;
+    let emulator = emulator::start().await;
+    let extra = r#"
+[[sync.events]]
+name = "plan_changed"
+when_changed = "plan"
+
+[[events]]
+table = "outbox"
+customer_id_column = "user_id"
+name_column = "name"
+data_column = "payload"
+timestamp_column = "occurred_at"
+"#;
+    let config = db.config(&emulator.url(), extra).replacen(
+        "id_column = \"id\"\n",
+        "id_column = \"id\"\ndelete_action = \"suppress\"\n",
+        1,
+    );
+    let daemon = InProcess::start(&config);
+    db.wait_for_streaming().await;
+    db.exec(
+        "INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'free'), (2, 'b@x.io', 'free')",
+    )
+    .await;
+    db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
+    db.exec(
+        "INSERT INTO outbox (user_id, name, payload, occurred_at) \
+         VALUES (1, 'cta', '{\"type\": \"t\", \"n\": [1, 2.5, null]}', now())",
+    )
+    .await;
+    db.exec("DELETE FROM users WHERE id = 2").await;
+    assert!(
+        emulator::wait_for(&emulator, |e| e.events("1").len() == 2 && e.customer("2").is_none())
+            .await
+    );
+    daemon.stop().await.unwrap();
+
+    let spec = spec();
+    let batch = validator(
+        &spec,
+        &path_pointer("/api/v2/batch", &format!("/post/requestBody{JSON_SCHEMA}")),
+    );
+    let requests: Vec<_> =
+        emulator.requests().into_iter().filter(|r| r.path == "/api/v2/batch").collect();
+    let actions: Vec<String> = requests
+        .iter()
+        .flat_map(|r| r.body.as_ref().unwrap()["batch"].as_array().unwrap().clone())
+        .map(|item| item["action"].as_str().unwrap().to_owned())
+        .collect();
+    for action in ["event", "suppress"] {
+        assert!(actions.iter().any(|a| a == action), "no {action} was sent: {actions:?}");
+    }
+    for request in &requests {
+        assert_eq!(request.status, 200);
+        assert_valid(&batch, request.body.as_ref().unwrap(), "a batch the sink sent");
+    }
+}

@@ -1,0 +1,65 @@
+//! `delete_action = "suppress"` suppresses instead of deleting, and the
+//! emulator then ignores a re-created row, as Customer.io does;
+//! `soft_delete_column` removes the customer when set and identifies them in
+//! full when cleared.
+
+use serde_json::json;
+
+use crate::support::emulator::{wait_for, wait_for_attribute, wait_for_customers};
+use crate::support::postgres::USERS_TABLE;
+use crate::support::Scenario;
+
+#[tokio::test]
+async fn suppress_on_delete_blocks_re_creation() {
+    let Scenario { db, emulator, daemon } = Scenario::start_with("suppress", USERS_TABLE, |c| {
+        c.replacen("id_column = \"id\"\n", "id_column = \"id\"\ndelete_action = \"suppress\"\n", 1)
+    })
+    .await;
+    db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io'), (2, 'b@x.io')").await;
+    assert!(wait_for_customers(&emulator, |c| c.len() == 2).await);
+    db.exec("DELETE FROM users WHERE id = 1").await;
+    assert!(wait_for(&emulator, |e| e.view(|v| v.world().suppressed().any(|s| s == "id:1"))).await);
+    assert!(emulator.customer("1").is_none());
+
+    // The row comes back (a re-signup): the identify is sent and ignored.
+    db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io')").await;
+    db.exec("UPDATE users SET plan = 'marker' WHERE id = 2").await;
+    assert!(wait_for_attribute(&emulator, "2", "plan", json!("marker")).await);
+    assert!(emulator.customer("1").is_none(), "a suppressed person was re-created");
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn soft_delete_removes_and_undelete_identifies_in_full() {
+    let schema = format!("{USERS_TABLE} ALTER TABLE users ADD COLUMN deleted_at timestamptz;");
+    let Scenario { db, emulator, daemon } = Scenario::start_with("soft_delete", &schema, |c| {
+        c.replacen(
+            "id_column = \"id\"\n",
+            "id_column = \"id\"\nsoft_delete_column = \"deleted_at\"\n",
+            1,
+        )
+    })
+    .await;
+    db.exec(
+        "INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'free'), (2, 'b@x.io', 'free')",
+    )
+    .await;
+    // Inserted already deleted: never created.
+    db.exec("INSERT INTO users (id, email, deleted_at) VALUES (3, 'c@x.io', now())").await;
+    assert!(wait_for_customers(&emulator, |c| c.contains_key("1") && c.contains_key("2")).await);
+
+    db.exec("UPDATE users SET deleted_at = now() WHERE id = 1").await;
+    assert!(wait_for_customers(&emulator, |c| !c.contains_key("1")).await, "soft delete");
+    // Changes while deleted send nothing.
+    db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
+    db.exec("UPDATE users SET plan = 'marker' WHERE id = 2").await;
+    assert!(wait_for_attribute(&emulator, "2", "plan", json!("marker")).await);
+    assert!(emulator.customer("1").is_none());
+    assert!(emulator.customer("3").is_none());
+
+    // Undeleted: identified in full, with the change made while deleted.
+    db.exec("UPDATE users SET deleted_at = NULL WHERE id = 1").await;
+    assert!(wait_for_attribute(&emulator, "1", "plan", json!("pro")).await);
+    assert_eq!(emulator.customer("1").unwrap()["email"], json!("a@x.io"));
+    daemon.stop().await.unwrap();
+}
