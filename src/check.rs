@@ -181,6 +181,10 @@ async fn checks_with_sql(
     });
     for sync in &config.sync {
         check_table(sql, sync, &user, out).await?;
+        check_sync_options(sql, sync, out).await?;
+    }
+    for events in &config.events {
+        check_event_table(sql, events, out).await?;
     }
     check_publication(sql, config, &user, out).await?;
     check_slot(sql, config, out).await?;
@@ -311,6 +315,141 @@ async fn check_table(
              non-key id column is not seen as an id change",
             full,
         ),
+    });
+    Ok(())
+}
+
+/// A table's columns (name, type name) and replica identity; `None` when it
+/// is not a table.
+async fn table_shape(
+    sql: &Client,
+    schema: &str,
+    name: &str,
+) -> Result<Option<(Vec<(String, String)>, String)>, tokio_postgres::Error> {
+    let row = sql
+        .query_opt(
+            "SELECT c.oid, c.relreplident::text FROM pg_catalog.pg_class c              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&schema, &name],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let oid: u32 = row.get(0);
+    let columns = sql
+        .query(
+            "SELECT attname::text, format_type(atttypid, NULL) FROM pg_catalog.pg_attribute              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+            &[&oid],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(Some((columns, row.get(1))))
+}
+
+/// `soft_delete_column` and `[[sync.events]]`: their columns exist, and the
+/// replica identity lets ciosync see transitions.
+async fn check_sync_options(
+    sql: &Client,
+    sync: &SyncConfig,
+    out: &mut Vec<Finding>,
+) -> Result<(), tokio_postgres::Error> {
+    if sync.soft_delete_column.is_none() && sync.events.is_empty() {
+        return Ok(());
+    }
+    let (schema, name) = sync.schema_and_name();
+    let Some((columns, identity)) = table_shape(sql, schema, name).await? else {
+        return Ok(()); // check_table said so
+    };
+    let label = format!("table {schema}.{name}");
+    let has = |c: &str| columns.iter().any(|(n, _)| n == c);
+    let full = format!("ALTER TABLE {} REPLICA IDENTITY FULL;", quoted_table(schema, name));
+    if let Some(column) = &sync.soft_delete_column {
+        if !has(column) {
+            out.push(Finding::error(
+                &label,
+                format!("has no column {column} (soft_delete_column)"),
+                "fix soft_delete_column or add the column",
+            ));
+        } else if identity != "f" {
+            out.push(Finding::warning(
+                &label,
+                format!(
+                    "soft_delete_column {column} without REPLICA IDENTITY FULL: updates carry no                      old row, so every update of a soft-deleted row sends the delete again                      (harmless) and an undelete is sent as a plain update"
+                ),
+                full.clone(),
+            ));
+        } else {
+            out.push(Finding::ok(&label, format!("soft deletes by {column}")));
+        }
+    }
+    if sync.events.is_empty() {
+        return Ok(());
+    }
+    let mut missing: Vec<&str> = sync
+        .events
+        .iter()
+        .flat_map(|e| std::iter::once(e.column()).chain(e.data.iter().map(String::as_str)))
+        .filter(|c| !has(c))
+        .collect();
+    missing.dedup();
+    if !missing.is_empty() {
+        out.push(Finding::error(
+            &label,
+            format!("[[sync.events]] name columns it does not have: {}", missing.join(", ")),
+            "fix when_changed, when or data, or add the columns",
+        ));
+    } else if identity != "f" {
+        out.push(Finding::error(
+            &label,
+            "[[sync.events]] need the old row of each update to see a transition, which only              REPLICA IDENTITY FULL sends: no change event would ever fire",
+            full,
+        ));
+    } else {
+        out.push(Finding::ok(&label, format!("{} change event(s) configured", sync.events.len())));
+    }
+    Ok(())
+}
+
+/// An `[[events]]` table: it exists and has the columns the config names,
+/// of types that can hold what they are for.
+async fn check_event_table(
+    sql: &Client,
+    events: &crate::config::EventTableConfig,
+    out: &mut Vec<Finding>,
+) -> Result<(), tokio_postgres::Error> {
+    let (schema, name) = events.schema_and_name();
+    let label = format!("event table {schema}.{name}");
+    let Some((columns, _)) = table_shape(sql, schema, name).await? else {
+        out.push(Finding::error(
+            &label,
+            "does not exist (or is not a table)",
+            "create the table, or fix [[events]] table",
+        ));
+        return Ok(());
+    };
+    let type_of = |c: &str| columns.iter().find(|(n, _)| n == c).map(|(_, t)| t.as_str());
+    let named = std::iter::once(("customer_id_column", events.customer_id_column.as_str()))
+        .chain(events.name_column.as_deref().map(|c| ("name_column", c)))
+        .chain(events.data.values().map(|c| ("data", c.as_str())))
+        .chain(events.data_column.as_deref().map(|c| ("data_column", c)))
+        .chain(events.timestamp_column.as_deref().map(|c| ("timestamp_column", c)));
+    let mut problems = Vec::new();
+    for (key, column) in named {
+        match (key, type_of(column)) {
+            (_, None) => problems.push(format!("no column {column} ({key})")),
+            ("data_column", Some(t)) if t != "jsonb" && t != "json" => {
+                problems.push(format!("data_column {column} is {t}, not json or jsonb"))
+            }
+            ("timestamp_column", Some(t)) if !t.starts_with("timestamp") && t != "date" => {
+                problems.push(format!("timestamp_column {column} is {t}, not a timestamp"))
+            }
+            _ => {}
+        }
+    }
+    out.push(if problems.is_empty() {
+        Finding::ok(&label, "its inserts become events")
+    } else {
+        Finding::error(&label, problems.join("; "), "fix [[events]] or the table")
     });
     Ok(())
 }

@@ -77,3 +77,44 @@ async fn check_points_at_waiting_dead_letters_without_failing() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn check_names_problems_of_events_and_soft_deletes() {
+    let db = TestDb::new("check_events").await;
+    db.exec(
+        "CREATE TABLE users (id bigint PRIMARY KEY, email text, first_name text, plan text,
+                             created_at timestamptz, bio text, deleted_at timestamptz);
+         CREATE TABLE outbox (id serial PRIMARY KEY, user_id bigint, name text, payload text);",
+    )
+    .await;
+    let emulator = emulator::start().await;
+    let extra = r#"
+[[sync.events]]
+name = "plan_changed"
+when_changed = "plan"
+
+[[events]]
+table = "outbox"
+customer_id_column = "user_id"
+name_column = "kind"
+data_column = "payload"
+
+[[events]]
+table = "no_such_table"
+customer_id_column = "user_id"
+name = "x"
+"#;
+    let text = db
+        .config(&emulator.url(), extra)
+        .replacen("id_column = \"id\"\n", "id_column = \"id\"\nsoft_delete_column = \"deleted_at\"\n", 1);
+    let (code, out) = tokio::task::spawn_blocking(move || check(&text)).await.unwrap();
+    assert_eq!(code, Some(1), "{out}");
+    for expected in [
+        "[[sync.events]] need the old row",
+        "soft_delete_column deleted_at without REPLICA IDENTITY FULL",
+        "event table public.outbox: no column kind (name_column); data_column payload is text, not json or jsonb",
+        "event table public.no_such_table: does not exist",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
