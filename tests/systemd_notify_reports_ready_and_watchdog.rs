@@ -1,8 +1,8 @@
 //! Under systemd (`NOTIFY_SOCKET`, `WATCHDOG_USEC`) the daemon says
 //! `READY=1` only once it reached Postgres, feeds the watchdog while changes
-//! flow, starves it while Customer.io fails everything past the stall
-//! timeout, feeds it again once deliveries resume, and says `STOPPING=1` at
-//! SIGTERM before exiting 0. The notification socket is a datagram socket
+//! flow and through a Customer.io outage (requests keep ending), starves it
+//! when no request even ends past the stall timeout (wedged), feeds it again
+//! once deliveries resume, and says `STOPPING=1` at SIGTERM before exiting 0. The notification socket is a datagram socket
 //! in a temporary directory, read as systemd would.
 
 use std::ffi::OsStr;
@@ -71,7 +71,8 @@ async fn systemd_notify_reports_ready_and_watchdog() {
     assert!(count >= 4, "{count} pings in 1.2 s while healthy: {pings:?}");
 
     // Customer.io fails everything: once the change has waited past the
-    // 2 s stall timeout the status says so, and the pings stop.
+    // 2 s stall timeout the status says so, but an outage is not a wedge:
+    // failing requests keep ending, and the pings go on.
     emulator.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
     db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io')").await;
     assert!(
@@ -79,8 +80,16 @@ async fn systemd_notify_reports_ready_and_watchdog() {
         "never stalled: {:?}",
         notes.seen
     );
-    let stalled = notes.collect(Duration::from_millis(1500)).await;
-    assert!(!stalled.iter().any(|l| l == "WATCHDOG=1"), "pinged while stalled: {stalled:?}");
+    let outage = notes.collect(Duration::from_millis(1200)).await;
+    assert!(outage.iter().any(|l| l == "WATCHDOG=1"), "starved by an outage: {outage:?}");
+
+    // Requests that never end (8 s each, under the 10 s request timeout):
+    // past the stall timeout with none ending, the pings stop.
+    emulator.set_faults(Faults { latency_ms: 8_000, ..Faults::default() });
+    // The failing request in flight ends, its retry hangs, 2 s pass.
+    notes.collect(Duration::from_millis(3_500)).await;
+    let wedged = notes.collect(Duration::from_millis(1_500)).await;
+    assert!(!wedged.iter().any(|l| l == "WATCHDOG=1"), "pinged while wedged: {wedged:?}");
 
     // Deliveries resume: so do the pings.
     emulator.set_faults(Faults::default());

@@ -84,11 +84,13 @@ impl TrackClient {
             Ok(r) => r,
             Err(e) => {
                 self.counters.requests.record(None);
+                self.counters.health.attempted();
                 return Verdict::Retry { after: None, reason: transport_reason(&e) };
             }
         };
         let status = response.status().as_u16();
         self.counters.requests.record(Some(status));
+        self.counters.health.attempted();
         let retry_after =
             response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let verdict = match response.bytes().await {

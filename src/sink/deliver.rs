@@ -52,7 +52,7 @@ impl Delivery {
             let body = batch::body_of(pending[..count].iter().map(|p| &p.item));
             self.counters.request_items.observe(count as f64);
             let verdict = self.client.post_batch(body.into()).await;
-            if matches!(verdict, Verdict::Accepted | Verdict::PartlyRejected(_)) {
+            if verdict != Verdict::Unauthorized {
                 self.counters.health.set_unauthorized(false);
             }
             match verdict {

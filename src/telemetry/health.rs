@@ -77,6 +77,8 @@ pub struct Health {
     last_delivery: AtomicU64,
     /// Customer.io answered the last request with HTTP 401.
     unauthorized: AtomicBool,
+    /// When a Customer.io request last ended, however (process clock, ms).
+    last_attempt: AtomicU64,
 }
 
 /// One reading of [`Health`], for [`judge`].
@@ -90,6 +92,8 @@ pub struct Snapshot {
     pub last_delivery_ms: u64,
     /// Customer.io refuses the credentials (HTTP 401).
     pub unauthorized: bool,
+    /// Process clock, ms; 0 never.
+    pub last_attempt_ms: u64,
 }
 
 impl Snapshot {
@@ -103,6 +107,19 @@ impl Snapshot {
             return None;
         }
         let since = self.busy_since_ms.max(self.last_delivery_ms);
+        let waited = Duration::from_millis(now_ms.saturating_sub(since));
+        (waited > stall_timeout).then_some(waited)
+    }
+
+    /// How long operations have waited with no request to Customer.io even
+    /// ending (accepted, refused or failed), when longer than
+    /// `stall_timeout`: the daemon is wedged, not merely facing an outage
+    /// (requests time out and are retried, so they keep ending).
+    pub fn wedged_for(&self, now_ms: u64, stall_timeout: Duration) -> Option<Duration> {
+        if !self.busy {
+            return None;
+        }
+        let since = self.busy_since_ms.max(self.last_delivery_ms).max(self.last_attempt_ms);
         let waited = Duration::from_millis(now_ms.saturating_sub(since));
         (waited > stall_timeout).then_some(waited)
     }
@@ -139,6 +156,11 @@ impl Health {
         self.unauthorized.store(refused, Ordering::Relaxed);
     }
 
+    /// Records that a Customer.io request ended, whatever its outcome.
+    pub fn attempted(&self) {
+        self.last_attempt.store(now_ms(), Ordering::Relaxed);
+    }
+
     /// Whether Customer.io refuses the credentials.
     pub fn unauthorized(&self) -> bool {
         self.unauthorized.load(Ordering::Relaxed)
@@ -158,6 +180,7 @@ impl Health {
             busy_since_ms: self.busy_since.load(Ordering::Relaxed),
             last_delivery_ms: self.last_delivery.load(Ordering::Relaxed),
             unauthorized: self.unauthorized(),
+            last_attempt_ms: self.last_attempt.load(Ordering::Relaxed),
         }
     }
 
@@ -169,6 +192,11 @@ impl Health {
 
 /// The readiness rule (see the module doc): `Ok` when ready, else the reason.
 pub fn judge(health: &Snapshot, now_ms: u64, stall_timeout: Duration) -> Result<(), String> {
+    if health.unauthorized && matches!(health.phase, Phase::InitialCopy | Phase::Streaming) {
+        return Err("Customer.io refuses the credentials (HTTP 401): fix customerio.site_id and \
+                    customerio.api_key; nothing is acknowledged meanwhile"
+            .to_owned());
+    }
     match health.phase {
         Phase::Starting => Err("starting: not connected to Postgres yet".to_owned()),
         Phase::InitialCopy => {
@@ -179,11 +207,6 @@ pub fn judge(health: &Snapshot, now_ms: u64, stall_timeout: Duration) -> Result<
                 .to_owned())
         }
         Phase::Stopping => Err("shutting down".to_owned()),
-        Phase::Streaming if health.unauthorized => {
-            Err("Customer.io refuses the credentials (HTTP 401): fix customerio.site_id and \
-             customerio.api_key; nothing is acknowledged meanwhile"
-                .to_owned())
-        }
         Phase::Streaming => match health.stalled_for(now_ms, stall_timeout) {
             Some(waited) => Err(format!(
                 "stalled: operations have waited {}s with none delivered (is Customer.io \
@@ -214,6 +237,7 @@ mod tests {
             busy_since_ms,
             last_delivery_ms,
             unauthorized: false,
+            last_attempt_ms: 0,
         }
     }
 

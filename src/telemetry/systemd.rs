@@ -74,12 +74,15 @@ impl Note {
 }
 
 /// Whether the watchdog may be fed now: the pipeline is not stopping, and
-/// it is not stalled in the readiness rule's sense (operations outstanding
-/// with none delivered for longer than `stall_timeout`, in any phase, the
-/// initial copy included). Waiting to reconnect to Postgres is progress:
-/// the reconnect loop is alive and retries by itself.
+/// it is not wedged: operations outstanding with no request to Customer.io
+/// even ending (accepted, refused or failed) for longer than
+/// `stall_timeout`, in any phase, the initial copy included. An outage is
+/// not a wedge: failing requests time out and are retried, so they keep
+/// ending, and restarting the daemon would not bring Customer.io back
+/// (`/readyz` and `STATUS=` say "stalled" meanwhile). Waiting to reconnect
+/// to Postgres is progress too: the reconnect loop retries by itself.
 pub fn making_progress(health: &Snapshot, now_ms: u64, stall_timeout: Duration) -> bool {
-    health.phase != Phase::Stopping && health.stalled_for(now_ms, stall_timeout).is_none()
+    health.phase != Phase::Stopping && health.wedged_for(now_ms, stall_timeout).is_none()
 }
 
 /// The `STATUS=` text: [`STATUS_STREAMING`] when `/readyz` would answer
@@ -246,7 +249,14 @@ mod tests {
     const STALL: Duration = Duration::from_secs(120);
 
     fn snapshot(phase: Phase, busy: bool, busy_since_ms: u64, last_delivery_ms: u64) -> Snapshot {
-        Snapshot { phase, busy, busy_since_ms, last_delivery_ms, unauthorized: false }
+        Snapshot {
+            phase,
+            busy,
+            busy_since_ms,
+            last_delivery_ms,
+            unauthorized: false,
+            last_attempt_ms: 0,
+        }
     }
 
     #[test]
@@ -262,11 +272,16 @@ mod tests {
     }
 
     #[test]
-    fn the_watchdog_starves_when_stalled_or_stopping() {
-        // 121 s of waiting with nothing delivered: the readiness rule's stall.
-        let stalled = snapshot(Phase::Streaming, true, 1_000, 0);
-        assert!(!making_progress(&stalled, 122_001, STALL));
-        assert!(making_progress(&stalled, 121_000, STALL), "not before the stall timeout");
+    fn the_watchdog_starves_when_wedged_or_stopping() {
+        // 121 s of waiting with no request even ending: wedged.
+        let wedged = snapshot(Phase::Streaming, true, 1_000, 0);
+        assert!(!making_progress(&wedged, 122_001, STALL));
+        assert!(making_progress(&wedged, 121_000, STALL), "not before the stall timeout");
+        // An outage: nothing delivered for long, but requests keep ending
+        // (failing): stalled for /readyz, alive for the watchdog.
+        let outage = Snapshot { last_attempt_ms: 120_000, ..wedged };
+        assert!(outage.stalled_for(122_001, STALL).is_some());
+        assert!(making_progress(&outage, 122_001, STALL));
         // The initial copy can stall the same way.
         assert!(!making_progress(&snapshot(Phase::InitialCopy, true, 1_000, 0), 122_001, STALL));
         assert!(!making_progress(&snapshot(Phase::Stopping, false, 0, 0), 1_000, STALL));
