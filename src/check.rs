@@ -608,21 +608,9 @@ fn lost_slot(label: &str, config: &Config, how: Lost) -> Finding {
     }
 }
 
-/// Whether `ciosync.slots` says the daemon streamed from this slot before
-/// (read only; the table may not exist yet).
+/// Whether the daemon streamed from this slot before (read only).
 async fn slot_recorded(sql: &Client, config: &Config) -> Result<bool, tokio_postgres::Error> {
-    let exists: bool =
-        sql.query_one("SELECT to_regclass('ciosync.slots') IS NOT NULL", &[]).await?.get(0);
-    if !exists {
-        return Ok(false);
-    }
-    let row = sql
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM ciosync.slots WHERE slot = $1)",
-            &[&config.postgres.slot],
-        )
-        .await?;
-    Ok(row.get(0))
+    crate::state::slot_was_used(sql, &config.postgres.slot).await
 }
 
 /// The daemon keeps its own state in the `ciosync` schema: the initial

@@ -144,6 +144,46 @@ fn backfill_of(row: &tokio_postgres::Row) -> Backfill {
     }
 }
 
+/// Whether ciosync streamed from `slot` before: it is recorded in
+/// `ciosync.slots`, or it left traces that only a slot in use leaves (an
+/// initial copy past its plan, a backfill that ran, a dead letter), which covers
+/// slots used by versions without `ciosync.slots`. Read only, and safe
+/// before the schema exists (`check` uses it too).
+pub async fn slot_was_used(sql: &Client, slot: &str) -> Result<bool, tokio_postgres::Error> {
+    let tables: Vec<String> = sql
+        .query(
+            "SELECT c.relname::text FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'ciosync' \
+               AND c.relname IN ('slots', 'initial_copy', 'backfills', 'dead_letters')",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let traces = [
+        ("slots", "SELECT EXISTS (SELECT 1 FROM ciosync.slots WHERE slot = $1)"),
+        (
+            "initial_copy",
+            "SELECT EXISTS (SELECT 1 FROM ciosync.initial_copy WHERE slot = $1 AND state <> 'pending')",
+        ),
+        // Queued backfills prove nothing: `ciosync backfill` may run first.
+        (
+            "backfills",
+            "SELECT EXISTS (SELECT 1 FROM ciosync.backfills \
+             WHERE slot = $1 AND state IN ('running', 'done', 'failed'))",
+        ),
+        ("dead_letters", "SELECT EXISTS (SELECT 1 FROM ciosync.dead_letters WHERE slot = $1)"),
+    ];
+    for (table, query) in traces {
+        if tables.iter().any(|t| t == table) && sql.query_one(query, &[&slot]).await?.get(0) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Access to the `ciosync` schema over one SQL connection.
 pub struct State<'a> {
     sql: &'a Client,
@@ -159,21 +199,9 @@ impl<'a> State<'a> {
         Ok(Self { sql, slot })
     }
 
-    /// Whether this slot was used before: recorded in `ciosync.slots`, or an
-    /// initial copy got past its plan (which only happens once the slot
-    /// exists; this covers slots created before `ciosync.slots` existed).
+    /// Whether this slot was used before; see [`slot_was_used`].
     pub async fn slot_known(&self) -> Result<bool, SourceError> {
-        let row = self
-            .sql
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM ciosync.slots WHERE slot = $1) \
-                     OR EXISTS (SELECT 1 FROM ciosync.initial_copy \
-                                WHERE slot = $1 AND state <> 'pending')",
-                &[&self.slot],
-            )
-            .await
-            .map_err(SourceError::sql("read ciosync.slots"))?;
-        Ok(row.get(0))
+        slot_was_used(self.sql, self.slot).await.map_err(SourceError::sql("read ciosync.slots"))
     }
 
     /// Records that the slot exists and is ours (idempotent).
@@ -186,6 +214,22 @@ impl<'a> State<'a> {
             .await
             .map_err(SourceError::sql("write ciosync.slots"))?;
         Ok(())
+    }
+
+    /// Whether a backfill of every row and attribute of `table` is queued or
+    /// running for this slot.
+    pub async fn full_backfill_waits(&self, table: &str) -> Result<bool, SourceError> {
+        let row = self
+            .sql
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM ciosync.backfills WHERE slot = $1 \
+                 AND table_name = $2 AND where_clause IS NULL AND attributes IS NULL \
+                 AND state IN ('queued', 'running'))",
+                &[&self.slot, &table],
+            )
+            .await
+            .map_err(SourceError::sql("read ciosync.backfills"))?;
+        Ok(row.get(0))
     }
 
     /// Records that the slot was lost and created again.

@@ -104,9 +104,11 @@ table = "no_such_table"
 customer_id_column = "user_id"
 name = "x"
 "#;
-    let text = db
-        .config(&emulator.url(), extra)
-        .replacen("id_column = \"id\"\n", "id_column = \"id\"\nsoft_delete_column = \"deleted_at\"\n", 1);
+    let text = db.config(&emulator.url(), extra).replacen(
+        "id_column = \"id\"\n",
+        "id_column = \"id\"\nsoft_delete_column = \"deleted_at\"\n",
+        1,
+    );
     let (code, out) = tokio::task::spawn_blocking(move || check(&text)).await.unwrap();
     assert_eq!(code, Some(1), "{out}");
     for expected in [

@@ -43,6 +43,7 @@ async fn a_dropped_slot_exits_3_naming_it_and_creates_nothing() {
     let config = db.config(&emulator.url(), "");
     stream_once(&config, &db).await;
 
+    db.wait_for_slot_released().await;
     db.exec(&format!("SELECT pg_drop_replication_slot('{}')", db.name)).await;
     db.exec("INSERT INTO users (id, email) VALUES (1, 'lost@x.io')").await;
     let (code, stderr) = run_to_exit(&config).await;
@@ -77,6 +78,7 @@ async fn a_lost_slot_is_recreated_and_backfilled_when_configured() {
     daemon.stop().await.unwrap();
 
     // Lost, and changes meanwhile that no slot holds.
+    db.wait_for_slot_released().await;
     db.exec(&format!("SELECT pg_drop_replication_slot('{}')", db.name)).await;
     db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
     db.exec("INSERT INTO users (id, email, plan) VALUES (3, 'c@x.io', 'team')").await;
@@ -146,11 +148,34 @@ async fn an_invalidated_slot_exits_3() {
     .await;
     assert!(invalidated, "the slot was not invalidated");
 
+    db.exec("UPDATE users SET plan = 'after-the-loss' WHERE id = 1").await;
     let (code, stderr) = run_to_exit(&config).await;
     assert_eq!(code, Some(3), "{stderr}");
     let line = format!("replication slot {} is lost: it was invalidated", db.name);
     assert!(stderr.contains(&line), "{stderr}");
     assert!(stderr.contains("max_slot_wal_keep_size"), "{stderr}");
+
+    // Recovery drops the invalidated slot, creates it again, backfills.
+    db.exec("ALTER SYSTEM RESET max_slot_wal_keep_size").await;
+    db.exec("SELECT pg_reload_conf()").await;
+    let recreate = config.replacen(
+        "status_interval_ms = 200\n",
+        "status_interval_ms = 200\non_slot_lost = \"recreate_and_backfill\"\n",
+        1,
+    );
+    let daemon = InProcess::start(&recreate);
+    db.wait_for_streaming().await;
+    assert!(
+        crate::support::emulator::wait_for_attribute(
+            &emulator,
+            "1",
+            "plan",
+            serde_json::json!("after-the-loss")
+        )
+        .await,
+        "the change made while the slot was lost was not backfilled"
+    );
+    daemon.stop().await.unwrap();
 }
 
 /// Polls an async condition until it holds or [`CONVERGE`] passes.

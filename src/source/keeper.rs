@@ -81,7 +81,13 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let tick = config.heartbeat.map_or(CHECK_EVERY, |h| h.min(CHECK_EVERY));
-    let mut keeper = Keeper { config, counters, client: None, warning: Warning::default() };
+    let mut keeper = Keeper {
+        config,
+        counters,
+        client: None,
+        warning: Warning::default(),
+        heartbeat_warned: None,
+    };
     let mut next_check = Instant::now();
     loop {
         tokio::select! {
@@ -92,10 +98,10 @@ pub async fn run(
             tracing::debug!(%error, "slot keeper cannot connect to postgres");
             continue;
         }
+        // The two jobs are independent: a role that may not write a
+        // heartbeat still gets the retained-WAL warning.
         if let Err(error) = keeper.heartbeat_if_quiet().await {
-            tracing::warn!(%error, "cannot write a heartbeat; retrying later");
-            keeper.client = None;
-            continue;
+            keeper.heartbeat_failed(&error);
         }
         if Instant::now() >= next_check {
             next_check = Instant::now() + CHECK_EVERY;
@@ -112,6 +118,8 @@ struct Keeper {
     counters: Arc<Counters>,
     client: Option<Client>,
     warning: Warning,
+    /// When a failed heartbeat was last logged (at most every [`REMIND_EVERY`]).
+    heartbeat_warned: Option<std::time::Instant>,
 }
 
 impl Keeper {
@@ -127,6 +135,23 @@ impl Keeper {
 
     fn sql(&self) -> &Client {
         self.client.as_ref().expect("connected before use")
+    }
+
+    /// Logs a failed heartbeat, at most every [`REMIND_EVERY`]; a broken
+    /// connection is made again on the next tick.
+    fn heartbeat_failed(&mut self, error: &tokio_postgres::Error) {
+        let now = std::time::Instant::now();
+        if self.heartbeat_warned.is_none_or(|at| now - at >= REMIND_EVERY) {
+            self.heartbeat_warned = Some(now);
+            tracing::warn!(
+                %error,
+                "cannot write a heartbeat (pg_logical_emit_message); retrying, said again in 10 \
+                 minutes if it still fails"
+            );
+        }
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.client = None;
+        }
     }
 
     /// Writes a heartbeat when streaming and nothing arrived for the interval.

@@ -99,8 +99,12 @@ pub async fn ensure(
     }
 }
 
-/// Drops what is left of a lost slot, creates it again, and queues a
-/// backfill of every synced table (run by the daemon once it streams).
+/// Queues a backfill of every synced table and records the recovery, in
+/// one committed transaction, then drops what is left of the lost slot and
+/// creates it again. In that order: a crash in between leaves the slot lost
+/// (so the next start recovers again, finding the backfills already queued),
+/// never a new slot without its backfills. The backfills run once the daemon
+/// streams from the new slot.
 async fn recover(
     sql: &Client,
     config: &Config,
@@ -114,35 +118,58 @@ async fn recover(
         "replication slot lost; postgres.on_slot_lost = recreate_and_backfill: recreating it \
          and backfilling every synced table"
     );
+    sql.batch_execute("BEGIN").await.map_err(SourceError::sql("begin the slot's recovery"))?;
+    let queued = queue_backfills(sql, config, state).await;
+    let committed = match queued {
+        Ok(()) => sql.batch_execute("COMMIT").await.map_err(SourceError::sql("commit")),
+        Err(error) => Err(error),
+    };
+    if let Err(error) = committed {
+        let _ = sql.batch_execute("ROLLBACK").await;
+        return Err(error);
+    }
     if lost == Lost::Invalidated {
         sql.execute("SELECT pg_catalog.pg_drop_replication_slot($1)", &[slot])
             .await
             .map_err(SourceError::sql("drop the invalidated replication slot"))?;
     }
     create(sql, slot).await?;
-    state.record_slot_recreated().await?;
-    for sync in &config.sync {
-        let (schema, name) = sync.schema_and_name();
-        let table = format!("{schema}.{name}");
-        // An estimate for progress reports; the backfill reads every row.
-        let estimate: i64 = sql
-            .query_one(
-                "SELECT greatest(c.reltuples, 0)::int8 FROM pg_catalog.pg_class c \
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relname = $2",
-                &[&schema, &name],
-            )
-            .await
-            .map(|row| row.get(0))
-            .unwrap_or(0);
-        let id = state.enqueue_backfill(&table, None, None, estimate).await?;
-        tracing::warn!(%slot, %table, backfill = id, "backfill queued after the slot was recreated");
-    }
     tracing::warn!(
         %slot,
         "replication slot recreated; `ciosync backfill --status` follows the backfills"
     );
     Ok(())
+}
+
+/// Inside the recovery's transaction: a full backfill of each synced table
+/// (unless an earlier attempt queued one that still waits), and the record.
+async fn queue_backfills(
+    sql: &Client,
+    config: &Config,
+    state: &State<'_>,
+) -> Result<(), SourceError> {
+    let slot = &config.postgres.slot;
+    for sync in &config.sync {
+        let (schema, name) = sync.schema_and_name();
+        let table = format!("{schema}.{name}");
+        if state.full_backfill_waits(&table).await? {
+            continue;
+        }
+        // An estimate for progress reports; the backfill reads every row.
+        let estimate: i64 = sql
+            .query_one(
+                "SELECT coalesce((SELECT greatest(c.reltuples, 0)::int8 FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2), 0)",
+                &[&schema, &name],
+            )
+            .await
+            .map_err(SourceError::sql("estimate a table's rows"))?
+            .get(0);
+        let id = state.enqueue_backfill(&table, None, None, estimate).await?;
+        tracing::warn!(%slot, %table, backfill = id, "backfill queued for the recreated slot");
+    }
+    state.record_slot_recreated().await
 }
 
 async fn create(sql: &Client, slot: &str) -> Result<(), SourceError> {

@@ -100,8 +100,23 @@ impl TestDb {
     /// How many decoded messages the (inactive) slot still holds: what a
     /// restart would replay. Zero means everything was acknowledged.
     pub async fn pending_in_slot(&self) -> i64 {
-        // The walsender may outlive the daemon's connection by a moment, and
-        // an active slot cannot be peeked.
+        // An active slot cannot be peeked.
+        self.wait_for_slot_released().await;
+        self.client
+            .query_one(
+                "SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
+                 'proto_version', '1', 'publication_names', $2)",
+                &[&self.name, &self.name],
+            )
+            .await
+            .expect("peek the slot")
+            .get(0)
+    }
+
+    /// Waits until no walsender holds this database's slot: the walsender
+    /// may outlive the daemon's connection by a moment, and an active slot
+    /// can be neither peeked nor dropped.
+    pub async fn wait_for_slot_released(&self) {
         let deadline = tokio::time::Instant::now() + super::CONVERGE;
         loop {
             let active: bool = self
@@ -120,15 +135,6 @@ impl TestDb {
             assert!(tokio::time::Instant::now() < deadline, "the slot stayed active");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        self.client
-            .query_one(
-                "SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
-                 'proto_version', '1', 'publication_names', $2)",
-                &[&self.name, &self.name],
-            )
-            .await
-            .expect("peek the slot")
-            .get(0)
     }
 
     /// (slots named after this database, publications in it): what a
