@@ -67,6 +67,8 @@ async fn check_points_at_waiting_dead_letters_without_failing() {
     db.exec(USERS_TABLE).await;
     let emulator = emulator::start().await;
     let text = crate::support::dead_letters::config_with_password(&db, &emulator.url());
+    // Letters only exist for a slot ciosync streamed from.
+    db.exec(&format!("SELECT pg_create_logical_replication_slot('{}', 'pgoutput')", db.name)).await;
     let store = crate::support::dead_letters::store(&text);
     let letter = crate::support::dead_letters::identify("1", serde_json::json!({"plan": "pro"}));
     store.record(&[letter.clone(), letter]).await.unwrap();
