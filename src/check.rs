@@ -419,7 +419,7 @@ async fn check_event_table(
 ) -> Result<(), tokio_postgres::Error> {
     let (schema, name) = events.schema_and_name();
     let label = format!("event table {schema}.{name}");
-    let Some((columns, _)) = table_shape(sql, schema, name).await? else {
+    let Some((columns, identity)) = table_shape(sql, schema, name).await? else {
         out.push(Finding::error(
             &label,
             "does not exist (or is not a table)",
@@ -427,6 +427,27 @@ async fn check_event_table(
         ));
         return Ok(());
     };
+    // Published, the table's UPDATEs and DELETEs (an outbox cleaned up after
+    // use, say) need a replica identity, or Postgres refuses them.
+    let has_pk: bool = sql
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index \
+             WHERE indrelid = to_regclass($1) AND indisprimary)",
+            &[&quoted_table(schema, name)],
+        )
+        .await?
+        .get(0);
+    if identity == "n" || (identity == "d" && !has_pk) {
+        out.push(Finding::error(
+            &label,
+            "has no primary key (or replica identity NOTHING): once it is published, Postgres \
+             refuses UPDATE and DELETE on it, which would break the application's own writes",
+            format!(
+                "add a primary key, or ALTER TABLE {} REPLICA IDENTITY FULL;",
+                quoted_table(schema, name)
+            ),
+        ));
+    }
     let type_of = |c: &str| columns.iter().find(|(n, _)| n == c).map(|(_, t)| t.as_str());
     let named = std::iter::once(("customer_id_column", events.customer_id_column.as_str()))
         .chain(events.name_column.as_deref().map(|c| ("name_column", c)))

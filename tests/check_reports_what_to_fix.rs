@@ -86,11 +86,17 @@ async fn check_names_problems_of_events_and_soft_deletes() {
     db.exec(
         "CREATE TABLE users (id bigint PRIMARY KEY, email text, first_name text, plan text,
                              created_at timestamptz, bio text, deleted_at timestamptz);
-         CREATE TABLE outbox (id serial PRIMARY KEY, user_id bigint, name text, payload text);",
+         CREATE TABLE outbox (id serial PRIMARY KEY, user_id bigint, name text, payload text);
+         CREATE TABLE signups (user_id bigint, created_at timestamptz);",
     )
     .await;
     let emulator = emulator::start().await;
     let extra = r#"
+[[events]]
+table = "signups"
+customer_id_column = "user_id"
+name = "signed_up"
+
 [[sync.events]]
 name = "plan_changed"
 when_changed = "plan"
@@ -118,6 +124,7 @@ name = "x"
         "soft_delete_column deleted_at without REPLICA IDENTITY FULL",
         "event table public.outbox: no column kind (name_column); data_column payload is text, not json or jsonb",
         "event table public.no_such_table: does not exist",
+        "event table public.signups: has no primary key",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
