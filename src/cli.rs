@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `backfill`, `dlq` and `demo`. Exit
+//! The command line: `run`, `check`, `backfill`, `dlq`, `deletes` and `demo`. Exit
 //! status 0 on success, 1 on a runtime failure, 2 on bad usage or a bad
 //! config, 3 when `run` finds its replication slot lost.
 
@@ -81,6 +81,12 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::dead_letter::command::DlqCommand,
     },
+    /// List, approve or discard the deletes and suppressions the mass-delete
+    /// circuit breaker held (ciosync.held_deletes, see [delete_guard]).
+    Deletes {
+        #[command(subcommand)]
+        command: crate::delete_guard::command::DeletesCommand,
+    },
     /// Start a throwaway Postgres and the Customer.io emulator, sync a sample
     /// users table, and show each Customer.io call.
     Demo {
@@ -151,6 +157,22 @@ pub fn main(cli: Cli) -> ExitCode {
             };
             telemetry::init_logging(false, "warn");
             runtime().block_on(crate::dead_letter::command::run(&config, request))
+        }
+        Command::Deletes { command } => {
+            let (path, request) = command.into_parts();
+            let request = match request {
+                Ok(r) => r,
+                Err(message) => {
+                    eprintln!("ciosync: {message}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let config = match load(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            telemetry::init_logging(false, "warn");
+            runtime().block_on(crate::delete_guard::command::run(&config, request))
         }
         Command::Demo { keep } => {
             // The demo prints its own story; only problems are logged.

@@ -53,9 +53,15 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_SECS: u64 = 60;
 pub const DEFAULT_RETAINED_WAL_WARN_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// Default log filter when `RUST_LOG` is not set.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default of `delete_guard.max_deletes`: removals a window may send
+/// before the rest are held for an operator.
+pub const DEFAULT_MAX_DELETES: u64 = 1000;
+/// Default of `delete_guard.window_secs`: one hour.
+pub const DEFAULT_DELETE_WINDOW_SECS: u64 = 3600;
 
 /// Sections whose scalar keys can be overridden from the environment.
-const ENV_SECTIONS: [&str; 5] = ["postgres", "customerio", "pipeline", "metrics", "log"];
+const ENV_SECTIONS: [&str; 6] =
+    ["postgres", "customerio", "pipeline", "metrics", "log", "delete_guard"];
 
 /// A configuration problem, naming the field and what is allowed.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +139,9 @@ pub struct Config {
     /// Logging; every key has a default.
     #[serde(default)]
     pub log: LogConfig,
+    /// The mass-delete circuit breaker; every key has a default.
+    #[serde(default)]
+    pub delete_guard: DeleteGuardConfig,
 }
 
 /// `[postgres]`: the source database.
@@ -472,6 +481,45 @@ impl Default for LogConfig {
     }
 }
 
+/// `[delete_guard]`: the mass-delete circuit breaker. When more customers
+/// would be removed (deleted or suppressed) within `window_secs` than either
+/// limit allows, further removals are held in `ciosync.held_deletes` until an
+/// operator runs `ciosync deletes approve` or `discard`; everything else keeps
+/// flowing. Both limits at 0 turn the breaker off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteGuardConfig {
+    /// Removals allowed within a window; the next one trips the breaker.
+    /// 0 turns this rule off. Default 1000.
+    #[serde(default = "default_max_deletes")]
+    pub max_deletes: u64,
+    /// Removals allowed within a window as a share (0.0-1.0) of the synced
+    /// tables' rows, estimated from `pg_class.reltuples` and read again
+    /// hourly (at least 1 removal). 0.0 turns this rule off. Default 0.0.
+    #[serde(default)]
+    pub max_share: f64,
+    /// The sliding window both limits count in, seconds (1-604800). Default 3600.
+    #[serde(default = "default_delete_window_secs")]
+    pub window_secs: u64,
+}
+
+impl Default for DeleteGuardConfig {
+    fn default() -> Self {
+        Self {
+            max_deletes: DEFAULT_MAX_DELETES,
+            max_share: 0.0,
+            window_secs: DEFAULT_DELETE_WINDOW_SECS,
+        }
+    }
+}
+
+fn default_max_deletes() -> u64 {
+    DEFAULT_MAX_DELETES
+}
+fn default_delete_window_secs() -> u64 {
+    DEFAULT_DELETE_WINDOW_SECS
+}
+
 fn default_log_level() -> String {
     DEFAULT_LOG_LEVEL.to_owned()
 }
@@ -699,6 +747,19 @@ impl Config {
             ));
         }
         self.metrics.listen_addr()?;
+        let guard = &self.delete_guard;
+        if !(0.0..=1.0).contains(&guard.max_share) {
+            return Err(ConfigError::invalid(
+                "delete_guard.max_share",
+                "must be between 0.0 (off) and 1.0, e.g. 0.05 for 5% of the synced rows",
+            ));
+        }
+        if !(1..=604_800).contains(&guard.window_secs) {
+            return Err(ConfigError::invalid(
+                "delete_guard.window_secs",
+                "must be between 1 and 604800 (7 days)",
+            ));
+        }
         if !(1..=86_400).contains(&self.metrics.stall_timeout_secs) {
             return Err(ConfigError::invalid(
                 "metrics.stall_timeout_secs",
@@ -1127,5 +1188,30 @@ created_at = "created_at"
             .contains("postgres.retained_wal_warn_bytes"));
         assert!(with("log", "level = \"info,[\"").contains("log.level"));
         assert!(with("log", "format = \"json\"").contains("format"));
+    }
+
+    #[test]
+    fn delete_guard_has_defaults_env_overrides_and_named_limits() {
+        let config = Config::from_toml(MINIMAL, no_env()).unwrap();
+        assert_eq!(config.delete_guard.max_deletes, DEFAULT_MAX_DELETES);
+        assert_eq!(config.delete_guard.max_share, 0.0);
+        assert_eq!(config.delete_guard.window_secs, DEFAULT_DELETE_WINDOW_SECS);
+
+        let env = vec![
+            ("CIOSYNC_DELETE_GUARD_MAX_DELETES".to_owned(), "0".to_owned()),
+            ("CIOSYNC_DELETE_GUARD_MAX_SHARE".to_owned(), "0.05".to_owned()),
+        ];
+        let config = Config::from_toml(MINIMAL, env).unwrap();
+        assert_eq!((config.delete_guard.max_deletes, config.delete_guard.max_share), (0, 0.05));
+
+        for (line, field) in [
+            ("max_share = 1.5", "delete_guard.max_share"),
+            ("max_share = -0.1", "delete_guard.max_share"),
+            ("window_secs = 0", "delete_guard.window_secs"),
+            ("max_delete = 3", "max_delete"),
+        ] {
+            let err = error_of(&format!("{MINIMAL}\n[delete_guard]\n{line}\n"));
+            assert!(err.contains(field), "expected {field} in: {err}");
+        }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`mapping`]: pure: row change → Customer.io operations, value conversion, the diff.
 //! - [`sink`]: the delivery engine: coalescing, batches in flight with per-customer order, rate limit, retries, dead letters.
 //! - [`dead_letter`]: operations Customer.io refused for good, kept for `ciosync dlq`.
+//! - [`delete_guard`]: the mass-delete circuit breaker: removals past a limit are held for `ciosync deletes`.
 //! - [`pipeline`]: the loop that connects them and the acknowledgement rule.
 //! - [`initial_copy`]: the first start's consistent copy of existing rows; [`state`] records its progress.
 //! - [`backfill`]: re-sending rows while streaming, yielding to the stream between watermarks.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod customer;
 pub mod daemon;
 pub mod dead_letter;
+pub mod delete_guard;
 pub mod demo;
 pub mod emulator;
 pub mod initial_copy;

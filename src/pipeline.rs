@@ -34,6 +34,17 @@
 //!    transactions still open are unaffected (the server keeps their WAL
 //!    through the slot's `restart_lsn`).
 //!
+//! **Held removals** (the mass-delete circuit breaker, [`crate::delete_guard`])
+//! count as handled once they are stored: a delete or suppress the guard
+//! holds is not pushed to the sink but kept with its transaction, and at the
+//! commit all of them are written to `ciosync.held_deletes` in one statement
+//! *before* the commit is recorded in the sink ([`Sink::commit`]), so rule 1
+//! cannot pass it until it is durable. While Postgres is unreachable the
+//! write is retried (nothing is acknowledged meanwhile); a definite failure
+//! stops the daemon with the commit unacknowledged. A later operation of a
+//! customer whose removal is held marks that hold `superseded` before the
+//! operation is pushed, so an approve never deletes a person re-created since.
+//!
 //! Nothing else is acknowledged: not an LSN in the middle of a transaction,
 //! not an operation waiting in the queue, in flight or being retried. While
 //! Customer.io is unreachable batches do not complete, the memory budget
@@ -63,6 +74,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backfill::{self, Watermark, Windows};
 use crate::config::Config;
 use crate::dead_letter::DeadLetterStore;
+use crate::delete_guard::breaker::{self, Breaker};
 use crate::initial_copy::{self, CopyError, CopyOutcome};
 use crate::mapping::Mapper;
 use crate::sink::retry::Backoff;
@@ -89,6 +101,13 @@ pub enum RunError {
     /// Customer.io refused us in a way no retry fixes.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// Held removals could not be stored or superseded for a reason no
+    /// retry fixes.
+    #[error(
+        "cannot write ciosync.held_deletes (the mass-delete circuit breaker's held removals); \
+         grant the role what the error names and restart: the transaction was not acknowledged"
+    )]
+    HeldDeletes(#[source] SourceError),
 }
 
 /// The acknowledged position: only ever moves forward.
@@ -165,6 +184,11 @@ async fn run_until_stopped(
     }
     backoff.reset();
     attempt = 0;
+    let mut breaker = Breaker::new(settings.clone(), &config, counters.clone());
+    tokio::select! {
+        loaded = breaker.load() => loaded.map_err(RunError::HeldDeletes)?,
+        _ = shutdown.cancelled() => return Ok(progress),
+    }
     // Backfills run beside the stream and stop with it, however it stops.
     let windows = Arc::new(Windows::default());
     let runner_stop = shutdown.child_token();
@@ -202,6 +226,7 @@ async fn run_until_stopped(
         let mut session = Session {
             source: &mut source,
             sink: &mut sink,
+            breaker: &mut breaker,
             mapper: &mapper,
             windows: &windows,
             slot: &config.postgres.slot,
@@ -221,10 +246,15 @@ async fn run_until_stopped(
                 source.close(progress.acked(), final_ack_wait).await;
                 return Err(RunError::Sink(error));
             }
+            Err(SessionError::Held(error)) => {
+                source.close(progress.acked(), final_ack_wait).await;
+                return Err(RunError::HeldDeletes(error));
+            }
             Err(SessionError::Source(error)) if error.is_transient() => {
                 counters.health.set_phase(Phase::Connecting);
                 // Whatever waits in the sink will come again from the slot.
                 sink.discard();
+                breaker.abandon_transaction();
                 Counters::set(&counters.oldest_unacked_commit, 0, None);
                 Counters::add(&counters.source_reconnects, 1);
                 tracing::warn!(
@@ -267,12 +297,16 @@ async fn retry_later(
 enum SessionError {
     Source(SourceError),
     Sink(SinkError),
+    /// Writing `ciosync.held_deletes` failed for good.
+    Held(SourceError),
 }
 
 /// One replication session's loop state.
 struct Session<'a> {
     source: &'a mut Source,
     sink: &'a mut Sink,
+    /// The mass-delete circuit breaker, between the mapper and the sink.
+    breaker: &'a mut Breaker,
     mapper: &'a Mapper,
     /// Backfill chunks between their watermarks.
     windows: &'a Windows,
@@ -295,6 +329,7 @@ impl Session<'_> {
             let in_flight = self.sink.has_in_flight();
             // Backpressure: with the memory budget used up, the slot waits.
             let may_read = !self.sink.is_full();
+            let check_at = self.breaker.next_check();
             // Only cancellation-safe waits race here; processing (which may
             // look up a type) runs to completion.
             let raw = tokio::select! {
@@ -307,6 +342,10 @@ impl Session<'_> {
                 }
                 _ = sleep_until_opt(deadline) => {
                     self.sink.on_deadline();
+                    continue;
+                }
+                _ = sleep_until_opt(check_at) => {
+                    self.breaker.check().await.map_err(SessionError::Held)?;
                     continue;
                 }
                 raw = self.source.recv(), if may_read => raw.map_err(SessionError::Source)?,
@@ -349,8 +388,19 @@ impl Session<'_> {
                         "attribute left out of the call"
                     );
                 }
+                let guarded = breaker::is_lone_removal(&mapped.ops);
                 for op in mapped.ops {
-                    self.sink.push(op);
+                    let routed = tokio::select! {
+                        routed = self.breaker.route(op, guarded) => Some(routed),
+                        _ = shutdown.cancelled() => None,
+                    };
+                    let Some(routed) = routed else {
+                        self.drain(shutdown_timeout).await?;
+                        return Ok(false);
+                    };
+                    if let Some(op) = routed.map_err(SessionError::Held)? {
+                        self.sink.push(op);
+                    }
                 }
             }
             SourceEvent::Truncate { tables } => {
@@ -363,6 +413,16 @@ impl Session<'_> {
                 }
             }
             SourceEvent::Commit { end_lsn, commit_time } => {
+                // Held removals are stored before the commit can be acknowledged.
+                let stored = tokio::select! {
+                    stored = self.breaker.commit(end_lsn) => Some(stored),
+                    _ = shutdown.cancelled() => None,
+                };
+                let Some(stored) = stored else {
+                    self.drain(shutdown_timeout).await?;
+                    return Ok(false);
+                };
+                stored.map_err(SessionError::Held)?;
                 self.in_transaction = false;
                 Counters::set(&self.counters.last_commit_received_ms, now_ms(), None);
                 self.sink.commit(end_lsn);

@@ -2,7 +2,8 @@
 //! initial copy has done, so a restart resumes it instead of assuming it
 //! finished, and the backfills asked for. This module owns that schema's
 //! definition (one idempotent migration); the dead-letter table's queries
-//! live with their only users in [`crate::dead_letter`].
+//! live with their only users in [`crate::dead_letter`], the held removals'
+//! in [`crate::delete_guard::store`].
 //!
 //! Creating the schema needs `CREATE` on the database the first time
 //! (`GRANT CREATE ON DATABASE app TO ciosync`), or create it for the role:
@@ -92,6 +93,24 @@ DO $$ BEGIN
             CHECK (operation IN ('identify', 'delete', 'suppress', 'merge', 'event'));
     END IF;
 END $$;
+CREATE TABLE IF NOT EXISTS ciosync.held_deletes (
+    id           bigserial   PRIMARY KEY,
+    slot         text        NOT NULL,
+    customer_id  text        NOT NULL,
+    action       text        NOT NULL CHECK (action IN ('delete', 'suppress')),
+    commit_lsn   pg_lsn      NOT NULL,
+    held_at      timestamptz NOT NULL DEFAULT now(),
+    state        text        NOT NULL DEFAULT 'held'
+                 CHECK (state IN ('held', 'superseded', 'sent', 'discarded')),
+    decided_at   timestamptz,
+    -- A replayed transaction holds nothing twice, nor again once decided.
+    UNIQUE (slot, commit_lsn, customer_id)
+);
+CREATE INDEX IF NOT EXISTS held_deletes_waiting
+    ON ciosync.held_deletes (slot, customer_id) WHERE state = 'held';
+COMMENT ON TABLE ciosync.held_deletes IS
+    'ciosync: removals the mass-delete circuit breaker ([delete_guard]) held for an operator: '
+    'ciosync deletes list | approve | discard';
 COMMENT ON TABLE ciosync.dead_letters IS
     'ciosync: operations Customer.io refused for good, kept for ciosync dlq. '
     'payload holds customer data (attribute values as sent): only the daemon''s role '

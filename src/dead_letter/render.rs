@@ -131,7 +131,7 @@ pub fn retry_summary(delivered: usize, refused: &[Refusal]) -> String {
 }
 
 /// `YYYY-MM-DD?HH:MM:SS` in UTC, `sep` between date and time.
-fn time(unix_secs: i64, sep: char) -> String {
+pub(crate) fn time(unix_secs: i64, sep: char) -> String {
     match chrono::DateTime::from_timestamp(unix_secs, 0) {
         Some(t) => t.format(&format!("%Y-%m-%d{sep}%H:%M:%S")).to_string(),
         None => unix_secs.to_string(),
@@ -140,7 +140,7 @@ fn time(unix_secs: i64, sep: char) -> String {
 
 /// Text with control characters escaped, so a stored id or error cannot
 /// break the table or send escape sequences to the terminal.
-fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     if !text.chars().any(char::is_control) {
         return text.to_owned();
     }

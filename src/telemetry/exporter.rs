@@ -263,6 +263,22 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
         get(&c.pending_bytes_peak) as f64,
     );
 
+    out.gauge(
+        DELETE_GUARD_TRIPPED,
+        "1 while the mass-delete circuit breaker holds deletes and suppressions for an operator (ciosync deletes list), else 0.",
+        get(&c.delete_guard_tripped) as f64,
+    );
+    out.gauge(
+        DELETES_HELD,
+        "Removals waiting in ciosync.held_deletes for ciosync deletes approve or discard.",
+        get(&c.deletes_held) as f64,
+    );
+    out.counter(
+        DELETES_HELD_TOTAL,
+        "Removals the mass-delete circuit breaker held instead of sending.",
+        get(&c.deletes_held_total),
+    );
+
     let requests: Vec<(Vec<(&str, &str)>, f64)> = c
         .requests
         .by_class()

@@ -102,6 +102,12 @@ pub struct Counters {
     pub retained_wal_warn_bytes: AtomicU64,
     /// Gauge: 1 while the slot retains at least that much WAL, else 0.
     pub retained_wal_warning: AtomicU64,
+    /// Gauge: 1 while the mass-delete circuit breaker holds removals.
+    pub delete_guard_tripped: AtomicU64,
+    /// Gauge: rows in state `held` in `ciosync.held_deletes` for this slot.
+    pub deletes_held: AtomicU64,
+    /// Removals held by the circuit breaker since start.
+    pub deletes_held_total: AtomicU64,
     /// Where the pipeline is and whether it delivers, for `/readyz`.
     pub health: Health,
 }

@@ -98,6 +98,13 @@ pub const BACKFILL_ROWS_EXPECTED: &str = "ciosync_backfill_rows_expected";
 /// Gauge: this slot's rows in `ciosync.dead_letters`.
 pub const DEAD_LETTERS_STORED: &str = "ciosync_dead_letters_stored";
 
+/// Gauge: 1 while the mass-delete circuit breaker holds removals.
+pub const DELETE_GUARD_TRIPPED: &str = "ciosync_delete_guard_tripped";
+/// Gauge: this slot's removals waiting in `ciosync.held_deletes`.
+pub const DELETES_HELD: &str = "ciosync_deletes_held";
+/// Counter: removals the circuit breaker held.
+pub const DELETES_HELD_TOTAL: &str = "ciosync_deletes_held_total";
+
 /// Label of [`CHANGES_SKIPPED`]: `no_change`, `invalid_id`, `unknown_table`,
 /// `soft_deleted`, `invalid_event`, `truncate`.
 pub const LABEL_REASON: &str = "reason";

@@ -1,0 +1,314 @@
+//! The pipeline's side of the circuit breaker: which removals are held, the
+//! ids of customers with held rows (so the common path costs one hash
+//! lookup), the current transaction's holds, and when to look at the table
+//! again.
+//!
+//! Ordering, with the acknowledgement rule of [`crate::pipeline`]:
+//! - a held removal is not pushed to the sink; it is kept with its
+//!   transaction and stored by [`Breaker::commit`] (one statement) before
+//!   the pipeline records that commit in the sink, so no acknowledgement can
+//!   pass a removal that is neither delivered nor stored;
+//! - any other operation of a customer with held rows supersedes them, and
+//!   that is stored *before* the operation is pushed: an `approve` running
+//!   at the same moment holds those rows locked while it sends, so the later
+//!   operation reaches Customer.io after the approved removal or the
+//!   removal is never sent.
+//!
+//! Storing retries while Postgres is unreachable (the stream cannot make
+//! progress then anyway); a definite error stops the daemon, unacknowledged.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgwire_replication::Lsn;
+use tokio::time::Instant;
+
+use super::store::{Action, HeldStore, Hold};
+use super::{Admit, Guard, Limits};
+use crate::config::Config;
+use crate::customer::CustomerOp;
+use crate::pipeline::error_chain;
+use crate::sink::retry::Backoff;
+use crate::source::connection::ConnectionSettings;
+use crate::source::SourceError;
+use crate::telemetry::Counters;
+
+/// How often a tripped breaker counts the held rows, to notice `ciosync
+/// deletes approve` or `discard`.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the synced tables' row estimate is read for `max_share`.
+pub const ESTIMATE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The guard, the held customers and the current transaction's holds.
+pub struct Breaker {
+    guard: Guard,
+    store: HeldStore,
+    /// Customers with rows in state `held` (a superset after an approve).
+    held: HashSet<String>,
+    /// This transaction's holds, stored at its commit.
+    pending: Vec<Hold>,
+    /// The synced tables, `schema.name`, for the row estimate.
+    tables: Vec<String>,
+    counters: Arc<Counters>,
+    max_backoff: Duration,
+    next_poll: Option<Instant>,
+    next_estimate: Option<Instant>,
+}
+
+impl Breaker {
+    /// A breaker for `config`'s slot; [`Breaker::load`] reads what is held.
+    pub fn new(settings: ConnectionSettings, config: &Config, counters: Arc<Counters>) -> Self {
+        let guard = Guard::new(Limits::of(&config.delete_guard));
+        let next_estimate = guard.uses_share().then(Instant::now);
+        Self {
+            guard,
+            store: HeldStore::new(settings, config.postgres.slot.clone()),
+            held: HashSet::new(),
+            pending: Vec::new(),
+            tables: config
+                .sync
+                .iter()
+                .map(|s| {
+                    let (schema, name) = s.schema_and_name();
+                    format!("{schema}.{name}")
+                })
+                .collect(),
+            counters,
+            max_backoff: Duration::from_secs(config.customerio.retry_max_backoff_secs),
+            next_poll: None,
+            next_estimate,
+        }
+    }
+
+    /// Reads the held customers at start; held rows from before keep the
+    /// breaker tripped. Retries while Postgres is unreachable.
+    pub async fn load(&mut self) -> Result<(), SourceError> {
+        let mut backoff = Backoff::new(self.max_backoff);
+        let (held, count) = loop {
+            match self.store.held().await {
+                Ok(found) => break found,
+                Err(error) => {
+                    wait_or_fail(&mut backoff, error, "cannot read held removals").await?
+                }
+            }
+        };
+        self.held = held;
+        Counters::set(&self.counters.deletes_held, count, None);
+        if count > 0 {
+            self.guard.trip();
+            self.tripped(count);
+        }
+        Ok(())
+    }
+
+    /// Decides one operation: `Some` to push it to the sink, `None` when it
+    /// is held. `guarded` says whether a removal counts (a lone removal of
+    /// a row, not the delete of an id change). Any operation that is sent
+    /// supersedes the held removals of the customers it touches.
+    pub async fn route(
+        &mut self,
+        op: CustomerOp,
+        guarded: bool,
+    ) -> Result<Option<CustomerOp>, SourceError> {
+        if let (true, Some(action)) = (guarded, Action::of(&op)) {
+            let was_tripped = self.guard.is_tripped();
+            if self.guard.admit(std::time::Instant::now()) == Admit::Hold {
+                let customer_id = op.customer_id().unwrap_or_default().to_owned();
+                // The last removal of a customer in a transaction is the one kept.
+                self.pending.retain(|h| h.customer_id != customer_id);
+                self.pending.push(Hold { customer_id, action, superseded: false });
+                if !was_tripped {
+                    self.tripped(0);
+                }
+                return Ok(None);
+            }
+        }
+        for id in touched(&op) {
+            for hold in self.pending.iter_mut().filter(|h| h.customer_id == id) {
+                hold.superseded = true;
+            }
+            if self.held.contains(id) {
+                let mut backoff = Backoff::new(self.max_backoff);
+                let superseded = loop {
+                    match self.store.supersede(id).await {
+                        Ok(n) => break n,
+                        Err(error) => {
+                            let what = "cannot mark held removals superseded";
+                            wait_or_fail(&mut backoff, error, what).await?;
+                        }
+                    }
+                };
+                self.held.remove(id);
+                self.counters.deletes_held.fetch_sub(
+                    superseded.min(Counters::get(&self.counters.deletes_held)),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+        }
+        Ok(Some(op))
+    }
+
+    /// At a transaction's commit: stores its holds (before the pipeline
+    /// records the commit in the sink). Retries while Postgres is
+    /// unreachable; the holds stay pending if this is dropped midway.
+    pub async fn commit(&mut self, end_lsn: Lsn) -> Result<(), SourceError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut backoff = Backoff::new(self.max_backoff);
+        let stored = loop {
+            match self.store.record(end_lsn, &self.pending).await {
+                Ok(n) => break n,
+                Err(error) => {
+                    wait_or_fail(&mut backoff, error, "cannot store held removals").await?
+                }
+            }
+        };
+        let pending = std::mem::take(&mut self.pending);
+        self.held.extend(pending.into_iter().filter(|h| !h.superseded).map(|h| h.customer_id));
+        Counters::add(&self.counters.deletes_held, stored);
+        Counters::add(&self.counters.deletes_held_total, stored);
+        tracing::debug!(held = stored, commit_lsn = %end_lsn, "removals held");
+        Ok(())
+    }
+
+    /// Forgets the current transaction's holds: the stream broke, and the
+    /// transaction will come again.
+    pub fn abandon_transaction(&mut self) {
+        self.pending.clear();
+    }
+
+    /// When [`Breaker::check`] should run next, if ever.
+    pub fn next_check(&self) -> Option<Instant> {
+        match (self.next_poll, self.next_estimate) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Refreshes the row estimate when due and, while tripped, counts the
+    /// held rows: none left (approved, discarded or superseded) resets the
+    /// breaker. Only between transactions' holds, so nothing pending is
+    /// forgotten by a reset. A transient failure is logged and tried again.
+    pub async fn check(&mut self) -> Result<(), SourceError> {
+        let now = Instant::now();
+        if self.next_estimate.is_some_and(|at| at <= now) {
+            match self.store.estimated_rows(&self.tables).await {
+                Ok(rows) => {
+                    self.guard.set_rows(rows);
+                    self.next_estimate = Some(now + ESTIMATE_INTERVAL);
+                }
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(error = %error_chain(&error), "cannot estimate the synced rows for delete_guard.max_share; retrying");
+                    self.next_estimate = Some(now + POLL_INTERVAL * 5);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        if self.next_poll.is_some_and(|at| at <= now) {
+            self.next_poll = Some(now + POLL_INTERVAL);
+            if !self.pending.is_empty() {
+                return Ok(());
+            }
+            match self.store.held().await {
+                Ok((_, 0)) => self.reset(),
+                Ok((held, count)) => {
+                    self.held = held;
+                    Counters::set(&self.counters.deletes_held, count, None);
+                }
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(error = %error_chain(&error), "cannot count held removals; retrying");
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether removals are being held.
+    pub fn is_tripped(&self) -> bool {
+        self.guard.is_tripped()
+    }
+
+    /// Logs the trip (counts only, never ids) and starts polling.
+    fn tripped(&mut self, held_before: u64) {
+        Counters::set(&self.counters.delete_guard_tripped, 1, None);
+        self.next_poll = Some(Instant::now() + POLL_INTERVAL);
+        tracing::error!(
+            removed_in_window = self.guard.sent_in_window(),
+            limit = self.guard.limit(),
+            window_secs = self.guard.window().as_secs(),
+            held_before,
+            "mass-delete circuit breaker tripped: further deletes and suppressions are held in \
+             ciosync.held_deletes (everything else keeps flowing); check why so many customers \
+             are being removed, then run `ciosync deletes list` and `ciosync deletes approve \
+             --all` or `ciosync deletes discard --all`"
+        );
+    }
+
+    fn reset(&mut self) {
+        self.guard.reset();
+        self.held.clear();
+        self.next_poll = None;
+        Counters::set(&self.counters.delete_guard_tripped, 0, None);
+        Counters::set(&self.counters.deletes_held, 0, None);
+        tracing::info!("mass-delete circuit breaker reset: no removal is held any more");
+    }
+}
+
+/// The customers an operation touches (both of a merge).
+fn touched(op: &CustomerOp) -> Vec<&str> {
+    match op {
+        CustomerOp::Merge { primary, secondary } => vec![primary, secondary],
+        other => other.customer_id().into_iter().collect(),
+    }
+}
+
+/// Whether the operations of one change are a lone removal (a DELETE or a
+/// soft delete), the only removals the guard counts.
+pub fn is_lone_removal(ops: &[CustomerOp]) -> bool {
+    matches!(ops, [op] if Action::of(op).is_some())
+}
+
+/// Waits the next backoff step after a transient error; a definite one is
+/// returned.
+async fn wait_or_fail(
+    backoff: &mut Backoff,
+    error: SourceError,
+    what: &str,
+) -> Result<(), SourceError> {
+    if !error.is_transient() {
+        return Err(error);
+    }
+    let delay = backoff.next_delay(None);
+    tracing::warn!(
+        error = %error_chain(&error),
+        retry_in_ms = delay.as_millis() as u64,
+        "{what}; retrying"
+    );
+    tokio::time::sleep(delay).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_lone_removal_is_guarded() {
+        let delete = CustomerOp::Delete { id: "1".into() };
+        assert!(is_lone_removal(std::slice::from_ref(&delete)));
+        assert!(is_lone_removal(&[CustomerOp::Suppress { id: "1".into() }]));
+        // on_id_change = "delete_old": the rename's delete is never held.
+        assert!(!is_lone_removal(&[delete, CustomerOp::Barrier]));
+        assert!(!is_lone_removal(&[]));
+    }
+
+    #[test]
+    fn a_merge_touches_both_customers() {
+        let merge = CustomerOp::Merge { primary: "a".into(), secondary: "b".into() };
+        assert_eq!(touched(&merge), vec!["a", "b"]);
+        assert!(touched(&CustomerOp::Barrier).is_empty());
+    }
+}

@@ -1,0 +1,404 @@
+//! `ciosync deletes list | approve | discard`: the operator's side of the
+//! mass-delete circuit breaker, for the config's slot. Exit 0 on success, 1
+//! on a failure (Postgres, Customer.io, an unknown id), 2 on bad usage or
+//! config. The running daemon notices within seconds and, once nothing is
+//! held any more, resets the breaker.
+//!
+//! `approve` sends in batches, each inside a transaction that locks its rows
+//! (`FOR UPDATE`) until they are marked `sent`: a change of one of those
+//! customers arriving meanwhile waits for the lock in the daemon, so it
+//! reaches Customer.io after the removal, and a row it superseded first is
+//! no longer `held` and is skipped.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Subcommand;
+
+use super::store::{HeldRow, HeldTable};
+use crate::cli::{EXIT_FAILURE, EXIT_USAGE};
+use crate::config::{Config, ConfigError};
+use crate::dead_letter::command::{Selection, Stop, Which, MAX_TRIES};
+use crate::dead_letter::render::{printable, time};
+use crate::pipeline::error_chain;
+use crate::sink::batch;
+use crate::sink::client::TrackClient;
+use crate::sink::retry::{Backoff, Verdict};
+use crate::sink::SinkError;
+use crate::source::connection::ConnectionSettings;
+use crate::source::SourceError;
+use crate::telemetry::Counters;
+
+/// The `deletes` subcommands, as parsed.
+#[derive(Debug, Subcommand)]
+pub enum DeletesCommand {
+    /// Show the removals held by the circuit breaker: id, customer id,
+    /// action, commit LSN, when it was held.
+    List {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send held removals to Customer.io (those a later change superseded
+    /// are skipped) and mark them sent.
+    Approve {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        which: Which,
+    },
+    /// Drop held removals without sending them: those customers stay in
+    /// Customer.io.
+    Discard {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        which: Which,
+    },
+}
+
+/// What `ciosync deletes` was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    List { json: bool },
+    Approve(Selection),
+    Discard(Selection),
+}
+
+impl DeletesCommand {
+    /// The config file, and the request or why the arguments do not make one.
+    pub fn into_parts(self) -> (PathBuf, Result<Request, String>) {
+        match self {
+            Self::List { config, json } => (config, Ok(Request::List { json })),
+            Self::Approve { config, which } => {
+                (config, selection("approve", which).map(Request::Approve))
+            }
+            Self::Discard { config, which } => {
+                (config, selection("discard", which).map(Request::Discard))
+            }
+        }
+    }
+}
+
+fn selection(command: &str, which: Which) -> Result<Selection, String> {
+    if which.all {
+        return Ok(Selection::All);
+    }
+    if which.ids.is_empty() {
+        return Err(format!(
+            "deletes {command}: say which held removals: --id N (may repeat) or --all; \
+             `ciosync deletes list` shows the ids"
+        ));
+    }
+    let mut ids = which.ids;
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(Selection::Ids(ids))
+}
+
+/// Why `ciosync deletes` failed; the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Postgres(#[from] SourceError),
+    #[error("no held removal {} for slot {slot} (`ciosync deletes list` shows them); nothing was changed", join(.ids))]
+    Unknown { ids: Vec<i64>, slot: String },
+    #[error(transparent)]
+    Client(#[from] SinkError),
+    #[error("stopped after sending {sent}; the rest are still held")]
+    Stopped {
+        sent: u64,
+        #[source]
+        reason: Stop,
+    },
+    #[error("cannot write the output")]
+    Output(#[source] std::io::Error),
+}
+
+impl CommandError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
+}
+
+fn join(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Runs the request and maps the outcome to an exit status.
+pub async fn run(config: &Config, request: Request) -> ExitCode {
+    match execute(config, request).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ciosync: {}", error_chain(&error));
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+async fn execute(config: &Config, request: Request) -> Result<(), CommandError> {
+    let settings = ConnectionSettings::parse(&config.postgres)?;
+    let sql = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
+    let slot = config.postgres.slot.as_str();
+    let table = HeldTable::open(&sql, slot).await?;
+    match request {
+        Request::List { json } => {
+            let rows = table.waiting().await?;
+            if json {
+                emit(&rows.iter().map(|r| json_line(r) + "\n").collect::<String>())?;
+                if rows.is_empty() {
+                    eprintln!("no held removals for slot {slot}");
+                }
+                Ok(())
+            } else {
+                emit(&render_table(&rows, slot))
+            }
+        }
+        Request::Approve(selection) => {
+            let only = chosen(&table, slot, selection).await?;
+            approve(config, &table, only.as_deref()).await
+        }
+        Request::Discard(selection) => {
+            let only = chosen(&table, slot, selection).await?;
+            let discarded = table.decide_all(only.as_deref(), "discarded").await?;
+            emit(&format!("discarded {discarded} held {}\n", noun(discarded)))
+        }
+    }
+}
+
+fn noun(n: u64) -> &'static str {
+    if n == 1 {
+        "removal"
+    } else {
+        "removals"
+    }
+}
+
+/// `None` for all; the chosen ids, once each is known to exist.
+async fn chosen(
+    table: &HeldTable<'_>,
+    slot: &str,
+    selection: Selection,
+) -> Result<Option<Vec<i64>>, CommandError> {
+    match selection {
+        Selection::All => Ok(None),
+        Selection::Ids(wanted) => {
+            let found = table.existing(&wanted).await?;
+            let missing: Vec<i64> =
+                wanted.iter().copied().filter(|id| !found.contains(id)).collect();
+            if missing.is_empty() {
+                Ok(Some(wanted))
+            } else {
+                Err(CommandError::Unknown { ids: missing, slot: slot.to_owned() })
+            }
+        }
+    }
+}
+
+/// Sends the chosen held removals batch by batch and prints the summary,
+/// also when it stops early.
+async fn approve(
+    config: &Config,
+    table: &HeldTable<'_>,
+    only: Option<&[i64]>,
+) -> Result<(), CommandError> {
+    let client = TrackClient::new(&config.customerio, Arc::new(Counters::default()))?;
+    let max_backoff = Duration::from_secs(config.customerio.retry_max_backoff_secs);
+    let per_batch = config.customerio.max_batch_ops as i64;
+    let (mut sent, mut refused) = (0u64, 0u64);
+    let mut after = 0;
+    loop {
+        let batch = table.lock_batch(only, after, per_batch).await?;
+        let Some(&(last, _, _)) = batch.last() else {
+            table.abandon().await?;
+            break;
+        };
+        after = last;
+        let items: Vec<_> = batch
+            .iter()
+            .filter_map(|(_, customer, action)| batch::encode(action.op(customer.clone())))
+            .collect();
+        match send(&client, batch::body(&items), items.len(), max_backoff).await {
+            Ok(failed) => {
+                let delivered: Vec<i64> = batch
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !failed.contains(i))
+                    .map(|(_, (id, _, _))| *id)
+                    .collect();
+                refused += (batch.len() - delivered.len()) as u64;
+                sent += table.finish(&delivered, "sent").await?;
+            }
+            Err(reason) => {
+                table.abandon().await?;
+                emit(&summary(sent, refused))?;
+                return Err(CommandError::Stopped { sent, reason });
+            }
+        }
+    }
+    emit(&summary(sent, refused))
+}
+
+fn summary(sent: u64, refused: u64) -> String {
+    let mut text = format!("approved: sent {sent} {}", noun(sent));
+    if refused > 0 {
+        text.push_str(&format!(
+            "; Customer.io refused {refused}, still held (`ciosync deletes list`)"
+        ));
+    }
+    text + "\n"
+}
+
+/// Posts one batch until Customer.io gives a definite answer: the indexes
+/// of the items it refused (kept held), or why nothing more can be sent.
+async fn send(
+    client: &TrackClient,
+    body: Vec<u8>,
+    items: usize,
+    max_backoff: Duration,
+) -> Result<Vec<usize>, Stop> {
+    let body = bytes::Bytes::from(body);
+    let mut backoff = Backoff::new(max_backoff);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match client.post_batch(body.clone()).await {
+            Verdict::Accepted => return Ok(Vec::new()),
+            Verdict::PartlyRejected(errors) => {
+                return Ok(errors.iter().filter_map(|e| e.batch_index).collect())
+            }
+            Verdict::Rejected { .. } => return Ok((0..items).collect()),
+            Verdict::Retry { after, .. } if tries < MAX_TRIES => {
+                tokio::time::sleep(backoff.next_delay(after)).await
+            }
+            Verdict::Retry { reason, .. } => return Err(Stop::Unavailable { tries, reason }),
+            Verdict::Unauthorized => return Err(Stop::Unauthorized),
+            Verdict::Redirected { status } => return Err(Stop::Redirected { status }),
+            Verdict::Refused { status, message } => return Err(Stop::Refused { status, message }),
+        }
+    }
+}
+
+/// The rows as an aligned table, or a line saying there are none.
+fn render_table(rows: &[HeldRow], slot: &str) -> String {
+    if rows.is_empty() {
+        return format!("no held removals for slot {slot}\n");
+    }
+    let header = ["ID", "CUSTOMER", "ACTION", "COMMIT LSN", "HELD AT"];
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.id.to_string(),
+                printable(&r.customer_id),
+                r.action.clone(),
+                r.commit_lsn.clone(),
+                time(r.held_at, ' '),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let padded: Vec<String> =
+            cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        padded.join("  ").trim_end().to_owned() + "\n"
+    };
+    let mut text = line(header);
+    for row in &cells {
+        text.push_str(&line(row.each_ref().map(String::as_str)));
+    }
+    text.push_str(&format!(
+        "{} held for slot {slot}: `ciosync deletes approve --all` sends them, \
+         `ciosync deletes discard --all` drops them\n",
+        rows.len()
+    ));
+    text
+}
+
+/// One row as a JSON object.
+fn json_line(row: &HeldRow) -> String {
+    serde_json::json!({
+        "id": row.id,
+        "customer_id": row.customer_id,
+        "action": row.action,
+        "commit_lsn": row.commit_lsn,
+        "held_at": row.held_at,
+        "state": row.state,
+    })
+    .to_string()
+}
+
+fn emit(text: &str) -> Result<(), CommandError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(CommandError::Output)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn request(args: &[&str]) -> Result<Request, String> {
+        let cli = Cli::try_parse_from([&["ciosync", "deletes"], args].concat()).expect("parses");
+        match cli.command {
+            Command::Deletes { command } => command.into_parts().1,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_each_subcommand() {
+        assert_eq!(request(&["list", "-c", "c.toml"]), Ok(Request::List { json: false }));
+        assert_eq!(request(&["list", "--json", "-c", "c.toml"]), Ok(Request::List { json: true }));
+        assert_eq!(
+            request(&["approve", "--id", "9", "--id", "2", "-c", "c.toml"]),
+            Ok(Request::Approve(Selection::Ids(vec![2, 9])))
+        );
+        assert_eq!(
+            request(&["discard", "--all", "-c", "c.toml"]),
+            Ok(Request::Discard(Selection::All))
+        );
+        let message = request(&["approve", "-c", "c.toml"]).unwrap_err();
+        assert!(message.contains("deletes approve") && message.contains("--all"), "{message}");
+    }
+
+    #[test]
+    fn the_table_names_the_commands_and_the_summary_the_refusals() {
+        let row = HeldRow {
+            id: 3,
+            customer_id: "42".into(),
+            action: "delete".into(),
+            commit_lsn: "0/16B3748".into(),
+            held_at: 0,
+            state: "held".into(),
+        };
+        let text = render_table(std::slice::from_ref(&row), "s");
+        assert!(text.starts_with("ID  CUSTOMER  ACTION  COMMIT LSN"), "{text}");
+        assert!(text.contains("deletes approve --all"), "{text}");
+        assert_eq!(render_table(&[], "s"), "no held removals for slot s\n");
+        let json: serde_json::Value = serde_json::from_str(&json_line(&row)).unwrap();
+        assert_eq!(json["customer_id"], "42");
+        assert_eq!(summary(2, 0), "approved: sent 2 removals\n");
+        assert!(summary(1, 1).contains("refused 1, still held"));
+    }
+}

@@ -1,0 +1,354 @@
+//! Every query on `ciosync.held_deletes`: the daemon's writes
+//! ([`HeldStore`]) and the operator's reads and decisions ([`HeldTable`]).
+//!
+//! A row's `state` only moves forward from `held`: to `superseded` (a later
+//! operation of the customer won), `sent` (approved and accepted by
+//! Customer.io) or `discarded`. Each change is an `UPDATE … WHERE state =
+//! 'held'`, so two writers (the daemon superseding, an operator approving)
+//! never undo each other, and `approve` locks the rows it sends so a
+//! supersede waits for it (see [`super::command`]).
+
+use std::collections::HashSet;
+
+use pgwire_replication::Lsn;
+use tokio_postgres::Client;
+
+use crate::customer::CustomerOp;
+use crate::source::connection::ConnectionSettings;
+use crate::source::SourceError;
+use crate::state::State;
+
+/// How a held customer is to be removed, by its table's `delete_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Delete,
+    Suppress,
+}
+
+impl Action {
+    /// The action of a removal; `None` for any other operation.
+    pub fn of(op: &CustomerOp) -> Option<Self> {
+        match op {
+            CustomerOp::Delete { .. } => Some(Self::Delete),
+            CustomerOp::Suppress { .. } => Some(Self::Suppress),
+            _ => None,
+        }
+    }
+
+    /// The column's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delete => "delete",
+            Self::Suppress => "suppress",
+        }
+    }
+
+    /// The column's value read back; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "delete" => Some(Self::Delete),
+            "suppress" => Some(Self::Suppress),
+            _ => None,
+        }
+    }
+
+    /// The operation that carries it out.
+    pub fn op(self, id: String) -> CustomerOp {
+        match self {
+            Self::Delete => CustomerOp::Delete { id },
+            Self::Suppress => CustomerOp::Suppress { id },
+        }
+    }
+}
+
+/// One removal held during a transaction, stored at its commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub customer_id: String,
+    pub action: Action,
+    /// A later operation of the same transaction touched the customer.
+    pub superseded: bool,
+}
+
+/// The daemon's writes, over one connection opened lazily and again after
+/// an error. The caller retries transient errors ([`SourceError::is_transient`]).
+pub struct HeldStore {
+    settings: ConnectionSettings,
+    slot: String,
+    sql: Option<Client>,
+}
+
+impl HeldStore {
+    /// A store for `slot`'s held removals; no connection is opened yet.
+    pub fn new(settings: ConnectionSettings, slot: String) -> Self {
+        Self { settings, slot, sql: None }
+    }
+
+    async fn client(&mut self) -> Result<&Client, SourceError> {
+        if self.sql.as_ref().is_some_and(Client::is_closed) {
+            self.sql = None;
+        }
+        match &mut self.sql {
+            Some(client) => Ok(client),
+            slot @ None => {
+                let sql = self.settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
+                State::open(&sql, &self.slot).await?;
+                Ok(slot.insert(sql))
+            }
+        }
+    }
+
+    /// Drops the connection after an error, so the next call reconnects.
+    fn forget_on_error<T>(&mut self, result: Result<T, SourceError>) -> Result<T, SourceError> {
+        if result.is_err() {
+            self.sql = None;
+        }
+        result
+    }
+
+    /// The customers with rows in state `held`, and how many rows that is.
+    pub async fn held(&mut self) -> Result<(HashSet<String>, u64), SourceError> {
+        let slot = self.slot.clone();
+        let result = async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "SELECT customer_id, count(*) FROM ciosync.held_deletes \
+                     WHERE slot = $1 AND state = 'held' GROUP BY customer_id",
+                    &[&slot],
+                )
+                .await
+                .map_err(SourceError::sql("read ciosync.held_deletes"))?;
+            let count = rows.iter().map(|r| r.get::<_, i64>(1) as u64).sum();
+            Ok((rows.iter().map(|r| r.get(0)).collect(), count))
+        }
+        .await;
+        self.forget_on_error(result)
+    }
+
+    /// Stores one transaction's holds in one statement; returns how many
+    /// rows were stored in state `held`. A replayed transaction stores
+    /// nothing again (its rows are known by commit and customer).
+    pub async fn record(&mut self, commit_lsn: Lsn, holds: &[Hold]) -> Result<u64, SourceError> {
+        if holds.is_empty() {
+            return Ok(0);
+        }
+        let slot = self.slot.clone();
+        let lsn = commit_lsn.to_string();
+        let ids: Vec<&str> = holds.iter().map(|h| h.customer_id.as_str()).collect();
+        let actions: Vec<&str> = holds.iter().map(|h| h.action.as_str()).collect();
+        let states: Vec<&str> =
+            holds.iter().map(|h| if h.superseded { "superseded" } else { "held" }).collect();
+        let result = async {
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "INSERT INTO ciosync.held_deletes (slot, customer_id, action, commit_lsn, state) \
+                     SELECT $1, c, a, $2::text::pg_lsn, s \
+                     FROM unnest($3::text[], $4::text[], $5::text[]) AS t(c, a, s) \
+                     ON CONFLICT (slot, commit_lsn, customer_id) DO NOTHING RETURNING state",
+                    &[&slot, &lsn, &ids, &actions, &states],
+                )
+                .await
+                .map_err(stored("write ciosync.held_deletes"))?;
+            Ok(rows.iter().filter(|r| r.get::<_, &str>(0) == "held").count() as u64)
+        }
+        .await;
+        self.forget_on_error(result)
+    }
+
+    /// Marks `customer_id`'s held rows superseded; returns how many.
+    pub async fn supersede(&mut self, customer_id: &str) -> Result<u64, SourceError> {
+        let slot = self.slot.clone();
+        let result = async {
+            self.client()
+                .await?
+                .execute(
+                    "UPDATE ciosync.held_deletes SET state = 'superseded', decided_at = now() \
+                     WHERE slot = $1 AND customer_id = $2 AND state = 'held'",
+                    &[&slot, &customer_id],
+                )
+                .await
+                .map_err(stored("update ciosync.held_deletes"))
+        }
+        .await;
+        self.forget_on_error(result)
+    }
+
+    /// Rows of `tables` (`schema.name`, partitions included) as the planner
+    /// estimates them (`pg_class.reltuples`; a table never analysed counts 0).
+    pub async fn estimated_rows(&mut self, tables: &[String]) -> Result<u64, SourceError> {
+        let result = async {
+            let row = self
+                .client()
+                .await?
+                .query_one(
+                    "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 \
+                     FROM unnest($1::text[]) AS t(name) \
+                     CROSS JOIN LATERAL pg_catalog.pg_partition_tree(to_regclass(t.name)) p \
+                     JOIN pg_catalog.pg_class c ON c.oid = p.relid",
+                    &[&tables],
+                )
+                .await
+                .map_err(SourceError::sql("estimate the synced tables' rows"))?;
+            Ok(row.get::<_, f64>(0) as u64)
+        }
+        .await;
+        self.forget_on_error(result)
+    }
+}
+
+/// Like [`SourceError::sql`], except that an error about the data itself
+/// (SQLSTATE class 22 or 23) keeps only its code: its DETAIL would quote a
+/// customer id, and no retry would store it anyway.
+fn stored(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
+    move |source| match source.code().map(|c| c.code()) {
+        Some(code) if code.starts_with("22") || code.starts_with("23") => SourceError::Definite(
+            format!("postgres: could not {what}: the data was refused (SQLSTATE {code})"),
+        ),
+        _ => SourceError::Sql { what, source },
+    }
+}
+
+/// A held row as `ciosync deletes` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldRow {
+    pub id: i64,
+    pub customer_id: String,
+    pub action: String,
+    pub commit_lsn: String,
+    /// Unix seconds.
+    pub held_at: i64,
+    pub state: String,
+}
+
+/// The operator's side, over a borrowed connection.
+pub struct HeldTable<'a> {
+    sql: &'a Client,
+    slot: &'a str,
+}
+
+impl<'a> HeldTable<'a> {
+    /// Creates the schema and table if missing and returns a handle for `slot`.
+    pub async fn open(sql: &'a Client, slot: &'a str) -> Result<Self, SourceError> {
+        State::open(sql, slot).await?;
+        Ok(Self { sql, slot })
+    }
+
+    /// The rows in state `held`, in id order.
+    pub async fn waiting(&self) -> Result<Vec<HeldRow>, SourceError> {
+        let rows = self
+            .sql
+            .query(
+                "SELECT id, customer_id, action, commit_lsn::text, \
+                 floor(extract(epoch FROM held_at))::bigint, state \
+                 FROM ciosync.held_deletes WHERE slot = $1 AND state = 'held' ORDER BY id",
+                &[&self.slot],
+            )
+            .await
+            .map_err(SourceError::sql("read ciosync.held_deletes"))?;
+        Ok(rows
+            .iter()
+            .map(|r| HeldRow {
+                id: r.get(0),
+                customer_id: r.get(1),
+                action: r.get(2),
+                commit_lsn: r.get(3),
+                held_at: r.get(4),
+                state: r.get(5),
+            })
+            .collect())
+    }
+
+    /// The ids of this slot's rows among `wanted` that exist, in any state.
+    pub async fn existing(&self, wanted: &[i64]) -> Result<Vec<i64>, SourceError> {
+        let rows = self
+            .sql
+            .query(
+                "SELECT id FROM ciosync.held_deletes WHERE slot = $1 AND id = ANY($2) ORDER BY id",
+                &[&self.slot, &wanted],
+            )
+            .await
+            .map_err(SourceError::sql("read ciosync.held_deletes"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Starts a transaction and locks up to `limit` held rows after `after`
+    /// (all, or those of `only`), in id order: (id, customer, action). A
+    /// supersede of one of them waits until [`HeldTable::finish`].
+    pub async fn lock_batch(
+        &self,
+        only: Option<&[i64]>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, Action)>, SourceError> {
+        self.sql.batch_execute("BEGIN").await.map_err(SourceError::sql("begin"))?;
+        let rows = self
+            .sql
+            .query(
+                "SELECT id, customer_id, action FROM ciosync.held_deletes \
+                 WHERE slot = $1 AND state = 'held' AND id > $2 \
+                 AND ($3::bigint[] IS NULL OR id = ANY($3)) ORDER BY id LIMIT $4 FOR UPDATE",
+                &[&self.slot, &after, &only, &limit],
+            )
+            .await
+            .map_err(SourceError::sql("lock ciosync.held_deletes"))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let action = Action::parse(r.get(2))?;
+                Some((r.get(0), r.get(1), action))
+            })
+            .collect())
+    }
+
+    /// Ends the transaction [`HeldTable::lock_batch`] began, with the rows
+    /// of `ids` (still held) moved to `state`.
+    pub async fn finish(&self, ids: &[i64], state: &str) -> Result<u64, SourceError> {
+        let moved = self.decide(ids, state).await?;
+        self.sql.batch_execute("COMMIT").await.map_err(SourceError::sql("commit"))?;
+        Ok(moved)
+    }
+
+    /// Ends that transaction changing nothing.
+    pub async fn abandon(&self) -> Result<(), SourceError> {
+        self.sql.batch_execute("ROLLBACK").await.map_err(SourceError::sql("roll back"))
+    }
+
+    /// Moves the held rows among `ids` (all held rows for `None`) to
+    /// `state`; returns how many moved.
+    pub async fn decide_all(&self, ids: Option<&[i64]>, state: &str) -> Result<u64, SourceError> {
+        self.sql
+            .execute(
+                "UPDATE ciosync.held_deletes SET state = $3, decided_at = now() \
+                 WHERE slot = $1 AND state = 'held' AND ($2::bigint[] IS NULL OR id = ANY($2))",
+                &[&self.slot, &ids, &state],
+            )
+            .await
+            .map_err(SourceError::sql("update ciosync.held_deletes"))
+    }
+
+    async fn decide(&self, ids: &[i64], state: &str) -> Result<u64, SourceError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.decide_all(Some(ids), state).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_round_trip_and_only_removals_have_one() {
+        for action in [Action::Delete, Action::Suppress] {
+            assert_eq!(Action::parse(action.as_str()), Some(action));
+            assert_eq!(Action::of(&action.op("7".into())), Some(action));
+        }
+        assert_eq!(Action::parse("merge"), None);
+        assert_eq!(Action::of(&CustomerOp::Barrier), None);
+    }
+}

@@ -1,0 +1,163 @@
+//! The mass-delete circuit breaker: with `max_deletes = 5`, a statement
+//! deleting 20 users sends the first 5 deletes and holds the other 15 in
+//! `ciosync.held_deletes` (durably, so the slot moves past them), while
+//! other changes keep flowing. A re-insert of a held customer supersedes the
+//! hold; `deletes approve` deletes the rest, `deletes discard` keeps them,
+//! and either resets the breaker. A restart while tripped keeps holding.
+
+use std::sync::atomic::Ordering;
+
+use ciosync::emulator::Emulator;
+
+use crate::support::daemon::{config_file, run_binary, InProcess};
+use crate::support::dead_letters::texts;
+use crate::support::emulator::wait_for_customers;
+use crate::support::endpoint::{value, wait_for_metrics};
+use crate::support::postgres::{TestDb, USERS_TABLE};
+use crate::support::{eventually, Scenario};
+
+const GUARD: &str = "\n[delete_guard]\nmax_deletes = 5\n";
+
+/// Starts the scenario with the guard and 25 users in Customer.io.
+async fn start(test: &str) -> Scenario {
+    let scenario = Scenario::start_with(test, USERS_TABLE, |c| c + GUARD).await;
+    scenario
+        .db
+        .exec("INSERT INTO users (id, email) SELECT n, 'u' || n || '@x.io' FROM generate_series(1, 25) n")
+        .await;
+    assert!(wait_for_customers(&scenario.emulator, |c| c.len() == 25).await);
+    scenario
+}
+
+/// (customer id, state) of every held row, in id order.
+async fn held_rows(db: &TestDb) -> Vec<(String, String)> {
+    db.client
+        .query("SELECT customer_id, state FROM ciosync.held_deletes ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+async fn wait_for_held(db: &TestDb, cond: impl Fn(&[(String, String)]) -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + crate::support::CONVERGE;
+    loop {
+        if cond(&held_rows(db).await) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn customers_among_first_20(emulator: &Emulator) -> usize {
+    emulator.customers().keys().filter(|id| id.parse::<u32>().is_ok_and(|n| n <= 20)).count()
+}
+
+/// Deletes users 1-20 in one statement and waits until 15 are held and the
+/// slot is acknowledged past the delete.
+async fn mass_delete(db: &TestDb, emulator: &Emulator, daemon: &InProcess) {
+    let lsn = db.exec_then_lsn("DELETE FROM users WHERE id <= 20").await;
+    assert!(db.wait_for_confirmed(&db.name, lsn).await, "held removals count as handled");
+    assert_eq!(held_rows(db).await.len(), 15, "all but the first 5 are held");
+    assert!(held_rows(db).await.iter().all(|(_, state)| state == "held"));
+    assert!(wait_for_customers(emulator, |_| customers_among_first_20(emulator) == 15).await);
+    assert_eq!(daemon.counters.delete_guard_tripped.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_mass_delete_is_held_and_approve_sends_all_but_the_superseded() {
+    let Scenario { db, emulator, daemon } = start("guard_approve").await;
+    mass_delete(&db, &emulator, &daemon).await;
+
+    // Everything else keeps flowing.
+    db.exec("INSERT INTO users (id, email) VALUES (100, 'new@x.io')").await;
+    assert!(wait_for_customers(&emulator, |c| c.contains_key("100")).await);
+    let (tripped, text) = wait_for_metrics(&daemon.url("/metrics"), |t| {
+        value(t, "ciosync_delete_guard_tripped") == Some(1.0)
+            && value(t, "ciosync_deletes_held") == Some(15.0)
+    })
+    .await;
+    assert!(tripped, "{text}");
+    assert_eq!(value(&text, "ciosync_deletes_held_total"), Some(15.0));
+
+    // A held customer signs up again: the later change wins.
+    let back = held_rows(&db).await[0].0.clone();
+    db.exec(&format!("INSERT INTO users (id, email) VALUES ({back}, 'back@x.io')")).await;
+    assert!(wait_for_customers(&emulator, |c| c.contains_key(&back)).await);
+    assert!(
+        wait_for_held(&db, |rows| rows.iter().any(|(id, s)| *id == back && s == "superseded"))
+            .await
+    );
+
+    let config = config_file(&db.config(&emulator.url(), ""));
+    let out = run_binary(&["deletes", "list"], config.path()).await;
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("14 held for slot"), "{stdout}");
+
+    let out = run_binary(&["deletes", "approve", "--all"], config.path()).await;
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout, "approved: sent 14 removals\n");
+    assert!(
+        wait_for_customers(&emulator, |c| {
+            customers_among_first_20(&emulator) == 1 && c.contains_key(&back)
+        })
+        .await,
+        "the held customers are deleted, the re-created one is not"
+    );
+    assert!(held_rows(&db)
+        .await
+        .iter()
+        .all(|(id, s)| s == if *id == back { "superseded" } else { "sent" }));
+    assert!(
+        eventually(|| daemon.counters.delete_guard_tripped.load(Ordering::Relaxed) == 0).await,
+        "the breaker resets"
+    );
+
+    // Reset: deletes flow again.
+    db.exec("DELETE FROM users WHERE id = 21").await;
+    assert!(wait_for_customers(&emulator, |c| !c.contains_key("21")).await);
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn discarded_removals_leave_the_customers_in_customerio() {
+    let Scenario { db, emulator, daemon } = start("guard_discard").await;
+    mass_delete(&db, &emulator, &daemon).await;
+
+    let config = config_file(&db.config(&emulator.url(), ""));
+    let out = run_binary(&["deletes", "discard", "--all"], config.path()).await;
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout, "discarded 15 held removals\n");
+    assert!(
+        eventually(|| daemon.counters.delete_guard_tripped.load(Ordering::Relaxed) == 0).await,
+        "the breaker resets"
+    );
+    assert!(held_rows(&db).await.iter().all(|(_, s)| s == "discarded"));
+    assert_eq!(customers_among_first_20(&emulator), 15, "nothing was deleted");
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_restart_while_tripped_keeps_holding() {
+    let Scenario { db, emulator, daemon } = start("guard_restart").await;
+    mass_delete(&db, &emulator, &daemon).await;
+    daemon.stop().await.unwrap();
+    db.wait_for_slot_released().await;
+
+    let daemon = InProcess::start(&(db.config(&emulator.url(), "") + GUARD));
+    db.wait_for_streaming().await;
+    assert_eq!(daemon.counters.delete_guard_tripped.load(Ordering::Relaxed), 1);
+    // A single delete, far below the limit: held, since the breaker is tripped.
+    let lsn = db.exec_then_lsn("DELETE FROM users WHERE id = 25").await;
+    assert!(db.wait_for_confirmed(&db.name, lsn).await);
+    assert!(wait_for_held(&db, |rows| rows.iter().any(|(id, s)| id == "25" && s == "held")).await);
+    assert!(emulator.customer("25").is_some(), "held, not sent");
+    daemon.stop().await.unwrap();
+}
