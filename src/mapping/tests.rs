@@ -35,6 +35,7 @@ fn sync(on_id_change: OnIdChange) -> SyncConfig {
             .map(|(a, c)| (a.to_owned(), c.to_owned()))
             .collect(),
         on_id_change,
+        filter: None,
     }
 }
 
