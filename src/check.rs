@@ -11,8 +11,10 @@ use crate::pipeline::error_chain;
 use crate::sink::client::TrackClient;
 use crate::sink::SinkError;
 use crate::source::connection::ConnectionSettings;
+use crate::source::row_filter;
 use crate::source::setup::{self, quote_ident, quoted_table, SlotState};
 use crate::source::slot::{lost_message, Lost};
+use crate::source::SourceError;
 use crate::telemetry::Counters;
 
 /// How a check came out.
@@ -179,8 +181,8 @@ async fn checks_with_sql(
             format!("ALTER ROLE {} REPLICATION;", quote_ident(&user)),
         )
     });
-    for sync in &config.sync {
-        check_table(sql, sync, &user, out).await?;
+    for (i, sync) in config.sync.iter().enumerate() {
+        check_table(sql, i, sync, &user, out).await?;
         check_sync_options(sql, sync, out).await?;
     }
     for events in &config.events {
@@ -194,6 +196,7 @@ async fn checks_with_sql(
 
 async fn check_table(
     sql: &Client,
+    i: usize,
     sync: &SyncConfig,
     user: &str,
     out: &mut Vec<Finding>,
@@ -316,6 +319,9 @@ async fn check_table(
             full,
         ),
     });
+    if let (Some(filter), true) = (&sync.filter, can_select) {
+        out.push(check_filter(sql, i, sync, filter).await?);
+    }
     Ok(())
 }
 
@@ -475,6 +481,59 @@ async fn check_event_table(
     Ok(())
 }
 
+/// `sync[i].filter`: it works on the table, and its columns are in the
+/// replica identity (otherwise publishing it makes Postgres refuse the
+/// table's UPDATEs and DELETEs). Whether the publication has it is
+/// [`check_publication`]'s part.
+async fn check_filter(
+    sql: &Client,
+    i: usize,
+    sync: &SyncConfig,
+    filter: &str,
+) -> Result<Finding, tokio_postgres::Error> {
+    let (schema, name) = sync.schema_and_name();
+    let label = format!("table {schema}.{name}");
+    let field = format!("sync[{i}].filter");
+    let quoted = quoted_table(schema, name);
+    let refused = |e: tokio_postgres::Error| {
+        let reason = e.as_db_error().map(|d| d.message().to_owned()).unwrap_or(error_chain(&e));
+        Finding::error(
+            &label,
+            format!("{field} ({filter}) does not work on the table: {reason}"),
+            format!("fix {field}: an SQL boolean expression over the columns of {schema}.{name}"),
+        )
+    };
+    let probe = format!("SELECT 1 FROM {quoted} WHERE ({filter}) LIMIT 0");
+    if let Err(e) = sql.batch_execute(&probe).await {
+        return Ok(refused(e));
+    }
+    let read = match row_filter::read(sql, schema, name, filter).await {
+        Ok(read) => read,
+        Err(e) => return Ok(refused(e)),
+    };
+    let Some(identity) = row_filter::identity(sql, schema, name).await? else {
+        return Ok(Finding::ok(&label, format!("{field} works on the table")));
+    };
+    let missing = identity.missing(&read.columns);
+    Ok(if missing.is_empty() {
+        Finding::ok(
+            &label,
+            match read.columns.as_slice() {
+                [] => format!("{field} works on the table and reads no column"),
+                columns => format!(
+                    "{field} works on the table; the columns it reads ({}) are in the replica \
+                     identity",
+                    columns.join(", ")
+                ),
+            },
+        )
+    } else {
+        let (what, fix) =
+            row_filter::identity_problem(&field, &format!("{schema}.{name}"), &quoted, &missing);
+        Finding::error(&label, what, fix)
+    })
+}
+
 async fn check_publication(
     sql: &Client,
     config: &Config,
@@ -491,10 +550,17 @@ async fn check_publication(
     };
     match missing {
         Some(missing) if missing.is_empty() => match setup::publication_misfit(sql, config).await {
+            Ok(None) if config.sync.iter().any(|s| s.filter.is_some()) => out.push(Finding::ok(
+                &label,
+                "exists and includes every synced table, with the configured row filters",
+            )),
             Ok(None) => out.push(Finding::ok(&label, "exists and includes every synced table")),
-            Ok(Some(problem)) => {
-                let (what, fix) = problem.split_once(": run ").unwrap_or((&problem, "see above"));
-                out.push(Finding::error(&label, what, format!("{fix};")))
+            Ok(Some(problem)) => out.push(match problem.split_once(": run ") {
+                Some((what, fix)) => Finding::error(&label, what, format!("{fix};")),
+                None => Finding::error(&label, problem.as_str(), "see above"),
+            }),
+            Err(SourceError::Definite(problem)) => {
+                out.push(Finding::error(&label, problem, "see above"))
             }
             Err(e) => {
                 out.push(Finding::error(&label, error_chain(&e), "check the role's privileges"))

@@ -319,6 +319,14 @@ pub struct SyncConfig {
     /// Events sent when a column of a row changes (`[[sync.events]]`).
     #[serde(default)]
     pub events: Vec<ChangeEventConfig>,
+    /// Only rows for which this SQL boolean expression is true are synced,
+    /// e.g. `email_verified AND NOT is_staff`. It becomes the publication's
+    /// row filter (`FOR TABLE t WHERE (…)`, PostgreSQL 15), so a row that
+    /// stops matching is deleted in Customer.io and one that starts matching
+    /// is identified; the initial copy and backfills read matching rows only.
+    /// Its columns must be in the table's replica identity. Default: none.
+    #[serde(default)]
+    pub filter: Option<String>,
 }
 
 impl SyncConfig {
@@ -822,6 +830,22 @@ impl Config {
                     ));
                 }
             }
+            if let Some(filter) = &sync.filter {
+                if filter.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        field("filter"),
+                        "must be an SQL boolean expression such as `email_verified AND NOT \
+                         is_staff`; leave it out to sync every row",
+                    ));
+                }
+                // The expression is pasted into statements; one statement only.
+                if filter.contains(';') {
+                    return Err(ConfigError::invalid(
+                        field("filter"),
+                        "must be one SQL expression, without `;`",
+                    ));
+                }
+            }
             if sync.soft_delete_column.as_deref().is_some_and(|c| c.trim().is_empty()) {
                 return Err(ConfigError::invalid(field("soft_delete_column"), "must not be empty"));
             }
@@ -1057,6 +1081,18 @@ created_at = "created_at"
     }
 
     #[test]
+    fn a_filter_is_optional_and_kept_as_written() {
+        let config = Config::from_toml(MINIMAL, no_env()).unwrap();
+        assert_eq!(config.sync[0].filter, None);
+        let text = MINIMAL.replace(
+            "id_column = \"id\"",
+            "id_column = \"id\"\nfilter = \"email_verified AND NOT is_staff\"",
+        );
+        let config = Config::from_toml(&text, no_env()).unwrap();
+        assert_eq!(config.sync[0].filter.as_deref(), Some("email_verified AND NOT is_staff"));
+    }
+
+    #[test]
     fn metrics_listen_takes_ipv4_and_ipv6_and_the_environment() {
         let text = MINIMAL.to_owned() + "\n[metrics]\nlisten = \"[::1]:9900\"\n";
         let config = Config::from_toml(&text, no_env()).unwrap();
@@ -1094,6 +1130,17 @@ created_at = "created_at"
                 "customerio.track_url",
             ),
             (MINIMAL.replace("email = \"email\"", "id = \"email\""), "sync[0].attributes.id"),
+            (
+                MINIMAL.replace("id_column = \"id\"", "id_column = \"id\"\nfilter = \" \""),
+                "sync[0].filter",
+            ),
+            (
+                MINIMAL.replace(
+                    "id_column = \"id\"",
+                    "id_column = \"id\"\nfilter = \"a; DROP TABLE x\"",
+                ),
+                "sync[0].filter",
+            ),
             (
                 MINIMAL.to_owned() + "\n[pipeline]\nshutdown_timeout_secs = -1\n",
                 "pipeline.shutdown_timeout_secs",

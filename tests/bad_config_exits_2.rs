@@ -18,6 +18,7 @@ async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
             "postgres.status_interval_ms",
         ),
         (good.replace("[[sync]]", "[[sync]]\nfilter = 1"), "filter"),
+        (good.replace("[[sync]]", "[[sync]]\nfilter = \" \""), "sync[0].filter"),
         (
             good.replace("listen = \"127.0.0.1:0\"", "listen = \"everywhere:9820\""),
             "metrics.listen",

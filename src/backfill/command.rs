@@ -80,8 +80,19 @@ async fn execute(config: &Config, request: Request) -> Result<ExitCode, String> 
             let mut ids = Vec::new();
             for sync in syncs {
                 let (schema, name) = sync.schema_and_name();
-                let filter =
-                    where_clause.as_deref().map(|w| format!(" WHERE ({w})")).unwrap_or_default();
+                // The rows the backfill will read: the table's own filter too.
+                let conditions: Vec<String> = sync
+                    .filter
+                    .as_deref()
+                    .into_iter()
+                    .chain(where_clause.as_deref())
+                    .map(|c| format!("({c})"))
+                    .collect();
+                let filter = if conditions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" WHERE {}", conditions.join(" AND "))
+                };
                 // Counting also proves --where is valid SQL for this table.
                 let count = sql
                     .query_one(

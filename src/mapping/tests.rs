@@ -38,6 +38,7 @@ fn sync(on_id_change: OnIdChange) -> SyncConfig {
         delete_action: Default::default(),
         soft_delete_column: None,
         events: Vec::new(),
+        filter: None,
     }
 }
 

@@ -17,6 +17,7 @@ pub mod keeper;
 pub mod pgoutput;
 pub mod reader;
 pub mod relation;
+pub mod row_filter;
 pub mod setup;
 pub mod slot;
 pub mod tls;

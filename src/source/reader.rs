@@ -20,7 +20,9 @@ pub struct TableReader {
 }
 
 impl TableReader {
-    /// Describes the table; `filter` is an SQL condition rows must meet.
+    /// Describes the table; `filter` is an SQL condition rows must meet
+    /// besides the table's own `[[sync]] filter`, which always applies: a
+    /// row the publication filters out is never read either.
     pub async fn new(
         sql: &Client,
         sync: &SyncConfig,
@@ -30,11 +32,18 @@ impl TableReader {
         let (schema, name) = sync.schema_and_name();
         let columns =
             table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
-        // The filter lives in a subquery, so it cannot change how the key
-        // condition outside combines with it.
-        let source = match filter {
-            Some(f) => format!("(SELECT * FROM {} WHERE {f}) AS rows", quoted_table(schema, name)),
-            None => quoted_table(schema, name),
+        // The filters live in a subquery, each in parentheses, so neither can
+        // change how the other or the key condition outside combines with it.
+        let conditions: Vec<String> =
+            sync.filter.as_deref().into_iter().chain(filter).map(|f| format!("({f})")).collect();
+        let source = if conditions.is_empty() {
+            quoted_table(schema, name)
+        } else {
+            format!(
+                "(SELECT * FROM {} WHERE {}) AS rows",
+                quoted_table(schema, name),
+                conditions.join(" AND ")
+            )
         };
         Ok(Self {
             table: Arc::new(table),

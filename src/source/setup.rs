@@ -5,7 +5,8 @@
 
 use tokio_postgres::Client;
 
-use crate::config::Config;
+use super::{is_definite_sqlstate, row_filter};
+use crate::config::{Config, SyncConfig};
 use crate::source::SourceError;
 
 /// A quoted SQL identifier: `"name"` with inner quotes doubled.
@@ -24,15 +25,13 @@ pub fn quoted_table(schema: &str, name: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(name))
 }
 
-/// The SQL that creates the configured publication.
+/// The SQL that creates the configured publication: every synced table,
+/// with its row filter when the config gives one.
 pub fn create_publication_sql(config: &Config) -> String {
     let tables: Vec<String> = config
         .sync
         .iter()
-        .map(|s| {
-            let (schema, name) = s.schema_and_name();
-            quoted_table(schema, name)
-        })
+        .map(published_table)
         .chain(config.events.iter().map(|e| {
             let (schema, name) = e.schema_and_name();
             quoted_table(schema, name)
@@ -47,10 +46,38 @@ pub fn create_publication_sql(config: &Config) -> String {
     )
 }
 
-/// Why an existing publication would lose changes of the synced tables
-/// (it does not publish inserts, updates or deletes; it names a partitioned
-/// table's changes after its partitions; it filters rows or columns), with
-/// the SQL that fixes it. `None` when it fits or does not exist.
+/// A table as a publication's table list names it: `"s"."t"`, then
+/// ` WHERE (filter)` when the config filters its rows.
+fn published_table(sync: &SyncConfig) -> String {
+    let (schema, name) = sync.schema_and_name();
+    match &sync.filter {
+        Some(filter) => format!("{} WHERE ({filter})", quoted_table(schema, name)),
+        None => quoted_table(schema, name),
+    }
+}
+
+/// The SQL that gives one table of an existing publication the configured
+/// row filter and every column. Dropped and added again in one transaction:
+/// `SET TABLE` would replace the whole table list (losing tables ciosync
+/// does not sync), and the transaction leaves no moment in which the table
+/// is unpublished and its changes are skipped.
+pub fn refit_table_sql(publication: &str, sync: &SyncConfig) -> String {
+    let (schema, name) = sync.schema_and_name();
+    let publication = quote_ident(publication);
+    format!(
+        "BEGIN; ALTER PUBLICATION {publication} DROP TABLE {}; ALTER PUBLICATION {publication} \
+         ADD TABLE {}; COMMIT",
+        quoted_table(schema, name),
+        published_table(sync)
+    )
+}
+
+/// Why an existing publication would lose changes of the synced tables, or
+/// send rows the config leaves out (it does not publish inserts, updates or
+/// deletes; it names a partitioned table's changes after its partitions; it
+/// publishes only some columns; its row filter is not `sync[i].filter`), with
+/// the SQL that fixes it after `: run `. `None` when it fits or does not
+/// exist. A configured filter Postgres refuses is an error naming the field.
 pub async fn publication_misfit(
     sql: &Client,
     config: &Config,
@@ -73,21 +100,23 @@ pub async fn publication_misfit(
              ALTER PUBLICATION {quoted} SET (publish = 'insert, update, delete, truncate')"
         )));
     }
-    for sync in &config.sync {
+    for (i, sync) in config.sync.iter().enumerate() {
         let (schema, name) = sync.schema_and_name();
         let table = sql
             .query_opt(
-                "SELECT c.relkind = 'p', \
-                        EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r WHERE r.prpubid = $3 \
-                                AND r.prrelid = c.oid AND (r.prqual IS NOT NULL OR r.prattrs IS NOT NULL)) \
+                "SELECT c.relkind = 'p', r.prrelid IS NOT NULL, r.prattrs IS NOT NULL, \
+                        pg_catalog.pg_get_expr(r.prqual, r.prrelid) \
                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 LEFT JOIN pg_catalog.pg_publication_rel r ON r.prpubid = $3 AND r.prrelid = c.oid \
                  WHERE n.nspname = $1 AND c.relname = $2",
                 &[&schema, &name, &oid],
             )
             .await
             .map_err(SourceError::sql("read pg_publication_rel"))?;
         let Some(table) = table else { continue };
-        let (partitioned, filtered): (bool, bool) = (table.get(0), table.get(1));
+        let (partitioned, listed, some_columns): (bool, bool, bool) =
+            (table.get(0), table.get(1), table.get(2));
+        let published_filter: Option<String> = table.get(3);
         if partitioned && !via_root {
             return Ok(Some(format!(
                 "{schema}.{name} is partitioned and publication {publication} names its changes \
@@ -95,12 +124,141 @@ pub async fn publication_misfit(
                  (publish_via_partition_root = true)"
             )));
         }
-        if filtered {
+        if some_columns {
             return Ok(Some(format!(
-                "publication {publication} filters the rows or columns of {schema}.{name}: run \
-                 ALTER PUBLICATION {quoted} SET TABLE {}",
-                quoted_table(schema, name)
+                "publication {publication} publishes only some columns of {schema}.{name}: run \
+                 {}",
+                refit_table_sql(publication, sync)
             )));
+        }
+        if let Some(problem) =
+            row_filter_misfit(sql, config, i, sync, listed, published_filter.as_deref()).await?
+        {
+            return Ok(Some(problem));
+        }
+    }
+    Ok(None)
+}
+
+/// How the publication's row filter of a synced table differs from
+/// `sync[i].filter`, if it does, with the fix after `: run ` (see
+/// [`row_filter`] for the comparison). `listed` says whether the table is in
+/// the publication's own table list, the only place a row filter can be.
+async fn row_filter_misfit(
+    sql: &Client,
+    config: &Config,
+    i: usize,
+    sync: &SyncConfig,
+    listed: bool,
+    published: Option<&str>,
+) -> Result<Option<String>, SourceError> {
+    let publication = &config.postgres.publication;
+    let (schema, name) = sync.schema_and_name();
+    let field = format!("sync[{i}].filter");
+    let problem = match (published, sync.filter.as_deref()) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) if !listed => {
+            return Ok(Some(format!(
+                "publication {publication} includes {schema}.{name} through FOR ALL TABLES or \
+                 FOR TABLES IN SCHEMA, which carries no row filter, but {field} is set; give \
+                 postgres.publication a new name (ciosync then creates it FOR TABLE with the \
+                 filter) or remove {field}"
+            )));
+        }
+        (Some(published), None) => format!(
+            "publication {publication} filters the rows of {schema}.{name} (WHERE {published}) \
+             but sync[{i}] has no filter, so rows outside it would never reach Customer.io"
+        ),
+        (None, Some(configured)) => format!(
+            "publication {publication} publishes every row of {schema}.{name} but {field} is \
+             ({configured}), so rows outside it would reach Customer.io"
+        ),
+        (Some(published), Some(configured)) => {
+            let read = row_filter::read(sql, schema, name, configured)
+                .await
+                .map_err(|e| refused_filter(&field, schema, name, e))?;
+            if read.canonical == published {
+                return Ok(None);
+            }
+            format!(
+                "publication {publication} filters the rows of {schema}.{name} with WHERE \
+                 {published}, not with {field} ({configured}, which Postgres reads as {})",
+                read.canonical
+            )
+        }
+    };
+    Ok(Some(format!("{problem}: run {}", refit_table_sql(publication, sync))))
+}
+
+/// Postgres refusing a configured filter: definite, naming the field, when
+/// the expression is at fault (a missing column, a syntax error, …).
+fn refused_filter(
+    field: &str,
+    schema: &str,
+    name: &str,
+    error: tokio_postgres::Error,
+) -> SourceError {
+    match error.as_db_error() {
+        Some(db)
+            if is_definite_sqlstate(db.code().code()) || db.code().code().starts_with("22") =>
+        {
+            SourceError::Definite(format!(
+                "{field} is not a valid row filter for {schema}.{name}: {}",
+                db.message()
+            ))
+        }
+        _ => SourceError::Sql { what: "read the configured row filter", source: error },
+    }
+}
+
+/// A failed `CREATE PUBLICATION`. Postgres allows only simple row filters
+/// (columns, constants, built-in types, operators and immutable functions:
+/// no `now()`, no subquery) and refuses others with 0A000, which would
+/// otherwise look transient: that is definite, naming the filters.
+fn refused_publication(config: &Config, error: tokio_postgres::Error) -> SourceError {
+    let filters: Vec<String> = (0..config.sync.len())
+        .filter(|i| config.sync[*i].filter.is_some())
+        .map(|i| format!("sync[{i}].filter"))
+        .collect();
+    match error.as_db_error() {
+        Some(db) if db.code().code() == "0A000" && !filters.is_empty() => {
+            SourceError::Definite(format!(
+                "Postgres refuses {} as a publication row filter: {}{}",
+                filters.join(" or "),
+                db.message(),
+                db.detail().map(|d| format!(": {d}")).unwrap_or_default()
+            ))
+        }
+        _ => SourceError::Sql { what: "create the publication", source: error },
+    }
+}
+
+/// The filter columns of each filtered table that its replica identity does
+/// not carry, as one message with the fix; `None` when all are carried.
+pub async fn filter_identity_problem(
+    sql: &Client,
+    config: &Config,
+) -> Result<Option<String>, SourceError> {
+    for (i, sync) in config.sync.iter().enumerate() {
+        let Some(filter) = &sync.filter else { continue };
+        let (schema, name) = sync.schema_and_name();
+        let field = format!("sync[{i}].filter");
+        let read = row_filter::read(sql, schema, name, filter)
+            .await
+            .map_err(|e| refused_filter(&field, schema, name, e))?;
+        let identity = row_filter::identity(sql, schema, name)
+            .await
+            .map_err(SourceError::sql("read the replica identity"))?;
+        let Some(identity) = identity else { continue };
+        let missing = identity.missing(&read.columns);
+        if !missing.is_empty() {
+            let (what, fix) = row_filter::identity_problem(
+                &field,
+                &format!("{schema}.{name}"),
+                &quoted_table(schema, name),
+                &missing,
+            );
+            return Ok(Some(format!("{what}: run {fix}")));
         }
     }
     Ok(None)
@@ -219,10 +377,13 @@ pub async fn ensure(
 pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<(), SourceError> {
     match publication_missing_tables(sql, config).await? {
         None => {
+            // Publishing a filter the replica identity cannot evaluate would
+            // make Postgres refuse the application's own UPDATEs and DELETEs.
+            if let Some(problem) = filter_identity_problem(sql, config).await? {
+                return Err(SourceError::Definite(problem));
+            }
             let statement = create_publication_sql(config);
-            sql.batch_execute(&statement)
-                .await
-                .map_err(SourceError::sql("create the publication"))?;
+            sql.batch_execute(&statement).await.map_err(|e| refused_publication(config, e))?;
             tracing::info!(publication = %config.postgres.publication, "publication created");
         }
         Some(missing) if !missing.is_empty() => {
@@ -249,4 +410,67 @@ pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<(), Sou
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(filter_line: &str) -> Config {
+        let text = format!(
+            r#"
+[postgres]
+url = "postgres://ciosync@127.0.0.1:5432/app"
+publication = "cio"
+
+[customerio]
+site_id = "s"
+api_key = "k"
+
+[[sync]]
+table = "users"
+id_column = "id"
+{filter_line}
+[sync.attributes]
+email = "email"
+
+[[sync]]
+table = "crm.accounts"
+id_column = "id"
+
+[sync.attributes]
+name = "name"
+"#
+        );
+        Config::from_toml(&text, Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn the_publication_carries_each_tables_filter() {
+        assert_eq!(
+            create_publication_sql(&config("")),
+            "CREATE PUBLICATION \"cio\" FOR TABLE \"public\".\"users\", \"crm\".\"accounts\" \
+             WITH (publish_via_partition_root = true)"
+        );
+        assert_eq!(
+            create_publication_sql(&config("filter = \"email_verified AND NOT is_staff\"")),
+            "CREATE PUBLICATION \"cio\" FOR TABLE \"public\".\"users\" WHERE (email_verified \
+             AND NOT is_staff), \"crm\".\"accounts\" WITH (publish_via_partition_root = true)"
+        );
+    }
+
+    #[test]
+    fn a_refit_replaces_one_table_and_leaves_the_others() {
+        let config = config("filter = \"plan = 'pro' OR plan IS NULL\"");
+        assert_eq!(
+            refit_table_sql("cio", &config.sync[0]),
+            "BEGIN; ALTER PUBLICATION \"cio\" DROP TABLE \"public\".\"users\"; ALTER PUBLICATION \
+             \"cio\" ADD TABLE \"public\".\"users\" WHERE (plan = 'pro' OR plan IS NULL); COMMIT"
+        );
+        assert_eq!(
+            refit_table_sql("cio", &config.sync[1]),
+            "BEGIN; ALTER PUBLICATION \"cio\" DROP TABLE \"crm\".\"accounts\"; ALTER PUBLICATION \
+             \"cio\" ADD TABLE \"crm\".\"accounts\"; COMMIT"
+        );
+    }
 }

@@ -1,0 +1,85 @@
+//! A filter reading a column the replica identity does not carry would make
+//! Postgres refuse the application's UPDATEs and DELETEs once published:
+//! `check` reports it as an error with the fix, and `run` refuses to create
+//! such a publication. A filter that does not work on the table, or that
+//! Postgres does not allow in a publication, names `sync[i].filter`.
+
+use crate::support::daemon::{binary, config_file, run_binary};
+use crate::support::emulator;
+use crate::support::postgres::TestDb;
+use crate::sync_filter_syncs_only_matching_rows::config_with_filter;
+
+/// The filtered users table with the DEFAULT replica identity (the key).
+const KEY_IDENTITY_USERS: &str = "
+    CREATE TABLE public.users (
+        id bigint PRIMARY KEY, email text, first_name text, plan text,
+        created_at timestamptz, bio text,
+        email_verified boolean NOT NULL DEFAULT false, is_staff boolean NOT NULL DEFAULT false
+    );";
+
+async fn check(text: String) -> (Option<i32>, String) {
+    tokio::task::spawn_blocking(move || {
+        let file = config_file(&text);
+        let output = std::process::Command::new(binary())
+            .args(["check", "--config"])
+            .arg(file.path())
+            .output()
+            .unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn check_reports_filter_columns_outside_the_replica_identity() {
+    let db = TestDb::new("sync_filter_identity").await;
+    db.exec(KEY_IDENTITY_USERS).await;
+    let emulator = emulator::start().await;
+
+    let (code, out) =
+        check(config_with_filter(&db, &emulator.url(), "id > 0 AND NOT is_staff")).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("error   table public.users: sync[0].filter reads is_staff of public.users"),
+        "{out}"
+    );
+    assert!(out.contains("fix: ALTER TABLE \"public\".\"users\" REPLICA IDENTITY FULL"), "{out}");
+
+    let (code, out) = check(config_with_filter(&db, &emulator.url(), "id > 0")).await;
+    assert_eq!(code, Some(0), "a key column is in the identity:\n{out}");
+    assert!(out.contains("sync[0].filter works on the table; the columns it reads (id)"), "{out}");
+
+    let (code, out) = check(config_with_filter(&db, &emulator.url(), "is_stuff")).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("sync[0].filter (is_stuff) does not work on the table"), "{out}");
+    assert!(out.contains("column \"is_stuff\" does not exist"), "{out}");
+    assert_eq!(db.created_objects().await, (0, 0), "check changed something");
+}
+
+#[tokio::test]
+async fn run_refuses_to_publish_filter_columns_outside_the_replica_identity() {
+    let db = TestDb::new("sync_filter_identity_run").await;
+    db.exec(KEY_IDENTITY_USERS).await;
+    let file = config_file(&config_with_filter(&db, "http://127.0.0.1:9", "NOT is_staff"));
+    let output = run_binary(&["run", "--log-format", "text"], file.path()).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sync[0].filter reads is_staff"), "{stderr}");
+    assert!(stderr.contains("REPLICA IDENTITY FULL"), "{stderr}");
+    assert_eq!(db.created_objects().await, (0, 0), "run created something");
+    // The application's own updates still work.
+    db.exec("INSERT INTO users (id) VALUES (1); UPDATE users SET is_staff = true").await;
+
+    // A filter Postgres does not allow in a publication (a mutable function)
+    // stops run too, instead of being retried.
+    let file = config_file(&config_with_filter(&db, "http://127.0.0.1:9", "id < random() * 10"));
+    let output = run_binary(&["run", "--log-format", "text"], file.path()).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Postgres refuses sync[0].filter as a publication row filter"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("mutable functions are not allowed"), "{stderr}");
+}
