@@ -456,6 +456,7 @@ async fn check_event_table(
     }
     let type_of = |c: &str| columns.iter().find(|(n, _)| n == c).map(|(_, t)| t.as_str());
     let named = std::iter::once(("customer_id_column", events.customer_id_column.as_str()))
+        .chain(events.anonymous_id_column.as_deref().map(|c| ("anonymous_id_column", c)))
         .chain(events.name_column.as_deref().map(|c| ("name_column", c)))
         .chain(events.data.values().map(|c| ("data", c.as_str())))
         .chain(events.data_column.as_deref().map(|c| ("data_column", c)))

@@ -390,6 +390,11 @@ pub struct EventTableConfig {
     pub table: String,
     /// Column holding the Customer.io id of the person the event is for.
     pub customer_id_column: String,
+    /// Where the customer id is NULL: a column holding an anonymous id (a
+    /// cookie, a device id); the event is then sent as an anonymous event,
+    /// which Customer.io attaches to the person later identified with it.
+    #[serde(default)]
+    pub anonymous_id_column: Option<String>,
     /// A fixed event name …
     #[serde(default)]
     pub name: Option<String>,
@@ -932,6 +937,7 @@ impl Config {
                 }
             }
             for (key, value) in [
+                ("anonymous_id_column", &events.anonymous_id_column),
                 ("data_column", &events.data_column),
                 ("timestamp_column", &events.timestamp_column),
             ] {

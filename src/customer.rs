@@ -21,6 +21,10 @@ pub enum CustomerOp {
     Suppress { id: String },
     /// A named event for the person `id` (it triggers campaigns).
     Event(Event),
+    /// An event of someone not known as a person yet, by an anonymous id
+    /// (a cookie, a device id); Customer.io attaches it to the person later
+    /// identified with that `anonymous_id` (event merging).
+    AnonymousEvent(AnonymousEvent),
     /// Merge `secondary` into `primary` (which must exist), deleting `secondary`.
     Merge { primary: String, secondary: String },
     /// Everything before must be accepted before anything after is sent.
@@ -36,6 +40,8 @@ impl CustomerOp {
         match self {
             Self::Identify { id, .. } | Self::Delete { id } | Self::Suppress { id } => Some(id),
             Self::Event(event) => Some(&event.customer),
+            // Ordered per anonymous id, like a customer's operations.
+            Self::AnonymousEvent(event) => Some(&event.anonymous_id),
             Self::Merge { primary, .. } => Some(primary),
             Self::Barrier => None,
         }
@@ -47,7 +53,7 @@ impl CustomerOp {
             Self::Identify { .. } => "identify",
             Self::Delete { .. } => "delete",
             Self::Suppress { .. } => "suppress",
-            Self::Event(_) => "event",
+            Self::Event(_) | Self::AnonymousEvent(_) => "event",
             Self::Merge { .. } => "merge",
             Self::Barrier => "barrier",
         }
@@ -68,5 +74,17 @@ pub struct Event {
     /// When it happened, Unix seconds (the row's own time where configured).
     pub timestamp: i64,
     /// The event's data (`attributes` in the v2 API).
+    pub data: Map<String, Value>,
+}
+
+/// An event by an anonymous id (Track API v1 `POST /api/v1/events`, which
+/// v2's batch has no form for).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnonymousEvent {
+    pub anonymous_id: String,
+    pub name: String,
+    /// A ULID, as for [`Event::event_id`].
+    pub event_id: String,
+    pub timestamp: i64,
     pub data: Map<String, Value>,
 }

@@ -209,3 +209,17 @@ mod tests {
         assert_eq!(attribute_value_bytes(&json!([1, 2])), 5);
     }
 }
+
+/// The body of `POST /api/v1/events` for an anonymous event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnonymousEventRequest {
+    pub name: String,
+    pub anonymous_id: String,
+    /// A ULID; Customer.io ignores an event whose id it has seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+    #[serde(default)]
+    pub data: Map<String, Value>,
+}

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::support::daemon::{config_file, signal, spawn_binary};
 use crate::support::emulator::{self, batch_items, wait_for};
 use crate::support::postgres::{TestDb, USERS_TABLE};
+use crate::support::spec::{assert_valid, path_pointer, spec, validator, JSON_SCHEMA};
 
 const EVENT_TABLES: &str = "
     CREATE TABLE campaign_signups (
@@ -109,4 +110,65 @@ async fn event_rows_become_events_in_order_and_a_replay_is_deduplicated() {
 
 fn event_items(emulator: &ciosync::emulator::Emulator) -> usize {
     batch_items(emulator).iter().filter(|i| i["action"] == "event").count()
+}
+
+#[tokio::test]
+async fn a_row_without_a_customer_sends_an_anonymous_event() {
+    let db = TestDb::new("anonymous_events").await;
+    db.exec(USERS_TABLE).await;
+    db.exec(
+        "CREATE TABLE page_views (id serial PRIMARY KEY, user_id bigint, visitor text, \
+                                  path text, seen_at timestamptz)",
+    )
+    .await;
+    let emulator = emulator::start().await;
+    let extra = r#"
+[[events]]
+table = "page_views"
+customer_id_column = "user_id"
+anonymous_id_column = "visitor"
+name = "viewed_pricing"
+timestamp_column = "seen_at"
+[events.data]
+path = "path"
+"#;
+    let daemon = crate::support::daemon::InProcess::start(&db.config(&emulator.url(), extra));
+    db.wait_for_streaming().await;
+    db.exec(
+        "INSERT INTO page_views (user_id, visitor, path, seen_at) VALUES \
+         (NULL, 'cookie-41', '/pricing', '2024-03-01 12:00:00+00'), \
+         (NULL, NULL, '/nobody', now())",
+    )
+    .await;
+    assert!(
+        wait_for(&emulator, |e| !e.view(|v| v.world().anonymous_events().is_empty())).await,
+        "no anonymous event arrived"
+    );
+    let events = emulator.view(|v| v.world().anonymous_events().to_vec());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].name, "viewed_pricing");
+    assert_eq!(events[0].anonymous_id.as_deref(), Some("cookie-41"));
+    assert_eq!(Value::Object(events[0].data.clone()), json!({"path": "/pricing"}));
+    assert_eq!(events[0].timestamp, 1_709_294_400);
+    assert_eq!(events[0].id.as_deref().map(str::len), Some(26));
+    let v1: Vec<_> =
+        emulator.requests().into_iter().filter(|r| r.path == "/api/v1/events").collect();
+    assert_eq!(v1.len(), 1, "sent alone to the v1 endpoint");
+    assert_eq!(v1[0].status, 200);
+    let spec = spec();
+    let schema = validator(
+        &spec,
+        &path_pointer("/api/v1/events", &format!("/post/requestBody{JSON_SCHEMA}")),
+    );
+    assert!(!schema.is_valid(&json!({"anonymous_id": "x"})), "the check can fail: no name");
+    assert_valid(&schema, v1[0].body.as_ref().unwrap(), "the anonymous event the sink sent");
+    // The row with neither id is skipped and counted, not sent.
+    assert!(
+        crate::support::eventually(|| {
+            daemon.counters.changes_skipped_invalid_id.load(std::sync::atomic::Ordering::Relaxed)
+                == 1
+        })
+        .await
+    );
+    daemon.stop().await.unwrap();
 }

@@ -16,6 +16,7 @@ use super::DeadLetterTable;
 use crate::cli::{EXIT_FAILURE, EXIT_USAGE};
 use crate::config::{Config, ConfigError};
 use crate::pipeline::error_chain;
+use crate::sink::batch::Route;
 use crate::sink::client::TrackClient;
 use crate::sink::retry::{cut_error_text, describe_item_error, Backoff, Verdict};
 use crate::sink::SinkError;
@@ -323,12 +324,17 @@ async fn replay(
     payload: &str,
     max_backoff: Duration,
 ) -> Result<Answer, Stop> {
-    let body = batch_body(payload);
+    // A v1 anonymous event is sent as it is; anything else as a batch item.
+    let route = serde_json::from_str(payload).map_or(Route::Batch, |v| Route::of_payload(&v));
+    let body = match route {
+        Route::Batch => batch_body(payload),
+        Route::AnonymousEvent => Bytes::from(payload.to_owned()),
+    };
     let mut backoff = Backoff::new(max_backoff);
     let mut tries = 0;
     loop {
         tries += 1;
-        match step(client.post_batch(body.clone()).await, tries) {
+        match step(client.post(route, body.clone()).await, tries) {
             Step::Done(answer) => return Ok(answer),
             Step::Wait(after) => tokio::time::sleep(backoff.next_delay(after)).await,
             Step::Stop(stop) => return Err(stop),

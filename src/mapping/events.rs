@@ -18,29 +18,46 @@ use super::value::{self, ValueKind};
 use super::{customer_id, DropReason, DroppedAttribute};
 use crate::change::{Datum, Row, RowChange, Table};
 use crate::config::{ChangeEventConfig, EventTableConfig};
-use crate::customer::Event;
+use crate::customer::{AnonymousEvent, CustomerOp, Event};
 use crate::track_api;
 
 /// Why an insert into an event table produced no event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventSkip {
-    /// The customer id is NULL, empty or too long.
+    /// The customer id (and the anonymous id, if configured) is NULL,
+    /// empty or too long.
     InvalidId,
     /// The name column is NULL, blank or over 100 bytes.
     InvalidName,
 }
 
-/// The event an insert into an event table stands for.
+/// Who an event-table row's event is for.
+enum Subject {
+    Customer(String),
+    Anonymous(String),
+}
+
+/// The event an insert into an event table stands for: a person's, or an
+/// anonymous one where the customer id is NULL and `anonymous_id_column`
+/// holds a value.
 pub fn from_event_table(
     config: &EventTableConfig,
     change: &RowChange,
     new: &Row,
     dropped: &mut Vec<DroppedAttribute>,
-) -> Result<Event, EventSkip> {
+) -> Result<CustomerOp, EventSkip> {
     let table = &*change.table;
     let datum = |column: &str| table.column_index(column).map(|i| &new[i]);
-    let customer =
-        datum(&config.customer_id_column).and_then(customer_id).ok_or(EventSkip::InvalidId)?;
+    let subject = match datum(&config.customer_id_column).and_then(customer_id) {
+        Some(id) => Subject::Customer(id),
+        None => config
+            .anonymous_id_column
+            .as_deref()
+            .and_then(datum)
+            .and_then(customer_id)
+            .map(Subject::Anonymous)
+            .ok_or(EventSkip::InvalidId)?,
+    };
     let name = match (&config.name, &config.name_column) {
         (Some(fixed), _) => fixed.clone(),
         (None, Some(column)) => match datum(column) {
@@ -83,7 +100,18 @@ pub fn from_event_table(
         .and_then(|v| v.as_i64())
         .unwrap_or(change.commit_time);
     let event_id = event_id(change, 0, &name);
-    Ok(Event { customer, name, event_id, timestamp, data })
+    Ok(match subject {
+        Subject::Customer(customer) => {
+            CustomerOp::Event(Event { customer, name, event_id, timestamp, data })
+        }
+        Subject::Anonymous(anonymous_id) => CustomerOp::AnonymousEvent(AnonymousEvent {
+            anonymous_id,
+            name,
+            event_id,
+            timestamp,
+            data,
+        }),
+    })
 }
 
 /// The events `[[sync.events]]` derive from one UPDATE of a synced row,

@@ -262,7 +262,7 @@ fn map_event_row(config: &EventTableConfig, change: &RowChange) -> Mapped {
     let mut out = Mapped::default();
     let RowOp::Insert { new } = &change.op else { return out };
     match events::from_event_table(config, change, new, &mut out.dropped) {
-        Ok(event) => out.ops.push(CustomerOp::Event(event)),
+        Ok(op) => out.ops.push(op),
         Err(events::EventSkip::InvalidId) => out.skipped = Some(SkipReason::InvalidId),
         Err(events::EventSkip::InvalidName) => out.skipped = Some(SkipReason::InvalidEvent),
     }

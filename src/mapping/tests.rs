@@ -368,12 +368,14 @@ fn event_table_inserts_become_events_with_deterministic_ids() {
             col("name", ValueKind::Text),
             col("payload", ValueKind::Json),
             col("occurred_at", ValueKind::TimestampTz),
+            col("anon", ValueKind::Text),
         ],
         replica_identity: ReplicaIdentity::Default,
     });
     let config = crate::config::EventTableConfig {
         table: "events".into(),
         customer_id_column: "user_id".into(),
+        anonymous_id_column: Some("anon".into()),
         name: None,
         name_column: Some("name".into()),
         data: [("source".to_owned(), "name".to_owned())].into_iter().collect(),
@@ -392,6 +394,7 @@ fn event_table_inserts_become_events_with_deterministic_ids() {
         t("cta_email"),
         t(r#"{"type": "reset", "actionUrl": "https://x.io/r"}"#),
         t("2024-03-01 12:34:56+00"),
+        Datum::Null,
     ];
     let mapped = mapper.map(&insert(row.clone(), 0));
     let [CustomerOp::Event(event)] = mapped.ops.as_slice() else { panic!("{:?}", mapped.ops) };
@@ -408,7 +411,14 @@ fn event_table_inserts_become_events_with_deterministic_ids() {
     let mut nameless = row.clone();
     nameless[1] = Datum::Null;
     assert_eq!(mapper.map(&insert(nameless, 2)).skipped, Some(SkipReason::InvalidEvent));
+    let mut nobody = row.clone();
+    nobody[0] = Datum::Null;
+    assert_eq!(mapper.map(&insert(nobody, 3)).skipped, Some(SkipReason::InvalidId));
     let mut anonymous = row;
     anonymous[0] = Datum::Null;
-    assert_eq!(mapper.map(&insert(anonymous, 3)).skipped, Some(SkipReason::InvalidId));
+    anonymous[4] = t("cookie-7");
+    let mapped = mapper.map(&insert(anonymous, 4));
+    let [CustomerOp::AnonymousEvent(event)] = mapped.ops.as_slice() else { panic!("{mapped:?}") };
+    assert_eq!((event.anonymous_id.as_str(), event.name.as_str()), ("cookie-7", "cta_email"));
+    assert_eq!(event.event_id.len(), 26);
 }

@@ -11,9 +11,40 @@ use crate::track_api::{
 /// `{"batch":[` + `]}`.
 pub const ENVELOPE_BYTES: usize = 12;
 
+/// Where an item is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// An item of `POST /api/v2/batch`, with others.
+    Batch,
+    /// The whole body of `POST /api/v1/events` (an anonymous event), alone.
+    AnonymousEvent,
+}
+
+impl Route {
+    /// The route a stored item (a dead letter's payload) goes by: a v1
+    /// anonymous event is the only one with a top-level `anonymous_id`.
+    pub fn of_payload(payload: &serde_json::Value) -> Self {
+        if payload.get("anonymous_id").is_some() {
+            Self::AnonymousEvent
+        } else {
+            Self::Batch
+        }
+    }
+
+    /// The API path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Batch => "/api/v2/batch",
+            Self::AnonymousEvent => "/api/v1/events",
+        }
+    }
+}
+
 /// One encoded item and what it stands for.
 #[derive(Debug, Clone)]
 pub struct EncodedItem {
+    /// Where it is sent.
+    pub route: Route,
     /// The operation's kind, for logs.
     pub kind: &'static str,
     /// The customers it touches (two for a merge).
@@ -61,10 +92,27 @@ pub fn encode(op: CustomerOp) -> Option<EncodedItem> {
             },
             vec![primary, secondary],
         ),
+        CustomerOp::AnonymousEvent(event) => {
+            let body = crate::track_api::AnonymousEventRequest {
+                name: event.name,
+                anonymous_id: event.anonymous_id.clone(),
+                id: Some(event.event_id),
+                timestamp: Some(event.timestamp),
+                data: event.data,
+            };
+            let json = serde_json::to_vec(&body).unwrap_or_default();
+            return Some(EncodedItem {
+                route: Route::AnonymousEvent,
+                kind,
+                customers: vec![event.anonymous_id],
+                json,
+                trimmed: Vec::new(),
+            });
+        }
         CustomerOp::Barrier => return None,
     };
     let (json, trimmed) = encode_within_limit(PersonItem::new(action));
-    Some(EncodedItem { kind, customers, json, trimmed })
+    Some(EncodedItem { route: Route::Batch, kind, customers, json, trimmed })
 }
 
 /// The item's JSON, measured as sent: while it is over the item limit the

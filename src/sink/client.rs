@@ -8,6 +8,7 @@
 //! - the [`Throttle`], which after a 429 holds every request until the
 //!   `Retry-After` has passed and then lets the rate climb back gradually.
 
+use super::batch::Route;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,20 +62,29 @@ impl TrackClient {
     /// One POST of a `/api/v2/batch` body, within the request budget,
     /// classified. A 429 slows every later request down (see [`Throttle`]).
     pub async fn post_batch(&self, body: bytes::Bytes) -> Verdict {
+        self.post(Route::Batch, body).await
+    }
+
+    /// One POST of `body` to `route`'s endpoint, as [`TrackClient::post_batch`].
+    pub async fn post(&self, route: Route, body: bytes::Bytes) -> Verdict {
         self.limiter.until_ready().await;
         let send_at = self.lock_throttle().reserve(Instant::now());
         tokio::time::sleep_until(send_at).await;
         let started = std::time::Instant::now();
-        let verdict = self.send_batch(body).await;
+        let verdict = self.send(route, body).await;
         self.counters.request_duration.observe(started.elapsed().as_secs_f64());
         verdict
     }
 
-    /// The request itself, counted by status class, and classified.
-    async fn send_batch(&self, body: bytes::Bytes) -> Verdict {
+    /// The request itself, counted by endpoint and status class, and classified.
+    async fn send(&self, route: Route, body: bytes::Bytes) -> Verdict {
+        let outcomes = match route {
+            Route::Batch => &self.counters.requests,
+            Route::AnonymousEvent => &self.counters.requests_events,
+        };
         let response = self
             .http
-            .post(format!("{}/api/v2/batch", self.base_url))
+            .post(format!("{}{}", self.base_url, route.path()))
             .header(AUTHORIZATION, self.auth.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(body)
@@ -83,13 +93,13 @@ impl TrackClient {
         let response = match response {
             Ok(r) => r,
             Err(e) => {
-                self.counters.requests.record(None);
+                outcomes.record(None);
                 self.counters.health.attempted();
                 return Verdict::Retry { after: None, reason: transport_reason(&e) };
             }
         };
         let status = response.status().as_u16();
-        self.counters.requests.record(Some(status));
+        outcomes.record(Some(status));
         self.counters.health.attempted();
         let retry_after =
             response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);

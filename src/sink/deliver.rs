@@ -49,9 +49,14 @@ impl Delivery {
         let mut one_by_one = false;
         while !pending.is_empty() {
             let count = if one_by_one { 1 } else { pending.len() };
-            let body = batch::body_of(pending[..count].iter().map(|p| &p.item));
+            // An anonymous event travels alone, as the whole v1 body.
+            let route = pending[0].item.route;
+            let body = match route {
+                batch::Route::Batch => batch::body_of(pending[..count].iter().map(|p| &p.item)),
+                batch::Route::AnonymousEvent => pending[0].item.json.clone(),
+            };
             self.counters.request_items.observe(count as f64);
-            let verdict = self.client.post_batch(body.into()).await;
+            let verdict = self.client.post(route, body.into()).await;
             if verdict != Verdict::Unauthorized {
                 self.counters.health.set_unauthorized(false);
             }

@@ -158,6 +158,9 @@ impl Queue {
             CustomerOp::Event(event) => {
                 self.last_of.insert(event.customer.clone(), seq);
             }
+            CustomerOp::AnonymousEvent(event) => {
+                self.last_of.insert(event.anonymous_id.clone(), seq);
+            }
             CustomerOp::Barrier => {}
         }
         let (bytes, wire) = (estimate(&op), wire_estimate(&op));
@@ -175,7 +178,10 @@ impl Queue {
             CustomerOp::Identify { id, .. }
             | CustomerOp::Delete { id }
             | CustomerOp::Suppress { id } => id,
-            CustomerOp::Merge { .. } | CustomerOp::Event(_) | CustomerOp::Barrier => return false,
+            CustomerOp::Merge { .. }
+            | CustomerOp::Event(_)
+            | CustomerOp::AnonymousEvent(_)
+            | CustomerOp::Barrier => return false,
         };
         let Some(&target) = self.last_of.get(id) else { return false };
         if target < self.last_barrier {
@@ -282,7 +288,12 @@ impl Queue {
                 },
                 Waiting::Encoded(item) => item,
             };
-            if !taken.items.is_empty() && body_bytes + item.json.len() + 1 > MAX_BATCH_BYTES {
+            // An anonymous event is a request of its own (v1 has no batch):
+            // alone when it leads, otherwise it leads the next one.
+            let alone = item.route != batch::Route::Batch;
+            if !taken.items.is_empty()
+                && (alone || body_bytes + item.json.len() + 1 > MAX_BATCH_BYTES)
+            {
                 // Full: it leads the next batch (and what was chosen after it waits).
                 let (bytes, wire) = (ENCODED_OVERHEAD + item.json.len(), item.json.len());
                 self.queued_bytes = self.queued_bytes - entry.bytes + bytes;
@@ -305,6 +316,9 @@ impl Queue {
             taken.ticket.bytes += entry.bytes;
             taken.ticket.seqs.push(seq);
             taken.items.push(item);
+            if alone {
+                break;
+            }
         }
         if taken.items.is_empty() {
             return None;
@@ -443,6 +457,17 @@ fn estimate(op: &CustomerOp) -> usize {
         }
         CustomerOp::Delete { id } | CustomerOp::Suppress { id } => OP_OVERHEAD + id.len(),
         CustomerOp::Merge { primary, secondary } => OP_OVERHEAD + primary.len() + secondary.len(),
+        CustomerOp::AnonymousEvent(event) => {
+            OP_OVERHEAD
+                + event.anonymous_id.len()
+                + event.name.len()
+                + event.event_id.len()
+                + event
+                    .data
+                    .iter()
+                    .map(|(k, v)| ATTRIBUTE_OVERHEAD + k.len() + value_bytes(v))
+                    .sum::<usize>()
+        }
         CustomerOp::Event(event) => {
             OP_OVERHEAD
                 + event.customer.len()
@@ -488,6 +513,13 @@ fn wire_estimate(op: &CustomerOp) -> usize {
         }
         CustomerOp::Delete { id } | CustomerOp::Suppress { id } => ITEM + id.len(),
         CustomerOp::Merge { primary, secondary } => ITEM + 40 + primary.len() + secondary.len(),
+        CustomerOp::AnonymousEvent(event) => {
+            ITEM + 80
+                + event.anonymous_id.len()
+                + event.name.len()
+                + event.event_id.len()
+                + event.data.iter().map(|(k, v)| 6 + k.len() + value_bytes(v)).sum::<usize>()
+        }
         CustomerOp::Event(event) => {
             ITEM + 80
                 + event.customer.len()

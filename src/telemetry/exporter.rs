@@ -279,14 +279,15 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
         get(&c.deletes_held_total),
     );
 
-    let requests: Vec<(Vec<(&str, &str)>, f64)> = c
-        .requests
-        .by_class()
-        .iter()
-        .map(|(class, n)| {
-            (vec![(LABEL_ENDPOINT, "batch"), (LABEL_STATUS_CLASS, *class)], *n as f64)
-        })
-        .collect();
+    let requests: Vec<(Vec<(&str, &str)>, f64)> =
+        [("batch", &c.requests), ("events", &c.requests_events)]
+            .iter()
+            .flat_map(|(endpoint, outcomes)| {
+                outcomes.by_class().map(|(class, n)| {
+                    (vec![(LABEL_ENDPOINT, *endpoint), (LABEL_STATUS_CLASS, class)], n as f64)
+                })
+            })
+            .collect();
     out.series(
         MetricType::COUNTER,
         CUSTOMERIO_REQUESTS,

@@ -114,7 +114,8 @@ pub const LABEL_TABLE: &str = "table";
 pub const LABEL_OPERATION: &str = "operation";
 /// Label of [`OPERATIONS_COMPLETED`]: `accepted`, `dead_lettered`.
 pub const LABEL_OUTCOME: &str = "outcome";
-/// Label of [`CUSTOMERIO_REQUESTS`]: the Track API route, `batch` (`/api/v2/batch`).
+/// Label of [`CUSTOMERIO_REQUESTS`]: the Track API route, `batch`
+/// (`/api/v2/batch`) or `events` (`/api/v1/events`, anonymous events).
 pub const LABEL_ENDPOINT: &str = "endpoint";
 /// Label of [`CUSTOMERIO_REQUESTS`]: `2xx`, `3xx`, `4xx`, `5xx`, `no_answer`.
 pub const LABEL_STATUS_CLASS: &str = "status_class";
