@@ -287,13 +287,16 @@ async fn wait_for_running_transactions(
     }
 }
 
-/// Keeps only the listed attributes of each identify; an identify left with
-/// nothing is dropped.
-fn select_attributes(ops: Vec<CustomerOp>, attributes: Option<&[String]>) -> Vec<CustomerOp> {
-    let Some(wanted) = attributes else { return ops };
+/// Keeps only the listed attributes of each identify (all without a list);
+/// an identify left with nothing is dropped. Removals are dropped too: a soft-deleted row read by a
+/// backfill maps to a delete, and a backfill re-sends rows, it does not
+/// remove people behind the mass-delete circuit breaker's back (those
+/// removals reached Customer.io, or its hold, when the rows changed).
+fn select_attributes(ops: Vec<CustomerOp>, wanted: Option<&[String]>) -> Vec<CustomerOp> {
     ops.into_iter()
-        .filter_map(|op| match op {
-            CustomerOp::Identify { id, mut attributes, timestamp } => {
+        .filter_map(|op| match (op, wanted) {
+            (CustomerOp::Delete { .. } | CustomerOp::Suppress { .. }, _) => None,
+            (CustomerOp::Identify { id, mut attributes, timestamp }, Some(wanted)) => {
                 attributes.retain(|name, _| wanted.iter().any(|w| w == name));
                 (!attributes.is_empty()).then_some(CustomerOp::Identify {
                     id,
@@ -301,7 +304,7 @@ fn select_attributes(ops: Vec<CustomerOp>, attributes: Option<&[String]>) -> Vec
                     timestamp,
                 })
             }
-            other => Some(other),
+            (other, _) => Some(other),
         })
         .collect()
 }
@@ -339,5 +342,13 @@ mod tests {
             vec![identify(json!({"plan": "pro"}))]
         );
         assert!(select_attributes(ops, Some(&["nickname".to_owned()])).is_empty());
+    }
+
+    #[test]
+    fn a_backfill_never_removes_anyone() {
+        let ops =
+            vec![CustomerOp::Delete { id: "1".into() }, CustomerOp::Suppress { id: "2".into() }];
+        assert!(select_attributes(ops.clone(), None).is_empty());
+        assert!(select_attributes(ops, Some(&["plan".to_owned()])).is_empty());
     }
 }
