@@ -457,27 +457,25 @@ fn estimate(op: &CustomerOp) -> usize {
         }
         CustomerOp::Delete { id } | CustomerOp::Suppress { id } => OP_OVERHEAD + id.len(),
         CustomerOp::Merge { primary, secondary } => OP_OVERHEAD + primary.len() + secondary.len(),
-        CustomerOp::AnonymousEvent(event) => {
-            OP_OVERHEAD
-                + event.anonymous_id.len()
-                + event.name.len()
-                + event.event_id.len()
-                + event
-                    .data
-                    .iter()
-                    .map(|(k, v)| ATTRIBUTE_OVERHEAD + k.len() + value_bytes(v))
-                    .sum::<usize>()
-        }
         CustomerOp::Event(event) => {
             OP_OVERHEAD
-                + event.customer.len()
-                + event.name.len()
-                + event.event_id.len()
-                + event
-                    .data
-                    .iter()
-                    .map(|(k, v)| ATTRIBUTE_OVERHEAD + k.len() + value_bytes(v))
-                    .sum::<usize>()
+                + event_bytes(
+                    &event.customer,
+                    &event.name,
+                    &event.event_id,
+                    &event.data,
+                    ATTRIBUTE_OVERHEAD,
+                )
+        }
+        CustomerOp::AnonymousEvent(event) => {
+            OP_OVERHEAD
+                + event_bytes(
+                    &event.anonymous_id,
+                    &event.name,
+                    &event.event_id,
+                    &event.data,
+                    ATTRIBUTE_OVERHEAD,
+                )
         }
         CustomerOp::Barrier => OP_OVERHEAD,
     }
@@ -513,22 +511,29 @@ fn wire_estimate(op: &CustomerOp) -> usize {
         }
         CustomerOp::Delete { id } | CustomerOp::Suppress { id } => ITEM + id.len(),
         CustomerOp::Merge { primary, secondary } => ITEM + 40 + primary.len() + secondary.len(),
+        CustomerOp::Event(event) => {
+            ITEM + 80 + event_bytes(&event.customer, &event.name, &event.event_id, &event.data, 6)
+        }
         CustomerOp::AnonymousEvent(event) => {
             ITEM + 80
-                + event.anonymous_id.len()
-                + event.name.len()
-                + event.event_id.len()
-                + event.data.iter().map(|(k, v)| 6 + k.len() + value_bytes(v)).sum::<usize>()
-        }
-        CustomerOp::Event(event) => {
-            ITEM + 80
-                + event.customer.len()
-                + event.name.len()
-                + event.event_id.len()
-                + event.data.iter().map(|(k, v)| 6 + k.len() + value_bytes(v)).sum::<usize>()
+                + event_bytes(&event.anonymous_id, &event.name, &event.event_id, &event.data, 6)
         }
         CustomerOp::Barrier => 0,
     }
+}
+
+/// An event's strings and data, with `per_entry` bytes for each data entry.
+fn event_bytes(
+    key: &str,
+    name: &str,
+    event_id: &str,
+    data: &serde_json::Map<String, Value>,
+    per_entry: usize,
+) -> usize {
+    key.len()
+        + name.len()
+        + event_id.len()
+        + data.iter().map(|(k, v)| per_entry + k.len() + value_bytes(v)).sum::<usize>()
 }
 
 fn value_bytes(value: &Value) -> usize {
