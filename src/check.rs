@@ -334,7 +334,7 @@ async fn table_shape(
 ) -> Result<Option<(Vec<(String, String)>, String)>, tokio_postgres::Error> {
     let row = sql
         .query_opt(
-            "SELECT c.oid, c.relreplident::text FROM pg_catalog.pg_class c              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            "SELECT c.oid, c.relreplident::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
             &[&schema, &name],
         )
         .await?;
@@ -342,7 +342,7 @@ async fn table_shape(
     let oid: u32 = row.get(0);
     let columns = sql
         .query(
-            "SELECT attname::text, format_type(atttypid, NULL) FROM pg_catalog.pg_attribute              WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+            "SELECT attname::text, format_type(atttypid, NULL) FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
             &[&oid],
         )
         .await?
@@ -377,10 +377,13 @@ async fn check_sync_options(
                 "fix soft_delete_column or add the column",
             ));
         } else if identity != "f" {
-            out.push(Finding::warning(
+            out.push(Finding::error(
                 &label,
                 format!(
-                    "soft_delete_column {column} without REPLICA IDENTITY FULL: updates carry no                      old row, so every update of a soft-deleted row sends the delete again                      (harmless) and an undelete is sent as a plain update"
+                    "soft_delete_column {column} needs REPLICA IDENTITY FULL: without the old \
+                     row a soft delete cannot be told from an update of a deleted row, so each \
+                     such update sends the removal again (and counts against the mass-delete \
+                     circuit breaker), and an undelete is sent as a plain update"
                 ),
                 full.clone(),
             ));
@@ -407,7 +410,7 @@ async fn check_sync_options(
     } else if identity != "f" {
         out.push(Finding::error(
             &label,
-            "[[sync.events]] need the old row of each update to see a transition, which only              REPLICA IDENTITY FULL sends: no change event would ever fire",
+            "[[sync.events]] need the old row of each update to see a transition, which only REPLICA IDENTITY FULL sends: no change event would ever fire",
             full,
         ));
     } else {

@@ -391,7 +391,7 @@ impl Session<'_> {
                 let guarded = breaker::is_lone_removal(&mapped.ops);
                 for op in mapped.ops {
                     let routed = tokio::select! {
-                        routed = self.breaker.route(op, guarded) => Some(routed),
+                        routed = self.breaker.route(op, guarded, change.position.commit_lsn) => Some(routed),
                         _ = shutdown.cancelled() => None,
                     };
                     let Some(routed) = routed else {

@@ -121,7 +121,7 @@ name = "x"
     assert_eq!(code, Some(1), "{out}");
     for expected in [
         "[[sync.events]] need the old row",
-        "soft_delete_column deleted_at without REPLICA IDENTITY FULL",
+        "error   table public.users: soft_delete_column deleted_at needs REPLICA IDENTITY FULL",
         "event table public.outbox: no column kind (name_column); data_column payload is text, not json or jsonb",
         "event table public.no_such_table: does not exist",
         "event table public.signups: has no primary key",

@@ -17,7 +17,7 @@
 //! Storing retries while Postgres is unreachable (the stream cannot make
 //! progress then anyway); a definite error stops the daemon, unacknowledged.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +48,13 @@ pub struct Breaker {
     held: HashSet<String>,
     /// This transaction's holds, stored at its commit.
     pending: Vec<Hold>,
+    /// Where each customer's hold is in `pending` (one per customer).
+    pending_index: HashMap<String, usize>,
+    /// The highest commit LSN stored in `ciosync.held_deletes`: a
+    /// transaction committed before it is a replay of one already decided
+    /// on (held, sent or discarded), so its removals go to the store, which
+    /// keeps only what it has not seen, never straight to Customer.io.
+    horizon: u64,
     /// The synced tables, `schema.name`, for the row estimate.
     tables: Vec<String>,
     counters: Arc<Counters>,
@@ -66,6 +73,8 @@ impl Breaker {
             store: HeldStore::new(settings, config.postgres.slot.clone()),
             held: HashSet::new(),
             pending: Vec::new(),
+            pending_index: HashMap::new(),
+            horizon: 0,
             tables: config
                 .sync
                 .iter()
@@ -85,7 +94,7 @@ impl Breaker {
     /// breaker tripped. Retries while Postgres is unreachable.
     pub async fn load(&mut self) -> Result<(), SourceError> {
         let mut backoff = Backoff::new(self.max_backoff);
-        let (held, count) = loop {
+        let (held, count, horizon) = loop {
             match self.store.held().await {
                 Ok(found) => break found,
                 Err(error) => {
@@ -94,6 +103,7 @@ impl Breaker {
             }
         };
         self.held = held;
+        self.horizon = horizon;
         Counters::set(&self.counters.deletes_held, count, None);
         if count > 0 {
             self.guard.trip();
@@ -110,23 +120,35 @@ impl Breaker {
         &mut self,
         op: CustomerOp,
         guarded: bool,
+        commit_lsn: u64,
     ) -> Result<Option<CustomerOp>, SourceError> {
         if let (true, Some(action)) = (guarded, Action::of(&op)) {
+            let replayed = commit_lsn < self.horizon;
             let was_tripped = self.guard.is_tripped();
-            if self.guard.admit(std::time::Instant::now()) == Admit::Hold {
+            if replayed || self.guard.admit(std::time::Instant::now()) == Admit::Hold {
                 let customer_id = op.customer_id().unwrap_or_default().to_owned();
                 // The last removal of a customer in a transaction is the one kept.
-                self.pending.retain(|h| h.customer_id != customer_id);
-                self.pending.push(Hold { customer_id, action, superseded: false });
-                if !was_tripped {
+                let hold = Hold { customer_id: customer_id.clone(), action, superseded: false };
+                match self.pending_index.get(&customer_id) {
+                    Some(&i) => self.pending[i] = hold,
+                    None => {
+                        self.pending_index.insert(customer_id, self.pending.len());
+                        self.pending.push(hold);
+                    }
+                }
+                if !was_tripped && !replayed {
                     self.tripped(0);
                 }
                 return Ok(None);
             }
         }
         for id in touched(&op) {
-            for hold in self.pending.iter_mut().filter(|h| h.customer_id == id) {
-                hold.superseded = true;
+            // A later call cancels a held delete (the person is back), never
+            // a held suppress: suppressing blocks whatever comes after it.
+            if let Some(&i) = self.pending_index.get(id) {
+                if self.pending[i].action == Action::Delete {
+                    self.pending[i].superseded = true;
+                }
             }
             if self.held.contains(id) {
                 let mut backoff = Backoff::new(self.max_backoff);
@@ -166,7 +188,14 @@ impl Breaker {
             }
         };
         let pending = std::mem::take(&mut self.pending);
-        self.held.extend(pending.into_iter().filter(|h| !h.superseded).map(|h| h.customer_id));
+        self.pending_index.clear();
+        self.horizon = self.horizon.max(end_lsn.as_u64());
+        self.held.extend(
+            pending
+                .into_iter()
+                .filter(|h| !h.superseded && h.action == Action::Delete)
+                .map(|h| h.customer_id),
+        );
         Counters::add(&self.counters.deletes_held, stored);
         Counters::add(&self.counters.deletes_held_total, stored);
         tracing::debug!(held = stored, commit_lsn = %end_lsn, "removals held");
@@ -177,6 +206,7 @@ impl Breaker {
     /// transaction will come again.
     pub fn abandon_transaction(&mut self) {
         self.pending.clear();
+        self.pending_index.clear();
     }
 
     /// When [`Breaker::check`] should run next, if ever.
@@ -212,8 +242,8 @@ impl Breaker {
                 return Ok(());
             }
             match self.store.held().await {
-                Ok((_, 0)) => self.reset(),
-                Ok((held, count)) => {
+                Ok((_, 0, _)) => self.reset(),
+                Ok((held, count, _)) => {
                     self.held = held;
                     Counters::set(&self.counters.deletes_held, count, None);
                 }
@@ -257,10 +287,12 @@ impl Breaker {
     }
 }
 
-/// The customers an operation touches (both of a merge).
+/// The customers an operation touches (both of a merge); an anonymous
+/// event touches no person.
 fn touched(op: &CustomerOp) -> Vec<&str> {
     match op {
         CustomerOp::Merge { primary, secondary } => vec![primary, secondary],
+        CustomerOp::AnonymousEvent(_) => Vec::new(),
         other => other.customer_id().into_iter().collect(),
     }
 }

@@ -224,6 +224,15 @@ async fn approve(
         let batch = table.lock_batch(only, after, per_batch).await?;
         let Some(&(last, _, _)) = batch.last() else {
             table.abandon().await?;
+            let waiting = table.unconfirmed(only).await?;
+            if waiting > 0 {
+                emit(&format!(
+                    "{waiting} held {} wait for the daemon to acknowledge their transaction \
+                     (everything before them must reach Customer.io first); run approve again \
+                     in a moment\n",
+                    noun(waiting as u64)
+                ))?;
+            }
             break;
         };
         after = last;

@@ -107,21 +107,33 @@ impl HeldStore {
     }
 
     /// The customers with rows in state `held`, and how many rows that is.
-    pub async fn held(&mut self) -> Result<(HashSet<String>, u64), SourceError> {
+    /// The customers with a held delete (a later call cancels those), how
+    /// many removals are held, and the highest commit LSN stored (0 if none).
+    pub async fn held(&mut self) -> Result<(HashSet<String>, u64, u64), SourceError> {
         let slot = self.slot.clone();
         let result = async {
-            let rows = self
-                .client()
-                .await?
+            let client = self.client().await?;
+            let rows = client
                 .query(
-                    "SELECT customer_id, count(*) FROM ciosync.held_deletes \
+                    "SELECT customer_id, count(*), bool_or(action = 'delete') \
+                     FROM ciosync.held_deletes \
                      WHERE slot = $1 AND state = 'held' GROUP BY customer_id",
                     &[&slot],
                 )
                 .await
                 .map_err(SourceError::sql("read ciosync.held_deletes"))?;
+            let horizon: i64 = client
+                .query_one(
+                    "SELECT coalesce(max(commit_lsn) - '0/0', 0)::int8 \
+                     FROM ciosync.held_deletes WHERE slot = $1",
+                    &[&slot],
+                )
+                .await
+                .map_err(SourceError::sql("read ciosync.held_deletes"))?
+                .get(0);
             let count = rows.iter().map(|r| r.get::<_, i64>(1) as u64).sum();
-            Ok((rows.iter().map(|r| r.get(0)).collect(), count))
+            let deletes = rows.iter().filter(|r| r.get::<_, bool>(2)).map(|r| r.get(0)).collect();
+            Ok((deletes, count, horizon.max(0) as u64))
         }
         .await;
         self.forget_on_error(result)
@@ -167,7 +179,8 @@ impl HeldStore {
                 .await?
                 .execute(
                     "UPDATE ciosync.held_deletes SET state = 'superseded', decided_at = now() \
-                     WHERE slot = $1 AND customer_id = $2 AND state = 'held'",
+                     WHERE slot = $1 AND customer_id = $2 AND state = 'held' \
+                     AND action = 'delete'",
                     &[&slot, &customer_id],
                 )
                 .await
@@ -275,9 +288,29 @@ impl<'a> HeldTable<'a> {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// How many held rows (all, or those of `only`) belong to a transaction
+    /// the slot has not confirmed yet. Approve skips them: once the slot
+    /// confirms a transaction everything before it was delivered, so no
+    /// earlier identify of the same person can still be on its way to
+    /// re-create them after the delete.
+    pub async fn unconfirmed(&self, only: Option<&[i64]>) -> Result<i64, SourceError> {
+        let row = self
+            .sql
+            .query_one(
+                "SELECT count(*) FROM ciosync.held_deletes \
+                 WHERE slot = $1 AND state = 'held' AND ($2::bigint[] IS NULL OR id = ANY($2)) \
+                 AND commit_lsn > coalesce((SELECT confirmed_flush_lsn \
+                     FROM pg_catalog.pg_replication_slots WHERE slot_name = $1), '0/0')",
+                &[&self.slot, &only],
+            )
+            .await
+            .map_err(SourceError::sql("read ciosync.held_deletes"))?;
+        Ok(row.get(0))
+    }
+
     /// Starts a transaction and locks up to `limit` held rows after `after`
-    /// (all, or those of `only`), in id order: (id, customer, action). A
-    /// supersede of one of them waits until [`HeldTable::finish`].
+    /// (all, or those of `only`) whose transaction the slot confirmed, in id
+    /// order: (id, customer, action); see [`HeldTable::unconfirmed`].
     pub async fn lock_batch(
         &self,
         only: Option<&[i64]>,
@@ -290,7 +323,10 @@ impl<'a> HeldTable<'a> {
             .query(
                 "SELECT id, customer_id, action FROM ciosync.held_deletes \
                  WHERE slot = $1 AND state = 'held' AND id > $2 \
-                 AND ($3::bigint[] IS NULL OR id = ANY($3)) ORDER BY id LIMIT $4 FOR UPDATE",
+                 AND ($3::bigint[] IS NULL OR id = ANY($3)) \
+                 AND commit_lsn <= (SELECT confirmed_flush_lsn FROM pg_catalog.pg_replication_slots \
+                                    WHERE slot_name = $1) \
+                 ORDER BY id LIMIT $4 FOR UPDATE",
                 &[&self.slot, &after, &only, &limit],
             )
             .await

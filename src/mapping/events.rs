@@ -129,7 +129,7 @@ pub fn from_transition(
 ) -> Vec<Event> {
     let table = &*change.table;
     let mut events = Vec::new();
-    for (n, config) in configs.iter().enumerate() {
+    for config in configs {
         let column = config.column();
         let Some(index) = table.column_index(column) else {
             dropped.push(drop(&config.name, column, DropReason::MissingColumn));
@@ -163,7 +163,9 @@ pub fn from_transition(
         events.push(Event {
             customer: customer.to_owned(),
             name: config.name.clone(),
-            event_id: event_id(change, n as u32 + 1, &config.name),
+            // By what the event is (name and column), not by its place in
+            // the config, so reordering [[sync.events]] keeps replayed ids.
+            event_id: event_id(change, 1, &format!("{}\u{0}{column}", config.name)),
             timestamp: change.commit_time,
             data,
         });

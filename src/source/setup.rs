@@ -375,23 +375,29 @@ pub async fn ensure(
 /// Creates the publication if missing; an existing one that lacks a synced
 /// table is an error with the `ALTER PUBLICATION` to run.
 pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<(), SourceError> {
+    // Publishing a filter the replica identity cannot evaluate would make
+    // Postgres refuse the application's own UPDATEs and DELETEs: checked
+    // before creating the publication and before printing any fix for it.
+    if let Some(problem) = filter_identity_problem(sql, config).await? {
+        return Err(SourceError::Definite(problem));
+    }
     match publication_missing_tables(sql, config).await? {
         None => {
-            // Publishing a filter the replica identity cannot evaluate would
-            // make Postgres refuse the application's own UPDATEs and DELETEs.
-            if let Some(problem) = filter_identity_problem(sql, config).await? {
-                return Err(SourceError::Definite(problem));
-            }
             let statement = create_publication_sql(config);
             sql.batch_execute(&statement).await.map_err(|e| refused_publication(config, e))?;
             tracing::info!(publication = %config.postgres.publication, "publication created");
         }
         Some(missing) if !missing.is_empty() => {
+            // With each synced table's filter, so one statement fixes it.
             let tables = missing
                 .iter()
                 .map(|t| {
                     let (schema, name) = t.split_once('.').unwrap_or(("public", t));
-                    quoted_table(schema, name)
+                    config
+                        .sync
+                        .iter()
+                        .find(|s| s.schema_and_name() == (schema, name))
+                        .map_or_else(|| quoted_table(schema, name), published_table)
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
