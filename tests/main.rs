@@ -29,6 +29,8 @@ mod dlq_retry_with_a_wrong_api_key_changes_nothing;
 mod emulator_answers_match_the_openapi_spec;
 mod emulator_behaves_like_customerio;
 mod emulator_fails_chosen_batch_items;
+mod emulator_sends_signed_webhooks;
+mod emulator_webhooks_match_the_openapi_spec;
 mod events_from_tables_arrive_once;
 mod heartbeats_advance_a_quiet_slot;
 mod id_change_merges_the_old_customer;

@@ -9,7 +9,12 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use ciosync::emulator::{serve, EmulatorConfig, Faults};
+use ciosync::config::Secret;
+use ciosync::emulator::{
+    serve, EmulatorConfig, Faults, WebhookRetry, DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS,
+    DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS, DEFAULT_WEBHOOK_MAX_ATTEMPTS,
+    DEFAULT_WEBHOOK_MAX_BACKOFF_MS,
+};
 use clap::Parser;
 use tokio::net::TcpListener;
 
@@ -23,6 +28,20 @@ use tokio::net::TcpListener;
 /// error in batches, a 400 elsewhere) and item_errors_next (the next N batch
 /// items fail with a transient "internal_error"). Left-out fields mean no
 /// fault; `GET /_emulator/faults` shows the current ones.
+///
+/// Reporting webhooks: with --webhook-url and --webhook-signing-key it sends
+/// Customer.io-style signed webhooks (X-CIO-Timestamp, X-CIO-Signature), one
+/// at a time; a failing one is retried with backoff and holds back the rest.
+/// To feed ciosync's own receiver ([webhooks] in its config, default path
+/// /webhooks/customerio), give both the same key (ciosync reads
+/// CIOSYNC_WEBHOOKS_SIGNING_KEY, the emulator --webhook-signing-key or
+/// CIOSYNC_EMULATOR_WEBHOOK_SIGNING_KEY) and pass --webhook-url
+/// http://HOST:PORT/webhooks/customerio, plus e.g. --webhook-on-activity
+/// sent,delivered for a sent and a delivered webhook per tracked event.
+///
+/// `POST /_emulator/webhooks` queues one on demand, e.g.
+/// {"object_type":"email","metric":"bounced","customer_id":"42"};
+/// `GET /_emulator/webhooks` lists them with every attempt.
 #[derive(Debug, Parser)]
 #[command(name = "ciosync-emulator", version)]
 struct Args {
@@ -66,6 +85,41 @@ struct Args {
     /// Drop email changes sent by id (the workspace setting turned off).
     #[arg(long)]
     deny_email_update_by_id: bool,
+    /// Send reporting webhooks to this URL, e.g. ciosync's
+    /// http://HOST:PORT/webhooks/customerio. Off unless set.
+    #[arg(long, env = "CIOSYNC_EMULATOR_WEBHOOK_URL", value_name = "URL")]
+    webhook_url: Option<String>,
+    /// Key to sign webhooks with; the same as ciosync's
+    /// CIOSYNC_WEBHOOKS_SIGNING_KEY. Required with --webhook-url.
+    #[arg(
+        long,
+        env = "CIOSYNC_EMULATOR_WEBHOOK_SIGNING_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        value_parser = secret
+    )]
+    webhook_signing_key: Option<Secret>,
+    /// Email metrics sent for every person event accepted, in order, as
+    /// one fake message (comma-separated, e.g. sent,delivered).
+    #[arg(long, value_delimiter = ',', value_name = "METRICS")]
+    webhook_on_activity: Vec<String>,
+    /// Also send a customer "subscribed" webhook when a call creates a person.
+    #[arg(long)]
+    webhook_on_new_person: bool,
+    /// Wait before a failed webhook's first retry; doubles per failure
+    /// (Customer.io: 3600000, an hour).
+    #[arg(long, default_value_t = DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS, value_name = "MS")]
+    webhook_initial_backoff_ms: u64,
+    /// Longest wait between two attempts.
+    #[arg(long, default_value_t = DEFAULT_WEBHOOK_MAX_BACKOFF_MS, value_name = "MS")]
+    webhook_max_backoff_ms: u64,
+    /// Most attempts per webhook, 0 for no limit (Customer.io: no limit).
+    #[arg(long, default_value_t = DEFAULT_WEBHOOK_MAX_ATTEMPTS, value_name = "N")]
+    webhook_max_attempts: u32,
+    /// Give up on a webhook this long after its first attempt
+    /// (Customer.io: 604800000, 7 days).
+    #[arg(long, default_value_t = DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS, value_name = "MS")]
+    webhook_give_up_after_ms: u64,
 }
 
 fn rate(raw: &str) -> Result<f64, String> {
@@ -75,6 +129,11 @@ fn rate(raw: &str) -> Result<f64, String> {
     } else {
         Err(format!("{rate} is not between 0.0 and 1.0"))
     }
+}
+
+/// Wraps the value at once, so `Args`' `Debug` cannot show it.
+fn secret(raw: &str) -> Result<Secret, String> {
+    Ok(Secret::new(raw))
 }
 
 impl Args {
@@ -95,6 +154,16 @@ impl Args {
             empty_removes: !self.keep_empty,
             strict_v1_values: !self.lenient_v1_values,
             allow_email_update_by_id: !self.deny_email_update_by_id,
+            webhook_url: self.webhook_url.clone(),
+            webhook_signing_key: self.webhook_signing_key.clone(),
+            webhook_on_activity: self.webhook_on_activity.clone(),
+            webhook_on_new_person: self.webhook_on_new_person,
+            webhook_retry: WebhookRetry {
+                initial_backoff_ms: self.webhook_initial_backoff_ms,
+                max_backoff_ms: self.webhook_max_backoff_ms,
+                max_attempts: self.webhook_max_attempts,
+                give_up_after_ms: self.webhook_give_up_after_ms,
+            },
             ..EmulatorConfig::default()
         }
     }
@@ -142,8 +211,10 @@ async fn try_main(args: Args) -> Result<(), String> {
             .and_then(|()| stdout.flush())
             .map_err(|error| format!("cannot write to stdout: {error}"))?;
     }
-    // Never the key: only the site id and the region.
-    tracing::info!(%addr, site_id = %config.site_id, region = %config.region, "emulator ready");
+    // Never a key or the webhook URL (it may carry a token): only the site
+    // id, the region and whether webhooks go out.
+    let webhooks = config.webhook_url.is_some();
+    tracing::info!(%addr, site_id = %config.site_id, region = %config.region, webhooks, "emulator ready");
     serve(listener, config, shutdown_signal())
         .await
         .map_err(|error| format!("server failed: {error}"))?;

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::faults::Faults;
+use super::webhook::{is_known_metric, EMAIL_OBJECT};
+use crate::config::Secret;
 
 /// Workspace id reported by `GET /api/v1/accounts/region` unless configured.
 pub const DEFAULT_ENVIRONMENT_ID: u64 = 1;
@@ -45,6 +47,87 @@ pub struct EmulatorConfig {
     /// When false such a change is dropped and logged as a failure, as
     /// Customer.io does without the setting.
     pub allow_email_update_by_id: bool,
+    /// Where to send reporting webhooks (`http://` or `https://`); none are
+    /// sent unless set. Point it at ciosync's `[webhooks]` endpoint, by
+    /// default `http://HOST:PORT/webhooks/customerio`.
+    pub webhook_url: Option<String>,
+    /// The key each webhook is signed with (`X-CIO-Signature`, lowercase hex
+    /// HMAC-SHA256 of `v0:{timestamp}:{body}`); required with `webhook_url`.
+    /// Never logged, listed or serialized.
+    #[serde(skip_serializing)]
+    pub webhook_signing_key: Option<Secret>,
+    /// `email` metrics sent, in this order, for every person event the
+    /// emulator accepts, as if the event triggered a campaign email: e.g.
+    /// `["sent", "delivered"]` gives a `sent` then a `delivered` webhook
+    /// sharing one fake `delivery_id`. Empty (the default) sends none.
+    pub webhook_on_activity: Vec<String>,
+    /// Send a `customer` `subscribed` webhook when a call creates a person
+    /// (a first identify, or an event for an unknown id). Default false.
+    pub webhook_on_new_person: bool,
+    /// How failed webhooks are retried.
+    pub webhook_retry: WebhookRetry,
+}
+
+/// Retry timing for webhooks that fail (a non-2xx answer, a timeout or a
+/// connection error). While one webhook is being retried, later ones wait
+/// (head-of-line blocking, as Customer.io does). The defaults are small,
+/// for tests and demos; Customer.io waits an hour before the first retry
+/// after most failures, backs off exponentially and gives up after 7 days
+/// (`initial_backoff_ms = 3600000`, `give_up_after_ms = 604800000`,
+/// `max_attempts = 0`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookRetry {
+    /// Wait before the first retry, in milliseconds; doubles per failure.
+    /// Default 100.
+    pub initial_backoff_ms: u64,
+    /// Longest wait between two attempts, in milliseconds. Default 2000.
+    pub max_backoff_ms: u64,
+    /// Most attempts per webhook, the first included; 0 means no limit
+    /// (only `give_up_after_ms`). Default 10.
+    pub max_attempts: u32,
+    /// Give up on a webhook once this many milliseconds have passed since
+    /// its first attempt; it is then listed as failed and the next one goes.
+    /// Default 60000.
+    pub give_up_after_ms: u64,
+}
+
+/// `WebhookRetry::initial_backoff_ms` unless configured.
+pub const DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS: u64 = 100;
+/// `WebhookRetry::max_backoff_ms` unless configured.
+pub const DEFAULT_WEBHOOK_MAX_BACKOFF_MS: u64 = 2_000;
+/// `WebhookRetry::max_attempts` unless configured.
+pub const DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 10;
+/// `WebhookRetry::give_up_after_ms` unless configured.
+pub const DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS: u64 = 60_000;
+
+impl Default for WebhookRetry {
+    fn default() -> Self {
+        Self {
+            initial_backoff_ms: DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS,
+            max_backoff_ms: DEFAULT_WEBHOOK_MAX_BACKOFF_MS,
+            max_attempts: DEFAULT_WEBHOOK_MAX_ATTEMPTS,
+            give_up_after_ms: DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS,
+        }
+    }
+}
+
+impl WebhookRetry {
+    /// Checks the timing, naming the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.initial_backoff_ms == 0 {
+            return Err("webhook_retry.initial_backoff_ms must be at least 1".to_owned());
+        }
+        if self.max_backoff_ms < self.initial_backoff_ms {
+            return Err(
+                "webhook_retry.max_backoff_ms must not be below initial_backoff_ms".to_owned()
+            );
+        }
+        if self.give_up_after_ms == 0 {
+            return Err("webhook_retry.give_up_after_ms must be at least 1".to_owned());
+        }
+        Ok(())
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -59,6 +142,11 @@ impl Default for EmulatorConfig {
             empty_removes: true,
             strict_v1_values: true,
             allow_email_update_by_id: true,
+            webhook_url: None,
+            webhook_signing_key: None,
+            webhook_on_activity: Vec::new(),
+            webhook_on_new_person: false,
+            webhook_retry: WebhookRetry::default(),
         }
     }
 }
@@ -84,7 +172,29 @@ impl EmulatorConfig {
         if !matches!(self.region.as_str(), "us" | "eu") {
             return Err(format!("region must be \"us\" or \"eu\", not {:?}", self.region));
         }
-        self.faults.validate()
+        self.faults.validate()?;
+        self.validate_webhooks()
+    }
+
+    fn validate_webhooks(&self) -> Result<(), String> {
+        for metric in &self.webhook_on_activity {
+            if !is_known_metric(EMAIL_OBJECT, metric) {
+                return Err(format!("webhook_on_activity: {metric:?} is not an email metric"));
+            }
+        }
+        self.webhook_retry.validate()?;
+        let Some(raw) = &self.webhook_url else {
+            return Ok(());
+        };
+        let url =
+            url::Url::parse(raw).map_err(|error| format!("webhook_url is not a URL: {error}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("webhook_url must be http or https, not {}", url.scheme()));
+        }
+        if self.webhook_signing_key.as_ref().is_none_or(|key| key.expose().is_empty()) {
+            return Err("webhook_signing_key must be set when webhook_url is".to_owned());
+        }
+        Ok(())
     }
 }
 
@@ -101,5 +211,30 @@ mod tests {
     fn bad_region_is_named() {
         let config = EmulatorConfig { region: "ap".into(), ..EmulatorConfig::default() };
         assert!(config.validate().unwrap_err().contains("region"));
+    }
+
+    #[test]
+    fn webhooks_need_a_key_and_email_metrics() {
+        let url = Some("http://127.0.0.1:1/webhooks/customerio".to_owned());
+        let config = EmulatorConfig { webhook_url: url.clone(), ..EmulatorConfig::default() };
+        assert!(config.validate().unwrap_err().contains("webhook_signing_key"));
+        let config = EmulatorConfig {
+            webhook_url: url,
+            webhook_signing_key: Some(Secret::new("k")),
+            webhook_on_activity: vec!["sent".into(), "delivered".into()],
+            ..EmulatorConfig::default()
+        };
+        assert_eq!(config.validate(), Ok(()));
+        let config = EmulatorConfig {
+            webhook_on_activity: vec!["replied".into()],
+            ..EmulatorConfig::default()
+        };
+        assert!(config.validate().unwrap_err().contains("webhook_on_activity"));
+        let config = EmulatorConfig {
+            webhook_url: Some("ftp://x".into()),
+            webhook_signing_key: Some(Secret::new("k")),
+            ..EmulatorConfig::default()
+        };
+        assert!(config.validate().unwrap_err().contains("webhook_url"));
     }
 }

@@ -13,6 +13,8 @@
 //! | `GET /_emulator/unmodelled` | object/delivery/device/relationship items |
 //! | `GET /_emulator/requests`, `DELETE …` | the request log; clear it |
 //! | `GET /_emulator/faults`, `PUT …` | current faults; replace them |
+//! | `GET /_emulator/webhooks` | webhooks with per-attempt status (never the key) |
+//! | `POST /_emulator/webhooks` | queue one webhook: 202 and it, 400 if invalid, 409 if no `webhook_url` |
 //! | `POST /_emulator/reset` | forget everything |
 
 use axum::body::Bytes;
@@ -25,6 +27,7 @@ use serde_json::json;
 
 use super::faults::Faults;
 use super::state::{EmulatorView, Shared};
+use super::webhook::WebhookRequest;
 
 /// The `/_emulator` routes, to be nested under that prefix.
 pub fn routes() -> Router<Shared> {
@@ -38,6 +41,7 @@ pub fn routes() -> Router<Shared> {
         .route("/unmodelled", get(unmodelled))
         .route("/requests", get(requests).delete(clear_requests))
         .route("/faults", get(faults).put(set_faults))
+        .route("/webhooks", get(webhooks).post(send_webhook))
         .route("/reset", post(reset))
 }
 
@@ -103,16 +107,37 @@ async fn faults(State(shared): State<Shared>) -> Response {
 async fn set_faults(State(shared): State<Shared>, body: Bytes) -> Response {
     let faults = match serde_json::from_slice::<Faults>(&body) {
         Ok(faults) => faults,
-        Err(error) => return bad_faults(format!("invalid faults: {error}")),
+        Err(error) => return bad_request(format!("invalid faults: {error}")),
     };
     if let Err(message) = faults.validate() {
-        return bad_faults(message);
+        return bad_request(message);
     }
     shared.with_faults(|current| *current = faults.clone());
     Json(faults).into_response()
 }
 
-fn bad_faults(message: String) -> Response {
+async fn webhooks(State(shared): State<Shared>) -> Response {
+    Json(view(&shared, |v| v.webhooks())).into_response()
+}
+
+/// Queues one webhook, e.g. `{"object_type":"email","metric":"bounced",
+/// "customer_id":"42","data":{"failure_message":"mailbox full"}}`.
+async fn send_webhook(State(shared): State<Shared>, body: Bytes) -> Response {
+    let request = match serde_json::from_slice::<WebhookRequest>(&body) {
+        Ok(request) => request,
+        Err(error) => return bad_request(format!("invalid webhook request: {error}")),
+    };
+    if shared.config().webhook_url.is_none() {
+        let message = "no webhook_url is configured; start the emulator with --webhook-url";
+        return (StatusCode::CONFLICT, Json(json!({"error": message}))).into_response();
+    }
+    match shared.queue_webhook(&request) {
+        Ok(record) => (StatusCode::ACCEPTED, Json(record)).into_response(),
+        Err(message) => bad_request(message),
+    }
+}
+
+fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
 }
 

@@ -11,6 +11,9 @@
 //!   curl  ◀── /_emulator/* (inspect)  ◀──────────────┘
 //! ```
 //!
+//! With `webhook_url` set it also sends Customer.io's signed reporting
+//! webhooks, on activity and on demand, one at a time (see `webhook_sender`).
+//!
 //! Where Customer.io's behaviour is unconfirmed the emulator picks one and
 //! says so where it does (see `EmulatorConfig` for the knobs); the facts it
 //! follows are in the facts sheet, `shared/customerio-api.md`.
@@ -26,6 +29,9 @@ mod state;
 mod v1;
 mod v2;
 mod validate;
+mod webhook;
+mod webhook_log;
+mod webhook_sender;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -43,11 +49,20 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{EmulatorConfig, DEFAULT_ENVIRONMENT_ID};
+pub use config::{
+    EmulatorConfig, WebhookRetry, DEFAULT_ENVIRONMENT_ID, DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS,
+    DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS, DEFAULT_WEBHOOK_MAX_ATTEMPTS,
+    DEFAULT_WEBHOOK_MAX_BACKOFF_MS,
+};
 pub use faults::{Faults, DEFAULT_FAIL_STATUS};
 pub use journal::RecordedRequest;
 pub use model::{Failure, StoredEvent, World};
 pub use state::EmulatorView;
+pub use webhook::{
+    is_known_metric, sign as sign_webhook, WebhookRequest, METRICS as WEBHOOK_METRICS,
+};
+pub use webhook_log::{WebhookAttempt, WebhookRecord, WebhookStatus};
+pub use webhook_sender::WEBHOOK_TIMEOUT;
 
 use state::Shared;
 
@@ -124,6 +139,19 @@ impl Emulator {
         self.view(|v| v.failures().to_vec())
     }
 
+    /// Queues one reporting webhook (see `WebhookRequest`) behind those
+    /// already queued; returns it as listed, with its `event_id`. Fails when
+    /// no `webhook_url` is configured or the metric is not one Customer.io
+    /// sends for the object type.
+    pub fn send_webhook(&self, request: WebhookRequest) -> Result<WebhookRecord, String> {
+        self.shared.queue_webhook(&request)
+    }
+
+    /// Every webhook queued so far, oldest first, with each attempt.
+    pub fn webhooks(&self) -> Vec<WebhookRecord> {
+        self.view(|v| v.webhooks())
+    }
+
     /// Empties the request log.
     pub fn clear_requests(&self) {
         self.shared.update(|inner| inner.clear_requests());
@@ -140,8 +168,8 @@ impl Emulator {
         self.shared.with_faults(|current| *current = faults);
     }
 
-    /// Forgets people, events, requests and failures; faults go back to the
-    /// configured ones.
+    /// Forgets people, events, requests, failures and webhooks (queued ones
+    /// too); faults go back to the configured ones.
     pub fn reset(&self) {
         self.shared.reset();
     }
@@ -218,7 +246,22 @@ async fn run(
     shared: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(shared)).with_graceful_shutdown(shutdown).await
+    // One sender per emulator, so webhooks leave one at a time, in order.
+    let sender = webhook_sender(&shared).map(|sender| tokio::spawn(sender.run(shared.clone())));
+    let served = axum::serve(listener, router(shared)).with_graceful_shutdown(shutdown).await;
+    if let Some(sender) = sender {
+        sender.abort();
+    }
+    served
+}
+
+fn webhook_sender(shared: &Shared) -> Option<webhook_sender::Sender> {
+    let config = shared.config();
+    Some(webhook_sender::Sender {
+        url: config.webhook_url.clone()?,
+        key: config.webhook_signing_key.clone()?,
+        retry: config.webhook_retry.clone(),
+    })
 }
 
 /// The whole HTTP surface. Layers added to `track` apply to its routes

@@ -89,6 +89,24 @@ impl Person {
     }
 }
 
+/// Something a call did that a reporting webhook can follow. The model
+/// only notes these; the emulator drains them after every change and turns
+/// them into webhooks when configured to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activity {
+    /// A call created the person with this `cio_id`.
+    PersonCreated { cio_id: String },
+    /// A person event was stored (not dropped as a repeat or refused).
+    EventAccepted {
+        /// The person's `cio_id`.
+        cio_id: String,
+        /// The event's name.
+        name: String,
+        /// The event's dedupe ULID, if the client sent one.
+        event_id: Option<String>,
+    },
+}
+
 /// One operation on the workspace, already validated. v1 routes and v2
 /// items both turn into these.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +186,7 @@ pub struct World {
     anonymous_events: Vec<StoredEvent>,
     failures: Vec<Failure>,
     unmodelled: Vec<Value>,
+    activity: Vec<Activity>,
 }
 
 impl World {
@@ -184,6 +203,7 @@ impl World {
             anonymous_events: Vec::new(),
             failures: Vec::new(),
             unmodelled: Vec::new(),
+            activity: Vec::new(),
         }
     }
 
@@ -242,6 +262,11 @@ impl World {
         &self.unmodelled
     }
 
+    /// What happened since the last call, oldest first, and forgets it.
+    pub fn take_activity(&mut self) -> Vec<Activity> {
+        std::mem::take(&mut self.activity)
+    }
+
     /// How many events were dropped as repeats of a seen `id`.
     pub fn duplicate_events(&self) -> usize {
         self.duplicate_events
@@ -283,6 +308,7 @@ impl World {
         };
         self.people.insert(cio_id.clone(), person);
         self.reindex(&cio_id, true);
+        self.activity.push(Activity::PersonCreated { cio_id: cio_id.clone() });
         cio_id
     }
 
@@ -536,6 +562,11 @@ impl World {
         };
         if self.first_sighting(&event) {
             if let Some(person) = self.people.get_mut(&cio_id) {
+                self.activity.push(Activity::EventAccepted {
+                    cio_id: cio_id.clone(),
+                    name: event.name.clone(),
+                    event_id: event.id.clone(),
+                });
                 person.events.push(event);
             }
         }

@@ -188,3 +188,22 @@ fn a_body_id_contradicting_the_path_creates_nobody() {
     identify(&mut world, id("1"), json!({"id": "1", "cio_id": "x"}), 1);
     assert_eq!(attributes_of(&world, id("1")), Some(json!({"id": "1"})));
 }
+
+#[test]
+fn activity_notes_new_people_and_accepted_events_only() {
+    let mut world = World::new(SETTINGS);
+    identify(&mut world, id("1"), json!({"a": 1}), 1);
+    identify(&mut world, id("1"), json!({"a": 2}), 2);
+    world.apply(Op::Event { target: id("1"), event: event("e", Some("01A")) });
+    world.apply(Op::Event { target: id("1"), event: event("e", Some("01A")) });
+    let cio_id = world.person(&id("1")).map(|p| p.cio_id().to_owned()).unwrap_or_default();
+    assert_eq!(
+        world.take_activity(),
+        vec![
+            Activity::PersonCreated { cio_id: cio_id.clone() },
+            Activity::EventAccepted { cio_id, name: "e".into(), event_id: Some("01A".into()) },
+        ],
+        "no second creation, no repeated event"
+    );
+    assert_eq!(world.take_activity(), vec![], "taking forgets");
+}

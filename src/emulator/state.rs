@@ -1,5 +1,5 @@
-//! The emulator's shared state: the workspace model, the request log and the
-//! current faults behind one std `Mutex`, plus a change counter that wakes
+//! The emulator's shared state: the workspace model, the request log, the
+//! current faults and the webhook queue behind one std `Mutex`, plus a change counter that wakes
 //! anyone waiting for a condition.
 //!
 //! The lock is only taken inside the closures of `read`/`update`, which are
@@ -16,6 +16,8 @@ use super::faults::Faults;
 use super::identity::parse_path_identifier;
 use super::journal::RecordedRequest;
 use super::model::{Failure, Op, Settings, StoredEvent, World};
+use super::webhook::WebhookRequest;
+use super::webhook_log::{WebhookLog, WebhookRecord};
 
 /// Most requests kept in the log; older ones are dropped first, so a long
 /// staging run does not grow without bound.
@@ -34,6 +36,8 @@ pub struct Inner {
     pub requests: VecDeque<RecordedRequest>,
     /// Faults applied to the next Track API requests.
     pub faults: Faults,
+    /// Webhooks queued, being retried, delivered or given up.
+    pub webhooks: WebhookLog,
     next_request_seq: u64,
     /// Sum of `body_bytes` over `requests`.
     recorded_body_bytes: usize,
@@ -48,6 +52,7 @@ impl Inner {
             }),
             requests: VecDeque::new(),
             faults: config.faults.clone(),
+            webhooks: WebhookLog::default(),
             next_request_seq: 0,
             recorded_body_bytes: 0,
         }
@@ -116,9 +121,32 @@ impl Shared {
         result
     }
 
-    /// Applies operations to the model in order, under one lock.
+    /// Applies operations to the model in order, under one lock, and queues
+    /// the webhooks the configuration asks for on what they did.
     pub fn apply(&self, ops: impl IntoIterator<Item = Op>) {
-        self.update(|inner| ops.into_iter().for_each(|op| inner.world.apply(op)));
+        let config = &self.0.config;
+        self.update(|inner| {
+            ops.into_iter().for_each(|op| inner.world.apply(op));
+            // Always drained, so the model's notes never pile up.
+            let activity = inner.world.take_activity();
+            if config.webhook_url.is_some() {
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                for done in activity {
+                    inner.webhooks.queue_activity(&inner.world, config, done, now_ms);
+                }
+            }
+        });
+    }
+
+    /// Queues one webhook on demand. Fails, naming the problem, when no
+    /// `webhook_url` is configured or the request names no real webhook.
+    pub fn queue_webhook(&self, request: &WebhookRequest) -> Result<WebhookRecord, String> {
+        if self.0.config.webhook_url.is_none() {
+            return Err("no webhook_url is configured (--webhook-url)".to_owned());
+        }
+        request.validate()?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        Ok(self.update(|inner| inner.webhooks.queue_request(&inner.world, request, now_ms)))
     }
 
     /// Reads and changes the faults.
@@ -126,8 +154,9 @@ impl Shared {
         self.update(|inner| f(&mut inner.faults))
     }
 
-    /// Forgets everything: people, events, requests, and faults go back to
-    /// those the emulator started with.
+    /// Forgets everything: people, events, requests and webhooks (queued ones
+    /// too; one in flight finishes unrecorded), and faults go back to those
+    /// the emulator started with.
     pub fn reset(&self) {
         let fresh = Inner::new(&self.0.config);
         self.update(|inner| *inner = fresh);
@@ -185,6 +214,11 @@ impl<'a> EmulatorView<'a> {
     /// Calls answered 200 but not applied.
     pub fn failures(&self) -> &[Failure] {
         self.inner.world.failures()
+    }
+
+    /// Every webhook kept, oldest first, with its attempts.
+    pub fn webhooks(&self) -> Vec<WebhookRecord> {
+        self.inner.webhooks.records().cloned().collect()
     }
 
     /// The whole model, for anything the helpers above do not cover.

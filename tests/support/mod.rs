@@ -1,6 +1,6 @@
 //! Shared fixtures: a throwaway Postgres per test binary (one database per
-//! test), the emulator in-process, and the daemon in-process or as the built
-//! binary.
+//! test), the emulator in-process, the daemon in-process or as the built
+//! binary, and a reporting-webhook receiver.
 
 #![allow(dead_code)]
 
@@ -10,6 +10,7 @@ pub mod emulator;
 pub mod endpoint;
 pub mod postgres;
 pub mod spec;
+pub mod webhook_receiver;
 
 use std::time::Duration;
 

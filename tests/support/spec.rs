@@ -8,15 +8,33 @@ use serde_json::Value;
 
 const SPEC: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/specs/customer-io-track-api-openapi.json");
+const WEBHOOK_SPEC: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/specs/customer-io-reporting-webhooks-openapi.json"
+);
 
+/// The Track API document.
 pub fn spec() -> Value {
-    let text = std::fs::read_to_string(SPEC).unwrap_or_else(|error| {
+    read(SPEC)
+}
+
+/// The reporting-webhooks document.
+pub fn webhook_spec() -> Value {
+    read(WEBHOOK_SPEC)
+}
+
+/// Pointer to the reporting webhook's body schema in `webhook_spec()`.
+pub const WEBHOOK_BODY: &str =
+    "/webhooks/reportingWebhook/post/requestBody/content/application~1json/schema";
+
+fn read(path: &str) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| {
         panic!(
-            "cannot read Customer.io's OpenAPI document at {SPEC}: {error}. These tests expect \
+            "cannot read Customer.io's OpenAPI document at {path}: {error}. These tests expect \
              the repository's shared/ folder beside the crate (CARGO_MANIFEST_DIR/../shared)."
         )
     });
-    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{SPEC} is not JSON: {error}"))
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{path} is not JSON: {error}"))
 }
 
 /// A validator for the schema at JSON pointer `pointer` in the document.
