@@ -16,6 +16,9 @@ use crate::source::setup::{self, quote_ident, quoted_table, SlotState};
 use crate::source::slot::{lost_message, Lost};
 use crate::source::SourceError;
 use crate::telemetry::Counters;
+use crate::webhooks::config::WebhooksConfig;
+use crate::webhooks::event::ReportingEvent;
+use crate::webhooks::store as webhook_store;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +194,52 @@ async fn checks_with_sql(
     check_publication(sql, config, &user, out).await?;
     check_slot(sql, config, out).await?;
     check_state_schema(sql, config, &user, out).await?;
+    if let Some(webhooks) = &config.webhooks {
+        out.push(check_webhooks_table(sql, webhooks, &user).await?);
+    }
     Ok(())
+}
+
+/// Whether the reporting-webhook receiver can create (when missing) and
+/// write its table: tried for real in a transaction that is rolled back.
+async fn check_webhooks_table(
+    sql: &Client,
+    webhooks: &WebhooksConfig,
+    user: &str,
+) -> Result<Finding, tokio_postgres::Error> {
+    let label = format!("webhooks.table {}", webhooks.table);
+    let (schema, table) = webhooks.schema_and_table();
+    let probe = ReportingEvent::parse(
+        br#"{"event_id":"ciosync-check","object_type":"email","metric":"sent","timestamp":0}"#,
+    )
+    .expect("the probe event parses");
+    sql.batch_execute("BEGIN").await?;
+    let tried = async {
+        sql.batch_execute(&webhook_store::migration_sql(schema, table))
+            .await
+            .map_err(SourceError::sql("create the table"))?;
+        webhook_store::insert(sql, webhooks, &probe).await
+    }
+    .await;
+    sql.batch_execute("ROLLBACK").await?;
+    let qualified = quoted_table(schema, table);
+    let role = quote_ident(user);
+    Ok(match tried {
+        Ok(_) => {
+            Finding::ok(&label, "can be created if missing and written (tried, then rolled back)")
+        }
+        Err(error) => Finding::error(
+            &label,
+            format!("the webhook receiver could not create or write it: {}", error_chain(&error)),
+            format!(
+                "CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {role}; or create the table as the \
+                 README shows and GRANT USAGE ON SCHEMA {} TO {role}; GRANT INSERT ON {qualified} \
+                 TO {role};",
+                quote_ident(schema),
+                quote_ident(schema),
+            ),
+        ),
+    })
 }
 
 async fn check_table(

@@ -206,11 +206,23 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    // Likewise the webhook receiver's, when [webhooks] is on.
+    let webhooks = match &config.webhooks {
+        Some(hooks) => match crate::webhooks::server::bind(hooks).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::error!(error = %pipeline::error_chain(&error), "ciosync cannot start");
+                eprintln!("ciosync: {}", pipeline::error_chain(&error));
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        },
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let counters = Arc::new(Counters::default());
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "ciosync starting");
-    match crate::daemon::run(config, endpoint, shutdown, counters).await {
+    match crate::daemon::run_with_webhooks(config, endpoint, webhooks, shutdown, counters).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = %pipeline::error_chain(&error), "ciosync stopped");

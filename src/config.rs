@@ -3,7 +3,8 @@
 //! Loading is three steps, all before anything is created or sent: parse the
 //! TOML (unknown keys are rejected by name), apply environment overrides
 //! (`CIOSYNC_<SECTION>_<KEY>` for every key of `[postgres]`, `[customerio]`,
-//! `[pipeline]`, `[metrics]` and `[log]`, e.g. `CIOSYNC_CUSTOMERIO_API_KEY`), then [`Config::validate`],
+//! `[pipeline]`, `[metrics]`, `[log]`, `[delete_guard]` and `[webhooks]`, e.g.
+//! `CIOSYNC_CUSTOMERIO_API_KEY`), then [`Config::validate`],
 //! which names the bad field and what is allowed. `config/example.toml`
 //! documents every key and is parsed by a test.
 
@@ -60,8 +61,10 @@ pub const DEFAULT_MAX_DELETES: u64 = 1000;
 pub const DEFAULT_DELETE_WINDOW_SECS: u64 = 3600;
 
 /// Sections whose scalar keys can be overridden from the environment.
-const ENV_SECTIONS: [&str; 6] =
-    ["postgres", "customerio", "pipeline", "metrics", "log", "delete_guard"];
+/// A `CIOSYNC_WEBHOOKS_*` variable turns the optional `[webhooks]` on, as
+/// the section would.
+const ENV_SECTIONS: [&str; 7] =
+    ["postgres", "customerio", "pipeline", "metrics", "log", "delete_guard", "webhooks"];
 
 /// A configuration problem, naming the field and what is allowed.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +145,9 @@ pub struct Config {
     /// The mass-delete circuit breaker; every key has a default.
     #[serde(default)]
     pub delete_guard: DeleteGuardConfig,
+    /// The reporting-webhook receiver; off unless the section is present.
+    #[serde(default)]
+    pub webhooks: Option<crate::webhooks::config::WebhooksConfig>,
 }
 
 /// `[postgres]`: the source database.
@@ -759,7 +765,10 @@ impl Config {
                 "must be between 1 and 3600",
             ));
         }
-        self.metrics.listen_addr()?;
+        let metrics_listen = self.metrics.listen_addr()?;
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.validate(Some(metrics_listen))?;
+        }
         let guard = &self.delete_guard;
         if !(0.0..=1.0).contains(&guard.max_share) {
             return Err(ConfigError::invalid(
@@ -1036,6 +1045,9 @@ fn is_string_key(key: &str) -> bool {
             | "listen"
             | "level"
             | "on_slot_lost"
+            | "signing_key"
+            | "path"
+            | "table"
     )
 }
 
@@ -1241,6 +1253,24 @@ created_at = "created_at"
             .contains("postgres.retained_wal_warn_bytes"));
         assert!(with("log", "level = \"info,[\"").contains("log.level"));
         assert!(with("log", "format = \"json\"").contains("format"));
+    }
+
+    #[test]
+    fn webhooks_are_off_unless_configured_and_take_the_key_from_the_environment() {
+        let config = Config::from_toml(MINIMAL, no_env()).unwrap();
+        assert!(config.webhooks.is_none());
+        let text = format!("{MINIMAL}\n[webhooks]\nlisten = \"0.0.0.0:8080\"\n");
+        assert!(error_of(&text).contains("signing_key"), "{}", error_of(&text));
+        let env = vec![("CIOSYNC_WEBHOOKS_SIGNING_KEY".to_owned(), "0123abcd".to_owned())];
+        let config = Config::from_toml(&text, env).unwrap();
+        let webhooks = config.webhooks.unwrap();
+        assert_eq!(webhooks.signing_key.expose(), "0123abcd");
+        assert_eq!(webhooks.table, crate::webhooks::config::DEFAULT_TABLE);
+        let same = format!(
+            "{MINIMAL}\n[metrics]\nlisten = \"0.0.0.0:9820\"\n\n[webhooks]\n\
+             listen = \"0.0.0.0:9820\"\nsigning_key = \"k\"\n"
+        );
+        assert!(error_of(&same).contains("webhooks.listen"), "{}", error_of(&same));
     }
 
     #[test]

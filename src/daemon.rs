@@ -1,20 +1,25 @@
 //! `ciosync run`: the pipeline, with the metrics and health endpoint beside
 //! it, and the systemd notifications when systemd asks for them.
 //!
-//! The binary binds `metrics.listen` first ([`telemetry::server::bind`]) and
-//! hands the listener in, so tests run the real daemon on port 0.
+//! With `[webhooks]`, the reporting-webhook receiver runs beside them on its
+//! own listener and its own Postgres connection ([`crate::webhooks`]).
+//!
+//! The binary binds `metrics.listen` (and `webhooks.listen`) first
+//! ([`telemetry::server::bind`], [`webhooks::server::bind`]) and hands the
+//! listeners in, so tests run the real daemon on port 0.
 
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::pipeline::{self, Progress, RunError};
 use crate::source::connection::ConnectionSettings;
 use crate::source::keeper::{self, KeeperConfig};
 use crate::telemetry::slot::SlotWatch;
 use crate::telemetry::{self, Counters};
+use crate::webhooks::{self, server::Receiver, store::WebhookStore};
 
 /// Runs the pipeline until `shutdown` is cancelled or a definite error stops
 /// it, serving `/metrics`, `/healthz` and `/readyz` on `endpoint` meanwhile
@@ -27,7 +32,40 @@ pub async fn run(
     shutdown: CancellationToken,
     counters: Arc<Counters>,
 ) -> Result<Progress, RunError> {
+    run_with_webhooks(config, endpoint, None, shutdown, counters).await
+}
+
+/// [`run`], with the reporting-webhook receiver on `webhooks` when
+/// `[webhooks]` is configured (bound here from `webhooks.listen` when
+/// `None`). It serves until the pipeline has stopped; `shutdown` turns its
+/// `/readyz` to 503 at once.
+pub async fn run_with_webhooks(
+    config: Config,
+    endpoint: TcpListener,
+    webhooks: Option<TcpListener>,
+    shutdown: CancellationToken,
+    counters: Arc<Counters>,
+) -> Result<Progress, RunError> {
     let stop_server = CancellationToken::new();
+    let receiver = match &config.webhooks {
+        Some(hooks) => {
+            let listener = match webhooks {
+                Some(listener) => listener,
+                None => {
+                    webhooks::server::bind(hooks).await.map_err(|error| ConfigError::Invalid {
+                        field: "webhooks.listen".to_owned(),
+                        message: crate::pipeline::error_chain(&error),
+                    })?
+                }
+            };
+            let settings = ConnectionSettings::parse(&config.postgres)?;
+            let store = WebhookStore::new(settings, hooks.clone());
+            let receiver =
+                Arc::new(Receiver::new(hooks.clone(), store, counters.clone(), shutdown.clone()));
+            Some(tokio::spawn(webhooks::server::serve(listener, receiver, stop_server.clone())))
+        }
+        None => None,
+    };
     let slot = ConnectionSettings::parse(&config.postgres)
         .ok()
         .map(|settings| SlotWatch::new(settings, config.postgres.slot.clone()));
@@ -64,6 +102,13 @@ pub async fn run(
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(%error, "the metrics endpoint failed"),
         Err(error) => tracing::warn!(%error, "the metrics endpoint task failed"),
+    }
+    if let Some(task) = receiver {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the webhook receiver failed"),
+            Err(error) => tracing::warn!(%error, "the webhook receiver task failed"),
+        }
     }
     outcome
 }

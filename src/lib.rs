@@ -21,6 +21,7 @@
 //! - [`daemon`]: `ciosync run`: the pipeline with the metrics and health endpoint beside it.
 //! - [`telemetry`]: counters, `/metrics` (Prometheus), `/healthz`, `/readyz`, logging.
 //! - [`check`]: the preflight checks behind `ciosync check`.
+//! - [`webhooks`]: Customer.io's reporting webhooks (opened, clicked, bounced, …) stored in a Postgres table, each once.
 //! - [`emulator`]: a local stand-in for Customer.io (the `ciosync-emulator` binary).
 //!
 //! Guarantee: every committed change of a synced table reaches Customer.io at
@@ -47,3 +48,4 @@ pub mod state;
 pub mod telemetry;
 pub mod throwaway;
 pub mod track_api;
+pub mod webhooks;

@@ -25,7 +25,12 @@ const MIGRATION: &str = "
 SET LOCAL client_min_messages = warning;
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'ciosync') THEN
-        CREATE SCHEMA ciosync;
+        -- Another session (the webhook receiver, another command) may
+        -- create it between the check and here.
+        BEGIN
+            CREATE SCHEMA ciosync;
+        EXCEPTION WHEN duplicate_schema OR unique_violation THEN NULL;
+        END;
     END IF;
 END $$;
 CREATE TABLE IF NOT EXISTS ciosync.initial_copy (

@@ -129,3 +129,34 @@ name = "x"
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
 }
+
+#[tokio::test]
+async fn check_verifies_the_webhook_table_can_be_created_and_written() {
+    let db = TestDb::new("check_webhooks").await;
+    db.exec(USERS_TABLE).await;
+    let emulator = emulator::start().await;
+    let text = db.config(&emulator.url(), &crate::support::webhooks::section(""));
+    let (code, out) = tokio::task::spawn_blocking({
+        let text = text.clone();
+        move || check(&text)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ok      webhooks.table ciosync.message_events: can be created"), "{out}");
+    let tables: i64 = db
+        .client
+        .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'ciosync'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "check created the table");
+
+    // A table of that name that cannot take the events.
+    db.exec("CREATE SCHEMA ciosync; CREATE TABLE ciosync.message_events (id int)").await;
+    let (code, out) = tokio::task::spawn_blocking(move || check(&text)).await.unwrap();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("error   webhooks.table ciosync.message_events"), "{out}");
+    assert!(out.contains("GRANT INSERT ON \"ciosync\".\"message_events\""), "{out}");
+    assert!(!out.contains(crate::support::webhooks::SIGNING_KEY), "the key was printed");
+}

@@ -334,7 +334,46 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
         "The last WAL position acknowledged to Postgres, as a byte offset.",
         get(&c.last_acked_lsn) as f64,
     );
+    webhook_families(&c.webhooks, &mut out);
     out.0
+}
+
+/// The reporting-webhook receiver's counters.
+fn webhook_families(w: &crate::webhooks::WebhookCounters, out: &mut Families) {
+    let received: Vec<(Vec<(&str, &str)>, f64)> = w
+        .received_snapshot()
+        .into_iter()
+        .map(|(object_type, metric, n)| {
+            (vec![(LABEL_OBJECT_TYPE, object_type), (LABEL_METRIC, metric)], n as f64)
+        })
+        .collect();
+    out.series(
+        MetricType::COUNTER,
+        WEBHOOKS_RECEIVED,
+        "Verified reporting-webhook events, by object_type and metric (other: not in the spec; no series before the first).",
+        &received,
+    );
+    out.counter(
+        WEBHOOKS_STORED,
+        "Reporting-webhook events written to the events table.",
+        Counters::get(&w.stored),
+    );
+    out.counter(
+        WEBHOOKS_DUPLICATES,
+        "Reporting-webhook events already in the table (Customer.io retried or repeated them); answered 200, not stored again.",
+        Counters::get(&w.duplicates),
+    );
+    let rejected: Vec<(&str, f64)> = crate::webhooks::Rejection::ALL
+        .iter()
+        .map(|r| (r.as_str(), w.rejected_count(*r) as f64))
+        .collect();
+    out.labelled(
+        MetricType::COUNTER,
+        WEBHOOKS_REJECTED,
+        "Webhook requests refused, by reason (database: answered 503, Customer.io retries).",
+        LABEL_REASON,
+        &rejected,
+    );
 }
 
 /// Builds metric families by hand: the values are read, not accumulated.

@@ -112,6 +112,8 @@ pub struct Counters {
     pub deletes_held_total: AtomicU64,
     /// Where the pipeline is and whether it delivers, for `/readyz`.
     pub health: Health,
+    /// The reporting-webhook receiver's counts (`[webhooks]`).
+    pub webhooks: crate::webhooks::WebhookCounters,
 }
 
 impl Counters {

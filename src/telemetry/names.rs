@@ -105,8 +105,22 @@ pub const DELETES_HELD: &str = "ciosync_deletes_held";
 /// Counter: removals the circuit breaker held.
 pub const DELETES_HELD_TOTAL: &str = "ciosync_deletes_held_total";
 
+/// Counter: verified reporting-webhook events, by `object_type` and `metric`.
+pub const WEBHOOKS_RECEIVED: &str = "ciosync_webhooks_received_total";
+/// Counter: reporting-webhook events written to the events table.
+pub const WEBHOOKS_STORED: &str = "ciosync_webhooks_stored_total";
+/// Counter: reporting-webhook events already in the table (retries, repeats).
+pub const WEBHOOKS_DUPLICATES: &str = "ciosync_webhooks_duplicates_total";
+/// Counter: webhook requests refused, by `reason`.
+pub const WEBHOOKS_REJECTED: &str = "ciosync_webhooks_rejected_total";
+
+/// Label of [`WEBHOOKS_RECEIVED`]: see `webhooks::event::OBJECT_TYPES`, or `other`.
+pub const LABEL_OBJECT_TYPE: &str = "object_type";
+/// Label of [`WEBHOOKS_RECEIVED`]: see `webhooks::event::METRICS`, or `other`.
+pub const LABEL_METRIC: &str = "metric";
 /// Label of [`CHANGES_SKIPPED`]: `no_change`, `invalid_id`, `unknown_table`,
-/// `soft_deleted`, `invalid_event`, `truncate`.
+/// `soft_deleted`, `invalid_event`, `truncate`; of [`WEBHOOKS_REJECTED`]:
+/// see `webhooks::Rejection::as_str`.
 pub const LABEL_REASON: &str = "reason";
 /// Label of [`CHANGES_RECEIVED`]: `schema.table` of a synced table.
 pub const LABEL_TABLE: &str = "table";

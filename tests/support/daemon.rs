@@ -67,12 +67,24 @@ pub struct InProcess {
     pub counters: Arc<Counters>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub endpoint: SocketAddr,
+    /// Where the webhook receiver listens, when started with [`InProcess::start_with_webhooks`].
+    pub webhooks: Option<SocketAddr>,
     handle: JoinHandle<Result<Progress, RunError>>,
 }
 
 impl InProcess {
     /// Starts the daemon with `text` as its config.
     pub fn start(text: &str) -> Self {
+        Self::start_inner(text, false)
+    }
+
+    /// Starts the daemon with `text` as its config, which has a
+    /// `[webhooks]` section; the receiver listens on a free port of its own.
+    pub fn start_with_webhooks(text: &str) -> Self {
+        Self::start_inner(text, true)
+    }
+
+    fn start_inner(text: &str, with_webhooks: bool) -> Self {
         // Logs go to the test's captured output: shown only when it fails.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -84,13 +96,27 @@ impl InProcess {
         let config = Config::from_toml(text, Vec::new()).expect("test config is valid");
         let shutdown = CancellationToken::new();
         let counters = Arc::new(Counters::default());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        let endpoint = listener.local_addr().expect("bound address");
-        listener.set_nonblocking(true).expect("non-blocking listener");
-        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-        let handle =
-            tokio::spawn(daemon::run(config, listener, shutdown.clone(), counters.clone()));
-        Self { shutdown, counters, endpoint, handle }
+        let (listener, endpoint) = free_listener();
+        let (webhook_listener, webhooks) = if with_webhooks {
+            assert!(config.webhooks.is_some(), "the config has a [webhooks] section");
+            let (listener, addr) = free_listener();
+            (Some(listener), Some(addr))
+        } else {
+            (None, None)
+        };
+        let handle = tokio::spawn(daemon::run_with_webhooks(
+            config,
+            listener,
+            webhook_listener,
+            shutdown.clone(),
+            counters.clone(),
+        ));
+        Self { shutdown, counters, endpoint, webhooks, handle }
+    }
+
+    /// The URL of `path` on the webhook receiver's listener.
+    pub fn webhook_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.webhooks.expect("started with webhooks"))
     }
 
     /// The URL of `path` (`/metrics`, `/readyz`, …) on its endpoint.
@@ -108,6 +134,14 @@ impl InProcess {
     pub async fn join(self) -> Result<Progress, RunError> {
         self.handle.await.expect("daemon task does not panic")
     }
+}
+
+/// A listener on a free local port, and its address.
+fn free_listener() -> (tokio::net::TcpListener, SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let addr = listener.local_addr().expect("bound address");
+    listener.set_nonblocking(true).expect("non-blocking listener");
+    (tokio::net::TcpListener::from_std(listener).expect("tokio listener"), addr)
 }
 
 /// Writes `text` to a temporary config file.

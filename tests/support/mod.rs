@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod postgres;
 pub mod spec;
 pub mod webhook_receiver;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -1,0 +1,219 @@
+//! `[webhooks]`: the reporting-webhook receiver's settings. The section is
+//! optional; without it nothing listens and no table is created.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{ConfigError, Secret};
+
+/// Default path Customer.io posts to.
+pub const DEFAULT_PATH: &str = "/webhooks/customerio";
+/// Default table the events are stored in.
+pub const DEFAULT_TABLE: &str = "ciosync.message_events";
+/// Default allowed distance between `X-CIO-Timestamp` and our clock, seconds.
+pub const DEFAULT_TIMESTAMP_TOLERANCE_SECS: u64 = 300;
+/// Default largest body accepted: 1 MiB. A reporting event is a few KB; a
+/// `sent` event with "Body Content" on carries the message, still far less.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// `[webhooks]`: receive Customer.io's reporting webhooks (opened, clicked,
+/// bounced, …) and store each event once in a Postgres table. It listens on
+/// its own address, meant to face Customer.io through an ingress or reverse
+/// proxy that terminates TLS; ciosync itself speaks plain HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// IP address and port to listen on, e.g. `0.0.0.0:8080`. Required.
+    /// Must differ from `metrics.listen`, which must never face the internet.
+    /// Env: `CIOSYNC_WEBHOOKS_LISTEN`.
+    pub listen: String,
+    /// The path Customer.io posts to. Default `/webhooks/customerio`.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// The reporting webhook's signing key (Customer.io: Settings → Reporting
+    /// webhooks). Required, not empty. Env: `CIOSYNC_WEBHOOKS_SIGNING_KEY`.
+    pub signing_key: Secret,
+    /// `schema.table` the events go into; created (with the schema) when
+    /// missing. Default `ciosync.message_events`.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// A request whose `X-CIO-Timestamp` is further than this from now, in
+    /// either direction, is refused (401) as a replay, seconds (1-86400).
+    /// Default 300.
+    #[serde(default = "default_timestamp_tolerance_secs")]
+    pub timestamp_tolerance_secs: u64,
+    /// Largest request body accepted, bytes (1 KiB-64 MiB); larger ones are
+    /// refused (413) before they are read whole. Default 1 MiB.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn default_path() -> String {
+    DEFAULT_PATH.to_owned()
+}
+fn default_table() -> String {
+    DEFAULT_TABLE.to_owned()
+}
+fn default_timestamp_tolerance_secs() -> u64 {
+    DEFAULT_TIMESTAMP_TOLERANCE_SECS
+}
+fn default_max_body_bytes() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+impl WebhooksConfig {
+    /// The address to listen on; [`WebhooksConfig::validate`] checked that it parses.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.trim().parse().map_err(|_| ConfigError::Invalid {
+            field: "webhooks.listen".to_owned(),
+            message: format!(
+                "must be an IP address and a port, such as 0.0.0.0:8080 (got {:?})",
+                self.listen
+            ),
+        })
+    }
+
+    /// The table as (schema, name); `validate` checked both are identifiers.
+    pub fn schema_and_table(&self) -> (&str, &str) {
+        self.table.split_once('.').unwrap_or(("public", &self.table))
+    }
+
+    /// The timestamp tolerance as a duration.
+    pub fn timestamp_tolerance(&self) -> Duration {
+        Duration::from_secs(self.timestamp_tolerance_secs)
+    }
+
+    /// Checks every value, naming the first bad field. `metrics_listen` is
+    /// the metrics endpoint's address, which this one must not share.
+    pub fn validate(&self, metrics_listen: Option<SocketAddr>) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            field: format!("webhooks.{field}"),
+            message,
+        };
+        let addr = self.listen_addr()?;
+        if let Some(metrics) = metrics_listen {
+            let same_port = addr.port() == metrics.port() && addr.port() != 0;
+            let overlaps = addr.ip() == metrics.ip()
+                || addr.ip().is_unspecified()
+                || metrics.ip().is_unspecified();
+            if same_port && overlaps {
+                return Err(invalid(
+                    "listen",
+                    format!(
+                        "must differ from metrics.listen ({metrics}): the metrics endpoint must \
+                         never face the internet, the webhook receiver does"
+                    ),
+                ));
+            }
+        }
+        let path_ok = self.path.starts_with('/')
+            && self.path.len() > 1
+            && self.path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+            && !self.path.contains("//")
+            && !matches!(self.path.as_str(), "/healthz" | "/readyz");
+        if !path_ok {
+            return Err(invalid(
+                "path",
+                format!(
+                    "must be a path such as {DEFAULT_PATH}: a leading /, then letters, digits, \
+                     / - _ . ~, and not /healthz or /readyz (got {:?})",
+                    self.path
+                ),
+            ));
+        }
+        if self.signing_key.expose().trim().is_empty() {
+            return Err(invalid(
+                "signing_key",
+                "must not be empty: copy the reporting webhook's signing key from Customer.io \
+                 (or set CIOSYNC_WEBHOOKS_SIGNING_KEY)"
+                    .to_owned(),
+            ));
+        }
+        let identifier = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        match self.table.split_once('.') {
+            Some((schema, table)) if identifier(schema) && identifier(table) => {}
+            _ => {
+                return Err(invalid(
+                    "table",
+                    format!(
+                        "must be schema.table, each 1 to 63 lower-case letters, digits or \
+                         underscores, not starting with a digit (got {:?})",
+                        self.table
+                    ),
+                ))
+            }
+        }
+        if !(1..=86_400).contains(&self.timestamp_tolerance_secs) {
+            return Err(invalid(
+                "timestamp_tolerance_secs",
+                "must be between 1 and 86400".to_owned(),
+            ));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(invalid(
+                "max_body_bytes",
+                "must be between 1024 and 67108864 (64 MiB)".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> WebhooksConfig {
+        toml::from_str(text).expect("valid section")
+    }
+
+    const MINIMAL: &str = "listen = \"0.0.0.0:8080\"\nsigning_key = \"k\"\n";
+
+    #[test]
+    fn defaults() {
+        let config = parse(MINIMAL);
+        config.validate(Some("127.0.0.1:9820".parse().unwrap())).unwrap();
+        assert_eq!(config.path, DEFAULT_PATH);
+        assert_eq!(config.schema_and_table(), ("ciosync", "message_events"));
+        assert_eq!(config.timestamp_tolerance_secs, 300);
+        assert_eq!(config.max_body_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let metrics = Some("127.0.0.1:9820".parse().unwrap());
+        let cases = [
+            ("listen = \"0.0.0.0:9820\"\nsigning_key = \"k\"", "webhooks.listen"),
+            ("listen = \"127.0.0.1:9820\"\nsigning_key = \"k\"", "webhooks.listen"),
+            ("listen = \"localhost\"\nsigning_key = \"k\"", "webhooks.listen"),
+            ("listen = \"0.0.0.0:8080\"\nsigning_key = \" \"", "webhooks.signing_key"),
+            (&format!("{MINIMAL}path = \"hooks\""), "webhooks.path"),
+            (&format!("{MINIMAL}path = \"/readyz\""), "webhooks.path"),
+            (&format!("{MINIMAL}table = \"events\""), "webhooks.table"),
+            (&format!("{MINIMAL}table = \"a.b; DROP\""), "webhooks.table"),
+            (&format!("{MINIMAL}table = \"A.b\""), "webhooks.table"),
+            (
+                &format!("{MINIMAL}timestamp_tolerance_secs = 0"),
+                "webhooks.timestamp_tolerance_secs",
+            ),
+            (&format!("{MINIMAL}max_body_bytes = 10"), "webhooks.max_body_bytes"),
+        ];
+        for (text, field) in cases {
+            let err = parse(text).validate(metrics).unwrap_err().to_string();
+            assert!(err.contains(field), "expected {field} in: {err}");
+        }
+    }
+
+    #[test]
+    fn the_key_never_shows_in_debug_output() {
+        let config = parse("listen = \"0.0.0.0:8080\"\nsigning_key = \"whsec-very-secret\"");
+        assert!(!format!("{config:?}").contains("whsec-very-secret"));
+    }
+}

@@ -1,0 +1,245 @@
+//! The receiver's HTTP side, on `[webhooks] listen` (never the metrics
+//! endpoint's address: that one must not face the internet).
+//!
+//! - `POST <path>`: verify, parse, store; 200 once committed.
+//! - `GET /healthz`: 200 while the process serves requests.
+//! - `GET /readyz`: 200 while the receiver's Postgres connection answers a
+//!   `SELECT 1` within 2 s, else 503 with a one-line reason.
+//!
+//! Checks run cheapest first, and nothing is read whole before its size is
+//! known to fit: path (404), method (405), content type (415), declared
+//! length (413), timestamp (401), the body read up to `max_body_bytes`
+//! (413), signature (401), JSON (400), then Postgres (503 on failure).
+//! Every refusal is counted by reason and logged at warn with the reason
+//! only: never the body, the signature or the key.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::config::WebhooksConfig;
+use super::event::ReportingEvent;
+use super::store::{Stored, WebhookStore};
+use super::verify::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use super::Rejection;
+use crate::config::ConfigError;
+use crate::telemetry::Counters;
+
+/// Longest a client may take to send its body; a slow sender holds a
+/// connection, and Customer.io itself gives up after 4 s.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The receiver's address could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// `webhooks.listen` does not parse (validation normally catches it first).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The address is taken or not ours to listen on.
+    #[error(
+        "cannot listen on webhooks.listen = {addr} (stop what uses it, or set [webhooks] listen \
+         or CIOSYNC_WEBHOOKS_LISTEN to a free address)"
+    )]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds `webhooks.listen`.
+pub async fn bind(config: &WebhooksConfig) -> Result<TcpListener, BindError> {
+    let addr = config.listen_addr()?;
+    TcpListener::bind(addr).await.map_err(|source| BindError::Listen { addr, source })
+}
+
+/// What the handlers share.
+pub struct Receiver {
+    config: WebhooksConfig,
+    store: WebhookStore,
+    counters: Arc<Counters>,
+    /// Cancelled once shutdown was asked for: `/readyz` answers 503.
+    shutdown: CancellationToken,
+}
+
+impl Receiver {
+    /// A receiver storing through `store`, counting into `counters`.
+    pub fn new(
+        config: WebhooksConfig,
+        store: WebhookStore,
+        counters: Arc<Counters>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self { config, store, counters, shutdown }
+    }
+}
+
+/// The routes: the webhook path, `/healthz`, `/readyz`; anything else 404.
+pub fn router(receiver: Arc<Receiver>) -> Router {
+    Router::new()
+        .route(&receiver.config.path, any(receive))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(receiver)
+}
+
+/// Serves `receiver` on `listener` until `stop` is cancelled; requests in
+/// flight then finish. Connects to Postgres (creating the table) at once,
+/// so a problem shows in the log before the first event arrives.
+pub async fn serve(
+    listener: TcpListener,
+    receiver: Arc<Receiver>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, path = %receiver.config.path, table = %receiver.config.table,
+            "receiving Customer.io reporting webhooks");
+    }
+    let first = receiver.clone();
+    tokio::spawn(async move {
+        if let Err(reason) = first.store.ping().await {
+            tracing::warn!(%reason, table = %first.config.table,
+                "the webhook receiver cannot reach its table yet; it answers 503 until it can");
+        }
+    });
+    axum::serve(listener, router(receiver)).with_graceful_shutdown(stop.cancelled_owned()).await
+}
+
+async fn receive(State(receiver): State<Arc<Receiver>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    match accept(&receiver, &parts.method, &parts.headers, body).await {
+        Ok((event, stored)) => {
+            let answer = match stored {
+                Stored::New => {
+                    Counters::add(&receiver.counters.webhooks.stored, 1);
+                    "stored\n"
+                }
+                Stored::Duplicate => {
+                    Counters::add(&receiver.counters.webhooks.duplicates, 1);
+                    "already stored\n"
+                }
+            };
+            tracing::debug!(event_id = %event.event_id, object_type = %event.labels().0,
+                metric = %event.labels().1, duplicate = (stored == Stored::Duplicate),
+                "webhook event stored");
+            (StatusCode::OK, answer).into_response()
+        }
+        Err((rejection, why)) => refuse(&receiver, rejection, &why),
+    }
+}
+
+/// Everything between the request and the committed row.
+async fn accept(
+    receiver: &Receiver,
+    method: &Method,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(ReportingEvent, Stored), (Rejection, String)> {
+    let config = &receiver.config;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if method != Method::POST {
+        return Err((Rejection::Method, format!("method {method} is not POST")));
+    }
+    if !verify::is_json_content_type(header(header::CONTENT_TYPE.as_str())) {
+        return Err((Rejection::ContentType, "the content type is not application/json".into()));
+    }
+    verify::check_content_length(header(header::CONTENT_LENGTH.as_str()), config.max_body_bytes)
+        .map_err(|r| (r, format!("Content-Length is over {} bytes", config.max_body_bytes)))?;
+    let timestamp = header(TIMESTAMP_HEADER).unwrap_or_default().to_owned();
+    verify::check_timestamp(Some(&timestamp), now(), config.timestamp_tolerance_secs).map_err(
+        |r| {
+            (
+                r,
+                format!(
+                    "X-CIO-Timestamp is missing, not Unix seconds, or more than {}s from now",
+                    config.timestamp_tolerance_secs
+                ),
+            )
+        },
+    )?;
+    let body = read_capped(body, config.max_body_bytes).await?;
+    let signature = header(SIGNATURE_HEADER).unwrap_or_default();
+    let key = config.signing_key.expose().as_bytes();
+    if !verify::signature_matches(key, &timestamp, &body, signature) {
+        return Err((
+            Rejection::Signature,
+            format!("X-CIO-Signature is missing or does not match ({} byte body)", body.len()),
+        ));
+    }
+    let event = ReportingEvent::parse(&body).map_err(|e| (Rejection::Malformed, e.to_string()))?;
+    let (object_type, metric) = event.labels();
+    receiver.counters.webhooks.received(object_type, metric);
+    match receiver.store.store(&event).await {
+        Ok(stored) => Ok((event, stored)),
+        Err(reason) => Err((
+            Rejection::Database,
+            format!("event {} not stored, Customer.io will retry: {reason}", event.event_id),
+        )),
+    }
+}
+
+/// Reads the body, stopping at `max` bytes whatever Content-Length said.
+async fn read_capped(body: Body, max: usize) -> Result<Bytes, (Rejection, String)> {
+    let read = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, max).collect()).await;
+    match read {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err((Rejection::TooLarge, format!("the body is over {max} bytes")))
+        }
+        Ok(Err(_)) => Err((Rejection::Malformed, "the body could not be read".into())),
+        Err(_) => Err((
+            Rejection::Malformed,
+            format!("the body did not arrive within {}s", BODY_READ_TIMEOUT.as_secs()),
+        )),
+    }
+}
+
+/// Counts, logs (the reason only) and answers a refusal.
+fn refuse(receiver: &Receiver, rejection: Rejection, why: &str) -> Response {
+    receiver.counters.webhooks.rejected(rejection);
+    let status = rejection.status();
+    tracing::warn!(reason = rejection.as_str(), status = status.as_u16(), detail = %why,
+        "webhook request refused");
+    let mut response = (status, format!("{}\n", rejection.as_str())).into_response();
+    if rejection == Rejection::Method {
+        response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+    }
+    response
+}
+
+async fn not_found(State(receiver): State<Arc<Receiver>>) -> Response {
+    refuse(&receiver, Rejection::Path, "no such path")
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(receiver): State<Arc<Receiver>>) -> Response {
+    let verdict = if receiver.shutdown.is_cancelled() {
+        Err("shutting down".to_owned())
+    } else {
+        receiver.store.ping().await.map_err(|reason| format!("Postgres: {reason}"))
+    };
+    match verdict {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response()
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
