@@ -70,6 +70,7 @@ mod unstorable_dead_letter_is_a_definite_error;
 mod unstorable_dead_letter_stops_the_daemon;
 mod update_sends_only_changed_attributes;
 mod webhooks_answer_503_while_postgres_is_down;
+mod webhooks_from_the_emulator_survive_a_postgres_outage;
 mod webhooks_port_in_use_stops_the_daemon;
 mod webhooks_reject_bad_requests;
 mod webhooks_store_each_event_once;
