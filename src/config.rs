@@ -768,6 +768,7 @@ impl Config {
         let metrics_listen = self.metrics.listen_addr()?;
         if let Some(webhooks) = &self.webhooks {
             webhooks.validate(Some(metrics_listen))?;
+            crate::webhooks::write_back::resolve(self)?;
         }
         let guard = &self.delete_guard;
         if !(0.0..=1.0).contains(&guard.max_share) {

@@ -59,7 +59,15 @@ pub async fn run_with_webhooks(
                 }
             };
             let settings = ConnectionSettings::parse(&config.postgres)?;
-            let store = WebhookStore::new(settings, hooks.clone());
+            let write_backs = webhooks::write_back::resolve(&config)?;
+            let origin = webhooks::write_back::origin_name(&config.postgres.slot);
+            let store = WebhookStore::new(settings, hooks.clone()).with_write_back(
+                write_backs,
+                origin,
+                counters.clone(),
+            );
+            // A write-back without its origin privileges would echo: stop now.
+            store.prepare().await.map_err(RunError::Source)?;
             let receiver =
                 Arc::new(Receiver::new(hooks.clone(), store, counters.clone(), shutdown.clone()));
             Some(tokio::spawn(webhooks::server::serve(listener, receiver, stop_server.clone())))

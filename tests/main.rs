@@ -74,3 +74,4 @@ mod webhooks_from_the_emulator_survive_a_postgres_outage;
 mod webhooks_port_in_use_stops_the_daemon;
 mod webhooks_reject_bad_requests;
 mod webhooks_store_each_event_once;
+mod webhooks_write_back_without_echo;

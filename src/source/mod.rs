@@ -135,6 +135,11 @@ pub struct Source {
     commit_time: i64,
     /// The next change's place in its transaction.
     position: WalPosition,
+    /// The replication origin of this slot's webhook write-backs, whose
+    /// transactions are skipped (they must not echo back to Customer.io).
+    own_origin: Option<String>,
+    /// The current transaction carries [`Source::own_origin`].
+    in_own_write_back: bool,
     counters: Arc<Counters>,
 }
 
@@ -172,6 +177,12 @@ impl Source {
             relations: RelationCache::default(),
             commit_time: 0,
             position: WalPosition::default(),
+            own_origin: config
+                .webhooks
+                .as_ref()
+                .filter(|w| !w.write_back.is_empty())
+                .map(|_| crate::webhooks::write_back::origin_name(&config.postgres.slot)),
+            in_own_write_back: false,
             counters,
         })
     }
@@ -202,6 +213,7 @@ impl Source {
             ReplicationEvent::Begin { final_lsn, commit_time_micros, .. } => {
                 self.commit_time = commit_time_micros.div_euclid(1_000_000) + PG_EPOCH_OFFSET_SECS;
                 self.position = WalPosition { commit_lsn: final_lsn.as_u64(), index: 0 };
+                self.in_own_write_back = false;
                 Ok(Some(SourceEvent::Begin))
             }
             ReplicationEvent::Commit { end_lsn, .. } => {
@@ -233,6 +245,23 @@ impl Source {
                 return Ok(None);
             }
         };
+        // pgoutput names a transaction's origin before its changes.
+        if let PgOutputMessage::Origin { name, .. } = &message {
+            self.in_own_write_back = self.own_origin.as_deref() == Some(name.as_str());
+            return Ok(None);
+        }
+        if self.in_own_write_back
+            && matches!(
+                message,
+                PgOutputMessage::Insert { .. }
+                    | PgOutputMessage::Update { .. }
+                    | PgOutputMessage::Delete { .. }
+                    | PgOutputMessage::Truncate { .. }
+            )
+        {
+            Counters::add(&self.counters.changes_skipped_write_back, 1);
+            return Ok(None);
+        }
         let (oid, op) = match message {
             PgOutputMessage::Relation { oid, namespace, name, replica_identity, columns } => {
                 self.relations

@@ -216,6 +216,7 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
             ("unknown_table", get(&c.changes_skipped_unknown_table) as f64),
             ("soft_deleted", get(&c.changes_skipped_soft_deleted) as f64),
             ("invalid_event", get(&c.changes_skipped_invalid_event) as f64),
+            ("write_back", get(&c.changes_skipped_write_back) as f64),
             ("truncate", get(&c.truncates_ignored) as f64),
         ],
     );
@@ -362,6 +363,11 @@ fn webhook_families(w: &crate::webhooks::WebhookCounters, out: &mut Families) {
         WEBHOOKS_DUPLICATES,
         "Reporting-webhook events already in the table (Customer.io retried or repeated them); answered 200, not stored again.",
         Counters::get(&w.duplicates),
+    );
+    out.counter(
+        WEBHOOKS_WRITE_BACKS,
+        "Rows of synced tables changed by [[webhooks.write_back]] (never echoed to Customer.io).",
+        Counters::get(&w.write_backs),
     );
     let rejected: Vec<(&str, f64)> = crate::webhooks::Rejection::ALL
         .iter()

@@ -45,6 +45,8 @@ pub struct Counters {
     pub changes_skipped_soft_deleted: AtomicU64,
     /// Inserts into event tables with no usable event name.
     pub changes_skipped_invalid_event: AtomicU64,
+    /// Changes written back by the webhook receiver (not echoed).
+    pub changes_skipped_write_back: AtomicU64,
     /// Replication messages that could not be decoded, skipped.
     pub bad_messages: AtomicU64,
     /// TRUNCATEs of synced tables, deliberately not turned into deletes.

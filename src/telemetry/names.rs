@@ -111,6 +111,8 @@ pub const WEBHOOKS_RECEIVED: &str = "ciosync_webhooks_received_total";
 pub const WEBHOOKS_STORED: &str = "ciosync_webhooks_stored_total";
 /// Counter: reporting-webhook events already in the table (retries, repeats).
 pub const WEBHOOKS_DUPLICATES: &str = "ciosync_webhooks_duplicates_total";
+/// Counter: rows of synced tables changed by webhook write-backs.
+pub const WEBHOOKS_WRITE_BACKS: &str = "ciosync_webhooks_write_backs_total";
 /// Counter: webhook requests refused, by `reason`.
 pub const WEBHOOKS_REJECTED: &str = "ciosync_webhooks_rejected_total";
 
@@ -119,7 +121,7 @@ pub const LABEL_OBJECT_TYPE: &str = "object_type";
 /// Label of [`WEBHOOKS_RECEIVED`]: see `webhooks::event::METRICS`, or `other`.
 pub const LABEL_METRIC: &str = "metric";
 /// Label of [`CHANGES_SKIPPED`]: `no_change`, `invalid_id`, `unknown_table`,
-/// `soft_deleted`, `invalid_event`, `truncate`; of [`WEBHOOKS_REJECTED`]:
+/// `soft_deleted`, `invalid_event`, `write_back`, `truncate`; of [`WEBHOOKS_REJECTED`]:
 /// see `webhooks::Rejection::as_str`.
 pub const LABEL_REASON: &str = "reason";
 /// Label of [`CHANGES_RECEIVED`]: `schema.table` of a synced table.

@@ -48,6 +48,9 @@ pub struct WebhooksConfig {
     /// refused (413) before they are read whole. Default 1 MiB.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Events that set a column of the synced row (`[[webhooks.write_back]]`).
+    #[serde(default)]
+    pub write_back: Vec<super::write_back::WriteBackConfig>,
 }
 
 fn default_path() -> String {

@@ -28,6 +28,7 @@ pub mod event;
 pub mod server;
 pub mod store;
 pub mod verify;
+pub mod write_back;
 
 use std::sync::atomic::AtomicU64;
 
@@ -111,6 +112,8 @@ pub struct WebhookCounters {
     pub stored: AtomicU64,
     /// Events already in the table (a retry or a repeat).
     pub duplicates: AtomicU64,
+    /// Rows of synced tables changed by write-backs.
+    pub write_backs: AtomicU64,
     /// Refused requests, indexed like [`Rejection::ALL`].
     rejected: [AtomicU64; Rejection::ALL.len()],
 }

@@ -13,6 +13,7 @@
 //! one request at a time (a failed one holds the later ones back), so one
 //! connection is plenty.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
@@ -21,9 +22,11 @@ use tokio_postgres::Client;
 
 use super::config::WebhooksConfig;
 use super::event::ReportingEvent;
+use super::write_back::{self, WriteBack};
 use crate::source::connection::ConnectionSettings;
 use crate::source::setup::{quote_ident, quote_literal, quoted_table};
 use crate::source::SourceError;
+use crate::telemetry::Counters;
 
 /// Longest a store may take, connecting included: under Customer.io's 4 s
 /// timeout, so it hears our 503 rather than giving up on us.
@@ -156,12 +159,56 @@ pub struct WebhookStore {
     settings: ConnectionSettings,
     config: WebhooksConfig,
     sql: Mutex<Option<Client>>,
+    /// Write-backs, and the replication origin their session carries.
+    write_backs: Vec<WriteBack>,
+    origin: Option<String>,
+    counters: Option<Arc<Counters>>,
 }
 
 impl WebhookStore {
     /// A store for `config.table`; no connection is opened yet.
     pub fn new(settings: ConnectionSettings, config: WebhooksConfig) -> Self {
-        Self { settings, config, sql: Mutex::new(None) }
+        Self {
+            settings,
+            config,
+            sql: Mutex::new(None),
+            write_backs: Vec::new(),
+            origin: None,
+            counters: None,
+        }
+    }
+
+    /// Adds write-backs: each stored event that triggers one updates the
+    /// synced row in the same transaction, in a session bound to `origin`
+    /// (see [`super::write_back`]); changed rows are counted in `counters`.
+    pub fn with_write_back(
+        mut self,
+        write_backs: Vec<WriteBack>,
+        origin: String,
+        counters: Arc<Counters>,
+    ) -> Self {
+        if !write_backs.is_empty() {
+            self.write_backs = write_backs;
+            self.origin = Some(origin);
+            self.counters = Some(counters);
+        }
+        self
+    }
+
+    /// Connects now (creating the table, binding the write-back origin), so
+    /// a missing privilege stops `run` at start; a transient failure is
+    /// left to the first request.
+    pub async fn prepare(&self) -> Result<(), SourceError> {
+        let mut guard = self.sql.lock().await;
+        match self.client(&mut guard).await {
+            Ok(_) => Ok(()),
+            Err(error) if error.is_transient() => {
+                tracing::warn!(error = %crate::pipeline::error_chain(&error),
+                    "the webhook store cannot reach Postgres yet; retrying on the first event");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Stores `event` once, within [`STORE_TIMEOUT`] (waiting for the
@@ -170,14 +217,54 @@ impl WebhookStore {
     pub async fn store(&self, event: &ReportingEvent) -> Result<Stored, String> {
         let attempt = async {
             let mut guard = self.sql.lock().await;
-            let result =
-                async { insert(self.client(&mut guard).await?, &self.config, event).await }.await;
+            let result = async {
+                let client = self.client(&mut guard).await?;
+                if self.write_backs.is_empty() {
+                    insert(client, &self.config, event).await
+                } else {
+                    self.store_and_write_back(client, event).await
+                }
+            }
+            .await;
             if result.is_err() {
                 *guard = None;
             }
             result
         };
         self.within(STORE_TIMEOUT, attempt).await
+    }
+
+    /// Stores `event` and applies its write-backs in one transaction: the
+    /// row and its write-back commit together, or neither (and Customer.io
+    /// retries).
+    async fn store_and_write_back(
+        &self,
+        client: &Client,
+        event: &ReportingEvent,
+    ) -> Result<Stored, SourceError> {
+        client.batch_execute("BEGIN").await.map_err(SourceError::sql("begin"))?;
+        let result = async {
+            let stored = insert(client, &self.config, event).await?;
+            let changed = match stored {
+                Stored::New => write_back::apply(client, &self.write_backs, event).await?,
+                Stored::Duplicate => 0,
+            };
+            client.batch_execute("COMMIT").await.map_err(SourceError::sql("commit"))?;
+            Ok((stored, changed))
+        }
+        .await;
+        match result {
+            Ok((stored, changed)) => {
+                if let Some(counters) = &self.counters {
+                    Counters::add(&counters.webhooks.write_backs, changed);
+                }
+                Ok(stored)
+            }
+            Err(error) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(error)
+            }
+        }
     }
 
     /// Whether the connection works: `SELECT 1` within [`PING_TIMEOUT`]
@@ -235,6 +322,9 @@ impl WebhookStore {
         let tx = sql.transaction().await.map_err(SourceError::sql("begin"))?;
         migrate(&tx, &self.config).await?;
         tx.commit().await.map_err(SourceError::sql("create the webhook events table"))?;
+        if let Some(origin) = &self.origin {
+            write_back::bind_origin(&sql, origin).await?;
+        }
         Ok(sql)
     }
 }

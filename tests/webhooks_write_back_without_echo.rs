@@ -1,0 +1,98 @@
+//! `[[webhooks.write_back]]`: an `unsubscribed` event sets the user's
+//! `email_opt_out`, and that write does not come back to Customer.io as an
+//! identify (its transaction carries the write-back's replication origin,
+//! which the source skips); the application setting the same column is
+//! still synced. A `bounced` event matched by email stamps the event time.
+
+use serde_json::json;
+
+use crate::support::daemon::InProcess;
+use crate::support::emulator::{self, identifies_of, wait_for_attribute};
+use crate::support::endpoint::wait_for_status;
+use crate::support::postgres::{TestDb, USERS_TABLE};
+use crate::support::webhooks::{event, section, Delivery, PATH};
+
+const WRITE_BACK: &str = r#"
+[[webhooks.write_back]]
+metric = "unsubscribed"
+column = "email_opt_out"
+value = "true"
+
+[[webhooks.write_back]]
+metric = "bounced"
+object_type = "email"
+column = "bounced_at"
+value = "event_time"
+match_by = "email"
+email_column = "email"
+"#;
+
+#[tokio::test]
+async fn write_back_sets_the_column_and_does_not_echo() {
+    let db = TestDb::new("write_back").await;
+    db.exec(USERS_TABLE).await;
+    db.exec(
+        "ALTER TABLE users ADD COLUMN email_opt_out boolean, ADD COLUMN bounced_at timestamptz",
+    )
+    .await;
+    let emulator = emulator::start().await;
+    let text = db.config(&emulator.url(), &section(WRITE_BACK)).replacen(
+        "about = \"bio\"\n",
+        "about = \"bio\"\nemail_opt_out = \"email_opt_out\"\nbounced_at = \"bounced_at\"\n",
+        1,
+    );
+    let daemon = InProcess::start_with_webhooks(&text);
+    db.wait_for_streaming().await;
+    assert!(wait_for_status(&daemon.webhook_url("/readyz"), 200).await);
+    db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io'), (2, 'B@x.io')").await;
+    assert!(wait_for_attribute(&emulator, "2", "email", json!("B@x.io")).await);
+
+    let url = daemon.webhook_url(PATH);
+    let unsubscribed = event(
+        "01HXWB00000000000000000001",
+        "customer",
+        "unsubscribed",
+        json!({"identifiers": {"id": "1", "email": "a@x.io", "cio_id": "c1"}}),
+    );
+    assert_eq!(Delivery::of(&unsubscribed).send(&url).await.0, 200);
+    let bounced = event(
+        "01HXWB00000000000000000002",
+        "email",
+        "bounced",
+        json!({"identifiers": {"email": "b@x.io"}, "delivery_id": "d1", "failure_message": "no"}),
+    );
+    assert_eq!(Delivery::of(&bounced).send(&url).await.0, 200);
+
+    let row = db
+        .client
+        .query_one(
+            "SELECT (SELECT email_opt_out FROM users WHERE id = 1), \
+                    (SELECT extract(epoch FROM bounced_at)::int8 FROM users WHERE id = 2)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<bool>>(0), Some(true), "written back, committed with the event");
+    assert_eq!(
+        row.get::<_, Option<i64>>(1),
+        Some(1_713_484_800),
+        "the event's time, matched by email"
+    );
+
+    // A later change of another row proves the stream passed the write-backs.
+    db.exec("UPDATE users SET plan = 'marker' WHERE id = 2").await;
+    assert!(wait_for_attribute(&emulator, "2", "plan", json!("marker")).await);
+    let echoed = |id: &str, attribute: &str| {
+        identifies_of(&emulator, id).iter().any(|a| a.contains_key(attribute))
+    };
+    assert!(!echoed("1", "email_opt_out"), "the write-back echoed to Customer.io");
+    assert!(!echoed("2", "bounced_at"), "the write-back echoed to Customer.io");
+    assert!(
+        daemon.counters.changes_skipped_write_back.load(std::sync::atomic::Ordering::Relaxed) >= 2
+    );
+
+    // The application writing the same column is synced as always.
+    db.exec("UPDATE users SET email_opt_out = false WHERE id = 1").await;
+    assert!(wait_for_attribute(&emulator, "1", "email_opt_out", json!(false)).await);
+    daemon.stop().await.unwrap();
+}
