@@ -166,16 +166,15 @@ pub async fn bind_origin(sql: &Client, origin: &str) -> Result<(), SourceError> 
     .await;
     match result {
         Ok(_) => Ok(()),
-        Err(e) if e.code().is_some_and(|c| c.code() == "42501") => {
-            Err(SourceError::Definite(format!(
-                "webhooks.write_back needs the replication-origin functions, which are \
+        Err(e) if e.code().is_some_and(|c| c.code() == "42501") => Err(SourceError::Definite(
+            "webhooks.write_back needs the replication-origin functions, which are \
                  superuser-only by default: GRANT EXECUTE ON FUNCTION \
                  pg_catalog.pg_replication_origin_create(text), \
                  pg_catalog.pg_replication_origin_oid(text), \
                  pg_catalog.pg_replication_origin_session_setup(text) TO <role>; \
                  (without them a write-back would echo back to Customer.io, so none is done)"
-            )))
-        }
+                .to_owned(),
+        )),
         Err(e) => {
             Err(SourceError::Sql { what: "set up the write-back's replication origin", source: e })
         }
