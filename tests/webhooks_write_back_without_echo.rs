@@ -96,3 +96,41 @@ async fn write_back_sets_the_column_and_does_not_echo() {
     assert!(wait_for_attribute(&emulator, "1", "email_opt_out", json!(false)).await);
     daemon.stop().await.unwrap();
 }
+
+/// Without the replication-origin functions a write-back would echo, so
+/// `run` does not start: exit 1, the GRANTs in the message, nothing created.
+#[tokio::test]
+async fn write_back_without_origin_privileges_stops_run_at_start() {
+    let db = TestDb::new("write_back_nopriv").await;
+    db.exec(USERS_TABLE).await;
+    db.exec("ALTER TABLE users ADD COLUMN email_opt_out boolean").await;
+    let role = format!("{}_role", db.name);
+    db.exec(&format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
+         CREATE ROLE {role} LOGIN REPLICATION; END IF; END $$; \
+         GRANT SELECT, UPDATE ON users TO {role}; \
+         CREATE SCHEMA ciosync AUTHORIZATION {role}; \
+         CREATE PUBLICATION {} FOR TABLE users WITH (publish_via_partition_root = true);",
+        db.name
+    ))
+    .await;
+    let emulator = emulator::start().await;
+    let text = db
+        .config(&emulator.url(), &section(WRITE_BACK))
+        .replace("postgres://postgres@", &format!("postgres://{role}@"));
+    let file = crate::support::daemon::config_file(&text);
+    let output = tokio::time::timeout(
+        crate::support::CONVERGE,
+        crate::support::daemon::run_binary(&["run", "--log-format", "text"], file.path()),
+    )
+    .await
+    .expect("run stops by itself");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("webhooks.write_back needs the replication-origin functions")
+            && stderr.contains("pg_replication_origin_session_setup(text)"),
+        "{stderr}"
+    );
+    assert_eq!(db.created_objects().await.0, 0, "no slot was created");
+}
