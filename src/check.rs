@@ -196,7 +196,82 @@ async fn checks_with_sql(
     check_state_schema(sql, config, &user, out).await?;
     if let Some(webhooks) = &config.webhooks {
         out.push(check_webhooks_table(sql, webhooks, &user).await?);
+        check_write_back(sql, config, &user, out).await?;
     }
+    Ok(())
+}
+
+/// `[[webhooks.write_back]]`: the replication-origin functions that keep a
+/// write-back from echoing, and UPDATE on each written column.
+async fn check_write_back(
+    sql: &Client,
+    config: &Config,
+    user: &str,
+    out: &mut Vec<Finding>,
+) -> Result<(), tokio_postgres::Error> {
+    let Some(webhooks) = &config.webhooks else { return Ok(()) };
+    if webhooks.write_back.is_empty() {
+        return Ok(());
+    }
+    let label = "webhooks.write_back";
+    let role = quote_ident(user);
+    let mut missing = Vec::new();
+    for function in [
+        "pg_catalog.pg_replication_origin_create(text)",
+        "pg_catalog.pg_replication_origin_oid(text)",
+        "pg_catalog.pg_replication_origin_session_setup(text)",
+    ] {
+        let allowed: bool = sql
+            .query_one("SELECT has_function_privilege($1, 'EXECUTE')", &[&function])
+            .await?
+            .get(0);
+        if !allowed {
+            missing.push(format!("GRANT EXECUTE ON FUNCTION {function} TO {role};"));
+        }
+    }
+    for (i, wb) in webhooks.write_back.iter().enumerate() {
+        let sync = match &wb.table {
+            None => config.sync.first(),
+            Some(table) => {
+                let wanted = table.split_once('.').unwrap_or(("public", table));
+                config.sync.iter().find(|s| s.schema_and_name() == wanted)
+            }
+        };
+        let Some(sync) = sync else { continue };
+        let (schema, name) = sync.schema_and_name();
+        let quoted = quoted_table(schema, name);
+        let allowed = sql
+            .query_one(
+                "SELECT has_column_privilege($1::text::regclass, $2::text, 'UPDATE')",
+                &[&quoted, &wb.column],
+            )
+            .await;
+        match allowed {
+            Ok(row) if row.get::<_, bool>(0) => {}
+            Ok(_) => missing
+                .push(format!("GRANT UPDATE ({}) ON {quoted} TO {role};", quote_ident(&wb.column))),
+            Err(_) => out.push(Finding::error(
+                label,
+                format!("write_back[{i}].column {} is not a column of {schema}.{name}", wb.column),
+                "fix webhooks.write_back column or table",
+            )),
+        }
+    }
+    out.push(if missing.is_empty() {
+        Finding::ok(
+            label,
+            "the role may use replication origins (no echo) and update the written columns",
+        )
+    } else {
+        Finding::error(
+            label,
+            format!(
+                "role {user} lacks what write-back needs (without the origin functions a \
+                 write-back would echo to Customer.io, so run refuses to start)"
+            ),
+            missing.join(" "),
+        )
+    });
     Ok(())
 }
 
