@@ -242,11 +242,51 @@ impl HistogramSpec for RequestItems {
     const BUCKETS: &'static [f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
 }
 
+/// Crates whose debug logs carry data: tokio-postgres logs each statement's
+/// parameters (customer values) at debug, the HTTP stack request details.
+const DATA_LOGGING_CRATES: [&str; 6] =
+    ["tokio_postgres", "pgwire_replication", "reqwest", "hyper", "hyper_util", "h2"];
+
+/// `directives` with each of [`DATA_LOGGING_CRATES`] held at `info` unless
+/// named explicitly, so `RUST_LOG=debug` (or `[log] level = "debug"`) never
+/// prints a customer value; naming a crate (`tokio_postgres=debug`) is a
+/// deliberate choice and is kept.
+pub fn with_quiet_dependencies(directives: &str) -> String {
+    let mut out = directives.trim().to_owned();
+    for krate in DATA_LOGGING_CRATES {
+        if !out.contains(krate) {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(krate);
+            out.push_str("=info");
+        }
+    }
+    out
+}
+
 /// Installs the tracing subscriber: `RUST_LOG` or `default`, to stderr, JSON
 /// lines when `json` is set.
 pub fn init_logging(json: bool, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let wanted = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let directives = with_quiet_dependencies(wanted.as_deref().unwrap_or(default));
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_quiet_dependencies;
+
+    #[test]
+    fn dependencies_that_log_data_stay_at_info_unless_named() {
+        let quiet = with_quiet_dependencies("debug");
+        assert!(quiet.starts_with("debug,"), "{quiet}");
+        assert!(quiet.contains("tokio_postgres=info") && quiet.contains("hyper=info"), "{quiet}");
+        let named = with_quiet_dependencies("info,tokio_postgres=trace");
+        assert!(named.contains("tokio_postgres=trace") && !named.contains("tokio_postgres=info"));
+        assert!(tracing_subscriber::EnvFilter::try_new(&quiet).is_ok());
+    }
 }
