@@ -105,11 +105,16 @@ async fn check_postgres(settings: &ConnectionSettings, config: &Config, out: &mu
     let sql = match settings.connect_sql().await {
         Ok(sql) => sql,
         Err(e) => {
+            let fix = match crate::source::tls::refusal(&e) {
+                Some(refusal) => refusal.to_string(),
+                None => "check postgres.url (host, port, user, password, database, sslmode) \
+                         and that the server accepts this client in pg_hba.conf"
+                    .to_owned(),
+            };
             out.push(Finding::error(
                 "postgres connection",
                 format!("cannot connect to {}: {}", settings.display(), error_chain(&e)),
-                "check postgres.url (host, port, user, password, database, sslmode) and that \
-                 the server accepts this client in pg_hba.conf",
+                fix,
             ));
             return;
         }

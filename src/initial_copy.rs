@@ -150,7 +150,7 @@ async fn create_slot_and_import_snapshot(
         config.status_interval(),
     );
     let mut session =
-        ReplicationClient::connect_gated(replication).await.map_err(SourceError::Replication)?;
+        ReplicationClient::connect_gated(replication).await.map_err(SourceError::replication)?;
     let rows = session
         .simple_query(&format!(
             "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",

@@ -2,6 +2,10 @@
 //! temporary directory, `wal_level = logical`, a free port on 127.0.0.1,
 //! trust authentication, removed when dropped. As root it runs the server as
 //! the `postgres` OS user, since Postgres refuses to run as root.
+//!
+//! [`ClusterOptions`] turn on what the TLS and password tests need: TLS with
+//! a given certificate, and SCRAM-SHA-256 for every role but `postgres`
+//! (which keeps trust, so the harness can still set things up).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -24,6 +28,24 @@ pub enum ThrowawayError {
     Io(#[from] std::io::Error),
 }
 
+/// What a cluster serves beyond the defaults (no TLS, trust for everyone).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Serve TLS with this certificate (`ssl = on`).
+    pub tls: Option<ServerTls>,
+    /// Roles other than `postgres` log in over TCP with a SCRAM-SHA-256
+    /// password (`host … scram-sha-256`, or `hostssl` when TLS is on), for
+    /// SQL and logical replication connections alike.
+    pub scram: bool,
+}
+
+/// The server's certificate chain and private key, both PEM.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
 /// A running throwaway cluster.
 #[derive(Debug)]
 pub struct ThrowawayPostgres {
@@ -34,8 +56,14 @@ pub struct ThrowawayPostgres {
 }
 
 impl ThrowawayPostgres {
-    /// Creates and starts a cluster. Blocking (a second or two).
+    /// Creates and starts a cluster without TLS, trusting every local
+    /// connection. Blocking (a second or two).
     pub fn start() -> Result<Self, ThrowawayError> {
+        Self::start_with(&ClusterOptions::default())
+    }
+
+    /// Creates and starts a cluster with `options`. Blocking.
+    pub fn start_with(options: &ClusterOptions) -> Result<Self, ThrowawayError> {
         let bin = find_bin_dir().ok_or(ThrowawayError::NoBinaries)?;
         let run_as_postgres = is_root();
         let dir = std::env::temp_dir().join(format!(
@@ -61,6 +89,19 @@ impl ThrowawayPostgres {
         let mut text = std::fs::read_to_string(&conf)?;
         text.push_str(settings);
         text.push_str(&format!("unix_socket_directories = '{}'\n", pg.dir.display()));
+        if let Some(tls) = &options.tls {
+            let (cert, key) = pg.write_server_tls(tls)?;
+            text.push_str(&format!(
+                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        if options.scram {
+            text.push_str("password_encryption = 'scram-sha-256'\n");
+            let hba = Path::new(&pg.data_dir()).join("pg_hba.conf");
+            std::fs::write(&hba, scram_hba(options.tls.is_some()))?;
+        }
         std::fs::write(&conf, text)?;
         // A free port can be taken between the probe and the start: try a few.
         let mut last = None;
@@ -118,6 +159,23 @@ impl ThrowawayPostgres {
             .spawn();
     }
 
+    /// Writes the certificate and key into the cluster's directory, owned by
+    /// the server's user, the key readable by it alone (Postgres refuses a
+    /// key others can read).
+    fn write_server_tls(&self, tls: &ServerTls) -> Result<(PathBuf, PathBuf), ThrowawayError> {
+        use std::os::unix::fs::PermissionsExt;
+        let cert = self.dir.join("server.crt");
+        let key = self.dir.join("server.key");
+        std::fs::write(&cert, &tls.cert_pem)?;
+        std::fs::write(&key, &tls.key_pem)?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        if self.run_as_postgres {
+            chown_to_postgres(&cert)?;
+            chown_to_postgres(&key)?;
+        }
+        Ok((cert, key))
+    }
+
     fn pg_ctl_start(&self) -> Result<(), ThrowawayError> {
         let log = self.dir.join("server.log");
         self.run(
@@ -170,6 +228,21 @@ impl Drop for ThrowawayPostgres {
         let _ = self.stop("immediate");
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// pg_hba.conf for [`ClusterOptions::scram`]: the Unix socket and the
+/// `postgres` superuser keep trust; every other role needs its SCRAM
+/// password over TCP, and TLS too when `tls` (`hostssl`). The `all` database
+/// lines cover logical replication connections, which name a database.
+fn scram_hba(tls: bool) -> String {
+    let host = if tls { "hostssl" } else { "host" };
+    format!(
+        "local all all trust\n\
+         host all postgres 127.0.0.1/32 trust\n\
+         host all postgres ::1/128 trust\n\
+         {host} all all 127.0.0.1/32 scram-sha-256\n\
+         {host} all all ::1/128 scram-sha-256\n"
+    )
 }
 
 fn is_root() -> bool {

@@ -30,6 +30,9 @@ pub struct ConnectionSettings {
     pub ssl_mode: SslMode,
     pub ssl_root_cert: Option<PathBuf>,
     pub connect_timeout: Duration,
+    /// What the SQL connection's `verify-ca` learned for the replication
+    /// connection (see [`super::tls`]).
+    certified_name: super::tls::CertifiedName,
 }
 
 impl std::fmt::Debug for ConnectionSettings {
@@ -121,6 +124,7 @@ impl ConnectionSettings {
             ssl_mode,
             ssl_root_cert,
             connect_timeout: Duration::from_secs(config.connect_timeout_secs),
+            certified_name: super::tls::CertifiedName::default(),
         })
     }
 
@@ -136,9 +140,16 @@ impl ConnectionSettings {
         publication: &str,
         status_interval: Duration,
     ) -> ReplicationConfig {
+        // verify-ca: ask for a name the CA signed (see `super::tls`); the
+        // SQL connection, opened first, has verified the chain and learned it.
+        let sni_hostname = match self.ssl_mode {
+            SslMode::VerifyCa => self.certified_name.get(),
+            _ => None,
+        };
         let tls = TlsConfig {
             mode: self.ssl_mode,
             ca_pem_path: self.ssl_root_cert.clone(),
+            sni_hostname,
             ..TlsConfig::default()
         };
         let base = if self.host.starts_with('/') {
@@ -189,6 +200,7 @@ impl ConnectionSettings {
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(super::tls::client_config(
             self.ssl_mode,
             self.ssl_root_cert.as_deref(),
+            &self.certified_name,
         ));
         let (client, connection) = pg.connect(tls).await?;
         tokio::spawn(async move {
@@ -222,6 +234,19 @@ mod tests {
         assert_eq!(s.ssl_mode, SslMode::VerifyFull);
         assert_eq!(s.ssl_root_cert.as_deref(), Some(std::path::Path::new("/ca.pem")));
         assert_eq!(s.display(), "app@x@db.example:6543/users");
+    }
+
+    #[test]
+    fn replication_asks_for_the_certified_name_under_verify_ca_only() {
+        let interval = Duration::from_secs(1);
+        for (mode, expected) in [("verify-ca", Some("db.internal")), ("verify-full", None)] {
+            let s = settings(&format!("postgres://u@10.0.0.5/db?sslmode={mode}")).unwrap();
+            let before = s.replication_config("slot", "publication", interval);
+            assert_eq!(before.tls.sni_hostname, None, "nothing learned yet");
+            s.certified_name.set("db.internal");
+            let after = s.clone().replication_config("slot", "publication", interval);
+            assert_eq!(after.tls.sni_hostname.as_deref(), expected, "{mode}");
+        }
     }
 
     #[test]

@@ -64,6 +64,14 @@ pub enum SourceError {
     /// Something the operator must fix; the message says what.
     #[error("{0}")]
     Definite(String),
+    /// A TLS handshake that no retry fixes (a certificate that fails
+    /// verification, a server without TLS); the message says what to change.
+    #[error("{refusal}")]
+    Tls {
+        refusal: tls::TlsRefusal,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The slot ciosync streamed from is gone; changes since it was lost
     /// never reached Customer.io. Never recreated silently (see [`slot`]).
     #[error("{}", slot::lost_message(slot, *how))]
@@ -71,16 +79,29 @@ pub enum SourceError {
 }
 
 impl SourceError {
-    /// Builds a `map_err` closure for a failed SQL step.
+    /// Builds a `map_err` closure for a failed SQL step; a TLS refusal
+    /// (only possible while connecting) becomes [`SourceError::Tls`].
     pub fn sql(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
-        move |source| Self::Sql { what, source }
+        move |source| match tls::refusal(&source) {
+            Some(refusal) => Self::Tls { refusal, source: Box::new(source) },
+            None => Self::Sql { what, source },
+        }
+    }
+
+    /// Wraps a replication connection failure; a TLS refusal becomes
+    /// [`SourceError::Tls`].
+    pub fn replication(error: pgwire_replication::PgWireError) -> Self {
+        match tls::refusal(&error) {
+            Some(refusal) => Self::Tls { refusal, source: Box::new(error) },
+            None => Self::Replication(error),
+        }
     }
 
     /// Whether reconnecting may help. Unknown means transient; a refused login
     /// or a missing privilege is definite.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Definite(_) | Self::SlotLost { .. } => false,
+            Self::Definite(_) | Self::Tls { .. } | Self::SlotLost { .. } => false,
             Self::Sql { source, .. } => {
                 !source.code().is_some_and(|c| is_definite_sqlstate(c.code()))
             }
@@ -164,7 +185,7 @@ impl Source {
             .with_start_lsn(resume_from)
             .with_buffer_size(BUFFER_EVENTS);
         let mut client =
-            ReplicationClient::connect(replication).await.map_err(SourceError::Replication)?;
+            ReplicationClient::connect(replication).await.map_err(SourceError::replication)?;
         client.wait_started().await.map_err(|e| classify_start_error(e, config))?;
         tracing::info!(
             slot = %config.postgres.slot,
@@ -387,6 +408,9 @@ fn classify_start_error(error: pgwire_replication::PgWireError, config: &Config)
         // instance of ours that has not exited yet).
         return SourceError::Replication(error);
     }
+    if tls::refusal(&error).is_some() {
+        return SourceError::replication(error);
+    }
     if error.is_auth() || sqlstate_of(&text) == Some("42501") {
         return SourceError::Definite(format!(
             "postgres refused replication: the role needs LOGIN and REPLICATION \
@@ -400,6 +424,18 @@ fn classify_start_error(error: pgwire_replication::PgWireError, config: &Config)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_refusals_are_definite() {
+        let error = pgwire_replication::PgWireError::Tls(
+            "TLS handshake failed: invalid peer certificate: UnknownIssuer".to_owned(),
+        );
+        let config = Config::from_toml(include_str!("../../config/example.toml"), Vec::new())
+            .expect("the example config is valid");
+        let error = classify_start_error(error, &config);
+        assert!(matches!(error, SourceError::Tls { refusal: tls::TlsRefusal::Certificate, .. }));
+        assert!(!error.is_transient());
+    }
 
     #[test]
     fn finds_and_classifies_sqlstates() {

@@ -2,9 +2,23 @@
 //! `require` encrypts without checking the certificate, `verify-ca` checks the
 //! chain but not the host name, `verify-full` checks both. The replication
 //! connection gets the same mode through pgwire-replication's own TLS support.
+//!
+//! pgwire-replication 0.5's `verify-ca` still checks the host name with the
+//! rustls this crate builds with (it tolerates only rustls's older
+//! `NotValidForName`, not `NotValidForNameContext`), so a certificate that
+//! does not list the URL's host would be refused on the replication
+//! connection alone. The SQL connection, which always opens first, records a
+//! DNS name of the certificate whose chain it verified ([`CertifiedName`]);
+//! the replication connection then asks for that name. Its chain is still
+//! verified, and its name must match one the CA signed: never weaker than
+//! `verify-ca`.
+//!
+//! A handshake refused for a reason no retry fixes (a certificate that fails
+//! verification, a server without TLS when sslmode requires it) is a
+//! [`TlsRefusal`]: a definite error that names the fix.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pgwire_replication::SslMode;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -14,10 +28,39 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme,
 };
 
+/// A DNS name of the last server certificate whose chain `verify-ca`
+/// verified, shared by the clones of one [`ConnectionSettings`](super::connection::ConnectionSettings).
+#[derive(Debug, Clone, Default)]
+pub struct CertifiedName(Arc<Mutex<Option<String>>>);
+
+impl CertifiedName {
+    /// The recorded name, if a verified certificate listed one.
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set(&self, name: &str) {
+        *self.0.lock().unwrap() = Some(name.to_owned());
+    }
+
+    fn record(&self, end_entity: &CertificateDer<'_>) {
+        let name = webpki::EndEntityCert::try_from(end_entity)
+            .ok()
+            .and_then(|cert| cert.valid_dns_names().next().map(str::to_owned));
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = name;
+    }
+}
+
 /// Builds the client config for `mode`, trusting `root_cert` (PEM) when given
 /// and the Mozilla roots otherwise. A root file that cannot be read leaves
 /// the store without it, so verification fails at connect with rustls's error.
-pub fn client_config(mode: SslMode, root_cert: Option<&Path>) -> ClientConfig {
+/// Under `verify-ca`, a verified certificate's DNS name goes to `certified`.
+pub fn client_config(
+    mode: SslMode,
+    root_cert: Option<&Path>,
+    certified: &CertifiedName,
+) -> ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = Arc::new(root_store(root_cert));
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -33,13 +76,70 @@ pub fn client_config(mode: SslMode, root_cert: Option<&Path>) -> ClientConfig {
         // verifying, as libpq does; verify-ca checks the chain only.
         mode => {
             let chain = (mode == SslMode::VerifyCa).then(|| webpki_verifier(roots, &provider));
-            let verifier = Verifier { chain, provider: provider.clone() };
+            let verifier =
+                Verifier { chain, certified: certified.clone(), provider: provider.clone() };
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
                 .with_no_client_auth()
         }
     }
+}
+
+/// Why a TLS handshake failed for good: retrying reaches the same server
+/// with the same settings and fails the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsRefusal {
+    /// The server's certificate failed verification (`verify-ca`, `verify-full`).
+    Certificate,
+    /// The server does not offer TLS, and sslmode requires it.
+    ServerWithoutTls,
+}
+
+impl std::fmt::Display for TlsRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Certificate => {
+                "the server's TLS certificate failed verification: check sslrootcert in \
+                 postgres.url (the CA certificate that signed the server's) and, with \
+                 sslmode=verify-full, that the URL's host is a name or address the \
+                 certificate lists"
+            }
+            Self::ServerWithoutTls => {
+                "the server does not offer TLS, which sslmode in postgres.url requires: \
+                 turn on ssl in the server's postgresql.conf, or set sslmode=prefer"
+            }
+        })
+    }
+}
+
+/// The [`TlsRefusal`] behind `error`, if any: a rustls certificate error
+/// anywhere in its causes (also inside an `io::Error`, which hides its inner
+/// error from `source()`), or the text either Postgres client uses for a
+/// server that answers the TLS request with "no" (pgwire-replication keeps
+/// rustls's errors as text only).
+pub fn refusal(error: &(dyn std::error::Error + 'static)) -> Option<TlsRefusal> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        let inner = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        for error in std::iter::once(error).chain(inner) {
+            if let Some(Error::InvalidCertificate(_)) = error.downcast_ref::<Error>() {
+                return Some(TlsRefusal::Certificate);
+            }
+            let text = error.to_string();
+            if text.contains("invalid peer certificate") {
+                return Some(TlsRefusal::Certificate);
+            }
+            if text.contains("server does not support TLS") {
+                return Some(TlsRefusal::ServerWithoutTls);
+            }
+        }
+        cause = error.source();
+    }
+    None
 }
 
 fn root_store(root_cert: Option<&Path>) -> RootCertStore {
@@ -83,6 +183,8 @@ struct Verifier {
     /// `Some` for `verify-ca`: the chain must verify (`None` inside when no
     /// usable root was given, which refuses every certificate).
     chain: Option<Option<Arc<WebPkiServerVerifier>>>,
+    /// Where a verified certificate's DNS name goes (`verify-ca` only).
+    certified: CertifiedName,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -96,15 +198,17 @@ impl ServerCertVerifier for Verifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
         let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
-        let chain = chain.as_ref().ok_or_else(|| {
-            Error::General("no trusted root certificate (check sslrootcert)".to_owned())
-        })?;
+        // No usable root: no issuer can be trusted.
+        let chain =
+            chain.as_ref().ok_or(Error::InvalidCertificate(CertificateError::UnknownIssuer))?;
         match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(Error::InvalidCertificate(CertificateError::NotValidForName))
+            Ok(_)
+            | Err(Error::InvalidCertificate(CertificateError::NotValidForName))
             | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
+                self.certified.record(end_entity);
                 Ok(ServerCertVerified::assertion())
             }
-            other => other,
+            Err(other) => Err(other),
         }
     }
 
@@ -138,5 +242,91 @@ impl ServerCertVerifier for Verifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not connect")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn finds_a_certificate_error_inside_an_io_error() {
+        let rustls = Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls);
+        assert_eq!(refusal(&io), Some(TlsRefusal::Certificate));
+        assert_eq!(refusal(&Outer(io)), Some(TlsRefusal::Certificate));
+    }
+
+    #[test]
+    fn reads_refusals_kept_as_text() {
+        let text = |t: &str| std::io::Error::other(t.to_owned());
+        let name = "TLS handshake failed: invalid peer certificate: NotValidForName";
+        assert_eq!(refusal(&text(name)), Some(TlsRefusal::Certificate));
+        let plain = "server does not support TLS (SSLRequest rejected)";
+        assert_eq!(refusal(&text(plain)), Some(TlsRefusal::ServerWithoutTls));
+    }
+
+    #[test]
+    fn leaves_other_failures_transient() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        assert_eq!(refusal(&Outer(reset)), None);
+        let alert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            Error::AlertReceived(rustls::AlertDescription::InternalError),
+        );
+        assert_eq!(refusal(&alert), None);
+    }
+
+    /// A CA's root store and a certificate it signed for `names`.
+    fn signed_for(names: &[&str]) -> (Arc<RootCertStore>, CertificateDer<'static>) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = CertificateParams::new(names).unwrap().signed_by(&key, &issuer).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        (Arc::new(roots), cert.der().clone())
+    }
+
+    fn verify_ca(roots: Arc<RootCertStore>) -> Verifier {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = Some(webpki_verifier(roots, &provider));
+        Verifier { chain, certified: CertifiedName::default(), provider }
+    }
+
+    #[test]
+    fn verify_ca_accepts_any_host_and_records_the_certified_name() {
+        let (roots, cert) = signed_for(&["db.internal", "10.0.0.5"]);
+        let verifier = verify_ca(roots);
+        let host = ServerName::try_from("10.9.9.9").unwrap();
+        verifier.verify_server_cert(&cert, &[], &host, &[], UnixTime::now()).unwrap();
+        assert_eq!(verifier.certified.get().as_deref(), Some("db.internal"));
+    }
+
+    #[test]
+    fn verify_ca_refuses_another_ca_and_records_nothing() {
+        let (roots, _) = signed_for(&["db.internal"]);
+        let (_, foreign) = signed_for(&["db.internal"]);
+        let verifier = verify_ca(roots);
+        let host = ServerName::try_from("db.internal").unwrap();
+        let error =
+            verifier.verify_server_cert(&foreign, &[], &host, &[], UnixTime::now()).unwrap_err();
+        assert!(matches!(error, Error::InvalidCertificate(_)), "{error:?}");
+        assert_eq!(verifier.certified.get(), None);
+    }
+
+    #[test]
+    fn refusals_name_the_setting_to_fix() {
+        assert!(TlsRefusal::Certificate.to_string().contains("sslrootcert in postgres.url"));
+        assert!(TlsRefusal::ServerWithoutTls.to_string().contains("sslmode"));
     }
 }

@@ -10,6 +10,7 @@ pub mod emulator;
 pub mod endpoint;
 pub mod postgres;
 pub mod spec;
+pub mod tls;
 pub mod webhook_receiver;
 pub mod webhooks;
 
