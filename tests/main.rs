@@ -62,6 +62,7 @@ mod scram_password_with_special_characters;
 mod sigterm_acks_and_exits_zero;
 mod sink_requests_match_the_openapi_spec;
 mod slot_advances_while_synced_tables_are_idle;
+mod supply_chain_is_clean;
 mod suppress_and_soft_delete;
 mod sync_filter_comparison_follows_postgres;
 mod sync_filter_mismatch_stops_run_with_the_fix;
