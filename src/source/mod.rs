@@ -15,6 +15,8 @@
 pub mod connection;
 pub mod keeper;
 pub mod pgoutput;
+#[cfg(test)]
+mod pgoutput_roundtrip;
 pub mod reader;
 pub mod relation;
 pub mod row_filter;
