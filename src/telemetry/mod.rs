@@ -253,7 +253,10 @@ const DATA_LOGGING_CRATES: [&str; 6] =
 /// deliberate choice and is kept.
 pub fn with_quiet_dependencies(directives: &str) -> String {
     let mut out = directives.trim().to_owned();
-    for krate in DATA_LOGGING_CRATES {
+    // Only ever a cap: a quieter filter (the demo's `ciosync=warn,error`)
+    // stays as it is.
+    let verbose = out.contains("debug") || out.contains("trace");
+    for krate in DATA_LOGGING_CRATES.into_iter().filter(|_| verbose) {
         if !out.contains(krate) {
             if !out.is_empty() {
                 out.push(',');
@@ -288,5 +291,7 @@ mod tests {
         let named = with_quiet_dependencies("info,tokio_postgres=trace");
         assert!(named.contains("tokio_postgres=trace") && !named.contains("tokio_postgres=info"));
         assert!(tracing_subscriber::EnvFilter::try_new(&quiet).is_ok());
+        assert_eq!(with_quiet_dependencies("ciosync=warn,error"), "ciosync=warn,error");
+        assert_eq!(with_quiet_dependencies("info"), "info");
     }
 }
