@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::change::{RowChange, RowOp};
 use crate::config::{Config, SyncConfig};
-use crate::mapping::Mapper;
+use crate::mapping::{Mapper, SkipReason};
 use crate::sink::{Sink, SinkError};
 use crate::source::connection::ConnectionSettings;
 use crate::source::reader::{postgres_now, TableReader};
@@ -237,12 +237,19 @@ impl Copier<'_> {
     /// Maps one row and queues its operations; skipped rows are counted as in the stream.
     fn deliver(&mut self, change: &RowChange) {
         let mapped = self.mapper.map(change);
-        if mapped.skipped.is_some() {
-            Counters::add(&self.counters.changes_skipped_invalid_id, 1);
-            tracing::error!(
-                table = %change.table.qualified_name(),
-                "row skipped by the initial copy: its customer id is NULL, empty or over 150 bytes"
-            );
+        match mapped.skipped {
+            // A soft-deleted row has no customer to copy.
+            Some(SkipReason::SoftDeleted) => {
+                Counters::add(&self.counters.changes_skipped_soft_deleted, 1);
+            }
+            Some(_) => {
+                Counters::add(&self.counters.changes_skipped_invalid_id, 1);
+                tracing::error!(
+                    table = %change.table.qualified_name(),
+                    "row skipped by the initial copy: its customer id is NULL, empty or over 150 bytes"
+                );
+            }
+            None => {}
         }
         Counters::add(&self.counters.attributes_dropped, mapped.dropped.len() as u64);
         for op in mapped.ops {

@@ -1,7 +1,7 @@
 //! `delete_action = "suppress"` suppresses instead of deleting, and the
 //! emulator then ignores a re-created row, as Customer.io does;
 //! `soft_delete_column` removes the customer when set and identifies them in
-//! full when cleared.
+//! full when cleared; the initial copy leaves soft-deleted rows out.
 
 use serde_json::json;
 
@@ -61,5 +61,41 @@ async fn soft_delete_removes_and_undelete_identifies_in_full() {
     db.exec("UPDATE users SET deleted_at = NULL WHERE id = 1").await;
     assert!(wait_for_attribute(&emulator, "1", "plan", json!("pro")).await);
     assert_eq!(emulator.customer("1").unwrap()["email"], json!("a@x.io"));
+    daemon.stop().await.unwrap();
+}
+
+// Found by the fault soak: the initial copy did not read the soft-delete
+// column, so it created every soft-deleted row's customer.
+#[tokio::test]
+async fn the_initial_copy_leaves_soft_deleted_rows_out() {
+    let schema = format!(
+        "{USERS_TABLE} ALTER TABLE users ADD COLUMN deleted_at timestamptz; \
+         INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'free'); \
+         INSERT INTO users (id, email, plan, deleted_at) VALUES (2, 'b@x.io', 'pro', now());"
+    );
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("soft_delete_copy", &schema, |c| {
+            c.replacen(
+                "id_column = \"id\"\n",
+                "id_column = \"id\"\nsoft_delete_column = \"deleted_at\"\n",
+                1,
+            )
+        })
+        .await;
+    assert!(wait_for_customers(&emulator, |c| c.contains_key("1")).await);
+    let counters = &daemon.counters;
+    assert_eq!(counters.rows_copied.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(emulator.customer("2"), None, "a soft-deleted row was copied");
+    assert_eq!(
+        counters.changes_skipped_soft_deleted.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "counted as soft-deleted"
+    );
+    assert_eq!(counters.changes_skipped_invalid_id.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+    // Undeleted later: identified in full.
+    db.exec("UPDATE users SET deleted_at = NULL WHERE id = 2").await;
+    assert!(wait_for_attribute(&emulator, "2", "plan", json!("pro")).await);
+    assert_eq!(emulator.customer("2").unwrap()["email"], json!("b@x.io"));
     daemon.stop().await.unwrap();
 }

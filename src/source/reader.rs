@@ -11,7 +11,8 @@ use crate::source::relation::RelationCache;
 use crate::source::setup::{quote_ident, quote_literal, quoted_table};
 use crate::source::SourceError;
 
-/// Pages through one table: the id column first, then the mapped columns.
+/// Pages through one table: the id column first, then the mapped columns
+/// and the soft-delete column.
 pub struct TableReader {
     table: Arc<Table>,
     select: String,
@@ -121,11 +122,13 @@ impl TableReader {
     }
 }
 
-/// The id column and the mapped columns of a table, with their value kinds.
+/// The id column, the mapped columns and the soft-delete column of a table,
+/// with their value kinds. Without the soft-delete column the mapper could
+/// not tell a soft-deleted row, and would copy it.
 async fn describe(sql: &Client, sync: &SyncConfig) -> Result<Table, SourceError> {
     let (schema, name) = sync.schema_and_name();
     let mut wanted: Vec<&str> = vec![sync.id_column.as_str()];
-    for column in sync.attributes.values() {
+    for column in sync.attributes.values().chain(&sync.soft_delete_column) {
         if !wanted.contains(&column.as_str()) {
             wanted.push(column);
         }
