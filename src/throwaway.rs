@@ -130,6 +130,14 @@ impl ThrowawayPostgres {
         self.run("pg_ctl", &["-D", &self.data_dir(), "-m", mode, "-w", "stop"]).map(|_| ())
     }
 
+    /// Stops the server like [`stop`](Self::stop), but gives up waiting
+    /// after `timeout_secs` (the server may then still be shutting down).
+    pub fn stop_within(&self, mode: &str, timeout_secs: u32) -> Result<(), ThrowawayError> {
+        let timeout = timeout_secs.to_string();
+        self.run("pg_ctl", &["-D", &self.data_dir(), "-m", mode, "-t", &timeout, "-w", "stop"])
+            .map(|_| ())
+    }
+
     /// Starts the stopped server again on the same port.
     pub fn restart(&self) -> Result<(), ThrowawayError> {
         self.pg_ctl_start()

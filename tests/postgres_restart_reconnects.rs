@@ -1,11 +1,12 @@
 //! Postgres restarted mid-stream (fast and immediate): the daemon reconnects
 //! with backoff and nothing is lost.
 
+use ciosync::emulator::Faults;
 use ciosync::throwaway::ThrowawayPostgres;
 use serde_json::json;
 
 use crate::support::daemon::InProcess;
-use crate::support::emulator::{self, wait_for_customers};
+use crate::support::emulator::{self, wait_for, wait_for_customers};
 use crate::support::postgres::{connect, TestDb, USERS_TABLE};
 
 // Multi-threaded: stopping Postgres blocks this thread, and the daemon must
@@ -39,5 +40,35 @@ async fn postgres_restart_mid_stream_loses_nothing() {
         );
     }
     assert!(daemon.counters.source_reconnects.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    daemon.stop().await.unwrap();
+}
+
+/// A fast shutdown terminates ordinary sessions, then waits for each
+/// walsender's client to confirm all WAL sent. While Customer.io fails the
+/// daemon confirms nothing, so it lets go of the stream when its SQL session
+/// is terminated; otherwise the shutdown (and the application's database)
+/// would wait for Customer.io. Found by the fault soak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_shutdown_is_not_held_up_while_customerio_fails() {
+    let pg = tokio::task::spawn_blocking(ThrowawayPostgres::start).await.unwrap().unwrap();
+    let db = TestDb::on(&pg, "pg_fast_stop").await;
+    db.exec(USERS_TABLE).await;
+    let emulator = emulator::start().await;
+    let daemon = InProcess::start(&db.config(&emulator.url(), ""));
+    db.wait_for_streaming().await;
+
+    emulator.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
+    db.exec("INSERT INTO users (id, email, plan) SELECT g, 'u' || g || '@x.io', 'free' FROM generate_series(1, 20) g").await;
+    // Delivered to the daemon, refused by Customer.io: unconfirmed.
+    assert!(wait_for(&emulator, |e| e.requests().iter().any(|r| r.status == 500)).await);
+
+    let stopped = tokio::task::block_in_place(|| pg.stop_within("fast", 15));
+    assert!(stopped.is_ok(), "the fast shutdown waited for the daemon: {stopped:?}");
+    tokio::task::block_in_place(|| pg.restart()).unwrap();
+    emulator.set_faults(Faults::default());
+    assert!(
+        wait_for_customers(&emulator, |c| c.len() == 20).await,
+        "the unconfirmed changes were not sent again"
+    );
     daemon.stop().await.unwrap();
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgwire_replication::{ReplicationConfig, SslMode, TlsConfig};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, PostgresConfig, Secret};
 
@@ -183,6 +184,15 @@ impl ConnectionSettings {
 
     /// Opens an ordinary SQL connection and drives it on a background task.
     pub async fn connect_sql(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        self.connect_sql_watched().await.map(|(client, _ended)| client)
+    }
+
+    /// Like [`connect_sql`](Self::connect_sql), with a token cancelled when
+    /// the connection ends (the server shutting down or restarting, the
+    /// session terminated, the network gone).
+    pub async fn connect_sql_watched(
+        &self,
+    ) -> Result<(tokio_postgres::Client, CancellationToken), tokio_postgres::Error> {
         let mut pg = tokio_postgres::Config::new();
         pg.host(&self.host)
             .port(self.port)
@@ -203,12 +213,15 @@ impl ConnectionSettings {
             &self.certified_name,
         ));
         let (client, connection) = pg.connect(tls).await?;
+        let ended = CancellationToken::new();
+        let cancel_when_ended = ended.clone().drop_guard();
         tokio::spawn(async move {
+            let _cancel_when_ended = cancel_when_ended;
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "postgres SQL connection ended");
             }
         });
-        Ok(client)
+        Ok((client, ended))
     }
 }
 

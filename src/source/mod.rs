@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
+use tokio_util::sync::CancellationToken;
 
 use crate::change::{Datum, Row, RowChange, RowOp, WalPosition};
 use crate::config::Config;
@@ -63,6 +64,11 @@ pub enum SourceError {
     /// The stream ended without being asked to.
     #[error("the replication stream ended")]
     Ended,
+    /// The SQL session beside the stream ended (Postgres shutting down,
+    /// the session terminated, the network gone); the stream is let go so
+    /// it cannot hold up a server shutdown.
+    #[error("the postgres session beside the replication stream ended (server shutting down?)")]
+    SqlSessionEnded,
     /// Something the operator must fix; the message says what.
     #[error("{0}")]
     Definite(String),
@@ -110,7 +116,7 @@ impl SourceError {
             Self::Replication(e) => {
                 !e.is_auth() && !sqlstate_of(&e.to_string()).is_some_and(is_definite_sqlstate)
             }
-            Self::Ended | Self::Protocol(_) => true,
+            Self::Ended | Self::SqlSessionEnded | Self::Protocol(_) => true,
         }
     }
 }
@@ -154,6 +160,8 @@ pub enum SourceEvent {
 pub struct Source {
     client: ReplicationClient,
     sql: tokio_postgres::Client,
+    /// Cancelled when `sql`'s connection ends.
+    sql_ended: CancellationToken,
     relations: RelationCache,
     commit_time: i64,
     /// The next change's place in its transaction.
@@ -176,7 +184,12 @@ impl Source {
         resume_from: Lsn,
         counters: Arc<Counters>,
     ) -> Result<Self, SourceError> {
-        let sql = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
+        let (sql, sql_ended) =
+            settings.connect_sql_watched().await.map_err(SourceError::sql("connect"))?;
+        // This session idles between relation lookups, and its end stops the
+        // stream (see `recv`): a server's idle_session_timeout (Postgres 14+)
+        // must not end it. Older servers refuse the setting, which is fine.
+        let _ = sql.batch_execute("SET idle_session_timeout = 0").await;
         setup::ensure(&sql, config, &counters).await?;
         let replication = settings
             .replication_config(
@@ -197,6 +210,7 @@ impl Source {
         Ok(Self {
             client,
             sql,
+            sql_ended,
             relations: RelationCache::default(),
             commit_time: 0,
             position: WalPosition::default(),
@@ -214,11 +228,23 @@ impl Source {
     /// is lost if the future is dropped, so this is what the pipeline races
     /// against its timers; [`Source::process`] then runs to completion (a
     /// Relation message being resolved must not be lost).
+    ///
+    /// Ends with [`SourceError::SqlSessionEnded`] as soon as the SQL session
+    /// beside the stream ends. A fast shutdown of Postgres terminates that
+    /// session first and then waits for every walsender's client to confirm
+    /// all WAL sent, which ciosync cannot do while Customer.io fails: holding
+    /// on to the stream would hold the server's shutdown (and the
+    /// application's database) until Customer.io recovers. Letting go loses
+    /// nothing: what was not acknowledged is sent again after reconnecting.
     pub async fn recv(&mut self) -> Result<ReplicationEvent, SourceError> {
-        match self.client.recv().await {
-            Ok(Some(event)) => Ok(event),
-            Ok(None) => Err(SourceError::Ended),
-            Err(error) => Err(SourceError::Replication(error)),
+        tokio::select! {
+            biased;
+            () = self.sql_ended.cancelled() => Err(SourceError::SqlSessionEnded),
+            received = self.client.recv() => match received {
+                Ok(Some(event)) => Ok(event),
+                Ok(None) => Err(SourceError::Ended),
+                Err(error) => Err(SourceError::Replication(error)),
+            },
         }
     }
 
