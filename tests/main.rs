@@ -33,6 +33,7 @@ mod emulator_fails_chosen_batch_items;
 mod emulator_sends_signed_webhooks;
 mod emulator_webhooks_match_the_openapi_spec;
 mod events_from_tables_arrive_once;
+mod fault_soak;
 mod heartbeats_advance_a_quiet_slot;
 mod id_change_merges_the_old_customer;
 mod identify_on_insert;

@@ -152,6 +152,13 @@ impl Emulator {
         self.view(|v| v.webhooks())
     }
 
+    /// Empties the request log and returns what it held, oldest first: for
+    /// a long run, which reads the log as it goes (it keeps only the newest
+    /// 10,000 requests).
+    pub fn take_requests(&self) -> Vec<RecordedRequest> {
+        self.shared.update(|inner| inner.take_requests())
+    }
+
     /// Empties the request log.
     pub fn clear_requests(&self) {
         self.shared.update(|inner| inner.clear_requests());

@@ -272,6 +272,12 @@ impl World {
         self.duplicate_events
     }
 
+    /// The dedupe ids of every event accepted so far, including events of
+    /// people deleted since (their ids stay seen, as in Customer.io).
+    pub fn seen_event_ids(&self) -> &HashSet<String> {
+        &self.seen_event_ids
+    }
+
     fn find(&self, identifier: &Identifier) -> Option<String> {
         match identifier {
             Identifier::CioId(cio) => self.people.contains_key(cio).then(|| cio.clone()),

@@ -64,6 +64,12 @@ impl Inner {
         self.recorded_body_bytes = 0;
     }
 
+    /// Empties the request log, returning what it held, oldest first.
+    pub fn take_requests(&mut self) -> Vec<RecordedRequest> {
+        self.recorded_body_bytes = 0;
+        self.requests.drain(..).collect()
+    }
+
     /// Appends to the request log, numbering the entry; drops the oldest
     /// entries past the count and byte limits.
     pub fn record(&mut self, mut request: RecordedRequest) {

@@ -9,6 +9,7 @@ pub mod dead_letters;
 pub mod emulator;
 pub mod endpoint;
 pub mod postgres;
+pub mod proxy;
 pub mod spec;
 pub mod tls;
 pub mod webhook_receiver;

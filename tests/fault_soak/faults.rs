@@ -1,0 +1,281 @@
+//! The faults: `kill -9` of the daemon (restarted after a short pause, as
+//! systemd would), Postgres restarted fast or immediate, and stretches of
+//! Customer.io answering 5xx, 429, slowly, or not at all (connection
+//! refused), each at a random moment.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::time::Duration;
+
+use ciosync::emulator::{Emulator, Faults};
+use ciosync::throwaway::ThrowawayPostgres;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::support::daemon::{signal, spawn_binary};
+use crate::support::proxy::RefusingProxy;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    /// `kill -9` of the daemon, restarted 0–1 s later.
+    Kill9,
+    /// `pg_ctl stop -m fast`, then start.
+    PostgresRestartFast,
+    /// `pg_ctl stop -m immediate` (a crash; recovery on start), then start.
+    PostgresRestartImmediate,
+    /// Customer.io answers 500 to most requests, or applies the next few
+    /// and answers 500 anyway (the reply lost).
+    CustomerioErrors,
+    /// Customer.io answers 429, with or without Retry-After.
+    CustomerioRateLimited,
+    /// Customer.io answers after 0.5–3 s (past the 2 s request timeout for
+    /// some).
+    CustomerioSlow,
+    /// Nothing listens at Customer.io's address; open connections are cut.
+    CustomerioRefused,
+}
+
+impl Fault {
+    fn is_stretch(self) -> bool {
+        !matches!(self, Self::Kill9 | Self::PostgresRestartFast | Self::PostgresRestartImmediate)
+    }
+}
+
+/// Faults every run injects at least (in a random order), whatever its
+/// duration: the "kill -9 at ≥ 20 random points" and each other
+/// kind twice.
+const MANDATORY: [(Fault, usize); 7] = [
+    (Fault::Kill9, 20),
+    (Fault::PostgresRestartFast, 2),
+    (Fault::PostgresRestartImmediate, 2),
+    (Fault::CustomerioErrors, 2),
+    (Fault::CustomerioRateLimited, 2),
+    (Fault::CustomerioSlow, 2),
+    (Fault::CustomerioRefused, 2),
+];
+
+/// Weights of the faults drawn once the mandatory ones are done.
+const LATER: [(Fault, u32); 7] = [
+    (Fault::Kill9, 40),
+    (Fault::PostgresRestartFast, 8),
+    (Fault::PostgresRestartImmediate, 8),
+    (Fault::CustomerioErrors, 11),
+    (Fault::CustomerioRateLimited, 11),
+    (Fault::CustomerioSlow, 11),
+    (Fault::CustomerioRefused, 11),
+];
+
+/// The daemon as a child process, restarted after each kill.
+pub struct Daemon {
+    config: PathBuf,
+    logs: PathBuf,
+    child: Option<Child>,
+    /// Processes started so far (the current one's log is `<starts>.log`).
+    pub starts: u32,
+    /// Exits nobody asked for, with the log that holds the reason.
+    pub unexpected_exits: Vec<(ExitStatus, PathBuf)>,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, logs: &Path) -> Self {
+        let mut daemon = Self {
+            config: config.to_owned(),
+            logs: logs.to_owned(),
+            child: None,
+            starts: 0,
+            unexpected_exits: Vec::new(),
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = self.logs.join(format!("{}.log", self.starts));
+        self.child = Some(spawn_binary(&self.config, &log));
+    }
+
+    fn log(&self) -> PathBuf {
+        self.logs.join(format!("{}.log", self.starts))
+    }
+
+    /// Restarts it if it exited by itself, recording that.
+    pub fn ensure_running(&mut self) {
+        let child = self.child.as_mut().expect("a daemon process");
+        if let Some(status) = child.try_wait().expect("poll the daemon") {
+            self.unexpected_exits.push((status, self.log()));
+            self.spawn();
+        }
+    }
+
+    fn kill9(&mut self) {
+        self.ensure_running();
+        let mut child = self.child.take().expect("a daemon process");
+        signal(&child, "KILL");
+        child.wait().expect("reap the daemon");
+    }
+
+    /// SIGTERM, and its exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("a daemon process");
+        signal(&child, "TERM");
+        child.wait().expect("reap the daemon")
+    }
+
+    /// Every log file so far.
+    pub fn logs(&self) -> Vec<PathBuf> {
+        (1..=self.starts).map(|n| self.logs.join(format!("{n}.log"))).collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What the injector needs to reach.
+pub struct Targets<'a> {
+    pub daemon: &'a mut Daemon,
+    pub postgres: &'a ThrowawayPostgres,
+    pub emulator: &'a Emulator,
+    pub proxy: &'a RefusingProxy,
+}
+
+/// What the injector did.
+#[derive(Debug, Default)]
+pub struct Injected {
+    /// Faults by kind.
+    pub faults: BTreeMap<Fault, u32>,
+    /// Fast shutdowns still waiting after [`FAST_STOP_WAIT_SECS`], then
+    /// stopped immediate.
+    pub fast_stops_escalated: u32,
+}
+
+/// Injects faults at random moments until `duration` has passed and every
+/// mandatory fault was injected. Every fault has ended when it returns, and
+/// the daemon runs.
+pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) -> Injected {
+    let deadline = Instant::now() + duration;
+    let mut mandatory: Vec<Fault> =
+        MANDATORY.iter().flat_map(|&(fault, n)| std::iter::repeat_n(fault, n)).collect();
+    mandatory.shuffle(rng);
+    let mut report = Injected::default();
+    let mut stretch_ends: Option<Instant> = None;
+    while Instant::now() < deadline || !mandatory.is_empty() {
+        let next =
+            Instant::now() + rng.random_range(Duration::from_millis(300)..Duration::from_secs(3));
+        if let Some(ends) = stretch_ends.filter(|ends| *ends <= next) {
+            tokio::time::sleep_until(ends).await;
+            end_stretch(&targets).await;
+            stretch_ends = None;
+        }
+        tokio::time::sleep_until(next).await;
+        targets.daemon.ensure_running();
+
+        let fault = mandatory.pop().unwrap_or_else(|| draw(rng));
+        if fault.is_stretch() && stretch_ends.take().is_some() {
+            // One stretch at a time: the new one replaces the old.
+            end_stretch(&targets).await;
+        }
+        match fault {
+            Fault::Kill9 => {
+                targets.daemon.kill9();
+                tokio::time::sleep(rng.random_range(Duration::ZERO..Duration::from_secs(1))).await;
+                targets.daemon.spawn();
+            }
+            Fault::PostgresRestartFast => {
+                if restart_postgres(targets.postgres, "fast") {
+                    report.fast_stops_escalated += 1;
+                }
+            }
+            Fault::PostgresRestartImmediate => {
+                restart_postgres(targets.postgres, "immediate");
+            }
+            Fault::CustomerioErrors => {
+                targets.emulator.set_faults(if rng.random_bool(0.5) {
+                    Faults { error_rate: rng.random_range(0.5..=1.0), ..Faults::default() }
+                } else {
+                    Faults {
+                        fail_next: rng.random_range(1..=8),
+                        fail_after_apply: true,
+                        ..Faults::default()
+                    }
+                });
+            }
+            Fault::CustomerioRateLimited => {
+                targets.emulator.set_faults(Faults {
+                    rate_limit_rate: rng.random_range(0.5..=1.0),
+                    retry_after_secs: rng.random_bool(0.5).then_some(1),
+                    ..Faults::default()
+                });
+            }
+            Fault::CustomerioSlow => {
+                targets.emulator.set_faults(Faults {
+                    latency_ms: rng.random_range(500..=3000),
+                    ..Faults::default()
+                });
+            }
+            Fault::CustomerioRefused => targets.proxy.refuse().await,
+        }
+        if fault.is_stretch() {
+            stretch_ends = Some(
+                Instant::now() + rng.random_range(Duration::from_secs(1)..Duration::from_secs(5)),
+            );
+        }
+        *report.faults.entry(fault).or_default() += 1;
+    }
+    if let Some(ends) = stretch_ends {
+        tokio::time::sleep_until(ends).await;
+        end_stretch(&targets).await;
+    }
+    targets.daemon.ensure_running();
+    report
+}
+
+fn draw(rng: &mut StdRng) -> Fault {
+    let total: u32 = LATER.iter().map(|(_, w)| w).sum();
+    let mut roll = rng.random_range(0..total);
+    for (fault, weight) in LATER {
+        if roll < weight {
+            return fault;
+        }
+        roll -= weight;
+    }
+    unreachable!("the roll is below the total weight")
+}
+
+async fn end_stretch(targets: &Targets<'_>) {
+    targets.emulator.set_faults(Faults::default());
+    targets.proxy.accept().await;
+}
+
+/// Stops Postgres with `mode` and starts it again. Blocks this worker
+/// thread (the runtime is multi-threaded, so the writer and the emulator
+/// keep running meanwhile).
+///
+/// A fast shutdown waits for every walsender to see its client confirm all
+/// WAL sent; a daemon that cannot deliver (Customer.io failing) confirms
+/// nothing, so after [`FAST_STOP_WAIT_SECS`] this gives up and stops
+/// immediate, as an operator would. Returns whether that happened.
+fn restart_postgres(postgres: &ThrowawayPostgres, mode: &str) -> bool {
+    tokio::task::block_in_place(|| {
+        let mut escalated = false;
+        if postgres.stop_within(mode, FAST_STOP_WAIT_SECS).is_err() {
+            assert_eq!(mode, "fast", "pg_ctl stop -m immediate failed");
+            postgres.stop("immediate").expect("pg_ctl stop -m immediate");
+            escalated = true;
+        }
+        postgres.restart().expect("pg_ctl start");
+        escalated
+    })
+}
+
+/// How long a fast shutdown may wait for the walsender.
+pub const FAST_STOP_WAIT_SECS: u32 = 20;

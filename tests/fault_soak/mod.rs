@@ -1,0 +1,355 @@
+//! The fault soak: an application writes a mixed workload (inserts, updates
+//! of synced and unsynced columns, deletes, soft deletes and restores, rows
+//! leaving and entering the filter, id changes, event rows) while the
+//! daemon is killed with SIGKILL at 20+ random moments, Postgres is
+//! restarted fast and immediate, and Customer.io answers 5xx, 429, slowly
+//! or not at all for stretches. Afterwards every customer in Customer.io
+//! (the emulator) equals its row, or is absent when the row is deleted,
+//! soft-deleted or filtered out; every event row produced exactly one
+//! event; the slot is acknowledged to the end; nothing was dead-lettered.
+//!
+//! In CI it runs about a minute. `scripts/soak.sh` runs it longer:
+//! `CIOSYNC_SOAK_SECS` sets the duration and `CIOSYNC_SOAK_SEED` the random
+//! seed (printed with the summary, to replay the same schedule of faults
+//! and writes; the timing still differs).
+
+mod faults;
+mod verify;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use ciosync::throwaway::ThrowawayPostgres;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::daemon::config_file;
+use crate::support::emulator;
+use crate::support::postgres::{connect, TestDb, USERS_TABLE};
+use crate::support::proxy::RefusingProxy;
+use faults::{Daemon, Injected, Targets, FAST_STOP_WAIT_SECS};
+use verify::Calls;
+
+/// Seconds of faults and writes in CI.
+const CI_SECS: u64 = 60;
+/// How long the daemon may take to converge after the last fault.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(300);
+
+const SOAK_CONFIG: &str = r#"
+score = "score"
+
+[[events]]
+table = "public.soak_events"
+customer_id_column = "user_id"
+name_column = "kind"
+data_column = "payload"
+timestamp_column = "created_at"
+
+[delete_guard]
+# The soak deletes far more than the default 1000 an hour; the breaker has
+# its own tests.
+max_deletes = 0
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_workload_under_faults_converges() {
+    let secs = env_u64("CIOSYNC_SOAK_SECS").unwrap_or(CI_SECS);
+    let seed = env_u64("CIOSYNC_SOAK_SEED").unwrap_or_else(rand::random);
+    let mut rng = StdRng::seed_from_u64(seed);
+
+    // A cluster of its own: the soak restarts it.
+    let postgres = tokio::task::spawn_blocking(ThrowawayPostgres::start).await.unwrap().unwrap();
+    let db = TestDb::on(&postgres, "soak").await;
+    db.exec(USERS_TABLE).await;
+    db.exec(workload::SCHEMA).await;
+    let first_id = workload::populate(&db.client, 300).await;
+
+    let emulator = emulator::start().await;
+    let proxy = RefusingProxy::start(emulator.addr()).await;
+    let config = db
+        .config(&proxy.url(), SOAK_CONFIG)
+        .replace(
+            "id_column = \"id\"\n",
+            &format!(
+                "id_column = \"id\"\nfilter = \"plan <> '{}'\"\nsoft_delete_column = \"deleted_at\"\n",
+                workload::FILTERED_PLAN
+            ),
+        )
+        .replace("linger_ms = 0", "linger_ms = 20\nrequest_timeout_secs = 2")
+        .replace("status_interval_ms = 200", "status_interval_ms = 200\nheartbeat_interval_secs = 2");
+    let config = config_file(&config);
+    let logs = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(config.path(), logs.path());
+
+    // Transactions committed before the slot exists are the initial copy's
+    // (which copies users, not events): write only once it does.
+    wait_for_slot(&db).await;
+
+    let started = Instant::now();
+    let stop_writing = CancellationToken::new();
+    let writer = tokio::spawn(workload::run(
+        db.url.clone(),
+        seed,
+        first_id,
+        Duration::from_millis(20),
+        stop_writing.clone(),
+    ));
+    // The emulator keeps only its newest requests: read them as they come.
+    let mut calls = Calls::default();
+    let injected = {
+        let targets = Targets {
+            daemon: &mut daemon,
+            postgres: &postgres,
+            emulator: &emulator,
+            proxy: &proxy,
+        };
+        let injecting = faults::inject(targets, &mut rng, Duration::from_secs(secs));
+        tokio::pin!(injecting);
+        loop {
+            tokio::select! {
+                injected = &mut injecting => break injected,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => calls.collect(&emulator),
+            }
+        }
+    };
+    stop_writing.cancel();
+    let written = writer.await.expect("the writer does not panic");
+    let last_fault = Instant::now();
+    let faulted_for = last_fault - started;
+
+    // The database's final state, and the WAL position after the last write.
+    let client = connect(&db.url).await;
+    let expected = verify::expected_customers(&client).await;
+    let event_rows = verify::event_rows(&client).await;
+    let end_lsn = current_lsn(&client).await;
+
+    let mut converged = None;
+    while last_fault.elapsed() < CONVERGE_WITHIN {
+        calls.collect(&emulator);
+        daemon.ensure_running();
+        let customers_match = verify::actual_customers(&emulator) == expected;
+        let events_arrived =
+            emulator.view(|v| v.world().seen_event_ids().len()) == event_rows.len();
+        if customers_match && events_arrived && confirmed_flush(&client, &db.name).await >= end_lsn
+        {
+            converged = Some(last_fault.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped = daemon.terminate();
+    calls.collect(&emulator);
+
+    // Everything below is checked even when it did not converge, so a
+    // failure names every difference at once.
+    let mut problems = Vec::new();
+    if converged.is_none() {
+        problems
+            .push(format!("not converged {} s after the last fault", CONVERGE_WITHIN.as_secs()));
+    }
+    problems.extend(verify::customer_differences(&expected, &verify::actual_customers(&emulator)));
+    let accepted = emulator.view(|v| v.world().seen_event_ids().iter().cloned().collect());
+    problems.extend(verify::event_differences(&event_rows, &calls, &accepted));
+    if !stopped.success() {
+        problems.push(format!("SIGTERM ended the daemon with {stopped}"));
+    }
+    let pending = pending_in_slot(&client, &db.name).await;
+    if pending != 0 {
+        problems.push(format!("{pending} changes left unacknowledged in the slot"));
+    }
+    for table in ["ciosync.dead_letters", "ciosync.held_deletes"] {
+        let count = count(&client, table).await;
+        if count != 0 {
+            problems.push(format!("{count} rows in {table}"));
+        }
+    }
+    for (status, log) in &daemon.unexpected_exits {
+        problems.push(format!("the daemon exited by itself ({status}); see {}", log.display()));
+    }
+    for log in daemon.logs() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("panicked") {
+            problems.push(format!("a panic in {}", log.display()));
+        }
+    }
+
+    let failures = emulator.view(|v| {
+        let mut by_reason = BTreeMap::<String, u64>::new();
+        for failure in v.failures() {
+            *by_reason.entry(format!("{}: {}", failure.operation, failure.reason)).or_default() +=
+                1;
+        }
+        by_reason
+    });
+    let duplicate_events = emulator.view(|v| v.world().duplicate_events());
+    let summary = Summary {
+        seed,
+        faulted_for,
+        injected: &injected,
+        restarts: daemon.starts,
+        written: &written,
+        users: expected.len(),
+        event_rows: event_rows.len(),
+        calls: &calls,
+        duplicate_events,
+        failures: &failures,
+        converged,
+    };
+    println!("{summary}");
+    if !problems.is_empty() {
+        // Keep the logs for a look.
+        let kept = logs.keep();
+        panic!(
+            "the soak found {} problem(s) (logs kept in {}):\n  {}\n{summary}",
+            problems.len(),
+            kept.display(),
+            problems.join("\n  ")
+        );
+    }
+}
+
+/// Waits until the daemon's slot exists and is consistent (it has a
+/// confirmed position); the initial copy may still be running.
+async fn wait_for_slot(db: &TestDb) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while confirmed_flush(&db.client, &db.name).await == 0 {
+        assert!(Instant::now() < deadline, "the daemon never created its slot");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(value.parse().unwrap_or_else(|_| panic!("{name} must be a whole number, got {value:?}")))
+}
+
+async fn current_lsn(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint", &[])
+        .await
+        .expect("read the WAL position")
+        .get(0)
+}
+
+async fn confirmed_flush(client: &tokio_postgres::Client, slot: &str) -> i64 {
+    client
+        .query_opt(
+            "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .expect("read the slot")
+        .and_then(|row| row.get::<_, Option<i64>>(0))
+        .unwrap_or(0)
+}
+
+/// Changes the stopped daemon would receive again: zero when it
+/// acknowledged everything.
+async fn pending_in_slot(client: &tokio_postgres::Client, slot: &str) -> i64 {
+    // The walsender may outlive the daemon by a moment.
+    for _ in 0..100 {
+        let active: bool = client
+            .query_one("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .await
+            .expect("read the slot")
+            .get(0);
+        if !active {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
+             'proto_version', '1', 'publication_names', $2)",
+            &[&slot, &slot],
+        )
+        .await
+        .expect("peek the slot")
+        .get(0)
+}
+
+async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
+    client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.expect("count").get(0)
+}
+
+struct Summary<'a> {
+    seed: u64,
+    faulted_for: Duration,
+    injected: &'a Injected,
+    restarts: u32,
+    written: &'a workload::Written,
+    users: usize,
+    event_rows: usize,
+    calls: &'a Calls,
+    duplicate_events: usize,
+    failures: &'a BTreeMap<String, u64>,
+    converged: Option<Duration>,
+}
+
+impl std::fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = String::new();
+        let _ = writeln!(out, "fault soak summary (seed {})", self.seed);
+        let _ = writeln!(out, "  faults and writes for {:.0} s", self.faulted_for.as_secs_f64());
+        let total: u32 = self.injected.faults.values().sum();
+        let _ = writeln!(out, "  faults injected: {total}");
+        for (fault, n) in &self.injected.faults {
+            let _ = writeln!(out, "    {fault:?}: {n}");
+        }
+        let _ = writeln!(
+            out,
+            "  fast shutdowns that waited {FAST_STOP_WAIT_SECS} s for the walsender, then went immediate: {}",
+            self.injected.fast_stops_escalated
+        );
+        let _ = writeln!(out, "  daemon processes started: {}", self.restarts);
+        let w = self.written;
+        let _ = writeln!(
+            out,
+            "  transactions committed: {} (failed or cut by a restart: {}; writer reconnects: {})",
+            w.committed, w.failed, w.reconnects
+        );
+        let statements: u64 = w.statements.values().sum();
+        let _ = writeln!(out, "  statements committed: {statements}");
+        for (kind, n) in &w.statements {
+            let _ = writeln!(out, "    {kind}: {n}");
+        }
+        let _ = writeln!(
+            out,
+            "  at the end: {} synced customers, {} event rows",
+            self.users, self.event_rows
+        );
+        let _ = writeln!(out, "  Track API calls made: {}", self.calls.requests());
+        for (status, n) in &self.calls.by_status {
+            let _ = writeln!(out, "    HTTP {status}: {n}");
+        }
+        let _ = writeln!(out, "  batch items sent (repeats included):");
+        for (action, n) in &self.calls.items {
+            let _ = writeln!(out, "    {action}: {n}");
+        }
+        let _ = writeln!(
+            out,
+            "  duplicates absorbed: {} events dropped by id, {} person items applied again",
+            self.duplicate_events, self.calls.repeated_items
+        );
+        let failures: u64 = self.failures.values().sum();
+        let _ = writeln!(out, "  calls Customer.io accepted but did not apply: {failures}");
+        for (reason, n) in self.failures {
+            let _ = writeln!(out, "    {reason}: {n}");
+        }
+        match self.converged {
+            Some(took) => {
+                let _ =
+                    writeln!(out, "  converged {:.1} s after the last fault", took.as_secs_f64());
+            }
+            None => {
+                let _ = writeln!(out, "  did NOT converge");
+            }
+        }
+        f.write_str(&out)
+    }
+}

@@ -1,0 +1,181 @@
+//! After the faults: what Customer.io (the emulator) should hold, read from
+//! the tables, and the checks that compare the two.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::{Hash, Hasher};
+
+use ciosync::emulator::Emulator;
+use serde_json::{json, Map, Value};
+use tokio_postgres::Client;
+
+use super::workload::FILTERED_PLAN;
+
+/// Each synced customer's attributes as Customer.io should hold them
+/// (NULLs absent), by id.
+pub type Customers = BTreeMap<String, Map<String, Value>>;
+
+/// The customers the rows call for: every row not soft-deleted and inside
+/// the filter, with its mapped attributes.
+pub async fn expected_customers(client: &Client) -> Customers {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT id::text, email, first_name, plan, score FROM users \
+                 WHERE deleted_at IS NULL AND (plan <> '{FILTERED_PLAN}') IS TRUE"
+            ),
+            &[],
+        )
+        .await
+        .expect("read users");
+    rows.iter()
+        .map(|row| {
+            let id: String = row.get(0);
+            let mut attributes = Map::new();
+            attributes.insert("id".into(), json!(id));
+            for (name, value) in [
+                ("email", row.get::<_, Option<String>>(1).map(Value::from)),
+                ("first_name", row.get::<_, Option<String>>(2).map(Value::from)),
+                ("plan", row.get::<_, Option<String>>(3).map(Value::from)),
+                ("score", row.get::<_, Option<i32>>(4).map(Value::from)),
+            ] {
+                if let Some(value) = value {
+                    attributes.insert(name.into(), value);
+                }
+            }
+            (id, attributes)
+        })
+        .collect()
+}
+
+/// The emulator's customers with NULL attributes left out (the emulator
+/// removes them anyway; this only guards against the setting changing).
+pub fn actual_customers(emulator: &Emulator) -> Customers {
+    emulator
+        .customers()
+        .into_iter()
+        .map(|(id, attributes)| {
+            (id, attributes.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        })
+        .collect()
+}
+
+/// How `actual` differs from `expected`, by id and attribute name only (no
+/// values: the report goes to the test output). Empty when equal.
+pub fn customer_differences(expected: &Customers, actual: &Customers) -> Vec<String> {
+    let mut differences = Vec::new();
+    for (id, want) in expected {
+        match actual.get(id) {
+            None => differences.push(format!("customer {id} is missing")),
+            Some(have) if have != want => {
+                let names: BTreeSet<&String> = want.keys().chain(have.keys()).collect();
+                let differing: Vec<&str> = names
+                    .into_iter()
+                    .filter(|name| want.get(*name) != have.get(*name))
+                    .map(String::as_str)
+                    .collect();
+                differences.push(format!("customer {id} differs in {differing:?}"));
+            }
+            Some(_) => {}
+        }
+    }
+    for id in actual.keys().filter(|id| !expected.contains_key(*id)) {
+        differences.push(format!("customer {id} should not exist"));
+    }
+    differences
+}
+
+/// The soak_events rows: row id → customer id.
+pub async fn event_rows(client: &Client) -> BTreeMap<i64, i64> {
+    client
+        .query("SELECT id, user_id FROM soak_events", &[])
+        .await
+        .expect("read soak_events")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// What the emulator received, read from its request log as the run goes
+/// (the log keeps only the newest 10,000 requests).
+#[derive(Debug, Default)]
+pub struct Calls {
+    /// Track API requests by answer status.
+    pub by_status: BTreeMap<u16, u64>,
+    /// Batch items by action, repeats included.
+    pub items: BTreeMap<String, u64>,
+    /// Event row id → the distinct event ids (ULIDs) it was sent with,
+    /// whatever the answer (a 500 "after apply" was applied).
+    pub event_ids_by_row: BTreeMap<i64, BTreeSet<String>>,
+    /// Person items (other than events) answered 200 or 207 that had been
+    /// answered so before: replays that Customer.io absorbed.
+    pub repeated_items: u64,
+    seen_items: HashSet<u64>,
+}
+
+impl Calls {
+    /// Takes the requests logged since the last call.
+    pub fn collect(&mut self, emulator: &Emulator) {
+        for request in emulator.take_requests() {
+            *self.by_status.entry(request.status).or_default() += 1;
+            if request.path != "/api/v2/batch" {
+                continue;
+            }
+            let Some(items) = request.body.as_ref().and_then(|b| b["batch"].as_array()) else {
+                continue;
+            };
+            let applied = matches!(request.status, 200 | 207);
+            for item in items {
+                let action = item["action"].as_str().unwrap_or("?").to_owned();
+                if action == "event" {
+                    let row =
+                        item["attributes"]["row"].as_i64().expect("the event carries its row");
+                    let id = item["id"].as_str().expect("every event has an id").to_owned();
+                    self.event_ids_by_row.entry(row).or_default().insert(id);
+                } else if applied {
+                    let mut hasher = DefaultHasher::new();
+                    item.to_string().hash(&mut hasher);
+                    if !self.seen_items.insert(hasher.finish()) {
+                        self.repeated_items += 1;
+                    }
+                }
+                *self.items.entry(action).or_default() += 1;
+            }
+        }
+    }
+
+    /// Requests in all.
+    pub fn requests(&self) -> u64 {
+        self.by_status.values().sum()
+    }
+}
+
+/// How the events Customer.io holds differ from "one per row": empty when
+/// every row was sent with one stable id, that id was accepted, and no event
+/// came from a row that is not in the table (a rolled-back transaction).
+pub fn event_differences(
+    rows: &BTreeMap<i64, i64>,
+    sent: &Calls,
+    accepted: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut differences = Vec::new();
+    for row in rows.keys() {
+        match sent.event_ids_by_row.get(row) {
+            None => differences.push(format!("event row {row} was never sent")),
+            Some(ids) if ids.len() > 1 => differences
+                .push(format!("event row {row} was sent with {} different ids", ids.len())),
+            Some(ids) if !ids.iter().all(|id| accepted.contains(id)) => {
+                differences.push(format!("event row {row} was never accepted"))
+            }
+            Some(_) => {}
+        }
+    }
+    for row in sent.event_ids_by_row.keys().filter(|row| !rows.contains_key(*row)) {
+        differences.push(format!("an event was sent for row {row}, which was never committed"));
+    }
+    let expected: usize = rows.len();
+    if accepted.len() != expected {
+        differences.push(format!("{} events accepted for {expected} rows", accepted.len()));
+    }
+    differences
+}
