@@ -223,6 +223,7 @@ async fn run_until_stopped(
             }
             Err(error) => return Err(RunError::Source(error)),
         };
+        let session_ended = source.session_ended();
         let mut session = Session {
             source: &mut source,
             sink: &mut sink,
@@ -234,6 +235,7 @@ async fn run_until_stopped(
             counters: &counters,
             in_transaction: false,
             unacked: UnackedCommits::default(),
+            session_ended,
         };
         let outcome = session.run(&shutdown, shutdown_timeout).await;
         match outcome {
@@ -293,6 +295,10 @@ async fn retry_later(
     }
 }
 
+fn session_ended() -> SessionError {
+    SessionError::Source(SourceError::SqlSessionEnded)
+}
+
 #[derive(Debug)]
 enum SessionError {
     Source(SourceError),
@@ -316,6 +322,10 @@ struct Session<'a> {
     in_transaction: bool,
     /// Commit times of what is not acknowledged yet, for the lag in seconds.
     unacked: UnackedCommits,
+    /// Cancelled when the SQL session beside the stream ends: every wait of
+    /// the session gives up then, so the stream is let go even while
+    /// nothing is read from it (see `Source::recv`).
+    session_ended: CancellationToken,
 }
 
 impl Session<'_> {
@@ -335,6 +345,8 @@ impl Session<'_> {
             let raw = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return self.drain(shutdown_timeout).await,
+                // Also while backpressure keeps `recv` from being polled.
+                _ = self.session_ended.cancelled() => return Err(session_ended()),
                 finished = self.sink.completion(), if in_flight => {
                     self.sink.complete(finished).map_err(SessionError::Sink)?;
                     self.ack_completed();
@@ -393,6 +405,7 @@ impl Session<'_> {
                     let routed = tokio::select! {
                         routed = self.breaker.route(op, guarded, change.position.commit_lsn) => Some(routed),
                         _ = shutdown.cancelled() => None,
+                        _ = self.session_ended.cancelled() => return Err(session_ended()),
                     };
                     let Some(routed) = routed else {
                         self.drain(shutdown_timeout).await?;
@@ -417,6 +430,7 @@ impl Session<'_> {
                 let stored = tokio::select! {
                     stored = self.breaker.commit(end_lsn) => Some(stored),
                     _ = shutdown.cancelled() => None,
+                    _ = self.session_ended.cancelled() => return Err(session_ended()),
                 };
                 let Some(stored) = stored else {
                     self.drain(shutdown_timeout).await?;
@@ -506,7 +520,12 @@ impl Session<'_> {
         shutdown: &CancellationToken,
         shutdown_timeout: Duration,
     ) -> Result<bool, SessionError> {
-        let Some(flushed) = cancellable(self.sink.flush(), shutdown).await else {
+        let flushed = tokio::select! {
+            flushed = self.sink.flush() => Some(flushed),
+            _ = shutdown.cancelled() => None,
+            _ = self.session_ended.cancelled() => return Err(session_ended()),
+        };
+        let Some(flushed) = flushed else {
             self.drain(shutdown_timeout).await?;
             return Ok(false);
         };
@@ -562,19 +581,6 @@ impl Session<'_> {
     /// Publishes the commit time of the oldest unacknowledged transaction.
     fn report_lag(&self) {
         Counters::set(&self.counters.oldest_unacked_commit, self.unacked.oldest(), None);
-    }
-}
-
-/// Runs a sink step unless shutdown comes first (`None`). The sink keeps
-/// whatever the dropped step had not delivered, so [`Session::drain`] can
-/// try once more within the shutdown timeout.
-async fn cancellable<T>(
-    step: impl std::future::Future<Output = Result<T, SinkError>>,
-    shutdown: &CancellationToken,
-) -> Option<Result<T, SinkError>> {
-    tokio::select! {
-        result = step => Some(result),
-        _ = shutdown.cancelled() => None,
     }
 }
 

@@ -2,11 +2,13 @@
 //! with backoff and nothing is lost.
 
 use ciosync::emulator::Faults;
+use ciosync::telemetry::Counters;
 use ciosync::throwaway::ThrowawayPostgres;
 use serde_json::json;
 
 use crate::support::daemon::InProcess;
 use crate::support::emulator::{self, wait_for, wait_for_customers};
+use crate::support::eventually;
 use crate::support::postgres::{connect, TestDb, USERS_TABLE};
 
 // Multi-threaded: stopping Postgres blocks this thread, and the daemon must
@@ -46,7 +48,8 @@ async fn postgres_restart_mid_stream_loses_nothing() {
 /// A fast shutdown terminates ordinary sessions, then waits for each
 /// walsender's client to confirm all WAL sent. While Customer.io fails the
 /// daemon confirms nothing, so it lets go of the stream when its SQL session
-/// is terminated; otherwise the shutdown (and the application's database)
+/// is terminated, also while its memory budget is full and it reads nothing
+/// from the stream; otherwise the shutdown (and the application's database)
 /// would wait for Customer.io. Found by the fault soak.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_shutdown_is_not_held_up_while_customerio_fails() {
@@ -54,20 +57,31 @@ async fn a_fast_shutdown_is_not_held_up_while_customerio_fails() {
     let db = TestDb::on(&pg, "pg_fast_stop").await;
     db.exec(USERS_TABLE).await;
     let emulator = emulator::start().await;
-    let daemon = InProcess::start(&db.config(&emulator.url(), ""));
+    // The smallest memory budget, which the rows below overflow.
+    let budget = "[pipeline]\nmax_pending_bytes = 1048576\n";
+    let daemon = InProcess::start(&db.config(&emulator.url(), budget));
     db.wait_for_streaming().await;
 
     emulator.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
-    db.exec("INSERT INTO users (id, email, plan) SELECT g, 'u' || g || '@x.io', 'free' FROM generate_series(1, 20) g").await;
-    // Delivered to the daemon, refused by Customer.io: unconfirmed.
+    db.exec(
+        "INSERT INTO users (id, email, plan, bio) \
+         SELECT g, 'u' || g || '@x.io', 'free', repeat('b', 900) FROM generate_series(1, 3000) g",
+    )
+    .await;
+    // Delivered to the daemon, refused by Customer.io: unconfirmed, and
+    // the budget full (the slot holds the rest).
     assert!(wait_for(&emulator, |e| e.requests().iter().any(|r| r.status == 500)).await);
+    assert!(
+        eventually(|| Counters::get(&daemon.counters.pending_bytes) > 1_000_000).await,
+        "the memory budget never filled"
+    );
 
     let stopped = tokio::task::block_in_place(|| pg.stop_within("fast", 15));
     assert!(stopped.is_ok(), "the fast shutdown waited for the daemon: {stopped:?}");
     tokio::task::block_in_place(|| pg.restart()).unwrap();
     emulator.set_faults(Faults::default());
     assert!(
-        wait_for_customers(&emulator, |c| c.len() == 20).await,
+        wait_for_customers(&emulator, |c| c.len() == 3000).await,
         "the unconfirmed changes were not sent again"
     );
     daemon.stop().await.unwrap();

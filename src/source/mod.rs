@@ -248,6 +248,13 @@ impl Source {
         }
     }
 
+    /// A token cancelled when the SQL session beside the stream ends, for
+    /// waits other than [`recv`](Self::recv) (on Customer.io, on the
+    /// held-deletes table) that must let go of the stream too.
+    pub fn session_ended(&self) -> CancellationToken {
+        self.sql_ended.clone()
+    }
+
     /// Turns a raw event into what the pipeline sees; `None` for events that
     /// stay inside the source (Relation, Type, Origin).
     pub async fn process(

@@ -8,7 +8,7 @@
 //! soft-deleted or filtered out; every event row produced exactly one
 //! event; the slot is acknowledged to the end; nothing was dead-lettered.
 //!
-//! In CI it runs about a minute. `scripts/soak.sh` runs it longer:
+//! In CI it runs one to two minutes (a minute of faults, then convergence). `scripts/soak.sh` runs it longer:
 //! `CIOSYNC_SOAK_SECS` sets the duration and `CIOSYNC_SOAK_SEED` the random
 //! seed (printed with the summary, to replay the same schedule of faults
 //! and writes; the timing still differs).
@@ -28,9 +28,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::daemon::config_file;
-use crate::support::emulator;
 use crate::support::postgres::{connect, TestDb, USERS_TABLE};
-use crate::support::proxy::RefusingProxy;
+use crate::support::proxy::{bind_below_ephemeral, RefusingProxy};
+use crate::support::{emulator, leaks};
 use faults::{Daemon, Injected, Targets, FAST_STOP_WAIT_SECS};
 use verify::Calls;
 
@@ -48,6 +48,11 @@ customer_id_column = "user_id"
 name_column = "kind"
 data_column = "payload"
 timestamp_column = "created_at"
+
+[pipeline]
+# The smallest memory budget (MEMORY_BUDGET), so a stretch of failures
+# fills it and the daemon stops reading the slot (backpressure) at times.
+max_pending_bytes = 1048576
 
 [delete_guard]
 # The soak deletes far more than the default 1000 an hour; the breaker has
@@ -70,6 +75,8 @@ async fn mixed_workload_under_faults_converges() {
 
     let emulator = emulator::start().await;
     let proxy = RefusingProxy::start(emulator.addr()).await;
+    // One metrics port for every daemon process, read as the run goes.
+    let metrics_port = bind_below_ephemeral().await.local_addr().unwrap().port();
     let config = db
         .config(&proxy.url(), SOAK_CONFIG)
         .replace(
@@ -80,9 +87,10 @@ async fn mixed_workload_under_faults_converges() {
             ),
         )
         .replace("linger_ms = 0", "linger_ms = 20\nrequest_timeout_secs = 2")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{metrics_port}\""))
         .replace("status_interval_ms = 200", "status_interval_ms = 200\nheartbeat_interval_secs = 2");
     let config = config_file(&config);
-    let logs = tempfile::tempdir().unwrap();
+    let logs = KeptOnFailure(Some(tempfile::tempdir().unwrap()));
     let mut daemon = Daemon::start(config.path(), logs.path());
 
     // Transactions committed before the slot exists are the initial copy's
@@ -100,6 +108,7 @@ async fn mixed_workload_under_faults_converges() {
     ));
     // The emulator keeps only its newest requests: read them as they come.
     let mut calls = Calls::default();
+    let mut memory = Memory::default();
     let injected = {
         let targets = Targets {
             daemon: &mut daemon,
@@ -112,7 +121,10 @@ async fn mixed_workload_under_faults_converges() {
         loop {
             tokio::select! {
                 injected = &mut injecting => break injected,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => calls.collect(&emulator),
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    calls.collect(&emulator);
+                    memory.sample(metrics_port).await;
+                }
             }
         }
     };
@@ -130,6 +142,7 @@ async fn mixed_workload_under_faults_converges() {
     let mut converged = None;
     while last_fault.elapsed() < CONVERGE_WITHIN {
         calls.collect(&emulator);
+        memory.sample(metrics_port).await;
         daemon.ensure_running();
         let customers_match = verify::actual_customers(&emulator) == expected;
         let events_arrived =
@@ -167,6 +180,12 @@ async fn mixed_workload_under_faults_converges() {
             problems.push(format!("{count} rows in {table}"));
         }
     }
+    if injected.fast_stops_escalated > 0 {
+        problems.push(format!(
+            "{} fast shutdown(s) waited {FAST_STOP_WAIT_SECS} s for the daemon's walsender",
+            injected.fast_stops_escalated
+        ));
+    }
     for (status, log) in &daemon.unexpected_exits {
         problems.push(format!("the daemon exited by itself ({status}); see {}", log.display()));
     }
@@ -174,6 +193,9 @@ async fn mixed_workload_under_faults_converges() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if text.contains("panicked") {
             problems.push(format!("a panic in {}", log.display()));
+        }
+        if let Some(what) = leaks::leak_in(&text) {
+            problems.push(format!("{} carries {what}", log.display()));
         }
     }
 
@@ -195,20 +217,36 @@ async fn mixed_workload_under_faults_converges() {
         users: expected.len(),
         event_rows: event_rows.len(),
         calls: &calls,
+        memory: &memory,
         duplicate_events,
         failures: &failures,
         converged,
     };
     println!("{summary}");
-    if !problems.is_empty() {
-        // Keep the logs for a look.
-        let kept = logs.keep();
-        panic!(
-            "the soak found {} problem(s) (logs kept in {}):\n  {}\n{summary}",
-            problems.len(),
-            kept.display(),
-            problems.join("\n  ")
-        );
+    leaks::assert_none();
+    assert!(
+        problems.is_empty(),
+        "the soak found {} problem(s):\n  {}\n{summary}",
+        problems.len(),
+        problems.join("\n  ")
+    );
+}
+
+/// The daemon's log directory, kept (and named) when the test fails
+/// anywhere, removed otherwise.
+struct KeptOnFailure(Option<tempfile::TempDir>);
+
+impl KeptOnFailure {
+    fn path(&self) -> &std::path::Path {
+        self.0.as_ref().expect("until dropped").path()
+    }
+}
+
+impl Drop for KeptOnFailure {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take().filter(|_| std::thread::panicking()) {
+            eprintln!("the daemon's logs are kept in {}", dir.keep().display());
+        }
     }
 }
 
@@ -219,6 +257,45 @@ async fn wait_for_slot(db: &TestDb) {
     while confirmed_flush(&db.client, &db.name).await == 0 {
         assert!(Instant::now() < deadline, "the daemon never created its slot");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The daemon's `pipeline.max_pending_bytes` in the soak.
+const MEMORY_BUDGET: u64 = 1_048_576;
+
+/// The daemon's memory for waiting operations, sampled from `/metrics`.
+#[derive(Debug, Default)]
+struct Memory {
+    samples: u64,
+    /// Samples with the budget used up: the daemon was not reading the slot.
+    full: u64,
+    /// The highest `ciosync_pending_peak_bytes` of any process.
+    peak: u64,
+}
+
+impl Memory {
+    /// Reads the running daemon's gauges; nothing while it is down.
+    async fn sample(&mut self, port: u16) {
+        let url = format!("http://127.0.0.1:{port}/metrics");
+        let client = reqwest::Client::new();
+        let Ok(response) = client.get(&url).timeout(Duration::from_secs(1)).send().await else {
+            return;
+        };
+        let Ok(text) = response.text().await else { return };
+        leaks::scan("the soak daemon's /metrics", &text);
+        let gauge = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .map(|v| v as u64)
+        };
+        let (Some(pending), Some(peak)) =
+            (gauge("ciosync_pending_bytes"), gauge("ciosync_pending_peak_bytes"))
+        else {
+            return;
+        };
+        self.samples += 1;
+        self.full += u64::from(pending >= MEMORY_BUDGET);
+        self.peak = self.peak.max(peak);
     }
 }
 
@@ -286,6 +363,7 @@ struct Summary<'a> {
     users: usize,
     event_rows: usize,
     calls: &'a Calls,
+    memory: &'a Memory,
     duplicate_events: usize,
     failures: &'a BTreeMap<String, u64>,
     converged: Option<Duration>,
@@ -335,6 +413,12 @@ impl std::fmt::Display for Summary<'_> {
             out,
             "  duplicates absorbed: {} events dropped by id, {} person items applied again",
             self.duplicate_events, self.calls.repeated_items
+        );
+        let m = self.memory;
+        let _ = writeln!(
+            out,
+            "  memory budget ({} bytes): highest pending {} bytes; at the limit (reading paused) in {} of {} samples",
+            MEMORY_BUDGET, m.peak, m.full, m.samples
         );
         let failures: u64 = self.failures.values().sum();
         let _ = writeln!(out, "  calls Customer.io accepted but did not apply: {failures}");

@@ -21,7 +21,7 @@ pub async fn expected_customers(client: &Client) -> Customers {
     let rows = client
         .query(
             &format!(
-                "SELECT id::text, email, first_name, plan, score FROM users \
+                "SELECT id::text, email, first_name, plan, score, bio FROM users \
                  WHERE deleted_at IS NULL AND (plan <> '{FILTERED_PLAN}') IS TRUE"
             ),
             &[],
@@ -38,6 +38,7 @@ pub async fn expected_customers(client: &Client) -> Customers {
                 ("first_name", row.get::<_, Option<String>>(2).map(Value::from)),
                 ("plan", row.get::<_, Option<String>>(3).map(Value::from)),
                 ("score", row.get::<_, Option<i32>>(4).map(Value::from)),
+                ("about", row.get::<_, Option<String>>(5).map(Value::from)),
             ] {
                 if let Some(value) = value {
                     attributes.insert(name.into(), value);
@@ -85,14 +86,30 @@ pub fn customer_differences(expected: &Customers, actual: &Customers) -> Vec<Str
     differences
 }
 
-/// The soak_events rows: row id → customer id.
-pub async fn event_rows(client: &Client) -> BTreeMap<i64, i64> {
+/// One event as sent: its id, the customer it names, its name and data.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SentEvent {
+    pub id: String,
+    pub customer: String,
+    pub name: String,
+    /// The data as JSON text (keys sorted).
+    pub data: String,
+}
+
+/// What each soak_events row should produce: row id → (customer, name, data).
+pub type EventRows = BTreeMap<i64, (String, String, String)>;
+
+/// The soak_events rows.
+pub async fn event_rows(client: &Client) -> EventRows {
     client
-        .query("SELECT id, user_id FROM soak_events", &[])
+        .query("SELECT id, user_id::text, kind, payload FROM soak_events", &[])
         .await
         .expect("read soak_events")
         .iter()
-        .map(|row| (row.get(0), row.get(1)))
+        .map(|row| {
+            let payload: Value = row.get(3);
+            (row.get(0), (row.get(1), row.get(2), payload.to_string()))
+        })
         .collect()
 }
 
@@ -104,9 +121,9 @@ pub struct Calls {
     pub by_status: BTreeMap<u16, u64>,
     /// Batch items by action, repeats included.
     pub items: BTreeMap<String, u64>,
-    /// Event row id → the distinct event ids (ULIDs) it was sent with,
-    /// whatever the answer (a 500 "after apply" was applied).
-    pub event_ids_by_row: BTreeMap<i64, BTreeSet<String>>,
+    /// Event row id → the distinct forms it was sent in, whatever the
+    /// answer (a 500 "after apply" was applied).
+    pub events_by_row: BTreeMap<i64, BTreeSet<SentEvent>>,
     /// Person items (other than events) answered 200 or 207 that had been
     /// answered so before: replays that Customer.io absorbed.
     pub repeated_items: u64,
@@ -130,8 +147,14 @@ impl Calls {
                 if action == "event" {
                     let row =
                         item["attributes"]["row"].as_i64().expect("the event carries its row");
-                    let id = item["id"].as_str().expect("every event has an id").to_owned();
-                    self.event_ids_by_row.entry(row).or_default().insert(id);
+                    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                    let sent = SentEvent {
+                        id: text(&item["id"]),
+                        customer: text(&item["identifiers"]["id"]),
+                        name: text(&item["name"]),
+                        data: item["attributes"].to_string(),
+                    };
+                    self.events_by_row.entry(row).or_default().insert(sent);
                 } else if applied {
                     let mut hasher = DefaultHasher::new();
                     item.to_string().hash(&mut hasher);
@@ -151,31 +174,38 @@ impl Calls {
 }
 
 /// How the events Customer.io holds differ from "one per row": empty when
-/// every row was sent with one stable id, that id was accepted, and no event
-/// came from a row that is not in the table (a rolled-back transaction).
+/// every row was sent in one form only (one stable id, its customer, name
+/// and data), that id was accepted, and no event came from a row that is
+/// not in the table (a rolled-back transaction).
 pub fn event_differences(
-    rows: &BTreeMap<i64, i64>,
+    rows: &EventRows,
     sent: &Calls,
     accepted: &BTreeSet<String>,
 ) -> Vec<String> {
     let mut differences = Vec::new();
-    for row in rows.keys() {
-        match sent.event_ids_by_row.get(row) {
+    for (row, (customer, name, data)) in rows {
+        let forms = sent.events_by_row.get(row).map(|f| f.iter().collect::<Vec<_>>());
+        match forms.as_deref() {
             None => differences.push(format!("event row {row} was never sent")),
-            Some(ids) if ids.len() > 1 => differences
-                .push(format!("event row {row} was sent with {} different ids", ids.len())),
-            Some(ids) if !ids.iter().all(|id| accepted.contains(id)) => {
-                differences.push(format!("event row {row} was never accepted"))
+            Some([event]) => {
+                if (&event.customer, &event.name, &event.data) != (customer, name, data) {
+                    differences.push(format!(
+                        "event row {row} was sent to the wrong customer, name or data"
+                    ));
+                }
+                if !accepted.contains(&event.id) {
+                    differences.push(format!("event row {row} was never accepted"));
+                }
             }
-            Some(_) => {}
+            Some(forms) => differences
+                .push(format!("event row {row} was sent in {} different forms", forms.len())),
         }
     }
-    for row in sent.event_ids_by_row.keys().filter(|row| !rows.contains_key(*row)) {
+    for row in sent.events_by_row.keys().filter(|row| !rows.contains_key(*row)) {
         differences.push(format!("an event was sent for row {row}, which was never committed"));
     }
-    let expected: usize = rows.len();
-    if accepted.len() != expected {
-        differences.push(format!("{} events accepted for {expected} rows", accepted.len()));
+    if accepted.len() != rows.len() {
+        differences.push(format!("{} events accepted for {} rows", accepted.len(), rows.len()));
     }
     differences
 }

@@ -31,6 +31,9 @@ pub const SCHEMA: &str = "
 /// Rows whose plan is this leave the sync (the soak's `filter`).
 pub const FILTERED_PLAN: &str = "banned";
 const PLANS: [&str; 4] = ["free", "pro", "team", FILTERED_PLAN];
+/// Longest `bio` (synced as `about`) written: enough bytes that a stretch of
+/// failures fills the daemon's smallest memory budget (backpressure).
+const BIO_MAX: usize = 900;
 const EVENT_KINDS: [&str; 3] = ["donated", "signup_confirmed", "page_viewed"];
 
 /// The kinds of change the writer makes, with their weights.
@@ -49,7 +52,7 @@ const OPS: [(Op, u32); 9] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Op {
     Insert,
-    /// email, first_name, plan (in or out of the filter) or score.
+    /// email, first_name, plan (in or out of the filter), score or bio.
     UpdateMapped,
     /// password_hash, which is not synced: must send nothing.
     UpdateUnmapped,
@@ -102,10 +105,10 @@ impl Ids {
 pub async fn populate(client: &Client, count: i64) -> i64 {
     client
         .batch_execute(&format!(
-            "INSERT INTO users (id, email, first_name, plan, score, deleted_at) \
+            "INSERT INTO users (id, email, first_name, plan, score, bio, deleted_at) \
              SELECT g, 'i' || g || '@soak.test', 'first' || g, \
                     (ARRAY['free', 'pro', 'team', '{FILTERED_PLAN}'])[1 + g % 4], g % 100, \
-                    CASE WHEN g % 9 = 0 THEN now() END \
+                    repeat('p', 1 + g % {BIO_MAX}), CASE WHEN g % 9 = 0 THEN now() END \
              FROM generate_series(1, {count}) g"
         ))
         .await
@@ -200,20 +203,22 @@ fn statement(op: Op, ids: &mut Ids, rng: &mut StdRng) -> (Op, String) {
         ids.live.push(id);
         let plan = PLANS[rng.random_range(0..PLANS.len())];
         let sql = format!(
-            "INSERT INTO users (id, email, first_name, plan, score) \
-             VALUES ({id}, 'w{write}.{id}@soak.test', 'first{write}', '{plan}', {})",
-            rng.random_range(0..1000)
+            "INSERT INTO users (id, email, first_name, plan, score, bio) \
+             VALUES ({id}, 'w{write}.{id}@soak.test', 'first{write}', '{plan}', {}, repeat('b', {}))",
+            rng.random_range(0..1000),
+            rng.random_range(1..=BIO_MAX)
         );
         return (Op::Insert, sql);
     };
     let sql = match op {
         Op::Insert => unreachable!("handled above"),
         Op::UpdateMapped => {
-            let set = match rng.random_range(0..5) {
+            let set = match rng.random_range(0..6) {
                 0 => format!("email = 'w{write}.{id}@soak.test'"),
                 1 => format!("first_name = 'first{write}'"),
                 2 => "first_name = NULL".to_owned(),
                 3 => format!("plan = '{}'", PLANS[rng.random_range(0..PLANS.len())]),
+                4 => format!("bio = repeat('c', {})", rng.random_range(1..=BIO_MAX)),
                 _ => format!("score = {}", rng.random_range(0..1000)),
             };
             format!("UPDATE users SET {set} WHERE id = {id}")

@@ -85,14 +85,9 @@ impl InProcess {
     }
 
     fn start_inner(text: &str, with_webhooks: bool) -> Self {
-        // Logs go to the test's captured output: shown only when it fails.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "ciosync=info".into()),
-            )
-            .with_test_writer()
-            .try_init();
+        // Logs go to the test's captured output (shown only when it fails),
+        // and past the leak tripwire.
+        super::leaks::init_logging();
         let config = Config::from_toml(text, Vec::new()).expect("test config is valid");
         let shutdown = CancellationToken::new();
         let counters = Arc::new(Counters::default());
@@ -125,14 +120,18 @@ impl InProcess {
     }
 
     /// Asks it to stop and waits for the outcome.
+    /// Fails if a secret or a customer value was logged meanwhile.
     pub async fn stop(self) -> Result<Progress, RunError> {
         self.shutdown.cancel();
-        self.handle.await.expect("daemon task does not panic")
+        self.join().await
     }
 
-    /// Waits for it to stop by itself.
+    /// Waits for it to stop by itself. Fails if a secret or a customer
+    /// value was logged meanwhile.
     pub async fn join(self) -> Result<Progress, RunError> {
-        self.handle.await.expect("daemon task does not panic")
+        let outcome = self.handle.await.expect("daemon task does not panic");
+        super::leaks::assert_none();
+        outcome
     }
 }
 

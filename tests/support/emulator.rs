@@ -10,6 +10,7 @@ use super::daemon::{API_KEY, SITE_ID};
 
 /// Starts an emulator with the test credentials.
 pub async fn start() -> Emulator {
+    super::leaks::init_logging();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let config = EmulatorConfig {
         site_id: SITE_ID.to_owned(),

@@ -11,7 +11,10 @@ pub async fn get(url: &str) -> (u16, String) {
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status().as_u16();
-    (status, response.text().await.expect("a text body"))
+    let body = response.text().await.expect("a text body");
+    super::leaks::scan(&format!("the body of GET {url}"), &body);
+    super::leaks::assert_none();
+    (status, body)
 }
 
 /// `GET url`'s status, or `None` when nothing answers.

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod dead_letters;
 pub mod emulator;
 pub mod endpoint;
+pub mod leaks;
 pub mod postgres;
 pub mod proxy;
 pub mod spec;

@@ -19,9 +19,12 @@ pub struct RefusingProxy {
 }
 
 impl RefusingProxy {
-    /// Listens on a free local port and forwards to `target`.
+    /// Listens on a free local port below the ephemeral range and forwards
+    /// to `target`. Below the range, because while it refuses, its port is
+    /// free: an outgoing connection could otherwise get it as its source
+    /// port (and keep it), or a connect to it could connect to itself.
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let listener = bind_below_ephemeral().await;
         let addr = listener.local_addr().expect("proxy address");
         let serving = Mutex::new(Some(tokio::spawn(serve(listener, target))));
         Self { addr, target, serving }
@@ -46,8 +49,8 @@ impl RefusingProxy {
         if serving.is_some() {
             return;
         }
-        // The port was ours a moment ago; rebinding can briefly fail only if
-        // something else took it meanwhile (e.g. as an ephemeral source port).
+        // The port was ours a moment ago, and no ephemeral port: rebinding
+        // fails only if another program bound it on purpose meanwhile.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let listener = loop {
             match TcpListener::bind(self.addr).await {
@@ -68,6 +71,28 @@ impl Drop for RefusingProxy {
             task.abort();
         }
     }
+}
+
+/// A listener on a free local port below the kernel's ephemeral range: a
+/// port that stays free while its owner is down (no outgoing connection
+/// takes it as its source port), e.g. for a daemon restarted many times.
+pub async fn bind_below_ephemeral() -> TcpListener {
+    let below = ephemeral_low().saturating_sub(1).max(2000);
+    for _ in 0..200 {
+        let port = rand::random_range(1024..below);
+        if let Ok(bound) = TcpListener::bind(("127.0.0.1", port)).await {
+            return bound;
+        }
+    }
+    panic!("no free port below the ephemeral range");
+}
+
+/// The first port of the kernel's ephemeral range (32768 when unreadable).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
 }
 
 async fn serve(listener: TcpListener, target: SocketAddr) {
