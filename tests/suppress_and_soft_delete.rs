@@ -6,6 +6,8 @@
 use ciosync::telemetry::Counters;
 use serde_json::json;
 
+use crate::backfill_yields_to_newer_changes::wait_for_backfill;
+use crate::support::daemon::{config_file, run_binary};
 use crate::support::emulator::{wait_for, wait_for_attribute, wait_for_customers};
 use crate::support::postgres::USERS_TABLE;
 use crate::support::{eventually, Scenario};
@@ -65,24 +67,25 @@ async fn soft_delete_removes_and_undelete_identifies_in_full() {
     daemon.stop().await.unwrap();
 }
 
-// Found by the fault soak: the initial copy did not read the soft-delete
-// column, so it created every soft-deleted row's customer.
+fn with_soft_delete(config: String) -> String {
+    config.replacen(
+        "id_column = \"id\"\n",
+        "id_column = \"id\"\nsoft_delete_column = \"deleted_at\"\n",
+        1,
+    )
+}
+
+// Found by the fault soak: the initial copy (and backfills) did not read the
+// soft-delete column, so they created every soft-deleted row's customer.
 #[tokio::test]
-async fn the_initial_copy_leaves_soft_deleted_rows_out() {
+async fn the_initial_copy_and_backfills_leave_soft_deleted_rows_out() {
     let schema = format!(
         "{USERS_TABLE} ALTER TABLE users ADD COLUMN deleted_at timestamptz; \
          INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'free'); \
          INSERT INTO users (id, email, plan, deleted_at) VALUES (2, 'b@x.io', 'pro', now());"
     );
     let Scenario { db, emulator, daemon } =
-        Scenario::start_with("soft_delete_copy", &schema, |c| {
-            c.replacen(
-                "id_column = \"id\"\n",
-                "id_column = \"id\"\nsoft_delete_column = \"deleted_at\"\n",
-                1,
-            )
-        })
-        .await;
+        Scenario::start_with("soft_delete_copy", &schema, with_soft_delete).await;
     assert!(wait_for_customers(&emulator, |c| c.contains_key("1")).await);
     let counters = &daemon.counters;
     // Counted once the copy's page is flushed, a moment after it arrived.
@@ -90,6 +93,14 @@ async fn the_initial_copy_leaves_soft_deleted_rows_out() {
     assert_eq!(emulator.customer("2"), None, "a soft-deleted row was copied");
     assert_eq!(Counters::get(&counters.changes_skipped_soft_deleted), 1, "counted as soft-deleted");
     assert_eq!(Counters::get(&counters.changes_skipped_invalid_id), 0);
+
+    // A backfill (the daemon reads the same way) leaves it out too.
+    let config = config_file(&with_soft_delete(db.config(&emulator.url(), "")));
+    let out = run_binary(&["backfill"], config.path()).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(wait_for_backfill(&db, 1, "done").await, "the backfill never finished");
+    assert_eq!(emulator.customer("2"), None, "a backfill created a soft-deleted row's customer");
+    assert_eq!(Counters::get(&counters.changes_skipped_soft_deleted), 1);
 
     // Undeleted later: identified in full.
     db.exec("UPDATE users SET deleted_at = NULL WHERE id = 2").await;
