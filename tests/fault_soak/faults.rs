@@ -179,7 +179,7 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
         tokio::time::sleep_until(next).await;
         targets.daemon.ensure_running();
 
-        let fault = mandatory.pop().unwrap_or_else(|| draw(rng));
+        let fault = mandatory.pop().unwrap_or_else(|| super::weighted(rng, &LATER));
         if fault.is_stretch() && stretch_ends.take().is_some() {
             // One stretch at a time: the new one replaces the old.
             end_stretch(&targets).await;
@@ -237,18 +237,6 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
     }
     targets.daemon.ensure_running();
     report
-}
-
-fn draw(rng: &mut StdRng) -> Fault {
-    let total: u32 = LATER.iter().map(|(_, w)| w).sum();
-    let mut roll = rng.random_range(0..total);
-    for (fault, weight) in LATER {
-        if roll < weight {
-            return fault;
-        }
-        roll -= weight;
-    }
-    unreachable!("the roll is below the total weight")
 }
 
 async fn end_stretch(targets: &Targets<'_>) {

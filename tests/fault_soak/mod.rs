@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use ciosync::throwaway::ThrowawayPostgres;
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -297,6 +297,19 @@ impl Memory {
         self.full += u64::from(pending >= MEMORY_BUDGET);
         self.peak = self.peak.max(peak);
     }
+}
+
+/// One of `choices`, drawn with the chances their weights give.
+fn weighted<T: Copy>(rng: &mut StdRng, choices: &[(T, u32)]) -> T {
+    let total: u32 = choices.iter().map(|(_, weight)| weight).sum();
+    let mut roll = rng.random_range(0..total);
+    for &(choice, weight) in choices {
+        if roll < weight {
+            return choice;
+        }
+        roll -= weight;
+    }
+    unreachable!("the roll is below the total weight")
 }
 
 fn env_u64(name: &str) -> Option<u64> {

@@ -145,7 +145,8 @@ pub async fn run(
             }
             continue;
         };
-        let ops: Vec<Op> = (0..rng.random_range(1..=4)).map(|_| pick_op(&mut rng)).collect();
+        let ops: Vec<Op> =
+            (0..rng.random_range(1..=4)).map(|_| super::weighted(&mut rng, &OPS)).collect();
         let (ops, statements): (Vec<Op>, Vec<String>) =
             ops.into_iter().map(|op| statement(op, &mut ids, &mut rng)).unzip();
         let sql = format!("BEGIN; {}; COMMIT;", statements.join("; "));
@@ -178,18 +179,6 @@ async fn connect(url: &str) -> Option<Client> {
         let _ = connection.await;
     });
     Some(client)
-}
-
-fn pick_op(rng: &mut StdRng) -> Op {
-    let total: u32 = OPS.iter().map(|(_, w)| w).sum();
-    let mut roll = rng.random_range(0..total);
-    for (op, weight) in OPS {
-        if roll < weight {
-            return op;
-        }
-        roll -= weight;
-    }
-    unreachable!("the roll is below the total weight")
 }
 
 /// One statement of kind `op` (an insert when there is no row to change),
