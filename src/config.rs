@@ -1130,6 +1130,25 @@ created_at = "created_at"
         assert_eq!(config.metrics.stall_timeout_secs, DEFAULT_STALL_TIMEOUT_SECS);
     }
 
+    /// The commented-out `[webhooks]` section, uncommented, is valid and
+    /// names only known keys, with the defaults it documents.
+    #[test]
+    fn the_example_webhooks_section_parses() {
+        let text = include_str!("../config/example.toml");
+        let start = text.find("# [webhooks]").expect("the example has a [webhooks] section");
+        let end = start + text[start..].find("\n\n").expect("the section ends");
+        let section: String = text[start..end].lines().map(|l| format!("{}\n", &l[2..])).collect();
+        let text = format!("{}{section}{}", &text[..start], &text[end..]);
+        let config = Config::from_toml(&text, no_env()).unwrap();
+        let webhooks = config.webhooks.expect("the section is read");
+        assert_eq!(
+            webhooks.header_timeout_secs,
+            crate::webhooks::config::DEFAULT_HEADER_TIMEOUT_SECS
+        );
+        assert_eq!(webhooks.max_connections, crate::webhooks::config::DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(webhooks.write_back.len(), 1);
+    }
+
     #[test]
     fn unknown_keys_are_named() {
         let text = MINIMAL.replace("region = \"us\"", "region = \"us\"\nregoin = \"eu\"");

@@ -82,5 +82,6 @@ mod webhooks_answer_503_while_postgres_is_down;
 mod webhooks_from_the_emulator_survive_a_postgres_outage;
 mod webhooks_port_in_use_stops_the_daemon;
 mod webhooks_reject_bad_requests;
+mod webhooks_slow_clients_are_cut_off;
 mod webhooks_store_each_event_once;
 mod webhooks_write_back_without_echo;

@@ -17,6 +17,10 @@ pub const DEFAULT_TIMESTAMP_TOLERANCE_SECS: u64 = 300;
 /// Default largest body accepted: 1 MiB. A reporting event is a few KB; a
 /// `sent` event with "Body Content" on carries the message, still far less.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default time a client has to send a request's headers, seconds.
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Default most connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// `[webhooks]`: receive Customer.io's reporting webhooks (opened, clicked,
 /// bounced, …) and store each event once in a Postgres table. It listens on
@@ -48,6 +52,16 @@ pub struct WebhooksConfig {
     /// refused (413) before they are read whole. Default 1 MiB.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Time a client has to send a request's headers, seconds (1-300); a
+    /// connection still sending them then (or idle that long between
+    /// requests) is closed, so slow clients cannot hold connections open.
+    /// Default 10.
+    #[serde(default = "default_header_timeout_secs")]
+    pub header_timeout_secs: u64,
+    /// Most connections served at once (1-65536); further ones wait in the
+    /// listen queue until one closes. Default 256.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// Events that set a column of the synced row (`[[webhooks.write_back]]`).
     #[serde(default)]
     pub write_back: Vec<super::write_back::WriteBackConfig>,
@@ -64,6 +78,12 @@ fn default_timestamp_tolerance_secs() -> u64 {
 }
 fn default_max_body_bytes() -> usize {
     DEFAULT_MAX_BODY_BYTES
+}
+fn default_header_timeout_secs() -> u64 {
+    DEFAULT_HEADER_TIMEOUT_SECS
+}
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
 }
 
 impl WebhooksConfig {
@@ -165,6 +185,12 @@ impl WebhooksConfig {
                 "must be between 1024 and 67108864 (64 MiB)".to_owned(),
             ));
         }
+        if !(1..=300).contains(&self.header_timeout_secs) {
+            return Err(invalid("header_timeout_secs", "must be between 1 and 300".to_owned()));
+        }
+        if !(1..=65_536).contains(&self.max_connections) {
+            return Err(invalid("max_connections", "must be between 1 and 65536".to_owned()));
+        }
         Ok(())
     }
 }
@@ -187,6 +213,8 @@ mod tests {
         assert_eq!(config.schema_and_table(), ("ciosync", "message_events"));
         assert_eq!(config.timestamp_tolerance_secs, 300);
         assert_eq!(config.max_body_bytes, 1024 * 1024);
+        assert_eq!(config.header_timeout_secs, 10);
+        assert_eq!(config.max_connections, 256);
     }
 
     #[test]
@@ -207,6 +235,8 @@ mod tests {
                 "webhooks.timestamp_tolerance_secs",
             ),
             (&format!("{MINIMAL}max_body_bytes = 10"), "webhooks.max_body_bytes"),
+            (&format!("{MINIMAL}header_timeout_secs = 0"), "webhooks.header_timeout_secs"),
+            (&format!("{MINIMAL}max_connections = 0"), "webhooks.max_connections"),
         ];
         for (text, field) in cases {
             let err = parse(text).validate(metrics).unwrap_err().to_string();

@@ -24,7 +24,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::config::WebhooksConfig;
@@ -113,7 +118,74 @@ pub async fn serve(
                 "the webhook receiver cannot reach its table yet; it answers 503 until it can");
         }
     });
-    axum::serve(listener, router(receiver)).with_graceful_shutdown(stop.cancelled_owned()).await
+    let limits = Limits {
+        header_timeout: Duration::from_secs(receiver.config.header_timeout_secs),
+        max_connections: receiver.config.max_connections,
+    };
+    serve_limited(listener, router(receiver), limits, stop).await
+}
+
+/// What a client may hold of the listener.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    header_timeout: Duration,
+    max_connections: usize,
+}
+
+/// HTTP/1.1 on `listener` with [`Limits`] (axum's own `serve` has neither a
+/// header timeout nor a connection cap, and this listener faces the
+/// internet): a connection is accepted only while fewer than
+/// `max_connections` are open, and closed when it takes longer than
+/// `header_timeout` to send a request's headers. At `stop` it accepts no
+/// more and lets requests in flight finish.
+async fn serve_limited(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = stop.cancelled() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: wait a moment rather than spin.
+                    tracing::debug!(%error, "webhook listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+        // Forget connections that ended.
+        while connections.try_join_next().is_some() {}
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 async fn receive(State(receiver): State<Arc<Receiver>>, request: Request) -> Response {

@@ -1,0 +1,50 @@
+//! The webhook listener faces the internet: a client slow to send its
+//! headers is cut off after `header_timeout_secs`, and at most
+//! `max_connections` are served at once (others wait until one closes), so
+//! a few stalled connections cannot hold the receiver.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::daemon::InProcess;
+use crate::support::emulator;
+use crate::support::endpoint::{get, wait_for_status};
+use crate::support::postgres::{TestDb, USERS_TABLE};
+use crate::support::webhooks::{section, PATH};
+
+#[tokio::test]
+async fn stalled_clients_are_cut_off_and_connections_are_capped() {
+    let db = TestDb::new("webhook_limits").await;
+    db.exec(USERS_TABLE).await;
+    let emulator = emulator::start().await;
+    let limits = section("header_timeout_secs = 1\nmax_connections = 2");
+    let daemon = InProcess::start_with_webhooks(&db.config(&emulator.url(), &limits));
+    let healthz = daemon.webhook_url("/healthz");
+    assert!(wait_for_status(&healthz, 200).await);
+
+    // Two clients send half a request and stall: they hold both connections.
+    let addr = daemon.webhooks.unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!("POST {PATH} HTTP/1.1\r\nHost: ciosync\r\nContent-Type: appl");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    // A third is not served while they do…
+    let third = tokio::spawn(async move { get(&healthz).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "a third connection was served beside two stalled ones");
+
+    // …each stalled one is closed once its headers are overdue…
+    for stream in &mut stalled {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest));
+        assert!(read.await.is_ok(), "a stalled connection stayed open past the header timeout");
+    }
+    // …and then the third is answered.
+    assert_eq!(third.await.unwrap().0, 200);
+    daemon.stop().await.unwrap();
+}
