@@ -4,6 +4,7 @@
 //! other changes keep flowing. A re-insert of a held customer supersedes the
 //! hold; `deletes approve` deletes the rest, `deletes discard` keeps them,
 //! and either resets the breaker. A restart while tripped keeps holding.
+//! `max_share` limits removals to a share of the estimated rows.
 
 use std::sync::atomic::Ordering;
 
@@ -159,5 +160,35 @@ async fn a_restart_while_tripped_keeps_holding() {
     assert!(db.wait_for_confirmed(&db.name, lsn).await);
     assert!(wait_for_held(&db, |rows| rows.iter().any(|(id, s)| id == "25" && s == "held")).await);
     assert!(emulator.customer("25").is_some(), "held, not sent");
+    daemon.stop().await.unwrap();
+}
+
+/// `max_share` alone: the limit is a share of the synced tables' estimated
+/// rows (10% of 100 analysed rows: 10 per window), shown by
+/// `ciosync_delete_guard_limit`. (Until this test the estimate of an
+/// ordinary, unpartitioned table was always 0, so the limit was 1.)
+#[tokio::test]
+async fn max_share_limits_removals_to_a_share_of_the_rows() {
+    let db = TestDb::new("guard_share").await;
+    db.exec(USERS_TABLE).await;
+    db.exec("INSERT INTO users (id, email) SELECT n, 'u' || n || '@x.io' FROM generate_series(1, 100) n")
+        .await;
+    // Its own transaction: the estimate is what ANALYZE committed.
+    db.exec("ANALYZE users").await;
+    let emulator = crate::support::emulator::start().await;
+    let guard = "\n[delete_guard]\nmax_deletes = 0\nmax_share = 0.1\n";
+    let daemon = InProcess::start(&(db.config(&emulator.url(), "") + guard));
+    assert!(wait_for_customers(&emulator, |c| c.len() == 100).await);
+    let (estimated, text) = wait_for_metrics(&daemon.url("/metrics"), |t| {
+        value(t, "ciosync_delete_guard_limit") == Some(10.0)
+    })
+    .await;
+    assert!(estimated, "the share was never turned into a limit: {text}");
+
+    let lsn = db.exec_then_lsn("DELETE FROM users WHERE id <= 30").await;
+    assert!(db.wait_for_confirmed(&db.name, lsn).await, "held removals count as handled");
+    assert_eq!(held_rows(&db).await.len(), 20, "all but the first 10 are held");
+    assert!(wait_for_customers(&emulator, |c| c.len() == 90).await);
+    assert_eq!(daemon.counters.delete_guard_tripped.load(Ordering::Relaxed), 1);
     daemon.stop().await.unwrap();
 }

@@ -68,6 +68,7 @@ impl Breaker {
     pub fn new(settings: ConnectionSettings, config: &Config, counters: Arc<Counters>) -> Self {
         let guard = Guard::new(Limits::of(&config.delete_guard));
         let next_estimate = guard.uses_share().then(Instant::now);
+        Counters::set(&counters.delete_guard_limit, guard.limit().unwrap_or(0), None);
         Self {
             guard,
             store: HeldStore::new(settings, config.postgres.slot.clone()),
@@ -232,6 +233,8 @@ impl Breaker {
             match self.store.estimated_rows(&self.tables).await {
                 Ok(rows) => {
                     self.guard.set_rows(rows);
+                    let limit = self.guard.limit().unwrap_or(0);
+                    Counters::set(&self.counters.delete_guard_limit, limit, None);
                     self.next_estimate = Some(now + ESTIMATE_INTERVAL);
                 }
                 Err(error) if error.is_transient() => {

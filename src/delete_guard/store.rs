@@ -190,8 +190,10 @@ impl HeldStore {
         self.forget_on_error(result)
     }
 
-    /// Rows of `tables` (`schema.name`, partitions included) as the planner
-    /// estimates them (`pg_class.reltuples`; a table never analysed counts 0).
+    /// Rows of `tables` (`schema.name`; a partitioned table by its leaf
+    /// partitions) as the planner estimates them (`pg_class.reltuples`; a
+    /// table never analysed counts 0). `pg_partition_tree` lists nothing for
+    /// an ordinary table, hence the table itself beside it.
     pub async fn estimated_rows(&mut self, tables: &[String]) -> Result<u64, SourceError> {
         let result = async {
             let row = self
@@ -200,8 +202,12 @@ impl HeldStore {
                 .query_one(
                     "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 \
                      FROM unnest($1::text[]) AS t(name) \
-                     CROSS JOIN LATERAL pg_catalog.pg_partition_tree(to_regclass(t.name)) p \
-                     JOIN pg_catalog.pg_class c ON c.oid = p.relid",
+                     CROSS JOIN LATERAL ( \
+                         SELECT p.relid FROM pg_catalog.pg_partition_tree(to_regclass(t.name)) p \
+                         WHERE p.isleaf \
+                         UNION SELECT to_regclass(t.name) \
+                     ) AS r(relid) \
+                     JOIN pg_catalog.pg_class c ON c.oid = r.relid AND c.relkind <> 'p'",
                     &[&tables],
                 )
                 .await

@@ -270,6 +270,11 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
         get(&c.delete_guard_tripped) as f64,
     );
     out.gauge(
+        DELETE_GUARD_LIMIT,
+        "Removals the mass-delete circuit breaker lets through per window now: the stricter of max_deletes and max_share of the estimated rows; 0 while no limit is in force.",
+        get(&c.delete_guard_limit) as f64,
+    );
+    out.gauge(
         DELETES_HELD,
         "Removals waiting in ciosync.held_deletes for ciosync deletes approve or discard.",
         get(&c.deletes_held) as f64,

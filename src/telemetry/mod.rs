@@ -108,6 +108,10 @@ pub struct Counters {
     pub retained_wal_warning: AtomicU64,
     /// Gauge: 1 while the mass-delete circuit breaker holds removals.
     pub delete_guard_tripped: AtomicU64,
+    /// Gauge: removals the breaker lets through per window now, the
+    /// stricter of `max_deletes` and `max_share` of the estimated rows; 0
+    /// while no limit is in force.
+    pub delete_guard_limit: AtomicU64,
     /// Gauge: rows in state `held` in `ciosync.held_deletes` for this slot.
     pub deletes_held: AtomicU64,
     /// Removals held by the circuit breaker since start.

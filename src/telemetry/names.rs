@@ -100,6 +100,8 @@ pub const DEAD_LETTERS_STORED: &str = "ciosync_dead_letters_stored";
 
 /// Gauge: 1 while the mass-delete circuit breaker holds removals.
 pub const DELETE_GUARD_TRIPPED: &str = "ciosync_delete_guard_tripped";
+/// Gauge: removals the breaker lets through per window now (0: no limit).
+pub const DELETE_GUARD_LIMIT: &str = "ciosync_delete_guard_limit";
 /// Gauge: this slot's removals waiting in `ciosync.held_deletes`.
 pub const DELETES_HELD: &str = "ciosync_deletes_held";
 /// Counter: removals the circuit breaker held.
