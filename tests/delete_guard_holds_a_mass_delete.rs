@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering;
 
-use ciosync::emulator::Emulator;
+use ciosync::emulator::{Emulator, Faults};
 
 use crate::support::daemon::{config_file, run_binary, InProcess};
 use crate::support::dead_letters::texts;
@@ -190,5 +190,32 @@ async fn max_share_limits_removals_to_a_share_of_the_rows() {
     assert_eq!(held_rows(&db).await.len(), 20, "all but the first 10 are held");
     assert!(wait_for_customers(&emulator, |c| c.len() == 90).await);
     assert_eq!(daemon.counters.delete_guard_tripped.load(Ordering::Relaxed), 1);
+    daemon.stop().await.unwrap();
+}
+
+/// `deletes approve` while Customer.io answers only 5xx: it backs off a few
+/// times, stops with exit 1, and every removal stays held; once Customer.io
+/// is back the same command sends them.
+#[tokio::test]
+async fn approve_while_customerio_is_down_keeps_everything_held() {
+    let Scenario { db, emulator, daemon } = start("guard_approve_outage").await;
+    mass_delete(&db, &emulator, &daemon).await;
+    let config = config_file(&db.config(&emulator.url(), ""));
+
+    emulator.set_faults(Faults { fail_next: 1000, fail_status: 503, ..Faults::default() });
+    let out = run_binary(&["deletes", "approve", "--all"], config.path()).await;
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("stopped after sending 0; the rest are still held"), "{stderr}");
+    assert!(stderr.contains("HTTP 503"), "{stderr}");
+    assert!(held_rows(&db).await.iter().all(|(_, state)| state == "held"));
+    assert_eq!(customers_among_first_20(&emulator), 15, "nothing was removed");
+
+    emulator.set_faults(Faults::default());
+    let out = run_binary(&["deletes", "approve", "--all"], config.path()).await;
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout, "approved: sent 15 removals\n");
+    assert!(wait_for_customers(&emulator, |_| customers_among_first_20(&emulator) == 0).await);
     daemon.stop().await.unwrap();
 }
