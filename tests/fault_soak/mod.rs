@@ -6,9 +6,12 @@
 //! or not at all for stretches. Afterwards every customer in Customer.io
 //! (the emulator) equals its row, or is absent when the row is deleted,
 //! soft-deleted or filtered out; every event row produced exactly one
-//! event; the slot is acknowledged to the end; nothing was dead-lettered.
+//! event, and every committed change of plan one `plan_changed` event
+//! (`[[sync.events]]`, against a trigger-kept log); the slot is
+//! acknowledged to the end; nothing was dead-lettered.
 //!
-//! In CI it runs one to two minutes (a minute of faults, then convergence). `scripts/soak.sh` runs it longer:
+//! In CI it runs one to two minutes (a minute of faults, then
+//! convergence). `scripts/soak.sh` runs it longer:
 //! `CIOSYNC_SOAK_SECS` sets the duration and `CIOSYNC_SOAK_SEED` the random
 //! seed (printed with the summary, to replay the same schedule of faults
 //! and writes; the timing still differs).
@@ -41,6 +44,10 @@ const CONVERGE_WITHIN: Duration = Duration::from_secs(300);
 
 const SOAK_CONFIG: &str = r#"
 score = "score"
+
+[[sync.events]]
+name = "plan_changed"
+when_changed = "plan"
 
 [[events]]
 table = "public.soak_events"
@@ -137,6 +144,8 @@ async fn mixed_workload_under_faults_converges() {
     let client = connect(&db.url).await;
     let expected = verify::expected_customers(&client).await;
     let event_rows = verify::event_rows(&client).await;
+    let plan_changes = verify::plan_changes(&client).await;
+    let events_expected = event_rows.len() + plan_changes.values().sum::<u64>() as usize;
     let end_lsn = current_lsn(&client).await;
 
     let mut converged = None;
@@ -145,8 +154,7 @@ async fn mixed_workload_under_faults_converges() {
         memory.sample(metrics_port).await;
         daemon.ensure_running();
         let customers_match = verify::actual_customers(&emulator) == expected;
-        let events_arrived =
-            emulator.view(|v| v.world().seen_event_ids().len()) == event_rows.len();
+        let events_arrived = emulator.view(|v| v.world().seen_event_ids().len()) == events_expected;
         if customers_match && events_arrived && confirmed_flush(&client, &db.name).await >= end_lsn
         {
             converged = Some(last_fault.elapsed());
@@ -166,7 +174,7 @@ async fn mixed_workload_under_faults_converges() {
     }
     problems.extend(verify::customer_differences(&expected, &verify::actual_customers(&emulator)));
     let accepted = emulator.view(|v| v.world().seen_event_ids().iter().cloned().collect());
-    problems.extend(verify::event_differences(&event_rows, &calls, &accepted));
+    problems.extend(verify::event_differences(&event_rows, &plan_changes, &calls, &accepted));
     if !stopped.success() {
         problems.push(format!("SIGTERM ended the daemon with {stopped}"));
     }
@@ -216,6 +224,7 @@ async fn mixed_workload_under_faults_converges() {
         written: &written,
         users: expected.len(),
         event_rows: event_rows.len(),
+        plan_changes: plan_changes.values().sum(),
         calls: &calls,
         memory: &memory,
         duplicate_events,
@@ -375,6 +384,7 @@ struct Summary<'a> {
     written: &'a workload::Written,
     users: usize,
     event_rows: usize,
+    plan_changes: u64,
     calls: &'a Calls,
     memory: &'a Memory,
     duplicate_events: usize,
@@ -411,8 +421,8 @@ impl std::fmt::Display for Summary<'_> {
         }
         let _ = writeln!(
             out,
-            "  at the end: {} synced customers, {} event rows",
-            self.users, self.event_rows
+            "  at the end: {} synced customers, {} event rows, {} plan changes ([[sync.events]])",
+            self.users, self.event_rows, self.plan_changes
         );
         let _ = writeln!(out, "  Track API calls made: {}", self.calls.requests());
         for (status, n) in &self.calls.by_status {

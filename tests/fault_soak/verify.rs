@@ -113,6 +113,24 @@ pub async fn event_rows(client: &Client) -> EventRows {
         .collect()
 }
 
+/// The name of the `[[sync.events]]` event the soak configures.
+pub const PLAN_CHANGED: &str = "plan_changed";
+
+/// The `plan_changed` events the committed changes call for, as
+/// (customer, data) with their count: what `soak_plan_changes` logged.
+pub async fn plan_changes(client: &Client) -> BTreeMap<(String, String), u64> {
+    let mut expected = BTreeMap::new();
+    for row in client
+        .query("SELECT user_id::text, old_plan, new_plan FROM soak_plan_changes", &[])
+        .await
+        .expect("read soak_plan_changes")
+    {
+        let data = json!({"from": row.get::<_, String>(1), "to": row.get::<_, String>(2)});
+        *expected.entry((row.get(0), data.to_string())).or_default() += 1;
+    }
+    expected
+}
+
 /// What the emulator received, read from its request log as the run goes
 /// (the log keeps only the newest 10,000 requests).
 #[derive(Debug, Default)]
@@ -124,6 +142,9 @@ pub struct Calls {
     /// Event row id → the distinct forms it was sent in, whatever the
     /// answer (a 500 "after apply" was applied).
     pub events_by_row: BTreeMap<i64, BTreeSet<SentEvent>>,
+    /// `plan_changed` event id → the distinct (customer, data) it was sent
+    /// with.
+    pub plan_changes: BTreeMap<String, BTreeSet<(String, String)>>,
     /// Person items (other than events) answered 200 or 207 that had been
     /// answered so before: replays that Customer.io absorbed.
     pub repeated_items: u64,
@@ -144,10 +165,13 @@ impl Calls {
             let applied = matches!(request.status, 200 | 207);
             for item in items {
                 let action = item["action"].as_str().unwrap_or("?").to_owned();
-                if action == "event" {
+                let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                if action == "event" && item["name"] == PLAN_CHANGED {
+                    let form = (text(&item["identifiers"]["id"]), item["attributes"].to_string());
+                    self.plan_changes.entry(text(&item["id"])).or_default().insert(form);
+                } else if action == "event" {
                     let row =
                         item["attributes"]["row"].as_i64().expect("the event carries its row");
-                    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
                     let sent = SentEvent {
                         id: text(&item["id"]),
                         customer: text(&item["identifiers"]["id"]),
@@ -179,6 +203,7 @@ impl Calls {
 /// not in the table (a rolled-back transaction).
 pub fn event_differences(
     rows: &EventRows,
+    plan_changes: &BTreeMap<(String, String), u64>,
     sent: &Calls,
     accepted: &BTreeSet<String>,
 ) -> Vec<String> {
@@ -204,8 +229,39 @@ pub fn event_differences(
     for row in sent.events_by_row.keys().filter(|row| !rows.contains_key(*row)) {
         differences.push(format!("an event was sent for row {row}, which was never committed"));
     }
-    if accepted.len() != rows.len() {
-        differences.push(format!("{} events accepted for {} rows", accepted.len(), rows.len()));
+    // plan_changed: each id sent in one form and accepted, and the accepted
+    // forms are exactly the committed transitions.
+    let mut delivered = BTreeMap::<(String, String), u64>::new();
+    for (id, forms) in &sent.plan_changes {
+        match forms.iter().collect::<Vec<_>>().as_slice() {
+            [form] if accepted.contains(id) => *delivered.entry((*form).clone()).or_default() += 1,
+            [_] => differences.push("a plan_changed event was never accepted".to_owned()),
+            forms => differences
+                .push(format!("a plan_changed event was sent in {} different forms", forms.len())),
+        }
+    }
+    for (form, want) in plan_changes {
+        let have = delivered.get(form).copied().unwrap_or(0);
+        if have != *want {
+            differences.push(format!(
+                "customer {}: {have} plan_changed events for {want} committed changes (one \
+                 from/to pair)",
+                form.0
+            ));
+        }
+    }
+    for (form, have) in &delivered {
+        if !plan_changes.contains_key(form) {
+            differences.push(format!(
+                "customer {}: {have} plan_changed events with no committed change (one from/to \
+                 pair)",
+                form.0
+            ));
+        }
+    }
+    let expected = rows.len() + plan_changes.values().sum::<u64>() as usize;
+    if accepted.len() != expected {
+        differences.push(format!("{} events accepted, {expected} expected", accepted.len()));
     }
     differences
 }

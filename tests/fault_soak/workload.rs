@@ -26,6 +26,24 @@ pub const SCHEMA: &str = "
         payload jsonb NOT NULL,
         created_at timestamptz NOT NULL
     );
+    -- The ground truth of the plan_changed events ([[sync.events]]), kept
+    -- by Postgres itself in the changing transaction: a change of plan of
+    -- a synced row that stays synced (neither soft-deleted nor filtered out
+    -- before or after; leaving or entering is a delete or a full identify).
+    CREATE TABLE public.soak_plan_changes (
+        n bigserial PRIMARY KEY, user_id bigint, old_plan text, new_plan text
+    );
+    CREATE FUNCTION soak_log_plan_change() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO soak_plan_changes (user_id, old_plan, new_plan)
+            VALUES (NEW.id, OLD.plan, NEW.plan);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER soak_plan_change AFTER UPDATE ON users FOR EACH ROW
+        WHEN (OLD.plan IS DISTINCT FROM NEW.plan
+              AND OLD.deleted_at IS NULL AND NEW.deleted_at IS NULL
+              AND OLD.plan <> 'banned' AND NEW.plan <> 'banned')
+        EXECUTE FUNCTION soak_log_plan_change();
 ";
 
 /// Rows whose plan is this leave the sync (the soak's `filter`).
