@@ -113,21 +113,29 @@ impl DlqCommand {
     }
 }
 
-/// `--all`, or the `--id`s; neither is bad usage (clap already refuses both).
 fn selection(command: &str, which: Which) -> Result<Selection, String> {
-    if which.all {
-        return Ok(Selection::All);
+    which.selection(&format!("dlq {command}"), "dead letters", "ciosync dlq list")
+}
+
+impl Which {
+    /// `--all`, or the `--id`s sorted without repeats; neither is bad usage
+    /// (clap already refuses both), worded with the `command` ("dlq retry"),
+    /// `what` it acts on ("dead letters") and the `list` command that shows
+    /// the ids. Shared with `ciosync deletes`.
+    pub fn selection(self, command: &str, what: &str, list: &str) -> Result<Selection, String> {
+        if self.all {
+            return Ok(Selection::All);
+        }
+        if self.ids.is_empty() {
+            return Err(format!(
+                "{command}: say which {what}: --id N (may repeat) or --all; `{list}` shows the ids"
+            ));
+        }
+        let mut ids = self.ids;
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(Selection::Ids(ids))
     }
-    if which.ids.is_empty() {
-        return Err(format!(
-            "dlq {command}: say which dead letters: --id N (may repeat) or --all; \
-             `ciosync dlq list` shows the ids"
-        ));
-    }
-    let mut ids = which.ids;
-    ids.sort_unstable();
-    ids.dedup();
-    Ok(Selection::Ids(ids))
 }
 
 /// Why `ciosync dlq` failed; the message says what to fix.

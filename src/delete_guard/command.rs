@@ -89,19 +89,7 @@ impl DeletesCommand {
 }
 
 fn selection(command: &str, which: Which) -> Result<Selection, String> {
-    if which.all {
-        return Ok(Selection::All);
-    }
-    if which.ids.is_empty() {
-        return Err(format!(
-            "deletes {command}: say which held removals: --id N (may repeat) or --all; \
-             `ciosync deletes list` shows the ids"
-        ));
-    }
-    let mut ids = which.ids;
-    ids.sort_unstable();
-    ids.dedup();
-    Ok(Selection::Ids(ids))
+    which.selection(&format!("deletes {command}"), "held removals", "ciosync deletes list")
 }
 
 /// Why `ciosync deletes` failed; the message says what to fix.
