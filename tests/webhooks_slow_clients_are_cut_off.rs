@@ -1,7 +1,7 @@
 //! The webhook listener faces the internet: a client slow to send its
 //! headers is cut off after `header_timeout_secs`, and at most
 //! `max_connections` are served at once (others wait until one closes), so
-//! a few stalled connections cannot hold the receiver.
+//! a few stalled or idle connections cannot hold the receiver.
 
 use std::time::Duration;
 
@@ -46,5 +46,20 @@ async fn stalled_clients_are_cut_off_and_connections_are_capped() {
     }
     // …and then the third is answered.
     assert_eq!(third.await.unwrap().0, 200);
+
+    // A kept-alive connection idle for longer than the header timeout is
+    // closed too (it would otherwise hold a slot for ever).
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: ciosync\r\n\r\n").await.unwrap();
+    let mut answer = [0u8; 512];
+    let n = idle.read(&mut answer).await.unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest));
+    assert!(read.await.is_ok(), "an idle kept-alive connection stayed open");
     daemon.stop().await.unwrap();
 }

@@ -71,13 +71,13 @@ pub enum DlqCommand {
     },
 }
 
-/// Which letters `retry` or `discard` act on.
+/// Which rows `dlq retry|discard` or `deletes approve|discard` act on.
 #[derive(Debug, Clone, Args)]
 pub struct Which {
-    /// A dead letter's id, as `dlq list` shows it; may repeat.
+    /// An id, as the `list` subcommand shows it; may repeat.
     #[arg(long = "id", value_name = "N", conflicts_with = "all")]
     pub ids: Vec<i64>,
-    /// Every dead letter of this slot.
+    /// Every one of this slot.
     #[arg(long)]
     pub all: bool,
 }

@@ -80,8 +80,9 @@ impl Breaker {
                 .sync
                 .iter()
                 .map(|s| {
+                    // Quoted, as to_regclass reads it: `Users` is not `users`.
                     let (schema, name) = s.schema_and_name();
-                    format!("{schema}.{name}")
+                    crate::source::setup::quoted_table(schema, name)
                 })
                 .collect(),
             counters,

@@ -190,7 +190,7 @@ impl HeldStore {
         self.forget_on_error(result)
     }
 
-    /// Rows of `tables` (`schema.name`; a partitioned table by its leaf
+    /// Rows of `tables` (quoted `schema.name`; a partitioned table by its leaf
     /// partitions) as the planner estimates them (`pg_class.reltuples`; a
     /// table never analysed counts 0). `pg_partition_tree` lists nothing for
     /// an ordinary table, hence the table itself beside it.

@@ -154,11 +154,16 @@ async fn serve_limited(
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
+                // A client gone before it was accepted: nothing to see.
+                Err(error) if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) => continue,
                 Err(error) => {
-                    // Out of file descriptors, or a connection reset before
-                    // it was accepted: wait a moment rather than spin.
-                    tracing::debug!(%error, "webhook listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Out of file descriptors, most likely (max_connections
+                    // above the process's limit): say so, and do not spin.
+                    tracing::error!(%error, "webhook listener cannot accept a connection");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             },
@@ -184,6 +189,8 @@ async fn serve_limited(
         // Forget connections that ended.
         while connections.try_join_next().is_some() {}
     }
+    // New clients are refused at once rather than queued behind the drain.
+    drop(listener);
     while connections.join_next().await.is_some() {}
     Ok(())
 }

@@ -19,7 +19,7 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use super::daemon::API_KEY;
+use super::daemon::{API_KEY, SITE_ID};
 use super::dead_letters::PG_PASSWORD;
 use super::webhooks::SIGNING_KEY;
 
@@ -41,20 +41,42 @@ pub fn leak_in(text: &str) -> Option<&'static str> {
         .iter()
         .find(|(_, secret)| text.contains(secret))
         .map(|(name, _)| *name)
+        .or_else(|| text.contains(&basic_auth()).then_some("the Authorization header"))
         .or_else(|| has_email(text).then_some("an email address"))
+}
+
+/// The Track API's `Authorization: Basic` value: base64 of `site:key`.
+fn basic_auth() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{SITE_ID}:{API_KEY}").into_bytes();
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            let c = ALPHABET[((n >> shift) & 63) as usize] as char;
+            out.push(if i <= chunk.len() { c } else { '=' });
+        }
+    }
+    out
 }
 
 /// Records a leak in `text` (from `source`), if any.
 pub fn scan(source: &str, text: &str) {
     if let Some(what) = leak_in(text) {
-        FOUND.lock().unwrap().push(format!("{source} carries {what}"));
+        found().push(format!("{source} carries {what}"));
     }
 }
 
 /// Fails if any leak was recorded so far in this process.
 pub fn assert_none() {
-    let found = FOUND.lock().unwrap();
+    let found = found().clone();
     assert!(found.is_empty(), "secrets or customer values leaked: {found:?}");
+}
+
+/// The leaks found; a panic elsewhere while it was held does not hide them.
+fn found() -> std::sync::MutexGuard<'static, Vec<String>> {
+    FOUND.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Whether `text` holds something shaped like an email address: a local
@@ -130,6 +152,16 @@ impl Visit for Collect<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         let _ = write!(self.0, " {}={value:?}", field.name());
     }
+
+    /// The whole chain, as the output layer prints it.
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let _ = write!(self.0, " {}={value}", field.name());
+        let mut source = value.source();
+        while let Some(error) = source {
+            let _ = write!(self.0, ": {error}");
+            source = error.source();
+        }
+    }
 }
 
 #[test]
@@ -140,4 +172,9 @@ fn finds_secrets_and_emails_but_not_connection_descriptions() {
     assert_eq!(leak_in("postgres://postgres@127.0.0.1:5432/db"), None);
     assert_eq!(leak_in("connected to postgres@127.0.0.1"), None);
     assert_eq!(leak_in("an @ alone, or x@y"), None);
+    // base64("test-site:test-key-0123456789")
+    assert_eq!(
+        leak_in("Basic dGVzdC1zaXRlOnRlc3Qta2V5LTAxMjM0NTY3ODk="),
+        Some("the Authorization header")
+    );
 }
