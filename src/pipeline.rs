@@ -324,7 +324,7 @@ struct Session<'a> {
     unacked: UnackedCommits,
     /// Cancelled when the SQL session beside the stream ends: every wait of
     /// the session gives up then, so the stream is let go even while
-    /// nothing is read from it (see `Source::recv`).
+    /// nothing is read from it (see `Source::session_ended`).
     session_ended: CancellationToken,
 }
 
@@ -345,7 +345,7 @@ impl Session<'_> {
             let raw = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return self.drain(shutdown_timeout).await,
-                // Also while backpressure keeps `recv` from being polled.
+                // Before `recv`, and also while backpressure keeps it unpolled.
                 _ = self.session_ended.cancelled() => return Err(session_ended()),
                 finished = self.sink.completion(), if in_flight => {
                     self.sink.complete(finished).map_err(SessionError::Sink)?;

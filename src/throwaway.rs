@@ -125,9 +125,10 @@ impl ThrowawayPostgres {
         format!("postgres://postgres@127.0.0.1:{}/{database}?sslmode=disable", self.port)
     }
 
-    /// Stops the server (`fast` or `immediate`), keeping the data.
+    /// Stops the server (`fast` or `immediate`), keeping the data; gives up
+    /// waiting after pg_ctl's default 60 s.
     pub fn stop(&self, mode: &str) -> Result<(), ThrowawayError> {
-        self.run("pg_ctl", &["-D", &self.data_dir(), "-m", mode, "-w", "stop"]).map(|_| ())
+        self.stop_within(mode, 60)
     }
 
     /// Stops the server like [`stop`](Self::stop), but gives up waiting

@@ -187,7 +187,7 @@ impl Source {
         let (sql, sql_ended) =
             settings.connect_sql_watched().await.map_err(SourceError::sql("connect"))?;
         // This session idles between relation lookups, and its end stops the
-        // stream (see `recv`): a server's idle_session_timeout (Postgres 14+)
+        // stream (see `session_ended`): a server's idle_session_timeout (Postgres 14+)
         // must not end it. Older servers refuse the setting, which is fine.
         let _ = sql.batch_execute("SET idle_session_timeout = 0").await;
         setup::ensure(&sql, config, &counters).await?;
@@ -228,29 +228,22 @@ impl Source {
     /// is lost if the future is dropped, so this is what the pipeline races
     /// against its timers; [`Source::process`] then runs to completion (a
     /// Relation message being resolved must not be lost).
-    ///
-    /// Ends with [`SourceError::SqlSessionEnded`] as soon as the SQL session
-    /// beside the stream ends. A fast shutdown of Postgres terminates that
+    pub async fn recv(&mut self) -> Result<ReplicationEvent, SourceError> {
+        match self.client.recv().await {
+            Ok(Some(event)) => Ok(event),
+            Ok(None) => Err(SourceError::Ended),
+            Err(error) => Err(SourceError::Replication(error)),
+        }
+    }
+
+    /// A token cancelled when the SQL session beside the stream ends; the
+    /// pipeline then lets go of the stream ([`SourceError::SqlSessionEnded`])
+    /// whatever it waits for. A fast shutdown of Postgres terminates that
     /// session first and then waits for every walsender's client to confirm
     /// all WAL sent, which ciosync cannot do while Customer.io fails: holding
     /// on to the stream would hold the server's shutdown (and the
     /// application's database) until Customer.io recovers. Letting go loses
     /// nothing: what was not acknowledged is sent again after reconnecting.
-    pub async fn recv(&mut self) -> Result<ReplicationEvent, SourceError> {
-        tokio::select! {
-            biased;
-            () = self.sql_ended.cancelled() => Err(SourceError::SqlSessionEnded),
-            received = self.client.recv() => match received {
-                Ok(Some(event)) => Ok(event),
-                Ok(None) => Err(SourceError::Ended),
-                Err(error) => Err(SourceError::Replication(error)),
-            },
-        }
-    }
-
-    /// A token cancelled when the SQL session beside the stream ends, for
-    /// waits other than [`recv`](Self::recv) (on Customer.io, on the
-    /// held-deletes table) that must let go of the stream too.
     pub fn session_ended(&self) -> CancellationToken {
         self.sql_ended.clone()
     }

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::daemon::config_file;
-use crate::support::postgres::{connect, TestDb, USERS_TABLE};
+use crate::support::postgres::{TestDb, USERS_TABLE};
 use crate::support::proxy::{bind_below_ephemeral, RefusingProxy};
 use crate::support::{emulator, leaks};
 use faults::{Daemon, Injected, Targets, FAST_STOP_WAIT_SECS};
@@ -141,12 +141,14 @@ async fn mixed_workload_under_faults_converges() {
     let faulted_for = last_fault - started;
 
     // The database's final state, and the WAL position after the last write.
-    let client = connect(&db.url).await;
-    let expected = verify::expected_customers(&client).await;
-    let event_rows = verify::event_rows(&client).await;
-    let plan_changes = verify::plan_changes(&client).await;
+    // The restarts ended the first connection.
+    let db = db.reconnected().await;
+    let client = &db.client;
+    let expected = verify::expected_customers(client).await;
+    let event_rows = verify::event_rows(client).await;
+    let plan_changes = verify::plan_changes(client).await;
     let events_expected = event_rows.len() + plan_changes.values().sum::<u64>() as usize;
-    let end_lsn = current_lsn(&client).await;
+    let end_lsn = db.current_lsn().await;
 
     let mut converged = None;
     while last_fault.elapsed() < CONVERGE_WITHIN {
@@ -155,8 +157,7 @@ async fn mixed_workload_under_faults_converges() {
         daemon.ensure_running();
         let customers_match = verify::actual_customers(&emulator) == expected;
         let events_arrived = emulator.view(|v| v.world().seen_event_ids().len()) == events_expected;
-        if customers_match && events_arrived && confirmed_flush(&client, &db.name).await >= end_lsn
-        {
+        if customers_match && events_arrived && db.confirmed_flush(&db.name).await >= end_lsn {
             converged = Some(last_fault.elapsed());
             break;
         }
@@ -178,12 +179,12 @@ async fn mixed_workload_under_faults_converges() {
     if !stopped.success() {
         problems.push(format!("SIGTERM ended the daemon with {stopped}"));
     }
-    let pending = pending_in_slot(&client, &db.name).await;
+    let pending = db.pending_in_slot().await;
     if pending != 0 {
         problems.push(format!("{pending} changes left unacknowledged in the slot"));
     }
     for table in ["ciosync.dead_letters", "ciosync.held_deletes"] {
-        let count = count(&client, table).await;
+        let count = count(client, table).await;
         if count != 0 {
             problems.push(format!("{count} rows in {table}"));
         }
@@ -263,7 +264,7 @@ impl Drop for KeptOnFailure {
 /// confirmed position); the initial copy may still be running.
 async fn wait_for_slot(db: &TestDb) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while confirmed_flush(&db.client, &db.name).await == 0 {
+    while db.confirmed_flush(&db.name).await == 0 {
         assert!(Instant::now() < deadline, "the daemon never created its slot");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -324,52 +325,6 @@ fn weighted<T: Copy>(rng: &mut StdRng, choices: &[(T, u32)]) -> T {
 fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
     Some(value.parse().unwrap_or_else(|_| panic!("{name} must be a whole number, got {value:?}")))
-}
-
-async fn current_lsn(client: &tokio_postgres::Client) -> i64 {
-    client
-        .query_one("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint", &[])
-        .await
-        .expect("read the WAL position")
-        .get(0)
-}
-
-async fn confirmed_flush(client: &tokio_postgres::Client, slot: &str) -> i64 {
-    client
-        .query_opt(
-            "SELECT (confirmed_flush_lsn - '0/0')::bigint FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .expect("read the slot")
-        .and_then(|row| row.get::<_, Option<i64>>(0))
-        .unwrap_or(0)
-}
-
-/// Changes the stopped daemon would receive again: zero when it
-/// acknowledged everything.
-async fn pending_in_slot(client: &tokio_postgres::Client, slot: &str) -> i64 {
-    // The walsender may outlive the daemon by a moment.
-    for _ in 0..100 {
-        let active: bool = client
-            .query_one("SELECT active FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
-            .await
-            .expect("read the slot")
-            .get(0);
-        if !active {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    client
-        .query_one(
-            "SELECT count(*) FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
-             'proto_version', '1', 'publication_names', $2)",
-            &[&slot, &slot],
-        )
-        .await
-        .expect("peek the slot")
-        .get(0)
 }
 
 async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {

@@ -41,6 +41,12 @@ impl TestDb {
         Self { name, url, client }
     }
 
+    /// A new connection to the same database: the old one ends with a
+    /// server restart.
+    pub async fn reconnected(&self) -> Self {
+        Self { name: self.name.clone(), url: self.url.clone(), client: connect(&self.url).await }
+    }
+
     /// Runs SQL statements.
     pub async fn exec(&self, sql: &str) {
         self.client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
