@@ -94,10 +94,17 @@ async fn no_secret_or_customer_value_appears_in_logs_metrics_or_commands() {
     scrape(get(&format!("{metrics}/metrics")).await);
 
     // Refused credentials, then an outage, each with a change waiting.
-    emulator.set_faults(Faults { fail_next: 3, fail_status: 401, ..Faults::default() });
+    // The credentials stay refused until the daemon says so on /readyz.
+    emulator.set_faults(Faults { fail_next: u32::MAX, fail_status: 401, ..Faults::default() });
     db.exec("UPDATE users SET first_name = 'Zqadaprivate' || '' WHERE id = 2").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = |e: &ciosync::emulator::Emulator| e.requests().iter().any(|r| r.status == 401);
+    assert!(emulator::wait_for(&emulator, refused).await, "the credentials were never refused");
+    assert!(
+        wait_for_status(&format!("{metrics}/readyz"), 503).await,
+        "/readyz stayed 200 while Customer.io refused the credentials"
+    );
     scrape(get(&format!("{metrics}/readyz")).await);
+    scrape(get(&format!("{metrics}/metrics")).await);
     emulator.set_faults(Faults { fail_next: 3, fail_status: 503, ..Faults::default() });
     db.exec("UPDATE users SET bio = 'Zqbio secret text' WHERE id = 2").await;
     assert!(

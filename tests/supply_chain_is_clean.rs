@@ -1,19 +1,21 @@
 //! `cargo deny check licenses bans sources` is clean: every dependency under
 //! a permissive license, no wildcard versions, only crates.io (`deny.toml`).
-//! `.ci/run` installs cargo-deny; elsewhere the test says it skipped.
+//! `.ci/run` installs cargo-deny and CI fails without it; elsewhere the test
+//! says it skipped.
 //! Advisories need the RustSec database from the network, which CI here
 //! does not have.
 
+use crate::support::tools;
+
 #[test]
 fn cargo_deny_licenses_bans_and_sources_are_clean() {
-    let Ok(probe) = std::process::Command::new("cargo").args(["deny", "--version"]).output() else {
-        eprintln!("cargo not found: supply chain not checked");
-        return;
-    };
-    if !probe.status.success() {
-        eprintln!(
-            "cargo-deny is not installed (cargo install cargo-deny): supply chain not checked"
-        );
+    let present = tools::runs("cargo", &["deny", "--version"]);
+    if !tools::available(
+        present,
+        "cargo-deny",
+        "cargo install --locked cargo-deny",
+        "the supply chain",
+    ) {
         return;
     }
     let output = std::process::Command::new("cargo")

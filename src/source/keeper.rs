@@ -272,6 +272,29 @@ mod tests {
 
     const GIB: u64 = 1024 * 1024 * 1024;
 
+    fn keeper_config(heartbeat_line: &str) -> KeeperConfig {
+        let text = format!(
+            "[postgres]\nurl = \"postgres://ciosync@127.0.0.1/app\"\n{heartbeat_line}\n\
+             [customerio]\nsite_id = \"s\"\napi_key = \"k\"\n\
+             [[sync]]\ntable = \"public.users\"\nid_column = \"id\"\n\
+             [sync.attributes]\nemail = \"email\"\n"
+        );
+        KeeperConfig::of(&Config::from_toml(&text, Vec::new()).unwrap())
+    }
+
+    #[test]
+    fn zero_turns_heartbeats_off_and_anything_else_is_their_interval() {
+        assert_eq!(keeper_config("heartbeat_interval_secs = 0").heartbeat, None);
+        assert_eq!(
+            keeper_config("heartbeat_interval_secs = 7").heartbeat,
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            keeper_config("").heartbeat,
+            Some(Duration::from_secs(crate::config::DEFAULT_HEARTBEAT_INTERVAL_SECS))
+        );
+    }
+
     #[test]
     fn the_threshold_comes_before_max_slot_wal_keep_size() {
         assert_eq!(warn_threshold(4 * GIB, None), 4 * GIB);

@@ -13,6 +13,7 @@ pub mod postgres;
 pub mod proxy;
 pub mod spec;
 pub mod tls;
+pub mod tools;
 pub mod webhook_receiver;
 pub mod webhooks;
 
