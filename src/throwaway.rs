@@ -6,6 +6,13 @@
 //! [`ClusterOptions`] turn on what the TLS and password tests need: TLS with
 //! a given certificate, and SCRAM-SHA-256 for every role but `postgres`
 //! (which keeps trust, so the harness can still set things up).
+//!
+//! Which PostgreSQL: `CIOSYNC_PG_BIN` (a folder with `initdb`) when
+//! set, else the newest major installed on PATH, in `/usr/lib/postgresql`
+//! or where `scripts/fetch-postgres.sh` puts further majors
+//! ([`DEFAULT_INSTALL_DIR`], or `CIOSYNC_PG_DIR`). Not `CIOSYNC_POSTGRES_*`:
+//! those are the daemon's `[postgres]` overrides, and the daemons the tests
+//! start inherit the environment.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -16,8 +23,10 @@ use std::process::{Command, Stdio};
 pub enum ThrowawayError {
     /// `initdb` or `pg_ctl` not found.
     #[error(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in \
-         /usr/lib/postgresql/*/bin: install them (Debian: apt-get install postgresql)"
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found on PATH, in \
+         /usr/lib/postgresql/*/bin or in CIOSYNC_PG_DIR (default \
+         /var/cache/ciosync/postgres), nor in CIOSYNC_PG_BIN when that is set: install \
+         them (Debian: apt-get install postgresql; other majors: scripts/fetch-postgres.sh)"
     )]
     NoBinaries,
     /// A command failed; the message carries its output.
@@ -37,6 +46,8 @@ pub struct ClusterOptions {
     /// password (`host … scram-sha-256`, or `hostssl` when TLS is on), for
     /// SQL and logical replication connections alike.
     pub scram: bool,
+    /// The server installation; [`default_installation`] when `None`.
+    pub installation: Option<Installation>,
 }
 
 /// The server's certificate chain and private key, both PEM.
@@ -51,6 +62,7 @@ pub struct ServerTls {
 pub struct ThrowawayPostgres {
     dir: PathBuf,
     bin: PathBuf,
+    installation: Installation,
     port: u16,
     run_as_postgres: bool,
 }
@@ -64,7 +76,11 @@ impl ThrowawayPostgres {
 
     /// Creates and starts a cluster with `options`. Blocking.
     pub fn start_with(options: &ClusterOptions) -> Result<Self, ThrowawayError> {
-        let bin = find_bin_dir().ok_or(ThrowawayError::NoBinaries)?;
+        let installation = match &options.installation {
+            Some(installation) => installation.clone(),
+            None => default_installation().ok_or(ThrowawayError::NoBinaries)?,
+        };
+        let bin = installation.bin.clone();
         let run_as_postgres = is_root();
         let dir = std::env::temp_dir().join(format!(
             "ciosync-pg-{}-{}",
@@ -75,7 +91,7 @@ impl ThrowawayPostgres {
         if run_as_postgres {
             chown_to_postgres(&dir)?;
         }
-        let mut pg = Self { dir, bin, port: 0, run_as_postgres };
+        let mut pg = Self { dir, bin, installation, port: 0, run_as_postgres };
         pg.run(
             "initdb",
             &["-D", &pg.data_dir(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
@@ -113,6 +129,11 @@ impl ThrowawayPostgres {
             }
         }
         Err(last.unwrap_or(ThrowawayError::NoBinaries))
+    }
+
+    /// The server installation it runs.
+    pub fn installation(&self) -> &Installation {
+        &self.installation
     }
 
     /// The TCP port the server listens on.
@@ -283,23 +304,77 @@ fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// `initdb`'s directory: on PATH, else the newest `/usr/lib/postgresql/*/bin`.
-fn find_bin_dir() -> Option<PathBuf> {
+/// Where `scripts/fetch-postgres.sh` installs further majors, one folder
+/// each (`16/bin/initdb`…), unless `CIOSYNC_PG_DIR` says otherwise.
+pub const DEFAULT_INSTALL_DIR: &str = "/var/cache/ciosync/postgres";
+
+/// One PostgreSQL server installation a cluster can be made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installation {
+    /// The major version, e.g. 17.
+    pub major: u32,
+    /// The full version as `postgres --version` prints it, e.g. `17.10`.
+    pub version: String,
+    /// The folder holding `initdb`, `pg_ctl` and `postgres`.
+    pub bin: PathBuf,
+}
+
+impl Installation {
+    /// The installation in `bin`, if `bin/postgres --version` answers.
+    pub fn at(bin: &Path) -> Option<Self> {
+        if !bin.join("initdb").exists() || !bin.join("pg_ctl").exists() {
+            return None;
+        }
+        let output = Command::new(bin.join("postgres")).arg("--version").output().ok()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        // "postgres (PostgreSQL) 17.10" or "… 15.18 (Debian 15.18-0+deb12u1)"
+        let version = text.split_whitespace().nth(2)?.to_owned();
+        let major = version.split(['.', 'b', 'r']).next()?.parse().ok()?;
+        Some(Self { major, version, bin: bin.to_path_buf() })
+    }
+}
+
+/// Every installation found, one per major (the first found of each, in
+/// the order: PATH, `/usr/lib/postgresql/*/bin`, the install folder),
+/// sorted by major.
+pub fn installations() -> Vec<Installation> {
+    let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(paths) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&paths) {
-            let initdb = dir.join("initdb");
-            if initdb.exists() {
-                // Debian links them from elsewhere; the real dir has pg_ctl too.
-                let real = std::fs::canonicalize(&initdb).ok()?;
-                return real.parent().map(Path::to_path_buf);
+            // Debian links them from elsewhere; the real dir has pg_ctl too.
+            if let Ok(real) = std::fs::canonicalize(dir.join("initdb")) {
+                candidates.extend(real.parent().map(Path::to_path_buf));
             }
         }
     }
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join("initdb").exists())
-        .collect();
-    versions.sort();
-    versions.pop()
+    let install_dir = std::env::var_os("CIOSYNC_PG_DIR")
+        .map_or_else(|| PathBuf::from(DEFAULT_INSTALL_DIR), PathBuf::from);
+    for root in [Path::new("/usr/lib/postgresql"), install_dir.as_path()] {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .collect();
+        found.sort();
+        candidates.extend(found);
+    }
+    let mut installations: Vec<Installation> = Vec::new();
+    for bin in candidates {
+        if let Some(found) = Installation::at(&bin) {
+            if installations.iter().all(|i| i.major != found.major) {
+                installations.push(found);
+            }
+        }
+    }
+    installations.sort_by_key(|i| i.major);
+    installations
+}
+
+/// The installation a cluster uses: `CIOSYNC_PG_BIN` when set (a
+/// folder with `initdb`), else the newest of [`installations`].
+pub fn default_installation() -> Option<Installation> {
+    match std::env::var_os("CIOSYNC_PG_BIN") {
+        Some(bin) => Installation::at(Path::new(&bin)),
+        None => installations().pop(),
+    }
 }

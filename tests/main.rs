@@ -11,6 +11,7 @@ mod bad_config_exits_2;
 mod change_events_fire_on_transitions;
 mod check_reports_what_to_fix;
 mod coalescing_merges_changes_of_one_customer;
+mod core_scenarios_pass_on_every_postgres_major;
 mod customerio_hangs_are_timed_out_and_retried;
 mod customerio_outage_loses_nothing;
 mod customerio_refusals;

@@ -23,7 +23,7 @@ fn role_url(db: &TestDb, role: &str, password: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scram_password_with_url_syntax_streams_and_a_wrong_one_stops_run() {
-    let pg = start_cluster(ClusterOptions { tls: None, scram: true }).await;
+    let pg = start_cluster(ClusterOptions { scram: true, ..ClusterOptions::default() }).await;
     let db = TestDb::on(&pg, "scram_password").await;
     db.exec(USERS_TABLE).await;
     // A replication role that owns the synced table, so it can publish it.

@@ -1,6 +1,7 @@
 //! One throwaway cluster shared by every test of the binary, reaped when the
 //! test process exits; each test gets its own database.
 
+use std::io::Write;
 use std::sync::OnceLock;
 
 use ciosync::throwaway::ThrowawayPostgres;
@@ -13,6 +14,14 @@ pub fn cluster() -> &'static ThrowawayPostgres {
     CLUSTER.get_or_init(|| {
         let pg = ThrowawayPostgres::start().expect("throwaway postgres starts");
         pg.reap_when_process_exits(std::process::id());
+        // Straight to stderr, past the test harness's capture, once per binary.
+        let installation = pg.installation();
+        let _ = writeln!(
+            std::io::stderr(),
+            "tests run on PostgreSQL {} ({})",
+            installation.version,
+            installation.bin.display()
+        );
         pg
     })
 }

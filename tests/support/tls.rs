@@ -61,7 +61,7 @@ pub async fn start_cluster(options: ClusterOptions) -> ThrowawayPostgres {
 
 /// A cluster serving `tls`, trust authentication as usual.
 pub async fn tls_cluster(tls: ServerTls) -> ThrowawayPostgres {
-    start_cluster(ClusterOptions { tls: Some(tls), scram: false }).await
+    start_cluster(ClusterOptions { tls: Some(tls), ..ClusterOptions::default() }).await
 }
 
 /// `db`'s URL for the `postgres` role with `host` and `query` (`sslmode=…`)
