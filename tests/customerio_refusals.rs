@@ -69,16 +69,31 @@ async fn a_wrong_api_key_is_named_without_being_shown() {
 }
 
 #[tokio::test]
-async fn a_4xx_for_one_customer_skips_only_that_change() {
-    // Linger long enough for the two rows of the first insert to share a batch.
-    let Scenario { db, emulator, daemon } = Scenario::start_with("one_4xx", USERS_TABLE, |c| {
-        c.replace("linger_ms = 0", "linger_ms = 300")
-    })
-    .await;
+async fn a_400_for_one_customer_skips_only_that_change() {
+    a_refusal_for_one_customer_skips_only_that_change(400).await;
+}
 
-    // The batch of two is refused (400); sent one by one, the first is
-    // refused again and dead-lettered, the second accepted.
-    emulator.set_faults(Faults { fail_next: 2, fail_status: 400, ..Faults::default() });
+#[tokio::test]
+async fn a_413_for_one_customer_skips_only_that_change() {
+    a_refusal_for_one_customer_skips_only_that_change(413).await;
+}
+
+#[tokio::test]
+async fn a_422_for_one_customer_skips_only_that_change() {
+    a_refusal_for_one_customer_skips_only_that_change(422).await;
+}
+
+async fn a_refusal_for_one_customer_skips_only_that_change(status: u16) {
+    // Linger long enough for the two rows of the first insert to share a batch.
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with(&format!("one_{status}"), USERS_TABLE, |c| {
+            c.replace("linger_ms = 0", "linger_ms = 300")
+        })
+        .await;
+
+    // The batch of two is refused; sent one by one, the first is refused
+    // again and dead-lettered, the second accepted.
+    emulator.set_faults(Faults { fail_next: 2, fail_status: status, ..Faults::default() });
     db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io'), (2, 'b@x.io')").await;
     db.exec("INSERT INTO users (id, email) VALUES (3, 'c@x.io')").await;
     assert!(wait_for_customers(&emulator, |c| c.contains_key("2") && c.contains_key("3")).await);
@@ -93,7 +108,7 @@ async fn a_4xx_for_one_customer_skips_only_that_change() {
         .expect("one dead letter");
     assert_eq!(letter.get::<_, String>(0), "1");
     assert_eq!(letter.get::<_, String>(1), "identify");
-    assert_eq!(letter.get::<_, i32>(2), 400);
+    assert_eq!(letter.get::<_, i32>(2), i32::from(status));
     assert_eq!(letter.get::<_, i32>(3), 1);
     let end = db.current_lsn().await;
     assert!(db.wait_for_confirmed(&db.name, end).await, "the stream went on and was acknowledged");

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::daemon::{config_file, signal, spawn_binary};
+use crate::support::daemon::{config_file, signal, spawn_binary, InProcess};
 use crate::support::emulator::{self, batch_items, wait_for};
 use crate::support::postgres::{TestDb, USERS_TABLE};
 use crate::support::spec::{assert_valid, path_pointer, spec, validator, JSON_SCHEMA};
@@ -170,5 +170,40 @@ path = "path"
         })
         .await
     );
+    daemon.stop().await.unwrap();
+}
+
+/// Only INSERTs into an event table are events: an UPDATE or DELETE of an
+/// event row (even with the whole old row in the WAL) sends nothing.
+#[tokio::test]
+async fn updates_and_deletes_of_event_rows_send_nothing() {
+    let db = TestDb::new("event_rows_changed").await;
+    db.exec(USERS_TABLE).await;
+    db.exec(EVENT_TABLES).await;
+    db.exec("ALTER TABLE campaign_signups REPLICA IDENTITY FULL").await;
+    let emulator = emulator::start().await;
+    let daemon = InProcess::start(&db.config(&emulator.url(), EVENTS_CONFIG));
+    db.wait_for_streaming().await;
+    db.exec(
+        "INSERT INTO users (id, email) VALUES (7, 'u7@x.io'); \
+         INSERT INTO campaign_signups (user_id, campaign_id, created_at) VALUES (7, 12, now()); \
+         INSERT INTO outbox (user_id, name, payload, occurred_at) \
+             VALUES (7, 'cta', '{}', now());",
+    )
+    .await;
+    assert!(wait_for(&emulator, |e| e.events("7").len() == 2).await);
+    let before = emulator.requests().len();
+
+    let end = db
+        .exec_then_lsn(
+            "UPDATE campaign_signups SET campaign_id = 13, created_at = now(); \
+             UPDATE outbox SET name = 'cta_again', payload = '{\"n\": 2}'; \
+             DELETE FROM campaign_signups; DELETE FROM outbox;",
+        )
+        .await;
+    // Acknowledged means read and handled: nothing is waiting to be sent.
+    assert!(db.wait_for_confirmed(&db.name, end).await, "the changes were not acknowledged");
+    assert_eq!(emulator.requests().len(), before, "a call was made for an UPDATE or DELETE");
+    assert_eq!(emulator.events("7").len(), 2);
     daemon.stop().await.unwrap();
 }

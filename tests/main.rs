@@ -74,6 +74,7 @@ mod sync_filter_syncs_only_matching_rows;
 mod systemd_notify_reports_ready_and_watchdog;
 mod tls_require_refuses_a_server_without_tls;
 mod tls_verify_full_connects_only_to_the_right_server;
+mod transient_item_errors_stop_after_five_tries;
 mod truncate_does_not_delete;
 mod unchanged_toast_is_not_sent;
 mod unstorable_dead_letter_is_a_definite_error;
