@@ -79,6 +79,31 @@ async fn write_back_sets_the_column_and_does_not_echo() {
         "the event's time, matched by email"
     );
 
+    // The same outcome again (a new event id, so stored): the column holds
+    // the value already, so the row is not written at all.
+    let version = "SELECT xmin::text FROM users WHERE id = 1";
+    let before: String = db.client.query_one(version, &[]).await.unwrap().get(0);
+    let applied =
+        || daemon.counters.webhooks.write_backs.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(applied(), 2, "one write-back per event so far");
+    let again = event(
+        "01HXWB00000000000000000003",
+        "customer",
+        "unsubscribed",
+        json!({"identifiers": {"id": "1", "email": "a@x.io", "cio_id": "c1"}}),
+    );
+    assert_eq!(Delivery::of(&again).send(&url).await.0, 200);
+    let stored: i64 = db
+        .client
+        .query_one("SELECT count(*) FROM ciosync.message_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 3, "the third event was stored");
+    let after: String = db.client.query_one(version, &[]).await.unwrap().get(0);
+    assert_eq!(before, after, "an unchanged value was written again");
+    assert_eq!(applied(), 2, "an unchanged value counted as a write-back");
+
     // A later change of another row proves the stream passed the write-backs.
     db.exec("UPDATE users SET plan = 'marker' WHERE id = 2").await;
     assert!(wait_for_attribute(&emulator, "2", "plan", json!("marker")).await);
