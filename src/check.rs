@@ -873,21 +873,47 @@ async fn check_state_schema(
         ),
     });
     if exists && usable {
-        check_dead_letters(sql, config, out).await?;
+        check_dead_letters(sql, config, user, out).await?;
     }
     Ok(())
 }
 
-/// Dead letters waiting for this slot are worth a look before (re)starting.
+/// Dead letters waiting for this slot are worth a look before (re)starting,
+/// and the role must be able to write them: a refused operation it cannot
+/// store holds up everything after it.
 async fn check_dead_letters(
     sql: &Client,
     config: &Config,
+    user: &str,
     out: &mut Vec<Finding>,
 ) -> Result<(), tokio_postgres::Error> {
     let label = "dead letters";
     let exists: bool =
         sql.query_one("SELECT to_regclass('ciosync.dead_letters') IS NOT NULL", &[]).await?.get(0);
     if !exists {
+        return Ok(());
+    }
+    let writable: bool = sql
+        .query_one(
+            "SELECT has_table_privilege('ciosync.dead_letters', 'INSERT') \
+                AND has_sequence_privilege('ciosync.dead_letters_id_seq', 'USAGE')",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !writable {
+        let role = quote_ident(user);
+        out.push(Finding::error(
+            label,
+            format!(
+                "role {user} cannot write ciosync.dead_letters: an operation Customer.io refuses \
+                 would be retried until it can, and nothing after it acknowledged"
+            ),
+            format!(
+                "GRANT INSERT ON ciosync.dead_letters TO {role}; \
+                 GRANT USAGE ON SEQUENCE ciosync.dead_letters_id_seq TO {role};"
+            ),
+        ));
         return Ok(());
     }
     let waiting: i64 = sql

@@ -21,7 +21,7 @@ pub const SCHEMA: &str = "ciosync";
 /// The schema is created only when missing: `CREATE SCHEMA IF NOT EXISTS`
 /// checks for `CREATE` on the database before it looks, which would refuse
 /// a role given the schema (`CREATE SCHEMA ciosync AUTHORIZATION ciosync`).
-const MIGRATION: &str = "
+pub(crate) const MIGRATION: &str = "
 SET LOCAL client_min_messages = warning;
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = 'ciosync') THEN

@@ -243,6 +243,10 @@ fn alerts_and_the_dashboard_name_only_exported_metrics() {
         }
     }
     assert!(rule_exprs.iter().any(|e| e.contains("up{")), "an alert fires when the daemon is down");
+    assert!(
+        rule_exprs.iter().any(|e| e.contains("ciosync_dead_letter_store_failing")),
+        "an alert fires while refused operations cannot be stored"
+    );
     let variables: Vec<&str> = dashboard["templating"]["list"]
         .as_array()
         .unwrap()

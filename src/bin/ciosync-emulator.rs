@@ -25,8 +25,9 @@ use tokio::net::TcpListener;
 /// them while running, as a JSON object with any of: error_rate,
 /// rate_limit_rate, retry_after_secs, latency_ms, fail_next, fail_status,
 /// fail_after_apply, reject_ids (person ids refused as invalid: a 207 item
-/// error in batches, a 400 elsewhere) and item_errors_next (the next N batch
-/// items fail with a transient "internal_error"). Left-out fields mean no
+/// error in batches, a 400 elsewhere), reject_event_names (the same for
+/// events by name, person or anonymous) and item_errors_next (the next N
+/// batch items fail with a transient "internal_error"). Left-out fields mean no
 /// fault; `GET /_emulator/faults` shows the current ones.
 ///
 /// Reporting webhooks: with --webhook-url and --webhook-signing-key it sends
@@ -73,6 +74,10 @@ struct Args {
     /// (a 207 item error in batches, a 400 elsewhere); repeatable.
     #[arg(long = "reject-id", value_name = "ID")]
     reject_ids: Vec<String>,
+    /// Refuse events (person or anonymous) with this name as invalid, the
+    /// same way; repeatable.
+    #[arg(long = "reject-event", value_name = "NAME")]
+    reject_event_names: Vec<String>,
     /// Answer v2 batches with invalid items as 200 plus errors instead of 207.
     #[arg(long)]
     errors_with_200: bool,
@@ -148,6 +153,7 @@ impl Args {
                 retry_after_secs: self.retry_after_secs,
                 latency_ms: self.latency_ms,
                 reject_ids: self.reject_ids.clone(),
+                reject_event_names: self.reject_event_names.clone(),
                 ..Faults::default()
             },
             errors_with_200: self.errors_with_200,

@@ -34,8 +34,9 @@ const PAGE: i64 = 1000;
 /// The `dlq` subcommands, as parsed.
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
-    /// Show this slot's dead letters: id, customer id, operation, attribute
-    /// names, status, Customer.io's error, attempts, first and last attempt.
+    /// Show this slot's dead letters: id, customer id, operation (an event
+    /// with its name, a merge with both ids), attribute names, status,
+    /// Customer.io's error, attempts, first and last attempt.
     List {
         /// The TOML config file.
         #[arg(long, short)]
@@ -47,8 +48,10 @@ pub enum DlqCommand {
         #[arg(long, requires = "json")]
         payload: bool,
     },
-    /// Replay dead letters to Customer.io in id order; delivered ones are
-    /// deleted, refused ones kept with the new error.
+    /// Replay dead letters to Customer.io in id order, each by the route it
+    /// was first sent on (an anonymous event to /api/v1/events, anything
+    /// else as a one-item /api/v2/batch); delivered ones are deleted,
+    /// refused ones kept with the new error.
     ///
     /// A replayed identify carries the attributes (and the change's
     /// timestamp) as they were when it was refused. If the row changed since,
@@ -326,7 +329,9 @@ async fn replay_all(
     Ok(())
 }
 
-/// Sends one payload until Customer.io gives a definite answer, or stops.
+/// Sends one payload (as it was sent: [`DeadLetterTable::payload`] decodes
+/// an escaped letter's) by its route until Customer.io gives a definite
+/// answer, or stops.
 async fn replay(
     client: &TrackClient,
     payload: &str,

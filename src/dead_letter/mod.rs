@@ -8,10 +8,28 @@
 //!                     ciosync dlq list | retry | discard ◀── DeadLetterTable ◀─────┘
 //! ```
 //!
-//! A letter's `payload` is the batch item exactly as it was sent, attribute
+//! Every kind of operation the sink sends can be a dead letter
+//! ([`OPERATIONS`]): identifies, deletes, suppressions, merges and events go
+//! as `/api/v2/batch` items and are replayed that way; an anonymous event
+//! goes alone to `POST /api/v1/events` and is replayed there (its payload is
+//! the v1 body, the only one with a top-level `anonymous_id`: see
+//! [`crate::sink::batch::Route::of_payload`]).
+//!
+//! A letter's `payload` is the item exactly as it was sent, attribute
 //! values included: it is customer data. It is stored so a replay sends the
 //! same thing, and it never appears in a log line or an error message; only
 //! `dlq list --payload` prints it, to the operator who asked.
+//!
+//! Postgres may refuse to store a letter as it is (SQLSTATE class 22 or 23:
+//! a NUL in a text field, a character the database's encoding lacks, a
+//! `jsonb` limit). Such a letter is stored escaped instead
+//! (`Row::escaped`): its text fields as printable ASCII, its payload
+//! base64-encoded under [`ENCODED_PAYLOAD_KEY`], which `ciosync dlq` decodes
+//! and replays as it was sent. Only that letter, in a savepoint: the others
+//! of the call are stored as they are. A letter that cannot be stored even
+//! so (a constraint someone added, a missing privilege) is an error, which
+//! the sink retries for as long as it takes, loudly
+//! (`sink::deliver`), rather than drop it or stop the daemon.
 //!
 //! The table's definition is in [`crate::state`] (the schema's migration);
 //! every query on it is here.
@@ -21,20 +39,28 @@ pub mod render;
 
 use serde::de::IgnoredAny;
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::{Client, GenericClient, Statement, Transaction};
 
+use crate::sink::batch::{EncodedItem, Route};
 use crate::source::connection::ConnectionSettings;
 use crate::source::SourceError;
 use crate::state::State;
 
-/// The operations a dead letter may hold (the table's CHECK constraint).
-pub const OPERATIONS: [&str; 3] = ["identify", "delete", "merge"];
+/// The operations a dead letter may hold: every kind the sink sends
+/// (`CustomerOp::kind`; person and anonymous events are both `event`), as
+/// the table's CHECK constraint `dead_letters_operation_kinds` allows.
+pub const OPERATIONS: [&str; 5] = ["identify", "delete", "suppress", "merge", "event"];
+
+/// The key of an escaped letter's payload: `{"ciosync_payload_base64": "…"}`
+/// holds the item as sent, base64-encoded (see `Row::escaped`).
+pub const ENCODED_PAYLOAD_KEY: &str = "ciosync_payload_base64";
 
 /// One operation Customer.io refused for good.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
+    /// The person's id; an anonymous event's `anonymous_id`; a merge's primary.
     pub customer_id: String,
-    /// `"identify"`, `"delete"` or `"merge"`.
+    /// One of [`OPERATIONS`].
     pub operation: &'static str,
     /// Attribute names only, never values.
     pub attributes: Vec<String>,
@@ -42,10 +68,27 @@ pub struct DeadLetter {
     pub status: u16,
     /// Customer.io's text, already cut to 300 bytes.
     pub error: String,
-    /// The item JSON exactly as sent, replayable as `{"batch":[payload]}`.
+    /// The item JSON exactly as sent: replayable as `{"batch":[payload]}`,
+    /// or as the whole body of `POST /api/v1/events` for an anonymous event.
     pub payload: Vec<u8>,
     /// How often it was sent before it was given up.
     pub attempts: u32,
+}
+
+impl DeadLetter {
+    /// The letter for an item Customer.io refused for good, after
+    /// `attempts` sends, with the refusal's `status` and (cut) `error`.
+    pub fn of_item(item: EncodedItem, attempts: u32, status: u16, error: String) -> Self {
+        DeadLetter {
+            customer_id: item.customers.first().cloned().unwrap_or_default(),
+            operation: item.kind,
+            attributes: item.attribute_names(),
+            status,
+            error,
+            payload: item.json,
+            attempts: attempts.max(1),
+        }
+    }
 }
 
 /// Writes dead letters for one slot; connects lazily and reconnects after an error.
@@ -64,13 +107,16 @@ impl DeadLetterStore {
         Self { settings, slot, sql: Mutex::new(None) }
     }
 
-    /// Inserts all of `letters` in one transaction: all of them or none.
+    /// Inserts all of `letters` in one transaction: all of them or none. A
+    /// letter Postgres refuses as it is (class 22 or 23) is stored escaped
+    /// instead, with a warning naming the SQLSTATE (see the module doc).
     ///
     /// On any error the connection is dropped, so the next call reconnects;
-    /// the caller retries with backoff. An error is transient unless
-    /// [`SourceError::is_transient`] says otherwise: a missing privilege, or
-    /// a letter Postgres cannot store (which no retry fixes). Errors never
-    /// carry the letters' contents.
+    /// the caller retries with backoff, whatever the error (the sink never
+    /// gives up on a refused operation). [`SourceError::is_transient`] tells
+    /// an outage from what needs an operator: a missing privilege, a letter
+    /// that cannot be stored even escaped. Errors never carry the letters'
+    /// contents.
     pub async fn record(&self, letters: &[DeadLetter]) -> Result<(), SourceError> {
         if letters.is_empty() {
             return Ok(());
@@ -96,10 +142,18 @@ impl DeadLetterStore {
             Some(client) => client,
             None => sql.insert(self.connect().await?),
         };
-        let what = "write ciosync.dead_letters";
-        let tx = client.transaction().await.map_err(stored(what))?;
-        insert(&tx, &self.slot, letters).await?;
-        tx.commit().await.map_err(stored(what))
+        let mut tx = client.transaction().await.map_err(stored(WRITE))?;
+        let escaped = insert(&mut tx, &self.slot, letters).await?;
+        tx.commit().await.map_err(stored(WRITE))?;
+        if let Some((count, sqlstate)) = escaped {
+            tracing::warn!(
+                letters = count,
+                sqlstate,
+                "Postgres refused a dead letter as it was; stored it escaped (text fields as \
+                 ASCII, the payload base64-encoded): `ciosync dlq retry` sends it as it was"
+            );
+        }
+        Ok(())
     }
 
     /// Opens a connection and makes sure the table exists (the migration).
@@ -110,63 +164,176 @@ impl DeadLetterStore {
     }
 }
 
-/// Rejects what Postgres would refuse, before sending it: its refusal's
-/// DETAIL would quote the row, and retrying could never succeed.
+/// What the letters are written as.
+const WRITE: &str = "write ciosync.dead_letters";
+
+/// Rejects a letter the table's CHECK would refuse, before sending it: its
+/// refusal's DETAIL would quote the row. Only a bug makes one, so nothing
+/// escapes it.
 fn validate(letter: &DeadLetter) -> Result<(), SourceError> {
-    if !OPERATIONS.contains(&letter.operation) {
-        return Err(SourceError::Definite(format!(
-            "a dead letter's operation must be one of {OPERATIONS:?}, not `{}`",
-            letter.operation
-        )));
+    if OPERATIONS.contains(&letter.operation) {
+        return Ok(());
     }
-    let json = std::str::from_utf8(&letter.payload)
-        .ok()
-        .filter(|text| serde_json::from_str::<IgnoredAny>(text).is_ok());
-    match json {
-        Some(_) => Ok(()),
-        _ => Err(SourceError::Definite(format!(
-            "a dead letter's payload ({} bytes) is not JSON that Postgres can store",
-            letter.payload.len()
-        ))),
+    Err(SourceError::Definite(format!(
+        "a dead letter's operation must be one of {OPERATIONS:?}, not `{}`",
+        letter.operation
+    )))
+}
+
+/// One letter as the INSERT's text parameters.
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    customer_id: String,
+    attributes: Vec<String>,
+    error: String,
+    /// JSON text for the `jsonb` column.
+    payload: String,
+}
+
+impl Row {
+    /// The letter as it is; its payload as `jsonb` can hold it
+    /// ([`storable_payload`]), or encoded if it is not JSON at all (which
+    /// the sink never sends).
+    fn plain(letter: &DeadLetter) -> Self {
+        let json = std::str::from_utf8(&letter.payload)
+            .ok()
+            .filter(|text| serde_json::from_str::<IgnoredAny>(text).is_ok());
+        Row {
+            customer_id: letter.customer_id.clone(),
+            attributes: letter.attributes.clone(),
+            error: letter.error.clone(),
+            payload: match json {
+                Some(_) => storable_payload(&letter.payload),
+                None => encoded_payload(&letter.payload),
+            },
+        }
+    }
+
+    /// The letter as any database can store it, after Postgres refused it
+    /// as it was with `sqlstate`: text fields as printable ASCII (anything
+    /// else escaped, `\u{0}`), the error noting why, and the payload
+    /// base64-encoded under [`ENCODED_PAYLOAD_KEY`], so a replay still sends
+    /// exactly what was refused.
+    fn escaped(letter: &DeadLetter, sqlstate: &str) -> Self {
+        Row {
+            customer_id: escape(&letter.customer_id),
+            attributes: letter.attributes.iter().map(|name| escape(name)).collect(),
+            error: format!(
+                "{} [stored escaped: Postgres refused the letter as it was, SQLSTATE {sqlstate}]",
+                escape(&letter.error)
+            ),
+            payload: encoded_payload(&letter.payload),
+        }
     }
 }
 
-/// Inserts the letters with one prepared statement, inside the caller's transaction.
+/// `text` in printable ASCII, every other character escaped (`\u{e9}`):
+/// every server encoding holds it, and it has no NUL.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == ' ' || c.is_ascii_graphic() {
+            out.push(c);
+        } else {
+            out.extend(c.escape_unicode());
+        }
+    }
+    out
+}
+
+/// `{"ciosync_payload_base64": "…"}`: the payload as ASCII JSON.
+fn encoded_payload(payload: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(payload);
+    serde_json::json!({ ENCODED_PAYLOAD_KEY: encoded }).to_string()
+}
+
+/// The payload to replay or show, from the stored JSON text: an escaped
+/// letter's encoded payload decoded, anything else as it is.
+pub fn original_payload(stored: String) -> String {
+    use base64::Engine;
+    if !stored.contains(ENCODED_PAYLOAD_KEY) {
+        return stored;
+    }
+    let encoded = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&stored)
+        .ok()
+        .filter(|object| object.len() == 1)
+        .and_then(|object| object.get(ENCODED_PAYLOAD_KEY)?.as_str().map(str::to_owned));
+    let decoded =
+        encoded.and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok());
+    match decoded {
+        Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        None => stored,
+    }
+}
+
+/// The INSERT of one letter.
+const INSERT: &str = "INSERT INTO ciosync.dead_letters \
+     (slot, customer_id, operation, attributes, status, error, payload, attempts) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8)";
+
+/// Inserts the letters with one prepared statement, inside the caller's
+/// transaction, each in a savepoint: a letter Postgres refuses as it is
+/// (class 22 or 23) is inserted escaped instead. Returns how many were
+/// escaped and the first refusal's SQLSTATE, if any.
 async fn insert(
-    tx: &impl GenericClient,
+    tx: &mut Transaction<'_>,
     slot: &str,
     letters: &[DeadLetter],
-) -> Result<(), SourceError> {
-    let what = "write ciosync.dead_letters";
-    let statement = tx
-        .prepare(
-            "INSERT INTO ciosync.dead_letters \
-             (slot, customer_id, operation, attributes, status, error, payload, attempts) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8)",
-        )
-        .await
-        .map_err(stored(what))?;
+) -> Result<Option<(usize, String)>, SourceError> {
+    let statement = tx.prepare(INSERT).await.map_err(stored(WRITE))?;
+    let mut escaped: Option<(usize, String)> = None;
     for letter in letters {
-        let payload = storable_payload(&letter.payload);
-        let status = i32::from(letter.status);
-        let attempts = i32::try_from(letter.attempts).unwrap_or(i32::MAX);
-        tx.execute(
-            &statement,
+        let savepoint = tx.savepoint("dead_letter").await.map_err(stored(WRITE))?;
+        match insert_row(&savepoint, &statement, slot, letter, &Row::plain(letter)).await {
+            Ok(()) => savepoint.commit().await.map_err(stored(WRITE))?,
+            Err(error) => {
+                let Some(sqlstate) = data_refusal(&error) else {
+                    return Err(stored(WRITE)(error));
+                };
+                savepoint.rollback().await.map_err(stored(WRITE))?;
+                let row = Row::escaped(letter, &sqlstate);
+                insert_row(&*tx, &statement, slot, letter, &row).await.map_err(stored(WRITE))?;
+                let (count, _) = escaped.get_or_insert((0, sqlstate));
+                *count += 1;
+            }
+        }
+    }
+    Ok(escaped)
+}
+
+async fn insert_row(
+    client: &impl GenericClient,
+    statement: &Statement,
+    slot: &str,
+    letter: &DeadLetter,
+    row: &Row,
+) -> Result<(), tokio_postgres::Error> {
+    let status = i32::from(letter.status);
+    let attempts = i32::try_from(letter.attempts).unwrap_or(i32::MAX);
+    client
+        .execute(
+            statement,
             &[
                 &slot,
-                &letter.customer_id,
+                &row.customer_id,
                 &letter.operation,
-                &letter.attributes,
+                &row.attributes,
                 &status,
-                &letter.error,
-                &payload.as_str(),
+                &row.error,
+                &row.payload.as_str(),
                 &attempts,
             ],
         )
         .await
-        .map_err(stored(what))?;
-    }
-    Ok(())
+        .map(drop)
+}
+
+/// The SQLSTATE of an error about the data itself (class 22, data
+/// exception, or 23, integrity constraint violation).
+fn data_refusal(error: &tokio_postgres::Error) -> Option<String> {
+    let code = error.code()?.code();
+    (code.starts_with("22") || code.starts_with("23")).then(|| code.to_owned())
 }
 
 /// The payload as jsonb can hold it: jsonb refuses U+0000, which JSON (and
@@ -204,11 +371,11 @@ fn storable_payload(payload: &[u8]) -> String {
 /// (SQLSTATE class 22 or 23) keeps only its code: its DETAIL quotes the row,
 /// which is customer data, and no retry would store it anyway.
 fn stored(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
-    move |source| match source.code().map(|c| c.code()) {
-        Some(code) if code.starts_with("22") || code.starts_with("23") => SourceError::Definite(
-            format!("postgres: could not {what}: the data was refused (SQLSTATE {code})"),
-        ),
-        _ => SourceError::Sql { what, source },
+    move |source| match data_refusal(&source) {
+        Some(code) => SourceError::Definite(format!(
+            "postgres: could not {what}: the data was refused (SQLSTATE {code})"
+        )),
+        None => SourceError::Sql { what, source },
     }
 }
 
@@ -226,14 +393,58 @@ pub struct StoredLetter {
     pub first_attempt_at: i64,
     /// Unix seconds.
     pub last_attempt_at: i64,
-    /// The item's JSON text, when asked for (it is customer data, and large).
+    /// What the payload says beyond the columns, without attribute values.
+    pub outline: Outline,
+    /// The item's JSON text as sent, when asked for (it is customer data,
+    /// and large).
     pub payload: Option<String>,
 }
 
+/// What a letter's payload says about the operation beyond the columns,
+/// read without its attribute values: how `dlq list` tells the kinds apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outline {
+    /// How a replay sends it: a batch item, or an anonymous event alone.
+    pub route: Route,
+    /// An event's name.
+    pub event_name: Option<String>,
+    /// A merge's secondary person, merged into the primary (the customer
+    /// id) and deleted.
+    pub secondary_id: Option<String>,
+}
+
+impl Outline {
+    /// The outline of a letter of `operation` whose payload is `payload`.
+    pub fn of(operation: &str, payload: &serde_json::Value) -> Self {
+        let text = |value: Option<&serde_json::Value>| value?.as_str().map(str::to_owned);
+        let secondary = payload.get("secondary");
+        Outline {
+            route: Route::of_payload(payload),
+            event_name: if operation == "event" { text(payload.get("name")) } else { None },
+            secondary_id: if operation == "merge" {
+                ["id", "email", "cio_id"].iter().find_map(|key| text(secondary?.get(*key)))
+            } else {
+                None
+            },
+        }
+    }
+
+    /// The outline of a stored letter from its payload's JSON text, with or
+    /// without the attribute values, encoded or not.
+    fn of_stored(operation: &str, stored: String) -> Self {
+        let value = serde_json::from_str(&original_payload(stored)).unwrap_or_default();
+        Self::of(operation, &value)
+    }
+}
+
 /// Columns of a [`StoredLetter`] in [`letter_of`]'s order, payload last.
+/// The outline is read from the payload without the keys that hold values
+/// (an identify's or event's `attributes`, a v1 event's `data`); an escaped
+/// letter's encoded payload is read whole, a rare case.
 const COLUMNS: &str = "id, customer_id, operation, attributes, status, error, attempts, \
     floor(extract(epoch FROM first_attempt_at))::bigint, \
-    floor(extract(epoch FROM last_attempt_at))::bigint";
+    floor(extract(epoch FROM last_attempt_at))::bigint, \
+    (payload - 'attributes' - 'data')::text";
 
 fn columns(with_payload: bool) -> String {
     if with_payload {
@@ -254,7 +465,8 @@ fn letter_of(row: &tokio_postgres::Row) -> StoredLetter {
         attempts: row.get(6),
         first_attempt_at: row.get(7),
         last_attempt_at: row.get(8),
-        payload: row.get(9),
+        outline: Outline::of_stored(row.get(2), row.get(9)),
+        payload: row.get::<_, Option<String>>(10).map(original_payload),
     }
 }
 
@@ -291,7 +503,8 @@ impl<'a> DeadLetterTable<'a> {
         Ok(rows.iter().map(letter_of).collect())
     }
 
-    /// One letter's payload (JSON text), if the letter (still) exists.
+    /// One letter's payload (JSON text, as it was sent: an escaped letter's
+    /// decoded), if the letter (still) exists.
     pub async fn payload(&self, id: i64) -> Result<Option<String>, SourceError> {
         let row = self
             .sql
@@ -301,7 +514,7 @@ impl<'a> DeadLetterTable<'a> {
             )
             .await
             .map_err(SourceError::sql("read ciosync.dead_letters"))?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| original_payload(r.get(0))))
     }
 
     /// The ids of this slot's letters, in order: all of them, or those of
@@ -330,21 +543,33 @@ impl<'a> DeadLetterTable<'a> {
             .map_err(SourceError::sql("delete from ciosync.dead_letters"))
     }
 
-    /// Records that a replay was refused again, with Customer.io's new answer.
+    /// Records that a replay was refused again, with Customer.io's new
+    /// answer; escaped (see `Row::escaped`) if Postgres refuses its text.
     pub async fn refused_again(
         &self,
         id: i64,
         status: u16,
         error: &str,
     ) -> Result<(), SourceError> {
-        self.sql
-            .execute(
-                "UPDATE ciosync.dead_letters SET attempts = attempts + 1, \
-                 last_attempt_at = now(), status = $3, error = $4 WHERE slot = $1 AND id = $2",
-                &[&self.slot, &id, &i32::from(status), &error],
-            )
-            .await
-            .map_err(SourceError::sql("update ciosync.dead_letters"))?;
+        let update = |error: String| async move {
+            self.sql
+                .execute(
+                    "UPDATE ciosync.dead_letters SET attempts = attempts + 1, \
+                     last_attempt_at = now(), status = $3, error = $4 \
+                     WHERE slot = $1 AND id = $2",
+                    &[&self.slot, &id, &i32::from(status), &error],
+                )
+                .await
+        };
+        let what = "update ciosync.dead_letters";
+        match update(error.to_owned()).await {
+            Err(refused) if data_refusal(&refused).is_some() => {
+                update(escape(error)).await.map_err(stored(what))?;
+            }
+            result => {
+                result.map_err(stored(what))?;
+            }
+        }
         Ok(())
     }
 }
@@ -382,18 +607,121 @@ mod tests {
         shared::<DeadLetterStore>();
     }
 
+    /// One operation of each kind the sink sends, as it encodes them.
+    fn every_kind() -> Vec<EncodedItem> {
+        use crate::customer::{AnonymousEvent, CustomerOp, Event};
+        let data = |key: &str| serde_json::json!({ key: "secret-value" }).as_object().cloned();
+        let ops = vec![
+            CustomerOp::Identify {
+                id: "1".into(),
+                attributes: data("plan").unwrap(),
+                timestamp: 1,
+            },
+            CustomerOp::Delete { id: "2".into() },
+            CustomerOp::Suppress { id: "3".into() },
+            CustomerOp::Merge { primary: "4".into(), secondary: "5".into() },
+            CustomerOp::Event(Event {
+                customer: "6".into(),
+                name: "signed_up".into(),
+                event_id: "01HZY".into(),
+                timestamp: 1,
+                data: data("source").unwrap(),
+            }),
+            CustomerOp::AnonymousEvent(AnonymousEvent {
+                anonymous_id: "cookie-7".into(),
+                name: "viewed_pricing".into(),
+                event_id: "01HZZ".into(),
+                timestamp: 1,
+                data: data("path").unwrap(),
+            }),
+        ];
+        ops.into_iter().map(|op| crate::sink::batch::encode(op).expect("not a barrier")).collect()
+    }
+
     #[test]
-    fn only_storable_letters_are_sent_and_refusals_never_quote_them() {
-        assert!(validate(&letter("identify", br#"{"attributes":{"plan":"pro"}}"#)).is_ok());
-        assert!(validate(&letter("merge", br#"{"a":1}"#)).is_ok());
-        for bad in [
-            letter("event", b"{}"),
-            letter("identify", b"{\"plan\":\"secret-value\""),
-            letter("identify", b"\xff\xfe"),
-        ] {
-            let error = validate(&bad).unwrap_err();
-            assert!(!error.is_transient(), "{error}");
-            assert!(!error.to_string().contains("secret-value"), "{error}");
+    fn every_kind_the_sink_sends_can_be_a_dead_letter_and_replays_by_its_route() {
+        let items = every_kind();
+        let kinds: Vec<&str> = items.iter().map(|i| i.kind).collect();
+        for operation in OPERATIONS {
+            assert!(kinds.contains(&operation), "{operation} is never sent");
         }
+        for item in items {
+            let route = item.route;
+            let letter = DeadLetter::of_item(item, 0, 207, "invalid".into());
+            assert!(validate(&letter).is_ok(), "{}", letter.operation);
+            assert_eq!(letter.attempts, 1);
+            let payload: serde_json::Value = serde_json::from_slice(&letter.payload).unwrap();
+            let outline = Outline::of(letter.operation, &payload);
+            assert_eq!(outline.route, route, "{} replays the way it was sent", letter.operation);
+            match letter.operation {
+                "event" => assert!(outline.event_name.is_some(), "{payload}"),
+                "merge" => {
+                    assert_eq!(letter.customer_id, "4", "the primary");
+                    assert_eq!(outline.secondary_id.as_deref(), Some("5"));
+                }
+                _ => assert_eq!((outline.event_name, outline.secondary_id), (None, None)),
+            }
+            // Names, never values; an anonymous event's too.
+            if ["identify", "event"].contains(&letter.operation) {
+                assert_eq!(letter.attributes.len(), 1, "{}", letter.operation);
+            }
+            assert!(!letter.attributes.iter().any(|a| a.contains("secret")));
+        }
+    }
+
+    #[test]
+    fn the_table_check_allows_exactly_the_operations() {
+        let check = crate::state::MIGRATION
+            .split("CHECK (operation IN (")
+            .nth(1)
+            .and_then(|rest| rest.split("))").next())
+            .expect("the migration checks the operation");
+        let allowed: Vec<&str> = check.split(',').map(|k| k.trim().trim_matches('\'')).collect();
+        assert_eq!(allowed, OPERATIONS);
+    }
+
+    #[test]
+    fn an_unknown_operation_is_refused_before_it_is_sent() {
+        let error = validate(&letter("barrier", b"{}")).unwrap_err();
+        assert!(!error.is_transient(), "{error}");
+        assert!(error.to_string().contains("barrier"), "{error}");
+    }
+
+    #[test]
+    fn a_payload_that_is_not_json_is_stored_encoded() {
+        for bad in [&b"{\"plan\":\"secret-value\""[..], b"\xff\xfe"] {
+            let row = Row::plain(&letter("identify", bad));
+            assert!(!row.payload.contains("secret-value"), "{}", row.payload);
+            let _: serde_json::Value = serde_json::from_str(&row.payload).expect("JSON");
+            assert_eq!(original_payload(row.payload), String::from_utf8_lossy(bad));
+        }
+        let good = Row::plain(&letter("identify", br#"{"attributes":{"plan":"pro"}}"#));
+        assert_eq!(good.payload, r#"{"attributes":{"plan":"pro"}}"#);
+        assert_eq!(original_payload(good.payload.clone()), good.payload);
+    }
+
+    #[test]
+    fn an_escaped_letter_is_printable_ascii_and_replays_what_was_sent() {
+        let payload = "{\"type\":\"person\",\"action\":\"event\",\"name\":\"caf\u{e9}\",\
+                       \"identifiers\":{\"id\":\"jos\u{e9}\"},\"attributes\":{\"b\\u0000\":\"\u{1F600}\"}}";
+        let mut refused = letter("event", payload.as_bytes());
+        refused.customer_id = "jos\u{e9}\0".into();
+        refused.attributes = vec!["b\0".into()];
+        refused.error = "bad \u{1F600}".into();
+        let row = Row::escaped(&refused, "22P05");
+        let printable = |t: &str| t.chars().all(|c| c == ' ' || c.is_ascii_graphic());
+        assert_eq!(row.customer_id, "jos\\u{e9}\\u{0}");
+        assert_eq!(row.attributes, ["b\\u{0}"]);
+        assert!(row.error.starts_with("bad \\u{1f600} [stored escaped"), "{}", row.error);
+        assert!(row.error.contains("SQLSTATE 22P05"), "{}", row.error);
+        for text in [&row.customer_id, &row.error, &row.payload] {
+            assert!(printable(text), "{text}");
+        }
+        assert_eq!(original_payload(row.payload.clone()), payload, "decoded as it was sent");
+        let outline = Outline::of_stored("event", row.payload);
+        assert_eq!(outline.event_name.as_deref(), Some("caf\u{e9}"));
+        // Stored text that merely mentions the key is not decoded.
+        let mentions = format!(r#"{{"{ENCODED_PAYLOAD_KEY}": "x", "other": 1}}"#);
+        assert_eq!(original_payload(mentions.clone()), mentions);
     }
 }

@@ -1,13 +1,18 @@
 //! What `ciosync dlq` prints, as pure functions over stored letters: a table
 //! for people, one JSON object per line for scripts, and the retry summary.
 //!
-//! This output is for the operator, so customer ids and Customer.io's error
-//! texts appear; payloads only when asked for. Never a credential: nothing
-//! here sees the config.
+//! This output is for the operator, so customer ids, event names and
+//! Customer.io's error texts appear; attribute values (the payload) only
+//! when asked for. Never a credential: nothing here sees the config.
+//!
+//! Each kind reads as what it did: `identify`, `delete`, `suppress`,
+//! `merge 5 into 4` (the customer is the primary), `event "signed_up"`,
+//! `anonymous event "viewed_pricing"` (the customer is the anonymous id).
 
 use serde_json::{json, Value};
 
 use super::StoredLetter;
+use crate::sink::batch::Route;
 
 const HEADERS: [&str; 9] = [
     "ID",
@@ -55,7 +60,7 @@ fn cells(letter: &StoredLetter) -> [String; 9] {
     [
         letter.id.to_string(),
         printable(&letter.customer_id),
-        letter.operation.clone(),
+        operation_cell(letter),
         attributes_cell(&letter.attributes),
         letter.status.to_string(),
         letter.attempts.to_string(),
@@ -63,6 +68,32 @@ fn cells(letter: &StoredLetter) -> [String; 9] {
         time(letter.last_attempt_at, ' '),
         printable(&letter.error),
     ]
+}
+
+/// Widest event name or merged id in the table, in characters.
+const MAX_NAME_CHARS: usize = 40;
+
+/// What the letter did, by kind: an event with its name (and whether it is
+/// anonymous), a merge with both ids, anything else its operation.
+fn operation_cell(letter: &StoredLetter) -> String {
+    let outline = &letter.outline;
+    let short = |text: &str| {
+        let text = printable(text);
+        if text.chars().count() <= MAX_NAME_CHARS {
+            return text;
+        }
+        let cut: String = text.chars().take(MAX_NAME_CHARS - 1).collect();
+        cut + "…"
+    };
+    let anonymous = if outline.route == Route::AnonymousEvent { "anonymous " } else { "" };
+    match (letter.operation.as_str(), &outline.event_name, &outline.secondary_id) {
+        ("event", Some(name), _) => format!("{anonymous}event \"{}\"", short(name)),
+        ("event", None, _) => format!("{anonymous}event"),
+        ("merge", _, Some(secondary)) => {
+            format!("merge {} into {}", short(secondary), short(&letter.customer_id))
+        }
+        (operation, _, _) => printable(operation),
+    }
 }
 
 /// Widest attribute-name list in the table, in characters.
@@ -84,6 +115,7 @@ fn attributes_cell(names: &[String]) -> String {
 }
 
 /// One letter as one line of JSON; the payload (parsed) only when loaded.
+/// An event adds `event_name` and `anonymous`, a merge `secondary_id`.
 pub fn json_line(letter: &StoredLetter) -> String {
     let mut object = json!({
         "id": letter.id,
@@ -96,6 +128,16 @@ pub fn json_line(letter: &StoredLetter) -> String {
         "first_attempt_at": time(letter.first_attempt_at, 'T') + "Z",
         "last_attempt_at": time(letter.last_attempt_at, 'T') + "Z",
     });
+    let outline = &letter.outline;
+    if let Some(map) = object.as_object_mut() {
+        if letter.operation == "event" {
+            map.insert("event_name".to_owned(), json!(outline.event_name));
+            map.insert("anonymous".to_owned(), json!(outline.route == Route::AnonymousEvent));
+        }
+        if let Some(secondary) = &outline.secondary_id {
+            map.insert("secondary_id".to_owned(), json!(secondary));
+        }
+    }
     if let (Some(payload), Some(map)) = (&letter.payload, object.as_object_mut()) {
         let value =
             serde_json::from_str(payload).unwrap_or_else(|_| Value::String(payload.clone()));
@@ -151,6 +193,7 @@ pub(crate) fn printable(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Outline;
     use super::*;
 
     fn letter(id: i64, customer_id: &str, attributes: &[&str], error: &str) -> StoredLetter {
@@ -164,8 +207,59 @@ mod tests {
             attempts: 1,
             first_attempt_at: 1_700_000_000,
             last_attempt_at: 1_700_000_060,
+            outline: Outline { route: Route::Batch, event_name: None, secondary_id: None },
             payload: None,
         }
+    }
+
+    /// A letter of `operation` whose payload is `payload`, outlined as `dlq` reads it.
+    fn of_kind(operation: &str, customer_id: &str, payload: Value) -> StoredLetter {
+        StoredLetter {
+            operation: operation.to_owned(),
+            outline: Outline::of(operation, &payload),
+            ..letter(1, customer_id, &[], "refused")
+        }
+    }
+
+    #[test]
+    fn each_kind_reads_as_what_it_did_without_values() {
+        let cases = [
+            (of_kind("identify", "1", json!({"action": "identify"})), "identify"),
+            (of_kind("delete", "2", json!({"action": "delete"})), "delete"),
+            (of_kind("suppress", "3", json!({"action": "suppress"})), "suppress"),
+            (
+                of_kind("merge", "4", json!({"primary": {"id": "4"}, "secondary": {"id": "5"}})),
+                "merge 5 into 4",
+            ),
+            (
+                of_kind("event", "6", json!({"action": "event", "name": "signed_up"})),
+                "event \"signed_up\"",
+            ),
+            (
+                of_kind("event", "cookie-7", json!({"anonymous_id": "cookie-7", "name": "viewed"})),
+                "anonymous event \"viewed\"",
+            ),
+            (of_kind("event", "8", json!({})), "event"),
+            (
+                of_kind("event", "9", json!({"name": format!("n\n{}", "x".repeat(60))})),
+                "event \"n\\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…\"",
+            ),
+        ];
+        for (letter, expected) in &cases {
+            assert_eq!(operation_cell(letter), *expected);
+        }
+        let text = table(&cases.iter().map(|(l, _)| l.clone()).collect::<Vec<_>>(), "s");
+        assert!(text.lines().nth(4).unwrap().contains("  merge 5 into 4  "), "{text}");
+
+        let json = |l: &StoredLetter| serde_json::from_str::<Value>(&json_line(l)).unwrap();
+        let anonymous = json(&cases[5].0);
+        assert_eq!(
+            (&anonymous["event_name"], &anonymous["anonymous"]),
+            (&json!("viewed"), &json!(true))
+        );
+        assert_eq!(json(&cases[4].0)["anonymous"], json!(false));
+        assert_eq!(json(&cases[3].0)["secondary_id"], json!("5"));
+        assert!(json(&cases[0].0).get("event_name").is_none());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Fault injection for the Track API routes: added latency, random 500s and
 //! 429s, and a deterministic "fail the next N requests" counter for tests.
-//! Per-item faults (refused person ids, transient item errors) are decided
-//! here too, but applied by the v1 and v2 handlers, which know the items.
+//! Per-item faults (refused person ids or event names, transient item
+//! errors) are decided here too, but applied by the v1 and v2 handlers,
+//! which know the items.
 //!
 //! Customer.io documents no 429 for the Track API (UNCONFIRMED, see the facts
 //! sheet §3), but clients must survive one, so the emulator can send it, with
@@ -15,6 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::model::Op;
 use super::state::Shared;
 use super::validate::{Problem, REASON_INVALID};
 use crate::track_api::{Identifier, V1ErrorResponse};
@@ -28,6 +30,8 @@ pub const REASON_INTERNAL_ERROR: &str = "internal_error";
 pub const TRANSIENT_ITEM_MESSAGE: &str = "temporarily unable to process this item; retry";
 /// `message` of an item or request refused through `reject_ids`.
 pub const REJECTED_ID_MESSAGE: &str = "person id refused (emulator fault reject_ids)";
+/// `message` of an event refused through `reject_event_names`.
+pub const REJECTED_EVENT_MESSAGE: &str = "event name refused (emulator fault reject_event_names)";
 
 /// The faults to inject. `Default` injects none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,6 +62,14 @@ pub struct Faults {
     /// or a v1 request naming one gets that route's 400. Only `id` is
     /// matched, not email, phone or `cio_id`. Empty by default.
     pub reject_ids: Vec<String>,
+    /// Event names refused for good, like `reject_ids`: a person event (a
+    /// v2 `event` item, or v1 `/customers/{id}/events`) or an anonymous
+    /// event (`POST /api/v1/events`) with one of these names is not
+    /// applied; a batch lists it in the 207 with `reason` "invalid" and
+    /// `field` "name", any other route answers its 400. So a client's
+    /// dead-letter path can be tested for events alone, the person's other
+    /// calls still accepted. Empty by default.
+    pub reject_event_names: Vec<String>,
     /// The next N v2 batch items, counted across requests in order, are not
     /// applied and are listed in the 207 with `reason` "internal_error" and
     /// a message asking to retry; counts down like `fail_next`. Items
@@ -80,6 +92,7 @@ impl Default for Faults {
             fail_status: DEFAULT_FAIL_STATUS,
             fail_after_apply: false,
             reject_ids: Vec::new(),
+            reject_event_names: Vec::new(),
             item_errors_next: 0,
         }
     }
@@ -103,6 +116,8 @@ pub enum ItemFault {
     /// Refused for good through `reject_ids`; `field` holds the listed id
     /// (`identifiers`, or `primary`/`secondary` for a merge).
     Rejected { field: String },
+    /// An event refused for good through `reject_event_names`.
+    RejectedEvent,
     /// Refused this once through `item_errors_next`; a retry may pass.
     Transient,
 }
@@ -113,6 +128,9 @@ impl ItemFault {
         match self {
             ItemFault::Rejected { field } => {
                 Problem::new(REASON_INVALID, field.clone(), REJECTED_ID_MESSAGE)
+            }
+            ItemFault::RejectedEvent => {
+                Problem::new(REASON_INVALID, "name", REJECTED_EVENT_MESSAGE)
             }
             ItemFault::Transient => Problem::new(REASON_INTERNAL_ERROR, "", TRANSIENT_ITEM_MESSAGE),
         }
@@ -138,6 +156,9 @@ impl Faults {
         if self.reject_ids.iter().any(String::is_empty) {
             return Err("reject_ids must not contain an empty id".to_owned());
         }
+        if self.reject_event_names.iter().any(String::is_empty) {
+            return Err("reject_event_names must not contain an empty name".to_owned());
+        }
         Ok(())
     }
 
@@ -152,11 +173,23 @@ impl Faults {
         })
     }
 
-    /// Picks the fault for one valid v2 batch item naming `people`: a
-    /// listed id first (which leaves the count alone), then
-    /// `item_errors_next`, counted down.
-    pub fn decide_item(&mut self, people: &[(&str, &Identifier)]) -> Option<ItemFault> {
-        if let Some(rejected) = self.rejection(people) {
+    /// The refusal for good of `op`, if any: a listed person id
+    /// ([`Faults::rejection`]), else a listed event name.
+    pub fn refusal(&self, op: &Op) -> Option<ItemFault> {
+        self.rejection(&op.people()).or_else(|| {
+            let name = match op {
+                Op::Event { event, .. } | Op::AnonymousEvent { event } => &event.name,
+                _ => return None,
+            };
+            self.reject_event_names.contains(name).then_some(ItemFault::RejectedEvent)
+        })
+    }
+
+    /// Picks the fault for one valid v2 batch item: a refusal for good
+    /// first (which leaves the count alone), then `item_errors_next`,
+    /// counted down.
+    pub fn decide_item(&mut self, op: &Op) -> Option<ItemFault> {
+        if let Some(rejected) = self.refusal(op) {
             return Some(rejected);
         }
         if self.item_errors_next > 0 {
@@ -249,7 +282,6 @@ fn fault_response(fault: Injected) -> Response {
 mod tests {
     use serde_json::Value;
 
-    use super::super::model::Op;
     use super::*;
 
     #[test]
@@ -310,13 +342,35 @@ mod tests {
     }
 
     #[test]
+    fn listed_event_names_are_refused_for_people_and_anonymous_ids_alike() {
+        let faults = Faults { reject_event_names: vec!["bad".into()], ..Faults::default() };
+        let event = |name: &str, anonymous_id: Option<&str>| super::super::model::StoredEvent {
+            name: name.to_owned(),
+            kind: "event".to_owned(),
+            id: None,
+            timestamp: 1,
+            data: serde_json::Map::new(),
+            anonymous_id: anonymous_id.map(str::to_owned),
+        };
+        let person = |name: &str| Op::Event { target: id("p"), event: event(name, None) };
+        let anonymous = |name: &str| Op::AnonymousEvent { event: event(name, Some("a")) };
+        assert_eq!(faults.refusal(&person("bad")), Some(ItemFault::RejectedEvent));
+        assert_eq!(faults.refusal(&anonymous("bad")), Some(ItemFault::RejectedEvent));
+        assert_eq!(faults.refusal(&person("good")), None);
+        assert_eq!(faults.refusal(&anonymous("good")), None);
+        assert_eq!(faults.refusal(&delete("p")), None, "the person's other calls pass");
+        let problem = ItemFault::RejectedEvent.problem();
+        assert_eq!((problem.reason, problem.field.as_str()), ("invalid", "name"));
+        let empty = Faults { reject_event_names: vec![String::new()], ..Faults::default() };
+        assert!(empty.validate().unwrap_err().starts_with("reject_event_names"));
+    }
+
+    #[test]
     fn item_errors_count_down_across_calls_and_skip_refused_items() {
         let mut faults =
             Faults { reject_ids: vec!["bad".into()], item_errors_next: 2, ..Faults::default() };
-        let decisions: Vec<Option<ItemFault>> = ["a", "bad", "b", "c"]
-            .iter()
-            .map(|p| faults.decide_item(&delete(p).people()))
-            .collect();
+        let decisions: Vec<Option<ItemFault>> =
+            ["a", "bad", "b", "c"].iter().map(|p| faults.decide_item(&delete(p))).collect();
         let rejected = ItemFault::Rejected { field: "identifiers".into() };
         assert_eq!(
             decisions,
@@ -324,8 +378,8 @@ mod tests {
         );
         assert_eq!(faults.item_errors_next, 0);
         // Refusals stay in force; transient errors are used up.
-        assert!(faults.decide_item(&delete("bad").people()).is_some());
-        assert_eq!(faults.decide_item(&delete("a").people()), None);
+        assert!(faults.decide_item(&delete("bad")).is_some());
+        assert_eq!(faults.decide_item(&delete("a")), None);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! 400 messages where known), then applies them. Success is 200 `{}`;
 //! validation failures are 400 `{"meta":{"errors":[…]}}`, except merge,
 //! whose documented 400 is `{"meta":{"error":…}}`. A valid request naming a
-//! person whose id is in the `reject_ids` fault gets the same 400.
+//! person whose id is in the `reject_ids` fault, or an event whose name is
+//! in `reject_event_names`, gets the same 400.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -73,10 +74,10 @@ fn answer(shared: &Shared, op: Result<Op, Vec<Problem>>) -> Response {
     }
 }
 
-/// The problem to answer if `op` names a person the `reject_ids` fault
-/// refuses.
+/// The problem to answer if the `reject_ids` fault refuses a person `op`
+/// names, or `reject_event_names` its event.
 fn rejected(shared: &Shared, op: &Op) -> Option<Problem> {
-    shared.read(|inner| inner.faults.rejection(&op.people())).map(|fault| fault.problem())
+    shared.read(|inner| inner.faults.refusal(op)).map(|fault| fault.problem())
 }
 
 async fn region(State(shared): State<Shared>) -> Response {

@@ -7,7 +7,8 @@
 //! (or a 200 with the same body when `errors_with_200` is set). The
 //! `reason` and `field` wording is the emulator's guess; `message` reuses
 //! Customer.io's v1 texts where the same limit applies. Injected per-item
-//! faults (`reject_ids`, `item_errors_next`) fail valid items the same way.
+//! faults (`reject_ids`, `reject_event_names`, `item_errors_next`) fail
+//! valid items the same way.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -48,10 +49,11 @@ fn errors(status: StatusCode, errors: Vec<ItemError>) -> Response {
 }
 
 /// One item: applied, or a 400 naming the problem. Of the per-item faults
-/// only `reject_ids` applies here; `item_errors_next` is for batches.
+/// only `reject_ids` and `reject_event_names` apply here;
+/// `item_errors_next` is for batches.
 async fn entity(State(shared): State<Shared>, body: Bytes) -> Response {
     match entity_op(&body, now_secs()) {
-        Ok(op) => match shared.read(|inner| inner.faults.rejection(&op.people())) {
+        Ok(op) => match shared.read(|inner| inner.faults.refusal(&op)) {
             None => {
                 shared.apply([op]);
                 ok()
@@ -73,10 +75,7 @@ async fn batch(State(shared): State<Shared>, body: Bytes) -> Response {
     // Decided for the whole batch under one lock, so concurrent batches
     // take `item_errors_next` in turn rather than interleaved.
     let injected: Vec<Option<ItemFault>> = shared.with_faults(|faults| {
-        items
-            .iter()
-            .map(|item| item.as_ref().ok().and_then(|op| faults.decide_item(&op.people())))
-            .collect()
+        items.iter().map(|item| item.as_ref().ok().and_then(|op| faults.decide_item(op))).collect()
     });
     let any_injected = injected.iter().any(Option::is_some);
     let mut failed = Vec::new();

@@ -144,12 +144,17 @@ fn encode_within_limit(mut item: PersonItem) -> (Vec<u8>, Vec<String>) {
 }
 
 impl EncodedItem {
-    /// Names of the attributes it sets, read back from its JSON (for dead
-    /// letters, a rare path: not kept on every item).
+    /// Names of the attributes it sets (an event's data keys), read back
+    /// from its JSON (for dead letters, a rare path: not kept on every item).
     pub fn attribute_names(&self) -> Vec<String> {
+        // A v2 item holds them in `attributes`, a v1 anonymous event in `data`.
+        let key = match self.route {
+            Route::Batch => "attributes",
+            Route::AnonymousEvent => "data",
+        };
         serde_json::from_slice::<serde_json::Value>(&self.json)
             .ok()
-            .and_then(|item| match item.get("attributes") {
+            .and_then(|item| match item.get(key) {
                 Some(serde_json::Value::Object(map)) => Some(map.keys().cloned().collect()),
                 _ => None,
             })

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use super::batch::{self, EncodedItem};
 use super::client::TrackClient;
 use super::retry::{cut_error_text, describe_item_error, Backoff, Verdict};
@@ -17,6 +19,10 @@ use crate::track_api::ItemError;
 /// Attempts an item with a transient per-item error gets before it is
 /// dead-lettered.
 pub const ITEM_ATTEMPTS: u32 = 5;
+
+/// While dead letters cannot be stored, one log line per this long (per
+/// batch), however short the backoff.
+pub const STORE_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What every delivery task shares.
 pub struct Delivery {
@@ -118,7 +124,12 @@ impl Delivery {
                 }
                 Verdict::Rejected { status, message } => {
                     let refused = pending.remove(0);
-                    letters.push(letter(refused, status, message));
+                    letters.push(DeadLetter::of_item(
+                        refused.item,
+                        refused.attempts,
+                        status,
+                        message,
+                    ));
                 }
                 Verdict::Unauthorized => {
                     // Nothing works until the credentials do; the daemon
@@ -142,7 +153,8 @@ impl Delivery {
                 }
             }
         }
-        self.record(letters).await
+        self.record(letters).await;
+        Ok(())
     }
 
     /// Splits the items of a 207 into accepted (counted), refused for good
@@ -166,7 +178,8 @@ impl Delivery {
             if self.is_transient(error) && pending.attempts < ITEM_ATTEMPTS {
                 retry.push(pending);
             } else {
-                letters.push(letter(pending, 207, cut_error_text(describe_item_error(error))));
+                let error = cut_error_text(describe_item_error(error));
+                letters.push(DeadLetter::of_item(pending.item, pending.attempts, 207, error));
             }
         }
         Counters::add(&self.counters.ops_accepted, accepted);
@@ -178,53 +191,68 @@ impl Delivery {
         self.transient_item_errors.iter().any(|t| reason.contains(t.as_str()))
     }
 
-    /// Stores dead letters, retrying while Postgres is unreachable: the
-    /// batch does not count as delivered (so nothing is acknowledged) until
-    /// they are stored. A definite failure (no privilege, a letter Postgres
-    /// cannot hold) stops the daemon rather than stalling it in silence.
-    async fn record(&self, letters: Vec<DeadLetter>) -> Result<(), SinkError> {
+    /// Stores dead letters, retrying until they are: the batch does not
+    /// count as delivered (so nothing is acknowledged) until they are
+    /// stored, and never stops the daemon, which would only replay the same
+    /// refusal after a restart (a crash loop holding up every customer).
+    ///
+    /// A store that keeps failing is loud instead: an error log line (a
+    /// warning for a first failure that looks like an outage) at most every
+    /// [`STORE_FAILURE_LOG_INTERVAL`],
+    /// `ciosync_dead_letter_store_failing` at 1 and `/readyz` 503 until they
+    /// are stored, and a count of failed attempts. Each attempt also counts
+    /// as activity for the systemd watchdog: a restart cannot fix a missing
+    /// privilege, and the retries go on by themselves.
+    async fn record(&self, letters: Vec<DeadLetter>) {
         if letters.is_empty() {
-            return Ok(());
+            return;
         }
         for letter in &letters {
             tracing::warn!(
                 operation = letter.operation,
                 status = letter.status,
                 error = %letter.error,
-                "Customer.io refused an operation for good; stored in ciosync.dead_letters"
+                "Customer.io refused an operation for good; storing it in ciosync.dead_letters"
             );
         }
+        let health = &self.counters.health;
         let mut backoff = Backoff::new(self.max_backoff);
-        loop {
-            match self.dead_letters.record(&letters).await {
-                Ok(()) => break,
-                Err(error) if !error.is_transient() => return Err(SinkError::DeadLetters(error)),
-                Err(error) => {
-                    let delay = backoff.next_delay(None);
-                    tracing::warn!(
-                        error = %crate::pipeline::error_chain(&error),
-                        retry_in_ms = delay.as_millis() as u64,
-                        "cannot store dead letters; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
+        let mut failing = None;
+        let mut failures: u64 = 0;
+        let mut logged: Option<Instant> = None;
+        while let Err(error) = self.dead_letters.record(&letters).await {
+            failing.get_or_insert_with(|| health.failing_to_store_dead_letters());
+            failures += 1;
+            Counters::add(&self.counters.dead_letter_store_failures, 1);
+            health.attempted();
+            let delay = backoff.next_delay(None);
+            if logged.is_none_or(|at| at.elapsed() >= STORE_FAILURE_LOG_INTERVAL) {
+                logged = Some(Instant::now());
+                // A first transient failure may be a blip (Postgres
+                // restarting); anything longer, or definite, is an error.
+                let blip = failures == 1 && error.is_transient();
+                let error = crate::pipeline::error_chain(&error);
+                let retry_in_ms = delay.as_millis() as u64;
+                let operations = letters.len();
+                let message = "cannot store refused operations in ciosync.dead_letters; \
+                               retrying, nothing is acknowledged meanwhile";
+                if blip {
+                    tracing::warn!(%error, operations, failures, retry_in_ms, "{message}");
+                } else {
+                    tracing::error!(%error, operations, failures, retry_in_ms, "{message}");
                 }
             }
+            tokio::time::sleep(delay).await;
         }
+        if failures > 0 {
+            tracing::info!(
+                operations = letters.len(),
+                failures,
+                "stored the refused operations in ciosync.dead_letters after failed attempts"
+            );
+        }
+        drop(failing);
         Counters::add(&self.counters.ops_rejected, letters.len() as u64);
         Counters::add(&self.counters.ops_dead_lettered, letters.len() as u64);
-        Ok(())
-    }
-}
-
-fn letter(pending: Pending, status: u16, error: String) -> DeadLetter {
-    let Pending { item, attempts } = pending;
-    DeadLetter {
-        customer_id: item.customers.first().cloned().unwrap_or_default(),
-        operation: item.kind,
-        attributes: item.attribute_names(),
-        status,
-        error,
-        payload: item.json,
-        attempts: attempts.max(1),
     }
 }

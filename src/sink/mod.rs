@@ -14,8 +14,10 @@
 //! before them, completed; [`Sink::flush`] returns once everything pushed
 //! completed. Transient failures (connect errors, timeouts, 408, 429, 5xx,
 //! transient item errors) are retried with capped exponential backoff and
-//! jitter for as long as it takes, so nothing is acknowledged meanwhile.
-//! One customer's operations reach Customer.io in the order pushed (see
+//! jitter for as long as it takes, so nothing is acknowledged meanwhile;
+//! so is storing a dead letter, whatever stops it (a missing privilege
+//! too: the sink never exits over a refused operation, it says so on
+//! `/readyz` and in `ciosync_dead_letter_store_failing`). One customer's operations reach Customer.io in the order pushed (see
 //! [`queue`]). Repeating an operation is harmless, which is what makes
 //! at-least-once delivery safe.
 //!
@@ -71,13 +73,6 @@ pub enum SinkError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
-    /// A refused operation could not be stored in `ciosync.dead_letters`
-    /// for a reason no retry fixes.
-    #[error(
-        "cannot store a refused operation in ciosync.dead_letters; grant the role what the \
-         error names (or fix the row) and restart: nothing of it was acknowledged"
-    )]
-    DeadLetters(#[source] crate::source::SourceError),
     /// Operations wait with nothing in flight to wait for: a bug, reported
     /// rather than acknowledged.
     #[error("internal error: operations wait to be sent but none is in flight; restart ciosync")]

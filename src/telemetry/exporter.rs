@@ -243,6 +243,16 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
             ("dead_lettered", get(&c.ops_dead_lettered) as f64),
         ],
     );
+    out.gauge(
+        DEAD_LETTER_STORE_FAILING,
+        "1 while operations Customer.io refused cannot be stored in ciosync.dead_letters: they are retried, nothing is acknowledged meanwhile.",
+        f64::from(u8::from(c.health.dead_letter_store_failing())),
+    );
+    out.counter(
+        DEAD_LETTER_STORE_FAILURES,
+        "Failed attempts to store refused operations in ciosync.dead_letters (each is retried).",
+        get(&c.dead_letter_store_failures),
+    );
     out.counter(
         OPERATIONS_COALESCED,
         "Operations merged into a waiting one of the same customer: calls saved.",

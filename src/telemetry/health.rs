@@ -9,6 +9,11 @@
 //! later of the last delivery and the moment work arrived at an idle sink,
 //! so the first change after an hour of quiet does not look an hour late.
 //!
+//! Two failures make it not ready at once, whatever the stall clock says:
+//! Customer.io refusing the credentials, and refused operations that cannot
+//! be stored in `ciosync.dead_letters`. Both are retried for as long as it
+//! takes, with nothing acknowledged meanwhile; the reason names the cause.
+//!
 //! A quiet database is ready, however long it stays quiet: with nothing to
 //! deliver there is nothing to be late with, and Postgres sends no
 //! keepalive to an idle consumer (only after it sent WAL), so requiring a
@@ -21,7 +26,7 @@
 //! (`super::systemd`). [`Health`] holds the atomics the pipeline and the
 //! sink update (a few relaxed stores per batch or per transaction).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -79,6 +84,9 @@ pub struct Health {
     unauthorized: AtomicBool,
     /// When a Customer.io request last ended, however (process clock, ms).
     last_attempt: AtomicU64,
+    /// Delivery tasks failing to store refused operations in
+    /// `ciosync.dead_letters` right now (see [`Health::failing_to_store_dead_letters`]).
+    dead_letter_store_failing: AtomicU32,
 }
 
 /// One reading of [`Health`], for [`judge`].
@@ -94,6 +102,8 @@ pub struct Snapshot {
     pub unauthorized: bool,
     /// Process clock, ms; 0 never.
     pub last_attempt_ms: u64,
+    /// Refused operations cannot be stored in `ciosync.dead_letters`.
+    pub dead_letter_store_failing: bool,
 }
 
 impl Snapshot {
@@ -166,6 +176,21 @@ impl Health {
         self.unauthorized.load(Ordering::Relaxed)
     }
 
+    /// Marks one delivery task as failing to store its refused operations
+    /// in `ciosync.dead_letters` until the guard is dropped: stored at last,
+    /// or the task aborted (the stream broke and it will be replayed). A
+    /// count, not a flag, so one task storing its letters does not hide
+    /// another that still fails.
+    pub fn failing_to_store_dead_letters(&self) -> DeadLetterStoreFailing<'_> {
+        self.dead_letter_store_failing.fetch_add(1, Ordering::Relaxed);
+        DeadLetterStoreFailing(&self.dead_letter_store_failing)
+    }
+
+    /// Whether some refused operations cannot be stored in `ciosync.dead_letters` now.
+    pub fn dead_letter_store_failing(&self) -> bool {
+        self.dead_letter_store_failing.load(Ordering::Relaxed) > 0
+    }
+
     /// When a batch last completed, on the wall clock; `None` if none has.
     pub fn last_delivery(&self) -> Option<SystemTime> {
         let at = self.last_delivery.load(Ordering::Relaxed);
@@ -181,6 +206,7 @@ impl Health {
             last_delivery_ms: self.last_delivery.load(Ordering::Relaxed),
             unauthorized: self.unauthorized(),
             last_attempt_ms: self.last_attempt.load(Ordering::Relaxed),
+            dead_letter_store_failing: self.dead_letter_store_failing(),
         }
     }
 
@@ -190,12 +216,31 @@ impl Health {
     }
 }
 
+/// One delivery task failing to store dead letters; see
+/// [`Health::failing_to_store_dead_letters`].
+#[derive(Debug)]
+pub struct DeadLetterStoreFailing<'a>(&'a AtomicU32);
+
+impl Drop for DeadLetterStoreFailing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The readiness rule (see the module doc): `Ok` when ready, else the reason.
 pub fn judge(health: &Snapshot, now_ms: u64, stall_timeout: Duration) -> Result<(), String> {
-    if health.unauthorized && matches!(health.phase, Phase::InitialCopy | Phase::Streaming) {
+    let delivering = matches!(health.phase, Phase::InitialCopy | Phase::Streaming);
+    if health.unauthorized && delivering {
         return Err("Customer.io refuses the credentials (HTTP 401): fix customerio.site_id and \
                     customerio.api_key; nothing is acknowledged meanwhile"
             .to_owned());
+    }
+    if health.dead_letter_store_failing && delivering {
+        return Err(
+            "cannot store refused operations in ciosync.dead_letters (the log says why, \
+                    e.g. a missing INSERT privilege); retrying, nothing is acknowledged meanwhile"
+                .to_owned(),
+        );
     }
     match health.phase {
         Phase::Starting => Err("starting: not connected to Postgres yet".to_owned()),
@@ -238,6 +283,7 @@ mod tests {
             last_delivery_ms,
             unauthorized: false,
             last_attempt_ms: 0,
+            dead_letter_store_failing: false,
         }
     }
 
@@ -303,6 +349,29 @@ mod tests {
         assert!(health.last_delivery().is_none());
         health.delivered();
         assert!(health.last_delivery().is_some());
+    }
+
+    #[test]
+    fn dead_letters_that_cannot_be_stored_are_not_ready_until_every_task_stored_them() {
+        let health = Health::default();
+        health.set_phase(Phase::Streaming);
+        let first = health.failing_to_store_dead_letters();
+        let second = health.failing_to_store_dead_letters();
+        let reason = health.readiness(STALL).unwrap_err();
+        assert!(reason.contains("ciosync.dead_letters") && reason.contains("INSERT"), "{reason}");
+        assert!(!reason.contains('\n'));
+        drop(first);
+        assert!(health.dead_letter_store_failing(), "another task still fails");
+        drop(second);
+        assert!(!health.dead_letter_store_failing());
+        assert!(health.readiness(STALL).is_ok());
+        // Reconnecting says so rather than blame the store.
+        let connecting = Snapshot {
+            phase: Phase::Connecting,
+            dead_letter_store_failing: true,
+            ..streaming(false, 0, 0)
+        };
+        assert!(judge(&connecting, 1, STALL).unwrap_err().contains("not connected"));
     }
 
     #[test]

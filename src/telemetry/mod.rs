@@ -72,6 +72,9 @@ pub struct Counters {
     pub ops_coalesced: AtomicU64,
     /// Operations Customer.io refused for good, stored in `ciosync.dead_letters`.
     pub ops_dead_lettered: AtomicU64,
+    /// Failed attempts to store refused operations in `ciosync.dead_letters`
+    /// (each is retried; `health` says whether one fails now).
+    pub dead_letter_store_failures: AtomicU64,
     /// Gauge: estimated bytes of operations read and not yet completed.
     pub pending_bytes: AtomicU64,
     /// Gauge: the highest `pending_bytes` seen since start.

@@ -97,6 +97,10 @@ pub const BACKFILL_ROWS_EXPECTED: &str = "ciosync_backfill_rows_expected";
 
 /// Gauge: this slot's rows in `ciosync.dead_letters`.
 pub const DEAD_LETTERS_STORED: &str = "ciosync_dead_letters_stored";
+/// Gauge: 1 while refused operations cannot be stored in `ciosync.dead_letters`.
+pub const DEAD_LETTER_STORE_FAILING: &str = "ciosync_dead_letter_store_failing";
+/// Counter: failed attempts to store refused operations in `ciosync.dead_letters`.
+pub const DEAD_LETTER_STORE_FAILURES: &str = "ciosync_dead_letter_store_failures_total";
 
 /// Gauge: 1 while the mass-delete circuit breaker holds removals.
 pub const DELETE_GUARD_TRIPPED: &str = "ciosync_delete_guard_tripped";

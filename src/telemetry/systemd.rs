@@ -256,6 +256,7 @@ mod tests {
             last_delivery_ms,
             unauthorized: false,
             last_attempt_ms: 0,
+            dead_letter_store_failing: false,
         }
     }
 

@@ -119,6 +119,11 @@ impl InProcess {
         format!("http://{}{path}", self.endpoint)
     }
 
+    /// Whether it still runs (it has not stopped by itself).
+    pub fn is_running(&self) -> bool {
+        !self.handle.is_finished()
+    }
+
     /// Asks it to stop and waits for the outcome.
     /// Fails if a secret or a customer value was logged meanwhile.
     pub async fn stop(self) -> Result<Progress, RunError> {
