@@ -1,6 +1,7 @@
-//! `DeadLetterStore::record` drops a broken connection and reconnects on
-//! the next call, so a Postgres restart or a killed session costs at most
-//! one failed call, and the retried letters are written once.
+//! `DeadLetterStore::record` fails (transient, quoting nothing) when its
+//! session is killed mid-write, and the next call reconnects, so a Postgres
+//! restart or a killed session costs one failed call, and the retried
+//! letters are written once.
 
 use serde_json::json;
 
@@ -8,23 +9,69 @@ use crate::support::dead_letters::{config_with_password, identify, rows, store};
 use crate::support::postgres::TestDb;
 
 #[tokio::test]
-async fn a_killed_session_costs_at_most_one_failed_call() {
+async fn a_session_killed_mid_write_costs_one_failed_call() {
     let db = TestDb::new("dlq_reconnect").await;
     let store = store(&config_with_password(&db, "http://127.0.0.1:9"));
     store.record(&[identify("1", json!({"plan": "value-a"}))]).await.unwrap();
+    let first_pid = store_pid(&db).await.expect("the store's session");
 
-    db.exec(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND application_name = 'ciosync'",
-    )
-    .await;
+    // Hold the table so the next write waits inside Postgres, then kill the
+    // waiting session: the write in flight fails, every time.
+    let locker = db.reconnected().await;
+    locker
+        .client
+        .batch_execute("BEGIN; LOCK TABLE ciosync.dead_letters IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
     let letter = [identify("2", json!({"plan": "value-b"}))];
-    if let Err(error) = store.record(&letter).await {
-        let message = ciosync::pipeline::error_chain(&error);
-        assert!(error.is_transient(), "{message}");
-        assert!(!message.contains("value-b"), "{message}");
-        store.record(&letter).await.expect("the next call reconnects");
-    }
+    let (result, ()) = tokio::join!(store.record(&letter), async {
+        wait_for_lock_wait(&db, first_pid).await;
+        db.exec(&format!("SELECT pg_terminate_backend({first_pid})")).await;
+        locker.client.batch_execute("ROLLBACK").await.unwrap();
+    });
+    let error = result.expect_err("the write of a killed session failed");
+    let message = ciosync::pipeline::error_chain(&error);
+    assert!(error.is_transient(), "{message}");
+    assert!(!message.contains("value-b"), "{message}");
+
+    store.record(&letter).await.expect("the next call reconnects");
+    let second_pid = store_pid(&db).await.expect("a new session");
+    assert_ne!(first_pid, second_pid, "the killed session was used again");
     let customers: Vec<String> = rows(&db).await.into_iter().map(|r| r.customer_id).collect();
     assert_eq!(customers, ["1", "2"]);
+}
+
+/// The pid of the store's session (it connects as `application_name = ciosync`).
+async fn store_pid(db: &TestDb) -> Option<i32> {
+    db.client
+        .query_opt(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'ciosync'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+/// Waits until session `pid` waits for a lock.
+async fn wait_for_lock_wait(db: &TestDb, pid: i32) {
+    let deadline = tokio::time::Instant::now() + crate::support::CONVERGE;
+    loop {
+        let waiting: bool = db
+            .client
+            .query_one(
+                "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity \
+                 WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the write never waited for the lock");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
