@@ -14,6 +14,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::time::Instant;
+use tokio_postgres::NoTls;
 
 use crate::support::daemon::{signal, spawn_binary};
 use crate::support::proxy::RefusingProxy;
@@ -36,6 +37,10 @@ pub enum Fault {
     CustomerioSlow,
     /// Nothing listens at Customer.io's address; open connections are cut.
     CustomerioRefused,
+    /// Customer.io answers 500 while one transaction inserts 800 users with
+    /// about 1.9 KB of attributes each: more than the memory budget, so the
+    /// daemon must stop reading the slot (backpressure) until it recovers.
+    Backpressure,
 }
 
 impl Fault {
@@ -47,7 +52,7 @@ impl Fault {
 /// Faults every run injects at least (in a random order), whatever its
 /// duration: the issue's "kill -9 at ≥ 20 random points" and each other
 /// kind twice.
-const MANDATORY: [(Fault, usize); 7] = [
+const MANDATORY: [(Fault, usize); 8] = [
     (Fault::Kill9, 20),
     (Fault::PostgresRestartFast, 2),
     (Fault::PostgresRestartImmediate, 2),
@@ -55,10 +60,11 @@ const MANDATORY: [(Fault, usize); 7] = [
     (Fault::CustomerioRateLimited, 2),
     (Fault::CustomerioSlow, 2),
     (Fault::CustomerioRefused, 2),
+    (Fault::Backpressure, 1),
 ];
 
 /// Weights of the faults drawn once the mandatory ones are done.
-const LATER: [(Fault, u32); 7] = [
+const LATER: [(Fault, u32); 8] = [
     (Fault::Kill9, 40),
     (Fault::PostgresRestartFast, 8),
     (Fault::PostgresRestartImmediate, 8),
@@ -66,6 +72,7 @@ const LATER: [(Fault, u32); 7] = [
     (Fault::CustomerioRateLimited, 11),
     (Fault::CustomerioSlow, 11),
     (Fault::CustomerioRefused, 11),
+    (Fault::Backpressure, 2),
 ];
 
 /// The daemon as a child process, restarted after each kill.
@@ -146,6 +153,10 @@ pub struct Targets<'a> {
     pub postgres: &'a ThrowawayPostgres,
     pub emulator: &'a Emulator,
     pub proxy: &'a RefusingProxy,
+    /// The database, for the writes of [`Fault::Backpressure`].
+    pub db_url: &'a str,
+    /// Where the daemon serves `/metrics`.
+    pub metrics_port: u16,
 }
 
 /// What the injector did.
@@ -156,6 +167,9 @@ pub struct Injected {
     /// Fast shutdowns still waiting after [`FAST_STOP_WAIT_SECS`], then
     /// stopped immediate.
     pub fast_stops_escalated: u32,
+    /// [`Fault::Backpressure`] stretches in which `/metrics` showed the
+    /// memory budget used up.
+    pub budget_filled: u32,
 }
 
 /// Injects faults at random moments until `duration` has passed and every
@@ -223,6 +237,13 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
                 });
             }
             Fault::CustomerioRefused => targets.proxy.refuse().await,
+            Fault::Backpressure => {
+                targets.emulator.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
+                let burst = report.faults.get(&Fault::Backpressure).copied().unwrap_or(0);
+                if fill_the_budget(&targets, burst).await {
+                    report.budget_filled += 1;
+                }
+            }
         }
         if fault.is_stretch() {
             stretch_ends = Some(
@@ -237,6 +258,39 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
     }
     targets.daemon.ensure_running();
     report
+}
+
+/// Writes more than the memory budget while Customer.io fails, and waits
+/// until the daemon reports the budget used up; false when it never did
+/// (or the write failed, e.g. the daemon's restart raced it).
+async fn fill_the_budget(targets: &Targets<'_>, burst: u32) -> bool {
+    let Ok((client, connection)) = tokio_postgres::connect(targets.db_url, NoTls).await else {
+        return false;
+    };
+    tokio::spawn(connection);
+    // New users of their own id range (the workload never touches them),
+    // each with two values just under Customer.io's 1,000-byte limit: about
+    // 1.6 MB of identifies against a 1 MiB budget.
+    let first = BURST_IDS + i64::from(burst) * 10_000;
+    let insert = format!(
+        "INSERT INTO users (id, email, first_name, plan, bio) \
+         SELECT g, 'burst' || g || '@x.io', repeat('f', 950), 'free', repeat(md5(g::text), 29) \
+         FROM generate_series({first}, {first} + 799) g"
+    );
+    if client.batch_execute(&insert).await.is_err() {
+        return false;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if super::pending_bytes(targets.metrics_port)
+            .await
+            .is_some_and(|p| p >= super::MEMORY_BUDGET)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 async fn end_stretch(targets: &Targets<'_>) {
@@ -264,6 +318,9 @@ fn restart_postgres(postgres: &ThrowawayPostgres, mode: &str) -> bool {
         escalated
     })
 }
+
+/// The first user id [`Fault::Backpressure`] inserts (10,000 a burst).
+const BURST_IDS: i64 = 1_000_000_000;
 
 /// How long a fast shutdown may wait for the walsender.
 pub const FAST_STOP_WAIT_SECS: u32 = 20;

@@ -3,7 +3,8 @@
 //! leaving and entering the filter, id changes, event rows) while the
 //! daemon is killed with SIGKILL at 20+ random moments, Postgres is
 //! restarted fast and immediate, and Customer.io answers 5xx, 429, slowly
-//! or not at all for stretches. Afterwards every customer in Customer.io
+//! or not at all for stretches, once while a burst of writes must fill the
+//! memory budget (asserted). Afterwards every customer in Customer.io
 //! (the emulator) equals its row, or is absent when the row is deleted,
 //! soft-deleted or filtered out; every event row produced exactly one
 //! event, and every committed change of plan one `plan_changed` event
@@ -122,6 +123,8 @@ async fn mixed_workload_under_faults_converges() {
             postgres: &postgres,
             emulator: &emulator,
             proxy: &proxy,
+            db_url: &db.url,
+            metrics_port,
         };
         let injecting = faults::inject(targets, &mut rng, Duration::from_secs(secs));
         tokio::pin!(injecting);
@@ -188,6 +191,13 @@ async fn mixed_workload_under_faults_converges() {
         if count != 0 {
             problems.push(format!("{count} rows in {table}"));
         }
+    }
+    let backpressure = injected.faults.get(&faults::Fault::Backpressure).copied().unwrap_or(0);
+    if injected.budget_filled == 0 {
+        problems.push(format!(
+            "the memory budget never filled in {backpressure} backpressure stretch(es): \
+             backpressure was not exercised"
+        ));
     }
     if injected.fast_stops_escalated > 0 {
         problems.push(format!(
@@ -270,6 +280,27 @@ async fn wait_for_slot(db: &TestDb) {
     }
 }
 
+/// The running daemon's `/metrics`, scanned for leaks; `None` while it is down.
+async fn metrics_text(port: u16) -> Option<String> {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let client = reqwest::Client::new();
+    let response = client.get(&url).timeout(Duration::from_secs(1)).send().await.ok()?;
+    let text = response.text().await.ok()?;
+    leaks::scan("the soak daemon's /metrics", &text);
+    Some(text)
+}
+
+fn gauge(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// The running daemon's `ciosync_pending_bytes`.
+async fn pending_bytes(port: u16) -> Option<u64> {
+    gauge(&metrics_text(port).await?, "ciosync_pending_bytes")
+}
+
 /// The daemon's `pipeline.max_pending_bytes` in the soak.
 const MEMORY_BUDGET: u64 = 1_048_576;
 
@@ -286,20 +317,9 @@ struct Memory {
 impl Memory {
     /// Reads the running daemon's gauges; nothing while it is down.
     async fn sample(&mut self, port: u16) {
-        let url = format!("http://127.0.0.1:{port}/metrics");
-        let client = reqwest::Client::new();
-        let Ok(response) = client.get(&url).timeout(Duration::from_secs(1)).send().await else {
-            return;
-        };
-        let Ok(text) = response.text().await else { return };
-        leaks::scan("the soak daemon's /metrics", &text);
-        let gauge = |name: &str| {
-            text.lines()
-                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-                .map(|v| v as u64)
-        };
+        let Some(text) = metrics_text(port).await else { return };
         let (Some(pending), Some(peak)) =
-            (gauge("ciosync_pending_bytes"), gauge("ciosync_pending_peak_bytes"))
+            (gauge(&text, "ciosync_pending_bytes"), gauge(&text, "ciosync_pending_peak_bytes"))
         else {
             return;
         };
