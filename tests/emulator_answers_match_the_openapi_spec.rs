@@ -1,15 +1,17 @@
-//! Checks the emulator against Customer.io's published OpenAPI document:
-//! every kind of answer it gives (200, 207 including those of injected
-//! per-item faults, 400) matches the response schemas, the shared wire types
-//! in `track_api` produce request bodies the request schemas accept, and the
-//! emulator's strict v1 value check agrees with the v1 identify schema.
+//! Checks the emulator against Customer.io's Track API schemas (the
+//! project's own in `tests/fixtures/`, and the published ones where
+//! available: `support::spec`): every kind of answer it gives (200, 207
+//! including those of injected per-item faults, 400) matches the response
+//! schemas, the shared wire types in `track_api` produce request bodies the
+//! request schemas accept, and the emulator's strict v1 value check agrees
+//! with the v1 identify schema.
 
 use ciosync::emulator::{Emulator, EmulatorConfig, Faults};
 use ciosync::track_api::{BatchRequest, Identifier, PersonAction, PersonItem};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::support::spec::{assert_valid, path_pointer, spec, validator, JSON_SCHEMA};
+use crate::support::spec::{check, Shape};
 
 async fn post(emu: &Emulator, method: &str, path: &str, body: &Value) -> (u16, Value) {
     let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
@@ -52,31 +54,24 @@ fn sample_items() -> Vec<PersonItem> {
 
 #[tokio::test]
 async fn answers_and_wire_types_match_the_published_schemas() {
-    let spec = spec();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let emu = Emulator::start(listener, EmulatorConfig::default()).await.expect("start");
 
     // Requests: the shared wire types, one by one, as a batch and as entities.
     let items = sample_items();
-    let batch_request = validator(
-        &spec,
-        &path_pointer("/api/v2/batch", &format!("/post/requestBody{JSON_SCHEMA}")),
-    );
-    let entity_request = validator(
-        &spec,
-        &path_pointer("/api/v2/entity", &format!("/post/requestBody{JSON_SCHEMA}")),
-    );
+    let batch_request = check(Shape::BatchRequest);
+    let entity_request = check(Shape::EntityRequest);
     for item in &items {
         let value = serde_json::to_value(item).expect("item serializes");
-        assert_valid(&entity_request, &value, "entity request");
+        entity_request.assert_valid(&value, "entity request");
         // The spec documents 200 as "an empty object" without a schema.
         assert_eq!(post(&emu, "POST", "/api/v2/entity", &value).await, (200, json!({})));
     }
     // The validators do reject: a person with no identifier fails the spec.
     let anonymous = json!({"type": "person", "action": "identify", "identifiers": {}});
-    assert!(!entity_request.is_valid(&anonymous));
+    entity_request.assert_invalid(&anonymous, "a person without identifiers");
     let batch = serde_json::to_value(BatchRequest { batch: items }).expect("batch serializes");
-    assert_valid(&batch_request, &batch, "batch request");
+    batch_request.assert_valid(&batch, "batch request");
     assert_eq!(post(&emu, "POST", "/api/v2/batch", &batch).await, (200, json!({})));
 
     // 207 and the whole-request 400s of v2.
@@ -84,12 +79,12 @@ async fn answers_and_wire_types_match_the_published_schemas() {
                                      {"type": "person", "action": "delete", "identifiers": {"id": "1"}}]});
     let (status, body) = post(&emu, "POST", "/api/v2/batch", &bad_batch).await;
     assert_eq!(status, 207);
-    let partial = validator(
-        &spec,
-        &path_pointer("/api/v2/batch", &format!("/post/responses/207{JSON_SCHEMA}")),
+    let partial = check(Shape::BatchPartial);
+    partial.assert_valid(&body, "207 answer");
+    partial.assert_invalid(
+        &json!({"errors": [{"batch_index": "first"}]}),
+        "a batch_index that is text",
     );
-    assert_valid(&partial, &body, "207 answer");
-    assert!(!partial.is_valid(&json!({"errors": [{"batch_index": "first"}]})));
     // The 207s of the per-item faults: a refused id, then a transient error.
     let person =
         |id: &str| json!({"type": "person", "action": "delete", "identifiers": {"id": id}});
@@ -97,26 +92,18 @@ async fn answers_and_wire_types_match_the_published_schemas() {
     let (status, body) =
         post(&emu, "POST", "/api/v2/batch", &json!({"batch": [person("1")]})).await;
     assert_eq!((status, body["errors"][0]["reason"].clone()), (207, json!("invalid")));
-    assert_valid(&partial, &body, "207 answer for a rejected id");
+    partial.assert_valid(&body, "207 answer for a rejected id");
     emu.set_faults(Faults { item_errors_next: 1, ..Faults::default() });
     let (status, body) =
         post(&emu, "POST", "/api/v2/batch", &json!({"batch": [person("2")]})).await;
     assert_eq!((status, body["errors"][0]["reason"].clone()), (207, json!("internal_error")));
-    assert_valid(&partial, &body, "207 answer for a transient item error");
+    partial.assert_valid(&body, "207 answer for a transient item error");
     let (status, body) = post(&emu, "POST", "/api/v2/batch", &json!({"nope": 1})).await;
     assert_eq!(status, 400);
-    let whole = validator(
-        &spec,
-        &path_pointer("/api/v2/batch", &format!("/post/responses/400{JSON_SCHEMA}")),
-    );
-    assert_valid(&whole, &body, "batch 400 answer");
+    check(Shape::BatchRefusal).assert_valid(&body, "batch 400 answer");
     let (status, body) = post(&emu, "POST", "/api/v2/entity", &json!({"type": "person"})).await;
     assert_eq!(status, 400);
-    let entity_400 = validator(
-        &spec,
-        &path_pointer("/api/v2/entity", &format!("/post/responses/400{JSON_SCHEMA}")),
-    );
-    assert_valid(&entity_400, &body, "entity 400 answer");
+    check(Shape::EntityRefusal).assert_valid(&body, "entity 400 answer");
 
     // v1 answers: region, the shared 400, merge's own 400.
     let region = reqwest::Client::new()
@@ -126,37 +113,21 @@ async fn answers_and_wire_types_match_the_published_schemas() {
         .await
         .expect("region");
     let region: Value = region.json().await.expect("region json");
-    let region_schema = validator(
-        &spec,
-        &path_pointer("/api/v1/accounts/region", &format!("/get/responses/200{JSON_SCHEMA}")),
-    );
-    assert_valid(&region_schema, &region, "region answer");
+    check(Shape::Region).assert_valid(&region, "region answer");
     let (status, body) =
         post(&emu, "PUT", "/api/v1/customers/1", &json!({"n".repeat(151): 1})).await;
     assert_eq!(status, 400);
-    assert_valid(
-        &validator(&spec, &format!("/components/responses/400{JSON_SCHEMA}")),
-        &body,
-        "v1 400 answer",
-    );
+    check(Shape::V1Refusal).assert_valid(&body, "v1 400 answer");
     let merge = json!({"primary": {"id": "1", "email": "a@x.io"}, "secondary": {"id": "2"}});
     let (status, body) = post(&emu, "POST", "/api/v1/merge_customers", &merge).await;
     assert_eq!(status, 400);
-    let merge_400 = validator(
-        &spec,
-        &path_pointer("/api/v1/merge_customers", &format!("/post/responses/400{JSON_SCHEMA}")),
-    );
-    assert_valid(&merge_400, &body, "merge 400 answer");
+    check(Shape::MergeRefusal).assert_valid(&body, "merge 400 answer");
     // The v1 merge *request* schema is not checked: its `oneOf` branches
     // have no `required`, so `{"id": "1"}` matches all three and every
     // body fails `oneOf`. The v2 `person_merge` above has `required` and is.
 
     let event = json!({"name": "purchase", "id": "01HZY5V6J3K9Q3W8Z6X1N2M3P4", "timestamp": 1, "data": {"price": 1.5}});
-    assert_valid(
-        &validator(&spec, "/components/schemas/eventsRequest"),
-        &event,
-        "v1 event request",
-    );
+    check(Shape::V1Event).assert_valid(&event, "v1 event request");
     assert_eq!(post(&emu, "POST", "/api/v1/customers/1/events", &event).await, (200, json!({})));
     emu.shutdown().await;
 }
@@ -164,11 +135,7 @@ async fn answers_and_wire_types_match_the_published_schemas() {
 /// Strict v1 mode rejects exactly what the v1 identify schema rejects.
 #[tokio::test]
 async fn strict_v1_values_agree_with_the_identify_schema() {
-    let spec = spec();
-    let schema = validator(
-        &spec,
-        &path_pointer("/api/v1/customers/{identifier}", &format!("/put/requestBody{JSON_SCHEMA}")),
-    );
+    let schema = check(Shape::V1Identify);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let emu = Emulator::start(listener, EmulatorConfig::default()).await.expect("start");
     let values = [
@@ -187,6 +154,6 @@ async fn strict_v1_values_agree_with_the_identify_schema() {
         assert_eq!(status == 200, schema.is_valid(&body), "emulator and schema disagree on {body}");
     }
     let sink_style = json!({"email": "a@x.io", "created_at": 1_700_000_000, "_timestamp": 1_700_000_001, "plan": "pro"});
-    assert_valid(&schema, &sink_style, "v1 identify request");
+    schema.assert_valid(&sink_style, "v1 identify request");
     emu.shutdown().await;
 }

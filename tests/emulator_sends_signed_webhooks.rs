@@ -1,7 +1,7 @@
 //! The emulator sends Customer.io-style reporting webhooks to a receiver
 //! that checks them as a customer's endpoint would: signed with the key
-//! (`X-CIO-Signature` over `v0:{X-CIO-Timestamp}:{body}`), valid against the
-//! published schema, sent on demand and after accepted events, retried
+//! (`X-CIO-Signature` over `v0:{X-CIO-Timestamp}:{body}`), valid against
+//! Customer.io's schema (`support::spec`), sent on demand and after accepted events, retried
 //! with the same `event_id` while later ones wait, and listed without the
 //! key.
 
@@ -12,7 +12,7 @@ use ciosync::emulator::{Emulator, EmulatorConfig, WebhookRequest, WebhookRetry, 
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
-use crate::support::spec::{assert_valid, validator, webhook_spec, WEBHOOK_BODY};
+use crate::support::spec::{check, Shape};
 use crate::support::webhook_receiver::Receiver;
 
 const KEY: &str = "whsec-emulator-test-5b1f0c";
@@ -67,7 +67,7 @@ fn event_ids(bodies: &[Value]) -> Vec<String> {
 async fn an_on_demand_webhook_arrives_signed_and_schema_valid() {
     let receiver = Receiver::start(KEY).await;
     let emu = start(&receiver, |config| config).await;
-    let schema = validator(&webhook_spec(), WEBHOOK_BODY);
+    let schema = check(Shape::ReportingWebhook);
 
     let request = json!({"object_type": "email", "metric": "bounced", "customer_id": "42",
                          "email": "a@x.io", "data": {"failure_message": "mailbox full"}});
@@ -81,7 +81,7 @@ async fn an_on_demand_webhook_arrives_signed_and_schema_valid() {
     assert_eq!(received[0].content_type, "application/json");
     assert_eq!(received[0].signature.len(), 64);
     let body = &received[0].body;
-    assert_valid(&schema, body, "email bounced webhook");
+    schema.assert_valid(body, "email bounced webhook");
     assert_eq!(body["event_id"], queued["event_id"]);
     assert_eq!(body["event_id"].as_str().map(str::len), Some(26), "a ULID");
     assert_eq!(
@@ -116,7 +116,7 @@ async fn accepted_events_are_followed_by_sent_then_delivered() {
         ..config
     })
     .await;
-    let schema = validator(&webhook_spec(), WEBHOOK_BODY);
+    let schema = check(Shape::ReportingWebhook);
 
     let identify = json!({"email": "a@x.io"});
     assert_eq!(call(&emu, "PUT", "/api/v1/customers/42", Some(identify)).await.0, 200);
@@ -137,7 +137,7 @@ async fn accepted_events_are_followed_by_sent_then_delivered() {
         .collect();
     assert_eq!(kinds, vec![("customer", "subscribed"), ("email", "sent"), ("email", "delivered")]);
     for body in &bodies {
-        assert_valid(&schema, body, "automatic webhook");
+        schema.assert_valid(body, "automatic webhook");
         assert_eq!(body["data"]["identifiers"]["id"], "42");
         assert_eq!(body["data"]["identifiers"]["email"], "a@x.io");
     }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::support::daemon::{config_file, signal, spawn_binary, InProcess};
 use crate::support::emulator::{self, batch_items, wait_for};
 use crate::support::postgres::{TestDb, USERS_TABLE};
-use crate::support::spec::{assert_valid, path_pointer, spec, validator, JSON_SCHEMA};
+use crate::support::spec::{check, Shape};
 
 const EVENT_TABLES: &str = "
     CREATE TABLE campaign_signups (
@@ -155,13 +155,9 @@ path = "path"
         emulator.requests().into_iter().filter(|r| r.path == "/api/v1/events").collect();
     assert_eq!(v1.len(), 1, "sent alone to the v1 endpoint");
     assert_eq!(v1[0].status, 200);
-    let spec = spec();
-    let schema = validator(
-        &spec,
-        &path_pointer("/api/v1/events", &format!("/post/requestBody{JSON_SCHEMA}")),
-    );
-    assert!(!schema.is_valid(&json!({"anonymous_id": "x"})), "the check can fail: no name");
-    assert_valid(&schema, v1[0].body.as_ref().unwrap(), "the anonymous event the sink sent");
+    let schema = check(Shape::AnonymousEvent);
+    schema.assert_invalid(&json!({"anonymous_id": "x"}), "an event without a name");
+    schema.assert_valid(v1[0].body.as_ref().unwrap(), "the anonymous event the sink sent");
     // The row with neither id is skipped and counted, not sent.
     assert!(
         crate::support::eventually(|| {

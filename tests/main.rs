@@ -53,6 +53,7 @@ mod metrics_port_in_use_stops_the_daemon;
 mod metrics_show_the_slot_lag_and_retained_wal;
 mod no_secret_or_customer_value_leaks;
 mod noop_updates_send_nothing;
+mod openapi_fixtures_agree_with_the_published_documents;
 mod oversized_values_are_left_out;
 mod partitioned_table_is_synced_via_its_root;
 mod postgres_restart_reconnects;
