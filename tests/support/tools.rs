@@ -27,8 +27,15 @@ pub fn available(present: bool, tool: &str, install: &str, unchecked: &str) -> b
         return true;
     }
     assert!(!in_ci(), "{tool} is missing in CI ({install}): {unchecked} cannot be checked");
-    eprintln!("SKIPPED: {tool} is not installed ({install}), so {unchecked} was not checked");
+    skipped(&format!("{tool} is not installed ({install}), so {unchecked} was not checked"));
     false
+}
+
+/// Prints `SKIPPED: <what>` straight to stderr, past the test harness's
+/// capture, so a passing run still shows what it did not check.
+pub fn skipped(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {what}");
 }
 
 #[test]
