@@ -461,7 +461,7 @@ const ATTRIBUTE_OVERHEAD: usize = 72;
 const ENCODED_OVERHEAD: usize = 256;
 /// A commit entry: its 24 bytes, twice over for the queue's spare capacity
 /// (it grows by doubling).
-pub const COMMIT_ENTRY_BYTES: usize = 48;
+const COMMIT_ENTRY_BYTES: usize = 48;
 
 /// Estimated memory an operation holds while it waits or is in flight.
 fn estimate(op: &CustomerOp) -> usize {
