@@ -440,8 +440,9 @@ pub struct PipelineConfig {
     #[serde(default = "default_initial_sync")]
     pub initial_sync: bool,
     /// Memory for operations read from the slot but not yet accepted by
-    /// Customer.io, bytes (at least 1 MiB). When it is full ciosync stops
-    /// reading the slot until requests complete. Default 16 MiB.
+    /// Customer.io, and for the commits not yet acknowledged behind them,
+    /// bytes (at least 1 MiB). When it is full ciosync stops reading the
+    /// slot until requests complete. Default 16 MiB.
     #[serde(default = "default_max_pending_bytes")]
     pub max_pending_bytes: usize,
 }

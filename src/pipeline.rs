@@ -24,7 +24,9 @@
 //!    that produced no operation (a no-op update, a TRUNCATE) is
 //!    acknowledged the same way: nothing of it is outstanding. An operation
 //!    merged into an earlier one of its customer (coalescing) keeps the
-//!    earlier one's place, so the later commit waits for it.
+//!    earlier one's place, so the later commit waits for it; a commit whose
+//!    operations all merged waits for nothing newer than the commit before
+//!    it, so the sink keeps the two as one entry with the newer LSN.
 //! 2. **A keepalive's WAL position**, only between transactions and with
 //!    every pushed operation completed. pgoutput sends transactions in
 //!    commit order, so by the time a keepalive reports position W, every
@@ -49,8 +51,9 @@
 //! not an operation waiting in the queue, in flight or being retried. While
 //! Customer.io is unreachable batches do not complete, the memory budget
 //! (`pipeline.max_pending_bytes`) fills and the loop stops reading
-//! (backpressure): memory holds the budget plus the replication buffer, the
-//! slot holds the rest. A large transaction is delivered in batches as it
+//! (backpressure): memory holds the budget (operations, and the commits not
+//! yet acknowledged behind them) plus the replication buffer, the slot holds
+//! the rest. A large transaction is delivered in batches as it
 //! arrives and acknowledged only at its commit.
 //!
 //! Two more producers feed the same sink, in stream order: before the first

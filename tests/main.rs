@@ -4,6 +4,7 @@
 
 mod support;
 
+mod abandoned_backfill_chunks_hold_no_memory;
 mod backfill_resumes_after_restart;
 mod backfill_selects_rows_and_attributes;
 mod backfill_yields_to_newer_changes;
@@ -37,6 +38,7 @@ mod events_from_tables_arrive_once;
 mod every_kind_of_refusal_is_dead_lettered_and_replayed;
 mod fault_soak;
 mod heartbeats_advance_a_quiet_slot;
+mod hot_rows_during_an_outage_keep_memory_flat;
 mod id_change_merges_the_old_customer;
 mod identify_on_insert;
 mod initial_copy_identifies_existing_users;

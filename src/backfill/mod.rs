@@ -24,8 +24,12 @@
 //! Two details make the rule hold: after `L` the runner waits for every
 //! transaction then in progress to end (a commit can be in the WAL before `L`
 //! yet not visible to the read), and copied rows carry Postgres's clock as
-//! their `timestamp`, the clock of the commit times around them. One chunk is in flight at a time, which bounds
-//! memory to one page of rows.
+//! their `timestamp`, the clock of the commit times around them.
+//!
+//! One chunk is in flight at a time, which bounds memory to one page of rows
+//! and one window: only the watermarks of the chunk the runner is working on
+//! open a window, so a chunk abandoned between its watermarks leaves nothing
+//! that notes keys (see [`Windows`]).
 //!
 //! Backfills are requested with `ciosync backfill` (rows in
 //! `ciosync.backfills`) and run by the daemon of the slot, which resumes an
@@ -34,7 +38,7 @@
 pub mod command;
 pub mod runner;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use tokio::sync::oneshot;
@@ -112,60 +116,128 @@ pub struct Closed {
     pub delivered: oneshot::Sender<Vec<String>>,
 }
 
-#[derive(Debug, Default)]
+/// Keys a window notes before its chunk is handed over, at most (about
+/// 10 MB). Until then any key of the table may be in the chunk; past this
+/// many the window stops telling them apart and leaves the whole chunk to
+/// the stream (its rows are read again in a later window).
+pub const MAX_NOTED_KEYS: usize = 100_000;
+
+#[derive(Debug)]
 struct Window {
+    id: ChunkId,
+    /// `schema.table` of the chunk.
+    table: String,
+    /// The low watermark came by: changes are noted from now on.
     open: bool,
-    table: Option<String>,
+    /// Keys of the table the stream changed since the low watermark: any
+    /// key until the chunk arrives, then only the chunk's.
     changed: HashSet<String>,
+    /// More than [`MAX_NOTED_KEYS`] changed before the chunk arrived: every
+    /// row of it counts as changed.
+    overflowed: bool,
     chunk: Option<Chunk>,
+    /// The chunk's keys, once it arrived.
+    chunk_keys: Option<HashSet<String>>,
 }
 
-/// The chunks between their watermarks, shared by the runner and the pipeline.
+/// The window of the chunk in progress, shared by the runner and the
+/// pipeline.
+///
+/// The runner works on one chunk at a time and says so ([`Windows::begin`])
+/// before writing its low watermark, so only that chunk's watermarks count.
+/// A low watermark of any other chunk opens nothing: a chunk abandoned
+/// between its watermarks (its SELECT failed, its session ended) whose low
+/// watermark the pipeline reads only later, or a chunk of an earlier process
+/// read back from the slot, would otherwise open a window no high watermark
+/// ever closes, noting every changed key forever. So at most one window
+/// exists, it notes at most [`MAX_NOTED_KEYS`] keys, and it is gone once the
+/// runner is done with its chunk: delivered, abandoned, or replaced by the
+/// next.
 #[derive(Debug, Default)]
 pub struct Windows {
-    inner: Mutex<HashMap<ChunkId, Window>>,
+    current: Mutex<Option<Window>>,
 }
 
 impl Windows {
+    /// The runner starts chunk `id` of `table` (before writing its low
+    /// watermark); any earlier window is forgotten.
+    pub fn begin(&self, id: ChunkId, table: &str) {
+        *self.lock() = Some(Window {
+            id,
+            table: table.to_owned(),
+            open: false,
+            changed: HashSet::new(),
+            overflowed: false,
+            chunk: None,
+            chunk_keys: None,
+        });
+    }
+
     /// The runner hands over a chunk (before emitting its high watermark).
+    /// Dropped, with its `delivered` sender, if the runner no longer works
+    /// on that chunk.
     pub fn put(&self, id: ChunkId, chunk: Chunk) {
-        let mut inner = self.lock();
-        let window = inner.entry(id).or_default();
-        window.table = Some(chunk.table.clone());
+        let mut current = self.lock();
+        let Some(window) = current.as_mut().filter(|w| w.id == id) else { return };
+        let keys: HashSet<String> = chunk.rows.iter().map(|(key, _)| key.clone()).collect();
+        // From now on only the chunk's keys matter.
+        window.changed.retain(|key| keys.contains(key));
+        window.changed.shrink_to_fit();
+        window.chunk_keys = Some(keys);
         window.chunk = Some(chunk);
     }
 
-    /// The pipeline saw the low watermark: from now on, note changed keys.
+    /// The pipeline saw the low watermark of `id`: from now on, note changed
+    /// keys, if that is the chunk in progress (see above).
     pub fn open(&self, id: ChunkId) {
-        self.lock().entry(id).or_default().open = true;
+        if let Some(window) = self.lock().as_mut().filter(|w| w.id == id) {
+            window.open = true;
+        }
     }
 
     /// Whether no window is open (the common case, checked per change).
     pub fn is_idle(&self) -> bool {
-        self.lock().values().all(|w| !w.open)
+        self.lock().as_ref().is_none_or(|w| !w.open)
     }
 
     /// The pipeline saw a change of `table` touching `keys`.
     pub fn observe(&self, table: &str, keys: &[String]) {
-        for window in self.lock().values_mut().filter(|w| w.open) {
-            // Until the runner hands the chunk over, the table is unknown:
-            // note every key; a key of another table cannot be in the chunk.
-            if window.table.as_deref().is_none_or(|t| t == table) {
+        let mut current = self.lock();
+        let Some(window) = current.as_mut().filter(|w| w.open && w.table == table) else {
+            return;
+        };
+        match &window.chunk_keys {
+            Some(chunk_keys) => {
+                let in_chunk = keys.iter().filter(|key| chunk_keys.contains(*key));
+                window.changed.extend(in_chunk.cloned());
+            }
+            None if window.overflowed => {}
+            None => {
                 window.changed.extend(keys.iter().cloned());
+                if window.changed.len() > MAX_NOTED_KEYS {
+                    window.overflowed = true;
+                    window.changed = HashSet::new();
+                }
             }
         }
     }
 
     /// The pipeline saw the high watermark: the chunk without the keys the
-    /// stream changed in between. `None` if no chunk was handed over (a
-    /// watermark from before a restart).
+    /// stream changed in between. `None` if it is not the chunk in progress
+    /// or no chunk was handed over.
     pub fn close(&self, id: ChunkId) -> Option<Closed> {
-        let window = self.lock().remove(&id)?;
+        let window = {
+            let mut current = self.lock();
+            if current.as_ref().is_none_or(|w| w.id != id) {
+                return None;
+            }
+            current.take()?
+        };
         let chunk = window.chunk?;
         let mut ops = Vec::new();
         let mut yielded = Vec::new();
         for (key, row_ops) in chunk.rows {
-            if window.changed.contains(&key) {
+            if window.overflowed || window.changed.contains(&key) {
                 yielded.push(key);
             } else {
                 ops.extend(row_ops);
@@ -174,13 +246,17 @@ impl Windows {
         Some(Closed { ops, yielded, delivered: chunk.delivered })
     }
 
-    /// Forgets a chunk the runner gave up on.
+    /// Forgets a chunk the runner gave up on; its watermarks, should they
+    /// come by later, open nothing.
     pub fn abandon(&self, id: ChunkId) {
-        self.lock().remove(&id);
+        let mut current = self.lock();
+        if current.as_ref().is_some_and(|w| w.id == id) {
+            *current = None;
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ChunkId, Window>> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Window>> {
+        self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -205,18 +281,33 @@ mod tests {
         assert_eq!(parse_watermark("s", &[0xff]), None);
     }
 
+    fn chunk(keys: &[&str]) -> Chunk {
+        let (tx, _rx) = oneshot::channel();
+        let rows = keys.iter().map(|k| (k.to_string(), vec![op(k)])).collect();
+        Chunk { table: "public.users".into(), rows, delivered: tx }
+    }
+
+    fn keys(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|k| k.to_string()).collect()
+    }
+
+    fn noted(windows: &Windows) -> usize {
+        windows.lock().as_ref().map_or(0, |w| w.changed.len())
+    }
+
     #[test]
     fn keys_the_stream_changed_inside_the_window_are_left_to_the_stream() {
         let windows = Windows::default();
         let id = ChunkId { backfill: 1, chunk: 1 };
+        windows.begin(id, "public.users");
         windows.observe("public.users", &["1".into()]); // before L: not noted
+        assert!(windows.is_idle());
         windows.open(id);
         assert!(!windows.is_idle());
         windows.observe("public.users", &["2".into()]); // before the chunk arrives
-        let (tx, _rx) = oneshot::channel();
-        let rows = ["1", "2", "3", "4"].iter().map(|k| (k.to_string(), vec![op(k)])).collect();
-        windows.put(id, Chunk { table: "public.users".into(), rows, delivered: tx });
-        windows.observe("public.other", &["3".into()]);
+        windows.observe("public.other", &["3".into()]); // another table
+        windows.put(id, chunk(&["1", "2", "3", "4"]));
+        windows.observe("public.other", &["4".into()]);
         windows.observe("public.users", &["4".into()]);
         let closed = windows.close(id).unwrap();
         assert_eq!(closed.ops, vec![op("1"), op("3")]);
@@ -229,7 +320,81 @@ mod tests {
     fn a_high_watermark_without_a_chunk_sends_nothing() {
         let windows = Windows::default();
         let id = ChunkId { backfill: 1, chunk: 9 };
+        windows.begin(id, "public.users");
         windows.open(id);
         assert!(windows.close(id).is_none());
+        assert!(windows.is_idle());
+    }
+
+    #[test]
+    fn the_low_watermark_of_an_abandoned_chunk_opens_nothing() {
+        let windows = Windows::default();
+        let abandoned = ChunkId { backfill: 1, chunk: 1 };
+        windows.begin(abandoned, "public.users");
+        windows.abandon(abandoned);
+        // The pipeline reaches the watermark only now.
+        windows.open(abandoned);
+        assert!(windows.is_idle());
+        windows.observe("public.users", &keys(0..1000));
+        assert_eq!(noted(&windows), 0);
+        // Nor once the next chunk is in progress.
+        let next = ChunkId { backfill: 1, chunk: 2 };
+        windows.begin(next, "public.users");
+        windows.open(abandoned);
+        assert!(windows.is_idle());
+        windows.open(next);
+        assert!(!windows.is_idle());
+    }
+
+    #[test]
+    fn the_next_chunk_ends_the_window_of_the_one_before() {
+        let windows = Windows::default();
+        let first = ChunkId { backfill: 1, chunk: 1 };
+        windows.begin(first, "public.users");
+        windows.open(first);
+        windows.observe("public.users", &keys(0..500));
+        assert_eq!(noted(&windows), 500);
+        let second = ChunkId { backfill: 2, chunk: 2 };
+        windows.begin(second, "public.users");
+        assert_eq!(noted(&windows), 0, "the first window's keys are freed");
+        assert!(windows.is_idle());
+        assert!(windows.close(first).is_none());
+        windows.abandon(first);
+        windows.open(second);
+        assert!(!windows.is_idle(), "abandoning another chunk leaves this one");
+    }
+
+    #[test]
+    fn once_the_chunk_arrived_only_its_keys_are_noted() {
+        let windows = Windows::default();
+        let id = ChunkId { backfill: 1, chunk: 1 };
+        windows.begin(id, "public.users");
+        windows.open(id);
+        windows.observe("public.users", &keys(0..2000));
+        windows.put(id, chunk(&["5", "1999", "5000"]));
+        assert_eq!(noted(&windows), 2, "the keys outside the chunk are dropped");
+        windows.observe("public.users", &keys(2000..10_000));
+        assert_eq!(noted(&windows), 3);
+        let closed = windows.close(id).unwrap();
+        assert!(closed.ops.is_empty());
+        assert_eq!(closed.yielded, ["5", "1999", "5000"]);
+    }
+
+    #[test]
+    fn a_window_that_noted_too_many_keys_leaves_the_whole_chunk_to_the_stream() {
+        let windows = Windows::default();
+        let id = ChunkId { backfill: 1, chunk: 1 };
+        windows.begin(id, "public.users");
+        windows.open(id);
+        windows.observe("public.users", &keys(0..MAX_NOTED_KEYS));
+        assert_eq!(noted(&windows), MAX_NOTED_KEYS);
+        windows.observe("public.users", &keys(MAX_NOTED_KEYS..MAX_NOTED_KEYS + 1));
+        assert_eq!(noted(&windows), 0, "past the limit nothing is kept");
+        windows.observe("public.users", &keys(0..10));
+        assert_eq!(noted(&windows), 0);
+        windows.put(id, chunk(&["a", "b"]));
+        let closed = windows.close(id).unwrap();
+        assert!(closed.ops.is_empty(), "no row of it is known to be unchanged");
+        assert_eq!(closed.yielded, ["a", "b"]);
     }
 }

@@ -4,8 +4,8 @@
 //! the chunks; live changes keep flowing meanwhile.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -75,9 +75,15 @@ async fn serve(
 /// are left to the stream.
 const MAX_REREADS: u32 = 10;
 
-/// Chunk numbers, unique for the life of the process, so a retried backfill
-/// never meets a window left from an earlier attempt.
-static NEXT_CHUNK: AtomicU64 = AtomicU64::new(1);
+/// Chunk numbers: unique for the life of the process, so a retried backfill
+/// never meets a window left from an earlier attempt, and counted from the
+/// clock at start (microseconds since the epoch; a chunk takes far longer
+/// than one), so the watermarks an earlier process left in the slot never
+/// name a chunk of this one.
+static NEXT_CHUNK: LazyLock<AtomicU64> = LazyLock::new(|| {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    AtomicU64::new(now.as_micros() as u64)
+});
 
 /// Which rows a chunk reads.
 enum Selection<'a> {
@@ -200,7 +206,8 @@ struct ChunkReader<'a> {
 impl ChunkReader<'_> {
     /// One chunk: low watermark, read, hand over, high watermark, wait until
     /// the pipeline delivered it. `None` on shutdown. The window is
-    /// abandoned on every way out but delivery.
+    /// abandoned on every way out but delivery, so its low watermark, if
+    /// the pipeline reads it only later, opens nothing.
     async fn send(&self, selection: Selection<'_>) -> Result<Option<ChunkDone>, SourceError> {
         if self.stop.is_cancelled() {
             return Ok(None);
@@ -209,6 +216,7 @@ impl ChunkReader<'_> {
             backfill: self.backfill.id,
             chunk: NEXT_CHUNK.fetch_add(1, Ordering::Relaxed),
         };
+        self.windows.begin(id, &self.backfill.table);
         let result = self.send_window(id, selection).await;
         if !matches!(result, Ok(Some(_))) {
             self.windows.abandon(id);

@@ -21,9 +21,10 @@
 //! [`queue`]). Repeating an operation is harmless, which is what makes
 //! at-least-once delivery safe.
 //!
-//! Memory: operations pushed and not completed are counted against
-//! `pipeline.max_pending_bytes`; [`Sink::is_full`] tells the caller to stop
-//! reading until requests complete.
+//! Memory: operations pushed and not completed, and the commits not yet
+//! acknowledged behind them, are counted against `pipeline.max_pending_bytes`;
+//! [`Sink::is_full`] tells the caller to stop reading until requests
+//! complete.
 
 pub mod batch;
 pub mod client;
@@ -165,12 +166,18 @@ impl Sink {
     /// operation pushed so far completed.
     pub fn commit(&mut self, end_lsn: Lsn) {
         self.queue.commit(end_lsn);
+        self.report_memory();
     }
 
     /// The newest commit whose operations, and all before, completed, and
     /// how many commits that covers. Each commit is returned once.
     pub fn ackable(&mut self) -> Option<(Lsn, usize)> {
-        self.queue.ackable()
+        let ackable = self.queue.ackable();
+        if ackable.is_some() {
+            // The commits it covers no longer count toward the budget.
+            self.report_memory();
+        }
+        ackable
     }
 
     /// Whether every operation pushed completed.

@@ -3,10 +3,23 @@
 //! that says which commit may be acknowledged. Pure (no I/O, no clock: the
 //! caller passes the time), so every rule here has a unit test.
 //!
-//! Every pushed operation gets the next sequence number. An operation is
+//! Every queued operation gets the next sequence number. An operation is
 //! *unfinished* from its push until its batch completes (accepted, or
 //! dead-lettered); a commit recorded after sequence `s` may be acknowledged
-//! once no operation numbered below `s` is unfinished.
+//! once no operation numbered `s` or below is unfinished.
+//!
+//! # Commits
+//! A commit's entry is the sequence number it waits for and its end LSN.
+//! An operation merged into a waiting one (see below) takes no number: it
+//! completes with the operation it joined, which was numbered earlier. So
+//! a transaction whose operations all merged, or that had none, waits for
+//! exactly what the commit before it waits for, and shares its entry, which
+//! only moves on to the newer LSN. That entry is ackable only once every
+//! operation numbered up to it completed, the joined ones included, so the
+//! acknowledged LSN never passes an undelivered change. Hot rows behind a
+//! stuck request therefore hold one entry per *queued* operation, not one
+//! per transaction; the entries left count toward the memory budget
+//! ([`Queue::pending_bytes`]), so reading pauses before they pile up.
 //!
 //! # Coalescing
 //! While an operation waits, a later one of the same customer may merge into
@@ -124,8 +137,7 @@ pub struct Queue {
     unfinished: BTreeSet<u64>,
     /// Commits not yet acknowledged: (first sequence number after the
     /// commit, end LSN, how many commits it stands for). Commits with no
-    /// operation between them share one entry, so a stream of transactions
-    /// that touch nothing synced cannot grow this behind a stuck operation.
+    /// operation queued between them share one entry (see "Commits" above).
     commits: VecDeque<(u64, Lsn, usize)>,
     next_seq: u64,
     queued_bytes: usize,
@@ -138,12 +150,14 @@ impl Queue {
     /// Adds an operation, merging it into a waiting one of the same customer
     /// where the rules above allow.
     pub fn push(&mut self, op: CustomerOp, now: Instant) -> Pushed {
+        if !matches!(op, CustomerOp::Barrier) && self.coalesce(&op) {
+            // It completes with the operation it joined: no number of its own.
+            return Pushed::Coalesced;
+        }
         self.next_seq += 1;
         let seq = self.next_seq;
         if let CustomerOp::Barrier = op {
             self.last_barrier = seq;
-        } else if self.coalesce(&op) {
-            return Pushed::Coalesced;
         }
         match &op {
             CustomerOp::Merge { primary, secondary } => {
@@ -227,7 +241,8 @@ impl Queue {
     }
 
     /// Records a commit: once every operation pushed so far completes, its
-    /// end LSN may be acknowledged.
+    /// end LSN may be acknowledged. Shares the newest entry when no
+    /// operation was queued since (see "Commits" above).
     pub fn commit(&mut self, end_lsn: Lsn) {
         let after = self.next_seq + 1;
         match self.commits.back_mut() {
@@ -395,9 +410,10 @@ impl Queue {
         self.queued_wire
     }
 
-    /// Estimated bytes held by waiting and in-flight operations.
+    /// Estimated bytes held by waiting and in-flight operations and by the
+    /// commits not yet acknowledged: what the memory budget counts.
     pub fn pending_bytes(&self) -> usize {
-        self.queued_bytes + self.in_flight_bytes
+        self.queued_bytes + self.in_flight_bytes + self.commits.len() * COMMIT_ENTRY_BYTES
     }
 
     /// Batches in flight.
@@ -416,7 +432,7 @@ impl Queue {
     }
 
     /// Commits waiting to be acknowledged, as entries (consecutive commits
-    /// without operations share one).
+    /// with no operation queued between them share one).
     pub fn commit_entries(&self) -> usize {
         self.commits.len()
     }
@@ -443,6 +459,9 @@ const OP_OVERHEAD: usize = 900;
 const ATTRIBUTE_OVERHEAD: usize = 72;
 /// An encoded item that waits for the next batch: its entry and buffers.
 const ENCODED_OVERHEAD: usize = 256;
+/// A commit entry: its 24 bytes, twice over for the queue's spare capacity
+/// (it grows by doubling).
+const COMMIT_ENTRY_BYTES: usize = 48;
 
 /// Estimated memory an operation holds while it waits or is in flight.
 fn estimate(op: &CustomerOp) -> usize {

@@ -319,3 +319,98 @@ fn events_never_merge_and_keep_their_place_between_identifies() {
     ];
     assert_eq!(actions, expected.map(|(a, n)| (a.to_owned(), n.to_owned())));
 }
+
+#[test]
+fn transactions_that_merged_into_waiting_operations_share_one_commit_entry() {
+    let lsn = Lsn::from_u64;
+    let mut q = Queue::default();
+    let customers = 10;
+    push_all(
+        &mut q,
+        (0..customers).map(|c| identify(&c.to_string(), json!({"n": 0}), 0)).collect(),
+    );
+    q.commit(lsn(1));
+    // Customer.io is down: this batch stays in flight.
+    let stuck = q.take_batch(100).expect("a batch");
+    let transactions = 10_000;
+    for t in 2..=transactions + 1 {
+        let pushed =
+            q.push(identify(&(t % customers).to_string(), json!({"n": t}), t), Instant::now());
+        // The first change of each customer queues behind its busy one.
+        let queued = t < 2 + customers;
+        assert_eq!(pushed, if queued { Pushed::Queued } else { Pushed::Coalesced });
+        q.commit(lsn(t as u64));
+    }
+    assert_eq!(q.commit_entries(), 1 + customers as usize, "one per queued operation");
+    let held = q.pending_bytes();
+    for t in transactions + 2..=2 * transactions + 1 {
+        q.push(identify(&(t % customers).to_string(), json!({"n": t}), t), Instant::now());
+        q.commit(lsn(t as u64));
+    }
+    assert_eq!(q.pending_bytes(), held, "memory does not grow with the transactions");
+    q.finish(&stuck.ticket);
+    assert_eq!(q.ackable(), Some((lsn(1), 1)), "the merged ones wait for their operations");
+    let second = q.take_batch(100).expect("the merged operations");
+    let last = 2 * transactions + 1;
+    for item in items_json(&second) {
+        let customer: i64 = item["identifiers"]["id"].as_str().unwrap().parse().unwrap();
+        let newest = (0..customers).map(|back| last - back).find(|t| t % customers == customer);
+        assert_eq!(item["attributes"]["n"], json!(newest.unwrap()), "the newest value");
+    }
+    assert_eq!(second.items.len(), customers as usize);
+    q.finish(&second.ticket);
+    assert_eq!(q.ackable(), Some((lsn(last as u64), 2 * transactions as usize)));
+    assert_eq!(q.pending_bytes(), 0);
+}
+
+#[test]
+fn a_commit_whose_change_merged_waits_for_the_operation_it_joined() {
+    let lsn = Lsn::from_u64;
+    let mut q = Queue::default();
+    push_all(&mut q, vec![identify("1", json!({"a": 0}), 0)]);
+    q.commit(lsn(50));
+    let first = q.take_batch(10).expect("customer 1");
+    // Customer 1 is busy: its next operation waits; customer 2's goes.
+    push_all(&mut q, vec![identify("1", json!({"a": 1}), 1)]);
+    q.commit(lsn(100));
+    push_all(&mut q, vec![identify("2", json!({"a": 1}), 1)]);
+    q.commit(lsn(200));
+    let second = q.take_batch(10).expect("customer 2");
+    assert_eq!(second.items[0].customers, ["2"]);
+    q.finish(&second.ticket);
+    // Merges into customer 1's waiting operation, queued before commit 200.
+    assert_eq!(push_all(&mut q, vec![identify("1", json!({"a": 2}), 2)]), [Pushed::Coalesced]);
+    q.commit(lsn(300));
+    assert_eq!(q.commit_entries(), 3, "commit 300 shares commit 200's entry");
+    assert_eq!(q.ackable(), None);
+    q.finish(&first.ticket);
+    assert_eq!(q.ackable(), Some((lsn(50), 1)), "not 300: its change is still waiting");
+    let third = q.take_batch(10).expect("customer 1 again");
+    assert_eq!(items_json(&third)[0]["attributes"], json!({"a": 2}));
+    q.finish(&third.ticket);
+    assert_eq!(q.ackable(), Some((lsn(300), 3)));
+}
+
+#[test]
+fn commits_left_behind_a_stuck_operation_count_toward_the_budget() {
+    let lsn = Lsn::from_u64;
+    let mut q = Queue::default();
+    push_all(&mut q, vec![identify("stuck", json!({"a": 0}), 0)]);
+    q.commit(lsn(1));
+    let stuck = q.take_batch(10).expect("a batch");
+    let stuck_bytes = q.pending_bytes() - COMMIT_ENTRY_BYTES;
+    // Every other customer's change is delivered at once, but none of
+    // their commits may be acknowledged before the stuck one's.
+    for t in 2..=1001 {
+        push_all(&mut q, vec![identify(&format!("c{t}"), json!({"a": t}), t)]);
+        q.commit(lsn(t as u64));
+        let delivered = q.take_batch(10).expect("a batch");
+        q.finish(&delivered.ticket);
+        assert_eq!(q.ackable(), None);
+    }
+    assert_eq!(q.commit_entries(), 1001);
+    assert_eq!(q.pending_bytes(), stuck_bytes + 1001 * COMMIT_ENTRY_BYTES);
+    q.finish(&stuck.ticket);
+    assert_eq!(q.ackable(), Some((lsn(1001), 1001)));
+    assert_eq!(q.pending_bytes(), 0);
+}

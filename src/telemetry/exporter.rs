@@ -265,7 +265,7 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
     );
     out.gauge(
         PENDING_BYTES,
-        "Estimated memory held by operations not yet completed (limit: pipeline.max_pending_bytes).",
+        "Estimated memory held by operations not yet completed and by unacknowledged commits (limit: pipeline.max_pending_bytes).",
         get(&c.pending_bytes) as f64,
     );
     out.gauge(

@@ -7,9 +7,16 @@ use std::collections::VecDeque;
 
 use pgwire_replication::Lsn;
 
+/// Entries [`UnackedCommits`] keeps at most (about 320 KB): over two hours
+/// of seconds with commits.
+const MAX_ENTRIES: usize = 10_000;
+
 /// Commits received and not yet acknowledged, oldest first. Commits of the
 /// same second share one entry (the newest LSN), so a long wait behind a
-/// stuck request holds one entry per second, not one per transaction.
+/// stuck request holds one entry per second, not one per transaction; past
+/// [`MAX_ENTRIES`] seconds, later commits join the newest entry, so an
+/// outage of any length holds a bounded amount (the lag then reads a little
+/// high once acknowledgements reach that entry, never low).
 #[derive(Debug, Default)]
 pub struct UnackedCommits {
     commits: VecDeque<(Lsn, i64)>,
@@ -19,8 +26,9 @@ impl UnackedCommits {
     /// Records a commit ending at `end_lsn`, committed at `commit_time`
     /// (Unix seconds).
     pub fn commit(&mut self, end_lsn: Lsn, commit_time: i64) {
+        let full = self.commits.len() >= MAX_ENTRIES;
         match self.commits.back_mut() {
-            Some((lsn, time)) if *time == commit_time => *lsn = (*lsn).max(end_lsn),
+            Some((lsn, time)) if *time == commit_time || full => *lsn = (*lsn).max(end_lsn),
             _ => self.commits.push_back((end_lsn, commit_time)),
         }
     }
@@ -69,6 +77,24 @@ mod tests {
         unacked.acked(lsn(35));
         assert_eq!(unacked.oldest(), 0);
         assert_eq!(lag_seconds(0, 1e9), 0.0);
+    }
+
+    #[test]
+    fn a_long_outage_holds_a_bounded_number_of_entries() {
+        let mut unacked = UnackedCommits::default();
+        let seconds = 3 * MAX_ENTRIES as u64;
+        for second in 1..=seconds {
+            unacked.commit(lsn(second), second as i64);
+        }
+        assert_eq!(unacked.commits.len(), MAX_ENTRIES);
+        assert_eq!(unacked.oldest(), 1);
+        unacked.acked(lsn(MAX_ENTRIES as u64 - 1));
+        // The newest entry stands for every later second, from its first.
+        assert_eq!(unacked.oldest(), MAX_ENTRIES as u64);
+        unacked.acked(lsn(seconds - 1));
+        assert_eq!(unacked.oldest(), MAX_ENTRIES as u64, "high, never low");
+        unacked.acked(lsn(seconds));
+        assert_eq!(unacked.oldest(), 0);
     }
 
     #[test]

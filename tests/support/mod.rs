@@ -9,6 +9,8 @@ pub mod dead_letters;
 pub mod emulator;
 pub mod endpoint;
 pub mod leaks;
+pub mod measured;
+pub mod memory;
 pub mod postgres;
 pub mod proxy;
 pub mod spec;
