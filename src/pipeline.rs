@@ -154,7 +154,9 @@ async fn run_until_stopped(
     let settings = ConnectionSettings::parse(&config.postgres)?;
     let dead_letters =
         Arc::new(DeadLetterStore::new(settings.clone(), config.postgres.slot.clone()));
-    let mut sink = Sink::new(&config.customerio, &config.pipeline, dead_letters, counters.clone())?;
+    // The breaker keeps its share of the memory budget; the sink the rest.
+    let budget = breaker::sink_budget(&config.pipeline);
+    let mut sink = Sink::new(&config.customerio, &budget, dead_letters, counters.clone())?;
     let mapper = Mapper::new(&config.sync).with_event_tables(&config.events);
     let mut progress = Progress::default();
     let mut backoff = Backoff::new(MAX_RECONNECT_BACKOFF);

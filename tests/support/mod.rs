@@ -9,6 +9,7 @@ pub mod dead_letters;
 pub mod emulator;
 pub mod endpoint;
 pub mod leaks;
+pub mod memory;
 pub mod postgres;
 pub mod proxy;
 pub mod spec;
