@@ -6,13 +6,14 @@
 //! once, none reaches Customer.io, and `deletes approve` / `discard` act on
 //! them afterwards, never before the commit. A `kill -9` in the middle of
 //! the transaction leaves nothing an operator can act on, and the replay
-//! holds each removal once. A later change of a customer in the same
+//! holds each removal once, as does the replay of a transaction stored but
+//! not acknowledged. A later change of a customer in the same
 //! transaction supersedes its written hold.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use ciosync::emulator::Emulator;
+use ciosync::emulator::{Emulator, Faults};
 
 use crate::support::daemon::{config_file, run_binary, signal, spawn_binary};
 use crate::support::dead_letters::texts;
@@ -50,6 +51,17 @@ async fn users(test: &str, rows: usize) -> TestDb {
 /// only the mass delete reaches the daemon).
 fn guard_config(db: &TestDb, emulator: &Emulator, extra: &str) -> String {
     db.config(&emulator.url(), &format!("{extra}\n[delete_guard]\nmax_deletes = {LIMIT}\n"))
+}
+
+/// Runs `sql` and returns the WAL position right after its commit, then
+/// commits an empty transaction with a logical message after it: the
+/// daemon's own writes (the held rows) move the WAL on past its last
+/// commit, and only a later commit or a keepalive (every 30 s when idle)
+/// lets its acknowledgement reach the position; the message is that commit.
+async fn exec_then_marker(db: &TestDb, sql: &str) -> u64 {
+    let lsn = db.exec_then_lsn(sql).await;
+    db.exec("SELECT pg_logical_emit_message(true, 'ciosync-test', 'after')").await;
+    lsn
 }
 
 /// Waits (up to `timeout`) until the slot is confirmed at or past `lsn`.
@@ -182,10 +194,14 @@ async fn a_million_row_delete_is_held_within_the_memory_budget() {
     db.wait_for_streaming().await;
 
     let started = Instant::now();
-    let lsn = db.exec_then_lsn("DELETE FROM users").await;
+    let lsn = exec_then_marker(&db, "DELETE FROM users").await;
     let confirmed = wait_for_confirmed_within(&db, lsn, HOLD_TIMEOUT).await;
     let peak = peak_rss_bytes(daemon.id());
-    eprintln!("{ROWS} removals held in {:.1?}; the daemon's peak RSS {}", started.elapsed(), mib(peak));
+    eprintln!(
+        "{ROWS} removals held in {:.1?}; the daemon's peak RSS {}",
+        started.elapsed(),
+        mib(peak)
+    );
     assert!(confirmed, "the mass delete was not acknowledged within {HOLD_TIMEOUT:?}");
     assert!(peak < PEAK_RSS_LIMIT, "peak RSS {} over {}", mib(peak), mib(PEAK_RSS_LIMIT));
 
@@ -197,8 +213,19 @@ async fn a_million_row_delete_is_held_within_the_memory_budget() {
     deletes.drain(&emulator);
     assert_eq!(deletes.customers().len(), LIMIT, "only the removals within the limit were sent");
 
+    // A restart reads which customers have held deletes: bounded too.
+    signal(&daemon, "TERM");
+    assert!(daemon.wait().unwrap().success());
+    assert_log_clean(&log);
+    let mut daemon = spawn_binary(config.path(), &log);
+    db.wait_for_streaming().await;
+    let peak = peak_rss_bytes(daemon.id());
+    eprintln!("restarted with {expected} held; the daemon's peak RSS {}", mib(peak));
+    assert!(peak < PEAK_RSS_LIMIT, "peak RSS {} over {}", mib(peak), mib(PEAK_RSS_LIMIT));
+
     // Approve a thousand of them, discard the rest.
-    let chosen: Vec<(i64, String)> = held_rows(&db).await.into_iter().step_by(997).take(1000).collect();
+    let chosen: Vec<(i64, String)> =
+        held_rows(&db).await.into_iter().step_by(997).take(1000).collect();
     let mut args = vec!["deletes".to_owned(), "approve".to_owned()];
     args.extend(chosen.iter().flat_map(|(id, _)| ["--id".to_owned(), id.to_string()]));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -232,7 +259,7 @@ async fn kill_9_in_the_middle_of_a_held_transaction_holds_each_removal_once() {
     let mut daemon = spawn_binary(config.path(), &logs.path().join("1.log"));
     db.wait_for_streaming().await;
 
-    let lsn = db.exec_then_lsn("DELETE FROM users").await;
+    let lsn = exec_then_marker(&db, "DELETE FROM users").await;
     let pending = || async { held_by_state(&db).await.get("pending").map_or(0, |c| c.0) };
     let deadline = tokio::time::Instant::now() + crate::support::CONVERGE;
     while pending().await == 0 {
@@ -285,7 +312,8 @@ async fn kill_9_in_the_middle_of_a_held_transaction_holds_each_removal_once() {
     // Now they can be decided: discard two, approve the rest.
     let rows = held_rows(&db).await;
     let kept = &rows[..2];
-    let args = ["deletes", "discard", "--id", &kept[0].0.to_string(), "--id", &kept[1].0.to_string()];
+    let args =
+        ["deletes", "discard", "--id", &kept[0].0.to_string(), "--id", &kept[1].0.to_string()];
     let stdout = deletes_command(&args, config.path(), &emulator, &mut deletes).await;
     assert_eq!(stdout, "discarded 2 held removals\n");
     let stdout =
@@ -296,6 +324,48 @@ async fn kill_9_in_the_middle_of_a_held_transaction_holds_each_removal_once() {
     assert_eq!(deleted.len(), ROWS - 2);
     assert!(kept.iter().all(|(_, customer)| !deleted.contains(customer)), "discarded stay");
 
+    signal(&daemon, "TERM");
+    assert!(daemon.wait().unwrap().success());
+    assert_log_clean(&log);
+}
+
+/// `kill -9` after the commit stored the holds but before it was
+/// acknowledged (Customer.io fails the removals sent before the trip): the
+/// replay stores each removal once, and sends none, not even the first few
+/// (a replayed transaction's removals only ever go to the table).
+#[tokio::test]
+async fn kill_9_between_storing_and_acknowledging_holds_nothing_twice() {
+    const ROWS: usize = 5_000;
+    let db = users("guard_spill_replay", ROWS).await;
+    let emulator = emulator::start().await;
+    let config = config_file(&guard_config(&db, &emulator, SMALL_BUDGET));
+    let logs = tempfile::tempdir().unwrap();
+    let mut daemon = spawn_binary(config.path(), &logs.path().join("1.log"));
+    db.wait_for_streaming().await;
+
+    emulator.set_faults(Faults { fail_next: 1_000_000, fail_status: 503, ..Faults::default() });
+    let lsn = exec_then_marker(&db, "DELETE FROM users").await;
+    let stored = (ROWS - LIMIT) as i64;
+    let deadline = tokio::time::Instant::now() + crate::support::CONVERGE;
+    while held_by_state(&db).await.get("held") != Some(&(stored, stored)) {
+        assert!(tokio::time::Instant::now() < deadline, "the holds were never stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(db.confirmed_flush(&db.name).await < lsn, "acknowledged: the test proves nothing");
+    signal(&daemon, "KILL");
+    daemon.wait().unwrap();
+    emulator.set_faults(Faults::default());
+    emulator.clear_requests();
+
+    let log = logs.path().join("2.log");
+    let mut daemon = spawn_binary(config.path(), &log);
+    assert!(wait_for_confirmed_within(&db, lsn, HOLD_TIMEOUT).await, "never acknowledged");
+    let held = held_by_state(&db).await;
+    assert_eq!(held.get("held"), Some(&(ROWS as i64, ROWS as i64)), "each held once: {held:?}");
+    assert_eq!(held.len(), 1, "nothing pending is left: {held:?}");
+    let mut deletes = Deletes::default();
+    deletes.drain(&emulator);
+    assert!(deletes.customers().is_empty(), "a replayed removal was sent");
     signal(&daemon, "TERM");
     assert!(daemon.wait().unwrap().success());
     assert_log_clean(&log);
@@ -319,25 +389,22 @@ async fn a_change_later_in_the_transaction_supersedes_a_written_hold() {
 
     // Ids 1-5 are sent, 6-2000 held; 10 and 20 were written in the first
     // chunk (about 350 holds) long before the INSERTs come.
-    let lsn = db
-        .exec_then_lsn(
-            "BEGIN; \
+    let lsn = exec_then_marker(
+        &db,
+        "BEGIN; \
              DELETE FROM users; \
              INSERT INTO users (id, email) VALUES (10, 'back@x.io'), (20, 'again@x.io'); \
              UPDATE users SET plan = 'pro' WHERE id = 10; \
              DELETE FROM users WHERE id = 20; \
              COMMIT",
-        )
-        .await;
+    )
+    .await;
     assert!(wait_for_confirmed_within(&db, lsn, crate::support::CONVERGE).await);
     let state_of = |id: &'static str| {
         let db = &db;
         async move {
             db.client
-                .query(
-                    "SELECT state FROM ciosync.held_deletes WHERE customer_id = $1",
-                    &[&id],
-                )
+                .query("SELECT state FROM ciosync.held_deletes WHERE customer_id = $1", &[&id])
                 .await
                 .unwrap()
                 .iter()

@@ -76,7 +76,7 @@ pub const ESTIMATE_INTERVAL: Duration = Duration::from_secs(3600);
 /// rest ([`sink_budget`]).
 pub const BREAKER_SHARE: usize = 8;
 /// Held customers read from the table per query at start.
-const LOAD_PAGE: i64 = 10_000;
+const LOAD_PAGE: i32 = 10_000;
 
 /// The pipeline settings the sink gets: the memory budget less the
 /// breaker's share, so the two together stay within it.
@@ -153,15 +153,10 @@ impl Breaker {
         self.horizon = horizon;
         Counters::set(&self.counters.deletes_held, count, None);
         if count > 0 {
-            let mut after = 0;
-            loop {
-                let page = retrying!(self, what, |s| s.held_deletes_after(after, LOAD_PAGE).await);
-                let Some((last, _)) = page.last() else { break };
-                after = *last;
-                for (_, customer_id) in &page {
-                    self.held.insert(customer_id);
-                }
-            }
+            // A retry after an error reads them all again: inserting twice is harmless.
+            retrying!(self, what, |s| s
+                .each_held_delete(LOAD_PAGE, |id| self.held.insert(id))
+                .await);
             self.guard.trip();
             self.tripped(count);
         }
