@@ -272,13 +272,13 @@ impl HeldStore {
                 .query_one(
                     "WITH open AS ( \
                          DELETE FROM ciosync.held_deletes WHERE slot = $1 AND commit_lsn = '0/0' \
-                         RETURNING customer_id, action, state, held_at, decided_at \
+                         RETURNING id, customer_id, action, state, held_at, decided_at \
                      ), stored AS ( \
                          INSERT INTO ciosync.held_deletes \
                              (slot, customer_id, action, commit_lsn, state, held_at, decided_at) \
                          SELECT $1, customer_id, action, $2::text::pg_lsn, \
                              CASE state WHEN 'pending' THEN 'held' ELSE state END, held_at, decided_at \
-                         FROM open ORDER BY held_at \
+                         FROM open ORDER BY id \
                          ON CONFLICT (slot, commit_lsn, customer_id) DO NOTHING RETURNING state \
                      ) \
                      SELECT count(*) FILTER (WHERE state = 'held')::int8 FROM stored",
