@@ -36,10 +36,11 @@
 //!
 //! **Held removals** (the mass-delete circuit breaker, [`crate::delete_guard`])
 //! count as handled once they are stored: a delete or suppress the guard
-//! holds is not pushed to the sink but kept with its transaction, and at the
-//! commit all of them are written to `ciosync.held_deletes` in one statement
-//! *before* the commit is recorded in the sink ([`Sink::commit`]), so rule 1
-//! cannot pass it until it is durable. While Postgres is unreachable the
+//! holds is not pushed to the sink but kept with its transaction (a long one
+//! is written to `ciosync.held_deletes` a chunk at a time as `pending`,
+//! which counts for nothing), and at the commit all of them become `held`
+//! in one statement *before* the commit is recorded in the sink
+//! ([`Sink::commit`]), so rule 1 cannot pass it until it is durable. While Postgres is unreachable the
 //! write is retried (nothing is acknowledged meanwhile); a definite failure
 //! stops the daemon with the commit unacknowledged. A later operation of a
 //! customer whose removal is held marks that hold `superseded` before the
@@ -154,9 +155,7 @@ async fn run_until_stopped(
     let settings = ConnectionSettings::parse(&config.postgres)?;
     let dead_letters =
         Arc::new(DeadLetterStore::new(settings.clone(), config.postgres.slot.clone()));
-    // The breaker keeps its share of the memory budget; the sink the rest.
-    let budget = breaker::sink_budget(&config.pipeline);
-    let mut sink = Sink::new(&config.customerio, &budget, dead_letters, counters.clone())?;
+    let mut sink = Sink::new(&config.customerio, &config.pipeline, dead_letters, counters.clone())?;
     let mapper = Mapper::new(&config.sync).with_event_tables(&config.events);
     let mut progress = Progress::default();
     let mut backoff = Backoff::new(MAX_RECONNECT_BACKOFF);

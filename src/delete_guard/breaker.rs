@@ -16,7 +16,12 @@
 //! - rows of a transaction not finished (the daemon stopped, or the stream
 //!   broke) stay `pending` until [`Breaker::load`] or the next write
 //!   deletes them: the transaction was not acknowledged, so it comes again
-//!   whole, and its removals are held once, as on its first reading;
+//!   whole and is held afresh;
+//! - a transaction committed before the newest commit stored (the horizon)
+//!   is a replay of one stored but not acknowledged: all its removals are
+//!   held, never sent, and its commit keeps only the customers the table
+//!   has no row of for that commit, so none is held twice and a decided one
+//!   stays decided;
 //! - any other operation of a customer with held rows supersedes them (the
 //!   open transaction's `pending` one too), and that is stored *before*
 //!   the operation is pushed: an `approve` running at the same moment holds
@@ -41,7 +46,7 @@ use super::filter::HeldFilter;
 use super::open::OpenHolds;
 use super::store::{Action, HeldStore, Hold};
 use super::{Admit, Guard, Limits};
-use crate::config::{Config, PipelineConfig};
+use crate::config::Config;
 use crate::customer::CustomerOp;
 use crate::pipeline::error_chain;
 use crate::sink::retry::Backoff;
@@ -70,21 +75,14 @@ macro_rules! retrying {
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the synced tables' row estimate is read for `max_share`.
 pub const ESTIMATE_INTERVAL: Duration = Duration::from_secs(3600);
-/// The breaker's share of `pipeline.max_pending_bytes`, 1/8: half of it
-/// for the filter of customers with held deletes, a quarter each for the
-/// open transaction's chunk and the filter's exact set. The sink gets the
-/// rest ([`sink_budget`]).
+/// The breaker's share of memory, as a fraction of
+/// `pipeline.max_pending_bytes` (which bounds the sink's operations):
+/// 1/8, half of it for the filter of customers with held deletes, a
+/// quarter each for the open transaction's chunk and the filter's exact
+/// set. A hold of any size stays within it.
 pub const BREAKER_SHARE: usize = 8;
-/// Held customers read from the table per query at start.
+/// Held customers read from the table per fetch at start.
 const LOAD_PAGE: i32 = 10_000;
-
-/// The pipeline settings the sink gets: the memory budget less the
-/// breaker's share, so the two together stay within it.
-pub fn sink_budget(pipeline: &PipelineConfig) -> PipelineConfig {
-    let mut sink = pipeline.clone();
-    sink.max_pending_bytes -= pipeline.max_pending_bytes / BREAKER_SHARE;
-    sink
-}
 
 /// The guard, the held customers and the open transaction's holds.
 pub struct Breaker {
