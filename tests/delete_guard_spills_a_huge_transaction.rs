@@ -153,6 +153,18 @@ async fn deletes_command(
     stdout
 }
 
+/// Waits until the built binary's log has a line containing `text`.
+async fn wait_for_log(log: &std::path::Path, text: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + crate::support::CONVERGE;
+    while !std::fs::read_to_string(log).unwrap().contains(text) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
+}
+
 /// Fails if the built binary's log carries a secret or a customer value.
 fn assert_log_clean(log: &std::path::Path) {
     let text = std::fs::read_to_string(log).unwrap();
@@ -239,6 +251,7 @@ async fn a_million_row_delete_is_held_within_the_memory_budget() {
             .await;
     assert_eq!(stdout, format!("discarded {} held removals\n", expected - 1000));
     assert_eq!(deletes.customers().len(), LIMIT + 1000, "nothing else was sent");
+    assert!(wait_for_log(&log, "circuit breaker reset").await, "the breaker never reset");
 
     signal(&daemon, "TERM");
     assert!(daemon.wait().unwrap().success());

@@ -1,19 +1,21 @@
 //! Every query on `ciosync.held_deletes`: the daemon's writes
 //! ([`HeldStore`]) and the operator's reads and decisions ([`HeldTable`]).
 //!
-//! A row starts `pending` when the transaction it belongs to is still being
-//! read: the daemon writes a long transaction's holds as they come, under
-//! the commit LSN `0/0` (no commit is ever there; with the customer it keys
-//! each customer's one row of the transaction), and at the commit moves
-//! them under the commit's LSN as `held` ([`HeldStore::commit_open`]).
-//! Until then no command lists, approves or discards them, and rows still
-//! under `0/0` when the daemon starts again belong to a transaction that
-//! comes again, so they are deleted. From `held` a row's `state` only moves forward: to
-//! `superseded` (a later operation of the customer won), `sent` (approved
-//! and accepted by Customer.io) or `discarded`. Each change is an `UPDATE
-//! … WHERE state = 'held'`, so two writers (the daemon superseding, an
-//! operator approving) never undo each other, and `approve` locks the rows
-//! it sends so a supersede waits for it (see [`super::command`]).
+//! A row starts `pending` while the transaction it belongs to is still
+//! being read: the daemon writes a long transaction's holds as they come,
+//! under the commit LSN `0/0` (no commit is ever there; with the customer
+//! it keys each customer's one row of the open transaction), and at the
+//! commit moves them under the commit's LSN as `held`
+//! ([`HeldStore::commit_open`]). Until then no command lists, approves or
+//! discards them; rows still under `0/0` when the daemon starts again
+//! belong to a transaction that comes again, so they are deleted.
+//!
+//! From `held` a row's `state` only moves forward: to `superseded` (a later
+//! operation of the customer won), `sent` (approved and accepted by
+//! Customer.io) or `discarded`. Each change is an `UPDATE … WHERE state =
+//! 'held'`, so two writers (the daemon superseding, an operator approving)
+//! never undo each other, and `approve` locks the rows it sends so a
+//! supersede waits for it (see [`super::command`]).
 
 use pgwire_replication::Lsn;
 use tokio_postgres::Client;
@@ -66,7 +68,8 @@ impl Action {
     }
 }
 
-/// One removal held during a transaction, stored at its commit.
+/// One removal held during a transaction: written with its chunk, or at
+/// the commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
     pub customer_id: String,

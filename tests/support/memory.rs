@@ -7,11 +7,6 @@ pub fn peak_rss_bytes(pid: u32) -> u64 {
     status_kib(pid, "VmHWM:") * 1024
 }
 
-/// Its resident set size now (`VmRSS`), bytes.
-pub fn rss_bytes(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:") * 1024
-}
-
 /// One `kB` line of `/proc/<pid>/status`.
 fn status_kib(pid: u32, field: &str) -> u64 {
     let path = format!("/proc/{pid}/status");
