@@ -5,9 +5,10 @@
 //! ```text
 //!                      ┌─ Admit::Send ─▶ sink ──▶ Customer.io
 //! removal ─▶ Guard ────┤
-//!                      └─ Admit::Hold ─▶ Breaker ─a chunk at a time, `pending`─▶ ciosync.held_deletes
-//!                                           └──────at the commit: `held`──────────▶   │
-//!        ciosync deletes list | approve (send them) | discard ◀───────────────────────┘
+//!                      └─ Admit::Hold ─▶ Breaker ──▶ ciosync.held_deletes: `pending` a chunk
+//!                                                    at a time, `held` at the commit
+//!                                                           │
+//!        ciosync deletes list | approve (send them) | discard ◀─┘
 //! any other operation of a held customer ─▶ its held rows become `superseded`
 //! ```
 //!
