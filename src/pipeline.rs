@@ -38,10 +38,11 @@
 //!
 //! **Held removals** (the mass-delete circuit breaker, [`crate::delete_guard`])
 //! count as handled once they are stored: a delete or suppress the guard
-//! holds is not pushed to the sink but kept with its transaction, and at the
-//! commit all of them are written to `ciosync.held_deletes` in one statement
-//! *before* the commit is recorded in the sink ([`Sink::commit`]), so rule 1
-//! cannot pass it until it is durable. While Postgres is unreachable the
+//! holds is not pushed to the sink but kept with its transaction (a long one
+//! is written to `ciosync.held_deletes` a chunk at a time as `pending`,
+//! which counts for nothing), and at the commit all of them become `held`
+//! in one statement *before* the commit is recorded in the sink
+//! ([`Sink::commit`]), so rule 1 cannot pass it until it is durable. While Postgres is unreachable the
 //! write is retried (nothing is acknowledged meanwhile); a definite failure
 //! stops the daemon with the commit unacknowledged. A later operation of a
 //! customer whose removal is held marks that hold `superseded` before the

@@ -113,6 +113,23 @@ CREATE TABLE IF NOT EXISTS ciosync.held_deletes (
 );
 CREATE INDEX IF NOT EXISTS held_deletes_waiting
     ON ciosync.held_deletes (slot, customer_id) WHERE state = 'held';
+-- 'pending': written while its transaction is still being read (commit_lsn
+-- '0/0' until the commit moves it to 'held'); replaces the check of
+-- versions that kept a transaction's holds in memory until its commit.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                   WHERE conrelid = 'ciosync.held_deletes'::regclass
+                     AND conname = 'held_deletes_states') THEN
+        -- Another session (the daemon's other connections, a command) may
+        -- replace it between the check and here.
+        BEGIN
+            ALTER TABLE ciosync.held_deletes DROP CONSTRAINT IF EXISTS held_deletes_state_check;
+            ALTER TABLE ciosync.held_deletes ADD CONSTRAINT held_deletes_states
+                CHECK (state IN ('pending', 'held', 'superseded', 'sent', 'discarded'));
+        EXCEPTION WHEN duplicate_object THEN NULL;
+        END;
+    END IF;
+END $$;
 COMMENT ON TABLE ciosync.held_deletes IS
     'ciosync: removals the mass-delete circuit breaker ([delete_guard]) held for an operator: '
     'ciosync deletes list | approve | discard';

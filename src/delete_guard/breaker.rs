@@ -1,29 +1,49 @@
 //! The pipeline's side of the circuit breaker: which removals are held, the
-//! ids of customers with held rows (so the common path costs one hash
-//! lookup), the current transaction's holds, and when to look at the table
+//! customers that may have held deletes (so the common path costs one
+//! check), the open transaction's holds, and when to look at the table
 //! again.
 //!
 //! Ordering, with the acknowledgement rule of [`crate::pipeline`]:
 //! - a held removal is not pushed to the sink; it is kept with its
-//!   transaction and stored by [`Breaker::commit`] (one statement) before
-//!   the pipeline records that commit in the sink, so no acknowledgement can
-//!   pass a removal that is neither delivered nor stored;
-//! - any other operation of a customer with held rows supersedes them, and
-//!   that is stored *before* the operation is pushed: an `approve` running
-//!   at the same moment holds those rows locked while it sends, so the later
-//!   operation reaches Customer.io after the approved removal or the
-//!   removal is never sent.
+//!   transaction, a chunk at a time: a full chunk is written to
+//!   `ciosync.held_deletes` as `pending` (under the commit LSN `0/0`),
+//!   which no command approves, lists or discards. [`Breaker::commit`]
+//!   stores the rest and makes them all `held` under the commit's LSN in
+//!   one statement, before the pipeline records that commit in the sink,
+//!   so no acknowledgement can pass a removal that is neither delivered nor
+//!   stored, and no operator can act on a removal whose transaction may
+//!   still be cut short;
+//! - rows of a transaction not finished (the daemon stopped, or the stream
+//!   broke) stay `pending` until [`Breaker::load`] or the next write
+//!   deletes them: the transaction was not acknowledged, so it comes again
+//!   whole and is held afresh;
+//! - a transaction committed before the newest commit stored (the horizon)
+//!   is a replay of one stored but not acknowledged: all its removals are
+//!   held, never sent, and its commit keeps only the customers the table
+//!   has no row of for that commit, so none is held twice and a decided one
+//!   stays decided;
+//! - any other operation of a customer with held rows supersedes them (the
+//!   open transaction's `pending` one too), and that is stored *before*
+//!   the operation is pushed: an `approve` running at the same moment holds
+//!   those rows locked while it sends, so the later operation reaches
+//!   Customer.io after the approved removal or the removal is never sent.
+//!
+//! Memory stays within a share of `pipeline.max_pending_bytes`
+//! ([`BREAKER_SHARE`]) whatever is held: the open transaction's unwritten
+//! chunk ([`OpenHolds`]) and the filter of customers that may have held
+//! deletes ([`HeldFilter`]); everything else is in the table.
 //!
 //! Storing retries while Postgres is unreachable (the stream cannot make
 //! progress then anyway); a definite error stops the daemon, unacknowledged.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use pgwire_replication::Lsn;
 use tokio::time::Instant;
 
+use super::filter::HeldFilter;
+use super::open::OpenHolds;
 use super::store::{Action, HeldStore, Hold};
 use super::{Admit, Guard, Limits};
 use crate::config::Config;
@@ -34,22 +54,49 @@ use crate::source::connection::ConnectionSettings;
 use crate::source::SourceError;
 use crate::telemetry::Counters;
 
+/// Runs `$call` (which awaits `self.store`'s `$store`) until it succeeds,
+/// waiting the next backoff step after each transient error; a definite
+/// one is returned from the enclosing function.
+macro_rules! retrying {
+    ($self:ident, $what:expr, |$store:ident| $call:expr) => {{
+        let mut backoff = Backoff::new($self.max_backoff);
+        loop {
+            let $store = &mut $self.store;
+            match $call {
+                Ok(value) => break value,
+                Err(error) => wait_or_fail(&mut backoff, error, $what).await?,
+            }
+        }
+    }};
+}
+
 /// How often a tripped breaker counts the held rows, to notice `ciosync
 /// deletes approve` or `discard`.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the synced tables' row estimate is read for `max_share`.
 pub const ESTIMATE_INTERVAL: Duration = Duration::from_secs(3600);
+/// The breaker's share of memory, as a fraction of
+/// `pipeline.max_pending_bytes` (which bounds the sink's operations):
+/// 1/8, half of it for the filter of customers with held deletes, a
+/// quarter each for the open transaction's chunk and the filter's exact
+/// set. A hold of any size stays within it.
+pub const BREAKER_SHARE: usize = 8;
+/// Held customers read from the table per fetch at start.
+const LOAD_PAGE: i32 = 10_000;
 
-/// The guard, the held customers and the current transaction's holds.
+/// The guard, the held customers and the open transaction's holds.
 pub struct Breaker {
     guard: Guard,
     store: HeldStore,
-    /// Customers with rows in state `held` (a superset after an approve).
-    held: HashSet<String>,
-    /// This transaction's holds, stored at its commit.
-    pending: Vec<Hold>,
-    /// Where each customer's hold is in `pending` (one per customer).
-    pending_index: HashMap<String, usize>,
+    /// Customers that may have a delete in state `held`, or `pending` in
+    /// the open transaction (a superset: approved and superseded ones stay
+    /// until the breaker resets).
+    held: HeldFilter,
+    /// This transaction's holds not written yet.
+    open: OpenHolds,
+    /// Rows of a transaction not finished may be in the table (the stream
+    /// broke while one was read): deleted before the next write.
+    leftovers: bool,
     /// The highest commit LSN stored in `ciosync.held_deletes`: a
     /// transaction committed before it is a replay of one already decided
     /// on (held, sent or discarded), so its removals go to the store, which
@@ -69,12 +116,13 @@ impl Breaker {
         let guard = Guard::new(Limits::of(&config.delete_guard));
         let next_estimate = guard.uses_share().then(Instant::now);
         Counters::set(&counters.delete_guard_limit, guard.limit().unwrap_or(0), None);
+        let share = config.pipeline.max_pending_bytes / BREAKER_SHARE;
         Self {
             guard,
             store: HeldStore::new(settings, config.postgres.slot.clone()),
-            held: HashSet::new(),
-            pending: Vec::new(),
-            pending_index: HashMap::new(),
+            held: HeldFilter::new(share / 2, share / 4),
+            open: OpenHolds::new(share / 4),
+            leftovers: true,
             horizon: 0,
             tables: config
                 .sync
@@ -92,22 +140,21 @@ impl Breaker {
         }
     }
 
-    /// Reads the held customers at start; held rows from before keep the
-    /// breaker tripped. Retries while Postgres is unreachable.
+    /// At start: deletes what an unfinished transaction left, reads how
+    /// much is held and which customers have held deletes; held rows from
+    /// before keep the breaker tripped. Retries while Postgres is
+    /// unreachable.
     pub async fn load(&mut self) -> Result<(), SourceError> {
-        let mut backoff = Backoff::new(self.max_backoff);
-        let (held, count, horizon) = loop {
-            match self.store.held().await {
-                Ok(found) => break found,
-                Err(error) => {
-                    wait_or_fail(&mut backoff, error, "cannot read held removals").await?
-                }
-            }
-        };
-        self.held = held;
+        self.clear_leftovers().await?;
+        let what = "cannot read held removals";
+        let (count, horizon) = retrying!(self, what, |s| s.summary().await);
         self.horizon = horizon;
         Counters::set(&self.counters.deletes_held, count, None);
         if count > 0 {
+            // A retry after an error reads them all again: inserting twice is harmless.
+            retrying!(self, what, |s| s
+                .each_held_delete(LOAD_PAGE, |id| self.held.insert(id))
+                .await);
             self.guard.trip();
             self.tripped(count);
         }
@@ -128,47 +175,34 @@ impl Breaker {
             let replayed = commit_lsn < self.horizon;
             let was_tripped = self.guard.is_tripped();
             if replayed || self.guard.admit(std::time::Instant::now()) == Admit::Hold {
-                let customer_id = op.customer_id().unwrap_or_default().to_owned();
-                // The last removal of a customer in a transaction is the one kept.
-                let hold = Hold { customer_id: customer_id.clone(), action, superseded: false };
-                match self.pending_index.get(&customer_id) {
-                    Some(&i) => self.pending[i] = hold,
-                    None => {
-                        self.pending_index.insert(customer_id, self.pending.len());
-                        self.pending.push(hold);
-                    }
-                }
                 if !was_tripped && !replayed {
                     self.tripped(0);
+                }
+                let customer_id = op.customer_id().unwrap_or_default().to_owned();
+                // In the filter from now on: a later operation of this
+                // transaction must find it once the chunk is written.
+                if action == Action::Delete {
+                    self.held.insert(&customer_id);
+                }
+                if self.open.hold(Hold { customer_id, action, superseded: false }) {
+                    self.spill().await?;
                 }
                 return Ok(None);
             }
         }
         // Nearly always nothing is held: every operation of the stream
-        // passes here, so that case costs two length checks.
-        if self.pending.is_empty() && self.held.is_empty() {
+        // passes here, so that case costs two checks.
+        if !self.open.holds_any() && self.held.is_empty() {
             return Ok(Some(op));
         }
         for id in touched(&op) {
             // A later call cancels a held delete (the person is back), never
             // a held suppress: suppressing blocks whatever comes after it.
-            if let Some(&i) = self.pending_index.get(id) {
-                if self.pending[i].action == Action::Delete {
-                    self.pending[i].superseded = true;
-                }
-            }
-            if self.held.contains(id) {
-                let mut backoff = Backoff::new(self.max_backoff);
-                let superseded = loop {
-                    match self.store.supersede(id).await {
-                        Ok(n) => break n,
-                        Err(error) => {
-                            let what = "cannot mark held removals superseded";
-                            wait_or_fail(&mut backoff, error, what).await?;
-                        }
-                    }
-                };
-                self.held.remove(id);
+            self.open.supersede(id);
+            if self.held.may_hold(id) {
+                let what = "cannot mark held removals superseded";
+                let superseded = retrying!(self, what, |s| s.supersede(id).await);
+                self.held.forget(id);
                 self.counters.deletes_held.fetch_sub(
                     superseded.min(Counters::get(&self.counters.deletes_held)),
                     std::sync::atomic::Ordering::Relaxed,
@@ -179,30 +213,24 @@ impl Breaker {
     }
 
     /// At a transaction's commit: stores its holds (before the pipeline
-    /// records the commit in the sink). Retries while Postgres is
-    /// unreachable; the holds stay pending if this is dropped midway.
+    /// records the commit in the sink): the chunk directly when nothing
+    /// was written before, else the chunk as `pending` and then every
+    /// `pending` row as `held`. Retries while Postgres is unreachable; the
+    /// holds stay with the transaction if this is dropped midway.
     pub async fn commit(&mut self, end_lsn: Lsn) -> Result<(), SourceError> {
-        if self.pending.is_empty() {
+        if !self.open.holds_any() {
             return Ok(());
         }
-        let mut backoff = Backoff::new(self.max_backoff);
-        let stored = loop {
-            match self.store.record(end_lsn, &self.pending).await {
-                Ok(n) => break n,
-                Err(error) => {
-                    wait_or_fail(&mut backoff, error, "cannot store held removals").await?
-                }
-            }
+        self.clear_leftovers().await?;
+        let what = "cannot store held removals";
+        let stored = if self.open.spilled() {
+            self.spill().await?;
+            retrying!(self, what, |s| s.commit_open(end_lsn).await)
+        } else {
+            retrying!(self, what, |s| s.record(end_lsn, self.open.chunk()).await)
         };
-        let pending = std::mem::take(&mut self.pending);
-        self.pending_index.clear();
+        self.open.reset();
         self.horizon = self.horizon.max(end_lsn.as_u64());
-        self.held.extend(
-            pending
-                .into_iter()
-                .filter(|h| !h.superseded && h.action == Action::Delete)
-                .map(|h| h.customer_id),
-        );
         Counters::add(&self.counters.deletes_held, stored);
         Counters::add(&self.counters.deletes_held_total, stored);
         tracing::debug!(held = stored, commit_lsn = %end_lsn, "removals held");
@@ -210,10 +238,46 @@ impl Breaker {
     }
 
     /// Forgets the current transaction's holds: the stream broke, and the
-    /// transaction will come again.
+    /// transaction will come again. What it wrote is deleted before the
+    /// next write.
     pub fn abandon_transaction(&mut self) {
-        self.pending.clear();
-        self.pending_index.clear();
+        if self.open.holds_any() {
+            self.leftovers = true;
+        }
+        self.open.reset();
+    }
+
+    /// Writes the open transaction's chunk as `pending` and empties it.
+    async fn spill(&mut self) -> Result<(), SourceError> {
+        self.clear_leftovers().await?;
+        if self.open.chunk().is_empty() {
+            return Ok(());
+        }
+        let what = "cannot store held removals";
+        retrying!(self, what, |s| s.spill(self.open.chunk()).await);
+        tracing::debug!(
+            holds = self.open.chunk().len(),
+            bytes = self.open.bytes(),
+            "held removals of the open transaction written"
+        );
+        self.open.chunk_written();
+        Ok(())
+    }
+
+    /// Deletes the rows an unfinished transaction left, once.
+    async fn clear_leftovers(&mut self) -> Result<(), SourceError> {
+        if self.leftovers {
+            let what = "cannot clear the held removals of an unfinished transaction";
+            let cleared = retrying!(self, what, |s| s.clear_open().await);
+            if cleared > 0 {
+                tracing::info!(
+                    rows = cleared,
+                    "held removals of a transaction read only in part deleted: it comes again"
+                );
+            }
+            self.leftovers = false;
+        }
+        Ok(())
     }
 
     /// When [`Breaker::check`] should run next, if ever.
@@ -226,8 +290,9 @@ impl Breaker {
 
     /// Refreshes the row estimate when due and, while tripped, counts the
     /// held rows: none left (approved, discarded or superseded) resets the
-    /// breaker. Only between transactions' holds, so nothing pending is
-    /// forgotten by a reset. A transient failure is logged and tried again.
+    /// breaker. Only between transactions' holds, so nothing of the open
+    /// transaction is forgotten by a reset. A transient failure is logged
+    /// and tried again.
     pub async fn check(&mut self) -> Result<(), SourceError> {
         let now = Instant::now();
         if self.next_estimate.is_some_and(|at| at <= now) {
@@ -247,15 +312,12 @@ impl Breaker {
         }
         if self.next_poll.is_some_and(|at| at <= now) {
             self.next_poll = Some(now + POLL_INTERVAL);
-            if !self.pending.is_empty() {
+            if self.open.holds_any() {
                 return Ok(());
             }
-            match self.store.held().await {
-                Ok((_, 0, _)) => self.reset(),
-                Ok((held, count, _)) => {
-                    self.held = held;
-                    Counters::set(&self.counters.deletes_held, count, None);
-                }
+            match self.store.count_held().await {
+                Ok(0) => self.reset(),
+                Ok(count) => Counters::set(&self.counters.deletes_held, count, None),
                 Err(error) if error.is_transient() => {
                     tracing::warn!(error = %error_chain(&error), "cannot count held removals; retrying");
                 }

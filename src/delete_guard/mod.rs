@@ -5,16 +5,21 @@
 //! ```text
 //!                      ┌─ Admit::Send ─▶ sink ──▶ Customer.io
 //! removal ─▶ Guard ────┤
-//!                      └─ Admit::Hold ─▶ Breaker ─INSERT at the commit─▶ ciosync.held_deletes
-//!                                                                          │
-//!        ciosync deletes list | approve (send them) | discard ◀────────────┘
+//!                      └─ Admit::Hold ─▶ Breaker ──▶ ciosync.held_deletes: `pending` a chunk
+//!                                                    at a time, `held` at the commit
+//!                                                           │
+//!        ciosync deletes list | approve (send them) | discard ◀─┘
 //! any other operation of a held customer ─▶ its held rows become `superseded`
 //! ```
 //!
 //! - [`Guard`] (this file) is the pure rule: a sliding window of the
 //!   removals sent, and whether it tripped.
-//! - [`breaker`] is the pipeline's side: the guard, the ids of held
-//!   customers, the transaction's holds, and their durable store.
+//! - [`breaker`] is the pipeline's side: the guard, the customers that may
+//!   have held deletes, the open transaction's holds, their durable store,
+//!   and the share of `pipeline.max_pending_bytes` all of that stays within.
+//! - [`filter`] answers, in fixed memory, which customers may have a held
+//!   delete; [`open`] keeps the open transaction's holds until a chunk is
+//!   full.
 //! - [`store`] holds every query on `ciosync.held_deletes` (the table is
 //!   defined in [`crate::state`]'s migration).
 //! - [`command`] is `ciosync deletes list | approve | discard`.
@@ -25,6 +30,8 @@
 
 pub mod breaker;
 pub mod command;
+pub mod filter;
+pub mod open;
 pub mod store;
 
 use std::collections::VecDeque;
@@ -63,26 +70,44 @@ impl Limits {
     }
 }
 
+/// How finely the window tells sends apart: sends less than a
+/// 1/`WINDOW_SLOTS` of the window after the first of an entry share it, so
+/// the window keeps about this many entries however many removals it allows
+/// (a share of a table of millions would otherwise keep millions of times).
+const WINDOW_SLOTS: u32 = 1024;
+
 /// The pure rule. The caller passes the time, so tests need no clock.
 ///
 /// A removal is sent while fewer than the limit were sent within the
 /// window; the one that would exceed it trips the guard, and from then on
 /// every removal is held, whatever the window says, until [`Guard::reset`]
-/// (all held removals were approved, discarded or superseded).
+/// (all held removals were approved, discarded or superseded). A sent
+/// removal leaves the window with the last of its entry, at most 1/1024 of
+/// the window late: never early, so no window sends more than the limit.
 #[derive(Debug, Clone)]
 pub struct Guard {
     limits: Limits,
     /// Rows of the synced tables (`pg_class.reltuples`); `None` until read.
     rows: Option<u64>,
-    /// When each removal in the window was sent, oldest first.
-    sent: VecDeque<Instant>,
+    /// The removals sent within the window, oldest first.
+    sent: VecDeque<Sent>,
+    /// Their total.
+    in_window: u64,
     tripped: bool,
+}
+
+/// Removals sent close together (see [`WINDOW_SLOTS`]).
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    first: Instant,
+    last: Instant,
+    count: u64,
 }
 
 impl Guard {
     /// An untripped guard with an empty window.
     pub fn new(limits: Limits) -> Self {
-        Self { limits, rows: None, sent: VecDeque::new(), tripped: false }
+        Self { limits, rows: None, sent: VecDeque::new(), in_window: 0, tripped: false }
     }
 
     /// Sets the estimated rows of the synced tables, for `max_share`.
@@ -124,21 +149,31 @@ impl Guard {
             return Admit::Hold;
         }
         let Some(limit) = self.limit() else { return Admit::Send };
-        while self.sent.front().is_some_and(|t| now.saturating_duration_since(*t) >= self.window())
+        let window = self.window();
+        while let Some(oldest) =
+            self.sent.front().filter(|s| now.saturating_duration_since(s.last) >= window)
         {
+            self.in_window -= oldest.count;
             self.sent.pop_front();
         }
-        if self.sent.len() as u64 >= limit {
+        if self.in_window >= limit {
             self.tripped = true;
             return Admit::Hold;
         }
-        self.sent.push_back(now);
+        match self.sent.back_mut() {
+            Some(newest) if now.saturating_duration_since(newest.first) < window / WINDOW_SLOTS => {
+                newest.last = now;
+                newest.count += 1;
+            }
+            _ => self.sent.push_back(Sent { first: now, last: now, count: 1 }),
+        }
+        self.in_window += 1;
         Admit::Send
     }
 
     /// Removals sent within the window as of the last [`Guard::admit`].
-    pub fn sent_in_window(&self) -> usize {
-        self.sent.len()
+    pub fn sent_in_window(&self) -> u64 {
+        self.in_window
     }
 
     /// Whether removals are being held.
@@ -158,6 +193,7 @@ impl Guard {
     pub fn reset(&mut self) {
         self.tripped = false;
         self.sent.clear();
+        self.in_window = 0;
     }
 }
 
@@ -193,6 +229,33 @@ mod tests {
         assert_eq!(g.admit(t + Duration::from_secs(60)), Admit::Send);
         assert_eq!(g.sent_in_window(), 2);
         assert_eq!(g.admit(t + Duration::from_secs(61)), Admit::Hold);
+    }
+
+    #[test]
+    fn a_million_sends_keep_a_bounded_window_and_leave_it_never_early() {
+        let mut g = guard(2_000_000, 0.0);
+        let t = Instant::now();
+        // A million removals over half the window.
+        for i in 0..1_000_000u64 {
+            assert_eq!(g.admit(t + Duration::from_micros(i * 30)), Admit::Send);
+        }
+        assert_eq!(g.sent_in_window(), 1_000_000);
+        assert!(g.sent.len() <= WINDOW_SLOTS as usize + 1, "{} entries", g.sent.len());
+        // The first left the window at t + 60 s, but shares its entry with
+        // later ones: still counted, so never more than the limit per window.
+        let mut one = guard(1, 0.0);
+        assert_eq!(one.admit(t), Admit::Send);
+        let later = t + Duration::from_millis(10);
+        assert_eq!(one.admit(t + Duration::from_secs(60)), Admit::Send);
+        let mut two = guard(2, 0.0);
+        assert_eq!(two.admit(t), Admit::Send);
+        assert_eq!(two.admit(later), Admit::Send);
+        assert_eq!(two.admit(t + Duration::from_secs(60)), Admit::Hold, "the later one is in");
+        let mut three = guard(2, 0.0);
+        assert_eq!(three.admit(t), Admit::Send);
+        assert_eq!(three.admit(later), Admit::Send);
+        assert_eq!(three.admit(later + Duration::from_secs(60)), Admit::Send);
+        assert_eq!(three.sent_in_window(), 1);
     }
 
     #[test]

@@ -1,14 +1,21 @@
 //! Every query on `ciosync.held_deletes`: the daemon's writes
 //! ([`HeldStore`]) and the operator's reads and decisions ([`HeldTable`]).
 //!
-//! A row's `state` only moves forward from `held`: to `superseded` (a later
+//! A row starts `pending` while the transaction it belongs to is still
+//! being read: the daemon writes a long transaction's holds as they come,
+//! under the commit LSN `0/0` (no commit is ever there; with the customer
+//! it keys each customer's one row of the open transaction), and at the
+//! commit moves them under the commit's LSN as `held`
+//! ([`HeldStore::commit_open`]). Until then no command lists, approves or
+//! discards them; rows still under `0/0` when the daemon starts again
+//! belong to a transaction that comes again, so they are deleted.
+//!
+//! From `held` a row's `state` only moves forward: to `superseded` (a later
 //! operation of the customer won), `sent` (approved and accepted by
 //! Customer.io) or `discarded`. Each change is an `UPDATE … WHERE state =
 //! 'held'`, so two writers (the daemon superseding, an operator approving)
 //! never undo each other, and `approve` locks the rows it sends so a
 //! supersede waits for it (see [`super::command`]).
-
-use std::collections::HashSet;
 
 use pgwire_replication::Lsn;
 use tokio_postgres::Client;
@@ -61,7 +68,8 @@ impl Action {
     }
 }
 
-/// One removal held during a transaction, stored at its commit.
+/// One removal held during a transaction: written with its chunk, or at
+/// the commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
     pub customer_id: String,
@@ -84,7 +92,7 @@ impl HeldStore {
         Self { settings, slot, sql: None }
     }
 
-    async fn client(&mut self) -> Result<&Client, SourceError> {
+    async fn client(&mut self) -> Result<&mut Client, SourceError> {
         if self.sql.as_ref().is_some_and(Client::is_closed) {
             self.sql = None;
         }
@@ -106,34 +114,81 @@ impl HeldStore {
         result
     }
 
-    /// The customers with rows in state `held`, and how many rows that is.
-    /// The customers with a held delete (a later call cancels those), how
-    /// many removals are held, and the highest commit LSN stored (0 if none).
-    pub async fn held(&mut self) -> Result<(HashSet<String>, u64, u64), SourceError> {
+    /// Deletes the rows of a transaction the daemon did not finish reading
+    /// (`commit_lsn` `0/0`): it stopped or the stream broke, and the
+    /// transaction comes again. Returns how many.
+    pub async fn clear_open(&mut self) -> Result<u64, SourceError> {
         let slot = self.slot.clone();
         let result = async {
-            let client = self.client().await?;
-            let rows = client
-                .query(
-                    "SELECT customer_id, count(*), bool_or(action = 'delete') \
-                     FROM ciosync.held_deletes \
-                     WHERE slot = $1 AND state = 'held' GROUP BY customer_id",
+            self.client()
+                .await?
+                .execute(
+                    "DELETE FROM ciosync.held_deletes WHERE slot = $1 AND commit_lsn = '0/0'",
+                    &[&slot],
+                )
+                .await
+                .map_err(stored("clear ciosync.held_deletes"))
+        }
+        .await;
+        self.forget_on_error(result)
+    }
+
+    /// How many removals are held (state `held`), and the highest commit
+    /// LSN stored (0 if none).
+    pub async fn summary(&mut self) -> Result<(u64, u64), SourceError> {
+        let slot = self.slot.clone();
+        let result = async {
+            let row = self
+                .client()
+                .await?
+                .query_one(
+                    "SELECT (SELECT count(*) FROM ciosync.held_deletes \
+                             WHERE slot = $1 AND state = 'held'), \
+                            (SELECT coalesce(max(commit_lsn) - '0/0', 0)::int8 \
+                             FROM ciosync.held_deletes WHERE slot = $1)",
                     &[&slot],
                 )
                 .await
                 .map_err(SourceError::sql("read ciosync.held_deletes"))?;
-            let horizon: i64 = client
-                .query_one(
-                    "SELECT coalesce(max(commit_lsn) - '0/0', 0)::int8 \
-                     FROM ciosync.held_deletes WHERE slot = $1",
+            Ok((row.get::<_, i64>(0).max(0) as u64, row.get::<_, i64>(1).max(0) as u64))
+        }
+        .await;
+        self.forget_on_error(result)
+    }
+
+    /// How many removals are held (state `held`).
+    pub async fn count_held(&mut self) -> Result<u64, SourceError> {
+        Ok(self.summary().await?.0)
+    }
+
+    /// Calls `each` with every customer that has a held delete (a later
+    /// call cancels those), fetched `page` rows at a time through a cursor:
+    /// one pass over the table, and never more than a page in memory.
+    pub async fn each_held_delete(
+        &mut self,
+        page: i32,
+        mut each: impl FnMut(&str),
+    ) -> Result<(), SourceError> {
+        let slot = self.slot.clone();
+        let read = || SourceError::sql("read ciosync.held_deletes");
+        let result = async {
+            let tx = self.client().await?.transaction().await.map_err(read())?;
+            let portal = tx
+                .bind(
+                    "SELECT customer_id FROM ciosync.held_deletes \
+                     WHERE slot = $1 AND state = 'held' AND action = 'delete'",
                     &[&slot],
                 )
                 .await
-                .map_err(SourceError::sql("read ciosync.held_deletes"))?
-                .get(0);
-            let count = rows.iter().map(|r| r.get::<_, i64>(1) as u64).sum();
-            let deletes = rows.iter().filter(|r| r.get::<_, bool>(2)).map(|r| r.get(0)).collect();
-            Ok((deletes, count, horizon.max(0) as u64))
+                .map_err(read())?;
+            loop {
+                let rows = tx.query_portal(&portal, page).await.map_err(read())?;
+                if rows.is_empty() {
+                    break;
+                }
+                rows.iter().for_each(|r| each(r.get(0)));
+            }
+            tx.commit().await.map_err(read())
         }
         .await;
         self.forget_on_error(result)
@@ -148,10 +203,7 @@ impl HeldStore {
         }
         let slot = self.slot.clone();
         let lsn = commit_lsn.to_string();
-        let ids: Vec<&str> = holds.iter().map(|h| h.customer_id.as_str()).collect();
-        let actions: Vec<&str> = holds.iter().map(|h| h.action.as_str()).collect();
-        let states: Vec<&str> =
-            holds.iter().map(|h| if h.superseded { "superseded" } else { "held" }).collect();
+        let (ids, actions, states) = columns(holds, "held");
         let result = async {
             let rows = self
                 .client()
@@ -171,20 +223,97 @@ impl HeldStore {
         self.forget_on_error(result)
     }
 
-    /// Marks `customer_id`'s held rows superseded; returns how many.
-    pub async fn supersede(&mut self, customer_id: &str) -> Result<u64, SourceError> {
+    /// Writes a chunk of the open transaction's holds as `pending` (or
+    /// `superseded`) under `0/0`, in one statement. A customer
+    /// written before in this transaction gets the later removal: the last
+    /// one is kept.
+    pub async fn spill(&mut self, holds: &[Hold]) -> Result<(), SourceError> {
+        if holds.is_empty() {
+            return Ok(());
+        }
         let slot = self.slot.clone();
+        let (ids, actions, states) = columns(holds, "pending");
         let result = async {
             self.client()
                 .await?
                 .execute(
+                    "INSERT INTO ciosync.held_deletes \
+                         (slot, customer_id, action, commit_lsn, state, decided_at) \
+                     SELECT $1, c, a, '0/0', s, CASE WHEN s = 'superseded' THEN now() END \
+                     FROM unnest($2::text[], $3::text[], $4::text[]) AS t(c, a, s) \
+                     ON CONFLICT (slot, commit_lsn, customer_id) DO UPDATE \
+                     SET action = excluded.action, state = excluded.state, \
+                         held_at = excluded.held_at, decided_at = excluded.decided_at",
+                    &[&slot, &ids, &actions, &states],
+                )
+                .await
+                .map_err(stored("write ciosync.held_deletes"))?;
+            Ok(())
+        }
+        .await;
+        self.forget_on_error(result)
+    }
+
+    /// At the commit of a transaction whose holds were written as
+    /// `pending`: moves them under `commit_lsn`, `pending` becoming `held`,
+    /// in one statement, so either all are held or none. A customer this
+    /// commit already has a row for (a replay of a transaction stored
+    /// before) keeps that row, so nothing is held twice and a decided
+    /// removal stays decided. Returns how many rows became `held`.
+    ///
+    /// Delete and insert (in the order they were written, so the ids keep
+    /// it) rather than an update checking for such rows: the unique index
+    /// answers each insert's check, whereas an update's check would scan
+    /// the very range it is writing into, once per row (75 s for 20,000).
+    pub async fn commit_open(&mut self, commit_lsn: Lsn) -> Result<u64, SourceError> {
+        let slot = self.slot.clone();
+        let lsn = commit_lsn.to_string();
+        let result = async {
+            let row = self
+                .client()
+                .await?
+                .query_one(
+                    "WITH open AS ( \
+                         DELETE FROM ciosync.held_deletes WHERE slot = $1 AND commit_lsn = '0/0' \
+                         RETURNING id, customer_id, action, state, held_at, decided_at \
+                     ), stored AS ( \
+                         INSERT INTO ciosync.held_deletes \
+                             (slot, customer_id, action, commit_lsn, state, held_at, decided_at) \
+                         SELECT $1, customer_id, action, $2::text::pg_lsn, \
+                             CASE state WHEN 'pending' THEN 'held' ELSE state END, held_at, decided_at \
+                         FROM open ORDER BY id \
+                         ON CONFLICT (slot, commit_lsn, customer_id) DO NOTHING RETURNING state \
+                     ) \
+                     SELECT count(*) FILTER (WHERE state = 'held')::int8 FROM stored",
+                    &[&slot, &lsn],
+                )
+                .await
+                .map_err(stored("write ciosync.held_deletes"))?;
+            Ok(row.get::<_, i64>(0).max(0) as u64)
+        }
+        .await;
+        self.forget_on_error(result)
+    }
+
+    /// Marks `customer_id`'s held deletes superseded, and its `pending`
+    /// one of the open transaction; returns how many `held` rows that was
+    /// (the `ciosync_deletes_held` gauge counts only those).
+    pub async fn supersede(&mut self, customer_id: &str) -> Result<u64, SourceError> {
+        let slot = self.slot.clone();
+        let result = async {
+            let rows = self
+                .client()
+                .await?
+                .query(
                     "UPDATE ciosync.held_deletes SET state = 'superseded', decided_at = now() \
-                     WHERE slot = $1 AND customer_id = $2 AND state = 'held' \
-                     AND action = 'delete'",
+                     WHERE slot = $1 AND customer_id = $2 AND action = 'delete' \
+                     AND (state = 'held' OR (commit_lsn = '0/0' AND state = 'pending')) \
+                     RETURNING commit_lsn = '0/0'",
                     &[&slot, &customer_id],
                 )
                 .await
-                .map_err(stored("update ciosync.held_deletes"))
+                .map_err(stored("update ciosync.held_deletes"))?;
+            Ok(rows.iter().filter(|r| !r.get::<_, bool>(0)).count() as u64)
         }
         .await;
         self.forget_on_error(result)
@@ -229,6 +358,18 @@ fn stored(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SourceErr
         ),
         _ => SourceError::Sql { what, source },
     }
+}
+
+/// The holds as the three text arrays an `unnest` reads: customer ids,
+/// actions, and states (`state`, or `superseded`).
+fn columns<'h>(
+    holds: &'h [Hold],
+    state: &'static str,
+) -> (Vec<&'h str>, Vec<&'static str>, Vec<&'static str>) {
+    let ids = holds.iter().map(|h| h.customer_id.as_str()).collect();
+    let actions = holds.iter().map(|h| h.action.as_str()).collect();
+    let states = holds.iter().map(|h| if h.superseded { "superseded" } else { state }).collect();
+    (ids, actions, states)
 }
 
 /// A held row as `ciosync deletes` shows it.
@@ -295,18 +436,20 @@ impl<'a> HeldTable<'a> {
     }
 
     /// How many held rows (all, or those of `only`) belong to a transaction
-    /// the slot has not confirmed yet. Approve skips them: once the slot
-    /// confirms a transaction everything before it was delivered, so no
-    /// earlier identify of the same person can still be on its way to
-    /// re-create them after the delete.
+    /// the slot has not confirmed yet, or one the daemon is still reading
+    /// (`pending`). Approve skips them: once the slot confirms a
+    /// transaction everything before it was delivered, so no earlier
+    /// identify of the same person can still be on its way to re-create
+    /// them after the delete.
     pub async fn unconfirmed(&self, only: Option<&[i64]>) -> Result<i64, SourceError> {
         let row = self
             .sql
             .query_one(
                 "SELECT count(*) FROM ciosync.held_deletes \
-                 WHERE slot = $1 AND state = 'held' AND ($2::bigint[] IS NULL OR id = ANY($2)) \
-                 AND commit_lsn > coalesce((SELECT confirmed_flush_lsn \
-                     FROM pg_catalog.pg_replication_slots WHERE slot_name = $1), '0/0')",
+                 WHERE slot = $1 AND ($2::bigint[] IS NULL OR id = ANY($2)) \
+                 AND (state = 'pending' OR state = 'held' AND commit_lsn > coalesce(( \
+                     SELECT confirmed_flush_lsn FROM pg_catalog.pg_replication_slots \
+                     WHERE slot_name = $1), '0/0'))",
                 &[&self.slot, &only],
             )
             .await
