@@ -773,7 +773,7 @@ async fn check_slot(
         }
     };
     match state {
-        SlotState::Usable { active: false, confirmed_flush_lsn } => out.push(Finding::ok(
+        SlotState::Usable { active: false, confirmed_flush_lsn, .. } => out.push(Finding::ok(
             &label,
             format!(
                 "exists (pgoutput), confirmed up to {}",

@@ -58,6 +58,19 @@
 //! backfill chunk is sent when its high watermark comes by (`backfill`); the
 //! flush that delivers a chunk acknowledges only commits already complete.
 //!
+//! **Across a failover** the acknowledged position is rebased. Each session
+//! resumes after the last acknowledgement, which Postgres honours only on
+//! the WAL history it was made on: after a standby is promoted (a new
+//! timeline, seen by IDENTIFY_SYSTEM) the same LSN may name a change the
+//! old primary never had, and resuming there would skip it. So a session on
+//! a new history starts at the slot's own `confirmed_flush_lsn` (a failover
+//! slot synced to the standby, which may lag: changes come again, none are
+//! skipped) and `Progress` starts over. Nothing acknowledged is lost only if
+//! the standby had every change ciosync was sent before the promotion:
+//! `synchronized_standby_slots` on the primary makes Postgres hold changes
+//! back from ciosync until the standby has them (`ciosync check` warns when
+//! it is unset).
+//!
 //! Acks reach Postgres on the next status update (`postgres.status_interval_ms`).
 //! At shutdown the final ack is sent before the connection closes. Postgres
 //! may still replay a transaction we delivered (PG 15 can move
@@ -80,7 +93,7 @@ use crate::mapping::Mapper;
 use crate::sink::retry::Backoff;
 use crate::sink::{Sink, SinkError};
 use crate::source::connection::ConnectionSettings;
-use crate::source::{keeper, Source, SourceError, SourceEvent};
+use crate::source::{keeper, History, Source, SourceError, SourceEvent};
 use crate::telemetry::by_table::Operation;
 use crate::telemetry::health::now_ms;
 use crate::telemetry::lag::UnackedCommits;
@@ -122,6 +135,13 @@ impl Progress {
         self.acked
     }
 
+    /// Forgets the position: the server's WAL history changed (a standby
+    /// was promoted), so LSNs of the old history say nothing about the new
+    /// one, whose own acknowledgements may be lower. The only way back.
+    pub fn start_over(&mut self) {
+        self.acked = Lsn::from_u64(0);
+    }
+
     /// Moves the position to `lsn` if that is forward; returns whether it moved.
     pub fn advance(&mut self, lsn: Lsn) -> bool {
         if lsn > self.acked {
@@ -157,6 +177,8 @@ async fn run_until_stopped(
     let mut sink = Sink::new(&config.customerio, &config.pipeline, dead_letters, counters.clone())?;
     let mapper = Mapper::new(&config.sync).with_event_tables(&config.events);
     let mut progress = Progress::default();
+    // The WAL history `progress` was reached on (see `Progress::start_over`).
+    let mut history: Option<History> = None;
     let mut backoff = Backoff::new(MAX_RECONNECT_BACKOFF);
     let shutdown_timeout = Duration::from_secs(config.pipeline.shutdown_timeout_secs);
     // The final ack goes out with the next status update, at most one
@@ -203,11 +225,15 @@ async fn run_until_stopped(
         attempt += 1;
         counters.health.set_phase(Phase::Connecting);
         let started = tokio::select! {
-            s = Source::start(&settings, &config, progress.acked(), counters.clone()) => s,
+            s = Source::start(&settings, &config, progress.acked(), history.as_ref(), counters.clone()) => s,
             _ = shutdown.cancelled() => return Ok(progress),
         };
         let mut source = match started {
             Ok(source) => {
+                if source.started_over() {
+                    progress.start_over();
+                }
+                history = source.history().cloned().or(history);
                 tracing::info!(postgres = %settings.display(), "connected to postgres");
                 counters.health.set_phase(Phase::Streaming);
                 backoff.reset();
