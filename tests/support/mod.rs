@@ -12,6 +12,7 @@ pub mod leaks;
 pub mod postgres;
 pub mod proxy;
 pub mod spec;
+pub mod standby;
 pub mod tls;
 pub mod tools;
 pub mod webhook_receiver;
