@@ -56,6 +56,7 @@ mod noop_updates_send_nothing;
 mod oversized_values_are_left_out;
 mod partitioned_table_is_synced_via_its_root;
 mod postgres_restart_reconnects;
+mod promotion_loses_the_slot_before_postgres_17;
 mod promotion_of_a_lagging_standby_skips_no_change;
 mod rate_limited_answers_slow_the_sender;
 mod readyz_turns_503_while_customerio_fails;
