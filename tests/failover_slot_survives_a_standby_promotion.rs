@@ -134,12 +134,8 @@ async fn survives_promotion_on(major: u32) {
     assert!(customers_match_rows(&db, &emulator).await, "writes before the promotion");
     let standby = pair.on_standby(&db).await;
     wait_for_synced_copy(&db, &standby, &db.name).await;
-    let physical: String = db
-        .client
-        .query_one("SHOW synchronized_standby_slots", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let physical: String =
+        db.client.query_one("SHOW synchronized_standby_slots", &[]).await.unwrap().get(0);
     assert_eq!(physical, STANDBY_SLOT);
 
     // Around: written just before the primary stops, maybe not yet delivered.

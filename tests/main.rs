@@ -4,6 +4,7 @@
 
 mod support;
 
+mod a_second_instance_stands_by_and_takes_over;
 mod backfill_resumes_after_restart;
 mod backfill_selects_rows_and_attributes;
 mod backfill_yields_to_newer_changes;

@@ -40,7 +40,8 @@ async fn slot_is_lost_on(major: u32) {
         .unwrap();
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(3), "{stderr}");
-    let line = format!("replication slot {} is lost: it was dropped, or this server took over", db.name);
+    let line =
+        format!("replication slot {} is lost: it was dropped, or this server took over", db.name);
     assert!(stderr.contains(&line), "{stderr}");
     assert!(stderr.contains("CIOSYNC_POSTGRES_ON_SLOT_LOST=recreate_and_backfill"), "{stderr}");
     assert_eq!(db.created_objects().await.0, 0, "a slot was created on the promoted server");

@@ -436,10 +436,9 @@ mod tests {
 
     #[test]
     fn lists_several_hosts_as_libpq_does() {
-        let s = settings(
-            "postgres://u:p%2Cw@db1:5433,[::1],db3/app?target_session_attrs=read-write",
-        )
-        .unwrap();
+        let s =
+            settings("postgres://u:p%2Cw@db1:5433,[::1],db3/app?target_session_attrs=read-write")
+                .unwrap();
         let names: Vec<(&str, u16)> = s.hosts.iter().map(|h| (h.name.as_str(), h.port)).collect();
         assert_eq!(names, [("db1", 5433), ("::1", 5432), ("db3", 5432)]);
         assert_eq!((s.password.expose(), s.dbname.as_str()), ("p,w", "app"));

@@ -62,6 +62,11 @@ pub enum SourceError {
     /// a new session starts over from the last acknowledgement.
     #[error("replication stream out of step: {0}")]
     Protocol(String),
+    /// Another session streams from the slot (SQLSTATE 55006): another
+    /// ciosync instance, another consumer, or our previous session that the
+    /// server has not ended yet. Retried quietly (see `pipeline`).
+    #[error("the replication slot is in use by another session")]
+    SlotInUse(#[source] pgwire_replication::PgWireError),
     /// The stream ended without being asked to.
     #[error("the replication stream ended")]
     Ended,
@@ -117,7 +122,7 @@ impl SourceError {
             Self::Replication(e) => {
                 !e.is_auth() && !sqlstate_of(&e.to_string()).is_some_and(is_definite_sqlstate)
             }
-            Self::Ended | Self::SqlSessionEnded | Self::Protocol(_) => true,
+            Self::Ended | Self::SqlSessionEnded | Self::Protocol(_) | Self::SlotInUse(_) => true,
         }
     }
 }
@@ -245,8 +250,7 @@ impl Source {
         previous: Option<&History>,
         counters: Arc<Counters>,
     ) -> Result<Self, SourceError> {
-        let located =
-            settings.connect_sql_located().await.map_err(SourceError::sql("connect"))?;
+        let located = settings.connect_sql_located().await.map_err(SourceError::sql("connect"))?;
         let (sql, sql_ended, host) = (located.client, located.ended, located.host);
         // This session idles between relation lookups, and its end stops the
         // stream (see `session_ended`): a server's idle_session_timeout (Postgres 14+)
@@ -287,7 +291,8 @@ impl Source {
             client = open(resume_from).await.map_err(SourceError::replication)?;
             history = identify(&mut client, config).await?;
         }
-        if let SlotState::Usable { failover: Some(false), .. } = slot {
+        // Only a slot nobody streams from can be altered.
+        if let SlotState::Usable { failover: Some(false), active: false, .. } = slot {
             make_failover_slot(&mut client, &sql, config).await?;
         }
         client.start().await.map_err(SourceError::replication)?;
@@ -539,7 +544,7 @@ fn classify_start_error(error: pgwire_replication::PgWireError, config: &Config)
     if sqlstate_of(&text) == Some("55006") || text.contains("is active for PID") {
         // Another consumer holds the slot: transient (it may be a previous
         // instance of ours that has not exited yet).
-        return SourceError::Replication(error);
+        return SourceError::SlotInUse(error);
     }
     if tls::refusal(&error).is_some() {
         return SourceError::replication(error);

@@ -198,7 +198,9 @@ async fn create(sql: &Client, slot: &str, failover: bool) -> Result<(), SourceEr
     } else {
         "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')"
     };
-    sql.execute(statement, &[&slot]).await.map_err(SourceError::sql("create the replication slot"))?;
+    sql.execute(statement, &[&slot])
+        .await
+        .map_err(SourceError::sql("create the replication slot"))?;
     Ok(())
 }
 
@@ -215,7 +217,11 @@ pub async fn server_version_num(sql: &Client) -> Result<i32, SourceError> {
 /// `postgres.failover_slot` says; definite when it is `on` and the server
 /// predates PostgreSQL 17.
 pub async fn failover_wanted(sql: &Client, config: &Config) -> Result<bool, SourceError> {
-    config.postgres.failover_slot.wanted(server_version_num(sql).await?).map_err(SourceError::Definite)
+    config
+        .postgres
+        .failover_slot
+        .wanted(server_version_num(sql).await?)
+        .map_err(SourceError::Definite)
 }
 
 /// `ALTER_REPLICATION_SLOT` (a replication command, PostgreSQL 17+) that
