@@ -10,6 +10,7 @@ mod backfill_selects_rows_and_attributes;
 mod backfill_yields_to_newer_changes;
 mod bad_config_exits_2;
 mod change_events_fire_on_transitions;
+mod check_reports_failover_readiness;
 mod check_reports_what_to_fix;
 mod coalescing_merges_changes_of_one_customer;
 mod core_scenarios_pass_on_every_postgres_major;

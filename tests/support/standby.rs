@@ -53,6 +53,7 @@ impl Pair {
         .await
         .expect("the standby thread does not panic");
         let pair = Self { primary, standby };
+        pair.wait_for_streaming().await;
         if major >= 17 && synchronized {
             let admin = connect(&pair.primary.url("postgres")).await;
             let set = format!("ALTER SYSTEM SET synchronized_standby_slots = '{STANDBY_SLOT}'");
@@ -60,6 +61,28 @@ impl Pair {
             admin.batch_execute("SELECT pg_reload_conf()").await.expect("reload");
         }
         Some(pair)
+    }
+
+    /// Waits until the standby streams through its slot and its
+    /// hot_standby_feedback has reached the primary (the slot has an xmin).
+    async fn wait_for_streaming(&self) {
+        let admin = connect(&self.primary.url("postgres")).await;
+        let deadline = tokio::time::Instant::now() + CONVERGE;
+        loop {
+            let row = admin
+                .query_one(
+                    "SELECT coalesce(bool_and(active AND xmin IS NOT NULL), false) \
+                     FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&STANDBY_SLOT],
+                )
+                .await
+                .expect("read the standby's slot");
+            if row.get::<_, bool>(0) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the standby never streamed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A URL for `database` naming the primary, then the standby, that
