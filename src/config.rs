@@ -1240,6 +1240,35 @@ created_at = "created_at"
     }
 
     #[test]
+    fn failover_slot_is_on_where_the_server_has_them_unless_told() {
+        assert_eq!(FailoverSlot::Auto.wanted(160_004), Ok(false));
+        assert_eq!(FailoverSlot::Auto.wanted(170_000), Ok(true));
+        assert_eq!(FailoverSlot::Off.wanted(180_001), Ok(false));
+        assert_eq!(FailoverSlot::On.wanted(170_002), Ok(true));
+        let refused = FailoverSlot::On.wanted(160_004).unwrap_err();
+        assert!(
+            refused.contains("postgres.failover_slot") && refused.contains("16.0"),
+            "{refused}"
+        );
+        let parsed = Config::from_toml(
+            &MINIMAL
+                .replace("slot = \"ciosync\"\n", "slot = \"ciosync\"\nfailover_slot = \"on\"\n"),
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(parsed.postgres.failover_slot, FailoverSlot::On);
+        let env = vec![("CIOSYNC_POSTGRES_FAILOVER_SLOT".to_owned(), "off".to_owned())];
+        assert_eq!(
+            Config::from_toml(MINIMAL, env).unwrap().postgres.failover_slot,
+            FailoverSlot::Off
+        );
+        assert_eq!(
+            Config::from_toml(MINIMAL, Vec::new()).unwrap().postgres.failover_slot,
+            FailoverSlot::Auto
+        );
+    }
+
+    #[test]
     fn env_overrides_the_file_and_keeps_strings_strings() {
         let env = vec![
             ("CIOSYNC_CUSTOMERIO_API_KEY".to_owned(), "from-env".to_owned()),

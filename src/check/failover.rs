@@ -224,3 +224,31 @@ pub async fn check(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Level;
+
+    fn config(failover_slot: &str) -> Config {
+        let text = include_str!("../../config/example.toml").replacen(
+            "[postgres]\n",
+            &format!("[postgres]\nfailover_slot = \"{failover_slot}\"\n"),
+            1,
+        );
+        Config::from_toml(&text, Vec::new()).expect("the example config is valid")
+    }
+
+    #[test]
+    fn the_version_line_says_what_each_major_gives() {
+        let before = version_finding("16.4", 160_004, &config("auto"));
+        assert_eq!(before.level, Level::Ok);
+        assert!(before.message.contains("the slot is lost"), "{}", before.message);
+        assert_eq!(version_finding("16.4", 160_004, &config("on")).level, Level::Error);
+        assert_eq!(version_finding("14.9", 140_009, &config("auto")).level, Level::Error);
+        let after = version_finding("17.2", 170_002, &config("auto"));
+        assert!(after.message.contains("failover slots available"), "{}", after.message);
+        let off = version_finding("17.2", 170_002, &config("off"));
+        assert!(off.message.contains("lost when a standby is promoted"), "{}", off.message);
+    }
+}

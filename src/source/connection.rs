@@ -444,10 +444,10 @@ mod tests {
         assert_eq!((s.password.expose(), s.dbname.as_str()), ("p,w", "app"));
         assert_eq!(s.target, Target::ReadWrite);
         assert_eq!(s.display(), "u@db1:5433,::1:5432,db3:5432/app");
-        let s = settings("postgres://u@/app?host=/run/a,/run/b&port=5432,6432").unwrap();
+        let s = settings("postgres://u@x/app?host=/run/a,/run/b&port=5432,6432").unwrap();
         let names: Vec<(&str, u16)> = s.hosts.iter().map(|h| (h.name.as_str(), h.port)).collect();
         assert_eq!(names, [("/run/a", 5432), ("/run/b", 6432)]);
-        let s = settings("postgres://u@/app?host=h1,h2&port=6000").unwrap();
+        let s = settings("postgres://u@x/app?host=h1,h2&port=6000").unwrap();
         assert!(s.hosts.iter().all(|h| h.port == 6000));
         let replication = s.replication_config(1, "slot", "pub", Duration::from_secs(1));
         assert_eq!(replication.host, "h2");
