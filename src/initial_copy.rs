@@ -4,7 +4,8 @@
 //! # Why no row is missed or overwritten with an older value
 //!
 //! On the first start there is no slot. The slot is created on a
-//! replication connection with `SNAPSHOT 'export'`, and a second connection
+//! replication connection with `SNAPSHOT 'export'` (and `FAILOVER` where
+//! `postgres.failover_slot` wants a failover slot), and a second connection
 //! imports that snapshot (`SET TRANSACTION SNAPSHOT`) before the first one
 //! does anything else. The copy therefore reads the table exactly as of the
 //! slot's consistent point: a row committed before it is in the copy, a
