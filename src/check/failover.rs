@@ -232,8 +232,8 @@ mod tests {
 
     fn config(failover_slot: &str) -> Config {
         let text = include_str!("../../config/example.toml").replacen(
-            "[postgres]\n",
-            &format!("[postgres]\nfailover_slot = \"{failover_slot}\"\n"),
+            "failover_slot = \"auto\"\n",
+            &format!("failover_slot = \"{failover_slot}\"\n"),
             1,
         );
         Config::from_toml(&text, Vec::new()).expect("the example config is valid")
