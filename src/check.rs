@@ -1,5 +1,8 @@
 //! `ciosync check`: verify everything `run` needs, change nothing, and say
 //! exactly what to fix. One line per check; exit 0 when `run` would work.
+//! The version and failover lines live in [`failover`].
+
+mod failover;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -152,14 +155,16 @@ async fn checks_with_sql(
     config: &Config,
     out: &mut Vec<Finding>,
 ) -> Result<(), tokio_postgres::Error> {
-    let version: i32 =
-        sql.query_one("SELECT current_setting('server_version_num')::int", &[]).await?.get(0);
-    if version < 150_000 {
-        out.push(Finding::error(
-            "postgres version",
-            format!("server_version_num is {version}; ciosync needs PostgreSQL 15 or newer"),
-            "upgrade PostgreSQL (the initial copy's slot creation and row-filter checks need 15)",
-        ));
+    let row = sql
+        .query_one(
+            "SELECT current_setting('server_version_num')::int, current_setting('server_version')",
+            &[],
+        )
+        .await?;
+    let (version, version_text): (i32, String) = (row.get(0), row.get(1));
+    out.push(failover::version_finding(&version_text, version, config));
+    if let Some(standby) = failover::in_recovery(sql).await? {
+        out.push(standby);
     }
     let wal_level: String = sql.query_one("SHOW wal_level", &[]).await?.get(0);
     out.push(if wal_level == "logical" {
@@ -180,14 +185,26 @@ async fn checks_with_sql(
         .await?;
     let (replication, superuser, user): (bool, bool, String) =
         (role.get(0), role.get(1), role.get(2));
-    out.push(if replication || superuser {
-        Finding::ok("replication privilege", format!("role {user} may replicate"))
-    } else {
-        Finding::error(
+    let provider_role = failover::provider_replication_role(sql).await?;
+    out.push(match (replication || superuser, provider_role) {
+        (true, _) => Finding::ok("replication privilege", format!("role {user} may replicate")),
+        (false, Some(granted)) => Finding::ok(
             "replication privilege",
-            format!("role {user} has neither REPLICATION nor SUPERUSER"),
-            format!("ALTER ROLE {} REPLICATION;", quote_ident(&user)),
-        )
+            format!("role {user} may replicate (member of {granted})"),
+        ),
+        (false, None) => Finding::error(
+            "replication privilege",
+            format!(
+                "role {user} has neither REPLICATION nor SUPERUSER, nor a managed service's \
+                 replication role ({})",
+                failover::PROVIDER_REPLICATION_ROLES.join(", ")
+            ),
+            format!(
+                "ALTER ROLE {user_ident} REPLICATION; (on Amazon RDS or Aurora: GRANT \
+                 rds_replication TO {user_ident};)",
+                user_ident = quote_ident(&user)
+            ),
+        ),
     });
     for (i, sync) in config.sync.iter().enumerate() {
         check_table(sql, i, sync, &user, out).await?;
@@ -198,6 +215,7 @@ async fn checks_with_sql(
     }
     check_publication(sql, config, &user, out).await?;
     check_slot(sql, config, out).await?;
+    failover::check(sql, config, version, out).await?;
     check_state_schema(sql, config, &user, out).await?;
     if let Some(webhooks) = &config.webhooks {
         out.push(check_webhooks_table(sql, webhooks, &user).await?);
@@ -773,7 +791,7 @@ async fn check_slot(
         }
     };
     match state {
-        SlotState::Usable { active: false, confirmed_flush_lsn } => out.push(Finding::ok(
+        SlotState::Usable { active: false, confirmed_flush_lsn, .. } => out.push(Finding::ok(
             &label,
             format!(
                 "exists (pgoutput), confirmed up to {}",

@@ -174,6 +174,13 @@ pub struct PostgresConfig {
     /// invalidated by `max_slot_wal_keep_size`). Default `stop`.
     #[serde(default)]
     pub on_slot_lost: OnSlotLost,
+    /// Whether the slot is a failover slot (PostgreSQL 17+), which a standby
+    /// with `sync_replication_slots = on` keeps in step so it survives a
+    /// promotion. `auto` (default): on where the server supports it; `on`:
+    /// required (an older server is refused); `off`: an ordinary slot.
+    /// Env: `CIOSYNC_POSTGRES_FAILOVER_SLOT`.
+    #[serde(default)]
+    pub failover_slot: FailoverSlot,
     /// While no transaction of the synced tables arrives for this long, a
     /// heartbeat (`pg_logical_emit_message`) is written so the slot keeps
     /// advancing, seconds (0 turns heartbeats off, else 1-86400). Default 60.
@@ -205,6 +212,40 @@ impl OnSlotLost {
         match self {
             Self::Stop => "stop",
             Self::RecreateAndBackfill => "recreate_and_backfill",
+        }
+    }
+}
+
+/// `postgres.failover_slot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverSlot {
+    /// A failover slot on PostgreSQL 17 and newer, an ordinary one before.
+    #[default]
+    Auto,
+    /// A failover slot, or refuse to start (PostgreSQL 15 and 16 have none).
+    On,
+    /// An ordinary slot: lost when a standby is promoted.
+    Off,
+}
+
+impl FailoverSlot {
+    /// Whether a server of `server_version_num` gets a failover slot; an
+    /// error (for [`crate::source::SourceError::Definite`]) when `on` meets
+    /// a server that has none.
+    pub fn wanted(self, server_version_num: i32) -> Result<bool, String> {
+        let supported = server_version_num >= 170_000;
+        match self {
+            Self::Off => Ok(false),
+            Self::Auto => Ok(supported),
+            Self::On if supported => Ok(true),
+            Self::On => Err(format!(
+                "postgres.failover_slot = \"on\" needs PostgreSQL 17 or newer (this server is \
+                 {}.{}): upgrade, or set failover_slot = \"auto\" or \"off\" and know that the \
+                 slot is lost when a standby is promoted",
+                server_version_num / 10_000,
+                server_version_num % 10_000 / 100
+            )),
         }
     }
 }
@@ -1048,6 +1089,7 @@ fn is_string_key(key: &str) -> bool {
             | "listen"
             | "level"
             | "on_slot_lost"
+            | "failover_slot"
             | "signing_key"
             | "path"
             | "table"
@@ -1197,6 +1239,35 @@ created_at = "created_at"
             let err = error_of(&text);
             assert!(err.contains(field), "expected {field} in: {err}");
         }
+    }
+
+    #[test]
+    fn failover_slot_is_on_where_the_server_has_them_unless_told() {
+        assert_eq!(FailoverSlot::Auto.wanted(160_004), Ok(false));
+        assert_eq!(FailoverSlot::Auto.wanted(170_000), Ok(true));
+        assert_eq!(FailoverSlot::Off.wanted(180_001), Ok(false));
+        assert_eq!(FailoverSlot::On.wanted(170_002), Ok(true));
+        let refused = FailoverSlot::On.wanted(160_004).unwrap_err();
+        assert!(
+            refused.contains("postgres.failover_slot") && refused.contains("16.0"),
+            "{refused}"
+        );
+        let parsed = Config::from_toml(
+            &MINIMAL
+                .replace("slot = \"ciosync\"\n", "slot = \"ciosync\"\nfailover_slot = \"on\"\n"),
+            Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(parsed.postgres.failover_slot, FailoverSlot::On);
+        let env = vec![("CIOSYNC_POSTGRES_FAILOVER_SLOT".to_owned(), "off".to_owned())];
+        assert_eq!(
+            Config::from_toml(MINIMAL, env).unwrap().postgres.failover_slot,
+            FailoverSlot::Off
+        );
+        assert_eq!(
+            Config::from_toml(MINIMAL, Vec::new()).unwrap().postgres.failover_slot,
+            FailoverSlot::Auto
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! # Why no row is missed or overwritten with an older value
 //!
 //! On the first start there is no slot. The slot is created on a
-//! replication connection with `SNAPSHOT 'export'`, and a second connection
+//! replication connection with `SNAPSHOT 'export'` (and `FAILOVER` where
+//! `postgres.failover_slot` wants a failover slot), and a second connection
 //! imports that snapshot (`SET TRANSACTION SNAPSHOT`) before the first one
 //! does anything else. The copy therefore reads the table exactly as of the
 //! slot's consistent point: a row committed before it is in the copy, a
@@ -33,7 +34,7 @@ use crate::change::{RowChange, RowOp};
 use crate::config::{Config, SyncConfig};
 use crate::mapping::{Mapper, SkipReason};
 use crate::sink::{Sink, SinkError};
-use crate::source::connection::ConnectionSettings;
+use crate::source::connection::{ConnectionSettings, Located};
 use crate::source::reader::{postgres_now, TableReader};
 use crate::source::setup::{self, quote_ident, quote_literal, SlotState};
 use crate::source::SourceError;
@@ -84,6 +85,9 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) -> Result<CopyOutcome, CopyError> {
     let sql = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
+    // `failover_slot = "on"` on a server without failover slots stops here,
+    // before anything is created.
+    let failover = crate::source::slot::failover_wanted(&sql, config).await?;
     setup::ensure_publication(&sql, config).await?;
     let slot = &config.postgres.slot;
     // A lost slot stops here (or is recreated, with backfills queued), before
@@ -101,8 +105,9 @@ pub async fn run(
     if slot_state == SlotState::Missing {
         let tables: Vec<String> = config.sync.iter().map(qualified).collect();
         state.plan(&tables).await?;
-        let reader = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
-        create_slot_and_import_snapshot(settings, config, &reader).await?;
+        let reader = settings.connect_sql_located().await.map_err(SourceError::sql("connect"))?;
+        create_slot_and_import_snapshot(settings, config, &reader, failover).await?;
+        let reader = reader.client;
         state.record_slot().await?;
         tracing::info!(%slot, tables = tables.len(), "replication slot created; initial copy starts");
         for sync in &config.sync {
@@ -139,12 +144,16 @@ pub async fn run(
 /// Creates the slot with an exported snapshot and imports the snapshot into
 /// a read-only REPEATABLE READ transaction on `reader`, which the copy then
 /// reads in. The exporting session stays idle until the import is done.
+/// With `failover`, the slot is a failover slot (PostgreSQL 17+).
 async fn create_slot_and_import_snapshot(
     settings: &ConnectionSettings,
     config: &Config,
-    reader: &Client,
+    reader: &Located,
+    failover: bool,
 ) -> Result<(), SourceError> {
+    // On the server the reader reached: the snapshot exists only there.
     let replication = settings.replication_config(
+        reader.host,
         &config.postgres.slot,
         &config.postgres.publication,
         config.status_interval(),
@@ -153,8 +162,9 @@ async fn create_slot_and_import_snapshot(
         ReplicationClient::connect_gated(replication).await.map_err(SourceError::replication)?;
     let rows = session
         .simple_query(&format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
-            quote_ident(&config.postgres.slot)
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export'{})",
+            quote_ident(&config.postgres.slot),
+            if failover { ", FAILOVER" } else { "" }
         ))
         .await
         .map_err(SourceError::Replication)?;
@@ -166,6 +176,7 @@ async fn create_slot_and_import_snapshot(
             SourceError::Definite("CREATE_REPLICATION_SLOT returned no snapshot".into())
         })?;
     reader
+        .client
         .batch_execute(&format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}",
             quote_literal(&snapshot)

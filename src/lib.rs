@@ -16,6 +16,7 @@
 //! - [`dead_letter`]: operations Customer.io refused for good, kept for `ciosync dlq`.
 //! - [`delete_guard`]: the mass-delete circuit breaker: removals past a limit are held for `ciosync deletes`.
 //! - [`pipeline`]: the loop that connects them and the acknowledgement rule.
+//! - [`lease`]: which of several ciosync instances works a slot (high availability: one streams, the others stand by).
 //! - [`initial_copy`]: the first start's consistent copy of existing rows; [`state`] records its progress.
 //! - [`backfill`]: re-sending rows while streaming, yielding to the stream between watermarks.
 //! - [`daemon`]: `ciosync run`: the pipeline with the metrics and health endpoint beside it.
@@ -40,6 +41,7 @@ pub mod delete_guard;
 pub mod demo;
 pub mod emulator;
 pub mod initial_copy;
+pub mod lease;
 pub mod mapping;
 pub mod pipeline;
 pub mod sink;

@@ -62,6 +62,19 @@
 //! backfill chunk is sent when its high watermark comes by (`backfill`); the
 //! flush that delivers a chunk acknowledges only commits already complete.
 //!
+//! **Across a failover** the acknowledged position is rebased. Each session
+//! resumes after the last acknowledgement, which Postgres honours only on
+//! the WAL history it was made on: after a standby is promoted (a new
+//! timeline, seen by IDENTIFY_SYSTEM) the same LSN may name a change the
+//! old primary never had, and resuming there would skip it. So a session on
+//! a new history starts at the slot's own `confirmed_flush_lsn` (a failover
+//! slot synced to the standby, which may lag: changes come again, none are
+//! skipped) and `Progress` starts over. Nothing acknowledged is lost only if
+//! the standby had every change ciosync was sent before the promotion:
+//! `synchronized_standby_slots` on the primary makes Postgres hold changes
+//! back from ciosync until the standby has them (`ciosync check` warns when
+//! it is unset).
+//!
 //! Acks reach Postgres on the next status update (`postgres.status_interval_ms`).
 //! At shutdown the final ack is sent before the connection closes. Postgres
 //! may still replay a transaction we delivered (PG 15 can move
@@ -80,11 +93,12 @@ use crate::config::Config;
 use crate::dead_letter::DeadLetterStore;
 use crate::delete_guard::breaker::{self, Breaker};
 use crate::initial_copy::{self, CopyError, CopyOutcome};
+use crate::lease::{self, Lease};
 use crate::mapping::Mapper;
 use crate::sink::retry::Backoff;
 use crate::sink::{Sink, SinkError};
 use crate::source::connection::ConnectionSettings;
-use crate::source::{keeper, Source, SourceError, SourceEvent};
+use crate::source::{keeper, History, Source, SourceError, SourceEvent};
 use crate::telemetry::by_table::Operation;
 use crate::telemetry::health::now_ms;
 use crate::telemetry::lag::UnackedCommits;
@@ -126,6 +140,13 @@ impl Progress {
         self.acked
     }
 
+    /// Forgets the position: the server's WAL history changed (a standby
+    /// was promoted), so LSNs of the old history say nothing about the new
+    /// one, whose own acknowledgements may be lower. The only way back.
+    pub fn start_over(&mut self) {
+        self.acked = Lsn::from_u64(0);
+    }
+
     /// Moves the position to `lsn` if that is forward; returns whether it moved.
     pub fn advance(&mut self, lsn: Lsn) -> bool {
         if lsn > self.acked {
@@ -158,119 +179,229 @@ async fn run_until_stopped(
     let settings = ConnectionSettings::parse(&config.postgres)?;
     let dead_letters =
         Arc::new(DeadLetterStore::new(settings.clone(), config.postgres.slot.clone()));
-    let mut sink = Sink::new(&config.customerio, &config.pipeline, dead_letters, counters.clone())?;
-    let mapper = Mapper::new(&config.sync).with_event_tables(&config.events);
-    let mut progress = Progress::default();
-    let mut backoff = Backoff::new(MAX_RECONNECT_BACKOFF);
-    let shutdown_timeout = Duration::from_secs(config.pipeline.shutdown_timeout_secs);
-    // The final ack goes out with the next status update, at most one
-    // status interval away.
-    let final_ack_wait = config.status_interval() + Duration::from_secs(2);
-    let mut attempt = 0u64;
+    let sink = Sink::new(&config.customerio, &config.pipeline, dead_letters, counters.clone())?;
+    let mut run = Leased {
+        mapper: Mapper::new(&config.sync).with_event_tables(&config.events),
+        sink,
+        progress: Progress::default(),
+        history: None,
+        settings,
+        config,
+        counters,
+        shutdown,
+    };
+    // Everything done with the slot happens while holding its lease (see
+    // `lease`): a standby instance waits here.
     loop {
-        attempt += 1;
-        let copied =
-            initial_copy::run(&settings, &config, &mut sink, &mapper, &counters, &shutdown).await;
-        match copied {
-            Ok(CopyOutcome::Complete) => break,
-            Ok(CopyOutcome::Interrupted) => return Ok(progress),
-            Err(CopyError::Sink(error)) => return Err(RunError::Sink(error)),
-            Err(CopyError::Source(error)) if error.is_transient() => {
-                // What waits in the sink is copied again from the checkpoint.
-                sink.discard();
-                let what = "initial copy failed";
-                if !retry_later(&mut backoff, attempt, &settings, &error, what, &shutdown).await {
-                    return Ok(progress);
-                }
+        let slot = &run.config.postgres.slot;
+        let Some(lease) = lease::acquire(&run.settings, slot, &run.counters, &run.shutdown).await
+        else {
+            return Ok(run.progress);
+        };
+        match run.run(&lease).await? {
+            Held::Stopped => return Ok(run.progress),
+            Held::Lost => {
+                // Whatever waits in the sink comes again from the slot.
+                run.sink.discard();
+                Counters::set(&run.counters.oldest_unacked_commit, 0, None);
+                tracing::warn!(
+                    slot = %run.config.postgres.slot,
+                    acked = %run.progress.acked(),
+                    "lost the slot's lease (its Postgres session ended): stopped working the \
+                     slot until this instance holds the lease again"
+                );
             }
-            Err(CopyError::Source(error)) => return Err(RunError::Source(error)),
         }
     }
-    backoff.reset();
-    attempt = 0;
-    let mut breaker = Breaker::new(settings.clone(), &config, counters.clone());
-    tokio::select! {
-        loaded = breaker.load() => loaded.map_err(RunError::HeldDeletes)?,
-        _ = shutdown.cancelled() => return Ok(progress),
-    }
-    // Backfills run beside the stream and stop with it, however it stops.
-    let windows = Arc::new(Windows::default());
-    let runner_stop = shutdown.child_token();
-    let _stop_runner = runner_stop.clone().drop_guard();
-    tokio::spawn(backfill::runner::run(
-        settings.clone(),
-        config.clone(),
-        windows.clone(),
-        runner_stop,
-    ));
-    loop {
-        attempt += 1;
-        counters.health.set_phase(Phase::Connecting);
-        let started = tokio::select! {
-            s = Source::start(&settings, &config, progress.acked(), counters.clone()) => s,
-            _ = shutdown.cancelled() => return Ok(progress),
-        };
-        let mut source = match started {
-            Ok(source) => {
-                tracing::info!(postgres = %settings.display(), "connected to postgres");
-                counters.health.set_phase(Phase::Streaming);
-                backoff.reset();
-                attempt = 0;
-                source
-            }
-            Err(error) if error.is_transient() => {
-                let what = "cannot start replication";
-                if !retry_later(&mut backoff, attempt, &settings, &error, what, &shutdown).await {
-                    return Ok(progress);
+}
+
+/// How a run under the lease ended.
+enum Held {
+    /// Shutdown was asked for; the daemon stops.
+    Stopped,
+    /// The lease's session ended: everything done under it has stopped, and
+    /// the lease is to be acquired again.
+    Lost,
+}
+
+/// What lasts across leases: the sink, the acknowledged position and the
+/// WAL history it belongs to.
+struct Leased {
+    settings: ConnectionSettings,
+    config: Config,
+    counters: Arc<Counters>,
+    shutdown: CancellationToken,
+    sink: Sink,
+    mapper: Mapper,
+    progress: Progress,
+    /// The WAL history `progress` was reached on (see `Progress::start_over`).
+    history: Option<History>,
+}
+
+impl Leased {
+    /// The initial copy, then the stream with the backfill runner and the
+    /// breaker beside it, until shutdown, a definite error or the end of
+    /// `lease`.
+    async fn run(&mut self, lease: &Lease) -> Result<Held, RunError> {
+        let Self { settings, config, counters, shutdown, sink, mapper, progress, history } = self;
+        let lease_ended = lease.ended();
+        let mut backoff = Backoff::new(MAX_RECONNECT_BACKOFF);
+        let shutdown_timeout = Duration::from_secs(config.pipeline.shutdown_timeout_secs);
+        // The final ack goes out with the next status update, at most one
+        // status interval away.
+        let final_ack_wait = config.status_interval() + Duration::from_secs(2);
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
+            // Stopping the copy midway is safe: it resumes from its checkpoint.
+            let copied = tokio::select! {
+                copied = initial_copy::run(settings, config, sink, mapper, counters, shutdown) => copied,
+                _ = lease_ended.cancelled() => return Ok(Held::Lost),
+            };
+            match copied {
+                Ok(CopyOutcome::Complete) => break,
+                Ok(CopyOutcome::Interrupted) => return Ok(Held::Stopped),
+                Err(CopyError::Sink(error)) => return Err(RunError::Sink(error)),
+                Err(CopyError::Source(error)) if error.is_transient() => {
+                    // What waits in the sink is copied again from the checkpoint.
+                    sink.discard();
+                    let what = "initial copy failed";
+                    if !retry_later(&mut backoff, attempt, settings, &error, what, shutdown).await {
+                        return Ok(Held::Stopped);
+                    }
+                    if lease.is_lost() {
+                        return Ok(Held::Lost);
+                    }
                 }
-                continue;
+                Err(CopyError::Source(error)) => return Err(RunError::Source(error)),
             }
-            Err(error) => return Err(RunError::Source(error)),
-        };
-        let session_ended = source.session_ended();
-        let mut session = Session {
-            source: &mut source,
-            sink: &mut sink,
-            breaker: &mut breaker,
-            mapper: &mapper,
-            windows: &windows,
-            slot: &config.postgres.slot,
-            progress: &mut progress,
-            counters: &counters,
-            in_transaction: false,
-            unacked: UnackedCommits::default(),
-            session_ended,
-        };
-        let outcome = session.run(&shutdown, shutdown_timeout).await;
-        match outcome {
-            Ok(()) => {
-                source.close(progress.acked(), final_ack_wait).await;
-                tracing::info!(acked = %progress.acked(), "stopped");
-                return Ok(progress);
+        }
+        backoff.reset();
+        attempt = 0;
+        let mut breaker = Breaker::new(settings.clone(), config, counters.clone());
+        tokio::select! {
+            loaded = breaker.load() => loaded.map_err(RunError::HeldDeletes)?,
+            _ = shutdown.cancelled() => return Ok(Held::Stopped),
+            _ = lease_ended.cancelled() => return Ok(Held::Lost),
+        }
+        // Backfills run beside the stream and stop with it, however it stops.
+        let windows = Arc::new(Windows::default());
+        let runner_stop = shutdown.child_token();
+        let _stop_runner = runner_stop.clone().drop_guard();
+        tokio::spawn(backfill::runner::run(
+            settings.clone(),
+            config.clone(),
+            windows.clone(),
+            runner_stop,
+        ));
+        let mut slot_in_use_said = false;
+        loop {
+            attempt += 1;
+            counters.health.set_phase(Phase::Connecting);
+            let started = tokio::select! {
+                s = Source::start(settings, config, progress.acked(), history.as_ref(), counters.clone()) => s,
+                _ = shutdown.cancelled() => return Ok(Held::Stopped),
+                _ = lease_ended.cancelled() => return Ok(Held::Lost),
+            };
+            let mut source = match started {
+                Ok(source) => {
+                    if source.started_over() {
+                        progress.start_over();
+                    }
+                    *history = source.history().cloned().or(history.take());
+                    tracing::info!(postgres = %settings.display(), "connected to postgres");
+                    counters.health.set_phase(Phase::Streaming);
+                    backoff.reset();
+                    attempt = 0;
+                    slot_in_use_said = false;
+                    source
+                }
+                Err(SourceError::SlotInUse(_)) => {
+                    // Another session streams from the slot (an instance of
+                    // an older ciosync, another consumer, or our previous
+                    // session not yet gone): stand by quietly.
+                    counters.health.set_phase(Phase::Standby);
+                    if !slot_in_use_said {
+                        slot_in_use_said = true;
+                        tracing::info!(
+                            slot = %config.postgres.slot,
+                            "the replication slot is in use by another session; standing by to \
+                             stream once it is free"
+                        );
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(lease::STANDBY_RETRY) => continue,
+                        _ = shutdown.cancelled() => return Ok(Held::Stopped),
+                    }
+                }
+                Err(error) if error.is_transient() => {
+                    let what = "cannot start replication";
+                    if !retry_later(&mut backoff, attempt, settings, &error, what, shutdown).await {
+                        return Ok(Held::Stopped);
+                    }
+                    if lease.is_lost() {
+                        return Ok(Held::Lost);
+                    }
+                    continue;
+                }
+                Err(error) => return Err(RunError::Source(error)),
+            };
+            // The session lets go of the stream when its SQL session or the
+            // lease's ends.
+            let session_ended = lease_ended.child_token();
+            let sql_ended = source.session_ended();
+            let forward = session_ended.clone();
+            tokio::spawn(async move {
+                sql_ended.cancelled().await;
+                forward.cancel();
+            });
+            let mut session = Session {
+                source: &mut source,
+                sink,
+                breaker: &mut breaker,
+                mapper,
+                windows: &windows,
+                slot: &config.postgres.slot,
+                progress,
+                counters,
+                in_transaction: false,
+                unacked: UnackedCommits::default(),
+                session_ended,
+            };
+            let outcome = session.run(shutdown, shutdown_timeout).await;
+            match outcome {
+                Ok(()) => {
+                    source.close(progress.acked(), final_ack_wait).await;
+                    tracing::info!(acked = %progress.acked(), "stopped");
+                    return Ok(Held::Stopped);
+                }
+                Err(SessionError::Sink(error)) => {
+                    source.close(progress.acked(), final_ack_wait).await;
+                    return Err(RunError::Sink(error));
+                }
+                Err(SessionError::Held(error)) => {
+                    source.close(progress.acked(), final_ack_wait).await;
+                    return Err(RunError::HeldDeletes(error));
+                }
+                Err(SessionError::Source(error)) if error.is_transient() => {
+                    counters.health.set_phase(Phase::Connecting);
+                    // Whatever waits in the sink will come again from the slot.
+                    sink.discard();
+                    breaker.abandon_transaction();
+                    Counters::set(&counters.oldest_unacked_commit, 0, None);
+                    Counters::add(&counters.source_reconnects, 1);
+                    drop(source);
+                    if lease.is_lost() {
+                        return Ok(Held::Lost);
+                    }
+                    tracing::warn!(
+                        error = %error_chain(&error),
+                        acked = %progress.acked(),
+                        "replication stream broke; reconnecting"
+                    );
+                }
+                Err(SessionError::Source(error)) => return Err(RunError::Source(error)),
             }
-            Err(SessionError::Sink(error)) => {
-                source.close(progress.acked(), final_ack_wait).await;
-                return Err(RunError::Sink(error));
-            }
-            Err(SessionError::Held(error)) => {
-                source.close(progress.acked(), final_ack_wait).await;
-                return Err(RunError::HeldDeletes(error));
-            }
-            Err(SessionError::Source(error)) if error.is_transient() => {
-                counters.health.set_phase(Phase::Connecting);
-                // Whatever waits in the sink will come again from the slot.
-                sink.discard();
-                breaker.abandon_transaction();
-                Counters::set(&counters.oldest_unacked_commit, 0, None);
-                Counters::add(&counters.source_reconnects, 1);
-                tracing::warn!(
-                    error = %error_chain(&error),
-                    acked = %progress.acked(),
-                    "replication stream broke; reconnecting"
-                );
-                drop(source);
-            }
-            Err(SessionError::Source(error)) => return Err(RunError::Source(error)),
         }
     }
 }

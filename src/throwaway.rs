@@ -7,6 +7,11 @@
 //! a given certificate, and SCRAM-SHA-256 for every role but `postgres`
 //! (which keeps trust, so the harness can still set things up).
 //!
+//! For failover scenarios, [`ThrowawayPostgres::start_standby`] makes a
+//! streaming physical standby from a cold copy of a cluster's data directory
+//! (no `pg_basebackup` is needed, so it works for every installed major),
+//! and [`ThrowawayPostgres::promote`] promotes it.
+//!
 //! Which PostgreSQL: `CIOSYNC_PG_BIN` (a folder with `initdb`) when
 //! set, else the newest major installed on PATH, in `/usr/lib/postgresql`
 //! or where `scripts/fetch-postgres.sh` puts further majors
@@ -48,6 +53,9 @@ pub struct ClusterOptions {
     pub scram: bool,
     /// The server installation; [`default_installation`] when `None`.
     pub installation: Option<Installation>,
+    /// More `postgresql.conf` lines, appended after the defaults (so they
+    /// win), e.g. `"max_slot_wal_keep_size = '1GB'"`.
+    pub settings: Vec<String>,
 }
 
 /// The server's certificate chain and private key, both PEM.
@@ -113,6 +121,10 @@ impl ThrowawayPostgres {
                 key.display()
             ));
         }
+        for line in &options.settings {
+            text.push_str(line);
+            text.push('\n');
+        }
         if options.scram {
             text.push_str("password_encryption = 'scram-sha-256'\n");
             let hba = Path::new(&pg.data_dir()).join("pg_hba.conf");
@@ -129,6 +141,87 @@ impl ThrowawayPostgres {
             }
         }
         Err(last.unwrap_or(ThrowawayError::NoBinaries))
+    }
+
+    /// Makes and starts a hot standby of this cluster that streams from it
+    /// through the physical slot `slot`, which must exist here
+    /// (`pg_create_physical_replication_slot`). From a cold copy: this
+    /// cluster is stopped (`fast`) for the copy and started again, so its
+    /// connections end. Like `pg_basebackup`, the copy leaves out the
+    /// replication slots (a standby must not start with the primary's
+    /// slots). On PostgreSQL 17+ the standby also runs the slot sync worker
+    /// (`sync_replication_slots`), which keeps failover slots in step; it
+    /// needs `hot_standby_feedback`, `primary_slot_name` and a `dbname` in
+    /// `primary_conninfo`, all set here. Blocking (a few seconds).
+    pub fn start_standby(&self, slot: &str) -> Result<Self, ThrowawayError> {
+        let dir = std::env::temp_dir().join(format!(
+            "ciosync-pg-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        if self.run_as_postgres {
+            chown_to_postgres(&dir)?;
+        }
+        let mut standby = Self {
+            dir,
+            bin: self.bin.clone(),
+            installation: self.installation.clone(),
+            port: 0,
+            run_as_postgres: self.run_as_postgres,
+        };
+        self.stop("fast")?;
+        let copied = Command::new("cp")
+            .args(["-a", &self.data_dir(), &standby.data_dir()])
+            .status()
+            .map(|status| status.success());
+        self.restart()?;
+        if !copied? {
+            return Err(ThrowawayError::Command {
+                command: "cp -a".into(),
+                output: "copying the data directory failed".into(),
+            });
+        }
+        let data = PathBuf::from(standby.data_dir());
+        for stale in ["postmaster.pid", "postmaster.opts"] {
+            let _ = std::fs::remove_file(data.join(stale));
+        }
+        for entry in std::fs::read_dir(data.join("pg_replslot"))? {
+            std::fs::remove_dir_all(entry?.path())?;
+        }
+        std::fs::write(data.join("standby.signal"), "")?;
+        if standby.run_as_postgres {
+            chown_to_postgres(&data.join("standby.signal"))?;
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf)?;
+        text.push_str(&format!(
+            "\n# standby of port {port}\nunix_socket_directories = '{dir}'\n\
+             primary_conninfo = 'host=127.0.0.1 port={port} user=postgres dbname=postgres \
+             application_name={slot}'\nprimary_slot_name = '{slot}'\nhot_standby = on\n\
+             hot_standby_feedback = on\n",
+            port = self.port,
+            dir = standby.dir.display(),
+        ));
+        if self.installation.major >= 17 {
+            text.push_str("sync_replication_slots = on\n");
+        }
+        std::fs::write(&conf, text)?;
+        let mut last = None;
+        for _ in 0..5 {
+            standby.port = free_port()?;
+            match standby.pg_ctl_start() {
+                Ok(()) => return Ok(standby),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(ThrowawayError::NoBinaries))
+    }
+
+    /// Promotes a standby to a primary (`pg_ctl promote`), waiting until it
+    /// accepts writes.
+    pub fn promote(&self) -> Result<(), ThrowawayError> {
+        self.run("pg_ctl", &["-D", &self.data_dir(), "-w", "-t", "60", "promote"]).map(|_| ())
     }
 
     /// The server installation it runs.

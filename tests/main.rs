@@ -4,12 +4,14 @@
 
 mod support;
 
+mod a_second_instance_stands_by_and_takes_over;
 mod abandoned_backfill_chunks_hold_no_memory;
 mod backfill_resumes_after_restart;
 mod backfill_selects_rows_and_attributes;
 mod backfill_yields_to_newer_changes;
 mod bad_config_exits_2;
 mod change_events_fire_on_transitions;
+mod check_reports_failover_readiness;
 mod check_reports_what_to_fix;
 mod coalescing_merges_changes_of_one_customer;
 mod core_scenarios_pass_on_every_postgres_major;
@@ -37,6 +39,7 @@ mod emulator_sends_signed_webhooks;
 mod emulator_webhooks_match_the_openapi_spec;
 mod events_from_tables_arrive_once;
 mod every_kind_of_refusal_is_dead_lettered_and_replayed;
+mod failover_slot_survives_a_standby_promotion;
 mod fault_soak;
 mod heartbeats_advance_a_quiet_slot;
 mod hot_rows_during_an_outage_keep_memory_flat;
@@ -60,6 +63,8 @@ mod openapi_fixtures_agree_with_the_published_documents;
 mod oversized_values_are_left_out;
 mod partitioned_table_is_synced_via_its_root;
 mod postgres_restart_reconnects;
+mod promotion_loses_the_slot_before_postgres_17;
+mod promotion_of_a_lagging_standby_skips_no_change;
 mod rate_limited_answers_slow_the_sender;
 mod readyz_turns_503_while_customerio_fails;
 mod readyz_turns_503_while_postgres_is_down;

@@ -1,6 +1,16 @@
 //! How to reach Postgres: the `[postgres] url` parsed once into settings for
 //! the SQL connection (tokio-postgres) and the replication connection
 //! (pgwire-replication), with the same TLS mode for both.
+//!
+//! # Several hosts
+//!
+//! Like libpq, the URL may list several hosts (`postgres://u@db1:5432,db2:5432/app`,
+//! or `?host=db1,db2&port=5432,5432`) with `target_session_attrs=read-write`:
+//! each connection tries the hosts in order and keeps the first that allows
+//! writes (a primary; a standby in recovery is read only), so after a
+//! failover ciosync finds the promoted server by itself. The replication
+//! connection cannot ask that question, so it goes to the host the SQL
+//! connection opened just before it found ([`Located::host`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,12 +29,42 @@ pub const SESSION_OPTIONS: &str =
 /// `application_name` of ciosync's sessions, visible in `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "ciosync";
 
+/// One host of the URL: a name, an IP address, or a Unix socket directory
+/// (starts with `/`), and its port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub name: String,
+    pub port: u16,
+}
+
+/// `target_session_attrs`: which of the listed hosts a connection may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The first host that accepts the connection (libpq's `any`, the default).
+    Any,
+    /// The first host whose sessions allow writes (libpq's `read-write`:
+    /// `transaction_read_only` is off), i.e. the primary.
+    ReadWrite,
+}
+
+/// An open SQL connection and where it went.
+pub struct Located {
+    pub client: tokio_postgres::Client,
+    /// Cancelled when the connection ends (the server shutting down or
+    /// restarting, the session terminated, the network gone).
+    pub ended: CancellationToken,
+    /// The index in [`ConnectionSettings::hosts`] of the server it reached:
+    /// where the replication connection must go too.
+    pub host: usize,
+}
+
 /// Everything needed to open a connection, parsed from the URL.
 #[derive(Clone)]
 pub struct ConnectionSettings {
-    /// Host name, IP address, or a Unix socket directory (starts with `/`).
-    pub host: String,
-    pub port: u16,
+    /// The hosts to try, in order (at least one).
+    pub hosts: Vec<Host>,
+    /// Which host a connection may settle on.
+    pub target: Target,
     pub user: String,
     password: Secret,
     pub dbname: String,
@@ -43,12 +83,14 @@ impl std::fmt::Debug for ConnectionSettings {
 }
 
 impl ConnectionSettings {
-    /// Parses `postgres://user:password@host:port/db?sslmode=…&sslrootcert=…`.
+    /// Parses `postgres://user:password@host:port/db?sslmode=…&sslrootcert=…`,
+    /// with several `host:port` pairs separated by commas if wanted.
     /// Errors name `postgres.url` and never repeat the URL (it holds the password).
     pub fn parse(config: &PostgresConfig) -> Result<Self, ConfigError> {
         let invalid =
             |message: String| ConfigError::Invalid { field: "postgres.url".to_owned(), message };
-        let url = url::Url::parse(config.url.expose()).map_err(|e| {
+        let (single, listed) = split_host_list(config.url.expose());
+        let url = url::Url::parse(&single).map_err(|e| {
             invalid(format!("not a URL ({e}); expected postgres://user:password@host:port/db"))
         })?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
@@ -65,13 +107,29 @@ impl ConnectionSettings {
         };
         let user = decode(url.username())?;
         let password = decode(url.password().unwrap_or(""))?;
-        let mut host = url.host_str().map(&decode).transpose()?.unwrap_or_default();
-        if host.starts_with('[') && host.ends_with(']') {
-            host = host[1..host.len() - 1].to_owned();
+        let mut names: Vec<String> = Vec::new();
+        let mut ports: Vec<Option<u16>> = Vec::new();
+        match listed {
+            Some(list) => {
+                for item in list {
+                    let (name, port) = split_host_port(&item)
+                        .ok_or_else(|| invalid("a listed host has a bad port".to_owned()))?;
+                    names.push(decode(name)?);
+                    ports.push(port);
+                }
+            }
+            None => {
+                let mut host = url.host_str().map(&decode).transpose()?.unwrap_or_default();
+                if host.starts_with('[') && host.ends_with(']') {
+                    host = host[1..host.len() - 1].to_owned();
+                }
+                names.push(host);
+                ports.push(url.port());
+            }
         }
-        let mut port = url.port().unwrap_or(5432);
         let mut ssl_mode = SslMode::Prefer;
         let mut ssl_root_cert = None;
+        let mut target = Target::Any;
         for (key, value) in url.query_pairs() {
             match key.as_ref() {
                 "sslmode" => {
@@ -90,26 +148,56 @@ impl ConnectionSettings {
                     }
                 }
                 "sslrootcert" => ssl_root_cert = Some(PathBuf::from(value.as_ref())),
-                "host" => host = value.into_owned(),
+                "host" => names = value.split(',').map(str::to_owned).collect(),
                 "port" => {
-                    port = value.parse().map_err(|_| invalid("port must be a number".to_owned()))?
+                    ports = value
+                        .split(',')
+                        .map(|p| p.parse().map(Some))
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| invalid("port must be a number".to_owned()))?
+                }
+                "target_session_attrs" => {
+                    target = match value.as_ref() {
+                        "any" => Target::Any,
+                        "read-write" | "primary" => Target::ReadWrite,
+                        other => {
+                            return Err(invalid(format!(
+                                "target_session_attrs `{other}` is not one of any, read-write \
+                                 (ciosync needs the primary)"
+                            )))
+                        }
+                    }
                 }
                 "application_name" | "connect_timeout" => {}
                 other => {
                     return Err(invalid(format!(
                         "parameter `{other}` is not supported (supported: sslmode, \
-                         sslrootcert, host, port)"
+                         sslrootcert, host, port, target_session_attrs)"
                     )))
                 }
             }
         }
-        if host.is_empty() {
+        // libpq: one port for every host, or one port per host.
+        let ports: Vec<u16> = match ports.len() {
+            1 => vec![ports[0].unwrap_or(5432); names.len()],
+            n if n == names.len() => ports.iter().map(|p| p.unwrap_or(5432)).collect(),
+            _ => {
+                return Err(invalid(format!(
+                    "names {} hosts but {} ports; give one port, or one per host",
+                    names.len(),
+                    ports.len()
+                )))
+            }
+        };
+        let hosts: Vec<Host> =
+            names.into_iter().zip(ports).map(|(name, port)| Host { name, port }).collect();
+        if hosts.iter().any(|h| h.name.is_empty()) {
             return Err(invalid("has no host".to_owned()));
         }
         if user.is_empty() {
             return Err(invalid("has no user name".to_owned()));
         }
-        if host.starts_with('/') && ssl_mode.requires_tls() {
+        if hosts.iter().any(|h| h.name.starts_with('/')) && ssl_mode.requires_tls() {
             return Err(invalid("TLS cannot be used over a Unix socket".to_owned()));
         }
         let dbname = match url.path().trim_start_matches('/') {
@@ -117,8 +205,8 @@ impl ConnectionSettings {
             db => decode(db)?,
         };
         Ok(Self {
-            host,
-            port,
+            hosts,
+            target,
             user,
             password: Secret::new(password),
             dbname,
@@ -129,14 +217,19 @@ impl ConnectionSettings {
         })
     }
 
-    /// `user@host:port/db`, for logs: never the password.
+    /// `user@host:port/db` (`user@h1:p1,h2:p2/db` with several hosts), for
+    /// logs: never the password.
     pub fn display(&self) -> String {
-        format!("{}@{}:{}/{}", self.user, self.host, self.port, self.dbname)
+        let hosts: Vec<String> =
+            self.hosts.iter().map(|h| format!("{}:{}", h.name, h.port)).collect();
+        format!("{}@{}/{}", self.user, hosts.join(","), self.dbname)
     }
 
-    /// The replication connection's settings for `slot` and `publication`.
+    /// The replication connection's settings for `slot` and `publication`,
+    /// to `self.hosts[host]` (the host a [`Located`] SQL connection reached).
     pub fn replication_config(
         &self,
+        host: usize,
         slot: &str,
         publication: &str,
         status_interval: Duration,
@@ -153,10 +246,11 @@ impl ConnectionSettings {
             sni_hostname,
             ..TlsConfig::default()
         };
-        let base = if self.host.starts_with('/') {
+        let host = &self.hosts[host.min(self.hosts.len() - 1)];
+        let base = if host.name.starts_with('/') {
             ReplicationConfig::unix(
-                &self.host,
-                self.port,
+                &host.name,
+                host.port,
                 &self.user,
                 self.password.expose(),
                 &self.dbname,
@@ -165,14 +259,14 @@ impl ConnectionSettings {
             )
         } else {
             ReplicationConfig::new(
-                &self.host,
+                &host.name,
                 &self.user,
                 self.password.expose(),
                 &self.dbname,
                 slot,
                 publication,
             )
-            .with_port(self.port)
+            .with_port(host.port)
             .with_tls(tls)
         };
         base.with_options(SESSION_OPTIONS)
@@ -184,24 +278,51 @@ impl ConnectionSettings {
 
     /// Opens an ordinary SQL connection and drives it on a background task.
     pub async fn connect_sql(&self) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        self.connect_sql_watched().await.map(|(client, _ended)| client)
+        self.connect_sql_located().await.map(|located| located.client)
     }
 
-    /// Like [`connect_sql`](Self::connect_sql), with a token cancelled when
-    /// the connection ends (the server shutting down or restarting, the
-    /// session terminated, the network gone).
-    pub async fn connect_sql_watched(
+    /// Like [`connect_sql`](Self::connect_sql), saying which host it reached
+    /// and with a token cancelled when the connection ends. Tries the hosts
+    /// in order; under [`Target::ReadWrite`] a host whose sessions are read
+    /// only (a standby) is passed over. The last host's error when none fits.
+    pub async fn connect_sql_located(&self) -> Result<Located, tokio_postgres::Error> {
+        let mut last = None;
+        for (index, host) in self.hosts.iter().enumerate() {
+            match self.connect_sql_to(host).await {
+                Ok((client, ended)) => return Ok(Located { client, ended, host: index }),
+                Err(error) => {
+                    if self.hosts.len() > 1 {
+                        tracing::debug!(
+                            host = %host.name,
+                            port = host.port,
+                            error = %crate::pipeline::error_chain(&error),
+                            "postgres host passed over"
+                        );
+                    }
+                    last = Some(error);
+                }
+            }
+        }
+        Err(last.expect("a URL names at least one host"))
+    }
+
+    async fn connect_sql_to(
         &self,
+        host: &Host,
     ) -> Result<(tokio_postgres::Client, CancellationToken), tokio_postgres::Error> {
         let mut pg = tokio_postgres::Config::new();
-        pg.host(&self.host)
-            .port(self.port)
+        pg.host(&host.name)
+            .port(host.port)
             .user(&self.user)
             .password(self.password.expose())
             .dbname(&self.dbname)
             .options(SESSION_OPTIONS)
             .application_name(APPLICATION_NAME)
-            .connect_timeout(self.connect_timeout);
+            .connect_timeout(self.connect_timeout)
+            .target_session_attrs(match self.target {
+                Target::Any => tokio_postgres::config::TargetSessionAttrs::Any,
+                Target::ReadWrite => tokio_postgres::config::TargetSessionAttrs::ReadWrite,
+            });
         pg.ssl_mode(match self.ssl_mode {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -225,6 +346,49 @@ impl ConnectionSettings {
     }
 }
 
+/// Splits a URL whose authority lists several hosts (`u:p@h1:1,h2:2`) into
+/// the URL with only the first (which `url` can parse, for everything else)
+/// and the raw `host[:port]` items. `None` when it lists one host.
+fn split_host_list(url: &str) -> (String, Option<Vec<String>>) {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return (url.to_owned(), None) };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let hosts_start = authority.rfind('@').map_or(0, |i| i + 1);
+    let hosts = &authority[hosts_start..];
+    if !hosts.contains(',') {
+        return (url.to_owned(), None);
+    }
+    let items: Vec<String> = hosts.split(',').map(str::to_owned).collect();
+    let single = format!(
+        "{}{}{}{}",
+        &url[..scheme_end],
+        &authority[..hosts_start],
+        items[0],
+        &rest[authority_end..]
+    );
+    (single, Some(items))
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`; `None` for a port that is
+/// not a number.
+fn split_host_port(item: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = match item.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match item.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (item, None),
+        },
+    };
+    match port {
+        Some(port) => Some((host, Some(port.parse().ok()?))),
+        None => Some((host, None)),
+    }
+}
+
 /// A shared, cheaply cloned handle on the settings.
 pub type SharedSettings = Arc<ConnectionSettings>;
 
@@ -243,7 +407,9 @@ mod tests {
         let s = settings("postgres://app%40x:p%3Ass%2Fw@db.example:6543/users?sslmode=verify-full&sslrootcert=/ca.pem").unwrap();
         assert_eq!(s.user, "app@x");
         assert_eq!(s.password.expose(), "p:ss/w");
-        assert_eq!((s.host.as_str(), s.port, s.dbname.as_str()), ("db.example", 6543, "users"));
+        assert_eq!(s.hosts, [Host { name: "db.example".into(), port: 6543 }]);
+        assert_eq!(s.dbname, "users");
+        assert_eq!(s.target, Target::Any);
         assert_eq!(s.ssl_mode, SslMode::VerifyFull);
         assert_eq!(s.ssl_root_cert.as_deref(), Some(std::path::Path::new("/ca.pem")));
         assert_eq!(s.display(), "app@x@db.example:6543/users");
@@ -254,10 +420,10 @@ mod tests {
         let interval = Duration::from_secs(1);
         for (mode, expected) in [("verify-ca", Some("db.internal")), ("verify-full", None)] {
             let s = settings(&format!("postgres://u@10.0.0.5/db?sslmode={mode}")).unwrap();
-            let before = s.replication_config("slot", "publication", interval);
+            let before = s.replication_config(0, "slot", "publication", interval);
             assert_eq!(before.tls.sni_hostname, None, "nothing learned yet");
             s.certified_name.set("db.internal");
-            let after = s.clone().replication_config("slot", "publication", interval);
+            let after = s.clone().replication_config(0, "slot", "publication", interval);
             assert_eq!(after.tls.sni_hostname.as_deref(), expected, "{mode}");
         }
     }
@@ -265,7 +431,35 @@ mod tests {
     #[test]
     fn defaults_port_database_and_sslmode() {
         let s = settings("postgresql://u@localhost").unwrap();
-        assert_eq!((s.port, s.dbname.as_str(), s.ssl_mode), (5432, "u", SslMode::Prefer));
+        assert_eq!((s.hosts[0].port, s.dbname.as_str(), s.ssl_mode), (5432, "u", SslMode::Prefer));
+    }
+
+    #[test]
+    fn lists_several_hosts_as_libpq_does() {
+        let s =
+            settings("postgres://u:p%2Cw@db1:5433,[::1],db3/app?target_session_attrs=read-write")
+                .unwrap();
+        let names: Vec<(&str, u16)> = s.hosts.iter().map(|h| (h.name.as_str(), h.port)).collect();
+        assert_eq!(names, [("db1", 5433), ("::1", 5432), ("db3", 5432)]);
+        assert_eq!((s.password.expose(), s.dbname.as_str()), ("p,w", "app"));
+        assert_eq!(s.target, Target::ReadWrite);
+        assert_eq!(s.display(), "u@db1:5433,::1:5432,db3:5432/app");
+        let s = settings("postgres://u@x/app?host=/run/a,/run/b&port=5432,6432").unwrap();
+        let names: Vec<(&str, u16)> = s.hosts.iter().map(|h| (h.name.as_str(), h.port)).collect();
+        assert_eq!(names, [("/run/a", 5432), ("/run/b", 6432)]);
+        let s = settings("postgres://u@x/app?host=h1,h2&port=6000").unwrap();
+        assert!(s.hosts.iter().all(|h| h.port == 6000));
+        let replication = s.replication_config(1, "slot", "pub", Duration::from_secs(1));
+        assert_eq!(replication.host, "h2");
+        for bad in [
+            "postgres://u:secretpw@h1,h2/db?port=1,2,3",
+            "postgres://u:secretpw@h1:x,h2/db",
+            "postgres://u:secretpw@h1,h2/db?target_session_attrs=standby",
+        ] {
+            let err = settings(bad).unwrap_err().to_string();
+            assert!(err.contains("postgres.url"), "{err}");
+            assert!(!err.contains("secretpw"), "{err}");
+        }
     }
 
     #[test]

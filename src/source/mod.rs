@@ -37,6 +37,7 @@ use crate::telemetry::Counters;
 use connection::ConnectionSettings;
 use pgoutput::{OldTupleKind, PgOutputMessage, Tuple, TupleValue};
 use relation::RelationCache;
+use setup::SlotState;
 
 /// Seconds between the Unix epoch and Postgres's epoch (2000-01-01).
 const PG_EPOCH_OFFSET_SECS: i64 = 946_684_800;
@@ -61,6 +62,11 @@ pub enum SourceError {
     /// a new session starts over from the last acknowledgement.
     #[error("replication stream out of step: {0}")]
     Protocol(String),
+    /// Another session streams from the slot (SQLSTATE 55006): another
+    /// ciosync instance, another consumer, or our previous session that the
+    /// server has not ended yet. Retried quietly (see `pipeline`).
+    #[error("the replication slot is in use by another session")]
+    SlotInUse(#[source] pgwire_replication::PgWireError),
     /// The stream ended without being asked to.
     #[error("the replication stream ended")]
     Ended,
@@ -116,7 +122,7 @@ impl SourceError {
             Self::Replication(e) => {
                 !e.is_auth() && !sqlstate_of(&e.to_string()).is_some_and(is_definite_sqlstate)
             }
-            Self::Ended | Self::SqlSessionEnded | Self::Protocol(_) => true,
+            Self::Ended | Self::SqlSessionEnded | Self::Protocol(_) | Self::SlotInUse(_) => true,
         }
     }
 }
@@ -171,40 +177,130 @@ pub struct Source {
     own_origin: Option<String>,
     /// The current transaction carries [`Source::own_origin`].
     in_own_write_back: bool,
+    /// The server's WAL history, from IDENTIFY_SYSTEM.
+    history: Option<History>,
+    started_over: bool,
     counters: Arc<Counters>,
+}
+
+/// Which WAL history an LSN belongs to: the cluster's system identifier and
+/// timeline. A promoted standby keeps the identifier and starts a new
+/// timeline, after which the same LSN may name different changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    pub system_id: String,
+    pub timeline: u32,
+}
+
+/// IDENTIFY_SYSTEM on a gated session. `None` when the server refuses the
+/// command but keeps the session (a proxy in between, say): the history is
+/// then unknown and nothing is rebased. A session that ended (refused login,
+/// unreachable host) is its error.
+async fn identify(
+    client: &mut ReplicationClient,
+    config: &Config,
+) -> Result<Option<History>, SourceError> {
+    match client.identify_system().await {
+        Ok(id) => Ok(Some(History { system_id: id.system_id, timeline: id.timeline })),
+        Err(error) if client.is_running() => {
+            tracing::debug!(error = %error, "IDENTIFY_SYSTEM refused; the WAL history is unknown");
+            Ok(None)
+        }
+        Err(error) => Err(classify_start_error(error, config)),
+    }
+}
+
+/// Turns an existing ordinary slot into a failover slot when
+/// `postgres.failover_slot` wants one and the server has them (17+), on the
+/// gated session before it streams (the slot must not be in use). A refusal
+/// is logged, not fatal: the slot still streams, and `check` says what is
+/// missing.
+async fn make_failover_slot(
+    client: &mut ReplicationClient,
+    sql: &tokio_postgres::Client,
+    config: &Config,
+) -> Result<(), SourceError> {
+    if !slot::failover_wanted(sql, config).await? {
+        return Ok(());
+    }
+    let slot = &config.postgres.slot;
+    match client.simple_query(&slot::alter_to_failover_command(slot)).await {
+        Ok(_) => tracing::info!(%slot, "the replication slot is now a failover slot"),
+        Err(error) if client.is_running() => tracing::warn!(
+            %slot,
+            error = %error,
+            "could not make the replication slot a failover slot; it streams on, but a \
+             promoted standby will not have it"
+        ),
+        Err(error) => return Err(classify_start_error(error, config)),
+    }
+    Ok(())
 }
 
 impl Source {
     /// Connects, creates the publication and slot if missing, and starts
     /// streaming after `resume_from` (the last acknowledged position; 0 means
-    /// the slot's own `confirmed_flush_lsn`).
+    /// the slot's own `confirmed_flush_lsn`). `previous` is the WAL history
+    /// `resume_from` was reached on; on another one (a promoted standby) the
+    /// stream starts at the slot's own position instead ([`Source::started_over`]).
     pub async fn start(
         settings: &ConnectionSettings,
         config: &Config,
         resume_from: Lsn,
+        previous: Option<&History>,
         counters: Arc<Counters>,
     ) -> Result<Self, SourceError> {
-        let (sql, sql_ended) =
-            settings.connect_sql_watched().await.map_err(SourceError::sql("connect"))?;
+        let located = settings.connect_sql_located().await.map_err(SourceError::sql("connect"))?;
+        let (sql, sql_ended, host) = (located.client, located.ended, located.host);
         // This session idles between relation lookups, and its end stops the
         // stream (see `session_ended`): a server's idle_session_timeout (Postgres 14+)
         // must not end it. Older servers refuse the setting, which is fine.
         let _ = sql.batch_execute("SET idle_session_timeout = 0").await;
-        setup::ensure(&sql, config, &counters).await?;
-        let replication = settings
-            .replication_config(
-                &config.postgres.slot,
-                &config.postgres.publication,
-                config.status_interval(),
-            )
-            .with_start_lsn(resume_from)
-            .with_buffer_size(BUFFER_EVENTS);
-        let mut client =
-            ReplicationClient::connect(replication).await.map_err(SourceError::replication)?;
+        let slot = setup::ensure(&sql, config, &counters).await?;
+        let open = |from: Lsn| {
+            let replication = settings
+                .replication_config(
+                    host,
+                    &config.postgres.slot,
+                    &config.postgres.publication,
+                    config.status_interval(),
+                )
+                .with_start_lsn(from)
+                .with_buffer_size(BUFFER_EVENTS);
+            ReplicationClient::connect_gated(replication)
+        };
+        let mut client = open(resume_from).await.map_err(SourceError::replication)?;
+        let mut history = identify(&mut client, config).await?;
+        let mut resume_from = resume_from;
+        let started_over = resume_from != Lsn::from_u64(0)
+            && matches!((previous, &history), (Some(before), Some(now)) if before != now);
+        if started_over {
+            // The acknowledged position belongs to the old server's WAL; on
+            // this one the same LSN may name a later change that was never
+            // sent. The slot's own position is one this server's WAL agrees
+            // with (a synced failover slot lags what was acknowledged, so
+            // some changes come again: duplicates, never gaps).
+            tracing::warn!(
+                slot = %config.postgres.slot,
+                acked = %resume_from,
+                "the server's WAL history changed (a promoted standby, or a restore): streaming \
+                 from the slot's own position; changes delivered since it may be sent again"
+            );
+            drop(client);
+            resume_from = Lsn::from_u64(0);
+            client = open(resume_from).await.map_err(SourceError::replication)?;
+            history = identify(&mut client, config).await?;
+        }
+        // Only a slot nobody streams from can be altered.
+        if let SlotState::Usable { failover: Some(false), active: false, .. } = slot {
+            make_failover_slot(&mut client, &sql, config).await?;
+        }
+        client.start().await.map_err(SourceError::replication)?;
         client.wait_started().await.map_err(|e| classify_start_error(e, config))?;
         tracing::info!(
             slot = %config.postgres.slot,
             resume_from = %resume_from,
+            timeline = history.as_ref().map(|h| h.timeline),
             "streaming from the replication slot"
         );
         Ok(Self {
@@ -220,8 +316,22 @@ impl Source {
                 .filter(|w| !w.write_back.is_empty())
                 .map(|_| crate::webhooks::write_back::origin_name(&config.postgres.slot)),
             in_own_write_back: false,
+            history,
+            started_over,
             counters,
         })
+    }
+
+    /// The WAL history this session streams from, when the server said.
+    pub fn history(&self) -> Option<&History> {
+        self.history.as_ref()
+    }
+
+    /// Whether this session started at the slot's own position because the
+    /// server's WAL history differs from the previous session's: the
+    /// pipeline's acknowledged position means nothing here any more.
+    pub fn started_over(&self) -> bool {
+        self.started_over
     }
 
     /// Waits for the next raw replication event. Cancellation safe: nothing
@@ -434,7 +544,7 @@ fn classify_start_error(error: pgwire_replication::PgWireError, config: &Config)
     if sqlstate_of(&text) == Some("55006") || text.contains("is active for PID") {
         // Another consumer holds the slot: transient (it may be a previous
         // instance of ours that has not exited yet).
-        return SourceError::Replication(error);
+        return SourceError::SlotInUse(error);
     }
     if tls::refusal(&error).is_some() {
         return SourceError::replication(error);

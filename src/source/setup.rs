@@ -308,8 +308,9 @@ pub async fn publication_missing_tables(
 pub enum SlotState {
     /// No slot of that name.
     Missing,
-    /// A logical pgoutput slot in this database.
-    Usable { active: bool, confirmed_flush_lsn: Option<String> },
+    /// A logical pgoutput slot in this database. `failover`: whether it is a
+    /// failover slot (`None` before PostgreSQL 17, which has none).
+    Usable { active: bool, confirmed_flush_lsn: Option<String>, failover: Option<bool> },
     /// Our kind of slot, invalidated: Postgres removed WAL it still needed
     /// (`max_slot_wal_keep_size`), so it can no longer be streamed from.
     Invalidated,
@@ -321,9 +322,11 @@ pub enum SlotState {
 pub async fn slot_state(sql: &Client, config: &Config) -> Result<SlotState, SourceError> {
     let row = sql
         .query_opt(
+            // `failover` exists from PostgreSQL 17; read through jsonb so
+            // one query serves every major (NULL before 17).
             "SELECT slot_type, plugin, database, active, confirmed_flush_lsn::text, \
-                    current_database(), wal_status \
-             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                    current_database(), wal_status, (to_jsonb(s) ->> 'failover')::bool \
+             FROM pg_catalog.pg_replication_slots s WHERE slot_name = $1",
             &[&config.postgres.slot],
         )
         .await
@@ -356,20 +359,23 @@ pub async fn slot_state(sql: &Client, config: &Config) -> Result<SlotState, Sour
     if wal_status.as_deref().is_none_or(|s| s == "lost") {
         return Ok(SlotState::Invalidated);
     }
-    Ok(SlotState::Usable { active: row.get(3), confirmed_flush_lsn: row.get(4) })
+    Ok(SlotState::Usable {
+        active: row.get(3),
+        confirmed_flush_lsn: row.get(4),
+        failover: row.get(7),
+    })
 }
 
 /// Creates the publication where missing, then makes sure the slot can be
 /// streamed from: created on the first start, recorded, and never created
-/// again silently once lost (see [`super::slot`]).
+/// again silently once lost (see [`super::slot`]). Returns the slot's state.
 pub async fn ensure(
     sql: &Client,
     config: &Config,
     counters: &crate::telemetry::Counters,
-) -> Result<(), SourceError> {
+) -> Result<SlotState, SourceError> {
     ensure_publication(sql, config).await?;
-    super::slot::ensure(sql, config, counters, true).await?;
-    Ok(())
+    super::slot::ensure(sql, config, counters, true).await
 }
 
 /// Creates the publication if missing; an existing one that lacks a synced

@@ -22,6 +22,20 @@
 //!
 //! A slot missing and never recorded is a first start: it is created (by the
 //! initial copy, with its snapshot, or here when `initial_sync = false`).
+//!
+//! # Failover slots (PostgreSQL 17+)
+//!
+//! Before PostgreSQL 17 a slot lives on one server only: when a standby is
+//! promoted, the slot is not there, which is the lost-slot case above. From
+//! 17 a slot created with `FAILOVER` is copied to standbys that run with
+//! `sync_replication_slots = on`, and survives the promotion
+//! (`postgres.failover_slot`, [`failover_wanted`]). The copy is synced now
+//! and then, so it may lag what ciosync acknowledged: after a promotion
+//! Postgres replays from the copy's position, which sends some changes
+//! again (harmless) but loses none, provided the standby had received every
+//! change ciosync was sent: that is what `synchronized_standby_slots` on the
+//! primary guarantees. See the pipeline's module doc for how the acknowledged
+//! position is rebased onto the promoted server's WAL history.
 
 use tokio_postgres::Client;
 
@@ -43,7 +57,11 @@ pub enum Lost {
 /// The error line of a lost slot: what happened, what it means, the way back.
 pub fn lost_message(slot: &str, how: Lost) -> String {
     let what = match how {
-        Lost::Dropped => "was dropped",
+        Lost::Dropped => {
+            "was dropped, or this server took over from the one that had it (a promoted standby \
+             keeps a slot only when it is a failover slot, PostgreSQL 17+ with \
+             sync_replication_slots on the standby)"
+        }
         Lost::Invalidated => {
             "was invalidated: Postgres removed WAL it still needed (it retained more than \
              max_slot_wal_keep_size)"
@@ -81,7 +99,7 @@ pub async fn ensure(
             if !create_if_new {
                 return Ok(SlotState::Missing);
             }
-            create(sql, slot).await?;
+            create(sql, slot, failover_wanted(sql, config).await?).await?;
             state.record_slot().await?;
             tracing::info!(%slot, "replication slot created");
             return slot_state(sql, config).await;
@@ -133,7 +151,7 @@ async fn recover(
             .await
             .map_err(SourceError::sql("drop the invalidated replication slot"))?;
     }
-    create(sql, slot).await?;
+    create(sql, slot, failover_wanted(sql, config).await?).await?;
     tracing::warn!(
         %slot,
         "replication slot recreated; `ciosync backfill --status` follows the backfills"
@@ -172,11 +190,44 @@ async fn queue_backfills(
     state.record_slot_recreated().await
 }
 
-async fn create(sql: &Client, slot: &str) -> Result<(), SourceError> {
-    sql.execute("SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot])
+/// Creates the slot over SQL (when no initial copy needs its snapshot), as
+/// a failover slot when `failover` (PostgreSQL 17+: the fifth argument).
+async fn create(sql: &Client, slot: &str, failover: bool) -> Result<(), SourceError> {
+    let statement = if failover {
+        "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+    } else {
+        "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')"
+    };
+    sql.execute(statement, &[&slot])
         .await
         .map_err(SourceError::sql("create the replication slot"))?;
     Ok(())
+}
+
+/// The server's `server_version_num` (e.g. 170004).
+pub async fn server_version_num(sql: &Client) -> Result<i32, SourceError> {
+    let row = sql
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(SourceError::sql("read server_version_num"))?;
+    Ok(row.get(0))
+}
+
+/// Whether ciosync's slot on this server is (to be) a failover slot, as
+/// `postgres.failover_slot` says; definite when it is `on` and the server
+/// predates PostgreSQL 17.
+pub async fn failover_wanted(sql: &Client, config: &Config) -> Result<bool, SourceError> {
+    config
+        .postgres
+        .failover_slot
+        .wanted(server_version_num(sql).await?)
+        .map_err(SourceError::Definite)
+}
+
+/// `ALTER_REPLICATION_SLOT` (a replication command, PostgreSQL 17+) that
+/// makes an existing slot a failover slot.
+pub fn alter_to_failover_command(slot: &str) -> String {
+    format!("ALTER_REPLICATION_SLOT {} ( FAILOVER true )", super::setup::quote_ident(slot))
 }
 
 #[cfg(test)]

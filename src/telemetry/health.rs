@@ -43,12 +43,21 @@ pub enum Phase {
     Streaming,
     /// Shutdown was asked for, or the pipeline stopped.
     Stopping,
+    /// Another ciosync instance works the slot (it holds the slot's lease,
+    /// or the slot is in use); this one takes over when that one stops.
+    Standby,
 }
 
 impl Phase {
     /// Every phase, in the order above (the `phase` label's values).
-    pub const ALL: [Phase; 5] =
-        [Self::Starting, Self::InitialCopy, Self::Connecting, Self::Streaming, Self::Stopping];
+    pub const ALL: [Phase; 6] = [
+        Self::Starting,
+        Self::InitialCopy,
+        Self::Connecting,
+        Self::Streaming,
+        Self::Stopping,
+        Self::Standby,
+    ];
 
     /// The phase as a metric label value.
     pub fn as_str(self) -> &'static str {
@@ -58,6 +67,7 @@ impl Phase {
             Self::Connecting => "connecting",
             Self::Streaming => "streaming",
             Self::Stopping => "stopping",
+            Self::Standby => "standby",
         }
     }
 
@@ -252,6 +262,9 @@ pub fn judge(health: &Snapshot, now_ms: u64, stall_timeout: Duration) -> Result<
                 .to_owned())
         }
         Phase::Stopping => Err("shutting down".to_owned()),
+        Phase::Standby => Err("standing by: another ciosync instance works this slot; this one \
+                               takes over when it stops"
+            .to_owned()),
         Phase::Streaming => match health.stalled_for(now_ms, stall_timeout) {
             Some(waited) => Err(format!(
                 "stalled: operations have waited {}s with none delivered (is Customer.io \

@@ -7,8 +7,9 @@
 //! ```
 //!
 //! - `READY=1` once the pipeline has connected to Postgres for the first
-//!   time (the initial copy or streaming started), so `systemctl start`
-//!   returns when the daemon works, not when the process exists.
+//!   time (the initial copy or streaming started, or it stands by for
+//!   another instance, see `lease`), so `systemctl start` returns when the
+//!   daemon works, not when the process exists.
 //! - `STATUS=` is what `/readyz` would answer: `streaming`, or its one-line
 //!   reason (never a value, a secret or a URL), sent when it changes.
 //! - `WATCHDOG=1` every half of `WATCHDOG_USEC`, but only while the pipeline
@@ -114,7 +115,8 @@ pub struct Reported {
 
 impl Reported {
     /// The notes that bring systemd up to date with `health`: `READY=1` the
-    /// first time the phase is the initial copy or streaming, `STATUS=` when
+    /// first time the phase is the initial copy, streaming or standby (a
+    /// standby instance started fine: it waits on purpose), `STATUS=` when
     /// the text changed, and `STOPPING=1` once (when `shutting_down` or the
     /// pipeline stopped), after which nothing more.
     pub fn update(
@@ -132,7 +134,9 @@ impl Reported {
         if shutting_down {
             self.stopping = true;
             notes.push(Note::Stopping);
-        } else if !self.ready && matches!(health.phase, Phase::InitialCopy | Phase::Streaming) {
+        } else if !self.ready
+            && matches!(health.phase, Phase::InitialCopy | Phase::Streaming | Phase::Standby)
+        {
             self.ready = true;
             notes.push(Note::Ready);
         }

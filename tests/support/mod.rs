@@ -14,6 +14,7 @@ pub mod memory;
 pub mod postgres;
 pub mod proxy;
 pub mod spec;
+pub mod standby;
 pub mod tls;
 pub mod tools;
 pub mod webhook_receiver;
