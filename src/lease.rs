@@ -65,7 +65,8 @@ impl Lease {
 }
 
 /// Waits until this instance holds the lease on `slot`; `None` when
-/// `shutdown` comes first. While another instance holds it, the phase is
+/// `shutdown` comes first, an error when Postgres refuses in a way no retry
+/// fixes (a refused login, a TLS refusal). While another instance holds it, the phase is
 /// [`Phase::Standby`] (`/readyz` says so), one info line says so, and the
 /// lease is asked for every [`STANDBY_RETRY`]. Connection failures are
 /// retried with a growing backoff, as the stream's are.
@@ -74,7 +75,7 @@ pub async fn acquire(
     slot: &str,
     counters: &Counters,
     shutdown: &CancellationToken,
-) -> Option<Lease> {
+) -> Result<Option<Lease>, SourceError> {
     let mut backoff = Backoff::new(MAX_CONNECT_BACKOFF);
     let mut standing_by = false;
     let mut session: Option<(tokio_postgres::Client, CancellationToken)> = None;
@@ -105,7 +106,7 @@ pub async fn acquire(
                 if standing_by {
                     tracing::info!(%slot, "took over the slot's lease: this instance works it now");
                 }
-                return Some(Lease { _client: client, ended });
+                return Ok(Some(Lease { _client: client, ended }));
             }
             Ok(false) => {
                 backoff.reset();
@@ -120,9 +121,13 @@ pub async fn acquire(
                 }
                 STANDBY_RETRY
             }
+            Err(error) if !error.is_transient() => return Err(error),
             Err(error) => {
                 session = None;
-                counters.health.set_phase(Phase::Connecting);
+                // `starting` stays until Postgres first answers.
+                if counters.health.phase() == Phase::Standby {
+                    counters.health.set_phase(Phase::Connecting);
+                }
                 let delay = backoff.next_delay(None);
                 tracing::warn!(
                     postgres = %settings.display(),
@@ -135,7 +140,7 @@ pub async fn acquire(
         };
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.cancelled() => return None,
+            _ = shutdown.cancelled() => return Ok(None),
         }
     }
 }

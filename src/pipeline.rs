@@ -194,13 +194,14 @@ async fn run_until_stopped(
     // `lease`): a standby instance waits here.
     loop {
         let slot = &run.config.postgres.slot;
-        let Some(lease) = lease::acquire(&run.settings, slot, &run.counters, &run.shutdown).await
-        else {
+        let acquired = lease::acquire(&run.settings, slot, &run.counters, &run.shutdown).await;
+        let Some(lease) = acquired.map_err(RunError::Source)? else {
             return Ok(run.progress);
         };
         match run.run(&lease).await? {
             Held::Stopped => return Ok(run.progress),
             Held::Lost => {
+                run.counters.health.set_phase(Phase::Connecting);
                 // Whatever waits in the sink comes again from the slot.
                 run.sink.discard();
                 Counters::set(&run.counters.oldest_unacked_commit, 0, None);
