@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio_postgres::Client;
 
 use crate::config::{Config, OnSlotLost, Region, SyncConfig};
-use crate::pipeline::error_chain;
+use crate::error::error_chain;
 use crate::sink::client::TrackClient;
 use crate::sink::SinkError;
 use crate::source::connection::ConnectionSettings;
@@ -89,7 +89,7 @@ pub async fn run_and_print(config: &Config) -> ExitCode {
     if errors == 0 {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(crate::cli::EXIT_FAILURE)
+        ExitCode::from(crate::error::EXIT_FAILURE)
     }
 }
 

@@ -11,18 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backfill::command::Request;
 use crate::config::Config;
-use crate::pipeline::{self, RunError};
+use crate::pipeline::RunError;
 use crate::source::SourceError;
 use crate::telemetry::{self, Counters};
 
-/// Exit status of a runtime failure.
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit status of bad usage or a bad config.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit status when the replication slot is lost (dropped or invalidated):
-/// restarting cannot help, so service managers should not (the systemd unit
-/// sets `RestartPreventExitStatus=2 3`).
-pub const EXIT_SLOT_LOST: u8 = 3;
+use crate::error::{EXIT_FAILURE, EXIT_SLOT_LOST, EXIT_USAGE};
 
 /// Keeps Customer.io in step with a Postgres users table through logical replication.
 #[derive(Debug, Parser)]
@@ -184,7 +177,7 @@ pub fn main(cli: Cli) -> ExitCode {
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|error| {
-        eprintln!("ciosync: {}", pipeline::error_chain(&error));
+        eprintln!("ciosync: {}", crate::error::error_chain(&error));
         ExitCode::from(EXIT_USAGE)
     })
 }
@@ -201,8 +194,8 @@ async fn run(config: Config) -> ExitCode {
     let endpoint = match telemetry::server::bind(&config.metrics).await {
         Ok(listener) => listener,
         Err(error) => {
-            tracing::error!(error = %pipeline::error_chain(&error), "ciosync cannot start");
-            eprintln!("ciosync: {}", pipeline::error_chain(&error));
+            tracing::error!(error = %crate::error::error_chain(&error), "ciosync cannot start");
+            eprintln!("ciosync: {}", crate::error::error_chain(&error));
             return ExitCode::from(EXIT_FAILURE);
         }
     };
@@ -211,8 +204,8 @@ async fn run(config: Config) -> ExitCode {
         Some(hooks) => match crate::webhooks::server::bind(hooks).await {
             Ok(listener) => Some(listener),
             Err(error) => {
-                tracing::error!(error = %pipeline::error_chain(&error), "ciosync cannot start");
-                eprintln!("ciosync: {}", pipeline::error_chain(&error));
+                tracing::error!(error = %crate::error::error_chain(&error), "ciosync cannot start");
+                eprintln!("ciosync: {}", crate::error::error_chain(&error));
                 return ExitCode::from(EXIT_FAILURE);
             }
         },
@@ -225,8 +218,8 @@ async fn run(config: Config) -> ExitCode {
     match crate::daemon::run_with_webhooks(config, endpoint, webhooks, shutdown, counters).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = %pipeline::error_chain(&error), "ciosync stopped");
-            eprintln!("ciosync: {}", pipeline::error_chain(&error));
+            tracing::error!(error = %crate::error::error_chain(&error), "ciosync stopped");
+            eprintln!("ciosync: {}", crate::error::error_chain(&error));
             match error {
                 RunError::Config(_) => ExitCode::from(EXIT_USAGE),
                 RunError::Source(SourceError::SlotLost { .. }) => ExitCode::from(EXIT_SLOT_LOST),

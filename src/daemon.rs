@@ -54,7 +54,7 @@ pub async fn run_with_webhooks(
                 None => {
                     webhooks::server::bind(hooks).await.map_err(|error| ConfigError::Invalid {
                         field: "webhooks.listen".to_owned(),
-                        message: crate::pipeline::error_chain(&error),
+                        message: crate::error::error_chain(&error),
                     })?
                 }
             };

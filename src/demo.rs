@@ -53,7 +53,7 @@ pub async fn run(keep: bool) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("demo failed: {message}");
-            ExitCode::from(crate::cli::EXIT_FAILURE)
+            ExitCode::from(crate::error::EXIT_FAILURE)
         }
     }
 }
@@ -63,7 +63,7 @@ async fn demo(keep: bool) -> Result<(), String> {
     let pg = tokio::task::spawn_blocking(ThrowawayPostgres::start)
         .await
         .map_err(|e| e.to_string())?
-        .map_err(|e| pipeline::error_chain(&e))?;
+        .map_err(|e| crate::error::error_chain(&e))?;
     let admin = connect(&pg.url("postgres")).await?;
     admin.batch_execute("CREATE DATABASE app").await.map_err(|e| e.to_string())?;
     let db = connect(&pg.url("app")).await?;
@@ -123,7 +123,7 @@ async fn demo(keep: bool) -> Result<(), String> {
 
     shutdown.cancel();
     let outcome = daemon.await.map_err(|e| e.to_string())?;
-    outcome.map_err(|e| pipeline::error_chain(&e))?;
+    outcome.map_err(|e| crate::error::error_chain(&e))?;
     emulator.shutdown().await;
     drop(pg);
     println!("\nStopped; the throwaway database is gone.");

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::error_chain;
+use crate::error::error_chain;
 use crate::sink::retry::Backoff;
 use crate::source::connection::ConnectionSettings;
 use crate::source::SourceError;

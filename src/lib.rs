@@ -40,6 +40,7 @@ pub mod dead_letter;
 pub mod delete_guard;
 pub mod demo;
 pub mod emulator;
+pub mod error;
 pub mod initial_copy;
 pub mod lease;
 pub mod mapping;

@@ -88,6 +88,7 @@ use pgwire_replication::Lsn;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::error_chain;
 use crate::backfill::{self, Watermark, Windows};
 use crate::config::Config;
 use crate::dead_letter::DeadLetterStore;
@@ -725,18 +726,6 @@ async fn sleep_until_opt(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// An error with its causes, `a: b: c`, for one log field.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

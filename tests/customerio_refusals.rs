@@ -126,7 +126,7 @@ async fn a_redirect_stops_the_daemon_naming_the_region() {
         .expect("the daemon stops by itself");
     let error = outcome.unwrap_err();
     assert!(matches!(error, RunError::Sink(SinkError::Redirected { status: 307 })), "{error:?}");
-    assert!(ciosync::pipeline::error_chain(&error).contains("customerio.region"));
+    assert!(ciosync::error::error_chain(&error).contains("customerio.region"));
     assert!(db.pending_in_slot().await > 0, "the redirected insert was acknowledged");
 }
 

@@ -30,7 +30,7 @@ async fn a_session_killed_mid_write_costs_one_failed_call() {
         locker.client.batch_execute("ROLLBACK").await.unwrap();
     });
     let error = result.expect_err("the write of a killed session failed");
-    let message = ciosync::pipeline::error_chain(&error);
+    let message = ciosync::error::error_chain(&error);
     assert!(error.is_transient(), "{message}");
     assert!(!message.contains("value-b"), "{message}");
 

@@ -39,7 +39,7 @@ async fn a_letter_postgres_refuses_is_stored_escaped_and_replays_as_sent() {
         .record(&[identify("8", json!({"plan": "value-c"})), identify("9", json!({}))])
         .await
         .unwrap_err();
-    let message = ciosync::pipeline::error_chain(&error);
+    let message = ciosync::error::error_chain(&error);
     assert!(message.contains("SQLSTATE 23514"), "{message}");
     assert!(!message.contains("value-") && !message.contains('9'), "{message}");
     assert_eq!(rows(&db).await.len(), 2, "part of a failed call was stored");

@@ -15,7 +15,7 @@ use crate::change::{RowChange, RowOp};
 use crate::config::Config;
 use crate::customer::CustomerOp;
 use crate::mapping::Mapper;
-use crate::pipeline::error_chain;
+use crate::error::error_chain;
 use crate::source::connection::ConnectionSettings;
 use crate::source::reader::{postgres_now, TableReader};
 use crate::source::SourceError;

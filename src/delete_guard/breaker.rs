@@ -48,7 +48,7 @@ use super::store::{Action, HeldStore, Hold};
 use super::{Admit, Guard, Limits};
 use crate::config::Config;
 use crate::customer::CustomerOp;
-use crate::pipeline::error_chain;
+use crate::error::error_chain;
 use crate::sink::retry::Backoff;
 use crate::source::connection::ConnectionSettings;
 use crate::source::SourceError;

@@ -231,7 +231,7 @@ impl Delivery {
                 // A first transient failure may be a blip (Postgres
                 // restarting); anything longer, or definite, is an error.
                 let blip = failures == 1 && error.is_transient();
-                let error = crate::pipeline::error_chain(&error);
+                let error = crate::error::error_chain(&error);
                 let retry_in_ms = delay.as_millis() as u64;
                 let operations = letters.len();
                 let message = "cannot store refused operations in ciosync.dead_letters; \

@@ -295,7 +295,7 @@ impl ConnectionSettings {
                         tracing::debug!(
                             host = %host.name,
                             port = host.port,
-                            error = %crate::pipeline::error_chain(&error),
+                            error = %crate::error::error_chain(&error),
                             "postgres host passed over"
                         );
                     }

@@ -203,7 +203,7 @@ impl WebhookStore {
         match self.client(&mut guard).await {
             Ok(_) => Ok(()),
             Err(error) if error.is_transient() => {
-                tracing::warn!(error = %crate::pipeline::error_chain(&error),
+                tracing::warn!(error = %crate::error::error_chain(&error),
                     "the webhook store cannot reach Postgres yet; retrying on the first event");
                 Ok(())
             }
@@ -296,7 +296,7 @@ impl WebhookStore {
         attempt: impl std::future::Future<Output = Result<T, SourceError>>,
     ) -> Result<T, String> {
         match tokio::time::timeout(limit, attempt).await {
-            Ok(result) => result.map_err(|e| crate::pipeline::error_chain(&e).replace('\n', " ")),
+            Ok(result) => result.map_err(|e| crate::error::error_chain(&e).replace('\n', " ")),
             Err(_) => {
                 if let Ok(mut guard) = self.sql.try_lock() {
                     *guard = None;
