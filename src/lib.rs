@@ -45,6 +45,7 @@ pub mod initial_copy;
 pub mod lease;
 pub mod mapping;
 pub mod pipeline;
+pub mod secret;
 pub mod sink;
 pub mod source;
 pub mod state;

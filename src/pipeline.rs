@@ -88,11 +88,11 @@ use pgwire_replication::Lsn;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::error_chain;
 use crate::backfill::{self, Watermark, Windows};
 use crate::config::Config;
 use crate::dead_letter::DeadLetterStore;
 use crate::delete_guard::breaker::{self, Breaker};
+use crate::error::error_chain;
 use crate::initial_copy::{self, CopyError, CopyOutcome};
 use crate::lease::{self, Lease};
 use crate::mapping::Mapper;

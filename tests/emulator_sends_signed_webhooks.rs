@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use ciosync::config::Secret;
 use ciosync::emulator::{Emulator, EmulatorConfig, WebhookRequest, WebhookRetry, WebhookStatus};
+use ciosync::secret::Secret;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 

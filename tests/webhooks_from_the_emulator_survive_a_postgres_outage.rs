@@ -4,8 +4,8 @@
 //! Customer.io does), and once Postgres is back both are stored, in order,
 //! each once.
 
-use ciosync::config::Secret;
 use ciosync::emulator::{Emulator, EmulatorConfig, WebhookRequest, WebhookRetry, WebhookStatus};
+use ciosync::secret::Secret;
 use ciosync::throwaway::ThrowawayPostgres;
 
 use crate::support::daemon::InProcess;

@@ -5,9 +5,9 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::config::{Config, SyncConfig};
 use crate::error::error_chain;
+use crate::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::source::connection::ConnectionSettings;
 use crate::source::setup::quoted_table;
 use crate::state::{Backfill, State};

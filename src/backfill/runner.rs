@@ -14,8 +14,8 @@ use super::{watermark_content, Chunk, ChunkId, Watermark, Windows, WATERMARK_PRE
 use crate::change::{RowChange, RowOp};
 use crate::config::Config;
 use crate::customer::CustomerOp;
-use crate::mapping::Mapper;
 use crate::error::error_chain;
+use crate::mapping::Mapper;
 use crate::source::connection::ConnectionSettings;
 use crate::source::reader::{postgres_now, TableReader};
 use crate::source::SourceError;

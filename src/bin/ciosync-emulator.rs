@@ -9,12 +9,12 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use ciosync::config::Secret;
 use ciosync::emulator::{
     serve, EmulatorConfig, Faults, WebhookRetry, DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS,
     DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS, DEFAULT_WEBHOOK_MAX_ATTEMPTS,
     DEFAULT_WEBHOOK_MAX_BACKOFF_MS,
 };
+use ciosync::secret::Secret;
 use clap::Parser;
 use tokio::net::TcpListener;
 

@@ -13,9 +13,9 @@ use clap::{Args, Subcommand};
 
 use super::render::{self, Refusal};
 use super::DeadLetterTable;
-use crate::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::config::{Config, ConfigError};
 use crate::error::error_chain;
+use crate::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::sink::batch::Route;
 use crate::sink::client::TrackClient;
 use crate::sink::retry::{cut_error_text, describe_item_error, Backoff, Verdict};

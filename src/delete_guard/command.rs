@@ -19,11 +19,11 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use super::store::{HeldRow, HeldTable};
-use crate::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::config::{Config, ConfigError};
 use crate::dead_letter::command::{Selection, Stop, Which, MAX_TRIES};
 use crate::dead_letter::render::{printable, time};
 use crate::error::error_chain;
+use crate::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::sink::batch;
 use crate::sink::client::TrackClient;
 use crate::sink::retry::{Backoff, Verdict};

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::faults::Faults;
 use super::webhook::{is_known_metric, EMAIL_OBJECT};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Workspace id reported by `GET /api/v1/accounts/region` unless configured.
 pub const DEFAULT_ENVIRONMENT_ID: u64 = 1;

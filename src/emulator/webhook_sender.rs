@@ -20,7 +20,7 @@ use super::config::WebhookRetry;
 use super::state::Shared;
 use super::webhook::{after_failure, sign, AfterFailure};
 use super::webhook_log::{Next, WebhookAttempt};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Customer.io's timeout per webhook request (facts §4).
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(4);

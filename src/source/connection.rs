@@ -19,7 +19,8 @@ use std::time::Duration;
 use pgwire_replication::{ReplicationConfig, SslMode, TlsConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ConfigError, PostgresConfig, Secret};
+use crate::config::{ConfigError, PostgresConfig};
+use crate::secret::Secret;
 
 /// Session settings pinned on every connection, so text values (timestamps,
 /// floats) always arrive in one parseable form, whatever the server's defaults.

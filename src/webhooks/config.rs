@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Secret};
+use crate::config::ConfigError;
+use crate::secret::Secret;
 
 /// Default path Customer.io posts to.
 pub const DEFAULT_PATH: &str = "/webhooks/customerio";
