@@ -11,13 +11,14 @@ use tokio_postgres::Client;
 
 use crate::config::{Config, OnSlotLost, Region, SyncConfig};
 use crate::error::error_chain;
+use crate::pg::connection::ConnectionSettings;
+use crate::pg::quote::{quote_ident, quoted_table};
+use crate::pg::PgError;
+use crate::pg::{lost_message, Lost};
 use crate::sink::client::TrackClient;
 use crate::sink::SinkError;
-use crate::source::connection::ConnectionSettings;
 use crate::source::row_filter;
-use crate::source::setup::{self, quote_ident, quoted_table, SlotState};
-use crate::source::slot::{lost_message, Lost};
-use crate::source::SourceError;
+use crate::source::setup::{self, SlotState};
 use crate::telemetry::Counters;
 use crate::webhooks::config::WebhooksConfig;
 use crate::webhooks::event::ReportingEvent;
@@ -96,7 +97,7 @@ pub async fn run_and_print(config: &Config) -> ExitCode {
 /// Runs every check.
 pub async fn run(config: &Config) -> Vec<Finding> {
     let mut findings = vec![Finding::ok("config", "parsed and valid")];
-    match ConnectionSettings::parse(&config.postgres) {
+    match config.postgres.connection() {
         Ok(settings) => check_postgres(&settings, config, &mut findings).await,
         Err(e) => findings.push(Finding::error("postgres.url", e.to_string(), "fix postgres.url")),
     }
@@ -108,7 +109,7 @@ async fn check_postgres(settings: &ConnectionSettings, config: &Config, out: &mu
     let sql = match settings.connect_sql().await {
         Ok(sql) => sql,
         Err(e) => {
-            let fix = match crate::source::tls::refusal(&e) {
+            let fix = match crate::pg::tls::refusal(&e) {
                 Some(refusal) => refusal.to_string(),
                 None => "check postgres.url (host, port, user, password, database, sslmode) \
                          and that the server accepts this client in pg_hba.conf"
@@ -315,7 +316,7 @@ async fn check_webhooks_table(
     let tried = async {
         sql.batch_execute(&webhook_store::migration_sql(schema, table))
             .await
-            .map_err(SourceError::sql("create the table"))?;
+            .map_err(PgError::sql("create the table"))?;
         webhook_store::insert(sql, webhooks, &probe).await
     }
     .await;
@@ -709,7 +710,7 @@ async fn check_publication(
                 Some((what, fix)) => Finding::error(&label, what, format!("{fix};")),
                 None => Finding::error(&label, problem.as_str(), "see above"),
             }),
-            Err(SourceError::Definite(problem)) => {
+            Err(PgError::Definite(problem)) => {
                 out.push(Finding::error(&label, problem, "see above"))
             }
             Err(e) => {

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backfill::command::Request;
 use crate::config::Config;
+use crate::pg::PgError;
 use crate::pipeline::RunError;
-use crate::source::SourceError;
 use crate::telemetry::{self, Counters};
 
 use crate::error::{EXIT_FAILURE, EXIT_SLOT_LOST, EXIT_USAGE};
@@ -222,7 +222,7 @@ async fn run(config: Config) -> ExitCode {
             eprintln!("ciosync: {}", crate::error::error_chain(&error));
             match error {
                 RunError::Config(_) => ExitCode::from(EXIT_USAGE),
-                RunError::Source(SourceError::SlotLost { .. }) => ExitCode::from(EXIT_SLOT_LOST),
+                RunError::Source(PgError::SlotLost { .. }) => ExitCode::from(EXIT_SLOT_LOST),
                 _ => ExitCode::from(EXIT_FAILURE),
             }
         }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::pg::connection::ConnectionSettings;
 use crate::secret::Secret;
 use crate::track_api;
 
@@ -164,6 +165,15 @@ pub struct PostgresConfig {
     pub retained_wal_warn_bytes: u64,
 }
 
+impl PostgresConfig {
+    /// The connection settings `url` describes; an error names `postgres.url`
+    /// and never repeats the URL (it holds the password).
+    pub fn connection(&self) -> Result<ConnectionSettings, ConfigError> {
+        ConnectionSettings::parse(&self.url, Duration::from_secs(self.connect_timeout_secs))
+            .map_err(|e| ConfigError::invalid("postgres.url", e.to_string()))
+    }
+}
+
 /// `postgres.on_slot_lost`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -202,7 +212,7 @@ pub enum FailoverSlot {
 
 impl FailoverSlot {
     /// Whether a server of `server_version_num` gets a failover slot; an
-    /// error (for [`crate::source::SourceError::Definite`]) when `on` meets
+    /// error (for [`crate::pg::PgError::Definite`]) when `on` meets
     /// a server that has none.
     pub fn wanted(self, server_version_num: i32) -> Result<bool, String> {
         let supported = server_version_num >= 170_000;
@@ -670,7 +680,7 @@ impl Config {
 
     /// Checks every value against what it may be, naming the first bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        crate::source::connection::ConnectionSettings::parse(&self.postgres)?;
+        self.postgres.connection()?;
         validate_name("postgres.slot", &self.postgres.slot)?;
         validate_name("postgres.publication", &self.postgres.publication)?;
         if !(10..=60_000).contains(&self.postgres.status_interval_ms) {

@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::pipeline::{self, Progress, RunError};
-use crate::source::connection::ConnectionSettings;
 use crate::source::keeper::{self, KeeperConfig};
 use crate::telemetry::slot::SlotWatch;
 use crate::telemetry::{self, Counters};
@@ -58,7 +57,7 @@ pub async fn run_with_webhooks(
                     })?
                 }
             };
-            let settings = ConnectionSettings::parse(&config.postgres)?;
+            let settings = config.postgres.connection()?;
             let write_backs = webhooks::write_back::resolve(&config)?;
             let origin = webhooks::write_back::origin_name(&config.postgres.slot);
             let store = WebhookStore::new(settings, hooks.clone()).with_write_back(
@@ -74,7 +73,9 @@ pub async fn run_with_webhooks(
         }
         None => None,
     };
-    let slot = ConnectionSettings::parse(&config.postgres)
+    let slot = config
+        .postgres
+        .connection()
         .ok()
         .map(|settings| SlotWatch::new(settings, config.postgres.slot.clone()));
     let server = tokio::spawn(telemetry::server::serve(
@@ -87,7 +88,7 @@ pub async fn run_with_webhooks(
     ));
     // Heartbeats and the retained-WAL warning, from the start (a long
     // initial copy retains WAL too) until the pipeline stops.
-    if let Ok(settings) = ConnectionSettings::parse(&config.postgres) {
+    if let Ok(settings) = config.postgres.connection() {
         tokio::spawn(keeper::run(
             settings,
             KeeperConfig::of(&config),

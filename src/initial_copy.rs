@@ -33,11 +33,12 @@ use tokio_util::sync::CancellationToken;
 use crate::change::{RowChange, RowOp};
 use crate::config::{Config, SyncConfig};
 use crate::mapping::{Mapper, SkipReason};
+use crate::pg::connection::{ConnectionSettings, Located};
+use crate::pg::quote::{quote_ident, quote_literal};
+use crate::pg::PgError;
 use crate::sink::{Sink, SinkError};
-use crate::source::connection::{ConnectionSettings, Located};
 use crate::source::reader::{postgres_now, TableReader};
-use crate::source::setup::{self, quote_ident, quote_literal, SlotState};
-use crate::source::SourceError;
+use crate::source::setup::{self, SlotState};
 use crate::state::{CopyState, State};
 use crate::telemetry::{Counters, Phase};
 
@@ -51,7 +52,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 pub enum CopyError {
     /// Postgres failed or refused.
     #[error(transparent)]
-    Source(#[from] SourceError),
+    Source(#[from] PgError),
     /// Customer.io refused for good.
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -84,7 +85,7 @@ pub async fn run(
     counters: &Counters,
     shutdown: &CancellationToken,
 ) -> Result<CopyOutcome, CopyError> {
-    let sql = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
+    let sql = settings.connect_sql().await.map_err(PgError::sql("connect"))?;
     // `failover_slot = "on"` on a server without failover slots stops here,
     // before anything is created.
     let failover = crate::source::slot::failover_wanted(&sql, config).await?;
@@ -105,7 +106,7 @@ pub async fn run(
     if slot_state == SlotState::Missing {
         let tables: Vec<String> = config.sync.iter().map(qualified).collect();
         state.plan(&tables).await?;
-        let reader = settings.connect_sql_located().await.map_err(SourceError::sql("connect"))?;
+        let reader = settings.connect_sql_located().await.map_err(PgError::sql("connect"))?;
         create_slot_and_import_snapshot(settings, config, &reader, failover).await?;
         let reader = reader.client;
         state.record_slot().await?;
@@ -117,7 +118,7 @@ pub async fn run(
                 return Ok(CopyOutcome::Interrupted);
             }
         }
-        reader.batch_execute("COMMIT").await.map_err(SourceError::sql("end the copy"))?;
+        reader.batch_execute("COMMIT").await.map_err(PgError::sql("end the copy"))?;
         return Ok(CopyOutcome::Complete);
     }
     let copies = state.copies().await?;
@@ -150,7 +151,7 @@ async fn create_slot_and_import_snapshot(
     config: &Config,
     reader: &Located,
     failover: bool,
-) -> Result<(), SourceError> {
+) -> Result<(), PgError> {
     // On the server the reader reached: the snapshot exists only there.
     let replication = settings.replication_config(
         reader.host,
@@ -159,7 +160,7 @@ async fn create_slot_and_import_snapshot(
         config.status_interval(),
     );
     let mut session =
-        ReplicationClient::connect_gated(replication).await.map_err(SourceError::replication)?;
+        ReplicationClient::connect_gated(replication).await.map_err(PgError::replication)?;
     let rows = session
         .simple_query(&format!(
             "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export'{})",
@@ -167,14 +168,12 @@ async fn create_slot_and_import_snapshot(
             if failover { ", FAILOVER" } else { "" }
         ))
         .await
-        .map_err(SourceError::Replication)?;
+        .map_err(PgError::Replication)?;
     let snapshot = rows
         .first()
         .and_then(|row| row.get(2).cloned().flatten())
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-        .ok_or_else(|| {
-            SourceError::Definite("CREATE_REPLICATION_SLOT returned no snapshot".into())
-        })?;
+        .ok_or_else(|| PgError::Definite("CREATE_REPLICATION_SLOT returned no snapshot".into()))?;
     reader
         .client
         .batch_execute(&format!(
@@ -182,7 +181,7 @@ async fn create_slot_and_import_snapshot(
             quote_literal(&snapshot)
         ))
         .await
-        .map_err(SourceError::sql("import the slot's snapshot"))?;
+        .map_err(PgError::sql("import the slot's snapshot"))?;
     // Imported: the exporting session may end now.
     drop(session);
     Ok(())

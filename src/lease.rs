@@ -30,9 +30,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::error_chain;
+use crate::pg::connection::ConnectionSettings;
+use crate::pg::PgError;
 use crate::sink::retry::Backoff;
-use crate::source::connection::ConnectionSettings;
-use crate::source::SourceError;
 use crate::telemetry::{Counters, Phase};
 
 /// How often a standing-by instance asks for the lease again: the longest
@@ -75,7 +75,7 @@ pub async fn acquire(
     slot: &str,
     counters: &Counters,
     shutdown: &CancellationToken,
-) -> Result<Option<Lease>, SourceError> {
+) -> Result<Option<Lease>, PgError> {
     let mut backoff = Backoff::new(MAX_CONNECT_BACKOFF);
     let mut standing_by = false;
     let mut session: Option<(tokio_postgres::Client, CancellationToken)> = None;
@@ -85,7 +85,7 @@ pub async fn acquire(
                 let located = settings
                     .connect_sql_located()
                     .await
-                    .map_err(SourceError::sql("connect for the slot's lease"))?;
+                    .map_err(PgError::sql("connect for the slot's lease"))?;
                 // The lease lasts as long as this idle session.
                 let _ = located.client.batch_execute("SET idle_session_timeout = 0").await;
                 session = Some((located.client, located.ended));
@@ -97,8 +97,8 @@ pub async fn acquire(
                     &[&slot],
                 )
                 .await
-                .map_err(SourceError::sql("ask for the slot's lease"))?;
-            Ok::<bool, SourceError>(row.get(0))
+                .map_err(PgError::sql("ask for the slot's lease"))?;
+            Ok::<bool, PgError>(row.get(0))
         };
         let delay = match attempt.await {
             Ok(true) => {

@@ -44,6 +44,7 @@ pub mod error;
 pub mod initial_copy;
 pub mod lease;
 pub mod mapping;
+pub mod pg;
 pub mod pipeline;
 pub mod secret;
 pub mod sink;

@@ -96,10 +96,11 @@ use crate::error::error_chain;
 use crate::initial_copy::{self, CopyError, CopyOutcome};
 use crate::lease::{self, Lease};
 use crate::mapping::Mapper;
+use crate::pg::connection::ConnectionSettings;
+use crate::pg::PgError;
 use crate::sink::retry::Backoff;
 use crate::sink::{Sink, SinkError};
-use crate::source::connection::ConnectionSettings;
-use crate::source::{keeper, History, Source, SourceError, SourceEvent};
+use crate::source::{keeper, History, Source, SourceEvent};
 use crate::telemetry::by_table::Operation;
 use crate::telemetry::health::now_ms;
 use crate::telemetry::lag::UnackedCommits;
@@ -116,7 +117,7 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     /// Postgres refused us in a way no retry fixes.
     #[error(transparent)]
-    Source(SourceError),
+    Source(PgError),
     /// Customer.io refused us in a way no retry fixes.
     #[error(transparent)]
     Sink(#[from] SinkError),
@@ -126,7 +127,7 @@ pub enum RunError {
         "cannot write ciosync.held_deletes (the mass-delete circuit breaker's held removals); \
          grant the role what the error names and restart: the transaction was not acknowledged"
     )]
-    HeldDeletes(#[source] SourceError),
+    HeldDeletes(#[source] PgError),
 }
 
 /// The acknowledged position: only ever moves forward.
@@ -177,7 +178,7 @@ async fn run_until_stopped(
     shutdown: CancellationToken,
     counters: Arc<Counters>,
 ) -> Result<Progress, RunError> {
-    let settings = ConnectionSettings::parse(&config.postgres)?;
+    let settings = config.postgres.connection()?;
     let dead_letters =
         Arc::new(DeadLetterStore::new(settings.clone(), config.postgres.slot.clone()));
     let sink = Sink::new(&config.customerio, &config.pipeline, dead_letters, counters.clone())?;
@@ -318,7 +319,7 @@ impl Leased {
                     slot_in_use_said = false;
                     source
                 }
-                Err(SourceError::SlotInUse(_)) => {
+                Err(PgError::SlotInUse(_)) => {
                     // Another session streams from the slot (an instance of
                     // an older ciosync, another consumer, or our previous
                     // session not yet gone): stand by quietly.
@@ -414,7 +415,7 @@ async fn retry_later(
     backoff: &mut Backoff,
     attempt: u64,
     settings: &ConnectionSettings,
-    error: &SourceError,
+    error: &PgError,
     what: &str,
     shutdown: &CancellationToken,
 ) -> bool {
@@ -433,15 +434,15 @@ async fn retry_later(
 }
 
 fn session_ended() -> SessionError {
-    SessionError::Source(SourceError::SqlSessionEnded)
+    SessionError::Source(PgError::SqlSessionEnded)
 }
 
 #[derive(Debug)]
 enum SessionError {
-    Source(SourceError),
+    Source(PgError),
     Sink(SinkError),
     /// Writing `ciosync.held_deletes` failed for good.
-    Held(SourceError),
+    Held(PgError),
 }
 
 /// One replication session's loop state.

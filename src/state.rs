@@ -11,7 +11,7 @@
 
 use tokio_postgres::Client;
 
-use crate::source::SourceError;
+use crate::pg::PgError;
 
 /// The schema ciosync keeps its state in.
 pub const SCHEMA: &str = "ciosync";
@@ -233,33 +233,31 @@ pub struct State<'a> {
 
 impl<'a> State<'a> {
     /// Creates the schema if missing and returns a handle for `slot`.
-    pub async fn open(sql: &'a Client, slot: &'a str) -> Result<State<'a>, SourceError> {
-        sql.batch_execute(MIGRATION)
-            .await
-            .map_err(SourceError::sql("create the ciosync schema"))?;
+    pub async fn open(sql: &'a Client, slot: &'a str) -> Result<State<'a>, PgError> {
+        sql.batch_execute(MIGRATION).await.map_err(PgError::sql("create the ciosync schema"))?;
         Ok(Self { sql, slot })
     }
 
     /// Whether this slot was used before; see [`slot_was_used`].
-    pub async fn slot_known(&self) -> Result<bool, SourceError> {
-        slot_was_used(self.sql, self.slot).await.map_err(SourceError::sql("read ciosync.slots"))
+    pub async fn slot_known(&self) -> Result<bool, PgError> {
+        slot_was_used(self.sql, self.slot).await.map_err(PgError::sql("read ciosync.slots"))
     }
 
     /// Records that the slot exists and is ours (idempotent).
-    pub async fn record_slot(&self) -> Result<(), SourceError> {
+    pub async fn record_slot(&self) -> Result<(), PgError> {
         self.sql
             .execute(
                 "INSERT INTO ciosync.slots (slot) VALUES ($1) ON CONFLICT (slot) DO NOTHING",
                 &[&self.slot],
             )
             .await
-            .map_err(SourceError::sql("write ciosync.slots"))?;
+            .map_err(PgError::sql("write ciosync.slots"))?;
         Ok(())
     }
 
     /// Whether a backfill of every row and attribute of `table` is queued or
     /// running for this slot.
-    pub async fn full_backfill_waits(&self, table: &str) -> Result<bool, SourceError> {
+    pub async fn full_backfill_waits(&self, table: &str) -> Result<bool, PgError> {
         let row = self
             .sql
             .query_one(
@@ -269,12 +267,12 @@ impl<'a> State<'a> {
                 &[&self.slot, &table],
             )
             .await
-            .map_err(SourceError::sql("read ciosync.backfills"))?;
+            .map_err(PgError::sql("read ciosync.backfills"))?;
         Ok(row.get(0))
     }
 
     /// Records that the slot was lost and created again.
-    pub async fn record_slot_recreated(&self) -> Result<(), SourceError> {
+    pub async fn record_slot_recreated(&self) -> Result<(), PgError> {
         self.sql
             .execute(
                 "INSERT INTO ciosync.slots AS s (slot, recreated_at, times_recreated) \
@@ -283,12 +281,12 @@ impl<'a> State<'a> {
                 &[&self.slot],
             )
             .await
-            .map_err(SourceError::sql("write ciosync.slots"))?;
+            .map_err(PgError::sql("write ciosync.slots"))?;
         Ok(())
     }
 
     /// The copy state of every table recorded for this slot.
-    pub async fn copies(&self) -> Result<Vec<(String, CopyState)>, SourceError> {
+    pub async fn copies(&self) -> Result<Vec<(String, CopyState)>, PgError> {
         let rows = self
             .sql
             .query(
@@ -297,7 +295,7 @@ impl<'a> State<'a> {
                 &[&self.slot],
             )
             .await
-            .map_err(SourceError::sql("read ciosync.initial_copy"))?;
+            .map_err(PgError::sql("read ciosync.initial_copy"))?;
         Ok(rows
             .iter()
             .map(|row| {
@@ -314,11 +312,11 @@ impl<'a> State<'a> {
 
     /// Records that a fresh copy of `tables` is about to start: before the
     /// slot exists, so a crash at any point afterwards is seen on restart.
-    pub async fn plan(&self, tables: &[String]) -> Result<(), SourceError> {
+    pub async fn plan(&self, tables: &[String]) -> Result<(), PgError> {
         self.sql
             .execute("DELETE FROM ciosync.initial_copy WHERE slot = $1", &[&self.slot])
             .await
-            .map_err(SourceError::sql("reset ciosync.initial_copy"))?;
+            .map_err(PgError::sql("reset ciosync.initial_copy"))?;
         for table in tables {
             self.sql
                 .execute(
@@ -327,7 +325,7 @@ impl<'a> State<'a> {
                     &[&self.slot, table],
                 )
                 .await
-                .map_err(SourceError::sql("write ciosync.initial_copy"))?;
+                .map_err(PgError::sql("write ciosync.initial_copy"))?;
         }
         Ok(())
     }
@@ -338,7 +336,7 @@ impl<'a> State<'a> {
         table: &str,
         last_key: &str,
         rows_copied: i64,
-    ) -> Result<(), SourceError> {
+    ) -> Result<(), PgError> {
         self.sql
             .execute(
                 "UPDATE ciosync.initial_copy SET state = 'copying', last_key = $3, \
@@ -346,7 +344,7 @@ impl<'a> State<'a> {
                 &[&self.slot, &table, &last_key, &rows_copied],
             )
             .await
-            .map_err(SourceError::sql("write ciosync.initial_copy"))?;
+            .map_err(PgError::sql("write ciosync.initial_copy"))?;
         Ok(())
     }
 
@@ -357,7 +355,7 @@ impl<'a> State<'a> {
         where_clause: Option<&str>,
         attributes: Option<&[String]>,
         rows_total: i64,
-    ) -> Result<i64, SourceError> {
+    ) -> Result<i64, PgError> {
         let row = self
             .sql
             .query_one(
@@ -366,12 +364,12 @@ impl<'a> State<'a> {
                 &[&self.slot, &table, &where_clause, &attributes, &rows_total],
             )
             .await
-            .map_err(SourceError::sql("queue a backfill"))?;
+            .map_err(PgError::sql("queue a backfill"))?;
         Ok(row.get(0))
     }
 
     /// Every backfill of this slot, newest first.
-    pub async fn backfills(&self) -> Result<Vec<Backfill>, SourceError> {
+    pub async fn backfills(&self) -> Result<Vec<Backfill>, PgError> {
         let rows = self
             .sql
             .query(
@@ -381,12 +379,12 @@ impl<'a> State<'a> {
                 &[&self.slot],
             )
             .await
-            .map_err(SourceError::sql("read ciosync.backfills"))?;
+            .map_err(PgError::sql("read ciosync.backfills"))?;
         Ok(rows.iter().map(backfill_of).collect())
     }
 
     /// One backfill of this slot.
-    pub async fn backfill(&self, id: i64) -> Result<Option<Backfill>, SourceError> {
+    pub async fn backfill(&self, id: i64) -> Result<Option<Backfill>, PgError> {
         let row = self
             .sql
             .query_opt(
@@ -396,12 +394,12 @@ impl<'a> State<'a> {
                 &[&self.slot, &id],
             )
             .await
-            .map_err(SourceError::sql("read ciosync.backfills"))?;
+            .map_err(PgError::sql("read ciosync.backfills"))?;
         Ok(row.as_ref().map(backfill_of))
     }
 
     /// The oldest backfill still to run (a running one first: it resumes).
-    pub async fn next_backfill(&self) -> Result<Option<Backfill>, SourceError> {
+    pub async fn next_backfill(&self) -> Result<Option<Backfill>, PgError> {
         let row = self
             .sql
             .query_opt(
@@ -413,12 +411,12 @@ impl<'a> State<'a> {
                 &[&self.slot],
             )
             .await
-            .map_err(SourceError::sql("read ciosync.backfills"))?;
+            .map_err(PgError::sql("read ciosync.backfills"))?;
         Ok(row.as_ref().map(backfill_of))
     }
 
     /// Marks a backfill running (keeping its first start time).
-    pub async fn start_backfill(&self, id: i64) -> Result<(), SourceError> {
+    pub async fn start_backfill(&self, id: i64) -> Result<(), PgError> {
         self.sql
             .execute(
                 "UPDATE ciosync.backfills SET state = 'running', \
@@ -427,7 +425,7 @@ impl<'a> State<'a> {
                 &[&id],
             )
             .await
-            .map_err(SourceError::sql("write ciosync.backfills"))?;
+            .map_err(PgError::sql("write ciosync.backfills"))?;
         Ok(())
     }
 
@@ -437,7 +435,7 @@ impl<'a> State<'a> {
         id: i64,
         last_key: &str,
         rows_done: i64,
-    ) -> Result<bool, SourceError> {
+    ) -> Result<bool, PgError> {
         let updated = self
             .sql
             .execute(
@@ -446,7 +444,7 @@ impl<'a> State<'a> {
                 &[&id, &last_key, &rows_done],
             )
             .await
-            .map_err(SourceError::sql("write ciosync.backfills"))?;
+            .map_err(PgError::sql("write ciosync.backfills"))?;
         Ok(updated == 1)
     }
 
@@ -456,7 +454,7 @@ impl<'a> State<'a> {
         id: i64,
         state: &str,
         error: Option<&str>,
-    ) -> Result<bool, SourceError> {
+    ) -> Result<bool, PgError> {
         let updated = self
             .sql
             .execute(
@@ -465,12 +463,12 @@ impl<'a> State<'a> {
                 &[&id, &state, &error],
             )
             .await
-            .map_err(SourceError::sql("write ciosync.backfills"))?;
+            .map_err(PgError::sql("write ciosync.backfills"))?;
         Ok(updated == 1)
     }
 
     /// Records that `table` was copied completely.
-    pub async fn finish(&self, table: &str, rows_copied: i64) -> Result<(), SourceError> {
+    pub async fn finish(&self, table: &str, rows_copied: i64) -> Result<(), PgError> {
         self.sql
             .execute(
                 "UPDATE ciosync.initial_copy SET state = 'done', rows_copied = $3, \
@@ -478,7 +476,7 @@ impl<'a> State<'a> {
                 &[&self.slot, &table, &rows_copied],
             )
             .await
-            .map_err(SourceError::sql("write ciosync.initial_copy"))?;
+            .map_err(PgError::sql("write ciosync.initial_copy"))?;
         Ok(())
     }
 }

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, SyncConfig};
 use crate::error::error_chain;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE};
-use crate::source::connection::ConnectionSettings;
-use crate::source::setup::quoted_table;
+use crate::pg::quote::quoted_table;
 use crate::state::{Backfill, State};
 
 /// What `ciosync backfill` was asked to do.
@@ -41,7 +40,7 @@ pub async fn run(config: &Config, request: Request) -> ExitCode {
 }
 
 async fn execute(config: &Config, request: Request) -> Result<ExitCode, String> {
-    let settings = ConnectionSettings::parse(&config.postgres).map_err(|e| e.to_string())?;
+    let settings = config.postgres.connection().map_err(|e| e.to_string())?;
     let sql = settings.connect_sql().await.map_err(|e| error_chain(&e))?;
     let state = State::open(&sql, &config.postgres.slot).await.map_err(|e| error_chain(&e))?;
     match request {

@@ -16,9 +16,9 @@ use crate::config::Config;
 use crate::customer::CustomerOp;
 use crate::error::error_chain;
 use crate::mapping::Mapper;
-use crate::source::connection::ConnectionSettings;
+use crate::pg::connection::ConnectionSettings;
+use crate::pg::PgError;
 use crate::source::reader::{postgres_now, TableReader};
-use crate::source::SourceError;
 use crate::state::{Backfill, State};
 
 /// Rows per chunk.
@@ -52,8 +52,8 @@ async fn serve(
     mapper: &Mapper,
     windows: &Windows,
     stop: &CancellationToken,
-) -> Result<(), SourceError> {
-    let sql = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
+) -> Result<(), PgError> {
+    let sql = settings.connect_sql().await.map_err(PgError::sql("connect"))?;
     let state = State::open(&sql, &config.postgres.slot).await?;
     while !stop.is_cancelled() {
         match state.next_backfill().await? {
@@ -109,7 +109,7 @@ async fn run_one(
     windows: &Windows,
     stop: &CancellationToken,
     backfill: Backfill,
-) -> Result<(), SourceError> {
+) -> Result<(), PgError> {
     let id = backfill.id;
     let outcome = run_chunks(sql, state, config, mapper, windows, stop, &backfill).await;
     if let Err(error) = &outcome {
@@ -131,13 +131,13 @@ async fn run_chunks(
     windows: &Windows,
     stop: &CancellationToken,
     backfill: &Backfill,
-) -> Result<(), SourceError> {
+) -> Result<(), PgError> {
     let id = backfill.id;
     let Some(sync) = config.sync.iter().find(|s| {
         let (schema, name) = s.schema_and_name();
         format!("{schema}.{name}") == backfill.table
     }) else {
-        return Err(SourceError::Definite("the table is not synced by this config".into()));
+        return Err(PgError::Definite("the table is not synced by this config".into()));
     };
     let reader = TableReader::new(sql, sync, backfill.where_clause.as_deref()).await?;
     state.start_backfill(id).await?;
@@ -208,7 +208,7 @@ impl ChunkReader<'_> {
     /// the pipeline delivered it. `None` on shutdown. The window is
     /// abandoned on every way out but delivery, so its low watermark, if
     /// the pipeline reads it only later, opens nothing.
-    async fn send(&self, selection: Selection<'_>) -> Result<Option<ChunkDone>, SourceError> {
+    async fn send(&self, selection: Selection<'_>) -> Result<Option<ChunkDone>, PgError> {
         if self.stop.is_cancelled() {
             return Ok(None);
         }
@@ -228,7 +228,7 @@ impl ChunkReader<'_> {
         &self,
         id: ChunkId,
         selection: Selection<'_>,
-    ) -> Result<Option<ChunkDone>, SourceError> {
+    ) -> Result<Option<ChunkDone>, PgError> {
         emit(self.sql, self.slot, Watermark::Low(id)).await?;
         // A transaction whose commit is in the WAL before L may not be
         // visible yet; let every transaction running now end before reading.
@@ -273,11 +273,11 @@ impl ChunkReader<'_> {
 async fn wait_for_running_transactions(
     sql: &tokio_postgres::Client,
     stop: &CancellationToken,
-) -> Result<(), SourceError> {
+) -> Result<(), PgError> {
     let horizon: String = sql
         .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
         .await
-        .map_err(SourceError::sql("read the transaction horizon"))?
+        .map_err(PgError::sql("read the transaction horizon"))?
         .get(0);
     loop {
         let passed: bool = sql
@@ -286,7 +286,7 @@ async fn wait_for_running_transactions(
                 &[&horizon],
             )
             .await
-            .map_err(SourceError::sql("read the transaction horizon"))?
+            .map_err(PgError::sql("read the transaction horizon"))?
             .get(0);
         if passed || stop.is_cancelled() {
             return Ok(());
@@ -321,13 +321,13 @@ async fn emit(
     sql: &tokio_postgres::Client,
     slot: &str,
     watermark: Watermark,
-) -> Result<(), SourceError> {
+) -> Result<(), PgError> {
     sql.execute(
         "SELECT pg_catalog.pg_logical_emit_message(true, $1, $2)",
         &[&WATERMARK_PREFIX, &watermark_content(slot, watermark)],
     )
     .await
-    .map_err(SourceError::sql("write a backfill watermark"))?;
+    .map_err(PgError::sql("write a backfill watermark"))?;
     Ok(())
 }
 

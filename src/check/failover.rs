@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 
 use super::Finding;
 use crate::config::{Config, FailoverSlot};
-use crate::source::setup::quote_literal;
+use crate::pg::quote::quote_literal;
 
 /// Roles that managed services grant instead of the `REPLICATION`
 /// attribute: membership lets a role stream from slots (RDS and Aurora:
@@ -117,7 +117,7 @@ pub async fn check(
             format!(
                 "run makes it one when it next starts the stream (ALTER_REPLICATION_SLOT {} \
                  (FAILOVER true) on a replication connection)",
-                crate::source::setup::quote_ident(slot)
+                crate::pg::quote::quote_ident(slot)
             ),
         ),
         None => Finding::ok(

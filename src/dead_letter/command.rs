@@ -16,12 +16,11 @@ use super::DeadLetterTable;
 use crate::config::{Config, ConfigError};
 use crate::error::error_chain;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE};
+use crate::pg::PgError;
 use crate::sink::batch::Route;
 use crate::sink::client::TrackClient;
 use crate::sink::retry::{cut_error_text, describe_item_error, Backoff, Verdict};
 use crate::sink::SinkError;
-use crate::source::connection::ConnectionSettings;
-use crate::source::SourceError;
 use crate::telemetry::Counters;
 use crate::track_api::ItemError;
 
@@ -147,7 +146,7 @@ pub enum CommandError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Postgres(#[from] SourceError),
+    Postgres(#[from] PgError),
     #[error("no dead letter {} for slot {slot} (`ciosync dlq list` shows them); nothing was changed", join(.ids))]
     Unknown { ids: Vec<i64>, slot: String },
     #[error(transparent)]
@@ -212,8 +211,8 @@ pub async fn run(config: &Config, request: Request) -> ExitCode {
 }
 
 async fn execute(config: &Config, request: Request) -> Result<(), CommandError> {
-    let settings = ConnectionSettings::parse(&config.postgres)?;
-    let sql = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
+    let settings = config.postgres.connection()?;
+    let sql = settings.connect_sql().await.map_err(PgError::sql("connect"))?;
     let slot = config.postgres.slot.as_str();
     let table = DeadLetterTable::open(&sql, slot).await?;
     match request {

@@ -41,9 +41,9 @@ use serde::de::IgnoredAny;
 use tokio::sync::Mutex;
 use tokio_postgres::{Client, GenericClient, Statement, Transaction};
 
+use crate::pg::connection::ConnectionSettings;
+use crate::pg::PgError;
 use crate::sink::batch::{EncodedItem, Route};
-use crate::source::connection::ConnectionSettings;
-use crate::source::SourceError;
 use crate::state::State;
 
 /// The operations a dead letter may hold: every kind the sink sends
@@ -113,11 +113,11 @@ impl DeadLetterStore {
     ///
     /// On any error the connection is dropped, so the next call reconnects;
     /// the caller retries with backoff, whatever the error (the sink never
-    /// gives up on a refused operation). [`SourceError::is_transient`] tells
+    /// gives up on a refused operation). [`PgError::is_transient`] tells
     /// an outage from what needs an operator: a missing privilege, a letter
     /// that cannot be stored even escaped. Errors never carry the letters'
     /// contents.
-    pub async fn record(&self, letters: &[DeadLetter]) -> Result<(), SourceError> {
+    pub async fn record(&self, letters: &[DeadLetter]) -> Result<(), PgError> {
         if letters.is_empty() {
             return Ok(());
         }
@@ -134,7 +134,7 @@ impl DeadLetterStore {
         &self,
         sql: &mut Option<Client>,
         letters: &[DeadLetter],
-    ) -> Result<(), SourceError> {
+    ) -> Result<(), PgError> {
         if sql.as_ref().is_some_and(Client::is_closed) {
             *sql = None;
         }
@@ -157,8 +157,8 @@ impl DeadLetterStore {
     }
 
     /// Opens a connection and makes sure the table exists (the migration).
-    async fn connect(&self) -> Result<Client, SourceError> {
-        let sql = self.settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
+    async fn connect(&self) -> Result<Client, PgError> {
+        let sql = self.settings.connect_sql().await.map_err(PgError::sql("connect"))?;
         State::open(&sql, &self.slot).await?;
         Ok(sql)
     }
@@ -170,11 +170,11 @@ const WRITE: &str = "write ciosync.dead_letters";
 /// Rejects a letter the table's CHECK would refuse, before sending it: its
 /// refusal's DETAIL would quote the row. Only a bug makes one, so nothing
 /// escapes it.
-fn validate(letter: &DeadLetter) -> Result<(), SourceError> {
+fn validate(letter: &DeadLetter) -> Result<(), PgError> {
     if OPERATIONS.contains(&letter.operation) {
         return Ok(());
     }
-    Err(SourceError::Definite(format!(
+    Err(PgError::Definite(format!(
         "a dead letter's operation must be one of {OPERATIONS:?}, not `{}`",
         letter.operation
     )))
@@ -280,7 +280,7 @@ async fn insert(
     tx: &mut Transaction<'_>,
     slot: &str,
     letters: &[DeadLetter],
-) -> Result<Option<(usize, String)>, SourceError> {
+) -> Result<Option<(usize, String)>, PgError> {
     let statement = tx.prepare(INSERT).await.map_err(stored(WRITE))?;
     let mut escaped: Option<(usize, String)> = None;
     for letter in letters {
@@ -367,15 +367,15 @@ fn storable_payload(payload: &[u8]) -> String {
     }
 }
 
-/// Like [`SourceError::sql`], except that an error about the data itself
+/// Like [`PgError::sql`], except that an error about the data itself
 /// (SQLSTATE class 22 or 23) keeps only its code: its DETAIL quotes the row,
 /// which is customer data, and no retry would store it anyway.
-fn stored(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
+fn stored(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> PgError {
     move |source| match data_refusal(&source) {
-        Some(code) => SourceError::Definite(format!(
+        Some(code) => PgError::Definite(format!(
             "postgres: could not {what}: the data was refused (SQLSTATE {code})"
         )),
-        None => SourceError::Sql { what, source },
+        None => PgError::Sql { what, source },
     }
 }
 
@@ -479,7 +479,7 @@ pub struct DeadLetterTable<'a> {
 
 impl<'a> DeadLetterTable<'a> {
     /// Creates the schema and table if missing and returns a handle for `slot`.
-    pub async fn open(sql: &'a Client, slot: &'a str) -> Result<Self, SourceError> {
+    pub async fn open(sql: &'a Client, slot: &'a str) -> Result<Self, PgError> {
         State::open(sql, slot).await?;
         Ok(Self { sql, slot })
     }
@@ -490,7 +490,7 @@ impl<'a> DeadLetterTable<'a> {
         after: i64,
         limit: i64,
         with_payload: bool,
-    ) -> Result<Vec<StoredLetter>, SourceError> {
+    ) -> Result<Vec<StoredLetter>, PgError> {
         let query = format!(
             "SELECT {} FROM ciosync.dead_letters WHERE slot = $1 AND id > $2 ORDER BY id LIMIT $3",
             columns(with_payload)
@@ -499,13 +499,13 @@ impl<'a> DeadLetterTable<'a> {
             .sql
             .query(&query, &[&self.slot, &after, &limit])
             .await
-            .map_err(SourceError::sql("read ciosync.dead_letters"))?;
+            .map_err(PgError::sql("read ciosync.dead_letters"))?;
         Ok(rows.iter().map(letter_of).collect())
     }
 
     /// One letter's payload (JSON text, as it was sent: an escaped letter's
     /// decoded), if the letter (still) exists.
-    pub async fn payload(&self, id: i64) -> Result<Option<String>, SourceError> {
+    pub async fn payload(&self, id: i64) -> Result<Option<String>, PgError> {
         let row = self
             .sql
             .query_opt(
@@ -513,13 +513,13 @@ impl<'a> DeadLetterTable<'a> {
                 &[&self.slot, &id],
             )
             .await
-            .map_err(SourceError::sql("read ciosync.dead_letters"))?;
+            .map_err(PgError::sql("read ciosync.dead_letters"))?;
         Ok(row.map(|r| original_payload(r.get(0))))
     }
 
     /// The ids of this slot's letters, in order: all of them, or those of
     /// `only` that exist.
-    pub async fn ids(&self, only: Option<&[i64]>) -> Result<Vec<i64>, SourceError> {
+    pub async fn ids(&self, only: Option<&[i64]>) -> Result<Vec<i64>, PgError> {
         let rows = self
             .sql
             .query(
@@ -528,29 +528,24 @@ impl<'a> DeadLetterTable<'a> {
                 &[&self.slot, &only],
             )
             .await
-            .map_err(SourceError::sql("read ciosync.dead_letters"))?;
+            .map_err(PgError::sql("read ciosync.dead_letters"))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Deletes these letters (a delivered or discarded one); returns how many went.
-    pub async fn delete(&self, ids: &[i64]) -> Result<u64, SourceError> {
+    pub async fn delete(&self, ids: &[i64]) -> Result<u64, PgError> {
         self.sql
             .execute(
                 "DELETE FROM ciosync.dead_letters WHERE slot = $1 AND id = ANY($2)",
                 &[&self.slot, &ids],
             )
             .await
-            .map_err(SourceError::sql("delete from ciosync.dead_letters"))
+            .map_err(PgError::sql("delete from ciosync.dead_letters"))
     }
 
     /// Records that a replay was refused again, with Customer.io's new
     /// answer; escaped (see `Row::escaped`) if Postgres refuses its text.
-    pub async fn refused_again(
-        &self,
-        id: i64,
-        status: u16,
-        error: &str,
-    ) -> Result<(), SourceError> {
+    pub async fn refused_again(&self, id: i64, status: u16, error: &str) -> Result<(), PgError> {
         let update = |error: String| async move {
             self.sql
                 .execute(

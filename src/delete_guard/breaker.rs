@@ -49,9 +49,9 @@ use super::{Admit, Guard, Limits};
 use crate::config::Config;
 use crate::customer::CustomerOp;
 use crate::error::error_chain;
+use crate::pg::connection::ConnectionSettings;
+use crate::pg::PgError;
 use crate::sink::retry::Backoff;
-use crate::source::connection::ConnectionSettings;
-use crate::source::SourceError;
 use crate::telemetry::Counters;
 
 /// Runs `$call` (which awaits `self.store`'s `$store`) until it succeeds,
@@ -130,7 +130,7 @@ impl Breaker {
                 .map(|s| {
                     // Quoted, as to_regclass reads it: `Users` is not `users`.
                     let (schema, name) = s.schema_and_name();
-                    crate::source::setup::quoted_table(schema, name)
+                    crate::pg::quote::quoted_table(schema, name)
                 })
                 .collect(),
             counters,
@@ -144,7 +144,7 @@ impl Breaker {
     /// much is held and which customers have held deletes; held rows from
     /// before keep the breaker tripped. Retries while Postgres is
     /// unreachable.
-    pub async fn load(&mut self) -> Result<(), SourceError> {
+    pub async fn load(&mut self) -> Result<(), PgError> {
         self.clear_leftovers().await?;
         let what = "cannot read held removals";
         let (count, horizon) = retrying!(self, what, |s| s.summary().await);
@@ -170,7 +170,7 @@ impl Breaker {
         op: CustomerOp,
         guarded: bool,
         commit_lsn: u64,
-    ) -> Result<Option<CustomerOp>, SourceError> {
+    ) -> Result<Option<CustomerOp>, PgError> {
         if let (true, Some(action)) = (guarded, Action::of(&op)) {
             let replayed = commit_lsn < self.horizon;
             let was_tripped = self.guard.is_tripped();
@@ -217,7 +217,7 @@ impl Breaker {
     /// was written before, else the chunk as `pending` and then every
     /// `pending` row as `held`. Retries while Postgres is unreachable; the
     /// holds stay with the transaction if this is dropped midway.
-    pub async fn commit(&mut self, end_lsn: Lsn) -> Result<(), SourceError> {
+    pub async fn commit(&mut self, end_lsn: Lsn) -> Result<(), PgError> {
         if !self.open.holds_any() {
             return Ok(());
         }
@@ -248,7 +248,7 @@ impl Breaker {
     }
 
     /// Writes the open transaction's chunk as `pending` and empties it.
-    async fn spill(&mut self) -> Result<(), SourceError> {
+    async fn spill(&mut self) -> Result<(), PgError> {
         self.clear_leftovers().await?;
         if self.open.chunk().is_empty() {
             return Ok(());
@@ -265,7 +265,7 @@ impl Breaker {
     }
 
     /// Deletes the rows an unfinished transaction left, once.
-    async fn clear_leftovers(&mut self) -> Result<(), SourceError> {
+    async fn clear_leftovers(&mut self) -> Result<(), PgError> {
         if self.leftovers {
             let what = "cannot clear the held removals of an unfinished transaction";
             let cleared = retrying!(self, what, |s| s.clear_open().await);
@@ -293,7 +293,7 @@ impl Breaker {
     /// breaker. Only between transactions' holds, so nothing of the open
     /// transaction is forgotten by a reset. A transient failure is logged
     /// and tried again.
-    pub async fn check(&mut self) -> Result<(), SourceError> {
+    pub async fn check(&mut self) -> Result<(), PgError> {
         let now = Instant::now();
         if self.next_estimate.is_some_and(|at| at <= now) {
             match self.store.estimated_rows(&self.tables).await {
@@ -377,11 +377,7 @@ pub fn is_lone_removal(ops: &[CustomerOp]) -> bool {
 
 /// Waits the next backoff step after a transient error; a definite one is
 /// returned.
-async fn wait_or_fail(
-    backoff: &mut Backoff,
-    error: SourceError,
-    what: &str,
-) -> Result<(), SourceError> {
+async fn wait_or_fail(backoff: &mut Backoff, error: PgError, what: &str) -> Result<(), PgError> {
     if !error.is_transient() {
         return Err(error);
     }

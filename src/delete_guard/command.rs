@@ -24,12 +24,11 @@ use crate::dead_letter::command::{Selection, Stop, Which, MAX_TRIES};
 use crate::dead_letter::render::{printable, time};
 use crate::error::error_chain;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE};
+use crate::pg::PgError;
 use crate::sink::batch;
 use crate::sink::client::TrackClient;
 use crate::sink::retry::{Backoff, Verdict};
 use crate::sink::SinkError;
-use crate::source::connection::ConnectionSettings;
-use crate::source::SourceError;
 use crate::telemetry::Counters;
 
 /// The `deletes` subcommands, as parsed.
@@ -98,7 +97,7 @@ pub enum CommandError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Postgres(#[from] SourceError),
+    Postgres(#[from] PgError),
     #[error("no held removal {} for slot {slot} (`ciosync deletes list` shows them); nothing was changed", join(.ids))]
     Unknown { ids: Vec<i64>, slot: String },
     #[error(transparent)]
@@ -138,8 +137,8 @@ pub async fn run(config: &Config, request: Request) -> ExitCode {
 }
 
 async fn execute(config: &Config, request: Request) -> Result<(), CommandError> {
-    let settings = ConnectionSettings::parse(&config.postgres)?;
-    let sql = settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
+    let settings = config.postgres.connection()?;
+    let sql = settings.connect_sql().await.map_err(PgError::sql("connect"))?;
     let slot = config.postgres.slot.as_str();
     let table = HeldTable::open(&sql, slot).await?;
     match request {

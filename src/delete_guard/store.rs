@@ -21,8 +21,8 @@ use pgwire_replication::Lsn;
 use tokio_postgres::Client;
 
 use crate::customer::CustomerOp;
-use crate::source::connection::ConnectionSettings;
-use crate::source::SourceError;
+use crate::pg::connection::ConnectionSettings;
+use crate::pg::PgError;
 use crate::state::State;
 
 /// How a held customer is to be removed, by its table's `delete_action`.
@@ -79,7 +79,7 @@ pub struct Hold {
 }
 
 /// The daemon's writes, over one connection opened lazily and again after
-/// an error. The caller retries transient errors ([`SourceError::is_transient`]).
+/// an error. The caller retries transient errors ([`PgError::is_transient`]).
 pub struct HeldStore {
     settings: ConnectionSettings,
     slot: String,
@@ -92,14 +92,14 @@ impl HeldStore {
         Self { settings, slot, sql: None }
     }
 
-    async fn client(&mut self) -> Result<&mut Client, SourceError> {
+    async fn client(&mut self) -> Result<&mut Client, PgError> {
         if self.sql.as_ref().is_some_and(Client::is_closed) {
             self.sql = None;
         }
         match &mut self.sql {
             Some(client) => Ok(client),
             slot @ None => {
-                let sql = self.settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
+                let sql = self.settings.connect_sql().await.map_err(PgError::sql("connect"))?;
                 State::open(&sql, &self.slot).await?;
                 Ok(slot.insert(sql))
             }
@@ -107,7 +107,7 @@ impl HeldStore {
     }
 
     /// Drops the connection after an error, so the next call reconnects.
-    fn forget_on_error<T>(&mut self, result: Result<T, SourceError>) -> Result<T, SourceError> {
+    fn forget_on_error<T>(&mut self, result: Result<T, PgError>) -> Result<T, PgError> {
         if result.is_err() {
             self.sql = None;
         }
@@ -117,7 +117,7 @@ impl HeldStore {
     /// Deletes the rows of a transaction the daemon did not finish reading
     /// (`commit_lsn` `0/0`): it stopped or the stream broke, and the
     /// transaction comes again. Returns how many.
-    pub async fn clear_open(&mut self) -> Result<u64, SourceError> {
+    pub async fn clear_open(&mut self) -> Result<u64, PgError> {
         let slot = self.slot.clone();
         let result = async {
             self.client()
@@ -135,7 +135,7 @@ impl HeldStore {
 
     /// How many removals are held (state `held`), and the highest commit
     /// LSN stored (0 if none).
-    pub async fn summary(&mut self) -> Result<(u64, u64), SourceError> {
+    pub async fn summary(&mut self) -> Result<(u64, u64), PgError> {
         let slot = self.slot.clone();
         let result = async {
             let row = self
@@ -149,7 +149,7 @@ impl HeldStore {
                     &[&slot],
                 )
                 .await
-                .map_err(SourceError::sql("read ciosync.held_deletes"))?;
+                .map_err(PgError::sql("read ciosync.held_deletes"))?;
             Ok((row.get::<_, i64>(0).max(0) as u64, row.get::<_, i64>(1).max(0) as u64))
         }
         .await;
@@ -157,7 +157,7 @@ impl HeldStore {
     }
 
     /// How many removals are held (state `held`).
-    pub async fn count_held(&mut self) -> Result<u64, SourceError> {
+    pub async fn count_held(&mut self) -> Result<u64, PgError> {
         Ok(self.summary().await?.0)
     }
 
@@ -168,9 +168,9 @@ impl HeldStore {
         &mut self,
         page: i32,
         mut each: impl FnMut(&str),
-    ) -> Result<(), SourceError> {
+    ) -> Result<(), PgError> {
         let slot = self.slot.clone();
-        let read = || SourceError::sql("read ciosync.held_deletes");
+        let read = || PgError::sql("read ciosync.held_deletes");
         let result = async {
             let tx = self.client().await?.transaction().await.map_err(read())?;
             let portal = tx
@@ -197,7 +197,7 @@ impl HeldStore {
     /// Stores one transaction's holds in one statement; returns how many
     /// rows were stored in state `held`. A replayed transaction stores
     /// nothing again (its rows are known by commit and customer).
-    pub async fn record(&mut self, commit_lsn: Lsn, holds: &[Hold]) -> Result<u64, SourceError> {
+    pub async fn record(&mut self, commit_lsn: Lsn, holds: &[Hold]) -> Result<u64, PgError> {
         if holds.is_empty() {
             return Ok(0);
         }
@@ -227,7 +227,7 @@ impl HeldStore {
     /// `superseded`) under `0/0`, in one statement. A customer
     /// written before in this transaction gets the later removal: the last
     /// one is kept.
-    pub async fn spill(&mut self, holds: &[Hold]) -> Result<(), SourceError> {
+    pub async fn spill(&mut self, holds: &[Hold]) -> Result<(), PgError> {
         if holds.is_empty() {
             return Ok(());
         }
@@ -265,7 +265,7 @@ impl HeldStore {
     /// it) rather than an update checking for such rows: the unique index
     /// answers each insert's check, whereas an update's check would scan
     /// the very range it is writing into, once per row (75 s for 20,000).
-    pub async fn commit_open(&mut self, commit_lsn: Lsn) -> Result<u64, SourceError> {
+    pub async fn commit_open(&mut self, commit_lsn: Lsn) -> Result<u64, PgError> {
         let slot = self.slot.clone();
         let lsn = commit_lsn.to_string();
         let result = async {
@@ -298,7 +298,7 @@ impl HeldStore {
     /// Marks `customer_id`'s held deletes superseded, and its `pending`
     /// one of the open transaction; returns how many `held` rows that was
     /// (the `ciosync_deletes_held` gauge counts only those).
-    pub async fn supersede(&mut self, customer_id: &str) -> Result<u64, SourceError> {
+    pub async fn supersede(&mut self, customer_id: &str) -> Result<u64, PgError> {
         let slot = self.slot.clone();
         let result = async {
             let rows = self
@@ -323,7 +323,7 @@ impl HeldStore {
     /// partitions) as the planner estimates them (`pg_class.reltuples`; a
     /// table never analysed counts 0). `pg_partition_tree` lists nothing for
     /// an ordinary table, hence the table itself beside it.
-    pub async fn estimated_rows(&mut self, tables: &[String]) -> Result<u64, SourceError> {
+    pub async fn estimated_rows(&mut self, tables: &[String]) -> Result<u64, PgError> {
         let result = async {
             let row = self
                 .client()
@@ -340,7 +340,7 @@ impl HeldStore {
                     &[&tables],
                 )
                 .await
-                .map_err(SourceError::sql("estimate the synced tables' rows"))?;
+                .map_err(PgError::sql("estimate the synced tables' rows"))?;
             Ok(row.get::<_, f64>(0) as u64)
         }
         .await;
@@ -348,15 +348,15 @@ impl HeldStore {
     }
 }
 
-/// Like [`SourceError::sql`], except that an error about the data itself
+/// Like [`PgError::sql`], except that an error about the data itself
 /// (SQLSTATE class 22 or 23) keeps only its code: its DETAIL would quote a
 /// customer id, and no retry would store it anyway.
-fn stored(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> SourceError {
+fn stored(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> PgError {
     move |source| match source.code().map(|c| c.code()) {
-        Some(code) if code.starts_with("22") || code.starts_with("23") => SourceError::Definite(
+        Some(code) if code.starts_with("22") || code.starts_with("23") => PgError::Definite(
             format!("postgres: could not {what}: the data was refused (SQLSTATE {code})"),
         ),
-        _ => SourceError::Sql { what, source },
+        _ => PgError::Sql { what, source },
     }
 }
 
@@ -392,13 +392,13 @@ pub struct HeldTable<'a> {
 
 impl<'a> HeldTable<'a> {
     /// Creates the schema and table if missing and returns a handle for `slot`.
-    pub async fn open(sql: &'a Client, slot: &'a str) -> Result<Self, SourceError> {
+    pub async fn open(sql: &'a Client, slot: &'a str) -> Result<Self, PgError> {
         State::open(sql, slot).await?;
         Ok(Self { sql, slot })
     }
 
     /// The rows in state `held`, in id order.
-    pub async fn waiting(&self) -> Result<Vec<HeldRow>, SourceError> {
+    pub async fn waiting(&self) -> Result<Vec<HeldRow>, PgError> {
         let rows = self
             .sql
             .query(
@@ -408,7 +408,7 @@ impl<'a> HeldTable<'a> {
                 &[&self.slot],
             )
             .await
-            .map_err(SourceError::sql("read ciosync.held_deletes"))?;
+            .map_err(PgError::sql("read ciosync.held_deletes"))?;
         Ok(rows
             .iter()
             .map(|r| HeldRow {
@@ -423,7 +423,7 @@ impl<'a> HeldTable<'a> {
     }
 
     /// The ids of this slot's rows among `wanted` that exist, in any state.
-    pub async fn existing(&self, wanted: &[i64]) -> Result<Vec<i64>, SourceError> {
+    pub async fn existing(&self, wanted: &[i64]) -> Result<Vec<i64>, PgError> {
         let rows = self
             .sql
             .query(
@@ -431,7 +431,7 @@ impl<'a> HeldTable<'a> {
                 &[&self.slot, &wanted],
             )
             .await
-            .map_err(SourceError::sql("read ciosync.held_deletes"))?;
+            .map_err(PgError::sql("read ciosync.held_deletes"))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -441,7 +441,7 @@ impl<'a> HeldTable<'a> {
     /// transaction everything before it was delivered, so no earlier
     /// identify of the same person can still be on its way to re-create
     /// them after the delete.
-    pub async fn unconfirmed(&self, only: Option<&[i64]>) -> Result<i64, SourceError> {
+    pub async fn unconfirmed(&self, only: Option<&[i64]>) -> Result<i64, PgError> {
         let row = self
             .sql
             .query_one(
@@ -453,7 +453,7 @@ impl<'a> HeldTable<'a> {
                 &[&self.slot, &only],
             )
             .await
-            .map_err(SourceError::sql("read ciosync.held_deletes"))?;
+            .map_err(PgError::sql("read ciosync.held_deletes"))?;
         Ok(row.get(0))
     }
 
@@ -465,8 +465,8 @@ impl<'a> HeldTable<'a> {
         only: Option<&[i64]>,
         after: i64,
         limit: i64,
-    ) -> Result<Vec<(i64, String, Action)>, SourceError> {
-        self.sql.batch_execute("BEGIN").await.map_err(SourceError::sql("begin"))?;
+    ) -> Result<Vec<(i64, String, Action)>, PgError> {
+        self.sql.batch_execute("BEGIN").await.map_err(PgError::sql("begin"))?;
         let rows = self
             .sql
             .query(
@@ -479,7 +479,7 @@ impl<'a> HeldTable<'a> {
                 &[&self.slot, &after, &only, &limit],
             )
             .await
-            .map_err(SourceError::sql("lock ciosync.held_deletes"))?;
+            .map_err(PgError::sql("lock ciosync.held_deletes"))?;
         Ok(rows
             .iter()
             .filter_map(|r| {
@@ -491,20 +491,20 @@ impl<'a> HeldTable<'a> {
 
     /// Ends the transaction [`HeldTable::lock_batch`] began, with the rows
     /// of `ids` (still held) moved to `state`.
-    pub async fn finish(&self, ids: &[i64], state: &str) -> Result<u64, SourceError> {
+    pub async fn finish(&self, ids: &[i64], state: &str) -> Result<u64, PgError> {
         let moved = self.decide(ids, state).await?;
-        self.sql.batch_execute("COMMIT").await.map_err(SourceError::sql("commit"))?;
+        self.sql.batch_execute("COMMIT").await.map_err(PgError::sql("commit"))?;
         Ok(moved)
     }
 
     /// Ends that transaction changing nothing.
-    pub async fn abandon(&self) -> Result<(), SourceError> {
-        self.sql.batch_execute("ROLLBACK").await.map_err(SourceError::sql("roll back"))
+    pub async fn abandon(&self) -> Result<(), PgError> {
+        self.sql.batch_execute("ROLLBACK").await.map_err(PgError::sql("roll back"))
     }
 
     /// Moves the held rows among `ids` (all held rows for `None`) to
     /// `state`; returns how many moved.
-    pub async fn decide_all(&self, ids: Option<&[i64]>, state: &str) -> Result<u64, SourceError> {
+    pub async fn decide_all(&self, ids: Option<&[i64]>, state: &str) -> Result<u64, PgError> {
         self.sql
             .execute(
                 "UPDATE ciosync.held_deletes SET state = $3, decided_at = now() \
@@ -512,10 +512,10 @@ impl<'a> HeldTable<'a> {
                 &[&self.slot, &ids, &state],
             )
             .await
-            .map_err(SourceError::sql("update ciosync.held_deletes"))
+            .map_err(PgError::sql("update ciosync.held_deletes"))
     }
 
-    async fn decide(&self, ids: &[i64], state: &str) -> Result<u64, SourceError> {
+    async fn decide(&self, ids: &[i64], state: &str) -> Result<u64, PgError> {
         if ids.is_empty() {
             return Ok(0);
         }

@@ -36,8 +36,8 @@ use tokio::time::Instant;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::ConnectionSettings;
 use crate::config::Config;
+use crate::pg::connection::ConnectionSettings;
 use crate::telemetry::health::now_ms;
 use crate::telemetry::{Counters, Phase};
 

@@ -12,7 +12,6 @@
 //! that breaks is dropped and a new one started (see `pipeline`); Postgres
 //! then replays everything after the last acknowledgement.
 
-pub mod connection;
 pub mod keeper;
 pub mod pgoutput;
 #[cfg(test)]
@@ -22,7 +21,6 @@ pub mod relation;
 pub mod row_filter;
 pub mod setup;
 pub mod slot;
-pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,8 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::change::{Datum, Row, RowChange, RowOp, WalPosition};
 use crate::config::Config;
+use crate::pg::connection::ConnectionSettings;
+use crate::pg::PgError;
 use crate::telemetry::Counters;
-use connection::ConnectionSettings;
 use pgoutput::{OldTupleKind, PgOutputMessage, Tuple, TupleValue};
 use relation::RelationCache;
 use setup::SlotState;
@@ -44,104 +43,6 @@ const PG_EPOCH_OFFSET_SECS: i64 = 946_684_800;
 /// Events buffered between the replication connection and the pipeline; it
 /// bounds memory while the pipeline waits on Customer.io (the slot holds the rest).
 const BUFFER_EVENTS: usize = 1024;
-
-/// A source failure, classified by what happens next.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// A SQL statement failed; usually the connection (transient).
-    #[error("postgres: could not {what}")]
-    Sql {
-        what: &'static str,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    /// The replication connection failed.
-    #[error("replication connection failed")]
-    Replication(#[source] pgwire_replication::PgWireError),
-    /// The stream broke the protocol in a way that loses changes if skipped;
-    /// a new session starts over from the last acknowledgement.
-    #[error("replication stream out of step: {0}")]
-    Protocol(String),
-    /// Another session streams from the slot (SQLSTATE 55006): another
-    /// ciosync instance, another consumer, or our previous session that the
-    /// server has not ended yet. Retried quietly (see `pipeline`).
-    #[error("the replication slot is in use by another session")]
-    SlotInUse(#[source] pgwire_replication::PgWireError),
-    /// The stream ended without being asked to.
-    #[error("the replication stream ended")]
-    Ended,
-    /// The SQL session beside the stream ended (Postgres shutting down,
-    /// the session terminated, the network gone); the stream is let go so
-    /// it cannot hold up a server shutdown.
-    #[error("the postgres session beside the replication stream ended (server shutting down?)")]
-    SqlSessionEnded,
-    /// Something the operator must fix; the message says what.
-    #[error("{0}")]
-    Definite(String),
-    /// A TLS handshake that no retry fixes (a certificate that fails
-    /// verification, a server without TLS); the message says what to change.
-    #[error("{refusal}")]
-    Tls {
-        refusal: tls::TlsRefusal,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// The slot ciosync streamed from is gone; changes since it was lost
-    /// never reached Customer.io. Never recreated silently (see [`slot`]).
-    #[error("{}", slot::lost_message(slot, *how))]
-    SlotLost { slot: String, how: slot::Lost },
-}
-
-impl SourceError {
-    /// Builds a `map_err` closure for a failed SQL step; a TLS refusal
-    /// (only possible while connecting) becomes [`SourceError::Tls`].
-    pub fn sql(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
-        move |source| match tls::refusal(&source) {
-            Some(refusal) => Self::Tls { refusal, source: Box::new(source) },
-            None => Self::Sql { what, source },
-        }
-    }
-
-    /// Wraps a replication connection failure; a TLS refusal becomes
-    /// [`SourceError::Tls`].
-    pub fn replication(error: pgwire_replication::PgWireError) -> Self {
-        match tls::refusal(&error) {
-            Some(refusal) => Self::Tls { refusal, source: Box::new(error) },
-            None => Self::Replication(error),
-        }
-    }
-
-    /// Whether reconnecting may help. Unknown means transient; a refused login
-    /// or a missing privilege is definite.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Definite(_) | Self::Tls { .. } | Self::SlotLost { .. } => false,
-            Self::Sql { source, .. } => {
-                !source.code().is_some_and(|c| is_definite_sqlstate(c.code()))
-            }
-            Self::Replication(e) => {
-                !e.is_auth() && !sqlstate_of(&e.to_string()).is_some_and(is_definite_sqlstate)
-            }
-            Self::Ended | Self::SqlSessionEnded | Self::Protocol(_) | Self::SlotInUse(_) => true,
-        }
-    }
-}
-
-/// SQLSTATEs that no retry fixes: authentication (class 28), a missing
-/// object or privilege and other rule violations (class 42), a missing
-/// database (3D000), a server setting such as `wal_level` (55000).
-/// Except 42710 (duplicate object): another instance created the same
-/// publication or slot a moment earlier, and a retry finds it.
-fn is_definite_sqlstate(code: &str) -> bool {
-    code != "42710"
-        && (code.starts_with("28") || code.starts_with("42") || code == "3D000" || code == "55000")
-}
-
-/// The SQLSTATE in pgwire-replication's error text, `… (SQLSTATE 42704)`.
-fn sqlstate_of(text: &str) -> Option<&str> {
-    let start = text.find("(SQLSTATE ")? + "(SQLSTATE ".len();
-    text.get(start..start + 5)
-}
 
 /// What the source yields, in commit order.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,7 +100,7 @@ pub struct History {
 async fn identify(
     client: &mut ReplicationClient,
     config: &Config,
-) -> Result<Option<History>, SourceError> {
+) -> Result<Option<History>, PgError> {
     match client.identify_system().await {
         Ok(id) => Ok(Some(History { system_id: id.system_id, timeline: id.timeline })),
         Err(error) if client.is_running() => {
@@ -219,7 +120,7 @@ async fn make_failover_slot(
     client: &mut ReplicationClient,
     sql: &tokio_postgres::Client,
     config: &Config,
-) -> Result<(), SourceError> {
+) -> Result<(), PgError> {
     if !slot::failover_wanted(sql, config).await? {
         return Ok(());
     }
@@ -249,8 +150,8 @@ impl Source {
         resume_from: Lsn,
         previous: Option<&History>,
         counters: Arc<Counters>,
-    ) -> Result<Self, SourceError> {
-        let located = settings.connect_sql_located().await.map_err(SourceError::sql("connect"))?;
+    ) -> Result<Self, PgError> {
+        let located = settings.connect_sql_located().await.map_err(PgError::sql("connect"))?;
         let (sql, sql_ended, host) = (located.client, located.ended, located.host);
         // This session idles between relation lookups, and its end stops the
         // stream (see `session_ended`): a server's idle_session_timeout (Postgres 14+)
@@ -269,7 +170,7 @@ impl Source {
                 .with_buffer_size(BUFFER_EVENTS);
             ReplicationClient::connect_gated(replication)
         };
-        let mut client = open(resume_from).await.map_err(SourceError::replication)?;
+        let mut client = open(resume_from).await.map_err(PgError::replication)?;
         let mut history = identify(&mut client, config).await?;
         let mut resume_from = resume_from;
         let started_over = resume_from != Lsn::from_u64(0)
@@ -288,14 +189,14 @@ impl Source {
             );
             drop(client);
             resume_from = Lsn::from_u64(0);
-            client = open(resume_from).await.map_err(SourceError::replication)?;
+            client = open(resume_from).await.map_err(PgError::replication)?;
             history = identify(&mut client, config).await?;
         }
         // Only a slot nobody streams from can be altered.
         if let SlotState::Usable { failover: Some(false), active: false, .. } = slot {
             make_failover_slot(&mut client, &sql, config).await?;
         }
-        client.start().await.map_err(SourceError::replication)?;
+        client.start().await.map_err(PgError::replication)?;
         client.wait_started().await.map_err(|e| classify_start_error(e, config))?;
         tracing::info!(
             slot = %config.postgres.slot,
@@ -338,16 +239,16 @@ impl Source {
     /// is lost if the future is dropped, so this is what the pipeline races
     /// against its timers; [`Source::process`] then runs to completion (a
     /// Relation message being resolved must not be lost).
-    pub async fn recv(&mut self) -> Result<ReplicationEvent, SourceError> {
+    pub async fn recv(&mut self) -> Result<ReplicationEvent, PgError> {
         match self.client.recv().await {
             Ok(Some(event)) => Ok(event),
-            Ok(None) => Err(SourceError::Ended),
-            Err(error) => Err(SourceError::Replication(error)),
+            Ok(None) => Err(PgError::Ended),
+            Err(error) => Err(PgError::Replication(error)),
         }
     }
 
     /// A token cancelled when the SQL session beside the stream ends; the
-    /// pipeline then lets go of the stream ([`SourceError::SqlSessionEnded`])
+    /// pipeline then lets go of the stream ([`PgError::SqlSessionEnded`])
     /// whatever it waits for. A fast shutdown of Postgres terminates that
     /// session first and then waits for every walsender's client to confirm
     /// all WAL sent, which ciosync cannot do while Customer.io fails: holding
@@ -363,7 +264,7 @@ impl Source {
     pub async fn process(
         &mut self,
         event: ReplicationEvent,
-    ) -> Result<Option<SourceEvent>, SourceError> {
+    ) -> Result<Option<SourceEvent>, PgError> {
         match event {
             ReplicationEvent::KeepAlive { wal_end, .. } => {
                 Counters::raise(&self.counters.last_received_lsn, wal_end.as_u64());
@@ -383,7 +284,7 @@ impl Source {
             ReplicationEvent::Message { prefix, content, .. } => {
                 Ok(Some(SourceEvent::Message { prefix, content }))
             }
-            ReplicationEvent::StoppedAt { .. } => Err(SourceError::Ended),
+            ReplicationEvent::StoppedAt { .. } => Err(PgError::Ended),
         }
     }
 
@@ -393,11 +294,11 @@ impl Source {
     /// described, ends the session instead: skipping would silently drop
     /// every later change of that table, while a new session starts with
     /// fresh Relation messages from the last acknowledgement.
-    async fn on_data(&mut self, data: &Bytes) -> Result<Option<SourceEvent>, SourceError> {
+    async fn on_data(&mut self, data: &Bytes) -> Result<Option<SourceEvent>, PgError> {
         let message = match pgoutput::decode(data) {
             Ok(m) => m,
             Err(error) if data.first() == Some(&b'R') => {
-                return Err(SourceError::Protocol(error.to_string()));
+                return Err(PgError::Protocol(error.to_string()));
             }
             Err(error) => {
                 self.skip_bad_row(&error.to_string());
@@ -446,7 +347,7 @@ impl Source {
             _ => return Ok(None),
         };
         let Some(table) = self.relations.get(oid).cloned() else {
-            return Err(SourceError::Protocol(format!(
+            return Err(PgError::Protocol(format!(
                 "a change of relation {oid}, which was never described"
             )));
         };
@@ -539,24 +440,24 @@ fn to_row(tuple: Tuple, width: usize) -> Option<Row> {
 }
 
 /// Start errors that no retry fixes get the fix in their message.
-fn classify_start_error(error: pgwire_replication::PgWireError, config: &Config) -> SourceError {
+fn classify_start_error(error: pgwire_replication::PgWireError, config: &Config) -> PgError {
     let text = error.to_string();
-    if sqlstate_of(&text) == Some("55006") || text.contains("is active for PID") {
+    if crate::pg::error::sqlstate_of(&text) == Some("55006") || text.contains("is active for PID") {
         // Another consumer holds the slot: transient (it may be a previous
         // instance of ours that has not exited yet).
-        return SourceError::SlotInUse(error);
+        return PgError::SlotInUse(error);
     }
-    if tls::refusal(&error).is_some() {
-        return SourceError::replication(error);
+    if crate::pg::tls::refusal(&error).is_some() {
+        return PgError::replication(error);
     }
-    if error.is_auth() || sqlstate_of(&text) == Some("42501") {
-        return SourceError::Definite(format!(
+    if error.is_auth() || crate::pg::error::sqlstate_of(&text) == Some("42501") {
+        return PgError::Definite(format!(
             "postgres refused replication: the role needs LOGIN and REPLICATION \
              (ALTER ROLE <role> REPLICATION) and access to slot {}",
             config.postgres.slot
         ));
     }
-    SourceError::Replication(error)
+    PgError::Replication(error)
 }
 
 #[cfg(test)]
@@ -571,19 +472,10 @@ mod tests {
         let config = Config::from_toml(include_str!("../../config/example.toml"), Vec::new())
             .expect("the example config is valid");
         let error = classify_start_error(error, &config);
-        assert!(matches!(error, SourceError::Tls { refusal: tls::TlsRefusal::Certificate, .. }));
+        assert!(matches!(
+            error,
+            PgError::Tls { refusal: crate::pg::tls::TlsRefusal::Certificate, .. }
+        ));
         assert!(!error.is_transient());
-    }
-
-    #[test]
-    fn finds_and_classifies_sqlstates() {
-        assert_eq!(sqlstate_of("publication \"p\" does not exist (SQLSTATE 42704)"), Some("42704"));
-        assert_eq!(sqlstate_of("io error"), None);
-        for definite in ["28P01", "42501", "42P01", "3D000", "55000"] {
-            assert!(is_definite_sqlstate(definite), "{definite}");
-        }
-        for transient in ["55006", "57P01", "08006", "53300", "42710"] {
-            assert!(!is_definite_sqlstate(transient), "{transient}");
-        }
     }
 }

@@ -7,9 +7,9 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::change::{Datum, ReplicaIdentity, Row, Table, TableColumn};
 use crate::config::SyncConfig;
+use crate::pg::quote::{quote_ident, quote_literal, quoted_table};
+use crate::pg::PgError;
 use crate::source::relation::RelationCache;
-use crate::source::setup::{quote_ident, quote_literal, quoted_table};
-use crate::source::SourceError;
 
 /// Pages through one table: the id column first, then the mapped columns
 /// and the soft-delete column.
@@ -28,7 +28,7 @@ impl TableReader {
         sql: &Client,
         sync: &SyncConfig,
         filter: Option<&str>,
-    ) -> Result<Self, SourceError> {
+    ) -> Result<Self, PgError> {
         let table = describe(sql, sync).await?;
         let (schema, name) = sync.schema_and_name();
         let columns =
@@ -64,7 +64,7 @@ impl TableReader {
         &self,
         sql: &Client,
         keys: &[String],
-    ) -> Result<Vec<(String, Row)>, SourceError> {
+    ) -> Result<Vec<(String, Row)>, PgError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -83,7 +83,7 @@ impl TableReader {
         sql: &Client,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, Row)>, SourceError> {
+    ) -> Result<Vec<(String, Row)>, PgError> {
         let condition = match after {
             Some(key) => format!("{} > CAST({} AS {})", self.id, quote_literal(key), self.id_type),
             None => "true".to_owned(),
@@ -97,10 +97,10 @@ impl TableReader {
         sql: &Client,
         condition: &str,
         limit: usize,
-    ) -> Result<Vec<(String, Row)>, SourceError> {
+    ) -> Result<Vec<(String, Row)>, PgError> {
         let query = format!("{} WHERE {condition} ORDER BY {} LIMIT {limit}", self.select, self.id);
         let messages =
-            sql.simple_query(&query).await.map_err(SourceError::sql("read a page of a table"))?;
+            sql.simple_query(&query).await.map_err(PgError::sql("read a page of a table"))?;
         let width = self.table.columns.len();
         Ok(messages
             .into_iter()
@@ -125,7 +125,7 @@ impl TableReader {
 /// The id column, the mapped columns and the soft-delete column of a table,
 /// with their value kinds. Without the soft-delete column the mapper could
 /// not tell a soft-deleted row, and would copy it.
-async fn describe(sql: &Client, sync: &SyncConfig) -> Result<Table, SourceError> {
+async fn describe(sql: &Client, sync: &SyncConfig) -> Result<Table, PgError> {
     let (schema, name) = sync.schema_and_name();
     let mut wanted: Vec<&str> = vec![sync.id_column.as_str()];
     for column in sync.attributes.values().chain(&sync.soft_delete_column) {
@@ -142,13 +142,13 @@ async fn describe(sql: &Client, sync: &SyncConfig) -> Result<Table, SourceError>
             &[&schema, &name],
         )
         .await
-        .map_err(SourceError::sql("describe a synced table"))?;
+        .map_err(PgError::sql("describe a synced table"))?;
     let mut kinds = RelationCache::default();
     let mut columns = Vec::new();
     for column in wanted {
         let Some(row) = rows.iter().find(|r| r.get::<_, String>(0) == column) else {
             if column == sync.id_column {
-                return Err(SourceError::Definite(format!(
+                return Err(PgError::Definite(format!(
                     "table {schema}.{name} has no column {column} (id_column)"
                 )));
             }
@@ -169,7 +169,7 @@ async fn describe(sql: &Client, sync: &SyncConfig) -> Result<Table, SourceError>
 }
 
 /// The id column's type as SQL, to compare a saved key in the column's own order.
-async fn id_type(sql: &Client, sync: &SyncConfig) -> Result<String, SourceError> {
+async fn id_type(sql: &Client, sync: &SyncConfig) -> Result<String, PgError> {
     let (schema, name) = sync.schema_and_name();
     let row = sql
         .query_one(
@@ -180,16 +180,16 @@ async fn id_type(sql: &Client, sync: &SyncConfig) -> Result<String, SourceError>
             &[&schema, &name, &sync.id_column],
         )
         .await
-        .map_err(SourceError::sql("read the id column's type"))?;
+        .map_err(PgError::sql("read the id column's type"))?;
     Ok(row.get(0))
 }
 
 /// Postgres's clock in Unix seconds: the `timestamp` of copied rows, on the
 /// same clock as the commit times of the changes around them.
-pub async fn postgres_now(sql: &tokio_postgres::Client) -> Result<i64, SourceError> {
+pub async fn postgres_now(sql: &tokio_postgres::Client) -> Result<i64, PgError> {
     Ok(sql
         .query_one("SELECT floor(extract(epoch FROM clock_timestamp()))::bigint", &[])
         .await
-        .map_err(SourceError::sql("read the clock"))?
+        .map_err(PgError::sql("read the clock"))?
         .get(0))
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::change::{ReplicaIdentity, Table, TableColumn};
 use crate::mapping::value::{builtin_kind, ValueKind};
+use crate::pg::PgError;
 use crate::source::pgoutput::RelationColumn;
-use crate::source::SourceError;
 
 /// Deepest chain of domains and array element types followed.
 const MAX_TYPE_DEPTH: usize = 8;
@@ -36,7 +36,7 @@ impl RelationCache {
         name: String,
         replica_identity: u8,
         columns: Vec<RelationColumn>,
-    ) -> Result<Arc<Table>, SourceError> {
+    ) -> Result<Arc<Table>, PgError> {
         let mut resolved = Vec::with_capacity(columns.len());
         for column in columns {
             let kind = self.kind(sql, column.type_oid).await?;
@@ -61,7 +61,7 @@ impl RelationCache {
         &mut self,
         sql: &tokio_postgres::Client,
         type_oid: u32,
-    ) -> Result<ValueKind, SourceError> {
+    ) -> Result<ValueKind, PgError> {
         if let Some(kind) = builtin_kind(type_oid) {
             return Ok(kind);
         }
@@ -84,7 +84,7 @@ impl RelationCache {
                     &[&oid],
                 )
                 .await
-                .map_err(SourceError::sql("look up a column type"))?;
+                .map_err(PgError::sql("look up a column type"))?;
             let Some(row) = row else { break };
             let typtype: String = row.get(0);
             let category: String = row.get(1);

@@ -26,7 +26,7 @@
 
 use tokio_postgres::Client;
 
-use super::setup::quoted_table;
+use crate::pg::quote::quoted_table;
 
 /// Name of the temporary table and of its constraint.
 const PROBE: &str = "ciosync_filter_probe";

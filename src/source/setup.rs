@@ -5,25 +5,11 @@
 
 use tokio_postgres::Client;
 
-use super::{is_definite_sqlstate, row_filter};
+use super::row_filter;
 use crate::config::{Config, SyncConfig};
-use crate::source::SourceError;
-
-/// A quoted SQL identifier: `"name"` with inner quotes doubled.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A quoted SQL string literal (`standard_conforming_strings` is on, as it
-/// has been by default since PostgreSQL 9.1, so only quotes are doubled).
-pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
-/// `"schema"."table"` for a configured table.
-pub fn quoted_table(schema: &str, name: &str) -> String {
-    format!("{}.{}", quote_ident(schema), quote_ident(name))
-}
+use crate::pg::is_definite_sqlstate;
+use crate::pg::quote::{quote_ident, quoted_table};
+use crate::pg::PgError;
 
 /// The SQL that creates the configured publication: every synced table,
 /// with its row filter when the config gives one.
@@ -78,10 +64,7 @@ pub fn refit_table_sql(publication: &str, sync: &SyncConfig) -> String {
 /// publishes only some columns; its row filter is not `sync[i].filter`), with
 /// the SQL that fixes it after `: run `. `None` when it fits or does not
 /// exist. A configured filter Postgres refuses is an error naming the field.
-pub async fn publication_misfit(
-    sql: &Client,
-    config: &Config,
-) -> Result<Option<String>, SourceError> {
+pub async fn publication_misfit(sql: &Client, config: &Config) -> Result<Option<String>, PgError> {
     let publication = &config.postgres.publication;
     let row = sql
         .query_opt(
@@ -90,7 +73,7 @@ pub async fn publication_misfit(
             &[publication],
         )
         .await
-        .map_err(SourceError::sql("read pg_publication"))?;
+        .map_err(PgError::sql("read pg_publication"))?;
     let Some(row) = row else { return Ok(None) };
     let (oid, publishes_all, via_root): (u32, bool, bool) = (row.get(0), row.get(1), row.get(2));
     let quoted = quote_ident(publication);
@@ -112,7 +95,7 @@ pub async fn publication_misfit(
                 &[&schema, &name, &oid],
             )
             .await
-            .map_err(SourceError::sql("read pg_publication_rel"))?;
+            .map_err(PgError::sql("read pg_publication_rel"))?;
         let Some(table) = table else { continue };
         let (partitioned, listed, some_columns): (bool, bool, bool) =
             (table.get(0), table.get(1), table.get(2));
@@ -151,7 +134,7 @@ async fn row_filter_misfit(
     sync: &SyncConfig,
     listed: bool,
     published: Option<&str>,
-) -> Result<Option<String>, SourceError> {
+) -> Result<Option<String>, PgError> {
     let publication = &config.postgres.publication;
     let (schema, name) = sync.schema_and_name();
     let field = format!("sync[{i}].filter");
@@ -192,22 +175,17 @@ async fn row_filter_misfit(
 
 /// Postgres refusing a configured filter: definite, naming the field, when
 /// the expression is at fault (a missing column, a syntax error, …).
-fn refused_filter(
-    field: &str,
-    schema: &str,
-    name: &str,
-    error: tokio_postgres::Error,
-) -> SourceError {
+fn refused_filter(field: &str, schema: &str, name: &str, error: tokio_postgres::Error) -> PgError {
     match error.as_db_error() {
         Some(db)
             if is_definite_sqlstate(db.code().code()) || db.code().code().starts_with("22") =>
         {
-            SourceError::Definite(format!(
+            PgError::Definite(format!(
                 "{field} is not a valid row filter for {schema}.{name}: {}",
                 db.message()
             ))
         }
-        _ => SourceError::Sql { what: "read the configured row filter", source: error },
+        _ => PgError::Sql { what: "read the configured row filter", source: error },
     }
 }
 
@@ -215,21 +193,21 @@ fn refused_filter(
 /// (columns, constants, built-in types, operators and immutable functions:
 /// no `now()`, no subquery) and refuses others with 0A000, which would
 /// otherwise look transient: that is definite, naming the filters.
-fn refused_publication(config: &Config, error: tokio_postgres::Error) -> SourceError {
+fn refused_publication(config: &Config, error: tokio_postgres::Error) -> PgError {
     let filters: Vec<String> = (0..config.sync.len())
         .filter(|i| config.sync[*i].filter.is_some())
         .map(|i| format!("sync[{i}].filter"))
         .collect();
     match error.as_db_error() {
         Some(db) if db.code().code() == "0A000" && !filters.is_empty() => {
-            SourceError::Definite(format!(
+            PgError::Definite(format!(
                 "Postgres refuses {} as a publication row filter: {}{}",
                 filters.join(" or "),
                 db.message(),
                 db.detail().map(|d| format!(": {d}")).unwrap_or_default()
             ))
         }
-        _ => SourceError::Sql { what: "create the publication", source: error },
+        _ => PgError::Sql { what: "create the publication", source: error },
     }
 }
 
@@ -238,7 +216,7 @@ fn refused_publication(config: &Config, error: tokio_postgres::Error) -> SourceE
 pub async fn filter_identity_problem(
     sql: &Client,
     config: &Config,
-) -> Result<Option<String>, SourceError> {
+) -> Result<Option<String>, PgError> {
     for (i, sync) in config.sync.iter().enumerate() {
         let Some(filter) = &sync.filter else { continue };
         let (schema, name) = sync.schema_and_name();
@@ -248,7 +226,7 @@ pub async fn filter_identity_problem(
             .map_err(|e| refused_filter(&field, schema, name, e))?;
         let identity = row_filter::identity(sql, schema, name)
             .await
-            .map_err(SourceError::sql("read the replica identity"))?;
+            .map_err(PgError::sql("read the replica identity"))?;
         let Some(identity) = identity else { continue };
         let missing = identity.missing(&read.columns);
         if !missing.is_empty() {
@@ -269,14 +247,14 @@ pub async fn filter_identity_problem(
 pub async fn publication_missing_tables(
     sql: &Client,
     config: &Config,
-) -> Result<Option<Vec<String>>, SourceError> {
+) -> Result<Option<Vec<String>>, PgError> {
     let exists = sql
         .query_opt(
             "SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = $1",
             &[&config.postgres.publication],
         )
         .await
-        .map_err(SourceError::sql("read pg_publication"))?;
+        .map_err(PgError::sql("read pg_publication"))?;
     let Some(row) = exists else { return Ok(None) };
     if row.get::<_, bool>(0) {
         return Ok(Some(Vec::new()));
@@ -295,7 +273,7 @@ pub async fn publication_missing_tables(
                 &[&config.postgres.publication, &schema, &name],
             )
             .await
-            .map_err(SourceError::sql("read pg_publication_tables"))?;
+            .map_err(PgError::sql("read pg_publication_tables"))?;
         if found.is_none() {
             missing.push(format!("{schema}.{name}"));
         }
@@ -319,7 +297,7 @@ pub enum SlotState {
 }
 
 /// Reads the configured slot from `pg_replication_slots`.
-pub async fn slot_state(sql: &Client, config: &Config) -> Result<SlotState, SourceError> {
+pub async fn slot_state(sql: &Client, config: &Config) -> Result<SlotState, PgError> {
     let row = sql
         .query_opt(
             // `failover` exists from PostgreSQL 17; read through jsonb so
@@ -330,7 +308,7 @@ pub async fn slot_state(sql: &Client, config: &Config) -> Result<SlotState, Sour
             &[&config.postgres.slot],
         )
         .await
-        .map_err(SourceError::sql("read pg_replication_slots"))?;
+        .map_err(PgError::sql("read pg_replication_slots"))?;
     let Some(row) = row else {
         return Ok(SlotState::Missing);
     };
@@ -373,19 +351,19 @@ pub async fn ensure(
     sql: &Client,
     config: &Config,
     counters: &crate::telemetry::Counters,
-) -> Result<SlotState, SourceError> {
+) -> Result<SlotState, PgError> {
     ensure_publication(sql, config).await?;
     super::slot::ensure(sql, config, counters, true).await
 }
 
 /// Creates the publication if missing; an existing one that lacks a synced
 /// table is an error with the `ALTER PUBLICATION` to run.
-pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<(), SourceError> {
+pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<(), PgError> {
     // Publishing a filter the replica identity cannot evaluate would make
     // Postgres refuse the application's own UPDATEs and DELETEs: checked
     // before creating the publication and before printing any fix for it.
     if let Some(problem) = filter_identity_problem(sql, config).await? {
-        return Err(SourceError::Definite(problem));
+        return Err(PgError::Definite(problem));
     }
     match publication_missing_tables(sql, config).await? {
         None => {
@@ -407,7 +385,7 @@ pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<(), Sou
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            return Err(SourceError::Definite(format!(
+            return Err(PgError::Definite(format!(
                 "publication {} exists but does not include {}: run ALTER PUBLICATION {} ADD \
                  TABLE {tables}",
                 config.postgres.publication,
@@ -417,7 +395,7 @@ pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<(), Sou
         }
         Some(_) => {
             if let Some(problem) = publication_misfit(sql, config).await? {
-                return Err(SourceError::Definite(problem));
+                return Err(PgError::Definite(problem));
             }
         }
     }

@@ -40,57 +40,25 @@
 use tokio_postgres::Client;
 
 use super::setup::{slot_state, SlotState};
-use super::SourceError;
 use crate::config::{Config, OnSlotLost};
+use crate::pg::{Lost, PgError};
 use crate::state::State;
 use crate::telemetry::Counters;
-
-/// How the slot was lost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lost {
-    /// It no longer exists.
-    Dropped,
-    /// It exists but Postgres invalidated it (`wal_status` `lost`).
-    Invalidated,
-}
-
-/// The error line of a lost slot: what happened, what it means, the way back.
-pub fn lost_message(slot: &str, how: Lost) -> String {
-    let what = match how {
-        Lost::Dropped => {
-            "was dropped, or this server took over from the one that had it (a promoted standby \
-             keeps a slot only when it is a failover slot, PostgreSQL 17+ with \
-             sync_replication_slots on the standby)"
-        }
-        Lost::Invalidated => {
-            "was invalidated: Postgres removed WAL it still needed (it retained more than \
-             max_slot_wal_keep_size)"
-        }
-    };
-    format!(
-        "replication slot {slot} is lost: it {what}. Changes committed since its last \
-         acknowledged position never reached Customer.io, so ciosync does not create a new slot \
-         by itself. To recover, start once with CIOSYNC_POSTGRES_ON_SLOT_LOST=recreate_and_backfill \
-         (or set postgres.on_slot_lost = \"recreate_and_backfill\"): it recreates the slot and \
-         backfills every synced table; customers deleted meanwhile must be deleted in \
-         Customer.io by hand"
-    )
-}
 
 /// Makes sure the configured slot can be streamed from, and returns its
 /// state: `Usable`, or `Missing` on a first start when `create_if_new` is
 /// off (the initial copy then creates it with its snapshot). A lost slot is
-/// [`SourceError::SlotLost`], or recovered when the config says so.
+/// [`PgError::SlotLost`], or recovered when the config says so.
 pub async fn ensure(
     sql: &Client,
     config: &Config,
     counters: &Counters,
     create_if_new: bool,
-) -> Result<SlotState, SourceError> {
+) -> Result<SlotState, PgError> {
     let slot = &config.postgres.slot;
     let state = State::open(sql, slot).await?;
     let lost = match slot_state(sql, config).await? {
-        SlotState::Unusable(reason) => return Err(SourceError::Definite(reason)),
+        SlotState::Unusable(reason) => return Err(PgError::Definite(reason)),
         usable @ SlotState::Usable { .. } => {
             state.record_slot().await?;
             return Ok(usable);
@@ -108,7 +76,7 @@ pub async fn ensure(
         SlotState::Invalidated => Lost::Invalidated,
     };
     match config.postgres.on_slot_lost {
-        OnSlotLost::Stop => Err(SourceError::SlotLost { slot: slot.clone(), how: lost }),
+        OnSlotLost::Stop => Err(PgError::SlotLost { slot: slot.clone(), how: lost }),
         OnSlotLost::RecreateAndBackfill => {
             recover(sql, config, &state, lost).await?;
             Counters::add(&counters.slots_recreated, 1);
@@ -128,7 +96,7 @@ async fn recover(
     config: &Config,
     state: &State<'_>,
     lost: Lost,
-) -> Result<(), SourceError> {
+) -> Result<(), PgError> {
     let slot = &config.postgres.slot;
     tracing::error!(
         %slot,
@@ -136,10 +104,10 @@ async fn recover(
         "replication slot lost; postgres.on_slot_lost = recreate_and_backfill: recreating it \
          and backfilling every synced table"
     );
-    sql.batch_execute("BEGIN").await.map_err(SourceError::sql("begin the slot's recovery"))?;
+    sql.batch_execute("BEGIN").await.map_err(PgError::sql("begin the slot's recovery"))?;
     let queued = queue_backfills(sql, config, state).await;
     let committed = match queued {
-        Ok(()) => sql.batch_execute("COMMIT").await.map_err(SourceError::sql("commit")),
+        Ok(()) => sql.batch_execute("COMMIT").await.map_err(PgError::sql("commit")),
         Err(error) => Err(error),
     };
     if let Err(error) = committed {
@@ -149,7 +117,7 @@ async fn recover(
     if lost == Lost::Invalidated {
         sql.execute("SELECT pg_catalog.pg_drop_replication_slot($1)", &[slot])
             .await
-            .map_err(SourceError::sql("drop the invalidated replication slot"))?;
+            .map_err(PgError::sql("drop the invalidated replication slot"))?;
     }
     create(sql, slot, failover_wanted(sql, config).await?).await?;
     tracing::warn!(
@@ -161,11 +129,7 @@ async fn recover(
 
 /// Inside the recovery's transaction: a full backfill of each synced table
 /// (unless an earlier attempt queued one that still waits), and the record.
-async fn queue_backfills(
-    sql: &Client,
-    config: &Config,
-    state: &State<'_>,
-) -> Result<(), SourceError> {
+async fn queue_backfills(sql: &Client, config: &Config, state: &State<'_>) -> Result<(), PgError> {
     let slot = &config.postgres.slot;
     for sync in &config.sync {
         let (schema, name) = sync.schema_and_name();
@@ -182,7 +146,7 @@ async fn queue_backfills(
                 &[&schema, &name],
             )
             .await
-            .map_err(SourceError::sql("estimate a table's rows"))?
+            .map_err(PgError::sql("estimate a table's rows"))?
             .get(0);
         let id = state.enqueue_backfill(&table, None, None, estimate).await?;
         tracing::warn!(%slot, %table, backfill = id, "backfill queued for the recreated slot");
@@ -192,57 +156,34 @@ async fn queue_backfills(
 
 /// Creates the slot over SQL (when no initial copy needs its snapshot), as
 /// a failover slot when `failover` (PostgreSQL 17+: the fifth argument).
-async fn create(sql: &Client, slot: &str, failover: bool) -> Result<(), SourceError> {
+async fn create(sql: &Client, slot: &str, failover: bool) -> Result<(), PgError> {
     let statement = if failover {
         "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
     } else {
         "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')"
     };
-    sql.execute(statement, &[&slot])
-        .await
-        .map_err(SourceError::sql("create the replication slot"))?;
+    sql.execute(statement, &[&slot]).await.map_err(PgError::sql("create the replication slot"))?;
     Ok(())
 }
 
 /// The server's `server_version_num` (e.g. 170004).
-pub async fn server_version_num(sql: &Client) -> Result<i32, SourceError> {
+pub async fn server_version_num(sql: &Client) -> Result<i32, PgError> {
     let row = sql
         .query_one("SELECT current_setting('server_version_num')::int", &[])
         .await
-        .map_err(SourceError::sql("read server_version_num"))?;
+        .map_err(PgError::sql("read server_version_num"))?;
     Ok(row.get(0))
 }
 
 /// Whether ciosync's slot on this server is (to be) a failover slot, as
 /// `postgres.failover_slot` says; definite when it is `on` and the server
 /// predates PostgreSQL 17.
-pub async fn failover_wanted(sql: &Client, config: &Config) -> Result<bool, SourceError> {
-    config
-        .postgres
-        .failover_slot
-        .wanted(server_version_num(sql).await?)
-        .map_err(SourceError::Definite)
+pub async fn failover_wanted(sql: &Client, config: &Config) -> Result<bool, PgError> {
+    config.postgres.failover_slot.wanted(server_version_num(sql).await?).map_err(PgError::Definite)
 }
 
 /// `ALTER_REPLICATION_SLOT` (a replication command, PostgreSQL 17+) that
 /// makes an existing slot a failover slot.
 pub fn alter_to_failover_command(slot: &str) -> String {
-    format!("ALTER_REPLICATION_SLOT {} ( FAILOVER true )", super::setup::quote_ident(slot))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_message_names_the_slot_the_cause_and_the_way_back() {
-        for how in [Lost::Dropped, Lost::Invalidated] {
-            let text = lost_message("users_sync", how);
-            assert!(text.starts_with("replication slot users_sync is lost"), "{text}");
-            assert!(text.contains("CIOSYNC_POSTGRES_ON_SLOT_LOST=recreate_and_backfill"), "{text}");
-            assert!(text.contains("postgres.on_slot_lost"), "{text}");
-        }
-        assert!(lost_message("s", Lost::Invalidated).contains("max_slot_wal_keep_size"));
-        assert!(lost_message("s", Lost::Dropped).contains("was dropped"));
-    }
+    format!("ALTER_REPLICATION_SLOT {} ( FAILOVER true )", crate::pg::quote::quote_ident(slot))
 }

@@ -18,7 +18,7 @@ use tokio_postgres::Client;
 
 use super::exporter::{describe, Families};
 use super::names::*;
-use crate::source::connection::ConnectionSettings;
+use crate::pg::connection::ConnectionSettings;
 
 /// Longest a scrape waits for Postgres.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(3);

@@ -23,9 +23,9 @@ use tokio_postgres::Client;
 use super::config::WebhooksConfig;
 use super::event::ReportingEvent;
 use super::write_back::{self, WriteBack};
-use crate::source::connection::ConnectionSettings;
-use crate::source::setup::{quote_ident, quote_literal, quoted_table};
-use crate::source::SourceError;
+use crate::pg::connection::ConnectionSettings;
+use crate::pg::quote::{quote_ident, quote_literal, quoted_table};
+use crate::pg::PgError;
 use crate::telemetry::Counters;
 
 /// Longest a store may take, connecting included: under Customer.io's 4 s
@@ -114,11 +114,11 @@ fn insert_sql(schema: &str, table: &str) -> String {
 pub async fn migrate(
     tx: &tokio_postgres::Transaction<'_>,
     config: &WebhooksConfig,
-) -> Result<(), SourceError> {
+) -> Result<(), PgError> {
     let (schema, table) = config.schema_and_table();
     tx.batch_execute(&migration_sql(schema, table))
         .await
-        .map_err(SourceError::sql("create the webhook events table"))
+        .map_err(PgError::sql("create the webhook events table"))
 }
 
 /// Inserts `event` with the caller's client (or transaction); whether it was new.
@@ -126,7 +126,7 @@ pub async fn insert(
     sql: &impl tokio_postgres::GenericClient,
     config: &WebhooksConfig,
     event: &ReportingEvent,
-) -> Result<Stored, SourceError> {
+) -> Result<Stored, PgError> {
     let (schema, table) = config.schema_and_table();
     let params: [&(dyn ToSql + Sync); 17] = [
         &event.event_id,
@@ -150,7 +150,7 @@ pub async fn insert(
     let rows = sql
         .execute(&insert_sql(schema, table), &params)
         .await
-        .map_err(SourceError::sql("insert a webhook event"))?;
+        .map_err(PgError::sql("insert a webhook event"))?;
     Ok(if rows == 1 { Stored::New } else { Stored::Duplicate })
 }
 
@@ -198,7 +198,7 @@ impl WebhookStore {
     /// Connects now (creating the table, binding the write-back origin), so
     /// a missing privilege stops `run` at start; a transient failure is
     /// left to the first request.
-    pub async fn prepare(&self) -> Result<(), SourceError> {
+    pub async fn prepare(&self) -> Result<(), PgError> {
         let mut guard = self.sql.lock().await;
         match self.client(&mut guard).await {
             Ok(_) => Ok(()),
@@ -241,15 +241,15 @@ impl WebhookStore {
         &self,
         client: &Client,
         event: &ReportingEvent,
-    ) -> Result<Stored, SourceError> {
-        client.batch_execute("BEGIN").await.map_err(SourceError::sql("begin"))?;
+    ) -> Result<Stored, PgError> {
+        client.batch_execute("BEGIN").await.map_err(PgError::sql("begin"))?;
         let result = async {
             let stored = insert(client, &self.config, event).await?;
             let changed = match stored {
                 Stored::New => write_back::apply(client, &self.write_backs, event).await?,
                 Stored::Duplicate => 0,
             };
-            client.batch_execute("COMMIT").await.map_err(SourceError::sql("commit"))?;
+            client.batch_execute("COMMIT").await.map_err(PgError::sql("commit"))?;
             Ok((stored, changed))
         }
         .await;
@@ -275,7 +275,7 @@ impl WebhookStore {
             let mut guard = self.sql.lock().await;
             let result = async {
                 let client = self.client(&mut guard).await?;
-                client.simple_query("SELECT 1").await.map_err(SourceError::sql("run SELECT 1"))?;
+                client.simple_query("SELECT 1").await.map_err(PgError::sql("run SELECT 1"))?;
                 Ok(())
             }
             .await;
@@ -293,7 +293,7 @@ impl WebhookStore {
     async fn within<T>(
         &self,
         limit: Duration,
-        attempt: impl std::future::Future<Output = Result<T, SourceError>>,
+        attempt: impl std::future::Future<Output = Result<T, PgError>>,
     ) -> Result<T, String> {
         match tokio::time::timeout(limit, attempt).await {
             Ok(result) => result.map_err(|e| crate::error::error_chain(&e).replace('\n', " ")),
@@ -307,7 +307,7 @@ impl WebhookStore {
     }
 
     /// The open connection, or a new one with the table created.
-    async fn client<'a>(&self, sql: &'a mut Option<Client>) -> Result<&'a Client, SourceError> {
+    async fn client<'a>(&self, sql: &'a mut Option<Client>) -> Result<&'a Client, PgError> {
         if sql.as_ref().is_some_and(Client::is_closed) {
             *sql = None;
         }
@@ -317,11 +317,11 @@ impl WebhookStore {
         }
     }
 
-    async fn connect(&self) -> Result<Client, SourceError> {
-        let mut sql = self.settings.connect_sql().await.map_err(SourceError::sql("connect"))?;
-        let tx = sql.transaction().await.map_err(SourceError::sql("begin"))?;
+    async fn connect(&self) -> Result<Client, PgError> {
+        let mut sql = self.settings.connect_sql().await.map_err(PgError::sql("connect"))?;
+        let tx = sql.transaction().await.map_err(PgError::sql("begin"))?;
         migrate(&tx, &self.config).await?;
-        tx.commit().await.map_err(SourceError::sql("create the webhook events table"))?;
+        tx.commit().await.map_err(PgError::sql("create the webhook events table"))?;
         if let Some(origin) = &self.origin {
             write_back::bind_origin(&sql, origin).await?;
         }

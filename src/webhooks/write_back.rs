@@ -21,8 +21,8 @@ use tokio_postgres::Client;
 
 use super::event::ReportingEvent;
 use crate::config::{Config, ConfigError};
-use crate::source::setup::{quote_ident, quoted_table};
-use crate::source::SourceError;
+use crate::pg::quote::{quote_ident, quoted_table};
+use crate::pg::PgError;
 
 /// `[[webhooks.write_back]]`: on a reporting event, set one column of the
 /// synced row of the customer it names.
@@ -153,7 +153,7 @@ pub fn resolve(config: &Config) -> Result<Vec<WriteBack>, ConfigError> {
 /// Creates the origin if missing and binds this session to it, so every
 /// transaction of `sql` carries it. A missing privilege is definite, with
 /// the `GRANT`s that fix it.
-pub async fn bind_origin(sql: &Client, origin: &str) -> Result<(), SourceError> {
+pub async fn bind_origin(sql: &Client, origin: &str) -> Result<(), PgError> {
     let result = async {
         sql.execute(
             "SELECT pg_catalog.pg_replication_origin_create($1) \
@@ -166,7 +166,7 @@ pub async fn bind_origin(sql: &Client, origin: &str) -> Result<(), SourceError> 
     .await;
     match result {
         Ok(_) => Ok(()),
-        Err(e) if e.code().is_some_and(|c| c.code() == "42501") => Err(SourceError::Definite(
+        Err(e) if e.code().is_some_and(|c| c.code() == "42501") => Err(PgError::Definite(
             "webhooks.write_back needs the replication-origin functions, which are \
                  superuser-only by default: GRANT EXECUTE ON FUNCTION \
                  pg_catalog.pg_replication_origin_create(text), \
@@ -176,7 +176,7 @@ pub async fn bind_origin(sql: &Client, origin: &str) -> Result<(), SourceError> 
                 .to_owned(),
         )),
         Err(e) => {
-            Err(SourceError::Sql { what: "set up the write-back's replication origin", source: e })
+            Err(PgError::Sql { what: "set up the write-back's replication origin", source: e })
         }
     }
 }
@@ -187,7 +187,7 @@ pub async fn apply(
     sql: &Client,
     write_backs: &[WriteBack],
     event: &ReportingEvent,
-) -> Result<u64, SourceError> {
+) -> Result<u64, PgError> {
     let mut changed = 0;
     for wb in write_backs.iter().filter(|wb| wb.applies_to(event)) {
         let key = match wb.match_by {
@@ -201,7 +201,7 @@ pub async fn apply(
         changed += sql
             .execute(&wb.statement, params)
             .await
-            .map_err(SourceError::sql("write back a reporting event"))?;
+            .map_err(PgError::sql("write back a reporting event"))?;
     }
     Ok(changed)
 }

@@ -4,7 +4,6 @@
 
 use ciosync::config::Config;
 use ciosync::dead_letter::{DeadLetter, DeadLetterStore};
-use ciosync::source::connection::ConnectionSettings;
 use serde_json::{json, Value};
 
 use super::daemon::API_KEY;
@@ -25,7 +24,7 @@ pub fn config_with_password(db: &TestDb, track_url: &str) -> String {
 /// A store for the slot of `config_text`.
 pub fn store(config_text: &str) -> DeadLetterStore {
     let config = Config::from_toml(config_text, Vec::new()).expect("test config is valid");
-    let settings = ConnectionSettings::parse(&config.postgres).expect("test URL parses");
+    let settings = config.postgres.connection().expect("test URL parses");
     DeadLetterStore::new(settings, config.postgres.slot)
 }
 

@@ -1,0 +1,10 @@
+//! Postgres as a foundation: opening connections (URL, hosts, TLS), SQL
+//! quoting, and the error type with its transient/definite class. It knows
+//! nothing of the config file, the stream or Customer.io.
+
+pub mod connection;
+pub mod error;
+pub mod quote;
+pub mod tls;
+
+pub use error::{is_definite_sqlstate, lost_message, Lost, PgError};
