@@ -8,7 +8,36 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::mapping::value::ValueKind;
+/// How a column's text values become JSON (the mapper's `value` module
+/// converts them). Resolved once per column from its type OID (and, for
+/// types that are not built in, from `pg_type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueKind {
+    /// bool: `t`/`f` → `true`/`false`.
+    Bool,
+    /// int2, int4, oid: always within ±2^53.
+    Int,
+    /// int8: a number within ±2^53, else a string.
+    BigInt,
+    /// float4, float8: NaN and ±Infinity as strings.
+    Float,
+    /// numeric: a number when it round-trips exactly, else a string.
+    Numeric,
+    /// text, varchar, char, uuid, enums, and anything unknown.
+    Text,
+    /// json, jsonb: parsed.
+    Json,
+    /// timestamp without time zone, read as UTC → Unix seconds.
+    Timestamp,
+    /// timestamptz → Unix seconds.
+    TimestampTz,
+    /// date → Unix seconds of its midnight UTC.
+    Date,
+    /// bytea → hex string.
+    Bytea,
+    /// An array of the given element kind → JSON array.
+    Array(Box<ValueKind>),
+}
 
 /// Postgres's replica identity setting for a table, as sent in pgoutput's
 /// Relation message. It decides what the old row of an UPDATE or DELETE holds.

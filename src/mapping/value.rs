@@ -9,35 +9,7 @@ use std::fmt::Write as _;
 use chrono::{Datelike, NaiveDate};
 use serde_json::{Number, Value};
 
-/// How a column's text values become JSON. Resolved once per column from its
-/// type OID (and, for types that are not built in, from `pg_type`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ValueKind {
-    /// bool: `t`/`f` → `true`/`false`.
-    Bool,
-    /// int2, int4, oid: always within ±2^53.
-    Int,
-    /// int8: a number within ±2^53, else a string.
-    BigInt,
-    /// float4, float8: NaN and ±Infinity as strings.
-    Float,
-    /// numeric: a number when it round-trips exactly, else a string.
-    Numeric,
-    /// text, varchar, char, uuid, enums, and anything unknown.
-    Text,
-    /// json, jsonb: parsed.
-    Json,
-    /// timestamp without time zone, read as UTC → Unix seconds.
-    Timestamp,
-    /// timestamptz → Unix seconds.
-    TimestampTz,
-    /// date → Unix seconds of its midnight UTC.
-    Date,
-    /// bytea → hex string.
-    Bytea,
-    /// An array of the given element kind → JSON array.
-    Array(Box<ValueKind>),
-}
+pub use crate::change::ValueKind;
 
 /// A text value that did not parse as its type said it would. It names only
 /// the kind, never the value, so it can be logged without leaking user data.
