@@ -212,7 +212,7 @@ async fn run(config: Config) -> ExitCode {
         None => None,
     };
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(crate::daemon::cancel_on_signal(shutdown.clone()));
     let counters = Arc::new(Counters::default());
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "ciosync starting");
     match crate::daemon::run_with_webhooks(config, endpoint, webhooks, shutdown, counters).await {
@@ -229,18 +229,3 @@ async fn run(config: Config) -> ExitCode {
     }
 }
 
-/// Cancels `token` on the first SIGTERM or SIGINT.
-pub async fn cancel_on_signal(token: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT received; shutting down"),
-    }
-    token.cancel();
-}

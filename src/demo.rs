@@ -110,7 +110,7 @@ async fn demo(keep: bool) -> Result<(), String> {
             emulator.url()
         );
         let stop = CancellationToken::new();
-        tokio::spawn(crate::cli::cancel_on_signal(stop.clone()));
+        tokio::spawn(crate::daemon::cancel_on_signal(stop.clone()));
         while !stop.is_cancelled() {
             tokio::select! {
                 _ = stop.cancelled() => {}
