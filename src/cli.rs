@@ -228,4 +228,3 @@ async fn run(config: Config) -> ExitCode {
         }
     }
 }
-

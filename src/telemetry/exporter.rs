@@ -355,7 +355,7 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
 }
 
 /// The reporting-webhook receiver's counters.
-fn webhook_families(w: &crate::webhooks::WebhookCounters, out: &mut Families) {
+fn webhook_families(w: &crate::telemetry::webhooks::WebhookCounters, out: &mut Families) {
     let received: Vec<(Vec<(&str, &str)>, f64)> = w
         .received_snapshot()
         .into_iter()
@@ -384,7 +384,7 @@ fn webhook_families(w: &crate::webhooks::WebhookCounters, out: &mut Families) {
         "Rows of synced tables changed by [[webhooks.write_back]] (never echoed to Customer.io).",
         Counters::get(&w.write_backs),
     );
-    let rejected: Vec<(&str, f64)> = crate::webhooks::Rejection::ALL
+    let rejected: Vec<(&str, f64)> = crate::telemetry::webhooks::Rejection::ALL
         .iter()
         .map(|r| (r.as_str(), w.rejected_count(*r) as f64))
         .collect();

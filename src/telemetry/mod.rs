@@ -21,6 +21,7 @@ pub mod names;
 pub mod server;
 pub mod slot;
 pub mod systemd;
+pub mod webhooks;
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,7 +123,7 @@ pub struct Counters {
     /// Where the pipeline is and whether it delivers, for `/readyz`.
     pub health: Health,
     /// The reporting-webhook receiver's counts (`[webhooks]`).
-    pub webhooks: crate::webhooks::WebhookCounters,
+    pub webhooks: webhooks::WebhookCounters,
 }
 
 impl Counters {

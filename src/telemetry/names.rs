@@ -122,9 +122,9 @@ pub const WEBHOOKS_WRITE_BACKS: &str = "ciosync_webhooks_write_backs_total";
 /// Counter: webhook requests refused, by `reason`.
 pub const WEBHOOKS_REJECTED: &str = "ciosync_webhooks_rejected_total";
 
-/// Label of [`WEBHOOKS_RECEIVED`]: see `webhooks::event::OBJECT_TYPES`, or `other`.
+/// Label of [`WEBHOOKS_RECEIVED`]: see `webhooks::OBJECT_TYPES`, or `other`.
 pub const LABEL_OBJECT_TYPE: &str = "object_type";
-/// Label of [`WEBHOOKS_RECEIVED`]: see `webhooks::event::METRICS`, or `other`.
+/// Label of [`WEBHOOKS_RECEIVED`]: see `webhooks::METRICS`, or `other`.
 pub const LABEL_METRIC: &str = "metric";
 /// Label of [`CHANGES_SKIPPED`]: `no_change`, `invalid_id`, `unknown_table`,
 /// `soft_deleted`, `invalid_event`, `write_back`, `truncate`; of [`WEBHOOKS_REJECTED`]:

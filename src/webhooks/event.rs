@@ -9,34 +9,7 @@
 
 use serde_json::{Map, Value};
 
-/// `object_type` values of the reporting-webhook spec; anything else counts
-/// as `other` in `ciosync_webhooks_received_total`.
-pub const OBJECT_TYPES: [&str; 8] =
-    ["customer", "email", "sms", "push", "in_app", "slack", "webhook", "whatsapp"];
-
-/// Every `metric` of the spec, over all object types; anything else counts
-/// as `other`.
-pub const METRICS: [&str; 16] = [
-    "subscribed",
-    "unsubscribed",
-    "cio_subscription_preferences_changed",
-    "drafted",
-    "attempted",
-    "sent",
-    "delivered",
-    "opened",
-    "clicked",
-    "converted",
-    "bounced",
-    "dropped",
-    "spammed",
-    "failed",
-    "undeliverable",
-    "replied",
-];
-
-/// The label value of anything outside [`OBJECT_TYPES`] or [`METRICS`].
-pub const OTHER: &str = "other";
+use crate::telemetry::webhooks::{METRICS, OBJECT_TYPES, OTHER};
 
 /// Latest `timestamp` accepted: the end of year 9999, as far as
 /// `timestamptz` goes comfortably.

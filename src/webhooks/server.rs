@@ -287,7 +287,7 @@ async fn read_capped(body: Body, max: usize) -> Result<Bytes, (Rejection, String
 /// Counts, logs (the reason only) and answers a refusal.
 fn refuse(receiver: &Receiver, rejection: Rejection, why: &str) -> Response {
     receiver.counters.webhooks.rejected(rejection);
-    let status = rejection.status();
+    let status = super::status(rejection);
     tracing::warn!(reason = rejection.as_str(), status = status.as_u16(), detail = %why,
         "webhook request refused");
     let mut response = (status, format!("{}\n", rejection.as_str())).into_response();
