@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio_postgres::Client;
 
+use crate::config::webhooks::WebhooksConfig;
 use crate::config::{Config, OnSlotLost, Region, SyncConfig};
 use crate::error::error_chain;
 use crate::pg::connection::ConnectionSettings;
@@ -20,7 +21,6 @@ use crate::sink::SinkError;
 use crate::source::row_filter;
 use crate::source::setup::{self, SlotState};
 use crate::telemetry::Counters;
-use crate::webhooks::config::WebhooksConfig;
 use crate::webhooks::event::ReportingEvent;
 use crate::webhooks::store as webhook_store;
 

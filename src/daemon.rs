@@ -58,7 +58,7 @@ pub async fn run_with_webhooks(
                 }
             };
             let settings = config.postgres.connection()?;
-            let write_backs = webhooks::write_back::resolve(&config)?;
+            let write_backs = crate::config::webhooks::resolve(&config)?;
             let origin = webhooks::write_back::origin_name(&config.postgres.slot);
             let store = WebhookStore::new(settings, hooks.clone()).with_write_back(
                 write_backs,

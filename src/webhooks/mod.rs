@@ -17,13 +17,12 @@
 //! the answer is 200 only once the row is committed (or was already there),
 //! 503 while Postgres fails, and a 4xx for requests no retry could fix.
 //!
-//! - [`config`]: the `[webhooks]` section.
+//! - the `[webhooks]` section is [`crate::config::webhooks`].
 //! - [`verify`]: signature, timestamp, content type and length checks (pure).
 //! - [`event`]: the JSON payload → the table's columns (pure).
 //! - [`store`]: the table, its creation, the idempotent insert.
 //! - [`server`]: the HTTP side, `/healthz` and `/readyz` of the listener.
 
-pub mod config;
 pub mod event;
 pub mod server;
 pub mod store;

@@ -32,11 +32,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::config::WebhooksConfig;
 use super::event::ReportingEvent;
 use super::store::{Stored, WebhookStore};
 use super::verify::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use super::Rejection;
+use crate::config::webhooks::WebhooksConfig;
 use crate::config::ConfigError;
 use crate::telemetry::Counters;
 

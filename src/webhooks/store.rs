@@ -20,9 +20,10 @@ use tokio::sync::Mutex;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use super::config::WebhooksConfig;
 use super::event::ReportingEvent;
-use super::write_back::{self, WriteBack};
+use super::write_back;
+use crate::config::webhooks::WebhooksConfig;
+use crate::config::webhooks::WriteBack;
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::quote::{quote_ident, quote_literal, quoted_table};
 use crate::pg::PgError;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use super::{Config, ConfigError};
+use crate::pg::quote::{quote_ident, quoted_table};
 use crate::secret::Secret;
 
 /// Default path Customer.io posts to.
@@ -65,7 +66,7 @@ pub struct WebhooksConfig {
     pub max_connections: usize,
     /// Events that set a column of the synced row (`[[webhooks.write_back]]`).
     #[serde(default)]
-    pub write_back: Vec<super::write_back::WriteBackConfig>,
+    pub write_back: Vec<WriteBackConfig>,
 }
 
 fn default_path() -> String {
@@ -196,6 +197,119 @@ impl WebhooksConfig {
     }
 }
 
+/// `[[webhooks.write_back]]`: on a reporting event, set one column of the
+/// synced row of the customer it names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteBackConfig {
+    /// The event's metric, e.g. `unsubscribed`, `bounced`, `spammed`.
+    pub metric: String,
+    /// Only events of this object type (`email`, `customer`, …); default any.
+    #[serde(default)]
+    pub object_type: Option<String>,
+    /// A `[[sync]]` table; default the first one.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// The column to set.
+    pub column: String,
+    /// `true`, `false`, or `event_time` (the event's timestamp).
+    pub value: WriteValue,
+    /// Find the row by the customer id (`id`, the table's `id_column`) or by
+    /// `email` (`email_column`, compared case-insensitively). Default `id`.
+    #[serde(default)]
+    pub match_by: MatchBy,
+    /// The email column, with `match_by = "email"`.
+    #[serde(default)]
+    pub email_column: Option<String>,
+}
+
+/// What the column is set to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteValue {
+    True,
+    False,
+    EventTime,
+}
+
+/// How the row is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchBy {
+    #[default]
+    Id,
+    Email,
+}
+
+/// One write-back, resolved against the config: when it applies and the
+/// statement (`$1` the customer id or email, `$2` the event's Unix time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteBack {
+    pub metric: String,
+    pub object_type: Option<String>,
+    pub match_by: MatchBy,
+    pub statement: String,
+    /// The statement takes the event's time as `$2`.
+    pub uses_time: bool,
+}
+
+/// The configured write-backs, resolved; the field named when one is wrong.
+pub fn resolve(config: &Config) -> Result<Vec<WriteBack>, ConfigError> {
+    let Some(hooks) = &config.webhooks else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for (i, wb) in hooks.write_back.iter().enumerate() {
+        let field = |key: &str| format!("webhooks.write_back[{i}].{key}");
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            field: field(key),
+            message: message.to_owned(),
+        };
+        if wb.metric.trim().is_empty() {
+            return Err(invalid("metric", "must name a metric, e.g. unsubscribed"));
+        }
+        if wb.column.trim().is_empty() {
+            return Err(invalid("column", "must name the column to set"));
+        }
+        let sync = match &wb.table {
+            None => config.sync.first(),
+            Some(table) => {
+                let wanted = table.split_once('.').unwrap_or(("public", table));
+                config.sync.iter().find(|s| s.schema_and_name() == wanted)
+            }
+        }
+        .ok_or_else(|| invalid("table", "must be a [[sync]] table"))?;
+        let (schema, name) = sync.schema_and_name();
+        let value = match wb.value {
+            WriteValue::True => "true".to_owned(),
+            WriteValue::False => "false".to_owned(),
+            WriteValue::EventTime => "to_timestamp($2::float8)".to_owned(),
+        };
+        let matches = match wb.match_by {
+            MatchBy::Id => format!("{}::text = $1", quote_ident(&sync.id_column)),
+            MatchBy::Email => {
+                let column =
+                    wb.email_column.as_deref().filter(|c| !c.trim().is_empty()).ok_or_else(
+                        || invalid("email_column", "is needed with match_by = \"email\""),
+                    )?;
+                format!("lower({}::text) = lower($1)", quote_ident(column))
+            }
+        };
+        let column = quote_ident(&wb.column);
+        // Only when it changes: no WAL, no trigger, for a repeated event.
+        let statement = format!(
+            "UPDATE {} SET {column} = {value} WHERE {matches} AND {column} IS DISTINCT FROM {value}",
+            quoted_table(schema, name)
+        );
+        out.push(WriteBack {
+            metric: wb.metric.clone(),
+            object_type: wb.object_type.clone(),
+            match_by: wb.match_by,
+            statement,
+            uses_time: wb.value == WriteValue::EventTime,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +363,59 @@ mod tests {
     fn the_key_never_shows_in_debug_output() {
         let config = parse("listen = \"0.0.0.0:8080\"\nsigning_key = \"whsec-very-secret\"");
         assert!(!format!("{config:?}").contains("whsec-very-secret"));
+    }
+
+    fn config(write_back: &str) -> Result<Vec<WriteBack>, ConfigError> {
+        let text = format!(
+            r#"
+[postgres]
+url = "postgres://u@127.0.0.1/db"
+[customerio]
+site_id = "s"
+api_key = "k"
+[[sync]]
+table = "public.users"
+id_column = "id"
+[sync.attributes]
+email = "email"
+[webhooks]
+listen = "127.0.0.1:8080"
+signing_key = "k"
+{write_back}
+"#
+        );
+        let config = Config::from_toml(&text, Vec::new())?;
+        resolve(&config)
+    }
+
+    #[test]
+    fn statements_set_only_what_changes_on_the_matched_row() {
+        let resolved = config(
+            "[[webhooks.write_back]]\nmetric = \"unsubscribed\"\ncolumn = \"email_opt_out\"\nvalue = \"true\"\n\
+             [[webhooks.write_back]]\nmetric = \"bounced\"\nobject_type = \"email\"\ncolumn = \"bounced_at\"\n\
+             value = \"event_time\"\nmatch_by = \"email\"\nemail_column = \"email\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            resolved[0].statement,
+            "UPDATE \"public\".\"users\" SET \"email_opt_out\" = true WHERE \"id\"::text = $1 \
+             AND \"email_opt_out\" IS DISTINCT FROM true"
+        );
+        assert!(resolved[1].statement.contains("lower(\"email\"::text) = lower($1)"));
+        assert!(resolved[1].statement.contains("\"bounced_at\" = to_timestamp($2::float8)"));
+        assert_eq!(resolved[1].object_type.as_deref(), Some("email"));
+    }
+
+    #[test]
+    fn bad_write_backs_name_the_field() {
+        let err = |text: &str| config(text).unwrap_err().to_string();
+        assert!(err("[[webhooks.write_back]]\nmetric = \"bounced\"\ncolumn = \"c\"\nvalue = \"true\"\ntable = \"other\"\n")
+            .contains("webhooks.write_back[0].table"));
+        assert!(err("[[webhooks.write_back]]\nmetric = \"bounced\"\ncolumn = \"c\"\nvalue = \"true\"\nmatch_by = \"email\"\n")
+            .contains("webhooks.write_back[0].email_column"));
+        assert!(err(
+            "[[webhooks.write_back]]\nmetric = \"bounced\"\ncolumn = \"c\"\nvalue = \"maybe\"\n"
+        )
+        .contains("value"));
     }
 }

@@ -8,6 +8,12 @@
 //! which names the bad field and what is allowed. `config/example.toml`
 //! documents every key and is parsed by a test.
 
+//!
+//! - [`webhooks`]: the `[webhooks]` section and its write-backs, resolved
+//!   to their statements.
+
+pub mod webhooks;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -119,7 +125,7 @@ pub struct Config {
     pub delete_guard: DeleteGuardConfig,
     /// The reporting-webhook receiver; off unless the section is present.
     #[serde(default)]
-    pub webhooks: Option<crate::webhooks::config::WebhooksConfig>,
+    pub webhooks: Option<webhooks::WebhooksConfig>,
 }
 
 /// `[postgres]`: the source database.
@@ -792,7 +798,7 @@ impl Config {
         let metrics_listen = self.metrics.listen_addr()?;
         if let Some(webhooks) = &self.webhooks {
             webhooks.validate(Some(metrics_listen))?;
-            crate::webhooks::write_back::resolve(self)?;
+            webhooks::resolve(self)?;
         }
         let guard = &self.delete_guard;
         if !(0.0..=1.0).contains(&guard.max_share) {
@@ -1148,7 +1154,7 @@ created_at = "created_at"
 
     #[test]
     fn the_example_config_parses() {
-        let text = include_str!("../config/example.toml");
+        let text = include_str!("../../config/example.toml");
         let config = Config::from_toml(text, no_env()).unwrap();
         assert!(!config.sync.is_empty());
         assert_eq!(config.metrics.listen, DEFAULT_METRICS_LISTEN);
@@ -1159,18 +1165,15 @@ created_at = "created_at"
     /// names only known keys, with the defaults it documents.
     #[test]
     fn the_example_webhooks_section_parses() {
-        let text = include_str!("../config/example.toml");
+        let text = include_str!("../../config/example.toml");
         let start = text.find("# [webhooks]").expect("the example has a [webhooks] section");
         let end = start + text[start..].find("\n\n").expect("the section ends");
         let section: String = text[start..end].lines().map(|l| format!("{}\n", &l[2..])).collect();
         let text = format!("{}{section}{}", &text[..start], &text[end..]);
         let config = Config::from_toml(&text, no_env()).unwrap();
         let webhooks = config.webhooks.expect("the section is read");
-        assert_eq!(
-            webhooks.header_timeout_secs,
-            crate::webhooks::config::DEFAULT_HEADER_TIMEOUT_SECS
-        );
-        assert_eq!(webhooks.max_connections, crate::webhooks::config::DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(webhooks.header_timeout_secs, webhooks::DEFAULT_HEADER_TIMEOUT_SECS);
+        assert_eq!(webhooks.max_connections, webhooks::DEFAULT_MAX_CONNECTIONS);
         assert_eq!(webhooks.write_back.len(), 1);
     }
 
@@ -1339,7 +1342,7 @@ created_at = "created_at"
         let config = Config::from_toml(&text, env).unwrap();
         let webhooks = config.webhooks.unwrap();
         assert_eq!(webhooks.signing_key.expose(), "0123abcd");
-        assert_eq!(webhooks.table, crate::webhooks::config::DEFAULT_TABLE);
+        assert_eq!(webhooks.table, webhooks::DEFAULT_TABLE);
         let same = format!(
             "{MINIMAL}\n[metrics]\nlisten = \"0.0.0.0:9820\"\n\n[webhooks]\n\
              listen = \"0.0.0.0:9820\"\nsigning_key = \"k\"\n"
