@@ -169,6 +169,35 @@ pub struct RegionResponse {
     pub environment_id: u64,
 }
 
+/// Where an item is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// An item of `POST /api/v2/batch`, with others.
+    Batch,
+    /// The whole body of `POST /api/v1/events` (an anonymous event), alone.
+    AnonymousEvent,
+}
+
+impl Route {
+    /// The route a stored item (a dead letter's payload) goes by: a v1
+    /// anonymous event is the only one with a top-level `anonymous_id`.
+    pub fn of_payload(payload: &serde_json::Value) -> Self {
+        if payload.get("anonymous_id").is_some() {
+            Self::AnonymousEvent
+        } else {
+            Self::Batch
+        }
+    }
+
+    /// The API path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Batch => "/api/v2/batch",
+            Self::AnonymousEvent => "/api/v1/events",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,12 +17,12 @@ use crate::config::{Config, ConfigError};
 use crate::error::error_chain;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::pg::PgError;
-use crate::sink::batch::Route;
 use crate::sink::client::TrackClient;
 use crate::sink::retry::{cut_error_text, describe_item_error, Backoff, Verdict};
 use crate::sink::SinkError;
 use crate::telemetry::Counters;
 use crate::track_api::ItemError;
+use crate::track_api::Route;
 
 /// Most tries of one letter while Customer.io answers with something
 /// transient (a 5xx, a 429, a timeout); then `retry` stops and keeps it.

@@ -13,7 +13,7 @@
 //! as `/api/v2/batch` items and are replayed that way; an anonymous event
 //! goes alone to `POST /api/v1/events` and is replayed there (its payload is
 //! the v1 body, the only one with a top-level `anonymous_id`: see
-//! [`crate::sink::batch::Route::of_payload`]).
+//! [`crate::track_api::Route::of_payload`]).
 //!
 //! A letter's `payload` is the item exactly as it was sent, attribute
 //! values included: it is customer data. It is stored so a replay sends the
@@ -43,8 +43,8 @@ use tokio_postgres::{Client, GenericClient, Statement, Transaction};
 
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
-use crate::sink::batch::{EncodedItem, Route};
 use crate::state::State;
+use crate::track_api::Route;
 
 /// The operations a dead letter may hold: every kind the sink sends
 /// (`CustomerOp::kind`; person and anonymous events are both `event`), as
@@ -73,22 +73,6 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
     /// How often it was sent before it was given up.
     pub attempts: u32,
-}
-
-impl DeadLetter {
-    /// The letter for an item Customer.io refused for good, after
-    /// `attempts` sends, with the refusal's `status` and (cut) `error`.
-    pub fn of_item(item: EncodedItem, attempts: u32, status: u16, error: String) -> Self {
-        DeadLetter {
-            customer_id: item.customers.first().cloned().unwrap_or_default(),
-            operation: item.kind,
-            attributes: item.attribute_names(),
-            status,
-            error,
-            payload: item.json,
-            attempts: attempts.max(1),
-        }
-    }
 }
 
 /// Writes dead letters for one slot; connects lazily and reconnects after an error.
@@ -603,7 +587,7 @@ mod tests {
     }
 
     /// One operation of each kind the sink sends, as it encodes them.
-    fn every_kind() -> Vec<EncodedItem> {
+    fn every_kind() -> Vec<crate::sink::batch::EncodedItem> {
         use crate::customer::{AnonymousEvent, CustomerOp, Event};
         let data = |key: &str| serde_json::json!({ key: "secret-value" }).as_object().cloned();
         let ops = vec![
@@ -642,7 +626,7 @@ mod tests {
         }
         for item in items {
             let route = item.route;
-            let letter = DeadLetter::of_item(item, 0, 207, "invalid".into());
+            let letter = item.into_dead_letter(0, 207, "invalid".into());
             assert!(validate(&letter).is_ok(), "{}", letter.operation);
             assert_eq!(letter.attempts, 1);
             let payload: serde_json::Value = serde_json::from_slice(&letter.payload).unwrap();

@@ -12,7 +12,7 @@
 use serde_json::{json, Value};
 
 use super::StoredLetter;
-use crate::sink::batch::Route;
+use crate::track_api::Route;
 
 const HEADERS: [&str; 9] = [
     "ID",

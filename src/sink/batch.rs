@@ -4,41 +4,14 @@
 //! Which items go together is the queue's business (`queue.rs`).
 
 use crate::customer::CustomerOp;
+use crate::dead_letter::DeadLetter;
+pub use crate::track_api::Route;
 use crate::track_api::{
     attribute_value_bytes, Identifier, PersonAction, PersonItem, MAX_BATCH_ITEM_BYTES,
 };
 
 /// `{"batch":[` + `]}`.
 pub const ENVELOPE_BYTES: usize = 12;
-
-/// Where an item is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// An item of `POST /api/v2/batch`, with others.
-    Batch,
-    /// The whole body of `POST /api/v1/events` (an anonymous event), alone.
-    AnonymousEvent,
-}
-
-impl Route {
-    /// The route a stored item (a dead letter's payload) goes by: a v1
-    /// anonymous event is the only one with a top-level `anonymous_id`.
-    pub fn of_payload(payload: &serde_json::Value) -> Self {
-        if payload.get("anonymous_id").is_some() {
-            Self::AnonymousEvent
-        } else {
-            Self::Batch
-        }
-    }
-
-    /// The API path.
-    pub fn path(self) -> &'static str {
-        match self {
-            Self::Batch => "/api/v2/batch",
-            Self::AnonymousEvent => "/api/v1/events",
-        }
-    }
-}
 
 /// One encoded item and what it stands for.
 #[derive(Debug, Clone)]
@@ -144,6 +117,20 @@ fn encode_within_limit(mut item: PersonItem) -> (Vec<u8>, Vec<String>) {
 }
 
 impl EncodedItem {
+    /// The dead letter of this item, refused for good after `attempts`
+    /// sends with the refusal's `status` and (cut) `error`.
+    pub fn into_dead_letter(self, attempts: u32, status: u16, error: String) -> DeadLetter {
+        DeadLetter {
+            customer_id: self.customers.first().cloned().unwrap_or_default(),
+            operation: self.kind,
+            attributes: self.attribute_names(),
+            status,
+            error,
+            payload: self.json,
+            attempts: attempts.max(1),
+        }
+    }
+
     /// Names of the attributes it sets (an event's data keys), read back
     /// from its JSON (for dead letters, a rare path: not kept on every item).
     pub fn attribute_names(&self) -> Vec<String> {

@@ -124,12 +124,7 @@ impl Delivery {
                 }
                 Verdict::Rejected { status, message } => {
                     let refused = pending.remove(0);
-                    letters.push(DeadLetter::of_item(
-                        refused.item,
-                        refused.attempts,
-                        status,
-                        message,
-                    ));
+                    letters.push(refused.item.into_dead_letter(refused.attempts, status, message));
                 }
                 Verdict::Unauthorized => {
                     // Nothing works until the credentials do; the daemon
@@ -179,7 +174,7 @@ impl Delivery {
                 retry.push(pending);
             } else {
                 let error = cut_error_text(describe_item_error(error));
-                letters.push(DeadLetter::of_item(pending.item, pending.attempts, 207, error));
+                letters.push(pending.item.into_dead_letter(pending.attempts, 207, error));
             }
         }
         Counters::add(&self.counters.ops_accepted, accepted);
