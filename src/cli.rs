@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use crate::backfill::command::Request;
+use crate::commands::backfill::Request;
 use crate::config::Config;
 use crate::pg::PgError;
 use crate::pipeline::RunError;
@@ -72,13 +72,13 @@ pub enum Command {
     /// (the dead letters in ciosync.dead_letters).
     Dlq {
         #[command(subcommand)]
-        command: crate::dead_letter::command::DlqCommand,
+        command: crate::commands::dlq::DlqCommand,
     },
     /// List, approve or discard the deletes and suppressions the mass-delete
     /// circuit breaker held (ciosync.held_deletes, see [delete_guard]).
     Deletes {
         #[command(subcommand)]
-        command: crate::delete_guard::command::DeletesCommand,
+        command: crate::commands::deletes::DeletesCommand,
     },
     /// Start a throwaway Postgres and the Customer.io emulator, sync a sample
     /// users table, and show each Customer.io call.
@@ -133,7 +133,7 @@ pub fn main(cli: Cli) -> ExitCode {
             } else {
                 Request::Queue { table, where_clause, attributes, detach }
             };
-            runtime().block_on(crate::backfill::command::run(&config, request))
+            runtime().block_on(crate::commands::backfill::run(&config, request))
         }
         Command::Dlq { command } => {
             let (path, request) = command.into_parts();
@@ -149,7 +149,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 Err(code) => return code,
             };
             telemetry::init_logging(false, "warn");
-            runtime().block_on(crate::dead_letter::command::run(&config, request))
+            runtime().block_on(crate::commands::dlq::run(&config, request))
         }
         Command::Deletes { command } => {
             let (path, request) = command.into_parts();
@@ -165,7 +165,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 Err(code) => return code,
             };
             telemetry::init_logging(false, "warn");
-            runtime().block_on(crate::delete_guard::command::run(&config, request))
+            runtime().block_on(crate::commands::deletes::run(&config, request))
         }
         Command::Demo { keep } => {
             // The demo prints its own story; only problems are logged.

@@ -33,6 +33,7 @@ pub mod backfill;
 pub mod change;
 pub mod check;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod customer;
 pub mod daemon;

@@ -35,7 +35,6 @@
 //! `ciosync.backfills`) and run by the daemon of the slot, which resumes an
 //! unfinished one after a restart from its last delivered key.
 
-pub mod command;
 pub mod runner;
 
 use std::collections::HashSet;

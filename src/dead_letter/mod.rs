@@ -34,7 +34,6 @@
 //! The table's definition is in [`crate::state`] (the schema's migration);
 //! every query on it is here.
 
-pub mod command;
 pub mod render;
 
 use serde::de::IgnoredAny;

@@ -29,7 +29,6 @@
 //! of a rename whose identify depends on it, so it is never held.
 
 pub mod breaker;
-pub mod command;
 pub mod filter;
 pub mod open;
 pub mod store;

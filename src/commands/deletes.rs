@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use super::store::{HeldRow, HeldTable};
+use crate::commands::dlq::{Selection, Stop, Which, MAX_TRIES};
 use crate::config::{Config, ConfigError};
-use crate::dead_letter::command::{Selection, Stop, Which, MAX_TRIES};
 use crate::dead_letter::render::{printable, time};
+use crate::delete_guard::store::{HeldRow, HeldTable};
 use crate::error::error_chain;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::pg::PgError;

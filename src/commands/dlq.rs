@@ -11,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 
-use super::render::{self, Refusal};
-use super::DeadLetterTable;
 use crate::config::{Config, ConfigError};
+use crate::dead_letter::render::{self, Refusal};
+use crate::dead_letter::DeadLetterTable;
 use crate::error::error_chain;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::pg::PgError;
