@@ -10,10 +10,17 @@
 //!      └──── ack(commit LSN) ◀─┴──────────── pipeline: delivered up to LSN ◀──────────────┘
 //! ```
 //!
-//! - [`source`]: the replication connection, the pgoutput decoder, the relation cache, setup.
+//! Modules import each other in layers, with no circle (the test
+//! `modules_import_in_layers` prints them and fails on a circle). From the bottom:
+//!
+//! - [`error`], [`secret`], [`change`], [`customer`], [`track_api`]: shared vocabulary.
+//! - [`pg`]: connections (URL, hosts, TLS), SQL quoting, [`pg::PgError`] with its transient/definite class.
+//! - [`config`]: the file, its overrides and validation; [`state`]: the `ciosync` schema.
+//! - [`source`]: the replication stream, the pgoutput decoder, the relation cache, setup.
 //! - [`mapping`]: pure: row change → Customer.io operations, value conversion, the diff.
 //! - [`sink`]: the delivery engine: coalescing, batches in flight with per-customer order, rate limit, retries, dead letters.
 //! - [`dead_letter`]: operations Customer.io refused for good, kept for `ciosync dlq`.
+//! - [`commands`]: `ciosync backfill`, `dlq` and `deletes`, beside the daemon.
 //! - [`delete_guard`]: the mass-delete circuit breaker: removals past a limit are held for `ciosync deletes`.
 //! - [`pipeline`]: the loop that connects them and the acknowledgement rule.
 //! - [`lease`]: which of several ciosync instances works a slot (high availability: one streams, the others stand by).
@@ -22,6 +29,7 @@
 //! - [`daemon`]: `ciosync run`: the pipeline with the metrics and health endpoint beside it.
 //! - [`telemetry`]: counters, `/metrics` (Prometheus), `/healthz`, `/readyz`, logging.
 //! - [`check`]: the preflight checks behind `ciosync check`.
+//! - [`cli`]: the command line, on top of everything.
 //! - [`webhooks`]: Customer.io's reporting webhooks (opened, clicked, bounced, …) stored in a Postgres table, each once.
 //! - [`emulator`]: a local stand-in for Customer.io (the `ciosync-emulator` binary).
 //!

@@ -57,6 +57,7 @@ mod metrics_count_dead_letters;
 mod metrics_count_what_was_delivered;
 mod metrics_port_in_use_stops_the_daemon;
 mod metrics_show_the_slot_lag_and_retained_wal;
+mod modules_import_in_layers;
 mod no_secret_or_customer_value_leaks;
 mod noop_updates_send_nothing;
 mod openapi_fixtures_agree_with_the_published_documents;

@@ -22,7 +22,7 @@
 //!   full.
 //! - [`store`] holds every query on `ciosync.held_deletes` (the table is
 //!   defined in [`crate::state`]'s migration).
-//! - [`command`] is `ciosync deletes list | approve | discard`.
+//! - [`crate::commands::deletes`] is `ciosync deletes list | approve | discard`.
 //!
 //! Only removals that stand alone are guarded: a DELETE or a soft delete of
 //! a row. The delete of an id change (`on_id_change = "delete_old"`) is part

@@ -15,7 +15,7 @@
 //! Customer.io) or `discarded`. Each change is an `UPDATE … WHERE state =
 //! 'held'`, so two writers (the daemon superseding, an operator approving)
 //! never undo each other, and `approve` locks the rows it sends so a
-//! supersede waits for it (see [`super::command`]).
+//! supersede waits for it (see [`crate::commands::deletes`]).
 
 use pgwire_replication::Lsn;
 use tokio_postgres::Client;

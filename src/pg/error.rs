@@ -46,7 +46,7 @@ pub enum PgError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The slot ciosync streamed from is gone; changes since it was lost
-    /// never reached Customer.io. Never recreated silently (see [`slot`]).
+    /// never reached Customer.io. Never recreated silently (see `source::slot`).
     #[error("{}", lost_message(slot, *how))]
     SlotLost { slot: String, how: Lost },
 }
