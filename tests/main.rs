@@ -1,6 +1,8 @@
 //! Integration tests: one binary, one behaviour per file, each against a
 //! real Postgres (a throwaway cluster started here) and the emulator, except
-//! `deploy_files_are_valid`, which reads only the files under `deploy/`.
+//! `deploy_files_are_valid`, which reads only the files under `deploy/`,
+//! and `emulator_suite`, the emulator's own tests over HTTP (no Postgres):
+//! `cargo test --test integration emulator_suite::` runs just those.
 
 mod support;
 
@@ -34,11 +36,7 @@ mod dlq_retry_delivers_what_the_daemon_dead_lettered;
 mod dlq_retry_stops_where_an_operator_must_act;
 mod dlq_retry_stops_while_customerio_is_down;
 mod dlq_retry_with_a_wrong_api_key_changes_nothing;
-mod emulator_answers_match_the_openapi_spec;
-mod emulator_behaves_like_customerio;
-mod emulator_fails_chosen_batch_items;
-mod emulator_sends_signed_webhooks;
-mod emulator_webhooks_match_the_openapi_spec;
+mod emulator_suite;
 mod events_from_tables_arrive_once;
 mod every_kind_of_refusal_is_dead_lettered_and_replayed;
 mod failover_slot_survives_a_standby_promotion;
