@@ -58,14 +58,14 @@ fn guard_config(db: &TestDb, emulator: &Emulator, extra: &str) -> String {
 /// daemon's own writes (the held rows) move the WAL on past its last
 /// commit, and only a later commit or a keepalive (every 30 s when idle)
 /// lets its acknowledgement reach the position; the message is that commit.
-async fn exec_then_marker(db: &TestDb, sql: &str) -> u64 {
+pub async fn exec_then_marker(db: &TestDb, sql: &str) -> u64 {
     let lsn = db.exec_then_lsn(sql).await;
     db.exec("SELECT pg_logical_emit_message(true, 'ciosync-test', 'after')").await;
     lsn
 }
 
 /// Waits (up to `timeout`) until the slot is confirmed at or past `lsn`.
-async fn wait_for_confirmed_within(db: &TestDb, lsn: u64, timeout: Duration) -> bool {
+pub async fn wait_for_confirmed_within(db: &TestDb, lsn: u64, timeout: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
         if db.confirmed_flush(&db.name).await >= lsn {
@@ -108,10 +108,10 @@ async fn held_rows(db: &TestDb) -> Vec<(i64, String)> {
 /// The customers Customer.io was asked to delete, with how often, read off
 /// the emulator's request log as it goes (the log keeps only the newest).
 #[derive(Default)]
-struct Deletes(HashMap<String, u32>);
+pub struct Deletes(HashMap<String, u32>);
 
 impl Deletes {
-    fn drain(&mut self, emulator: &Emulator) {
+    pub fn drain(&mut self, emulator: &Emulator) {
         for request in emulator.take_requests() {
             if request.path != "/api/v2/batch" || request.status != 200 {
                 continue;
@@ -126,7 +126,7 @@ impl Deletes {
         }
     }
 
-    fn customers(&self) -> BTreeSet<String> {
+    pub fn customers(&self) -> BTreeSet<String> {
         self.0.keys().cloned().collect()
     }
 }
@@ -166,14 +166,14 @@ async fn wait_for_log(log: &std::path::Path, text: &str) -> bool {
 }
 
 /// Fails if the built binary's log carries a secret or a customer value.
-fn assert_log_clean(log: &std::path::Path) {
+pub fn assert_log_clean(log: &std::path::Path) {
     let text = std::fs::read_to_string(log).unwrap();
     assert_eq!(leak_in(&text), None, "the daemon's log leaks");
 }
 
 /// Waits until no ciosync session is left in the database: a killed
 /// daemon's backends end once they notice.
-async fn wait_for_sessions_gone(db: &TestDb) {
+pub async fn wait_for_sessions_gone(db: &TestDb) {
     let deadline = tokio::time::Instant::now() + crate::support::CONVERGE;
     loop {
         let left: i64 = db

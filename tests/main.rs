@@ -1,6 +1,8 @@
 //! Integration tests: one binary, one behaviour per file, each against a
 //! real Postgres (a throwaway cluster started here) and the emulator, except
-//! `deploy_files_are_valid`, which reads only the files under `deploy/`.
+//! `deploy_files_are_valid`, which reads only the files under `deploy/`,
+//! and `emulator_suite`, the emulator's own tests over HTTP (no Postgres):
+//! `cargo test --test integration emulator_suite::` runs just those.
 
 mod support;
 
@@ -23,6 +25,7 @@ mod default_identity_sends_every_mapped_attribute;
 mod definite_postgres_errors_stop_the_daemon;
 mod delete_deletes_the_customer;
 mod delete_guard_holds_a_mass_delete;
+mod delete_guard_keeps_its_promises_end_to_end;
 mod delete_guard_spills_a_huge_transaction;
 mod delivery_keeps_order_under_concurrency;
 mod demo_runs_end_to_end;
@@ -30,13 +33,10 @@ mod deploy_files_are_valid;
 mod dlq_discard_removes_only_the_chosen;
 mod dlq_retry_delivers_or_keeps_each_letter;
 mod dlq_retry_delivers_what_the_daemon_dead_lettered;
+mod dlq_retry_stops_where_an_operator_must_act;
 mod dlq_retry_stops_while_customerio_is_down;
 mod dlq_retry_with_a_wrong_api_key_changes_nothing;
-mod emulator_answers_match_the_openapi_spec;
-mod emulator_behaves_like_customerio;
-mod emulator_fails_chosen_batch_items;
-mod emulator_sends_signed_webhooks;
-mod emulator_webhooks_match_the_openapi_spec;
+mod emulator_suite;
 mod events_from_tables_arrive_once;
 mod every_kind_of_refusal_is_dead_lettered_and_replayed;
 mod failover_slot_survives_a_standby_promotion;

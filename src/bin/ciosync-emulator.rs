@@ -23,8 +23,9 @@ use tokio::net::TcpListener;
 ///
 /// The fault flags set the faults at start; `PUT /_emulator/faults` replaces
 /// them while running, as a JSON object with any of: error_rate,
-/// rate_limit_rate, retry_after_secs, latency_ms, fail_next, fail_status,
-/// fail_after_apply, reject_ids (person ids refused as invalid: a 207 item
+/// rate_limit_rate, retry_after_secs, latency_ms, fail_next, pass_next (requests
+/// let through before fail_next starts), fail_status (a 3xx points back at the
+/// request), fail_after_apply, reject_ids (person ids refused as invalid: a 207 item
 /// error in batches, a 400 elsewhere), reject_event_names (the same for
 /// events by name, person or anonymous) and item_errors_next (the next N
 /// batch items fail with a transient "internal_error"). Left-out fields mean no

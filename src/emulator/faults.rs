@@ -48,7 +48,13 @@ pub struct Faults {
     /// Answer the next N Track API requests with `fail_status`; counts down.
     /// Checked before the random rates, so tests can be deterministic.
     pub fail_next: u32,
-    /// Status for `fail_next` answers (default 500; 429 gets `Retry-After`).
+    /// Let this many Track API requests through (counting down) before
+    /// `fail_next` starts, so a test can fail a run's third request rather
+    /// than its first. 0 by default.
+    pub pass_next: u32,
+    /// Status for `fail_next` answers (default 500; 429 gets `Retry-After`,
+    /// a 3xx a `Location` back to the same path, so a client that followed
+    /// redirects would be seen doing it).
     pub fail_status: u16,
     /// When true, a `fail_next` request is applied first and only its answer
     /// is replaced: the "Customer.io took it but the reply was lost" case
@@ -89,6 +95,7 @@ impl Default for Faults {
             retry_after_secs: None,
             latency_ms: 0,
             fail_next: 0,
+            pass_next: 0,
             fail_status: DEFAULT_FAIL_STATUS,
             fail_after_apply: false,
             reject_ids: Vec::new(),
@@ -203,7 +210,9 @@ impl Faults {
     /// Pure apart from counting `fail_next` down, so it is testable without
     /// randomness.
     pub fn decide(&mut self, roll_error: f64, roll_rate_limit: f64) -> Option<Injected> {
-        if self.fail_next > 0 {
+        if self.fail_next > 0 && self.pass_next > 0 {
+            self.pass_next -= 1;
+        } else if self.fail_next > 0 {
             self.fail_next -= 1;
             return Some(Injected {
                 status: self.fail_status,
@@ -253,15 +262,18 @@ pub async fn inject(State(shared): State<Shared>, request: Request, next: Next) 
     let Some(fault) = fault else {
         return next.run(request).await;
     };
+    let location = request.uri().path_and_query().map(|p| p.as_str().to_owned());
     if fault.after_apply {
         // The answer is thrown away: the client only sees the fault.
         let _applied = next.run(request).await;
     }
     tracing::debug!(status = fault.status, after_apply = fault.after_apply, "injecting fault");
-    fault_response(fault)
+    fault_response(fault, location.as_deref())
 }
 
-fn fault_response(fault: Injected) -> Response {
+/// The injected answer; a redirect points at `location` (the request's own
+/// path), as Customer.io points at the other region's host.
+fn fault_response(fault: Injected, location: Option<&str>) -> Response {
     let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     // Customer.io's bodies for these answers are unknown; a v1-style error
     // body is a plausible guess that clients parse without trouble.
@@ -274,6 +286,11 @@ fn fault_response(fault: Injected) -> Response {
     let mut response = (status, axum::Json(body)).into_response();
     if let Some(secs) = fault.retry_after_secs {
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if status.is_redirection() {
+        if let Some(value) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
+            response.headers_mut().insert(header::LOCATION, value);
+        }
     }
     mark_injected(response)
 }
@@ -297,6 +314,29 @@ mod tests {
         assert!(faults.decide(0.9, 0.9).is_some());
         assert_eq!(faults.decide(0.9, 0.9), None);
         assert_eq!(faults.fail_next, 0);
+    }
+
+    #[test]
+    fn pass_next_lets_requests_through_before_fail_next() {
+        let mut faults = Faults { pass_next: 2, fail_next: 1, ..Faults::default() };
+        assert_eq!(faults.decide(0.9, 0.9), None);
+        assert_eq!(faults.decide(0.9, 0.9), None);
+        assert_eq!(faults.decide(0.9, 0.9).map(|f| f.status), Some(DEFAULT_FAIL_STATUS));
+        assert_eq!(faults.decide(0.9, 0.9), None);
+        // Without fail_next it waits: nothing to let through before.
+        let mut idle = Faults { pass_next: 1, ..Faults::default() };
+        assert_eq!(idle.decide(0.9, 0.9), None);
+        assert_eq!(idle.pass_next, 1);
+    }
+
+    #[test]
+    fn an_injected_redirect_points_back_at_the_request() {
+        let fault = Injected { status: 301, retry_after_secs: None, after_apply: false };
+        let response = fault_response(fault, Some("/api/v2/batch"));
+        assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(response.headers()[header::LOCATION], "/api/v2/batch");
+        let fault = Injected { status: 503, ..fault };
+        assert!(fault_response(fault, Some("/x")).headers().get(header::LOCATION).is_none());
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! The emulator over real HTTP: auth, the v1 and v2 behaviours a sink relies
-//! on, fault injection, the inspection endpoints, the binary, and every kind
-//! of answer checked against Customer.io's published OpenAPI schemas.
+//! The emulator over real HTTP: what only a request through its router can
+//! show (the 401 bodies, the v1 routes reaching the model, size limits past
+//! the HTTP layer, request-level and per-item faults as the middleware and
+//! handlers apply them, the inspection endpoints, the binary). The rules
+//! themselves (the model, validation messages, auth, fault decisions) are
+//! the unit tests in `src/emulator/`.
 
 use std::time::Duration;
 
@@ -82,19 +85,15 @@ fn v1_errors(messages: &[&str]) -> Value {
     json!({"meta": {"errors": messages}})
 }
 
+/// Which credentials pass is `auth.rs`'s unit tests (both alphabets, with
+/// and without padding); here: the 401 bodies each API answers, and the
+/// inspection routes open without credentials.
 #[tokio::test]
-async fn auth_accepts_both_alphabets_and_rejects_wrong_credentials() {
+async fn refused_credentials_get_each_apis_401_and_inspection_needs_none() {
     let emu = start_default().await;
-    let raw = format!("{SITE}:{KEY}");
-    for encoded in [
-        general_purpose::STANDARD.encode(&raw),
-        general_purpose::URL_SAFE.encode(&raw),
-        general_purpose::URL_SAFE_NO_PAD.encode(&raw),
-    ] {
-        let (status, _, _) =
-            send(&emu, "GET", "/api/v1/accounts/region", None, Some(auth(&encoded))).await;
-        assert_eq!(status, 200, "{encoded}");
-    }
+    let url_safe = auth(&general_purpose::URL_SAFE_NO_PAD.encode(format!("{SITE}:{KEY}")));
+    let (status, _, _) = send(&emu, "GET", "/api/v1/accounts/region", None, Some(url_safe)).await;
+    assert_eq!(status, 200, "the header reaches the check as sent");
     let wrong = auth(&general_purpose::STANDARD.encode(format!("{SITE}:nope")));
     let (status, _, body) =
         send(&emu, "PUT", "/api/v1/customers/1", Some("{}".into()), Some(wrong.clone())).await;
@@ -107,6 +106,63 @@ async fn auth_accepts_both_alphabets_and_rejects_wrong_credentials() {
     let (status, _, _) = send(&emu, "GET", "/_emulator/customers", None, None).await;
     assert_eq!(status, 200, "inspection needs no credentials");
     emu.shutdown().await;
+}
+
+/// What each call does to a person is `model_tests.rs`; here: the v1
+/// routes reach it, a percent-encoded email in the path naming the person
+/// with that email.
+#[tokio::test]
+async fn v1_routes_reach_the_model() {
+    let emu = start_default().await;
+    assert_eq!(identify(&emu, "42", json!({"email": "Ann@X.io"})).await, (200, json!({})));
+    assert_eq!(identify(&emu, "ANN%40x.io", json!({"vip": true})).await.0, 200);
+    assert_eq!(
+        emu.customers().into_values().map(Value::Object).collect::<Vec<_>>(),
+        [json!({"id": "42", "email": "Ann@X.io", "vip": true})]
+    );
+    let event = json!({"name": "paid", "id": "01HZY5V6J3K9Q3W8Z6X1N2M3P4"});
+    assert_eq!(call(&emu, "POST", "/api/v1/customers/42/events", Some(&event)).await.0, 200);
+    assert_eq!(emu.events("42").len(), 1);
+
+    assert_eq!(call(&emu, "POST", "/api/v1/customers/42/suppress", None).await.0, 200);
+    assert!(emu.customers().is_empty());
+    assert_eq!(identify(&emu, "42", json!({"plan": "pro"})).await.0, 200);
+    assert!(emu.customers().is_empty(), "suppressed: the identify is ignored");
+    assert_eq!(call(&emu, "POST", "/api/v1/customers/42/unsuppress", None).await.0, 200);
+    identify(&emu, "42", json!({"plan": "pro"})).await;
+    assert!(emu.customer("42").is_some());
+
+    let merge = json!({"primary": {"id": "42"}, "secondary": {"id": "7"}});
+    identify(&emu, "7", json!({"city": "Oslo"})).await;
+    assert_eq!(call(&emu, "POST", "/api/v1/merge_customers", Some(&merge)).await.0, 200);
+    assert!(emu.customer("7").is_none());
+    assert_eq!(emu.customer("42").and_then(|c| c.get("city").cloned()), Some(json!("Oslo")));
+    assert_eq!(call(&emu, "DELETE", "/api/v1/customers/42", None).await.0, 200);
+    assert!(emu.customers().is_empty());
+}
+
+/// The size limits are Customer.io's, answered with its messages, not cut
+/// short by the HTTP layer: a v1 event with 100 KB of data reaches the
+/// check (`validate.rs` tests the messages), a batch over 500 KB and an
+/// entity over 32 KB are refused whole.
+#[tokio::test]
+async fn size_limits_are_checked_past_the_http_layer() {
+    let emu = start_default().await;
+    let event = json!({"name": "e", "data": {"d": "x".repeat(100_000)}});
+    let (status, _, answer) = call(&emu, "POST", "/api/v1/customers/1/events", Some(&event)).await;
+    assert_eq!(
+        (status, answer),
+        (400, v1_errors(&["event data cannot be longer than 100000 bytes"]))
+    );
+    let huge = json!({"batch": [], "pad": "x".repeat(500_000)}).to_string();
+    let (status, _, _) =
+        send(&emu, "POST", "/api/v2/batch", Some(huge), Some(standard_auth())).await;
+    assert_eq!(status, 400);
+    let big_entity = json!({"type": "person", "action": "identify", "identifiers": {"id": "c"},
+                            "attributes": {"pad": "x".repeat(32_000)}});
+    let (status, _, _) = call(&emu, "POST", "/api/v2/entity", Some(&big_entity)).await;
+    assert_eq!(status, 400);
+    assert!(emu.customers().is_empty());
 }
 
 #[tokio::test]
@@ -123,96 +179,6 @@ async fn region_reports_the_configured_region() {
         body,
         json!({"url": "https://track-eu.customer.io", "region": "eu", "environment_id": 7})
     );
-}
-
-#[tokio::test]
-async fn identify_updates_unsets_deletes_and_recreates() {
-    let emu = start_default().await;
-    assert_eq!(
-        identify(&emu, "42", json!({"plan": "pro", "seats": 3, "email": "Ann@X.io"})).await,
-        (200, json!({}))
-    );
-    assert_eq!(identify(&emu, "42", json!({"plan": "team", "seats": ""})).await.0, 200);
-    assert_eq!(
-        emu.customer("42").map(Value::Object),
-        Some(json!({"id": "42", "plan": "team", "email": "Ann@X.io"}))
-    );
-    assert!(emu.customer("ann@x.IO").is_some(), "email lookups ignore case");
-    // A percent-encoded email in the path names the same person.
-    assert_eq!(identify(&emu, "ANN%40x.io", json!({"vip": true})).await.0, 200);
-    assert_eq!(emu.customers().len(), 1);
-    assert_eq!(emu.customer("42").and_then(|c| c.get("vip").cloned()), Some(json!(true)));
-
-    let (status, _, _) = call(&emu, "DELETE", "/api/v1/customers/42", None).await;
-    assert_eq!(status, 200);
-    assert!(emu.customer("42").is_none());
-    identify(&emu, "42", json!({"plan": "free"})).await;
-    assert_eq!(emu.customer("42").map(Value::Object), Some(json!({"id": "42", "plan": "free"})));
-}
-
-#[tokio::test]
-async fn timestamps_order_updates_per_attribute() {
-    let emu = start_default().await;
-    identify(&emu, "1", json!({"plan": "new", "_timestamp": 2_000})).await;
-    identify(&emu, "1", json!({"plan": "old", "seats": 1, "_timestamp": 1_000})).await;
-    let item = |plan: &str, ts: i64| {
-        json!({"type": "person", "action": "identify", "identifiers": {"id": "1"},
-               "timestamp": ts, "attributes": {"plan": plan}})
-    };
-    batch(&emu, json!([item("older", 1_500), item("newest", 3_000)])).await;
-    assert_eq!(
-        emu.customer("1").map(Value::Object),
-        Some(json!({"id": "1", "plan": "newest", "seats": 1}))
-    );
-}
-
-#[tokio::test]
-async fn update_flag_never_creates() {
-    let emu = start_default().await;
-    assert_eq!(identify(&emu, "9", json!({"a": 1, "_update": true})).await.0, 200);
-    assert!(emu.customers().is_empty());
-    assert_eq!(emu.failures().len(), 1);
-    identify(&emu, "9", json!({"a": 1})).await;
-    identify(&emu, "9", json!({"a": 2, "_update": true})).await;
-    assert_eq!(emu.customer("9").and_then(|c| c.get("a").cloned()), Some(json!(2)));
-}
-
-#[tokio::test]
-async fn v1_limits_answer_customer_io_messages() {
-    let emu = start_default().await;
-    let many: serde_json::Map<String, Value> =
-        (0..301).map(|i| (format!("a{i}"), json!(1))).collect();
-    let cases = [
-        (Value::Object(many), "cannot identify more than 300 attributes in one request"),
-        (json!({"n".repeat(151): 1}), "attribute name cannot be longer than 150 bytes"),
-        (
-            json!({"bio": "x".repeat(1001)}),
-            "value for attribute 'bio' cannot be longer than 1000 bytes",
-        ),
-        (json!({"id": ""}), "id attribute cannot be an empty string"),
-    ];
-    for (body, message) in cases {
-        assert_eq!(identify(&emu, "1", body).await, (400, v1_errors(&[message])));
-    }
-    let (status, body) = identify(&emu, &"x".repeat(151), json!({})).await;
-    assert_eq!((status, body), (400, v1_errors(&["identifier cannot be longer than 150 bytes"])));
-    let events = [
-        (json!({"name": " "}), "event name must not be blank"),
-        (json!({"name": "e".repeat(101)}), "event name cannot be longer than 100 bytes"),
-        (json!({"name": "e", "data": "x"}), "event data must be a hash"),
-        (
-            json!({"name": "e", "data": {"d": "x".repeat(100_000)}}),
-            "event data cannot be longer than 100000 bytes",
-        ),
-    ];
-    for (body, message) in events {
-        let (status, _, answer) =
-            call(&emu, "POST", "/api/v1/customers/1/events", Some(&body)).await;
-        assert_eq!((status, answer), (400, v1_errors(&[message])));
-    }
-    let (status, _, _) = call(&emu, "POST", "/api/v1/events", Some(&json!({"name": "e"}))).await;
-    assert_eq!(status, 400, "anonymous events need anonymous_id");
-    assert!(emu.customers().is_empty());
 }
 
 #[tokio::test]
@@ -243,91 +209,9 @@ async fn batch_applies_valid_items_and_reports_invalid_ones_by_index() {
         assert_eq!((status, body["errors"][0]["field"].clone()), (400, json!(field)));
         assert!(body["errors"][0].get("batch_index").is_none());
     }
-    let huge = json!({"batch": [], "pad": "x".repeat(500_000)}).to_string();
-    let (status, _, _) =
-        send(&emu, "POST", "/api/v2/batch", Some(huge), Some(standard_auth())).await;
-    assert_eq!(status, 400);
-    let big_entity = json!({"type": "person", "action": "identify", "identifiers": {"id": "c"},
-                            "attributes": {"pad": "x".repeat(32_000)}});
-    let (status, _, _) = call(&emu, "POST", "/api/v2/entity", Some(&big_entity)).await;
-    assert_eq!(status, 400);
     let entity = json!({"type": "person", "action": "identify", "identifiers": {"id": "c"}});
     assert_eq!(call(&emu, "POST", "/api/v2/entity", Some(&entity)).await.2, json!({}));
     assert!(emu.customer("c").is_some());
-}
-
-#[tokio::test]
-async fn errors_with_200_mode_keeps_the_errors_body() {
-    let emu =
-        start(EmulatorConfig { errors_with_200: true, ..EmulatorConfig::new(SITE, KEY) }).await;
-    let (status, body) = batch(&emu, json!([{"type": "person", "action": "delete"}])).await;
-    assert_eq!(status, 200);
-    assert_eq!(body["errors"][0]["batch_index"], 0);
-}
-
-#[tokio::test]
-async fn merge_fills_the_primary_and_removes_the_secondary() {
-    let emu = start_default().await;
-    identify(&emu, "p", json!({"plan": "pro"})).await;
-    identify(&emu, "s", json!({"plan": "free", "city": "Oslo"})).await;
-    call(&emu, "POST", "/api/v1/customers/s/events", Some(&json!({"name": "visit"}))).await;
-    let merge = json!({"primary": {"id": "p"}, "secondary": {"id": "s"}});
-    assert_eq!(call(&emu, "POST", "/api/v1/merge_customers", Some(&merge)).await.0, 200);
-    assert_eq!(
-        emu.customer("p").map(Value::Object),
-        Some(json!({"id": "p", "plan": "pro", "city": "Oslo"}))
-    );
-    assert_eq!(emu.events("p").len(), 1);
-    assert!(emu.customer("s").is_none());
-
-    let two = json!({"primary": {"id": "p", "email": "p@x.io"}, "secondary": {"id": "s"}});
-    let (status, _, body) = call(&emu, "POST", "/api/v1/merge_customers", Some(&two)).await;
-    assert_eq!(status, 400);
-    assert!(body["meta"]["error"].as_str().is_some_and(|m| m.starts_with("primary")));
-    // A missing primary: 200, nothing merged, a failure logged.
-    identify(&emu, "t", json!({})).await;
-    let (status, _) = batch(
-        &emu,
-        json!([{"type": "person", "action": "merge",
-                                          "primary": {"id": "ghost"}, "secondary": {"id": "t"}}]),
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert!(emu.customer("t").is_some());
-    assert!(emu.failures().iter().any(|f| f.operation == "merge"));
-}
-
-#[tokio::test]
-async fn suppress_blocks_later_calls_until_unsuppressed() {
-    let emu = start_default().await;
-    identify(&emu, "1", json!({"email": "a@x.io"})).await;
-    assert_eq!(call(&emu, "POST", "/api/v1/customers/1/suppress", None).await.0, 200);
-    assert_eq!(identify(&emu, "1", json!({"plan": "pro"})).await, (200, json!({})));
-    assert_eq!(identify(&emu, "A%40x.io", json!({"plan": "pro"})).await.0, 200);
-    batch(
-        &emu,
-        json!([{"type": "person", "action": "event", "identifiers": {"id": "1"}, "name": "e"}]),
-    )
-    .await;
-    assert!(emu.customers().is_empty());
-    call(&emu, "POST", "/api/v1/customers/1/unsuppress", None).await;
-    identify(&emu, "1", json!({"plan": "pro"})).await;
-    assert_eq!(emu.customer("1").map(Value::Object), Some(json!({"id": "1", "plan": "pro"})));
-}
-
-#[tokio::test]
-async fn events_with_a_repeated_id_are_stored_once() {
-    let emu = start_default().await;
-    let event = json!({"name": "paid", "id": "01HZY5V6J3K9Q3W8Z6X1N2M3P4", "data": {"amount": 5}});
-    for _ in 0..2 {
-        assert_eq!(call(&emu, "POST", "/api/v1/customers/1/events", Some(&event)).await.0, 200);
-    }
-    let item = json!({"type": "person", "action": "event", "identifiers": {"id": "1"},
-                      "name": "paid", "id": "01HZY5V6J3K9Q3W8Z6X1N2M3P4"});
-    assert_eq!(batch(&emu, json!([item])).await.0, 200);
-    let events = emu.events("1");
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].data.get("amount"), Some(&json!(5)));
 }
 
 #[tokio::test]
@@ -359,6 +243,99 @@ async fn faults_fail_rate_limit_and_delay_track_requests_only() {
     assert_eq!(emu.faults().fail_next, 0);
 }
 
+fn identify_item(id: &str) -> Value {
+    json!({"type": "person", "action": "identify", "identifiers": {"id": id},
+           "attributes": {"plan": "pro"}})
+}
+
+fn transient(batch_index: usize) -> Value {
+    json!({"batch_index": batch_index, "reason": "internal_error", "field": "",
+           "message": "temporarily unable to process this item; retry"})
+}
+
+fn rejected(batch_index: usize, field: &str) -> Value {
+    json!({"batch_index": batch_index, "reason": "invalid", "field": field,
+           "message": "person id refused (emulator fault reject_ids)"})
+}
+
+/// Per-item faults as the handlers apply them (which items `reject_ids`
+/// matches is `faults.rs`'s unit tests): a refused item is not applied and
+/// is listed in the 207 while the others are, until the fault is cleared;
+/// every other route refuses the request.
+#[tokio::test]
+async fn a_rejected_id_fails_only_its_item_on_every_route_until_cleared() {
+    let emu = start_default().await;
+    emu.set_faults(Faults { reject_ids: vec!["bad".into()], ..Faults::default() });
+    let merge = json!({"type": "person", "action": "merge",
+                       "primary": {"id": "a"}, "secondary": {"id": "bad"}});
+    let items = json!([identify_item("a"), identify_item("bad"), merge]);
+    let expected = json!({"errors": [rejected(1, "identifiers"), rejected(2, "secondary")]});
+    assert_eq!(batch(&emu, items.clone()).await, (207, expected.clone()));
+    assert!(emu.customer("a").is_some());
+    assert!(emu.customer("bad").is_none(), "a refused item is not applied");
+    // Refused for good: sending it again changes nothing.
+    assert_eq!(batch(&emu, items.clone()).await, (207, expected));
+    assert!(emu.customer("bad").is_none());
+    let injected: Vec<bool> = emu.requests().iter().map(|r| r.injected_fault).collect();
+    assert_eq!(injected, [true, true]);
+
+    let (status, _, body) = call(&emu, "POST", "/api/v2/entity", Some(&identify_item("bad"))).await;
+    assert_eq!((status, body["errors"][0]["field"].clone()), (400, json!("identifiers")));
+    let v1 = identify(&emu, "bad", json!({"plan": "pro"})).await;
+    let v1_error = json!({"meta": {"errors": ["person id refused (emulator fault reject_ids)"]}});
+    assert_eq!(v1, (400, v1_error));
+    let v1_merge = json!({"primary": {"id": "bad"}, "secondary": {"id": "a"}});
+    let (status, _, body) = call(&emu, "POST", "/api/v1/merge_customers", Some(&v1_merge)).await;
+    assert_eq!((status, body["meta"]["error"].is_string()), (400, true));
+    assert!(emu.customer("bad").is_none());
+
+    // "Fix the cause": the same items are accepted.
+    emu.set_faults(Faults::default());
+    assert_eq!(batch(&emu, json!([identify_item("bad")])).await, (200, json!({})));
+    assert_eq!(emu.customer("bad").and_then(|c| c.get("plan").cloned()), Some(json!("pro")));
+}
+
+/// `item_errors_next` set over HTTP fails the next items once (the count
+/// across requests is `faults.rs`'s unit tests); the retry goes through.
+#[tokio::test]
+async fn item_errors_next_fails_the_next_items_once() {
+    let emu = start_default().await;
+    let faults = json!({"item_errors_next": 2}).to_string();
+    assert_eq!(send(&emu, "PUT", "/_emulator/faults", Some(faults), None).await.0, 200);
+
+    let items = json!([identify_item("a"), identify_item("b"), identify_item("c")]);
+    assert_eq!(
+        batch(&emu, items.clone()).await,
+        (207, json!({"errors": [transient(0), transient(1)]}))
+    );
+    assert!(emu.customer("a").is_none() && emu.customer("b").is_none());
+    assert!(emu.customer("c").is_some());
+    assert_eq!(emu.faults().item_errors_next, 0);
+    assert_eq!(batch(&emu, items).await, (200, json!({})));
+    assert_eq!(emu.customers().len(), 3);
+}
+
+/// With `errors_with_200` the item errors, of validation and of faults
+/// alike, come in a 200.
+#[tokio::test]
+async fn errors_with_200_mode_answers_item_errors_with_200() {
+    let emu =
+        start(EmulatorConfig { errors_with_200: true, ..EmulatorConfig::new(SITE, KEY) }).await;
+    emu.set_faults(Faults {
+        reject_ids: vec!["bad".into()],
+        item_errors_next: 1,
+        ..Faults::default()
+    });
+    let invalid = json!({"type": "person", "action": "delete"});
+    let items = json!([identify_item("a"), identify_item("bad"), identify_item("c"), invalid]);
+    let (status, body) = batch(&emu, items).await;
+    assert_eq!(status, 200);
+    let errors = body["errors"].as_array().cloned().unwrap_or_default();
+    assert_eq!(errors[..2], [transient(0), rejected(1, "identifiers")]);
+    assert_eq!(errors[2]["batch_index"], 3);
+    assert!(emu.customer("c").is_some());
+}
+
 #[tokio::test]
 async fn inspection_endpoints_show_and_control_state() {
     let emu = start_default().await;
@@ -386,6 +363,11 @@ async fn inspection_endpoints_show_and_control_state() {
         send(&emu, "PUT", "/_emulator/faults", Some(r#"{"typo":1}"#.into()), None).await.0,
         400
     );
+    let empty_id =
+        send(&emu, "PUT", "/_emulator/faults", Some(r#"{"reject_ids":[""]}"#.into()), None).await;
+    assert_eq!(empty_id.0, 400);
+    assert!(empty_id.2["error"].as_str().is_some_and(|m| m.starts_with("reject_ids")));
+    assert_eq!(emu.faults().fail_status, 429, "a refused PUT leaves the faults as they were");
 
     assert_eq!(send(&emu, "POST", "/_emulator/reset", None, None).await.0, 204);
     assert!(emu.customers().is_empty() && emu.requests().is_empty());
