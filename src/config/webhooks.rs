@@ -133,12 +133,7 @@ impl WebhooksConfig {
                 ));
             }
         }
-        let path_ok = self.path.starts_with('/')
-            && self.path.len() > 1
-            && self.path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
-            && !self.path.contains("//")
-            && !matches!(self.path.as_str(), "/healthz" | "/readyz");
-        if !path_ok {
+        if !is_receiver_path(&self.path) {
             return Err(invalid(
                 "path",
                 format!(
@@ -156,14 +151,8 @@ impl WebhooksConfig {
                     .to_owned(),
             ));
         }
-        let identifier = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 63
-                && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
-                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        };
         match self.table.split_once('.') {
-            Some((schema, table)) if identifier(schema) && identifier(table) => {}
+            Some((schema, table)) if is_plain_identifier(schema) && is_plain_identifier(table) => {}
             _ => {
                 return Err(invalid(
                     "table",
@@ -195,6 +184,25 @@ impl WebhooksConfig {
         }
         Ok(())
     }
+}
+
+/// A path the receiver can serve: a leading `/`, then URL-safe characters,
+/// no empty segment, and not one of the listener's probes.
+fn is_receiver_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() > 1
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b))
+        && !path.contains("//")
+        && !matches!(path, "/healthz" | "/readyz")
+}
+
+/// A name usable unquoted: 1 to 63 lower-case letters, digits or
+/// underscores, not starting with a digit.
+fn is_plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// `[[webhooks.write_back]]`: on a reporting event, set one column of the
