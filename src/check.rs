@@ -256,10 +256,7 @@ async fn check_write_back(
     for (i, wb) in webhooks.write_back.iter().enumerate() {
         let sync = match &wb.table {
             None => config.sync.first(),
-            Some(table) => {
-                let wanted = table.split_once('.').unwrap_or(("public", table));
-                config.sync.iter().find(|s| s.schema_and_name() == wanted)
-            }
+            Some(table) => config.sync.iter().find(|s| s.table == *table),
         };
         let Some(sync) = sync else { continue };
         let (schema, name) = sync.schema_and_name();

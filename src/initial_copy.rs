@@ -277,6 +277,5 @@ impl Copier<'_> {
 }
 
 fn qualified(sync: &SyncConfig) -> String {
-    let (schema, name) = sync.schema_and_name();
-    format!("{schema}.{name}")
+    sync.table.to_string()
 }

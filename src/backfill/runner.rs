@@ -133,10 +133,7 @@ async fn run_chunks(
     backfill: &Backfill,
 ) -> Result<(), PgError> {
     let id = backfill.id;
-    let Some(sync) = config.sync.iter().find(|s| {
-        let (schema, name) = s.schema_and_name();
-        format!("{schema}.{name}") == backfill.table
-    }) else {
+    let Some(sync) = config.sync.iter().find(|s| s.table.to_string() == backfill.table) else {
         return Err(PgError::Definite("the table is not synced by this config".into()));
     };
     let reader = TableReader::new(sql, sync, backfill.where_clause.as_deref()).await?;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, SyncConfig};
 use crate::error::error_chain;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE};
-use crate::pg::quote::quoted_table;
 use crate::state::{Backfill, State};
 
 /// What `ciosync backfill` was asked to do.
@@ -78,7 +77,6 @@ async fn execute(config: &Config, request: Request) -> Result<ExitCode, String> 
             }
             let mut ids = Vec::new();
             for sync in syncs {
-                let (schema, name) = sync.schema_and_name();
                 // The rows the backfill will read: the table's own filter too.
                 let conditions: Vec<String> = sync
                     .filter
@@ -95,7 +93,7 @@ async fn execute(config: &Config, request: Request) -> Result<ExitCode, String> 
                 // Counting also proves --where is valid SQL for this table.
                 let count = sql
                     .query_one(
-                        &format!("SELECT count(*) FROM {}{filter}", quoted_table(schema, name)),
+                        &format!("SELECT count(*) FROM {}{filter}", sync.table.quoted()),
                         &[],
                     )
                     .await;
@@ -106,7 +104,7 @@ async fn execute(config: &Config, request: Request) -> Result<ExitCode, String> 
                     }
                     Err(e) => return Err(error_chain(&e)),
                 };
-                let table = format!("{schema}.{name}");
+                let table = sync.table.to_string();
                 let id = state
                     .enqueue_backfill(&table, where_clause.as_deref(), attributes.as_deref(), total)
                     .await
@@ -128,10 +126,7 @@ fn select_tables<'a>(
     table: Option<&str>,
     where_clause: Option<&str>,
 ) -> Result<Vec<&'a SyncConfig>, String> {
-    let qualified = |s: &SyncConfig| {
-        let (schema, name) = s.schema_and_name();
-        format!("{schema}.{name}")
-    };
+    let qualified = |s: &SyncConfig| s.table.to_string();
     let syncs: Vec<&SyncConfig> = match table {
         Some(t) => {
             let wanted = if t.contains('.') { t.to_owned() } else { format!("public.{t}") };

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::pg::name::TableName;
 use crate::track_api;
 
 /// What to do in Customer.io when a row's id column changes.
@@ -25,7 +26,7 @@ pub enum OnIdChange {
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
     /// `schema.table`, or `table` for `public.table`.
-    pub table: String,
+    pub table: TableName,
     /// Column whose value is the Customer.io customer id; must be unique and
     /// not null (primary key or unique index).
     pub id_column: String,
@@ -59,15 +60,7 @@ pub struct SyncConfig {
 impl SyncConfig {
     /// The table's schema and name, `public` when the config gives none.
     pub fn schema_and_name(&self) -> (&str, &str) {
-        split_table(&self.table)
-    }
-}
-
-/// `schema.table` as (schema, table), `public` when no schema is given.
-fn split_table(table: &str) -> (&str, &str) {
-    match table.split_once('.') {
-        Some((schema, name)) => (schema, name),
-        None => ("public", table),
+        self.table.parts()
     }
 }
 
@@ -114,7 +107,7 @@ impl ChangeEventConfig {
 #[serde(deny_unknown_fields)]
 pub struct EventTableConfig {
     /// `schema.table`, or `table` for `public.table`.
-    pub table: String,
+    pub table: TableName,
     /// Column holding the Customer.io id of the person the event is for.
     pub customer_id_column: String,
     /// Where the customer id is NULL: a column holding an anonymous id (a
@@ -143,7 +136,7 @@ pub struct EventTableConfig {
 impl EventTableConfig {
     /// The table's schema and name, `public` when the config gives none.
     pub fn schema_and_name(&self) -> (&str, &str) {
-        split_table(&self.table)
+        self.table.parts()
     }
 }
 
@@ -252,11 +245,7 @@ pub fn validate(tables: &[SyncConfig], events: &[EventTableConfig]) -> Result<()
     let mut seen = std::collections::HashSet::new();
     for (i, sync) in tables.iter().enumerate() {
         let field = |key: &str| format!("sync[{i}].{key}");
-        let (schema, name) = sync.schema_and_name();
-        if schema.is_empty() || name.is_empty() || name.contains('.') {
-            return Err(ConfigError::invalid(field("table"), "must be `schema.table` or `table`"));
-        }
-        if !seen.insert((schema.to_owned(), name.to_owned())) {
+        if !seen.insert(&sync.table) {
             return Err(ConfigError::invalid(field("table"), "table is listed twice"));
         }
         sync.validate(&field)?;
@@ -269,17 +258,13 @@ pub fn validate(tables: &[SyncConfig], events: &[EventTableConfig]) -> Result<()
 
 fn validate_event_tables(
     events_tables: &[EventTableConfig],
-    synced: &std::collections::HashSet<(String, String)>,
+    synced: &std::collections::HashSet<&TableName>,
 ) -> Result<(), ConfigError> {
     let mut seen = std::collections::HashSet::new();
     for (i, events) in events_tables.iter().enumerate() {
         let field = |key: &str| format!("events[{i}].{key}");
-        let (schema, name) = events.schema_and_name();
-        if schema.is_empty() || name.is_empty() || name.contains('.') {
-            return Err(ConfigError::invalid(field("table"), "must be `schema.table` or `table`"));
-        }
-        let key = (schema.to_owned(), name.to_owned());
-        if synced.contains(&key) {
+        let key = &events.table;
+        if synced.contains(key) {
             return Err(ConfigError::invalid(
                 field("table"),
                 "is a [[sync]] table too; derive events from its changes with [[sync.events]]",

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Config, ConfigError};
+use crate::pg::name::TableName;
 use crate::pg::quote::{quote_ident, quoted_table};
 use crate::secret::Secret;
 
@@ -217,7 +218,7 @@ pub struct WriteBackConfig {
     pub object_type: Option<String>,
     /// A `[[sync]]` table; default the first one.
     #[serde(default)]
-    pub table: Option<String>,
+    pub table: Option<TableName>,
     /// The column to set.
     pub column: String,
     /// `true`, `false`, or `event_time` (the event's timestamp).
@@ -279,10 +280,7 @@ pub fn resolve(config: &Config) -> Result<Vec<WriteBack>, ConfigError> {
         }
         let sync = match &wb.table {
             None => config.sync.first(),
-            Some(table) => {
-                let wanted = table.split_once('.').unwrap_or(("public", table));
-                config.sync.iter().find(|s| s.schema_and_name() == wanted)
-            }
+            Some(table) => config.sync.iter().find(|s| s.table == *table),
         }
         .ok_or_else(|| invalid("table", "must be a [[sync]] table"))?;
         let (schema, name) = sync.schema_and_name();

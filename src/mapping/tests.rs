@@ -28,7 +28,7 @@ fn table() -> Arc<Table> {
 
 fn sync(on_id_change: OnIdChange) -> SyncConfig {
     SyncConfig {
-        table: "public.users".into(),
+        table: crate::pg::name::TableName::parse("public.users").unwrap(),
         id_column: "id".into(),
         attributes: [("email", "email"), ("plan", "plan"), ("about", "bio")]
             .into_iter()
@@ -373,7 +373,7 @@ fn event_table_inserts_become_events_with_deterministic_ids() {
         replica_identity: ReplicaIdentity::Default,
     });
     let config = crate::config::EventTableConfig {
-        table: "events".into(),
+        table: crate::pg::name::TableName::parse("events").unwrap(),
         customer_id_column: "user_id".into(),
         anonymous_id_column: Some("anon".into()),
         name: None,

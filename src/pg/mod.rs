@@ -4,6 +4,7 @@
 
 pub mod connection;
 pub mod error;
+pub mod name;
 pub mod quote;
 pub mod tls;
 

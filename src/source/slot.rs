@@ -132,8 +132,7 @@ async fn recover(
 async fn queue_backfills(sql: &Client, config: &Config, state: &State<'_>) -> Result<(), PgError> {
     let slot = &config.postgres.slot;
     for sync in &config.sync {
-        let (schema, name) = sync.schema_and_name();
-        let table = format!("{schema}.{name}");
+        let table = sync.table.to_string();
         if state.full_backfill_waits(&table).await? {
             continue;
         }
@@ -143,7 +142,7 @@ async fn queue_backfills(sql: &Client, config: &Config, state: &State<'_>) -> Re
                 "SELECT coalesce((SELECT greatest(c.reltuples, 0)::int8 FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = $1 AND c.relname = $2), 0)",
-                &[&schema, &name],
+                &[&sync.table.schema(), &sync.table.name()],
             )
             .await
             .map_err(PgError::sql("estimate a table's rows"))?
