@@ -59,12 +59,11 @@ pub async fn run_with_webhooks(
             };
             let settings = config.postgres.connection()?;
             let write_backs = crate::config::webhooks::resolve(&config)?;
-            let origin = webhooks::write_back::origin_name(&config.postgres.slot);
-            let store = WebhookStore::new(settings, hooks.clone()).with_write_back(
-                write_backs,
-                origin,
-                counters.clone(),
-            );
+            let store = WebhookStore::new(settings, hooks.clone());
+            let store = match config.write_back_origin() {
+                Some(origin) => store.with_write_back(write_backs, origin, counters.clone()),
+                None => store,
+            };
             // A write-back without its origin privileges would echo: stop now.
             store.prepare().await.map_err(RunError::Source)?;
             let receiver =

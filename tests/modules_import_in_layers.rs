@@ -105,10 +105,27 @@ fn production_text(path: &Path) -> String {
         return String::new();
     }
     let text = std::fs::read_to_string(path).expect("a source file is readable");
-    match text.find("#[cfg(test)]") {
+    match test_block_start(&text) {
         Some(marker) => text[..marker].to_owned(),
         None => text,
     }
+}
+
+/// Where the file's inline test module starts: a `#[cfg(test)]` whose item
+/// opens a block (`mod tests {`). A `#[cfg(test)] mod x;` line only
+/// declares a test file, which `production_text` leaves out on its own.
+fn test_block_start(text: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(at) = text[from..].find("#[cfg(test)]") {
+        let marker = from + at;
+        let after = &text[marker + "#[cfg(test)]".len()..];
+        let item = after.trim_start().lines().next().unwrap_or_default();
+        if item.trim_end().ends_with('{') {
+            return Some(marker);
+        }
+        from = marker + 1;
+    }
+    None
 }
 
 /// The text without `//` and `/* */` comments (doc comments name modules
@@ -237,4 +254,11 @@ fn layer_of(
     path.pop();
     depth.insert(room.to_owned(), d);
     Ok(d)
+}
+
+#[test]
+fn only_the_inline_test_module_is_left_out() {
+    let text = "#[cfg(test)]\nmod roundtrip;\nuse crate::a;\n#[cfg(test)]\nmod tests {\n    use crate::b;\n}\n";
+    let kept = &text[..test_block_start(text).unwrap()];
+    assert_eq!(named_rooms(kept), ["a"]);
 }

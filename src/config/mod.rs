@@ -148,6 +148,14 @@ impl Config {
         sync::validate(&self.sync, &self.events)
     }
 
+    /// The replication origin this slot's webhook write-backs carry, when
+    /// there are write-backs: the source skips transactions with it, so a
+    /// write-back never echoes back to Customer.io.
+    pub fn write_back_origin(&self) -> Option<String> {
+        let write_backs = self.webhooks.as_ref().is_some_and(|w| !w.write_back.is_empty());
+        write_backs.then(|| format!("ciosync_write_back_{}", self.postgres.slot))
+    }
+
     /// The status interval as a duration.
     pub fn status_interval(&self) -> Duration {
         Duration::from_millis(self.postgres.status_interval_ms)

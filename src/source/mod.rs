@@ -211,11 +211,7 @@ impl Source {
             relations: RelationCache::default(),
             commit_time: 0,
             position: WalPosition::default(),
-            own_origin: config
-                .webhooks
-                .as_ref()
-                .filter(|w| !w.write_back.is_empty())
-                .map(|_| crate::webhooks::write_back::origin_name(&config.postgres.slot)),
+            own_origin: config.write_back_origin(),
             in_own_write_back: false,
             history,
             started_over,

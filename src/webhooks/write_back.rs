@@ -8,7 +8,8 @@
 //! session with a replication origin (`pg_replication_origin_session_setup`),
 //! so its transaction carries that origin; pgoutput then sends an Origin
 //! message at the transaction's start (PostgreSQL 15), and the source skips
-//! the changes of transactions with this slot's origin ([`origin_name`]).
+//! the changes of transactions with this slot's origin
+//! ([`crate::config::Config::write_back_origin`]).
 //! The application writing the same column is not affected: its
 //! transactions carry no origin and are synced as usual.
 //!
@@ -26,11 +27,6 @@ use crate::pg::PgError;
 fn applies_to(write_back: &WriteBack, event: &ReportingEvent) -> bool {
     event.metric == write_back.metric
         && write_back.object_type.as_deref().is_none_or(|t| t == event.object_type)
-}
-
-/// The replication origin this slot's write-backs carry.
-pub fn origin_name(slot: &str) -> String {
-    format!("ciosync_write_back_{slot}")
 }
 
 /// Creates the origin if missing and binds this session to it, so every
