@@ -100,7 +100,7 @@ use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
 use crate::sink::retry::Backoff;
 use crate::sink::{Sink, SinkError};
-use crate::source::{keeper, History, Source, SourceEvent};
+use crate::source::{History, Source, SourceEvent};
 use crate::telemetry::by_table::Operation;
 use crate::telemetry::health::now_ms;
 use crate::telemetry::lag::UnackedCommits;
@@ -364,7 +364,6 @@ impl Leased {
                 breaker: &mut breaker,
                 mapper,
                 windows: &windows,
-                slot: &config.postgres.slot,
                 progress,
                 counters,
                 in_transaction: false,
@@ -454,7 +453,6 @@ struct Session<'a> {
     mapper: &'a Mapper,
     /// Backfill chunks between their watermarks.
     windows: &'a Windows,
-    slot: &'a str,
     progress: &'a mut Progress,
     counters: &'a Counters,
     in_transaction: bool,
@@ -583,20 +581,14 @@ impl Session<'_> {
                     self.report_lag();
                 }
             }
-            SourceEvent::Message { prefix, content } => {
-                if prefix == keeper::HEARTBEAT_PREFIX && content == self.slot.as_bytes() {
-                    // Its transaction's commit is acknowledged like any other.
-                    Counters::add(&self.counters.heartbeats_received, 1);
-                } else if prefix == backfill::WATERMARK_PREFIX {
-                    match backfill::parse_watermark(self.slot, &content) {
-                        Some(Watermark::Low(id)) => self.windows.open(id),
-                        Some(Watermark::High(id))
-                            if !self.send_chunk(id, shutdown, shutdown_timeout).await? =>
-                        {
-                            return Ok(false);
-                        }
-                        Some(Watermark::High(_)) | None => {}
-                    }
+            SourceEvent::Heartbeat => {
+                // Its transaction's commit is acknowledged like any other.
+                Counters::add(&self.counters.heartbeats_received, 1);
+            }
+            SourceEvent::Watermark(Watermark::Low(id)) => self.windows.open(id),
+            SourceEvent::Watermark(Watermark::High(id)) => {
+                if !self.send_chunk(id, shutdown, shutdown_timeout).await? {
+                    return Ok(false);
                 }
             }
             SourceEvent::Keepalive { wal_end } => {

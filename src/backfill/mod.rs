@@ -44,53 +44,7 @@ use tokio::sync::oneshot;
 
 use crate::customer::CustomerOp;
 
-/// The logical message prefix of backfill watermarks.
-pub const WATERMARK_PREFIX: &str = "ciosync.backfill";
-
-/// One chunk of one backfill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ChunkId {
-    pub backfill: i64,
-    pub chunk: u64,
-}
-
-/// A watermark read back from the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Watermark {
-    /// Before the chunk's SELECT.
-    Low(ChunkId),
-    /// After it.
-    High(ChunkId),
-}
-
-/// The message content of a watermark: `L|H <slot> <backfill> <chunk>`. The
-/// slot is part of it so daemons of other slots on the same database ignore it.
-pub fn watermark_content(slot: &str, watermark: Watermark) -> String {
-    let (kind, id) = match watermark {
-        Watermark::Low(id) => ("L", id),
-        Watermark::High(id) => ("H", id),
-    };
-    format!("{kind} {slot} {} {}", id.backfill, id.chunk)
-}
-
-/// Parses a watermark for `slot`; `None` for anything else.
-pub fn parse_watermark(slot: &str, content: &[u8]) -> Option<Watermark> {
-    let text = std::str::from_utf8(content).ok()?;
-    let mut parts = text.split(' ');
-    let kind = parts.next()?;
-    if parts.next()? != slot {
-        return None;
-    }
-    let id = ChunkId { backfill: parts.next()?.parse().ok()?, chunk: parts.next()?.parse().ok()? };
-    if parts.next().is_some() {
-        return None;
-    }
-    match kind {
-        "L" => Some(Watermark::Low(id)),
-        "H" => Some(Watermark::High(id)),
-        _ => None,
-    }
-}
+pub use crate::source::message::{ChunkId, Watermark};
 
 /// A chunk's rows, handed from the runner to the pipeline.
 #[derive(Debug)]
@@ -265,19 +219,6 @@ mod tests {
 
     fn op(id: &str) -> CustomerOp {
         CustomerOp::Delete { id: id.into() }
-    }
-
-    #[test]
-    fn watermarks_round_trip_and_ignore_other_slots() {
-        let id = ChunkId { backfill: 7, chunk: 3 };
-        for w in [Watermark::Low(id), Watermark::High(id)] {
-            assert_eq!(parse_watermark("s", watermark_content("s", w).as_bytes()), Some(w));
-            assert_eq!(parse_watermark("other", watermark_content("s", w).as_bytes()), None);
-        }
-        assert_eq!(parse_watermark("s", b"X s 1 2"), None);
-        assert_eq!(parse_watermark("s", b"L s 1"), None);
-        assert_eq!(parse_watermark("s", b"L s 1 2 3"), None);
-        assert_eq!(parse_watermark("s", &[0xff]), None);
     }
 
     fn chunk(keys: &[&str]) -> Chunk {

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{watermark_content, Chunk, ChunkId, Watermark, Windows, WATERMARK_PREFIX};
+use super::{Chunk, ChunkId, Watermark, Windows};
 use crate::change::{RowChange, RowOp};
 use crate::config::Config;
 use crate::customer::CustomerOp;
@@ -18,6 +18,7 @@ use crate::error::error_chain;
 use crate::mapping::Mapper;
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
+use crate::source::message::{watermark_content, WATERMARK_PREFIX};
 use crate::source::reader::{postgres_now, TableReader};
 use crate::state::{Backfill, State};
 

@@ -36,13 +36,12 @@ use tokio::time::Instant;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
+use super::message;
 use crate::config::Config;
 use crate::pg::connection::ConnectionSettings;
 use crate::telemetry::health::now_ms;
 use crate::telemetry::{Counters, Phase};
 
-/// The prefix of heartbeat messages in the WAL.
-pub const HEARTBEAT_PREFIX: &str = "ciosync.heartbeat";
 /// How often retained WAL is read (and heartbeats considered, unless their
 /// interval is shorter).
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
@@ -167,7 +166,7 @@ impl Keeper {
         self.sql()
             .execute(
                 "SELECT pg_catalog.pg_logical_emit_message(true, $1, $2)",
-                &[&HEARTBEAT_PREFIX, &self.config.slot],
+                &[&message::HEARTBEAT_PREFIX, &self.config.slot],
             )
             .await?;
         Counters::add(&self.counters.heartbeats_written, 1);

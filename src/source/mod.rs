@@ -13,6 +13,7 @@
 //! then replays everything after the last acknowledgement.
 
 pub mod keeper;
+pub mod message;
 pub mod pgoutput;
 #[cfg(test)]
 mod pgoutput_roundtrip;
@@ -58,9 +59,11 @@ pub enum SourceEvent {
     Commit { end_lsn: Lsn, commit_time: i64 },
     /// The server's WAL position while nothing else is sent.
     Keepalive { wal_end: Lsn },
-    /// A logical message (`pg_logical_emit_message`), such as a backfill
-    /// watermark, in its place in the stream.
-    Message { prefix: String, content: Bytes },
+    /// This slot's heartbeat (see [`keeper`]) came back: its transaction's
+    /// commit follows.
+    Heartbeat,
+    /// A backfill watermark of this slot, in its place in the stream.
+    Watermark(message::Watermark),
 }
 
 /// One replication session.
@@ -73,6 +76,8 @@ pub struct Source {
     commit_time: i64,
     /// The next change's place in its transaction.
     position: WalPosition,
+    /// The slot streamed from: its own logical messages carry it.
+    slot: String,
     /// The replication origin of this slot's webhook write-backs, whose
     /// transactions are skipped (they must not echo back to Customer.io).
     own_origin: Option<String>,
@@ -212,6 +217,7 @@ impl Source {
             commit_time: 0,
             position: WalPosition::default(),
             own_origin: config.write_back_origin(),
+            slot: config.postgres.slot.clone(),
             in_own_write_back: false,
             history,
             started_over,
@@ -278,7 +284,11 @@ impl Source {
             }
             ReplicationEvent::XLogData { data, .. } => self.on_data(&data).await,
             ReplicationEvent::Message { prefix, content, .. } => {
-                Ok(Some(SourceEvent::Message { prefix, content }))
+                Ok(match message::recognize(&self.slot, &prefix, &content) {
+                    Some(message::Own::Heartbeat) => Some(SourceEvent::Heartbeat),
+                    Some(message::Own::Watermark(w)) => Some(SourceEvent::Watermark(w)),
+                    None => None,
+                })
             }
             ReplicationEvent::StoppedAt { .. } => Err(PgError::Ended),
         }
