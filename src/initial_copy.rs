@@ -32,7 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::change::{RowChange, RowOp};
 use crate::config::{Config, SyncConfig};
-use crate::mapping::{Mapper, SkipReason};
+use crate::mapping::report::{report, Producer};
+use crate::mapping::Mapper;
 use crate::pg::connection::{ConnectionSettings, Located};
 use crate::pg::quote::{quote_ident, quote_literal};
 use crate::pg::PgError;
@@ -247,21 +248,7 @@ impl Copier<'_> {
     /// Maps one row and queues its operations; skipped rows are counted as in the stream.
     fn deliver(&mut self, change: &RowChange) {
         let mapped = self.mapper.map(change);
-        match mapped.skipped {
-            // A soft-deleted row has no customer to copy.
-            Some(SkipReason::SoftDeleted) => {
-                Counters::add(&self.counters.changes_skipped_soft_deleted, 1);
-            }
-            Some(_) => {
-                Counters::add(&self.counters.changes_skipped_invalid_id, 1);
-                tracing::error!(
-                    table = %change.table.qualified_name(),
-                    "row skipped by the initial copy: its customer id is NULL, empty or over 150 bytes"
-                );
-            }
-            None => {}
-        }
-        Counters::add(&self.counters.attributes_dropped, mapped.dropped.len() as u64);
+        report(&mapped, &change.table, Producer::InitialCopy, self.counters);
         for op in mapped.ops {
             self.sink.push(op);
         }

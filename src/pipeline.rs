@@ -95,6 +95,7 @@ use crate::delete_guard::breaker::{self, Breaker};
 use crate::error::error_chain;
 use crate::initial_copy::{self, CopyError, CopyOutcome};
 use crate::lease::{self, Lease};
+use crate::mapping::report::{report, Producer};
 use crate::mapping::Mapper;
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
@@ -295,6 +296,7 @@ impl Leased {
             settings.clone(),
             config.clone(),
             windows.clone(),
+            counters.clone(),
             runner_stop,
         ));
         let mut slot_in_use_said = false;
@@ -523,19 +525,7 @@ impl Session<'_> {
                     self.windows.observe(&table, &self.mapper.customer_ids(&change));
                 }
                 let mapped = self.mapper.map(&change);
-                if let Some(reason) = mapped.skipped {
-                    self.count_skip(reason, &change);
-                }
-                for dropped in &mapped.dropped {
-                    Counters::add(&self.counters.attributes_dropped, 1);
-                    tracing::warn!(
-                        table = %change.table.qualified_name(),
-                        column = %dropped.column,
-                        attribute = %dropped.attribute,
-                        reason = dropped.reason.as_str(),
-                        "attribute left out of the call"
-                    );
-                }
+                report(&mapped, &change.table, Producer::Stream, self.counters);
                 let guarded = breaker::is_lone_removal(&mapped.ops);
                 for op in mapped.ops {
                     let routed = tokio::select! {
@@ -618,29 +608,6 @@ impl Session<'_> {
         }
         let _ = closed.delivered.send(closed.yielded);
         Ok(true)
-    }
-
-    fn count_skip(&self, reason: crate::mapping::SkipReason, change: &crate::change::RowChange) {
-        use crate::mapping::SkipReason;
-        let counter = match reason {
-            SkipReason::NoChange => &self.counters.changes_skipped_no_change,
-            SkipReason::InvalidId => &self.counters.changes_skipped_invalid_id,
-            SkipReason::UnknownTable => &self.counters.changes_skipped_unknown_table,
-            SkipReason::SoftDeleted => &self.counters.changes_skipped_soft_deleted,
-            SkipReason::InvalidEvent => &self.counters.changes_skipped_invalid_event,
-        };
-        Counters::add(counter, 1);
-        let why = match reason {
-            SkipReason::NoChange | SkipReason::SoftDeleted => return,
-            SkipReason::InvalidId | SkipReason::UnknownTable => {
-                "change skipped: its customer id is NULL, empty, over 150 bytes or missing from \
-                 the row (a DELETE needs the id column in the replica identity)"
-            }
-            SkipReason::InvalidEvent => {
-                "event row skipped: its name column is NULL, blank or over 100 bytes"
-            }
-        };
-        tracing::error!(table = %change.table.qualified_name(), reason = reason.as_str(), "{why}");
     }
 
     /// Sends what waits and acknowledges the newest fully delivered commit.

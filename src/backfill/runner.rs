@@ -15,12 +15,14 @@ use crate::change::{RowChange, RowOp};
 use crate::config::Config;
 use crate::customer::CustomerOp;
 use crate::error::error_chain;
+use crate::mapping::report::{report, Producer};
 use crate::mapping::Mapper;
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
 use crate::source::message::{watermark_content, WATERMARK_PREFIX};
 use crate::source::reader::{postgres_now, TableReader};
 use crate::state::{Backfill, State};
+use crate::telemetry::Counters;
 
 /// Rows per chunk.
 pub const CHUNK_ROWS: usize = 1000;
@@ -33,9 +35,10 @@ pub async fn run(
     settings: ConnectionSettings,
     config: Config,
     windows: Arc<Windows>,
+    counters: Arc<Counters>,
     stop: CancellationToken,
 ) {
-    let mapper = Mapper::new(&config.sync);
+    let mapper = Mapping { mapper: Mapper::new(&config.sync), counters };
     while !stop.is_cancelled() {
         if let Err(error) = serve(&settings, &config, &mapper, &windows, &stop).await {
             tracing::warn!(error = %error_chain(&error), "backfill runner failed; retrying");
@@ -50,7 +53,7 @@ pub async fn run(
 async fn serve(
     settings: &ConnectionSettings,
     config: &Config,
-    mapper: &Mapper,
+    mapper: &Mapping,
     windows: &Windows,
     stop: &CancellationToken,
 ) -> Result<(), PgError> {
@@ -106,7 +109,7 @@ async fn run_one(
     sql: &tokio_postgres::Client,
     state: &State<'_>,
     config: &Config,
-    mapper: &Mapper,
+    mapper: &Mapping,
     windows: &Windows,
     stop: &CancellationToken,
     backfill: Backfill,
@@ -128,7 +131,7 @@ async fn run_chunks(
     sql: &tokio_postgres::Client,
     state: &State<'_>,
     config: &Config,
-    mapper: &Mapper,
+    mapper: &Mapping,
     windows: &Windows,
     stop: &CancellationToken,
     backfill: &Backfill,
@@ -190,11 +193,26 @@ async fn run_chunks(
     Ok(())
 }
 
+/// The mapper, with skipped rows and dropped attributes counted and logged
+/// as the stream's are.
+struct Mapping {
+    mapper: Mapper,
+    counters: Arc<Counters>,
+}
+
+impl Mapping {
+    fn ops(&self, change: &RowChange) -> Vec<CustomerOp> {
+        let mapped = self.mapper.map(change);
+        report(&mapped, &change.table, Producer::Backfill, &self.counters);
+        mapped.ops
+    }
+}
+
 /// Sends chunks of one backfill between watermarks.
 struct ChunkReader<'a> {
     sql: &'a tokio_postgres::Client,
     reader: &'a TableReader,
-    mapper: &'a Mapper,
+    mapper: &'a Mapping,
     windows: &'a Windows,
     backfill: &'a Backfill,
     slot: &'a str,
@@ -248,7 +266,7 @@ impl ChunkReader<'_> {
                     position: Default::default(),
                 };
                 let ops = select_attributes(
-                    self.mapper.map(&change).ops,
+                    self.mapper.ops(&change),
                     self.backfill.attributes.as_deref(),
                 );
                 (key, ops)
