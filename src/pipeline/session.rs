@@ -1,0 +1,277 @@
+//! One replication session's loop: read the stream (unless the memory
+//! budget is used up), map each change, route it past the breaker into the
+//! sink, and acknowledge each commit once it and everything before it was
+//! delivered (the rule in the [`super`] module doc).
+
+use std::time::Duration;
+
+use pgwire_replication::Lsn;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Progress;
+use crate::backfill::{self, Watermark, Windows};
+use crate::delete_guard::breaker::{self, Breaker};
+use crate::mapping::report::{report, Producer};
+use crate::mapping::Mapper;
+use crate::pg::PgError;
+use crate::sink::{Sink, SinkError};
+use crate::source::{Source, SourceEvent};
+use crate::telemetry::by_table::Operation;
+use crate::telemetry::health::now_ms;
+use crate::telemetry::lag::UnackedCommits;
+use crate::telemetry::Counters;
+
+fn session_ended() -> SessionError {
+    SessionError::Source(PgError::SqlSessionEnded)
+}
+
+#[derive(Debug)]
+pub(super) enum SessionError {
+    Source(PgError),
+    Sink(SinkError),
+    /// Writing `ciosync.held_deletes` failed for good.
+    Held(PgError),
+}
+
+/// One replication session's loop state.
+pub(super) struct Session<'a> {
+    pub(super) source: &'a mut Source,
+    pub(super) sink: &'a mut Sink,
+    /// The mass-delete circuit breaker, between the mapper and the sink.
+    pub(super) breaker: &'a mut Breaker,
+    pub(super) mapper: &'a Mapper,
+    /// Backfill chunks between their watermarks.
+    pub(super) windows: &'a Windows,
+    pub(super) progress: &'a mut Progress,
+    pub(super) counters: &'a Counters,
+    pub(super) in_transaction: bool,
+    /// Commit times of what is not acknowledged yet, for the lag in seconds.
+    pub(super) unacked: UnackedCommits,
+    /// Cancelled when the SQL session beside the stream ends: every wait of
+    /// the session gives up then, so the stream is let go even while
+    /// nothing is read from it (see `Source::session_ended`).
+    pub(super) session_ended: CancellationToken,
+}
+
+impl Session<'_> {
+    pub(super) async fn run(
+        &mut self,
+        shutdown: &CancellationToken,
+        shutdown_timeout: Duration,
+    ) -> Result<(), SessionError> {
+        loop {
+            let deadline = self.sink.deadline();
+            let in_flight = self.sink.has_in_flight();
+            // Backpressure: with the memory budget used up, the slot waits.
+            let may_read = !self.sink.is_full();
+            let check_at = self.breaker.next_check();
+            // Only cancellation-safe waits race here; processing (which may
+            // look up a type) runs to completion.
+            let raw = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return self.drain(shutdown_timeout).await,
+                // Before `recv`, and also while backpressure keeps it unpolled.
+                _ = self.session_ended.cancelled() => return Err(session_ended()),
+                finished = self.sink.completion(), if in_flight => {
+                    self.sink.complete(finished).map_err(SessionError::Sink)?;
+                    self.ack_completed();
+                    continue;
+                }
+                _ = sleep_until_opt(deadline) => {
+                    self.sink.on_deadline();
+                    continue;
+                }
+                _ = sleep_until_opt(check_at) => {
+                    self.breaker.check().await.map_err(SessionError::Held)?;
+                    continue;
+                }
+                raw = self.source.recv(), if may_read => raw.map_err(SessionError::Source)?,
+            };
+            let Some(event) = self.source.process(raw).await.map_err(SessionError::Source)? else {
+                continue;
+            };
+            if !self.handle(event, shutdown, shutdown_timeout).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles one event; `Ok(false)` when shutdown came during a flush.
+    async fn handle(
+        &mut self,
+        event: SourceEvent,
+        shutdown: &CancellationToken,
+        shutdown_timeout: Duration,
+    ) -> Result<bool, SessionError> {
+        match event {
+            SourceEvent::Begin => self.in_transaction = true,
+            SourceEvent::Change(change) => {
+                self.counters.changes_received.add(&change.table, Operation::of(&change.op));
+                if !self.windows.is_idle() {
+                    let table = change.table.qualified_name();
+                    self.windows.observe(&table, &self.mapper.customer_ids(&change));
+                }
+                let mapped = self.mapper.map(&change);
+                report(&mapped, &change.table, Producer::Stream, self.counters);
+                let guarded = breaker::is_lone_removal(&mapped.ops);
+                for op in mapped.ops {
+                    let routed = tokio::select! {
+                        routed = self.breaker.route(op, guarded, change.position.commit_lsn) => Some(routed),
+                        _ = shutdown.cancelled() => None,
+                        _ = self.session_ended.cancelled() => return Err(session_ended()),
+                    };
+                    let Some(routed) = routed else {
+                        self.drain(shutdown_timeout).await?;
+                        return Ok(false);
+                    };
+                    if let Some(op) = routed.map_err(SessionError::Held)? {
+                        self.sink.push(op);
+                    }
+                }
+            }
+            SourceEvent::Truncate { tables } => {
+                for table in tables {
+                    Counters::add(&self.counters.truncates_ignored, 1);
+                    tracing::warn!(
+                        %table,
+                        "TRUNCATE of a synced table ignored: customers are not deleted in bulk"
+                    );
+                }
+            }
+            SourceEvent::Commit { end_lsn, commit_time } => {
+                // Held removals are stored before the commit can be acknowledged.
+                let stored = tokio::select! {
+                    stored = self.breaker.commit(end_lsn) => Some(stored),
+                    _ = shutdown.cancelled() => None,
+                    _ = self.session_ended.cancelled() => return Err(session_ended()),
+                };
+                let Some(stored) = stored else {
+                    self.drain(shutdown_timeout).await?;
+                    return Ok(false);
+                };
+                stored.map_err(SessionError::Held)?;
+                self.in_transaction = false;
+                Counters::set(&self.counters.last_commit_received_ms, now_ms(), None);
+                self.sink.commit(end_lsn);
+                self.unacked.commit(end_lsn, commit_time);
+                if !self.ack_completed() {
+                    self.report_lag();
+                }
+            }
+            SourceEvent::Heartbeat => {
+                // Its transaction's commit is acknowledged like any other.
+                Counters::add(&self.counters.heartbeats_received, 1);
+            }
+            SourceEvent::Watermark(Watermark::Low(id)) => self.windows.open(id),
+            SourceEvent::Watermark(Watermark::High(id)) => {
+                if !self.send_chunk(id, shutdown, shutdown_timeout).await? {
+                    return Ok(false);
+                }
+            }
+            SourceEvent::Keepalive { wal_end } => {
+                self.ack_completed();
+                if !self.in_transaction && self.sink.is_idle() {
+                    self.ack(wal_end);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// At a chunk's high watermark: send what the stream left of it, and
+    /// tell the runner once it is accepted. `Ok(false)` when shutdown came.
+    async fn send_chunk(
+        &mut self,
+        id: backfill::ChunkId,
+        shutdown: &CancellationToken,
+        shutdown_timeout: Duration,
+    ) -> Result<bool, SessionError> {
+        let Some(closed) = self.windows.close(id) else { return Ok(true) };
+        for op in closed.ops {
+            self.sink.push(op);
+        }
+        if !self.flush(shutdown, shutdown_timeout).await? {
+            return Ok(false);
+        }
+        let _ = closed.delivered.send(closed.yielded);
+        Ok(true)
+    }
+
+    /// Sends what waits and acknowledges the newest fully delivered commit.
+    /// `Ok(false)` when shutdown interrupted it.
+    async fn flush(
+        &mut self,
+        shutdown: &CancellationToken,
+        shutdown_timeout: Duration,
+    ) -> Result<bool, SessionError> {
+        let flushed = tokio::select! {
+            flushed = self.sink.flush() => Some(flushed),
+            _ = shutdown.cancelled() => None,
+            _ = self.session_ended.cancelled() => return Err(session_ended()),
+        };
+        let Some(flushed) = flushed else {
+            self.drain(shutdown_timeout).await?;
+            return Ok(false);
+        };
+        flushed.map_err(SessionError::Sink)?;
+        self.ack_completed();
+        Ok(true)
+    }
+
+    /// At shutdown: give what waits `timeout` to be delivered, then stop.
+    async fn drain(&mut self, timeout: Duration) -> Result<(), SessionError> {
+        match tokio::time::timeout(timeout, self.sink.flush()).await {
+            Ok(Ok(())) => {
+                self.ack_completed();
+                Ok(())
+            }
+            Ok(Err(error)) => Err(SessionError::Sink(error)),
+            Err(_) => {
+                // What completed meanwhile is still acknowledged.
+                self.ack_completed();
+                tracing::warn!(
+                    timeout_secs = timeout.as_secs(),
+                    "shutdown: undelivered operations abandoned; they will be sent again on restart"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Acknowledges the newest commit whose operations, and all before,
+    /// completed; returns whether the acknowledged position moved.
+    fn ack_completed(&mut self) -> bool {
+        match self.sink.ackable() {
+            Some((lsn, commits)) => {
+                Counters::add(&self.counters.transactions_acked, commits as u64);
+                self.ack(lsn)
+            }
+            None => false,
+        }
+    }
+
+    /// Acknowledges `lsn` if it is forward; returns whether it was.
+    fn ack(&mut self, lsn: Lsn) -> bool {
+        let moved = self.progress.advance(lsn);
+        if moved {
+            self.source.ack(lsn);
+            Counters::set(&self.counters.last_acked_lsn, lsn.as_u64(), None);
+            self.unacked.acked(lsn);
+            self.report_lag();
+        }
+        moved
+    }
+
+    /// Publishes the commit time of the oldest unacknowledged transaction.
+    fn report_lag(&self) {
+        Counters::set(&self.counters.oldest_unacked_commit, self.unacked.oldest(), None);
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
