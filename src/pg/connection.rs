@@ -91,119 +91,32 @@ impl std::fmt::Debug for ConnectionSettings {
 impl ConnectionSettings {
     /// Parses `postgres://user:password@host:port/db?sslmode=…&sslrootcert=…`,
     /// with several `host:port` pairs separated by commas if wanted.
-    /// Errors name `postgres.url` and never repeat the URL (it holds the password).
+    /// Errors never repeat the URL (it holds the password); the config
+    /// names the field.
     pub fn parse(url: &Secret, connect_timeout: Duration) -> Result<Self, BadUrl> {
-        let invalid = BadUrl;
         let (single, listed) = split_host_list(url.expose());
         let url = url::Url::parse(&single).map_err(|e| {
-            invalid(format!("not a URL ({e}); expected postgres://user:password@host:port/db"))
+            BadUrl(format!("not a URL ({e}); expected postgres://user:password@host:port/db"))
         })?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(invalid(format!(
+            return Err(BadUrl(format!(
                 "scheme `{}` is not supported; use postgres://",
                 url.scheme()
             )));
         }
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|_| invalid("user name or password is not valid UTF-8".to_owned()))
-        };
         let user = decode(url.username())?;
         let password = decode(url.password().unwrap_or(""))?;
-        let mut names: Vec<String> = Vec::new();
-        let mut ports: Vec<Option<u16>> = Vec::new();
-        match listed {
-            Some(list) => {
-                for item in list {
-                    let (name, port) = split_host_port(&item)
-                        .ok_or_else(|| invalid("a listed host has a bad port".to_owned()))?;
-                    names.push(decode(name)?);
-                    ports.push(port);
-                }
-            }
-            None => {
-                let mut host = url.host_str().map(&decode).transpose()?.unwrap_or_default();
-                if host.starts_with('[') && host.ends_with(']') {
-                    host = host[1..host.len() - 1].to_owned();
-                }
-                names.push(host);
-                ports.push(url.port());
-            }
-        }
-        let mut ssl_mode = SslMode::Prefer;
-        let mut ssl_root_cert = None;
-        let mut target = Target::Any;
-        for (key, value) in url.query_pairs() {
-            match key.as_ref() {
-                "sslmode" => {
-                    ssl_mode = match value.as_ref() {
-                        "disable" => SslMode::Disable,
-                        "prefer" | "allow" => SslMode::Prefer,
-                        "require" => SslMode::Require,
-                        "verify-ca" => SslMode::VerifyCa,
-                        "verify-full" => SslMode::VerifyFull,
-                        other => {
-                            return Err(invalid(format!(
-                                "sslmode `{other}` is not one of disable, prefer, require, \
-                                 verify-ca, verify-full"
-                            )))
-                        }
-                    }
-                }
-                "sslrootcert" => ssl_root_cert = Some(PathBuf::from(value.as_ref())),
-                "host" => names = value.split(',').map(str::to_owned).collect(),
-                "port" => {
-                    ports = value
-                        .split(',')
-                        .map(|p| p.parse().map(Some))
-                        .collect::<Result<_, _>>()
-                        .map_err(|_| invalid("port must be a number".to_owned()))?
-                }
-                "target_session_attrs" => {
-                    target = match value.as_ref() {
-                        "any" => Target::Any,
-                        "read-write" | "primary" => Target::ReadWrite,
-                        other => {
-                            return Err(invalid(format!(
-                                "target_session_attrs `{other}` is not one of any, read-write \
-                                 (ciosync needs the primary)"
-                            )))
-                        }
-                    }
-                }
-                "application_name" | "connect_timeout" => {}
-                other => {
-                    return Err(invalid(format!(
-                        "parameter `{other}` is not supported (supported: sslmode, \
-                         sslrootcert, host, port, target_session_attrs)"
-                    )))
-                }
-            }
-        }
-        // libpq: one port for every host, or one port per host.
-        let ports: Vec<u16> = match ports.len() {
-            1 => vec![ports[0].unwrap_or(5432); names.len()],
-            n if n == names.len() => ports.iter().map(|p| p.unwrap_or(5432)).collect(),
-            _ => {
-                return Err(invalid(format!(
-                    "names {} hosts but {} ports; give one port, or one per host",
-                    names.len(),
-                    ports.len()
-                )))
-            }
-        };
-        let hosts: Vec<Host> =
-            names.into_iter().zip(ports).map(|(name, port)| Host { name, port }).collect();
+        let (names, ports) = authority_hosts(&url, listed)?;
+        let query = Query::read(&url)?;
+        let hosts = pair_ports(query.names.unwrap_or(names), query.ports.unwrap_or(ports))?;
         if hosts.iter().any(|h| h.name.is_empty()) {
-            return Err(invalid("has no host".to_owned()));
+            return Err(BadUrl("has no host".to_owned()));
         }
         if user.is_empty() {
-            return Err(invalid("has no user name".to_owned()));
+            return Err(BadUrl("has no user name".to_owned()));
         }
-        if hosts.iter().any(|h| h.name.starts_with('/')) && ssl_mode.requires_tls() {
-            return Err(invalid("TLS cannot be used over a Unix socket".to_owned()));
+        if hosts.iter().any(|h| h.name.starts_with('/')) && query.ssl_mode.requires_tls() {
+            return Err(BadUrl("TLS cannot be used over a Unix socket".to_owned()));
         }
         let dbname = match url.path().trim_start_matches('/') {
             "" => user.clone(),
@@ -211,12 +124,12 @@ impl ConnectionSettings {
         };
         Ok(Self {
             hosts,
-            target,
+            target: query.target,
             user,
             password: Secret::new(password),
             dbname,
-            ssl_mode,
-            ssl_root_cert,
+            ssl_mode: query.ssl_mode,
+            ssl_root_cert: query.ssl_root_cert,
             connect_timeout,
             certified_name: super::tls::CertifiedName::default(),
         })
@@ -349,6 +262,126 @@ impl ConnectionSettings {
         });
         Ok((client, ended))
     }
+}
+
+/// A percent-encoded part of the URL, decoded.
+fn decode(part: &str) -> Result<String, BadUrl> {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8()
+        .map(|c| c.into_owned())
+        .map_err(|_| BadUrl("user name or password is not valid UTF-8".to_owned()))
+}
+
+/// The hosts and ports of the URL's authority: the listed ones (`h1:p1,h2`)
+/// or the one the URL parser found.
+fn authority_hosts(
+    url: &url::Url,
+    listed: Option<Vec<String>>,
+) -> Result<(Vec<String>, Vec<Option<u16>>), BadUrl> {
+    let Some(list) = listed else {
+        let mut host = url.host_str().map(decode).transpose()?.unwrap_or_default();
+        if host.starts_with('[') && host.ends_with(']') {
+            host = host[1..host.len() - 1].to_owned();
+        }
+        return Ok((vec![host], vec![url.port()]));
+    };
+    let mut names = Vec::new();
+    let mut ports = Vec::new();
+    for item in list {
+        let (name, port) = split_host_port(&item)
+            .ok_or_else(|| BadUrl("a listed host has a bad port".to_owned()))?;
+        names.push(decode(name)?);
+        ports.push(port);
+    }
+    Ok((names, ports))
+}
+
+/// What the query string says; `host` and `port` replace the authority's.
+struct Query {
+    ssl_mode: SslMode,
+    ssl_root_cert: Option<PathBuf>,
+    target: Target,
+    names: Option<Vec<String>>,
+    ports: Option<Vec<Option<u16>>>,
+}
+
+impl Query {
+    fn read(url: &url::Url) -> Result<Self, BadUrl> {
+        let mut query = Query {
+            ssl_mode: SslMode::Prefer,
+            ssl_root_cert: None,
+            target: Target::Any,
+            names: None,
+            ports: None,
+        };
+        for (key, value) in url.query_pairs() {
+            match key.as_ref() {
+                "sslmode" => query.ssl_mode = ssl_mode_of(&value)?,
+                "sslrootcert" => query.ssl_root_cert = Some(PathBuf::from(value.as_ref())),
+                "host" => query.names = Some(value.split(',').map(str::to_owned).collect()),
+                "port" => {
+                    let ports = value.split(',').map(|p| p.parse().map(Some));
+                    query.ports = Some(
+                        ports
+                            .collect::<Result<_, _>>()
+                            .map_err(|_| BadUrl("port must be a number".to_owned()))?,
+                    );
+                }
+                "target_session_attrs" => query.target = target_of(&value)?,
+                "application_name" | "connect_timeout" => {}
+                other => {
+                    return Err(BadUrl(format!(
+                        "parameter `{other}` is not supported (supported: sslmode, \
+                         sslrootcert, host, port, target_session_attrs)"
+                    )))
+                }
+            }
+        }
+        Ok(query)
+    }
+}
+
+fn ssl_mode_of(value: &str) -> Result<SslMode, BadUrl> {
+    Ok(match value {
+        "disable" => SslMode::Disable,
+        "prefer" | "allow" => SslMode::Prefer,
+        "require" => SslMode::Require,
+        "verify-ca" => SslMode::VerifyCa,
+        "verify-full" => SslMode::VerifyFull,
+        other => {
+            return Err(BadUrl(format!(
+                "sslmode `{other}` is not one of disable, prefer, require, verify-ca, verify-full"
+            )))
+        }
+    })
+}
+
+fn target_of(value: &str) -> Result<Target, BadUrl> {
+    match value {
+        "any" => Ok(Target::Any),
+        "read-write" | "primary" => Ok(Target::ReadWrite),
+        other => Err(BadUrl(format!(
+            "target_session_attrs `{other}` is not one of any, read-write (ciosync needs the \
+             primary)"
+        ))),
+    }
+}
+
+/// libpq's rule: one port for every host, or one port per host; 5432 where
+/// none is given.
+fn pair_ports(names: Vec<String>, ports: Vec<Option<u16>>) -> Result<Vec<Host>, BadUrl> {
+    let ports: Vec<u16> = match ports.len() {
+        1 => vec![ports[0].unwrap_or(5432); names.len()],
+        n if n == names.len() => ports.iter().map(|p| p.unwrap_or(5432)).collect(),
+        _ => {
+            return Err(BadUrl(format!(
+                "names {} hosts but {} ports; give one port, or one per host",
+                names.len(),
+                ports.len()
+            )))
+        }
+    };
+    Ok(names.into_iter().zip(ports).map(|(name, port)| Host { name, port }).collect())
 }
 
 /// Splits a URL whose authority lists several hosts (`u:p@h1:1,h2:2`) into
