@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::webhooks::WebhooksConfig;
 use crate::config::{Config, ConfigError};
 use crate::pipeline::{self, Progress, RunError};
 use crate::source::keeper::{self, KeeperConfig};
@@ -57,44 +58,28 @@ pub async fn run_with_webhooks(
                     })?
                 }
             };
-            let settings = config.postgres.connection()?;
-            let write_backs = crate::config::webhooks::resolve(&config)?;
-            let store = WebhookStore::new(settings, hooks.clone());
-            let store = match config.write_back_origin() {
-                Some(origin) => store.with_write_back(write_backs, origin, counters.clone()),
-                None => store,
-            };
-            // A write-back without its origin privileges would echo: stop now.
-            store.prepare().await.map_err(RunError::Source)?;
-            let receiver =
-                Arc::new(Receiver::new(hooks.clone(), store, counters.clone(), shutdown.clone()));
+            let receiver = receiver(&config, hooks, &counters, &shutdown).await?;
             Some(tokio::spawn(webhooks::server::serve(listener, receiver, stop_server.clone())))
         }
         None => None,
     };
-    let slot = config
-        .postgres
-        .connection()
-        .ok()
-        .map(|settings| SlotWatch::new(settings, config.postgres.slot.clone()));
+    let slot = SlotWatch::new(config.postgres.connection()?, config.postgres.slot.clone());
     let server = tokio::spawn(telemetry::server::serve(
         endpoint,
         counters.clone(),
-        slot,
+        Some(slot),
         config.metrics.stall_timeout(),
         shutdown.clone(),
         stop_server.clone(),
     ));
     // Heartbeats and the retained-WAL warning, from the start (a long
     // initial copy retains WAL too) until the pipeline stops.
-    if let Ok(settings) = config.postgres.connection() {
-        tokio::spawn(keeper::run(
-            settings,
-            KeeperConfig::of(&config),
-            counters.clone(),
-            stop_server.clone(),
-        ));
-    }
+    tokio::spawn(keeper::run(
+        config.postgres.connection()?,
+        KeeperConfig::of(&config),
+        counters.clone(),
+        stop_server.clone(),
+    ));
     let notifier = tokio::spawn(telemetry::systemd::run(
         counters.clone(),
         config.metrics.stall_timeout(),
@@ -106,19 +91,41 @@ pub async fn run_with_webhooks(
     if let Err(error) = notifier.await {
         tracing::warn!(%error, "the systemd notification task failed");
     }
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!(%error, "the metrics endpoint failed"),
-        Err(error) => tracing::warn!(%error, "the metrics endpoint task failed"),
-    }
+    log_task_end(server.await, "the metrics endpoint");
     if let Some(task) = receiver {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "the webhook receiver failed"),
-            Err(error) => tracing::warn!(%error, "the webhook receiver task failed"),
-        }
+        log_task_end(task.await, "the webhook receiver");
     }
     outcome
+}
+
+/// The webhook receiver with its store, prepared: a write-back without its
+/// origin privileges would echo, so that stops the start.
+async fn receiver(
+    config: &Config,
+    hooks: &WebhooksConfig,
+    counters: &Arc<Counters>,
+    shutdown: &CancellationToken,
+) -> Result<Arc<Receiver>, RunError> {
+    let write_backs = crate::config::webhooks::resolve(config)?;
+    let store = WebhookStore::new(config.postgres.connection()?, hooks.clone());
+    let store = match config.write_back_origin() {
+        Some(origin) => store.with_write_back(write_backs, origin, counters.clone()),
+        None => store,
+    };
+    store.prepare().await.map_err(RunError::Source)?;
+    Ok(Arc::new(Receiver::new(hooks.clone(), store, counters.clone(), shutdown.clone())))
+}
+
+/// Logs how a server task ended, unless it ended well.
+fn log_task_end<E: std::fmt::Display>(
+    joined: Result<Result<(), E>, tokio::task::JoinError>,
+    what: &str,
+) {
+    match joined {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "{what} failed"),
+        Err(error) => tracing::warn!(%error, "{what} task failed"),
+    }
 }
 
 /// Cancels `token` on the first SIGTERM or SIGINT.
