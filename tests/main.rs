@@ -30,6 +30,7 @@ mod deploy_files_are_valid;
 mod dlq_discard_removes_only_the_chosen;
 mod dlq_retry_delivers_or_keeps_each_letter;
 mod dlq_retry_delivers_what_the_daemon_dead_lettered;
+mod dlq_retry_never_sets_a_customer_back;
 mod dlq_retry_stops_while_customerio_is_down;
 mod dlq_retry_with_a_wrong_api_key_changes_nothing;
 mod emulator_answers_match_the_openapi_spec;
