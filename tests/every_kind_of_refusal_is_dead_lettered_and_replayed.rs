@@ -183,14 +183,25 @@ async fn every_kind_is_dead_lettered_without_stopping_anyone_and_replayed_by_its
     // The causes fixed, each letter is replayed by its own route.
     emulator.set_faults(Faults::default());
     emulator.clear_requests();
+    let merge_letter: i64 = db
+        .client
+        .query_one("SELECT id FROM ciosync.dead_letters WHERE operation = 'merge'", &[])
+        .await
+        .unwrap()
+        .get(0);
     let retried = run_binary(&["dlq", "retry", "--all"], config.path()).await;
     let (stdout, stderr) = texts(&retried);
     assert!(retried.status.success(), "{stdout}{stderr}");
     // The identify with the row's current values; the rest as they were
-    // (the deleted and suppressed customers have no row again).
+    // (the deleted and suppressed customers have no row again), the
+    // merge's primary refreshed from its row after it.
     assert_eq!(
         stdout,
-        "retried 6: delivered 5, refreshed from the row 1, skipped 0, refused again 0\n"
+        format!(
+            "retried 6: delivered 5, refreshed from the row 1, skipped 0, refused again 0\n  \
+             #{merge_letter} sent as it was refused: a merge; then its primary was refreshed \
+             from the row\n"
+        )
     );
     let left: i64 =
         db.client.query_one("SELECT count(*) FROM ciosync.dead_letters", &[]).await.unwrap().get(0);
@@ -203,7 +214,7 @@ async fn every_kind_is_dead_lettered_without_stopping_anyone_and_replayed_by_its
     };
     let actions: Vec<Value> =
         sent("/api/v2/batch").iter().map(|b| b["batch"][0]["action"].clone()).collect();
-    assert_eq!(actions, ["identify", "delete", "suppress", "merge", "event"]);
+    assert_eq!(actions, ["identify", "delete", "suppress", "merge", "identify", "event"]);
     let anonymous = sent("/api/v1/events");
     assert_eq!(anonymous.len(), 1, "the anonymous event alone, to v1");
     assert_eq!(

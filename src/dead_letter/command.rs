@@ -412,7 +412,8 @@ impl Replayer<'_> {
     /// - a delete or suppression is sent only while the customer has no
     ///   row that syncs; a row with that id again makes it stale: skipped;
     /// - events (facts, each with its own id, which Customer.io dedupes)
-    ///   and merges are sent as they were.
+    ///   are sent as they were; so are merges, after which the primary is
+    ///   refreshed from its row ([`Self::merge`]).
     ///
     /// An identify whose attributes no person table maps any more, or a
     /// customer with a row in several tables, is sent as it was, noted.
@@ -439,7 +440,31 @@ impl Replayer<'_> {
                     _ => Ok(Outcome::Skipped(Skip::RowBack)),
                 }
             }
+            "merge" => self.merge(letter, &customer).await,
             _ => self.as_refused(letter, None).await,
+        }
+    }
+
+    /// A merge as it was, then its primary (`customer`) refreshed from its
+    /// row. The id change that made the merge sent the primary's email (and
+    /// its NULLs) after it, and Customer.io refuses to give the primary an
+    /// email the secondary still has (an "Attribute Update Failure" on an
+    /// HTTP 200): with the merge refused, that identify was lost too, and
+    /// the merge alone does not bring the email over.
+    async fn merge(&mut self, letter: &Replayable, customer: &str) -> Result<Outcome, Halt> {
+        let merged = self.as_refused(letter, None).await?;
+        if merged != (Outcome::Delivered { note: None }) {
+            return Ok(merged);
+        }
+        let tables = self.rows.every_table();
+        match self.rows.current(customer, &tables).await? {
+            live @ Current::Live(_) => {
+                match self.converge(customer, &tables, live, &letter.payload).await? {
+                    Outcome::Refreshed => Ok(Outcome::Delivered { note: Some(MERGED) }),
+                    other => Ok(other),
+                }
+            }
+            _ => Ok(merged),
         }
     }
 
@@ -512,6 +537,8 @@ impl Replayer<'_> {
     }
 }
 
+/// The note of a merge whose primary was refreshed after it.
+const MERGED: &str = "a merge; then its primary was refreshed from the row";
 /// Why an identify was sent as it was refused.
 const UNMAPPED: &str = "no person table of the config maps its attributes any more";
 const SEVERAL: &str = "several person tables have a row for the customer; which values are \
