@@ -23,6 +23,7 @@ mod default_identity_sends_every_mapped_attribute;
 mod definite_postgres_errors_stop_the_daemon;
 mod delete_deletes_the_customer;
 mod delete_guard_holds_a_mass_delete;
+mod delete_guard_replay_never_cancels_a_later_hold;
 mod delete_guard_spills_a_huge_transaction;
 mod delivery_keeps_order_under_concurrency;
 mod demo_runs_end_to_end;
