@@ -196,7 +196,7 @@ async fn mixed_workload_under_faults_converges() {
         memory.sample(metrics_port).await;
         rss.sample();
         daemon.ensure_running();
-        let settled = operator.act(&db, config.path()).await;
+        let settled = operator.act(&db, config.path(), &emulator, &injected.operator).await;
         let customers_match = verify::actual_customers(&emulator) == expected;
         let events_arrived = emulator.view(|v| v.world().seen_event_ids().len()) == events_expected;
         if settled
@@ -447,7 +447,13 @@ struct Operator {
 impl Operator {
     /// Acts if something waits; true once nothing does (no dead letter, no
     /// held or pending removal, every backfill done).
-    async fn act(&mut self, db: &TestDb, config: &std::path::Path) -> bool {
+    async fn act(
+        &mut self,
+        db: &TestDb,
+        config: &std::path::Path,
+        emulator: &ciosync::emulator::Emulator,
+        outcome: &operator::Outcome,
+    ) -> bool {
         let letters = !operator::letters(db).await.is_empty();
         let holds = operator::holds(db).await;
         let held = holds.contains_key("held") || holds.contains_key("pending");
@@ -465,6 +471,23 @@ impl Operator {
             self.retries += 1;
             let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
             self.retried.push(stdout.lines().next().unwrap_or_default().to_owned());
+            if let Some((customer, plan)) = &outcome.stale_identify {
+                // The requests since the last collection: the retry's among them.
+                let stale = emulator.requests().iter().filter_map(|r| r.body.clone()).any(|b| {
+                    b["batch"].as_array().is_some_and(|items| {
+                        items.iter().any(|i| {
+                            i["action"] == "identify"
+                                && i["identifiers"]["id"] == customer.as_str()
+                                && i["attributes"]["plan"] == plan.as_str()
+                        })
+                    })
+                });
+                if stale {
+                    self.problems.push(format!(
+                        "dlq retry sent customer {customer}'s refused (older) values"
+                    ));
+                }
+            }
             if !out.status.success() {
                 self.problems.push(format!(
                     "dlq retry failed: {stdout}{}",

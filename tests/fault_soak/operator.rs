@@ -47,6 +47,11 @@ pub struct Outcome {
     pub approved: Vec<String>,
     /// Sessions of the backfill ended between a chunk's watermarks.
     pub backfill_cuts: u32,
+    /// The customer whose refused identify is stale, and the plan it was
+    /// refused with: `dlq retry` must never send it (Customer.io, like the
+    /// emulator, may ignore it for its older timestamp, so the customers'
+    /// equality alone would not tell).
+    pub stale_identify: Option<(String, String)>,
 }
 
 /// Refuses one operation of each kind for good and checks that they are
@@ -131,6 +136,7 @@ pub async fn refuse_items(targets: &Targets<'_>, n: u32, out: &mut Outcome) -> R
     )
     .await?;
     let (identified, deleted) = (identified.to_string(), deleted.to_string());
+    out.stale_identify = Some((identified.clone(), "free".to_owned()));
     wait("the newer values to be delivered", || async {
         let plan = |id: &str| targets.emulator.customer(id).and_then(|c| c.get("plan").cloned());
         plan(&identified) == Some(json!("pro")) && plan(&deleted) == Some(json!("team"))
