@@ -1,7 +1,12 @@
 //! `dlq retry --all` replays every letter in id order: the ones Customer.io
-//! accepts are deleted and their customers exist with the payload's
-//! attributes; one it refuses again stays, with attempts + 1 and the new error.
+//! accepts are deleted and their customers exist with their rows' current
+//! attributes (an identify is refreshed from its row); one it refuses again
+//! stays, with attempts + 1 and the new error.
+//!
+//! Before issue 26 this test stored letters without rows and expected their
+//! payloads' (old) values to be sent: that was the defect.
 
+use ciosync::emulator::Faults;
 use serde_json::json;
 
 use crate::support::daemon::{config_file, run_binary};
@@ -9,7 +14,7 @@ use crate::support::dead_letters::{
     assert_no_secrets, config_with_password, delete, identify, rows, store, texts,
 };
 use crate::support::emulator;
-use crate::support::postgres::TestDb;
+use crate::support::postgres::{TestDb, USERS_TABLE};
 
 #[tokio::test]
 async fn delivered_letters_go_and_refused_ones_stay_with_the_new_error() {
@@ -18,14 +23,20 @@ async fn delivered_letters_go_and_refused_ones_stay_with_the_new_error() {
     let text = config_with_password(&db, &emulator.url());
     let config = config_file(&text);
 
-    // Customer.io refuses an attribute name over 150 bytes, however often.
-    let too_long = "n".repeat(151);
+    db.exec(USERS_TABLE).await;
+    db.exec(
+        "INSERT INTO users (id, email, plan) VALUES \
+         (1, 'a@x.io', 'pro'), (2, NULL, 'free'), (3, NULL, 'team'), (5, NULL, 'second')",
+    )
+    .await;
+    // Customer.io refuses customer 3 however often.
+    emulator.set_faults(Faults { reject_ids: vec!["3".into()], ..Faults::default() });
     let letters = [
         identify("1", json!({"email": "a@x.io", "plan": "pro"})),
         identify("2", json!({"plan": "free"})),
-        identify("3", json!({ too_long.as_str(): "x" })),
+        identify("3", json!({"plan": "team"})),
         delete("4"),
-        // Two letters of one customer: replayed in id order, the later wins.
+        // Two letters of one customer: both send the row as it is now.
         identify("5", json!({"plan": "first"})),
         identify("5", json!({"plan": "second"})),
     ];
@@ -37,11 +48,14 @@ async fn delivered_letters_go_and_refused_ones_stay_with_the_new_error() {
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert_no_secrets(&out, &[]);
-    assert!(stdout.contains("retried 6: delivered 5, refused again 1"), "{stdout}");
-    // In the daemon's words: `reason (field): message`.
-    let error = format!(
-        "too_large (attributes.{too_long}): attribute name cannot be longer than 150 bytes"
+    assert!(
+        stdout.contains(
+            "retried 6: delivered 1, refreshed from the row 4, skipped 0, refused again 1"
+        ),
+        "{stdout}"
     );
+    // In the daemon's words: `reason (field): message`.
+    let error = "invalid (identifiers): person id refused (emulator fault reject_ids)";
     assert!(
         stdout.contains(&format!("#{refused_id} refused again (HTTP 207): {error}")),
         "{stdout}"

@@ -1,6 +1,6 @@
 //! End to end: a change Customer.io refuses for good is dead-lettered by the
 //! running daemon (names, not values), the stream goes on, and `dlq retry`
-//! delivers it once the cause is gone.
+//! delivers it once the cause is gone, with the row's current values.
 
 use ciosync::emulator::Faults;
 
@@ -42,7 +42,10 @@ async fn a_dead_lettered_change_is_delivered_by_dlq_retry() {
     let out = run_binary(&["dlq", "retry", "--all"], config.path()).await;
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
-    assert_eq!(stdout, "retried 1: delivered 1, refused again 0\n");
+    assert_eq!(
+        stdout,
+        "retried 1: delivered 0, refreshed from the row 1, skipped 0, refused again 0\n"
+    );
     assert_no_secrets(&out, &[]);
     assert!(wait_for_attribute(&emulator, "1", "plan", "pro".into()).await);
     assert_eq!(emulator.customer("1").unwrap()["email"], "a@x.io");

@@ -10,7 +10,7 @@ use crate::support::dead_letters::{
     assert_no_secrets, config_with_password, identify, rows, store, texts,
 };
 use crate::support::emulator;
-use crate::support::postgres::TestDb;
+use crate::support::postgres::{TestDb, USERS_TABLE};
 
 #[tokio::test]
 async fn an_outage_stops_the_retry_and_keeps_the_letters() {
@@ -18,6 +18,9 @@ async fn an_outage_stops_the_retry_and_keeps_the_letters() {
     let emulator = emulator::start().await;
     let text = config_with_password(&db, &emulator.url());
     let config = config_file(&text);
+    // The identify is replayed with the row's current values.
+    db.exec(USERS_TABLE).await;
+    db.exec("INSERT INTO users (id, plan) VALUES (1, 'pro')").await;
     store(&text).record(&[identify("1", json!({"plan": "pro"}))]).await.unwrap();
     let before = rows(&db).await;
     emulator.set_faults(Faults { fail_next: 1000, fail_status: 503, ..Faults::default() });

@@ -183,10 +183,18 @@ async fn every_kind_is_dead_lettered_without_stopping_anyone_and_replayed_by_its
     // The causes fixed, each letter is replayed by its own route.
     emulator.set_faults(Faults::default());
     emulator.clear_requests();
+    let merge_letter: i64 = db
+        .client
+        .query_one("SELECT id FROM ciosync.dead_letters WHERE operation = 'merge'", &[])
+        .await
+        .unwrap()
+        .get(0);
     let retried = run_binary(&["dlq", "retry", "--all"], config.path()).await;
     let (stdout, stderr) = texts(&retried);
     assert!(retried.status.success(), "{stdout}{stderr}");
-    assert_eq!(stdout, "retried 6: delivered 6, refused again 0\n");
+    // The identify with the row's current values; the rest as they were
+    // (the deleted and suppressed customers have no row again), the
+    // merge's primary refreshed from its row after it.
     let left: i64 =
         db.client.query_one("SELECT count(*) FROM ciosync.dead_letters", &[]).await.unwrap().get(0);
     assert_eq!(left, 0);
@@ -198,7 +206,7 @@ async fn every_kind_is_dead_lettered_without_stopping_anyone_and_replayed_by_its
     };
     let actions: Vec<Value> =
         sent("/api/v2/batch").iter().map(|b| b["batch"][0]["action"].clone()).collect();
-    assert_eq!(actions, ["identify", "delete", "suppress", "merge", "event"]);
+    assert_eq!(actions, ["identify", "delete", "suppress", "merge", "identify", "event"]);
     let anonymous = sent("/api/v1/events");
     assert_eq!(anonymous.len(), 1, "the anonymous event alone, to v1");
     assert_eq!(
@@ -210,9 +218,20 @@ async fn every_kind_is_dead_lettered_without_stopping_anyone_and_replayed_by_its
     assert!(emulator.customer("12").is_none(), "deleted");
     assert!(emulator.view(|v| v.world().suppressed().any(|s| s == "id:13")), "suppressed");
     assert!(emulator.customer("14").is_none() && emulator.customer("114").is_some(), "merged");
+    // The email went to 114 after the merge, refused while 14 still had it:
+    // the refresh after the replayed merge brings it.
+    assert_eq!(emulator.customer("114").unwrap()["email"], "u14@x.io");
     let events: Vec<String> = emulator.events("15").into_iter().map(|e| e.name).collect();
     assert_eq!(events, ["signed_up"]);
     let anonymous = emulator.view(|v| v.world().anonymous_events().to_vec());
     assert_eq!(anonymous.len(), 1);
     assert_eq!(anonymous[0].anonymous_id.as_deref(), Some("cookie-16"));
+    assert_eq!(
+        stdout,
+        format!(
+            "retried 6: delivered 5, refreshed from the row 1, skipped 0, refused again 0\n  \
+             #{merge_letter} sent as it was refused: a merge; then its primary was refreshed \
+             from the row\n"
+        )
+    );
 }

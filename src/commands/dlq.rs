@@ -11,12 +11,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 
+use tokio_postgres::Client;
+
+use super::dlq_current::{Current, Rows};
 use crate::config::{Config, ConfigError};
-use crate::dead_letter::render::{self, Refusal};
-use crate::dead_letter::DeadLetterTable;
+use crate::customer::CustomerOp;
+use crate::dead_letter::render::{self, Refusal, RetrySummary, Skip};
+use crate::dead_letter::{DeadLetterTable, Replayable};
 use crate::error::error_chain;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::pg::PgError;
+use crate::sink::batch::encode;
 use crate::sink::client::TrackClient;
 use crate::sink::retry::{cut_error_text, describe_item_error, Backoff, Verdict};
 use crate::sink::SinkError;
@@ -52,10 +57,13 @@ pub enum DlqCommand {
     /// else as a one-item /api/v2/batch); delivered ones are deleted,
     /// refused ones kept with the new error.
     ///
-    /// A replayed identify carries the attributes (and the change's
-    /// timestamp) as they were when it was refused. If the row changed since,
-    /// send its current values instead with `ciosync backfill --where ...`
-    /// and discard the letter.
+    /// A replay never sets a customer back to older values: an identify
+    /// sends the row's current values (read from the synced table, its
+    /// filter and soft delete applied), or nothing if the row is gone or no
+    /// longer syncs; a delete or suppression is sent only if the customer
+    /// still has no row that syncs. Events and merges are sent as they were.
+    /// The rows are read again after each send, and sent again if they
+    /// changed meanwhile.
     Retry {
         /// The TOML config file.
         #[arg(long, short)]
@@ -219,7 +227,7 @@ async fn execute(config: &Config, request: Request) -> Result<(), CommandError> 
         Request::List { json, payload } => list(&table, slot, json, payload).await,
         Request::Retry(selection) => {
             let ids = chosen(&table, slot, selection).await?;
-            retry(config, &table, &ids).await
+            retry(config, &sql, &table, &ids).await
         }
         Request::Discard(selection) => {
             let ids = chosen(&table, slot, selection).await?;
@@ -284,48 +292,278 @@ async fn list(
 /// stops early.
 async fn retry(
     config: &Config,
+    sql: &Client,
     table: &DeadLetterTable<'_>,
     ids: &[i64],
 ) -> Result<(), CommandError> {
     let client = TrackClient::new(&config.customerio, Arc::new(Counters::default()))?;
     let max_backoff = Duration::from_secs(config.customerio.retry_max_backoff_secs);
-    let mut tally = Tally::default();
-    let outcome = replay_all(&client, max_backoff, table, ids, &mut tally).await;
-    emit(&render::retry_summary(tally.delivered, &tally.refused))?;
+    let mut replayer = Replayer { client, max_backoff, rows: Rows::new(sql, &config.sync) };
+    let mut summary = RetrySummary::default();
+    let outcome = replay_all(&mut replayer, table, ids, &mut summary).await;
+    emit(&render::retry_summary(&summary))?;
     outcome
 }
 
-#[derive(Debug, Default)]
-struct Tally {
-    delivered: usize,
-    refused: Vec<Refusal>,
-}
-
 async fn replay_all(
-    client: &TrackClient,
-    max_backoff: Duration,
+    replayer: &mut Replayer<'_>,
     table: &DeadLetterTable<'_>,
     ids: &[i64],
-    tally: &mut Tally,
+    summary: &mut RetrySummary,
 ) -> Result<(), CommandError> {
     for (i, &id) in ids.iter().enumerate() {
         // Gone meanwhile: another `dlq` command delivered or discarded it.
-        let Some(payload) = table.payload(id).await? else { continue };
-        match replay(client, &payload, max_backoff).await {
-            Ok(Answer::Delivered) => {
-                table.delete(&[id]).await?;
-                tally.delivered += 1;
-            }
-            Ok(Answer::RefusedAgain { status, error }) => {
-                table.refused_again(id, status, &error).await?;
-                tally.refused.push(Refusal { id, status, error });
-            }
-            Err(reason) => {
+        let Some(letter) = table.replayable(id).await? else { continue };
+        let outcome = match replayer.settle(&letter).await {
+            Ok(outcome) => outcome,
+            Err(Halt::Postgres(error)) => return Err(error.into()),
+            Err(Halt::Customerio(reason)) => {
                 return Err(CommandError::Stopped { id, left: ids.len() - i - 1, reason });
+            }
+        };
+        match outcome {
+            Outcome::Delivered { note } => {
+                table.delete(&[id]).await?;
+                summary.delivered += 1;
+                if let Some(note) = note {
+                    summary.sent_as_refused.push((id, note));
+                }
+            }
+            Outcome::Refreshed => {
+                table.delete(&[id]).await?;
+                summary.refreshed += 1;
+            }
+            Outcome::Skipped(skip) => {
+                table.delete(&[id]).await?;
+                summary.skipped.push((id, skip));
+            }
+            Outcome::RefusedAgain { status, error } => {
+                table.refused_again(id, status, &error).await?;
+                summary.refused.push(Refusal { id, status, error });
+            }
+            Outcome::Unsettled => {
+                table.kept(id, UNSETTLED).await?;
+                summary.kept.push((id, UNSETTLED));
             }
         }
     }
     Ok(())
+}
+
+/// Rounds of "send, read the row again" before a replay whose row keeps
+/// changing is given up (see [`Replayer::converge`]).
+pub const MAX_ROUNDS: u32 = 5;
+
+/// The error a letter is kept with when its row changed after every one of
+/// [`MAX_ROUNDS`] sends.
+const UNSETTLED: &str = "the customer's row kept changing while `dlq retry` sent it; \
+    nothing was lost: run `dlq retry` again";
+
+/// What became of one letter.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    /// Sent as it was refused; `note` says why when it was an identify or
+    /// a removal that could not be checked against the rows.
+    Delivered {
+        note: Option<&'static str>,
+    },
+    /// An identify, sent with the row's current values instead.
+    Refreshed,
+    /// Nothing sent: it would set the customer back.
+    Skipped(Skip),
+    RefusedAgain {
+        status: u16,
+        error: String,
+    },
+    /// The row changed after every send; kept.
+    Unsettled,
+}
+
+/// Why `retry` stopped: Customer.io cannot take anything now, or Postgres failed.
+enum Halt {
+    Customerio(Stop),
+    Postgres(PgError),
+}
+
+impl From<PgError> for Halt {
+    fn from(error: PgError) -> Self {
+        Halt::Postgres(error)
+    }
+}
+
+impl From<Stop> for Halt {
+    fn from(stop: Stop) -> Self {
+        Halt::Customerio(stop)
+    }
+}
+
+/// Sends letters and reads the rows they are about.
+struct Replayer<'a> {
+    client: TrackClient,
+    max_backoff: Duration,
+    rows: Rows<'a>,
+}
+
+impl Replayer<'_> {
+    /// Replays one letter so that it never sets its customer back:
+    /// - an identify is replaced by the row's current values (a full
+    ///   identify), or skipped when the row is gone or no longer syncs (its
+    ///   removal went, or goes, through the stream);
+    /// - a delete or suppression is sent only while the customer has no
+    ///   row that syncs; a row with that id again makes it stale: skipped;
+    /// - events (facts, each with its own id, which Customer.io dedupes)
+    ///   are sent as they were; so are merges, after which the primary is
+    ///   refreshed from its row ([`Self::merge`]).
+    ///
+    /// An identify whose attributes no person table maps any more, or a
+    /// customer with a row in several tables, is sent as it was, noted.
+    async fn settle(&mut self, letter: &Replayable) -> Result<Outcome, Halt> {
+        let customer = customer_of(letter);
+        match letter.operation.as_str() {
+            "identify" => {
+                let tables = self.rows.tables_of_identify(&letter.attributes);
+                if tables.is_empty() {
+                    return self.as_refused(letter, Some(UNMAPPED)).await;
+                }
+                match self.rows.current(&customer, &tables).await? {
+                    Current::Gone => Ok(Outcome::Skipped(Skip::RowGone)),
+                    Current::Several => self.as_refused(letter, Some(SEVERAL)).await,
+                    live => self.converge(&customer, &tables, live, &letter.payload).await,
+                }
+            }
+            "delete" | "suppress" => {
+                let tables = self.rows.every_table();
+                match self.rows.current(&customer, &tables).await? {
+                    Current::Gone => {
+                        self.converge(&customer, &tables, Current::Gone, &letter.payload).await
+                    }
+                    _ => Ok(Outcome::Skipped(Skip::RowBack)),
+                }
+            }
+            "merge" => self.merge(letter, &customer).await,
+            _ => self.as_refused(letter, None).await,
+        }
+    }
+
+    /// A merge as it was, then its primary (`customer`) refreshed from its
+    /// row. The id change that made the merge sent the primary's email (and
+    /// its NULLs) after it, and Customer.io refuses to give the primary an
+    /// email the secondary still has (an "Attribute Update Failure" on an
+    /// HTTP 200): with the merge refused, that identify was lost too, and
+    /// the merge alone does not bring the email over.
+    async fn merge(&mut self, letter: &Replayable, customer: &str) -> Result<Outcome, Halt> {
+        let merged = self.as_refused(letter, None).await?;
+        if merged != (Outcome::Delivered { note: None }) {
+            return Ok(merged);
+        }
+        let tables = self.rows.every_table();
+        match self.rows.current(customer, &tables).await? {
+            live @ Current::Live(_) => {
+                match self.converge(customer, &tables, live, &letter.payload).await? {
+                    Outcome::Refreshed => Ok(Outcome::Delivered { note: Some(MERGED) }),
+                    other => Ok(other),
+                }
+            }
+            _ => Ok(merged),
+        }
+    }
+
+    async fn as_refused(
+        &self,
+        letter: &Replayable,
+        note: Option<&'static str>,
+    ) -> Result<Outcome, Halt> {
+        Ok(match replay(&self.client, &letter.payload, self.max_backoff).await? {
+            Answer::Delivered => Outcome::Delivered { note },
+            Answer::RefusedAgain { status, error } => Outcome::RefusedAgain { status, error },
+        })
+    }
+
+    /// Sends what `state` calls for (the row's values, or the removal:
+    /// `removal`, the letter's own payload for a removal letter) until the
+    /// rows, read again after Customer.io accepted it, still say the same.
+    ///
+    /// Why read again: the daemon keeps delivering while this runs. Were
+    /// the row updated after it was read here, the daemon could deliver
+    /// the newer values before this send lands, and this send would then
+    /// set them back. A change committed before the read after the
+    /// acceptance is seen by that read and sent again here; a change
+    /// committed after it is delivered by the daemon after this send was
+    /// accepted, so it lands last. The same holds the other way: a row
+    /// deleted (or re-inserted) meanwhile gets its removal (or its values)
+    /// again. At most [`MAX_ROUNDS`] sends; a row that changes after each
+    /// of them leaves the letter kept, to be retried later.
+    async fn converge(
+        &mut self,
+        customer: &str,
+        tables: &[usize],
+        mut state: Current,
+        removal: &str,
+    ) -> Result<Outcome, Halt> {
+        let mut refreshed = false;
+        for _ in 0..MAX_ROUNDS {
+            let payload = match &state {
+                Current::Live(attributes) => {
+                    refreshed = true;
+                    let timestamp = self.rows.now().await?;
+                    let op = CustomerOp::Identify {
+                        id: customer.to_owned(),
+                        attributes: attributes.clone(),
+                        timestamp,
+                    };
+                    encoded(op)
+                }
+                Current::Gone if removal_kind(removal).is_some() => removal.to_owned(),
+                Current::Gone => encoded(self.rows.removal(tables, customer)),
+                // Not told apart: what the letter says went out last.
+                Current::Several => break,
+            };
+            if let Answer::RefusedAgain { status, error } =
+                replay(&self.client, &payload, self.max_backoff).await?
+            {
+                return Ok(Outcome::RefusedAgain { status, error });
+            }
+            let now = self.rows.current(customer, tables).await?;
+            if now == state || now == Current::Several {
+                return Ok(if refreshed {
+                    Outcome::Refreshed
+                } else {
+                    Outcome::Delivered { note: None }
+                });
+            }
+            state = now;
+        }
+        Ok(Outcome::Unsettled)
+    }
+}
+
+/// The note of a merge whose primary was refreshed after it.
+const MERGED: &str = "a merge; then its primary was refreshed from the row";
+/// Why an identify was sent as it was refused.
+const UNMAPPED: &str = "no person table of the config maps its attributes any more";
+const SEVERAL: &str = "several person tables have a row for the customer; which values are \
+    newest cannot be told";
+
+/// The customer a letter's payload names (`identifiers.id`): an escaped
+/// letter's column is escaped, its payload is not. The column otherwise.
+fn customer_of(letter: &Replayable) -> String {
+    serde_json::from_str::<serde_json::Value>(&letter.payload)
+        .ok()
+        .and_then(|v| v.get("identifiers")?.get("id")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| letter.customer_id.clone())
+}
+
+/// `delete` or `suppress` when `payload` is a removal item.
+fn removal_kind(payload: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+    let action = value.get("action")?.as_str()?;
+    ["delete", "suppress"].contains(&action).then(|| action.to_owned())
+}
+
+/// An operation as the sink encodes it, as JSON text.
+fn encoded(op: CustomerOp) -> String {
+    let json = encode(op).map(|item| item.json).unwrap_or_default();
+    String::from_utf8_lossy(&json).into_owned()
 }
 
 /// Sends one payload (as it was sent: [`DeadLetterTable::payload`] decodes
@@ -467,11 +705,37 @@ mod tests {
     }
 
     #[test]
-    fn the_retry_help_warns_that_a_replay_sends_old_values() {
+    fn the_retry_help_says_a_replay_sends_the_current_row() {
         let error = Cli::try_parse_from(["ciosync", "dlq", "retry", "--help"]).unwrap_err();
         let help = error.to_string();
-        assert!(help.contains("as they were when it was refused"), "{help}");
-        assert!(help.contains("ciosync backfill --where"), "{help}");
+        assert!(help.contains("never sets a customer back"), "{help}");
+        assert!(help.contains("row's current values"), "{help}");
+        assert!(!help.contains("ciosync backfill --where"), "{help}");
+    }
+
+    fn replayable(operation: &str, customer: &str, payload: &str) -> Replayable {
+        Replayable {
+            operation: operation.into(),
+            customer_id: customer.into(),
+            attributes: Vec::new(),
+            payload: payload.into(),
+        }
+    }
+
+    #[test]
+    fn the_customer_is_read_from_the_payload_when_it_names_one() {
+        let escaped = replayable("delete", "jos\\u{e9}", r#"{"identifiers":{"id":"jos\u00e9"}}"#);
+        assert_eq!(customer_of(&escaped), "jos\u{e9}");
+        let anonymous = replayable("event", "cookie-1", r#"{"anonymous_id":"cookie-1"}"#);
+        assert_eq!(customer_of(&anonymous), "cookie-1");
+    }
+
+    #[test]
+    fn only_removal_payloads_are_sent_as_removals() {
+        assert_eq!(removal_kind(r#"{"action":"suppress"}"#).as_deref(), Some("suppress"));
+        assert_eq!(removal_kind(r#"{"action":"delete"}"#).as_deref(), Some("delete"));
+        assert_eq!(removal_kind(r#"{"action":"identify"}"#), None);
+        assert_eq!(removal_kind("not json"), None);
     }
 
     #[test]

@@ -12,3 +12,4 @@
 pub mod backfill;
 pub mod deletes;
 pub mod dlq;
+mod dlq_current;

@@ -16,9 +16,11 @@
 //! [`crate::track_api::Route::of_payload`]).
 //!
 //! A letter's `payload` is the item exactly as it was sent, attribute
-//! values included: it is customer data. It is stored so a replay sends the
-//! same thing, and it never appears in a log line or an error message; only
-//! `dlq list --payload` prints it, to the operator who asked.
+//! values included: it is customer data. It is stored so a replay of an
+//! event or a merge sends the same thing (an identify or a removal is
+//! checked against the customer's current row first: [`current`]), and it
+//! never appears in a log line or an error message; only `dlq list
+//! --payload` prints it, to the operator who asked.
 //!
 //! Postgres may refuse to store a letter as it is (SQLSTATE class 22 or 23:
 //! a NUL in a text field, a character the database's encoding lacks, a
@@ -453,6 +455,17 @@ fn letter_of(row: &tokio_postgres::Row) -> StoredLetter {
     }
 }
 
+/// One letter as `dlq retry` reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replayable {
+    pub operation: String,
+    pub customer_id: String,
+    /// Attribute names, never values.
+    pub attributes: Vec<String>,
+    /// The item's JSON text as it was sent.
+    pub payload: String,
+}
+
 /// The dead letters of one slot, over a borrowed SQL connection: what
 /// `ciosync dlq` reads, updates and deletes.
 pub struct DeadLetterTable<'a> {
@@ -498,6 +511,41 @@ impl<'a> DeadLetterTable<'a> {
             .await
             .map_err(PgError::sql("read ciosync.dead_letters"))?;
         Ok(row.map(|r| original_payload(r.get(0))))
+    }
+
+    /// What `dlq retry` needs of one letter, if it (still) exists: its
+    /// operation, customer id, attribute names and payload (as it was
+    /// sent: an escaped letter's decoded).
+    pub async fn replayable(&self, id: i64) -> Result<Option<Replayable>, PgError> {
+        let row = self
+            .sql
+            .query_opt(
+                "SELECT operation, customer_id, attributes, payload::text \
+                 FROM ciosync.dead_letters WHERE slot = $1 AND id = $2",
+                &[&self.slot, &id],
+            )
+            .await
+            .map_err(PgError::sql("read ciosync.dead_letters"))?;
+        Ok(row.map(|r| Replayable {
+            operation: r.get(0),
+            customer_id: r.get(1),
+            attributes: r.get(2),
+            payload: original_payload(r.get(3)),
+        }))
+    }
+
+    /// Records a replay that did not settle (see `command`), with why, and
+    /// leaves the status of the last refusal as it was.
+    pub async fn kept(&self, id: i64, why: &str) -> Result<(), PgError> {
+        self.sql
+            .execute(
+                "UPDATE ciosync.dead_letters SET attempts = attempts + 1, \
+                 last_attempt_at = now(), error = $3 WHERE slot = $1 AND id = $2",
+                &[&self.slot, &id, &why],
+            )
+            .await
+            .map_err(PgError::sql("update ciosync.dead_letters"))?;
+        Ok(())
     }
 
     /// The ids of this slot's letters, in order: all of them, or those of

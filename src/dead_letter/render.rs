@@ -154,20 +154,77 @@ pub struct Refusal {
     pub error: String,
 }
 
-/// `retried N: delivered X, refused again Y`, then one line per refusal.
-pub fn retry_summary(delivered: usize, refused: &[Refusal]) -> String {
+/// Why `dlq retry` sent nothing for a letter (and deleted it): sending it
+/// would set the customer back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// An identify whose row is gone, or no longer syncs (filtered out,
+    /// soft-deleted): its removal went, or goes, through the stream.
+    RowGone,
+    /// A delete or suppression of a customer whose row exists again and
+    /// syncs: the removal is stale.
+    RowBack,
+}
+
+impl Skip {
+    fn reason(self) -> &'static str {
+        match self {
+            Skip::RowGone => {
+                "the row is gone or no longer syncs; its removal goes through the stream"
+            }
+            Skip::RowBack => "the customer's row exists again and syncs; the removal is stale",
+        }
+    }
+}
+
+/// What one `dlq retry` did, letter by letter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetrySummary {
+    /// Sent as they were refused (events, merges, checked removals).
+    pub delivered: usize,
+    /// Identifies sent with the row's current values instead.
+    pub refreshed: usize,
+    pub skipped: Vec<(i64, Skip)>,
+    pub refused: Vec<Refusal>,
+    /// Kept because the row changed after every send, with why.
+    pub kept: Vec<(i64, &'static str)>,
+    /// Delivered as they were although they are identifies, with why.
+    pub sent_as_refused: Vec<(i64, &'static str)>,
+}
+
+/// `retried N: delivered D, refreshed from the row R, skipped S, refused
+/// again F` (`, kept K` when some were), then one line per letter that was
+/// not simply delivered.
+pub fn retry_summary(summary: &RetrySummary) -> String {
+    let s = summary;
+    let total = s.delivered + s.refreshed + s.skipped.len() + s.refused.len() + s.kept.len();
     let mut out = format!(
-        "retried {}: delivered {delivered}, refused again {}\n",
-        delivered + refused.len(),
-        refused.len()
+        "retried {total}: delivered {}, refreshed from the row {}, skipped {}, refused again {}",
+        s.delivered,
+        s.refreshed,
+        s.skipped.len(),
+        s.refused.len()
     );
-    for refusal in refused {
+    if !s.kept.is_empty() {
+        out.push_str(&format!(", kept {}", s.kept.len()));
+    }
+    out.push('\n');
+    for (id, skip) in &s.skipped {
+        out.push_str(&format!("  #{id} skipped: {}\n", skip.reason()));
+    }
+    for (id, why) in &s.sent_as_refused {
+        out.push_str(&format!("  #{id} sent as it was refused: {why}\n"));
+    }
+    for refusal in &s.refused {
         out.push_str(&format!(
             "  #{} refused again (HTTP {}): {}\n",
             refusal.id,
             refusal.status,
             printable(&refusal.error)
         ));
+    }
+    for (id, why) in &s.kept {
+        out.push_str(&format!("  #{id} kept: {why}\n"));
     }
     out
 }
@@ -319,11 +376,26 @@ mod tests {
 
     #[test]
     fn the_summary_counts_and_lists_each_refusal() {
-        let refused = [Refusal { id: 9, status: 207, error: "too long".into() }];
+        let summary = RetrySummary {
+            delivered: 2,
+            refreshed: 3,
+            skipped: vec![(4, Skip::RowGone), (5, Skip::RowBack)],
+            refused: vec![Refusal { id: 9, status: 207, error: "too long".into() }],
+            kept: vec![(10, "changing")],
+            sent_as_refused: vec![(11, "two tables")],
+        };
         assert_eq!(
-            retry_summary(2, &refused),
-            "retried 3: delivered 2, refused again 1\n  #9 refused again (HTTP 207): too long\n"
+            retry_summary(&summary),
+            "retried 9: delivered 2, refreshed from the row 3, skipped 2, refused again 1, kept 1\n\
+             \x20 #4 skipped: the row is gone or no longer syncs; its removal goes through the stream\n\
+             \x20 #5 skipped: the customer's row exists again and syncs; the removal is stale\n\
+             \x20 #11 sent as it was refused: two tables\n\
+             \x20 #9 refused again (HTTP 207): too long\n\
+             \x20 #10 kept: changing\n"
         );
-        assert_eq!(retry_summary(0, &[]), "retried 0: delivered 0, refused again 0\n");
+        assert_eq!(
+            retry_summary(&RetrySummary::default()),
+            "retried 0: delivered 0, refreshed from the row 0, skipped 0, refused again 0\n"
+        );
     }
 }

@@ -22,8 +22,10 @@
 //!   held, never sent, and its commit keeps only the customers the table
 //!   has no row of for that commit, so none is held twice and a decided one
 //!   stays decided;
-//! - any other operation of a customer with held rows supersedes them (the
-//!   open transaction's `pending` one too), and that is stored *before*
+//! - any other operation of a customer with held rows supersedes those of
+//!   earlier commits (the open transaction's `pending` one too; a replayed
+//!   transaction's operation never cancels a hold committed after it), and
+//!   that is stored *before*
 //!   the operation is pushed: an `approve` running at the same moment holds
 //!   those rows locked while it sends, so the later operation reaches
 //!   Customer.io after the approved removal or the removal is never sent.
@@ -195,14 +197,21 @@ impl Breaker {
         if !self.open.holds_any() && self.held.is_empty() {
             return Ok(Some(op));
         }
+        // A replayed transaction's operation may come before holds stored
+        // since (see `HeldStore::supersede`): it supersedes only the
+        // earlier ones, so the customer may still have some.
+        let replayed = commit_lsn < self.horizon;
+        let before = Lsn::from_u64(commit_lsn);
         for id in touched(&op) {
             // A later call cancels a held delete (the person is back), never
             // a held suppress: suppressing blocks whatever comes after it.
             self.open.supersede(id);
             if self.held.may_hold(id) {
                 let what = "cannot mark held removals superseded";
-                let superseded = retrying!(self, what, |s| s.supersede(id).await);
-                self.held.forget(id);
+                let superseded = retrying!(self, what, |s| s.supersede(id, before).await);
+                if !replayed {
+                    self.held.forget(id);
+                }
                 self.counters.deletes_held.fetch_sub(
                     superseded.min(Counters::get(&self.counters.deletes_held)),
                     std::sync::atomic::Ordering::Relaxed,

@@ -295,11 +295,20 @@ impl HeldStore {
         self.forget_on_error(result)
     }
 
-    /// Marks `customer_id`'s held deletes superseded, and its `pending`
-    /// one of the open transaction; returns how many `held` rows that was
-    /// (the `ciosync_deletes_held` gauge counts only those).
-    pub async fn supersede(&mut self, customer_id: &str) -> Result<u64, PgError> {
+    /// Marks `customer_id`'s held deletes of transactions committed before
+    /// `before` (the commit of the operation that supersedes them)
+    /// superseded, and its `pending` one of the open transaction; returns
+    /// how many `held` rows that was (the `ciosync_deletes_held` gauge
+    /// counts only those).
+    ///
+    /// Only earlier ones: after a restart the stream replays transactions
+    /// stored but not acknowledged, and an identify committed *before* a
+    /// held delete must not cancel it. Its transaction's holds are already
+    /// in the table, so the delete's replay would not hold it again either,
+    /// and the person would stay in Customer.io with the row gone.
+    pub async fn supersede(&mut self, customer_id: &str, before: Lsn) -> Result<u64, PgError> {
         let slot = self.slot.clone();
+        let before = before.to_string();
         let result = async {
             let rows = self
                 .client()
@@ -307,9 +316,10 @@ impl HeldStore {
                 .query(
                     "UPDATE ciosync.held_deletes SET state = 'superseded', decided_at = now() \
                      WHERE slot = $1 AND customer_id = $2 AND action = 'delete' \
-                     AND (state = 'held' OR (commit_lsn = '0/0' AND state = 'pending')) \
+                     AND ((state = 'held' AND commit_lsn < $3::text::pg_lsn) \
+                          OR (commit_lsn = '0/0' AND state = 'pending')) \
                      RETURNING commit_lsn = '0/0'",
-                    &[&slot, &customer_id],
+                    &[&slot, &customer_id, &before],
                 )
                 .await
                 .map_err(stored("update ciosync.held_deletes"))?;

@@ -75,6 +75,20 @@ impl TableReader {
         self.query(sql, &format!("{} IN ({})", self.id, list.join(", ")), keys.len()).await
     }
 
+    /// The row with this key, if it exists and matches the filters. `None`
+    /// too when `key` is not a value of the id column's type (Postgres
+    /// refuses the cast, SQLSTATE class 22): no row can have it. Used by
+    /// `ciosync dlq retry`, which asks every person table about a customer
+    /// id that may come from another one.
+    pub async fn row_with_key(&self, sql: &Client, key: &str) -> Result<Option<Row>, PgError> {
+        let condition = format!("{} = CAST({} AS {})", self.id, quote_literal(key), self.id_type);
+        match self.query_raw(sql, &condition, 1).await {
+            Ok(mut rows) => Ok(rows.pop().map(|(_, row)| row)),
+            Err(error) if error.code().is_some_and(|c| c.code().starts_with("22")) => Ok(None),
+            Err(error) => Err(PgError::sql("read a row of a table")(error)),
+        }
+    }
+
     /// Up to `limit` rows after key `after`, in key order, each with its key
     /// (the id column's text). Text values come straight from Postgres's
     /// output functions (simple query protocol), as in the replication stream.
@@ -98,9 +112,18 @@ impl TableReader {
         condition: &str,
         limit: usize,
     ) -> Result<Vec<(String, Row)>, PgError> {
+        self.query_raw(sql, condition, limit).await.map_err(PgError::sql("read a page of a table"))
+    }
+
+    /// [`Self::query`] with Postgres's error as it is.
+    async fn query_raw(
+        &self,
+        sql: &Client,
+        condition: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Row)>, tokio_postgres::Error> {
         let query = format!("{} WHERE {condition} ORDER BY {} LIMIT {limit}", self.select, self.id);
-        let messages =
-            sql.simple_query(&query).await.map_err(PgError::sql("read a page of a table"))?;
+        let messages = sql.simple_query(&query).await?;
         let width = self.table.columns.len();
         Ok(messages
             .into_iter()

@@ -1,11 +1,14 @@
 //! The faults: `kill -9` of the daemon (restarted after a short pause, as
 //! systemd would), Postgres restarted fast or immediate, and stretches of
 //! Customer.io answering 5xx, 429, slowly, or not at all (connection
-//! refused), each at a random moment.
+//! refused), each at a random moment; and once each, alone, the faults
+//! that need an operator afterwards (see `operator`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ciosync::emulator::{Emulator, Faults};
@@ -16,7 +19,9 @@ use rand::Rng;
 use tokio::time::Instant;
 use tokio_postgres::NoTls;
 
+use super::operator::{self, Outcome};
 use crate::support::daemon::{signal, spawn_binary};
+use crate::support::postgres::TestDb;
 use crate::support::proxy::RefusingProxy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,18 +46,45 @@ pub enum Fault {
     /// about 1.9 KB of attributes each: more than the memory budget, so the
     /// daemon must stop reading the slot (backpressure) until it recovers.
     Backpressure,
+    /// Customer.io refuses an identify, a delete, a merge, an event and a
+    /// suppression for good (`reject_ids`, `reject_event_names`): each is
+    /// dead-lettered while later commits are acknowledged, the identified
+    /// and deleted customers then change again (so their letters are
+    /// stale), and `dlq retry` replays the letters at the end
+    /// ([`super::operator::refuse_items`]).
+    ItemRefusals,
+    /// A backfill's session is ended inside its chunks, between their
+    /// watermarks ([`super::operator::cut_backfill`]).
+    BackfillCut,
 }
 
 impl Fault {
     fn is_stretch(self) -> bool {
-        !matches!(self, Self::Kill9 | Self::PostgresRestartFast | Self::PostgresRestartImmediate)
+        !matches!(
+            self,
+            Self::Kill9
+                | Self::PostgresRestartFast
+                | Self::PostgresRestartImmediate
+                | Self::ItemRefusals
+                | Self::BackfillCut
+        )
+    }
+
+    /// A fault that needs Customer.io and Postgres answering throughout:
+    /// any stretch ends before it.
+    fn is_alone(self) -> bool {
+        matches!(self, Self::ItemRefusals | Self::BackfillCut)
     }
 }
 
 /// Faults every run injects at least (in a random order), whatever its
 /// duration: the "kill -9 at ≥ 20 random points" and each other
 /// kind twice.
-const MANDATORY: [(Fault, usize); 8] = [
+/// The operator faults once each (the mass DELETE through the breaker
+/// comes after the writes: see `operator::mass_delete`).
+const MANDATORY: [(Fault, usize); 10] = [
+    (Fault::ItemRefusals, 1),
+    (Fault::BackfillCut, 1),
     (Fault::Kill9, 20),
     (Fault::PostgresRestartFast, 2),
     (Fault::PostgresRestartImmediate, 2),
@@ -84,6 +116,41 @@ pub struct Daemon {
     pub starts: u32,
     /// Exits nobody asked for, with the log that holds the reason.
     pub unexpected_exits: Vec<(ExitStatus, PathBuf)>,
+    /// The running process's peak RSS as sampled, the highest of any
+    /// process (shared, so the soak samples it while faults run).
+    pub rss: Rss,
+}
+
+/// The daemon's resident memory, read from `/proc/<pid>/status` (`VmHWM`,
+/// the process's own peak) whenever sampled: before each kill and every
+/// half second, so a process's last half second can be missed.
+#[derive(Debug, Clone, Default)]
+pub struct Rss {
+    pid: Arc<AtomicU32>,
+    peak: Arc<AtomicU64>,
+}
+
+impl Rss {
+    /// Reads the running process's peak so far; nothing while none runs.
+    pub fn sample(&self) {
+        let pid = self.pid.load(Ordering::Relaxed);
+        if pid == 0 {
+            return;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+        if let Some(kib) = kib {
+            self.peak.fetch_max(kib * 1024, Ordering::Relaxed);
+        }
+    }
+
+    /// The highest peak RSS seen, bytes.
+    pub fn peak_bytes(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
 }
 
 impl Daemon {
@@ -94,6 +161,7 @@ impl Daemon {
             child: None,
             starts: 0,
             unexpected_exits: Vec::new(),
+            rss: Rss::default(),
         };
         daemon.spawn();
         daemon
@@ -102,7 +170,9 @@ impl Daemon {
     fn spawn(&mut self) {
         self.starts += 1;
         let log = self.logs.join(format!("{}.log", self.starts));
-        self.child = Some(spawn_binary(&self.config, &log));
+        let child = spawn_binary(&self.config, &log);
+        self.rss.pid.store(child.id(), Ordering::Relaxed);
+        self.child = Some(child);
     }
 
     fn log(&self) -> PathBuf {
@@ -113,21 +183,32 @@ impl Daemon {
     pub fn ensure_running(&mut self) {
         let child = self.child.as_mut().expect("a daemon process");
         if let Some(status) = child.try_wait().expect("poll the daemon") {
+            self.rss.pid.store(0, Ordering::Relaxed);
             self.unexpected_exits.push((status, self.log()));
             self.spawn();
         }
     }
 
+    /// `kill -9`, and a new process at once.
+    pub fn kill9_and_restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
     fn kill9(&mut self) {
         self.ensure_running();
+        self.rss.sample();
         let mut child = self.child.take().expect("a daemon process");
+        self.rss.pid.store(0, Ordering::Relaxed);
         signal(&child, "KILL");
         child.wait().expect("reap the daemon");
     }
 
     /// SIGTERM, and its exit status.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.rss.sample();
         let mut child = self.child.take().expect("a daemon process");
+        self.rss.pid.store(0, Ordering::Relaxed);
         signal(&child, "TERM");
         child.wait().expect("reap the daemon")
     }
@@ -157,6 +238,48 @@ pub struct Targets<'a> {
     pub db_url: &'a str,
     /// Where the daemon serves `/metrics`.
     pub metrics_port: u16,
+    /// The database (reconnected by each operator fault).
+    pub db: &'a TestDb,
+    /// The daemon's config, for `ciosync dlq`, `deletes` and `backfill`.
+    pub config: &'a Path,
+    /// Ids and event names Customer.io refuses for good until the end of
+    /// the run, whatever the other faults set.
+    pub refused: Mutex<(Vec<String>, Vec<String>)>,
+}
+
+impl Targets<'_> {
+    /// Sets the emulator's faults, with the lasting refusals added.
+    pub fn set_faults(&self, faults: Faults) {
+        let refused = self.refused.lock().expect("not poisoned");
+        self.emulator.set_faults(Faults {
+            reject_ids: refused.0.clone(),
+            reject_event_names: refused.1.clone(),
+            ..faults
+        });
+    }
+
+    /// Refuses these ids and this event name from now on.
+    pub fn refuse(&self, ids: &[i64], event: &str) {
+        {
+            let mut refused = self.refused.lock().expect("not poisoned");
+            refused.0.extend(ids.iter().map(i64::to_string));
+            refused.1.push(event.to_owned());
+        }
+        self.set_faults(self.emulator.faults());
+    }
+
+    /// Accepts these ids again.
+    pub fn unrefuse(&self, ids: &[i64]) {
+        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+        self.refused.lock().expect("not poisoned").0.retain(|id| !ids.contains(id));
+        self.set_faults(self.emulator.faults());
+    }
+
+    /// Lifts every lasting refusal (the causes fixed, at the end of the run).
+    pub fn lift_refusals(&self) {
+        *self.refused.lock().expect("not poisoned") = Default::default();
+        self.set_faults(self.emulator.faults());
+    }
 }
 
 /// What the injector did.
@@ -170,6 +293,10 @@ pub struct Injected {
     /// [`Fault::Backpressure`] stretches in which `/metrics` showed the
     /// memory budget used up.
     pub budget_filled: u32,
+    /// What the operator faults left for the end of the run.
+    pub operator: Outcome,
+    /// How the operator faults failed, if they did.
+    pub problems: Vec<String>,
 }
 
 /// Injects faults at random moments until `duration` has passed and every
@@ -194,7 +321,7 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
         targets.daemon.ensure_running();
 
         let fault = mandatory.pop().unwrap_or_else(|| super::weighted(rng, &LATER));
-        if fault.is_stretch() && stretch_ends.take().is_some() {
+        if (fault.is_stretch() || fault.is_alone()) && stretch_ends.take().is_some() {
             // One stretch at a time: the new one replaces the old.
             end_stretch(&targets).await;
         }
@@ -213,7 +340,7 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
                 restart_postgres(targets.postgres, "immediate");
             }
             Fault::CustomerioErrors => {
-                targets.emulator.set_faults(if rng.random_bool(0.5) {
+                targets.set_faults(if rng.random_bool(0.5) {
                     Faults { error_rate: rng.random_range(0.5..=1.0), ..Faults::default() }
                 } else {
                     Faults {
@@ -224,21 +351,32 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
                 });
             }
             Fault::CustomerioRateLimited => {
-                targets.emulator.set_faults(Faults {
+                targets.set_faults(Faults {
                     rate_limit_rate: rng.random_range(0.5..=1.0),
                     retry_after_secs: rng.random_bool(0.5).then_some(1),
                     ..Faults::default()
                 });
             }
             Fault::CustomerioSlow => {
-                targets.emulator.set_faults(Faults {
+                targets.set_faults(Faults {
                     latency_ms: rng.random_range(500..=3000),
                     ..Faults::default()
                 });
             }
             Fault::CustomerioRefused => targets.proxy.refuse().await,
+            Fault::ItemRefusals | Fault::BackfillCut => {
+                let n = report.faults.get(&fault).copied().unwrap_or(0);
+                let outcome = &mut report.operator;
+                let done = match fault {
+                    Fault::ItemRefusals => operator::refuse_items(&targets, n, outcome).await,
+                    _ => operator::cut_backfill(&targets, outcome).await,
+                };
+                if let Err(problem) = done {
+                    report.problems.push(format!("{fault:?}: {problem}"));
+                }
+            }
             Fault::Backpressure => {
-                targets.emulator.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
+                targets.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
                 let burst = report.faults.get(&Fault::Backpressure).copied().unwrap_or(0);
                 if fill_the_budget(&targets, burst).await {
                     report.budget_filled += 1;
@@ -256,6 +394,8 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
         tokio::time::sleep_until(ends).await;
         end_stretch(&targets).await;
     }
+    // The causes of the refusals fixed: `dlq retry` may replay them now.
+    targets.lift_refusals();
     targets.daemon.ensure_running();
     report
 }
@@ -294,7 +434,7 @@ async fn fill_the_budget(targets: &Targets<'_>, burst: u32) -> bool {
 }
 
 async fn end_stretch(targets: &Targets<'_>) {
-    targets.emulator.set_faults(Faults::default());
+    targets.set_faults(Faults::default());
     targets.proxy.accept().await;
 }
 

@@ -4,12 +4,20 @@
 //! daemon is killed with SIGKILL at 20+ random moments, Postgres is
 //! restarted fast and immediate, and Customer.io answers 5xx, 429, slowly
 //! or not at all for stretches, once while a burst of writes must fill the
-//! memory budget (asserted). Afterwards every customer in Customer.io
-//! (the emulator) equals its row, or is absent when the row is deleted,
-//! soft-deleted or filtered out; every event row produced exactly one
-//! event, and every committed change of plan one `plan_changed` event
+//! memory budget (asserted). Once each, faults that need an operator
+//! (`operator`): operations of every kind refused for good, a backfill cut
+//! between its watermarks; after the writes, a mass DELETE through the
+//! breaker with a `kill -9` while it is held. Then the operator replays
+//! the dead letters (`ciosync dlq retry`), discards a few held removals
+//! and approves the rest; then every customer in Customer.io (the
+//! emulator) equals its row, or is absent when the row is deleted,
+//! soft-deleted or filtered out (or present as it was when its held
+//! removal was discarded); every event row produced exactly one event, and
+//! every committed change of plan one `plan_changed` event
 //! (`[[sync.events]]`, against a trigger-kept log); the slot is
-//! acknowledged to the end; nothing was dead-lettered.
+//! acknowledged to the end; no dead letter or held removal is left; the
+//! backfill is done. The summary prints the daemon's peak RSS beside the
+//! memory budget.
 //!
 //! In CI it runs one to two minutes (a minute of faults, then
 //! convergence). `scripts/soak.sh` runs it longer:
@@ -18,6 +26,7 @@
 //! and writes; the timing still differs).
 
 mod faults;
+mod operator;
 mod verify;
 mod workload;
 
@@ -31,7 +40,8 @@ use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::daemon::config_file;
+use crate::support::daemon::{config_file, run_binary};
+use crate::support::memory::mib;
 use crate::support::postgres::{TestDb, USERS_TABLE};
 use crate::support::proxy::{bind_below_ephemeral, RefusingProxy};
 use crate::support::{emulator, leaks};
@@ -57,15 +67,27 @@ name_column = "kind"
 data_column = "payload"
 timestamp_column = "created_at"
 
+# A second person table, suppressed on delete. (Its id_column is written
+# with single quotes: the soak adds the users table's filter after the
+# other spelling.)
+[[sync]]
+table = "public.soak_members"
+id_column = 'id'
+delete_action = "suppress"
+
+[sync.attributes]
+email = "email"
+
 [pipeline]
 # The smallest memory budget (MEMORY_BUDGET), so a stretch of failures
 # fills it and the daemon stops reading the slot (backpressure) at times.
 max_pending_bytes = 1048576
 
 [delete_guard]
-# The soak deletes far more than the default 1000 an hour; the breaker has
-# its own tests.
-max_deletes = 0
+# The workload removes about 25 customers a second (250 in a window); the
+# mass DELETE of 3,000 after the writes trips the breaker.
+max_deletes = 2500
+window_secs = 10
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,6 +122,7 @@ async fn mixed_workload_under_faults_converges() {
     let config = config_file(&config);
     let logs = KeptOnFailure(Some(tempfile::tempdir().unwrap()));
     let mut daemon = Daemon::start(config.path(), logs.path());
+    let rss = daemon.rss.clone();
 
     // Transactions committed before the slot exists are the initial copy's
     // (which copies users, not events): write only once it does.
@@ -125,6 +148,9 @@ async fn mixed_workload_under_faults_converges() {
             proxy: &proxy,
             db_url: &db.url,
             metrics_port,
+            db: &db,
+            config: config.path(),
+            refused: Default::default(),
         };
         let injecting = faults::inject(targets, &mut rng, Duration::from_secs(secs));
         tokio::pin!(injecting);
@@ -134,12 +160,18 @@ async fn mixed_workload_under_faults_converges() {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {
                     calls.collect(&emulator);
                     memory.sample(metrics_port).await;
+                    rss.sample();
                 }
             }
         }
     };
     stop_writing.cancel();
     let written = writer.await.expect("the writer does not panic");
+    let mut injected = injected;
+    let mass = operator::mass_delete(&db, config.path(), &mut daemon, &mut injected.operator).await;
+    if let Err(problem) = mass {
+        injected.problems.push(format!("mass delete: {problem}"));
+    }
     let last_fault = Instant::now();
     let faulted_for = last_fault - started;
 
@@ -147,20 +179,31 @@ async fn mixed_workload_under_faults_converges() {
     // The restarts ended the first connection.
     let db = db.reconnected().await;
     let client = &db.client;
-    let expected = verify::expected_customers(client).await;
+    let mut expected = verify::expected_customers(client).await;
+    // People whose held removal the operator discarded stay.
+    expected.extend(injected.operator.kept.clone());
     let event_rows = verify::event_rows(client).await;
     let plan_changes = verify::plan_changes(client).await;
     let events_expected = event_rows.len() + plan_changes.values().sum::<u64>() as usize;
     let end_lsn = db.current_lsn().await;
 
+    // The operator's part: replay the dead letters (the refusals were
+    // lifted), approve what the breaker still holds, as often as needed.
+    let mut operator = Operator::default();
     let mut converged = None;
     while last_fault.elapsed() < CONVERGE_WITHIN {
         calls.collect(&emulator);
         memory.sample(metrics_port).await;
+        rss.sample();
         daemon.ensure_running();
+        let settled = operator.act(&db, config.path(), &emulator, &injected.operator).await;
         let customers_match = verify::actual_customers(&emulator) == expected;
         let events_arrived = emulator.view(|v| v.world().seen_event_ids().len()) == events_expected;
-        if customers_match && events_arrived && db.confirmed_flush(&db.name).await >= end_lsn {
+        if settled
+            && customers_match
+            && events_arrived
+            && db.confirmed_flush(&db.name).await >= end_lsn
+        {
             converged = Some(last_fault.elapsed());
             break;
         }
@@ -186,11 +229,36 @@ async fn mixed_workload_under_faults_converges() {
     if pending != 0 {
         problems.push(format!("{pending} changes left unacknowledged in the slot"));
     }
-    for table in ["ciosync.dead_letters", "ciosync.held_deletes"] {
-        let count = count(client, table).await;
-        if count != 0 {
-            problems.push(format!("{count} rows in {table}"));
+    problems.extend(injected.problems.iter().cloned());
+    problems.extend(operator.problems.iter().cloned());
+    let letters = operator::letters(&db).await;
+    if !letters.is_empty() {
+        problems.push(format!("{} rows in ciosync.dead_letters: {letters:?}", letters.len()));
+    }
+    if operator.retries == 0 {
+        problems.push("`dlq retry` never ran: no operation was dead-lettered".to_owned());
+    }
+    let holds = operator::holds(&db).await;
+    for state in ["pending", "held"] {
+        if let Some(n) = holds.get(state) {
+            problems.push(format!("{n} rows {state} in ciosync.held_deletes"));
         }
+    }
+    let discarded = operator::discarded(&db).await;
+    let kept: std::collections::BTreeSet<String> = injected.operator.kept.keys().cloned().collect();
+    if discarded != kept || kept.is_empty() {
+        problems.push(format!(
+            "{} held removals discarded, {} were chosen (the rest must be approved)",
+            discarded.len(),
+            kept.len()
+        ));
+    }
+    let backfills = backfills(client).await;
+    if backfills.keys().any(|state| state != "done") || backfills.is_empty() {
+        problems.push(format!("backfills by state: {backfills:?}, all should be done"));
+    }
+    if injected.operator.backfill_cuts == 0 {
+        problems.push("no backfill chunk was cut between its watermarks".to_owned());
     }
     let backpressure = injected.faults.get(&faults::Fault::Backpressure).copied().unwrap_or(0);
     if injected.budget_filled == 0 {
@@ -238,6 +306,10 @@ async fn mixed_workload_under_faults_converges() {
         plan_changes: plan_changes.values().sum(),
         calls: &calls,
         memory: &memory,
+        rss: rss.peak_bytes(),
+        operator: &operator,
+        outcome: &injected.operator,
+        holds: &holds,
         duplicate_events,
         failures: &failures,
         converged,
@@ -347,8 +419,92 @@ fn env_u64(name: &str) -> Option<u64> {
     Some(value.parse().unwrap_or_else(|_| panic!("{name} must be a whole number, got {value:?}")))
 }
 
-async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
-    client.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.expect("count").get(0)
+/// The backfills by state.
+async fn backfills(client: &tokio_postgres::Client) -> BTreeMap<String, i64> {
+    client
+        .query("SELECT state, count(*) FROM ciosync.backfills GROUP BY state", &[])
+        .await
+        .expect("read ciosync.backfills")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// The operator after the faults: `ciosync dlq retry --all` while dead
+/// letters wait, `ciosync deletes approve --all` while removals are held,
+/// each at most every two seconds; the backfill must finish by itself.
+#[derive(Debug, Default)]
+struct Operator {
+    last: Option<Instant>,
+    /// Runs of `dlq retry`, and the summary line of each.
+    retries: u32,
+    retried: Vec<String>,
+    /// Runs of `deletes approve`, and the output of each.
+    approvals: Vec<String>,
+    problems: Vec<String>,
+}
+
+impl Operator {
+    /// Acts if something waits; true once nothing does (no dead letter, no
+    /// held or pending removal, every backfill done).
+    async fn act(
+        &mut self,
+        db: &TestDb,
+        config: &std::path::Path,
+        emulator: &ciosync::emulator::Emulator,
+        outcome: &operator::Outcome,
+    ) -> bool {
+        let letters = !operator::letters(db).await.is_empty();
+        let holds = operator::holds(db).await;
+        let held = holds.contains_key("held") || holds.contains_key("pending");
+        let backfills = backfills(&db.client).await;
+        let backfilling = backfills.keys().any(|state| state != "done" && state != "failed");
+        if !letters && !held {
+            return !backfilling;
+        }
+        if self.last.is_some_and(|last| last.elapsed() < Duration::from_secs(2)) {
+            return false;
+        }
+        self.last = Some(Instant::now());
+        if letters {
+            let out = run_binary(&["dlq", "retry", "--all"], config).await;
+            self.retries += 1;
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            self.retried.push(stdout.lines().next().unwrap_or_default().to_owned());
+            if let Some((customer, plan)) = &outcome.stale_identify {
+                // The requests since the last collection: the retry's among them.
+                let stale = emulator.requests().iter().filter_map(|r| r.body.clone()).any(|b| {
+                    b["batch"].as_array().is_some_and(|items| {
+                        items.iter().any(|i| {
+                            i["action"] == "identify"
+                                && i["identifiers"]["id"] == customer.as_str()
+                                && i["attributes"]["plan"] == plan.as_str()
+                        })
+                    })
+                });
+                if stale {
+                    self.problems.push(format!(
+                        "dlq retry sent customer {customer}'s refused (older) values"
+                    ));
+                }
+            }
+            if !out.status.success() {
+                self.problems.push(format!(
+                    "dlq retry failed: {stdout}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+        }
+        if holds.contains_key("held") {
+            let out = run_binary(&["deletes", "approve", "--all"], config).await;
+            let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if !out.status.success() {
+                self.problems.push(format!("deletes approve failed: {stdout}"));
+            }
+            self.approvals.push(stdout);
+        }
+        false
+    }
 }
 
 struct Summary<'a> {
@@ -362,6 +518,11 @@ struct Summary<'a> {
     plan_changes: u64,
     calls: &'a Calls,
     memory: &'a Memory,
+    /// The daemon's peak RSS, the highest of any of its processes.
+    rss: u64,
+    operator: &'a Operator,
+    outcome: &'a operator::Outcome,
+    holds: &'a BTreeMap<String, i64>,
     duplicate_events: usize,
     failures: &'a BTreeMap<String, u64>,
     converged: Option<Duration>,
@@ -417,6 +578,38 @@ impl std::fmt::Display for Summary<'_> {
             out,
             "  memory budget ({} bytes): highest pending {} bytes; at the limit (reading paused) in {} of {} samples",
             MEMORY_BUDGET, m.peak, m.full, m.samples
+        );
+        let _ = writeln!(
+            out,
+            "  peak RSS of the daemon: {} (memory budget: max_pending_bytes {} + the breaker's \
+             eighth {}; the rest is the program itself)",
+            mib(self.rss),
+            mib(MEMORY_BUDGET),
+            mib(MEMORY_BUDGET / 8)
+        );
+        let o = self.outcome;
+        let _ = writeln!(out, "  dead-lettered for good: {}", o.letters.len());
+        for letter in &o.letters {
+            let _ = writeln!(out, "    {letter}");
+        }
+        let _ = writeln!(out, "  dlq retry runs: {}", self.operator.retries);
+        for line in &self.operator.retried {
+            let _ = writeln!(out, "    {line}");
+        }
+        let approvals = o.approved.iter().chain(&self.operator.approvals);
+        let _ = writeln!(
+            out,
+            "  held removals: {} discarded by choice, {:?} at the end; approvals:",
+            o.kept.len(),
+            self.holds
+        );
+        for line in approvals.flat_map(|text| text.lines()) {
+            let _ = writeln!(out, "    {line}");
+        }
+        let _ = writeln!(
+            out,
+            "  backfill sessions ended between a chunk's watermarks: {}",
+            o.backfill_cuts
         );
         let failures: u64 = self.failures.values().sum();
         let _ = writeln!(out, "  calls Customer.io accepted but did not apply: {failures}");

@@ -15,9 +15,27 @@ use super::workload::FILTERED_PLAN;
 /// (NULLs absent), by id.
 pub type Customers = BTreeMap<String, Map<String, Value>>;
 
-/// The customers the rows call for: every row not soft-deleted and inside
-/// the filter, with its mapped attributes.
+/// The customers the rows call for: every user not soft-deleted and inside
+/// the filter, and every member, with their mapped attributes.
 pub async fn expected_customers(client: &Client) -> Customers {
+    let mut customers = expected_users(client).await;
+    let members = client
+        .query("SELECT id::text, email FROM soak_members", &[])
+        .await
+        .expect("read soak_members");
+    for row in members {
+        let id: String = row.get(0);
+        let mut attributes = Map::new();
+        attributes.insert("id".into(), json!(id));
+        if let Some(email) = row.get::<_, Option<String>>(1) {
+            attributes.insert("email".into(), Value::from(email));
+        }
+        customers.insert(id, attributes);
+    }
+    customers
+}
+
+async fn expected_users(client: &Client) -> Customers {
     let rows = client
         .query(
             &format!(

@@ -39,6 +39,15 @@ pub const SCHEMA: &str = "
             VALUES (NEW.id, OLD.plan, NEW.plan);
         RETURN NULL;
     END $$;
+    -- A second person table, suppressed on delete (`delete_action`), for
+    -- the refused suppression of [`super::faults::Fault::ItemRefusals`].
+    CREATE TABLE public.soak_members (id bigint PRIMARY KEY, email text);
+    ALTER TABLE public.soak_members REPLICA IDENTITY FULL;
+    -- A backfill `--where` slow enough (a millisecond a row) that the soak
+    -- can end its session in the middle of a chunk, between the chunk's
+    -- watermarks ([`super::faults::Fault::BackfillCut`]).
+    CREATE FUNCTION soak_slow(bigint) RETURNS boolean LANGUAGE sql VOLATILE
+        AS $$ SELECT pg_sleep(0.001) IS NOT NULL $$;
     CREATE TRIGGER soak_plan_change AFTER UPDATE ON users FOR EACH ROW
         WHEN (OLD.plan IS DISTINCT FROM NEW.plan
               AND OLD.deleted_at IS NULL AND NEW.deleted_at IS NULL

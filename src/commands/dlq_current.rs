@@ -1,0 +1,134 @@
+//! What a customer's rows say now, for `ciosync dlq retry`: a refused
+//! identify is replaced by the current values, and a refused removal is
+//! sent only while the customer is still gone, so a replay never sets a
+//! customer back to what it was before a later change that was delivered.
+//!
+//! A letter does not name the table it came from, and needs not: the
+//! customer id names the person, and a person table's row is read by the
+//! same code as the initial copy and backfills ([`TableReader`]: the
+//! table's `[[sync]] filter` applies) and mapped by the same [`Mapper`] as
+//! a backfill's rows (every mapped attribute, NULLs as `null`; a
+//! soft-deleted row maps to a removal). One operation can hold attributes
+//! of several tables (the sink merges a customer's identifies), and old
+//! letters have nothing more than their columns, so an identify's tables
+//! are told by its attribute names: the person tables that map one of them.
+
+use serde_json::{Map, Value};
+use tokio_postgres::Client;
+
+use crate::change::{RowChange, RowOp};
+use crate::config::{DeleteAction, SyncConfig};
+use crate::customer::CustomerOp;
+use crate::mapping::Mapper;
+use crate::pg::PgError;
+use crate::source::reader::{postgres_now, TableReader};
+
+/// A customer as the person tables have it now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Current {
+    /// No table has a row for the customer that syncs: none, or only
+    /// filtered-out or soft-deleted ones.
+    Gone,
+    /// One table has a row that syncs; its mapped attributes (NULLs as
+    /// `null`, so a refresh also unsets what the row no longer has).
+    Live(Map<String, Value>),
+    /// Several tables have a row that syncs: which values are newest
+    /// cannot be told, so the letter is replayed as it was.
+    Several,
+}
+
+/// The person tables of the config, described when first asked about.
+pub struct Rows<'a> {
+    sql: &'a Client,
+    syncs: &'a [SyncConfig],
+    mapper: Mapper,
+    readers: Vec<Option<TableReader>>,
+}
+
+impl<'a> Rows<'a> {
+    pub fn new(sql: &'a Client, syncs: &'a [SyncConfig]) -> Self {
+        Self {
+            sql,
+            syncs,
+            mapper: Mapper::new(syncs),
+            readers: syncs.iter().map(|_| None).collect(),
+        }
+    }
+
+    /// The person tables an identify with these attribute names can come
+    /// from: those mapping one of them, or every one for an identify
+    /// without attributes. Empty when the config maps none of them (it
+    /// changed since the letter was written).
+    pub fn tables_of_identify(&self, names: &[String]) -> Vec<usize> {
+        (0..self.syncs.len())
+            .filter(|&i| {
+                names.is_empty() || names.iter().any(|n| self.syncs[i].attributes.contains_key(n))
+            })
+            .collect()
+    }
+
+    /// Every person table: any of them with a row for the customer keeps
+    /// the person alive.
+    pub fn every_table(&self) -> Vec<usize> {
+        (0..self.syncs.len()).collect()
+    }
+
+    /// What removing the customer sends, by the `delete_action` of the
+    /// first of `tables`.
+    pub fn removal(&self, tables: &[usize], customer: &str) -> CustomerOp {
+        let id = customer.to_owned();
+        match tables.first().map(|&i| self.syncs[i].delete_action) {
+            Some(DeleteAction::Suppress) => CustomerOp::Suppress { id },
+            _ => CustomerOp::Delete { id },
+        }
+    }
+
+    /// The customer as `tables` have it now.
+    pub async fn current(&mut self, customer: &str, tables: &[usize]) -> Result<Current, PgError> {
+        let now = postgres_now(self.sql).await?;
+        let mut live = Vec::new();
+        for &i in tables {
+            if let Some(attributes) = self.read(i, customer, now).await? {
+                live.push(attributes);
+            }
+        }
+        Ok(match live.len() {
+            0 => Current::Gone,
+            1 => Current::Live(live.remove(0)),
+            _ => Current::Several,
+        })
+    }
+
+    /// The mapped attributes of table `i`'s row for `customer`, if it has
+    /// one that syncs.
+    async fn read(
+        &mut self,
+        i: usize,
+        customer: &str,
+        now: i64,
+    ) -> Result<Option<Map<String, Value>>, PgError> {
+        let reader = match &mut self.readers[i] {
+            Some(reader) => reader,
+            slot => slot.insert(TableReader::new(self.sql, &self.syncs[i], None).await?),
+        };
+        let Some(row) = reader.row_with_key(self.sql, customer).await? else { return Ok(None) };
+        // As a backfill reads a row: an update with no old row sends every
+        // mapped attribute; a soft-deleted row maps to a removal.
+        let change = RowChange {
+            table: reader.table().clone(),
+            op: RowOp::Update { old: None, old_is_key_only: false, new: row },
+            commit_time: now,
+            position: Default::default(),
+        };
+        Ok(self.mapper.map(&change).ops.into_iter().find_map(|op| match op {
+            CustomerOp::Identify { id, attributes, .. } if id == customer => Some(attributes),
+            _ => None,
+        }))
+    }
+
+    /// Postgres's clock: the `timestamp` of a refreshed identify, as of a
+    /// backfill's rows.
+    pub async fn now(&self) -> Result<i64, PgError> {
+        postgres_now(self.sql).await
+    }
+}
