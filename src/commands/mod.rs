@@ -12,4 +12,3 @@
 pub mod backfill;
 pub mod deletes;
 pub mod dlq;
-mod dlq_current;

@@ -1,296 +1,30 @@
-//! `ciosync dlq list | retry | discard`: the operator's side of the
-//! dead-letter table, for the config's slot. Exit 0 on success, 1 on a
-//! failure (Postgres, Customer.io, an unknown id), 2 on bad usage or config.
+//! `dlq retry`: each letter replayed in id order, a person's letter with
+//! the row as it is now (see the `retry` help), until Customer.io gives a
+//! definite answer or the command must stop.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use clap::{Args, Subcommand};
-
 use tokio_postgres::Client;
 
-use super::dlq_current::{Current, Rows};
-use crate::config::{Config, ConfigError};
+use super::current::{Current, Rows};
+use super::{emit, CommandError, Stop, MAX_TRIES};
+use crate::config::Config;
 use crate::customer::CustomerOp;
 use crate::dead_letter::render::{self, Refusal, RetrySummary, Skip};
 use crate::dead_letter::{DeadLetterTable, Replayable};
-use crate::error::error_chain;
-use crate::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::pg::PgError;
 use crate::sink::batch::encode;
 use crate::sink::client::TrackClient;
 use crate::sink::retry::{cut_error_text, describe_item_error, Backoff, Verdict};
-use crate::sink::SinkError;
 use crate::telemetry::Counters;
 use crate::track_api::ItemError;
 use crate::track_api::Route;
 
-/// Most tries of one letter while Customer.io answers with something
-/// transient (a 5xx, a 429, a timeout); then `retry` stops and keeps it.
-pub const MAX_TRIES: u32 = 5;
-/// Letters read per query by `list`, so memory stays flat however many there are.
-const PAGE: i64 = 1000;
-
-/// The `dlq` subcommands, as parsed.
-#[derive(Debug, Subcommand)]
-pub enum DlqCommand {
-    /// Show this slot's dead letters: id, customer id, operation (an event
-    /// with its name, a merge with both ids), attribute names, status,
-    /// Customer.io's error, attempts, first and last attempt.
-    List {
-        /// The TOML config file.
-        #[arg(long, short)]
-        config: PathBuf,
-        /// One JSON object per line instead of a table.
-        #[arg(long)]
-        json: bool,
-        /// With --json: include each letter's payload (customer data).
-        #[arg(long, requires = "json")]
-        payload: bool,
-    },
-    /// Replay dead letters to Customer.io in id order, each by the route it
-    /// was first sent on (an anonymous event to /api/v1/events, anything
-    /// else as a one-item /api/v2/batch); delivered ones are deleted,
-    /// refused ones kept with the new error.
-    ///
-    /// A replay never sets a customer back to older values: an identify
-    /// sends the row's current values (read from the synced table, its
-    /// filter and soft delete applied), or nothing if the row is gone or no
-    /// longer syncs; a delete or suppression is sent only if the customer
-    /// still has no row that syncs. Events and merges are sent as they were.
-    /// The rows are read again after each send, and sent again if they
-    /// changed meanwhile.
-    Retry {
-        /// The TOML config file.
-        #[arg(long, short)]
-        config: PathBuf,
-        #[command(flatten)]
-        which: Which,
-    },
-    /// Delete dead letters without sending them.
-    Discard {
-        /// The TOML config file.
-        #[arg(long, short)]
-        config: PathBuf,
-        #[command(flatten)]
-        which: Which,
-    },
-}
-
-/// Which rows `dlq retry|discard` or `deletes approve|discard` act on.
-#[derive(Debug, Clone, Args)]
-pub struct Which {
-    /// An id, as the `list` subcommand shows it; may repeat.
-    #[arg(long = "id", value_name = "N", conflicts_with = "all")]
-    pub ids: Vec<i64>,
-    /// Every one of this slot.
-    #[arg(long)]
-    pub all: bool,
-}
-
-/// What `ciosync dlq` was asked to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    List { json: bool, payload: bool },
-    Retry(Selection),
-    Discard(Selection),
-}
-
-/// The letters chosen with `--id` or `--all`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    All,
-    /// Sorted, without repeats.
-    Ids(Vec<i64>),
-}
-
-impl DlqCommand {
-    /// The config file, and the request or why the arguments do not make one.
-    pub fn into_parts(self) -> (PathBuf, Result<Request, String>) {
-        match self {
-            Self::List { config, json, payload } => (config, Ok(Request::List { json, payload })),
-            Self::Retry { config, which } => {
-                (config, selection("retry", which).map(Request::Retry))
-            }
-            Self::Discard { config, which } => {
-                (config, selection("discard", which).map(Request::Discard))
-            }
-        }
-    }
-}
-
-fn selection(command: &str, which: Which) -> Result<Selection, String> {
-    which.selection(&format!("dlq {command}"), "dead letters", "ciosync dlq list")
-}
-
-impl Which {
-    /// `--all`, or the `--id`s sorted without repeats; neither is bad usage
-    /// (clap already refuses both), worded with the `command` ("dlq retry"),
-    /// `what` it acts on ("dead letters") and the `list` command that shows
-    /// the ids. Shared with `ciosync deletes`.
-    pub fn selection(self, command: &str, what: &str, list: &str) -> Result<Selection, String> {
-        if self.all {
-            return Ok(Selection::All);
-        }
-        if self.ids.is_empty() {
-            return Err(format!(
-                "{command}: say which {what}: --id N (may repeat) or --all; `{list}` shows the ids"
-            ));
-        }
-        let mut ids = self.ids;
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(Selection::Ids(ids))
-    }
-}
-
-/// Why `ciosync dlq` failed; the message says what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Postgres(#[from] PgError),
-    #[error("no dead letter {} for slot {slot} (`ciosync dlq list` shows them); nothing was changed", join(.ids))]
-    Unknown { ids: Vec<i64>, slot: String },
-    #[error(transparent)]
-    Client(#[from] SinkError),
-    #[error("stopped at dead letter {id}; it and the {left} after it were kept")]
-    Stopped {
-        id: i64,
-        left: usize,
-        #[source]
-        reason: Stop,
-    },
-    #[error("cannot write the output")]
-    Output(#[source] std::io::Error),
-}
-
-impl CommandError {
-    fn exit_code(&self) -> u8 {
-        match self {
-            Self::Config(_) => EXIT_USAGE,
-            _ => EXIT_FAILURE,
-        }
-    }
-}
-
-fn join(ids: &[i64]) -> String {
-    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
-}
-
-/// Why `retry` stopped before the end: nothing more can go through until
-/// the operator fixes something (or Customer.io recovers).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Stop {
-    #[error(
-        "Customer.io refused the credentials (HTTP 401): check customerio.api_key and \
-         customerio.site_id (or CIOSYNC_CUSTOMERIO_API_KEY / CIOSYNC_CUSTOMERIO_SITE_ID)"
-    )]
-    Unauthorized,
-    #[error(
-        "Customer.io answered HTTP {status} (a redirect): the workspace is probably in the \
-         other region; set customerio.region (ciosync check shows the workspace's region) or \
-         customerio.track_url"
-    )]
-    Redirected { status: u16 },
-    #[error(
-        "Customer.io refused the request (HTTP {status}: {message}): check customerio.track_url \
-         and the workspace"
-    )]
-    Refused { status: u16, message: String },
-    #[error("Customer.io did not accept it after {tries} tries (last: {reason}); try again later")]
-    Unavailable { tries: u32, reason: String },
-}
-
-/// Runs the request and maps the outcome to an exit status.
-pub async fn run(config: &Config, request: Request) -> ExitCode {
-    match execute(config, request).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("ciosync: {}", error_chain(&error));
-            ExitCode::from(error.exit_code())
-        }
-    }
-}
-
-async fn execute(config: &Config, request: Request) -> Result<(), CommandError> {
-    let settings = config.postgres.connection()?;
-    let sql = settings.connect_sql().await.map_err(PgError::sql("connect"))?;
-    let slot = config.postgres.slot.as_str();
-    let table = DeadLetterTable::open(&sql, slot).await?;
-    match request {
-        Request::List { json, payload } => list(&table, slot, json, payload).await,
-        Request::Retry(selection) => {
-            let ids = chosen(&table, slot, selection).await?;
-            retry(config, &sql, &table, &ids).await
-        }
-        Request::Discard(selection) => {
-            let ids = chosen(&table, slot, selection).await?;
-            let discarded = table.delete(&ids).await?;
-            let noun = if discarded == 1 { "dead letter" } else { "dead letters" };
-            emit(&format!("discarded {discarded} {noun}\n"))
-        }
-    }
-}
-
-/// The ids of the chosen letters, in order; an unknown `--id` changes nothing.
-async fn chosen(
-    table: &DeadLetterTable<'_>,
-    slot: &str,
-    selection: Selection,
-) -> Result<Vec<i64>, CommandError> {
-    match selection {
-        Selection::All => Ok(table.ids(None).await?),
-        Selection::Ids(wanted) => {
-            let found = table.ids(Some(&wanted)).await?;
-            let missing: Vec<i64> = wanted.into_iter().filter(|id| !found.contains(id)).collect();
-            if missing.is_empty() {
-                Ok(found)
-            } else {
-                Err(CommandError::Unknown { ids: missing, slot: slot.to_owned() })
-            }
-        }
-    }
-}
-
-/// Prints every letter, a page at a time for `--json`; the table needs
-/// them all to align its columns (without payloads, so they stay small).
-async fn list(
-    table: &DeadLetterTable<'_>,
-    slot: &str,
-    json: bool,
-    payload: bool,
-) -> Result<(), CommandError> {
-    let mut after = 0;
-    let mut all = Vec::new();
-    loop {
-        let page = table.page(after, PAGE, json && payload).await?;
-        let Some(last) = page.last() else { break };
-        after = last.id;
-        if json {
-            let lines: String = page.iter().map(|l| render::json_line(l) + "\n").collect();
-            emit(&lines)?;
-        } else {
-            all.extend(page);
-        }
-    }
-    if !json {
-        emit(&render::table(&all, slot))?;
-    } else if after == 0 {
-        // Said on stderr, so stdout stays valid JSON lines.
-        eprintln!("no dead letters for slot {slot}");
-    }
-    Ok(())
-}
-
 /// Replays each letter in id order and prints the summary, also when it
 /// stops early.
-async fn retry(
+pub(super) async fn retry(
     config: &Config,
     sql: &Client,
     table: &DeadLetterTable<'_>,
@@ -638,80 +372,9 @@ fn item_errors_text(errors: &[ItemError]) -> String {
     cut_error_text(texts.join("; "))
 }
 
-fn emit(text: &str) -> Result<(), CommandError> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(CommandError::Output)
-}
-
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::cli::{Cli, Command};
-
-    fn parse(args: &[&str]) -> Result<(PathBuf, Result<Request, String>), clap::Error> {
-        let cli = Cli::try_parse_from([&["ciosync", "dlq"], args].concat())?;
-        match cli.command {
-            Command::Dlq { command } => Ok(command.into_parts()),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn request(args: &[&str]) -> Result<Request, String> {
-        parse(args).expect("parses").1
-    }
-
-    #[test]
-    fn parses_each_subcommand_with_its_config() {
-        let (config, list) = parse(&["list", "--config", "c.toml"]).unwrap();
-        assert_eq!(config, PathBuf::from("c.toml"));
-        assert_eq!(list, Ok(Request::List { json: false, payload: false }));
-        assert_eq!(
-            request(&["list", "--json", "--payload", "-c", "c.toml"]),
-            Ok(Request::List { json: true, payload: true })
-        );
-        assert_eq!(
-            request(&["retry", "--id", "7", "--id", "3", "--id", "7", "-c", "c.toml"]),
-            Ok(Request::Retry(Selection::Ids(vec![3, 7])))
-        );
-        assert_eq!(
-            request(&["discard", "--all", "--config", "c.toml"]),
-            Ok(Request::Discard(Selection::All))
-        );
-    }
-
-    #[test]
-    fn neither_id_nor_all_says_what_to_add() {
-        for command in ["retry", "discard"] {
-            let message = request(&[command, "--config", "c.toml"]).unwrap_err();
-            assert!(message.contains(&format!("dlq {command}")), "{message}");
-            assert!(message.contains("--id N") && message.contains("--all"), "{message}");
-        }
-    }
-
-    #[test]
-    fn bad_combinations_are_usage_errors() {
-        for args in [
-            &["retry", "--id", "1", "--all", "-c", "c.toml"][..],
-            &["discard", "--id", "x", "-c", "c.toml"],
-            &["list", "--payload", "-c", "c.toml"],
-            &["list"],
-            &["purge", "-c", "c.toml"],
-        ] {
-            let error = parse(args).map(|_| ()).unwrap_err();
-            assert_eq!(error.exit_code(), i32::from(EXIT_USAGE), "{args:?}");
-        }
-    }
-
-    #[test]
-    fn the_retry_help_says_a_replay_sends_the_current_row() {
-        let error = Cli::try_parse_from(["ciosync", "dlq", "retry", "--help"]).unwrap_err();
-        let help = error.to_string();
-        assert!(help.contains("never sets a customer back"), "{help}");
-        assert!(help.contains("row's current values"), "{help}");
-        assert!(!help.contains("ciosync backfill --where"), "{help}");
-    }
 
     fn replayable(operation: &str, customer: &str, payload: &str) -> Replayable {
         Replayable {
