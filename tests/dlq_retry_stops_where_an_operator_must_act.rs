@@ -10,7 +10,7 @@
 //! 503 on the first letter (`dlq_retry_stops_while_customerio_is_down`)
 //! are tested on their own.
 
-use ciosync::commands::dlq::MAX_TRIES;
+use ciosync::commands::send::MAX_TRIES;
 use ciosync::emulator::{Emulator, Faults};
 use serde_json::json;
 

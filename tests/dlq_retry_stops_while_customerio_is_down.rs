@@ -1,7 +1,7 @@
 //! While Customer.io answers only 5xx, `dlq retry` backs off a few times,
 //! then stops with exit 1 and keeps the letter untouched.
 
-use ciosync::commands::dlq::MAX_TRIES;
+use ciosync::commands::send::MAX_TRIES;
 use ciosync::emulator::Faults;
 use serde_json::json;
 

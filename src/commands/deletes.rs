@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use crate::commands::dlq::{Selection, Stop, Which, MAX_TRIES};
+use crate::commands::select::{Selection, Which};
+use crate::commands::send::{self, Answer, Stop};
 use crate::config::{Config, ConfigError};
 use crate::dead_letter::render::{printable, time};
 use crate::delete_guard::store::{HeldRow, HeldTable};
@@ -27,9 +28,9 @@ use crate::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::pg::PgError;
 use crate::sink::batch;
 use crate::sink::client::TrackClient;
-use crate::sink::retry::{Backoff, Verdict};
 use crate::sink::SinkError;
 use crate::telemetry::Counters;
+use crate::track_api::Route;
 
 /// The `deletes` subcommands, as parsed.
 #[derive(Debug, Subcommand)]
@@ -267,25 +268,11 @@ async fn send(
     max_backoff: Duration,
 ) -> Result<Vec<usize>, Stop> {
     let body = bytes::Bytes::from(body);
-    let mut backoff = Backoff::new(max_backoff);
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match client.post_batch(body.clone()).await {
-            Verdict::Accepted => return Ok(Vec::new()),
-            Verdict::PartlyRejected(errors) => {
-                return Ok(errors.iter().filter_map(|e| e.batch_index).collect())
-            }
-            Verdict::Rejected { .. } => return Ok((0..items).collect()),
-            Verdict::Retry { after, .. } if tries < MAX_TRIES => {
-                tokio::time::sleep(backoff.next_delay(after)).await
-            }
-            Verdict::Retry { reason, .. } => return Err(Stop::Unavailable { tries, reason }),
-            Verdict::Unauthorized => return Err(Stop::Unauthorized),
-            Verdict::Redirected { status } => return Err(Stop::Redirected { status }),
-            Verdict::Refused { status, message } => return Err(Stop::Refused { status, message }),
-        }
-    }
+    Ok(match send::until_answered(client, Route::Batch, body, max_backoff).await? {
+        Answer::Accepted => Vec::new(),
+        Answer::PartlyRejected(errors) => errors.iter().filter_map(|e| e.batch_index).collect(),
+        Answer::Rejected { .. } => (0..items).collect(),
+    })
 }
 
 /// The rows as an aligned table, or a line saying there are none.

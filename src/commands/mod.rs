@@ -12,3 +12,5 @@
 pub mod backfill;
 pub mod deletes;
 pub mod dlq;
+pub mod select;
+pub mod send;

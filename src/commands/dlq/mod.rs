@@ -9,8 +9,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
+use crate::commands::select::{Selection, Which};
+use crate::commands::send::Stop;
 use crate::config::{Config, ConfigError};
 use crate::dead_letter::render;
 use crate::dead_letter::DeadLetterTable;
@@ -20,9 +22,6 @@ use crate::pg::PgError;
 use crate::sink::SinkError;
 use replay::retry;
 
-/// Most tries of one letter while Customer.io answers with something
-/// transient (a 5xx, a 429, a timeout); then `retry` stops and keeps it.
-pub const MAX_TRIES: u32 = 5;
 /// Letters read per query by `list`, so memory stays flat however many there are.
 const PAGE: i64 = 1000;
 
@@ -72,31 +71,12 @@ pub enum DlqCommand {
     },
 }
 
-/// Which rows `dlq retry|discard` or `deletes approve|discard` act on.
-#[derive(Debug, Clone, Args)]
-pub struct Which {
-    /// An id, as the `list` subcommand shows it; may repeat.
-    #[arg(long = "id", value_name = "N", conflicts_with = "all")]
-    pub ids: Vec<i64>,
-    /// Every one of this slot.
-    #[arg(long)]
-    pub all: bool,
-}
-
 /// What `ciosync dlq` was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     List { json: bool, payload: bool },
     Retry(Selection),
     Discard(Selection),
-}
-
-/// The letters chosen with `--id` or `--all`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    All,
-    /// Sorted, without repeats.
-    Ids(Vec<i64>),
 }
 
 impl DlqCommand {
@@ -116,27 +96,6 @@ impl DlqCommand {
 
 fn selection(command: &str, which: Which) -> Result<Selection, String> {
     which.selection(&format!("dlq {command}"), "dead letters", "ciosync dlq list")
-}
-
-impl Which {
-    /// `--all`, or the `--id`s sorted without repeats; neither is bad usage
-    /// (clap already refuses both), worded with the `command` ("dlq retry"),
-    /// `what` it acts on ("dead letters") and the `list` command that shows
-    /// the ids. Shared with `ciosync deletes`.
-    pub fn selection(self, command: &str, what: &str, list: &str) -> Result<Selection, String> {
-        if self.all {
-            return Ok(Selection::All);
-        }
-        if self.ids.is_empty() {
-            return Err(format!(
-                "{command}: say which {what}: --id N (may repeat) or --all; `{list}` shows the ids"
-            ));
-        }
-        let mut ids = self.ids;
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(Selection::Ids(ids))
-    }
 }
 
 /// Why `ciosync dlq` failed; the message says what to fix.
@@ -172,30 +131,6 @@ impl CommandError {
 
 fn join(ids: &[i64]) -> String {
     ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
-}
-
-/// Why `retry` stopped before the end: nothing more can go through until
-/// the operator fixes something (or Customer.io recovers).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Stop {
-    #[error(
-        "Customer.io refused the credentials (HTTP 401): check customerio.api_key and \
-         customerio.site_id (or CIOSYNC_CUSTOMERIO_API_KEY / CIOSYNC_CUSTOMERIO_SITE_ID)"
-    )]
-    Unauthorized,
-    #[error(
-        "Customer.io answered HTTP {status} (a redirect): the workspace is probably in the \
-         other region; set customerio.region (ciosync check shows the workspace's region) or \
-         customerio.track_url"
-    )]
-    Redirected { status: u16 },
-    #[error(
-        "Customer.io refused the request (HTTP {status}: {message}): check customerio.track_url \
-         and the workspace"
-    )]
-    Refused { status: u16, message: String },
-    #[error("Customer.io did not accept it after {tries} tries (last: {reason}); try again later")]
-    Unavailable { tries: u32, reason: String },
 }
 
 /// Runs the request and maps the outcome to an exit status.

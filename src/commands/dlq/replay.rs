@@ -9,7 +9,8 @@ use bytes::Bytes;
 use tokio_postgres::Client;
 
 use super::current::{Current, Rows};
-use super::{emit, CommandError, Stop, MAX_TRIES};
+use super::{emit, CommandError};
+use crate::commands::send::{self, Stop};
 use crate::config::Config;
 use crate::customer::CustomerOp;
 use crate::dead_letter::render::{self, Refusal, RetrySummary, Skip};
@@ -17,7 +18,7 @@ use crate::dead_letter::{DeadLetterTable, Replayable};
 use crate::pg::PgError;
 use crate::sink::batch::encode;
 use crate::sink::client::TrackClient;
-use crate::sink::retry::{cut_error_text, describe_item_error, Backoff, Verdict};
+use crate::sink::retry::{cut_error_text, describe_item_error};
 use crate::telemetry::Counters;
 use crate::track_api::ItemError;
 use crate::track_api::Route;
@@ -314,16 +315,15 @@ async fn replay(
         Route::Batch => batch_body(payload),
         Route::AnonymousEvent => Bytes::from(payload.to_owned()),
     };
-    let mut backoff = Backoff::new(max_backoff);
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match step(client.post(route, body.clone()).await, tries) {
-            Step::Done(answer) => return Ok(answer),
-            Step::Wait(after) => tokio::time::sleep(backoff.next_delay(after)).await,
-            Step::Stop(stop) => return Err(stop),
+    Ok(match send::until_answered(client, route, body, max_backoff).await? {
+        send::Answer::Accepted => Answer::Delivered,
+        send::Answer::PartlyRejected(errors) => {
+            Answer::RefusedAgain { status: 207, error: item_errors_text(&errors) }
         }
-    }
+        send::Answer::Rejected { status, message } => {
+            Answer::RefusedAgain { status, error: message }
+        }
+    })
 }
 
 /// `{"batch":[payload]}`: the letter as the one item of a batch request.
@@ -336,32 +336,6 @@ fn batch_body(payload: &str) -> Bytes {
 enum Answer {
     Delivered,
     RefusedAgain { status: u16, error: String },
-}
-
-/// What to do after an answer, the `tries`-th for this letter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Step {
-    Done(Answer),
-    /// Send again after the backoff (or the `Retry-After`).
-    Wait(Option<Duration>),
-    Stop(Stop),
-}
-
-fn step(verdict: Verdict, tries: u32) -> Step {
-    match verdict {
-        Verdict::Accepted => Step::Done(Answer::Delivered),
-        Verdict::PartlyRejected(errors) => {
-            Step::Done(Answer::RefusedAgain { status: 207, error: item_errors_text(&errors) })
-        }
-        Verdict::Rejected { status, message } => {
-            Step::Done(Answer::RefusedAgain { status, error: message })
-        }
-        Verdict::Retry { after, .. } if tries < MAX_TRIES => Step::Wait(after),
-        Verdict::Retry { reason, .. } => Step::Stop(Stop::Unavailable { tries, reason }),
-        Verdict::Unauthorized => Step::Stop(Stop::Unauthorized),
-        Verdict::Redirected { status } => Step::Stop(Stop::Redirected { status }),
-        Verdict::Refused { status, message } => Step::Stop(Stop::Refused { status, message }),
-    }
 }
 
 /// A per-item refusal in the words the daemon stores it with (`reason
@@ -399,58 +373,6 @@ mod tests {
         assert_eq!(removal_kind(r#"{"action":"delete"}"#).as_deref(), Some("delete"));
         assert_eq!(removal_kind(r#"{"action":"identify"}"#), None);
         assert_eq!(removal_kind("not json"), None);
-    }
-
-    #[test]
-    fn each_verdict_has_its_step() {
-        assert_eq!(step(Verdict::Accepted, 1), Step::Done(Answer::Delivered));
-        let errors = vec![ItemError {
-            batch_index: Some(0),
-            reason: Some("too_large".into()),
-            field: Some("attributes.x".into()),
-            message: Some("attribute name cannot be longer than 150 bytes".into()),
-        }];
-        assert_eq!(
-            step(Verdict::PartlyRejected(errors), 1),
-            Step::Done(Answer::RefusedAgain {
-                status: 207,
-                error: "too_large (attributes.x): attribute name cannot be longer than 150 bytes"
-                    .into()
-            })
-        );
-        assert_eq!(
-            step(Verdict::Rejected { status: 400, message: "bad".into() }, 1),
-            Step::Done(Answer::RefusedAgain { status: 400, error: "bad".into() })
-        );
-        let retry = |tries| {
-            step(
-                Verdict::Retry { after: Some(Duration::from_secs(2)), reason: "HTTP 503".into() },
-                tries,
-            )
-        };
-        assert_eq!(retry(1), Step::Wait(Some(Duration::from_secs(2))));
-        assert_eq!(retry(MAX_TRIES - 1), Step::Wait(Some(Duration::from_secs(2))));
-        assert_eq!(
-            retry(MAX_TRIES),
-            Step::Stop(Stop::Unavailable { tries: MAX_TRIES, reason: "HTTP 503".into() })
-        );
-        assert_eq!(step(Verdict::Unauthorized, 1), Step::Stop(Stop::Unauthorized));
-        assert_eq!(
-            step(Verdict::Redirected { status: 301 }, 1),
-            Step::Stop(Stop::Redirected { status: 301 })
-        );
-        assert!(matches!(
-            step(Verdict::Refused { status: 403, message: "no".into() }, 1),
-            Step::Stop(Stop::Refused { status: 403, .. })
-        ));
-    }
-
-    #[test]
-    fn every_stop_names_the_config_key_to_fix() {
-        assert!(Stop::Unauthorized.to_string().contains("customerio.api_key"));
-        assert!(Stop::Redirected { status: 301 }.to_string().contains("customerio.region"));
-        let refused = Stop::Refused { status: 403, message: "x".into() };
-        assert!(refused.to_string().contains("customerio.track_url"));
     }
 
     #[test]
