@@ -63,59 +63,93 @@ async fn execute(config: &Config, request: Request) -> Result<ExitCode, String> 
             }
         }
         Request::Queue { table, where_clause, attributes, detach } => {
-            let syncs = match select_tables(config, table.as_deref(), where_clause.as_deref()) {
-                Ok(s) => s,
-                Err(message) => return Ok(usage(&message)),
+            let queue = Queue { table, where_clause, attributes, detach };
+            queue.run(config, &sql, &state).await
+        }
+    }
+}
+
+/// `ciosync backfill [--table T] [--where …] [--attributes …] [--detach]`.
+struct Queue {
+    table: Option<String>,
+    where_clause: Option<String>,
+    attributes: Option<Vec<String>>,
+    detach: bool,
+}
+
+impl Queue {
+    /// Queues one backfill per chosen table, then follows them unless detached.
+    async fn run(
+        self,
+        config: &Config,
+        sql: &tokio_postgres::Client,
+        state: &State<'_>,
+    ) -> Result<ExitCode, String> {
+        let syncs = match select_tables(config, self.table.as_deref(), self.where_clause.as_deref())
+        {
+            Ok(s) => s,
+            Err(message) => return Ok(usage(&message)),
+        };
+        if let Some(attributes) = &self.attributes {
+            let mapped = |a: &String| syncs.iter().any(|s| s.attributes.contains_key(a));
+            if let Some(unknown) = attributes.iter().find(|a| !mapped(a)) {
+                return Ok(usage(&format!(
+                    "--attributes: `{unknown}` is not a mapped attribute of the table"
+                )));
+            }
+        }
+        let mut ids = Vec::new();
+        for sync in syncs {
+            let total = match self.count(sql, sync).await? {
+                Ok(total) => total,
+                Err(bad_where) => return Ok(bad_where),
             };
-            if let Some(attributes) = &attributes {
-                let mapped = |a: &String| syncs.iter().any(|s| s.attributes.contains_key(a));
-                if let Some(unknown) = attributes.iter().find(|a| !mapped(a)) {
-                    return Ok(usage(&format!(
-                        "--attributes: `{unknown}` is not a mapped attribute of the table"
-                    )));
-                }
+            let table = sync.table.to_string();
+            let id = state
+                .enqueue_backfill(
+                    &table,
+                    self.where_clause.as_deref(),
+                    self.attributes.as_deref(),
+                    total,
+                )
+                .await
+                .map_err(|e| error_chain(&e))?;
+            println!("backfill {id} queued: {table}, {total} rows");
+            ids.push(id);
+        }
+        if self.detach {
+            return Ok(ExitCode::SUCCESS);
+        }
+        follow(state, &ids).await
+    }
+
+    /// The rows the backfill of `sync` will read (the table's own filter
+    /// too), for progress; counting also proves `--where` is valid SQL for
+    /// the table (`Ok(Err)`: the usage error to exit with).
+    async fn count(
+        &self,
+        sql: &tokio_postgres::Client,
+        sync: &SyncConfig,
+    ) -> Result<Result<i64, ExitCode>, String> {
+        let conditions: Vec<String> = sync
+            .filter
+            .as_deref()
+            .into_iter()
+            .chain(self.where_clause.as_deref())
+            .map(|c| format!("({c})"))
+            .collect();
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        let query = format!("SELECT count(*) FROM {}{filter}", sync.table.quoted());
+        match sql.query_one(&query, &[]).await {
+            Ok(row) => Ok(Ok(row.get(0))),
+            Err(e) if self.where_clause.is_some() => {
+                Ok(Err(usage(&format!("--where: {}", error_chain(&e)))))
             }
-            let mut ids = Vec::new();
-            for sync in syncs {
-                // The rows the backfill will read: the table's own filter too.
-                let conditions: Vec<String> = sync
-                    .filter
-                    .as_deref()
-                    .into_iter()
-                    .chain(where_clause.as_deref())
-                    .map(|c| format!("({c})"))
-                    .collect();
-                let filter = if conditions.is_empty() {
-                    String::new()
-                } else {
-                    format!(" WHERE {}", conditions.join(" AND "))
-                };
-                // Counting also proves --where is valid SQL for this table.
-                let count = sql
-                    .query_one(
-                        &format!("SELECT count(*) FROM {}{filter}", sync.table.quoted()),
-                        &[],
-                    )
-                    .await;
-                let total: i64 = match count {
-                    Ok(row) => row.get(0),
-                    Err(e) if where_clause.is_some() => {
-                        return Ok(usage(&format!("--where: {}", error_chain(&e))));
-                    }
-                    Err(e) => return Err(error_chain(&e)),
-                };
-                let table = sync.table.to_string();
-                let id = state
-                    .enqueue_backfill(&table, where_clause.as_deref(), attributes.as_deref(), total)
-                    .await
-                    .map_err(|e| error_chain(&e))?;
-                println!("backfill {id} queued: {table}, {total} rows");
-                ids.push(id);
-            }
-            if detach {
-                return Ok(ExitCode::SUCCESS);
-            }
-            follow(&state, &ids).await
+            Err(e) => Err(error_chain(&e)),
         }
     }
 }
