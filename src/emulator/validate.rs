@@ -170,62 +170,12 @@ pub fn parse_event(
     now: i64,
 ) -> Result<StoredEvent, Vec<Problem>> {
     let mut problems = Vec::new();
-    let kind = match (kind, object.get("type")) {
-        (Some(kind), _) => kind.to_owned(),
-        (None, None | Some(Value::Null)) => "event".to_owned(),
-        (None, Some(Value::String(t))) if matches!(t.as_str(), "event" | "page" | "screen") => {
-            t.clone()
-        }
-        (None, Some(_)) => {
-            problems.push(Problem::new(
-                REASON_INVALID,
-                join(prefix, "type"),
-                "event type must be event, page or screen",
-            ));
-            "event".to_owned()
-        }
-    };
+    let kind = event_kind(object, kind, prefix, &mut problems);
     let name = object.get("name").and_then(Value::as_str).unwrap_or("").trim().to_owned();
-    if name.is_empty() {
-        problems.push(Problem::new(
-            REASON_REQUIRED,
-            join(prefix, "name"),
-            "event name must not be blank",
-        ));
-    } else if kind == "page" && name.chars().count() >= MAX_PAGE_NAME_CHARS {
-        problems.push(Problem::new(
-            REASON_TOO_LARGE,
-            join(prefix, "name"),
-            format!("event name must be less than {MAX_PAGE_NAME_CHARS} characters"),
-        ));
-    } else if kind != "page" && name.len() > MAX_EVENT_NAME_BYTES {
-        problems.push(Problem::new(
-            REASON_TOO_LARGE,
-            join(prefix, "name"),
-            format!("event name cannot be longer than {MAX_EVENT_NAME_BYTES} bytes"),
-        ));
+    if let Some(problem) = name_problem(&name, &kind, prefix) {
+        problems.push(problem);
     }
-    let data = match object.get(data_key) {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(data)) => {
-            if Value::Object(data.clone()).to_string().len() > MAX_EVENT_DATA_BYTES {
-                problems.push(Problem::new(
-                    REASON_TOO_LARGE,
-                    join(prefix, data_key),
-                    format!("event data cannot be longer than {MAX_EVENT_DATA_BYTES} bytes"),
-                ));
-            }
-            data.clone()
-        }
-        Some(_) => {
-            problems.push(Problem::new(
-                REASON_INVALID,
-                join(prefix, data_key),
-                "event data must be a hash",
-            ));
-            Map::new()
-        }
-    };
+    let data = event_data(object, data_key, prefix, &mut problems);
     let id = match object.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
@@ -248,6 +198,87 @@ pub fn parse_event(
         return Err(problems);
     }
     Ok(StoredEvent { name, kind, id, timestamp: timestamp.unwrap_or(now), data, anonymous_id })
+}
+
+/// `event`, `page` or `screen`: given (v2 takes it from the action), or the
+/// body's `type`, `event` when absent.
+fn event_kind(
+    object: &Map<String, Value>,
+    kind: Option<&str>,
+    prefix: &str,
+    problems: &mut Vec<Problem>,
+) -> String {
+    match (kind, object.get("type")) {
+        (Some(kind), _) => kind.to_owned(),
+        (None, None | Some(Value::Null)) => "event".to_owned(),
+        (None, Some(Value::String(t))) if matches!(t.as_str(), "event" | "page" | "screen") => {
+            t.clone()
+        }
+        (None, Some(_)) => {
+            problems.push(Problem::new(
+                REASON_INVALID,
+                join(prefix, "type"),
+                "event type must be event, page or screen",
+            ));
+            "event".to_owned()
+        }
+    }
+}
+
+/// A page's name is limited in characters, any other event's in bytes.
+fn name_problem(name: &str, kind: &str, prefix: &str) -> Option<Problem> {
+    if name.is_empty() {
+        return Some(Problem::new(
+            REASON_REQUIRED,
+            join(prefix, "name"),
+            "event name must not be blank",
+        ));
+    }
+    if kind == "page" && name.chars().count() >= MAX_PAGE_NAME_CHARS {
+        return Some(Problem::new(
+            REASON_TOO_LARGE,
+            join(prefix, "name"),
+            format!("event name must be less than {MAX_PAGE_NAME_CHARS} characters"),
+        ));
+    }
+    if kind != "page" && name.len() > MAX_EVENT_NAME_BYTES {
+        return Some(Problem::new(
+            REASON_TOO_LARGE,
+            join(prefix, "name"),
+            format!("event name cannot be longer than {MAX_EVENT_NAME_BYTES} bytes"),
+        ));
+    }
+    None
+}
+
+/// The event's data object (`data_key`), empty when absent.
+fn event_data(
+    object: &Map<String, Value>,
+    data_key: &str,
+    prefix: &str,
+    problems: &mut Vec<Problem>,
+) -> Map<String, Value> {
+    match object.get(data_key) {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(data)) => {
+            if Value::Object(data.clone()).to_string().len() > MAX_EVENT_DATA_BYTES {
+                problems.push(Problem::new(
+                    REASON_TOO_LARGE,
+                    join(prefix, data_key),
+                    format!("event data cannot be longer than {MAX_EVENT_DATA_BYTES} bytes"),
+                ));
+            }
+            data.clone()
+        }
+        Some(_) => {
+            problems.push(Problem::new(
+                REASON_INVALID,
+                join(prefix, data_key),
+                "event data must be a hash",
+            ));
+            Map::new()
+        }
+    }
 }
 
 #[cfg(test)]
