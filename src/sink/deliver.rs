@@ -77,27 +77,17 @@ impl Delivery {
                 {
                     // An error naming no item we sent: we cannot tell which
                     // failed, so all of them go again (repeating is harmless).
-                    let delay = backoff.next_delay(None);
-                    Counters::add(&self.counters.requests_retried, 1);
-                    tracing::warn!(
-                        operations = count,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "Customer.io named an item the request did not hold; retrying it whole"
-                    );
-                    tokio::time::sleep(delay).await;
+                    let why =
+                        "Customer.io named an item the request did not hold; retrying it whole";
+                    self.wait(&mut backoff, count, why).await;
                 }
                 Verdict::PartlyRejected(errors) => {
                     let sent: Vec<Pending> = pending.drain(..count).collect();
                     let retry = self.sort_item_errors(sent, &errors, &mut letters);
                     if !retry.is_empty() {
-                        let delay = backoff.next_delay(None);
-                        Counters::add(&self.counters.requests_retried, 1);
-                        tracing::warn!(
-                            operations = retry.len(),
-                            retry_in_ms = delay.as_millis() as u64,
-                            "Customer.io could not take some operations for now; retrying them"
-                        );
-                        tokio::time::sleep(delay).await;
+                        let why =
+                            "Customer.io could not take some operations for now; retrying them";
+                        self.wait(&mut backoff, retry.len(), why).await;
                     }
                     // Retried items go first: they are older than the rest.
                     pending.splice(0..0, retry);
@@ -126,22 +116,7 @@ impl Delivery {
                     let refused = pending.remove(0);
                     letters.push(refused.item.into_dead_letter(refused.attempts, status, message));
                 }
-                Verdict::Unauthorized => {
-                    // Nothing works until the credentials do; the daemon
-                    // stays up, not ready, and keeps asking (a key can be
-                    // re-enabled in Customer.io), rather than exiting into a
-                    // restart loop that no alert could see.
-                    self.counters.health.set_unauthorized(true);
-                    Counters::add(&self.counters.requests_retried, 1);
-                    let delay = backoff.next_delay(None);
-                    tracing::error!(
-                        retry_in_ms = delay.as_millis() as u64,
-                        operations = count,
-                        "{}; retrying, nothing is acknowledged meanwhile",
-                        SinkError::Unauthorized
-                    );
-                    tokio::time::sleep(delay).await;
-                }
+                Verdict::Unauthorized => self.wait_for_credentials(&mut backoff, count).await,
                 Verdict::Redirected { status } => return Err(SinkError::Redirected { status }),
                 Verdict::Refused { status, message } => {
                     return Err(SinkError::Refused { status, message })
@@ -150,6 +125,31 @@ impl Delivery {
         }
         self.record(letters).await;
         Ok(())
+    }
+
+    /// Nothing works until the credentials do; the daemon stays up, not
+    /// ready, and keeps asking (a key can be re-enabled in Customer.io),
+    /// rather than exiting into a restart loop that no alert could see.
+    async fn wait_for_credentials(&self, backoff: &mut Backoff, operations: usize) {
+        self.counters.health.set_unauthorized(true);
+        Counters::add(&self.counters.requests_retried, 1);
+        let delay = backoff.next_delay(None);
+        tracing::error!(
+            retry_in_ms = delay.as_millis() as u64,
+            operations,
+            "{}; retrying, nothing is acknowledged meanwhile",
+            SinkError::Unauthorized
+        );
+        tokio::time::sleep(delay).await;
+    }
+
+    /// Waits the next backoff step before `operations` go again, counted
+    /// and logged with `why`.
+    async fn wait(&self, backoff: &mut Backoff, operations: usize, why: &str) {
+        let delay = backoff.next_delay(None);
+        Counters::add(&self.counters.requests_retried, 1);
+        tracing::warn!(operations, retry_in_ms = delay.as_millis() as u64, "{why}");
+        tokio::time::sleep(delay).await;
     }
 
     /// Splits the items of a 207 into accepted (counted), refused for good
