@@ -557,6 +557,101 @@ mod tests {
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }
 
+    /// Counters with every atomic set to its own value, so each metric's
+    /// value shows which field it reads.
+    fn populated() -> Counters {
+        let c = Counters::default();
+        let fields = [
+            &c.rows_copied,
+            &c.changes_skipped_no_change,
+            &c.changes_skipped_invalid_id,
+            &c.changes_skipped_unknown_table,
+            &c.changes_skipped_soft_deleted,
+            &c.changes_skipped_invalid_event,
+            &c.changes_skipped_write_back,
+            &c.bad_messages,
+            &c.truncates_ignored,
+            &c.attributes_dropped,
+            &c.ops_accepted,
+            &c.ops_rejected,
+            &c.rate_limited,
+            &c.ops_coalesced,
+            &c.ops_dead_lettered,
+            &c.dead_letter_store_failures,
+            &c.pending_bytes,
+            &c.pending_bytes_peak,
+            &c.requests_retried,
+            &c.transactions_acked,
+            &c.source_reconnects,
+            &c.pending_operations,
+            &c.last_received_lsn,
+            &c.last_acked_lsn,
+            &c.slots_recreated,
+            &c.heartbeats_written,
+            &c.heartbeats_received,
+            &c.retained_wal_warn_bytes,
+            &c.retained_wal_warning,
+            &c.delete_guard_tripped,
+            &c.delete_guard_limit,
+            &c.deletes_held,
+            &c.deletes_held_total,
+            &c.webhooks.stored,
+            &c.webhooks.duplicates,
+            &c.webhooks.write_backs,
+        ];
+        for (i, field) in fields.into_iter().enumerate() {
+            Counters::add(field, 100 + i as u64);
+        }
+        let users = crate::change::Table {
+            oid: 1,
+            schema: "public".to_owned(),
+            name: "users".to_owned(),
+            columns: Vec::new(),
+            replica_identity: crate::change::ReplicaIdentity::Full,
+        };
+        c.changes_received.add(&users, crate::telemetry::by_table::Operation::Update);
+        for status in [Some(200), Some(302), Some(404), Some(503), None] {
+            c.requests.record(status);
+        }
+        c.requests_events.record(Some(200));
+        c.request_duration.observe(0.07);
+        c.request_items.observe(42.0);
+        c.health.set_phase(Phase::Streaming);
+        c.health.set_unauthorized(true);
+        c.webhooks.received("email", "opened");
+        c.webhooks.received("nope", "nope");
+        c.webhooks.rejected(crate::telemetry::webhooks::Rejection::Signature);
+        c
+    }
+
+    /// The `ciosync_` part of a scrape of [`populated`] counters and a
+    /// slot reading (the process metrics change from one scrape to the next).
+    fn populated_text() -> String {
+        let mut all = families(&populated(), Duration::from_secs(60));
+        let reading = super::super::slot::Reading {
+            server_lsn: 9000,
+            slot: Some(super::super::slot::SlotRow {
+                confirmed_flush_lsn: Some(8000),
+                restart_lsn: Some(7000),
+                wal_status: Some("extended".to_owned()),
+                safe_wal_size: Some(6000),
+            }),
+            backfill_rows: (30, 40),
+            dead_letters: Some(5),
+        };
+        all.extend(super::super::slot::families(Some(&reading)));
+        let mut text = String::new();
+        TextEncoder::new().encode_utf8(&all, &mut text).unwrap();
+        text
+    }
+
+    #[test]
+    #[ignore = "writes the scrape to $CIOSYNC_METRICS_DUMP for the before/after comparison"]
+    fn dump_populated_text() {
+        let path = std::env::var("CIOSYNC_METRICS_DUMP").unwrap();
+        std::fs::write(path, populated_text()).unwrap();
+    }
+
     #[test]
     fn names_follow_the_conventions() {
         for family in ciosync_families() {
