@@ -551,11 +551,63 @@ mod tests {
         }
     }
 
+    /// The `metric`, `type` and `labels` cells of each METRICS.md table row
+    /// naming a `ciosync_` metric; the labels cell as the label names, each
+    /// the first backquoted word of a `; `-separated part.
+    fn documented_metrics(doc: &str) -> Vec<(String, String, Vec<String>)> {
+        doc.lines()
+            .filter_map(|line| line.strip_prefix("| `ciosync_"))
+            .map(|row| {
+                let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+                let name = format!("ciosync_{}", cells[0].trim_end_matches('`'));
+                let labels = cells[2]
+                    .split("; ")
+                    .filter_map(|part| part.trim().strip_prefix('`')?.split('`').next())
+                    .map(str::to_owned)
+                    .collect();
+                (name, cells[1].to_owned(), labels)
+            })
+            .collect()
+    }
+
     #[test]
-    fn metrics_md_lists_every_metric() {
+    fn metrics_md_documents_each_declared_metric_with_its_kind_and_labels() {
+        let documented = documented_metrics(include_str!("../../METRICS.md"));
+        for metric in METRICS {
+            let Some((_, kind, labels)) = documented.iter().find(|(name, ..)| name == metric.name)
+            else {
+                panic!("METRICS.md has no row for {}", metric.name);
+            };
+            assert_eq!(kind, metric.kind.as_str(), "METRICS.md's type of {}", metric.name);
+            assert_eq!(labels, metric.labels, "METRICS.md's labels of {}", metric.name);
+        }
+        for (name, ..) in &documented {
+            assert!(
+                METRICS.iter().any(|m| m.name == name),
+                "METRICS.md lists {name}, which is not declared in names::METRICS"
+            );
+        }
         let doc = include_str!("../../METRICS.md");
         for name in exported_metric_names() {
             assert!(doc.contains(&format!("`{name}`")), "METRICS.md does not list {name}");
         }
+    }
+
+    #[test]
+    fn each_declaration_is_exported_as_declared() {
+        let families = ciosync_families();
+        for metric in METRICS {
+            let Some(family) = families.iter().find(|f| f.name() == metric.name) else {
+                panic!("{} is declared but not exported", metric.name);
+            };
+            assert_eq!(family.get_field_type(), metric.kind.proto(), "{}", metric.name);
+            assert_eq!(family.help(), metric.help, "{}", metric.name);
+            for sample in family.get_metric() {
+                let labels: Vec<&str> = sample.get_label().iter().map(|l| l.name()).collect();
+                let labels: Vec<&str> = labels.into_iter().filter(|l| *l != "le").collect();
+                assert_eq!(labels, metric.labels, "{}", metric.name);
+            }
+        }
+        assert_eq!(families.len(), METRICS.len(), "a family exported twice or undeclared");
     }
 }
