@@ -3,7 +3,7 @@
 //! ```text
 //!  pipeline, source, sink ──Counters::add / set──▶ Counters (atomics) + Health
 //!                                                        │ read at scrape time
-//!  GET /metrics ◀── exporter (names: metric names) ◀─────┤
+//!  GET /metrics ◀── exporter (names: declarations) ◀─────┤
 //!  GET /readyz  ◀── health::judge ◀──────────────────────┤     (server: the HTTP side)
 //!  systemd      ◀── READY / STATUS / WATCHDOG ◀──────────┘     (systemd: sd_notify, when NOTIFY_SOCKET is set)
 //! ```
@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use health::{Health, Phase};
 
 /// Every counter and gauge the daemon keeps. [`exporter`] maps each to its
-/// metric (`names` has the names; METRICS.md the meaning).
+/// metric (`names` declares each metric; METRICS.md the meaning).
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Rows read by the initial copy.
