@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{LabelPair, MetricFamily, MetricType};
 use prometheus::{Registry, TextEncoder};
 
 use super::health::Phase;
@@ -125,91 +125,62 @@ pub(super) fn describe(families: &[MetricFamily]) -> Vec<Desc> {
         .collect()
 }
 
-/// Every family built from `counters`, each with at least one sample.
+/// Every family built from `counters`, each with at least one sample, in
+/// the order of the declarations in `names`.
 fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
-    let get = Counters::get;
     let mut out = Families::default();
-    out.labelled(
-        MetricType::GAUGE,
-        BUILD_INFO,
-        "Always 1; the version is in the label.",
-        LABEL_VERSION,
-        &[(env!("CARGO_PKG_VERSION"), 1.0)],
-    );
+    pipeline_state(c, stall_timeout, &mut out);
+    slot_safety(c, &mut out);
+    stream(c, &mut out);
+    operations(c, &mut out);
+    delete_guard(c, &mut out);
+    requests(c, &mut out);
+    acknowledgements(c, &mut out);
+    webhook_families(&c.webhooks, &mut out);
+    out.0
+}
 
+/// The version, the phase, readiness and the last delivery.
+fn pipeline_state(c: &Counters, stall_timeout: Duration, out: &mut Families) {
+    out.labelled(&BUILD_INFO, &[(env!("CARGO_PKG_VERSION"), 1.0)]);
     let phase = c.health.phase();
     let phases: Vec<(&str, f64)> =
         Phase::ALL.iter().map(|p| (p.as_str(), f64::from(u8::from(*p == phase)))).collect();
-    out.labelled(
-        MetricType::GAUGE,
-        PIPELINE_PHASE,
-        "1 for the pipeline's current phase, 0 for the others.",
-        LABEL_PHASE,
-        &phases,
-    );
+    out.labelled(&PIPELINE_PHASE, &phases);
     let ready = c.health.readiness(stall_timeout).is_ok();
-    out.gauge(READY, "1 while /readyz answers 200, else 0.", f64::from(u8::from(ready)));
+    out.gauge(&READY, f64::from(u8::from(ready)));
     let last_delivery = c
         .health
         .last_delivery()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0.0, |d| d.as_secs_f64());
-    out.gauge(
-        LAST_DELIVERY_TIMESTAMP,
-        "Unix time of the last batch Customer.io accepted or that was dead-lettered (0 before the first).",
-        last_delivery,
-    );
+    out.gauge(&LAST_DELIVERY_TIMESTAMP, last_delivery);
+}
 
-    out.gauge(
-        CUSTOMERIO_UNAUTHORIZED,
-        "1 while Customer.io refuses the credentials (HTTP 401): nothing is delivered or acknowledged.",
-        f64::from(u8::from(c.health.unauthorized())),
-    );
-    out.counter(
-        HEARTBEATS_WRITTEN,
-        "Heartbeats written to the WAL while the synced tables were quiet (postgres.heartbeat_interval_secs).",
-        get(&c.heartbeats_written),
-    );
-    out.counter(
-        HEARTBEATS_RECEIVED,
-        "This slot's heartbeats that came back through the replication stream.",
-        get(&c.heartbeats_received),
-    );
-    out.gauge(
-        SLOT_RETAINED_WAL_WARN_BYTES,
-        "Retained WAL at which ciosync warns: postgres.retained_wal_warn_bytes, capped at 80% of max_slot_wal_keep_size (0 until read).",
-        get(&c.retained_wal_warn_bytes) as f64,
-    );
-    out.gauge(
-        SLOT_RETAINED_WAL_WARNING,
-        "1 while the slot retains at least ciosync_slot_retained_wal_warn_bytes of WAL, else 0.",
-        get(&c.retained_wal_warning) as f64,
-    );
-    out.counter(
-        SLOTS_RECREATED,
-        "Times the lost replication slot was created again (postgres.on_slot_lost = recreate_and_backfill).",
-        get(&c.slots_recreated),
-    );
+/// Refused credentials, heartbeats and the retained-WAL watch.
+fn slot_safety(c: &Counters, out: &mut Families) {
+    let get = Counters::get;
+    out.gauge(&CUSTOMERIO_UNAUTHORIZED, f64::from(u8::from(c.health.unauthorized())));
+    out.counter(&HEARTBEATS_WRITTEN, get(&c.heartbeats_written));
+    out.counter(&HEARTBEATS_RECEIVED, get(&c.heartbeats_received));
+    out.gauge(&SLOT_RETAINED_WAL_WARN_BYTES, get(&c.retained_wal_warn_bytes) as f64);
+    out.gauge(&SLOT_RETAINED_WAL_WARNING, get(&c.retained_wal_warning) as f64);
+    out.counter(&SLOTS_RECREATED, get(&c.slots_recreated));
+}
 
-    out.counter(INITIAL_COPY_ROWS, "Rows read by the initial copy.", get(&c.rows_copied));
+/// What the replication stream and the initial copy brought, and what was
+/// left out.
+fn stream(c: &Counters, out: &mut Families) {
+    let get = Counters::get;
+    out.counter(&INITIAL_COPY_ROWS, get(&c.rows_copied));
     let changes = c.changes_received.snapshot();
-    let changes: Vec<(Vec<(&str, &str)>, f64)> = changes
+    let changes: Vec<(Vec<&str>, f64)> = changes
         .iter()
-        .map(|(table, op, n)| {
-            (vec![(LABEL_TABLE, table.as_str()), (LABEL_OPERATION, op.as_str())], *n as f64)
-        })
+        .map(|(table, op, n)| (vec![table.as_str(), op.as_str()], *n as f64))
         .collect();
-    out.series(
-        MetricType::COUNTER,
-        CHANGES_RECEIVED,
-        "Row changes received from the synced tables, by table and operation (no series before the first change).",
-        &changes,
-    );
+    out.series(&CHANGES_RECEIVED, &changes);
     out.labelled(
-        MetricType::COUNTER,
-        CHANGES_SKIPPED,
-        "Changes that produced no Customer.io call, by reason (truncate counts TRUNCATE statements).",
-        LABEL_REASON,
+        &CHANGES_SKIPPED,
         &[
             ("no_change", get(&c.changes_skipped_no_change) as f64),
             ("invalid_id", get(&c.changes_skipped_invalid_id) as f64),
@@ -220,242 +191,142 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
             ("truncate", get(&c.truncates_ignored) as f64),
         ],
     );
-    out.counter(
-        UNDECODABLE_MESSAGES,
-        "Replication messages that could not be decoded and were skipped.",
-        get(&c.bad_messages),
-    );
-    out.counter(
-        ATTRIBUTES_DROPPED,
-        "Attributes left out of a call (over a limit, unparseable or missing).",
-        get(&c.attributes_dropped),
-    );
+    out.counter(&UNDECODABLE_MESSAGES, get(&c.bad_messages));
+    out.counter(&ATTRIBUTES_DROPPED, get(&c.attributes_dropped));
+}
 
+/// How operations ended, dead letters, and what waits in memory.
+fn operations(c: &Counters, out: &mut Families) {
+    let get = Counters::get;
     // `ops_rejected` is bumped with `ops_dead_lettered`, by the same amount:
     // a refused operation is always stored as a dead letter.
     out.labelled(
-        MetricType::COUNTER,
-        OPERATIONS_COMPLETED,
-        "Operations completed: accepted by Customer.io, or refused for good and stored in ciosync.dead_letters.",
-        LABEL_OUTCOME,
+        &OPERATIONS_COMPLETED,
         &[
             ("accepted", get(&c.ops_accepted) as f64),
             ("dead_lettered", get(&c.ops_dead_lettered) as f64),
         ],
     );
     out.gauge(
-        DEAD_LETTER_STORE_FAILING,
-        "1 while operations Customer.io refused cannot be stored in ciosync.dead_letters: they are retried, nothing is acknowledged meanwhile.",
+        &DEAD_LETTER_STORE_FAILING,
         f64::from(u8::from(c.health.dead_letter_store_failing())),
     );
-    out.counter(
-        DEAD_LETTER_STORE_FAILURES,
-        "Failed attempts to store refused operations in ciosync.dead_letters (each is retried).",
-        get(&c.dead_letter_store_failures),
-    );
-    out.counter(
-        OPERATIONS_COALESCED,
-        "Operations merged into a waiting one of the same customer: calls saved.",
-        get(&c.ops_coalesced),
-    );
-    out.gauge(
-        PENDING_OPERATIONS,
-        "Operations read and not yet completed.",
-        get(&c.pending_operations) as f64,
-    );
-    out.gauge(
-        PENDING_BYTES,
-        "Estimated memory held by operations not yet completed and by unacknowledged commits (limit: pipeline.max_pending_bytes).",
-        get(&c.pending_bytes) as f64,
-    );
-    out.gauge(
-        PENDING_PEAK_BYTES,
-        "The highest ciosync_pending_bytes since start.",
-        get(&c.pending_bytes_peak) as f64,
-    );
+    out.counter(&DEAD_LETTER_STORE_FAILURES, get(&c.dead_letter_store_failures));
+    out.counter(&OPERATIONS_COALESCED, get(&c.ops_coalesced));
+    out.gauge(&PENDING_OPERATIONS, get(&c.pending_operations) as f64);
+    out.gauge(&PENDING_BYTES, get(&c.pending_bytes) as f64);
+    out.gauge(&PENDING_PEAK_BYTES, get(&c.pending_bytes_peak) as f64);
+}
 
-    out.gauge(
-        DELETE_GUARD_TRIPPED,
-        "1 while the mass-delete circuit breaker holds deletes and suppressions for an operator (ciosync deletes list), else 0.",
-        get(&c.delete_guard_tripped) as f64,
-    );
-    out.gauge(
-        DELETE_GUARD_LIMIT,
-        "Removals the mass-delete circuit breaker lets through per window now: the stricter of max_deletes and max_share of the estimated rows; 0 while no limit is in force.",
-        get(&c.delete_guard_limit) as f64,
-    );
-    out.gauge(
-        DELETES_HELD,
-        "Removals waiting in ciosync.held_deletes for ciosync deletes approve or discard.",
-        get(&c.deletes_held) as f64,
-    );
-    out.counter(
-        DELETES_HELD_TOTAL,
-        "Removals the mass-delete circuit breaker held instead of sending.",
-        get(&c.deletes_held_total),
-    );
+/// The mass-delete circuit breaker.
+fn delete_guard(c: &Counters, out: &mut Families) {
+    let get = Counters::get;
+    out.gauge(&DELETE_GUARD_TRIPPED, get(&c.delete_guard_tripped) as f64);
+    out.gauge(&DELETE_GUARD_LIMIT, get(&c.delete_guard_limit) as f64);
+    out.gauge(&DELETES_HELD, get(&c.deletes_held) as f64);
+    out.counter(&DELETES_HELD_TOTAL, get(&c.deletes_held_total));
+}
 
-    let requests: Vec<(Vec<(&str, &str)>, f64)> =
-        [("batch", &c.requests), ("events", &c.requests_events)]
-            .iter()
-            .flat_map(|(endpoint, outcomes)| {
-                outcomes.by_class().map(|(class, n)| {
-                    (vec![(LABEL_ENDPOINT, *endpoint), (LABEL_STATUS_CLASS, class)], n as f64)
-                })
-            })
-            .collect();
-    out.series(
-        MetricType::COUNTER,
-        CUSTOMERIO_REQUESTS,
-        "HTTP requests to the Customer.io Track API, by endpoint and status class (no_answer: connect error or timeout).",
-        &requests,
-    );
+/// Requests to Customer.io: outcomes, durations, sizes, 429s and retries.
+fn requests(c: &Counters, out: &mut Families) {
+    let requests: Vec<(Vec<&str>, f64)> = [("batch", &c.requests), ("events", &c.requests_events)]
+        .iter()
+        .flat_map(|(endpoint, outcomes)| {
+            outcomes.by_class().map(|(class, n)| (vec![*endpoint, class], n as f64))
+        })
+        .collect();
+    out.series(&CUSTOMERIO_REQUESTS, &requests);
     out.0.extend(c.request_duration.collect());
     out.0.extend(c.request_items.collect());
-    out.counter(
-        CUSTOMERIO_RATE_LIMITED,
-        "HTTP 429 answers from Customer.io.",
-        get(&c.rate_limited),
-    );
-    out.counter(
-        CUSTOMERIO_RETRIES,
-        "Requests retried after a transient failure.",
-        get(&c.requests_retried),
-    );
+    out.counter(&CUSTOMERIO_RATE_LIMITED, Counters::get(&c.rate_limited));
+    out.counter(&CUSTOMERIO_RETRIES, Counters::get(&c.requests_retried));
+}
 
-    out.counter(
-        TRANSACTIONS_ACKED,
-        "Transactions acknowledged to Postgres.",
-        get(&c.transactions_acked),
-    );
-    out.counter(
-        POSTGRES_RECONNECTS,
-        "Reconnections to Postgres after the replication stream broke.",
-        get(&c.source_reconnects),
-    );
-    out.gauge(
-        LAST_RECEIVED_LSN,
-        "The highest WAL position received from Postgres, as a byte offset.",
-        get(&c.last_received_lsn) as f64,
-    );
+/// Acknowledgements to Postgres, positions and lag.
+fn acknowledgements(c: &Counters, out: &mut Families) {
+    let get = Counters::get;
+    out.counter(&TRANSACTIONS_ACKED, get(&c.transactions_acked));
+    out.counter(&POSTGRES_RECONNECTS, get(&c.source_reconnects));
+    out.gauge(&LAST_RECEIVED_LSN, get(&c.last_received_lsn) as f64);
     let now =
         std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
     out.gauge(
-        REPLICATION_LAG_SECONDS,
-        "Age of the oldest transaction received and not yet acknowledged (now - its commit time); 0 when all are.",
+        &REPLICATION_LAG_SECONDS,
         super::lag::lag_seconds(get(&c.oldest_unacked_commit), now),
     );
-    out.gauge(
-        LAST_ACKED_LSN,
-        "The last WAL position acknowledged to Postgres, as a byte offset.",
-        get(&c.last_acked_lsn) as f64,
-    );
-    webhook_families(&c.webhooks, &mut out);
-    out.0
+    out.gauge(&LAST_ACKED_LSN, get(&c.last_acked_lsn) as f64);
 }
 
 /// The reporting-webhook receiver's counters.
 fn webhook_families(w: &crate::telemetry::webhooks::WebhookCounters, out: &mut Families) {
-    let received: Vec<(Vec<(&str, &str)>, f64)> = w
+    let received: Vec<(Vec<&str>, f64)> = w
         .received_snapshot()
         .into_iter()
-        .map(|(object_type, metric, n)| {
-            (vec![(LABEL_OBJECT_TYPE, object_type), (LABEL_METRIC, metric)], n as f64)
-        })
+        .map(|(object_type, metric, n)| (vec![object_type, metric], n as f64))
         .collect();
-    out.series(
-        MetricType::COUNTER,
-        WEBHOOKS_RECEIVED,
-        "Verified reporting-webhook events, by object_type and metric (other: not in the spec; no series before the first).",
-        &received,
-    );
-    out.counter(
-        WEBHOOKS_STORED,
-        "Reporting-webhook events written to the events table.",
-        Counters::get(&w.stored),
-    );
-    out.counter(
-        WEBHOOKS_DUPLICATES,
-        "Reporting-webhook events already in the table (Customer.io retried or repeated them); answered 200, not stored again.",
-        Counters::get(&w.duplicates),
-    );
-    out.counter(
-        WEBHOOKS_WRITE_BACKS,
-        "Rows of synced tables changed by [[webhooks.write_back]] (never echoed to Customer.io).",
-        Counters::get(&w.write_backs),
-    );
+    out.series(&WEBHOOKS_RECEIVED, &received);
+    out.counter(&WEBHOOKS_STORED, Counters::get(&w.stored));
+    out.counter(&WEBHOOKS_DUPLICATES, Counters::get(&w.duplicates));
+    out.counter(&WEBHOOKS_WRITE_BACKS, Counters::get(&w.write_backs));
     let rejected: Vec<(&str, f64)> = crate::telemetry::webhooks::Rejection::ALL
         .iter()
         .map(|r| (r.as_str(), w.rejected_count(*r) as f64))
         .collect();
-    out.labelled(
-        MetricType::COUNTER,
-        WEBHOOKS_REJECTED,
-        "Webhook requests refused, by reason (database: answered 503, Customer.io retries).",
-        LABEL_REASON,
-        &rejected,
-    );
+    out.labelled(&WEBHOOKS_REJECTED, &rejected);
 }
 
-/// Builds metric families by hand: the values are read, not accumulated.
+/// Builds metric families from their declarations in `names` and the
+/// values read now (nothing is accumulated here).
 #[derive(Default)]
 pub(super) struct Families(pub(super) Vec<MetricFamily>);
 
 impl Families {
-    pub(super) fn counter(&mut self, name: &str, help: &str, value: u64) {
-        self.push(
-            MetricType::COUNTER,
-            name,
-            help,
-            vec![sample(MetricType::COUNTER, &[], value as f64)],
-        );
+    /// An unlabelled counter.
+    pub(super) fn counter(&mut self, metric: &Metric, value: u64) {
+        self.series(metric, &[(Vec::new(), value as f64)]);
     }
 
-    pub(super) fn gauge(&mut self, name: &str, help: &str, value: f64) {
-        self.push(MetricType::GAUGE, name, help, vec![sample(MetricType::GAUGE, &[], value)]);
+    /// An unlabelled gauge.
+    pub(super) fn gauge(&mut self, metric: &Metric, value: f64) {
+        self.series(metric, &[(Vec::new(), value)]);
     }
 
     /// A gauge left out of the exposition when `value` is unknown.
-    pub(super) fn optional_gauge(&mut self, name: &str, help: &str, value: Option<f64>) {
-        let samples = value.map(|v| sample(MetricType::GAUGE, &[], v)).into_iter().collect();
-        self.push(MetricType::GAUGE, name, help, samples);
+    pub(super) fn optional_gauge(&mut self, metric: &Metric, value: Option<f64>) {
+        let values: Vec<(Vec<&str>, f64)> = value.map(|v| (Vec::new(), v)).into_iter().collect();
+        self.series(metric, &values);
     }
 
-    pub(super) fn labelled(
-        &mut self,
-        kind: MetricType,
-        name: &str,
-        help: &str,
-        label: &str,
-        values: &[(&str, f64)],
-    ) {
-        let samples = values.iter().map(|(v, x)| sample(kind, &[(label, v)], *x)).collect();
-        self.push(kind, name, help, samples);
+    /// A metric with one label: each label value and its sample.
+    pub(super) fn labelled(&mut self, metric: &Metric, values: &[(&str, f64)]) {
+        let values: Vec<(Vec<&str>, f64)> = values.iter().map(|(v, x)| (vec![*v], *x)).collect();
+        self.series(metric, &values);
     }
 
-    pub(super) fn series(
-        &mut self,
-        kind: MetricType,
-        name: &str,
-        help: &str,
-        values: &[(Vec<(&str, &str)>, f64)],
-    ) {
-        let samples = values.iter().map(|(labels, x)| sample(kind, labels, *x)).collect();
-        self.push(kind, name, help, samples);
-    }
-
-    fn push(&mut self, kind: MetricType, name: &str, help: &str, samples: Vec<Metric>) {
+    /// Each series' label values, in the order of `metric.labels`, and its
+    /// sample.
+    pub(super) fn series(&mut self, metric: &Metric, values: &[(Vec<&str>, f64)]) {
+        let kind = metric.kind.proto();
+        let samples = values
+            .iter()
+            .map(|(label_values, x)| {
+                debug_assert_eq!(label_values.len(), metric.labels.len(), "{}", metric.name);
+                let labels: Vec<(&str, &str)> =
+                    metric.labels.iter().copied().zip(label_values.iter().copied()).collect();
+                sample(kind, &labels, *x)
+            })
+            .collect();
         let mut family = MetricFamily::default();
-        family.set_name(name.to_owned());
-        family.set_help(help.to_owned());
+        family.set_name(metric.name.to_owned());
+        family.set_help(metric.help.to_owned());
         family.set_field_type(kind);
         family.set_metric(samples);
         self.0.push(family);
     }
 }
 
-fn sample(kind: MetricType, labels: &[(&str, &str)], value: f64) -> Metric {
-    let mut metric = Metric::default();
+fn sample(kind: MetricType, labels: &[(&str, &str)], value: f64) -> prometheus::proto::Metric {
+    let mut metric = prometheus::proto::Metric::default();
     metric.set_label(
         labels
             .iter()
@@ -557,6 +428,111 @@ mod tests {
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }
 
+    /// Counters with every atomic set to its own value, so each metric's
+    /// value shows which field it reads.
+    fn populated() -> Counters {
+        let c = Counters::default();
+        let fields = [
+            &c.rows_copied,
+            &c.changes_skipped_no_change,
+            &c.changes_skipped_invalid_id,
+            &c.changes_skipped_unknown_table,
+            &c.changes_skipped_soft_deleted,
+            &c.changes_skipped_invalid_event,
+            &c.changes_skipped_write_back,
+            &c.bad_messages,
+            &c.truncates_ignored,
+            &c.attributes_dropped,
+            &c.ops_accepted,
+            &c.ops_rejected,
+            &c.rate_limited,
+            &c.ops_coalesced,
+            &c.ops_dead_lettered,
+            &c.dead_letter_store_failures,
+            &c.pending_bytes,
+            &c.pending_bytes_peak,
+            &c.requests_retried,
+            &c.transactions_acked,
+            &c.source_reconnects,
+            &c.pending_operations,
+            &c.last_received_lsn,
+            &c.last_acked_lsn,
+            &c.slots_recreated,
+            &c.heartbeats_written,
+            &c.heartbeats_received,
+            &c.retained_wal_warn_bytes,
+            &c.retained_wal_warning,
+            &c.delete_guard_tripped,
+            &c.delete_guard_limit,
+            &c.deletes_held,
+            &c.deletes_held_total,
+            &c.webhooks.stored,
+            &c.webhooks.duplicates,
+            &c.webhooks.write_backs,
+        ];
+        for (i, field) in fields.into_iter().enumerate() {
+            Counters::add(field, 100 + i as u64);
+        }
+        let users = crate::change::Table {
+            oid: 1,
+            schema: "public".to_owned(),
+            name: "users".to_owned(),
+            columns: Vec::new(),
+            replica_identity: crate::change::ReplicaIdentity::Full,
+        };
+        c.changes_received.add(&users, crate::telemetry::by_table::Operation::Update);
+        for status in [Some(200), Some(302), Some(404), Some(503), None] {
+            c.requests.record(status);
+        }
+        c.requests_events.record(Some(200));
+        c.request_duration.observe(0.07);
+        c.request_items.observe(42.0);
+        c.health.set_phase(Phase::Streaming);
+        c.health.set_unauthorized(true);
+        c.webhooks.received("email", "opened");
+        c.webhooks.received("nope", "nope");
+        c.webhooks.rejected(crate::telemetry::webhooks::Rejection::Signature);
+        c
+    }
+
+    /// The `ciosync_` part of a scrape of [`populated`] counters and a
+    /// slot reading (the process metrics change from one scrape to the next).
+    fn populated_text() -> String {
+        let mut all = families(&populated(), Duration::from_secs(60));
+        let reading = super::super::slot::Reading {
+            server_lsn: 9000,
+            slot: Some(super::super::slot::SlotRow {
+                confirmed_flush_lsn: Some(8000),
+                restart_lsn: Some(7000),
+                wal_status: Some("extended".to_owned()),
+                safe_wal_size: Some(6000),
+            }),
+            backfill_rows: (30, 40),
+            dead_letters: Some(5),
+        };
+        all.extend(super::super::slot::families(Some(&reading)));
+        let mut text = String::new();
+        TextEncoder::new().encode_utf8(&all, &mut text).unwrap();
+        text
+    }
+
+    /// Each field [`populated`] set reaches the scrape as a sample with its
+    /// own value, once: no counter is left unexported or read twice.
+    #[test]
+    fn every_field_reaches_one_series() {
+        let text = populated_text();
+        let values: Vec<&str> = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.rsplit(' ').next())
+            .collect();
+        // 111 is `ops_rejected`, which `dead_lettered` already counts.
+        for value in (100..136).filter(|v| *v != 111) {
+            let found = values.iter().filter(|v| **v == value.to_string()).count();
+            assert_eq!(found, 1, "{value} appears {found} times in:\n{text}");
+        }
+    }
+
     #[test]
     fn names_follow_the_conventions() {
         for family in ciosync_families() {
@@ -574,6 +550,7 @@ mod tests {
         for expected in
             [CUSTOMERIO_REQUEST_DURATION, SLOT_RETAINED_WAL_BYTES, DEAD_LETTERS_STORED, READY]
         {
+            let expected = expected.name;
             assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
         }
         let text = Exporter::new(Arc::new(Counters::default()), Duration::from_secs(1)).render();
@@ -584,11 +561,63 @@ mod tests {
         }
     }
 
+    /// The `metric`, `type` and `labels` cells of each METRICS.md table row
+    /// naming a `ciosync_` metric; the labels cell as the label names, each
+    /// the first backquoted word of a `; `-separated part.
+    fn documented_metrics(doc: &str) -> Vec<(String, String, Vec<String>)> {
+        doc.lines()
+            .filter_map(|line| line.strip_prefix("| `ciosync_"))
+            .map(|row| {
+                let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+                let name = format!("ciosync_{}", cells[0].trim_end_matches('`'));
+                let labels = cells[2]
+                    .split("; ")
+                    .filter_map(|part| part.trim().strip_prefix('`')?.split('`').next())
+                    .map(str::to_owned)
+                    .collect();
+                (name, cells[1].to_owned(), labels)
+            })
+            .collect()
+    }
+
     #[test]
-    fn metrics_md_lists_every_metric() {
+    fn metrics_md_documents_each_declared_metric_with_its_kind_and_labels() {
+        let documented = documented_metrics(include_str!("../../METRICS.md"));
+        for metric in METRICS {
+            let Some((_, kind, labels)) = documented.iter().find(|(name, ..)| name == metric.name)
+            else {
+                panic!("METRICS.md has no row for {}", metric.name);
+            };
+            assert_eq!(kind, metric.kind.as_str(), "METRICS.md's type of {}", metric.name);
+            assert_eq!(labels, metric.labels, "METRICS.md's labels of {}", metric.name);
+        }
+        for (name, ..) in &documented {
+            assert!(
+                METRICS.iter().any(|m| m.name == name),
+                "METRICS.md lists {name}, which is not declared in names::METRICS"
+            );
+        }
         let doc = include_str!("../../METRICS.md");
         for name in exported_metric_names() {
             assert!(doc.contains(&format!("`{name}`")), "METRICS.md does not list {name}");
         }
+    }
+
+    #[test]
+    fn each_declaration_is_exported_as_declared() {
+        let families = ciosync_families();
+        for metric in METRICS {
+            let Some(family) = families.iter().find(|f| f.name() == metric.name) else {
+                panic!("{} is declared but not exported", metric.name);
+            };
+            assert_eq!(family.get_field_type(), metric.kind.proto(), "{}", metric.name);
+            assert_eq!(family.help(), metric.help, "{}", metric.name);
+            for sample in family.get_metric() {
+                let labels: Vec<&str> = sample.get_label().iter().map(|l| l.name()).collect();
+                let labels: Vec<&str> = labels.into_iter().filter(|l| *l != "le").collect();
+                assert_eq!(labels, metric.labels, "{}", metric.name);
+            }
+        }
+        assert_eq!(families.len(), METRICS.len(), "a family exported twice or undeclared");
     }
 }

@@ -3,7 +3,7 @@
 //! ```text
 //!  pipeline, source, sink ──Counters::add / set──▶ Counters (atomics) + Health
 //!                                                        │ read at scrape time
-//!  GET /metrics ◀── exporter (names: metric names) ◀─────┤
+//!  GET /metrics ◀── exporter (names: declarations) ◀─────┤
 //!  GET /readyz  ◀── health::judge ◀──────────────────────┤     (server: the HTTP side)
 //!  systemd      ◀── READY / STATUS / WATCHDOG ◀──────────┘     (systemd: sd_notify, when NOTIFY_SOCKET is set)
 //! ```
@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub use health::{Health, Phase};
 
 /// Every counter and gauge the daemon keeps. [`exporter`] maps each to its
-/// metric (`names` has the names; METRICS.md the meaning).
+/// metric (`names` declares each metric; METRICS.md the meaning).
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Rows read by the initial copy.
@@ -198,14 +198,15 @@ pub struct Histogram<S> {
 
 /// What a [`Histogram`] measures.
 pub trait HistogramSpec {
-    const NAME: &'static str;
-    const HELP: &'static str;
+    /// The declaration (name and help) in `names`.
+    const METRIC: names::Metric;
     const BUCKETS: &'static [f64];
 }
 
 impl<S: HistogramSpec> Default for Histogram<S> {
     fn default() -> Self {
-        let opts = prometheus::HistogramOpts::new(S::NAME, S::HELP).buckets(S::BUCKETS.to_vec());
+        let opts = prometheus::HistogramOpts::new(S::METRIC.name, S::METRIC.help)
+            .buckets(S::BUCKETS.to_vec());
         let inner = prometheus::Histogram::with_opts(opts).expect("a valid histogram spec");
         Self { inner, spec: PhantomData }
     }
@@ -233,9 +234,7 @@ impl<S> Histogram<S> {
 pub struct RequestDuration;
 
 impl HistogramSpec for RequestDuration {
-    const NAME: &'static str = names::CUSTOMERIO_REQUEST_DURATION;
-    const HELP: &'static str =
-        "Duration of Customer.io requests, from sending to the answer read (rate-limit waits excluded).";
+    const METRIC: names::Metric = names::CUSTOMERIO_REQUEST_DURATION;
     const BUCKETS: &'static [f64] =
         &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 }
@@ -245,8 +244,7 @@ impl HistogramSpec for RequestDuration {
 pub struct RequestItems;
 
 impl HistogramSpec for RequestItems {
-    const NAME: &'static str = names::CUSTOMERIO_REQUEST_ITEMS;
-    const HELP: &'static str = "Operations in each Customer.io request (batch size).";
+    const METRIC: names::Metric = names::CUSTOMERIO_REQUEST_ITEMS;
     const BUCKETS: &'static [f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
 }
 

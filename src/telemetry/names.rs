@@ -1,126 +1,444 @@
-//! Every metric name the daemon exports, and every label, in one place.
+//! Every metric the daemon exports, declared once: its name, kind, help
+//! text and label names. The exporter (and `slot.rs`) render families from
+//! these declarations and only add the values; METRICS.md's test reads
+//! [`METRICS`] to check that each is documented with its kind and labels.
 //!
 //! Prometheus conventions: the `ciosync_` prefix, the unit as the last word
 //! (`_bytes`, `_seconds`), `_total` on counters. Labels take only the few
 //! values listed here, never a customer id, an attribute or a value.
-//! METRICS.md says what each one means and what to alert on; a test checks
-//! that it lists every name exported.
 //!
 //! The process metrics (`process_cpu_seconds_total`, …) keep the standard
 //! names of the `prometheus` crate's process collector, which dashboards
-//! and alerts written for any exporter already expect.
+//! and alerts written for any exporter already expect; they are not
+//! declared here.
 
-/// Gauge, always 1, labelled with the version.
-pub const BUILD_INFO: &str = "ciosync_build_info";
+use prometheus::proto::MetricType;
 
-/// Gauge: 1 for the pipeline's current phase, 0 for the others.
-pub const PIPELINE_PHASE: &str = "ciosync_pipeline_phase";
-/// Gauge: 1 while `/readyz` answers 200, else 0.
-pub const READY: &str = "ciosync_ready";
-/// Gauge: Unix time of the last completed batch (0 before the first).
-pub const LAST_DELIVERY_TIMESTAMP: &str = "ciosync_last_delivery_timestamp_seconds";
+/// What a metric is, as Prometheus' `# TYPE` line says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (until the process restarts).
+    Counter,
+    /// Goes up and down; read at each scrape.
+    Gauge,
+    /// Observations in buckets, with `_bucket`, `_sum` and `_count` series.
+    Histogram,
+}
 
-/// Counter: rows read by the initial copy.
-pub const INITIAL_COPY_ROWS: &str = "ciosync_initial_copy_rows_total";
-/// Counter: row changes received from the synced tables, by `table` and `operation`.
-pub const CHANGES_RECEIVED: &str = "ciosync_changes_received_total";
-/// Counter: changes (and TRUNCATEs) that produced no call, by `reason`.
-pub const CHANGES_SKIPPED: &str = "ciosync_changes_skipped_total";
-/// Counter: replication messages that could not be decoded, skipped.
-pub const UNDECODABLE_MESSAGES: &str = "ciosync_replication_undecodable_messages_total";
-/// Counter: attributes left out of a call.
-pub const ATTRIBUTES_DROPPED: &str = "ciosync_attributes_dropped_total";
+impl Kind {
+    /// The word of the `# TYPE` line (and METRICS.md's type column).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+        }
+    }
 
-/// Counter: operations completed, by `outcome`.
-pub const OPERATIONS_COMPLETED: &str = "ciosync_operations_completed_total";
-/// Counter: operations merged into a waiting one of the same customer.
-pub const OPERATIONS_COALESCED: &str = "ciosync_operations_coalesced_total";
-/// Gauge: operations read and not yet completed.
-pub const PENDING_OPERATIONS: &str = "ciosync_pending_operations";
-/// Gauge: estimated memory held by operations not yet completed.
-pub const PENDING_BYTES: &str = "ciosync_pending_bytes";
-/// Gauge: the highest [`PENDING_BYTES`] since start.
-pub const PENDING_PEAK_BYTES: &str = "ciosync_pending_peak_bytes";
+    /// The `prometheus` crate's type.
+    pub fn proto(self) -> MetricType {
+        match self {
+            Self::Counter => MetricType::COUNTER,
+            Self::Gauge => MetricType::GAUGE,
+            Self::Histogram => MetricType::HISTOGRAM,
+        }
+    }
+}
 
-/// Counter: HTTP requests sent to the Customer.io Track API, by `endpoint`
-/// and `status_class`.
-pub const CUSTOMERIO_REQUESTS: &str = "ciosync_customerio_requests_total";
-/// Histogram: duration of each request.
-pub const CUSTOMERIO_REQUEST_DURATION: &str = "ciosync_customerio_request_duration_seconds";
-/// Histogram: operations in each request.
-pub const CUSTOMERIO_REQUEST_ITEMS: &str = "ciosync_customerio_request_items";
-/// Counter: HTTP 429 answers.
-pub const CUSTOMERIO_RATE_LIMITED: &str = "ciosync_customerio_rate_limited_total";
-/// Counter: requests retried after a transient failure.
-pub const CUSTOMERIO_RETRIES: &str = "ciosync_customerio_retries_total";
+/// One metric's declaration: everything about it but its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    /// The family name.
+    pub name: &'static str,
+    /// Counter, gauge or histogram.
+    pub kind: Kind,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    /// The label names, in the order the series carry them (empty: one
+    /// unlabelled series).
+    pub labels: &'static [&'static str],
+}
 
-/// Counter: transactions acknowledged to Postgres.
-pub const TRANSACTIONS_ACKED: &str = "ciosync_transactions_acked_total";
-/// Counter: reconnections to Postgres after the stream broke.
-pub const POSTGRES_RECONNECTS: &str = "ciosync_postgres_reconnects_total";
-/// Gauge: the highest WAL position received, as a byte offset.
-pub const LAST_RECEIVED_LSN: &str = "ciosync_last_received_lsn_bytes";
-/// Gauge: the last WAL position acknowledged, as a byte offset.
-pub const LAST_ACKED_LSN: &str = "ciosync_last_acked_lsn_bytes";
-/// Gauge: age of the oldest transaction received and not acknowledged.
-pub const REPLICATION_LAG_SECONDS: &str = "ciosync_replication_lag_seconds";
+// Pipeline state.
 
-/// Counter: heartbeats written while the synced tables were quiet.
-pub const HEARTBEATS_WRITTEN: &str = "ciosync_heartbeats_written_total";
-/// Counter: this slot's heartbeats that came back through the stream.
-pub const HEARTBEATS_RECEIVED: &str = "ciosync_heartbeats_received_total";
-/// Gauge: retained WAL at which the daemon warns (0 until the slot was read).
-pub const SLOT_RETAINED_WAL_WARN_BYTES: &str = "ciosync_slot_retained_wal_warn_bytes";
-/// Gauge: 1 while the slot retains at least that much WAL.
-pub const SLOT_RETAINED_WAL_WARNING: &str = "ciosync_slot_retained_wal_warning";
-/// Counter: times a lost slot was created again (`postgres.on_slot_lost`).
-pub const SLOTS_RECREATED: &str = "ciosync_slot_recreated_total";
-/// Gauge: 1 while Customer.io refuses the credentials (HTTP 401).
-pub const CUSTOMERIO_UNAUTHORIZED: &str = "ciosync_customerio_unauthorized";
+pub const BUILD_INFO: Metric = Metric {
+    name: "ciosync_build_info",
+    kind: Kind::Gauge,
+    help: "Always 1; the version is in the label.",
+    labels: &[LABEL_VERSION],
+};
+pub const PIPELINE_PHASE: Metric = Metric {
+    name: "ciosync_pipeline_phase",
+    kind: Kind::Gauge,
+    help: "1 for the pipeline's current phase, 0 for the others.",
+    labels: &[LABEL_PHASE],
+};
+pub const READY: Metric = Metric {
+    name: "ciosync_ready",
+    kind: Kind::Gauge,
+    help: "1 while /readyz answers 200, else 0.",
+    labels: &[],
+};
+pub const LAST_DELIVERY_TIMESTAMP: Metric = Metric {
+    name: "ciosync_last_delivery_timestamp_seconds",
+    kind: Kind::Gauge,
+    help: "Unix time of the last batch Customer.io accepted or that was dead-lettered (0 before the first).",
+    labels: &[],
+};
 
-/// Gauge: 1 if the scrape read the slot's status from Postgres.
-pub const SLOT_READ_OK: &str = "ciosync_slot_read_ok";
-/// Gauge: the server's current WAL position, as a byte offset.
-pub const POSTGRES_WAL_LSN: &str = "ciosync_postgres_wal_lsn_bytes";
-/// Gauge: WAL the slot has not confirmed (server position - confirmed_flush_lsn).
-pub const REPLICATION_LAG_BYTES: &str = "ciosync_replication_lag_bytes";
-/// Gauge: WAL the server keeps for the slot (server position - restart_lsn).
-pub const SLOT_RETAINED_WAL_BYTES: &str = "ciosync_slot_retained_wal_bytes";
-/// Gauge: 1 for the slot's `wal_status`, 0 for the others.
-pub const SLOT_WAL_STATUS: &str = "ciosync_slot_wal_status";
-/// Gauge: WAL that can be written before the slot is lost.
-pub const SLOT_SAFE_WAL_SIZE_BYTES: &str = "ciosync_slot_safe_wal_size_bytes";
-/// Gauge: rows delivered by the running backfills.
-pub const BACKFILL_ROWS_DONE: &str = "ciosync_backfill_rows_done";
-/// Gauge: rows the running backfills expect to send.
-pub const BACKFILL_ROWS_EXPECTED: &str = "ciosync_backfill_rows_expected";
+// Slot safety, watched by the daemon.
 
-/// Gauge: this slot's rows in `ciosync.dead_letters`.
-pub const DEAD_LETTERS_STORED: &str = "ciosync_dead_letters_stored";
-/// Gauge: 1 while refused operations cannot be stored in `ciosync.dead_letters`.
-pub const DEAD_LETTER_STORE_FAILING: &str = "ciosync_dead_letter_store_failing";
-/// Counter: failed attempts to store refused operations in `ciosync.dead_letters`.
-pub const DEAD_LETTER_STORE_FAILURES: &str = "ciosync_dead_letter_store_failures_total";
+pub const CUSTOMERIO_UNAUTHORIZED: Metric = Metric {
+    name: "ciosync_customerio_unauthorized",
+    kind: Kind::Gauge,
+    help: "1 while Customer.io refuses the credentials (HTTP 401): nothing is delivered or acknowledged.",
+    labels: &[],
+};
+pub const HEARTBEATS_WRITTEN: Metric = Metric {
+    name: "ciosync_heartbeats_written_total",
+    kind: Kind::Counter,
+    help: "Heartbeats written to the WAL while the synced tables were quiet (postgres.heartbeat_interval_secs).",
+    labels: &[],
+};
+pub const HEARTBEATS_RECEIVED: Metric = Metric {
+    name: "ciosync_heartbeats_received_total",
+    kind: Kind::Counter,
+    help: "This slot's heartbeats that came back through the replication stream.",
+    labels: &[],
+};
+pub const SLOT_RETAINED_WAL_WARN_BYTES: Metric = Metric {
+    name: "ciosync_slot_retained_wal_warn_bytes",
+    kind: Kind::Gauge,
+    help: "Retained WAL at which ciosync warns: postgres.retained_wal_warn_bytes, capped at 80% of max_slot_wal_keep_size (0 until read).",
+    labels: &[],
+};
+pub const SLOT_RETAINED_WAL_WARNING: Metric = Metric {
+    name: "ciosync_slot_retained_wal_warning",
+    kind: Kind::Gauge,
+    help: "1 while the slot retains at least ciosync_slot_retained_wal_warn_bytes of WAL, else 0.",
+    labels: &[],
+};
+pub const SLOTS_RECREATED: Metric = Metric {
+    name: "ciosync_slot_recreated_total",
+    kind: Kind::Counter,
+    help: "Times the lost replication slot was created again (postgres.on_slot_lost = recreate_and_backfill).",
+    labels: &[],
+};
 
-/// Gauge: 1 while the mass-delete circuit breaker holds removals.
-pub const DELETE_GUARD_TRIPPED: &str = "ciosync_delete_guard_tripped";
-/// Gauge: removals the breaker lets through per window now (0: no limit).
-pub const DELETE_GUARD_LIMIT: &str = "ciosync_delete_guard_limit";
-/// Gauge: this slot's removals waiting in `ciosync.held_deletes`.
-pub const DELETES_HELD: &str = "ciosync_deletes_held";
-/// Counter: removals the circuit breaker held.
-pub const DELETES_HELD_TOTAL: &str = "ciosync_deletes_held_total";
+// What the stream brings.
 
-/// Counter: verified reporting-webhook events, by `object_type` and `metric`.
-pub const WEBHOOKS_RECEIVED: &str = "ciosync_webhooks_received_total";
-/// Counter: reporting-webhook events written to the events table.
-pub const WEBHOOKS_STORED: &str = "ciosync_webhooks_stored_total";
-/// Counter: reporting-webhook events already in the table (retries, repeats).
-pub const WEBHOOKS_DUPLICATES: &str = "ciosync_webhooks_duplicates_total";
-/// Counter: rows of synced tables changed by webhook write-backs.
-pub const WEBHOOKS_WRITE_BACKS: &str = "ciosync_webhooks_write_backs_total";
-/// Counter: webhook requests refused, by `reason`.
-pub const WEBHOOKS_REJECTED: &str = "ciosync_webhooks_rejected_total";
+pub const INITIAL_COPY_ROWS: Metric = Metric {
+    name: "ciosync_initial_copy_rows_total",
+    kind: Kind::Counter,
+    help: "Rows read by the initial copy.",
+    labels: &[],
+};
+pub const CHANGES_RECEIVED: Metric = Metric {
+    name: "ciosync_changes_received_total",
+    kind: Kind::Counter,
+    help: "Row changes received from the synced tables, by table and operation (no series before the first change).",
+    labels: &[LABEL_TABLE, LABEL_OPERATION],
+};
+pub const CHANGES_SKIPPED: Metric = Metric {
+    name: "ciosync_changes_skipped_total",
+    kind: Kind::Counter,
+    help: "Changes that produced no Customer.io call, by reason (truncate counts TRUNCATE statements).",
+    labels: &[LABEL_REASON],
+};
+pub const UNDECODABLE_MESSAGES: Metric = Metric {
+    name: "ciosync_replication_undecodable_messages_total",
+    kind: Kind::Counter,
+    help: "Replication messages that could not be decoded and were skipped.",
+    labels: &[],
+};
+pub const ATTRIBUTES_DROPPED: Metric = Metric {
+    name: "ciosync_attributes_dropped_total",
+    kind: Kind::Counter,
+    help: "Attributes left out of a call (over a limit, unparseable or missing).",
+    labels: &[],
+};
+
+// Operations and the memory they hold.
+
+pub const OPERATIONS_COMPLETED: Metric = Metric {
+    name: "ciosync_operations_completed_total",
+    kind: Kind::Counter,
+    help: "Operations completed: accepted by Customer.io, or refused for good and stored in ciosync.dead_letters.",
+    labels: &[LABEL_OUTCOME],
+};
+pub const DEAD_LETTER_STORE_FAILING: Metric = Metric {
+    name: "ciosync_dead_letter_store_failing",
+    kind: Kind::Gauge,
+    help: "1 while operations Customer.io refused cannot be stored in ciosync.dead_letters: they are retried, nothing is acknowledged meanwhile.",
+    labels: &[],
+};
+pub const DEAD_LETTER_STORE_FAILURES: Metric = Metric {
+    name: "ciosync_dead_letter_store_failures_total",
+    kind: Kind::Counter,
+    help: "Failed attempts to store refused operations in ciosync.dead_letters (each is retried).",
+    labels: &[],
+};
+pub const OPERATIONS_COALESCED: Metric = Metric {
+    name: "ciosync_operations_coalesced_total",
+    kind: Kind::Counter,
+    help: "Operations merged into a waiting one of the same customer: calls saved.",
+    labels: &[],
+};
+pub const PENDING_OPERATIONS: Metric = Metric {
+    name: "ciosync_pending_operations",
+    kind: Kind::Gauge,
+    help: "Operations read and not yet completed.",
+    labels: &[],
+};
+pub const PENDING_BYTES: Metric = Metric {
+    name: "ciosync_pending_bytes",
+    kind: Kind::Gauge,
+    help: "Estimated memory held by operations not yet completed and by unacknowledged commits (limit: pipeline.max_pending_bytes).",
+    labels: &[],
+};
+pub const PENDING_PEAK_BYTES: Metric = Metric {
+    name: "ciosync_pending_peak_bytes",
+    kind: Kind::Gauge,
+    help: "The highest ciosync_pending_bytes since start.",
+    labels: &[],
+};
+
+// The mass-delete circuit breaker.
+
+pub const DELETE_GUARD_TRIPPED: Metric = Metric {
+    name: "ciosync_delete_guard_tripped",
+    kind: Kind::Gauge,
+    help: "1 while the mass-delete circuit breaker holds deletes and suppressions for an operator (ciosync deletes list), else 0.",
+    labels: &[],
+};
+pub const DELETE_GUARD_LIMIT: Metric = Metric {
+    name: "ciosync_delete_guard_limit",
+    kind: Kind::Gauge,
+    help: "Removals the mass-delete circuit breaker lets through per window now: the stricter of max_deletes and max_share of the estimated rows; 0 while no limit is in force.",
+    labels: &[],
+};
+pub const DELETES_HELD: Metric = Metric {
+    name: "ciosync_deletes_held",
+    kind: Kind::Gauge,
+    help: "Removals waiting in ciosync.held_deletes for ciosync deletes approve or discard.",
+    labels: &[],
+};
+pub const DELETES_HELD_TOTAL: Metric = Metric {
+    name: "ciosync_deletes_held_total",
+    kind: Kind::Counter,
+    help: "Removals the mass-delete circuit breaker held instead of sending.",
+    labels: &[],
+};
+
+// Customer.io requests.
+
+pub const CUSTOMERIO_REQUESTS: Metric = Metric {
+    name: "ciosync_customerio_requests_total",
+    kind: Kind::Counter,
+    help: "HTTP requests to the Customer.io Track API, by endpoint and status class (no_answer: connect error or timeout).",
+    labels: &[LABEL_ENDPOINT, LABEL_STATUS_CLASS],
+};
+pub const CUSTOMERIO_REQUEST_DURATION: Metric = Metric {
+    name: "ciosync_customerio_request_duration_seconds",
+    kind: Kind::Histogram,
+    help: "Duration of Customer.io requests, from sending to the answer read (rate-limit waits excluded).",
+    labels: &[],
+};
+pub const CUSTOMERIO_REQUEST_ITEMS: Metric = Metric {
+    name: "ciosync_customerio_request_items",
+    kind: Kind::Histogram,
+    help: "Operations in each Customer.io request (batch size).",
+    labels: &[],
+};
+pub const CUSTOMERIO_RATE_LIMITED: Metric = Metric {
+    name: "ciosync_customerio_rate_limited_total",
+    kind: Kind::Counter,
+    help: "HTTP 429 answers from Customer.io.",
+    labels: &[],
+};
+pub const CUSTOMERIO_RETRIES: Metric = Metric {
+    name: "ciosync_customerio_retries_total",
+    kind: Kind::Counter,
+    help: "Requests retried after a transient failure.",
+    labels: &[],
+};
+
+// Acknowledgements to Postgres.
+
+pub const TRANSACTIONS_ACKED: Metric = Metric {
+    name: "ciosync_transactions_acked_total",
+    kind: Kind::Counter,
+    help: "Transactions acknowledged to Postgres.",
+    labels: &[],
+};
+pub const POSTGRES_RECONNECTS: Metric = Metric {
+    name: "ciosync_postgres_reconnects_total",
+    kind: Kind::Counter,
+    help: "Reconnections to Postgres after the replication stream broke.",
+    labels: &[],
+};
+pub const LAST_RECEIVED_LSN: Metric = Metric {
+    name: "ciosync_last_received_lsn_bytes",
+    kind: Kind::Gauge,
+    help: "The highest WAL position received from Postgres, as a byte offset.",
+    labels: &[],
+};
+pub const REPLICATION_LAG_SECONDS: Metric = Metric {
+    name: "ciosync_replication_lag_seconds",
+    kind: Kind::Gauge,
+    help: "Age of the oldest transaction received and not yet acknowledged (now - its commit time); 0 when all are.",
+    labels: &[],
+};
+pub const LAST_ACKED_LSN: Metric = Metric {
+    name: "ciosync_last_acked_lsn_bytes",
+    kind: Kind::Gauge,
+    help: "The last WAL position acknowledged to Postgres, as a byte offset.",
+    labels: &[],
+};
+
+// The reporting-webhook receiver.
+
+pub const WEBHOOKS_RECEIVED: Metric = Metric {
+    name: "ciosync_webhooks_received_total",
+    kind: Kind::Counter,
+    help: "Verified reporting-webhook events, by object_type and metric (other: not in the spec; no series before the first).",
+    labels: &[LABEL_OBJECT_TYPE, LABEL_METRIC],
+};
+pub const WEBHOOKS_STORED: Metric = Metric {
+    name: "ciosync_webhooks_stored_total",
+    kind: Kind::Counter,
+    help: "Reporting-webhook events written to the events table.",
+    labels: &[],
+};
+pub const WEBHOOKS_DUPLICATES: Metric = Metric {
+    name: "ciosync_webhooks_duplicates_total",
+    kind: Kind::Counter,
+    help: "Reporting-webhook events already in the table (Customer.io retried or repeated them); answered 200, not stored again.",
+    labels: &[],
+};
+pub const WEBHOOKS_WRITE_BACKS: Metric = Metric {
+    name: "ciosync_webhooks_write_backs_total",
+    kind: Kind::Counter,
+    help: "Rows of synced tables changed by [[webhooks.write_back]] (never echoed to Customer.io).",
+    labels: &[],
+};
+pub const WEBHOOKS_REJECTED: Metric = Metric {
+    name: "ciosync_webhooks_rejected_total",
+    kind: Kind::Counter,
+    help: "Webhook requests refused, by reason (database: answered 503, Customer.io retries).",
+    labels: &[LABEL_REASON],
+};
+
+// The slot, read from Postgres at each scrape (`slot.rs`).
+
+pub const SLOT_READ_OK: Metric = Metric {
+    name: "ciosync_slot_read_ok",
+    kind: Kind::Gauge,
+    help: "1 if this scrape read the slot's status from Postgres, 0 if that failed (the other ciosync_slot_ and lag metrics are then left out).",
+    labels: &[],
+};
+pub const POSTGRES_WAL_LSN: Metric = Metric {
+    name: "ciosync_postgres_wal_lsn_bytes",
+    kind: Kind::Gauge,
+    help: "The server's current WAL position (pg_current_wal_lsn()), as a byte offset.",
+    labels: &[],
+};
+pub const SLOT_WAL_STATUS: Metric = Metric {
+    name: "ciosync_slot_wal_status",
+    kind: Kind::Gauge,
+    help: "1 for the slot's wal_status in pg_replication_slots (missing: no such slot), 0 for the others.",
+    labels: &[LABEL_WAL_STATUS],
+};
+pub const REPLICATION_LAG_BYTES: Metric = Metric {
+    name: "ciosync_replication_lag_bytes",
+    kind: Kind::Gauge,
+    help: "WAL the slot has not confirmed: pg_current_wal_lsn() - confirmed_flush_lsn.",
+    labels: &[],
+};
+pub const SLOT_RETAINED_WAL_BYTES: Metric = Metric {
+    name: "ciosync_slot_retained_wal_bytes",
+    kind: Kind::Gauge,
+    help: "WAL the server keeps for the slot: pg_current_wal_lsn() - restart_lsn.",
+    labels: &[],
+};
+pub const SLOT_SAFE_WAL_SIZE_BYTES: Metric = Metric {
+    name: "ciosync_slot_safe_wal_size_bytes",
+    kind: Kind::Gauge,
+    help: "WAL that can still be written before the slot is lost (safe_wal_size; left out when max_slot_wal_keep_size is -1).",
+    labels: &[],
+};
+pub const BACKFILL_ROWS_DONE: Metric = Metric {
+    name: "ciosync_backfill_rows_done",
+    kind: Kind::Gauge,
+    help: "Rows delivered by the running backfills.",
+    labels: &[],
+};
+pub const BACKFILL_ROWS_EXPECTED: Metric = Metric {
+    name: "ciosync_backfill_rows_expected",
+    kind: Kind::Gauge,
+    help: "Rows the running backfills expect to send (estimated when each started).",
+    labels: &[],
+};
+pub const DEAD_LETTERS_STORED: Metric = Metric {
+    name: "ciosync_dead_letters_stored",
+    kind: Kind::Gauge,
+    help: "Operations refused for good waiting in ciosync.dead_letters for this slot (ciosync dlq list shows them).",
+    labels: &[],
+};
+
+/// Every declared metric, in the order of the sections above.
+pub const METRICS: &[Metric] = &[
+    BUILD_INFO,
+    PIPELINE_PHASE,
+    READY,
+    LAST_DELIVERY_TIMESTAMP,
+    CUSTOMERIO_UNAUTHORIZED,
+    HEARTBEATS_WRITTEN,
+    HEARTBEATS_RECEIVED,
+    SLOT_RETAINED_WAL_WARN_BYTES,
+    SLOT_RETAINED_WAL_WARNING,
+    SLOTS_RECREATED,
+    INITIAL_COPY_ROWS,
+    CHANGES_RECEIVED,
+    CHANGES_SKIPPED,
+    UNDECODABLE_MESSAGES,
+    ATTRIBUTES_DROPPED,
+    OPERATIONS_COMPLETED,
+    DEAD_LETTER_STORE_FAILING,
+    DEAD_LETTER_STORE_FAILURES,
+    OPERATIONS_COALESCED,
+    PENDING_OPERATIONS,
+    PENDING_BYTES,
+    PENDING_PEAK_BYTES,
+    DELETE_GUARD_TRIPPED,
+    DELETE_GUARD_LIMIT,
+    DELETES_HELD,
+    DELETES_HELD_TOTAL,
+    CUSTOMERIO_REQUESTS,
+    CUSTOMERIO_REQUEST_DURATION,
+    CUSTOMERIO_REQUEST_ITEMS,
+    CUSTOMERIO_RATE_LIMITED,
+    CUSTOMERIO_RETRIES,
+    TRANSACTIONS_ACKED,
+    POSTGRES_RECONNECTS,
+    LAST_RECEIVED_LSN,
+    REPLICATION_LAG_SECONDS,
+    LAST_ACKED_LSN,
+    WEBHOOKS_RECEIVED,
+    WEBHOOKS_STORED,
+    WEBHOOKS_DUPLICATES,
+    WEBHOOKS_WRITE_BACKS,
+    WEBHOOKS_REJECTED,
+    SLOT_READ_OK,
+    POSTGRES_WAL_LSN,
+    SLOT_WAL_STATUS,
+    REPLICATION_LAG_BYTES,
+    SLOT_RETAINED_WAL_BYTES,
+    SLOT_SAFE_WAL_SIZE_BYTES,
+    BACKFILL_ROWS_DONE,
+    BACKFILL_ROWS_EXPECTED,
+    DEAD_LETTERS_STORED,
+];
 
 /// Label of [`WEBHOOKS_RECEIVED`]: see `webhooks::OBJECT_TYPES`, or `other`.
 pub const LABEL_OBJECT_TYPE: &str = "object_type";

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{MetricFamily, MetricType};
+use prometheus::proto::MetricFamily;
 use tokio_postgres::Client;
 
 use super::exporter::{describe, Families};
@@ -185,18 +185,10 @@ impl Collector for SlotCollector {
 /// [`SLOT_READ_OK`] = 0.
 pub fn families(reading: Option<&Reading>) -> Vec<MetricFamily> {
     let mut out = Families::default();
-    out.gauge(
-        SLOT_READ_OK,
-        "1 if this scrape read the slot's status from Postgres, 0 if that failed (the other ciosync_slot_ and lag metrics are then left out).",
-        f64::from(u8::from(reading.is_some())),
-    );
+    out.gauge(&SLOT_READ_OK, f64::from(u8::from(reading.is_some())));
     let Some(reading) = reading else { return out.0 };
     let server = reading.server_lsn;
-    out.gauge(
-        POSTGRES_WAL_LSN,
-        "The server's current WAL position (pg_current_wal_lsn()), as a byte offset.",
-        server as f64,
-    );
+    out.gauge(&POSTGRES_WAL_LSN, server as f64);
     let slot = reading.slot.as_ref();
     let status = match slot {
         None => "missing",
@@ -204,44 +196,17 @@ pub fn families(reading: Option<&Reading>) -> Vec<MetricFamily> {
     };
     let statuses: Vec<(&str, f64)> =
         WAL_STATUSES.iter().map(|s| (*s, f64::from(u8::from(*s == status)))).collect();
-    out.labelled(
-        MetricType::GAUGE,
-        SLOT_WAL_STATUS,
-        "1 for the slot's wal_status in pg_replication_slots (missing: no such slot), 0 for the others.",
-        LABEL_WAL_STATUS,
-        &statuses,
-    );
+    out.labelled(&SLOT_WAL_STATUS, &statuses);
     let behind = |lsn: Option<u64>| lsn.map(|lsn| server.saturating_sub(lsn) as f64);
+    out.optional_gauge(&REPLICATION_LAG_BYTES, slot.and_then(|s| behind(s.confirmed_flush_lsn)));
+    out.optional_gauge(&SLOT_RETAINED_WAL_BYTES, slot.and_then(|s| behind(s.restart_lsn)));
     out.optional_gauge(
-        REPLICATION_LAG_BYTES,
-        "WAL the slot has not confirmed: pg_current_wal_lsn() - confirmed_flush_lsn.",
-        slot.and_then(|s| behind(s.confirmed_flush_lsn)),
-    );
-    out.optional_gauge(
-        SLOT_RETAINED_WAL_BYTES,
-        "WAL the server keeps for the slot: pg_current_wal_lsn() - restart_lsn.",
-        slot.and_then(|s| behind(s.restart_lsn)),
-    );
-    out.optional_gauge(
-        SLOT_SAFE_WAL_SIZE_BYTES,
-        "WAL that can still be written before the slot is lost (safe_wal_size; left out when max_slot_wal_keep_size is -1).",
+        &SLOT_SAFE_WAL_SIZE_BYTES,
         slot.and_then(|s| s.safe_wal_size).map(|v| v as f64),
     );
-    out.gauge(
-        BACKFILL_ROWS_DONE,
-        "Rows delivered by the running backfills.",
-        reading.backfill_rows.0 as f64,
-    );
-    out.gauge(
-        BACKFILL_ROWS_EXPECTED,
-        "Rows the running backfills expect to send (estimated when each started).",
-        reading.backfill_rows.1 as f64,
-    );
-    out.optional_gauge(
-        DEAD_LETTERS_STORED,
-        "Operations refused for good waiting in ciosync.dead_letters for this slot (ciosync dlq list shows them).",
-        reading.dead_letters.map(|n| n as f64),
-    );
+    out.gauge(&BACKFILL_ROWS_DONE, reading.backfill_rows.0 as f64);
+    out.gauge(&BACKFILL_ROWS_EXPECTED, reading.backfill_rows.1 as f64);
+    out.optional_gauge(&DEAD_LETTERS_STORED, reading.dead_letters.map(|n| n as f64));
     out.0
 }
 
