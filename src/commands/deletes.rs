@@ -23,8 +23,6 @@ use crate::commands::send::{self, Answer, Stop};
 use crate::config::{Config, ConfigError};
 use crate::dead_letter::render::{printable, time};
 use crate::delete_guard::store::{HeldRow, HeldTable};
-use crate::error::error_chain;
-use crate::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::pg::PgError;
 use crate::sink::batch;
 use crate::sink::client::TrackClient;
@@ -99,7 +97,7 @@ pub enum CommandError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Postgres(#[from] PgError),
-    #[error("no held removal {} for slot {slot} (`ciosync deletes list` shows them); nothing was changed", join(.ids))]
+    #[error("no held removal {} for slot {slot} (`ciosync deletes list` shows them); nothing was changed", super::join_ids(.ids))]
     Unknown { ids: Vec<i64>, slot: String },
     #[error(transparent)]
     Client(#[from] SinkError),
@@ -113,28 +111,10 @@ pub enum CommandError {
     Output(#[source] std::io::Error),
 }
 
-impl CommandError {
-    fn exit_code(&self) -> u8 {
-        match self {
-            Self::Config(_) => EXIT_USAGE,
-            _ => EXIT_FAILURE,
-        }
-    }
-}
-
-fn join(ids: &[i64]) -> String {
-    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
-}
-
 /// Runs the request and maps the outcome to an exit status.
 pub async fn run(config: &Config, request: Request) -> ExitCode {
-    match execute(config, request).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("ciosync: {}", error_chain(&error));
-            ExitCode::from(error.exit_code())
-        }
-    }
+    let outcome = execute(config, request).await;
+    super::exit_status(outcome, |e| matches!(e, CommandError::Config(_)))
 }
 
 async fn execute(config: &Config, request: Request) -> Result<(), CommandError> {

@@ -9,8 +9,32 @@
 //! They sit above the pipeline's parts (the sink's client, the stores) and
 //! share the selection (`--id` / `--all`) and the stop reasons of a replay.
 
+use std::process::ExitCode;
+
+use crate::error::{error_chain, EXIT_FAILURE, EXIT_USAGE};
+
 pub mod backfill;
 pub mod deletes;
 pub mod dlq;
 pub mod select;
 pub mod send;
+
+/// Ends a command: prints its failure with the causes and returns exit 2
+/// when the config is at fault (`is_config`), else 1.
+fn exit_status<E: std::error::Error>(
+    outcome: Result<(), E>,
+    is_config: fn(&E) -> bool,
+) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ciosync: {}", error_chain(&error));
+            ExitCode::from(if is_config(&error) { EXIT_USAGE } else { EXIT_FAILURE })
+        }
+    }
+}
+
+/// Ids as `1, 2, 3`, for messages.
+fn join_ids(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+}

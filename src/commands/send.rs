@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::sink::advice;
 use crate::sink::client::TrackClient;
 use crate::sink::retry::{Backoff, Verdict};
 use crate::track_api::{ItemError, Route};
@@ -32,21 +33,11 @@ pub enum Answer {
 /// the operator fixes something (or Customer.io recovers).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Stop {
-    #[error(
-        "Customer.io refused the credentials (HTTP 401): check customerio.api_key and \
-         customerio.site_id (or CIOSYNC_CUSTOMERIO_API_KEY / CIOSYNC_CUSTOMERIO_SITE_ID)"
-    )]
+    #[error("{}", advice::UNAUTHORIZED)]
     Unauthorized,
-    #[error(
-        "Customer.io answered HTTP {status} (a redirect): the workspace is probably in the \
-         other region; set customerio.region (ciosync check shows the workspace's region) or \
-         customerio.track_url"
-    )]
+    #[error("{}", advice::redirected(*.status))]
     Redirected { status: u16 },
-    #[error(
-        "Customer.io refused the request (HTTP {status}: {message}): check customerio.track_url \
-         and the workspace"
-    )]
+    #[error("{}", advice::refused(*.status, .message))]
     Refused { status: u16, message: String },
     #[error("Customer.io did not accept it after {tries} tries (last: {reason}); try again later")]
     Unavailable { tries: u32, reason: String },
@@ -143,5 +134,17 @@ mod tests {
         assert!(Stop::Redirected { status: 301 }.to_string().contains("customerio.region"));
         let refused = Stop::Refused { status: 403, message: "x".into() };
         assert!(refused.to_string().contains("customerio.track_url"));
+    }
+
+    #[test]
+    fn a_stop_reads_like_the_daemons_stop() {
+        use crate::sink::SinkError;
+        assert_eq!(Stop::Unauthorized.to_string(), SinkError::Unauthorized.to_string());
+        let (daemon, command) =
+            (SinkError::Redirected { status: 308 }, Stop::Redirected { status: 308 });
+        assert_eq!(command.to_string(), daemon.to_string());
+        let daemon = SinkError::Refused { status: 403, message: "suspended".into() };
+        let command = Stop::Refused { status: 403, message: "suspended".into() };
+        assert!(daemon.to_string().starts_with(&command.to_string()), "{daemon}");
     }
 }

@@ -48,28 +48,45 @@ use client::TrackClient;
 use deliver::Delivery;
 use queue::{Pushed, Queue, Ticket};
 
+/// What to fix when Customer.io refuses in a way no retry fixes, in the
+/// words both the daemon ([`SinkError`]) and the operator's commands
+/// (`commands::send::Stop`) use.
+pub mod advice {
+    /// HTTP 401.
+    pub const UNAUTHORIZED: &str = "Customer.io refused the credentials (HTTP 401): check \
+        customerio.site_id and customerio.api_key (or CIOSYNC_CUSTOMERIO_SITE_ID / \
+        CIOSYNC_CUSTOMERIO_API_KEY)";
+
+    /// A 3xx: the request went to the wrong place.
+    pub fn redirected(status: u16) -> String {
+        format!(
+            "Customer.io answered HTTP {status} (a redirect): the workspace is probably in the \
+             other region; set customerio.region (ciosync check shows the workspace's region) \
+             or customerio.track_url"
+        )
+    }
+
+    /// The request refused as a whole, for no one operation in it.
+    pub fn refused(status: u16, message: &str) -> String {
+        format!(
+            "Customer.io refused the request (HTTP {status}: {message}): check \
+             customerio.track_url and the workspace"
+        )
+    }
+}
+
 /// Why the sink cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// Customer.io answered 401: definite, retrying cannot help.
-    #[error(
-        "Customer.io refused the credentials (HTTP 401): check customerio.site_id and \
-         customerio.api_key (or CIOSYNC_CUSTOMERIO_SITE_ID / CIOSYNC_CUSTOMERIO_API_KEY)"
-    )]
+    #[error("{}", advice::UNAUTHORIZED)]
     Unauthorized,
     /// Customer.io redirected the request: definite, the host is wrong.
-    #[error(
-        "Customer.io answered HTTP {status} (a redirect): the workspace is probably in the \
-         other region; set customerio.region (ciosync check shows the workspace's region) or \
-         customerio.track_url"
-    )]
+    #[error("{}", advice::redirected(*.status))]
     Redirected { status: u16 },
     /// Customer.io (or something in front of it) refused the request for a
     /// reason no single operation caused.
-    #[error(
-        "Customer.io refused the request (HTTP {status}: {message}): check customerio.track_url \
-         and the workspace; nothing was skipped or acknowledged"
-    )]
+    #[error("{}; nothing was skipped or acknowledged", advice::refused(*.status, .message))]
     Refused { status: u16, message: String },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
