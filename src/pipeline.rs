@@ -751,4 +751,31 @@ mod tests {
         assert!(!p.advance(Lsn::from_u64(10)));
         assert_eq!(p.acked(), Lsn::from_u64(10));
     }
+
+    #[test]
+    fn starting_over_lets_a_lower_position_be_acknowledged() {
+        let mut p = Progress::default();
+        assert!(p.advance(Lsn::from_u64(500)));
+        p.start_over();
+        assert_eq!(p.acked(), Lsn::from_u64(0));
+        assert!(p.advance(Lsn::from_u64(20)), "the new history's positions are lower");
+        assert_eq!(p.acked(), Lsn::from_u64(20));
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        #[source]
+        cause: Option<Box<Layer>>,
+    }
+
+    #[test]
+    fn an_error_chain_names_every_cause_in_order() {
+        let inner = Layer { text: "connection refused", cause: None };
+        let middle = Layer { text: "connect", cause: Some(Box::new(inner)) };
+        let outer = Layer { text: "postgres unreachable", cause: Some(Box::new(middle)) };
+        assert_eq!(error_chain(&outer), "postgres unreachable: connect: connection refused");
+        assert_eq!(error_chain(&Layer { text: "alone", cause: None }), "alone");
+    }
 }
