@@ -78,11 +78,11 @@ first_parent() {
     return
   fi
   if [[ "$(git rev-parse --is-shallow-repository)" == true ]]; then
-    git fetch --quiet --deepen=1 >&2 ||
-      die "this is a shallow clone without HEAD's parent, and \`git fetch --deepen=1\` failed:" \
-        "clone with at least two commits of history (--depth 2) so the change can be checked"
+    local deepen="this is a shallow clone without HEAD's parent, and \`git fetch --deepen=1\`"
+    local fix="clone with at least two commits of history (--depth 2) so the change can be checked"
+    git fetch --quiet --deepen=1 >&2 || die "$deepen failed: $fix"
     git rev-parse --verify --quiet 'HEAD^1^{commit}' >/dev/null ||
-      die "HEAD's parent is still missing after deepening the clone"
+      die "$deepen did not bring it: $fix"
     echo 'HEAD^1'
     return
   fi
