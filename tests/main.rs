@@ -77,6 +77,7 @@ mod sink_requests_match_the_openapi_spec;
 mod slot_advances_while_synced_tables_are_idle;
 mod supply_chain_is_clean;
 mod suppress_and_soft_delete;
+mod surviving_mutants_listed_are_real;
 mod sync_filter_comparison_follows_postgres;
 mod sync_filter_mismatch_stops_run_with_the_fix;
 mod sync_filter_outside_the_replica_identity_is_refused;
