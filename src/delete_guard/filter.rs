@@ -167,4 +167,32 @@ mod tests {
         assert!(!f.may_hold("1999"));
         assert!(f.may_hold("1000"));
     }
+
+    #[test]
+    fn the_exact_set_counts_each_customer_once_and_fills_to_its_last_byte() {
+        let cost = CLEARED_ENTRY_BYTES + 2;
+        let mut f = HeldFilter::new(64, 2 * cost);
+        for id in ["10", "11"] {
+            f.insert(id);
+        }
+        f.forget("10");
+        f.forget("10");
+        assert_eq!(f.cleared_bytes, cost, "forgotten twice, counted once");
+        f.forget("11");
+        assert_eq!(f.cleared_bytes, 2 * cost);
+        assert!(!f.may_hold("10") && !f.may_hold("11"), "two entries fit exactly");
+        f.insert("10");
+        assert_eq!(f.cleared_bytes, cost, "inserted again: its entry and its bytes go");
+        assert!(f.may_hold("10"));
+
+        // An entry as large as the whole set still fits; a larger one is
+        // not kept (it would only evict the rest).
+        let mut f = HeldFilter::new(64, cost);
+        f.insert("12");
+        f.forget("12");
+        assert!(!f.may_hold("12"));
+        f.insert("123");
+        f.forget("123");
+        assert!(f.may_hold("123") && !f.may_hold("12"));
+    }
 }
