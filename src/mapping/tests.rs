@@ -422,3 +422,28 @@ fn event_table_inserts_become_events_with_deterministic_ids() {
     assert_eq!((event.anonymous_id.as_str(), event.name.as_str()), ("cookie-7", "cta_email"));
     assert_eq!(event.event_id.len(), 26);
 }
+
+#[test]
+fn reasons_are_logged_with_the_labels_metrics_md_documents() {
+    // The log line of a skipped change carries the reason label the
+    // metric `ciosync_changes_skipped_total` counts it under, so an
+    // operator can go from one to the other.
+    let doc = include_str!("../../METRICS.md");
+    let row = doc
+        .lines()
+        .find(|line| line.contains("`ciosync_changes_skipped_total`"))
+        .expect("METRICS.md documents skipped changes");
+    let skips = [
+        SkipReason::NoChange,
+        SkipReason::InvalidId,
+        SkipReason::UnknownTable,
+        SkipReason::SoftDeleted,
+        SkipReason::InvalidEvent,
+    ];
+    for reason in skips {
+        assert!(row.contains(&format!("`{}`", reason.as_str())), "{reason:?}: {row}");
+    }
+    let drops = [DropReason::ValueTooLong, DropReason::Unparseable, DropReason::MissingColumn];
+    let labels: Vec<&str> = drops.iter().map(|reason| reason.as_str()).collect();
+    assert_eq!(labels, ["value_too_long", "unparseable", "missing_column"]);
+}
