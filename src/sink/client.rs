@@ -264,6 +264,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn requests_go_to_the_configured_track_url() {
+        let text = "[postgres]\nurl = \"postgres://ciosync@127.0.0.1/app\"\n\
+                    [customerio]\nsite_id = \"s\"\napi_key = \"k\"\n\
+                    track_url = \"http://127.0.0.1:9090/\"\n\
+                    [[sync]]\ntable = \"public.users\"\nid_column = \"id\"\n\
+                    [sync.attributes]\nemail = \"email\"\n";
+        let config = crate::config::Config::from_toml(text, Vec::new()).expect("valid config");
+        let client =
+            TrackClient::new(&config.customerio, Arc::new(Counters::default())).expect("a client");
+        assert_eq!(client.base_url(), "http://127.0.0.1:9090");
+    }
+
+    #[test]
     fn the_full_budget_adds_no_delay() {
         let start = Instant::now();
         let mut t = Throttle::new(100, start);
