@@ -306,6 +306,21 @@ mod tests {
     }
 
     #[test]
+    fn the_rate_comes_back_a_tenth_per_quiet_second() {
+        let start = Instant::now();
+        let mut t = Throttle::new(100, start);
+        t.rate_limited(start, Duration::from_secs(1));
+        let resume = start + Duration::from_secs(1);
+        // Asked at odd times: only whole quiet seconds count, each once.
+        for (millis, share) in
+            [(1_500, 0.6), (2_500, 0.7), (2_900, 0.7), (4_500, 0.9), (9_500, 1.0)]
+        {
+            t.succeeded(resume + Duration::from_millis(millis));
+            assert!((t.share() - share).abs() < 1e-9, "after {millis} ms: {}", t.share());
+        }
+    }
+
+    #[test]
     fn the_rate_never_drops_below_a_tenth() {
         let start = Instant::now();
         let mut t = Throttle::new(10, start);
