@@ -447,3 +447,33 @@ fn reasons_are_logged_with_the_labels_metrics_md_documents() {
     let labels: Vec<&str> = drops.iter().map(|reason| reason.as_str()).collect();
     assert_eq!(labels, ["value_too_long", "unparseable", "missing_column"]);
 }
+
+fn change_of(table: Arc<Table>, op: RowOp) -> RowChange {
+    RowChange { table, op, commit_time: T, position: Default::default() }
+}
+
+#[test]
+fn a_change_touches_the_ids_of_both_rows_for_the_backfill_to_yield_to() {
+    let mapper = Mapper::new(&[sync(OnIdChange::Merge)]);
+    let ids = |op| mapper.customer_ids(&change_of(table(), op));
+    let mut renamed = alice();
+    renamed[0] = t("2");
+    assert_eq!(ids(RowOp::Insert { new: alice() }), ["1"]);
+    let update = RowOp::Update { old: Some(alice()), old_is_key_only: false, new: renamed };
+    assert_eq!(ids(update), ["1", "2"], "the old id and the new");
+    let same = RowOp::Update { old: Some(alice()), old_is_key_only: false, new: alice() };
+    assert_eq!(ids(same), ["1"], "once");
+    assert_eq!(ids(RowOp::Update { old: None, old_is_key_only: false, new: alice() }), ["1"]);
+    assert_eq!(ids(RowOp::Delete { old: alice() }), ["1"]);
+    let no_id = row([Datum::Null, t("b@example.com"), Datum::Null, Datum::Null, Datum::Null]);
+    assert!(ids(RowOp::Insert { new: no_id }).is_empty());
+
+    let mut other = (*table()).clone();
+    other.name = "orders".into();
+    let unknown = change_of(Arc::new(other), RowOp::Insert { new: alice() });
+    assert!(mapper.customer_ids(&unknown).is_empty());
+    assert_eq!(mapper.map(&unknown).skipped, Some(SkipReason::UnknownTable));
+    assert!(mapper.map(&unknown).ops.is_empty());
+    assert!(mapper.is_synced("public", "users"));
+    assert!(!mapper.is_synced("public", "orders") && !mapper.is_synced("other", "users"));
+}
