@@ -127,6 +127,7 @@ mod tests {
         for id in 0..5_000 {
             f.insert(&id.to_string());
         }
+        assert!(!f.is_empty());
         assert!((0..5_000).all(|id| f.may_hold(&id.to_string())), "no false negative");
         assert_eq!(f.inserted(), 5_000);
         f.clear();
@@ -184,6 +185,14 @@ mod tests {
         f.insert("10");
         assert_eq!(f.cleared_bytes, cost, "inserted again: its entry and its bytes go");
         assert!(f.may_hold("10"));
+
+        // With room to spare, nothing is evicted.
+        let mut f = HeldFilter::new(64, 3 * cost);
+        for id in ["20", "21"] {
+            f.insert(id);
+            f.forget(id);
+        }
+        assert!(!f.may_hold("20") && !f.may_hold("21"), "both still known");
 
         // An entry as large as the whole set still fits; a larger one is
         // not kept (it would only evict the rest).
