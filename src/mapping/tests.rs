@@ -207,6 +207,11 @@ fn unusable_ids_skip_the_change() {
 
 #[test]
 fn oversized_values_are_left_out_and_the_rest_sent() {
+    // Exactly the limit (1000 bytes) is sent.
+    let mut new = alice();
+    new[3] = t(&"é".repeat(500));
+    let mapped = map(RowOp::Insert { new });
+    assert!(mapped.dropped.is_empty(), "{:?}", mapped.dropped);
     let mut new = alice();
     new[3] = t(&"é".repeat(501));
     let mapped = map(RowOp::Insert { new });
