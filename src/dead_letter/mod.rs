@@ -711,6 +711,9 @@ mod tests {
         let expected = serde_json::json!({"attributes": {
             "tags": ["a\u{FFFD}", "b\u{FFFD}", "c"], "n": {"x": "\u{FFFD}"}}});
         assert_eq!(value, expected);
+        // NULs only in an array, two of them.
+        let stored = storable_payload(br#"{"tags":["a\u0000","b\u0000"]}"#);
+        assert_eq!(stored, "{\"tags\":[\"a\u{FFFD}\",\"b\u{FFFD}\"]}");
     }
 
     #[test]
