@@ -27,12 +27,19 @@ mod tests {
     use super::*;
 
     #[derive(Debug, thiserror::Error)]
-    #[error("outer")]
-    struct Outer(#[source] std::io::Error);
+    #[error("{text}")]
+    struct Layer {
+        text: &'static str,
+        #[source]
+        cause: Option<Box<Layer>>,
+    }
 
     #[test]
-    fn the_chain_names_each_cause_in_order() {
-        let error = Outer(std::io::Error::other("inner"));
-        assert_eq!(error_chain(&error), "outer: inner");
+    fn an_error_chain_names_every_cause_in_order() {
+        let inner = Layer { text: "connection refused", cause: None };
+        let middle = Layer { text: "connect", cause: Some(Box::new(inner)) };
+        let outer = Layer { text: "postgres unreachable", cause: Some(Box::new(middle)) };
+        assert_eq!(error_chain(&outer), "postgres unreachable: connect: connection refused");
+        assert_eq!(error_chain(&Layer { text: "alone", cause: None }), "alone");
     }
 }

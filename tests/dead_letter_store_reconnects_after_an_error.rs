@@ -1,7 +1,8 @@
 //! `DeadLetterStore::record` fails (transient, quoting nothing) when its
 //! session is killed mid-write, and the next call reconnects, so a Postgres
 //! restart or a killed session costs one failed call, and the retried
-//! letters are written once.
+//! letters are written once. Any failed call drops its session, even one
+//! whose connection still looks open: the next call starts afresh.
 
 use serde_json::json;
 
@@ -39,6 +40,51 @@ async fn a_session_killed_mid_write_costs_one_failed_call() {
     assert_ne!(first_pid, second_pid, "the killed session was used again");
     let customers: Vec<String> = rows(&db).await.into_iter().map(|r| r.customer_id).collect();
     assert_eq!(customers, ["1", "2"]);
+}
+
+/// A write Postgres refuses (a constraint someone added) leaves the
+/// connection open, so only `record` dropping the session after an error
+/// makes the next call use a new one: this catches a store that keeps it,
+/// which the killed-session test above may miss when the client has already
+/// seen its connection close.
+#[tokio::test]
+async fn any_failed_call_costs_the_session_even_when_it_looks_healthy() {
+    let db = TestDb::new("dlq_reconnect_refused").await;
+    let store = store(&config_with_password(&db, "http://127.0.0.1:9"));
+    store.record(&[identify("1", json!({"plan": "value-a"}))]).await.unwrap();
+    let first_pid = store_pid(&db).await.expect("the store's session");
+
+    db.exec("ALTER TABLE ciosync.dead_letters ADD CONSTRAINT not_2 CHECK (customer_id <> '2')")
+        .await;
+    let letter = [identify("2", json!({"plan": "value-b"}))];
+    let error = store.record(&letter).await.expect_err("the constraint refuses the letter");
+    assert!(!error.is_transient(), "{}", ciosync::error::error_chain(&error));
+    db.exec("ALTER TABLE ciosync.dead_letters DROP CONSTRAINT not_2").await;
+
+    store.record(&letter).await.expect("stored once the constraint is gone");
+    let pids = store_pids(&db).await;
+    assert!(
+        pids.iter().any(|&pid| pid != first_pid),
+        "the session of the failed call was used again (sessions: {pids:?}, first {first_pid})"
+    );
+    let customers: Vec<String> = rows(&db).await.into_iter().map(|r| r.customer_id).collect();
+    assert_eq!(customers, ["1", "2"]);
+}
+
+/// The pids of every session of the store (the dropped one may still be
+/// on its way out).
+async fn store_pids(db: &TestDb) -> Vec<i32> {
+    db.client
+        .query(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'ciosync'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// The pid of the store's session (it connects as `application_name = ciosync`).

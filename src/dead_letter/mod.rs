@@ -493,6 +493,22 @@ mod tests {
     }
 
     #[test]
+    fn every_nul_in_a_payload_is_replaced_wherever_it_is() {
+        // jsonb refuses U+0000: each one, in arrays and objects at any
+        // depth, becomes U+FFFD, and the rest stays as it was.
+        let payload = br#"{"attributes":{"tags":["a\u0000","b\u0000","c"],"n":{"x":"\u0000"}}}"#;
+        let stored = storable_payload(payload);
+        assert!(!stored.contains("\\u0000"), "{stored}");
+        let value: serde_json::Value = serde_json::from_str(&stored).expect("JSON");
+        let expected = serde_json::json!({"attributes": {
+            "tags": ["a\u{FFFD}", "b\u{FFFD}", "c"], "n": {"x": "\u{FFFD}"}}});
+        assert_eq!(value, expected);
+        // NULs only in an array, two of them.
+        let stored = storable_payload(br#"{"tags":["a\u0000","b\u0000"]}"#);
+        assert_eq!(stored, "{\"tags\":[\"a\u{FFFD}\",\"b\u{FFFD}\"]}");
+    }
+
+    #[test]
     fn an_escaped_letter_is_printable_ascii_and_replays_what_was_sent() {
         let payload = "{\"type\":\"person\",\"action\":\"event\",\"name\":\"caf\u{e9}\",\
                        \"identifiers\":{\"id\":\"jos\u{e9}\"},\"attributes\":{\"b\\u0000\":\"\u{1F600}\"}}";

@@ -414,6 +414,66 @@ mod tests {
         assert!(!is_lone_removal(&[]));
     }
 
+    /// A breaker for a config with `extra` appended; it connects to
+    /// nothing until it stores or reads held removals.
+    fn breaker(extra: &str) -> (Breaker, Arc<Counters>) {
+        let text = format!(
+            "[postgres]\nurl = \"postgres://ciosync@127.0.0.1/app\"\n\
+             [customerio]\nsite_id = \"s\"\napi_key = \"k\"\n\
+             [[sync]]\ntable = \"public.users\"\nid_column = \"id\"\n\
+             [sync.attributes]\nemail = \"email\"\n{extra}"
+        );
+        let config = Config::from_toml(&text, Vec::new()).expect("valid config");
+        let settings = config.postgres.connection().expect("valid url");
+        let counters = Arc::new(Counters::default());
+        (Breaker::new(settings, &config, counters.clone()), counters)
+    }
+
+    #[test]
+    fn a_trip_starts_polling_for_approvals_and_a_reset_stops_it() {
+        let (mut b, counters) = breaker("");
+        assert!(!b.is_tripped());
+        assert_eq!(b.next_check(), None, "nothing to poll, no share to estimate");
+
+        let before = Instant::now();
+        b.guard.trip();
+        b.tripped(0);
+        assert!(b.is_tripped());
+        let poll = b.next_check().expect("a tripped breaker polls");
+        assert!(poll > before && poll <= Instant::now() + POLL_INTERVAL, "{poll:?}");
+        assert_eq!(Counters::get(&counters.delete_guard_tripped), 1);
+
+        b.held.insert("7");
+        Counters::set(&counters.deletes_held, 3, None);
+        b.reset();
+        assert!(!b.is_tripped() && b.held.is_empty());
+        assert_eq!(b.next_check(), None);
+        assert_eq!(Counters::get(&counters.delete_guard_tripped), 0);
+        assert_eq!(Counters::get(&counters.deletes_held), 0);
+    }
+
+    #[test]
+    fn with_a_share_the_row_estimate_is_due_first() {
+        let (mut b, _) = breaker("[delete_guard]\nmax_share = 0.1\n");
+        let estimate = b.next_check().expect("the estimate is due at start");
+        assert!(estimate <= Instant::now());
+        b.guard.trip();
+        b.tripped(0);
+        assert_eq!(b.next_check(), Some(estimate), "the earlier of the estimate and the poll");
+    }
+
+    #[test]
+    fn an_abandoned_transaction_leaves_rows_to_clear_only_if_it_held_any() {
+        let (mut b, _) = breaker("");
+        b.leftovers = false;
+        b.abandon_transaction();
+        assert!(!b.leftovers, "it held nothing");
+        let hold = Hold { customer_id: "7".into(), action: Action::Delete, superseded: false };
+        b.open.hold(hold);
+        b.abandon_transaction();
+        assert!(b.leftovers && !b.open.holds_any());
+    }
+
     #[test]
     fn a_merge_touches_both_customers() {
         let merge = CustomerOp::Merge { primary: "a".into(), secondary: "b".into() };

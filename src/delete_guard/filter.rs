@@ -127,6 +127,7 @@ mod tests {
         for id in 0..5_000 {
             f.insert(&id.to_string());
         }
+        assert!(!f.is_empty());
         assert!((0..5_000).all(|id| f.may_hold(&id.to_string())), "no false negative");
         assert_eq!(f.inserted(), 5_000);
         f.clear();
@@ -166,5 +167,41 @@ mod tests {
         // The newest forgotten are still known, the older ones are maybe again.
         assert!(!f.may_hold("1999"));
         assert!(f.may_hold("1000"));
+    }
+
+    #[test]
+    fn the_exact_set_counts_each_customer_once_and_fills_to_its_last_byte() {
+        let cost = CLEARED_ENTRY_BYTES + 2;
+        let mut f = HeldFilter::new(64, 2 * cost);
+        for id in ["10", "11"] {
+            f.insert(id);
+        }
+        f.forget("10");
+        f.forget("10");
+        assert_eq!(f.cleared_bytes, cost, "forgotten twice, counted once");
+        f.forget("11");
+        assert_eq!(f.cleared_bytes, 2 * cost);
+        assert!(!f.may_hold("10") && !f.may_hold("11"), "two entries fit exactly");
+        f.insert("10");
+        assert_eq!(f.cleared_bytes, cost, "inserted again: its entry and its bytes go");
+        assert!(f.may_hold("10"));
+
+        // With room to spare, nothing is evicted.
+        let mut f = HeldFilter::new(64, 3 * cost);
+        for id in ["20", "21"] {
+            f.insert(id);
+            f.forget(id);
+        }
+        assert!(!f.may_hold("20") && !f.may_hold("21"), "both still known");
+
+        // An entry as large as the whole set still fits; a larger one is
+        // not kept (it would only evict the rest).
+        let mut f = HeldFilter::new(64, cost);
+        f.insert("12");
+        f.forget("12");
+        assert!(!f.may_hold("12"));
+        f.insert("123");
+        f.forget("123");
+        assert!(f.may_hold("123") && !f.may_hold("12"));
     }
 }

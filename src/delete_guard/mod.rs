@@ -205,6 +205,16 @@ mod tests {
     }
 
     #[test]
+    fn a_row_estimate_sets_no_limit_while_the_share_rule_is_off() {
+        let mut g = guard(3, 0.0);
+        g.set_rows(1_000_000);
+        assert_eq!(g.limit(), Some(3));
+        let mut g = guard(0, 0.0);
+        g.set_rows(1_000_000);
+        assert_eq!(g.limit(), None);
+    }
+
+    #[test]
     fn the_removal_past_the_limit_trips_and_everything_after_is_held() {
         let mut g = guard(3, 0.0);
         let t = Instant::now();

@@ -270,6 +270,20 @@ mod tests {
     }
 
     #[test]
+    fn ids_stay_what_earlier_versions_made() {
+        // A replay after an upgrade must send the ids the old version sent,
+        // or Customer.io records the events twice: the hash is FNV-1a (the
+        // published 64-bit test vectors) and the id of a position is pinned.
+        assert_eq!(fnv1a(0xcbf2_9ce4_8422_2325, b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(0xcbf2_9ce4_8422_2325, b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(0xcbf2_9ce4_8422_2325, b"foobar"), 0x8594_4171_f739_67e8);
+        assert_eq!(
+            event_id(&change(0x1_6B37_4D48, 3), 2, "signed_up"),
+            "01HF7YAT00V6ZXCVZ9JBRC4TR1"
+        );
+    }
+
+    #[test]
     fn ulid_encodes_time_then_randomness_in_crockford_base32() {
         assert_eq!(ulid(0, 0), "00000000000000000000000000");
         assert_eq!(ulid(0xFFFF_FFFF_FFFF, (1u128 << 80) - 1), "7ZZZZZZZZZZZZZZZZZZZZZZZZZ");

@@ -207,6 +207,11 @@ fn unusable_ids_skip_the_change() {
 
 #[test]
 fn oversized_values_are_left_out_and_the_rest_sent() {
+    // Exactly the limit (1000 bytes) is sent.
+    let mut new = alice();
+    new[3] = t(&"é".repeat(500));
+    let mapped = map(RowOp::Insert { new });
+    assert!(mapped.dropped.is_empty(), "{:?}", mapped.dropped);
     let mut new = alice();
     new[3] = t(&"é".repeat(501));
     let mapped = map(RowOp::Insert { new });
@@ -421,4 +426,59 @@ fn event_table_inserts_become_events_with_deterministic_ids() {
     let [CustomerOp::AnonymousEvent(event)] = mapped.ops.as_slice() else { panic!("{mapped:?}") };
     assert_eq!((event.anonymous_id.as_str(), event.name.as_str()), ("cookie-7", "cta_email"));
     assert_eq!(event.event_id.len(), 26);
+}
+
+#[test]
+fn reasons_are_logged_with_the_labels_metrics_md_documents() {
+    // The log line of a skipped change carries the reason label the
+    // metric `ciosync_changes_skipped_total` counts it under, so an
+    // operator can go from one to the other.
+    let doc = include_str!("../../METRICS.md");
+    let row = doc
+        .lines()
+        .find(|line| line.contains("`ciosync_changes_skipped_total`"))
+        .expect("METRICS.md documents skipped changes");
+    let skips = [
+        SkipReason::NoChange,
+        SkipReason::InvalidId,
+        SkipReason::UnknownTable,
+        SkipReason::SoftDeleted,
+        SkipReason::InvalidEvent,
+    ];
+    for reason in skips {
+        assert!(row.contains(&format!("`{}`", reason.as_str())), "{reason:?}: {row}");
+    }
+    let drops = [DropReason::ValueTooLong, DropReason::Unparseable, DropReason::MissingColumn];
+    let labels: Vec<&str> = drops.iter().map(|reason| reason.as_str()).collect();
+    assert_eq!(labels, ["value_too_long", "unparseable", "missing_column"]);
+}
+
+fn change_of(table: Arc<Table>, op: RowOp) -> RowChange {
+    RowChange { table, op, commit_time: T, position: Default::default() }
+}
+
+#[test]
+fn a_change_touches_the_ids_of_both_rows_for_the_backfill_to_yield_to() {
+    let mapper = Mapper::new(&[sync(OnIdChange::Merge)]);
+    let ids = |op| mapper.customer_ids(&change_of(table(), op));
+    let mut renamed = alice();
+    renamed[0] = t("2");
+    assert_eq!(ids(RowOp::Insert { new: alice() }), ["1"]);
+    let update = RowOp::Update { old: Some(alice()), old_is_key_only: false, new: renamed };
+    assert_eq!(ids(update), ["1", "2"], "the old id and the new");
+    let same = RowOp::Update { old: Some(alice()), old_is_key_only: false, new: alice() };
+    assert_eq!(ids(same), ["1"], "once");
+    assert_eq!(ids(RowOp::Update { old: None, old_is_key_only: false, new: alice() }), ["1"]);
+    assert_eq!(ids(RowOp::Delete { old: alice() }), ["1"]);
+    let no_id = row([Datum::Null, t("b@example.com"), Datum::Null, Datum::Null, Datum::Null]);
+    assert!(ids(RowOp::Insert { new: no_id }).is_empty());
+
+    let mut other = (*table()).clone();
+    other.name = "orders".into();
+    let unknown = change_of(Arc::new(other), RowOp::Insert { new: alice() });
+    assert!(mapper.customer_ids(&unknown).is_empty());
+    assert_eq!(mapper.map(&unknown).skipped, Some(SkipReason::UnknownTable));
+    assert!(mapper.map(&unknown).ops.is_empty());
+    assert!(mapper.is_synced("public", "users"));
+    assert!(!mapper.is_synced("public", "orders") && !mapper.is_synced("other", "users"));
 }

@@ -517,4 +517,14 @@ mod tests {
         assert!(!p.advance(Lsn::from_u64(10)));
         assert_eq!(p.acked(), Lsn::from_u64(10));
     }
+
+    #[test]
+    fn starting_over_lets_a_lower_position_be_acknowledged() {
+        let mut p = Progress::default();
+        assert!(p.advance(Lsn::from_u64(500)));
+        p.start_over();
+        assert_eq!(p.acked(), Lsn::from_u64(0));
+        assert!(p.advance(Lsn::from_u64(20)), "the new history's positions are lower");
+        assert_eq!(p.acked(), Lsn::from_u64(20));
+    }
 }

@@ -264,6 +264,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn requests_go_to_the_configured_track_url() {
+        let text = "[postgres]\nurl = \"postgres://ciosync@127.0.0.1/app\"\n\
+                    [customerio]\nsite_id = \"s\"\napi_key = \"k\"\n\
+                    track_url = \"http://127.0.0.1:9090/\"\n\
+                    [[sync]]\ntable = \"public.users\"\nid_column = \"id\"\n\
+                    [sync.attributes]\nemail = \"email\"\n";
+        let config = crate::config::Config::from_toml(text, Vec::new()).expect("valid config");
+        let client =
+            TrackClient::new(&config.customerio, Arc::new(Counters::default())).expect("a client");
+        assert_eq!(client.base_url(), "http://127.0.0.1:9090");
+    }
+
+    #[test]
     fn the_full_budget_adds_no_delay() {
         let start = Instant::now();
         let mut t = Throttle::new(100, start);
@@ -290,6 +303,21 @@ mod tests {
         t.succeeded(later);
         assert!((t.share() - 1.0).abs() < 1e-9, "{}", t.share());
         assert_eq!(t.reserve(later), later);
+    }
+
+    #[test]
+    fn the_rate_comes_back_a_tenth_per_quiet_second() {
+        let start = Instant::now();
+        let mut t = Throttle::new(100, start);
+        t.rate_limited(start, Duration::from_secs(1));
+        let resume = start + Duration::from_secs(1);
+        // Asked at odd times: only whole quiet seconds count, each once.
+        for (millis, share) in
+            [(1_500, 0.6), (2_500, 0.7), (2_900, 0.7), (4_500, 0.9), (9_500, 1.0)]
+        {
+            t.succeeded(resume + Duration::from_millis(millis));
+            assert!((t.share() - share).abs() < 1e-9, "after {millis} ms: {}", t.share());
+        }
     }
 
     #[test]

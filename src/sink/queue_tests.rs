@@ -414,3 +414,86 @@ fn commits_left_behind_a_stuck_operation_count_toward_the_budget() {
     assert_eq!(q.ackable(), Some((lsn(1001), 1001)));
     assert_eq!(q.pending_bytes(), 0);
 }
+
+#[test]
+fn the_wire_estimate_never_undercounts_an_item_by_more_than_the_merge_margin() {
+    // `fits_merged` trusts the estimate up to MERGE_MARGIN_BYTES: an item it
+    // under-counts by more could be merged past Customer.io's item limit.
+    // Over-counting is safe but splits batches and refuses merges early, so
+    // it stays within a small factor too (numbers, nulls and arrays are
+    // counted generously).
+    for op in estimate_samples() {
+        let (kind, wire) = (op.kind(), wire_estimate(&op));
+        let real = batch::encode(op).expect("not a barrier").json.len();
+        assert!(wire + 16 >= real, "{kind}: estimated {wire} bytes, encoded {real}");
+        assert!(wire * 2 <= real * 5 + 128, "{kind}: estimated {wire} bytes, encoded {real}");
+    }
+}
+
+#[test]
+fn the_memory_estimate_covers_the_item_and_grows_with_it() {
+    let samples = estimate_samples();
+    for op in &samples {
+        let (memory, wire) = (estimate(op), wire_estimate(op));
+        let real = batch::encode(op.clone()).expect("not a barrier").json.len();
+        assert!(memory >= OP_OVERHEAD.max(real), "{}: {memory} bytes for {real}", op.kind());
+        assert!(memory > wire, "{}: memory {memory}, wire {wire}", op.kind());
+    }
+    // Each kind with more data holds more: the samples come in sizes 0, 1,
+    // 6, 60 and 250 entries, three kinds at a time.
+    for kind in 0..3 {
+        let sizes: Vec<usize> =
+            samples.iter().skip(kind).step_by(3).take(5).map(estimate).collect();
+        assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
+    }
+    assert_eq!(estimate(&CustomerOp::Barrier), OP_OVERHEAD);
+    assert_eq!(wire_estimate(&CustomerOp::Barrier), 0);
+}
+
+/// One operation of every kind, small and large, with values of every JSON type.
+fn estimate_samples() -> Vec<CustomerOp> {
+    use crate::customer::{AnonymousEvent, Event};
+    let data = |n: usize| -> serde_json::Map<String, Value> {
+        (0..n)
+            .map(|i| {
+                let value = match i % 6 {
+                    0 => json!("v".repeat(40 + i)),
+                    1 => json!(i),
+                    2 => json!(null),
+                    3 => json!(true),
+                    4 => json!(["a", 1, {"k": "nested"}]),
+                    _ => json!({"city": "Berlin", "zip": 10115}),
+                };
+                (format!("attribute_{i}"), value)
+            })
+            .collect()
+    };
+    let mut ops = Vec::new();
+    for n in [0, 1, 6, 60, 250] {
+        ops.push(CustomerOp::Identify {
+            id: format!("customer-{n}"),
+            attributes: data(n),
+            timestamp: 1,
+        });
+        ops.push(CustomerOp::Event(Event {
+            customer: format!("customer-{n}"),
+            name: "plan_changed".into(),
+            event_id: "01HZY0000000000000000000".into(),
+            timestamp: 1,
+            data: data(n),
+        }));
+        ops.push(CustomerOp::AnonymousEvent(AnonymousEvent {
+            anonymous_id: format!("cookie-{n}"),
+            name: "viewed_pricing".into(),
+            event_id: "01HZZ0000000000000000000".into(),
+            timestamp: 1,
+            data: data(n),
+        }));
+    }
+    for id in ["1", &"x".repeat(200)] {
+        ops.push(delete(id));
+        ops.push(CustomerOp::Suppress { id: id.into() });
+        ops.push(CustomerOp::Merge { primary: id.into(), secondary: format!("{id}-old") });
+    }
+    ops
+}
