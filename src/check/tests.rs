@@ -3,10 +3,17 @@
 use super::*;
 
 fn config() -> Config {
-    let text = r#"
+    config_with("")
+}
+
+/// The test config with one more `[postgres]` line.
+fn config_with(postgres_line: &str) -> Config {
+    let text = format!(
+        r#"
 [postgres]
 url = "postgres://ciosync@127.0.0.1:5432/app"
 publication = "cio"
+{postgres_line}
 
 [customerio]
 site_id = "s"
@@ -26,8 +33,9 @@ id_column = "id"
 
 [sync.attributes]
 name = "name"
-"#;
-    Config::from_toml(text, Vec::new()).unwrap()
+"#
+    );
+    Config::from_toml(&text, Vec::new()).unwrap()
 }
 
 #[test]
@@ -107,4 +115,43 @@ fn an_absent_publication_over_tables_the_role_does_not_own_names_them() {
         "does not exist and role ciosync cannot create it (it does not own crm.accounts)"
     );
     assert!(finding.fix.as_deref().is_some_and(|f| f.starts_with("as the tables' owner: CREATE")));
+}
+
+#[test]
+fn postgres_14_is_too_old() {
+    let finding = failover::version_finding("14.12", 140_012, &config());
+    assert_eq!(finding.level, Level::Error);
+    assert_eq!(finding.message, "PostgreSQL 14.12; ciosync needs PostgreSQL 15 or newer");
+    assert!(finding.fix.as_deref().is_some_and(|f| f.starts_with("upgrade PostgreSQL")));
+}
+
+#[test]
+fn postgres_15_and_16_lose_the_slot_on_promotion() {
+    for (version, num) in [("15.8", 150_008), ("16.4", 160_004)] {
+        let auto = failover::version_finding(version, num, &config());
+        assert_eq!(auto.level, Level::Ok, "{version}");
+        assert!(auto.message.contains("no failover slots before 17"), "{}", auto.message);
+        let on = failover::version_finding(version, num, &config_with("failover_slot = \"on\""));
+        assert_eq!(on.level, Level::Error, "{version}");
+        assert_eq!(
+            on.fix.as_deref(),
+            Some("upgrade to PostgreSQL 17+, or set postgres.failover_slot = \"auto\"")
+        );
+    }
+}
+
+#[test]
+fn postgres_17_says_what_failover_slot_makes_of_the_slot() {
+    let auto = failover::version_finding("17.2", 170_002, &config());
+    assert_eq!(
+        auto,
+        Finding::ok(
+            "postgres version",
+            "PostgreSQL 17.2: failover slots available; postgres.failover_slot = auto makes the \
+             slot one"
+        )
+    );
+    let off = failover::version_finding("17.2", 170_002, &config_with("failover_slot = \"off\""));
+    assert_eq!(off.level, Level::Ok);
+    assert!(off.message.ends_with("= off keeps an ordinary slot, lost when a standby is promoted"));
 }
