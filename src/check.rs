@@ -3,6 +3,8 @@
 //! The version and failover lines live in [`failover`].
 
 mod failover;
+#[cfg(test)]
+mod tests;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -703,10 +705,7 @@ async fn check_publication(
                 "exists and includes every synced table, with the configured row filters",
             )),
             Ok(None) => out.push(Finding::ok(&label, "exists and includes every synced table")),
-            Ok(Some(problem)) => out.push(match problem.split_once(": run ") {
-                Some((what, fix)) => Finding::error(&label, what, format!("{fix};")),
-                None => Finding::error(&label, problem.as_str(), "see above"),
-            }),
+            Ok(Some(fix)) => out.push(misfit_finding(&label, fix)),
             Err(PgError::Definite(problem)) => {
                 out.push(Finding::error(&label, problem, "see above"))
             }
@@ -714,22 +713,9 @@ async fn check_publication(
                 out.push(Finding::error(&label, error_chain(&e), "check the role's privileges"))
             }
         },
-        Some(missing) => out.push(Finding::error(
-            &label,
-            format!("exists but does not include {}", missing.join(", ")),
-            format!(
-                "ALTER PUBLICATION {} ADD TABLE {};",
-                quote_ident(&config.postgres.publication),
-                missing
-                    .iter()
-                    .map(|t| {
-                        let (s, n) = t.split_once('.').unwrap_or(("public", t));
-                        quoted_table(s, n)
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
+        Some(missing) => {
+            out.push(judge_missing_tables(&label, &config.postgres.publication, &missing))
+        }
         None => {
             // CREATE PUBLICATION … FOR TABLE needs CREATE on the database and
             // ownership of every table.
@@ -753,26 +739,66 @@ async fn check_publication(
                     not_owned.push(format!("{schema}.{name}"));
                 }
             }
-            let statement = format!("{};", setup::create_publication_sql(config));
-            out.push(if can_create && not_owned.is_empty() {
-                Finding::ok(&label, "does not exist yet; run will create it")
-            } else {
-                Finding::error(
-                    &label,
-                    format!(
-                        "does not exist and role {user} cannot create it ({})",
-                        if can_create {
-                            format!("it does not own {}", not_owned.join(", "))
-                        } else {
-                            "no CREATE privilege on the database".to_owned()
-                        }
-                    ),
-                    format!("as the tables' owner: {statement}"),
-                )
-            });
+            let creatable = Creatable { user, can_create, not_owned: &not_owned };
+            out.push(judge_absent_publication(&label, &creatable, config));
         }
     }
     Ok(())
+}
+
+/// A publication that exists but lacks synced tables (`schema.table`):
+/// the `ALTER PUBLICATION … ADD TABLE` that adds them.
+fn judge_missing_tables(label: &str, publication: &str, missing: &[String]) -> Finding {
+    let tables = missing
+        .iter()
+        .map(|t| {
+            let (s, n) = t.split_once('.').unwrap_or(("public", t));
+            quoted_table(s, n)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Finding::error(
+        label,
+        format!("exists but does not include {}", missing.join(", ")),
+        format!("ALTER PUBLICATION {} ADD TABLE {tables};", quote_ident(publication)),
+    )
+}
+
+/// What decides whether `ciosync run` can create a missing publication:
+/// `CREATE PUBLICATION … FOR TABLE` needs CREATE on the database and
+/// ownership of every table.
+struct Creatable<'a> {
+    user: &'a str,
+    can_create: bool,
+    /// Synced tables (`schema.table`) the role does not own.
+    not_owned: &'a [String],
+}
+
+/// A publication that does not exist: fine when `run` can create it, else
+/// the statement for the tables' owner to run.
+fn judge_absent_publication(label: &str, facts: &Creatable, config: &Config) -> Finding {
+    if facts.can_create && facts.not_owned.is_empty() {
+        return Finding::ok(label, "does not exist yet; run will create it");
+    }
+    let why = if facts.can_create {
+        format!("it does not own {}", facts.not_owned.join(", "))
+    } else {
+        "no CREATE privilege on the database".to_owned()
+    };
+    Finding::error(
+        label,
+        format!("does not exist and role {} cannot create it ({why})", facts.user),
+        format!("as the tables' owner: {};", setup::create_publication_sql(config)),
+    )
+}
+
+/// A publication that exists but does not fit: the problem, and the
+/// statement to run when there is one (else the problem text says what to do).
+fn misfit_finding(label: &str, fix: setup::Fix) -> Finding {
+    match fix.run {
+        Some(sql) => Finding::error(label, fix.problem, format!("{sql};")),
+        None => Finding::error(label, fix.problem, "see above"),
+    }
 }
 
 async fn check_slot(

@@ -11,6 +11,34 @@ use crate::pg::is_definite_sqlstate;
 use crate::pg::quote::{quote_ident, quoted_table};
 use crate::pg::PgError;
 
+/// Something in the database that does not fit the config, with the SQL that
+/// fixes it when one statement can (`run`). Structured so `ciosync check`
+/// prints the problem and the fix apart without parsing text; `Display`
+/// gives the one-line form `run` errors carry: `problem: run SQL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fix {
+    /// What does not fit, naming the object.
+    pub problem: String,
+    /// The statement that makes it fit; `None` when the fix is a choice left
+    /// to the operator (the problem text then says what the choices are).
+    pub run: Option<String>,
+}
+
+impl Fix {
+    fn run(problem: impl Into<String>, sql: impl Into<String>) -> Self {
+        Self { problem: problem.into(), run: Some(sql.into()) }
+    }
+}
+
+impl std::fmt::Display for Fix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.run {
+            Some(sql) => write!(f, "{}: run {sql}", self.problem),
+            None => f.write_str(&self.problem),
+        }
+    }
+}
+
 /// The SQL that creates the configured publication: every synced table,
 /// with its row filter when the config gives one.
 pub fn create_publication_sql(config: &Config) -> String {
@@ -62,9 +90,9 @@ pub fn refit_table_sql(publication: &str, sync: &SyncConfig) -> String {
 /// send rows the config leaves out (it does not publish inserts, updates or
 /// deletes; it names a partitioned table's changes after its partitions; it
 /// publishes only some columns; its row filter is not `sync[i].filter`), with
-/// the SQL that fixes it after `: run `. `None` when it fits or does not
-/// exist. A configured filter Postgres refuses is an error naming the field.
-pub async fn publication_misfit(sql: &Client, config: &Config) -> Result<Option<String>, PgError> {
+/// the SQL that fixes it. `None` when it fits or does not exist. A
+/// configured filter Postgres refuses is an error naming the field.
+pub async fn publication_misfit(sql: &Client, config: &Config) -> Result<Option<Fix>, PgError> {
     let publication = &config.postgres.publication;
     let row = sql
         .query_opt(
@@ -78,9 +106,11 @@ pub async fn publication_misfit(sql: &Client, config: &Config) -> Result<Option<
     let (oid, publishes_all, via_root): (u32, bool, bool) = (row.get(0), row.get(1), row.get(2));
     let quoted = quote_ident(publication);
     if !publishes_all {
-        return Ok(Some(format!(
-            "publication {publication} does not publish every INSERT, UPDATE and DELETE: run \
-             ALTER PUBLICATION {quoted} SET (publish = 'insert, update, delete, truncate')"
+        return Ok(Some(Fix::run(
+            format!("publication {publication} does not publish every INSERT, UPDATE and DELETE"),
+            format!(
+                "ALTER PUBLICATION {quoted} SET (publish = 'insert, update, delete, truncate')"
+            ),
         )));
     }
     for (i, sync) in config.sync.iter().enumerate() {
@@ -101,17 +131,18 @@ pub async fn publication_misfit(sql: &Client, config: &Config) -> Result<Option<
             (table.get(0), table.get(1), table.get(2));
         let published_filter: Option<String> = table.get(3);
         if partitioned && !via_root {
-            return Ok(Some(format!(
-                "{schema}.{name} is partitioned and publication {publication} names its changes \
-                 after the partitions: run ALTER PUBLICATION {quoted} SET \
-                 (publish_via_partition_root = true)"
+            return Ok(Some(Fix::run(
+                format!(
+                    "{schema}.{name} is partitioned and publication {publication} names its \
+                     changes after the partitions"
+                ),
+                format!("ALTER PUBLICATION {quoted} SET (publish_via_partition_root = true)"),
             )));
         }
         if some_columns {
-            return Ok(Some(format!(
-                "publication {publication} publishes only some columns of {schema}.{name}: run \
-                 {}",
-                refit_table_sql(publication, sync)
+            return Ok(Some(Fix::run(
+                format!("publication {publication} publishes only some columns of {schema}.{name}"),
+                refit_table_sql(publication, sync),
             )));
         }
         if let Some(problem) =
@@ -124,7 +155,7 @@ pub async fn publication_misfit(sql: &Client, config: &Config) -> Result<Option<
 }
 
 /// How the publication's row filter of a synced table differs from
-/// `sync[i].filter`, if it does, with the fix after `: run ` (see
+/// `sync[i].filter`, if it does, with its fix (see
 /// [`row_filter`] for the comparison). `listed` says whether the table is in
 /// the publication's own table list, the only place a row filter can be.
 async fn row_filter_misfit(
@@ -134,19 +165,22 @@ async fn row_filter_misfit(
     sync: &SyncConfig,
     listed: bool,
     published: Option<&str>,
-) -> Result<Option<String>, PgError> {
+) -> Result<Option<Fix>, PgError> {
     let publication = &config.postgres.publication;
     let (schema, name) = sync.schema_and_name();
     let field = format!("sync[{i}].filter");
     let problem = match (published, sync.filter.as_deref()) {
         (None, None) => return Ok(None),
         (None, Some(_)) if !listed => {
-            return Ok(Some(format!(
-                "publication {publication} includes {schema}.{name} through FOR ALL TABLES or \
-                 FOR TABLES IN SCHEMA, which carries no row filter, but {field} is set; give \
-                 postgres.publication a new name (ciosync then creates it FOR TABLE with the \
-                 filter) or remove {field}"
-            )));
+            return Ok(Some(Fix {
+                problem: format!(
+                    "publication {publication} includes {schema}.{name} through FOR ALL TABLES \
+                     or FOR TABLES IN SCHEMA, which carries no row filter, but {field} is set; \
+                     give postgres.publication a new name (ciosync then creates it FOR TABLE \
+                     with the filter) or remove {field}"
+                ),
+                run: None,
+            }));
         }
         (Some(published), None) => format!(
             "publication {publication} filters the rows of {schema}.{name} (WHERE {published}) \
@@ -170,7 +204,7 @@ async fn row_filter_misfit(
             )
         }
     };
-    Ok(Some(format!("{problem}: run {}", refit_table_sql(publication, sync))))
+    Ok(Some(Fix::run(problem, refit_table_sql(publication, sync))))
 }
 
 /// Postgres refusing a configured filter: definite, naming the field, when
@@ -216,7 +250,7 @@ fn refused_publication(config: &Config, error: tokio_postgres::Error) -> PgError
 pub async fn filter_identity_problem(
     sql: &Client,
     config: &Config,
-) -> Result<Option<String>, PgError> {
+) -> Result<Option<Fix>, PgError> {
     for (i, sync) in config.sync.iter().enumerate() {
         let Some(filter) = &sync.filter else { continue };
         let (schema, name) = sync.schema_and_name();
@@ -236,7 +270,7 @@ pub async fn filter_identity_problem(
                 &quoted_table(schema, name),
                 &missing,
             );
-            return Ok(Some(format!("{what}: run {fix}")));
+            return Ok(Some(Fix::run(what, fix)));
         }
     }
     Ok(None)
@@ -362,8 +396,8 @@ pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<(), PgE
     // Publishing a filter the replica identity cannot evaluate would make
     // Postgres refuse the application's own UPDATEs and DELETEs: checked
     // before creating the publication and before printing any fix for it.
-    if let Some(problem) = filter_identity_problem(sql, config).await? {
-        return Err(PgError::Definite(problem));
+    if let Some(fix) = filter_identity_problem(sql, config).await? {
+        return Err(PgError::Definite(fix.to_string()));
     }
     match publication_missing_tables(sql, config).await? {
         None => {
@@ -394,8 +428,8 @@ pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<(), PgE
             )));
         }
         Some(_) => {
-            if let Some(problem) = publication_misfit(sql, config).await? {
-                return Err(PgError::Definite(problem));
+            if let Some(fix) = publication_misfit(sql, config).await? {
+                return Err(PgError::Definite(fix.to_string()));
             }
         }
     }
@@ -433,6 +467,17 @@ name = "name"
 "#
         );
         Config::from_toml(&text, Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn a_fix_reads_as_one_line_for_run_errors() {
+        let fix = Fix::run("publication cio lacks x", "ALTER PUBLICATION \"cio\" ADD TABLE x");
+        assert_eq!(
+            fix.to_string(),
+            "publication cio lacks x: run ALTER PUBLICATION \"cio\" ADD TABLE x"
+        );
+        let choice = Fix { problem: "rename it or remove sync[0].filter".into(), run: None };
+        assert_eq!(choice.to_string(), "rename it or remove sync[0].filter");
     }
 
     #[test]
