@@ -15,6 +15,10 @@ use crate::support::postgres::{TestDb, USERS_TABLE};
 use crate::support::standby::{Pair, STANDBY_SLOT};
 use crate::support::{customers_match_rows, CONVERGE};
 
+/// How long the standby may take to hold a persistent synced copy of the
+/// slot: a few rounds of its slot-sync worker (up to 30 s apart).
+const SLOT_SYNC_WAIT: Duration = Duration::from_secs(120);
+
 pub const SIGNUPS_TABLE: &str = "
     CREATE TABLE signups (id serial PRIMARY KEY, user_id bigint, campaign_id int);
 ";
@@ -75,9 +79,12 @@ pub async fn one_event_per_row(db: &TestDb, emulator: &Emulator) -> bool {
 /// copy persists once the primary's slot moves past where the copy started,
 /// which needs a running-transactions record in the WAL (Postgres writes one
 /// every 15 s, `pg_log_standby_snapshot()` at once) and an acknowledgement
-/// after it (ciosync's heartbeats, every second in these tests).
+/// after it (ciosync's heartbeats, every second in these tests). The
+/// standby's slot-sync worker sleeps up to 30 s between rounds when nothing
+/// changed, so one missed round already spends [`CONVERGE`]: it gets
+/// [`SLOT_SYNC_WAIT`].
 pub async fn wait_for_synced_copy(primary: &TestDb, standby: &TestDb, slot: &str) {
-    let deadline = tokio::time::Instant::now() + CONVERGE;
+    let deadline = tokio::time::Instant::now() + SLOT_SYNC_WAIT;
     loop {
         let row = standby
             .client
