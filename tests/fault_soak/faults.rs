@@ -401,13 +401,13 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
 }
 
 /// Writes more than the memory budget while Customer.io fails, and waits
-/// until the daemon reports the budget used up; false when it never did
-/// (or the write failed, e.g. the daemon's restart raced it).
+/// until the daemon reports the budget used up; false when it never did.
+/// The write is tried again when it fails (Postgres may be back from the
+/// previous fault's restart only now), and the daemon gets a minute: after
+/// a restart of Postgres it may still be waiting out its reconnect backoff
+/// (up to 30 s) before it reads the slot again.
 async fn fill_the_budget(targets: &Targets<'_>, burst: u32) -> bool {
-    let Ok((client, connection)) = tokio_postgres::connect(targets.db_url, NoTls).await else {
-        return false;
-    };
-    tokio::spawn(connection);
+    let deadline = Instant::now() + Duration::from_secs(60);
     // New users of their own id range (the workload never touches them),
     // each with two values just under Customer.io's 1,000-byte limit: about
     // 1.6 MB of identifies against a 1 MiB budget.
@@ -415,12 +415,14 @@ async fn fill_the_budget(targets: &Targets<'_>, burst: u32) -> bool {
     let insert = format!(
         "INSERT INTO users (id, email, first_name, plan, bio) \
          SELECT g, 'burst' || g || '@x.io', repeat('f', 950), 'free', repeat(md5(g::text), 29) \
-         FROM generate_series({first}, {first} + 799) g"
+         FROM generate_series({first}, {first} + 799) g ON CONFLICT (id) DO NOTHING"
     );
-    if client.batch_execute(&insert).await.is_err() {
-        return false;
+    while !insert_once(targets.db_url, &insert).await {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if super::pending_bytes(targets.metrics_port)
             .await
@@ -431,6 +433,15 @@ async fn fill_the_budget(targets: &Targets<'_>, burst: u32) -> bool {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// Runs `statement` on a connection of its own; false when it failed.
+async fn insert_once(db_url: &str, statement: &str) -> bool {
+    let Ok((client, connection)) = tokio_postgres::connect(db_url, NoTls).await else {
+        return false;
+    };
+    tokio::spawn(connection);
+    client.batch_execute(statement).await.is_ok()
 }
 
 async fn end_stretch(targets: &Targets<'_>) {
