@@ -315,7 +315,7 @@ fn the_configmap_loads_in_the_deployments_environment() {
 
     // The kubelet waits for the drain and the final acknowledgement:
     // shutdown_timeout_secs, then one status interval plus a 2 s margin
-    // (src/pipeline.rs, `final_ack_wait`).
+    // (src/pipeline/mod.rs, `final_ack_wait`).
     let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         .as_u64()
         .expect("terminationGracePeriodSeconds");

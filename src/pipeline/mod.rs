@@ -313,6 +313,9 @@ impl Leased {
         windows: &Windows,
     ) -> Result<Held, RunError> {
         let mut starts = Starts::new();
+        // The final ack goes out with the next status update, at most one
+        // status interval away.
+        let final_ack_wait = self.config.status_interval() + Duration::from_secs(2);
         loop {
             let mut source = match self.start_source(lease, &mut starts).await? {
                 Started::Streaming(source) => source,
@@ -320,7 +323,6 @@ impl Leased {
                 Started::Ended(held) => return Ok(held),
             };
             let outcome = self.session(lease, &mut source, breaker, windows).await;
-            let final_ack_wait = self.config.status_interval() + Duration::from_secs(2);
             let error = match outcome {
                 Ok(()) => {
                     source.close(self.progress.acked(), final_ack_wait).await;
