@@ -99,10 +99,7 @@ pub async fn run_and_print(config: &Config) -> ExitCode {
 /// Runs every check.
 pub async fn run(config: &Config) -> Vec<Finding> {
     let mut findings = vec![Finding::ok("config", "parsed and valid")];
-    match config.postgres.connection() {
-        Ok(settings) => check_postgres(&settings, config, &mut findings).await,
-        Err(e) => findings.push(Finding::error("postgres.url", e.to_string(), "fix postgres.url")),
-    }
+    check_postgres(&config.postgres.connection(), config, &mut findings).await;
     findings.push(check_customerio(config).await);
     findings
 }

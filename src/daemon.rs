@@ -63,7 +63,7 @@ pub async fn run_with_webhooks(
         }
         None => None,
     };
-    let slot = SlotWatch::new(config.postgres.connection()?, config.postgres.slot.clone());
+    let slot = SlotWatch::new(config.postgres.connection(), config.postgres.slot.clone());
     let server = tokio::spawn(telemetry::server::serve(
         endpoint,
         counters.clone(),
@@ -75,7 +75,7 @@ pub async fn run_with_webhooks(
     // Heartbeats and the retained-WAL warning, from the start (a long
     // initial copy retains WAL too) until the pipeline stops.
     tokio::spawn(keeper::run(
-        config.postgres.connection()?,
+        config.postgres.connection(),
         KeeperConfig::of(&config),
         counters.clone(),
         stop_server.clone(),
@@ -107,7 +107,7 @@ async fn receiver(
     shutdown: &CancellationToken,
 ) -> Result<Arc<Receiver>, RunError> {
     let write_backs = crate::config::webhooks::resolve(config)?;
-    let store = WebhookStore::new(config.postgres.connection()?, hooks.clone());
+    let store = WebhookStore::new(config.postgres.connection(), hooks.clone());
     let store = match config.write_back_origin() {
         Some(origin) => store.with_write_back(write_backs, origin, counters.clone()),
         None => store,

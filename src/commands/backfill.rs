@@ -39,7 +39,7 @@ pub async fn run(config: &Config, request: Request) -> ExitCode {
 }
 
 async fn execute(config: &Config, request: Request) -> Result<ExitCode, String> {
-    let settings = config.postgres.connection().map_err(|e| e.to_string())?;
+    let settings = config.postgres.connection();
     let sql = settings.connect_sql().await.map_err(|e| error_chain(&e))?;
     let state = State::open(&sql, &config.postgres.slot).await.map_err(|e| error_chain(&e))?;
     match request {

@@ -118,7 +118,7 @@ pub async fn run(config: &Config, request: Request) -> ExitCode {
 }
 
 async fn execute(config: &Config, request: Request) -> Result<(), CommandError> {
-    let settings = config.postgres.connection()?;
+    let settings = config.postgres.connection();
     let sql = settings.connect_sql().await.map_err(PgError::sql("connect"))?;
     let slot = config.postgres.slot.as_str();
     let table = HeldTable::open(&sql, slot).await?;

@@ -425,7 +425,7 @@ created_at = "created_at"
         let config = Config::from_toml(MINIMAL, env).unwrap();
         assert_eq!(config.customerio.api_key.expose(), "from-env");
         assert_eq!(config.customerio.site_id, "12345");
-        assert_eq!(config.postgres.url.expose(), "postgres://other@db/app");
+        assert_eq!(config.postgres.connection().display(), "other@db:5432/app");
         assert_eq!(config.pipeline.shutdown_timeout_secs, 3);
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::{validate_name, ConfigError};
 use crate::pg::connection::ConnectionSettings;
@@ -34,7 +34,7 @@ pub struct PostgresConfig {
     /// Connection URL, `postgres://user:password@host:port/db?sslmode=…`.
     /// `sslmode` (disable, prefer, require, verify-ca, verify-full) and
     /// `sslrootcert` are honoured. Env: `CIOSYNC_POSTGRES_URL`.
-    pub url: Secret,
+    pub url: PostgresUrl,
     /// Logical replication slot; created (pgoutput) if missing. Default `ciosync`.
     #[serde(default = "default_slot")]
     pub slot: String,
@@ -71,11 +71,32 @@ pub struct PostgresConfig {
 }
 
 impl PostgresConfig {
-    /// The connection settings `url` describes; an error names `postgres.url`
-    /// and never repeats the URL (it holds the password).
-    pub fn connection(&self) -> Result<ConnectionSettings, ConfigError> {
-        ConnectionSettings::parse(&self.url, Duration::from_secs(self.connect_timeout_secs))
-            .map_err(|e| ConfigError::invalid("postgres.url", e.to_string()))
+    /// The connection settings `url` describes, with `connect_timeout_secs`.
+    /// Each call is a copy of its own: what one connection learns under
+    /// `verify-ca` (see [`crate::pg::tls`]) stays with its copy.
+    pub fn connection(&self) -> ConnectionSettings {
+        self.url.0.fresh(Duration::from_secs(self.connect_timeout_secs))
+    }
+}
+
+/// `postgres.url`, parsed when the config is read: a bad URL is refused
+/// there (naming the field, never repeating the URL, which holds the
+/// password), and every user of the config gets its settings from
+/// [`PostgresConfig::connection`] without parsing or failing again.
+#[derive(Clone)]
+pub struct PostgresUrl(ConnectionSettings);
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for PostgresUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let url = Secret::deserialize(deserializer)?;
+        // The timeout is `connect_timeout_secs`, set by `connection`.
+        ConnectionSettings::parse(&url, Duration::ZERO).map(Self).map_err(serde::de::Error::custom)
     }
 }
 
@@ -163,7 +184,6 @@ fn default_retained_wal_warn_bytes() -> u64 {
 impl PostgresConfig {
     /// Checks `[postgres]`, naming the first bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.connection()?;
         validate_name("postgres.slot", &self.slot)?;
         validate_name("postgres.publication", &self.publication)?;
         if !(10..=60_000).contains(&self.status_interval_ms) {

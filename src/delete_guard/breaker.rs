@@ -424,7 +424,7 @@ mod tests {
              [sync.attributes]\nemail = \"email\"\n{extra}"
         );
         let config = Config::from_toml(&text, Vec::new()).expect("valid config");
-        let settings = config.postgres.connection().expect("valid url");
+        let settings = config.postgres.connection();
         let counters = Arc::new(Counters::default());
         (Breaker::new(settings, &config, counters.clone()), counters)
     }

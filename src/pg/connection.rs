@@ -135,6 +135,16 @@ impl ConnectionSettings {
         })
     }
 
+    /// A copy with `connect_timeout` and nothing learned yet: a user of its
+    /// own (see [`super::tls::CertifiedName`]).
+    pub fn fresh(&self, connect_timeout: Duration) -> Self {
+        Self {
+            connect_timeout,
+            certified_name: super::tls::CertifiedName::default(),
+            ..self.clone()
+        }
+    }
+
     /// `user@host:port/db` (`user@h1:p1,h2:p2/db` with several hosts), for
     /// logs: never the password.
     pub fn display(&self) -> String {

@@ -178,7 +178,7 @@ async fn run_until_stopped(
     shutdown: CancellationToken,
     counters: Arc<Counters>,
 ) -> Result<Progress, RunError> {
-    let settings = config.postgres.connection()?;
+    let settings = config.postgres.connection();
     let dead_letters =
         Arc::new(DeadLetterStore::new(settings.clone(), config.postgres.slot.clone()));
     let sink = Sink::new(&config.customerio, &config.pipeline, dead_letters, counters.clone())?;

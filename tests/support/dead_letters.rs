@@ -24,7 +24,7 @@ pub fn config_with_password(db: &TestDb, track_url: &str) -> String {
 /// A store for the slot of `config_text`.
 pub fn store(config_text: &str) -> DeadLetterStore {
     let config = Config::from_toml(config_text, Vec::new()).expect("test config is valid");
-    let settings = config.postgres.connection().expect("test URL parses");
+    let settings = config.postgres.connection();
     DeadLetterStore::new(settings, config.postgres.slot)
 }
 

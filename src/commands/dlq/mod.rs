@@ -125,7 +125,7 @@ pub async fn run(config: &Config, request: Request) -> ExitCode {
 }
 
 async fn execute(config: &Config, request: Request) -> Result<(), CommandError> {
-    let settings = config.postgres.connection()?;
+    let settings = config.postgres.connection();
     let sql = settings.connect_sql().await.map_err(PgError::sql("connect"))?;
     let slot = config.postgres.slot.as_str();
     let table = DeadLetterTable::open(&sql, slot).await?;
