@@ -15,6 +15,7 @@ mod bad_config_exits_2;
 mod change_events_fire_on_transitions;
 mod check_reports_failover_readiness;
 mod check_reports_what_to_fix;
+mod ciosync_writes_survive_a_postgres_crash;
 mod coalescing_merges_changes_of_one_customer;
 mod core_scenarios_pass_on_every_postgres_major;
 mod customerio_hangs_are_timed_out_and_retried;
