@@ -133,6 +133,19 @@ END $$;
 COMMENT ON TABLE ciosync.held_deletes IS
     'ciosync: removals the mass-delete circuit breaker ([delete_guard]) held for an operator: '
     'ciosync deletes list | approve | discard';
+-- Customers identified with an email while removals were held: Customer.io
+-- refuses to give a person an email a held (not yet deleted) person still
+-- has, so `deletes approve` identifies them again from their rows once
+-- nothing is held any more.
+CREATE TABLE IF NOT EXISTS ciosync.held_refreshes (
+    slot         text        NOT NULL,
+    customer_id  text        NOT NULL,
+    noted_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (slot, customer_id)
+);
+COMMENT ON TABLE ciosync.held_refreshes IS
+    'ciosync: customers identified with an email while the mass-delete circuit breaker held '
+    'removals; ciosync deletes approve identifies them again once nothing is held';
 COMMENT ON TABLE ciosync.dead_letters IS
     'ciosync: operations Customer.io refused for good, kept for ciosync dlq. '
     'payload holds customer data (attribute values as sent): only the daemon''s role '

@@ -25,6 +25,7 @@ mod dead_letter_store_reconnects_after_an_error;
 mod default_identity_sends_every_mapped_attribute;
 mod definite_postgres_errors_stop_the_daemon;
 mod delete_deletes_the_customer;
+mod delete_guard_decisions_leave_customers_equal_to_rows;
 mod delete_guard_holds_a_mass_delete;
 mod delete_guard_keeps_its_promises_end_to_end;
 mod delete_guard_replay_never_cancels_a_later_hold;

@@ -18,9 +18,11 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
+use crate::commands::current::{self, Current, Rows};
 use crate::commands::select::{Selection, Which};
 use crate::commands::send::{self, Answer, Stop};
 use crate::config::{Config, ConfigError};
+use crate::customer::CustomerOp;
 use crate::dead_letter::render::{printable, time};
 use crate::delete_guard::store::{HeldRow, HeldTable};
 use crate::pg::PgError;
@@ -107,6 +109,15 @@ pub enum CommandError {
         #[source]
         reason: Stop,
     },
+    #[error(
+        "the held removals were sent; stopped after identifying {identified} customers again \
+         (run `ciosync deletes approve --all` again for the rest)"
+    )]
+    RefreshStopped {
+        identified: u64,
+        #[source]
+        reason: Stop,
+    },
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),
 }
@@ -137,12 +148,13 @@ async fn execute(config: &Config, request: Request) -> Result<(), CommandError> 
         }
         Request::Approve(selection) => {
             let only = chosen(&table, slot, selection).await?;
-            approve(config, &table, only.as_deref()).await
+            approve(config, &sql, &table, only.as_deref()).await
         }
         Request::Discard(selection) => {
             let only = chosen(&table, slot, selection).await?;
             let discarded = table.decide_all(only.as_deref(), "discarded").await?;
-            emit(&format!("discarded {discarded} held {}\n", noun(discarded)))
+            emit(&format!("discarded {discarded} held {}\n", noun(discarded)))?;
+            refresh_when_decided(config, &sql, &table).await
         }
     }
 }
@@ -180,6 +192,7 @@ async fn chosen(
 /// also when it stops early.
 async fn approve(
     config: &Config,
+    sql: &tokio_postgres::Client,
     table: &HeldTable<'_>,
     only: Option<&[i64]>,
 ) -> Result<(), CommandError> {
@@ -226,8 +239,118 @@ async fn approve(
             }
         }
     }
-    emit(&summary(sent, refused))
+    emit(&summary(sent, refused))?;
+    refresh_when_decided(config, sql, table).await
 }
+
+/// Once no removal waits for a decision any more (whichever command made
+/// the last one): the customers noted while removals were held are
+/// identified again ([`refresh_all`]). One that took the email of a person
+/// whose removal was discarded is refused again (that person keeps it),
+/// harmlessly; the others now go through.
+async fn refresh_when_decided(
+    config: &Config,
+    sql: &tokio_postgres::Client,
+    table: &HeldTable<'_>,
+) -> Result<(), CommandError> {
+    if table.any_waiting().await? {
+        return Ok(());
+    }
+    let client = TrackClient::new(&config.customerio, Arc::new(Counters::default()))?;
+    let max_backoff = Duration::from_secs(config.customerio.retry_max_backoff_secs);
+    let refreshed = refresh_all(config, sql, table, &client, max_backoff).await?;
+    if refreshed.identified + refreshed.refused > 0 {
+        emit(&refreshed.summary())?;
+    }
+    Ok(())
+}
+
+/// What [`refresh_all`] did.
+#[derive(Debug, Default)]
+struct Refreshed {
+    identified: u64,
+    refused: u64,
+}
+
+impl Refreshed {
+    fn summary(&self) -> String {
+        let mut text = format!(
+            "identified again from their rows: {} {} given an email while removals were held",
+            self.identified,
+            if self.identified == 1 { "customer" } else { "customers" }
+        );
+        if self.refused > 0 {
+            text.push_str(&format!("; Customer.io refused {}", self.refused));
+        }
+        text + "\n"
+    }
+}
+
+/// Once no removal is held any more: identifies again, from its rows, every
+/// customer the daemon identified with an email while removals were held.
+/// Customer.io refuses (with an HTTP 200) to give a person an email that
+/// another person still has, and a held person still had theirs; now that
+/// they are deleted, the identify goes through. A customer whose rows are
+/// gone, or in several tables, is left to the stream.
+///
+/// Each is sent until its row, read again after Customer.io accepted the
+/// identify, still says the same (at most [`current::MAX_ROUNDS`] sends):
+/// the daemon keeps delivering meanwhile, and a change it sent before this
+/// identify landed would otherwise be set back. A page of customers is
+/// forgotten once each is settled; a stop keeps the rest for the next run.
+async fn refresh_all(
+    config: &Config,
+    sql: &tokio_postgres::Client,
+    table: &HeldTable<'_>,
+    client: &TrackClient,
+    max_backoff: Duration,
+) -> Result<Refreshed, CommandError> {
+    let mut rows = Rows::new(sql, &config.sync);
+    let tables = rows.every_table();
+    let mut done = Refreshed::default();
+    let mut after = String::new();
+    loop {
+        let page = table.refreshes(&after, REFRESH_PAGE).await?;
+        let Some(last) = page.last() else { return Ok(done) };
+        after = last.clone();
+        for customer in &page {
+            let mut state = rows.current(customer, &tables).await?;
+            for _ in 0..current::MAX_ROUNDS {
+                let Current::Live(attributes) = &state else { break };
+                let op = CustomerOp::Identify {
+                    id: customer.clone(),
+                    attributes: attributes.clone(),
+                    timestamp: rows.now().await?,
+                };
+                let items: Vec<_> = batch::encode(op).into_iter().collect();
+                let sent = send(client, batch::body(&items), items.len(), max_backoff).await;
+                match sent {
+                    Ok(failed) if failed.is_empty() => {}
+                    Ok(_) => {
+                        done.refused += 1;
+                        break;
+                    }
+                    Err(reason) => {
+                        return Err(CommandError::RefreshStopped {
+                            identified: done.identified,
+                            reason,
+                        })
+                    }
+                }
+                let now = rows.current(customer, &tables).await?;
+                if now == state {
+                    done.identified += 1;
+                    break;
+                }
+                state = now;
+            }
+        }
+        table.forget_refreshes(&page).await?;
+    }
+}
+
+/// Customers read and identified again per page of [`refresh_all`].
+const REFRESH_PAGE: i64 = 500;
 
 fn summary(sent: u64, refused: u64) -> String {
     let mut text = format!("approved: sent {sent} {}", noun(sent));

@@ -7,13 +7,16 @@
 //!   mass-delete breaker held.
 //!
 //! They sit above the pipeline's parts (the sink's client, the stores) and
-//! share the selection (`--id` / `--all`) and the stop reasons of a replay.
+//! share the selection (`--id` / `--all`), the stop reasons of a replay, and
+//! [`current`]: what a customer's rows say now, which both `dlq retry` and
+//! `deletes approve` send instead of what went out before.
 
 use std::process::ExitCode;
 
 use crate::error::{error_chain, EXIT_FAILURE, EXIT_USAGE};
 
 pub mod backfill;
+pub mod current;
 pub mod deletes;
 pub mod dlq;
 pub mod select;

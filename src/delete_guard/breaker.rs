@@ -28,7 +28,11 @@
 //!   that is stored *before*
 //!   the operation is pushed: an `approve` running at the same moment holds
 //!   those rows locked while it sends, so the later operation reaches
-//!   Customer.io after the approved removal or the removal is never sent.
+//!   Customer.io after the approved removal or the removal is never sent;
+//! - while anything may be held, an identify giving its customer an email
+//!   notes the customer in `ciosync.held_refreshes`, before it is pushed:
+//!   Customer.io refuses an email a held person still has, and `deletes
+//!   approve` identifies the noted customers again once nothing is held.
 //!
 //! Memory stays within a share of `pipeline.max_pending_bytes`
 //! ([`BREAKER_SHARE`]) whatever is held: the open transaction's unwritten
@@ -51,6 +55,7 @@ use super::{Admit, Guard, Limits};
 use crate::config::Config;
 use crate::customer::CustomerOp;
 use crate::error::error_chain;
+use crate::mapping::EMAIL;
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
 use crate::sink::retry::Backoff;
@@ -166,12 +171,17 @@ impl Breaker {
     /// Decides one operation: `Some` to push it to the sink, `None` when it
     /// is held. `guarded` says whether a removal counts (a lone removal of
     /// a row, not the delete of an id change). Any operation that is sent
-    /// supersedes the held removals of the customers it touches.
+    /// supersedes the held removals of the customers it touches. `absent`:
+    /// the NULL attributes an insert's or a restore's identify leaves out
+    /// ([`crate::mapping::Mapped::absent`]), added as `null` while anything
+    /// may be held: a held delete this identify cancels left the person in
+    /// Customer.io with the values they had.
     pub async fn route(
         &mut self,
-        op: CustomerOp,
+        mut op: CustomerOp,
         guarded: bool,
         commit_lsn: u64,
+        absent: &[String],
     ) -> Result<Option<CustomerOp>, PgError> {
         if let (true, Some(action)) = (guarded, Action::of(&op)) {
             let replayed = commit_lsn < self.horizon;
@@ -190,6 +200,19 @@ impl Breaker {
                     self.spill().await?;
                 }
                 return Ok(None);
+            }
+        }
+        if self.is_holding() {
+            if let CustomerOp::Identify { attributes, .. } = &mut op {
+                for name in absent {
+                    attributes.entry(name.clone()).or_insert(serde_json::Value::Null);
+                }
+            }
+        }
+        if self.is_holding() && carries_email(&op) {
+            if let Some(id) = op.customer_id() {
+                let what = "cannot note a customer to identify again after the held removals";
+                retrying!(self, what, |s| s.note_refresh(id).await);
             }
         }
         // Nearly always nothing is held: every operation of the stream
@@ -341,6 +364,13 @@ impl Breaker {
         self.guard.is_tripped()
     }
 
+    /// Whether any removal may be held: tripped, holds of the open
+    /// transaction, or customers in the filter (a replay holds without
+    /// tripping).
+    fn is_holding(&self) -> bool {
+        self.guard.is_tripped() || self.open.holds_any() || !self.held.is_empty()
+    }
+
     /// Logs the trip (counts only, never ids) and starts polling.
     fn tripped(&mut self, held_before: u64) {
         Counters::set(&self.counters.delete_guard_tripped, 1, None);
@@ -376,6 +406,17 @@ fn touched(op: &CustomerOp) -> impl Iterator<Item = &str> {
         other => [other.customer_id(), None],
     };
     pair.into_iter().flatten()
+}
+
+/// Whether `op` gives its customer an email. In workspaces that identify
+/// people by email too, Customer.io refuses (with an HTTP 200) an identify
+/// whose email a held, not yet deleted, person still has: a customer that
+/// re-registered with the email of one whose removal waits, or an id
+/// changed while the row was soft-deleted and then restored. The customer
+/// is noted, and `deletes approve` identifies it again once nothing is
+/// held.
+fn carries_email(op: &CustomerOp) -> bool {
+    matches!(op, CustomerOp::Identify { attributes, .. } if attributes.contains_key(EMAIL))
 }
 
 /// Whether the operations of one change are a lone removal (a DELETE or a

@@ -1,4 +1,5 @@
-//! Every query on `ciosync.held_deletes`: the daemon's writes
+//! Every query on `ciosync.held_deletes` (and `ciosync.held_refreshes`,
+//! the customers to identify again once they are decided): the daemon's writes
 //! ([`HeldStore`]) and the operator's reads and decisions ([`HeldTable`]).
 //!
 //! A row starts `pending` while the transaction it belongs to is still
@@ -329,6 +330,27 @@ impl HeldStore {
         self.forget_on_error(result)
     }
 
+    /// Notes a customer identified with an email while removals are held,
+    /// for `deletes approve` to identify again once none is (see
+    /// [`HeldTable::refreshes`]). Noting one twice is harmless.
+    pub async fn note_refresh(&mut self, customer_id: &str) -> Result<(), PgError> {
+        let slot = self.slot.clone();
+        let result = async {
+            self.client()
+                .await?
+                .execute(
+                    "INSERT INTO ciosync.held_refreshes (slot, customer_id) VALUES ($1, $2) \
+                     ON CONFLICT (slot, customer_id) DO NOTHING",
+                    &[&slot, &customer_id],
+                )
+                .await
+                .map_err(stored("write ciosync.held_refreshes"))?;
+            Ok(())
+        }
+        .await;
+        self.forget_on_error(result)
+    }
+
     /// Rows of `tables` (quoted `schema.name`; a partitioned table by its leaf
     /// partitions) as the planner estimates them (`pg_class.reltuples`; a
     /// table never analysed counts 0). `pg_partition_tree` lists nothing for
@@ -523,6 +545,50 @@ impl<'a> HeldTable<'a> {
             )
             .await
             .map_err(PgError::sql("update ciosync.held_deletes"))
+    }
+
+    /// Whether any removal still waits for a decision: `held`, or
+    /// `pending` in a transaction the daemon is reading.
+    pub async fn any_waiting(&self) -> Result<bool, PgError> {
+        let row = self
+            .sql
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM ciosync.held_deletes \
+                 WHERE slot = $1 AND state IN ('held', 'pending'))",
+                &[&self.slot],
+            )
+            .await
+            .map_err(PgError::sql("read ciosync.held_deletes"))?;
+        Ok(row.get(0))
+    }
+
+    /// Up to `limit` customers the daemon identified with an email while
+    /// removals were held (in customer order, after `after`): Customer.io
+    /// refuses (with an HTTP 200) to give a person an email that a held,
+    /// not yet deleted, person still has, so each is identified again from
+    /// its row once the removals are decided.
+    pub async fn refreshes(&self, after: &str, limit: i64) -> Result<Vec<String>, PgError> {
+        let rows = self
+            .sql
+            .query(
+                "SELECT customer_id FROM ciosync.held_refreshes \
+                 WHERE slot = $1 AND customer_id > $2 ORDER BY customer_id LIMIT $3",
+                &[&self.slot, &after, &limit],
+            )
+            .await
+            .map_err(PgError::sql("read ciosync.held_refreshes"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Forgets the refreshes of `customers`, settled.
+    pub async fn forget_refreshes(&self, customers: &[String]) -> Result<u64, PgError> {
+        self.sql
+            .execute(
+                "DELETE FROM ciosync.held_refreshes WHERE slot = $1 AND customer_id = ANY($2)",
+                &[&self.slot, &customers],
+            )
+            .await
+            .map_err(PgError::sql("update ciosync.held_refreshes"))
     }
 
     async fn decide(&self, ids: &[i64], state: &str) -> Result<u64, PgError> {

@@ -30,7 +30,7 @@ use crate::customer::CustomerOp;
 use crate::track_api;
 
 /// Customer.io's reserved `email` attribute, an identifier in email+id workspaces.
-const EMAIL: &str = "email";
+pub const EMAIL: &str = "email";
 
 /// Why a change produced no operation although it was not a no-op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +99,13 @@ pub struct Mapped {
     pub skipped: Option<SkipReason>,
     /// Attributes left out of the operations.
     pub dropped: Vec<DroppedAttribute>,
+    /// For an INSERT or a restore (soft delete cleared): the mapped
+    /// attributes whose column is NULL, left out of its identify (a new
+    /// person has nothing to unset). While the breaker holds removals, the
+    /// person may still be in Customer.io with values the row no longer
+    /// has (a held delete this identify cancels), so the breaker adds them
+    /// as `null` (see `delete_guard::breaker`).
+    pub absent: Vec<String>,
 }
 
 /// Maps changes of the synced tables, each by its `[[sync]]` entry, and
@@ -180,7 +187,7 @@ impl Mapper {
                     out.skipped = Some(SkipReason::SoftDeleted);
                     return out;
                 }
-                let attributes = attributes(sync, table, new, None, false, &mut out.dropped);
+                let attributes = in_full(sync, table, new, &mut out);
                 out.ops.push(identify(id, attributes, change.commit_time));
             }
             RowOp::Update { old, old_is_key_only, new } => {
@@ -202,8 +209,7 @@ impl Mapper {
                         return out;
                     }
                     (Some(true), _) => {
-                        let attributes =
-                            attributes(sync, table, new, None, false, &mut out.dropped);
+                        let attributes = in_full(sync, table, new, &mut out);
                         out.ops.push(identify(new_id, attributes, change.commit_time));
                         return out;
                     }
@@ -334,6 +340,17 @@ fn id_change(
             ops.push(identify(new_id, attributes, timestamp));
         }
     }
+}
+
+/// The non-NULL mapped attributes of a row sent in full (an insert, a
+/// restore); the NULL ones' names go to [`Mapped::absent`].
+fn in_full(sync: &SyncConfig, table: &Table, new: &Row, out: &mut Mapped) -> Map<String, Json> {
+    let (nulls, values): (Map<String, Json>, Map<String, Json>) =
+        attributes(sync, table, new, None, true, &mut out.dropped)
+            .into_iter()
+            .partition(|(_, value)| value.is_null());
+    out.absent = nulls.into_iter().map(|(name, _)| name).collect();
+    values
 }
 
 fn identify(id: String, attributes: Map<String, Json>, timestamp: i64) -> CustomerOp {

@@ -81,6 +81,8 @@ fn insert_identifies_with_every_mapped_non_null_attribute() {
     let mapped = map(RowOp::Insert { new });
     assert_eq!(mapped.ops, vec![identify("1", json!({"email": "a@example.com", "about": "hi"}))]);
     assert_eq!(mapped.skipped, None);
+    // Named, for the breaker to send as null while it holds removals.
+    assert_eq!(mapped.absent, ["plan"]);
 }
 
 #[test]
@@ -287,6 +289,7 @@ fn soft_delete_removes_on_set_ignores_while_set_and_identifies_in_full_on_clear(
         RowOp::Update { old: Some(gone.clone()), old_is_key_only: false, new: live.clone() },
     );
     assert_eq!(cleared.ops, vec![identify("1", json!({"email": "a@example.com", "plan": "free"}))]);
+    assert_eq!(cleared.absent, ["about"]);
 
     let inserted_deleted = map_config(config.clone(), RowOp::Insert { new: gone.clone() });
     assert_eq!(inserted_deleted.skipped, Some(SkipReason::SoftDeleted));

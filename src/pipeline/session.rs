@@ -117,7 +117,7 @@ impl Session<'_> {
                 let guarded = breaker::is_lone_removal(&mapped.ops);
                 for op in mapped.ops {
                     let routed = tokio::select! {
-                        routed = self.breaker.route(op, guarded, change.position.commit_lsn) => Some(routed),
+                        routed = self.breaker.route(op, guarded, change.position.commit_lsn, &mapped.absent) => Some(routed),
                         _ = shutdown.cancelled() => None,
                         _ = self.session_ended.cancelled() => return Err(session_ended()),
                     };

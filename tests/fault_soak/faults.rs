@@ -56,6 +56,11 @@ pub enum Fault {
     /// A backfill's session is ended inside its chunks, between their
     /// watermarks ([`super::operator::cut_backfill`]).
     BackfillCut,
+    /// One DELETE of [`super::operator::MASS_ROWS`] users trips the breaker
+    /// while the workload goes on (every removal of the workload is held
+    /// from then on, until approved); `kill -9` while they are held; a few
+    /// are discarded, the rest approved ([`super::operator::mass_delete`]).
+    MassDelete,
 }
 
 impl Fault {
@@ -67,23 +72,24 @@ impl Fault {
                 | Self::PostgresRestartImmediate
                 | Self::ItemRefusals
                 | Self::BackfillCut
+                | Self::MassDelete
         )
     }
 
     /// A fault that needs Customer.io and Postgres answering throughout:
     /// any stretch ends before it.
     fn is_alone(self) -> bool {
-        matches!(self, Self::ItemRefusals | Self::BackfillCut)
+        matches!(self, Self::ItemRefusals | Self::BackfillCut | Self::MassDelete)
     }
 }
 
 /// Faults every run injects at least (in a random order), whatever its
 /// duration: the "kill -9 at ≥ 20 random points" and each other
 /// kind twice.
-/// The operator faults once each (the mass DELETE through the breaker
-/// comes after the writes: see `operator::mass_delete`).
-const MANDATORY: [(Fault, usize); 10] = [
+/// The operator faults once each.
+const MANDATORY: [(Fault, usize); 11] = [
     (Fault::ItemRefusals, 1),
+    (Fault::MassDelete, 1),
     (Fault::BackfillCut, 1),
     (Fault::Kill9, 20),
     (Fault::PostgresRestartFast, 2),
@@ -364,11 +370,15 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
                 });
             }
             Fault::CustomerioRefused => targets.proxy.refuse().await,
-            Fault::ItemRefusals | Fault::BackfillCut => {
+            Fault::ItemRefusals | Fault::BackfillCut | Fault::MassDelete => {
                 let n = report.faults.get(&fault).copied().unwrap_or(0);
                 let outcome = &mut report.operator;
                 let done = match fault {
                     Fault::ItemRefusals => operator::refuse_items(&targets, n, outcome).await,
+                    Fault::MassDelete => {
+                        let (db, config) = (targets.db, targets.config);
+                        operator::mass_delete(db, config, targets.daemon, outcome).await
+                    }
                     _ => operator::cut_backfill(&targets, outcome).await,
                 };
                 if let Err(problem) = done {

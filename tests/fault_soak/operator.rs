@@ -149,11 +149,12 @@ pub async fn refuse_items(targets: &Targets<'_>, n: u32, out: &mut Outcome) -> R
 /// they are held and started again; then the operator discards a few
 /// (those people stay in Customer.io) and approves the rest.
 ///
-/// After the writes, not among the faults: while the breaker is tripped it
-/// holds every removal of the mixed workload too, and with `kill -9`
-/// replays in between, runs then ended with customers missing or stale
-/// (see the `delete_guard_replay_never_cancels_a_later_hold` test for the
-/// one cause found; the rest is open).
+/// During the writes: while the breaker is tripped it holds every removal
+/// of the mixed workload too, with `kill -9` replays and Postgres crashes
+/// in between. That found three causes of customers left missing or stale
+/// (`delete_guard_replay_never_cancels_a_later_hold`,
+/// `ciosync_writes_survive_a_postgres_crash`,
+/// `delete_guard_decisions_leave_customers_equal_to_rows`).
 pub async fn mass_delete(
     db: &TestDb,
     config: &std::path::Path,
@@ -297,6 +298,15 @@ pub async fn holds(db: &TestDb) -> BTreeMap<String, i64> {
         .query("SELECT state, count(*) FROM ciosync.held_deletes GROUP BY state", &[])
         .await
         .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .unwrap_or_default()
+}
+
+/// Customers noted to be identified again once nothing is held.
+pub async fn refreshes(db: &TestDb) -> i64 {
+    db.client
+        .query_one("SELECT count(*) FROM ciosync.held_refreshes", &[])
+        .await
+        .map(|row| row.get(0))
         .unwrap_or_default()
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_postgres::Client;
 
-use super::current::{Current, Rows};
 use super::{emit, CommandError};
+use crate::commands::current::{Current, Rows, MAX_ROUNDS};
 use crate::commands::send::{self, Stop};
 use crate::config::Config;
 use crate::customer::CustomerOp;
@@ -84,10 +84,6 @@ async fn replay_all(
     }
     Ok(())
 }
-
-/// Rounds of "send, read the row again" before a replay whose row keeps
-/// changing is given up (see [`Replayer::converge`]).
-pub const MAX_ROUNDS: u32 = 5;
 
 /// The error a letter is kept with when its row changed after every one of
 /// [`MAX_ROUNDS`] sends.

@@ -1,7 +1,9 @@
-//! What a customer's rows say now, for `ciosync dlq retry`: a refused
+//! What a customer's rows say now, for `ciosync dlq retry` (a refused
 //! identify is replaced by the current values, and a refused removal is
 //! sent only while the customer is still gone, so a replay never sets a
-//! customer back to what it was before a later change that was delivered.
+//! customer back to what it was before a later change that was delivered)
+//! and `ciosync deletes approve` (a customer whose identify Customer.io
+//! refused because a held person still had its email is identified again).
 //!
 //! A letter does not name the table it came from, and needs not: the
 //! customer id names the person, and a person table's row is read by the
@@ -22,6 +24,12 @@ use crate::customer::CustomerOp;
 use crate::mapping::Mapper;
 use crate::pg::PgError;
 use crate::source::reader::{postgres_now, TableReader};
+
+/// Rounds of "send, read the row again" before a customer whose row keeps
+/// changing is given up: the daemon keeps delivering while a command
+/// sends, so a command's identify is settled only once the row, read again
+/// after Customer.io accepted it, still says the same.
+pub const MAX_ROUNDS: u32 = 5;
 
 /// A customer as the person tables have it now.
 #[derive(Debug, Clone, PartialEq)]
