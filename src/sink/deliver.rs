@@ -247,7 +247,6 @@ impl Delivery {
             );
         }
         drop(failing);
-        Counters::add(&self.counters.ops_rejected, letters.len() as u64);
         Counters::add(&self.counters.ops_dead_lettered, letters.len() as u64);
     }
 }

@@ -56,8 +56,6 @@ pub struct Counters {
     pub attributes_dropped: AtomicU64,
     /// Operations Customer.io accepted.
     pub ops_accepted: AtomicU64,
-    /// Operations Customer.io refused for good (4xx, 207 items), stored as dead letters.
-    pub ops_rejected: AtomicU64,
     /// `POST /api/v1/events` requests (anonymous events), by how they ended.
     pub requests_events: RequestOutcomes,
     /// HTTP requests sent to Customer.io, by how they ended.
