@@ -313,6 +313,14 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
     let mut mandatory: Vec<Fault> =
         MANDATORY.iter().flat_map(|&(fault, n)| std::iter::repeat_n(fault, n)).collect();
     mandatory.shuffle(rng);
+    // Taken from the end: the refusals come before the mass delete, whose
+    // breaker holds every removal for a while (a refused delete would be
+    // held instead of refused).
+    let at = |fault| mandatory.iter().position(|&f| f == fault).expect("mandatory");
+    let (refusals, mass) = (at(Fault::ItemRefusals), at(Fault::MassDelete));
+    if refusals < mass {
+        mandatory.swap(refusals, mass);
+    }
     let mut report = Injected::default();
     let mut stretch_ends: Option<Instant> = None;
     while Instant::now() < deadline || !mandatory.is_empty() {
