@@ -24,7 +24,7 @@ use crate::commands::send::{self, Answer, Stop};
 use crate::config::{Config, ConfigError};
 use crate::customer::CustomerOp;
 use crate::dead_letter::render::{printable, time};
-use crate::delete_guard::store::{HeldRow, HeldTable};
+use crate::delete_guard::table::{HeldRow, HeldTable};
 use crate::pg::PgError;
 use crate::sink::batch;
 use crate::sink::client::TrackClient;

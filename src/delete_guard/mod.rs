@@ -20,8 +20,9 @@
 //! - [`filter`] answers, in fixed memory, which customers may have a held
 //!   delete; [`open`] keeps the open transaction's holds until a chunk is
 //!   full.
-//! - [`store`] holds every query on `ciosync.held_deletes` (the table is
-//!   defined in [`crate::state`]'s migration).
+//! - [`store`] holds the daemon's queries on `ciosync.held_deletes` and
+//!   [`table`] the operator's (the tables are defined in [`crate::state`]'s
+//!   migration).
 //! - [`crate::commands::deletes`] is `ciosync deletes list | approve | discard`.
 //!
 //! Only removals that stand alone are guarded: a DELETE or a soft delete of
@@ -32,6 +33,7 @@ pub mod breaker;
 pub mod filter;
 pub mod open;
 pub mod store;
+pub mod table;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
