@@ -172,94 +172,123 @@ impl Mapper {
                 None => Mapped { skipped: Some(SkipReason::UnknownTable), ..Mapped::default() },
             };
         };
+        let rows = RowMapping::new(sync, change);
         let mut out = Mapped::default();
-        let table = &*change.table;
-        let id_index = table.column_index(&sync.id_column);
-        let id_of = |row: &Row| id_index.and_then(|i| customer_id(&row[i]));
-        let deleted = SoftDelete::new(sync, table);
         match &change.op {
-            RowOp::Insert { new } => {
-                let Some(id) = id_of(new) else {
-                    out.skipped = Some(SkipReason::InvalidId);
-                    return out;
-                };
-                if deleted.is_deleted(new) == Some(true) {
-                    out.skipped = Some(SkipReason::SoftDeleted);
-                    return out;
-                }
-                let attributes = in_full(sync, table, new, &mut out);
-                out.ops.push(identify(id, attributes, change.commit_time));
-            }
+            RowOp::Insert { new } => rows.insert(new, &mut out),
             RowOp::Update { old, old_is_key_only, new } => {
-                let Some(new_id) = id_of(new) else {
-                    out.skipped = Some(SkipReason::InvalidId);
-                    return out;
-                };
-                let full_old = old.as_ref().filter(|_| !old_is_key_only);
-                // Soft delete: turning deleted removes the customer, staying
-                // deleted sends nothing, turning undeleted identifies in full.
-                let was_deleted = full_old.and_then(|o| deleted.is_deleted(o));
-                match (was_deleted, deleted.is_deleted(new)) {
-                    (Some(true), Some(true)) => {
-                        out.skipped = Some(SkipReason::SoftDeleted);
-                        return out;
-                    }
-                    (_, Some(true)) => {
-                        out.ops.push(removal(sync, new_id));
-                        return out;
-                    }
-                    (Some(true), _) => {
-                        let attributes = in_full(sync, table, new, &mut out);
-                        out.ops.push(identify(new_id, attributes, change.commit_time));
-                        return out;
-                    }
-                    _ => {}
-                }
-                // Derived events go after the identify of the same change, so
-                // a campaign they trigger sees the new attributes.
-                let derived = match full_old {
-                    Some(old) if !sync.events.is_empty() => events::from_transition(
-                        &sync.events,
-                        change,
-                        &new_id,
-                        old,
-                        new,
-                        &mut out.dropped,
-                    ),
-                    _ => Vec::new(),
-                };
-                // The old id is known when the old row is full, or when it is a
-                // key-only row because the key changed (and the id is in the key).
-                let old_id = old.as_ref().and_then(&id_of);
-                if let Some(old_id) = old_id.filter(|old_id| *old_id != new_id) {
-                    // With NULLs: the merge would otherwise bring back values
-                    // the row no longer has.
-                    let attributes = attributes(sync, table, new, None, true, &mut out.dropped);
-                    id_change(
-                        sync.on_id_change,
-                        old_id,
-                        new_id,
-                        attributes,
-                        change.commit_time,
-                        &mut out.ops,
-                    );
-                } else {
-                    let attributes = attributes(sync, table, new, full_old, true, &mut out.dropped);
-                    if !attributes.is_empty() {
-                        out.ops.push(identify(new_id, attributes, change.commit_time));
-                    }
-                }
-                out.ops.extend(derived.into_iter().map(CustomerOp::Event));
-                if out.ops.is_empty() {
-                    out.skipped = Some(SkipReason::NoChange);
-                }
+                rows.update(old.as_ref(), *old_is_key_only, new, &mut out)
             }
-            RowOp::Delete { old } => match id_of(old) {
+            RowOp::Delete { old } => match rows.id_of(old) {
                 Some(id) => out.ops.push(removal(sync, id)),
                 None => out.skipped = Some(SkipReason::InvalidId),
             },
         }
         out
+    }
+}
+
+/// One change of a synced table, with what its mapping needs.
+struct RowMapping<'a> {
+    sync: &'a SyncConfig,
+    change: &'a RowChange,
+    table: &'a Table,
+    id_index: Option<usize>,
+    deleted: SoftDelete,
+}
+
+impl<'a> RowMapping<'a> {
+    fn new(sync: &'a SyncConfig, change: &'a RowChange) -> Self {
+        let table = &*change.table;
+        Self {
+            sync,
+            change,
+            table,
+            id_index: table.column_index(&sync.id_column),
+            deleted: SoftDelete::new(sync, table),
+        }
+    }
+
+    /// The customer id of `row`, if usable.
+    fn id_of(&self, row: &Row) -> Option<String> {
+        self.id_index.and_then(|i| customer_id(&row[i]))
+    }
+
+    fn identify(&self, id: String, attributes: Map<String, Json>) -> CustomerOp {
+        identify(id, attributes, self.change.commit_time)
+    }
+
+    fn insert(&self, new: &Row, out: &mut Mapped) {
+        let Some(id) = self.id_of(new) else {
+            out.skipped = Some(SkipReason::InvalidId);
+            return;
+        };
+        if self.deleted.is_deleted(new) == Some(true) {
+            out.skipped = Some(SkipReason::SoftDeleted);
+            return;
+        }
+        let attributes = in_full(self.sync, self.table, new, out);
+        out.ops.push(self.identify(id, attributes));
+    }
+
+    fn update(&self, old: Option<&Row>, old_is_key_only: bool, new: &Row, out: &mut Mapped) {
+        let (sync, table) = (self.sync, self.table);
+        let Some(new_id) = self.id_of(new) else {
+            out.skipped = Some(SkipReason::InvalidId);
+            return;
+        };
+        let full_old = old.filter(|_| !old_is_key_only);
+        // Soft delete: turning deleted removes the customer, staying
+        // deleted sends nothing, turning undeleted identifies in full.
+        let was_deleted = full_old.and_then(|o| self.deleted.is_deleted(o));
+        match (was_deleted, self.deleted.is_deleted(new)) {
+            (Some(true), Some(true)) => {
+                out.skipped = Some(SkipReason::SoftDeleted);
+                return;
+            }
+            (_, Some(true)) => {
+                out.ops.push(removal(sync, new_id));
+                return;
+            }
+            (Some(true), _) => {
+                let attributes = in_full(sync, table, new, out);
+                out.ops.push(self.identify(new_id, attributes));
+                return;
+            }
+            _ => {}
+        }
+        // Derived events go after the identify of the same change, so a
+        // campaign they trigger sees the new attributes.
+        let derived = match full_old {
+            Some(old) if !sync.events.is_empty() => events::from_transition(
+                &sync.events,
+                self.change,
+                &new_id,
+                old,
+                new,
+                &mut out.dropped,
+            ),
+            _ => Vec::new(),
+        };
+        // The old id is known when the old row is full, or when it is a
+        // key-only row because the key changed (and the id is in the key).
+        let old_id = old.and_then(|o| self.id_of(o));
+        if let Some(old_id) = old_id.filter(|old_id| *old_id != new_id) {
+            // With NULLs: the merge would otherwise bring back values the
+            // row no longer has.
+            let attributes = attributes(sync, table, new, None, true, &mut out.dropped);
+            let time = self.change.commit_time;
+            id_change(sync.on_id_change, old_id, new_id, attributes, time, &mut out.ops);
+        } else {
+            let attributes = attributes(sync, table, new, full_old, true, &mut out.dropped);
+            if !attributes.is_empty() {
+                out.ops.push(self.identify(new_id, attributes));
+            }
+        }
+        out.ops.extend(derived.into_iter().map(CustomerOp::Event));
+        if out.ops.is_empty() {
+            out.skipped = Some(SkipReason::NoChange);
+        }
     }
 }
 
