@@ -54,6 +54,7 @@ mod kill_9_and_restart_loses_nothing;
 mod least_privilege_role_runs_everything;
 mod logs_are_json_lines_without_secrets;
 mod lost_slot_is_never_recreated_silently;
+mod memory_budget_bounds_a_backfill_of_wide_rows;
 mod memory_budget_bounds_a_big_transaction;
 mod metrics_count_dead_letters;
 mod metrics_count_what_was_delivered;

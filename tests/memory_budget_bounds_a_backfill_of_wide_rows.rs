@@ -1,0 +1,143 @@
+//! A backfill of wide rows, with Customer.io failing and then slow, stays
+//! within the memory budget: at a chunk's high watermark its operations go
+//! into the sink only while the budget has room (a 1,000-row chunk of
+//! 5 KB rows holds about six times the 1 MiB budget), and every row still arrives.
+//!
+//! `ciosync_pending_bytes` is sampled from `/metrics` throughout, and the
+//! exact peak (`ciosync_pending_peak_bytes`, kept by the daemon at every
+//! change) is read at the end; both must stay under the budget plus one
+//! operation. Nothing else produces operations here: the initial copy is
+//! off and no row changes, so the budget is the backfill's alone.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ciosync::emulator::Faults;
+
+use crate::backfill_yields_to_newer_changes::{backfill_state, wait_for_backfill};
+use crate::support::daemon::{config_file, run_binary};
+use crate::support::emulator::wait_for;
+use crate::support::endpoint;
+use crate::support::postgres::USERS_TABLE;
+use crate::support::Scenario;
+
+/// The smallest budget the config accepts.
+const BUDGET: u64 = 1024 * 1024;
+/// More than one chunk (1,000 rows), so a second chunk follows a first one
+/// that had to wait for room.
+const ROWS: usize = 1500;
+/// Customer.io takes values of up to 1000 bytes: five such columns make a
+/// 5 KB row.
+const WIDE: [&str; 5] = ["first_name", "bio", "wide1", "wide2", "wide3"];
+const VALUE_BYTES: usize = 1000;
+/// An upper bound of one row's identify as the sink estimates it (900
+/// bytes of overhead, 72 per attribute, plus the strings: about 6.5 KB for
+/// these rows), rounded up. The code guarantees that the held bytes stay
+/// below the budget plus the last operation pushed while there was room.
+const ONE_OP: u64 = 8 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_of_wide_rows_stays_within_the_memory_budget() {
+    let schema = format!(
+        "{USERS_TABLE} ALTER TABLE users ADD COLUMN wide1 text, ADD COLUMN wide2 text,
+                                         ADD COLUMN wide3 text;
+         INSERT INTO users (id, email, plan, first_name, bio, wide1, wide2, wide3)
+         SELECT g, 'u' || g || '@x.io', 'free', {values}
+         FROM generate_series(1, {ROWS}) g;",
+        values = WIDE.map(|c| format!("repeat('{}', {VALUE_BYTES})", &c[..1])).join(", ")
+    );
+    let edit = |c: String| {
+        c.replace(
+            "about = \"bio\"",
+            "about = \"bio\"\nwide1 = \"wide1\"\nwide2 = \"wide2\"\nwide3 = \"wide3\"",
+        ) + &format!("\n[pipeline]\ninitial_sync = false\nmax_pending_bytes = {BUDGET}\n")
+    };
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("budget_backfill", &schema, edit).await;
+    let config = config_file(&edit(db.config(&emulator.url(), "")));
+
+    // Customer.io fails every request: nothing completes, so the first
+    // chunk would all pile up in memory if it went in at once.
+    emulator.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
+    let sampler = Sampler::start(daemon.url("/metrics"));
+    let queued = run_binary(&["backfill", "--detach"], config.path()).await;
+    assert!(queued.status.success(), "{}", String::from_utf8_lossy(&queued.stderr));
+    let id: i64 =
+        db.client.query_one("SELECT max(id) FROM ciosync.backfills", &[]).await.unwrap().get(0);
+
+    let deadline = tokio::time::Instant::now() + crate::support::CONVERGE * 2;
+    while sampler.max() < BUDGET * 3 / 4 {
+        assert!(tokio::time::Instant::now() < deadline, "the budget never filled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A while longer at full budget, then Customer.io is back but slow.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(backfill_state(&db, id).await.0, "running");
+    emulator.set_faults(Faults { latency_ms: 20, ..Faults::default() });
+
+    assert!(wait_for_backfill(&db, id, "done").await, "the backfill did not finish");
+    assert_eq!(backfill_state(&db, id).await.1, ROWS as i64);
+    let complete = |e: &ciosync::emulator::Emulator| {
+        let customers = e.customers();
+        customers.len() == ROWS
+            && customers.values().all(|c| {
+                ["first_name", "about", "wide1", "wide2", "wide3"].iter().all(|name| {
+                    c.get(*name).and_then(|v| v.as_str()).is_some_and(|s| s.len() == VALUE_BYTES)
+                })
+            })
+    };
+    assert!(wait_for(&emulator, complete).await, "not every row arrived whole");
+
+    let sampled = sampler.stop().await;
+    let peak = daemon.counters.pending_bytes_peak.load(Ordering::Relaxed);
+    let (_, metrics) = endpoint::get(&daemon.url("/metrics")).await;
+    let exported = endpoint::value(&metrics, "ciosync_pending_peak_bytes");
+    assert_eq!(exported, Some(peak as f64), "the exported peak is the daemon's");
+    eprintln!("budget {BUDGET}, sampled max {sampled}, peak {peak}");
+    assert!(sampled <= peak, "a sample above the peak: the peak is not kept");
+    assert!(
+        peak < BUDGET + ONE_OP,
+        "held {peak} bytes with a budget of {BUDGET} (sampled max {sampled})"
+    );
+    daemon.stop().await.unwrap();
+}
+
+/// Reads `ciosync_pending_bytes` from `/metrics` every 20 ms in the
+/// background and keeps the highest value seen.
+struct Sampler {
+    max: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    fn start(url: String) -> Self {
+        let max = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, stopped) = (max.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            while !stopped.load(Ordering::Relaxed) {
+                if let Some(200) = endpoint::status(&url).await {
+                    let (_, text) = endpoint::get(&url).await;
+                    if let Some(held) = endpoint::value(&text, "ciosync_pending_bytes") {
+                        seen.fetch_max(held as u64, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Self { max, stop, task }
+    }
+
+    fn max(&self) -> u64 {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let max = self.max.clone();
+        self.task.await.expect("the sampler does not panic");
+        max.load(Ordering::Relaxed)
+    }
+}
