@@ -1,13 +1,17 @@
 //! A backfill of wide rows, with Customer.io failing and then slow, stays
-//! within the memory budget: at a chunk's high watermark its operations go
-//! into the sink only while the budget has room (a 1,000-row chunk of
-//! 5 KB rows holds about six times the 1 MiB budget), and every row still arrives.
+//! within the memory budget, and every row still arrives whole.
+//!
+//! Two things keep it there. A chunk's page is sized in bytes (a quarter of
+//! the budget), not only in rows: 1,000 rows of 6.5 KB would be six times
+//! the 1 MiB budget. And at a chunk's high watermark its operations go into
+//! the sink only while the budget has room: here a 3 MB UPDATE, committed
+//! while Customer.io fails, fills the budget just before the second
+//! chunk's watermarks, so that chunk arrives at a full sink.
 //!
 //! `ciosync_pending_bytes` is sampled from `/metrics` throughout, and the
 //! exact peak (`ciosync_pending_peak_bytes`, kept by the daemon at every
 //! change) is read at the end; both must stay under the budget plus one
-//! operation. Nothing else produces operations here: the initial copy is
-//! off and no row changes, so the budget is the backfill's alone.
+//! operation. The initial copy is off, so nothing else produces operations.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,14 +55,18 @@ async fn a_backfill_of_wide_rows_stays_within_the_memory_budget() {
         c.replace(
             "about = \"bio\"",
             "about = \"bio\"\nwide1 = \"wide1\"\nwide2 = \"wide2\"\nwide3 = \"wide3\"",
-        ) + &format!("\n[pipeline]\ninitial_sync = false\nmax_pending_bytes = {BUDGET}\n")
+        )
+        // Small batches: a completion frees little, so reading stops again
+        // just under the budget and the chunk arrives at a full sink.
+        .replace("linger_ms = 0", "linger_ms = 0\nmax_batch_ops = 10")
+            + &format!("\n[pipeline]\ninitial_sync = false\nmax_pending_bytes = {BUDGET}\n")
     };
     let Scenario { db, emulator, daemon } =
         Scenario::start_with("budget_backfill", &schema, edit).await;
     let config = config_file(&edit(db.config(&emulator.url(), "")));
 
-    // Customer.io fails every request: nothing completes, so the first
-    // chunk would all pile up in memory if it went in at once.
+    // Customer.io fails every request: the first chunk goes into the sink
+    // and stays there.
     emulator.set_faults(Faults { error_rate: 1.0, ..Faults::default() });
     let sampler = Sampler::start(daemon.url("/metrics"));
     let queued = run_binary(&["backfill", "--detach"], config.path()).await;
@@ -67,24 +75,33 @@ async fn a_backfill_of_wide_rows_stays_within_the_memory_budget() {
         db.client.query_one("SELECT max(id) FROM ciosync.backfills", &[]).await.unwrap().get(0);
 
     let deadline = tokio::time::Instant::now() + crate::support::CONVERGE * 2;
-    while sampler.max() < BUDGET * 3 / 4 {
-        assert!(tokio::time::Instant::now() < deadline, "the budget never filled");
+    while sampler.max() < BUDGET / 8 {
+        assert!(tokio::time::Instant::now() < deadline, "the first chunk never arrived");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // A while longer at full budget, then Customer.io is back but slow.
+    // Meanwhile a change of every row, three times the budget, waits in the
+    // slot before the second chunk's watermarks.
+    db.exec(&format!("UPDATE users SET wide1 = repeat('z', {VALUE_BYTES})")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(backfill_state(&db, id).await.0, "running");
+    // Customer.io is back, but slow.
     emulator.set_faults(Faults { latency_ms: 20, ..Faults::default() });
 
     assert!(wait_for_backfill(&db, id, "done").await, "the backfill did not finish");
     assert_eq!(backfill_state(&db, id).await.1, ROWS as i64);
     let complete = |e: &ciosync::emulator::Emulator| {
         let customers = e.customers();
+        let text = |c: &serde_json::Map<String, serde_json::Value>, name: &str| {
+            c.get(name).and_then(|v| v.as_str()).map(str::to_owned)
+        };
+        let wide = |c: char| Some(c.to_string().repeat(VALUE_BYTES));
         customers.len() == ROWS
             && customers.values().all(|c| {
-                ["first_name", "about", "wide1", "wide2", "wide3"].iter().all(|name| {
-                    c.get(*name).and_then(|v| v.as_str()).is_some_and(|s| s.len() == VALUE_BYTES)
-                })
+                text(c, "first_name") == wide('f')
+                    && text(c, "about") == wide('b')
+                    && text(c, "wide1") == wide('z')
+                    && text(c, "wide2") == wide('w')
+                    && text(c, "wide3") == wide('w')
             })
     };
     assert!(wait_for(&emulator, complete).await, "not every row arrived whole");
@@ -96,6 +113,7 @@ async fn a_backfill_of_wide_rows_stays_within_the_memory_budget() {
     assert_eq!(exported, Some(peak as f64), "the exported peak is the daemon's");
     eprintln!("budget {BUDGET}, sampled max {sampled}, peak {peak}");
     assert!(sampled <= peak, "a sample above the peak: the peak is not kept");
+    assert!(sampled >= BUDGET * 3 / 4, "the budget never filled: the test proves nothing");
     assert!(
         peak < BUDGET + ONE_OP,
         "held {peak} bytes with a budget of {BUDGET} (sampled max {sampled})"

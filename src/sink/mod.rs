@@ -107,6 +107,13 @@ impl SinkError {
     }
 }
 
+/// The memory `op` is counted for while it waits or is in flight, as the
+/// budget counts it: for producers that hold operations before they reach
+/// the sink (a backfill chunk) and bound them the same way.
+pub fn estimated_bytes(op: &CustomerOp) -> usize {
+    queue::estimate(op)
+}
+
 /// The delivery engine; see the module doc.
 pub struct Sink {
     queue: Queue,
