@@ -23,8 +23,10 @@
 //!
 //! Memory: operations pushed and not completed, and the commits not yet
 //! acknowledged behind them, are counted against `pipeline.max_pending_bytes`;
-//! [`Sink::is_full`] tells the caller to stop reading until requests
-//! complete.
+//! [`Sink::is_full`] tells the caller to stop pushing (reading the stream,
+//! feeding a backfill chunk) until requests complete. [`Sink::push`] itself
+//! never refuses, so what is held exceeds the budget by at most what the
+//! caller pushes after its last look.
 
 pub mod batch;
 pub mod client;
