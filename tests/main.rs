@@ -56,6 +56,7 @@ mod logs_are_json_lines_without_secrets;
 mod lost_slot_is_never_recreated_silently;
 mod memory_budget_bounds_a_backfill_of_wide_rows;
 mod memory_budget_bounds_a_big_transaction;
+mod memory_budget_bounds_an_initial_copy_of_wide_rows;
 mod metrics_count_dead_letters;
 mod metrics_count_what_was_delivered;
 mod metrics_port_in_use_stops_the_daemon;

@@ -27,42 +27,25 @@ use crate::support::postgres::USERS_TABLE;
 use crate::support::Scenario;
 
 /// The smallest budget the config accepts.
-const BUDGET: u64 = 1024 * 1024;
+pub const BUDGET: u64 = 1024 * 1024;
 /// More than one chunk (1,000 rows), so a second chunk follows a first one
 /// that had to wait for room.
-const ROWS: usize = 1500;
+pub const ROWS: usize = 1500;
 /// Customer.io takes values of up to 1000 bytes: five such columns make a
 /// 5 KB row.
 const WIDE: [&str; 5] = ["first_name", "bio", "wide1", "wide2", "wide3"];
-const VALUE_BYTES: usize = 1000;
+pub const VALUE_BYTES: usize = 1000;
 /// An upper bound of one row's identify as the sink estimates it (900
 /// bytes of overhead, 72 per attribute, plus the strings: about 6.5 KB for
 /// these rows), rounded up. The code guarantees that the held bytes stay
 /// below the budget plus the last operation pushed while there was room.
-const ONE_OP: u64 = 8 * 1024;
+pub const ONE_OP: u64 = 8 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_of_wide_rows_stays_within_the_memory_budget() {
-    let schema = format!(
-        "{USERS_TABLE} ALTER TABLE users ADD COLUMN wide1 text, ADD COLUMN wide2 text,
-                                         ADD COLUMN wide3 text;
-         INSERT INTO users (id, email, plan, first_name, bio, wide1, wide2, wide3)
-         SELECT g, 'u' || g || '@x.io', 'free', {values}
-         FROM generate_series(1, {ROWS}) g;",
-        values = WIDE.map(|c| format!("repeat('{}', {VALUE_BYTES})", &c[..1])).join(", ")
-    );
-    let edit = |c: String| {
-        c.replace(
-            "about = \"bio\"",
-            "about = \"bio\"\nwide1 = \"wide1\"\nwide2 = \"wide2\"\nwide3 = \"wide3\"",
-        )
-        // Small batches: a completion frees little, so reading stops again
-        // just under the budget and the chunk arrives at a full sink.
-        .replace("linger_ms = 0", "linger_ms = 0\nmax_batch_ops = 10")
-            + &format!("\n[pipeline]\ninitial_sync = false\nmax_pending_bytes = {BUDGET}\n")
-    };
+    let edit = |c: String| wide_config(c, false);
     let Scenario { db, emulator, daemon } =
-        Scenario::start_with("budget_backfill", &schema, edit).await;
+        Scenario::start_with("budget_backfill", &wide_rows_schema(), edit).await;
     let config = config_file(&edit(db.config(&emulator.url(), "")));
 
     // Customer.io fails every request: the first chunk goes into the sink
@@ -89,22 +72,8 @@ async fn a_backfill_of_wide_rows_stays_within_the_memory_budget() {
 
     assert!(wait_for_backfill(&db, id, "done").await, "the backfill did not finish");
     assert_eq!(backfill_state(&db, id).await.1, ROWS as i64);
-    let complete = |e: &ciosync::emulator::Emulator| {
-        let customers = e.customers();
-        let text = |c: &serde_json::Map<String, serde_json::Value>, name: &str| {
-            c.get(name).and_then(|v| v.as_str()).map(str::to_owned)
-        };
-        let wide = |c: char| Some(c.to_string().repeat(VALUE_BYTES));
-        customers.len() == ROWS
-            && customers.values().all(|c| {
-                text(c, "first_name") == wide('f')
-                    && text(c, "about") == wide('b')
-                    && text(c, "wide1") == wide('z')
-                    && text(c, "wide2") == wide('w')
-                    && text(c, "wide3") == wide('w')
-            })
-    };
-    assert!(wait_for(&emulator, complete).await, "not every row arrived whole");
+    let updated = |e: &ciosync::emulator::Emulator| every_row_arrived_whole(e, 'z');
+    assert!(wait_for(&emulator, updated).await, "not every row arrived whole");
 
     let sampled = sampler.stop().await;
     let peak = daemon.counters.pending_bytes_peak.load(Ordering::Relaxed);
@@ -119,6 +88,48 @@ async fn a_backfill_of_wide_rows_stays_within_the_memory_budget() {
         "held {peak} bytes with a budget of {BUDGET} (sampled max {sampled})"
     );
     daemon.stop().await.unwrap();
+}
+
+/// `ROWS` rows of five 1000-byte values in `users`, with three more columns.
+pub fn wide_rows_schema() -> String {
+    format!(
+        "{USERS_TABLE} ALTER TABLE users ADD COLUMN wide1 text, ADD COLUMN wide2 text,
+                                         ADD COLUMN wide3 text;
+         INSERT INTO users (id, email, plan, first_name, bio, wide1, wide2, wide3)
+         SELECT g, 'u' || g || '@x.io', 'free', {values}
+         FROM generate_series(1, {ROWS}) g;",
+        values = WIDE.map(|c| format!("repeat('{}', {VALUE_BYTES})", &c[..1])).join(", ")
+    )
+}
+
+/// The usual config `text` syncing the three extra columns, with the small
+/// budget and small batches (a completion frees little, so reading stops
+/// again just under the budget).
+pub fn wide_config(text: String, initial_sync: bool) -> String {
+    text.replace(
+        "about = \"bio\"",
+        "about = \"bio\"\nwide1 = \"wide1\"\nwide2 = \"wide2\"\nwide3 = \"wide3\"",
+    )
+    .replace("linger_ms = 0", "linger_ms = 0\nmax_batch_ops = 10")
+        + &format!("\n[pipeline]\ninitial_sync = {initial_sync}\nmax_pending_bytes = {BUDGET}\n")
+}
+
+/// Whether Customer.io holds every row with all of its wide values, `wide1`
+/// made of `wide1` characters (`w` as inserted).
+pub fn every_row_arrived_whole(emulator: &ciosync::emulator::Emulator, wide1: char) -> bool {
+    let customers = emulator.customers();
+    let text = |c: &serde_json::Map<String, serde_json::Value>, name: &str| {
+        c.get(name).and_then(|v| v.as_str()).map(str::to_owned)
+    };
+    let wide = |c: char| Some(c.to_string().repeat(VALUE_BYTES));
+    customers.len() == ROWS
+        && customers.values().all(|c| {
+            text(c, "first_name") == wide('f')
+                && text(c, "about") == wide('b')
+                && text(c, "wide1") == wide(wide1)
+                && text(c, "wide2") == wide('w')
+                && text(c, "wide3") == wide('w')
+        })
 }
 
 /// Reads `ciosync_pending_bytes` from `/metrics` every 20 ms in the

@@ -51,8 +51,8 @@ pub struct PipelineConfig {
     /// Memory for operations read from the slot but not yet accepted by
     /// Customer.io, and for the commits not yet acknowledged behind them,
     /// bytes (at least 1 MiB). When it is full ciosync stops reading the
-    /// slot, and a backfill chunk stops going into the sink, until requests
-    /// complete. The mass-delete circuit breaker uses at most an eighth of
+    /// slot, and the initial copy and a backfill chunk stop going into the
+    /// sink, until requests complete. The mass-delete circuit breaker uses at most an eighth of
     /// it besides, the backfill chunk in progress about a quarter. Default
     /// 16 MiB.
     #[serde(default = "default_max_pending_bytes")]

@@ -61,9 +61,8 @@
 //! session the initial copy runs to completion (`initial_copy`), and a
 //! backfill chunk is sent when its high watermark comes by (`backfill`),
 //! each of its operations only while the budget has room, as the stream's
-//! are read; the flush that delivers a chunk acknowledges only commits
-//! already complete. (The initial copy pushes a page whole, then flushes:
-//! the one producer the budget does not hold back.)
+//! are read (the copy waits the same way, row by row); the flush that
+//! delivers a chunk acknowledges only commits already complete.
 //!
 //! **Across a failover** the acknowledged position is rebased. Each session
 //! resumes after the last acknowledgement, which Postgres honours only on

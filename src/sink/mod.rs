@@ -267,6 +267,29 @@ impl Sink {
         Ok(())
     }
 
+    /// Returns once the memory budget has room, completing batches
+    /// meanwhile. For a producer that records no commits (the initial
+    /// copy): with commits, what completes may make one acknowledgeable,
+    /// and only acknowledging frees its entry, so the replication session
+    /// waits its own way (`pipeline::session`). Cancelling it loses
+    /// nothing, as with [`Sink::flush`].
+    pub async fn wait_for_room(&mut self) -> Result<(), SinkError> {
+        while self.is_full() {
+            if self.has_in_flight() {
+                let finished = self.completion().await;
+                self.complete(finished)?;
+            } else if let Some(at) = self.deadline() {
+                // A send held back (the quiet time after a discard).
+                tokio::time::sleep_until(at).await;
+                self.on_deadline();
+            } else {
+                // Full with nothing on its way out: say so rather than wait forever.
+                return Err(SinkError::Stuck);
+            }
+        }
+        Ok(())
+    }
+
     /// Sends everything waiting and returns once every operation pushed so
     /// far completed. Cancelling it loses nothing: what is in flight stays
     /// in flight, what waits stays queued.
