@@ -3,7 +3,8 @@
 //!
 //! Two things keep it there. A chunk's page is sized in bytes (a quarter of
 //! the budget), not only in rows: 1,000 rows of 6.5 KB would be six times
-//! the 1 MiB budget. And at a chunk's high watermark its operations go into
+//! the 1 MiB budget; the first chunk, stuck in the sink while Customer.io
+//! fails, shows its size. And at a chunk's high watermark its operations go into
 //! the sink only while the budget has room: here a 3 MB UPDATE, committed
 //! while Customer.io fails, fills the budget just before the second
 //! chunk's watermarks, so that chunk arrives at a full sink.
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ciosync::backfill::runner::CHUNK_SHARE;
 use ciosync::emulator::Faults;
 
 use crate::backfill_yields_to_newer_changes::{backfill_state, wait_for_backfill};
@@ -67,6 +69,14 @@ async fn a_backfill_of_wide_rows_stays_within_the_memory_budget() {
     db.exec(&format!("UPDATE users SET wide1 = repeat('z', {VALUE_BYTES})")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(backfill_state(&db, id).await.0, "running");
+    // Nothing else went in meanwhile (the pipeline waits for the chunk to
+    // be delivered), so what the sink holds is the first chunk: cut to a
+    // share of the budget, though its page read 100 rows (650 KB).
+    let first_chunk = sampler.max();
+    assert!(
+        first_chunk < BUDGET / CHUNK_SHARE as u64 + ONE_OP,
+        "the first chunk held {first_chunk} bytes with a budget of {BUDGET}"
+    );
     // Customer.io is back, but slow.
     emulator.set_faults(Faults { latency_ms: 20, ..Faults::default() });
 
@@ -80,7 +90,7 @@ async fn a_backfill_of_wide_rows_stays_within_the_memory_budget() {
     let (_, metrics) = endpoint::get(&daemon.url("/metrics")).await;
     let exported = endpoint::value(&metrics, "ciosync_pending_peak_bytes");
     assert_eq!(exported, Some(peak as f64), "the exported peak is the daemon's");
-    eprintln!("budget {BUDGET}, sampled max {sampled}, peak {peak}");
+    eprintln!("budget {BUDGET}, first chunk {first_chunk}, sampled max {sampled}, peak {peak}");
     assert!(sampled <= peak, "a sample above the peak: the peak is not kept");
     assert!(sampled >= BUDGET * 3 / 4, "the budget never filled: the test proves nothing");
     assert!(
