@@ -43,7 +43,9 @@ use crate::source::setup::{self, SlotState};
 use crate::state::{CopyState, State};
 use crate::telemetry::{Counters, Phase};
 
-/// Rows read per page; each page is delivered and checkpointed before the next.
+/// Rows read per page; each page is delivered and checkpointed before the
+/// next. Its rows go into the sink only as the memory budget has room, but
+/// the page's text is read whole.
 pub const PAGE_ROWS: usize = 1000;
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -213,6 +215,10 @@ impl Copier<'_> {
             let rows = reader.page(sql, after.as_deref(), PAGE_ROWS).await?;
             let count = rows.len();
             for (key, new) in rows {
+                // A page of wide rows may hold several times the budget.
+                if !self.wait_for_room().await? {
+                    return Ok(CopyOutcome::Interrupted);
+                }
                 after = Some(key);
                 let change = RowChange {
                     table: reader.table().clone(),
@@ -251,6 +257,17 @@ impl Copier<'_> {
         report(&mapped, &change.table, Producer::InitialCopy, self.counters);
         for op in mapped.ops {
             self.sink.push(op);
+        }
+    }
+
+    /// Returns once the memory budget has room for the next row's
+    /// operations (see [`Sink::wait_for_room`]); `false` if shutdown came
+    /// first. Stopping here is safe: the page was not checkpointed, so it
+    /// is read again.
+    async fn wait_for_room(&mut self) -> Result<bool, SinkError> {
+        tokio::select! {
+            result = self.sink.wait_for_room() => result.map(|()| true),
+            _ = self.shutdown.cancelled() => Ok(false),
         }
     }
 

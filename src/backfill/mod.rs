@@ -26,10 +26,15 @@
 //! yet not visible to the read), and copied rows carry Postgres's clock as
 //! their `timestamp`, the clock of the commit times around them.
 //!
-//! One chunk is in flight at a time, which bounds memory to one page of rows
-//! and one window: only the watermarks of the chunk the runner is working on
+//! One chunk is in flight at a time, which bounds memory to one chunk and
+//! one window: only the watermarks of the chunk the runner is working on
 //! open a window, so a chunk abandoned between its watermarks leaves nothing
-//! that notes keys (see [`Windows`]).
+//! that notes keys (see [`Windows`]). A chunk is held whole, outside the
+//! sink's memory budget, until the stream reaches its high watermark, so
+//! its size is bounded in bytes too: its operations hold at most a quarter
+//! of `pipeline.max_pending_bytes` (wide rows make chunks of fewer rows, see
+//! `runner::ChunkSize`). At the high watermark the pipeline hands them to
+//! the sink only as the budget has room.
 //!
 //! Backfills are requested with `ciosync backfill` (rows in
 //! `ciosync.backfills`) and run by the daemon of the slot, which resumes an

@@ -19,13 +19,20 @@ use crate::mapping::report::{report, Producer};
 use crate::mapping::Mapper;
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
+use crate::sink::estimated_bytes;
 use crate::source::message::{watermark_content, WATERMARK_PREFIX};
 use crate::source::reader::{postgres_now, TableReader};
 use crate::state::{Backfill, State};
 use crate::telemetry::Counters;
 
-/// Rows per chunk.
+/// Rows per chunk, at most.
 pub const CHUNK_ROWS: usize = 1000;
+/// Rows of a backfill's first chunk, read before any row's width is known.
+const FIRST_CHUNK_ROWS: usize = 100;
+/// A chunk's operations hold at most this share of
+/// `pipeline.max_pending_bytes` (1/`CHUNK_SHARE`), besides the budget: see
+/// [`ChunkSize`].
+pub const CHUNK_SHARE: usize = 4;
 /// How often the runner looks for queued backfills.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -91,15 +98,20 @@ static NEXT_CHUNK: LazyLock<AtomicU64> = LazyLock::new(|| {
 
 /// Which rows a chunk reads.
 enum Selection<'a> {
-    /// The next page after this key.
-    After(Option<&'a str>),
+    /// The next page after this key, of at most this many rows.
+    After(Option<&'a str>, usize),
     /// These keys again (the stream touched them inside an earlier window).
     Keys(&'a [String]),
 }
 
 /// What a delivered chunk read.
 struct ChunkDone {
+    /// Rows of the chunk (read and kept: see [`fit`]).
     rows_read: usize,
+    /// Estimated bytes of their operations.
+    bytes: usize,
+    /// Rows may follow: the page was full, or rows were left for the next.
+    more: bool,
     last_key: Option<String>,
     /// Keys the stream changed inside the window: not sent, to read again.
     yielded: Vec<String>,
@@ -143,6 +155,7 @@ async fn run_chunks(
     let reader = TableReader::new(sql, sync, backfill.where_clause.as_deref()).await?;
     state.start_backfill(id).await?;
     tracing::info!(backfill = id, table = %backfill.table, resume = backfill.last_key.is_some(), "backfill running");
+    let mut size = ChunkSize::new(config.pipeline.max_pending_bytes / CHUNK_SHARE);
     let chunk = ChunkReader {
         sql,
         reader: &reader,
@@ -151,6 +164,7 @@ async fn run_chunks(
         backfill,
         slot: &config.postgres.slot,
         stop,
+        max_bytes: size.max_bytes,
     };
     let mut after = backfill.last_key.clone();
     let mut rows_done = backfill.rows_done;
@@ -173,9 +187,10 @@ async fn run_chunks(
             reread = done.yielded;
             continue;
         }
-        let Some(done) = chunk.send(Selection::After(after.as_deref())).await? else {
+        let Some(done) = chunk.send(Selection::After(after.as_deref(), size.rows)).await? else {
             return Ok(());
         };
+        size.learn(done.rows_read, done.bytes);
         rows_done += done.rows_read as i64;
         reread = done.yielded;
         rereads = 0;
@@ -186,7 +201,7 @@ async fn run_chunks(
             }
             after = Some(key);
         }
-        pages_left = done.rows_read == CHUNK_ROWS;
+        pages_left = done.more;
     }
     state.end_backfill(id, "done", None).await?;
     tracing::info!(backfill = id, rows_done, "backfill done");
@@ -217,6 +232,8 @@ struct ChunkReader<'a> {
     backfill: &'a Backfill,
     slot: &'a str,
     stop: &'a CancellationToken,
+    /// What one chunk's operations may hold (see [`ChunkSize`]).
+    max_bytes: usize,
 }
 
 impl ChunkReader<'_> {
@@ -250,13 +267,14 @@ impl ChunkReader<'_> {
         // visible yet; let every transaction running now end before reading.
         wait_for_running_transactions(self.sql, self.stop).await?;
         let timestamp = postgres_now(self.sql).await?;
-        let rows = match selection {
-            Selection::After(after) => self.reader.page(self.sql, after, CHUNK_ROWS).await?,
-            Selection::Keys(keys) => self.reader.rows_with_keys(self.sql, keys).await?,
+        let (rows, page_rows) = match selection {
+            Selection::After(after, limit) => {
+                (self.reader.page(self.sql, after, limit).await?, Some(limit))
+            }
+            Selection::Keys(keys) => (self.reader.rows_with_keys(self.sql, keys).await?, None),
         };
-        let rows_read = rows.len();
-        let last_key = rows.last().map(|(key, _)| key.clone());
-        let rows = rows
+        let page_full = page_rows.is_some_and(|limit| rows.len() == limit);
+        let mut rows: Vec<(String, Vec<CustomerOp>)> = rows
             .into_iter()
             .map(|(key, new)| {
                 let change = RowChange {
@@ -272,6 +290,16 @@ impl ChunkReader<'_> {
                 (key, ops)
             })
             .collect();
+        // A page is cut to what fits; the rest is read with the next one.
+        // Keys read again were all in an earlier chunk, which fitted: they
+        // are not cut (their rows may have widened since, within reason).
+        let (bytes, cut) = match page_rows {
+            Some(_) => fit(&mut rows, self.max_bytes),
+            None => (rows.iter().flat_map(|(_, ops)| ops).map(estimated_bytes).sum(), false),
+        };
+        let rows_read = rows.len();
+        let last_key = rows.last().map(|(key, _)| key.clone());
+        let more = page_full || cut;
         let (delivered, yielded) = oneshot::channel();
         self.windows.put(id, Chunk { table: self.backfill.table.clone(), rows, delivered });
         emit(self.sql, self.slot, Watermark::High(id)).await?;
@@ -281,8 +309,57 @@ impl ChunkReader<'_> {
         };
         // A dropped sender: the session restarted before the chunk went out;
         // the next run starts again from the last delivered key.
-        Ok(yielded.map(|yielded| ChunkDone { rows_read, last_key, yielded }))
+        Ok(yielded.map(|yielded| ChunkDone { rows_read, bytes, more, last_key, yielded }))
     }
+}
+
+/// How many rows the next page reads, so that a chunk's operations hold
+/// about `max_bytes` at most.
+///
+/// A chunk is held whole from its read until the pipeline reaches its high
+/// watermark, beside the memory budget (the sink takes its operations
+/// only as the budget has room, see `pipeline::session`), so its size is
+/// bounded in bytes, not only in rows: 1,000 rows of a few KB each would
+/// hold several times a small budget. The first page reads
+/// [`FIRST_CHUNK_ROWS`]; each next one as many rows as fit `max_bytes` at
+/// the previous chunk's bytes per row, between 1 and [`CHUNK_ROWS`]. A page
+/// that still holds more (its rows are wider) is cut by [`fit`], so the
+/// bound holds whatever the guess.
+struct ChunkSize {
+    max_bytes: usize,
+    rows: usize,
+}
+
+impl ChunkSize {
+    fn new(max_bytes: usize) -> Self {
+        Self { max_bytes, rows: FIRST_CHUNK_ROWS }
+    }
+
+    /// A chunk of `rows` rows held `bytes`: size the next page after it.
+    fn learn(&mut self, rows: usize, bytes: usize) {
+        if rows == 0 {
+            return;
+        }
+        let per_row = bytes.div_ceil(rows).max(1);
+        self.rows = (self.max_bytes / per_row).clamp(1, CHUNK_ROWS);
+    }
+}
+
+/// Keeps the leading rows whose operations' estimated bytes fit in
+/// `max_bytes` (the first row always, however wide: a chunk makes
+/// progress), drops the rest; the bytes kept and whether any row was
+/// dropped.
+fn fit(rows: &mut Vec<(String, Vec<CustomerOp>)>, max_bytes: usize) -> (usize, bool) {
+    let mut total = 0;
+    for (index, (_, ops)) in rows.iter().enumerate() {
+        let bytes: usize = ops.iter().map(estimated_bytes).sum();
+        if index > 0 && total + bytes > max_bytes {
+            rows.truncate(index);
+            return (total, true);
+        }
+        total += bytes;
+    }
+    (total, false)
 }
 
 /// Waits until every transaction in progress now has ended.
@@ -366,6 +443,61 @@ mod tests {
             vec![identify(json!({"plan": "pro"}))]
         );
         assert!(select_attributes(ops, Some(&["nickname".to_owned()])).is_empty());
+    }
+
+    fn wide_rows(count: usize, value_bytes: usize) -> Vec<(String, Vec<CustomerOp>)> {
+        (0..count)
+            .map(|key| {
+                let attributes = json!({"bio": "b".repeat(value_bytes)});
+                let op = CustomerOp::Identify {
+                    id: key.to_string(),
+                    attributes: attributes.as_object().unwrap().clone(),
+                    timestamp: 1,
+                };
+                (key.to_string(), vec![op])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_page_is_cut_to_the_rows_that_fit() {
+        let mut rows = wide_rows(100, 5000);
+        let one = estimated_bytes(&rows[0].1[0]);
+        let (bytes, cut) = fit(&mut rows, one * 10 + one / 2);
+        assert!(cut);
+        assert_eq!(rows.len(), 10, "the rows that fit, in key order");
+        assert_eq!(rows.last().unwrap().0, "9");
+        assert_eq!(bytes, one * 10);
+
+        let mut rows = wide_rows(10, 5000);
+        assert_eq!(fit(&mut rows, one * 10), (one * 10, false), "exactly full is not cut");
+        assert_eq!(rows.len(), 10);
+    }
+
+    #[test]
+    fn a_row_wider_than_the_limit_still_goes_alone() {
+        let mut rows = wide_rows(3, 50_000);
+        let (bytes, cut) = fit(&mut rows, 1000);
+        assert_eq!(rows.len(), 1, "a chunk always makes progress");
+        assert!(cut && bytes > 1000);
+        let mut none = Vec::new();
+        assert_eq!(fit(&mut none, 1000), (0, false));
+    }
+
+    #[test]
+    fn the_next_page_reads_as_many_rows_as_fit() {
+        let mut size = ChunkSize::new(256 * 1024);
+        assert_eq!(size.rows, FIRST_CHUNK_ROWS, "the width is not known yet");
+        size.learn(40, 40 * 6500);
+        assert_eq!(size.rows, 256 * 1024 / 6500);
+        size.learn(10, 10 * 100);
+        assert_eq!(size.rows, CHUNK_ROWS, "narrow rows: never more than CHUNK_ROWS");
+        size.learn(1, 1_000_000);
+        assert_eq!(size.rows, 1, "never less than one row");
+        size.learn(0, 0);
+        assert_eq!(size.rows, 1, "an empty chunk says nothing about width");
+        size.learn(5, 0);
+        assert_eq!(size.rows, CHUNK_ROWS, "rows without operations");
     }
 
     #[test]

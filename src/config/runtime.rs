@@ -51,8 +51,10 @@ pub struct PipelineConfig {
     /// Memory for operations read from the slot but not yet accepted by
     /// Customer.io, and for the commits not yet acknowledged behind them,
     /// bytes (at least 1 MiB). When it is full ciosync stops reading the
-    /// slot until requests complete. The mass-delete circuit breaker uses at
-    /// most an eighth of it besides. Default 16 MiB.
+    /// slot, and the initial copy and a backfill chunk stop going into the
+    /// sink, until requests complete. The mass-delete circuit breaker uses at most an eighth of
+    /// it besides, the backfill chunk in progress about a quarter. Default
+    /// 16 MiB.
     #[serde(default = "default_max_pending_bytes")]
     pub max_pending_bytes: usize,
 }

@@ -59,8 +59,10 @@
 //!
 //! Two more producers feed the same sink, in stream order: before the first
 //! session the initial copy runs to completion (`initial_copy`), and a
-//! backfill chunk is sent when its high watermark comes by (`backfill`); the
-//! flush that delivers a chunk acknowledges only commits already complete.
+//! backfill chunk is sent when its high watermark comes by (`backfill`),
+//! each of its operations only while the budget has room, as the stream's
+//! are read (the copy waits the same way, row by row); the flush that
+//! delivers a chunk acknowledges only commits already complete.
 //!
 //! **Across a failover** the acknowledged position is rebased. Each session
 //! resumes after the last acknowledgement, which Postgres honours only on

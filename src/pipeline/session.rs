@@ -181,6 +181,15 @@ impl Session<'_> {
 
     /// At a chunk's high watermark: send what the stream left of it, and
     /// tell the runner once it is accepted. `Ok(false)` when shutdown came.
+    ///
+    /// A chunk may hold far more than the memory budget (1,000 wide rows),
+    /// so its operations go into the sink the way the stream's do: one at a
+    /// time, each only while the budget has room ([`Self::wait_for_room`]).
+    /// The sink therefore holds less than the budget plus the last
+    /// operation pushed, as while streaming. Nothing else changes: the
+    /// operations are pushed in the chunk's order at the high watermark's
+    /// place in the stream (nothing is read meanwhile), and the runner hears
+    /// `delivered` only after the flush, once every one of them completed.
     async fn send_chunk(
         &mut self,
         id: backfill::ChunkId,
@@ -189,12 +198,55 @@ impl Session<'_> {
     ) -> Result<bool, SessionError> {
         let Some(closed) = self.windows.close(id) else { return Ok(true) };
         for op in closed.ops {
+            if !self.wait_for_room(shutdown, shutdown_timeout).await? {
+                return Ok(false);
+            }
             self.sink.push(op);
         }
         if !self.flush(shutdown, shutdown_timeout).await? {
             return Ok(false);
         }
         let _ = closed.delivered.send(closed.yielded);
+        Ok(true)
+    }
+
+    /// Returns once the memory budget has room, taking completed batches
+    /// into account (and acknowledging what they complete) as the main
+    /// loop does while backpressure keeps it from reading. `Ok(false)` when
+    /// shutdown came first (what waits got its drain); an error when the
+    /// SQL session ended, as everywhere in the session.
+    async fn wait_for_room(
+        &mut self,
+        shutdown: &CancellationToken,
+        shutdown_timeout: Duration,
+    ) -> Result<bool, SessionError> {
+        while self.sink.is_full() {
+            let in_flight = self.sink.has_in_flight();
+            let deadline = self.sink.deadline();
+            if !in_flight && deadline.is_none() {
+                // Full with nothing on its way out: only commits no longer
+                // held by anything, which acknowledging frees, can be left.
+                self.ack_completed();
+                if self.sink.is_full() {
+                    return Err(SessionError::Sink(SinkError::Stuck));
+                }
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.drain(shutdown_timeout).await?;
+                    return Ok(false);
+                }
+                _ = self.session_ended.cancelled() => return Err(session_ended()),
+                finished = self.sink.completion(), if in_flight => {
+                    self.sink.complete(finished).map_err(SessionError::Sink)?;
+                    self.ack_completed();
+                }
+                // A send held back (the quiet time after a reconnect).
+                _ = sleep_until_opt(deadline) => self.sink.on_deadline(),
+            }
+        }
         Ok(true)
     }
 

@@ -23,8 +23,10 @@
 //!
 //! Memory: operations pushed and not completed, and the commits not yet
 //! acknowledged behind them, are counted against `pipeline.max_pending_bytes`;
-//! [`Sink::is_full`] tells the caller to stop reading until requests
-//! complete.
+//! [`Sink::is_full`] tells the caller to stop pushing (reading the stream,
+//! feeding a backfill chunk) until requests complete. [`Sink::push`] itself
+//! never refuses, so what is held exceeds the budget by at most what the
+//! caller pushes after its last look.
 
 pub mod batch;
 pub mod client;
@@ -105,6 +107,13 @@ impl SinkError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Request(_))
     }
+}
+
+/// The memory `op` is counted for while it waits or is in flight, as the
+/// budget counts it: for producers that hold operations before they reach
+/// the sink (a backfill chunk) and bound them the same way.
+pub fn estimated_bytes(op: &CustomerOp) -> usize {
+    queue::estimate(op)
 }
 
 /// The delivery engine; see the module doc.
@@ -255,6 +264,29 @@ impl Sink {
         self.counters.health.delivered();
         self.pump(false);
         self.report_memory();
+        Ok(())
+    }
+
+    /// Returns once the memory budget has room, completing batches
+    /// meanwhile. For a producer that records no commits (the initial
+    /// copy): with commits, what completes may make one acknowledgeable,
+    /// and only acknowledging frees its entry, so the replication session
+    /// waits its own way (`pipeline::session`). Cancelling it loses
+    /// nothing, as with [`Sink::flush`].
+    pub async fn wait_for_room(&mut self) -> Result<(), SinkError> {
+        while self.is_full() {
+            if self.has_in_flight() {
+                let finished = self.completion().await;
+                self.complete(finished)?;
+            } else if let Some(at) = self.deadline() {
+                // A send held back (the quiet time after a discard).
+                tokio::time::sleep_until(at).await;
+                self.on_deadline();
+            } else {
+                // Full with nothing on its way out: say so rather than wait forever.
+                return Err(SinkError::Stuck);
+            }
+        }
         Ok(())
     }
 

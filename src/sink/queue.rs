@@ -464,7 +464,7 @@ const ENCODED_OVERHEAD: usize = 256;
 const COMMIT_ENTRY_BYTES: usize = 48;
 
 /// Estimated memory an operation holds while it waits or is in flight.
-fn estimate(op: &CustomerOp) -> usize {
+pub(super) fn estimate(op: &CustomerOp) -> usize {
     match op {
         CustomerOp::Identify { id, attributes, .. } => {
             OP_OVERHEAD
