@@ -4,7 +4,9 @@
 //! other letters of the call are stored as they are (and so is such text in
 //! a replay's new refusal). One that cannot be
 //! stored even so fails the whole call, quoting nothing of it, and leaves
-//! the store usable.
+//! the store usable. Only Postgres refusing the text is answered by
+//! escaping it: any other failure to record a replay's new refusal is
+//! reported, and the letter left as it was.
 
 use ciosync::dead_letter::DeadLetterTable;
 use serde_json::json;
@@ -86,4 +88,56 @@ async fn a_letter_the_database_encoding_cannot_hold_is_stored_escaped() {
         (again[0].attempts, again[0].error.as_str()),
         (2, "\\u{540d}\\u{524d} is not allowed")
     );
+}
+
+#[tokio::test]
+async fn a_replay_refusal_is_escaped_only_when_postgres_refuses_its_text() {
+    // Escaping answers Postgres refusing the text itself (SQLSTATE class 22
+    // or 23). Any other failure to record a new refusal (here the table
+    // busy once, SQLSTATE 55P03) is reported as it is, and the letter stays
+    // as it was until the operator retries; text Postgres can hold is never
+    // stored escaped.
+    let db = TestDb::new("dlq_refused_again").await;
+    let store = store(&config_with_password(&db, "http://127.0.0.1:9"));
+    store.record(&[identify("1", json!({"plan": "value-a"}))]).await.expect("stored");
+    let id = rows(&db).await[0].id;
+    let table = DeadLetterTable::open(&db.client, &db.name).await.unwrap();
+    // A sequence, not a table: nextval is not undone by the failed UPDATE.
+    db.exec(
+        "CREATE SEQUENCE updates_seen;
+         CREATE FUNCTION busy_once() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF nextval('updates_seen') = 1 THEN
+             RAISE EXCEPTION 'dead letters busy' USING ERRCODE = 'lock_not_available';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER busy_once BEFORE UPDATE ON ciosync.dead_letters
+           FOR EACH ROW EXECUTE FUNCTION busy_once();",
+    )
+    .await;
+
+    let error = table.refused_again(id, 422, "Málaga is not allowed").await.unwrap_err();
+    let message = ciosync::error::error_chain(&error);
+    assert!(message.contains("dead letters busy"), "{message}");
+    assert!(!message.contains("Málaga"), "the answer was quoted: {message}");
+    let untouched = &rows(&db).await[0];
+    assert_eq!(
+        (untouched.attempts, untouched.status, untouched.error.as_str()),
+        (1, 400, "refused in the test"),
+        "a failed update changed the letter"
+    );
+
+    table.refused_again(id, 422, "Málaga is not allowed").await.expect("recorded");
+    let again = &rows(&db).await[0];
+    assert_eq!(
+        (again.attempts, again.status, again.error.as_str()),
+        (2, 422, "Málaga is not allowed"),
+        "text Postgres holds is stored as it is"
+    );
+
+    // A NUL, which no text column holds (SQLSTATE 22021): stored escaped.
+    table.refused_again(id, 400, "nul\0here").await.expect("recorded escaped");
+    let escaped = &rows(&db).await[0];
+    assert_eq!((escaped.attempts, escaped.error.as_str()), (3, "nul\\u{0}here"));
 }

@@ -270,6 +270,25 @@ mod tests {
     }
 
     #[test]
+    fn sends_share_an_entry_only_less_than_a_1024th_of_the_window_apart() {
+        // One send exactly window/1024 after an entry's first starts the
+        // next entry: an entry spans less than 1/1024 of the window, so the
+        // first send of it is never counted a full 1/1024 late.
+        let window = Duration::from_secs(60);
+        let slot = window / WINDOW_SLOTS;
+        let t = Instant::now();
+        let mut apart = guard(2, 0.0);
+        assert_eq!(apart.admit(t), Admit::Send);
+        assert_eq!(apart.admit(t + slot), Admit::Send);
+        assert_eq!(apart.admit(t + window), Admit::Send, "the first left on time");
+        assert_eq!(apart.sent_in_window(), 2);
+        let mut shared = guard(2, 0.0);
+        assert_eq!(shared.admit(t), Admit::Send);
+        assert_eq!(shared.admit(t + slot - Duration::from_nanos(1)), Admit::Send);
+        assert_eq!(shared.admit(t + window), Admit::Hold, "the first leaves with the second");
+    }
+
+    #[test]
     fn reset_closes_the_breaker_with_an_empty_window() {
         let mut g = guard(1, 0.0);
         let t = Instant::now();

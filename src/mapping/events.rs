@@ -39,7 +39,9 @@ enum Subject {
 
 /// The event an insert into an event table stands for: a person's, or an
 /// anonymous one where the customer id is NULL and `anonymous_id_column`
-/// holds a value.
+/// holds a value. A `name_column` value is trimmed (a `char(n)` column pads
+/// it); NULL, blank, or over 100 bytes once trimmed, it skips the row, as
+/// Customer.io would refuse the event on every try.
 pub fn from_event_table(
     config: &EventTableConfig,
     change: &RowChange,

@@ -485,3 +485,109 @@ fn a_change_touches_the_ids_of_both_rows_for_the_backfill_to_yield_to() {
     assert!(mapper.is_synced("public", "users"));
     assert!(!mapper.is_synced("public", "orders") && !mapper.is_synced("other", "users"));
 }
+
+/// An outbox-like event table (`user_id`, `name`) whose event name comes
+/// from its `name` column, and the change inserting `name` for user 42.
+fn outbox_insert(name: Datum) -> (Mapper, RowChange) {
+    let col = |name: &str| TableColumn { name: name.into(), type_oid: 0, kind: ValueKind::Text };
+    let outbox = Arc::new(Table {
+        oid: 3,
+        schema: "public".into(),
+        name: "outbox".into(),
+        columns: vec![col("user_id"), col("name")],
+        replica_identity: ReplicaIdentity::Default,
+    });
+    let config = crate::config::EventTableConfig {
+        table: crate::pg::name::TableName::parse("outbox").unwrap(),
+        customer_id_column: "user_id".into(),
+        anonymous_id_column: None,
+        name: None,
+        name_column: Some("name".into()),
+        data: Default::default(),
+        data_column: None,
+        timestamp_column: None,
+    };
+    let mapper = Mapper::new(&[]).with_event_tables(&[config]);
+    let change = change_of(outbox, RowOp::Insert { new: vec![t("42"), name] });
+    (mapper, change)
+}
+
+#[test]
+fn an_event_row_whose_name_is_blank_or_over_100_bytes_is_skipped_and_counted() {
+    // Customer.io refuses such a name ("event name must not be blank",
+    // "…cannot be longer than 100 bytes"): sending it would only make a
+    // dead letter out of a row no replay can fix.
+    let unusable = [
+        Datum::Null,
+        t(""),
+        t(" "),
+        t(" \t\n "),
+        t(&"x".repeat(101)),
+        t(&"é".repeat(51)), // 51 characters, 102 bytes: the limit is in bytes
+    ];
+    for name in unusable {
+        let (mapper, change) = outbox_insert(name.clone());
+        let mapped = mapper.map(&change);
+        assert_eq!(mapped.skipped, Some(SkipReason::InvalidEvent), "{name:?}");
+        assert!(mapped.ops.is_empty(), "{name:?}: {:?}", mapped.ops);
+        let counters = crate::telemetry::Counters::default();
+        report::report(&mapped, &change.table, report::Producer::Stream, &counters);
+        let skipped = &counters.changes_skipped_invalid_event;
+        assert_eq!(crate::telemetry::Counters::get(skipped), 1, "{name:?} was not counted");
+    }
+    // The name is sent without the whitespace around it (a `char(n)`
+    // column pads it), and the limit applies to what is sent.
+    let usable = [
+        ("x".repeat(100), "x".repeat(100)),
+        ("é".repeat(50), "é".repeat(50)),
+        (" signed_up\t".to_owned(), "signed_up".to_owned()),
+        (format!("  {}  ", "x".repeat(100)), "x".repeat(100)),
+        ("a".to_owned(), "a".to_owned()),
+    ];
+    for (stored, sent) in usable {
+        let (mapper, change) = outbox_insert(t(&stored));
+        let mapped = mapper.map(&change);
+        assert_eq!(mapped.skipped, None, "{stored:?}");
+        let [CustomerOp::Event(event)] = mapped.ops.as_slice() else { panic!("{mapped:?}") };
+        assert_eq!((event.customer.as_str(), event.name.as_str()), ("42", sent.as_str()));
+    }
+}
+
+#[test]
+fn an_unchanged_toast_value_on_either_side_of_a_watched_column_fires_nothing() {
+    // `bio` is large enough to be TOASTed: an UPDATE that does not touch it
+    // carries no value for it, so there is no transition to see.
+    let mut config = sync(OnIdChange::Merge);
+    config.events = vec![
+        crate::config::ChangeEventConfig {
+            name: "bio_changed".into(),
+            when_changed: Some("bio".into()),
+            when: None,
+            data: Vec::new(),
+        },
+        crate::config::ChangeEventConfig {
+            name: "bio_written".into(),
+            when_changed: None,
+            when: Some("bio".into()),
+            data: Vec::new(),
+        },
+    ];
+    let fired = |old: Datum, new: Datum| -> Vec<String> {
+        let (mut before, mut after) = (alice(), alice());
+        (before[3], after[3]) = (old, new);
+        let op = RowOp::Update { old: Some(before), old_is_key_only: false, new: after };
+        let mapped = map_config(config.clone(), op);
+        let events = mapped.ops.iter().filter_map(|op| match op {
+            CustomerOp::Event(event) => Some(event.name.clone()),
+            _ => None,
+        });
+        events.collect()
+    };
+    let none: Vec<String> = Vec::new();
+    assert_eq!(fired(t("hi"), Datum::UnchangedToast), none, "the new side unchanged");
+    assert_eq!(fired(Datum::UnchangedToast, t("hello")), none, "the old side unchanged");
+    assert_eq!(fired(Datum::UnchangedToast, Datum::UnchangedToast), none, "both");
+    assert_eq!(fired(Datum::Null, Datum::UnchangedToast), none, "NULL to unchanged");
+    // The same columns fire once the value is really there.
+    assert_eq!(fired(t("hi"), t("hello")), ["bio_changed", "bio_written"]);
+}
