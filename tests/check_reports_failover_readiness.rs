@@ -63,7 +63,15 @@ async fn check_reports_what_failover_needs() {
     assert!(!out.contains("synchronized_standby_slots"), "{out}");
 
     // Pointed at the standby alone: an error that says how to find the primary.
-    let standby_only = text.replace(&pair.url(&db.name), &pair.standby.url(&db.name));
+    // The standby replays the database's creation in its own time (seconds
+    // under load): wait until it has it.
+    let standby_url = pair.standby.url(&db.name);
+    let deadline = tokio::time::Instant::now() + crate::support::CONVERGE;
+    while tokio_postgres::connect(&standby_url, tokio_postgres::NoTls).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the standby never had the database");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let standby_only = text.replace(&pair.url(&db.name), &standby_url);
     let (code, out) = check(&standby_only).await;
     assert_eq!(code, Some(1), "{out}");
     assert_lines(&out, &["connected to a standby", "target_session_attrs=read-write"]);
