@@ -25,6 +25,7 @@ pub mod webhooks;
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tracing::level_filters::LevelFilter;
 
 pub use health::{Health, Phase};
 
@@ -251,25 +252,82 @@ impl HistogramSpec for RequestItems {
 const DATA_LOGGING_CRATES: [&str; 6] =
     ["tokio_postgres", "pgwire_replication", "reqwest", "hyper", "hyper_util", "h2"];
 
-/// `directives` with each of [`DATA_LOGGING_CRATES`] held at `info` unless
-/// named explicitly, so `RUST_LOG=debug` (or `[log] level = "debug"`) never
-/// prints a customer value; naming a crate (`tokio_postgres=debug`) is a
-/// deliberate choice and is kept.
+/// `directives` with every one of [`DATA_LOGGING_CRATES`] held at `info` or
+/// quieter, however the filter is written: level names in any case or as
+/// numbers (`DEBUG`, `4`), a global level, a target that is a prefix of a
+/// crate's name (`tokio=debug` covers `tokio_postgres`), the crate itself or
+/// one of its modules (`tokio_postgres::query=trace`). A directive naming a
+/// crate or its module is capped where it stands; a crate whose level
+/// comes from a more general directive gets a `crate=info` of its own. A
+/// quieter filter (the demo's `ciosync=warn,error`) stays as it is.
+/// Directives it cannot read are left for `EnvFilter` to refuse.
 pub fn with_quiet_dependencies(directives: &str) -> String {
-    let mut out = directives.trim().to_owned();
-    // Only ever a cap: a quieter filter (the demo's `ciosync=warn,error`)
-    // stays as it is.
-    let verbose = out.contains("debug") || out.contains("trace");
-    for krate in DATA_LOGGING_CRATES.into_iter().filter(|_| verbose) {
-        if !out.contains(krate) {
-            if !out.is_empty() {
-                out.push(',');
-            }
-            out.push_str(krate);
-            out.push_str("=info");
+    let mut out: Vec<String> =
+        directives.split(',').map(str::trim).filter(|d| !d.is_empty()).map(cap).collect();
+    for krate in DATA_LOGGING_CRATES {
+        if effective_level(&out, krate) > LevelFilter::INFO {
+            out.push(format!("{krate}=info"));
         }
     }
-    out
+    out.join(",")
+}
+
+/// One directive with its level capped at `info` when its target is a
+/// data-logging crate or one of its modules.
+fn cap(directive: &str) -> String {
+    match parse_directive(directive) {
+        Some((Some(target), level)) if is_data_target(target) && level > LevelFilter::INFO => {
+            // The span and field part, if any, stays: only the level changes.
+            let scope = directive.rsplit_once('=').map_or(directive, |(scope, _)| scope);
+            format!("{scope}=info")
+        }
+        _ => directive.to_owned(),
+    }
+}
+
+/// The target (without a span or field part) and level of a directive, as
+/// `EnvFilter` reads it: `level`, `target`, `target=level`,
+/// `target[span{field}]=level`. A bare target means every level.
+fn parse_directive(directive: &str) -> Option<(Option<&str>, LevelFilter)> {
+    let (scope, level) = match directive.rsplit_once('=') {
+        Some((scope, level)) => (scope, level.trim().parse::<LevelFilter>().ok()?),
+        None => match directive.parse::<LevelFilter>() {
+            Ok(level) => return Some((None, level)),
+            Err(_) => (directive, LevelFilter::TRACE),
+        },
+    };
+    let target = scope.split('[').next().unwrap_or_default().trim();
+    Some(((!target.is_empty()).then_some(target), level))
+}
+
+/// Whether `target` is a data-logging crate or one of its modules.
+fn is_data_target(target: &str) -> bool {
+    DATA_LOGGING_CRATES.iter().any(|krate| {
+        target == *krate || target.strip_prefix(krate).is_some_and(|rest| rest.starts_with("::"))
+    })
+}
+
+/// The level `directives` give `krate`'s events outside any module named by
+/// a directive of its own, as `EnvFilter` picks it: the directive with the
+/// longest target that is a prefix of the crate's name, else the most
+/// verbose global level, else `error`. Directives naming one of the crate's
+/// modules are capped by [`cap`] and leave its other modules to this level.
+fn effective_level(directives: &[String], krate: &str) -> LevelFilter {
+    let parsed: Vec<_> = directives.iter().filter_map(|d| parse_directive(d)).collect();
+    let targeted = parsed
+        .iter()
+        .filter_map(|(target, level)| target.map(|t| (t, *level)))
+        .filter(|(target, _)| krate.starts_with(target))
+        .max_by_key(|(target, level)| (target.len(), *level));
+    match targeted {
+        Some((_, level)) => level,
+        None => parsed
+            .iter()
+            .filter(|(target, _)| target.is_none())
+            .map(|(_, level)| *level)
+            .max()
+            .unwrap_or(LevelFilter::ERROR),
+    }
 }
 
 /// Installs the tracing subscriber: `RUST_LOG` or `default`, to stderr, JSON
@@ -287,15 +345,78 @@ pub fn init_logging(json: bool, default: &str) {
 mod tests {
     use super::with_quiet_dependencies;
 
+    /// Which of the data-logging crates' modules, as `EnvFilter` reads
+    /// `filter`, let a debug event through, and whether ciosync's own do.
+    fn debug_enabled(filter: &str) -> (Vec<&'static str>, bool) {
+        use tracing_subscriber::layer::SubscriberExt;
+        let env = tracing_subscriber::EnvFilter::try_new(filter).expect("a valid filter");
+        let subscriber = tracing_subscriber::registry().with(env);
+        tracing::subscriber::with_default(subscriber, || {
+            // `enabled!` needs its target as a constant.
+            let dependencies = [
+                (
+                    "tokio_postgres",
+                    tracing::enabled!(target: "tokio_postgres", tracing::Level::DEBUG),
+                ),
+                (
+                    "tokio_postgres::query",
+                    tracing::enabled!(target: "tokio_postgres::query", tracing::Level::DEBUG),
+                ),
+                (
+                    "tokio_postgres::prepare",
+                    tracing::enabled!(target: "tokio_postgres::prepare", tracing::Level::DEBUG),
+                ),
+                (
+                    "pgwire_replication",
+                    tracing::enabled!(target: "pgwire_replication", tracing::Level::DEBUG),
+                ),
+                (
+                    "hyper_util::client",
+                    tracing::enabled!(target: "hyper_util::client", tracing::Level::DEBUG),
+                ),
+                (
+                    "hyper_util::rt",
+                    tracing::enabled!(target: "hyper_util::rt", tracing::Level::DEBUG),
+                ),
+                ("hyper::proto", tracing::enabled!(target: "hyper::proto", tracing::Level::DEBUG)),
+                ("reqwest", tracing::enabled!(target: "reqwest", tracing::Level::DEBUG)),
+                ("h2::codec", tracing::enabled!(target: "h2::codec", tracing::Level::DEBUG)),
+            ];
+            let loud = dependencies.iter().filter(|(_, on)| *on).map(|(t, _)| *t).collect();
+            (loud, tracing::enabled!(target: "ciosync::sink", tracing::Level::DEBUG))
+        })
+    }
+
     #[test]
-    fn dependencies_that_log_data_stay_at_info_unless_named() {
-        let quiet = with_quiet_dependencies("debug");
-        assert!(quiet.starts_with("debug,"), "{quiet}");
-        assert!(quiet.contains("tokio_postgres=info") && quiet.contains("hyper=info"), "{quiet}");
-        let named = with_quiet_dependencies("info,tokio_postgres=trace");
-        assert!(named.contains("tokio_postgres=trace") && !named.contains("tokio_postgres=info"));
-        assert!(tracing_subscriber::EnvFilter::try_new(&quiet).is_ok());
+    fn dependencies_that_log_data_stay_at_info_however_the_filter_is_written() {
+        for filter in [
+            "debug",
+            "DEBUG",
+            "4",
+            "5",
+            "Trace",
+            "debug,tokio_postgres_rustls=info",
+            "tokio=debug,hyper=debug,reqwest=trace,h2=debug,pgwire=debug,ciosync=debug",
+            "info,tokio_postgres::query=trace,hyper_util=debug,reqwest=debug,ciosync=debug",
+            "tokio_postgres,hyper_util,reqwest,ciosync=debug",
+            "info,tokio_postgres[query]=debug,hyper_util=4,reqwest=5,ciosync=4",
+            "debug,tokio_postgres::query=info,hyper_util::client=warn",
+        ] {
+            let quiet = with_quiet_dependencies(filter);
+            let (loud, ciosync) = debug_enabled(&quiet);
+            assert!(loud.is_empty(), "{filter:?} became {quiet:?}, debug on for {loud:?}");
+            assert!(ciosync, "{filter:?} became {quiet:?}: ciosync's own debug must stay");
+        }
+    }
+
+    #[test]
+    fn a_quieter_filter_stays_as_it_is() {
         assert_eq!(with_quiet_dependencies("ciosync=warn,error"), "ciosync=warn,error");
         assert_eq!(with_quiet_dependencies("info"), "info");
+        assert_eq!(
+            with_quiet_dependencies("debug,tokio_postgres=warn"),
+            "debug,tokio_postgres=warn,pgwire_replication=info,reqwest=info,hyper=info,h2=info"
+        );
+        assert_eq!(with_quiet_dependencies("tokio_postgres=debug"), "tokio_postgres=info");
     }
 }
