@@ -1,16 +1,42 @@
 //! What every layer shares about errors: one line for an error and its
 //! causes, and the process exit statuses the commands end with.
 
-/// An error with its causes, `a: b: c`, for one log field.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+/// An error with its causes, `a: b: c`, for one log field; a Postgres
+/// error among them without what it quotes of the data ([`database_error`]).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        match cause.downcast_ref::<tokio_postgres::error::DbError>() {
+            Some(db) => text.push_str(&database_error(db)),
+            None => text.push_str(&cause.to_string()),
+        }
+        next = cause.source();
     }
     text
+}
+
+/// A Postgres error as a log line or an answer may show it: severity,
+/// message, hint and SQLSTATE, never its DETAIL, which quotes the failing
+/// row or key. For a refused value (class 22, `invalid input syntax for
+/// type integer: "…"`) and for an error a function raised (class P0, whose
+/// text its author wrote) only the SQLSTATE is kept: their message can
+/// quote a value too.
+fn database_error(db: &tokio_postgres::error::DbError) -> String {
+    let code = db.code().code();
+    let withheld = match &code[..2] {
+        "22" => Some("the server refused a value"),
+        "P0" => Some("a function or trigger raised an error"),
+        _ => None,
+    };
+    if let Some(what) = withheld {
+        return format!("{}: {what} (SQLSTATE {code})", db.severity());
+    }
+    let hint = db.hint().map(|h| format!(" (hint: {h})")).unwrap_or_default();
+    format!("{}: {}{hint} (SQLSTATE {code})", db.severity(), db.message())
 }
 
 /// Exit status of a runtime failure.

@@ -1,8 +1,8 @@
 //! Nothing secret and no customer value leaks: the daemon runs as a binary
 //! with a database password, an API key and a webhook signing key, through
 //! an initial copy, changes, a dead letter, refused credentials, an outage,
-//! bad and good webhooks with a write-back; every log line (`RUST_LOG=debug`:
-//! crates that log data at debug stay at info unless named), every
+//! bad and good webhooks with a write-back; every log line (`RUST_LOG=DEBUG`,
+//! then `trace`: crates that log data stay at info whatever it says), every
 //! `/metrics` and `/readyz` answer, and the output of
 //! `check` and `dlq list` are searched for the secrets and for every
 //! attribute value written.
@@ -43,9 +43,19 @@ async fn output_of(args: &[&str], config: &std::path::Path) -> String {
     )
 }
 
+/// `RUST_LOG` in upper case, the way a hurried operator types it.
 #[tokio::test]
-async fn no_secret_or_customer_value_appears_in_logs_metrics_or_commands() {
-    let db = TestDb::new("no_leaks").await;
+async fn nothing_leaks_at_debug() {
+    no_secret_or_customer_value_appears_in_logs_metrics_or_commands("DEBUG").await;
+}
+
+#[tokio::test]
+async fn nothing_leaks_at_trace() {
+    no_secret_or_customer_value_appears_in_logs_metrics_or_commands("trace").await;
+}
+
+async fn no_secret_or_customer_value_appears_in_logs_metrics_or_commands(level: &str) {
+    let db = TestDb::new(&format!("no_leaks_{}", level.to_lowercase())).await;
     db.exec(USERS_TABLE).await;
     db.exec("ALTER TABLE users ADD COLUMN email_opt_out boolean").await;
     db.exec(
@@ -67,7 +77,7 @@ async fn no_secret_or_customer_value_appears_in_logs_metrics_or_commands() {
     let mut daemon = Command::new(binary())
         .args(["run", "--log-format", "json", "--config"])
         .arg(config.path())
-        .env("RUST_LOG", "debug")
+        .env("RUST_LOG", level)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log.reopen().unwrap())

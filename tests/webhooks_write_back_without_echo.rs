@@ -4,6 +4,7 @@
 //! which the source skips); the application setting the same column is
 //! still synced. A `bounced` event matched by email stamps the event time.
 
+use ciosync::webhooks::Rejection;
 use serde_json::json;
 
 use crate::support::daemon::InProcess;
@@ -158,4 +159,45 @@ async fn write_back_without_origin_privileges_stops_run_at_start() {
         "{stderr}"
     );
     assert_eq!(db.created_objects().await.0, 0, "no slot was created");
+}
+
+/// A write-back Postgres refuses (a CHECK constraint) stores nothing, so
+/// Customer.io retries, and the log names the SQLSTATE, never the failing
+/// row: Postgres's DETAIL quotes every column of it, the email and columns
+/// never synced included. The suite's tripwire scans every in-process log
+/// line for an email address and fails the test when the daemon stops.
+#[tokio::test]
+async fn a_refused_write_back_logs_no_row() {
+    let db = TestDb::new("write_back_refused").await;
+    db.exec(USERS_TABLE).await;
+    db.exec(
+        "ALTER TABLE users ADD COLUMN email_opt_out boolean \
+         CONSTRAINT opt_out_is_decided_by_support CHECK (email_opt_out IS NOT TRUE), \
+         ADD COLUMN bounced_at timestamptz",
+    )
+    .await;
+    db.exec("INSERT INTO users (id, email) VALUES (1, 'refused-row@x.io')").await;
+    let emulator = emulator::start().await;
+    let daemon = InProcess::start_with_webhooks(&db.config(&emulator.url(), &section(WRITE_BACK)));
+    let readyz = daemon.webhook_url("/readyz");
+    assert!(wait_for_status(&readyz, 200).await);
+    let unsubscribed = event(
+        "01HXWB00000000000000000009",
+        "customer",
+        "unsubscribed",
+        json!({"identifiers": {"id": "1", "email": "refused-row@x.io"}}),
+    );
+    let (status, answer) = Delivery::of(&unsubscribed).send(&daemon.webhook_url(PATH)).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer, "database\n", "the answer is the reason code alone");
+    assert_eq!(daemon.counters.webhooks.rejected_count(Rejection::Database), 1);
+    let stored: i64 = db
+        .client
+        .query_one("SELECT count(*) FROM ciosync.message_events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0, "the event was stored without its write-back");
+    // The refusal's log line went through the tripwire; stopping checks it.
+    daemon.stop().await.unwrap();
 }

@@ -24,7 +24,7 @@ pub mod send;
 
 /// Ends a command: prints its failure with the causes and returns exit 2
 /// when the config is at fault (`is_config`), else 1.
-fn exit_status<E: std::error::Error>(
+fn exit_status<E: std::error::Error + 'static>(
     outcome: Result<(), E>,
     is_config: fn(&E) -> bool,
 ) -> ExitCode {

@@ -129,9 +129,9 @@ impl DeadLetterStore {
             Some(client) => client,
             None => sql.insert(self.connect().await?),
         };
-        let mut tx = client.transaction().await.map_err(stored(WRITE))?;
+        let mut tx = client.transaction().await.map_err(PgError::stored(WRITE))?;
         let escaped = insert(&mut tx, &self.slot, letters).await?;
-        tx.commit().await.map_err(stored(WRITE))?;
+        tx.commit().await.map_err(PgError::stored(WRITE))?;
         if let Some((count, sqlstate)) = escaped {
             tracing::warn!(
                 letters = count,
@@ -268,19 +268,21 @@ async fn insert(
     slot: &str,
     letters: &[DeadLetter],
 ) -> Result<Option<(usize, String)>, PgError> {
-    let statement = tx.prepare(INSERT).await.map_err(stored(WRITE))?;
+    let statement = tx.prepare(INSERT).await.map_err(PgError::stored(WRITE))?;
     let mut escaped: Option<(usize, String)> = None;
     for letter in letters {
-        let savepoint = tx.savepoint("dead_letter").await.map_err(stored(WRITE))?;
+        let savepoint = tx.savepoint("dead_letter").await.map_err(PgError::stored(WRITE))?;
         match insert_row(&savepoint, &statement, slot, letter, &Row::plain(letter)).await {
-            Ok(()) => savepoint.commit().await.map_err(stored(WRITE))?,
+            Ok(()) => savepoint.commit().await.map_err(PgError::stored(WRITE))?,
             Err(error) => {
-                let Some(sqlstate) = data_refusal(&error) else {
-                    return Err(stored(WRITE)(error));
+                let Some(sqlstate) = crate::pg::error::data_refusal(&error) else {
+                    return Err(PgError::stored(WRITE)(error));
                 };
-                savepoint.rollback().await.map_err(stored(WRITE))?;
+                savepoint.rollback().await.map_err(PgError::stored(WRITE))?;
                 let row = Row::escaped(letter, &sqlstate);
-                insert_row(&*tx, &statement, slot, letter, &row).await.map_err(stored(WRITE))?;
+                insert_row(&*tx, &statement, slot, letter, &row)
+                    .await
+                    .map_err(PgError::stored(WRITE))?;
                 let (count, _) = escaped.get_or_insert((0, sqlstate));
                 *count += 1;
             }
@@ -316,13 +318,6 @@ async fn insert_row(
         .map(drop)
 }
 
-/// The SQLSTATE of an error about the data itself (class 22, data
-/// exception, or 23, integrity constraint violation).
-fn data_refusal(error: &tokio_postgres::Error) -> Option<String> {
-    let code = error.code()?.code();
-    (code.starts_with("22") || code.starts_with("23")).then(|| code.to_owned())
-}
-
 /// The payload as jsonb can hold it: jsonb refuses U+0000, which JSON (and
 /// so a `json` column's value) can carry as `\u0000`; such characters become
 /// U+FFFD. Anything else is kept as it is.
@@ -351,18 +346,6 @@ fn storable_payload(payload: &[u8]) -> String {
             }
         }
         Err(_) => text.into_owned(),
-    }
-}
-
-/// Like [`PgError::sql`], except that an error about the data itself
-/// (SQLSTATE class 22 or 23) keeps only its code: its DETAIL quotes the row,
-/// which is customer data, and no retry would store it anyway.
-fn stored(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> PgError {
-    move |source| match data_refusal(&source) {
-        Some(code) => PgError::Definite(format!(
-            "postgres: could not {what}: the data was refused (SQLSTATE {code})"
-        )),
-        None => PgError::Sql { what, source },
     }
 }
 

@@ -3,7 +3,8 @@
 
 use tokio_postgres::Client;
 
-use super::{data_refusal, escape, original_payload, stored};
+use super::{escape, original_payload};
+use crate::pg::error::data_refusal;
 use crate::pg::PgError;
 use crate::state::State;
 use crate::track_api::Route;
@@ -234,10 +235,10 @@ impl<'a> DeadLetterTable<'a> {
         let what = "update ciosync.dead_letters";
         match update(error.to_owned()).await {
             Err(refused) if data_refusal(&refused).is_some() => {
-                update(escape(error)).await.map_err(stored(what))?;
+                update(escape(error)).await.map_err(PgError::stored(what))?;
             }
             result => {
-                result.map_err(stored(what))?;
+                result.map_err(PgError::stored(what))?;
             }
         }
         Ok(())

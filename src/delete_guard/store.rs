@@ -129,7 +129,7 @@ impl HeldStore {
                     &[&slot],
                 )
                 .await
-                .map_err(stored("clear ciosync.held_deletes"))
+                .map_err(PgError::stored("clear ciosync.held_deletes"))
         }
         .await;
         self.forget_on_error(result)
@@ -218,7 +218,7 @@ impl HeldStore {
                     &[&slot, &lsn, &ids, &actions, &states],
                 )
                 .await
-                .map_err(stored("write ciosync.held_deletes"))?;
+                .map_err(PgError::stored("write ciosync.held_deletes"))?;
             Ok(rows.iter().filter(|r| r.get::<_, &str>(0) == "held").count() as u64)
         }
         .await;
@@ -249,7 +249,7 @@ impl HeldStore {
                     &[&slot, &ids, &actions, &states],
                 )
                 .await
-                .map_err(stored("write ciosync.held_deletes"))?;
+                .map_err(PgError::stored("write ciosync.held_deletes"))?;
             Ok(())
         }
         .await;
@@ -290,7 +290,7 @@ impl HeldStore {
                     &[&slot, &lsn],
                 )
                 .await
-                .map_err(stored("write ciosync.held_deletes"))?;
+                .map_err(PgError::stored("write ciosync.held_deletes"))?;
             Ok(row.get::<_, i64>(0).max(0) as u64)
         }
         .await;
@@ -324,7 +324,7 @@ impl HeldStore {
                     &[&slot, &customer_id, &before],
                 )
                 .await
-                .map_err(stored("update ciosync.held_deletes"))?;
+                .map_err(PgError::stored("update ciosync.held_deletes"))?;
             Ok(rows.iter().filter(|r| !r.get::<_, bool>(0)).count() as u64)
         }
         .await;
@@ -345,7 +345,7 @@ impl HeldStore {
                     &[&slot, &customer_id],
                 )
                 .await
-                .map_err(stored("write ciosync.held_refreshes"))?;
+                .map_err(PgError::stored("write ciosync.held_refreshes"))?;
             Ok(())
         }
         .await;
@@ -378,18 +378,6 @@ impl HeldStore {
         }
         .await;
         self.forget_on_error(result)
-    }
-}
-
-/// Like [`PgError::sql`], except that an error about the data itself
-/// (SQLSTATE class 22 or 23) keeps only its code: its DETAIL would quote a
-/// customer id, and no retry would store it anyway.
-fn stored(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> PgError {
-    move |source| match source.code().map(|c| c.code()) {
-        Some(code) if code.starts_with("22") || code.starts_with("23") => PgError::Definite(
-            format!("postgres: could not {what}: the data was refused (SQLSTATE {code})"),
-        ),
-        _ => PgError::Sql { what, source },
     }
 }
 

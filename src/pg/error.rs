@@ -61,6 +61,19 @@ impl PgError {
         }
     }
 
+    /// Like [`PgError::sql`] for a statement that stores rows, except that
+    /// Postgres refusing the data itself ([`data_refusal`]) is definite and
+    /// keeps only its SQLSTATE: its DETAIL and message quote the row, which
+    /// is customer data, and no retry would store it anyway.
+    pub fn stored(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
+        move |source| match data_refusal(&source) {
+            Some(code) => Self::Definite(format!(
+                "postgres: could not {what}: the data was refused (SQLSTATE {code})"
+            )),
+            None => Self::sql(what)(source),
+        }
+    }
+
     /// Wraps a replication connection failure; a TLS refusal becomes
     /// [`PgError::Tls`].
     pub fn replication(error: pgwire_replication::PgWireError) -> Self {
@@ -84,6 +97,13 @@ impl PgError {
             Self::Ended | Self::SqlSessionEnded | Self::Protocol(_) | Self::SlotInUse(_) => true,
         }
     }
+}
+
+/// The SQLSTATE of an error about the data itself (class 22, a value the
+/// column cannot hold, or 23, a constraint the row breaks).
+pub fn data_refusal(error: &tokio_postgres::Error) -> Option<String> {
+    let code = error.code()?.code();
+    (code.starts_with("22") || code.starts_with("23")).then(|| code.to_owned())
 }
 
 /// SQLSTATEs that no retry fixes: authentication (class 28), a missing

@@ -4,7 +4,8 @@
 //! - `POST <path>`: verify, parse, store; 200 once committed.
 //! - `GET /healthz`: 200 while the process serves requests.
 //! - `GET /readyz`: 200 while the receiver's Postgres connection answers a
-//!   `SELECT 1` within 2 s, else 503 with a one-line reason.
+//!   `SELECT 1` within 2 s, else 503 with a reason code (`database_unavailable`,
+//!   `shutting_down`); the Postgres error itself goes only to the log.
 //!
 //! Checks run cheapest first, and nothing is read whole before its size is
 //! known to fit: path (404), method (405), content type (415), declared
@@ -14,6 +15,7 @@
 //! only: never the body, the signature or the key.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -75,6 +77,9 @@ pub struct Receiver {
     counters: Arc<Counters>,
     /// Cancelled once shutdown was asked for: `/readyz` answers 503.
     shutdown: CancellationToken,
+    /// Whether `/readyz` last found the store unreachable (and said so in
+    /// the log).
+    unready: AtomicBool,
 }
 
 impl Receiver {
@@ -85,7 +90,7 @@ impl Receiver {
         counters: Arc<Counters>,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { config, store, counters, shutdown }
+        Self { config, store, counters, shutdown, unready: AtomicBool::new(false) }
     }
 }
 
@@ -305,16 +310,28 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// Ready while the store's connection answers. The listener faces the
+/// internet, so the answer is a reason code; the reason itself (a Postgres
+/// error) goes to the log, once each time the receiver stops being ready.
 async fn readyz(State(receiver): State<Arc<Receiver>>) -> Response {
     let verdict = if receiver.shutdown.is_cancelled() {
-        Err("shutting down".to_owned())
+        Err("shutting_down")
     } else {
-        receiver.store.ping().await.map_err(|reason| format!("Postgres: {reason}"))
+        receiver.store.ping().await.map_err(|reason| {
+            if !receiver.unready.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%reason, table = %receiver.config.table,
+                    "the webhook receiver cannot reach its table; /readyz answers 503");
+            }
+            "database_unavailable"
+        })
     };
+    if verdict.is_ok() {
+        receiver.unready.store(false, Ordering::Relaxed);
+    }
     match verdict {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-        Err(reason) => {
-            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response()
+        Err(code) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {code}\n")).into_response()
         }
     }
 }
