@@ -1,7 +1,9 @@
 //! Creating what replication needs: the publication (`FOR TABLE` the synced
 //! tables) and the logical slot (`pgoutput`), each only if missing. An
 //! existing publication or slot that does not fit is an error that says what
-//! to run, never silently changed.
+//! to run, never silently changed. The catalogue is read through
+//! [`crate::pg::catalog`], the facts `ciosync check` judges too; what they
+//! mean for the config (a [`Fix`], a [`SlotState`]) is decided here.
 
 use tokio_postgres::Client;
 
