@@ -1,9 +1,12 @@
-//! The reading half of `ciosync check`: every query and probe it makes,
-//! each returning plain facts for the judgements ([`super::judge`],
-//! [`super::tables`], [`super::failover`]) to decide over. Catalogue facts
-//! come from [`crate::pg::catalog`], the same reads publication and slot
-//! setup make; what is read here besides is ciosync's own (the probes that
-//! try a filter or the webhook table, and the `ciosync` schema's tables).
+//! The reading half of `ciosync check`: the facts the judgements
+//! ([`super::judge`], [`super::tables`], [`super::failover`]) decide over.
+//! Catalogue facts come from [`crate::pg::catalog`], the same reads
+//! publication and slot setup make; those that need nothing more (the
+//! server, the role, an `[[events]]` table, a schema) `check.rs` reads from
+//! there directly. What is gathered here combines them with ciosync's own
+//! reads: the probes that try a filter or the webhook table, setup's view of
+//! the publication and the slot, the `ciosync` schema's tables, and the
+//! Track API's answer.
 //!
 //! Nothing here changes the database: probes run in transactions that are
 //! rolled back. An `Err` is a query that failed, which `check` reports as

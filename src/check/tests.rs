@@ -392,3 +392,60 @@ fn a_finding_renders_its_fix_on_a_line_of_its_own() {
         "ok      config: parsed and valid"
     );
 }
+
+#[test]
+fn the_connection_line_says_where_which_version_and_whether_tls() {
+    let at = "ciosync@db.internal:5432/app";
+    assert_eq!(
+        judge::connected(at, Some("17.4"), Some(true)),
+        Finding::ok(
+            "postgres connection",
+            "connected to ciosync@db.internal:5432/app (PostgreSQL 17.4, TLS on)"
+        )
+    );
+    let unknown = judge::connected(at, None, None);
+    assert!(unknown.message.ends_with("(PostgreSQL unknown, TLS off)"), "{}", unknown.message);
+    assert!(judge::connected(at, Some("17.4"), Some(false)).message.ends_with("TLS off)"));
+}
+
+#[test]
+fn a_failed_connection_prints_the_tls_refusal_or_what_to_check() {
+    let plain = judge::connection_failed("ciosync@db:5432/app", "connection refused", None);
+    assert_eq!(plain.level, Level::Error);
+    assert_eq!(plain.message, "cannot connect to ciosync@db:5432/app: connection refused");
+    assert!(fix_of(&plain).starts_with("check postgres.url (host, port, user, password"));
+    assert!(fix_of(&plain).ends_with("accepts this client in pg_hba.conf"));
+    let refusal = Some("the server's certificate is not signed by postgres.ca_file".to_owned());
+    let tls = judge::connection_failed("ciosync@db:5432/app", "bad certificate", refusal);
+    assert_eq!(fix_of(&tls), "the server's certificate is not signed by postgres.ca_file");
+}
+
+fn webhooks(table: &str) -> crate::config::webhooks::WebhooksConfig {
+    toml::from_str(&format!("listen = \"127.0.0.1:0\"\nsigning_key = \"k\"\n{table}"))
+        .expect("a valid [webhooks] section")
+}
+
+#[test]
+fn the_webhook_table_line_follows_the_rolled_back_try() {
+    let default = webhooks("");
+    assert_eq!(
+        judge::webhooks_table(&default, Ok(()), "ciosync"),
+        Finding::ok(
+            "webhooks.table ciosync.message_events",
+            "can be created if missing and written (tried, then rolled back)"
+        )
+    );
+    let elsewhere = webhooks("table = \"reports.events\"\n");
+    let refused = judge::webhooks_table(&elsewhere, Err("permission denied".into()), "app");
+    assert_eq!(refused.check, "webhooks.table reports.events");
+    assert_eq!(
+        refused.message,
+        "the webhook receiver could not create or write it: permission denied"
+    );
+    assert_eq!(
+        fix_of(&refused),
+        "CREATE SCHEMA IF NOT EXISTS \"reports\" AUTHORIZATION \"app\"; or create the table as \
+         the README shows and GRANT USAGE ON SCHEMA \"reports\" TO \"app\"; GRANT INSERT ON \
+         \"reports\".\"events\" TO \"app\";"
+    );
+}
