@@ -2,35 +2,18 @@
 //! whether a promoted standby will have the slot, and what the primary and
 //! the standby must be set to for it. Read from the primary only: the
 //! standby's own settings are not visible from there, so those are printed
-//! as what to set.
+//! as what to set. Pure: the facts come from [`super::gather`].
 
-use tokio_postgres::Client;
-
+use super::gather::FailoverFacts;
 use super::Finding;
 use crate::config::{Config, FailoverSlot};
-use crate::pg::quote::quote_literal;
+use crate::pg::catalog::PhysicalSlot;
+use crate::pg::quote::{quote_ident, quote_literal};
 
 /// Roles that managed services grant instead of the `REPLICATION`
 /// attribute: membership lets a role stream from slots (RDS and Aurora:
 /// `rds_replication`).
 pub const PROVIDER_REPLICATION_ROLES: [&str; 1] = ["rds_replication"];
-
-/// The provider replication role (of [`PROVIDER_REPLICATION_ROLES`]) the
-/// current user is a member of, if any.
-pub async fn provider_replication_role(
-    sql: &Client,
-) -> Result<Option<String>, tokio_postgres::Error> {
-    let roles: Vec<&str> = PROVIDER_REPLICATION_ROLES.to_vec();
-    let row = sql
-        .query_opt(
-            // Through pg_roles, so a role this server lacks is no error.
-            "SELECT r.rolname::text FROM pg_catalog.pg_roles r WHERE r.rolname = ANY($1) \
-             AND pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER') LIMIT 1",
-            &[&roles],
-        )
-        .await?;
-    Ok(row.map(|r| r.get(0)))
-}
 
 /// The version line: what this major gives or lacks for failover.
 pub fn version_finding(version: &str, version_num: i32, config: &Config) -> Finding {
@@ -77,39 +60,35 @@ pub fn version_finding(version: &str, version_num: i32, config: &Config) -> Find
 }
 
 /// Connected to a standby: nothing can be created or streamed there.
-pub async fn in_recovery(sql: &Client) -> Result<Option<Finding>, tokio_postgres::Error> {
-    let standby: bool = sql.query_one("SELECT pg_catalog.pg_is_in_recovery()", &[]).await?.get(0);
-    Ok(standby.then(|| {
+pub fn standby(in_recovery: bool) -> Option<Finding> {
+    in_recovery.then(|| {
         Finding::error(
             "primary",
             "connected to a standby (in recovery): ciosync streams from the primary",
             "point postgres.url at the primary, or list every host with \
              target_session_attrs=read-write so ciosync finds the primary itself",
         )
-    }))
+    })
 }
 
-/// On PostgreSQL 17+ with a failover slot wanted: the slot's `failover`
-/// flag, a physical slot for the standby, `synchronized_standby_slots`, and
-/// what to set on the standby.
-pub async fn check(
-    sql: &Client,
-    config: &Config,
-    version_num: i32,
-    out: &mut Vec<Finding>,
-) -> Result<(), tokio_postgres::Error> {
-    if version_num < 170_000 || config.postgres.failover_slot == FailoverSlot::Off {
-        return Ok(());
-    }
-    let slot = &config.postgres.slot;
-    let failover: Option<bool> = sql
-        .query_opt(
-            "SELECT failover FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-            &[slot],
-        )
-        .await?
-        .map(|r| r.get(0));
-    out.push(match failover {
+/// Whether the failover lines apply: PostgreSQL 17+ with a failover slot
+/// wanted.
+pub fn applies(config: &Config, version_num: i32) -> bool {
+    version_num >= 170_000 && config.postgres.failover_slot != FailoverSlot::Off
+}
+
+/// The failover lines (see [`applies`]): the slot's `failover` flag, a
+/// physical slot for the standby, `synchronized_standby_slots`, and what to
+/// set on the standby.
+pub fn judge(config: &Config, facts: &FailoverFacts) -> Vec<Finding> {
+    let mut out = vec![failover_slot(&config.postgres.slot, facts.slot_failover)];
+    out.extend(standbys(&facts.physical));
+    out.push(synchronized_standby_slots(&facts.synchronized, &facts.physical));
+    out
+}
+
+fn failover_slot(slot: &str, failover: Option<bool>) -> Finding {
+    match failover {
         Some(true) => Finding::ok("failover slot", format!("slot {slot} is a failover slot")),
         Some(false) => Finding::warning(
             "failover slot",
@@ -117,84 +96,79 @@ pub async fn check(
             format!(
                 "run makes it one when it next starts the stream (ALTER_REPLICATION_SLOT {} \
                  (FAILOVER true) on a replication connection)",
-                crate::pg::quote::quote_ident(slot)
+                quote_ident(slot)
             ),
         ),
         None => Finding::ok(
             "failover slot",
             format!("slot {slot} does not exist yet; run creates it as a failover slot"),
         ),
-    });
-    // Physical slots: what a standby streams through. An `xmin` on one
-    // means its standby sends hot_standby_feedback, which slot sync needs.
-    let physical = sql
-        .query(
-            "SELECT slot_name::text, active, xmin IS NOT NULL OR catalog_xmin IS NOT NULL \
-             FROM pg_catalog.pg_replication_slots WHERE slot_type = 'physical' ORDER BY 1",
-            &[],
-        )
-        .await?;
-    let physical: Vec<(String, bool, bool)> =
-        physical.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
-    let standby_settings = |physical_slot: &str| {
-        format!(
-            "on the standby set sync_replication_slots = on, hot_standby_feedback = on, \
-             primary_slot_name = {}, and dbname=<a database> in primary_conninfo (not visible \
-             from the primary)",
-            quote_literal(physical_slot)
-        )
-    };
+    }
+}
+
+/// What to set on the standby that streams through `physical_slot`.
+fn standby_settings(physical_slot: &str) -> String {
+    format!(
+        "on the standby set sync_replication_slots = on, hot_standby_feedback = on, \
+         primary_slot_name = {}, and dbname=<a database> in primary_conninfo (not visible \
+         from the primary)",
+        quote_literal(physical_slot)
+    )
+}
+
+/// Physical slots: what a standby streams through. One with an `xmin` has
+/// a standby that sends hot_standby_feedback, which slot sync needs.
+fn standbys(physical: &[PhysicalSlot]) -> Vec<Finding> {
+    let check = "standby for failover";
     if physical.is_empty() {
-        out.push(Finding::warning(
-            "standby for failover",
+        return vec![Finding::warning(
+            check,
             "no physical replication slot on this server: no standby can carry the slot",
             format!(
                 "SELECT pg_create_physical_replication_slot('standby_1'); then {}",
                 standby_settings("standby_1")
             ),
-        ));
-    } else {
-        for (name, active, feedback) in &physical {
-            let check = "standby for failover";
-            out.push(match (active, feedback) {
-                (true, true) => Finding::ok(
-                    check,
-                    format!(
-                        "physical slot {name}: a standby streams through it with \
-                         hot_standby_feedback; {}",
-                        standby_settings(name)
-                    ),
-                ),
-                (true, false) => Finding::warning(
-                    check,
-                    format!(
-                        "physical slot {name}: a standby streams through it without \
-                             hot_standby_feedback, so it cannot sync the slot"
-                    ),
-                    standby_settings(name),
-                ),
-                (false, _) => Finding::warning(
-                    check,
-                    format!("physical slot {name}: no standby streams through it now"),
-                    standby_settings(name),
-                ),
-            });
-        }
+        )];
     }
-    // The primary holds changes back from ciosync until these standbys have
-    // them; without it a promoted standby may lack changes ciosync delivered
-    // (nothing is lost to Customer.io, but its synced slot may not fit).
-    let synchronized: String = sql
-        .query_one("SELECT current_setting('synchronized_standby_slots', true)", &[])
-        .await?
-        .get::<_, Option<String>>(0)
-        .unwrap_or_default();
+    physical
+        .iter()
+        .map(|PhysicalSlot { name, active, feedback }| match (active, feedback) {
+            (true, true) => Finding::ok(
+                check,
+                format!(
+                    "physical slot {name}: a standby streams through it with \
+                     hot_standby_feedback; {}",
+                    standby_settings(name)
+                ),
+            ),
+            (true, false) => Finding::warning(
+                check,
+                format!(
+                    "physical slot {name}: a standby streams through it without \
+                         hot_standby_feedback, so it cannot sync the slot"
+                ),
+                standby_settings(name),
+            ),
+            (false, _) => Finding::warning(
+                check,
+                format!("physical slot {name}: no standby streams through it now"),
+                standby_settings(name),
+            ),
+        })
+        .collect()
+}
+
+/// The primary holds changes back from ciosync until these standbys have
+/// them; without it a promoted standby may lack changes ciosync delivered
+/// (nothing is lost to Customer.io, but its synced slot may not fit).
+fn synchronized_standby_slots(synchronized: &str, physical: &[PhysicalSlot]) -> Finding {
+    let check = "synchronized_standby_slots";
     let names: Vec<&str> =
         synchronized.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
     if names.is_empty() {
-        let example = physical.first().map_or("standby_1", |(name, ..)| name.as_str());
-        out.push(Finding::warning(
-            "synchronized_standby_slots",
+        let example = physical.first().map_or("standby_1", |slot| slot.name.as_str());
+        return Finding::warning(
+            check,
             "is unset: ciosync may deliver changes a standby has not received yet; if that \
              standby is promoted, Customer.io holds changes the new primary never had",
             format!(
@@ -202,41 +176,32 @@ pub async fn check(
                  (ciosync then waits for that standby: if it is down, nothing streams)",
                 quote_literal(example)
             ),
-        ));
-    } else {
-        let missing: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|n| !physical.iter().any(|(name, ..)| name == n))
-            .collect();
-        out.push(if missing.is_empty() {
-            Finding::ok("synchronized_standby_slots", synchronized.clone())
-        } else {
-            Finding::warning(
-                "synchronized_standby_slots",
-                format!(
-                    "names {} with no physical slot here: logical decoding waits for it",
-                    missing.join(", ")
-                ),
-                "create the physical slot for that standby, or remove it from the setting",
-            )
-        });
+        );
     }
-    Ok(())
+    let missing: Vec<&str> =
+        names.into_iter().filter(|n| !physical.iter().any(|slot| slot.name == *n)).collect();
+    if missing.is_empty() {
+        Finding::ok(check, synchronized.to_owned())
+    } else {
+        Finding::warning(
+            check,
+            format!(
+                "names {} with no physical slot here: logical decoding waits for it",
+                missing.join(", ")
+            ),
+            "create the physical slot for that standby, or remove it from the setting",
+        )
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::check::Level;
+    use crate::config::fixture::two_tables;
 
     fn config(failover_slot: &str) -> Config {
-        let text = include_str!("../../config/example.toml").replacen(
-            "failover_slot = \"auto\"\n",
-            &format!("failover_slot = \"{failover_slot}\"\n"),
-            1,
-        );
-        Config::from_toml(&text, Vec::new()).expect("the example config is valid")
+        two_tables(&format!("failover_slot = \"{failover_slot}\""), "")
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! (with its write-backs resolved to their statements).
 
 pub mod customerio;
+#[cfg(test)]
+pub mod fixture;
 pub mod postgres;
 pub mod runtime;
 pub mod sync;

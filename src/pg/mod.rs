@@ -1,7 +1,9 @@
 //! Postgres as a foundation: opening connections (URL, hosts, TLS), SQL
-//! quoting, and the error type with its transient/definite class. It knows
-//! nothing of the config file, the stream or Customer.io.
+//! quoting, the error type with its transient/definite class, and the
+//! catalogue facts (`catalog`) that setup and `ciosync check` decide over.
+//! It knows nothing of the config file, the stream or Customer.io.
 
+pub mod catalog;
 pub mod connection;
 pub mod error;
 pub mod name;

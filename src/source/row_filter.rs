@@ -90,57 +90,6 @@ async fn probe(
     Ok(ReadFilter { canonical: row.get(0), columns: row.get(1) })
 }
 
-/// The columns a table's replica identity carries in the old row of an
-/// UPDATE or DELETE: every column, or only some.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
-    /// `REPLICA IDENTITY FULL`.
-    Full,
-    /// The primary key (DEFAULT), the chosen index (USING INDEX), or none
-    /// (NOTHING, or DEFAULT without a primary key).
-    Columns(Vec<String>),
-}
-
-impl Identity {
-    /// The columns of `read` the identity does not carry. Postgres refuses
-    /// UPDATE and DELETE on a table published with a row filter that reads
-    /// one ("column used in the publication WHERE expression is not part of
-    /// the replica identity"), so each one is an error to fix before.
-    pub fn missing<'a>(&self, read: &'a [String]) -> Vec<&'a str> {
-        match self {
-            Self::Full => Vec::new(),
-            Self::Columns(carried) => {
-                read.iter().filter(|c| !carried.contains(c)).map(String::as_str).collect()
-            }
-        }
-    }
-}
-
-/// Reads a table's replica identity; `None` when the table does not exist.
-pub async fn identity(
-    sql: &Client,
-    schema: &str,
-    name: &str,
-) -> Result<Option<Identity>, tokio_postgres::Error> {
-    // Key columns only: an index's INCLUDE columns are not in the identity.
-    let row = sql
-        .query_opt(
-            "SELECT c.relreplident = 'f', \
-                    ARRAY(SELECT a.attname::text FROM pg_catalog.pg_index i \
-                          JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid \
-                           AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]) \
-                          WHERE i.indrelid = c.oid \
-                            AND ((c.relreplident = 'd' AND i.indisprimary) \
-                              OR (c.relreplident = 'i' AND i.indisreplident)) \
-                          ORDER BY a.attnum) \
-             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2",
-            &[&schema, &name],
-        )
-        .await?;
-    Ok(row.map(|r| if r.get(0) { Identity::Full } else { Identity::Columns(r.get(1)) }))
-}
-
 /// What is wrong when the replica identity lacks filter columns, and the
 /// SQL that fixes it.
 pub fn identity_problem(
@@ -162,26 +111,4 @@ pub fn identity_problem(
              unique index on columns that include them)"
         ),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn full_identity_carries_every_column() {
-        assert!(Identity::Full.missing(&names(&["email_verified", "is_staff"])).is_empty());
-    }
-
-    #[test]
-    fn a_key_identity_carries_only_its_columns() {
-        let identity = Identity::Columns(names(&["id"]));
-        let read = names(&["id", "is_staff"]);
-        assert_eq!(identity.missing(&read), vec!["is_staff"]);
-        assert_eq!(Identity::Columns(Vec::new()).missing(&read), vec!["id", "is_staff"]);
-    }
 }

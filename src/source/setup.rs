@@ -1,12 +1,15 @@
 //! Creating what replication needs: the publication (`FOR TABLE` the synced
 //! tables) and the logical slot (`pgoutput`), each only if missing. An
 //! existing publication or slot that does not fit is an error that says what
-//! to run, never silently changed.
+//! to run, never silently changed. The catalogue is read through
+//! [`crate::pg::catalog`], the facts `ciosync check` judges too; what they
+//! mean for the config (a [`Fix`], a [`SlotState`]) is decided here.
 
 use tokio_postgres::Client;
 
 use super::row_filter;
 use crate::config::{Config, SyncConfig};
+use crate::pg::catalog::{Member, Publication, Slot, Table};
 use crate::pg::is_definite_sqlstate;
 use crate::pg::quote::{quote_ident, quoted_table};
 use crate::pg::PgError;
@@ -93,61 +96,43 @@ pub fn refit_table_sql(publication: &str, sync: &SyncConfig) -> String {
 /// the SQL that fixes it. `None` when it fits or does not exist. A
 /// configured filter Postgres refuses is an error naming the field.
 pub async fn publication_misfit(sql: &Client, config: &Config) -> Result<Option<Fix>, PgError> {
-    let publication = &config.postgres.publication;
-    let row = sql
-        .query_opt(
-            "SELECT oid, pubinsert AND pubupdate AND pubdelete, pubviaroot \
-             FROM pg_catalog.pg_publication WHERE pubname = $1",
-            &[publication],
-        )
+    let publication = Publication::read(sql, &config.postgres.publication)
         .await
         .map_err(PgError::sql("read pg_publication"))?;
-    let Some(row) = row else { return Ok(None) };
-    let (oid, publishes_all, via_root): (u32, bool, bool) = (row.get(0), row.get(1), row.get(2));
-    let quoted = quote_ident(publication);
-    if !publishes_all {
+    let Some(publication) = publication else { return Ok(None) };
+    let name = &publication.name;
+    let quoted = quote_ident(name);
+    if !publication.publishes_all_changes {
         return Ok(Some(Fix::run(
-            format!("publication {publication} does not publish every INSERT, UPDATE and DELETE"),
+            format!("publication {name} does not publish every INSERT, UPDATE and DELETE"),
             format!(
                 "ALTER PUBLICATION {quoted} SET (publish = 'insert, update, delete, truncate')"
             ),
         )));
     }
     for (i, sync) in config.sync.iter().enumerate() {
-        let (schema, name) = sync.schema_and_name();
-        let table = sql
-            .query_opt(
-                "SELECT c.relkind = 'p', r.prrelid IS NOT NULL, r.prattrs IS NOT NULL, \
-                        pg_catalog.pg_get_expr(r.prqual, r.prrelid) \
-                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 LEFT JOIN pg_catalog.pg_publication_rel r ON r.prpubid = $3 AND r.prrelid = c.oid \
-                 WHERE n.nspname = $1 AND c.relname = $2",
-                &[&schema, &name, &oid],
-            )
+        let member = publication
+            .member(sql, &sync.table)
             .await
             .map_err(PgError::sql("read pg_publication_rel"))?;
-        let Some(table) = table else { continue };
-        let (partitioned, listed, some_columns): (bool, bool, bool) =
-            (table.get(0), table.get(1), table.get(2));
-        let published_filter: Option<String> = table.get(3);
-        if partitioned && !via_root {
+        let Some(member) = member else { continue };
+        let table = &sync.table;
+        if member.partitioned && !publication.via_root {
             return Ok(Some(Fix::run(
                 format!(
-                    "{schema}.{name} is partitioned and publication {publication} names its \
-                     changes after the partitions"
+                    "{table} is partitioned and publication {name} names its changes after the \
+                     partitions"
                 ),
                 format!("ALTER PUBLICATION {quoted} SET (publish_via_partition_root = true)"),
             )));
         }
-        if some_columns {
+        if member.some_columns {
             return Ok(Some(Fix::run(
-                format!("publication {publication} publishes only some columns of {schema}.{name}"),
-                refit_table_sql(publication, sync),
+                format!("publication {name} publishes only some columns of {table}"),
+                refit_table_sql(name, sync),
             )));
         }
-        if let Some(problem) =
-            row_filter_misfit(sql, config, i, sync, listed, published_filter.as_deref()).await?
-        {
+        if let Some(problem) = row_filter_misfit(sql, config, i, sync, &member).await? {
             return Ok(Some(problem));
         }
     }
@@ -156,22 +141,21 @@ pub async fn publication_misfit(sql: &Client, config: &Config) -> Result<Option<
 
 /// How the publication's row filter of a synced table differs from
 /// `sync[i].filter`, if it does, with its fix (see
-/// [`row_filter`] for the comparison). `listed` says whether the table is in
-/// the publication's own table list, the only place a row filter can be.
+/// [`row_filter`] for the comparison). Only a table in the publication's
+/// own table list (`member.listed`) can have a row filter.
 async fn row_filter_misfit(
     sql: &Client,
     config: &Config,
     i: usize,
     sync: &SyncConfig,
-    listed: bool,
-    published: Option<&str>,
+    member: &Member,
 ) -> Result<Option<Fix>, PgError> {
     let publication = &config.postgres.publication;
     let (schema, name) = sync.schema_and_name();
     let field = format!("sync[{i}].filter");
-    let problem = match (published, sync.filter.as_deref()) {
+    let problem = match (member.row_filter.as_deref(), sync.filter.as_deref()) {
         (None, None) => return Ok(None),
-        (None, Some(_)) if !listed => {
+        (None, Some(_)) if !member.listed => {
             return Ok(Some(Fix {
                 problem: format!(
                     "publication {publication} includes {schema}.{name} through FOR ALL TABLES \
@@ -258,11 +242,11 @@ pub async fn filter_identity_problem(
         let read = row_filter::read(sql, schema, name, filter)
             .await
             .map_err(|e| refused_filter(&field, schema, name, e))?;
-        let identity = row_filter::identity(sql, schema, name)
+        let table = Table::read(sql, &sync.table)
             .await
             .map_err(PgError::sql("read the replica identity"))?;
-        let Some(identity) = identity else { continue };
-        let missing = identity.missing(&read.columns);
+        let Some(table) = table else { continue };
+        let missing = table.identity().missing(&read.columns);
         if !missing.is_empty() {
             let (what, fix) = row_filter::identity_problem(
                 &field,
@@ -282,34 +266,23 @@ pub async fn publication_missing_tables(
     sql: &Client,
     config: &Config,
 ) -> Result<Option<Vec<String>>, PgError> {
-    let exists = sql
-        .query_opt(
-            "SELECT puballtables FROM pg_catalog.pg_publication WHERE pubname = $1",
-            &[&config.postgres.publication],
-        )
+    let publication = Publication::read(sql, &config.postgres.publication)
         .await
         .map_err(PgError::sql("read pg_publication"))?;
-    let Some(row) = exists else { return Ok(None) };
-    if row.get::<_, bool>(0) {
+    let Some(publication) = publication else { return Ok(None) };
+    if publication.all_tables {
         return Ok(Some(Vec::new()));
     }
     let mut missing = Vec::new();
-    let published = config
-        .sync
-        .iter()
-        .map(|s| s.schema_and_name())
-        .chain(config.events.iter().map(|e| e.schema_and_name()));
-    for (schema, name) in published {
-        let found = sql
-            .query_opt(
-                "SELECT 1 FROM pg_catalog.pg_publication_tables \
-                 WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
-                &[&config.postgres.publication, &schema, &name],
-            )
+    let published =
+        config.sync.iter().map(|s| &s.table).chain(config.events.iter().map(|e| &e.table));
+    for table in published {
+        let found = publication
+            .includes(sql, table)
             .await
             .map_err(PgError::sql("read pg_publication_tables"))?;
-        if found.is_none() {
-            missing.push(format!("{schema}.{name}"));
+        if !found {
+            missing.push(table.to_string());
         }
     }
     Ok(Some(missing))
@@ -332,50 +305,42 @@ pub enum SlotState {
 
 /// Reads the configured slot from `pg_replication_slots`.
 pub async fn slot_state(sql: &Client, config: &Config) -> Result<SlotState, PgError> {
-    let row = sql
-        .query_opt(
-            // `failover` exists from PostgreSQL 17; read through jsonb so
-            // one query serves every major (NULL before 17).
-            "SELECT slot_type, plugin, database, active, confirmed_flush_lsn::text, \
-                    current_database(), wal_status, (to_jsonb(s) ->> 'failover')::bool \
-             FROM pg_catalog.pg_replication_slots s WHERE slot_name = $1",
-            &[&config.postgres.slot],
-        )
-        .await
-        .map_err(PgError::sql("read pg_replication_slots"))?;
-    let Some(row) = row else {
-        return Ok(SlotState::Missing);
-    };
-    let slot_type: String = row.get(0);
-    let plugin: Option<String> = row.get(1);
-    let database: Option<String> = row.get(2);
-    let current: String = row.get(5);
     let slot = &config.postgres.slot;
-    if slot_type != "logical" || plugin.as_deref() != Some("pgoutput") {
-        return Ok(SlotState::Unusable(format!(
-            "slot {slot} is a {slot_type} slot with plugin {}; ciosync needs a logical pgoutput \
+    let row = Slot::read(sql, slot).await.map_err(PgError::sql("read pg_replication_slots"))?;
+    Ok(slot_state_of(slot, row))
+}
+
+/// What the slot named `slot` is to ciosync, from its catalogue row.
+pub fn slot_state_of(slot: &str, row: Option<Slot>) -> SlotState {
+    let Some(row) = row else {
+        return SlotState::Missing;
+    };
+    if row.slot_type != "logical" || row.plugin.as_deref() != Some("pgoutput") {
+        return SlotState::Unusable(format!(
+            "slot {slot} is a {} slot with plugin {}; ciosync needs a logical pgoutput \
              slot: choose another postgres.slot or drop it with \
              SELECT pg_drop_replication_slot('{slot}')",
-            plugin.unwrap_or_else(|| "none".into())
-        )));
+            row.slot_type,
+            row.plugin.unwrap_or_else(|| "none".into())
+        ));
     }
-    if database.as_deref() != Some(current.as_str()) {
-        return Ok(SlotState::Unusable(format!(
-            "slot {slot} belongs to database {}, not {current}: choose another postgres.slot",
-            database.unwrap_or_default()
-        )));
+    if row.database.as_deref() != Some(row.current_database.as_str()) {
+        return SlotState::Unusable(format!(
+            "slot {slot} belongs to database {}, not {}: choose another postgres.slot",
+            row.database.unwrap_or_default(),
+            row.current_database
+        ));
     }
     // PostgreSQL 13 to 15 show an invalidated slot's wal_status as `lost`,
     // or as NULL once its restart_lsn is cleared.
-    let wal_status: Option<String> = row.get(6);
-    if wal_status.as_deref().is_none_or(|s| s == "lost") {
-        return Ok(SlotState::Invalidated);
+    if row.wal_status.as_deref().is_none_or(|s| s == "lost") {
+        return SlotState::Invalidated;
     }
-    Ok(SlotState::Usable {
-        active: row.get(3),
-        confirmed_flush_lsn: row.get(4),
-        failover: row.get(7),
-    })
+    SlotState::Usable {
+        active: row.active,
+        confirmed_flush_lsn: row.confirmed_flush_lsn,
+        failover: row.failover,
+    }
 }
 
 /// Creates the publication where missing, then makes sure the slot can be
@@ -441,32 +406,50 @@ mod tests {
     use super::*;
 
     fn config(filter_line: &str) -> Config {
-        let text = format!(
-            r#"
-[postgres]
-url = "postgres://ciosync@127.0.0.1:5432/app"
-publication = "cio"
+        crate::config::fixture::two_tables("", filter_line)
+    }
 
-[customerio]
-site_id = "s"
-api_key = "k"
+    fn slot(slot_type: &str, plugin: Option<&str>, database: &str, wal: Option<&str>) -> Slot {
+        Slot {
+            slot_type: slot_type.into(),
+            plugin: plugin.map(Into::into),
+            database: Some(database.into()),
+            current_database: "app".into(),
+            active: false,
+            confirmed_flush_lsn: Some("0/1".into()),
+            wal_status: wal.map(Into::into),
+            failover: Some(true),
+        }
+    }
 
-[[sync]]
-table = "users"
-id_column = "id"
-{filter_line}
-[sync.attributes]
-email = "email"
-
-[[sync]]
-table = "crm.accounts"
-id_column = "id"
-
-[sync.attributes]
-name = "name"
-"#
+    #[test]
+    fn a_slot_row_is_usable_only_as_a_logical_pgoutput_slot_of_this_database() {
+        assert_eq!(slot_state_of("cio", None), SlotState::Missing);
+        let usable = slot("logical", Some("pgoutput"), "app", Some("reserved"));
+        assert_eq!(
+            slot_state_of("cio", Some(usable)),
+            SlotState::Usable {
+                active: false,
+                confirmed_flush_lsn: Some("0/1".into()),
+                failover: Some(true)
+            }
         );
-        Config::from_toml(&text, Vec::new()).unwrap()
+        let physical = slot_state_of("cio", Some(slot("physical", None, "app", Some("reserved"))));
+        assert!(
+            matches!(&physical, SlotState::Unusable(why) if why.starts_with("slot cio is a physical slot with plugin none")),
+            "{physical:?}"
+        );
+        let elsewhere = slot_state_of("cio", Some(slot("logical", Some("pgoutput"), "crm", None)));
+        assert_eq!(
+            elsewhere,
+            SlotState::Unusable(
+                "slot cio belongs to database crm, not app: choose another postgres.slot".into()
+            )
+        );
+        for wal in [None, Some("lost")] {
+            let lost = slot("logical", Some("pgoutput"), "app", wal);
+            assert_eq!(slot_state_of("cio", Some(lost)), SlotState::Invalidated, "{wal:?}");
+        }
     }
 
     #[test]

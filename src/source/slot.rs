@@ -167,11 +167,10 @@ async fn create(sql: &Client, slot: &str, failover: bool) -> Result<(), PgError>
 
 /// The server's `server_version_num` (e.g. 170004).
 pub async fn server_version_num(sql: &Client) -> Result<i32, PgError> {
-    let row = sql
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
+    let server = crate::pg::catalog::Server::read(sql)
         .await
         .map_err(PgError::sql("read server_version_num"))?;
-    Ok(row.get(0))
+    Ok(server.version_num)
 }
 
 /// Whether ciosync's slot on this server is (to be) a failover slot, as

@@ -1,0 +1,299 @@
+//! The judgements of `ciosync check` over the tables the config names: a
+//! `[[sync]]` table (it exists and can be read, its id column is a key, its
+//! mapped columns exist, its replica identity, its row filter), its soft
+//! deletes and change events, and an `[[events]]` table. Pure: the facts
+//! come from [`super::gather`].
+
+use super::gather::{FilterProbe, SyncTable};
+use super::Finding;
+use crate::config::{EventTableConfig, SyncConfig};
+use crate::pg::catalog::{IdentityKind, Table};
+use crate::pg::quote::quote_ident;
+use crate::source::row_filter;
+
+/// The table as a table: `None` when nothing has its name or it is a view,
+/// a sequence, ….
+fn as_table(table: Option<&Table>) -> Option<&Table> {
+    table.filter(|t| t.is_table)
+}
+
+fn label(table: &crate::pg::name::TableName) -> String {
+    format!("table {table}")
+}
+
+/// `sync[i]`'s table, for role `user`: the lines in report order. A table
+/// that does not exist, or lacks the id column, stops there: the rest
+/// would only repeat it.
+pub fn sync_table(i: usize, sync: &SyncConfig, user: &str, facts: &SyncTable) -> Vec<Finding> {
+    let label = label(&sync.table);
+    let Some(table) = as_table(facts.table.as_ref()) else {
+        return vec![Finding::error(
+            &label,
+            "does not exist (or is not a table)",
+            "create the table, or fix [[sync]] table",
+        )];
+    };
+    let mut out = Vec::new();
+    if !table.can_select {
+        out.push(Finding::error(
+            &label,
+            format!("role {user} cannot read it"),
+            format!("GRANT SELECT ON {} TO {};", sync.table.quoted(), quote_ident(user)),
+        ));
+    }
+    let id = &sync.id_column;
+    let Some(id_column) = table.column(id) else {
+        out.push(Finding::error(
+            &label,
+            format!("has no column {id} (id_column)"),
+            "fix [[sync]] id_column",
+        ));
+        return out;
+    };
+    out.push(id_key(sync, id_column.not_null && table.unique_columns.contains(id)));
+    out.push(mapped_columns(sync, table));
+    out.push(replica_identity(&label, sync, table));
+    if let (Some(probe), true) = (&facts.filter, table.can_select) {
+        out.push(filter(i, sync, table, probe));
+    }
+    out
+}
+
+/// The id column must be a key: unique and not null.
+fn id_key(sync: &SyncConfig, is_key: bool) -> Finding {
+    let label = label(&sync.table);
+    let id = &sync.id_column;
+    if is_key {
+        return Finding::ok(&label, format!("id column {id} is unique and not null"));
+    }
+    let quoted = sync.table.quoted();
+    Finding::error(
+        &label,
+        format!("id column {id} must be unique and not null (a primary key or unique index)"),
+        format!(
+            "ALTER TABLE {quoted} ALTER COLUMN {0} SET NOT NULL; CREATE UNIQUE INDEX ON \
+             {quoted} ({0});",
+            quote_ident(id)
+        ),
+    )
+}
+
+fn mapped_columns(sync: &SyncConfig, table: &Table) -> Finding {
+    let label = label(&sync.table);
+    let missing: Vec<&str> =
+        sync.attributes.values().map(String::as_str).filter(|c| !table.has_column(c)).collect();
+    if missing.is_empty() {
+        Finding::ok(&label, format!("all {} mapped columns exist", sync.attributes.len()))
+    } else {
+        Finding::error(
+            &label,
+            format!("mapped columns missing: {}", missing.join(", ")),
+            "fix [sync.attributes] or add the columns",
+        )
+    }
+}
+
+fn replica_identity(label: &str, sync: &SyncConfig, table: &Table) -> Finding {
+    let full = format!("ALTER TABLE {} REPLICA IDENTITY FULL;", sync.table.quoted());
+    match table.identity_kind {
+        IdentityKind::Full => Finding::ok(label, "replica identity FULL"),
+        IdentityKind::Nothing => Finding::error(
+            label,
+            "replica identity NOTHING: Postgres refuses UPDATE and DELETE on a published table \
+             without one",
+            full,
+        ),
+        IdentityKind::Default if !table.has_primary_key => Finding::error(
+            label,
+            "replica identity DEFAULT without a primary key: Postgres refuses UPDATE and DELETE \
+             on it once published",
+            full,
+        ),
+        IdentityKind::Default | IdentityKind::Index => Finding::warning(
+            label,
+            "replica identity DEFAULT/INDEX: updates carry no old row, so every mapped \
+             attribute is sent on each update (not only the changed ones), and a change of a \
+             non-key id column is not seen as an id change",
+            full,
+        ),
+    }
+}
+
+/// `sync[i].filter`: it works on the table, and its columns are in the
+/// replica identity (otherwise publishing it makes Postgres refuse the
+/// table's UPDATEs and DELETEs). Whether the publication has it is the
+/// publication line's part.
+fn filter(i: usize, sync: &SyncConfig, table: &Table, probe: &FilterProbe) -> Finding {
+    let label = label(&sync.table);
+    let field = format!("sync[{i}].filter");
+    let columns = match probe {
+        FilterProbe::Refused(reason) => {
+            return Finding::error(
+                &label,
+                format!(
+                    "{field} ({}) does not work on the table: {reason}",
+                    sync.filter.as_deref().unwrap_or_default()
+                ),
+                format!(
+                    "fix {field}: an SQL boolean expression over the columns of {}",
+                    sync.table
+                ),
+            )
+        }
+        FilterProbe::Reads(columns) => columns,
+    };
+    let missing = table.identity().missing(columns);
+    if !missing.is_empty() {
+        let (what, fix) = row_filter::identity_problem(
+            &field,
+            &sync.table.to_string(),
+            &sync.table.quoted(),
+            &missing,
+        );
+        return Finding::error(&label, what, fix);
+    }
+    Finding::ok(
+        &label,
+        match columns.as_slice() {
+            [] => format!("{field} works on the table and reads no column"),
+            columns => format!(
+                "{field} works on the table; the columns it reads ({}) are in the replica \
+                 identity",
+                columns.join(", ")
+            ),
+        },
+    )
+}
+
+/// `soft_delete_column` and `[[sync.events]]`: their columns exist, and the
+/// replica identity lets ciosync see transitions. Nothing when neither is
+/// configured or the table is missing (its own line said so).
+pub fn sync_options(sync: &SyncConfig, table: Option<&Table>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if sync.soft_delete_column.is_none() && sync.events.is_empty() {
+        return out;
+    }
+    let Some(table) = as_table(table) else { return out };
+    if let Some(column) = &sync.soft_delete_column {
+        out.push(soft_delete(sync, table, column));
+    }
+    if !sync.events.is_empty() {
+        out.push(change_events(sync, table));
+    }
+    out
+}
+
+fn full_identity_fix(sync: &SyncConfig) -> String {
+    format!("ALTER TABLE {} REPLICA IDENTITY FULL;", sync.table.quoted())
+}
+
+fn soft_delete(sync: &SyncConfig, table: &Table, column: &str) -> Finding {
+    let label = label(&sync.table);
+    if !table.has_column(column) {
+        Finding::error(
+            &label,
+            format!("has no column {column} (soft_delete_column)"),
+            "fix soft_delete_column or add the column",
+        )
+    } else if table.identity_kind != IdentityKind::Full {
+        Finding::error(
+            &label,
+            format!(
+                "soft_delete_column {column} needs REPLICA IDENTITY FULL: without the old \
+                 row a soft delete cannot be told from an update of a deleted row, so each \
+                 such update sends the removal again (and counts against the mass-delete \
+                 circuit breaker), and an undelete is sent as a plain update"
+            ),
+            full_identity_fix(sync),
+        )
+    } else {
+        Finding::ok(&label, format!("soft deletes by {column}"))
+    }
+}
+
+fn change_events(sync: &SyncConfig, table: &Table) -> Finding {
+    let label = label(&sync.table);
+    let mut missing: Vec<&str> = sync
+        .events
+        .iter()
+        .flat_map(|e| std::iter::once(e.column()).chain(e.data.iter().map(String::as_str)))
+        .filter(|c| !table.has_column(c))
+        .collect();
+    missing.dedup();
+    if !missing.is_empty() {
+        Finding::error(
+            &label,
+            format!("[[sync.events]] name columns it does not have: {}", missing.join(", ")),
+            "fix when_changed, when or data, or add the columns",
+        )
+    } else if table.identity_kind != IdentityKind::Full {
+        Finding::error(
+            &label,
+            "[[sync.events]] need the old row of each update to see a transition, which only \
+             REPLICA IDENTITY FULL sends: no change event would ever fire",
+            full_identity_fix(sync),
+        )
+    } else {
+        Finding::ok(&label, format!("{} change event(s) configured", sync.events.len()))
+    }
+}
+
+/// An `[[events]]` table: it exists and has the columns the config names,
+/// of types that can hold what they are for.
+pub fn event_table(events: &EventTableConfig, table: Option<&Table>) -> Vec<Finding> {
+    let label = format!("event table {}", events.table);
+    let Some(table) = as_table(table) else {
+        return vec![Finding::error(
+            &label,
+            "does not exist (or is not a table)",
+            "create the table, or fix [[events]] table",
+        )];
+    };
+    let mut out = Vec::new();
+    // Published, the table's UPDATEs and DELETEs (an outbox cleaned up after
+    // use, say) need a replica identity, or Postgres refuses them.
+    let keyless = table.identity_kind == IdentityKind::Default && !table.has_primary_key;
+    if table.identity_kind == IdentityKind::Nothing || keyless {
+        out.push(Finding::error(
+            &label,
+            "has no primary key (or replica identity NOTHING): once it is published, Postgres \
+             refuses UPDATE and DELETE on it, which would break the application's own writes",
+            format!(
+                "add a primary key, or ALTER TABLE {} REPLICA IDENTITY FULL;",
+                events.table.quoted()
+            ),
+        ));
+    }
+    let problems = event_column_problems(events, table);
+    out.push(if problems.is_empty() {
+        Finding::ok(&label, "its inserts become events")
+    } else {
+        Finding::error(&label, problems.join("; "), "fix [[events]] or the table")
+    });
+    out
+}
+
+/// Each column `[[events]]` names that the table lacks, or whose type cannot
+/// hold what it is for.
+fn event_column_problems(events: &EventTableConfig, table: &Table) -> Vec<String> {
+    let named = std::iter::once(("customer_id_column", events.customer_id_column.as_str()))
+        .chain(events.anonymous_id_column.as_deref().map(|c| ("anonymous_id_column", c)))
+        .chain(events.name_column.as_deref().map(|c| ("name_column", c)))
+        .chain(events.data.values().map(|c| ("data", c.as_str())))
+        .chain(events.data_column.as_deref().map(|c| ("data_column", c)))
+        .chain(events.timestamp_column.as_deref().map(|c| ("timestamp_column", c)));
+    let mut problems = Vec::new();
+    for (key, column) in named {
+        match (key, table.column(column).map(|c| c.type_name.as_str())) {
+            (_, None) => problems.push(format!("no column {column} ({key})")),
+            ("data_column", Some(t)) if t != "jsonb" && t != "json" => {
+                problems.push(format!("data_column {column} is {t}, not json or jsonb"))
+            }
+            ("timestamp_column", Some(t)) if !t.starts_with("timestamp") && t != "date" => {
+                problems.push(format!("timestamp_column {column} is {t}, not a timestamp"))
+            }
+            _ => {}
+        }
+    }
+    problems
+}

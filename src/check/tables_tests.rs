@@ -1,0 +1,237 @@
+//! The tables' judgements of `ciosync check`, from catalogue facts built
+//! by hand: no database.
+
+use super::gather::{FilterProbe, SyncTable};
+use super::tables;
+use super::{Finding, Level};
+use crate::config::fixture::two_tables;
+use crate::config::{Config, EventTableConfig};
+use crate::pg::catalog::{Column, IdentityKind, Table};
+
+/// `public.users` with a primary key `id`, `email`, `is_staff`.
+fn users() -> Table {
+    table(&[("id", "bigint"), ("email", "text"), ("is_staff", "boolean")])
+}
+
+/// A table keyed by its `id` column (primary key, replica identity DEFAULT).
+fn table(columns: &[(&str, &str)]) -> Table {
+    Table {
+        is_table: true,
+        partitioned: false,
+        identity_kind: IdentityKind::Default,
+        identity_columns: vec!["id".into()],
+        has_primary_key: true,
+        unique_columns: vec!["id".into()],
+        can_select: true,
+        owned: true,
+        columns: columns
+            .iter()
+            .map(|(name, type_name)| Column {
+                name: (*name).into(),
+                type_name: (*type_name).into(),
+                not_null: *name == "id",
+            })
+            .collect(),
+    }
+}
+
+fn judge(config: &Config, table: Option<Table>, filter: Option<FilterProbe>) -> Vec<Finding> {
+    tables::sync_table(0, &config.sync[0], "ciosync", &SyncTable { table, filter })
+}
+
+fn messages(findings: &[Finding]) -> Vec<&str> {
+    findings.iter().map(|f| f.message.as_str()).collect()
+}
+
+#[test]
+fn a_ready_table_gets_its_lines_in_report_order() {
+    let lines = judge(&two_tables("", ""), Some(users()), None);
+    assert_eq!(
+        messages(&lines),
+        [
+            "id column id is unique and not null",
+            "all 1 mapped columns exist",
+            "replica identity DEFAULT/INDEX: updates carry no old row, so every mapped \
+             attribute is sent on each update (not only the changed ones), and a change of a \
+             non-key id column is not seen as an id change",
+        ]
+    );
+    assert!(lines.iter().all(|f| f.check == "table public.users"));
+    assert_eq!(
+        lines[2].fix.as_deref(),
+        Some("ALTER TABLE \"public\".\"users\" REPLICA IDENTITY FULL;")
+    );
+}
+
+#[test]
+fn a_missing_table_or_a_view_is_one_line() {
+    let mut view = users();
+    view.is_table = false;
+    for table in [None, Some(view)] {
+        let lines = judge(&two_tables("", ""), table, None);
+        assert_eq!(messages(&lines), ["does not exist (or is not a table)"]);
+        assert_eq!(lines[0].level, Level::Error);
+    }
+}
+
+#[test]
+fn an_unreadable_table_without_its_id_column_stops_there() {
+    let mut keyless = table(&[("uuid", "uuid"), ("email", "text")]);
+    keyless.can_select = false;
+    let lines = judge(&two_tables("", "filter = \"NOT is_staff\""), Some(keyless), None);
+    assert_eq!(messages(&lines), ["role ciosync cannot read it", "has no column id (id_column)"]);
+    assert_eq!(
+        lines[0].fix.as_deref(),
+        Some("GRANT SELECT ON \"public\".\"users\" TO \"ciosync\";")
+    );
+}
+
+#[test]
+fn an_id_column_must_be_unique_and_not_null() {
+    let mut nullable = users();
+    nullable.columns[0].not_null = false;
+    let mut not_unique = users();
+    not_unique.unique_columns.clear();
+    for table in [nullable, not_unique] {
+        let lines = judge(&two_tables("", ""), Some(table), None);
+        assert_eq!(lines[0].level, Level::Error);
+        assert_eq!(
+            lines[0].fix.as_deref(),
+            Some(
+                "ALTER TABLE \"public\".\"users\" ALTER COLUMN \"id\" SET NOT NULL; CREATE \
+                 UNIQUE INDEX ON \"public\".\"users\" (\"id\");"
+            )
+        );
+    }
+}
+
+#[test]
+fn mapped_columns_the_table_lacks_are_named() {
+    let lines = judge(&two_tables("", ""), Some(table(&[("id", "bigint")])), None);
+    assert_eq!(lines[1].message, "mapped columns missing: email");
+    assert_eq!(lines[1].level, Level::Error);
+}
+
+#[test]
+fn the_replica_identity_line_follows_its_kind_and_the_primary_key() {
+    let with = |kind, has_primary_key| {
+        let mut table = users();
+        table.identity_kind = kind;
+        table.has_primary_key = has_primary_key;
+        judge(&two_tables("", ""), Some(table), None)[2].clone()
+    };
+    assert_eq!(with(IdentityKind::Full, true).message, "replica identity FULL");
+    assert!(with(IdentityKind::Nothing, true).message.starts_with("replica identity NOTHING"));
+    let keyless = with(IdentityKind::Default, false);
+    assert!(keyless.message.starts_with("replica identity DEFAULT without a primary key"));
+    assert_eq!(keyless.level, Level::Error);
+    assert_eq!(with(IdentityKind::Index, false).level, Level::Warning);
+}
+
+#[test]
+fn a_filter_is_judged_on_what_postgres_said_and_the_replica_identity() {
+    let config = two_tables("", "filter = \"NOT is_staff\"");
+    let refused = FilterProbe::Refused("column \"is_staf\" does not exist".into());
+    let line = judge(&config, Some(users()), Some(refused)).pop().expect("a filter line");
+    assert_eq!(
+        line,
+        Finding::error(
+            "table public.users",
+            "sync[0].filter (NOT is_staff) does not work on the table: column \"is_staf\" does \
+             not exist",
+            "fix sync[0].filter: an SQL boolean expression over the columns of public.users"
+        )
+    );
+    let reads = FilterProbe::Reads(vec!["is_staff".into()]);
+    let outside = judge(&config, Some(users()), Some(reads.clone())).pop().expect("a line");
+    assert!(outside.message.starts_with("sync[0].filter reads is_staff of public.users"));
+    assert_eq!(outside.level, Level::Error);
+    let mut full = users();
+    full.identity_kind = IdentityKind::Full;
+    let inside = judge(&config, Some(full.clone()), Some(reads)).pop().expect("a line");
+    assert_eq!(
+        inside.message,
+        "sync[0].filter works on the table; the columns it reads (is_staff) are in the replica \
+         identity"
+    );
+    let constant = judge(&config, Some(full), Some(FilterProbe::Reads(Vec::new())));
+    assert_eq!(constant[3].message, "sync[0].filter works on the table and reads no column");
+}
+
+#[test]
+fn soft_deletes_and_change_events_need_their_columns_and_the_full_identity() {
+    let config = two_tables(
+        "",
+        "soft_delete_column = \"deleted_at\"\n\n[[sync.events]]\nname = \"plan_changed\"\n\
+         when_changed = \"plan\"\ndata = [\"email\"]\n",
+    );
+    let sync = &config.sync[0];
+    assert!(tables::sync_options(sync, None).is_empty());
+    let lacking = users();
+    assert_eq!(
+        messages(&tables::sync_options(sync, Some(&lacking))),
+        [
+            "has no column deleted_at (soft_delete_column)",
+            "[[sync.events]] name columns it does not have: plan"
+        ]
+    );
+    let mut default = table(&[
+        ("id", "bigint"),
+        ("email", "text"),
+        ("plan", "text"),
+        ("deleted_at", "timestamp with time zone"),
+    ]);
+    let lines = tables::sync_options(sync, Some(&default));
+    assert!(lines[0]
+        .message
+        .starts_with("soft_delete_column deleted_at needs REPLICA IDENTITY FULL"));
+    assert!(lines[1].message.starts_with("[[sync.events]] need the old row"));
+    default.identity_kind = IdentityKind::Full;
+    assert_eq!(
+        messages(&tables::sync_options(sync, Some(&default))),
+        ["soft deletes by deleted_at", "1 change event(s) configured"]
+    );
+    assert!(tables::sync_options(&two_tables("", "").sync[0], Some(&default)).is_empty());
+}
+
+fn outbox() -> EventTableConfig {
+    toml::from_str(
+        "table = \"public.outbox\"\ncustomer_id_column = \"user_id\"\nname_column = \"name\"\n\
+         data_column = \"payload\"\ntimestamp_column = \"occurred_at\"\n",
+    )
+    .expect("a valid [[events]] table")
+}
+
+#[test]
+fn an_event_table_needs_a_key_and_columns_of_fitting_types() {
+    let events = outbox();
+    assert_eq!(
+        messages(&tables::event_table(&events, None)),
+        ["does not exist (or is not a table)"]
+    );
+    let fitting = table(&[
+        ("id", "bigint"),
+        ("user_id", "text"),
+        ("name", "text"),
+        ("payload", "jsonb"),
+        ("occurred_at", "timestamp with time zone"),
+    ]);
+    assert_eq!(
+        tables::event_table(&events, Some(&fitting)),
+        [Finding::ok("event table public.outbox", "its inserts become events")]
+    );
+    let mut wrong = table(&[
+        ("id", "bigint"),
+        ("user_id", "text"),
+        ("payload", "text"),
+        ("occurred_at", "bigint"),
+    ]);
+    wrong.has_primary_key = false;
+    let lines = tables::event_table(&events, Some(&wrong));
+    assert!(lines[0].message.starts_with("has no primary key"), "{}", lines[0].message);
+    assert_eq!(
+        lines[1].message,
+        "no column name (name_column); data_column payload is text, not json or jsonb; \
+         timestamp_column occurred_at is bigint, not a timestamp"
+    );
+}
