@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::backfill_yields_to_newer_changes::{backfill_state, wait_for_backfill};
 use crate::support::daemon::{config_file, run_binary};
-use crate::support::emulator::batch_items;
+use crate::support::emulator::{batch_items, wait_for_attribute};
 use crate::support::postgres::USERS_TABLE;
 use crate::support::{customers_match_rows, Scenario};
 
@@ -84,5 +84,74 @@ async fn status_shows_progress_and_cancel_stops_a_backfill() {
     assert!(done_at_cancel < 10_000, "cancelled after it finished");
     let again = run_binary(&["backfill", "--cancel", &id.to_string()], config.path()).await;
     assert_eq!(again.status.code(), Some(1), "a second cancel finds nothing to cancel");
+    daemon.stop().await.unwrap();
+}
+
+/// Closes the daemon's `(SELECT * FROM t WHERE (…)) AS rows` and adds a
+/// statement, leaving the rest of the page query valid.
+const SECOND_STATEMENT: &str =
+    "true)) AS rows; INSERT INTO loot VALUES ('taken'); SELECT * FROM (SELECT 1 AS id WHERE (true";
+/// One statement that writes through a function.
+const WRITES: &str = "(SELECT steal())";
+
+/// `--where` is whatever was written into `ciosync.backfills`, so the
+/// daemon, not only the CLI, holds it to one read-only condition: a second
+/// statement and a write through a function are refused (the backfill
+/// fails, naming `--where`), nothing is written, and the stream goes on.
+#[tokio::test]
+async fn a_condition_that_writes_or_adds_a_statement_is_refused_by_the_daemon() {
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("backfill_where_guard", &users(5), |c| c).await;
+    assert!(customers_match_rows(&db, &emulator).await);
+    db.exec(
+        "CREATE TABLE loot (v text);
+         CREATE FUNCTION steal() RETURNS boolean LANGUAGE sql
+             AS $$ INSERT INTO loot VALUES ('taken') RETURNING true $$;",
+    )
+    .await;
+    let config = config_file(&db.config(&emulator.url(), ""));
+    for clause in [SECOND_STATEMENT, WRITES] {
+        let out = run_binary(&["backfill", "--where", clause], config.path()).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{clause}: {stderr}");
+        assert!(stderr.contains("--where"), "{stderr}");
+    }
+    let slot: String = db
+        .client
+        .query_one(
+            "SELECT slot_name::text FROM pg_replication_slots WHERE database = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for clause in [SECOND_STATEMENT, WRITES] {
+        let id: i64 = db
+            .client
+            .query_one(
+                "INSERT INTO ciosync.backfills (slot, table_name, where_clause) \
+                 VALUES ($1, 'public.users', $2) RETURNING id",
+                &[&slot, &clause],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            wait_for_backfill(&db, id, "failed").await,
+            "{clause}: {:?}",
+            backfill_state(&db, id).await
+        );
+        let error: String = db
+            .client
+            .query_one("SELECT error FROM ciosync.backfills WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(error.contains("--where"), "{error}");
+    }
+    let taken: i64 = db.client.query_one("SELECT count(*) FROM loot", &[]).await.unwrap().get(0);
+    assert_eq!(taken, 0, "the condition wrote as the daemon's role");
+    db.exec("UPDATE users SET plan = 'after' WHERE id = 1").await;
+    assert!(wait_for_attribute(&emulator, "1", "plan", json!("after")).await);
     daemon.stop().await.unwrap();
 }

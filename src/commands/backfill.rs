@@ -144,7 +144,15 @@ impl Queue {
             format!(" WHERE {}", conditions.join(" AND "))
         };
         let query = format!("SELECT count(*) FROM {}{filter}", sync.table.quoted());
-        match sql.query_one(&query, &[]).await {
+        // One statement (the extended protocol refuses a second), read-only
+        // as the daemon will run it (`source::reader`).
+        let counted = async {
+            sql.batch_execute("BEGIN READ ONLY").await?;
+            let counted = sql.query_one(&query, &[]).await;
+            sql.batch_execute("ROLLBACK").await?;
+            counted
+        };
+        match counted.await {
             Ok(row) => Ok(Ok(row.get(0))),
             Err(e) if self.where_clause.is_some() => {
                 Ok(Err(usage(&format!("--where: {}", error_chain(&e)))))

@@ -18,12 +18,22 @@ pub struct TableReader {
     select: String,
     id: String,
     id_type: String,
+    /// A condition came from outside the config (`backfill --where`, read
+    /// from `ciosync.backfills`): each page runs in a read-only transaction.
+    guarded: bool,
 }
 
 impl TableReader {
     /// Describes the table; `filter` is an SQL condition rows must meet
     /// besides the table's own `[[sync]] filter`, which always applies: a
     /// row the publication filters out is never read either.
+    ///
+    /// `filter` (a backfill's `--where`) is whatever was written into
+    /// `ciosync.backfills`, so it is held to one read-only statement: the
+    /// page query is first parsed alone with the extended protocol, which
+    /// refuses a second statement (`true) AS rows; DROP TABLE …`), and every
+    /// page runs inside `BEGIN READ ONLY`, which refuses writes and DDL
+    /// from the functions the condition may call.
     pub async fn new(
         sql: &Client,
         sync: &SyncConfig,
@@ -46,12 +56,23 @@ impl TableReader {
                 conditions.join(" AND ")
             )
         };
-        Ok(Self {
+        let reader = Self {
             table: Arc::new(table),
             select: format!("SELECT {columns} FROM {source}"),
             id: quote_ident(&sync.id_column),
             id_type: id_type(sql, sync).await?,
-        })
+            guarded: filter.is_some(),
+        };
+        if reader.guarded {
+            // The conditions outside `filter` are ciosync's own, so a page
+            // query is one statement whenever this one is.
+            let probe = format!("{} WHERE false ORDER BY {} LIMIT 0", reader.select, reader.id);
+            sql.prepare(&probe).await.map_err(|e| match e.code() {
+                Some(_) => refused_condition(&e),
+                None => PgError::sql("check the backfill's condition")(e),
+            })?;
+        }
+        Ok(reader)
     }
 
     /// The table as the rows describe it (id column first).
@@ -112,7 +133,14 @@ impl TableReader {
         condition: &str,
         limit: usize,
     ) -> Result<Vec<(String, Row)>, PgError> {
-        self.query_raw(sql, condition, limit).await.map_err(PgError::sql("read a page of a table"))
+        self.query_raw(sql, condition, limit).await.map_err(|error| {
+            let read_only = tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION;
+            if self.guarded && error.code() == Some(&read_only) {
+                refused_condition(&error)
+            } else {
+                PgError::sql("read a page of a table")(error)
+            }
+        })
     }
 
     /// [`Self::query`] with Postgres's error as it is.
@@ -123,7 +151,14 @@ impl TableReader {
         limit: usize,
     ) -> Result<Vec<(String, Row)>, tokio_postgres::Error> {
         let query = format!("{} WHERE {condition} ORDER BY {} LIMIT {limit}", self.select, self.id);
-        let messages = sql.simple_query(&query).await?;
+        let messages = if self.guarded {
+            sql.batch_execute("BEGIN READ ONLY").await?;
+            let read = sql.simple_query(&query).await;
+            sql.batch_execute(if read.is_ok() { "COMMIT" } else { "ROLLBACK" }).await?;
+            read?
+        } else {
+            sql.simple_query(&query).await?
+        };
         let width = self.table.columns.len();
         Ok(messages
             .into_iter()
@@ -131,6 +166,8 @@ impl TableReader {
                 SimpleQueryMessage::Row(row) => Some(row),
                 _ => None,
             })
+            // Every row has the select's width: the query is one statement.
+            .filter(|row| row.len() == width)
             .filter_map(|row| {
                 let key = row.get(0)?.to_owned();
                 let values = (0..width)
@@ -143,6 +180,17 @@ impl TableReader {
             })
             .collect())
     }
+}
+
+/// Why a backfill's condition cannot be read from: not one SQL condition
+/// (a second statement, a syntax error, a name the table lacks), or it
+/// tried to write. Definite: the backfill fails with this message instead
+/// of being retried.
+fn refused_condition(error: &tokio_postgres::Error) -> PgError {
+    PgError::Definite(format!(
+        "the backfill's condition (--where) must be one read-only SQL condition on the table: {}",
+        crate::error::error_chain(error)
+    ))
 }
 
 /// The id column, the mapped columns and the soft-delete column of a table,
