@@ -80,9 +80,13 @@ impl Finding {
 }
 
 /// Runs every check and prints the report; the exit status says whether
-/// `run` would work.
-pub async fn run_and_print(config: &Config) -> ExitCode {
-    let findings = run(config).await;
+/// `run` would work. `exposure` is the config file's own warning, if any
+/// ([`crate::config::exposure`]): its secrets readable by every local user.
+pub async fn run_and_print(config: &Config, exposure: Option<(String, String)>) -> ExitCode {
+    let mut findings = run(config).await;
+    if let Some((problem, fix)) = exposure {
+        findings.insert(1, Finding::warning("config file", problem, fix));
+    }
     for finding in &findings {
         println!("{}", finding.render());
     }

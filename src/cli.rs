@@ -99,8 +99,8 @@ pub enum LogFormat {
 /// Runs the parsed command line and maps the outcome to an exit status.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Run { config, log_format } => {
-            let config = match load(&config) {
+        Command::Run { config: path, log_format } => {
+            let config = match load(&path) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -110,15 +110,19 @@ pub fn main(cli: Cli) -> ExitCode {
             };
             // RUST_LOG, when set, wins over log.level.
             telemetry::init_logging(json, &config.log.level);
+            if let Some((problem, fix)) = crate::config::exposure::warning(&path) {
+                tracing::warn!(%problem, %fix, "the config file's secrets are readable by every local user");
+            }
             runtime().block_on(run(config))
         }
-        Command::Check { config } => {
-            let config = match load(&config) {
+        Command::Check { config: path } => {
+            let config = match load(&path) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             telemetry::init_logging(false, "warn");
-            runtime().block_on(crate::check::run_and_print(&config))
+            let exposure = crate::config::exposure::warning(&path);
+            runtime().block_on(crate::check::run_and_print(&config, exposure))
         }
         Command::Backfill { config, table, where_clause, attributes, detach, status, cancel } => {
             let config = match load(&config) {

@@ -160,3 +160,34 @@ async fn check_verifies_the_webhook_table_can_be_created_and_written() {
     assert!(out.contains("GRANT INSERT ON \"ciosync\".\"message_events\""), "{out}");
     assert!(!out.contains(crate::support::webhooks::SIGNING_KEY), "the key was printed");
 }
+
+/// A config file every local user can read, holding the API key, gets a
+/// warning with the fix (check still passes: the mode may not be ours to
+/// change); group-readable, the systemd unit's layout, does not.
+#[tokio::test]
+async fn check_warns_about_a_secret_every_local_user_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new("check_exposure").await;
+    db.exec(USERS_TABLE).await;
+    let emulator = emulator::start().await;
+    let text = db.config(&emulator.url(), "");
+    let file = config_file(&text);
+    let run = move |mode: u32| {
+        std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let output = std::process::Command::new(binary())
+            .args(["check", "--config"])
+            .arg(file.path())
+            .output()
+            .unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let ((open_code, open), (closed_code, closed)) =
+        tokio::task::spawn_blocking(move || (run(0o644), run(0o640))).await.unwrap();
+    assert_eq!(open_code, Some(0), "{open}");
+    assert!(open.contains("warning config file: "), "{open}");
+    assert!(open.contains("customerio.api_key") && open.contains("mode 644"), "{open}");
+    assert!(open.contains("fix: chmod o-r "), "{open}");
+    assert_eq!(closed_code, Some(0), "{closed}");
+    assert!(!closed.contains("config file:"), "group-readable is the unit's layout:\n{closed}");
+    assert!(!open.contains(API_KEY), "{open}");
+}

@@ -281,6 +281,7 @@ pub enum Customerio {
     /// The client could not be built (a bug): why.
     NoClient(String),
     Answered {
+        /// Never with credentials: `track_url` may hold none.
         base_url: String,
         region: Result<String, SinkError>,
     },

@@ -142,6 +142,15 @@ impl CustomerioConfig {
         }
         if let Some(url) = &self.track_url {
             match url::Url::parse(url) {
+                Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+                    // The HTTP client would send them as Basic auth in place
+                    // of site_id:api_key, and output would show them.
+                    return Err(ConfigError::invalid(
+                        "customerio.track_url",
+                        "must not hold a user name or password: the Track API authenticates \
+                         with customerio.site_id and customerio.api_key",
+                    ));
+                }
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
                 _ => {
                     return Err(ConfigError::invalid(

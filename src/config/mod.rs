@@ -15,6 +15,7 @@
 //! (with its write-backs resolved to their statements).
 
 pub mod customerio;
+pub mod exposure;
 #[cfg(test)]
 pub mod fixture;
 pub mod postgres;
@@ -355,6 +356,10 @@ created_at = "created_at"
             (
                 MINIMAL.replace("region = \"us\"", "track_url = \"not a url\""),
                 "customerio.track_url",
+            ),
+            (
+                MINIMAL.replace("region = \"us\"", "track_url = \"https://u:pw-zq@relay.io\""),
+                "customerio.track_url: must not hold a user name or password",
             ),
             (MINIMAL.replace("email = \"email\"", "id = \"email\""), "sync[0].attributes.id"),
             (
