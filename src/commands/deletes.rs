@@ -20,7 +20,6 @@ use clap::Subcommand;
 
 use crate::commands::current::{self, Current, Rows};
 use crate::commands::select::{Selection, Which};
-use crate::commands::send::{self, Answer, Stop};
 use crate::config::{Config, ConfigError};
 use crate::customer::CustomerOp;
 use crate::dead_letter::render::{printable, time};
@@ -28,6 +27,7 @@ use crate::delete_guard::table::{HeldRow, HeldTable};
 use crate::pg::PgError;
 use crate::sink::batch;
 use crate::sink::client::TrackClient;
+use crate::sink::send::{self, Answer, Policy, Stop};
 use crate::sink::SinkError;
 use crate::telemetry::Counters;
 use crate::track_api::Route;
@@ -371,11 +371,15 @@ async fn send(
     max_backoff: Duration,
 ) -> Result<Vec<usize>, Stop> {
     let body = bytes::Bytes::from(body);
-    Ok(match send::until_answered(client, Route::Batch, body, max_backoff).await? {
-        Answer::Accepted => Vec::new(),
-        Answer::PartlyRejected(errors) => errors.iter().filter_map(|e| e.batch_index).collect(),
-        Answer::Rejected { .. } => (0..items).collect(),
-    })
+    Ok(
+        match send::until_answered(client, Route::Batch, body, items, Policy::command(max_backoff))
+            .await?
+        {
+            Answer::Accepted => Vec::new(),
+            Answer::PartlyRejected(errors) => errors.iter().filter_map(|e| e.batch_index).collect(),
+            Answer::Rejected { .. } => (0..items).collect(),
+        },
+    )
 }
 
 /// The rows as an aligned table, or a line saying there are none.

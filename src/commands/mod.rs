@@ -20,7 +20,6 @@ pub mod current;
 pub mod deletes;
 pub mod dlq;
 pub mod select;
-pub mod send;
 
 /// Ends a command: prints its failure with the causes and returns exit 2
 /// when the config is at fault (`is_config`), else 1.

@@ -59,6 +59,11 @@ impl TrackClient {
         })
     }
 
+    /// The counters this client's requests are counted into.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
     /// One POST of a `/api/v2/batch` body, within the request budget,
     /// classified. A 429 slows every later request down (see [`Throttle`]).
     pub async fn post_batch(&self, body: bytes::Bytes) -> Verdict {

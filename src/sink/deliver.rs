@@ -10,7 +10,8 @@ use tokio::time::Instant;
 
 use super::batch::{self, EncodedItem};
 use super::client::TrackClient;
-use super::retry::{cut_error_text, describe_item_error, Backoff, Verdict};
+use super::retry::{cut_error_text, describe_item_error, Backoff};
+use super::send::{self, Answer, Policy};
 use super::SinkError;
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::telemetry::Counters;
@@ -51,6 +52,7 @@ impl Delivery {
             items.into_iter().map(|item| Pending { item, attempts: 0 }).collect();
         let mut letters = Vec::new();
         let mut backoff = Backoff::new(self.max_backoff);
+        let policy = Policy::daemon(self.max_backoff);
         // After a whole-request refusal, items go one by one so only the bad one is refused.
         let mut one_by_one = false;
         while !pending.is_empty() {
@@ -61,18 +63,13 @@ impl Delivery {
                 batch::Route::Batch => batch::body_of(pending[..count].iter().map(|p| &p.item)),
                 batch::Route::AnonymousEvent => pending[0].item.json.clone(),
             };
-            self.counters.request_items.observe(count as f64);
-            let verdict = self.client.post(route, body.into()).await;
-            if verdict != Verdict::Unauthorized {
-                self.counters.health.set_unauthorized(false);
-            }
-            match verdict {
-                Verdict::Accepted => {
+            match send::until_answered(&self.client, route, body.into(), count, policy).await? {
+                Answer::Accepted => {
                     Counters::add(&self.counters.ops_accepted, count as u64);
                     pending.drain(..count);
                     backoff.reset();
                 }
-                Verdict::PartlyRejected(errors)
+                Answer::PartlyRejected(errors)
                     if errors.iter().any(|e| e.batch_index.is_none_or(|i| i >= count)) =>
                 {
                     // An error naming no item we sent: we cannot tell which
@@ -81,7 +78,7 @@ impl Delivery {
                         "Customer.io named an item the request did not hold; retrying it whole";
                     self.wait(&mut backoff, count, why).await;
                 }
-                Verdict::PartlyRejected(errors) => {
+                Answer::PartlyRejected(errors) => {
                     let sent: Vec<Pending> = pending.drain(..count).collect();
                     let retry = self.sort_item_errors(sent, &errors, &mut letters);
                     if !retry.is_empty() {
@@ -92,18 +89,7 @@ impl Delivery {
                     // Retried items go first: they are older than the rest.
                     pending.splice(0..0, retry);
                 }
-                Verdict::Retry { after, reason } => {
-                    let delay = backoff.next_delay(after);
-                    Counters::add(&self.counters.requests_retried, 1);
-                    tracing::warn!(
-                        %reason,
-                        retry_in_ms = delay.as_millis() as u64,
-                        operations = count,
-                        "Customer.io request failed; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-                Verdict::Rejected { status, message } if count > 1 => {
+                Answer::Rejected { status, message } if count > 1 => {
                     tracing::warn!(
                         status,
                         %message,
@@ -112,35 +98,14 @@ impl Delivery {
                     );
                     one_by_one = true;
                 }
-                Verdict::Rejected { status, message } => {
+                Answer::Rejected { status, message } => {
                     let refused = pending.remove(0);
                     letters.push(refused.item.into_dead_letter(refused.attempts, status, message));
-                }
-                Verdict::Unauthorized => self.wait_for_credentials(&mut backoff, count).await,
-                Verdict::Redirected { status } => return Err(SinkError::Redirected { status }),
-                Verdict::Refused { status, message } => {
-                    return Err(SinkError::Refused { status, message })
                 }
             }
         }
         self.record(letters).await;
         Ok(())
-    }
-
-    /// Nothing works until the credentials do; the daemon stays up, not
-    /// ready, and keeps asking (a key can be re-enabled in Customer.io),
-    /// rather than exiting into a restart loop that no alert could see.
-    async fn wait_for_credentials(&self, backoff: &mut Backoff, operations: usize) {
-        self.counters.health.set_unauthorized(true);
-        Counters::add(&self.counters.requests_retried, 1);
-        let delay = backoff.next_delay(None);
-        tracing::error!(
-            retry_in_ms = delay.as_millis() as u64,
-            operations,
-            "{}; retrying, nothing is acknowledged meanwhile",
-            SinkError::Unauthorized
-        );
-        tokio::time::sleep(delay).await;
     }
 
     /// Waits the next backoff step before `operations` go again, counted

@@ -33,6 +33,7 @@ pub mod client;
 mod deliver;
 pub mod queue;
 pub mod retry;
+pub mod send;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +53,7 @@ use queue::{Pushed, Queue, Ticket};
 
 /// What to fix when Customer.io refuses in a way no retry fixes, in the
 /// words both the daemon ([`SinkError`]) and the operator's commands
-/// (`commands::send::Stop`) use.
+/// ([`send::Stop`]) use.
 pub mod advice {
     /// HTTP 401.
     pub const UNAUTHORIZED: &str = "Customer.io refused the credentials (HTTP 401): check \
@@ -100,6 +101,20 @@ pub enum SinkError {
     /// A one-off request (the region check) failed.
     #[error("request to Customer.io failed: {0}")]
     Request(String),
+}
+
+/// The daemon's policy never gives up or stops at a 401, so only a
+/// redirect or a refusal of every request ends its send loop; the other
+/// stops map for completeness.
+impl From<send::Stop> for SinkError {
+    fn from(stop: send::Stop) -> Self {
+        match stop {
+            send::Stop::Unauthorized => Self::Unauthorized,
+            send::Stop::Redirected { status } => Self::Redirected { status },
+            send::Stop::Refused { status, message } => Self::Refused { status, message },
+            send::Stop::Unavailable { reason, .. } => Self::Request(reason),
+        }
+    }
 }
 
 impl SinkError {

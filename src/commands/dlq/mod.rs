@@ -11,11 +11,11 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::commands::select::{Selection, Which};
-use crate::commands::send::Stop;
 use crate::config::{Config, ConfigError};
 use crate::dead_letter::render;
 use crate::dead_letter::DeadLetterTable;
 use crate::pg::PgError;
+use crate::sink::send::Stop;
 use crate::sink::SinkError;
 use replay::retry;
 

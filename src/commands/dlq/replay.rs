@@ -10,7 +10,6 @@ use tokio_postgres::Client;
 
 use super::{emit, CommandError};
 use crate::commands::current::{Current, Rows, MAX_ROUNDS};
-use crate::commands::send::{self, Stop};
 use crate::config::Config;
 use crate::customer::CustomerOp;
 use crate::dead_letter::render::{self, Refusal, RetrySummary, Skip};
@@ -19,6 +18,7 @@ use crate::pg::PgError;
 use crate::sink::batch::encode;
 use crate::sink::client::TrackClient;
 use crate::sink::retry::{cut_error_text, describe_item_error};
+use crate::sink::send::{self, Policy, Stop};
 use crate::telemetry::Counters;
 use crate::track_api::ItemError;
 use crate::track_api::Route;
@@ -311,7 +311,7 @@ async fn replay(
         Route::Batch => batch_body(payload),
         Route::AnonymousEvent => Bytes::from(payload.to_owned()),
     };
-    Ok(match send::until_answered(client, route, body, max_backoff).await? {
+    Ok(match send::until_answered(client, route, body, 1, Policy::command(max_backoff)).await? {
         send::Answer::Accepted => Answer::Delivered,
         send::Answer::PartlyRejected(errors) => {
             Answer::RefusedAgain { status: 207, error: item_errors_text(&errors) }
