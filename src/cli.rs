@@ -99,22 +99,7 @@ pub enum LogFormat {
 /// Runs the parsed command line and maps the outcome to an exit status.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Run { config: path, log_format } => {
-            let config = match load(&path) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            let json = match log_format {
-                Some(f) => f == LogFormat::Json,
-                None => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            };
-            // RUST_LOG, when set, wins over log.level.
-            telemetry::init_logging(json, &config.log.level);
-            if let Some((problem, fix)) = crate::config::exposure::warning(&path) {
-                tracing::warn!(%problem, %fix, "the config file's secrets are readable by every local user");
-            }
-            runtime().block_on(run(config))
-        }
+        Command::Run { config: path, log_format } => start(&path, log_format),
         Command::Check { config: path } => {
             let config = match load(&path) {
                 Ok(c) => c,
@@ -177,6 +162,24 @@ pub fn main(cli: Cli) -> ExitCode {
             runtime().block_on(crate::demo::run(keep))
         }
     }
+}
+
+/// `ciosync run`: loads the config, sets up logging, runs the daemon.
+fn start(path: &std::path::Path, log_format: Option<LogFormat>) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let json = match log_format {
+        Some(f) => f == LogFormat::Json,
+        None => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    // RUST_LOG, when set, wins over log.level.
+    telemetry::init_logging(json, &config.log.level);
+    if let Some((problem, fix)) = crate::config::exposure::warning(path) {
+        tracing::warn!(%problem, %fix, "the config file's secrets are readable by every local user");
+    }
+    runtime().block_on(run(config))
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
