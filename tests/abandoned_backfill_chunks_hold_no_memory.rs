@@ -5,10 +5,14 @@
 //! stays under 64 MB.
 //!
 //! Each chunk fails deterministically: the backfills are queued with a
-//! `--where` reading a table that is dropped before the daemon starts, so
-//! every chunk's SELECT fails (a definite error: the backfill is marked
-//! failed) after its low watermark was written.
+//! `--where` calling a PL/pgSQL function that reads a table, and the table
+//! is dropped before the daemon starts. The daemon's check of the condition
+//! (parsing and planning the page query) passes, since a PL/pgSQL body is
+//! planned only when it runs; every chunk's SELECT then fails (relation
+//! missing, a definite error: the backfill is marked failed) after its low
+//! watermark was written.
 
+use ciosync::throwaway::ThrowawayPostgres;
 use std::time::{Duration, Instant};
 
 use ciosync::emulator::Faults;
@@ -32,12 +36,18 @@ const UPDATES: &str = r#"ciosync_changes_received_total{table="public.users",ope
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_abandoned_chunks_then_a_million_row_update_stay_under_64_mb() {
-    let db = TestDb::new("abandoned_chunks").await;
+    // A cluster of its own: creating a logical slot waits for every write
+    // transaction of the cluster, and this one's million-row INSERT and
+    // UPDATE last long enough to hold up the slots of the tests beside it.
+    let pg = tokio::task::spawn_blocking(ThrowawayPostgres::start).await.unwrap().unwrap();
+    let db = TestDb::on(&pg, "abandoned_chunks").await;
     db.exec(USERS_TABLE).await;
     db.exec(&format!(
         "INSERT INTO users (id, email, plan) \
          SELECT g, 'u' || g || '@x.io', 'p0' FROM generate_series(1, {ROWS}) g;
-         CREATE TABLE chosen (id bigint); INSERT INTO chosen VALUES (1);"
+         CREATE TABLE chosen (id bigint); INSERT INTO chosen VALUES (1);
+         CREATE FUNCTION is_chosen(wanted bigint) RETURNS boolean LANGUAGE plpgsql
+             AS $f$ BEGIN RETURN EXISTS (SELECT 1 FROM chosen c WHERE c.id = wanted); END $f$;"
     ))
     .await;
     let emulator = emulator::start().await;
@@ -58,11 +68,8 @@ async fn ten_abandoned_chunks_then_a_million_row_update_stay_under_64_mb() {
     .await;
     let config = config_file(&text);
     for _ in 0..ABANDONED {
-        let queued = run_binary(
-            &["backfill", "--detach", "--where", "id IN (SELECT id FROM chosen)"],
-            config.path(),
-        )
-        .await;
+        let queued =
+            run_binary(&["backfill", "--detach", "--where", "is_chosen(id)"], config.path()).await;
         assert!(queued.status.success(), "{}", String::from_utf8_lossy(&queued.stderr));
     }
     db.exec("DROP TABLE chosen").await;
@@ -79,6 +86,11 @@ async fn ten_abandoned_chunks_then_a_million_row_update_stay_under_64_mb() {
         .await
         .unwrap();
     assert_eq!(errors.len() as i64, ABANDONED, "each failed on its chunk's SELECT");
+    for error in errors.iter().map(|r| r.get::<_, String>(0)) {
+        // Not the daemon's check of the condition, which runs before any
+        // watermark: then no window would have been abandoned at all.
+        assert!(!error.contains("(--where)"), "failed before its chunk: {error}");
+    }
     // Still held up before the fill's end, so every low watermark is read
     // only after its chunk was abandoned.
     assert!(daemon.metric(UPDATES).await < FILL as f64, "the pipeline read past the watermarks");

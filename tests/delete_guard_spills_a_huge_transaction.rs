@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use ciosync::emulator::{Emulator, Faults};
+use ciosync::throwaway::ThrowawayPostgres;
 
 use crate::support::daemon::{config_file, run_binary, signal, spawn_binary};
 use crate::support::dead_letters::texts;
@@ -38,7 +39,12 @@ const SMALL_BUDGET: &str = "\n[pipeline]\ninitial_sync = false\nmax_pending_byte
 /// The users table, its primary key as the replica identity (a DELETE
 /// carries only the id), without the daemon having seen any row of it.
 async fn users(test: &str, rows: usize) -> TestDb {
-    let db = TestDb::new(test).await;
+    users_on(crate::support::postgres::cluster(), test, rows).await
+}
+
+/// [`users`] on the cluster `pg`.
+async fn users_on(pg: &ThrowawayPostgres, test: &str, rows: usize) -> TestDb {
+    let db = TestDb::on(pg, test).await;
     db.exec(&USERS_TABLE.replace("ALTER TABLE public.users REPLICA IDENTITY FULL;", "")).await;
     db.exec(&format!(
         "INSERT INTO users (id, email) SELECT g, 'u' || g || '@x.io' FROM generate_series(1, {rows}) g"
@@ -197,7 +203,11 @@ pub async fn wait_for_sessions_gone(db: &TestDb) {
 #[tokio::test]
 async fn a_million_row_delete_is_held_within_the_memory_budget() {
     const ROWS: usize = 1_000_000;
-    let db = users("guard_spill_million", ROWS).await;
+    // A cluster of its own: creating a logical slot waits for every write
+    // transaction of the cluster, and this one's million-row INSERT and
+    // DELETE last long enough to hold up the slots of the tests beside it.
+    let pg = tokio::task::spawn_blocking(ThrowawayPostgres::start).await.unwrap().unwrap();
+    let db = users_on(&pg, "guard_spill_million", ROWS).await;
     let emulator = emulator::start().await;
     let config = config_file(&guard_config(&db, &emulator, "\n[pipeline]\ninitial_sync = false\n"));
     let logs = tempfile::tempdir().unwrap();

@@ -32,7 +32,8 @@ pub struct TrackClient {
     throttle: Mutex<Throttle>,
     base_url: String,
     auth: HeaderValue,
-    counters: Arc<Counters>,
+    /// Also the send loop's ([`super::send`]): its waits and the request sizes.
+    pub(super) counters: Arc<Counters>,
 }
 
 impl TrackClient {
@@ -57,11 +58,6 @@ impl TrackClient {
             auth: basic_auth(&config.site_id, config.api_key.expose()),
             counters,
         })
-    }
-
-    /// The counters this client's requests are counted into.
-    pub fn counters(&self) -> &Counters {
-        &self.counters
     }
 
     /// One POST of a `/api/v2/batch` body, within the request budget,

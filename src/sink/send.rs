@@ -83,7 +83,7 @@ pub async fn until_answered(
     operations: usize,
     policy: Policy,
 ) -> Result<Answer, Stop> {
-    let counters = client.counters();
+    let counters = &client.counters;
     let mut backoff = Backoff::new(policy.max_backoff);
     let mut tries = 0;
     loop {

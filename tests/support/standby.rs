@@ -97,8 +97,15 @@ impl Pair {
     }
 
     /// `db` (made on the primary) as the standby serves it.
+    /// The standby replays the database's creation in its own time (seconds
+    /// under load), so this waits until it has it.
     pub async fn on_standby(&self, db: &TestDb) -> TestDb {
         let url = self.standby.url(&db.name);
+        let deadline = tokio::time::Instant::now() + CONVERGE;
+        while tokio_postgres::connect(&url, tokio_postgres::NoTls).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "the standby never had {}", db.name);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         TestDb { name: db.name.clone(), client: connect(&url).await, url }
     }
 
