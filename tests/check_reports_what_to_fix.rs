@@ -6,10 +6,14 @@ use crate::support::emulator;
 use crate::support::postgres::{TestDb, USERS_TABLE};
 
 fn check(text: &str) -> (Option<i32>, String) {
-    let file = config_file(text);
+    check_file(config_file(text).path())
+}
+
+/// `ciosync check --config FILE`: its exit status and stdout.
+fn check_file(path: &std::path::Path) -> (Option<i32>, String) {
     let output = std::process::Command::new(binary())
         .args(["check", "--config"])
-        .arg(file.path())
+        .arg(path)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -174,12 +178,7 @@ async fn check_warns_about_a_secret_every_local_user_can_read() {
     let file = config_file(&text);
     let run = move |mode: u32| {
         std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode)).unwrap();
-        let output = std::process::Command::new(binary())
-            .args(["check", "--config"])
-            .arg(file.path())
-            .output()
-            .unwrap();
-        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+        check_file(file.path())
     };
     let ((open_code, open), (closed_code, closed)) =
         tokio::task::spawn_blocking(move || (run(0o644), run(0o640))).await.unwrap();

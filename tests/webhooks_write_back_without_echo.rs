@@ -28,6 +28,12 @@ match_by = "email"
 email_column = "email"
 "#;
 
+/// The events the receiver stored.
+async fn stored_events(db: &TestDb) -> i64 {
+    let count = "SELECT count(*) FROM ciosync.message_events";
+    db.client.query_one(count, &[]).await.unwrap().get(0)
+}
+
 #[tokio::test]
 async fn write_back_sets_the_column_and_does_not_echo() {
     let db = TestDb::new("write_back").await;
@@ -94,13 +100,7 @@ async fn write_back_sets_the_column_and_does_not_echo() {
         json!({"identifiers": {"id": "1", "email": "a@x.io", "cio_id": "c1"}}),
     );
     assert_eq!(Delivery::of(&again).send(&url).await.0, 200);
-    let stored: i64 = db
-        .client
-        .query_one("SELECT count(*) FROM ciosync.message_events", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, 3, "the third event was stored");
+    assert_eq!(stored_events(&db).await, 3, "the third event was stored");
     let after: String = db.client.query_one(version, &[]).await.unwrap().get(0);
     assert_eq!(before, after, "an unchanged value was written again");
     assert_eq!(applied(), 2, "an unchanged value counted as a write-back");
@@ -191,13 +191,7 @@ async fn a_refused_write_back_logs_no_row() {
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer, "database\n", "the answer is the reason code alone");
     assert_eq!(daemon.counters.webhooks.rejected_count(Rejection::Database), 1);
-    let stored: i64 = db
-        .client
-        .query_one("SELECT count(*) FROM ciosync.message_events", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, 0, "the event was stored without its write-back");
+    assert_eq!(stored_events(&db).await, 0, "the event was stored without its write-back");
     // The refusal's log line went through the tripwire; stopping checks it.
     daemon.stop().await.unwrap();
 }
