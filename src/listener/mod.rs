@@ -32,8 +32,7 @@
 //!   answered 503 (Customer.io retries).
 //!
 //! Memory a listener can hold at worst is therefore about
-//! `max_connections × (MAX_HEADER_BYTES + a few KiB of socket and task
-//! state)` plus the body budget.
+//! `max_connections ×` [`CONNECTION_MEMORY_BYTES`] plus the body budget.
 
 pub mod budget;
 mod connection;
@@ -51,6 +50,12 @@ use tokio_util::sync::CancellationToken;
 /// Most bytes of request line and headers buffered per connection (hyper's
 /// read buffer); Customer.io's and Prometheus' requests need under 2 KiB.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Memory one open connection may hold besides its body, at most (an
+/// estimate with room: hyper's read buffer, capped at [`MAX_HEADER_BYTES`],
+/// its write buffer, the task and the socket's state). Memory limits in
+/// `deploy/` add `max_connections ×` this for each listener.
+pub const CONNECTION_MEMORY_BYTES: usize = 32 * 1024;
 
 /// Longest a request may be in progress (its body read, its answer
 /// written); a client that reads its answer too slowly is cut off.
