@@ -205,3 +205,29 @@ async fn signed_webhooks_are_served_while_unfinished_headers_hold_every_slot() {
     }
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn signed_webhooks_are_served_while_slow_unsigned_bodies_hold_every_slot() {
+    let hooks = "header_timeout_secs = 120\nmax_connections = 16";
+    let (_db, daemon) = daemon("listener_slow_bodies", "", hooks).await;
+    let addr = daemon.webhooks.unwrap();
+
+    // 60 senders pass every check made before the body (the timestamp is
+    // public), send 10 of the 1,000 bytes they promise, and wait: each
+    // request is in progress, its body unverified, for the 10 s body timeout.
+    let mut attackers = Vec::new();
+    for _ in 0..60 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        // Written at once; one refused at the cap may find the socket closed.
+        let _ = stream.write_all(format!("{}{{\"event_i\"", unsigned_head(1000)).as_bytes()).await;
+        attackers.push(stream);
+    }
+    for i in 0..3 {
+        let signed = Delivery::of(&event(&format!("slow-body-{i}"), "email", "opened", json!({})));
+        assert_eq!(signed.send(&daemon.webhook_url(PATH)).await.0, 200, "webhook {i}");
+    }
+    let (_, metrics) = get(&daemon.url("/metrics")).await;
+    let shed = value(&metrics, &series("webhooks", "shed")).unwrap_or_default();
+    assert!(shed >= 44.0, "only {shed} connections shed: {metrics}");
+    daemon.stop().await.unwrap();
+}

@@ -145,8 +145,9 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
     type Error = Infallible;
     type Future = Answer;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         self.slot.enter(Phase::Serving);
+        request.extensions_mut().insert(super::Connection(self.slot.clone()));
         let slot = self.slot.clone();
         let answer = self.inner.call(request);
         Box::pin(async move {

@@ -19,7 +19,9 @@
 //!   client arrives at the cap, the *oldest connection that has no request
 //!   in progress* (still sending its headers, or idle) is closed to make
 //!   room ("shed"); only when every connection is serving a request is the
-//!   newcomer refused (503, closed). Why shed rather than queue: queueing
+//!   newcomer refused (503, closed). A request whose handler reads a body
+//!   it cannot trust yet ([`Connection::untrusted`]) counts as without a
+//!   request, so slow unsigned bodies cannot hold the slots either. Why shed rather than queue: queueing
 //!   (the previous design) let a few hundred sockets that never finish
 //!   their headers starve every real client for a whole header timeout.
 //!   Shedding the oldest unfinished one means an attacker must keep
@@ -71,6 +73,26 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Connections open at once.
     pub max_connections: usize,
+}
+
+/// The connection a request arrived on, in the request's extensions. A
+/// handler that reads a body it cannot trust yet (a webhook before its
+/// signature is checked) says so, so that the connection may be shed
+/// meanwhile like one still sending its headers: otherwise slow unsigned
+/// bodies could hold every slot for the body timeout.
+#[derive(Debug, Clone)]
+pub struct Connection(Arc<slots::Slot>);
+
+impl Connection {
+    /// From now on the request may be shed at the cap.
+    pub fn untrusted(&self) {
+        self.0.enter(slots::Phase::Untrusted);
+    }
+
+    /// The request proved itself: it is no longer shed.
+    pub fn trusted(&self) {
+        self.0.enter(slots::Phase::Serving);
+    }
 }
 
 /// Why the listener closed a connection itself.

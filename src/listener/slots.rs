@@ -23,6 +23,10 @@ pub(super) enum Phase {
     Serving = 1,
     /// Answered and kept alive, nothing sent since: bound by the idle timeout.
     Idle = 2,
+    /// A request whose handler reads a body it cannot trust yet (a webhook
+    /// before its signature is checked): bound by [`REQUEST_TIMEOUT`], and
+    /// shed like a connection without a request.
+    Untrusted = 3,
 }
 
 impl Phase {
@@ -30,7 +34,8 @@ impl Phase {
         match value {
             0 => Self::Headers,
             1 => Self::Serving,
-            _ => Self::Idle,
+            2 => Self::Idle,
+            _ => Self::Untrusted,
         }
     }
 
@@ -38,7 +43,7 @@ impl Phase {
     fn bound(self, limits: &Limits) -> (Duration, Cut) {
         match self {
             Self::Headers => (limits.header_timeout, Cut::HeaderTimeout),
-            Self::Serving => (REQUEST_TIMEOUT, Cut::RequestTimeout),
+            Self::Serving | Self::Untrusted => (REQUEST_TIMEOUT, Cut::RequestTimeout),
             Self::Idle => (limits.idle_timeout, Cut::IdleTimeout),
         }
     }
@@ -120,8 +125,8 @@ impl Slots {
     }
 
     /// A slot for a new connection. At the cap, the connection without a
-    /// request in progress that entered its phase longest ago is shed to
-    /// make room; `None` when every connection is serving a request.
+    /// trusted request in progress that entered its phase longest ago is
+    /// shed to make room; `None` when every connection is serving one.
     pub(super) fn admit(self: &Arc<Self>) -> Option<Held> {
         let mut open = self.open.lock().expect("the slots' lock is never poisoned");
         if open.len() >= self.max {
@@ -188,6 +193,16 @@ mod tests {
         assert!(slots.admit().is_none());
         held.slot.enter(Phase::Idle);
         assert!(slots.admit().is_some(), "an idle one is shed");
+    }
+
+    #[tokio::test]
+    async fn a_request_reading_an_untrusted_body_is_shed_too() {
+        let slots = Slots::new(1, Arc::new(ListenerStats::default()));
+        let held = slots.admit().unwrap();
+        held.slot.enter(Phase::Serving);
+        held.slot.enter(Phase::Untrusted);
+        assert!(slots.admit().is_some());
+        assert!(held.slot.shed.is_cancelled());
     }
 
     #[test]

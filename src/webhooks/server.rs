@@ -42,6 +42,7 @@ use super::Rejection;
 use crate::config::webhooks::WebhooksConfig;
 use crate::config::ConfigError;
 use crate::listener::budget::{BodyBudget, BodyError, Reserved};
+use crate::listener::Connection;
 use crate::telemetry::Counters;
 
 /// Longest a client may take to send its body; a slow sender holds a
@@ -134,7 +135,8 @@ pub async fn serve(
 
 async fn receive(State(receiver): State<Arc<Receiver>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    match accept(&receiver, &parts.method, &parts.headers, body).await {
+    let connection = parts.extensions.get::<Connection>();
+    match accept(&receiver, &parts.method, &parts.headers, body, connection).await {
         Ok((event, stored)) => {
             let answer = match stored {
                 Stored::New => {
@@ -161,6 +163,7 @@ async fn accept(
     method: &Method,
     headers: &HeaderMap,
     body: Body,
+    connection: Option<&Connection>,
 ) -> Result<(ReportingEvent, Stored), (Rejection, String)> {
     let config = &receiver.config;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -184,6 +187,10 @@ async fn accept(
             )
         },
     )?;
+    // Until the signature matches, the connection may be shed at the cap.
+    if let Some(connection) = connection {
+        connection.untrusted();
+    }
     // Held until the event is stored: the bytes stay in memory that long.
     let (body, _reserved) = read_capped(&receiver.budget, body, config.max_body_bytes).await?;
     let signature = header(SIGNATURE_HEADER).unwrap_or_default();
@@ -193,6 +200,9 @@ async fn accept(
             Rejection::Signature,
             format!("X-CIO-Signature is missing or does not match ({} byte body)", body.len()),
         ));
+    }
+    if let Some(connection) = connection {
+        connection.trusted();
     }
     let event = ReportingEvent::parse(&body).map_err(|e| (Rejection::Malformed, e.to_string()))?;
     let (object_type, metric) = event.labels();
