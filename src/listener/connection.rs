@@ -2,7 +2,8 @@
 //! keeps the phase ([`Phase`]) itself rather than use hyper's header
 //! timeout, which has one value for both a request's headers and the idle
 //! time before them: a byte read moves an idle connection to `Headers`, a
-//! request reaching the router moves it to `Serving`, and the end of its
+//! request reaching the router moves it to `Serving` (`Untrusted` while
+//! its handler reads a body it cannot verify yet), and the end of its
 //! answer back to `Idle`.
 
 use std::convert::Infallible;
@@ -48,7 +49,7 @@ pub(super) async fn run(
     tokio::pin!(connection);
     let mut stopping = false;
     loop {
-        let (deadline, cut) = slot.deadline(&limits);
+        let (deadline, _) = slot.deadline(&limits);
         tokio::select! {
             ended = connection.as_mut() => {
                 if ended.is_err_and(|error| error.is_parse_too_large()) {
@@ -59,7 +60,9 @@ pub(super) async fn run(
             // Counted by the listener, which shed it.
             () = slot.shed.cancelled() => break,
             () = tokio::time::sleep_until(deadline) => {
-                if slot.deadline(&limits).0 <= tokio::time::Instant::now() {
+                // The phase may have changed meanwhile: judge by its own bound.
+                let (deadline, cut) = slot.deadline(&limits);
+                if deadline <= tokio::time::Instant::now() {
                     stats.cut(cut);
                     break;
                 }
