@@ -181,6 +181,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let slots = slots::Slots::new(limits.max_connections, stats.clone());
     let mut connections = JoinSet::new();
+    let mut pressure = Pressure::default();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -200,7 +201,12 @@ pub async fn serve(
             },
             () = stop.cancelled() => break,
         };
-        let Some(held) = slots.admit() else {
+        let shed_before = stats.cut_count(Cut::Shed);
+        let admitted = slots.admit();
+        if admitted.is_none() || stats.cut_count(Cut::Shed) > shed_before {
+            pressure.warn(name, limits.max_connections, admitted.is_none());
+        }
+        let Some(held) = admitted else {
             stats.cut(Cut::Refused);
             refuse(stream);
             continue;
@@ -214,6 +220,37 @@ pub async fn serve(
     drop(listener);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Says in the log, at most once a minute, that the listener is at its
+/// cap (the metrics count every time).
+#[derive(Default)]
+struct Pressure {
+    last: Option<tokio::time::Instant>,
+}
+
+impl Pressure {
+    fn warn(&mut self, name: &str, cap: usize, refused: bool) {
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|last| now < last + Duration::from_secs(60)) {
+            return;
+        }
+        self.last = Some(now);
+        if refused {
+            tracing::warn!(
+                listener = name,
+                max_connections = cap,
+                "listener at its connection cap with every connection serving: refusing new ones"
+            );
+        } else {
+            tracing::warn!(
+                listener = name,
+                max_connections = cap,
+                "listener at its connection cap: closing the oldest idle or unfinished connection \
+                 for each new one (see ciosync_listener_connections_cut_total)"
+            );
+        }
+    }
 }
 
 /// Answers 503 to a client that found every connection serving, without
