@@ -66,6 +66,7 @@ pub async fn run_with_webhooks(
     let slot = SlotWatch::new(config.postgres.connection(), config.postgres.slot.clone());
     let server = tokio::spawn(telemetry::server::serve(
         endpoint,
+        config.metrics.limits(),
         counters.clone(),
         Some(slot),
         config.metrics.stall_timeout(),

@@ -14,6 +14,7 @@
 //! `modules_import_in_layers` prints them and fails on a circle). From the bottom:
 //!
 //! - [`error`], [`secret`], [`change`], [`customer`], [`track_api`]: shared vocabulary.
+//! - [`listener`]: the hardened HTTP/1 server of both listeners: timeouts, a connection cap that sheds idle clients, a body budget.
 //! - [`pg`]: connections (URL, hosts, TLS), SQL quoting, [`pg::PgError`] with its transient/definite class.
 //! - [`config`]: the file, its overrides and validation; [`state`]: the `ciosync` schema.
 //! - [`source`]: the replication stream, the pgoutput decoder, the relation cache, setup.
@@ -52,6 +53,7 @@ pub mod emulator;
 pub mod error;
 pub mod initial_copy;
 pub mod lease;
+pub mod listener;
 pub mod mapping;
 pub mod pg;
 pub mod pipeline;

@@ -23,6 +23,19 @@ async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
             good.replace("listen = \"127.0.0.1:0\"", "listen = \"everywhere:9820\""),
             "metrics.listen",
         ),
+        (
+            good.replace(
+                "stall_timeout_secs = 120",
+                "stall_timeout_secs = 120\nmax_connections = 0",
+            ),
+            "metrics.max_connections",
+        ),
+        (
+            good.clone()
+                + "\n[webhooks]\nlisten = \"127.0.0.1:0\"\nsigning_key = \"k\"\n\
+                   max_buffered_bytes = 1024\n",
+            "webhooks.max_buffered_bytes",
+        ),
         ("not toml at all [".to_owned(), "invalid config"),
     ];
     for (text, field) in cases {

@@ -387,3 +387,128 @@ fn the_systemd_unit_verifies_clean() {
     let findings: Vec<&str> = stderr.lines().filter(|l| l.contains("ciosync.service")).collect();
     assert!(output.status.success() && findings.is_empty(), "{stderr}");
 }
+
+#[test]
+fn the_network_policy_admits_only_prometheus_and_the_ingress() {
+    let objects = kubernetes_objects();
+    let policy = the(&objects, "NetworkPolicy");
+    let deployment = the(&objects, "Deployment");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        deployment["spec"]["template"]["metadata"]["labels"],
+        "the policy selects the ciosync pod"
+    );
+    let types: Vec<&str> = list(&policy["spec"]["policyTypes"], "policyTypes")
+        .iter()
+        .map(|t| text(t, "type"))
+        .collect();
+    assert!(types.contains(&"Ingress"), "{types:?}");
+    let rules = list(&policy["spec"]["ingress"], "ingress");
+    let namespace_of = |rule: &Value| -> Vec<String> {
+        let from = list(&rule["from"], "every rule names where from (none: anyone)");
+        assert!(!from.is_empty(), "an ingress rule with an empty from admits everyone");
+        from.iter()
+            .map(|peer| {
+                let labels = &peer["namespaceSelector"]["matchLabels"];
+                text(&labels["kubernetes.io/metadata.name"], "a namespace by name").to_owned()
+            })
+            .collect()
+    };
+    let ports_of = |rule: &Value| -> Vec<String> {
+        list(&rule["ports"], "every rule names its ports")
+            .iter()
+            .map(|p| {
+                p["port"]
+                    .as_str()
+                    .map_or_else(|| p["port"].as_u64().unwrap().to_string(), str::to_owned)
+            })
+            .collect()
+    };
+    let mut seen = Vec::new();
+    for rule in rules {
+        seen.push((ports_of(rule), namespace_of(rule)));
+    }
+    let metrics =
+        seen.iter().find(|(ports, _)| ports.iter().any(|p| p == "metrics" || p == "9820"));
+    assert_eq!(metrics.expect("a rule for the metrics port").1, ["monitoring"]);
+    let webhooks = seen.iter().find(|(ports, _)| ports.iter().any(|p| p == "8080"));
+    assert_eq!(webhooks.expect("a rule for the webhook port").1, ["ingress-nginx"]);
+    assert_eq!(seen.len(), 2, "no other way in: {seen:?}");
+}
+
+/// Bytes of a Kubernetes quantity such as `160Mi` or a systemd size such
+/// as `256M` (both binary multiples here).
+fn bytes_of(quantity: &str) -> u64 {
+    let quantity = quantity.trim();
+    let (number, unit) =
+        quantity.split_at(quantity.find(|c: char| !c.is_ascii_digit()).unwrap_or(quantity.len()));
+    let multiple = match unit {
+        "" => 1,
+        "Ki" | "K" => 1 << 10,
+        "Mi" | "M" => 1 << 20,
+        "Gi" | "G" => 1 << 30,
+        other => panic!("unit {other:?} of {quantity}"),
+    };
+    number.parse::<u64>().unwrap() * multiple
+}
+
+/// The memory a daemon with `config` may need at its budgets' worst: the
+/// pipeline's (64 MiB + 3 × max_pending_bytes, BENCHMARKS.md), then both
+/// listeners full (connections and the webhook body budget; webhooks at
+/// their defaults when the config has none, so turning them on fits too).
+fn memory_needed(config: &Config) -> u64 {
+    use ciosync::config::webhooks::{DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS};
+    use ciosync::listener::CONNECTION_MEMORY_BYTES;
+    let (hook_connections, hook_budget) = config
+        .webhooks
+        .as_ref()
+        .map_or((DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_BUFFERED_BYTES), |w| {
+            (w.max_connections, w.max_buffered_bytes)
+        });
+    let connections = config.metrics.max_connections + hook_connections;
+    (64 << 20)
+        + 3 * config.pipeline.max_pending_bytes as u64
+        + (connections * CONNECTION_MEMORY_BYTES) as u64
+        + hook_budget as u64
+}
+
+#[test]
+fn memory_and_descriptor_limits_leave_room_for_the_listeners() {
+    // Kubernetes: the ConfigMap's budgets against the container's limit.
+    let objects = kubernetes_objects();
+    let configmap = the(&objects, "ConfigMap");
+    let toml = text(&configmap["data"]["ciosync.toml"], "ciosync.toml");
+    let config = Config::from_toml(toml, Vec::new()).unwrap();
+    let limit = text(
+        &container(the(&objects, "Deployment"))["resources"]["limits"]["memory"],
+        "memory limit",
+    );
+    let needed = memory_needed(&config);
+    assert!(
+        bytes_of(limit) >= needed,
+        "limits.memory {limit} is below the {needed} bytes the budgets allow"
+    );
+
+    // systemd: the defaults against MemoryMax and LimitNOFILE.
+    let unit = std::fs::read_to_string(repo().join("deploy/systemd/ciosync.service")).unwrap();
+    let setting = |key: &str| {
+        unit.lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("the unit sets {key}"))
+            .to_owned()
+    };
+    let defaults = Config::from_toml(
+        "[postgres]\nurl = \"postgres://u@h/d\"\n[customerio]\nsite_id = \"s\"\napi_key = \"k\"\n\
+         [[sync]]\ntable = \"public.users\"\nid_column = \"id\"\n[sync.attributes]\nemail = \"email\"\n",
+        Vec::new(),
+    )
+    .unwrap();
+    let needed = memory_needed(&defaults);
+    assert!(bytes_of(&setting("MemoryMax")) >= needed, "MemoryMax is below {needed} bytes");
+    // Every connection both listeners may hold, and room for Postgres,
+    // Customer.io and the process's own files: never the systemd default 1024.
+    let files: usize = setting("LimitNOFILE").parse().unwrap();
+    let webhooks = ciosync::config::webhooks::DEFAULT_MAX_CONNECTIONS;
+    let caps = defaults.metrics.max_connections + webhooks;
+    assert!(files > 1024 && files >= 2 * caps + 256, "LimitNOFILE={files}");
+}

@@ -54,6 +54,7 @@ mod initial_copy_survives_kill_9;
 mod item_errors_retry_or_dead_letter;
 mod kill_9_and_restart_loses_nothing;
 mod least_privilege_role_runs_everything;
+mod listeners_hold_under_abuse;
 mod logs_are_json_lines_without_secrets;
 mod lost_slot_is_never_recreated_silently;
 mod memory_budget_bounds_a_backfill_of_wide_rows;

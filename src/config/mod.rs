@@ -384,6 +384,15 @@ created_at = "created_at"
                 MINIMAL.to_owned() + "\n[metrics]\nstall_timeout_secs = 0\n",
                 "metrics.stall_timeout_secs",
             ),
+            (
+                MINIMAL.to_owned() + "\n[metrics]\nheader_timeout_secs = 0\n",
+                "metrics.header_timeout_secs",
+            ),
+            (
+                MINIMAL.to_owned() + "\n[metrics]\nidle_timeout_secs = 3601\n",
+                "metrics.idle_timeout_secs",
+            ),
+            (MINIMAL.to_owned() + "\n[metrics]\nmax_connections = 0\n", "metrics.max_connections"),
         ];
         for (text, field) in cases {
             let err = error_of(&text);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::listener::Limits;
 
 /// Default time allowed for in-flight work at shutdown, seconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 10;
@@ -24,6 +25,17 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9820";
 /// Default time operations may wait with none delivered before `/readyz`
 /// reports the pipeline stalled, seconds: two retry backoffs at their default cap.
 pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 120;
+
+/// Default time a client of the metrics endpoint has to send a request's
+/// headers, seconds.
+pub const DEFAULT_METRICS_HEADER_TIMEOUT_SECS: u64 = 10;
+/// Default time a kept-alive connection to the metrics endpoint may stay
+/// silent, seconds: longer than Prometheus' usual scrape interval, so its
+/// connection is reused.
+pub const DEFAULT_METRICS_IDLE_TIMEOUT_SECS: u64 = 120;
+/// Default most connections to the metrics endpoint at once: a Prometheus
+/// or two, probes, an operator's curl.
+pub const DEFAULT_METRICS_MAX_CONNECTIONS: usize = 64;
 
 /// Default log filter when `RUST_LOG` is not set.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -85,6 +97,18 @@ pub struct MetricsConfig {
     /// (1-86400). Default 120.
     #[serde(default = "default_stall_timeout_secs")]
     pub stall_timeout_secs: u64,
+    /// Time a client has to send a request's headers, seconds (1-300); a
+    /// connection still sending them then is closed. Default 10.
+    #[serde(default = "default_metrics_header_timeout_secs")]
+    pub header_timeout_secs: u64,
+    /// Time a kept-alive connection may stay silent after an answer before
+    /// it is closed, seconds (1-3600). Default 120.
+    #[serde(default = "default_metrics_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Most connections open at once (1-65536); at the cap the oldest one
+    /// without a request in progress is closed for a newcomer. Default 64.
+    #[serde(default = "default_metrics_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for MetricsConfig {
@@ -92,6 +116,9 @@ impl Default for MetricsConfig {
         Self {
             listen: DEFAULT_METRICS_LISTEN.to_owned(),
             stall_timeout_secs: DEFAULT_STALL_TIMEOUT_SECS,
+            header_timeout_secs: DEFAULT_METRICS_HEADER_TIMEOUT_SECS,
+            idle_timeout_secs: DEFAULT_METRICS_IDLE_TIMEOUT_SECS,
+            max_connections: DEFAULT_METRICS_MAX_CONNECTIONS,
         }
     }
 }
@@ -176,6 +203,15 @@ impl MetricsConfig {
     pub fn stall_timeout(&self) -> Duration {
         Duration::from_secs(self.stall_timeout_secs)
     }
+
+    /// What a client may hold of the endpoint's listener.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_connections: self.max_connections,
+        }
+    }
 }
 
 fn default_metrics_listen() -> String {
@@ -184,6 +220,18 @@ fn default_metrics_listen() -> String {
 
 fn default_stall_timeout_secs() -> u64 {
     DEFAULT_STALL_TIMEOUT_SECS
+}
+
+fn default_metrics_header_timeout_secs() -> u64 {
+    DEFAULT_METRICS_HEADER_TIMEOUT_SECS
+}
+
+fn default_metrics_idle_timeout_secs() -> u64 {
+    DEFAULT_METRICS_IDLE_TIMEOUT_SECS
+}
+
+fn default_metrics_max_connections() -> usize {
+    DEFAULT_METRICS_MAX_CONNECTIONS
 }
 
 fn default_max_pending_bytes() -> usize {
@@ -260,6 +308,24 @@ impl MetricsConfig {
             return Err(ConfigError::invalid(
                 "metrics.stall_timeout_secs",
                 "must be between 1 and 86400",
+            ));
+        }
+        if !(1..=300).contains(&self.header_timeout_secs) {
+            return Err(ConfigError::invalid(
+                "metrics.header_timeout_secs",
+                "must be between 1 and 300",
+            ));
+        }
+        if !(1..=3600).contains(&self.idle_timeout_secs) {
+            return Err(ConfigError::invalid(
+                "metrics.idle_timeout_secs",
+                "must be between 1 and 3600",
+            ));
+        }
+        if !(1..=65_536).contains(&self.max_connections) {
+            return Err(ConfigError::invalid(
+                "metrics.max_connections",
+                "must be between 1 and 65536",
             ));
         }
         Ok(())

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Config, ConfigError};
+use crate::listener::Limits;
 use crate::pg::name::TableName;
 use crate::pg::quote::{quote_ident, quoted_table};
 use crate::secret::Secret;
@@ -24,6 +25,13 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 10;
 /// Default most connections served at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default time a kept-alive connection may stay silent, seconds.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30;
+/// Default budget of request-body bytes held at once over all connections:
+/// 16 MiB, sixteen bodies of the largest size by default.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
+/// Largest `max_buffered_bytes` accepted: 1 GiB.
+pub const MAX_BUFFERED_BYTES: usize = 1024 * 1024 * 1024;
 
 /// `[webhooks]`: receive Customer.io's reporting webhooks (opened, clicked,
 /// bounced, …) and store each event once in a Postgres table. It listens on
@@ -56,15 +64,26 @@ pub struct WebhooksConfig {
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// Time a client has to send a request's headers, seconds (1-300); a
-    /// connection still sending them then (or idle that long between
-    /// requests) is closed, so slow clients cannot hold connections open.
-    /// Default 10.
+    /// connection still sending them then is closed, so slow clients cannot
+    /// hold connections open. Default 10.
     #[serde(default = "default_header_timeout_secs")]
     pub header_timeout_secs: u64,
-    /// Most connections served at once (1-65536); further ones wait in the
-    /// listen queue until one closes. Default 256.
+    /// Time a kept-alive connection may stay silent after an answer before
+    /// it is closed, seconds (1-3600). Default 30.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    /// Most connections open at once (1-65536). At the cap, the oldest
+    /// connection without a request in progress (still sending its
+    /// headers, or idle) is closed to make room for a newcomer; only when
+    /// all are serving requests is the newcomer refused (503). Default 256.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Request-body bytes held in memory at once over all connections
+    /// (`max_body_bytes` to 1 GiB); a body arriving while the budget is
+    /// spent is refused (503, Customer.io retries), so many slow senders
+    /// cannot take more memory than this. Default 16 MiB.
+    #[serde(default = "default_max_buffered_bytes")]
+    pub max_buffered_bytes: usize,
     /// Events that set a column of the synced row (`[[webhooks.write_back]]`).
     #[serde(default)]
     pub write_back: Vec<WriteBackConfig>,
@@ -88,6 +107,12 @@ fn default_header_timeout_secs() -> u64 {
 fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS
 }
+fn default_idle_timeout_secs() -> u64 {
+    DEFAULT_IDLE_TIMEOUT_SECS
+}
+fn default_max_buffered_bytes() -> usize {
+    DEFAULT_MAX_BUFFERED_BYTES
+}
 
 impl WebhooksConfig {
     /// The address to listen on; [`WebhooksConfig::validate`] checked that it parses.
@@ -104,6 +129,15 @@ impl WebhooksConfig {
     /// The table as (schema, name); `validate` checked both are identifiers.
     pub fn schema_and_table(&self) -> (&str, &str) {
         self.table.split_once('.').unwrap_or(("public", &self.table))
+    }
+
+    /// What a client may hold of the receiver's listener.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_connections: self.max_connections,
+        }
     }
 
     /// The timestamp tolerance as a duration.
@@ -180,8 +214,21 @@ impl WebhooksConfig {
         if !(1..=300).contains(&self.header_timeout_secs) {
             return Err(invalid("header_timeout_secs", "must be between 1 and 300".to_owned()));
         }
+        if !(1..=3600).contains(&self.idle_timeout_secs) {
+            return Err(invalid("idle_timeout_secs", "must be between 1 and 3600".to_owned()));
+        }
         if !(1..=65_536).contains(&self.max_connections) {
             return Err(invalid("max_connections", "must be between 1 and 65536".to_owned()));
+        }
+        if !(self.max_body_bytes..=MAX_BUFFERED_BYTES).contains(&self.max_buffered_bytes) {
+            return Err(invalid(
+                "max_buffered_bytes",
+                format!(
+                    "must be between max_body_bytes ({}) and 1073741824 (1 GiB): one body of \
+                     the largest size must fit",
+                    self.max_body_bytes
+                ),
+            ));
         }
         Ok(())
     }
@@ -336,6 +383,8 @@ mod tests {
         assert_eq!(config.max_body_bytes, 1024 * 1024);
         assert_eq!(config.header_timeout_secs, 10);
         assert_eq!(config.max_connections, 256);
+        assert_eq!(config.idle_timeout_secs, 30);
+        assert_eq!(config.max_buffered_bytes, 16 * 1024 * 1024);
     }
 
     #[test]
@@ -358,6 +407,12 @@ mod tests {
             (&format!("{MINIMAL}max_body_bytes = 10"), "webhooks.max_body_bytes"),
             (&format!("{MINIMAL}header_timeout_secs = 0"), "webhooks.header_timeout_secs"),
             (&format!("{MINIMAL}max_connections = 0"), "webhooks.max_connections"),
+            (&format!("{MINIMAL}idle_timeout_secs = 0"), "webhooks.idle_timeout_secs"),
+            (&format!("{MINIMAL}max_buffered_bytes = 1000"), "webhooks.max_buffered_bytes"),
+            (
+                &format!("{MINIMAL}max_body_bytes = 4096\nmax_buffered_bytes = 4095"),
+                "webhooks.max_buffered_bytes",
+            ),
         ];
         for (text, field) in cases {
             let err = parse(text).validate(metrics).unwrap_err().to_string();

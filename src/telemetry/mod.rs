@@ -17,6 +17,7 @@ pub mod by_table;
 pub mod exporter;
 pub mod health;
 pub mod lag;
+mod listeners;
 pub mod names;
 pub mod server;
 pub mod slot;
@@ -25,9 +26,12 @@ pub mod webhooks;
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tracing::level_filters::LevelFilter;
 
 pub use health::{Health, Phase};
+
+use crate::listener::ListenerStats;
 
 /// Every counter and gauge the daemon keeps. [`exporter`] maps each to its
 /// metric (`names` declares each metric; METRICS.md the meaning).
@@ -123,6 +127,10 @@ pub struct Counters {
     pub health: Health,
     /// The reporting-webhook receiver's counts (`[webhooks]`).
     pub webhooks: webhooks::WebhookCounters,
+    /// The metrics endpoint's listener: connections, cuts.
+    pub metrics_listener: Arc<ListenerStats>,
+    /// The webhook receiver's listener: connections, cuts, body budget.
+    pub webhook_listener: Arc<ListenerStats>,
 }
 
 impl Counters {

@@ -329,6 +329,46 @@ pub const WEBHOOKS_REJECTED: Metric = Metric {
     labels: &[LABEL_REASON],
 };
 
+// The two listeners (`listener`), labelled `metrics` or `webhooks`.
+
+pub const LISTENER_CONNECTIONS: Metric = Metric {
+    name: "ciosync_listener_connections",
+    kind: Kind::Gauge,
+    help: "Connections open now on the listener.",
+    labels: &[LABEL_LISTENER],
+};
+pub const LISTENER_CUT: Metric = Metric {
+    name: "ciosync_listener_connections_cut_total",
+    kind: Kind::Counter,
+    help: "Connections the listener closed itself, by reason: header_timeout, idle_timeout, request_timeout, shed (at the cap, for a newer client), refused (at the cap, all serving), header_too_large.",
+    labels: &[LABEL_LISTENER, LABEL_REASON],
+};
+pub const LISTENER_BUFFERED_BYTES: Metric = Metric {
+    name: "ciosync_listener_buffered_bytes",
+    kind: Kind::Gauge,
+    help: "Request-body bytes held in memory now, over all connections of the listener.",
+    labels: &[LABEL_LISTENER],
+};
+pub const LISTENER_BUFFERED_PEAK_BYTES: Metric = Metric {
+    name: "ciosync_listener_buffered_peak_bytes",
+    kind: Kind::Gauge,
+    help: "The highest ciosync_listener_buffered_bytes since start.",
+    labels: &[LABEL_LISTENER],
+};
+pub const LISTENER_BUFFER_LIMIT_BYTES: Metric = Metric {
+    name: "ciosync_listener_buffer_limit_bytes",
+    kind: Kind::Gauge,
+    help:
+        "The listener's body budget (webhooks.max_buffered_bytes; 0: the listener reads no bodies).",
+    labels: &[LABEL_LISTENER],
+};
+pub const LISTENER_BUDGET_REFUSALS: Metric = Metric {
+    name: "ciosync_listener_budget_refusals_total",
+    kind: Kind::Counter,
+    help: "Requests answered 503 because the listener's body budget was spent.",
+    labels: &[LABEL_LISTENER],
+};
+
 // The slot, read from Postgres at each scrape (`slot.rs`).
 
 pub const SLOT_READ_OK: Metric = Metric {
@@ -429,6 +469,12 @@ pub const METRICS: &[Metric] = &[
     WEBHOOKS_DUPLICATES,
     WEBHOOKS_WRITE_BACKS,
     WEBHOOKS_REJECTED,
+    LISTENER_CONNECTIONS,
+    LISTENER_CUT,
+    LISTENER_BUFFERED_BYTES,
+    LISTENER_BUFFERED_PEAK_BYTES,
+    LISTENER_BUFFER_LIMIT_BYTES,
+    LISTENER_BUDGET_REFUSALS,
     SLOT_READ_OK,
     POSTGRES_WAL_LSN,
     SLOT_WAL_STATUS,
@@ -446,7 +492,7 @@ pub const LABEL_OBJECT_TYPE: &str = "object_type";
 pub const LABEL_METRIC: &str = "metric";
 /// Label of [`CHANGES_SKIPPED`]: `no_change`, `invalid_id`, `unknown_table`,
 /// `soft_deleted`, `invalid_event`, `write_back`, `truncate`; of [`WEBHOOKS_REJECTED`]:
-/// see `webhooks::Rejection::as_str`.
+/// see `webhooks::Rejection::as_str`; of [`LISTENER_CUT`]: see `listener::Cut::as_str`.
 pub const LABEL_REASON: &str = "reason";
 /// Label of [`CHANGES_RECEIVED`]: `schema.table` of a synced table.
 pub const LABEL_TABLE: &str = "table";
@@ -463,5 +509,7 @@ pub const LABEL_STATUS_CLASS: &str = "status_class";
 pub const LABEL_PHASE: &str = "phase";
 /// Label of [`SLOT_WAL_STATUS`]: see `slot::WAL_STATUSES`.
 pub const LABEL_WAL_STATUS: &str = "wal_status";
+/// Label of the `ciosync_listener_*` metrics: `metrics` or `webhooks`.
+pub const LABEL_LISTENER: &str = "listener";
 /// Label of [`BUILD_INFO`].
 pub const LABEL_VERSION: &str = "version";

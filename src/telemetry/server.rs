@@ -8,6 +8,9 @@
 //!
 //! It is bound before anything else starts, so a taken port fails the
 //! daemon at once, naming `metrics.listen`, with nothing created or sent.
+//! It is served by [`crate::listener`], like the webhook receiver: header
+//! and idle timeouts, a connection cap (`[metrics]` sets them), a cap on
+//! header size, each counted in `ciosync_listener_*{listener="metrics"}`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use super::exporter::{self, Exporter};
 use super::slot::SlotWatch;
 use super::Counters;
 use crate::config::{ConfigError, MetricsConfig};
+use crate::listener::Limits;
 
 /// The endpoint's address could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +65,14 @@ struct Endpoint {
     shutdown: CancellationToken,
 }
 
-/// Serves the endpoint on `listener` until `stop` is cancelled. `shutdown`
-/// (the daemon's) only turns `/readyz` to 503; `/metrics` stays up while
-/// the pipeline drains, so its last values can still be scraped. With
-/// `slot`, each scrape also reads the slot's status from Postgres.
+/// Serves the endpoint on `listener` within `limits` until `stop` is
+/// cancelled. `shutdown` (the daemon's) only turns `/readyz` to 503;
+/// `/metrics` stays up while the pipeline drains, so its last values can
+/// still be scraped. With `slot`, each scrape also reads the slot's status
+/// from Postgres.
 pub async fn serve(
     listener: TcpListener,
+    limits: Limits,
     counters: Arc<Counters>,
     slot: Option<Arc<SlotWatch>>,
     stall_timeout: Duration,
@@ -77,6 +83,7 @@ pub async fn serve(
     if let Some(watch) = &slot {
         exporter = exporter.with_slot_watch(watch.clone());
     }
+    let stats = counters.metrics_listener.clone();
     let endpoint = Arc::new(Endpoint { exporter, slot, counters, stall_timeout, shutdown });
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -86,7 +93,7 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
     }
-    axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
+    crate::listener::serve(listener, app, limits, stats, stop, "metrics").await
 }
 
 async fn metrics(State(endpoint): State<Arc<Endpoint>>) -> Response {

@@ -56,11 +56,14 @@ pub enum Rejection {
     Malformed,
     /// Postgres could not store it (503): Customer.io retries.
     Database,
+    /// The listener's budget of buffered body bytes was spent (503):
+    /// Customer.io retries.
+    Busy,
 }
 
 impl Rejection {
     /// Every reason, in the order the exporter lists them.
-    pub const ALL: [Rejection; 8] = [
+    pub const ALL: [Rejection; 9] = [
         Self::Method,
         Self::Path,
         Self::ContentType,
@@ -69,6 +72,7 @@ impl Rejection {
         Self::Timestamp,
         Self::Malformed,
         Self::Database,
+        Self::Busy,
     ];
 
     /// The `reason` label value.
@@ -82,6 +86,7 @@ impl Rejection {
             Self::Timestamp => "timestamp",
             Self::Malformed => "malformed",
             Self::Database => "database",
+            Self::Busy => "busy",
         }
     }
 }

@@ -42,7 +42,7 @@ pub fn status(rejection: Rejection) -> StatusCode {
         Rejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         Rejection::Signature | Rejection::Timestamp => StatusCode::UNAUTHORIZED,
         Rejection::Malformed => StatusCode::BAD_REQUEST,
-        Rejection::Database => StatusCode::SERVICE_UNAVAILABLE,
+        Rejection::Database | Rejection::Busy => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -53,6 +53,6 @@ mod tests {
     #[test]
     fn statuses_follow_the_reason() {
         let codes: Vec<u16> = Rejection::ALL.iter().map(|r| status(*r).as_u16()).collect();
-        assert_eq!(codes, [405, 404, 415, 413, 401, 401, 400, 503]);
+        assert_eq!(codes, [405, 404, 415, 413, 401, 401, 400, 503, 503]);
     }
 }

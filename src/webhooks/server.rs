@@ -10,7 +10,14 @@
 //! Checks run cheapest first, and nothing is read whole before its size is
 //! known to fit: path (404), method (405), content type (415), declared
 //! length (413), timestamp (401), the body read up to `max_body_bytes`
-//! (413), signature (401), JSON (400), then Postgres (503 on failure).
+//! (413) within the listener's budget of buffered bytes (503 when spent),
+//! signature (401), JSON (400), then Postgres (503 on failure).
+//!
+//! The signature covers the body, so the body must be read before it can
+//! be checked; what bounds unsigned bodies is the budget
+//! (`max_buffered_bytes`, over all connections) and [`BODY_READ_TIMEOUT`].
+//! The connections themselves (timeouts, cap, shedding) are
+//! [`crate::listener`]'s.
 //! Every refusal is counted by reason and logged at warn with the reason
 //! only: never the body, the signature or the key.
 
@@ -25,13 +32,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::event::ReportingEvent;
@@ -40,6 +41,8 @@ use super::verify::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use super::Rejection;
 use crate::config::webhooks::WebhooksConfig;
 use crate::config::ConfigError;
+use crate::listener::budget::{BodyBudget, BodyError, Reserved};
+use crate::listener::Connection;
 use crate::telemetry::Counters;
 
 /// Longest a client may take to send its body; a slow sender holds a
@@ -80,6 +83,8 @@ pub struct Receiver {
     /// Whether `/readyz` last found the store unreachable (and said so in
     /// the log).
     unready: AtomicBool,
+    /// Bytes of bodies held at once, over all connections.
+    budget: BodyBudget,
 }
 
 impl Receiver {
@@ -90,7 +95,8 @@ impl Receiver {
         counters: Arc<Counters>,
         shutdown: CancellationToken,
     ) -> Self {
-        Self { config, store, counters, shutdown, unready: AtomicBool::new(false) }
+        let budget = BodyBudget::new(config.max_buffered_bytes, counters.webhook_listener.clone());
+        Self { config, store, counters, shutdown, unready: AtomicBool::new(false), budget }
     }
 }
 
@@ -123,86 +129,14 @@ pub async fn serve(
                 "the webhook receiver cannot reach its table yet; it answers 503 until it can");
         }
     });
-    let limits = Limits {
-        header_timeout: Duration::from_secs(receiver.config.header_timeout_secs),
-        max_connections: receiver.config.max_connections,
-    };
-    serve_limited(listener, router(receiver), limits, stop).await
-}
-
-/// What a client may hold of the listener.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    header_timeout: Duration,
-    max_connections: usize,
-}
-
-/// HTTP/1.1 on `listener` with [`Limits`] (axum's own `serve` has neither a
-/// header timeout nor a connection cap, and this listener faces the
-/// internet): a connection is accepted only while fewer than
-/// `max_connections` are open, and closed when it takes longer than
-/// `header_timeout` to send a request's headers. At `stop` it accepts no
-/// more and lets requests in flight finish.
-async fn serve_limited(
-    listener: TcpListener,
-    app: Router,
-    limits: Limits,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let mut connections = JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            () = stop.cancelled() => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                // A client gone before it was accepted: nothing to see.
-                Err(error) if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
-                ) => continue,
-                Err(error) => {
-                    // Out of file descriptors, most likely (max_connections
-                    // above the process's limit): say so, and do not spin.
-                    tracing::error!(%error, "webhook listener cannot accept a connection");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            },
-            () = stop.cancelled() => break,
-        };
-        let service = TowerToHyperService::new(app.clone());
-        let stop = stop.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
-        // Forget connections that ended.
-        while connections.try_join_next().is_some() {}
-    }
-    // New clients are refused at once rather than queued behind the drain.
-    drop(listener);
-    while connections.join_next().await.is_some() {}
-    Ok(())
+    let (limits, stats) = (receiver.config.limits(), receiver.counters.webhook_listener.clone());
+    crate::listener::serve(listener, router(receiver), limits, stats, stop, "webhooks").await
 }
 
 async fn receive(State(receiver): State<Arc<Receiver>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    match accept(&receiver, &parts.method, &parts.headers, body).await {
+    let connection = parts.extensions.get::<Connection>();
+    match accept(&receiver, &parts.method, &parts.headers, body, connection).await {
         Ok((event, stored)) => {
             let answer = match stored {
                 Stored::New => {
@@ -229,6 +163,7 @@ async fn accept(
     method: &Method,
     headers: &HeaderMap,
     body: Body,
+    connection: Option<&Connection>,
 ) -> Result<(ReportingEvent, Stored), (Rejection, String)> {
     let config = &receiver.config;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -252,7 +187,12 @@ async fn accept(
             )
         },
     )?;
-    let body = read_capped(body, config.max_body_bytes).await?;
+    // Until the signature matches, the connection may be shed at the cap.
+    if let Some(connection) = connection {
+        connection.untrusted();
+    }
+    // Held until the event is stored: the bytes stay in memory that long.
+    let (body, _reserved) = read_capped(&receiver.budget, body, config.max_body_bytes).await?;
     let signature = header(SIGNATURE_HEADER).unwrap_or_default();
     let key = config.signing_key.expose().as_bytes();
     if !verify::signature_matches(key, &timestamp, &body, signature) {
@@ -260,6 +200,9 @@ async fn accept(
             Rejection::Signature,
             format!("X-CIO-Signature is missing or does not match ({} byte body)", body.len()),
         ));
+    }
+    if let Some(connection) = connection {
+        connection.trusted();
     }
     let event = ReportingEvent::parse(&body).map_err(|e| (Rejection::Malformed, e.to_string()))?;
     let (object_type, metric) = event.labels();
@@ -273,20 +216,26 @@ async fn accept(
     }
 }
 
-/// Reads the body, stopping at `max` bytes whatever Content-Length said.
-async fn read_capped(body: Body, max: usize) -> Result<Bytes, (Rejection, String)> {
-    let read = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, max).collect()).await;
-    match read {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err((Rejection::TooLarge, format!("the body is over {max} bytes")))
-        }
-        Ok(Err(_)) => Err((Rejection::Malformed, "the body could not be read".into())),
-        Err(_) => Err((
+/// Reads the body, stopping at `max` bytes whatever Content-Length said,
+/// within the listener's budget of buffered bytes.
+async fn read_capped(
+    budget: &BodyBudget,
+    body: Body,
+    max: usize,
+) -> Result<(Bytes, Reserved), (Rejection, String)> {
+    budget.read(body, max, BODY_READ_TIMEOUT).await.map_err(|error| match error {
+        BodyError::TooLarge => (Rejection::TooLarge, format!("the body is over {max} bytes")),
+        BodyError::OverBudget => (
+            Rejection::Busy,
+            "the listener's budget of buffered bytes (webhooks.max_buffered_bytes) is spent"
+                .to_owned(),
+        ),
+        BodyError::Broken => (Rejection::Malformed, "the body could not be read".into()),
+        BodyError::TimedOut => (
             Rejection::Malformed,
             format!("the body did not arrive within {}s", BODY_READ_TIMEOUT.as_secs()),
-        )),
-    }
+        ),
+    })
 }
 
 /// Counts, logs (the reason only) and answers a refusal.
