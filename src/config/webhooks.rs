@@ -199,6 +199,15 @@ impl WebhooksConfig {
                 ))
             }
         }
+        self.validate_limits()
+    }
+
+    /// The numeric limits: tolerance, sizes, timeouts, connections.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            field: format!("webhooks.{field}"),
+            message,
+        };
         if !(1..=86_400).contains(&self.timestamp_tolerance_secs) {
             return Err(invalid(
                 "timestamp_tolerance_secs",
