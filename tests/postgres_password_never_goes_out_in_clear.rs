@@ -277,3 +277,20 @@ async fn a_real_server_asking_in_clear_is_refused_unless_require_auth_allows_it(
     assert!(sessions.iter().any(|(kind, _)| kind == "client backend"), "{sessions:?}");
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_auth_md5_answers_on_the_sql_connection_only() {
+    let server = FakeServer::start(Ask::Md5, None);
+    let settings = settings(&server.url("sslmode=disable&require_auth=md5,scram-sha-256,none"));
+    let _ = settings.connect_sql().await;
+    let config = settings.replication_config(0, "slot", "pub", Duration::from_secs(1)).await;
+    let mut replication = ReplicationClient::connect_gated(config.unwrap()).await.unwrap();
+    let refused = replication.simple_query("IDENTIFY_SYSTEM").await.unwrap_err().to_string();
+    assert_names_the_fix(&refused, "replication under require_auth=md5");
+    assert!(refused.contains("cannot use MD5"), "{refused}");
+    let seen = server.seen(2).await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for connection in seen {
+        assert_eq!(connection.got_the_password(), !connection.replication, "{connection:?}");
+    }
+}

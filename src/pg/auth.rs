@@ -111,6 +111,12 @@ impl RequireAuth {
     pub fn allows(self, method: Method) -> bool {
         self.0 & method.bit() != 0
     }
+
+    /// Without MD5, which pgwire-replication cannot answer: refused with
+    /// that said, rather than failing inside it as a missing privilege.
+    pub fn for_replication(self) -> Self {
+        Self(self.0 & !Method::Md5.bit())
+    }
 }
 
 impl std::fmt::Display for RequireAuth {
@@ -128,7 +134,7 @@ pub fn refusal_message(method: Method, allowed: RequireAuth) -> String {
             "store the role's password as SCRAM (password_encryption = 'scram-sha-256', then \
              set the password again) with a scram-sha-256 line in pg_hba.conf; or, if you \
              accept the risk, allow it with require_auth in postgres.url (see README, \
-             \"Password authentication\")"
+             \"Password authentication\"; the replication connection cannot use MD5 at all)"
         }
         _ => "change the server's pg_hba.conf, or require_auth in postgres.url",
     };
@@ -410,7 +416,8 @@ mod tests {
         let strict = RequireAuth::parse("scram-sha-256").unwrap();
         assert!(!strict.allows(Method::None));
         assert_eq!(strict.to_string(), "scram-sha-256");
-        assert!(RequireAuth::parse("md5,scram-sha-256").unwrap().allows(Method::Md5));
+        let md5 = RequireAuth::parse("md5,scram-sha-256").unwrap();
+        assert!(md5.allows(Method::Md5) && !md5.for_replication().allows(Method::Md5));
         for bad in ["md5,!password", "plain", "md5,md5", ""] {
             assert!(RequireAuth::parse(bad).is_err(), "{bad}");
         }

@@ -180,7 +180,7 @@ impl ConnectionSettings {
             host,
             ssl_mode: self.ssl_mode,
             tls: self.tls_config(),
-            require_auth: self.require_auth,
+            require_auth: self.require_auth.for_replication(),
             timeout: self.connect_timeout,
         })
         .await
@@ -516,6 +516,19 @@ mod tests {
         assert_eq!(s.ssl_mode, SslMode::VerifyFull);
         assert_eq!(s.ssl_root_cert.as_deref(), Some(std::path::Path::new("/ca.pem")));
         assert_eq!(s.display(), "app@x@db.example:6543/users");
+    }
+
+    #[test]
+    fn reads_require_auth_and_refuses_verify_ca_without_a_root_file() {
+        use super::super::auth::Method;
+        let s = settings("postgres://u:secretpw@h/db").unwrap();
+        assert_eq!(s.require_auth, RequireAuth::default());
+        let s = settings("postgres://u@h/db?require_auth=!md5").unwrap();
+        assert!(s.require_auth.allows(Method::Password) && !s.require_auth.allows(Method::Md5));
+        let err = settings("postgres://u:secretpw@h/db?sslmode=verify-ca").unwrap_err().to_string();
+        assert!(err.contains("sslrootcert") && !err.contains("secretpw"), "{err}");
+        assert!(settings("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/ca.pem").is_ok());
+        assert!(settings("postgres://u@h/db?sslmode=verify-full").is_ok());
     }
 
     #[test]
