@@ -147,7 +147,7 @@ pub fn refusal_message(method: Method, allowed: RequireAuth) -> String {
 }
 
 /// The first bytes of an SSLRequest (length 8, code 80877103).
-const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+pub const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 /// Messages read during authentication are small; a bigger one is not from
 /// a Postgres server.

@@ -130,7 +130,8 @@ impl ConnectionSettings {
             // As libpq: without a root file, verify-ca would trust any
             // certificate a public CA signed, for any name.
             return Err(BadUrl(
-                "sslmode=verify-ca needs sslrootcert=<file of the CA certificate that signed                  the server's>; or use sslmode=verify-full, which also checks the host name"
+                "sslmode=verify-ca needs sslrootcert=<file of the CA certificate that signed \
+                 the server's>; or use sslmode=verify-full, which also checks the host name"
                     .to_owned(),
             ));
         }
@@ -381,6 +382,8 @@ impl Query {
         for (key, value) in url.query_pairs() {
             match key.as_ref() {
                 "sslmode" => query.ssl_mode = ssl_mode_of(&value)?,
+                // libpq's `system`: the public roots (as no sslrootcert).
+                "sslrootcert" if value == "system" => query.ssl_root_cert = None,
                 "sslrootcert" => query.ssl_root_cert = Some(PathBuf::from(value.as_ref())),
                 "require_auth" => {
                     query.require_auth = RequireAuth::parse(&value).map_err(BadUrl)?
@@ -529,6 +532,9 @@ mod tests {
         assert!(err.contains("sslrootcert") && !err.contains("secretpw"), "{err}");
         assert!(settings("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/ca.pem").is_ok());
         assert!(settings("postgres://u@h/db?sslmode=verify-full").is_ok());
+        let s = settings("postgres://u@h/db?sslmode=verify-full&sslrootcert=system").unwrap();
+        assert_eq!(s.ssl_root_cert, None, "system: the public roots");
+        assert!(settings("postgres://u@h/db?sslmode=verify-ca&sslrootcert=system").is_err());
     }
 
     #[test]

@@ -106,7 +106,7 @@ async fn negotiate(upstream: Upstream<'_>) -> io::Result<Box<dyn Io>> {
     if upstream.ssl_mode == SslMode::Disable || unix {
         return Ok(Box::new(AuthGuard::negotiated(socket, upstream.require_auth)));
     }
-    socket.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
+    socket.write_all(&super::auth::SSL_REQUEST).await?;
     let answer = socket.read_u8().await?;
     if answer != b'S' {
         if upstream.ssl_mode.requires_tls() {
