@@ -472,6 +472,30 @@ mod tests {
         assert_eq!(read_through(request(3, b""), password).await, request(3, b""));
     }
 
+    /// What a client that sent an SSLRequest reads when the server answers
+    /// `answer` and then a clear-text password request.
+    async fn after_ssl_answer(answer: u8) -> Vec<u8> {
+        let (mut far, near) = tokio::io::duplex(64);
+        let mut guard = AuthGuard::new(near, RequireAuth::default());
+        guard.write_all(&SSL_REQUEST).await.unwrap();
+        let mut sent = [0u8; 8];
+        far.read_exact(&mut sent).await.unwrap();
+        assert_eq!(sent, SSL_REQUEST);
+        far.write_all(&[vec![answer], request(3, b"")].concat()).await.unwrap();
+        drop(far);
+        let mut out = Vec::new();
+        guard.read_to_end(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn below_tls_only_a_plain_answer_is_judged() {
+        let plain = after_ssl_answer(b'N').await;
+        assert_eq!((plain[0], plain[1]), (b'N', b'E'), "{plain:?}");
+        // TLS follows `S`: its bytes are not messages (the guard above judges).
+        assert_eq!(after_ssl_answer(b'S').await, [vec![b'S'], request(3, b"")].concat());
+    }
+
     #[tokio::test]
     async fn a_request_after_notices_or_ok_is_still_judged() {
         let server = [b"S\0\0\0\x06a\0".to_vec(), request(0, b""), request(3, b"")].concat();
