@@ -156,12 +156,14 @@ async fn create_slot_and_import_snapshot(
     failover: bool,
 ) -> Result<(), PgError> {
     // On the server the reader reached: the snapshot exists only there.
-    let replication = settings.replication_config(
-        reader.host,
-        &config.postgres.slot,
-        &config.postgres.publication,
-        config.status_interval(),
-    );
+    let replication = settings
+        .replication_config(
+            reader.host,
+            &config.postgres.slot,
+            &config.postgres.publication,
+            config.status_interval(),
+        )
+        .await?;
     let mut session =
         ReplicationClient::connect_gated(replication).await.map_err(PgError::replication)?;
     let rows = session

@@ -51,6 +51,9 @@ pub struct ClusterOptions {
     /// password (`host … scram-sha-256`, or `hostssl` when TLS is on), for
     /// SQL and logical replication connections alike.
     pub scram: bool,
+    /// With `scram`: the `pg_hba.conf` method of those roles instead of
+    /// `scram-sha-256`, e.g. `password` (the server asks in clear text).
+    pub password_method: Option<&'static str>,
     /// The server installation; [`default_installation`] when `None`.
     pub installation: Option<Installation>,
     /// More `postgresql.conf` lines, appended after the defaults (so they
@@ -128,7 +131,8 @@ impl ThrowawayPostgres {
         if options.scram {
             text.push_str("password_encryption = 'scram-sha-256'\n");
             let hba = Path::new(&pg.data_dir()).join("pg_hba.conf");
-            std::fs::write(&hba, scram_hba(options.tls.is_some()))?;
+            let method = options.password_method.unwrap_or("scram-sha-256");
+            std::fs::write(&hba, scram_hba(options.tls.is_some(), method))?;
         }
         std::fs::write(&conf, text)?;
         // A free port can be taken between the probe and the start: try a few.
@@ -357,14 +361,14 @@ impl Drop for ThrowawayPostgres {
 /// `postgres` superuser keep trust; every other role needs its SCRAM
 /// password over TCP, and TLS too when `tls` (`hostssl`). The `all` database
 /// lines cover logical replication connections, which name a database.
-fn scram_hba(tls: bool) -> String {
+fn scram_hba(tls: bool, method: &str) -> String {
     let host = if tls { "hostssl" } else { "host" };
     format!(
         "local all all trust\n\
          host all postgres 127.0.0.1/32 trust\n\
          host all postgres ::1/128 trust\n\
-         {host} all all 127.0.0.1/32 scram-sha-256\n\
-         {host} all all ::1/128 scram-sha-256\n"
+         {host} all all 127.0.0.1/32 {method}\n\
+         {host} all all ::1/128 {method}\n"
     )
 }
 

@@ -37,6 +37,10 @@ async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
             "webhooks.max_buffered_bytes",
         ),
         ("not toml at all [".to_owned(), "invalid config"),
+        // As libpq: verify-ca needs the CA's file (else any public CA would do).
+        (good.replace("sslmode=disable", "sslmode=verify-ca"), "sslrootcert=<file"),
+        (good.replace("sslmode=disable", "sslmode=verify-ca"), "postgres.url"),
+        (good.replace("sslmode=disable", "require_auth=md5,!password"), "require_auth"),
     ];
     for (text, field) in cases {
         let file = config_file(&text);

@@ -71,6 +71,7 @@ mod noop_updates_send_nothing;
 mod openapi_fixtures_agree_with_the_published_documents;
 mod oversized_values_are_left_out;
 mod partitioned_table_is_synced_via_its_root;
+mod postgres_password_never_goes_out_in_clear;
 mod postgres_restart_reconnects;
 mod promotion_loses_the_slot_before_postgres_17;
 mod promotion_of_a_lagging_standby_skips_no_change;

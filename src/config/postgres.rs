@@ -32,8 +32,9 @@ pub const DEFAULT_RETAINED_WAL_WARN_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// Connection URL, `postgres://user:password@host:port/db?sslmode=…`.
-    /// `sslmode` (disable, prefer, require, verify-ca, verify-full) and
-    /// `sslrootcert` are honoured. Env: `CIOSYNC_POSTGRES_URL`.
+    /// `sslmode` (disable, prefer, require, verify-ca, verify-full),
+    /// `sslrootcert` and `require_auth` (libpq's values; default
+    /// `!password,!md5`) are honoured. Env: `CIOSYNC_POSTGRES_URL`.
     pub url: PostgresUrl,
     /// Logical replication slot; created (pgoutput) if missing. Default `ciosync`.
     #[serde(default = "default_slot")]

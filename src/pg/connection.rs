@@ -17,8 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgwire_replication::{ReplicationConfig, SslMode, TlsConfig};
+use tokio_postgres::tls::MakeTlsConnect;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{AuthGuard, GuardedTls, RequireAuth};
+use super::PgError;
 use crate::secret::Secret;
 
 /// Session settings pinned on every connection, whatever the server's
@@ -82,10 +85,9 @@ pub struct ConnectionSettings {
     pub dbname: String,
     pub ssl_mode: SslMode,
     pub ssl_root_cert: Option<PathBuf>,
+    /// The authentication methods the server may ask for (see [`super::auth`]).
+    pub require_auth: RequireAuth,
     pub connect_timeout: Duration,
-    /// What the SQL connection's `verify-ca` learned for the replication
-    /// connection (see [`super::tls`]).
-    certified_name: super::tls::CertifiedName,
 }
 
 impl std::fmt::Debug for ConnectionSettings {
@@ -124,6 +126,15 @@ impl ConnectionSettings {
         if hosts.iter().any(|h| h.name.starts_with('/')) && query.ssl_mode.requires_tls() {
             return Err(BadUrl("TLS cannot be used over a Unix socket".to_owned()));
         }
+        if query.ssl_mode == SslMode::VerifyCa && query.ssl_root_cert.is_none() {
+            // As libpq: without a root file, verify-ca would trust any
+            // certificate a public CA signed, for any name.
+            return Err(BadUrl(
+                "sslmode=verify-ca needs sslrootcert=<file of the CA certificate that signed \
+                 the server's>; or use sslmode=verify-full, which also checks the host name"
+                    .to_owned(),
+            ));
+        }
         let dbname = match url.path().trim_start_matches('/') {
             "" => user.clone(),
             db => decode(db)?,
@@ -136,19 +147,14 @@ impl ConnectionSettings {
             dbname,
             ssl_mode: query.ssl_mode,
             ssl_root_cert: query.ssl_root_cert,
+            require_auth: query.require_auth,
             connect_timeout,
-            certified_name: super::tls::CertifiedName::default(),
         })
     }
 
-    /// A copy with `connect_timeout` and nothing learned yet: a user of its
-    /// own (see [`super::tls::CertifiedName`]).
+    /// A copy with `connect_timeout`.
     pub fn fresh(&self, connect_timeout: Duration) -> Self {
-        Self {
-            connect_timeout,
-            certified_name: super::tls::CertifiedName::default(),
-            ..self.clone()
-        }
+        Self { connect_timeout, ..self.clone() }
     }
 
     /// `user@host:port/db` (`user@h1:p1,h2:p2/db` with several hosts), for
@@ -160,54 +166,56 @@ impl ConnectionSettings {
     }
 
     /// The replication connection's settings for `slot` and `publication`,
-    /// to `self.hosts[host]` (the host a [`Located`] SQL connection reached).
-    pub fn replication_config(
+    /// to `self.hosts[host]` (the host a [`Located`] SQL connection reached),
+    /// through a relay just opened to it (see [`super::relay`]): use them at
+    /// once, the relay waits `connect_timeout` for its one connection.
+    pub async fn replication_config(
         &self,
         host: usize,
         slot: &str,
         publication: &str,
         status_interval: Duration,
-    ) -> ReplicationConfig {
-        // verify-ca: ask for a name the CA signed (see `super::tls`); the
-        // SQL connection, opened first, has verified the chain and learned it.
-        let sni_hostname = match self.ssl_mode {
-            SslMode::VerifyCa => self.certified_name.get(),
-            _ => None,
-        };
-        let tls = TlsConfig {
-            mode: self.ssl_mode,
-            ca_pem_path: self.ssl_root_cert.clone(),
-            sni_hostname,
-            ..TlsConfig::default()
-        };
+    ) -> Result<ReplicationConfig, PgError> {
         let host = &self.hosts[host.min(self.hosts.len() - 1)];
-        let base = if host.name.starts_with('/') {
-            ReplicationConfig::unix(
-                &host.name,
-                host.port,
-                &self.user,
-                self.password.expose(),
-                &self.dbname,
-                slot,
-                publication,
-            )
-        } else {
-            ReplicationConfig::new(
-                &host.name,
-                &self.user,
-                self.password.expose(),
-                &self.dbname,
-                slot,
-                publication,
-            )
-            .with_port(host.port)
-            .with_tls(tls)
-        };
-        base.with_options(SESSION_OPTIONS)
+        let port = super::relay::start(super::relay::Upstream {
+            host,
+            ssl_mode: self.ssl_mode,
+            tls: self.tls_config(),
+            require_auth: self.require_auth.for_replication(),
+            timeout: self.connect_timeout,
+        })
+        .await
+        .map_err(|error| match super::tls::refusal(&error) {
+            Some(refusal) => PgError::Tls { refusal, source: Box::new(error) },
+            None => PgError::Replication(pgwire_replication::PgWireError::Io(Arc::new(error))),
+        })?;
+        let config = ReplicationConfig::new(
+            "127.0.0.1",
+            &self.user,
+            self.password.expose(),
+            &self.dbname,
+            slot,
+            publication,
+        );
+        Ok(config
+            .with_port(port)
+            .with_tls(TlsConfig::disabled())
+            .with_options(SESSION_OPTIONS)
             .with_application_name(APPLICATION_NAME)
             .with_status_interval(status_interval)
             // Wake at least this often so an idle stream still reports acks.
-            .with_wakeup_interval(status_interval.max(Duration::from_secs(1)))
+            .with_wakeup_interval(status_interval.max(Duration::from_secs(1))))
+    }
+
+    /// The TLS connector of a SQL connection to `server_name`.
+    fn sql_tls(&self, server_name: &str) -> std::io::Result<SqlTls> {
+        let mut make = tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config());
+        MakeTlsConnect::<SqlSocket>::make_tls_connect(&mut make, server_name)
+            .map_err(std::io::Error::other)
+    }
+
+    fn tls_config(&self) -> rustls::ClientConfig {
+        super::tls::client_config(self.ssl_mode, self.ssl_root_cert.as_deref())
     }
 
     /// Opens an ordinary SQL connection and drives it on a background task.
@@ -245,29 +253,28 @@ impl ConnectionSettings {
         host: &Host,
     ) -> Result<(tokio_postgres::Client, CancellationToken), tokio_postgres::Error> {
         let mut pg = tokio_postgres::Config::new();
-        pg.host(&host.name)
-            .port(host.port)
-            .user(&self.user)
+        pg.user(&self.user)
             .password(self.password.expose())
             .dbname(&self.dbname)
             .options(SESSION_OPTIONS)
-            .application_name(APPLICATION_NAME)
-            .connect_timeout(self.connect_timeout)
-            .target_session_attrs(match self.target {
-                Target::Any => tokio_postgres::config::TargetSessionAttrs::Any,
-                Target::ReadWrite => tokio_postgres::config::TargetSessionAttrs::ReadWrite,
-            });
+            .application_name(APPLICATION_NAME);
+        let unix = host.name.starts_with('/');
         pg.ssl_mode(match self.ssl_mode {
+            _ if unix => tokio_postgres::config::SslMode::Disable,
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             _ => tokio_postgres::config::SslMode::Require,
         });
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(super::tls::client_config(
-            self.ssl_mode,
-            self.ssl_root_cert.as_deref(),
-            &self.certified_name,
-        ));
-        let (client, connection) = pg.connect(tls).await?;
+        let tls = match self.sql_tls(if unix { "localhost" } else { &host.name }) {
+            Ok(inner) => GuardedTls { inner, allowed: self.require_auth },
+            Err(error) => return Err(super::relay::local_error(error).await),
+        };
+        // The socket is ciosync's, so the guard sees the server's requests.
+        let socket = match super::relay::open_socket(host, self.connect_timeout).await {
+            Ok(socket) => AuthGuard::new(socket, self.require_auth),
+            Err(error) => return Err(super::relay::local_error(error).await),
+        };
+        let (client, connection) = connect_raw(&pg, socket, tls).await?;
         let ended = CancellationToken::new();
         let cancel_when_ended = ended.clone().drop_guard();
         tokio::spawn(async move {
@@ -276,9 +283,49 @@ impl ConnectionSettings {
                 tracing::debug!(%error, "postgres SQL connection ended");
             }
         });
+        if self.target == Target::ReadWrite && read_only(&client).await? {
+            let refused = std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "database does not allow writes",
+            );
+            return Err(super::relay::local_error(refused).await);
+        }
         Ok((client, ended))
     }
 }
+
+/// `Config::connect_raw`, its future said to be `Send` where the types are
+/// known (the compiler cannot prove it inside a generic async caller).
+fn connect_raw<'a>(
+    pg: &'a tokio_postgres::Config,
+    socket: SqlSocket,
+    tls: GuardedTls<SqlTls>,
+) -> impl std::future::Future<
+    Output = Result<
+        (tokio_postgres::Client, tokio_postgres::Connection<SqlSocket, AuthGuard<SqlStream>>),
+        tokio_postgres::Error,
+    >,
+> + Send
+       + 'a {
+    pg.connect_raw(socket, tls)
+}
+
+/// libpq's `read-write` test: the session's `transaction_read_only`.
+async fn read_only(client: &tokio_postgres::Client) -> Result<bool, tokio_postgres::Error> {
+    let messages = client.simple_query("SHOW transaction_read_only").await?;
+    Ok(messages.iter().any(|message| {
+        matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("on"))
+    }))
+}
+
+/// The SQL connection's socket: guarded (see [`super::auth`]).
+type SqlSocket = AuthGuard<Box<dyn super::relay::Io>>;
+
+/// The SQL connection's TLS connector, before its guard.
+type SqlTls = <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<SqlSocket>>::TlsConnect;
+
+/// The SQL connection's TLS session, before its guard.
+type SqlStream = <SqlTls as tokio_postgres::tls::TlsConnect<SqlSocket>>::Stream;
 
 /// A percent-encoded part of the URL, decoded.
 fn decode(part: &str) -> Result<String, BadUrl> {
@@ -316,6 +363,7 @@ fn authority_hosts(
 struct Query {
     ssl_mode: SslMode,
     ssl_root_cert: Option<PathBuf>,
+    require_auth: RequireAuth,
     target: Target,
     names: Option<Vec<String>>,
     ports: Option<Vec<Option<u16>>>,
@@ -326,6 +374,7 @@ impl Query {
         let mut query = Query {
             ssl_mode: SslMode::Prefer,
             ssl_root_cert: None,
+            require_auth: RequireAuth::default(),
             target: Target::Any,
             names: None,
             ports: None,
@@ -333,7 +382,12 @@ impl Query {
         for (key, value) in url.query_pairs() {
             match key.as_ref() {
                 "sslmode" => query.ssl_mode = ssl_mode_of(&value)?,
+                // libpq's `system`: the public roots (as no sslrootcert).
+                "sslrootcert" if value == "system" => query.ssl_root_cert = None,
                 "sslrootcert" => query.ssl_root_cert = Some(PathBuf::from(value.as_ref())),
+                "require_auth" => {
+                    query.require_auth = RequireAuth::parse(&value).map_err(BadUrl)?
+                }
                 "host" => query.names = Some(value.split(',').map(str::to_owned).collect()),
                 "port" => {
                     let ports = value.split(',').map(|p| p.parse().map(Some));
@@ -348,7 +402,7 @@ impl Query {
                 other => {
                     return Err(BadUrl(format!(
                         "parameter `{other}` is not supported (supported: sslmode, \
-                         sslrootcert, host, port, target_session_attrs)"
+                         sslrootcert, require_auth, host, port, target_session_attrs)"
                     )))
                 }
             }
@@ -468,16 +522,19 @@ mod tests {
     }
 
     #[test]
-    fn replication_asks_for_the_certified_name_under_verify_ca_only() {
-        let interval = Duration::from_secs(1);
-        for (mode, expected) in [("verify-ca", Some("db.internal")), ("verify-full", None)] {
-            let s = settings(&format!("postgres://u@10.0.0.5/db?sslmode={mode}")).unwrap();
-            let before = s.replication_config(0, "slot", "publication", interval);
-            assert_eq!(before.tls.sni_hostname, None, "nothing learned yet");
-            s.certified_name.set("db.internal");
-            let after = s.clone().replication_config(0, "slot", "publication", interval);
-            assert_eq!(after.tls.sni_hostname.as_deref(), expected, "{mode}");
-        }
+    fn reads_require_auth_and_refuses_verify_ca_without_a_root_file() {
+        use super::super::auth::Method;
+        let s = settings("postgres://u:secretpw@h/db").unwrap();
+        assert_eq!(s.require_auth, RequireAuth::default());
+        let s = settings("postgres://u@h/db?require_auth=!md5").unwrap();
+        assert!(s.require_auth.allows(Method::Password) && !s.require_auth.allows(Method::Md5));
+        let err = settings("postgres://u:secretpw@h/db?sslmode=verify-ca").unwrap_err().to_string();
+        assert!(err.contains("sslrootcert") && !err.contains("secretpw"), "{err}");
+        assert!(settings("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/ca.pem").is_ok());
+        assert!(settings("postgres://u@h/db?sslmode=verify-full").is_ok());
+        let s = settings("postgres://u@h/db?sslmode=verify-full&sslrootcert=system").unwrap();
+        assert_eq!(s.ssl_root_cert, None, "system: the public roots");
+        assert!(settings("postgres://u@h/db?sslmode=verify-ca&sslrootcert=system").is_err());
     }
 
     #[test]
@@ -501,8 +558,6 @@ mod tests {
         assert_eq!(names, [("/run/a", 5432), ("/run/b", 6432)]);
         let s = settings("postgres://u@x/app?host=h1,h2&port=6000").unwrap();
         assert!(s.hosts.iter().all(|h| h.port == 6000));
-        let replication = s.replication_config(1, "slot", "pub", Duration::from_secs(1));
-        assert_eq!(replication.host, "h2");
         for bad in [
             "postgres://u:secretpw@h1,h2/db?port=1,2,3",
             "postgres://u:secretpw@h1:x,h2/db",

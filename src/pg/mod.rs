@@ -3,11 +3,13 @@
 //! catalogue facts (`catalog`) that setup and `ciosync check` decide over.
 //! It knows nothing of the config file, the stream or Customer.io.
 
+pub mod auth;
 pub mod catalog;
 pub mod connection;
 pub mod error;
 pub mod name;
 pub mod quote;
+pub mod relay;
 pub mod tls;
 
 pub use error::{is_definite_sqlstate, lost_message, Lost, PgError};

@@ -3,22 +3,16 @@
 //! chain but not the host name, `verify-full` checks both. The replication
 //! connection gets the same mode through pgwire-replication's own TLS support.
 //!
-//! pgwire-replication 0.5's `verify-ca` still checks the host name with the
-//! rustls this crate builds with (it tolerates only rustls's older
-//! `NotValidForName`, not `NotValidForNameContext`), so a certificate that
-//! does not list the URL's host would be refused on the replication
-//! connection alone. The SQL connection, which always opens first, records a
-//! DNS name of the certificate whose chain it verified ([`CertifiedName`]);
-//! the replication connection then asks for that name. Its chain is still
-//! verified, and its name must match one the CA signed: never weaker than
-//! `verify-ca`.
+//! Both connections use these settings: the replication connection reaches
+//! the server through ciosync's own socket and TLS session (see
+//! [`super::relay`]), not pgwire-replication's TLS.
 //!
 //! A handshake refused for a reason no retry fixes (a certificate that fails
 //! verification, a server without TLS when sslmode requires it) is a
 //! [`TlsRefusal`]: a definite error that names the fix.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pgwire_replication::SslMode;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -28,39 +22,10 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme,
 };
 
-/// A DNS name of the last server certificate whose chain `verify-ca`
-/// verified, shared by the clones of one [`ConnectionSettings`](super::connection::ConnectionSettings).
-#[derive(Debug, Clone, Default)]
-pub struct CertifiedName(Arc<Mutex<Option<String>>>);
-
-impl CertifiedName {
-    /// The recorded name, if a verified certificate listed one.
-    pub fn get(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn set(&self, name: &str) {
-        *self.0.lock().unwrap() = Some(name.to_owned());
-    }
-
-    fn record(&self, end_entity: &CertificateDer<'_>) {
-        let name = webpki::EndEntityCert::try_from(end_entity)
-            .ok()
-            .and_then(|cert| cert.valid_dns_names().next().map(str::to_owned));
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = name;
-    }
-}
-
 /// Builds the client config for `mode`, trusting `root_cert` (PEM) when given
 /// and the Mozilla roots otherwise. A root file that cannot be read leaves
 /// the store without it, so verification fails at connect with rustls's error.
-/// Under `verify-ca`, a verified certificate's DNS name goes to `certified`.
-pub fn client_config(
-    mode: SslMode,
-    root_cert: Option<&Path>,
-    certified: &CertifiedName,
-) -> ClientConfig {
+pub fn client_config(mode: SslMode, root_cert: Option<&Path>) -> ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = Arc::new(root_store(root_cert));
     let builder = ClientConfig::builder_with_provider(provider.clone())
@@ -76,8 +41,7 @@ pub fn client_config(
         // verifying, as libpq does; verify-ca checks the chain only.
         mode => {
             let chain = (mode == SslMode::VerifyCa).then(|| webpki_verifier(roots, &provider));
-            let verifier =
-                Verifier { chain, certified: certified.clone(), provider: provider.clone() };
+            let verifier = Verifier { chain, provider: provider.clone() };
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
@@ -183,8 +147,6 @@ struct Verifier {
     /// `Some` for `verify-ca`: the chain must verify (`None` inside when no
     /// usable root was given, which refuses every certificate).
     chain: Option<Option<Arc<WebPkiServerVerifier>>>,
-    /// Where a verified certificate's DNS name goes (`verify-ca` only).
-    certified: CertifiedName,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -205,7 +167,6 @@ impl ServerCertVerifier for Verifier {
             Ok(_)
             | Err(Error::InvalidCertificate(CertificateError::NotValidForName))
             | Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => {
-                self.certified.record(end_entity);
                 Ok(ServerCertVerified::assertion())
             }
             Err(other) => Err(other),
@@ -300,16 +261,15 @@ mod tests {
     fn verify_ca(roots: Arc<RootCertStore>) -> Verifier {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let chain = Some(webpki_verifier(roots, &provider));
-        Verifier { chain, certified: CertifiedName::default(), provider }
+        Verifier { chain, provider }
     }
 
     #[test]
-    fn verify_ca_accepts_any_host_and_records_the_certified_name() {
+    fn verify_ca_accepts_any_host() {
         let (roots, cert) = signed_for(&["db.internal", "10.0.0.5"]);
         let verifier = verify_ca(roots);
         let host = ServerName::try_from("10.9.9.9").unwrap();
         verifier.verify_server_cert(&cert, &[], &host, &[], UnixTime::now()).unwrap();
-        assert_eq!(verifier.certified.get().as_deref(), Some("db.internal"));
     }
 
     #[test]
@@ -321,7 +281,6 @@ mod tests {
         let error =
             verifier.verify_server_cert(&foreign, &[], &host, &[], UnixTime::now()).unwrap_err();
         assert!(matches!(error, Error::InvalidCertificate(_)), "{error:?}");
-        assert_eq!(verifier.certified.get(), None);
     }
 
     #[test]

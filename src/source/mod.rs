@@ -163,7 +163,7 @@ impl Source {
         // must not end it. Older servers refuse the setting, which is fine.
         let _ = sql.batch_execute("SET idle_session_timeout = 0").await;
         let slot = setup::ensure(&sql, config, &counters).await?;
-        let open = |from: Lsn| {
+        let open = |from: Lsn| async move {
             let replication = settings
                 .replication_config(
                     host,
@@ -171,11 +171,12 @@ impl Source {
                     &config.postgres.publication,
                     config.status_interval(),
                 )
+                .await?
                 .with_start_lsn(from)
                 .with_buffer_size(BUFFER_EVENTS);
-            ReplicationClient::connect_gated(replication)
+            ReplicationClient::connect_gated(replication).await.map_err(PgError::replication)
         };
-        let mut client = open(resume_from).await.map_err(PgError::replication)?;
+        let mut client = open(resume_from).await?;
         let mut history = identify(&mut client, config).await?;
         let mut resume_from = resume_from;
         let started_over = resume_from != Lsn::from_u64(0)
@@ -194,7 +195,7 @@ impl Source {
             );
             drop(client);
             resume_from = Lsn::from_u64(0);
-            client = open(resume_from).await.map_err(PgError::replication)?;
+            client = open(resume_from).await?;
             history = identify(&mut client, config).await?;
         }
         // Only a slot nobody streams from can be altered.
