@@ -637,6 +637,17 @@ mod tests {
         assert_eq!(to_json(&Numeric, "120.50"), Ok(json!(120.5)));
     }
 
+    /// Digits that are all zeros denote zero: only a float that is zero
+    /// matches them. `numeric` answers such text before it asks (as the
+    /// integer 0), so this is asked of `same_decimal` itself.
+    #[test]
+    fn only_zero_is_the_same_decimal_as_all_zero_digits() {
+        assert!(same_decimal("0", "000", 0.0));
+        assert!(same_decimal("000", "", -0.0));
+        assert!(!same_decimal("0", "000", 1e-300));
+        assert!(!same_decimal("0", "", 5.0));
+    }
+
     /// `array_out` never prints whitespace outside quotes, but `array_in`
     /// allows it around elements and braces: it is skipped the same way.
     #[test]
