@@ -617,6 +617,55 @@ mod tests {
         }
     }
 
+    /// A whole numeric below zero stays a negative number, also at ±2^53,
+    /// the last magnitude sent as a number.
+    #[test]
+    fn negative_whole_numerics_keep_their_sign() {
+        assert_eq!(to_json(&Numeric, "-42"), Ok(json!(-42)));
+        assert_eq!(to_json(&Numeric, "-42.00"), Ok(json!(-42)));
+        assert_eq!(to_json(&Numeric, "-9007199254740992"), Ok(json!(-9007199254740992i64)));
+        assert_eq!(to_json(&Numeric, "-9007199254740993"), Ok(json!("-9007199254740993")));
+    }
+
+    /// `numeric(p, s)` prints zeros up to its scale (`0.10`, `0.000100`):
+    /// they change nothing, so the value is still the exact number.
+    #[test]
+    fn numerics_padded_to_their_scale_are_exact_numbers() {
+        assert_eq!(to_json(&Numeric, "0.10"), Ok(json!(0.1)));
+        assert_eq!(to_json(&Numeric, "0.000100"), Ok(json!(0.0001)));
+        assert_eq!(to_json(&Numeric, "-0.0500"), Ok(json!(-0.05)));
+        assert_eq!(to_json(&Numeric, "120.50"), Ok(json!(120.5)));
+    }
+
+    /// Digits that are all zeros denote zero: only a float that is zero
+    /// matches them. `numeric` answers such text before it asks (as the
+    /// integer 0), so this is asked of `same_decimal` itself.
+    #[test]
+    fn only_zero_is_the_same_decimal_as_all_zero_digits() {
+        assert!(same_decimal("0", "000", 0.0));
+        assert!(same_decimal("000", "", -0.0));
+        assert!(!same_decimal("0", "000", 1e-300));
+        assert!(!same_decimal("0", "", 5.0));
+    }
+
+    /// `array_out` never prints whitespace outside quotes, but `array_in`
+    /// allows it around elements and braces: it is skipped the same way.
+    #[test]
+    fn whitespace_around_array_elements_is_skipped() {
+        assert_eq!(to_json(&arr(Int), "{ 1 ,\t2 }"), Ok(json!([1, 2])));
+        assert_eq!(to_json(&arr(Int), " { {1} , {2} } "), Ok(json!([[1], [2]])));
+        assert_eq!(to_json(&arr(Text), "{ a b , c}"), Ok(json!(["a b", "c"])));
+    }
+
+    /// A `"` inside an unquoted element is malformed, even right before a
+    /// delimiter: an error, not a guess at what was meant.
+    #[test]
+    fn a_quote_inside_an_unquoted_array_element_is_an_error() {
+        for text in [r#"{a",b}"#, r#"{a"}"#, r#"{a"b}"#] {
+            assert_eq!(to_json(&arr(Text), text), Err(err("array")), "{text}");
+        }
+    }
+
     #[test]
     fn maps_builtin_oids() {
         let pairs: [(u32, u32, ValueKind); 28] = [

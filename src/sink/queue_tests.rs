@@ -497,3 +497,103 @@ fn estimate_samples() -> Vec<CustomerOp> {
     }
     ops
 }
+
+/// What the sink reads off the queue to decide when to send, whether it is
+/// idle and what to report, followed from push to completion.
+#[test]
+fn the_counts_follow_operations_from_push_to_completion() {
+    let mut q = Queue::default();
+    assert_eq!((q.waiting(), q.unfinished(), q.in_flight(), q.oldest()), (0, 0, 0, None));
+    assert!(q.is_done());
+    let t0 = Instant::now();
+    let t1 = t0 + std::time::Duration::from_secs(1);
+    q.push(identify("1", json!({"a": 1}), 1), t0);
+    q.push(identify("2", json!({"a": 1}), 1), t1);
+    q.push(identify("3", json!({"a": 1}), 1), t1);
+    assert_eq!(q.push(identify("1", json!({"a": 2}), 2), t1), Pushed::Coalesced);
+    assert_eq!((q.waiting(), q.unfinished(), q.in_flight(), q.oldest()), (3, 3, 0, Some(t0)));
+    assert!(!q.is_done());
+    let first = q.take_batch(1).expect("customer 1");
+    assert_eq!((q.waiting(), q.unfinished(), q.in_flight(), q.oldest()), (2, 3, 1, Some(t1)));
+    let second = q.take_batch(2).expect("customers 2 and 3");
+    assert_eq!((q.waiting(), q.unfinished(), q.in_flight(), q.oldest()), (0, 3, 2, None));
+    q.finish(&first.ticket);
+    assert_eq!((q.unfinished(), q.in_flight()), (2, 1));
+    assert!(!q.is_done());
+    q.finish(&second.ticket);
+    assert_eq!((q.unfinished(), q.in_flight()), (0, 0));
+    assert!(q.is_done());
+}
+
+/// A merge replaces the waiting operation's share of the counts, so they
+/// stay those of what actually waits, whether the merge grows it or not.
+#[test]
+fn a_merge_replaces_the_waiting_operations_share_of_the_counts() {
+    let mut q = Queue::default();
+    push_all(&mut q, vec![identify("1", json!({"a": "x".repeat(100)}), 1)]);
+    let later = identify("1", json!({"b": "y".repeat(500)}), 2);
+    assert_eq!(push_all(&mut q, vec![later]), [Pushed::Coalesced]);
+    let merged = identify("1", json!({"a": "x".repeat(100), "b": "y".repeat(500)}), 2);
+    assert_eq!(
+        (q.waiting_bytes(), q.waiting_wire_bytes()),
+        (estimate(&merged), wire_estimate(&merged))
+    );
+    assert_eq!(push_all(&mut q, vec![delete("1")]), [Pushed::Coalesced]);
+    let gone = delete("1");
+    assert_eq!(
+        (q.waiting_bytes(), q.waiting_wire_bytes()),
+        (estimate(&gone), wire_estimate(&gone))
+    );
+}
+
+/// The item that did not fit waits encoded, and the counts hold it as that
+/// (its JSON plus `ENCODED_OVERHEAD`), not as the operation it was.
+#[test]
+fn an_item_left_out_of_a_full_batch_is_counted_as_it_waits() {
+    let mut q = Queue::default();
+    let op = |i: usize| identify(&format!("c{i}"), json!({"x": "y".repeat(31_000)}), 1);
+    push_all(&mut q, (0..20).map(op).collect());
+    let first = q.take_batch(1000).expect("a batch");
+    assert_eq!(first.items.len(), 16);
+    let left = batch::encode(op(16)).expect("an item").json.len();
+    let behind: Vec<CustomerOp> = (17..20).map(op).collect();
+    let bytes = ENCODED_OVERHEAD + left + behind.iter().map(estimate).sum::<usize>();
+    let wire = left + behind.iter().map(wire_estimate).sum::<usize>();
+    assert_eq!((q.waiting_bytes(), q.waiting_wire_bytes()), (bytes, wire));
+}
+
+/// A batch is filled up to the request limit and not to it: a body one
+/// byte under it goes whole, one of exactly the limit or more is split
+/// (Customer.io's refusal says a batch must be *smaller than* 500,000 bytes).
+#[test]
+fn a_batch_is_filled_to_the_request_limit_and_no_further() {
+    let op = |i: usize, n: usize| identify(&format!("c{i:02}"), json!({"x": "y".repeat(n)}), 1);
+    let base = batch::encode(op(0, 0)).expect("an item").json.len();
+    // 20 items, joined by 19 commas inside the 12-byte envelope.
+    let last = |body: usize| body - ENVELOPE_BYTES - 19 - 19 * (base + 25_000) - base;
+    for (body, taken) in
+        [(MAX_BATCH_BYTES - 1, 20), (MAX_BATCH_BYTES, 19), (MAX_BATCH_BYTES + 1, 19)]
+    {
+        let mut q = Queue::default();
+        let mut ops: Vec<CustomerOp> = (0..19).map(|i| op(i, 25_000)).collect();
+        ops.push(op(19, last(body)));
+        let whole = batch::body(&ops.iter().cloned().filter_map(batch::encode).collect::<Vec<_>>());
+        assert_eq!(whole.len(), body);
+        push_all(&mut q, ops);
+        let first = q.take_batch(100).expect("a batch");
+        assert_eq!(first.items.len(), taken, "a body of {body} bytes");
+    }
+}
+
+/// Taking a customer's operation leaves the later one of theirs that waits
+/// behind it the target of the next merge.
+#[test]
+fn an_operation_waiting_behind_one_taken_still_takes_merges() {
+    let mut q = Queue::default();
+    push_all(&mut q, vec![delete("1"), identify("1", json!({"a": 1}), 1)]);
+    let first = q.take_batch(10).expect("the delete");
+    assert_eq!(push_all(&mut q, vec![identify("1", json!({"b": 2}), 2)]), [Pushed::Coalesced]);
+    q.finish(&first.ticket);
+    let second = q.take_batch(10).expect("the identify");
+    assert_eq!(items_json(&second)[0]["attributes"], json!({"a": 1, "b": 2}));
+}
