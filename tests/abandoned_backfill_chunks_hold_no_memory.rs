@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::daemon::{config_file, run_binary};
 use crate::support::emulator::{self, wait_for_customers};

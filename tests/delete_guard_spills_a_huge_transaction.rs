@@ -13,7 +13,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use ciosync::emulator::{Emulator, Faults};
+use ciosync_emulator::{Emulator, Faults};
 
 use crate::support::daemon::{config_file, run_binary, signal, spawn_binary};
 use crate::support::dead_letters::texts;

@@ -11,7 +11,7 @@
 //! are tested on their own.
 
 use ciosync::commands::send::MAX_TRIES;
-use ciosync::emulator::{Emulator, Faults};
+use ciosync_emulator::{Emulator, Faults};
 use serde_json::json;
 
 use crate::support::daemon::{config_file, run_binary};

@@ -2,7 +2,7 @@
 //! then stops with exit 1 and keeps the letter untouched.
 
 use ciosync::commands::send::MAX_TRIES;
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 use serde_json::json;
 
 use crate::support::daemon::{config_file, run_binary};

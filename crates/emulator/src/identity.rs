@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::track_api::Identifier;
+use ciosync_track_api::Identifier;
 
 /// Attribute names that are also identifiers.
 pub const IDENTITY_ATTRIBUTES: [&str; 3] = ["id", "email", "phone"];

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use super::model::StoredEvent;
-use crate::track_api::{
+use crate::model::StoredEvent;
+use ciosync_track_api::{
     attribute_value_bytes, MAX_ATTRIBUTES, MAX_ATTRIBUTE_NAME_BYTES, MAX_ATTRIBUTE_VALUE_BYTES,
     MAX_EVENT_DATA_BYTES, MAX_EVENT_NAME_BYTES, MAX_ID_BYTES,
 };
