@@ -1,11 +1,11 @@
 //! How an emulator instance behaves: credentials, region, and the knobs for
 //! the points where Customer.io's real behaviour is unconfirmed.
 
+use ciosync_track_api::Secret;
 use serde::{Deserialize, Serialize};
 
 use crate::faults::Faults;
 use crate::webhook::{is_known_metric, WebhookRetry, EMAIL_OBJECT};
-use ciosync_track_api::Secret;
 
 /// Workspace id reported by `GET /api/v1/accounts/region` unless configured.
 pub const DEFAULT_ENVIRONMENT_ID: u64 = 1;

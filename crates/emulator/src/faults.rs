@@ -13,11 +13,11 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ciosync_track_api::{Identifier, V1ErrorResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Op;
 use crate::validate::{Problem, REASON_INVALID};
-use ciosync_track_api::{Identifier, V1ErrorResponse};
 
 /// Status used by `fail_next` unless `fail_status` says otherwise.
 pub const DEFAULT_FAIL_STATUS: u16 = 500;

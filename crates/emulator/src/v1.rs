@@ -14,6 +14,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use ciosync_track_api::{
+    Identifier, RegionResponse, V1ErrorResponse, V1Meta, EU_TRACK_URL, US_TRACK_URL,
+};
 use serde_json::{json, Map, Value};
 
 use crate::config::EmulatorConfig;
@@ -24,9 +27,6 @@ use crate::state::Shared;
 use crate::validate::{
     check_attributes, check_identifier, optional_integer, parse_event, Problem, ValueTypes,
     REASON_INVALID, REASON_REQUIRED,
-};
-use ciosync_track_api::{
-    Identifier, RegionResponse, V1ErrorResponse, V1Meta, EU_TRACK_URL, US_TRACK_URL,
 };
 
 /// The v1 routes, without auth or faults (the caller layers those).

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 
+use ciosync_track_api::Identifier;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -15,7 +16,6 @@ use crate::model::{Activity, World};
 use crate::webhook::{
     payload, ulid, Message, WebhookPerson, WebhookRequest, CUSTOMER_OBJECT, EMAIL_OBJECT,
 };
-use ciosync_track_api::Identifier;
 
 /// Most webhooks kept; past it the oldest finished ones are forgotten (the
 /// unfinished ones never are, they are the queue).

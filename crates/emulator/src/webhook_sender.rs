@@ -14,12 +14,12 @@
 //! time and `X-CIO-Signature` covers it, while the body (and so its
 //! `event_id`) stays the same, so a receiver can dedupe on `event_id`.
 
+use ciosync_track_api::Secret;
 use std::time::{Duration, Instant};
 
 use crate::state::Shared;
 use crate::webhook::{after_failure, sign, AfterFailure, WebhookRetry};
 use crate::webhook_log::{Next, WebhookAttempt};
-use ciosync_track_api::Secret;
 
 /// Customer.io's timeout per webhook request (facts §4).
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(4);
