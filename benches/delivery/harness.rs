@@ -394,17 +394,18 @@ impl CpuMeter {
 /// The release `ciosync-emulator`, beside the `ciosync` cargo bench built.
 /// It is another package's binary (crates/emulator), which cargo builds
 /// only for that package's own tests and benches: built here, once per run
-/// (cargo has released its build lock by the time the bench runs).
+/// (cargo has released its build lock by the time the bench runs), from the
+/// root like the bench, so with the same features and no rebuilt crates.
 fn emulator_binary() -> Res<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--release", "--quiet", "-p", "ciosync-emulator"])
+            .args(["build", "--release", "--quiet", "--bin", "ciosync-emulator"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .map_err(|e| format!("cannot run cargo to build ciosync-emulator: {e}"))?;
         if !status.success() {
-            return Err(format!("cargo build --release -p ciosync-emulator: {status}"));
+            return Err(format!("cargo build --release --bin ciosync-emulator: {status}"));
         }
         let path = Path::new(env!("CARGO_BIN_EXE_ciosync")).with_file_name("ciosync-emulator");
         if !path.is_file() {
