@@ -205,10 +205,10 @@ fn print_machine(postgres: &str, ctx: &Ctx) {
     println!("  date            {}", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
     let src_commit = output_of(
         "git".as_ref(),
-        &["-C", repo, "log", "-1", "--format=%h", "--", "src", "Cargo.lock"],
+        &["-C", repo, "log", "-1", "--format=%h", "--", "src", "crates", "Cargo.lock"],
     );
     println!(
-        "  commit          {commit}{} (src/ last changed in {src_commit})",
+        "  commit          {commit}{} (src/, crates/ last changed in {src_commit})",
         if dirty { " with uncommitted changes" } else { "" }
     );
     println!("  machine         {nproc} CPUs ({cpu}), {ram_gb:.1} GB RAM, Linux {}", kernel.trim());
