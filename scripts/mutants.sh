@@ -32,9 +32,10 @@ die() {
   exit 2
 }
 
-# The core files, as the config names them (one quoted path per line).
+# The core files, as the config names them (one quoted path per line): the
+# daemon's (`src/…`) or a workspace crate's (`crates/NAME/src/…`).
 cores() {
-  sed -n 's/^ *"\(src\/[^"]*\.rs\)",\{0,1\} *$/\1/p' "$config"
+  sed -n 's/^ *"\(\(crates\/[^"/]*\/\)\{0,1\}src\/[^"]*\.rs\)",\{0,1\} *$/\1/p' "$config"
 }
 
 # Exits 1 if a mutant in missed.txt is not listed in docs/mutants.md.
@@ -146,8 +147,8 @@ esac
 
 status=0
 cargo mutants "${args[@]}" "${passthrough[@]}" || status=$?
-if [[ $mode == ci ]] && ! git diff --quiet -- src; then
-  git diff --stat -- src >&2
+if [[ $mode == ci ]] && ! git diff --quiet -- src crates; then
+  git diff --stat -- src crates >&2
   die "a source file changed while cargo mutants ran: refusing to go on"
 fi
 # cargo mutants: 0 all caught, 2 some missed, 3 some timed out, 4 the

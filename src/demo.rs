@@ -9,14 +9,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ciosync_emulator::{Emulator, EmulatorConfig};
+use ciosync_testkit::throwaway::ThrowawayPostgres;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::emulator::{Emulator, EmulatorConfig};
 use crate::pipeline;
 use crate::telemetry::Counters;
-use crate::throwaway::ThrowawayPostgres;
 
 const SITE_ID: &str = "demo-site";
 const API_KEY: &str = "demo-key";

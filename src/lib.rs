@@ -13,7 +13,9 @@
 //! Modules import each other in layers, with no circle (the test
 //! `modules_import_in_layers` prints them and fails on a circle). From the bottom:
 //!
-//! - [`error`], [`secret`], [`change`], [`customer`], [`track_api`]: shared vocabulary.
+//! - [`error`], [`change`], [`customer`]: shared vocabulary; [`track_api`] and
+//!   [`secret`] come from the `ciosync-track-api` crate (crates/track-api),
+//!   which the emulator shares.
 //! - [`listener`]: the hardened HTTP/1 server of both listeners: timeouts, a connection cap that sheds idle clients, a body budget.
 //! - [`pg`]: connections (URL, hosts, TLS), SQL quoting, [`pg::PgError`] with its transient/definite class.
 //! - [`config`]: the file, its overrides and validation; [`state`]: the `ciosync` schema.
@@ -32,7 +34,8 @@
 //! - [`check`]: the preflight checks behind `ciosync check`.
 //! - [`cli`]: the command line, on top of everything.
 //! - [`webhooks`]: Customer.io's reporting webhooks (opened, clicked, bounced, …) stored in a Postgres table, each once.
-//! - [`emulator`]: a local stand-in for Customer.io (the `ciosync-emulator` binary).
+//! - [`demo`]: `ciosync demo`, with the emulator (`ciosync-emulator`, crates/emulator)
+//!   and a throwaway cluster (`ciosync-testkit`, crates/testkit) in one process.
 //!
 //! Guarantee: every committed change of a synced table reaches Customer.io at
 //! least once, in commit order per customer; nothing is acknowledged before
@@ -49,7 +52,6 @@ pub mod daemon;
 pub mod dead_letter;
 pub mod delete_guard;
 pub mod demo;
-pub mod emulator;
 pub mod error;
 pub mod initial_copy;
 pub mod lease;
@@ -57,11 +59,13 @@ pub mod listener;
 pub mod mapping;
 pub mod pg;
 pub mod pipeline;
-pub mod secret;
 pub mod sink;
 pub mod source;
 pub mod state;
 pub mod telemetry;
-pub mod throwaway;
-pub mod track_api;
 pub mod webhooks;
+
+/// The Track API wire types and limits (crates/track-api), shared with the emulator.
+pub use ciosync_track_api as track_api;
+/// [`secret::Secret`], a value never printed (crates/track-api).
+pub use ciosync_track_api::secret;

@@ -12,10 +12,10 @@
 //! missing, a definite error: the backfill is marked failed) after its low
 //! watermark was written.
 
-use ciosync::throwaway::ThrowawayPostgres;
+use ciosync_testkit::throwaway::ThrowawayPostgres;
 use std::time::{Duration, Instant};
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::daemon::{config_file, run_binary};
 use crate::support::emulator::{self, wait_for_customers};

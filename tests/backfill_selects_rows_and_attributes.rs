@@ -1,7 +1,7 @@
 //! `backfill --where` and `--attributes` send exactly what they select;
 //! bad ones exit 2 naming the flag; `--status` and `--cancel` work.
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 use serde_json::json;
 
 use crate::backfill_yields_to_newer_changes::{backfill_state, wait_for_backfill};

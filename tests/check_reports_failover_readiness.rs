@@ -25,7 +25,7 @@ fn assert_lines(out: &str, expected: &[&str]) {
 // Multi-threaded: starting clusters blocks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_what_failover_needs() {
-    let newest = ciosync::throwaway::installations().last().map_or(0, |i| i.major);
+    let newest = ciosync_testkit::throwaway::installations().last().map_or(0, |i| i.major);
     let Some(pair) = Pair::start(newest.max(17), false).await else { return };
     let db = TestDb::on(&pair.primary, "check_failover").await;
     db.exec(USERS_TABLE).await;

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use ciosync::config::Config;
-use ciosync::throwaway::{ClusterOptions, ThrowawayPostgres};
+use ciosync_testkit::throwaway::{ClusterOptions, ThrowawayPostgres};
 
 use crate::support::daemon::{config_file, run_binary, signal, spawn_binary};
 use crate::support::dead_letters::texts;

@@ -10,7 +10,7 @@
 use std::process::Command;
 use std::sync::Mutex;
 
-use ciosync::throwaway::{default_installation, installations, Installation};
+use ciosync_testkit::throwaway::{default_installation, installations, Installation};
 
 use crate::support::tools;
 

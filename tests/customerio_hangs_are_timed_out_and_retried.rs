@@ -3,7 +3,7 @@
 //! and is retried; nothing is acknowledged meanwhile, and once answers come
 //! back the change is delivered.
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 use serde_json::json;
 
 use crate::support::emulator::wait_for_attribute;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 use serde_json::json;
 
 use crate::support::emulator::{identifies_of, wait_for_customers};

@@ -4,9 +4,9 @@
 
 use std::sync::atomic::Ordering;
 
-use ciosync::emulator::Faults;
 use ciosync::pipeline::RunError;
 use ciosync::sink::SinkError;
+use ciosync_emulator::Faults;
 
 use crate::support::daemon::API_KEY;
 use crate::support::emulator::wait_for_customers;

@@ -33,7 +33,7 @@ async fn held(db: &TestDb) -> Vec<(String, String)> {
 
 /// Two users, the first deleted within the limit (sent), the second's
 /// delete held by the breaker.
-async fn trip(db: &TestDb, emulator: &ciosync::emulator::Emulator) {
+async fn trip(db: &TestDb, emulator: &ciosync_emulator::Emulator) {
     db.exec(USERS_TABLE).await;
     db.wait_for_streaming().await;
     db.exec(

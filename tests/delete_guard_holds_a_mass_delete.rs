@@ -8,7 +8,7 @@
 
 use std::sync::atomic::Ordering;
 
-use ciosync::emulator::{Emulator, Faults};
+use ciosync_emulator::{Emulator, Faults};
 
 use crate::support::daemon::{config_file, run_binary, InProcess};
 use crate::support::dead_letters::texts;

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ciosync::emulator::{Emulator, Faults};
+use ciosync_emulator::{Emulator, Faults};
 use serde_json::json;
 
 use crate::delete_guard_spills_a_huge_transaction::{

@@ -5,7 +5,7 @@
 //! it again, so the person would stay in Customer.io with the row gone.
 //! Found by the fault soak once it tripped the breaker (issue 26).
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::daemon::{config_file, run_binary, signal, spawn_binary};
 use crate::support::dead_letters::texts;

@@ -13,8 +13,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use ciosync::emulator::{Emulator, Faults};
-use ciosync::throwaway::ThrowawayPostgres;
+use ciosync_emulator::{Emulator, Faults};
+use ciosync_testkit::throwaway::ThrowawayPostgres;
 
 use crate::support::daemon::{config_file, run_binary, signal, spawn_binary};
 use crate::support::dead_letters::texts;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 use serde_json::Value;
 
 use crate::support::emulator::identifies_of;

@@ -6,7 +6,7 @@
 //! Before issue 26 this test stored letters without rows and expected their
 //! payloads' (old) values to be sent: that was the defect.
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 use serde_json::json;
 
 use crate::support::daemon::{config_file, run_binary};

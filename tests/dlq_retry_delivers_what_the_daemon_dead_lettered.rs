@@ -2,7 +2,7 @@
 //! running daemon (names, not values), the stream goes on, and `dlq retry`
 //! delivers it once the cause is gone, with the row's current values.
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::daemon::{config_file, run_binary};
 use crate::support::dead_letters::{assert_no_secrets, rows, texts};

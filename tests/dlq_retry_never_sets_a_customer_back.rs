@@ -6,7 +6,7 @@
 //! nothing; an event is replayed exactly as it was refused. The daemon runs
 //! throughout, as it would in production.
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 use serde_json::{json, Value};
 
 use crate::support::daemon::{config_file, run_binary};
@@ -32,7 +32,7 @@ fn reject_ids(id: &str) -> Faults {
 
 /// Runs `sql` while Customer.io refuses what it sends, and waits until its
 /// dead letter of `operation` for `customer` is stored.
-async fn refused(db: &TestDb, emulator: &ciosync::emulator::Emulator, faults: Faults, sql: &str) {
+async fn refused(db: &TestDb, emulator: &ciosync_emulator::Emulator, faults: Faults, sql: &str) {
     emulator.set_faults(faults);
     let before = letters(db).await;
     db.exec(sql).await;
@@ -50,7 +50,7 @@ async fn letters(db: &TestDb) -> i64 {
 
 /// The plan each accepted identify of customer `id` set, in the order
 /// Customer.io accepted them.
-fn plans_sent(emulator: &ciosync::emulator::Emulator, id: &str) -> Vec<Value> {
+fn plans_sent(emulator: &ciosync_emulator::Emulator, id: &str) -> Vec<Value> {
     batch_items(emulator)
         .into_iter()
         .filter(|i| i["action"] == "identify" && i["identifiers"]["id"] == id)

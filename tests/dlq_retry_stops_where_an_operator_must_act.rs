@@ -10,8 +10,8 @@
 //! 503 on the first letter (`dlq_retry_stops_while_customerio_is_down`)
 //! are tested on their own.
 
-use ciosync::emulator::{Emulator, Faults};
 use ciosync::sink::send::MAX_TRIES;
+use ciosync_emulator::{Emulator, Faults};
 use serde_json::json;
 
 use crate::support::daemon::{config_file, run_binary};

@@ -1,8 +1,8 @@
 //! While Customer.io answers only 5xx, `dlq retry` backs off a few times,
 //! then stops with exit 1 and keeps the letter untouched.
 
-use ciosync::emulator::Faults;
 use ciosync::sink::send::MAX_TRIES;
+use ciosync_emulator::Faults;
 use serde_json::json;
 
 use crate::support::daemon::{config_file, run_binary};

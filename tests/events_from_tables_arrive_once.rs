@@ -108,7 +108,7 @@ async fn event_rows_become_events_in_order_and_a_replay_is_deduplicated() {
     assert!(emulator.view(|v| v.world().duplicate_events()) >= 2);
 }
 
-fn event_items(emulator: &ciosync::emulator::Emulator) -> usize {
+fn event_items(emulator: &ciosync_emulator::Emulator) -> usize {
     batch_items(emulator).iter().filter(|i| i["action"] == "event").count()
 }
 

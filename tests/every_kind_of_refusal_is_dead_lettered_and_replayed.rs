@@ -10,7 +10,7 @@
 
 use std::sync::atomic::Ordering;
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 use serde_json::Value;
 
 use crate::support::daemon::{config_file, run_binary};

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ciosync::emulator::Emulator;
+use ciosync_emulator::Emulator;
 
 use crate::support::daemon::{config_text, InProcess};
 use crate::support::emulator;

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::customers_match_rows;
 use crate::support::emulator;

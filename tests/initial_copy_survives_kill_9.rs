@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::customers_match_rows;
 use crate::support::daemon::{config_file, signal, spawn_binary};

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::daemon::{config_file, run_binary, API_KEY};
 use crate::support::emulator::wait_for_customers;

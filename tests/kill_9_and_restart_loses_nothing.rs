@@ -3,7 +3,7 @@
 //! the undelivered part was acknowledged, and every customer ends equal to
 //! its row.
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::customers_match_rows;
 use crate::support::daemon::{config_file, signal, spawn_binary};
@@ -39,7 +39,7 @@ async fn kill_9_with_writes_while_down_then_restart_converges() {
     // part delivered. Wait until the daemon has tried and failed twice, and
     // for a few status intervals, before looking at the slot.
     emulator.set_faults(Faults { fail_next: u32::MAX, ..Faults::default() });
-    let failed = |e: &ciosync::emulator::Emulator| {
+    let failed = |e: &ciosync_emulator::Emulator| {
         e.requests().iter().filter(|r| r.path == "/api/v2/batch" && r.status == 500).count()
     };
     assert!(wait_for(&emulator, |e| failed(e) >= 2).await, "no request failed");

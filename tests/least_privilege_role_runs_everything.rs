@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 use serde_json::json;
 
 use crate::support::daemon::{binary, config_file, InProcess};

@@ -4,7 +4,7 @@
 
 use std::process::{Command, Stdio};
 
-use ciosync::emulator::Emulator;
+use ciosync_emulator::Emulator;
 
 use crate::support::daemon::{binary, config_file, signal, API_KEY};
 use crate::support::emulator::{self, wait_for_customers};

@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ciosync::throwaway::ThrowawayPostgres;
+use ciosync_testkit::throwaway::ThrowawayPostgres;
 
 use crate::support::daemon::{config_file, run_binary, InProcess};
 use crate::support::emulator::{self, wait_for_customers};

@@ -1,8 +1,10 @@
 //! Integration tests: one binary, one behaviour per file, each against a
 //! real Postgres (a throwaway cluster started here) and the emulator, except
 //! `deploy_files_are_valid`, which reads only the files under `deploy/`,
-//! and `emulator_suite`, the emulator's own tests over HTTP (no Postgres):
-//! `cargo test --test integration emulator_suite::` runs just those.
+//! and `emulator_suite`, the emulator against the schemas and a webhook
+//! receiver over HTTP (no Postgres): `cargo test --test integration
+//! emulator_suite::` runs just those. The other crates' tests are their own
+//! (`crates/*/`); a bare `cargo test` at the root runs them all.
 
 mod support;
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ciosync::backfill::runner::CHUNK_SHARE;
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::backfill_yields_to_newer_changes::{backfill_state, wait_for_backfill};
 use crate::support::daemon::{config_file, run_binary};
@@ -82,7 +82,7 @@ async fn a_backfill_of_wide_rows_stays_within_the_memory_budget() {
 
     assert!(wait_for_backfill(&db, id, "done").await, "the backfill did not finish");
     assert_eq!(backfill_state(&db, id).await.1, ROWS as i64);
-    let updated = |e: &ciosync::emulator::Emulator| every_row_arrived_whole(e, 'z');
+    let updated = |e: &ciosync_emulator::Emulator| every_row_arrived_whole(e, 'z');
     assert!(wait_for(&emulator, updated).await, "not every row arrived whole");
 
     let sampled = sampler.stop().await;
@@ -126,7 +126,7 @@ pub fn wide_config(text: String, initial_sync: bool) -> String {
 
 /// Whether Customer.io holds every row with all of its wide values, `wide1`
 /// made of `wide1` characters (`w` as inserted).
-pub fn every_row_arrived_whole(emulator: &ciosync::emulator::Emulator, wide1: char) -> bool {
+pub fn every_row_arrived_whole(emulator: &ciosync_emulator::Emulator, wide1: char) -> bool {
     let customers = emulator.customers();
     let text = |c: &serde_json::Map<String, serde_json::Value>, name: &str| {
         c.get(name).and_then(|v| v.as_str()).map(str::to_owned)

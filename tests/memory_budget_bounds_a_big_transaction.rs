@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::emulator::wait_for;
 use crate::support::postgres::USERS_TABLE;

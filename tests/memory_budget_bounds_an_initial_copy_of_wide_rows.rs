@@ -9,7 +9,7 @@
 
 use std::sync::atomic::Ordering;
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::memory_budget_bounds_a_backfill_of_wide_rows::{
     every_row_arrived_whole, wide_config, wide_rows_schema, BUDGET, ONE_OP,
@@ -26,7 +26,7 @@ async fn an_initial_copy_of_wide_rows_stays_within_the_memory_budget() {
     // Slow answers, so the copy outruns delivery and the budget fills.
     emulator.set_faults(Faults { latency_ms: 20, ..Faults::default() });
     let daemon = InProcess::start(&wide_config(db.config(&emulator.url(), ""), true));
-    let copied = |e: &ciosync::emulator::Emulator| every_row_arrived_whole(e, 'w');
+    let copied = |e: &ciosync_emulator::Emulator| every_row_arrived_whole(e, 'w');
     assert!(wait_for(&emulator, copied).await, "not every row arrived whole");
 
     let peak = daemon.counters.pending_bytes_peak.load(Ordering::Relaxed);

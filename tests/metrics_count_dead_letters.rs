@@ -1,7 +1,7 @@
 //! A change Customer.io refuses for good shows in `/metrics`: counted as
 //! dead-lettered, and stored in `ciosync.dead_letters` until `dlq` clears it.
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::emulator::wait_for_customers;
 use crate::support::endpoint::{value, wait_for_metrics};

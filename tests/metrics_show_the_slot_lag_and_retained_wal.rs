@@ -2,7 +2,7 @@
 //! and in seconds grows while Customer.io fails and returns to about 0 once
 //! the changes are delivered; the retained WAL and `wal_status` are the slot's.
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::emulator::wait_for_customers;
 use crate::support::endpoint::{value, wait_for_metrics};

@@ -1,7 +1,9 @@
-//! The top-level modules of `src/` ("rooms": a file `src/NAME.rs` or a
-//! folder `src/NAME/`) import each other in layers, with no circle: a room
-//! names (`crate::other`) only rooms below it. A circle is what made a
-//! change in one foundation ripple through everything above it.
+//! The top-level modules of each crate's `src/` ("rooms": a file
+//! `src/NAME.rs` or a folder `src/NAME/`) import each other in layers, with
+//! no circle: a room names (`crate::other`) only rooms below it. A circle
+//! is what made a change in one foundation ripple through everything above
+//! it. The crates: the daemon (`src/`) and each under `crates/` (between
+//! crates, cargo itself refuses a circle).
 //!
 //! `cargo test --test integration modules_import_in_layers -- --nocapture`
 //! prints every room's layer and the arrows between them. Test code
@@ -15,24 +17,44 @@ type Arrows = BTreeMap<String, BTreeMap<String, usize>>;
 
 #[test]
 fn modules_import_in_layers() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let (rooms, arrows) = graph(&src);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (rooms, count) = check_crate(&root.join("src"));
+    assert!(rooms > 10 && count > 50, "the daemon's source was not read: {rooms} rooms");
+    let mut members = 0;
+    for entry in std::fs::read_dir(root.join("crates")).expect("crates/ is readable") {
+        let src = entry.expect("a directory entry").path().join("src");
+        if src.is_dir() {
+            check_crate(&src);
+            members += 1;
+        }
+    }
+    assert!(members >= 3, "the workspace's crates were not read: {members}");
+}
+
+/// Prints the rooms of the crate whose source is `src`, their arrows and
+/// layers, and panics on a circle; returns how many rooms and arrows.
+fn check_crate(src: &Path) -> (usize, usize) {
+    let (rooms, arrows) = graph(src);
     let count: usize = arrows.values().map(BTreeMap::len).sum();
-    println!("rooms: {}, arrows: {count}", rooms.len());
+    println!("{}: rooms: {}, arrows: {count}", src.display(), rooms.len());
     for (from, targets) in &arrows {
         for (to, n) in targets {
             println!("  {from} -> {to} ({n})");
         }
     }
-    assert!(rooms.len() > 10 && count > 50, "the source was not read: {rooms:?}");
     match layers(&rooms, &arrows) {
         Ok(layers) => {
             for (depth, names) in layers {
                 println!("layer {depth}: {}", names.into_iter().collect::<Vec<_>>().join(" "));
             }
         }
-        Err(circle) => panic!("modules import each other in a circle: {}", circle.join(" -> ")),
+        Err(circle) => panic!(
+            "modules of {} import each other in a circle: {}",
+            src.display(),
+            circle.join(" -> ")
+        ),
     }
+    (rooms.len(), count)
 }
 
 #[test]

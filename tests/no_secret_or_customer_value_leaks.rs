@@ -10,7 +10,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 use serde_json::json;
 
 use crate::support::daemon::{binary, config_file, signal, API_KEY};
@@ -107,7 +107,7 @@ async fn no_secret_or_customer_value_appears_in_logs_metrics_or_commands(level: 
     // The credentials stay refused until the daemon says so on /readyz.
     emulator.set_faults(Faults { fail_next: u32::MAX, fail_status: 401, ..Faults::default() });
     db.exec("UPDATE users SET first_name = 'Zqadaprivate' || '' WHERE id = 2").await;
-    let refused = |e: &ciosync::emulator::Emulator| e.requests().iter().any(|r| r.status == 401);
+    let refused = |e: &ciosync_emulator::Emulator| e.requests().iter().any(|r| r.status == 401);
     assert!(emulator::wait_for(&emulator, refused).await, "the credentials were never refused");
     assert!(
         wait_for_status(&format!("{metrics}/readyz"), 503).await,

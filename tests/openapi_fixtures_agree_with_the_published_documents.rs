@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 
-use ciosync::emulator::WEBHOOK_METRICS;
+use ciosync_emulator::WEBHOOK_METRICS;
 use serde_json::Value;
 
 use crate::support::spec::{self, Doc, Published, Shape};

@@ -17,7 +17,7 @@ use pgwire_replication::ReplicationClient;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use ciosync::throwaway::ClusterOptions;
+use ciosync_testkit::throwaway::ClusterOptions;
 
 use crate::support::daemon::{config_file, config_text, run_binary, InProcess};
 use crate::support::emulator::{self, wait_for_customers};

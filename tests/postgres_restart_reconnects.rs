@@ -1,9 +1,9 @@
 //! Postgres restarted mid-stream (fast and immediate): the daemon reconnects
 //! with backoff and nothing is lost.
 
-use ciosync::emulator::Faults;
 use ciosync::telemetry::Counters;
-use ciosync::throwaway::ThrowawayPostgres;
+use ciosync_emulator::Faults;
+use ciosync_testkit::throwaway::ThrowawayPostgres;
 use serde_json::json;
 
 use crate::support::daemon::InProcess;

@@ -15,7 +15,7 @@ use crate::support::standby::Pair;
 // Multi-threaded: starting and stopping clusters blocks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_on_the_promoted_server_below_the_old_ack_arrive() {
-    let newest = ciosync::throwaway::installations().last().map_or(0, |i| i.major);
+    let newest = ciosync_testkit::throwaway::installations().last().map_or(0, |i| i.major);
     let Some(pair) = Pair::start(newest.max(17), false).await else { return };
     let db = TestDb::on(&pair.primary, "lagging_standby").await;
     db.exec(USERS_TABLE).await;

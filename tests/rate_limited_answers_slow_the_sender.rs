@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::emulator::wait_for_customers;
 use crate::support::postgres::USERS_TABLE;

@@ -2,7 +2,7 @@
 //! none delivered: `/readyz` turns 503 after `metrics.stall_timeout_secs`
 //! and back to 200 once deliveries resume.
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::emulator::wait_for_customers;
 use crate::support::endpoint::{get, value, wait_for_status};

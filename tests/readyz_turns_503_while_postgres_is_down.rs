@@ -1,7 +1,7 @@
 //! `/readyz` is 503 before the daemon streams and while Postgres is down,
 //! and 200 once it streams again; `/healthz` stays 200 throughout.
 
-use ciosync::throwaway::ThrowawayPostgres;
+use ciosync_testkit::throwaway::ThrowawayPostgres;
 
 use crate::support::daemon::InProcess;
 use crate::support::emulator::{self, wait_for_customers};

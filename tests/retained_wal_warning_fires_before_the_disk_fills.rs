@@ -2,7 +2,7 @@
 //! once it retains `postgres.retained_wal_warn_bytes` the keeper says so:
 //! `ciosync_slot_retained_wal_warning` turns 1, with the threshold exported.
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::endpoint::{value, wait_for_metrics};
 use crate::support::postgres::USERS_TABLE;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ciosync::throwaway::ClusterOptions;
+use ciosync_testkit::throwaway::ClusterOptions;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use crate::support::daemon::{config_file, config_text, run_binary, InProcess};

@@ -10,7 +10,8 @@ use std::process::Command;
 
 use crate::support::tools;
 
-/// `src/x.rs: replace …` from each backquoted entry of the list's section.
+/// `src/x.rs: replace …` (or `crates/NAME/src/x.rs: …`) from each
+/// backquoted entry of the list's section.
 fn listed_survivors(doc: &str) -> Vec<String> {
     let section = doc.split("\n## Surviving mutants").nth(1).expect("the section exists");
     let section = section.split("\n## ").next().unwrap_or(section);
@@ -18,7 +19,10 @@ fn listed_survivors(doc: &str) -> Vec<String> {
         .split('`')
         .skip(1)
         .step_by(2)
-        .filter(|quoted| quoted.starts_with("src/") && quoted.contains(".rs: "))
+        .filter(|quoted| {
+            (quoted.starts_with("src/") || quoted.starts_with("crates/"))
+                && quoted.contains(".rs: ")
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -67,6 +71,10 @@ fn entries_are_read_as_scripts_mutants_sh_matches_them() {
         Some("src/sink/queue.rs: replace > with >= in Queue::ackable".to_owned())
     );
     let doc = "intro `src/a.rs: not this`\n## Surviving mutants\n- `src/b.rs: replace f -> bool \
-               with true`: why\n- `cargo mutants`\n## After\n`src/c.rs: nor this`";
-    assert_eq!(listed_survivors(doc), ["src/b.rs: replace f -> bool with true"]);
+               with true`: why\n- `crates/k/src/d.rs: delete !`: why\n- `cargo mutants`\n\
+               ## After\n`src/c.rs: nor this`";
+    assert_eq!(
+        listed_survivors(doc),
+        ["src/b.rs: replace f -> bool with true", "crates/k/src/d.rs: delete !"]
+    );
 }

@@ -8,7 +8,7 @@
 use std::ffi::OsStr;
 use std::time::Duration;
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 use tokio::net::UnixDatagram;
 use tokio::sync::mpsc;
 use tokio::time::Instant;

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::emulator::wait_for_customers;
 use crate::support::{eventually, Scenario};

@@ -5,7 +5,7 @@
 //! table named, a metric to alert on, and `check` naming the grant. Once the privilege is back the
 //! letter is stored, the slot moves on and readiness returns.
 
-use ciosync::emulator::Faults;
+use ciosync_emulator::Faults;
 
 use crate::support::daemon::{config_file, run_binary, InProcess};
 use crate::support::dead_letters::texts;

@@ -3,8 +3,8 @@
 //! is stored and answered 200.
 
 use ciosync::telemetry::Counters;
-use ciosync::throwaway::ThrowawayPostgres;
 use ciosync::webhooks::Rejection;
+use ciosync_testkit::throwaway::ThrowawayPostgres;
 use serde_json::json;
 
 use crate::support::daemon::InProcess;

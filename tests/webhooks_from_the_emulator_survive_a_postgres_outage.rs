@@ -4,9 +4,9 @@
 //! Customer.io does), and once Postgres is back both are stored, in order,
 //! each once.
 
-use ciosync::emulator::{Emulator, EmulatorConfig, WebhookRequest, WebhookRetry, WebhookStatus};
 use ciosync::secret::Secret;
-use ciosync::throwaway::ThrowawayPostgres;
+use ciosync_emulator::{Emulator, EmulatorConfig, WebhookRequest, WebhookRetry, WebhookStatus};
+use ciosync_testkit::throwaway::ThrowawayPostgres;
 
 use crate::support::daemon::InProcess;
 use crate::support::emulator::{self, wait_for};

@@ -8,10 +8,11 @@ use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use ciosync::emulator::RecordedRequest;
-use ciosync::throwaway::ThrowawayPostgres;
+use ciosync_emulator::RecordedRequest;
+use ciosync_testkit::throwaway::ThrowawayPostgres;
 use tokio_postgres::{Client, NoTls};
 
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -23,7 +24,7 @@ pub const SLOT: &str = "ciosync_bench";
 pub const PUBLICATION: &str = "bench";
 
 /// Settings the bench adds to the throwaway cluster (on top of
-/// `src/throwaway.rs`: fsync, synchronous_commit and full_page_writes off).
+/// `crates/testkit/src/throwaway.rs`: fsync, synchronous_commit and full_page_writes off).
 /// synchronous_commit goes back on: with it off a commit reaches the WAL
 /// sender only at the WAL writer's next flush (up to 200 ms later), which
 /// would be measured as ciosync's latency.
@@ -390,6 +391,31 @@ impl CpuMeter {
     }
 }
 
+/// The release `ciosync-emulator`, beside the `ciosync` cargo bench built.
+/// It is another package's binary (crates/emulator), which cargo builds
+/// only for that package's own tests and benches: built here, once per run
+/// (cargo has released its build lock by the time the bench runs), from the
+/// root like the bench, so with the same features and no rebuilt crates.
+fn emulator_binary() -> Res<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--quiet", "--bin", "ciosync-emulator"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .map_err(|e| format!("cannot run cargo to build ciosync-emulator: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo build --release --bin ciosync-emulator: {status}"));
+        }
+        let path = Path::new(env!("CARGO_BIN_EXE_ciosync")).with_file_name("ciosync-emulator");
+        if !path.is_file() {
+            return Err(format!("ciosync-emulator is not at {}", path.display()));
+        }
+        Ok(path)
+    });
+    Ok(built.clone()?)
+}
+
 /// `ciosync-emulator` as a child process on a free port.
 pub struct Emulator {
     child: Child,
@@ -401,7 +427,7 @@ pub struct Emulator {
 impl Emulator {
     pub fn start(dir: &Path, api_key: &str) -> Res<Self> {
         let log = dir.join("emulator.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ciosync-emulator"))
+        let mut child = Command::new(emulator_binary()?)
             .args(["--listen", "127.0.0.1:0", "--site-id", SITE_ID])
             // The key through the environment, not argv (which `ps` shows).
             .env("CIOSYNC_EMULATOR_API_KEY", api_key)

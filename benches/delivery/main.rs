@@ -6,7 +6,7 @@
 //! ```
 //!
 //! Scenarios: `throughput`, `latency`, `hot-rows`, `rss`. Each starts a
-//! fresh throwaway PostgreSQL cluster (`ciosync::throwaway`), a fresh
+//! fresh throwaway PostgreSQL cluster (`ciosync_testkit::throwaway`), a fresh
 //! `ciosync-emulator` and `ciosync run` (the release binaries, as child
 //! processes), and prints what it measured and the CPU each process used;
 //! a summary table follows. It prints figures and asserts none: the exit
@@ -119,7 +119,7 @@ async fn run(selected: &[usize]) -> Res<bool> {
         println!("  overrides       from the environment: {}", overrides.join(", "));
     }
     println!(
-        "  cluster         throwaway per scenario (src/throwaway.rs: fsync, full_page_writes \
+        "  cluster         throwaway per scenario (crates/testkit/src/throwaway.rs: fsync, full_page_writes \
          off) with {}",
         PG_SETTINGS.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ")
     );
@@ -205,10 +205,10 @@ fn print_machine(postgres: &str, ctx: &Ctx) {
     println!("  date            {}", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"));
     let src_commit = output_of(
         "git".as_ref(),
-        &["-C", repo, "log", "-1", "--format=%h", "--", "src", "Cargo.lock"],
+        &["-C", repo, "log", "-1", "--format=%h", "--", "src", "crates", "Cargo.lock"],
     );
     println!(
-        "  commit          {commit}{} (src/ last changed in {src_commit})",
+        "  commit          {commit}{} (src/, crates/ last changed in {src_commit})",
         if dirty { " with uncommitted changes" } else { "" }
     );
     println!("  machine         {nproc} CPUs ({cpu}), {ram_gb:.1} GB RAM, Linux {}", kernel.trim());

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ciosync::emulator::RecordedRequest;
+use ciosync_emulator::RecordedRequest;
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
 

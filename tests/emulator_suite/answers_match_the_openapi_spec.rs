@@ -6,8 +6,8 @@
 //! request schemas accept, and the emulator's strict v1 value check agrees
 //! with the v1 identify schema.
 
-use ciosync::emulator::{Emulator, EmulatorConfig, Faults};
-use ciosync::track_api::{BatchRequest, Identifier, PersonAction, PersonItem};
+use ciosync_emulator::{Emulator, EmulatorConfig, Faults};
+use ciosync_track_api::{BatchRequest, Identifier, PersonAction, PersonItem};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use ciosync::emulator::{Emulator, EmulatorConfig, WebhookRequest, WebhookRetry, WebhookStatus};
-use ciosync::secret::Secret;
+use ciosync_emulator::Secret;
+use ciosync_emulator::{Emulator, EmulatorConfig, WebhookRequest, WebhookRetry, WebhookStatus};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use ciosync::emulator::{Emulator, EmulatorConfig, WebhookRequest, WEBHOOK_METRICS};
-use ciosync::secret::Secret;
+use ciosync_emulator::Secret;
+use ciosync_emulator::{Emulator, EmulatorConfig, WebhookRequest, WEBHOOK_METRICS};
 use serde_json::json;
 use tokio::net::TcpListener;
 

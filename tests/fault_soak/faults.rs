@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ciosync::emulator::{Emulator, Faults};
-use ciosync::throwaway::ThrowawayPostgres;
+use ciosync_emulator::{Emulator, Faults};
+use ciosync_testkit::throwaway::ThrowawayPostgres;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;

@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use ciosync::throwaway::ThrowawayPostgres;
+use ciosync_testkit::throwaway::ThrowawayPostgres;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
@@ -451,7 +451,7 @@ impl Operator {
         &mut self,
         db: &TestDb,
         config: &std::path::Path,
-        emulator: &ciosync::emulator::Emulator,
+        emulator: &ciosync_emulator::Emulator,
         outcome: &operator::Outcome,
     ) -> bool {
         let letters = !operator::letters(db).await.is_empty();

@@ -5,7 +5,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
 
-use ciosync::emulator::Emulator;
+use ciosync_emulator::Emulator;
 use serde_json::{json, Map, Value};
 use tokio_postgres::Client;
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ciosync::emulator::{Emulator, EmulatorConfig};
+use ciosync_emulator::{Emulator, EmulatorConfig};
 use serde_json::{Map, Value};
 
 use super::daemon::{API_KEY, SITE_ID};

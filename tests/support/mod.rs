@@ -25,7 +25,7 @@ use std::time::Duration;
 /// How long a test waits for the daemon to converge before failing.
 pub const CONVERGE: Duration = Duration::from_secs(30);
 
-use ciosync::emulator::Emulator;
+use ciosync_emulator::Emulator;
 
 use daemon::InProcess;
 use postgres::{TestDb, USERS_TABLE};

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::sync::OnceLock;
 
-use ciosync::throwaway::ThrowawayPostgres;
+use ciosync_testkit::throwaway::ThrowawayPostgres;
 use tokio_postgres::{Client, NoTls};
 
 static CLUSTER: OnceLock<ThrowawayPostgres> = OnceLock::new();

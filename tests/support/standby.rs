@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use ciosync::throwaway::{installations, ClusterOptions, ThrowawayPostgres};
+use ciosync_testkit::throwaway::{installations, ClusterOptions, ThrowawayPostgres};
 
 use super::postgres::{connect, TestDb};
 use super::tools;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ciosync::throwaway::{ClusterOptions, ServerTls, ThrowawayPostgres};
+use ciosync_testkit::throwaway::{ClusterOptions, ServerTls, ThrowawayPostgres};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tempfile::TempDir;
 

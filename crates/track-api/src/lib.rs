@@ -6,9 +6,16 @@
 //! OpenAPI document (`specs/customer-io-track-api-openapi.json`) and the
 //! facts sheet; where a limit is written "32 KB" we read it as 32,000 bytes,
 //! the stricter reading.
+//!
+//! Beside them, [`Secret`]: the type both sides pass API keys and signing
+//! keys in, so neither ever prints one.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub mod secret;
+
+pub use secret::Secret;
 
 /// Largest customer id, in bytes.
 pub const MAX_ID_BYTES: usize = 150;

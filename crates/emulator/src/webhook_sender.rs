@@ -14,13 +14,12 @@
 //! time and `X-CIO-Signature` covers it, while the body (and so its
 //! `event_id`) stays the same, so a receiver can dedupe on `event_id`.
 
+use ciosync_track_api::Secret;
 use std::time::{Duration, Instant};
 
-use super::config::WebhookRetry;
-use super::state::Shared;
-use super::webhook::{after_failure, sign, AfterFailure};
-use super::webhook_log::{Next, WebhookAttempt};
-use crate::secret::Secret;
+use crate::state::Shared;
+use crate::webhook::{after_failure, sign, AfterFailure, WebhookRetry};
+use crate::webhook_log::{Next, WebhookAttempt};
 
 /// Customer.io's timeout per webhook request (facts §4).
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(4);
@@ -147,7 +146,7 @@ fn describe(error: reqwest::Error) -> String {
     }
 }
 
-fn head_of(record: &super::webhook_log::WebhookRecord) -> Head {
+fn head_of(record: &crate::webhook_log::WebhookRecord) -> Head {
     Head {
         event_id: record.event_id.clone(),
         // Serializing the same value gives the same bytes on every attempt.

@@ -7,13 +7,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use ciosync_track_api::Identifier;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::identity::{
+use crate::identity::{
     body_contradicts, identity, identity_name, identity_value, is_empty, key, IDENTITY_ATTRIBUTES,
 };
-use crate::track_api::Identifier;
 
 /// First `cio_id` handed out is this plus one, written as 8 hex digits
 /// (`03000001`), the form of the spec's example `cio_03000001`.

@@ -1,7 +1,7 @@
 //! A local stand-in for Customer.io's Track API.
 //!
 //! Only wiring: flags to `EmulatorConfig`, tracing to stderr, then
-//! `ciosync::emulator::serve` until SIGTERM or SIGINT. Prints
+//! `ciosync_emulator::serve` until SIGTERM or SIGINT. Prints
 //! `ciosync-emulator listening on http://ADDR` on stdout once listening, so
 //! scripts and tests can start it on port 0 and read the real port.
 
@@ -9,12 +9,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use ciosync::emulator::{
-    serve, EmulatorConfig, Faults, WebhookRetry, DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS,
+use ciosync_emulator::{
+    serve, EmulatorConfig, Faults, Secret, WebhookRetry, DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS,
     DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS, DEFAULT_WEBHOOK_MAX_ATTEMPTS,
     DEFAULT_WEBHOOK_MAX_BACKOFF_MS,
 };
-use ciosync::secret::Secret;
 use clap::Parser;
 use tokio::net::TcpListener;
 

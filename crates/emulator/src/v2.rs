@@ -16,18 +16,18 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use ciosync_track_api::{
+    ErrorsResponse, Identifier, ItemError, MAX_BATCH_BYTES, MAX_BATCH_ITEM_BYTES, MAX_ENTITY_BYTES,
+};
 use serde_json::{Map, Value};
 
-use super::faults::{mark_injected, ItemFault};
-use super::model::Op;
-use super::state::Shared;
-use super::v1::{now_secs, ok};
-use super::validate::{
+use crate::faults::{mark_injected, ItemFault};
+use crate::model::Op;
+use crate::state::Shared;
+use crate::v1::{now_secs, ok};
+use crate::validate::{
     check_attributes, check_identifier, optional_integer, parse_event, Problem, ValueTypes,
     REASON_INVALID, REASON_REQUIRED, REASON_TOO_LARGE,
-};
-use crate::track_api::{
-    ErrorsResponse, Identifier, ItemError, MAX_BATCH_BYTES, MAX_BATCH_ITEM_BYTES, MAX_ENTITY_BYTES,
 };
 
 /// The v2 routes, without auth or faults (the caller layers those).

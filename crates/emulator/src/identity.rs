@@ -1,9 +1,8 @@
 //! How people are named: identifiers from v1 paths and attributes, and the
 //! index keys under which the model finds them (emails case-insensitive).
 
+use ciosync_track_api::Identifier;
 use serde_json::{Map, Value};
-
-use crate::track_api::Identifier;
 
 /// Attribute names that are also identifiers.
 pub const IDENTITY_ATTRIBUTES: [&str; 3] = ["id", "email", "phone"];

@@ -2,18 +2,11 @@
 //! tests can assert on what a client actually sent (and how often).
 //!
 //! Bodies are kept because they are test data here; the emulator's own
-//! tracing output never includes them.
+//! tracing output never includes them. The middleware that records each
+//! request is `middleware::record`.
 
-use axum::body::{to_bytes, Body};
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use super::faults::InjectedMark;
-use super::state::Shared;
 
 /// Largest body read at all; above it the answer is 413. Well over the
 /// 500,000-byte batch limit, so oversize batches still get Customer.io's 400.
@@ -50,7 +43,7 @@ pub struct RecordedRequest {
 
 /// The path with identifiers blanked out, for logs: paths carry ids and
 /// emails, which must not reach them (`/api/v1/customers/{identifier}/events`).
-fn route_of(path: &str) -> String {
+pub fn route_of(path: &str) -> String {
     path.split('/')
         .enumerate()
         .map(|(index, segment)| match index {
@@ -60,51 +53,6 @@ fn route_of(path: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("/")
-}
-
-/// Middleware around the Track API routes (outermost, so it sees faults and
-/// auth failures too): buffers the body, runs the request, logs both.
-pub async fn record(State(shared): State<Shared>, request: Request, next: Next) -> Response {
-    let received_at_ms = chrono::Utc::now().timestamp_millis();
-    let method = request.method().to_string();
-    let path = request.uri().path().to_owned();
-    let query = request.uri().query().map(str::to_owned);
-    let route = route_of(&path);
-    let (parts, body) = request.into_parts();
-    let (bytes, response) = match to_bytes(body, MAX_READ_BODY_BYTES).await {
-        Ok(bytes) => {
-            let request = Request::from_parts(parts, Body::from(bytes.clone()));
-            (bytes, next.run(request).await)
-        }
-        Err(_) => (
-            Default::default(),
-            (StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable").into_response(),
-        ),
-    };
-    let parsed = serde_json::from_slice::<Value>(&bytes).ok();
-    let body_text = (parsed.is_none() && !bytes.is_empty())
-        .then(|| String::from_utf8_lossy(&bytes).into_owned());
-    let entry = RecordedRequest {
-        seq: 0,
-        method,
-        path,
-        query,
-        status: response.status().as_u16(),
-        body: parsed,
-        body_text,
-        body_bytes: bytes.len(),
-        received_at_ms,
-        injected_fault: response.extensions().get::<InjectedMark>().is_some(),
-    };
-    tracing::debug!(
-        method = %entry.method,
-        route = %route,
-        status = entry.status,
-        bytes = entry.body_bytes,
-        "track api request"
-    );
-    shared.update(|inner| inner.record(entry));
-    response
 }
 
 #[cfg(test)]

@@ -6,13 +6,13 @@
 
 use std::collections::HashSet;
 
-use serde_json::{Map, Value};
-
-use super::model::StoredEvent;
-use crate::track_api::{
+use ciosync_track_api::{
     attribute_value_bytes, MAX_ATTRIBUTES, MAX_ATTRIBUTE_NAME_BYTES, MAX_ATTRIBUTE_VALUE_BYTES,
     MAX_EVENT_DATA_BYTES, MAX_EVENT_NAME_BYTES, MAX_ID_BYTES,
 };
+use serde_json::{Map, Value};
+
+use crate::model::StoredEvent;
 
 /// Longest page-event name, in characters: the docs list "must be less than
 /// 500 characters" beside the 100-byte event-name limit; the emulator reads

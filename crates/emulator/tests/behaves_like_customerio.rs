@@ -3,13 +3,15 @@
 //! the HTTP layer, request-level and per-item faults as the middleware and
 //! handlers apply them, the inspection endpoints, the binary). The rules
 //! themselves (the model, validation messages, auth, fault decisions) are
-//! the unit tests in `src/emulator/`.
+//! the unit tests in `src/`. Its own test binary, in this crate, so the
+//! `ciosync-emulator` binary is built for it (`CARGO_BIN_EXE_…`);
+//! `cargo test -p ciosync-emulator` runs it with the unit tests.
 
 use std::time::Duration;
 
 use base64::engine::general_purpose;
 use base64::Engine;
-use ciosync::emulator::{Emulator, EmulatorConfig, Faults};
+use ciosync_emulator::{Emulator, EmulatorConfig, Faults};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 

@@ -1,12 +1,15 @@
 //! A local stand-in for Customer.io's Track API, for tests, the demo and
-//! staging runs. It keeps a workspace in memory, validates requests the
-//! way Customer.io does (with its 400 messages where known), can inject
-//! faults, and lets callers inspect everything it received.
+//! staging runs: in-process ([`Emulator::start`]) or as the
+//! `ciosync-emulator` binary (`src/main.rs`), which users' own CI can run in
+//! place of Customer.io. It shares only the wire types (`ciosync-track-api`)
+//! with ciosync. It keeps a workspace in memory, validates requests the way
+//! Customer.io does (with its 400 messages where known), can inject faults,
+//! and lets callers inspect everything it received.
 //!
 //! ```text
-//!   client ──HTTP──▶ journal::record ─▶ faults::inject ─▶ auth::require ─▶ v1 / v2
-//!                      (request log)     (500/429/latency)   (Basic, 401)     │ validate
-//!                                                                              ▼
+//!   client ──HTTP──▶ middleware::record ─▶ middleware::inject_faults ─▶ auth::require ─▶ v1 / v2
+//!                      (request log)           (500/429/latency)        (Basic, 401)       │ validate
+//!                                                                                          ▼
 //!   tests ◀── Emulator / EmulatorView ◀──────── state::Shared ◀──── model::World (pure)
 //!   curl  ◀── /_emulator/* (inspect)  ◀──────────────┘
 //! ```
@@ -24,6 +27,7 @@ mod faults;
 mod identity;
 mod inspect;
 mod journal;
+mod middleware;
 mod model;
 mod state;
 mod v1;
@@ -49,17 +53,17 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{
-    EmulatorConfig, WebhookRetry, DEFAULT_ENVIRONMENT_ID, DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS,
-    DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS, DEFAULT_WEBHOOK_MAX_ATTEMPTS,
-    DEFAULT_WEBHOOK_MAX_BACKOFF_MS,
-};
+/// The type [`EmulatorConfig`] takes its API key and signing key in.
+pub use ciosync_track_api::Secret;
+pub use config::{EmulatorConfig, DEFAULT_ENVIRONMENT_ID};
 pub use faults::{Faults, DEFAULT_FAIL_STATUS};
 pub use journal::RecordedRequest;
 pub use model::{Failure, StoredEvent, World};
 pub use state::EmulatorView;
 pub use webhook::{
-    is_known_metric, sign as sign_webhook, WebhookRequest, METRICS as WEBHOOK_METRICS,
+    is_known_metric, sign as sign_webhook, WebhookRequest, WebhookRetry,
+    DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS, DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS,
+    DEFAULT_WEBHOOK_MAX_ATTEMPTS, DEFAULT_WEBHOOK_MAX_BACKOFF_MS, METRICS as WEBHOOK_METRICS,
 };
 pub use webhook_log::{WebhookAttempt, WebhookRecord, WebhookStatus};
 pub use webhook_sender::WEBHOOK_TIMEOUT;
@@ -279,8 +283,8 @@ fn router(shared: Shared) -> Router {
         .merge(v1::routes())
         .merge(v2::routes())
         .layer(from_fn_with_state(shared.clone(), auth::require))
-        .layer(from_fn_with_state(shared.clone(), faults::inject))
-        .layer(from_fn_with_state(shared.clone(), journal::record));
+        .layer(from_fn_with_state(shared.clone(), middleware::inject_faults))
+        .layer(from_fn_with_state(shared.clone(), middleware::record));
     Router::new()
         .merge(track)
         .nest("/_emulator", inspect::routes())

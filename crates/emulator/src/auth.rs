@@ -12,9 +12,9 @@ use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
+use ciosync_track_api::{ErrorsResponse, ItemError, V1ErrorResponse, V1Meta};
 
-use super::state::Shared;
-use crate::track_api::{ErrorsResponse, ItemError, V1ErrorResponse, V1Meta};
+use crate::state::Shared;
 
 const LENIENT: GeneralPurposeConfig =
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);

@@ -14,19 +14,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use ciosync_track_api::{
+    Identifier, RegionResponse, V1ErrorResponse, V1Meta, EU_TRACK_URL, US_TRACK_URL,
+};
 use serde_json::{json, Map, Value};
 
-use super::config::EmulatorConfig;
-use super::faults::mark_injected;
-use super::identity::parse_path_identifier;
-use super::model::Op;
-use super::state::Shared;
-use super::validate::{
+use crate::config::EmulatorConfig;
+use crate::faults::mark_injected;
+use crate::identity::parse_path_identifier;
+use crate::model::Op;
+use crate::state::Shared;
+use crate::validate::{
     check_attributes, check_identifier, optional_integer, parse_event, Problem, ValueTypes,
     REASON_INVALID, REASON_REQUIRED,
-};
-use crate::track_api::{
-    Identifier, RegionResponse, V1ErrorResponse, V1Meta, EU_TRACK_URL, US_TRACK_URL,
 };
 
 /// The v1 routes, without auth or faults (the caller layers those).

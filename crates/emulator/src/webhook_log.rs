@@ -6,16 +6,16 @@
 
 use std::collections::VecDeque;
 
+use ciosync_track_api::Identifier;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::config::EmulatorConfig;
-use super::identity::identity_value;
-use super::model::{Activity, World};
-use super::webhook::{
+use crate::config::EmulatorConfig;
+use crate::identity::identity_value;
+use crate::model::{Activity, World};
+use crate::webhook::{
     payload, ulid, Message, WebhookPerson, WebhookRequest, CUSTOMER_OBJECT, EMAIL_OBJECT,
 };
-use crate::track_api::Identifier;
 
 /// Most webhooks kept; past it the oldest finished ones are forgotten (the
 /// unfinished ones never are, they are the queue).
@@ -295,7 +295,7 @@ fn person_of(world: &World, cio_id: &str) -> Option<WebhookPerson> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::model::{Op, Settings, StoredEvent};
+    use crate::model::{Op, Settings, StoredEvent};
     use serde_json::Map;
 
     fn world_with_42() -> World {

@@ -7,19 +7,17 @@
 //! Customer.io documents no 429 for the Track API (UNCONFIRMED, see the facts
 //! sheet §3), but clients must survive one, so the emulator can send it, with
 //! or without `Retry-After`. Faults never apply to `/_emulator/*`.
+//!
+//! Here the decisions and the answers; the middleware that applies them to
+//! a request is `inject`.
 
-use std::time::Duration;
-
-use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ciosync_track_api::{Identifier, V1ErrorResponse};
 use serde::{Deserialize, Serialize};
 
-use super::model::Op;
-use super::state::Shared;
-use super::validate::{Problem, REASON_INVALID};
-use crate::track_api::{Identifier, V1ErrorResponse};
+use crate::model::Op;
+use crate::validate::{Problem, REASON_INVALID};
 
 /// Status used by `fail_next` unless `fail_status` says otherwise.
 pub const DEFAULT_FAIL_STATUS: u16 = 500;
@@ -249,36 +247,14 @@ pub fn mark_injected(mut response: Response) -> Response {
     response
 }
 
-/// Middleware for the Track API routes: sleeps `latency_ms`, then answers
-/// with an injected fault or passes the request on.
-pub async fn inject(State(shared): State<Shared>, request: Request, next: Next) -> Response {
-    let (latency, fault) = shared.with_faults(|faults| {
-        let fault = faults.decide(rand::random::<f64>(), rand::random::<f64>());
-        (faults.latency_ms, fault)
-    });
-    if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
-    }
-    let Some(fault) = fault else {
-        return next.run(request).await;
-    };
-    let location = request.uri().path_and_query().map(|p| p.as_str().to_owned());
-    if fault.after_apply {
-        // The answer is thrown away: the client only sees the fault.
-        let _applied = next.run(request).await;
-    }
-    tracing::debug!(status = fault.status, after_apply = fault.after_apply, "injecting fault");
-    fault_response(fault, location.as_deref())
-}
-
 /// The injected answer; a redirect points at `location` (the request's own
 /// path), as Customer.io points at the other region's host.
-fn fault_response(fault: Injected, location: Option<&str>) -> Response {
+pub fn fault_response(fault: Injected, location: Option<&str>) -> Response {
     let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     // Customer.io's bodies for these answers are unknown; a v1-style error
     // body is a plausible guess that clients parse without trouble.
     let body = V1ErrorResponse {
-        meta: crate::track_api::V1Meta {
+        meta: ciosync_track_api::V1Meta {
             errors: Vec::new(),
             error: Some(format!("injected fault: {}", status.as_u16())),
         },
@@ -384,7 +360,7 @@ mod tests {
     #[test]
     fn listed_event_names_are_refused_for_people_and_anonymous_ids_alike() {
         let faults = Faults { reject_event_names: vec!["bad".into()], ..Faults::default() };
-        let event = |name: &str, anonymous_id: Option<&str>| super::super::model::StoredEvent {
+        let event = |name: &str, anonymous_id: Option<&str>| crate::model::StoredEvent {
             name: name.to_owned(),
             kind: "event".to_owned(),
             id: None,

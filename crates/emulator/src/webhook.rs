@@ -18,8 +18,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
-use super::config::WebhookRetry;
-
 /// The `object_type` of message webhooks the emulator sends on activity.
 pub const EMAIL_OBJECT: &str = "email";
 /// The `object_type` of subscription webhooks.
@@ -292,6 +290,68 @@ pub fn ulid(millis: u64, random: u128) -> String {
     const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let value = (u128::from(millis & 0xFFFF_FFFF_FFFF) << 80) | (random & ((1u128 << 80) - 1));
     (0..26).rev().map(|i| ALPHABET[((value >> (i * 5)) & 0x1F) as usize] as char).collect()
+}
+
+/// Retry timing for webhooks that fail (a non-2xx answer, a timeout or a
+/// connection error). While one webhook is being retried, later ones wait
+/// (head-of-line blocking, as Customer.io does). The defaults are small,
+/// for tests and demos; Customer.io waits an hour before the first retry
+/// after most failures, backs off exponentially and gives up after 7 days
+/// (`initial_backoff_ms = 3600000`, `give_up_after_ms = 604800000`,
+/// `max_attempts = 0`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookRetry {
+    /// Wait before the first retry, in milliseconds; doubles per failure.
+    /// Default 100.
+    pub initial_backoff_ms: u64,
+    /// Longest wait between two attempts, in milliseconds. Default 2000.
+    pub max_backoff_ms: u64,
+    /// Most attempts per webhook, the first included; 0 means no limit
+    /// (only `give_up_after_ms`). Default 10.
+    pub max_attempts: u32,
+    /// Give up on a webhook once this many milliseconds have passed since
+    /// its first attempt; it is then listed as failed and the next one goes.
+    /// Default 60000.
+    pub give_up_after_ms: u64,
+}
+
+/// `WebhookRetry::initial_backoff_ms` unless configured.
+pub const DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS: u64 = 100;
+/// `WebhookRetry::max_backoff_ms` unless configured.
+pub const DEFAULT_WEBHOOK_MAX_BACKOFF_MS: u64 = 2_000;
+/// `WebhookRetry::max_attempts` unless configured.
+pub const DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 10;
+/// `WebhookRetry::give_up_after_ms` unless configured.
+pub const DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS: u64 = 60_000;
+
+impl Default for WebhookRetry {
+    fn default() -> Self {
+        Self {
+            initial_backoff_ms: DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS,
+            max_backoff_ms: DEFAULT_WEBHOOK_MAX_BACKOFF_MS,
+            max_attempts: DEFAULT_WEBHOOK_MAX_ATTEMPTS,
+            give_up_after_ms: DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS,
+        }
+    }
+}
+
+impl WebhookRetry {
+    /// Checks the timing, naming the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.initial_backoff_ms == 0 {
+            return Err("webhook_retry.initial_backoff_ms must be at least 1".to_owned());
+        }
+        if self.max_backoff_ms < self.initial_backoff_ms {
+            return Err(
+                "webhook_retry.max_backoff_ms must not be below initial_backoff_ms".to_owned()
+            );
+        }
+        if self.give_up_after_ms == 0 {
+            return Err("webhook_retry.give_up_after_ms must be at least 1".to_owned());
+        }
+        Ok(())
+    }
 }
 
 /// What to do after a webhook's attempt number `attempts` failed,

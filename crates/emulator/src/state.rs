@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
-use super::config::EmulatorConfig;
-use super::faults::Faults;
-use super::identity::parse_path_identifier;
-use super::journal::RecordedRequest;
-use super::model::{Failure, Op, Settings, StoredEvent, World};
-use super::webhook::WebhookRequest;
-use super::webhook_log::{WebhookLog, WebhookRecord};
+use crate::config::EmulatorConfig;
+use crate::faults::Faults;
+use crate::identity::parse_path_identifier;
+use crate::journal::RecordedRequest;
+use crate::model::{Failure, Op, Settings, StoredEvent, World};
+use crate::webhook::WebhookRequest;
+use crate::webhook_log::{WebhookLog, WebhookRecord};
 
 /// Most requests kept in the log; older ones are dropped first, so a long
 /// staging run does not grow without bound.

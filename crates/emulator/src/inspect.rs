@@ -25,9 +25,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::faults::Faults;
-use super::state::{EmulatorView, Shared};
-use super::webhook::WebhookRequest;
+use crate::faults::Faults;
+use crate::state::{EmulatorView, Shared};
+use crate::webhook::WebhookRequest;
 
 /// The `/_emulator` routes, to be nested under that prefix.
 pub fn routes() -> Router<Shared> {

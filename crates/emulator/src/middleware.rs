@@ -1,0 +1,84 @@
+//! The middleware around the Track API routes, outermost first: `record`
+//! logs each request and its answer (the `journal`), `inject_faults` applies
+//! the faults `faults` decides. Both only read and update the shared state;
+//! the rules are in those modules. (`auth::require` comes next.)
+
+use std::time::Duration;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::faults::{fault_response, InjectedMark};
+use crate::journal::{route_of, RecordedRequest, MAX_READ_BODY_BYTES};
+use crate::state::Shared;
+
+/// Middleware around the Track API routes (outermost, so it sees faults and
+/// auth failures too): buffers the body, runs the request, logs both.
+pub async fn record(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let received_at_ms = chrono::Utc::now().timestamp_millis();
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let route = route_of(&path);
+    let (parts, body) = request.into_parts();
+    let (bytes, response) = match to_bytes(body, MAX_READ_BODY_BYTES).await {
+        Ok(bytes) => {
+            let request = Request::from_parts(parts, Body::from(bytes.clone()));
+            (bytes, next.run(request).await)
+        }
+        Err(_) => (
+            Default::default(),
+            (StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable").into_response(),
+        ),
+    };
+    let parsed = serde_json::from_slice::<Value>(&bytes).ok();
+    let body_text = (parsed.is_none() && !bytes.is_empty())
+        .then(|| String::from_utf8_lossy(&bytes).into_owned());
+    let entry = RecordedRequest {
+        seq: 0,
+        method,
+        path,
+        query,
+        status: response.status().as_u16(),
+        body: parsed,
+        body_text,
+        body_bytes: bytes.len(),
+        received_at_ms,
+        injected_fault: response.extensions().get::<InjectedMark>().is_some(),
+    };
+    tracing::debug!(
+        method = %entry.method,
+        route = %route,
+        status = entry.status,
+        bytes = entry.body_bytes,
+        "track api request"
+    );
+    shared.update(|inner| inner.record(entry));
+    response
+}
+
+/// Middleware for the Track API routes: sleeps `latency_ms`, then answers
+/// with an injected fault or passes the request on.
+pub async fn inject_faults(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let (latency, fault) = shared.with_faults(|faults| {
+        let fault = faults.decide(rand::random::<f64>(), rand::random::<f64>());
+        (faults.latency_ms, fault)
+    });
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    let Some(fault) = fault else {
+        return next.run(request).await;
+    };
+    let location = request.uri().path_and_query().map(|p| p.as_str().to_owned());
+    if fault.after_apply {
+        // The answer is thrown away: the client only sees the fault.
+        let _applied = next.run(request).await;
+    }
+    tracing::debug!(status = fault.status, after_apply = fault.after_apply, "injecting fault");
+    fault_response(fault, location.as_deref())
+}
