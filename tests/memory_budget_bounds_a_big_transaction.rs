@@ -29,7 +29,13 @@ async fn a_big_transaction_stays_within_the_memory_budget() {
     ))
     .await;
     let end = db.current_lsn().await;
-    assert!(wait_for(&emulator, |e| e.customers().len() == rows).await, "not every row arrived");
+    // About 6 s alone; a full suite run on the two shared cores once took
+    // over 30 s (CONVERGE), so it gets twice that.
+    let arrived = |e: &ciosync_emulator::Emulator| e.customers().len() == rows;
+    assert!(
+        wait_for(&emulator, arrived).await || wait_for(&emulator, arrived).await,
+        "not every row arrived"
+    );
     assert!(db.wait_for_confirmed(&db.name, end).await);
     let peak = daemon.counters.pending_bytes_peak.load(Ordering::Relaxed);
     // One change's operations may go over before reading stops.
