@@ -19,7 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use ciosync_testkit::throwaway::ClusterOptions;
 
-use crate::support::daemon::{config_file, config_text, run_binary, InProcess};
+use crate::support::daemon::{config_file, config_text, run_stops, InProcess};
 use crate::support::emulator::{self, wait_for_customers};
 use crate::support::postgres::{TestDb, USERS_TABLE};
 use crate::support::tls::{daemon_sessions, start_cluster, TestCa};
@@ -206,14 +206,7 @@ async fn no_password_goes_to_a_server_asking_for_it_in_clear_or_as_md5() {
 async fn run_stops_at_once_and_names_the_fix() {
     let server = FakeServer::start(Ask::ClearText, Some(server_tls()));
     let file = config_file(&config_text(&server.url(""), "app", "http://127.0.0.1:9", ""));
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        run_binary(&["run", "--log-format", "text"], file.path()),
-    )
-    .await
-    .expect("`ciosync run` gives up instead of retrying");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = run_stops(file.path()).await;
     assert_names_the_fix(&stderr, "run");
     let seen = server.seen(1).await;
     assert!(seen.iter().all(|s| !s.got_the_password()), "{seen:?}");
@@ -233,18 +226,10 @@ async fn require_auth_password_sends_it_on_both_connections() {
     assert!(seen.iter().all(Seen::got_the_password), "{seen:?}");
 }
 
-/// `run` against a real server whose `pg_hba.conf` says `password`.
-async fn run_stops(url: &str, slot: &str) -> String {
-    let file = config_file(&config_text(url, slot, "http://127.0.0.1:9", ""));
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        run_binary(&["run", "--log-format", "text"], file.path()),
-    )
-    .await
-    .expect("`ciosync run` gives up instead of retrying");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    stderr
+/// `run` against a real server whose `pg_hba.conf` says `password`: it
+/// stops; its stderr.
+async fn run_stops_against(url: &str, slot: &str) -> String {
+    run_stops(config_file(&config_text(url, slot, "http://127.0.0.1:9", "")).path()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,15 +239,9 @@ async fn a_real_server_asking_in_clear_is_refused_unless_require_auth_allows_it(
     let pg = start_cluster(options).await;
     let db = TestDb::on(&pg, "clear_text_password").await;
     db.exec(USERS_TABLE).await;
-    db.exec(&format!(
-        "CREATE ROLE syncer LOGIN REPLICATION PASSWORD '{PASSWORD}';
-         GRANT CREATE ON DATABASE {} TO syncer;
-         ALTER TABLE users OWNER TO syncer;",
-        db.name
-    ))
-    .await;
+    db.add_replication_owner("syncer", PASSWORD).await;
     let url = db.url.replace("postgres@", &format!("syncer:{PASSWORD}@"));
-    let stderr = run_stops(&url, &db.name).await;
+    let stderr = run_stops_against(&url, &db.name).await;
     assert_names_the_fix(&stderr, "run against pg_hba `password`");
     assert_eq!(db.created_objects().await, (0, 0), "nothing created without a connection");
 

@@ -3,12 +3,10 @@
 //! end to end: SQL and replication connections both authenticate. A wrong
 //! password stops `run` with exit 1, and no output repeats the password.
 
-use std::time::Duration;
-
 use ciosync_testkit::throwaway::ClusterOptions;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
-use crate::support::daemon::{config_file, config_text, run_binary, InProcess};
+use crate::support::daemon::{config_file, config_text, run_stops, InProcess};
 use crate::support::emulator::{self, wait_for_customers};
 use crate::support::postgres::{TestDb, USERS_TABLE};
 use crate::support::tls::{daemon_sessions, start_cluster};
@@ -27,13 +25,7 @@ async fn a_scram_password_with_url_syntax_streams_and_a_wrong_one_stops_run() {
     let db = TestDb::on(&pg, "scram_password").await;
     db.exec(USERS_TABLE).await;
     // A replication role that owns the synced table, so it can publish it.
-    db.exec(&format!(
-        "CREATE ROLE syncer LOGIN REPLICATION PASSWORD '{PASSWORD}';
-         GRANT CREATE ON DATABASE {} TO syncer;
-         ALTER TABLE users OWNER TO syncer;",
-        db.name
-    ))
-    .await;
+    db.add_replication_owner("syncer", PASSWORD).await;
     let stored: String = db
         .client
         .query_one("SELECT rolpassword FROM pg_authid WHERE rolname = 'syncer'", &[])
@@ -60,14 +52,7 @@ async fn a_scram_password_with_url_syntax_streams_and_a_wrong_one_stops_run() {
         "http://127.0.0.1:9",
         "",
     ));
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        run_binary(&["run", "--log-format", "text"], file.path()),
-    )
-    .await
-    .expect("`ciosync run` gives up instead of retrying");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = run_stops(file.path()).await;
     assert!(stderr.contains("password authentication failed for user \"syncer\""), "{stderr}");
     let encoded = utf8_percent_encode(wrong, NON_ALPHANUMERIC).to_string();
     for secret in [wrong, encoded.as_str(), "p@ss/word", PASSWORD] {

@@ -2,9 +2,7 @@
 //! exit 1 and the fix, instead of retrying or falling back to plain text;
 //! `prefer` falls back and streams.
 
-use std::time::Duration;
-
-use crate::support::daemon::{config_file, config_text, run_binary, InProcess};
+use crate::support::daemon::{config_file, config_text, run_stops, InProcess};
 use crate::support::emulator::{self, wait_for_customers};
 use crate::support::postgres::{TestDb, USERS_TABLE};
 use crate::support::tls::{daemon_sessions, url_with};
@@ -15,14 +13,7 @@ async fn require_stops_run_against_a_server_without_tls() {
     db.exec(USERS_TABLE).await;
     let url = url_with(&db, "127.0.0.1", "sslmode=require");
     let file = config_file(&config_text(&url, &db.name, "http://127.0.0.1:9", ""));
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        run_binary(&["run", "--log-format", "text"], file.path()),
-    )
-    .await
-    .expect("`ciosync run` gives up instead of retrying");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = run_stops(file.path()).await;
     assert!(stderr.contains("the server does not offer TLS"), "{stderr}");
     assert!(stderr.contains("sslmode in postgres.url requires"), "{stderr}");
     assert_eq!(db.created_objects().await, (0, 0), "nothing created without a connection");

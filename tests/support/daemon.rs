@@ -207,6 +207,20 @@ pub fn signal(child: &Child, signal: &str) {
     assert!(status.success());
 }
 
+/// Runs `ciosync run` with `config` where it must stop by itself (a
+/// definite error, not a retry loop): exit 1 within a minute; its stderr.
+pub async fn run_stops(config: &std::path::Path) -> String {
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        run_binary(&["run", "--log-format", "text"], config),
+    )
+    .await
+    .expect("`ciosync run` gives up instead of retrying");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 /// Runs `ciosync <args> --config FILE` to completion (off the async thread).
 pub async fn run_binary(args: &[&str], config: &std::path::Path) -> std::process::Output {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();

@@ -39,6 +39,19 @@ impl TestDb {
         Self::on(cluster(), test).await
     }
 
+    /// Creates `role`, a login with REPLICATION and `password`, that owns
+    /// the `users` table (so it can publish it) and may create in the
+    /// database: the least a password-authenticated daemon needs here.
+    pub async fn add_replication_owner(&self, role: &str, password: &str) {
+        self.exec(&format!(
+            "CREATE ROLE {role} LOGIN REPLICATION PASSWORD '{password}';
+             GRANT CREATE ON DATABASE {} TO {role};
+             ALTER TABLE users OWNER TO {role};",
+            self.name
+        ))
+        .await;
+    }
+
     /// Creates a database named after the test on `pg`.
     pub async fn on(pg: &ThrowawayPostgres, test: &str) -> Self {
         let mut name = format!("t{}_{}", rand::random::<u32>(), test);
