@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::daemon::InProcess;
+use crate::support::daemon::{config_file, run_binary, InProcess};
 use crate::support::emulator::{batch_items, wait_for_attribute, wait_for_customers};
 use crate::support::endpoint::{get, value, wait_for_metrics, wait_for_status};
 use crate::support::Scenario;
@@ -55,6 +55,17 @@ async fn a_renamed_column_pauses_the_stream_until_the_config_follows_it() {
     assert_eq!(attribute(&emulator, "1", "plan"), Some(json!("free")));
     assert!(db.confirmed_flush(&db.name).await < broken_at, "the slot moved past the break");
     daemon.stop().await.unwrap();
+
+    // `check` names the break and its fix.
+    let config = config_file(&db.config(&emulator.url(), ""));
+    let output = run_binary(&["check"], config.path()).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("column first_name (attributes.first_name) was renamed to given_name"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#"set attributes.first_name = "given_name""#), "{stdout}");
 
     // The repair the log names: map the attribute to the new column.
     let fixed = db

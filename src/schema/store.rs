@@ -135,29 +135,51 @@ impl ShapeStore {
     /// `None` when there is no such table.
     pub async fn columns_now(&self, table: &str) -> Result<Option<Vec<(String, Shape)>>, PgError> {
         let (schema, name) = table.split_once('.').unwrap_or(("public", table));
-        let rows = self
-            .sql
-            .query(
-                "SELECT a.attname::text, a.atttypid FROM pg_catalog.pg_attribute a \
-                 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 \
-                 AND NOT a.attisdropped ORDER BY a.attnum",
-                &[&schema, &name],
-            )
-            .await
-            .map_err(PgError::sql("read a table's columns"))?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let mut kinds = RelationCache::default();
-        let mut columns = Vec::with_capacity(rows.len());
-        for row in rows {
-            let kind = kinds.kind(&self.sql, row.get(1)).await?;
-            columns.push((row.get(0), Shape::of(&kind)));
-        }
-        Ok(Some(columns))
+        columns_now(&self.sql, schema, name).await
     }
+}
+
+/// The columns `schema.name` has now, in order, with their shapes; `None`
+/// when there is no such table.
+pub async fn columns_now(
+    sql: &Client,
+    schema: &str,
+    name: &str,
+) -> Result<Option<Vec<(String, Shape)>>, PgError> {
+    let rows = sql
+        .query(
+            "SELECT a.attname::text, a.atttypid FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 \
+             AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&schema, &name],
+        )
+        .await
+        .map_err(PgError::sql("read a table's columns"))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut kinds = RelationCache::default();
+    let mut columns = Vec::with_capacity(rows.len());
+    for row in rows {
+        let kind = kinds.kind(sql, row.get(1)).await?;
+        columns.push((row.get(0), Shape::of(&kind)));
+    }
+    Ok(Some(columns))
+}
+
+/// The shape kept for `table` of `slot`, read only (for `check`): `None`
+/// when there is none, or no `ciosync.table_shapes` to read.
+pub async fn kept_shape(sql: &Client, slot: &str, table: &str) -> Option<Baseline> {
+    let row = sql
+        .query_opt(
+            "SELECT shape FROM ciosync.table_shapes WHERE slot = $1 AND table_name = $2",
+            &[&slot, &table],
+        )
+        .await
+        .ok()??;
+    serde_json::from_value(row.get(0)).ok()
 }
 
 fn json(baseline: &Baseline) -> serde_json::Value {
