@@ -185,3 +185,35 @@ async fn skip_goes_on_without_the_broken_attribute_and_resends_it_once_repaired(
     assert_eq!(attribute(&emulator, "1", "first_name"), Some(json!("U1")));
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_backfill_while_a_column_is_retyped_leaves_its_attribute_out() {
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("schema_backfill", crate::support::postgres::USERS_TABLE, |config| {
+            config.replace(
+                "id_column = \"id\"\n",
+                "id_column = \"id\"\non_schema_change = \"skip\"\n",
+            )
+        })
+        .await;
+    db.exec(
+        "INSERT INTO users (id, email, plan, created_at) \
+         VALUES (1, 'a@x.io', 'free', '2026-01-02 03:04:05+00')",
+    )
+    .await;
+    assert!(wait_for_attribute(&emulator, "1", "created_at", json!(1_767_323_045)).await);
+    db.exec("ALTER TABLE users ALTER COLUMN created_at TYPE text").await;
+    db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
+    assert!(wait_for_attribute(&emulator, "1", "plan", json!("pro")).await);
+
+    let config = config_file(&db.config(&emulator.url(), ""));
+    let output = run_binary(&["backfill"], config.path()).await;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let sent = sent_values(&emulator, "created_at");
+    assert!(sent.iter().all(Value::is_number), "created_at went out as another type: {sent:?}");
+    assert_eq!(attribute(&emulator, "1", "created_at"), Some(json!(1_767_323_045)));
+    // The backfill did send the row.
+    let identifies = crate::support::emulator::identifies_of(&emulator, "1");
+    assert!(identifies.len() >= 3, "{identifies:?}");
+    daemon.stop().await.unwrap();
+}

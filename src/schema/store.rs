@@ -182,6 +182,26 @@ pub async fn kept_shape(sql: &Client, slot: &str, table: &str) -> Option<Baselin
     serde_json::from_value(row.get(0)).ok()
 }
 
+/// The mapped attributes of `sync` whose columns now hold values of
+/// another JSON type than the attribute has had (for a backfill, which
+/// reads the table as it is now and must leave them out).
+pub async fn retyped_attributes(
+    sql: &Client,
+    slot: &str,
+    sync: &crate::config::SyncConfig,
+) -> Result<Vec<String>, PgError> {
+    let Some(kept) = kept_shape(sql, slot, &sync.table.to_string()).await else {
+        return Ok(Vec::new());
+    };
+    let (schema, name) = sync.table.parts();
+    let Some(now) = columns_now(sql, schema, name).await? else { return Ok(Vec::new()) };
+    Ok(super::judge(&super::Needs::of_sync(sync), &now, &kept)
+        .into_iter()
+        .filter(|b| matches!(b.change, super::Change::Retyped { .. }))
+        .filter_map(|b| b.attribute)
+        .collect())
+}
+
 fn json(baseline: &Baseline) -> serde_json::Value {
     serde_json::to_value(baseline).unwrap_or_default()
 }
