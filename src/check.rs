@@ -149,7 +149,7 @@ async fn checks_with_sql(
     out.push(judge::replication_privilege(&role, &providers));
     let mut tables = Vec::new();
     for (i, sync) in config.sync.iter().enumerate() {
-        let facts = gather::sync_table(sql, sync).await?;
+        let facts = gather::sync_table(sql, sync, &config.postgres.slot).await?;
         out.extend(tables::sync_table(i, sync, &role.name, &facts));
         out.extend(tables::sync_options(sync, facts.table.as_ref()));
         tables.push(facts.table);

@@ -59,6 +59,7 @@ pub mod listener;
 pub mod mapping;
 pub mod pg;
 pub mod pipeline;
+pub mod schema;
 pub mod sink;
 pub mod source;
 pub mod state;

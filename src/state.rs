@@ -146,6 +146,22 @@ CREATE TABLE IF NOT EXISTS ciosync.held_refreshes (
 COMMENT ON TABLE ciosync.held_refreshes IS
     'ciosync: customers identified with an email while the mass-delete circuit breaker held '
     'removals; ciosync deletes approve identifies them again once nothing is held';
+-- What each synced table looked like when ciosync last accepted it (see
+-- src/schema): the JSON type each mapped attribute has had, so a schema
+-- change that would give it another is caught, also across restarts; and
+-- the attributes left out since a break under on_schema_change = 'skip',
+-- re-sent by a backfill once the table or the config is repaired.
+CREATE TABLE IF NOT EXISTS ciosync.table_shapes (
+    slot        text        NOT NULL,
+    table_name  text        NOT NULL,
+    shape       jsonb       NOT NULL,
+    skipped     text[]      NOT NULL DEFAULT '{}',
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (slot, table_name)
+);
+COMMENT ON TABLE ciosync.table_shapes IS
+    'ciosync: the shape of each synced table as last accepted, to catch schema changes '
+    'that would leave Customer.io stale or give an attribute another JSON type';
 COMMENT ON TABLE ciosync.dead_letters IS
     'ciosync: operations Customer.io refused for good, kept for ciosync dlq. '
     'payload holds customer data (attribute values as sent): only the daemon''s role '

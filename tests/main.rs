@@ -83,6 +83,8 @@ mod readyz_turns_503_while_postgres_is_down;
 mod recorded_dead_letters_are_listed;
 mod requests_stay_within_the_rate_limit;
 mod retained_wal_warning_fires_before_the_disk_fills;
+mod schema_changes_of_keys_events_and_filters;
+mod schema_changes_while_streaming;
 mod scram_password_with_special_characters;
 mod sigterm_acks_and_exits_zero;
 mod sink_requests_match_the_openapi_spec;

@@ -19,6 +19,8 @@ use crate::mapping::report::{report, Producer};
 use crate::mapping::Mapper;
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
+use crate::schema::guard::Strip;
+use crate::schema::store::retyped_attributes;
 use crate::sink::estimated_bytes;
 use crate::source::message::{watermark_content, WATERMARK_PREFIX};
 use crate::source::reader::{postgres_now, TableReader};
@@ -153,6 +155,16 @@ async fn run_chunks(
         return Err(PgError::Definite("the table is not synced by this config".into()));
     };
     let reader = TableReader::new(sql, sync, backfill.where_clause.as_deref()).await?;
+    let retyped = retyped_attributes(sql, &config.postgres.slot, sync).await?;
+    if !retyped.is_empty() {
+        tracing::warn!(
+            backfill = id,
+            table = %backfill.table,
+            attributes = ?retyped,
+            "left out of the backfill: their columns now hold another JSON type than \
+             Customer.io has (README, \"When the table changes\")"
+        );
+    }
     state.start_backfill(id).await?;
     tracing::info!(backfill = id, table = %backfill.table, resume = backfill.last_key.is_some(), "backfill running");
     let mut size = ChunkSize::new(config.pipeline.max_pending_bytes / CHUNK_SHARE);
@@ -165,6 +177,7 @@ async fn run_chunks(
         slot: &config.postgres.slot,
         stop,
         max_bytes: size.max_bytes,
+        retyped: &retyped,
     };
     let mut after = backfill.last_key.clone();
     let mut rows_done = backfill.rows_done;
@@ -234,6 +247,8 @@ struct ChunkReader<'a> {
     stop: &'a CancellationToken,
     /// What one chunk's operations may hold (see [`ChunkSize`]).
     max_bytes: usize,
+    /// Attributes left out: their columns' JSON type changed.
+    retyped: &'a [String],
 }
 
 impl ChunkReader<'_> {
@@ -283,10 +298,12 @@ impl ChunkReader<'_> {
                     commit_time: timestamp,
                     position: Default::default(),
                 };
-                let ops = select_attributes(
-                    self.mapper.ops(&change),
-                    self.backfill.attributes.as_deref(),
-                );
+                let mut ops = self.mapper.ops(&change);
+                if !self.retyped.is_empty() {
+                    let strip = Strip { attributes: self.retyped.to_vec(), ..Strip::default() };
+                    strip.apply(&mut ops);
+                }
+                let ops = select_attributes(ops, self.backfill.attributes.as_deref());
                 (key, ops)
             })
             .collect();

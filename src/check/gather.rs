@@ -22,6 +22,8 @@ use crate::error::error_chain;
 use crate::pg::catalog::{self, Slot, Table};
 use crate::pg::name::TableName;
 use crate::pg::PgError;
+use crate::schema::store::{columns_now, kept_shape};
+use crate::schema::{Baseline, Shape};
 use crate::sink::client::TrackClient;
 use crate::sink::SinkError;
 use crate::source::row_filter;
@@ -47,17 +49,27 @@ pub struct SyncTable {
     /// `None` when no relation has that name.
     pub table: Option<Table>,
     pub filter: Option<FilterProbe>,
+    /// The table's columns now with their shapes, and the shape the daemon
+    /// kept for it, when it has streamed it (see `crate::schema`).
+    pub shape: Option<(Vec<(String, Shape)>, Baseline)>,
 }
 
-pub async fn sync_table(sql: &Client, sync: &SyncConfig) -> Result<SyncTable, Error> {
+pub async fn sync_table(sql: &Client, sync: &SyncConfig, slot: &str) -> Result<SyncTable, Error> {
     let table = Table::read(sql, &sync.table).await?;
+    let shape = match kept_shape(sql, slot, &sync.table.to_string()).await {
+        Some(kept) => {
+            let (schema, name) = sync.table.parts();
+            columns_now(sql, schema, name).await.ok().flatten().map(|now| (now, kept))
+        }
+        None => None,
+    };
     let probe_filter =
         table.as_ref().is_some_and(|t| t.is_table && t.can_select && t.has_column(&sync.id_column));
     let filter = match (&sync.filter, probe_filter) {
         (Some(filter), true) => Some(filter_probe(sql, &sync.table, filter).await),
         _ => None,
     };
-    Ok(SyncTable { table, filter })
+    Ok(SyncTable { table, filter, shape })
 }
 
 /// Tries `filter` on the table: a `WHERE` that reads no row, then the

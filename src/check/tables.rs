@@ -9,6 +9,7 @@ use super::Finding;
 use crate::config::{EventTableConfig, SyncConfig};
 use crate::pg::catalog::{IdentityKind, Table};
 use crate::pg::quote::quote_ident;
+use crate::schema;
 use crate::source::row_filter;
 
 /// The table as a table: `None` when nothing has its name or it is a view,
@@ -51,7 +52,7 @@ pub fn sync_table(i: usize, sync: &SyncConfig, user: &str, facts: &SyncTable) ->
         return out;
     };
     out.push(id_key(sync, id_column.not_null && table.unique_columns.contains(id)));
-    out.push(mapped_columns(sync, table));
+    out.extend(columns(sync, table, facts));
     out.push(replica_identity(&label, sync, table));
     if let (Some(probe), true) = (&facts.filter, table.can_select) {
         out.push(filter(i, sync, table, probe));
@@ -76,6 +77,35 @@ fn id_key(sync: &SyncConfig, is_key: bool) -> Finding {
             quote_ident(id)
         ),
     )
+}
+
+/// The columns the config reads: against the shape the daemon kept, when
+/// it streamed the table (a rename, a drop or a JSON-type change, each
+/// with its fix), else whether the mapped ones exist.
+fn columns(sync: &SyncConfig, table: &Table, facts: &SyncTable) -> Vec<Finding> {
+    let Some((now, kept)) = &facts.shape else { return vec![mapped_columns(sync, table)] };
+    let breaks = schema::judge(&schema::Needs::of_sync(sync), now, kept);
+    if breaks.is_empty() {
+        return vec![Finding::ok(
+            &label(&sync.table),
+            format!(
+                "all {} mapped columns exist, with the JSON types ciosync has sent",
+                sync.attributes.len()
+            ),
+        )];
+    }
+    breaks
+        .iter()
+        .map(|b| {
+            let what = format!(
+                "{} ({}; on_schema_change = {:?})",
+                b,
+                b.change.reason(),
+                sync.on_schema_change
+            );
+            Finding::error(&label(&sync.table), what, b.fix())
+        })
+        .collect()
 }
 
 fn mapped_columns(sync: &SyncConfig, table: &Table) -> Finding {

@@ -36,7 +36,7 @@ fn table(columns: &[(&str, &str)]) -> Table {
 }
 
 fn judge(config: &Config, table: Option<Table>, filter: Option<FilterProbe>) -> Vec<Finding> {
-    tables::sync_table(0, &config.sync[0], "ciosync", &SyncTable { table, filter })
+    tables::sync_table(0, &config.sync[0], "ciosync", &SyncTable { table, filter, shape: None })
 }
 
 fn messages(findings: &[Finding]) -> Vec<&str> {
@@ -234,4 +234,35 @@ fn an_event_table_needs_a_key_and_columns_of_fitting_types() {
         "no column name (name_column); data_column payload is text, not json or jsonb; \
          timestamp_column occurred_at is bigint, not a timestamp"
     );
+}
+
+#[test]
+fn a_column_renamed_or_retyped_since_the_daemon_streamed_it_is_named_with_its_fix() {
+    use crate::schema::{accept, Baseline, Needs, Shape};
+    let config = two_tables("", "on_schema_change = \"skip\"");
+    let sync = &config.sync[0];
+    let before = vec![("id".to_owned(), Shape::Number), ("email".to_owned(), Shape::String)];
+    let kept = accept(&Needs::of_sync(sync), &before, &Baseline::default());
+    let lines_for = |now: Vec<(String, Shape)>| {
+        let facts =
+            SyncTable { table: Some(users()), filter: None, shape: Some((now, kept.clone())) };
+        tables::sync_table(0, sync, "ciosync", &facts)
+    };
+    let renamed = lines_for(vec![("id".into(), Shape::Number), ("mail".into(), Shape::String)]);
+    let line = &renamed[1];
+    assert_eq!(line.level, Level::Error);
+    assert_eq!(
+        line.message,
+        "public.users: column email (attributes.email) was renamed to mail (renamed; \
+         on_schema_change = Skip)"
+    );
+    assert!(line.fix.as_deref().unwrap().contains("set attributes.email = \"mail\""));
+    let retyped = lines_for(vec![("id".into(), Shape::Number), ("email".into(), Shape::Json)]);
+    assert!(retyped[1].message.contains("now holds values of JSON type json"), "{:?}", retyped[1]);
+    let whole = lines_for(before.clone());
+    assert_eq!(
+        whole[1].message,
+        "all 1 mapped columns exist, with the JSON types ciosync has sent"
+    );
+    assert_eq!(whole[1].level, Level::Ok);
 }

@@ -37,7 +37,9 @@ pub use runtime::{
     DEFAULT_LOG_LEVEL, DEFAULT_MAX_DELETES, DEFAULT_MAX_PENDING_BYTES, DEFAULT_METRICS_LISTEN,
     DEFAULT_SHUTDOWN_TIMEOUT_SECS, DEFAULT_STALL_TIMEOUT_SECS, MIN_PENDING_BYTES,
 };
-pub use sync::{ChangeEventConfig, DeleteAction, EventTableConfig, OnIdChange, SyncConfig};
+pub use sync::{
+    ChangeEventConfig, DeleteAction, EventTableConfig, OnIdChange, OnSchemaChange, SyncConfig,
+};
 
 use std::path::Path;
 use std::time::Duration;

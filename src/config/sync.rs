@@ -21,6 +21,24 @@ pub enum OnIdChange {
     DeleteOld,
 }
 
+/// `on_schema_change`: what a table's schema change that would leave
+/// Customer.io stale or give an attribute another JSON type does (a mapped,
+/// id, event or soft-delete column renamed or dropped, or retyped to a type
+/// whose values become another JSON type). See `crate::schema`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSchemaChange {
+    /// Stop at the first change of the table that would lose or mistype
+    /// data: nothing after it is sent or acknowledged until the config or
+    /// the table is repaired (`/readyz` fails, the metric and the alert fire).
+    #[default]
+    Pause,
+    /// Go on without what broke (the attribute, the event data key), counted
+    /// and alerting; once repaired, a backfill of the affected attributes
+    /// re-sends them for every customer.
+    Skip,
+}
+
 /// One `[[sync]]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +73,9 @@ pub struct SyncConfig {
     /// Its columns must be in the table's replica identity. Default: none.
     #[serde(default)]
     pub filter: Option<String>,
+    /// `pause` (default) or `skip`.
+    #[serde(default)]
+    pub on_schema_change: OnSchemaChange,
 }
 
 impl SyncConfig {
@@ -131,6 +152,9 @@ pub struct EventTableConfig {
     /// A timestamp column giving the event's time; default the commit time.
     #[serde(default)]
     pub timestamp_column: Option<String>,
+    /// `pause` (default) or `skip`.
+    #[serde(default)]
+    pub on_schema_change: OnSchemaChange,
 }
 
 impl EventTableConfig {

@@ -39,6 +39,7 @@ fn sync(on_id_change: OnIdChange) -> SyncConfig {
         soft_delete_column: None,
         events: Vec::new(),
         filter: None,
+        on_schema_change: Default::default(),
     }
 }
 
@@ -389,6 +390,7 @@ fn event_table_inserts_become_events_with_deterministic_ids() {
         data: [("source".to_owned(), "name".to_owned())].into_iter().collect(),
         data_column: Some("payload".into()),
         timestamp_column: Some("occurred_at".into()),
+        on_schema_change: Default::default(),
     };
     let mapper = Mapper::new(&[sync(OnIdChange::Merge)]).with_event_tables(&[config]);
     let insert = |values: Vec<Datum>, index: u32| RowChange {
@@ -506,6 +508,7 @@ fn outbox_insert(name: Datum) -> (Mapper, RowChange) {
         data: Default::default(),
         data_column: None,
         timestamp_column: None,
+        on_schema_change: Default::default(),
     };
     let mapper = Mapper::new(&[]).with_event_tables(&[config]);
     let change = change_of(outbox, RowOp::Insert { new: vec![t("42"), name] });

@@ -101,6 +101,8 @@ use crate::lease::{self, Lease};
 use crate::mapping::Mapper;
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
+use crate::schema::guard::SchemaGuard;
+use crate::schema::Break;
 use crate::sink::retry::Backoff;
 use crate::sink::{Sink, SinkError};
 use crate::source::{History, Source};
@@ -110,6 +112,9 @@ use session::{Session, SessionError};
 
 /// Longest wait between two reconnection attempts to Postgres.
 const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(30);
+/// How often a daemon paused by a schema break looks again (a new session
+/// from the last acknowledgement, and the broken tables' columns).
+const PAUSED_RECHECK: Duration = Duration::from_secs(10);
 
 /// Why the daemon stopped other than by request.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +191,7 @@ async fn run_until_stopped(
     let sink = Sink::new(&config.customerio, &config.pipeline, dead_letters, counters.clone())?;
     let mut run = Leased {
         mapper: Mapper::new(&config.sync).with_event_tables(&config.events),
+        schema: SchemaGuard::new(&config, counters.clone()),
         sink,
         progress: Progress::default(),
         history: None,
@@ -238,6 +244,7 @@ struct Leased {
     shutdown: CancellationToken,
     sink: Sink,
     mapper: Mapper,
+    schema: SchemaGuard,
     progress: Progress,
     /// The WAL history `progress` was reached on (see `Progress::start_over`).
     history: Option<History>,
@@ -332,6 +339,16 @@ impl Leased {
                     return Ok(Held::Stopped);
                 }
                 Err(SessionError::Source(error)) if error.is_transient() => error,
+                Err(SessionError::Paused(breaks)) => {
+                    source.close(self.progress.acked(), final_ack_wait).await;
+                    self.sink.discard();
+                    breaker.abandon_transaction();
+                    Counters::set(&self.counters.oldest_unacked_commit, 0, None);
+                    if let Some(held) = self.paused(lease, &breaks).await {
+                        return Ok(held);
+                    }
+                    continue;
+                }
                 Err(error) => {
                     source.close(self.progress.acked(), final_ack_wait).await;
                     return Err(error.into());
@@ -353,6 +370,30 @@ impl Leased {
                 "replication stream broke; reconnecting"
             );
         }
+    }
+
+    /// Paused by a schema break: waits [`PAUSED_RECHECK`], then lets a new
+    /// session look again (the stream from the last acknowledgement, and
+    /// each broken table as the database has it now: repaired there, its
+    /// broken stretch is resumed as a skip). `Some` when the run ends here.
+    async fn paused(&mut self, lease: &Lease, breaks: &[Break]) -> Option<Held> {
+        self.counters.health.set_phase(Phase::Paused);
+        let lease_ended = lease.ended();
+        tokio::select! {
+            _ = tokio::time::sleep(PAUSED_RECHECK) => {}
+            _ = self.shutdown.cancelled() => return Some(Held::Stopped),
+            _ = lease_ended.cancelled() => return Some(Held::Lost),
+        }
+        let mut tables: Vec<&str> = breaks.iter().map(|b| b.table.as_str()).collect();
+        tables.dedup();
+        for table in tables {
+            let of_table: Vec<Break> =
+                breaks.iter().filter(|b| b.table == table).cloned().collect();
+            if let Err(error) = self.schema.resolve_if_repaired(table, &of_table).await {
+                tracing::debug!(error = %error_chain(&error), "could not read a paused table's columns");
+            }
+        }
+        None
     }
 
     /// Starts one replication session: streaming, a retry after waiting
@@ -434,11 +475,13 @@ impl Leased {
             forward.cancel();
         });
         let shutdown_timeout = Duration::from_secs(self.config.pipeline.shutdown_timeout_secs);
+        self.schema.start_session().await.map_err(SessionError::Source)?;
         let mut session = Session {
             source,
             sink: &mut self.sink,
             breaker,
             mapper: &self.mapper,
+            schema: &mut self.schema,
             windows,
             progress: &mut self.progress,
             counters: &self.counters,
@@ -481,6 +524,8 @@ impl From<SessionError> for RunError {
             SessionError::Source(error) => RunError::Source(error),
             SessionError::Sink(error) => RunError::Sink(error),
             SessionError::Held(error) => RunError::HeldDeletes(error),
+            // `stream` waits out a pause; it never ends the run.
+            SessionError::Paused(_) => RunError::Source(PgError::SqlSessionEnded),
         }
     }
 }

@@ -13,8 +13,10 @@ use super::Progress;
 use crate::backfill::{self, Watermark, Windows};
 use crate::delete_guard::breaker::{self, Breaker};
 use crate::mapping::report::{report, Producer};
-use crate::mapping::Mapper;
+use crate::mapping::{DropReason, Mapper};
 use crate::pg::PgError;
+use crate::schema::guard::{Admit, SchemaGuard};
+use crate::schema::Break;
 use crate::sink::{Sink, SinkError};
 use crate::source::{Source, SourceEvent};
 use crate::telemetry::by_table::Operation;
@@ -32,6 +34,10 @@ pub(super) enum SessionError {
     Sink(SinkError),
     /// Writing `ciosync.held_deletes` failed for good.
     Held(PgError),
+    /// A change of a table broken under `on_schema_change = "pause"` came:
+    /// what came before it was delivered (and acknowledged up to the
+    /// transaction before); nothing from it on was sent.
+    Paused(Vec<Break>),
 }
 
 /// One replication session's loop state.
@@ -41,6 +47,8 @@ pub(super) struct Session<'a> {
     /// The mass-delete circuit breaker, between the mapper and the sink.
     pub(super) breaker: &'a mut Breaker,
     pub(super) mapper: &'a Mapper,
+    /// Judges Relation messages and admits each change of a broken table.
+    pub(super) schema: &'a mut SchemaGuard,
     /// Backfill chunks between their watermarks.
     pub(super) windows: &'a Windows,
     pub(super) progress: &'a mut Progress,
@@ -112,7 +120,26 @@ impl Session<'_> {
                     let table = change.table.qualified_name();
                     self.windows.observe(&table, &self.mapper.customer_ids(&change));
                 }
-                let mapped = self.mapper.map(&change);
+                let strip = match self.schema.admit(&change).await.map_err(SessionError::Source)? {
+                    Admit::Pass => None,
+                    Admit::Strip(strip) => Some(strip),
+                    Admit::Pause(breaks) => {
+                        Counters::add(&self.counters.schema_pauses, 1);
+                        if !self.flush(shutdown, shutdown_timeout).await? {
+                            return Ok(false);
+                        }
+                        return Err(SessionError::Paused(breaks));
+                    }
+                };
+                let mut mapped = self.mapper.map(&change);
+                if let Some(strip) = strip {
+                    // The break was said once; its columns missing from
+                    // the row are counted with it, not logged per change.
+                    let missing = mapped.dropped.len();
+                    mapped.dropped.retain(|d| d.reason != DropReason::MissingColumn);
+                    let left_out = strip.apply(&mut mapped.ops) + missing - mapped.dropped.len();
+                    Counters::add(&self.counters.schema_left_out, left_out as u64);
+                }
                 report(&mapped, &change.table, Producer::Stream, self.counters);
                 let guarded = breaker::is_lone_removal(&mapped.ops);
                 for op in mapped.ops {
@@ -158,6 +185,9 @@ impl Session<'_> {
                 if !self.ack_completed() {
                     self.report_lag();
                 }
+            }
+            SourceEvent::Relation(table) => {
+                self.schema.on_relation(&table).await.map_err(SessionError::Source)?;
             }
             SourceEvent::Heartbeat => {
                 // Its transaction's commit is acknowledged like any other.

@@ -8,7 +8,7 @@
 //!
 //! One [`Source`] is one replication session: it creates the publication and
 //! slot if missing, starts streaming from the last acknowledged position, and
-//! yields events in commit order. Relation messages never leave it. A session
+//! yields events in commit order, each Relation message resolved. A session
 //! that breaks is dropped and a new one started (see `pipeline`); Postgres
 //! then replays everything after the last acknowledgement.
 
@@ -64,6 +64,9 @@ pub enum SourceEvent {
     Heartbeat,
     /// A backfill watermark of this slot, in its place in the stream.
     Watermark(message::Watermark),
+    /// A table's description (a Relation message, resolved): before its
+    /// first change in a session and after every ALTER.
+    Relation(Arc<crate::change::Table>),
 }
 
 /// One replication session.
@@ -263,7 +266,7 @@ impl Source {
     }
 
     /// Turns a raw event into what the pipeline sees; `None` for events that
-    /// stay inside the source (Relation, Type, Origin).
+    /// stay inside the source (Type, Origin, messages of other slots).
     pub async fn process(
         &mut self,
         event: ReplicationEvent,
@@ -331,10 +334,11 @@ impl Source {
         }
         let (oid, op) = match message {
             PgOutputMessage::Relation { oid, namespace, name, replica_identity, columns } => {
-                self.relations
+                let table = self
+                    .relations
                     .update(&self.sql, oid, namespace, name, replica_identity, columns)
                     .await?;
-                return Ok(None);
+                return Ok(Some(SourceEvent::Relation(table)));
             }
             PgOutputMessage::Truncate { relation_oids, .. } => {
                 let tables = relation_oids

@@ -192,6 +192,14 @@ fn stream(c: &Counters, out: &mut Families) {
             ("truncate", get(&c.truncates_ignored) as f64),
         ],
     );
+    let schema = c.schema.snapshot();
+    let schema: Vec<(Vec<&str>, f64)> = schema
+        .iter()
+        .map(|(table, reason, n)| (vec![table.as_str(), *reason], *n as f64))
+        .collect();
+    out.series(&SCHEMA_MISMATCH, &schema);
+    out.counter(&SCHEMA_LEFT_OUT, get(&c.schema_left_out));
+    out.counter(&SCHEMA_PAUSES, get(&c.schema_pauses));
     out.counter(&UNDECODABLE_MESSAGES, get(&c.bad_messages));
     out.counter(&ATTRIBUTES_DROPPED, get(&c.attributes_dropped));
 }
@@ -442,6 +450,8 @@ mod tests {
             &c.bad_messages,
             &c.truncates_ignored,
             &c.attributes_dropped,
+            &c.schema_left_out,
+            &c.schema_pauses,
             &c.ops_accepted,
             &c.rate_limited,
             &c.ops_coalesced,
@@ -479,6 +489,7 @@ mod tests {
             replica_identity: crate::change::ReplicaIdentity::Full,
         };
         c.changes_received.add(&users, crate::telemetry::by_table::Operation::Update);
+        c.schema.set("public.users", ["retyped", "retyped"]);
         for status in [Some(200), Some(302), Some(404), Some(503), None] {
             c.requests.record(status);
         }

@@ -46,17 +46,21 @@ pub enum Phase {
     /// Another ciosync instance works the slot (it holds the slot's lease,
     /// or the slot is in use); this one takes over when that one stops.
     Standby,
+    /// A schema change broke a table under `on_schema_change = "pause"`:
+    /// nothing after it is sent until the config or the table is repaired.
+    Paused,
 }
 
 impl Phase {
     /// Every phase, in the order above (the `phase` label's values).
-    pub const ALL: [Phase; 6] = [
+    pub const ALL: [Phase; 7] = [
         Self::Starting,
         Self::InitialCopy,
         Self::Connecting,
         Self::Streaming,
         Self::Stopping,
         Self::Standby,
+        Self::Paused,
     ];
 
     /// The phase as a metric label value.
@@ -68,6 +72,7 @@ impl Phase {
             Self::Streaming => "streaming",
             Self::Stopping => "stopping",
             Self::Standby => "standby",
+            Self::Paused => "paused",
         }
     }
 
@@ -262,6 +267,10 @@ pub fn judge(health: &Snapshot, now_ms: u64, stall_timeout: Duration) -> Result<
                 .to_owned())
         }
         Phase::Stopping => Err("shutting down".to_owned()),
+        Phase::Paused => Err("paused: a schema change broke a synced table (the log and \
+                              ciosync_schema_mismatch say which); nothing is sent until the \
+                              config or the table is repaired"
+            .to_owned()),
         Phase::Standby => Err("standing by: another ciosync instance works this slot; this one \
                                takes over when it stops"
             .to_owned()),

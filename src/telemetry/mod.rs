@@ -19,6 +19,7 @@ pub mod health;
 pub mod lag;
 mod listeners;
 pub mod names;
+pub mod schema;
 pub mod server;
 pub mod slot;
 pub mod systemd;
@@ -57,6 +58,14 @@ pub struct Counters {
     pub bad_messages: AtomicU64,
     /// TRUNCATEs of synced tables, deliberately not turned into deletes.
     pub truncates_ignored: AtomicU64,
+    /// Schema breaks of the configured tables, by table and reason.
+    pub schema: schema::SchemaMismatches,
+    /// Attributes and events left out because their table's schema broke
+    /// (`on_schema_change = "skip"`).
+    pub schema_left_out: AtomicU64,
+    /// Changes not sent while paused by a schema break (each time the
+    /// stream reached one; a paused daemon retries every 30 s).
+    pub schema_pauses: AtomicU64,
     /// Attributes left out of a call (over a limit, unparseable, missing).
     pub attributes_dropped: AtomicU64,
     /// Operations Customer.io accepted.

@@ -145,6 +145,24 @@ pub const CHANGES_SKIPPED: Metric = Metric {
     help: "Changes that produced no Customer.io call, by reason (truncate counts TRUNCATE statements).",
     labels: &[LABEL_REASON],
 };
+pub const SCHEMA_MISMATCH: Metric = Metric {
+    name: "ciosync_schema_mismatch",
+    kind: Kind::Gauge,
+    help: "Configured columns a table's last schema no longer serves, by table and reason (renamed, dropped, missing, retyped); 0 when whole again.",
+    labels: &[LABEL_TABLE, LABEL_REASON],
+};
+pub const SCHEMA_LEFT_OUT: Metric = Metric {
+    name: "ciosync_schema_left_out_total",
+    kind: Kind::Counter,
+    help: "Attributes and events left out of calls because their table's schema broke (on_schema_change = skip).",
+    labels: &[],
+};
+pub const SCHEMA_PAUSES: Metric = Metric {
+    name: "ciosync_schema_pauses_total",
+    kind: Kind::Counter,
+    help: "Times the stream stopped at a change of a table broken under on_schema_change = pause.",
+    labels: &[],
+};
 pub const UNDECODABLE_MESSAGES: Metric = Metric {
     name: "ciosync_replication_undecodable_messages_total",
     kind: Kind::Counter,
@@ -441,6 +459,9 @@ pub const METRICS: &[Metric] = &[
     INITIAL_COPY_ROWS,
     CHANGES_RECEIVED,
     CHANGES_SKIPPED,
+    SCHEMA_MISMATCH,
+    SCHEMA_LEFT_OUT,
+    SCHEMA_PAUSES,
     UNDECODABLE_MESSAGES,
     ATTRIBUTES_DROPPED,
     OPERATIONS_COMPLETED,

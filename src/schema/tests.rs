@@ -1,0 +1,269 @@
+use std::collections::BTreeMap;
+
+use super::guard::Strip;
+use super::*;
+use crate::config::{ChangeEventConfig, DeleteAction, OnIdChange};
+use crate::customer::{CustomerOp, Event};
+use crate::pg::name::TableName;
+
+fn sync() -> SyncConfig {
+    let attributes: BTreeMap<String, String> =
+        [("email", "email"), ("first_name", "first_name"), ("created_at", "created_at")]
+            .into_iter()
+            .map(|(a, c)| (a.to_owned(), c.to_owned()))
+            .collect();
+    SyncConfig {
+        table: TableName::parse("users").unwrap(),
+        id_column: "id".to_owned(),
+        attributes,
+        on_id_change: OnIdChange::Merge,
+        delete_action: DeleteAction::Delete,
+        soft_delete_column: None,
+        events: vec![ChangeEventConfig {
+            name: "plan_changed".to_owned(),
+            when_changed: Some("plan".to_owned()),
+            when: None,
+            data: vec![],
+        }],
+        filter: None,
+        on_schema_change: OnSchemaChange::Pause,
+    }
+}
+
+fn cols(list: &[(&str, Shape)]) -> Vec<(String, Shape)> {
+    list.iter().map(|(n, s)| ((*n).to_owned(), s.clone())).collect()
+}
+
+fn users() -> Vec<(String, Shape)> {
+    cols(&[
+        ("id", Shape::Number),
+        ("email", Shape::String),
+        ("first_name", Shape::String),
+        ("created_at", Shape::Number),
+        ("plan", Shape::String),
+    ])
+}
+
+/// The baseline after the table was first seen whole.
+fn first_seen() -> (Needs, Baseline) {
+    let needs = Needs::of_sync(&sync());
+    let baseline = accept(&needs, &users(), &Baseline::default());
+    assert!(judge(&needs, &users(), &Baseline::default()).is_empty());
+    (needs, baseline)
+}
+
+fn changes(breaks: &[Break]) -> Vec<(&str, &Change)> {
+    breaks.iter().map(|b| (b.key.as_str(), &b.change)).collect()
+}
+
+#[test]
+fn the_first_description_sets_the_shape_of_every_typed_use() {
+    let (_, baseline) = first_seen();
+    let uses: Vec<(&str, &Shape)> = baseline.uses.iter().map(|(k, s)| (k.as_str(), s)).collect();
+    assert_eq!(
+        uses,
+        vec![
+            ("attributes.created_at", &Shape::Number),
+            ("attributes.email", &Shape::String),
+            ("attributes.first_name", &Shape::String),
+            ("events.plan_changed.when_changed", &Shape::String),
+        ]
+    );
+    assert_eq!(baseline.columns, users());
+}
+
+#[test]
+fn a_renamed_column_is_told_from_a_dropped_one() {
+    let (needs, baseline) = first_seen();
+    let mut renamed = users();
+    renamed[2].0 = "given_name".to_owned();
+    assert_eq!(
+        changes(&judge(&needs, &renamed, &baseline)),
+        vec![("attributes.first_name", &Change::Renamed { to: "given_name".to_owned() })]
+    );
+    // Gone, and a new column of another type in its place: dropped.
+    let mut dropped = users();
+    dropped[2] = ("score".to_owned(), Shape::Number);
+    assert_eq!(
+        changes(&judge(&needs, &dropped, &baseline)),
+        vec![("attributes.first_name", &Change::Dropped)]
+    );
+    // Gone, nothing new: dropped; the only new string column elsewhere: renamed.
+    let mut gone = users();
+    gone.remove(2);
+    assert_eq!(
+        changes(&judge(&needs, &gone, &baseline)),
+        vec![("attributes.first_name", &Change::Dropped)]
+    );
+    gone.push(("nickname".to_owned(), Shape::String));
+    assert_eq!(
+        changes(&judge(&needs, &gone, &baseline)),
+        vec![("attributes.first_name", &Change::Renamed { to: "nickname".to_owned() })]
+    );
+    // Two new string columns, neither in its place: no guess.
+    gone.push(("title".to_owned(), Shape::String));
+    assert_eq!(
+        changes(&judge(&needs, &gone, &baseline)),
+        vec![("attributes.first_name", &Change::Dropped)]
+    );
+}
+
+#[test]
+fn a_column_never_seen_is_missing_and_the_id_column_counts_too() {
+    let needs = Needs::of_sync(&sync());
+    let mut table = users();
+    table[0].0 = "user_id".to_owned();
+    table[2].0 = "firstname".to_owned();
+    let breaks = judge(&needs, &table, &Baseline::default());
+    assert_eq!(
+        changes(&breaks),
+        vec![("id_column", &Change::Missing), ("attributes.first_name", &Change::Missing)]
+    );
+    assert_eq!(breaks[1].attribute.as_deref(), Some("first_name"));
+    assert_eq!(breaks[0].attribute, None);
+}
+
+#[test]
+fn a_type_change_breaks_only_when_the_json_type_changes() {
+    let (needs, baseline) = first_seen();
+    // timestamptz → text: numbers would become strings.
+    let mut retyped = users();
+    retyped[3].1 = Shape::String;
+    assert_eq!(
+        changes(&judge(&needs, &retyped, &baseline)),
+        vec![(
+            "attributes.created_at",
+            &Change::Retyped { from: Shape::Number, to: Shape::String }
+        )]
+    );
+    // int4 → int8, varchar → text, timestamp → timestamptz: same JSON types.
+    for (from, to) in [
+        (ValueKind::Int, ValueKind::BigInt),
+        (ValueKind::Timestamp, ValueKind::TimestampTz),
+        (ValueKind::Float, ValueKind::Numeric),
+    ] {
+        assert_eq!(Shape::of(&from), Shape::of(&to));
+    }
+    assert_ne!(Shape::of(&ValueKind::Text), Shape::of(&ValueKind::Json));
+    assert_ne!(
+        Shape::of(&ValueKind::Array(Box::new(ValueKind::Int))),
+        Shape::of(&ValueKind::Array(Box::new(ValueKind::Text)))
+    );
+    // The id column and columns only checked for NULL may change type.
+    let mut id_text = users();
+    id_text[0].1 = Shape::String;
+    assert!(judge(&needs, &id_text, &baseline).is_empty());
+}
+
+#[test]
+fn a_remapped_attribute_keeps_its_type_and_a_new_one_takes_its_own() {
+    let (_, baseline) = first_seen();
+    let mut config = sync();
+    // The repair of a rename: the attribute now reads the new column.
+    config.attributes.insert("first_name".to_owned(), "given_name".to_owned());
+    let needs = Needs::of_sync(&config);
+    let mut renamed = users();
+    renamed[2].0 = "given_name".to_owned();
+    assert!(judge(&needs, &renamed, &baseline).is_empty());
+    let accepted = accept(&needs, &renamed, &baseline);
+    assert_eq!(accepted.uses["attributes.first_name"], Shape::String);
+    // A retyped column mapped to a new attribute name: that one is new.
+    let mut retyped = renamed.clone();
+    retyped[3].1 = Shape::String;
+    config.attributes.remove("created_at");
+    config.attributes.insert("created_at_text".to_owned(), "created_at".to_owned());
+    let needs = Needs::of_sync(&config);
+    assert!(judge(&needs, &retyped, &accepted).is_empty());
+    let accepted = accept(&needs, &retyped, &accepted);
+    assert_eq!(accepted.uses.get("attributes.created_at"), None, "forgotten once unmapped");
+    assert_eq!(accepted.uses["attributes.created_at_text"], Shape::String);
+}
+
+#[test]
+fn an_event_table_needs_its_columns_and_types_its_data() {
+    let events: crate::config::EventTableConfig = toml::from_str(
+        r#"
+        table = "signups"
+        customer_id_column = "user_id"
+        name = "signed_up"
+        data = { plan = "plan" }
+        timestamp_column = "at"
+        "#,
+    )
+    .unwrap();
+    let needs = Needs::of_events(&events);
+    let table = cols(&[("user_id", Shape::Number), ("plan", Shape::String), ("at", Shape::Number)]);
+    let baseline = accept(&needs, &table, &Baseline::default());
+    let mut retyped = table.clone();
+    retyped[2].1 = Shape::String;
+    retyped[1].1 = Shape::Number;
+    assert_eq!(
+        changes(&judge(&needs, &retyped, &baseline)),
+        vec![
+            ("timestamp_column", &Change::Retyped { from: Shape::Number, to: Shape::String }),
+            ("data.plan", &Change::Retyped { from: Shape::String, to: Shape::Number }),
+        ]
+    );
+}
+
+#[test]
+fn a_break_is_said_with_names_and_types_and_its_fix() {
+    let (needs, baseline) = first_seen();
+    let mut renamed = users();
+    renamed[2].0 = "given_name".to_owned();
+    let broken = &judge(&needs, &renamed, &baseline)[0];
+    assert_eq!(
+        broken.to_string(),
+        "public.users: column first_name (attributes.first_name) was renamed to given_name"
+    );
+    assert!(
+        broken.fix().contains("set attributes.first_name = \"given_name\""),
+        "{}",
+        broken.fix()
+    );
+    assert!(broken.fix().contains("RENAME COLUMN given_name TO first_name"), "{}", broken.fix());
+}
+
+#[test]
+fn skip_leaves_out_retyped_attributes_and_the_events_whose_columns_broke() {
+    let (needs, baseline) = first_seen();
+    let mut table = users();
+    table[3].1 = Shape::String; // created_at retyped
+    table[4].1 = Shape::Number; // plan retyped: the event's from/to would change type
+    let breaks = judge(&needs, &table, &baseline);
+    let strip = Strip::of(&breaks, false);
+    assert_eq!(strip.attributes, vec!["created_at".to_owned()]);
+    assert_eq!(strip.events, vec!["plan_changed".to_owned()]);
+    let identify = CustomerOp::Identify {
+        id: "1".to_owned(),
+        attributes: serde_json::json!({"email": "a@example.com", "created_at": "x"})
+            .as_object()
+            .unwrap()
+            .clone(),
+        timestamp: 1,
+    };
+    let event = |name: &str| {
+        CustomerOp::Event(Event {
+            customer: "1".to_owned(),
+            name: name.to_owned(),
+            event_id: "01".to_owned(),
+            timestamp: 1,
+            data: serde_json::Map::new(),
+        })
+    };
+    let mut ops = vec![
+        identify,
+        event("plan_changed"),
+        event("other"),
+        CustomerOp::Delete { id: "1".to_owned() },
+    ];
+    assert_eq!(strip.apply(&mut ops), 2);
+    assert_eq!(ops.len(), 3);
+    match &ops[0] {
+        CustomerOp::Identify { attributes, .. } => {
+            assert_eq!(attributes.keys().collect::<Vec<_>>(), vec!["email"])
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(&ops[1], CustomerOp::Event(e) if e.name == "other"));
+}
