@@ -31,6 +31,7 @@ mod middleware;
 mod model;
 mod state;
 mod v1;
+mod v1_open;
 mod v2;
 mod validate;
 mod webhook;
@@ -275,20 +276,27 @@ fn webhook_sender(shared: &Shared) -> Option<webhook_sender::Sender> {
     })
 }
 
-/// The whole HTTP surface. Layers added to `track` apply to its routes
-/// only; the last one added runs first, so the log sees every answer,
-/// faults come before auth, and `/_emulator` is untouched by all three.
+/// The whole HTTP surface. Layers apply to the routes (and fallback) of
+/// the router they are added to; the last one added runs first. So the log
+/// sees every answer, unknown routes included; faults come before auth;
+/// routes Customer.io serves without auth skip it; and `/_emulator` is
+/// untouched by all three.
 fn router(shared: Shared) -> Router {
-    let track = Router::new()
+    let with_auth = Router::new()
         .merge(v1::routes())
         .merge(v2::routes())
-        .layer(from_fn_with_state(shared.clone(), auth::require))
-        .layer(from_fn_with_state(shared.clone(), middleware::inject_faults))
+        .layer(from_fn_with_state(shared.clone(), auth::require));
+    let known = Router::new()
+        .merge(with_auth)
+        .merge(v1_open::routes())
+        .layer(from_fn_with_state(shared.clone(), middleware::inject_faults));
+    let logged = Router::new()
+        .merge(known)
+        .fallback(unknown_route)
         .layer(from_fn_with_state(shared.clone(), middleware::record));
     Router::new()
-        .merge(track)
         .nest("/_emulator", inspect::routes())
-        .fallback(unknown_route)
+        .merge(logged)
         // Size limits are Customer.io's (checked in v2) and the journal's.
         .layer(DefaultBodyLimit::disable())
         .with_state(shared)
