@@ -22,6 +22,7 @@
 //! follows are in the facts sheet, `shared/customerio-api.md`.
 
 mod auth;
+mod catalog;
 mod config;
 mod faults;
 mod identity;
@@ -29,8 +30,10 @@ mod inspect;
 mod journal;
 mod middleware;
 mod model;
+mod segments;
 mod state;
 mod v1;
+mod v1_more;
 mod v1_open;
 mod v2;
 mod validate;
@@ -54,6 +57,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use catalog::{TrackRoute, TRACK_ROUTES, UNMODELLED_HEADER};
 /// The type [`EmulatorConfig`] takes its API key and signing key in.
 pub use ciosync_track_api::Secret;
 pub use config::{EmulatorConfig, DEFAULT_ENVIRONMENT_ID};
@@ -284,6 +288,7 @@ fn webhook_sender(shared: &Shared) -> Option<webhook_sender::Sender> {
 fn router(shared: Shared) -> Router {
     let with_auth = Router::new()
         .merge(v1::routes())
+        .merge(v1_more::routes())
         .merge(v2::routes())
         .layer(from_fn_with_state(shared.clone(), auth::require));
     let known = Router::new()

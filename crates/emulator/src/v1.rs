@@ -54,7 +54,7 @@ pub fn ok() -> Response {
 }
 
 /// 400 `{"meta":{"errors":[…]}}`.
-fn invalid(problems: Vec<Problem>) -> Response {
+pub fn invalid(problems: Vec<Problem>) -> Response {
     let body = V1ErrorResponse {
         meta: V1Meta { errors: problems.into_iter().map(|p| p.message).collect(), error: None },
     };
@@ -76,7 +76,7 @@ fn answer(shared: &Shared, op: Result<Op, Vec<Problem>>) -> Response {
 
 /// The problem to answer if the `reject_ids` fault refuses a person `op`
 /// names, or `reject_event_names` its event.
-fn rejected(shared: &Shared, op: &Op) -> Option<Problem> {
+pub fn rejected(shared: &Shared, op: &Op) -> Option<Problem> {
     shared.read(|inner| inner.faults.refusal(op)).map(|fault| fault.problem())
 }
 
@@ -161,7 +161,7 @@ fn merge_invalid(message: String) -> Response {
 }
 
 /// The person a (percent-decoded) path segment names.
-fn path_target(raw: &str) -> Result<Identifier, Vec<Problem>> {
+pub fn path_target(raw: &str) -> Result<Identifier, Vec<Problem>> {
     match check_identifier(raw, "identifier") {
         Some(problem) => Err(vec![problem]),
         None => Ok(parse_path_identifier(raw)),
@@ -170,7 +170,7 @@ fn path_target(raw: &str) -> Result<Identifier, Vec<Problem>> {
 
 /// The body as a JSON object; an empty body counts as `{}`. The messages
 /// are guesses: Customer.io's wording for these cases is unknown.
-fn body_object(body: &[u8]) -> Result<Map<String, Value>, Vec<Problem>> {
+pub fn body_object(body: &[u8]) -> Result<Map<String, Value>, Vec<Problem>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
