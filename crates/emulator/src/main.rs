@@ -102,10 +102,16 @@ struct Args {
     /// Answer v2 batches with invalid items as 200 plus errors instead of 207.
     #[arg(long)]
     errors_with_200: bool,
-    /// Keep attributes set to null or "" instead of removing them.
+    /// Keep people's attributes set to null or "" instead of removing them.
+    /// Removal is documented for objects and relationships only; for people
+    /// it is UNCONFIRMED, hence the flag.
     #[arg(long)]
     keep_empty: bool,
-    /// Accept any JSON value as a v1 attribute (default: string, integer, boolean).
+    /// Accept any JSON value as a v1 identify attribute. By default floats,
+    /// null, objects and arrays get a 400, as the published schema
+    /// (string, integer, boolean) says; whether Customer.io really refuses
+    /// them is UNCONFIRMED, so strict is the safe default: what passes here
+    /// passes the documented contract. (v2 takes any value.)
     #[arg(long)]
     lenient_v1_values: bool,
     /// Drop email changes sent by id (the workspace setting turned off).

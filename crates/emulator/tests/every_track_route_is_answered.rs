@@ -289,3 +289,19 @@ fn the_route_list_is_the_published_documents() {
         .collect();
     assert_eq!(ours, published);
 }
+
+/// Settled from the published schema: only `name` is required, so an
+/// "invite" without `anonymous_id` is a valid anonymous event.
+#[tokio::test]
+async fn anonymous_invites_need_no_anonymous_id() {
+    let (emu, client) = start().await;
+    let invite = json!({"name": "invite", "data": {"recipient": "new@x.io"}});
+    let response = client.send("POST", "/api/v1/events", Some(&invite), true).await;
+    assert_eq!(response.status(), 200);
+    let events = client.inspect("anonymous_events").await;
+    assert_eq!(events[0]["name"], "invite");
+    assert_eq!(events[0]["data"]["recipient"], "new@x.io");
+    let nameless = client.send("POST", "/api/v1/events", Some(&json!({"data": {}})), true).await;
+    assert_eq!(nameless.status(), 400, "name is still required");
+    emu.shutdown().await;
+}
