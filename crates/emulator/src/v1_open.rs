@@ -15,7 +15,7 @@ use ciosync_track_api::Identifier;
 use serde_json::{json, Map, Value};
 
 use crate::model::Op;
-use crate::state::Shared;
+use crate::state::{Inner, Shared};
 use crate::v1::{body_object, invalid, now_secs, ok};
 use crate::validate::{optional_integer, Problem, REASON_INVALID, REASON_REQUIRED};
 
@@ -50,7 +50,7 @@ async fn unsubscribe(
         Ok(wanted) => wanted,
         Err(problems) => return invalid(problems),
     };
-    let person = shared.read(|inner| delivery_person(inner.webhooks.records(), &delivery_id));
+    let person = shared.read(|inner| delivery_person(inner, &delivery_id));
     let item = json!({"v1": "unsubscribe", "delivery_id": delivery_id, "unsubscribe": wanted});
     let mut ops = vec![Op::Unmodelled { item, person: None }];
     if let (true, Some(target)) = (wanted, person) {
@@ -77,18 +77,25 @@ pub fn unsubscribe_body(headers: &HeaderMap, body: &[u8]) -> Result<bool, Vec<Pr
     }
 }
 
-/// The person a webhook the emulator sent for `delivery_id` was about.
-fn delivery_person<'a>(
-    mut records: impl Iterator<Item = &'a crate::webhook_log::WebhookRecord>,
-    delivery_id: &str,
-) -> Option<Identifier> {
-    records.find_map(|record| {
-        let data = &record.payload["data"];
-        (data["delivery_id"].as_str() == Some(delivery_id))
-            .then(|| data["identifiers"]["cio_id"].as_str())
-            .flatten()
-            .map(|cio_id| Identifier::CioId(cio_id.to_owned()))
-    })
+/// The person a webhook the emulator sent for `delivery_id` was about: the
+/// first of its identifiers (`cio_id`, `id`, `email`) naming someone now
+/// (a webhook for someone unknown then carries a made-up `cio_id`).
+fn delivery_person(inner: &Inner, delivery_id: &str) -> Option<Identifier> {
+    let data = inner
+        .webhooks
+        .records()
+        .map(|record| &record.payload["data"])
+        .find(|data| data["delivery_id"].as_str() == Some(delivery_id))?;
+    let identifiers = &data["identifiers"];
+    let named = |kind: &str| identifiers[kind].as_str().map(str::to_owned);
+    [
+        named("cio_id").map(Identifier::CioId),
+        named("id").map(Identifier::Id),
+        named("email").map(Identifier::Email),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|identifier| inner.world.person(identifier).is_some())
 }
 
 async fn metrics(State(shared): State<Shared>, body: Bytes) -> Response {
