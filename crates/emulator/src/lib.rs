@@ -7,8 +7,9 @@
 //! and lets callers inspect everything it received.
 //!
 //! ```text
-//!   client ──HTTP──▶ middleware::record ─▶ middleware::inject_faults ─▶ auth::require ─▶ v1 / v2
-//!                      (request log)           (500/429/latency)        (Basic, 401)       │ validate
+//!   client ──HTTP(S)─▶ middleware::record ─▶ middleware::inject_faults ─▶ auth::require ─▶ v1 / v1_more / v2
+//!                      (request log, every     (500/429/latency)        (Basic, 401)       │ validate
+//!                       route, known or not)          └──────────────▶ v1_open (no auth) ─┤
 //!                                                                                          ▼
 //!   tests ◀── Emulator / EmulatorView ◀──────── state::Shared ◀──── model::World (pure)
 //!   curl  ◀── /_emulator/* (inspect)  ◀──────────────┘

@@ -231,6 +231,11 @@ impl<'a> EmulatorView<'a> {
         self.inner.webhooks.records().cloned().collect()
     }
 
+    /// Each manual segment's members by key (as `customers` keys them).
+    pub fn segments(&self) -> BTreeMap<i32, Vec<String>> {
+        self.inner.segments.members(&self.inner.world)
+    }
+
     /// The whole model, for anything the helpers above do not cover.
     pub fn world(&self) -> &World {
         &self.inner.world
