@@ -114,13 +114,16 @@ fn change_segment(
     body: &[u8],
     change: Change,
 ) -> Response {
-    match segment_call(segment, query, body) {
-        Ok((segment_id, ids)) => {
-            shared.update(|inner| inner.segments.change(&inner.world, segment_id, change, &ids));
-            ok()
-        }
-        Err(problems) => invalid(problems),
+    let (segment_id, ids) = match segment_call(segment, query, body) {
+        Ok(call) => call,
+        Err(problems) => return invalid(problems),
+    };
+    let people: Vec<(&str, &Identifier)> = ids.iter().map(|id| ("ids", id)).collect();
+    if let Some(fault) = shared.read(|inner| inner.faults.rejection(&people)) {
+        return mark_injected(invalid(vec![fault.problem()]));
     }
+    shared.update(|inner| inner.segments.change(&inner.world, segment_id, change, &ids));
+    ok()
 }
 
 /// The segment id (an int32, as the spec types it) and the people named:

@@ -305,3 +305,20 @@ async fn anonymous_invites_need_no_anonymous_id() {
     assert_eq!(nameless.status(), 400, "name is still required");
     emu.shutdown().await;
 }
+
+/// The `reject_ids` fault refuses a segment call naming a listed id, as it
+/// does on every other route.
+#[tokio::test]
+async fn a_rejected_id_refuses_segment_calls_too() {
+    let (emu, client) = start().await;
+    emu.set_faults(ciosync_emulator::Faults {
+        reject_ids: vec!["bad".into()],
+        ..Default::default()
+    });
+    let body = json!({"ids": ["ok", "bad"]});
+    let response = client.send("POST", "/api/v1/segments/3/add_customers", Some(&body), true).await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(client.inspect("segments").await["segments"], json!({}));
+    assert!(emu.requests().last().is_some_and(|r| r.injected_fault));
+    emu.shutdown().await;
+}
