@@ -214,7 +214,15 @@ fn node_with_client() -> Result<PathBuf, String> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|error| error.to_string())?;
     run(Command::new("node").arg("--version"))?;
-    let install = ["install", "--no-audit", "--no-fund", "--no-save", "--prefix"];
+    let install = [
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--no-save",
+        "--fetch-timeout=30000",
+        "--fetch-retries=1",
+        "--prefix",
+    ];
     run(Command::new("npm").args(install).arg(&dir).arg(NODE_CLIENT))
         .map_err(|error| format!("npm registry unreachable? {error}"))?;
     std::fs::write(&marker, b"").map_err(|error| error.to_string())?;
