@@ -157,3 +157,26 @@ async fn strict_v1_values_agree_with_the_identify_schema() {
     schema.assert_valid(&sink_style, "v1 identify request");
     emu.shutdown().await;
 }
+
+/// The routes beyond people and events (segments, forms, metrics, push
+/// metrics, unsubscribe) refuse a body in the documented v1 400 shape.
+#[tokio::test]
+async fn the_other_v1_routes_refuse_in_the_documented_shape() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let emu = Emulator::start(listener, EmulatorConfig::default()).await.expect("start");
+    let refusal = check(Shape::V1Refusal);
+    let bad = [
+        ("/api/v1/segments/7/add_customers", json!({"ids": []})),
+        ("/api/v1/segments/7/remove_customers", json!({"ids": [1]})),
+        ("/api/v1/forms/f/submit", json!({"data": {"first_name": "Ann"}})),
+        ("/api/v1/metrics", json!({"delivery_id": "d", "metric": "read"})),
+        ("/api/v1/push/events", json!({"event": "bounced"})),
+        ("/unsubscribe/d1", json!({"unsubscribe": 1})),
+    ];
+    for (path, body) in bad {
+        let (status, answer) = post(&emu, "POST", path, &body).await;
+        assert_eq!(status, 400, "{path}");
+        refusal.assert_valid(&answer, path);
+    }
+    emu.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! Inspection and control over HTTP, under `/_emulator/`, for tests in
 //! other languages, the demo and people poking at a staging run. No auth,
-//! no faults, not recorded.
+//! no faults, not recorded (a path under it that is no route here is
+//! recorded, as every unknown route is).
 //!
 //! | Route | Answer |
 //! |---|---|
@@ -10,7 +11,8 @@
 //! | `GET /_emulator/anonymous_events` | events sent without a person |
 //! | `GET /_emulator/failures` | calls answered 200 but not applied |
 //! | `GET /_emulator/suppressed` | blocked identifiers |
-//! | `GET /_emulator/unmodelled` | object/delivery/device/relationship items |
+//! | `GET /_emulator/unmodelled` | `{routes, items}`: Track API routes not fully modelled, with why, and the items kept unapplied (objects, deliveries, devices, relationships, metrics, unsubscribes, forms) |
+//! | `GET /_emulator/segments` | `{segments: {id: [member keys]}, ignored: [identifiers naming nobody]}` |
 //! | `GET /_emulator/requests`, `DELETE …` | the request log; clear it |
 //! | `GET /_emulator/faults`, `PUT …` | current faults; replace them |
 //! | `GET /_emulator/webhooks` | webhooks with per-attempt status (never the key) |
@@ -25,6 +27,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::catalog;
 use crate::faults::Faults;
 use crate::state::{EmulatorView, Shared};
 use crate::webhook::WebhookRequest;
@@ -39,6 +42,7 @@ pub fn routes() -> Router<Shared> {
         .route("/failures", get(failures))
         .route("/suppressed", get(suppressed))
         .route("/unmodelled", get(unmodelled))
+        .route("/segments", get(segments))
         .route("/requests", get(requests).delete(clear_requests))
         .route("/faults", get(faults).put(set_faults))
         .route("/webhooks", get(webhooks).post(send_webhook))
@@ -86,7 +90,14 @@ async fn suppressed(State(shared): State<Shared>) -> Response {
 }
 
 async fn unmodelled(State(shared): State<Shared>) -> Response {
-    Json(view(&shared, |v| v.world().unmodelled().to_vec())).into_response()
+    let items = view(&shared, |v| v.world().unmodelled().to_vec());
+    Json(json!({"routes": catalog::unmodelled(), "items": items})).into_response()
+}
+
+async fn segments(State(shared): State<Shared>) -> Response {
+    let (members, ignored) = shared
+        .read(|inner| (inner.segments.members(&inner.world), inner.segments.ignored().to_vec()));
+    Json(json!({"segments": members, "ignored": ignored})).into_response()
 }
 
 async fn requests(State(shared): State<Shared>) -> Response {

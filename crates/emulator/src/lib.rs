@@ -7,12 +7,17 @@
 //! and lets callers inspect everything it received.
 //!
 //! ```text
-//!   client ──HTTP──▶ middleware::record ─▶ middleware::inject_faults ─▶ auth::require ─▶ v1 / v2
-//!                      (request log)           (500/429/latency)        (Basic, 401)       │ validate
+//!   client ──HTTP(S)─▶ middleware::record ─▶ middleware::inject_faults ─▶ auth::require ─▶ v1 / v1_more / v2
+//!                      (request log, every     (500/429/latency)        (Basic, 401)       │ validate
+//!                       route, known or not)          └──────────────▶ v1_open (no auth) ─┤
 //!                                                                                          ▼
 //!   tests ◀── Emulator / EmulatorView ◀──────── state::Shared ◀──── model::World (pure)
 //!   curl  ◀── /_emulator/* (inspect)  ◀──────────────┘
 //! ```
+//!
+//! It serves plain HTTP, or HTTPS with a given certificate or a throwaway
+//! CA it makes and writes out for clients to trust (`tls`,
+//! [`Emulator::start_tls`], [`serve_tls`]).
 //!
 //! With `webhook_url` set it also sends Customer.io's signed reporting
 //! webhooks, on activity and on demand, one at a time (see `webhook_sender`).
@@ -22,6 +27,7 @@
 //! follows are in the facts sheet, `shared/customerio-api.md`.
 
 mod auth;
+mod catalog;
 mod config;
 mod faults;
 mod identity;
@@ -29,8 +35,12 @@ mod inspect;
 mod journal;
 mod middleware;
 mod model;
+mod segments;
 mod state;
+mod tls;
 mod v1;
+mod v1_more;
+mod v1_open;
 mod v2;
 mod validate;
 mod webhook;
@@ -53,6 +63,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use catalog::{TrackRoute, TRACK_ROUTES, UNMODELLED_HEADER};
 /// The type [`EmulatorConfig`] takes its API key and signing key in.
 pub use ciosync_track_api::Secret;
 pub use config::{EmulatorConfig, DEFAULT_ENVIRONMENT_ID};
@@ -60,6 +71,7 @@ pub use faults::{Faults, DEFAULT_FAIL_STATUS};
 pub use journal::RecordedRequest;
 pub use model::{Failure, StoredEvent, World};
 pub use state::EmulatorView;
+pub use tls::{ServerTls, CA_FILE, CERT_FILE, KEY_FILE, LOCAL_NAMES};
 pub use webhook::{
     is_known_metric, sign as sign_webhook, WebhookRequest, WebhookRetry,
     DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS, DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS,
@@ -77,28 +89,55 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// too, but without waiting; `shutdown` waits.
 pub struct Emulator {
     addr: SocketAddr,
+    scheme: &'static str,
     shared: Shared,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<io::Result<()>>>,
 }
 
 impl Emulator {
-    /// Serves on `listener` (bind port 0 for a free port) in a spawned task.
-    /// Fails if the listener has no local address or `config` is invalid.
+    /// Serves plain HTTP on `listener` (bind port 0 for a free port) in a
+    /// spawned task. Fails if the listener has no local address or
+    /// `config` is invalid.
     pub async fn start(listener: TcpListener, config: EmulatorConfig) -> io::Result<Emulator> {
+        Self::start_with(listener, config, None).await
+    }
+
+    /// Serves HTTPS on `listener` with `tls`, e.g. from
+    /// `ServerTls::self_signed`; otherwise as `start`.
+    pub async fn start_tls(
+        listener: TcpListener,
+        config: EmulatorConfig,
+        tls: ServerTls,
+    ) -> io::Result<Emulator> {
+        Self::start_with(listener, config, Some(tls)).await
+    }
+
+    async fn start_with(
+        listener: TcpListener,
+        config: EmulatorConfig,
+        tls: Option<ServerTls>,
+    ) -> io::Result<Emulator> {
         config.validate().map_err(invalid_config)?;
         let addr = listener.local_addr()?;
         let shared = Shared::new(config);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, shared.clone(), async {
-            // A dropped sender also means stop.
+        // A dropped sender also means stop.
+        let shutdown = async {
             let _ = stopped.await;
-        }));
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let task = match tls {
+            Some(tls) => {
+                tokio::spawn(run(tls::TlsListener::new(listener, &tls)?, shared.clone(), shutdown))
+            }
+            None => tokio::spawn(run(listener, shared.clone(), shutdown)),
+        };
         // Let the server task start polling before the caller sends
         // requests; not needed for correctness (the socket already accepts),
         // but keeps first-request latency out of timing-sensitive tests.
         tokio::task::yield_now().await;
-        Ok(Emulator { addr, shared, stop: Some(stop), task: Some(task) })
+        Ok(Emulator { addr, scheme, shared, stop: Some(stop), task: Some(task) })
     }
 
     /// The address the server listens on.
@@ -106,9 +145,10 @@ impl Emulator {
         self.addr
     }
 
-    /// `http://ADDR`, the base URL to give a Track API client.
+    /// `http://ADDR` (`https://` with TLS), the base URL to give a Track
+    /// API client.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Runs `f` on a consistent snapshot view of the state.
@@ -248,15 +288,30 @@ pub async fn serve(
     run(listener, Shared::new(config), shutdown).await
 }
 
+/// `serve`, over TLS.
+pub async fn serve_tls(
+    listener: TcpListener,
+    config: EmulatorConfig,
+    tls: ServerTls,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    config.validate().map_err(invalid_config)?;
+    run(tls::TlsListener::new(listener, &tls)?, Shared::new(config), shutdown).await
+}
+
 fn invalid_config(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, format!("invalid emulator config: {message}"))
 }
 
-async fn run(
-    listener: TcpListener,
+async fn run<L>(
+    listener: L,
     shared: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     // One sender per emulator, so webhooks leave one at a time, in order.
     let sender = webhook_sender(&shared).map(|sender| tokio::spawn(sender.run(shared.clone())));
     let served = axum::serve(listener, router(shared)).with_graceful_shutdown(shutdown).await;
@@ -275,20 +330,28 @@ fn webhook_sender(shared: &Shared) -> Option<webhook_sender::Sender> {
     })
 }
 
-/// The whole HTTP surface. Layers added to `track` apply to its routes
-/// only; the last one added runs first, so the log sees every answer,
-/// faults come before auth, and `/_emulator` is untouched by all three.
+/// The whole HTTP surface. Layers apply to the routes (and fallback) of
+/// the router they are added to; the last one added runs first. So the log
+/// sees every answer, unknown routes included; faults come before auth;
+/// routes Customer.io serves without auth skip it; and `/_emulator` is
+/// untouched by all three.
 fn router(shared: Shared) -> Router {
-    let track = Router::new()
+    let with_auth = Router::new()
         .merge(v1::routes())
+        .merge(v1_more::routes())
         .merge(v2::routes())
-        .layer(from_fn_with_state(shared.clone(), auth::require))
-        .layer(from_fn_with_state(shared.clone(), middleware::inject_faults))
+        .layer(from_fn_with_state(shared.clone(), auth::require));
+    let known = Router::new()
+        .merge(with_auth)
+        .merge(v1_open::routes())
+        .layer(from_fn_with_state(shared.clone(), middleware::inject_faults));
+    let logged = Router::new()
+        .merge(known)
+        .fallback(unknown_route)
         .layer(from_fn_with_state(shared.clone(), middleware::record));
     Router::new()
-        .merge(track)
         .nest("/_emulator", inspect::routes())
-        .fallback(unknown_route)
+        .merge(logged)
         // Size limits are Customer.io's (checked in v2) and the journal's.
         .layer(DefaultBodyLimit::disable())
         .with_state(shared)

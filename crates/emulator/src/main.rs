@@ -2,17 +2,20 @@
 //!
 //! Only wiring: flags to `EmulatorConfig`, tracing to stderr, then
 //! `ciosync_emulator::serve` until SIGTERM or SIGINT. Prints
-//! `ciosync-emulator listening on http://ADDR` on stdout once listening, so
-//! scripts and tests can start it on port 0 and read the real port.
+//! `ciosync-emulator listening on http://ADDR` (`https://` with TLS) on
+//! stdout once listening, so scripts and tests can start it on port 0 and
+//! read the real port; with `--tls-self-signed` a second line,
+//! `ciosync-emulator CA certificate: PATH`, names the CA file to trust.
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ciosync_emulator::{
-    serve, EmulatorConfig, Faults, Secret, WebhookRetry, DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS,
-    DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS, DEFAULT_WEBHOOK_MAX_ATTEMPTS,
-    DEFAULT_WEBHOOK_MAX_BACKOFF_MS,
+    serve, serve_tls, EmulatorConfig, Faults, Secret, ServerTls, WebhookRetry,
+    DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS, DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS,
+    DEFAULT_WEBHOOK_MAX_ATTEMPTS, DEFAULT_WEBHOOK_MAX_BACKOFF_MS,
 };
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -49,6 +52,24 @@ struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8089")]
     listen: SocketAddr,
+    /// Serve HTTPS with this PEM certificate chain (server first); needs
+    /// --tls-key.
+    #[arg(long, value_name = "PATH", requires = "tls_key", conflicts_with = "tls_self_signed")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a CA and a server certificate made at start-up for
+    /// localhost, 127.0.0.1, ::1 and each --tls-name, written into DIR
+    /// (created if missing) as ca.pem, the file clients must trust (e.g.
+    /// REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS, SSL_CERT_FILE), server.pem and
+    /// server-key.pem. New ones on every start.
+    #[arg(long, value_name = "DIR")]
+    tls_self_signed: Option<PathBuf>,
+    /// Another host name or IP address for the self-signed certificate, e.g.
+    /// a CI service container's name; repeatable.
+    #[arg(long = "tls-name", value_name = "NAME", requires = "tls_self_signed")]
+    tls_names: Vec<String>,
     /// Site ID expected as the Basic-auth user name.
     #[arg(long, env = "CIOSYNC_EMULATOR_SITE_ID")]
     site_id: String,
@@ -81,10 +102,16 @@ struct Args {
     /// Answer v2 batches with invalid items as 200 plus errors instead of 207.
     #[arg(long)]
     errors_with_200: bool,
-    /// Keep attributes set to null or "" instead of removing them.
+    /// Keep people's attributes set to null or "" instead of removing them.
+    /// Removal is documented for objects and relationships only; for people
+    /// it is UNCONFIRMED, hence the flag.
     #[arg(long)]
     keep_empty: bool,
-    /// Accept any JSON value as a v1 attribute (default: string, integer, boolean).
+    /// Accept any JSON value as a v1 identify attribute. By default floats,
+    /// null, objects and arrays get a 400, as the published schema
+    /// (string, integer, boolean) says; whether Customer.io really refuses
+    /// them is UNCONFIRMED, so strict is the safe default: what passes here
+    /// passes the documented contract. (v2 takes any value.)
     #[arg(long)]
     lenient_v1_values: bool,
     /// Drop email changes sent by id (the workspace setting turned off).
@@ -205,27 +232,54 @@ fn main() -> ExitCode {
 async fn try_main(args: Args) -> Result<(), String> {
     let config = args.config();
     config.validate().map_err(|message| format!("invalid arguments: {message}"))?;
+    let (tls, ca_path) = args.tls()?;
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", args.listen))?;
     let addr = listener
         .local_addr()
         .map_err(|error| format!("cannot read the listening address: {error}"))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut announcement = format!("ciosync-emulator listening on {scheme}://{addr}\n");
+    if let Some(ca_path) = &ca_path {
+        announcement.push_str(&format!("ciosync-emulator CA certificate: {}\n", ca_path.display()));
+    }
     {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "ciosync-emulator listening on http://{addr}")
+        stdout
+            .write_all(announcement.as_bytes())
             .and_then(|()| stdout.flush())
             .map_err(|error| format!("cannot write to stdout: {error}"))?;
     }
     // Never a key or the webhook URL (it may carry a token): only the site
     // id, the region and whether webhooks go out.
     let webhooks = config.webhook_url.is_some();
-    tracing::info!(%addr, site_id = %config.site_id, region = %config.region, webhooks, "emulator ready");
-    serve(listener, config, shutdown_signal())
-        .await
-        .map_err(|error| format!("server failed: {error}"))?;
+    tracing::info!(%addr, scheme, site_id = %config.site_id, region = %config.region, webhooks, "emulator ready");
+    let served = match tls {
+        Some(tls) => serve_tls(listener, config, tls, shutdown_signal()).await,
+        None => serve(listener, config, shutdown_signal()).await,
+    };
+    served.map_err(|error| format!("server failed: {error}"))?;
     tracing::info!("emulator stopped");
     Ok(())
+}
+
+impl Args {
+    /// The TLS configuration the flags ask for, and the CA file written.
+    fn tls(&self) -> Result<(Option<ServerTls>, Option<PathBuf>), String> {
+        if let Some(dir) = &self.tls_self_signed {
+            let (tls, ca_path) = ServerTls::self_signed(dir, &self.tls_names).map_err(|error| {
+                format!("cannot make a self-signed certificate in {}: {error}", dir.display())
+            })?;
+            return Ok((Some(tls), Some(ca_path)));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => ServerTls::from_pem_files(cert, key)
+                .map(|tls| (Some(tls), None))
+                .map_err(|error| format!("invalid --tls-cert/--tls-key: {error}")),
+            _ => Ok((None, None)),
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use crate::catalog::{operation_of, UNMODELLED_HEADER};
 use crate::faults::{fault_response, InjectedMark};
 use crate::journal::{route_of, RecordedRequest, MAX_READ_BODY_BYTES};
 use crate::state::Shared;
@@ -38,6 +39,7 @@ pub async fn record(State(shared): State<Shared>, request: Request, next: Next) 
     let parsed = serde_json::from_slice::<Value>(&bytes).ok();
     let body_text = (parsed.is_none() && !bytes.is_empty())
         .then(|| String::from_utf8_lossy(&bytes).into_owned());
+    let (method_of_log, path_of_log) = (method.clone(), path.clone());
     let entry = RecordedRequest {
         seq: 0,
         method,
@@ -58,6 +60,14 @@ pub async fn record(State(shared): State<Shared>, request: Request, next: Next) 
         "track api request"
     );
     shared.update(|inner| inner.record(entry));
+    say_what_is_unmodelled(response, &method_of_log, &path_of_log)
+}
+
+/// Adds the catalog's note, if the route has one, to its answer.
+fn say_what_is_unmodelled(mut response: Response, method: &str, path: &str) -> Response {
+    if let Some(note) = operation_of(method, path).and_then(|route| route.unmodelled) {
+        response.headers_mut().insert(UNMODELLED_HEADER, HeaderValue::from_static(note));
+    }
     response
 }
 

@@ -16,6 +16,7 @@ use crate::faults::Faults;
 use crate::identity::parse_path_identifier;
 use crate::journal::RecordedRequest;
 use crate::model::{Failure, Op, Settings, StoredEvent, World};
+use crate::segments::Segments;
 use crate::webhook::WebhookRequest;
 use crate::webhook_log::{WebhookLog, WebhookRecord};
 
@@ -38,6 +39,8 @@ pub struct Inner {
     pub faults: Faults,
     /// Webhooks queued, being retried, delivered or given up.
     pub webhooks: WebhookLog,
+    /// Manual segments' members.
+    pub segments: Segments,
     next_request_seq: u64,
     /// Sum of `body_bytes` over `requests`.
     recorded_body_bytes: usize,
@@ -53,6 +56,7 @@ impl Inner {
             requests: VecDeque::new(),
             faults: config.faults.clone(),
             webhooks: WebhookLog::default(),
+            segments: Segments::default(),
             next_request_seq: 0,
             recorded_body_bytes: 0,
         }
@@ -225,6 +229,11 @@ impl<'a> EmulatorView<'a> {
     /// Every webhook kept, oldest first, with its attempts.
     pub fn webhooks(&self) -> Vec<WebhookRecord> {
         self.inner.webhooks.records().cloned().collect()
+    }
+
+    /// Each manual segment's members by key (as `customers` keys them).
+    pub fn segments(&self) -> BTreeMap<i32, Vec<String>> {
+        self.inner.segments.members(&self.inner.world)
     }
 
     /// The whole model, for anything the helpers above do not cover.

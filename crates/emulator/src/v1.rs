@@ -26,7 +26,7 @@ use crate::model::Op;
 use crate::state::Shared;
 use crate::validate::{
     check_attributes, check_identifier, optional_integer, parse_event, Problem, ValueTypes,
-    REASON_INVALID, REASON_REQUIRED,
+    REASON_INVALID,
 };
 
 /// The v1 routes, without auth or faults (the caller layers those).
@@ -54,7 +54,7 @@ pub fn ok() -> Response {
 }
 
 /// 400 `{"meta":{"errors":[…]}}`.
-fn invalid(problems: Vec<Problem>) -> Response {
+pub fn invalid(problems: Vec<Problem>) -> Response {
     let body = V1ErrorResponse {
         meta: V1Meta { errors: problems.into_iter().map(|p| p.message).collect(), error: None },
     };
@@ -76,7 +76,7 @@ fn answer(shared: &Shared, op: Result<Op, Vec<Problem>>) -> Response {
 
 /// The problem to answer if the `reject_ids` fault refuses a person `op`
 /// names, or `reject_event_names` its event.
-fn rejected(shared: &Shared, op: &Op) -> Option<Problem> {
+pub fn rejected(shared: &Shared, op: &Op) -> Option<Problem> {
     shared.read(|inner| inner.faults.refusal(op)).map(|fault| fault.problem())
 }
 
@@ -161,7 +161,7 @@ fn merge_invalid(message: String) -> Response {
 }
 
 /// The person a (percent-decoded) path segment names.
-fn path_target(raw: &str) -> Result<Identifier, Vec<Problem>> {
+pub fn path_target(raw: &str) -> Result<Identifier, Vec<Problem>> {
     match check_identifier(raw, "identifier") {
         Some(problem) => Err(vec![problem]),
         None => Ok(parse_path_identifier(raw)),
@@ -170,7 +170,7 @@ fn path_target(raw: &str) -> Result<Identifier, Vec<Problem>> {
 
 /// The body as a JSON object; an empty body counts as `{}`. The messages
 /// are guesses: Customer.io's wording for these cases is unknown.
-fn body_object(body: &[u8]) -> Result<Map<String, Value>, Vec<Problem>> {
+pub fn body_object(body: &[u8]) -> Result<Map<String, Value>, Vec<Problem>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -208,26 +208,15 @@ pub fn identify_op(
     Ok(Op::Identify { target, attributes, timestamp: timestamp.unwrap_or(now), update_only })
 }
 
-/// Validates an anonymous event. `anonymous_id` is required here (the
-/// schema leaves it optional, but an anonymous event without one can never
-/// reach a person, so the emulator treats it as a client bug; guess).
+/// Validates an anonymous event. Only `name` is required: the published
+/// schema (`anonymousEventsRequest`, every variant) leaves `anonymous_id`
+/// optional, and an event without one is how Customer.io's "invite" events
+/// reach someone not yet a person (`data.recipient`, documented for
+/// anonymous events), so it is kept though it can never join a person.
 pub fn anonymous_event_op(body: &[u8], now: i64) -> Result<Op, Vec<Problem>> {
     let object = body_object(body)?;
-    let event = parse_event(&object, "data", None, "", now);
-    let anonymous_id =
-        object.get("anonymous_id").and_then(Value::as_str).filter(|id| !id.is_empty());
-    match (event, anonymous_id) {
-        (Ok(event), Some(_)) => Ok(Op::AnonymousEvent { event }),
-        (event, _) => {
-            let mut problems = event.err().unwrap_or_default();
-            problems.push(Problem::new(
-                REASON_REQUIRED,
-                "anonymous_id",
-                "anonymous_id must be present",
-            ));
-            Err(problems)
-        }
-    }
+    let event = parse_event(&object, "data", None, "", now)?;
+    Ok(Op::AnonymousEvent { event })
 }
 
 /// Validates a merge: `primary` and `secondary` must each name exactly one
@@ -311,12 +300,14 @@ mod tests {
     }
 
     #[test]
-    fn anonymous_events_need_an_anonymous_id() {
-        assert_eq!(
-            messages(anonymous_event_op(br#"{"name":"x"}"#, 0)),
-            ["anonymous_id must be present"]
-        );
+    fn anonymous_events_need_a_name_but_no_anonymous_id() {
+        let invite = br#"{"name":"invite","data":{"recipient":"new@x.io"}}"#;
+        let Ok(Op::AnonymousEvent { event }) = anonymous_event_op(invite, 0) else {
+            panic!("an invite without anonymous_id is a valid anonymous event");
+        };
+        assert_eq!((event.name.as_str(), event.anonymous_id), ("invite", None));
         assert!(anonymous_event_op(br#"{"name":"x","anonymous_id":"a"}"#, 0).is_ok());
+        assert!(anonymous_event_op(br#"{"anonymous_id":"a"}"#, 0).is_err());
     }
 
     #[test]
