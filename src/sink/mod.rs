@@ -270,6 +270,21 @@ impl Sink {
         }
     }
 
+    /// Takes every batch that completed meanwhile into account, without
+    /// waiting: for a producer that does not wait on [`Sink::completion`]
+    /// between pushes (the initial copy reading its next page).
+    pub fn reap(&mut self) -> Result<(), SinkError> {
+        while let Some(joined) = self.tasks.try_join_next() {
+            match joined {
+                Ok(finished) => self.complete(finished)?,
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                // Aborted by `discard`.
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Takes a completed batch into account and sends what that unblocks.
     /// `Err` if the batch hit a refusal no retry fixes.
     pub fn complete(&mut self, finished: Finished) -> Result<(), SinkError> {
