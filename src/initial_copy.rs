@@ -24,9 +24,10 @@
 //! the slot (nothing is acknowledged before the copy ends) and is replayed
 //! in commit order afterwards, ending at the row's latest value.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use pgwire_replication::ReplicationClient;
+use pgwire_replication::{Lsn, ReplicationClient};
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
@@ -210,6 +211,8 @@ impl Copier<'_> {
         self.counters.health.set_phase(Phase::InitialCopy);
         let reader = TableReader::new(sql, sync, None).await?;
         let mut last_log = Instant::now();
+        // Pages pushed and not yet checkpointed, oldest first.
+        let mut pages = Pages::default();
         loop {
             if self.shutdown.is_cancelled() {
                 return Ok(CopyOutcome::Interrupted);
@@ -218,7 +221,7 @@ impl Copier<'_> {
             let count = rows.len();
             for (key, new) in rows {
                 // A page of wide rows may hold several times the budget.
-                if !self.wait_for_room().await? {
+                if !self.wait_for_room(state, &name, &mut pages).await? {
                     return Ok(CopyOutcome::Interrupted);
                 }
                 after = Some(key);
@@ -230,16 +233,17 @@ impl Copier<'_> {
                 };
                 self.deliver(&change);
             }
-            if count > 0 {
-                if !self.flush().await? {
-                    return Ok(CopyOutcome::Interrupted);
-                }
+            if let (true, Some(key)) = (count > 0, &after) {
                 rows_copied += count as i64;
                 Counters::add(&self.counters.rows_copied, count as u64);
-                if let Some(key) = &after {
-                    state.checkpoint(&name, key, rows_copied).await?;
-                }
+                // The page's end is a commit of the sink: ackable once its
+                // operations and every earlier page's completed.
+                let marker = pages.push(key.clone(), rows_copied);
+                self.sink.commit(marker);
             }
+            // The next page is read while this one's batches are in flight.
+            self.sink.reap()?;
+            self.checkpoint_delivered(state, &name, &mut pages).await?;
             if last_log.elapsed() >= PROGRESS_EVERY {
                 tracing::info!(table = %name, rows_copied, "initial copy in progress");
                 last_log = Instant::now();
@@ -248,6 +252,10 @@ impl Copier<'_> {
                 break;
             }
         }
+        if !self.flush().await? {
+            return Ok(CopyOutcome::Interrupted);
+        }
+        self.checkpoint_delivered(state, &name, &mut pages).await?;
         state.finish(&name, rows_copied).await?;
         tracing::info!(table = %name, rows_copied, in_snapshot, "initial copy of the table done");
         Ok(CopyOutcome::Complete)
@@ -263,14 +271,50 @@ impl Copier<'_> {
     }
 
     /// Returns once the memory budget has room for the next row's
-    /// operations (see [`Sink::wait_for_room`]); `false` if shutdown came
-    /// first. Stopping here is safe: the page was not checkpointed, so it
-    /// is read again.
-    async fn wait_for_room(&mut self) -> Result<bool, SinkError> {
-        tokio::select! {
-            result = self.sink.wait_for_room() => result.map(|()| true),
-            _ = self.shutdown.cancelled() => Ok(false),
+    /// operations, checkpointing the pages delivered meanwhile (their
+    /// commits hold budget until taken); `false` if shutdown came first.
+    /// Stopping here is safe: a page not checkpointed is read again.
+    async fn wait_for_room(
+        &mut self,
+        state: &State<'_>,
+        name: &str,
+        pages: &mut Pages,
+    ) -> Result<bool, CopyError> {
+        while self.sink.is_full() {
+            self.checkpoint_delivered(state, name, pages).await?;
+            if !self.sink.is_full() {
+                break;
+            }
+            if !self.sink.has_in_flight() {
+                // A send held back (the quiet time after a discard), or stuck.
+                let waited = tokio::select! {
+                    result = self.sink.wait_for_room() => result.map(|()| true),
+                    _ = self.shutdown.cancelled() => Ok(false),
+                };
+                return Ok(waited?);
+            }
+            let finished = tokio::select! {
+                finished = self.sink.completion() => finished,
+                _ = self.shutdown.cancelled() => return Ok(false),
+            };
+            self.sink.complete(finished)?;
         }
+        Ok(true)
+    }
+
+    /// Records in `ciosync.initial_copy` the newest page that, with every
+    /// page before it, was delivered.
+    async fn checkpoint_delivered(
+        &mut self,
+        state: &State<'_>,
+        name: &str,
+        pages: &mut Pages,
+    ) -> Result<(), PgError> {
+        let Some((marker, _)) = self.sink.ackable() else { return Ok(()) };
+        if let Some((key, rows_copied)) = pages.delivered(marker) {
+            state.checkpoint(name, &key, rows_copied).await?;
+        }
+        Ok(())
     }
 
     /// Delivers what waits; `false` if shutdown came first.
@@ -279,6 +323,34 @@ impl Copier<'_> {
             result = self.sink.flush() => result.map(|()| true),
             _ = self.shutdown.cancelled() => Ok(false),
         }
+    }
+}
+
+/// Pages pushed to the sink and not yet checkpointed, each marked by a
+/// commit of its own (a counter, not a WAL position: the copy runs before
+/// the stream, and its commits are all taken before the stream starts).
+#[derive(Debug, Default)]
+struct Pages {
+    pushed: u64,
+    waiting: VecDeque<(u64, String, i64)>,
+}
+
+impl Pages {
+    /// A page ending at `key` with `rows_copied` rows so far; its marker.
+    fn push(&mut self, key: String, rows_copied: i64) -> Lsn {
+        self.pushed += 1;
+        self.waiting.push_back((self.pushed, key, rows_copied));
+        Lsn::from(self.pushed)
+    }
+
+    /// The newest page at or before `marker` (every page before it is
+    /// delivered too), forgetting those: its last key and row count.
+    fn delivered(&mut self, marker: Lsn) -> Option<(String, i64)> {
+        let mut newest = None;
+        while self.waiting.front().is_some_and(|(page, _, _)| *page <= marker.as_u64()) {
+            newest = self.waiting.pop_front().map(|(_, key, rows)| (key, rows));
+        }
+        newest
     }
 }
 

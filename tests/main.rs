@@ -19,6 +19,7 @@ mod check_reports_failover_readiness;
 mod check_reports_what_to_fix;
 mod ciosync_writes_survive_a_postgres_crash;
 mod coalescing_merges_changes_of_one_customer;
+mod concurrency_follows_the_round_trip;
 mod core_scenarios_pass_on_every_postgres_major;
 mod customerio_hangs_are_timed_out_and_retried;
 mod customerio_outage_loses_nothing;

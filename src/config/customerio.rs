@@ -63,8 +63,9 @@ pub struct CustomerioConfig {
     /// Default 100.
     #[serde(default = "default_linger_ms")]
     pub linger_ms: u64,
-    /// Most requests in flight at once (1–64). A customer never has two.
-    /// Default 4.
+    /// Most requests in flight at once (1–64): the ceiling of the adaptive
+    /// limit, which starts at 4 and follows the round trips and answers
+    /// (see `sink::concurrency`). A customer never has two. Default 32.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// Per-item errors (in a 207) worth retrying: an item error whose
@@ -104,7 +105,7 @@ fn default_linger_ms() -> u64 {
 }
 
 fn default_max_in_flight() -> usize {
-    4
+    32
 }
 
 fn default_transient_item_errors() -> Vec<String> {

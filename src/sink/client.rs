@@ -7,14 +7,19 @@
 //!   limiter from `governor`), and
 //! - the [`Throttle`], which after a 429 holds every request until the
 //!   `Retry-After` has passed and then lets the rate climb back gradually.
+//!
+//! Each request's round trip and outcome adjust how many may be in flight
+//! ([`super::concurrency`]); the sink asks [`TrackClient::concurrency_limit`].
 
 use super::batch::Route;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use tokio::time::Instant;
 
+use super::concurrency::{Concurrency, Outcome};
 use super::retry::{self, Verdict};
 use super::SinkError;
 use crate::config::CustomerioConfig;
@@ -30,6 +35,9 @@ pub struct TrackClient {
     /// The request budget: every request waits for a token first.
     limiter: governor::DefaultDirectRateLimiter,
     throttle: Mutex<Throttle>,
+    /// How many requests may be in flight, adapted to the round trips.
+    concurrency: Mutex<Concurrency>,
+    in_flight: AtomicUsize,
     base_url: String,
     auth: HeaderValue,
     /// Also the send loop's ([`super::send`]): its waits and the request sizes.
@@ -48,12 +56,16 @@ impl TrackClient {
             .user_agent(concat!("ciosync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(SinkError::Client)?;
+        let concurrency = Concurrency::new(config.max_in_flight, Instant::now());
+        Counters::set(&counters.concurrency_limit, concurrency.limit() as u64, None);
         let per_second = std::num::NonZeroU32::new(config.max_requests_per_second)
             .unwrap_or(std::num::NonZeroU32::MIN);
         Ok(Self {
             http,
             limiter: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
             throttle: Mutex::new(Throttle::new(per_second.get(), Instant::now())),
+            concurrency: Mutex::new(concurrency),
+            in_flight: AtomicUsize::new(0),
             base_url: config.base_url(),
             auth: basic_auth(&config.site_id, config.api_key.expose()),
             counters,
@@ -67,14 +79,45 @@ impl TrackClient {
     }
 
     /// One POST of `body` to `route`'s endpoint, as [`TrackClient::post_batch`].
+    /// Its round trip and outcome adjust the concurrency limit.
     pub async fn post(&self, route: Route, body: bytes::Bytes) -> Verdict {
-        self.limiter.until_ready().await;
-        let send_at = self.lock_throttle().reserve(Instant::now());
+        // Whether the budget held this request back, not how long the
+        // await took (on a busy machine that is noise).
+        let mut waited = self.limiter.check().is_err();
+        if waited {
+            self.limiter.until_ready().await;
+        }
+        let now = Instant::now();
+        let send_at = self.lock_throttle().reserve(now);
+        waited |= send_at > now;
         tokio::time::sleep_until(send_at).await;
-        let started = std::time::Instant::now();
+        let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.lock_concurrency().sending(in_flight, waited);
+        let started = Instant::now();
         let verdict = self.send(route, body).await;
-        self.counters.request_duration.observe(started.elapsed().as_secs_f64());
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let rtt = started.elapsed();
+        self.counters.request_duration.observe(rtt.as_secs_f64());
+        let outcome = match verdict {
+            Verdict::Retry { .. } => Outcome::Overloaded,
+            _ => Outcome::Answered,
+        };
+        let limit = {
+            let mut concurrency = self.lock_concurrency();
+            concurrency.ended(Instant::now(), rtt, outcome);
+            concurrency.limit()
+        };
+        Counters::set(&self.counters.concurrency_limit, limit as u64, None);
         verdict
+    }
+
+    /// Requests that may be in flight now (see [`Concurrency`]).
+    pub fn concurrency_limit(&self) -> usize {
+        self.lock_concurrency().limit()
+    }
+
+    fn lock_concurrency(&self) -> std::sync::MutexGuard<'_, Concurrency> {
+        self.concurrency.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The request itself, counted by endpoint and status class, and classified.

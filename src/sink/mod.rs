@@ -3,7 +3,7 @@
 //! out.
 //!
 //! ```text
-//! push ─▶ Queue (coalesce, wait ≤ linger) ─take_batch─▶ up to max_in_flight delivery tasks ─▶ /api/v2/batch
+//! push ─▶ Queue (coalesce, wait ≤ linger) ─take_batch─▶ up to the concurrency limit of delivery tasks ─▶ /api/v2/batch
 //!            ▲                                                   │
 //!            └──────────── finish (customers free again) ◀───────┘  ackable() → newest complete commit
 //! ```
@@ -30,6 +30,7 @@
 
 pub mod batch;
 pub mod client;
+pub mod concurrency;
 mod deliver;
 pub mod queue;
 pub mod retry;
@@ -137,7 +138,6 @@ pub struct Sink {
     tasks: JoinSet<Finished>,
     delivery: Arc<Delivery>,
     linger: Duration,
-    max_in_flight: usize,
     max_batch_ops: usize,
     max_pending_bytes: usize,
     /// Everything waiting is held up by a batch in flight: only a
@@ -182,7 +182,6 @@ impl Sink {
             tasks: JoinSet::new(),
             delivery: Arc::new(delivery),
             linger: customerio.linger(),
-            max_in_flight: customerio.max_in_flight,
             max_batch_ops: customerio.max_batch_ops,
             max_pending_bytes: pipeline.max_pending_bytes,
             stalled: false,
@@ -240,7 +239,7 @@ impl Sink {
     /// the oldest one's linger time. `None` if nothing waits or nothing more
     /// may be in flight (a completion comes first).
     pub fn deadline(&self) -> Option<Instant> {
-        if self.tasks.len() >= self.max_in_flight {
+        if self.tasks.len() >= self.delivery.client.concurrency_limit() {
             return None;
         }
         if self.stalled {
@@ -269,6 +268,21 @@ impl Sink {
                 None => std::future::pending::<()>().await,
             }
         }
+    }
+
+    /// Takes every batch that completed meanwhile into account, without
+    /// waiting: for a producer that does not wait on [`Sink::completion`]
+    /// between pushes (the initial copy reading its next page).
+    pub fn reap(&mut self) -> Result<(), SinkError> {
+        while let Some(joined) = self.tasks.try_join_next() {
+            match joined {
+                Ok(finished) => self.complete(finished)?,
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                // Aborted by `discard`.
+                Err(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Takes a completed batch into account and sends what that unblocks.
@@ -359,7 +373,7 @@ impl Sink {
             }
             self.quiet_until = None;
         }
-        while self.tasks.len() < self.max_in_flight {
+        while self.tasks.len() < self.delivery.client.concurrency_limit() {
             if !force && !self.due() {
                 return;
             }

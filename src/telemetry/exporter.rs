@@ -245,6 +245,7 @@ fn requests(c: &Counters, out: &mut Families) {
     out.series(&CUSTOMERIO_REQUESTS, &requests);
     out.0.extend(c.request_duration.collect());
     out.0.extend(c.request_items.collect());
+    out.gauge(&CUSTOMERIO_CONCURRENCY, Counters::get(&c.concurrency_limit) as f64);
     out.counter(&CUSTOMERIO_RATE_LIMITED, Counters::get(&c.rate_limited));
     out.counter(&CUSTOMERIO_RETRIES, Counters::get(&c.requests_retried));
 }
@@ -451,6 +452,7 @@ mod tests {
             &c.truncates_ignored,
             &c.attributes_dropped,
             &c.schema_left_out,
+            &c.concurrency_limit,
             &c.schema_pauses,
             &c.ops_accepted,
             &c.rate_limited,

@@ -66,6 +66,9 @@ pub struct Counters {
     /// Changes not sent while paused by a schema break (each time the
     /// stream reached one; a paused daemon retries every 30 s).
     pub schema_pauses: AtomicU64,
+    /// Requests that may be in flight to Customer.io now (adaptive, up to
+    /// `customerio.max_in_flight`).
+    pub concurrency_limit: AtomicU64,
     /// Attributes left out of a call (over a limit, unparseable, missing).
     pub attributes_dropped: AtomicU64,
     /// Operations Customer.io accepted.

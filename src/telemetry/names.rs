@@ -268,6 +268,12 @@ pub const CUSTOMERIO_REQUEST_ITEMS: Metric = Metric {
     help: "Operations in each Customer.io request (batch size).",
     labels: &[],
 };
+pub const CUSTOMERIO_CONCURRENCY: Metric = Metric {
+    name: "ciosync_customerio_concurrency_limit",
+    kind: Kind::Gauge,
+    help: "Requests that may be in flight to Customer.io now, adapted to the round trips and answers (at most customerio.max_in_flight).",
+    labels: &[],
+};
 pub const CUSTOMERIO_RATE_LIMITED: Metric = Metric {
     name: "ciosync_customerio_rate_limited_total",
     kind: Kind::Counter,
@@ -478,6 +484,7 @@ pub const METRICS: &[Metric] = &[
     CUSTOMERIO_REQUESTS,
     CUSTOMERIO_REQUEST_DURATION,
     CUSTOMERIO_REQUEST_ITEMS,
+    CUSTOMERIO_CONCURRENCY,
     CUSTOMERIO_RATE_LIMITED,
     CUSTOMERIO_RETRIES,
     TRANSACTIONS_ACKED,

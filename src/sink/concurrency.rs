@@ -1,0 +1,235 @@
+//! Adaptive request concurrency: how many requests may be in flight, from
+//! the round trips Customer.io answers with. Pure: the caller passes the
+//! time and each request's outcome.
+//!
+//! Requests in flight needed to use the request budget grow with the round
+//! trip (100 requests/s at 150 ms is 15 in flight), and the round trip
+//! changes by hour and region, so no fixed number is right. The limit
+//! follows AIMD, as TCP's congestion window and vector's adaptive request
+//! concurrency do, once per *window* of one round trip:
+//!
+//! | in the window | the limit |
+//! |---|---|
+//! | a 429, a 5xx, a timeout or a broken connection | halved |
+//! | round trips over 1.5 × the baseline (+5 ms): Customer.io is queueing | × 0.9 |
+//! | otherwise, if some request found the limit reached and none waited for the request budget | + 1 |
+//! | otherwise | unchanged |
+//!
+//! The baseline is the unloaded round trip: it falls to any lower window
+//! mean at once and rises only slowly (a twentieth of the gap per window),
+//! so a lasting change of latency is learned without chasing load. The limit
+//! stays within 1 and `customerio.max_in_flight`, and starts at
+//! [`INITIAL_LIMIT`] (or the ceiling if lower). Nothing here touches order or
+//! acknowledgement: the queue decides what may go, this only how much.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The limit at start: the fixed value of earlier versions.
+pub const INITIAL_LIMIT: usize = 4;
+/// Shortest window, so a fast local answer does not make every request a window.
+const MIN_WINDOW: Duration = Duration::from_millis(20);
+/// Round trips this much over the baseline (and [`RISE_SLACK`]) mean a queue.
+const RISE_FACTOR: f64 = 1.5;
+const RISE_SLACK: Duration = Duration::from_millis(5);
+/// Share of the gap the baseline closes per window when latency rises.
+const BASELINE_CLIMB: f64 = 0.05;
+
+/// How a request ended, for the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Customer.io answered (any 2xx or 4xx other than 429).
+    Answered,
+    /// A 429, a 5xx, a timeout or a transport failure: back off.
+    Overloaded,
+}
+
+/// The adaptive limit; see the module doc.
+#[derive(Debug, Clone)]
+pub struct Concurrency {
+    limit: f64,
+    ceiling: usize,
+    baseline: Option<Duration>,
+    window: Window,
+}
+
+#[derive(Debug, Clone)]
+struct Window {
+    ends: Instant,
+    rtt_sum: Duration,
+    answers: u32,
+    overloaded: bool,
+    reached_limit: bool,
+    budget_bound: bool,
+}
+
+impl Window {
+    fn new(ends: Instant) -> Self {
+        Self {
+            ends,
+            rtt_sum: Duration::ZERO,
+            answers: 0,
+            overloaded: false,
+            reached_limit: false,
+            budget_bound: false,
+        }
+    }
+}
+
+impl Concurrency {
+    /// A limit of at most `ceiling` (at least 1).
+    pub fn new(ceiling: usize, now: Instant) -> Self {
+        let ceiling = ceiling.max(1);
+        Self {
+            limit: INITIAL_LIMIT.min(ceiling) as f64,
+            ceiling,
+            baseline: None,
+            window: Window::new(now + MIN_WINDOW),
+        }
+    }
+
+    /// Requests that may be in flight now.
+    pub fn limit(&self) -> usize {
+        (self.limit as usize).clamp(1, self.ceiling)
+    }
+
+    /// A request is about to go with `in_flight` others already out; it
+    /// `waited` for the request budget (or a 429's pause) first.
+    pub fn sending(&mut self, in_flight: usize, waited: bool) {
+        self.window.reached_limit |= in_flight + 1 >= self.limit();
+        self.window.budget_bound |= waited;
+    }
+
+    /// A request sent `rtt` ago ended with `outcome`.
+    pub fn ended(&mut self, now: Instant, rtt: Duration, outcome: Outcome) {
+        match outcome {
+            Outcome::Answered => {
+                self.window.rtt_sum += rtt;
+                self.window.answers += 1;
+            }
+            Outcome::Overloaded => self.window.overloaded = true,
+        }
+        if now >= self.window.ends {
+            self.close_window(now);
+        }
+    }
+
+    fn close_window(&mut self, now: Instant) {
+        let window = std::mem::replace(&mut self.window, Window::new(now));
+        let mean = (window.answers > 0).then(|| window.rtt_sum / window.answers);
+        let rising = match (mean, self.baseline) {
+            (Some(mean), Some(base)) => mean > base.mul_f64(RISE_FACTOR) + RISE_SLACK,
+            _ => false,
+        };
+        if window.overloaded {
+            self.limit = (self.limit / 2.0).max(1.0);
+        } else if rising {
+            self.limit = (self.limit * 0.9).max(1.0);
+        } else if window.reached_limit && !window.budget_bound {
+            self.limit = (self.limit.floor() + 1.0).min(self.ceiling as f64);
+        }
+        if let Some(mean) = mean {
+            self.baseline = Some(match self.baseline {
+                Some(base) if mean > base => base + (mean - base).mul_f64(BASELINE_CLIMB),
+                _ => mean,
+            });
+        }
+        let length = self.baseline.unwrap_or(MIN_WINDOW).max(MIN_WINDOW);
+        self.window.ends = now + length;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RTT: Duration = Duration::from_millis(150);
+
+    /// Runs `windows` windows of `rtt`, each with requests that find the
+    /// limit reached (when `busy`), and returns the limit after each.
+    fn run(
+        c: &mut Concurrency,
+        now: &mut Instant,
+        windows: usize,
+        rtt: Duration,
+        busy: bool,
+    ) -> Vec<usize> {
+        (0..windows)
+            .map(|_| {
+                let in_flight = if busy { c.limit() } else { 0 };
+                c.sending(in_flight.saturating_sub(1), false);
+                *now += rtt.max(MIN_WINDOW);
+                c.ended(*now, rtt, Outcome::Answered);
+                c.limit()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_limit_grows_by_one_per_round_trip_while_latency_stays_flat() {
+        let mut now = Instant::now();
+        let mut c = Concurrency::new(64, now);
+        assert_eq!(c.limit(), INITIAL_LIMIT);
+        let limits = run(&mut c, &mut now, 6, RTT, true);
+        assert_eq!(limits, vec![5, 6, 7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn it_stops_at_the_ceiling_and_starts_no_higher() {
+        let mut now = Instant::now();
+        let mut c = Concurrency::new(6, now);
+        let limits = run(&mut c, &mut now, 5, RTT, true);
+        assert_eq!(limits, vec![5, 6, 6, 6, 6]);
+        assert_eq!(Concurrency::new(2, now).limit(), 2);
+        assert_eq!(Concurrency::new(0, now).limit(), 1);
+    }
+
+    #[test]
+    fn it_does_not_grow_while_requests_never_reach_it_or_wait_for_the_budget() {
+        let mut now = Instant::now();
+        let mut c = Concurrency::new(64, now);
+        assert_eq!(run(&mut c, &mut now, 4, RTT, false), vec![4, 4, 4, 4]);
+        for _ in 0..4 {
+            c.sending(c.limit() - 1, true);
+            now += RTT;
+            c.ended(now, RTT, Outcome::Answered);
+        }
+        assert_eq!(c.limit(), 4, "the request budget, not concurrency, is the limit");
+    }
+
+    #[test]
+    fn an_overloaded_answer_halves_it_and_rising_latency_trims_it() {
+        let mut now = Instant::now();
+        let mut c = Concurrency::new(64, now);
+        run(&mut c, &mut now, 12, RTT, true);
+        assert_eq!(c.limit(), 16);
+        c.sending(0, false);
+        now += RTT;
+        c.ended(now, RTT, Outcome::Overloaded);
+        assert_eq!(c.limit(), 8);
+        // Round trips twice the baseline: Customer.io queues; trim by a tenth.
+        c.sending(c.limit() - 1, false);
+        now += RTT * 2;
+        c.ended(now, RTT * 2, Outcome::Answered);
+        assert_eq!(c.limit(), 7);
+        // Never below one.
+        for _ in 0..10 {
+            now += RTT;
+            c.ended(now, RTT, Outcome::Overloaded);
+        }
+        assert_eq!(c.limit(), 1);
+    }
+
+    #[test]
+    fn a_lasting_change_of_latency_becomes_the_new_baseline() {
+        let mut now = Instant::now();
+        let mut c = Concurrency::new(64, now);
+        run(&mut c, &mut now, 3, Duration::from_millis(50), true);
+        // Latency triples for good: trimmed at first, then learned, and
+        // growth resumes.
+        let limits = run(&mut c, &mut now, 80, RTT, true);
+        assert!(limits[0] < 7, "{limits:?}");
+        assert!(limits[79] > limits[0] + 5, "{limits:?}");
+    }
+}
