@@ -5,6 +5,7 @@
 //!
 //! | Route | Answer |
 //! |---|---|
+//! | `GET /_emulator/health` | 200 `{"status":"ok"}` while it serves: for healthchecks |
 //! | `GET /_emulator/customers` | `{key: attributes}` for everyone |
 //! | `GET /_emulator/customers/{identifier}` | attributes, 404 if absent |
 //! | `GET /_emulator/customers/{identifier}/events` | events, 404 if absent |
@@ -35,6 +36,7 @@ use crate::webhook::WebhookRequest;
 /// The `/_emulator` routes, to be nested under that prefix.
 pub fn routes() -> Router<Shared> {
     Router::new()
+        .route("/health", get(health))
         .route("/customers", get(customers))
         .route("/customers/{identifier}", get(customer))
         .route("/customers/{identifier}/events", get(events))
@@ -55,6 +57,12 @@ fn view<R>(shared: &Shared, f: impl FnOnce(&EmulatorView<'_>) -> R) -> R {
 
 fn not_found(what: &str) -> Response {
     (StatusCode::NOT_FOUND, Json(json!({"error": format!("no such {what}")}))).into_response()
+}
+
+/// For container healthchecks and CI waiting for the service: touches no
+/// state, so it answers as long as the listener does.
+async fn health() -> Response {
+    Json(json!({"status": "ok"})).into_response()
 }
 
 async fn customers(State(shared): State<Shared>) -> Response {

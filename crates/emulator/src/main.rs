@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ciosync_emulator::{
-    serve, serve_tls, EmulatorConfig, Faults, Secret, ServerTls, WebhookRetry,
+    check_health, serve, serve_tls, EmulatorConfig, Faults, Secret, ServerTls, WebhookRetry,
     DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS, DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS,
     DEFAULT_WEBHOOK_MAX_ATTEMPTS, DEFAULT_WEBHOOK_MAX_BACKOFF_MS,
 };
@@ -52,6 +52,12 @@ struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8089")]
     listen: SocketAddr,
+    /// Do not serve: ask the emulator at HOST:PORT for /_emulator/health
+    /// (over HTTP, then HTTPS with any certificate) and exit 0 if it
+    /// answers 200, 1 if not. The healthcheck of images without curl;
+    /// the other flags are not needed and are ignored.
+    #[arg(long, value_name = "HOST:PORT")]
+    health_check: Option<String>,
     /// Serve HTTPS with this PEM certificate chain (server first); needs
     /// --tls-key.
     #[arg(long, value_name = "PATH", requires = "tls_key", conflicts_with = "tls_self_signed")]
@@ -71,11 +77,16 @@ struct Args {
     #[arg(long = "tls-name", value_name = "NAME", requires = "tls_self_signed")]
     tls_names: Vec<String>,
     /// Site ID expected as the Basic-auth user name.
-    #[arg(long, env = "CIOSYNC_EMULATOR_SITE_ID")]
-    site_id: String,
+    #[arg(long, env = "CIOSYNC_EMULATOR_SITE_ID", required_unless_present = "health_check")]
+    site_id: Option<String>,
     /// Track API key expected as the Basic-auth password.
-    #[arg(long, env = "CIOSYNC_EMULATOR_API_KEY", hide_env_values = true)]
-    api_key: String,
+    #[arg(
+        long,
+        env = "CIOSYNC_EMULATOR_API_KEY",
+        hide_env_values = true,
+        required_unless_present = "health_check"
+    )]
+    api_key: Option<String>,
     /// Region the /api/v1/accounts/region endpoint reports.
     #[arg(long, default_value = "us", value_parser = ["us", "eu"])]
     region: String,
@@ -171,8 +182,10 @@ fn secret(raw: &str) -> Result<Secret, String> {
 impl Args {
     fn config(&self) -> EmulatorConfig {
         EmulatorConfig {
-            site_id: self.site_id.clone(),
-            api_key: self.api_key.clone(),
+            // Both are required unless probing (clap enforces it); an empty
+            // one would fail `validate`.
+            site_id: self.site_id.clone().unwrap_or_default(),
+            api_key: self.api_key.clone().unwrap_or_default(),
             region: self.region.clone(),
             faults: Faults {
                 error_rate: self.error_rate,
@@ -220,10 +233,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(addr) = &args.health_check {
+        return probe(&runtime, addr);
+    }
     match runtime.block_on(try_main(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("ciosync-emulator: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--health-check`: one line on stderr when the emulator does not answer.
+fn probe(runtime: &tokio::runtime::Runtime, addr: &str) -> ExitCode {
+    match runtime.block_on(check_health(addr)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ciosync-emulator: not healthy: {message}");
             ExitCode::FAILURE
         }
     }
