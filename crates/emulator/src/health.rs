@@ -8,7 +8,7 @@ use std::time::Duration;
 pub const HEALTH_PATH: &str = "/_emulator/health";
 
 /// How long the probe waits for each answer.
-pub const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+pub const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Asks the emulator at `addr` (`HOST:PORT`) for [`HEALTH_PATH`]: over
 /// plain HTTP, then over HTTPS, so one probe fits both modes. The HTTPS
