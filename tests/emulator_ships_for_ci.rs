@@ -11,7 +11,7 @@ use crate::support::deploy::{
     code_blocks, dockerfile_stages, exec_form, markdown_section, read, yaml_text_documents, Stage,
 };
 use ciosync::config::Config;
-use ciosync_emulator::{Emulator, EmulatorConfig, HEALTH_PATH};
+use ciosync_emulator::{Emulator, EmulatorConfig, ServerTls, HEALTH_PATH};
 use serde_norway::{Mapping, Value};
 
 const COMPOSE: &str = "deploy/compose/docker-compose.yml";
@@ -136,7 +136,7 @@ fn readme_recipes() -> Vec<Value> {
     let readme = read("README.md");
     let section = markdown_section(&readme, CI_SECTION);
     let blocks = code_blocks(section, "yaml");
-    assert_eq!(blocks.len(), 2, "a GitHub Actions and a GitLab CI recipe");
+    assert_eq!(blocks.len(), 3, "two GitHub Actions recipes and a GitLab CI one");
     blocks.iter().map(|b| yaml_text_documents(b, "a README YAML block").remove(0)).collect()
 }
 
@@ -172,20 +172,12 @@ fn the_ci_recipes_and_the_compose_file_name_the_same_image_port_and_flags() {
     assert_eq!(ciosync["depends_on"]["customerio"]["condition"].as_str(), Some("service_healthy"));
 
     let recipes = readme_recipes();
-    let github = recipes.iter().find(|r| r["jobs"].is_mapping()).expect("a GitHub Actions job");
-    let job = github["jobs"].as_mapping().unwrap().values().next().unwrap();
-    let service = service_running(&job["services"], name, "image").expect("the emulator service");
-    let ports = service["ports"].as_sequence().expect("ports");
-    assert!(ports.iter().any(|p| container_port(p) == image.port), "{ports:?}");
-    assert_eq!(keys(&service["env"]), CREDENTIALS);
-    let options = service["options"].as_str().expect("options");
-    for option in ["--health-interval", "--health-timeout", "--health-retries"] {
-        assert!(options.contains(option), "{options}");
+    let github: Vec<&Value> = recipes.iter().filter(|r| r["jobs"].is_mapping()).collect();
+    assert_eq!(github.len(), 2, "GitHub Actions over HTTP and over HTTPS");
+    for recipe in github {
+        let job = recipe["jobs"].as_mapping().unwrap().values().next().unwrap();
+        check_github_job(job, name, image.port);
     }
-    assert!(!options.contains("--health-cmd"), "no shell in the image to run one: {options}");
-    let steps = serde_norway::to_string(&job["steps"]).unwrap();
-    assert!(steps.contains(&format!(":{}{HEALTH_PATH}", image.port)), "a step polls it: {steps}");
-    assert_same_credentials(&service["env"], &steps_env(job));
 
     let gitlab = recipes.iter().find(|r| !r["jobs"].is_mapping()).unwrap();
     let job = gitlab
@@ -201,6 +193,30 @@ fn the_ci_recipes_and_the_compose_file_name_the_same_image_port_and_flags() {
     assert!(url.starts_with(&format!("http://{alias}:{}/", image.port)), "{url}");
     let job_variables = job["variables"].as_mapping().unwrap().clone();
     assert_same_credentials(&service["variables"], &job_variables);
+}
+
+/// A GitHub Actions job runs the emulator `image` as a service on `port`,
+/// waits for its healthcheck, and gives its client the same credentials;
+/// with TLS, it fetches the CA certificate the emulator serves.
+fn check_github_job(job: &Value, image: &str, port: u16) {
+    let service = service_running(&job["services"], image, "image").expect("the emulator service");
+    let ports = service["ports"].as_sequence().expect("ports");
+    assert!(ports.iter().any(|p| container_port(p) == port), "{ports:?}");
+    let env = keys(&service["env"]);
+    assert!(CREDENTIALS.iter().all(|c| env.contains(c)), "{env:?}");
+    let options = service["options"].as_str().expect("options");
+    for option in ["--health-interval", "--health-timeout", "--health-retries"] {
+        assert!(options.contains(option), "{options}");
+    }
+    assert!(!options.contains("--health-cmd"), "no shell in the image to run one: {options}");
+    let steps = serde_norway::to_string(&job["steps"]).unwrap();
+    let tls = service["env"]["CIOSYNC_EMULATOR_TLS_SELF_SIGNED"].is_string();
+    let polled = match tls {
+        true => format!("https://127.0.0.1:{port}/_emulator/ca.pem"),
+        false => format!("http://127.0.0.1:{port}{HEALTH_PATH}"),
+    };
+    assert!(steps.contains(&polled), "a step fetches {polled}: {steps}");
+    assert_same_credentials(&service["env"], &steps_env(job));
 }
 
 /// The variables of every step of a GitHub Actions job, merged.
@@ -224,11 +240,25 @@ fn assert_same_credentials(emulator: &Value, client: &Mapping) {
 }
 
 #[tokio::test]
-async fn the_health_endpoint_the_recipes_poll_answers_without_credentials() {
+async fn the_endpoints_the_recipes_fetch_answer_without_credentials() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let emulator = Emulator::start(listener, EmulatorConfig::new("site", "key")).await.unwrap();
     let response = reqwest::get(format!("{}{HEALTH_PATH}", emulator.url())).await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, ca) = ServerTls::self_signed(dir.path(), &[]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = EmulatorConfig::new("site", "key");
+    let emulator = Emulator::start_tls(listener, config, tls).await.unwrap();
+    let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    for path in [HEALTH_PATH, "/_emulator/ca.pem"] {
+        let response = client.get(format!("{}{path}", emulator.url())).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path} over HTTPS");
+        if path.ends_with(".pem") {
+            assert_eq!(response.text().await.unwrap(), std::fs::read_to_string(&ca).unwrap());
+        }
+    }
 }
 
 #[test]

@@ -69,12 +69,20 @@ struct Args {
     /// localhost, 127.0.0.1, ::1 and each --tls-name, written into DIR
     /// (created if missing) as ca.pem, the file clients must trust (e.g.
     /// REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS, SSL_CERT_FILE), server.pem and
-    /// server-key.pem. New ones on every start.
-    #[arg(long, value_name = "DIR")]
+    /// server-key.pem. New ones on every start. `GET /_emulator/ca.pem`
+    /// serves the CA certificate too, for clients in another container.
+    #[arg(long, env = "CIOSYNC_EMULATOR_TLS_SELF_SIGNED", value_name = "DIR")]
     tls_self_signed: Option<PathBuf>,
     /// Another host name or IP address for the self-signed certificate, e.g.
-    /// a CI service container's name; repeatable.
-    #[arg(long = "tls-name", value_name = "NAME", requires = "tls_self_signed")]
+    /// a CI service container's name; repeatable (comma-separated in the
+    /// variable, for service containers that take no arguments).
+    #[arg(
+        long = "tls-name",
+        env = "CIOSYNC_EMULATOR_TLS_NAMES",
+        value_name = "NAME",
+        value_delimiter = ',',
+        requires = "tls_self_signed"
+    )]
     tls_names: Vec<String>,
     /// Site ID expected as the Basic-auth user name.
     #[arg(long, env = "CIOSYNC_EMULATOR_SITE_ID", required_unless_present = "health_check")]
