@@ -10,10 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::deploy::{repo, yaml_documents};
 use crate::support::tools;
 use ciosync::config::Config;
 use ciosync::telemetry::exporter::exported_metric_names;
-use serde::Deserialize;
 use serde_norway::Value;
 
 const KUBERNETES: &str = "deploy/kubernetes";
@@ -22,10 +22,6 @@ const DASHBOARD: &str = "deploy/grafana/ciosync-dashboard.json";
 const SECRET_EXAMPLE: &str = "secret.example.yaml";
 /// The suffixes of a histogram's series; the family name is what is exported.
 const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_sum", "_count"];
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Files under `dir` (recursively) whose name ends with one of `extensions`.
 fn files_under(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
@@ -47,18 +43,6 @@ fn files_under(dir: &Path, extensions: &[&str]) -> Vec<PathBuf> {
     }
     found.sort();
     found
-}
-
-/// Every document of a YAML file (`---`-separated), empty ones left out.
-fn yaml_documents(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_norway::Deserializer::from_str(&text)
-        .map(|document| {
-            Value::deserialize(document)
-                .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()))
-        })
-        .filter(|value| !value.is_null())
-        .collect()
 }
 
 /// Every Kubernetes object under deploy/kubernetes, with its file's name.

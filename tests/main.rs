@@ -1,6 +1,9 @@
 //! Integration tests: one binary, one behaviour per file, each against a
 //! real Postgres (a throwaway cluster started here) and the emulator, except
 //! `deploy_files_are_valid`, which reads only the files under `deploy/`,
+//! `emulator_ships_for_ci` (the Dockerfile, the README's CI recipes and the
+//! compose file), `kustomize_renders_what_the_readme_documents` (needs
+//! kubectl, no cluster)
 //! and `emulator_suite`, the emulator against the schemas and a webhook
 //! receiver over HTTP (no Postgres): `cargo test --test integration
 //! emulator_suite::` runs just those. The other crates' tests are their own
@@ -43,6 +46,7 @@ mod dlq_retry_never_sets_a_customer_back;
 mod dlq_retry_stops_where_an_operator_must_act;
 mod dlq_retry_stops_while_customerio_is_down;
 mod dlq_retry_with_a_wrong_api_key_changes_nothing;
+mod emulator_ships_for_ci;
 mod emulator_suite;
 mod events_from_tables_arrive_once;
 mod every_kind_of_refusal_is_dead_lettered_and_replayed;
@@ -56,6 +60,7 @@ mod initial_copy_identifies_existing_users;
 mod initial_copy_survives_kill_9;
 mod item_errors_retry_or_dead_letter;
 mod kill_9_and_restart_loses_nothing;
+mod kustomize_renders_what_the_readme_documents;
 mod least_privilege_role_runs_everything;
 mod listeners_hold_under_abuse;
 mod logs_are_json_lines_without_secrets;

@@ -6,6 +6,7 @@
 
 pub mod daemon;
 pub mod dead_letters;
+pub mod deploy;
 pub mod emulator;
 pub mod endpoint;
 pub mod leaks;

@@ -5,6 +5,8 @@
 //!
 //! | Route | Answer |
 //! |---|---|
+//! | `GET /_emulator/health` | 200 `{"status":"ok"}` while it serves: for healthchecks |
+//! | `GET /_emulator/ca.pem` | the self-signed CA's certificate (`--tls-self-signed`), 404 otherwise |
 //! | `GET /_emulator/customers` | `{key: attributes}` for everyone |
 //! | `GET /_emulator/customers/{identifier}` | attributes, 404 if absent |
 //! | `GET /_emulator/customers/{identifier}/events` | events, 404 if absent |
@@ -21,6 +23,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -35,6 +38,8 @@ use crate::webhook::WebhookRequest;
 /// The `/_emulator` routes, to be nested under that prefix.
 pub fn routes() -> Router<Shared> {
     Router::new()
+        .route("/health", get(health))
+        .route("/ca.pem", get(ca_pem))
         .route("/customers", get(customers))
         .route("/customers/{identifier}", get(customer))
         .route("/customers/{identifier}/events", get(events))
@@ -55,6 +60,21 @@ fn view<R>(shared: &Shared, f: impl FnOnce(&EmulatorView<'_>) -> R) -> R {
 
 fn not_found(what: &str) -> Response {
     (StatusCode::NOT_FOUND, Json(json!({"error": format!("no such {what}")}))).into_response()
+}
+
+/// For container healthchecks and CI waiting for the service: touches no
+/// state, so it answers as long as the listener does.
+async fn health() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// The certificate (never a key) of the CA the emulator made, for a client
+/// that cannot read the file it wrote, e.g. a CI job beside its container.
+async fn ca_pem(State(shared): State<Shared>) -> Response {
+    match shared.ca_pem() {
+        Some(pem) => ([(CONTENT_TYPE, "application/x-pem-file")], pem.to_owned()).into_response(),
+        None => not_found("self-signed CA: start with --tls-self-signed"),
+    }
 }
 
 async fn customers(State(shared): State<Shared>) -> Response {

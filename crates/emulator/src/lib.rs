@@ -30,6 +30,7 @@ mod auth;
 mod catalog;
 mod config;
 mod faults;
+mod health;
 mod identity;
 mod inspect;
 mod journal;
@@ -51,6 +52,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -68,6 +70,7 @@ pub use catalog::{TrackRoute, TRACK_ROUTES, UNMODELLED_HEADER};
 pub use ciosync_track_api::Secret;
 pub use config::{EmulatorConfig, DEFAULT_ENVIRONMENT_ID};
 pub use faults::{Faults, DEFAULT_FAIL_STATUS};
+pub use health::{check_health, HEALTH_CHECK_TIMEOUT, HEALTH_PATH};
 pub use journal::RecordedRequest;
 pub use model::{Failure, StoredEvent, World};
 pub use state::EmulatorView;
@@ -120,7 +123,8 @@ impl Emulator {
     ) -> io::Result<Emulator> {
         config.validate().map_err(invalid_config)?;
         let addr = listener.local_addr()?;
-        let shared = Shared::new(config);
+        let ca_pem = tls.as_ref().and_then(|tls| tls.ca_pem().map(Arc::from));
+        let shared = Shared::with_ca(config, ca_pem);
         let (stop, stopped) = oneshot::channel::<()>();
         // A dropped sender also means stop.
         let shutdown = async {
@@ -296,7 +300,8 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     config.validate().map_err(invalid_config)?;
-    run(tls::TlsListener::new(listener, &tls)?, Shared::new(config), shutdown).await
+    let shared = Shared::with_ca(config, tls.ca_pem().map(Arc::from));
+    run(tls::TlsListener::new(listener, &tls)?, shared, shutdown).await
 }
 
 fn invalid_config(message: String) -> io::Error {

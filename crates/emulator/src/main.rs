@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ciosync_emulator::{
-    serve, serve_tls, EmulatorConfig, Faults, Secret, ServerTls, WebhookRetry,
+    check_health, serve, serve_tls, EmulatorConfig, Faults, Secret, ServerTls, WebhookRetry,
     DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS, DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS,
     DEFAULT_WEBHOOK_MAX_ATTEMPTS, DEFAULT_WEBHOOK_MAX_BACKOFF_MS,
 };
@@ -52,6 +52,12 @@ struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8089")]
     listen: SocketAddr,
+    /// Do not serve: ask the emulator at HOST:PORT for /_emulator/health
+    /// (over HTTP, then HTTPS with any certificate) and exit 0 if it
+    /// answers 200, 1 if not. The healthcheck of images without curl;
+    /// the other flags are not needed and are ignored.
+    #[arg(long, value_name = "HOST:PORT")]
+    health_check: Option<String>,
     /// Serve HTTPS with this PEM certificate chain (server first); needs
     /// --tls-key.
     #[arg(long, value_name = "PATH", requires = "tls_key", conflicts_with = "tls_self_signed")]
@@ -63,19 +69,32 @@ struct Args {
     /// localhost, 127.0.0.1, ::1 and each --tls-name, written into DIR
     /// (created if missing) as ca.pem, the file clients must trust (e.g.
     /// REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS, SSL_CERT_FILE), server.pem and
-    /// server-key.pem. New ones on every start.
-    #[arg(long, value_name = "DIR")]
+    /// server-key.pem. New ones on every start. `GET /_emulator/ca.pem`
+    /// serves the CA certificate too, for clients in another container.
+    #[arg(long, env = "CIOSYNC_EMULATOR_TLS_SELF_SIGNED", value_name = "DIR")]
     tls_self_signed: Option<PathBuf>,
     /// Another host name or IP address for the self-signed certificate, e.g.
-    /// a CI service container's name; repeatable.
-    #[arg(long = "tls-name", value_name = "NAME", requires = "tls_self_signed")]
+    /// a CI service container's name; repeatable (comma-separated in the
+    /// variable, for service containers that take no arguments).
+    #[arg(
+        long = "tls-name",
+        env = "CIOSYNC_EMULATOR_TLS_NAMES",
+        value_name = "NAME",
+        value_delimiter = ',',
+        requires = "tls_self_signed"
+    )]
     tls_names: Vec<String>,
     /// Site ID expected as the Basic-auth user name.
-    #[arg(long, env = "CIOSYNC_EMULATOR_SITE_ID")]
-    site_id: String,
+    #[arg(long, env = "CIOSYNC_EMULATOR_SITE_ID", required_unless_present = "health_check")]
+    site_id: Option<String>,
     /// Track API key expected as the Basic-auth password.
-    #[arg(long, env = "CIOSYNC_EMULATOR_API_KEY", hide_env_values = true)]
-    api_key: String,
+    #[arg(
+        long,
+        env = "CIOSYNC_EMULATOR_API_KEY",
+        hide_env_values = true,
+        required_unless_present = "health_check"
+    )]
+    api_key: Option<String>,
     /// Region the /api/v1/accounts/region endpoint reports.
     #[arg(long, default_value = "us", value_parser = ["us", "eu"])]
     region: String,
@@ -171,8 +190,10 @@ fn secret(raw: &str) -> Result<Secret, String> {
 impl Args {
     fn config(&self) -> EmulatorConfig {
         EmulatorConfig {
-            site_id: self.site_id.clone(),
-            api_key: self.api_key.clone(),
+            // Both are required unless probing (clap enforces it); an empty
+            // one would fail `validate`.
+            site_id: self.site_id.clone().unwrap_or_default(),
+            api_key: self.api_key.clone().unwrap_or_default(),
             region: self.region.clone(),
             faults: Faults {
                 error_rate: self.error_rate,
@@ -220,10 +241,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(addr) = &args.health_check {
+        return probe(&runtime, addr);
+    }
     match runtime.block_on(try_main(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("ciosync-emulator: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--health-check`: one line on stderr when the emulator does not answer.
+fn probe(runtime: &tokio::runtime::Runtime, addr: &str) -> ExitCode {
+    match runtime.block_on(check_health(addr)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("ciosync-emulator: not healthy: {message}");
             ExitCode::FAILURE
         }
     }

@@ -93,6 +93,8 @@ impl Inner {
 
 struct SharedInner {
     config: EmulatorConfig,
+    /// The self-signed CA's certificate, served at `/_emulator/ca.pem`.
+    ca_pem: Option<Arc<str>>,
     inner: Mutex<Inner>,
     changes: watch::Sender<u64>,
 }
@@ -104,8 +106,18 @@ pub struct Shared(Arc<SharedInner>);
 impl Shared {
     /// Fresh state for `config`.
     pub fn new(config: EmulatorConfig) -> Self {
+        Self::with_ca(config, None)
+    }
+
+    /// Fresh state for `config`, serving `ca_pem` (a self-signed CA's).
+    pub fn with_ca(config: EmulatorConfig, ca_pem: Option<Arc<str>>) -> Self {
         let inner = Mutex::new(Inner::new(&config));
-        Self(Arc::new(SharedInner { config, inner, changes: watch::channel(0).0 }))
+        Self(Arc::new(SharedInner { config, ca_pem, inner, changes: watch::channel(0).0 }))
+    }
+
+    /// The certificate of the CA the emulator made, if it made one.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.0.ca_pem.as_deref()
     }
 
     /// The configuration the emulator started with.

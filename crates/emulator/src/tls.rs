@@ -32,9 +32,11 @@ pub const LOCAL_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 /// Longest a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A TLS server configuration for the emulator's listener.
+/// A TLS server configuration for the emulator's listener, and, when it
+/// made its own CA, that CA's certificate (PEM), which `GET
+/// /_emulator/ca.pem` serves.
 #[derive(Clone)]
-pub struct ServerTls(Arc<rustls::ServerConfig>);
+pub struct ServerTls(Arc<rustls::ServerConfig>, Option<Arc<str>>);
 
 impl std::fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -66,7 +68,12 @@ impl ServerTls {
             .map_err(|error| invalid(format!("certificate and key: {error}")))?;
         // The router speaks HTTP/1 only.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Self(Arc::new(config)))
+        Ok(Self(Arc::new(config), None))
+    }
+
+    /// The self-signed CA's certificate (PEM); `None` with a given one.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.1.as_deref()
     }
 
     /// From PEM files, naming the one that cannot be read.
@@ -92,7 +99,7 @@ impl ServerTls {
         std::fs::write(dir.join(CERT_FILE), format!("{}{}", generated.cert_pem, generated.ca_pem))?;
         write_private(&dir.join(KEY_FILE), generated.key_pem.as_bytes())?;
         let tls = Self::from_pem(generated.cert_pem.as_bytes(), generated.key_pem.as_bytes())?;
-        Ok((tls, ca_path))
+        Ok((Self(tls.0, Some(generated.ca_pem.into())), ca_path))
     }
 }
 
