@@ -31,9 +31,11 @@
 pub mod batch;
 pub mod client;
 mod deliver;
+mod order;
 pub mod queue;
 pub mod retry;
 pub mod send;
+mod size;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +45,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{CustomerioConfig, PipelineConfig};
-use crate::customer::CustomerOp;
+use crate::customer::{CustomerOp, Released};
 use crate::dead_letter::DeadLetterStore;
 use crate::telemetry::Counters;
 use crate::track_api::MAX_BATCH_BYTES;
@@ -128,7 +130,7 @@ impl SinkError {
 /// budget counts it: for producers that hold operations before they reach
 /// the sink (a backfill chunk) and bound them the same way.
 pub fn estimated_bytes(op: &CustomerOp) -> usize {
-    queue::estimate(op)
+    size::estimate(op)
 }
 
 /// The delivery engine; see the module doc.
@@ -196,7 +198,14 @@ impl Sink {
     /// allowed) and sends what is ready. Never waits: the caller checks
     /// [`Sink::is_full`] before reading more.
     pub fn push(&mut self, op: CustomerOp) {
-        if self.queue.push(op, Instant::now()) == Pushed::Coalesced {
+        self.push_releasing(op, &Released::Nothing);
+    }
+
+    /// [`Sink::push`] for an operation of a change that frees `released`
+    /// (the old row's email): another customer's identify claiming that
+    /// email goes after it (see [`queue`]).
+    pub fn push_releasing(&mut self, op: CustomerOp, released: &Released) {
+        if self.queue.push_releasing(op, released, Instant::now()) == Pushed::Coalesced {
             Counters::add(&self.counters.ops_coalesced, 1);
         }
         self.pump(false);

@@ -1,0 +1,185 @@
+//! The queue's order between customers that move an email (see
+//! `super::super::order`): keys for known releases, the lane for unknown ones.
+
+use serde_json::{json, Value};
+
+use super::*;
+
+fn identify(id: &str, attributes: Value) -> CustomerOp {
+    let Value::Object(attributes) = attributes else { panic!("not an object") };
+    CustomerOp::Identify { id: id.into(), attributes, timestamp: 1 }
+}
+
+fn email(id: &str, address: &str) -> CustomerOp {
+    identify(id, json!({ "email": address }))
+}
+
+fn was(address: &str) -> Released {
+    Released::Email(address.into())
+}
+
+fn push(q: &mut Queue, op: CustomerOp, released: Released) -> Pushed {
+    q.push_releasing(op, &released, Instant::now())
+}
+
+/// The next batch's customers, in order (empty when nothing may go).
+fn take(q: &mut Queue, max_ops: usize) -> (Vec<String>, Option<Ticket>) {
+    match q.take_batch(max_ops) {
+        Some(taken) => {
+            let ids = taken
+                .items
+                .iter()
+                .map(|i| i.customers.first().cloned().unwrap_or_default())
+                .collect();
+            (ids, Some(taken.ticket))
+        }
+        None => (Vec::new(), None),
+    }
+}
+
+/// Takes and finishes batches until none is left: each batch's customers.
+fn drain(q: &mut Queue, max_ops: usize) -> Vec<Vec<String>> {
+    let mut batches = Vec::new();
+    while let (ids, Some(ticket)) = take(q, max_ops) {
+        batches.push(ids);
+        q.finish(&ticket);
+    }
+    assert!(q.is_done(), "everything went");
+    batches
+}
+
+#[test]
+fn a_swap_through_a_temporary_value_goes_release_first_when_the_old_emails_are_known() {
+    let mut q = Queue::default();
+    // A: x -> tmp, B: y -> x, A: tmp -> y, in one transaction.
+    assert_eq!(push(&mut q, email("a", "tmp@x.io"), was("x@x.io")), Pushed::Queued);
+    assert_eq!(push(&mut q, email("b", "x@x.io"), was("y@x.io")), Pushed::Queued);
+    assert_eq!(
+        push(&mut q, email("a", "y@x.io"), was("tmp@x.io")),
+        Pushed::Queued,
+        "merged, A would take y before B gave it up"
+    );
+    q.commit(Lsn::from_u64(10));
+    assert_eq!(drain(&mut q, 500), vec![vec!["a"], vec!["b"], vec!["a"]]);
+    assert_eq!(q.ackable(), Some((Lsn::from_u64(10), 1)));
+}
+
+#[test]
+fn a_claim_waits_while_the_release_is_in_flight() {
+    let mut q = Queue::default();
+    // A gives x up for z, B takes x; C is unrelated.
+    push(&mut q, email("a", "z@x.io"), was("x@x.io"));
+    push(&mut q, email("b", "X@x.io"), was("w@x.io"));
+    push(&mut q, email("c", "c@x.io"), was("c0@x.io"));
+    let (first, ticket) = take(&mut q, 500);
+    assert_eq!(first, vec!["a", "c"], "b shares the key x with a: never in one batch");
+    assert_eq!(take(&mut q, 500).0, Vec::<String>::new(), "nor while a is in flight");
+    q.finish(&ticket.expect("a batch"));
+    assert_eq!(drain(&mut q, 500), vec![vec!["b"]]);
+    assert!(q.busy.is_empty() && q.last_of.is_empty(), "no key left behind");
+}
+
+#[test]
+fn a_delete_releases_the_old_rows_email() {
+    let mut q = Queue::default();
+    push(&mut q, CustomerOp::Delete { id: "a".into() }, was("Ann@x.io"));
+    push(&mut q, email("c", "ann@X.io"), Released::Nothing);
+    assert_eq!(drain(&mut q, 500), vec![vec!["a"], vec!["c"]]);
+}
+
+#[test]
+fn a_change_of_case_only_is_one_key_and_goes_at_once() {
+    let mut q = Queue::default();
+    push(&mut q, email("a", "A@x.io"), was("a@x.io"));
+    push(&mut q, email("b", "b@x.io"), Released::Nothing);
+    assert_eq!(drain(&mut q, 500), vec![vec!["a", "b"]]);
+}
+
+#[test]
+fn changes_that_move_no_email_still_merge() {
+    let mut q = Queue::default();
+    push(&mut q, email("a", "tmp@x.io"), was("x@x.io"));
+    push(&mut q, email("b", "x@x.io"), was("y@x.io"));
+    let plan = identify("a", json!({"plan": "pro"}));
+    assert_eq!(push(&mut q, plan.clone(), was("tmp@x.io")), Pushed::Coalesced);
+    assert_eq!(push(&mut q, plan, Released::Unknown), Pushed::Coalesced);
+    assert_eq!(drain(&mut q, 500), vec![vec!["a"], vec!["b"]]);
+}
+
+#[test]
+fn a_merged_claim_orders_later_merges_of_other_customers() {
+    let mut q = Queue::default();
+    push(&mut q, email("d", "d@x.io"), Released::Nothing);
+    push(&mut q, email("a", "tmp@x.io"), was("x@x.io"));
+    // Merges into A's waiting identify: A now claims y too.
+    assert_eq!(push(&mut q, email("a", "y@x.io"), was("tmp@x.io")), Pushed::Coalesced);
+    // D claiming y must not jump ahead of A's claim into D's earlier identify.
+    assert_eq!(push(&mut q, email("d", "y@x.io"), was("d@x.io")), Pushed::Queued);
+    assert_eq!(drain(&mut q, 500), vec![vec!["d", "a"], vec!["d"]]);
+}
+
+#[test]
+fn under_default_identity_a_swap_shares_a_batch_in_push_order_and_never_merges() {
+    let mut q = Queue::default();
+    push(&mut q, email("a", "tmp@x.io"), Released::Unknown);
+    push(&mut q, email("b", "x@x.io"), Released::Unknown);
+    assert_eq!(push(&mut q, email("a", "y@x.io"), Released::Unknown), Pushed::Queued);
+    assert_eq!(drain(&mut q, 500), vec![vec!["a", "b"], vec!["a"]]);
+}
+
+#[test]
+fn under_default_identity_a_claim_waits_for_a_release_in_another_batch() {
+    let mut q = Queue::default();
+    push(&mut q, email("a", "z@x.io"), Released::Unknown);
+    push(&mut q, email("b", "x@x.io"), Released::Unknown);
+    let (first, ticket) = take(&mut q, 1);
+    assert_eq!(first, vec!["a"]);
+    assert_eq!(take(&mut q, 1).0, Vec::<String>::new(), "a may be giving x up");
+    q.finish(&ticket.expect("a batch"));
+    assert_eq!(drain(&mut q, 1), vec![vec!["b"]]);
+}
+
+#[test]
+fn an_unknown_release_held_back_holds_back_later_claims_only() {
+    let mut q = Queue::default();
+    push(&mut q, email("a", "a@x.io"), Released::Nothing);
+    let (_, in_flight) = take(&mut q, 500);
+    // A is busy: its next identify waits, and may free what B claims.
+    push(&mut q, email("a", "z@x.io"), Released::Unknown);
+    push(&mut q, email("b", "x@x.io"), Released::Nothing);
+    push(&mut q, identify("c", json!({"plan": "pro"})), Released::Nothing);
+    push(&mut q, CustomerOp::Delete { id: "d".into() }, Released::Unknown);
+    let (second, second_ticket) = take(&mut q, 500);
+    assert_eq!(second, vec!["c", "d"]);
+    q.finish(&in_flight.expect("a batch"));
+    assert_eq!(take(&mut q, 500).0, Vec::<String>::new(), "d may be freeing z or x");
+    q.finish(&second_ticket.expect("a batch"));
+    assert_eq!(drain(&mut q, 500), vec![vec!["a", "b"]], "the release first");
+}
+
+#[test]
+fn under_default_identity_hot_rows_keeping_their_email_still_merge() {
+    let mut q = Queue::default();
+    let row = |id: &str, plan: &str| identify(id, json!({"email": "A@x.io", "plan": plan}));
+    push(&mut q, row("a", "1"), Released::Unknown);
+    push(&mut q, email("b", "b@x.io"), Released::Unknown);
+    assert_eq!(push(&mut q, row("a", "2"), Released::Unknown), Pushed::Coalesced);
+}
+
+#[test]
+fn a_bulk_update_under_default_identity_still_goes_a_full_batch_at_a_time() {
+    let mut q = Queue::default();
+    for n in 0..2_000 {
+        let op = identify(&n.to_string(), json!({"email": format!("{n}@x.io"), "plan": "pro"}));
+        assert_eq!(push(&mut q, op, Released::Unknown), Pushed::Queued);
+    }
+    let sizes: Vec<usize> = drain(&mut q, 500).iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![500; 4]);
+    // The same under FULL identity, where no release is unknown, goes
+    // several batches at once.
+    for n in 0..1_000 {
+        let op = identify(&n.to_string(), json!({"email": format!("{n}@y.io")}));
+        push(&mut q, op, was(&format!("{n}@x.io")));
+    }
+    assert!(q.take_batch(500).is_some() && q.take_batch(500).is_some());
+}
