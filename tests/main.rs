@@ -43,6 +43,7 @@ mod dlq_retry_stops_where_an_operator_must_act;
 mod dlq_retry_stops_while_customerio_is_down;
 mod dlq_retry_with_a_wrong_api_key_changes_nothing;
 mod emulator_suite;
+mod email_moves_between_rows_land_as_the_rows_say;
 mod events_from_tables_arrive_once;
 mod every_kind_of_refusal_is_dead_lettered_and_replayed;
 mod failover_slot_survives_a_standby_promotion;
