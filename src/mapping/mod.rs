@@ -233,7 +233,9 @@ impl<'a> RowMapping<'a> {
         match full_old.and_then(|old| old.get(index)) {
             None | Some(Datum::UnchangedToast) => Released::Unknown,
             Some(Datum::Null) => Released::Nothing,
-            Some(Datum::Text(bytes)) => Released::Email(String::from_utf8_lossy(bytes).into_owned()),
+            Some(Datum::Text(bytes)) => {
+                Released::Email(String::from_utf8_lossy(bytes).into_owned())
+            }
         }
     }
 
