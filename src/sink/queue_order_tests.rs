@@ -183,3 +183,22 @@ fn a_bulk_update_under_default_identity_still_goes_a_full_batch_at_a_time() {
     }
     assert!(q.take_batch(500).is_some() && q.take_batch(500).is_some());
 }
+
+#[test]
+fn the_email_keys_count_toward_memory_when_queued_and_when_merged() {
+    use crate::sink::order::Order;
+    use crate::sink::size::estimate;
+    let mut q = Queue::default();
+    let first = email("a", "tmp@x.io");
+    let keys = Order::of(&first, &was("x@x.io")).bytes();
+    assert!(keys > 0);
+    push(&mut q, first.clone(), was("x@x.io"));
+    assert_eq!(q.waiting_bytes(), estimate(&first) + keys);
+    // Merged: A now claims y too, and releases tmp (which it claimed).
+    push(&mut q, identify("a", json!({"email": "y@x.io", "plan": "pro"})), was("tmp@x.io"));
+    let merged = identify("a", json!({"email": "y@x.io", "plan": "pro"}));
+    let mut joined = Order::of(&first, &was("x@x.io"));
+    joined.join(Order::of(&merged, &was("tmp@x.io")));
+    assert_eq!(joined.keys.len(), 3);
+    assert_eq!(q.waiting_bytes(), estimate(&merged) + joined.bytes());
+}
