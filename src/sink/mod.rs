@@ -18,7 +18,8 @@
 //! so is storing a dead letter, whatever stops it (a missing privilege
 //! too: the sink never exits over a refused operation, it says so on
 //! `/readyz` and in `ciosync_dead_letter_store_failing`). One customer's operations reach Customer.io in the order pushed (see
-//! [`queue`]). Repeating an operation is harmless, which is what makes
+//! [`queue`]), and an email's release reaches it before another customer's
+//! claim of that email (`order.rs`). Repeating an operation is harmless, which is what makes
 //! at-least-once delivery safe.
 //!
 //! Memory: operations pushed and not completed, and the commits not yet
