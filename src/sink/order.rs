@@ -16,10 +16,12 @@
 //!   shares one of its keys.
 //! - An unknown release (DEFAULT identity: no old row) cannot be keyed. A
 //!   claim then never goes in a later batch than an earlier unknown release
-//!   still waiting, nor while one is in flight; it may share its batch, after
-//!   it (Customer.io applies a batch's items in order as far as anyone has
-//!   seen, but does not promise it). A bulk UPDATE still goes a full batch
-//!   at a time, one batch in flight. An identify carrying an email merges
+//!   of its own transaction still waiting, nor while one is in flight; it
+//!   may share its batch, after it (Customer.io applies a batch's items in
+//!   order as far as anyone has seen, but does not promise it). A bulk
+//!   UPDATE in one transaction still goes a full batch at a time, one batch
+//!   in flight; separate transactions (the usual small ones) do not wait
+//!   for each other, so their moves across transactions are not ordered. An identify carrying an email merges
 //!   into an earlier one of its customer across an unknown release only
 //!   when both carry the same email (so nothing moves).
 
@@ -37,6 +39,9 @@ pub(super) struct Order {
     pub claims: bool,
     /// It may free an email no one can name.
     pub unknown_release: bool,
+    /// The transaction it came in (the queue's count of commits before it):
+    /// a claim waits only for unknown releases of its own transaction.
+    pub tx: u64,
 }
 
 impl Order {
@@ -182,14 +187,19 @@ mod tests {
         let default = Order::of(&identify("1", json!({"email": "a@x.io"})), &Released::Unknown);
         assert_eq!(
             default,
-            Order { keys: vec![key("a@x.io")], claims: true, unknown_release: true }
+            Order { keys: vec![key("a@x.io")], claims: true, unknown_release: true, tx: 0 }
         );
     }
 
     #[test]
     fn join_adds_keys_once_and_keeps_flags() {
         let mut order = Order { keys: vec![key("a")], ..Order::default() };
-        order.join(Order { keys: vec![key("a"), key("b")], claims: true, unknown_release: false });
+        order.join(Order {
+            keys: vec![key("a"), key("b")],
+            claims: true,
+            unknown_release: false,
+            tx: 0,
+        });
         assert_eq!(order.keys, vec![key("a"), key("b")]);
         assert!(order.claims && !order.unknown_release);
         order.join(Order { unknown_release: true, ..Order::default() });

@@ -133,8 +133,9 @@ pub struct Ticket {
     seqs: Vec<u64>,
     customers: Vec<String>,
     bytes: usize,
-    /// How many of its operations may free an email no one can name.
-    unknown_releases: usize,
+    /// The transactions of its operations that may free an email no one
+    /// can name, one entry per operation.
+    unknown_releases: Vec<u64>,
 }
 
 /// Pending operations and commits, in order.
@@ -149,8 +150,10 @@ pub struct Queue {
     /// Sequence number of the newest operation that may free an email no
     /// one can name (or that one merged into).
     last_unknown_release: u64,
-    /// Such operations in flight.
-    unknown_releases_in_flight: usize,
+    /// Such operations in flight, by transaction.
+    unknown_releases_in_flight: HashMap<u64, usize>,
+    /// Commits recorded so far: the transaction the next push belongs to.
+    tx: u64,
     /// Customers and email keys with a batch in flight.
     busy: HashSet<String>,
     /// Operations pushed and not yet completed.
@@ -176,7 +179,7 @@ impl Queue {
     /// [`Queue::push`] for an operation of a change that frees `released`
     /// (the old row's email), ordered before another customer's claim of it.
     pub fn push_releasing(&mut self, op: CustomerOp, released: &Released, now: Instant) -> Pushed {
-        let order = Order::of(&op, released);
+        let order = Order { tx: self.tx, ..Order::of(&op, released) };
         let order = match self.coalesce(&op, order) {
             // It completes with the operation it joined: no number of its own.
             Ok(()) => return Pushed::Coalesced,
@@ -291,6 +294,7 @@ impl Queue {
     /// end LSN may be acknowledged. Shares the newest entry when no
     /// operation was queued since (see "Commits" above).
     pub fn commit(&mut self, end_lsn: Lsn) {
+        self.tx += 1;
         let after = self.next_seq + 1;
         match self.commits.back_mut() {
             Some((last_after, lsn, count)) if *last_after == after => {
@@ -373,7 +377,9 @@ impl Queue {
                 self.busy.insert(key.clone());
                 taken.ticket.customers.push(key.clone());
             }
-            taken.ticket.unknown_releases += usize::from(entry.order.unknown_release);
+            if entry.order.unknown_release {
+                taken.ticket.unknown_releases.push(entry.order.tx);
+            }
             self.queued_bytes -= entry.bytes;
             self.queued_wire -= entry.wire;
             taken.ticket.bytes += entry.bytes;
@@ -388,7 +394,9 @@ impl Queue {
         }
         self.in_flight += 1;
         self.in_flight_bytes += taken.ticket.bytes;
-        self.unknown_releases_in_flight += taken.ticket.unknown_releases;
+        for tx in &taken.ticket.unknown_releases {
+            *self.unknown_releases_in_flight.entry(*tx).or_default() += 1;
+        }
         Some(taken)
     }
 
@@ -402,8 +410,10 @@ impl Queue {
         let mut chosen = Vec::with_capacity(max_ops.min(self.entries.len()));
         let mut in_batch: HashSet<&str> = HashSet::with_capacity(max_ops.min(self.entries.len()));
         let mut blocked: HashSet<&str> = HashSet::new();
-        // An unknown release is in flight or held back: no claim may go.
-        let mut release_pending = self.unknown_releases_in_flight > 0;
+        // Transactions with an unknown release in flight or held back: no
+        // claim of theirs may go.
+        let mut release_pending: HashSet<u64> =
+            self.unknown_releases_in_flight.keys().copied().collect();
         for (index, (&seq, entry)) in self.entries.iter().enumerate().take(MAX_SCAN) {
             if chosen.len() >= max_ops {
                 break;
@@ -417,11 +427,15 @@ impl Queue {
             }
             let held =
                 |c: &str| self.busy.contains(c) || in_batch.contains(c) || blocked.contains(c);
-            if entry.keys().any(held) || (entry.order.claims && release_pending) {
+            let behind_release = entry.order.claims && release_pending.contains(&entry.order.tx);
+            if entry.keys().any(held) || behind_release {
                 // Held up: so is every later operation of these customers
-                // and emails, and every later claim if it may release one.
+                // and emails, and every later claim of its transaction if
+                // it may release one.
                 blocked.extend(entry.keys());
-                release_pending |= entry.order.unknown_release;
+                if entry.order.unknown_release {
+                    release_pending.insert(entry.order.tx);
+                }
                 continue;
             }
             in_batch.extend(entry.keys());
@@ -440,7 +454,14 @@ impl Queue {
         }
         self.in_flight -= 1;
         self.in_flight_bytes -= ticket.bytes;
-        self.unknown_releases_in_flight -= ticket.unknown_releases;
+        for tx in &ticket.unknown_releases {
+            if let Some(count) = self.unknown_releases_in_flight.get_mut(tx) {
+                *count -= 1;
+                if *count == 0 {
+                    self.unknown_releases_in_flight.remove(tx);
+                }
+            }
+        }
     }
 
     /// Forgets everything (the stream broke: it will all come again).

@@ -202,3 +202,34 @@ fn the_email_keys_count_toward_memory_when_queued_and_when_merged() {
     assert_eq!(joined.keys.len(), 3);
     assert_eq!(q.waiting_bytes(), estimate(&merged) + joined.bytes());
 }
+
+#[test]
+fn under_default_identity_only_a_release_of_the_same_transaction_holds_a_claim_back() {
+    let lsn = |n: u64| Lsn::from(n);
+    let mut q = Queue::default();
+    // Transaction 1: A changes its row (email unknown before), in flight.
+    push(&mut q, email("a", "a2@x.io"), Released::Unknown);
+    q.commit(lsn(1));
+    let (first, Some(ticket)) = take(&mut q, 10) else { panic!("A goes") };
+    assert_eq!(first, vec!["a"]);
+    // Transaction 2: B and C each change theirs. Live traffic of small
+    // transactions is not serialized behind A's request...
+    push(&mut q, email("b", "b2@x.io"), Released::Unknown);
+    push(&mut q, email("c", "c2@x.io"), Released::Unknown);
+    q.commit(lsn(2));
+    let (second, Some(second_ticket)) = take(&mut q, 10) else { panic!("B and C go") };
+    assert_eq!(second, vec!["b", "c"], "B and C share a batch, B first, beside A's");
+    // ... while within one transaction a claim still waits for a release
+    // in flight before it.
+    push(&mut q, email("d", "d2@x.io"), Released::Unknown);
+    push(&mut q, email("e", "b@x.io"), Released::Unknown);
+    let (third, Some(third_ticket)) = take(&mut q, 1) else { panic!("D goes") };
+    assert_eq!(third, vec!["d"]);
+    assert_eq!(take(&mut q, 10).0, Vec::<String>::new(), "D may be giving b@ up");
+    q.finish(&ticket);
+    q.finish(&second_ticket);
+    assert_eq!(take(&mut q, 10).0, Vec::<String>::new(), "other transactions do not free it");
+    q.finish(&third_ticket);
+    q.commit(lsn(3));
+    assert_eq!(drain(&mut q, 10), vec![vec!["e".to_owned()]]);
+}
