@@ -88,3 +88,19 @@ pub struct AnonymousEvent {
     pub timestamp: i64,
     pub data: Map<String, Value>,
 }
+
+/// The email an operation frees in Customer.io: the one the row held before
+/// the change (its old row's `email`), so the sink can send that release
+/// before another customer's identify claims the same email (Customer.io
+/// refuses to give a second person an email the first still has).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Released {
+    /// Nothing: an insert, a table without `email`, an old row whose email was NULL.
+    #[default]
+    Nothing,
+    /// This email (REPLICA IDENTITY FULL: the old row is known).
+    Email(String),
+    /// Perhaps an email, which one is not known: the old row is not sent
+    /// (DEFAULT identity).
+    Unknown,
+}

@@ -46,6 +46,7 @@ mod dlq_retry_never_sets_a_customer_back;
 mod dlq_retry_stops_where_an_operator_must_act;
 mod dlq_retry_stops_while_customerio_is_down;
 mod dlq_retry_with_a_wrong_api_key_changes_nothing;
+mod email_moves_between_rows_land_as_the_rows_say;
 mod emulator_ships_for_ci;
 mod emulator_suite;
 mod events_from_tables_arrive_once;

@@ -24,9 +24,9 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value as Json};
 
-use crate::change::{Datum, Row, RowChange, RowOp, Table};
+use crate::change::{Datum, ReplicaIdentity, Row, RowChange, RowOp, Table};
 use crate::config::{DeleteAction, EventTableConfig, OnIdChange, SyncConfig};
-use crate::customer::CustomerOp;
+use crate::customer::{CustomerOp, Released};
 use crate::track_api;
 
 /// Customer.io's reserved `email` attribute, an identifier in email+id workspaces.
@@ -106,6 +106,10 @@ pub struct Mapped {
     /// has (a held delete this identify cancels), so the breaker adds them
     /// as `null` (see `delete_guard::breaker`).
     pub absent: Vec<String>,
+    /// For an UPDATE or a DELETE: the email the row held before, which its
+    /// operations free in Customer.io (the sink orders another customer's
+    /// claim of it after them).
+    pub released: Released,
 }
 
 /// Maps changes of the synced tables, each by its `[[sync]]` entry, and
@@ -177,12 +181,17 @@ impl Mapper {
         match &change.op {
             RowOp::Insert { new } => rows.insert(new, &mut out),
             RowOp::Update { old, old_is_key_only, new } => {
-                rows.update(old.as_ref(), *old_is_key_only, new, &mut out)
+                rows.update(old.as_ref(), *old_is_key_only, new, &mut out);
+                out.released = rows.released(old.as_ref().filter(|_| !*old_is_key_only));
             }
-            RowOp::Delete { old } => match rows.id_of(old) {
-                Some(id) => out.ops.push(removal(sync, id)),
-                None => out.skipped = Some(SkipReason::InvalidId),
-            },
+            RowOp::Delete { old } => {
+                match rows.id_of(old) {
+                    Some(id) => out.ops.push(removal(sync, id)),
+                    None => out.skipped = Some(SkipReason::InvalidId),
+                }
+                let full = change.table.replica_identity == ReplicaIdentity::Full;
+                out.released = rows.released(Some(old).filter(|_| full));
+            }
         }
         out
     }
@@ -212,6 +221,22 @@ impl<'a> RowMapping<'a> {
     /// The customer id of `row`, if usable.
     fn id_of(&self, row: &Row) -> Option<String> {
         self.id_index.and_then(|i| customer_id(&row[i]))
+    }
+
+    /// The email the row held before the change, from its full old row
+    /// (`None`: not sent, so not known).
+    fn released(&self, full_old: Option<&Row>) -> Released {
+        let Some(index) = self.sync.attributes.get(EMAIL).and_then(|c| self.table.column_index(c))
+        else {
+            return Released::Nothing;
+        };
+        match full_old.and_then(|old| old.get(index)) {
+            None | Some(Datum::UnchangedToast) => Released::Unknown,
+            Some(Datum::Null) => Released::Nothing,
+            Some(Datum::Text(bytes)) => {
+                Released::Email(String::from_utf8_lossy(bytes).into_owned())
+            }
+        }
     }
 
     fn identify(&self, id: String, attributes: Map<String, Json>) -> CustomerOp {

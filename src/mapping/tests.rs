@@ -594,3 +594,6 @@ fn an_unchanged_toast_value_on_either_side_of_a_watched_column_fires_nothing() {
     // The same columns fire once the value is really there.
     assert_eq!(fired(t("hi"), t("hello")), ["bio_changed", "bio_written"]);
 }
+
+#[path = "released_tests.rs"]
+mod released;

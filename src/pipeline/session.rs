@@ -153,7 +153,7 @@ impl Session<'_> {
                         return Ok(false);
                     };
                     if let Some(op) = routed.map_err(SessionError::Held)? {
-                        self.sink.push(op);
+                        self.sink.push_releasing(op, &mapped.released);
                     }
                 }
             }

@@ -18,7 +18,8 @@
 //! so is storing a dead letter, whatever stops it (a missing privilege
 //! too: the sink never exits over a refused operation, it says so on
 //! `/readyz` and in `ciosync_dead_letter_store_failing`). One customer's operations reach Customer.io in the order pushed (see
-//! [`queue`]). Repeating an operation is harmless, which is what makes
+//! [`queue`]), and an email's release reaches it before another customer's
+//! claim of that email (`order.rs`). Repeating an operation is harmless, which is what makes
 //! at-least-once delivery safe.
 //!
 //! Memory: operations pushed and not completed, and the commits not yet
@@ -32,9 +33,11 @@ pub mod batch;
 pub mod client;
 pub mod concurrency;
 mod deliver;
+mod order;
 pub mod queue;
 pub mod retry;
 pub mod send;
+mod size;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +47,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{CustomerioConfig, PipelineConfig};
-use crate::customer::CustomerOp;
+use crate::customer::{CustomerOp, Released};
 use crate::dead_letter::DeadLetterStore;
 use crate::telemetry::Counters;
 use crate::track_api::MAX_BATCH_BYTES;
@@ -129,7 +132,7 @@ impl SinkError {
 /// budget counts it: for producers that hold operations before they reach
 /// the sink (a backfill chunk) and bound them the same way.
 pub fn estimated_bytes(op: &CustomerOp) -> usize {
-    queue::estimate(op)
+    size::estimate(op)
 }
 
 /// The delivery engine; see the module doc.
@@ -195,7 +198,14 @@ impl Sink {
     /// allowed) and sends what is ready. Never waits: the caller checks
     /// [`Sink::is_full`] before reading more.
     pub fn push(&mut self, op: CustomerOp) {
-        if self.queue.push(op, Instant::now()) == Pushed::Coalesced {
+        self.push_releasing(op, &Released::Nothing);
+    }
+
+    /// [`Sink::push`] for an operation of a change that frees `released`
+    /// (the old row's email): another customer's identify claiming that
+    /// email goes after it (see [`queue`]).
+    pub fn push_releasing(&mut self, op: CustomerOp, released: &Released) {
+        if self.queue.push_releasing(op, released, Instant::now()) == Pushed::Coalesced {
             Counters::add(&self.counters.ops_coalesced, 1);
         }
         self.pump(false);

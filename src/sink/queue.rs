@@ -36,25 +36,29 @@
 //!
 //! The merged operation keeps the earlier one's place and sequence number,
 //! so the later commit cannot be acknowledged before it is delivered.
-//! Nothing merges across a barrier.
+//! Nothing merges across a barrier, nor moves an email claim ahead of its
+//! release (see [`super::order`]).
 //!
 //! # Order
 //! A batch never holds two operations of one customer, and a customer with a
 //! batch in flight gets no other until that batch completes; an operation is
 //! never sent while an earlier one of the same customer still waits. So one
 //! customer's operations reach Customer.io in commit order, however many
-//! batches are in flight. A barrier lets nothing after it go before
+//! batches are in flight. The same holds for operations sharing an email
+//! key, and a claim of an email waits for an earlier release no one can
+//! name ([`super::order`]). A barrier lets nothing after it go before
 //! everything ahead of it has completed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use pgwire_replication::Lsn;
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::batch::{self, EncodedItem, ENVELOPE_BYTES};
-use crate::customer::CustomerOp;
-use crate::track_api::{MAX_ATTRIBUTES, MAX_BATCH_BYTES, MAX_BATCH_ITEM_BYTES};
+use super::order::{self, Order};
+use super::size::{estimate, fits_merged, wire_estimate, COMMIT_ENTRY_BYTES, ENCODED_OVERHEAD};
+use crate::customer::{CustomerOp, Released};
+use crate::track_api::MAX_BATCH_BYTES;
 
 /// Most waiting operations looked at to fill one batch, so a queue whose
 /// head is held up by busy customers costs bounded work per batch.
@@ -76,6 +80,8 @@ struct Entry {
     bytes: usize,
     /// Estimated size on the wire, to tell when a batch's worth waits.
     wire: usize,
+    /// Its ties to other customers' operations (emails claimed, released).
+    order: Order,
 }
 
 impl Entry {
@@ -90,6 +96,12 @@ impl Entry {
                 item.customers.get(1).map(String::as_str),
             ),
         }
+    }
+
+    /// Everything it is ordered by: its customers and its email keys.
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        let (first, second) = self.customers();
+        std::iter::once(first).chain(second).chain(self.order.keys.iter().map(String::as_str))
     }
 
     fn is_barrier(&self) -> bool {
@@ -115,23 +127,34 @@ pub struct Taken {
     pub ticket: Ticket,
 }
 
-/// Identifies a batch in flight: its operations and customers.
+/// Identifies a batch in flight: its operations, customers and email keys.
 #[derive(Debug, Default, Clone)]
 pub struct Ticket {
     seqs: Vec<u64>,
     customers: Vec<String>,
     bytes: usize,
+    /// The transactions of its operations that may free an email no one
+    /// can name, one entry per operation.
+    unknown_releases: Vec<u64>,
 }
 
 /// Pending operations and commits, in order.
 #[derive(Debug, Default)]
 pub struct Queue {
     entries: BTreeMap<u64, Entry>,
-    /// Each customer's newest waiting operation (a coalescing target).
+    /// Each customer's newest waiting operation (a coalescing target), and
+    /// each email key's.
     last_of: HashMap<String, u64>,
     /// Sequence number of the newest barrier pushed.
     last_barrier: u64,
-    /// Customers with a batch in flight.
+    /// Sequence number of the newest operation that may free an email no
+    /// one can name (or that one merged into).
+    last_unknown_release: u64,
+    /// Such operations in flight, by transaction.
+    unknown_releases_in_flight: HashMap<u64, usize>,
+    /// Commits recorded so far: the transaction the next push belongs to.
+    tx: u64,
+    /// Customers and email keys with a batch in flight.
     busy: HashSet<String>,
     /// Operations pushed and not yet completed.
     unfinished: BTreeSet<u64>,
@@ -150,15 +173,24 @@ impl Queue {
     /// Adds an operation, merging it into a waiting one of the same customer
     /// where the rules above allow.
     pub fn push(&mut self, op: CustomerOp, now: Instant) -> Pushed {
-        if !matches!(op, CustomerOp::Barrier) && self.coalesce(&op) {
+        self.push_releasing(op, &Released::Nothing, now)
+    }
+
+    /// [`Queue::push`] for an operation of a change that frees `released`
+    /// (the old row's email), ordered before another customer's claim of it.
+    pub fn push_releasing(&mut self, op: CustomerOp, released: &Released, now: Instant) -> Pushed {
+        let order = Order { tx: self.tx, ..Order::of(&op, released) };
+        let order = match self.coalesce(&op, order) {
             // It completes with the operation it joined: no number of its own.
-            return Pushed::Coalesced;
-        }
+            Ok(()) => return Pushed::Coalesced,
+            Err(order) => order,
+        };
         self.next_seq += 1;
         let seq = self.next_seq;
         if let CustomerOp::Barrier = op {
             self.last_barrier = seq;
         }
+        self.note_order(&order, seq);
         match &op {
             CustomerOp::Merge { primary, secondary } => {
                 self.last_of.insert(primary.clone(), seq);
@@ -177,17 +209,28 @@ impl Queue {
             }
             CustomerOp::Barrier => {}
         }
-        let (bytes, wire) = (estimate(&op), wire_estimate(&op));
+        let (bytes, wire) = (estimate(&op) + order.bytes(), wire_estimate(&op));
         self.queued_bytes += bytes;
         self.queued_wire += wire;
         self.unfinished.insert(seq);
-        self.entries.insert(seq, Entry { waiting: Waiting::Op(op), queued_at: now, bytes, wire });
+        let waiting = Waiting::Op(op);
+        self.entries.insert(seq, Entry { waiting, queued_at: now, bytes, wire, order });
         Pushed::Queued
     }
 
+    /// Records that the waiting operation `seq` is ordered by `order`.
+    fn note_order(&mut self, order: &Order, seq: u64) {
+        for key in &order.keys {
+            self.last_of.insert(key.clone(), seq);
+        }
+        if order.unknown_release {
+            self.last_unknown_release = self.last_unknown_release.max(seq);
+        }
+    }
+
     /// Merges `op` into the customer's newest waiting operation if allowed;
-    /// whether it did.
-    fn coalesce(&mut self, op: &CustomerOp) -> bool {
+    /// `order` back if it did not.
+    fn coalesce(&mut self, op: &CustomerOp, order: Order) -> Result<(), Order> {
         let id = match op {
             CustomerOp::Identify { id, .. }
             | CustomerOp::Delete { id }
@@ -195,18 +238,22 @@ impl Queue {
             CustomerOp::Merge { .. }
             | CustomerOp::Event(_)
             | CustomerOp::AnonymousEvent(_)
-            | CustomerOp::Barrier => return false,
+            | CustomerOp::Barrier => return Err(order),
         };
-        let Some(&target) = self.last_of.get(id) else { return false };
+        let Some(&target) = self.last_of.get(id) else { return Err(order) };
         if target < self.last_barrier {
-            return false;
+            return Err(order);
         }
-        let Some(entry) = self.entries.get_mut(&target) else { return false };
-        let Waiting::Op(waiting) = &mut entry.waiting else { return false };
+        let Some(entry) = self.entries.get_mut(&target) else { return Err(order) };
+        let Waiting::Op(waiting) = &mut entry.waiting else { return Err(order) };
         if !fits_merged(waiting, entry.wire, op) {
             // Merged, the identify would have to lose attributes to fit a
             // limit that each of the two respects alone: queue it behind.
-            return false;
+            return Err(order);
+        }
+        let (last_of, unknown) = (&self.last_of, self.last_unknown_release);
+        if !order::may_merge(waiting, target, op, &order, last_of, unknown) {
+            return Err(order);
         }
         match (waiting, op) {
             (
@@ -229,21 +276,25 @@ impl Queue {
                 CustomerOp::Delete { .. } | CustomerOp::Suppress { .. },
                 CustomerOp::Delete { .. } | CustomerOp::Suppress { .. },
             ) => {}
-            _ => return false,
+            _ => return Err(order),
         }
-        let Waiting::Op(merged) = &entry.waiting else { return false };
-        let (bytes, wire) = (estimate(merged), wire_estimate(merged));
+        entry.order.join(order);
+        let Waiting::Op(merged) = &entry.waiting else { return Ok(()) };
+        let (bytes, wire) = (estimate(merged) + entry.order.bytes(), wire_estimate(merged));
         self.queued_bytes = self.queued_bytes - entry.bytes + bytes;
         self.queued_wire = self.queued_wire - entry.wire + wire;
         entry.bytes = bytes;
         entry.wire = wire;
-        true
+        let order = entry.order.clone();
+        self.note_order(&order, target);
+        Ok(())
     }
 
     /// Records a commit: once every operation pushed so far completes, its
     /// end LSN may be acknowledged. Shares the newest entry when no
     /// operation was queued since (see "Commits" above).
     pub fn commit(&mut self, end_lsn: Lsn) {
+        self.tx += 1;
         let after = self.next_seq + 1;
         match self.commits.back_mut() {
             Some((last_after, lsn, count)) if *last_after == after => {
@@ -314,17 +365,20 @@ impl Queue {
                 self.queued_bytes = self.queued_bytes - entry.bytes + bytes;
                 self.queued_wire = self.queued_wire - entry.wire + wire;
                 let waiting = Waiting::Encoded(item);
-                let queued_at = entry.queued_at;
-                self.entries.insert(seq, Entry { waiting, queued_at, bytes, wire });
+                let (queued_at, order) = (entry.queued_at, entry.order);
+                self.entries.insert(seq, Entry { waiting, queued_at, bytes, wire, order });
                 break;
             }
             body_bytes += item.json.len() + 1;
-            for customer in &item.customers {
-                if self.last_of.get(customer) == Some(&seq) {
-                    self.last_of.remove(customer);
+            for key in item.customers.iter().chain(&entry.order.keys) {
+                if self.last_of.get(key) == Some(&seq) {
+                    self.last_of.remove(key);
                 }
-                self.busy.insert(customer.clone());
-                taken.ticket.customers.push(customer.clone());
+                self.busy.insert(key.clone());
+                taken.ticket.customers.push(key.clone());
+            }
+            if entry.order.unknown_release {
+                taken.ticket.unknown_releases.push(entry.order.tx);
             }
             self.queued_bytes -= entry.bytes;
             self.queued_wire -= entry.wire;
@@ -340,17 +394,26 @@ impl Queue {
         }
         self.in_flight += 1;
         self.in_flight_bytes += taken.ticket.bytes;
+        for tx in &taken.ticket.unknown_releases {
+            *self.unknown_releases_in_flight.entry(*tx).or_default() += 1;
+        }
         Some(taken)
     }
 
     /// The waiting operations that may go together now, in order: of
-    /// customers neither busy nor behind an earlier waiting operation of
-    /// theirs, one per customer, up to the first barrier (or the barrier
-    /// itself, when nothing is ahead of it or in flight). Reads only.
+    /// customers (and email keys) neither busy nor behind an earlier waiting
+    /// operation of theirs, one per customer, no claim of an email behind an
+    /// unknown release held back or in flight, up to the first barrier (or
+    /// the barrier itself, when nothing is ahead of it or in flight). Reads
+    /// only.
     fn choose(&self, max_ops: usize) -> Vec<u64> {
         let mut chosen = Vec::with_capacity(max_ops.min(self.entries.len()));
         let mut in_batch: HashSet<&str> = HashSet::with_capacity(max_ops.min(self.entries.len()));
         let mut blocked: HashSet<&str> = HashSet::new();
+        // Transactions with an unknown release in flight or held back: no
+        // claim of theirs may go.
+        let mut release_pending: HashSet<u64> =
+            self.unknown_releases_in_flight.keys().copied().collect();
         for (index, (&seq, entry)) in self.entries.iter().enumerate().take(MAX_SCAN) {
             if chosen.len() >= max_ops {
                 break;
@@ -362,17 +425,20 @@ impl Queue {
                 }
                 break;
             }
-            let (first, second) = entry.customers();
             let held =
                 |c: &str| self.busy.contains(c) || in_batch.contains(c) || blocked.contains(c);
-            if held(first) || second.is_some_and(held) {
-                // Held up: so is every later operation of these customers.
-                blocked.insert(first);
-                blocked.extend(second);
+            let behind_release = entry.order.claims && release_pending.contains(&entry.order.tx);
+            if entry.keys().any(held) || behind_release {
+                // Held up: so is every later operation of these customers
+                // and emails, and every later claim of its transaction if
+                // it may release one.
+                blocked.extend(entry.keys());
+                if entry.order.unknown_release {
+                    release_pending.insert(entry.order.tx);
+                }
                 continue;
             }
-            in_batch.insert(first);
-            in_batch.extend(second);
+            in_batch.extend(entry.keys());
             chosen.push(seq);
         }
         chosen
@@ -388,6 +454,14 @@ impl Queue {
         }
         self.in_flight -= 1;
         self.in_flight_bytes -= ticket.bytes;
+        for tx in &ticket.unknown_releases {
+            if let Some(count) = self.unknown_releases_in_flight.get_mut(tx) {
+                *count -= 1;
+                if *count == 0 {
+                    self.unknown_releases_in_flight.remove(tx);
+                }
+            }
+        }
     }
 
     /// Forgets everything (the stream broke: it will all come again).
@@ -448,124 +522,10 @@ impl Queue {
     }
 }
 
-/// Memory a waiting operation holds apart from its attributes: its queue
-/// entry, the attribute map's first B-tree node (allocated whole, eleven
-/// slots, however few attributes), the id and its copy in the coalescing
-/// index. Calibrated against the peak RSS of a 1,000,000-row transaction
-/// (`cargo bench --bench delivery -- rss`): counting only the strings
-/// under-counted real memory about 3.7 times.
-const OP_OVERHEAD: usize = 900;
-/// Per attribute: its map slot, the key's and the value's allocations.
-const ATTRIBUTE_OVERHEAD: usize = 72;
-/// An encoded item that waits for the next batch: its entry and buffers.
-const ENCODED_OVERHEAD: usize = 256;
-/// A commit entry: its 24 bytes, twice over for the queue's spare capacity
-/// (it grows by doubling).
-const COMMIT_ENTRY_BYTES: usize = 48;
-
-/// Estimated memory an operation holds while it waits or is in flight.
-pub(super) fn estimate(op: &CustomerOp) -> usize {
-    match op {
-        CustomerOp::Identify { id, attributes, .. } => {
-            OP_OVERHEAD
-                + id.len()
-                + attributes
-                    .iter()
-                    .map(|(k, v)| ATTRIBUTE_OVERHEAD + k.len() + value_bytes(v))
-                    .sum::<usize>()
-        }
-        CustomerOp::Delete { id } | CustomerOp::Suppress { id } => OP_OVERHEAD + id.len(),
-        CustomerOp::Merge { primary, secondary } => OP_OVERHEAD + primary.len() + secondary.len(),
-        CustomerOp::Event(event) => {
-            OP_OVERHEAD
-                + event_bytes(
-                    &event.customer,
-                    &event.name,
-                    &event.event_id,
-                    &event.data,
-                    ATTRIBUTE_OVERHEAD,
-                )
-        }
-        CustomerOp::AnonymousEvent(event) => {
-            OP_OVERHEAD
-                + event_bytes(
-                    &event.anonymous_id,
-                    &event.name,
-                    &event.event_id,
-                    &event.data,
-                    ATTRIBUTE_OVERHEAD,
-                )
-        }
-        CustomerOp::Barrier => OP_OVERHEAD,
-    }
-}
-
-/// Whether merging identify `later` into `waiting` (whose wire estimate is
-/// `waiting_wire`) stays within Customer.io's per-identify limits: at most
-/// 300 attributes, and an item of at most 32,000 bytes (with a margin for
-/// the estimate). Anything other than two identifies merges freely.
-fn fits_merged(waiting: &CustomerOp, waiting_wire: usize, later: &CustomerOp) -> bool {
-    let (CustomerOp::Identify { attributes, .. }, CustomerOp::Identify { attributes: more, .. }) =
-        (waiting, later)
-    else {
-        return true;
-    };
-    let added = more.keys().filter(|name| !attributes.contains_key(*name)).count();
-    attributes.len() + added <= MAX_ATTRIBUTES
-        && waiting_wire + wire_estimate(later) <= MAX_BATCH_ITEM_BYTES - MERGE_MARGIN_BYTES
-}
-
-/// Room left under the item limit when merging, for what the wire estimate
-/// does not see (JSON escapes).
-const MERGE_MARGIN_BYTES: usize = 2_000;
-
-/// Roughly the operation's size as a batch item: its strings plus JSON syntax.
-fn wire_estimate(op: &CustomerOp) -> usize {
-    const ITEM: usize = 64;
-    match op {
-        CustomerOp::Identify { id, attributes, .. } => {
-            ITEM + 24
-                + id.len()
-                + attributes.iter().map(|(k, v)| 6 + k.len() + value_bytes(v)).sum::<usize>()
-        }
-        CustomerOp::Delete { id } | CustomerOp::Suppress { id } => ITEM + id.len(),
-        CustomerOp::Merge { primary, secondary } => ITEM + 40 + primary.len() + secondary.len(),
-        CustomerOp::Event(event) => {
-            ITEM + 80 + event_bytes(&event.customer, &event.name, &event.event_id, &event.data, 6)
-        }
-        CustomerOp::AnonymousEvent(event) => {
-            ITEM + 80
-                + event_bytes(&event.anonymous_id, &event.name, &event.event_id, &event.data, 6)
-        }
-        CustomerOp::Barrier => 0,
-    }
-}
-
-/// An event's strings and data, with `per_entry` bytes for each data entry.
-fn event_bytes(
-    key: &str,
-    name: &str,
-    event_id: &str,
-    data: &serde_json::Map<String, Value>,
-    per_entry: usize,
-) -> usize {
-    key.len()
-        + name.len()
-        + event_id.len()
-        + data.iter().map(|(k, v)| per_entry + k.len() + value_bytes(v)).sum::<usize>()
-}
-
-fn value_bytes(value: &Value) -> usize {
-    match value {
-        Value::String(s) => s.len(),
-        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
-        Value::Array(a) => a.iter().map(|v| 32 + value_bytes(v)).sum(),
-        Value::Object(o) => {
-            o.iter().map(|(k, v)| ATTRIBUTE_OVERHEAD + k.len() + value_bytes(v)).sum()
-        }
-    }
-}
-
 #[cfg(test)]
 #[path = "queue_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "queue_order_tests.rs"]
+mod order_tests;

@@ -1,6 +1,7 @@
 use serde_json::{json, Value};
 
 use super::*;
+use crate::sink::size::OP_OVERHEAD;
 
 fn identify(id: &str, attributes: Value, timestamp: i64) -> CustomerOp {
     CustomerOp::Identify {

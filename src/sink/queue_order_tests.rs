@@ -1,0 +1,235 @@
+//! The queue's order between customers that move an email (see
+//! `super::super::order`): keys for known releases, the lane for unknown ones.
+
+use serde_json::{json, Value};
+
+use super::*;
+
+fn identify(id: &str, attributes: Value) -> CustomerOp {
+    let Value::Object(attributes) = attributes else { panic!("not an object") };
+    CustomerOp::Identify { id: id.into(), attributes, timestamp: 1 }
+}
+
+fn email(id: &str, address: &str) -> CustomerOp {
+    identify(id, json!({ "email": address }))
+}
+
+fn was(address: &str) -> Released {
+    Released::Email(address.into())
+}
+
+fn push(q: &mut Queue, op: CustomerOp, released: Released) -> Pushed {
+    q.push_releasing(op, &released, Instant::now())
+}
+
+/// The next batch's customers, in order (empty when nothing may go).
+fn take(q: &mut Queue, max_ops: usize) -> (Vec<String>, Option<Ticket>) {
+    match q.take_batch(max_ops) {
+        Some(taken) => {
+            let ids = taken
+                .items
+                .iter()
+                .map(|i| i.customers.first().cloned().unwrap_or_default())
+                .collect();
+            (ids, Some(taken.ticket))
+        }
+        None => (Vec::new(), None),
+    }
+}
+
+/// Takes and finishes batches until none is left: each batch's customers.
+fn drain(q: &mut Queue, max_ops: usize) -> Vec<Vec<String>> {
+    let mut batches = Vec::new();
+    while let (ids, Some(ticket)) = take(q, max_ops) {
+        batches.push(ids);
+        q.finish(&ticket);
+    }
+    assert!(q.is_done(), "everything went");
+    batches
+}
+
+#[test]
+fn a_swap_through_a_temporary_value_goes_release_first_when_the_old_emails_are_known() {
+    let mut q = Queue::default();
+    // A: x -> tmp, B: y -> x, A: tmp -> y, in one transaction.
+    assert_eq!(push(&mut q, email("a", "tmp@x.io"), was("x@x.io")), Pushed::Queued);
+    assert_eq!(push(&mut q, email("b", "x@x.io"), was("y@x.io")), Pushed::Queued);
+    assert_eq!(
+        push(&mut q, email("a", "y@x.io"), was("tmp@x.io")),
+        Pushed::Queued,
+        "merged, A would take y before B gave it up"
+    );
+    q.commit(Lsn::from_u64(10));
+    assert_eq!(drain(&mut q, 500), vec![vec!["a"], vec!["b"], vec!["a"]]);
+    assert_eq!(q.ackable(), Some((Lsn::from_u64(10), 1)));
+}
+
+#[test]
+fn a_claim_waits_while_the_release_is_in_flight() {
+    let mut q = Queue::default();
+    // A gives x up for z, B takes x; C is unrelated.
+    push(&mut q, email("a", "z@x.io"), was("x@x.io"));
+    push(&mut q, email("b", "X@x.io"), was("w@x.io"));
+    push(&mut q, email("c", "c@x.io"), was("c0@x.io"));
+    let (first, ticket) = take(&mut q, 500);
+    assert_eq!(first, vec!["a", "c"], "b shares the key x with a: never in one batch");
+    assert_eq!(take(&mut q, 500).0, Vec::<String>::new(), "nor while a is in flight");
+    q.finish(&ticket.expect("a batch"));
+    assert_eq!(drain(&mut q, 500), vec![vec!["b"]]);
+    assert!(q.busy.is_empty() && q.last_of.is_empty(), "no key left behind");
+}
+
+#[test]
+fn a_delete_releases_the_old_rows_email() {
+    let mut q = Queue::default();
+    push(&mut q, CustomerOp::Delete { id: "a".into() }, was("Ann@x.io"));
+    push(&mut q, email("c", "ann@X.io"), Released::Nothing);
+    assert_eq!(drain(&mut q, 500), vec![vec!["a"], vec!["c"]]);
+}
+
+#[test]
+fn a_change_of_case_only_is_one_key_and_goes_at_once() {
+    let mut q = Queue::default();
+    push(&mut q, email("a", "A@x.io"), was("a@x.io"));
+    push(&mut q, email("b", "b@x.io"), Released::Nothing);
+    assert_eq!(drain(&mut q, 500), vec![vec!["a", "b"]]);
+}
+
+#[test]
+fn changes_that_move_no_email_still_merge() {
+    let mut q = Queue::default();
+    push(&mut q, email("a", "tmp@x.io"), was("x@x.io"));
+    push(&mut q, email("b", "x@x.io"), was("y@x.io"));
+    let plan = identify("a", json!({"plan": "pro"}));
+    assert_eq!(push(&mut q, plan.clone(), was("tmp@x.io")), Pushed::Coalesced);
+    assert_eq!(push(&mut q, plan, Released::Unknown), Pushed::Coalesced);
+    assert_eq!(drain(&mut q, 500), vec![vec!["a"], vec!["b"]]);
+}
+
+#[test]
+fn a_merged_claim_orders_later_merges_of_other_customers() {
+    let mut q = Queue::default();
+    push(&mut q, email("d", "d@x.io"), Released::Nothing);
+    push(&mut q, email("a", "tmp@x.io"), was("x@x.io"));
+    // Merges into A's waiting identify: A now claims y too.
+    assert_eq!(push(&mut q, email("a", "y@x.io"), was("tmp@x.io")), Pushed::Coalesced);
+    // D claiming y must not jump ahead of A's claim into D's earlier identify.
+    assert_eq!(push(&mut q, email("d", "y@x.io"), was("d@x.io")), Pushed::Queued);
+    assert_eq!(drain(&mut q, 500), vec![vec!["d", "a"], vec!["d"]]);
+}
+
+#[test]
+fn under_default_identity_a_swap_shares_a_batch_in_push_order_and_never_merges() {
+    let mut q = Queue::default();
+    push(&mut q, email("a", "tmp@x.io"), Released::Unknown);
+    push(&mut q, email("b", "x@x.io"), Released::Unknown);
+    assert_eq!(push(&mut q, email("a", "y@x.io"), Released::Unknown), Pushed::Queued);
+    assert_eq!(drain(&mut q, 500), vec![vec!["a", "b"], vec!["a"]]);
+}
+
+#[test]
+fn under_default_identity_a_claim_waits_for_a_release_in_another_batch() {
+    let mut q = Queue::default();
+    push(&mut q, email("a", "z@x.io"), Released::Unknown);
+    push(&mut q, email("b", "x@x.io"), Released::Unknown);
+    let (first, ticket) = take(&mut q, 1);
+    assert_eq!(first, vec!["a"]);
+    assert_eq!(take(&mut q, 1).0, Vec::<String>::new(), "a may be giving x up");
+    q.finish(&ticket.expect("a batch"));
+    assert_eq!(drain(&mut q, 1), vec![vec!["b"]]);
+}
+
+#[test]
+fn an_unknown_release_held_back_holds_back_later_claims_only() {
+    let mut q = Queue::default();
+    push(&mut q, email("a", "a@x.io"), Released::Nothing);
+    let (_, in_flight) = take(&mut q, 500);
+    // A is busy: its next identify waits, and may free what B claims.
+    push(&mut q, email("a", "z@x.io"), Released::Unknown);
+    push(&mut q, email("b", "x@x.io"), Released::Nothing);
+    push(&mut q, identify("c", json!({"plan": "pro"})), Released::Nothing);
+    push(&mut q, CustomerOp::Delete { id: "d".into() }, Released::Unknown);
+    let (second, second_ticket) = take(&mut q, 500);
+    assert_eq!(second, vec!["c", "d"]);
+    q.finish(&in_flight.expect("a batch"));
+    assert_eq!(take(&mut q, 500).0, Vec::<String>::new(), "d may be freeing z or x");
+    q.finish(&second_ticket.expect("a batch"));
+    assert_eq!(drain(&mut q, 500), vec![vec!["a", "b"]], "the release first");
+}
+
+#[test]
+fn under_default_identity_hot_rows_keeping_their_email_still_merge() {
+    let mut q = Queue::default();
+    let row = |id: &str, plan: &str| identify(id, json!({"email": "A@x.io", "plan": plan}));
+    push(&mut q, row("a", "1"), Released::Unknown);
+    push(&mut q, email("b", "b@x.io"), Released::Unknown);
+    assert_eq!(push(&mut q, row("a", "2"), Released::Unknown), Pushed::Coalesced);
+}
+
+#[test]
+fn a_bulk_update_under_default_identity_still_goes_a_full_batch_at_a_time() {
+    let mut q = Queue::default();
+    for n in 0..2_000 {
+        let op = identify(&n.to_string(), json!({"email": format!("{n}@x.io"), "plan": "pro"}));
+        assert_eq!(push(&mut q, op, Released::Unknown), Pushed::Queued);
+    }
+    let sizes: Vec<usize> = drain(&mut q, 500).iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![500; 4]);
+    // The same under FULL identity, where no release is unknown, goes
+    // several batches at once.
+    for n in 0..1_000 {
+        let op = identify(&n.to_string(), json!({"email": format!("{n}@y.io")}));
+        push(&mut q, op, was(&format!("{n}@x.io")));
+    }
+    assert!(q.take_batch(500).is_some() && q.take_batch(500).is_some());
+}
+
+#[test]
+fn the_email_keys_count_toward_memory_when_queued_and_when_merged() {
+    use crate::sink::order::Order;
+    use crate::sink::size::estimate;
+    let mut q = Queue::default();
+    let first = email("a", "tmp@x.io");
+    let keys = Order::of(&first, &was("x@x.io")).bytes();
+    assert!(keys > 0);
+    push(&mut q, first.clone(), was("x@x.io"));
+    assert_eq!(q.waiting_bytes(), estimate(&first) + keys);
+    // Merged: A now claims y too, and releases tmp (which it claimed).
+    push(&mut q, identify("a", json!({"email": "y@x.io", "plan": "pro"})), was("tmp@x.io"));
+    let merged = identify("a", json!({"email": "y@x.io", "plan": "pro"}));
+    let mut joined = Order::of(&first, &was("x@x.io"));
+    joined.join(Order::of(&merged, &was("tmp@x.io")));
+    assert_eq!(joined.keys.len(), 3);
+    assert_eq!(q.waiting_bytes(), estimate(&merged) + joined.bytes());
+}
+
+#[test]
+fn under_default_identity_only_a_release_of_the_same_transaction_holds_a_claim_back() {
+    let lsn = |n: u64| Lsn::from(n);
+    let mut q = Queue::default();
+    // Transaction 1: A changes its row (email unknown before), in flight.
+    push(&mut q, email("a", "a2@x.io"), Released::Unknown);
+    q.commit(lsn(1));
+    let (first, Some(ticket)) = take(&mut q, 10) else { panic!("A goes") };
+    assert_eq!(first, vec!["a"]);
+    // Transaction 2: B and C each change theirs. Live traffic of small
+    // transactions is not serialized behind A's request...
+    push(&mut q, email("b", "b2@x.io"), Released::Unknown);
+    push(&mut q, email("c", "c2@x.io"), Released::Unknown);
+    q.commit(lsn(2));
+    let (second, Some(second_ticket)) = take(&mut q, 10) else { panic!("B and C go") };
+    assert_eq!(second, vec!["b", "c"], "B and C share a batch, B first, beside A's");
+    // ... while within one transaction a claim still waits for a release
+    // in flight before it.
+    push(&mut q, email("d", "d2@x.io"), Released::Unknown);
+    push(&mut q, email("e", "b@x.io"), Released::Unknown);
+    let (third, Some(third_ticket)) = take(&mut q, 1) else { panic!("D goes") };
+    assert_eq!(third, vec!["d"]);
+    assert_eq!(take(&mut q, 10).0, Vec::<String>::new(), "D may be giving b@ up");
+    q.finish(&ticket);
+    q.finish(&second_ticket);
+    assert_eq!(take(&mut q, 10).0, Vec::<String>::new(), "other transactions do not free it");
+    q.finish(&third_ticket);
+    q.commit(lsn(3));
+    assert_eq!(drain(&mut q, 10), vec![vec!["e".to_owned()]]);
+}
