@@ -426,9 +426,13 @@ impl Queue {
         self.entries.values().next().map(|e| e.queued_at)
     }
 
-    /// Whether a barrier waits (it should not wait for the linger time).
+    /// Whether a barrier waits, behind other operations or first in line:
+    /// it should not wait for the linger time, nor should what follows it
+    /// once it may pass.
     pub fn has_barrier(&self) -> bool {
-        self.last_barrier > self.entries.keys().next().copied().unwrap_or(u64::MAX)
+        // Barriers pass in order, so one waits exactly when the newest does
+        // (`last_barrier` is 0, no operation's number, before the first).
+        self.entries.contains_key(&self.last_barrier)
     }
 
     /// Commits waiting to be acknowledged, as entries (consecutive commits

@@ -597,3 +597,31 @@ fn an_operation_waiting_behind_one_taken_still_takes_merges() {
     let second = q.take_batch(10).expect("the identify");
     assert_eq!(items_json(&second)[0]["attributes"], json!({"a": 1, "b": 2}));
 }
+
+/// A barrier first in line, all before it taken, still waits: once what is
+/// in flight completes, it and what follows it go at once, without waiting
+/// for the linger time (`Sink::due` asks this).
+#[test]
+fn a_barrier_first_in_line_still_counts_as_waiting() {
+    let mut q = Queue::default();
+    assert!(!q.has_barrier(), "none pushed");
+    let new = identify("new", json!({"e": 1}), 1);
+    push_all(&mut q, vec![delete("old"), CustomerOp::Barrier, new, event("new", "joined")]);
+    assert!(q.has_barrier(), "behind the delete");
+    let first = q.take_batch(100).expect("the delete");
+    assert!(q.has_barrier(), "first in line, the delete in flight");
+    assert!(q.take_batch(100).is_none());
+    q.finish(&first.ticket);
+    assert!(q.has_barrier(), "first in line, free to pass");
+    let second = q.take_batch(100).expect("the identify, behind the barrier passed");
+    assert_eq!(q.waiting(), 1, "the event waits for the identify");
+    assert!(!q.has_barrier(), "passed, with an operation still waiting behind it");
+    q.finish(&second.ticket);
+    let third = q.take_batch(100).expect("the event");
+    q.finish(&third.ticket);
+    // A barrier alone, then one more behind it: still the newest one waits.
+    push_all(&mut q, vec![CustomerOp::Barrier, identify("x", json!({}), 2), CustomerOp::Barrier]);
+    assert!(q.has_barrier());
+    assert_eq!(q.take_batch(100).expect("x").items[0].customers, ["x"]);
+    assert!(q.has_barrier(), "the second barrier waits for x");
+}
