@@ -293,6 +293,8 @@ impl Queue {
             }
         };
         let mut taken = Taken::default();
+        // The request body's length with the items taken so far, as
+        // `batch::body` writes it: the envelope, the items, a comma between two.
         let mut body_bytes = ENVELOPE_BYTES;
         for seq in chosen {
             let Some(entry) = self.entries.remove(&seq) else { continue };
@@ -306,9 +308,9 @@ impl Queue {
             // An anonymous event is a request of its own (v1 has no batch):
             // alone when it leads, otherwise it leads the next one.
             let alone = item.route != batch::Route::Batch;
-            if !taken.items.is_empty()
-                && (alone || body_bytes + item.json.len() + 1 > MAX_BATCH_BYTES)
-            {
+            let with_item = body_bytes + usize::from(!taken.items.is_empty()) + item.json.len();
+            // A body of exactly MAX_BATCH_BYTES is within the limit.
+            if !taken.items.is_empty() && (alone || with_item > MAX_BATCH_BYTES) {
                 // Full: it leads the next batch (and what was chosen after it waits).
                 let (bytes, wire) = (ENCODED_OVERHEAD + item.json.len(), item.json.len());
                 self.queued_bytes = self.queued_bytes - entry.bytes + bytes;
@@ -318,7 +320,7 @@ impl Queue {
                 self.entries.insert(seq, Entry { waiting, queued_at, bytes, wire });
                 break;
             }
-            body_bytes += item.json.len() + 1;
+            body_bytes = with_item;
             for customer in &item.customers {
                 if self.last_of.get(customer) == Some(&seq) {
                     self.last_of.remove(customer);
