@@ -640,3 +640,63 @@ fn a_barrier_first_in_line_still_counts_as_waiting() {
     assert_eq!(q.take_batch(100).expect("x").items[0].customers, ["x"]);
     assert!(q.has_barrier(), "the second barrier waits for x");
 }
+
+/// The memory estimate adds up each part once: the operation's overhead,
+/// its strings, and for each attribute or data entry (nested ones too) its
+/// slot, its name and its value; an array element adds 32 bytes, a number,
+/// a boolean or a null counts 8. The memory budget rests on it.
+#[test]
+fn the_memory_estimate_adds_up_each_part_once() {
+    use crate::customer::{AnonymousEvent, Event};
+    let (op, slot) = (OP_OVERHEAD, ATTRIBUTE_OVERHEAD);
+    let attributes = json!({
+        "name": "Ada Lovelace",
+        "n": 7,
+        "address": {"city": "London"},
+        "tags": ["ab", true],
+    });
+    let parts = (slot + 4 + 12)
+        + (slot + 1 + 8)
+        + (slot + 7 + (slot + 4 + 6))
+        + (slot + 4 + (32 + 2) + (32 + 8));
+    assert_eq!(estimate(&identify("abc", attributes.clone(), 1)), op + 3 + parts);
+    assert_eq!(estimate(&delete("abcd")), op + 4);
+    assert_eq!(estimate(&CustomerOp::Suppress { id: "abcde".into() }), op + 5);
+    let merge = CustomerOp::Merge { primary: "primary1".into(), secondary: "old".into() };
+    assert_eq!(estimate(&merge), op + 8 + 3);
+    let data = attributes.as_object().expect("an object").clone();
+    let event = Event {
+        customer: "ab".into(),
+        name: "signed_up".into(),
+        event_id: "01ID7".into(),
+        timestamp: 1,
+        data: data.clone(),
+    };
+    assert_eq!(estimate(&CustomerOp::Event(event)), op + 2 + 9 + 5 + parts);
+    let anonymous = AnonymousEvent {
+        anonymous_id: "cookie".into(),
+        name: "viewed".into(),
+        event_id: "01ID7".into(),
+        timestamp: 1,
+        data,
+    };
+    assert_eq!(estimate(&CustomerOp::AnonymousEvent(anonymous)), op + 6 + 6 + 5 + parts);
+}
+
+/// Two identifies merge while their wire estimates add up to at most
+/// 30,000 bytes: the 32,000-byte item limit less a margin for what the
+/// estimate does not see (JSON escapes).
+#[test]
+fn identifies_merge_up_to_the_item_limit_less_the_margin() {
+    let budget = MAX_BATCH_ITEM_BYTES - MERGE_MARGIN_BYTES;
+    let first = identify("1", json!({"a": "x".repeat(10_000)}), 1);
+    let empty = wire_estimate(&identify("1", json!({"b": ""}), 2));
+    for (total, pushed) in [(budget, Pushed::Coalesced), (budget + 1, Pushed::Queued)] {
+        let later =
+            identify("1", json!({"b": "y".repeat(total - wire_estimate(&first) - empty)}), 2);
+        assert_eq!(wire_estimate(&first) + wire_estimate(&later), total);
+        let mut q = Queue::default();
+        let got = push_all(&mut q, vec![first.clone(), later]);
+        assert_eq!(got, [Pushed::Queued, pushed], "together {total} bytes");
+    }
+}
