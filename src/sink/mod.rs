@@ -417,3 +417,6 @@ impl Sink {
             || self.queue.oldest().is_some_and(|t| t + self.linger <= Instant::now())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -344,6 +344,8 @@ impl Queue {
             }
         };
         let mut taken = Taken::default();
+        // The request body's length with the items taken so far, as
+        // `batch::body` writes it: the envelope, the items, a comma between two.
         let mut body_bytes = ENVELOPE_BYTES;
         for seq in chosen {
             let Some(entry) = self.entries.remove(&seq) else { continue };
@@ -357,9 +359,9 @@ impl Queue {
             // An anonymous event is a request of its own (v1 has no batch):
             // alone when it leads, otherwise it leads the next one.
             let alone = item.route != batch::Route::Batch;
-            if !taken.items.is_empty()
-                && (alone || body_bytes + item.json.len() + 1 > MAX_BATCH_BYTES)
-            {
+            let with_item = body_bytes + usize::from(!taken.items.is_empty()) + item.json.len();
+            // A body of exactly MAX_BATCH_BYTES is within the limit.
+            if !taken.items.is_empty() && (alone || with_item > MAX_BATCH_BYTES) {
                 // Full: it leads the next batch (and what was chosen after it waits).
                 let (bytes, wire) = (ENCODED_OVERHEAD + item.json.len(), item.json.len());
                 self.queued_bytes = self.queued_bytes - entry.bytes + bytes;
@@ -369,7 +371,7 @@ impl Queue {
                 self.entries.insert(seq, Entry { waiting, queued_at, bytes, wire, order });
                 break;
             }
-            body_bytes += item.json.len() + 1;
+            body_bytes = with_item;
             for key in item.customers.iter().chain(&entry.order.keys) {
                 if self.last_of.get(key) == Some(&seq) {
                     self.last_of.remove(key);
@@ -500,9 +502,13 @@ impl Queue {
         self.entries.values().next().map(|e| e.queued_at)
     }
 
-    /// Whether a barrier waits (it should not wait for the linger time).
+    /// Whether a barrier waits, behind other operations or first in line:
+    /// it should not wait for the linger time, nor should what follows it
+    /// once it may pass.
     pub fn has_barrier(&self) -> bool {
-        self.last_barrier > self.entries.keys().next().copied().unwrap_or(u64::MAX)
+        // Barriers pass in order, so one waits exactly when the newest does
+        // (`last_barrier` is 0, no operation's number, before the first).
+        self.entries.contains_key(&self.last_barrier)
     }
 
     /// Commits waiting to be acknowledged, as entries (consecutive commits

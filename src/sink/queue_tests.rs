@@ -1,7 +1,8 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::sink::size::OP_OVERHEAD;
+use crate::sink::size::{ATTRIBUTE_OVERHEAD, MERGE_MARGIN_BYTES, OP_OVERHEAD};
+use crate::track_api::MAX_BATCH_ITEM_BYTES;
 
 fn identify(id: &str, attributes: Value, timestamp: i64) -> CustomerOp {
     CustomerOp::Identify {
@@ -563,26 +564,41 @@ fn an_item_left_out_of_a_full_batch_is_counted_as_it_waits() {
     assert_eq!((q.waiting_bytes(), q.waiting_wire_bytes()), (bytes, wire));
 }
 
-/// A batch is filled up to the request limit and not to it: a body one
-/// byte under it goes whole, one of exactly the limit or more is split
-/// (Customer.io's refusal says a batch must be *smaller than* 500,000 bytes).
+/// A batch is filled up to the request limit and no further: a body of
+/// exactly `MAX_BATCH_BYTES` goes whole (Customer.io documents at most
+/// 500 KB; the emulator takes exactly 500,000 bytes and refuses one more),
+/// one byte more is split. The size the queue counts is that of the body
+/// `batch::body_of` writes, as the delivery sends it, however many items.
 #[test]
 fn a_batch_is_filled_to_the_request_limit_and_no_further() {
     let op = |i: usize, n: usize| identify(&format!("c{i:02}"), json!({"x": "y".repeat(n)}), 1);
     let base = batch::encode(op(0, 0)).expect("an item").json.len();
-    // 20 items, joined by 19 commas inside the 12-byte envelope.
-    let last = |body: usize| body - ENVELOPE_BYTES - 19 - 19 * (base + 25_000) - base;
-    for (body, taken) in
-        [(MAX_BATCH_BYTES - 1, 20), (MAX_BATCH_BYTES, 19), (MAX_BATCH_BYTES + 1, 19)]
-    {
-        let mut q = Queue::default();
-        let mut ops: Vec<CustomerOp> = (0..19).map(|i| op(i, 25_000)).collect();
-        ops.push(op(19, last(body)));
-        let whole = batch::body(&ops.iter().cloned().filter_map(batch::encode).collect::<Vec<_>>());
-        assert_eq!(whole.len(), body);
-        push_all(&mut q, ops);
-        let first = q.take_batch(100).expect("a batch");
-        assert_eq!(first.items.len(), taken, "a body of {body} bytes");
+    for count in [16, 20] {
+        // count - 1 items of `filler` bytes each, then one that makes up the body.
+        let filler = MAX_BATCH_BYTES / count - base;
+        let commas = count - 1;
+        let last = |body: usize| body - ENVELOPE_BYTES - commas - commas * (base + filler) - base;
+        for (body, whole) in
+            [(MAX_BATCH_BYTES - 1, true), (MAX_BATCH_BYTES, true), (MAX_BATCH_BYTES + 1, false)]
+        {
+            let mut ops: Vec<CustomerOp> = (0..count - 1).map(|i| op(i, filler)).collect();
+            ops.push(op(count - 1, last(body)));
+            let encoded: Vec<EncodedItem> = ops.iter().cloned().filter_map(batch::encode).collect();
+            assert!(encoded.iter().all(|i| i.trimmed.is_empty()), "every item within its limit");
+            assert_eq!(batch::body(&encoded).len(), body);
+            let mut q = Queue::default();
+            push_all(&mut q, ops);
+            let first = q.take_batch(100).expect("a batch");
+            let sent = batch::body_of(&first.items).len();
+            if whole {
+                assert_eq!((first.items.len(), sent), (count, body), "{count} items, {body} bytes");
+            } else {
+                assert_eq!(first.items.len(), count - 1, "{count} items, {body} bytes");
+                assert!(sent <= MAX_BATCH_BYTES, "{sent}");
+                let rest = q.take_batch(100).expect("the last item");
+                assert_eq!(rest.items[0].customers, [format!("c{:02}", count - 1)]);
+            }
+        }
     }
 }
 
@@ -597,4 +613,92 @@ fn an_operation_waiting_behind_one_taken_still_takes_merges() {
     q.finish(&first.ticket);
     let second = q.take_batch(10).expect("the identify");
     assert_eq!(items_json(&second)[0]["attributes"], json!({"a": 1, "b": 2}));
+}
+
+/// A barrier first in line, all before it taken, still waits: once what is
+/// in flight completes, it and what follows it go at once, without waiting
+/// for the linger time (`Sink::due` asks this).
+#[test]
+fn a_barrier_first_in_line_still_counts_as_waiting() {
+    let mut q = Queue::default();
+    assert!(!q.has_barrier(), "none pushed");
+    let new = identify("new", json!({"e": 1}), 1);
+    push_all(&mut q, vec![delete("old"), CustomerOp::Barrier, new, event("new", "joined")]);
+    assert!(q.has_barrier(), "behind the delete");
+    let first = q.take_batch(100).expect("the delete");
+    assert!(q.has_barrier(), "first in line, the delete in flight");
+    assert!(q.take_batch(100).is_none());
+    q.finish(&first.ticket);
+    assert!(q.has_barrier(), "first in line, free to pass");
+    let second = q.take_batch(100).expect("the identify, behind the barrier passed");
+    assert_eq!(q.waiting(), 1, "the event waits for the identify");
+    assert!(!q.has_barrier(), "passed, with an operation still waiting behind it");
+    q.finish(&second.ticket);
+    let third = q.take_batch(100).expect("the event");
+    q.finish(&third.ticket);
+    // A barrier alone, then one more behind it: still the newest one waits.
+    push_all(&mut q, vec![CustomerOp::Barrier, identify("x", json!({}), 2), CustomerOp::Barrier]);
+    assert!(q.has_barrier());
+    assert_eq!(q.take_batch(100).expect("x").items[0].customers, ["x"]);
+    assert!(q.has_barrier(), "the second barrier waits for x");
+}
+
+/// The memory estimate adds up each part once: the operation's overhead,
+/// its strings, and for each attribute or data entry (nested ones too) its
+/// slot, its name and its value; an array element adds 32 bytes, a number,
+/// a boolean or a null counts 8. The memory budget rests on it.
+#[test]
+fn the_memory_estimate_adds_up_each_part_once() {
+    use crate::customer::{AnonymousEvent, Event};
+    let (op, slot) = (OP_OVERHEAD, ATTRIBUTE_OVERHEAD);
+    let attributes = json!({
+        "name": "Ada Lovelace",
+        "n": 7,
+        "address": {"city": "London"},
+        "tags": ["ab", true],
+    });
+    let parts = (slot + 4 + 12)
+        + (slot + 1 + 8)
+        + (slot + 7 + (slot + 4 + 6))
+        + (slot + 4 + (32 + 2) + (32 + 8));
+    assert_eq!(estimate(&identify("abc", attributes.clone(), 1)), op + 3 + parts);
+    assert_eq!(estimate(&delete("abcd")), op + 4);
+    assert_eq!(estimate(&CustomerOp::Suppress { id: "abcde".into() }), op + 5);
+    let merge = CustomerOp::Merge { primary: "primary1".into(), secondary: "old".into() };
+    assert_eq!(estimate(&merge), op + 8 + 3);
+    let data = attributes.as_object().expect("an object").clone();
+    let event = Event {
+        customer: "ab".into(),
+        name: "signed_up".into(),
+        event_id: "01ID7".into(),
+        timestamp: 1,
+        data: data.clone(),
+    };
+    assert_eq!(estimate(&CustomerOp::Event(event)), op + 2 + 9 + 5 + parts);
+    let anonymous = AnonymousEvent {
+        anonymous_id: "cookie".into(),
+        name: "viewed".into(),
+        event_id: "01ID7".into(),
+        timestamp: 1,
+        data,
+    };
+    assert_eq!(estimate(&CustomerOp::AnonymousEvent(anonymous)), op + 6 + 6 + 5 + parts);
+}
+
+/// Two identifies merge while their wire estimates add up to at most
+/// 30,000 bytes: the 32,000-byte item limit less a margin for what the
+/// estimate does not see (JSON escapes).
+#[test]
+fn identifies_merge_up_to_the_item_limit_less_the_margin() {
+    let budget = MAX_BATCH_ITEM_BYTES - MERGE_MARGIN_BYTES;
+    let first = identify("1", json!({"a": "x".repeat(10_000)}), 1);
+    let empty = wire_estimate(&identify("1", json!({"b": ""}), 2));
+    for (total, pushed) in [(budget, Pushed::Coalesced), (budget + 1, Pushed::Queued)] {
+        let later =
+            identify("1", json!({"b": "y".repeat(total - wire_estimate(&first) - empty)}), 2);
+        assert_eq!(wire_estimate(&first) + wire_estimate(&later), total);
+        let mut q = Queue::default();
+        let got = push_all(&mut q, vec![first.clone(), later]);
+        assert_eq!(got, [Pushed::Queued, pushed], "together {total} bytes");
+    }
 }

@@ -1,0 +1,90 @@
+//! When the sink sends, over a real round trip to the emulator (in-process;
+//! every operation here is accepted, so the dead-letter store is never
+//! opened and no Postgres is needed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ciosync_emulator::{Emulator, EmulatorConfig};
+use serde_json::json;
+
+use super::*;
+use crate::pg::connection::ConnectionSettings;
+use crate::secret::Secret;
+
+const SITE_ID: &str = "sink-tests";
+const API_KEY: &str = "sink-tests-key";
+
+async fn emulator() -> Emulator {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    Emulator::start(listener, EmulatorConfig::new(SITE_ID, API_KEY)).await.expect("the emulator")
+}
+
+/// A sink sending to `emulator`, holding operations up to `linger_ms`.
+fn sink(emulator: &Emulator, linger_ms: u64) -> Sink {
+    let customerio: CustomerioConfig = toml::from_str(&format!(
+        "site_id = '{SITE_ID}'\napi_key = '{API_KEY}'\ntrack_url = '{}'\nlinger_ms = {linger_ms}",
+        emulator.url()
+    ))
+    .expect("a [customerio] section");
+    let unused = Secret::new("postgres://nobody@127.0.0.1:1/none");
+    let settings = ConnectionSettings::parse(&unused, Duration::ZERO).expect("a URL");
+    let dead_letters = Arc::new(DeadLetterStore::new(settings, "unused".into()));
+    let counters = Arc::new(Counters::default());
+    Sink::new(&customerio, &PipelineConfig::default(), dead_letters, counters).expect("a sink")
+}
+
+fn identify(id: &str) -> CustomerOp {
+    let attributes = json!({"plan": "pro"}).as_object().expect("an object").clone();
+    CustomerOp::Identify { id: id.into(), attributes, timestamp: 1 }
+}
+
+async fn complete_next(sink: &mut Sink) {
+    let finished = sink.completion().await;
+    sink.complete(finished).expect("accepted");
+}
+
+/// Once what was ahead of a barrier completes, the barrier passes and what
+/// follows it goes at once: a barrier first in line does not make the
+/// operations behind it wait for the linger time (`Queue::has_barrier`).
+#[tokio::test]
+async fn what_follows_a_passed_barrier_goes_without_waiting_for_the_linger_time() {
+    let emulator = emulator().await;
+    // A linger time the test never reaches.
+    let mut sink = sink(&emulator, 600_000);
+    sink.push(identify("old"));
+    assert!(!sink.has_in_flight(), "a lone operation waits for its linger time");
+    sink.push(CustomerOp::Barrier);
+    assert!(sink.has_in_flight(), "a barrier sends what is ahead of it at once");
+    sink.push(identify("new"));
+    assert!(emulator.customer("new").is_none());
+    complete_next(&mut sink).await;
+    assert!(sink.has_in_flight(), "the barrier passed, and what follows it went at once");
+    complete_next(&mut sink).await;
+    assert!(sink.is_idle());
+    assert!(emulator.customer("old").is_some() && emulator.customer("new").is_some());
+}
+
+/// A barrier waiting first in line for a batch in flight makes the sink
+/// due, but nothing may go until that batch completes: the sink says it
+/// is stalled and sets no timer, so the session loop does not wake up
+/// again and again for nothing (with a linger time of 0, every timer would
+/// be in the past).
+#[tokio::test]
+async fn a_barrier_held_up_by_a_batch_in_flight_sets_no_timer() {
+    let emulator = emulator().await;
+    let mut sink = sink(&emulator, 0);
+    sink.push(identify("old"));
+    assert!(sink.has_in_flight(), "no linger time: it goes at once");
+    sink.push(CustomerOp::Barrier);
+    assert_eq!(sink.deadline(), None, "the barrier waits for the batch in flight");
+    sink.push(identify("new"));
+    assert_eq!(sink.deadline(), None, "and what follows it waits for the barrier");
+    sink.on_deadline();
+    assert_eq!(sink.deadline(), None, "asking again changes nothing");
+    complete_next(&mut sink).await;
+    assert!(sink.has_in_flight(), "the barrier passed: the identify went");
+    complete_next(&mut sink).await;
+    assert!(sink.is_idle());
+    assert!(emulator.customer("new").is_some());
+}
