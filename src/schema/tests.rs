@@ -267,3 +267,34 @@ fn skip_leaves_out_retyped_attributes_and_the_events_whose_columns_broke() {
     }
     assert!(matches!(&ops[1], CustomerOp::Event(e) if e.name == "other"));
 }
+
+#[test]
+fn a_description_gives_each_column_its_shape_in_order() {
+    use crate::change::{ReplicaIdentity, Table, TableColumn};
+    let column =
+        |name: &str, kind: ValueKind| TableColumn { name: name.to_owned(), type_oid: 0, kind };
+    let table = Table {
+        oid: 1,
+        schema: "public".to_owned(),
+        name: "users".to_owned(),
+        columns: vec![
+            column("id", ValueKind::BigInt),
+            column("email", ValueKind::Text),
+            column("tags", ValueKind::Array(Box::new(ValueKind::Text))),
+            column("active", ValueKind::Bool),
+            column("profile", ValueKind::Json),
+        ],
+        replica_identity: ReplicaIdentity::Default,
+    };
+    assert_eq!(
+        columns_of(&table),
+        cols(&[
+            ("id", Shape::Number),
+            ("email", Shape::String),
+            ("tags", Shape::Array(Box::new(Shape::String))),
+            ("active", Shape::Boolean),
+            ("profile", Shape::Json),
+        ])
+    );
+    assert_eq!(Shape::Array(Box::new(Shape::Number)).to_string(), "array of number");
+}
