@@ -298,3 +298,37 @@ fn a_description_gives_each_column_its_shape_in_order() {
     );
     assert_eq!(Shape::Array(Box::new(Shape::Number)).to_string(), "array of number");
 }
+
+#[test]
+fn skip_on_an_event_table_leaves_out_broken_data_keys_or_else_its_events() {
+    let broken = |key: &str| Break {
+        table: "public.signups".to_owned(),
+        key: key.to_owned(),
+        column: "c".to_owned(),
+        change: Change::Retyped { from: Shape::String, to: Shape::Number },
+        attribute: None,
+    };
+    let event = || {
+        CustomerOp::Event(Event {
+            customer: "1".to_owned(),
+            name: "signed_up".to_owned(),
+            event_id: "01".to_owned(),
+            timestamp: 1,
+            data: serde_json::json!({"plan": "pro", "source": "ad"}).as_object().unwrap().clone(),
+        })
+    };
+    let strip = Strip::of(&[broken("data.plan")], true);
+    assert!(!strip.all_events);
+    let mut ops = vec![event()];
+    assert_eq!(strip.apply(&mut ops), 1);
+    match &ops[..] {
+        [CustomerOp::Event(e)] => assert_eq!(e.data.keys().collect::<Vec<_>>(), vec!["source"]),
+        other => panic!("{other:?}"),
+    }
+    let strip = Strip::of(&[broken("timestamp_column")], true);
+    let mut ops = vec![event()];
+    assert_eq!(strip.apply(&mut ops), 1);
+    assert!(ops.is_empty());
+    // On a synced table the same keys mean nothing.
+    assert_eq!(Strip::of(&[broken("data.plan")], false), Strip::default());
+}
