@@ -5,7 +5,7 @@
 //! | `on_schema_change` | a change of a broken table |
 //! |--------------------|----------------------------|
 //! | `pause` (default)  | not sent: the session delivers what came before it, acknowledges up to the transaction before, and the daemon pauses (`/readyz` fails) until the config is fixed and ciosync restarted, or the table is repaired |
-//! | `skip`             | sent without what broke (a retyped attribute, the events whose columns broke; a renamed or dropped column is already missing from the row), counted; the affected attributes are noted in `ciosync.table_shapes` before the change can be acknowledged |
+//! | `skip`             | sent without what broke (a retyped attribute; the `[[sync.events]]` whose columns broke; an `[[events]]` table's broken data keys, or its events when its id, name, timestamp or data column broke; a renamed or dropped column is already missing from the row), counted; the affected attributes are noted in `ciosync.table_shapes` before the change can be acknowledged |
 //!
 //! When a table's next description is whole again (the config now maps the
 //! new name, or the migration was reverted), the attributes left out meanwhile
@@ -44,8 +44,12 @@ pub enum Admit {
 pub struct Strip {
     /// Attributes whose values would have another JSON type.
     pub attributes: Vec<String>,
-    /// Events whose columns broke (every event, for an `[[events]]` table).
+    /// `[[sync.events]]` whose columns broke.
     pub events: Vec<String>,
+    /// Data keys of an `[[events]]` table's events whose columns broke.
+    pub data_keys: Vec<String>,
+    /// Every event: an `[[events]]` table's customer, name, timestamp or
+    /// data column broke, so its events cannot be built as configured.
     pub all_events: bool,
 }
 
@@ -65,6 +69,12 @@ impl Strip {
                 left_out += 1;
                 false
             }
+            CustomerOp::Event(event) => {
+                for key in &self.data_keys {
+                    left_out += usize::from(event.data.remove(key).is_some());
+                }
+                true
+            }
             CustomerOp::AnonymousEvent(_) if self.all_events => {
                 left_out += 1;
                 false
@@ -75,15 +85,20 @@ impl Strip {
     }
 
     pub(super) fn of(breaks: &[Break], event_table: bool) -> Self {
-        let mut strip = Self { all_events: event_table, ..Self::default() };
+        let mut strip = Self::default();
         for broken in breaks {
+            let key = broken.key.as_str();
             match (&broken.attribute, &broken.change) {
                 (Some(attribute), Change::Retyped { .. }) => {
                     strip.attributes.push(attribute.clone())
                 }
                 (Some(_), _) => {}
+                (None, _) if event_table => match key.strip_prefix("data.") {
+                    Some(data_key) => strip.data_keys.push(data_key.to_owned()),
+                    None => strip.all_events = true,
+                },
                 (None, _) => {
-                    if let Some(name) = broken.key.strip_prefix("events.") {
+                    if let Some(name) = key.strip_prefix("events.") {
                         let name = name.rsplit_once(".when").map_or(name, |(n, _)| n);
                         let name = name.split_once(".data.").map_or(name, |(n, _)| n);
                         strip.events.push(name.to_owned());

@@ -257,15 +257,15 @@ pub fn columns_of(table: &Table) -> Vec<(String, Shape)> {
 pub fn judge(needs: &Needs, now: &[(String, Shape)], baseline: &Baseline) -> Vec<Break> {
     let mut breaks = Vec::new();
     for used in &needs.uses {
+        // Only typed uses have a kept shape ([`accept`] keeps no other).
         let change = match now.iter().find(|(name, _)| *name == used.column) {
             None => Some(gone(&used.column, now, baseline)),
-            Some((_, shape)) if used.typed => match baseline.uses.get(&used.key) {
+            Some((_, shape)) => match baseline.uses.get(&used.key) {
                 Some(before) if before != shape => {
                     Some(Change::Retyped { from: before.clone(), to: shape.clone() })
                 }
                 _ => None,
             },
-            Some(_) => None,
         };
         if let Some(change) = change {
             breaks.push(Break {

@@ -267,3 +267,68 @@ fn skip_leaves_out_retyped_attributes_and_the_events_whose_columns_broke() {
     }
     assert!(matches!(&ops[1], CustomerOp::Event(e) if e.name == "other"));
 }
+
+#[test]
+fn a_description_gives_each_column_its_shape_in_order() {
+    use crate::change::{ReplicaIdentity, Table, TableColumn};
+    let column =
+        |name: &str, kind: ValueKind| TableColumn { name: name.to_owned(), type_oid: 0, kind };
+    let table = Table {
+        oid: 1,
+        schema: "public".to_owned(),
+        name: "users".to_owned(),
+        columns: vec![
+            column("id", ValueKind::BigInt),
+            column("email", ValueKind::Text),
+            column("tags", ValueKind::Array(Box::new(ValueKind::Text))),
+            column("active", ValueKind::Bool),
+            column("profile", ValueKind::Json),
+        ],
+        replica_identity: ReplicaIdentity::Default,
+    };
+    assert_eq!(
+        columns_of(&table),
+        cols(&[
+            ("id", Shape::Number),
+            ("email", Shape::String),
+            ("tags", Shape::Array(Box::new(Shape::String))),
+            ("active", Shape::Boolean),
+            ("profile", Shape::Json),
+        ])
+    );
+    assert_eq!(Shape::Array(Box::new(Shape::Number)).to_string(), "array of number");
+}
+
+#[test]
+fn skip_on_an_event_table_leaves_out_broken_data_keys_or_else_its_events() {
+    let broken = |key: &str| Break {
+        table: "public.signups".to_owned(),
+        key: key.to_owned(),
+        column: "c".to_owned(),
+        change: Change::Retyped { from: Shape::String, to: Shape::Number },
+        attribute: None,
+    };
+    let event = || {
+        CustomerOp::Event(Event {
+            customer: "1".to_owned(),
+            name: "signed_up".to_owned(),
+            event_id: "01".to_owned(),
+            timestamp: 1,
+            data: serde_json::json!({"plan": "pro", "source": "ad"}).as_object().unwrap().clone(),
+        })
+    };
+    let strip = Strip::of(&[broken("data.plan")], true);
+    assert!(!strip.all_events);
+    let mut ops = vec![event()];
+    assert_eq!(strip.apply(&mut ops), 1);
+    match &ops[..] {
+        [CustomerOp::Event(e)] => assert_eq!(e.data.keys().collect::<Vec<_>>(), vec!["source"]),
+        other => panic!("{other:?}"),
+    }
+    let strip = Strip::of(&[broken("timestamp_column")], true);
+    let mut ops = vec![event()];
+    assert_eq!(strip.apply(&mut ops), 1);
+    assert!(ops.is_empty());
+    // On a synced table the same keys mean nothing.
+    assert_eq!(Strip::of(&[broken("data.plan")], false), Strip::default());
+}
