@@ -63,7 +63,18 @@ pub async fn run_with_webhooks(
         }
         None => None,
     };
-    let slot = SlotWatch::new(config.postgres.connection(), config.postgres.slot.clone());
+    let tables = config
+        .sync
+        .iter()
+        .map(|s| s.table.to_string())
+        .chain(config.events.iter().map(|e| e.table.to_string()))
+        .collect();
+    let slot = SlotWatch::new(
+        config.postgres.connection(),
+        config.postgres.slot.clone(),
+        config.postgres.publication.clone(),
+        tables,
+    );
     let server = tokio::spawn(telemetry::server::serve(
         endpoint,
         config.metrics.limits(),

@@ -28,6 +28,11 @@ async fn changes_in_partitions_are_synced_under_the_root_table() {
             && c.get("5000").is_some_and(|a| a.get("plan") == Some(&json!("pro"))))
         .await
     );
+    // The publication lists the root, as the config names it.
+    let published = r#"ciosync_table_published{table="public.users"}"#;
+    let (seen, metrics) =
+        wait_for_metrics(&daemon.url("/metrics"), |m| value(m, published) == Some(1.0)).await;
+    assert!(seen, "{metrics}");
     daemon.stop().await.unwrap();
 }
 

@@ -94,6 +94,9 @@ async fn a_renamed_event_column_pauses_and_the_event_fires_once_the_config_follo
 #[tokio::test]
 async fn dropping_the_synced_table_deletes_no_one_and_the_daemon_goes_on() {
     let Scenario { db, emulator, daemon } = Scenario::start("schema_drop_table").await;
+    let (_, metrics) = crate::support::endpoint::get(&daemon.url("/metrics")).await;
+    let published = r#"ciosync_table_published{table="public.users"}"#;
+    assert_eq!(value(&metrics, published), Some(1.0), "{metrics}");
     db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io'), (2, 'b@x.io')").await;
     assert!(wait_for_customers(&emulator, |c| c.len() == 2).await);
     let dropped_at = db.exec_then_lsn("DROP TABLE users").await;
@@ -107,6 +110,13 @@ async fn dropping_the_synced_table_deletes_no_one_and_the_daemon_goes_on() {
         .count();
     assert_eq!(removals, 0);
     assert!(daemon.is_running());
+    // The scrape says the table left the publication, also once a table of
+    // that name exists again (a publication holds tables, not names).
+    let unpublished = r#"ciosync_table_published{table="public.users"}"#;
+    db.exec(crate::support::postgres::USERS_TABLE).await;
+    let (seen, metrics) =
+        wait_for_metrics(&daemon.url("/metrics"), |m| value(m, unpublished) == Some(0.0)).await;
+    assert!(seen, "{metrics}");
     daemon.stop().await.unwrap();
 }
 

@@ -24,6 +24,14 @@ fn sent_values(emulator: &ciosync_emulator::Emulator, attribute: &str) -> Vec<Va
         .collect()
 }
 
+/// The usual scenario with `on_schema_change = "skip"` on the users table.
+async fn skipping(test: &str) -> Scenario {
+    Scenario::start_with(test, crate::support::postgres::USERS_TABLE, |config| {
+        config.replace("id_column = \"id\"\n", "id_column = \"id\"\non_schema_change = \"skip\"\n")
+    })
+    .await
+}
+
 fn attribute(emulator: &ciosync_emulator::Emulator, id: &str, name: &str) -> Option<Value> {
     emulator.customer(id).and_then(|c| c.get(name).cloned())
 }
@@ -133,14 +141,7 @@ async fn a_retyped_column_pauses_and_a_revert_in_the_database_resumes_and_resend
 
 #[tokio::test]
 async fn skip_goes_on_without_the_broken_attribute_and_resends_it_once_repaired() {
-    let Scenario { db, emulator, daemon } =
-        Scenario::start_with("schema_skip", crate::support::postgres::USERS_TABLE, |config| {
-            config.replace(
-                "id_column = \"id\"\n",
-                "id_column = \"id\"\non_schema_change = \"skip\"\n",
-            )
-        })
-        .await;
+    let Scenario { db, emulator, daemon } = skipping("schema_skip").await;
     db.exec(
         "INSERT INTO users (id, email, first_name, plan) \
          VALUES (1, 'a@x.io', 'U1', 'free'), (2, 'b@x.io', 'U2', 'free')",
@@ -188,14 +189,7 @@ async fn skip_goes_on_without_the_broken_attribute_and_resends_it_once_repaired(
 
 #[tokio::test]
 async fn a_backfill_while_a_column_is_retyped_leaves_its_attribute_out() {
-    let Scenario { db, emulator, daemon } =
-        Scenario::start_with("schema_backfill", crate::support::postgres::USERS_TABLE, |config| {
-            config.replace(
-                "id_column = \"id\"\n",
-                "id_column = \"id\"\non_schema_change = \"skip\"\n",
-            )
-        })
-        .await;
+    let Scenario { db, emulator, daemon } = skipping("schema_backfill").await;
     db.exec(
         "INSERT INTO users (id, email, plan, created_at) \
          VALUES (1, 'a@x.io', 'free', '2026-01-02 03:04:05+00')",

@@ -520,6 +520,7 @@ mod tests {
             }),
             backfill_rows: (30, 40),
             dead_letters: Some(5),
+            published: vec![("public.users".to_owned(), true)],
         };
         all.extend(super::super::slot::families(Some(&reading)));
         let mut text = String::new();

@@ -443,6 +443,12 @@ pub const BACKFILL_ROWS_EXPECTED: Metric = Metric {
     help: "Rows the running backfills expect to send (estimated when each started).",
     labels: &[],
 };
+pub const TABLE_PUBLISHED: Metric = Metric {
+    name: "ciosync_table_published",
+    kind: Kind::Gauge,
+    help: "1 while a configured table is in the publication; 0 once it left it (DROP TABLE, a table dropped and created again, ALTER PUBLICATION DROP TABLE): its changes are not streamed.",
+    labels: &[LABEL_TABLE],
+};
 pub const DEAD_LETTERS_STORED: Metric = Metric {
     name: "ciosync_dead_letters_stored",
     kind: Kind::Gauge,
@@ -512,6 +518,7 @@ pub const METRICS: &[Metric] = &[
     BACKFILL_ROWS_DONE,
     BACKFILL_ROWS_EXPECTED,
     DEAD_LETTERS_STORED,
+    TABLE_PUBLISHED,
 ];
 
 /// Label of [`WEBHOOKS_RECEIVED`]: see `webhooks::OBJECT_TYPES`, or `other`.

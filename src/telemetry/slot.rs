@@ -1,6 +1,9 @@
 //! What `/metrics` reads from Postgres at each scrape: the server's WAL
 //! position, the slot's lag, retained WAL and `wal_status` from
-//! `pg_replication_slots`, and the progress of running backfills.
+//! `pg_replication_slots`, the progress of running backfills, and whether
+//! each configured table is still in the publication (a `DROP TABLE`, or a
+//! table dropped and created again, leaves it, and then its changes are
+//! never streamed: no Relation message says so).
 //!
 //! Read when scraped rather than on a timer, as postgres_exporter does: the
 //! values are as fresh as the scrape, and nothing runs when nobody looks.
@@ -38,6 +41,9 @@ pub struct Reading {
     pub backfill_rows: (u64, u64),
     /// This slot's rows in `ciosync.dead_letters`; `None` if unreadable.
     pub dead_letters: Option<u64>,
+    /// Each configured table (`schema.table`) and whether the publication
+    /// has it.
+    pub published: Vec<(String, bool)>,
 }
 
 /// The columns of `pg_replication_slots` that matter here.
@@ -57,16 +63,27 @@ pub struct SlotRow {
 pub struct SlotWatch {
     settings: ConnectionSettings,
     slot: String,
+    publication: String,
+    /// The configured tables, `schema.table`.
+    tables: Vec<String>,
     client: tokio::sync::Mutex<Option<Client>>,
     last: Mutex<Option<Reading>>,
 }
 
 impl SlotWatch {
-    /// A watch of `slot` over connections made with `settings`.
-    pub fn new(settings: ConnectionSettings, slot: String) -> Arc<Self> {
+    /// A watch of `slot`, and of `tables` in `publication`, over
+    /// connections made with `settings`.
+    pub fn new(
+        settings: ConnectionSettings,
+        slot: String,
+        publication: String,
+        tables: Vec<String>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             settings,
             slot,
+            publication,
+            tables,
             client: tokio::sync::Mutex::new(None),
             last: Mutex::new(None),
         })
@@ -129,11 +146,24 @@ impl SlotWatch {
             .await
             .ok()
             .map(|r| r.get::<_, i64>(0).max(0) as u64);
+        // A partitioned table is published under its root, as configured.
+        let listed: Vec<String> = sql
+            .query(
+                "SELECT schemaname::text || '.' || tablename::text \
+                 FROM pg_catalog.pg_publication_tables WHERE pubname = $1",
+                &[&self.publication],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let published = self.tables.iter().map(|t| (t.clone(), listed.contains(t))).collect();
         Ok(Reading {
             server_lsn: row.get::<_, i64>(0) as u64,
             slot,
             backfill_rows: backfills,
             dead_letters,
+            published,
         })
     }
 
@@ -168,6 +198,7 @@ pub(super) fn every_series() -> Reading {
         }),
         backfill_rows: (0, 0),
         dead_letters: Some(0),
+        published: vec![("public.users".to_owned(), true)],
     }
 }
 
@@ -207,6 +238,9 @@ pub fn families(reading: Option<&Reading>) -> Vec<MetricFamily> {
     out.gauge(&BACKFILL_ROWS_DONE, reading.backfill_rows.0 as f64);
     out.gauge(&BACKFILL_ROWS_EXPECTED, reading.backfill_rows.1 as f64);
     out.optional_gauge(&DEAD_LETTERS_STORED, reading.dead_letters.map(|n| n as f64));
+    let published: Vec<(&str, f64)> =
+        reading.published.iter().map(|(t, p)| (t.as_str(), f64::from(u8::from(*p)))).collect();
+    out.labelled(&TABLE_PUBLISHED, &published);
     out.0
 }
 
@@ -235,6 +269,7 @@ mod tests {
             }),
             backfill_rows: (10, 40),
             dead_letters: Some(3),
+            published: vec![("public.users".to_owned(), true), ("crm.accounts".to_owned(), false)],
         };
         let text = text(Some(&reading));
         for line in [
@@ -247,6 +282,8 @@ mod tests {
             "ciosync_backfill_rows_done 10",
             "ciosync_backfill_rows_expected 40",
             "ciosync_dead_letters_stored 3",
+            "ciosync_table_published{table=\"public.users\"} 1",
+            "ciosync_table_published{table=\"crm.accounts\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
         }
