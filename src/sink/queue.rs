@@ -522,6 +522,17 @@ impl Queue {
         self.unfinished.len()
     }
 
+    /// The number of the newest operation pushed (merged ones complete
+    /// with an earlier one), to ask [`Queue::done_through`] about later.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Whether every operation numbered up to `seq` completed.
+    pub fn done_through(&self, seq: u64) -> bool {
+        self.unfinished.first().is_none_or(|first| *first > seq)
+    }
+
     /// Whether every pushed operation completed.
     pub fn is_done(&self) -> bool {
         self.unfinished.is_empty()
