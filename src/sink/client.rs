@@ -101,8 +101,9 @@ impl TrackClient {
         let rtt = started.elapsed();
         self.counters.request_duration.observe(rtt.as_secs_f64());
         let outcome = match verdict {
+            Verdict::Accepted | Verdict::PartlyRejected(_) => Outcome::Answered,
             Verdict::Retry { .. } => Outcome::Overloaded,
-            _ => Outcome::Answered,
+            _ => Outcome::Refused,
         };
         let limit = {
             let mut concurrency = self.lock_concurrency();
