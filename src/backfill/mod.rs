@@ -26,8 +26,8 @@
 //! yet not visible to the read), and copied rows carry Postgres's clock as
 //! their `timestamp`, the clock of the commit times around them.
 //!
-//! One chunk is in flight at a time, which bounds memory to one chunk and
-//! one window: only the watermarks of the chunk the runner is working on
+//! One chunk is read at a time, which bounds memory to one chunk and one
+//! window: only the watermarks of the chunk the runner is working on
 //! open a window, so a chunk abandoned between its watermarks leaves nothing
 //! that notes keys (see [`Windows`]). A chunk is held whole, outside the
 //! sink's memory budget, until the stream reaches its high watermark, so
@@ -35,6 +35,14 @@
 //! of `pipeline.max_pending_bytes` (wide rows make chunks of fewer rows, see
 //! `runner::ChunkSize`). At the high watermark the pipeline hands them to
 //! the sink only as the budget has room.
+//!
+//! Reading is one window at a time, delivery is not: once a chunk's
+//! operations are in the sink ([`Handed`]), the runner reads the next chunk
+//! while they are in flight, and records a chunk's last key as progress
+//! only once it and every chunk before it were delivered (at most
+//! `runner::MAX_UNDELIVERED` wait), so a resume after kill -9 starts after
+//! the last delivered chunk, as before. The stream does not wait for a
+//! chunk's delivery at its high watermark either.
 //!
 //! Backfills are requested with `ciosync backfill` (rows in
 //! `ciosync.backfills`) and run by the daemon of the slot, which resumes an
@@ -58,8 +66,21 @@ pub struct Chunk {
     pub table: String,
     /// Each row's key and the operations that send it.
     pub rows: Vec<(String, Vec<CustomerOp>)>,
-    /// Told, once the rest is accepted, which keys were left to the stream.
-    pub delivered: oneshot::Sender<Vec<String>>,
+    /// Told, once the rest is in the sink, which keys were left to the
+    /// stream, and given the receiver that hears when the rest is accepted.
+    pub handed: oneshot::Sender<Handed>,
+}
+
+/// A chunk in the sink, as the runner hears of it at its high watermark:
+/// the next chunk may be read now, its progress recorded once `delivered`
+/// fires. A dropped sender (the session ended first) means the chunk may
+/// not have gone out: the runner resumes from the last key it recorded.
+#[derive(Debug)]
+pub struct Handed {
+    /// Keys left to the stream (changed inside the window), to read again.
+    pub yielded: Vec<String>,
+    /// Fires once every operation of the chunk completed.
+    pub delivered: oneshot::Receiver<()>,
 }
 
 /// What the pipeline sends at a chunk's high watermark.
@@ -70,8 +91,8 @@ pub struct Closed {
     /// Keys left to the stream (changed inside the window); the runner
     /// reads them again so their other attributes are sent too.
     pub yielded: Vec<String>,
-    /// To tell the runner once `ops` are accepted.
-    pub delivered: oneshot::Sender<Vec<String>>,
+    /// To tell the runner once `ops` are in the sink (see [`Handed`]).
+    pub handed: oneshot::Sender<Handed>,
 }
 
 /// Keys a window notes before its chunk is handed over, at most (about
@@ -201,7 +222,7 @@ impl Windows {
                 ops.extend(row_ops);
             }
         }
-        Some(Closed { ops, yielded, delivered: chunk.delivered })
+        Some(Closed { ops, yielded, handed: chunk.handed })
     }
 
     /// Forgets a chunk the runner gave up on; its watermarks, should they
@@ -229,7 +250,7 @@ mod tests {
     fn chunk(keys: &[&str]) -> Chunk {
         let (tx, _rx) = oneshot::channel();
         let rows = keys.iter().map(|k| (k.to_string(), vec![op(k)])).collect();
-        Chunk { table: "public.users".into(), rows, delivered: tx }
+        Chunk { table: "public.users".into(), rows, handed: tx }
     }
 
     fn keys(range: std::ops::Range<usize>) -> Vec<String> {

@@ -3,6 +3,7 @@
 //! watermarks (see the module above). Runs beside the pipeline, which sends
 //! the chunks; live changes keep flowing meanwhile.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{Chunk, ChunkId, Watermark, Windows};
+use super::{Chunk, ChunkId, Handed, Watermark, Windows};
 use crate::change::{RowChange, RowOp};
 use crate::config::Config;
 use crate::customer::CustomerOp;
@@ -87,6 +88,10 @@ async fn serve(
 /// How many times keys the stream kept changing are read again before they
 /// are left to the stream.
 const MAX_REREADS: u32 = 10;
+/// Chunks handed to the pipeline whose delivery the runner does not wait
+/// for before reading the next: reading overlaps their round trips. Their
+/// operations are in the sink, within its memory budget.
+pub const MAX_UNDELIVERED: usize = 4;
 
 /// Chunk numbers: unique for the life of the process, so a retried backfill
 /// never meets a window left from an earlier attempt, and counted from the
@@ -117,6 +122,26 @@ struct ChunkDone {
     last_key: Option<String>,
     /// Keys the stream changed inside the window: not sent, to read again.
     yielded: Vec<String>,
+    /// Fires once the chunk's operations were delivered.
+    delivered: oneshot::Receiver<()>,
+}
+
+/// Chunks handed to the pipeline and not yet delivered, oldest first, each
+/// with the progress to record once it and every one before it are.
+#[derive(Default)]
+struct Undelivered(VecDeque<(oneshot::Receiver<()>, Option<Progress>)>);
+
+/// A chunk's last key and the rows done with it.
+type Progress = (String, i64);
+
+/// Why recording progress stopped the run.
+enum Settled {
+    /// Every chunk delivered so far is recorded; go on.
+    Going,
+    /// Shutdown, a cancelled backfill, or a chunk the session dropped (it
+    /// ended before delivering it): the next run resumes from the last
+    /// recorded key.
+    Stop,
 }
 
 async fn run_one(
@@ -181,6 +206,7 @@ async fn run_chunks(
     };
     let mut after = backfill.last_key.clone();
     let mut rows_done = backfill.rows_done;
+    let mut undelivered = Undelivered::default();
     let mut reread: Vec<String> = Vec::new();
     let mut rereads = 0;
     let mut pages_left = true;
@@ -198,27 +224,65 @@ async fn run_chunks(
             rereads += 1;
             let Some(done) = chunk.send(Selection::Keys(&reread)).await? else { return Ok(()) };
             reread = done.yielded;
-            continue;
+            undelivered.0.push_back((done.delivered, None));
+        } else {
+            let selection = Selection::After(after.as_deref(), size.rows);
+            let Some(done) = chunk.send(selection).await? else { return Ok(()) };
+            size.learn(done.rows_read, done.bytes);
+            rows_done += done.rows_read as i64;
+            reread = done.yielded;
+            rereads = 0;
+            let progress = done.last_key.map(|key| (key, rows_done));
+            after = progress.as_ref().map(|(key, _)| key.clone()).or(after);
+            undelivered.0.push_back((done.delivered, progress));
+            pages_left = done.more;
         }
-        let Some(done) = chunk.send(Selection::After(after.as_deref(), size.rows)).await? else {
+        if let Settled::Stop = settle(state, id, &mut undelivered, MAX_UNDELIVERED, stop).await? {
             return Ok(());
-        };
-        size.learn(done.rows_read, done.bytes);
-        rows_done += done.rows_read as i64;
-        reread = done.yielded;
-        rereads = 0;
-        if let Some(key) = done.last_key {
-            if !state.backfill_progress(id, &key, rows_done).await? {
-                tracing::info!(backfill = id, "backfill cancelled");
-                return Ok(());
-            }
-            after = Some(key);
         }
-        pages_left = done.more;
+    }
+    if let Settled::Stop = settle(state, id, &mut undelivered, 0, stop).await? {
+        return Ok(());
     }
     state.end_backfill(id, "done", None).await?;
     tracing::info!(backfill = id, rows_done, "backfill done");
     Ok(())
+}
+
+/// Records the progress of the chunks delivered, in order, waiting for the
+/// oldest while more than `keep` are not.
+async fn settle(
+    state: &State<'_>,
+    id: i64,
+    undelivered: &mut Undelivered,
+    keep: usize,
+    stop: &CancellationToken,
+) -> Result<Settled, PgError> {
+    loop {
+        let waiting = undelivered.0.len();
+        let Some((delivered, _)) = undelivered.0.front_mut() else { return Ok(Settled::Going) };
+        let arrived = if waiting > keep {
+            tokio::select! {
+                arrived = delivered => arrived.is_ok(),
+                _ = stop.cancelled() => return Ok(Settled::Stop),
+            }
+        } else {
+            match delivered.try_recv() {
+                Ok(()) => true,
+                Err(oneshot::error::TryRecvError::Empty) => return Ok(Settled::Going),
+                Err(oneshot::error::TryRecvError::Closed) => false,
+            }
+        };
+        if !arrived {
+            return Ok(Settled::Stop);
+        }
+        if let Some((_, Some((key, rows_done)))) = undelivered.0.pop_front() {
+            if !state.backfill_progress(id, &key, rows_done).await? {
+                tracing::info!(backfill = id, "backfill cancelled");
+                return Ok(Settled::Stop);
+            }
+        }
+    }
 }
 
 /// The mapper, with skipped rows and dropped attributes counted and logged
@@ -317,16 +381,23 @@ impl ChunkReader<'_> {
         let rows_read = rows.len();
         let last_key = rows.last().map(|(key, _)| key.clone());
         let more = page_full || cut;
-        let (delivered, yielded) = oneshot::channel();
-        self.windows.put(id, Chunk { table: self.backfill.table.clone(), rows, delivered });
+        let (handed, in_sink) = oneshot::channel();
+        self.windows.put(id, Chunk { table: self.backfill.table.clone(), rows, handed });
         emit(self.sql, self.slot, Watermark::High(id)).await?;
-        let yielded = tokio::select! {
-            yielded = yielded => yielded.ok(),
+        let in_sink = tokio::select! {
+            in_sink = in_sink => in_sink.ok(),
             _ = self.stop.cancelled() => None,
         };
         // A dropped sender: the session restarted before the chunk went out;
         // the next run starts again from the last delivered key.
-        Ok(yielded.map(|yielded| ChunkDone { rows_read, bytes, more, last_key, yielded }))
+        Ok(in_sink.map(|Handed { yielded, delivered }| ChunkDone {
+            rows_read,
+            bytes,
+            more,
+            last_key,
+            yielded,
+            delivered,
+        }))
     }
 }
 

@@ -487,6 +487,7 @@ impl Leased {
             counters: &self.counters,
             in_transaction: false,
             unacked: UnackedCommits::default(),
+            chunks: Default::default(),
             session_ended,
         };
         session.run(&self.shutdown, shutdown_timeout).await

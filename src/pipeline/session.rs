@@ -3,9 +3,11 @@
 //! sink, and acknowledge each commit once it and everything before it was
 //! delivered (the rule in the [`super`] module doc).
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use pgwire_replication::Lsn;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +58,10 @@ pub(super) struct Session<'a> {
     pub(super) in_transaction: bool,
     /// Commit times of what is not acknowledged yet, for the lag in seconds.
     pub(super) unacked: UnackedCommits,
+    /// Backfill chunks in the sink, by the sink's mark when they were
+    /// pushed, each told once delivered (dropped with the session: the
+    /// runner then resumes from its last recorded key).
+    pub(super) chunks: VecDeque<(u64, oneshot::Sender<()>)>,
     /// Cancelled when the SQL session beside the stream ends: every wait of
     /// the session gives up then, so the stream is let go even while
     /// nothing is read from it (see `Source::session_ended`).
@@ -84,6 +90,7 @@ impl Session<'_> {
                 finished = self.sink.completion(), if in_flight => {
                     self.sink.complete(finished).map_err(SessionError::Sink)?;
                     self.ack_completed();
+                    self.tell_delivered();
                     continue;
                 }
                 _ = sleep_until_opt(deadline) => {
@@ -209,8 +216,10 @@ impl Session<'_> {
         Ok(true)
     }
 
-    /// At a chunk's high watermark: send what the stream left of it, and
-    /// tell the runner once it is accepted. `Ok(false)` when shutdown came.
+    /// At a chunk's high watermark: push what the stream left of it into
+    /// the sink and tell the runner, which reads its next chunk meanwhile;
+    /// the chunk is told delivered once its operations complete
+    /// ([`Self::tell_delivered`]). `Ok(false)` when shutdown came.
     ///
     /// A chunk may hold far more than the memory budget (1,000 wide rows),
     /// so its operations go into the sink the way the stream's do: one at a
@@ -218,8 +227,8 @@ impl Session<'_> {
     /// The sink therefore holds less than the budget plus the last
     /// operation pushed, as while streaming. Nothing else changes: the
     /// operations are pushed in the chunk's order at the high watermark's
-    /// place in the stream (nothing is read meanwhile), and the runner hears
-    /// `delivered` only after the flush, once every one of them completed.
+    /// place in the stream (nothing is read meanwhile), so every later
+    /// change of those rows follows them.
     async fn send_chunk(
         &mut self,
         id: backfill::ChunkId,
@@ -233,11 +242,23 @@ impl Session<'_> {
             }
             self.sink.push(op);
         }
-        if !self.flush(shutdown, shutdown_timeout).await? {
-            return Ok(false);
-        }
-        let _ = closed.delivered.send(closed.yielded);
+        let (done, delivered) = oneshot::channel();
+        let _ = closed.handed.send(backfill::Handed { yielded: closed.yielded, delivered });
+        self.chunks.push_back((self.sink.mark(), done));
+        self.tell_delivered();
         Ok(true)
+    }
+
+    /// Tells each chunk whose operations all completed, oldest first.
+    fn tell_delivered(&mut self) {
+        while let Some((mark, _)) = self.chunks.front() {
+            if !self.sink.delivered_through(*mark) {
+                break;
+            }
+            if let Some((_, done)) = self.chunks.pop_front() {
+                let _ = done.send(());
+            }
+        }
     }
 
     /// Returns once the memory budget has room, taking completed batches
@@ -272,6 +293,7 @@ impl Session<'_> {
                 finished = self.sink.completion(), if in_flight => {
                     self.sink.complete(finished).map_err(SessionError::Sink)?;
                     self.ack_completed();
+                    self.tell_delivered();
                 }
                 // A send held back (the quiet time after a reconnect).
                 _ = sleep_until_opt(deadline) => self.sink.on_deadline(),
@@ -298,6 +320,7 @@ impl Session<'_> {
         };
         flushed.map_err(SessionError::Sink)?;
         self.ack_completed();
+        self.tell_delivered();
         Ok(true)
     }
 
@@ -306,6 +329,7 @@ impl Session<'_> {
         match tokio::time::timeout(timeout, self.sink.flush()).await {
             Ok(Ok(())) => {
                 self.ack_completed();
+                self.tell_delivered();
                 Ok(())
             }
             Ok(Err(error)) => Err(SessionError::Sink(error)),

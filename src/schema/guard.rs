@@ -5,7 +5,7 @@
 //! | `on_schema_change` | a change of a broken table |
 //! |--------------------|----------------------------|
 //! | `pause` (default)  | not sent: the session delivers what came before it, acknowledges up to the transaction before, and the daemon pauses (`/readyz` fails) until the config is fixed and ciosync restarted, or the table is repaired |
-//! | `skip`             | sent without what broke (a retyped attribute; the `[[sync.events]]` whose columns broke; an `[[events]]` table's broken data keys, or its events when its id, name, timestamp or data column broke; a renamed or dropped column is already missing from the row), counted; the affected attributes are noted in `ciosync.table_shapes` before the change can be acknowledged |
+//! | `skip`             | as `pause` when the id or soft-delete column broke ([`super::Break::structural`]); otherwise sent without what broke (a retyped attribute; the `[[sync.events]]` whose columns broke; an `[[events]]` table's broken data keys, or its events when its id, name, timestamp or data column broke; a renamed or dropped column is already missing from the row), counted; the affected attributes are noted in `ciosync.table_shapes` before the change can be acknowledged |
 //!
 //! When a table's next description is whole again (the config now maps the
 //! new name, or the migration was reverted), the attributes left out meanwhile
@@ -97,13 +97,7 @@ impl Strip {
                     Some(data_key) => strip.data_keys.push(data_key.to_owned()),
                     None => strip.all_events = true,
                 },
-                (None, _) => {
-                    if let Some(name) = key.strip_prefix("events.") {
-                        let name = name.rsplit_once(".when").map_or(name, |(n, _)| n);
-                        let name = name.split_once(".data.").map_or(name, |(n, _)| n);
-                        strip.events.push(name.to_owned());
-                    }
-                }
+                (None, _) => strip.events.extend(broken.event.clone()),
             }
         }
         strip
@@ -130,9 +124,10 @@ pub struct SchemaGuard {
     verdicts: HashMap<u32, (String, Verdict)>,
     /// Breaks already logged (as text: names only).
     said: HashSet<String>,
-    /// Tables paused and since repaired in the database: skipped until the
-    /// stream reaches the repair.
-    resolved: HashSet<String>,
+    /// Tables paused and since repaired in the database, with the breaks
+    /// that were repaired: those are skipped until the stream reaches the
+    /// repair (another break pauses again).
+    resolved: HashMap<String, Vec<Break>>,
     /// `table:[attributes]` whose leaving out is noted (or whose re-send is
     /// queued already) for the table's current break.
     noted: HashSet<String>,
@@ -159,7 +154,7 @@ impl SchemaGuard {
             kept: HashMap::new(),
             verdicts: HashMap::new(),
             said: HashSet::new(),
-            resolved: HashSet::new(),
+            resolved: HashMap::new(),
             noted: HashSet::new(),
             counters,
         }
@@ -226,7 +221,8 @@ impl SchemaGuard {
         }
         let prefix = format!("{name}:");
         self.noted.retain(|n| !n.starts_with(&prefix));
-        if self.resolved.remove(&name) | self.said.iter().any(|s| s.starts_with(&prefix)) {
+        if self.resolved.remove(&name).is_some() | self.said.iter().any(|s| s.starts_with(&prefix))
+        {
             tracing::info!(table = %name, "the table matches the config again");
             self.said.retain(|s| !s.starts_with(&prefix));
         }
@@ -257,7 +253,9 @@ impl SchemaGuard {
         };
         let (name, breaks) = (name.clone(), breaks.clone());
         let Some(needs) = self.needs.get(&name) else { return Ok(Admit::Pass) };
-        if needs.policy == OnSchemaChange::Pause && !self.resolved.contains(&name) {
+        let resolved = self.resolved.get(&name) == Some(&breaks);
+        let pause = needs.policy == OnSchemaChange::Pause || breaks.iter().any(|b| b.structural);
+        if pause && !resolved {
             return Ok(Admit::Pause(breaks));
         }
         let attributes = left_out(needs, &breaks);
@@ -288,7 +286,7 @@ impl SchemaGuard {
         if !self.catch_up(&needs, &left_out(&needs, breaks)).await? {
             return Ok(false);
         }
-        if self.resolved.insert(table.to_owned()) {
+        if self.resolved.insert(table.to_owned(), breaks.to_vec()).is_none() {
             tracing::warn!(
                 table,
                 "the table was repaired in the database: resuming; what changed while it was \
@@ -309,7 +307,9 @@ impl SchemaGuard {
         if !judge(needs, &now, &kept.baseline).is_empty() {
             return Ok(false);
         }
-        let mut resend: Vec<String> = kept.skipped.iter().chain(attributes).cloned().collect();
+        let mapped: Vec<&String> = needs.uses.iter().filter_map(|u| u.attribute.as_ref()).collect();
+        let mut resend: Vec<String> =
+            kept.skipped.iter().chain(attributes).filter(|a| mapped.contains(a)).cloned().collect();
         resend.sort();
         resend.dedup();
         let id = store.repaired(table, &kept.baseline, &resend).await?;

@@ -93,11 +93,24 @@ pub struct Use {
     pub typed: bool,
     /// The attribute it fills, for a mapped attribute: what a repair re-sends.
     pub attribute: Option<String>,
+    /// The `[[sync.events]]` event it feeds, for an event's column.
+    pub event: Option<String>,
 }
 
 impl Use {
     fn new(key: String, column: &str, typed: bool) -> Self {
-        Self { key, column: column.to_owned(), typed, attribute: None }
+        Self { key, column: column.to_owned(), typed, attribute: None, event: None }
+    }
+
+    fn of_event(event: &str, key: String, column: &str, typed: bool) -> Self {
+        Self { event: Some(event.to_owned()), ..Self::new(key, column, typed) }
+    }
+
+    /// Whether a change cannot be mapped safely without it: the customer
+    /// id, or the column that says a row is deleted (without it a delete
+    /// would become an identify, and no backfill sends deletes).
+    pub fn is_structural(&self) -> bool {
+        self.key == "id_column" || self.key == "soft_delete_column"
     }
 }
 
@@ -126,13 +139,18 @@ impl Needs {
             let name = &event.name;
             if let Some(column) = &event.when_changed {
                 // `from` and `to` carry its values.
-                uses.push(Use::new(format!("events.{name}.when_changed"), column, true));
+                uses.push(Use::of_event(name, format!("events.{name}.when_changed"), column, true));
             }
             if let Some(column) = &event.when {
-                uses.push(Use::new(format!("events.{name}.when"), column, false));
+                uses.push(Use::of_event(name, format!("events.{name}.when"), column, false));
             }
             for column in &event.data {
-                uses.push(Use::new(format!("events.{name}.data.{column}"), column, true));
+                uses.push(Use::of_event(
+                    name,
+                    format!("events.{name}.data.{column}"),
+                    column,
+                    true,
+                ));
             }
         }
         let (schema, name) = sync.schema_and_name();
@@ -206,6 +224,11 @@ pub struct Break {
     pub change: Change,
     /// The attribute it fills, for a mapped attribute.
     pub attribute: Option<String>,
+    /// The `[[sync.events]]` event it feeds.
+    pub event: Option<String>,
+    /// The customer id or the soft-delete column: no change of the table can
+    /// be sent safely without it, so it pauses under either setting.
+    pub structural: bool,
 }
 
 impl fmt::Display for Break {
@@ -274,6 +297,8 @@ pub fn judge(needs: &Needs, now: &[(String, Shape)], baseline: &Baseline) -> Vec
                 column: used.column.clone(),
                 change,
                 attribute: used.attribute.clone(),
+                event: used.event.clone(),
+                structural: used.is_structural(),
             });
         }
     }

@@ -307,6 +307,8 @@ fn skip_on_an_event_table_leaves_out_broken_data_keys_or_else_its_events() {
         column: "c".to_owned(),
         change: Change::Retyped { from: Shape::String, to: Shape::Number },
         attribute: None,
+        event: None,
+        structural: false,
     };
     let event = || {
         CustomerOp::Event(Event {
@@ -331,4 +333,50 @@ fn skip_on_an_event_table_leaves_out_broken_data_keys_or_else_its_events() {
     assert!(ops.is_empty());
     // On a synced table the same keys mean nothing.
     assert_eq!(Strip::of(&[broken("data.plan")], false), Strip::default());
+}
+
+#[test]
+fn an_event_is_known_by_its_name_whatever_its_columns_are_called() {
+    let mut config = sync();
+    config.events.push(ChangeEventConfig {
+        name: "signup".to_owned(),
+        when_changed: None,
+        when: Some("plan".to_owned()),
+        data: vec!["when_at".to_owned()],
+    });
+    let needs = Needs::of_sync(&config);
+    let mut table = users();
+    table.push(("when_at".to_owned(), Shape::Number));
+    let baseline = accept(&needs, &table, &Baseline::default());
+    table[5].1 = Shape::String;
+    let breaks = judge(&needs, &table, &baseline);
+    assert_eq!(
+        changes(&breaks),
+        vec![(
+            "events.signup.data.when_at",
+            &Change::Retyped { from: Shape::Number, to: Shape::String }
+        )]
+    );
+    assert_eq!(Strip::of(&breaks, false).events, vec!["signup".to_owned()]);
+}
+
+#[test]
+fn the_id_and_soft_delete_columns_are_structural() {
+    let mut config = sync();
+    config.soft_delete_column = Some("deleted_at".to_owned());
+    let needs = Needs::of_sync(&config);
+    let mut table = users();
+    table.push(("deleted_at".to_owned(), Shape::Number));
+    let baseline = accept(&needs, &table, &Baseline::default());
+    table.pop();
+    table[0].0 = "user_id".to_owned();
+    let breaks = judge(&needs, &table, &baseline);
+    assert_eq!(breaks.len(), 2, "{breaks:?}");
+    assert!(breaks.iter().all(|b| b.structural), "{breaks:?}");
+    let mut renamed = users();
+    renamed[2].0 = "given_name".to_owned();
+    renamed.push(("deleted_at".to_owned(), Shape::Number));
+    let breaks = judge(&needs, &renamed, &baseline);
+    assert_eq!(breaks.len(), 1, "{breaks:?}");
+    assert!(!breaks[0].structural, "{breaks:?}");
 }

@@ -91,16 +91,19 @@ impl TrackClient {
         let send_at = self.lock_throttle().reserve(now);
         waited |= send_at > now;
         tokio::time::sleep_until(send_at).await;
-        let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.lock_concurrency().sending(in_flight, waited);
+        // Counted out again however the request ends, also when its task
+        // is aborted (`Sink::discard`).
+        let in_flight = InFlight::enter(&self.in_flight);
+        self.lock_concurrency().sending(in_flight.others, waited);
         let started = Instant::now();
         let verdict = self.send(route, body).await;
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        drop(in_flight);
         let rtt = started.elapsed();
         self.counters.request_duration.observe(rtt.as_secs_f64());
         let outcome = match verdict {
+            Verdict::Accepted | Verdict::PartlyRejected(_) => Outcome::Answered,
             Verdict::Retry { .. } => Outcome::Overloaded,
-            _ => Outcome::Answered,
+            _ => Outcome::Refused,
         };
         let limit = {
             let mut concurrency = self.lock_concurrency();
@@ -193,6 +196,25 @@ impl TrackClient {
     /// The base URL requests go to.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+}
+
+/// One request in flight, counted in the client's total while it lives.
+struct InFlight<'a> {
+    count: &'a AtomicUsize,
+    /// Requests in flight when this one went.
+    others: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        Self { count, others: count.fetch_add(1, Ordering::Relaxed) }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -318,6 +340,19 @@ mod tests {
         let client =
             TrackClient::new(&config.customerio, Arc::new(Counters::default())).expect("a client");
         assert_eq!(client.base_url(), "http://127.0.0.1:9090");
+    }
+
+    #[test]
+    fn a_request_leaves_the_in_flight_count_however_it_ends() {
+        let count = AtomicUsize::new(0);
+        let first = InFlight::enter(&count);
+        let second = InFlight::enter(&count);
+        assert_eq!((first.others, second.others), (0, 1));
+        // An aborted task drops its future, and with it the guard.
+        drop(second);
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        drop(first);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
     }
 
     #[test]

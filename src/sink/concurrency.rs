@@ -11,6 +11,7 @@
 //! | in the window | the limit |
 //! |---|---|
 //! | a 429, a 5xx, a timeout or a broken connection | halved |
+//! | (a refusal, a 4xx other than 429, is not a round trip sample) | |
 //! | round trips over 1.5 × the baseline (+5 ms): Customer.io is queueing | × 0.9 |
 //! | otherwise, if some request found the limit reached and none waited for the request budget | + 1 |
 //! | otherwise | unchanged |
@@ -39,10 +40,13 @@ const BASELINE_CLIMB: f64 = 0.05;
 /// How a request ended, for the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Customer.io answered (any 2xx or 4xx other than 429).
+    /// Customer.io took the request (a 2xx): its round trip counts.
     Answered,
     /// A 429, a 5xx, a timeout or a transport failure: back off.
     Overloaded,
+    /// Refused (a 4xx other than 429, a redirect): a quick answer that says
+    /// nothing about load, so its round trip does not count.
+    Refused,
 }
 
 /// The adaptive limit; see the module doc.
@@ -109,6 +113,7 @@ impl Concurrency {
                 self.window.answers += 1;
             }
             Outcome::Overloaded => self.window.overloaded = true,
+            Outcome::Refused => {}
         }
         if now >= self.window.ends {
             self.close_window(now);
@@ -219,6 +224,20 @@ mod tests {
             c.ended(now, RTT, Outcome::Overloaded);
         }
         assert_eq!(c.limit(), 1);
+    }
+
+    #[test]
+    fn quick_refusals_do_not_lower_the_baseline() {
+        let mut now = Instant::now();
+        let mut c = Concurrency::new(64, now);
+        run(&mut c, &mut now, 3, RTT, true);
+        let before = c.limit();
+        // A window of 2 ms refusals, then the usual round trips again.
+        c.sending(0, false);
+        now += MIN_WINDOW * 10;
+        c.ended(now, Duration::from_millis(2), Outcome::Refused);
+        let limits = run(&mut c, &mut now, 3, RTT, true);
+        assert!(limits.iter().all(|l| *l >= before), "{before} then {limits:?}");
     }
 
     #[test]

@@ -230,6 +230,16 @@ impl Sink {
         ackable
     }
 
+    /// A mark of everything pushed so far, for [`Sink::delivered_through`].
+    pub fn mark(&self) -> u64 {
+        self.queue.last_seq()
+    }
+
+    /// Whether everything pushed before `mark` was taken completed.
+    pub fn delivered_through(&self, mark: u64) -> bool {
+        self.queue.done_through(mark)
+    }
+
     /// Whether every operation pushed completed.
     pub fn is_idle(&self) -> bool {
         self.queue.is_done()

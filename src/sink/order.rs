@@ -39,9 +39,10 @@ pub(super) struct Order {
     pub claims: bool,
     /// It may free an email no one can name.
     pub unknown_release: bool,
-    /// The transaction it came in (the queue's count of commits before it):
-    /// a claim waits only for unknown releases of its own transaction.
-    pub tx: u64,
+    /// The transactions it came from (the queue's count of commits before
+    /// each part; more than one once a later change merged into it): a
+    /// claim waits only for unknown releases of its own transactions.
+    pub txs: Vec<u64>,
 }
 
 impl Order {
@@ -74,6 +75,11 @@ impl Order {
         }
         self.claims |= later.claims;
         self.unknown_release |= later.unknown_release;
+        for tx in later.txs {
+            if !self.txs.contains(&tx) {
+                self.txs.push(tx);
+            }
+        }
     }
 
     fn add(&mut self, key: String) {
@@ -187,7 +193,7 @@ mod tests {
         let default = Order::of(&identify("1", json!({"email": "a@x.io"})), &Released::Unknown);
         assert_eq!(
             default,
-            Order { keys: vec![key("a@x.io")], claims: true, unknown_release: true, tx: 0 }
+            Order { keys: vec![key("a@x.io")], claims: true, unknown_release: true, txs: vec![] }
         );
     }
 
@@ -198,7 +204,7 @@ mod tests {
             keys: vec![key("a"), key("b")],
             claims: true,
             unknown_release: false,
-            tx: 0,
+            txs: vec![2],
         });
         assert_eq!(order.keys, vec![key("a"), key("b")]);
         assert!(order.claims && !order.unknown_release);

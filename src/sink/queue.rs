@@ -179,7 +179,7 @@ impl Queue {
     /// [`Queue::push`] for an operation of a change that frees `released`
     /// (the old row's email), ordered before another customer's claim of it.
     pub fn push_releasing(&mut self, op: CustomerOp, released: &Released, now: Instant) -> Pushed {
-        let order = Order { tx: self.tx, ..Order::of(&op, released) };
+        let order = Order { txs: vec![self.tx], ..Order::of(&op, released) };
         let order = match self.coalesce(&op, order) {
             // It completes with the operation it joined: no number of its own.
             Ok(()) => return Pushed::Coalesced,
@@ -380,7 +380,7 @@ impl Queue {
                 taken.ticket.customers.push(key.clone());
             }
             if entry.order.unknown_release {
-                taken.ticket.unknown_releases.push(entry.order.tx);
+                taken.ticket.unknown_releases.extend(&entry.order.txs);
             }
             self.queued_bytes -= entry.bytes;
             self.queued_wire -= entry.wire;
@@ -429,14 +429,15 @@ impl Queue {
             }
             let held =
                 |c: &str| self.busy.contains(c) || in_batch.contains(c) || blocked.contains(c);
-            let behind_release = entry.order.claims && release_pending.contains(&entry.order.tx);
+            let behind_release =
+                entry.order.claims && entry.order.txs.iter().any(|tx| release_pending.contains(tx));
             if entry.keys().any(held) || behind_release {
                 // Held up: so is every later operation of these customers
                 // and emails, and every later claim of its transaction if
                 // it may release one.
                 blocked.extend(entry.keys());
                 if entry.order.unknown_release {
-                    release_pending.insert(entry.order.tx);
+                    release_pending.extend(&entry.order.txs);
                 }
                 continue;
             }
@@ -520,6 +521,17 @@ impl Queue {
     /// Operations pushed and not completed (waiting or in flight).
     pub fn unfinished(&self) -> usize {
         self.unfinished.len()
+    }
+
+    /// The number of the newest operation pushed (merged ones complete
+    /// with an earlier one), to ask [`Queue::done_through`] about later.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Whether every operation numbered up to `seq` completed.
+    pub fn done_through(&self, seq: u64) -> bool {
+        self.unfinished.first().is_none_or(|first| *first > seq)
     }
 
     /// Whether every pushed operation completed.

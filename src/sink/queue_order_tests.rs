@@ -233,3 +233,22 @@ fn under_default_identity_only_a_release_of_the_same_transaction_holds_a_claim_b
     q.commit(lsn(3));
     assert_eq!(drain(&mut q, 10), vec![vec!["e".to_owned()]]);
 }
+
+#[test]
+fn a_release_merged_into_an_earlier_transactions_operation_still_holds_its_own_claims() {
+    let mut q = Queue::default();
+    // Transaction 0: A's first change goes; its second waits behind it.
+    push(&mut q, identify("a", json!({"plan": "pro"})), Released::Nothing);
+    let (first, Some(ticket)) = take(&mut q, 10) else { panic!("A goes") };
+    assert_eq!(first, vec!["a"]);
+    push(&mut q, identify("a", json!({"plan": "team"})), Released::Nothing);
+    q.commit(Lsn::from(1));
+    // Transaction 1: A gives up its email (unknown under DEFAULT) and B takes
+    // it. A's change merges into its waiting one, numbered in transaction 0.
+    assert_eq!(push(&mut q, email("a", "b@x.io"), Released::Unknown), Pushed::Coalesced);
+    push(&mut q, email("b", "a@x.io"), Released::Unknown);
+    assert_eq!(take(&mut q, 10).0, Vec::<String>::new(), "B would overtake A's release");
+    q.finish(&ticket);
+    q.commit(Lsn::from(2));
+    assert_eq!(drain(&mut q, 10), vec![vec!["a".to_owned(), "b".to_owned()]]);
+}

@@ -147,17 +147,20 @@ impl SlotWatch {
             .ok()
             .map(|r| r.get::<_, i64>(0).max(0) as u64);
         // A partitioned table is published under its root, as configured.
-        let listed: Vec<String> = sql
+        // Unreadable, these series are left out; the slot's are not.
+        let listed: Option<Vec<String>> = sql
             .query(
                 "SELECT schemaname::text || '.' || tablename::text \
                  FROM pg_catalog.pg_publication_tables WHERE pubname = $1",
                 &[&self.publication],
             )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let published = self.tables.iter().map(|t| (t.clone(), listed.contains(t))).collect();
+            .await
+            .ok()
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect());
+        let published = match listed {
+            Some(listed) => self.tables.iter().map(|t| (t.clone(), listed.contains(t))).collect(),
+            None => Vec::new(),
+        };
         Ok(Reading {
             server_lsn: row.get::<_, i64>(0) as u64,
             slot,
