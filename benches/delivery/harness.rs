@@ -426,9 +426,21 @@ pub struct Emulator {
 
 impl Emulator {
     pub fn start(dir: &Path, api_key: &str) -> Res<Self> {
+        Self::start_with(dir, api_key, 0, false)
+    }
+
+    /// An emulator answering after `latency_ms`, in accept-only mode
+    /// (items counted, not applied) if `accept_only`.
+    pub fn start_with(dir: &Path, api_key: &str, latency_ms: u64, accept_only: bool) -> Res<Self> {
         let log = dir.join("emulator.log");
+        let mut args = vec!["--listen", "127.0.0.1:0", "--site-id", SITE_ID];
+        let latency = latency_ms.to_string();
+        args.extend(["--latency-ms", latency.as_str()]);
+        if accept_only {
+            args.push("--accept-only");
+        }
         let mut child = Command::new(emulator_binary()?)
-            .args(["--listen", "127.0.0.1:0", "--site-id", SITE_ID])
+            .args(&args)
             // The key through the environment, not argv (which `ps` shows).
             .env("CIOSYNC_EMULATOR_API_KEY", api_key)
             .env_remove("CIOSYNC_EMULATOR_SITE_ID")
@@ -462,6 +474,12 @@ impl Emulator {
     /// The request log (the emulator keeps the last 10,000 requests or 32 MiB of bodies).
     pub async fn requests(&self) -> Res<Vec<RecordedRequest>> {
         let url = format!("{}/_emulator/requests", self.url);
+        Ok(self.http.get(url).send().await?.error_for_status()?.json().await?)
+    }
+
+    /// What accept-only mode counted.
+    pub async fn accepted(&self) -> Res<ciosync_emulator::Accepted> {
+        let url = format!("{}/_emulator/accepted", self.url);
         Ok(self.http.get(url).send().await?.error_for_status()?.json().await?)
     }
 
