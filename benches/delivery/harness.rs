@@ -551,6 +551,15 @@ pub fn passed_overrides() -> Vec<String> {
     out
 }
 
+/// The non-default parts of a daemon's config.
+#[derive(Clone, Copy)]
+struct Settings<'a> {
+    slot: &'a str,
+    postgres_extra: &'a str,
+    customerio_extra: &'a str,
+    initial_sync: bool,
+}
+
 /// `ciosync run` as a child process.
 pub struct Daemon {
     child: Child,
@@ -582,6 +591,31 @@ impl Daemon {
         postgres_extra: &str,
         customerio_extra: &str,
     ) -> Res<Self> {
+        let settings = Settings { slot, postgres_extra, customerio_extra, initial_sync: false };
+        Self::spawn(dir, pg, emulator, api_key, &settings)
+    }
+
+    /// The daemon on `slot` with `initial_sync = true`: it copies the table first.
+    pub fn start_copying(
+        dir: &Path,
+        pg: &Pg,
+        emulator: &Emulator,
+        api_key: &str,
+        slot: &str,
+        customerio_extra: &str,
+    ) -> Res<Self> {
+        let settings = Settings { slot, postgres_extra: "", customerio_extra, initial_sync: true };
+        Self::spawn(dir, pg, emulator, api_key, &settings)
+    }
+
+    fn spawn(
+        dir: &Path,
+        pg: &Pg,
+        emulator: &Emulator,
+        api_key: &str,
+        settings: &Settings,
+    ) -> Res<Self> {
+        let Settings { slot, postgres_extra, customerio_extra, initial_sync } = *settings;
         let config = dir.join(format!("ciosync-{slot}.toml"));
         let text = format!(
             r#"[postgres]
@@ -597,7 +631,7 @@ track_url = "{track_url}"
 {customerio_extra}
 
 [pipeline]
-initial_sync = false
+initial_sync = {initial_sync}
 
 [[sync]]
 table = "public.users"

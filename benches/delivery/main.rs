@@ -5,7 +5,8 @@
 //! cargo bench --bench delivery -- latency hot-rows  # some of them
 //! ```
 //!
-//! Scenarios: `throughput`, `latency`, `hot-rows`, `rss`, `startup`.
+//! Scenarios: `throughput`, `latency`, `hot-rows`, `rss`, `startup`,
+//! `initial-copy` (at 0 ms and `BENCH_LATENCY_MS`; `BENCH_COPY_ROWS` rows).
 //! `throughput` delivers to an accept-only emulator at 0 ms and at
 //! `BENCH_LATENCY_MS` (default 150) with default settings, and at 0 ms with
 //! 1000 requests/s; `BENCH_USERS` (default 200,000) shortens it. Each starts a
@@ -21,6 +22,7 @@
 //! are printed; those naming the database, the slot, the workspace or the
 //! URL are removed.
 
+mod copy;
 mod harness;
 mod scenarios;
 mod startup;
@@ -44,6 +46,7 @@ const SCENARIOS: &[(&str, &str, &str, Scenario)] = &[
     }),
     ("hot-rows", scenarios::HOT_NAME, scenarios::HOT_TARGET, |c| Box::pin(scenarios::hot_rows(c))),
     ("rss", scenarios::RSS_NAME, scenarios::RSS_TARGET, |c| Box::pin(scenarios::peak_rss(c))),
+    ("initial-copy", copy::COPY_NAME, copy::COPY_TARGET, |c| Box::pin(copy::initial_copy(c))),
     ("startup", startup::STARTUP_NAME, startup::STARTUP_TARGET, |c| Box::pin(startup::startup(c))),
 ];
 

@@ -13,7 +13,7 @@ const RESTARTS: usize = 5;
 
 pub async fn startup(ctx: &Ctx) -> Res<Figure> {
     let dir = ctx.scenario_dir("startup")?;
-    println!("\n5/5 start-up: process start -> streaming on an existing slot, {RESTARTS} restarts");
+    println!("\n5/6 start-up: process start -> streaming on an existing slot, {RESTARTS} restarts");
     progress("startup: starting postgres, the emulator and ciosync (first start creates the slot)");
     let pg = Pg::start().await?;
     let db = pg.connect().await?;
