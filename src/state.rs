@@ -168,6 +168,51 @@ COMMENT ON TABLE ciosync.dead_letters IS
     'and operators should be able to read this table';
 ";
 
+/// The schema's version, recorded as its comment by the last statement of
+/// [`MIGRATION`] (in the same implicit transaction): a hash of the
+/// migration's text, so any change to it migrates again.
+pub fn schema_version() -> String {
+    // FNV-1a, 64 bits: stable across builds and platforms.
+    let hash = MIGRATION
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("ciosync state schema {hash:016x}")
+}
+
+/// Whether the schema is current: one read-only query, which is all a
+/// start does once the schema is migrated.
+pub async fn schema_is_current(sql: &Client) -> Result<bool, tokio_postgres::Error> {
+    let comment: Option<String> = sql
+        .query_opt(
+            "SELECT pg_catalog.obj_description(oid, 'pg_namespace')              FROM pg_catalog.pg_namespace WHERE nspname = 'ciosync'",
+            &[],
+        )
+        .await?
+        .and_then(|row| row.get(0));
+    Ok(comment.as_deref() == Some(schema_version().as_str()))
+}
+
+/// Runs [`MIGRATION`] unless the schema records the current version. Safe
+/// when several processes start at once: each may run the idempotent batch,
+/// and the version is written only with it. A role that does not own the
+/// schema cannot comment on it: it then runs the batch on every open, as
+/// versions before the version check did.
+pub async fn migrate(sql: &Client) -> Result<(), PgError> {
+    if schema_is_current(sql).await.map_err(PgError::sql("read the ciosync schema version"))? {
+        return Ok(());
+    }
+    let version_comment = format!(
+        "DO $$ BEGIN
+             COMMENT ON SCHEMA ciosync IS '{}';
+         EXCEPTION WHEN insufficient_privilege THEN NULL;
+         END $$;",
+        schema_version()
+    );
+    sql.batch_execute(&format!("{MIGRATION}{version_comment}"))
+        .await
+        .map_err(PgError::sql("create the ciosync schema"))
+}
+
 /// How far the copy of one table got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CopyState {
@@ -261,9 +306,11 @@ pub struct State<'a> {
 }
 
 impl<'a> State<'a> {
-    /// Creates the schema if missing and returns a handle for `slot`.
+    /// Creates or migrates the schema unless it is current, and returns a
+    /// handle for `slot`. Called several times per start and reconnect: on
+    /// a current schema it costs one query (see [`migrate`]).
     pub async fn open(sql: &'a Client, slot: &'a str) -> Result<State<'a>, PgError> {
-        sql.batch_execute(MIGRATION).await.map_err(PgError::sql("create the ciosync schema"))?;
+        migrate(sql).await?;
         Ok(Self { sql, slot })
     }
 

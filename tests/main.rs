@@ -96,6 +96,7 @@ mod scram_password_with_special_characters;
 mod sigterm_acks_and_exits_zero;
 mod sink_requests_match_the_openapi_spec;
 mod slot_advances_while_synced_tables_are_idle;
+mod state_schema_is_migrated_once;
 mod supply_chain_is_clean;
 mod suppress_and_soft_delete;
 mod surviving_mutants_listed_are_real;

@@ -426,9 +426,21 @@ pub struct Emulator {
 
 impl Emulator {
     pub fn start(dir: &Path, api_key: &str) -> Res<Self> {
+        Self::start_with(dir, api_key, 0, false)
+    }
+
+    /// An emulator answering after `latency_ms`, in accept-only mode
+    /// (items counted, not applied) if `accept_only`.
+    pub fn start_with(dir: &Path, api_key: &str, latency_ms: u64, accept_only: bool) -> Res<Self> {
         let log = dir.join("emulator.log");
+        let mut args = vec!["--listen", "127.0.0.1:0", "--site-id", SITE_ID];
+        let latency = latency_ms.to_string();
+        args.extend(["--latency-ms", latency.as_str()]);
+        if accept_only {
+            args.push("--accept-only");
+        }
         let mut child = Command::new(emulator_binary()?)
-            .args(["--listen", "127.0.0.1:0", "--site-id", SITE_ID])
+            .args(&args)
             // The key through the environment, not argv (which `ps` shows).
             .env("CIOSYNC_EMULATOR_API_KEY", api_key)
             .env_remove("CIOSYNC_EMULATOR_SITE_ID")
@@ -462,6 +474,12 @@ impl Emulator {
     /// The request log (the emulator keeps the last 10,000 requests or 32 MiB of bodies).
     pub async fn requests(&self) -> Res<Vec<RecordedRequest>> {
         let url = format!("{}/_emulator/requests", self.url);
+        Ok(self.http.get(url).send().await?.error_for_status()?.json().await?)
+    }
+
+    /// What accept-only mode counted.
+    pub async fn accepted(&self) -> Res<ciosync_emulator::Accepted> {
+        let url = format!("{}/_emulator/accepted", self.url);
         Ok(self.http.get(url).send().await?.error_for_status()?.json().await?)
     }
 
@@ -533,6 +551,15 @@ pub fn passed_overrides() -> Vec<String> {
     out
 }
 
+/// The non-default parts of a daemon's config.
+#[derive(Clone, Copy)]
+struct Settings<'a> {
+    slot: &'a str,
+    postgres_extra: &'a str,
+    customerio_extra: &'a str,
+    initial_sync: bool,
+}
+
 /// `ciosync run` as a child process.
 pub struct Daemon {
     child: Child,
@@ -564,6 +591,31 @@ impl Daemon {
         postgres_extra: &str,
         customerio_extra: &str,
     ) -> Res<Self> {
+        let settings = Settings { slot, postgres_extra, customerio_extra, initial_sync: false };
+        Self::spawn(dir, pg, emulator, api_key, &settings)
+    }
+
+    /// The daemon on `slot` with `initial_sync = true`: it copies the table first.
+    pub fn start_copying(
+        dir: &Path,
+        pg: &Pg,
+        emulator: &Emulator,
+        api_key: &str,
+        slot: &str,
+        customerio_extra: &str,
+    ) -> Res<Self> {
+        let settings = Settings { slot, postgres_extra: "", customerio_extra, initial_sync: true };
+        Self::spawn(dir, pg, emulator, api_key, &settings)
+    }
+
+    fn spawn(
+        dir: &Path,
+        pg: &Pg,
+        emulator: &Emulator,
+        api_key: &str,
+        settings: &Settings,
+    ) -> Res<Self> {
+        let Settings { slot, postgres_extra, customerio_extra, initial_sync } = *settings;
         let config = dir.join(format!("ciosync-{slot}.toml"));
         let text = format!(
             r#"[postgres]
@@ -579,7 +631,7 @@ track_url = "{track_url}"
 {customerio_extra}
 
 [pipeline]
-initial_sync = false
+initial_sync = {initial_sync}
 
 [[sync]]
 table = "public.users"

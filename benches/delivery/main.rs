@@ -5,7 +5,11 @@
 //! cargo bench --bench delivery -- latency hot-rows  # some of them
 //! ```
 //!
-//! Scenarios: `throughput`, `latency`, `hot-rows`, `rss`. Each starts a
+//! Scenarios: `throughput`, `latency`, `hot-rows`, `rss`, `startup`,
+//! `initial-copy` (at 0 ms and `BENCH_LATENCY_MS`; `BENCH_COPY_ROWS` rows).
+//! `throughput` delivers to an accept-only emulator at 0 ms and at
+//! `BENCH_LATENCY_MS` (default 150) with default settings, and at 0 ms with
+//! 1000 requests/s; `BENCH_USERS` (default 200,000) shortens it. Each starts a
 //! fresh throwaway PostgreSQL cluster (`ciosync_testkit::throwaway`), a fresh
 //! `ciosync-emulator` and `ciosync run` (the release binaries, as child
 //! processes), and prints what it measured and the CPU each process used;
@@ -18,8 +22,11 @@
 //! are printed; those naming the database, the slot, the workspace or the
 //! URL are removed.
 
+mod copy;
 mod harness;
 mod scenarios;
+mod startup;
+mod throughput;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,14 +38,16 @@ use scenarios::{Ctx, Figure};
 type Scenario = for<'a> fn(&'a Ctx) -> Pin<Box<dyn Future<Output = Res<Figure>> + 'a>>;
 
 const SCENARIOS: &[(&str, &str, &str, Scenario)] = &[
-    ("throughput", scenarios::THROUGHPUT_NAME, scenarios::THROUGHPUT_TARGET, |c| {
-        Box::pin(scenarios::throughput(c))
+    ("throughput", throughput::THROUGHPUT_NAME, throughput::THROUGHPUT_TARGET, |c| {
+        Box::pin(throughput::throughput(c))
     }),
     ("latency", scenarios::LATENCY_NAME, scenarios::LATENCY_TARGET, |c| {
         Box::pin(scenarios::latency(c))
     }),
     ("hot-rows", scenarios::HOT_NAME, scenarios::HOT_TARGET, |c| Box::pin(scenarios::hot_rows(c))),
     ("rss", scenarios::RSS_NAME, scenarios::RSS_TARGET, |c| Box::pin(scenarios::peak_rss(c))),
+    ("initial-copy", copy::COPY_NAME, copy::COPY_TARGET, |c| Box::pin(copy::initial_copy(c))),
+    ("startup", startup::STARTUP_NAME, startup::STARTUP_TARGET, |c| Box::pin(startup::startup(c))),
 ];
 
 fn main() -> ExitCode {

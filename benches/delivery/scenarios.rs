@@ -3,7 +3,6 @@
 //! figure for the summary.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,8 +12,8 @@ use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
 use crate::harness::{
-    create_users, current_lsn, insert_users, peak_rss_kb, progress, slot_status, tail, thousands,
-    wait_for_ack, wal_bytes, CpuMeter, Daemon, Emulator, Pg, Res, PUBLICATION, SLOT,
+    create_users, current_lsn, insert_users, peak_rss_kb, progress, thousands, wait_for_ack,
+    wal_bytes, CpuMeter, Daemon, Emulator, Pg, Res, SLOT,
 };
 
 /// One line of the summary.
@@ -52,7 +51,7 @@ pub struct Ctx {
 
 impl Ctx {
     /// A fresh directory for one scenario's config and logs.
-    fn scenario_dir(&self, name: &str) -> Res<PathBuf> {
+    pub fn scenario_dir(&self, name: &str) -> Res<PathBuf> {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir)?;
         Ok(dir)
@@ -70,7 +69,7 @@ async fn connections_for_driver(pg: &Pg, n: usize) -> Res<Vec<Arc<Client>>> {
 
 /// `POST /api/v2/batch` requests that the log still holds, and the number
 /// of Track API requests since the emulator started (the last `seq`).
-fn batch_requests(log: &[RecordedRequest]) -> (Vec<&RecordedRequest>, u64, bool) {
+pub fn batch_requests(log: &[RecordedRequest]) -> (Vec<&RecordedRequest>, u64, bool) {
     let total = log.last().map_or(0, |r| r.seq);
     let truncated = log.first().is_some_and(|r| r.seq > 1);
     let batches = log.iter().filter(|r| r.method == "POST" && r.path == "/api/v2/batch").collect();
@@ -90,228 +89,13 @@ fn items(request: &RecordedRequest) -> impl Iterator<Item = &serde_json::Value> 
         .flatten()
 }
 
-fn busiest(cpu: &CpuMeter, labels: &[&str], wall: f64) -> String {
+pub fn busiest(cpu: &CpuMeter, labels: &[&str], wall: f64) -> String {
     labels
         .iter()
         .filter_map(|l| cpu.seconds(l).map(|s| (l, s)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
         .map(|(l, s)| format!("{l} {:.0}%", 100.0 * s / wall.max(1e-9)))
         .unwrap_or_default()
-}
-
-// ---------------------------------------------------------------------------
-
-pub const THROUGHPUT_NAME: &str = "throughput ratio ciosync / pg_recvlogical";
-pub const THROUGHPUT_TARGET: &str = ">= 0.8";
-const TP_USERS: i64 = 200_000;
-const TP_ROUNDS: i64 = 3;
-const RECV_SLOT: &str = "recvlogical_bench";
-/// The slot of the second ciosync run, at Customer.io's documented limit.
-const FULL_BUDGET_SLOT: &str = "ciosync_bench_full_budget";
-/// Customer.io's documented Track API limit, requests per second.
-const DOCUMENTED_LIMIT: u32 = 1000;
-
-/// The same WAL (200,000 users × 3 full-table UPDATEs) read by
-/// `pg_recvlogical` to /dev/null, then delivered by ciosync to the emulator.
-pub async fn throughput(ctx: &Ctx) -> Res<Figure> {
-    let recvlogical = ctx.pg_recvlogical.clone().ok_or(
-        "pg_recvlogical not found (Debian: apt-get install postgresql-client-15, or postgresql)",
-    )?;
-    let dir = ctx.scenario_dir("throughput")?;
-    let changes = TP_USERS * TP_ROUNDS;
-    println!("\n1/4 throughput: the same WAL read by pg_recvlogical and delivered by ciosync");
-    progress("throughput: starting postgres, loading 200,000 users");
-    let pg = Pg::start().await?;
-    let db = pg.connect().await?;
-    create_users(&db, TP_USERS).await?;
-    for slot in [RECV_SLOT, SLOT, FULL_BUDGET_SLOT] {
-        db.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", &[&slot]).await?;
-    }
-    progress("throughput: 3 full-table UPDATEs");
-    let start_lsn = current_lsn(&db).await?;
-    for round in 1..=TP_ROUNDS {
-        db.batch_execute(&format!("UPDATE users SET plan = 'round{round}-' || (id % 4)")).await?;
-    }
-    let end_lsn = current_lsn(&db).await?;
-    let wal = wal_bytes(&db, &start_lsn, &end_lsn).await?;
-    println!(
-        "  workload        {} users (REPLICA IDENTITY FULL), {TP_ROUNDS} UPDATEs of every row's plan, \
-         each its own transaction: {} row changes, {:.1} MB of WAL ({start_lsn} .. {end_lsn})",
-        thousands(TP_USERS as f64),
-        thousands(changes as f64),
-        wal as f64 / 1e6
-    );
-
-    // pg_recvlogical: until it reaches the end position.
-    progress("throughput: pg_recvlogical");
-    let recv_log = dir.join("pg_recvlogical.log");
-    let args = [
-        "-d".to_owned(),
-        pg.conninfo(),
-        "-S".to_owned(),
-        RECV_SLOT.to_owned(),
-        "--start".to_owned(),
-        "-P".to_owned(),
-        "pgoutput".to_owned(),
-        "-o".to_owned(),
-        "proto_version=1".to_owned(),
-        "-o".to_owned(),
-        format!("publication_names={PUBLICATION}"),
-        // ciosync asks for logical messages too (backfill watermarks); the
-        // same options make the walsender do the same work.
-        "-o".to_owned(),
-        "messages=true".to_owned(),
-        format!("--endpos={end_lsn}"),
-        "--no-loop".to_owned(),
-        "-f".to_owned(),
-        "/dev/null".to_owned(),
-    ];
-    let mut cpu = CpuMeter::start(&pg);
-    let started = Instant::now();
-    let mut child = Command::new(&recvlogical)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&recv_log)?)
-        .spawn()?;
-    cpu.watch("pg_recvlogical", child.id(), true);
-    let deadline = started + Duration::from_secs(600);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if let (Some(pid), _) = slot_status(&db, RECV_SLOT, &end_lsn).await? {
-            cpu.watch("postgres walsender (pg_recvlogical's slot)", pid, true);
-        }
-        cpu.sample();
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("pg_recvlogical did not reach the end position within 600 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let recv_secs = started.elapsed().as_secs_f64();
-    cpu.finish(&pg);
-    if !status.success() {
-        return Err(format!("pg_recvlogical failed ({status}): {}", tail(&recv_log, 5)).into());
-    }
-    let recv_rate = changes as f64 / recv_secs;
-    println!(
-        "  pg_recvlogical  {recv_secs:>6.2} s  {:>8} changes/s   (start -> exit at --endpos)",
-        thousands(recv_rate)
-    );
-    println!(
-        "                  {} {}",
-        recvlogical.display(),
-        args.join(" ").replace(&pg.conninfo(), "'<conninfo>'")
-    );
-    print!("{}", cpu.report("                  "));
-    print!("{}", cpu.timeline("                  "));
-    let recv_busiest =
-        busiest(&cpu, &["pg_recvlogical", "postgres walsender (pg_recvlogical's slot)"], recv_secs);
-    db.execute("SELECT pg_drop_replication_slot($1)", &[&RECV_SLOT]).await?;
-
-    // ciosync, twice on the same WAL: with the default request budget
-    // (which caps it at max_requests_per_second x max_batch_ops), and with
-    // the budget at Customer.io's documented limit.
-    let default_run = ciosync_run(ctx, &pg, &db, &dir, SLOT, "", &end_lsn).await?;
-    let full = format!("max_requests_per_second = {DOCUMENTED_LIMIT}");
-    let full_run = ciosync_run(ctx, &pg, &db, &dir, FULL_BUDGET_SLOT, &full, &end_lsn).await?;
-    let ratio_default = default_run.rate / recv_rate;
-    let ratio = full_run.rate / recv_rate;
-    println!(
-        "  ratio           {ratio:.2} with max_requests_per_second = {DOCUMENTED_LIMIT}; \
-         {ratio_default:.2} with the default 100 (whose ceiling is 100 x 500 = 50,000 changes/s)"
-    );
-    Ok(Figure {
-        name: THROUGHPUT_NAME,
-        value: format!(
-            "{ratio:.2} ({} vs {} changes/s) at {DOCUMENTED_LIMIT} requests/s; {ratio_default:.2} \
-             ({}) at the default 100",
-            thousands(full_run.rate),
-            thousands(recv_rate),
-            thousands(default_run.rate),
-        ),
-        target: THROUGHPUT_TARGET,
-        met: Some(ratio >= 0.8),
-        busiest: format!(
-            "ciosync run at {DOCUMENTED_LIMIT}/s: {}; pg_recvlogical run: {recv_busiest}",
-            full_run.busiest
-        ),
-        requests_per_sec: Some(full_run.requests_per_sec),
-    })
-}
-
-/// One ciosync run of the throughput scenario.
-struct CiosyncRun {
-    rate: f64,
-    requests_per_sec: f64,
-    busiest: String,
-}
-
-/// Runs ciosync on `slot` until it is acknowledged up to `end_lsn`; prints
-/// what it measured.
-async fn ciosync_run(
-    ctx: &Ctx,
-    pg: &Pg,
-    db: &Client,
-    dir: &std::path::Path,
-    slot: &str,
-    customerio_extra: &str,
-    end_lsn: &str,
-) -> Res<CiosyncRun> {
-    let changes = TP_USERS * TP_ROUNDS;
-    let budget = if customerio_extra.is_empty() { "default budget" } else { customerio_extra };
-    progress(&format!("throughput: ciosync ({budget})"));
-    let emulator = Emulator::start(dir, &ctx.api_key)?;
-    let mut cpu = CpuMeter::start(pg);
-    cpu.watch("ciosync-emulator", emulator.pid(), false);
-    let extra = "status_interval_ms = 100";
-    let started = Instant::now();
-    let mut daemon =
-        Daemon::start_on(dir, pg, &emulator, &ctx.api_key, slot, extra, customerio_extra)?;
-    cpu.watch("ciosync", daemon.pid(), true);
-    let done =
-        wait_for_ack(db, slot, end_lsn, &mut daemon, &mut cpu, Duration::from_secs(900)).await?;
-    let cio_secs = done.duration_since(started).as_secs_f64();
-    cpu.finish(pg);
-    let rss = peak_rss_kb(daemon.pid()).unwrap_or(0);
-    let log = emulator.requests().await?;
-    let (_, requests, _) = batch_requests(&log);
-    let last = emulator.customer(&TP_USERS.to_string()).await?;
-    let delivered = last
-        .as_ref()
-        .and_then(|a| a.get("plan"))
-        .is_some_and(|p| *p == serde_json::json!(format!("round{TP_ROUNDS}-{}", TP_USERS % 4)));
-    let _ = daemon.stop().await;
-    let rate = changes as f64 / cio_secs;
-    println!(
-        "  ciosync         {cio_secs:>6.2} s  {:>8} changes/s   (process start -> confirmed_flush_lsn >= end; {budget})",
-        thousands(rate)
-    );
-    println!(
-        "                  {} requests ({:.0}/s, {:.0} changes each); peak RSS {:.1} MB; last row's \
-         new plan at the emulator: {}",
-        thousands(requests as f64),
-        requests as f64 / cio_secs,
-        changes as f64 / requests.max(1) as f64,
-        rss as f64 / 1024.0,
-        if delivered { "yes" } else { "NO" }
-    );
-    println!(
-        "                  settings: postgres.status_interval_ms = 100 (default 1000: the ack would \
-         reach Postgres up to a second late and be timed){}",
-        if customerio_extra.is_empty() { String::new() } else { format!("; customerio.{customerio_extra}") }
-    );
-    print!("{}", cpu.report("                  "));
-    print!("{}", cpu.timeline("                  "));
-    let busiest = busiest(
-        &cpu,
-        &["ciosync", "ciosync-emulator", "postgres walsender (ciosync's slot)"],
-        cio_secs,
-    );
-    Ok(CiosyncRun { rate, requests_per_sec: requests as f64 / cio_secs, busiest })
 }
 
 // ---------------------------------------------------------------------------

@@ -66,6 +66,10 @@ pub struct EmulatorConfig {
     pub webhook_on_new_person: bool,
     /// How failed webhooks are retried.
     pub webhook_retry: WebhookRetry,
+    /// Accept-only mode, for throughput runs of a client: v2 requests are
+    /// authenticated, framed and their items counted (`GET
+    /// /_emulator/accepted`), but not applied; see `accept_only`.
+    pub accept_only: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -85,6 +89,7 @@ impl Default for EmulatorConfig {
             webhook_on_activity: Vec::new(),
             webhook_on_new_person: false,
             webhook_retry: WebhookRetry::default(),
+            accept_only: false,
         }
     }
 }

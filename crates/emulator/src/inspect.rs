@@ -13,6 +13,7 @@
 //! | `GET /_emulator/anonymous_events` | events sent without a person |
 //! | `GET /_emulator/failures` | calls answered 200 but not applied |
 //! | `GET /_emulator/suppressed` | blocked identifiers |
+//! | `GET /_emulator/accepted` | `{accept_only, requests, items}`: v2 requests and items accepted in accept-only mode |
 //! | `GET /_emulator/unmodelled` | `{routes, items}`: Track API routes not fully modelled, with why, and the items kept unapplied (objects, deliveries, devices, relationships, metrics, unsubscribes, forms) |
 //! | `GET /_emulator/segments` | `{segments: {id: [member keys]}, ignored: [identifiers naming nobody]}` |
 //! | `GET /_emulator/requests`, `DELETE …` | the request log; clear it |
@@ -48,6 +49,7 @@ pub fn routes() -> Router<Shared> {
         .route("/suppressed", get(suppressed))
         .route("/unmodelled", get(unmodelled))
         .route("/segments", get(segments))
+        .route("/accepted", get(accepted))
         .route("/requests", get(requests).delete(clear_requests))
         .route("/faults", get(faults).put(set_faults))
         .route("/webhooks", get(webhooks).post(send_webhook))
@@ -75,6 +77,11 @@ async fn ca_pem(State(shared): State<Shared>) -> Response {
         Some(pem) => ([(CONTENT_TYPE, "application/x-pem-file")], pem.to_owned()).into_response(),
         None => not_found("self-signed CA: start with --tls-self-signed"),
     }
+}
+
+/// Accept-only mode's counts (`accept_only` false and zeros otherwise).
+async fn accepted(State(shared): State<Shared>) -> Response {
+    Json(shared.accepted().snapshot(shared.config().accept_only)).into_response()
 }
 
 async fn customers(State(shared): State<Shared>) -> Response {

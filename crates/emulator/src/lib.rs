@@ -26,6 +26,7 @@
 //! says so where it does (see `EmulatorConfig` for the knobs); the facts it
 //! follows are in the facts sheet, `shared/customerio-api.md`.
 
+mod accept_only;
 mod auth;
 mod catalog;
 mod config;
@@ -65,6 +66,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use accept_only::Accepted;
 pub use catalog::{TrackRoute, TRACK_ROUTES, UNMODELLED_HEADER};
 /// The type [`EmulatorConfig`] takes its API key and signing key in.
 pub use ciosync_track_api::Secret;
@@ -174,6 +176,11 @@ impl Emulator {
     /// A person's events, oldest first (empty if no such person).
     pub fn events(&self, identifier: &str) -> Vec<StoredEvent> {
         self.view(|v| v.events(identifier))
+    }
+
+    /// What accept-only mode counted since start or reset.
+    pub fn accepted(&self) -> Accepted {
+        self.shared.accepted().snapshot(self.shared.config().accept_only)
     }
 
     /// Every Track API request so far (since start, reset or clear).

@@ -118,6 +118,11 @@ struct Args {
     /// same way; repeatable.
     #[arg(long = "reject-event", value_name = "NAME")]
     reject_event_names: Vec<String>,
+    /// Accept-only mode, for throughput runs: v2 requests are authenticated,
+    /// framed and their items counted (GET /_emulator/accepted), but not
+    /// applied to customers, and the request log keeps no bodies.
+    #[arg(long)]
+    accept_only: bool,
     /// Answer v2 batches with invalid items as 200 plus errors instead of 207.
     #[arg(long)]
     errors_with_200: bool,
@@ -205,6 +210,7 @@ impl Args {
                 ..Faults::default()
             },
             errors_with_200: self.errors_with_200,
+            accept_only: self.accept_only,
             empty_removes: !self.keep_empty,
             strict_v1_values: !self.lenient_v1_values,
             allow_email_update_by_id: !self.deny_email_update_by_id,

@@ -36,8 +36,11 @@ pub async fn record(State(shared): State<Shared>, request: Request, next: Next) 
             (StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable").into_response(),
         ),
     };
-    let parsed = serde_json::from_slice::<Value>(&bytes).ok();
-    let body_text = (parsed.is_none() && !bytes.is_empty())
+    // Accept-only mode logs no bodies: parsing and keeping them would be
+    // most of its work.
+    let keep_body = !shared.config().accept_only;
+    let parsed = keep_body.then(|| serde_json::from_slice::<Value>(&bytes).ok()).flatten();
+    let body_text = (keep_body && parsed.is_none() && !bytes.is_empty())
         .then(|| String::from_utf8_lossy(&bytes).into_owned());
     let (method_of_log, path_of_log) = (method.clone(), path.clone());
     let entry = RecordedRequest {

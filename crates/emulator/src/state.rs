@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
+use crate::accept_only;
 use crate::config::EmulatorConfig;
 use crate::faults::Faults;
 use crate::identity::parse_path_identifier;
@@ -97,6 +98,8 @@ struct SharedInner {
     ca_pem: Option<Arc<str>>,
     inner: Mutex<Inner>,
     changes: watch::Sender<u64>,
+    /// What accept-only mode counted (outside the lock: no model to guard).
+    accepted: accept_only::Counts,
 }
 
 /// Cheap-to-clone handle on the state, used as the axum router state.
@@ -112,7 +115,13 @@ impl Shared {
     /// Fresh state for `config`, serving `ca_pem` (a self-signed CA's).
     pub fn with_ca(config: EmulatorConfig, ca_pem: Option<Arc<str>>) -> Self {
         let inner = Mutex::new(Inner::new(&config));
-        Self(Arc::new(SharedInner { config, ca_pem, inner, changes: watch::channel(0).0 }))
+        Self(Arc::new(SharedInner {
+            config,
+            ca_pem,
+            inner,
+            changes: watch::channel(0).0,
+            accepted: accept_only::Counts::default(),
+        }))
     }
 
     /// The certificate of the CA the emulator made, if it made one.
@@ -123,6 +132,11 @@ impl Shared {
     /// The configuration the emulator started with.
     pub fn config(&self) -> &EmulatorConfig {
         &self.0.config
+    }
+
+    /// The accept-only mode's counts.
+    pub fn accepted(&self) -> &accept_only::Counts {
+        &self.0.accepted
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -178,10 +192,11 @@ impl Shared {
 
     /// Forgets everything: people, events, requests and webhooks (queued ones
     /// too; one in flight finishes unrecorded), and faults go back to those
-    /// the emulator started with.
+    /// the emulator started with; accept-only counts go back to 0.
     pub fn reset(&self) {
         let fresh = Inner::new(&self.0.config);
         self.update(|inner| *inner = fresh);
+        self.0.accepted.reset();
     }
 
     /// A receiver that sees a new value after every change.

@@ -21,6 +21,7 @@ use ciosync_track_api::{
 };
 use serde_json::{Map, Value};
 
+use crate::accept_only;
 use crate::faults::{mark_injected, ItemFault};
 use crate::model::Op;
 use crate::state::Shared;
@@ -48,10 +49,21 @@ fn errors(status: StatusCode, errors: Vec<ItemError>) -> Response {
     (status, Json(ErrorsResponse { errors })).into_response()
 }
 
+/// The answer in accept-only mode: 200, or a 400 for a framing problem.
+fn only_accept(framed: Result<(), Problem>) -> Response {
+    match framed {
+        Ok(()) => ok(),
+        Err(problem) => errors(StatusCode::BAD_REQUEST, vec![item_error(problem, None)]),
+    }
+}
+
 /// One item: applied, or a 400 naming the problem. Of the per-item faults
 /// only `reject_ids` and `reject_event_names` apply here;
 /// `item_errors_next` is for batches.
 async fn entity(State(shared): State<Shared>, body: Bytes) -> Response {
+    if shared.config().accept_only {
+        return only_accept(accept_only::entity(shared.accepted(), &body));
+    }
     match entity_op(&body, now_secs()) {
         Ok(op) => match shared.read(|inner| inner.faults.refusal(&op)) {
             None => {
@@ -68,6 +80,9 @@ async fn entity(State(shared): State<Shared>, body: Bytes) -> Response {
 }
 
 async fn batch(State(shared): State<Shared>, body: Bytes) -> Response {
+    if shared.config().accept_only {
+        return only_accept(accept_only::batch(shared.accepted(), &body));
+    }
     let items = match batch_ops(&body, now_secs()) {
         Ok(items) => items,
         Err(problem) => return errors(StatusCode::BAD_REQUEST, vec![item_error(problem, None)]),
