@@ -39,11 +39,17 @@ pub(super) struct Order {
     pub claims: bool,
     /// It may free an email no one can name.
     pub unknown_release: bool,
-    /// The transactions it came from (the queue's count of commits before
-    /// each part; more than one once a later change merged into it): a
-    /// claim waits only for unknown releases of its own transactions.
+    /// The transactions its claims and unknown releases came from (the
+    /// queue's count of commits before each; more than one once a later
+    /// change merged into it; none when it has neither): a claim waits
+    /// only for unknown releases of its own transactions.
     pub txs: Vec<u64>,
 }
+
+/// Most transactions one operation's claims and releases come from: a
+/// later change that would add another is queued behind it instead of
+/// merged, so a hot row under DEFAULT identity keeps the list short.
+pub(super) const MAX_TXS: usize = 16;
 
 impl Order {
     /// The ordering of `op`, which frees `released` (the old row's email).
@@ -75,8 +81,9 @@ impl Order {
         }
         self.claims |= later.claims;
         self.unknown_release |= later.unknown_release;
+        // Transaction numbers only grow, so a repeat can only be the last.
         for tx in later.txs {
-            if !self.txs.contains(&tx) {
+            if self.txs.last() != Some(&tx) {
                 self.txs.push(tx);
             }
         }

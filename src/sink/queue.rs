@@ -179,7 +179,10 @@ impl Queue {
     /// [`Queue::push`] for an operation of a change that frees `released`
     /// (the old row's email), ordered before another customer's claim of it.
     pub fn push_releasing(&mut self, op: CustomerOp, released: &Released, now: Instant) -> Pushed {
-        let order = Order { txs: vec![self.tx], ..Order::of(&op, released) };
+        let mut order = Order::of(&op, released);
+        if order.claims || order.unknown_release {
+            order.txs.push(self.tx);
+        }
         let order = match self.coalesce(&op, order) {
             // It completes with the operation it joined: no number of its own.
             Ok(()) => return Pushed::Coalesced,
@@ -249,6 +252,9 @@ impl Queue {
         if !fits_merged(waiting, entry.wire, op) {
             // Merged, the identify would have to lose attributes to fit a
             // limit that each of the two respects alone: queue it behind.
+            return Err(order);
+        }
+        if !order.txs.is_empty() && entry.order.txs.len() >= order::MAX_TXS {
             return Err(order);
         }
         let (last_of, unknown) = (&self.last_of, self.last_unknown_release);

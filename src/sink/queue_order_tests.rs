@@ -252,3 +252,21 @@ fn a_release_merged_into_an_earlier_transactions_operation_still_holds_its_own_c
     q.commit(Lsn::from(2));
     assert_eq!(drain(&mut q, 10), vec![vec!["a".to_owned(), "b".to_owned()]]);
 }
+
+#[test]
+fn a_hot_row_under_default_identity_keeps_its_transactions_list_short() {
+    let mut q = Queue::default();
+    // One customer's email-carrying change in each of 40 transactions,
+    // while nothing can be sent: they merge, a new operation per 16.
+    push(&mut q, identify("a", json!({"plan": "p"})), Released::Nothing);
+    let (_, Some(_in_flight)) = take(&mut q, 10) else { panic!("A goes") };
+    let mut coalesced = 0;
+    for n in 0..40u64 {
+        let pushed = push(&mut q, email("a", &format!("a{n}@x.io")), Released::Unknown);
+        coalesced += usize::from(pushed == Pushed::Coalesced);
+        q.commit(Lsn::from(n + 1));
+    }
+    assert_eq!(q.waiting(), 3, "40 transactions, at most 16 per operation");
+    assert_eq!(coalesced, 37);
+    assert!(q.entries.values().all(|e| e.order.txs.len() <= order::MAX_TXS));
+}
