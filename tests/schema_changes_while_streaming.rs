@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::support::daemon::{config_file, run_binary, InProcess};
 use crate::support::emulator::{batch_items, wait_for_attribute, wait_for_customers};
 use crate::support::endpoint::{get, value, wait_for_metrics, wait_for_status};
+use crate::support::postgres::TestDb;
 use crate::support::Scenario;
 
 fn mismatch(reason: &str) -> String {
@@ -31,6 +32,19 @@ async fn skipping(test: &str) -> Scenario {
     })
     .await
 }
+
+/// Customer 1 with a `created_at` of 2026-01-02 03:04:05 UTC, delivered.
+async fn insert_with_created_at(db: &TestDb, emulator: &ciosync_emulator::Emulator) {
+    db.exec(
+        "INSERT INTO users (id, email, plan, created_at) \
+         VALUES (1, 'a@x.io', 'free', '2026-01-02 03:04:05+00')",
+    )
+    .await;
+    assert!(wait_for_attribute(emulator, "1", "created_at", json!(CREATED_AT)).await);
+}
+
+/// 2026-01-02 03:04:05 UTC in Unix seconds.
+const CREATED_AT: i64 = 1_767_323_045;
 
 fn attribute(emulator: &ciosync_emulator::Emulator, id: &str, name: &str) -> Option<Value> {
     emulator.customer(id).and_then(|c| c.get(name).cloned())
@@ -91,12 +105,7 @@ async fn a_renamed_column_pauses_the_stream_until_the_config_follows_it() {
 #[tokio::test]
 async fn a_retyped_column_pauses_and_a_revert_in_the_database_resumes_and_resends_it() {
     let Scenario { db, emulator, daemon } = Scenario::start("schema_retype").await;
-    db.exec(
-        "INSERT INTO users (id, email, plan, created_at) \
-         VALUES (1, 'a@x.io', 'free', '2026-01-02 03:04:05+00')",
-    )
-    .await;
-    assert!(wait_for_attribute(&emulator, "1", "created_at", json!(1_767_323_045)).await);
+    insert_with_created_at(&db, &emulator).await;
 
     // Within one JSON type: not a break.
     db.exec("ALTER TABLE users ALTER COLUMN plan TYPE varchar(20)").await;
@@ -132,7 +141,7 @@ async fn a_retyped_column_pauses_and_a_revert_in_the_database_resumes_and_resend
         "created_at not re-sent: {:?}",
         emulator.customer("2")
     );
-    assert_eq!(attribute(&emulator, "1", "created_at"), Some(json!(1_767_323_045)));
+    assert_eq!(attribute(&emulator, "1", "created_at"), Some(json!(CREATED_AT)));
     let sent = sent_values(&emulator, "created_at");
     assert!(sent.iter().all(Value::is_number), "created_at went out as another type: {sent:?}");
     assert!(wait_for_status(&daemon.url("/readyz"), 200).await, "not ready after the revert");
@@ -190,12 +199,7 @@ async fn skip_goes_on_without_the_broken_attribute_and_resends_it_once_repaired(
 #[tokio::test]
 async fn a_backfill_while_a_column_is_retyped_leaves_its_attribute_out() {
     let Scenario { db, emulator, daemon } = skipping("schema_backfill").await;
-    db.exec(
-        "INSERT INTO users (id, email, plan, created_at) \
-         VALUES (1, 'a@x.io', 'free', '2026-01-02 03:04:05+00')",
-    )
-    .await;
-    assert!(wait_for_attribute(&emulator, "1", "created_at", json!(1_767_323_045)).await);
+    insert_with_created_at(&db, &emulator).await;
     db.exec("ALTER TABLE users ALTER COLUMN created_at TYPE text").await;
     db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
     assert!(wait_for_attribute(&emulator, "1", "plan", json!("pro")).await);
@@ -205,7 +209,7 @@ async fn a_backfill_while_a_column_is_retyped_leaves_its_attribute_out() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let sent = sent_values(&emulator, "created_at");
     assert!(sent.iter().all(Value::is_number), "created_at went out as another type: {sent:?}");
-    assert_eq!(attribute(&emulator, "1", "created_at"), Some(json!(1_767_323_045)));
+    assert_eq!(attribute(&emulator, "1", "created_at"), Some(json!(CREATED_AT)));
     // The backfill did send the row.
     let identifies = crate::support::emulator::identifies_of(&emulator, "1");
     assert!(identifies.len() >= 3, "{identifies:?}");
