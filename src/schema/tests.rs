@@ -380,3 +380,32 @@ fn the_id_and_soft_delete_columns_are_structural() {
     assert_eq!(breaks.len(), 1, "{breaks:?}");
     assert!(!breaks[0].structural, "{breaks:?}");
 }
+
+#[tokio::test]
+async fn skip_still_pauses_when_the_id_column_broke() {
+    use crate::change::{ReplicaIdentity, RowChange, RowOp, Table, TableColumn};
+    use crate::schema::guard::{Admit, SchemaGuard};
+    let config = crate::config::fixture::two_tables("", "on_schema_change = \"skip\"");
+    let mut guard = SchemaGuard::new(&config, std::sync::Arc::default());
+    let column =
+        |name: &str| TableColumn { name: name.to_owned(), type_oid: 0, kind: ValueKind::Text };
+    let table = std::sync::Arc::new(Table {
+        oid: 7,
+        schema: "public".to_owned(),
+        name: "users".to_owned(),
+        columns: vec![column("user_id"), column("email")],
+        replica_identity: ReplicaIdentity::Default,
+    });
+    // A break, judged with no store: nothing to keep yet.
+    guard.on_relation(&table).await.unwrap();
+    let change = RowChange {
+        table,
+        op: RowOp::Insert { new: vec![crate::change::Datum::Null, crate::change::Datum::Null] },
+        commit_time: 1,
+        position: Default::default(),
+    };
+    match guard.admit(&change).await {
+        Ok(Admit::Pause(breaks)) => assert!(breaks.iter().all(|b| b.structural), "{breaks:?}"),
+        other => panic!("a change without its id went on under skip: {other:?}"),
+    }
+}
