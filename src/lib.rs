@@ -23,6 +23,7 @@
 //! - [`mapping`]: pure: row change → Customer.io operations, value conversion, the diff.
 //! - [`sink`]: the delivery engine: coalescing, batches in flight with per-customer order, rate limit, retries, dead letters.
 //! - [`dead_letter`]: operations Customer.io refused for good, kept for `ciosync dlq`.
+//! - [`record`]: what Customer.io accepted, per customer and attribute (`ciosync.accepted`), which the sink diffs identifies against.
 //! - [`commands`]: `ciosync backfill`, `dlq` and `deletes`, beside the daemon.
 //! - [`delete_guard`]: the mass-delete circuit breaker: removals past a limit are held for `ciosync deletes`.
 //! - [`pipeline`]: the loop that connects them and the acknowledgement rule.
@@ -59,6 +60,7 @@ pub mod listener;
 pub mod mapping;
 pub mod pg;
 pub mod pipeline;
+pub mod record;
 pub mod schema;
 pub mod sink;
 pub mod source;

@@ -162,6 +162,18 @@ CREATE TABLE IF NOT EXISTS ciosync.table_shapes (
 COMMENT ON TABLE ciosync.table_shapes IS
     'ciosync: the shape of each synced table as last accepted, to catch schema changes '
     'that would leave Customer.io stale or give an attribute another JSON type';
+-- The record of what Customer.io accepted (see src/record): per customer,
+-- a fingerprint of each attribute value last accepted, so an update sends
+-- only what differs whatever the table's replica identity.
+CREATE TABLE IF NOT EXISTS ciosync.accepted (
+    slot         text   NOT NULL,
+    customer_id  text   NOT NULL,
+    attributes   jsonb  NOT NULL,
+    PRIMARY KEY (slot, customer_id)
+);
+COMMENT ON TABLE ciosync.accepted IS
+    'ciosync: what Customer.io accepted, per customer: attribute name -> fingerprint of the '
+    'value (no values); delete rows (or TRUNCATE) to have them sent whole again';
 COMMENT ON TABLE ciosync.dead_letters IS
     'ciosync: operations Customer.io refused for good, kept for ciosync dlq. '
     'payload holds customer data (attribute values as sent): only the daemon''s role '

@@ -84,6 +84,7 @@ mod postgres_password_never_goes_out_in_clear;
 mod postgres_restart_reconnects;
 mod promotion_loses_the_slot_before_postgres_17;
 mod promotion_of_a_lagging_standby_skips_no_change;
+mod record_sends_only_what_changed;
 mod rate_limited_answers_slow_the_sender;
 mod readyz_turns_503_while_customerio_fails;
 mod readyz_turns_503_while_postgres_is_down;

@@ -48,7 +48,8 @@ pub async fn run(
     counters: Arc<Counters>,
     stop: CancellationToken,
 ) {
-    let mapper = Mapping { mapper: Mapper::new(&config.sync), counters };
+    let mapper = Mapper::new(&config.sync).with_nulls_in_full(config.pipeline.record_accepted);
+    let mapper = Mapping { mapper, counters };
     while !stop.is_cancelled() {
         if let Err(error) = serve(&settings, &config, &mapper, &windows, &stop).await {
             tracing::warn!(error = %error_chain(&error), "backfill runner failed; retrying");

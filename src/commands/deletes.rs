@@ -221,7 +221,10 @@ async fn approve(
             .iter()
             .filter_map(|(_, customer, action)| batch::encode(action.op(customer.clone())))
             .collect();
-        match send(&client, batch::body(&items), items.len(), max_backoff).await {
+        let sent_to = send(&client, batch::body(&items), items.len(), max_backoff).await;
+        let customers: Vec<String> = batch.iter().map(|(_, c, _)| c.clone()).collect();
+        crate::record::store::forget(sql, &config.postgres.slot, &customers).await?;
+        match sent_to {
             Ok(failed) => {
                 let delivered: Vec<i64> = batch
                     .iter()
@@ -324,6 +327,8 @@ async fn refresh_all(
                 };
                 let items: Vec<_> = batch::encode(op).into_iter().collect();
                 let sent = send(client, batch::body(&items), items.len(), max_backoff).await;
+                let slot = &config.postgres.slot;
+                crate::record::store::forget(sql, slot, std::slice::from_ref(customer)).await?;
                 match sent {
                     Ok(failed) if failed.is_empty() => {}
                     Ok(_) => {

@@ -69,6 +69,14 @@ pub struct PipelineConfig {
     /// 16 MiB.
     #[serde(default = "default_max_pending_bytes")]
     pub max_pending_bytes: usize,
+    /// Keep a record of what Customer.io accepted (`ciosync.accepted`: a
+    /// fingerprint per customer and attribute) and send only the attributes
+    /// whose value differs from it, whatever the table's replica identity.
+    /// `false` sends what the change says (under DEFAULT identity every
+    /// mapped attribute of an UPDATE) and empties the record at start, since
+    /// it would fall behind. Default `true`.
+    #[serde(default = "default_record_accepted")]
+    pub record_accepted: bool,
 }
 
 impl Default for PipelineConfig {
@@ -77,6 +85,7 @@ impl Default for PipelineConfig {
             shutdown_timeout_secs: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             initial_sync: true,
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+            record_accepted: true,
         }
     }
 }
@@ -243,6 +252,10 @@ fn default_shutdown_timeout_secs() -> u64 {
 }
 
 fn default_initial_sync() -> bool {
+    true
+}
+
+fn default_record_accepted() -> bool {
     true
 }
 

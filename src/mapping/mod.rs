@@ -118,6 +118,11 @@ pub struct Mapped {
 pub struct Mapper {
     tables: HashMap<(String, String), SyncConfig>,
     event_tables: HashMap<(String, String), EventTableConfig>,
+    /// Whether a row sent in full (an insert, a restore) carries its NULL
+    /// attributes as `null` rather than leaving them out: with the record
+    /// of what Customer.io accepted on, so the record knows every attribute
+    /// from the first identify on.
+    nulls_in_full: bool,
 }
 
 impl Mapper {
@@ -130,7 +135,14 @@ impl Mapper {
                 ((schema.to_owned(), name.to_owned()), s.clone())
             })
             .collect();
-        Self { tables, event_tables: HashMap::new() }
+        Self { tables, event_tables: HashMap::new(), nulls_in_full: false }
+    }
+
+    /// Sends a row's NULL attributes as `null` when the row goes in full
+    /// (an insert, a restore), for the record of what Customer.io accepted.
+    pub fn with_nulls_in_full(mut self, nulls_in_full: bool) -> Self {
+        self.nulls_in_full = nulls_in_full;
+        self
     }
 
     /// Adds the event tables: their inserts become events.
@@ -176,7 +188,8 @@ impl Mapper {
                 None => Mapped { skipped: Some(SkipReason::UnknownTable), ..Mapped::default() },
             };
         };
-        let rows = RowMapping::new(sync, change);
+        let mut rows = RowMapping::new(sync, change);
+        rows.nulls_in_full = self.nulls_in_full;
         let mut out = Mapped::default();
         match &change.op {
             RowOp::Insert { new } => rows.insert(new, &mut out),
@@ -204,6 +217,8 @@ struct RowMapping<'a> {
     table: &'a Table,
     id_index: Option<usize>,
     deleted: SoftDelete,
+    /// See [`Mapper::with_nulls_in_full`].
+    nulls_in_full: bool,
 }
 
 impl<'a> RowMapping<'a> {
@@ -215,6 +230,7 @@ impl<'a> RowMapping<'a> {
             table,
             id_index: table.column_index(&sync.id_column),
             deleted: SoftDelete::new(sync, table),
+            nulls_in_full: false,
         }
     }
 
@@ -252,7 +268,7 @@ impl<'a> RowMapping<'a> {
             out.skipped = Some(SkipReason::SoftDeleted);
             return;
         }
-        let attributes = in_full(self.sync, self.table, new, out);
+        let attributes = in_full(self.sync, self.table, new, self.nulls_in_full, out);
         out.ops.push(self.identify(id, attributes));
     }
 
@@ -276,7 +292,7 @@ impl<'a> RowMapping<'a> {
                 return;
             }
             (Some(true), _) => {
-                let attributes = in_full(sync, table, new, out);
+                let attributes = in_full(sync, table, new, self.nulls_in_full, out);
                 out.ops.push(self.identify(new_id, attributes));
                 return;
             }
@@ -396,15 +412,23 @@ fn id_change(
     }
 }
 
-/// The non-NULL mapped attributes of a row sent in full (an insert, a
-/// restore); the NULL ones' names go to [`Mapped::absent`].
-fn in_full(sync: &SyncConfig, table: &Table, new: &Row, out: &mut Mapped) -> Map<String, Json> {
-    let (nulls, values): (Map<String, Json>, Map<String, Json>) =
-        attributes(sync, table, new, None, true, &mut out.dropped)
-            .into_iter()
-            .partition(|(_, value)| value.is_null());
-    out.absent = nulls.into_iter().map(|(name, _)| name).collect();
-    values
+/// The mapped attributes of a row sent in full (an insert, a restore):
+/// the non-NULL ones, or all with `nulls` (see
+/// [`Mapper::with_nulls_in_full`]); the NULL ones' names go to
+/// [`Mapped::absent`].
+fn in_full(
+    sync: &SyncConfig,
+    table: &Table,
+    new: &Row,
+    nulls: bool,
+    out: &mut Mapped,
+) -> Map<String, Json> {
+    let all = attributes(sync, table, new, None, true, &mut out.dropped);
+    out.absent = all.iter().filter(|(_, value)| value.is_null()).map(|(n, _)| n.clone()).collect();
+    if nulls {
+        return all;
+    }
+    all.into_iter().filter(|(_, value)| !value.is_null()).collect()
 }
 
 fn identify(id: String, attributes: Map<String, Json>, timestamp: i64) -> CustomerOp {

@@ -101,6 +101,7 @@ use crate::lease::{self, Lease};
 use crate::mapping::Mapper;
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
+use crate::record::store::RecordStore;
 use crate::schema::guard::SchemaGuard;
 use crate::schema::Break;
 use crate::sink::retry::Backoff;
@@ -188,9 +189,19 @@ async fn run_until_stopped(
     let settings = config.postgres.connection();
     let dead_letters =
         Arc::new(DeadLetterStore::new(settings.clone(), config.postgres.slot.clone()));
-    let sink = Sink::new(&config.customerio, &config.pipeline, dead_letters, counters.clone())?;
+    let mut sink = Sink::new(&config.customerio, &config.pipeline, dead_letters, counters.clone())?;
+    let record = Arc::new(RecordStore::new(settings.clone(), config.postgres.slot.clone()));
+    let mut forget_record = None;
+    if config.pipeline.record_accepted {
+        sink = sink.with_record(record);
+    } else {
+        forget_record = Some(record);
+    }
     let mut run = Leased {
-        mapper: Mapper::new(&config.sync).with_event_tables(&config.events),
+        forget_record,
+        mapper: Mapper::new(&config.sync)
+            .with_event_tables(&config.events)
+            .with_nulls_in_full(config.pipeline.record_accepted),
         schema: SchemaGuard::new(&config, counters.clone()),
         sink,
         progress: Progress::default(),
@@ -248,6 +259,10 @@ struct Leased {
     progress: Progress,
     /// The WAL history `progress` was reached on (see `Progress::start_over`).
     history: Option<History>,
+    /// With `pipeline.record_accepted = false`, the record to empty before
+    /// anything is sent (it would fall behind Customer.io, and be wrong
+    /// should it be turned on again); `None` once emptied.
+    forget_record: Option<Arc<RecordStore>>,
 }
 
 impl Leased {
@@ -255,6 +270,9 @@ impl Leased {
     /// breaker beside it, until shutdown, a definite error or the end of
     /// `lease`.
     async fn run(&mut self, lease: &Lease) -> Result<Held, RunError> {
+        if let Some(held) = self.empty_record(lease).await? {
+            return Ok(held);
+        }
         if let Some(held) = self.copy_initial(lease).await? {
             return Ok(held);
         }
@@ -277,6 +295,43 @@ impl Leased {
             runner_stop,
         ));
         self.stream(lease, &mut breaker, &windows).await
+    }
+
+    /// Empties the record when it is turned off, once per process, before
+    /// anything is sent. `Some` when the run ends here.
+    async fn empty_record(&mut self, lease: &Lease) -> Result<Option<Held>, RunError> {
+        let Some(record) = self.forget_record.clone() else { return Ok(None) };
+        let lease_ended = lease.ended();
+        let mut backoff = Backoff::new(MAX_RECONNECT_BACKOFF);
+        let mut attempt = 0u64;
+        loop {
+            attempt += 1;
+            let forgotten = tokio::select! {
+                forgotten = record.forget_all() => forgotten,
+                _ = lease_ended.cancelled() => return Ok(Some(Held::Lost)),
+            };
+            match forgotten {
+                Ok(customers) => {
+                    if customers > 0 {
+                        tracing::info!(
+                            customers,
+                            "pipeline.record_accepted is off: emptied ciosync.accepted"
+                        );
+                    }
+                    self.forget_record = None;
+                    return Ok(None);
+                }
+                Err(error) if error.is_transient() => {
+                    let (settings, shutdown) = (&self.settings, &self.shutdown);
+                    let what = "cannot empty ciosync.accepted";
+                    if !retry_later(&mut backoff, attempt, settings, &error, what, shutdown).await
+                    {
+                        return Ok(Some(Held::Stopped));
+                    }
+                }
+                Err(error) => return Err(RunError::Source(error)),
+            }
+        }
     }
 
     /// The initial copy (a no-op once done), retried from its checkpoint

@@ -10,10 +10,12 @@ use tokio::time::Instant;
 
 use super::batch::{self, EncodedItem};
 use super::client::TrackClient;
+use super::recorded::Recorded;
 use super::retry::{cut_error_text, describe_item_error, Backoff};
 use super::send::{self, Answer, Policy};
 use super::SinkError;
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
+use crate::record::Effect;
 use crate::telemetry::Counters;
 use crate::track_api::ItemError;
 
@@ -33,10 +35,14 @@ pub struct Delivery {
     pub max_backoff: Duration,
     /// Lower-case substrings of per-item error reasons worth retrying.
     pub transient_item_errors: Vec<String>,
+    /// The record of what Customer.io accepted (`None`: turned off).
+    pub recorded: Option<Recorded>,
 }
 
 struct Pending {
     item: EncodedItem,
+    /// What accepting it changes in the record.
+    effect: Effect,
     attempts: u32,
 }
 
@@ -47,9 +53,20 @@ impl Delivery {
     /// `Health::set_unauthorized`); `Err` only for a refusal no
     /// retry fixes (a redirect, a wrong host), in which case nothing of the
     /// batch counts as delivered.
+    ///
+    /// With the record on, identifies are diffed against it first (what
+    /// Customer.io holds already is not sent), and what Customer.io
+    /// accepted is written to it before the batch counts as delivered.
     pub async fn deliver(&self, items: Vec<EncodedItem>) -> Result<(), SinkError> {
-        let mut pending: Vec<Pending> =
-            items.into_iter().map(|item| Pending { item, attempts: 0 }).collect();
+        let prepared = match &self.recorded {
+            Some(recorded) => recorded.prepare(items).await,
+            None => items.into_iter().map(|item| (item, Effect::None)).collect(),
+        };
+        let mut pending: Vec<Pending> = prepared
+            .into_iter()
+            .map(|(item, effect)| Pending { item, effect, attempts: 0 })
+            .collect();
+        let mut accepted = Vec::new();
         let mut letters = Vec::new();
         let mut backoff = Backoff::new(self.max_backoff);
         let policy = Policy::daemon(self.max_backoff);
@@ -66,7 +83,7 @@ impl Delivery {
             match send::until_answered(&self.client, route, body.into(), count, policy).await? {
                 Answer::Accepted => {
                     Counters::add(&self.counters.ops_accepted, count as u64);
-                    pending.drain(..count);
+                    accepted.extend(pending.drain(..count).map(|p| p.effect));
                     backoff.reset();
                 }
                 Answer::PartlyRejected(errors)
@@ -80,7 +97,7 @@ impl Delivery {
                 }
                 Answer::PartlyRejected(errors) => {
                     let sent: Vec<Pending> = pending.drain(..count).collect();
-                    let retry = self.sort_item_errors(sent, &errors, &mut letters);
+                    let retry = self.sort_item_errors(sent, &errors, &mut accepted, &mut letters);
                     if !retry.is_empty() {
                         let why =
                             "Customer.io could not take some operations for now; retrying them";
@@ -104,6 +121,9 @@ impl Delivery {
                 }
             }
         }
+        if let Some(recorded) = &self.recorded {
+            recorded.store(accepted).await;
+        }
         self.record(letters).await;
         Ok(())
     }
@@ -117,12 +137,14 @@ impl Delivery {
         tokio::time::sleep(delay).await;
     }
 
-    /// Splits the items of a 207 into accepted (counted), refused for good
-    /// (to `letters`) and worth another try (returned, in order).
+    /// Splits the items of a 207 into accepted (counted, their effects to
+    /// `accepted`), refused for good (to `letters`) and worth another try
+    /// (returned, in order).
     fn sort_item_errors(
         &self,
         sent: Vec<Pending>,
         errors: &[ItemError],
+        accepted_effects: &mut Vec<Effect>,
         letters: &mut Vec<DeadLetter>,
     ) -> Vec<Pending> {
         let by_index: HashMap<usize, &ItemError> =
@@ -132,6 +154,7 @@ impl Delivery {
         for (index, mut pending) in sent.into_iter().enumerate() {
             let Some(error) = by_index.get(&index) else {
                 accepted += 1;
+                accepted_effects.push(pending.effect);
                 continue;
             };
             pending.attempts += 1;

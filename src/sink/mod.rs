@@ -35,6 +35,7 @@ pub mod concurrency;
 mod deliver;
 mod order;
 pub mod queue;
+mod recorded;
 pub mod retry;
 pub mod send;
 mod size;
@@ -49,6 +50,7 @@ use tokio::time::Instant;
 use crate::config::{CustomerioConfig, PipelineConfig};
 use crate::customer::{CustomerOp, Released};
 use crate::dead_letter::DeadLetterStore;
+use crate::record::store::RecordStore;
 use crate::telemetry::Counters;
 use crate::track_api::MAX_BATCH_BYTES;
 use client::TrackClient;
@@ -179,6 +181,7 @@ impl Sink {
                 .iter()
                 .map(|e| e.trim().to_lowercase())
                 .collect(),
+            recorded: None,
         };
         Ok(Self {
             queue: Queue::default(),
@@ -192,6 +195,18 @@ impl Sink {
             request_timeout: customerio.request_timeout(),
             counters,
         })
+    }
+
+    /// Diffs identifies against the record of what Customer.io accepted in
+    /// `store` before they are sent, and writes what it accepts there
+    /// before a batch counts as completed (see [`crate::record`]).
+    pub fn with_record(mut self, store: Arc<RecordStore>) -> Self {
+        let counters = self.counters.clone();
+        if let Some(delivery) = Arc::get_mut(&mut self.delivery) {
+            let max_backoff = delivery.max_backoff;
+            delivery.recorded = Some(recorded::Recorded { store, counters, max_backoff });
+        }
+        self
     }
 
     /// Queues `op` (merging it into a waiting one of the same customer where

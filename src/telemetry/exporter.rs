@@ -220,6 +220,10 @@ fn operations(c: &Counters, out: &mut Families) {
     );
     out.counter(&DEAD_LETTER_STORE_FAILURES, get(&c.dead_letter_store_failures));
     out.counter(&OPERATIONS_COALESCED, get(&c.ops_coalesced));
+    out.counter(&IDENTIFIES_UNCHANGED, get(&c.record_unchanged));
+    out.counter(&ATTRIBUTES_UNCHANGED, get(&c.record_attributes_unchanged));
+    out.counter(&RECORD_UNKNOWN, get(&c.record_unknown));
+    out.counter(&RECORD_FAILURES, get(&c.record_failures));
     out.gauge(&PENDING_OPERATIONS, get(&c.pending_operations) as f64);
     out.gauge(&PENDING_BYTES, get(&c.pending_bytes) as f64);
     out.gauge(&PENDING_PEAK_BYTES, get(&c.pending_bytes_peak) as f64);
@@ -457,6 +461,10 @@ mod tests {
             &c.ops_accepted,
             &c.rate_limited,
             &c.ops_coalesced,
+            &c.record_unchanged,
+            &c.record_attributes_unchanged,
+            &c.record_unknown,
+            &c.record_failures,
             &c.ops_dead_lettered,
             &c.dead_letter_store_failures,
             &c.pending_bytes,

@@ -73,6 +73,15 @@ pub struct Counters {
     pub attributes_dropped: AtomicU64,
     /// Operations Customer.io accepted.
     pub ops_accepted: AtomicU64,
+    /// Identifies not sent: Customer.io holds every attribute's value by
+    /// the record of what it accepted.
+    pub record_unchanged: AtomicU64,
+    /// Attributes left out of identifies sent: Customer.io holds their value.
+    pub record_attributes_unchanged: AtomicU64,
+    /// Identifies of customers the record knows nothing of, sent whole.
+    pub record_unknown: AtomicU64,
+    /// Failed reads (the batch went whole) and writes (retried) of the record.
+    pub record_failures: AtomicU64,
     /// `POST /api/v1/events` requests (anonymous events), by how they ended.
     pub requests_events: RequestOutcomes,
     /// HTTP requests sent to Customer.io, by how they ended.

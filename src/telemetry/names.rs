@@ -157,6 +157,30 @@ pub const SCHEMA_LEFT_OUT: Metric = Metric {
     help: "Attributes and events left out of calls because their table's schema broke (on_schema_change = skip).",
     labels: &[],
 };
+pub const IDENTIFIES_UNCHANGED: Metric = Metric {
+    name: "ciosync_identifies_unchanged_total",
+    kind: Kind::Counter,
+    help: "Identifies not sent: Customer.io holds every attribute's value already, by the record of what it accepted.",
+    labels: &[],
+};
+pub const ATTRIBUTES_UNCHANGED: Metric = Metric {
+    name: "ciosync_attributes_unchanged_total",
+    kind: Kind::Counter,
+    help: "Attributes left out of identifies sent: Customer.io holds their value already.",
+    labels: &[],
+};
+pub const RECORD_UNKNOWN: Metric = Metric {
+    name: "ciosync_record_unknown_total",
+    kind: Kind::Counter,
+    help: "Identifies of customers the record of what Customer.io accepted knows nothing of, sent whole.",
+    labels: &[],
+};
+pub const RECORD_FAILURES: Metric = Metric {
+    name: "ciosync_record_failures_total",
+    kind: Kind::Counter,
+    help: "Failed reads (the batch went whole) and writes (retried, nothing acknowledged meanwhile) of ciosync.accepted.",
+    labels: &[],
+};
 pub const SCHEMA_PAUSES: Metric = Metric {
     name: "ciosync_schema_pauses_total",
     kind: Kind::Counter,
@@ -474,6 +498,10 @@ pub const METRICS: &[Metric] = &[
     SCHEMA_MISMATCH,
     SCHEMA_LEFT_OUT,
     SCHEMA_PAUSES,
+    IDENTIFIES_UNCHANGED,
+    ATTRIBUTES_UNCHANGED,
+    RECORD_UNKNOWN,
+    RECORD_FAILURES,
     UNDECODABLE_MESSAGES,
     ATTRIBUTES_DROPPED,
     OPERATIONS_COMPLETED,

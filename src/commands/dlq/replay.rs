@@ -33,7 +33,9 @@ pub(super) async fn retry(
 ) -> Result<(), CommandError> {
     let client = TrackClient::new(&config.customerio, Arc::new(Counters::default()))?;
     let max_backoff = Duration::from_secs(config.customerio.retry_max_backoff_secs);
-    let mut replayer = Replayer { client, max_backoff, rows: Rows::new(sql, &config.sync) };
+    let rows = Rows::new(sql, &config.sync);
+    let slot = config.postgres.slot.as_str();
+    let mut replayer = Replayer { client, max_backoff, rows, sql, slot };
     let mut summary = RetrySummary::default();
     let outcome = replay_all(&mut replayer, table, ids, &mut summary).await;
     emit(&render::retry_summary(&summary))?;
@@ -133,6 +135,10 @@ struct Replayer<'a> {
     client: TrackClient,
     max_backoff: Duration,
     rows: Rows<'a>,
+    /// For the record of what Customer.io accepted, which forgets every
+    /// customer a replay sent to (see [`crate::record`]).
+    sql: &'a Client,
+    slot: &'a str,
 }
 
 impl Replayer<'_> {
@@ -204,7 +210,7 @@ impl Replayer<'_> {
         letter: &Replayable,
         note: Option<&'static str>,
     ) -> Result<Outcome, Halt> {
-        Ok(match replay(&self.client, &letter.payload, self.max_backoff).await? {
+        Ok(match self.replay(&letter.payload).await? {
             Answer::Delivered => Outcome::Delivered { note },
             Answer::RefusedAgain { status, error } => Outcome::RefusedAgain { status, error },
         })
@@ -249,9 +255,7 @@ impl Replayer<'_> {
                 // Not told apart: what the letter says went out last.
                 Current::Several => break,
             };
-            if let Answer::RefusedAgain { status, error } =
-                replay(&self.client, &payload, self.max_backoff).await?
-            {
+            if let Answer::RefusedAgain { status, error } = self.replay(&payload).await? {
                 return Ok(Outcome::RefusedAgain { status, error });
             }
             let now = self.rows.current(customer, tables).await?;
@@ -266,6 +270,27 @@ impl Replayer<'_> {
         }
         Ok(Outcome::Unsettled)
     }
+}
+
+impl Replayer<'_> {
+    /// [`replay`], then the record forgets the customers the payload
+    /// names: the daemon sends their next identify whole, so the values
+    /// this sent can never be taken for the ones its record holds.
+    async fn replay(&self, payload: &str) -> Result<Answer, Halt> {
+        let answer = replay(&self.client, payload, self.max_backoff).await;
+        crate::record::store::forget(self.sql, self.slot, &customers_in(payload)).await?;
+        Ok(answer?)
+    }
+}
+
+/// The customers a payload names: a person item's `identifiers.id`, a
+/// merge's primary and secondary (an anonymous event names none).
+fn customers_in(payload: &str) -> Vec<String> {
+    let Ok(item) = serde_json::from_str::<serde_json::Value>(payload) else { return Vec::new() };
+    ["identifiers", "primary", "secondary"]
+        .iter()
+        .filter_map(|key| item.get(key)?.get("id")?.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// The note of a merge whose primary was refreshed after it.

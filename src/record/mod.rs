@@ -1,0 +1,156 @@
+//! The record of what Customer.io accepted: for every synced customer, a
+//! fingerprint of each attribute value ciosync last had accepted, kept in
+//! `ciosync.accepted` (see [`store`]). The sink diffs each identify against
+//! it just before sending, so an UPDATE under any replica identity sends
+//! only the attributes whose value differs from what Customer.io has, and
+//! none at all when nothing differs.
+//!
+//! ```text
+//! queue ─take_batch─▶ delivery task: prepare (load the batch's customers, strip equal attributes)
+//!                                       │
+//!                     /api/v2/batch ◀───┘ ──accepted──▶ write the effects ──▶ finished (ackable)
+//! ```
+//!
+//! Why the diff is exact: the queue never puts two operations of one
+//! customer in flight at once, so when an identify is prepared every
+//! earlier operation of its customer has completed, accepted (and written
+//! here) or dead-lettered (and not written). What the record says is what
+//! Customer.io holds, whatever was coalesced, retried or refused before.
+//!
+//! Two rules keep it so:
+//! - **Never ahead of Customer.io.** An effect is written only after
+//!   Customer.io accepted the operation. A record claiming a value
+//!   Customer.io lacks would keep a later change back to that value from
+//!   being sent.
+//! - **Written before the acknowledgement.** A batch counts as completed
+//!   only once its effects are stored, so the slot is never acknowledged
+//!   past a change whose acceptance the record lacks. (A record behind
+//!   Customer.io on an acknowledged change would lose an update too: the
+//!   attribute set from A to B and back to A, the record still saying A
+//!   after a restart.) Stored and not acknowledged (a crash in between)
+//!   only re-sends: the replayed changes are diffed against the newer
+//!   record, in order.
+//!
+//! A customer the record lacks (a first identify, a wiped or partial
+//! record, a lookup that failed) is sent whole, as without a record, and
+//! counted; the record fills itself from what is accepted. A delete, a
+//! suppression or a merge forgets the customers it touches (Customer.io's
+//! merge combines two people's attributes in its own way), so the next
+//! identify of them is sent whole. The operator's commands that send on
+//! their own (`dlq retry`, `deletes approve`) forget the customers they
+//! sent afterwards.
+//!
+//! A fingerprint is the first 8 bytes of the SHA-256 of the value's JSON
+//! as sent: no one can choose a value that passes for another.
+
+pub mod store;
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value as Json};
+use sha2::{Digest, Sha256};
+
+/// Attribute name → fingerprint of the value Customer.io accepted.
+pub type Fingerprints = HashMap<String, i64>;
+
+/// The fingerprint of one attribute value, as stored.
+pub fn fingerprint(value: &Json) -> i64 {
+    let json = serde_json::to_vec(value).unwrap_or_default();
+    let digest = Sha256::digest(&json);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// What an operation, once accepted, changes in the record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing (an event).
+    #[default]
+    None,
+    /// These attributes now hold these values.
+    Set { customer: String, attributes: Fingerprints },
+    /// Nothing is known of these customers any more (a delete, a
+    /// suppression, a merge).
+    Forget(Vec<String>),
+}
+
+/// What diffing one identify's attributes against the record came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Diff {
+    /// The record knows nothing of the customer: send every attribute.
+    Unknown,
+    /// Customer.io holds every attribute's value already: send nothing.
+    Unchanged,
+    /// These attributes hold their value already and were taken out; the
+    /// rest differ.
+    Stripped(usize),
+}
+
+/// Takes out of `attributes` (an identify's) those whose value Customer.io
+/// already holds by the record's `known` (`None`: nothing known of the
+/// customer), and returns the fingerprints of what is left, which
+/// accepting the identify sets. When every attribute is held, nothing is
+/// taken out: the identify is not sent at all ([`Diff::Unchanged`]). A
+/// known customer's identify with no attributes (it only made sure the
+/// person exists) is unchanged too.
+pub fn diff(attributes: &mut Map<String, Json>, known: Option<&Fingerprints>) -> (Diff, Fingerprints) {
+    let mut sent: Fingerprints =
+        attributes.iter().map(|(name, value)| (name.clone(), fingerprint(value))).collect();
+    let Some(known) = known else { return (Diff::Unknown, sent) };
+    let held: Vec<String> = sent
+        .iter()
+        .filter(|(name, fp)| known.get(*name) == Some(fp))
+        .map(|(name, _)| name.clone())
+        .collect();
+    if held.len() == sent.len() {
+        return (Diff::Unchanged, Fingerprints::new());
+    }
+    for name in &held {
+        attributes.remove(name);
+        sent.remove(name);
+    }
+    (Diff::Stripped(held.len()), sent)
+}
+
+/// The effects of one batch's accepted operations, as one write: the
+/// customers forgotten, then the attributes set per customer (merged into
+/// what the record holds, later wins). A customer forgotten after a set is
+/// only forgotten; set after being forgotten, only what was set is kept.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub set: HashMap<String, Fingerprints>,
+    pub forget: Vec<String>,
+}
+
+impl Write {
+    /// Adds the effects in the order they were accepted.
+    pub fn of(effects: impl IntoIterator<Item = Effect>) -> Self {
+        let mut write = Self::default();
+        for effect in effects {
+            match effect {
+                Effect::None => {}
+                Effect::Set { customer, attributes } => {
+                    write.set.entry(customer).or_default().extend(attributes);
+                }
+                Effect::Forget(customers) => {
+                    for customer in customers {
+                        write.set.remove(&customer);
+                        if !write.forget.contains(&customer) {
+                            write.forget.push(customer);
+                        }
+                    }
+                }
+            }
+        }
+        write
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.forget.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,184 @@
+//! `ciosync.accepted`: the record's table, one row per slot and customer,
+//! `attributes` a JSON object of attribute name → fingerprint. Every query
+//! on it is here; its definition is in [`crate::state`].
+//!
+//! The sink's delivery tasks run several at once, each reading the record
+//! before it sends and writing it after, so the store keeps a few
+//! connections ([`CONNECTIONS`]), each opened lazily and dropped after an
+//! error (the next use reconnects).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::Value as Json;
+use tokio::sync::{Mutex, MutexGuard};
+use tokio_postgres::Client;
+
+use super::{Fingerprints, Write};
+use crate::pg::connection::ConnectionSettings;
+use crate::pg::PgError;
+use crate::state::State;
+
+/// Connections the store keeps at most.
+pub const CONNECTIONS: usize = 4;
+
+const READ: &str = "read ciosync.accepted";
+const WRITE: &str = "write ciosync.accepted";
+
+/// The record of one slot (one Customer.io workspace's view).
+pub struct RecordStore {
+    settings: ConnectionSettings,
+    slot: String,
+    connections: Vec<Mutex<Option<Client>>>,
+    next: AtomicUsize,
+}
+
+impl RecordStore {
+    /// A store for `slot`'s record; no connection is opened yet.
+    pub fn new(settings: ConnectionSettings, slot: String) -> Self {
+        let connections = (0..CONNECTIONS).map(|_| Mutex::new(None)).collect();
+        Self { settings, slot, connections, next: AtomicUsize::new(0) }
+    }
+
+    /// What the record holds for each of `customers` that it knows.
+    pub async fn load(&self, customers: &[String]) -> Result<HashMap<String, Fingerprints>, PgError> {
+        if customers.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut checked_out = self.checkout().await?;
+        let rows = checked_out
+            .client()
+            .query(
+                "SELECT customer_id, attributes FROM ciosync.accepted \
+                 WHERE slot = $1 AND customer_id = ANY($2)",
+                &[&self.slot, &customers],
+            )
+            .await;
+        let rows = checked_out.keep_if_ok(rows).map_err(PgError::stored(READ))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let attributes: Json = row.get(1);
+                (row.get::<_, String>(0), fingerprints_of(&attributes))
+            })
+            .collect())
+    }
+
+    /// Stores one batch's effects in one transaction: the customers
+    /// forgotten, then the attributes set (merged into what is held).
+    pub async fn write(&self, write: &Write) -> Result<(), PgError> {
+        if write.is_empty() {
+            return Ok(());
+        }
+        let mut checked_out = self.checkout().await?;
+        let written = write_in(checked_out.client(), &self.slot, write).await;
+        checked_out.keep_if_ok(written).map_err(PgError::stored(WRITE))
+    }
+
+    /// Forgets everything the record holds for this slot; returns how many
+    /// customers it held. For a start with the record turned off: what it
+    /// holds would soon be behind Customer.io.
+    pub async fn forget_all(&self) -> Result<u64, PgError> {
+        let mut checked_out = self.checkout().await?;
+        let deleted = checked_out
+            .client()
+            .execute("DELETE FROM ciosync.accepted WHERE slot = $1", &[&self.slot])
+            .await;
+        checked_out.keep_if_ok(deleted).map_err(PgError::stored(WRITE))
+    }
+
+    /// One of the connections (the first free one, else the next in turn),
+    /// opened if needed.
+    async fn checkout(&self) -> Result<CheckedOut<'_>, PgError> {
+        let mut guard = match self.connections.iter().find_map(|c| c.try_lock().ok()) {
+            Some(guard) => guard,
+            None => {
+                let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+                self.connections[turn].lock().await
+            }
+        };
+        if guard.as_ref().is_some_and(Client::is_closed) {
+            *guard = None;
+        }
+        if guard.is_none() {
+            *guard = Some(self.connect().await?);
+        }
+        Ok(CheckedOut(guard))
+    }
+
+    async fn connect(&self) -> Result<Client, PgError> {
+        let sql = self.settings.connect_sql().await.map_err(PgError::sql("connect"))?;
+        State::open(&sql, &self.slot).await?;
+        Ok(sql)
+    }
+}
+
+/// A connection in use; dropped after an error, so the next use reconnects.
+struct CheckedOut<'a>(MutexGuard<'a, Option<Client>>);
+
+impl CheckedOut<'_> {
+    fn client(&mut self) -> &mut Client {
+        self.0.as_mut().expect("checked out connections are open")
+    }
+
+    fn keep_if_ok<T, E>(&mut self, result: Result<T, E>) -> Result<T, E> {
+        if result.is_err() {
+            *self.0 = None;
+        }
+        result
+    }
+}
+
+async fn write_in(client: &mut Client, slot: &str, write: &Write) -> Result<(), tokio_postgres::Error> {
+    let (customers, attributes): (Vec<&str>, Vec<Json>) =
+        write.set.iter().map(|(customer, set)| (customer.as_str(), json_of(set))).unzip();
+    let tx = client.transaction().await?;
+    if !write.forget.is_empty() {
+        tx.execute(
+            "DELETE FROM ciosync.accepted WHERE slot = $1 AND customer_id = ANY($2)",
+            &[&slot, &write.forget],
+        )
+        .await?;
+    }
+    if !customers.is_empty() {
+        tx.execute(
+            "INSERT INTO ciosync.accepted AS a (slot, customer_id, attributes) \
+             SELECT $1, c, f FROM unnest($2::text[], $3::jsonb[]) AS u(c, f) \
+             ON CONFLICT (slot, customer_id) \
+             DO UPDATE SET attributes = a.attributes || EXCLUDED.attributes",
+            &[&slot, &customers, &attributes],
+        )
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// Forgets `customers` in `slot`'s record, on the caller's connection: for
+/// the commands that send to Customer.io on their own.
+pub async fn forget(client: &Client, slot: &str, customers: &[String]) -> Result<u64, PgError> {
+    if customers.is_empty() {
+        return Ok(0);
+    }
+    client
+        .execute(
+            "DELETE FROM ciosync.accepted WHERE slot = $1 AND customer_id = ANY($2)",
+            &[&slot, &customers],
+        )
+        .await
+        .map_err(PgError::stored(WRITE))
+}
+
+fn json_of(set: &Fingerprints) -> Json {
+    Json::Object(set.iter().map(|(name, fp)| (name.clone(), Json::from(*fp))).collect())
+}
+
+/// The stored object read back; anything but integers is skipped (a value
+/// the record does not know is sent again).
+fn fingerprints_of(attributes: &Json) -> Fingerprints {
+    attributes
+        .as_object()
+        .map(|object| {
+            object.iter().filter_map(|(name, fp)| Some((name.clone(), fp.as_i64()?))).collect()
+        })
+        .unwrap_or_default()
+}

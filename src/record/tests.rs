@@ -1,0 +1,92 @@
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+fn attributes(value: Value) -> Map<String, Value> {
+    value.as_object().expect("an object").clone()
+}
+
+fn known(value: Value) -> Fingerprints {
+    attributes(value).iter().map(|(name, value)| (name.clone(), fingerprint(value))).collect()
+}
+
+#[test]
+fn a_fingerprint_is_stable_and_tells_values_and_types_apart() {
+    // The first 8 bytes of SHA-256("\"Ann\""), as stored: a change of
+    // hash would make every stored record useless at an upgrade.
+    assert_eq!(fingerprint(&json!("Ann")), i64::from_be_bytes([0xc1, 0x3d, 0x58, 0x48, 0x57, 0x22, 0x26, 0x64]));
+    let values = [json!("1"), json!(1), json!(1.5), json!(null), json!(true), json!([1]), json!({"a": 1}), json!("")];
+    for (i, a) in values.iter().enumerate() {
+        for b in &values[i + 1..] {
+            assert_ne!(fingerprint(a), fingerprint(b), "{a} and {b}");
+        }
+    }
+}
+
+#[test]
+fn an_unknown_customer_is_sent_whole() {
+    let mut sent = attributes(json!({"email": "a@x.io", "plan": null}));
+    let (diff, set) = diff(&mut sent, None);
+    assert_eq!(diff, Diff::Unknown);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(set, known(json!({"email": "a@x.io", "plan": null})));
+}
+
+#[test]
+fn what_customerio_holds_is_taken_out() {
+    let record = known(json!({"email": "a@x.io", "plan": "free", "first_name": "Ann"}));
+    let mut sent = attributes(json!({"email": "a@x.io", "plan": "pro", "first_name": "Ann", "about": null}));
+    let (diff, set) = diff(&mut sent, Some(&record));
+    assert_eq!(diff, Diff::Stripped(2));
+    assert_eq!(Value::Object(sent), json!({"plan": "pro", "about": null}));
+    assert_eq!(set, known(json!({"plan": "pro", "about": null})));
+}
+
+#[test]
+fn nothing_differs_nothing_is_sent() {
+    let record = known(json!({"email": "a@x.io", "plan": "free", "unmapped_since": 1}));
+    let mut sent = attributes(json!({"email": "a@x.io", "plan": "free"}));
+    let (diff, set) = diff(&mut sent, Some(&record));
+    assert_eq!(diff, Diff::Unchanged);
+    assert!(set.is_empty());
+    // A known customer's identify without attributes changes nothing either.
+    assert_eq!(diff_of(json!({}), Some(&record)), Diff::Unchanged);
+    // An unknown one's creates the person: it goes.
+    assert_eq!(diff_of(json!({}), None), Diff::Unknown);
+}
+
+#[test]
+fn a_null_is_a_value_like_any_other() {
+    let record = known(json!({"plan": null}));
+    assert_eq!(diff_of(json!({"plan": null}), Some(&record)), Diff::Unchanged);
+    assert_eq!(diff_of(json!({"plan": "free"}), Some(&record)), Diff::Stripped(0));
+    // Not in the record (a newly mapped attribute): sent, even as null.
+    assert_eq!(diff_of(json!({"plan": null, "tier": null}), Some(&record)), Diff::Stripped(1));
+}
+
+fn diff_of(value: Value, record: Option<&Fingerprints>) -> Diff {
+    diff(&mut attributes(value), record).0
+}
+
+fn set(customer: &str, value: Value) -> Effect {
+    Effect::Set { customer: customer.into(), attributes: known(value) }
+}
+
+#[test]
+fn a_write_keeps_the_order_of_what_was_accepted() {
+    let write = Write::of([
+        set("1", json!({"plan": "free", "email": "a@x.io"})),
+        Effect::None,
+        set("1", json!({"plan": "pro"})),
+        set("2", json!({"plan": "free"})),
+        Effect::Forget(vec!["2".into(), "3".into()]),
+        Effect::Forget(vec!["4".into()]),
+        set("4", json!({"email": "d@x.io"})),
+    ]);
+    assert_eq!(write.set.len(), 2, "{write:?}");
+    assert_eq!(write.set["1"], known(json!({"plan": "pro", "email": "a@x.io"})));
+    // Forgotten, then set: the old row goes, only the new values stay.
+    assert_eq!(write.set["4"], known(json!({"email": "d@x.io"})));
+    assert_eq!(write.forget, ["2", "3", "4"]);
+    assert!(Write::of([Effect::None]).is_empty());
+}
