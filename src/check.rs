@@ -150,7 +150,8 @@ async fn checks_with_sql(
     let mut tables = Vec::new();
     for (i, sync) in config.sync.iter().enumerate() {
         let facts = gather::sync_table(sql, sync, &config.postgres.slot).await?;
-        out.extend(tables::sync_table(i, sync, &role.name, &facts));
+        let record = config.pipeline.record_accepted;
+        out.extend(tables::sync_table(i, sync, &role.name, &facts, record));
         out.extend(tables::sync_options(sync, facts.table.as_ref()));
         tables.push(facts.table);
     }

@@ -58,15 +58,40 @@ pub enum Command {
         /// Only these Customer.io attributes, comma-separated (e.g. a newly mapped one).
         #[arg(long, value_delimiter = ',', value_name = "A,B")]
         attributes: Option<Vec<String>>,
+        /// Send every row whole, whatever the record of what Customer.io
+        /// accepted says (after Customer.io lost or damaged data).
+        #[arg(long)]
+        ignore_record: bool,
         /// Return once queued instead of following progress.
         #[arg(long)]
         detach: bool,
         /// Show every backfill with its progress, rate and ETA.
-        #[arg(long, conflicts_with_all = ["table", "where_clause", "attributes", "detach", "cancel"])]
+        #[arg(long, conflicts_with_all = ["table", "where_clause", "attributes", "ignore_record", "detach", "cancel"])]
         status: bool,
         /// Cancel a queued or running backfill.
-        #[arg(long, value_name = "ID", conflicts_with_all = ["table", "where_clause", "attributes", "detach"])]
+        #[arg(long, value_name = "ID", conflicts_with_all = ["table", "where_clause", "attributes", "ignore_record", "detach"])]
         cancel: Option<i64>,
+    },
+    /// Show what a backfill would send now (customers the record of what
+    /// Customer.io accepted lacks, attributes whose value differs) and the
+    /// customers whose row is gone, without sending anything. Exit 0:
+    /// nothing to send; 4: something would be sent.
+    Plan {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only this `[[sync]]` table (default: every synced table).
+        #[arg(long)]
+        table: Option<String>,
+        /// Only these Customer.io attributes, comma-separated, as `backfill --attributes`.
+        #[arg(long, value_delimiter = ',', value_name = "A,B")]
+        attributes: Option<Vec<String>>,
+        /// Show a few customer ids of each kind (customer data: off by default).
+        #[arg(long)]
+        show_ids: bool,
+        /// Print JSON, for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// List, replay or discard the operations Customer.io refused for good
     /// (the dead letters in ciosync.dead_letters).
@@ -109,7 +134,16 @@ pub fn main(cli: Cli) -> ExitCode {
             let exposure = crate::config::exposure::warning(&path);
             runtime().block_on(crate::check::run_and_print(&config, exposure))
         }
-        Command::Backfill { config, table, where_clause, attributes, detach, status, cancel } => {
+        Command::Backfill {
+            config,
+            table,
+            where_clause,
+            attributes,
+            ignore_record,
+            detach,
+            status,
+            cancel,
+        } => {
             let config = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -120,9 +154,18 @@ pub fn main(cli: Cli) -> ExitCode {
             } else if let Some(id) = cancel {
                 Request::Cancel(id)
             } else {
-                Request::Queue { table, where_clause, attributes, detach }
+                Request::Queue { table, where_clause, attributes, ignore_record, detach }
             };
             runtime().block_on(crate::commands::backfill::run(&config, request))
+        }
+        Command::Plan { config, table, attributes, show_ids, json } => {
+            let config = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            telemetry::init_logging(false, "warn");
+            let request = crate::commands::plan::Request { table, attributes, show_ids, json };
+            runtime().block_on(crate::commands::plan::run(&config, request))
         }
         Command::Dlq { command } => {
             let (path, request) = command.into_parts();

@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS ciosync.backfills (
     updated_at    timestamptz NOT NULL DEFAULT now(),
     finished_at   timestamptz
 );
+-- Since the record of what Customer.io accepted: send rows whole, whatever
+-- the record says (ciosync backfill --ignore-record).
+ALTER TABLE ciosync.backfills ADD COLUMN IF NOT EXISTS ignore_record boolean NOT NULL DEFAULT false;
 COMMENT ON TABLE ciosync.backfills IS
     'ciosync: backfills requested with ciosync backfill, run by the daemon of the slot';
 CREATE TABLE IF NOT EXISTS ciosync.dead_letters (
@@ -251,10 +254,14 @@ pub struct Backfill {
     pub error: Option<String>,
     /// Seconds since the backfill started running, if it did.
     pub running_secs: Option<f64>,
+    /// Send every row whole, whatever the record of what Customer.io
+    /// accepted says (its customers are forgotten chunk by chunk).
+    pub ignore_record: bool,
 }
 
 const BACKFILL_COLUMNS: &str = "id, table_name, where_clause, attributes, state, last_key, \
-    rows_done, rows_total, error, extract(epoch FROM (coalesce(finished_at, now()) - started_at))::float8";
+    rows_done, rows_total, error, extract(epoch FROM (coalesce(finished_at, now()) - started_at))::float8, \
+    ignore_record";
 
 fn backfill_of(row: &tokio_postgres::Row) -> Backfill {
     Backfill {
@@ -268,6 +275,7 @@ fn backfill_of(row: &tokio_postgres::Row) -> Backfill {
         rows_total: row.get(7),
         error: row.get(8),
         running_secs: row.get(9),
+        ignore_record: row.get(10),
     }
 }
 
@@ -443,13 +451,15 @@ impl<'a> State<'a> {
         where_clause: Option<&str>,
         attributes: Option<&[String]>,
         rows_total: i64,
+        ignore_record: bool,
     ) -> Result<i64, PgError> {
         let row = self
             .sql
             .query_one(
-                "INSERT INTO ciosync.backfills (slot, table_name, where_clause, attributes, rows_total) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                &[&self.slot, &table, &where_clause, &attributes, &rows_total],
+                "INSERT INTO ciosync.backfills \
+                 (slot, table_name, where_clause, attributes, rows_total, ignore_record) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                &[&self.slot, &table, &where_clause, &attributes, &rows_total, &ignore_record],
             )
             .await
             .map_err(PgError::sql("queue a backfill"))?;

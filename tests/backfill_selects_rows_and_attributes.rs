@@ -35,10 +35,17 @@ async fn where_and_attributes_send_exactly_what_they_select() {
         assert!(stderr.contains(flag), "{stderr}");
     }
 
+    // Customer.io holds every value already, by the record: nothing goes.
     emulator.clear_requests();
-    let out =
-        run_binary(&["backfill", "--where", "id <= 10", "--attributes", "plan"], config.path())
-            .await;
+    let selected = ["backfill", "--where", "id <= 10", "--attributes", "plan"];
+    let out = run_binary(&selected, config.path()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("10 rows") && stdout.contains("done"), "{stdout}");
+    assert!(batch_items(&emulator).is_empty(), "an unchanged backfill sent something");
+
+    // Ignoring the record: exactly the selected rows and attribute.
+    let out = run_binary(&[&selected[..], &["--ignore-record"]].concat(), config.path()).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("10 rows") && stdout.contains("done"), "{stdout}");

@@ -126,8 +126,10 @@ async fn move_in_another_case_default() {
 }
 
 /// Under DEFAULT identity every UPDATE carries the email, so any may be
-/// releasing one: a bulk UPDATE still goes in full batches.
-#[tokio::test]
+/// releasing one: a bulk UPDATE still goes in full batches. (On two
+/// threads, as the daemon runs: the record's queries beside the emulator
+/// and the polling below starve on one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_update_under_default_identity_still_fills_batches() {
     const ROWS: i64 = 5_000;
     let scenario = start("email_bulk_default", Identity::Default, 200).await;

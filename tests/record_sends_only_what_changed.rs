@@ -51,7 +51,12 @@ async fn default_identity_updates_send_only_what_changed() {
     )
     .await;
     assert!(customers_match_rows(&db, &emulator).await);
-    assert!(eventually(|| daemon.counters.record_unknown.load(std::sync::atomic::Ordering::Relaxed) >= 20).await);
+    assert!(
+        eventually(
+            || daemon.counters.record_unknown.load(std::sync::atomic::Ordering::Relaxed) >= 20
+        )
+        .await
+    );
     let after_inserts = identify_items(&emulator);
 
     // Logins and password changes: no mapped column changes.
@@ -171,13 +176,19 @@ async fn kill_9_between_acceptance_and_the_record_loses_no_update() {
     // The restart sends 'pro' again and records it; then the row goes back
     // to 'free', which must be sent.
     let mut daemon = spawn_binary(config.path(), &logs.path().join("2.log"));
-    assert!(poll(|| async {
-        (recorded(&db, "1", "plan").await == Some(fingerprint(&json!("pro")))).then_some(1)
-    })
-    .await
-    .is_some(), "the replayed change was not recorded");
+    assert!(
+        poll(|| async {
+            (recorded(&db, "1", "plan").await == Some(fingerprint(&json!("pro")))).then_some(1)
+        })
+        .await
+        .is_some(),
+        "the replayed change was not recorded"
+    );
     db.exec("UPDATE users SET plan = 'free' WHERE id = 1").await;
-    assert!(wait_for_attribute(&emulator, "1", "plan", json!("free")).await, "the change back was lost");
+    assert!(
+        wait_for_attribute(&emulator, "1", "plan", json!("free")).await,
+        "the change back was lost"
+    );
     assert!(customers_match_rows(&db, &emulator).await);
     signal(&daemon, "TERM");
     assert!(daemon.wait().unwrap().success());

@@ -205,7 +205,8 @@ async fn a_backfill_while_a_column_is_retyped_leaves_its_attribute_out() {
     assert!(wait_for_attribute(&emulator, "1", "plan", json!("pro")).await);
 
     let config = config_file(&db.config(&emulator.url(), ""));
-    let output = run_binary(&["backfill"], config.path()).await;
+    // Ignoring the record, so the row goes whole but for the retyped attribute.
+    let output = run_binary(&["backfill", "--ignore-record"], config.path()).await;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let sent = sent_values(&emulator, "created_at");
     assert!(sent.iter().all(Value::is_number), "created_at went out as another type: {sent:?}");

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{Chunk, ChunkId, Handed, Watermark, Windows};
-use crate::change::{RowChange, RowOp};
+use crate::change::{Row, RowChange, RowOp, Table};
 use crate::config::Config;
 use crate::customer::CustomerOp;
 use crate::error::error_chain;
@@ -357,19 +357,9 @@ impl ChunkReader<'_> {
         let mut rows: Vec<(String, Vec<CustomerOp>)> = rows
             .into_iter()
             .map(|(key, new)| {
-                let change = RowChange {
-                    table: self.reader.table().clone(),
-                    op: RowOp::Update { old: None, old_is_key_only: false, new },
-                    commit_time: timestamp,
-                    position: Default::default(),
-                };
-                let mut ops = self.mapper.ops(&change);
-                if !self.retyped.is_empty() {
-                    let strip = Strip { attributes: self.retyped.to_vec(), ..Strip::default() };
-                    strip.apply(&mut ops);
-                }
-                let ops = select_attributes(ops, self.backfill.attributes.as_deref());
-                (key, ops)
+                let change = as_change(self.reader.table(), new, timestamp);
+                let ops = self.mapper.ops(&change);
+                (key, as_sent(ops, self.retyped, self.backfill.attributes.as_deref()))
             })
             .collect();
         // A page is cut to what fits; the rest is read with the next one.
@@ -382,6 +372,16 @@ impl ChunkReader<'_> {
         let rows_read = rows.len();
         let last_key = rows.last().map(|(key, _)| key.clone());
         let more = page_full || cut;
+        if self.backfill.ignore_record {
+            // Forgotten before the chunk reaches the sink: sent whole. What
+            // the stream has accepted since is recorded anew, truly.
+            let customers: Vec<String> = rows
+                .iter()
+                .flat_map(|(_, ops)| ops.iter().filter_map(CustomerOp::customer_id))
+                .map(str::to_owned)
+                .collect();
+            crate::record::store::forget(self.sql, self.slot, &customers).await?;
+        }
         let (handed, in_sink) = oneshot::channel();
         self.windows.put(id, Chunk { table: self.backfill.table.clone(), rows, handed });
         emit(self.sql, self.slot, Watermark::High(id)).await?;
@@ -475,6 +475,34 @@ async fn wait_for_running_transactions(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// A row read now as a backfill maps it: an UPDATE with no old row, so
+/// every mapped attribute goes (the record then leaves out what Customer.io
+/// holds).
+pub fn as_change(table: &Arc<Table>, row: Row, timestamp: i64) -> RowChange {
+    RowChange {
+        table: table.clone(),
+        op: RowOp::Update { old: None, old_is_key_only: false, new: row },
+        commit_time: timestamp,
+        position: Default::default(),
+    }
+}
+
+/// What a backfill sends of a row's operations: without the `retyped`
+/// attributes (their column holds another JSON type than Customer.io has),
+/// and only the `wanted` attributes when listed. `ciosync plan` counts the
+/// same.
+pub fn as_sent(
+    mut ops: Vec<CustomerOp>,
+    retyped: &[String],
+    wanted: Option<&[String]>,
+) -> Vec<CustomerOp> {
+    if !retyped.is_empty() {
+        let strip = Strip { attributes: retyped.to_vec(), ..Strip::default() };
+        strip.apply(&mut ops);
+    }
+    select_attributes(ops, wanted)
 }
 
 /// Keeps only the listed attributes of each identify (all without a list);

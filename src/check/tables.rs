@@ -24,8 +24,15 @@ fn label(table: &crate::pg::name::TableName) -> String {
 
 /// `sync[i]`'s table, for role `user`: the lines in report order. A table
 /// that does not exist, or lacks the id column, stops there: the rest
-/// would only repeat it.
-pub fn sync_table(i: usize, sync: &SyncConfig, user: &str, facts: &SyncTable) -> Vec<Finding> {
+/// would only repeat it. `record`: whether the record of what Customer.io
+/// accepted is on (`pipeline.record_accepted`).
+pub fn sync_table(
+    i: usize,
+    sync: &SyncConfig,
+    user: &str,
+    facts: &SyncTable,
+    record: bool,
+) -> Vec<Finding> {
     let label = label(&sync.table);
     let Some(table) = as_table(facts.table.as_ref()) else {
         return vec![Finding::error(
@@ -53,7 +60,7 @@ pub fn sync_table(i: usize, sync: &SyncConfig, user: &str, facts: &SyncTable) ->
     };
     out.push(id_key(sync, id_column.not_null && table.unique_columns.contains(id)));
     out.extend(columns(sync, table, facts));
-    out.push(replica_identity(&label, sync, table));
+    out.push(replica_identity(&label, sync, table, record));
     if let (Some(probe), true) = (&facts.filter, table.can_select) {
         out.push(filter(i, sync, table, probe));
     }
@@ -123,7 +130,8 @@ fn mapped_columns(sync: &SyncConfig, table: &Table) -> Finding {
     }
 }
 
-fn replica_identity(label: &str, sync: &SyncConfig, table: &Table) -> Finding {
+fn replica_identity(label: &str, sync: &SyncConfig, table: &Table, record: bool) -> Finding {
+    let keyed = table.identity_columns.contains(&sync.id_column);
     let full = format!("ALTER TABLE {} REPLICA IDENTITY FULL;", sync.table.quoted());
     match table.identity_kind {
         IdentityKind::Full => Finding::ok(label, "replica identity FULL"),
@@ -137,6 +145,22 @@ fn replica_identity(label: &str, sync: &SyncConfig, table: &Table) -> Finding {
             label,
             "replica identity DEFAULT without a primary key: Postgres refuses UPDATE and DELETE \
              on it once published",
+            full,
+        ),
+        IdentityKind::Default | IdentityKind::Index if record && keyed => Finding::ok(
+            label,
+            "replica identity DEFAULT/INDEX: updates send only the attributes that changed, by \
+             the record of what Customer.io accepted (FULL is not needed for that; it would \
+             write each updated row whole into the WAL)",
+        ),
+        IdentityKind::Default | IdentityKind::Index if record => Finding::warning(
+            label,
+            format!(
+                "replica identity DEFAULT/INDEX without id column {}: updates send only the \
+                 attributes that changed (by the record of what Customer.io accepted), but a \
+                 change of the id is not seen as an id change (the old person stays)",
+                sync.id_column
+            ),
             full,
         ),
         IdentityKind::Default | IdentityKind::Index => Finding::warning(

@@ -36,7 +36,8 @@ fn table(columns: &[(&str, &str)]) -> Table {
 }
 
 fn judge(config: &Config, table: Option<Table>, filter: Option<FilterProbe>) -> Vec<Finding> {
-    tables::sync_table(0, &config.sync[0], "ciosync", &SyncTable { table, filter, shape: None })
+    let facts = SyncTable { table, filter, shape: None };
+    tables::sync_table(0, &config.sync[0], "ciosync", &facts, config.pipeline.record_accepted)
 }
 
 fn messages(findings: &[Finding]) -> Vec<&str> {
@@ -51,16 +52,13 @@ fn a_ready_table_gets_its_lines_in_report_order() {
         [
             "id column id is unique and not null",
             "all 1 mapped columns exist",
-            "replica identity DEFAULT/INDEX: updates carry no old row, so every mapped \
-             attribute is sent on each update (not only the changed ones), and a change of a \
-             non-key id column is not seen as an id change",
+            "replica identity DEFAULT/INDEX: updates send only the attributes that changed, by \
+             the record of what Customer.io accepted (FULL is not needed for that; it would \
+             write each updated row whole into the WAL)",
         ]
     );
     assert!(lines.iter().all(|f| f.check == "table public.users"));
-    assert_eq!(
-        lines[2].fix.as_deref(),
-        Some("ALTER TABLE \"public\".\"users\" REPLICA IDENTITY FULL;")
-    );
+    assert_eq!(lines[2].level, Level::Ok);
 }
 
 #[test]
@@ -125,7 +123,25 @@ fn the_replica_identity_line_follows_its_kind_and_the_primary_key() {
     let keyless = with(IdentityKind::Default, false);
     assert!(keyless.message.starts_with("replica identity DEFAULT without a primary key"));
     assert_eq!(keyless.level, Level::Error);
-    assert_eq!(with(IdentityKind::Index, false).level, Level::Warning);
+    assert_eq!(with(IdentityKind::Index, false).level, Level::Ok, "the key holds the id");
+    let mut unkeyed = users();
+    unkeyed.identity_columns = vec!["email".into()];
+    let line = judge(&two_tables("", ""), Some(unkeyed), None)[2].clone();
+    assert_eq!(line.level, Level::Warning);
+    assert!(line.message.contains("without id column id"), "{}", line.message);
+    assert_eq!(
+        line.fix.as_deref(),
+        Some("ALTER TABLE \"public\".\"users\" REPLICA IDENTITY FULL;")
+    );
+}
+
+#[test]
+fn without_the_record_default_identity_sends_every_attribute() {
+    let mut config = two_tables("", "");
+    config.pipeline.record_accepted = false;
+    let line = judge(&config, Some(users()), None)[2].clone();
+    assert_eq!(line.level, Level::Warning);
+    assert!(line.message.contains("every mapped attribute is sent"), "{}", line.message);
 }
 
 #[test]
@@ -246,7 +262,7 @@ fn a_column_renamed_or_retyped_since_the_daemon_streamed_it_is_named_with_its_fi
     let lines_for = |now: Vec<(String, Shape)>| {
         let facts =
             SyncTable { table: Some(users()), filter: None, shape: Some((now, kept.clone())) };
-        tables::sync_table(0, sync, "ciosync", &facts)
+        tables::sync_table(0, sync, "ciosync", &facts, true)
     };
     let renamed = lines_for(vec![("id".into(), Shape::Number), ("mail".into(), Shape::String)]);
     let line = &renamed[1];

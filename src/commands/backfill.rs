@@ -18,6 +18,8 @@ pub enum Request {
         table: Option<String>,
         where_clause: Option<String>,
         attributes: Option<Vec<String>>,
+        /// Send rows whole, whatever the record of what Customer.io accepted says.
+        ignore_record: bool,
         /// Return once queued instead of following progress.
         detach: bool,
     },
@@ -62,8 +64,8 @@ async fn execute(config: &Config, request: Request) -> Result<ExitCode, String> 
                 Ok(ExitCode::from(EXIT_FAILURE))
             }
         }
-        Request::Queue { table, where_clause, attributes, detach } => {
-            let queue = Queue { table, where_clause, attributes, detach };
+        Request::Queue { table, where_clause, attributes, ignore_record, detach } => {
+            let queue = Queue { table, where_clause, attributes, ignore_record, detach };
             queue.run(config, &sql, &state).await
         }
     }
@@ -74,6 +76,7 @@ struct Queue {
     table: Option<String>,
     where_clause: Option<String>,
     attributes: Option<Vec<String>>,
+    ignore_record: bool,
     detach: bool,
 }
 
@@ -111,6 +114,7 @@ impl Queue {
                     self.where_clause.as_deref(),
                     self.attributes.as_deref(),
                     total,
+                    self.ignore_record,
                 )
                 .await
                 .map_err(|e| error_chain(&e))?;
@@ -163,7 +167,7 @@ impl Queue {
 }
 
 /// The synced tables a backfill covers; `--where` needs exactly one.
-fn select_tables<'a>(
+pub(super) fn select_tables<'a>(
     config: &'a Config,
     table: Option<&str>,
     where_clause: Option<&str>,
@@ -253,6 +257,9 @@ pub fn status_line(b: &Backfill) -> String {
     }
     if let Some(attributes) = &b.attributes {
         line.push_str(&format!(", attributes {}", attributes.join(",")));
+    }
+    if b.ignore_record {
+        line.push_str(", ignoring the record");
     }
     if let Some(error) = &b.error {
         line.push_str(&format!(", error: {error}"));

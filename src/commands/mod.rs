@@ -5,6 +5,7 @@
 //! - [`dlq`]: `ciosync dlq list | retry | discard`, the dead letters.
 //! - [`deletes`]: `ciosync deletes list | approve | discard`, removals the
 //!   mass-delete breaker held.
+//! - [`plan`]: `ciosync plan`, what a backfill would send now, sending nothing.
 //!
 //! They sit above the pipeline's parts (the sink's client, the stores) and
 //! share the selection (`--id` / `--all`), the stop reasons of a replay, and
@@ -19,6 +20,7 @@ pub mod backfill;
 pub mod current;
 pub mod deletes;
 pub mod dlq;
+pub mod plan;
 pub mod select;
 
 /// Ends a command: prints its failure with the causes and returns exit 2

@@ -83,12 +83,12 @@
 //! `confirmed_flush_lsn` back after a clean server restart), which is why
 //! every operation is harmless when repeated: delivery is at least once.
 
+mod progress;
 mod session;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgwire_replication::Lsn;
 use tokio_util::sync::CancellationToken;
 
 use crate::backfill::{self, Windows};
@@ -109,6 +109,7 @@ use crate::sink::{Sink, SinkError};
 use crate::source::{History, Source};
 use crate::telemetry::lag::UnackedCommits;
 use crate::telemetry::{Counters, Phase};
+pub use progress::Progress;
 use session::{Session, SessionError};
 
 /// Longest wait between two reconnection attempts to Postgres.
@@ -136,36 +137,6 @@ pub enum RunError {
          grant the role what the error names and restart: the transaction was not acknowledged"
     )]
     HeldDeletes(#[source] PgError),
-}
-
-/// The acknowledged position: only ever moves forward.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    acked: Lsn,
-}
-
-impl Progress {
-    /// The last acknowledged LSN.
-    pub fn acked(&self) -> Lsn {
-        self.acked
-    }
-
-    /// Forgets the position: the server's WAL history changed (a standby
-    /// was promoted), so LSNs of the old history say nothing about the new
-    /// one, whose own acknowledgements may be lower. The only way back.
-    pub fn start_over(&mut self) {
-        self.acked = Lsn::from_u64(0);
-    }
-
-    /// Moves the position to `lsn` if that is forward; returns whether it moved.
-    pub fn advance(&mut self, lsn: Lsn) -> bool {
-        if lsn > self.acked {
-            self.acked = lsn;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// Runs the daemon until `shutdown` is cancelled (returns `Ok`) or a definite
@@ -324,8 +295,7 @@ impl Leased {
                 Err(error) if error.is_transient() => {
                     let (settings, shutdown) = (&self.settings, &self.shutdown);
                     let what = "cannot empty ciosync.accepted";
-                    if !retry_later(&mut backoff, attempt, settings, &error, what, shutdown).await
-                    {
+                    if !retry_later(&mut backoff, attempt, settings, &error, what, shutdown).await {
                         return Ok(Some(Held::Stopped));
                     }
                 }
@@ -607,29 +577,5 @@ async fn retry_later(
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = shutdown.cancelled() => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn progress_only_moves_forward() {
-        let mut p = Progress::default();
-        assert!(p.advance(Lsn::from_u64(10)));
-        assert!(!p.advance(Lsn::from_u64(5)));
-        assert!(!p.advance(Lsn::from_u64(10)));
-        assert_eq!(p.acked(), Lsn::from_u64(10));
-    }
-
-    #[test]
-    fn starting_over_lets_a_lower_position_be_acknowledged() {
-        let mut p = Progress::default();
-        assert!(p.advance(Lsn::from_u64(500)));
-        p.start_over();
-        assert_eq!(p.acked(), Lsn::from_u64(0));
-        assert!(p.advance(Lsn::from_u64(20)), "the new history's positions are lower");
-        assert_eq!(p.acked(), Lsn::from_u64(20));
     }
 }

@@ -94,7 +94,10 @@ pub enum Diff {
 /// taken out: the identify is not sent at all ([`Diff::Unchanged`]). A
 /// known customer's identify with no attributes (it only made sure the
 /// person exists) is unchanged too.
-pub fn diff(attributes: &mut Map<String, Json>, known: Option<&Fingerprints>) -> (Diff, Fingerprints) {
+pub fn diff(
+    attributes: &mut Map<String, Json>,
+    known: Option<&Fingerprints>,
+) -> (Diff, Fingerprints) {
     let mut sent: Fingerprints =
         attributes.iter().map(|(name, value)| (name.clone(), fingerprint(value))).collect();
     let Some(known) = known else { return (Diff::Unknown, sent) };

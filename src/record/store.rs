@@ -41,27 +41,16 @@ impl RecordStore {
     }
 
     /// What the record holds for each of `customers` that it knows.
-    pub async fn load(&self, customers: &[String]) -> Result<HashMap<String, Fingerprints>, PgError> {
+    pub async fn load(
+        &self,
+        customers: &[String],
+    ) -> Result<HashMap<String, Fingerprints>, PgError> {
         if customers.is_empty() {
             return Ok(HashMap::new());
         }
         let mut checked_out = self.checkout().await?;
-        let rows = checked_out
-            .client()
-            .query(
-                "SELECT customer_id, attributes FROM ciosync.accepted \
-                 WHERE slot = $1 AND customer_id = ANY($2)",
-                &[&self.slot, &customers],
-            )
-            .await;
-        let rows = checked_out.keep_if_ok(rows).map_err(PgError::stored(READ))?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let attributes: Json = row.get(1);
-                (row.get::<_, String>(0), fingerprints_of(&attributes))
-            })
-            .collect())
+        let loaded = load(checked_out.client(), &self.slot, customers).await;
+        checked_out.keep_if_ok(loaded)
     }
 
     /// Stores one batch's effects in one transaction: the customers
@@ -129,7 +118,11 @@ impl CheckedOut<'_> {
     }
 }
 
-async fn write_in(client: &mut Client, slot: &str, write: &Write) -> Result<(), tokio_postgres::Error> {
+async fn write_in(
+    client: &mut Client,
+    slot: &str,
+    write: &Write,
+) -> Result<(), tokio_postgres::Error> {
     let (customers, attributes): (Vec<&str>, Vec<Json>) =
         write.set.iter().map(|(customer, set)| (customer.as_str(), json_of(set))).unzip();
     let tx = client.transaction().await?;
@@ -151,6 +144,30 @@ async fn write_in(client: &mut Client, slot: &str, write: &Write) -> Result<(), 
         .await?;
     }
     tx.commit().await
+}
+
+/// What `slot`'s record holds for each of `customers` that it knows, read
+/// on the caller's connection (`ciosync plan` reads it in its snapshot).
+pub async fn load(
+    client: &Client,
+    slot: &str,
+    customers: &[String],
+) -> Result<HashMap<String, Fingerprints>, PgError> {
+    let rows = client
+        .query(
+            "SELECT customer_id, attributes FROM ciosync.accepted \
+             WHERE slot = $1 AND customer_id = ANY($2)",
+            &[&slot, &customers],
+        )
+        .await
+        .map_err(PgError::stored(READ))?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let attributes: Json = row.get(1);
+            (row.get::<_, String>(0), fingerprints_of(&attributes))
+        })
+        .collect())
 }
 
 /// Forgets `customers` in `slot`'s record, on the caller's connection: for

@@ -14,8 +14,20 @@ fn known(value: Value) -> Fingerprints {
 fn a_fingerprint_is_stable_and_tells_values_and_types_apart() {
     // The first 8 bytes of SHA-256("\"Ann\""), as stored: a change of
     // hash would make every stored record useless at an upgrade.
-    assert_eq!(fingerprint(&json!("Ann")), i64::from_be_bytes([0xc1, 0x3d, 0x58, 0x48, 0x57, 0x22, 0x26, 0x64]));
-    let values = [json!("1"), json!(1), json!(1.5), json!(null), json!(true), json!([1]), json!({"a": 1}), json!("")];
+    assert_eq!(
+        fingerprint(&json!("Ann")),
+        i64::from_be_bytes([0xc1, 0x3d, 0x58, 0x48, 0x57, 0x22, 0x26, 0x64])
+    );
+    let values = [
+        json!("1"),
+        json!(1),
+        json!(1.5),
+        json!(null),
+        json!(true),
+        json!([1]),
+        json!({"a": 1}),
+        json!(""),
+    ];
     for (i, a) in values.iter().enumerate() {
         for b in &values[i + 1..] {
             assert_ne!(fingerprint(a), fingerprint(b), "{a} and {b}");
@@ -35,7 +47,8 @@ fn an_unknown_customer_is_sent_whole() {
 #[test]
 fn what_customerio_holds_is_taken_out() {
     let record = known(json!({"email": "a@x.io", "plan": "free", "first_name": "Ann"}));
-    let mut sent = attributes(json!({"email": "a@x.io", "plan": "pro", "first_name": "Ann", "about": null}));
+    let mut sent =
+        attributes(json!({"email": "a@x.io", "plan": "pro", "first_name": "Ann", "about": null}));
     let (diff, set) = diff(&mut sent, Some(&record));
     assert_eq!(diff, Diff::Stripped(2));
     assert_eq!(Value::Object(sent), json!({"plan": "pro", "about": null}));

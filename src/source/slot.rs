@@ -147,7 +147,7 @@ async fn queue_backfills(sql: &Client, config: &Config, state: &State<'_>) -> Re
             .await
             .map_err(PgError::sql("estimate a table's rows"))?
             .get(0);
-        let id = state.enqueue_backfill(&table, None, None, estimate).await?;
+        let id = state.enqueue_backfill(&table, None, None, estimate, false).await?;
         tracing::warn!(%slot, %table, backfill = id, "backfill queued for the recreated slot");
     }
     state.record_slot_recreated().await
