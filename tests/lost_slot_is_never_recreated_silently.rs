@@ -2,7 +2,9 @@
 //! by `max_slot_wal_keep_size` — stops the daemon with exit status 3 and an
 //! error naming the slot and the recovery, creating nothing; with
 //! `on_slot_lost = "recreate_and_backfill"` the slot is recreated and every
-//! row backfilled, so changes made while it was gone arrive.
+//! row backfilled, so changes made while it was gone arrive (and nothing
+//! Customer.io has is sent again), and `ciosync deletes gone --send`
+//! removes the customers deleted meanwhile.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,7 +12,10 @@ use std::time::Duration;
 use ciosync_testkit::throwaway::ThrowawayPostgres;
 
 use crate::support::daemon::{config_file, run_binary, InProcess};
-use crate::support::emulator::{self, wait_for_customers};
+use serde_json::json;
+
+use crate::backfill_yields_to_newer_changes::wait_for_backfill;
+use crate::support::emulator::{self, identifies_of, wait_for_attribute, wait_for_customers};
 use crate::support::postgres::{TestDb, USERS_TABLE};
 use crate::support::{customers_match_rows, CONVERGE};
 
@@ -67,7 +72,8 @@ async fn a_lost_slot_is_recreated_and_backfilled_when_configured() {
     let db = TestDb::new("slot_recreated").await;
     db.exec(USERS_TABLE).await;
     db.exec(
-        "INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'free'), (2, 'b@x.io', 'free')",
+        "INSERT INTO users (id, email, plan) \
+         SELECT g, 'u' || g || '@x.io', 'free' FROM generate_series(1, 20) g",
     )
     .await;
     let emulator = emulator::start().await;
@@ -77,11 +83,13 @@ async fn a_lost_slot_is_recreated_and_backfilled_when_configured() {
     assert!(customers_match_rows(&db, &emulator).await, "the initial copy");
     daemon.stop().await.unwrap();
 
-    // Lost, and changes meanwhile that no slot holds.
+    // Lost, and changes meanwhile that no slot holds: an update, an
+    // insert, three deletes.
     db.wait_for_slot_released().await;
     db.exec(&format!("SELECT pg_drop_replication_slot('{}')", db.name)).await;
     db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
-    db.exec("INSERT INTO users (id, email, plan) VALUES (3, 'c@x.io', 'team')").await;
+    db.exec("INSERT INTO users (id, email, plan) VALUES (21, 'c@x.io', 'team')").await;
+    db.exec("DELETE FROM users WHERE id >= 18 AND id <= 20").await;
 
     let recreate = config.replacen(
         "status_interval_ms = 200\n",
@@ -90,7 +98,15 @@ async fn a_lost_slot_is_recreated_and_backfilled_when_configured() {
     );
     let daemon = InProcess::start(&recreate);
     db.wait_for_streaming().await;
-    assert!(customers_match_rows(&db, &emulator).await, "the backfill sent the gap");
+    let id: i64 = db
+        .client
+        .query_one("SELECT max(id) FROM ciosync.backfills WHERE slot = $1", &[&db.name])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(wait_for_backfill(&db, id, "done").await, "the backfill did not finish");
+    assert!(wait_for_attribute(&emulator, "1", "plan", json!("pro")).await, "the gap's update");
+    assert!(wait_for_attribute(&emulator, "21", "plan", json!("team")).await, "the gap's insert");
     assert_eq!(daemon.counters.slots_recreated.load(Ordering::Relaxed), 1);
     let row = db
         .client
@@ -102,6 +118,27 @@ async fn a_lost_slot_is_recreated_and_backfilled_when_configured() {
         .await
         .unwrap();
     assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1)), (1, 1));
+    // Unchanged customers were not sent again: the record says Customer.io has them.
+    for unchanged in 2..=17 {
+        assert_eq!(
+            identifies_of(&emulator, &unchanged.to_string()).len(),
+            1,
+            "{unchanged} re-sent"
+        );
+    }
+
+    // The deletes the stream never carried: counted, then sent.
+    let file = config_file(&recreate);
+    let out = run_binary(&["deletes", "gone"], file.path()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.starts_with("3 customers"), "{stdout}");
+    assert!(!stdout.contains("18"), "ids shown without --show-ids: {stdout}");
+    let out = run_binary(&["deletes", "gone", "--send"], file.path()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.starts_with("removed 3,"), "{stdout}");
+    assert!(customers_match_rows(&db, &emulator).await, "the gap's deletes");
+    let plan = run_binary(&["plan"], file.path()).await;
+    assert_eq!(plan.status.code(), Some(0), "{}", String::from_utf8_lossy(&plan.stdout));
 
     // And the new slot streams.
     db.exec("UPDATE users SET plan = 'team' WHERE id = 2").await;

@@ -63,6 +63,20 @@ pub enum DeletesCommand {
         #[command(flatten)]
         which: Which,
     },
+    /// Count the customers the record of what Customer.io accepted holds
+    /// whose row is gone (deleted while no slot existed); `--send` removes
+    /// them from Customer.io.
+    Gone {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Send their removals (each `[[sync]]` table's `delete_action`).
+        #[arg(long)]
+        send: bool,
+        /// Show a few of their ids (customer data: off by default).
+        #[arg(long)]
+        show_ids: bool,
+    },
 }
 
 /// What `ciosync deletes` was asked to do.
@@ -71,6 +85,7 @@ pub enum Request {
     List { json: bool },
     Approve(Selection),
     Discard(Selection),
+    Gone { send: bool, show_ids: bool },
 }
 
 impl DeletesCommand {
@@ -84,6 +99,7 @@ impl DeletesCommand {
             Self::Discard { config, which } => {
                 (config, selection("discard", which).map(Request::Discard))
             }
+            Self::Gone { config, send, show_ids } => (config, Ok(Request::Gone { send, show_ids })),
         }
     }
 }
@@ -156,6 +172,7 @@ async fn execute(config: &Config, request: Request) -> Result<(), CommandError> 
             emit(&format!("discarded {discarded} held {}\n", noun(discarded)))?;
             refresh_when_decided(config, &sql, &table).await
         }
+        Request::Gone { send, show_ids } => emit(&super::gone::run(config, send, show_ids).await?),
     }
 }
 
@@ -369,7 +386,7 @@ fn summary(sent: u64, refused: u64) -> String {
 
 /// Posts one batch until Customer.io gives a definite answer: the indexes
 /// of the items it refused (kept held), or why nothing more can be sent.
-async fn send(
+pub(super) async fn send(
     client: &TrackClient,
     body: Vec<u8>,
     items: usize,

@@ -20,6 +20,7 @@ pub mod backfill;
 pub mod current;
 pub mod deletes;
 pub mod dlq;
+mod gone;
 pub mod plan;
 pub mod select;
 

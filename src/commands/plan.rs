@@ -214,6 +214,23 @@ impl TablePlan {
 /// Customers the record holds that no synced table has a row for that
 /// syncs (inside its filter, not soft-deleted), and a few of their ids.
 async fn deletes(sql: &Client, config: &Config) -> Result<(u64, Vec<String>), PgError> {
+    let query = format!(
+        "SELECT count(*), (array_agg(customer_id ORDER BY customer_id))[1:{EXAMPLES}] \
+         FROM ciosync.accepted a WHERE slot = $1 AND {}",
+        gone_condition(config)
+    );
+    let row = sql
+        .query_one(&query, &[&config.postgres.slot])
+        .await
+        .map_err(PgError::sql("look for customers whose row is gone"))?;
+    let examples: Option<Vec<String>> = row.get(1);
+    Ok((row.get::<_, i64>(0) as u64, examples.unwrap_or_default()))
+}
+
+/// The condition on `ciosync.accepted a` that its customer has no row
+/// that syncs in any `[[sync]]` table: none with its id, or only rows
+/// outside the table's filter or soft-deleted.
+pub(super) fn gone_condition(config: &Config) -> String {
     let gone: Vec<String> = config
         .sync
         .iter()
@@ -228,17 +245,11 @@ async fn deletes(sql: &Client, config: &Config) -> Result<(u64, Vec<String>), Pg
             format!("NOT EXISTS (SELECT 1 FROM {} AS t WHERE {condition})", sync.table.quoted())
         })
         .collect();
-    let query = format!(
-        "SELECT count(*), (array_agg(customer_id ORDER BY customer_id))[1:{EXAMPLES}] \
-         FROM ciosync.accepted a WHERE slot = $1 AND {}",
-        if gone.is_empty() { "false".to_owned() } else { gone.join(" AND ") }
-    );
-    let row = sql
-        .query_one(&query, &[&config.postgres.slot])
-        .await
-        .map_err(PgError::sql("look for customers whose row is gone"))?;
-    let examples: Option<Vec<String>> = row.get(1);
-    Ok((row.get::<_, i64>(0) as u64, examples.unwrap_or_default()))
+    if gone.is_empty() {
+        "false".to_owned()
+    } else {
+        format!("({})", gone.join(" AND "))
+    }
 }
 
 fn render(plan: &Plan, config: &Config) -> String {
@@ -262,7 +273,7 @@ fn render(plan: &Plan, config: &Config) -> String {
     }
     out.push_str(&format!(
         "deletes: {} customers in the record have no row that syncs (gone, filtered out or \
-         soft-deleted){}; a backfill does not delete them\n",
+         soft-deleted){}; a backfill does not delete them, `ciosync deletes gone --send` does\n",
         plan.deletes,
         ids(&plan.delete_examples)
     ));

@@ -122,7 +122,8 @@ async fn recover(
     create(sql, slot, failover_wanted(sql, config).await?).await?;
     tracing::warn!(
         %slot,
-        "replication slot recreated; `ciosync backfill --status` follows the backfills"
+        "replication slot recreated; `ciosync backfill --status` follows the backfills, \
+         `ciosync deletes gone` counts the customers deleted while no slot existed"
     );
     Ok(())
 }
