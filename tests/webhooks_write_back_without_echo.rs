@@ -121,6 +121,38 @@ async fn write_back_sets_the_column_and_does_not_echo() {
     // The application writing the same column is synced as always.
     db.exec("UPDATE users SET email_opt_out = false WHERE id = 1").await;
     assert!(wait_for_attribute(&emulator, "1", "email_opt_out", json!(false)).await);
+
+    // Back to the value the record of what Customer.io accepted held before
+    // the write-back: Customer.io set the other value itself, so this is
+    // sent (the write-back took the attribute out of the record).
+    db.exec("INSERT INTO users (id, email, email_opt_out) VALUES (3, 'c@x.io', false)").await;
+    assert!(wait_for_attribute(&emulator, "3", "email_opt_out", json!(false)).await);
+    let recorded = || async {
+        let held = "SELECT count(*) FROM ciosync.accepted \
+                    WHERE customer_id = '3' AND attributes ? 'email_opt_out'";
+        db.client.query_one(held, &[]).await.unwrap().get::<_, i64>(0)
+    };
+    let deadline = tokio::time::Instant::now() + crate::support::CONVERGE;
+    while recorded().await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the insert was not recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let unsubscribed = event(
+        "01HXWB00000000000000000009",
+        "customer",
+        "unsubscribed",
+        json!({"identifiers": {"id": "3", "email": "c@x.io", "cio_id": "c3"}}),
+    );
+    assert_eq!(Delivery::of(&unsubscribed).send(&url).await.0, 200);
+    assert_eq!(recorded().await, 0, "the write-back left the attribute in the record");
+    db.exec("UPDATE users SET email_opt_out = false WHERE id = 3").await;
+    let sent_false = |e: &ciosync_emulator::Emulator| {
+        identifies_of(e, "3")
+            .iter()
+            .filter(|a| a.get("email_opt_out") == Some(&json!(false)))
+            .count()
+    };
+    assert!(crate::support::emulator::wait_for(&emulator, |e| sent_false(e) == 2).await);
     daemon.stop().await.unwrap();
 }
 

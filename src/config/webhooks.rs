@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{Config, ConfigError};
 use crate::listener::Limits;
 use crate::pg::name::TableName;
-use crate::pg::quote::{quote_ident, quoted_table};
+use crate::pg::quote::{quote_ident, quote_literal, quoted_table};
 use crate::secret::Secret;
 
 /// Default path Customer.io posts to.
@@ -357,10 +357,34 @@ pub fn resolve(config: &Config) -> Result<Vec<WriteBack>, ConfigError> {
         };
         let column = quote_ident(&wb.column);
         // Only when it changes: no WAL, no trigger, for a repeated event.
-        let statement = format!(
+        let update = format!(
             "UPDATE {} SET {column} = {value} WHERE {matches} AND {column} IS DISTINCT FROM {value}",
             quoted_table(schema, name)
         );
+        // The attributes mapped from the column leave the record of what
+        // Customer.io accepted (Customer.io set the value itself, and the
+        // write is not sent), so the application's next change of the
+        // column is sent, even back to the value the record held.
+        let mapped: Vec<String> = sync
+            .attributes
+            .iter()
+            .filter(|(_, mapped_column)| **mapped_column == wb.column)
+            .map(|(attribute, _)| quote_literal(attribute))
+            .collect();
+        let statement = if mapped.is_empty() {
+            update
+        } else {
+            format!(
+                "WITH written AS ({update} RETURNING {}::text AS customer_id), \
+                 forgotten AS (UPDATE ciosync.accepted a SET attributes = a.attributes - \
+                 ARRAY[{}]::text[] FROM written w \
+                 WHERE a.slot = {} AND a.customer_id = w.customer_id) \
+                 SELECT 1 FROM written",
+                quote_ident(&sync.id_column),
+                mapped.join(", "),
+                quote_literal(&config.postgres.slot)
+            )
+        };
         out.push(WriteBack {
             metric: wb.metric.clone(),
             object_type: wb.object_type.clone(),

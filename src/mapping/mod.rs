@@ -118,10 +118,13 @@ pub struct Mapped {
 pub struct Mapper {
     tables: HashMap<(String, String), SyncConfig>,
     event_tables: HashMap<(String, String), EventTableConfig>,
-    /// Whether a row sent in full (an insert, a restore) carries its NULL
-    /// attributes as `null` rather than leaving them out: with the record
-    /// of what Customer.io accepted on, so the record knows every attribute
-    /// from the first identify on.
+    /// Whether a row sent in full (an insert, a restore) of a table without
+    /// REPLICA IDENTITY FULL carries its NULL attributes as `null` rather
+    /// than leaving them out: with the record of what Customer.io accepted
+    /// on, so the record knows every attribute from the first identify on
+    /// (an UPDATE of such a table sends every attribute, NULLs as `null`,
+    /// anyway). Under FULL an UPDATE sends only what changed, so a value
+    /// another source gave a person whose column is NULL is kept.
     nulls_in_full: bool,
 }
 
@@ -189,7 +192,8 @@ impl Mapper {
             };
         };
         let mut rows = RowMapping::new(sync, change);
-        rows.nulls_in_full = self.nulls_in_full;
+        rows.nulls_in_full =
+            self.nulls_in_full && change.table.replica_identity != ReplicaIdentity::Full;
         let mut out = Mapped::default();
         match &change.op {
             RowOp::Insert { new } => rows.insert(new, &mut out),
