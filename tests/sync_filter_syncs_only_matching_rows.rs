@@ -92,7 +92,7 @@ async fn only_rows_matching_the_filter_are_copied_and_streamed() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(
         serde_json::Value::Object(sent[0].clone()),
-        json!({"email": "e@x.io", "first_name": "Eve", "plan": "team"})
+        json!({"email": "e@x.io", "first_name": "Eve", "plan": "team", "created_at": null, "about": null})
     );
     daemon.stop().await.unwrap();
 }

@@ -147,6 +147,19 @@ fn replica_identity(label: &str, sync: &SyncConfig, table: &Table, record: bool)
              on it once published",
             full,
         ),
+        IdentityKind::Default | IdentityKind::Index
+            if record && keyed && sync.attributes.contains_key(crate::mapping::EMAIL) =>
+        {
+            Finding::warning(
+                label,
+                "replica identity DEFAULT/INDEX: updates send only the attributes that changed \
+                 (by the record of what Customer.io accepted), but an email moved between \
+                 customers by two separate transactions is not ordered, and a claim Customer.io \
+                 drops (answering 200) stays recorded until the email changes again; FULL \
+                 orders every move",
+                full,
+            )
+        }
         IdentityKind::Default | IdentityKind::Index if record && keyed => Finding::ok(
             label,
             "replica identity DEFAULT/INDEX: updates send only the attributes that changed, by \

@@ -52,13 +52,19 @@ fn a_ready_table_gets_its_lines_in_report_order() {
         [
             "id column id is unique and not null",
             "all 1 mapped columns exist",
-            "replica identity DEFAULT/INDEX: updates send only the attributes that changed, by \
-             the record of what Customer.io accepted (FULL is not needed for that; it would \
-             write each updated row whole into the WAL)",
+            "replica identity DEFAULT/INDEX: updates send only the attributes that changed \
+             (by the record of what Customer.io accepted), but an email moved between \
+             customers by two separate transactions is not ordered, and a claim Customer.io \
+             drops (answering 200) stays recorded until the email changes again; FULL \
+             orders every move",
         ]
     );
     assert!(lines.iter().all(|f| f.check == "table public.users"));
-    assert_eq!(lines[2].level, Level::Ok);
+    assert_eq!(lines[2].level, Level::Warning);
+    assert_eq!(
+        lines[2].fix.as_deref(),
+        Some("ALTER TABLE \"public\".\"users\" REPLICA IDENTITY FULL;")
+    );
 }
 
 #[test]
@@ -123,7 +129,14 @@ fn the_replica_identity_line_follows_its_kind_and_the_primary_key() {
     let keyless = with(IdentityKind::Default, false);
     assert!(keyless.message.starts_with("replica identity DEFAULT without a primary key"));
     assert_eq!(keyless.level, Level::Error);
-    assert_eq!(with(IdentityKind::Index, false).level, Level::Ok, "the key holds the id");
+    assert_eq!(with(IdentityKind::Index, false).level, Level::Warning, "email is mapped");
+    // Without email, nothing asks for FULL: the record diffs the updates.
+    let mut no_email = two_tables("", "");
+    no_email.sync[0].attributes.remove("email");
+    no_email.sync[0].attributes.insert("plan".into(), "email".into());
+    let line = judge(&no_email, Some(users()), None)[2].clone();
+    assert_eq!(line.level, Level::Ok, "{}", line.message);
+    assert!(line.message.contains("FULL is not needed"), "{}", line.message);
     let mut unkeyed = users();
     unkeyed.identity_columns = vec!["email".into()];
     let line = judge(&two_tables("", ""), Some(unkeyed), None)[2].clone();

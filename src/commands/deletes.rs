@@ -76,6 +76,9 @@ pub enum DeletesCommand {
         /// Show a few of their ids (customer data: off by default).
         #[arg(long)]
         show_ids: bool,
+        /// Send even more than `delete_guard.max_deletes` removals.
+        #[arg(long, requires = "send")]
+        force: bool,
     },
 }
 
@@ -85,7 +88,7 @@ pub enum Request {
     List { json: bool },
     Approve(Selection),
     Discard(Selection),
-    Gone { send: bool, show_ids: bool },
+    Gone { send: bool, show_ids: bool, force: bool },
 }
 
 impl DeletesCommand {
@@ -99,7 +102,9 @@ impl DeletesCommand {
             Self::Discard { config, which } => {
                 (config, selection("discard", which).map(Request::Discard))
             }
-            Self::Gone { config, send, show_ids } => (config, Ok(Request::Gone { send, show_ids })),
+            Self::Gone { config, send, show_ids, force } => {
+                (config, Ok(Request::Gone { send, show_ids, force }))
+            }
         }
     }
 }
@@ -134,6 +139,13 @@ pub enum CommandError {
         #[source]
         reason: Stop,
     },
+    #[error(
+        "{count} customers would be removed, more than delete_guard.max_deletes ({limit}): \
+         check them with `ciosync deletes gone --show-ids` and `ciosync plan` (a [[sync]] table \
+         removed from the config, or a narrower filter, makes its customers look gone), then \
+         add --force; nothing was sent"
+    )]
+    TooMany { count: u64, limit: u64 },
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),
 }
@@ -172,7 +184,9 @@ async fn execute(config: &Config, request: Request) -> Result<(), CommandError> 
             emit(&format!("discarded {discarded} held {}\n", noun(discarded)))?;
             refresh_when_decided(config, &sql, &table).await
         }
-        Request::Gone { send, show_ids } => emit(&super::gone::run(config, send, show_ids).await?),
+        Request::Gone { send, show_ids, force } => {
+            emit(&super::gone::run(config, send, show_ids, force).await?)
+        }
     }
 }
 
@@ -254,6 +268,9 @@ async fn approve(
             }
             Err(reason) => {
                 table.abandon().await?;
+                // The forget above was in the batch's transaction, rolled
+                // back: Customer.io may have applied some, so forget again.
+                crate::record::store::forget(sql, &config.postgres.slot, &customers).await?;
                 emit(&summary(sent, refused))?;
                 return Err(CommandError::Stopped { sent, reason });
             }

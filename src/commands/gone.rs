@@ -25,7 +25,7 @@ use tokio_postgres::Client;
 use super::current::{Current, Rows};
 use super::deletes::{send, CommandError};
 use super::plan::gone_condition;
-use crate::config::Config;
+use crate::config::{Config, DeleteAction};
 use crate::customer::CustomerOp;
 use crate::pg::PgError;
 use crate::record;
@@ -49,30 +49,43 @@ struct Sent {
 }
 
 /// Runs `ciosync deletes gone`; the text it prints.
+///
+/// `--send` sends at most `delete_guard.max_deletes` removals (a config
+/// edit, such as a `[[sync]]` table removed or a narrower filter, can make
+/// many customers "gone" at once), unless `force`; customers whose removal
+/// the breaker holds are left to `ciosync deletes approve`.
 pub(super) async fn run(
     config: &Config,
     send_them: bool,
     show_ids: bool,
+    force: bool,
 ) -> Result<String, CommandError> {
     let sql = config.postgres.connection().connect_sql().await.map_err(PgError::sql("connect"))?;
     State::open(&sql, &config.postgres.slot).await?;
-    if !send_them {
-        let gone = page(&sql, config, "", i64::MAX).await?;
+    let count = count(&sql, config).await?;
+    let limit = config.delete_guard.max_deletes;
+    if !send_them || count == 0 {
         let mut text = format!(
-            "{} customers in the record of what Customer.io accepted have no row that syncs \
-             (gone, filtered out or soft-deleted)",
-            gone.len()
+            "{count} customers in the record of what Customer.io accepted have no row that \
+             syncs (gone, filtered out or soft-deleted; removals the breaker holds are not \
+             counted)"
         );
-        if show_ids && !gone.is_empty() {
-            let shown: Vec<&str> = gone.iter().take(EXAMPLES).map(String::as_str).collect();
-            text.push_str(&format!(", e.g. {}", shown.join(", ")));
+        if show_ids && count > 0 {
+            text.push_str(&format!(
+                ", e.g. {}",
+                gone(&sql, config, EXAMPLES as i64).await?.join(", ")
+            ));
         }
-        if !gone.is_empty() {
+        if count > 0 {
             text.push_str("; `ciosync deletes gone --send` removes them from Customer.io");
         }
         return Ok(text + "\n");
     }
-    let sent = send_all(config, &sql).await?;
+    if limit > 0 && count > limit && !force {
+        return Err(CommandError::TooMany { count, limit });
+    }
+    let action = removal_action(config)?;
+    let sent = send_all(config, &sql, action).await?;
     Ok(format!(
         "removed {}, refused {} (kept in the record), came back before their removal {}, \
          identified again after it {}\n",
@@ -80,22 +93,40 @@ pub(super) async fn run(
     ))
 }
 
-async fn send_all(config: &Config, sql: &Client) -> Result<Sent, CommandError> {
+/// The one `delete_action` of the synced tables: the record does not say
+/// which table a customer came from, so tables that differ are refused.
+fn removal_action(config: &Config) -> Result<DeleteAction, CommandError> {
+    let mut actions: Vec<DeleteAction> = config.sync.iter().map(|s| s.delete_action).collect();
+    actions.dedup();
+    match actions.as_slice() {
+        [one] => Ok(*one),
+        _ => Err(CommandError::Postgres(PgError::Definite(
+            "the [[sync]] tables differ in delete_action, and the record does not say which \
+             table a gone customer came from: give them one delete_action for this command"
+                .to_owned(),
+        ))),
+    }
+}
+
+async fn send_all(
+    config: &Config,
+    sql: &Client,
+    action: DeleteAction,
+) -> Result<Sent, CommandError> {
     let client = TrackClient::new(&config.customerio, Arc::new(Counters::default()))?;
     let max_backoff = Duration::from_secs(config.customerio.retry_max_backoff_secs);
     let slot = config.postgres.slot.as_str();
     let mut rows = Rows::new(sql, &config.sync);
     let every = rows.every_table();
     let mut sent = Sent::default();
-    let mut after = String::new();
-    loop {
-        let page = page(sql, config, &after, config.customerio.max_batch_ops as i64).await?;
-        let Some(last) = page.last() else { return Ok(sent) };
-        after = last.clone();
+    // One anti-join for all (a page query per batch would read the tables
+    // again each time); bounded by the limit checked above.
+    let all = gone(sql, config, i64::MAX).await?;
+    for page in all.chunks(config.customerio.max_batch_ops.max(1)) {
         let mut still_gone = Vec::new();
         for customer in page {
-            match rows.current(&customer, &every).await? {
-                Current::Gone => still_gone.push(customer),
+            match rows.current(customer, &every).await? {
+                Current::Gone => still_gone.push(customer.clone()),
                 _ => sent.came_back += 1,
             }
         }
@@ -104,12 +135,17 @@ async fn send_all(config: &Config, sql: &Client) -> Result<Sent, CommandError> {
         }
         let items: Vec<_> = still_gone
             .iter()
-            .filter_map(|customer| batch::encode(rows.removal(&every, customer)))
+            .filter_map(|customer| batch::encode(removal(action, customer)))
             .collect();
-        let failed = send(&client, batch::body(&items), items.len(), max_backoff)
-            .await
-            .map_err(|reason| CommandError::Stopped { sent: sent.removed, reason })?;
-        let failed: HashSet<usize> = failed.into_iter().collect();
+        let answered = send(&client, batch::body(&items), items.len(), max_backoff).await;
+        let failed: HashSet<usize> = match answered {
+            Ok(failed) => failed.into_iter().collect(),
+            Err(reason) => {
+                // Customer.io may have applied some: the record forgets them all.
+                record::store::forget(sql, slot, &still_gone).await?;
+                return Err(CommandError::Stopped { sent: sent.removed, reason });
+            }
+        };
         let removed: Vec<String> = still_gone
             .into_iter()
             .enumerate()
@@ -124,6 +160,15 @@ async fn send_all(config: &Config, sql: &Client) -> Result<Sent, CommandError> {
                 record::store::forget(sql, slot, std::slice::from_ref(customer)).await?;
             }
         }
+    }
+    Ok(sent)
+}
+
+fn removal(action: DeleteAction, customer: &str) -> CustomerOp {
+    let id = customer.to_owned();
+    match action {
+        DeleteAction::Delete => CustomerOp::Delete { id },
+        DeleteAction::Suppress => CustomerOp::Suppress { id },
     }
 }
 
@@ -148,22 +193,35 @@ async fn identify_if_back(
     Ok(true)
 }
 
-/// Up to `limit` customers after `after` (in id order) the record holds
-/// and no synced table has a row for that syncs.
-async fn page(
-    sql: &Client,
-    config: &Config,
-    after: &str,
-    limit: i64,
-) -> Result<Vec<String>, PgError> {
+/// How many customers the record holds that no synced table has a row for
+/// that syncs, whose removal the breaker does not hold.
+async fn count(sql: &Client, config: &Config) -> Result<u64, PgError> {
+    let query = format!("SELECT count(*) FROM ciosync.accepted a WHERE {}", condition(config));
+    let row = sql
+        .query_one(&query, &[&config.postgres.slot])
+        .await
+        .map_err(PgError::sql("count the customers whose row is gone"))?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// Up to `limit` of them, in id order.
+async fn gone(sql: &Client, config: &Config, limit: i64) -> Result<Vec<String>, PgError> {
     let query = format!(
-        "SELECT customer_id FROM ciosync.accepted a \
-         WHERE slot = $1 AND customer_id > $2 AND {} ORDER BY customer_id LIMIT $3",
-        gone_condition(config)
+        "SELECT customer_id FROM ciosync.accepted a WHERE {} ORDER BY customer_id LIMIT $2",
+        condition(config)
     );
     let rows = sql
-        .query(&query, &[&config.postgres.slot, &after, &limit])
+        .query(&query, &[&config.postgres.slot, &limit])
         .await
         .map_err(PgError::sql("look for customers whose row is gone"))?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+fn condition(config: &Config) -> String {
+    format!(
+        "a.slot = $1 AND {} AND NOT EXISTS (SELECT 1 FROM ciosync.held_deletes h \
+         WHERE h.slot = a.slot AND h.customer_id = a.customer_id \
+         AND h.state IN ('held', 'pending'))",
+        gone_condition(config)
+    )
 }

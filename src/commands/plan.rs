@@ -235,14 +235,17 @@ pub(super) fn gone_condition(config: &Config) -> String {
         .sync
         .iter()
         .map(|sync| {
+            // The filter inside a subquery of its own, as backfills read it
+            // (`TableReader`), so it reads the table's columns only.
+            let rows = match &sync.filter {
+                Some(filter) => format!("(SELECT * FROM {} WHERE ({filter}))", sync.table.quoted()),
+                None => sync.table.quoted(),
+            };
             let mut condition = format!("t.{}::text = a.customer_id", quote_ident(&sync.id_column));
-            if let Some(filter) = &sync.filter {
-                condition.push_str(&format!(" AND ({filter})"));
-            }
             if let Some(column) = &sync.soft_delete_column {
                 condition.push_str(&format!(" AND t.{} IS NULL", quote_ident(column)));
             }
-            format!("NOT EXISTS (SELECT 1 FROM {} AS t WHERE {condition})", sync.table.quoted())
+            format!("NOT EXISTS (SELECT 1 FROM {rows} AS t WHERE {condition})")
         })
         .collect();
     if gone.is_empty() {

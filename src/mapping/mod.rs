@@ -118,13 +118,13 @@ pub struct Mapped {
 pub struct Mapper {
     tables: HashMap<(String, String), SyncConfig>,
     event_tables: HashMap<(String, String), EventTableConfig>,
-    /// Whether a row sent in full (an insert, a restore) of a table without
-    /// REPLICA IDENTITY FULL carries its NULL attributes as `null` rather
-    /// than leaving them out: with the record of what Customer.io accepted
-    /// on, so the record knows every attribute from the first identify on
-    /// (an UPDATE of such a table sends every attribute, NULLs as `null`,
-    /// anyway). Under FULL an UPDATE sends only what changed, so a value
-    /// another source gave a person whose column is NULL is kept.
+    /// Whether a row sent in full (an insert, a restore) carries its NULL
+    /// attributes as `null` rather than leaving them out: with the record
+    /// of what Customer.io accepted on, so the record knows every attribute
+    /// from the first identify on, and a backfill after it sends nothing for
+    /// an unchanged row. A mapped attribute belongs to the database: a value
+    /// another source gave it in Customer.io is unset where the column is
+    /// NULL (as a backfill always did, and an UPDATE under DEFAULT identity).
     nulls_in_full: bool,
 }
 
@@ -192,8 +192,7 @@ impl Mapper {
             };
         };
         let mut rows = RowMapping::new(sync, change);
-        rows.nulls_in_full =
-            self.nulls_in_full && change.table.replica_identity != ReplicaIdentity::Full;
+        rows.nulls_in_full = self.nulls_in_full;
         let mut out = Mapped::default();
         match &change.op {
             RowOp::Insert { new } => rows.insert(new, &mut out),

@@ -114,13 +114,15 @@ impl Recorded {
         }
         let mut backoff = Backoff::new(self.max_backoff);
         let mut logged: Option<Instant> = None;
+        let mut failing = None;
         while let Err(error) = self.store.write(&write).await {
+            failing.get_or_insert_with(|| self.counters.health.failing_to_store_record());
             Counters::add(&self.counters.record_failures, 1);
             self.counters.health.attempted();
             let delay = backoff.next_delay(None);
             if logged.is_none_or(|at| at.elapsed() >= FAILURE_LOG_INTERVAL) {
                 logged = Some(Instant::now());
-                tracing::warn!(
+                tracing::error!(
                     error = %crate::error::error_chain(&error),
                     retry_in_ms = delay.as_millis() as u64,
                     "cannot write ciosync.accepted (the record of what Customer.io accepted); \

@@ -104,8 +104,13 @@ async fn recover(
         "replication slot lost; postgres.on_slot_lost = recreate_and_backfill: recreating it \
          and backfilling every synced table"
     );
+    // A slot gone (not invalidated) on a server that was ever promoted may
+    // be a failover: the last transactions Customer.io has may be missing
+    // here, in the rows and in the record of what Customer.io accepted
+    // alike, so the backfill sends every row whole.
+    let ignore_record = lost == Lost::Dropped && ever_promoted(sql).await;
     sql.batch_execute("BEGIN").await.map_err(PgError::sql("begin the slot's recovery"))?;
-    let queued = queue_backfills(sql, config, state).await;
+    let queued = queue_backfills(sql, config, state, ignore_record).await;
     let committed = match queued {
         Ok(()) => sql.batch_execute("COMMIT").await.map_err(PgError::sql("commit")),
         Err(error) => Err(error),
@@ -128,9 +133,28 @@ async fn recover(
     Ok(())
 }
 
+/// Whether the server's timeline is past the first (it was promoted at
+/// some point); `true` when that cannot be read, the safe side.
+async fn ever_promoted(sql: &Client) -> bool {
+    let timeline = sql
+        .query_one(
+            "SELECT substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8)",
+            &[],
+        )
+        .await
+        .ok()
+        .and_then(|row| u32::from_str_radix(&row.get::<_, String>(0), 16).ok());
+    timeline.is_none_or(|timeline| timeline > 1)
+}
+
 /// Inside the recovery's transaction: a full backfill of each synced table
 /// (unless an earlier attempt queued one that still waits), and the record.
-async fn queue_backfills(sql: &Client, config: &Config, state: &State<'_>) -> Result<(), PgError> {
+async fn queue_backfills(
+    sql: &Client,
+    config: &Config,
+    state: &State<'_>,
+    ignore_record: bool,
+) -> Result<(), PgError> {
     let slot = &config.postgres.slot;
     for sync in &config.sync {
         let table = sync.table.to_string();
@@ -148,8 +172,14 @@ async fn queue_backfills(sql: &Client, config: &Config, state: &State<'_>) -> Re
             .await
             .map_err(PgError::sql("estimate a table's rows"))?
             .get(0);
-        let id = state.enqueue_backfill(&table, None, None, estimate, false).await?;
-        tracing::warn!(%slot, %table, backfill = id, "backfill queued for the recreated slot");
+        let id = state.enqueue_backfill(&table, None, None, estimate, ignore_record).await?;
+        tracing::warn!(
+            %slot,
+            %table,
+            backfill = id,
+            ignore_record,
+            "backfill queued for the recreated slot"
+        );
     }
     state.record_slot_recreated().await
 }

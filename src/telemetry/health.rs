@@ -102,6 +102,9 @@ pub struct Health {
     /// Delivery tasks failing to store refused operations in
     /// `ciosync.dead_letters` right now (see [`Health::failing_to_store_dead_letters`]).
     dead_letter_store_failing: AtomicU32,
+    /// Delivery tasks failing to write what Customer.io accepted to
+    /// `ciosync.accepted` right now (see [`Health::failing_to_store_record`]).
+    record_store_failing: AtomicU32,
 }
 
 /// One reading of [`Health`], for [`judge`].
@@ -119,6 +122,8 @@ pub struct Snapshot {
     pub last_attempt_ms: u64,
     /// Refused operations cannot be stored in `ciosync.dead_letters`.
     pub dead_letter_store_failing: bool,
+    /// What Customer.io accepted cannot be written to `ciosync.accepted`.
+    pub record_store_failing: bool,
 }
 
 impl Snapshot {
@@ -201,6 +206,19 @@ impl Health {
         DeadLetterStoreFailing(&self.dead_letter_store_failing)
     }
 
+    /// Marks one delivery task as failing to write the record of what
+    /// Customer.io accepted until the guard is dropped; counted as
+    /// [`Health::failing_to_store_dead_letters`] is.
+    pub fn failing_to_store_record(&self) -> DeadLetterStoreFailing<'_> {
+        self.record_store_failing.fetch_add(1, Ordering::Relaxed);
+        DeadLetterStoreFailing(&self.record_store_failing)
+    }
+
+    /// Whether what Customer.io accepted cannot be written to `ciosync.accepted` now.
+    pub fn record_store_failing(&self) -> bool {
+        self.record_store_failing.load(Ordering::Relaxed) > 0
+    }
+
     /// Whether some refused operations cannot be stored in `ciosync.dead_letters` now.
     pub fn dead_letter_store_failing(&self) -> bool {
         self.dead_letter_store_failing.load(Ordering::Relaxed) > 0
@@ -222,6 +240,7 @@ impl Health {
             unauthorized: self.unauthorized(),
             last_attempt_ms: self.last_attempt.load(Ordering::Relaxed),
             dead_letter_store_failing: self.dead_letter_store_failing(),
+            record_store_failing: self.record_store_failing(),
         }
     }
 
@@ -256,6 +275,12 @@ pub fn judge(health: &Snapshot, now_ms: u64, stall_timeout: Duration) -> Result<
                     e.g. a missing INSERT privilege); retrying, nothing is acknowledged meanwhile"
                 .to_owned(),
         );
+    }
+    if health.record_store_failing && delivering {
+        return Err("cannot write ciosync.accepted, the record of what Customer.io accepted \
+                    (the log says why, e.g. a missing privilege); retrying, nothing is \
+                    acknowledged meanwhile"
+            .to_owned());
     }
     match health.phase {
         Phase::Starting => Err("starting: not connected to Postgres yet".to_owned()),
@@ -306,6 +331,7 @@ mod tests {
             unauthorized: false,
             last_attempt_ms: 0,
             dead_letter_store_failing: false,
+            record_store_failing: false,
         }
     }
 
@@ -394,6 +420,17 @@ mod tests {
             ..streaming(false, 0, 0)
         };
         assert!(judge(&connecting, 1, STALL).unwrap_err().contains("not connected"));
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_written_is_not_ready_until_it_is() {
+        let health = Health::default();
+        health.set_phase(Phase::Streaming);
+        let failing = health.failing_to_store_record();
+        let reason = health.readiness(STALL).unwrap_err();
+        assert!(reason.contains("ciosync.accepted"), "{reason}");
+        drop(failing);
+        assert!(health.readiness(STALL).is_ok());
     }
 
     #[test]

@@ -261,6 +261,7 @@ mod tests {
             unauthorized: false,
             last_attempt_ms: 0,
             dead_letter_store_failing: false,
+            record_store_failing: false,
         }
     }
 
