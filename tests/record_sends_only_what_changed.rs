@@ -12,7 +12,7 @@ use ciosync::record::fingerprint;
 use ciosync_emulator::{Emulator, Faults};
 use serde_json::{json, Value};
 
-use crate::support::daemon::{config_file, signal, spawn_binary};
+use crate::support::daemon::{config_file, run_binary, signal, spawn_binary};
 use crate::support::emulator::{self, identifies_of, wait_for, wait_for_attribute};
 use crate::support::postgres::{TestDb, USERS_TABLE};
 use crate::support::{customers_match_rows, eventually, Scenario};
@@ -140,6 +140,16 @@ async fn a_refused_value_is_never_recorded() {
     assert!(wait_for_attribute(&emulator, "1", "plan", json!("pro")).await);
     let calls = identifies_of(&emulator, "1");
     assert_eq!(Value::Object(calls.last().unwrap().clone()), json!({"plan": "pro"}));
+    assert!(poll(|| recorded(&db, "1", "plan")).await.is_some());
+
+    // `dlq retry` sends the refused identify (refreshed from the row) on its
+    // own: afterwards the record knows nothing of the customer.
+    let config = config_file(&db.config(&emulator.url(), ""));
+    let out = run_binary(&["dlq", "retry", "--all"], config.path()).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let held = "SELECT count(*) FROM ciosync.accepted WHERE customer_id = '1'";
+    let held: i64 = db.client.query_one(held, &[]).await.unwrap().get(0);
+    assert_eq!(held, 0, "dlq retry sent to the customer and left the record as it was");
     daemon.stop().await.unwrap();
 }
 

@@ -214,17 +214,19 @@ impl TablePlan {
 /// Customers the record holds that no synced table has a row for that
 /// syncs (inside its filter, not soft-deleted), and a few of their ids.
 async fn deletes(sql: &Client, config: &Config) -> Result<(u64, Vec<String>), PgError> {
-    let query = format!(
-        "SELECT count(*), (array_agg(customer_id ORDER BY customer_id))[1:{EXAMPLES}] \
-         FROM ciosync.accepted a WHERE slot = $1 AND {}",
-        gone_condition(config)
-    );
-    let row = sql
-        .query_one(&query, &[&config.postgres.slot])
+    let gone = format!("FROM ciosync.accepted a WHERE slot = $1 AND {}", gone_condition(config));
+    let what = "look for customers whose row is gone";
+    let slot = &config.postgres.slot;
+    let count: i64 = sql
+        .query_one(&format!("SELECT count(*) {gone}"), &[slot])
         .await
-        .map_err(PgError::sql("look for customers whose row is gone"))?;
-    let examples: Option<Vec<String>> = row.get(1);
-    Ok((row.get::<_, i64>(0) as u64, examples.unwrap_or_default()))
+        .map_err(PgError::sql(what))?
+        .get(0);
+    let examples = sql
+        .query(&format!("SELECT customer_id {gone} ORDER BY customer_id LIMIT {EXAMPLES}"), &[slot])
+        .await
+        .map_err(PgError::sql(what))?;
+    Ok((count as u64, examples.iter().map(|row| row.get(0)).collect()))
 }
 
 /// The condition on `ciosync.accepted a` that its customer has no row

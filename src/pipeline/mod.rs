@@ -231,8 +231,9 @@ struct Leased {
     /// The WAL history `progress` was reached on (see `Progress::start_over`).
     history: Option<History>,
     /// With `pipeline.record_accepted = false`, the record to empty before
-    /// anything is sent (it would fall behind Customer.io, and be wrong
-    /// should it be turned on again); `None` once emptied.
+    /// anything is sent under each lease (it would fall behind Customer.io,
+    /// and be wrong should it be turned on again, by a restart or by
+    /// another instance with it on taking the lease meanwhile).
     forget_record: Option<Arc<RecordStore>>,
 }
 
@@ -268,8 +269,8 @@ impl Leased {
         self.stream(lease, &mut breaker, &windows).await
     }
 
-    /// Empties the record when it is turned off, once per process, before
-    /// anything is sent. `Some` when the run ends here.
+    /// Empties the record when it is turned off, before anything is sent
+    /// under this lease. `Some` when the run ends here.
     async fn empty_record(&mut self, lease: &Lease) -> Result<Option<Held>, RunError> {
         let Some(record) = self.forget_record.clone() else { return Ok(None) };
         let lease_ended = lease.ended();
@@ -289,7 +290,6 @@ impl Leased {
                             "pipeline.record_accepted is off: emptied ciosync.accepted"
                         );
                     }
-                    self.forget_record = None;
                     return Ok(None);
                 }
                 Err(error) if error.is_transient() => {

@@ -202,10 +202,10 @@ impl Sink {
     /// before a batch counts as completed (see [`crate::record`]).
     pub fn with_record(mut self, store: Arc<RecordStore>) -> Self {
         let counters = self.counters.clone();
-        if let Some(delivery) = Arc::get_mut(&mut self.delivery) {
-            let max_backoff = delivery.max_backoff;
-            delivery.recorded = Some(recorded::Recorded { store, counters, max_backoff });
-        }
+        let delivery = Arc::get_mut(&mut self.delivery)
+            .expect("the record is set up before any delivery task shares the delivery");
+        let max_backoff = delivery.max_backoff;
+        delivery.recorded = Some(recorded::Recorded { store, counters, max_backoff });
         self
     }
 
