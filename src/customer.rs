@@ -98,8 +98,9 @@ pub enum Released {
     /// Nothing: an insert, a table without `email`, an old row whose email was NULL.
     #[default]
     Nothing,
-    /// This email (REPLICA IDENTITY FULL: the old row is known).
-    Email(String),
+    /// This email (REPLICA IDENTITY FULL: the old row is known), as the
+    /// old row's text: read only when an operation frees it (issue 24).
+    Email(bytes::Bytes),
     /// Perhaps an email, which one is not known: the old row is not sent
     /// (DEFAULT identity).
     Unknown,

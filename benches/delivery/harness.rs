@@ -558,6 +558,8 @@ struct Settings<'a> {
     postgres_extra: &'a str,
     customerio_extra: &'a str,
     initial_sync: bool,
+    /// A program (with its arguments) that runs the daemon, e.g. valgrind.
+    wrapper: &'a [String],
 }
 
 /// `ciosync run` as a child process.
@@ -591,7 +593,26 @@ impl Daemon {
         postgres_extra: &str,
         customerio_extra: &str,
     ) -> Res<Self> {
-        let settings = Settings { slot, postgres_extra, customerio_extra, initial_sync: false };
+        let settings =
+            Settings { slot, postgres_extra, customerio_extra, initial_sync: false, wrapper: &[] };
+        Self::spawn(dir, pg, emulator, api_key, &settings)
+    }
+
+    /// [`Daemon::start_on`] run by `wrapper` (a program and its arguments,
+    /// e.g. `valgrind --tool=callgrind`), which must run it in its own process.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_wrapped(
+        dir: &Path,
+        pg: &Pg,
+        emulator: &Emulator,
+        api_key: &str,
+        slot: &str,
+        postgres_extra: &str,
+        customerio_extra: &str,
+        wrapper: &[String],
+    ) -> Res<Self> {
+        let settings =
+            Settings { slot, postgres_extra, customerio_extra, initial_sync: false, wrapper };
         Self::spawn(dir, pg, emulator, api_key, &settings)
     }
 
@@ -604,7 +625,13 @@ impl Daemon {
         slot: &str,
         customerio_extra: &str,
     ) -> Res<Self> {
-        let settings = Settings { slot, postgres_extra: "", customerio_extra, initial_sync: true };
+        let settings = Settings {
+            slot,
+            postgres_extra: "",
+            customerio_extra,
+            initial_sync: true,
+            wrapper: &[],
+        };
         Self::spawn(dir, pg, emulator, api_key, &settings)
     }
 
@@ -615,7 +642,7 @@ impl Daemon {
         api_key: &str,
         settings: &Settings,
     ) -> Res<Self> {
-        let Settings { slot, postgres_extra, customerio_extra, initial_sync } = *settings;
+        let Settings { slot, postgres_extra, customerio_extra, initial_sync, wrapper } = *settings;
         let config = dir.join(format!("ciosync-{slot}.toml"));
         let text = format!(
             r#"[postgres]
@@ -650,7 +677,15 @@ sent_ms = "sent_ms"
         );
         write_private(&config, &text)?;
         let log = dir.join(format!("ciosync-{slot}.log"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ciosync"));
+        let binary = env!("CARGO_BIN_EXE_ciosync");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .args(["run", "--log-format", "json", "--config"])
             .arg(&config)
@@ -696,9 +731,14 @@ sent_ms = "sent_ms"
     }
 
     /// SIGTERM, then up to 30 s for a clean exit, then SIGKILL.
-    pub async fn stop(mut self) -> Option<ExitStatus> {
+    pub async fn stop(self) -> Option<ExitStatus> {
+        self.stop_within(Duration::from_secs(30)).await
+    }
+
+    /// SIGTERM, then up to `grace` for a clean exit, then SIGKILL.
+    pub async fn stop_within(mut self, grace: Duration) -> Option<ExitStatus> {
         let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);

@@ -6,7 +6,9 @@
 //! ```
 //!
 //! Scenarios: `throughput`, `latency`, `hot-rows`, `rss`, `startup`,
-//! `initial-copy` (at 0 ms and `BENCH_LATENCY_MS`; `BENCH_COPY_ROWS` rows).
+//! `initial-copy` (at 0 ms and `BENCH_LATENCY_MS`; `BENCH_COPY_ROWS` rows),
+//! `instructions` (under valgrind's callgrind, `BENCH_CG_USERS` rows; only
+//! when named).
 //! `throughput` delivers to an accept-only emulator at 0 ms and at
 //! `BENCH_LATENCY_MS` (default 150) with default settings, and at 0 ms with
 //! 1000 requests/s; `BENCH_USERS` (default 200,000) shortens it. Each starts a
@@ -24,6 +26,7 @@
 
 mod copy;
 mod harness;
+mod instructions;
 mod scenarios;
 mod startup;
 mod throughput;
@@ -48,6 +51,9 @@ const SCENARIOS: &[(&str, &str, &str, Scenario)] = &[
     ("rss", scenarios::RSS_NAME, scenarios::RSS_TARGET, |c| Box::pin(scenarios::peak_rss(c))),
     ("initial-copy", copy::COPY_NAME, copy::COPY_TARGET, |c| Box::pin(copy::initial_copy(c))),
     ("startup", startup::STARTUP_NAME, startup::STARTUP_TARGET, |c| Box::pin(startup::startup(c))),
+    ("instructions", instructions::INSTRUCTIONS_NAME, instructions::INSTRUCTIONS_TARGET, |c| {
+        Box::pin(instructions::instructions(c))
+    }),
 ];
 
 fn main() -> ExitCode {
@@ -80,7 +86,8 @@ fn main() -> ExitCode {
         }
     }
     if selected.is_empty() {
-        selected = (0..SCENARIOS.len()).collect();
+        // `instructions` (valgrind, a few minutes) runs only when named.
+        selected = (0..SCENARIOS.len()).filter(|&i| SCENARIOS[i].0 != "instructions").collect();
     }
     selected.sort_unstable();
     selected.dedup();

@@ -199,27 +199,7 @@ async fn recvlogical_run(
 ) -> Res<(f64, f64, f64)> {
     progress("throughput: pg_recvlogical");
     let recv_log = dir.join("pg_recvlogical.log");
-    let args = [
-        "-d".to_owned(),
-        pg.conninfo(),
-        "-S".to_owned(),
-        RECV_SLOT.to_owned(),
-        "--start".to_owned(),
-        "-P".to_owned(),
-        "pgoutput".to_owned(),
-        "-o".to_owned(),
-        "proto_version=1".to_owned(),
-        "-o".to_owned(),
-        format!("publication_names={PUBLICATION}"),
-        // ciosync asks for logical messages too (backfill watermarks); the
-        // same options make the walsender do the same work.
-        "-o".to_owned(),
-        "messages=true".to_owned(),
-        format!("--endpos={end_lsn}"),
-        "--no-loop".to_owned(),
-        "-f".to_owned(),
-        "/dev/null".to_owned(),
-    ];
+    let args = recvlogical_args(pg, RECV_SLOT, end_lsn);
     let mut cpu = CpuMeter::start(pg);
     let started = Instant::now();
     let mut child = Command::new(recvlogical)
@@ -262,6 +242,32 @@ async fn recvlogical_run(
         cpu.seconds("pg_recvlogical").unwrap_or(0.0),
         cpu.seconds("postgres walsender (pg_recvlogical's slot)").unwrap_or(0.0),
     ))
+}
+
+/// `pg_recvlogical`'s arguments: stream `slot` to /dev/null with the
+/// options ciosync uses, and exit at `end_lsn`.
+pub fn recvlogical_args(pg: &Pg, slot: &str, end_lsn: &str) -> Vec<String> {
+    vec![
+        "-d".to_owned(),
+        pg.conninfo(),
+        "-S".to_owned(),
+        slot.to_owned(),
+        "--start".to_owned(),
+        "-P".to_owned(),
+        "pgoutput".to_owned(),
+        "-o".to_owned(),
+        "proto_version=1".to_owned(),
+        "-o".to_owned(),
+        format!("publication_names={PUBLICATION}"),
+        // ciosync asks for logical messages too (backfill watermarks); the
+        // same options make the walsender do the same work.
+        "-o".to_owned(),
+        "messages=true".to_owned(),
+        format!("--endpos={end_lsn}"),
+        "--no-loop".to_owned(),
+        "-f".to_owned(),
+        "/dev/null".to_owned(),
+    ]
 }
 
 /// Runs ciosync on the run's slot until it is acknowledged up to `end_lsn`.

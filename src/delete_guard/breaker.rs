@@ -168,6 +168,13 @@ impl Breaker {
         Ok(())
     }
 
+    /// Whether [`Breaker::route`] would pass `op` as it is without waiting
+    /// for anything: no removal it counts, nothing tripped or held. Lets
+    /// the stream skip building `route`'s future, nearly always (issue 24).
+    pub fn passes(&self, op: &CustomerOp, guarded: bool) -> bool {
+        !(self.is_holding() || guarded && Action::of(op).is_some())
+    }
+
     /// Decides one operation: `Some` to push it to the sink, `None` when it
     /// is held. `guarded` says whether a removal counts (a lone removal of
     /// a row, not the delete of an id change). Any operation that is sent

@@ -20,8 +20,6 @@ pub mod events;
 pub mod report;
 pub mod value;
 
-use std::collections::HashMap;
-
 use serde_json::{Map, Value as Json};
 
 use crate::change::{Datum, ReplicaIdentity, Row, RowChange, RowOp, Table};
@@ -116,8 +114,8 @@ pub struct Mapped {
 /// inserts into event tables by their `[[events]]` entry.
 #[derive(Debug, Clone)]
 pub struct Mapper {
-    tables: HashMap<(String, String), SyncConfig>,
-    event_tables: HashMap<(String, String), EventTableConfig>,
+    tables: ByTable<SyncConfig>,
+    event_tables: ByTable<EventTableConfig>,
     /// Whether a row sent in full (an insert, a restore) carries its NULL
     /// attributes as `null` rather than leaving them out: with the record
     /// of what Customer.io accepted on, so the record knows every attribute
@@ -128,17 +126,37 @@ pub struct Mapper {
     nulls_in_full: bool,
 }
 
+/// Entries by schema, then table name: looked up with the change's `&str`s,
+/// so mapping a change allocates no key, and hashed with foldhash (the
+/// names come from the config and the catalogue; issue 24).
+#[derive(Debug, Clone)]
+struct ByTable<T>(foldhash::HashMap<String, foldhash::HashMap<String, T>>);
+
+impl<T> Default for ByTable<T> {
+    fn default() -> Self {
+        Self(foldhash::HashMap::default())
+    }
+}
+
+impl<T> ByTable<T> {
+    fn of<'a>(entries: impl Iterator<Item = ((&'a str, &'a str), T)>) -> Self {
+        let mut map = Self::default();
+        for ((schema, name), entry) in entries {
+            map.0.entry(schema.to_owned()).or_default().insert(name.to_owned(), entry);
+        }
+        map
+    }
+
+    fn get(&self, schema: &str, name: &str) -> Option<&T> {
+        self.0.get(schema)?.get(name)
+    }
+}
+
 impl Mapper {
     /// A mapper for the configured tables.
     pub fn new(syncs: &[SyncConfig]) -> Self {
-        let tables = syncs
-            .iter()
-            .map(|s| {
-                let (schema, name) = s.schema_and_name();
-                ((schema.to_owned(), name.to_owned()), s.clone())
-            })
-            .collect();
-        Self { tables, event_tables: HashMap::new(), nulls_in_full: false }
+        let tables = ByTable::of(syncs.iter().map(|s| (s.schema_and_name(), s.clone())));
+        Self { tables, event_tables: ByTable::default(), nulls_in_full: false }
     }
 
     /// Sends a row's NULL attributes as `null` when the row goes in full
@@ -150,26 +168,21 @@ impl Mapper {
 
     /// Adds the event tables: their inserts become events.
     pub fn with_event_tables(mut self, events: &[EventTableConfig]) -> Self {
-        self.event_tables = events
-            .iter()
-            .map(|e| {
-                let (schema, name) = e.schema_and_name();
-                ((schema.to_owned(), name.to_owned()), e.clone())
-            })
-            .collect();
+        self.event_tables = ByTable::of(events.iter().map(|e| (e.schema_and_name(), e.clone())));
         self
     }
 
     /// Whether `schema.name` is synced.
     pub fn is_synced(&self, schema: &str, name: &str) -> bool {
-        self.tables.contains_key(&(schema.to_owned(), name.to_owned()))
+        self.tables.get(schema, name).is_some()
     }
 
     /// The customer ids a change touches (the new row's and the old row's),
     /// for backfills that must yield to the stream.
     pub fn customer_ids(&self, change: &RowChange) -> Vec<String> {
-        let key = (change.table.schema.clone(), change.table.name.clone());
-        let Some(sync) = self.tables.get(&key) else { return Vec::new() };
+        let Some(sync) = self.tables.get(&change.table.schema, &change.table.name) else {
+            return Vec::new();
+        };
         let Some(index) = change.table.column_index(&sync.id_column) else { return Vec::new() };
         let rows: Vec<&Row> = match &change.op {
             RowOp::Insert { new } => vec![new],
@@ -184,9 +197,9 @@ impl Mapper {
 
     /// Turns one change into operations.
     pub fn map(&self, change: &RowChange) -> Mapped {
-        let key = (change.table.schema.clone(), change.table.name.clone());
-        let Some(sync) = self.tables.get(&key) else {
-            return match self.event_tables.get(&key) {
+        let (schema, name) = (&change.table.schema, &change.table.name);
+        let Some(sync) = self.tables.get(schema, name) else {
+            return match self.event_tables.get(schema, name) {
                 Some(events) => map_event_row(events, change),
                 None => Mapped { skipped: Some(SkipReason::UnknownTable), ..Mapped::default() },
             };
@@ -252,9 +265,7 @@ impl<'a> RowMapping<'a> {
         match full_old.and_then(|old| old.get(index)) {
             None | Some(Datum::UnchangedToast) => Released::Unknown,
             Some(Datum::Null) => Released::Nothing,
-            Some(Datum::Text(bytes)) => {
-                Released::Email(String::from_utf8_lossy(bytes).into_owned())
-            }
+            Some(Datum::Text(bytes)) => Released::Email(bytes.clone()),
         }
     }
 
@@ -316,7 +327,9 @@ impl<'a> RowMapping<'a> {
         };
         // The old id is known when the old row is full, or when it is a
         // key-only row because the key changed (and the id is in the key).
-        let old_id = old.and_then(|o| self.id_of(o));
+        // An id column sent unchanged is the same id: not read again.
+        let id_changed = |o: &&Row| self.id_index.is_some_and(|i| o.get(i) != new.get(i));
+        let old_id = old.filter(id_changed).and_then(|o| self.id_of(o));
         if let Some(old_id) = old_id.filter(|old_id| *old_id != new_id) {
             // With NULLs: the merge would otherwise bring back values the
             // row no longer has.

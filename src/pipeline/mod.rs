@@ -346,7 +346,9 @@ impl Leased {
         breaker: &mut Breaker,
         windows: &Windows,
     ) -> Result<Held, RunError> {
-        let mut starts = Starts::new();
+        // `copy_initial` checked the publication just now (every run does,
+        // with or without a copy); a reconnect checks it again.
+        let mut starts = Starts { publication_checked: true, ..Starts::new() };
         // The final ack goes out with the next status update, at most one
         // status interval away.
         let final_ack_wait = self.config.status_interval() + Duration::from_secs(2);
@@ -432,8 +434,10 @@ impl Leased {
         let lease_ended = lease.ended();
         starts.attempt += 1;
         counters.health.set_phase(Phase::Connecting);
+        let publication = !std::mem::take(&mut starts.publication_checked);
+        let acked = progress.acked();
         let started = tokio::select! {
-            s = Source::start(settings, config, progress.acked(), history.as_ref(), counters.clone()) => s,
+            s = Source::start(settings, config, acked, history.as_ref(), counters.clone(), publication) => s,
             _ = shutdown.cancelled() => return Ok(Started::Ended(Held::Stopped)),
             _ = lease_ended.cancelled() => return Ok(Started::Ended(Held::Lost)),
         };
@@ -520,16 +524,20 @@ impl Leased {
 }
 
 /// Where starting replication sessions stands: the backoff between failed
-/// starts, and whether standing by for a busy slot was said already.
+/// starts, whether standing by for a busy slot was said already, and
+/// whether the publication was just checked (by the initial-copy phase,
+/// right before the first session: not checked twice at start-up).
 struct Starts {
     attempt: u64,
     backoff: Backoff,
     slot_in_use_said: bool,
+    publication_checked: bool,
 }
 
 impl Starts {
     fn new() -> Self {
-        Self { attempt: 0, backoff: Backoff::new(MAX_RECONNECT_BACKOFF), slot_in_use_said: false }
+        let backoff = Backoff::new(MAX_RECONNECT_BACKOFF);
+        Self { attempt: 0, backoff, slot_in_use_said: false, publication_checked: false }
     }
 }
 

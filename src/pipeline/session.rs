@@ -150,6 +150,10 @@ impl Session<'_> {
                 report(&mapped, &change.table, Producer::Stream, self.counters);
                 let guarded = breaker::is_lone_removal(&mapped.ops);
                 for op in mapped.ops {
+                    if self.breaker.passes(&op, guarded) {
+                        self.sink.push_releasing(op, &mapped.released);
+                        continue;
+                    }
                     let routed = tokio::select! {
                         routed = self.breaker.route(op, guarded, change.position.commit_lsn, &mapped.absent) => Some(routed),
                         _ = shutdown.cancelled() => None,

@@ -49,13 +49,13 @@
 //! name ([`super::order`]). A barrier lets nothing after it go before
 //! everything ahead of it has completed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use pgwire_replication::Lsn;
 use tokio::time::Instant;
 
 use super::batch::{self, EncodedItem, ENVELOPE_BYTES};
-use super::order::{self, Order};
+use super::order::{self, HashMap, HashSet, Order};
 use super::size::{estimate, fits_merged, wire_estimate, COMMIT_ENTRY_BYTES, ENCODED_OVERHEAD};
 use crate::customer::{CustomerOp, Released};
 use crate::track_api::MAX_BATCH_BYTES;
@@ -416,8 +416,10 @@ impl Queue {
     /// only.
     fn choose(&self, max_ops: usize) -> Vec<u64> {
         let mut chosen = Vec::with_capacity(max_ops.min(self.entries.len()));
-        let mut in_batch: HashSet<&str> = HashSet::with_capacity(max_ops.min(self.entries.len()));
-        let mut blocked: HashSet<&str> = HashSet::new();
+        let capacity = max_ops.min(self.entries.len());
+        let mut in_batch: HashSet<&str> =
+            HashSet::with_capacity_and_hasher(capacity, Default::default());
+        let mut blocked: HashSet<&str> = HashSet::default();
         // Transactions with an unknown release in flight or held back: no
         // claim of theirs may go.
         let mut release_pending: HashSet<u64> =

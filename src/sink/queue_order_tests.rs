@@ -15,7 +15,7 @@ fn email(id: &str, address: &str) -> CustomerOp {
 }
 
 fn was(address: &str) -> Released {
-    Released::Email(address.into())
+    Released::Email(bytes::Bytes::copy_from_slice(address.as_bytes()))
 }
 
 fn push(q: &mut Queue, op: CustomerOp, released: Released) -> Pushed {

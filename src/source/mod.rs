@@ -147,7 +147,8 @@ async fn make_failover_slot(
 }
 
 impl Source {
-    /// Connects, creates the publication and slot if missing, and starts
+    /// Connects, creates the publication (if `check_publication`: not when
+    /// it was checked just before) and the slot if missing, and starts
     /// streaming after `resume_from` (the last acknowledged position; 0 means
     /// the slot's own `confirmed_flush_lsn`). `previous` is the WAL history
     /// `resume_from` was reached on; on another one (a promoted standby) the
@@ -158,6 +159,7 @@ impl Source {
         resume_from: Lsn,
         previous: Option<&History>,
         counters: Arc<Counters>,
+        check_publication: bool,
     ) -> Result<Self, PgError> {
         let located = settings.connect_sql_located().await.map_err(PgError::sql("connect"))?;
         let (sql, sql_ended, host) = (located.client, located.ended, located.host);
@@ -165,7 +167,7 @@ impl Source {
         // stream (see `session_ended`): a server's idle_session_timeout (Postgres 14+)
         // must not end it. Older servers refuse the setting, which is fine.
         let _ = sql.batch_execute("SET idle_session_timeout = 0").await;
-        let slot = setup::ensure(&sql, config, &counters).await?;
+        let slot = setup::ensure(&sql, config, &counters, check_publication).await?;
         let open = |from: Lsn| async move {
             let replication = settings
                 .replication_config(

@@ -343,15 +343,19 @@ pub fn slot_state_of(slot: &str, row: Option<Slot>) -> SlotState {
     }
 }
 
-/// Creates the publication where missing, then makes sure the slot can be
-/// streamed from: created on the first start, recorded, and never created
-/// again silently once lost (see [`super::slot`]). Returns the slot's state.
+/// Creates the publication where missing (if `publication`), then makes
+/// sure the slot can be streamed from: created on the first start,
+/// recorded, and never created again silently once lost (see
+/// [`super::slot`]). Returns the slot's state.
 pub async fn ensure(
     sql: &Client,
     config: &Config,
     counters: &crate::telemetry::Counters,
+    publication: bool,
 ) -> Result<SlotState, PgError> {
-    ensure_publication(sql, config).await?;
+    if publication {
+        ensure_publication(sql, config).await?;
+    }
     super::slot::ensure(sql, config, counters, true).await
 }
 
