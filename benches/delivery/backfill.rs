@@ -161,6 +161,7 @@ async fn run(
         busiest(&cpu, &["ciosync", "ciosync-emulator"], secs)
     );
     println!("          ciosync backfill --status: {}", status.trim());
+    print!("{}", cpu.report("          "));
     Ok(Rates { copy, backfill: rate })
 }
 
