@@ -17,7 +17,7 @@ pub const COPY_NAME: &str = "initial copy at the realistic round trip / budget l
 pub const COPY_TARGET: &str = ">= 0.8";
 const COPY_ROWS: i64 = 200_000;
 /// ciosync's default request budget × batch size.
-const BUDGET_LIMIT: f64 = 100.0 * 500.0;
+pub const BUDGET_LIMIT: f64 = 100.0 * 500.0;
 
 /// `BENCH_COPY_ROWS` (default 200,000): the table's rows.
 fn rows() -> i64 {
@@ -86,7 +86,7 @@ pub async fn initial_copy(ctx: &Ctx) -> Res<Figure> {
 }
 
 /// Whether `ciosync.initial_copy` says every table of `slot` is done.
-async fn copy_done(db: &Client, slot: &str) -> Res<bool> {
+pub async fn copy_done(db: &Client, slot: &str) -> Res<bool> {
     let exists: bool =
         db.query_one("SELECT to_regclass('ciosync.initial_copy') IS NOT NULL", &[]).await?.get(0);
     if !exists {

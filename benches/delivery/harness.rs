@@ -566,6 +566,7 @@ struct Settings<'a> {
 pub struct Daemon {
     child: Child,
     pub log: PathBuf,
+    config: PathBuf,
     slot: String,
 }
 
@@ -696,11 +697,32 @@ sent_ms = "sent_ms"
             command.env_remove(name);
         }
         let child = command.spawn()?;
-        Ok(Self { child, log, slot: slot.to_owned() })
+        Ok(Self { child, log, config, slot: slot.to_owned() })
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Runs `ciosync <args> --config <this daemon's config>` to the end;
+    /// its stdout, or `Err` with its stderr if it failed.
+    pub fn cli(&self, args: &[&str]) -> Res<String> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ciosync"));
+        command.args(args).arg("--config").arg(&self.config).stdin(Stdio::null());
+        for name in OWNED_VARIABLES {
+            command.env_remove(name);
+        }
+        let output = command.output()?;
+        if !output.status.success() {
+            return Err(format!(
+                "ciosync {} failed ({}): {}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+            .into());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// `Err` with the log's tail if the daemon has exited.

@@ -7,8 +7,10 @@
 //!
 //! Scenarios: `throughput`, `latency`, `hot-rows`, `rss`, `startup`,
 //! `initial-copy` (at 0 ms and `BENCH_LATENCY_MS`; `BENCH_COPY_ROWS` rows),
-//! `instructions` (under valgrind's callgrind, `BENCH_CG_USERS` rows; only
-//! when named).
+//! `backfill` (a copied, streaming table re-sent by `ciosync backfill
+//! --ignore-record`, at 0 ms and `BENCH_LATENCY_MS`; `BENCH_BACKFILL_ROWS`
+//! rows), `instructions` (under valgrind's callgrind, `BENCH_CG_USERS` rows;
+//! only when named).
 //! `throughput` delivers to an accept-only emulator at 0 ms and at
 //! `BENCH_LATENCY_MS` (default 150) with default settings, and at 0 ms with
 //! 1000 requests/s; `BENCH_USERS` (default 200,000) shortens it. Each starts a
@@ -24,6 +26,7 @@
 //! are printed; those naming the database, the slot, the workspace or the
 //! URL are removed.
 
+mod backfill;
 mod copy;
 mod harness;
 mod instructions;
@@ -51,6 +54,9 @@ const SCENARIOS: &[(&str, &str, &str, Scenario)] = &[
     ("rss", scenarios::RSS_NAME, scenarios::RSS_TARGET, |c| Box::pin(scenarios::peak_rss(c))),
     ("initial-copy", copy::COPY_NAME, copy::COPY_TARGET, |c| Box::pin(copy::initial_copy(c))),
     ("startup", startup::STARTUP_NAME, startup::STARTUP_TARGET, |c| Box::pin(startup::startup(c))),
+    ("backfill", backfill::BACKFILL_NAME, backfill::BACKFILL_TARGET, |c| {
+        Box::pin(backfill::backfill(c))
+    }),
     ("instructions", instructions::INSTRUCTIONS_NAME, instructions::INSTRUCTIONS_TARGET, |c| {
         Box::pin(instructions::instructions(c))
     }),

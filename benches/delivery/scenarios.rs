@@ -366,7 +366,8 @@ pub async fn hot_rows(ctx: &Ctx) -> Res<Figure> {
 // ---------------------------------------------------------------------------
 
 pub const RSS_NAME: &str = "ciosync peak RSS, one 1,000,000-row transaction";
-pub const RSS_TARGET: &str = "<= 64 MB";
+/// Issue 24's target (issue 4 asked for 64 MB).
+pub const RSS_TARGET: &str = "<= 32 MB";
 const RSS_ROWS: i64 = 1_000_000;
 
 /// One INSERT of 1,000,000 users while ciosync streams; ciosync's VmHWM
@@ -436,7 +437,7 @@ pub async fn peak_rss(ctx: &Ctx) -> Res<Figure> {
         name: RSS_NAME,
         value: format!("{mb:.1} MB"),
         target: RSS_TARGET,
-        met: Some(mb <= 64.0),
+        met: Some(mb <= 32.0),
         busiest: busiest(
             &cpu,
             &["ciosync", "ciosync-emulator", "postgres walsender (ciosync's slot)"],

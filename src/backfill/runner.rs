@@ -91,8 +91,12 @@ async fn serve(
 const MAX_REREADS: u32 = 10;
 /// Chunks handed to the pipeline whose delivery the runner does not wait
 /// for before reading the next: reading overlaps their round trips. Their
-/// operations are in the sink, within its memory budget.
-pub const MAX_UNDELIVERED: usize = 4;
+/// operations are in the sink, within its memory budget. 16: with 4, a
+/// 150 ms round trip held a backfill to about 26,000 rows/s, half the
+/// default request budget (BENCHMARKS.md, issue 24); a kill -9 re-reads at
+/// most this many chunks, which the record of what Customer.io accepted
+/// then mostly leaves unsent.
+pub const MAX_UNDELIVERED: usize = 16;
 
 /// Chunk numbers: unique for the life of the process, so a retried backfill
 /// never meets a window left from an earlier attempt, and counted from the

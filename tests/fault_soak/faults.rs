@@ -303,6 +303,14 @@ pub struct Injected {
     pub operator: Outcome,
     /// How the operator faults failed, if they did.
     pub problems: Vec<String>,
+    /// How long Customer.io answered 429s ([`Fault::CustomerioRateLimited`]
+    /// stretches), for the 429s per second of them in the summary.
+    pub rate_limited_for: Duration,
+}
+
+/// Time since a rate-limit stretch began, if one was running (it ends now).
+fn rate_limit_ended(since: &mut Option<Instant>) -> Duration {
+    since.take().map_or(Duration::ZERO, |began| began.elapsed())
 }
 
 /// Injects faults at random moments until `duration` has passed and every
@@ -323,12 +331,14 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
     }
     let mut report = Injected::default();
     let mut stretch_ends: Option<Instant> = None;
+    let mut rate_limited_since: Option<Instant> = None;
     while Instant::now() < deadline || !mandatory.is_empty() {
         let next =
             Instant::now() + rng.random_range(Duration::from_millis(300)..Duration::from_secs(3));
         if let Some(ends) = stretch_ends.filter(|ends| *ends <= next) {
             tokio::time::sleep_until(ends).await;
             end_stretch(&targets).await;
+            report.rate_limited_for += rate_limit_ended(&mut rate_limited_since);
             stretch_ends = None;
         }
         tokio::time::sleep_until(next).await;
@@ -338,6 +348,7 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
         if (fault.is_stretch() || fault.is_alone()) && stretch_ends.take().is_some() {
             // One stretch at a time: the new one replaces the old.
             end_stretch(&targets).await;
+            report.rate_limited_for += rate_limit_ended(&mut rate_limited_since);
         }
         match fault {
             Fault::Kill9 => {
@@ -365,6 +376,7 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
                 });
             }
             Fault::CustomerioRateLimited => {
+                rate_limited_since = Some(Instant::now());
                 targets.set_faults(Faults {
                     rate_limit_rate: rng.random_range(0.5..=1.0),
                     retry_after_secs: rng.random_bool(0.5).then_some(1),
@@ -411,6 +423,7 @@ pub async fn inject(targets: Targets<'_>, rng: &mut StdRng, duration: Duration) 
     if let Some(ends) = stretch_ends {
         tokio::time::sleep_until(ends).await;
         end_stretch(&targets).await;
+        report.rate_limited_for += rate_limit_ended(&mut rate_limited_since);
     }
     // The causes of the refusals fixed: `dlq retry` may replay them now.
     targets.lift_refusals();

@@ -566,6 +566,13 @@ impl std::fmt::Display for Summary<'_> {
         for (status, n) in &self.calls.by_status {
             let _ = writeln!(out, "    HTTP {status}: {n}");
         }
+        let limited = self.injected.rate_limited_for.as_secs_f64();
+        let too_many = self.calls.by_status.get(&429).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "  429s: {too_many} in {limited:.1} s of rate-limit stretches ({:.1} per second of them)",
+            too_many as f64 / limited.max(1e-9)
+        );
         let _ = writeln!(out, "  batch items sent (repeats included):");
         for (action, n) in &self.calls.items {
             let _ = writeln!(out, "    {action}: {n}");
