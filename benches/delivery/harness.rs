@@ -594,9 +594,8 @@ impl Daemon {
         postgres_extra: &str,
         customerio_extra: &str,
     ) -> Res<Self> {
-        let settings =
-            Settings { slot, postgres_extra, customerio_extra, initial_sync: false, wrapper: &[] };
-        Self::spawn(dir, pg, emulator, api_key, &settings)
+        let (extra, wrapper) = (customerio_extra, &[]);
+        Self::start_wrapped(dir, pg, emulator, api_key, slot, postgres_extra, extra, wrapper)
     }
 
     /// [`Daemon::start_on`] run by `wrapper` (a program and its arguments,

@@ -55,8 +55,10 @@ pub type Fingerprints = HashMap<String, i64>;
 
 /// The fingerprint of one attribute value, as stored.
 pub fn fingerprint(value: &Json) -> i64 {
-    let json = serde_json::to_vec(value).unwrap_or_default();
-    let digest = Sha256::digest(&json);
+    // Written straight into the hash: no copy of the JSON per attribute.
+    let mut hasher = Sha256::new();
+    let _ = serde_json::to_writer(&mut hasher, value);
+    let digest = hasher.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(first)
