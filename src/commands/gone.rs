@@ -24,9 +24,9 @@ use tokio_postgres::Client;
 
 use super::current::{Current, Rows};
 use super::deletes::{send, CommandError};
-use super::plan::gone_condition;
 use crate::config::{Config, DeleteAction};
 use crate::customer::CustomerOp;
+use crate::pg::quote::quote_ident;
 use crate::pg::PgError;
 use crate::record;
 use crate::sink::batch;
@@ -195,7 +195,7 @@ async fn identify_if_back(
 
 /// How many customers the record holds that no synced table has a row for
 /// that syncs, whose removal the breaker does not hold.
-async fn count(sql: &Client, config: &Config) -> Result<u64, PgError> {
+pub(super) async fn count(sql: &Client, config: &Config) -> Result<u64, PgError> {
     let query = format!("SELECT count(*) FROM ciosync.accepted a WHERE {}", condition(config));
     let row = sql
         .query_one(&query, &[&config.postgres.slot])
@@ -205,7 +205,11 @@ async fn count(sql: &Client, config: &Config) -> Result<u64, PgError> {
 }
 
 /// Up to `limit` of them, in id order.
-async fn gone(sql: &Client, config: &Config, limit: i64) -> Result<Vec<String>, PgError> {
+pub(super) async fn gone(
+    sql: &Client,
+    config: &Config,
+    limit: i64,
+) -> Result<Vec<String>, PgError> {
     let query = format!(
         "SELECT customer_id FROM ciosync.accepted a WHERE {} ORDER BY customer_id LIMIT $2",
         condition(config)
@@ -224,4 +228,32 @@ fn condition(config: &Config) -> String {
          AND h.state IN ('held', 'pending'))",
         gone_condition(config)
     )
+}
+
+/// The condition on `ciosync.accepted a` that its customer has no row
+/// that syncs in any `[[sync]]` table: none with its id, or only rows
+/// outside the table's filter or soft-deleted.
+fn gone_condition(config: &Config) -> String {
+    let gone: Vec<String> = config
+        .sync
+        .iter()
+        .map(|sync| {
+            // The filter inside a subquery of its own, as backfills read it
+            // (`TableReader`), so it reads the table's columns only.
+            let rows = match &sync.filter {
+                Some(filter) => format!("(SELECT * FROM {} WHERE ({filter}))", sync.table.quoted()),
+                None => sync.table.quoted(),
+            };
+            let mut condition = format!("t.{}::text = a.customer_id", quote_ident(&sync.id_column));
+            if let Some(column) = &sync.soft_delete_column {
+                condition.push_str(&format!(" AND t.{} IS NULL", quote_ident(column)));
+            }
+            format!("NOT EXISTS (SELECT 1 FROM {rows} AS t WHERE {condition})")
+        })
+        .collect();
+    if gone.is_empty() {
+        "false".to_owned()
+    } else {
+        format!("({})", gone.join(" AND "))
+    }
 }

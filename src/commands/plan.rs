@@ -16,12 +16,12 @@ use std::process::ExitCode;
 use serde::Serialize;
 use tokio_postgres::Client;
 
+use super::gone;
 use crate::backfill::runner::{as_change, as_sent, CHUNK_ROWS};
 use crate::config::{Config, SyncConfig};
 use crate::customer::CustomerOp;
 use crate::error::{error_chain, EXIT_FAILURE, EXIT_USAGE};
 use crate::mapping::Mapper;
-use crate::pg::quote::quote_ident;
 use crate::pg::PgError;
 use crate::record::{self, Diff};
 use crate::schema::store::retyped_attributes;
@@ -51,7 +51,9 @@ pub struct Request {
 #[derive(Debug, Default, Serialize, PartialEq)]
 pub struct Plan {
     pub tables: Vec<TablePlan>,
-    /// Customers the record holds with no row that syncs in any table.
+    /// Customers the record holds with no row that syncs in any table, as
+    /// `ciosync deletes gone` counts them (removals the breaker holds are
+    /// left to `deletes approve`).
     pub deletes: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub delete_examples: Vec<String>,
@@ -131,10 +133,10 @@ async fn look(config: &Config, syncs: &[&SyncConfig], request: &Request) -> Resu
         plan.identifies += table.unknown + table.changed;
         plan.tables.push(table);
     }
-    let (deletes, examples) = deletes(&sql, config).await?;
-    plan.deletes = deletes;
+    // As `ciosync deletes gone` sees them (removals the breaker holds left out).
+    plan.deletes = gone::count(&sql, config).await?;
     if request.show_ids {
-        plan.delete_examples = examples;
+        plan.delete_examples = gone::gone(&sql, config, EXAMPLES as i64).await?;
     }
     sql.batch_execute("COMMIT").await.map_err(PgError::sql("end the plan's snapshot"))?;
     let per_request = config.customerio.max_batch_ops.max(1) as u64;
@@ -208,52 +210,6 @@ impl TablePlan {
         for name in attributes.keys() {
             *self.attributes.entry(name.clone()).or_default() += 1;
         }
-    }
-}
-
-/// Customers the record holds that no synced table has a row for that
-/// syncs (inside its filter, not soft-deleted), and a few of their ids.
-async fn deletes(sql: &Client, config: &Config) -> Result<(u64, Vec<String>), PgError> {
-    let gone = format!("FROM ciosync.accepted a WHERE slot = $1 AND {}", gone_condition(config));
-    let what = "look for customers whose row is gone";
-    let slot = &config.postgres.slot;
-    let count: i64 = sql
-        .query_one(&format!("SELECT count(*) {gone}"), &[slot])
-        .await
-        .map_err(PgError::sql(what))?
-        .get(0);
-    let examples = sql
-        .query(&format!("SELECT customer_id {gone} ORDER BY customer_id LIMIT {EXAMPLES}"), &[slot])
-        .await
-        .map_err(PgError::sql(what))?;
-    Ok((count as u64, examples.iter().map(|row| row.get(0)).collect()))
-}
-
-/// The condition on `ciosync.accepted a` that its customer has no row
-/// that syncs in any `[[sync]]` table: none with its id, or only rows
-/// outside the table's filter or soft-deleted.
-pub(super) fn gone_condition(config: &Config) -> String {
-    let gone: Vec<String> = config
-        .sync
-        .iter()
-        .map(|sync| {
-            // The filter inside a subquery of its own, as backfills read it
-            // (`TableReader`), so it reads the table's columns only.
-            let rows = match &sync.filter {
-                Some(filter) => format!("(SELECT * FROM {} WHERE ({filter}))", sync.table.quoted()),
-                None => sync.table.quoted(),
-            };
-            let mut condition = format!("t.{}::text = a.customer_id", quote_ident(&sync.id_column));
-            if let Some(column) = &sync.soft_delete_column {
-                condition.push_str(&format!(" AND t.{} IS NULL", quote_ident(column)));
-            }
-            format!("NOT EXISTS (SELECT 1 FROM {rows} AS t WHERE {condition})")
-        })
-        .collect();
-    if gone.is_empty() {
-        "false".to_owned()
-    } else {
-        format!("({})", gone.join(" AND "))
     }
 }
 
