@@ -118,6 +118,9 @@ async fn a_lost_slot_is_recreated_and_backfilled_when_configured() {
         .await
         .unwrap();
     assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1)), (1, 1));
+    let ignoring = "SELECT bool_or(ignore_record) FROM ciosync.backfills";
+    let ignoring: bool = db.client.query_one(ignoring, &[]).await.unwrap().get(0);
+    assert!(!ignoring, "a slot lost on a server never promoted: the record holds");
     // Unchanged customers were not sent again: the record says Customer.io has them.
     for unchanged in 2..=17 {
         assert_eq!(
