@@ -136,6 +136,16 @@ async fn a_lost_slot_is_recreated_and_backfilled_when_configured() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.starts_with("3 customers"), "{stdout}");
     assert!(!stdout.contains("18"), "ids shown without --show-ids: {stdout}");
+    // More than delete_guard.max_deletes at once needs --force.
+    let strict = config_file(&(recreate.clone() + "\n[delete_guard]\nmax_deletes = 2\n"));
+    let out = run_binary(&["deletes", "gone", "--send"], strict.path()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("delete_guard.max_deletes (2)") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert!(emulator.customer("18").is_some(), "sent past the limit");
     let out = run_binary(&["deletes", "gone", "--send"], file.path()).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && stdout.starts_with("removed 3,"), "{stdout}");
