@@ -5,7 +5,10 @@
 //! hold; `deletes approve` deletes the rest, `deletes discard` keeps them,
 //! and either resets the breaker. A restart while tripped keeps holding.
 //! `max_share` limits removals to a share of the estimated rows.
+//! `deletes gone` leaves held removals to `deletes approve`, which forgets
+//! the customers it sent in the record of what Customer.io accepted.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use ciosync_emulator::{Emulator, Faults};
@@ -223,5 +226,88 @@ async fn approve_while_customerio_is_down_keeps_everything_held() {
     assert!(out.status.success(), "{stdout}{stderr}");
     assert_eq!(stdout, "approved: sent 15 removals\n");
     assert!(wait_for_customers(&emulator, |_| customers_among_first_20(&emulator) == 0).await);
+    daemon.stop().await.unwrap();
+}
+
+/// The customers whose removal is held.
+async fn held_customers(db: &TestDb) -> BTreeSet<String> {
+    held_rows(db).await.into_iter().filter(|(_, s)| s == "held").map(|(c, _)| c).collect()
+}
+
+/// `deletes gone` leaves to `deletes approve` the customers whose removal
+/// the breaker holds (their rows are gone and the record still holds them):
+/// neither counted, by it or by `plan`, nor sent by `--send`. Only a
+/// customer deleted while no daemon ran (the delete still in the slot) is.
+#[tokio::test]
+async fn deletes_gone_leaves_held_removals_to_approve() {
+    let Scenario { db, emulator, daemon } = start("guard_gone").await;
+    mass_delete(&db, &emulator, &daemon).await;
+    daemon.stop().await.unwrap();
+    let held = held_customers(&db).await;
+    assert!(held.is_subset(&db.recorded_customers().await), "the record forgot held customers");
+    db.exec("DELETE FROM users WHERE id = 25").await;
+
+    let config = config_file(&(db.config(&emulator.url(), "") + GUARD));
+    let out = run_binary(&["plan", "--json"], config.path()).await;
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(4), "{stdout}{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(plan["deletes"], 1, "{stdout}");
+    let out = run_binary(&["deletes", "gone"], config.path()).await;
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success() && stdout.starts_with("1 customers"), "{stdout}{stderr}");
+
+    let out = run_binary(&["deletes", "gone", "--send"], config.path()).await;
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success() && stdout.starts_with("removed 1, refused 0"), "{stdout}{stderr}");
+    assert!(emulator.customer("25").is_none(), "the gone customer was not removed");
+    assert_eq!(customers_among_first_20(&emulator), 15, "a held removal was sent");
+    assert_eq!(held_customers(&db).await, held, "a held removal was decided");
+    assert!(held.is_subset(&db.recorded_customers().await));
+}
+
+/// `deletes approve` forgets in the record the customers it sent (their
+/// next identify goes whole): when it commits, and when it stops after
+/// Customer.io applied the removals but answered only errors (its
+/// transaction rolled back, the removals still held): the record claims
+/// nothing for the customers Customer.io deleted.
+#[tokio::test]
+async fn approve_forgets_the_customers_it_sent_also_when_it_stops() {
+    let Scenario { db, emulator, daemon } = start("guard_approve_record").await;
+    mass_delete(&db, &emulator, &daemon).await;
+    let mut held = held_customers(&db).await;
+    assert!(held.is_subset(&db.recorded_customers().await), "the record forgot held customers");
+    let config = config_file(&db.config(&emulator.url(), ""));
+
+    let first = held.pop_first().unwrap();
+    let id: i64 = db
+        .client
+        .query_one("SELECT id FROM ciosync.held_deletes WHERE customer_id = $1", &[&first])
+        .await
+        .unwrap()
+        .get(0);
+    let out = run_binary(&["deletes", "approve", "--id", &id.to_string()], config.path()).await;
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(stdout, "approved: sent 1 removal\n", "{stderr}");
+    assert!(emulator.customer(&first).is_none());
+    let recorded = db.recorded_customers().await;
+    assert!(!recorded.contains(&first), "approve left the sent customer in the record");
+    assert!(held.is_subset(&recorded), "approve forgot customers it did not send");
+
+    // Customer.io applies every removal, but each answer is lost.
+    emulator.set_faults(Faults {
+        fail_next: 1000,
+        fail_status: 503,
+        fail_after_apply: true,
+        ..Faults::default()
+    });
+    let out = run_binary(&["deletes", "approve", "--all"], config.path()).await;
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("stopped after sending 0; the rest are still held"), "{stderr}");
+    assert_eq!(held_customers(&db).await, held, "rolled back: still held");
+    assert_eq!(customers_among_first_20(&emulator), 0, "Customer.io applied the removals");
+    let claimed: Vec<String> = db.recorded_customers().await.intersection(&held).cloned().collect();
+    assert!(claimed.is_empty(), "the record claims values for deleted customers: {claimed:?}");
     daemon.stop().await.unwrap();
 }

@@ -2,6 +2,7 @@
 //! emulator then ignores a re-created row, as Customer.io does;
 //! `soft_delete_column` removes the customer when set and identifies them in
 //! full when cleared; the initial copy leaves soft-deleted rows out.
+//! `deletes gone --send` refuses tables that differ in `delete_action`.
 
 use ciosync::telemetry::Counters;
 use serde_json::json;
@@ -107,4 +108,55 @@ async fn the_initial_copy_and_backfills_leave_soft_deleted_rows_out() {
     assert!(wait_for_attribute(&emulator, "2", "plan", json!("pro")).await);
     assert_eq!(emulator.customer("2").unwrap()["email"], json!("b@x.io"));
     daemon.stop().await.unwrap();
+}
+
+/// A second `[[sync]]` table whose removals suppress.
+const MEMBERS_SUPPRESS: &str = r#"
+[[sync]]
+table = "public.members"
+id_column = "id"
+delete_action = "suppress"
+
+[sync.attributes]
+email = "email"
+"#;
+
+/// `deletes gone --send` refuses when the `[[sync]]` tables differ in
+/// `delete_action` (the record does not say which table a gone customer
+/// came from): exit 1 naming the fix, nothing sent, the record unchanged.
+/// Counting them still works; with one action the same customer is removed.
+#[tokio::test]
+async fn deletes_gone_refuses_tables_that_differ_in_delete_action() {
+    let schema = format!("{USERS_TABLE} CREATE TABLE members (id bigint PRIMARY KEY, email text);");
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("gone_two_actions", &schema, |c| c).await;
+    let lsn =
+        db.exec_then_lsn("INSERT INTO users (id, email) VALUES (1, 'a@x.io'), (2, 'b@x.io')").await;
+    // Acknowledged only once the record holds what Customer.io accepted.
+    assert!(db.wait_for_confirmed(&db.name, lsn).await);
+    daemon.stop().await.unwrap();
+    // No daemon runs: the delete stays in the slot, the record holds 2.
+    db.exec("DELETE FROM users WHERE id = 2").await;
+    assert!(db.recorded_customers().await.contains("2"));
+
+    let two_actions = config_file(&db.config(&emulator.url(), MEMBERS_SUPPRESS));
+    let out = run_binary(&["deletes", "gone"], two_actions.path()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.starts_with("1 customers"), "{stdout}");
+    let requests = emulator.requests().len();
+    let out = run_binary(&["deletes", "gone", "--send"], two_actions.path()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the [[sync]] tables differ in delete_action"), "{stderr}");
+    assert_eq!(emulator.requests().len(), requests, "sent to Customer.io");
+    assert!(emulator.customer("2").is_some());
+    assert!(db.recorded_customers().await.contains("2"), "the record forgot a customer not sent");
+
+    // One delete_action: removed.
+    let one_action = config_file(&db.config(&emulator.url(), ""));
+    let out = run_binary(&["deletes", "gone", "--send"], one_action.path()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.starts_with("removed 1,"), "{stdout}");
+    assert!(emulator.customer("2").is_none());
+    assert!(!emulator.view(|v| v.world().suppressed().any(|s| s == "id:2")), "suppressed");
 }

@@ -175,6 +175,17 @@ impl TestDb {
         (slots.get(0), publications.get(0))
     }
 
+    /// The customers the record of what Customer.io accepted
+    /// (`ciosync.accepted`) holds for this database's slot.
+    pub async fn recorded_customers(&self) -> std::collections::BTreeSet<String> {
+        let rows = self
+            .client
+            .query("SELECT customer_id FROM ciosync.accepted WHERE slot = $1", &[&self.name])
+            .await
+            .expect("read ciosync.accepted");
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
     /// The server's current WAL insert position as a number.
     pub async fn current_lsn(&self) -> u64 {
         let row = self
