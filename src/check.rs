@@ -152,7 +152,7 @@ async fn checks_with_sql(
         let facts = gather::sync_table(sql, sync, &config.postgres.slot).await?;
         let record = config.pipeline.record_accepted;
         out.extend(tables::sync_table(i, sync, &role.name, &facts, record));
-        out.extend(tables::sync_options(sync, facts.table.as_ref()));
+        out.extend(tables::sync_options(sync, facts.table.as_ref(), record));
         tables.push(facts.table);
     }
     for events in &config.events {

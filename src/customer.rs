@@ -53,6 +53,7 @@ impl CustomerOp {
             Self::Identify { .. } => "identify",
             Self::Delete { .. } => "delete",
             Self::Suppress { .. } => "suppress",
+            Self::Event(event) if event.only_records() => "watch",
             Self::Event(_) | Self::AnonymousEvent(_) => "event",
             Self::Merge { .. } => "merge",
             Self::Barrier => "barrier",
@@ -75,6 +76,38 @@ pub struct Event {
     pub timestamp: i64,
     /// The event's data (`attributes` in the v2 API).
     pub data: Map<String, Value>,
+    /// For a change-derived event decided against the record of what
+    /// Customer.io accepted (the old row is not sent): the column's new
+    /// value, compared with the value recorded before, just before sending.
+    pub watch: Option<Box<Watch>>,
+}
+
+/// A `[[sync.events]]` event whose old value comes from the record (see
+/// `crate::record`), not from the WAL: under DEFAULT or INDEX identity an
+/// UPDATE carries no old row. The sink sends it only if the record holds an
+/// earlier value of the column and that value differs; either way the
+/// record then holds the new one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watch {
+    /// Where the record keeps the column's value for this event: the
+    /// event's name and column.
+    pub key: String,
+    /// The column's new value, as event data carries it (`null` for NULL).
+    pub value: Value,
+    /// Whether the event may fire: `false` only records the value (an
+    /// insert, or a `when` column changed to NULL).
+    pub fires: bool,
+    /// Whether the data gets `from`, the value recorded before
+    /// (`when_changed`); the record then keeps the value itself, not only
+    /// its fingerprint.
+    pub with_from: bool,
+}
+
+impl Event {
+    /// Whether this only records a column's value and is never sent.
+    pub fn only_records(&self) -> bool {
+        self.watch.as_ref().is_some_and(|w| !w.fires)
+    }
 }
 
 /// An event by an anonymous id (Track API v1 `POST /api/v1/events`, which

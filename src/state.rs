@@ -174,9 +174,13 @@ CREATE TABLE IF NOT EXISTS ciosync.accepted (
     attributes   jsonb  NOT NULL,
     PRIMARY KEY (slot, customer_id)
 );
+-- The last value of each column a change-derived event watches, where the
+-- WAL has no old row to compare with (see src/record).
+ALTER TABLE ciosync.accepted ADD COLUMN IF NOT EXISTS watched jsonb NOT NULL DEFAULT '{}';
 COMMENT ON TABLE ciosync.accepted IS
     'ciosync: what Customer.io accepted, per customer: attribute name -> fingerprint of the '
-    'value (no values); delete rows (or TRUNCATE) to have them sent whole again';
+    'value (no values), and the last values of columns [[sync.events]] watch; delete rows '
+    '(or TRUNCATE) to have them sent whole again';
 COMMENT ON TABLE ciosync.dead_letters IS
     'ciosync: operations Customer.io refused for good, kept for ciosync dlq. '
     'payload holds customer data (attribute values as sent): only the daemon''s role '

@@ -1,11 +1,13 @@
 //! `[[sync.events]]`: a column's transition becomes an event, exactly on the
 //! transition, after the identify of the same change.
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use serde_json::{json, Value};
 
 use crate::support::emulator::{batch_items, wait_for};
 use crate::support::postgres::USERS_TABLE;
-use crate::support::Scenario;
+use crate::support::{eventually, Scenario};
 
 const EVENTS: &str = r#"
 [[sync.events]]
@@ -63,5 +65,90 @@ async fn change_events_fire_exactly_on_the_transition() {
         .position(|i| i["action"] == "event" && i["attributes"]["to"] == "pro")
         .expect("the plan_changed event");
     assert!(pro_identify < pro_event, "{items:?}");
+    daemon.stop().await.unwrap();
+}
+
+/// Under DEFAULT identity (what ORMs leave) the WAL has no old row: the
+/// events are decided against the values the record of what Customer.io
+/// accepted keeps of their columns, seeded by the initial copy and by
+/// inserts. The same workload fires the same events as under FULL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_events_fire_under_default_identity_from_the_record() {
+    let schema = format!(
+        "{USERS_TABLE} ALTER TABLE users ADD COLUMN password_updated_at timestamptz; \
+         ALTER TABLE users REPLICA IDENTITY DEFAULT; \
+         INSERT INTO users (id, email, plan) VALUES (2, 'b@x.io', 'free');"
+    );
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("change_events_default", &schema, |c| c + EVENTS).await;
+
+    // Copied before streaming: the copy recorded its values.
+    db.exec("UPDATE users SET plan = 'pro' WHERE id = 2").await;
+    db.exec("INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'free')").await;
+    db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
+    db.exec("UPDATE users SET first_name = 'Ada' WHERE id = 1").await; // no event
+    db.exec("UPDATE users SET password_hash = 'h2', password_updated_at = now() WHERE id = 1")
+        .await;
+    db.exec("UPDATE users SET password_updated_at = NULL WHERE id = 1").await; // cleared: no event
+    db.exec("UPDATE users SET plan = 'team' WHERE id = 1").await;
+    assert!(wait_for(&emulator, |e| e.events("1").len() >= 3).await, "{:?}", emulator.events("1"));
+    db.exec("UPDATE users SET bio = 'marker' WHERE id = 1").await;
+    assert!(
+        crate::support::emulator::wait_for_attribute(&emulator, "1", "about", json!("marker"))
+            .await
+    );
+
+    let events = emulator.events("1");
+    let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["plan_changed", "password_updated", "plan_changed"]);
+    assert_eq!(
+        Value::Object(events[0].data.clone()),
+        json!({"from": "free", "to": "pro", "email": "a@x.io"})
+    );
+    assert_eq!(
+        Value::Object(events[2].data.clone()),
+        json!({"from": "pro", "to": "team", "email": "a@x.io"})
+    );
+    let copied = emulator.events("2");
+    assert_eq!(copied.len(), 1, "{copied:?}");
+    assert_eq!(
+        Value::Object(copied[0].data.clone()),
+        json!({"from": "free", "to": "pro", "email": "b@x.io"})
+    );
+    let items = batch_items(&emulator);
+    let pro_identify = items
+        .iter()
+        .position(|i| {
+            i["action"] == "identify"
+                && i["identifiers"]["id"] == "1"
+                && i["attributes"]["plan"] == "pro"
+        })
+        .expect("the identify of plan = pro");
+    let pro_event = items
+        .iter()
+        .position(|i| {
+            i["action"] == "event"
+                && i["identifiers"]["id"] == "1"
+                && i["attributes"]["to"] == "pro"
+        })
+        .expect("the plan_changed event");
+    assert!(pro_identify < pro_event, "{items:?}");
+    assert_eq!(daemon.counters.record_events_unknown.load(Relaxed), 0);
+
+    // A record without the values (an upgrade, a wiped record): the first
+    // change is not derived, counted, and recorded; the next one fires.
+    db.exec("UPDATE ciosync.accepted SET watched = '{}' WHERE customer_id = '2'").await;
+    db.exec("UPDATE users SET plan = 'team' WHERE id = 2").await;
+    assert!(eventually(|| daemon.counters.record_events_unknown.load(Relaxed) >= 1).await);
+    db.exec("UPDATE users SET plan = 'free' WHERE id = 2").await;
+    assert!(wait_for(&emulator, |e| e.events("2").len() >= 2).await, "{:?}", emulator.events("2"));
+    let last = db.exec_then_lsn("UPDATE users SET bio = 'marker' WHERE id = 2").await;
+    assert!(db.wait_for_confirmed(&db.name, last).await);
+    let copied = emulator.events("2");
+    assert_eq!(copied.len(), 2, "{copied:?}");
+    assert_eq!(
+        Value::Object(copied[1].data.clone()),
+        json!({"from": "team", "to": "free", "email": "b@x.io"})
+    );
     daemon.stop().await.unwrap();
 }

@@ -48,7 +48,7 @@ pub async fn run(
     counters: Arc<Counters>,
     stop: CancellationToken,
 ) {
-    let mapper = Mapper::new(&config.sync).with_nulls_in_full(config.pipeline.record_accepted);
+    let mapper = Mapper::new(&config.sync).with_record(config.pipeline.record_accepted);
     let mapper = Mapping { mapper, counters };
     while !stop.is_cancelled() {
         if let Err(error) = serve(&settings, &config, &mapper, &windows, &stop).await {

@@ -233,9 +233,10 @@ fn filter(i: usize, sync: &SyncConfig, table: &Table, probe: &FilterProbe) -> Fi
 }
 
 /// `soft_delete_column` and `[[sync.events]]`: their columns exist, and the
-/// replica identity lets ciosync see transitions. Nothing when neither is
-/// configured or the table is missing (its own line said so).
-pub fn sync_options(sync: &SyncConfig, table: Option<&Table>) -> Vec<Finding> {
+/// replica identity (or, for events, the record of what Customer.io
+/// accepted: `record`) lets ciosync see transitions. Nothing when neither
+/// is configured or the table is missing (its own line said so).
+pub fn sync_options(sync: &SyncConfig, table: Option<&Table>, record: bool) -> Vec<Finding> {
     let mut out = Vec::new();
     if sync.soft_delete_column.is_none() && sync.events.is_empty() {
         return out;
@@ -245,7 +246,7 @@ pub fn sync_options(sync: &SyncConfig, table: Option<&Table>) -> Vec<Finding> {
         out.push(soft_delete(sync, table, column));
     }
     if !sync.events.is_empty() {
-        out.push(change_events(sync, table));
+        out.push(change_events(sync, table, record));
     }
     out
 }
@@ -278,7 +279,7 @@ fn soft_delete(sync: &SyncConfig, table: &Table, column: &str) -> Finding {
     }
 }
 
-fn change_events(sync: &SyncConfig, table: &Table) -> Finding {
+fn change_events(sync: &SyncConfig, table: &Table, record: bool) -> Finding {
     let label = label(&sync.table);
     let mut missing: Vec<&str> = sync
         .events
@@ -293,15 +294,27 @@ fn change_events(sync: &SyncConfig, table: &Table) -> Finding {
             format!("[[sync.events]] name columns it does not have: {}", missing.join(", ")),
             "fix when_changed, when or data, or add the columns",
         )
-    } else if table.identity_kind != IdentityKind::Full {
-        Finding::error(
+    } else if table.identity_kind == IdentityKind::Full {
+        Finding::ok(&label, format!("{} change event(s) configured", sync.events.len()))
+    } else if record {
+        Finding::ok(
             &label,
-            "[[sync.events]] need the old row of each update to see a transition, which only \
-             REPLICA IDENTITY FULL sends: no change event would ever fire",
-            full_identity_fix(sync),
+            format!(
+                "{} change event(s) configured, decided against the record of what \
+                 Customer.io accepted (the WAL has no old row under this identity): a \
+                 customer's first update after the record lacks their value sends no event",
+                sync.events.len()
+            ),
         )
     } else {
-        Finding::ok(&label, format!("{} change event(s) configured", sync.events.len()))
+        Finding::error(
+            &label,
+            "[[sync.events]] need the old row of each update to see a transition: \
+             REPLICA IDENTITY FULL sends it, or the record of what Customer.io accepted \
+             (pipeline.record_accepted, off here) keeps each watched value; otherwise no \
+             change event would ever fire",
+            full_identity_fix(sync),
+        )
     }
 }
 

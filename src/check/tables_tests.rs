@@ -195,10 +195,10 @@ fn soft_deletes_and_change_events_need_their_columns_and_the_full_identity() {
          when_changed = \"plan\"\ndata = [\"email\"]\n",
     );
     let sync = &config.sync[0];
-    assert!(tables::sync_options(sync, None).is_empty());
+    assert!(tables::sync_options(sync, None, false).is_empty());
     let lacking = users();
     assert_eq!(
-        messages(&tables::sync_options(sync, Some(&lacking))),
+        messages(&tables::sync_options(sync, Some(&lacking), false)),
         [
             "has no column deleted_at (soft_delete_column)",
             "[[sync.events]] name columns it does not have: plan"
@@ -210,17 +210,24 @@ fn soft_deletes_and_change_events_need_their_columns_and_the_full_identity() {
         ("plan", "text"),
         ("deleted_at", "timestamp with time zone"),
     ]);
-    let lines = tables::sync_options(sync, Some(&default));
+    let lines = tables::sync_options(sync, Some(&default), false);
     assert!(lines[0]
         .message
         .starts_with("soft_delete_column deleted_at needs REPLICA IDENTITY FULL"));
     assert!(lines[1].message.starts_with("[[sync.events]] need the old row"));
+    assert_eq!(lines[1].level, Level::Error);
+    // With the record on, events are decided against it: no FULL needed.
+    let lines = tables::sync_options(sync, Some(&default), true);
+    assert!(lines[1]
+        .message
+        .starts_with("1 change event(s) configured, decided against the record"));
+    assert_eq!(lines[1].level, Level::Ok);
     default.identity_kind = IdentityKind::Full;
     assert_eq!(
-        messages(&tables::sync_options(sync, Some(&default))),
+        messages(&tables::sync_options(sync, Some(&default), true)),
         ["soft deletes by deleted_at", "1 change event(s) configured"]
     );
-    assert!(tables::sync_options(&two_tables("", "").sync[0], Some(&default)).is_empty());
+    assert!(tables::sync_options(&two_tables("", "").sync[0], Some(&default), true).is_empty());
 }
 
 fn outbox() -> EventTableConfig {

@@ -126,7 +126,7 @@ async fn look(config: &Config, syncs: &[&SyncConfig], request: &Request) -> Resu
     sql.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(PgError::sql("begin the plan's snapshot"))?;
-    let mapper = Mapper::new(&config.sync).with_nulls_in_full(config.pipeline.record_accepted);
+    let mapper = Mapper::new(&config.sync).with_record(config.pipeline.record_accepted);
     let mut plan = Plan::default();
     for sync in syncs {
         let table = look_at_table(&sql, config, &mapper, sync, request).await?;

@@ -401,6 +401,7 @@ mod tests {
                 event_id: "01HZY".into(),
                 timestamp: 1,
                 data: data("source").unwrap(),
+                watch: None,
             }),
             CustomerOp::AnonymousEvent(AnonymousEvent {
                 anonymous_id: "cookie-7".into(),

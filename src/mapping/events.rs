@@ -18,7 +18,7 @@ use super::value::{self, ValueKind};
 use super::{customer_id, DropReason, DroppedAttribute};
 use crate::change::{Datum, Row, RowChange, Table};
 use crate::config::{ChangeEventConfig, EventTableConfig};
-use crate::customer::{AnonymousEvent, CustomerOp, Event};
+use crate::customer::{AnonymousEvent, CustomerOp, Event, Watch};
 use crate::track_api;
 
 /// Why an insert into an event table produced no event.
@@ -104,7 +104,7 @@ pub fn from_event_table(
     let event_id = event_id(change, 0, &name);
     Ok(match subject {
         Subject::Customer(customer) => {
-            CustomerOp::Event(Event { customer, name, event_id, timestamp, data })
+            CustomerOp::Event(Event { customer, name, event_id, timestamp, data, watch: None })
         }
         Subject::Anonymous(anonymous_id) => CustomerOp::AnonymousEvent(AnonymousEvent {
             anonymous_id,
@@ -162,17 +162,85 @@ pub fn from_transition(
                 Err(reason) => dropped.push(drop(column, column, reason)),
             }
         }
-        events.push(Event {
-            customer: customer.to_owned(),
-            name: config.name.clone(),
-            // By what the event is (name and column), not by its place in
-            // the config, so reordering [[sync.events]] keeps replayed ids.
-            event_id: event_id(change, 1, &format!("{}\u{0}{column}", config.name)),
-            timestamp: change.commit_time,
-            data,
-        });
+        events.push(change_event(config, change, customer, data, None));
     }
     events
+}
+
+/// The events `[[sync.events]]` derive from one change of a synced row
+/// whose old row is not known (DEFAULT or INDEX identity), to be decided
+/// against the record of what Customer.io accepted (see
+/// [`crate::customer::Watch`]): one per event whose column is in `new` (an
+/// unchanged TOAST value did not change). `fires` is false for an insert:
+/// it only records the values, so the first update can tell a change.
+/// A `when` column changed to NULL records its value and fires nothing.
+pub fn against_record(
+    configs: &[ChangeEventConfig],
+    change: &RowChange,
+    customer: &str,
+    new: &Row,
+    fires: bool,
+    dropped: &mut Vec<DroppedAttribute>,
+) -> Vec<Event> {
+    let table = &*change.table;
+    let mut events = Vec::new();
+    for config in configs {
+        let column = config.column();
+        let Some(index) = table.column_index(column) else {
+            dropped.push(drop(&config.name, column, DropReason::MissingColumn));
+            continue;
+        };
+        if new[index] == Datum::UnchangedToast {
+            continue;
+        }
+        let value = match to_json(&table.columns[index].kind, &new[index]) {
+            Ok(value) => value,
+            Err(reason) => {
+                dropped.push(drop(&config.name, column, reason));
+                continue;
+            }
+        };
+        let with_from = config.when_changed.is_some();
+        let fires = fires && (with_from || !value.is_null());
+        let mut data = Map::new();
+        if fires {
+            if with_from {
+                data.insert("to".to_owned(), value.clone());
+            }
+            for column in &config.data {
+                match converted(table, new, column) {
+                    Ok(v) => {
+                        data.insert(column.clone(), v.unwrap_or(Json::Null));
+                    }
+                    Err(reason) => dropped.push(drop(column, column, reason)),
+                }
+            }
+        }
+        let key = format!("{}/{column}", config.name);
+        let watch = Watch { key, value, fires, with_from };
+        events.push(change_event(config, change, customer, data, Some(Box::new(watch))));
+    }
+    events
+}
+
+fn change_event(
+    config: &ChangeEventConfig,
+    change: &RowChange,
+    customer: &str,
+    data: Map<String, Json>,
+    watch: Option<Box<Watch>>,
+) -> Event {
+    Event {
+        customer: customer.to_owned(),
+        name: config.name.clone(),
+        // By what the event is (name and column), not by its place in the
+        // config, so reordering [[sync.events]] keeps replayed ids; the
+        // same whether the old value came from the WAL or the record.
+        event_id: event_id(change, 1, &format!("{}\u{0}{}", config.name, config.column())),
+        timestamp: change.commit_time,
+        data,
+        watch,
+    }
 }
 
 /// A column's value as JSON: `None` for NULL or an unchanged TOAST value.

@@ -116,14 +116,9 @@ pub struct Mapped {
 pub struct Mapper {
     tables: ByTable<SyncConfig>,
     event_tables: ByTable<EventTableConfig>,
-    /// Whether a row sent in full (an insert, a restore) carries its NULL
-    /// attributes as `null` rather than leaving them out: with the record
-    /// of what Customer.io accepted on, so the record knows every attribute
-    /// from the first identify on, and a backfill after it sends nothing for
-    /// an unchanged row. A mapped attribute belongs to the database: a value
-    /// another source gave it in Customer.io is unset where the column is
-    /// NULL (as a backfill always did, and an UPDATE under DEFAULT identity).
-    nulls_in_full: bool,
+    /// Whether the record of what Customer.io accepted is on (see
+    /// [`Mapper::with_record`]).
+    record: bool,
 }
 
 /// Entries by schema, then table name: looked up with the change's `&str`s,
@@ -156,13 +151,22 @@ impl Mapper {
     /// A mapper for the configured tables.
     pub fn new(syncs: &[SyncConfig]) -> Self {
         let tables = ByTable::of(syncs.iter().map(|s| (s.schema_and_name(), s.clone())));
-        Self { tables, event_tables: ByTable::default(), nulls_in_full: false }
+        Self { tables, event_tables: ByTable::default(), record: false }
     }
 
-    /// Sends a row's NULL attributes as `null` when the row goes in full
-    /// (an insert, a restore), for the record of what Customer.io accepted.
-    pub fn with_nulls_in_full(mut self, nulls_in_full: bool) -> Self {
-        self.nulls_in_full = nulls_in_full;
+    /// Maps for the record of what Customer.io accepted (`record`: it is on):
+    /// - a row sent in full (an insert, a restore) carries its NULL
+    ///   attributes as `null` rather than leaving them out, so the record
+    ///   knows every attribute from the first identify on, and a backfill
+    ///   after it sends nothing for an unchanged row. A mapped attribute
+    ///   belongs to the database: a value another source gave it in
+    ///   Customer.io is unset where the column is NULL (as a backfill always
+    ///   did, and an UPDATE under DEFAULT identity);
+    /// - where an UPDATE carries no old row (DEFAULT or INDEX identity),
+    ///   `[[sync.events]]` are decided against the column values the record
+    ///   keeps, which inserts and updates of the row record.
+    pub fn with_record(mut self, record: bool) -> Self {
+        self.record = record;
         self
     }
 
@@ -205,7 +209,7 @@ impl Mapper {
             };
         };
         let mut rows = RowMapping::new(sync, change);
-        rows.nulls_in_full = self.nulls_in_full;
+        rows.record = self.record;
         let mut out = Mapped::default();
         match &change.op {
             RowOp::Insert { new } => rows.insert(new, &mut out),
@@ -233,8 +237,8 @@ struct RowMapping<'a> {
     table: &'a Table,
     id_index: Option<usize>,
     deleted: SoftDelete,
-    /// See [`Mapper::with_nulls_in_full`].
-    nulls_in_full: bool,
+    /// See [`Mapper::with_record`].
+    record: bool,
 }
 
 impl<'a> RowMapping<'a> {
@@ -246,7 +250,7 @@ impl<'a> RowMapping<'a> {
             table,
             id_index: table.column_index(&sync.id_column),
             deleted: SoftDelete::new(sync, table),
-            nulls_in_full: false,
+            record: false,
         }
     }
 
@@ -282,8 +286,32 @@ impl<'a> RowMapping<'a> {
             out.skipped = Some(SkipReason::SoftDeleted);
             return;
         }
-        let attributes = in_full(self.sync, self.table, new, self.nulls_in_full, out);
-        out.ops.push(self.identify(id, attributes));
+        let attributes = in_full(self.sync, self.table, new, self.record, out);
+        out.ops.push(self.identify(id.clone(), attributes));
+        // The watched columns' first values, so the first UPDATE can tell
+        // what changed.
+        let seeds = self.events_against_record(&id, new, false, out);
+        out.ops.extend(seeds.into_iter().map(CustomerOp::Event));
+    }
+
+    /// `[[sync.events]]` to decide against the record (see
+    /// [`events::against_record`]): none without the record, without
+    /// change events, or where the WAL has the old row (REPLICA IDENTITY
+    /// FULL), which decides them itself.
+    fn events_against_record(
+        &self,
+        id: &str,
+        new: &Row,
+        fires: bool,
+        out: &mut Mapped,
+    ) -> Vec<crate::customer::Event> {
+        let wanted = self.record
+            && !self.sync.events.is_empty()
+            && self.table.replica_identity != ReplicaIdentity::Full;
+        if !wanted {
+            return Vec::new();
+        }
+        events::against_record(&self.sync.events, self.change, id, new, fires, &mut out.dropped)
     }
 
     fn update(&self, old: Option<&Row>, old_is_key_only: bool, new: &Row, out: &mut Mapped) {
@@ -306,7 +334,7 @@ impl<'a> RowMapping<'a> {
                 return;
             }
             (Some(true), _) => {
-                let attributes = in_full(sync, table, new, self.nulls_in_full, out);
+                let attributes = in_full(sync, table, new, self.record, out);
                 out.ops.push(self.identify(new_id, attributes));
                 return;
             }
@@ -323,7 +351,8 @@ impl<'a> RowMapping<'a> {
                 new,
                 &mut out.dropped,
             ),
-            _ => Vec::new(),
+            Some(_) => Vec::new(),
+            None => self.events_against_record(&new_id, new, true, out),
         };
         // The old id is known when the old row is full, or when it is a
         // key-only row because the key changed (and the id is in the key).
@@ -430,7 +459,7 @@ fn id_change(
 
 /// The mapped attributes of a row sent in full (an insert, a restore):
 /// the non-NULL ones, or all with `nulls` (see
-/// [`Mapper::with_nulls_in_full`]); the NULL ones' names go to
+/// [`Mapper::with_record`]); the NULL ones' names go to
 /// [`Mapped::absent`].
 fn in_full(
     sync: &SyncConfig,

@@ -597,3 +597,6 @@ fn an_unchanged_toast_value_on_either_side_of_a_watched_column_fires_nothing() {
 
 #[path = "released_tests.rs"]
 mod released;
+
+#[path = "watched_tests.rs"]
+mod watched_tests;

@@ -42,6 +42,26 @@
 //!
 //! A fingerprint is the first 8 bytes of the SHA-256 of the value's JSON
 //! as sent: no one can choose a value that passes for another.
+//!
+//! # Watched columns
+//!
+//! Where an UPDATE carries no old row (DEFAULT or INDEX identity), a
+//! `[[sync.events]]` event cannot see its column's transition in the WAL.
+//! The record keeps, per customer and event, the column's last value
+//! (`watched`): its fingerprint, and for `when_changed` the value itself
+//! (up to [`MAX_KEPT_VALUE_BYTES`]), which the event carries as `from`.
+//! An insert records it; each update's event is sent only if the record
+//! holds an earlier value and it differs, and records the new one. The
+//! same ordering argument holds: when an event is prepared, every earlier
+//! operation of its customer has completed and its value is written.
+//!
+//! Unlike attributes, a watched value is written whether Customer.io
+//! accepted the event or refused it (then it is a dead letter, which `dlq
+//! retry` sends): it says which value the last change had, not what
+//! Customer.io holds, so a refused event is not derived a second time by
+//! the next unrelated update. With no earlier value (the first update after
+//! an upgrade, after a delete or merge forgot the customer, or with a
+//! wiped record) the event is not sent, counted, and the value recorded.
 
 pub mod store;
 
@@ -53,11 +73,68 @@ use sha2::{Digest, Sha256};
 /// Attribute name → fingerprint of the value Customer.io accepted.
 pub type Fingerprints = HashMap<String, i64>;
 
+/// A watched value's JSON longer than this is kept as its fingerprint
+/// only: the event it changes carries `from: null`.
+pub const MAX_KEPT_VALUE_BYTES: usize = 1000;
+
+/// The last value of a watched column (see the module's doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedValue {
+    pub fingerprint: i64,
+    /// The value itself, for a `when_changed` event's `from`.
+    pub value: Option<Json>,
+}
+
+impl WatchedValue {
+    /// What the record keeps of `value`: the value itself only when asked
+    /// (`keep`) and not over [`MAX_KEPT_VALUE_BYTES`].
+    pub fn of(value: &Json, keep: bool) -> Self {
+        let json = serde_json::to_vec(value).unwrap_or_default();
+        let fingerprint = fingerprint_of_json(&json);
+        let value = (keep && json.len() <= MAX_KEPT_VALUE_BYTES).then(|| value.clone());
+        Self { fingerprint, value }
+    }
+
+    /// As stored in `ciosync.accepted.watched`.
+    pub fn to_json(&self) -> Json {
+        let mut object = Map::new();
+        object.insert("fp".to_owned(), Json::from(self.fingerprint));
+        if let Some(value) = &self.value {
+            object.insert("value".to_owned(), value.clone());
+        }
+        Json::Object(object)
+    }
+
+    /// Read back; `None` for anything else (as if nothing were recorded).
+    pub fn from_json(stored: &Json) -> Option<Self> {
+        let fingerprint = stored.get("fp")?.as_i64()?;
+        Some(Self { fingerprint, value: stored.get("value").cloned() })
+    }
+}
+
+/// What the record holds of one customer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    pub attributes: Fingerprints,
+    /// Watched column values, by event (`name/column`).
+    pub watched: HashMap<String, WatchedValue>,
+}
+
 /// The fingerprint of one attribute value, as stored.
 pub fn fingerprint(value: &Json) -> i64 {
     // Written straight into the hash: no copy of the JSON per attribute.
     let mut hasher = Sha256::new();
     let _ = serde_json::to_writer(&mut hasher, value);
+    first_bytes(hasher)
+}
+
+fn fingerprint_of_json(json: &[u8]) -> i64 {
+    let mut hasher = Sha256::new();
+    hasher.update(json);
+    first_bytes(hasher)
+}
+
+fn first_bytes(hasher: Sha256) -> i64 {
     let digest = hasher.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
@@ -75,6 +152,8 @@ pub enum Effect {
     /// Nothing is known of these customers any more (a delete, a
     /// suppression, a merge).
     Forget(Vec<String>),
+    /// A watched column of this customer now holds this value.
+    Watch { customer: String, key: String, value: WatchedValue },
 }
 
 /// What diffing one identify's attributes against the record came to.
@@ -125,6 +204,7 @@ pub fn diff(
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Write {
     pub set: HashMap<String, Fingerprints>,
+    pub watch: HashMap<String, HashMap<String, WatchedValue>>,
     pub forget: Vec<String>,
 }
 
@@ -138,9 +218,13 @@ impl Write {
                 Effect::Set { customer, attributes } => {
                     write.set.entry(customer).or_default().extend(attributes);
                 }
+                Effect::Watch { customer, key, value } => {
+                    write.watch.entry(customer).or_default().insert(key, value);
+                }
                 Effect::Forget(customers) => {
                     for customer in customers {
                         write.set.remove(&customer);
+                        write.watch.remove(&customer);
                         if !write.forget.contains(&customer) {
                             write.forget.push(customer);
                         }
@@ -153,7 +237,7 @@ impl Write {
 
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.forget.is_empty()
+        self.set.is_empty() && self.watch.is_empty() && self.forget.is_empty()
     }
 }
 

@@ -1,6 +1,7 @@
 //! `ciosync.accepted`: the record's table, one row per slot and customer,
-//! `attributes` a JSON object of attribute name → fingerprint. Every query
-//! on it is here; its definition is in [`crate::state`].
+//! `attributes` a JSON object of attribute name → fingerprint, `watched`
+//! one of event (`name/column`) → `{"fp": fingerprint, "value": value}`.
+//! Every query on it is here; its definition is in [`crate::state`].
 //!
 //! The sink's delivery tasks run several at once, each reading the record
 //! before it sends and writing it after, so the store keeps a few
@@ -14,7 +15,7 @@ use serde_json::Value as Json;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::Client;
 
-use super::{Fingerprints, Write};
+use super::{Fingerprints, Known, WatchedValue, Write};
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
 use crate::state::State;
@@ -41,15 +42,12 @@ impl RecordStore {
     }
 
     /// What the record holds for each of `customers` that it knows.
-    pub async fn load(
-        &self,
-        customers: &[String],
-    ) -> Result<HashMap<String, Fingerprints>, PgError> {
+    pub async fn load(&self, customers: &[String]) -> Result<HashMap<String, Known>, PgError> {
         if customers.is_empty() {
             return Ok(HashMap::new());
         }
         let mut checked_out = self.checkout().await?;
-        let loaded = load(checked_out.client(), &self.slot, customers).await;
+        let loaded = load_known(checked_out.client(), &self.slot, customers).await;
         checked_out.keep_if_ok(loaded)
     }
 
@@ -123,8 +121,19 @@ async fn write_in(
     slot: &str,
     write: &Write,
 ) -> Result<(), tokio_postgres::Error> {
-    let (customers, attributes): (Vec<&str>, Vec<Json>) =
-        write.set.iter().map(|(customer, set)| (customer.as_str(), json_of(set))).unzip();
+    let mut customers: Vec<&str> =
+        write.set.keys().chain(write.watch.keys()).map(String::as_str).collect();
+    customers.sort_unstable();
+    customers.dedup();
+    let empty = Json::Object(Default::default());
+    let attributes: Vec<Json> = customers
+        .iter()
+        .map(|c| write.set.get(*c).map_or_else(|| empty.clone(), json_of))
+        .collect();
+    let watched: Vec<Json> = customers
+        .iter()
+        .map(|c| write.watch.get(*c).map_or_else(|| empty.clone(), watched_json))
+        .collect();
     let tx = client.transaction().await?;
     if !write.forget.is_empty() {
         tx.execute(
@@ -135,11 +144,12 @@ async fn write_in(
     }
     if !customers.is_empty() {
         tx.execute(
-            "INSERT INTO ciosync.accepted AS a (slot, customer_id, attributes) \
-             SELECT $1, c, f FROM unnest($2::text[], $3::jsonb[]) AS u(c, f) \
+            "INSERT INTO ciosync.accepted AS a (slot, customer_id, attributes, watched) \
+             SELECT $1, c, f, w FROM unnest($2::text[], $3::jsonb[], $4::jsonb[]) AS u(c, f, w) \
              ON CONFLICT (slot, customer_id) \
-             DO UPDATE SET attributes = a.attributes || EXCLUDED.attributes",
-            &[&slot, &customers, &attributes],
+             DO UPDATE SET attributes = a.attributes || EXCLUDED.attributes, \
+                           watched = a.watched || EXCLUDED.watched",
+            &[&slot, &customers, &attributes, &watched],
         )
         .await?;
     }
@@ -170,6 +180,31 @@ pub async fn load(
         .collect())
 }
 
+/// [`load`] with the watched values, for the sink.
+async fn load_known(
+    client: &Client,
+    slot: &str,
+    customers: &[String],
+) -> Result<HashMap<String, Known>, PgError> {
+    let rows = client
+        .query(
+            "SELECT customer_id, attributes, watched FROM ciosync.accepted \
+             WHERE slot = $1 AND customer_id = ANY($2)",
+            &[&slot, &customers],
+        )
+        .await
+        .map_err(PgError::stored(READ))?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let (attributes, watched): (Json, Json) = (row.get(1), row.get(2));
+            let known =
+                Known { attributes: fingerprints_of(&attributes), watched: watched_of(&watched) };
+            (row.get::<_, String>(0), known)
+        })
+        .collect())
+}
+
 /// Forgets `customers` in `slot`'s record, on the caller's connection: for
 /// the commands that send to Customer.io on their own.
 pub async fn forget(client: &Client, slot: &str, customers: &[String]) -> Result<u64, PgError> {
@@ -196,6 +231,24 @@ fn fingerprints_of(attributes: &Json) -> Fingerprints {
         .as_object()
         .map(|object| {
             object.iter().filter_map(|(name, fp)| Some((name.clone(), fp.as_i64()?))).collect()
+        })
+        .unwrap_or_default()
+}
+
+fn watched_json(watched: &HashMap<String, WatchedValue>) -> Json {
+    Json::Object(watched.iter().map(|(key, value)| (key.clone(), value.to_json())).collect())
+}
+
+/// The stored watched values read back; anything malformed is skipped (as
+/// if nothing were recorded: the event is not derived, the value recorded).
+fn watched_of(watched: &Json) -> HashMap<String, WatchedValue> {
+    watched
+        .as_object()
+        .map(|object| {
+            object
+                .iter()
+                .filter_map(|(key, stored)| Some((key.clone(), WatchedValue::from_json(stored)?)))
+                .collect()
         })
         .unwrap_or_default()
 }

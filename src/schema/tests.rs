@@ -249,6 +249,7 @@ fn skip_leaves_out_retyped_attributes_and_the_events_whose_columns_broke() {
             event_id: "01".to_owned(),
             timestamp: 1,
             data: serde_json::Map::new(),
+            watch: None,
         })
     };
     let mut ops = vec![
@@ -317,6 +318,7 @@ fn skip_on_an_event_table_leaves_out_broken_data_keys_or_else_its_events() {
             event_id: "01".to_owned(),
             timestamp: 1,
             data: serde_json::json!({"plan": "pro", "source": "ad"}).as_object().unwrap().clone(),
+            watch: None,
         })
     };
     let strip = Strip::of(&[broken("data.plan")], true);

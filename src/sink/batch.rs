@@ -3,7 +3,7 @@
 //!
 //! Which items go together is the queue's business (`queue.rs`).
 
-use crate::customer::CustomerOp;
+use crate::customer::{CustomerOp, Watch};
 use crate::dead_letter::DeadLetter;
 pub use crate::track_api::Route;
 use crate::track_api::{
@@ -27,7 +27,16 @@ pub struct EncodedItem {
     pub json: Vec<u8>,
     /// Attribute names dropped to fit the item limit.
     pub trimmed: Vec<String>,
+    /// A change-derived event to decide against the record before sending
+    /// (see [`Watch`]).
+    pub watch: Option<Box<Watch>>,
 }
+
+/// What a watched event's JSON may grow by when the record's earlier value
+/// goes in as `from`: `,"from":` and the value, which the record keeps only
+/// up to [`crate::record::MAX_KEPT_VALUE_BYTES`] (a longer one goes as
+/// `null`). The queue counts it, so the batch stays within its limit.
+pub const FROM_RESERVE_BYTES: usize = 8 + crate::record::MAX_KEPT_VALUE_BYTES;
 
 /// Encodes `op` as a v2 person item, dropping its largest attributes until
 /// the encoded item fits in 32,000 bytes (Customer.io would refuse the whole
@@ -39,7 +48,7 @@ pub fn encode(op: CustomerOp) -> Option<EncodedItem> {
             let json = identify_json(&id, timestamp, &attributes);
             if json.len() <= MAX_BATCH_ITEM_BYTES {
                 let (route, customers, trimmed) = (Route::Batch, vec![id], Vec::new());
-                return Some(EncodedItem { route, kind, customers, json, trimmed });
+                return Some(EncodedItem { route, kind, customers, json, trimmed, watch: None });
             }
             let action = PersonAction::Identify {
                 identifiers: Identifier::Id(id.clone()),
@@ -62,6 +71,11 @@ pub fn encode(op: CustomerOp) -> Option<EncodedItem> {
                 timestamp: Some(event.timestamp),
                 attributes: Some(event.data),
             };
+            if event.watch.is_some() {
+                let (json, trimmed) = encode_within_limit(PersonItem::new(action));
+                let (route, customers, watch) = (Route::Batch, vec![event.customer], event.watch);
+                return Some(EncodedItem { route, kind, customers, json, trimmed, watch });
+            }
             (action, vec![event.customer])
         }
         CustomerOp::Merge { primary, secondary } => (
@@ -86,12 +100,13 @@ pub fn encode(op: CustomerOp) -> Option<EncodedItem> {
                 customers: vec![event.anonymous_id],
                 json,
                 trimmed: Vec::new(),
+                watch: None,
             });
         }
         CustomerOp::Barrier => return None,
     };
     let (json, trimmed) = encode_within_limit(PersonItem::new(action));
-    Some(EncodedItem { route: Route::Batch, kind, customers, json, trimmed })
+    Some(EncodedItem { route: Route::Batch, kind, customers, json, trimmed, watch: None })
 }
 
 /// An identify's item JSON, byte for byte what serde writes for its
@@ -140,6 +155,13 @@ fn encode_within_limit(mut item: PersonItem) -> (Vec<u8>, Vec<String>) {
 }
 
 impl EncodedItem {
+    /// The bytes it may take in a request body: its JSON, and what a
+    /// watched event's `from` may add.
+    pub fn wire_bytes(&self) -> usize {
+        let from = self.watch.as_ref().is_some_and(|w| w.fires && w.with_from);
+        self.json.len() + if from { FROM_RESERVE_BYTES } else { 0 }
+    }
+
     /// The dead letter of this item, refused for good after `attempts`
     /// sends with the refusal's `status` and (cut) `error`.
     pub fn into_dead_letter(self, attempts: u32, status: u16, error: String) -> DeadLetter {

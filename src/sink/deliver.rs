@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::batch::{self, EncodedItem};
 use super::client::TrackClient;
-use super::recorded::Recorded;
+use super::recorded::{Prepared, Recorded};
 use super::retry::{cut_error_text, describe_item_error, Backoff};
 use super::send::{self, Answer, Policy};
 use super::SinkError;
@@ -60,13 +60,19 @@ impl Delivery {
     pub async fn deliver(&self, items: Vec<EncodedItem>) -> Result<(), SinkError> {
         let prepared = match &self.recorded {
             Some(recorded) => recorded.prepare(items).await,
-            None => items.into_iter().map(|item| (item, Effect::None)).collect(),
+            None => Prepared {
+                send: items.into_iter().map(|item| (item, Effect::None)).collect(),
+                always: Vec::new(),
+            },
         };
         let mut pending: Vec<Pending> = prepared
+            .send
             .into_iter()
             .map(|(item, effect)| Pending { item, effect, attempts: 0 })
             .collect();
-        let mut accepted = Vec::new();
+        // Watched values first: a customer has one operation per batch, so
+        // they never meet an accepted operation's effect of the same customer.
+        let mut accepted = prepared.always;
         let mut letters = Vec::new();
         let mut backoff = Backoff::new(self.max_backoff);
         let policy = Policy::daemon(self.max_backoff);

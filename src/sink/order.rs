@@ -187,6 +187,7 @@ mod tests {
             event_id: "e".into(),
             data: Map::new(),
             timestamp: 1,
+            watch: None,
         });
         assert_eq!(Order::of(&event, &Released::Unknown), Order::default());
         assert_eq!(Order::of(&CustomerOp::Barrier, &Released::Unknown), Order::default());

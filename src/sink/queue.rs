@@ -365,11 +365,11 @@ impl Queue {
             // An anonymous event is a request of its own (v1 has no batch):
             // alone when it leads, otherwise it leads the next one.
             let alone = item.route != batch::Route::Batch;
-            let with_item = body_bytes + usize::from(!taken.items.is_empty()) + item.json.len();
+            let with_item = body_bytes + usize::from(!taken.items.is_empty()) + item.wire_bytes();
             // A body of exactly MAX_BATCH_BYTES is within the limit.
             if !taken.items.is_empty() && (alone || with_item > MAX_BATCH_BYTES) {
                 // Full: it leads the next batch (and what was chosen after it waits).
-                let (bytes, wire) = (ENCODED_OVERHEAD + item.json.len(), item.json.len());
+                let (bytes, wire) = (ENCODED_OVERHEAD + item.wire_bytes(), item.wire_bytes());
                 self.queued_bytes = self.queued_bytes - entry.bytes + bytes;
                 self.queued_wire = self.queued_wire - entry.wire + wire;
                 let waiting = Waiting::Encoded(item);

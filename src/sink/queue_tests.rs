@@ -266,6 +266,7 @@ fn event(id: &str, name: &str) -> CustomerOp {
         event_id: format!("01ID{name}"),
         timestamp: 5,
         data: serde_json::Map::new(),
+        watch: None,
     })
 }
 
@@ -483,6 +484,7 @@ fn estimate_samples() -> Vec<CustomerOp> {
             event_id: "01HZY0000000000000000000".into(),
             timestamp: 1,
             data: data(n),
+            watch: None,
         }));
         ops.push(CustomerOp::AnonymousEvent(AnonymousEvent {
             anonymous_id: format!("cookie-{n}"),
@@ -673,6 +675,7 @@ fn the_memory_estimate_adds_up_each_part_once() {
         event_id: "01ID7".into(),
         timestamp: 1,
         data: data.clone(),
+        watch: None,
     };
     assert_eq!(estimate(&CustomerOp::Event(event)), op + 2 + 9 + 5 + parts);
     let anonymous = AnonymousEvent {

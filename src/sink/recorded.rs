@@ -11,8 +11,9 @@ use tokio::time::Instant;
 use super::batch::{EncodedItem, Route};
 use super::retry::Backoff;
 use crate::record::store::RecordStore;
-use crate::record::{self, Diff, Effect, Write};
+use crate::record::{self, Diff, Effect, Known, WatchedValue, Write};
 use crate::telemetry::Counters;
+use crate::track_api::MAX_BATCH_ITEM_BYTES;
 
 /// While the record cannot be written, one log line per this long (per batch).
 const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(30);
@@ -27,11 +28,14 @@ pub struct Recorded {
 impl Recorded {
     /// Diffs each identify of `items` against the record: attributes
     /// Customer.io holds already are taken out, and an identify with none
-    /// left is not sent. Returns what to send, each with what accepting it
-    /// changes in the record. Should the record not be readable, every
-    /// identify goes whole (as without a record), counted.
-    pub async fn prepare(&self, items: Vec<EncodedItem>) -> Vec<(EncodedItem, Effect)> {
-        let customers = identified(&items);
+    /// left is not sent; decides each watched event (see
+    /// [`crate::customer::Watch`]). Returns what to send, each with what
+    /// accepting it changes in the record, and what the record takes
+    /// whatever Customer.io answers (watched values). Should the record not
+    /// be readable, every identify goes whole (as without a record) and no
+    /// watched event is sent, counted.
+    pub async fn prepare(&self, items: Vec<EncodedItem>) -> Prepared {
+        let customers = looked_up(&items);
         let known = match self.store.load(&customers).await {
             Ok(known) => known,
             Err(error) => {
@@ -43,27 +47,55 @@ impl Recorded {
                 Default::default()
             }
         };
-        let mut out = Vec::with_capacity(items.len());
+        let mut out = Prepared::default();
         for item in items {
             if item.route != Route::Batch {
-                out.push((item, Effect::None));
+                out.send.push((item, Effect::None));
+                continue;
+            }
+            let known = item.customers.first().and_then(|c| known.get(c));
+            if item.watch.is_some() {
+                self.decide(item, known, &mut out);
                 continue;
             }
             match item.kind {
                 "identify" => {
-                    let known = item.customers.first().and_then(|c| known.get(c));
-                    if let Some(prepared) = self.diff(item, known) {
-                        out.push(prepared);
+                    if let Some(prepared) = self.diff(item, known.map(|k| &k.attributes)) {
+                        out.send.push(prepared);
                     }
                 }
                 "delete" | "suppress" | "merge" => {
                     let effect = Effect::Forget(item.customers.clone());
-                    out.push((item, effect));
+                    out.send.push((item, effect));
                 }
-                _ => out.push((item, Effect::None)),
+                _ => out.send.push((item, Effect::None)),
             }
         }
         out
+    }
+
+    /// A watched event against the value the record `known`s of its
+    /// column: sent when there is one and it differs (with it as `from`
+    /// where wanted); the new value recorded in any case.
+    fn decide(&self, mut item: EncodedItem, known: Option<&Known>, out: &mut Prepared) {
+        let Some(watch) = item.watch.take() else { return };
+        let customer = item.customers.first().cloned().unwrap_or_default();
+        let value = WatchedValue::of(&watch.value, watch.with_from);
+        let before = known.and_then(|k| k.watched.get(&watch.key));
+        if before.is_some_and(|b| b.fingerprint == value.fingerprint) {
+            return;
+        }
+        if watch.fires {
+            match before {
+                None => Counters::add(&self.counters.record_events_unknown, 1),
+                Some(before) if watch.with_from => {
+                    let from = before.value.clone().unwrap_or(serde_json::Value::Null);
+                    out.send.push((with_from(item, from), Effect::None));
+                }
+                Some(_) => out.send.push((item, Effect::None)),
+            }
+        }
+        out.always.push(Effect::Watch { customer, key: watch.key, value });
     }
 
     /// One identify against what the record `known`s of its customer;
@@ -134,14 +166,41 @@ impl Recorded {
     }
 }
 
-/// The customers of `items`' identifies, each once.
-fn identified(items: &[EncodedItem]) -> Vec<String> {
+/// What a batch comes to, diffed against the record.
+#[derive(Default)]
+pub struct Prepared {
+    /// The items to send, each with what accepting it changes in the record.
+    pub send: Vec<(EncodedItem, Effect)>,
+    /// What the record takes whatever Customer.io answers.
+    pub always: Vec<Effect>,
+}
+
+/// The customers of `items`' identifies and watched events, each once.
+fn looked_up(items: &[EncodedItem]) -> Vec<String> {
     let mut customers: Vec<String> = items
         .iter()
-        .filter(|i| i.route == Route::Batch && i.kind == "identify")
+        .filter(|i| i.route == Route::Batch && (i.kind == "identify" || i.watch.is_some()))
         .filter_map(|i| i.customers.first().cloned())
         .collect();
     customers.sort_unstable();
     customers.dedup();
     customers
+}
+
+/// `item` (a watched `when_changed` event) with `from` in its data. Should
+/// the item then be over Customer.io's item limit, `from` goes as `null`.
+fn with_from(item: EncodedItem, from: serde_json::Value) -> EncodedItem {
+    let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&item.json) else {
+        return item;
+    };
+    let Some(serde_json::Value::Object(data)) = json.get_mut("attributes") else { return item };
+    data.insert("from".to_owned(), from);
+    let mut encoded = serde_json::to_vec(&json).unwrap_or_default();
+    if encoded.len() > MAX_BATCH_ITEM_BYTES {
+        if let Some(serde_json::Value::Object(data)) = json.get_mut("attributes") {
+            data.insert("from".to_owned(), serde_json::Value::Null);
+        }
+        encoded = serde_json::to_vec(&json).unwrap_or_default();
+    }
+    EncodedItem { json: encoded, ..item }
 }

@@ -44,6 +44,10 @@ pub(super) fn estimate(op: &CustomerOp) -> usize {
                     &event.data,
                     ATTRIBUTE_OVERHEAD,
                 )
+                + event
+                    .watch
+                    .as_ref()
+                    .map_or(0, |w| ATTRIBUTE_OVERHEAD + w.key.len() + value_bytes(&w.value))
         }
         CustomerOp::AnonymousEvent(event) => {
             OP_OVERHEAD

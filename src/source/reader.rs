@@ -193,13 +193,22 @@ fn refused_condition(error: &tokio_postgres::Error) -> PgError {
     ))
 }
 
-/// The id column, the mapped columns and the soft-delete column of a table,
-/// with their value kinds. Without the soft-delete column the mapper could
-/// not tell a soft-deleted row, and would copy it.
+/// The id column, the mapped columns, the soft-delete column and the
+/// columns `[[sync.events]]` watch of a table, with their value kinds, and
+/// its replica identity. Without the soft-delete column the mapper could
+/// not tell a soft-deleted row, and would copy it; with the watched
+/// columns and the identity, it records their values where the WAL will
+/// not carry old rows (see `crate::record`).
 async fn describe(sql: &Client, sync: &SyncConfig) -> Result<Table, PgError> {
     let (schema, name) = sync.schema_and_name();
     let mut wanted: Vec<&str> = vec![sync.id_column.as_str()];
-    for column in sync.attributes.values().chain(&sync.soft_delete_column) {
+    let watched = sync.events.iter().map(|e| e.column());
+    for column in sync.attributes.values().map(String::as_str).chain(watched) {
+        if !wanted.contains(&column) {
+            wanted.push(column);
+        }
+    }
+    if let Some(column) = &sync.soft_delete_column {
         if !wanted.contains(&column.as_str()) {
             wanted.push(column);
         }
@@ -230,12 +239,23 @@ async fn describe(sql: &Client, sync: &SyncConfig) -> Result<Table, PgError> {
         let kind = kinds.kind(sql, type_oid).await?;
         columns.push(TableColumn { name: column.to_owned(), type_oid, kind });
     }
+    let identity = sql
+        .query_opt(
+            "SELECT c.relreplident::text FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &name],
+        )
+        .await
+        .map_err(PgError::sql("describe a synced table"))?
+        .and_then(|row| row.get::<_, Option<String>>(0))
+        .and_then(|code| ReplicaIdentity::from_code(*code.as_bytes().first()?));
     Ok(Table {
         oid: 0,
         schema: schema.to_owned(),
         name: name.to_owned(),
         columns,
-        replica_identity: ReplicaIdentity::Full,
+        replica_identity: identity.unwrap_or(ReplicaIdentity::Default),
     })
 }
 

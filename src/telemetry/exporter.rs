@@ -223,6 +223,7 @@ fn operations(c: &Counters, out: &mut Families) {
     out.counter(&IDENTIFIES_UNCHANGED, get(&c.record_unchanged));
     out.counter(&ATTRIBUTES_UNCHANGED, get(&c.record_attributes_unchanged));
     out.counter(&RECORD_UNKNOWN, get(&c.record_unknown));
+    out.counter(&RECORD_EVENTS_UNKNOWN, get(&c.record_events_unknown));
     out.counter(&RECORD_FAILURES, get(&c.record_failures));
     out.gauge(&PENDING_OPERATIONS, get(&c.pending_operations) as f64);
     out.gauge(&PENDING_BYTES, get(&c.pending_bytes) as f64);
@@ -464,6 +465,7 @@ mod tests {
             &c.record_unchanged,
             &c.record_attributes_unchanged,
             &c.record_unknown,
+            &c.record_events_unknown,
             &c.record_failures,
             &c.ops_dead_lettered,
             &c.dead_letter_store_failures,

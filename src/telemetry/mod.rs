@@ -80,6 +80,8 @@ pub struct Counters {
     pub record_attributes_unchanged: AtomicU64,
     /// Identifies of customers the record knows nothing of, sent whole.
     pub record_unknown: AtomicU64,
+    /// Change-derived events not sent: no earlier value of their column recorded.
+    pub record_events_unknown: AtomicU64,
     /// Failed reads (the batch went whole) and writes (retried) of the record.
     pub record_failures: AtomicU64,
     /// `POST /api/v1/events` requests (anonymous events), by how they ended.

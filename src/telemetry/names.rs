@@ -175,6 +175,12 @@ pub const RECORD_UNKNOWN: Metric = Metric {
     help: "Identifies of customers the record of what Customer.io accepted knows nothing of, sent whole.",
     labels: &[],
 };
+pub const RECORD_EVENTS_UNKNOWN: Metric = Metric {
+    name: "ciosync_record_events_unknown_total",
+    kind: Kind::Counter,
+    help: "Change-derived events not sent because the record held no earlier value of their column (the value is recorded for the next change).",
+    labels: &[],
+};
 pub const RECORD_FAILURES: Metric = Metric {
     name: "ciosync_record_failures_total",
     kind: Kind::Counter,
@@ -501,6 +507,7 @@ pub const METRICS: &[Metric] = &[
     IDENTIFIES_UNCHANGED,
     ATTRIBUTES_UNCHANGED,
     RECORD_UNKNOWN,
+    RECORD_EVENTS_UNKNOWN,
     RECORD_FAILURES,
     UNDECODABLE_MESSAGES,
     ATTRIBUTES_DROPPED,
