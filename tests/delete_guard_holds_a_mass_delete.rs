@@ -6,16 +6,17 @@
 //! and either resets the breaker. A restart while tripped keeps holding.
 //! `max_share` limits removals to a share of the estimated rows.
 //! `deletes gone` leaves held removals to `deletes approve`, which forgets
-//! the customers it sent in the record of what Customer.io accepted.
+//! the customers it sends in the record of what Customer.io accepted, also
+//! when it is interrupted while Customer.io applies them.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
 use ciosync_emulator::{Emulator, Faults};
 
-use crate::support::daemon::{config_file, run_binary, InProcess};
+use crate::support::daemon::{config_file, interrupt_when, run_binary, InProcess};
 use crate::support::dead_letters::texts;
-use crate::support::emulator::wait_for_customers;
+use crate::support::emulator::{applied_then_wait, wait_for_customers};
 use crate::support::endpoint::{value, wait_for_metrics};
 use crate::support::postgres::{TestDb, USERS_TABLE};
 use crate::support::{eventually, Scenario};
@@ -309,5 +310,37 @@ async fn approve_forgets_the_customers_it_sent_also_when_it_stops() {
     assert_eq!(customers_among_first_20(&emulator), 0, "Customer.io applied the removals");
     let claimed: Vec<String> = db.recorded_customers().await.intersection(&held).cloned().collect();
     assert!(claimed.is_empty(), "the record claims values for deleted customers: {claimed:?}");
+    daemon.stop().await.unwrap();
+}
+
+/// `deletes approve` interrupted (Ctrl-C) after Customer.io applied its
+/// batch, before its transaction committed: the removals stay held, and
+/// the record claims nothing for the customers Customer.io deleted, so one
+/// who signs up again with the same values is identified whole (a claim
+/// left behind would have the daemon send nothing, and the person would
+/// be missing from Customer.io for good).
+#[tokio::test]
+async fn approve_interrupted_after_customerio_applied_leaves_no_claim() {
+    let Scenario { db, emulator, daemon } = start("guard_approve_ctrl_c").await;
+    mass_delete(&db, &emulator, &daemon).await;
+    let held = held_customers(&db).await;
+    assert!(held.is_subset(&db.recorded_customers().await), "the record forgot held customers");
+    let config = config_file(&db.config(&emulator.url(), ""));
+
+    emulator.set_faults(applied_then_wait());
+    let applied = wait_for_customers(&emulator, |_| customers_among_first_20(&emulator) == 0);
+    let status = interrupt_when(&["deletes", "approve", "--all"], config.path(), applied).await;
+    assert!(!status.success(), "{status:?}");
+    emulator.set_faults(Faults::default());
+    assert_eq!(held_customers(&db).await, held, "rolled back: still held");
+    let claimed: Vec<String> = db.recorded_customers().await.intersection(&held).cloned().collect();
+    assert!(claimed.is_empty(), "the record claims values for deleted customers: {claimed:?}");
+
+    let back = held.first().unwrap().clone();
+    db.exec(&format!("INSERT INTO users (id, email) VALUES ({back}, 'u{back}@x.io')")).await;
+    assert!(
+        wait_for_customers(&emulator, |c| c.contains_key(&back)).await,
+        "the row is back, the person is not"
+    );
     daemon.stop().await.unwrap();
 }

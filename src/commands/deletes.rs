@@ -9,6 +9,13 @@
 //! customers arriving meanwhile waits for the lock in the daemon, so it
 //! reaches Customer.io after the removal, and a row it superseded first is
 //! no longer `held` and is skipped.
+//!
+//! The record of what Customer.io accepted forgets a batch's customers
+//! before the batch is sent, in a statement committed on its own (not in
+//! the batch's transaction, which a stop, a Ctrl-C or a kill rolls back):
+//! whenever the command ends, the record claims nothing for a customer
+//! Customer.io may have removed (`approve` below says why nothing writes
+//! them back before the removal lands).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -221,6 +228,20 @@ async fn chosen(
 
 /// Sends the chosen held removals batch by batch and prints the summary,
 /// also when it stops early.
+///
+/// Each batch's customers are forgotten in the record before it is sent
+/// and again after. Why the first forget holds until the removal lands:
+/// the daemon writes a customer's record only after Customer.io accepted
+/// an operation of it. Every operation of a transaction before the held
+/// removal's was accepted and written before the slot confirmed it (the
+/// batch takes only confirmed rows), and any later operation of a customer
+/// with a held *delete* first marks it superseded ([`HeldStore::supersede`]),
+/// which waits for this batch's lock: it is not even queued before the
+/// batch commits. A held *suppression* is never superseded, so the daemon
+/// may identify its customer meanwhile and record that before the
+/// suppression lands: the forget after the send clears that.
+///
+/// [`HeldStore::supersede`]: crate::delete_guard::store::HeldStore::supersede
 async fn approve(
     config: &Config,
     sql: &tokio_postgres::Client,
@@ -230,6 +251,11 @@ async fn approve(
     let client = TrackClient::new(&config.customerio, Arc::new(Counters::default()))?;
     let max_backoff = Duration::from_secs(config.customerio.retry_max_backoff_secs);
     let per_batch = config.customerio.max_batch_ops as i64;
+    // `sql` carries each batch's transaction: the record's forgets go on a
+    // connection of their own, each committed as it runs.
+    let record =
+        config.postgres.connection().connect_sql().await.map_err(PgError::sql("connect"))?;
+    let slot = config.postgres.slot.as_str();
     let (mut sent, mut refused) = (0u64, 0u64);
     let mut after = 0;
     loop {
@@ -252,9 +278,12 @@ async fn approve(
             .iter()
             .filter_map(|(_, customer, action)| batch::encode(action.op(customer.clone())))
             .collect();
-        let sent_to = send(&client, batch::body(&items), items.len(), max_backoff).await;
         let customers: Vec<String> = batch.iter().map(|(_, c, _)| c.clone()).collect();
-        crate::record::store::forget(sql, &config.postgres.slot, &customers).await?;
+        // Before the send (see the doc above for why nothing writes them
+        // back before it lands), and again after it for held suppressions.
+        crate::record::store::forget(&record, slot, &customers).await?;
+        let sent_to = send(&client, batch::body(&items), items.len(), max_backoff).await;
+        crate::record::store::forget(&record, slot, &customers).await?;
         match sent_to {
             Ok(failed) => {
                 let delivered: Vec<i64> = batch
@@ -268,9 +297,6 @@ async fn approve(
             }
             Err(reason) => {
                 table.abandon().await?;
-                // The forget above was in the batch's transaction, rolled
-                // back: Customer.io may have applied some, so forget again.
-                crate::record::store::forget(sql, &config.postgres.slot, &customers).await?;
                 emit(&summary(sent, refused))?;
                 return Err(CommandError::Stopped { sent, reason });
             }
@@ -335,6 +361,11 @@ impl Refreshed {
 /// the daemon keeps delivering meanwhile, and a change it sent before this
 /// identify landed would otherwise be set back. A page of customers is
 /// forgotten once each is settled; a stop keeps the rest for the next run.
+///
+/// The record forgets each customer before each send (committed: no
+/// transaction is open here), so an interrupted run leaves no claim
+/// Customer.io may no longer match, and again after it: the daemon may
+/// have recorded a newer value meanwhile that this send set back.
 async fn refresh_all(
     config: &Config,
     sql: &tokio_postgres::Client,
@@ -360,9 +391,10 @@ async fn refresh_all(
                     timestamp: rows.now().await?,
                 };
                 let items: Vec<_> = batch::encode(op).into_iter().collect();
+                let forget = std::slice::from_ref(customer);
+                crate::record::store::forget(sql, &config.postgres.slot, forget).await?;
                 let sent = send(client, batch::body(&items), items.len(), max_backoff).await;
-                let slot = &config.postgres.slot;
-                crate::record::store::forget(sql, slot, std::slice::from_ref(customer)).await?;
+                crate::record::store::forget(sql, &config.postgres.slot, forget).await?;
                 match sent {
                     Ok(failed) if failed.is_empty() => {}
                     Ok(_) => {

@@ -10,11 +10,23 @@
 //!
 //! With `--send`, each page of them is checked again just before it goes
 //! (a customer whose row came back since is left alone), each removal
-//! follows the table's `delete_action`, what Customer.io accepted is
-//! forgotten in the record, and every customer sent is read once more
-//! afterwards: a row inserted meanwhile (whose identify the daemon may have
-//! delivered before the removal landed) is identified again, as `deletes
-//! approve` and `dlq retry` do.
+//! follows the table's `delete_action`, and every customer sent is read
+//! once more afterwards: a row inserted meanwhile (whose identify the
+//! daemon may have delivered before the removal landed) is identified
+//! again, as `deletes approve` and `dlq retry` do.
+//!
+//! The record forgets a page's customers before it is sent, each statement
+//! committed on its own, so a stop, a Ctrl-C or a kill while Customer.io
+//! applies the removals leaves no claim about customers it may have
+//! removed; those it definitely refused are put back (it still holds them,
+//! and the next run finds them again). Those it removed are forgotten again
+//! after the send: nothing holds the daemon back meanwhile, and a row come
+//! back may have had its identify recorded before the removal landed.
+//! A stop or kill mid-page leaves that page's customers out of the record
+//! whether or not Customer.io removed them: `deletes gone` no longer
+//! counts those it did not (forgetting is the safe side: a claim about a
+//! removed customer would keep the daemon from identifying it again when
+//! its row comes back with the same values).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -137,25 +149,24 @@ async fn send_all(
             .iter()
             .filter_map(|customer| batch::encode(removal(action, customer)))
             .collect();
+        // Forgotten before the send: a stop or a kill after Customer.io
+        // applied some leaves no claim about them (see the module's doc).
+        let forgotten = record::store::forget_keeping(sql, slot, &still_gone).await?;
         let answered = send(&client, batch::body(&items), items.len(), max_backoff).await;
         let failed: HashSet<usize> = match answered {
             Ok(failed) => failed.into_iter().collect(),
-            Err(reason) => {
-                // Customer.io may have applied some: the record forgets them all.
-                record::store::forget(sql, slot, &still_gone).await?;
-                return Err(CommandError::Stopped { sent: sent.removed, reason });
-            }
+            Err(reason) => return Err(CommandError::Stopped { sent: sent.removed, reason }),
         };
-        let removed: Vec<String> = still_gone
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, customer)| (!failed.contains(&i)).then_some(customer))
-            .collect();
-        sent.refused += failed.len() as u64;
+        let (refused, removed): (Vec<_>, Vec<_>) =
+            still_gone.into_iter().enumerate().partition(|(i, _)| failed.contains(i));
+        let refused: Vec<String> = refused.into_iter().map(|(_, customer)| customer).collect();
+        let removed: Vec<String> = removed.into_iter().map(|(_, customer)| customer).collect();
+        sent.refused += refused.len() as u64;
         sent.removed += removed.len() as u64;
+        record::store::restore(sql, slot, &forgotten, &refused).await?;
         record::store::forget(sql, slot, &removed).await?;
         for customer in &removed {
-            if identify_if_back(&mut rows, &client, customer, max_backoff).await? {
+            if identify_if_back(&mut rows, &client, customer, max_backoff, (sql, slot)).await? {
                 sent.identified += 1;
                 record::store::forget(sql, slot, std::slice::from_ref(customer)).await?;
             }
@@ -173,12 +184,15 @@ fn removal(action: DeleteAction, customer: &str) -> CustomerOp {
 }
 
 /// After its removal: a customer whose row came back meanwhile is
-/// identified with the row's values. Whether it was.
+/// identified with the row's values, forgotten in the record (of `slot`,
+/// on `sql`) just before the send, as the daemon may have recorded it
+/// since. Whether it was.
 async fn identify_if_back(
     rows: &mut Rows<'_>,
     client: &TrackClient,
     customer: &str,
     max_backoff: Duration,
+    (sql, slot): (&Client, &str),
 ) -> Result<bool, CommandError> {
     let every = rows.every_table();
     let Current::Live(attributes) = rows.current(customer, &every).await? else {
@@ -187,6 +201,7 @@ async fn identify_if_back(
     let op =
         CustomerOp::Identify { id: customer.to_owned(), attributes, timestamp: rows.now().await? };
     let items: Vec<_> = batch::encode(op).into_iter().collect();
+    record::store::forget(sql, slot, &[customer.to_owned()]).await?;
     send(client, batch::body(&items), items.len(), max_backoff)
         .await
         .map_err(|reason| CommandError::Stopped { sent: 0, reason })?;

@@ -37,8 +37,11 @@
 //! suppression or a merge forgets the customers it touches (Customer.io's
 //! merge combines two people's attributes in its own way), so the next
 //! identify of them is sent whole. The operator's commands that send on
-//! their own (`dlq retry`, `deletes approve`) forget the customers they
-//! sent afterwards.
+//! their own (`dlq retry`, `deletes approve`, `deletes gone --send`) forget
+//! the customers they send before each send, in a statement committed on
+//! its own, so that no interruption (a stop, a Ctrl-C, a kill, a failed
+//! commit) leaves the record claiming what the send may have changed; and
+//! again after it, as the daemon may have recorded one of them meanwhile.
 //!
 //! A fingerprint is the first 8 bytes of the SHA-256 of the value's JSON
 //! as sent: no one can choose a value that passes for another.

@@ -220,6 +220,64 @@ pub async fn forget(client: &Client, slot: &str, customers: &[String]) -> Result
         .map_err(PgError::stored(WRITE))
 }
 
+/// What [`forget_keeping`] took out of the record: customer, attributes
+/// and watched values as they were stored.
+#[derive(Debug, Default)]
+pub struct Forgotten(Vec<(String, Json, Json)>);
+
+/// [`forget`], keeping what was forgotten, so that the customers whose
+/// removal Customer.io then refuses can be put back ([`restore`]).
+pub async fn forget_keeping(
+    client: &Client,
+    slot: &str,
+    customers: &[String],
+) -> Result<Forgotten, PgError> {
+    if customers.is_empty() {
+        return Ok(Forgotten::default());
+    }
+    let rows = client
+        .query(
+            "DELETE FROM ciosync.accepted WHERE slot = $1 AND customer_id = ANY($2) \
+             RETURNING customer_id, attributes, watched",
+            &[&slot, &customers],
+        )
+        .await
+        .map_err(PgError::stored(WRITE))?;
+    Ok(Forgotten(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()))
+}
+
+/// Puts back what [`forget_keeping`] took out for `customers`, those
+/// whose removal Customer.io definitely refused: it still holds what it
+/// held. A customer recorded again meanwhile keeps that newer write (and
+/// one the daemon records later merges over this). The one gap: the
+/// daemon removing the same customer (its row back and deleted again) and
+/// recording that between the forget and this, though Customer.io refused
+/// this very removal moments before.
+pub async fn restore(
+    client: &Client,
+    slot: &str,
+    forgotten: &Forgotten,
+    customers: &[String],
+) -> Result<u64, PgError> {
+    let kept: Vec<&(String, Json, Json)> =
+        forgotten.0.iter().filter(|(c, _, _)| customers.contains(c)).collect();
+    if kept.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<&str> = kept.iter().map(|(c, _, _)| c.as_str()).collect();
+    let attributes: Vec<&Json> = kept.iter().map(|(_, a, _)| a).collect();
+    let watched: Vec<&Json> = kept.iter().map(|(_, _, w)| w).collect();
+    client
+        .execute(
+            "INSERT INTO ciosync.accepted (slot, customer_id, attributes, watched) \
+             SELECT $1, c, f, w FROM unnest($2::text[], $3::jsonb[], $4::jsonb[]) AS u(c, f, w) \
+             ON CONFLICT (slot, customer_id) DO NOTHING",
+            &[&slot, &ids, &attributes, &watched],
+        )
+        .await
+        .map_err(PgError::stored(WRITE))
+}
+
 fn json_of(set: &Fingerprints) -> Json {
     Json::Object(set.iter().map(|(name, fp)| (name.clone(), Json::from(*fp))).collect())
 }

@@ -207,6 +207,33 @@ pub fn signal(child: &Child, signal: &str) {
     assert!(status.success());
 }
 
+/// Runs `ciosync <args> --config FILE` until `reached` completes true,
+/// then interrupts it as an operator's Ctrl-C does (SIGINT: the commands
+/// have no handler for it) and returns how it ended. Panics if `reached`
+/// completes false (a timeout), after killing the command.
+pub async fn interrupt_when(
+    args: &[&str],
+    config: &std::path::Path,
+    reached: impl std::future::Future<Output = bool>,
+) -> std::process::ExitStatus {
+    let mut command = Command::new(binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ciosync");
+    let reached = reached.await;
+    signal(&command, if reached { "INT" } else { "KILL" });
+    let status = tokio::task::spawn_blocking(move || command.wait().expect("wait for ciosync"))
+        .await
+        .expect("the wait does not panic");
+    assert!(reached, "`ciosync {}` never reached the point to interrupt it at", args.join(" "));
+    status
+}
+
 /// Runs `ciosync run` with `config` where it must stop by itself (a
 /// definite error, not a retry loop): exit 1 within a minute; its stderr.
 pub async fn run_stops(config: &std::path::Path) -> String {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ciosync_emulator::{Emulator, EmulatorConfig};
+use ciosync_emulator::{Emulator, EmulatorConfig, Faults};
 use serde_json::{Map, Value};
 
 use super::daemon::{API_KEY, SITE_ID};
@@ -18,6 +18,19 @@ pub async fn start() -> Emulator {
         ..EmulatorConfig::default()
     };
     Emulator::start(listener, config).await.expect("emulator starts")
+}
+
+/// Customer.io applies the next request but answers it 429 with a
+/// `Retry-After` of minutes (the answer lost, as it were): a command then
+/// waits, what it sent applied, until a test interrupts it.
+pub fn applied_then_wait() -> Faults {
+    Faults {
+        fail_next: 1,
+        fail_status: 429,
+        retry_after_secs: Some(300),
+        fail_after_apply: true,
+        ..Faults::default()
+    }
 }
 
 /// Waits until `cond` holds for the emulator's customers; false on timeout.

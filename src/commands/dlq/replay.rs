@@ -273,12 +273,24 @@ impl Replayer<'_> {
 }
 
 impl Replayer<'_> {
-    /// [`replay`], then the record forgets the customers the payload
-    /// names: the daemon sends their next identify whole, so the values
-    /// this sent can never be taken for the ones its record holds.
+    /// [`replay`], with the record forgetting the customers the payload
+    /// names before and after it: the daemon sends their next identify
+    /// whole, so the values this sent can never be taken for the ones its
+    /// record holds.
+    ///
+    /// Before, each forget committed on its own (no transaction is open on
+    /// this connection): however the command ends, even killed while
+    /// Customer.io applies the send, the record claims nothing for these
+    /// customers that the send may have changed. After, because nothing
+    /// holds the daemon back meanwhile: it may deliver an operation of
+    /// the same customer and record it between the first forget and this
+    /// send, which then changes what Customer.io holds (a removal, or older
+    /// values that [`Replayer::converge`] sends again).
     async fn replay(&self, payload: &str) -> Result<Answer, Halt> {
+        let customers = customers_in(payload);
+        crate::record::store::forget(self.sql, self.slot, &customers).await?;
         let answer = replay(&self.client, payload, self.max_backoff).await;
-        crate::record::store::forget(self.sql, self.slot, &customers_in(payload)).await?;
+        crate::record::store::forget(self.sql, self.slot, &customers).await?;
         Ok(answer?)
     }
 }
