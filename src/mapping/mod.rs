@@ -9,6 +9,8 @@
 //! | DELETE                                   | delete (or suppress: `delete_action`)         |
 //! | UPDATE setting `soft_delete_column`      | delete (or suppress); clearing it: identify with every mapped non-NULL attribute |
 //! | UPDATE changing a `[[sync.events]]` column (old row known) | the identify, then the event(s) |
+//! | UPDATE, `[[sync.events]]`, no old row, record on | the identify, then each event carrying the column's new value, decided against the record by the sink |
+//! | INSERT, `[[sync.events]]`, no old row, record on | the identify, then each watched value to record (never sent) |
 //! | INSERT into an `[[events]]` table        | one event (UPDATE, DELETE: nothing)           |
 //!
 //! An unchanged TOASTed value is never sent and never counts as a change. A
