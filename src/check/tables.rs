@@ -243,7 +243,7 @@ pub fn sync_options(sync: &SyncConfig, table: Option<&Table>, record: bool) -> V
     }
     let Some(table) = as_table(table) else { return out };
     if let Some(column) = &sync.soft_delete_column {
-        out.push(soft_delete(sync, table, column));
+        out.push(soft_delete(sync, table, column, record));
     }
     if !sync.events.is_empty() {
         out.push(change_events(sync, table, record));
@@ -255,7 +255,7 @@ fn full_identity_fix(sync: &SyncConfig) -> String {
     format!("ALTER TABLE {} REPLICA IDENTITY FULL;", sync.table.quoted())
 }
 
-fn soft_delete(sync: &SyncConfig, table: &Table, column: &str) -> Finding {
+fn soft_delete(sync: &SyncConfig, table: &Table, column: &str, record: bool) -> Finding {
     let label = label(&sync.table);
     if !table.has_column(column) {
         Finding::error(
@@ -263,14 +263,23 @@ fn soft_delete(sync: &SyncConfig, table: &Table, column: &str) -> Finding {
             format!("has no column {column} (soft_delete_column)"),
             "fix soft_delete_column or add the column",
         )
+    } else if table.identity_kind != IdentityKind::Full && record {
+        Finding::ok(
+            &label,
+            format!(
+                "soft deletes by {column}, told from updates of deleted rows by the record of \
+                 what Customer.io accepted (the WAL has no old row under this identity)"
+            ),
+        )
     } else if table.identity_kind != IdentityKind::Full {
         Finding::error(
             &label,
             format!(
-                "soft_delete_column {column} needs REPLICA IDENTITY FULL: without the old \
-                 row a soft delete cannot be told from an update of a deleted row, so each \
+                "soft_delete_column {column} needs REPLICA IDENTITY FULL, or the record of \
+                 what Customer.io accepted (pipeline.record_accepted, off here): without \
+                 either a soft delete cannot be told from an update of a deleted row, so each \
                  such update sends the removal again (and counts against the mass-delete \
-                 circuit breaker), and an undelete is sent as a plain update"
+                 circuit breaker)"
             ),
             full_identity_fix(sync),
         )

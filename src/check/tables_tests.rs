@@ -222,6 +222,8 @@ fn soft_deletes_and_change_events_need_their_columns_and_the_full_identity() {
         .message
         .starts_with("1 change event(s) configured, decided against the record"));
     assert_eq!(lines[1].level, Level::Ok);
+    assert!(lines[0].message.starts_with("soft deletes by deleted_at, told from updates"));
+    assert_eq!(lines[0].level, Level::Ok);
     default.identity_kind = IdentityKind::Full;
     assert_eq!(
         messages(&tables::sync_options(sync, Some(&default), true)),

@@ -7,7 +7,7 @@
 //! | UPDATE, no old row (DEFAULT identity)    | identify with every mapped attribute sent     |
 //! | UPDATE of the id column                  | identify the new id, merge the old person into it, then its email and NULLs (or: delete the old, identify the new) |
 //! | DELETE                                   | delete (or suppress: `delete_action`)         |
-//! | UPDATE setting `soft_delete_column`      | delete (or suppress); clearing it: identify with every mapped non-NULL attribute |
+//! | UPDATE setting `soft_delete_column`      | delete (or suppress); clearing it: identify with every mapped non-NULL attribute; no old row and the record on: the removal only if Customer.io may hold the customer ([`Mapped::leave`]) |
 //! | UPDATE changing a `[[sync.events]]` column (old row known) | the identify, then the event(s) |
 //! | UPDATE, `[[sync.events]]`, no old row, record on | the identify, then each event carrying the column's new value, decided against the record by the sink |
 //! | INSERT, `[[sync.events]]`, no old row, record on | the identify, then each watched value to record (never sent) |
@@ -45,6 +45,9 @@ pub enum SkipReason {
     SoftDeleted,
     /// An insert into an event table whose event name is NULL, blank or too long.
     InvalidEvent,
+    /// The row is outside a filter ciosync evaluates, and Customer.io does
+    /// not hold its customer.
+    FilteredOut,
 }
 
 impl SkipReason {
@@ -56,6 +59,7 @@ impl SkipReason {
             Self::UnknownTable => "unknown_table",
             Self::SoftDeleted => "soft_deleted",
             Self::InvalidEvent => "invalid_event",
+            Self::FilteredOut => "filtered_out",
         }
     }
 }
@@ -110,6 +114,13 @@ pub struct Mapped {
     /// operations free in Customer.io (the sink orders another customer's
     /// claim of it after them).
     pub released: Released,
+    /// A removal to send only if Customer.io may hold the customer (the
+    /// record knows them, or an operation of theirs is still under way),
+    /// else the change is skipped for the reason given: where the old row
+    /// is not known, a row soft-deleted or outside the filter may have been
+    /// so all along. The pipeline decides ([`crate::sink::Sink::may_hold`])
+    /// before the mass-delete circuit breaker counts it.
+    pub leave: Option<(CustomerOp, SkipReason)>,
 }
 
 /// Maps changes of the synced tables, each by its `[[sync]]` entry, and
@@ -329,6 +340,10 @@ impl<'a> RowMapping<'a> {
         match (was_deleted, self.deleted.is_deleted(new)) {
             (Some(true), Some(true)) => {
                 out.skipped = Some(SkipReason::SoftDeleted);
+                return;
+            }
+            (None, Some(true)) if self.record && full_old.is_none() => {
+                out.leave = Some((removal(sync, new_id), SkipReason::SoftDeleted));
                 return;
             }
             (_, Some(true)) => {
