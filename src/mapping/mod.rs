@@ -19,6 +19,7 @@
 //! whose id is unusable is skipped. Nothing here stops the stream.
 
 pub mod events;
+pub mod filter_expr;
 pub mod report;
 pub mod value;
 
