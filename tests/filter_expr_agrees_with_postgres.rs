@@ -343,7 +343,7 @@ async fn keywords_are_column_names_only_quoted() {
     };
     for word in &words {
         let quoted = FilterExpr::parse(&format!("\"{word}\" IS NULL"), &table).unwrap();
-        assert_eq!(quoted.columns(), [word.clone()]);
+        assert_eq!(quoted.columns(), std::slice::from_ref(word));
         let unquoted = FilterExpr::parse(&format!("{word} IS NULL"), &table);
         match word.as_str() {
             "true" | "false" | "null" => assert!(unquoted.unwrap().columns().is_empty()),

@@ -62,7 +62,7 @@ pub fn sync_table(
     out.extend(columns(sync, table, facts));
     out.push(replica_identity(&label, sync, table, record));
     if let (Some(probe), true) = (&facts.filter, table.can_select) {
-        out.push(filter(i, sync, table, probe));
+        out.push(filter(i, sync, table, probe, facts.own_filter));
     }
     out
 }
@@ -190,7 +190,7 @@ fn replica_identity(label: &str, sync: &SyncConfig, table: &Table, record: bool)
 /// replica identity (otherwise publishing it makes Postgres refuse the
 /// table's UPDATEs and DELETEs). Whether the publication has it is the
 /// publication line's part.
-fn filter(i: usize, sync: &SyncConfig, table: &Table, probe: &FilterProbe) -> Finding {
+fn filter(i: usize, sync: &SyncConfig, table: &Table, probe: &FilterProbe, own: bool) -> Finding {
     let label = label(&sync.table);
     let field = format!("sync[{i}].filter");
     let columns = match probe {
@@ -210,6 +210,18 @@ fn filter(i: usize, sync: &SyncConfig, table: &Table, probe: &FilterProbe) -> Fi
         FilterProbe::Reads(columns) => columns,
     };
     let missing = table.identity().missing(columns);
+    if !missing.is_empty() && own {
+        return Finding::ok(
+            &label,
+            format!(
+                "{field} reads {} outside the replica identity, so the publication does not \
+                 carry it: ciosync evaluates it on each change, and removes a customer whose \
+                 row leaves it only if Customer.io holds them (by the record of what it \
+                 accepted)",
+                missing.join(", ")
+            ),
+        );
+    }
     if !missing.is_empty() {
         let (what, fix) = row_filter::identity_problem(
             &field,

@@ -36,7 +36,7 @@ fn table(columns: &[(&str, &str)]) -> Table {
 }
 
 fn judge(config: &Config, table: Option<Table>, filter: Option<FilterProbe>) -> Vec<Finding> {
-    let facts = SyncTable { table, filter, shape: None };
+    let facts = SyncTable { table, filter, shape: None, own_filter: false };
     tables::sync_table(0, &config.sync[0], "ciosync", &facts, config.pipeline.record_accepted)
 }
 
@@ -282,8 +282,12 @@ fn a_column_renamed_or_retyped_since_the_daemon_streamed_it_is_named_with_its_fi
     let before = vec![("id".to_owned(), Shape::Number), ("email".to_owned(), Shape::String)];
     let kept = accept(&Needs::of_sync(sync), &before, &Baseline::default());
     let lines_for = |now: Vec<(String, Shape)>| {
-        let facts =
-            SyncTable { table: Some(users()), filter: None, shape: Some((now, kept.clone())) };
+        let facts = SyncTable {
+            table: Some(users()),
+            filter: None,
+            shape: Some((now, kept.clone())),
+            own_filter: false,
+        };
         tables::sync_table(0, sync, "ciosync", &facts, true)
     };
     let renamed = lines_for(vec![("id".into(), Shape::Number), ("mail".into(), Shape::String)]);

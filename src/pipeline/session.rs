@@ -139,8 +139,12 @@ impl Session<'_> {
                     }
                 };
                 let mut mapped = self.mapper.map(&change);
-                if let Some((removal, reason)) = mapped.leave.take() {
-                    let customer = removal.customer_id().unwrap_or_default().to_owned();
+                if let Some((ops, reason)) = mapped.if_held.take() {
+                    let customer = ops
+                        .iter()
+                        .find_map(crate::customer::CustomerOp::customer_id)
+                        .unwrap_or_default()
+                        .to_owned();
                     let held = tokio::select! {
                         held = self.sink.may_hold(&customer) => held,
                         _ = shutdown.cancelled() => {
@@ -150,7 +154,7 @@ impl Session<'_> {
                         _ = self.session_ended.cancelled() => return Err(session_ended()),
                     };
                     match held {
-                        true => mapped.ops.push(removal),
+                        true => mapped.ops.extend(ops),
                         false => mapped.skipped = Some(reason),
                     }
                 }
