@@ -148,8 +148,12 @@ async fn checks_with_sql(
     let role = Role::read(sql, &providers).await?;
     out.push(judge::replication_privilege(&role, &providers));
     let mut tables = Vec::new();
+    // Its error, if any, is the publication line's.
+    let own = crate::source::own_filters::own_filters(sql, config).await.unwrap_or_default();
     for (i, sync) in config.sync.iter().enumerate() {
-        let facts = gather::sync_table(sql, sync, &config.postgres.slot).await?;
+        let mut facts = gather::sync_table(sql, sync, &config.postgres.slot).await?;
+        let (schema, name) = sync.schema_and_name();
+        facts.own_filter = own.iter().any(|(s, n)| (s.as_str(), n.as_str()) == (schema, name));
         let record = config.pipeline.record_accepted;
         out.extend(tables::sync_table(i, sync, &role.name, &facts, record));
         out.extend(tables::sync_options(sync, facts.table.as_ref(), record));

@@ -85,7 +85,7 @@ pub async fn run(
     settings: &ConnectionSettings,
     config: &Config,
     sink: &mut Sink,
-    mapper: &Mapper,
+    mapper: &mut Mapper,
     counters: &Counters,
     shutdown: &CancellationToken,
 ) -> Result<CopyOutcome, CopyError> {
@@ -93,7 +93,10 @@ pub async fn run(
     // `failover_slot = "on"` on a server without failover slots stops here,
     // before anything is created.
     let failover = crate::source::slot::failover_wanted(&sql, config).await?;
-    setup::ensure_publication(&sql, config).await?;
+    // Which filters the publication leaves to ciosync decides how this
+    // lease maps changes (`mapping::own_filter`).
+    mapper.set_own_filters(setup::ensure_publication(&sql, config).await?);
+    let mapper = &*mapper;
     let slot = &config.postgres.slot;
     // A lost slot stops here (or is recreated, with backfills queued), before
     // anything is copied; without an initial copy a new slot is made here.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::backfill_yields_to_newer_changes::wait_for_backfill;
 use crate::support::daemon::{config_file, run_binary};
-use crate::support::emulator::{wait_for, wait_for_attribute, wait_for_customers};
+use crate::support::emulator::{batch_items, wait_for, wait_for_attribute, wait_for_customers};
 use crate::support::postgres::USERS_TABLE;
 use crate::support::{eventually, Scenario};
 
@@ -35,15 +35,31 @@ async fn suppress_on_delete_blocks_re_creation() {
 
 #[tokio::test]
 async fn soft_delete_removes_and_undelete_identifies_in_full() {
-    let schema = format!("{USERS_TABLE} ALTER TABLE users ADD COLUMN deleted_at timestamptz;");
-    let Scenario { db, emulator, daemon } = Scenario::start_with("soft_delete", &schema, |c| {
-        c.replacen(
-            "id_column = \"id\"\n",
-            "id_column = \"id\"\nsoft_delete_column = \"deleted_at\"\n",
-            1,
-        )
-    })
+    soft_delete_round_trip("soft_delete", "").await;
+}
+
+/// Under DEFAULT identity (what ORMs leave) an UPDATE has no old row: the
+/// record of what Customer.io accepted tells a soft delete (the customer
+/// is known) from an update of a row deleted all along (not known), so
+/// each removal is sent once, and an undelete goes whole (the removal made
+/// the record forget the customer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_delete_under_default_identity_removes_once_from_the_record() {
+    let counters = soft_delete_round_trip(
+        "soft_delete_default",
+        "ALTER TABLE users REPLICA IDENTITY DEFAULT;",
+    )
     .await;
+    // Rows 1 (while deleted) and 3 (inserted deleted, then updated).
+    assert!(Counters::get(&counters.changes_skipped_soft_deleted) >= 3);
+}
+
+/// Soft delete, updates while deleted, undelete; returns the daemon's counters.
+async fn soft_delete_round_trip(name: &str, identity: &str) -> std::sync::Arc<Counters> {
+    let schema =
+        format!("{USERS_TABLE} ALTER TABLE users ADD COLUMN deleted_at timestamptz; {identity}");
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with(name, &schema, with_soft_delete).await;
     db.exec(
         "INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'free'), (2, 'b@x.io', 'free')",
     )
@@ -56,16 +72,29 @@ async fn soft_delete_removes_and_undelete_identifies_in_full() {
     assert!(wait_for_customers(&emulator, |c| !c.contains_key("1")).await, "soft delete");
     // Changes while deleted send nothing.
     db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
+    db.exec("UPDATE users SET first_name = 'Ada' WHERE id = 1").await;
+    db.exec("UPDATE users SET plan = 'pro' WHERE id = 3").await;
     db.exec("UPDATE users SET plan = 'marker' WHERE id = 2").await;
     assert!(wait_for_attribute(&emulator, "2", "plan", json!("marker")).await);
     assert!(emulator.customer("1").is_none());
     assert!(emulator.customer("3").is_none());
+    let removals = |id: &str| {
+        batch_items(&emulator)
+            .iter()
+            .filter(|i| i["action"] == "delete" && i["identifiers"]["id"] == id)
+            .count()
+    };
+    assert_eq!(removals("1"), 1, "one soft delete, one removal");
+    assert_eq!(removals("3"), 0, "a row deleted all along was removed");
 
     // Undeleted: identified in full, with the change made while deleted.
     db.exec("UPDATE users SET deleted_at = NULL WHERE id = 1").await;
     assert!(wait_for_attribute(&emulator, "1", "plan", json!("pro")).await);
     assert_eq!(emulator.customer("1").unwrap()["email"], json!("a@x.io"));
+    assert_eq!(emulator.customer("1").unwrap()["first_name"], json!("Ada"));
+    let counters = daemon.counters.clone();
     daemon.stop().await.unwrap();
+    counters
 }
 
 fn with_soft_delete(config: String) -> String {

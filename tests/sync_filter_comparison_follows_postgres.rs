@@ -67,7 +67,7 @@ async fn filters_are_compared_as_postgres_reads_them() {
         let config =
             Config::from_toml(&config_with_filter(&db, &emulator.url(), configured), Vec::new())
                 .unwrap();
-        let misfit = publication_misfit(&as_role, &config).await.unwrap();
+        let misfit = publication_misfit(&as_role, &config, &[]).await.unwrap();
         assert_eq!(misfit.is_none(), same, "{configured:?} vs {published:?}: {misfit:?}");
     }
     // The probe leaves nothing behind, and the session is usable after it.

@@ -1,13 +1,22 @@
 //! A filter reading a column the replica identity does not carry would make
-//! Postgres refuse the application's UPDATEs and DELETEs once published:
-//! `check` reports it as an error with the fix, and `run` refuses to create
-//! such a publication. A filter that does not work on the table, or that
-//! Postgres does not allow in a publication, names `sync[i].filter`.
+//! Postgres refuse the application's UPDATEs and DELETEs once published.
+//! With the record of what Customer.io accepted on, ciosync evaluates such
+//! a filter itself (`sync_filter_syncs_only_matching_rows`), and `check`
+//! says so, or says why it cannot (outside the subset it evaluates). With
+//! the record off, `check` reports it as an error with the fix, and `run`
+//! refuses to create such a publication. A filter that does not work on
+//! the table, or that Postgres does not allow in a publication, names
+//! `sync[i].filter`.
 
 use crate::support::daemon::{binary, config_file, run_binary};
 use crate::support::emulator;
 use crate::support::postgres::TestDb;
 use crate::sync_filter_syncs_only_matching_rows::config_with_filter;
+
+/// [`config_with_filter`] with the record of what Customer.io accepted off.
+fn without_record(db: &TestDb, track_url: &str, filter: &str) -> String {
+    config_with_filter(db, track_url, filter) + "\n[pipeline]\nrecord_accepted = false\n"
+}
 
 /// The filtered users table with the DEFAULT replica identity (the key).
 const KEY_IDENTITY_USERS: &str = "
@@ -37,14 +46,25 @@ async fn check_reports_filter_columns_outside_the_replica_identity() {
     db.exec(KEY_IDENTITY_USERS).await;
     let emulator = emulator::start().await;
 
-    let (code, out) =
-        check(config_with_filter(&db, &emulator.url(), "id > 0 AND NOT is_staff")).await;
+    let (code, out) = check(without_record(&db, &emulator.url(), "id > 0 AND NOT is_staff")).await;
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("error   table public.users: sync[0].filter reads is_staff of public.users"),
         "{out}"
     );
     assert!(out.contains("fix: ALTER TABLE \"public\".\"users\" REPLICA IDENTITY FULL"), "{out}");
+
+    // With the record on, ciosync evaluates it; not a filter outside its subset.
+    let (code, out) =
+        check(config_with_filter(&db, &emulator.url(), "id > 0 AND NOT is_staff")).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("sync[0].filter reads is_staff outside the replica identity, so the publication does not carry it: ciosync evaluates it on each change"), "{out}");
+    let (code, out) =
+        check(config_with_filter(&db, &emulator.url(), "NOT is_staff AND lower(email) = 'a@x.io'"))
+            .await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("so ciosync evaluates it on each change itself, and it cannot"), "{out}");
+    assert!(out.contains("it cannot: functions"), "{out}");
 
     let (code, out) = check(config_with_filter(&db, &emulator.url(), "id > 0")).await;
     assert_eq!(code, Some(0), "a key column is in the identity:\n{out}");
@@ -61,7 +81,7 @@ async fn check_reports_filter_columns_outside_the_replica_identity() {
 async fn run_refuses_to_publish_filter_columns_outside_the_replica_identity() {
     let db = TestDb::new("sync_filter_identity_run").await;
     db.exec(KEY_IDENTITY_USERS).await;
-    let file = config_file(&config_with_filter(&db, "http://127.0.0.1:9", "NOT is_staff"));
+    let file = config_file(&without_record(&db, "http://127.0.0.1:9", "NOT is_staff"));
     let output = run_binary(&["run", "--log-format", "text"], file.path()).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -73,7 +93,7 @@ async fn run_refuses_to_publish_filter_columns_outside_the_replica_identity() {
 
     // A filter Postgres does not allow in a publication (a mutable function)
     // stops run too, instead of being retried.
-    let file = config_file(&config_with_filter(&db, "http://127.0.0.1:9", "id < random() * 10"));
+    let file = config_file(&without_record(&db, "http://127.0.0.1:9", "id < random() * 10"));
     let output = run_binary(&["run", "--log-format", "text"], file.path()).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");

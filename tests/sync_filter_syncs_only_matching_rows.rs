@@ -7,6 +7,8 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
+use ciosync_emulator::Emulator;
+
 use crate::support::daemon::InProcess;
 use crate::support::emulator::{self, batch_items, identifies_of, wait_for_customers};
 use crate::support::eventually;
@@ -38,8 +40,45 @@ pub fn config_with_filter(db: &TestDb, track_url: &str, filter: &str) -> String 
 
 #[tokio::test]
 async fn only_rows_matching_the_filter_are_copied_and_streamed() {
-    let db = TestDb::new("sync_filter").await;
-    db.exec(FILTERED_USERS).await;
+    let (daemon, db, emulator) = filter_workload("sync_filter", "").await;
+    daemon.stop().await.unwrap();
+    // The publication filters: the non-matching rows never reached ciosync.
+    assert!(db.publication_filters("users").await.is_some());
+    drop(emulator);
+}
+
+/// Under DEFAULT identity (what ORMs leave) the publication cannot carry a
+/// filter on columns outside the key: Postgres would refuse the table's
+/// UPDATEs. ciosync publishes the table whole and evaluates the filter on
+/// each change itself, telling a row that leaves from one outside all
+/// along by the record of what Customer.io accepted: the same workload
+/// sends the same requests, and rows outside the filter cost none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_outside_the_replica_identity_is_evaluated_by_ciosync() {
+    let identity = "ALTER TABLE public.users REPLICA IDENTITY DEFAULT;";
+    let (daemon, db, emulator) = filter_workload("sync_filter_own", identity).await;
+    assert_eq!(db.publication_filters("users").await, None, "published with a row filter");
+    // The application updates and deletes rows on every column.
+    db.exec("UPDATE users SET plan = 'staff' WHERE is_staff").await;
+    db.exec("DELETE FROM users WHERE id = 3").await;
+    let lsn = db.exec_then_lsn("DELETE FROM users WHERE id = 4").await;
+    assert!(wait_for_customers(&emulator, |c| !c.contains_key("4")).await);
+    assert!(db.wait_for_confirmed(&db.name, lsn).await, "the slot was not acknowledged");
+    let mentions =
+        |id: &str| batch_items(&emulator).iter().filter(|i| i["identifiers"]["id"] == id).count();
+    // 2 and 3 were never in Customer.io: nothing sent, not even a delete.
+    assert_eq!((mentions("2"), mentions("3")), (0, 0), "a filtered-out row was sent");
+    // 1 left once (its removal), and updates while outside sent nothing.
+    assert_eq!(mentions("1"), 2, "{:?}", batch_items(&emulator));
+    assert!(daemon.counters.changes_skipped_filtered_out.load(Ordering::Relaxed) >= 4);
+    daemon.stop().await.unwrap();
+}
+
+/// Copy, inserts, a row leaving and one entering the filter
+/// `email_verified AND NOT is_staff`, with `identity` applied to the table.
+async fn filter_workload(name: &str, identity: &str) -> (InProcess, TestDb, Emulator) {
+    let db = TestDb::new(name).await;
+    db.exec(&format!("{FILTERED_USERS} {identity}")).await;
     db.exec(
         "INSERT INTO users (id, email, email_verified, is_staff) VALUES
              (1, 'a@x.io', true, false), (2, 'b@x.io', false, false),
@@ -94,5 +133,5 @@ async fn only_rows_matching_the_filter_are_copied_and_streamed() {
         serde_json::Value::Object(sent[0].clone()),
         json!({"email": "e@x.io", "first_name": "Eve", "plan": "team", "created_at": null, "about": null})
     );
-    daemon.stop().await.unwrap();
+    (daemon, db, emulator)
 }

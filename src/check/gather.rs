@@ -26,6 +26,7 @@ use crate::schema::store::{columns_now, kept_shape};
 use crate::schema::{Baseline, Shape};
 use crate::sink::client::TrackClient;
 use crate::sink::SinkError;
+use crate::source::own_filters::{own_filters, Named};
 use crate::source::row_filter;
 use crate::source::setup::{self, Fix, SlotState};
 use crate::telemetry::Counters;
@@ -52,6 +53,9 @@ pub struct SyncTable {
     /// The table's columns now with their shapes, and the shape the daemon
     /// kept for it, when it has streamed it (see `crate::schema`).
     pub shape: Option<(Vec<(String, Shape)>, Baseline)>,
+    /// Whether ciosync evaluates the filter itself (see
+    /// `source::own_filters`); set by the caller, which reads that once.
+    pub own_filter: bool,
 }
 
 pub async fn sync_table(sql: &Client, sync: &SyncConfig, slot: &str) -> Result<SyncTable, Error> {
@@ -69,7 +73,7 @@ pub async fn sync_table(sql: &Client, sync: &SyncConfig, slot: &str) -> Result<S
         (Some(filter), true) => Some(filter_probe(sql, &sync.table, filter).await),
         _ => None,
     };
-    Ok(SyncTable { table, filter, shape })
+    Ok(SyncTable { table, filter, shape, own_filter: false })
 }
 
 /// Tries `filter` on the table: a `WHERE` that reads no row, then the
@@ -98,19 +102,25 @@ pub enum Publication {
     Unreadable(PgError),
     /// It exists but lacks these synced tables (`schema.table`).
     Incomplete(Vec<String>),
-    /// It includes every synced table; whether it fits (setup's misfit).
-    Complete(Result<Option<Fix>, PgError>),
+    /// It includes every synced table; whether it fits (setup's misfit),
+    /// and the tables whose filter ciosync evaluates itself.
+    Complete(Result<Option<Fix>, PgError>, Vec<Named>),
     /// It does not exist; the synced tables the role does not own (which
-    /// keep it from creating the publication).
-    Absent { not_owned: Vec<String> },
+    /// keep it from creating the publication), and those whose filter
+    /// ciosync would evaluate itself.
+    Absent { not_owned: Vec<String>, own: Vec<Named> },
 }
 
 /// `tables`: the `[[sync]]` tables as [`sync_table`] read them, in order.
 pub async fn publication(sql: &Client, config: &Config, tables: &[Option<Table>]) -> Publication {
+    let own = match own_filters(sql, config).await {
+        Ok(own) => own,
+        Err(e) => return Publication::Unreadable(e),
+    };
     match setup::publication_missing_tables(sql, config).await {
         Err(e) => Publication::Unreadable(e),
         Ok(Some(missing)) if missing.is_empty() => {
-            Publication::Complete(setup::publication_misfit(sql, config).await)
+            Publication::Complete(setup::publication_misfit(sql, config, &own).await, own)
         }
         Ok(Some(missing)) => Publication::Incomplete(missing),
         Ok(None) => Publication::Absent {
@@ -121,6 +131,7 @@ pub async fn publication(sql: &Client, config: &Config, tables: &[Option<Table>]
                 .filter(|(_, table)| table.as_ref().is_some_and(|t| !t.owned))
                 .map(|(sync, _)| sync.table.to_string())
                 .collect(),
+            own,
         },
     }
 }

@@ -13,6 +13,7 @@ use crate::pg::catalog::{Role, Schema};
 use crate::pg::quote::{quote_ident, quoted_table};
 use crate::pg::{lost_message, Lost, PgError};
 use crate::sink::SinkError;
+use crate::source::own_filters::Named;
 use crate::source::setup::{self, SlotState};
 
 /// The connection failed: `display` is where to (no password), `refusal`
@@ -92,28 +93,37 @@ pub fn publication(config: &Config, role: &Role, facts: Publication) -> Finding 
         Publication::Unreadable(e) => {
             Finding::error(&label, error_chain(&e), "check the role's privileges")
         }
-        Publication::Complete(Ok(None)) if config.sync.iter().any(|s| s.filter.is_some()) => {
+        Publication::Complete(Ok(None), own) if !own.is_empty() => Finding::ok(
+            &label,
+            format!(
+                "exists and includes every synced table; ciosync evaluates the filter of {} \
+                 itself, on each change (their replica identity cannot carry it)",
+                own.iter().map(|(s, n)| format!("{s}.{n}")).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        Publication::Complete(Ok(None), _) if config.sync.iter().any(|s| s.filter.is_some()) => {
             Finding::ok(
                 &label,
                 "exists and includes every synced table, with the configured row filters",
             )
         }
-        Publication::Complete(Ok(None)) => {
+        Publication::Complete(Ok(None), _) => {
             Finding::ok(&label, "exists and includes every synced table")
         }
-        Publication::Complete(Ok(Some(fix))) => misfit_finding(&label, fix),
-        Publication::Complete(Err(PgError::Definite(problem))) => {
+        Publication::Complete(Ok(Some(fix)), _) => misfit_finding(&label, fix),
+        Publication::Complete(Err(PgError::Definite(problem)), _) => {
             Finding::error(&label, problem, "see above")
         }
-        Publication::Complete(Err(e)) => {
+        Publication::Complete(Err(e), _) => {
             Finding::error(&label, error_chain(&e), "check the role's privileges")
         }
         Publication::Incomplete(missing) => {
             judge_missing_tables(&label, &config.postgres.publication, &missing)
         }
-        Publication::Absent { not_owned } => {
-            let creatable =
-                Creatable { user: &role.name, can_create: role.can_create_in_database, not_owned };
+        Publication::Absent { not_owned, own } => {
+            let user = &role.name;
+            let can_create = role.can_create_in_database;
+            let creatable = Creatable { user, can_create, not_owned, own };
             judge_absent_publication(&label, &creatable, config)
         }
     }
@@ -145,6 +155,8 @@ pub struct Creatable<'a> {
     pub can_create: bool,
     /// Synced tables (`schema.table`) the role does not own.
     pub not_owned: Vec<String>,
+    /// Tables whose filter ciosync would evaluate itself: published without it.
+    pub own: Vec<Named>,
 }
 
 /// A publication that does not exist: fine when `run` can create it, else
@@ -161,7 +173,7 @@ pub fn judge_absent_publication(label: &str, facts: &Creatable, config: &Config)
     Finding::error(
         label,
         format!("does not exist and role {} cannot create it ({why})", facts.user),
-        format!("as the tables' owner: {};", setup::create_publication_sql(config)),
+        format!("as the tables' owner: {};", setup::create_publication_sql(config, &facts.own)),
     )
 }
 

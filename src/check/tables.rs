@@ -62,7 +62,7 @@ pub fn sync_table(
     out.extend(columns(sync, table, facts));
     out.push(replica_identity(&label, sync, table, record));
     if let (Some(probe), true) = (&facts.filter, table.can_select) {
-        out.push(filter(i, sync, table, probe));
+        out.push(filter(i, sync, table, probe, facts.own_filter));
     }
     out
 }
@@ -190,7 +190,7 @@ fn replica_identity(label: &str, sync: &SyncConfig, table: &Table, record: bool)
 /// replica identity (otherwise publishing it makes Postgres refuse the
 /// table's UPDATEs and DELETEs). Whether the publication has it is the
 /// publication line's part.
-fn filter(i: usize, sync: &SyncConfig, table: &Table, probe: &FilterProbe) -> Finding {
+fn filter(i: usize, sync: &SyncConfig, table: &Table, probe: &FilterProbe, own: bool) -> Finding {
     let label = label(&sync.table);
     let field = format!("sync[{i}].filter");
     let columns = match probe {
@@ -210,6 +210,18 @@ fn filter(i: usize, sync: &SyncConfig, table: &Table, probe: &FilterProbe) -> Fi
         FilterProbe::Reads(columns) => columns,
     };
     let missing = table.identity().missing(columns);
+    if !missing.is_empty() && own {
+        return Finding::ok(
+            &label,
+            format!(
+                "{field} reads {} outside the replica identity, so the publication does not \
+                 carry it: ciosync evaluates it on each change, and removes a customer whose \
+                 row leaves it only if Customer.io holds them (by the record of what it \
+                 accepted)",
+                missing.join(", ")
+            ),
+        );
+    }
     if !missing.is_empty() {
         let (what, fix) = row_filter::identity_problem(
             &field,
@@ -243,7 +255,7 @@ pub fn sync_options(sync: &SyncConfig, table: Option<&Table>, record: bool) -> V
     }
     let Some(table) = as_table(table) else { return out };
     if let Some(column) = &sync.soft_delete_column {
-        out.push(soft_delete(sync, table, column));
+        out.push(soft_delete(sync, table, column, record));
     }
     if !sync.events.is_empty() {
         out.push(change_events(sync, table, record));
@@ -255,7 +267,7 @@ fn full_identity_fix(sync: &SyncConfig) -> String {
     format!("ALTER TABLE {} REPLICA IDENTITY FULL;", sync.table.quoted())
 }
 
-fn soft_delete(sync: &SyncConfig, table: &Table, column: &str) -> Finding {
+fn soft_delete(sync: &SyncConfig, table: &Table, column: &str, record: bool) -> Finding {
     let label = label(&sync.table);
     if !table.has_column(column) {
         Finding::error(
@@ -263,14 +275,23 @@ fn soft_delete(sync: &SyncConfig, table: &Table, column: &str) -> Finding {
             format!("has no column {column} (soft_delete_column)"),
             "fix soft_delete_column or add the column",
         )
+    } else if table.identity_kind != IdentityKind::Full && record {
+        Finding::ok(
+            &label,
+            format!(
+                "soft deletes by {column}, told from updates of deleted rows by the record of \
+                 what Customer.io accepted (the WAL has no old row under this identity)"
+            ),
+        )
     } else if table.identity_kind != IdentityKind::Full {
         Finding::error(
             &label,
             format!(
-                "soft_delete_column {column} needs REPLICA IDENTITY FULL: without the old \
-                 row a soft delete cannot be told from an update of a deleted row, so each \
+                "soft_delete_column {column} needs REPLICA IDENTITY FULL, or the record of \
+                 what Customer.io accepted (pipeline.record_accepted, off here): without \
+                 either a soft delete cannot be told from an update of a deleted row, so each \
                  such update sends the removal again (and counts against the mass-delete \
-                 circuit breaker), and an undelete is sent as a plain update"
+                 circuit breaker)"
             ),
             full_identity_fix(sync),
         )

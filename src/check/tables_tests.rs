@@ -36,7 +36,7 @@ fn table(columns: &[(&str, &str)]) -> Table {
 }
 
 fn judge(config: &Config, table: Option<Table>, filter: Option<FilterProbe>) -> Vec<Finding> {
-    let facts = SyncTable { table, filter, shape: None };
+    let facts = SyncTable { table, filter, shape: None, own_filter: false };
     tables::sync_table(0, &config.sync[0], "ciosync", &facts, config.pipeline.record_accepted)
 }
 
@@ -222,6 +222,8 @@ fn soft_deletes_and_change_events_need_their_columns_and_the_full_identity() {
         .message
         .starts_with("1 change event(s) configured, decided against the record"));
     assert_eq!(lines[1].level, Level::Ok);
+    assert!(lines[0].message.starts_with("soft deletes by deleted_at, told from updates"));
+    assert_eq!(lines[0].level, Level::Ok);
     default.identity_kind = IdentityKind::Full;
     assert_eq!(
         messages(&tables::sync_options(sync, Some(&default), true)),
@@ -280,8 +282,12 @@ fn a_column_renamed_or_retyped_since_the_daemon_streamed_it_is_named_with_its_fi
     let before = vec![("id".to_owned(), Shape::Number), ("email".to_owned(), Shape::String)];
     let kept = accept(&Needs::of_sync(sync), &before, &Baseline::default());
     let lines_for = |now: Vec<(String, Shape)>| {
-        let facts =
-            SyncTable { table: Some(users()), filter: None, shape: Some((now, kept.clone())) };
+        let facts = SyncTable {
+            table: Some(users()),
+            filter: None,
+            shape: Some((now, kept.clone())),
+            own_filter: false,
+        };
         tables::sync_table(0, sync, "ciosync", &facts, true)
     };
     let renamed = lines_for(vec![("id".into(), Shape::Number), ("mail".into(), Shape::String)]);

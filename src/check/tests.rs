@@ -79,14 +79,16 @@ fn missing_tables_are_added_quoted_with_public_as_the_default_schema() {
 
 #[test]
 fn an_absent_publication_the_role_can_create_is_fine() {
-    let facts = Creatable { user: "ciosync", can_create: true, not_owned: Vec::new() };
+    let facts =
+        Creatable { user: "ciosync", can_create: true, not_owned: Vec::new(), own: Vec::new() };
     let finding = judge::judge_absent_publication("publication cio", &facts, &config());
     assert_eq!(finding, Finding::ok("publication cio", "does not exist yet; run will create it"));
 }
 
 #[test]
 fn an_absent_publication_without_create_privilege_goes_to_the_owner() {
-    let facts = Creatable { user: "ciosync", can_create: false, not_owned: Vec::new() };
+    let facts =
+        Creatable { user: "ciosync", can_create: false, not_owned: Vec::new(), own: Vec::new() };
     let finding = judge::judge_absent_publication("publication cio", &facts, &config());
     assert_eq!(finding.level, Level::Error);
     assert_eq!(
@@ -102,8 +104,12 @@ fn an_absent_publication_without_create_privilege_goes_to_the_owner() {
 
 #[test]
 fn an_absent_publication_over_tables_the_role_does_not_own_names_them() {
-    let facts =
-        Creatable { user: "ciosync", can_create: true, not_owned: vec!["crm.accounts".to_owned()] };
+    let facts = Creatable {
+        user: "ciosync",
+        can_create: true,
+        not_owned: vec!["crm.accounts".to_owned()],
+        own: Vec::new(),
+    };
     let finding = judge::judge_absent_publication("publication cio", &facts, &config());
     assert_eq!(finding.level, Level::Error);
     assert_eq!(
@@ -115,18 +121,24 @@ fn an_absent_publication_over_tables_the_role_does_not_own_names_them() {
 
 #[test]
 fn the_publication_line_reads_the_role_and_says_when_filters_are_in_it() {
-    let absent = Publication::Absent { not_owned: vec!["crm.accounts".into()] };
+    let absent = Publication::Absent { not_owned: vec!["crm.accounts".into()], own: Vec::new() };
     let finding = judge::publication(&config(), &role("ciosync"), absent);
     assert!(finding.message.ends_with("(it does not own crm.accounts)"), "{}", finding.message);
-    let fits = judge::publication(&config(), &role("ciosync"), Publication::Complete(Ok(None)));
+    let fits = judge::publication(
+        &config(),
+        &role("ciosync"),
+        Publication::Complete(Ok(None), Vec::new()),
+    );
     assert_eq!(
         fits.message,
         "exists and includes every synced table, with the configured row filters"
     );
     let unfiltered = two_tables("", "");
-    let fits = judge::publication(&unfiltered, &role("c"), Publication::Complete(Ok(None)));
+    let fits =
+        judge::publication(&unfiltered, &role("c"), Publication::Complete(Ok(None), Vec::new()));
     assert_eq!(fits, Finding::ok("publication cio", "exists and includes every synced table"));
-    let definite = Publication::Complete(Err(PgError::Definite("sync[0].filter is bad".into())));
+    let definite =
+        Publication::Complete(Err(PgError::Definite("sync[0].filter is bad".into())), Vec::new());
     let refused = judge::publication(&config(), &role("c"), definite);
     assert_eq!(refused, Finding::error("publication cio", "sync[0].filter is bad", "see above"));
 }

@@ -7,8 +7,10 @@
 //! | UPDATE, no old row (DEFAULT identity)    | identify with every mapped attribute sent     |
 //! | UPDATE of the id column                  | identify the new id, merge the old person into it, then its email and NULLs (or: delete the old, identify the new) |
 //! | DELETE                                   | delete (or suppress: `delete_action`)         |
-//! | UPDATE setting `soft_delete_column`      | delete (or suppress); clearing it: identify with every mapped non-NULL attribute |
+//! | UPDATE setting `soft_delete_column`      | delete (or suppress); clearing it: identify with every mapped non-NULL attribute; no old row and the record on: the removal only if Customer.io may hold the customer ([`Mapped::leave`]) |
 //! | UPDATE changing a `[[sync.events]]` column (old row known) | the identify, then the event(s) |
+//! | UPDATE, `[[sync.events]]`, no old row, record on | the identify, then each event carrying the column's new value, decided against the record by the sink |
+//! | INSERT, `[[sync.events]]`, no old row, record on | the identify, then each watched value to record (never sent) |
 //! | INSERT into an `[[events]]` table        | one event (UPDATE, DELETE: nothing)           |
 //!
 //! An unchanged TOASTed value is never sent and never counts as a change. A
@@ -17,6 +19,8 @@
 //! whose id is unusable is skipped. Nothing here stops the stream.
 
 pub mod events;
+pub mod filter_expr;
+pub mod own_filter;
 pub mod report;
 pub mod value;
 
@@ -43,6 +47,9 @@ pub enum SkipReason {
     SoftDeleted,
     /// An insert into an event table whose event name is NULL, blank or too long.
     InvalidEvent,
+    /// The row is outside a filter ciosync evaluates, and Customer.io does
+    /// not hold its customer.
+    FilteredOut,
 }
 
 impl SkipReason {
@@ -54,6 +61,7 @@ impl SkipReason {
             Self::UnknownTable => "unknown_table",
             Self::SoftDeleted => "soft_deleted",
             Self::InvalidEvent => "invalid_event",
+            Self::FilteredOut => "filtered_out",
         }
     }
 }
@@ -108,6 +116,14 @@ pub struct Mapped {
     /// operations free in Customer.io (the sink orders another customer's
     /// claim of it after them).
     pub released: Released,
+    /// Operations to send only if Customer.io may hold their customer (the
+    /// record knows them, or an operation of theirs is still under way),
+    /// else the change is skipped for the reason given: where the old row
+    /// is not known, a row soft-deleted or outside the filter may have been
+    /// so all along, and its removal would be needless. The pipeline
+    /// decides ([`crate::sink::Sink::may_hold`]) before the mass-delete
+    /// circuit breaker counts a removal.
+    pub if_held: Option<(Vec<CustomerOp>, SkipReason)>,
 }
 
 /// Maps changes of the synced tables, each by its `[[sync]]` entry, and
@@ -119,6 +135,8 @@ pub struct Mapper {
     /// Whether the record of what Customer.io accepted is on (see
     /// [`Mapper::with_record`]).
     record: bool,
+    /// The filters ciosync evaluates itself (see [`own_filter`]).
+    own_filters: own_filter::OwnFilters,
 }
 
 /// Entries by schema, then table name: looked up with the change's `&str`s,
@@ -151,7 +169,12 @@ impl Mapper {
     /// A mapper for the configured tables.
     pub fn new(syncs: &[SyncConfig]) -> Self {
         let tables = ByTable::of(syncs.iter().map(|s| (s.schema_and_name(), s.clone())));
-        Self { tables, event_tables: ByTable::default(), record: false }
+        Self {
+            tables,
+            event_tables: ByTable::default(),
+            record: false,
+            own_filters: own_filter::OwnFilters::default(),
+        }
     }
 
     /// Maps for the record of what Customer.io accepted (`record`: it is on):
@@ -168,6 +191,12 @@ impl Mapper {
     pub fn with_record(mut self, record: bool) -> Self {
         self.record = record;
         self
+    }
+
+    /// Evaluates the filters of these tables (`schema`, `name`) itself:
+    /// their publication does not carry them (see [`own_filter`]).
+    pub fn set_own_filters(&mut self, tables: Vec<(String, String)>) {
+        self.own_filters = own_filter::OwnFilters::new(tables);
     }
 
     /// Adds the event tables: their inserts become events.
@@ -211,6 +240,10 @@ impl Mapper {
         let mut rows = RowMapping::new(sync, change);
         rows.record = self.record;
         let mut out = Mapped::default();
+        if let Some(own) = self.own_filters.of(sync, &change.table) {
+            rows.filtered(&own, &mut out);
+            return out;
+        }
         match &change.op {
             RowOp::Insert { new } => rows.insert(new, &mut out),
             RowOp::Update { old, old_is_key_only, new } => {
@@ -314,6 +347,52 @@ impl<'a> RowMapping<'a> {
         events::against_record(&self.sync.events, self.change, id, new, fires, &mut out.dropped)
     }
 
+    /// A change of a table whose filter ciosync evaluates (see
+    /// [`own_filter`]): a new row it matches is synced as without a filter
+    /// (entering in full where the old row is known not to match; without
+    /// it, the record sends a customer it lacks whole), one it does not
+    /// match, and a DELETE, removes the customer only if Customer.io may
+    /// hold them. An UPDATE it cannot decide (a value it reads was not
+    /// sent) is sent only if Customer.io may hold the customer.
+    fn filtered(&self, own: &own_filter::Own, out: &mut Mapped) {
+        use filter_expr::Truth;
+        let leave = |row: &Row, out: &mut Mapped| match self.id_of(row) {
+            Some(id) => {
+                out.if_held = Some((vec![removal(self.sync, id)], SkipReason::FilteredOut));
+            }
+            None => out.skipped = Some(SkipReason::InvalidId),
+        };
+        match &self.change.op {
+            RowOp::Insert { new } => match own.truth(new) {
+                Truth::True => self.insert(new, out),
+                _ => out.skipped = Some(SkipReason::FilteredOut),
+            },
+            RowOp::Update { old, old_is_key_only, new } => {
+                let full_old = old.as_ref().filter(|_| !*old_is_key_only);
+                match own.truth(new) {
+                    Truth::True if full_old.is_some_and(|o| own.truth(o) != Truth::True) => {
+                        self.insert(new, out)
+                    }
+                    Truth::True => self.update(old.as_ref(), *old_is_key_only, new, out),
+                    Truth::False | Truth::Null => leave(new, out),
+                    Truth::Undecided => {
+                        self.update(old.as_ref(), *old_is_key_only, new, out);
+                        if !out.ops.is_empty() {
+                            let ops = std::mem::take(&mut out.ops);
+                            out.if_held = Some((ops, SkipReason::FilteredOut));
+                        }
+                    }
+                }
+                out.released = self.released(full_old);
+            }
+            RowOp::Delete { old } => {
+                leave(old, out);
+                let full = self.table.replica_identity == ReplicaIdentity::Full;
+                out.released = self.released(Some(old).filter(|_| full));
+            }
+        }
+    }
+
     fn update(&self, old: Option<&Row>, old_is_key_only: bool, new: &Row, out: &mut Mapped) {
         let (sync, table) = (self.sync, self.table);
         let Some(new_id) = self.id_of(new) else {
@@ -327,6 +406,10 @@ impl<'a> RowMapping<'a> {
         match (was_deleted, self.deleted.is_deleted(new)) {
             (Some(true), Some(true)) => {
                 out.skipped = Some(SkipReason::SoftDeleted);
+                return;
+            }
+            (None, Some(true)) if self.record && full_old.is_none() => {
+                out.if_held = Some((vec![removal(sync, new_id)], SkipReason::SoftDeleted));
                 return;
             }
             (_, Some(true)) => {

@@ -61,6 +61,7 @@ fn skip_counter(reason: SkipReason, counters: &Counters) -> &std::sync::atomic::
         SkipReason::InvalidId => &counters.changes_skipped_invalid_id,
         SkipReason::UnknownTable => &counters.changes_skipped_unknown_table,
         SkipReason::SoftDeleted => &counters.changes_skipped_soft_deleted,
+        SkipReason::FilteredOut => &counters.changes_skipped_filtered_out,
         SkipReason::InvalidEvent => &counters.changes_skipped_invalid_event,
     }
 }
@@ -68,7 +69,7 @@ fn skip_counter(reason: SkipReason, counters: &Counters) -> &std::sync::atomic::
 /// What to fix, for the skips that need fixing.
 fn skip_explanation(reason: SkipReason) -> Option<&'static str> {
     match reason {
-        SkipReason::NoChange | SkipReason::SoftDeleted => None,
+        SkipReason::NoChange | SkipReason::SoftDeleted | SkipReason::FilteredOut => None,
         SkipReason::InvalidId | SkipReason::UnknownTable => Some(
             "its customer id is NULL, empty, over 150 bytes or missing from the row (a DELETE \
              needs the id column in the replica identity)",
@@ -101,6 +102,7 @@ mod tests {
             SkipReason::InvalidId,
             SkipReason::UnknownTable,
             SkipReason::SoftDeleted,
+            SkipReason::FilteredOut,
             SkipReason::InvalidEvent,
         ];
         for (reason, producer) in reasons

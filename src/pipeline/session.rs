@@ -139,6 +139,25 @@ impl Session<'_> {
                     }
                 };
                 let mut mapped = self.mapper.map(&change);
+                if let Some((ops, reason)) = mapped.if_held.take() {
+                    let customer = ops
+                        .iter()
+                        .find_map(crate::customer::CustomerOp::customer_id)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let held = tokio::select! {
+                        held = self.sink.may_hold(&customer) => held,
+                        _ = shutdown.cancelled() => {
+                            self.drain(shutdown_timeout).await?;
+                            return Ok(false);
+                        }
+                        _ = self.session_ended.cancelled() => return Err(session_ended()),
+                    };
+                    match held {
+                        true => mapped.ops.extend(ops),
+                        false => mapped.skipped = Some(reason),
+                    }
+                }
                 if let Some(strip) = strip {
                     // The break was said once; its columns missing from
                     // the row are counted with it, not logged per change.

@@ -155,6 +155,9 @@ pub struct Sink {
     quiet_until: Option<Instant>,
     request_timeout: Duration,
     counters: Arc<Counters>,
+    /// Customers the record was found not to know, with no operation of
+    /// theirs pushed since (see [`Sink::may_hold`]).
+    absent: recorded::Absent,
 }
 
 /// A batch that completed, or the definite error that stopped it.
@@ -194,6 +197,7 @@ impl Sink {
             quiet_until: None,
             request_timeout: customerio.request_timeout(),
             counters,
+            absent: recorded::Absent::default(),
         })
     }
 
@@ -220,6 +224,9 @@ impl Sink {
     /// (the old row's email): another customer's identify claiming that
     /// email goes after it (see [`queue`]).
     pub fn push_releasing(&mut self, op: CustomerOp, released: &Released) {
+        if let Some(customer) = op.customer_id() {
+            self.absent.remove(customer);
+        }
         if self.queue.push_releasing(op, released, Instant::now()) == Pushed::Coalesced {
             Counters::add(&self.counters.ops_coalesced, 1);
         }
@@ -378,9 +385,37 @@ impl Sink {
         }
     }
 
+    /// Whether Customer.io may hold `customer`, for a removal that only
+    /// matters if it does ([`crate::mapping::Mapped::leave`]): an operation
+    /// of theirs waits or is in flight here, or the record of what
+    /// Customer.io accepted knows them. Exact, as the record is: with
+    /// nothing of theirs unfinished, everything sent of them was accepted
+    /// and recorded (or refused, and not recorded), and nothing but this
+    /// sink adds a customer to the record. A customer found unknown is
+    /// remembered until an operation of theirs is pushed, so a row outside
+    /// the filter costs one read, not one per change. Without the record,
+    /// or should it not be readable: `true` (a removal of someone
+    /// Customer.io lacks changes nothing there).
+    pub async fn may_hold(&mut self, customer: &str) -> bool {
+        if self.queue.touches(customer) {
+            return true;
+        }
+        let Some(recorded) = &self.delivery.recorded else { return true };
+        if self.absent.contains(customer) {
+            return false;
+        }
+        let held = recorded.knows(customer).await;
+        if !held {
+            self.absent.insert(customer);
+        }
+        held
+    }
+
     /// Forgets what waits and aborts what is in flight (the source broke:
     /// all of it will be replayed from the slot).
     pub fn discard(&mut self) {
+        // Another instance may hold the lease before this one streams again.
+        self.absent.clear();
         if !self.tasks.is_empty() {
             self.quiet_until = Some(Instant::now() + self.request_timeout);
         }

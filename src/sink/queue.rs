@@ -475,6 +475,11 @@ impl Queue {
         }
     }
 
+    /// Whether an operation of `customer` waits or is in flight.
+    pub fn touches(&self, customer: &str) -> bool {
+        self.last_of.contains_key(customer) || self.busy.contains(customer)
+    }
+
     /// Forgets everything (the stream broke: it will all come again).
     pub fn clear(&mut self) {
         *self = Self { next_seq: self.next_seq, ..Self::default() };

@@ -135,6 +135,21 @@ impl Recorded {
         }
     }
 
+    /// Whether the record knows `customer`; `true` should it not be readable.
+    pub async fn knows(&self, customer: &str) -> bool {
+        match self.store.load(&[customer.to_owned()]).await {
+            Ok(known) => known.contains_key(customer),
+            Err(error) => {
+                Counters::add(&self.counters.record_failures, 1);
+                tracing::warn!(
+                    error = %crate::error::error_chain(&error),
+                    "cannot read ciosync.accepted; sending a removal that may be needless"
+                );
+                true
+            }
+        }
+    }
+
     /// Writes the effects of the operations Customer.io accepted, retrying
     /// until they are stored: the batch does not count as completed (so
     /// nothing is acknowledged) before, or a restart could find the record
@@ -203,4 +218,35 @@ fn with_from(item: EncodedItem, from: serde_json::Value) -> EncodedItem {
         encoded = serde_json::to_vec(&json).unwrap_or_default();
     }
     EncodedItem { json: encoded, ..item }
+}
+
+/// Customers the record does not know, remembered by the sink (see
+/// `Sink::may_hold`); at most [`Absent::MAX`], then it starts over.
+#[derive(Debug, Default)]
+pub struct Absent(std::collections::HashSet<String>);
+
+impl Absent {
+    /// About 2 MB of ids at most.
+    const MAX: usize = 32_768;
+
+    pub fn contains(&self, customer: &str) -> bool {
+        self.0.contains(customer)
+    }
+
+    pub fn insert(&mut self, customer: &str) {
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(customer.to_owned());
+    }
+
+    pub fn remove(&mut self, customer: &str) {
+        if !self.0.is_empty() {
+            self.0.remove(customer);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
 }

@@ -14,6 +14,7 @@
 
 pub mod keeper;
 pub mod message;
+pub mod own_filters;
 pub mod pgoutput;
 #[cfg(test)]
 mod pgoutput_roundtrip;

@@ -7,6 +7,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::change::{Datum, ReplicaIdentity, Row, Table, TableColumn};
 use crate::config::SyncConfig;
+use crate::mapping::filter_expr::FilterExpr;
 use crate::pg::quote::{quote_ident, quote_literal, quoted_table};
 use crate::pg::PgError;
 use crate::source::relation::RelationCache;
@@ -193,40 +194,29 @@ fn refused_condition(error: &tokio_postgres::Error) -> PgError {
     ))
 }
 
-/// The id column, the mapped columns, the soft-delete column and the
-/// columns `[[sync.events]]` watch of a table, with their value kinds, and
+/// The id column, the mapped columns, the soft-delete column, the columns
+/// `[[sync.events]]` watch and the filter reads (when ciosync can evaluate
+/// it: see `mapping::own_filter`) of a table, with their value kinds, and
 /// its replica identity. Without the soft-delete column the mapper could
 /// not tell a soft-deleted row, and would copy it; with the watched
 /// columns and the identity, it records their values where the WAL will
 /// not carry old rows (see `crate::record`).
 async fn describe(sql: &Client, sync: &SyncConfig) -> Result<Table, PgError> {
     let (schema, name) = sync.schema_and_name();
+    let whole = describe_whole(sql, schema, name).await?;
+    let filtered = sync.filter.as_deref().and_then(|f| FilterExpr::parse(f, &whole).ok());
     let mut wanted: Vec<&str> = vec![sync.id_column.as_str()];
     let watched = sync.events.iter().map(|e| e.column());
-    for column in sync.attributes.values().map(String::as_str).chain(watched) {
+    let read = filtered.iter().flat_map(|f| f.columns().iter().map(String::as_str));
+    let rest = sync.attributes.values().map(String::as_str).chain(watched);
+    for column in rest.chain(sync.soft_delete_column.as_deref()).chain(read) {
         if !wanted.contains(&column) {
             wanted.push(column);
         }
     }
-    if let Some(column) = &sync.soft_delete_column {
-        if !wanted.contains(&column.as_str()) {
-            wanted.push(column);
-        }
-    }
-    let rows = sql
-        .query(
-            "SELECT a.attname::text, a.atttypid FROM pg_catalog.pg_attribute a \
-             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
-            &[&schema, &name],
-        )
-        .await
-        .map_err(PgError::sql("describe a synced table"))?;
-    let mut kinds = RelationCache::default();
     let mut columns = Vec::new();
     for column in wanted {
-        let Some(row) = rows.iter().find(|r| r.get::<_, String>(0) == column) else {
+        let Some(found) = whole.columns.iter().find(|c| c.name == column) else {
             if column == sync.id_column {
                 return Err(PgError::Definite(format!(
                     "table {schema}.{name} has no column {column} (id_column)"
@@ -235,9 +225,31 @@ async fn describe(sql: &Client, sync: &SyncConfig) -> Result<Table, PgError> {
             // A missing mapped column is reported per row by the mapper.
             continue;
         };
+        columns.push(found.clone());
+    }
+    Ok(Table { columns, ..whole })
+}
+
+/// Every column of `schema.name` with its value kind, and its replica
+/// identity; the table as the stream's relation shows it (`oid` 0).
+pub async fn describe_whole(sql: &Client, schema: &str, name: &str) -> Result<Table, PgError> {
+    let rows = sql
+        .query(
+            "SELECT a.attname::text, a.atttypid FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            &[&schema, &name],
+        )
+        .await
+        .map_err(PgError::sql("describe a synced table"))?;
+    let mut kinds = RelationCache::default();
+    let mut columns = Vec::with_capacity(rows.len());
+    for row in &rows {
         let type_oid: u32 = row.get(1);
         let kind = kinds.kind(sql, type_oid).await?;
-        columns.push(TableColumn { name: column.to_owned(), type_oid, kind });
+        columns.push(TableColumn { name: row.get(0), type_oid, kind });
     }
     let identity = sql
         .query_opt(

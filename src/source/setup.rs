@@ -7,6 +7,7 @@
 
 use tokio_postgres::Client;
 
+use super::own_filters::{own_filters, Named};
 use super::row_filter;
 use crate::config::{Config, SyncConfig};
 use crate::pg::catalog::{Member, Publication, Slot, Table};
@@ -43,12 +44,13 @@ impl std::fmt::Display for Fix {
 }
 
 /// The SQL that creates the configured publication: every synced table,
-/// with its row filter when the config gives one.
-pub fn create_publication_sql(config: &Config) -> String {
+/// with its row filter when the config gives one and ciosync does not
+/// evaluate it itself (`own`, see [`super::own_filters`]).
+pub fn create_publication_sql(config: &Config, own: &[Named]) -> String {
     let tables: Vec<String> = config
         .sync
         .iter()
-        .map(published_table)
+        .map(|sync| published_table(sync, own))
         .chain(config.events.iter().map(|e| {
             let (schema, name) = e.schema_and_name();
             quoted_table(schema, name)
@@ -64,13 +66,21 @@ pub fn create_publication_sql(config: &Config) -> String {
 }
 
 /// A table as a publication's table list names it: `"s"."t"`, then
-/// ` WHERE (filter)` when the config filters its rows.
-fn published_table(sync: &SyncConfig) -> String {
+/// ` WHERE (filter)` when the config filters its rows and ciosync does not
+/// evaluate the filter itself (`own`).
+fn published_table(sync: &SyncConfig, own: &[Named]) -> String {
     let (schema, name) = sync.schema_and_name();
     match &sync.filter {
-        Some(filter) => format!("{} WHERE ({filter})", quoted_table(schema, name)),
-        None => quoted_table(schema, name),
+        Some(filter) if !is_own(sync, own) => {
+            format!("{} WHERE ({filter})", quoted_table(schema, name))
+        }
+        _ => quoted_table(schema, name),
     }
+}
+
+/// Whether ciosync evaluates `sync`'s filter itself.
+fn is_own(sync: &SyncConfig, own: &[Named]) -> bool {
+    own.iter().any(|(s, n)| (s.as_str(), n.as_str()) == sync.schema_and_name())
 }
 
 /// The SQL that gives one table of an existing publication the configured
@@ -78,14 +88,14 @@ fn published_table(sync: &SyncConfig) -> String {
 /// `SET TABLE` would replace the whole table list (losing tables ciosync
 /// does not sync), and the transaction leaves no moment in which the table
 /// is unpublished and its changes are skipped.
-pub fn refit_table_sql(publication: &str, sync: &SyncConfig) -> String {
+pub fn refit_table_sql(publication: &str, sync: &SyncConfig, own: &[Named]) -> String {
     let (schema, name) = sync.schema_and_name();
     let publication = quote_ident(publication);
     format!(
         "BEGIN; ALTER PUBLICATION {publication} DROP TABLE {}; ALTER PUBLICATION {publication} \
          ADD TABLE {}; COMMIT",
         quoted_table(schema, name),
-        published_table(sync)
+        published_table(sync, own)
     )
 }
 
@@ -95,7 +105,11 @@ pub fn refit_table_sql(publication: &str, sync: &SyncConfig) -> String {
 /// publishes only some columns; its row filter is not `sync[i].filter`), with
 /// the SQL that fixes it. `None` when it fits or does not exist. A
 /// configured filter Postgres refuses is an error naming the field.
-pub async fn publication_misfit(sql: &Client, config: &Config) -> Result<Option<Fix>, PgError> {
+pub async fn publication_misfit(
+    sql: &Client,
+    config: &Config,
+    own: &[Named],
+) -> Result<Option<Fix>, PgError> {
     let publication = Publication::read(sql, &config.postgres.publication)
         .await
         .map_err(PgError::sql("read pg_publication"))?;
@@ -129,10 +143,10 @@ pub async fn publication_misfit(sql: &Client, config: &Config) -> Result<Option<
         if member.some_columns {
             return Ok(Some(Fix::run(
                 format!("publication {name} publishes only some columns of {table}"),
-                refit_table_sql(name, sync),
+                refit_table_sql(name, sync, own),
             )));
         }
-        if let Some(problem) = row_filter_misfit(sql, config, i, sync, &member).await? {
+        if let Some(problem) = row_filter_misfit(sql, config, i, sync, &member, own).await? {
             return Ok(Some(problem));
         }
     }
@@ -149,8 +163,13 @@ async fn row_filter_misfit(
     i: usize,
     sync: &SyncConfig,
     member: &Member,
+    own: &[Named],
 ) -> Result<Option<Fix>, PgError> {
     let publication = &config.postgres.publication;
+    if member.row_filter.is_none() && is_own(sync, own) {
+        // ciosync evaluates the filter itself.
+        return Ok(None);
+    }
     let (schema, name) = sync.schema_and_name();
     let field = format!("sync[{i}].filter");
     let problem = match (member.row_filter.as_deref(), sync.filter.as_deref()) {
@@ -188,12 +207,17 @@ async fn row_filter_misfit(
             )
         }
     };
-    Ok(Some(Fix::run(problem, refit_table_sql(publication, sync))))
+    Ok(Some(Fix::run(problem, refit_table_sql(publication, sync, own))))
 }
 
 /// Postgres refusing a configured filter: definite, naming the field, when
 /// the expression is at fault (a missing column, a syntax error, …).
-fn refused_filter(field: &str, schema: &str, name: &str, error: tokio_postgres::Error) -> PgError {
+pub(super) fn refused_filter(
+    field: &str,
+    schema: &str,
+    name: &str,
+    error: tokio_postgres::Error,
+) -> PgError {
     match error.as_db_error() {
         Some(db)
             if is_definite_sqlstate(db.code().code()) || db.code().code().starts_with("22") =>
@@ -234,9 +258,13 @@ fn refused_publication(config: &Config, error: tokio_postgres::Error) -> PgError
 pub async fn filter_identity_problem(
     sql: &Client,
     config: &Config,
+    own: &[Named],
 ) -> Result<Option<Fix>, PgError> {
     for (i, sync) in config.sync.iter().enumerate() {
         let Some(filter) = &sync.filter else { continue };
+        if is_own(sync, own) {
+            continue;
+        }
         let (schema, name) = sync.schema_and_name();
         let field = format!("sync[{i}].filter");
         let read = row_filter::read(sql, schema, name, filter)
@@ -361,16 +389,19 @@ pub async fn ensure(
 
 /// Creates the publication if missing; an existing one that lacks a synced
 /// table is an error with the `ALTER PUBLICATION` to run.
-pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<(), PgError> {
+/// Returns the tables whose filter ciosync evaluates itself (see
+/// [`super::own_filters`]).
+pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<Vec<Named>, PgError> {
+    let own = own_filters(sql, config).await?;
     // Publishing a filter the replica identity cannot evaluate would make
     // Postgres refuse the application's own UPDATEs and DELETEs: checked
     // before creating the publication and before printing any fix for it.
-    if let Some(fix) = filter_identity_problem(sql, config).await? {
+    if let Some(fix) = filter_identity_problem(sql, config, &own).await? {
         return Err(PgError::Definite(fix.to_string()));
     }
     match publication_missing_tables(sql, config).await? {
         None => {
-            let statement = create_publication_sql(config);
+            let statement = create_publication_sql(config, &own);
             sql.batch_execute(&statement).await.map_err(|e| refused_publication(config, e))?;
             tracing::info!(publication = %config.postgres.publication, "publication created");
         }
@@ -384,7 +415,7 @@ pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<(), PgE
                         .sync
                         .iter()
                         .find(|s| s.schema_and_name() == (schema, name))
-                        .map_or_else(|| quoted_table(schema, name), published_table)
+                        .map_or_else(|| quoted_table(schema, name), |s| published_table(s, &own))
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -397,12 +428,12 @@ pub async fn ensure_publication(sql: &Client, config: &Config) -> Result<(), PgE
             )));
         }
         Some(_) => {
-            if let Some(fix) = publication_misfit(sql, config).await? {
+            if let Some(fix) = publication_misfit(sql, config, &own).await? {
                 return Err(PgError::Definite(fix.to_string()));
             }
         }
     }
-    Ok(())
+    Ok(own)
 }
 
 #[cfg(test)]
@@ -470,12 +501,12 @@ mod tests {
     #[test]
     fn the_publication_carries_each_tables_filter() {
         assert_eq!(
-            create_publication_sql(&config("")),
+            create_publication_sql(&config(""), &[]),
             "CREATE PUBLICATION \"cio\" FOR TABLE \"public\".\"users\", \"crm\".\"accounts\" \
              WITH (publish_via_partition_root = true)"
         );
         assert_eq!(
-            create_publication_sql(&config("filter = \"email_verified AND NOT is_staff\"")),
+            create_publication_sql(&config("filter = \"email_verified AND NOT is_staff\""), &[]),
             "CREATE PUBLICATION \"cio\" FOR TABLE \"public\".\"users\" WHERE (email_verified \
              AND NOT is_staff), \"crm\".\"accounts\" WITH (publish_via_partition_root = true)"
         );
@@ -485,12 +516,12 @@ mod tests {
     fn a_refit_replaces_one_table_and_leaves_the_others() {
         let config = config("filter = \"plan = 'pro' OR plan IS NULL\"");
         assert_eq!(
-            refit_table_sql("cio", &config.sync[0]),
+            refit_table_sql("cio", &config.sync[0], &[]),
             "BEGIN; ALTER PUBLICATION \"cio\" DROP TABLE \"public\".\"users\"; ALTER PUBLICATION \
              \"cio\" ADD TABLE \"public\".\"users\" WHERE (plan = 'pro' OR plan IS NULL); COMMIT"
         );
         assert_eq!(
-            refit_table_sql("cio", &config.sync[1]),
+            refit_table_sql("cio", &config.sync[1], &[]),
             "BEGIN; ALTER PUBLICATION \"cio\" DROP TABLE \"crm\".\"accounts\"; ALTER PUBLICATION \
              \"cio\" ADD TABLE \"crm\".\"accounts\"; COMMIT"
         );

@@ -50,6 +50,9 @@ pub struct Counters {
     pub changes_skipped_unknown_table: AtomicU64,
     /// Changes of rows that are and stay soft-deleted.
     pub changes_skipped_soft_deleted: AtomicU64,
+    /// Changes of rows outside a filter ciosync evaluates, whose customer
+    /// Customer.io does not hold.
+    pub changes_skipped_filtered_out: AtomicU64,
     /// Inserts into event tables with no usable event name.
     pub changes_skipped_invalid_event: AtomicU64,
     /// Changes written back by the webhook receiver (not echoed).

@@ -175,6 +175,18 @@ impl TestDb {
         (slots.get(0), publications.get(0))
     }
 
+    /// The row filter the publication carries for `table` (`None`: none).
+    pub async fn publication_filters(&self, table: &str) -> Option<String> {
+        self.client
+            .query_opt(
+                "SELECT rowfilter FROM pg_publication_tables WHERE tablename = $1",
+                &[&table],
+            )
+            .await
+            .expect("read pg_publication_tables")
+            .and_then(|row| row.get(0))
+    }
+
     /// The customers the record of what Customer.io accepted
     /// (`ciosync.accepted`) holds for this database's slot.
     pub async fn recorded_customers(&self) -> std::collections::BTreeSet<String> {
