@@ -143,13 +143,14 @@ async fn a_refused_value_is_never_recorded() {
     assert!(poll(|| recorded(&db, "1", "plan")).await.is_some());
 
     // `dlq retry` sends the refused identify (refreshed from the row) on its
-    // own: afterwards the record knows nothing of the customer.
+    // own: afterwards the record knows the customer is held, no value of them.
     let config = config_file(&db.config(&emulator.url(), ""));
     let out = run_binary(&["dlq", "retry", "--all"], config.path()).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let held = "SELECT count(*) FROM ciosync.accepted WHERE customer_id = '1'";
-    let held: i64 = db.client.query_one(held, &[]).await.unwrap().get(0);
-    assert_eq!(held, 0, "dlq retry sent to the customer and left the record as it was");
+    let held = "SELECT attributes::text FROM ciosync.accepted WHERE customer_id = '1'";
+    let held: Vec<String> =
+        db.client.query(held, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(held, ["{}"], "dlq retry sent to the customer and left the record as it was");
     daemon.stop().await.unwrap();
 }
 

@@ -391,10 +391,12 @@ async fn refresh_all(
                     timestamp: rows.now().await?,
                 };
                 let items: Vec<_> = batch::encode(op).into_iter().collect();
-                let forget = std::slice::from_ref(customer);
-                crate::record::store::forget(sql, &config.postgres.slot, forget).await?;
+                // Held by Customer.io, values unknown to the record (see
+                // `record::store::blank`), before the send and after it.
+                let held = std::slice::from_ref(customer);
+                crate::record::store::blank(sql, &config.postgres.slot, held).await?;
                 let sent = send(client, batch::body(&items), items.len(), max_backoff).await;
-                crate::record::store::forget(sql, &config.postgres.slot, forget).await?;
+                crate::record::store::blank(sql, &config.postgres.slot, held).await?;
                 match sent {
                     Ok(failed) if failed.is_empty() => {}
                     Ok(_) => {

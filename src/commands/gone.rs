@@ -168,7 +168,7 @@ async fn send_all(
         for customer in &removed {
             if identify_if_back(&mut rows, &client, customer, max_backoff, (sql, slot)).await? {
                 sent.identified += 1;
-                record::store::forget(sql, slot, std::slice::from_ref(customer)).await?;
+                record::store::blank(sql, slot, std::slice::from_ref(customer)).await?;
             }
         }
     }
@@ -201,7 +201,8 @@ async fn identify_if_back(
     let op =
         CustomerOp::Identify { id: customer.to_owned(), attributes, timestamp: rows.now().await? };
     let items: Vec<_> = batch::encode(op).into_iter().collect();
-    record::store::forget(sql, slot, &[customer.to_owned()]).await?;
+    // Held by Customer.io once sent, with values the record does not know.
+    record::store::blank(sql, slot, &[customer.to_owned()]).await?;
     send(client, batch::body(&items), items.len(), max_backoff)
         .await
         .map_err(|reason| CommandError::Stopped { sent: 0, reason })?;

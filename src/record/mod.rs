@@ -33,10 +33,12 @@
 //!
 //! A customer the record lacks (a first identify, a wiped or partial
 //! record, a lookup that failed) is sent whole, as without a record, and
-//! counted; the record fills itself from what is accepted. A delete, a
-//! suppression or a merge forgets the customers it touches (Customer.io's
-//! merge combines two people's attributes in its own way), so the next
-//! identify of them is sent whole. The operator's commands that send on
+//! counted; the record fills itself from what is accepted. A delete or a
+//! suppression forgets the customer; a merge forgets the secondary and
+//! keeps the primary with no fingerprint (Customer.io's merge combines two
+//! people's attributes in its own way), so the next identify of either is
+//! sent whole, and the primary is still known to be held (for a removal
+//! that only matters if it is: `Sink::may_hold`). The operator's commands that send on
 //! their own (`dlq retry`, `deletes approve`, `deletes gone --send`) forget
 //! the customers they send before each send, in a statement committed on
 //! its own, so that no interruption (a stop, a Ctrl-C, a kill, a failed
@@ -153,8 +155,12 @@ pub enum Effect {
     /// These attributes now hold these values.
     Set { customer: String, attributes: Fingerprints },
     /// Nothing is known of these customers any more (a delete, a
-    /// suppression, a merge).
+    /// suppression).
     Forget(Vec<String>),
+    /// A merge: `secondary` is gone; `primary` is held by Customer.io with
+    /// the attributes of both combined in its own way, which the record
+    /// does not know (so it keeps the customer, with no fingerprint).
+    Merge { primary: String, secondary: String },
     /// A watched column of this customer now holds this value.
     Watch { customer: String, key: String, value: WatchedValue },
 }
@@ -224,18 +230,24 @@ impl Write {
                 Effect::Watch { customer, key, value } => {
                     write.watch.entry(customer).or_default().insert(key, value);
                 }
-                Effect::Forget(customers) => {
-                    for customer in customers {
-                        write.set.remove(&customer);
-                        write.watch.remove(&customer);
-                        if !write.forget.contains(&customer) {
-                            write.forget.push(customer);
-                        }
-                    }
+                Effect::Merge { primary, secondary } => {
+                    write.forget_all([primary.clone(), secondary]);
+                    write.set.insert(primary, Fingerprints::new());
                 }
+                Effect::Forget(customers) => write.forget_all(customers),
             }
         }
         write
+    }
+
+    fn forget_all(&mut self, customers: impl IntoIterator<Item = String>) {
+        for customer in customers {
+            self.set.remove(&customer);
+            self.watch.remove(&customer);
+            if !self.forget.contains(&customer) {
+                self.forget.push(customer);
+            }
+        }
     }
 
     /// Whether there is nothing to write.

@@ -220,6 +220,27 @@ pub async fn forget(client: &Client, slot: &str, customers: &[String]) -> Result
         .map_err(PgError::stored(WRITE))
 }
 
+/// Marks `customers` in `slot`'s record as held by Customer.io with values
+/// the record does not know (their attribute fingerprints emptied, their
+/// watched values kept), on the caller's connection: for the commands that
+/// identify on their own. Their next identify goes whole, as after
+/// [`forget`], and a removal that only matters if Customer.io holds them
+/// (`Sink::may_hold`) is still sent.
+pub async fn blank(client: &Client, slot: &str, customers: &[String]) -> Result<u64, PgError> {
+    if customers.is_empty() {
+        return Ok(0);
+    }
+    client
+        .execute(
+            "INSERT INTO ciosync.accepted AS a (slot, customer_id, attributes) \
+             SELECT $1, c, '{}' FROM unnest($2::text[]) AS u(c) \
+             ON CONFLICT (slot, customer_id) DO UPDATE SET attributes = '{}'",
+            &[&slot, &customers],
+        )
+        .await
+        .map_err(PgError::stored(WRITE))
+}
+
 /// What [`forget_keeping`] took out of the record: customer, attributes
 /// and watched values as they were stored.
 #[derive(Debug, Default)]

@@ -103,3 +103,27 @@ fn a_write_keeps_the_order_of_what_was_accepted() {
     assert_eq!(write.forget, ["2", "3", "4"]);
     assert!(Write::of([Effect::None]).is_empty());
 }
+
+#[test]
+fn a_merge_forgets_the_secondary_and_keeps_the_primary_with_no_value() {
+    let merged = Effect::Merge { primary: "1".into(), secondary: "2".into() };
+    let write =
+        Write::of([set("1", json!({"plan": "pro"})), set("2", json!({"plan": "free"})), merged]);
+    // Deleted, then written again empty: held by Customer.io, values unknown.
+    assert_eq!(write.forget, ["1", "2"]);
+    assert_eq!(write.set.len(), 1, "{write:?}");
+    assert!(write.set["1"].is_empty());
+}
+
+#[test]
+fn a_watched_value_keeps_its_value_only_when_asked_and_short() {
+    let plan = WatchedValue::of(&json!("pro"), true);
+    assert_eq!(plan.fingerprint, fingerprint(&json!("pro")));
+    assert_eq!(plan.value, Some(json!("pro")));
+    assert_eq!(WatchedValue::from_json(&plan.to_json()), Some(plan));
+    assert_eq!(WatchedValue::of(&json!("pro"), false).value, None);
+    let long = json!("x".repeat(MAX_KEPT_VALUE_BYTES));
+    let kept = WatchedValue::of(&long, true);
+    assert_eq!((kept.value, kept.fingerprint), (None, fingerprint(&long)));
+    assert_eq!(WatchedValue::from_json(&json!({"value": 1})), None);
+}

@@ -64,8 +64,17 @@ impl Recorded {
                         out.send.push(prepared);
                     }
                 }
-                "delete" | "suppress" | "merge" => {
+                "delete" | "suppress" => {
                     let effect = Effect::Forget(item.customers.clone());
+                    out.send.push((item, effect));
+                }
+                "merge" => {
+                    let effect = match item.customers.as_slice() {
+                        [primary, secondary] => {
+                            Effect::Merge { primary: primary.clone(), secondary: secondary.clone() }
+                        }
+                        customers => Effect::Forget(customers.to_vec()),
+                    };
                     out.send.push((item, effect));
                 }
                 _ => out.send.push((item, Effect::None)),

@@ -287,11 +287,29 @@ impl Replayer<'_> {
     /// send, which then changes what Customer.io holds (a removal, or older
     /// values that [`Replayer::converge`] sends again).
     async fn replay(&self, payload: &str) -> Result<Answer, Halt> {
-        let customers = customers_in(payload);
-        crate::record::store::forget(self.sql, self.slot, &customers).await?;
+        self.unclaim(payload).await?;
         let answer = replay(&self.client, payload, self.max_backoff).await;
-        crate::record::store::forget(self.sql, self.slot, &customers).await?;
+        self.unclaim(payload).await?;
         Ok(answer?)
+    }
+
+    /// The record claims nothing of what `payload` may change: a removal's
+    /// customer, and a merge's secondary, are forgotten; the customers an
+    /// identify or an event names (and a merge's primary) are kept as held
+    /// by Customer.io, with no fingerprint (`record::store::blank`), so a
+    /// later removal that only matters if Customer.io holds them still goes.
+    async fn unclaim(&self, payload: &str) -> Result<(), Halt> {
+        let customers = customers_in(payload);
+        let (gone, held): (Vec<String>, Vec<String>) = if removal_kind(payload).is_some() {
+            (customers, Vec::new())
+        } else if let [primary, secondary] = customers.as_slice() {
+            (vec![secondary.clone()], vec![primary.clone()])
+        } else {
+            (Vec::new(), customers)
+        };
+        crate::record::store::forget(self.sql, self.slot, &gone).await?;
+        crate::record::store::blank(self.sql, self.slot, &held).await?;
+        Ok(())
     }
 }
 
