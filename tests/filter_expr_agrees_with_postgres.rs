@@ -185,13 +185,10 @@ const EXPRESSIONS: &[&str] = &[
     "t = 'NULL'",
     "t = '日本語'",
     "t = '\"q\"'",
-    "t = v",
-    "t <> v",
     "t IN ('a', 'pro', 'team')",
     "t NOT IN ('a', NULL)",
     "v IN ('Pro', 'it''s')",
     "t IS DISTINCT FROM 'a'",
-    "t IS NOT DISTINCT FROM v",
     "t IS DISTINCT FROM NULL",
     "v = 'pro'",
     "v = 'a very long literal, longer than twelve'",
@@ -230,6 +227,8 @@ const EXPRESSIONS: &[&str] = &[
 /// Expressions outside the subset (valid SQL mostly, but not evaluated here).
 const REFUSED: &[&str] = &[
     "t < 'b'",
+    "t = v",
+    "t IS NOT DISTINCT FROM v",
     "t >= v",
     "f = 1.5",
     "f > 0",
@@ -527,11 +526,12 @@ fn leaf(rng: &mut Rng) -> String {
             format!("{} {} {right}", rng.pick(NUMBER_COLUMNS), rng.pick(COMPARISONS))
         }
         3 => {
-            let right = match rng.below(3) {
-                0 => rng.pick(TEXT_COLUMNS),
-                _ => rng.pick(TEXT_LITERALS),
-            };
-            format!("{} {} {right}", rng.pick(TEXT_COLUMNS), rng.pick(&["=", "<>", "!="]))
+            let (column, literal) = (rng.pick(TEXT_COLUMNS), rng.pick(TEXT_LITERALS));
+            let op = rng.pick(&["=", "<>", "!="]);
+            match rng.below(3) {
+                0 => format!("{literal} {op} {column}"),
+                _ => format!("{column} {op} {literal}"),
+            }
         }
         4 => format!(
             "{} {} {}",
@@ -548,7 +548,10 @@ fn leaf(rng: &mut Rng) -> String {
         _ => {
             let (columns, literals) =
                 [(NUMBER_COLUMNS, NUMBER_LITERALS), (TEXT_COLUMNS, TEXT_LITERALS)][rng.below(2)];
-            let right = [*rng.pick(columns), *rng.pick(literals)][rng.below(2)];
+            let mut right = [*rng.pick(columns), *rng.pick(literals)][rng.below(2)];
+            if columns == TEXT_COLUMNS {
+                right = *rng.pick(literals); // two text columns: refused
+            }
             format!("{} IS {}DISTINCT FROM {right}", rng.pick(columns), not(rng))
         }
     }

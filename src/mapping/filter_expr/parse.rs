@@ -448,6 +448,13 @@ impl Parser<'_> {
                 ));
             }
         };
+        let column = |e: &Expr| matches!(e, Expr::Column { .. });
+        if ty == Ty::Text && column(left) && column(right) {
+            return Err(FilterExprError::new(
+                left_at,
+                "comparing two text columns is not supported: their collations may differ",
+            ));
+        }
         if ty == Ty::Text && op.orders() {
             return Err(FilterExprError::new(
                 left_at,
