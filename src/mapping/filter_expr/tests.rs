@@ -1,5 +1,6 @@
 use bytes::Bytes;
 
+use super::num::Num;
 use super::{FilterExpr, Truth, MAX_DEPTH, MAX_LEN};
 use crate::change::{Datum, ReplicaIdentity, Row, Table, TableColumn, ValueKind};
 
@@ -220,6 +221,10 @@ fn a_value_not_sent_leaves_undecided_only_what_depends_on_it() {
         ("(bio = 'x') IS TRUE", Truth::Undecided),
         ("(bio = 'x' AND NULL) IS NULL", Truth::Undecided),
         ("ts IS NULL", Truth::False),
+        ("(bio = 'x' AND TRUE) IS NULL", Truth::False),
+        ("((bio = 'x' AND NULL) AND TRUE) IS NULL", Truth::Undecided),
+        ("((bio = 'x' AND NULL) = TRUE) IS NULL", Truth::Undecided),
+        ("(bio = 'x' AND NULL) IS DISTINCT FROM NULL", Truth::Undecided),
     ];
     for (text, expected) in cases {
         assert_eq!(truth(text, &[("bio", TOAST), ("ts", TOAST)]), expected, "{text}");
@@ -336,4 +341,24 @@ fn length_and_nesting_are_bounded() {
     assert_eq!(eval(&long, &[("b", "t")]), Some(true));
     let error = FilterExpr::parse(&format!("\"{}\" = 1", "x".repeat(64)), &table()).unwrap_err();
     assert!(error.problem.contains("over 63 bytes"), "{error}");
+}
+
+#[test]
+fn a_value_that_does_not_parse_as_its_type_is_undecided() {
+    for n in ["abc", "1a", "a1", ".", "-", "1.2.3", "1e5", ""] {
+        assert_eq!(truth("n = 1 OR n <> 1", &[("n", n)]), Truth::Undecided, "{n:?}");
+        assert_eq!(truth("n IS NULL", &[("n", n)]), Truth::False, "{n:?}");
+    }
+    assert_eq!(truth("b OR NOT b", &[("b", "true")]), Truth::Undecided);
+}
+
+#[test]
+fn numbers_order_as_postgres_numerics() {
+    let order = ["-Infinity", "-10", "-9.99", "-0.5", "0", "0.05", "0.5", "1", "10", "Infinity"];
+    let nums: Vec<Num> = order.iter().map(|n| Num::parse(n).unwrap()).collect();
+    assert!(nums.windows(2).all(|w| w[0] < w[1]), "{nums:?}");
+    let nan = Num::parse("NaN").unwrap();
+    assert!(nums.iter().all(|n| *n < nan) && nan == Num::parse("NaN").unwrap());
+    assert_eq!(Num::parse("-0.000"), Num::parse("0"));
+    assert_eq!(Num::parse("007.100"), Num::parse("7.1"));
 }
