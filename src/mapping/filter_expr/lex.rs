@@ -99,10 +99,13 @@ pub(super) fn lex(text: &str) -> Result<Vec<Token>, FilterExprError> {
         ));
     }
     let mut lexer = Lexer { text, at: 0, tokens: Vec::new() };
-    while let Some(c) = lexer.peek() {
+    // Each turn reads at least one byte, so the text ends within its length
+    // in turns; bounded anyway, so a bug cannot spin or fill the memory.
+    for _ in 0..=text.len() {
+        let Some(c) = lexer.peek() else { return Ok(lexer.tokens) };
         lexer.next_token(c)?;
     }
-    Ok(lexer.tokens)
+    Err(FilterExprError::new(lexer.at, "the filter could not be read"))
 }
 
 struct Lexer<'a> {

@@ -337,6 +337,9 @@ fn length_and_nesting_are_bounded() {
     assert!(error.problem.contains("nesting deeper"), "{error}");
     let error = FilterExpr::parse(&"NOT ".repeat(MAX_LEN), &table()).unwrap_err();
     assert!(error.problem.contains(&format!("over {MAX_LEN} bytes")), "{error}");
+    let exactly = format!("b{}", " ".repeat(MAX_LEN - 1));
+    assert_eq!(eval(&exactly, &[("b", "t")]), Some(true));
+    assert!(FilterExpr::parse(&format!("{exactly} "), &table()).is_err());
     let long = format!("b{}", " OR b".repeat((MAX_LEN - 1) / 5));
     assert_eq!(eval(&long, &[("b", "t")]), Some(true));
     let error = FilterExpr::parse(&format!("\"{}\" = 1", "x".repeat(64)), &table()).unwrap_err();
