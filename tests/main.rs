@@ -56,6 +56,7 @@ mod every_kind_of_refusal_is_dead_lettered_and_replayed;
 mod failover_slot_survives_a_standby_promotion;
 mod fault_soak;
 mod filter_expr_agrees_with_postgres;
+mod filter_expr_reads_what_postgres_reads;
 mod heartbeats_advance_a_quiet_slot;
 mod hot_rows_during_an_outage_keep_memory_flat;
 mod id_change_merges_the_old_customer;

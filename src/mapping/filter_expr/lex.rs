@@ -93,13 +93,19 @@ pub(super) struct Token {
 /// Splits `text` into tokens.
 pub(super) fn lex(text: &str) -> Result<Vec<Token>, FilterExprError> {
     if text.len() > MAX_LEN {
-        return Err(FilterExprError::new(0, format!("a filter over {MAX_LEN} bytes")));
+        return Err(FilterExprError::new(
+            0,
+            format!("filters over {MAX_LEN} bytes are not supported"),
+        ));
     }
     let mut lexer = Lexer { text, at: 0, tokens: Vec::new() };
-    while let Some(c) = lexer.peek() {
+    // Each turn reads at least one byte, so the text ends within its length
+    // in turns; bounded anyway, so a bug cannot spin or fill the memory.
+    for _ in 0..=text.len() {
+        let Some(c) = lexer.peek() else { return Ok(lexer.tokens) };
         lexer.next_token(c)?;
     }
-    Ok(lexer.tokens)
+    Err(FilterExprError::new(lexer.at, "the filter could not be read"))
 }
 
 struct Lexer<'a> {
@@ -137,11 +143,28 @@ impl Lexer<'_> {
             '.' if next.is_some_and(|n| n.is_ascii_digit()) => self.number()?,
             c if starts_identifier(c) => self.identifier()?,
             c if OPERATOR_CHARS.contains(c) => self.operator()?,
-            '.' => return Err(FilterExprError::new(at, "qualified names (`t.column`)")),
-            ':' => return Err(FilterExprError::new(at, "casts (`::`)")),
-            '$' => return Err(FilterExprError::new(at, "parameters and dollar quoting")),
-            c if c.is_control() => return Err(FilterExprError::new(at, "a control character")),
-            c => return Err(FilterExprError::new(at, format!("the character `{c}`"))),
+            '.' => {
+                return Err(FilterExprError::new(
+                    at,
+                    "qualified names (`t.column`) are not supported",
+                ))
+            }
+            ':' => return Err(FilterExprError::new(at, "casts (`::`) are not supported")),
+            '$' => {
+                return Err(FilterExprError::new(
+                    at,
+                    "parameters and dollar quoting are not supported",
+                ))
+            }
+            c if c.is_control() => {
+                return Err(FilterExprError::new(at, "control characters are not supported"))
+            }
+            c => {
+                return Err(FilterExprError::new(
+                    at,
+                    format!("the character `{c}` is not supported"),
+                ))
+            }
         }
         Ok(())
     }
@@ -152,7 +175,11 @@ impl Lexer<'_> {
         let start = self.at;
         let value = self.delimited('\'', "string literal")?;
         if value.contains('\\') {
-            return Err(FilterExprError::new(start, "a backslash in a string literal"));
+            return Err(FilterExprError::new(
+                start,
+                "backslashes in string literals are not supported (their meaning depends on \
+                 standard_conforming_strings)",
+            ));
         }
         self.push(start, Tok::Str(value));
         Ok(())
@@ -163,7 +190,7 @@ impl Lexer<'_> {
         let start = self.at;
         let name = self.delimited('"', "quoted identifier")?;
         if name.is_empty() {
-            return Err(FilterExprError::new(start, "an empty quoted identifier"));
+            return Err(FilterExprError::new(start, "empty quoted identifier"));
         }
         check_identifier_length(start, &name)?;
         self.push(start, Tok::Ident { name, quoted: true });
@@ -178,7 +205,10 @@ impl Lexer<'_> {
         let mut chars = self.text[start + 1..].char_indices();
         while let Some((i, c)) = chars.next() {
             if c == '\0' {
-                return Err(FilterExprError::new(start + 1 + i, "a NUL character"));
+                return Err(FilterExprError::new(
+                    start + 1 + i,
+                    "NUL characters are not supported",
+                ));
             }
             if c != quote {
                 value.push(c);
@@ -192,7 +222,7 @@ impl Lexer<'_> {
             self.at = start + 1 + i + 1;
             return Ok(value);
         }
-        Err(FilterExprError::new(start, format!("an unterminated {what}")))
+        Err(FilterExprError::new(start, format!("unterminated {what}")))
     }
 
     /// Digits with at most one `.`; anything that would make Postgres read
@@ -208,8 +238,8 @@ impl Lexer<'_> {
         if rest[end..].starts_with(|c: char| c == '.' || continues_identifier(c)) {
             return Err(FilterExprError::new(
                 start,
-                "a number in another form than digits with an optional `.` (exponents, `0x`, \
-                 `_`)",
+                "numbers other than digits with an optional `.` (exponents, `0x`, `_`) are not \
+                 supported",
             ));
         }
         self.at += end;
@@ -227,7 +257,7 @@ impl Lexer<'_> {
         if rest[end..].starts_with('\'') {
             return Err(FilterExprError::new(
                 start,
-                "a prefixed or typed string literal (`E'…'`, `text '…'`)",
+                "prefixed or typed string literals (`E'…'`, `text '…'`) are not supported",
             ));
         }
         check_identifier_length(start, &name)?;
@@ -245,7 +275,7 @@ impl Lexer<'_> {
         let run_end = rest.find(|c: char| !OPERATOR_CHARS.contains(c)).unwrap_or(rest.len());
         let run = &rest[..run_end];
         if run.contains("--") || run.contains("/*") {
-            return Err(FilterExprError::new(start, "comments"));
+            return Err(FilterExprError::new(start, "comments are not supported"));
         }
         let mut op = run;
         if !op.contains(|c: char| KEEPS_TRAILING_SIGN.contains(c)) {
@@ -262,7 +292,10 @@ impl Lexer<'_> {
             ">=" => Tok::Cmp(CmpOp::Ge),
             "-" => Tok::Minus,
             other => {
-                return Err(FilterExprError::new(start, format!("the operator `{other}`")));
+                return Err(FilterExprError::new(
+                    start,
+                    format!("the operator `{other}` is not supported"),
+                ));
             }
         };
         self.at += op.len();
@@ -283,7 +316,7 @@ fn check_identifier_length(at: usize, name: &str) -> Result<(), FilterExprError>
     if name.len() > MAX_IDENTIFIER {
         return Err(FilterExprError::new(
             at,
-            format!("an identifier over {MAX_IDENTIFIER} bytes (Postgres would truncate it)"),
+            format!("identifiers over {MAX_IDENTIFIER} bytes are not supported (Postgres truncates them)"),
         ));
     }
     Ok(())

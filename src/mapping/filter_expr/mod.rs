@@ -22,9 +22,10 @@
 //!     itself and sorts above `Infinity`, as in Postgres);
 //!   - booleans: `boolean` columns, `TRUE`/`FALSE`, boolean expressions
 //!     (`false < true`); a `boolean` column alone is a condition;
-//!   - text: `text` and `varchar` columns and `'…'` literals, with `=`,
+//!   - text: a `text` or `varchar` column with a `'…'` literal, with `=`,
 //!     `<>`, `!=` only (byte equality, which is Postgres's equality under a
-//!     deterministic collation; ordering depends on the collation: refused).
+//!     deterministic collation; ordering depends on the collation, and two
+//!     columns may have different ones: refused).
 //! - `x IS [NOT] NULL` on any column or expression, of any type;
 //!   `x IS [NOT] TRUE | FALSE | UNKNOWN` on a boolean;
 //!   `x IS [NOT] DISTINCT FROM y` and `x [NOT] IN (literal, …)` on the types
@@ -57,7 +58,7 @@ mod parse;
 use crate::change::{Row, Table};
 
 /// The longest filter accepted, in bytes.
-pub const MAX_LEN: usize = 4096;
+pub const MAX_LEN: usize = 16_384;
 
 /// The deepest nesting of parentheses and `NOT`s accepted.
 pub const MAX_DEPTH: usize = 64;
@@ -66,8 +67,8 @@ pub const MAX_DEPTH: usize = 64;
 const SUBSET: &str = "a filter may use columns, literals ('text', numbers, TRUE, FALSE, NULL), \
      AND, OR, NOT, parentheses, = <> != < <= > >= (ordering on numbers and booleans only), \
      IS [NOT] NULL | TRUE | FALSE | UNKNOWN, IS [NOT] DISTINCT FROM, [NOT] IN (literals); \
-     numbers compare with smallint, integer, bigint and numeric columns, text with text and \
-     varchar columns";
+     numbers compare with smallint, integer, bigint and numeric columns, text literals with \
+     text and varchar columns";
 
 /// A filter outside the subset, or wrong for the table: what and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

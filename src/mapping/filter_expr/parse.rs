@@ -117,7 +117,7 @@ impl Expr {
 pub(super) fn parse(text: &str, table: &Table) -> Result<(Expr, Vec<usize>), FilterExprError> {
     let tokens = lex(text)?;
     if tokens.is_empty() {
-        return Err(FilterExprError::new(0, "an empty filter"));
+        return Err(FilterExprError::new(0, "the filter is empty"));
     }
     let mut parser = Parser { tokens, pos: 0, end: text.len(), table, depth: 0, columns: vec![] };
     let expr = parser.or()?;
@@ -129,7 +129,10 @@ pub(super) fn parse(text: &str, table: &Table) -> Result<(Expr, Vec<usize>), Fil
 }
 
 fn unexpected(token: &Token, expected: &str) -> FilterExprError {
-    FilterExprError::new(token.at, format!("{} (expected {expected})", token.tok.describe()))
+    FilterExprError::new(
+        token.at,
+        format!("unexpected {} (expected {expected})", token.tok.describe()),
+    )
 }
 
 struct Parser<'a> {
@@ -179,7 +182,7 @@ impl Parser<'_> {
         if self.depth > MAX_DEPTH {
             return Err(FilterExprError::new(
                 at,
-                format!("nesting deeper than {MAX_DEPTH} parentheses and NOTs"),
+                format!("nesting deeper than {MAX_DEPTH} parentheses and NOTs is not supported"),
             ));
         }
         Ok(())
@@ -261,7 +264,7 @@ impl Parser<'_> {
             }
             _ => return Err(unexpected(&token, expected)),
         };
-        self.boolean(&expr, at, "IS TRUE, IS FALSE, IS UNKNOWN")?;
+        self.boolean(&expr, at, "IS TRUE/FALSE/UNKNOWN")?;
         self.after_is(Expr::IsBool { expr, test, negated })
     }
 
@@ -270,7 +273,7 @@ impl Parser<'_> {
         if self.peek().is_some_and(|t| t.is_keyword("is")) {
             return Err(FilterExprError::new(
                 self.here(),
-                "a second IS test in a row (add parentheses)",
+                "a second IS test in a row is not supported (add parentheses)",
             ));
         }
         Ok(expr)
@@ -323,7 +326,7 @@ impl Parser<'_> {
         let at = self.here();
         match self.operand()? {
             Expr::Lit(lit) => Ok(lit),
-            _ => Err(FilterExprError::new(at, "an IN list of other than literals")),
+            _ => Err(FilterExprError::new(at, "IN lists of other than literals are not supported")),
         }
     }
 
@@ -345,7 +348,10 @@ impl Parser<'_> {
                 Tok::Num(digits) => {
                     Ok(Expr::Lit(Lit::Num(number(&format!("-{digits}"), token.at)?)))
                 }
-                _ => Err(FilterExprError::new(token.at, "`-` other than before a number")),
+                _ => Err(FilterExprError::new(
+                    token.at,
+                    "`-` other than before a number (arithmetic) is not supported",
+                )),
             },
             Tok::Ident { name, quoted } => self.name(name, quoted, token.at),
             _ => Err(unexpected(&token, expected)),
@@ -363,7 +369,10 @@ impl Parser<'_> {
             }
         }
         if self.peek() == Some(&Tok::LParen) {
-            return Err(FilterExprError::new(at, "functions and function-like syntax"));
+            return Err(FilterExprError::new(
+                at,
+                "functions and function-like syntax are not supported",
+            ));
         }
         if !quoted && ["and", "or", "not", "is", "in", "distinct", "from"].contains(&name.as_str())
         {
@@ -402,7 +411,7 @@ impl Parser<'_> {
             Ty::Bool | Ty::Unknown => Ok(()),
             _ => Err(FilterExprError::new(
                 at,
-                format!("{what} of {}, which is not boolean", self.describe(expr)),
+                format!("{what} needs a boolean, not {}", self.describe(expr)),
             )),
         }
     }
@@ -415,33 +424,44 @@ impl Parser<'_> {
         (left, left_at): (&Expr, usize),
         (right, right_at): (&Expr, usize),
     ) -> Result<(), FilterExprError> {
+        for (side, at) in [(left, left_at), (right, right_at)] {
+            if side.ty() == Ty::Other {
+                return Err(FilterExprError::new(
+                    at,
+                    format!(
+                        "comparing {} is not supported: real, double precision, char(n), name, \
+                         citext, uuid, enums, domains, dates, timestamps and other types allow \
+                         IS [NOT] NULL only",
+                        self.describe(side)
+                    ),
+                ));
+            }
+        }
         let ty = match (left.ty(), right.ty()) {
             (Ty::Unknown, ty) | (ty, Ty::Unknown) => ty,
             (a, b) if a == b => a,
             _ => {
                 let (l, r) = (self.describe(left), self.describe(right));
-                return Err(FilterExprError::new(left_at, format!("comparing {l} with {r}")));
+                return Err(FilterExprError::new(
+                    left_at,
+                    format!("comparing {l} with {r} is not supported (one type on both sides)"),
+                ));
             }
         };
-        let at = if left.ty() == Ty::Other { left_at } else { right_at };
-        match ty {
-            Ty::Other => {
-                let what = self.describe(if left.ty() == Ty::Other { left } else { right });
-                Err(FilterExprError::new(
-                    at,
-                    format!(
-                        "comparing {what}: real, double precision, char(n), name, citext, uuid, \
-                         enums, domains, dates, timestamps and other types allow IS [NOT] NULL \
-                         only"
-                    ),
-                ))
-            }
-            Ty::Text if op.orders() => Err(FilterExprError::new(
+        let column = |e: &Expr| matches!(e, Expr::Column { .. });
+        if ty == Ty::Text && column(left) && column(right) {
+            return Err(FilterExprError::new(
                 left_at,
-                "ordering text (`<`, `<=`, `>`, `>=`): it depends on the collation",
-            )),
-            _ => Ok(()),
+                "comparing two text columns is not supported: their collations may differ",
+            ));
         }
+        if ty == Ty::Text && op.orders() {
+            return Err(FilterExprError::new(
+                left_at,
+                "ordering text (`<`, `<=`, `>`, `>=`) is not supported: it depends on the collation",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -1,5 +1,6 @@
 use bytes::Bytes;
 
+use super::num::Num;
 use super::{FilterExpr, Truth, MAX_DEPTH, MAX_LEN};
 use crate::change::{Datum, ReplicaIdentity, Row, Table, TableColumn, ValueKind};
 
@@ -164,7 +165,7 @@ fn numbers_compare_exactly_as_decimals() {
 fn text_compares_bytes_and_booleans_order_false_first() {
     assert_eq!(eval("t = 'Zoë ''q'''", &[("t", "Zoë 'q'")]), Some(true));
     assert_eq!(eval("t = 'zoë'", &[("t", "Zoë")]), Some(false));
-    assert_eq!(eval("t != v", &[("t", "a"), ("v", "a")]), Some(false));
+    assert_eq!(eval("'a' != v", &[("v", "a")]), Some(false));
     assert_eq!(eval("v = 'a '", &[("v", "a")]), Some(false));
     assert_eq!(eval("'a' = 'a'", &[]), Some(true));
     assert_eq!(eval("b < TRUE", &[("b", "f")]), Some(true));
@@ -220,6 +221,10 @@ fn a_value_not_sent_leaves_undecided_only_what_depends_on_it() {
         ("(bio = 'x') IS TRUE", Truth::Undecided),
         ("(bio = 'x' AND NULL) IS NULL", Truth::Undecided),
         ("ts IS NULL", Truth::False),
+        ("(bio = 'x' AND TRUE) IS NULL", Truth::False),
+        ("((bio = 'x' AND NULL) AND TRUE) IS NULL", Truth::Undecided),
+        ("((bio = 'x' AND NULL) = TRUE) IS NULL", Truth::Undecided),
+        ("(bio = 'x' AND NULL) IS DISTINCT FROM NULL", Truth::Undecided),
     ];
     for (text, expected) in cases {
         assert_eq!(truth(text, &[("bio", TOAST), ("ts", TOAST)]), expected, "{text}");
@@ -233,8 +238,13 @@ fn a_value_not_sent_leaves_undecided_only_what_depends_on_it() {
 fn what_is_outside_the_subset_is_refused_with_what_and_where() {
     let refused = [
         ("t < 'a'", "ordering text"),
-        ("t >= v", "ordering text"),
-        ("f = 1.5", "column `f`"),
+        ("t >= 'a'", "ordering text"),
+        ("t = v", "two text columns"),
+        ("(t) IS DISTINCT FROM (v)", "two text columns"),
+        (
+            "f = 1.5",
+            "comparing column `f` (a type the filter reads only with IS [NOT] NULL) is not",
+        ),
         ("f IS DISTINCT FROM 1", "column `f`"),
         ("ts > '2020-01-01'", "comparing column `ts`"),
         ("c = 'x'", "comparing column `c`"),
@@ -268,22 +278,22 @@ fn what_is_outside_the_subset_is_refused_with_what_and_where() {
         ("\"\" = 1", "empty quoted identifier"),
         ("i = 1 -- c", "comments"),
         ("i = 1 /* c */", "comments"),
-        ("i", "the filter of column `i` (number), which is not boolean"),
-        ("t AND b", "AND of column `t` (text)"),
-        ("NOT 1", "NOT of a number literal"),
-        ("'t'", "which is not boolean"),
-        ("i IS TRUE", "IS TRUE, IS FALSE, IS UNKNOWN of column `i`"),
+        ("i", "the filter needs a boolean, not column `i` (number)"),
+        ("t AND b", "AND needs a boolean, not column `t` (text)"),
+        ("NOT 1", "NOT needs a boolean, not a number literal"),
+        ("'t'", "the filter needs a boolean, not a text literal"),
+        ("i IS TRUE", "IS TRUE/FALSE/UNKNOWN needs a boolean, not column `i`"),
         ("i = 1 = 2", "`=` (expected"),
         ("b IS NULL IS NULL", "a second IS test"),
         ("b IS NORMALIZED", "`normalized` (expected NULL"),
         ("users.i = 1", "qualified names"),
         ("i = $1", "parameters"),
-        ("i IN (1, i)", "IN list of other than literals"),
+        ("i IN (1, i)", "IN lists of other than literals"),
         ("i IN ()", "`)` (expected a column"),
         ("i IN 1", "`(` after IN"),
         ("i = ", "the filter ends"),
-        ("", "an empty filter"),
-        ("  \n ", "an empty filter"),
+        ("", "the filter is empty"),
+        ("  \n ", "the filter is empty"),
         ("(b", "the filter ends where `)` should be"),
         ("b)", "`)` (expected AND, OR"),
         ("i = 1; DROP TABLE users", "the character `;`"),
@@ -327,8 +337,31 @@ fn length_and_nesting_are_bounded() {
     assert!(error.problem.contains("nesting deeper"), "{error}");
     let error = FilterExpr::parse(&"NOT ".repeat(MAX_LEN), &table()).unwrap_err();
     assert!(error.problem.contains(&format!("over {MAX_LEN} bytes")), "{error}");
+    let exactly = format!("b{}", " ".repeat(MAX_LEN - 1));
+    assert_eq!(eval(&exactly, &[("b", "t")]), Some(true));
+    assert!(FilterExpr::parse(&format!("{exactly} "), &table()).is_err());
     let long = format!("b{}", " OR b".repeat((MAX_LEN - 1) / 5));
     assert_eq!(eval(&long, &[("b", "t")]), Some(true));
     let error = FilterExpr::parse(&format!("\"{}\" = 1", "x".repeat(64)), &table()).unwrap_err();
     assert!(error.problem.contains("over 63 bytes"), "{error}");
+}
+
+#[test]
+fn a_value_that_does_not_parse_as_its_type_is_undecided() {
+    for n in ["abc", "1a", "a1", ".", "-", "1.2.3", "1e5", ""] {
+        assert_eq!(truth("n = 1 OR n <> 1", &[("n", n)]), Truth::Undecided, "{n:?}");
+        assert_eq!(truth("n IS NULL", &[("n", n)]), Truth::False, "{n:?}");
+    }
+    assert_eq!(truth("b OR NOT b", &[("b", "true")]), Truth::Undecided);
+}
+
+#[test]
+fn numbers_order_as_postgres_numerics() {
+    let order = ["-Infinity", "-10", "-9.99", "-0.5", "0", "0.05", "0.5", "1", "10", "Infinity"];
+    let nums: Vec<Num> = order.iter().map(|n| Num::parse(n).unwrap()).collect();
+    assert!(nums.windows(2).all(|w| w[0] < w[1]), "{nums:?}");
+    let nan = Num::parse("NaN").unwrap();
+    assert!(nums.iter().all(|n| *n < nan) && nan == Num::parse("NaN").unwrap());
+    assert_eq!(Num::parse("-0.000"), Num::parse("0"));
+    assert_eq!(Num::parse("007.100"), Num::parse("7.1"));
 }
