@@ -101,6 +101,13 @@ pub struct Watch {
     /// (`when_changed`); the record then keeps the value itself, not only
     /// its fingerprint.
     pub with_from: bool,
+    /// Where the change is in the WAL (commit LSN, index in the
+    /// transaction), kept with the value: a change at or before the one the
+    /// record's value came from is a replay (the slot was not acknowledged
+    /// that far) and decides nothing. `(0, 0)` for a row read by the
+    /// initial copy or a backfill, which only records a value the record
+    /// lacks.
+    pub at: (u64, u32),
 }
 
 impl Event {

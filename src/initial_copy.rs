@@ -78,6 +78,9 @@ struct Copier<'a> {
     counters: &'a Counters,
     shutdown: &'a CancellationToken,
     commit_time: i64,
+    /// With the record of what Customer.io accepted on: the connection
+    /// that marks it complete for each table copied, and the slot.
+    record: Option<(&'a Client, &'a str)>,
 }
 
 /// Runs or resumes the initial copy as the config and the recorded state say.
@@ -109,7 +112,8 @@ pub async fn run(
     // Postgres's clock, read before the slot exists: every change the stream
     // carries later has a commit time at or after it.
     let commit_time = postgres_now(&sql).await?;
-    let mut copier = Copier { sink, mapper, counters, shutdown, commit_time };
+    let record = config.pipeline.record_accepted.then_some((&sql, slot.as_str()));
+    let mut copier = Copier { sink, mapper, counters, shutdown, commit_time, record };
     if slot_state == SlotState::Missing {
         let tables: Vec<String> = config.sync.iter().map(qualified).collect();
         state.plan(&tables).await?;
@@ -259,6 +263,12 @@ impl Copier<'_> {
             return Ok(CopyOutcome::Interrupted);
         }
         self.checkpoint_delivered(state, &name, &mut pages).await?;
+        if let Some((record_sql, slot)) = self.record {
+            // Every row that syncs was identified and, once accepted, recorded.
+            let (schema, table) = sync.schema_and_name();
+            let table = format!("{schema}.{table}");
+            crate::record::store::mark_complete(record_sql, slot, &table, true).await?;
+        }
         state.finish(&name, rows_copied).await?;
         tracing::info!(table = %name, rows_copied, in_snapshot, "initial copy of the table done");
         Ok(CopyOutcome::Complete)

@@ -196,6 +196,14 @@ async fn run_chunks(
         );
     }
     state.start_backfill(id).await?;
+    let (schema, name) = sync.schema_and_name();
+    let recorded_table = format!("{schema}.{name}");
+    let record = config.pipeline.record_accepted;
+    if record && backfill.ignore_record {
+        // Its chunks forget their customers until they are sent again.
+        crate::record::store::mark_complete(sql, &config.postgres.slot, &recorded_table, false)
+            .await?;
+    }
     tracing::info!(backfill = id, table = %backfill.table, resume = backfill.last_key.is_some(), "backfill running");
     let mut size = ChunkSize::new(config.pipeline.max_pending_bytes / CHUNK_SHARE);
     let chunk = ChunkReader {
@@ -248,6 +256,11 @@ async fn run_chunks(
     }
     if let Settled::Stop = settle(state, id, &mut undelivered, 0, stop).await? {
         return Ok(());
+    }
+    if record && backfill.where_clause.is_none() && backfill.attributes.is_none() {
+        // Every row that syncs was identified and, once accepted, recorded.
+        crate::record::store::mark_complete(sql, &config.postgres.slot, &recorded_table, true)
+            .await?;
     }
     state.end_backfill(id, "done", None).await?;
     tracing::info!(backfill = id, rows_done, "backfill done");
@@ -518,6 +531,15 @@ fn select_attributes(ops: Vec<CustomerOp>, wanted: Option<&[String]>) -> Vec<Cus
     ops.into_iter()
         .filter_map(|op| match (op, wanted) {
             (CustomerOp::Delete { .. } | CustomerOp::Suppress { .. }, _) => None,
+            // A row read now is no transition: its watched values are only
+            // recorded where the record lacks them, no event fires.
+            (CustomerOp::Event(mut event), _) if event.watch.is_some() => {
+                if let Some(watch) = event.watch.as_mut() {
+                    watch.fires = false;
+                }
+                event.data.clear();
+                Some(CustomerOp::Event(event))
+            }
             (CustomerOp::Identify { id, mut attributes, timestamp }, Some(wanted)) => {
                 attributes.retain(|name, _| wanted.iter().any(|w| w == name));
                 (!attributes.is_empty()).then_some(CustomerOp::Identify {

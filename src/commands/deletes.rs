@@ -187,7 +187,14 @@ async fn execute(config: &Config, request: Request) -> Result<(), CommandError> 
         }
         Request::Discard(selection) => {
             let only = chosen(&table, slot, selection).await?;
-            let discarded = table.decide_all(only.as_deref(), "discarded").await?;
+            let customers = table.discard(only.as_deref()).await?;
+            // Kept in Customer.io as they are: the record forgets them, so
+            // where the old row is not known (DEFAULT identity) a later
+            // update of their row, still outside the filter or soft-deleted,
+            // does not take them for held and remove them after all. Their
+            // next identify goes whole.
+            crate::record::store::forget(&sql, slot, &customers).await?;
+            let discarded = customers.len() as u64;
             emit(&format!("discarded {discarded} held {}\n", noun(discarded)))?;
             refresh_when_decided(config, &sql, &table).await
         }

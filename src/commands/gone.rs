@@ -239,7 +239,7 @@ pub(super) async fn gone(
 
 fn condition(config: &Config) -> String {
     format!(
-        "a.slot = $1 AND {} AND NOT EXISTS (SELECT 1 FROM ciosync.held_deletes h \
+        "a.slot = $1 AND a.customer_id <> '' AND {} AND NOT EXISTS (SELECT 1 FROM ciosync.held_deletes h \
          WHERE h.slot = a.slot AND h.customer_id = a.customer_id \
          AND h.state IN ('held', 'pending'))",
         gone_condition(config)

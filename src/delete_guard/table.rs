@@ -197,6 +197,22 @@ impl<'a> HeldTable<'a> {
             .map_err(PgError::sql("update ciosync.held_refreshes"))
     }
 
+    /// Discards the held rows among `ids` (all for `None`): their
+    /// customers stay in Customer.io. Returns those customers.
+    pub async fn discard(&self, ids: Option<&[i64]>) -> Result<Vec<String>, PgError> {
+        let rows = self
+            .sql
+            .query(
+                "UPDATE ciosync.held_deletes SET state = 'discarded', decided_at = now() \
+                 WHERE slot = $1 AND state = 'held' AND ($2::bigint[] IS NULL OR id = ANY($2)) \
+                 RETURNING customer_id",
+                &[&self.slot, &ids],
+            )
+            .await
+            .map_err(PgError::sql("update ciosync.held_deletes"))?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
     async fn decide(&self, ids: &[i64], state: &str) -> Result<u64, PgError> {
         if ids.is_empty() {
             return Ok(0);

@@ -217,7 +217,8 @@ pub fn against_record(
             }
         }
         let key = format!("{}/{column}", config.name);
-        let watch = Watch { key, value, fires, with_from };
+        let at = (change.position.commit_lsn, change.position.index);
+        let watch = Watch { key, value, fires, with_from, at };
         events.push(change_event(config, change, customer, data, Some(Box::new(watch))));
     }
     events

@@ -374,7 +374,12 @@ impl<'a> RowMapping<'a> {
                         self.insert(new, out)
                     }
                     Truth::True => self.update(old.as_ref(), *old_is_key_only, new, out),
-                    Truth::False | Truth::Null => leave(new, out),
+                    // The id the customer had: the old one, where the
+                    // UPDATE changed it (a key-only old row names it).
+                    Truth::False | Truth::Null => {
+                        let named = old.as_ref().filter(|o| self.id_of(o).is_some());
+                        leave(named.unwrap_or(new), out)
+                    }
                     Truth::Undecided => {
                         self.update(old.as_ref(), *old_is_key_only, new, out);
                         if !out.ops.is_empty() {

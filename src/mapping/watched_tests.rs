@@ -47,7 +47,7 @@ fn events_of(mapped: &Mapped) -> Vec<&Event> {
 }
 
 fn watch(key: &str, value: serde_json::Value, fires: bool, with_from: bool) -> Option<Box<Watch>> {
-    Some(Box::new(Watch { key: key.into(), value, fires, with_from }))
+    Some(Box::new(Watch { key: key.into(), value, fires, with_from, at: (0x10, 2) }))
 }
 
 #[test]

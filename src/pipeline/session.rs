@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Progress;
 use crate::backfill::{self, Watermark, Windows};
+use crate::customer::CustomerOp;
 use crate::delete_guard::breaker::{self, Breaker};
 use crate::mapping::report::{report, Producer};
 use crate::mapping::{DropReason, Mapper};
@@ -140,13 +141,11 @@ impl Session<'_> {
                 };
                 let mut mapped = self.mapper.map(&change);
                 if let Some((ops, reason)) = mapped.if_held.take() {
-                    let customer = ops
-                        .iter()
-                        .find_map(crate::customer::CustomerOp::customer_id)
-                        .unwrap_or_default()
-                        .to_owned();
+                    let customer =
+                        ops.iter().find_map(CustomerOp::customer_id).unwrap_or_default().to_owned();
+                    let table = change.table.qualified_name();
                     let held = tokio::select! {
-                        held = self.sink.may_hold(&customer) => held,
+                        held = self.sink.may_hold(&customer, &table) => held,
                         _ = shutdown.cancelled() => {
                             self.drain(shutdown_timeout).await?;
                             return Ok(false);
@@ -154,7 +153,19 @@ impl Session<'_> {
                         _ = self.session_ended.cancelled() => return Err(session_ended()),
                     };
                     match held {
-                        true => mapped.ops.extend(ops),
+                        true => {
+                            let removal = ops.iter().any(|op| {
+                                matches!(
+                                    op,
+                                    CustomerOp::Delete { .. } | CustomerOp::Suppress { .. }
+                                )
+                            });
+                            if removal {
+                                // Decided, whatever the breaker makes of it.
+                                self.sink.removing(&customer);
+                            }
+                            mapped.ops.extend(ops);
+                        }
                         false => mapped.skipped = Some(reason),
                     }
                 }

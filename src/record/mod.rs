@@ -88,22 +88,25 @@ pub struct WatchedValue {
     pub fingerprint: i64,
     /// The value itself, for a `when_changed` event's `from`.
     pub value: Option<Json>,
+    /// The change it came from (see [`crate::customer::Watch::at`]).
+    pub at: (u64, u32),
 }
 
 impl WatchedValue {
     /// What the record keeps of `value`: the value itself only when asked
     /// (`keep`) and not over [`MAX_KEPT_VALUE_BYTES`].
-    pub fn of(value: &Json, keep: bool) -> Self {
+    pub fn of(value: &Json, keep: bool, at: (u64, u32)) -> Self {
         let json = serde_json::to_vec(value).unwrap_or_default();
         let fingerprint = fingerprint_of_json(&json);
         let value = (keep && json.len() <= MAX_KEPT_VALUE_BYTES).then(|| value.clone());
-        Self { fingerprint, value }
+        Self { fingerprint, value, at }
     }
 
     /// As stored in `ciosync.accepted.watched`.
     pub fn to_json(&self) -> Json {
         let mut object = Map::new();
         object.insert("fp".to_owned(), Json::from(self.fingerprint));
+        object.insert("at".to_owned(), Json::from(vec![self.at.0, u64::from(self.at.1)]));
         if let Some(value) = &self.value {
             object.insert("value".to_owned(), value.clone());
         }
@@ -113,7 +116,12 @@ impl WatchedValue {
     /// Read back; `None` for anything else (as if nothing were recorded).
     pub fn from_json(stored: &Json) -> Option<Self> {
         let fingerprint = stored.get("fp")?.as_i64()?;
-        Some(Self { fingerprint, value: stored.get("value").cloned() })
+        let at = stored.get("at").and_then(|at| {
+            let lsn = at.get(0)?.as_u64()?;
+            Some((lsn, u32::try_from(at.get(1)?.as_u64()?).ok()?))
+        });
+        let value = stored.get("value").cloned();
+        Some(Self { fingerprint, value, at: at.unwrap_or_default() })
     }
 }
 

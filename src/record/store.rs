@@ -51,6 +51,31 @@ impl RecordStore {
         checked_out.keep_if_ok(loaded)
     }
 
+    /// Whether Customer.io may hold `customer` of `table`, by the record:
+    /// `Some(true)` when the record knows them, `Some(false)` when it does
+    /// not and it is complete for `table` (see [`mark_complete`]), `None`
+    /// when it cannot tell (not complete: it may lack customers
+    /// Customer.io holds).
+    pub async fn holds(&self, customer: &str, table: &str) -> Result<Option<bool>, PgError> {
+        let mut checked_out = self.checkout().await?;
+        let read = checked_out
+            .client()
+            .query(
+                "SELECT customer_id = $2, attributes ? $3 FROM ciosync.accepted \
+                 WHERE slot = $1 AND customer_id IN ($2, '')",
+                &[&self.slot, &customer, &table],
+            )
+            .await;
+        let rows = checked_out.keep_if_ok(read).map_err(PgError::stored(READ))?;
+        let known = rows.iter().any(|row| row.get::<_, bool>(0));
+        let complete = rows.iter().any(|row| !row.get::<_, bool>(0) && row.get::<_, bool>(1));
+        Ok(match (known, complete) {
+            (true, _) => Some(true),
+            (false, true) => Some(false),
+            (false, false) => None,
+        })
+    }
+
     /// Stores one batch's effects in one transaction: the customers
     /// forgotten, then the attributes set (merged into what is held).
     pub async fn write(&self, write: &Write) -> Result<(), PgError> {
@@ -218,6 +243,34 @@ pub async fn forget(client: &Client, slot: &str, customers: &[String]) -> Result
         )
         .await
         .map_err(PgError::stored(WRITE))
+}
+
+/// Marks `slot`'s record complete for `table` (`schema.name`), or not: it
+/// then holds every customer of the table Customer.io may hold (an initial
+/// copy or a backfill of the whole table recorded each one), so a customer
+/// it lacks is one Customer.io lacks. Kept in the record's own table, as
+/// the row of the empty customer id (no customer has it: ids are not
+/// empty), so that emptying the record (TRUNCATE, `record_accepted =
+/// false`) takes the mark with it.
+pub async fn mark_complete(
+    client: &Client,
+    slot: &str,
+    table: &str,
+    complete: bool,
+) -> Result<(), PgError> {
+    let statement = match complete {
+        true => {
+            "INSERT INTO ciosync.accepted AS a (slot, customer_id, attributes) \
+             VALUES ($1, '', jsonb_build_object($2::text, 1)) ON CONFLICT (slot, customer_id) \
+             DO UPDATE SET attributes = a.attributes || EXCLUDED.attributes"
+        }
+        false => {
+            "UPDATE ciosync.accepted SET attributes = attributes - $2::text \
+             WHERE slot = $1 AND customer_id = ''"
+        }
+    };
+    client.execute(statement, &[&slot, &table]).await.map_err(PgError::stored(WRITE))?;
+    Ok(())
 }
 
 /// Marks `customers` in `slot`'s record as held by Customer.io with values

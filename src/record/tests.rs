@@ -117,13 +117,13 @@ fn a_merge_forgets_the_secondary_and_keeps_the_primary_with_no_value() {
 
 #[test]
 fn a_watched_value_keeps_its_value_only_when_asked_and_short() {
-    let plan = WatchedValue::of(&json!("pro"), true);
+    let plan = WatchedValue::of(&json!("pro"), true, (0x10, 2));
     assert_eq!(plan.fingerprint, fingerprint(&json!("pro")));
     assert_eq!(plan.value, Some(json!("pro")));
     assert_eq!(WatchedValue::from_json(&plan.to_json()), Some(plan));
-    assert_eq!(WatchedValue::of(&json!("pro"), false).value, None);
+    assert_eq!(WatchedValue::of(&json!("pro"), false, (0, 0)).value, None);
     let long = json!("x".repeat(MAX_KEPT_VALUE_BYTES));
-    let kept = WatchedValue::of(&long, true);
+    let kept = WatchedValue::of(&long, true, (1, 0));
     assert_eq!((kept.value, kept.fingerprint), (None, fingerprint(&long)));
     assert_eq!(WatchedValue::from_json(&json!({"value": 1})), None);
 }

@@ -127,10 +127,13 @@ impl Delivery {
                 }
             }
         }
+        // Dead letters first: a watched event's value is recorded whether
+        // it was accepted or refused, and once recorded the event is not
+        // derived again, so its letter must be stored by then.
+        self.record(letters).await;
         if let Some(recorded) = &self.recorded {
             recorded.store(accepted).await;
         }
-        self.record(letters).await;
         Ok(())
     }
 

@@ -224,8 +224,17 @@ impl Sink {
     /// (the old row's email): another customer's identify claiming that
     /// email goes after it (see [`queue`]).
     pub fn push_releasing(&mut self, op: CustomerOp, released: &Released) {
-        if let Some(customer) = op.customer_id() {
-            self.absent.remove(customer);
+        match &op {
+            CustomerOp::Delete { id } | CustomerOp::Suppress { id } => self.absent.insert(id),
+            CustomerOp::Merge { primary, secondary } => {
+                self.absent.remove(primary);
+                self.absent.insert(secondary);
+            }
+            op => {
+                if let Some(customer) = op.customer_id() {
+                    self.absent.remove(customer);
+                }
+            }
         }
         if self.queue.push_releasing(op, released, Instant::now()) == Pushed::Coalesced {
             Counters::add(&self.counters.ops_coalesced, 1);
@@ -385,30 +394,45 @@ impl Sink {
         }
     }
 
-    /// Whether Customer.io may hold `customer`, for a removal that only
-    /// matters if it does ([`crate::mapping::Mapped::leave`]): an operation
-    /// of theirs waits or is in flight here, or the record of what
-    /// Customer.io accepted knows them. Exact, as the record is: with
-    /// nothing of theirs unfinished, everything sent of them was accepted
-    /// and recorded (or refused, and not recorded), and nothing but this
-    /// sink adds a customer to the record. A customer found unknown is
-    /// remembered until an operation of theirs is pushed, so a row outside
-    /// the filter costs one read, not one per change. Without the record,
-    /// or should it not be readable: `true` (a removal of someone
-    /// Customer.io lacks changes nothing there).
-    pub async fn may_hold(&mut self, customer: &str) -> bool {
+    /// Whether Customer.io may hold `customer` of `table` (`schema.name`),
+    /// for a removal that only matters if it does
+    /// ([`crate::mapping::Mapped::if_held`]):
+    /// - not when this sink was given their removal last (see
+    ///   [`Sink::removing`]): one removal per leave, as under FULL identity;
+    /// - yes when an operation of theirs waits or is in flight here;
+    /// - otherwise as the record of what Customer.io accepted says: with
+    ///   nothing of theirs unfinished, everything sent of them was accepted
+    ///   and recorded (or refused, and not recorded). A customer it lacks is
+    ///   one Customer.io lacks only where the record is complete for the
+    ///   table (an initial copy or a whole-table backfill recorded every
+    ///   one); elsewhere (upgraded from a version without the record, or
+    ///   emptied) the removal goes.
+    ///
+    /// A customer found not held is remembered, for at most
+    /// [`recorded::ABSENT_FOR`], until an operation of theirs is pushed, so
+    /// a row outside the filter costs a read per few minutes, not one per
+    /// change. Without the record, or should it not be readable: `true` (a
+    /// removal of someone Customer.io lacks changes nothing there).
+    pub async fn may_hold(&mut self, customer: &str, table: &str) -> bool {
+        if self.absent.contains(customer) {
+            return false;
+        }
         if self.queue.touches(customer) {
             return true;
         }
         let Some(recorded) = &self.delivery.recorded else { return true };
-        if self.absent.contains(customer) {
-            return false;
-        }
-        let held = recorded.knows(customer).await;
+        let held = recorded.knows(customer, table).await;
         if !held {
             self.absent.insert(customer);
         }
         held
+    }
+
+    /// Notes that `customer`'s removal was decided (pushed, or held by the
+    /// circuit breaker): [`Sink::may_hold`] says no until another
+    /// operation of theirs is pushed.
+    pub fn removing(&mut self, customer: &str) {
+        self.absent.insert(customer);
     }
 
     /// Forgets what waits and aborts what is in flight (the source broke:

@@ -36,9 +36,11 @@ impl Recorded {
     /// watched event is sent, counted.
     pub async fn prepare(&self, items: Vec<EncodedItem>) -> Prepared {
         let customers = looked_up(&items);
+        let mut readable = true;
         let known = match self.store.load(&customers).await {
             Ok(known) => known,
             Err(error) => {
+                readable = false;
                 Counters::add(&self.counters.record_failures, 1);
                 tracing::warn!(
                     error = %crate::error::error_chain(&error),
@@ -55,7 +57,11 @@ impl Recorded {
             }
             let known = item.customers.first().and_then(|c| known.get(c));
             if item.watch.is_some() {
-                self.decide(item, known, &mut out);
+                // Unreadable, nothing is decided nor written: the next
+                // change of the column is decided against the value before.
+                if readable {
+                    self.decide(item, known, &mut out);
+                }
                 continue;
             }
             match item.kind {
@@ -89,9 +95,12 @@ impl Recorded {
     fn decide(&self, mut item: EncodedItem, known: Option<&Known>, out: &mut Prepared) {
         let Some(watch) = item.watch.take() else { return };
         let customer = item.customers.first().cloned().unwrap_or_default();
-        let value = WatchedValue::of(&watch.value, watch.with_from);
+        let value = WatchedValue::of(&watch.value, watch.with_from, watch.at);
         let before = known.and_then(|k| k.watched.get(&watch.key));
-        if before.is_some_and(|b| b.fingerprint == value.fingerprint) {
+        let replayed = |b: &WatchedValue| watch.at == (0, 0) || watch.at <= b.at;
+        if before.is_some_and(|b| b.fingerprint == value.fingerprint || replayed(b)) {
+            // Unchanged; or a replay of a change the record has seen (or
+            // has newer), or a copied row's value where one is recorded.
             return;
         }
         if watch.fires {
@@ -144,10 +153,12 @@ impl Recorded {
         }
     }
 
-    /// Whether the record knows `customer`; `true` should it not be readable.
-    pub async fn knows(&self, customer: &str) -> bool {
-        match self.store.load(&[customer.to_owned()]).await {
-            Ok(known) => known.contains_key(customer),
+    /// Whether Customer.io may hold `customer` of `table` by the record
+    /// ([`RecordStore::holds`]); `true` when it cannot tell, or should it
+    /// not be readable.
+    pub async fn knows(&self, customer: &str, table: &str) -> bool {
+        match self.store.holds(customer, table).await {
+            Ok(holds) => holds.unwrap_or(true),
             Err(error) => {
                 Counters::add(&self.counters.record_failures, 1);
                 tracing::warn!(
@@ -229,24 +240,33 @@ fn with_from(item: EncodedItem, from: serde_json::Value) -> EncodedItem {
     EncodedItem { json: encoded, ..item }
 }
 
-/// Customers the record does not know, remembered by the sink (see
-/// `Sink::may_hold`); at most [`Absent::MAX`], then it starts over.
+/// How long the sink trusts that a customer is not held without reading
+/// the record again: an operator's command (`dlq retry`, `deletes
+/// approve`) may identify them meanwhile, from another process.
+pub const ABSENT_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Customers Customer.io does not hold, by the record or because their
+/// removal was just decided, remembered by the sink (see `Sink::may_hold`);
+/// each for [`ABSENT_FOR`], at most [`Absent::MAX`] (then it starts over).
 #[derive(Debug, Default)]
-pub struct Absent(std::collections::HashSet<String>);
+pub struct Absent(std::collections::HashMap<String, Instant>);
 
 impl Absent {
     /// About 2 MB of ids at most.
     const MAX: usize = 32_768;
 
     pub fn contains(&self, customer: &str) -> bool {
-        self.0.contains(customer)
+        self.0.get(customer).is_some_and(|at| at.elapsed() < ABSENT_FOR)
     }
 
     pub fn insert(&mut self, customer: &str) {
         if self.0.len() >= Self::MAX {
-            self.0.clear();
+            self.0.retain(|_, at| at.elapsed() < ABSENT_FOR);
+            if self.0.len() >= Self::MAX {
+                self.0.clear();
+            }
         }
-        self.0.insert(customer.to_owned());
+        self.0.insert(customer.to_owned(), Instant::now());
     }
 
     pub fn remove(&mut self, customer: &str) {

@@ -21,7 +21,7 @@ use tokio_postgres::Client;
 
 use super::reader::describe_whole;
 use super::row_filter;
-use super::setup::refused_filter;
+use super::setup::{self, refused_filter};
 use crate::config::{Config, SyncConfig};
 use crate::mapping::filter_expr::FilterExpr;
 use crate::pg::catalog::{Publication, Table};
@@ -48,12 +48,27 @@ pub async fn own_filters(sql: &Client, config: &Config) -> Result<Vec<Named>, Pg
             }
             None => None,
         };
+        let published = member.is_some();
         let mine = match member {
             Some(member) => member.row_filter.is_none(),
             None => identity_lacks(sql, i, sync, filter).await?,
         };
         if mine {
-            evaluable(sql, i, sync, filter).await?;
+            let evaluated = evaluable(sql, i, sync, filter).await;
+            if let Err(PgError::Definite(why)) = evaluated {
+                // The publication has the table without a filter: making the
+                // identity FULL alone would not move the filter there.
+                let refit = setup::refit_table_sql(&config.postgres.publication, sync, &[]);
+                return Err(PgError::Definite(match published {
+                    true => format!(
+                        "{why}. Publication {} publishes every row of the table: to filter \
+                         there instead, after REPLICA IDENTITY FULL, run: {refit}",
+                        config.postgres.publication
+                    ),
+                    false => why,
+                }));
+            }
+            evaluated?;
             let (schema, name) = sync.schema_and_name();
             own.push((schema.to_owned(), name.to_owned()));
         }
