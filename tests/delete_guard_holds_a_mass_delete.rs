@@ -21,7 +21,7 @@ use crate::support::endpoint::{value, wait_for_metrics};
 use crate::support::postgres::{TestDb, USERS_TABLE};
 use crate::support::{eventually, Scenario};
 
-const GUARD: &str = "\n[delete_guard]\nmax_deletes = 5\n";
+pub const GUARD: &str = "\n[delete_guard]\nmax_deletes = 5\n";
 
 /// Starts the scenario with the guard and 25 users in Customer.io.
 async fn start(test: &str) -> Scenario {
@@ -35,7 +35,7 @@ async fn start(test: &str) -> Scenario {
 }
 
 /// (customer id, state) of every held row, in id order.
-async fn held_rows(db: &TestDb) -> Vec<(String, String)> {
+pub async fn held_rows(db: &TestDb) -> Vec<(String, String)> {
     db.client
         .query("SELECT customer_id, state FROM ciosync.held_deletes ORDER BY id", &[])
         .await
@@ -58,14 +58,20 @@ async fn wait_for_held(db: &TestDb, cond: impl Fn(&[(String, String)]) -> bool) 
     }
 }
 
-fn customers_among_first_20(emulator: &Emulator) -> usize {
+pub fn customers_among_first_20(emulator: &Emulator) -> usize {
     emulator.customers().keys().filter(|id| id.parse::<u32>().is_ok_and(|n| n <= 20)).count()
 }
 
 /// Deletes users 1-20 in one statement and waits until 15 are held and the
 /// slot is acknowledged past the delete.
 async fn mass_delete(db: &TestDb, emulator: &Emulator, daemon: &InProcess) {
-    let lsn = db.exec_then_lsn("DELETE FROM users WHERE id <= 20").await;
+    mass_removal(db, emulator, daemon, "DELETE FROM users WHERE id <= 20").await;
+}
+
+/// Runs `sql`, which removes users 1-20 from Customer.io in one statement,
+/// and waits until 15 are held and the slot is acknowledged past it.
+pub async fn mass_removal(db: &TestDb, emulator: &Emulator, daemon: &InProcess, sql: &str) {
+    let lsn = db.exec_then_lsn(sql).await;
     assert!(db.wait_for_confirmed(&db.name, lsn).await, "held removals count as handled");
     assert_eq!(held_rows(db).await.len(), 15, "all but the first 5 are held");
     assert!(held_rows(db).await.iter().all(|(_, state)| state == "held"));

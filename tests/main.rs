@@ -33,6 +33,7 @@ mod definite_postgres_errors_stop_the_daemon;
 mod delete_deletes_the_customer;
 mod delete_guard_decisions_leave_customers_equal_to_rows;
 mod delete_guard_holds_a_mass_delete;
+mod delete_guard_holds_removals_ciosync_decides;
 mod delete_guard_keeps_its_promises_end_to_end;
 mod delete_guard_replay_never_cancels_a_later_hold;
 mod delete_guard_spills_a_huge_transaction;

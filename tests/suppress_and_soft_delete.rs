@@ -114,7 +114,7 @@ async fn soft_delete_round_trip(name: &str, identity: &str) -> (TestDb, Emulator
     (db, emulator, daemon)
 }
 
-fn with_soft_delete(config: String) -> String {
+pub fn with_soft_delete(config: String) -> String {
     config.replacen(
         "id_column = \"id\"\n",
         "id_column = \"id\"\nsoft_delete_column = \"deleted_at\"\n",

@@ -60,7 +60,14 @@ impl Scenario {
 /// Waits until the emulator holds exactly one customer per row of
 /// `public.users`, each with the row's email and plan; false on timeout.
 pub async fn customers_match_rows(db: &TestDb, emulator: &Emulator) -> bool {
-    let rows = db.client.query("SELECT id::text, email, plan FROM users", &[]).await.unwrap();
+    customers_match_rows_where(db, emulator, "true").await
+}
+
+/// [`customers_match_rows`] for the rows `condition` (SQL) holds for: no
+/// customer of another row may be in the emulator.
+pub async fn customers_match_rows_where(db: &TestDb, emulator: &Emulator, condition: &str) -> bool {
+    let sql = format!("SELECT id::text, email, plan FROM users WHERE {condition}");
+    let rows = db.client.query(&sql, &[]).await.unwrap();
     let expected: std::collections::BTreeMap<String, (Option<String>, Option<String>)> =
         rows.iter().map(|r| (r.get(0), (r.get(1), r.get(2)))).collect();
     let text = |v: &Option<String>| v.clone().map(serde_json::Value::String);
