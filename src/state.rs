@@ -179,8 +179,9 @@ CREATE TABLE IF NOT EXISTS ciosync.accepted (
 ALTER TABLE ciosync.accepted ADD COLUMN IF NOT EXISTS watched jsonb NOT NULL DEFAULT '{}';
 COMMENT ON TABLE ciosync.accepted IS
     'ciosync: what Customer.io accepted, per customer: attribute name -> fingerprint of the '
-    'value (no values), and the last values of columns [[sync.events]] watch; delete rows '
-    '(or TRUNCATE) to have them sent whole again';
+    'value (no values), and the last values of columns [[sync.events]] watch; the row of the '
+    'empty customer id names the tables it is complete for. Delete rows (or TRUNCATE) to have '
+    'them sent whole again, then run ciosync backfill to make it complete again';
 COMMENT ON TABLE ciosync.dead_letters IS
     'ciosync: operations Customer.io refused for good, kept for ciosync dlq. '
     'payload holds customer data (attribute values as sent): only the daemon''s role '

@@ -7,7 +7,7 @@
 //! | UPDATE, no old row (DEFAULT identity)    | identify with every mapped attribute sent     |
 //! | UPDATE of the id column                  | identify the new id, merge the old person into it, then its email and NULLs (or: delete the old, identify the new) |
 //! | DELETE                                   | delete (or suppress: `delete_action`)         |
-//! | UPDATE setting `soft_delete_column`      | delete (or suppress); clearing it: identify with every mapped non-NULL attribute; no old row and the record on: the removal only if Customer.io may hold the customer ([`Mapped::leave`]) |
+//! | UPDATE setting `soft_delete_column`      | delete (or suppress); clearing it: identify with every mapped non-NULL attribute; no old row and the record on: the removal only if Customer.io may hold the customer ([`Mapped::if_held`]) |
 //! | UPDATE changing a `[[sync.events]]` column (old row known) | the identify, then the event(s) |
 //! | UPDATE, `[[sync.events]]`, no old row, record on | the identify, then each event carrying the column's new value, decided against the record by the sink |
 //! | INSERT, `[[sync.events]]`, no old row, record on | the identify, then each watched value to record (never sent) |
