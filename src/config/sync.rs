@@ -120,6 +120,12 @@ impl ChangeEventConfig {
     pub fn column(&self) -> &str {
         self.when_changed.as_deref().or(self.when.as_deref()).unwrap_or_default()
     }
+
+    /// Where the record of what Customer.io accepted keeps the column's
+    /// last value for this event (`crate::record`): its name and column.
+    pub fn watch_key(&self) -> String {
+        format!("{}/{}", self.name, self.column())
+    }
 }
 
 /// `[[events]]`: every INSERT into a table becomes an event of the customer

@@ -371,17 +371,27 @@ pub fn resolve(config: &Config) -> Result<Vec<WriteBack>, ConfigError> {
             .filter(|(_, mapped_column)| **mapped_column == wb.column)
             .map(|(attribute, _)| quote_literal(attribute))
             .collect();
-        let statement = if mapped.is_empty() {
+        // So do the values the record keeps of the column for change events
+        // (the write is not streamed): the next change of it records the
+        // value anew, instead of firing an event for Customer.io's write.
+        let watched: Vec<String> = sync
+            .events
+            .iter()
+            .filter(|event| event.column() == wb.column)
+            .map(|event| quote_literal(&event.watch_key()))
+            .collect();
+        let statement = if mapped.is_empty() && watched.is_empty() {
             update
         } else {
             format!(
                 "WITH written AS ({update} RETURNING {}::text AS customer_id), \
                  forgotten AS (UPDATE ciosync.accepted a SET attributes = a.attributes - \
-                 ARRAY[{}]::text[] FROM written w \
+                 ARRAY[{}]::text[], watched = a.watched - ARRAY[{}]::text[] FROM written w \
                  WHERE a.slot = {} AND a.customer_id = w.customer_id) \
                  SELECT 1 FROM written",
                 quote_ident(&sync.id_column),
                 mapped.join(", "),
+                watched.join(", "),
                 quote_literal(&config.postgres.slot)
             )
         };

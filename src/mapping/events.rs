@@ -216,7 +216,7 @@ pub fn against_record(
                 }
             }
         }
-        let key = format!("{}/{column}", config.name);
+        let key = config.watch_key();
         let at = (change.position.commit_lsn, change.position.index);
         let watch = Watch { key, value, fires, with_from, at };
         events.push(change_event(config, change, customer, data, Some(Box::new(watch))));
