@@ -157,6 +157,13 @@ async fn checks_with_sql(
         let record = config.pipeline.record_accepted;
         out.extend(tables::sync_table(i, sync, &role.name, &facts, record));
         out.extend(tables::sync_options(sync, facts.table.as_ref(), record));
+        let soft_without_old_row = sync.soft_delete_column.is_some()
+            && facts.table.as_ref().is_some_and(|t| t.identity_kind != catalog::IdentityKind::Full);
+        if record && (facts.own_filter || soft_without_old_row) {
+            let slot = &config.postgres.slot;
+            let complete = gather::record_complete(sql, slot, &format!("{schema}.{name}")).await;
+            out.extend(tables::record_completeness(sync, complete));
+        }
         tables.push(facts.table);
     }
     for events in &config.events {

@@ -70,6 +70,17 @@ async fn soft_delete_under_default_identity_removes_once_from_the_record() {
         .filter(|i| i["action"] == "delete" && i["identifiers"]["id"] == "5")
         .count();
     assert_eq!(removals, 1, "an unknown customer of an incomplete record");
+    // check says so, and what makes it complete again.
+    let config = config_file(&with_soft_delete(db.config(&emulator.url(), "")));
+    let out = run_binary(&["check"], config.path()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(
+            "warning table public.users: the record of what Customer.io accepted is not complete"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("fix: ciosync backfill --table public.users"), "{stdout}");
     daemon.stop().await.unwrap();
 }
 

@@ -58,6 +58,20 @@ pub struct SyncTable {
     pub own_filter: bool,
 }
 
+/// Whether the record of what Customer.io accepted is complete for
+/// `table` (`schema.name`, see `record::store::mark_complete`); `None`
+/// when it cannot be read (not created yet, or no privilege).
+pub async fn record_complete(sql: &Client, slot: &str, table: &str) -> Option<bool> {
+    let row = sql
+        .query_opt(
+            "SELECT attributes ? $2 FROM ciosync.accepted WHERE slot = $1 AND customer_id = ''",
+            &[&slot, &table],
+        )
+        .await
+        .ok()?;
+    Some(row.is_some_and(|row| row.get(0)))
+}
+
 pub async fn sync_table(sql: &Client, sync: &SyncConfig, slot: &str) -> Result<SyncTable, Error> {
     let table = Table::read(sql, &sync.table).await?;
     let shape = match kept_shape(sql, slot, &sync.table.to_string()).await {

@@ -263,6 +263,23 @@ pub fn sync_options(sync: &SyncConfig, table: Option<&Table>, record: bool) -> V
     out
 }
 
+/// Where removals of `sync`'s table are decided by the record (a soft
+/// delete or a filter leave without the old row): a warning when the
+/// record is not complete for it (`complete`: read, and false), so a
+/// customer it lacks is removed again on each leave until a backfill.
+pub fn record_completeness(sync: &SyncConfig, complete: Option<bool>) -> Option<Finding> {
+    if complete != Some(false) {
+        return None;
+    }
+    Some(Finding::warning(
+        &label(&sync.table),
+        "the record of what Customer.io accepted is not complete for this table (it predates \
+         the record, or was emptied): a soft delete or a filter leave of a customer it lacks \
+         is sent as a removal, even of someone never in Customer.io",
+        format!("ciosync backfill --table {} (records every row that syncs)", sync.table),
+    ))
+}
+
 fn full_identity_fix(sync: &SyncConfig) -> String {
     format!("ALTER TABLE {} REPLICA IDENTITY FULL;", sync.table.quoted())
 }

@@ -308,3 +308,15 @@ fn a_column_renamed_or_retyped_since_the_daemon_streamed_it_is_named_with_its_fi
     );
     assert_eq!(whole[1].level, Level::Ok);
 }
+
+#[test]
+fn an_incomplete_record_is_a_warning_only_where_it_was_read() {
+    let config = two_tables("", "");
+    let sync = &config.sync[0];
+    assert!(tables::record_completeness(sync, None).is_none());
+    assert!(tables::record_completeness(sync, Some(true)).is_none());
+    let warned = tables::record_completeness(sync, Some(false)).expect("a warning");
+    assert_eq!(warned.level, Level::Warning);
+    assert!(warned.message.starts_with("the record of what Customer.io accepted is not complete"));
+    assert!(warned.fix.as_deref().is_some_and(|f| f.starts_with("ciosync backfill --table ")));
+}
