@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::batch::{EncodedItem, Route};
 use super::retry::Backoff;
+use crate::customer::Watch;
 use crate::record::store::RecordStore;
 use crate::record::{self, Diff, Effect, Known, WatchedValue, Write};
 use crate::telemetry::Counters;
@@ -97,21 +98,12 @@ impl Recorded {
         let customer = item.customers.first().cloned().unwrap_or_default();
         let value = WatchedValue::of(&watch.value, watch.with_from, watch.at);
         let before = known.and_then(|k| k.watched.get(&watch.key));
-        let replayed = |b: &WatchedValue| watch.at == (0, 0) || watch.at <= b.at;
-        if before.is_some_and(|b| b.fingerprint == value.fingerprint || replayed(b)) {
-            // Unchanged; or a replay of a change the record has seen (or
-            // has newer), or a copied row's value where one is recorded.
-            return;
-        }
-        if watch.fires {
-            match before {
-                None => Counters::add(&self.counters.record_events_unknown, 1),
-                Some(before) if watch.with_from => {
-                    let from = before.value.clone().unwrap_or(serde_json::Value::Null);
-                    out.send.push((with_from(item, from), Effect::None));
-                }
-                Some(_) => out.send.push((item, Effect::None)),
-            }
+        match decision(&watch, &value, before) {
+            Decision::Nothing => return,
+            Decision::Record => {}
+            Decision::Unknown => Counters::add(&self.counters.record_events_unknown, 1),
+            Decision::Fire(None) => out.send.push((item, Effect::None)),
+            Decision::Fire(Some(from)) => out.send.push((with_from(item, from), Effect::None)),
         }
         out.always.push(Effect::Watch { customer, key: watch.key, value });
     }
@@ -277,5 +269,86 @@ impl Absent {
 
     pub fn clear(&mut self) {
         self.0.clear();
+    }
+}
+
+/// What a watched event comes to against the value recorded `before`.
+#[derive(Debug, PartialEq)]
+enum Decision {
+    /// Nothing sent, nothing recorded: the value is unchanged, or the
+    /// change is a replay of one at or before the recorded value's (the
+    /// slot was not acknowledged that far), or a copied row's value where
+    /// one is recorded.
+    Nothing,
+    /// Recorded, not sent: an insert's or a copied row's value, or a `when`
+    /// column changed to NULL.
+    Record,
+    /// Recorded, not sent: no earlier value to compare with (counted).
+    Unknown,
+    /// Sent (with `from`, the value recorded before, where wanted) and recorded.
+    Fire(Option<serde_json::Value>),
+}
+
+fn decision(watch: &Watch, value: &WatchedValue, before: Option<&WatchedValue>) -> Decision {
+    let replayed = |b: &WatchedValue| watch.at == (0, 0) || watch.at <= b.at;
+    match before {
+        Some(b) if b.fingerprint == value.fingerprint || replayed(b) => Decision::Nothing,
+        _ if !watch.fires => Decision::Record,
+        None => Decision::Unknown,
+        Some(b) => Decision::Fire(
+            watch.with_from.then(|| b.value.clone().unwrap_or(serde_json::Value::Null)),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn watch(value: serde_json::Value, fires: bool, at: (u64, u32)) -> Watch {
+        Watch { key: "plan_changed/plan".into(), value, fires, with_from: true, at }
+    }
+
+    fn decided(watch: &Watch, before: Option<&WatchedValue>) -> Decision {
+        let value = WatchedValue::of(&watch.value, watch.with_from, watch.at);
+        decision(watch, &value, before)
+    }
+
+    #[test]
+    fn an_event_fires_on_a_newer_change_of_the_recorded_value_only() {
+        let free = WatchedValue::of(&json!("free"), true, (100, 0));
+        let to_pro = watch(json!("pro"), true, (200, 1));
+        assert_eq!(decided(&to_pro, Some(&free)), Decision::Fire(Some(json!("free"))));
+        assert_eq!(decided(&watch(json!("free"), true, (200, 1)), Some(&free)), Decision::Nothing);
+        assert_eq!(decided(&to_pro, None), Decision::Unknown);
+        // A value kept as its fingerprint only: `from` is null.
+        let long = WatchedValue { value: None, ..free.clone() };
+        assert_eq!(decided(&to_pro, Some(&long)), Decision::Fire(Some(json!(null))));
+        let when = Watch { with_from: false, ..to_pro.clone() };
+        assert_eq!(decided(&when, Some(&free)), Decision::Fire(None));
+    }
+
+    #[test]
+    fn a_replayed_change_decides_nothing() {
+        // Recorded at (200, 1); the slot was acknowledged before it, so
+        // changes up to it come again after a restart.
+        let pro = WatchedValue::of(&json!("pro"), true, (200, 1));
+        assert_eq!(decided(&watch(json!("free"), true, (150, 0)), Some(&pro)), Decision::Nothing);
+        assert_eq!(decided(&watch(json!("team"), true, (200, 1)), Some(&pro)), Decision::Nothing);
+        let later = watch(json!("team"), true, (200, 2));
+        assert_eq!(decided(&later, Some(&pro)), Decision::Fire(Some(json!("pro"))));
+    }
+
+    #[test]
+    fn inserts_and_copied_rows_only_record_what_is_missing() {
+        let pro = WatchedValue::of(&json!("pro"), true, (200, 1));
+        let inserted = watch(json!("free"), false, (300, 0));
+        assert_eq!(decided(&inserted, None), Decision::Record);
+        assert_eq!(decided(&inserted, Some(&pro)), Decision::Record);
+        let copied = watch(json!("free"), false, (0, 0));
+        assert_eq!(decided(&copied, None), Decision::Record);
+        assert_eq!(decided(&copied, Some(&pro)), Decision::Nothing);
     }
 }
