@@ -318,6 +318,10 @@ fn errors_say_what_is_supported_and_never_quote_a_literal() {
     let text = error.to_string();
     assert!(!text.contains("secret"), "{text}");
     assert!(text.contains("IS [NOT] DISTINCT FROM") && text.contains("at byte 0"), "{text}");
+    let error = FilterExpr::parse("t = 'a\0b'", &table()).unwrap_err();
+    assert_eq!((error.problem.as_str(), error.at), ("NUL characters are not supported", 6));
+    let error = FilterExpr::parse("\"x\0\" = 1", &table()).unwrap_err();
+    assert_eq!((error.problem.as_str(), error.at), ("NUL characters are not supported", 2));
     let error = FilterExpr::parse("b AND 'secret' AND b", &table()).unwrap_err();
     assert!(!error.to_string().contains("secret"), "{error}");
     assert_eq!(error.at, 6);
@@ -344,6 +348,8 @@ fn length_and_nesting_are_bounded() {
     assert_eq!(eval(&long, &[("b", "t")]), Some(true));
     let error = FilterExpr::parse(&format!("\"{}\" = 1", "x".repeat(64)), &table()).unwrap_err();
     assert!(error.problem.contains("over 63 bytes"), "{error}");
+    let error = FilterExpr::parse(&format!("{} = 1", "x".repeat(63)), &table()).unwrap_err();
+    assert!(error.problem.starts_with("no column"), "{error}");
 }
 
 #[test]
