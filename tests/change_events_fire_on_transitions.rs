@@ -3,10 +3,11 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use ciosync_emulator::Emulator;
 use serde_json::{json, Value};
 
 use crate::support::emulator::{batch_items, wait_for};
-use crate::support::postgres::USERS_TABLE;
+use crate::support::postgres::{TestDb, USERS_TABLE};
 use crate::support::{eventually, Scenario};
 
 const EVENTS: &str = r#"
@@ -27,44 +28,7 @@ async fn change_events_fire_exactly_on_the_transition() {
     let Scenario { db, emulator, daemon } =
         Scenario::start_with("change_events", &schema, |c| c + EVENTS).await;
 
-    db.exec("INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'free')").await;
-    db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
-    db.exec("UPDATE users SET first_name = 'Ada' WHERE id = 1").await; // no event
-    db.exec("UPDATE users SET password_hash = 'h2', password_updated_at = now() WHERE id = 1")
-        .await;
-    db.exec("UPDATE users SET password_updated_at = NULL WHERE id = 1").await; // cleared: no event
-    db.exec("UPDATE users SET plan = 'team' WHERE id = 1").await;
-    assert!(wait_for(&emulator, |e| e.events("1").len() >= 3).await, "{:?}", emulator.events("1"));
-    // Give a wrongly fired event time to show up.
-    db.exec("UPDATE users SET bio = 'marker' WHERE id = 1").await;
-    assert!(
-        crate::support::emulator::wait_for_attribute(&emulator, "1", "about", json!("marker"))
-            .await
-    );
-
-    let events = emulator.events("1");
-    let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["plan_changed", "password_updated", "plan_changed"]);
-    assert_eq!(
-        Value::Object(events[0].data.clone()),
-        json!({"from": "free", "to": "pro", "email": "a@x.io"})
-    );
-    assert_eq!(
-        Value::Object(events[2].data.clone()),
-        json!({"from": "pro", "to": "team", "email": "a@x.io"})
-    );
-
-    // Each plan_changed follows the identify carrying the new plan.
-    let items = batch_items(&emulator);
-    let pro_identify = items
-        .iter()
-        .position(|i| i["action"] == "identify" && i["attributes"]["plan"] == "pro")
-        .expect("the identify of plan = pro");
-    let pro_event = items
-        .iter()
-        .position(|i| i["action"] == "event" && i["attributes"]["to"] == "pro")
-        .expect("the plan_changed event");
-    assert!(pro_identify < pro_event, "{items:?}");
+    transitions_of_customer_one(&db, &emulator).await;
     daemon.stop().await.unwrap();
 }
 
@@ -84,55 +48,13 @@ async fn change_events_fire_under_default_identity_from_the_record() {
 
     // Copied before streaming: the copy recorded its values.
     db.exec("UPDATE users SET plan = 'pro' WHERE id = 2").await;
-    db.exec("INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'free')").await;
-    db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
-    db.exec("UPDATE users SET first_name = 'Ada' WHERE id = 1").await; // no event
-    db.exec("UPDATE users SET password_hash = 'h2', password_updated_at = now() WHERE id = 1")
-        .await;
-    db.exec("UPDATE users SET password_updated_at = NULL WHERE id = 1").await; // cleared: no event
-    db.exec("UPDATE users SET plan = 'team' WHERE id = 1").await;
-    assert!(wait_for(&emulator, |e| e.events("1").len() >= 3).await, "{:?}", emulator.events("1"));
-    db.exec("UPDATE users SET bio = 'marker' WHERE id = 1").await;
-    assert!(
-        crate::support::emulator::wait_for_attribute(&emulator, "1", "about", json!("marker"))
-            .await
-    );
-
-    let events = emulator.events("1");
-    let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["plan_changed", "password_updated", "plan_changed"]);
-    assert_eq!(
-        Value::Object(events[0].data.clone()),
-        json!({"from": "free", "to": "pro", "email": "a@x.io"})
-    );
-    assert_eq!(
-        Value::Object(events[2].data.clone()),
-        json!({"from": "pro", "to": "team", "email": "a@x.io"})
-    );
+    transitions_of_customer_one(&db, &emulator).await;
     let copied = emulator.events("2");
     assert_eq!(copied.len(), 1, "{copied:?}");
     assert_eq!(
         Value::Object(copied[0].data.clone()),
         json!({"from": "free", "to": "pro", "email": "b@x.io"})
     );
-    let items = batch_items(&emulator);
-    let pro_identify = items
-        .iter()
-        .position(|i| {
-            i["action"] == "identify"
-                && i["identifiers"]["id"] == "1"
-                && i["attributes"]["plan"] == "pro"
-        })
-        .expect("the identify of plan = pro");
-    let pro_event = items
-        .iter()
-        .position(|i| {
-            i["action"] == "event"
-                && i["identifiers"]["id"] == "1"
-                && i["attributes"]["to"] == "pro"
-        })
-        .expect("the plan_changed event");
-    assert!(pro_identify < pro_event, "{items:?}");
     assert_eq!(daemon.counters.record_events_unknown.load(Relaxed), 0);
 
     // A record without the values (an upgrade, a wiped record): the first
@@ -151,4 +73,49 @@ async fn change_events_fire_under_default_identity_from_the_record() {
         json!({"from": "team", "to": "free", "email": "b@x.io"})
     );
     daemon.stop().await.unwrap();
+}
+
+/// Customer 1's plan and password changes: the events fire exactly on the
+/// transitions, each after the identify of the same change.
+async fn transitions_of_customer_one(db: &TestDb, emulator: &Emulator) {
+    db.exec("INSERT INTO users (id, email, plan) VALUES (1, 'a@x.io', 'free')").await;
+    db.exec("UPDATE users SET plan = 'pro' WHERE id = 1").await;
+    db.exec("UPDATE users SET first_name = 'Ada' WHERE id = 1").await; // no event
+    db.exec("UPDATE users SET password_hash = 'h2', password_updated_at = now() WHERE id = 1")
+        .await;
+    db.exec("UPDATE users SET password_updated_at = NULL WHERE id = 1").await; // cleared: no event
+    db.exec("UPDATE users SET plan = 'team' WHERE id = 1").await;
+    assert!(wait_for(emulator, |e| e.events("1").len() >= 3).await, "{:?}", emulator.events("1"));
+    // Give a wrongly fired event time to show up.
+    db.exec("UPDATE users SET bio = 'marker' WHERE id = 1").await;
+    assert!(
+        crate::support::emulator::wait_for_attribute(emulator, "1", "about", json!("marker")).await
+    );
+
+    let events = emulator.events("1");
+    let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["plan_changed", "password_updated", "plan_changed"]);
+    assert_eq!(
+        Value::Object(events[0].data.clone()),
+        json!({"from": "free", "to": "pro", "email": "a@x.io"})
+    );
+    assert_eq!(
+        Value::Object(events[2].data.clone()),
+        json!({"from": "pro", "to": "team", "email": "a@x.io"})
+    );
+
+    // Each plan_changed follows the identify carrying the new plan.
+    let items = batch_items(emulator);
+    let of_one = |i: &&Value| i["identifiers"]["id"] == "1";
+    let pro_identify = items
+        .iter()
+        .filter(of_one)
+        .position(|i| i["action"] == "identify" && i["attributes"]["plan"] == "pro")
+        .expect("the identify of plan = pro");
+    let pro_event = items
+        .iter()
+        .filter(of_one)
+        .position(|i| i["action"] == "event" && i["attributes"]["to"] == "pro")
+        .expect("the plan_changed event");
+    assert!(pro_identify < pro_event, "{items:?}");
 }

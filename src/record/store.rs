@@ -188,24 +188,12 @@ pub async fn load(
     slot: &str,
     customers: &[String],
 ) -> Result<HashMap<String, Fingerprints>, PgError> {
-    let rows = client
-        .query(
-            "SELECT customer_id, attributes FROM ciosync.accepted \
-             WHERE slot = $1 AND customer_id = ANY($2)",
-            &[&slot, &customers],
-        )
-        .await
-        .map_err(PgError::stored(READ))?;
-    Ok(rows
-        .iter()
-        .map(|row| {
-            let attributes: Json = row.get(1);
-            (row.get::<_, String>(0), fingerprints_of(&attributes))
-        })
-        .collect())
+    let known = load_known(client, slot, customers).await?;
+    Ok(known.into_iter().map(|(customer, known)| (customer, known.attributes)).collect())
 }
 
-/// [`load`] with the watched values, for the sink.
+/// What `slot`'s record holds for each of `customers` that it knows,
+/// watched values too.
 async fn load_known(
     client: &Client,
     slot: &str,
