@@ -72,6 +72,24 @@ async fn change_events_fire_under_default_identity_from_the_record() {
         Value::Object(copied[1].data.clone()),
         json!({"from": "team", "to": "free", "email": "b@x.io"})
     );
+
+    // An UPDATE changing the id and the plan: the merged person takes the
+    // old id's recorded values, so the transition still fires, for the new id.
+    // (The emulator, as Customer.io, moves the old person's events to the
+    // new one with the merge: 3 of them.)
+    db.exec("UPDATE users SET id = 11, plan = 'free' WHERE id = 1").await;
+    assert!(
+        wait_for(&emulator, |e| e.events("11").len() >= 4).await,
+        "{:?}",
+        emulator.events("11")
+    );
+    let moved = emulator.events("11");
+    let last = moved.iter().max_by_key(|e| e.timestamp).unwrap();
+    assert_eq!(last.name, "plan_changed");
+    assert_eq!(
+        Value::Object(last.data.clone()),
+        json!({"from": "team", "to": "free", "email": "a@x.io"})
+    );
     daemon.stop().await.unwrap();
 }
 

@@ -167,7 +167,9 @@ pub enum Effect {
     Forget(Vec<String>),
     /// A merge: `secondary` is gone; `primary` is held by Customer.io with
     /// the attributes of both combined in its own way, which the record
-    /// does not know (so it keeps the customer, with no fingerprint).
+    /// does not know (so it keeps the customer, with no fingerprint). The
+    /// row that changed its id is the secondary's: its watched values go
+    /// to the primary.
     Merge { primary: String, secondary: String },
     /// A watched column of this customer now holds this value.
     Watch { customer: String, key: String, value: WatchedValue },
@@ -223,6 +225,8 @@ pub struct Write {
     pub set: HashMap<String, Fingerprints>,
     pub watch: HashMap<String, HashMap<String, WatchedValue>>,
     pub forget: Vec<String>,
+    /// Merges, `(primary, secondary)`: after the forgets, before the sets.
+    pub merges: Vec<(String, String)>,
 }
 
 impl Write {
@@ -239,8 +243,12 @@ impl Write {
                     write.watch.entry(customer).or_default().insert(key, value);
                 }
                 Effect::Merge { primary, secondary } => {
-                    write.forget_all([primary.clone(), secondary]);
-                    write.set.insert(primary, Fingerprints::new());
+                    for customer in [&primary, &secondary] {
+                        write.set.remove(customer);
+                        write.watch.remove(customer);
+                        write.forget.retain(|c| c != customer);
+                    }
+                    write.merges.push((primary, secondary));
                 }
                 Effect::Forget(customers) => write.forget_all(customers),
             }
@@ -260,7 +268,10 @@ impl Write {
 
     /// Whether there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.watch.is_empty() && self.forget.is_empty()
+        self.set.is_empty()
+            && self.watch.is_empty()
+            && self.forget.is_empty()
+            && self.merges.is_empty()
     }
 }
 

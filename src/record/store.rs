@@ -167,6 +167,20 @@ async fn write_in(
         )
         .await?;
     }
+    for (primary, secondary) in &write.merges {
+        // The primary, held with no value known, takes the secondary's
+        // watched values (the merged row's), and the secondary is gone.
+        tx.execute(
+            "WITH gone AS (DELETE FROM ciosync.accepted WHERE slot = $1 AND customer_id = $3 \
+             RETURNING watched) \
+             INSERT INTO ciosync.accepted AS a (slot, customer_id, attributes, watched) \
+             VALUES ($1, $2, '{}', COALESCE((SELECT watched FROM gone), '{}')) \
+             ON CONFLICT (slot, customer_id) DO UPDATE SET attributes = '{}', \
+             watched = EXCLUDED.watched",
+            &[&slot, primary, secondary],
+        )
+        .await?;
+    }
     if !customers.is_empty() {
         tx.execute(
             "INSERT INTO ciosync.accepted AS a (slot, customer_id, attributes, watched) \
