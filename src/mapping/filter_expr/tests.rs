@@ -341,6 +341,11 @@ fn length_and_nesting_are_bounded() {
     assert!(error.problem.contains("nesting deeper"), "{error}");
     let error = FilterExpr::parse(&"NOT ".repeat(MAX_LEN), &table()).unwrap_err();
     assert!(error.problem.contains(&format!("over {MAX_LEN} bytes")), "{error}");
+    // Depth is nesting, not count: siblings do not add up.
+    for sibling in ["NOT b", "(b)", "NOT (NOT b)"] {
+        let siblings = vec![sibling; 2 * MAX_DEPTH].join(" OR ");
+        assert!(FilterExpr::parse(&siblings, &table()).is_ok(), "{sibling}");
+    }
     let exactly = format!("b{}", " ".repeat(MAX_LEN - 1));
     assert_eq!(eval(&exactly, &[("b", "t")]), Some(true));
     assert!(FilterExpr::parse(&format!("{exactly} "), &table()).is_err());
