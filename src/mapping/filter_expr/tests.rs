@@ -284,6 +284,8 @@ fn what_is_outside_the_subset_is_refused_with_what_and_where() {
         ("'t'", "the filter needs a boolean, not a text literal"),
         ("i IS TRUE", "IS TRUE/FALSE/UNKNOWN needs a boolean, not column `i`"),
         ("i = 1 = 2", "`=` (expected"),
+        ("i NOT = 1", "unexpected `not`"),
+        ("b AND AND b", "`and` where a value should be"),
         ("b IS NULL IS NULL", "a second IS test"),
         ("b IS NORMALIZED", "`normalized` (expected NULL"),
         ("users.i = 1", "qualified names"),
