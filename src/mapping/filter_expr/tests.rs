@@ -284,6 +284,8 @@ fn what_is_outside_the_subset_is_refused_with_what_and_where() {
         ("'t'", "the filter needs a boolean, not a text literal"),
         ("i IS TRUE", "IS TRUE/FALSE/UNKNOWN needs a boolean, not column `i`"),
         ("i = 1 = 2", "`=` (expected"),
+        ("i NOT = 1", "unexpected `not`"),
+        ("b AND AND b", "`and` where a value should be"),
         ("b IS NULL IS NULL", "a second IS test"),
         ("b IS NORMALIZED", "`normalized` (expected NULL"),
         ("users.i = 1", "qualified names"),
@@ -341,6 +343,11 @@ fn length_and_nesting_are_bounded() {
     assert!(error.problem.contains("nesting deeper"), "{error}");
     let error = FilterExpr::parse(&"NOT ".repeat(MAX_LEN), &table()).unwrap_err();
     assert!(error.problem.contains(&format!("over {MAX_LEN} bytes")), "{error}");
+    // Depth is nesting, not count: siblings do not add up.
+    for sibling in ["NOT b", "(b)", "NOT (NOT b)"] {
+        let siblings = vec![sibling; 2 * MAX_DEPTH].join(" OR ");
+        assert!(FilterExpr::parse(&siblings, &table()).is_ok(), "{sibling}");
+    }
     let exactly = format!("b{}", " ".repeat(MAX_LEN - 1));
     assert_eq!(eval(&exactly, &[("b", "t")]), Some(true));
     assert!(FilterExpr::parse(&format!("{exactly} "), &table()).is_err());
