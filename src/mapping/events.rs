@@ -132,11 +132,8 @@ pub fn from_transition(
     let table = &*change.table;
     let mut events = Vec::new();
     for config in configs {
+        let Some(index) = watched_index(config, table, dropped) else { continue };
         let column = config.column();
-        let Some(index) = table.column_index(column) else {
-            dropped.push(drop(&config.name, column, DropReason::MissingColumn));
-            continue;
-        };
         let (before, after) = (&old[index], &new[index]);
         if before == after || *before == Datum::UnchangedToast || *after == Datum::UnchangedToast {
             continue;
@@ -185,11 +182,8 @@ pub fn against_record(
     let table = &*change.table;
     let mut events = Vec::new();
     for config in configs {
+        let Some(index) = watched_index(config, table, dropped) else { continue };
         let column = config.column();
-        let Some(index) = table.column_index(column) else {
-            dropped.push(drop(&config.name, column, DropReason::MissingColumn));
-            continue;
-        };
         if new[index] == Datum::UnchangedToast {
             continue;
         }
@@ -242,6 +236,20 @@ fn change_event(
         data,
         watch,
     }
+}
+
+/// Where `config`'s watched column is in `table`; a column the table lacks
+/// is noted in `dropped`.
+fn watched_index(
+    config: &ChangeEventConfig,
+    table: &Table,
+    dropped: &mut Vec<DroppedAttribute>,
+) -> Option<usize> {
+    let index = table.column_index(config.column());
+    if index.is_none() {
+        dropped.push(drop(&config.name, config.column(), DropReason::MissingColumn));
+    }
+    index
 }
 
 /// A column's value as JSON: `None` for NULL or an unchanged TOAST value.

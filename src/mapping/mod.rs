@@ -347,57 +347,6 @@ impl<'a> RowMapping<'a> {
         events::against_record(&self.sync.events, self.change, id, new, fires, &mut out.dropped)
     }
 
-    /// A change of a table whose filter ciosync evaluates (see
-    /// [`own_filter`]): a new row it matches is synced as without a filter
-    /// (entering in full where the old row is known not to match; without
-    /// it, the record sends a customer it lacks whole), one it does not
-    /// match, and a DELETE, removes the customer only if Customer.io may
-    /// hold them. An UPDATE it cannot decide (a value it reads was not
-    /// sent) is sent only if Customer.io may hold the customer.
-    fn filtered(&self, own: &own_filter::Own, out: &mut Mapped) {
-        use filter_expr::Truth;
-        let leave = |row: &Row, out: &mut Mapped| match self.id_of(row) {
-            Some(id) => {
-                out.if_held = Some((vec![removal(self.sync, id)], SkipReason::FilteredOut));
-            }
-            None => out.skipped = Some(SkipReason::InvalidId),
-        };
-        match &self.change.op {
-            RowOp::Insert { new } => match own.truth(new) {
-                Truth::True => self.insert(new, out),
-                _ => out.skipped = Some(SkipReason::FilteredOut),
-            },
-            RowOp::Update { old, old_is_key_only, new } => {
-                let full_old = old.as_ref().filter(|_| !*old_is_key_only);
-                match own.truth(new) {
-                    Truth::True if full_old.is_some_and(|o| own.truth(o) != Truth::True) => {
-                        self.insert(new, out)
-                    }
-                    Truth::True => self.update(old.as_ref(), *old_is_key_only, new, out),
-                    // The id the customer had: the old one, where the
-                    // UPDATE changed it (a key-only old row names it).
-                    Truth::False | Truth::Null => {
-                        let named = old.as_ref().filter(|o| self.id_of(o).is_some());
-                        leave(named.unwrap_or(new), out)
-                    }
-                    Truth::Undecided => {
-                        self.update(old.as_ref(), *old_is_key_only, new, out);
-                        if !out.ops.is_empty() {
-                            let ops = std::mem::take(&mut out.ops);
-                            out.if_held = Some((ops, SkipReason::FilteredOut));
-                        }
-                    }
-                }
-                out.released = self.released(full_old);
-            }
-            RowOp::Delete { old } => {
-                leave(old, out);
-                let full = self.table.replica_identity == ReplicaIdentity::Full;
-                out.released = self.released(Some(old).filter(|_| full));
-            }
-        }
-    }
-
     fn update(&self, old: Option<&Row>, old_is_key_only: bool, new: &Row, out: &mut Mapped) {
         let (sync, table) = (self.sync, self.table);
         let Some(new_id) = self.id_of(new) else {

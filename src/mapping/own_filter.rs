@@ -22,7 +22,8 @@
 use std::sync::{Arc, Mutex};
 
 use super::filter_expr::{FilterExpr, FilterExprError, Truth};
-use crate::change::{Row, Table};
+use super::{Mapped, RowMapping, SkipReason};
+use crate::change::{ReplicaIdentity, Row, RowOp, Table};
 use crate::config::SyncConfig;
 
 /// Table shapes kept per table: the stream's, and a backfill's or the
@@ -102,6 +103,58 @@ impl OwnFilters {
             }
         };
         Some(filter.map_or(Own::Broken, Own::Filter))
+    }
+}
+
+impl RowMapping<'_> {
+    /// A change of a table whose filter ciosync evaluates (see
+    /// this module's doc): a new row it matches is synced as without a filter
+    /// (entering in full where the old row is known not to match; without
+    /// it, the record sends a customer it lacks whole), one it does not
+    /// match, and a DELETE, removes the customer only if Customer.io may
+    /// hold them. An UPDATE it cannot decide (a value it reads was not
+    /// sent) is sent only if Customer.io may hold the customer.
+    pub(super) fn filtered(&self, own: &Own, out: &mut Mapped) {
+        let leave = |row: &Row, out: &mut Mapped| match self.id_of(row) {
+            Some(id) => {
+                out.if_held = Some((vec![super::removal(self.sync, id)], SkipReason::FilteredOut));
+            }
+            None => out.skipped = Some(SkipReason::InvalidId),
+        };
+        match &self.change.op {
+            RowOp::Insert { new } => match own.truth(new) {
+                Truth::True => self.insert(new, out),
+                _ => out.skipped = Some(SkipReason::FilteredOut),
+            },
+            RowOp::Update { old, old_is_key_only, new } => {
+                let full_old = old.as_ref().filter(|_| !*old_is_key_only);
+                match own.truth(new) {
+                    Truth::True if full_old.is_some_and(|o| own.truth(o) != Truth::True) => {
+                        self.insert(new, out)
+                    }
+                    Truth::True => self.update(old.as_ref(), *old_is_key_only, new, out),
+                    // The id the customer had: the old one, where the
+                    // UPDATE changed it (a key-only old row names it).
+                    Truth::False | Truth::Null => {
+                        let named = old.as_ref().filter(|o| self.id_of(o).is_some());
+                        leave(named.unwrap_or(new), out)
+                    }
+                    Truth::Undecided => {
+                        self.update(old.as_ref(), *old_is_key_only, new, out);
+                        if !out.ops.is_empty() {
+                            let ops = std::mem::take(&mut out.ops);
+                            out.if_held = Some((ops, SkipReason::FilteredOut));
+                        }
+                    }
+                }
+                out.released = self.released(full_old);
+            }
+            RowOp::Delete { old } => {
+                leave(old, out);
+                let full = self.table.replica_identity == ReplicaIdentity::Full;
+                out.released = self.released(Some(old).filter(|_| full));
+            }
+        }
     }
 }
 
