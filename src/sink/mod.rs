@@ -224,16 +224,11 @@ impl Sink {
     /// (the old row's email): another customer's identify claiming that
     /// email goes after it (see [`queue`]).
     pub fn push_releasing(&mut self, op: CustomerOp, released: &Released) {
-        match &op {
-            CustomerOp::Delete { id } | CustomerOp::Suppress { id } => self.absent.insert(id),
-            CustomerOp::Merge { primary, secondary } => {
-                self.absent.remove(primary);
-                self.absent.insert(secondary);
-            }
-            op => {
-                if let Some(customer) = op.customer_id() {
-                    self.absent.remove(customer);
-                }
+        // Any operation but a removal may make Customer.io hold the
+        // customer: not absent any more (see `Sink::may_hold`).
+        if !matches!(op, CustomerOp::Delete { .. } | CustomerOp::Suppress { .. }) {
+            if let Some(customer) = op.customer_id() {
+                self.absent.remove(customer);
             }
         }
         if self.queue.push_releasing(op, released, Instant::now()) == Pushed::Coalesced {
@@ -428,8 +423,8 @@ impl Sink {
         held
     }
 
-    /// Notes that `customer`'s removal was decided (pushed, or held by the
-    /// circuit breaker): [`Sink::may_hold`] says no until another
+    /// Notes that `customer`'s removal was decided by [`Sink::may_hold`]
+    /// (pushed, or held by the circuit breaker): it says no until another
     /// operation of theirs is pushed.
     pub fn removing(&mut self, customer: &str) {
         self.absent.insert(customer);
