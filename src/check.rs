@@ -148,8 +148,9 @@ async fn checks_with_sql(
     let role = Role::read(sql, &providers).await?;
     out.push(judge::replication_privilege(&role, &providers));
     let mut tables = Vec::new();
-    // Its error, if any, is the publication line's.
-    let own = crate::source::own_filters::own_filters(sql, config).await.unwrap_or_default();
+    // Read once; its error, if any, is the publication line's.
+    let own_filters = crate::source::own_filters::own_filters(sql, config).await;
+    let own = own_filters.as_ref().map(Vec::clone).unwrap_or_default();
     for (i, sync) in config.sync.iter().enumerate() {
         let mut facts = gather::sync_table(sql, sync, &config.postgres.slot).await?;
         let (schema, name) = sync.schema_and_name();
@@ -170,7 +171,7 @@ async fn checks_with_sql(
         let table = catalog::Table::read(sql, &events.table).await?;
         out.extend(tables::event_table(events, table.as_ref()));
     }
-    let publication = gather::publication(sql, config, &tables).await;
+    let publication = gather::publication(sql, config, &tables, own_filters).await;
     out.push(judge::publication(config, &role, publication));
     let slot = gather::slot(sql, config).await?;
     out.push(judge::slot(config, server.max_replication_slots, slot));

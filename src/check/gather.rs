@@ -26,7 +26,7 @@ use crate::schema::store::{columns_now, kept_shape};
 use crate::schema::{Baseline, Shape};
 use crate::sink::client::TrackClient;
 use crate::sink::SinkError;
-use crate::source::own_filters::{own_filters, Named};
+use crate::source::own_filters::Named;
 use crate::source::row_filter;
 use crate::source::setup::{self, Fix, SlotState};
 use crate::telemetry::Counters;
@@ -125,9 +125,16 @@ pub enum Publication {
     Absent { not_owned: Vec<String>, own: Vec<Named> },
 }
 
-/// `tables`: the `[[sync]]` tables as [`sync_table`] read them, in order.
-pub async fn publication(sql: &Client, config: &Config, tables: &[Option<Table>]) -> Publication {
-    let own = match own_filters(sql, config).await {
+/// `tables`: the `[[sync]]` tables as [`sync_table`] read them, in order;
+/// `own`: the filters ciosync evaluates itself (`source::own_filters`),
+/// or why it cannot.
+pub async fn publication(
+    sql: &Client,
+    config: &Config,
+    tables: &[Option<Table>],
+    own: Result<Vec<Named>, PgError>,
+) -> Publication {
+    let own = match own {
         Ok(own) => own,
         Err(e) => return Publication::Unreadable(e),
     };
