@@ -81,6 +81,15 @@ async fn soft_delete_under_default_identity_removes_once_from_the_record() {
         "{stdout}"
     );
     assert!(stdout.contains("fix: ciosync backfill --table public.users"), "{stdout}");
+    // The backfill it names records every row that syncs and marks the
+    // record complete again.
+    let out = run_binary(&["backfill", "--table", "public.users"], config.path()).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(wait_for_backfill(&db, 1, "done").await, "the backfill never finished");
+    let marked = "SELECT attributes ? 'public.users' FROM ciosync.accepted WHERE customer_id = ''";
+    let marked: Vec<bool> =
+        db.client.query(marked, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(marked, [true], "the backfill did not mark the record complete");
     daemon.stop().await.unwrap();
 }
 
