@@ -132,7 +132,10 @@ async fn move_in_another_case_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_update_under_default_identity_still_fills_batches() {
     const ROWS: i64 = 5_000;
-    let scenario = start("email_bulk_default", Identity::Default, 200).await;
+    // A linger long enough that a stall of this process on a loaded
+    // machine (the suite runs tests side by side on two cores) does not
+    // send a batch half full: what is measured is the ordering rules.
+    let scenario = start("email_bulk_default", Identity::Default, 1_000).await;
     let db: &TestDb = &scenario.db;
     db.exec(&format!(
         "INSERT INTO users (id, email, plan) SELECT g, 'u' || g || '@x.io', 'free' \
