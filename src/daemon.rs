@@ -19,7 +19,7 @@ use crate::pipeline::{self, Progress, RunError};
 use crate::source::keeper::{self, KeeperConfig};
 use crate::telemetry::slot::SlotWatch;
 use crate::telemetry::{self, Counters};
-use crate::webhooks::{self, server::Receiver, store::WebhookStore};
+use crate::webhooks::{self, actions::Actions, server::Receiver, store::WebhookStore};
 
 /// Runs the pipeline until `shutdown` is cancelled or a definite error stops
 /// it, serving `/metrics`, `/healthz` and `/readyz` on `endpoint` meanwhile
@@ -119,13 +119,28 @@ async fn receiver(
     shutdown: &CancellationToken,
 ) -> Result<Arc<Receiver>, RunError> {
     let write_backs = crate::config::webhooks::resolve(config)?;
-    let store = WebhookStore::new(config.postgres.connection(), hooks.clone());
-    let store = match config.write_back_origin() {
-        Some(origin) => store.with_write_back(write_backs, origin, counters.clone()),
-        None => store,
+    let store = match &hooks.signing_key {
+        Some(_) => {
+            let store = WebhookStore::new(config.postgres.connection(), hooks.clone());
+            let store = match config.write_back_origin() {
+                Some(origin) => store.with_write_back(write_backs, origin, counters.clone()),
+                None => store,
+            };
+            store.prepare().await.map_err(RunError::Source)?;
+            Some(store)
+        }
+        None => None,
     };
-    store.prepare().await.map_err(RunError::Source)?;
-    Ok(Arc::new(Receiver::new(hooks.clone(), store, counters.clone(), shutdown.clone())))
+    let actions = crate::config::actions::resolve(config)?;
+    let actions = if actions.is_empty() {
+        None
+    } else {
+        let actions = Actions::new(actions, config.postgres.connection(), config.actions_origin());
+        actions.prepare().await.map_err(RunError::Source)?;
+        Some(Arc::new(actions))
+    };
+    let receiver = Receiver::new(hooks.clone(), store, actions, counters.clone(), shutdown.clone());
+    Ok(Arc::new(receiver))
 }
 
 /// Logs how a server task ended, unless it ended well.

@@ -26,6 +26,13 @@ pub fn secrets_in(text: &str) -> Vec<&'static str> {
     if field("webhooks", "signing_key").is_some_and(|k| !k.is_empty()) {
         secrets.push("webhooks.signing_key");
     }
+    let actions =
+        doc.get("webhooks").and_then(|w| w.get("actions")).and_then(toml::Value::as_array);
+    if actions.into_iter().flatten().any(|a| {
+        a.get("secret").and_then(toml::Value::as_str).is_some_and(|s| !s.trim().is_empty())
+    }) {
+        secrets.push("webhooks.actions secrets");
+    }
     secrets
 }
 
@@ -54,8 +61,8 @@ pub fn judge(path: &str, mode: u32, secrets: &[&str]) -> Option<(String, String)
         );
         let fix = format!(
             "chmod o-r {path} (the systemd layout is 0640, owner root, group ciosync), or move \
-             the secrets to CIOSYNC_POSTGRES_URL, CIOSYNC_CUSTOMERIO_API_KEY and \
-             CIOSYNC_WEBHOOKS_SIGNING_KEY"
+             the secrets to CIOSYNC_POSTGRES_URL, CIOSYNC_CUSTOMERIO_API_KEY, \
+             CIOSYNC_WEBHOOKS_SIGNING_KEY and CIOSYNC_WEBHOOKS_ACTIONS_<NAME>_SECRET"
         );
         (problem, fix)
     })

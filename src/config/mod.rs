@@ -14,6 +14,7 @@
 //! (`[pipeline]`, `[metrics]`, `[log]`, `[delete_guard]`) and [`webhooks`]
 //! (with its write-backs resolved to their statements).
 
+pub mod actions;
 pub mod customerio;
 pub mod exposure;
 #[cfg(test)]
@@ -147,6 +148,7 @@ impl Config {
         if let Some(webhooks) = &self.webhooks {
             webhooks.validate(Some(metrics_listen))?;
             webhooks::resolve(self)?;
+            actions::resolve(self)?;
         }
         self.delete_guard.validate()?;
         self.metrics.validate()?;
@@ -159,6 +161,20 @@ impl Config {
     pub fn write_back_origin(&self) -> Option<String> {
         let write_backs = self.webhooks.as_ref().is_some_and(|w| !w.write_back.is_empty());
         write_backs.then(|| format!("ciosync_write_back_{}", self.postgres.slot))
+    }
+
+    /// The replication origin this slot's webhook actions carry when one
+    /// writes a table ciosync streams. Its own, since an origin is active
+    /// in one session at a time and the write-backs have theirs.
+    pub fn actions_origin(&self) -> Option<String> {
+        let streamed = actions::resolve(self)
+            .is_ok_and(|actions| actions.iter().any(|a| a.writes_streamed_table(self)));
+        streamed.then(|| format!("ciosync_actions_{}", self.postgres.slot))
+    }
+
+    /// Every origin whose transactions the source skips: ciosync's own writes.
+    pub fn own_origins(&self) -> Vec<String> {
+        self.write_back_origin().into_iter().chain(self.actions_origin()).collect()
     }
 
     /// The status interval as a duration.
@@ -192,6 +208,10 @@ fn apply_env_overrides(
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
     for (name, value) in env {
+        if name.starts_with(actions::SECRET_ENV_PREFIX) && name.ends_with("_SECRET") {
+            actions::apply_secret_env(doc, &name, &value)?;
+            continue;
+        }
         let Some(rest) = name.strip_prefix("CIOSYNC_") else {
             continue;
         };
@@ -518,7 +538,7 @@ created_at = "created_at"
         let env = vec![("CIOSYNC_WEBHOOKS_SIGNING_KEY".to_owned(), "0123abcd".to_owned())];
         let config = Config::from_toml(&text, env).unwrap();
         let webhooks = config.webhooks.unwrap();
-        assert_eq!(webhooks.signing_key.expose(), "0123abcd");
+        assert_eq!(webhooks.signing_key.unwrap().expose(), "0123abcd");
         assert_eq!(webhooks.table, webhooks::DEFAULT_TABLE);
         let same = format!(
             "{MINIMAL}\n[metrics]\nlisten = \"0.0.0.0:9820\"\n\n[webhooks]\n\

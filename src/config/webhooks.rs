@@ -48,8 +48,11 @@ pub struct WebhooksConfig {
     #[serde(default = "default_path")]
     pub path: String,
     /// The reporting webhook's signing key (Customer.io: Settings → Reporting
-    /// webhooks). Required, not empty. Env: `CIOSYNC_WEBHOOKS_SIGNING_KEY`.
-    pub signing_key: Secret,
+    /// webhooks). Not empty. Required unless only `[[webhooks.actions]]`
+    /// are wanted (then `path` serves nothing). Env:
+    /// `CIOSYNC_WEBHOOKS_SIGNING_KEY`.
+    #[serde(default)]
+    pub signing_key: Option<Secret>,
     /// `schema.table` the events go into; created (with the schema) when
     /// missing. Default `ciosync.message_events`.
     #[serde(default = "default_table")]
@@ -87,6 +90,10 @@ pub struct WebhooksConfig {
     /// Events that set a column of the synced row (`[[webhooks.write_back]]`).
     #[serde(default)]
     pub write_back: Vec<WriteBackConfig>,
+    /// Campaign webhook actions (`[[webhooks.actions]]`), each on
+    /// `<path>/actions/<name>`.
+    #[serde(default)]
+    pub actions: Vec<super::actions::ActionConfig>,
 }
 
 fn default_path() -> String {
@@ -178,7 +185,8 @@ impl WebhooksConfig {
                 ),
             ));
         }
-        if self.signing_key.expose().trim().is_empty() {
+        let key = self.signing_key.as_ref().map(|k| k.expose().trim());
+        if key.is_some_and(str::is_empty) || (key.is_none() && self.actions.is_empty()) {
             return Err(invalid(
                 "signing_key",
                 "must not be empty: copy the reporting webhook's signing key from Customer.io \
@@ -361,39 +369,12 @@ pub fn resolve(config: &Config) -> Result<Vec<WriteBack>, ConfigError> {
             "UPDATE {} SET {column} = {value} WHERE {matches} AND {column} IS DISTINCT FROM {value}",
             quoted_table(schema, name)
         );
-        // The attributes mapped from the column leave the record of what
-        // Customer.io accepted (Customer.io set the value itself, and the
-        // write is not sent), so the application's next change of the
-        // column is sent, even back to the value the record held.
-        let mapped: Vec<String> = sync
-            .attributes
-            .iter()
-            .filter(|(_, mapped_column)| **mapped_column == wb.column)
-            .map(|(attribute, _)| quote_literal(attribute))
-            .collect();
-        // So do the values the record keeps of the column for change events
-        // (the write is not streamed): the next change of it records the
-        // value anew, instead of firing an event for Customer.io's write.
-        let watched: Vec<String> = sync
-            .events
-            .iter()
-            .filter(|event| event.column() == wb.column)
-            .map(|event| quote_literal(&event.watch_key()))
-            .collect();
-        let statement = if mapped.is_empty() && watched.is_empty() {
+        let statement = if forgets_nothing(sync, &[&wb.column]) {
             update
         } else {
-            format!(
-                "WITH written AS ({update} RETURNING {}::text AS customer_id), \
-                 forgotten AS (UPDATE ciosync.accepted a SET attributes = a.attributes - \
-                 ARRAY[{}]::text[], watched = a.watched - ARRAY[{}]::text[] FROM written w \
-                 WHERE a.slot = {} AND a.customer_id = w.customer_id) \
-                 SELECT 1 FROM written",
-                quote_ident(&sync.id_column),
-                mapped.join(", "),
-                watched.join(", "),
-                quote_literal(&config.postgres.slot)
-            )
+            let returning =
+                format!("{update} RETURNING {}::text AS customer_id", quote_ident(&sync.id_column));
+            forgetting_written(config, sync, &[&wb.column], returning)
         };
         out.push(WriteBack {
             metric: wb.metric.clone(),
@@ -404,6 +385,55 @@ pub fn resolve(config: &Config) -> Result<Vec<WriteBack>, ConfigError> {
         });
     }
     Ok(out)
+}
+
+/// Whether writing `columns` leaves the record of what Customer.io
+/// accepted as it is: none is mapped or watched for change events.
+fn forgets_nothing(sync: &super::SyncConfig, columns: &[&str]) -> bool {
+    !sync.attributes.values().any(|c| columns.contains(&c.as_str()))
+        && !sync.events.iter().any(|e| columns.contains(&e.column()))
+}
+
+/// `update` (an UPDATE of `sync`'s table `RETURNING <id>::text AS
+/// customer_id`, written by ciosync and so never streamed), with the
+/// record forgetting what it held of the written `columns`.
+///
+/// The attributes mapped from them leave the record (Customer.io did not
+/// get the write), so the application's next change of a column is sent,
+/// even back to the value the record held; so do the values kept for
+/// change events, so the next change records the value anew instead of
+/// firing an event for ciosync's own write. One row per written row.
+pub fn forgetting_written(
+    config: &Config,
+    sync: &super::SyncConfig,
+    columns: &[&str],
+    update: String,
+) -> String {
+    if forgets_nothing(sync, columns) {
+        return update;
+    }
+    let mapped: Vec<String> = sync
+        .attributes
+        .iter()
+        .filter(|(_, column)| columns.contains(&column.as_str()))
+        .map(|(attribute, _)| quote_literal(attribute))
+        .collect();
+    let watched: Vec<String> = sync
+        .events
+        .iter()
+        .filter(|event| columns.contains(&event.column()))
+        .map(|event| quote_literal(&event.watch_key()))
+        .collect();
+    format!(
+        "WITH written AS ({update}), \
+         forgotten AS (UPDATE ciosync.accepted a SET attributes = a.attributes - \
+         ARRAY[{}]::text[], watched = a.watched - ARRAY[{}]::text[] FROM written w \
+         WHERE a.slot = {} AND a.customer_id = w.customer_id) \
+         SELECT 1 FROM written",
+        mapped.join(", "),
+        watched.join(", "),
+        quote_literal(&config.postgres.slot)
+    )
 }
 
 #[cfg(test)]

@@ -82,10 +82,11 @@ pub struct Source {
     position: WalPosition,
     /// The slot streamed from: its own logical messages carry it.
     slot: String,
-    /// The replication origin of this slot's webhook write-backs, whose
-    /// transactions are skipped (they must not echo back to Customer.io).
-    own_origin: Option<String>,
-    /// The current transaction carries [`Source::own_origin`].
+    /// The replication origins of this slot's webhook write-backs and
+    /// actions, whose transactions are skipped (they must not echo back to
+    /// Customer.io).
+    own_origins: Vec<String>,
+    /// The current transaction carries one of [`Source::own_origins`].
     in_own_write_back: bool,
     /// The server's WAL history, from IDENTIFY_SYSTEM.
     history: Option<History>,
@@ -223,7 +224,7 @@ impl Source {
             relations: RelationCache::default(),
             commit_time: 0,
             position: WalPosition::default(),
-            own_origin: config.write_back_origin(),
+            own_origins: config.own_origins(),
             slot: config.postgres.slot.clone(),
             in_own_write_back: false,
             history,
@@ -320,7 +321,7 @@ impl Source {
         };
         // pgoutput names a transaction's origin before its changes.
         if let PgOutputMessage::Origin { name, .. } = &message {
-            self.in_own_write_back = self.own_origin.as_deref() == Some(name.as_str());
+            self.in_own_write_back = self.own_origins.iter().any(|own| own == name);
             return Ok(None);
         }
         if self.in_own_write_back

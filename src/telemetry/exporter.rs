@@ -137,6 +137,7 @@ fn families(c: &Counters, stall_timeout: Duration) -> Vec<MetricFamily> {
     requests(c, &mut out);
     acknowledgements(c, &mut out);
     webhook_families(&c.webhooks, &mut out);
+    c.actions.families(&mut out);
     super::listeners::families(c, &mut out);
     out.0
 }

@@ -13,6 +13,7 @@
 //! The [`exporter`] turns them into Prometheus metrics when scraped, so the
 //! hot path pays one relaxed atomic add and nothing else.
 
+pub mod actions;
 pub mod by_table;
 pub mod exporter;
 pub mod health;
@@ -153,6 +154,8 @@ pub struct Counters {
     pub health: Health,
     /// The reporting-webhook receiver's counts (`[webhooks]`).
     pub webhooks: webhooks::WebhookCounters,
+    /// The campaign webhook actions' counts (`[[webhooks.actions]]`).
+    pub actions: actions::ActionCounters,
     /// The metrics endpoint's listener: connections, cuts.
     pub metrics_listener: Arc<ListenerStats>,
     /// The webhook receiver's listener: connections, cuts, body budget.

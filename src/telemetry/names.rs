@@ -383,6 +383,13 @@ pub const WEBHOOKS_REJECTED: Metric = Metric {
     labels: &[LABEL_REASON],
 };
 
+pub const WEBHOOK_ACTIONS: Metric = Metric {
+    name: "ciosync_webhook_actions_total",
+    kind: Kind::Counter,
+    help: "Requests to [[webhooks.actions]] endpoints, by action and outcome (applied, unchanged, duplicate: 200; unauthorized, method, content_type, too_large, malformed, refused: 4xx; unavailable: 503, Customer.io retries).",
+    labels: &[LABEL_ACTION, LABEL_OUTCOME],
+};
+
 // The two listeners (`listener`), labelled `metrics` or `webhooks`.
 
 pub const LISTENER_CONNECTIONS: Metric = Metric {
@@ -538,6 +545,7 @@ pub const METRICS: &[Metric] = &[
     WEBHOOKS_DUPLICATES,
     WEBHOOKS_WRITE_BACKS,
     WEBHOOKS_REJECTED,
+    WEBHOOK_ACTIONS,
     LISTENER_CONNECTIONS,
     LISTENER_CUT,
     LISTENER_BUFFERED_BYTES,
@@ -568,7 +576,10 @@ pub const LABEL_REASON: &str = "reason";
 pub const LABEL_TABLE: &str = "table";
 /// Label of [`CHANGES_RECEIVED`]: `insert`, `update`, `delete`.
 pub const LABEL_OPERATION: &str = "operation";
-/// Label of [`OPERATIONS_COMPLETED`]: `accepted`, `dead_lettered`.
+/// Label of [`WEBHOOK_ACTIONS`]: the name of a `[[webhooks.actions]]` entry.
+pub const LABEL_ACTION: &str = "action";
+/// Label of [`OPERATIONS_COMPLETED`]: `accepted`, `dead_lettered`; of
+/// [`WEBHOOK_ACTIONS`]: see `actions::ActionOutcome::as_str`.
 pub const LABEL_OUTCOME: &str = "outcome";
 /// Label of [`CUSTOMERIO_REQUESTS`]: the Track API route, `batch`
 /// (`/api/v2/batch`) or `events` (`/api/v1/events`, anonymous events).

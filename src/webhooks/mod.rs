@@ -22,7 +22,11 @@
 //! - [`event`]: the JSON payload → the table's columns (pure).
 //! - [`store`]: the table, its creation, the idempotent insert.
 //! - [`server`]: the HTTP side, `/healthz` and `/readyz` of the listener.
+//! - [`actions`]: Customer.io's campaign webhook actions
+//!   (`[[webhooks.actions]]`) on `<path>/actions/<name>`: segment
+//!   memberships, row updates and appended rows, each applied once.
 
+pub mod actions;
 pub mod event;
 pub mod server;
 pub mod store;

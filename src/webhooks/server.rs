@@ -35,6 +35,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::actions::Actions;
 use super::event::ReportingEvent;
 use super::store::{Stored, WebhookStore};
 use super::verify::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -76,7 +77,11 @@ pub async fn bind(config: &WebhooksConfig) -> Result<TcpListener, BindError> {
 /// What the handlers share.
 pub struct Receiver {
     config: WebhooksConfig,
-    store: WebhookStore,
+    /// The reporting webhooks' store; `None` without a signing key (only
+    /// actions are served).
+    store: Option<WebhookStore>,
+    /// The campaign webhook actions, when configured.
+    actions: Option<Arc<Actions>>,
     counters: Arc<Counters>,
     /// Cancelled once shutdown was asked for: `/readyz` answers 503.
     shutdown: CancellationToken,
@@ -88,22 +93,70 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// A receiver storing through `store`, counting into `counters`.
+    /// A receiver storing reporting events through `store` (when there is
+    /// a signing key) and applying `actions`, counting into `counters`.
     pub fn new(
         config: WebhooksConfig,
-        store: WebhookStore,
+        store: Option<WebhookStore>,
+        actions: Option<Arc<Actions>>,
         counters: Arc<Counters>,
         shutdown: CancellationToken,
     ) -> Self {
         let budget = BodyBudget::new(config.max_buffered_bytes, counters.webhook_listener.clone());
-        Self { config, store, counters, shutdown, unready: AtomicBool::new(false), budget }
+        if let Some(actions) = &actions {
+            actions.all().iter().for_each(|a| counters.actions.register(&a.name));
+        }
+        let unready = AtomicBool::new(false);
+        Self { config, store, actions, counters, shutdown, unready, budget }
+    }
+
+    /// The campaign webhook actions, when configured.
+    pub fn actions(&self) -> Option<&Actions> {
+        self.actions.as_deref()
+    }
+
+    /// The counters requests are counted into.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The `[webhooks]` section.
+    pub fn config(&self) -> &WebhooksConfig {
+        &self.config
+    }
+
+    /// Reads a request body up to `max_body_bytes` within the listener's budget.
+    pub async fn read_body(&self, body: Body) -> Result<(Bytes, Reserved), (Rejection, String)> {
+        read_capped(&self.budget, body, self.config.max_body_bytes).await
+    }
+
+    /// Counts, logs (the reason only) and answers a refusal.
+    pub fn refuse(&self, rejection: Rejection, why: &str) -> Response {
+        refuse(self, rejection, why)
+    }
+
+    /// Whether Postgres answers, through the reporting store or else the
+    /// actions' session.
+    async fn ping(&self) -> Result<(), String> {
+        match (&self.store, &self.actions) {
+            (Some(store), _) => store.ping().await,
+            (None, Some(actions)) => actions.ping().await,
+            (None, None) => Ok(()),
+        }
     }
 }
 
 /// The routes: the webhook path, `/healthz`, `/readyz`; anything else 404.
 pub fn router(receiver: Arc<Receiver>) -> Router {
-    Router::new()
-        .route(&receiver.config.path, any(receive))
+    let mut router = Router::new();
+    if receiver.store.is_some() {
+        router = router.route(&receiver.config.path, any(receive));
+    }
+    if receiver.actions.is_some() {
+        let actions = format!("{}/actions/{{name}}", receiver.config.path.trim_end_matches('/'));
+        router = router.route(&actions, any(super::actions::serve::receive));
+    }
+    router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -124,7 +177,7 @@ pub async fn serve(
     }
     let first = receiver.clone();
     tokio::spawn(async move {
-        if let Err(reason) = first.store.ping().await {
+        if let Err(reason) = first.ping().await {
             tracing::warn!(%reason, table = %first.config.table,
                 "the webhook receiver cannot reach its table yet; it answers 503 until it can");
         }
@@ -166,6 +219,9 @@ async fn accept(
     connection: Option<&Connection>,
 ) -> Result<(ReportingEvent, Stored), (Rejection, String)> {
     let config = &receiver.config;
+    let (Some(store), Some(signing_key)) = (&receiver.store, &config.signing_key) else {
+        return Err((Rejection::Path, "no reporting webhooks without a signing key".into()));
+    };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if method != Method::POST {
         return Err((Rejection::Method, format!("method {method} is not POST")));
@@ -194,7 +250,7 @@ async fn accept(
     // Held until the event is stored: the bytes stay in memory that long.
     let (body, _reserved) = read_capped(&receiver.budget, body, config.max_body_bytes).await?;
     let signature = header(SIGNATURE_HEADER).unwrap_or_default();
-    let key = config.signing_key.expose().as_bytes();
+    let key = signing_key.expose().as_bytes();
     if !verify::signature_matches(key, &timestamp, &body, signature) {
         return Err((
             Rejection::Signature,
@@ -207,7 +263,7 @@ async fn accept(
     let event = ReportingEvent::parse(&body).map_err(|e| (Rejection::Malformed, e.to_string()))?;
     let (object_type, metric) = event.labels();
     receiver.counters.webhooks.received(object_type, metric);
-    match receiver.store.store(&event).await {
+    match store.store(&event).await {
         Ok(stored) => Ok((event, stored)),
         Err(reason) => Err((
             Rejection::Database,
@@ -266,7 +322,7 @@ async fn readyz(State(receiver): State<Arc<Receiver>>) -> Response {
     let verdict = if receiver.shutdown.is_cancelled() {
         Err("shutting_down")
     } else {
-        receiver.store.ping().await.map_err(|reason| {
+        receiver.ping().await.map_err(|reason| {
             if !receiver.unready.swap(true, Ordering::Relaxed) {
                 tracing::warn!(%reason, table = %receiver.config.table,
                     "the webhook receiver cannot reach its table; /readyz answers 503");

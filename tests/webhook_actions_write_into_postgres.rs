@@ -1,0 +1,289 @@
+//! `[[webhooks.actions]]`: campaign webhook actions write into Postgres,
+//! each request applied once. A segment action keeps the memberships table
+//! exact (enter, leave, a repeat, a late retry of an older change); an
+//! update action sets the synced row once and is never echoed to
+//! Customer.io; an insert action appends once per key; wrong credentials,
+//! bad bodies and values Postgres refuses change nothing.
+
+use ciosync::telemetry::actions::ActionOutcome;
+use serde_json::{json, Value};
+
+use crate::support::daemon::InProcess;
+use crate::support::emulator::{self, identifies_of, wait_for_attribute};
+use crate::support::endpoint::wait_for_status;
+use crate::support::postgres::{TestDb, USERS_TABLE};
+
+pub const SECRET: &str = "action-secret-8c1f2e9d";
+
+pub const ACTIONS: &str = r#"
+[webhooks]
+listen = "127.0.0.1:0"
+
+[[webhooks.actions]]
+name = "segments"
+kind = "segment"
+secret = "action-secret-8c1f2e9d"
+customer_id = "customer.id"
+segment = "segment"
+direction_field = "change"
+occurred_at = "at"
+
+[[webhooks.actions]]
+name = "score"
+kind = "update"
+secret = "action-secret-8c1f2e9d"
+customer_id = "customer.id"
+columns = { lead_score = "score", stage = "stage" }
+
+[[webhooks.actions]]
+name = "journey"
+kind = "insert"
+secret = "action-secret-8c1f2e9d"
+table = "public.journey_log"
+idempotency_key = "key"
+columns = { user_id = "customer.id", step = "step" }
+"#;
+
+pub const JOURNEY_LOG: &str = "CREATE TABLE public.journey_log (
+    id bigserial PRIMARY KEY, user_id text, step text NOT NULL,
+    logged_at timestamptz NOT NULL DEFAULT now(), payload jsonb)";
+
+/// Sends `body` to the action `name` with `auth` as the Authorization
+/// header and `key` as X-CIO-Idempotency-Key: the status and the answer.
+pub async fn call(
+    base: &str,
+    name: &str,
+    auth: Option<&str>,
+    key: Option<&str>,
+    body: &Value,
+) -> (u16, String) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/webhooks/customerio/actions/{name}"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    if let Some(key) = key {
+        request = request.header("x-cio-idempotency-key", key);
+    }
+    let response = request.send().await.expect("the receiver answers");
+    (response.status().as_u16(), response.text().await.unwrap_or_default())
+}
+
+/// Basic auth as Customer.io sends it for `https://ciosync:<secret>@…`.
+pub fn basic() -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("ciosync:{SECRET}"));
+    format!("Basic {encoded}")
+}
+
+async fn memberships(db: &TestDb) -> Vec<(String, String, bool, bool)> {
+    let rows = db
+        .client
+        .query(
+            "SELECT customer_id, segment, entered_at IS NOT NULL, left_at IS NOT NULL \
+             FROM ciosync.segment_memberships ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+}
+
+#[tokio::test]
+async fn actions_apply_once_and_never_echo() {
+    let db = TestDb::new("webhook_actions").await;
+    db.exec(USERS_TABLE).await;
+    db.exec("ALTER TABLE users ADD COLUMN lead_score int, ADD COLUMN stage text").await;
+    db.exec(JOURNEY_LOG).await;
+    let emulator = emulator::start().await;
+    let text = db.config(&emulator.url(), ACTIONS).replacen(
+        "about = \"bio\"\n",
+        "about = \"bio\"\nlead_score = \"lead_score\"\n",
+        1,
+    );
+    let daemon = InProcess::start_with_webhooks(&text);
+    db.wait_for_streaming().await;
+    assert!(wait_for_status(&daemon.webhook_url("/readyz"), 200).await);
+    db.exec("INSERT INTO users (id, email, lead_score) VALUES (1, 'a@x.io', 1), (2, 'b@x.io', 1)")
+        .await;
+    assert!(wait_for_attribute(&emulator, "2", "lead_score", json!(1)).await);
+    let base = daemon.webhook_url("");
+    let auth = basic();
+    let bearer = format!("Bearer {SECRET}");
+    let counted = |name: &str, outcome| daemon.counters.actions.get(name, outcome);
+
+    // Segments: enter, a repeat of the same delivery, leave, then a late
+    // retry of an older enter (a new delivery, so a new key): ignored.
+    let enter = json!({"customer": {"id": "1"}, "segment": "vip", "change": "entered", "at": 100});
+    assert_eq!(
+        call(&base, "segments", Some(&auth), Some("d-1"), &enter).await,
+        (200, "applied\n".into())
+    );
+    assert_eq!(
+        call(&base, "segments", Some(&auth), Some("d-1"), &enter).await,
+        (200, "duplicate\n".into())
+    );
+    let other = json!({"customer": {"id": 2}, "segment": "vip", "change": true, "at": 100});
+    assert_eq!(call(&base, "segments", Some(&bearer), None, &other).await.0, 200);
+    let leave = json!({"customer": {"id": "1"}, "segment": "vip", "change": "left", "at": 200});
+    assert_eq!(call(&base, "segments", Some(&auth), Some("d-2"), &leave).await.1, "applied\n");
+    let late = json!({"customer": {"id": "1"}, "segment": "vip", "change": "enter", "at": 150});
+    assert_eq!(call(&base, "segments", Some(&auth), Some("d-3"), &late).await.1, "unchanged\n");
+    // A leave for someone never seen in: recorded as out.
+    let never = json!({"customer": {"id": "3"}, "segment": "trial", "change": "leave", "at": 10});
+    assert_eq!(call(&base, "segments", Some(&auth), Some("d-4"), &never).await.0, 200);
+    assert_eq!(
+        memberships(&db).await,
+        vec![
+            ("1".into(), "vip".into(), true, true),
+            ("2".into(), "vip".into(), true, false),
+            ("3".into(), "trial".into(), false, true)
+        ]
+    );
+    assert_eq!(counted("segments", ActionOutcome::Applied), 4);
+    assert_eq!(counted("segments", ActionOutcome::Duplicate), 1);
+    assert_eq!(counted("segments", ActionOutcome::Unchanged), 1);
+
+    // Update: once, and a repeat of the same body (no key: its hash) is a
+    // duplicate; a row that does not exist changes nothing.
+    let version = "SELECT xmin::text, lead_score, stage FROM users WHERE id = 1";
+    let score = json!({"customer": {"id": 1}, "score": 42, "stage": "activated"});
+    assert_eq!(call(&base, "score", Some(&auth), None, &score).await.1, "applied\n");
+    let row = db.client.query_one(version, &[]).await.unwrap();
+    let xmin: String = row.get(0);
+    assert_eq!(
+        (row.get::<_, Option<i32>>(1), row.get::<_, Option<String>>(2)),
+        (Some(42), Some("activated".into()))
+    );
+    assert_eq!(call(&base, "score", Some(&auth), None, &score).await.1, "duplicate\n");
+    // The same values under a new key: nothing to write, the row untouched.
+    assert_eq!(call(&base, "score", Some(&auth), Some("k"), &score).await.1, "unchanged\n");
+    assert_eq!(db.client.query_one(version, &[]).await.unwrap().get::<_, String>(0), xmin);
+    let nobody = json!({"customer": {"id": 99}, "score": 1});
+    assert_eq!(call(&base, "score", Some(&auth), None, &nobody).await.1, "unchanged\n");
+    // Only the fields the body has are set: stage stays.
+    let partial = json!({"customer": {"id": 1}, "score": 43});
+    assert_eq!(call(&base, "score", Some(&auth), None, &partial).await.1, "applied\n");
+    let row = db.client.query_one(version, &[]).await.unwrap();
+    assert_eq!(
+        (row.get::<_, Option<i32>>(1), row.get::<_, Option<String>>(2)),
+        (Some(43), Some("activated".into()))
+    );
+    // Text into an integer column: Postgres refuses, nothing changes, 422.
+    let refused = json!({"customer": {"id": 1}, "score": "lots"});
+    assert_eq!(call(&base, "score", Some(&auth), None, &refused).await.0, 422);
+    assert_eq!(counted("score", ActionOutcome::Refused), 1);
+    // Never echoed: a later change of another row passes the write, and no
+    // identify ever carried 42 or 43.
+    db.exec("UPDATE users SET plan = 'marker' WHERE id = 2").await;
+    assert!(wait_for_attribute(&emulator, "2", "plan", json!("marker")).await);
+    let echoed = identifies_of(&emulator, "1")
+        .iter()
+        .any(|a| a.get("lead_score").is_some_and(|v| v == &json!(42) || v == &json!(43)));
+    assert!(!echoed, "the action's write echoed to Customer.io");
+    // The record forgot lead_score, so the application's write of the old
+    // value is sent (Customer.io may hold a campaign's value).
+    db.exec("UPDATE users SET lead_score = 1 WHERE id = 1").await;
+    let sent_one = |e: &ciosync_emulator::Emulator| {
+        identifies_of(e, "1").iter().filter(|a| a.get("lead_score") == Some(&json!(1))).count()
+    };
+    assert!(emulator::wait_for(&emulator, |e| sent_one(e) == 2).await);
+
+    // Insert: once per key, the body kept beside the mapped columns.
+    for (key, step) in [("j-1", "welcome"), ("j-2", "nudge"), ("j-1", "welcome")] {
+        let body = json!({"key": key, "customer": {"id": 1}, "step": step, "extra": {"n": 1}});
+        assert_eq!(call(&base, "journey", Some(&auth), None, &body).await.0, 200);
+    }
+    let rows = db
+        .client
+        .query("SELECT user_id, step, payload->'extra'->>'n' FROM journey_log ORDER BY id", &[])
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, String)> =
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(
+        rows,
+        vec![("1".into(), "welcome".into(), "1".into()), ("1".into(), "nudge".into(), "1".into())]
+    );
+    // A NOT NULL column the body lacks: refused, no row, no key kept.
+    let missing = json!({"key": "j-3", "customer": {"id": 1}});
+    assert_eq!(call(&base, "journey", Some(&auth), None, &missing).await.0, 422);
+    let keys = "SELECT count(*) FROM ciosync.webhook_action_keys WHERE action = 'journey'";
+    assert_eq!(db.client.query_one(keys, &[]).await.unwrap().get::<_, i64>(0), 2);
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_change_nothing() {
+    let db = TestDb::new("webhook_actions_bad").await;
+    db.exec(USERS_TABLE).await;
+    db.exec("ALTER TABLE users ADD COLUMN lead_score int, ADD COLUMN stage text").await;
+    db.exec(JOURNEY_LOG).await;
+    let emulator = emulator::start().await;
+    let daemon = InProcess::start_with_webhooks(&db.config(&emulator.url(), ACTIONS));
+    assert!(wait_for_status(&daemon.webhook_url("/readyz"), 200).await);
+    let base = daemon.webhook_url("");
+    let body = json!({"customer": {"id": "1"}, "segment": "vip", "change": "enter"});
+    let wrong = format!("Bearer {SECRET}x");
+    assert_eq!(call(&base, "segments", None, None, &body).await, (401, "unauthorized\n".into()));
+    assert_eq!(call(&base, "segments", Some(&wrong), None, &body).await.0, 401);
+    assert_eq!(call(&base, "nope", Some(&basic()), None, &body).await.0, 404);
+    let no_field = json!({"customer": {"id": "1"}, "change": "enter"});
+    let (status, answer) = call(&base, "segments", Some(&basic()), None, &no_field).await;
+    assert_eq!((status, answer.as_str()), (400, "malformed\n"));
+    // The reporting path is not served without a signing key.
+    let reporting = reqwest::Client::new()
+        .post(format!("{base}/webhooks/customerio"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reporting.status().as_u16(), 404);
+    let client = reqwest::Client::new();
+    let url = format!("{base}/webhooks/customerio/actions/segments");
+    let get = client.get(&url).header("authorization", basic()).send().await.unwrap();
+    assert_eq!(get.status().as_u16(), 405);
+    let text = client
+        .post(&url)
+        .header("authorization", basic())
+        .header("content-type", "text/plain")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status().as_u16(), 415);
+    let huge = client
+        .post(&url)
+        .header("authorization", basic())
+        .header("content-type", "application/json")
+        .body(format!("{{\"pad\": \"{}\"}}", "x".repeat(2 * 1024 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status().as_u16(), 413);
+    let broken = client
+        .post(&url)
+        .header("authorization", basic())
+        .header("content-type", "application/json")
+        .body("{\"customer\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(broken.status().as_u16(), 400);
+    assert!(memberships(&db).await.is_empty(), "a refused request changed the table");
+    let counted = |outcome| daemon.counters.actions.get("segments", outcome);
+    assert_eq!(counted(ActionOutcome::Unauthorized), 2);
+    assert_eq!(counted(ActionOutcome::Malformed), 2);
+    assert_eq!(counted(ActionOutcome::Method), 1);
+    assert_eq!(counted(ActionOutcome::ContentType), 1);
+    assert_eq!(counted(ActionOutcome::TooLarge), 1);
+    let (ok, metrics) = crate::support::endpoint::wait_for_metrics(&daemon.url("/metrics"), |m| {
+        m.contains("ciosync_webhook_actions_total{action=\"segments\",outcome=\"unauthorized\"} 2")
+    })
+    .await;
+    assert!(ok, "{metrics}");
+    daemon.stop().await.unwrap();
+}
