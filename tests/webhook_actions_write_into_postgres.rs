@@ -13,8 +13,9 @@ use crate::support::emulator::{self, identifies_of, wait_for_attribute};
 use crate::support::endpoint::wait_for_status;
 use crate::support::postgres::{TestDb, USERS_TABLE};
 
-pub const SECRET: &str = "action-secret-8c1f2e9d";
+use crate::support::webhooks::ACTION_SECRET as SECRET;
 
+/// The actions of these tests; `secret` is [`SECRET`].
 pub const ACTIONS: &str = r#"
 [webhooks]
 listen = "127.0.0.1:0"
@@ -89,6 +90,11 @@ async fn memberships(db: &TestDb) -> Vec<(String, String, bool, bool)> {
         .await
         .unwrap();
     rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+}
+
+#[test]
+fn the_section_carries_the_suite_secret() {
+    assert_eq!(ACTIONS.matches(&format!("secret = \"{SECRET}\"")).count(), 3);
 }
 
 #[tokio::test]
@@ -193,7 +199,8 @@ async fn actions_apply_once_and_never_echo() {
 
     // Insert: once per key, the body kept beside the mapped columns.
     for (key, step) in [("j-1", "welcome"), ("j-2", "nudge"), ("j-1", "welcome")] {
-        let body = json!({"key": key, "customer": {"id": 1}, "step": step, "extra": {"n": 1}});
+        let body = json!({"key": key, "customer": {"id": 1, "email": "journey-person@x.io"},
+            "step": step, "extra": {"n": 1}});
         assert_eq!(call(&base, "journey", Some(&auth), None, &body).await.0, 200);
     }
     let rows = db

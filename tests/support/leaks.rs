@@ -21,15 +21,16 @@ use tracing_subscriber::Layer;
 
 use super::daemon::{API_KEY, SITE_ID};
 use super::dead_letters::PG_PASSWORD;
-use super::webhooks::SIGNING_KEY;
+use super::webhooks::{ACTION_SECRET, SIGNING_KEY};
 
 /// Every secret the suite hands a daemon, by name. (The SCRAM and
 /// least-privilege tests' role passwords go to the built binary, whose
 /// logs those tests check themselves.)
-const SECRETS: [(&str, &str); 3] = [
+const SECRETS: [(&str, &str); 4] = [
     ("the API key", API_KEY),
     ("the database password", PG_PASSWORD),
     ("the signing key", SIGNING_KEY),
+    ("a webhook action's secret", ACTION_SECRET),
 ];
 
 /// Leaks found so far: where, and what kind (never the value).

@@ -10,6 +10,8 @@ use super::postgres::TestDb;
 
 /// The signing key of every test's `[webhooks]` section.
 pub const SIGNING_KEY: &str = "cio-test-signing-key-6f1d";
+/// The secret of every test's `[[webhooks.actions]]`.
+pub const ACTION_SECRET: &str = "action-secret-8c1f2e9d";
 /// The default path.
 pub const PATH: &str = "/webhooks/customerio";
 

@@ -1,0 +1,119 @@
+//! kill -9 during a burst of campaign webhook actions: every call that got
+//! a 2xx is in Postgres, and Customer.io's retries of the rest (and
+//! repeats of some that succeeded) after the restart apply each exactly once.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::support::daemon::{config_file, signal, spawn_binary};
+use crate::support::emulator;
+use crate::support::endpoint::wait_for_status;
+use crate::support::postgres::{TestDb, USERS_TABLE};
+use crate::webhook_actions_write_into_postgres::{basic, ACTIONS, JOURNEY_LOG};
+
+const CALLS: usize = 300;
+
+/// A port free a moment ago, for the built binary's webhook listener.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Sends the journey calls `keys` 8 at a time; the keys answered 2xx.
+async fn burst(base: &str, keys: Vec<usize>) -> Vec<usize> {
+    let gate = Arc::new(Semaphore::new(8));
+    let auth = basic();
+    let tasks: Vec<_> = keys
+        .into_iter()
+        .map(|n| {
+            let (gate, base, auth) = (gate.clone(), base.to_owned(), auth.clone());
+            tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.unwrap();
+                let body =
+                    json!({"key": format!("k{n}"), "customer": {"id": n}, "step": format!("s{n}")});
+                let sent = reqwest::Client::new()
+                    .post(format!("{base}/webhooks/customerio/actions/journey"))
+                    .header("content-type", "application/json")
+                    .header("authorization", auth)
+                    .timeout(std::time::Duration::from_secs(4))
+                    .body(body.to_string())
+                    .send()
+                    .await;
+                sent.is_ok_and(|r| r.status().is_success()).then_some(n)
+            })
+        })
+        .collect();
+    let mut ok = Vec::new();
+    for task in tasks {
+        if let Some(n) = task.await.unwrap() {
+            ok.push(n);
+        }
+    }
+    ok
+}
+
+async fn steps(db: &TestDb) -> Vec<String> {
+    let rows = db.client.query("SELECT step FROM journey_log ORDER BY step", &[]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_that_got_a_2xx_is_lost_and_retries_apply_once() {
+    let db = TestDb::new("webhook_actions_kill").await;
+    db.exec(USERS_TABLE).await;
+    db.exec("ALTER TABLE users ADD COLUMN lead_score int, ADD COLUMN stage text").await;
+    db.exec(JOURNEY_LOG).await;
+    let emulator = emulator::start().await;
+    let port = free_port();
+    let text = db.config(&emulator.url(), ACTIONS).replacen(
+        "[webhooks]\nlisten = \"127.0.0.1:0\"",
+        &format!("[webhooks]\nlisten = \"127.0.0.1:{port}\""),
+        1,
+    );
+    let file = config_file(&text);
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut daemon = spawn_binary(file.path(), &dir.path().join("first.log"));
+    assert!(wait_for_status(&format!("{base}/readyz"), 200).await);
+
+    // The burst, and kill -9 once a third of it was answered.
+    let sender = tokio::spawn({
+        let base = base.clone();
+        async move { burst(&base, (0..CALLS).collect()).await }
+    });
+    let third = format!("SELECT count(*) >= {} FROM journey_log", CALLS / 3);
+    let deadline = tokio::time::Instant::now() + crate::support::CONVERGE;
+    while !db.client.query_one(&third, &[]).await.unwrap().get::<_, bool>(0) {
+        assert!(tokio::time::Instant::now() < deadline, "the burst did not get going");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    signal(&daemon, "KILL");
+    let _ = daemon.wait();
+    let answered = sender.await.unwrap();
+    assert!(answered.len() < CALLS, "the kill came after the whole burst: nothing tested");
+    let stored = steps(&db).await;
+    for n in &answered {
+        assert!(stored.contains(&format!("s{n}")), "call {n} got a 2xx and is not in Postgres");
+    }
+
+    // Customer.io retries what got no 2xx, and a lost 2xx looks like no
+    // answer to it, so it may repeat some that succeeded: send everything.
+    let mut daemon = spawn_binary(file.path(), &dir.path().join("second.log"));
+    assert!(wait_for_status(&format!("{base}/readyz"), 200).await);
+    assert_eq!(burst(&base, (0..CALLS).collect()).await.len(), CALLS);
+    let mut expected: Vec<String> = (0..CALLS).map(|n| format!("s{n}")).collect();
+    expected.sort();
+    let stored = steps(&db).await;
+    assert!(
+        stored == expected,
+        "each call applied exactly once: {} rows for {CALLS} calls",
+        stored.len()
+    );
+    signal(&daemon, "TERM");
+    let _ = daemon.wait();
+    for log in ["first.log", "second.log"] {
+        let text = std::fs::read_to_string(dir.path().join(log)).unwrap();
+        assert!(!text.contains(crate::support::webhooks::ACTION_SECRET), "{log} holds the secret");
+    }
+}
