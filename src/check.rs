@@ -9,6 +9,7 @@
 //! lines). This file runs them in report order; the judgements are
 //! unit-tested on facts built by hand in `tests.rs` and `tables_tests.rs`.
 
+mod actions;
 mod failover;
 mod gather;
 mod judge;
@@ -180,11 +181,17 @@ async fn checks_with_sql(
     }
     check_state(sql, config, &role, out).await?;
     if let Some(webhooks) = &config.webhooks {
-        let tried = gather::webhooks_table(sql, webhooks).await?;
-        out.push(judge::webhooks_table(webhooks, tried, &role.name));
+        if webhooks.signing_key.is_some() {
+            let tried = gather::webhooks_table(sql, webhooks).await?;
+            out.push(judge::webhooks_table(webhooks, tried, &role.name));
+        }
         if !webhooks.write_back.is_empty() {
             let facts = gather::write_back(sql, config).await?;
             out.extend(judge::write_back(&facts, &role.name));
+        }
+        if !webhooks.actions.is_empty() {
+            let (tried, denied) = actions::gather(sql, config).await?;
+            out.extend(actions::judge(&tried, &denied, &role.name));
         }
     }
     Ok(())

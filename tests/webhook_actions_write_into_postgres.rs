@@ -294,3 +294,44 @@ async fn bad_requests_change_nothing() {
     assert!(ok, "{metrics}");
     daemon.stop().await.unwrap();
 }
+
+/// `check` tries each action's writes (rolled back) and prints the fix:
+/// the table an insert action needs, the column an update action lacks,
+/// and the least-privilege role's GRANTs.
+#[tokio::test]
+async fn check_names_what_each_action_lacks() {
+    let db = TestDb::new("webhook_actions_check").await;
+    db.exec(USERS_TABLE).await;
+    db.exec("ALTER TABLE users ADD COLUMN lead_score int").await;
+    let emulator = emulator::start().await;
+    let text = db.config(&emulator.url(), ACTIONS);
+    let check = |text: String| async move {
+        let file = crate::support::daemon::config_file(&text);
+        let output = crate::support::daemon::run_binary(&["check"], file.path()).await;
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (code, out) = check(text.clone()).await;
+    assert_eq!(code, Some(1), "{out}");
+    for expected in [
+        "ok      webhooks.actions segments: segment action can write",
+        "webhooks.actions score: cannot write",
+        "webhooks.actions journey: cannot write",
+        "CREATE TABLE \"public\".\"journey_log\"",
+        "\"step\" text, \"user_id\" text, \"payload\" jsonb",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains(SECRET), "check printed the secret");
+    assert!(!out.contains("webhooks.table"), "no reporting line without a signing key:\n{out}");
+    let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'ciosync'";
+    assert_eq!(
+        db.client.query_one(tables, &[]).await.unwrap().get::<_, i64>(0),
+        0,
+        "check created a table"
+    );
+    db.exec("ALTER TABLE users ADD COLUMN stage text").await;
+    db.exec(JOURNEY_LOG).await;
+    let (code, out) = check(text).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ok      webhooks.actions journey: insert action can write"), "{out}");
+}
