@@ -21,6 +21,9 @@
 //!
 //! With `webhook_url` set it also sends Customer.io's signed reporting
 //! webhooks, on activity and on demand, one at a time (see `webhook_sender`).
+//! Campaigns registered at `/_emulator/campaigns` send webhook actions
+//! (Liquid-rendered requests) when a person enters or leaves a manual
+//! segment or on demand (`campaign`, `campaign_log`, `campaign_sender`).
 //!
 //! Where Customer.io's behaviour is unconfirmed the emulator picks one and
 //! says so where it does (see `EmulatorConfig` for the knobs); the facts it
