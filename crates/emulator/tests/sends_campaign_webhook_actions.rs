@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::Router;
 use base64::engine::general_purpose;
 use base64::Engine;
-use ciosync_emulator::{Emulator, EmulatorConfig, WebhookRetry};
+use ciosync_emulator::{CampaignSpec, Emulator, EmulatorConfig, WebhookRetry};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -309,4 +309,58 @@ async fn campaigns_are_listed_without_credentials_and_bad_ones_are_refused() {
     assert_eq!(status, 404);
     let (_, listed) = call(&emu, "GET", "/_emulator/campaigns", None).await;
     assert_eq!(listed, json!([]));
+}
+
+#[tokio::test]
+async fn a_delivery_failing_past_the_limit_is_failed_and_the_next_goes() {
+    let emu = start_emulator().await;
+    let (receiver, host) = Receiver::start().await;
+    let spec = |name: &str, method: &str, url: String| {
+        serde_json::from_value::<CampaignSpec>(json!({
+            "name": name,
+            "trigger": {"manual": true},
+            "action": {"method": method, "url": url, "body": "{{ event.n }}"}
+        }))
+        .expect("spec")
+    };
+    emu.add_campaign(spec("flaky", "PATCH", format!("http://{host}/flaky"))).expect("add");
+    // Nothing listens on port 9 (discard) on a test machine: refused.
+    emu.add_campaign(spec("nowhere", "POST", "http://127.0.0.1:9/x".into())).expect("add");
+    emu.add_campaign(spec("lookup", "GET", format!("http://{host}/lookup"))).expect("add");
+    assert!(emu.add_campaign(spec("lookup", "GET", format!("http://{host}/x"))).is_err());
+    identify(&emu, "42", json!({"email": "a@x.io"})).await;
+    receiver.with(|received| received.fail_next = 5); // the configured max_attempts
+    let event = |n: u32| json!({"n": n}).as_object().cloned().unwrap_or_default();
+    let first = emu.trigger_campaign("flaky", "42", event(1)).expect("first");
+    emu.trigger_campaign("flaky", "42", event(2)).expect("second");
+    let refused = emu.trigger_campaign("nowhere", "cio_03000001", event(3)).expect("refused");
+    assert!(emu.trigger_campaign("lookup", "7", event(4)).is_err(), "unknown person");
+    settled(&emu, 3).await;
+    emu.trigger_campaign("lookup", "a@x.io", event(4)).expect("get");
+    let deliveries = settled(&emu, 4).await;
+
+    let flaky: Vec<String> = receiver
+        .arrivals()
+        .iter()
+        .filter(|a| a.path == "/flaky")
+        .map(|a| format!("{} {}", a.method, a.body))
+        .collect();
+    assert_eq!(flaky, ["PATCH 1", "PATCH 1", "PATCH 1", "PATCH 1", "PATCH 1", "PATCH 2"]);
+    let by_id = |id: &str| deliveries.iter().find(|d| d["delivery_id"] == id).cloned();
+    let first = by_id(&first.delivery_id).expect("listed");
+    assert_eq!(
+        (first["status"].as_str(), first["attempts"].as_array().map(Vec::len)),
+        (Some("failed"), Some(5))
+    );
+    let refused = by_id(&refused.delivery_id).expect("listed");
+    assert_eq!(refused["status"], "failed");
+    assert!(refused["attempts"][0]["error"].as_str().is_some_and(|e| !e.contains("127.0.0.1:9")));
+    let lookup = receiver.arrivals().into_iter().find(|a| a.path == "/lookup").expect("GET");
+    assert_eq!((lookup.method.as_str(), lookup.body.as_str()), ("GET", ""), "no body on GET");
+
+    let resent = emu.resend_delivery(first["delivery_id"].as_str().unwrap_or_default());
+    assert!(resent.is_ok_and(|d| d.resends == 1), "a failed delivery can be sent again");
+    let deliveries = settled(&emu, 4).await;
+    assert_eq!(deliveries[0]["status"], "delivered");
+    assert_eq!(deliveries[0]["attempts"].as_array().map(Vec::len), Some(6));
 }
