@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::Router;
 use base64::engine::general_purpose;
 use base64::Engine;
-use ciosync_emulator::{CampaignSpec, Emulator, EmulatorConfig, WebhookRetry};
+use ciosync_emulator::{CampaignSpec, Emulator, EmulatorConfig, WebhookRetry, ACTION_TIMEOUT};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -36,11 +36,13 @@ impl Arrival {
     }
 }
 
-/// What the receiver saw, and how many of the next requests it fails.
+/// What the receiver saw, and how many of the next requests it fails or
+/// answers only after the emulator's timeout.
 #[derive(Default)]
 struct Received {
     arrivals: Vec<Arrival>,
     fail_next: usize,
+    hang_next: usize,
 }
 
 #[derive(Clone, Default)]
@@ -78,8 +80,16 @@ async fn record(
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     };
-    receiver.with(|received| {
+    let hang = receiver.with(|received| {
         received.arrivals.push(arrival);
+        let hang = received.hang_next > 0;
+        received.hang_next = received.hang_next.saturating_sub(1);
+        hang
+    });
+    if hang {
+        tokio::time::sleep(ACTION_TIMEOUT + Duration::from_millis(500)).await;
+    }
+    receiver.with(|received| {
         if received.fail_next > 0 {
             received.fail_next -= 1;
             StatusCode::INTERNAL_SERVER_ERROR
@@ -363,4 +373,32 @@ async fn a_delivery_failing_past_the_limit_is_failed_and_the_next_goes() {
     let deliveries = settled(&emu, 4).await;
     assert_eq!(deliveries[0]["status"], "delivered");
     assert_eq!(deliveries[0]["attempts"].as_array().map(Vec::len), Some(6));
+}
+
+#[tokio::test]
+async fn a_delivery_answered_too_late_is_sent_again_with_the_same_ids() {
+    let emu = start_emulator().await;
+    let (receiver, host) = Receiver::start().await;
+    add_campaign(
+        &emu,
+        json!({"name": "slow", "trigger": {"manual": true}, "action": {"url": format!("http://{host}/slow")}}),
+    )
+    .await;
+    identify(&emu, "42", json!({})).await;
+    receiver.with(|received| received.hang_next = 1);
+    let (status, _) =
+        call(&emu, "POST", "/_emulator/campaigns/slow/trigger", Some(json!({"customer_id": "42"})))
+            .await;
+    assert_eq!(status, 202);
+    let deliveries = settled(&emu, 1).await;
+    let attempts = deliveries[0]["attempts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0]["error"], format!("timed out after {} s", ACTION_TIMEOUT.as_secs()));
+    assert_eq!(attempts[1]["status"], 200);
+    let arrivals = receiver.arrivals();
+    assert_eq!(arrivals.len(), 2);
+    for name in ["x-cio-delivery-id", "x-cio-idempotency-key"] {
+        assert_eq!(arrivals[0].header(name), arrivals[1].header(name), "{name}");
+        assert!(arrivals[0].header(name).is_some());
+    }
 }
