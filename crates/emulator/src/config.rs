@@ -66,6 +66,10 @@ pub struct EmulatorConfig {
     pub webhook_on_new_person: bool,
     /// How failed webhooks are retried.
     pub webhook_retry: WebhookRetry,
+    /// How failed campaign webhook-action deliveries are retried (see
+    /// `campaign_sender`); the same defaults as `webhook_retry`. Customer.io
+    /// retries them with backoff too; its timing for actions is UNCONFIRMED.
+    pub campaign_retry: WebhookRetry,
     /// Accept-only mode, for throughput runs of a client: v2 requests are
     /// authenticated, framed and their items counted (`GET
     /// /_emulator/accepted`), but not applied; see `accept_only`.
@@ -89,6 +93,7 @@ impl Default for EmulatorConfig {
             webhook_on_activity: Vec::new(),
             webhook_on_new_person: false,
             webhook_retry: WebhookRetry::default(),
+            campaign_retry: WebhookRetry::default(),
             accept_only: false,
         }
     }
@@ -116,6 +121,7 @@ impl EmulatorConfig {
             return Err(format!("region must be \"us\" or \"eu\", not {:?}", self.region));
         }
         self.faults.validate()?;
+        self.campaign_retry.validate_as("campaign_retry")?;
         self.validate_webhooks()
     }
 
@@ -179,5 +185,10 @@ mod tests {
             ..EmulatorConfig::default()
         };
         assert!(config.validate().unwrap_err().contains("webhook_url"));
+        let config = EmulatorConfig {
+            campaign_retry: WebhookRetry { initial_backoff_ms: 0, ..WebhookRetry::default() },
+            ..EmulatorConfig::default()
+        };
+        assert!(config.validate().unwrap_err().contains("campaign_retry.initial_backoff_ms"));
     }
 }

@@ -20,7 +20,13 @@
 //! | `GET /_emulator/faults`, `PUT …` | current faults; replace them |
 //! | `GET /_emulator/webhooks` | webhooks with per-attempt status (never the key) |
 //! | `POST /_emulator/webhooks` | queue one webhook: 202 and it, 400 if invalid, 409 if no `webhook_url` |
-//! | `POST /_emulator/reset` | forget everything |
+//! | `GET /_emulator/campaigns` | campaigns with one webhook action, without credentials (see `inspect_campaigns`) |
+//! | `POST /_emulator/campaigns` | register one: 201 and it as listed, 400 if invalid, 409 if the name is taken |
+//! | `DELETE /_emulator/campaigns/{name}` | forget it (queued deliveries still go): 204, 404 if unknown |
+//! | `POST /_emulator/campaigns/{name}/trigger` | `{"customer_id", "event"?}`: queue one delivery: 202 and it, 404 if the campaign or person is unknown |
+//! | `GET /_emulator/campaigns/deliveries` | deliveries with rendered body and per-attempt status (never credentials) |
+//! | `POST /_emulator/campaigns/deliveries/{delivery_id}/resend` | send a finished one again, same ids and body: 202, 404 if unknown, 409 if unfinished |
+//! | `POST /_emulator/reset` | forget everything, campaigns included |
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};

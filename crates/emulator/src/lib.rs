@@ -21,6 +21,9 @@
 //!
 //! With `webhook_url` set it also sends Customer.io's signed reporting
 //! webhooks, on activity and on demand, one at a time (see `webhook_sender`).
+//! Campaigns registered at `/_emulator/campaigns` send webhook actions
+//! (Liquid-rendered requests) when a person enters or leaves a manual
+//! segment or on demand (`campaign`, `campaign_log`, `campaign_sender`).
 //!
 //! Where Customer.io's behaviour is unconfirmed the emulator picks one and
 //! says so where it does (see `EmulatorConfig` for the knobs); the facts it
@@ -28,13 +31,18 @@
 
 mod accept_only;
 mod auth;
+mod campaign;
+mod campaign_log;
+mod campaign_sender;
 mod catalog;
 mod config;
 mod faults;
 mod health;
 mod identity;
 mod inspect;
+mod inspect_campaigns;
 mod journal;
+mod liquid;
 mod middleware;
 mod model;
 mod segments;
@@ -67,6 +75,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use accept_only::Accepted;
+pub use campaign::CampaignSpec;
+pub use campaign_log::{ActionAttempt, Delivery};
+pub use campaign_sender::ACTION_TIMEOUT;
 pub use catalog::{TrackRoute, TRACK_ROUTES, UNMODELLED_HEADER};
 /// The type [`EmulatorConfig`] takes its API key and signing key in.
 pub use ciosync_track_api::Secret;
@@ -207,6 +218,55 @@ impl Emulator {
         self.view(|v| v.webhooks())
     }
 
+    /// Registers a campaign with one webhook action (see `CampaignSpec`),
+    /// as `POST /_emulator/campaigns` does; returns it as listed (no
+    /// credentials). Fails on a bad spec or a name already taken.
+    pub fn add_campaign(&self, spec: CampaignSpec) -> Result<Value, String> {
+        let campaign = campaign::Campaign::from_spec(spec)?;
+        self.shared.update(|inner| inner.campaigns.add(campaign))
+    }
+
+    /// Queues one delivery of campaign `name` to the person `customer`
+    /// names (an id, an email or `cio_<cio_id>`), with `event` as the
+    /// event's properties, as `POST /_emulator/campaigns/{name}/trigger`
+    /// does. Fails naming the unknown campaign or person.
+    pub fn trigger_campaign(
+        &self,
+        name: &str,
+        customer: &str,
+        event: Map<String, Value>,
+    ) -> Result<Delivery, String> {
+        let identifier = identity::parse_path_identifier(customer);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        self.shared
+            .update(|inner| {
+                inner.campaigns.trigger(&inner.world, name, &identifier, &event, now_ms)
+            })
+            .map_err(|error| match error {
+                campaign_log::TriggerError::UnknownCampaign => {
+                    format!("no campaign named {name:?}")
+                }
+                campaign_log::TriggerError::UnknownPerson => "no such customer".to_owned(),
+            })
+    }
+
+    /// Every campaign delivery kept, oldest first, with each attempt.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.view(|v| v.deliveries())
+    }
+
+    /// Sends a finished delivery again with the same headers and body, as
+    /// `POST /_emulator/campaigns/deliveries/{id}/resend` does.
+    pub fn resend_delivery(&self, delivery_id: &str) -> Result<Delivery, String> {
+        self.shared.update(|inner| inner.campaigns.resend(delivery_id)).map_err(|error| match error
+        {
+            campaign_log::ResendError::Unknown => "no such delivery".to_owned(),
+            campaign_log::ResendError::NotFinished => {
+                "the delivery is still queued or retrying".to_owned()
+            }
+        })
+    }
+
     /// Empties the request log and returns what it held, oldest first: for
     /// a long run, which reads the log as it goes (it keeps only the newest
     /// 10,000 requests).
@@ -230,8 +290,9 @@ impl Emulator {
         self.shared.with_faults(|current| *current = faults);
     }
 
-    /// Forgets people, events, requests, failures and webhooks (queued ones
-    /// too); faults go back to the configured ones.
+    /// Forgets people, events, requests, failures, webhooks, campaigns and
+    /// their deliveries (queued ones too); faults go back to the configured
+    /// ones.
     pub fn reset(&self) {
         self.shared.reset();
     }
@@ -326,10 +387,14 @@ where
 {
     // One sender per emulator, so webhooks leave one at a time, in order.
     let sender = webhook_sender(&shared).map(|sender| tokio::spawn(sender.run(shared.clone())));
+    // And one for campaign actions, each campaign's in order.
+    let actions =
+        tokio::spawn(campaign_sender::run(shared.clone(), shared.config().campaign_retry.clone()));
     let served = axum::serve(listener, router(shared)).with_graceful_shutdown(shutdown).await;
     if let Some(sender) = sender {
         sender.abort();
     }
+    actions.abort();
     served
 }
 
@@ -362,7 +427,7 @@ fn router(shared: Shared) -> Router {
         .fallback(unknown_route)
         .layer(from_fn_with_state(shared.clone(), middleware::record));
     Router::new()
-        .nest("/_emulator", inspect::routes())
+        .nest("/_emulator", inspect::routes().merge(inspect_campaigns::routes()))
         .merge(logged)
         // Size limits are Customer.io's (checked in v2) and the journal's.
         .layer(DefaultBodyLimit::disable())

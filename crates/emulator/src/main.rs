@@ -46,6 +46,12 @@ use tokio::net::TcpListener;
 /// `POST /_emulator/webhooks` queues one on demand, e.g.
 /// {"object_type":"email","metric":"bounced","customer_id":"42"};
 /// `GET /_emulator/webhooks` lists them with every attempt.
+///
+/// Campaign webhook actions: `POST /_emulator/campaigns` registers a campaign
+/// whose one action sends a Liquid-rendered request when a person enters or
+/// leaves a manual segment, or on `POST /_emulator/campaigns/{name}/trigger`;
+/// `GET /_emulator/campaigns/deliveries` lists what was sent. Failed
+/// deliveries are retried with the --campaign-* timing.
 #[derive(Debug, Parser)]
 #[command(name = "ciosync-emulator", version)]
 struct Args {
@@ -176,6 +182,19 @@ struct Args {
     /// (Customer.io: 604800000, 7 days).
     #[arg(long, default_value_t = DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS, value_name = "MS")]
     webhook_give_up_after_ms: u64,
+    /// Campaign webhook actions (POST /_emulator/campaigns): wait before a
+    /// failed delivery's first retry; doubles per failure.
+    #[arg(long, default_value_t = DEFAULT_WEBHOOK_INITIAL_BACKOFF_MS, value_name = "MS")]
+    campaign_initial_backoff_ms: u64,
+    /// Longest wait between two attempts at a campaign delivery.
+    #[arg(long, default_value_t = DEFAULT_WEBHOOK_MAX_BACKOFF_MS, value_name = "MS")]
+    campaign_max_backoff_ms: u64,
+    /// Most attempts per campaign delivery, 0 for no limit.
+    #[arg(long, default_value_t = DEFAULT_WEBHOOK_MAX_ATTEMPTS, value_name = "N")]
+    campaign_max_attempts: u32,
+    /// Give up on a campaign delivery this long after its first attempt.
+    #[arg(long, default_value_t = DEFAULT_WEBHOOK_GIVE_UP_AFTER_MS, value_name = "MS")]
+    campaign_give_up_after_ms: u64,
 }
 
 fn rate(raw: &str) -> Result<f64, String> {
@@ -223,6 +242,12 @@ impl Args {
                 max_backoff_ms: self.webhook_max_backoff_ms,
                 max_attempts: self.webhook_max_attempts,
                 give_up_after_ms: self.webhook_give_up_after_ms,
+            },
+            campaign_retry: WebhookRetry {
+                initial_backoff_ms: self.campaign_initial_backoff_ms,
+                max_backoff_ms: self.campaign_max_backoff_ms,
+                max_attempts: self.campaign_max_attempts,
+                give_up_after_ms: self.campaign_give_up_after_ms,
             },
             ..EmulatorConfig::default()
         }

@@ -43,20 +43,34 @@ pub enum Change {
 
 impl Segments {
     /// Adds or removes the people `identifiers` name; those naming nobody
-    /// are noted as ignored.
-    pub fn change(&mut self, world: &World, segment_id: i32, change: Change, ids: &[Identifier]) {
+    /// are noted as ignored. Returns the real changes, in order, by
+    /// `cio_id`: adding a member or removing a non-member changes nothing,
+    /// so it starts no campaign (as in Customer.io, where a campaign starts
+    /// when a person enters or leaves).
+    pub fn change(
+        &mut self,
+        world: &World,
+        segment_id: i32,
+        change: Change,
+        ids: &[Identifier],
+    ) -> Vec<(String, Change)> {
         let members = self.members.entry(segment_id).or_default();
+        let mut changed = Vec::new();
         for identifier in ids {
             let Some(person) = world.person(identifier) else {
                 self.ignored.push(ignored(segment_id, change, identifier));
                 continue;
             };
             let cio_id = person.cio_id().to_owned();
-            match change {
-                Change::Add => members.insert(cio_id),
+            let did = match change {
+                Change::Add => members.insert(cio_id.clone()),
                 Change::Remove => members.remove(&cio_id),
             };
+            if did {
+                changed.push((cio_id, change));
+            }
         }
+        changed
     }
 
     /// Each segment's current members by key (id, else email, else

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::accept_only;
+use crate::campaign_log::{Campaigns, Delivery};
 use crate::config::EmulatorConfig;
 use crate::faults::Faults;
 use crate::identity::parse_path_identifier;
@@ -42,6 +43,8 @@ pub struct Inner {
     pub webhooks: WebhookLog,
     /// Manual segments' members.
     pub segments: Segments,
+    /// Campaigns with a webhook action, and their deliveries.
+    pub campaigns: Campaigns,
     next_request_seq: u64,
     /// Sum of `body_bytes` over `requests`.
     recorded_body_bytes: usize,
@@ -58,6 +61,7 @@ impl Inner {
             faults: config.faults.clone(),
             webhooks: WebhookLog::default(),
             segments: Segments::default(),
+            campaigns: Campaigns::default(),
             next_request_seq: 0,
             recorded_body_bytes: 0,
         }
@@ -190,8 +194,9 @@ impl Shared {
         self.update(|inner| f(&mut inner.faults))
     }
 
-    /// Forgets everything: people, events, requests and webhooks (queued ones
-    /// too; one in flight finishes unrecorded), and faults go back to those
+    /// Forgets everything: people, events, requests, webhooks, campaigns and
+    /// their deliveries (queued ones too; one in flight finishes
+    /// unrecorded), and faults go back to those
     /// the emulator started with; accept-only counts go back to 0.
     pub fn reset(&self) {
         let fresh = Inner::new(&self.0.config);
@@ -256,6 +261,11 @@ impl<'a> EmulatorView<'a> {
     /// Every webhook kept, oldest first, with its attempts.
     pub fn webhooks(&self) -> Vec<WebhookRecord> {
         self.inner.webhooks.records().cloned().collect()
+    }
+
+    /// Every campaign delivery kept, oldest first, with its attempts.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.inner.campaigns.deliveries().cloned().collect()
     }
 
     /// Each manual segment's members by key (as `customers` keys them).

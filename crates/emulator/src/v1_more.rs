@@ -122,7 +122,11 @@ fn change_segment(
     if let Some(fault) = shared.read(|inner| inner.faults.rejection(&people)) {
         return mark_injected(invalid(vec![fault.problem()]));
     }
-    shared.update(|inner| inner.segments.change(&inner.world, segment_id, change, &ids));
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    shared.update(|inner| {
+        let changed = inner.segments.change(&inner.world, segment_id, change, &ids);
+        inner.campaigns.on_segment_change(&inner.world, segment_id, &changed, now_ms);
+    });
     ok()
 }
 

@@ -337,18 +337,22 @@ impl Default for WebhookRetry {
 }
 
 impl WebhookRetry {
-    /// Checks the timing, naming the bad field.
+    /// Checks the timing, naming the bad field as `webhook_retry.…`.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_as("webhook_retry")
+    }
+
+    /// Checks the timing, naming the bad field as `{field}.…` (the same
+    /// timing serves campaign deliveries as `campaign_retry`).
+    pub fn validate_as(&self, field: &str) -> Result<(), String> {
         if self.initial_backoff_ms == 0 {
-            return Err("webhook_retry.initial_backoff_ms must be at least 1".to_owned());
+            return Err(format!("{field}.initial_backoff_ms must be at least 1"));
         }
         if self.max_backoff_ms < self.initial_backoff_ms {
-            return Err(
-                "webhook_retry.max_backoff_ms must not be below initial_backoff_ms".to_owned()
-            );
+            return Err(format!("{field}.max_backoff_ms must not be below initial_backoff_ms"));
         }
         if self.give_up_after_ms == 0 {
-            return Err("webhook_retry.give_up_after_ms must be at least 1".to_owned());
+            return Err(format!("{field}.give_up_after_ms must be at least 1"));
         }
         Ok(())
     }
