@@ -120,6 +120,7 @@ mod unchanged_toast_is_not_sent;
 mod unstorable_dead_letter_is_stored_escaped;
 mod unstorable_dead_letter_keeps_the_daemon_running;
 mod update_sends_only_changed_attributes;
+mod webhook_actions_from_the_emulator;
 mod webhook_actions_survive_kill_9;
 mod webhook_actions_write_into_postgres;
 mod webhooks_answer_503_while_postgres_is_down;
