@@ -349,16 +349,25 @@ created_at = "created_at"
     /// names only known keys, with the defaults it documents.
     #[test]
     fn the_example_webhooks_section_parses() {
+        use actions::Action;
         let text = include_str!("../../config/example.toml");
         let start = text.find("# [webhooks]").expect("the example has a [webhooks] section");
         let end = start + text[start..].find("\n\n").expect("the section ends");
         let section: String = text[start..end].lines().map(|l| format!("{}\n", &l[2..])).collect();
         let text = format!("{}{section}{}", &text[..start], &text[end..]);
-        let config = Config::from_toml(&text, no_env()).unwrap();
+        let secret = "0123456789abcdef".to_owned();
+        let env = vec![
+            ("CIOSYNC_WEBHOOKS_ACTIONS_SEGMENTS_SECRET".to_owned(), secret.clone()),
+            ("CIOSYNC_WEBHOOKS_ACTIONS_LEAD_SCORE_SECRET".to_owned(), secret),
+        ];
+        let config = Config::from_toml(&text, env).unwrap();
+        let actions = actions::resolve(&config).unwrap();
+        assert_eq!(actions.iter().map(Action::kind).collect::<Vec<_>>(), ["segment", "update"]);
         let webhooks = config.webhooks.expect("the section is read");
         assert_eq!(webhooks.header_timeout_secs, webhooks::DEFAULT_HEADER_TIMEOUT_SECS);
         assert_eq!(webhooks.max_connections, webhooks::DEFAULT_MAX_CONNECTIONS);
         assert_eq!(webhooks.write_back.len(), 1);
+        assert_eq!(webhooks.actions[0].dedupe_window_secs, actions::DEFAULT_DEDUPE_WINDOW_SECS);
     }
 
     #[test]
