@@ -516,6 +516,8 @@ mod tests {
         c.webhooks.received("email", "opened");
         c.webhooks.received("nope", "nope");
         c.webhooks.rejected(crate::telemetry::webhooks::Rejection::Signature);
+        c.actions.register("segments");
+        c.actions.count("segments", crate::telemetry::actions::ActionOutcome::Duplicate);
         c
     }
 
