@@ -178,7 +178,8 @@ async fn actions_apply_once_and_never_echo() {
         (Some(43), Some("activated".into()))
     );
     // Text into an integer column: Postgres refuses, nothing changes, 422.
-    let refused = json!({"customer": {"id": 1}, "score": "lots"});
+    // (An email: the suite's tripwire fails the test if the refusal logs it.)
+    let refused = json!({"customer": {"id": 1}, "score": "refused-value@x.io"});
     assert_eq!(call(&base, "score", Some(&auth), None, &refused).await.0, 422);
     assert_eq!(counted("score", ActionOutcome::Refused), 1);
     // Never echoed: a later change of another row passes the write, and no
