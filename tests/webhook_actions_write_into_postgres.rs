@@ -336,3 +336,42 @@ async fn check_names_what_each_action_lacks() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("ok      webhooks.actions journey: insert action can write"), "{out}");
 }
+
+/// An origin is active in one session at a time: with the action origin
+/// held elsewhere (a second instance, say), the actions' session binds the
+/// next name of its pool, and its writes are still skipped by the stream.
+#[tokio::test]
+async fn a_held_origin_falls_back_to_the_next_and_still_never_echoes() {
+    let db = TestDb::new("webhook_actions_pool").await;
+    db.exec(USERS_TABLE).await;
+    db.exec("ALTER TABLE users ADD COLUMN lead_score int, ADD COLUMN stage text").await;
+    db.exec(JOURNEY_LOG).await;
+    let origin = format!("ciosync_actions_{}", db.name);
+    let holder = db.reconnected().await;
+    ciosync::webhooks::write_back::bind_origin(&holder.client, &origin).await.unwrap();
+    let emulator = emulator::start().await;
+    let text = db.config(&emulator.url(), ACTIONS).replacen(
+        "about = \"bio\"\n",
+        "about = \"bio\"\nlead_score = \"lead_score\"\n",
+        1,
+    );
+    let daemon = InProcess::start_with_webhooks(&text);
+    db.wait_for_streaming().await;
+    assert!(wait_for_status(&daemon.webhook_url("/readyz"), 200).await);
+    db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io')").await;
+    assert!(wait_for_attribute(&emulator, "1", "email", json!("a@x.io")).await);
+    let base = daemon.webhook_url("");
+    let score = json!({"customer": {"id": 1}, "score": 5});
+    assert_eq!(call(&base, "score", Some(&basic()), None, &score).await.1, "applied\n");
+    let active = "SELECT count(*) FROM pg_replication_origin_status s \
+                  JOIN pg_replication_origin o ON o.roident = s.local_id WHERE o.roname = $1";
+    let pooled = format!("{origin}#1");
+    assert_eq!(db.client.query_one(active, &[&pooled]).await.unwrap().get::<_, i64>(0), 1);
+    db.exec("UPDATE users SET plan = 'marker' WHERE id = 1").await;
+    assert!(wait_for_attribute(&emulator, "1", "plan", json!("marker")).await);
+    let echoed =
+        identifies_of(&emulator, "1").iter().any(|a| a.get("lead_score") == Some(&json!(5)));
+    assert!(!echoed, "a write under the pool's second origin echoed");
+    daemon.stop().await.unwrap();
+    drop(holder);
+}

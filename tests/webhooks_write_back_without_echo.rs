@@ -187,7 +187,7 @@ async fn write_back_without_origin_privileges_stops_run_at_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("webhooks.write_back needs the replication-origin functions")
+        stderr.contains("need the replication-origin functions")
             && stderr.contains("pg_replication_origin_session_setup(text)"),
         "{stderr}"
     );

@@ -19,6 +19,7 @@ pub mod customerio;
 pub mod exposure;
 #[cfg(test)]
 pub mod fixture;
+pub mod origin;
 pub mod postgres;
 pub mod runtime;
 pub mod sync;

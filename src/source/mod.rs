@@ -321,7 +321,8 @@ impl Source {
         };
         // pgoutput names a transaction's origin before its changes.
         if let PgOutputMessage::Origin { name, .. } = &message {
-            self.in_own_write_back = self.own_origins.iter().any(|own| own == name);
+            self.in_own_write_back =
+                self.own_origins.iter().any(|own| crate::config::origin::is_pooled(name, own));
             return Ok(None);
         }
         if self.in_own_write_back

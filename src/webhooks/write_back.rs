@@ -30,34 +30,46 @@ fn applies_to(write_back: &WriteBack, event: &ReportingEvent) -> bool {
 }
 
 /// Creates the origin if missing and binds this session to it, so every
-/// transaction of `sql` carries it. A missing privilege is definite, with
-/// the `GRANT`s that fix it.
+/// transaction of `sql` carries it; when another session holds it (another
+/// instance), the next name of its pool. A missing privilege is definite,
+/// with the `GRANT`s that fix it.
 pub async fn bind_origin(sql: &Client, origin: &str) -> Result<(), PgError> {
-    let result = async {
-        sql.execute(
-            "SELECT pg_catalog.pg_replication_origin_create($1) \
-             WHERE pg_catalog.pg_replication_origin_oid($1) IS NULL",
-            &[&origin],
-        )
-        .await?;
-        sql.execute("SELECT pg_catalog.pg_replication_origin_session_setup($1)", &[&origin]).await
-    }
-    .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(e) if e.code().is_some_and(|c| c.code() == "42501") => Err(PgError::Definite(
-            "webhooks.write_back needs the replication-origin functions, which are \
-                 superuser-only by default: GRANT EXECUTE ON FUNCTION \
-                 pg_catalog.pg_replication_origin_create(text), \
-                 pg_catalog.pg_replication_origin_oid(text), \
-                 pg_catalog.pg_replication_origin_session_setup(text) TO <role>; \
-                 (without them a write-back would echo back to Customer.io, so none is done)"
-                .to_owned(),
-        )),
-        Err(e) => {
-            Err(PgError::Sql { what: "set up the write-back's replication origin", source: e })
+    let mut last = None;
+    for name in crate::config::origin::pooled(origin) {
+        match bind_one(sql, &name).await {
+            Ok(()) => return Ok(()),
+            // 55006 object_in_use: active in another session.
+            Err(e) if e.code().is_some_and(|c| c.code() == "55006") => last = Some(e),
+            Err(e) => return Err(refusal(e)),
         }
     }
+    Err(refusal(last.expect("the pool is not empty")))
+}
+
+async fn bind_one(sql: &Client, name: &str) -> Result<(), tokio_postgres::Error> {
+    sql.execute(
+        "SELECT pg_catalog.pg_replication_origin_create($1) \
+         WHERE pg_catalog.pg_replication_origin_oid($1) IS NULL",
+        &[&name],
+    )
+    .await?;
+    sql.execute("SELECT pg_catalog.pg_replication_origin_session_setup($1)", &[&name]).await?;
+    Ok(())
+}
+
+fn refusal(e: tokio_postgres::Error) -> PgError {
+    if e.code().is_some_and(|c| c.code() == "42501") {
+        return PgError::Definite(
+            "webhooks.write_back and webhook actions that write a streamed table need the \
+             replication-origin functions, which are superuser-only by default: GRANT EXECUTE \
+             ON FUNCTION pg_catalog.pg_replication_origin_create(text), \
+             pg_catalog.pg_replication_origin_oid(text), \
+             pg_catalog.pg_replication_origin_session_setup(text) TO <role>; (without them a \
+             write would echo back to Customer.io, so none is done)"
+                .to_owned(),
+        );
+    }
+    PgError::Sql { what: "set up the write-back's replication origin", source: e }
 }
 
 /// Applies the write-backs `event` triggers, in the caller's transaction;

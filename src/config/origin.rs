@@ -1,0 +1,52 @@
+//! The replication origins ciosync's own writes carry (webhook write-backs,
+//! webhook actions): the source skips transactions with them, so nothing
+//! ciosync writes echoes back to Customer.io. Each is a small pool of
+//! names, since an origin is active in one session at a time.
+
+/// How many sessions may write under one origin name at once: an origin
+/// is active in one session at a time, and a second instance (see "Two
+/// instances" in the README) or the reporting store and the actions'
+/// session each need one. `origin`, then `origin#1` … `origin#7`.
+pub const ORIGIN_POOL: usize = 8;
+
+/// The origin names a session may bind for `origin`, in the order tried.
+pub fn pooled(origin: &str) -> impl Iterator<Item = String> + '_ {
+    (0..ORIGIN_POOL).map(move |n| if n == 0 { origin.to_owned() } else { format!("{origin}#{n}") })
+}
+
+/// Whether `name` (an Origin message's) is one of [`pooled`]`(origin)`.
+pub fn is_pooled(name: &str, origin: &str) -> bool {
+    match name.strip_prefix(origin) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix('#')
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| (1..ORIGIN_POOL).contains(&n) && !rest.starts_with("#0")),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_names_only_its_own_origins() {
+        let names: Vec<String> = pooled("ciosync_write_back_s").collect();
+        assert_eq!(names.len(), ORIGIN_POOL);
+        assert_eq!(names[0], "ciosync_write_back_s");
+        assert_eq!(names[7], "ciosync_write_back_s#7");
+        assert!(names.iter().all(|n| is_pooled(n, "ciosync_write_back_s")));
+        for other in [
+            "ciosync_write_back_s1",
+            "ciosync_write_back_s_1",
+            "ciosync_write_back_s#8",
+            "ciosync_write_back_s#01",
+            "ciosync_write_back_s#",
+            "ciosync_write_back",
+            "pg_16384",
+        ] {
+            assert!(!is_pooled(other, "ciosync_write_back_s"), "{other}");
+        }
+    }
+}
