@@ -117,3 +117,56 @@ async fn no_call_that_got_a_2xx_is_lost_and_retries_apply_once() {
         assert!(!text.contains(crate::support::webhooks::ACTION_SECRET), "{log} holds the secret");
     }
 }
+
+/// A request whose deadline passes mid-transaction (its key's row is
+/// locked by another session) answers 503 and leaves nothing behind: the
+/// next request does not run in its abandoned transaction, and its retry
+/// applies it (not a 200 "duplicate" for a write that never happened).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_deadline_leaves_no_half_for_the_next() {
+    use crate::support::daemon::InProcess;
+    use crate::webhook_actions_write_into_postgres::call;
+    let db = TestDb::new("webhook_actions_deadline").await;
+    db.exec(USERS_TABLE).await;
+    db.exec("ALTER TABLE users ADD COLUMN lead_score int, ADD COLUMN stage text").await;
+    db.exec(JOURNEY_LOG).await;
+    let emulator = emulator::start().await;
+    let daemon = InProcess::start_with_webhooks(&db.config(&emulator.url(), ACTIONS));
+    assert!(wait_for_status(&daemon.webhook_url("/readyz"), 200).await);
+    let base = daemon.webhook_url("");
+    let journey =
+        |key: &str| json!({"key": key, "customer": {"id": 1}, "step": format!("s-{key}")});
+    // Creates the keys table (and proves the action works).
+    assert_eq!(call(&base, "journey", Some(&basic()), None, &journey("k0")).await.0, 200);
+    let holder = db.reconnected().await;
+    holder
+        .exec(
+            "BEGIN; INSERT INTO ciosync.webhook_action_keys (action, key) VALUES ('journey', 'k1')",
+        )
+        .await;
+
+    let first = tokio::spawn({
+        let (base, body) = (base.clone(), journey("k1"));
+        async move { call(&base, "journey", Some(&basic()), None, &body).await.0 }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let second = tokio::spawn({
+        let (base, body) = (base.clone(), journey("k2"));
+        async move { call(&base, "journey", Some(&basic()), None, &body).await.0 }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
+    holder.exec("ROLLBACK").await;
+    assert_eq!(first.await.unwrap(), 503, "k1 waited past its deadline");
+    let second = second.await.unwrap();
+    assert!(second == 200 || second == 503, "{second}");
+    // Customer.io retries what got no 2xx.
+    for key in ["k1", "k2"] {
+        let (status, answer) = call(&base, "journey", Some(&basic()), None, &journey(key)).await;
+        assert_eq!(status, 200, "{key}: {answer}");
+    }
+    let steps = "SELECT step FROM journey_log ORDER BY step";
+    let rows: Vec<String> =
+        db.client.query(steps, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(rows, ["s-k0", "s-k1", "s-k2"], "k1's key committed without its row, or twice");
+    daemon.stop().await.unwrap();
+}

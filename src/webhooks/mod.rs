@@ -29,6 +29,7 @@
 pub mod actions;
 pub mod event;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod verify;
 pub mod write_back;

@@ -21,6 +21,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::event::ReportingEvent;
+use super::session::Session;
 use super::write_back;
 use crate::config::webhooks::WebhooksConfig;
 use crate::config::webhooks::WriteBack;
@@ -159,7 +160,7 @@ pub async fn insert(
 pub struct WebhookStore {
     settings: ConnectionSettings,
     config: WebhooksConfig,
-    sql: Mutex<Option<Client>>,
+    sql: Mutex<Session>,
     /// Write-backs, and the replication origin their session carries.
     write_backs: Vec<WriteBack>,
     origin: Option<String>,
@@ -172,7 +173,7 @@ impl WebhookStore {
         Self {
             settings,
             config,
-            sql: Mutex::new(None),
+            sql: Mutex::new(Session::default()),
             write_backs: Vec::new(),
             origin: None,
             counters: None,
@@ -200,15 +201,16 @@ impl WebhookStore {
     /// a missing privilege stops `run` at start; a transient failure is
     /// left to the first request.
     pub async fn prepare(&self) -> Result<(), PgError> {
-        let mut guard = self.sql.lock().await;
-        match self.client(&mut guard).await {
-            Ok(_) => Ok(()),
+        let mut session = self.sql.lock().await;
+        let result = session.begin(self.connect()).await.map(drop);
+        session.done(result.is_ok());
+        match result {
             Err(error) if error.is_transient() => {
                 tracing::warn!(error = %crate::error::error_chain(&error),
                     "the webhook store cannot reach Postgres yet; retrying on the first event");
                 Ok(())
             }
-            Err(error) => Err(error),
+            other => other,
         }
     }
 
@@ -217,19 +219,15 @@ impl WebhookStore {
     /// never carry the event's contents.
     pub async fn store(&self, event: &ReportingEvent) -> Result<Stored, String> {
         let attempt = async {
-            let mut guard = self.sql.lock().await;
-            let result = async {
-                let client = self.client(&mut guard).await?;
-                if self.write_backs.is_empty() {
+            let mut session = self.sql.lock().await;
+            let result = match session.begin(self.connect()).await {
+                Ok(client) if self.write_backs.is_empty() => {
                     insert(client, &self.config, event).await
-                } else {
-                    self.store_and_write_back(client, event).await
                 }
-            }
-            .await;
-            if result.is_err() {
-                *guard = None;
-            }
+                Ok(client) => self.store_and_write_back(client, event).await,
+                Err(error) => Err(error),
+            };
+            session.done(result.is_ok());
             result
         };
         self.within(STORE_TIMEOUT, attempt).await
@@ -273,24 +271,23 @@ impl WebhookStore {
     /// one line, for `/readyz` and the log.
     pub async fn ping(&self) -> Result<(), String> {
         let attempt = async {
-            let mut guard = self.sql.lock().await;
-            let result = async {
-                let client = self.client(&mut guard).await?;
-                client.simple_query("SELECT 1").await.map_err(PgError::sql("run SELECT 1"))?;
-                Ok(())
-            }
-            .await;
-            if result.is_err() {
-                *guard = None;
-            }
-            result
+            let mut session = self.sql.lock().await;
+            let result = match session.begin(self.connect()).await {
+                Ok(client) => {
+                    client.simple_query("SELECT 1").await.map_err(PgError::sql("run SELECT 1"))
+                }
+                Err(error) => Err(error),
+            };
+            session.done(result.is_ok());
+            result.map(drop)
         };
         self.within(PING_TIMEOUT, attempt).await
     }
 
-    /// Awaits `attempt` for at most `limit`. After a timeout the connection
-    /// is dropped (a statement was abandoned midway), so the next call
-    /// reconnects; errors become one line.
+    /// Awaits `attempt` for at most `limit` (waiting for the session
+    /// included). A deadline passing midway leaves the session marked in
+    /// use, so the next call drops that connection and reconnects (see
+    /// [`Session`]); errors become one line.
     async fn within<T>(
         &self,
         limit: Duration,
@@ -298,23 +295,7 @@ impl WebhookStore {
     ) -> Result<T, String> {
         match tokio::time::timeout(limit, attempt).await {
             Ok(result) => result.map_err(|e| crate::error::error_chain(&e).replace('\n', " ")),
-            Err(_) => {
-                if let Ok(mut guard) = self.sql.try_lock() {
-                    *guard = None;
-                }
-                Err(format!("Postgres did not answer within {}s", limit.as_secs()))
-            }
-        }
-    }
-
-    /// The open connection, or a new one with the table created.
-    async fn client<'a>(&self, sql: &'a mut Option<Client>) -> Result<&'a Client, PgError> {
-        if sql.as_ref().is_some_and(Client::is_closed) {
-            *sql = None;
-        }
-        match sql {
-            Some(client) => Ok(client),
-            None => Ok(sql.insert(self.connect().await?)),
+            Err(_) => Err(format!("Postgres did not answer within {}s", limit.as_secs())),
         }
     }
 

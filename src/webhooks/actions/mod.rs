@@ -33,6 +33,7 @@ use tokio_postgres::Client;
 
 use self::call::Call;
 use self::store::{Applied, ApplyError};
+use super::session::Session;
 use crate::config::actions::Action;
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
@@ -45,24 +46,14 @@ pub struct Actions {
     actions: Vec<Action>,
     settings: ConnectionSettings,
     origin: Option<String>,
-    sql: Mutex<Session>,
-}
-
-struct Session {
-    client: Option<Client>,
-    pruned_at: Option<Instant>,
+    sql: Mutex<(Session, Option<Instant>)>,
 }
 
 impl Actions {
     /// The actions, writing through `settings`; `origin` when their
     /// session must carry the write-back origin. No connection yet.
     pub fn new(actions: Vec<Action>, settings: ConnectionSettings, origin: Option<String>) -> Self {
-        Self {
-            actions,
-            settings,
-            origin,
-            sql: Mutex::new(Session { client: None, pruned_at: None }),
-        }
+        Self { actions, settings, origin, sql: Mutex::new((Session::default(), None)) }
     }
 
     /// The action called `name`.
@@ -79,21 +70,26 @@ impl Actions {
     /// privilege stops `run` at start; a transient failure is left to the
     /// first request.
     pub async fn prepare(&self) -> Result<(), PgError> {
-        let mut session = self.sql.lock().await;
-        match self.client(&mut session).await {
-            Ok(_) => Ok(()),
+        let mut guard = self.sql.lock().await;
+        let session = &mut guard.0;
+        let result = session.begin(self.connect()).await.map(drop);
+        session.done(result.is_ok());
+        match result {
             Err(error) if error.is_transient() => {
                 tracing::warn!(error = %crate::error::error_chain(&error),
                     "the webhook actions cannot reach Postgres yet; retrying on the first call");
                 Ok(())
             }
-            Err(error) => Err(error),
+            other => other,
         }
     }
 
-    /// Applies `call` within [`super::store::STORE_TIMEOUT`]. `Err` carries
-    /// a one-line reason without the body's values, and whether a retry
-    /// may help (`true`: answer 503).
+    /// Applies `call` within [`super::store::STORE_TIMEOUT`], waiting for
+    /// the session included. `Err` carries a one-line reason without the
+    /// body's values, and whether a retry may help (`true`: answer 503).
+    /// A deadline that passes mid-transaction leaves the session marked in
+    /// use, so the next request drops that connection (and Postgres rolls
+    /// the transaction back) rather than commit it.
     pub async fn apply(
         &self,
         action: &Action,
@@ -101,16 +97,18 @@ impl Actions {
         body: &serde_json::Value,
     ) -> Result<Applied, (bool, String)> {
         let attempt = async {
-            let mut session = self.sql.lock().await;
-            let result = match self.client(&mut session).await {
+            let mut guard = self.sql.lock().await;
+            let (session, pruned_at) = &mut *guard;
+            let result = match session.begin(self.connect()).await {
                 Ok(client) => store::apply(client, action, call, body).await,
                 Err(error) => Err(ApplyError::Failed(error)),
             };
-            if matches!(result, Err(ApplyError::Failed(_))) {
-                session.client = None;
-            } else {
-                self.prune_now_and_then(&mut session).await;
+            let failed = matches!(result, Err(ApplyError::Failed(_)));
+            if !failed && pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                *pruned_at = Some(Instant::now());
+                self.prune(session).await;
             }
+            session.done(!failed);
             result
         };
         match tokio::time::timeout(super::store::STORE_TIMEOUT, attempt).await {
@@ -119,18 +117,13 @@ impl Actions {
             Ok(Err(ApplyError::Failed(error))) => {
                 Err((true, crate::error::error_chain(&error).replace('\n', " ")))
             }
-            Err(_) => {
-                if let Ok(mut session) = self.sql.try_lock() {
-                    session.client = None;
-                }
-                Err((
-                    true,
-                    format!(
-                        "Postgres did not answer within {}s",
-                        super::store::STORE_TIMEOUT.as_secs()
-                    ),
-                ))
-            }
+            Err(_) => Err((
+                true,
+                format!(
+                    "Postgres did not answer within {}s",
+                    super::store::STORE_TIMEOUT.as_secs()
+                ),
+            )),
         }
     }
 
@@ -138,8 +131,9 @@ impl Actions {
     /// [`super::store::PING_TIMEOUT`], connecting first if needed.
     pub async fn ping(&self) -> Result<(), String> {
         let attempt = async {
-            let mut session = self.sql.lock().await;
-            let result = match self.client(&mut session).await {
+            let mut guard = self.sql.lock().await;
+            let session = &mut guard.0;
+            let result = match session.begin(self.connect()).await {
                 Ok(client) => client
                     .simple_query("SELECT 1")
                     .await
@@ -147,9 +141,7 @@ impl Actions {
                     .map_err(PgError::sql("run SELECT 1")),
                 Err(error) => Err(error),
             };
-            if result.is_err() {
-                session.client = None;
-            }
+            session.done(result.is_ok());
             result
         };
         match tokio::time::timeout(super::store::PING_TIMEOUT, attempt).await {
@@ -161,27 +153,14 @@ impl Actions {
         }
     }
 
-    async fn prune_now_and_then(&self, session: &mut Session) {
-        if session.pruned_at.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
-            return;
-        }
-        session.pruned_at = Some(Instant::now());
-        let Some(client) = &session.client else { return };
+    /// Forgets keys older than each action's window, now and then.
+    async fn prune(&self, session: &Session) {
+        let Some(client) = session.current() else { return };
         match store::prune(client, &self.actions).await {
             Ok(n) if n > 0 => tracing::debug!(keys = n, "old webhook action keys pruned"),
             Ok(_) => {}
             Err(error) => tracing::warn!(error = %crate::error::error_chain(&error),
                 "could not prune old webhook action keys; trying again later"),
-        }
-    }
-
-    async fn client<'a>(&self, session: &'a mut Session) -> Result<&'a Client, PgError> {
-        if session.client.as_ref().is_some_and(Client::is_closed) {
-            session.client = None;
-        }
-        match &mut session.client {
-            Some(client) => Ok(client),
-            slot => Ok(slot.insert(self.connect().await?)),
         }
     }
 
