@@ -34,7 +34,7 @@ name = "score"
 kind = "update"
 secret = "action-secret-8c1f2e9d"
 customer_id = "customer.id"
-columns = { lead_score = "score", stage = "stage" }
+columns = { lead_score = "score", stage = "stage", plan = "plan" }
 
 [[webhooks.actions]]
 name = "journey"
@@ -169,9 +169,29 @@ async fn actions_apply_once_and_never_echo() {
     assert_eq!(db.client.query_one(version, &[]).await.unwrap().get::<_, String>(0), xmin);
     let nobody = json!({"customer": {"id": 99}, "score": 1});
     assert_eq!(call(&base, "score", Some(&auth), None, &nobody).await.1, "unchanged\n");
-    // Only the fields the body has are set: stage stays.
+    // Only the fields the body has are set: stage stays. And the record
+    // forgets only what was written: lead_score, not plan.
+    let recorded = |attribute: &'static str| {
+        let db = &db;
+        async move {
+            let sql =
+                "SELECT count(*) FROM ciosync.accepted WHERE customer_id = '1' AND attributes ? $1";
+            db.client.query_one(sql, &[&attribute]).await.unwrap().get::<_, i64>(0) == 1
+        }
+    };
+    db.exec("UPDATE users SET lead_score = 7 WHERE id = 1").await;
+    let deadline = tokio::time::Instant::now() + crate::support::CONVERGE;
+    while !(recorded("lead_score").await && recorded("plan").await) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the record never held lead_score and plan"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let partial = json!({"customer": {"id": 1}, "score": 43});
     assert_eq!(call(&base, "score", Some(&auth), None, &partial).await.1, "applied\n");
+    assert!(!recorded("lead_score").await, "the written attribute stayed in the record");
+    assert!(recorded("plan").await, "an attribute the action did not write left the record");
     let row = db.client.query_one(version, &[]).await.unwrap();
     assert_eq!(
         (row.get::<_, Option<i32>>(1), row.get::<_, Option<String>>(2)),
@@ -374,4 +394,80 @@ async fn a_held_origin_falls_back_to_the_next_and_still_never_echoes() {
     assert!(!echoed, "a write under the pool's second origin echoed");
     daemon.stop().await.unwrap();
     drop(holder);
+}
+
+/// A key that is a hash of the body counts for 10 minutes only, so the
+/// same body sent again later on purpose (a score set back to an earlier
+/// value) is applied; a key Customer.io or the body named counts for the
+/// whole `dedupe_window_secs`.
+#[tokio::test]
+async fn a_body_hash_key_expires_before_a_named_key() {
+    let db = TestDb::new("webhook_actions_hash").await;
+    db.exec(USERS_TABLE).await;
+    db.exec("ALTER TABLE users ADD COLUMN lead_score int, ADD COLUMN stage text").await;
+    db.exec(JOURNEY_LOG).await;
+    db.exec("INSERT INTO users (id, email, lead_score) VALUES (1, 'a@x.io', 0)").await;
+    let emulator = emulator::start().await;
+    let daemon = InProcess::start_with_webhooks(&db.config(&emulator.url(), ACTIONS));
+    // The record (which the update touches) is created as the daemon starts.
+    db.wait_for_streaming().await;
+    assert!(wait_for_status(&daemon.webhook_url("/readyz"), 200).await);
+    let base = daemon.webhook_url("");
+    let auth = basic();
+    let ten = json!({"customer": {"id": 1}, "score": 10});
+    let twenty = json!({"customer": {"id": 1}, "score": 20});
+    assert_eq!(call(&base, "score", Some(&auth), None, &ten).await.1, "applied\n");
+    assert_eq!(call(&base, "score", Some(&auth), Some("d-1"), &twenty).await.1, "applied\n");
+    // Within the window the same body is a retry.
+    assert_eq!(call(&base, "score", Some(&auth), None, &ten).await.1, "duplicate\n");
+    // Eleven minutes later it is a new request; a named key still holds.
+    db.exec("UPDATE ciosync.webhook_action_keys SET received_at = now() - interval '11 minutes'")
+        .await;
+    assert_eq!(call(&base, "score", Some(&auth), None, &ten).await.1, "applied\n");
+    assert_eq!(call(&base, "score", Some(&auth), Some("d-1"), &twenty).await.1, "duplicate\n");
+    let score = "SELECT lead_score FROM users WHERE id = 1";
+    assert_eq!(db.client.query_one(score, &[]).await.unwrap().get::<_, Option<i32>>(0), Some(10));
+    daemon.stop().await.unwrap();
+}
+
+/// `check` plans the keys table's statements as `run` runs them: a role
+/// that may insert keys but not update or delete them is told so.
+#[tokio::test]
+async fn check_needs_every_privilege_the_keys_table_takes() {
+    let db = TestDb::new("webhook_actions_keys_grants").await;
+    db.exec(USERS_TABLE).await;
+    let role = format!("{}_role", db.name);
+    db.exec(&format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
+         CREATE ROLE {role} LOGIN; END IF; END $$; \
+         CREATE SCHEMA ciosync; GRANT USAGE ON SCHEMA ciosync TO {role}; \
+         CREATE TABLE ciosync.webhook_action_keys (action text NOT NULL, key text NOT NULL, \
+           received_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (action, key)); \
+         GRANT SELECT, INSERT ON ciosync.webhook_action_keys TO {role}; \
+         CREATE TABLE ciosync.segment_memberships (customer_id text NOT NULL, segment text NOT NULL, \
+           entered_at timestamptz, left_at timestamptz, changed_at timestamptz NOT NULL, \
+           PRIMARY KEY (customer_id, segment)); \
+         GRANT SELECT, INSERT, UPDATE ON ciosync.segment_memberships TO {role};"
+    ))
+    .await;
+    let emulator = emulator::start().await;
+    let text = db
+        .config(&emulator.url(), ACTIONS)
+        .replace("postgres://postgres@", &format!("postgres://{role}@"));
+    let check = |text: String| async move {
+        let file = crate::support::daemon::config_file(&text);
+        let output = crate::support::daemon::run_binary(&["check"], file.path()).await;
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let out = check(text.clone()).await;
+    let line = out.lines().skip_while(|l| !l.contains("webhooks.actions segments")).take(2);
+    let line: String = line.collect::<Vec<_>>().join("\n");
+    assert!(line.contains("cannot write"), "{out}");
+    assert!(
+        line.contains("GRANT SELECT, INSERT, UPDATE, DELETE ON ciosync.webhook_action_keys"),
+        "{out}"
+    );
+    db.exec(&format!("GRANT UPDATE, DELETE ON ciosync.webhook_action_keys TO {role}")).await;
+    let out = check(text).await;
+    assert!(out.contains("ok      webhooks.actions segments: segment action can write"), "{out}");
 }

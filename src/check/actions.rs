@@ -1,6 +1,6 @@
 //! `check`'s lines for `[[webhooks.actions]]`: whether each action can
 //! write what it writes, tried for real in a transaction that is rolled
-//! back (its tables created when missing, its statement planned with
+//! back (its tables and the `ciosync` schema created when missing, its statement planned with
 //! `EXPLAIN`, which checks the columns and the role's privileges without
 //! running it), and the replication-origin functions an action that writes
 //! a streamed table needs. Each failing line prints the SQL that fixes it.
@@ -38,6 +38,13 @@ pub async fn gather(
         }
     }
     sql.batch_execute("BEGIN").await?;
+    // The state schema as `run` creates it (an update action's statement
+    // touches the record); a role that cannot is told so by the schema's
+    // own line.
+    sql.batch_execute("SAVEPOINT state").await?;
+    if crate::state::migrate(sql).await.is_err() {
+        sql.batch_execute("ROLLBACK TO SAVEPOINT state").await?;
+    }
     let tables = sql
         .batch_execute(&store::migration_sql(&actions))
         .await
@@ -66,10 +73,11 @@ async fn probe(sql: &Client, action: &Action) -> Result<Result<(), String>, Erro
             store::insert_sql(table, &names, body_column.as_deref())
         }
     };
-    let keys = "INSERT INTO ciosync.webhook_action_keys (action, key) VALUES ('ciosync-check', '')";
+    let (name, key, window) = ("ciosync-check", "", 60.0_f64);
     sql.batch_execute("SAVEPOINT action_probe").await?;
     let result = async {
-        sql.batch_execute(keys).await?;
+        sql.execute(&format!("EXPLAIN {}", store::KEY_SQL), &[&name, &key, &window]).await?;
+        sql.execute(&format!("EXPLAIN {}", store::PRUNE_SQL), &[&name, &window]).await?;
         sql.execute(&format!("EXPLAIN {statement}"), &parameters(action)).await
     }
     .await;
@@ -127,8 +135,17 @@ pub fn judge(tried: &[Tried], denied: &[&str], user: &str) -> Vec<Finding> {
     out
 }
 
-/// The SQL that gives the role what `action` writes with.
+/// The SQL that gives the role what `action` writes with: its own table,
+/// and the keys table every action writes.
 fn fix(action: &Action, role: &str) -> String {
+    format!(
+        "{} GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {role};",
+        fix_effect(action, role),
+        store::KEYS_TABLE
+    )
+}
+
+fn fix_effect(action: &Action, role: &str) -> String {
     let usage = |table: &crate::pg::name::TableName| {
         format!("GRANT USAGE ON SCHEMA {} TO {role};", quote_ident(table.schema()))
     };

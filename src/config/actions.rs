@@ -261,10 +261,15 @@ pub fn resolve(config: &Config) -> Result<Vec<Action>, ConfigError> {
     let mut out: Vec<Action> = Vec::new();
     for (i, action) in hooks.actions.iter().enumerate() {
         let resolved = resolve_one(config, action, &|key| format!("webhooks.actions[{i}].{key}"))?;
-        if out.iter().any(|a| a.name == resolved.name) {
+        if out.iter().any(|a| secret_variable(&a.name) == secret_variable(&resolved.name)) {
             return Err(ConfigError::invalid(
                 format!("webhooks.actions[{i}].name"),
-                format!("{:?} is used by an earlier action; names must differ", resolved.name),
+                format!(
+                    "{:?} is used by an earlier action, or differs from one only by - and _ \
+                     (both would take their secret from {}); names must differ",
+                    resolved.name,
+                    secret_variable(&resolved.name)
+                ),
             ));
         }
         out.push(resolved);
@@ -433,7 +438,14 @@ fn update_effect(
         return Err(invalid("columns", format!("must not set the id column {:?}", sync.id_column)));
     }
     let matches = match a.match_by {
-        MatchBy::Id => format!("t.{}::text = $1", crate::pg::quote::quote_ident(&sync.id_column)),
+        // The text converted to the id column's type (as JSON converts), so
+        // the comparison can use the table's primary key index.
+        MatchBy::Id => format!(
+            "t.{id} = (jsonb_populate_record(NULL::{}, jsonb_build_object({}, $1::text))).{id}",
+            sync.table.quoted(),
+            crate::pg::quote::quote_literal(&sync.id_column),
+            id = crate::pg::quote::quote_ident(&sync.id_column),
+        ),
         MatchBy::Email => {
             let column =
                 a.email_column.as_deref().filter(|c| !c.trim().is_empty()).ok_or_else(|| {
@@ -448,6 +460,7 @@ fn update_effect(
         sync,
         &written,
         update_sql(&sync.table, &written, &matches, &sync.id_column),
+        Some("$2::jsonb"),
     );
     Ok(Effect::Update { table: sync.table.clone(), columns, statement })
 }

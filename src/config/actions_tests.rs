@@ -53,8 +53,14 @@ fn actions_alone_need_no_signing_key_and_take_their_secret_from_the_environment(
     // Without the secret: named, with the variable to set.
     assert!(error(SEGMENT).contains("webhooks.actions[0].secret"), "{}", error(SEGMENT));
     assert!(error(SEGMENT).contains("CIOSYNC_WEBHOOKS_ACTIONS_VIP_SECRET"));
-    // Without actions, the signing key is still required.
+    // Without actions, the signing key is still required; write-backs
+    // (of reporting webhooks) need it whatever else is configured.
     assert!(error("").contains("webhooks.signing_key"));
+    let write_back = format!(
+        "{SEGMENT}secret = \"{SECRET}\"\n[[webhooks.write_back]]\nmetric = \"bounced\"\n\
+         column = \"c\"\nvalue = \"true\"\n"
+    );
+    assert!(error(&write_back).contains("webhooks.signing_key"), "{}", error(&write_back));
 }
 
 #[test]
@@ -79,6 +85,14 @@ fn bad_actions_name_the_field() {
         (with("username = \"a:b\""), "webhooks.actions[0].username"),
         (
             format!("{0}secret = \"{SECRET}\"\n{0}secret = \"{SECRET}\"\n", SEGMENT),
+            "webhooks.actions[1].name",
+        ),
+        (
+            format!(
+                "{}secret = \"{SECRET}\"\n{}secret = \"{SECRET}\"\n",
+                SEGMENT.replace("vip", "a-b"),
+                SEGMENT.replace("vip", "a_b")
+            ),
             "webhooks.actions[1].name",
         ),
         (
@@ -134,11 +148,17 @@ fn an_update_sets_only_changed_values_and_the_record_forgets_them() {
     assert_eq!(columns.len(), 2);
     assert!(statement.contains("jsonb_populate_record(NULL::\"public\".\"users\", $2::jsonb)"));
     assert!(statement.contains("\"lead_score\" = CASE WHEN $2::jsonb ? 'lead_score' THEN v.\"lead_score\" ELSE t.\"lead_score\" END"), "{statement}");
-    assert!(statement.contains("t.\"id\"::text = $1"), "{statement}");
-    assert!(statement.contains("IS DISTINCT FROM"), "{statement}");
-    // lead_score is mapped to the attribute `score`: the record forgets it.
     assert!(
-        statement.contains("attributes = a.attributes - ARRAY['score']::text[]"),
+        statement.contains("t.\"id\" = (jsonb_populate_record(NULL::\"public\".\"users\", jsonb_build_object('id', $1::text))).\"id\""),
+        "{statement}"
+    );
+    assert!(statement.contains("IS DISTINCT FROM"), "{statement}");
+    // lead_score is mapped to the attribute `score`: the record forgets it,
+    // only when the body wrote it.
+    assert!(
+        statement.contains(
+            "attributes = a.attributes - ARRAY[CASE WHEN $2::jsonb ? 'lead_score' THEN 'score' END]::text[]"
+        ),
         "{statement}"
     );
     assert!(actions[0].writes_streamed_table(&config));

@@ -186,6 +186,14 @@ impl WebhooksConfig {
             ));
         }
         let key = self.signing_key.as_ref().map(|k| k.expose().trim());
+        if key.is_none() && !self.write_back.is_empty() {
+            return Err(invalid(
+                "signing_key",
+                "is needed by [[webhooks.write_back]], which acts on reporting webhooks \
+                 (or set CIOSYNC_WEBHOOKS_SIGNING_KEY)"
+                    .to_owned(),
+            ));
+        }
         if key.is_some_and(str::is_empty) || (key.is_none() && self.actions.is_empty()) {
             return Err(invalid(
                 "signing_key",
@@ -374,7 +382,7 @@ pub fn resolve(config: &Config) -> Result<Vec<WriteBack>, ConfigError> {
         } else {
             let returning =
                 format!("{update} RETURNING {}::text AS customer_id", quote_ident(&sync.id_column));
-            forgetting_written(config, sync, &[&wb.column], returning)
+            forgetting_written(config, sync, &[&wb.column], returning, None)
         };
         out.push(WriteBack {
             metric: wb.metric.clone(),
@@ -403,26 +411,40 @@ fn forgets_nothing(sync: &super::SyncConfig, columns: &[&str]) -> bool {
 /// even back to the value the record held; so do the values kept for
 /// change events, so the next change records the value anew instead of
 /// firing an event for ciosync's own write. One row per written row.
+///
+/// `present`: a jsonb expression holding the values written, when the
+/// statement writes only the columns it has (a webhook action): a column
+/// it lacks was not written, so the record keeps what it held of it.
 pub fn forgetting_written(
     config: &Config,
     sync: &super::SyncConfig,
     columns: &[&str],
     update: String,
+    present: Option<&str>,
 ) -> String {
     if forgets_nothing(sync, columns) {
         return update;
     }
+    // `jsonb - text[]` skips NULL elements: a key whose column was not written.
+    let key = |key: &str, column: &str| match present {
+        None => quote_literal(key),
+        Some(values) => format!(
+            "CASE WHEN {values} ? {} THEN {} END",
+            quote_literal(column),
+            quote_literal(key)
+        ),
+    };
     let mapped: Vec<String> = sync
         .attributes
         .iter()
         .filter(|(_, column)| columns.contains(&column.as_str()))
-        .map(|(attribute, _)| quote_literal(attribute))
+        .map(|(attribute, column)| key(attribute, column))
         .collect();
     let watched: Vec<String> = sync
         .events
         .iter()
         .filter(|event| columns.contains(&event.column()))
-        .map(|event| quote_literal(&event.watch_key()))
+        .map(|event| key(&event.watch_key(), event.column()))
         .collect();
     format!(
         "WITH written AS ({update}), \

@@ -115,6 +115,11 @@ impl ThrowawayPostgres {
         let conf = Path::new(&pg.data_dir()).join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf)?;
         text.push_str(settings);
+        // PostgreSQL 18 counts origins active in sessions (write-backs,
+        // webhook actions: one or two per test) apart from slots, 10 by default.
+        if pg.installation.major >= 18 {
+            text.push_str("max_active_replication_origins = 200\n");
+        }
         text.push_str(&format!("unix_socket_directories = '{}'\n", pg.dir.display()));
         if let Some(tls) = &options.tls {
             let (cert, key) = pg.write_server_tls(tls)?;

@@ -96,7 +96,12 @@ pub fn read(
         ),
     };
     if let What::Values(values) = &what {
-        if values.is_empty() && matches!(action.effect, Effect::Update { .. }) {
+        let nothing = match &action.effect {
+            Effect::Update { .. } => values.is_empty(),
+            Effect::Insert { body_column, .. } => values.is_empty() && body_column.is_none(),
+            Effect::Segment { .. } => false,
+        };
+        if nothing {
             return Err("the body has none of the fields the action's columns name".to_owned());
         }
     }
@@ -126,12 +131,22 @@ fn text_at(body: &Value, path: &FieldPath, required: bool) -> Result<Option<Stri
 /// past year 5138 is milliseconds sent by mistake, which would make every
 /// later change look older.
 fn check_time(path: &FieldPath, time: &str) -> Result<(), String> {
-    match time.parse::<f64>() {
-        Ok(seconds) if !(0.0..1e11).contains(&seconds) => Err(format!(
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let seconds = match time.split_once('.') {
+        None => digits(time),
+        Some((whole, fraction)) => digits(whole) && digits(fraction),
+    };
+    let number = time.parse::<f64>().ok();
+    match number {
+        // Postgres reads digits (with a fraction) as Unix seconds.
+        Some(n) if seconds && n < 1e11 => Ok(()),
+        Some(_) if seconds => Err(format!(
             "{} must be Unix seconds (this looks like milliseconds) or an RFC 3339 time",
             path.as_str()
         )),
-        _ => Ok(()),
+        // 1e5, -5, NaN, inf: a number Postgres would not read as a time.
+        Some(_) => Err(format!("{} must be Unix seconds or an RFC 3339 time", path.as_str())),
+        None => Ok(()),
     }
 }
 
@@ -263,7 +278,23 @@ mod tests {
         assert_eq!(call.what, What::Values(expected));
         let millis = json!({"customer": {"id": 1}, "score": 1, "at": 1700000000000_u64});
         assert!(read(&action, &millis, b"raw", None).unwrap_err().contains("milliseconds"));
+        for odd in [json!(-5), json!("1e5"), json!("NaN"), json!("inf")] {
+            let body = json!({"customer": {"id": 1}, "score": 1, "at": odd});
+            let error = read(&action, &body, b"raw", None).unwrap_err();
+            assert_eq!(error, "at must be Unix seconds or an RFC 3339 time", "{odd}");
+        }
+        for fine in [json!(1700000000), json!("1700000000.25"), json!("2026-12-07T05:00:00Z")] {
+            let body = json!({"customer": {"id": 1}, "score": 1, "at": fine});
+            assert!(read(&action, &body, b"raw", None).is_ok(), "{fine}");
+        }
         let none = json!({"customer": {"id": 1}});
         assert!(read(&action, &none, b"raw", None).unwrap_err().contains("none of the fields"));
+        // An insert keeping no body and finding no field has nothing to insert.
+        let Effect::Update { table, columns, .. } = action.effect.clone() else { unreachable!() };
+        action.effect =
+            Effect::Insert { table: table.clone(), columns: columns.clone(), body_column: None };
+        assert!(read(&action, &none, b"raw", None).unwrap_err().contains("none of the fields"));
+        action.effect = Effect::Insert { table, columns, body_column: Some("payload".into()) };
+        assert!(read(&action, &none, b"raw", None).is_ok(), "the body alone is a row");
     }
 }

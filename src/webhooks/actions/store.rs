@@ -20,7 +20,7 @@
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
-use super::call::{Call, What};
+use super::call::{Call, KeySource, What};
 use crate::config::actions::{Action, Direction, Effect};
 use crate::pg::name::TableName;
 use crate::pg::quote::{quote_ident, quote_literal};
@@ -28,6 +28,22 @@ use crate::pg::PgError;
 
 /// The table of idempotency keys.
 pub const KEYS_TABLE: &str = "ciosync.webhook_action_keys";
+
+/// Longest a key that is a hash of the body counts: long enough for
+/// Customer.io's retries after a timeout, short enough that the same body
+/// sent again on purpose later (a person re-entering a segment, a score
+/// set back) is applied.
+pub const BODY_HASH_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Records a key: a row back (new, or older than `$3` seconds) makes the
+/// request fresh; none makes it a duplicate.
+pub const KEY_SQL: &str = "INSERT INTO ciosync.webhook_action_keys AS k (action, key) \
+     VALUES ($1, $2) ON CONFLICT (action, key) DO UPDATE SET received_at = now() \
+     WHERE k.received_at < now() - make_interval(secs => $3)";
+
+/// Forgets an action's keys older than `$2` seconds.
+pub const PRUNE_SQL: &str = "DELETE FROM ciosync.webhook_action_keys \
+     WHERE action = $1 AND received_at < now() - make_interval(secs => $2)";
 
 /// What a request did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,14 +180,12 @@ pub async fn apply(
 ) -> Result<Applied, ApplyError> {
     client.batch_execute("BEGIN").await.map_err(PgError::sql("begin"))?;
     let result = async {
-        let window = action.dedupe_window.as_secs_f64();
+        let window = match call.key_source {
+            KeySource::BodyHash => action.dedupe_window.min(BODY_HASH_WINDOW),
+            KeySource::Body | KeySource::Header => action.dedupe_window,
+        };
         let fresh = client
-            .execute(
-                "INSERT INTO ciosync.webhook_action_keys AS k (action, key) VALUES ($1, $2) \
-                 ON CONFLICT (action, key) DO UPDATE SET received_at = now() \
-                 WHERE k.received_at < now() - make_interval(secs => $3)",
-                &[&action.name, &call.key, &window],
-            )
+            .execute(KEY_SQL, &[&action.name, &call.key, &window.as_secs_f64()])
             .await
             .map_err(PgError::sql("record a webhook action's idempotency key"))?;
         if fresh == 0 {
@@ -224,11 +238,7 @@ pub async fn prune(client: &Client, actions: &[Action]) -> Result<u64, PgError> 
     let mut pruned = 0;
     for action in actions {
         pruned += client
-            .execute(
-                "DELETE FROM ciosync.webhook_action_keys \
-                 WHERE action = $1 AND received_at < now() - make_interval(secs => $2)",
-                &[&action.name, &action.dedupe_window.as_secs_f64()],
-            )
+            .execute(PRUNE_SQL, &[&action.name, &action.dedupe_window.as_secs_f64()])
             .await
             .map_err(PgError::sql("prune webhook action keys"))?;
     }
