@@ -284,40 +284,61 @@ impl HistogramSpec for RequestItems {
     const BUCKETS: &'static [f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
 }
 
-/// Crates whose debug logs carry data: tokio-postgres logs each statement's
-/// parameters (customer values) at debug, the HTTP stack request details.
-const DATA_LOGGING_CRATES: [&str; 6] =
-    ["tokio_postgres", "pgwire_replication", "reqwest", "hyper", "hyper_util", "h2"];
+/// Crates whose logs carry data, and the most they may log: tokio-postgres
+/// logs each statement's parameters (customer values) at debug and the
+/// server's notices at info (a notice a user's trigger raises on a table
+/// ciosync writes can quote the row), the HTTP stack request details at
+/// debug.
+const DATA_LOGGING_CRATES: [(&str, LevelFilter); 6] = [
+    ("tokio_postgres", LevelFilter::WARN),
+    ("pgwire_replication", LevelFilter::INFO),
+    ("reqwest", LevelFilter::INFO),
+    ("hyper", LevelFilter::INFO),
+    ("hyper_util", LevelFilter::INFO),
+    ("h2", LevelFilter::INFO),
+];
 
-/// `directives` with every one of [`DATA_LOGGING_CRATES`] held at `info` or
-/// quieter, however the filter is written: level names in any case or as
-/// numbers (`DEBUG`, `4`), a global level, a target that is a prefix of a
-/// crate's name (`tokio=debug` covers `tokio_postgres`), the crate itself or
-/// one of its modules (`tokio_postgres::query=trace`). A directive naming a
-/// crate or its module is capped where it stands; a crate whose level
-/// comes from a more general directive gets a `crate=info` of its own. A
-/// quieter filter (the demo's `ciosync=warn,error`) stays as it is.
-/// Directives it cannot read are left for `EnvFilter` to refuse.
+/// `directives` with every one of [`DATA_LOGGING_CRATES`] held at its
+/// level or quieter, however the filter is written: level names in any
+/// case or as numbers (`DEBUG`, `4`), a global level, a target that is a
+/// prefix of a crate's name (`tokio=debug` covers `tokio_postgres`), the
+/// crate itself or one of its modules (`tokio_postgres::query=trace`). A
+/// directive naming a crate or its module is capped where it stands; a
+/// crate whose level comes from a more general directive gets a
+/// `crate=level` of its own. A quieter filter (the demo's
+/// `ciosync=warn,error`) stays as it is. Directives it cannot read are left
+/// for `EnvFilter` to refuse.
 pub fn with_quiet_dependencies(directives: &str) -> String {
     let mut out: Vec<String> =
         directives.split(',').map(str::trim).filter(|d| !d.is_empty()).map(cap).collect();
-    for krate in DATA_LOGGING_CRATES {
-        if effective_level(&out, krate) > LevelFilter::INFO {
-            out.push(format!("{krate}=info"));
+    for (krate, most) in DATA_LOGGING_CRATES {
+        if effective_level(&out, krate) > most {
+            out.push(format!("{krate}={}", name_of(most)));
         }
     }
     out.join(",")
 }
 
-/// One directive with its level capped at `info` when its target is a
-/// data-logging crate or one of its modules.
+fn name_of(level: LevelFilter) -> &'static str {
+    if level == LevelFilter::WARN {
+        "warn"
+    } else {
+        "info"
+    }
+}
+
+/// One directive with its level capped when its target is a data-logging
+/// crate or one of its modules.
 fn cap(directive: &str) -> String {
     match parse_directive(directive) {
-        Some((Some(target), level)) if is_data_target(target) && level > LevelFilter::INFO => {
-            // The span and field part, if any, stays: only the level changes.
-            let scope = directive.rsplit_once('=').map_or(directive, |(scope, _)| scope);
-            format!("{scope}=info")
-        }
+        Some((Some(target), level)) => match data_cap(target) {
+            Some(most) if level > most => {
+                // The span and field part, if any, stays: only the level changes.
+                let scope = directive.rsplit_once('=').map_or(directive, |(scope, _)| scope);
+                format!("{scope}={}", name_of(most))
+            }
+            _ => directive.to_owned(),
+        },
         _ => directive.to_owned(),
     }
 }
@@ -337,10 +358,13 @@ fn parse_directive(directive: &str) -> Option<(Option<&str>, LevelFilter)> {
     Some(((!target.is_empty()).then_some(target), level))
 }
 
-/// Whether `target` is a data-logging crate or one of its modules.
-fn is_data_target(target: &str) -> bool {
-    DATA_LOGGING_CRATES.iter().any(|krate| {
-        target == *krate || target.strip_prefix(krate).is_some_and(|rest| rest.starts_with("::"))
+/// The most a data-logging crate or one of its modules may log; `None`
+/// for any other target.
+fn data_cap(target: &str) -> Option<LevelFilter> {
+    DATA_LOGGING_CRATES.iter().find_map(|(krate, most)| {
+        let ours = target == *krate
+            || target.strip_prefix(krate).is_some_and(|rest| rest.starts_with("::"));
+        ours.then_some(*most)
     })
 }
 
@@ -449,11 +473,30 @@ mod tests {
     #[test]
     fn a_quieter_filter_stays_as_it_is() {
         assert_eq!(with_quiet_dependencies("ciosync=warn,error"), "ciosync=warn,error");
-        assert_eq!(with_quiet_dependencies("info"), "info");
+        assert_eq!(with_quiet_dependencies("warn"), "warn");
         assert_eq!(
-            with_quiet_dependencies("debug,tokio_postgres=warn"),
-            "debug,tokio_postgres=warn,pgwire_replication=info,reqwest=info,hyper=info,h2=info"
+            with_quiet_dependencies("debug,tokio_postgres=error"),
+            "debug,tokio_postgres=error,pgwire_replication=info,reqwest=info,hyper=info,h2=info"
         );
-        assert_eq!(with_quiet_dependencies("tokio_postgres=debug"), "tokio_postgres=info");
+        assert_eq!(with_quiet_dependencies("tokio_postgres=debug"), "tokio_postgres=warn");
+    }
+
+    /// tokio-postgres logs the server's notices at info; a notice a user's
+    /// trigger raises can quote a row, so it stays at warn.
+    #[test]
+    fn server_notices_stay_out_of_the_log() {
+        use tracing_subscriber::layer::SubscriberExt;
+        for filter in ["info", "debug", "info,tokio_postgres=info", "info,tokio=info"] {
+            let quiet = with_quiet_dependencies(filter);
+            let env = tracing_subscriber::EnvFilter::try_new(&quiet).unwrap();
+            let subscriber = tracing_subscriber::registry().with(env);
+            tracing::subscriber::with_default(subscriber, || {
+                let notices =
+                    tracing::enabled!(target: "tokio_postgres::connection", tracing::Level::INFO);
+                assert!(!notices, "{filter:?} became {quiet:?}: notices are logged");
+                let ours = tracing::enabled!(target: "ciosync::sink", tracing::Level::INFO);
+                assert!(ours, "{filter:?} became {quiet:?}: ciosync's own info must stay");
+            });
+        }
     }
 }
