@@ -64,7 +64,7 @@ async fn a_backfill_of_wide_rows_stays_within_the_memory_budget() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Chunks are read while earlier ones wait in the sink (at most
-    // `MAX_UNDELIVERED` of them, each cut to a share of the budget though
+    // `max_pending_bytes` of them, each cut to a share of the budget though
     // its page read up to 1,000 rows of 6.5 KB): the sink fills up to the
     // budget and no further.
     while sampler.max() < BUDGET * 3 / 4 {

@@ -90,13 +90,16 @@ async fn serve(
 /// are left to the stream.
 const MAX_REREADS: u32 = 10;
 /// Chunks handed to the pipeline whose delivery the runner does not wait
-/// for before reading the next: reading overlaps their round trips. Their
-/// operations are in the sink, within its memory budget. 16: with 4, a
-/// 150 ms round trip held a backfill to about 26,000 rows/s, half the
-/// default request budget (BENCHMARKS.md, issue 24); a kill -9 re-reads at
-/// most this many chunks, which the record of what Customer.io accepted
-/// then mostly leaves unsent.
-pub const MAX_UNDELIVERED: usize = 16;
+/// for before reading the next are bounded by their bytes, not their
+/// number: at most `pipeline.max_pending_bytes` of operations (which the
+/// sink's memory budget holds anyway). A count was the wrong bound for
+/// narrow rows: 16 chunks of 1,000 rows held a 150 ms round trip to 0.65
+/// of the request budget (BENCHMARKS.md, issue 24), where the bytes allow
+/// a hundred such chunks. A kill -9 re-reads what was undelivered, which
+/// the record of what Customer.io accepted then mostly leaves unsent.
+fn undelivered_bytes(config: &Config) -> usize {
+    config.pipeline.max_pending_bytes
+}
 
 /// Chunk numbers: unique for the life of the process, so a retried backfill
 /// never meets a window left from an earlier attempt, and counted from the
@@ -134,7 +137,24 @@ struct ChunkDone {
 /// Chunks handed to the pipeline and not yet delivered, oldest first, each
 /// with the progress to record once it and every one before it are.
 #[derive(Default)]
-struct Undelivered(VecDeque<(oneshot::Receiver<()>, Option<Progress>)>);
+struct Undelivered {
+    chunks: VecDeque<(oneshot::Receiver<()>, Option<Progress>, usize)>,
+    /// The bytes of `chunks`' operations.
+    bytes: usize,
+}
+
+impl Undelivered {
+    fn push(&mut self, delivered: oneshot::Receiver<()>, progress: Option<Progress>, bytes: usize) {
+        self.bytes += bytes;
+        self.chunks.push_back((delivered, progress, bytes));
+    }
+
+    fn pop(&mut self) -> Option<Option<Progress>> {
+        let (_, progress, bytes) = self.chunks.pop_front()?;
+        self.bytes -= bytes;
+        Some(progress)
+    }
+}
 
 /// A chunk's last key and the rows done with it.
 type Progress = (String, i64);
@@ -220,6 +240,7 @@ async fn run_chunks(
     let mut after = backfill.last_key.clone();
     let mut rows_done = backfill.rows_done;
     let mut undelivered = Undelivered::default();
+    let window = undelivered_bytes(config);
     let mut reread: Vec<String> = Vec::new();
     let mut rereads = 0;
     let mut pages_left = true;
@@ -237,7 +258,7 @@ async fn run_chunks(
             rereads += 1;
             let Some(done) = chunk.send(Selection::Keys(&reread)).await? else { return Ok(()) };
             reread = done.yielded;
-            undelivered.0.push_back((done.delivered, None));
+            undelivered.push(done.delivered, None, done.bytes);
         } else {
             let selection = Selection::After(after.as_deref(), size.rows);
             let Some(done) = chunk.send(selection).await? else { return Ok(()) };
@@ -247,10 +268,10 @@ async fn run_chunks(
             rereads = 0;
             let progress = done.last_key.map(|key| (key, rows_done));
             after = progress.as_ref().map(|(key, _)| key.clone()).or(after);
-            undelivered.0.push_back((done.delivered, progress));
+            undelivered.push(done.delivered, progress, done.bytes);
             pages_left = done.more;
         }
-        if let Settled::Stop = settle(state, id, &mut undelivered, MAX_UNDELIVERED, stop).await? {
+        if let Settled::Stop = settle(state, id, &mut undelivered, window, stop).await? {
             return Ok(());
         }
     }
@@ -268,7 +289,8 @@ async fn run_chunks(
 }
 
 /// Records the progress of the chunks delivered, in order, waiting for the
-/// oldest while more than `keep` are not.
+/// oldest while the undelivered hold more than `keep` bytes (or any, with
+/// `keep` 0).
 async fn settle(
     state: &State<'_>,
     id: i64,
@@ -277,9 +299,11 @@ async fn settle(
     stop: &CancellationToken,
 ) -> Result<Settled, PgError> {
     loop {
-        let waiting = undelivered.0.len();
-        let Some((delivered, _)) = undelivered.0.front_mut() else { return Ok(Settled::Going) };
-        let arrived = if waiting > keep {
+        let over = undelivered.bytes > keep || (keep == 0 && !undelivered.chunks.is_empty());
+        let Some((delivered, _, _)) = undelivered.chunks.front_mut() else {
+            return Ok(Settled::Going);
+        };
+        let arrived = if over {
             tokio::select! {
                 arrived = delivered => arrived.is_ok(),
                 _ = stop.cancelled() => return Ok(Settled::Stop),
@@ -294,7 +318,7 @@ async fn settle(
         if !arrived {
             return Ok(Settled::Stop);
         }
-        if let Some((_, Some((key, rows_done)))) = undelivered.0.pop_front() {
+        if let Some(Some((key, rows_done))) = undelivered.pop() {
             if !state.backfill_progress(id, &key, rows_done).await? {
                 tracing::info!(backfill = id, "backfill cancelled");
                 return Ok(Settled::Stop);
