@@ -12,6 +12,7 @@
 mod support;
 
 mod a_second_instance_stands_by_and_takes_over;
+mod a_slot_still_being_created_is_not_taken_for_ours;
 mod abandoned_backfill_chunks_hold_no_memory;
 mod backfill_resumes_after_restart;
 mod backfill_selects_rows_and_attributes;

@@ -7,12 +7,11 @@
 use ciosync_emulator::{CampaignSpec, Delivery, Emulator};
 use serde_json::json;
 
-use crate::support::daemon::{InProcess, API_KEY, SITE_ID};
+use crate::support::daemon::{API_KEY, SITE_ID};
 use crate::support::emulator::{self, identifies_of, wait_for, wait_for_attribute};
-use crate::support::endpoint::wait_for_status;
-use crate::support::postgres::{TestDb, USERS_TABLE};
+use crate::support::postgres::TestDb;
 use crate::support::webhooks::ACTION_SECRET;
-use crate::webhook_actions_write_into_postgres::ACTIONS;
+use crate::webhook_actions_write_into_postgres::{prepared, started};
 
 const SEGMENT: i32 = 7;
 
@@ -56,19 +55,9 @@ async fn memberships(db: &TestDb) -> Vec<(String, bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn campaigns_write_segments_and_scores_into_postgres() {
-    let db = TestDb::new("actions_from_emulator").await;
-    db.exec(USERS_TABLE).await;
-    db.exec("ALTER TABLE users ADD COLUMN lead_score int, ADD COLUMN stage text").await;
-    db.exec(crate::webhook_actions_write_into_postgres::JOURNEY_LOG).await;
+    let db = prepared("actions_from_emulator").await;
     let emulator = emulator::start().await;
-    let text = db.config(&emulator.url(), ACTIONS).replacen(
-        "about = \"bio\"\n",
-        "about = \"bio\"\nlead_score = \"lead_score\"\n",
-        1,
-    );
-    let daemon = InProcess::start_with_webhooks(&text);
-    db.wait_for_streaming().await;
-    assert!(wait_for_status(&daemon.webhook_url("/readyz"), 200).await);
+    let daemon = started(&db, &emulator, true).await;
     db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io'), (2, 'b@x.io')").await;
     assert!(wait_for_attribute(&emulator, "2", "email", json!("b@x.io")).await);
 

@@ -10,8 +10,8 @@ use tokio::sync::Semaphore;
 use crate::support::daemon::{config_file, signal, spawn_binary};
 use crate::support::emulator;
 use crate::support::endpoint::wait_for_status;
-use crate::support::postgres::{TestDb, USERS_TABLE};
-use crate::webhook_actions_write_into_postgres::{basic, ACTIONS, JOURNEY_LOG};
+use crate::support::postgres::TestDb;
+use crate::webhook_actions_write_into_postgres::{basic, ACTIONS};
 
 const CALLS: usize = 300;
 
@@ -40,7 +40,21 @@ async fn burst(base: &str, keys: Vec<usize>) -> Vec<usize> {
                     .body(body.to_string())
                     .send()
                     .await;
-                sent.is_ok_and(|r| r.status().is_success()).then_some(n)
+                match sent {
+                    Ok(r) if r.status().is_success() => Some(n),
+                    Ok(r) => {
+                        eprintln!(
+                            "call {n}: {} {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default().trim()
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        eprintln!("call {n}: {e}");
+                        None
+                    }
+                }
             })
         })
         .collect();
@@ -53,6 +67,14 @@ async fn burst(base: &str, keys: Vec<usize>) -> Vec<usize> {
     ok
 }
 
+/// Waits for the receiver's `/readyz`; fails with the daemon's log.
+async fn ready_or_log(base: &str, log: &std::path::Path) {
+    if !wait_for_status(&format!("{base}/readyz"), 200).await {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        panic!("the receiver never became ready; its log:\n{text}");
+    }
+}
+
 async fn steps(db: &TestDb) -> Vec<String> {
     let rows = db.client.query("SELECT step FROM journey_log ORDER BY step", &[]).await.unwrap();
     rows.iter().map(|r| r.get(0)).collect()
@@ -60,10 +82,7 @@ async fn steps(db: &TestDb) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_call_that_got_a_2xx_is_lost_and_retries_apply_once() {
-    let db = TestDb::new("webhook_actions_kill").await;
-    db.exec(USERS_TABLE).await;
-    db.exec("ALTER TABLE users ADD COLUMN lead_score int, ADD COLUMN stage text").await;
-    db.exec(JOURNEY_LOG).await;
+    let db = crate::webhook_actions_write_into_postgres::prepared("webhook_actions_kill").await;
     let emulator = emulator::start().await;
     let port = free_port();
     let text = db.config(&emulator.url(), ACTIONS).replacen(
@@ -75,7 +94,7 @@ async fn no_call_that_got_a_2xx_is_lost_and_retries_apply_once() {
     let dir = tempfile::tempdir().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let mut daemon = spawn_binary(file.path(), &dir.path().join("first.log"));
-    assert!(wait_for_status(&format!("{base}/readyz"), 200).await);
+    ready_or_log(&base, &dir.path().join("first.log")).await;
 
     // The burst, and kill -9 once a third of it was answered.
     let sender = tokio::spawn({
@@ -100,8 +119,20 @@ async fn no_call_that_got_a_2xx_is_lost_and_retries_apply_once() {
     // Customer.io retries what got no 2xx, and a lost 2xx looks like no
     // answer to it, so it may repeat some that succeeded: send everything.
     let mut daemon = spawn_binary(file.path(), &dir.path().join("second.log"));
-    assert!(wait_for_status(&format!("{base}/readyz"), 200).await);
-    assert_eq!(burst(&base, (0..CALLS).collect()).await.len(), CALLS);
+    ready_or_log(&base, &dir.path().join("second.log")).await;
+    // Under load some answer 503 (the 3 s deadline): retried, as Customer.io does.
+    let mut left: Vec<usize> = (0..CALLS).collect();
+    for _ in 0..10 {
+        let answered = burst(&base, left.clone()).await;
+        left.retain(|n| !answered.contains(n));
+        if left.is_empty() {
+            break;
+        }
+    }
+    if !left.is_empty() {
+        let log = std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default();
+        panic!("{} calls never got a 2xx; the daemon's log:\n{log}", left.len());
+    }
     let mut expected: Vec<String> = (0..CALLS).map(|n| format!("s{n}")).collect();
     expected.sort();
     let stored = steps(&db).await;
@@ -124,15 +155,10 @@ async fn no_call_that_got_a_2xx_is_lost_and_retries_apply_once() {
 /// applies it (not a 200 "duplicate" for a write that never happened).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_its_deadline_leaves_no_half_for_the_next() {
-    use crate::support::daemon::InProcess;
     use crate::webhook_actions_write_into_postgres::call;
-    let db = TestDb::new("webhook_actions_deadline").await;
-    db.exec(USERS_TABLE).await;
-    db.exec("ALTER TABLE users ADD COLUMN lead_score int, ADD COLUMN stage text").await;
-    db.exec(JOURNEY_LOG).await;
+    let db = crate::webhook_actions_write_into_postgres::prepared("webhook_actions_deadline").await;
     let emulator = emulator::start().await;
-    let daemon = InProcess::start_with_webhooks(&db.config(&emulator.url(), ACTIONS));
-    assert!(wait_for_status(&daemon.webhook_url("/readyz"), 200).await);
+    let daemon = crate::webhook_actions_write_into_postgres::started(&db, &emulator, false).await;
     let base = daemon.webhook_url("");
     let journey =
         |key: &str| json!({"key": key, "customer": {"id": 1}, "step": format!("s-{key}")});

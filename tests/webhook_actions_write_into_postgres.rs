@@ -79,6 +79,34 @@ pub fn basic() -> String {
     format!("Basic {encoded}")
 }
 
+/// A database for these tests: `users` with the columns the actions
+/// write, and the journey log.
+pub async fn prepared(test: &str) -> TestDb {
+    let db = TestDb::new(test).await;
+    db.exec(USERS_TABLE).await;
+    db.exec("ALTER TABLE users ADD COLUMN lead_score int, ADD COLUMN stage text").await;
+    db.exec(JOURNEY_LOG).await;
+    db
+}
+
+/// The daemon with [`ACTIONS`] (and `lead_score` mapped when
+/// `map_score`), streaming (its state schema created) and ready.
+pub async fn started(
+    db: &TestDb,
+    emulator: &ciosync_emulator::Emulator,
+    map_score: bool,
+) -> InProcess {
+    let mut text = db.config(&emulator.url(), ACTIONS);
+    if map_score {
+        text =
+            text.replacen("about = \"bio\"\n", "about = \"bio\"\nlead_score = \"lead_score\"\n", 1);
+    }
+    let daemon = InProcess::start_with_webhooks(&text);
+    db.wait_for_streaming().await;
+    assert!(wait_for_status(&daemon.webhook_url("/readyz"), 200).await);
+    daemon
+}
+
 async fn memberships(db: &TestDb) -> Vec<(String, String, bool, bool)> {
     let rows = db
         .client
@@ -99,19 +127,9 @@ fn the_section_carries_the_suite_secret() {
 
 #[tokio::test]
 async fn actions_apply_once_and_never_echo() {
-    let db = TestDb::new("webhook_actions").await;
-    db.exec(USERS_TABLE).await;
-    db.exec("ALTER TABLE users ADD COLUMN lead_score int, ADD COLUMN stage text").await;
-    db.exec(JOURNEY_LOG).await;
+    let db = prepared("webhook_actions").await;
     let emulator = emulator::start().await;
-    let text = db.config(&emulator.url(), ACTIONS).replacen(
-        "about = \"bio\"\n",
-        "about = \"bio\"\nlead_score = \"lead_score\"\n",
-        1,
-    );
-    let daemon = InProcess::start_with_webhooks(&text);
-    db.wait_for_streaming().await;
-    assert!(wait_for_status(&daemon.webhook_url("/readyz"), 200).await);
+    let daemon = started(&db, &emulator, true).await;
     db.exec("INSERT INTO users (id, email, lead_score) VALUES (1, 'a@x.io', 1), (2, 'b@x.io', 1)")
         .await;
     assert!(wait_for_attribute(&emulator, "2", "lead_score", json!(1)).await);
@@ -245,13 +263,9 @@ async fn actions_apply_once_and_never_echo() {
 
 #[tokio::test]
 async fn bad_requests_change_nothing() {
-    let db = TestDb::new("webhook_actions_bad").await;
-    db.exec(USERS_TABLE).await;
-    db.exec("ALTER TABLE users ADD COLUMN lead_score int, ADD COLUMN stage text").await;
-    db.exec(JOURNEY_LOG).await;
+    let db = prepared("webhook_actions_bad").await;
     let emulator = emulator::start().await;
-    let daemon = InProcess::start_with_webhooks(&db.config(&emulator.url(), ACTIONS));
-    assert!(wait_for_status(&daemon.webhook_url("/readyz"), 200).await);
+    let daemon = started(&db, &emulator, false).await;
     let base = daemon.webhook_url("");
     let body = json!({"customer": {"id": "1"}, "segment": "vip", "change": "enter"});
     let wrong = format!("Bearer {SECRET}x");
@@ -362,22 +376,12 @@ async fn check_names_what_each_action_lacks() {
 /// next name of its pool, and its writes are still skipped by the stream.
 #[tokio::test]
 async fn a_held_origin_falls_back_to_the_next_and_still_never_echoes() {
-    let db = TestDb::new("webhook_actions_pool").await;
-    db.exec(USERS_TABLE).await;
-    db.exec("ALTER TABLE users ADD COLUMN lead_score int, ADD COLUMN stage text").await;
-    db.exec(JOURNEY_LOG).await;
+    let db = prepared("webhook_actions_pool").await;
     let origin = format!("ciosync_actions_{}", db.name);
     let holder = db.reconnected().await;
     ciosync::webhooks::write_back::bind_origin(&holder.client, &origin).await.unwrap();
     let emulator = emulator::start().await;
-    let text = db.config(&emulator.url(), ACTIONS).replacen(
-        "about = \"bio\"\n",
-        "about = \"bio\"\nlead_score = \"lead_score\"\n",
-        1,
-    );
-    let daemon = InProcess::start_with_webhooks(&text);
-    db.wait_for_streaming().await;
-    assert!(wait_for_status(&daemon.webhook_url("/readyz"), 200).await);
+    let daemon = started(&db, &emulator, true).await;
     db.exec("INSERT INTO users (id, email) VALUES (1, 'a@x.io')").await;
     assert!(wait_for_attribute(&emulator, "1", "email", json!("a@x.io")).await);
     let base = daemon.webhook_url("");
@@ -402,16 +406,10 @@ async fn a_held_origin_falls_back_to_the_next_and_still_never_echoes() {
 /// whole `dedupe_window_secs`.
 #[tokio::test]
 async fn a_body_hash_key_expires_before_a_named_key() {
-    let db = TestDb::new("webhook_actions_hash").await;
-    db.exec(USERS_TABLE).await;
-    db.exec("ALTER TABLE users ADD COLUMN lead_score int, ADD COLUMN stage text").await;
-    db.exec(JOURNEY_LOG).await;
+    let db = prepared("webhook_actions_hash").await;
     db.exec("INSERT INTO users (id, email, lead_score) VALUES (1, 'a@x.io', 0)").await;
     let emulator = emulator::start().await;
-    let daemon = InProcess::start_with_webhooks(&db.config(&emulator.url(), ACTIONS));
-    // The record (which the update touches) is created as the daemon starts.
-    db.wait_for_streaming().await;
-    assert!(wait_for_status(&daemon.webhook_url("/readyz"), 200).await);
+    let daemon = started(&db, &emulator, false).await;
     let base = daemon.webhook_url("");
     let auth = basic();
     let ten = json!({"customer": {"id": 1}, "score": 10});

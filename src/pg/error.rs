@@ -26,6 +26,16 @@ pub enum PgError {
     /// server has not ended yet. Retried quietly (see `pipeline`).
     #[error("the replication slot is in use by another session")]
     SlotInUse(#[source] pgwire_replication::PgWireError),
+    /// Another session is still creating the slot (it is active and has
+    /// no consistent point yet): a previous ciosync killed while it waited
+    /// for running transactions, whose walsender has not noticed yet. The
+    /// slot is dropped if that session dies, so it is neither used nor
+    /// recorded as ours until it is finished. Retried.
+    #[error(
+        "replication slot {0} is still being created by another session (a previous ciosync \
+         stopped while creating it?); waiting until it is created or dropped"
+    )]
+    SlotBeingCreated(String),
     /// The stream ended without being asked to.
     #[error("the replication stream ended")]
     Ended,
@@ -94,7 +104,11 @@ impl PgError {
             Self::Replication(e) => {
                 !e.is_auth() && !sqlstate_of(&e.to_string()).is_some_and(is_definite_sqlstate)
             }
-            Self::Ended | Self::SqlSessionEnded | Self::Protocol(_) | Self::SlotInUse(_) => true,
+            Self::Ended
+            | Self::SqlSessionEnded
+            | Self::Protocol(_)
+            | Self::SlotInUse(_)
+            | Self::SlotBeingCreated(_) => true,
         }
     }
 }

@@ -59,6 +59,11 @@ pub async fn ensure(
     let state = State::open(sql, slot).await?;
     let lost = match slot_state(sql, config).await? {
         SlotState::Unusable(reason) => return Err(PgError::Definite(reason)),
+        // Recording it now would make it ours; if its creator dies, Postgres
+        // drops it and the next start would take it for lost.
+        SlotState::Usable { active: true, confirmed_flush_lsn: None, .. } => {
+            return Err(PgError::SlotBeingCreated(slot.clone()))
+        }
         usable @ SlotState::Usable { .. } => {
             state.record_slot().await?;
             return Ok(usable);
