@@ -40,6 +40,10 @@ const BASE_PER_SCALE: i64 = 1_000;
 /// Acknowledgements come within 100 ms; no heartbeat writes WAL meanwhile.
 pub const POSTGRES_EXTRA: &str = "status_interval_ms = 100\nheartbeat_interval_secs = 0";
 
+/// Any free port for the daemon's metrics: another bench (or ciosync) on
+/// the machine may hold the default 9820.
+pub const METRICS_ANY_PORT: (&str, &str) = ("CIOSYNC_METRICS_LISTEN", "127.0.0.1:0");
+
 /// The five mapped attributes; `password` and `last_login` are not mapped.
 pub const SYNC_5: &str = r#"[[sync]]
 table = "public.auth_user"
@@ -177,10 +181,9 @@ pub async fn record(ctx: &Ctx) -> Res<Figure> {
     let mut runs = Vec::new();
     for mode in [Mode::On, Mode::Off, Mode::FullOff] {
         progress(&format!("record: workload, {}", mode.label()));
-        runs.push(run_workload(ctx, mode, sizes, base).await?);
-    }
-    for run in &runs {
-        print_run(run);
+        let run = run_workload(ctx, mode, sizes, base).await?;
+        print_run(&run);
+        runs.push(run);
     }
     let figure = print_comparison(&runs);
     let sized = record_sizes(ctx).await?;
@@ -198,7 +201,7 @@ async fn run_workload(ctx: &Ctx, mode: Mode, sizes: [i64; 7], base: i64) -> Res<
     db.batch_execute("CHECKPOINT").await?;
     let emulator = Emulator::start(&dir, &ctx.api_key)?;
     let record = if mode == Mode::On { "true" } else { "false" };
-    let env = [("CIOSYNC_PIPELINE_RECORD_ACCEPTED", record)];
+    let env = [("CIOSYNC_PIPELINE_RECORD_ACCEPTED", record), METRICS_ANY_PORT];
     let settings = Settings {
         postgres_extra: POSTGRES_EXTRA,
         initial_sync: true,

@@ -19,7 +19,9 @@ use crate::harness::{
     current_lsn, progress, thousands, wait_for_ack, wal_bytes, CpuMeter, Daemon, Emulator, Pg, Res,
     Settings, SLOT,
 };
-use crate::record::{create_auth_user, env_number, insert_users, POSTGRES_EXTRA, SYNC_5};
+use crate::record::{
+    create_auth_user, env_number, insert_users, METRICS_ANY_PORT, POSTGRES_EXTRA, SYNC_5,
+};
 use crate::scenarios::Ctx;
 
 /// One width's figures, in bytes over `customers`.
@@ -77,7 +79,7 @@ async fn measure(
     let db = pg.connect().await?;
     create_auth_user(&db, extra, false).await?;
     let emulator = Emulator::start_with(&dir, &ctx.api_key, 0, true)?;
-    let env = [("CIOSYNC_PIPELINE_RECORD_ACCEPTED", "true")];
+    let env = [("CIOSYNC_PIPELINE_RECORD_ACCEPTED", "true"), METRICS_ANY_PORT];
     let settings =
         Settings { postgres_extra: POSTGRES_EXTRA, sync, env: &env, ..Settings::on(SLOT) };
     let mut daemon = Daemon::spawn(&dir, &pg, &emulator, &ctx.api_key, &settings)?;
