@@ -423,7 +423,7 @@ async fn check_customers(db: &Client, emulator: &Emulator, mode: Mode) -> Res<()
 
 fn print_run(run: &Run) {
     println!(
-        "\n  {} (identify items / attribute values / requests; WAL of the statements)",
+        "\n  {} (WAL while the statements ran, and to the phase's acknowledgement)",
         run.mode.label()
     );
     println!(
@@ -435,8 +435,8 @@ fn print_run(run: &Run) {
         "removal",
         "values",
         "requests",
-        "WAL (stmts)",
-        "WAL (all)"
+        "WAL during",
+        "WAL to ack"
     );
     for p in &run.phases {
         println!(
@@ -487,7 +487,7 @@ fn print_comparison(runs: &[Run]) -> Figure {
     );
     println!(
         "    {:<20} {:>10} {:>10} {:>10} {:>11} {:>11} {:>11} {:>11}",
-        "run", "WAL", "per 1,000", "stmts/1k", "requests", "identify", "per changed", "values"
+        "run", "WAL", "per 1,000", "during/1k", "requests", "identify", "per changed", "values"
     );
     for run in runs {
         let [requests, identifies, values] =
@@ -534,15 +534,16 @@ fn print_sizes(sized: &[Size]) {
     for s in sized {
         println!(
             "    {:<36} {:>4.0} bytes/customer ({:.0} table, {:.0} primary key, {:.0} else) = \
-             {:.0} MB per million; WAL per inserted customer: {:.0} the INSERT, {:.0} the \
-             record; a row's attributes {:.0} bytes, watched {:.0}; rows inserted {}, updated \
-             {}, dead {}",
+             {:.0} MB per million, {:.0} after VACUUM FULL; WAL per inserted customer: {:.0} the \
+             INSERT, {:.0} the record; a row's attributes {:.0} bytes, watched {:.0}; rows \
+             inserted {}, updated {}, dead {}",
             s.label,
             s.per_customer(s.total),
             s.per_customer(s.table),
             s.per_customer(s.index),
             s.per_customer(s.total - s.table - s.index),
             s.per_customer(s.total),
+            s.per_customer(s.compacted),
             s.per_customer(s.app_wal),
             s.per_customer(s.record_wal),
             s.columns.0,

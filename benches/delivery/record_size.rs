@@ -33,6 +33,8 @@ pub struct Size {
     pub index: i64,
     pub app_wal: i64,
     pub record_wal: i64,
+    /// The total after `VACUUM FULL`.
+    pub compacted: i64,
     /// Average bytes of a row's `attributes` and `watched` (jsonb, as stored).
     pub columns: (f64, f64),
     /// Rows inserted, updated, dead in `ciosync.accepted` (pg_stat_user_tables).
@@ -109,6 +111,9 @@ async fn measure(
             &[],
         )
         .await?;
+    // Without dead row versions and with full pages: the live rows' size.
+    db.batch_execute("VACUUM FULL ciosync.accepted").await?;
+    let compacted = sizes(&db).await?[0];
     let accepted = emulator.accepted().await?;
     if recorded != customers || accepted.items as i64 != customers {
         return Err(format!(
@@ -125,6 +130,7 @@ async fn measure(
         index: full[2] - empty[2],
         app_wal: wal_bytes(&db, &before, &after).await?,
         record_wal: wal_bytes(&db, &after, &end).await?,
+        compacted: compacted - empty[0],
         columns: (row.get(1), row.get(2)),
         writes: [writes.get(0), writes.get(1), writes.get(2)],
     })
