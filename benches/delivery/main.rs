@@ -34,6 +34,7 @@ mod harness;
 mod instructions;
 mod record;
 mod record_size;
+mod record_wal;
 mod scenarios;
 mod startup;
 mod throughput;

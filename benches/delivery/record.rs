@@ -28,6 +28,7 @@ use crate::harness::{
     Settings, PUBLICATION, SLOT,
 };
 use crate::record_size::{record_sizes, Size};
+use crate::record_wal::Ours;
 use crate::scenarios::{items, Ctx, Figure};
 
 pub const RECORD_NAME: &str = "record: WAL per 1,000 changes on - off; items per changed row";
@@ -146,6 +147,8 @@ struct Phase {
     app_wal: i64,
     /// WAL from before the phase's first statement to after its acknowledgement.
     wal: i64,
+    /// Of `app_wal` and of `wal`, the bytes of ciosync's records (`record_wal.rs`).
+    ours: Option<(i64, i64)>,
 }
 
 struct Run {
@@ -156,6 +159,8 @@ struct Run {
     /// `pg_total_relation_size('ciosync.accepted')` and its rows at the end.
     record_bytes: i64,
     record_rows: i64,
+    /// ciosync's records over the run: in all, and by kind.
+    ours: Option<(i64, String)>,
 }
 
 impl Run {
@@ -220,6 +225,7 @@ async fn run_workload(ctx: &Ctx, mode: Mode, sizes: [i64; 7], base: i64) -> Res<
     let settled = current_lsn(&db).await?;
     wait_for_ack(&db, SLOT, &settled, &mut daemon, &mut cpu, Duration::from_secs(300)).await?;
     let mut last_seq = emulator.requests().await?.last().map_or(0, |r| r.seq);
+    let ours = Ours::of(&db).await?;
 
     let start = current_lsn(&db).await?;
     let mut phases = Vec::new();
@@ -238,10 +244,20 @@ async fn run_workload(ctx: &Ctx, mode: Mode, sizes: [i64; 7], base: i64) -> Res<
         phase.rows = n;
         phase.changed = changed;
         phase.app_wal = wal_bytes(&db, &before, &after).await?;
+        if let Some(ours) = &ours {
+            let during = ours.bytes(&db, &before, &after).await?;
+            phase.ours = Some((during, ours.bytes(&db, &before, &acked).await?));
+        }
         phases.push(phase);
     }
     let end = current_lsn(&db).await?;
     let total_wal = wal_bytes(&db, &start, &end).await?;
+    let ours = match ours {
+        Some(ours) => {
+            Some((ours.bytes(&db, &start, &end).await?, ours.kinds(&db, &start, &end).await?))
+        }
+        None => None,
+    };
     let _ = daemon.stop().await;
     check_customers(&db, &emulator, mode).await?;
     let row = db
@@ -251,7 +267,7 @@ async fn run_workload(ctx: &Ctx, mode: Mode, sizes: [i64; 7], base: i64) -> Res<
             &[],
         )
         .await?;
-    Ok(Run { mode, phases, total_wal, record_bytes: row.get(0), record_rows: row.get(1) })
+    Ok(Run { mode, phases, total_wal, record_bytes: row.get(0), record_rows: row.get(1), ours })
 }
 
 /// Runs phase `index` of `n` rows; its name and how many rows really change
@@ -423,11 +439,12 @@ async fn check_customers(db: &Client, emulator: &Emulator, mode: Mode) -> Res<()
 
 fn print_run(run: &Run) {
     println!(
-        "\n  {} (WAL while the statements ran, and to the phase's acknowledgement)",
+        "\n  {} (WAL while the statements ran, and to the phase's acknowledgement; \
+         ciosync's: its records in each)",
         run.mode.label()
     );
     println!(
-        "    {:<24} {:>6} {:>8} {:>9} {:>8} {:>7} {:>8} {:>12} {:>12}",
+        "    {:<24} {:>6} {:>8} {:>9} {:>8} {:>7} {:>8} {:>12} {:>12} {:>17}",
         "phase",
         "rows",
         "changed",
@@ -436,11 +453,12 @@ fn print_run(run: &Run) {
         "values",
         "requests",
         "WAL during",
-        "WAL to ack"
+        "WAL to ack",
+        "ciosync's"
     );
     for p in &run.phases {
         println!(
-            "    {:<24} {:>6} {:>8} {:>9} {:>8} {:>7} {:>8} {:>12} {:>12}",
+            "    {:<24} {:>6} {:>8} {:>9} {:>8} {:>7} {:>8} {:>12} {:>12} {:>17}",
             p.name,
             p.rows,
             p.changed,
@@ -449,7 +467,12 @@ fn print_run(run: &Run) {
             p.values,
             p.requests,
             thousands(p.app_wal as f64),
-            thousands(p.wal as f64)
+            thousands(p.wal as f64),
+            p.ours.map_or("-".to_owned(), |(during, all)| format!(
+                "{} / {}",
+                thousands(during as f64),
+                thousands(all as f64)
+            ))
         );
         if run.mode != Mode::Off && (p.identifies as i64 > p.changed || p.removals as i64 > p.rows)
         {
@@ -470,6 +493,9 @@ fn print_run(run: &Run) {
         thousands(run.record_bytes as f64),
         thousands(run.record_rows as f64)
     );
+    if let Some((bytes, kinds)) = &run.ours {
+        println!("    ciosync's records: {} bytes: {kinds}", thousands(*bytes as f64));
+    }
 }
 
 fn print_comparison(runs: &[Run]) -> Figure {
@@ -536,7 +562,7 @@ fn print_sizes(sized: &[Size]) {
             "    {:<36} {:>4.0} bytes/customer ({:.0} table, {:.0} primary key, {:.0} else) = \
              {:.0} MB per million, {:.0} after VACUUM FULL; WAL per inserted customer: {:.0} the \
              INSERT, {:.0} the record; a row's attributes {:.0} bytes, watched {:.0}; rows \
-             inserted {}, updated {}, dead {}",
+             inserted {}, updated {}, dead {}; {} requests",
             s.label,
             s.per_customer(s.total),
             s.per_customer(s.table),
@@ -550,7 +576,8 @@ fn print_sizes(sized: &[Size]) {
             s.columns.1,
             s.writes[0],
             s.writes[1],
-            s.writes[2]
+            s.writes[2],
+            s.requests
         );
     }
 }

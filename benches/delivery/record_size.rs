@@ -35,6 +35,8 @@ pub struct Size {
     pub record_wal: i64,
     /// The total after `VACUUM FULL`.
     pub compacted: i64,
+    /// Requests the emulator accepted for the customers.
+    pub requests: u64,
     /// Average bytes of a row's `attributes` and `watched` (jsonb, as stored).
     pub columns: (f64, f64),
     /// Rows inserted, updated, dead in `ciosync.accepted` (pg_stat_user_tables).
@@ -131,6 +133,7 @@ async fn measure(
         app_wal: wal_bytes(&db, &before, &after).await?,
         record_wal: wal_bytes(&db, &after, &end).await?,
         compacted: compacted - empty[0],
+        requests: accepted.requests,
         columns: (row.get(1), row.get(2)),
         writes: [writes.get(0), writes.get(1), writes.get(2)],
     })
