@@ -247,6 +247,13 @@ async fn run_workload(ctx: &Ctx, mode: Mode, sizes: [i64; 7], base: i64) -> Res<
         if let Some(ours) = &ours {
             let during = ours.bytes(&db, &before, &after).await?;
             phase.ours = Some((during, ours.bytes(&db, &before, &acked).await?));
+            let others = ours.others(&db, &after, &acked).await?;
+            if others != "none" {
+                println!(
+                    "  {} ({name}): WAL not ciosync's after the statements: {others}",
+                    mode.label()
+                );
+            }
         }
         phases.push(phase);
     }

@@ -55,6 +55,15 @@ impl Ours {
 
     /// ciosync's records between two positions by kind: `Heap/INSERT 12 (3,400 B)`.
     pub async fn kinds(&self, db: &Client, from: &str, to: &str) -> Res<String> {
+        self.kinds_of(db, from, to, true).await
+    }
+
+    /// The other records (not ciosync's) between two positions, by kind.
+    pub async fn others(&self, db: &Client, from: &str, to: &str) -> Res<String> {
+        self.kinds_of(db, from, to, false).await
+    }
+
+    async fn kinds_of(&self, db: &Client, from: &str, to: &str, ours: bool) -> Res<String> {
         let rows = db
             .query(
                 "WITH r AS (SELECT xid, block_ref, record_length, \
@@ -62,9 +71,9 @@ impl Ours {
                             FROM pg_get_wal_records_info($1::text::pg_lsn, $2::text::pg_lsn)), \
                  writers AS (SELECT DISTINCT xid FROM r WHERE xid <> 0 AND block_ref ~ $3) \
                  SELECT kind, count(*), sum(record_length)::bigint FROM r \
-                 WHERE block_ref ~ $3 OR xid IN (SELECT xid FROM writers) \
+                 WHERE (coalesce(block_ref, '') ~ $3 OR xid IN (SELECT xid FROM writers)) = $4 \
                  GROUP BY kind ORDER BY 3 DESC",
-                &[&from, &to, &self.pattern],
+                &[&from, &to, &self.pattern, &ours],
             )
             .await?;
         let kinds: Vec<String> = rows
