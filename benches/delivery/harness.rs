@@ -553,13 +553,49 @@ pub fn passed_overrides() -> Vec<String> {
 
 /// The non-default parts of a daemon's config.
 #[derive(Clone, Copy)]
-struct Settings<'a> {
-    slot: &'a str,
-    postgres_extra: &'a str,
-    customerio_extra: &'a str,
-    initial_sync: bool,
+pub struct Settings<'a> {
+    pub slot: &'a str,
+    pub postgres_extra: &'a str,
+    pub customerio_extra: &'a str,
+    pub initial_sync: bool,
     /// A program (with its arguments) that runs the daemon, e.g. valgrind.
-    wrapper: &'a [String],
+    pub wrapper: &'a [String],
+    /// Appended to the `[pipeline]` section.
+    pub pipeline_extra: &'a str,
+    /// The `[[sync]]` sections, in place of [`USERS_SYNC`].
+    pub sync: &'a str,
+    /// Variables set in the daemon's environment (over any inherited).
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+/// The `[[sync]]` of `public.users`, every column mapped.
+pub const USERS_SYNC: &str = r#"[[sync]]
+table = "public.users"
+id_column = "id"
+
+[sync.attributes]
+email = "email"
+first_name = "first_name"
+plan = "plan"
+created_at = "created_at"
+counter = "counter"
+sent_ms = "sent_ms"
+"#;
+
+impl<'a> Settings<'a> {
+    /// The defaults of every scenario on `slot`.
+    pub fn on(slot: &'a str) -> Self {
+        Self {
+            slot,
+            postgres_extra: "",
+            customerio_extra: "",
+            initial_sync: false,
+            wrapper: &[],
+            pipeline_extra: "",
+            sync: USERS_SYNC,
+            env: &[],
+        }
+    }
 }
 
 /// `ciosync run` as a child process.
@@ -611,8 +647,7 @@ impl Daemon {
         customerio_extra: &str,
         wrapper: &[String],
     ) -> Res<Self> {
-        let settings =
-            Settings { slot, postgres_extra, customerio_extra, initial_sync: false, wrapper };
+        let settings = Settings { postgres_extra, customerio_extra, wrapper, ..Settings::on(slot) };
         Self::spawn(dir, pg, emulator, api_key, &settings)
     }
 
@@ -625,24 +660,28 @@ impl Daemon {
         slot: &str,
         customerio_extra: &str,
     ) -> Res<Self> {
-        let settings = Settings {
-            slot,
-            postgres_extra: "",
-            customerio_extra,
-            initial_sync: true,
-            wrapper: &[],
-        };
+        let settings = Settings { customerio_extra, initial_sync: true, ..Settings::on(slot) };
         Self::spawn(dir, pg, emulator, api_key, &settings)
     }
 
-    fn spawn(
+    /// The daemon with `settings` (another table, mapping or pipeline setting).
+    pub fn spawn(
         dir: &Path,
         pg: &Pg,
         emulator: &Emulator,
         api_key: &str,
         settings: &Settings,
     ) -> Res<Self> {
-        let Settings { slot, postgres_extra, customerio_extra, initial_sync, wrapper } = *settings;
+        let Settings {
+            slot,
+            postgres_extra,
+            customerio_extra,
+            initial_sync,
+            wrapper,
+            pipeline_extra,
+            sync,
+            env,
+        } = *settings;
         let config = dir.join(format!("ciosync-{slot}.toml"));
         let text = format!(
             r#"[postgres]
@@ -659,19 +698,9 @@ track_url = "{track_url}"
 
 [pipeline]
 initial_sync = {initial_sync}
+{pipeline_extra}
 
-[[sync]]
-table = "public.users"
-id_column = "id"
-
-[sync.attributes]
-email = "email"
-first_name = "first_name"
-plan = "plan"
-created_at = "created_at"
-counter = "counter"
-sent_ms = "sent_ms"
-"#,
+{sync}"#,
             url = pg.url,
             track_url = emulator.url,
         );
@@ -695,6 +724,7 @@ sent_ms = "sent_ms"
         for name in OWNED_VARIABLES {
             command.env_remove(name);
         }
+        command.envs(env.iter().copied());
         let child = command.spawn()?;
         Ok(Self { child, log, config, slot: slot.to_owned() })
     }

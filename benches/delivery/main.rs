@@ -10,7 +10,9 @@
 //! `backfill` (a copied, streaming table re-sent by `ciosync backfill
 //! --ignore-record`, at 0 ms and `BENCH_LATENCY_MS`; `BENCH_BACKFILL_ROWS`
 //! rows), `instructions` (under valgrind's callgrind, `BENCH_CG_USERS` rows;
-//! only when named).
+//! only when named), `record` (what the record of what Customer.io accepted
+//! costs in WAL and space and saves in requests: `BENCH_RECORD_SCALE`,
+//! `BENCH_RECORD_CUSTOMERS`; only when named).
 //! `throughput` delivers to an accept-only emulator at 0 ms and at
 //! `BENCH_LATENCY_MS` (default 150) with default settings, and at 0 ms with
 //! 1000 requests/s; `BENCH_USERS` (default 200,000) shortens it. Each starts a
@@ -30,6 +32,9 @@ mod backfill;
 mod copy;
 mod harness;
 mod instructions;
+mod record;
+mod record_size;
+mod record_wal;
 mod scenarios;
 mod startup;
 mod throughput;
@@ -60,6 +65,7 @@ const SCENARIOS: &[(&str, &str, &str, Scenario)] = &[
     ("instructions", instructions::INSTRUCTIONS_NAME, instructions::INSTRUCTIONS_TARGET, |c| {
         Box::pin(instructions::instructions(c))
     }),
+    ("record", record::RECORD_NAME, record::RECORD_TARGET, |c| Box::pin(record::record(c))),
 ];
 
 fn main() -> ExitCode {
@@ -92,8 +98,10 @@ fn main() -> ExitCode {
         }
     }
     if selected.is_empty() {
-        // `instructions` (valgrind, a few minutes) runs only when named.
-        selected = (0..SCENARIOS.len()).filter(|&i| SCENARIOS[i].0 != "instructions").collect();
+        // `instructions` (valgrind, a few minutes) and `record` run only when named.
+        selected = (0..SCENARIOS.len())
+            .filter(|&i| !matches!(SCENARIOS[i].0, "instructions" | "record"))
+            .collect();
     }
     selected.sort_unstable();
     selected.dedup();

@@ -77,7 +77,7 @@ pub fn batch_requests(log: &[RecordedRequest]) -> (Vec<&RecordedRequest>, u64, b
 }
 
 /// The items of an accepted batch request.
-fn items(request: &RecordedRequest) -> impl Iterator<Item = &serde_json::Value> {
+pub fn items(request: &RecordedRequest) -> impl Iterator<Item = &serde_json::Value> {
     let accepted = (200..300).contains(&request.status);
     request
         .body
