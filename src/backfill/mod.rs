@@ -40,7 +40,8 @@
 //! operations are in the sink ([`Handed`]), the runner reads the next chunk
 //! while they are in flight, and records a chunk's last key as progress
 //! only once it and every chunk before it were delivered (at most
-//! as many as `pipeline.max_pending_bytes` of operations wait), so a resume after kill -9 starts after
+//! as many as `pipeline.max_pending_bytes` of operations wait), so a resume
+//! after kill -9 starts after
 //! the last delivered chunk, as before. The stream does not wait for a
 //! chunk's delivery at its high watermark either.
 //!

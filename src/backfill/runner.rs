@@ -95,8 +95,10 @@ const MAX_REREADS: u32 = 10;
 /// sink's memory budget holds anyway). A count was the wrong bound for
 /// narrow rows: 16 chunks of 1,000 rows held a 150 ms round trip to 0.65
 /// of the request budget (BENCHMARKS.md, issue 24), where the bytes allow
-/// a hundred such chunks. A kill -9 re-reads what was undelivered, which
-/// the record of what Customer.io accepted then mostly leaves unsent.
+/// a hundred such chunks. A kill -9 re-reads what was undelivered: up to
+/// `max_pending_bytes` and a chunk (16 MiB by default, over 100,000 narrow
+/// rows), which the record of what Customer.io accepted then mostly leaves
+/// unsent (with the record off, it is all sent again).
 fn undelivered_bytes(config: &Config) -> usize {
     config.pipeline.max_pending_bytes
 }

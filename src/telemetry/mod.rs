@@ -396,8 +396,9 @@ fn effective_level(directives: &[String], krate: &str) -> LevelFilter {
 pub fn init_logging(json: bool, default: &str) {
     let wanted = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
     let directives = with_quiet_dependencies(wanted.as_deref().unwrap_or(default));
+    // A RUST_LOG that does not parse falls back to the default, quieted too.
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(with_quiet_dependencies(default)));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }

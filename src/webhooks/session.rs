@@ -5,9 +5,25 @@
 //! and the next request then drops that connection instead of sending its
 //! own statements into the abandoned transaction (which would commit the
 //! abandoned one's half with them). Dropping the client closes the
-//! connection, and Postgres rolls back what was open.
+//! connection once its last statement answered, and Postgres rolls back
+//! what was open; [`STATEMENT_TIMEOUT_MS`] makes sure that answer comes.
 
 use tokio_postgres::Client;
+
+use crate::pg::PgError;
+
+/// Longest one statement of a webhook session may run, waiting for locks
+/// included: under the stores' 3 s deadline, so a statement blocked (on a
+/// row a user's transaction holds, say) ends on the server too instead of
+/// leaving a backend behind once its request is abandoned.
+pub const STATEMENT_TIMEOUT_MS: u32 = 2500;
+
+/// Sets [`STATEMENT_TIMEOUT_MS`] for the session `sql`.
+pub async fn limit_statements(sql: &Client) -> Result<(), PgError> {
+    sql.batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+        .await
+        .map_err(PgError::sql("set the webhook session's statement_timeout"))
+}
 
 /// A connection and whether a request is (or was left) using it.
 #[derive(Default)]

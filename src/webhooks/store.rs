@@ -304,6 +304,7 @@ impl WebhookStore {
         let tx = sql.transaction().await.map_err(PgError::sql("begin"))?;
         migrate(&tx, &self.config).await?;
         tx.commit().await.map_err(PgError::sql("create the webhook events table"))?;
+        super::session::limit_statements(&sql).await?;
         if let Some(origin) = &self.origin {
             write_back::bind_origin(&sql, origin).await?;
         }

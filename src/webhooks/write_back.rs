@@ -36,7 +36,12 @@ fn applies_to(write_back: &WriteBack, event: &ReportingEvent) -> bool {
 pub async fn bind_origin(sql: &Client, origin: &str) -> Result<(), PgError> {
     let mut last = None;
     for name in crate::config::origin::pooled(origin) {
-        match bind_one(sql, &name).await {
+        let mut bound = bind_one(sql, &name).await;
+        // 23505: another session created the same name a moment earlier.
+        if bound.as_ref().is_err_and(|e| e.code().is_some_and(|c| c.code() == "23505")) {
+            bound = bind_one(sql, &name).await;
+        }
+        match bound {
             Ok(()) => return Ok(()),
             // 55006 object_in_use: active in another session.
             Err(e) if e.code().is_some_and(|c| c.code() == "55006") => last = Some(e),

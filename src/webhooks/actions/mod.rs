@@ -171,6 +171,7 @@ impl Actions {
             .await
             .map_err(PgError::sql("create the webhook action tables"))?;
         tx.commit().await.map_err(PgError::sql("create the webhook action tables"))?;
+        super::session::limit_statements(&sql).await?;
         if let Some(origin) = &self.origin {
             super::write_back::bind_origin(&sql, origin).await?;
         }
