@@ -270,3 +270,31 @@ fn a_hot_row_under_default_identity_keeps_its_transactions_list_short() {
     assert_eq!(coalesced, 37);
     assert!(q.entries.values().all(|e| e.order.txs.len() <= order::MAX_TXS));
 }
+
+/// The default budget fills at no more operations than the process can
+/// hold in 32 MiB: about 6,300 of the delivery bench's rows (`cargo bench
+/// --bench delivery -- rss`: six attributes, an email claimed). Counted at
+/// their own allocations alone it let 10,600 wait, and the process peaked
+/// at 41.6 MiB (BENCHMARKS.md, 2026-12-07).
+#[test]
+fn the_default_budget_fills_at_what_the_process_can_hold() {
+    use crate::config::runtime::DEFAULT_MAX_PENDING_BYTES;
+    let mut q = Queue::default();
+    let mut queued = 0;
+    while q.pending_bytes() < DEFAULT_MAX_PENDING_BYTES {
+        queued += 1;
+        let row = identify(
+            &(500_000 + queued).to_string(),
+            json!({
+                "email": format!("user{}@example.com", 500_000 + queued),
+                "first_name": format!("First{}", 500_000 + queued),
+                "plan": "starter",
+                "created_at": 1_609_459_200,
+                "counter": null,
+                "sent_ms": null,
+            }),
+        );
+        assert_eq!(push(&mut q, row, Released::Nothing), Pushed::Queued);
+    }
+    assert!((5_000..=6_500).contains(&queued), "{queued} operations fill the default budget");
+}

@@ -1,7 +1,7 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::sink::size::{ATTRIBUTE_OVERHEAD, MERGE_MARGIN_BYTES, OP_OVERHEAD};
+use crate::sink::size::{held, ATTRIBUTE_OVERHEAD, MERGE_MARGIN_BYTES, OP_OVERHEAD};
 use crate::track_api::MAX_BATCH_ITEM_BYTES;
 
 fn identify(id: &str, attributes: Value, timestamp: i64) -> CustomerOp {
@@ -449,7 +449,7 @@ fn the_memory_estimate_covers_the_item_and_grows_with_it() {
             samples.iter().skip(kind).step_by(3).take(5).map(estimate).collect();
         assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
     }
-    assert_eq!(estimate(&CustomerOp::Barrier), OP_OVERHEAD);
+    assert_eq!(estimate(&CustomerOp::Barrier), held(OP_OVERHEAD));
     assert_eq!(wire_estimate(&CustomerOp::Barrier), 0);
 }
 
@@ -663,11 +663,11 @@ fn the_memory_estimate_adds_up_each_part_once() {
         + (slot + 1 + 8)
         + (slot + 7 + (slot + 4 + 6))
         + (slot + 4 + (32 + 2) + (32 + 8));
-    assert_eq!(estimate(&identify("abc", attributes.clone(), 1)), op + 3 + parts);
-    assert_eq!(estimate(&delete("abcd")), op + 4);
-    assert_eq!(estimate(&CustomerOp::Suppress { id: "abcde".into() }), op + 5);
+    assert_eq!(estimate(&identify("abc", attributes.clone(), 1)), held(op + 3 + parts));
+    assert_eq!(estimate(&delete("abcd")), held(op + 4));
+    assert_eq!(estimate(&CustomerOp::Suppress { id: "abcde".into() }), held(op + 5));
     let merge = CustomerOp::Merge { primary: "primary1".into(), secondary: "old".into() };
-    assert_eq!(estimate(&merge), op + 8 + 3);
+    assert_eq!(estimate(&merge), held(op + 8 + 3));
     let data = attributes.as_object().expect("an object").clone();
     let event = Event {
         customer: "ab".into(),
@@ -677,7 +677,7 @@ fn the_memory_estimate_adds_up_each_part_once() {
         data: data.clone(),
         watch: None,
     };
-    assert_eq!(estimate(&CustomerOp::Event(event)), op + 2 + 9 + 5 + parts);
+    assert_eq!(estimate(&CustomerOp::Event(event)), held(op + 2 + 9 + 5 + parts));
     let anonymous = AnonymousEvent {
         anonymous_id: "cookie".into(),
         name: "viewed".into(),
@@ -685,7 +685,7 @@ fn the_memory_estimate_adds_up_each_part_once() {
         timestamp: 1,
         data,
     };
-    assert_eq!(estimate(&CustomerOp::AnonymousEvent(anonymous)), op + 6 + 6 + 5 + parts);
+    assert_eq!(estimate(&CustomerOp::AnonymousEvent(anonymous)), held(op + 6 + 6 + 5 + parts));
 }
 
 /// Two identifies merge while their wire estimates add up to at most

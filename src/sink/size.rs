@@ -10,9 +10,9 @@ use crate::track_api::{MAX_ATTRIBUTES, MAX_BATCH_ITEM_BYTES};
 /// Memory a waiting operation holds apart from its attributes: its queue
 /// entry, the attribute map's first B-tree node (allocated whole, eleven
 /// slots, however few attributes), the id and its copy in the coalescing
-/// index. Calibrated against the peak RSS of a 1,000,000-row transaction
-/// (`cargo bench --bench delivery -- rss`): counting only the strings
-/// under-counted real memory about 3.7 times.
+/// index: about what heaptrack finds (a 1,000,000-row transaction, `cargo
+/// bench --bench delivery -- rss`); counting only the strings under-counted
+/// it about 3.7 times. What the process holds beyond it is [`HELD_PER_OWN`].
 pub(super) const OP_OVERHEAD: usize = 900;
 /// Per attribute: its map slot, the key's and the value's allocations.
 pub(super) const ATTRIBUTE_OVERHEAD: usize = 72;
@@ -22,8 +22,32 @@ pub(super) const ENCODED_OVERHEAD: usize = 256;
 /// (it grows by doubling).
 pub(super) const COMMIT_ENTRY_BYTES: usize = 48;
 
+/// What the process holds at the memory budget for each byte the pending
+/// operations' own allocations (below) come to, as a fraction: the
+/// allocator's slack (freed chunks a heap cannot hand back, and an arena per
+/// thread that allocates: the stream's thread fills one while the delivery
+/// tasks' threads fill others) and what a batch in flight holds beside its
+/// operations (their JSON, the request body, the record's reads and
+/// writes). Measured with `cargo bench --bench delivery -- rss` on
+/// 2026-12-07 (BENCHMARKS.md): the operations' own allocations came to
+/// 15.6 MB at the heap's peak (heaptrack), about what they were counted
+/// at, yet the process grew 28 MiB above its idle RSS for the 16 MiB
+/// counted: 1.75 times.
+pub(super) const HELD_PER_OWN: (usize, usize) = (7, 4);
+
+/// `own` bytes of an operation's allocations as the memory held for them
+/// at the budget (see [`HELD_PER_OWN`]).
+pub(super) fn held(own: usize) -> usize {
+    own * HELD_PER_OWN.0 / HELD_PER_OWN.1
+}
+
 /// Estimated memory an operation holds while it waits or is in flight.
 pub(super) fn estimate(op: &CustomerOp) -> usize {
+    held(own(op))
+}
+
+/// The operation's own allocations.
+fn own(op: &CustomerOp) -> usize {
     match op {
         CustomerOp::Identify { id, attributes, .. } => {
             OP_OVERHEAD
