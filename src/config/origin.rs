@@ -3,10 +3,12 @@
 //! ciosync writes echoes back to Customer.io. Each is a small pool of
 //! names, since an origin is active in one session at a time.
 
-/// How many sessions may write under one origin name at once: an origin
-/// is active in one session at a time, and a second instance (see "Two
-/// instances" in the README) or the reporting store and the actions'
-/// session each need one. `origin`, then `origin#1` … `origin#3`. Small:
+/// How many sessions may write under one base name at once: an origin is
+/// active in one session at a time, and a second instance (see "Two
+/// instances" in the README) needs its own, as does a session reconnecting
+/// while its abandoned predecessor still holds one. (The reporting store
+/// and the actions have bases of their own.) `origin`, then `origin#1` …
+/// `origin#3`. Small:
 /// each name once used keeps a place among the server's active origins
 /// (`max_active_replication_origins` on PostgreSQL 18, 10 by default;
 /// `max_replication_slots` before) until it is dropped.
