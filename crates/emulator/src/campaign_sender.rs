@@ -29,8 +29,9 @@ use tokio::task::JoinSet;
 use crate::campaign::{ActionRequest, DELIVERY_ID_HEADER, IDEMPOTENCY_KEY_HEADER};
 use crate::campaign_log::{ActionAttempt, Delivery};
 use crate::state::Shared;
-use crate::webhook::{after_failure, AfterFailure, WebhookRetry};
+use crate::webhook::WebhookRetry;
 use crate::webhook_log::Next;
+use crate::webhook_sender::{describe, next_after, now_ms};
 
 /// Customer.io's timeout for webhooks (facts §4); UNCONFIRMED for actions.
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(4);
@@ -170,7 +171,7 @@ async fn attempt(client: &reqwest::Client, head: &Head) -> ActionAttempt {
     }
     let (status, error) = match request.send().await {
         Ok(response) => (Some(response.status().as_u16()), None),
-        Err(error) => (None, Some(describe(error))),
+        Err(error) => (None, Some(describe(error, ACTION_TIMEOUT))),
     };
     ActionAttempt {
         number: head.attempts + 1,
@@ -183,37 +184,8 @@ async fn attempt(client: &reqwest::Client, head: &Head) -> ActionAttempt {
 
 /// Retry timing per round: a resend starts counting afresh.
 fn next(retry: &WebhookRetry, head: &Head, attempt: &ActionAttempt) -> Next {
-    if attempt.succeeded() {
-        return Next::Delivered;
-    }
     let first = head.round_first_sent_at_ms.unwrap_or(attempt.sent_at_ms);
-    let elapsed_ms = u64::try_from(now_ms() - first).unwrap_or(0);
-    match after_failure(retry, head.round_attempts + 1, elapsed_ms) {
-        AfterFailure::RetryIn(wait) => {
-            Next::RetryAt(now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2))
-        }
-        AfterFailure::GiveUp => Next::GiveUp,
-    }
-}
-
-/// What went wrong, without the URL (it may carry a token).
-fn describe(error: reqwest::Error) -> String {
-    if error.is_timeout() {
-        return format!("timed out after {} s", ACTION_TIMEOUT.as_secs());
-    }
-    let cause = {
-        let mut cause: &dyn std::error::Error = &error;
-        while let Some(source) = cause.source() {
-            cause = source;
-        }
-        cause.to_string()
-    };
-    let summary = error.without_url().to_string();
-    if cause == summary {
-        summary
-    } else {
-        format!("{summary}: {cause}")
-    }
+    next_after(retry, attempt.succeeded(), head.round_attempts + 1, first)
 }
 
 /// Status and timing only: never the body, the URL or a header.
@@ -239,10 +211,6 @@ fn log_attempt(delivery_id: &str, attempt: &ActionAttempt, next: Next) {
             "campaign action failed; giving up"
         ),
     }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 #[cfg(test)]

@@ -97,7 +97,7 @@ impl Sender {
             .await;
         let (status, error) = match result {
             Ok(response) => (Some(response.status().as_u16()), None),
-            Err(error) => (None, Some(describe(error))),
+            Err(error) => (None, Some(describe(error, WEBHOOK_TIMEOUT))),
         };
         WebhookAttempt {
             number: head.attempts + 1,
@@ -110,26 +110,38 @@ impl Sender {
     }
 
     fn next(&self, head: &Head, attempt: &WebhookAttempt) -> Next {
-        if attempt.succeeded() {
-            return Next::Delivered;
-        }
         let first = head.first_sent_at_ms.unwrap_or(attempt.sent_at_ms);
-        let elapsed_ms = u64::try_from(now_ms() - first).unwrap_or(0);
-        match after_failure(&self.retry, attempt.number, elapsed_ms) {
-            AfterFailure::RetryIn(wait) => {
-                Next::RetryAt(now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2))
-            }
-            AfterFailure::GiveUp => Next::GiveUp,
+        next_after(&self.retry, attempt.succeeded(), attempt.number, first)
+    }
+}
+
+/// What follows attempt number `number` of a delivery first sent at
+/// `first_sent_ms`: delivered, another attempt at a time, or giving up.
+/// Reporting webhooks and campaign actions retry alike.
+pub(crate) fn next_after(
+    retry: &WebhookRetry,
+    succeeded: bool,
+    number: u32,
+    first_sent_ms: i64,
+) -> Next {
+    if succeeded {
+        return Next::Delivered;
+    }
+    let elapsed_ms = u64::try_from(now_ms() - first_sent_ms).unwrap_or(0);
+    match after_failure(retry, number, elapsed_ms) {
+        AfterFailure::RetryIn(wait) => {
+            Next::RetryAt(now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2))
         }
+        AfterFailure::GiveUp => Next::GiveUp,
     }
 }
 
 /// What went wrong, without the URL (it is the user's and may carry a
 /// token): reqwest's summary plus the innermost cause, e.g. "error sending
-/// request: Connection refused (os error 111)".
-fn describe(error: reqwest::Error) -> String {
+/// request: Connection refused (os error 111)". `timeout`: the sender's.
+pub(crate) fn describe(error: reqwest::Error, timeout: Duration) -> String {
     if error.is_timeout() {
-        return format!("timed out after {} s", WEBHOOK_TIMEOUT.as_secs());
+        return format!("timed out after {} s", timeout.as_secs());
     }
     let cause = {
         let mut cause: &dyn std::error::Error = &error;
@@ -181,6 +193,6 @@ fn log_attempt(event_id: &str, attempt: &WebhookAttempt, next: Next) {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
