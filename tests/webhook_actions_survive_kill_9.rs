@@ -181,6 +181,11 @@ async fn a_request_past_its_deadline_leaves_no_half_for_the_next() {
         async move { call(&base, "journey", Some(&basic()), None, &body).await.0 }
     });
     tokio::time::sleep(std::time::Duration::from_millis(2300)).await;
+    // k1's statement ended on the server too (statement_timeout), rather
+    // than leave a backend waiting on the lock after its request was given up.
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    assert_eq!(db.client.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0), 0);
     holder.exec("ROLLBACK").await;
     assert_eq!(first.await.unwrap(), 503, "k1 waited past its deadline");
     let second = second.await.unwrap();

@@ -391,14 +391,20 @@ fn effective_level(directives: &[String], krate: &str) -> LevelFilter {
     }
 }
 
+/// The filter for `wanted` (RUST_LOG), else `default`, with the
+/// data-logging dependencies quieted; a `wanted` that does not parse falls
+/// back to the default, quieted too.
+fn log_filter(wanted: Option<&str>, default: &str) -> tracing_subscriber::EnvFilter {
+    let directives = with_quiet_dependencies(wanted.unwrap_or(default));
+    tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(with_quiet_dependencies(default)))
+}
+
 /// Installs the tracing subscriber: `RUST_LOG` or `default`, to stderr, JSON
 /// lines when `json` is set.
 pub fn init_logging(json: bool, default: &str) {
     let wanted = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
-    let directives = with_quiet_dependencies(wanted.as_deref().unwrap_or(default));
-    // A RUST_LOG that does not parse falls back to the default, quieted too.
-    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(with_quiet_dependencies(default)));
+    let filter = log_filter(wanted.as_deref(), default);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
@@ -480,6 +486,20 @@ mod tests {
             "debug,tokio_postgres=error,pgwire_replication=info,reqwest=info,hyper=info,h2=info"
         );
         assert_eq!(with_quiet_dependencies("tokio_postgres=debug"), "tokio_postgres=warn");
+    }
+
+    /// A RUST_LOG that does not parse falls back to the default, with the
+    /// dependencies still quiet.
+    #[test]
+    fn an_unreadable_filter_falls_back_quietly() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let filter = super::log_filter(Some("ciosync=verbose"), "debug");
+        let subscriber = tracing_subscriber::registry().with(filter);
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(tracing::enabled!(target: "ciosync::sink", tracing::Level::DEBUG));
+            assert!(!tracing::enabled!(target: "tokio_postgres::query", tracing::Level::DEBUG));
+            assert!(!tracing::enabled!(target: "tokio_postgres", tracing::Level::INFO));
+        });
     }
 
     /// tokio-postgres logs the server's notices at info; a notice a user's

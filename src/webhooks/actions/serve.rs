@@ -126,7 +126,7 @@ async fn accept(
         (outcome, why)
     })?;
     let json: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
-        (ActionOutcome::Malformed, format!("the body is not JSON ({})", e.classify_name()))
+        (ActionOutcome::Malformed, format!("the body is not JSON ({})", json_error_kind(&e)))
     })?;
     let call = call::read(action, &json, &raw, header(IDEMPOTENCY_HEADER))
         .map_err(|why| (ActionOutcome::Malformed, why))?;
@@ -141,17 +141,11 @@ async fn accept(
 }
 
 /// serde_json's error category, without the position or the offending text.
-trait Classify {
-    fn classify_name(&self) -> &'static str;
-}
-
-impl Classify for serde_json::Error {
-    fn classify_name(&self) -> &'static str {
-        match self.classify() {
-            serde_json::error::Category::Io => "unreadable",
-            serde_json::error::Category::Syntax => "syntax error",
-            serde_json::error::Category::Data => "wrong shape",
-            serde_json::error::Category::Eof => "cut short",
-        }
+fn json_error_kind(error: &serde_json::Error) -> &'static str {
+    match error.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "wrong shape",
+        serde_json::error::Category::Eof => "cut short",
     }
 }
