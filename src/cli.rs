@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::backfill::Request;
+use crate::commands::replay::Replay;
 use crate::config::Config;
 use crate::pg::PgError;
 use crate::pipeline::RunError;
@@ -65,11 +66,20 @@ pub enum Command {
         /// Return once queued instead of following progress.
         #[arg(long)]
         detach: bool,
+        /// Send this `[[events]]` table's rows again as events, with their
+        /// own timestamps and the ids the stream gave them (Customer.io
+        /// drops the ones it has): after Customer.io lost events.
+        #[arg(long, value_name = "TABLE", conflicts_with_all = ["table", "attributes", "ignore_record"])]
+        events: Option<String>,
+        /// With --events: only events from this time on (2026-11-30,
+        /// 2026-11-30T08:00:00Z) or this far back from now (72 hours, 3d).
+        #[arg(long, value_name = "TIME", requires = "events")]
+        since: Option<String>,
         /// Show every backfill with its progress, rate and ETA.
-        #[arg(long, conflicts_with_all = ["table", "where_clause", "attributes", "ignore_record", "detach", "cancel"])]
+        #[arg(long, conflicts_with_all = ["table", "where_clause", "attributes", "ignore_record", "detach", "events", "cancel"])]
         status: bool,
         /// Cancel a queued or running backfill.
-        #[arg(long, value_name = "ID", conflicts_with_all = ["table", "where_clause", "attributes", "ignore_record", "detach"])]
+        #[arg(long, value_name = "ID", conflicts_with_all = ["table", "where_clause", "attributes", "ignore_record", "detach", "events"])]
         cancel: Option<i64>,
     },
     /// Show what a backfill would send now (customers the record of what
@@ -141,6 +151,8 @@ pub fn main(cli: Cli) -> ExitCode {
             attributes,
             ignore_record,
             detach,
+            events,
+            since,
             status,
             cancel,
         } => {
@@ -153,6 +165,9 @@ pub fn main(cli: Cli) -> ExitCode {
                 Request::Status
             } else if let Some(id) = cancel {
                 Request::Cancel(id)
+            } else if let Some(table) = events {
+                let replay = Replay { table, since, where_clause, detach };
+                Request::Events(replay)
             } else {
                 Request::Queue { table, where_clause, attributes, ignore_record, detach }
             };

@@ -99,6 +99,8 @@ pub async fn run(
     // Which filters the publication leaves to ciosync decides how this
     // lease maps changes (`mapping::own_filter`).
     mapper.set_own_filters(setup::ensure_publication(&sql, config).await?);
+    // Event-table rows' events are identified by their primary key.
+    mapper.set_event_keys(crate::source::reader::event_keys(&sql, &config.events).await?);
     let mapper = &*mapper;
     let slot = &config.postgres.slot;
     // A lost slot stops here (or is recreated, with backfills queued), before

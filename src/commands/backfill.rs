@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, SyncConfig};
 use crate::error::error_chain;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE};
-use crate::state::{Backfill, State};
+use crate::state::{Backfill, Queued, State};
 
 /// What `ciosync backfill` was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,8 @@ pub enum Request {
         /// Return once queued instead of following progress.
         detach: bool,
     },
+    /// Queue an event replay (`--events`).
+    Events(super::replay::Replay),
     /// List every backfill.
     Status,
     /// Cancel one.
@@ -64,6 +66,7 @@ async fn execute(config: &Config, request: Request) -> Result<ExitCode, String> 
                 Ok(ExitCode::from(EXIT_FAILURE))
             }
         }
+        Request::Events(replay) => replay.run(config, &sql, &state).await,
         Request::Queue { table, where_clause, attributes, ignore_record, detach } => {
             let queue = Queue { table, where_clause, attributes, ignore_record, detach };
             queue.run(config, &sql, &state).await
@@ -108,16 +111,15 @@ impl Queue {
                 Err(bad_where) => return Ok(bad_where),
             };
             let table = sync.table.to_string();
-            let id = state
-                .enqueue_backfill(
-                    &table,
-                    self.where_clause.as_deref(),
-                    self.attributes.as_deref(),
-                    total,
-                    self.ignore_record,
-                )
-                .await
-                .map_err(|e| error_chain(&e))?;
+            let queued = Queued {
+                table: &table,
+                where_clause: self.where_clause.as_deref(),
+                attributes: self.attributes.as_deref(),
+                rows_total: total,
+                ignore_record: self.ignore_record,
+                ..Queued::default()
+            };
+            let id = state.enqueue_backfill(&queued).await.map_err(|e| error_chain(&e))?;
             println!("backfill {id} queued: {table}, {total} rows");
             ids.push(id);
         }
@@ -190,14 +192,14 @@ pub(super) fn select_tables<'a>(
     Ok(syncs)
 }
 
-fn usage(message: &str) -> ExitCode {
+pub(super) fn usage(message: &str) -> ExitCode {
     eprintln!("ciosync: {message}");
     ExitCode::from(EXIT_USAGE)
 }
 
 /// Follows queued backfills until each ends: a progress line redrawn in
 /// place on a terminal, a log line every few seconds otherwise.
-async fn follow(state: &State<'_>, ids: &[i64]) -> Result<ExitCode, String> {
+pub(super) async fn follow(state: &State<'_>, ids: &[i64]) -> Result<ExitCode, String> {
     let terminal = std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut last_line = Instant::now();
@@ -242,8 +244,11 @@ async fn follow(state: &State<'_>, ids: &[i64]) -> Result<ExitCode, String> {
 pub fn status_line(b: &Backfill) -> String {
     let total = b.rows_total.unwrap_or(0).max(b.rows_done);
     let pct = if total > 0 { b.rows_done as f64 * 100.0 / total as f64 } else { 100.0 };
-    let mut line =
-        format!("#{} {} {} {}/{} rows ({pct:.0}%)", b.id, b.table, b.state, b.rows_done, total);
+    let kind = if b.events { " events" } else { "" };
+    let mut line = format!(
+        "#{} {}{kind} {} {}/{} rows ({pct:.0}%)",
+        b.id, b.table, b.state, b.rows_done, total
+    );
     if let Some(secs) = b.running_secs.filter(|s| *s > 0.0) {
         let rate = b.rows_done as f64 / secs;
         line.push_str(&format!(", {rate:.0} rows/s"));
@@ -251,6 +256,9 @@ pub fn status_line(b: &Backfill) -> String {
             let eta = (total - b.rows_done).max(0) as f64 / rate;
             line.push_str(&format!(", ETA {eta:.0} s"));
         }
+    }
+    if let Some(since) = b.since {
+        line.push_str(&format!(", since {since} (Unix time)"));
     }
     if let Some(filter) = &b.where_clause {
         line.push_str(&format!(", where {filter}"));

@@ -1,7 +1,8 @@
 //! The operator's commands beside the daemon, each a short-lived process
 //! against the same Postgres (and Customer.io) the daemon uses:
 //!
-//! - [`backfill`]: `ciosync backfill`, queue rows for the running daemon to re-send.
+//! - [`backfill`]: `ciosync backfill`, queue rows for the running daemon to re-send;
+//!   [`replay`]: `ciosync backfill --events`, an event table's rows as events again.
 //! - [`dlq`]: `ciosync dlq list | retry | discard`, the dead letters.
 //! - [`deletes`]: `ciosync deletes list | approve | discard`, removals the
 //!   mass-delete breaker held.
@@ -22,6 +23,7 @@ pub mod deletes;
 pub mod dlq;
 mod gone;
 pub mod plan;
+pub mod replay;
 pub mod select;
 
 /// Ends a command: prints its failure with the causes and returns exit 2

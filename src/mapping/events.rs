@@ -1,16 +1,24 @@
 //! Events: from inserts into event tables (`[[events]]`) and from column
 //! transitions of synced rows (`[[sync.events]]`), each with an id that is
-//! the same every time its transaction is replayed. Pure.
+//! the same every time it is sent again. Pure.
 //!
 //! # Exactly once, from Customer.io's side
 //!
 //! Delivery is at least once: a transaction delivered but not yet
-//! acknowledged when ciosync stops comes again from the slot. Customer.io
-//! ignores an event whose `id` (a ULID) it has seen, so each event's id is
-//! derived from where it comes from in the WAL — its transaction's commit
-//! LSN, the change's index in the transaction, and which configured event
-//! it is — never from a clock or a random source. The ULID's time part is
-//! the commit time; its random part is a hash of the rest.
+//! acknowledged when ciosync stops comes again from the slot, and
+//! `backfill --events` sends an event table's rows again. Customer.io
+//! ignores an event whose `id` (a ULID) it has seen, so an id is never
+//! taken from a clock or a random source:
+//! - an event-table row's event is identified by the row itself: its
+//!   table, its primary key's values and the event's name
+//!   ([`row_event_id`]), so the stream and a replay give it the same id;
+//! - the rest (a change-derived event, an event table without a primary
+//!   key) by where it comes from in the WAL: its transaction's commit LSN,
+//!   the change's index in the transaction, and which configured event it
+//!   is ([`event_id`]); a replay of the slot gives it the same id.
+//!
+//! The ULID's time part is the event's timestamp; its random part is a
+//! hash of the rest.
 
 use serde_json::{Map, Value as Json};
 
@@ -31,6 +39,15 @@ pub enum EventSkip {
     InvalidName,
 }
 
+/// An `[[events]]` entry with the columns that identify its rows: the
+/// table's primary key, read from the catalogue when a lease starts (none:
+/// the table has no primary key, and its events get WAL-derived ids).
+#[derive(Debug, Clone)]
+pub struct EventTable {
+    pub config: EventTableConfig,
+    pub key: Vec<String>,
+}
+
 /// Who an event-table row's event is for.
 enum Subject {
     Customer(String),
@@ -43,7 +60,7 @@ enum Subject {
 /// it); NULL, blank, or over 100 bytes once trimmed, it skips the row, as
 /// Customer.io would refuse the event on every try.
 pub fn from_event_table(
-    config: &EventTableConfig,
+    EventTable { config, key }: &EventTable,
     change: &RowChange,
     new: &Row,
     dropped: &mut Vec<DroppedAttribute>,
@@ -101,7 +118,8 @@ pub fn from_event_table(
         .and_then(|column| converted(table, new, column).ok().flatten())
         .and_then(|v| v.as_i64())
         .unwrap_or(change.commit_time);
-    let event_id = event_id(change, 0, &name);
+    let event_id = row_event_id(table, new, key, &name, timestamp)
+        .unwrap_or_else(|| event_id(change, 0, &name));
     Ok(match subject {
         Subject::Customer(customer) => {
             CustomerOp::Event(Event { customer, name, event_id, timestamp, data, watch: None })
@@ -285,9 +303,46 @@ pub fn event_id(change: &RowChange, which: u32, name: &str) -> String {
     input.extend_from_slice(&change.position.index.to_be_bytes());
     input.extend_from_slice(&which.to_be_bytes());
     input.extend_from_slice(name.as_bytes());
-    let high = fnv1a(0xcbf2_9ce4_8422_2325, &input);
-    let low = fnv1a(0x8422_2325_cbf2_9ce4, &input);
-    let millis = (change.commit_time.max(0) as u64).saturating_mul(1000) & 0xFFFF_FFFF_FFFF;
+    hashed_ulid(change.commit_time, &input)
+}
+
+/// The ULID of an event-table row's event: 48 bits of its timestamp in
+/// milliseconds, then 80 bits of a hash of the table's name, the values of
+/// its `key` columns (their text, as Postgres prints it both in the stream
+/// and in a query) and the event's name. `None` when the table has no key
+/// or the row lacks a key value. The hash input starts with a tag no
+/// WAL-derived id's has, so the two kinds never meet.
+pub fn row_event_id(
+    table: &Table,
+    row: &Row,
+    key: &[String],
+    name: &str,
+    timestamp: i64,
+) -> Option<String> {
+    if key.is_empty() {
+        return None;
+    }
+    let mut input = Vec::with_capacity(64 + name.len());
+    input.extend_from_slice(b"row\0");
+    for part in [&table.schema, &table.name] {
+        input.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        input.extend_from_slice(part.as_bytes());
+    }
+    for column in key {
+        let Datum::Text(bytes) = &row[table.column_index(column)?] else { return None };
+        input.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        input.extend_from_slice(bytes);
+    }
+    input.extend_from_slice(name.as_bytes());
+    Some(hashed_ulid(timestamp, &input))
+}
+
+/// A ULID of `timestamp` (Unix seconds; before 1970 counts as 1970) and
+/// an 80-bit hash of `input`.
+fn hashed_ulid(timestamp: i64, input: &[u8]) -> String {
+    let high = fnv1a(0xcbf2_9ce4_8422_2325, input);
+    let low = fnv1a(0x8422_2325_cbf2_9ce4, input);
+    let millis = (timestamp.max(0) as u64).saturating_mul(1000) & 0xFFFF_FFFF_FFFF;
     let random = (u128::from(high) << 16) | u128::from(low & 0xFFFF);
     ulid(millis, random & ((1u128 << 80) - 1))
 }
@@ -360,6 +415,65 @@ mod tests {
             event_id(&change(0x1_6B37_4D48, 3), 2, "signed_up"),
             "01HF7YAT00V6ZXCVZ9JBRC4TR1"
         );
+    }
+
+    fn keyed(schema: &str, name: &str, key: &[&str]) -> (Table, Row) {
+        let column =
+            |name: &str| TableColumn { name: name.into(), type_oid: 0, kind: ValueKind::Text };
+        let table = Table {
+            oid: 7,
+            schema: schema.into(),
+            name: name.into(),
+            columns: vec![column("a"), column("b"), column("other")],
+            replica_identity: ReplicaIdentity::Default,
+        };
+        let text = |t: &str| Datum::Text(bytes::Bytes::copy_from_slice(t.as_bytes()));
+        let mut row: Row = key.iter().map(|k| text(k)).collect();
+        row.resize(3, text("x"));
+        (table, row)
+    }
+
+    #[test]
+    fn a_rows_id_comes_from_its_table_key_and_name_and_is_pinned() {
+        let key = ["a".to_owned(), "b".to_owned()];
+        let (table, row) = keyed("public", "visits", &["4", "17"]);
+        let id = row_event_id(&table, &row, &key, "visited", 1_700_000_000).unwrap();
+        // A replay in a later version must send what this one streamed.
+        assert_eq!(id, "01HF7YAT0081VP0FZK7GZV6H1A");
+        assert_eq!(&id[..10], &ulid(1_700_000_000_000, 0)[..10], "the event's time");
+        let mut other_column = row.clone();
+        other_column[2] = Datum::Null;
+        assert_eq!(
+            Some(&id),
+            row_event_id(&table, &other_column, &key, "visited", 1_700_000_000).as_ref()
+        );
+        let others = [
+            row_event_id(&table, &row, &key, "visited_", 1_700_000_000),
+            row_event_id(
+                &keyed("public", "visits", &["41", "7"]).0,
+                &keyed("public", "visits", &["41", "7"]).1,
+                &key,
+                "visited",
+                1_700_000_000,
+            ),
+            row_event_id(
+                &keyed("publi", "cvisits", &["4", "17"]).0,
+                &row,
+                &key,
+                "visited",
+                1_700_000_000,
+            ),
+            row_event_id(&table, &row, &key[..1], "visited", 1_700_000_000),
+        ];
+        for other in others {
+            assert_ne!(Some(&id), other.as_ref());
+        }
+        // No key, or a key value it cannot read: the WAL-derived id instead.
+        assert_eq!(row_event_id(&table, &row, &[], "visited", 0), None);
+        let mut null_key = row.clone();
+        null_key[1] = Datum::Null;
+        assert_eq!(row_event_id(&table, &null_key, &key, "visited", 0), None);
+        assert_eq!(row_event_id(&table, &row, &["gone".to_owned()], "visited", 0), None);
     }
 
     #[test]

@@ -131,7 +131,7 @@ pub struct Mapped {
 #[derive(Debug, Clone)]
 pub struct Mapper {
     tables: ByTable<SyncConfig>,
-    event_tables: ByTable<EventTableConfig>,
+    event_tables: ByTable<events::EventTable>,
     /// Whether the record of what Customer.io accepted is on (see
     /// [`Mapper::with_record`]).
     record: bool,
@@ -199,10 +199,25 @@ impl Mapper {
         self.own_filters = own_filter::OwnFilters::new(tables);
     }
 
-    /// Adds the event tables: their inserts become events.
+    /// Adds the event tables: their inserts become events. Their keys
+    /// (see [`Mapper::set_event_keys`]) are not known yet.
     pub fn with_event_tables(mut self, events: &[EventTableConfig]) -> Self {
-        self.event_tables = ByTable::of(events.iter().map(|e| (e.schema_and_name(), e.clone())));
+        let tables = events.iter().map(|e| {
+            (e.schema_and_name(), events::EventTable { config: e.clone(), key: Vec::new() })
+        });
+        self.event_tables = ByTable::of(tables);
         self
+    }
+
+    /// The columns that identify each event table's rows (`schema`, `name`,
+    /// its primary key), from which its events' ids are derived.
+    pub fn set_event_keys(&mut self, keys: Vec<((String, String), Vec<String>)>) {
+        for ((schema, name), key) in keys {
+            if let Some(table) = self.event_tables.0.get_mut(&schema).and_then(|t| t.get_mut(&name))
+            {
+                table.key = key;
+            }
+        }
     }
 
     /// Whether `schema.name` is synced.
@@ -417,7 +432,7 @@ impl<'a> RowMapping<'a> {
 
 /// An insert into an event table: its event. Updates and deletes of event
 /// rows send nothing (an event that happened cannot un-happen).
-fn map_event_row(config: &EventTableConfig, change: &RowChange) -> Mapped {
+fn map_event_row(config: &events::EventTable, change: &RowChange) -> Mapped {
     let mut out = Mapped::default();
     let RowOp::Insert { new } = &change.op else { return out };
     match events::from_event_table(config, change, new, &mut out.dropped) {

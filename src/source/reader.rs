@@ -1,24 +1,24 @@
-//! Reading a synced table in key order, one page at a time, as the rows the
-//! mapper understands. Used by the initial copy and by backfills.
+//! Reading a synced table (or an event table) in key order, one page at a
+//! time, as the rows the mapper understands. Used by the initial copy, by
+//! backfills and by event replays (`backfill --events`).
 
 use std::sync::Arc;
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::change::{Datum, ReplicaIdentity, Row, Table, TableColumn};
-use crate::config::SyncConfig;
+use crate::config::{EventTableConfig, SyncConfig};
 use crate::mapping::filter_expr::FilterExpr;
 use crate::pg::quote::{quote_ident, quote_literal, quoted_table};
 use crate::pg::PgError;
 use crate::source::relation::RelationCache;
 
-/// Pages through one table: the id column first, then the mapped columns
-/// and the soft-delete column.
+/// Pages through one table: the key columns first (a synced table's id
+/// column; an event table's primary key), then the columns the mapper reads.
 pub struct TableReader {
     table: Arc<Table>,
     select: String,
-    id: String,
-    id_type: String,
+    key: Key,
     /// A condition came from outside the config (`backfill --where`, read
     /// from `ciosync.backfills`): each page runs in a read-only transaction.
     guarded: bool,
@@ -42,32 +42,63 @@ impl TableReader {
     ) -> Result<Self, PgError> {
         let table = describe(sql, sync).await?;
         let (schema, name) = sync.schema_and_name();
+        let key = Key::of(sql, schema, name, std::slice::from_ref(&sync.id_column)).await?;
+        Self::with(sql, table, key, sync.filter.as_deref(), filter).await
+    }
+
+    /// Pages through an event table by its primary key `key` (every column,
+    /// the key's first), from `since` (Unix seconds, on its
+    /// `timestamp_column`) when given, and only rows meeting `filter` (a
+    /// replay's `--where`, held as a backfill's).
+    pub async fn of_events(
+        sql: &Client,
+        events: &EventTableConfig,
+        key: &[String],
+        since: Option<i64>,
+        filter: Option<&str>,
+    ) -> Result<Self, PgError> {
+        let (schema, name) = events.schema_and_name();
+        let whole = describe_whole(sql, schema, name).await?;
+        let (mut columns, rest): (Vec<_>, Vec<_>) =
+            whole.columns.iter().cloned().partition(|c| key.contains(&c.name));
+        columns.sort_by_key(|c| key.iter().position(|k| *k == c.name));
+        columns.extend(rest);
+        let table = Table { columns, ..whole };
+        let key = Key::of(sql, schema, name, key).await?;
+        let since = since_condition(events, since);
+        Self::with(sql, table, key, since.as_deref(), filter).await
+    }
+
+    async fn with(
+        sql: &Client,
+        table: Table,
+        key: Key,
+        own: Option<&str>,
+        filter: Option<&str>,
+    ) -> Result<Self, PgError> {
         let columns =
             table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
         // The filters live in a subquery, each in parentheses, so neither can
         // change how the other or the key condition outside combines with it.
         let conditions: Vec<String> =
-            sync.filter.as_deref().into_iter().chain(filter).map(|f| format!("({f})")).collect();
+            own.into_iter().chain(filter).map(|f| format!("({f})")).collect();
+        let quoted = quoted_table(&table.schema, &table.name);
         let source = if conditions.is_empty() {
-            quoted_table(schema, name)
+            quoted
         } else {
-            format!(
-                "(SELECT * FROM {} WHERE {}) AS rows",
-                quoted_table(schema, name),
-                conditions.join(" AND ")
-            )
+            format!("(SELECT * FROM {quoted} WHERE {}) AS rows", conditions.join(" AND "))
         };
         let reader = Self {
             table: Arc::new(table),
             select: format!("SELECT {columns} FROM {source}"),
-            id: quote_ident(&sync.id_column),
-            id_type: id_type(sql, sync).await?,
+            key,
             guarded: filter.is_some(),
         };
         if reader.guarded {
             // The conditions outside `filter` are ciosync's own, so a page
             // query is one statement whenever this one is.
-            let probe = format!("{} WHERE false ORDER BY {} LIMIT 0", reader.select, reader.id);
+            let probe =
+                format!("{} WHERE false ORDER BY {} LIMIT 0", reader.select, reader.key.order());
             sql.prepare(&probe).await.map_err(|e| match e.code() {
                 Some(_) => refused_condition(&e),
                 None => PgError::sql("check the backfill's condition")(e),
@@ -90,11 +121,10 @@ impl TableReader {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let list: Vec<String> = keys
-            .iter()
-            .map(|k| format!("CAST({} AS {})", quote_literal(k), self.id_type))
-            .collect();
-        self.query(sql, &format!("{} IN ({})", self.id, list.join(", ")), keys.len()).await
+        let list: Option<Vec<String>> = keys.iter().map(|k| self.key.value(k)).collect();
+        let Some(list) = list else { return Ok(Vec::new()) };
+        let condition = format!("{} IN ({})", self.key.columns(), list.join(", "));
+        self.query(sql, &condition, keys.len()).await
     }
 
     /// The row with this key, if it exists and matches the filters. `None`
@@ -103,7 +133,8 @@ impl TableReader {
     /// `ciosync dlq retry`, which asks every person table about a customer
     /// id that may come from another one.
     pub async fn row_with_key(&self, sql: &Client, key: &str) -> Result<Option<Row>, PgError> {
-        let condition = format!("{} = CAST({} AS {})", self.id, quote_literal(key), self.id_type);
+        let Some(value) = self.key.value(key) else { return Ok(None) };
+        let condition = format!("{} = {value}", self.key.columns());
         match self.query_raw(sql, &condition, 1).await {
             Ok(mut rows) => Ok(rows.pop().map(|(_, row)| row)),
             Err(error) if error.code().is_some_and(|c| c.code().starts_with("22")) => Ok(None),
@@ -112,16 +143,19 @@ impl TableReader {
     }
 
     /// Up to `limit` rows after key `after`, in key order, each with its key
-    /// (the id column's text). Text values come straight from Postgres's
-    /// output functions (simple query protocol), as in the replication stream.
+    /// (see [`Key`]). Text values come straight from Postgres's output
+    /// functions (simple query protocol), as in the replication stream.
     pub async fn page(
         &self,
         sql: &Client,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Row)>, PgError> {
-        let condition = match after {
-            Some(key) => format!("{} > CAST({} AS {})", self.id, quote_literal(key), self.id_type),
+        let condition = match after.map(|key| self.key.value(key)) {
+            Some(Some(value)) => format!("{} > {value}", self.key.columns()),
+            Some(None) => {
+                return Err(PgError::Definite("a backfill's saved key is not the table's".into()))
+            }
             None => "true".to_owned(),
         };
         self.query(sql, &condition, limit).await
@@ -151,7 +185,11 @@ impl TableReader {
         condition: &str,
         limit: usize,
     ) -> Result<Vec<(String, Row)>, tokio_postgres::Error> {
-        let query = format!("{} WHERE {condition} ORDER BY {} LIMIT {limit}", self.select, self.id);
+        let query = format!(
+            "{} WHERE {condition} ORDER BY {} LIMIT {limit}",
+            self.select,
+            self.key.order()
+        );
         let messages = if self.guarded {
             sql.batch_execute("BEGIN READ ONLY").await?;
             let read = sql.simple_query(&query).await;
@@ -170,7 +208,7 @@ impl TableReader {
             // Every row has the select's width: the query is one statement.
             .filter(|row| row.len() == width)
             .filter_map(|row| {
-                let key = row.get(0)?.to_owned();
+                let key = self.key.text(&row)?;
                 let values = (0..width)
                     .map(|i| match row.get(i) {
                         Some(text) => Datum::Text(bytes::Bytes::copy_from_slice(text.as_bytes())),
@@ -271,20 +309,127 @@ pub async fn describe_whole(sql: &Client, schema: &str, name: &str) -> Result<Ta
     })
 }
 
-/// The id column's type as SQL, to compare a saved key in the column's own order.
-async fn id_type(sql: &Client, sync: &SyncConfig) -> Result<String, PgError> {
-    let (schema, name) = sync.schema_and_name();
-    let row = sql
-        .query_one(
-            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
-             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+/// The columns a table is paged by, with their types as SQL, to compare a
+/// saved key in the columns' own order. A key's text (a backfill's
+/// progress) is the column's text for one column, a JSON array of the
+/// columns' texts for several.
+struct Key(Vec<(String, String)>);
+
+impl Key {
+    async fn of(
+        sql: &Client,
+        schema: &str,
+        name: &str,
+        columns: &[String],
+    ) -> Result<Self, PgError> {
+        let mut key = Vec::with_capacity(columns.len());
+        for column in columns {
+            let row = sql
+                .query_opt(
+                    "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+                     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 \
+                       AND NOT a.attisdropped",
+                    &[&schema, &name, column],
+                )
+                .await
+                .map_err(PgError::sql("read the key column's type"))?
+                .ok_or_else(|| {
+                    PgError::Definite(format!("table {schema}.{name} has no column {column}"))
+                })?;
+            key.push((quote_ident(column), row.get(0)));
+        }
+        Ok(Self(key))
+    }
+
+    /// `a` or `(a, b)`.
+    fn columns(&self) -> String {
+        match &self.0[..] {
+            [(column, _)] => column.clone(),
+            columns => format!("({})", self.order_of(columns)),
+        }
+    }
+
+    /// `a, b`.
+    fn order(&self) -> String {
+        self.order_of(&self.0)
+    }
+
+    fn order_of(&self, columns: &[(String, String)]) -> String {
+        columns.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// A key's text as an SQL value to compare [`Self::columns`] with;
+    /// `None` if it is not a key of this many columns.
+    fn value(&self, key: &str) -> Option<String> {
+        let cast = |(text, (_, type_)): (&str, &(String, String))| {
+            format!("CAST({} AS {type_})", quote_literal(text))
+        };
+        match &self.0[..] {
+            [only] => Some(cast((key, only))),
+            columns => {
+                let texts: Vec<String> = serde_json::from_str(key).ok()?;
+                if texts.len() != columns.len() {
+                    return None;
+                }
+                let values: Vec<String> =
+                    texts.iter().map(String::as_str).zip(columns).map(cast).collect();
+                Some(format!("({})", values.join(", ")))
+            }
+        }
+    }
+
+    /// The key of a row read with the key's columns first.
+    fn text(&self, row: &tokio_postgres::SimpleQueryRow) -> Option<String> {
+        match self.0.len() {
+            1 => row.get(0).map(str::to_owned),
+            n => {
+                let texts: Option<Vec<&str>> = (0..n).map(|i| row.get(i)).collect();
+                serde_json::to_string(&texts?).ok()
+            }
+        }
+    }
+}
+
+/// The primary key's columns of each event table, in the key's order
+/// (none for a table without one, or one that does not exist yet): what
+/// its events' ids are derived from (`mapping::events::row_event_id`).
+pub async fn event_keys(
+    sql: &Client,
+    events: &[EventTableConfig],
+) -> Result<Vec<((String, String), Vec<String>)>, PgError> {
+    let mut keys = Vec::with_capacity(events.len());
+    for table in events {
+        let (schema, name) = table.schema_and_name();
+        keys.push(((schema.to_owned(), name.to_owned()), primary_key(sql, schema, name).await?));
+    }
+    Ok(keys)
+}
+
+/// The columns of `schema.name`'s primary key, in its order.
+pub async fn primary_key(sql: &Client, schema: &str, name: &str) -> Result<Vec<String>, PgError> {
+    let rows = sql
+        .query(
+            "SELECT a.attname::text FROM pg_catalog.pg_index i \
+             JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3",
-            &[&schema, &name, &sync.id_column],
+             CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
+             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary \
+             ORDER BY k.position",
+            &[&schema, &name],
         )
         .await
-        .map_err(PgError::sql("read the id column's type"))?;
-    Ok(row.get(0))
+        .map_err(PgError::sql("read an event table's primary key"))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// An event replay's `--since` as a condition on the event table's
+/// `timestamp_column` (a timestamp or date column, as `check` requires).
+fn since_condition(events: &EventTableConfig, since: Option<i64>) -> Option<String> {
+    let column = events.timestamp_column.as_deref()?;
+    Some(format!("{} >= to_timestamp({})", quote_ident(column), since?))
 }
 
 /// Postgres's clock in Unix seconds: the `timestamp` of copied rows, on the

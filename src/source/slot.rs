@@ -42,7 +42,7 @@ use tokio_postgres::Client;
 use super::setup::{slot_state, SlotState};
 use crate::config::{Config, OnSlotLost};
 use crate::pg::{Lost, PgError};
-use crate::state::State;
+use crate::state::{Queued, State};
 use crate::telemetry::Counters;
 
 /// Makes sure the configured slot can be streamed from, and returns its
@@ -177,7 +177,9 @@ async fn queue_backfills(
             .await
             .map_err(PgError::sql("estimate a table's rows"))?
             .get(0);
-        let id = state.enqueue_backfill(&table, None, None, estimate, ignore_record).await?;
+        let queued =
+            Queued { table: &table, rows_total: estimate, ignore_record, ..Queued::default() };
+        let id = state.enqueue_backfill(&queued).await?;
         tracing::warn!(
             %slot,
             %table,

@@ -1,0 +1,160 @@
+//! `ciosync backfill --events TABLE [--since TIME] [--where SQL]`: queue an
+//! event replay for the running daemon, which sends the event table's rows
+//! again as events with their own timestamps and the ids the stream gave
+//! them (`mapping::events::row_event_id`), so Customer.io keeps the events
+//! it still has once and restores the ones it lost.
+
+use std::process::ExitCode;
+
+use tokio_postgres::Client;
+
+use super::backfill::{follow, usage};
+use crate::config::{Config, EventTableConfig};
+use crate::error::error_chain;
+use crate::pg::quote::quote_ident;
+use crate::source::reader::primary_key;
+use crate::state::{Queued, State};
+
+/// What `backfill --events` was asked to replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// The `[[events]]` table.
+    pub table: String,
+    /// Only events from this time on: anything Postgres reads as a
+    /// `timestamptz` (`2026-11-30`, `2026-11-30T08:00:00Z`), or an interval
+    /// back from now (`72 hours`, `3d`).
+    pub since: Option<String>,
+    /// Only rows meeting this SQL condition.
+    pub where_clause: Option<String>,
+    /// Return once queued instead of following progress.
+    pub detach: bool,
+}
+
+impl Replay {
+    /// Checks the table can be replayed, queues the replay, and follows it
+    /// unless detached. A table, `--since` or `--where` that cannot work is
+    /// a usage error (exit 2) before anything is queued.
+    pub async fn run(
+        self,
+        config: &Config,
+        sql: &Client,
+        state: &State<'_>,
+    ) -> Result<ExitCode, String> {
+        let (index, events) = match event_table(config, &self.table) {
+            Ok(found) => found,
+            Err(message) => return Ok(usage(&message)),
+        };
+        if events.timestamp_column.is_none() {
+            return Ok(usage(&format!(
+                "--events: events[{index}].timestamp_column is not set for {}: a replay \
+                 needs each row's own time (without it every event would be dated now)",
+                events.table
+            )));
+        }
+        let (schema, name) = events.schema_and_name();
+        let key = primary_key(sql, schema, name).await.map_err(|e| error_chain(&e))?;
+        if key.is_empty() {
+            return Ok(usage(&format!(
+                "--events: {} has no primary key, so its events' ids come from the WAL and a \
+                 replay would send Customer.io each event a second time; add one (README, \
+                 \"Recover lost events\")",
+                events.table
+            )));
+        }
+        let since =
+            match &self.since {
+                Some(text) => match since_seconds(sql, text).await? {
+                    Some(seconds) => Some(seconds),
+                    None => return Ok(usage(
+                        "--since: not a time Postgres reads (2026-11-30, 2026-11-30T08:00:00Z) \
+                         nor an interval back from now (72 hours, 3d)",
+                    )),
+                },
+                None => None,
+            };
+        let total = match self.count(sql, events, since).await? {
+            Ok(total) => total,
+            Err(bad_where) => return Ok(bad_where),
+        };
+        let table = events.table.to_string();
+        let queued = Queued {
+            table: &table,
+            where_clause: self.where_clause.as_deref(),
+            rows_total: total,
+            events: true,
+            since,
+            ..Queued::default()
+        };
+        let id = state.enqueue_backfill(&queued).await.map_err(|e| error_chain(&e))?;
+        println!("event replay {id} queued: {table}, {total} rows");
+        if self.detach {
+            return Ok(ExitCode::SUCCESS);
+        }
+        follow(state, &[id]).await
+    }
+
+    /// The rows the replay will read, for progress; counting also proves
+    /// `--where` is valid SQL for the table (`Ok(Err)`: the usage error).
+    async fn count(
+        &self,
+        sql: &Client,
+        events: &EventTableConfig,
+        since: Option<i64>,
+    ) -> Result<Result<i64, ExitCode>, String> {
+        let time = events.timestamp_column.as_deref().map(quote_ident);
+        let since = since.zip(time).map(|(s, column)| format!("{column} >= to_timestamp({s})"));
+        let conditions: Vec<String> =
+            since.iter().chain(self.where_clause.as_ref()).map(|c| format!("({c})")).collect();
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        let query = format!("SELECT count(*) FROM {}{filter}", events.table.quoted());
+        let counted = async {
+            sql.batch_execute("BEGIN READ ONLY").await?;
+            let counted = sql.query_one(&query, &[]).await;
+            sql.batch_execute("ROLLBACK").await?;
+            counted
+        };
+        match counted.await {
+            Ok(row) => Ok(Ok(row.get(0))),
+            Err(e) if self.where_clause.is_some() => {
+                Ok(Err(usage(&format!("--where: {}", error_chain(&e)))))
+            }
+            Err(e) => Err(error_chain(&e)),
+        }
+    }
+}
+
+/// The `[[events]]` entry of `table` (`schema.table`, or `table` in
+/// `public`) and its index in the config.
+fn event_table<'a>(
+    config: &'a Config,
+    table: &str,
+) -> Result<(usize, &'a EventTableConfig), String> {
+    let wanted = if table.contains('.') { table.to_owned() } else { format!("public.{table}") };
+    config
+        .events
+        .iter()
+        .enumerate()
+        .find(|(_, e)| e.table.to_string() == wanted)
+        .ok_or_else(|| format!("--events: `{table}` is not an [[events]] table of this config"))
+}
+
+/// `--since` as Unix seconds: a time Postgres reads, or an interval back
+/// from now (by Postgres's clock, as the rows' times are). `None`: neither.
+async fn since_seconds(sql: &Client, text: &str) -> Result<Option<i64>, String> {
+    for query in [
+        "SELECT floor(extract(epoch FROM CAST($1::text AS timestamptz)))::bigint",
+        "SELECT floor(extract(epoch FROM now() - CAST($1::text AS interval)))::bigint",
+    ] {
+        match sql.query_one(query, &[&text]).await {
+            Ok(row) => return Ok(Some(row.get(0))),
+            // Class 22 (data exception): not this kind of value.
+            Err(e) if e.code().is_some_and(|c| c.code().starts_with("22")) => continue,
+            Err(e) => return Err(error_chain(&e)),
+        }
+    }
+    Ok(None)
+}

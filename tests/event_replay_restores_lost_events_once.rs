@@ -1,0 +1,204 @@
+//! `ciosync backfill --events`: an event table's rows sent again as events,
+//! with their own timestamps and the ids the stream gave them (derived from
+//! the table, the primary key and the name). After Customer.io lost them
+//! (an emulator reset) every event comes back once; over events it still
+//! has, nothing is added; `--since` and `--where` select; what cannot be
+//! replayed exits 2 naming the flag or the config key; kill -9 mid-replay
+//! loses nothing.
+
+use std::collections::BTreeMap;
+
+use ciosync_emulator::{Emulator, Faults};
+use serde_json::Value;
+
+use crate::backfill_yields_to_newer_changes::{backfill_state, wait_for_backfill};
+use crate::support::daemon::{config_file, run_binary, signal, spawn_binary};
+use crate::support::emulator::{self, batch_items, wait_for};
+use crate::support::postgres::{TestDb, USERS_TABLE};
+use crate::support::Scenario;
+
+const TABLES: &str = "
+    CREATE TABLE outbox (
+        id bigserial PRIMARY KEY, user_id bigint, name text, payload jsonb,
+        occurred_at timestamptz NOT NULL
+    );
+    CREATE TABLE visits (
+        user_id bigint, seq int, path text, at timestamptz NOT NULL, PRIMARY KEY (user_id, seq)
+    );
+    CREATE TABLE clicks (user_id bigint, at timestamptz);
+    CREATE TABLE untimed (id serial PRIMARY KEY, user_id bigint);
+";
+
+const EVENTS: &str = r#"
+[[events]]
+table = "outbox"
+customer_id_column = "user_id"
+name_column = "name"
+data_column = "payload"
+timestamp_column = "occurred_at"
+
+[[events]]
+table = "public.visits"
+customer_id_column = "user_id"
+name = "visited"
+timestamp_column = "at"
+[events.data]
+path = "path"
+
+[[events]]
+table = "clicks"
+customer_id_column = "user_id"
+name = "clicked"
+timestamp_column = "at"
+
+[[events]]
+table = "untimed"
+customer_id_column = "user_id"
+name = "untimed"
+"#;
+
+/// 40 outbox rows for 8 customers, half of them dated 2024 and half in the
+/// last hour, and 250 visits (a two-column key, read in several pages).
+const ROWS: &str = "
+    INSERT INTO outbox (user_id, name, payload, occurred_at)
+    SELECT 1 + g % 8, 'step_' || (g % 3), jsonb_build_object('n', g),
+           CASE WHEN g % 2 = 0 THEN timestamptz '2024-03-01 12:00:00+00' + g * interval '1 hour'
+                ELSE now() - g * interval '1 minute' END
+    FROM generate_series(1, 40) g;
+    INSERT INTO visits (user_id, seq, path, at)
+    SELECT 1 + g % 4, g, '/p/' || g, timestamptz '2025-01-01 00:00:00+00' + g * interval '1 day'
+    FROM generate_series(1, 250) g;
+";
+
+/// Every customer's events as (id, name, timestamp, data), sorted by id.
+fn all_events(emulator: &Emulator) -> BTreeMap<String, Vec<(String, String, i64, String)>> {
+    (1..=8)
+        .map(|c| c.to_string())
+        .map(|customer| {
+            let mut events: Vec<_> = emulator
+                .events(&customer)
+                .into_iter()
+                .map(|e| {
+                    let data = Value::Object(e.data).to_string();
+                    (e.id.unwrap_or_default(), e.name, e.timestamp, data)
+                })
+                .collect();
+            events.sort();
+            (customer, events)
+        })
+        .collect()
+}
+
+fn event_count(emulator: &Emulator) -> usize {
+    all_events(emulator).values().map(Vec::len).sum()
+}
+
+async fn replay(args: &[&str], config: &std::path::Path) -> String {
+    let out = run_binary(&[&["backfill"], args].concat(), config).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+    assert!(stdout.contains("done"), "{args:?}: {stdout}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_restores_lost_events_once_and_adds_nothing_to_events_kept() {
+    let schema = format!("{USERS_TABLE} {TABLES}");
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("event_replay", &schema, |c| c + EVENTS).await;
+    let config = config_file(&db.config(&emulator.url(), EVENTS));
+    db.exec(ROWS).await;
+    assert!(wait_for(&emulator, |e| event_count(e) == 290).await, "{}", event_count(&emulator));
+    let streamed = all_events(&emulator);
+
+    // What cannot be replayed is refused before anything is queued.
+    for (args, says) in [
+        (vec!["--events", "users"], "--events"),
+        (vec!["--events", "untimed"], "events[3].timestamp_column"),
+        (vec!["--events", "clicks"], "no primary key"),
+        (vec!["--events", "outbox", "--since", "last tuesdayish"], "--since"),
+        (vec!["--events", "outbox", "--where", "no_such_column = 1"], "--where"),
+        (vec!["--events", "outbox", "--attributes", "plan"], "--attributes"),
+    ] {
+        let out = run_binary(&[&["backfill"], &args[..]].concat(), config.path()).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let queued: i64 =
+        db.client.query_one("SELECT count(*) FROM ciosync.backfills", &[]).await.unwrap().get(0);
+    assert_eq!(queued, 0, "a refused replay was queued");
+
+    // Over events Customer.io still has: each is sent with its streamed id
+    // and dropped there.
+    emulator.clear_requests();
+    let duplicates = emulator.view(|v| v.world().duplicate_events());
+    let stdout = replay(&["--events", "outbox"], config.path()).await;
+    assert!(stdout.contains("40 rows"), "{stdout}");
+    assert_eq!(all_events(&emulator), streamed, "a replay over kept events changed them");
+    assert_eq!(emulator.view(|v| v.world().duplicate_events()), duplicates + 40);
+    let sent: Vec<Value> = batch_items(&emulator);
+    assert_eq!(sent.len(), 40, "{sent:?}");
+    assert!(sent.iter().all(|i| i["action"] == "event"), "only events: {sent:?}");
+
+    // Customer.io lost everything: --since brings back the last day only,
+    // then a whole replay the rest (the recent ones once more, dropped).
+    emulator.reset();
+    let stdout = replay(&["--events", "outbox", "--since", "1 day"], config.path()).await;
+    assert!(stdout.contains("20 rows"), "{stdout}");
+    assert_eq!(event_count(&emulator), 20);
+    let recent = all_events(&emulator);
+    for (customer, events) in &recent {
+        for event in events {
+            assert!(streamed[customer].contains(event), "not as streamed: {event:?}");
+        }
+    }
+    replay(&["--events", "outbox", "--where", "user_id <> 3"], config.path()).await;
+    replay(&["--events", "outbox"], config.path()).await;
+    replay(&["--events", "public.visits"], config.path()).await;
+    assert_eq!(all_events(&emulator), streamed, "the replays did not restore the events exactly");
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_replay_loses_no_event_and_duplicates_none() {
+    let db = TestDb::new("event_replay_kill").await;
+    db.exec(&format!("{USERS_TABLE} {TABLES}")).await;
+    db.exec(
+        "INSERT INTO outbox (user_id, name, payload, occurred_at)
+         SELECT 1 + g % 8, 'bulk', jsonb_build_object('n', g), now() - g * interval '1 second'
+         FROM generate_series(1, 3000) g",
+    )
+    .await;
+    let emulator = emulator::start().await;
+    let config = config_file(&db.config(&emulator.url(), EVENTS));
+    let logs = tempfile::tempdir().unwrap();
+    let mut daemon = spawn_binary(config.path(), &logs.path().join("1.log"));
+    db.wait_for_streaming().await;
+    // The rows predate the slot: only a replay sends them. Slow answers,
+    // so the kill lands mid-replay.
+    emulator.set_faults(Faults { latency_ms: 150, ..Faults::default() });
+    let out = run_binary(&["backfill", "--events", "outbox", "--detach"], config.path()).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id: i64 =
+        db.client.query_one("SELECT max(id) FROM ciosync.backfills", &[]).await.unwrap().get(0);
+    assert!(wait_for(&emulator, |e| event_count(e) >= 500).await, "the replay did not start");
+    signal(&daemon, "KILL");
+    daemon.wait().unwrap();
+    let (state, done) = backfill_state(&db, id).await;
+    assert_eq!(state, "running", "killed before the end ({done} rows recorded)");
+
+    emulator.set_faults(Faults::default());
+    let mut daemon = spawn_binary(config.path(), &logs.path().join("2.log"));
+    let finished = wait_for_backfill(&db, id, "done").await;
+    signal(&daemon, "TERM");
+    daemon.wait().unwrap();
+    let log = std::fs::read_to_string(logs.path().join("2.log")).unwrap_or_default();
+    assert!(finished, "the replay did not finish after the restart: {log}");
+    let events = all_events(&emulator);
+    let ids: std::collections::BTreeSet<&String> =
+        events.values().flatten().map(|(id, ..)| id).collect();
+    assert_eq!(ids.len(), 3000, "every event once");
+    assert_eq!(event_count(&emulator), 3000);
+}
