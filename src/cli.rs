@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::backfill::Request;
-use crate::commands::replay::Replay;
+use crate::commands::event_replay::Replay;
 use crate::config::Config;
 use crate::pg::PgError;
 use crate::pipeline::RunError;

@@ -384,11 +384,28 @@ pub fn event_table(events: &EventTableConfig, table: Option<&Table>) -> Vec<Find
     }
     let problems = event_column_problems(events, table);
     out.push(if problems.is_empty() {
-        Finding::ok(&label, "its inserts become events")
+        Finding::ok(&label, format!("its inserts become events; {}", replayable(events, table)))
     } else {
         Finding::error(&label, problems.join("; "), "fix [[events]] or the table")
     });
     out
+}
+
+/// Whether `backfill --events` can replay the table, and why not: its
+/// events' ids come from its primary key, their times from its
+/// `timestamp_column`.
+fn replayable(events: &EventTableConfig, table: &Table) -> &'static str {
+    match (table.has_primary_key, events.timestamp_column.is_some()) {
+        (true, true) => "ids from its primary key, so `backfill --events` can replay it",
+        (true, false) => {
+            "`backfill --events` cannot replay it without timestamp_column (the events \
+             would be dated now)"
+        }
+        (false, _) => {
+            "without a primary key its events' ids come from the WAL, and `backfill --events` \
+             cannot replay it without duplicates"
+        }
+    }
 }
 
 /// Each column `[[events]]` names that the table lacks, or whose type cannot

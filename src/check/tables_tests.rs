@@ -255,9 +255,22 @@ fn an_event_table_needs_a_key_and_columns_of_fitting_types() {
         ("occurred_at", "timestamp with time zone"),
     ]);
     assert_eq!(
-        tables::event_table(&events, Some(&fitting)),
-        [Finding::ok("event table public.outbox", "its inserts become events")]
+        messages(&tables::event_table(&events, Some(&fitting))),
+        ["its inserts become events; ids from its primary key, so `backfill --events` can \
+          replay it"]
     );
+    // What keeps a replay from working is said, as a fact, not a problem.
+    let mut untimed = events.clone();
+    untimed.timestamp_column = None;
+    let lines = tables::event_table(&untimed, Some(&fitting));
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].level, Level::Ok);
+    assert!(lines[0].message.contains("cannot replay it without timestamp_column"));
+    let mut full = fitting.clone();
+    (full.has_primary_key, full.identity_kind) = (false, IdentityKind::Full);
+    let lines = tables::event_table(&events, Some(&full));
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].message.contains("ids come from the WAL"), "{}", lines[0].message);
     let mut wrong = table(&[
         ("id", "bigint"),
         ("user_id", "text"),

@@ -24,7 +24,7 @@ pub enum Request {
         detach: bool,
     },
     /// Queue an event replay (`--events`).
-    Events(super::replay::Replay),
+    Events(super::event_replay::Replay),
     /// List every backfill.
     Status,
     /// Cancel one.

@@ -2,7 +2,7 @@
 //! against the same Postgres (and Customer.io) the daemon uses:
 //!
 //! - [`backfill`]: `ciosync backfill`, queue rows for the running daemon to re-send;
-//!   [`replay`]: `ciosync backfill --events`, an event table's rows as events again.
+//!   [`event_replay`]: `ciosync backfill --events`, an event table's rows as events again.
 //! - [`dlq`]: `ciosync dlq list | retry | discard`, the dead letters.
 //! - [`deletes`]: `ciosync deletes list | approve | discard`, removals the
 //!   mass-delete breaker held.
@@ -21,9 +21,9 @@ pub mod backfill;
 pub mod current;
 pub mod deletes;
 pub mod dlq;
+pub mod event_replay;
 mod gone;
 pub mod plan;
-pub mod replay;
 pub mod select;
 
 /// Ends a command: prints its failure with the causes and returns exit 2
