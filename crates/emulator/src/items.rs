@@ -361,3 +361,7 @@ fn device_attributes(device: &Map<String, Value>) -> Result<Map<String, Value>, 
     }
     Ok(attributes.clone())
 }
+
+#[cfg(test)]
+#[path = "items_tests.rs"]
+mod tests;

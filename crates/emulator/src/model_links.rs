@@ -251,3 +251,7 @@ impl World {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "model_links_tests.rs"]
+mod tests;
