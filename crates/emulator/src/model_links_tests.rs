@@ -145,6 +145,11 @@ fn deleting_suppressing_or_merging_a_person_takes_their_links() {
     assert_eq!(left, [("3".to_owned(), json!({"who": "3"}))], "the primary keeps its own values");
     assert_eq!(relationships(&world, "3").len(), 2, "and gains the relationship it lacked");
     assert_eq!(tokens(&world, "3"), Some(vec!["3".to_owned()]), "devices do not move in a merge");
+    // Their tokens are held by nobody: deleting them elsewhere logs nothing.
+    for token in ["1", "2", "4"] {
+        world.apply(Op::Device(DeviceOp::Delete { target: id("3"), token: token.into() }));
+    }
+    assert_eq!(world.failures(), [], "no token is still held by someone gone");
     identify_person(&mut world, "1");
     assert_eq!(tokens(&world, "1"), Some(vec![]), "a re-created person starts without devices");
     assert!(relationships(&world, "1").is_empty());
