@@ -1,6 +1,8 @@
 //! The emulated workspace: people with their attributes and events, the
-//! suppressed identifiers, and a log of the calls Customer.io would accept
-//! with 200 yet not apply. Pure: no I/O, no clock (callers pass `now`).
+//! suppressed identifiers, objects, relationships and devices (stored in
+//! `objects` and `devices`, applied in `model_links.rs`), and a log of the
+//! calls Customer.io would accept with 200 yet not apply. Pure: no I/O, no
+//! clock (callers pass `now`).
 //!
 //! Behaviour follows the facts sheet §1; where Customer.io is silent the
 //! choice is written on the method that makes it.
@@ -440,8 +442,9 @@ impl World {
         None
     }
 
-    /// Delete. A missing person is not an error (the real status is
-    /// UNCONFIRMED; the emulator answers 200 and does nothing).
+    /// Delete, with the person's devices and relationships. A missing
+    /// person is not an error (the real status is UNCONFIRMED; the emulator
+    /// answers 200 and does nothing).
     fn delete(&mut self, target: &Identifier) {
         if let Some(cio_id) = self.find(target) {
             self.reindex(&cio_id, false);
@@ -451,7 +454,8 @@ impl World {
     }
 
     /// Suppress: blocks the named identifier and, if the person exists, all
-    /// of theirs, then deletes the person.
+    /// of theirs, then deletes the person with their devices and
+    /// relationships.
     fn suppress(&mut self, target: &Identifier) {
         self.suppressed.insert(key(target));
         let Some(cio_id) = self.find(target) else {
