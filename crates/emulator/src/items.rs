@@ -45,7 +45,14 @@ fn attributes(
         Some(Value::Object(attributes)) => attributes.clone(),
         Some(_) => return Err(invalid(field, format!("{name} must be an object"))),
     };
-    match check_attributes(&attributes, field, ValueTypes::Any).into_iter().next() {
+    // `id` is a plain attribute here, not a person's identifier: the
+    // identifier rules (not empty, 150 bytes) do not apply to it.
+    let id_field = format!("{field}.id");
+    let problem = check_attributes(&attributes, field, ValueTypes::Any).into_iter().find(|p| {
+        p.field != id_field
+            || !(p.message.starts_with("id attribute") || p.message.starts_with("identifier"))
+    });
+    match problem {
         Some(problem) => Err(problem),
         None => Ok(attributes),
     }

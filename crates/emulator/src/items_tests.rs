@@ -71,6 +71,18 @@ fn object_identify_reads_attributes_and_people() {
         check(long_value, "identify").1,
         "value for attribute 'plan' cannot be longer than 1000 bytes"
     );
+    let id_removed = json!({"identifiers": ids, "attributes": {"id": "", "code": "x".repeat(200)},
+                            "cio_relationships": [{"identifiers": {"id": "1"},
+                                                   "relationship_attributes": {"id": "y".repeat(200)}}]});
+    assert!(
+        object_op(&object(id_removed), "identify").is_ok(),
+        "an object's `id` is no identifier"
+    );
+    let id_too_long = json!({"identifiers": ids, "attributes": {"id": "x".repeat(1001)}});
+    assert_eq!(
+        check(id_too_long, "identify").1,
+        "value for attribute 'id' cannot be longer than 1000 bytes"
+    );
     let not_an_object = json!({"identifiers": ids, "attributes": [1]});
     assert_eq!(check(not_an_object, "identify").0, "attributes");
     assert_eq!(
