@@ -307,8 +307,11 @@ mod tests {
     use serde_json::json;
 
     fn world() -> World {
-        let mut world =
-            World::new(Settings { empty_removes: true, allow_email_update_by_id: true });
+        let mut world = World::new(Settings {
+            empty_removes: true,
+            allow_email_update_by_id: true,
+            relationships_create_objects: false,
+        });
         let attributes = json!({"email": "a@x.io", "plan": "gold"});
         world.apply(Op::Identify {
             target: Identifier::Id("42".into()),

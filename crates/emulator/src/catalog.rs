@@ -42,8 +42,6 @@ const fn route(
     TrackRoute { method, path, operation, auth, success, unmodelled }
 }
 
-const DEVICES: &str = "devices are accepted and kept as items in /_emulator/unmodelled; \
-     a person has no device list here";
 const NO_DELIVERIES: &str = "the emulator sends no messages, so the metric changes nothing; \
      it is kept as an item in /_emulator/unmodelled";
 const SEGMENTS: &str = "manual segments are created with the App API, which the emulator lacks: \
@@ -53,22 +51,23 @@ const UNSUBSCRIBE: &str = "only delivery ids of webhooks the emulator sent name 
      every call is kept as an item in /_emulator/unmodelled";
 const FORMS: &str = "the person is identified with the form fields; the form connection \
      (Data & Integrations > Forms, field re-mapping) is kept only as an item";
-const V2: &str = "people are modelled; object, delivery, device and relationship items \
-     are kept as items in /_emulator/unmodelled";
+const V2: &str = "people, objects, relationships and devices are modelled; delivery items \
+     and the anonymous people of an object identify_anonymous are kept as items in \
+     /_emulator/unmodelled";
 
 /// The Track API, in the spec's order.
 pub const TRACK_ROUTES: &[TrackRoute] = &[
     route("GET", "/api/v1/accounts/region", "getRegion", true, 200, None),
     route("PUT", "/api/v1/customers/{identifier}", "identify", true, 200, None),
     route("DELETE", "/api/v1/customers/{identifier}", "delete", true, 200, None),
-    route("PUT", "/api/v1/customers/{identifier}/devices", "add_device", true, 200, Some(DEVICES)),
+    route("PUT", "/api/v1/customers/{identifier}/devices", "add_device", true, 200, None),
     route(
         "DELETE",
         "/api/v1/customers/{identifier}/devices/{device_id}",
         "delete_device",
         true,
         200,
-        Some(DEVICES),
+        None,
     ),
     route("POST", "/api/v1/customers/{identifier}/suppress", "suppress", true, 200, None),
     route("POST", "/api/v1/customers/{identifier}/unsuppress", "unsuppress", true, 200, None),

@@ -47,6 +47,12 @@ pub struct EmulatorConfig {
     /// When false such a change is dropped and logged as a failure, as
     /// Customer.io does without the setting.
     pub allow_email_update_by_id: bool,
+    /// Whether relating a person to an object that does not exist creates
+    /// the object (default false). Customer.io's documents do not say
+    /// (UNCONFIRMED); false is the safe side: a client that identifies its
+    /// objects before relating people to them works either way. When false
+    /// the relationship is dropped and logged in `/_emulator/failures`.
+    pub relationships_create_objects: bool,
     /// Where to send reporting webhooks (`http://` or `https://`); none are
     /// sent unless set. Point it at ciosync's `[webhooks]` endpoint, by
     /// default `http://HOST:PORT/webhooks/customerio`.
@@ -88,6 +94,7 @@ impl Default for EmulatorConfig {
             empty_removes: true,
             strict_v1_values: true,
             allow_email_update_by_id: true,
+            relationships_create_objects: false,
             webhook_url: None,
             webhook_signing_key: None,
             webhook_on_activity: Vec::new(),

@@ -351,10 +351,17 @@ mod tests {
         assert_eq!(faults.rejection(&merge.people()), rejected("secondary"));
         let by_email = Op::Delete { target: Identifier::Email("bad".into()) };
         assert_eq!(faults.rejection(&by_email.people()), None);
-        let device = Op::Unmodelled { item: Value::Null, person: Some(id("bad")) };
+        let device =
+            Op::Device(crate::devices::DeviceOp::Delete { target: id("bad"), token: "t".into() });
         assert_eq!(faults.rejection(&device.people()), rejected("identifiers"));
-        let object = Op::Unmodelled { item: Value::Null, person: None };
-        assert_eq!(faults.rejection(&object.people()), None);
+        let object = crate::objects::ObjectRef::Cio("ob1".into());
+        let people =
+            vec![crate::objects::PersonLink { person: id("bad"), attributes: Default::default() }];
+        let relate =
+            Op::Object(crate::objects::ObjectOp::Relationships { object, people, add: true });
+        assert_eq!(faults.rejection(&relate.people()), rejected("cio_relationships"));
+        let delivery = Op::Unmodelled { item: Value::Null, person: None };
+        assert_eq!(faults.rejection(&delivery.people()), None);
     }
 
     #[test]

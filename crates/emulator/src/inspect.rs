@@ -10,11 +10,15 @@
 //! | `GET /_emulator/customers` | `{key: attributes}` for everyone |
 //! | `GET /_emulator/customers/{identifier}` | attributes, 404 if absent |
 //! | `GET /_emulator/customers/{identifier}/events` | events, 404 if absent |
+//! | `GET /_emulator/customers/{identifier}/devices` | `[{token, platform, last_used, attributes}]` by token, 404 if absent |
+//! | `GET /_emulator/customers/{identifier}/relationships` | `[{object_type_id, object_id, cio_object_id, attributes}]` (relationship attributes), 404 if absent |
+//! | `GET /_emulator/objects` | `[{object_type_id, object_id, cio_object_id, attributes, relationship_count}]` by type then id |
+//! | `GET /_emulator/objects/{object_type_id}/{object_id}` | `{object_type_id, object_id, cio_object_id, attributes, relationships: [{customer, cio_id, attributes}]}`, 404 if absent |
 //! | `GET /_emulator/anonymous_events` | events sent without a person |
 //! | `GET /_emulator/failures` | calls answered 200 but not applied |
 //! | `GET /_emulator/suppressed` | blocked identifiers |
 //! | `GET /_emulator/accepted` | `{accept_only, requests, items}`: v2 requests and items accepted in accept-only mode |
-//! | `GET /_emulator/unmodelled` | `{routes, items}`: Track API routes not fully modelled, with why, and the items kept unapplied (objects, deliveries, devices, relationships, metrics, unsubscribes, forms) |
+//! | `GET /_emulator/unmodelled` | `{routes, items}`: Track API routes not fully modelled, with why, and the items kept unapplied (deliveries, `identify_anonymous` objects, metrics, unsubscribes, forms) |
 //! | `GET /_emulator/segments` | `{segments: {id: [member keys]}, ignored: [identifiers naming nobody]}` |
 //! | `GET /_emulator/requests`, `DELETE …` | the request log; clear it |
 //! | `GET /_emulator/faults`, `PUT …` | current faults; replace them |
@@ -26,7 +30,7 @@
 //! | `POST /_emulator/campaigns/{name}/trigger` | `{"customer_id", "event"?}`: queue one delivery: 202 and it, 404 if the campaign or person is unknown |
 //! | `GET /_emulator/campaigns/deliveries` | deliveries with rendered body and per-attempt status (never credentials) |
 //! | `POST /_emulator/campaigns/deliveries/{delivery_id}/resend` | send a finished one again, same ids and body: 202, 404 if unknown, 409 if unfinished |
-//! | `POST /_emulator/reset` | forget everything, campaigns included |
+//! | `POST /_emulator/reset` | forget everything (objects, relationships and devices too), campaigns included |
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -50,6 +54,10 @@ pub fn routes() -> Router<Shared> {
         .route("/customers", get(customers))
         .route("/customers/{identifier}", get(customer))
         .route("/customers/{identifier}/events", get(events))
+        .route("/customers/{identifier}/devices", get(devices))
+        .route("/customers/{identifier}/relationships", get(relationships))
+        .route("/objects", get(objects))
+        .route("/objects/{object_type_id}/{object_id}", get(object))
         .route("/anonymous_events", get(anonymous_events))
         .route("/failures", get(failures))
         .route("/suppressed", get(suppressed))
@@ -106,6 +114,34 @@ async fn events(State(shared): State<Shared>, Path(identifier): Path<String>) ->
     match found {
         Some(events) => Json(events).into_response(),
         None => not_found("customer"),
+    }
+}
+
+async fn devices(State(shared): State<Shared>, Path(identifier): Path<String>) -> Response {
+    match view(&shared, |v| v.devices(&identifier)) {
+        Some(devices) => Json(devices).into_response(),
+        None => not_found("customer"),
+    }
+}
+
+async fn relationships(State(shared): State<Shared>, Path(identifier): Path<String>) -> Response {
+    match view(&shared, |v| v.relationships(&identifier)) {
+        Some(relationships) => Json(relationships).into_response(),
+        None => not_found("customer"),
+    }
+}
+
+async fn objects(State(shared): State<Shared>) -> Response {
+    Json(view(&shared, |v| v.objects())).into_response()
+}
+
+async fn object(
+    State(shared): State<Shared>,
+    Path((object_type_id, object_id)): Path<(String, String)>,
+) -> Response {
+    match view(&shared, |v| v.object(&object_type_id, &object_id)) {
+        Some(object) => Json(object).into_response(),
+        None => not_found("object"),
     }
 }
 

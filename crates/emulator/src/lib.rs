@@ -36,15 +36,19 @@ mod campaign_log;
 mod campaign_sender;
 mod catalog;
 mod config;
+mod devices;
 mod faults;
 mod health;
 mod identity;
 mod inspect;
 mod inspect_campaigns;
+mod items;
 mod journal;
 mod liquid;
 mod middleware;
 mod model;
+mod objects;
+mod ops;
 mod segments;
 mod state;
 mod tls;
@@ -82,10 +86,14 @@ pub use catalog::{TrackRoute, TRACK_ROUTES, UNMODELLED_HEADER};
 /// The type [`EmulatorConfig`] takes its API key and signing key in.
 pub use ciosync_track_api::Secret;
 pub use config::{EmulatorConfig, DEFAULT_ENVIRONMENT_ID};
+pub use devices::{Device, PLATFORMS as DEVICE_PLATFORMS};
 pub use faults::{Faults, DEFAULT_FAIL_STATUS};
 pub use health::{check_health, HEALTH_CHECK_TIMEOUT, HEALTH_PATH};
 pub use journal::RecordedRequest;
 pub use model::{Failure, StoredEvent, World};
+pub use objects::{
+    ObjectRef, ObjectSummary, ObjectView, RelatedPerson, Relationship, MAX_OBJECT_ATTRIBUTE_BYTES,
+};
 pub use state::EmulatorView;
 pub use tls::{ServerTls, CA_FILE, CERT_FILE, KEY_FILE, LOCAL_NAMES};
 pub use webhook::{
@@ -189,6 +197,31 @@ impl Emulator {
         self.view(|v| v.events(identifier))
     }
 
+    /// Every object, by type then id, with its attributes and how many
+    /// people it is related to (`GET /_emulator/objects`).
+    pub fn objects(&self) -> Vec<ObjectSummary> {
+        self.view(|v| v.objects())
+    }
+
+    /// One object with its related people (`GET
+    /// /_emulator/objects/{object_type_id}/{object_id}`).
+    pub fn object(&self, object_type_id: &str, object_id: &str) -> Option<ObjectView> {
+        self.view(|v| v.object(object_type_id, object_id))
+    }
+
+    /// A person's devices (`GET /_emulator/customers/{identifier}/devices`);
+    /// `None` if there is no such person.
+    pub fn devices(&self, identifier: &str) -> Option<Vec<Device>> {
+        self.view(|v| v.devices(identifier))
+    }
+
+    /// A person's relationships (`GET
+    /// /_emulator/customers/{identifier}/relationships`); `None` if there is
+    /// no such person.
+    pub fn relationships(&self, identifier: &str) -> Option<Vec<Relationship>> {
+        self.view(|v| v.relationships(identifier))
+    }
+
     /// What accept-only mode counted since start or reset.
     pub fn accepted(&self) -> Accepted {
         self.shared.accepted().snapshot(self.shared.config().accept_only)
@@ -290,8 +323,8 @@ impl Emulator {
         self.shared.with_faults(|current| *current = faults);
     }
 
-    /// Forgets people, events, requests, failures, webhooks, campaigns and
-    /// their deliveries (queued ones too); faults go back to the configured
+    /// Forgets people, events, objects, relationships, devices, requests,
+    /// failures, webhooks, campaigns and their deliveries (queued ones too); faults go back to the configured
     /// ones.
     pub fn reset(&self) {
         self.shared.reset();

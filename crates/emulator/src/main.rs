@@ -147,6 +147,11 @@ struct Args {
     /// Drop email changes sent by id (the workspace setting turned off).
     #[arg(long)]
     deny_email_update_by_id: bool,
+    /// Create an object that does not exist when a person is related to it
+    /// (Customer.io's behaviour is unconfirmed; by default the relationship
+    /// is dropped and listed in /_emulator/failures).
+    #[arg(long)]
+    relationships_create_objects: bool,
     /// Send reporting webhooks to this URL, e.g. ciosync's
     /// http://HOST:PORT/webhooks/customerio. Off unless set.
     #[arg(long, env = "CIOSYNC_EMULATOR_WEBHOOK_URL", value_name = "URL")]
@@ -233,6 +238,7 @@ impl Args {
             empty_removes: !self.keep_empty,
             strict_v1_values: !self.lenient_v1_values,
             allow_email_update_by_id: !self.deny_email_update_by_id,
+            relationships_create_objects: self.relationships_create_objects,
             webhook_url: self.webhook_url.clone(),
             webhook_signing_key: self.webhook_signing_key.clone(),
             webhook_on_activity: self.webhook_on_activity.clone(),

@@ -1,6 +1,8 @@
 //! The emulated workspace: people with their attributes and events, the
-//! suppressed identifiers, and a log of the calls Customer.io would accept
-//! with 200 yet not apply. Pure: no I/O, no clock (callers pass `now`).
+//! suppressed identifiers, objects, relationships and devices (stored in
+//! `objects` and `devices`, applied in `model_links.rs`), and a log of the
+//! calls Customer.io would accept with 200 yet not apply. Pure: no I/O, no
+//! clock (callers pass `now`).
 //!
 //! Behaviour follows the facts sheet §1; where Customer.io is silent the
 //! choice is written on the method that makes it.
@@ -11,9 +13,12 @@ use ciosync_track_api::Identifier;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::devices::Devices;
 use crate::identity::{
     body_contradicts, identity, identity_name, identity_value, is_empty, key, IDENTITY_ATTRIBUTES,
 };
+use crate::objects::Objects;
+pub use crate::ops::Op;
 
 /// First `cio_id` handed out is this plus one, written as 8 hex digits
 /// (`03000001`), the form of the spec's example `cio_03000001`.
@@ -107,61 +112,6 @@ pub enum Activity {
     },
 }
 
-/// One operation on the workspace, already validated. v1 routes and v2
-/// items both turn into these.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Op {
-    /// Create or update a person.
-    Identify {
-        /// Who, from the path (v1) or `identifiers` (v2).
-        target: Identifier,
-        /// Attributes without the control keys `_timestamp` and `_update`.
-        attributes: Map<String, Value>,
-        /// The change's Unix seconds (`_timestamp` / v2 `timestamp`), or
-        /// the receive time when the client sent none.
-        timestamp: i64,
-        /// `_update: true`: never create.
-        update_only: bool,
-    },
-    /// Delete a person.
-    Delete { target: Identifier },
-    /// Delete a person and block its identifiers.
-    Suppress { target: Identifier },
-    /// Unblock one identifier.
-    Unsuppress { target: Identifier },
-    /// Merge `secondary` into `primary` and delete `secondary`.
-    Merge { primary: Identifier, secondary: Identifier },
-    /// An event for a person.
-    Event { target: Identifier, event: StoredEvent },
-    /// An event without a person (`POST /api/v1/events`).
-    AnonymousEvent { event: StoredEvent },
-    /// A valid item the emulator accepts without modelling (objects,
-    /// deliveries, devices, relationships): kept for inspection only.
-    /// `person` is who a device or relationship item is for (none for
-    /// objects and deliveries), so faults can refuse it by person.
-    Unmodelled { item: Value, person: Option<Identifier> },
-}
-
-impl Op {
-    /// The people this operation names, each with the v2 field that names
-    /// it (`identifiers`, or `primary` and `secondary` for a merge). Fault
-    /// injection refuses operations by these.
-    pub fn people(&self) -> Vec<(&'static str, &Identifier)> {
-        match self {
-            Op::Identify { target, .. }
-            | Op::Delete { target }
-            | Op::Suppress { target }
-            | Op::Unsuppress { target }
-            | Op::Event { target, .. } => vec![("identifiers", target)],
-            Op::Merge { primary, secondary } => {
-                vec![("primary", primary), ("secondary", secondary)]
-            }
-            Op::Unmodelled { person: Some(person), .. } => vec![("identifiers", person)],
-            Op::AnonymousEvent { .. } | Op::Unmodelled { person: None, .. } => Vec::new(),
-        }
-    }
-}
-
 /// Workspace settings that change how operations apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
@@ -169,6 +119,8 @@ pub struct Settings {
     pub empty_removes: bool,
     /// A person found by `id` may get a new `email`.
     pub allow_email_update_by_id: bool,
+    /// Relating to an object that does not exist creates it (UNCONFIRMED).
+    pub relationships_create_objects: bool,
 }
 
 /// The whole emulated workspace.
@@ -187,6 +139,8 @@ pub struct World {
     failures: Vec<Failure>,
     unmodelled: Vec<Value>,
     activity: Vec<Activity>,
+    objects: Objects,
+    devices: Devices,
 }
 
 impl World {
@@ -204,6 +158,8 @@ impl World {
             failures: Vec::new(),
             unmodelled: Vec::new(),
             activity: Vec::new(),
+            objects: Objects::default(),
+            devices: Devices::default(),
         }
     }
 
@@ -228,6 +184,12 @@ impl World {
                     self.anonymous_events.push(event);
                 }
             }
+            Op::Relationships { target, links, add, create } => {
+                self.apply_relationships(&target, links, add, create)
+            }
+            Op::Object(op) => self.apply_object(op),
+            Op::Device(op) => self.apply_device(op),
+            Op::Many(ops) => ops.into_iter().for_each(|op| self.apply(op)),
             Op::Unmodelled { item, .. } => self.unmodelled.push(item),
         }
     }
@@ -257,7 +219,7 @@ impl World {
         &self.anonymous_events
     }
 
-    /// Object, delivery, device and relationship items, as received.
+    /// Delivery items and the other calls kept without effect, as received.
     pub fn unmodelled(&self) -> &[Value] {
         &self.unmodelled
     }
@@ -480,23 +442,27 @@ impl World {
         None
     }
 
-    /// Delete. A missing person is not an error (the real status is
-    /// UNCONFIRMED; the emulator answers 200 and does nothing).
+    /// Delete, with the person's devices and relationships. A missing
+    /// person is not an error (the real status is UNCONFIRMED; the emulator
+    /// answers 200 and does nothing).
     fn delete(&mut self, target: &Identifier) {
         if let Some(cio_id) = self.find(target) {
             self.reindex(&cio_id, false);
             self.people.remove(&cio_id);
+            self.forget_links(&cio_id);
         }
     }
 
     /// Suppress: blocks the named identifier and, if the person exists, all
-    /// of theirs, then deletes the person.
+    /// of theirs, then deletes the person with their devices and
+    /// relationships.
     fn suppress(&mut self, target: &Identifier) {
         self.suppressed.insert(key(target));
         let Some(cio_id) = self.find(target) else {
             return;
         };
         self.reindex(&cio_id, false);
+        self.forget_links(&cio_id);
         if let Some(person) = self.people.remove(&cio_id) {
             self.suppressed.insert(key(&Identifier::CioId(person.cio_id.clone())));
             for name in IDENTITY_ATTRIBUTES {
@@ -532,6 +498,7 @@ impl World {
             return self.fail("merge", primary, "primary and secondary are the same person");
         }
         self.reindex(&secondary_cio, false);
+        self.merge_links(&secondary_cio, &primary_cio);
         let Some(gone) = self.people.remove(&secondary_cio) else {
             return;
         };
@@ -589,6 +556,10 @@ impl World {
         }
     }
 }
+
+// Objects, relationships and devices: a child module, so it reaches the people.
+#[path = "model_links.rs"]
+mod links;
 
 #[cfg(test)]
 #[path = "model_tests.rs"]

@@ -2,7 +2,11 @@ use serde_json::json;
 
 use super::*;
 
-const SETTINGS: Settings = Settings { empty_removes: true, allow_email_update_by_id: true };
+const SETTINGS: Settings = Settings {
+    empty_removes: true,
+    allow_email_update_by_id: true,
+    relationships_create_objects: false,
+};
 
 fn id(v: &str) -> Identifier {
     Identifier::Id(v.to_owned())

@@ -14,11 +14,14 @@ use tokio::sync::watch;
 use crate::accept_only;
 use crate::campaign_log::{Campaigns, Delivery};
 use crate::config::EmulatorConfig;
+use crate::devices::Device;
 use crate::faults::Faults;
 use crate::identity::parse_path_identifier;
 use crate::journal::RecordedRequest;
 use crate::model::{Failure, Op, Settings, StoredEvent, World};
+use crate::objects::{ObjectRef, ObjectSummary, ObjectView, Relationship};
 use crate::segments::Segments;
+use crate::validate::Problem;
 use crate::webhook::WebhookRequest;
 use crate::webhook_log::{WebhookLog, WebhookRecord};
 
@@ -56,6 +59,7 @@ impl Inner {
             world: World::new(Settings {
                 empty_removes: config.empty_removes,
                 allow_email_update_by_id: config.allow_email_update_by_id,
+                relationships_create_objects: config.relationships_create_objects,
             }),
             requests: VecDeque::new(),
             faults: config.faults.clone(),
@@ -162,11 +166,22 @@ impl Shared {
     }
 
     /// Applies operations to the model in order, under one lock, and queues
-    /// the webhooks the configuration asks for on what they did.
-    pub fn apply(&self, ops: impl IntoIterator<Item = Op>) {
+    /// the webhooks the configuration asks for on what they did. An op that
+    /// would break a limit depending on what is stored (`World::admit`) is
+    /// not applied: its entry in the answer, one per op, names the problem.
+    pub fn apply(&self, ops: impl IntoIterator<Item = Op>) -> Vec<Option<Problem>> {
         let config = &self.0.config;
         self.update(|inner| {
-            ops.into_iter().for_each(|op| inner.world.apply(op));
+            let refused = ops
+                .into_iter()
+                .map(|op| match inner.world.admit(&op) {
+                    Ok(()) => {
+                        inner.world.apply(op);
+                        None
+                    }
+                    Err(problem) => Some(problem),
+                })
+                .collect();
             // Always drained, so the model's notes never pile up.
             let activity = inner.world.take_activity();
             if config.webhook_url.is_some() {
@@ -175,7 +190,8 @@ impl Shared {
                     inner.webhooks.queue_activity(&inner.world, config, done, now_ms);
                 }
             }
-        });
+            refused
+        })
     }
 
     /// Queues one webhook on demand. Fails, naming the problem, when no
@@ -246,6 +262,32 @@ impl<'a> EmulatorView<'a> {
             .person(&parse_path_identifier(identifier))
             .map(|person| person.events().to_vec())
             .unwrap_or_default()
+    }
+
+    /// Every object, by type then id, with its attributes and how many
+    /// people it is related to.
+    pub fn objects(&self) -> Vec<ObjectSummary> {
+        self.inner.world.objects()
+    }
+
+    /// One object (`object_type_id` as sent, e.g. `"1"`) with the people
+    /// related to it and each relationship's attributes.
+    pub fn object(&self, object_type_id: &str, object_id: &str) -> Option<ObjectView> {
+        let type_id = object_type_id.parse().ok()?;
+        let object = ObjectRef::Key { type_id, object_id: object_id.to_owned() };
+        self.inner.world.object(&object)
+    }
+
+    /// A person's devices by token, named as in a v1 path; `None` if there
+    /// is no such person.
+    pub fn devices(&self, identifier: &str) -> Option<Vec<Device>> {
+        self.inner.world.devices_of(&parse_path_identifier(identifier))
+    }
+
+    /// A person's relationships to objects, with their attributes, named as
+    /// in a v1 path; `None` if there is no such person.
+    pub fn relationships(&self, identifier: &str) -> Option<Vec<Relationship>> {
+        self.inner.world.relationships_of(&parse_path_identifier(identifier))
     }
 
     /// Track API requests, oldest first.

@@ -1,4 +1,5 @@
-//! Track API v1 routes: identify, delete, events, suppress, merge, region.
+//! Track API v1 routes: identify (with `cio_relationships`), delete,
+//! events, suppress, merge, devices, region.
 //!
 //! Each handler turns the request into model operations with a pure
 //! `*_op` function (validated the way Customer.io validates, with its exact
@@ -20,8 +21,10 @@ use ciosync_track_api::{
 use serde_json::{json, Map, Value};
 
 use crate::config::EmulatorConfig;
+use crate::devices::DeviceOp;
 use crate::faults::mark_injected;
 use crate::identity::parse_path_identifier;
+use crate::items;
 use crate::model::Op;
 use crate::state::Shared;
 use crate::validate::{
@@ -64,10 +67,10 @@ pub fn invalid(problems: Vec<Problem>) -> Response {
 fn answer(shared: &Shared, op: Result<Op, Vec<Problem>>) -> Response {
     match op {
         Ok(op) => match rejected(shared, &op) {
-            None => {
-                shared.apply([op]);
-                ok()
-            }
+            None => match shared.apply([op]).pop().flatten() {
+                None => ok(),
+                Some(problem) => invalid(vec![problem]),
+            },
             Some(problem) => mark_injected(invalid(vec![problem])),
         },
         Err(problems) => invalid(problems),
@@ -120,24 +123,28 @@ async fn anonymous_event(State(shared): State<Shared>, body: Bytes) -> Response 
     answer(&shared, anonymous_event_op(&body, now_secs()))
 }
 
-/// Devices are accepted and kept for inspection, not modelled.
+/// Adds or updates a device: `{"device": {id, platform, last_used?,
+/// attributes?}}` (see `items::device`).
 async fn device(State(shared): State<Shared>, Path(raw): Path<String>, body: Bytes) -> Response {
-    let op = path_target(&raw).and_then(|person| {
-        let item = body_object(&body)?;
-        let item = json!({"v1": "add_device", "customer": raw, "body": item});
-        Ok(Op::Unmodelled { item, person: Some(person) })
-    });
-    answer(&shared, op)
+    answer(&shared, device_op(&raw, &body, now_secs()))
 }
 
+/// Validates a v1 device body and turns it into an operation.
+pub fn device_op(raw: &str, body: &[u8], now: i64) -> Result<Op, Vec<Problem>> {
+    let target = path_target(raw)?;
+    let body = body_object(body)?;
+    let device = items::device(body.get("device"), "id", now).map_err(|problem| vec![problem])?;
+    Ok(Op::Device(DeviceOp::Add { target, device }))
+}
+
+/// Deletes the person's device with the path's token. An unknown token or
+/// person changes nothing and is answered 200 (the real answer is
+/// UNCONFIRMED; a delete of something absent is not an error elsewhere).
 async fn delete_device(
     State(shared): State<Shared>,
-    Path((raw, device_id)): Path<(String, String)>,
+    Path((raw, token)): Path<(String, String)>,
 ) -> Response {
-    let op = path_target(&raw).map(|person| Op::Unmodelled {
-        item: json!({"v1": "delete_device", "customer": raw, "device_id": device_id}),
-        person: Some(person),
-    });
+    let op = path_target(&raw).map(|target| Op::Device(DeviceOp::Delete { target, token }));
     answer(&shared, op)
 }
 
@@ -193,6 +200,12 @@ pub fn identify_op(
 ) -> Result<Op, Vec<Problem>> {
     let target = path_target(raw)?;
     let mut attributes = body_object(body)?;
+    // A documented property, not an attribute: an object, checked on its own.
+    let relationships = attributes
+        .remove("cio_relationships")
+        .map(|value| items::v1_relationships(&value, &target))
+        .transpose()
+        .map_err(|problem| vec![problem])?;
     let types =
         if config.strict_v1_values { ValueTypes::StringIntegerBoolean } else { ValueTypes::Any };
     let mut problems = check_attributes(&attributes, "", types);
@@ -205,7 +218,12 @@ pub fn identify_op(
     }
     let update_only = attributes.remove("_update") == Some(Value::Bool(true));
     attributes.remove("_timestamp");
-    Ok(Op::Identify { target, attributes, timestamp: timestamp.unwrap_or(now), update_only })
+    let identify =
+        Op::Identify { target, attributes, timestamp: timestamp.unwrap_or(now), update_only };
+    Ok(match relationships {
+        Some(relate) => Op::Many(vec![identify, relate]),
+        None => identify,
+    })
 }
 
 /// Validates an anonymous event. Only `name` is required: the published

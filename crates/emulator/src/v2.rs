@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::accept_only;
 use crate::faults::{mark_injected, ItemFault};
+use crate::items;
 use crate::model::Op;
 use crate::state::Shared;
 use crate::v1::{now_secs, ok};
@@ -66,10 +67,10 @@ async fn entity(State(shared): State<Shared>, body: Bytes) -> Response {
     }
     match entity_op(&body, now_secs()) {
         Ok(op) => match shared.read(|inner| inner.faults.refusal(&op)) {
-            None => {
-                shared.apply([op]);
-                ok()
-            }
+            None => match shared.apply([op]).pop().flatten() {
+                None => ok(),
+                Some(problem) => errors(StatusCode::BAD_REQUEST, vec![item_error(problem, None)]),
+            },
             Some(fault) => mark_injected(errors(
                 StatusCode::BAD_REQUEST,
                 vec![item_error(fault.problem(), None)],
@@ -95,14 +96,24 @@ async fn batch(State(shared): State<Shared>, body: Bytes) -> Response {
     let any_injected = injected.iter().any(Option::is_some);
     let mut failed = Vec::new();
     let mut ops = Vec::with_capacity(items.len());
+    let mut indexes = Vec::with_capacity(items.len());
     for (index, (item, fault)) in items.into_iter().zip(injected).enumerate() {
         match (item, fault) {
-            (Ok(op), None) => ops.push(op),
+            (Ok(op), None) => {
+                ops.push(op);
+                indexes.push(index);
+            }
             (Ok(_), Some(fault)) => failed.push(item_error(fault.problem(), Some(index))),
             (Err(problem), _) => failed.push(item_error(problem, Some(index))),
         }
     }
-    shared.apply(ops);
+    // Items refused by what is stored (an object's limits) are not applied.
+    for (index, refused) in indexes.into_iter().zip(shared.apply(ops)) {
+        if let Some(problem) = refused {
+            failed.push(item_error(problem, Some(index)));
+        }
+    }
+    failed.sort_by_key(|error| error.batch_index);
     let response = if failed.is_empty() {
         ok()
     } else if shared.config().errors_with_200 {
@@ -162,7 +173,7 @@ pub fn batch_ops(body: &[u8], now: i64) -> Result<Vec<Result<Op, Problem>>, Prob
 }
 
 /// Checks one item (`person`, `object` or `delivery`) and turns it into an
-/// operation; objects and deliveries are accepted but not modelled.
+/// operation; deliveries are accepted but not modelled.
 pub fn item_op(value: &Value, now: i64) -> Result<Op, Problem> {
     let Value::Object(item) = value else {
         return Err(Problem::new(REASON_INVALID, "", "item must be a JSON object"));
@@ -174,7 +185,7 @@ pub fn item_op(value: &Value, now: i64) -> Result<Op, Problem> {
     };
     match item.get("type").and_then(Value::as_str) {
         Some("person") => person_op(item, action, now),
-        Some("object") => object_op(item, action),
+        Some("object") => items::object_op(item, action),
         Some("delivery") => delivery_op(item, action),
         Some(_) => {
             Err(Problem::new(REASON_INVALID, "type", "type must be person, object or delivery"))
@@ -207,12 +218,13 @@ fn person_op(item: &Map<String, Value>, action: &str, now: i64) -> Result<Op, Pr
             }
             let timestamp = optional_integer(item, "timestamp", "")?;
             let update_only = attributes.remove("_update") == Some(Value::Bool(true));
-            Ok(Op::Identify {
+            let identify = Op::Identify {
                 target,
                 attributes,
                 timestamp: timestamp.unwrap_or(now),
                 update_only,
-            })
+            };
+            items::with_relationships(identify, item)
         }
         "delete" => Ok(Op::Delete { target: person_identifier(item, "identifiers")? }),
         "suppress" => Ok(Op::Suppress { target: person_identifier(item, "identifiers")? }),
@@ -227,8 +239,7 @@ fn person_op(item: &Map<String, Value>, action: &str, now: i64) -> Result<Op, Pr
             Ok(Op::Event { target, event })
         }
         "add_relationships" | "delete_relationships" | "add_device" | "delete_device" => {
-            let person = person_identifier(item, "identifiers")?;
-            Ok(Op::Unmodelled { item: Value::Object(item.clone()), person: Some(person) })
+            items::person_op(item, action, person_identifier(item, "identifiers")?, now)
         }
         _ => Err(unknown(action)),
     }
@@ -270,31 +281,6 @@ fn person_identifier(item: &Map<String, Value>, field: &str) -> Result<Identifie
         "cio_id" => Ok(Identifier::CioId(value.clone())),
         _ => Err(wrong()),
     }
-}
-
-fn object_op(item: &Map<String, Value>, action: &str) -> Result<Op, Problem> {
-    if !matches!(
-        action,
-        "identify" | "identify_anonymous" | "delete" | "add_relationships" | "delete_relationships"
-    ) {
-        return Err(unknown(action));
-    }
-    let identified = match item.get("identifiers") {
-        Some(Value::Object(ids)) => {
-            (ids.contains_key("object_type_id") && ids.contains_key("object_id"))
-                || ids.contains_key("cio_object_id")
-        }
-        _ => false,
-    };
-    // identify_anonymous names the object by reference, not `identifiers`.
-    if !identified && action != "identify_anonymous" {
-        return Err(Problem::new(
-            REASON_INVALID,
-            "identifiers",
-            "identifiers must hold object_type_id and object_id, or cio_object_id",
-        ));
-    }
-    Ok(Op::Unmodelled { item: Value::Object(item.clone()), person: None })
 }
 
 fn delivery_op(item: &Map<String, Value>, action: &str) -> Result<Op, Problem> {
@@ -369,7 +355,7 @@ mod tests {
     #[test]
     fn device_items_name_their_person_and_objects_nobody() {
         let device = json!({"type": "person", "action": "add_device", "identifiers": {"id": "7"},
-                            "device": {"token": "t"}});
+                            "device": {"token": "t", "platform": "ios"}});
         let person = Identifier::Id("7".into());
         assert_eq!(
             item_op(&device, 0).map(|op| op.people() == [("identifiers", &person)]),

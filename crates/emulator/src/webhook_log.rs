@@ -299,8 +299,11 @@ mod tests {
     use serde_json::Map;
 
     fn world_with_42() -> World {
-        let mut world =
-            World::new(Settings { empty_removes: true, allow_email_update_by_id: true });
+        let mut world = World::new(Settings {
+            empty_removes: true,
+            allow_email_update_by_id: true,
+            relationships_create_objects: false,
+        });
         let attributes = serde_json::json!({"email": "a@x.io"});
         world.apply(Op::Identify {
             target: Identifier::Id("42".into()),

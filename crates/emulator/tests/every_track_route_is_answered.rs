@@ -138,8 +138,8 @@ async fn effect_shows(client: &Client, operation: &str, delivery_id: &str) -> bo
         "getRegion" => true, // Its answer is the effect, checked below.
         "identify" => customers["42"]["email"] == "ann@x.io",
         "delete" => customers.get("gone").is_none(),
-        "add_device" => item("add_device", "/body/device/id", "d1"),
-        "delete_device" => item("delete_device", "/device_id", "d1"),
+        "add_device" => client.inspect("customers/42/devices").await[0]["token"] == "d1",
+        "delete_device" => client.inspect("customers/42/devices").await == json!([]),
         "suppress" => client.inspect("suppressed").await.to_string().contains("sup"),
         "unsuppress" => !client.inspect("suppressed").await.to_string().contains("sup"),
         "unsubscribe" => {
