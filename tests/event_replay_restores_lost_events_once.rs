@@ -2,9 +2,10 @@
 //! with their own timestamps and the ids the stream gave them (derived from
 //! the table, the primary key and the name). After Customer.io lost them
 //! (an emulator reset) every event comes back once; over events it still
-//! has, nothing is added; `--since` and `--where` select; what cannot be
-//! replayed exits 2 naming the flag or the config key; kill -9 mid-replay
-//! loses nothing.
+//! has, nothing is added; events of customers deleted since are left out
+//! (an event would re-create them); `--since` and `--where` select; what
+//! cannot be replayed exits 2 naming the flag or the config key; kill -9
+//! mid-replay loses nothing.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +24,7 @@ const TABLES: &str = "
         occurred_at timestamptz NOT NULL
     );
     CREATE TABLE visits (
-        user_id bigint, seq int, path text, at timestamptz NOT NULL, PRIMARY KEY (user_id, seq)
+        user_id text, seq int, path text, at timestamptz NOT NULL, PRIMARY KEY (user_id, seq)
     );
     CREATE TABLE clicks (user_id bigint, at timestamptz);
     CREATE TABLE untimed (id serial PRIMARY KEY, user_id bigint);
@@ -57,16 +58,18 @@ customer_id_column = "user_id"
 name = "untimed"
 "#;
 
-/// 40 outbox rows for 8 customers, half of them dated 2024 and half in the
-/// last hour, and 250 visits (a two-column key, read in several pages).
+/// 8 customers; 40 outbox rows for them (a bigint id, as the users'), half of them dated 2024 and half in the
+/// last hour, and 250 visits (a two-column key, read in several pages, and
+/// a text id, compared with the users' as text).
 const ROWS: &str = "
+    INSERT INTO users (id, email) SELECT g, 'u' || g || '@x.io' FROM generate_series(1, 8) g;
     INSERT INTO outbox (user_id, name, payload, occurred_at)
     SELECT 1 + g % 8, 'step_' || (g % 3), jsonb_build_object('n', g),
            CASE WHEN g % 2 = 0 THEN timestamptz '2024-03-01 12:00:00+00' + g * interval '1 hour'
                 ELSE now() - g * interval '1 minute' END
     FROM generate_series(1, 40) g;
     INSERT INTO visits (user_id, seq, path, at)
-    SELECT 1 + g % 4, g, '/p/' || g, timestamptz '2025-01-01 00:00:00+00' + g * interval '1 day'
+    SELECT (1 + g % 4)::text, g, '/p/' || g, timestamptz '2025-01-01 00:00:00+00' + g * interval '1 day'
     FROM generate_series(1, 250) g;
 ";
 
@@ -110,7 +113,11 @@ async fn a_replay_restores_lost_events_once_and_adds_nothing_to_events_kept() {
     let config = config_file(&db.config(&emulator.url(), EVENTS));
     db.exec(ROWS).await;
     assert!(wait_for(&emulator, |e| event_count(e) == 290).await, "{}", event_count(&emulator));
+    // Customer 8 is deleted (and with it, in Customer.io, its 5 events).
+    db.exec("DELETE FROM users WHERE id = 8").await;
+    assert!(wait_for(&emulator, |e| e.customer("8").is_none()).await);
     let streamed = all_events(&emulator);
+    assert_eq!(event_count(&emulator), 285);
 
     // What cannot be replayed is refused before anything is queued.
     for (args, says) in [
@@ -135,19 +142,19 @@ async fn a_replay_restores_lost_events_once_and_adds_nothing_to_events_kept() {
     emulator.clear_requests();
     let duplicates = emulator.view(|v| v.world().duplicate_events());
     let stdout = replay(&["--events", "outbox"], config.path()).await;
-    assert!(stdout.contains("40 rows"), "{stdout}");
+    assert!(stdout.contains("35 rows") && stdout.contains("5 more rows are left out"), "{stdout}");
     assert_eq!(all_events(&emulator), streamed, "a replay over kept events changed them");
-    assert_eq!(emulator.view(|v| v.world().duplicate_events()), duplicates + 40);
+    assert_eq!(emulator.view(|v| v.world().duplicate_events()), duplicates + 35);
     let sent: Vec<Value> = batch_items(&emulator);
-    assert_eq!(sent.len(), 40, "{sent:?}");
+    assert_eq!(sent.len(), 35, "{sent:?}");
     assert!(sent.iter().all(|i| i["action"] == "event"), "only events: {sent:?}");
 
     // Customer.io lost everything: --since brings back the last day only,
     // then a whole replay the rest (the recent ones once more, dropped).
     emulator.reset();
     let stdout = replay(&["--events", "outbox", "--since", "1 day"], config.path()).await;
-    assert!(stdout.contains("20 rows"), "{stdout}");
-    assert_eq!(event_count(&emulator), 20);
+    assert!(stdout.contains("15 rows"), "{stdout}");
+    assert_eq!(event_count(&emulator), 15);
     let recent = all_events(&emulator);
     for (customer, events) in &recent {
         for event in events {
@@ -158,6 +165,7 @@ async fn a_replay_restores_lost_events_once_and_adds_nothing_to_events_kept() {
     replay(&["--events", "outbox"], config.path()).await;
     replay(&["--events", "public.visits"], config.path()).await;
     assert_eq!(all_events(&emulator), streamed, "the replays did not restore the events exactly");
+    assert!(emulator.customer("8").is_none(), "a replay re-created a deleted customer");
     daemon.stop().await.unwrap();
 }
 
@@ -166,7 +174,8 @@ async fn kill_9_during_a_replay_loses_no_event_and_duplicates_none() {
     let db = TestDb::new("event_replay_kill").await;
     db.exec(&format!("{USERS_TABLE} {TABLES}")).await;
     db.exec(
-        "INSERT INTO outbox (user_id, name, payload, occurred_at)
+        "INSERT INTO users (id) SELECT g FROM generate_series(1, 8) g;
+         INSERT INTO outbox (user_id, name, payload, occurred_at)
          SELECT 1 + g % 8, 'bulk', jsonb_build_object('n', g), now() - g * interval '1 second'
          FROM generate_series(1, 3000) g",
     )

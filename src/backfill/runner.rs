@@ -331,9 +331,15 @@ async fn replay_mapping(
     }
     let mut mapper = Mapper::new(&[]).with_event_tables(std::slice::from_ref(events));
     mapper.set_event_keys(vec![((schema.to_owned(), name.to_owned()), key.clone())]);
-    let reader =
-        TableReader::of_events(sql, events, &key, backfill.since, backfill.where_clause.as_deref())
-            .await?;
+    let reader = TableReader::of_events(
+        sql,
+        events,
+        &key,
+        backfill.since,
+        backfill.where_clause.as_deref(),
+        Some(&config.sync),
+    )
+    .await?;
     Ok((Mapping { mapper, counters: mapping.counters.clone() }, reader))
 }
 

@@ -11,8 +11,7 @@ use tokio_postgres::Client;
 use super::backfill::{follow, usage};
 use crate::config::{Config, EventTableConfig};
 use crate::error::error_chain;
-use crate::pg::quote::quote_ident;
-use crate::source::reader::primary_key;
+use crate::source::reader::{primary_key, TableReader};
 use crate::state::{Queued, State};
 
 /// What `backfill --events` was asked to replay.
@@ -72,8 +71,8 @@ impl Replay {
                 },
                 None => None,
             };
-        let total = match self.count(sql, events, since).await? {
-            Ok(total) => total,
+        let (total, left_out) = match self.count(sql, config, events, &key, since).await? {
+            Ok(counts) => counts,
             Err(bad_where) => return Ok(bad_where),
         };
         let table = events.table.to_string();
@@ -87,43 +86,48 @@ impl Replay {
         };
         let id = state.enqueue_backfill(&queued).await.map_err(|e| error_chain(&e))?;
         println!("event replay {id} queued: {table}, {total} rows");
+        if left_out > 0 {
+            println!(
+                "  {left_out} more rows are left out: their customers have no row that syncs \
+                 (deleted, filtered out or soft-deleted), and an event would re-create them"
+            );
+        }
         if self.detach {
             return Ok(ExitCode::SUCCESS);
         }
         follow(state, &[id]).await
     }
 
-    /// The rows the replay will read, for progress; counting also proves
-    /// `--where` is valid SQL for the table (`Ok(Err)`: the usage error).
+    /// The rows the replay will read, for progress, and those it leaves
+    /// out for their customers (see `source::reader::living_customers`);
+    /// reading them also proves `--where` is one read-only SQL condition on
+    /// the table (`Ok(Err)`: the usage error).
     async fn count(
         &self,
         sql: &Client,
+        config: &Config,
         events: &EventTableConfig,
+        key: &[String],
         since: Option<i64>,
-    ) -> Result<Result<i64, ExitCode>, String> {
-        let time = events.timestamp_column.as_deref().map(quote_ident);
-        let since = since.zip(time).map(|(s, column)| format!("{column} >= to_timestamp({s})"));
-        let conditions: Vec<String> =
-            since.iter().chain(self.where_clause.as_ref()).map(|c| format!("({c})")).collect();
-        let filter = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conditions.join(" AND "))
-        };
-        let query = format!("SELECT count(*) FROM {}{filter}", events.table.quoted());
-        let counted = async {
-            sql.batch_execute("BEGIN READ ONLY").await?;
-            let counted = sql.query_one(&query, &[]).await;
-            sql.batch_execute("ROLLBACK").await?;
-            counted
-        };
-        match counted.await {
-            Ok(row) => Ok(Ok(row.get(0))),
-            Err(e) if self.where_clause.is_some() => {
-                Ok(Err(usage(&format!("--where: {}", error_chain(&e)))))
+    ) -> Result<Result<(i64, i64), ExitCode>, String> {
+        let filter = self.where_clause.as_deref();
+        let mut counts = [0; 2];
+        for (count, living) in counts.iter_mut().zip([Some(&config.sync[..]), None]) {
+            let read = async {
+                TableReader::of_events(sql, events, key, since, filter, living)
+                    .await?
+                    .count(sql)
+                    .await
+            };
+            match read.await {
+                Ok(n) => *count = n,
+                Err(e) if filter.is_some() && !e.is_transient() => {
+                    return Ok(Err(usage(&format!("--where: {}", error_chain(&e)))))
+                }
+                Err(e) => return Err(error_chain(&e)),
             }
-            Err(e) => Err(error_chain(&e)),
         }
+        Ok(Ok((counts[0], counts[1] - counts[0])))
     }
 }
 

@@ -49,13 +49,16 @@ impl TableReader {
     /// Pages through an event table by its primary key `key` (every column,
     /// the key's first), from `since` (Unix seconds, on its
     /// `timestamp_column`) when given, and only rows meeting `filter` (a
-    /// replay's `--where`, held as a backfill's).
+    /// replay's `--where`, held as a backfill's). With `living` (the synced
+    /// tables), only rows whose customer has a row there that syncs (see
+    /// [`living_customers`]) or that name no customer.
     pub async fn of_events(
         sql: &Client,
         events: &EventTableConfig,
         key: &[String],
         since: Option<i64>,
         filter: Option<&str>,
+        living: Option<&[SyncConfig]>,
     ) -> Result<Self, PgError> {
         let (schema, name) = events.schema_and_name();
         let whole = describe_whole(sql, schema, name).await?;
@@ -65,8 +68,24 @@ impl TableReader {
         columns.extend(rest);
         let table = Table { columns, ..whole };
         let key = Key::of(sql, schema, name, key).await?;
-        let since = since_condition(events, since);
-        Self::with(sql, table, key, since.as_deref(), filter).await
+        let mut own: Vec<String> = since_condition(events, since).into_iter().collect();
+        if let Some(syncs) = living.filter(|syncs| !syncs.is_empty()) {
+            own.push(living_customers(sql, events, syncs).await?);
+        }
+        let own = (!own.is_empty()).then(|| own.join(" AND "));
+        Self::with(sql, table, key, own.as_deref(), filter).await
+    }
+
+    /// How many rows the reader reads in all.
+    pub async fn count(&self, sql: &Client) -> Result<i64, PgError> {
+        let query = format!("SELECT count(*) FROM ({}) AS counted", self.select);
+        let read = async {
+            sql.batch_execute("BEGIN READ ONLY").await?;
+            let counted = sql.query_one(&query, &[]).await;
+            sql.batch_execute("ROLLBACK").await?;
+            counted
+        };
+        Ok(read.await.map_err(PgError::sql("count a table's rows"))?.get(0))
     }
 
     async fn with(
@@ -324,21 +343,7 @@ impl Key {
     ) -> Result<Self, PgError> {
         let mut key = Vec::with_capacity(columns.len());
         for column in columns {
-            let row = sql
-                .query_opt(
-                    "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
-                     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 \
-                       AND NOT a.attisdropped",
-                    &[&schema, &name, column],
-                )
-                .await
-                .map_err(PgError::sql("read the key column's type"))?
-                .ok_or_else(|| {
-                    PgError::Definite(format!("table {schema}.{name} has no column {column}"))
-                })?;
-            key.push((quote_ident(column), row.get(0)));
+            key.push((quote_ident(column), column_type(sql, schema, name, column).await?));
         }
         Ok(Self(key))
     }
@@ -423,6 +428,72 @@ pub async fn primary_key(sql: &Client, schema: &str, name: &str) -> Result<Vec<S
         .await
         .map_err(PgError::sql("read an event table's primary key"))?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// A condition on an event table's rows: the customer it names has a row
+/// in one of the synced tables that syncs (the table's `filter` holds, the
+/// row is not soft-deleted), or it names none (an anonymous event, or a
+/// row the mapper skips). Customer.io creates the person an event names,
+/// so a replay of old events must leave out the customers deleted since.
+/// The ids are compared as the mapper sends them, as text, unless both
+/// columns have one type (so the synced table's index on its id serves).
+async fn living_customers(
+    sql: &Client,
+    events: &EventTableConfig,
+    syncs: &[SyncConfig],
+) -> Result<String, PgError> {
+    let (schema, name) = events.schema_and_name();
+    let customer = &events.customer_id_column;
+    let event_type = column_type(sql, schema, name, customer).await?;
+    let theirs = format!("{}.{}", quoted_table(schema, name), quote_ident(customer));
+    let mut alternatives = vec![format!("{theirs} IS NULL")];
+    for sync in syncs {
+        let (s_schema, s_name) = sync.schema_and_name();
+        let id_type = column_type(sql, s_schema, s_name, &sync.id_column).await?;
+        let ours = format!("ciosync_person.{}", quote_ident(&sync.id_column));
+        let same = if id_type == event_type {
+            format!("{ours} = {theirs}")
+        } else {
+            format!("{ours}::text = {theirs}::text")
+        };
+        let conditions = std::iter::once(same)
+            .chain(sync.filter.as_ref().map(|f| format!("({f})")))
+            .chain(
+                sync.soft_delete_column
+                    .as_ref()
+                    .map(|c| format!("ciosync_person.{} IS NULL", quote_ident(c))),
+            )
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        alternatives.push(format!(
+            "EXISTS (SELECT 1 FROM {} AS ciosync_person WHERE {conditions})",
+            quoted_table(s_schema, s_name)
+        ));
+    }
+    Ok(format!("({})", alternatives.join(" OR ")))
+}
+
+/// `schema.name`'s `column` type as SQL.
+async fn column_type(
+    sql: &Client,
+    schema: &str,
+    name: &str,
+    column: &str,
+) -> Result<String, PgError> {
+    let row = sql
+        .query_opt(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped",
+            &[&schema, &name, &column],
+        )
+        .await
+        .map_err(PgError::sql("read a column's type"))?
+        .ok_or_else(|| {
+            PgError::Definite(format!("table {schema}.{name} has no column {column}"))
+        })?;
+    Ok(row.get(0))
 }
 
 /// An event replay's `--since` as a condition on the event table's
