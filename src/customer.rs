@@ -2,6 +2,8 @@
 
 use serde_json::{Map, Value};
 
+pub use crate::object_op::{ObjectAction, ObjectOp, RelationshipAction, RelationshipOp};
+
 /// One operation on one Customer.io person.
 ///
 /// Operations on the same customer must reach Customer.io in the order they
@@ -27,6 +29,12 @@ pub enum CustomerOp {
     AnonymousEvent(AnonymousEvent),
     /// Merge `secondary` into `primary` (which must exist), deleting `secondary`.
     Merge { primary: String, secondary: String },
+    /// An operation on a Customer.io object (`[[objects]]`), ordered by the
+    /// object's key (see [`crate::object_op`]).
+    Object(ObjectOp),
+    /// A person's relationship to an object added or removed
+    /// (`[[relationships]]`), ordered with the person's other operations.
+    Relationship(RelationshipOp),
     /// Everything before must be accepted before anything after is sent.
     /// Needed where two customers' operations depend on each other (an email
     /// moving from one person to another), since Customer.io does not promise
@@ -43,6 +51,8 @@ impl CustomerOp {
             // Ordered per anonymous id, like a customer's operations.
             Self::AnonymousEvent(event) => Some(&event.anonymous_id),
             Self::Merge { primary, .. } => Some(primary),
+            Self::Object(op) => Some(op.key()),
+            Self::Relationship(op) => Some(&op.customer),
             Self::Barrier => None,
         }
     }
@@ -56,6 +66,8 @@ impl CustomerOp {
             Self::Event(event) if event.only_records() => "watch",
             Self::Event(_) | Self::AnonymousEvent(_) => "event",
             Self::Merge { .. } => "merge",
+            Self::Object(op) => op.kind(),
+            Self::Relationship(op) => op.kind(),
             Self::Barrier => "barrier",
         }
     }

@@ -13,7 +13,7 @@
 //! Modules import each other in layers, with no circle (the test
 //! `modules_import_in_layers` prints them and fails on a circle). From the bottom:
 //!
-//! - [`error`], [`change`], [`customer`]: shared vocabulary; [`track_api`] and
+//! - [`error`], [`change`], [`customer`] (with [`object_op`]): shared vocabulary; [`track_api`] and
 //!   [`secret`] come from the `ciosync-track-api` crate (crates/track-api),
 //!   which the emulator shares.
 //! - [`listener`]: the hardened HTTP/1 server of both listeners: timeouts, a connection cap that sheds idle clients, a body budget.
@@ -58,6 +58,7 @@ pub mod initial_copy;
 pub mod lease;
 pub mod listener;
 pub mod mapping;
+pub mod object_op;
 pub mod pg;
 pub mod pipeline;
 pub mod record;

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::Client;
 
 use crate::change::{RowChange, RowOp};
-use crate::config::{DeleteAction, SyncConfig};
+use crate::config::{DeleteAction, SyncConfig, Target};
 use crate::customer::CustomerOp;
 use crate::mapping::Mapper;
 use crate::pg::PgError;
@@ -68,7 +68,8 @@ impl<'a> Rows<'a> {
     /// without attributes. Empty when the config maps none of them (it
     /// changed since the letter was written).
     pub fn tables_of_identify(&self, names: &[String]) -> Vec<usize> {
-        (0..self.syncs.len())
+        self.every_table()
+            .into_iter()
             .filter(|&i| {
                 names.is_empty() || names.iter().any(|n| self.syncs[i].attributes.contains_key(n))
             })
@@ -78,7 +79,8 @@ impl<'a> Rows<'a> {
     /// Every person table: any of them with a row for the customer keeps
     /// the person alive.
     pub fn every_table(&self) -> Vec<usize> {
-        (0..self.syncs.len()).collect()
+        // Objects and relationships keep no person alive.
+        (0..self.syncs.len()).filter(|&i| self.syncs[i].target == Target::Person).collect()
     }
 
     /// What removing the customer sends, by the `delete_action` of the

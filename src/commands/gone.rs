@@ -36,7 +36,7 @@ use tokio_postgres::Client;
 
 use super::current::{Current, Rows};
 use super::deletes::{send, CommandError};
-use crate::config::{Config, DeleteAction};
+use crate::config::{Config, DeleteAction, Target};
 use crate::customer::CustomerOp;
 use crate::pg::quote::quote_ident;
 use crate::pg::PgError;
@@ -108,7 +108,8 @@ pub(super) async fn run(
 /// The one `delete_action` of the synced tables: the record does not say
 /// which table a customer came from, so tables that differ are refused.
 fn removal_action(config: &Config) -> Result<DeleteAction, CommandError> {
-    let mut actions: Vec<DeleteAction> = config.sync.iter().map(|s| s.delete_action).collect();
+    let people = config.sync.iter().filter(|s| s.target == Target::Person);
+    let mut actions: Vec<DeleteAction> = people.map(|s| s.delete_action).collect();
     actions.dedup();
     match actions.as_slice() {
         [one] => Ok(*one),
@@ -253,6 +254,7 @@ fn gone_condition(config: &Config) -> String {
     let gone: Vec<String> = config
         .sync
         .iter()
+        .filter(|s| s.target == Target::Person)
         .map(|sync| {
             // The filter inside a subquery of its own, as backfills read it
             // (`TableReader`), so it reads the table's columns only.

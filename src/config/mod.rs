@@ -19,6 +19,7 @@ pub mod customerio;
 pub mod exposure;
 #[cfg(test)]
 pub mod fixture;
+pub mod objects;
 pub mod origin;
 pub mod postgres;
 pub mod runtime;
@@ -41,6 +42,7 @@ pub use runtime::{
 };
 pub use sync::{
     ChangeEventConfig, DeleteAction, EventTableConfig, OnIdChange, OnSchemaChange, SyncConfig,
+    Target,
 };
 
 use std::path::Path;
@@ -87,8 +89,16 @@ pub struct Config {
     pub postgres: PostgresConfig,
     /// Where the changes go.
     pub customerio: CustomerioConfig,
-    /// Tables to sync; at least one.
+    /// Tables whose rows are people, then (appended as the file is read)
+    /// the `[[objects]]` and `[[relationships]]` resolved; at least one.
+    #[serde(default)]
     pub sync: Vec<SyncConfig>,
+    /// Tables whose rows are Customer.io objects (accounts, companies).
+    #[serde(default)]
+    pub objects: Vec<objects::ObjectConfig>,
+    /// Tables whose rows relate people to objects (memberships).
+    #[serde(default)]
+    pub relationships: Vec<objects::RelationshipConfig>,
     /// Tables whose inserts become events.
     #[serde(default)]
     pub events: Vec<EventTableConfig>,
@@ -125,8 +135,8 @@ impl Config {
         let mut doc: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_owned()))?;
         apply_env_overrides(&mut doc, env)?;
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(doc)).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(doc))
+            .map_err(|e| {
                 let path = e.path().to_string();
                 let message = e.into_inner().message().to_owned();
                 if path == "." {
@@ -135,6 +145,7 @@ impl Config {
                     ConfigError::Parse(format!("{path}: {message}"))
                 }
             })?;
+        objects::resolve_into(&config.objects, &config.relationships, &mut config.sync)?;
         config.validate()?;
         Ok(config)
     }

@@ -76,12 +76,41 @@ pub struct SyncConfig {
     /// `pause` (default) or `skip`.
     #[serde(default)]
     pub on_schema_change: OnSchemaChange,
+    /// What the rows are in Customer.io: people (`[[sync]]`), or set by
+    /// `[[objects]]` and `[[relationships]]` as they resolve.
+    #[serde(skip)]
+    pub target: Target,
+}
+
+/// What a synced table's rows are in Customer.io.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Target {
+    /// People (`[[sync]]`).
+    #[default]
+    Person,
+    /// Objects of this type (`[[objects]]`), by `id_column`.
+    Object { object_type_id: String },
+    /// Relationships of the person in `id_column` to the object of this
+    /// type in `object_id_column` (`[[relationships]]`).
+    Relationship { object_type_id: String, object_id_column: String },
 }
 
 impl SyncConfig {
     /// The table's schema and name, `public` when the config gives none.
     pub fn schema_and_name(&self) -> (&str, &str) {
         self.table.parts()
+    }
+
+    /// The columns the initial copy and backfills page the table by: the
+    /// id column; a relationship's person and object columns (a person has
+    /// several memberships; a pair listed twice is one relationship).
+    pub fn key_columns(&self) -> Vec<String> {
+        match &self.target {
+            Target::Relationship { object_id_column, .. } => {
+                vec![self.id_column.clone(), object_id_column.clone()]
+            }
+            _ => vec![self.id_column.clone()],
+        }
     }
 }
 
@@ -180,11 +209,12 @@ fn validate_event_name(field: &str, name: &str) -> Result<(), ConfigError> {
 
 impl SyncConfig {
     /// Checks one table's keys; `field` names a key of it (`sync[i].key`).
-    fn validate(&self, field: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self, field: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
         if self.id_column.is_empty() {
             return Err(ConfigError::invalid(field("id_column"), "must not be empty"));
         }
-        if self.attributes.is_empty() {
+        // An object or a relationship may carry no attribute.
+        if self.attributes.is_empty() && self.target == Target::Person {
             return Err(ConfigError::invalid(
                 field("attributes"),
                 "map at least one attribute (Customer.io attribute = column)",
@@ -270,7 +300,10 @@ impl ChangeEventConfig {
 /// Checks `[[sync]]` and `[[events]]`, naming the first bad field.
 pub fn validate(tables: &[SyncConfig], events: &[EventTableConfig]) -> Result<(), ConfigError> {
     if tables.is_empty() {
-        return Err(ConfigError::invalid("sync", "at least one [[sync]] table is required"));
+        return Err(ConfigError::invalid(
+            "sync",
+            "at least one [[sync]], [[objects]] or [[relationships]] table is required",
+        ));
     }
     let mut seen = std::collections::HashSet::new();
     for (i, sync) in tables.iter().enumerate() {

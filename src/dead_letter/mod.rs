@@ -52,7 +52,17 @@ use crate::state::State;
 /// The operations a dead letter may hold: every kind the sink sends
 /// (`CustomerOp::kind`; person and anonymous events are both `event`), as
 /// the table's CHECK constraint `dead_letters_operation_kinds` allows.
-pub const OPERATIONS: [&str; 5] = ["identify", "delete", "suppress", "merge", "event"];
+pub const OPERATIONS: [&str; 9] = [
+    "identify",
+    "delete",
+    "suppress",
+    "merge",
+    "event",
+    "object_identify",
+    "object_delete",
+    "add_relationship",
+    "delete_relationship",
+];
 
 /// The key of an escaped letter's payload: `{"ciosync_payload_base64": "…"}`
 /// holds the item as sent, base64-encoded (see `Row::escaped`).
@@ -384,7 +394,10 @@ mod tests {
 
     /// One operation of each kind the sink sends, as it encodes them.
     fn every_kind() -> Vec<crate::sink::batch::EncodedItem> {
-        use crate::customer::{AnonymousEvent, CustomerOp, Event};
+        use crate::customer::{
+            AnonymousEvent, CustomerOp, Event, ObjectAction, ObjectOp, RelationshipAction,
+            RelationshipOp,
+        };
         let data = |key: &str| serde_json::json!({ key: "secret-value" }).as_object().cloned();
         let ops = vec![
             CustomerOp::Identify {
@@ -409,6 +422,24 @@ mod tests {
                 event_id: "01HZZ".into(),
                 timestamp: 1,
                 data: data("path").unwrap(),
+            }),
+            CustomerOp::Object(ObjectOp::new(
+                "1",
+                "acme".into(),
+                ObjectAction::Identify { attributes: data("plan").unwrap() },
+            )),
+            CustomerOp::Object(ObjectOp::new("1", "acme".into(), ObjectAction::Delete)),
+            CustomerOp::Relationship(RelationshipOp {
+                customer: "8".into(),
+                object_type_id: "1".into(),
+                object_id: "acme".into(),
+                action: RelationshipAction::Add { attributes: data("role").unwrap() },
+            }),
+            CustomerOp::Relationship(RelationshipOp {
+                customer: "8".into(),
+                object_type_id: "1".into(),
+                object_id: "acme".into(),
+                action: RelationshipAction::Delete,
             }),
         ];
         ops.into_iter().map(|op| crate::sink::batch::encode(op).expect("not a barrier")).collect()
@@ -438,7 +469,7 @@ mod tests {
                 _ => assert_eq!((outline.event_name, outline.secondary_id), (None, None)),
             }
             // Names, never values; an anonymous event's too.
-            if ["identify", "event"].contains(&letter.operation) {
+            if ["identify", "event", "object_identify"].contains(&letter.operation) {
                 assert_eq!(letter.attributes.len(), 1, "{}", letter.operation);
             }
             assert!(!letter.attributes.iter().any(|a| a.contains("secret")));
@@ -448,8 +479,8 @@ mod tests {
     #[test]
     fn the_table_check_allows_exactly_the_operations() {
         let check = crate::state::MIGRATION
-            .split("CHECK (operation IN (")
-            .nth(1)
+            .rsplit("CHECK (operation IN (")
+            .next()
             .and_then(|rest| rest.split("))").next())
             .expect("the migration checks the operation");
         let allowed: Vec<&str> = check.split(',').map(|k| k.trim().trim_matches('\'')).collect();

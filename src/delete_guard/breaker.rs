@@ -134,6 +134,7 @@ impl Breaker {
             tables: config
                 .sync
                 .iter()
+                .filter(|s| s.target == crate::config::Target::Person)
                 .map(|s| {
                     // Quoted, as to_regclass reads it: `Users` is not `users`.
                     let (schema, name) = s.schema_and_name();

@@ -20,6 +20,7 @@
 
 pub mod events;
 pub mod filter_expr;
+mod objects;
 pub mod own_filter;
 pub mod report;
 pub mod value;
@@ -27,7 +28,7 @@ pub mod value;
 use serde_json::{Map, Value as Json};
 
 use crate::change::{Datum, ReplicaIdentity, Row, RowChange, RowOp, Table};
-use crate::config::{DeleteAction, EventTableConfig, OnIdChange, SyncConfig};
+use crate::config::{DeleteAction, EventTableConfig, OnIdChange, SyncConfig, Target};
 use crate::customer::{CustomerOp, Released};
 use crate::track_api;
 
@@ -50,6 +51,10 @@ pub enum SkipReason {
     /// The row is outside a filter ciosync evaluates, and Customer.io does
     /// not hold its customer.
     FilteredOut,
+    /// A `[[relationships]]` row deleted (or its ids changed) without an
+    /// old row naming the person and the object: the relationship to
+    /// remove is not known.
+    RelationshipUnknown,
 }
 
 impl SkipReason {
@@ -62,6 +67,7 @@ impl SkipReason {
             Self::SoftDeleted => "soft_deleted",
             Self::InvalidEvent => "invalid_event",
             Self::FilteredOut => "filtered_out",
+            Self::RelationshipUnknown => "relationship_unknown",
         }
     }
 }
@@ -225,20 +231,24 @@ impl Mapper {
         self.tables.get(schema, name).is_some()
     }
 
-    /// The customer ids a change touches (the new row's and the old row's),
-    /// for backfills that must yield to the stream.
+    /// The keys a change touches (the new row's and the old row's), as
+    /// backfills page the table (`SyncConfig::key_columns`), for backfills
+    /// that must yield to the stream.
     pub fn customer_ids(&self, change: &RowChange) -> Vec<String> {
         let Some(sync) = self.tables.get(&change.table.schema, &change.table.name) else {
             return Vec::new();
         };
-        let Some(index) = change.table.column_index(&sync.id_column) else { return Vec::new() };
+        let columns = sync.key_columns();
+        let index: Option<Vec<usize>> =
+            columns.iter().map(|c| change.table.column_index(c)).collect();
+        let Some(index) = index else { return Vec::new() };
         let rows: Vec<&Row> = match &change.op {
             RowOp::Insert { new } => vec![new],
             RowOp::Update { old, new, .. } => old.iter().chain(std::iter::once(new)).collect(),
             RowOp::Delete { old } => vec![old],
         };
         let mut ids: Vec<String> =
-            rows.into_iter().filter_map(|r| customer_id(&r[index])).collect();
+            rows.into_iter().filter_map(|r| objects::key_of(r, &index)).collect();
         ids.dedup();
         ids
     }
@@ -252,6 +262,20 @@ impl Mapper {
                 None => Mapped { skipped: Some(SkipReason::UnknownTable), ..Mapped::default() },
             };
         };
+        match &sync.target {
+            Target::Person => self.map_rows(sync, change),
+            Target::Object { object_type_id } => {
+                objects::as_object_ops(object_type_id, self.map_rows(sync, change))
+            }
+            Target::Relationship { object_type_id, object_id_column } => {
+                objects::relationship(sync, object_type_id, object_id_column, change)
+            }
+        }
+    }
+
+    /// A change of a table whose rows are people (or objects, mapped as
+    /// people first).
+    fn map_rows(&self, sync: &SyncConfig, change: &RowChange) -> Mapped {
         let mut rows = RowMapping::new(sync, change);
         rows.record = self.record;
         let mut out = Mapped::default();

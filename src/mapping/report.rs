@@ -63,6 +63,7 @@ fn skip_counter(reason: SkipReason, counters: &Counters) -> &std::sync::atomic::
         SkipReason::SoftDeleted => &counters.changes_skipped_soft_deleted,
         SkipReason::FilteredOut => &counters.changes_skipped_filtered_out,
         SkipReason::InvalidEvent => &counters.changes_skipped_invalid_event,
+        SkipReason::RelationshipUnknown => &counters.changes_skipped_relationship_unknown,
     }
 }
 
@@ -75,6 +76,10 @@ fn skip_explanation(reason: SkipReason) -> Option<&'static str> {
              needs the id column in the replica identity)",
         ),
         SkipReason::InvalidEvent => Some("its event name is NULL, blank or over 100 bytes"),
+        SkipReason::RelationshipUnknown => Some(
+            "the deleted membership's old row does not name the person and the object: \
+             ALTER TABLE … REPLICA IDENTITY FULL (ciosync check names the table)",
+        ),
     }
 }
 

@@ -40,6 +40,7 @@ fn sync(on_id_change: OnIdChange) -> SyncConfig {
         events: Vec::new(),
         filter: None,
         on_schema_change: Default::default(),
+        target: Default::default(),
     }
 }
 

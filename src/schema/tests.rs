@@ -27,6 +27,7 @@ fn sync() -> SyncConfig {
         }],
         filter: None,
         on_schema_change: OnSchemaChange::Pause,
+        target: Default::default(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 use crate::customer::{CustomerOp, Watch};
 use crate::dead_letter::DeadLetter;
+use crate::object_op::readable_key;
 pub use crate::track_api::Route;
 use crate::track_api::{
     attribute_value_bytes, Identifier, PersonAction, PersonItem, MAX_BATCH_ITEM_BYTES,
@@ -103,6 +104,8 @@ pub fn encode(op: CustomerOp) -> Option<EncodedItem> {
                 watch: None,
             });
         }
+        CustomerOp::Object(op) => return Some(super::object_items::encode_object(op)),
+        CustomerOp::Relationship(op) => return Some(super::object_items::encode_relationship(op)),
         CustomerOp::Barrier => return None,
     };
     let (json, trimmed) = encode_within_limit(PersonItem::new(action));
@@ -166,7 +169,7 @@ impl EncodedItem {
     /// sends with the refusal's `status` and (cut) `error`.
     pub fn into_dead_letter(self, attempts: u32, status: u16, error: String) -> DeadLetter {
         DeadLetter {
-            customer_id: self.customers.first().cloned().unwrap_or_default(),
+            customer_id: self.customers.first().map(|c| readable_key(c)).unwrap_or_default(),
             operation: self.kind,
             attributes: self.attribute_names(),
             status,

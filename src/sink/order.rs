@@ -51,6 +51,10 @@ pub(super) struct Order {
     /// change merged into it; none when it has neither): a claim waits
     /// only for unknown releases of its own transactions.
     pub txs: Vec<u64>,
+    /// Object keys it follows (a relationship: its object's): it waits for
+    /// their operations waiting or in flight, without holding them up itself
+    /// (relationships to one object go together).
+    pub follows: Vec<String>,
 }
 
 /// Most transactions one operation's claims and releases come from: a
@@ -69,9 +73,16 @@ impl Order {
             CustomerOp::Delete { .. } | CustomerOp::Suppress { .. } | CustomerOp::Merge { .. } => {
                 true
             }
-            CustomerOp::Event(_) | CustomerOp::AnonymousEvent(_) | CustomerOp::Barrier => false,
+            CustomerOp::Event(_)
+            | CustomerOp::AnonymousEvent(_)
+            | CustomerOp::Object(_)
+            | CustomerOp::Relationship(_)
+            | CustomerOp::Barrier => false,
         };
         let mut order = Self { claims: claimed.is_some(), ..Self::default() };
+        if let CustomerOp::Relationship(relationship) = op {
+            order.follows.push(relationship.object_key());
+        }
         order.keys.extend(claimed);
         match released {
             Released::Email(email) if frees => order.add(key(&String::from_utf8_lossy(email))),
@@ -104,7 +115,7 @@ impl Order {
 
     /// Estimated memory of the keys.
     pub fn bytes(&self) -> usize {
-        self.keys.iter().map(|k| KEY_OVERHEAD + k.len()).sum()
+        self.keys.iter().chain(&self.follows).map(|k| KEY_OVERHEAD + k.len()).sum()
     }
 }
 
@@ -208,7 +219,12 @@ mod tests {
         let default = Order::of(&identify("1", json!({"email": "a@x.io"})), &Released::Unknown);
         assert_eq!(
             default,
-            Order { keys: vec![key("a@x.io")], claims: true, unknown_release: true, txs: vec![] }
+            Order {
+                keys: vec![key("a@x.io")],
+                claims: true,
+                unknown_release: true,
+                ..Order::default()
+            }
         );
     }
 
@@ -220,6 +236,7 @@ mod tests {
             claims: true,
             unknown_release: false,
             txs: vec![2],
+            follows: vec![],
         });
         assert_eq!(order.keys, vec![key("a"), key("b")]);
         assert!(order.claims && !order.unknown_release);

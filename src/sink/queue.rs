@@ -210,6 +210,12 @@ impl Queue {
             CustomerOp::AnonymousEvent(event) => {
                 self.last_of.insert(event.anonymous_id.clone(), seq);
             }
+            CustomerOp::Object(object) => {
+                self.last_of.insert(object.key().to_owned(), seq);
+            }
+            CustomerOp::Relationship(relationship) => {
+                self.last_of.insert(relationship.customer.clone(), seq);
+            }
             CustomerOp::Barrier => {}
         }
         let (bytes, wire) = (estimate(&op) + order.bytes(), wire_estimate(&op));
@@ -241,6 +247,8 @@ impl Queue {
             CustomerOp::Merge { .. }
             | CustomerOp::Event(_)
             | CustomerOp::AnonymousEvent(_)
+            | CustomerOp::Object(_)
+            | CustomerOp::Relationship(_)
             | CustomerOp::Barrier => return Err(order),
         };
         let Some(&target) = self.last_of.get(id) else { return Err(order) };
@@ -439,7 +447,9 @@ impl Queue {
                 |c: &str| self.busy.contains(c) || in_batch.contains(c) || blocked.contains(c);
             let behind_release =
                 entry.order.claims && entry.order.txs.iter().any(|tx| release_pending.contains(tx));
-            if entry.keys().any(held) || behind_release {
+            // A relationship waits for its object's operations ahead.
+            let follows_held = entry.order.follows.iter().any(|k| held(k));
+            if entry.keys().any(held) || behind_release || follows_held {
                 // Held up: so is every later operation of these customers
                 // and emails, and every later claim of its transaction if
                 // it may release one.

@@ -298,3 +298,40 @@ fn the_default_budget_fills_at_what_the_process_can_hold() {
     }
     assert!((5_000..=6_500).contains(&queued), "{queued} operations fill the default budget");
 }
+
+fn account(id: &str) -> CustomerOp {
+    let action = crate::customer::ObjectAction::Identify { attributes: Default::default() };
+    CustomerOp::Object(crate::customer::ObjectOp::new("1", id.into(), action))
+}
+
+fn member(customer: &str, account: &str) -> CustomerOp {
+    CustomerOp::Relationship(crate::customer::RelationshipOp {
+        customer: customer.into(),
+        object_type_id: "1".into(),
+        object_id: account.into(),
+        action: crate::customer::RelationshipAction::Add { attributes: Default::default() },
+    })
+}
+
+#[test]
+fn a_relationship_goes_after_its_objects_operations_and_beside_its_siblings() {
+    let mut q = Queue::default();
+    push(&mut q, account("acme"), Released::Nothing);
+    push(&mut q, member("42", "acme"), Released::Nothing);
+    push(&mut q, member("43", "acme"), Released::Nothing);
+    push(&mut q, member("44", "globex"), Released::Nothing);
+    let acme = crate::object_op::object_key("1", "acme");
+    // The object first; a relationship to another object beside it.
+    assert_eq!(
+        drain(&mut q, 10),
+        vec![vec![acme.clone(), "44".into()], vec!["42".into(), "43".into()]]
+    );
+    // And never while the object's operation is in flight.
+    push(&mut q, account("acme"), Released::Nothing);
+    push(&mut q, member("42", "acme"), Released::Nothing);
+    let (first, ticket) = take(&mut q, 10);
+    assert_eq!(first, vec![acme]);
+    assert_eq!(take(&mut q, 10).0, Vec::<String>::new(), "waits for the object");
+    q.finish(&ticket.expect("a batch"));
+    assert_eq!(drain(&mut q, 10), vec![vec!["42".to_owned()]]);
+}

@@ -83,6 +83,8 @@ fn own(op: &CustomerOp) -> usize {
                     ATTRIBUTE_OVERHEAD,
                 )
         }
+        CustomerOp::Object(op) => super::object_items::object_own(op),
+        CustomerOp::Relationship(op) => super::object_items::relationship_own(op),
         CustomerOp::Barrier => OP_OVERHEAD,
     }
 }
@@ -124,6 +126,8 @@ pub(super) fn wire_estimate(op: &CustomerOp) -> usize {
             ITEM + 80
                 + event_bytes(&event.anonymous_id, &event.name, &event.event_id, &event.data, 6)
         }
+        CustomerOp::Object(op) => super::object_items::object_wire(op),
+        CustomerOp::Relationship(op) => super::object_items::relationship_wire(op),
         CustomerOp::Barrier => 0,
     }
 }

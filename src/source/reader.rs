@@ -42,7 +42,7 @@ impl TableReader {
     ) -> Result<Self, PgError> {
         let table = describe(sql, sync).await?;
         let (schema, name) = sync.schema_and_name();
-        let key = Key::of(sql, schema, name, std::slice::from_ref(&sync.id_column)).await?;
+        let key = Key::of(sql, schema, name, &sync.key_columns()).await?;
         Self::with(sql, table, key, sync.filter.as_deref(), filter).await
     }
 
@@ -262,7 +262,8 @@ async fn describe(sql: &Client, sync: &SyncConfig) -> Result<Table, PgError> {
     let (schema, name) = sync.schema_and_name();
     let whole = describe_whole(sql, schema, name).await?;
     let filtered = sync.filter.as_deref().and_then(|f| FilterExpr::parse(f, &whole).ok());
-    let mut wanted: Vec<&str> = vec![sync.id_column.as_str()];
+    let key = sync.key_columns();
+    let mut wanted: Vec<&str> = key.iter().map(String::as_str).collect();
     let watched = sync.events.iter().map(|e| e.column());
     let read = filtered.iter().flat_map(|f| f.columns().iter().map(String::as_str));
     let rest = sync.attributes.values().map(String::as_str).chain(watched);
@@ -274,9 +275,9 @@ async fn describe(sql: &Client, sync: &SyncConfig) -> Result<Table, PgError> {
     let mut columns = Vec::new();
     for column in wanted {
         let Some(found) = whole.columns.iter().find(|c| c.name == column) else {
-            if column == sync.id_column {
+            if key.iter().any(|k| k == column) {
                 return Err(PgError::Definite(format!(
-                    "table {schema}.{name} has no column {column} (id_column)"
+                    "table {schema}.{name} has no column {column} (its id column)"
                 )));
             }
             // A missing mapped column is reported per row by the mapper.

@@ -103,10 +103,24 @@ CREATE INDEX IF NOT EXISTS dead_letters_slot_id ON ciosync.dead_letters (slot, i
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
                    WHERE conrelid = 'ciosync.dead_letters'::regclass
-                     AND conname = 'dead_letters_operation_kinds') THEN
+                     AND conname IN ('dead_letters_operation_kinds',
+                                     'dead_letters_operation_kinds_objects')) THEN
         ALTER TABLE ciosync.dead_letters DROP CONSTRAINT IF EXISTS dead_letters_operation_check;
         ALTER TABLE ciosync.dead_letters ADD CONSTRAINT dead_letters_operation_kinds
             CHECK (operation IN ('identify', 'delete', 'suppress', 'merge', 'event'));
+    END IF;
+END $$;
+-- Objects and relationships (issue 17) add their kinds: replaces the check
+-- above (only once: the block above leaves this one alone).
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                   WHERE conrelid = 'ciosync.dead_letters'::regclass
+                     AND conname = 'dead_letters_operation_kinds_objects') THEN
+        ALTER TABLE ciosync.dead_letters DROP CONSTRAINT IF EXISTS dead_letters_operation_kinds;
+        ALTER TABLE ciosync.dead_letters ADD CONSTRAINT dead_letters_operation_kinds_objects
+            CHECK (operation IN ('identify', 'delete', 'suppress', 'merge', 'event',
+                                 'object_identify', 'object_delete', 'add_relationship',
+                                 'delete_relationship'));
     END IF;
 END $$;
 CREATE TABLE IF NOT EXISTS ciosync.held_deletes (

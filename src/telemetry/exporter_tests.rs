@@ -80,6 +80,7 @@ fn populated() -> Counters {
         &c.changes_skipped_soft_deleted,
         &c.changes_skipped_filtered_out,
         &c.changes_skipped_invalid_event,
+        &c.changes_skipped_relationship_unknown,
         &c.changes_skipped_write_back,
         &c.bad_messages,
         &c.truncates_ignored,

@@ -56,6 +56,10 @@ pub struct Counters {
     pub changes_skipped_filtered_out: AtomicU64,
     /// Inserts into event tables with no usable event name.
     pub changes_skipped_invalid_event: AtomicU64,
+    /// Deletes of `[[relationships]]` rows whose old row does not name the
+    /// person and the object (neither REPLICA IDENTITY FULL nor a key
+    /// covering both columns).
+    pub changes_skipped_relationship_unknown: AtomicU64,
     /// Changes written back by the webhook receiver (not echoed).
     pub changes_skipped_write_back: AtomicU64,
     /// Replication messages that could not be decoded, skipped.

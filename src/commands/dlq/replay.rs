@@ -82,6 +82,10 @@ async fn replay_all(
                 table.kept(id, UNSETTLED).await?;
                 summary.kept.push((id, UNSETTLED));
             }
+            Outcome::Kept(why) => {
+                table.kept(id, why).await?;
+                summary.kept.push((id, why));
+            }
         }
     }
     Ok(())
@@ -110,7 +114,16 @@ enum Outcome {
     },
     /// The row changed after every send; kept.
     Unsettled,
+    /// Not sent, kept, for this reason.
+    Kept(&'static str),
 }
+
+/// Why an object's or a relationship's letter is kept: sent as it was, it
+/// could set the object or the membership back to a row since changed or
+/// deleted, and `retry` reads no object rows.
+const OBJECT_LETTER: &str = "an object's or a relationship's letter is not replayed: \
+    its row may have changed since; run `ciosync backfill --table <its table>` \
+    (it sends each row as it is now), then `ciosync dlq discard` this letter";
 
 /// Why `retry` stopped: Customer.io cannot take anything now, or Postgres failed.
 enum Halt {
@@ -178,6 +191,9 @@ impl Replayer<'_> {
                 }
             }
             "merge" => self.merge(letter, &customer).await,
+            "object_identify" | "object_delete" | "add_relationship" | "delete_relationship" => {
+                Ok(Outcome::Kept(OBJECT_LETTER))
+            }
             _ => self.as_refused(letter, None).await,
         }
     }

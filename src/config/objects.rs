@@ -1,0 +1,199 @@
+//! `[[objects]]` (tables whose rows are Customer.io objects: accounts,
+//! companies) and `[[relationships]]` (tables whose rows relate a person
+//! to an object: memberships).
+//!
+//! Each resolves into a [`SyncConfig`] whose [`Target`] says what its rows
+//! are, appended to `Config::sync` as the file is read: publication setup,
+//! the schema guard, filters, the initial copy, backfills and `check` then
+//! treat them as any synced table, and the mapper turns their rows into
+//! object or relationship operations (see `mapping::objects`).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::sync::{DeleteAction, OnIdChange, OnSchemaChange, SyncConfig, Target};
+use super::ConfigError;
+use crate::pg::name::TableName;
+
+/// One `[[objects]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectConfig {
+    /// `schema.table`, or `table` for `public.table`.
+    pub table: TableName,
+    /// The Customer.io object type, a string holding an integer from 1
+    /// (`"1"`), as Customer.io numbers the types of a workspace.
+    pub object_type_id: String,
+    /// Column whose value is the object's id; unique and not null.
+    pub id_column: String,
+    /// Object attribute name = column name.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// A column whose turning non-NULL deletes the object.
+    #[serde(default)]
+    pub soft_delete_column: Option<String>,
+    /// Only rows for which this SQL boolean expression is true are objects
+    /// (as `[[sync]]`'s `filter`); a row leaving it deletes the object.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// `pause` (default) or `skip`.
+    #[serde(default)]
+    pub on_schema_change: OnSchemaChange,
+}
+
+/// One `[[relationships]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelationshipConfig {
+    /// `schema.table`, or `table` for `public.table`.
+    pub table: TableName,
+    /// Column holding the person's Customer.io id.
+    pub customer_id_column: String,
+    /// The related objects' type (as `[[objects]]`' `object_type_id`).
+    pub object_type_id: String,
+    /// Column holding the related object's id.
+    pub object_id_column: String,
+    /// Relationship attribute name = column name.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// `pause` (default) or `skip`.
+    #[serde(default)]
+    pub on_schema_change: OnSchemaChange,
+}
+
+/// Customer.io's rule for an object type id: a string holding an integer
+/// from 1, in its plain decimal form (`"1"`, not `"01"` nor `"1.0"`).
+fn validate_type_id(field: &str, value: &str) -> Result<(), ConfigError> {
+    let plain = !value.is_empty()
+        && !value.starts_with('0')
+        && value.len() <= 18
+        && value.bytes().all(|b| b.is_ascii_digit());
+    if !plain {
+        return Err(ConfigError::invalid(
+            field,
+            "must be a Customer.io object type id: an integer from 1, as a string (\"1\"); \
+             Data & Integrations > Objects shows each type's",
+        ));
+    }
+    Ok(())
+}
+
+fn not_empty(field: String, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        return Err(ConfigError::invalid(field, "must not be empty"));
+    }
+    Ok(())
+}
+
+impl ObjectConfig {
+    fn validate(&self, i: usize) -> Result<(), ConfigError> {
+        let field = |key: &str| format!("objects[{i}].{key}");
+        validate_type_id(&field("object_type_id"), &self.object_type_id)?;
+        not_empty(field("id_column"), &self.id_column)?;
+        self.resolved().validate(&field)
+    }
+
+    /// The table as the per-table machinery takes it.
+    pub fn resolved(&self) -> SyncConfig {
+        SyncConfig {
+            table: self.table.clone(),
+            id_column: self.id_column.clone(),
+            attributes: self.attributes.clone(),
+            // An object whose id changes is a new object: the old one is
+            // deleted (objects cannot be merged).
+            on_id_change: OnIdChange::DeleteOld,
+            delete_action: DeleteAction::Delete,
+            soft_delete_column: self.soft_delete_column.clone(),
+            events: Vec::new(),
+            filter: self.filter.clone(),
+            on_schema_change: self.on_schema_change,
+            target: Target::Object { object_type_id: self.object_type_id.clone() },
+        }
+    }
+}
+
+impl RelationshipConfig {
+    fn validate(&self, i: usize) -> Result<(), ConfigError> {
+        let field = |key: &str| format!("relationships[{i}].{key}");
+        not_empty(field("customer_id_column"), &self.customer_id_column)?;
+        validate_type_id(&field("object_type_id"), &self.object_type_id)?;
+        not_empty(field("object_id_column"), &self.object_id_column)?;
+        if self.object_id_column == self.customer_id_column {
+            return Err(ConfigError::invalid(
+                field("object_id_column"),
+                "must be another column than customer_id_column",
+            ));
+        }
+        self.resolved().validate(&field)
+    }
+
+    /// The table as the per-table machinery takes it: its id column is the
+    /// person's, the object's id column is in its [`Target`].
+    pub fn resolved(&self) -> SyncConfig {
+        SyncConfig {
+            table: self.table.clone(),
+            id_column: self.customer_id_column.clone(),
+            attributes: self.attributes.clone(),
+            on_id_change: OnIdChange::DeleteOld,
+            delete_action: DeleteAction::Delete,
+            soft_delete_column: None,
+            events: Vec::new(),
+            filter: None,
+            on_schema_change: self.on_schema_change,
+            target: Target::Relationship {
+                object_type_id: self.object_type_id.clone(),
+                object_id_column: self.object_id_column.clone(),
+            },
+        }
+    }
+}
+
+/// Checks `[[objects]]` and `[[relationships]]` (naming the first bad
+/// field), then appends them to `sync` resolved; a table listed twice,
+/// here or in `[[sync]]`, is refused.
+pub fn resolve_into(
+    objects: &[ObjectConfig],
+    relationships: &[RelationshipConfig],
+    sync: &mut Vec<SyncConfig>,
+) -> Result<(), ConfigError> {
+    let mut seen: std::collections::HashSet<TableName> =
+        sync.iter().map(|s| s.table.clone()).collect();
+    for (i, object) in objects.iter().enumerate() {
+        object.validate(i)?;
+        if !seen.insert(object.table.clone()) {
+            return Err(ConfigError::invalid(
+                format!("objects[{i}].table"),
+                "table is listed twice",
+            ));
+        }
+    }
+    for (i, relationship) in relationships.iter().enumerate() {
+        relationship.validate(i)?;
+        if !seen.insert(relationship.table.clone()) {
+            return Err(ConfigError::invalid(
+                format!("relationships[{i}].table"),
+                "table is listed twice",
+            ));
+        }
+    }
+    sync.extend(objects.iter().map(ObjectConfig::resolved));
+    sync.extend(relationships.iter().map(RelationshipConfig::resolved));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_type_ids_are_plain_integers_from_one() {
+        for good in ["1", "2", "10", "123456"] {
+            assert!(validate_type_id("f", good).is_ok(), "{good}");
+        }
+        for bad in ["", "0", "01", "-1", "1.0", " 1", "one", "1e3", "9999999999999999999"] {
+            let error = validate_type_id("objects[0].object_type_id", bad).unwrap_err();
+            assert!(error.to_string().contains("objects[0].object_type_id"), "{error}");
+        }
+    }
+}
