@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn object_keys_cannot_be_person_ids_or_email_keys() {
         let op = ObjectOp::new("1", "acme".into(), ObjectAction::Delete);
-        assert_eq!(op.key(), "\0\01\0acme");
+        assert_eq!(op.key(), ["\0", "\0", "1", "\0", "acme"].concat());
         assert!(op.key().starts_with("\0\0"), "an email key has one NUL, a person id none");
         assert_eq!(readable_key(op.key()), "object 1/acme");
         assert_eq!(readable_key("42"), "42");

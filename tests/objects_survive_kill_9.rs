@@ -13,11 +13,12 @@ use crate::support::daemon::{config_file, signal, spawn_binary};
 use crate::support::emulator::{self, wait_for};
 use crate::support::postgres::TestDb;
 
+/// Accounts as (id, name, plan), memberships as (user, account, role).
+type Triples = BTreeSet<(String, String, String)>;
+
 /// What the rows say: each account's (id, name, plan), each membership's
 /// (user, account, role).
-async fn rows(
-    db: &TestDb,
-) -> (BTreeSet<(String, String, String)>, BTreeSet<(String, String, String)>) {
+async fn rows(db: &TestDb) -> (Triples, Triples) {
     let accounts = db
         .client
         .query("SELECT id, name, plan FROM accounts", &[])
@@ -38,10 +39,7 @@ async fn rows(
 }
 
 /// What Customer.io holds, in the same form.
-fn held(
-    e: &Emulator,
-    users: &[String],
-) -> (BTreeSet<(String, String, String)>, BTreeSet<(String, String, String)>) {
+fn held(e: &Emulator, users: &[String]) -> (Triples, Triples) {
     let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).unwrap_or("?").to_owned();
     let objects = e
         .objects()

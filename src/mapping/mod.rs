@@ -20,6 +20,7 @@
 
 pub mod events;
 pub mod filter_expr;
+mod id_change;
 mod objects;
 pub mod own_filter;
 pub mod report;
@@ -28,9 +29,10 @@ pub mod value;
 use serde_json::{Map, Value as Json};
 
 use crate::change::{Datum, ReplicaIdentity, Row, RowChange, RowOp, Table};
-use crate::config::{DeleteAction, EventTableConfig, OnIdChange, SyncConfig, Target};
+use crate::config::{DeleteAction, EventTableConfig, SyncConfig, Target};
 use crate::customer::{CustomerOp, Released};
 use crate::track_api;
+use id_change::id_change;
 
 /// Customer.io's reserved `email` attribute, an identifier in email+id workspaces.
 pub const EMAIL: &str = "email";
@@ -490,45 +492,6 @@ impl SoftDelete {
             Datum::UnchangedToast => None,
             Datum::Null => Some(false),
             Datum::Text(_) => Some(true),
-        }
-    }
-}
-
-/// The operations of an id change. In workspaces that identify people by
-/// email too, Customer.io refuses to give a second person an email the old
-/// person still has (an "Attribute Update Failure" on an HTTP 200), so the
-/// email must reach the new person only once the old one is gone:
-/// - merge: identify the new id with its non-NULL attributes except `email`,
-///   merge the old person into it (the primary must exist first), then
-///   identify `email` and the NULL attributes (as `null`, so the merge does
-///   not bring back values the row no longer has);
-/// - delete_old: delete the old person, a barrier (the two touch different
-///   customers, and a batch's order is not guaranteed), then identify the new
-///   id with its non-NULL attributes.
-fn id_change(
-    on_id_change: OnIdChange,
-    old_id: String,
-    new_id: String,
-    attributes: Map<String, Json>,
-    timestamp: i64,
-    ops: &mut Vec<CustomerOp>,
-) {
-    let (after, before): (Map<String, Json>, Map<String, Json>) =
-        attributes.into_iter().partition(|(name, value)| name == EMAIL || value.is_null());
-    match on_id_change {
-        OnIdChange::Merge => {
-            ops.push(identify(new_id.clone(), before, timestamp));
-            ops.push(CustomerOp::Merge { primary: new_id.clone(), secondary: old_id });
-            if !after.is_empty() {
-                ops.push(identify(new_id, after, timestamp));
-            }
-        }
-        OnIdChange::DeleteOld => {
-            let mut attributes = before;
-            attributes.extend(after.into_iter().filter(|(_, value)| !value.is_null()));
-            ops.push(CustomerOp::Delete { id: old_id });
-            ops.push(CustomerOp::Barrier);
-            ops.push(identify(new_id, attributes, timestamp));
         }
     }
 }

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::*;
 use crate::change::{ReplicaIdentity, TableColumn};
+use crate::config::OnIdChange;
 use crate::mapping::value::ValueKind;
 
 const T: i64 = 1_700_000_000;

@@ -165,7 +165,7 @@ mod tests {
         );
         assert_eq!(
             (item.kind, item.customers.clone()),
-            ("object_identify", vec!["\0\01\0acme".into()])
+            ("object_identify", vec![crate::object_op::object_key("1", "acme")])
         );
         let item = encode_object(object(ObjectAction::Delete));
         assert_eq!(
