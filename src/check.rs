@@ -13,6 +13,7 @@ mod actions;
 mod failover;
 mod gather;
 mod judge;
+mod objects;
 mod tables;
 #[cfg(test)]
 mod tables_tests;
@@ -159,9 +160,11 @@ async fn checks_with_sql(
         let record = config.pipeline.record_accepted;
         out.extend(tables::sync_table(i, sync, &role.name, &facts, record));
         out.extend(tables::sync_options(sync, facts.table.as_ref(), record));
+        // Objects and relationships are not in the record.
+        let person = sync.target == crate::config::Target::Person;
         let soft_without_old_row = sync.soft_delete_column.is_some()
             && facts.table.as_ref().is_some_and(|t| t.identity_kind != catalog::IdentityKind::Full);
-        if record && (facts.own_filter || soft_without_old_row) {
+        if record && person && (facts.own_filter || soft_without_old_row) {
             let slot = &config.postgres.slot;
             let complete = gather::record_complete(sql, slot, &format!("{schema}.{name}")).await;
             out.extend(tables::record_completeness(sync, complete));

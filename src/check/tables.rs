@@ -5,8 +5,8 @@
 //! come from [`super::gather`].
 
 use super::gather::{FilterProbe, SyncTable};
-use super::Finding;
-use crate::config::{EventTableConfig, SyncConfig};
+use super::{objects, Finding};
+use crate::config::{EventTableConfig, SyncConfig, Target};
 use crate::pg::catalog::{IdentityKind, Table};
 use crate::pg::quote::quote_ident;
 use crate::schema;
@@ -58,9 +58,20 @@ pub fn sync_table(
         ));
         return out;
     };
-    out.push(id_key(sync, id_column.not_null && table.unique_columns.contains(id)));
+    let identity = match &sync.target {
+        Target::Person => None,
+        Target::Object { .. } => objects::object_identity(&label, sync, table),
+        Target::Relationship { object_id_column, .. } => {
+            out.push(objects::object_column(&label, object_id_column, table));
+            objects::relationship_identity(&label, sync, object_id_column, table)
+        }
+    };
+    // A person has several memberships: a relationship table's id is no key.
+    if !matches!(sync.target, Target::Relationship { .. }) {
+        out.push(id_key(sync, id_column.not_null && table.unique_columns.contains(id)));
+    }
     out.extend(columns(sync, table, facts));
-    out.push(replica_identity(&label, sync, table, record));
+    out.push(identity.unwrap_or_else(|| replica_identity(&label, sync, table, record)));
     if let (Some(probe), true) = (&facts.filter, table.can_select) {
         out.push(filter(i, sync, table, probe, facts.own_filter));
     }

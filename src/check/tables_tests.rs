@@ -333,3 +333,61 @@ fn an_incomplete_record_is_a_warning_only_where_it_was_read() {
     assert!(warned.message.starts_with("the record of what Customer.io accepted is not complete"));
     assert!(warned.fix.as_deref().is_some_and(|f| f.starts_with("ciosync backfill --table ")));
 }
+
+/// A config of one `[[objects]]` table (`sync[0]` once resolved) and one
+/// `[[relationships]]` table (`sync[1]`).
+fn memberships_config() -> Config {
+    let text = r#"
+[postgres]
+url = "postgres://ciosync@127.0.0.1:5432/app"
+
+[customerio]
+site_id = "s"
+api_key = "k"
+
+[[relationships]]
+table = "memberships"
+customer_id_column = "user_id"
+object_type_id = "1"
+object_id_column = "account_id"
+
+[[objects]]
+table = "accounts"
+object_type_id = "1"
+id_column = "id"
+"#;
+    Config::from_toml(text, Vec::new()).expect("valid")
+}
+
+fn judge_at(config: &Config, i: usize, table: Table) -> Vec<Finding> {
+    let facts = SyncTable { table: Some(table), filter: None, shape: None, own_filter: false };
+    tables::sync_table(i, &config.sync[i], "ciosync", &facts, true)
+}
+
+#[test]
+fn a_relationship_table_needs_no_unique_person_and_an_identity_naming_both_ids() {
+    let config = memberships_config();
+    let columns = [("id", "bigint"), ("user_id", "bigint"), ("account_id", "text")];
+    let lines = judge_at(&config, 1, table(&columns));
+    assert!(!messages(&lines).iter().any(|m| m.contains("unique")), "{lines:?}");
+    let warning = lines.iter().find(|f| f.level == Level::Warning).expect("a warning");
+    assert!(warning.message.contains("relationship_unknown"), "{warning:?}");
+    assert_eq!(
+        warning.fix.as_deref(),
+        Some("ALTER TABLE \"public\".\"memberships\" REPLICA IDENTITY FULL;")
+    );
+    let mut keyed = table(&columns);
+    keyed.identity_columns = vec!["user_id".into(), "account_id".into()];
+    let lines = judge_at(&config, 1, keyed);
+    assert!(lines.iter().all(|f| f.level == Level::Ok), "{lines:?}");
+    let lines = judge_at(&config, 1, table(&[("id", "bigint"), ("user_id", "bigint")]));
+    assert!(messages(&lines).contains(&"has no column account_id (object_id_column)"));
+}
+
+#[test]
+fn an_object_table_under_default_identity_sends_every_attribute() {
+    let config = memberships_config();
+    let lines = judge_at(&config, 0, users());
+    let warning = lines.iter().find(|f| f.level == Level::Warning).expect("a warning");
+    assert!(warning.message.contains("every mapped attribute"), "{warning:?}");
+}
