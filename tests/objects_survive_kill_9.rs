@@ -14,11 +14,11 @@ use crate::support::emulator::{self, wait_for};
 use crate::support::postgres::TestDb;
 
 /// Accounts as (id, name, plan), memberships as (user, account, role).
-type Triples = BTreeSet<(String, String, String)>;
+pub type Triples = BTreeSet<(String, String, String)>;
 
 /// What the rows say: each account's (id, name, plan), each membership's
 /// (user, account, role).
-async fn rows(db: &TestDb) -> (Triples, Triples) {
+pub async fn rows(db: &TestDb) -> (Triples, Triples) {
     let accounts = db
         .client
         .query("SELECT id, name, plan FROM accounts", &[])
@@ -39,7 +39,7 @@ async fn rows(db: &TestDb) -> (Triples, Triples) {
 }
 
 /// What Customer.io holds, in the same form.
-fn held(e: &Emulator, users: &[String]) -> (Triples, Triples) {
+pub fn held(e: &Emulator, users: &[String]) -> (Triples, Triples) {
     let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).unwrap_or("?").to_owned();
     let objects = e
         .objects()

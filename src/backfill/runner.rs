@@ -475,9 +475,13 @@ impl ChunkReader<'_> {
         if self.backfill.ignore_record {
             // Forgotten before the chunk reaches the sink: sent whole. What
             // the stream has accepted since is recorded anew, truly.
+            // People only: objects and relationships are not in the record.
+            let person = |op: &&CustomerOp| {
+                !matches!(op, CustomerOp::Object(_) | CustomerOp::Relationship(_))
+            };
             let customers: Vec<String> = rows
                 .iter()
-                .flat_map(|(_, ops)| ops.iter().filter_map(CustomerOp::customer_id))
+                .flat_map(|(_, ops)| ops.iter().filter(person).filter_map(CustomerOp::customer_id))
                 .map(str::to_owned)
                 .collect();
             crate::record::store::forget(self.sql, self.slot, &customers).await?;

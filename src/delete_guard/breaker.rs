@@ -406,11 +406,16 @@ impl Breaker {
 }
 
 /// The customers an operation touches (both of a merge); an anonymous
-/// event touches no person.
+/// event touches no person, nor does an object's operation (its ordering
+/// key is no person id), nor a relationship: a membership added or removed
+/// does not bring back a person whose removal is held (the membership
+/// row of a deleted user goes with it, or stays without them).
 fn touched(op: &CustomerOp) -> impl Iterator<Item = &str> {
     let pair = match op {
         CustomerOp::Merge { primary, secondary } => [Some(primary.as_str()), Some(secondary)],
-        CustomerOp::AnonymousEvent(_) => [None, None],
+        CustomerOp::AnonymousEvent(_) | CustomerOp::Object(_) | CustomerOp::Relationship(_) => {
+            [None, None]
+        }
         other => [other.customer_id(), None],
     };
     pair.into_iter().flatten()
