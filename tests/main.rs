@@ -84,6 +84,7 @@ mod modules_import_in_layers;
 mod mutants_in_the_last_change;
 mod no_secret_or_customer_value_leaks;
 mod noop_updates_send_nothing;
+mod object_dead_letters_are_kept_with_the_fix;
 mod objects_are_copied_and_backfilled;
 mod objects_are_created_diffed_and_deleted;
 mod objects_survive_kill_9;

@@ -91,6 +91,12 @@ impl ObjectConfig {
         let field = |key: &str| format!("objects[{i}].{key}");
         validate_type_id(&field("object_type_id"), &self.object_type_id)?;
         not_empty(field("id_column"), &self.id_column)?;
+        if self.attributes.contains_key("relationship") {
+            return Err(ConfigError::invalid(
+                field("attributes.relationship"),
+                "`relationship` is reserved by Customer.io and cannot name an object attribute",
+            ));
+        }
         self.resolved().validate(&field)
     }
 
@@ -185,6 +191,69 @@ pub fn resolve_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    /// The example config with its `[[objects]]` and `[[relationships]]`
+    /// sections uncommented.
+    fn example() -> String {
+        let mut text = include_str!("../../config/example.toml").to_owned();
+        for header in ["# [[objects]]", "# [[relationships]]"] {
+            let start = text.find(header).expect("the example has the section");
+            let end = start + text[start..].find("\n\n").unwrap_or(text.len() - start);
+            let section: String =
+                text[start..end].lines().map(|l| format!("{}\n", &l[2..])).collect();
+            text = format!("{}{section}{}", &text[..start], &text[end..]);
+        }
+        text
+    }
+
+    #[test]
+    fn the_example_sections_parse_and_resolve() {
+        let config = Config::from_toml(&example(), Vec::new()).unwrap();
+        let (objects, relationships) = (&config.objects[0], &config.relationships[0]);
+        assert_eq!((objects.object_type_id.as_str(), objects.id_column.as_str()), ("1", "id"));
+        assert_eq!(relationships.object_id_column, "account_id");
+        let targets: Vec<&Target> = config.sync.iter().map(|s| &s.target).collect();
+        assert_eq!(targets.len(), 3, "the [[sync]] table, then the object and relationship tables");
+        assert!(matches!(targets[1], Target::Object { object_type_id } if object_type_id == "1"));
+        assert_eq!(config.sync[2].key_columns(), ["user_id", "account_id"]);
+    }
+
+    #[test]
+    fn a_bad_object_type_id_or_a_table_listed_twice_names_the_field() {
+        for (from, to, field) in [
+            (
+                "object_type_id = \"1\"             #",
+                "object_type_id = \"acme\" #",
+                "objects[0].object_type_id",
+            ),
+            (
+                "object_type_id = \"1\"             # the",
+                "object_type_id = \"0\" # the",
+                "relationships[0].object_type_id",
+            ),
+            (
+                "table = \"public.memberships\"",
+                "table = \"public.accounts\"",
+                "relationships[0].table",
+            ),
+            (
+                "object_id_column = \"account_id\"",
+                "object_id_column = \"user_id\"",
+                "relationships[0].object_id_column",
+            ),
+            (
+                "[objects.attributes]             # object attribute = column\nname",
+                "[objects.attributes]\nrelationship",
+                "objects[0].attributes.relationship",
+            ),
+        ] {
+            let text = example();
+            assert!(text.contains(from), "{from}");
+            let error = Config::from_toml(&text.replacen(from, to, 1), Vec::new()).unwrap_err();
+            assert!(error.to_string().contains(field), "{field}: {error}");
+        }
+    }
 
     #[test]
     fn object_type_ids_are_plain_integers_from_one() {
