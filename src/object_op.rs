@@ -48,6 +48,18 @@ impl ObjectOp {
         &self.key
     }
 
+    /// Only the `wanted` attributes of an identify (`backfill
+    /// --attributes`); `None` for an identify left with none.
+    pub fn only(mut self, wanted: &[String]) -> Option<Self> {
+        if let ObjectAction::Identify { attributes } = &mut self.action {
+            attributes.retain(|name, _| wanted.contains(name));
+            if attributes.is_empty() {
+                return None;
+            }
+        }
+        Some(self)
+    }
+
     /// A short name for logs, metric labels and dead letters.
     pub fn kind(&self) -> &'static str {
         match self.action {
@@ -118,5 +130,18 @@ mod tests {
         assert_eq!(readable_key(op.key()), "object 1/acme");
         assert_eq!(readable_key("42"), "42");
         assert_eq!(op.kind(), "object_delete");
+    }
+
+    #[test]
+    fn a_backfill_of_some_attributes_sends_only_those() {
+        let attributes =
+            [("name", 1), ("plan", 2)].map(|(k, v)| (k.to_owned(), v.into())).into_iter().collect();
+        let op = ObjectOp::new("1", "acme".into(), ObjectAction::Identify { attributes });
+        let plan = op.clone().only(&["plan".to_owned()]).expect("plan is kept");
+        let ObjectAction::Identify { attributes } = &plan.action else { panic!("an identify") };
+        assert_eq!(attributes.keys().collect::<Vec<_>>(), ["plan"]);
+        assert!(op.only(&["seats".to_owned()]).is_none());
+        let delete = ObjectOp::new("1", "acme".into(), ObjectAction::Delete);
+        assert_eq!(delete.clone().only(&[]), Some(delete));
     }
 }

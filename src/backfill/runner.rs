@@ -637,6 +637,9 @@ fn select_attributes(ops: Vec<CustomerOp>, wanted: Option<&[String]>) -> Vec<Cus
                 event.data.clear();
                 Some(CustomerOp::Event(event))
             }
+            (CustomerOp::Object(object), Some(wanted)) => {
+                object.only(wanted).map(CustomerOp::Object)
+            }
             (CustomerOp::Identify { id, mut attributes, timestamp }, Some(wanted)) => {
                 attributes.retain(|name, _| wanted.iter().any(|w| w == name));
                 (!attributes.is_empty()).then_some(CustomerOp::Identify {

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use crate::change::{RowChange, Table};
 use crate::config::{Config, OnSchemaChange};
-use crate::customer::CustomerOp;
+use crate::customer::{CustomerOp, ObjectAction, ObjectOp, RelationshipAction, RelationshipOp};
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
 use crate::telemetry::Counters;
@@ -59,7 +59,14 @@ impl Strip {
     pub fn apply(&self, ops: &mut Vec<CustomerOp>) -> usize {
         let mut left_out = 0;
         ops.retain_mut(|op| match op {
-            CustomerOp::Identify { attributes, .. } => {
+            CustomerOp::Identify { attributes, .. }
+            | CustomerOp::Object(ObjectOp {
+                action: ObjectAction::Identify { attributes }, ..
+            })
+            | CustomerOp::Relationship(RelationshipOp {
+                action: RelationshipAction::Add { attributes },
+                ..
+            }) => {
                 for attribute in &self.attributes {
                     left_out += usize::from(attributes.remove(attribute).is_some());
                 }

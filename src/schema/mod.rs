@@ -135,6 +135,9 @@ impl Needs {
         if let Some(column) = &sync.soft_delete_column {
             uses.push(Use::new("soft_delete_column".to_owned(), column, false));
         }
+        if let crate::config::Target::Relationship { object_id_column, .. } = &sync.target {
+            uses.push(Use::new("object_id_column".to_owned(), object_id_column, false));
+        }
         for event in &sync.events {
             let name = &event.name;
             if let Some(column) = &event.when_changed {
