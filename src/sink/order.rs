@@ -1,4 +1,6 @@
-//! Order between customers where an email moves from one to another.
+//! Order between customers where an email moves from one to another, and
+//! between an object and the relationships to it (see `Order::follows`
+//! and `crate::object_op`).
 //!
 //! In workspaces that identify people by email as well, Customer.io refuses
 //! (an HTTP 200 and an "Attribute Update Failure", which the client never

@@ -46,7 +46,9 @@
 //! customer's operations reach Customer.io in commit order, however many
 //! batches are in flight. The same holds for operations sharing an email
 //! key, and a claim of an email waits for an earlier release no one can
-//! name ([`super::order`]). A barrier lets nothing after it go before
+//! name ([`super::order`]). A relationship waits for its object's
+//! operations ahead of it, waiting or in flight (`Order::follows`), and
+//! holds up nothing itself. A barrier lets nothing after it go before
 //! everything ahead of it has completed.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
