@@ -68,9 +68,11 @@ pub struct Event {
     pub customer: String,
     /// The event's name (what campaigns trigger on).
     pub name: String,
-    /// A ULID derived from where the event came from in the WAL, so a
-    /// replayed transaction sends the same id and Customer.io ignores the
-    /// repeat.
+    /// A ULID derived from the event-table row (its table, primary key and
+    /// name) or, for a change-derived event or a table without a primary
+    /// key, from where the event came from in the WAL, so a replayed
+    /// transaction or event table sends the same id and Customer.io ignores
+    /// the repeat (see `mapping::events`).
     pub event_id: String,
     /// When it happened, Unix seconds (the row's own time where configured).
     pub timestamp: i64,
