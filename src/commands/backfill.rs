@@ -258,7 +258,7 @@ pub fn status_line(b: &Backfill) -> String {
         }
     }
     if let Some(since) = b.since {
-        line.push_str(&format!(", since {since} (Unix time)"));
+        line.push_str(&format!(", since {}", super::event_replay::iso_time(since)));
     }
     if let Some(filter) = &b.where_clause {
         line.push_str(&format!(", where {filter}"));

@@ -18,6 +18,7 @@
 //! Values over Customer.io's limits are left out with a warning; a change
 //! whose id is unusable is skipped. Nothing here stops the stream.
 
+mod by_table;
 pub mod events;
 pub mod filter_expr;
 pub mod own_filter;
@@ -30,6 +31,7 @@ use crate::change::{Datum, ReplicaIdentity, Row, RowChange, RowOp, Table};
 use crate::config::{DeleteAction, EventTableConfig, OnIdChange, SyncConfig};
 use crate::customer::{CustomerOp, Released};
 use crate::track_api;
+use by_table::ByTable;
 
 /// Customer.io's reserved `email` attribute, an identifier in email+id workspaces.
 pub const EMAIL: &str = "email";
@@ -139,32 +141,6 @@ pub struct Mapper {
     own_filters: own_filter::OwnFilters,
 }
 
-/// Entries by schema, then table name: looked up with the change's `&str`s,
-/// so mapping a change allocates no key, and hashed with foldhash (the
-/// names come from the config and the catalogue; issue 24).
-#[derive(Debug, Clone)]
-struct ByTable<T>(foldhash::HashMap<String, foldhash::HashMap<String, T>>);
-
-impl<T> Default for ByTable<T> {
-    fn default() -> Self {
-        Self(foldhash::HashMap::default())
-    }
-}
-
-impl<T> ByTable<T> {
-    fn of<'a>(entries: impl Iterator<Item = ((&'a str, &'a str), T)>) -> Self {
-        let mut map = Self::default();
-        for ((schema, name), entry) in entries {
-            map.0.entry(schema.to_owned()).or_default().insert(name.to_owned(), entry);
-        }
-        map
-    }
-
-    fn get(&self, schema: &str, name: &str) -> Option<&T> {
-        self.0.get(schema)?.get(name)
-    }
-}
-
 impl Mapper {
     /// A mapper for the configured tables.
     pub fn new(syncs: &[SyncConfig]) -> Self {
@@ -213,8 +189,7 @@ impl Mapper {
     /// its primary key), from which its events' ids are derived.
     pub fn set_event_keys(&mut self, keys: Vec<((String, String), Vec<String>)>) {
         for ((schema, name), key) in keys {
-            if let Some(table) = self.event_tables.0.get_mut(&schema).and_then(|t| t.get_mut(&name))
-            {
+            if let Some(table) = self.event_tables.get_mut(&schema, &name) {
                 table.key = key;
             }
         }
