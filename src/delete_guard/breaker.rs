@@ -405,11 +405,15 @@ impl Breaker {
 }
 
 /// The customers an operation touches (both of a merge); an anonymous
-/// event touches no person.
+/// event touches no person, nor does a device call: it says nothing of
+/// whether the person should exist, so it cancels no held removal (the
+/// removal, approved, deletes the person with their devices).
 fn touched(op: &CustomerOp) -> impl Iterator<Item = &str> {
     let pair = match op {
         CustomerOp::Merge { primary, secondary } => [Some(primary.as_str()), Some(secondary)],
-        CustomerOp::AnonymousEvent(_) => [None, None],
+        CustomerOp::AnonymousEvent(_)
+        | CustomerOp::AddDevice(_)
+        | CustomerOp::DeleteDevice { .. } => [None, None],
         other => [other.customer_id(), None],
     };
     pair.into_iter().flatten()

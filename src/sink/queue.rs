@@ -210,6 +210,12 @@ impl Queue {
             CustomerOp::AnonymousEvent(event) => {
                 self.last_of.insert(event.anonymous_id.clone(), seq);
             }
+            CustomerOp::AddDevice(device) => {
+                self.last_of.insert(device.customer.clone(), seq);
+            }
+            CustomerOp::DeleteDevice { customer, .. } => {
+                self.last_of.insert(customer.clone(), seq);
+            }
             CustomerOp::Barrier => {}
         }
         let (bytes, wire) = (estimate(&op) + order.bytes(), wire_estimate(&op));
@@ -241,6 +247,8 @@ impl Queue {
             CustomerOp::Merge { .. }
             | CustomerOp::Event(_)
             | CustomerOp::AnonymousEvent(_)
+            | CustomerOp::AddDevice(_)
+            | CustomerOp::DeleteDevice { .. }
             | CustomerOp::Barrier => return Err(order),
         };
         let Some(&target) = self.last_of.get(id) else { return Err(order) };
