@@ -35,7 +35,8 @@ pub(super) async fn retry(
     let max_backoff = Duration::from_secs(config.customerio.retry_max_backoff_secs);
     let rows = Rows::new(sql, &config.sync);
     let slot = config.postgres.slot.as_str();
-    let mut replayer = Replayer { client, max_backoff, rows, sql, slot };
+    let devices = config.devices.as_slice();
+    let mut replayer = Replayer { client, max_backoff, rows, sql, slot, devices };
     let mut summary = RetrySummary::default();
     let outcome = replay_all(&mut replayer, table, ids, &mut summary).await;
     emit(&render::retry_summary(&summary))?;
@@ -139,6 +140,8 @@ struct Replayer<'a> {
     /// customer a replay sent to (see [`crate::record`]).
     sql: &'a Client,
     slot: &'a str,
+    /// The `[[devices]]` tables, for device letters.
+    devices: &'a [crate::config::DevicesConfig],
 }
 
 impl Replayer<'_> {
@@ -178,6 +181,7 @@ impl Replayer<'_> {
                 }
             }
             "merge" => self.merge(letter, &customer).await,
+            "add_device" | "delete_device" => self.device(letter, &customer).await,
             _ => self.as_refused(letter, None).await,
         }
     }
@@ -202,6 +206,21 @@ impl Replayer<'_> {
                 }
             }
             _ => Ok(merged),
+        }
+    }
+
+    /// A device letter as it was, only while it still says what the
+    /// devices tables say: an `add_device` while a live row of the
+    /// customer holds the token, a `delete_device` while none does.
+    async fn device(&mut self, letter: &Replayable, customer: &str) -> Result<Outcome, Halt> {
+        let Some(token) = super::devices::token_of(&letter.payload) else {
+            return self.as_refused(letter, None).await;
+        };
+        let live = super::devices::is_live(self.sql, self.devices, customer, &token).await?;
+        match (letter.operation == "add_device", live) {
+            (true, false) => Ok(Outcome::Skipped(Skip::RowGone)),
+            (false, true) => Ok(Outcome::Skipped(Skip::RowBack)),
+            _ => self.as_refused(letter, None).await,
         }
     }
 
