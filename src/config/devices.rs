@@ -198,4 +198,22 @@ mod tests {
         assert_eq!(platform_of("web"), None);
         assert_eq!(platform_of(""), None);
     }
+
+    /// The commented-out `[[devices]]` table, uncommented, is valid.
+    #[test]
+    fn the_example_devices_table_parses() {
+        let text = include_str!("../../config/example.toml");
+        let start = text.find("# [[devices]]").expect("the example has a [[devices]] table");
+        let end = start + text[start..].find("\n\n").unwrap_or(text.len() - start);
+        let section: String = text[start..end]
+            .lines()
+            .filter(|l| !l.starts_with("# #"))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        let config =
+            crate::config::Config::from_toml(&format!("{text}\n{section}"), Vec::new()).unwrap();
+        let devices = &config.devices[0];
+        assert_eq!(devices.platform_column.as_deref(), Some("platform"));
+        assert_eq!(devices.attributes.len(), 2);
+    }
 }

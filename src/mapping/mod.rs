@@ -18,6 +18,7 @@
 //! Values over Customer.io's limits are left out with a warning; a change
 //! whose id is unusable is skipped. Nothing here stops the stream.
 
+mod by_table;
 pub mod devices;
 pub mod events;
 pub mod filter_expr;
@@ -31,6 +32,7 @@ use crate::change::{Datum, ReplicaIdentity, Row, RowChange, RowOp, Table};
 use crate::config::{DeleteAction, EventTableConfig, OnIdChange, SyncConfig};
 use crate::customer::{CustomerOp, Released};
 use crate::track_api;
+use by_table::ByTable;
 
 /// Customer.io's reserved `email` attribute, an identifier in email+id workspaces.
 pub const EMAIL: &str = "email";
@@ -146,32 +148,6 @@ pub struct Mapper {
     record: bool,
     /// The filters ciosync evaluates itself (see [`own_filter`]).
     own_filters: own_filter::OwnFilters,
-}
-
-/// Entries by schema, then table name: looked up with the change's `&str`s,
-/// so mapping a change allocates no key, and hashed with foldhash (the
-/// names come from the config and the catalogue; issue 24).
-#[derive(Debug, Clone)]
-struct ByTable<T>(foldhash::HashMap<String, foldhash::HashMap<String, T>>);
-
-impl<T> Default for ByTable<T> {
-    fn default() -> Self {
-        Self(foldhash::HashMap::default())
-    }
-}
-
-impl<T> ByTable<T> {
-    fn of<'a>(entries: impl Iterator<Item = ((&'a str, &'a str), T)>) -> Self {
-        let mut map = Self::default();
-        for ((schema, name), entry) in entries {
-            map.0.entry(schema.to_owned()).or_default().insert(name.to_owned(), entry);
-        }
-        map
-    }
-
-    fn get(&self, schema: &str, name: &str) -> Option<&T> {
-        self.0.get(schema)?.get(name)
-    }
 }
 
 impl Mapper {
