@@ -290,3 +290,29 @@ async fn kill_9_mid_stream_loses_no_device_change() {
     assert!(stopped);
     assert_requests_valid(&emulator);
 }
+
+#[tokio::test]
+async fn a_renamed_token_column_pauses_the_devices_table() {
+    let db = TestDb::new("devices_schema").await;
+    db.exec(USERS_TABLE).await;
+    db.exec(DEVICES_TABLE).await;
+    let emulator = emulator::start().await;
+    // `skip` too: without the token no device call can be mapped.
+    let extra = DEVICES_CONFIG
+        .replace("[devices.attributes]", "on_schema_change = \"skip\"\n[devices.attributes]");
+    let daemon = InProcess::start(&db.config(&emulator.url(), &extra));
+    db.wait_for_streaming().await;
+    db.exec("INSERT INTO push_tokens (user_id, token, platform) VALUES (1, 'tokA', 'ios')").await;
+    assert!(wait_for(&emulator, |e| tokens(e, "1") == set(&["tokA"])).await);
+
+    db.exec(
+        "ALTER TABLE push_tokens RENAME COLUMN token TO device_token; \
+         INSERT INTO push_tokens (user_id, device_token, platform) VALUES (1, 'tokB', 'ios')",
+    )
+    .await;
+    let paused = || Counters::get(&daemon.counters.schema_pauses) >= 1;
+    assert!(wait_for(&emulator, |_| paused()).await, "the devices table did not pause");
+    assert_eq!(tokens(&emulator, "1"), set(&["tokA"]));
+    assert_eq!(Counters::get(&daemon.counters.changes_skipped_invalid_id), 0, "mapped blind");
+    daemon.stop().await.unwrap();
+}
