@@ -316,3 +316,28 @@ async fn a_renamed_token_column_pauses_the_devices_table() {
     assert_eq!(Counters::get(&daemon.counters.changes_skipped_invalid_id), 0, "mapped blind");
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_initial_copy_adds_every_existing_device() {
+    let db = TestDb::new("devices_copy").await;
+    db.exec(USERS_TABLE).await;
+    db.exec(DEVICES_TABLE).await;
+    db.exec(
+        "INSERT INTO push_tokens (user_id, token, platform, app_version) \
+         SELECT g % 7, 'tok' || g, 'ios', '1.' || g FROM generate_series(1, 1500) g; \
+         UPDATE push_tokens SET revoked_at = now() WHERE id % 10 = 0",
+    )
+    .await;
+    let emulator = emulator::start().await;
+    let daemon = InProcess::start(&db.config(&emulator.url(), DEVICES_CONFIG));
+    let expected = rows(&db).await;
+    assert_eq!(expected.values().map(BTreeSet::len).sum::<usize>(), 1350);
+    let matches = |e: &Emulator| expected.iter().all(|(c, want)| tokens(e, c) == *want);
+    assert!(wait_for(&emulator, matches).await, "the copy did not add every device");
+    // And the stream goes on after it.
+    db.wait_for_streaming().await;
+    db.exec("DELETE FROM push_tokens WHERE token = 'tok1'").await;
+    assert!(wait_for(&emulator, |e| !tokens(e, "1").contains("tok1")).await);
+    daemon.stop().await.unwrap();
+    assert_requests_valid(&emulator);
+}

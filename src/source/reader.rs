@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::change::{Datum, ReplicaIdentity, Row, Table, TableColumn};
-use crate::config::{EventTableConfig, SyncConfig};
+use crate::config::{DevicesConfig, EventTableConfig, SyncConfig};
 use crate::mapping::filter_expr::FilterExpr;
 use crate::pg::quote::{quote_ident, quote_literal, quoted_table};
 use crate::pg::PgError;
@@ -67,6 +67,24 @@ impl TableReader {
         let key = Key::of(sql, schema, name, key).await?;
         let since = since_condition(events, since);
         Self::with(sql, table, key, since.as_deref(), filter).await
+    }
+
+    /// Pages through a `[[devices]]` table by its primary key (by the
+    /// customer and token columns when it has none), every column read.
+    pub async fn of_devices(sql: &Client, devices: &DevicesConfig) -> Result<Self, PgError> {
+        let (schema, name) = devices.schema_and_name();
+        let mut key = primary_key(sql, schema, name).await?;
+        if key.is_empty() {
+            key = vec![devices.customer_id_column.clone(), devices.token_column.clone()];
+        }
+        let whole = describe_whole(sql, schema, name).await?;
+        let (mut columns, rest): (Vec<_>, Vec<_>) =
+            whole.columns.iter().cloned().partition(|c| key.contains(&c.name));
+        columns.sort_by_key(|c| key.iter().position(|k| *k == c.name));
+        columns.extend(rest);
+        let table = Table { columns, ..whole };
+        let key = Key::of(sql, schema, name, &key).await?;
+        Self::with(sql, table, key, None, None).await
     }
 
     async fn with(
