@@ -341,3 +341,74 @@ async fn the_initial_copy_adds_every_existing_device() {
     daemon.stop().await.unwrap();
     assert_requests_valid(&emulator);
 }
+
+#[tokio::test]
+async fn a_refused_device_is_dead_lettered_and_dlq_retry_sends_the_row_as_it_is_now() {
+    let db = TestDb::new("devices_dlq").await;
+    db.exec(USERS_TABLE).await;
+    db.exec(
+        "CREATE TABLE push_tokens (user_id bigint, token text, platform text, push text, \
+             PRIMARY KEY (user_id, token))",
+    )
+    .await;
+    let emulator = emulator::start().await;
+    let extra = r#"
+[[devices]]
+table = "push_tokens"
+customer_id_column = "user_id"
+token_column = "token"
+platform_column = "platform"
+[devices.attributes]
+push_enabled = "push"
+"#;
+    let text = db.config(&emulator.url(), extra);
+    let daemon = InProcess::start(&text);
+    db.wait_for_streaming().await;
+    // Customer.io takes only "true" or "false" for push_enabled: refused
+    // for good, dead-lettered (names, not values); the stream goes on.
+    db.exec(
+        "INSERT INTO push_tokens VALUES (1, 'bad', 'ios', 'yes'), (1, 'gone', 'ios', 'maybe'); \
+         INSERT INTO push_tokens VALUES (2, 'ok', 'android', 'true')",
+    )
+    .await;
+    assert!(wait_for(&emulator, |e| tokens(e, "2") == set(&["ok"])).await);
+    let letters = || async {
+        let sql = "SELECT operation, customer_id FROM ciosync.dead_letters ORDER BY id";
+        let rows = db.client.query(sql, &[]).await.unwrap();
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect::<Vec<(String, String)>>()
+    };
+    let deadline = tokio::time::Instant::now() + crate::support::CONVERGE;
+    while letters().await.len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no dead letters: {:?}", letters().await);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let expected = vec![("add_device".to_owned(), "1".to_owned()); 2];
+    assert_eq!(letters().await, expected);
+    assert!(tokens(&emulator, "1").is_empty());
+
+    // The row is fixed, the other deleted: retry sends the first as it is
+    // now and skips the second.
+    db.exec(
+        "UPDATE push_tokens SET push = 'true', platform = 'android' WHERE token = 'bad'; \
+         DELETE FROM push_tokens WHERE token = 'gone'",
+    )
+    .await;
+    let config = config_file(&text);
+    let out = crate::support::daemon::run_binary(&["dlq", "retry", "--all"], config.path()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.starts_with(
+            "retried 2: delivered 0, refreshed from the row 1, skipped 1, refused again 0\n"
+        ),
+        "{stdout}"
+    );
+    assert!(wait_for(&emulator, |e| tokens(e, "1") == set(&["bad"])).await);
+    let device = emulator.devices("1").unwrap().remove(0);
+    assert_eq!(
+        (device.platform.as_str(), &device.attributes["push_enabled"]),
+        ("android", &json!("true"))
+    );
+    assert!(letters().await.is_empty());
+    daemon.stop().await.unwrap();
+}

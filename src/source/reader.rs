@@ -160,6 +160,17 @@ impl TableReader {
         }
     }
 
+    /// Up to `limit` rows meeting `condition` (SQL the caller built from
+    /// quoted names and literals), in key order.
+    pub async fn rows_where(
+        &self,
+        sql: &Client,
+        condition: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Row)>, PgError> {
+        self.query(sql, condition, limit).await
+    }
+
     /// Up to `limit` rows after key `after`, in key order, each with its key
     /// (see [`Key`]). Text values come straight from Postgres's output
     /// functions (simple query protocol), as in the replication stream.

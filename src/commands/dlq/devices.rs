@@ -1,12 +1,18 @@
-//! `dlq retry` of a device letter (`add_device`, `delete_device`): whether
-//! the device is still a row of a `[[devices]]` table, so a replay never
-//! brings back a device deleted since, nor deletes one added back.
+//! `dlq retry` of a device letter (`add_device`, `delete_device`): what
+//! the `[[devices]]` tables say of the device now, so a replay never brings
+//! back a device deleted since, nor deletes one added back, nor sends
+//! values older than the row's.
+
+use std::sync::Arc;
 
 use tokio_postgres::Client;
 
+use crate::change::{RowChange, RowOp};
 use crate::config::DevicesConfig;
-use crate::pg::quote::quote_ident;
+use crate::customer::CustomerOp;
+use crate::pg::quote::{quote_ident, quote_literal};
 use crate::pg::PgError;
+use crate::source::reader::TableReader;
 
 /// The token of a device item's JSON (`device.token`).
 pub(super) fn token_of(payload: &str) -> Option<String> {
@@ -14,34 +20,38 @@ pub(super) fn token_of(payload: &str) -> Option<String> {
     value.get("device")?.get("token")?.as_str().map(str::to_owned)
 }
 
-/// Whether some `[[devices]]` table holds a row of `customer` with `token`
-/// that is not soft-deleted.
-pub(super) async fn is_live(
+/// The `add_device` the first devices table with a live row of `customer`
+/// holding `token` maps that row to, as the initial copy would; `None`
+/// when no table has one (deleted, or soft-deleted).
+pub(super) async fn current(
     sql: &Client,
     devices: &[DevicesConfig],
     customer: &str,
     token: &str,
-) -> Result<bool, PgError> {
+) -> Result<Option<CustomerOp>, PgError> {
     for table in devices {
-        let revoked = match &table.soft_delete_column {
-            Some(column) => format!(" AND {} IS NULL", quote_ident(column)),
-            None => String::new(),
-        };
-        let statement = format!(
-            "SELECT EXISTS (SELECT 1 FROM {} WHERE {}::text = $1 AND {}::text = $2{revoked})",
-            table.table.quoted(),
+        let reader = TableReader::of_devices(sql, table).await?;
+        let condition = format!(
+            "{}::text = {} AND {}::text = {}",
             quote_ident(&table.customer_id_column),
+            quote_literal(customer),
             quote_ident(&table.token_column),
+            quote_literal(token),
         );
-        let row = sql
-            .query_one(&statement, &[&customer, &token])
-            .await
-            .map_err(PgError::sql("read a devices table"))?;
-        if row.get::<_, bool>(0) {
-            return Ok(true);
+        for (_, new) in reader.rows_where(sql, &condition, 10).await? {
+            let change = RowChange {
+                table: Arc::clone(reader.table()),
+                op: RowOp::Insert { new },
+                commit_time: 0,
+                position: Default::default(),
+            };
+            let mapped = crate::mapping::devices::map(table, &change);
+            if let Some(op @ CustomerOp::AddDevice(_)) = mapped.ops.into_iter().next() {
+                return Ok(Some(op));
+            }
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
 #[cfg(test)]

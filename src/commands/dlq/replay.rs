@@ -209,18 +209,23 @@ impl Replayer<'_> {
         }
     }
 
-    /// A device letter as it was, only while it still says what the
-    /// devices tables say: an `add_device` while a live row of the
-    /// customer holds the token, a `delete_device` while none does.
+    /// A device letter as the devices tables say now: an `add_device`
+    /// with the row's current values while a live row of the customer
+    /// holds the token (refreshed), else nothing; a `delete_device` as it
+    /// was while no live row does, else nothing (stale).
     async fn device(&mut self, letter: &Replayable, customer: &str) -> Result<Outcome, Halt> {
         let Some(token) = super::devices::token_of(&letter.payload) else {
             return self.as_refused(letter, None).await;
         };
-        let live = super::devices::is_live(self.sql, self.devices, customer, &token).await?;
-        match (letter.operation == "add_device", live) {
-            (true, false) => Ok(Outcome::Skipped(Skip::RowGone)),
-            (false, true) => Ok(Outcome::Skipped(Skip::RowBack)),
-            _ => self.as_refused(letter, None).await,
+        let now = super::devices::current(self.sql, self.devices, customer, &token).await?;
+        match (letter.operation == "add_device", now) {
+            (true, None) => Ok(Outcome::Skipped(Skip::RowGone)),
+            (false, Some(_)) => Ok(Outcome::Skipped(Skip::RowBack)),
+            (true, Some(op)) => Ok(match self.replay(&encoded(op)).await? {
+                Answer::Delivered => Outcome::Refreshed,
+                Answer::RefusedAgain { status, error } => Outcome::RefusedAgain { status, error },
+            }),
+            (false, None) => self.as_refused(letter, None).await,
         }
     }
 
