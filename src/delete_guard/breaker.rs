@@ -466,6 +466,22 @@ mod tests {
         assert!(!is_lone_removal(&[]));
     }
 
+    #[test]
+    fn a_device_call_is_no_removal_and_cancels_none() {
+        let delete = CustomerOp::DeleteDevice { customer: "1".into(), token: "t".into() };
+        assert!(!is_lone_removal(std::slice::from_ref(&delete)));
+        assert_eq!(touched(&delete).count(), 0, "a held removal of 1 stays held");
+        let add = CustomerOp::AddDevice(Box::new(crate::customer::Device {
+            customer: "1".into(),
+            token: "t".into(),
+            platform: "ios",
+            last_used: None,
+            attributes: serde_json::Map::new(),
+        }));
+        assert_eq!(touched(&add).count(), 0);
+        assert_eq!(touched(&CustomerOp::Delete { id: "1".into() }).collect::<Vec<_>>(), ["1"]);
+    }
+
     /// A breaker for a config with `extra` appended; it connects to
     /// nothing until it stores or reads held removals.
     fn breaker(extra: &str) -> (Breaker, Arc<Counters>) {

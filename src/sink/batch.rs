@@ -207,7 +207,7 @@ impl EncodedItem {
         };
         serde_json::from_slice::<serde_json::Value>(&self.json)
             .ok()
-            .and_then(|item| match item.get(key) {
+            .and_then(|item| match item.get(key).or_else(|| item.get("device")?.get(key)) {
                 Some(serde_json::Value::Object(map)) => Some(map.keys().cloned().collect()),
                 _ => None,
             })
@@ -304,6 +304,7 @@ mod tests {
             ]})
         );
         assert_eq!(items[0].kind, "add_device");
+        assert_eq!(items[0].attribute_names(), ["app_version"], "names for a dead letter");
         assert_eq!(items[2].customers, ["42"]);
     }
 
