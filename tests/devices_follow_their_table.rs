@@ -412,3 +412,41 @@ push_enabled = "push"
     assert!(letters().await.is_empty());
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_hot_device_row_costs_a_handful_of_calls() {
+    let db = TestDb::new("devices_hot").await;
+    db.exec(USERS_TABLE).await;
+    db.exec(DEVICES_TABLE).await;
+    let emulator = emulator::start().await;
+    let text = db.config(&emulator.url(), DEVICES_CONFIG).replacen(
+        "linger_ms = 0\n",
+        "linger_ms = 100\n",
+        1,
+    );
+    let daemon = InProcess::start(&text);
+    db.wait_for_streaming().await;
+    db.exec("INSERT INTO push_tokens (user_id, token, platform) VALUES (1, 'hot', 'ios')").await;
+    // 300 app launches, each its own transaction, bumping last_seen.
+    let updates = 300;
+    db.exec(&format!(
+        "DO $$ BEGIN FOR i IN 1..{updates} LOOP \
+             UPDATE push_tokens SET last_seen = to_timestamp(1700000000 + i), app_version = i::text; \
+             COMMIT; END LOOP; END $$"
+    ))
+    .await;
+    let last = |e: &Emulator| {
+        e.devices("1").unwrap_or_default().first().is_some_and(|d| d.last_used == 1_700_000_300)
+    };
+    assert!(wait_for(&emulator, last).await, "{:?}", emulator.devices("1"));
+    let device = emulator.devices("1").unwrap().remove(0);
+    assert_eq!(device.attributes["app_version"], json!("300"));
+    let adds = crate::support::emulator::batch_items(&emulator)
+        .iter()
+        .filter(|i| i["action"] == "add_device")
+        .count();
+    let coalesced = Counters::get(&daemon.counters.ops_coalesced);
+    eprintln!("{updates} updates of one device: {adds} add_device items, {coalesced} coalesced");
+    assert!(adds < updates / 4, "{adds} add_device items for {updates} updates");
+    daemon.stop().await.unwrap();
+}

@@ -244,10 +244,10 @@ impl Queue {
             CustomerOp::Identify { id, .. }
             | CustomerOp::Delete { id }
             | CustomerOp::Suppress { id } => id,
+            CustomerOp::AddDevice(device) => &device.customer,
             CustomerOp::Merge { .. }
             | CustomerOp::Event(_)
             | CustomerOp::AnonymousEvent(_)
-            | CustomerOp::AddDevice(_)
             | CustomerOp::DeleteDevice { .. }
             | CustomerOp::Barrier => return Err(order),
         };
@@ -290,6 +290,15 @@ impl Queue {
                 CustomerOp::Delete { .. } | CustomerOp::Suppress { .. },
                 CustomerOp::Delete { .. } | CustomerOp::Suppress { .. },
             ) => {}
+            // Customer.io upserts a device by token, merging attributes:
+            // two adds of one token are the later with both's attributes.
+            (CustomerOp::AddDevice(waiting), CustomerOp::AddDevice(later))
+                if waiting.token == later.token =>
+            {
+                let mut attributes = std::mem::take(&mut waiting.attributes);
+                attributes.extend(later.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+                **waiting = crate::customer::Device { attributes, ..(**later).clone() };
+            }
             _ => return Err(order),
         }
         entry.order.join(order);
