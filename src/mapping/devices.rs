@@ -118,7 +118,7 @@ impl Rows<'_> {
         }
         let platform = match &self.config.platform {
             Some(fixed) => platform_of(fixed),
-            None => self.config.platform_column.as_deref().and_then(|c| self.text(new, c)),
+            None => self.config.platform_column.as_deref().and_then(|c| self.platform_in(new, c)),
         };
         let Some(platform) = platform else {
             out.skipped = Some(SkipReason::InvalidPlatform);
@@ -131,7 +131,7 @@ impl Rows<'_> {
     }
 
     /// The platform a column's value names, if any.
-    fn text(&self, row: &Row, column: &str) -> Option<&'static str> {
+    fn platform_in(&self, row: &Row, column: &str) -> Option<&'static str> {
         let Some(Datum::Text(bytes)) = self.datum(row, column) else { return None };
         std::str::from_utf8(bytes).ok().and_then(platform_of)
     }
