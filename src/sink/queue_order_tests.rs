@@ -334,3 +334,19 @@ fn adds_of_one_device_merge_and_nothing_else_of_devices_does() {
         json!({"token": "t", "platform": "ios", "last_used": 2, "attributes": {"a": "1", "b": "2"}})
     );
 }
+
+/// A device call's memory: its customer, token and attributes (each
+/// attribute a slot, its name and its value), as for an identify.
+#[test]
+fn a_device_call_is_estimated_like_the_other_operations() {
+    use crate::sink::size::{held, ATTRIBUTE_OVERHEAD, OP_OVERHEAD};
+    let add = add_device("ab", "token", 1, json!({"app_version": "1.2"}));
+    let parts = ATTRIBUTE_OVERHEAD + 11 + 3;
+    assert_eq!(estimate(&add), held(OP_OVERHEAD + 2 + 5 + parts));
+    let delete = CustomerOp::DeleteDevice { customer: "ab".into(), token: "token".into() };
+    assert_eq!(estimate(&delete), held(OP_OVERHEAD + 2 + 5));
+    for op in [add, delete] {
+        let json = batch::encode(op.clone()).expect("an item").json;
+        assert!(wire_estimate(&op) >= json.len(), "{} < {}", wire_estimate(&op), json.len());
+    }
+}
