@@ -27,6 +27,11 @@ pub enum CustomerOp {
     AnonymousEvent(AnonymousEvent),
     /// Merge `secondary` into `primary` (which must exist), deleting `secondary`.
     Merge { primary: String, secondary: String },
+    /// Add a push device to the person `Device::customer`, or update it (by
+    /// token): `add_device`.
+    AddDevice(Box<Device>),
+    /// Remove the person `customer`'s device with this token: `delete_device`.
+    DeleteDevice { customer: String, token: String },
     /// Everything before must be accepted before anything after is sent.
     /// Needed where two customers' operations depend on each other (an email
     /// moving from one person to another), since Customer.io does not promise
@@ -43,6 +48,8 @@ impl CustomerOp {
             // Ordered per anonymous id, like a customer's operations.
             Self::AnonymousEvent(event) => Some(&event.anonymous_id),
             Self::Merge { primary, .. } => Some(primary),
+            Self::AddDevice(device) => Some(&device.customer),
+            Self::DeleteDevice { customer, .. } => Some(customer),
             Self::Barrier => None,
         }
     }
@@ -56,9 +63,27 @@ impl CustomerOp {
             Self::Event(event) if event.only_records() => "watch",
             Self::Event(_) | Self::AnonymousEvent(_) => "event",
             Self::Merge { .. } => "merge",
+            Self::AddDevice(_) => "add_device",
+            Self::DeleteDevice { .. } => "delete_device",
             Self::Barrier => "barrier",
         }
     }
+}
+
+/// A push device of one person, as Customer.io's v2 `add_device` takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    /// The person's id.
+    pub customer: String,
+    /// The device token.
+    pub token: String,
+    /// `ios` or `android`.
+    pub platform: &'static str,
+    /// When the device was last used, Unix seconds (`None`: Customer.io
+    /// takes the time it receives the call).
+    pub last_used: Option<i64>,
+    /// Device attributes, every value a string.
+    pub attributes: Map<String, Value>,
 }
 
 /// An event for one person, as Customer.io's v2 `event` action takes it.

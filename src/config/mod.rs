@@ -16,6 +16,7 @@
 
 pub mod actions;
 pub mod customerio;
+pub mod devices;
 pub mod exposure;
 #[cfg(test)]
 pub mod fixture;
@@ -29,6 +30,7 @@ pub use customerio::{
     CustomerioConfig, Region, DEFAULT_MAX_BATCH_OPS, DEFAULT_MAX_REQUESTS_PER_SECOND,
     DEFAULT_REQUEST_TIMEOUT_SECS, DEFAULT_RETRY_MAX_BACKOFF_SECS,
 };
+pub use devices::DevicesConfig;
 pub use postgres::{
     FailoverSlot, OnSlotLost, PostgresConfig, DEFAULT_CONNECT_TIMEOUT_SECS,
     DEFAULT_HEARTBEAT_INTERVAL_SECS, DEFAULT_PUBLICATION, DEFAULT_RETAINED_WAL_WARN_BYTES,
@@ -92,6 +94,9 @@ pub struct Config {
     /// Tables whose inserts become events.
     #[serde(default)]
     pub events: Vec<EventTableConfig>,
+    /// Tables of push device tokens (`[[devices]]`).
+    #[serde(default)]
+    pub devices: Vec<DevicesConfig>,
     /// How the daemon runs; every key has a default.
     #[serde(default)]
     pub pipeline: PipelineConfig,
@@ -153,7 +158,10 @@ impl Config {
         }
         self.delete_guard.validate()?;
         self.metrics.validate()?;
-        sync::validate(&self.sync, &self.events)
+        sync::validate(&self.sync, &self.events)?;
+        let streamed =
+            self.sync.iter().map(|s| &s.table).chain(self.events.iter().map(|e| &e.table));
+        devices::validate(&self.devices, &streamed.collect())
     }
 
     /// The replication origin this slot's webhook write-backs carry, when

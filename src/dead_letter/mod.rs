@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Every kind of operation the sink sends can be a dead letter
-//! ([`OPERATIONS`]): identifies, deletes, suppressions, merges and events go
+//! ([`OPERATIONS`]): identifies, deletes, suppressions, merges, events and
+//! device calls go
 //! as `/api/v2/batch` items and are replayed that way; an anonymous event
 //! goes alone to `POST /api/v1/events` and is replayed there (its payload is
 //! the v1 body, the only one with a top-level `anonymous_id`: see
@@ -51,8 +52,9 @@ use crate::state::State;
 
 /// The operations a dead letter may hold: every kind the sink sends
 /// (`CustomerOp::kind`; person and anonymous events are both `event`), as
-/// the table's CHECK constraint `dead_letters_operation_kinds` allows.
-pub const OPERATIONS: [&str; 5] = ["identify", "delete", "suppress", "merge", "event"];
+/// the table's CHECK constraint `dead_letters_operation_kinds_devices` allows.
+pub const OPERATIONS: [&str; 7] =
+    ["identify", "delete", "suppress", "merge", "event", "add_device", "delete_device"];
 
 /// The key of an escaped letter's payload: `{"ciosync_payload_base64": "…"}`
 /// holds the item as sent, base64-encoded (see `Row::escaped`).
@@ -410,6 +412,14 @@ mod tests {
                 timestamp: 1,
                 data: data("path").unwrap(),
             }),
+            CustomerOp::AddDevice(Box::new(crate::customer::Device {
+                customer: "8".into(),
+                token: "tok".into(),
+                platform: "ios",
+                last_used: Some(1),
+                attributes: data("app_version").unwrap(),
+            })),
+            CustomerOp::DeleteDevice { customer: "9".into(), token: "tok".into() },
         ];
         ops.into_iter().map(|op| crate::sink::batch::encode(op).expect("not a barrier")).collect()
     }
@@ -449,7 +459,7 @@ mod tests {
     fn the_table_check_allows_exactly_the_operations() {
         let check = crate::state::MIGRATION
             .split("CHECK (operation IN (")
-            .nth(1)
+            .last()
             .and_then(|rest| rest.split("))").next())
             .expect("the migration checks the operation");
         let allowed: Vec<&str> = check.split(',').map(|k| k.trim().trim_matches('\'')).collect();

@@ -19,6 +19,7 @@
 //! whose id is unusable is skipped. Nothing here stops the stream.
 
 mod by_table;
+pub mod devices;
 pub mod events;
 pub mod filter_expr;
 pub mod own_filter;
@@ -52,6 +53,11 @@ pub enum SkipReason {
     /// The row is outside a filter ciosync evaluates, and Customer.io does
     /// not hold its customer.
     FilteredOut,
+    /// A `[[devices]]` row whose platform is not `ios` or `android`.
+    InvalidPlatform,
+    /// A DELETE of a `[[devices]]` row whose old row lacks the customer or
+    /// the token (the replica identity's key does not hold both).
+    DeviceKeyUnknown,
 }
 
 impl SkipReason {
@@ -64,6 +70,8 @@ impl SkipReason {
             Self::SoftDeleted => "soft_deleted",
             Self::InvalidEvent => "invalid_event",
             Self::FilteredOut => "filtered_out",
+            Self::InvalidPlatform => "invalid_platform",
+            Self::DeviceKeyUnknown => "device_key_unknown",
         }
     }
 }
@@ -134,6 +142,7 @@ pub struct Mapped {
 pub struct Mapper {
     tables: ByTable<SyncConfig>,
     event_tables: ByTable<events::EventTable>,
+    device_tables: ByTable<crate::config::DevicesConfig>,
     /// Whether the record of what Customer.io accepted is on (see
     /// [`Mapper::with_record`]).
     record: bool,
@@ -148,6 +157,7 @@ impl Mapper {
         Self {
             tables,
             event_tables: ByTable::default(),
+            device_tables: ByTable::default(),
             record: false,
             own_filters: own_filter::OwnFilters::default(),
         }
@@ -182,6 +192,12 @@ impl Mapper {
             (e.schema_and_name(), events::EventTable { config: e.clone(), key: Vec::new() })
         });
         self.event_tables = ByTable::of(tables);
+        self
+    }
+
+    /// Adds the `[[devices]]` tables: their changes become device calls.
+    pub fn with_device_tables(mut self, devices: &[crate::config::DevicesConfig]) -> Self {
+        self.device_tables = ByTable::of(devices.iter().map(|d| (d.schema_and_name(), d.clone())));
         self
     }
 
@@ -222,6 +238,9 @@ impl Mapper {
     pub fn map(&self, change: &RowChange) -> Mapped {
         let (schema, name) = (&change.table.schema, &change.table.name);
         let Some(sync) = self.tables.get(schema, name) else {
+            if let Some(devices) = self.device_tables.get(schema, name) {
+                return devices::map(devices, change);
+            }
             return match self.event_tables.get(schema, name) {
                 Some(events) => map_event_row(events, change),
                 None => Mapped { skipped: Some(SkipReason::UnknownTable), ..Mapped::default() },

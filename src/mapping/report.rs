@@ -63,6 +63,8 @@ fn skip_counter(reason: SkipReason, counters: &Counters) -> &std::sync::atomic::
         SkipReason::SoftDeleted => &counters.changes_skipped_soft_deleted,
         SkipReason::FilteredOut => &counters.changes_skipped_filtered_out,
         SkipReason::InvalidEvent => &counters.changes_skipped_invalid_event,
+        SkipReason::InvalidPlatform => &counters.changes_skipped_invalid_platform,
+        SkipReason::DeviceKeyUnknown => &counters.changes_skipped_device_key_unknown,
     }
 }
 
@@ -75,6 +77,15 @@ fn skip_explanation(reason: SkipReason) -> Option<&'static str> {
              needs the id column in the replica identity)",
         ),
         SkipReason::InvalidEvent => Some("its event name is NULL, blank or over 100 bytes"),
+        SkipReason::InvalidPlatform => {
+            Some("its device platform (platform_column) is neither ios nor android, in any case")
+        }
+        SkipReason::DeviceKeyUnknown => Some(
+            "a DELETE of a device whose old row lacks the customer id or the token: the \
+             table's replica identity carries only its key; run ALTER TABLE … REPLICA \
+             IDENTITY FULL, or make (customer_id_column, token_column) its primary key \
+             (`ciosync check` names the statement)",
+        ),
     }
 }
 
@@ -104,6 +115,8 @@ mod tests {
             SkipReason::SoftDeleted,
             SkipReason::FilteredOut,
             SkipReason::InvalidEvent,
+            SkipReason::InvalidPlatform,
+            SkipReason::DeviceKeyUnknown,
         ];
         for (reason, producer) in reasons
             .into_iter()

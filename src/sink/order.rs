@@ -69,7 +69,11 @@ impl Order {
             CustomerOp::Delete { .. } | CustomerOp::Suppress { .. } | CustomerOp::Merge { .. } => {
                 true
             }
-            CustomerOp::Event(_) | CustomerOp::AnonymousEvent(_) | CustomerOp::Barrier => false,
+            CustomerOp::Event(_)
+            | CustomerOp::AnonymousEvent(_)
+            | CustomerOp::AddDevice(_)
+            | CustomerOp::DeleteDevice { .. }
+            | CustomerOp::Barrier => false,
         };
         let mut order = Self { claims: claimed.is_some(), ..Self::default() };
         order.keys.extend(claimed);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::change::{Datum, ReplicaIdentity, Row, Table, TableColumn};
-use crate::config::{EventTableConfig, SyncConfig};
+use crate::config::{DevicesConfig, EventTableConfig, SyncConfig};
 use crate::mapping::filter_expr::FilterExpr;
 use crate::pg::quote::{quote_ident, quote_literal, quoted_table};
 use crate::pg::PgError;
@@ -88,6 +88,24 @@ impl TableReader {
         Ok(read.await.map_err(PgError::sql("count a table's rows"))?.get(0))
     }
 
+    /// Pages through a `[[devices]]` table by its primary key (by the
+    /// customer and token columns when it has none), every column read.
+    pub async fn of_devices(sql: &Client, devices: &DevicesConfig) -> Result<Self, PgError> {
+        let (schema, name) = devices.schema_and_name();
+        let mut key = primary_key(sql, schema, name).await?;
+        if key.is_empty() {
+            key = vec![devices.customer_id_column.clone(), devices.token_column.clone()];
+        }
+        let whole = describe_whole(sql, schema, name).await?;
+        let (mut columns, rest): (Vec<_>, Vec<_>) =
+            whole.columns.iter().cloned().partition(|c| key.contains(&c.name));
+        columns.sort_by_key(|c| key.iter().position(|k| *k == c.name));
+        columns.extend(rest);
+        let table = Table { columns, ..whole };
+        let key = Key::of(sql, schema, name, &key).await?;
+        Self::with(sql, table, key, None, None).await
+    }
+
     async fn with(
         sql: &Client,
         table: Table,
@@ -158,6 +176,17 @@ impl TableReader {
             Err(error) if error.code().is_some_and(|c| c.code().starts_with("22")) => Ok(None),
             Err(error) => Err(PgError::sql("read a row of a table")(error)),
         }
+    }
+
+    /// Up to `limit` rows meeting `condition` (SQL the caller built from
+    /// quoted names and literals), in key order.
+    pub async fn rows_where(
+        &self,
+        sql: &Client,
+        condition: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Row)>, PgError> {
+        self.query(sql, condition, limit).await
     }
 
     /// Up to `limit` rows after key `after`, in key order, each with its key

@@ -103,10 +103,22 @@ CREATE INDEX IF NOT EXISTS dead_letters_slot_id ON ciosync.dead_letters (slot, i
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
                    WHERE conrelid = 'ciosync.dead_letters'::regclass
-                     AND conname = 'dead_letters_operation_kinds') THEN
+                     AND conname IN ('dead_letters_operation_kinds',
+                                     'dead_letters_operation_kinds_devices')) THEN
         ALTER TABLE ciosync.dead_letters DROP CONSTRAINT IF EXISTS dead_letters_operation_check;
         ALTER TABLE ciosync.dead_letters ADD CONSTRAINT dead_letters_operation_kinds
             CHECK (operation IN ('identify', 'delete', 'suppress', 'merge', 'event'));
+    END IF;
+END $$;
+-- Since [[devices]]: their add_device and delete_device items too.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
+                   WHERE conrelid = 'ciosync.dead_letters'::regclass
+                     AND conname = 'dead_letters_operation_kinds_devices') THEN
+        ALTER TABLE ciosync.dead_letters DROP CONSTRAINT IF EXISTS dead_letters_operation_kinds;
+        ALTER TABLE ciosync.dead_letters ADD CONSTRAINT dead_letters_operation_kinds_devices
+            CHECK (operation IN ('identify', 'delete', 'suppress', 'merge', 'event',
+                                 'add_device', 'delete_device'));
     END IF;
 END $$;
 CREATE TABLE IF NOT EXISTS ciosync.held_deletes (
