@@ -174,8 +174,9 @@ pub enum Effect {
     /// row that changed its id is the secondary's: its watched values go
     /// to the primary.
     Merge { primary: String, secondary: String },
-    /// A watched column of this customer now holds this value.
-    Watch { customer: String, key: String, value: WatchedValue },
+    /// A watched column of this customer now holds this value (boxed: an
+    /// effect waits with each operation in flight, and this is the largest).
+    Watch { customer: String, key: String, value: Box<WatchedValue> },
 }
 
 /// What diffing one identify's attributes against the record came to.
@@ -306,7 +307,9 @@ pub struct Write {
 impl Write {
     /// Adds the effects in the order they were accepted.
     pub fn of(effects: impl IntoIterator<Item = Effect>) -> Self {
+        let effects = effects.into_iter();
         let mut write = Self::default();
+        write.set.reserve(effects.size_hint().0);
         for effect in effects {
             match effect {
                 Effect::None => {}
@@ -322,7 +325,7 @@ impl Write {
                     }
                 },
                 Effect::Watch { customer, key, value } => {
-                    write.watch.entry(customer).or_default().insert(key, value);
+                    write.watch.entry(customer).or_default().insert(key, *value);
                 }
                 Effect::Merge { primary, secondary } => {
                     for customer in [&primary, &secondary] {

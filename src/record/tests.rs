@@ -181,3 +181,8 @@ fn the_sink_diffs_the_item_it_encoded_as_the_values_are_diffed() {
     assert_eq!(set.fingerprints()["tags"], fingerprint(&json!(["a", {"b": [1.5, null]}])));
     assert!(item::Identify::read(b"not json").is_none());
 }
+
+#[test]
+fn an_effect_is_small_as_one_waits_with_each_operation_in_flight() {
+    assert!(std::mem::size_of::<Effect>() <= 56, "{}", std::mem::size_of::<Effect>());
+}

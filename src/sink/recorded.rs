@@ -50,7 +50,7 @@ impl Recorded {
                 Default::default()
             }
         };
-        let mut out = Prepared::default();
+        let mut out = Prepared { send: Vec::with_capacity(items.len()), always: Vec::new() };
         for item in items {
             if item.route != Route::Batch {
                 out.send.push((item, Effect::None));
@@ -105,7 +105,7 @@ impl Recorded {
             Decision::Fire(None) => out.send.push((item, Effect::None)),
             Decision::Fire(Some(from)) => out.send.push((with_from(item, from), Effect::None)),
         }
-        out.always.push(Effect::Watch { customer, key: watch.key, value });
+        out.always.push(Effect::Watch { customer, key: watch.key, value: Box::new(value) });
     }
 
     /// One identify against what the record `known`s of its customer;
