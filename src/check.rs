@@ -5,11 +5,12 @@
 //! shared with publication and slot setup, and the probes check makes), and
 //! pure judgements turn facts into [`Finding`]s: [`judge`] (server, role,
 //! publication, slot, `ciosync` schema, webhooks, Customer.io), [`tables`]
-//! (the configured tables) and [`failover`] (the version and failover
+//! (the configured tables; [`devices`] the `[[devices]]` ones) and [`failover`] (the version and failover
 //! lines). This file runs them in report order; the judgements are
 //! unit-tested on facts built by hand in `tests.rs` and `tables_tests.rs`.
 
 mod actions;
+mod devices;
 mod failover;
 mod gather;
 mod judge;
@@ -174,6 +175,10 @@ async fn checks_with_sql(
     for events in &config.events {
         let table = catalog::Table::read(sql, &events.table).await?;
         out.extend(tables::event_table(events, table.as_ref()));
+    }
+    for device_table in &config.devices {
+        let table = catalog::Table::read(sql, &device_table.table).await?;
+        out.extend(devices::devices_table(device_table, table.as_ref()));
     }
     let publication = gather::publication(sql, config, &tables, own_filters).await;
     out.push(judge::publication(config, &role, publication));

@@ -35,6 +35,11 @@ pub enum CustomerOp {
     /// A person's relationship to an object added or removed
     /// (`[[relationships]]`), ordered with the person's other operations.
     Relationship(RelationshipOp),
+    /// Add a push device to the person `Device::customer`, or update it (by
+    /// token): `add_device`.
+    AddDevice(Box<Device>),
+    /// Remove the person `customer`'s device with this token: `delete_device`.
+    DeleteDevice { customer: String, token: String },
     /// Everything before must be accepted before anything after is sent.
     /// Needed where two customers' operations depend on each other (an email
     /// moving from one person to another), since Customer.io does not promise
@@ -53,6 +58,8 @@ impl CustomerOp {
             Self::Merge { primary, .. } => Some(primary),
             Self::Object(op) => Some(op.key()),
             Self::Relationship(op) => Some(&op.customer),
+            Self::AddDevice(device) => Some(&device.customer),
+            Self::DeleteDevice { customer, .. } => Some(customer),
             Self::Barrier => None,
         }
     }
@@ -68,9 +75,27 @@ impl CustomerOp {
             Self::Merge { .. } => "merge",
             Self::Object(op) => op.kind(),
             Self::Relationship(op) => op.kind(),
+            Self::AddDevice(_) => "add_device",
+            Self::DeleteDevice { .. } => "delete_device",
             Self::Barrier => "barrier",
         }
     }
+}
+
+/// A push device of one person, as Customer.io's v2 `add_device` takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    /// The person's id.
+    pub customer: String,
+    /// The device token.
+    pub token: String,
+    /// `ios` or `android`.
+    pub platform: &'static str,
+    /// When the device was last used, Unix seconds (`None`: Customer.io
+    /// takes the time it receives the call).
+    pub last_used: Option<i64>,
+    /// Device attributes, every value a string.
+    pub attributes: Map<String, Value>,
 }
 
 /// An event for one person, as Customer.io's v2 `event` action takes it.
@@ -80,9 +105,11 @@ pub struct Event {
     pub customer: String,
     /// The event's name (what campaigns trigger on).
     pub name: String,
-    /// A ULID derived from where the event came from in the WAL, so a
-    /// replayed transaction sends the same id and Customer.io ignores the
-    /// repeat.
+    /// A ULID derived from the event-table row (its table, primary key and
+    /// name) or, for a change-derived event or a table without a primary
+    /// key, from where the event came from in the WAL, so a replayed
+    /// transaction or event table sends the same id and Customer.io ignores
+    /// the repeat (see `mapping::events`).
     pub event_id: String,
     /// When it happened, Unix seconds (the row's own time where configured).
     pub timestamp: i64,

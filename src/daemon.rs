@@ -68,6 +68,7 @@ pub async fn run_with_webhooks(
         .iter()
         .map(|s| s.table.to_string())
         .chain(config.events.iter().map(|e| e.table.to_string()))
+        .chain(config.devices.iter().map(|d| d.table.to_string()))
         .collect();
     let slot = SlotWatch::new(
         config.postgres.connection(),

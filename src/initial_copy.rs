@@ -23,6 +23,9 @@
 //! safe, because every change since the slot's consistent point is still in
 //! the slot (nothing is acknowledged before the copy ends) and is replayed
 //! in commit order afterwards, ending at the row's latest value.
+//!
+//! `[[devices]]` tables are copied the same way, after the person tables:
+//! each row becomes an `add_device` (a soft-deleted one a `delete_device`).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -32,7 +35,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::change::{RowChange, RowOp};
-use crate::config::{Config, SyncConfig};
+use crate::config::{Config, DevicesConfig, SyncConfig};
 use crate::mapping::report::{report, Producer};
 use crate::mapping::Mapper;
 use crate::pg::connection::{ConnectionSettings, Located};
@@ -117,15 +120,21 @@ pub async fn run(
     let record = config.pipeline.record_accepted.then_some((&sql, slot.as_str()));
     let mut copier = Copier { sink, mapper, counters, shutdown, commit_time, record };
     if slot_state == SlotState::Missing {
-        let tables: Vec<String> = config.sync.iter().map(qualified).collect();
+        let tables: Vec<String> = config
+            .sync
+            .iter()
+            .map(qualified)
+            .chain(config.devices.iter().map(|d| d.table.to_string()))
+            .collect();
         state.plan(&tables).await?;
         let reader = settings.connect_sql_located().await.map_err(PgError::sql("connect"))?;
         create_slot_and_import_snapshot(settings, config, &reader, failover).await?;
         let reader = reader.client;
         state.record_slot().await?;
         tracing::info!(%slot, tables = tables.len(), "replication slot created; initial copy starts");
-        for sync in &config.sync {
-            if copier.copy_table(&reader, &state, sync, None, 0, true).await?
+        let copied = config.sync.iter().map(Copied::Sync);
+        for table in copied.chain(config.devices.iter().map(Copied::Devices)) {
+            if copier.copy_table(&reader, &state, table, None, 0, true).await?
                 == CopyOutcome::Interrupted
             {
                 return Ok(CopyOutcome::Interrupted);
@@ -139,14 +148,16 @@ pub async fn run(
         tracing::info!(%slot, "slot exists with no initial copy recorded; nothing to copy");
     }
     for (table, copy) in copies {
-        let Some(sync) = config.sync.iter().find(|s| qualified(s) == table) else { continue };
+        let sync = config.sync.iter().find(|s| qualified(s) == table).map(Copied::Sync);
+        let devices = config.devices.iter().find(|d| d.table.to_string() == table);
+        let Some(copied) = sync.or(devices.map(Copied::Devices)) else { continue };
         let (after, rows_copied) = match copy {
             CopyState::Done => continue,
             CopyState::Pending => (None, 0),
             CopyState::Copying { last_key, rows_copied } => (last_key, rows_copied),
         };
         tracing::info!(%table, rows_copied, "resuming the initial copy");
-        if copier.copy_table(&sql, &state, sync, after, rows_copied, false).await?
+        if copier.copy_table(&sql, &state, copied, after, rows_copied, false).await?
             == CopyOutcome::Interrupted
         {
             return Ok(CopyOutcome::Interrupted);
@@ -202,6 +213,30 @@ async fn create_slot_and_import_snapshot(
     Ok(())
 }
 
+/// A table the copy reads: a person table, or a `[[devices]]` table (each
+/// row an `add_device`).
+#[derive(Clone, Copy)]
+enum Copied<'a> {
+    Sync(&'a SyncConfig),
+    Devices(&'a DevicesConfig),
+}
+
+impl Copied<'_> {
+    fn name(self) -> String {
+        match self {
+            Copied::Sync(sync) => qualified(sync),
+            Copied::Devices(devices) => devices.table.to_string(),
+        }
+    }
+
+    async fn reader(self, sql: &Client) -> Result<TableReader, PgError> {
+        match self {
+            Copied::Sync(sync) => TableReader::new(sql, sync, None).await,
+            Copied::Devices(devices) => TableReader::of_devices(sql, devices).await,
+        }
+    }
+}
+
 impl Copier<'_> {
     /// Copies one table in key order, after `after` if given (`rows_copied`
     /// rows were copied before it). With `in_snapshot`, `sql` is inside the
@@ -211,14 +246,14 @@ impl Copier<'_> {
         &mut self,
         sql: &Client,
         state: &State<'_>,
-        sync: &SyncConfig,
+        copied: Copied<'_>,
         mut after: Option<String>,
         mut rows_copied: i64,
         in_snapshot: bool,
     ) -> Result<CopyOutcome, CopyError> {
-        let name = qualified(sync);
+        let name = copied.name();
         self.counters.health.set_phase(Phase::InitialCopy);
-        let reader = TableReader::new(sql, sync, None).await?;
+        let reader = copied.reader(sql).await?;
         let mut last_log = Instant::now();
         // Pages pushed and not yet checkpointed, oldest first.
         let mut pages = Pages::default();
@@ -265,7 +300,7 @@ impl Copier<'_> {
             return Ok(CopyOutcome::Interrupted);
         }
         self.checkpoint_delivered(state, &name, &mut pages).await?;
-        if let Some((record_sql, slot)) = self.record {
+        if let (Some((record_sql, slot)), Copied::Sync(sync)) = (self.record, copied) {
             // Every row that syncs was identified and, once accepted, recorded.
             let (schema, table) = sync.schema_and_name();
             let table = format!("{schema}.{table}");

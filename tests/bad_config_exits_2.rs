@@ -36,6 +36,18 @@ async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
                    max_buffered_bytes = 1024\n",
             "webhooks.max_buffered_bytes",
         ),
+        (
+            good.clone()
+                + "\n[[devices]]\ntable = \"push_tokens\"\ncustomer_id_column = \"user_id\"\n\
+                   token_column = \"token\"\nplatform = \"web\"\n",
+            "devices[0].platform",
+        ),
+        (
+            good.clone()
+                + "\n[[devices]]\ntable = \"users\"\ncustomer_id_column = \"id\"\n\
+                   token_column = \"email\"\nplatform = \"ios\"\n",
+            "devices[0].table",
+        ),
         ("not toml at all [".to_owned(), "invalid config"),
         // As libpq: verify-ca needs the CA's file (else any public CA would do).
         (good.replace("sslmode=disable", "sslmode=verify-ca"), "sslrootcert=<file"),

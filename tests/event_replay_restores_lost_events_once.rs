@@ -21,7 +21,7 @@ use crate::support::Scenario;
 const TABLES: &str = "
     CREATE TABLE outbox (
         id bigserial PRIMARY KEY, user_id bigint, name text, payload jsonb,
-        occurred_at timestamptz NOT NULL
+        occurred_at timestamptz
     );
     CREATE TABLE visits (
         user_id text, seq int, path text, at timestamptz NOT NULL, PRIMARY KEY (user_id, seq)
@@ -60,7 +60,8 @@ name = "untimed"
 
 /// 8 customers; 40 outbox rows for them (a bigint id, as the users'), half of them dated 2024 and half in the
 /// last hour, and 250 visits (a two-column key, read in several pages, and
-/// a text id, compared with the users' as text).
+/// a text id, compared with the users' as text), and one outbox row without
+/// a time (streamed at its commit time; a replay cannot repeat its id).
 const ROWS: &str = "
     INSERT INTO users (id, email) SELECT g, 'u' || g || '@x.io' FROM generate_series(1, 8) g;
     INSERT INTO outbox (user_id, name, payload, occurred_at)
@@ -71,11 +72,20 @@ const ROWS: &str = "
     INSERT INTO visits (user_id, seq, path, at)
     SELECT (1 + g % 4)::text, g, '/p/' || g, timestamptz '2025-01-01 00:00:00+00' + g * interval '1 day'
     FROM generate_series(1, 250) g;
+    INSERT INTO outbox (user_id, name, occurred_at) VALUES (1, 'no_time', NULL);
 ";
 
 /// Every customer's events as (id, name, timestamp, data), sorted by id.
 fn all_events(emulator: &Emulator) -> BTreeMap<String, Vec<(String, String, i64, String)>> {
-    (1..=8)
+    events_of(emulator, 8)
+}
+
+/// [`all_events`] of customers 1 to `customers`.
+fn events_of(
+    emulator: &Emulator,
+    customers: i64,
+) -> BTreeMap<String, Vec<(String, String, i64, String)>> {
+    (1..=customers)
         .map(|c| c.to_string())
         .map(|customer| {
             let mut events: Vec<_> = emulator
@@ -112,12 +122,12 @@ async fn a_replay_restores_lost_events_once_and_adds_nothing_to_events_kept() {
         Scenario::start_with("event_replay", &schema, |c| c + EVENTS).await;
     let config = config_file(&db.config(&emulator.url(), EVENTS));
     db.exec(ROWS).await;
-    assert!(wait_for(&emulator, |e| event_count(e) == 290).await, "{}", event_count(&emulator));
+    assert!(wait_for(&emulator, |e| event_count(e) == 291).await, "{}", event_count(&emulator));
     // Customer 8 is deleted (and with it, in Customer.io, its 5 events).
     db.exec("DELETE FROM users WHERE id = 8").await;
     assert!(wait_for(&emulator, |e| e.customer("8").is_none()).await);
     let streamed = all_events(&emulator);
-    assert_eq!(event_count(&emulator), 285);
+    assert_eq!(event_count(&emulator), 286);
 
     // What cannot be replayed is refused before anything is queued.
     for (args, says) in [
@@ -125,6 +135,9 @@ async fn a_replay_restores_lost_events_once_and_adds_nothing_to_events_kept() {
         (vec!["--events", "untimed"], "events[3].timestamp_column"),
         (vec!["--events", "clicks"], "no primary key"),
         (vec!["--events", "outbox", "--since", "last tuesdayish"], "--since"),
+        (vec!["--events", "outbox", "--since", "3 days ago"], "is after now"),
+        (vec!["--events", "outbox", "--since", "72"], "--since"),
+        (vec!["--events", "nope"], "--events"),
         (vec!["--events", "outbox", "--where", "no_such_column = 1"], "--where"),
         (vec!["--events", "outbox", "--attributes", "plan"], "--attributes"),
     ] {
@@ -142,7 +155,7 @@ async fn a_replay_restores_lost_events_once_and_adds_nothing_to_events_kept() {
     emulator.clear_requests();
     let duplicates = emulator.view(|v| v.world().duplicate_events());
     let stdout = replay(&["--events", "outbox"], config.path()).await;
-    assert!(stdout.contains("35 rows") && stdout.contains("5 more rows are left out"), "{stdout}");
+    assert!(stdout.contains("35 rows") && stdout.contains("6 more rows are left out"), "{stdout}");
     assert_eq!(all_events(&emulator), streamed, "a replay over kept events changed them");
     assert_eq!(emulator.view(|v| v.world().duplicate_events()), duplicates + 35);
     let sent: Vec<Value> = batch_items(&emulator);
@@ -162,9 +175,13 @@ async fn a_replay_restores_lost_events_once_and_adds_nothing_to_events_kept() {
         }
     }
     replay(&["--events", "outbox", "--where", "user_id <> 3"], config.path()).await;
+    assert_eq!(event_count(&emulator), 30, "all of the outbox but customer 3's 5 old events");
     replay(&["--events", "outbox"], config.path()).await;
     replay(&["--events", "public.visits"], config.path()).await;
-    assert_eq!(all_events(&emulator), streamed, "the replays did not restore the events exactly");
+    // Everything streamed is back, but the event without a time of its own.
+    let mut expected = streamed.clone();
+    expected.values_mut().for_each(|events| events.retain(|e| e.1 != "no_time"));
+    assert_eq!(all_events(&emulator), expected, "the replays did not restore the events exactly");
     assert!(emulator.customer("8").is_none(), "a replay re-created a deleted customer");
     daemon.stop().await.unwrap();
 }
@@ -174,29 +191,44 @@ async fn kill_9_during_a_replay_loses_no_event_and_duplicates_none() {
     let db = TestDb::new("event_replay_kill").await;
     db.exec(&format!("{USERS_TABLE} {TABLES}")).await;
     db.exec(
-        "INSERT INTO users (id) SELECT g FROM generate_series(1, 8) g;
-         INSERT INTO outbox (user_id, name, payload, occurred_at)
-         SELECT 1 + g % 8, 'bulk', jsonb_build_object('n', g), now() - g * interval '1 second'
+        "INSERT INTO users (id) SELECT g FROM generate_series(1, 300) g;
+         INSERT INTO visits (user_id, seq, path, at)
+         SELECT (1 + g % 300)::text, g, '/bulk', now() - g * interval '1 second'
          FROM generate_series(1, 3000) g",
     )
     .await;
     let emulator = emulator::start().await;
-    let config = config_file(&db.config(&emulator.url(), EVENTS));
+    // One request of 100 events (of 100 customers: a batch holds one
+    // operation per customer) at a time, each answered in 400 ms: the
+    // replay takes over 10 s, so the kill lands mid-way even on a busy machine.
+    let text = db
+        .config(&emulator.url(), EVENTS)
+        .replace("linger_ms = 0", "linger_ms = 0\nmax_batch_ops = 100\nmax_in_flight = 1");
+    let config = config_file(&text);
     let logs = tempfile::tempdir().unwrap();
     let mut daemon = spawn_binary(config.path(), &logs.path().join("1.log"));
     db.wait_for_streaming().await;
     // The rows predate the slot: only a replay sends them. Slow answers,
     // so the kill lands mid-replay.
-    emulator.set_faults(Faults { latency_ms: 150, ..Faults::default() });
-    let out = run_binary(&["backfill", "--events", "outbox", "--detach"], config.path()).await;
+    emulator.set_faults(Faults { latency_ms: 400, ..Faults::default() });
+    // A two-column key: the resume reads on from a saved composite key.
+    let out = run_binary(&["backfill", "--events", "visits", "--detach"], config.path()).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let id: i64 =
         db.client.query_one("SELECT max(id) FROM ciosync.backfills", &[]).await.unwrap().get(0);
-    assert!(wait_for(&emulator, |e| event_count(e) >= 500).await, "the replay did not start");
+    // Killed once some progress (a saved key) is recorded.
+    let deadline = tokio::time::Instant::now() + crate::support::CONVERGE;
+    while backfill_state(&db, id).await.1 == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     signal(&daemon, "KILL");
     daemon.wait().unwrap();
     let (state, done) = backfill_state(&db, id).await;
     assert_eq!(state, "running", "killed before the end ({done} rows recorded)");
+    let log = std::fs::read_to_string(logs.path().join("1.log")).unwrap_or_default();
+    assert!(done > 0, "no progress recorded: the restart would not resume from a saved key: {log}");
+    let count = |e: &Emulator| events_of(e, 300).values().map(Vec::len).sum::<usize>();
+    assert!(count(&emulator) < 3000, "every event was sent before the kill");
 
     emulator.set_faults(Faults::default());
     let mut daemon = spawn_binary(config.path(), &logs.path().join("2.log"));
@@ -205,9 +237,9 @@ async fn kill_9_during_a_replay_loses_no_event_and_duplicates_none() {
     daemon.wait().unwrap();
     let log = std::fs::read_to_string(logs.path().join("2.log")).unwrap_or_default();
     assert!(finished, "the replay did not finish after the restart: {log}");
-    let events = all_events(&emulator);
+    let events = events_of(&emulator, 300);
     let ids: std::collections::BTreeSet<&String> =
         events.values().flatten().map(|(id, ..)| id).collect();
     assert_eq!(ids.len(), 3000, "every event once");
-    assert_eq!(event_count(&emulator), 3000);
+    assert_eq!(count(&emulator), 3000);
 }

@@ -42,6 +42,7 @@ mod deletes_gone_interrupted_leaves_no_claim;
 mod delivery_keeps_order_under_concurrency;
 mod demo_runs_end_to_end;
 mod deploy_files_are_valid;
+mod devices_follow_their_table;
 mod dlq_discard_removes_only_the_chosen;
 mod dlq_retry_delivers_or_keeps_each_letter;
 mod dlq_retry_delivers_what_the_daemon_dead_lettered;

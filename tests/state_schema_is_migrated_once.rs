@@ -62,3 +62,52 @@ async fn processes_opening_a_fresh_database_at_once_all_succeed() {
     }
     assert_eq!(comment(&db).await, Some(schema_version()));
 }
+
+/// The CHECK constraints on `ciosync.dead_letters`, by name, with their
+/// definitions.
+async fn operation_checks(db: &TestDb) -> Vec<(String, String)> {
+    let query = "SELECT conname::text, pg_catalog.pg_get_constraintdef(oid) \
+                 FROM pg_catalog.pg_constraint \
+                 WHERE conrelid = 'ciosync.dead_letters'::regclass AND contype = 'c' ORDER BY 1";
+    let rows = db.client.query(query, &[]).await.expect("constraints");
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// An install of a release before either feature, or of `[[objects]]` or
+/// `[[devices]]` alone, has its own check of the dead letters' operations;
+/// migrating any of them (twice) leaves the one allowing every kind.
+#[tokio::test]
+async fn every_older_dead_letter_check_becomes_the_one_of_every_operation() {
+    let db = TestDb::new("schema_kinds").await;
+    State::open(&db.client, "s").await.expect("first open");
+    let only_all = |checks: Vec<(String, String)>, from: &str| {
+        let names: Vec<&str> = checks.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["dead_letters_operation_kinds_all"], "from {from}");
+        for kind in ciosync::dead_letter::OPERATIONS {
+            assert!(checks[0].1.contains(&format!("'{kind}'")), "{kind} from {from}");
+        }
+    };
+    only_all(operation_checks(&db).await, "a fresh database");
+    let people = "'identify', 'delete', 'suppress', 'merge', 'event'";
+    let older = [
+        ("dead_letters_operation_check", "'identify', 'delete', 'merge'".to_owned()),
+        ("dead_letters_operation_kinds", people.to_owned()),
+        (
+            "dead_letters_operation_kinds_objects",
+            format!("{people}, 'object_identify', 'object_delete', 'add_relationship', 'delete_relationship'"),
+        ),
+        ("dead_letters_operation_kinds_devices", format!("{people}, 'add_device', 'delete_device'")),
+    ];
+    for (name, kinds) in older {
+        db.exec(&format!(
+            "ALTER TABLE ciosync.dead_letters DROP CONSTRAINT dead_letters_operation_kinds_all; \
+             ALTER TABLE ciosync.dead_letters ADD CONSTRAINT {name} CHECK (operation IN ({kinds}))"
+        ))
+        .await;
+        for _ in 0..2 {
+            db.exec("COMMENT ON SCHEMA ciosync IS NULL").await;
+            State::open(&db.client, "s").await.expect("open of an older install");
+            only_all(operation_checks(&db).await, name);
+        }
+    }
+}

@@ -49,6 +49,7 @@
 //! `ciosync.backfills`) and run by the daemon of the slot, which resumes an
 //! unfinished one after a restart from its last delivered key.
 
+mod readers;
 pub mod runner;
 
 use std::collections::HashSet;

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::readers::select_attributes;
 use super::{Chunk, ChunkId, Handed, Watermark, Windows};
 use crate::change::{Row, RowChange, RowOp, Table};
 use crate::config::Config;
@@ -21,10 +22,9 @@ use crate::mapping::Mapper;
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
 use crate::schema::guard::Strip;
-use crate::schema::store::retyped_attributes;
 use crate::sink::estimated_bytes;
 use crate::source::message::{watermark_content, WATERMARK_PREFIX};
-use crate::source::reader::{postgres_now, primary_key, TableReader};
+use crate::source::reader::{postgres_now, TableReader};
 use crate::state::{Backfill, State};
 use crate::telemetry::Counters;
 
@@ -205,10 +205,10 @@ async fn run_chunks(
     let id = backfill.id;
     let replay;
     let (reader, retyped, mapper) = if backfill.events {
-        replay = replay_mapping(sql, config, mapper, backfill).await?;
+        replay = super::readers::mapping(sql, config, &mapper.counters, backfill).await?;
         (replay.1, Vec::new(), &replay.0)
     } else {
-        let (reader, retyped) = rows_reader(sql, config, backfill).await?;
+        let (reader, retyped) = super::readers::rows(sql, config, backfill).await?;
         (reader, retyped, mapper)
     };
     state.start_backfill(id).await?;
@@ -284,65 +284,6 @@ async fn run_chunks(
     Ok(())
 }
 
-/// The reader of a synced table's backfill, and the attributes it leaves
-/// out (their columns now hold another JSON type than Customer.io has).
-async fn rows_reader(
-    sql: &tokio_postgres::Client,
-    config: &Config,
-    backfill: &Backfill,
-) -> Result<(TableReader, Vec<String>), PgError> {
-    let Some(sync) = config.sync.iter().find(|s| s.table.to_string() == backfill.table) else {
-        return Err(PgError::Definite("the table is not synced by this config".into()));
-    };
-    let reader = TableReader::new(sql, sync, backfill.where_clause.as_deref()).await?;
-    let retyped = retyped_attributes(sql, &config.postgres.slot, sync).await?;
-    if !retyped.is_empty() {
-        tracing::warn!(
-            backfill = backfill.id,
-            table = %backfill.table,
-            attributes = ?retyped,
-            "left out of the backfill: their columns now hold another JSON type than \
-             Customer.io has (README, \"When the table changes\")"
-        );
-    }
-    Ok((reader, retyped))
-}
-
-/// The mapping and the reader of an event replay (`backfill --events`):
-/// the event table's rows by its primary key, which the events' ids are
-/// derived from as in the stream, so Customer.io drops the events it has.
-async fn replay_mapping(
-    sql: &tokio_postgres::Client,
-    config: &Config,
-    mapping: &Mapping,
-    backfill: &Backfill,
-) -> Result<(Mapping, TableReader), PgError> {
-    let Some(events) = config.events.iter().find(|e| e.table.to_string() == backfill.table) else {
-        return Err(PgError::Definite("the table is not an event table of this config".into()));
-    };
-    let (schema, name) = events.schema_and_name();
-    let key = primary_key(sql, schema, name).await?;
-    if key.is_empty() {
-        return Err(PgError::Definite(
-            "the event table has no primary key: a replay could not give its events the ids \
-             the stream gave them"
-                .into(),
-        ));
-    }
-    let mut mapper = Mapper::new(&[]).with_event_tables(std::slice::from_ref(events));
-    mapper.set_event_keys(vec![((schema.to_owned(), name.to_owned()), key.clone())]);
-    let reader = TableReader::of_events(
-        sql,
-        events,
-        &key,
-        backfill.since,
-        backfill.where_clause.as_deref(),
-        Some(&config.sync),
-    )
-    .await?;
-    Ok((Mapping { mapper, counters: mapping.counters.clone() }, reader))
-}
-
 /// Records the progress of the chunks delivered, in order, waiting for the
 /// oldest while the undelivered hold more than `keep` bytes (or any, with
 /// `keep` 0).
@@ -384,9 +325,9 @@ async fn settle(
 
 /// The mapper, with skipped rows and dropped attributes counted and logged
 /// as the stream's are.
-struct Mapping {
-    mapper: Mapper,
-    counters: Arc<Counters>,
+pub(super) struct Mapping {
+    pub(super) mapper: Mapper,
+    pub(super) counters: Arc<Counters>,
 }
 
 impl Mapping {
@@ -454,7 +395,7 @@ impl ChunkReader<'_> {
             .into_iter()
             .map(|(key, new)| {
                 let change = if self.backfill.events {
-                    as_insert(self.reader.table(), new, timestamp)
+                    super::readers::as_insert(self.reader.table(), new, timestamp)
                 } else {
                     as_change(self.reader.table(), new, timestamp)
                 };
@@ -593,16 +534,6 @@ pub fn as_change(table: &Arc<Table>, row: Row, timestamp: i64) -> RowChange {
     }
 }
 
-/// An event-table row read now as a replay maps it: the insert it was.
-fn as_insert(table: &Arc<Table>, new: Row, timestamp: i64) -> RowChange {
-    RowChange {
-        table: table.clone(),
-        op: RowOp::Insert { new },
-        commit_time: timestamp,
-        position: Default::default(),
-    }
-}
-
 /// What a backfill sends of a row's operations: without the `retyped`
 /// attributes (their column holds another JSON type than Customer.io has),
 /// and only the `wanted` attributes when listed. `ciosync plan` counts the
@@ -617,40 +548,6 @@ pub fn as_sent(
         strip.apply(&mut ops);
     }
     select_attributes(ops, wanted)
-}
-
-/// Keeps only the listed attributes of each identify (all without a list);
-/// an identify left with nothing is dropped. Removals are dropped too: a soft-deleted row read by a
-/// backfill maps to a delete, and a backfill re-sends rows, it does not
-/// remove people behind the mass-delete circuit breaker's back (those
-/// removals reached Customer.io, or its hold, when the rows changed).
-fn select_attributes(ops: Vec<CustomerOp>, wanted: Option<&[String]>) -> Vec<CustomerOp> {
-    ops.into_iter()
-        .filter_map(|op| match (op, wanted) {
-            (CustomerOp::Delete { .. } | CustomerOp::Suppress { .. }, _) => None,
-            // A row read now is no transition: its watched values are only
-            // recorded where the record lacks them, no event fires.
-            (CustomerOp::Event(mut event), _) if event.watch.is_some() => {
-                if let Some(watch) = event.watch.as_mut() {
-                    watch.fires = false;
-                }
-                event.data.clear();
-                Some(CustomerOp::Event(event))
-            }
-            (CustomerOp::Object(object), Some(wanted)) => {
-                object.only(wanted).map(CustomerOp::Object)
-            }
-            (CustomerOp::Identify { id, mut attributes, timestamp }, Some(wanted)) => {
-                attributes.retain(|name, _| wanted.iter().any(|w| w == name));
-                (!attributes.is_empty()).then_some(CustomerOp::Identify {
-                    id,
-                    attributes,
-                    timestamp,
-                })
-            }
-            (other, _) => Some(other),
-        })
-        .collect()
 }
 
 async fn emit(

@@ -179,6 +179,12 @@ pub(super) fn select_tables<'a>(
         Some(t) => {
             let wanted = if t.contains('.') { t.to_owned() } else { format!("public.{t}") };
             let found: Vec<_> = config.sync.iter().filter(|s| qualified(s) == wanted).collect();
+            if config.devices.iter().any(|d| d.table.to_string() == wanted) {
+                return Err(format!(
+                    "--table: `{t}` is a [[devices]] table, which backfills do not read yet; \
+                     its devices are sent by the initial copy and as their rows change"
+                ));
+            }
             if found.is_empty() {
                 return Err(format!("--table: `{t}` is not a [[sync]] table of this config"));
             }
@@ -258,7 +264,7 @@ pub fn status_line(b: &Backfill) -> String {
         }
     }
     if let Some(since) = b.since {
-        line.push_str(&format!(", since {since} (Unix time)"));
+        line.push_str(&format!(", since {}", super::event_replay::iso_time(since)));
     }
     if let Some(filter) = &b.where_clause {
         line.push_str(&format!(", where {filter}"));
@@ -273,4 +279,34 @@ pub fn status_line(b: &Backfill) -> String {
         line.push_str(&format!(", error: {error}"));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_devices_table_is_refused_by_name() {
+        let text = r#"
+[postgres]
+url = "postgres://ciosync@127.0.0.1:5432/app"
+[customerio]
+site_id = "s"
+api_key = "k"
+[[sync]]
+table = "users"
+id_column = "id"
+[sync.attributes]
+email = "email"
+[[devices]]
+table = "push_tokens"
+customer_id_column = "user_id"
+token_column = "token"
+platform = "ios"
+"#;
+        let config = Config::from_toml(text, Vec::new()).unwrap();
+        let error = select_tables(&config, Some("push_tokens"), None).unwrap_err();
+        assert!(error.contains("is a [[devices]] table"), "{error}");
+        assert_eq!(select_tables(&config, None, None).unwrap().len(), 1);
+    }
 }

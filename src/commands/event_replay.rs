@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 use super::backfill::{follow, usage};
 use crate::config::{Config, EventTableConfig};
 use crate::error::error_chain;
-use crate::source::reader::{primary_key, TableReader};
+use crate::source::reader::{describe_whole, primary_key, TableReader};
 use crate::state::{Queued, State};
 
 /// What `backfill --events` was asked to replay.
@@ -51,26 +51,26 @@ impl Replay {
             )));
         }
         let (schema, name) = events.schema_and_name();
+        let whole = describe_whole(sql, schema, name).await.map_err(|e| error_chain(&e))?;
+        if whole.columns.is_empty() {
+            return Ok(usage(&format!("--events: table {} does not exist", events.table)));
+        }
         let key = primary_key(sql, schema, name).await.map_err(|e| error_chain(&e))?;
         if key.is_empty() {
             return Ok(usage(&format!(
-                "--events: {} has no primary key, so its events' ids come from the WAL and a \
-                 replay would send Customer.io each event a second time; add one (README, \
-                 \"Recover lost events\")",
+                "--events: {} has no primary key (or one with a generated column), so its \
+                 events' ids come from the WAL and a replay would send Customer.io each event a \
+                 second time; add one (README, \"Recover lost events\")",
                 events.table
             )));
         }
-        let since =
-            match &self.since {
-                Some(text) => match since_seconds(sql, text).await? {
-                    Some(seconds) => Some(seconds),
-                    None => return Ok(usage(
-                        "--since: not a time Postgres reads (2026-11-30, 2026-11-30T08:00:00Z) \
-                         nor an interval back from now (72 hours, 3d)",
-                    )),
-                },
-                None => None,
-            };
+        let since = match &self.since {
+            Some(text) => match since_seconds(sql, text).await? {
+                Ok(seconds) => Some(seconds),
+                Err(message) => return Ok(usage(&format!("--since: {message}"))),
+            },
+            None => None,
+        };
         let (total, left_out) = match self.count(sql, config, events, &key, since).await? {
             Ok(counts) => counts,
             Err(bad_where) => return Ok(bad_where),
@@ -85,11 +85,13 @@ impl Replay {
             ..Queued::default()
         };
         let id = state.enqueue_backfill(&queued).await.map_err(|e| error_chain(&e))?;
-        println!("event replay {id} queued: {table}, {total} rows");
+        let from = since.map(|s| format!(" from {}", iso_time(s))).unwrap_or_default();
+        println!("event replay {id} queued: {table}{from}, {total} rows");
         if left_out > 0 {
             println!(
                 "  {left_out} more rows are left out: their customers have no row that syncs \
-                 (deleted, filtered out or soft-deleted), and an event would re-create them"
+                 (deleted, filtered out or soft-deleted), and an event would re-create them; \
+                 or their timestamp_column is NULL or infinite"
             );
         }
         if self.detach {
@@ -146,19 +148,46 @@ fn event_table<'a>(
         .ok_or_else(|| format!("--events: `{table}` is not an [[events]] table of this config"))
 }
 
-/// `--since` as Unix seconds: a time Postgres reads, or an interval back
-/// from now (by Postgres's clock, as the rows' times are). `None`: neither.
-async fn since_seconds(sql: &Client, text: &str) -> Result<Option<i64>, String> {
-    for query in [
-        "SELECT floor(extract(epoch FROM CAST($1::text AS timestamptz)))::bigint",
-        "SELECT floor(extract(epoch FROM now() - CAST($1::text AS interval)))::bigint",
-    ] {
-        match sql.query_one(query, &[&text]).await {
-            Ok(row) => return Ok(Some(row.get(0))),
+/// `--since` as Unix seconds: a time Postgres reads (without a zone, in
+/// UTC), or an interval with a unit back from now (by Postgres's clock, as
+/// the rows' times are). `Ok(Err)`: why it is refused: neither, a bare
+/// number (`72` would be seconds, `2026` too), or a time after now (`3
+/// days ago` is an interval forward).
+async fn since_seconds(sql: &Client, text: &str) -> Result<Result<i64, String>, String> {
+    let has_unit = text.chars().any(|c| c.is_ascii_alphabetic());
+    let queries = [
+        (
+            true,
+            "SELECT floor(extract(epoch FROM CAST($1::text AS timestamptz)))::bigint, \
+                floor(extract(epoch FROM now()))::bigint",
+        ),
+        (
+            has_unit,
+            "SELECT floor(extract(epoch FROM now() - CAST($1::text AS interval)))::bigint, \
+                    floor(extract(epoch FROM now()))::bigint",
+        ),
+    ];
+    for (_, query) in queries.iter().filter(|(tried, _)| *tried) {
+        match sql.query_one(*query, &[&text]).await {
+            Ok(row) => {
+                let (since, now): (i64, i64) = (row.get(0), row.get(1));
+                if since > now {
+                    return Ok(Err(format!("{} is after now", iso_time(since))));
+                }
+                return Ok(Ok(since));
+            }
             // Class 22 (data exception): not this kind of value.
             Err(e) if e.code().is_some_and(|c| c.code().starts_with("22")) => continue,
             Err(e) => return Err(error_chain(&e)),
         }
     }
-    Ok(None)
+    Ok(Err("not a time Postgres reads (2026-11-30, 2026-11-30T08:00:00Z) nor an interval \
+            with a unit back from now (72 hours, 3d)"
+        .to_owned()))
+}
+
+/// Unix seconds as an RFC 3339 time in UTC.
+pub fn iso_time(seconds: i64) -> String {
+    chrono::DateTime::from_timestamp(seconds, 0)
+        .map_or_else(|| seconds.to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
 }

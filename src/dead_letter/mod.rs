@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Every kind of operation the sink sends can be a dead letter
-//! ([`OPERATIONS`]): identifies, deletes, suppressions, merges and events go
+//! ([`OPERATIONS`]): identifies, deletes, suppressions, merges, events and
+//! device calls go
 //! as `/api/v2/batch` items and are replayed that way; an anonymous event
 //! goes alone to `POST /api/v1/events` and is replayed there (its payload is
 //! the v1 body, the only one with a top-level `anonymous_id`: see
@@ -51,13 +52,15 @@ use crate::state::State;
 
 /// The operations a dead letter may hold: every kind the sink sends
 /// (`CustomerOp::kind`; person and anonymous events are both `event`), as
-/// the table's CHECK constraint `dead_letters_operation_kinds` allows.
-pub const OPERATIONS: [&str; 9] = [
+/// the table's CHECK constraint `dead_letters_operation_kinds_all` allows.
+pub const OPERATIONS: [&str; 11] = [
     "identify",
     "delete",
     "suppress",
     "merge",
     "event",
+    "add_device",
+    "delete_device",
     "object_identify",
     "object_delete",
     "add_relationship",
@@ -441,6 +444,14 @@ mod tests {
                 object_id: "acme".into(),
                 action: RelationshipAction::Delete,
             }),
+            CustomerOp::AddDevice(Box::new(crate::customer::Device {
+                customer: "8".into(),
+                token: "tok".into(),
+                platform: "ios",
+                last_used: Some(1),
+                attributes: data("app_version").unwrap(),
+            })),
+            CustomerOp::DeleteDevice { customer: "9".into(), token: "tok".into() },
         ];
         ops.into_iter().map(|op| crate::sink::batch::encode(op).expect("not a barrier")).collect()
     }

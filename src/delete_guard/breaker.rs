@@ -409,13 +409,18 @@ impl Breaker {
 /// event touches no person, nor does an object's operation (its ordering
 /// key is no person id), nor a relationship: a membership added or removed
 /// does not bring back a person whose removal is held (the membership
-/// row of a deleted user goes with it, or stays without them).
+/// row of a deleted user goes with it, or stays without them); nor does a
+/// device call: it says nothing of whether the person should exist, so it
+/// cancels no held removal (the removal, approved, deletes the person with
+/// their devices).
 fn touched(op: &CustomerOp) -> impl Iterator<Item = &str> {
     let pair = match op {
         CustomerOp::Merge { primary, secondary } => [Some(primary.as_str()), Some(secondary)],
-        CustomerOp::AnonymousEvent(_) | CustomerOp::Object(_) | CustomerOp::Relationship(_) => {
-            [None, None]
-        }
+        CustomerOp::AnonymousEvent(_)
+        | CustomerOp::Object(_)
+        | CustomerOp::Relationship(_)
+        | CustomerOp::AddDevice(_)
+        | CustomerOp::DeleteDevice { .. } => [None, None],
         other => [other.customer_id(), None],
     };
     pair.into_iter().flatten()
@@ -466,6 +471,22 @@ mod tests {
         // on_id_change = "delete_old": the rename's delete is never held.
         assert!(!is_lone_removal(&[delete, CustomerOp::Barrier]));
         assert!(!is_lone_removal(&[]));
+    }
+
+    #[test]
+    fn a_device_call_is_no_removal_and_cancels_none() {
+        let delete = CustomerOp::DeleteDevice { customer: "1".into(), token: "t".into() };
+        assert!(!is_lone_removal(std::slice::from_ref(&delete)));
+        assert_eq!(touched(&delete).count(), 0, "a held removal of 1 stays held");
+        let add = CustomerOp::AddDevice(Box::new(crate::customer::Device {
+            customer: "1".into(),
+            token: "t".into(),
+            platform: "ios",
+            last_used: None,
+            attributes: serde_json::Map::new(),
+        }));
+        assert_eq!(touched(&add).count(), 0);
+        assert_eq!(touched(&CustomerOp::Delete { id: "1".into() }).collect::<Vec<_>>(), ["1"]);
     }
 
     /// A breaker for a config with `extra` appended; it connects to

@@ -18,6 +18,8 @@
 //! Values over Customer.io's limits are left out with a warning; a change
 //! whose id is unusable is skipped. Nothing here stops the stream.
 
+mod by_table;
+pub mod devices;
 pub mod events;
 pub mod filter_expr;
 mod id_change;
@@ -32,6 +34,7 @@ use crate::change::{Datum, ReplicaIdentity, Row, RowChange, RowOp, Table};
 use crate::config::{DeleteAction, EventTableConfig, SyncConfig, Target};
 use crate::customer::{CustomerOp, Released};
 use crate::track_api;
+use by_table::ByTable;
 use id_change::id_change;
 
 /// Customer.io's reserved `email` attribute, an identifier in email+id workspaces.
@@ -57,6 +60,11 @@ pub enum SkipReason {
     /// old row naming the person and the object: the relationship to
     /// remove is not known.
     RelationshipUnknown,
+    /// A `[[devices]]` row whose platform is not `ios` or `android`.
+    InvalidPlatform,
+    /// A DELETE of a `[[devices]]` row whose old row lacks the customer or
+    /// the token (the replica identity's key does not hold both).
+    DeviceKeyUnknown,
 }
 
 impl SkipReason {
@@ -70,6 +78,8 @@ impl SkipReason {
             Self::InvalidEvent => "invalid_event",
             Self::FilteredOut => "filtered_out",
             Self::RelationshipUnknown => "relationship_unknown",
+            Self::InvalidPlatform => "invalid_platform",
+            Self::DeviceKeyUnknown => "device_key_unknown",
         }
     }
 }
@@ -140,37 +150,12 @@ pub struct Mapped {
 pub struct Mapper {
     tables: ByTable<SyncConfig>,
     event_tables: ByTable<events::EventTable>,
+    device_tables: ByTable<crate::config::DevicesConfig>,
     /// Whether the record of what Customer.io accepted is on (see
     /// [`Mapper::with_record`]).
     record: bool,
     /// The filters ciosync evaluates itself (see [`own_filter`]).
     own_filters: own_filter::OwnFilters,
-}
-
-/// Entries by schema, then table name: looked up with the change's `&str`s,
-/// so mapping a change allocates no key, and hashed with foldhash (the
-/// names come from the config and the catalogue; issue 24).
-#[derive(Debug, Clone)]
-struct ByTable<T>(foldhash::HashMap<String, foldhash::HashMap<String, T>>);
-
-impl<T> Default for ByTable<T> {
-    fn default() -> Self {
-        Self(foldhash::HashMap::default())
-    }
-}
-
-impl<T> ByTable<T> {
-    fn of<'a>(entries: impl Iterator<Item = ((&'a str, &'a str), T)>) -> Self {
-        let mut map = Self::default();
-        for ((schema, name), entry) in entries {
-            map.0.entry(schema.to_owned()).or_default().insert(name.to_owned(), entry);
-        }
-        map
-    }
-
-    fn get(&self, schema: &str, name: &str) -> Option<&T> {
-        self.0.get(schema)?.get(name)
-    }
 }
 
 impl Mapper {
@@ -180,6 +165,7 @@ impl Mapper {
         Self {
             tables,
             event_tables: ByTable::default(),
+            device_tables: ByTable::default(),
             record: false,
             own_filters: own_filter::OwnFilters::default(),
         }
@@ -217,12 +203,17 @@ impl Mapper {
         self
     }
 
+    /// Adds the `[[devices]]` tables: their changes become device calls.
+    pub fn with_device_tables(mut self, devices: &[crate::config::DevicesConfig]) -> Self {
+        self.device_tables = ByTable::of(devices.iter().map(|d| (d.schema_and_name(), d.clone())));
+        self
+    }
+
     /// The columns that identify each event table's rows (`schema`, `name`,
     /// its primary key), from which its events' ids are derived.
     pub fn set_event_keys(&mut self, keys: Vec<((String, String), Vec<String>)>) {
         for ((schema, name), key) in keys {
-            if let Some(table) = self.event_tables.0.get_mut(&schema).and_then(|t| t.get_mut(&name))
-            {
+            if let Some(table) = self.event_tables.get_mut(&schema, &name) {
                 table.key = key;
             }
         }
@@ -259,6 +250,9 @@ impl Mapper {
     pub fn map(&self, change: &RowChange) -> Mapped {
         let (schema, name) = (&change.table.schema, &change.table.name);
         let Some(sync) = self.tables.get(schema, name) else {
+            if let Some(devices) = self.device_tables.get(schema, name) {
+                return devices::map(devices, change);
+            }
             return match self.event_tables.get(schema, name) {
                 Some(events) => map_event_row(events, change),
                 None => Mapped { skipped: Some(SkipReason::UnknownTable), ..Mapped::default() },

@@ -64,6 +64,8 @@ fn skip_counter(reason: SkipReason, counters: &Counters) -> &std::sync::atomic::
         SkipReason::FilteredOut => &counters.changes_skipped_filtered_out,
         SkipReason::InvalidEvent => &counters.changes_skipped_invalid_event,
         SkipReason::RelationshipUnknown => &counters.changes_skipped_relationship_unknown,
+        SkipReason::InvalidPlatform => &counters.changes_skipped_invalid_platform,
+        SkipReason::DeviceKeyUnknown => &counters.changes_skipped_device_key_unknown,
     }
 }
 
@@ -79,6 +81,15 @@ fn skip_explanation(reason: SkipReason) -> Option<&'static str> {
         SkipReason::RelationshipUnknown => Some(
             "the deleted membership's old row does not name the person and the object: \
              ALTER TABLE … REPLICA IDENTITY FULL (ciosync check names the table)",
+        ),
+        SkipReason::InvalidPlatform => {
+            Some("its device platform (platform_column) is neither ios nor android, in any case")
+        }
+        SkipReason::DeviceKeyUnknown => Some(
+            "a DELETE of a device whose old row lacks the customer id or the token: the \
+             table's replica identity carries only its key; run ALTER TABLE … REPLICA \
+             IDENTITY FULL, or make (customer_id_column, token_column) its primary key \
+             (`ciosync check` names the statement)",
         ),
     }
 }
@@ -109,6 +120,8 @@ mod tests {
             SkipReason::SoftDeleted,
             SkipReason::FilteredOut,
             SkipReason::InvalidEvent,
+            SkipReason::InvalidPlatform,
+            SkipReason::DeviceKeyUnknown,
         ];
         for (reason, producer) in reasons
             .into_iter()

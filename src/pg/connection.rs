@@ -25,15 +25,17 @@ use super::PgError;
 use crate::secret::Secret;
 
 /// Session settings pinned on every connection, whatever the server's
-/// defaults: text values (timestamps, floats) always arrive in one parseable
-/// form, and every commit is durable before it returns
+/// defaults: text values (timestamps, floats, bytea, intervals) always
+/// arrive in one parseable form, the same in the replication stream and in
+/// queries (event ids hash key values' text: `mapping::events`), and every commit is durable before it returns
 /// (`synchronous_commit = on`). ciosync acknowledges a transaction once its
 /// changes are delivered *or stored* (a held removal, a dead letter, a
 /// superseded hold, a webhook answered 200); with a server or role set to
 /// `off`, a crash of Postgres would lose such a commit while the
 /// acknowledgement stands, and the change would never come again.
 pub const SESSION_OPTIONS: &str = "-c TimeZone=UTC -c DateStyle=ISO,MDY -c extra_float_digits=3 \
-     -c standard_conforming_strings=on -c synchronous_commit=on";
+     -c standard_conforming_strings=on -c synchronous_commit=on -c bytea_output=hex \
+     -c IntervalStyle=postgres";
 
 /// `application_name` of ciosync's sessions, visible in `pg_stat_activity`.
 pub const APPLICATION_NAME: &str = "ciosync";

@@ -172,6 +172,7 @@ async fn run_until_stopped(
         forget_record,
         mapper: Mapper::new(&config.sync)
             .with_event_tables(&config.events)
+            .with_device_tables(&config.devices)
             .with_record(config.pipeline.record_accepted),
         schema: SchemaGuard::new(&config, counters.clone()),
         sink,

@@ -68,8 +68,10 @@
 //! an upgrade, after a delete or merge forgot the customer, or with a
 //! wiped record) the event is not sent, counted, and the value recorded.
 
+pub mod item;
 pub mod store;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value as Json};
@@ -141,7 +143,8 @@ pub fn fingerprint(value: &Json) -> i64 {
     first_bytes(hasher)
 }
 
-fn fingerprint_of_json(json: &[u8]) -> i64 {
+/// The fingerprint of a value given as its JSON, as sent.
+pub fn fingerprint_of_json(json: &[u8]) -> i64 {
     let mut hasher = Sha256::new();
     hasher.update(json);
     first_bytes(hasher)
@@ -161,7 +164,7 @@ pub enum Effect {
     #[default]
     None,
     /// These attributes now hold these values.
-    Set { customer: String, attributes: Fingerprints },
+    Set { customer: String, attributes: Assigned },
     /// Nothing is known of these customers any more (a delete, a
     /// suppression).
     Forget(Vec<String>),
@@ -171,8 +174,9 @@ pub enum Effect {
     /// row that changed its id is the secondary's: its watched values go
     /// to the primary.
     Merge { primary: String, secondary: String },
-    /// A watched column of this customer now holds this value.
-    Watch { customer: String, key: String, value: WatchedValue },
+    /// A watched column of this customer now holds this value (boxed: an
+    /// effect waits with each operation in flight, and this is the largest).
+    Watch { customer: String, key: String, value: Box<WatchedValue> },
 }
 
 /// What diffing one identify's attributes against the record came to.
@@ -193,27 +197,98 @@ pub enum Diff {
 /// accepting the identify sets. When every attribute is held, nothing is
 /// taken out: the identify is not sent at all ([`Diff::Unchanged`]). A
 /// known customer's identify with no attributes (it only made sure the
-/// person exists) is unchanged too.
+/// person exists) is unchanged too. (The sink diffs the item it encoded
+/// instead, the same way: [`item::Identify`].)
 pub fn diff(
     attributes: &mut Map<String, Json>,
     known: Option<&Fingerprints>,
 ) -> (Diff, Fingerprints) {
     let mut sent: Fingerprints =
         attributes.iter().map(|(name, value)| (name.clone(), fingerprint(value))).collect();
-    let Some(known) = known else { return (Diff::Unknown, sent) };
     let held: Vec<String> = sent
         .iter()
-        .filter(|(name, fp)| known.get(*name) == Some(fp))
+        .filter(|(name, fp)| holds(known, name, **fp))
         .map(|(name, _)| name.clone())
         .collect();
-    if held.len() == sent.len() {
-        return (Diff::Unchanged, Fingerprints::new());
+    let diff = outcome(known, sent.len(), held.len());
+    match diff {
+        Diff::Unknown => {}
+        Diff::Unchanged => sent.clear(),
+        Diff::Stripped(_) => {
+            for name in &held {
+                attributes.remove(name);
+                sent.remove(name);
+            }
+        }
     }
-    for name in &held {
-        attributes.remove(name);
-        sent.remove(name);
+    (diff, sent)
+}
+
+/// Whether Customer.io holds `name` at the value of fingerprint `fp` by the
+/// record's `known`.
+pub fn holds(known: Option<&Fingerprints>, name: &str, fp: i64) -> bool {
+    known.is_some_and(|known| known.get(name) == Some(&fp))
+}
+
+/// What an identify of `sent` attributes, `held` of them held by the
+/// record's `known` ([`holds`]), comes to (see [`diff`]).
+pub fn outcome(known: Option<&Fingerprints>, sent: usize, held: usize) -> Diff {
+    match known {
+        None => Diff::Unknown,
+        Some(_) if held == sent => Diff::Unchanged,
+        Some(_) => Diff::Stripped(held),
     }
-    (Diff::Stripped(held.len()), sent)
+}
+
+/// The fingerprints an accepted identify sets, as the JSON object the
+/// record stores them in (`{"name":fingerprint,…}`): built once per
+/// identify, in one allocation, and written as it is. Held from the
+/// identify's preparation until its batch is written to the record, for
+/// every batch in flight, so it is kept small (a map of names would take
+/// eight allocations for six attributes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned(String);
+
+impl Assigned {
+    /// The object of these names and fingerprints.
+    pub fn of<'n, I>(fingerprints: I) -> Self
+    where
+        I: IntoIterator<Item = (&'n str, i64)>,
+        I::IntoIter: Clone,
+    {
+        let fingerprints = fingerprints.into_iter();
+        // A name's quotes, colon and comma, and at most 20 digits.
+        let capacity = 2 + fingerprints.clone().map(|(name, _)| name.len() + 24).sum::<usize>();
+        let mut json = Vec::with_capacity(capacity);
+        json.push(b'{');
+        for (name, fp) in fingerprints {
+            if json.len() > 1 {
+                json.push(b',');
+            }
+            // Writing a str or an integer to a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut json, name);
+            json.push(b':');
+            let _ = serde_json::to_writer(&mut json, &fp);
+        }
+        json.push(b'}');
+        Self(String::from_utf8(json).unwrap_or_else(|_| "{}".to_owned()))
+    }
+
+    /// The object, as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Read back into a map.
+    pub fn fingerprints(&self) -> Fingerprints {
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+}
+
+impl From<&Fingerprints> for Assigned {
+    fn from(fingerprints: &Fingerprints) -> Self {
+        Self::of(fingerprints.iter().map(|(name, fp)| (name.as_str(), *fp)))
+    }
 }
 
 /// The effects of one batch's accepted operations, as one write: the
@@ -222,7 +297,7 @@ pub fn diff(
 /// only forgotten; set after being forgotten, only what was set is kept.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Write {
-    pub set: HashMap<String, Fingerprints>,
+    pub set: HashMap<String, Assigned>,
     pub watch: HashMap<String, HashMap<String, WatchedValue>>,
     pub forget: Vec<String>,
     /// Merges, `(primary, secondary)`: after the forgets, before the sets.
@@ -232,15 +307,25 @@ pub struct Write {
 impl Write {
     /// Adds the effects in the order they were accepted.
     pub fn of(effects: impl IntoIterator<Item = Effect>) -> Self {
+        let effects = effects.into_iter();
         let mut write = Self::default();
+        write.set.reserve(effects.size_hint().0);
         for effect in effects {
             match effect {
                 Effect::None => {}
-                Effect::Set { customer, attributes } => {
-                    write.set.entry(customer).or_default().extend(attributes);
-                }
+                Effect::Set { customer, attributes } => match write.set.entry(customer) {
+                    Entry::Vacant(entry) => {
+                        entry.insert(attributes);
+                    }
+                    Entry::Occupied(mut entry) => {
+                        // Set twice in one batch: the later values win.
+                        let mut merged = entry.get().fingerprints();
+                        merged.extend(attributes.fingerprints());
+                        entry.insert(Assigned::from(&merged));
+                    }
+                },
                 Effect::Watch { customer, key, value } => {
-                    write.watch.entry(customer).or_default().insert(key, value);
+                    write.watch.entry(customer).or_default().insert(key, *value);
                 }
                 Effect::Merge { primary, secondary } => {
                     for customer in [&primary, &secondary] {

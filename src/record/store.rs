@@ -15,7 +15,7 @@ use serde_json::Value as Json;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::Client;
 
-use super::{Fingerprints, Known, WatchedValue, Write};
+use super::{Assigned, Fingerprints, Known, WatchedValue, Write};
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
 use crate::state::State;
@@ -42,7 +42,7 @@ impl RecordStore {
     }
 
     /// What the record holds for each of `customers` that it knows.
-    pub async fn load(&self, customers: &[String]) -> Result<HashMap<String, Known>, PgError> {
+    pub async fn load(&self, customers: &[&str]) -> Result<HashMap<String, Known>, PgError> {
         if customers.is_empty() {
             return Ok(HashMap::new());
         }
@@ -150,15 +150,14 @@ async fn write_in(
         write.set.keys().chain(write.watch.keys()).map(String::as_str).collect();
     customers.sort_unstable();
     customers.dedup();
-    let empty = Json::Object(Default::default());
-    let attributes: Vec<Json> = customers
-        .iter()
-        .map(|c| write.set.get(*c).map_or_else(|| empty.clone(), json_of))
-        .collect();
-    let watched: Vec<Json> = customers
-        .iter()
-        .map(|c| write.watch.get(*c).map_or_else(|| empty.clone(), watched_json))
-        .collect();
+    // As text, cast to jsonb by the statement: the attributes' objects are
+    // written as they were built (`Assigned`), no JSON tree per customer.
+    let watched: HashMap<&str, String> =
+        write.watch.iter().map(|(c, w)| (c.as_str(), watched_json(w).to_string())).collect();
+    let attributes: Vec<&str> =
+        customers.iter().map(|c| write.set.get(*c).map_or("{}", Assigned::as_str)).collect();
+    let watched: Vec<&str> =
+        customers.iter().map(|c| watched.get(c).map_or("{}", String::as_str)).collect();
     let tx = client.transaction().await?;
     if !write.forget.is_empty() {
         tx.execute(
@@ -184,7 +183,8 @@ async fn write_in(
     if !customers.is_empty() {
         tx.execute(
             "INSERT INTO ciosync.accepted AS a (slot, customer_id, attributes, watched) \
-             SELECT $1, c, f, w FROM unnest($2::text[], $3::jsonb[], $4::jsonb[]) AS u(c, f, w) \
+             SELECT $1, c, f::jsonb, w::jsonb \
+             FROM unnest($2::text[], $3::text[], $4::text[]) AS u(c, f, w) \
              ON CONFLICT (slot, customer_id) \
              DO UPDATE SET attributes = a.attributes || EXCLUDED.attributes, \
                            watched = a.watched || EXCLUDED.watched",
@@ -208,10 +208,10 @@ pub async fn load(
 
 /// What `slot`'s record holds for each of `customers` that it knows,
 /// watched values too.
-async fn load_known(
+async fn load_known<C: tokio_postgres::types::ToSql + Sync>(
     client: &Client,
     slot: &str,
-    customers: &[String],
+    customers: &[C],
 ) -> Result<HashMap<String, Known>, PgError> {
     let rows = client
         .query(
@@ -352,10 +352,6 @@ pub async fn restore(
         )
         .await
         .map_err(PgError::stored(WRITE))
-}
-
-fn json_of(set: &Fingerprints) -> Json {
-    Json::Object(set.iter().map(|(name, fp)| (name.clone(), Json::from(*fp))).collect())
 }
 
 /// The stored object read back; anything but integers is skipped (a value

@@ -82,7 +82,7 @@ fn diff_of(value: Value, record: Option<&Fingerprints>) -> Diff {
 }
 
 fn set(customer: &str, value: Value) -> Effect {
-    Effect::Set { customer: customer.into(), attributes: known(value) }
+    Effect::Set { customer: customer.into(), attributes: Assigned::from(&known(value)) }
 }
 
 #[test]
@@ -97,9 +97,10 @@ fn a_write_keeps_the_order_of_what_was_accepted() {
         set("4", json!({"email": "d@x.io"})),
     ]);
     assert_eq!(write.set.len(), 2, "{write:?}");
-    assert_eq!(write.set["1"], known(json!({"plan": "pro", "email": "a@x.io"})));
+    let set = |customer: &str| write.set[customer].fingerprints();
+    assert_eq!(set("1"), known(json!({"plan": "pro", "email": "a@x.io"})));
     // Forgotten, then set: the old row goes, only the new values stay.
-    assert_eq!(write.set["4"], known(json!({"email": "d@x.io"})));
+    assert_eq!(set("4"), known(json!({"email": "d@x.io"})));
     assert_eq!(write.forget, ["2", "3", "4"]);
     assert!(Write::of([Effect::None]).is_empty());
 }
@@ -127,4 +128,61 @@ fn a_watched_value_keeps_its_value_only_when_asked_and_short() {
     let kept = WatchedValue::of(&long, true, (1, 0));
     assert_eq!((kept.value, kept.fingerprint), (None, fingerprint(&long)));
     assert_eq!(WatchedValue::from_json(&json!({"value": 1})), None);
+}
+
+#[test]
+fn what_an_accepted_identify_sets_is_stored_as_an_object_of_fingerprints() {
+    let fingerprints = known(json!({"plan": "pro", "odd \"name\"\\": 1, "": null}));
+    let assigned = Assigned::from(&fingerprints);
+    let stored: Value = serde_json::from_str(assigned.as_str()).expect("JSON");
+    assert_eq!(stored.as_object().map(Map::len), Some(3), "{stored}");
+    assert_eq!(assigned.fingerprints(), fingerprints);
+    assert_eq!(Assigned::of([]).as_str(), "{}");
+}
+
+/// An identify item as the sink encodes it.
+fn item(attributes: Value) -> Vec<u8> {
+    let item = json!({"type": "person", "action": "identify", "identifiers": {"id": "7"},
+                      "timestamp": 1, "attributes": attributes});
+    serde_json::to_vec(&item).expect("JSON")
+}
+
+/// The item diffed as the sink does, against the attributes' values
+/// diffed as `diff` does: the same outcome, item and fingerprints.
+fn both_ways(attributes: Value, record: Option<&Fingerprints>) -> Diff {
+    let json = item(attributes.clone());
+    let diffed = item::Identify::read(&json).expect("an item").diff(&json, record);
+    let mut values = self::attributes(attributes);
+    let (diff, set) = diff(&mut values, record);
+    assert_eq!(diffed.diff, diff);
+    assert_eq!(diffed.assigned.fingerprints(), set);
+    let sent: Value =
+        serde_json::from_slice(diffed.json.as_deref().unwrap_or(&json)).expect("JSON");
+    assert_eq!(sent["attributes"], Value::Object(values), "{sent}");
+    assert_eq!(sent["identifiers"], json!({"id": "7"}));
+    diff
+}
+
+#[test]
+fn the_sink_diffs_the_item_it_encoded_as_the_values_are_diffed() {
+    let values = json!({"email": "a@x.io", "plan": "pro", "score": 0.30000000000000004,
+                        "tags": ["a", {"b": [1.5, null]}], "quote \"\\": "\u{1}é", "n": -3});
+    assert_eq!(both_ways(values.clone(), None), Diff::Unknown);
+    let record = known(json!({"email": "a@x.io", "plan": "free", "score": 0.30000000000000004,
+                              "tags": ["a", {"b": [1.5, null]}], "quote \"\\": "\u{1}é"}));
+    assert_eq!(both_ways(values.clone(), Some(&record)), Diff::Stripped(4));
+    assert_eq!(both_ways(json!({"plan": "free"}), Some(&record)), Diff::Unchanged);
+    assert_eq!(both_ways(json!({"plan": "team"}), Some(&record)), Diff::Stripped(0));
+    assert_eq!(both_ways(json!({}), Some(&record)), Diff::Unchanged);
+    assert_eq!(both_ways(json!({}), None), Diff::Unknown);
+    // The fingerprint of the text sent is the value's.
+    let json = item(json!({"tags": ["a", {"b": [1.5, null]}]}));
+    let set = item::Identify::read(&json).expect("an item").diff(&json, None).assigned;
+    assert_eq!(set.fingerprints()["tags"], fingerprint(&json!(["a", {"b": [1.5, null]}])));
+    assert!(item::Identify::read(b"not json").is_none());
+}
+
+#[test]
+fn an_effect_is_small_as_one_waits_with_each_operation_in_flight() {
+    assert!(std::mem::size_of::<Effect>() <= 56, "{}", std::mem::size_of::<Effect>());
 }

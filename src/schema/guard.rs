@@ -149,6 +149,7 @@ impl SchemaGuard {
         let events: Vec<Needs> = config.events.iter().map(Needs::of_events).collect();
         let event_tables = events.iter().map(|n| n.table.clone()).collect();
         needs.extend(events.into_iter().map(|n| (n.table.clone(), n)));
+        needs.extend(config.devices.iter().map(Needs::of_devices).map(|n| (n.table.clone(), n)));
         for table in needs.keys() {
             counters.schema.watch(table);
         }

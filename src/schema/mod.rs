@@ -23,6 +23,7 @@
 //! affected attributes once the table or the config is repaired. Pure: the
 //! I/O is in [`store`] and [`guard`].
 
+mod devices;
 pub mod guard;
 pub mod store;
 #[cfg(test)]
@@ -95,11 +96,14 @@ pub struct Use {
     pub attribute: Option<String>,
     /// The `[[sync.events]]` event it feeds, for an event's column.
     pub event: Option<String>,
+    /// See [`Use::is_structural`].
+    structural: bool,
 }
 
 impl Use {
     fn new(key: String, column: &str, typed: bool) -> Self {
-        Self { key, column: column.to_owned(), typed, attribute: None, event: None }
+        let structural = key == "id_column" || key == "soft_delete_column";
+        Self { key, column: column.to_owned(), typed, attribute: None, event: None, structural }
     }
 
     fn of_event(event: &str, key: String, column: &str, typed: bool) -> Self {
@@ -108,9 +112,10 @@ impl Use {
 
     /// Whether a change cannot be mapped safely without it: the customer
     /// id, or the column that says a row is deleted (without it a delete
-    /// would become an identify, and no backfill sends deletes).
+    /// would become an identify, and no backfill sends deletes); for a
+    /// `[[devices]]` table also its customer, token and platform columns.
     pub fn is_structural(&self) -> bool {
-        self.key == "id_column" || self.key == "soft_delete_column"
+        self.structural
     }
 }
 

@@ -8,7 +8,8 @@ use crate::dead_letter::DeadLetter;
 use crate::object_op::readable_key;
 pub use crate::track_api::Route;
 use crate::track_api::{
-    attribute_value_bytes, Identifier, PersonAction, PersonItem, MAX_BATCH_ITEM_BYTES,
+    attribute_value_bytes, AddedDevice, DeviceToken, Identifier, PersonAction, PersonItem,
+    MAX_BATCH_ITEM_BYTES,
 };
 use serde_json::Value;
 
@@ -86,6 +87,26 @@ pub fn encode(op: CustomerOp) -> Option<EncodedItem> {
             },
             vec![primary, secondary],
         ),
+        CustomerOp::AddDevice(device) => {
+            let device = *device;
+            let action = PersonAction::AddDevice {
+                identifiers: Identifier::Id(device.customer.clone()),
+                device: AddedDevice {
+                    token: device.token,
+                    platform: device.platform.to_owned(),
+                    last_used: device.last_used,
+                    attributes: device.attributes,
+                },
+            };
+            (action, vec![device.customer])
+        }
+        CustomerOp::DeleteDevice { customer, token } => {
+            let action = PersonAction::DeleteDevice {
+                identifiers: Identifier::Id(customer.clone()),
+                device: DeviceToken { token },
+            };
+            (action, vec![customer])
+        }
         CustomerOp::AnonymousEvent(event) => {
             let body = crate::track_api::AnonymousEventRequest {
                 name: event.name,
@@ -189,7 +210,7 @@ impl EncodedItem {
         };
         serde_json::from_slice::<serde_json::Value>(&self.json)
             .ok()
-            .and_then(|item| match item.get(key) {
+            .and_then(|item| match item.get(key).or_else(|| item.get("device")?.get(key)) {
                 Some(serde_json::Value::Object(map)) => Some(map.keys().cloned().collect()),
                 _ => None,
             })
@@ -252,6 +273,42 @@ mod tests {
                 {"type": "person", "action": "delete", "identifiers": {"id": "2"}}
             ]})
         );
+    }
+
+    #[test]
+    fn device_items_are_written_as_the_published_document_shows_them() {
+        let device = crate::customer::Device {
+            customer: "42".into(),
+            token: "tok".into(),
+            platform: "ios",
+            last_used: Some(1_713_484_800),
+            attributes: json!({"app_version": "1.2"}).as_object().unwrap().clone(),
+        };
+        let items = vec![
+            encode(CustomerOp::AddDevice(Box::new(device.clone()))),
+            encode(CustomerOp::AddDevice(Box::new(crate::customer::Device {
+                last_used: None,
+                attributes: serde_json::Map::new(),
+                ..device
+            }))),
+            encode(CustomerOp::DeleteDevice { customer: "42".into(), token: "tok".into() }),
+        ];
+        let body: Value = serde_json::from_slice(&body(&items)).unwrap();
+        assert_eq!(
+            body,
+            json!({"batch": [
+                {"type": "person", "action": "add_device", "identifiers": {"id": "42"},
+                 "device": {"token": "tok", "platform": "ios", "last_used": 1_713_484_800,
+                            "attributes": {"app_version": "1.2"}}},
+                {"type": "person", "action": "add_device", "identifiers": {"id": "42"},
+                 "device": {"token": "tok", "platform": "ios"}},
+                {"type": "person", "action": "delete_device", "identifiers": {"id": "42"},
+                 "device": {"token": "tok"}}
+            ]})
+        );
+        assert_eq!(items[0].kind, "add_device");
+        assert_eq!(items[0].attribute_names(), ["app_version"], "names for a dead letter");
+        assert_eq!(items[2].customers, ["42"]);
     }
 
     #[test]

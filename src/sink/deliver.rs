@@ -73,6 +73,7 @@ impl Delivery {
         // Watched values first: a customer has one operation per batch, so
         // they never meet an accepted operation's effect of the same customer.
         let mut accepted = prepared.always;
+        accepted.reserve(pending.len());
         let mut letters = Vec::new();
         let mut backoff = Backoff::new(self.max_backoff);
         let policy = Policy::daemon(self.max_backoff);

@@ -79,6 +79,8 @@ impl Order {
             | CustomerOp::AnonymousEvent(_)
             | CustomerOp::Object(_)
             | CustomerOp::Relationship(_)
+            | CustomerOp::AddDevice(_)
+            | CustomerOp::DeleteDevice { .. }
             | CustomerOp::Barrier => false,
         };
         let mut order = Self { claims: claimed.is_some(), ..Self::default() };

@@ -218,6 +218,12 @@ impl Queue {
             CustomerOp::Relationship(relationship) => {
                 self.last_of.insert(relationship.customer.clone(), seq);
             }
+            CustomerOp::AddDevice(device) => {
+                self.last_of.insert(device.customer.clone(), seq);
+            }
+            CustomerOp::DeleteDevice { customer, .. } => {
+                self.last_of.insert(customer.clone(), seq);
+            }
             CustomerOp::Barrier => {}
         }
         let (bytes, wire) = (estimate(&op) + order.bytes(), wire_estimate(&op));
@@ -246,11 +252,13 @@ impl Queue {
             CustomerOp::Identify { id, .. }
             | CustomerOp::Delete { id }
             | CustomerOp::Suppress { id } => id,
+            CustomerOp::AddDevice(device) => &device.customer,
             CustomerOp::Merge { .. }
             | CustomerOp::Event(_)
             | CustomerOp::AnonymousEvent(_)
             | CustomerOp::Object(_)
             | CustomerOp::Relationship(_)
+            | CustomerOp::DeleteDevice { .. }
             | CustomerOp::Barrier => return Err(order),
         };
         let Some(&target) = self.last_of.get(id) else { return Err(order) };
@@ -292,6 +300,15 @@ impl Queue {
                 CustomerOp::Delete { .. } | CustomerOp::Suppress { .. },
                 CustomerOp::Delete { .. } | CustomerOp::Suppress { .. },
             ) => {}
+            // Customer.io upserts a device by token, merging attributes:
+            // two adds of one token are the later with both's attributes.
+            (CustomerOp::AddDevice(waiting), CustomerOp::AddDevice(later))
+                if waiting.token == later.token =>
+            {
+                let mut attributes = std::mem::take(&mut waiting.attributes);
+                attributes.extend(later.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+                **waiting = crate::customer::Device { attributes, ..(**later).clone() };
+            }
             _ => return Err(order),
         }
         entry.order.join(order);

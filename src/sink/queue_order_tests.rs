@@ -335,3 +335,55 @@ fn a_relationship_goes_after_its_objects_operations_and_beside_its_siblings() {
     q.finish(&ticket.expect("a batch"));
     assert_eq!(drain(&mut q, 10), vec![vec!["42".to_owned()]]);
 }
+
+fn add_device(customer: &str, token: &str, last_used: i64, attributes: Value) -> CustomerOp {
+    let Value::Object(attributes) = attributes else { panic!("not an object") };
+    CustomerOp::AddDevice(Box::new(crate::customer::Device {
+        customer: customer.into(),
+        token: token.into(),
+        platform: "ios",
+        last_used: Some(last_used),
+        attributes,
+    }))
+}
+
+#[test]
+fn adds_of_one_device_merge_and_nothing_else_of_devices_does() {
+    let mut q = Queue::default();
+    let none = || Released::Nothing;
+    assert_eq!(
+        push(&mut q, add_device("1", "t", 1, json!({"a": "1", "b": "1"})), none()),
+        Pushed::Queued
+    );
+    let later = add_device("1", "t", 2, json!({"b": "2"}));
+    assert_eq!(push(&mut q, later, none()), Pushed::Coalesced, "the same token: one call");
+    // Another token, a delete, an identify: each queued behind, in order.
+    assert_eq!(push(&mut q, add_device("1", "u", 3, json!({})), none()), Pushed::Queued);
+    let delete = CustomerOp::DeleteDevice { customer: "1".into(), token: "u".into() };
+    assert_eq!(push(&mut q, delete, none()), Pushed::Queued);
+    assert_eq!(push(&mut q, add_device("1", "u", 4, json!({})), none()), Pushed::Queued);
+    assert_eq!(push(&mut q, identify("1", json!({"plan": "pro"})), none()), Pushed::Queued);
+    let taken = q.take_batch(10).expect("a batch");
+    assert_eq!(taken.items.len(), 1, "one customer's operations go one at a time");
+    let item: Value = serde_json::from_slice(&taken.items[0].json).unwrap();
+    assert_eq!(
+        item["device"],
+        json!({"token": "t", "platform": "ios", "last_used": 2, "attributes": {"a": "1", "b": "2"}})
+    );
+}
+
+/// A device call's memory: its customer, token and attributes (each
+/// attribute a slot, its name and its value), as for an identify.
+#[test]
+fn a_device_call_is_estimated_like_the_other_operations() {
+    use crate::sink::size::{held, ATTRIBUTE_OVERHEAD, OP_OVERHEAD};
+    let add = add_device("ab", "token", 1, json!({"app_version": "1.2"}));
+    let parts = ATTRIBUTE_OVERHEAD + 11 + 3;
+    assert_eq!(estimate(&add), held(OP_OVERHEAD + 2 + 5 + parts));
+    let delete = CustomerOp::DeleteDevice { customer: "ab".into(), token: "token".into() };
+    assert_eq!(estimate(&delete), held(OP_OVERHEAD + 2 + 5));
+    for op in [add, delete] {
+        let json = batch::encode(op.clone()).expect("an item").json;
+        assert!(wire_estimate(&op) >= json.len(), "{} < {}", wire_estimate(&op), json.len());
+    }
+}

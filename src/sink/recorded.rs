@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::batch::{EncodedItem, Route};
 use super::retry::Backoff;
 use crate::customer::Watch;
+use crate::record::item::{Diffed, Identify};
 use crate::record::store::RecordStore;
 use crate::record::{self, Diff, Effect, Known, WatchedValue, Write};
 use crate::telemetry::Counters;
@@ -36,9 +37,8 @@ impl Recorded {
     /// be readable, every identify goes whole (as without a record) and no
     /// watched event is sent, counted.
     pub async fn prepare(&self, items: Vec<EncodedItem>) -> Prepared {
-        let customers = looked_up(&items);
         let mut readable = true;
-        let known = match self.store.load(&customers).await {
+        let known = match self.store.load(&looked_up(&items)).await {
             Ok(known) => known,
             Err(error) => {
                 readable = false;
@@ -50,7 +50,7 @@ impl Recorded {
                 Default::default()
             }
         };
-        let mut out = Prepared::default();
+        let mut out = Prepared { send: Vec::with_capacity(items.len()), always: Vec::new() };
         for item in items {
             if item.route != Route::Batch {
                 out.send.push((item, Effect::None));
@@ -105,7 +105,7 @@ impl Recorded {
             Decision::Fire(None) => out.send.push((item, Effect::None)),
             Decision::Fire(Some(from)) => out.send.push((with_from(item, from), Effect::None)),
         }
-        out.always.push(Effect::Watch { customer, key: watch.key, value });
+        out.always.push(Effect::Watch { customer, key: watch.key, value: Box::new(value) });
     }
 
     /// One identify against what the record `known`s of its customer;
@@ -116,32 +116,26 @@ impl Recorded {
         known: Option<&record::Fingerprints>,
     ) -> Option<(EncodedItem, Effect)> {
         let customer = item.customers.first().cloned().unwrap_or_default();
-        let Ok(mut json) = serde_json::from_slice::<serde_json::Value>(&item.json) else {
+        let Some(identify) = Identify::read(&item.json) else {
             // The sink encoded it; should it not parse, send it, learning nothing.
             return Some((item, Effect::None));
         };
-        let mut empty = serde_json::Map::new();
-        let attributes = match json.get_mut("attributes") {
-            Some(serde_json::Value::Object(attributes)) => attributes,
-            _ => &mut empty,
-        };
-        let (diff, set) = record::diff(attributes, known);
-        let effect = Effect::Set { customer, attributes: set };
+        let Diffed { diff, assigned, json } = identify.diff(&item.json, known);
+        drop(identify);
+        let effect = Effect::Set { customer, attributes: assigned };
         match diff {
-            Diff::Unknown => {
-                Counters::add(&self.counters.record_unknown, 1);
-                Some((item, effect))
-            }
+            Diff::Unknown => Counters::add(&self.counters.record_unknown, 1),
             Diff::Unchanged => {
                 Counters::add(&self.counters.record_unchanged, 1);
-                None
+                return None;
             }
-            Diff::Stripped(0) => Some((item, effect)),
             Diff::Stripped(held) => {
-                Counters::add(&self.counters.record_attributes_unchanged, held as u64);
-                let json = serde_json::to_vec(&json).unwrap_or_default();
-                Some((EncodedItem { json, ..item }, effect))
+                Counters::add(&self.counters.record_attributes_unchanged, held as u64)
             }
+        }
+        match json {
+            Some(json) => Some((EncodedItem { json, ..item }, effect)),
+            None => Some((item, effect)),
         }
     }
 
@@ -203,11 +197,11 @@ pub struct Prepared {
 }
 
 /// The customers of `items`' identifies and watched events, each once.
-fn looked_up(items: &[EncodedItem]) -> Vec<String> {
-    let mut customers: Vec<String> = items
+fn looked_up(items: &[EncodedItem]) -> Vec<&str> {
+    let mut customers: Vec<&str> = items
         .iter()
         .filter(|i| i.route == Route::Batch && (i.kind == "identify" || i.watch.is_some()))
-        .filter_map(|i| i.customers.first().cloned())
+        .filter_map(|i| i.customers.first().map(String::as_str))
         .collect();
     customers.sort_unstable();
     customers.dedup();

@@ -85,6 +85,8 @@ fn own(op: &CustomerOp) -> usize {
         }
         CustomerOp::Object(op) => super::object_items::object_own(op),
         CustomerOp::Relationship(op) => super::object_items::relationship_own(op),
+        CustomerOp::AddDevice(device) => OP_OVERHEAD + device_bytes(device, ATTRIBUTE_OVERHEAD),
+        CustomerOp::DeleteDevice { customer, token } => OP_OVERHEAD + customer.len() + token.len(),
         CustomerOp::Barrier => OP_OVERHEAD,
     }
 }
@@ -128,8 +130,20 @@ pub(super) fn wire_estimate(op: &CustomerOp) -> usize {
         }
         CustomerOp::Object(op) => super::object_items::object_wire(op),
         CustomerOp::Relationship(op) => super::object_items::relationship_wire(op),
+        CustomerOp::AddDevice(device) => {
+            ITEM + 80 + device.platform.len() + device_bytes(device, 6)
+        }
+        CustomerOp::DeleteDevice { customer, token } => ITEM + 40 + customer.len() + token.len(),
         CustomerOp::Barrier => 0,
     }
+}
+
+/// A device's strings and attributes, with `per_entry` bytes for each
+/// attribute (its platform is a constant: held nowhere).
+fn device_bytes(device: &crate::customer::Device, per_entry: usize) -> usize {
+    device.customer.len()
+        + device.token.len()
+        + device.attributes.iter().map(|(k, v)| per_entry + k.len() + value_bytes(v)).sum::<usize>()
 }
 
 /// An event's strings and data, with `per_entry` bytes for each data entry.

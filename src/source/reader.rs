@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::change::{Datum, ReplicaIdentity, Row, Table, TableColumn};
-use crate::config::{EventTableConfig, SyncConfig};
+use crate::config::{DevicesConfig, EventTableConfig, SyncConfig};
 use crate::mapping::filter_expr::FilterExpr;
 use crate::pg::quote::{quote_ident, quote_literal, quoted_table};
 use crate::pg::PgError;
@@ -88,6 +88,24 @@ impl TableReader {
         Ok(read.await.map_err(PgError::sql("count a table's rows"))?.get(0))
     }
 
+    /// Pages through a `[[devices]]` table by its primary key (by the
+    /// customer and token columns when it has none), every column read.
+    pub async fn of_devices(sql: &Client, devices: &DevicesConfig) -> Result<Self, PgError> {
+        let (schema, name) = devices.schema_and_name();
+        let mut key = primary_key(sql, schema, name).await?;
+        if key.is_empty() {
+            key = vec![devices.customer_id_column.clone(), devices.token_column.clone()];
+        }
+        let whole = describe_whole(sql, schema, name).await?;
+        let (mut columns, rest): (Vec<_>, Vec<_>) =
+            whole.columns.iter().cloned().partition(|c| key.contains(&c.name));
+        columns.sort_by_key(|c| key.iter().position(|k| *k == c.name));
+        columns.extend(rest);
+        let table = Table { columns, ..whole };
+        let key = Key::of(sql, schema, name, &key).await?;
+        Self::with(sql, table, key, None, None).await
+    }
+
     async fn with(
         sql: &Client,
         table: Table,
@@ -97,16 +115,15 @@ impl TableReader {
     ) -> Result<Self, PgError> {
         let columns =
             table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
-        // The filters live in a subquery, each in parentheses, so neither can
-        // change how the other or the key condition outside combines with it.
-        let conditions: Vec<String> =
-            own.into_iter().chain(filter).map(|f| format!("({f})")).collect();
-        let quoted = quoted_table(&table.schema, &table.name);
-        let source = if conditions.is_empty() {
-            quoted
-        } else {
-            format!("(SELECT * FROM {quoted} WHERE {}) AS rows", conditions.join(" AND "))
-        };
+        // Each condition lives in a subquery of its own, so neither can
+        // change how the other or the key condition outside combines with
+        // it: `filter` (outside the config's hands) is applied last, around
+        // the rows the config's own conditions left, so a `true) OR (true`
+        // cannot undo them.
+        let mut source = quoted_table(&table.schema, &table.name);
+        for (i, condition) in own.into_iter().chain(filter).enumerate() {
+            source = format!("(SELECT * FROM {source} WHERE ({condition})) AS ciosync_rows_{i}");
+        }
         let reader = Self {
             table: Arc::new(table),
             select: format!("SELECT {columns} FROM {source}"),
@@ -159,6 +176,17 @@ impl TableReader {
             Err(error) if error.code().is_some_and(|c| c.code().starts_with("22")) => Ok(None),
             Err(error) => Err(PgError::sql("read a row of a table")(error)),
         }
+    }
+
+    /// Up to `limit` rows meeting `condition` (SQL the caller built from
+    /// quoted names and literals), in key order.
+    pub async fn rows_where(
+        &self,
+        sql: &Client,
+        condition: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Row)>, PgError> {
+        self.query(sql, condition, limit).await
     }
 
     /// Up to `limit` rows after key `after`, in key order, each with its key
@@ -413,11 +441,12 @@ pub async fn event_keys(
     Ok(keys)
 }
 
-/// The columns of `schema.name`'s primary key, in its order.
+/// The columns of `schema.name`'s primary key, in its order; none when it
+/// has none, or its key has a generated column.
 pub async fn primary_key(sql: &Client, schema: &str, name: &str) -> Result<Vec<String>, PgError> {
     let rows = sql
         .query(
-            "SELECT a.attname::text FROM pg_catalog.pg_index i \
+            "SELECT a.attname::text, a.attgenerated <> '' FROM pg_catalog.pg_index i \
              JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) \
@@ -428,6 +457,11 @@ pub async fn primary_key(sql: &Client, schema: &str, name: &str) -> Result<Vec<S
         )
         .await
         .map_err(PgError::sql("read an event table's primary key"))?;
+    // A generated column is not in the stream's rows (pgoutput leaves it
+    // out), so a key with one cannot give the stream and a replay one id.
+    if rows.iter().any(|row| row.get::<_, bool>(1)) {
+        return Ok(Vec::new());
+    }
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
@@ -436,8 +470,11 @@ pub async fn primary_key(sql: &Client, schema: &str, name: &str) -> Result<Vec<S
 /// row is not soft-deleted), or it names none (an anonymous event, or a
 /// row the mapper skips). Customer.io creates the person an event names,
 /// so a replay of old events must leave out the customers deleted since.
-/// The ids are compared as the mapper sends them, as text, unless both
-/// columns have one type (so the synced table's index on its id serves).
+/// The ids match as the mapper sends them, as text; the comparison is made
+/// in the synced id column's own type, so its index serves: directly when
+/// both columns have one type, else through a cast guarded by
+/// `pg_input_is_valid` (PostgreSQL 16+; on 15 the ids are compared as
+/// text, which reads the synced table once per event row).
 async fn living_customers(
     sql: &Client,
     events: &EventTableConfig,
@@ -446,32 +483,54 @@ async fn living_customers(
     let (schema, name) = events.schema_and_name();
     let customer = &events.customer_id_column;
     let event_type = column_type(sql, schema, name, customer).await?;
+    let guarded_casts = server_version(sql).await? >= 160_000;
     let theirs = format!("{}.{}", quoted_table(schema, name), quote_ident(customer));
     let mut alternatives = vec![format!("{theirs} IS NULL")];
     for sync in syncs {
         let (s_schema, s_name) = sync.schema_and_name();
         let id_type = column_type(sql, s_schema, s_name, &sync.id_column).await?;
         let ours = format!("ciosync_person.{}", quote_ident(&sync.id_column));
+        let text_equal = format!("{ours}::text = {theirs}::text");
         let same = if id_type == event_type {
-            format!("{ours} = {theirs}")
-        } else {
-            format!("{ours}::text = {theirs}::text")
-        };
-        let conditions = std::iter::once(same)
-            .chain(sync.filter.as_ref().map(|f| format!("({f})")))
-            .chain(
-                sync.soft_delete_column
-                    .as_ref()
-                    .map(|c| format!("ciosync_person.{} IS NULL", quote_ident(c))),
+            format!("{ours} = {theirs} AND {text_equal}")
+        } else if guarded_casts {
+            let type_ = quote_literal(&id_type);
+            format!(
+                "{ours} = CASE WHEN pg_catalog.pg_input_is_valid({theirs}::text, {type_}) \
+                 THEN CAST({theirs}::text AS {id_type}) END AND {text_equal}"
             )
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        alternatives.push(format!(
-            "EXISTS (SELECT 1 FROM {} AS ciosync_person WHERE {conditions})",
-            quoted_table(s_schema, s_name)
-        ));
+        } else {
+            text_equal
+        };
+        // The table's own filter applies to its rows alone (it may name the
+        // table: `users.is_staff IS NOT TRUE`).
+        let rows = match &sync.filter {
+            Some(filter) => format!(
+                "(SELECT * FROM {} WHERE ({filter})) AS ciosync_person",
+                quoted_table(s_schema, s_name)
+            ),
+            None => format!("{} AS ciosync_person", quoted_table(s_schema, s_name)),
+        };
+        let kept = sync
+            .soft_delete_column
+            .as_ref()
+            .map(|c| format!(" AND ciosync_person.{} IS NULL", quote_ident(c)))
+            .unwrap_or_default();
+        alternatives.push(format!("EXISTS (SELECT 1 FROM {rows} WHERE {same}{kept})"));
     }
-    Ok(format!("({})", alternatives.join(" OR ")))
+    // A row without a time of its own would be dated now, under another id
+    // than the stream gave it.
+    let time = events.timestamp_column.as_deref().map(quote_ident);
+    let timed = time.map(|t| format!("{t} IS NOT NULL AND isfinite({t}) AND ")).unwrap_or_default();
+    Ok(format!("{timed}({})", alternatives.join(" OR ")))
+}
+
+async fn server_version(sql: &Client) -> Result<i32, PgError> {
+    let row = sql
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(PgError::sql("read the server's version"))?;
+    Ok(row.get(0))
 }
 
 /// `schema.name`'s `column` type as SQL.

@@ -55,6 +55,10 @@ pub fn create_publication_sql(config: &Config, own: &[Named]) -> String {
             let (schema, name) = e.schema_and_name();
             quoted_table(schema, name)
         }))
+        .chain(config.devices.iter().map(|d| {
+            let (schema, name) = d.schema_and_name();
+            quoted_table(schema, name)
+        }))
         .collect();
     // Via the partition root: pgoutput then names a partitioned table's
     // changes after the table the config names, not after its partitions.
@@ -302,8 +306,12 @@ pub async fn publication_missing_tables(
         return Ok(Some(Vec::new()));
     }
     let mut missing = Vec::new();
-    let published =
-        config.sync.iter().map(|s| &s.table).chain(config.events.iter().map(|e| &e.table));
+    let published = config
+        .sync
+        .iter()
+        .map(|s| &s.table)
+        .chain(config.events.iter().map(|e| &e.table))
+        .chain(config.devices.iter().map(|d| &d.table));
     for table in published {
         let found = publication
             .includes(sql, table)

@@ -104,23 +104,30 @@ DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
                    WHERE conrelid = 'ciosync.dead_letters'::regclass
                      AND conname IN ('dead_letters_operation_kinds',
-                                     'dead_letters_operation_kinds_objects')) THEN
+                                     'dead_letters_operation_kinds_objects',
+                                     'dead_letters_operation_kinds_devices',
+                                     'dead_letters_operation_kinds_all')) THEN
         ALTER TABLE ciosync.dead_letters DROP CONSTRAINT IF EXISTS dead_letters_operation_check;
         ALTER TABLE ciosync.dead_letters ADD CONSTRAINT dead_letters_operation_kinds
             CHECK (operation IN ('identify', 'delete', 'suppress', 'merge', 'event'));
     END IF;
 END $$;
--- Objects and relationships (issue 17) add their kinds: replaces the check
--- above (only once: the block above leaves this one alone).
+-- Objects and relationships (issue 17) and [[devices]] add their kinds:
+-- replaces the check above, or the one an install of either feature alone
+-- added (`_objects` or `_devices`), once; the block above leaves it alone.
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
                    WHERE conrelid = 'ciosync.dead_letters'::regclass
-                     AND conname = 'dead_letters_operation_kinds_objects') THEN
+                     AND conname = 'dead_letters_operation_kinds_all') THEN
         ALTER TABLE ciosync.dead_letters DROP CONSTRAINT IF EXISTS dead_letters_operation_kinds;
-        ALTER TABLE ciosync.dead_letters ADD CONSTRAINT dead_letters_operation_kinds_objects
+        ALTER TABLE ciosync.dead_letters
+            DROP CONSTRAINT IF EXISTS dead_letters_operation_kinds_objects;
+        ALTER TABLE ciosync.dead_letters
+            DROP CONSTRAINT IF EXISTS dead_letters_operation_kinds_devices;
+        ALTER TABLE ciosync.dead_letters ADD CONSTRAINT dead_letters_operation_kinds_all
             CHECK (operation IN ('identify', 'delete', 'suppress', 'merge', 'event',
-                                 'object_identify', 'object_delete', 'add_relationship',
-                                 'delete_relationship'));
+                                 'add_device', 'delete_device', 'object_identify',
+                                 'object_delete', 'add_relationship', 'delete_relationship'));
     END IF;
 END $$;
 CREATE TABLE IF NOT EXISTS ciosync.held_deletes (

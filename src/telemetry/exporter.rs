@@ -191,6 +191,8 @@ fn stream(c: &Counters, out: &mut Families) {
             ("filtered_out", get(&c.changes_skipped_filtered_out) as f64),
             ("invalid_event", get(&c.changes_skipped_invalid_event) as f64),
             ("relationship_unknown", get(&c.changes_skipped_relationship_unknown) as f64),
+            ("invalid_platform", get(&c.changes_skipped_invalid_platform) as f64),
+            ("device_key_unknown", get(&c.changes_skipped_device_key_unknown) as f64),
             ("write_back", get(&c.changes_skipped_write_back) as f64),
             ("truncate", get(&c.truncates_ignored) as f64),
         ],

@@ -60,6 +60,11 @@ pub struct Counters {
     /// person and the object (neither REPLICA IDENTITY FULL nor a key
     /// covering both columns).
     pub changes_skipped_relationship_unknown: AtomicU64,
+    /// Rows of `[[devices]]` tables whose platform is not ios or android.
+    pub changes_skipped_invalid_platform: AtomicU64,
+    /// DELETEs of `[[devices]]` rows whose old row lacks the customer or
+    /// the token (DEFAULT identity, a key without both).
+    pub changes_skipped_device_key_unknown: AtomicU64,
     /// Changes written back by the webhook receiver (not echoed).
     pub changes_skipped_write_back: AtomicU64,
     /// Replication messages that could not be decoded, skipped.

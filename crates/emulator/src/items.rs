@@ -165,34 +165,28 @@ fn entries<'a>(value: Option<&'a Value>, field: &str) -> Result<Vec<Entry<'a>>, 
 
 /// A person's relationships to objects (`object_relationships`).
 pub fn object_links(value: Option<&Value>, field: &str) -> Result<Vec<ObjectLink>, Problem> {
-    entries(value, field)?
-        .into_iter()
-        .map(|(at, entry)| {
-            Ok(ObjectLink {
-                object: object_ref(entry.get("identifiers"), &format!("{at}.identifiers"))?,
-                attributes: attributes(
-                    entry,
-                    "relationship_attributes",
-                    &format!("{at}.relationship_attributes"),
-                )?,
-            })
-        })
-        .collect()
+    links(value, field, object_ref, |object, attributes| ObjectLink { object, attributes })
 }
 
 /// An object's relationships to people (`v2_cio_relationships`).
 fn person_links(value: Option<&Value>, field: &str) -> Result<Vec<PersonLink>, Problem> {
+    links(value, field, link_person, |person, attributes| PersonLink { person, attributes })
+}
+
+/// Relationship entries: each one's `identifiers` (read by `other`) and its
+/// `relationship_attributes`, made into a link by `link`.
+fn links<O, L>(
+    value: Option<&Value>,
+    field: &str,
+    other: impl Fn(Option<&Value>, &str) -> Result<O, Problem>,
+    link: impl Fn(O, Map<String, Value>) -> L,
+) -> Result<Vec<L>, Problem> {
     entries(value, field)?
         .into_iter()
         .map(|(at, entry)| {
-            Ok(PersonLink {
-                person: link_person(entry.get("identifiers"), &format!("{at}.identifiers"))?,
-                attributes: attributes(
-                    entry,
-                    "relationship_attributes",
-                    &format!("{at}.relationship_attributes"),
-                )?,
-            })
+            let identified = other(entry.get("identifiers"), &format!("{at}.identifiers"))?;
+            let at = format!("{at}.relationship_attributes");
+            Ok(link(identified, attributes(entry, "relationship_attributes", &at)?))
         })
         .collect()
 }

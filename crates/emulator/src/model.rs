@@ -18,31 +18,11 @@ use crate::identity::{
     body_contradicts, identity, identity_name, identity_value, is_empty, key, IDENTITY_ATTRIBUTES,
 };
 use crate::objects::Objects;
-pub use crate::ops::Op;
+pub use crate::ops::{Op, StoredEvent};
 
 /// First `cio_id` handed out is this plus one, written as 8 hex digits
 /// (`03000001`), the form of the spec's example `cio_03000001`.
 const CIO_ID_BASE: u64 = 0x0300_0000;
-
-/// One event as stored on a person (or in the anonymous list).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StoredEvent {
-    /// Event name, trimmed of leading and trailing spaces.
-    pub name: String,
-    /// `event`, `page` or `screen`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The deduplication ULID, if the client sent one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// Unix seconds: the client's `timestamp`, else the receive time.
-    pub timestamp: i64,
-    /// v1 `data` or v2 `attributes`.
-    pub data: Map<String, Value>,
-    /// Only on anonymous events.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub anonymous_id: Option<String>,
-}
 
 /// A call answered 200 but not applied, as Customer.io's activity log
 /// would show it (an *Attribute Update Failure* and its kin).

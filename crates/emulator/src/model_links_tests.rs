@@ -1,21 +1,8 @@
 use serde_json::json;
 
 use super::*;
+use crate::model::tests::{attrs, id, SETTINGS};
 use crate::model::Settings;
-
-const SETTINGS: Settings = Settings {
-    empty_removes: true,
-    allow_email_update_by_id: true,
-    relationships_create_objects: false,
-};
-
-fn id(v: &str) -> Identifier {
-    Identifier::Id(v.to_owned())
-}
-
-fn attrs(value: Value) -> Map<String, Value> {
-    value.as_object().cloned().unwrap_or_default()
-}
 
 fn acme() -> ObjectRef {
     ObjectRef::Key { type_id: 1, object_id: "acme".into() }

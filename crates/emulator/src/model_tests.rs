@@ -2,17 +2,17 @@ use serde_json::json;
 
 use super::*;
 
-const SETTINGS: Settings = Settings {
+pub(super) const SETTINGS: Settings = Settings {
     empty_removes: true,
     allow_email_update_by_id: true,
     relationships_create_objects: false,
 };
 
-fn id(v: &str) -> Identifier {
+pub(super) fn id(v: &str) -> Identifier {
     Identifier::Id(v.to_owned())
 }
 
-fn attrs(value: Value) -> Map<String, Value> {
+pub(super) fn attrs(value: Value) -> Map<String, Value> {
     value.as_object().cloned().unwrap_or_default()
 }
 

@@ -2,10 +2,10 @@
 //! v2 items both turn into, and what the model (`model::World`) applies.
 
 use ciosync_track_api::Identifier;
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::devices::DeviceOp;
-use crate::model::StoredEvent;
 use crate::objects::{ObjectLink, ObjectOp};
 
 /// One operation on the workspace, already validated. v1 routes and v2
@@ -86,4 +86,24 @@ impl Op {
             Op::AnonymousEvent { .. } | Op::Unmodelled { person: None, .. } => Vec::new(),
         }
     }
+}
+
+/// One event as stored on a person (or in the anonymous list).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    /// Event name, trimmed of leading and trailing spaces.
+    pub name: String,
+    /// `event`, `page` or `screen`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The deduplication ULID, if the client sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Unix seconds: the client's `timestamp`, else the receive time.
+    pub timestamp: i64,
+    /// v1 `data` or v2 `attributes`.
+    pub data: Map<String, Value>,
+    /// Only on anonymous events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_id: Option<String>,
 }

@@ -106,6 +106,30 @@ pub enum PersonAction {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attributes: Option<Map<String, Value>>,
     },
+    /// Add a push device to a person, or update it (by token).
+    AddDevice { identifiers: Identifier, device: AddedDevice },
+    /// Remove a person's push device.
+    DeleteDevice { identifiers: Identifier, device: DeviceToken },
+}
+
+/// The `device` of an `add_device` item (`person_add_device` in the
+/// published document: `token` and `platform` required, `last_used` Unix
+/// seconds, `attributes` string values).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddedDevice {
+    pub token: String,
+    /// `ios` or `android`.
+    pub platform: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<i64>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub attributes: Map<String, Value>,
+}
+
+/// The `device` of a `delete_device` item: only its token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceToken {
+    pub token: String,
 }
 
 /// One batch item of type `person`.

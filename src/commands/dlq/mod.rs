@@ -2,6 +2,7 @@
 //! dead-letter table, for the config's slot. Exit 0 on success, 1 on a
 //! failure (Postgres, Customer.io, an unknown id), 2 on bad usage or config.
 
+mod devices;
 mod replay;
 
 use std::io::Write;

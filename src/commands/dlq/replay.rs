@@ -35,7 +35,8 @@ pub(super) async fn retry(
     let max_backoff = Duration::from_secs(config.customerio.retry_max_backoff_secs);
     let rows = Rows::new(sql, &config.sync);
     let slot = config.postgres.slot.as_str();
-    let mut replayer = Replayer { client, max_backoff, rows, sql, slot };
+    let devices = config.devices.as_slice();
+    let mut replayer = Replayer { client, max_backoff, rows, sql, slot, devices };
     let mut summary = RetrySummary::default();
     let outcome = replay_all(&mut replayer, table, ids, &mut summary).await;
     emit(&render::retry_summary(&summary))?;
@@ -152,6 +153,8 @@ struct Replayer<'a> {
     /// customer a replay sent to (see [`crate::record`]).
     sql: &'a Client,
     slot: &'a str,
+    /// The `[[devices]]` tables, for device letters.
+    devices: &'a [crate::config::DevicesConfig],
 }
 
 impl Replayer<'_> {
@@ -194,6 +197,7 @@ impl Replayer<'_> {
             "object_identify" | "object_delete" | "add_relationship" | "delete_relationship" => {
                 Ok(Outcome::Kept(OBJECT_LETTER))
             }
+            "add_device" | "delete_device" => self.device(letter, &customer).await,
             _ => self.as_refused(letter, None).await,
         }
     }
@@ -218,6 +222,26 @@ impl Replayer<'_> {
                 }
             }
             _ => Ok(merged),
+        }
+    }
+
+    /// A device letter as the devices tables say now: an `add_device`
+    /// with the row's current values while a live row of the customer
+    /// holds the token (refreshed), else nothing; a `delete_device` as it
+    /// was while no live row does, else nothing (stale).
+    async fn device(&mut self, letter: &Replayable, customer: &str) -> Result<Outcome, Halt> {
+        let Some(token) = super::devices::token_of(&letter.payload) else {
+            return self.as_refused(letter, None).await;
+        };
+        let now = super::devices::current(self.sql, self.devices, customer, &token).await?;
+        match (letter.operation == "add_device", now) {
+            (true, None) => Ok(Outcome::Skipped(Skip::RowGone)),
+            (false, Some(_)) => Ok(Outcome::Skipped(Skip::RowBack)),
+            (true, Some(op)) => Ok(match self.replay(&encoded(op)).await? {
+                Answer::Delivered => Outcome::Refreshed,
+                Answer::RefusedAgain { status, error } => Outcome::RefusedAgain { status, error },
+            }),
+            (false, None) => self.as_refused(letter, None).await,
         }
     }
 

@@ -1,0 +1,204 @@
+//! Changes of a `[[devices]]` table → Customer.io device calls. Pure.
+//!
+//! | change | operations |
+//! |---|---|
+//! | INSERT | `add_device` (a soft-deleted row: nothing) |
+//! | UPDATE | `add_device` with the row (an upsert by token); when the old row is known (FULL identity, or a key that holds both columns and changed) and its customer or token differs: first `delete_device` of the old pair (and a barrier when the customer changed); under FULL, an update that changed no column the config reads: nothing |
+//! | UPDATE setting `soft_delete_column` | `delete_device` (already set in the known old row: nothing) |
+//! | DELETE | `delete_device` of the old row's pair; when the old row does not carry both (DEFAULT identity whose key lacks one): skipped, [`SkipReason::DeviceKeyUnknown`] |
+//!
+//! A platform other than `ios`/`android` (any case) skips the row
+//! ([`SkipReason::InvalidPlatform`]); a NULL or empty customer id or token
+//! skips it as [`SkipReason::InvalidId`]. Device attributes go as strings
+//! (a bool as `true`/`false`); NULL ones are left out.
+
+use serde_json::{Map, Value as Json};
+
+use super::{customer_id, value, DropReason, DroppedAttribute, Mapped, SkipReason};
+use crate::change::{Datum, ReplicaIdentity, Row, RowChange, RowOp, Table};
+use crate::config::devices::platform_of;
+use crate::config::DevicesConfig;
+use crate::customer::{CustomerOp, Device};
+use crate::track_api;
+
+/// Maps one change of a devices table.
+pub fn map(config: &DevicesConfig, change: &RowChange) -> Mapped {
+    let rows = Rows { config, table: &change.table };
+    let mut out = Mapped::default();
+    match &change.op {
+        RowOp::Insert { new } => rows.upsert(None, new, &mut out),
+        RowOp::Update { old, old_is_key_only, new } => {
+            let full = old.as_ref().filter(|_| !*old_is_key_only);
+            if full.is_some_and(|old| rows.same(old, new)) {
+                out.skipped = Some(SkipReason::NoChange);
+                return out;
+            }
+            if full.is_some_and(|old| rows.revoked(old)) && rows.revoked(new) {
+                out.skipped = Some(SkipReason::SoftDeleted);
+                return out;
+            }
+            rows.upsert(old.as_ref().and_then(|old| rows.pair(old).ok()), new, &mut out)
+        }
+        RowOp::Delete { old } => match rows.pair(old) {
+            Ok((customer, token)) => out.ops.push(CustomerOp::DeleteDevice { customer, token }),
+            Err(reason) => out.skipped = Some(reason),
+        },
+    }
+    out
+}
+
+/// One change's table, read through the config.
+struct Rows<'a> {
+    config: &'a DevicesConfig,
+    table: &'a Table,
+}
+
+impl Rows<'_> {
+    fn datum<'r>(&self, row: &'r Row, column: &str) -> Option<&'r Datum> {
+        self.table.column_index(column).and_then(|i| row.get(i))
+    }
+
+    /// The row's (customer, token). In a key-only old row (DEFAULT or
+    /// INDEX identity) a column outside the key is NULL: the pair is not
+    /// known there, which is a different skip than a NULL in a full row.
+    fn pair(&self, row: &Row) -> Result<(String, String), SkipReason> {
+        let customer = self.datum(row, &self.config.customer_id_column);
+        let token = self.datum(row, &self.config.token_column);
+        let unknown = |d: Option<&Datum>| matches!(d, None | Some(Datum::Null));
+        let full = self.table.replica_identity == ReplicaIdentity::Full;
+        if !full && (unknown(customer) || unknown(token)) {
+            return Err(SkipReason::DeviceKeyUnknown);
+        }
+        match (customer.and_then(customer_id), token.and_then(token_of)) {
+            (Some(customer), Some(token)) => Ok((customer, token)),
+            _ => Err(SkipReason::InvalidId),
+        }
+    }
+
+    /// Whether the row's `soft_delete_column` is set.
+    fn revoked(&self, row: &Row) -> bool {
+        let column = self.config.soft_delete_column.as_deref();
+        matches!(column.and_then(|c| self.datum(row, c)), Some(Datum::Text(_)))
+    }
+
+    /// Whether every column the config reads is the same in both rows.
+    fn same(&self, old: &Row, new: &Row) -> bool {
+        self.config.columns().into_iter().all(|(_, column)| {
+            match (self.datum(old, column), self.datum(new, column)) {
+                (_, Some(Datum::UnchangedToast)) => true,
+                (old, new) => old == new,
+            }
+        })
+    }
+
+    /// The new row's add (or, soft-deleted, delete), after the delete of
+    /// the old pair when it is known and differs.
+    fn upsert(&self, old: Option<(String, String)>, new: &Row, out: &mut Mapped) {
+        let pair = match self.pair(new) {
+            Ok(pair) => pair,
+            Err(_) => {
+                // A new row carries every column: NULL is NULL.
+                out.skipped = Some(SkipReason::InvalidId);
+                return;
+            }
+        };
+        if let Some((customer, token)) = old.filter(|old| *old != pair) {
+            let moved = customer != pair.0;
+            out.ops.push(CustomerOp::DeleteDevice { customer, token });
+            if moved {
+                // Two customers: the delete must land before the add, since
+                // Customer.io does not apply one batch's items in order.
+                out.ops.push(CustomerOp::Barrier);
+            }
+        }
+        let (customer, token) = pair;
+        if self.revoked(new) {
+            out.ops.push(CustomerOp::DeleteDevice { customer, token });
+            return;
+        }
+        let platform = match &self.config.platform {
+            Some(fixed) => platform_of(fixed),
+            None => self.config.platform_column.as_deref().and_then(|c| self.platform_in(new, c)),
+        };
+        let Some(platform) = platform else {
+            out.skipped = Some(SkipReason::InvalidPlatform);
+            return;
+        };
+        let last_used = self.last_used(new, &mut out.dropped);
+        let attributes = self.attributes(new, &mut out.dropped);
+        let device = Device { customer, token, platform, last_used, attributes };
+        out.ops.push(CustomerOp::AddDevice(Box::new(device)));
+    }
+
+    /// The platform a column's value names, if any.
+    fn platform_in(&self, row: &Row, column: &str) -> Option<&'static str> {
+        let Some(Datum::Text(bytes)) = self.datum(row, column) else { return None };
+        std::str::from_utf8(bytes).ok().and_then(platform_of)
+    }
+
+    fn last_used(&self, row: &Row, dropped: &mut Vec<DroppedAttribute>) -> Option<i64> {
+        let column = self.config.last_used_column.as_deref()?;
+        let index = self.table.column_index(column);
+        let seconds = match index.and_then(|i| row.get(i)) {
+            Some(Datum::Text(bytes)) => std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|text| value::to_json(&self.table.columns[index?].kind, text).ok())
+                .and_then(|json| json.as_i64()),
+            _ => return None,
+        };
+        if seconds.is_none() {
+            dropped.push(dropped_one("last_used", column, DropReason::Unparseable));
+        }
+        seconds
+    }
+
+    /// The device attributes, as strings; NULL ones left out.
+    fn attributes(&self, row: &Row, dropped: &mut Vec<DroppedAttribute>) -> Map<String, Json> {
+        let mut out = Map::new();
+        for (name, column) in &self.config.attributes {
+            let Some(index) = self.table.column_index(column) else {
+                dropped.push(dropped_one(name, column, DropReason::MissingColumn));
+                continue;
+            };
+            let Some(Datum::Text(bytes)) = row.get(index) else { continue };
+            let text = std::str::from_utf8(bytes)
+                .ok()
+                .and_then(|text| value::to_json(&self.table.columns[index].kind, text).ok())
+                .map(as_string);
+            match text {
+                None => dropped.push(dropped_one(name, column, DropReason::Unparseable)),
+                Some(text) if text.len() > track_api::MAX_ATTRIBUTE_VALUE_BYTES => {
+                    dropped.push(dropped_one(name, column, DropReason::ValueTooLong))
+                }
+                Some(text) => {
+                    out.insert(name.clone(), Json::String(text));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn dropped_one(attribute: &str, column: &str, reason: DropReason) -> DroppedAttribute {
+    DroppedAttribute { attribute: attribute.to_owned(), column: column.to_owned(), reason }
+}
+
+/// A device attribute's value as Customer.io takes it: a string (a
+/// boolean as `true`/`false`, a number as written, anything else as JSON).
+fn as_string(value: Json) -> String {
+    match value {
+        Json::String(text) => text,
+        other => other.to_string(),
+    }
+}
+
+/// A usable device token: not empty, not blank.
+fn token_of(datum: &Datum) -> Option<String> {
+    let Datum::Text(bytes) = datum else { return None };
+    let token = std::str::from_utf8(bytes).ok()?;
+    (!token.trim().is_empty()).then(|| token.to_owned())
+}
+
+#[cfg(test)]
+#[path = "devices_tests.rs"]
+mod tests;
