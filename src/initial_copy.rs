@@ -143,7 +143,17 @@ pub async fn run(
         reader.batch_execute("COMMIT").await.map_err(PgError::sql("end the copy"))?;
         return Ok(CopyOutcome::Complete);
     }
-    let copies = state.copies().await?;
+    let mut copies = state.copies().await?;
+    // Resumed in the order of the first copy (the config's: people, then
+    // objects, then relationships, then devices), so a relationship never
+    // goes before its object's copy.
+    let order: Vec<String> = config
+        .sync
+        .iter()
+        .map(qualified)
+        .chain(config.devices.iter().map(|d| d.table.to_string()))
+        .collect();
+    copies.sort_by_key(|(table, _)| order.iter().position(|t| t == table));
     if copies.is_empty() {
         tracing::info!(%slot, "slot exists with no initial copy recorded; nothing to copy");
     }

@@ -427,7 +427,10 @@ async fn a_hot_device_row_costs_a_handful_of_calls() {
     let daemon = InProcess::start(&text);
     db.wait_for_streaming().await;
     db.exec("INSERT INTO push_tokens (user_id, token, platform) VALUES (1, 'hot', 'ios')").await;
-    // 300 app launches, each its own transaction, bumping last_seen.
+    // 300 app launches, each its own transaction, bumping last_seen, while
+    // each request takes 1 s: what waits meanwhile merges, however slowly a
+    // loaded machine commits.
+    emulator.set_faults(Faults { latency_ms: 1000, ..Faults::default() });
     let updates = 300;
     db.exec(&format!(
         "DO $$ BEGIN FOR i IN 1..{updates} LOOP \
@@ -435,6 +438,7 @@ async fn a_hot_device_row_costs_a_handful_of_calls() {
              COMMIT; END LOOP; END $$"
     ))
     .await;
+    emulator.set_faults(Faults::default());
     let last = |e: &Emulator| {
         e.devices("1").unwrap_or_default().first().is_some_and(|d| d.last_used == 1_700_000_300)
     };

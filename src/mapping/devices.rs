@@ -96,11 +96,19 @@ impl Rows<'_> {
     fn upsert(&self, old: Option<(String, String)>, new: &Row, out: &mut Mapped) {
         let pair = match self.pair(new) {
             Ok(pair) => pair,
-            Err(_) => {
-                // A new row carries every column: NULL is NULL.
-                out.skipped = Some(SkipReason::InvalidId);
-                return;
-            }
+            // The row names no device any more (its customer or token set
+            // to NULL: a logout): the one it named, if known, goes.
+            Err(_) => match old {
+                Some((customer, token)) => {
+                    out.ops.push(CustomerOp::DeleteDevice { customer, token });
+                    return;
+                }
+                None => {
+                    // A new row carries every column: NULL is NULL.
+                    out.skipped = Some(SkipReason::InvalidId);
+                    return;
+                }
+            },
         };
         if let Some((customer, token)) = old.filter(|old| *old != pair) {
             let moved = customer != pair.0;

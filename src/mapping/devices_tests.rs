@@ -210,3 +210,16 @@ fn a_fixed_platform_goes_for_every_row() {
     let CustomerOp::AddDevice(device) = &mapped.ops[0] else { panic!("{mapped:?}") };
     assert_eq!(device.platform, "android");
 }
+
+#[test]
+fn a_row_whose_customer_or_token_is_set_to_null_deletes_the_old_device() {
+    let mut logged_out = row("42", "tok", "ios");
+    logged_out[1] = N;
+    let mapped = map(update(Some(row("42", "tok", "ios")), false, logged_out.clone()));
+    assert_eq!(mapped.ops, vec![delete("42", "tok")]);
+    assert_eq!(mapped.skipped, None);
+    // Without the old row there is nothing to delete: skipped as before.
+    let blind = map_as(ReplicaIdentity::Default, update(None, false, logged_out));
+    assert!(blind.ops.is_empty());
+    assert_eq!(blind.skipped, Some(SkipReason::InvalidId));
+}

@@ -111,11 +111,16 @@ pub(super) fn relationship(
             None => out.skipped = Some(SkipReason::InvalidId),
         },
         RowOp::Update { old, old_is_key_only, new } => {
+            let old_pair = old.as_ref().and_then(|o| Ends::of(o, &ends));
             let Some(pair) = Ends::of(new, &ends) else {
-                out.skipped = Some(SkipReason::InvalidId);
+                // The row relates no one any more (a side set to NULL): the
+                // relationship it held, if known, goes.
+                match old_pair {
+                    Some(old_pair) => out.ops.push(op(old_pair, RelationshipAction::Delete)),
+                    None => out.skipped = Some(SkipReason::InvalidId),
+                }
                 return out;
             };
-            let old_pair = old.as_ref().and_then(|o| Ends::of(o, &ends));
             match old_pair {
                 Some(old_pair) if old_pair != pair => {
                     out.ops.push(op(old_pair, RelationshipAction::Delete));

@@ -184,6 +184,20 @@ fn a_membership_update_moves_or_upserts_the_relationship() {
 }
 
 #[test]
+fn a_membership_whose_account_is_set_to_null_removes_the_relationship() {
+    let old = vec![t("9"), t("42"), t("acme"), t("admin")];
+    let mut unset = old.clone();
+    unset[2] = Datum::Null;
+    let op = RowOp::Update { old: Some(old), old_is_key_only: false, new: unset.clone() };
+    let mapped = map(memberships(), membership(ReplicaIdentity::Full), op);
+    assert_eq!((mapped.ops, mapped.skipped), (vec![relate("42", "acme", None)], None));
+    // Without the old row there is nothing to remove: skipped as before.
+    let op = RowOp::Update { old: None, old_is_key_only: false, new: unset };
+    let mapped = map(memberships(), membership(ReplicaIdentity::Default), op);
+    assert_eq!((mapped.ops, mapped.skipped), (vec![], Some(SkipReason::InvalidId)));
+}
+
+#[test]
 fn backfill_keys_of_a_membership_are_both_ids() {
     let row = vec![t("9"), t("42"), t("acme"), t("admin")];
     let change = RowChange {

@@ -232,9 +232,15 @@ impl TableReader {
         condition: &str,
         limit: usize,
     ) -> Result<Vec<(String, Row)>, tokio_postgres::Error> {
+        // A row with a NULL key column has no key to page by (nor a
+        // customer or object to send): it is not read. Left to the page, it
+        // would fill a place of the LIMIT and, dropped after, make a full
+        // page look like the last one (NULLs of a two-column key sort
+        // among the rows, not after them).
         let query = format!(
-            "{} WHERE {condition} ORDER BY {} LIMIT {limit}",
+            "{} WHERE ({condition}) AND {} ORDER BY {} LIMIT {limit}",
             self.select,
+            self.key.not_null(),
             self.key.order()
         );
         let messages = if self.guarded {
@@ -383,6 +389,12 @@ impl Key {
             [(column, _)] => column.clone(),
             columns => format!("({})", self.order_of(columns)),
         }
+    }
+
+    /// `a IS NOT NULL AND b IS NOT NULL`.
+    fn not_null(&self) -> String {
+        let each: Vec<String> = self.0.iter().map(|(c, _)| format!("{c} IS NOT NULL")).collect();
+        each.join(" AND ")
     }
 
     /// `a, b`.

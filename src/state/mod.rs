@@ -114,16 +114,20 @@ DO $$ BEGIN
 END $$;
 -- Objects and relationships (issue 17) and [[devices]] add their kinds:
 -- replaces the check above, or the one an install of either feature alone
--- added (`_objects` or `_devices`), once; the block above leaves it alone.
+-- added (`_objects` or `_devices`). The older ones are dropped every time,
+-- not only when `_all` is missing: an older version started after this one
+-- (a rollback, an old standby) adds its own back, which would refuse the
+-- new kinds beside `_all`.
 DO $$ BEGIN
+    ALTER TABLE ciosync.dead_letters DROP CONSTRAINT IF EXISTS dead_letters_operation_check;
+    ALTER TABLE ciosync.dead_letters DROP CONSTRAINT IF EXISTS dead_letters_operation_kinds;
+    ALTER TABLE ciosync.dead_letters
+        DROP CONSTRAINT IF EXISTS dead_letters_operation_kinds_objects;
+    ALTER TABLE ciosync.dead_letters
+        DROP CONSTRAINT IF EXISTS dead_letters_operation_kinds_devices;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint
                    WHERE conrelid = 'ciosync.dead_letters'::regclass
                      AND conname = 'dead_letters_operation_kinds_all') THEN
-        ALTER TABLE ciosync.dead_letters DROP CONSTRAINT IF EXISTS dead_letters_operation_kinds;
-        ALTER TABLE ciosync.dead_letters
-            DROP CONSTRAINT IF EXISTS dead_letters_operation_kinds_objects;
-        ALTER TABLE ciosync.dead_letters
-            DROP CONSTRAINT IF EXISTS dead_letters_operation_kinds_devices;
         ALTER TABLE ciosync.dead_letters ADD CONSTRAINT dead_letters_operation_kinds_all
             CHECK (operation IN ('identify', 'delete', 'suppress', 'merge', 'event',
                                  'add_device', 'delete_device', 'object_identify',
