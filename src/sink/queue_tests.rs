@@ -498,6 +498,16 @@ fn estimate_samples() -> Vec<CustomerOp> {
         ops.push(delete(id));
         ops.push(CustomerOp::Suppress { id: id.into() });
         ops.push(CustomerOp::Merge { primary: id.into(), secondary: format!("{id}-old") });
+        let token = format!("{id}-token");
+        let attributes = (0..6).map(|i| (format!("a{i}"), json!("v".repeat(10 * i)))).collect();
+        ops.push(CustomerOp::AddDevice(Box::new(crate::customer::Device {
+            customer: id.into(),
+            token: token.clone(),
+            platform: "ios",
+            last_used: Some(1_700_000_000),
+            attributes,
+        })));
+        ops.push(CustomerOp::DeleteDevice { customer: id.into(), token });
     }
     ops
 }
