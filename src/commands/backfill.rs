@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, SyncConfig};
 use crate::error::error_chain;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE};
+use crate::source::reader::TableReader;
 use crate::state::{Backfill, Queued, State};
 
 /// What `ciosync backfill` was asked to do.
@@ -130,39 +131,19 @@ impl Queue {
     }
 
     /// The rows the backfill of `sync` will read (the table's own filter
-    /// too), for progress; counting also proves `--where` is valid SQL for
-    /// the table (`Ok(Err)`: the usage error to exit with).
+    /// too), counted by the reader the daemon will page with; reading them
+    /// also proves `--where` is one read-only SQL condition on the table
+    /// (`Ok(Err)`: the usage error to exit with).
     async fn count(
         &self,
         sql: &tokio_postgres::Client,
         sync: &SyncConfig,
     ) -> Result<Result<i64, ExitCode>, String> {
-        let conditions: Vec<String> = sync
-            .filter
-            .as_deref()
-            .into_iter()
-            .chain(self.where_clause.as_deref())
-            .map(|c| format!("({c})"))
-            .collect();
-        let filter = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conditions.join(" AND "))
-        };
-        let query = format!("SELECT count(*) FROM {}{filter}", sync.table.quoted());
-        // One statement (the extended protocol refuses a second), read-only
-        // as the daemon will run it (`source::reader`).
-        let counted = async {
-            sql.batch_execute("BEGIN READ ONLY").await?;
-            let counted = sql.query_one(&query, &[]).await;
-            sql.batch_execute("ROLLBACK").await?;
-            counted
-        };
+        let filter = self.where_clause.as_deref();
+        let counted = async { TableReader::new(sql, sync, filter).await?.count(sql).await };
         match counted.await {
-            Ok(row) => Ok(Ok(row.get(0))),
-            Err(e) if self.where_clause.is_some() => {
-                Ok(Err(usage(&format!("--where: {}", error_chain(&e)))))
-            }
+            Ok(total) => Ok(Ok(total)),
+            Err(e) if filter.is_some() => Ok(Err(usage(&format!("--where: {}", error_chain(&e))))),
             Err(e) => Err(error_chain(&e)),
         }
     }

@@ -123,7 +123,7 @@ impl Replay {
             };
             match read.await {
                 Ok(n) => *count = n,
-                Err(e) if filter.is_some() && !e.is_transient() => {
+                Err(e) if filter.is_some() => {
                     return Ok(Err(usage(&format!("--where: {}", error_chain(&e)))))
                 }
                 Err(e) => return Err(error_chain(&e)),

@@ -76,9 +76,14 @@ impl TableReader {
         Self::with(sql, table, key, own.as_deref(), filter).await
     }
 
-    /// How many rows the reader reads in all.
+    /// How many rows the reader reads in all (rows with a NULL key column
+    /// are not read: see [`Self::query_raw`]).
     pub async fn count(&self, sql: &Client) -> Result<i64, PgError> {
-        let query = format!("SELECT count(*) FROM ({}) AS counted", self.select);
+        let query = format!(
+            "SELECT count(*) FROM ({} WHERE {}) AS counted",
+            self.select,
+            self.key.not_null()
+        );
         let read = async {
             sql.batch_execute("BEGIN READ ONLY").await?;
             let counted = sql.query_one(&query, &[]).await;
