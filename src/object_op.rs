@@ -12,7 +12,10 @@
 //! then the email, see `sink::order`) never starts with two. A relationship
 //! belongs to its person's order, and follows its object's operations
 //! waiting or in flight (`sink::order::Order::follows`): an object created
-//! and related in one transaction reaches Customer.io object first.
+//! and related in one transaction reaches Customer.io object first. An
+//! object's later operations wait for the relationships to it ahead of
+//! them: a membership added, then its account deleted, never leaves the
+//! membership added last.
 
 use serde_json::{Map, Value};
 

@@ -3,7 +3,7 @@
 //! | change | operations |
 //! |---|---|
 //! | INSERT | `add_device` (a soft-deleted row: nothing) |
-//! | UPDATE | `add_device` with the row (an upsert by token); when the old row is known (FULL identity, or a key that holds both columns and changed) and its customer or token differs: first `delete_device` of the old pair (and a barrier when the customer changed); under FULL, an update that changed no column the config reads: nothing |
+//! | UPDATE | `add_device` with the row (an upsert by token); when the old row is known (FULL identity, or a key that holds both columns and changed) and its customer or token differs: first `delete_device` of the old pair (the sink orders one token's operations across customers); under FULL, an update that changed no column the config reads: nothing |
 //! | UPDATE setting `soft_delete_column` | `delete_device` (already set in the known old row: nothing) |
 //! | DELETE | `delete_device` of the old row's pair; when the old row does not carry both (DEFAULT identity whose key lacks one): skipped, [`SkipReason::DeviceKeyUnknown`] |
 //!
@@ -111,13 +111,9 @@ impl Rows<'_> {
             },
         };
         if let Some((customer, token)) = old.filter(|old| *old != pair) {
-            let moved = customer != pair.0;
+            // Moved to another customer with the same token: the sink keeps
+            // one token's operations in order, so the delete lands first.
             out.ops.push(CustomerOp::DeleteDevice { customer, token });
-            if moved {
-                // Two customers: the delete must land before the add, since
-                // Customer.io does not apply one batch's items in order.
-                out.ops.push(CustomerOp::Barrier);
-            }
         }
         let (customer, token) = pair;
         if self.revoked(new) {

@@ -54,8 +54,9 @@ pub(super) struct Order {
     /// only for unknown releases of its own transactions.
     pub txs: Vec<u64>,
     /// Object keys it follows (a relationship: its object's): it waits for
-    /// their operations waiting or in flight, without holding them up itself
-    /// (relationships to one object go together).
+    /// their operations waiting or in flight, and their later operations
+    /// wait for it; relationships to one object do not wait for each other
+    /// (they go together).
     pub follows: Vec<String>,
 }
 
@@ -84,8 +85,13 @@ impl Order {
             | CustomerOp::Barrier => false,
         };
         let mut order = Self { claims: claimed.is_some(), ..Self::default() };
-        if let CustomerOp::Relationship(relationship) = op {
-            order.follows.push(relationship.object_key());
+        match op {
+            CustomerOp::Relationship(relationship) => {
+                order.follows.push(relationship.object_key());
+            }
+            CustomerOp::AddDevice(device) => order.keys.push(device_key(&device.token)),
+            CustomerOp::DeleteDevice { token, .. } => order.keys.push(device_key(token)),
+            _ => {}
         }
         order.keys.extend(claimed);
         match released {
@@ -131,6 +137,15 @@ const KEY_OVERHEAD: usize = 96;
 /// cannot), so keys and customer ids share the queue's sets.
 pub(super) fn key(email: &str) -> String {
     format!("\0{}", email.trim().to_lowercase())
+}
+
+/// A device token as an ordering key: three NULs, then the token. An
+/// email key has one NUL; an object key two, then a type id of digits
+/// (never empty), so none is a device key. One token's operations keep
+/// commit order across customers: a token deleted from one person and
+/// added to another (a shared tablet, a reinstall) lands in that order.
+pub(super) fn device_key(token: &str) -> String {
+    format!("\0\0\0{token}")
 }
 
 /// The key of the email an identify carries, if a non-empty string.

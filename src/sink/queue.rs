@@ -32,6 +32,12 @@
 //!   suppress joins it (suppress deletes too), suppress after suppress: one;
 //! - an event never merges and nothing merges into one: each is its own
 //!   call, after what came before it and before what comes after;
+//! - an object's identify after its identify: one, as for people; an
+//!   object's delete never merges (moved ahead, it would overtake a
+//!   relationship to the object added in between), nor does a
+//!   relationship's operation;
+//! - an `add_device` after an `add_device` of the same token: one, the
+//!   later with both's attributes (Customer.io upserts by token);
 //! - anything after a delete, and anything touching a merge: queued behind it.
 //!
 //! The merged operation keeps the earlier one's place and sequence number,
@@ -46,9 +52,11 @@
 //! customer's operations reach Customer.io in commit order, however many
 //! batches are in flight. The same holds for operations sharing an email
 //! key, and a claim of an email waits for an earlier release no one can
-//! name ([`super::order`]). A relationship waits for its object's
-//! operations ahead of it, waiting or in flight (`Order::follows`), and
-//! holds up nothing itself. A barrier lets nothing after it go before
+//! name ([`super::order`]), and so do one device token's operations across
+//! customers. A relationship waits for its object's operations ahead of
+//! it, waiting or in flight (`Order::follows`), and an object's operation
+//! for the relationships to it ahead of it; relationships to one object do
+//! not wait for each other. A barrier lets nothing after it go before
 //! everything ahead of it has completed.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -60,6 +68,7 @@ use super::batch::{self, EncodedItem, ENVELOPE_BYTES};
 use super::order::{self, HashMap, HashSet, Order};
 use super::size::{estimate, fits_merged, wire_estimate, COMMIT_ENTRY_BYTES, ENCODED_OVERHEAD};
 use crate::customer::{CustomerOp, Released};
+use crate::object_op::ObjectAction;
 use crate::track_api::MAX_BATCH_BYTES;
 
 /// Most waiting operations looked at to fill one batch, so a queue whose
@@ -138,6 +147,8 @@ pub struct Ticket {
     /// The transactions of its operations that may free an email no one
     /// can name, one entry per operation.
     unknown_releases: Vec<u64>,
+    /// The object keys its relationships follow, one entry per operation.
+    follows: Vec<String>,
 }
 
 /// Pending operations and commits, in order.
@@ -154,6 +165,9 @@ pub struct Queue {
     last_unknown_release: u64,
     /// Such operations in flight, by transaction.
     unknown_releases_in_flight: HashMap<u64, usize>,
+    /// Relationships in flight, by the object key they follow: that
+    /// object's later operations wait for them.
+    followers_in_flight: HashMap<String, usize>,
     /// Commits recorded so far: the transaction the next push belongs to.
     tx: u64,
     /// Customers and email keys with a batch in flight.
@@ -253,6 +267,11 @@ impl Queue {
             | CustomerOp::Delete { id }
             | CustomerOp::Suppress { id } => id,
             CustomerOp::AddDevice(device) => &device.customer,
+            CustomerOp::Object(object)
+                if matches!(object.action, ObjectAction::Identify { .. }) =>
+            {
+                object.key()
+            }
             CustomerOp::Merge { .. }
             | CustomerOp::Event(_)
             | CustomerOp::AnonymousEvent(_)
@@ -300,6 +319,18 @@ impl Queue {
                 CustomerOp::Delete { .. } | CustomerOp::Suppress { .. },
                 CustomerOp::Delete { .. } | CustomerOp::Suppress { .. },
             ) => {}
+            (CustomerOp::Object(waiting), CustomerOp::Object(later)) => {
+                let (
+                    ObjectAction::Identify { attributes },
+                    ObjectAction::Identify { attributes: more },
+                ) = (&mut waiting.action, &later.action)
+                else {
+                    return Err(order);
+                };
+                for (name, value) in more {
+                    attributes.insert(name.clone(), value.clone());
+                }
+            }
             // Customer.io upserts a device by token, merging attributes:
             // two adds of one token are the later with both's attributes.
             (CustomerOp::AddDevice(waiting), CustomerOp::AddDevice(later))
@@ -415,6 +446,7 @@ impl Queue {
             if entry.order.unknown_release {
                 taken.ticket.unknown_releases.extend(&entry.order.txs);
             }
+            taken.ticket.follows.extend(entry.order.follows.iter().cloned());
             self.queued_bytes -= entry.bytes;
             self.queued_wire -= entry.wire;
             taken.ticket.bytes += entry.bytes;
@@ -431,6 +463,9 @@ impl Queue {
         self.in_flight_bytes += taken.ticket.bytes;
         for tx in &taken.ticket.unknown_releases {
             *self.unknown_releases_in_flight.entry(*tx).or_default() += 1;
+        }
+        for key in &taken.ticket.follows {
+            *self.followers_in_flight.entry(key.clone()).or_default() += 1;
         }
         Some(taken)
     }
@@ -451,6 +486,9 @@ impl Queue {
         // claim of theirs may go.
         let mut release_pending: HashSet<u64> =
             self.unknown_releases_in_flight.keys().copied().collect();
+        // Objects with a relationship to them earlier in line (taken or
+        // held) or in flight: their operations wait for it.
+        let mut followed: HashSet<&str> = HashSet::default();
         for (index, (&seq, entry)) in self.entries.iter().enumerate().take(MAX_SCAN) {
             if chosen.len() >= max_ops {
                 break;
@@ -466,9 +504,15 @@ impl Queue {
                 |c: &str| self.busy.contains(c) || in_batch.contains(c) || blocked.contains(c);
             let behind_release =
                 entry.order.claims && entry.order.txs.iter().any(|tx| release_pending.contains(tx));
-            // A relationship waits for its object's operations ahead.
+            // A relationship waits for its object's operations ahead, and
+            // an object's operation for the relationships to it ahead.
             let follows_held = entry.order.follows.iter().any(|k| held(k));
-            if entry.keys().any(held) || behind_release || follows_held {
+            let followed_ahead = (!followed.is_empty() || !self.followers_in_flight.is_empty())
+                && entry
+                    .keys()
+                    .any(|k| followed.contains(k) || self.followers_in_flight.contains_key(k));
+            followed.extend(entry.order.follows.iter().map(String::as_str));
+            if entry.keys().any(held) || behind_release || follows_held || followed_ahead {
                 // Held up: so is every later operation of these customers
                 // and emails, and every later claim of its transaction if
                 // it may release one.
@@ -499,6 +543,14 @@ impl Queue {
                 *count -= 1;
                 if *count == 0 {
                     self.unknown_releases_in_flight.remove(tx);
+                }
+            }
+        }
+        for key in &ticket.follows {
+            if let Some(count) = self.followers_in_flight.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    self.followers_in_flight.remove(key);
                 }
             }
         }

@@ -387,3 +387,86 @@ fn a_device_call_is_estimated_like_the_other_operations() {
         assert!(wire_estimate(&op) >= json.len(), "{} < {}", wire_estimate(&op), json.len());
     }
 }
+
+fn object(id: &str, action: crate::customer::ObjectAction) -> CustomerOp {
+    CustomerOp::Object(crate::customer::ObjectOp::new("1", id.into(), action))
+}
+
+fn object_identify(id: &str, attributes: Value) -> CustomerOp {
+    let Value::Object(attributes) = attributes else { panic!("not an object") };
+    object(id, crate::customer::ObjectAction::Identify { attributes })
+}
+
+#[test]
+fn an_objects_operation_waits_for_the_relationships_to_it_ahead() {
+    let mut q = Queue::default();
+    let acme = crate::object_op::object_key("1", "acme");
+    push(&mut q, member("42", "acme"), Released::Nothing);
+    push(&mut q, object("acme", crate::customer::ObjectAction::Delete), Released::Nothing);
+    push(&mut q, member("43", "acme"), Released::Nothing);
+    push(&mut q, account("globex"), Released::Nothing);
+    // The delete never shares the membership's batch nor overtakes it; the
+    // membership after the delete waits for it; another object goes at once.
+    assert_eq!(
+        drain(&mut q, 10),
+        vec![
+            vec!["42".to_owned(), crate::object_op::object_key("1", "globex")],
+            vec![acme.clone()],
+            vec!["43".to_owned()]
+        ]
+    );
+    // Nor while the membership is in flight.
+    push(&mut q, member("42", "acme"), Released::Nothing);
+    let (first, ticket) = take(&mut q, 10);
+    assert_eq!(first, vec!["42".to_owned()]);
+    push(&mut q, object("acme", crate::customer::ObjectAction::Delete), Released::Nothing);
+    assert_eq!(take(&mut q, 10).0, Vec::<String>::new(), "waits for the membership");
+    q.finish(&ticket.expect("a batch"));
+    assert_eq!(drain(&mut q, 10), vec![vec![acme]]);
+}
+
+#[test]
+fn an_objects_identifies_merge_and_its_delete_never_moves_ahead() {
+    let mut q = Queue::default();
+    let none = || Released::Nothing;
+    push(&mut q, object_identify("acme", json!({"plan": "free", "seats": 1})), none());
+    push(&mut q, member("42", "acme"), none());
+    let later = object_identify("acme", json!({"plan": "pro"}));
+    assert_eq!(push(&mut q, later, none()), Pushed::Coalesced, "attributes only: one call");
+    let delete = object("acme", crate::customer::ObjectAction::Delete);
+    assert_eq!(push(&mut q, delete.clone(), none()), Pushed::Queued, "behind the membership");
+    assert_eq!(push(&mut q, delete, none()), Pushed::Queued, "a delete merges into nothing");
+    let taken = q.take_batch(10).expect("a batch");
+    let item: Value = serde_json::from_slice(&taken.items[0].json).unwrap();
+    assert_eq!(item["attributes"], json!({"plan": "pro", "seats": 1}), "the later value wins");
+    // An identify that would pass 300 attributes merged is queued behind.
+    let mut q = Queue::default();
+    let wide = |from: usize| {
+        let attributes: serde_json::Map<_, _> =
+            (from..from + 200).map(|n| (format!("a{n}"), json!(n))).collect();
+        object_identify("acme", Value::Object(attributes))
+    };
+    assert_eq!(push(&mut q, wide(0), none()), Pushed::Queued);
+    assert_eq!(push(&mut q, wide(200), none()), Pushed::Queued, "400 attributes would not fit");
+}
+
+#[test]
+fn one_tokens_operations_keep_commit_order_across_customers() {
+    let mut q = Queue::default();
+    let none = || Released::Nothing;
+    let deleted = CustomerOp::DeleteDevice { customer: "1".into(), token: "t".into() };
+    push(&mut q, deleted, none());
+    push(&mut q, add_device("2", "t", 1, json!({})), none());
+    push(&mut q, add_device("3", "u", 1, json!({})), none());
+    // The shared tablet: deleted from 1 before it is added to 2; another
+    // token goes beside the delete.
+    assert_eq!(drain(&mut q, 10), vec![vec!["1", "3"], vec!["2"]]);
+    // And never while the delete is in flight.
+    push(&mut q, CustomerOp::DeleteDevice { customer: "2".into(), token: "t".into() }, none());
+    let (first, ticket) = take(&mut q, 10);
+    assert_eq!(first, vec!["2".to_owned()]);
+    push(&mut q, add_device("1", "t", 2, json!({})), none());
+    assert_eq!(take(&mut q, 10).0, Vec::<String>::new(), "waits for the delete");
+    q.finish(&ticket.expect("a batch"));
+    assert_eq!(drain(&mut q, 10), vec![vec!["1".to_owned()]]);
+}

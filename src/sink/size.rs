@@ -2,9 +2,10 @@
 //! budget) and their size on the wire (to fill a batch, and to keep a
 //! merged identify within Customer.io's item limits). Pure.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::customer::CustomerOp;
+use crate::object_op::ObjectAction;
 use crate::track_api::{MAX_ATTRIBUTES, MAX_BATCH_ITEM_BYTES};
 
 /// Memory a waiting operation holds apart from its attributes: its queue
@@ -94,16 +95,27 @@ fn own(op: &CustomerOp) -> usize {
 /// Whether merging identify `later` into `waiting` (whose wire estimate is
 /// `waiting_wire`) stays within Customer.io's per-identify limits: at most
 /// 300 attributes, and an item of at most 32,000 bytes (with a margin for
-/// the estimate). Anything other than two identifies merges freely.
+/// the estimate). Anything other than two identifies (of a person, or of
+/// an object) merges freely.
 pub(super) fn fits_merged(waiting: &CustomerOp, waiting_wire: usize, later: &CustomerOp) -> bool {
-    let (CustomerOp::Identify { attributes, .. }, CustomerOp::Identify { attributes: more, .. }) =
-        (waiting, later)
-    else {
+    let (Some(attributes), Some(more)) = (identified(waiting), identified(later)) else {
         return true;
     };
     let added = more.keys().filter(|name| !attributes.contains_key(*name)).count();
     attributes.len() + added <= MAX_ATTRIBUTES
         && waiting_wire + wire_estimate(later) <= MAX_BATCH_ITEM_BYTES - MERGE_MARGIN_BYTES
+}
+
+/// The attributes of a person's or an object's identify.
+fn identified(op: &CustomerOp) -> Option<&Map<String, Value>> {
+    match op {
+        CustomerOp::Identify { attributes, .. } => Some(attributes),
+        CustomerOp::Object(object) => match &object.action {
+            ObjectAction::Identify { attributes } => Some(attributes),
+            ObjectAction::Delete => None,
+        },
+        _ => None,
+    }
 }
 
 /// Room left under the item limit when merging, for what the wire estimate
