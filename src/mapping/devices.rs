@@ -111,8 +111,9 @@ impl Rows<'_> {
             },
         };
         if let Some((customer, token)) = old.filter(|old| *old != pair) {
-            // Moved to another customer with the same token: the sink keeps
-            // one token's operations in order, so the delete lands first.
+            // Of the same token, the sink keeps the two in order (one
+            // token's operations keep commit order across customers);
+            // different tokens need none.
             out.ops.push(CustomerOp::DeleteDevice { customer, token });
         }
         let (customer, token) = pair;

@@ -1,6 +1,6 @@
-//! Order between customers where an email moves from one to another, and
-//! between an object and the relationships to it (see `Order::follows`
-//! and `crate::object_op`).
+//! Order between customers where an email moves from one to another, or a
+//! device token (see [`device_key`]), and between an object and the
+//! relationships to it (see `Order::follows` and `crate::object_op`).
 //!
 //! In workspaces that identify people by email as well, Customer.io refuses
 //! (an HTTP 200 and an "Attribute Update Failure", which the client never
@@ -30,7 +30,7 @@
 use crate::customer::{CustomerOp, Released};
 use crate::mapping::EMAIL;
 
-/// The queue's maps and sets of customer ids and email keys, hashed with
+/// The queue's maps and sets of customer ids and ordering keys, hashed with
 /// foldhash rather than SipHash: every change hashes a key about twenty
 /// times, which SipHash made a tenth of ciosync's instructions per change
 /// (issue 24). foldhash is seeded at random per process; the keys come
@@ -42,7 +42,8 @@ pub(super) type HashSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 /// What ties an operation to other customers' operations.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Order {
-    /// Email keys it claims or releases ([`key`]), without repeats.
+    /// Ordering keys, without repeats: emails it claims or releases
+    /// ([`key`]), the device token it adds or deletes ([`device_key`]).
     pub keys: Vec<String>,
     /// It carries a non-empty email: it must not overtake an unknown release.
     pub claims: bool,

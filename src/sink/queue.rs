@@ -36,8 +36,9 @@
 //!   object's delete never merges (moved ahead, it would overtake a
 //!   relationship to the object added in between), nor does a
 //!   relationship's operation;
-//! - an `add_device` after an `add_device` of the same token: one, the
-//!   later with both's attributes (Customer.io upserts by token);
+//! - an `add_device` after an `add_device` of the same customer and token,
+//!   with no other call on that token between them: one, the later with
+//!   both's attributes (Customer.io upserts by token);
 //! - anything after a delete, and anything touching a merge: queued behind it.
 //!
 //! The merged operation keeps the earlier one's place and sequence number,
@@ -91,7 +92,7 @@ struct Entry {
     bytes: usize,
     /// Estimated size on the wire, to tell when a batch's worth waits.
     wire: usize,
-    /// Its ties to other customers' operations (emails claimed, released).
+    /// Its ties to other customers' operations (emails claimed or released, a device token).
     order: Order,
 }
 
@@ -109,7 +110,7 @@ impl Entry {
         }
     }
 
-    /// Everything it is ordered by: its customers and its email keys.
+    /// Everything it is ordered by: its customers and its ordering keys (emails, device tokens).
     fn keys(&self) -> impl Iterator<Item = &str> {
         let (first, second) = self.customers();
         std::iter::once(first).chain(second).chain(self.order.keys.iter().map(String::as_str))
@@ -138,7 +139,7 @@ pub struct Taken {
     pub ticket: Ticket,
 }
 
-/// Identifies a batch in flight: its operations, customers and email keys.
+/// Identifies a batch in flight: its operations, customers and ordering keys.
 #[derive(Debug, Default, Clone)]
 pub struct Ticket {
     seqs: Vec<u64>,
@@ -170,7 +171,7 @@ pub struct Queue {
     followers_in_flight: HashMap<String, usize>,
     /// Commits recorded so far: the transaction the next push belongs to.
     tx: u64,
-    /// Customers and email keys with a batch in flight.
+    /// Customers and ordering keys with a batch in flight.
     busy: HashSet<String>,
     /// Operations pushed and not yet completed.
     unfinished: BTreeSet<u64>,
@@ -427,7 +428,8 @@ impl Queue {
             // A body of exactly MAX_BATCH_BYTES is within the limit.
             if !taken.items.is_empty() && (alone || with_item > MAX_BATCH_BYTES) {
                 // Full: it leads the next batch (and what was chosen after it waits).
-                let (bytes, wire) = (ENCODED_OVERHEAD + item.wire_bytes(), item.wire_bytes());
+                let bytes = ENCODED_OVERHEAD + item.wire_bytes() + entry.order.bytes();
+                let wire = item.wire_bytes();
                 self.queued_bytes = self.queued_bytes - entry.bytes + bytes;
                 self.queued_wire = self.queued_wire - entry.wire + wire;
                 let waiting = Waiting::Encoded(item);
@@ -471,7 +473,7 @@ impl Queue {
     }
 
     /// The waiting operations that may go together now, in order: of
-    /// customers (and email keys) neither busy nor behind an earlier waiting
+    /// customers (and ordering keys) neither busy nor behind an earlier waiting
     /// operation of theirs, one per customer, no claim of an email behind an
     /// unknown release held back or in flight, up to the first barrier (or
     /// the barrier itself, when nothing is ahead of it or in flight). Reads

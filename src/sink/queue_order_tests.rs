@@ -429,13 +429,18 @@ fn an_objects_operation_waits_for_the_relationships_to_it_ahead() {
 fn an_objects_identifies_merge_and_its_delete_never_moves_ahead() {
     let mut q = Queue::default();
     let none = || Released::Nothing;
-    push(&mut q, object_identify("acme", json!({"plan": "free", "seats": 1})), none());
+    let deleted = object("acme", crate::customer::ObjectAction::Delete);
+    push(&mut q, deleted, none());
+    let back = object_identify("acme", json!({"plan": "free", "seats": 1}));
+    assert_eq!(push(&mut q, back, none()), Pushed::Queued, "nothing merges into a delete");
     push(&mut q, member("42", "acme"), none());
     let later = object_identify("acme", json!({"plan": "pro"}));
     assert_eq!(push(&mut q, later, none()), Pushed::Coalesced, "attributes only: one call");
     let delete = object("acme", crate::customer::ObjectAction::Delete);
     assert_eq!(push(&mut q, delete.clone(), none()), Pushed::Queued, "behind the membership");
     assert_eq!(push(&mut q, delete, none()), Pushed::Queued, "a delete merges into nothing");
+    let ticket = q.take_batch(10).expect("the first delete").ticket;
+    q.finish(&ticket);
     let taken = q.take_batch(10).expect("a batch");
     let item: Value = serde_json::from_slice(&taken.items[0].json).unwrap();
     assert_eq!(item["attributes"], json!({"plan": "pro", "seats": 1}), "the later value wins");
@@ -461,6 +466,11 @@ fn one_tokens_operations_keep_commit_order_across_customers() {
     // The shared tablet: deleted from 1 before it is added to 2; another
     // token goes beside the delete.
     assert_eq!(drain(&mut q, 10), vec![vec!["1", "3"], vec!["2"]]);
+    // An add never merges across another customer's call on its token.
+    push(&mut q, add_device("1", "t", 1, json!({})), none());
+    push(&mut q, add_device("2", "t", 1, json!({})), none());
+    assert_eq!(push(&mut q, add_device("1", "t", 2, json!({})), none()), Pushed::Queued);
+    assert_eq!(drain(&mut q, 10), vec![vec!["1"], vec!["2"], vec!["1"]]);
     // And never while the delete is in flight.
     push(&mut q, CustomerOp::DeleteDevice { customer: "2".into(), token: "t".into() }, none());
     let (first, ticket) = take(&mut q, 10);

@@ -561,17 +561,23 @@ fn a_merge_replaces_the_waiting_operations_share_of_the_counts() {
 }
 
 /// The item that did not fit waits encoded, and the counts hold it as that
-/// (its JSON plus `ENCODED_OVERHEAD`), not as the operation it was.
+/// (its JSON plus `ENCODED_OVERHEAD`, and the ordering keys it keeps), not
+/// as the operation it was.
 #[test]
 fn an_item_left_out_of_a_full_batch_is_counted_as_it_waits() {
     let mut q = Queue::default();
-    let op = |i: usize| identify(&format!("c{i}"), json!({"x": "y".repeat(31_000)}), 1);
+    let op = |i: usize| {
+        let attributes = json!({"x": "y".repeat(31_000), "email": format!("c{i}@x.io")});
+        identify(&format!("c{i}"), attributes, 1)
+    };
     push_all(&mut q, (0..20).map(op).collect());
     let first = q.take_batch(1000).expect("a batch");
     assert_eq!(first.items.len(), 16);
     let left = batch::encode(op(16)).expect("an item").json.len();
     let behind: Vec<CustomerOp> = (17..20).map(op).collect();
-    let bytes = ENCODED_OVERHEAD + left + behind.iter().map(estimate).sum::<usize>();
+    let keys = |op: &CustomerOp| super::order::Order::of(op, &Released::Nothing).bytes();
+    let counted = |op: &CustomerOp| estimate(op) + keys(op);
+    let bytes = ENCODED_OVERHEAD + left + keys(&op(16)) + behind.iter().map(counted).sum::<usize>();
     let wire = left + behind.iter().map(wire_estimate).sum::<usize>();
     assert_eq!((q.waiting_bytes(), q.waiting_wire_bytes()), (bytes, wire));
 }
