@@ -268,15 +268,11 @@ impl Queue {
             | CustomerOp::Delete { id }
             | CustomerOp::Suppress { id } => id,
             CustomerOp::AddDevice(device) => &device.customer,
-            CustomerOp::Object(object)
-                if matches!(object.action, ObjectAction::Identify { .. }) =>
-            {
-                object.key()
-            }
+            // Only an identify merges into an identify (below).
+            CustomerOp::Object(object) => object.key(),
             CustomerOp::Merge { .. }
             | CustomerOp::Event(_)
             | CustomerOp::AnonymousEvent(_)
-            | CustomerOp::Object(_)
             | CustomerOp::Relationship(_)
             | CustomerOp::DeleteDevice { .. }
             | CustomerOp::Barrier => return Err(order),

@@ -372,6 +372,18 @@ fn adds_of_one_device_merge_and_nothing_else_of_devices_does() {
     );
 }
 
+/// Two adds of one token whose attributes together pass the 32 KB item
+/// limit (each alone within it) are not merged: queued behind instead.
+#[test]
+fn adds_of_one_device_merge_only_within_the_item_limit() {
+    let mut q = Queue::default();
+    let none = || Released::Nothing;
+    let wide = |name: &str| add_device("1", "t", 1, json!({ name: "v".repeat(16_000) }));
+    assert_eq!(push(&mut q, wide("a"), none()), Pushed::Queued);
+    assert_eq!(push(&mut q, wide("b"), none()), Pushed::Queued, "32,000 bytes merged");
+    assert_eq!(push(&mut q, add_device("1", "t", 2, json!({"c": "1"})), none()), Pushed::Coalesced);
+}
+
 /// A device call's memory: its customer, token and attributes (each
 /// attribute a slot, its name and its value), as for an identify.
 #[test]

@@ -92,13 +92,13 @@ fn own(op: &CustomerOp) -> usize {
     }
 }
 
-/// Whether merging identify `later` into `waiting` (whose wire estimate is
-/// `waiting_wire`) stays within Customer.io's per-identify limits: at most
-/// 300 attributes, and an item of at most 32,000 bytes (with a margin for
-/// the estimate). Anything other than two identifies (of a person, or of
-/// an object) merges freely.
+/// Whether merging `later` into `waiting` (whose wire estimate is
+/// `waiting_wire`) stays within Customer.io's per-item limits: at most 300
+/// attributes, and an item of at most 32,000 bytes (with a margin for the
+/// estimate). Checked for what merges with attributes (a person's or an
+/// object's identify, an `add_device`); anything else merges freely.
 pub(super) fn fits_merged(waiting: &CustomerOp, waiting_wire: usize, later: &CustomerOp) -> bool {
-    let (Some(attributes), Some(more)) = (identified(waiting), identified(later)) else {
+    let (Some(attributes), Some(more)) = (attributes_of(waiting), attributes_of(later)) else {
         return true;
     };
     let added = more.keys().filter(|name| !attributes.contains_key(*name)).count();
@@ -106,10 +106,11 @@ pub(super) fn fits_merged(waiting: &CustomerOp, waiting_wire: usize, later: &Cus
         && waiting_wire + wire_estimate(later) <= MAX_BATCH_ITEM_BYTES - MERGE_MARGIN_BYTES
 }
 
-/// The attributes of a person's or an object's identify.
-fn identified(op: &CustomerOp) -> Option<&Map<String, Value>> {
+/// The attributes of a person's or an object's identify, or of a device.
+fn attributes_of(op: &CustomerOp) -> Option<&Map<String, Value>> {
     match op {
         CustomerOp::Identify { attributes, .. } => Some(attributes),
+        CustomerOp::AddDevice(device) => Some(&device.attributes),
         CustomerOp::Object(object) => match &object.action {
             ObjectAction::Identify { attributes } => Some(attributes),
             ObjectAction::Delete => None,
