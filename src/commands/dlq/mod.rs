@@ -3,6 +3,7 @@
 //! failure (Postgres, Customer.io, an unknown id), 2 on bad usage or config.
 
 mod devices;
+mod refresh;
 mod replay;
 
 use std::io::Write;

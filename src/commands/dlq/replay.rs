@@ -99,7 +99,7 @@ const UNSETTLED: &str = "the customer's row kept changing while `dlq retry` sent
 
 /// What became of one letter.
 #[derive(Debug, Clone, PartialEq)]
-enum Outcome {
+pub(super) enum Outcome {
     /// Sent as it was refused; `note` says why when it was an identify or
     /// a removal that could not be checked against the rows.
     Delivered {
@@ -119,15 +119,8 @@ enum Outcome {
     Kept(&'static str),
 }
 
-/// Why an object's or a relationship's letter is kept: sent as it was, it
-/// could set the object or the membership back to a row since changed or
-/// deleted, and `retry` reads no object rows.
-const OBJECT_LETTER: &str = "an object's or a relationship's letter is not replayed: \
-    its row may have changed since; run `ciosync backfill --table <its table>` \
-    (it sends each row as it is now), then `ciosync dlq discard` this letter";
-
 /// Why `retry` stopped: Customer.io cannot take anything now, or Postgres failed.
-enum Halt {
+pub(super) enum Halt {
     Customerio(Stop),
     Postgres(PgError),
 }
@@ -145,16 +138,18 @@ impl From<Stop> for Halt {
 }
 
 /// Sends letters and reads the rows they are about.
-struct Replayer<'a> {
+pub(super) struct Replayer<'a> {
     client: TrackClient,
     max_backoff: Duration,
-    rows: Rows<'a>,
+    /// The synced tables: people, objects, relationships.
+    pub(super) rows: Rows<'a>,
     /// For the record of what Customer.io accepted, which forgets every
-    /// customer a replay sent to (see [`crate::record`]).
-    sql: &'a Client,
+    /// customer a replay sent to (see [`crate::record`]), and for the
+    /// `[[devices]]` tables.
+    pub(super) sql: &'a Client,
     slot: &'a str,
     /// The `[[devices]]` tables, for device letters.
-    devices: &'a [crate::config::DevicesConfig],
+    pub(super) devices: &'a [crate::config::DevicesConfig],
 }
 
 impl Replayer<'_> {
@@ -166,7 +161,9 @@ impl Replayer<'_> {
     ///   row that syncs; a row with that id again makes it stale: skipped;
     /// - events (facts, each with its own id, which Customer.io dedupes)
     ///   are sent as they were; so are merges, after which the primary is
-    ///   refreshed from its row ([`Self::merge`]).
+    ///   refreshed from its row ([`Self::merge`]);
+    /// - an object's, a relationship's and a device's letter are sent as
+    ///   their rows are now, by the same rules ([`super::refresh`]).
     ///
     /// An identify whose attributes no person table maps any more, or a
     /// customer with a row in several tables, is sent as it was, noted.
@@ -194,10 +191,7 @@ impl Replayer<'_> {
                 }
             }
             "merge" => self.merge(letter, &customer).await,
-            "object_identify" | "object_delete" | "add_relationship" | "delete_relationship" => {
-                Ok(Outcome::Kept(OBJECT_LETTER))
-            }
-            "add_device" | "delete_device" => self.device(letter, &customer).await,
+            kind if super::refresh::KINDS.contains(&kind) => self.row_letter(letter).await,
             _ => self.as_refused(letter, None).await,
         }
     }
@@ -225,27 +219,7 @@ impl Replayer<'_> {
         }
     }
 
-    /// A device letter as the devices tables say now: an `add_device`
-    /// with the row's current values while a live row of the customer
-    /// holds the token (refreshed), else nothing; a `delete_device` as it
-    /// was while no live row does, else nothing (stale).
-    async fn device(&mut self, letter: &Replayable, customer: &str) -> Result<Outcome, Halt> {
-        let Some(token) = super::devices::token_of(&letter.payload) else {
-            return self.as_refused(letter, None).await;
-        };
-        let now = super::devices::current(self.sql, self.devices, customer, &token).await?;
-        match (letter.operation == "add_device", now) {
-            (true, None) => Ok(Outcome::Skipped(Skip::RowGone)),
-            (false, Some(_)) => Ok(Outcome::Skipped(Skip::RowBack)),
-            (true, Some(op)) => Ok(match self.replay(&encoded(op)).await? {
-                Answer::Delivered => Outcome::Refreshed,
-                Answer::RefusedAgain { status, error } => Outcome::RefusedAgain { status, error },
-            }),
-            (false, None) => self.as_refused(letter, None).await,
-        }
-    }
-
-    async fn as_refused(
+    pub(super) async fn as_refused(
         &self,
         letter: &Replayable,
         note: Option<&'static str>,
@@ -326,7 +300,7 @@ impl Replayer<'_> {
     /// the same customer and record it between the first forget and this
     /// send, which then changes what Customer.io holds (a removal, or older
     /// values that [`Replayer::converge`] sends again).
-    async fn replay(&self, payload: &str) -> Result<Answer, Halt> {
+    pub(super) async fn replay(&self, payload: &str) -> Result<Answer, Halt> {
         self.unclaim(payload).await?;
         let answer = replay(&self.client, payload, self.max_backoff).await;
         self.unclaim(payload).await?;
@@ -367,8 +341,8 @@ fn customers_in(payload: &str) -> Vec<String> {
 const MERGED: &str = "a merge; then its primary was refreshed from the row";
 /// Why an identify was sent as it was refused.
 const UNMAPPED: &str = "no person table of the config maps its attributes any more";
-const SEVERAL: &str = "several person tables have a row for the customer; which values are \
-    newest cannot be told";
+pub(super) const SEVERAL: &str = "several tables have a row for it; which values are newest \
+    cannot be told";
 
 /// The customer a letter's payload names (`identifiers.id`): an escaped
 /// letter's column is escaped, its payload is not. The column otherwise.
@@ -387,7 +361,7 @@ fn removal_kind(payload: &str) -> Option<String> {
 }
 
 /// An operation as the sink encodes it, as JSON text.
-fn encoded(op: CustomerOp) -> String {
+pub(super) fn encoded(op: CustomerOp) -> String {
     let json = encode(op).map(|item| item.json).unwrap_or_default();
     String::from_utf8_lossy(&json).into_owned()
 }
@@ -424,7 +398,7 @@ fn batch_body(payload: &str) -> Bytes {
 
 /// Customer.io's definite answer about one letter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Answer {
+pub(super) enum Answer {
     Delivered,
     RefusedAgain { status: u16, error: String },
 }
