@@ -14,6 +14,10 @@
 //! of several tables (the sink merges a customer's identifies), and old
 //! letters have nothing more than their columns, so an identify's tables
 //! are told by its attribute names: the person tables that map one of them.
+//!
+//! `dlq retry` reads an object's or a membership's row the same way
+//! ([`Rows::mapped`], from [`Rows::object_tables`]): see
+//! `commands::dlq::refresh`.
 
 use serde_json::{Map, Value};
 use tokio_postgres::Client;

@@ -1,6 +1,7 @@
 //! `dlq retry`: each letter replayed in id order, a person's letter with
-//! the row as it is now (see the `retry` help), until Customer.io gives a
-//! definite answer or the command must stop.
+//! the row as it is now (see the `retry` help; an object's, a
+//! relationship's and a device's in [`super::refresh`]), until Customer.io
+//! gives a definite answer or the command must stop.
 
 use std::sync::Arc;
 use std::time::Duration;
