@@ -3,7 +3,8 @@
 //! - an add (`object_identify`, `add_relationship`) refused, then its row
 //!   changed (the change delivered): Customer.io gets the row's current
 //!   values, whole; never the refused, older ones;
-//! - an add whose row was deleted (or soft-deleted) since: nothing sent;
+//! - an add whose row was deleted, soft-deleted or filtered out since:
+//!   nothing sent;
 //! - a removal (`object_delete`, `delete_relationship`) whose row is still
 //!   gone: sent as it was; one whose row came back: stale, nothing sent;
 //! - a letter whose table is no longer in the config: kept, saying so.
@@ -20,6 +21,8 @@ use crate::support::dead_letters::{rows, texts};
 use crate::support::emulator::{batch_items, wait_for};
 use crate::support::postgres::TestDb;
 use crate::support::Scenario;
+
+const GONE: &str = "the row is gone or no longer syncs; its removal goes through the stream";
 
 /// Runs `sql` while Customer.io refuses with `faults` (once what came
 /// before was delivered), and waits until its dead letter is stored; the
@@ -52,6 +55,15 @@ fn refuse_next() -> Faults {
     Faults { fail_next: 1, fail_status: 400, ..Faults::default() }
 }
 
+/// The accounts as objects, the banned ones filtered out.
+fn objects() -> String {
+    let filtered =
+        "soft_delete_column = \"deleted_at\"\nfilter = \"plan IS DISTINCT FROM 'banned'\"\n";
+    let config = OBJECTS.replacen("soft_delete_column = \"deleted_at\"\n", filtered, 1);
+    assert_ne!(config, OBJECTS);
+    config
+}
+
 fn attributes(e: &Emulator, id: &str) -> Option<Value> {
     e.object("1", id).map(|o| Value::Object(o.attributes))
 }
@@ -59,7 +71,7 @@ fn attributes(e: &Emulator, id: &str) -> Option<Value> {
 #[tokio::test]
 async fn object_letters_are_replayed_as_their_rows_are_now() {
     let Scenario { db, emulator, daemon } =
-        Scenario::start_with("dlq_objects", ACCOUNTS, |c| c + OBJECTS).await;
+        Scenario::start_with("dlq_objects", ACCOUNTS, |c| c + &objects()).await;
     let exists = |id: &'static str| move |e: &Emulator| e.object("1", id).is_some();
 
     // (a) Created refused; the row changed since, that change delivered
@@ -68,13 +80,17 @@ async fn object_letters_are_replayed_as_their_rows_are_now() {
     assert_eq!(refused(&db, &emulator, refuse_next(), sql).await, "object_identify");
     db.exec("UPDATE accounts SET plan = 'pro' WHERE id = 'acme'").await;
     assert!(wait_for(&emulator, |e| attributes(e, "acme") == Some(json!({"plan": "pro"}))).await);
-    // (b) Created refused, then deleted; (c) the same, soft-deleted.
+    // (b) Created refused, then deleted; (c) the same, soft-deleted; (f)
+    // the same, filtered out.
     let sql = "INSERT INTO accounts VALUES ('globex', 'Globex', 'free', 1, NULL)";
     assert_eq!(refused(&db, &emulator, refuse_next(), sql).await, "object_identify");
     db.exec("DELETE FROM accounts WHERE id = 'globex'").await;
     let sql = "INSERT INTO accounts VALUES ('hooli', 'Hooli', 'free', 1, NULL)";
     assert_eq!(refused(&db, &emulator, refuse_next(), sql).await, "object_identify");
     db.exec("UPDATE accounts SET deleted_at = now() WHERE id = 'hooli'").await;
+    let sql = "INSERT INTO accounts VALUES ('wayne', 'Wayne', 'free', 1, NULL)";
+    assert_eq!(refused(&db, &emulator, refuse_next(), sql).await, "object_identify");
+    db.exec("UPDATE accounts SET plan = 'banned' WHERE id = 'wayne'").await;
     // (d) A delete refused; the row stays gone.
     db.exec("INSERT INTO accounts VALUES ('initech', 'Initech', 'free', 1, NULL)").await;
     assert!(wait_for(&emulator, exists("initech")).await);
@@ -92,7 +108,7 @@ async fn object_letters_are_replayed_as_their_rows_are_now() {
     );
     delivered(&db).await;
     let letters = rows(&db).await;
-    assert_eq!(letters.len(), 5, "{letters:?}");
+    assert_eq!(letters.len(), 6, "{letters:?}");
     assert_eq!(letters[0].customer_id, "object 1/acme", "named readably");
 
     // Without its table in the config, a letter is kept, saying what to do.
@@ -107,7 +123,7 @@ async fn object_letters_are_replayed_as_their_rows_are_now() {
     assert!(rows(&db).await[0].error.contains("ciosync dlq discard"), "{:?}", rows(&db).await);
     assert!(batch_items(&emulator).is_empty(), "nothing was sent");
 
-    let config = config_file(&(db.config(&emulator.url(), "") + OBJECTS));
+    let config = config_file(&(db.config(&emulator.url(), "") + &objects()));
     let out = run_binary(&["dlq", "retry", "--all"], config.path()).await;
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
@@ -115,15 +131,15 @@ async fn object_letters_are_replayed_as_their_rows_are_now() {
     assert_eq!(
         stdout,
         format!(
-            "retried 5: delivered 1, refreshed from the row 1, skipped 3, refused again 0\n  \
-             #{} skipped: the row is gone or no longer syncs; its removal goes through the \
-             stream\n  \
-             #{} skipped: the row is gone or no longer syncs; its removal goes through the \
-             stream\n  \
+            "retried 6: delivered 1, refreshed from the row 1, skipped 4, refused again 0\n  \
+             #{} skipped: {GONE}\n  \
+             #{} skipped: {GONE}\n  \
+             #{} skipped: {GONE}\n  \
              #{} skipped: the customer's row exists again and syncs; the removal is stale\n",
             id(1),
             id(2),
-            id(4)
+            id(3),
+            id(5)
         )
     );
     assert!(rows(&db).await.is_empty(), "every letter is settled");
@@ -133,9 +149,12 @@ async fn object_letters_are_replayed_as_their_rows_are_now() {
     let sent = object_items(&emulator);
     let of = |id: &str| sent.iter().filter(|i| i["identifiers"]["object_id"] == id).count();
     assert_eq!(sent[0]["attributes"], full, "{sent:?}");
-    // (b), (c): nothing sent; (d) the delete went as it was; (e) nothing.
-    assert_eq!((of("globex"), of("hooli"), of("umbrella")), (0, 0, 0), "{sent:?}");
-    assert!(attributes(&emulator, "globex").is_none() && attributes(&emulator, "hooli").is_none());
+    // (b), (c), (f): nothing sent; (d) the delete went as it was; (e) nothing.
+    let nothing = [of("globex"), of("hooli"), of("wayne"), of("umbrella")];
+    assert_eq!(nothing, [0; 4], "{sent:?}");
+    for id in ["globex", "hooli", "wayne"] {
+        assert!(attributes(&emulator, id).is_none(), "{id}");
+    }
     assert_eq!(of("initech"), 1);
     assert!(emulator.object("1", "initech").is_none(), "the delete went");
     assert_eq!(attributes(&emulator, "umbrella").unwrap()["plan"], "back", "still there");
