@@ -51,7 +51,7 @@ enum Subject {
 
 /// What the rows say of a letter's subject now.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Now {
+enum Now {
     /// One live row: the operation that sends it as it is.
     Live(CustomerOp),
     /// No row, or none that syncs.
@@ -151,7 +151,7 @@ impl Subject {
 }
 
 /// Reads what the rows say and sends, for [`converge`].
-pub(super) trait Rounds {
+trait Rounds {
     /// What the rows say of the letter's subject now.
     async fn now(&mut self) -> Result<Now, Halt>;
     /// Sends one item until Customer.io answers it for good.
@@ -164,7 +164,7 @@ pub(super) trait Rounds {
 /// read again: see `Replayer::converge` (the daemon keeps delivering
 /// meanwhile; a change committed before the read after the acceptance is
 /// sent again here, a later one lands after this send).
-pub(super) async fn converge(
+async fn converge(
     rounds: &mut impl Rounds,
     mut state: Now,
     removal: &str,
@@ -177,6 +177,7 @@ pub(super) async fn converge(
                 encoded(op.clone())
             }
             Now::Gone => removal.to_owned(),
+            // Not told apart (a read of several rows ends the rounds).
             Now::Several => break,
         };
         if let Answer::RefusedAgain { status, error } = rounds.send(&payload).await? {
