@@ -48,6 +48,7 @@ mod dlq_retry_delivers_or_keeps_each_letter;
 mod dlq_retry_delivers_what_the_daemon_dead_lettered;
 mod dlq_retry_interrupted_leaves_no_claim;
 mod dlq_retry_never_sets_a_customer_back;
+mod dlq_retry_removes_nothing_another_table_keeps;
 mod dlq_retry_replays_objects_as_their_rows_are_now;
 mod dlq_retry_resends_a_device_changed_while_it_was_sent;
 mod dlq_retry_stops_where_an_operator_must_act;

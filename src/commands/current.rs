@@ -167,18 +167,16 @@ impl<'a> Rows<'a> {
             .collect()
     }
 
-    /// Those of `tables` mapping one of `names`; all of them when none
-    /// does, or there is only one.
-    pub fn mapping_one_of(&self, tables: Vec<usize>, names: &[String]) -> Vec<usize> {
-        let mapping: Vec<usize> = tables
+    /// Those of `tables` mapping one of `names` (all of them when none
+    /// does, or there is only one), and the others.
+    pub fn mapping_one_of(&self, tables: Vec<usize>, names: &[String]) -> (Vec<usize>, Vec<usize>) {
+        let (mapping, others): (Vec<usize>, Vec<usize>) = tables
             .iter()
-            .copied()
-            .filter(|&i| names.iter().any(|n| self.syncs[i].attributes.contains_key(n)))
-            .collect();
+            .partition(|&&i| names.iter().any(|n| self.syncs[i].attributes.contains_key(n)));
         if tables.len() < 2 || mapping.is_empty() {
-            tables
+            (tables, Vec::new())
         } else {
-            mapping
+            (mapping, others)
         }
     }
 

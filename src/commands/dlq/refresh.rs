@@ -18,6 +18,12 @@
 //! | live | the row's current operation: *refreshed* | nothing: stale, *skipped* (`RowBack`) |
 //! | gone, filtered out, soft-deleted | nothing: *skipped* (`RowGone`) | the letter as it was: *delivered* |
 //!
+//! An add's operation is read from the tables of its type mapping one of
+//! its attribute names (a relationship's, its `relationship_attributes`:
+//! [`names_of`]); a row still live in another of them keeps the subject
+//! alive, so it is never removed for its own row's being gone
+//! ([`Now::Elsewhere`]).
+//!
 //! Then, as for people ([`super::replay`]'s `converge`), the row is read
 //! again after Customer.io accepted the send, and its new state sent while
 //! it changed, at most [`MAX_ROUNDS`] times ([`converge`]). A letter whose
@@ -56,6 +62,10 @@ enum Now {
     Live(CustomerOp),
     /// No row, or none that syncs.
     Gone,
+    /// No row of the letter's tables syncs, but one of another table of
+    /// its type does: the subject lives on through that row (which the
+    /// daemon syncs), so nothing removes it.
+    Elsewhere,
     /// Live rows in several tables: which is newest cannot be told.
     Several,
 }
@@ -177,14 +187,15 @@ async fn converge(
                 encoded(op.clone())
             }
             Now::Gone => removal.to_owned(),
-            // Not told apart (a read of several rows ends the rounds).
-            Now::Several => break,
+            // Not told apart, or another table's (a read of either ends
+            // the rounds).
+            Now::Several | Now::Elsewhere => break,
         };
         if let Answer::RefusedAgain { status, error } = rounds.send(&payload).await? {
             return Ok(Outcome::RefusedAgain { status, error });
         }
         let now = rounds.now().await?;
-        if now == state || now == Now::Several {
+        if now == state || matches!(now, Now::Several | Now::Elsewhere) {
             return Ok(if refreshed {
                 Outcome::Refreshed
             } else {
@@ -200,7 +211,12 @@ async fn converge(
 struct Letter<'r, 'a> {
     replayer: &'r mut Replayer<'a>,
     subject: Subject,
+    /// The tables an add's operation is read from (narrowed to those
+    /// mapping its attributes: see [`Replayer::tables_of`]).
     tables: Vec<usize>,
+    /// The other tables of its type: a live row there keeps the subject
+    /// alive, so the rows' being gone from `tables` removes nothing.
+    others: Vec<usize>,
 }
 
 impl Rounds for Letter<'_, '_> {
@@ -211,13 +227,9 @@ impl Rounds for Letter<'_, '_> {
                 super::devices::current(replayer.sql, replayer.devices, customer, token).await?;
             return Ok(op.map_or(Now::Gone, Now::Live));
         }
-        let key = self.subject.key();
-        let mut live = Vec::new();
-        for &i in &self.tables {
-            let ops = replayer.rows.mapped(i, &key, 0).await?;
-            live.extend(ops.into_iter().filter(|op| self.subject.is_live(op)));
-        }
+        let mut live = self.live_in(&self.tables.clone()).await?;
         Ok(match live.len() {
+            0 if !self.live_in(&self.others.clone()).await?.is_empty() => Now::Elsewhere,
             0 => Now::Gone,
             1 => Now::Live(live.remove(0)),
             _ => Now::Several,
@@ -229,6 +241,19 @@ impl Rounds for Letter<'_, '_> {
     }
 }
 
+impl Letter<'_, '_> {
+    /// The subject's live operations in `tables`.
+    async fn live_in(&mut self, tables: &[usize]) -> Result<Vec<CustomerOp>, Halt> {
+        let key = self.subject.key();
+        let mut live = Vec::new();
+        for &i in tables {
+            let ops = self.replayer.rows.mapped(i, &key, 0).await?;
+            live.extend(ops.into_iter().filter(|op| self.subject.is_live(op)));
+        }
+        Ok(live)
+    }
+}
+
 impl Replayer<'_> {
     /// An object's, a relationship's or a device's letter, as its row is
     /// now (see the module doc).
@@ -237,33 +262,35 @@ impl Replayer<'_> {
             return self.as_refused(letter, None).await;
         };
         let removing = letter.operation.contains("delete");
-        let tables = match self.tables_of(&subject, removing, &letter.attributes) {
+        let every = match self.tables_of(&subject) {
             Ok(tables) => tables,
             Err(why) => return Ok(Outcome::Kept(why)),
+        };
+        let (tables, others) = match removing {
+            true => (every, Vec::new()),
+            false => self.rows.mapping_one_of(every, &names_of(letter)),
         };
         let removal = match removing {
             true => letter.payload.clone(),
             false => encoded(subject.removal()),
         };
-        let mut bound = Letter { replayer: self, subject, tables };
+        let mut bound = Letter { replayer: self, subject, tables, others };
         match (removing, bound.now().await?) {
-            (false, Now::Gone) => Ok(Outcome::Skipped(Skip::RowGone)),
-            (true, Now::Live(_) | Now::Several) => Ok(Outcome::Skipped(Skip::RowBack)),
+            (false, Now::Gone | Now::Elsewhere) => Ok(Outcome::Skipped(Skip::RowGone)),
+            (true, Now::Live(_) | Now::Several | Now::Elsewhere) => {
+                Ok(Outcome::Skipped(Skip::RowBack))
+            }
             (false, Now::Several) => self.as_refused(letter, Some(SEVERAL)).await,
             (_, state) => converge(&mut bound, state, &removal).await,
         }
     }
 
-    /// The tables `subject`'s row is read from (none for a device: every
+    /// The tables `subject`'s row can be in (none for a device: every
     /// `[[devices]]` table is), or why the letter is kept: the config has
-    /// none. An add's object or relationship tables are narrowed to those
-    /// mapping one of its attribute `names`, as a person's identify is.
-    fn tables_of(
-        &self,
-        subject: &Subject,
-        removing: bool,
-        names: &[String],
-    ) -> Result<Vec<usize>, &'static str> {
+    /// none. An add's operation is read from those mapping one of its
+    /// attribute names, as a person's identify is (see [`names_of`]); the
+    /// others only tell whether the subject still lives.
+    fn tables_of(&self, subject: &Subject) -> Result<Vec<usize>, &'static str> {
         let (type_id, relationships, missing) = match subject {
             Subject::Object { object_type_id, .. } => (object_type_id, false, NO_OBJECTS_TABLE),
             Subject::Relationship { object_type_id, .. } => {
@@ -276,8 +303,22 @@ impl Replayer<'_> {
         if tables.is_empty() {
             return Err(missing);
         }
-        Ok(if removing { tables } else { self.rows.mapping_one_of(tables, names) })
+        Ok(tables)
     }
+}
+
+/// The attribute names of a letter's operation: an object's (as stored
+/// with the letter), a relationship's, kept in its item's
+/// `cio_relationships[0].relationship_attributes` (read from the payload,
+/// so a letter stored without them is narrowed too).
+fn names_of(letter: &Replayable) -> Vec<String> {
+    let mut names = letter.attributes.clone();
+    let item: Option<Value> = serde_json::from_str(&letter.payload).ok();
+    let related = item.as_ref().and_then(|item| {
+        item.get("cio_relationships")?.get(0)?.get("relationship_attributes")?.as_object()
+    });
+    names.extend(related.into_iter().flat_map(|map| map.keys().cloned()));
+    names
 }
 
 #[cfg(test)]

@@ -170,3 +170,24 @@ fn a_refusal_ends_the_rounds_without_reading_again() {
     assert_eq!(outcome, Outcome::RefusedAgain { status: 207, error: "invalid".into() });
     assert_eq!(script.sent.len(), 1);
 }
+
+#[test]
+fn a_row_gone_while_another_table_keeps_its_subject_is_not_removed() {
+    let mut script = Script { reads: [Now::Elsewhere].into(), ..Script::default() };
+    assert_eq!(run(&mut script, Now::Live(object("acme", "A")), REMOVAL), Outcome::Refreshed);
+    assert_eq!(names(&script.sent), [json!("A")], "no removal went");
+}
+
+#[test]
+fn a_relationships_attribute_names_are_those_of_its_relationship() {
+    let add = letter(
+        "add_relationship",
+        json!({"type": "person", "identifiers": {"id": "42"}, "action": "add_relationships",
+               "cio_relationships": [{"identifiers": {"object_type_id": "1", "object_id": "a"},
+                                      "relationship_attributes": {"role": "admin"}}]}),
+    );
+    assert_eq!(names_of(&add), ["role"]);
+    let identify =
+        Replayable { attributes: vec!["name".into()], ..letter("object_identify", json!({})) };
+    assert_eq!(names_of(&identify), ["name"]);
+}

@@ -274,7 +274,10 @@ impl Replayer<'_> {
                 return Ok(Outcome::RefusedAgain { status, error });
             }
             let now = self.rows.current(customer, tables).await?;
-            if now == state || now == Current::Several {
+            if now == state
+                || now == Current::Several
+                || self.elsewhere(customer, tables, &now).await?
+            {
                 return Ok(if refreshed {
                     Outcome::Refreshed
                 } else {
@@ -284,6 +287,24 @@ impl Replayer<'_> {
             state = now;
         }
         Ok(Outcome::Unsettled)
+    }
+
+    /// Whether `now`, what an identify's `tables` (those mapping its
+    /// attributes) say, is gone while another person table still has a row
+    /// of `customer` that syncs: the customer lives on, and nothing may
+    /// remove it.
+    async fn elsewhere(
+        &mut self,
+        customer: &str,
+        tables: &[usize],
+        now: &Current,
+    ) -> Result<bool, Halt> {
+        if *now != Current::Gone {
+            return Ok(false);
+        }
+        let others: Vec<usize> =
+            self.rows.every_table().into_iter().filter(|i| !tables.contains(i)).collect();
+        Ok(!others.is_empty() && self.rows.current(customer, &others).await? != Current::Gone)
     }
 }
 
