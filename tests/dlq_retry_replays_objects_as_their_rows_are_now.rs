@@ -135,7 +135,7 @@ async fn object_letters_are_replayed_as_their_rows_are_now() {
              #{} skipped: {GONE}\n  \
              #{} skipped: {GONE}\n  \
              #{} skipped: {GONE}\n  \
-             #{} skipped: the customer's row exists again and syncs; the removal is stale\n",
+             #{} skipped: its row exists again and syncs; the removal is stale\n",
             id(1),
             id(2),
             id(3),

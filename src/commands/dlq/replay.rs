@@ -95,7 +95,7 @@ async fn replay_all(
 
 /// The error a letter is kept with when its row changed after every one of
 /// [`MAX_ROUNDS`] sends.
-const UNSETTLED: &str = "the customer's row kept changing while `dlq retry` sent it; \
+const UNSETTLED: &str = "its row kept changing while `dlq retry` sent it; \
     nothing was lost: run `dlq retry` again";
 
 /// What became of one letter.
@@ -350,12 +350,15 @@ impl Replayer<'_> {
 }
 
 /// The customers a payload names: a person item's `identifiers.id`, a
-/// merge's primary and secondary (an anonymous event names none).
+/// merge's primary and secondary (an anonymous event names none). Not an
+/// id holding a NUL: the record, a Postgres text, holds none (and
+/// Postgres refuses it as a parameter).
 fn customers_in(payload: &str) -> Vec<String> {
     let Ok(item) = serde_json::from_str::<serde_json::Value>(payload) else { return Vec::new() };
     ["identifiers", "primary", "secondary"]
         .iter()
         .filter_map(|key| item.get(key)?.get("id")?.as_str().map(str::to_owned))
+        .filter(|id| !id.contains('\0'))
         .collect()
 }
 
@@ -479,6 +482,20 @@ mod tests {
                 && long.len() >= crate::sink::retry::MAX_ERROR_TEXT_BYTES - 1,
             "{long}"
         );
+    }
+
+    #[test]
+    fn an_unsettled_letter_is_told_in_words_for_every_kind() {
+        // Objects', relationships' and devices' letters are kept with it too.
+        assert!(UNSETTLED.starts_with("its row kept changing"), "{UNSETTLED}");
+        assert!(!UNSETTLED.contains("customer"), "{UNSETTLED}");
+    }
+
+    #[test]
+    fn ids_holding_a_nul_are_never_claimed_in_the_record() {
+        let payload = r#"{"type":"person","action":"delete","identifiers":{"id":"9\u0000"}}"#;
+        assert!(customers_in(payload).is_empty(), "Postgres refuses such a parameter");
+        assert_eq!(customers_in(r#"{"identifiers":{"id":"9"}}"#), ["9"]);
     }
 
     #[test]
