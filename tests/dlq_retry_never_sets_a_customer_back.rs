@@ -148,7 +148,7 @@ async fn a_replay_sends_the_current_row_and_skips_stale_removals() {
         stdout,
         format!(
             "retried 4: delivered 1, refreshed from the row 1, skipped 2, refused again 0\n  \
-             #{delete_letter} skipped: the customer's row exists again and syncs; the removal \
+             #{delete_letter} skipped: its row exists again and syncs; the removal \
              is stale\n  \
              #{gone_letter} skipped: the row is gone or no longer syncs; its removal goes \
              through the stream\n"

@@ -14,6 +14,10 @@
 //! of several tables (the sink merges a customer's identifies), and old
 //! letters have nothing more than their columns, so an identify's tables
 //! are told by its attribute names: the person tables that map one of them.
+//!
+//! `dlq retry` reads an object's or a membership's row the same way
+//! ([`Rows::mapped`], from [`Rows::object_tables`]): see
+//! `commands::dlq::refresh`.
 
 use serde_json::{Map, Value};
 use tokio_postgres::Client;
@@ -117,23 +121,63 @@ impl<'a> Rows<'a> {
         customer: &str,
         now: i64,
     ) -> Result<Option<Map<String, Value>>, PgError> {
+        let ops = self.mapped(i, customer, now).await?;
+        Ok(ops.into_iter().find_map(|op| match op {
+            CustomerOp::Identify { id, attributes, .. } if id == customer => Some(attributes),
+            _ => None,
+        }))
+    }
+
+    /// What table `i`'s row with `key` (its key columns' text, as
+    /// [`TableReader::row_with_key`] takes it) maps to, read as a backfill
+    /// reads it (an update with no old row: every mapped attribute; a
+    /// soft-deleted row maps to a removal) at `commit_time`; nothing when
+    /// no such row exists or it is filtered out.
+    pub async fn mapped(
+        &mut self,
+        i: usize,
+        key: &str,
+        commit_time: i64,
+    ) -> Result<Vec<CustomerOp>, PgError> {
         let reader = match &mut self.readers[i] {
             Some(reader) => reader,
             slot => slot.insert(TableReader::new(self.sql, &self.syncs[i], None).await?),
         };
-        let Some(row) = reader.row_with_key(self.sql, customer).await? else { return Ok(None) };
-        // As a backfill reads a row: an update with no old row sends every
-        // mapped attribute; a soft-deleted row maps to a removal.
+        let Some(row) = reader.row_with_key(self.sql, key).await? else { return Ok(Vec::new()) };
         let change = RowChange {
             table: reader.table().clone(),
             op: RowOp::Update { old: None, old_is_key_only: false, new: row },
-            commit_time: now,
+            commit_time,
             position: Default::default(),
         };
-        Ok(self.mapper.map(&change).ops.into_iter().find_map(|op| match op {
-            CustomerOp::Identify { id, attributes, .. } if id == customer => Some(attributes),
-            _ => None,
-        }))
+        Ok(self.mapper.map(&change).ops)
+    }
+
+    /// The `[[objects]]` (`relationships` false) or `[[relationships]]`
+    /// tables of the object type `object_type_id`.
+    pub fn object_tables(&self, object_type_id: &str, relationships: bool) -> Vec<usize> {
+        (0..self.syncs.len())
+            .filter(|&i| match &self.syncs[i].target {
+                Target::Object { object_type_id: t } => !relationships && t == object_type_id,
+                Target::Relationship { object_type_id: t, .. } => {
+                    relationships && t == object_type_id
+                }
+                Target::Person => false,
+            })
+            .collect()
+    }
+
+    /// Those of `tables` mapping one of `names` (all of them when none
+    /// does, or there is only one), and the others.
+    pub fn mapping_one_of(&self, tables: Vec<usize>, names: &[String]) -> (Vec<usize>, Vec<usize>) {
+        let (mapping, others): (Vec<usize>, Vec<usize>) = tables
+            .iter()
+            .partition(|&&i| names.iter().any(|n| self.syncs[i].attributes.contains_key(n)));
+        if tables.len() < 2 || mapping.is_empty() {
+            (tables, Vec::new())
+        } else {
+            (mapping, others)
+        }
     }
 
     /// Postgres's clock: the `timestamp` of a refreshed identify, as of a

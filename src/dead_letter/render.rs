@@ -155,14 +155,16 @@ pub struct Refusal {
 }
 
 /// Why `dlq retry` sent nothing for a letter (and deleted it): sending it
-/// would set the customer back.
+/// would set its customer, object, relationship or device back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
-    /// An identify whose row is gone, or no longer syncs (filtered out,
-    /// soft-deleted): its removal went, or goes, through the stream.
+    /// An add (an identify, an `object_identify`, an `add_relationship`,
+    /// an `add_device`) whose row is gone, or no longer syncs (filtered
+    /// out, soft-deleted): its removal went, or goes, through the stream.
     RowGone,
-    /// A delete or suppression of a customer whose row exists again and
-    /// syncs: the removal is stale.
+    /// A removal (a customer's delete or suppression, an `object_delete`,
+    /// a `delete_relationship`, a `delete_device`) whose row exists again
+    /// and syncs: the removal is stale.
     RowBack,
 }
 
@@ -172,7 +174,7 @@ impl Skip {
             Skip::RowGone => {
                 "the row is gone or no longer syncs; its removal goes through the stream"
             }
-            Skip::RowBack => "the customer's row exists again and syncs; the removal is stale",
+            Skip::RowBack => "its row exists again and syncs; the removal is stale",
         }
     }
 }
@@ -388,7 +390,7 @@ mod tests {
             retry_summary(&summary),
             "retried 9: delivered 2, refreshed from the row 3, skipped 2, refused again 1, kept 1\n\
              \x20 #4 skipped: the row is gone or no longer syncs; its removal goes through the stream\n\
-             \x20 #5 skipped: the customer's row exists again and syncs; the removal is stale\n\
+             \x20 #5 skipped: its row exists again and syncs; the removal is stale\n\
              \x20 #11 sent as it was refused: two tables\n\
              \x20 #9 refused again (HTTP 207): too long\n\
              \x20 #10 kept: changing\n"

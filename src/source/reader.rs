@@ -412,16 +412,19 @@ impl Key {
     }
 
     /// A key's text as an SQL value to compare [`Self::columns`] with;
-    /// `None` if it is not a key of this many columns.
+    /// `None` if it is not a key of this many columns, or holds a NUL: no
+    /// Postgres text can (no row has it), and a query holding one is
+    /// refused by the client before it is sent.
     fn value(&self, key: &str) -> Option<String> {
         let cast = |(text, (_, type_)): (&str, &(String, String))| {
             format!("CAST({} AS {type_})", quote_literal(text))
         };
         match &self.0[..] {
+            [_] if key.contains('\0') => None,
             [only] => Some(cast((key, only))),
             columns => {
                 let texts: Vec<String> = serde_json::from_str(key).ok()?;
-                if texts.len() != columns.len() {
+                if texts.len() != columns.len() || texts.iter().any(|t| t.contains('\0')) {
                     return None;
                 }
                 let values: Vec<String> =

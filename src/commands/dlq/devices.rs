@@ -22,13 +22,17 @@ pub(super) fn token_of(payload: &str) -> Option<String> {
 
 /// The `add_device` the first devices table with a live row of `customer`
 /// holding `token` maps that row to, as the initial copy would; `None`
-/// when no table has one (deleted, or soft-deleted).
+/// when no table has one (deleted, or soft-deleted), or when either holds
+/// a NUL (no Postgres text can: no row has it).
 pub(super) async fn current(
     sql: &Client,
     devices: &[DevicesConfig],
     customer: &str,
     token: &str,
 ) -> Result<Option<CustomerOp>, PgError> {
+    if customer.contains('\0') || token.contains('\0') {
+        return Ok(None);
+    }
     for table in devices {
         let reader = TableReader::of_devices(sql, table).await?;
         let condition = format!(

@@ -3,6 +3,7 @@
 //! failure (Postgres, Customer.io, an unknown id), 2 on bad usage or config.
 
 mod devices;
+mod refresh;
 mod replay;
 
 use std::io::Write;
@@ -49,9 +50,14 @@ pub enum DlqCommand {
     /// sends the row's current values (read from the synced table, its
     /// filter and soft delete applied), or nothing if the row is gone or no
     /// longer syncs; a delete or suppression is sent only if the customer
-    /// still has no row that syncs. Events and merges are sent as they were.
-    /// The rows are read again after each send, and sent again if they
-    /// changed meanwhile.
+    /// still has no row that syncs. Objects, relationships and devices
+    /// likewise: an object_identify, add_relationship or add_device sends
+    /// its row's current values (from its [[objects]], [[relationships]]
+    /// or [[devices]] table), or nothing if the row is gone; their deletes
+    /// are sent only while the row is still gone. A letter whose table is
+    /// no longer in the config is kept. Events and merges are sent as they
+    /// were. The rows are read again after each send, and sent again if
+    /// they changed meanwhile.
     Retry {
         /// The TOML config file.
         #[arg(long, short)]
@@ -268,5 +274,6 @@ mod tests {
         assert!(help.contains("never sets a customer back"), "{help}");
         assert!(help.contains("row's current values"), "{help}");
         assert!(!help.contains("ciosync backfill --where"), "{help}");
+        assert!(help.contains("Objects, relationships and devices"), "{help}");
     }
 }

@@ -1,6 +1,7 @@
 //! `dlq retry`: each letter replayed in id order, a person's letter with
-//! the row as it is now (see the `retry` help), until Customer.io gives a
-//! definite answer or the command must stop.
+//! the row as it is now (see the `retry` help; an object's, a
+//! relationship's and a device's in [`super::refresh`]), until Customer.io
+//! gives a definite answer or the command must stop.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,12 +95,12 @@ async fn replay_all(
 
 /// The error a letter is kept with when its row changed after every one of
 /// [`MAX_ROUNDS`] sends.
-const UNSETTLED: &str = "the customer's row kept changing while `dlq retry` sent it; \
+const UNSETTLED: &str = "its row kept changing while `dlq retry` sent it; \
     nothing was lost: run `dlq retry` again";
 
 /// What became of one letter.
 #[derive(Debug, Clone, PartialEq)]
-enum Outcome {
+pub(super) enum Outcome {
     /// Sent as it was refused; `note` says why when it was an identify or
     /// a removal that could not be checked against the rows.
     Delivered {
@@ -119,15 +120,8 @@ enum Outcome {
     Kept(&'static str),
 }
 
-/// Why an object's or a relationship's letter is kept: sent as it was, it
-/// could set the object or the membership back to a row since changed or
-/// deleted, and `retry` reads no object rows.
-const OBJECT_LETTER: &str = "an object's or a relationship's letter is not replayed: \
-    its row may have changed since; run `ciosync backfill --table <its table>` \
-    (it sends each row as it is now), then `ciosync dlq discard` this letter";
-
 /// Why `retry` stopped: Customer.io cannot take anything now, or Postgres failed.
-enum Halt {
+pub(super) enum Halt {
     Customerio(Stop),
     Postgres(PgError),
 }
@@ -145,16 +139,18 @@ impl From<Stop> for Halt {
 }
 
 /// Sends letters and reads the rows they are about.
-struct Replayer<'a> {
+pub(super) struct Replayer<'a> {
     client: TrackClient,
     max_backoff: Duration,
-    rows: Rows<'a>,
+    /// The synced tables: people, objects, relationships.
+    pub(super) rows: Rows<'a>,
     /// For the record of what Customer.io accepted, which forgets every
-    /// customer a replay sent to (see [`crate::record`]).
-    sql: &'a Client,
+    /// customer a replay sent to (see [`crate::record`]), and for the
+    /// `[[devices]]` tables.
+    pub(super) sql: &'a Client,
     slot: &'a str,
     /// The `[[devices]]` tables, for device letters.
-    devices: &'a [crate::config::DevicesConfig],
+    pub(super) devices: &'a [crate::config::DevicesConfig],
 }
 
 impl Replayer<'_> {
@@ -166,7 +162,9 @@ impl Replayer<'_> {
     ///   row that syncs; a row with that id again makes it stale: skipped;
     /// - events (facts, each with its own id, which Customer.io dedupes)
     ///   are sent as they were; so are merges, after which the primary is
-    ///   refreshed from its row ([`Self::merge`]).
+    ///   refreshed from its row ([`Self::merge`]);
+    /// - an object's, a relationship's and a device's letter are sent as
+    ///   their rows are now, by the same rules ([`super::refresh`]).
     ///
     /// An identify whose attributes no person table maps any more, or a
     /// customer with a row in several tables, is sent as it was, noted.
@@ -194,10 +192,7 @@ impl Replayer<'_> {
                 }
             }
             "merge" => self.merge(letter, &customer).await,
-            "object_identify" | "object_delete" | "add_relationship" | "delete_relationship" => {
-                Ok(Outcome::Kept(OBJECT_LETTER))
-            }
-            "add_device" | "delete_device" => self.device(letter, &customer).await,
+            kind if super::refresh::KINDS.contains(&kind) => self.row_letter(letter).await,
             _ => self.as_refused(letter, None).await,
         }
     }
@@ -225,27 +220,7 @@ impl Replayer<'_> {
         }
     }
 
-    /// A device letter as the devices tables say now: an `add_device`
-    /// with the row's current values while a live row of the customer
-    /// holds the token (refreshed), else nothing; a `delete_device` as it
-    /// was while no live row does, else nothing (stale).
-    async fn device(&mut self, letter: &Replayable, customer: &str) -> Result<Outcome, Halt> {
-        let Some(token) = super::devices::token_of(&letter.payload) else {
-            return self.as_refused(letter, None).await;
-        };
-        let now = super::devices::current(self.sql, self.devices, customer, &token).await?;
-        match (letter.operation == "add_device", now) {
-            (true, None) => Ok(Outcome::Skipped(Skip::RowGone)),
-            (false, Some(_)) => Ok(Outcome::Skipped(Skip::RowBack)),
-            (true, Some(op)) => Ok(match self.replay(&encoded(op)).await? {
-                Answer::Delivered => Outcome::Refreshed,
-                Answer::RefusedAgain { status, error } => Outcome::RefusedAgain { status, error },
-            }),
-            (false, None) => self.as_refused(letter, None).await,
-        }
-    }
-
-    async fn as_refused(
+    pub(super) async fn as_refused(
         &self,
         letter: &Replayable,
         note: Option<&'static str>,
@@ -299,7 +274,10 @@ impl Replayer<'_> {
                 return Ok(Outcome::RefusedAgain { status, error });
             }
             let now = self.rows.current(customer, tables).await?;
-            if now == state || now == Current::Several {
+            if now == state
+                || now == Current::Several
+                || self.elsewhere(customer, tables, &now).await?
+            {
                 return Ok(if refreshed {
                     Outcome::Refreshed
                 } else {
@@ -309,6 +287,24 @@ impl Replayer<'_> {
             state = now;
         }
         Ok(Outcome::Unsettled)
+    }
+
+    /// Whether `now`, what an identify's `tables` (those mapping its
+    /// attributes) say, is gone while another person table still has a row
+    /// of `customer` that syncs: the customer lives on, and nothing may
+    /// remove it.
+    async fn elsewhere(
+        &mut self,
+        customer: &str,
+        tables: &[usize],
+        now: &Current,
+    ) -> Result<bool, Halt> {
+        if *now != Current::Gone {
+            return Ok(false);
+        }
+        let others: Vec<usize> =
+            self.rows.every_table().into_iter().filter(|i| !tables.contains(i)).collect();
+        Ok(!others.is_empty() && self.rows.current(customer, &others).await? != Current::Gone)
     }
 }
 
@@ -326,7 +322,7 @@ impl Replayer<'_> {
     /// the same customer and record it between the first forget and this
     /// send, which then changes what Customer.io holds (a removal, or older
     /// values that [`Replayer::converge`] sends again).
-    async fn replay(&self, payload: &str) -> Result<Answer, Halt> {
+    pub(super) async fn replay(&self, payload: &str) -> Result<Answer, Halt> {
         self.unclaim(payload).await?;
         let answer = replay(&self.client, payload, self.max_backoff).await;
         self.unclaim(payload).await?;
@@ -354,12 +350,15 @@ impl Replayer<'_> {
 }
 
 /// The customers a payload names: a person item's `identifiers.id`, a
-/// merge's primary and secondary (an anonymous event names none).
+/// merge's primary and secondary (an anonymous event names none). Not an
+/// id holding a NUL: the record, a Postgres text, holds none (and
+/// Postgres refuses it as a parameter).
 fn customers_in(payload: &str) -> Vec<String> {
     let Ok(item) = serde_json::from_str::<serde_json::Value>(payload) else { return Vec::new() };
     ["identifiers", "primary", "secondary"]
         .iter()
         .filter_map(|key| item.get(key)?.get("id")?.as_str().map(str::to_owned))
+        .filter(|id| !id.contains('\0'))
         .collect()
 }
 
@@ -367,8 +366,8 @@ fn customers_in(payload: &str) -> Vec<String> {
 const MERGED: &str = "a merge; then its primary was refreshed from the row";
 /// Why an identify was sent as it was refused.
 const UNMAPPED: &str = "no person table of the config maps its attributes any more";
-const SEVERAL: &str = "several person tables have a row for the customer; which values are \
-    newest cannot be told";
+pub(super) const SEVERAL: &str = "several tables have a row for it; which values are newest \
+    cannot be told";
 
 /// The customer a letter's payload names (`identifiers.id`): an escaped
 /// letter's column is escaped, its payload is not. The column otherwise.
@@ -387,7 +386,7 @@ fn removal_kind(payload: &str) -> Option<String> {
 }
 
 /// An operation as the sink encodes it, as JSON text.
-fn encoded(op: CustomerOp) -> String {
+pub(super) fn encoded(op: CustomerOp) -> String {
     let json = encode(op).map(|item| item.json).unwrap_or_default();
     String::from_utf8_lossy(&json).into_owned()
 }
@@ -424,7 +423,7 @@ fn batch_body(payload: &str) -> Bytes {
 
 /// Customer.io's definite answer about one letter.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Answer {
+pub(super) enum Answer {
     Delivered,
     RefusedAgain { status: u16, error: String },
 }
@@ -483,6 +482,20 @@ mod tests {
                 && long.len() >= crate::sink::retry::MAX_ERROR_TEXT_BYTES - 1,
             "{long}"
         );
+    }
+
+    #[test]
+    fn an_unsettled_letter_is_told_in_words_for_every_kind() {
+        // Objects', relationships' and devices' letters are kept with it too.
+        assert!(UNSETTLED.starts_with("its row kept changing"), "{UNSETTLED}");
+        assert!(!UNSETTLED.contains("customer"), "{UNSETTLED}");
+    }
+
+    #[test]
+    fn ids_holding_a_nul_are_never_claimed_in_the_record() {
+        let payload = r#"{"type":"person","action":"delete","identifiers":{"id":"9\u0000"}}"#;
+        assert!(customers_in(payload).is_empty(), "Postgres refuses such a parameter");
+        assert_eq!(customers_in(r#"{"identifiers":{"id":"9"}}"#), ["9"]);
     }
 
     #[test]
