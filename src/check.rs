@@ -174,11 +174,11 @@ async fn checks_with_sql(
     }
     for events in &config.events {
         let table = catalog::Table::read(sql, &events.table).await?;
-        out.extend(tables::event_table(events, table.as_ref()));
+        out.extend(tables::event_table(events, &role.name, table.as_ref()));
     }
     for device_table in &config.devices {
         let table = catalog::Table::read(sql, &device_table.table).await?;
-        out.extend(devices::devices_table(device_table, table.as_ref()));
+        out.extend(devices::devices_table(device_table, &role.name, table.as_ref()));
     }
     let publication = gather::publication(sql, config, &tables, own_filters).await;
     out.push(judge::publication(config, &role, publication));

@@ -19,6 +19,7 @@ mod backfill_selects_rows_and_attributes;
 mod backfill_yields_to_newer_changes;
 mod bad_config_exits_2;
 mod change_events_fire_on_transitions;
+mod check_names_the_grant_each_table_lacks;
 mod check_reports_failover_readiness;
 mod check_reports_what_to_fix;
 mod ciosync_writes_survive_a_postgres_crash;

@@ -368,8 +368,9 @@ fn change_events(sync: &SyncConfig, table: &Table, record: bool) -> Finding {
 }
 
 /// An `[[events]]` table: it exists and has the columns the config names,
-/// of types that can hold what they are for.
-pub fn event_table(events: &EventTableConfig, table: Option<&Table>) -> Vec<Finding> {
+/// of types that can hold what they are for; a warning when role `user`
+/// cannot read it (the stream does not need to, `backfill --events` does).
+pub fn event_table(events: &EventTableConfig, user: &str, table: Option<&Table>) -> Vec<Finding> {
     let label = format!("event table {}", events.table);
     let Some(table) = as_table(table) else {
         return vec![Finding::error(
@@ -391,6 +392,16 @@ pub fn event_table(events: &EventTableConfig, table: Option<&Table>) -> Vec<Find
                 "add a primary key, or ALTER TABLE {} REPLICA IDENTITY FULL;",
                 events.table.quoted()
             ),
+        ));
+    }
+    if !table.can_select {
+        out.push(Finding::warning(
+            &label,
+            format!(
+                "role {user} cannot read it: its inserts still become events, but `backfill \
+                 --events` cannot replay it"
+            ),
+            format!("GRANT SELECT ON {} TO {};", events.table.quoted(), quote_ident(user)),
         ));
     }
     let problems = event_column_problems(events, table);

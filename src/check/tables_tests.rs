@@ -244,7 +244,7 @@ fn outbox() -> EventTableConfig {
 fn an_event_table_needs_a_key_and_columns_of_fitting_types() {
     let events = outbox();
     assert_eq!(
-        messages(&tables::event_table(&events, None)),
+        messages(&tables::event_table(&events, "ciosync", None)),
         ["does not exist (or is not a table)"]
     );
     let fitting = table(&[
@@ -255,20 +255,20 @@ fn an_event_table_needs_a_key_and_columns_of_fitting_types() {
         ("occurred_at", "timestamp with time zone"),
     ]);
     assert_eq!(
-        messages(&tables::event_table(&events, Some(&fitting))),
+        messages(&tables::event_table(&events, "ciosync", Some(&fitting))),
         ["its inserts become events; ids from its primary key, so `backfill --events` can \
           replay it"]
     );
     // What keeps a replay from working is said, as a fact, not a problem.
     let mut untimed = events.clone();
     untimed.timestamp_column = None;
-    let lines = tables::event_table(&untimed, Some(&fitting));
+    let lines = tables::event_table(&untimed, "ciosync", Some(&fitting));
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].level, Level::Ok);
     assert!(lines[0].message.contains("cannot replay it without timestamp_column"));
     let mut full = fitting.clone();
     (full.has_primary_key, full.identity_kind) = (false, IdentityKind::Full);
-    let lines = tables::event_table(&events, Some(&full));
+    let lines = tables::event_table(&events, "ciosync", Some(&full));
     assert_eq!(lines.len(), 1);
     assert!(lines[0].message.contains("ids come from the WAL"), "{}", lines[0].message);
     let mut wrong = table(&[
@@ -278,12 +278,21 @@ fn an_event_table_needs_a_key_and_columns_of_fitting_types() {
         ("occurred_at", "bigint"),
     ]);
     wrong.has_primary_key = false;
-    let lines = tables::event_table(&events, Some(&wrong));
+    let lines = tables::event_table(&events, "ciosync", Some(&wrong));
     assert!(lines[0].message.starts_with("has no primary key"), "{}", lines[0].message);
     assert_eq!(
         lines[1].message,
         "no column name (name_column); data_column payload is text, not json or jsonb; \
          timestamp_column occurred_at is bigint, not a timestamp"
+    );
+    let mut unreadable = fitting.clone();
+    unreadable.can_select = false;
+    let lines = tables::event_table(&events, "ciosync", Some(&unreadable));
+    assert_eq!(lines[0].level, Level::Warning, "{lines:?}");
+    assert!(lines[0].message.contains("`backfill --events` cannot replay it"), "{lines:?}");
+    assert_eq!(
+        lines[0].fix.as_deref(),
+        Some("GRANT SELECT ON \"public\".\"outbox\" TO \"ciosync\";")
     );
 }
 
@@ -390,4 +399,19 @@ fn an_object_table_under_default_identity_sends_every_attribute() {
     let lines = judge_at(&config, 0, users());
     let warning = lines.iter().find(|f| f.level == Level::Warning).expect("a warning");
     assert!(warning.message.contains("every mapped attribute"), "{warning:?}");
+}
+
+#[test]
+fn an_object_or_relationship_table_the_role_cannot_read_names_the_grant() {
+    let config = memberships_config();
+    let columns = [("id", "bigint"), ("user_id", "bigint"), ("account_id", "text")];
+    for (i, name) in [(0, "accounts"), (1, "memberships")] {
+        let mut unreadable = table(&columns);
+        unreadable.can_select = false;
+        let lines = judge_at(&config, i, unreadable);
+        assert_eq!(lines[0].level, Level::Error, "{lines:?}");
+        assert_eq!(lines[0].message, "role ciosync cannot read it");
+        let grant = format!("GRANT SELECT ON \"public\".\"{name}\" TO \"ciosync\";");
+        assert_eq!(lines[0].fix.as_deref(), Some(grant.as_str()));
+    }
 }
