@@ -44,6 +44,7 @@ mod delivery_keeps_order_under_concurrency;
 mod demo_runs_end_to_end;
 mod deploy_files_are_valid;
 mod devices_follow_their_table;
+mod devices_stay_within_customerio_limits;
 mod dlq_discard_removes_only_the_chosen;
 mod dlq_retry_delivers_or_keeps_each_letter;
 mod dlq_retry_delivers_what_the_daemon_dead_lettered;

@@ -137,6 +137,10 @@ impl DevicesConfig {
                 ))
             }
         }
+        if self.attributes.len() > track_api::MAX_ATTRIBUTES {
+            let most = format!("at most {} attributes, as for a person", track_api::MAX_ATTRIBUTES);
+            return Err(ConfigError::invalid(field("attributes"), most));
+        }
         for (name, column) in &self.attributes {
             let key = field(&format!("attributes.{name}"));
             if name.is_empty() || name.len() > track_api::MAX_ATTRIBUTE_NAME_BYTES {
@@ -189,6 +193,13 @@ mod tests {
         assert!(attribute.contains("devices[0].attributes."), "{attribute}");
         let unknown = devices("platform = \"ios\"\ntokn = \"t\"").unwrap_err();
         assert!(unknown.contains("tokn"), "{unknown}");
+        let many = |n: usize| {
+            let lines: String = (0..n).map(|i| format!("a{i} = \"c\"\n")).collect();
+            devices(&format!("platform = \"ios\"\n[devices.attributes]\n{lines}"))
+        };
+        assert!(many(300).is_ok());
+        let over = many(301).unwrap_err();
+        assert!(over.contains("devices[0].attributes: at most 300 attributes"), "{over}");
     }
 
     #[test]
