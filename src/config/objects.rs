@@ -156,32 +156,19 @@ impl RelationshipConfig {
 }
 
 /// Checks `[[objects]]` and `[[relationships]]` (naming the first bad
-/// field), then appends them to `sync` resolved; a table listed twice,
-/// here or in `[[sync]]`, is refused.
+/// field), then appends them to `sync` resolved. A table listed twice,
+/// here or in another section, is refused by `Config::validate`, which
+/// runs next (`tables.rs`).
 pub fn resolve_into(
     objects: &[ObjectConfig],
     relationships: &[RelationshipConfig],
     sync: &mut Vec<SyncConfig>,
 ) -> Result<(), ConfigError> {
-    let mut seen: std::collections::HashSet<TableName> =
-        sync.iter().map(|s| s.table.clone()).collect();
     for (i, object) in objects.iter().enumerate() {
         object.validate(i)?;
-        if !seen.insert(object.table.clone()) {
-            return Err(ConfigError::invalid(
-                format!("objects[{i}].table"),
-                "table is listed twice",
-            ));
-        }
     }
     for (i, relationship) in relationships.iter().enumerate() {
         relationship.validate(i)?;
-        if !seen.insert(relationship.table.clone()) {
-            return Err(ConfigError::invalid(
-                format!("relationships[{i}].table"),
-                "table is listed twice",
-            ));
-        }
     }
     sync.extend(objects.iter().map(ObjectConfig::resolved));
     sync.extend(relationships.iter().map(RelationshipConfig::resolved));

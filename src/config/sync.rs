@@ -305,37 +305,20 @@ pub fn validate(tables: &[SyncConfig], events: &[EventTableConfig]) -> Result<()
             "at least one [[sync]], [[objects]] or [[relationships]] table is required",
         ));
     }
-    let mut seen = std::collections::HashSet::new();
+    // That each table is listed once is `tables.rs`'s check.
     for (i, sync) in tables.iter().enumerate() {
         let field = |key: &str| format!("sync[{i}].{key}");
-        if !seen.insert(&sync.table) {
-            return Err(ConfigError::invalid(field("table"), "table is listed twice"));
-        }
         sync.validate(&field)?;
         for (j, event) in sync.events.iter().enumerate() {
             event.validate(&|key| format!("sync[{i}].events[{j}].{key}"))?;
         }
     }
-    validate_event_tables(events, &seen)
+    validate_event_tables(events)
 }
 
-fn validate_event_tables(
-    events_tables: &[EventTableConfig],
-    synced: &std::collections::HashSet<&TableName>,
-) -> Result<(), ConfigError> {
-    let mut seen = std::collections::HashSet::new();
+fn validate_event_tables(events_tables: &[EventTableConfig]) -> Result<(), ConfigError> {
     for (i, events) in events_tables.iter().enumerate() {
         let field = |key: &str| format!("events[{i}].{key}");
-        let key = &events.table;
-        if synced.contains(key) {
-            return Err(ConfigError::invalid(
-                field("table"),
-                "is a [[sync]] table too; derive events from its changes with [[sync.events]]",
-            ));
-        }
-        if !seen.insert(key) {
-            return Err(ConfigError::invalid(field("table"), "table is listed twice"));
-        }
         if events.customer_id_column.trim().is_empty() {
             return Err(ConfigError::invalid(field("customer_id_column"), "must not be empty"));
         }
