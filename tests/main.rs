@@ -68,6 +68,7 @@ mod hot_rows_during_an_outage_keep_memory_flat;
 mod id_change_merges_the_old_customer;
 mod identify_on_insert;
 mod initial_copy_identifies_existing_users;
+mod initial_copy_resumes_objects_before_relationships;
 mod initial_copy_survives_kill_9;
 mod item_errors_retry_or_dead_letter;
 mod kill_9_and_restart_loses_nothing;
