@@ -57,6 +57,7 @@ mod email_moves_between_rows_land_as_the_rows_say;
 mod emulator_ships_for_ci;
 mod emulator_suite;
 mod event_replay_restores_lost_events_once;
+mod event_replay_where_cannot_write;
 mod events_from_tables_arrive_once;
 mod every_kind_of_refusal_is_dead_lettered_and_replayed;
 mod failover_slot_survives_a_standby_promotion;
