@@ -311,6 +311,7 @@ fn a_device_over_the_item_limit_leaves_out_its_largest_attributes_until_it_fits(
     // The largest go first, and no more than needed.
     assert_eq!(dropped, ["a39", "a38", "a37", "a36", "a35", "a34", "a33"], "{bytes}");
     assert!(mapped.dropped.iter().all(|d| d.reason == DropReason::ItemTooLarge));
+    assert_eq!(DropReason::ItemTooLarge.as_str(), "item_too_large");
     assert_eq!(mapped.dropped[0].column, "c39");
     assert!(
         device.attributes.contains_key("a32") && device.attributes.contains_key("push_enabled")
