@@ -159,7 +159,8 @@ async fn checks_with_sql(
         let (schema, name) = sync.schema_and_name();
         facts.own_filter = own.iter().any(|(s, n)| (s.as_str(), n.as_str()) == (schema, name));
         let record = config.pipeline.record_accepted;
-        out.extend(tables::sync_table(i, sync, &role.name, &facts, record));
+        let entry = crate::config::sync::entry(&config.sync, i);
+        out.extend(tables::sync_table(&entry, sync, &role.name, &facts, record));
         out.extend(tables::sync_options(sync, facts.table.as_ref(), record));
         // Objects and relationships are not in the record.
         let person = sync.target == crate::config::Target::Person;

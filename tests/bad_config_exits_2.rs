@@ -3,6 +3,12 @@
 use crate::support::daemon::{binary, config_file};
 use crate::support::postgres::{TestDb, USERS_TABLE};
 
+/// The `[[objects]]` entry of the objects tests with `line` added.
+fn objects_with(line: &str) -> String {
+    use crate::objects_are_created_diffed_and_deleted::OBJECTS;
+    OBJECTS.replace("soft_delete_column", &format!("{line}\nsoft_delete_column"))
+}
+
 #[tokio::test]
 async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
     let db = TestDb::new("bad_config").await;
@@ -48,6 +54,9 @@ async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
                    token_column = \"email\"\nplatform = \"ios\"\n",
             "devices[0].table",
         ),
+        // An [[objects]] entry's key is named by its entry, not by its place
+        // among the synced tables (after the [[sync]] one: sync[1]).
+        (good.clone() + &objects_with("filter = \" \""), "objects[0].filter: "),
         ("not toml at all [".to_owned(), "invalid config"),
         // As libpq: verify-ca needs the CA's file (else any public CA would do).
         (good.replace("sslmode=disable", "sslmode=verify-ca"), "sslrootcert=<file"),

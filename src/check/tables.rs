@@ -22,23 +22,25 @@ fn label(table: &crate::pg::name::TableName) -> String {
     format!("table {table}")
 }
 
-/// `sync[i]`'s table, for role `user`: the lines in report order. A table
-/// that does not exist, or lacks the id column, stops there: the rest
-/// would only repeat it. `record`: whether the record of what Customer.io
-/// accepted is on (`pipeline.record_accepted`).
+/// A synced table's lines, for role `user`, in report order; `entry` is
+/// how the file names it (`sync[0]`, `objects[1]`: `config::sync::entry`).
+/// A table that does not exist, or lacks the id column, stops there: the
+/// rest would only repeat it. `record`: whether the record of what
+/// Customer.io accepted is on (`pipeline.record_accepted`).
 pub fn sync_table(
-    i: usize,
+    entry: &str,
     sync: &SyncConfig,
     user: &str,
     facts: &SyncTable,
     record: bool,
 ) -> Vec<Finding> {
     let label = label(&sync.table);
+    let section = sync.section();
     let Some(table) = as_table(facts.table.as_ref()) else {
         return vec![Finding::error(
             &label,
             "does not exist (or is not a table)",
-            "create the table, or fix [[sync]] table",
+            format!("create the table, or fix [[{section}]] table"),
         )];
     };
     let mut out = Vec::new();
@@ -51,10 +53,11 @@ pub fn sync_table(
     }
     let id = &sync.id_column;
     let Some(id_column) = table.column(id) else {
+        let key = sync.key_name("id_column");
         out.push(Finding::error(
             &label,
-            format!("has no column {id} (id_column)"),
-            "fix [[sync]] id_column",
+            format!("has no column {id} ({key})"),
+            format!("fix [[{section}]] {key}"),
         ));
         return out;
     };
@@ -73,7 +76,7 @@ pub fn sync_table(
     out.extend(columns(sync, table, facts));
     out.push(identity.unwrap_or_else(|| replica_identity(&label, sync, table, record)));
     if let (Some(probe), true) = (&facts.filter, table.can_select) {
-        out.push(filter(i, sync, table, probe, facts.own_filter));
+        out.push(filter(entry, sync, table, probe, facts.own_filter));
     }
     out
 }
@@ -136,7 +139,7 @@ fn mapped_columns(sync: &SyncConfig, table: &Table) -> Finding {
         Finding::error(
             &label,
             format!("mapped columns missing: {}", missing.join(", ")),
-            "fix [sync.attributes] or add the columns",
+            format!("fix [{}.attributes] or add the columns", sync.section()),
         )
     }
 }
@@ -197,13 +200,19 @@ fn replica_identity(label: &str, sync: &SyncConfig, table: &Table, record: bool)
     }
 }
 
-/// `sync[i].filter`: it works on the table, and its columns are in the
+/// The entry's `filter`: it works on the table, and its columns are in the
 /// replica identity (otherwise publishing it makes Postgres refuse the
 /// table's UPDATEs and DELETEs). Whether the publication has it is the
 /// publication line's part.
-fn filter(i: usize, sync: &SyncConfig, table: &Table, probe: &FilterProbe, own: bool) -> Finding {
+fn filter(
+    entry: &str,
+    sync: &SyncConfig,
+    table: &Table,
+    probe: &FilterProbe,
+    own: bool,
+) -> Finding {
     let label = label(&sync.table);
-    let field = format!("sync[{i}].filter");
+    let field = format!("{entry}.filter");
     let columns = match probe {
         FilterProbe::Refused(reason) => {
             return Finding::error(

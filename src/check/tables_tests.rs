@@ -37,7 +37,13 @@ fn table(columns: &[(&str, &str)]) -> Table {
 
 fn judge(config: &Config, table: Option<Table>, filter: Option<FilterProbe>) -> Vec<Finding> {
     let facts = SyncTable { table, filter, shape: None, own_filter: false };
-    tables::sync_table(0, &config.sync[0], "ciosync", &facts, config.pipeline.record_accepted)
+    tables::sync_table(
+        "sync[0]",
+        &config.sync[0],
+        "ciosync",
+        &facts,
+        config.pipeline.record_accepted,
+    )
 }
 
 fn messages(findings: &[Finding]) -> Vec<&str> {
@@ -310,7 +316,7 @@ fn a_column_renamed_or_retyped_since_the_daemon_streamed_it_is_named_with_its_fi
             shape: Some((now, kept.clone())),
             own_filter: false,
         };
-        tables::sync_table(0, sync, "ciosync", &facts, true)
+        tables::sync_table("sync[0]", sync, "ciosync", &facts, true)
     };
     let renamed = lines_for(vec![("id".into(), Shape::Number), ("mail".into(), Shape::String)]);
     let line = &renamed[1];
@@ -346,6 +352,11 @@ fn an_incomplete_record_is_a_warning_only_where_it_was_read() {
 /// A config of one `[[objects]]` table (`sync[0]` once resolved) and one
 /// `[[relationships]]` table (`sync[1]`).
 fn memberships_config() -> Config {
+    memberships_config_with("")
+}
+
+/// [`memberships_config`] with `object_lines` added to the `[[objects]]` entry.
+fn memberships_config_with(object_lines: &str) -> Config {
     let text = r#"
 [postgres]
 url = "postgres://ciosync@127.0.0.1:5432/app"
@@ -365,12 +376,61 @@ table = "accounts"
 object_type_id = "1"
 id_column = "id"
 "#;
-    Config::from_toml(text, Vec::new()).expect("valid")
+    Config::from_toml(&(text.to_owned() + object_lines), Vec::new()).expect("valid")
 }
 
 fn judge_at(config: &Config, i: usize, table: Table) -> Vec<Finding> {
-    let facts = SyncTable { table: Some(table), filter: None, shape: None, own_filter: false };
-    tables::sync_table(i, &config.sync[i], "ciosync", &facts, true)
+    judge_filtered(config, i, Some(table), None)
+}
+
+fn judge_filtered(
+    config: &Config,
+    i: usize,
+    table: Option<Table>,
+    filter: Option<FilterProbe>,
+) -> Vec<Finding> {
+    let facts = SyncTable { table, filter, shape: None, own_filter: false };
+    let entry = crate::config::sync::entry(&config.sync, i);
+    tables::sync_table(&entry, &config.sync[i], "ciosync", &facts, true)
+}
+
+/// An object's or a relationship's line names its key as the file does:
+/// `objects[0].filter` (not its place among the synced tables), a
+/// relationship's `customer_id_column`, the entry's section in each fix.
+#[test]
+fn object_and_relationship_lines_name_their_entry_as_the_file_does() {
+    let config = memberships_config_with(
+        "filter = \"NOT is_internal\"\n[objects.attributes]\nname = \"name\"\n",
+    );
+    let refused = FilterProbe::Refused("column \"is_internal\" does not exist".into());
+    let lines = judge_filtered(&config, 0, Some(users()), Some(refused));
+    let filter = lines.last().expect("a filter line");
+    assert!(
+        filter.message.starts_with("objects[0].filter (NOT is_internal) does not work"),
+        "{filter:?}"
+    );
+    assert_eq!(
+        filter.fix.as_deref(),
+        Some(
+            "fix objects[0].filter: an SQL boolean expression over the columns of public.accounts"
+        )
+    );
+    let reads = FilterProbe::Reads(vec!["is_staff".into()]);
+    let outside = judge_filtered(&config, 0, Some(users()), Some(reads)).pop().expect("a line");
+    assert!(
+        outside.message.starts_with("objects[0].filter reads is_staff of public.accounts"),
+        "{outside:?}"
+    );
+    let mapped =
+        lines.iter().find(|f| f.message.starts_with("mapped columns missing")).expect("name");
+    assert_eq!(mapped.fix.as_deref(), Some("fix [objects.attributes] or add the columns"));
+    let missing = judge_filtered(&config, 0, None, None);
+    assert_eq!(missing[0].fix.as_deref(), Some("create the table, or fix [[objects]] table"));
+    let no_id = judge_at(&config, 0, table(&[("key", "bigint")]));
+    assert_eq!(no_id[0].fix.as_deref(), Some("fix [[objects]] id_column"));
+    let no_person = judge_at(&config, 1, table(&[("id", "bigint"), ("account_id", "text")]));
+    assert_eq!(messages(&no_person), ["has no column user_id (customer_id_column)"]);
+    assert_eq!(no_person[0].fix.as_deref(), Some("fix [[relationships]] customer_id_column"));
 }
 
 #[test]
