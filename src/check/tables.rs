@@ -11,6 +11,7 @@ use crate::pg::catalog::{IdentityKind, Table};
 use crate::pg::quote::quote_ident;
 use crate::schema;
 use crate::source::row_filter;
+use crate::wording::{count, plural};
 
 /// The table as a table: `None` when nothing has its name or it is a view,
 /// a sequence, ….
@@ -109,10 +110,7 @@ fn columns(sync: &SyncConfig, table: &Table, facts: &SyncTable) -> Vec<Finding> 
     if breaks.is_empty() {
         return vec![Finding::ok(
             &label(&sync.table),
-            format!(
-                "all {} mapped columns exist, with the JSON types ciosync has sent",
-                sync.attributes.len()
-            ),
+            format!("{}, with the JSON types ciosync has sent", all_mapped_exist(sync)),
         )];
     }
     breaks
@@ -129,12 +127,19 @@ fn columns(sync: &SyncConfig, table: &Table, facts: &SyncTable) -> Vec<Finding> 
         .collect()
 }
 
+/// `the 1 mapped column exists`, `all 3 mapped columns exist`.
+fn all_mapped_exist(sync: &SyncConfig) -> String {
+    let n = sync.attributes.len();
+    let all = plural(n, "the", "all");
+    format!("{all} {} {}", count(n, "mapped column"), plural(n, "exists", "exist"))
+}
+
 fn mapped_columns(sync: &SyncConfig, table: &Table) -> Finding {
     let label = label(&sync.table);
     let missing: Vec<&str> =
         sync.attributes.values().map(String::as_str).filter(|c| !table.has_column(c)).collect();
     if missing.is_empty() {
-        Finding::ok(&label, format!("all {} mapped columns exist", sync.attributes.len()))
+        Finding::ok(&label, all_mapped_exist(sync))
     } else {
         Finding::error(
             &label,
@@ -353,15 +358,15 @@ fn change_events(sync: &SyncConfig, table: &Table, record: bool) -> Finding {
             "fix when_changed, when or data, or add the columns",
         )
     } else if table.identity_kind == IdentityKind::Full {
-        Finding::ok(&label, format!("{} change event(s) configured", sync.events.len()))
+        Finding::ok(&label, format!("{} configured", count(sync.events.len(), "change event")))
     } else if record {
         Finding::ok(
             &label,
             format!(
-                "{} change event(s) configured, decided against the record of what \
-                 Customer.io accepted (the WAL has no old row under this identity): a \
-                 customer's first update after the record lacks their value sends no event",
-                sync.events.len()
+                "{} configured, decided against the record of what Customer.io accepted \
+                 (the WAL has no old row under this identity): a customer's first update \
+                 after the record lacks their value sends no event",
+                count(sync.events.len(), "change event")
             ),
         )
     } else {

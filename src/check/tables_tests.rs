@@ -57,7 +57,7 @@ fn a_ready_table_gets_its_lines_in_report_order() {
         messages(&lines),
         [
             "id column id is unique and not null",
-            "all 1 mapped columns exist",
+            "the 1 mapped column exists",
             "replica identity DEFAULT/INDEX: updates send only the attributes that changed \
              (by the record of what Customer.io accepted), but an email moved between \
              customers by two separate transactions is not ordered, and a claim Customer.io \
@@ -120,6 +120,9 @@ fn mapped_columns_the_table_lacks_are_named() {
     let lines = judge(&two_tables("", ""), Some(table(&[("id", "bigint")])), None);
     assert_eq!(lines[1].message, "mapped columns missing: email");
     assert_eq!(lines[1].level, Level::Error);
+    let mut two = two_tables("", "");
+    two.sync[0].attributes.insert("staff".into(), "is_staff".into());
+    assert_eq!(judge(&two, Some(users()), None)[1].message, "all 2 mapped columns exist");
 }
 
 #[test]
@@ -224,17 +227,20 @@ fn soft_deletes_and_change_events_need_their_columns_and_the_full_identity() {
     assert_eq!(lines[1].level, Level::Error);
     // With the record on, events are decided against it: no FULL needed.
     let lines = tables::sync_options(sync, Some(&default), true);
-    assert!(lines[1]
-        .message
-        .starts_with("1 change event(s) configured, decided against the record"));
+    assert!(lines[1].message.starts_with("1 change event configured, decided against the record"));
     assert_eq!(lines[1].level, Level::Ok);
     assert!(lines[0].message.starts_with("soft deletes by deleted_at, told from updates"));
     assert_eq!(lines[0].level, Level::Ok);
     default.identity_kind = IdentityKind::Full;
     assert_eq!(
         messages(&tables::sync_options(sync, Some(&default), true)),
-        ["soft deletes by deleted_at", "1 change event(s) configured"]
+        ["soft deletes by deleted_at", "1 change event configured"]
     );
+    let mut two = config.clone();
+    let again = two.sync[0].events[0].clone();
+    two.sync[0].events.push(again);
+    let lines = tables::sync_options(&two.sync[0], Some(&default), true);
+    assert_eq!(lines[1].message, "2 change events configured");
     assert!(tables::sync_options(&two_tables("", "").sync[0], Some(&default), true).is_empty());
 }
 
@@ -332,7 +338,7 @@ fn a_column_renamed_or_retyped_since_the_daemon_streamed_it_is_named_with_its_fi
     let whole = lines_for(before.clone());
     assert_eq!(
         whole[1].message,
-        "all 1 mapped columns exist, with the JSON types ciosync has sent"
+        "the 1 mapped column exists, with the JSON types ciosync has sent"
     );
     assert_eq!(whole[1].level, Level::Ok);
 }
