@@ -159,7 +159,8 @@ async fn checks_with_sql(
         let (schema, name) = sync.schema_and_name();
         facts.own_filter = own.iter().any(|(s, n)| (s.as_str(), n.as_str()) == (schema, name));
         let record = config.pipeline.record_accepted;
-        out.extend(tables::sync_table(i, sync, &role.name, &facts, record));
+        let entry = crate::config::sync::entry(&config.sync, i);
+        out.extend(tables::sync_table(&entry, sync, &role.name, &facts, record));
         out.extend(tables::sync_options(sync, facts.table.as_ref(), record));
         // Objects and relationships are not in the record.
         let person = sync.target == crate::config::Target::Person;
@@ -174,11 +175,11 @@ async fn checks_with_sql(
     }
     for events in &config.events {
         let table = catalog::Table::read(sql, &events.table).await?;
-        out.extend(tables::event_table(events, table.as_ref()));
+        out.extend(tables::event_table(events, &role.name, table.as_ref()));
     }
     for device_table in &config.devices {
         let table = catalog::Table::read(sql, &device_table.table).await?;
-        out.extend(devices::devices_table(device_table, table.as_ref()));
+        out.extend(devices::devices_table(device_table, &role.name, table.as_ref()));
     }
     let publication = gather::publication(sql, config, &tables, own_filters).await;
     out.push(judge::publication(config, &role, publication));

@@ -13,7 +13,7 @@
 //! Modules import each other in layers, with no circle (the test
 //! `modules_import_in_layers` prints them and fails on a circle). From the bottom:
 //!
-//! - [`error`], [`change`], [`customer`] (with [`object_op`]): shared vocabulary; [`track_api`] and
+//! - [`error`], [`wording`] (counts: `1 row`, `2 rows`), [`change`], [`customer`] (with [`object_op`]): shared vocabulary; [`track_api`] and
 //!   [`secret`] come from the `ciosync-track-api` crate (crates/track-api),
 //!   which the emulator shares.
 //! - [`listener`]: the hardened HTTP/1 server of both listeners: timeouts, a connection cap that sheds idle clients, a body budget.
@@ -68,6 +68,7 @@ pub mod source;
 pub mod state;
 pub mod telemetry;
 pub mod webhooks;
+pub mod wording;
 
 /// The Track API wire types and limits (crates/track-api), shared with the emulator.
 pub use ciosync_track_api as track_api;

@@ -56,6 +56,11 @@ async fn where_and_attributes_send_exactly_what_they_select() {
     ids.sort_by_key(|id| id.parse::<i64>().unwrap());
     assert_eq!(ids, (1..=10).map(|i| i.to_string()).collect::<Vec<_>>());
     assert!(items.iter().all(|i| i["attributes"] == json!({"plan": "free"})), "{items:?}");
+
+    // One row is said in the singular.
+    let out = run_binary(&["backfill", "--where", "id = 1"], config.path()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("queued: public.users, 1 row\n"), "{stdout}");
     daemon.stop().await.unwrap();
 }
 

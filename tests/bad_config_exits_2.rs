@@ -3,6 +3,12 @@
 use crate::support::daemon::{binary, config_file};
 use crate::support::postgres::{TestDb, USERS_TABLE};
 
+/// The `[[objects]]` entry of the objects tests with `line` added.
+fn objects_with(line: &str) -> String {
+    use crate::objects_are_created_diffed_and_deleted::OBJECTS;
+    OBJECTS.replace("soft_delete_column", &format!("{line}\nsoft_delete_column"))
+}
+
 #[tokio::test]
 async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
     let db = TestDb::new("bad_config").await;
@@ -48,6 +54,9 @@ async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
                    token_column = \"email\"\nplatform = \"ios\"\n",
             "devices[0].table",
         ),
+        // An [[objects]] entry's key is named by its entry, not by its place
+        // among the synced tables (after the [[sync]] one: sync[1]).
+        (good.clone() + &objects_with("filter = \" \""), "objects[0].filter: "),
         ("not toml at all [".to_owned(), "invalid config"),
         // As libpq: verify-ca needs the CA's file (else any public CA would do).
         (good.replace("sslmode=disable", "sslmode=verify-ca"), "sslrootcert=<file"),
@@ -80,5 +89,43 @@ async fn bad_configs_exit_2_naming_the_field_and_create_nothing() {
     let usage = std::process::Command::new(binary()).args(["run"]).output().unwrap();
     assert_eq!(usage.status.code(), Some(2), "missing --config is bad usage");
 
+    assert_eq!(db.created_objects().await, (0, 0), "a bad config created something");
+}
+
+/// A table named by two entries (here `[[devices]]` and `[[objects]]`,
+/// `[[sync]]` or `[[relationships]]`) exits 2 naming both entries and
+/// saying a table can be only one of them.
+#[tokio::test]
+async fn a_table_in_two_sections_exits_2_naming_both_entries() {
+    use crate::objects_are_created_diffed_and_deleted::OBJECTS;
+    use crate::relationships_follow_memberships::RELATIONSHIPS;
+    let db = TestDb::new("bad_config_twice").await;
+    let teams = OBJECTS.replace("public.accounts", "public.teams").replace("\"1\"", "\"2\"");
+    let good = db.config("http://127.0.0.1:9", &format!("{OBJECTS}{teams}{RELATIONSHIPS}"));
+    let devices = |table: &str| {
+        format!(
+            "\n[[devices]]\ntable = \"{table}\"\ncustomer_id_column = \"user_id\"\n\
+             token_column = \"token\"\nplatform = \"ios\"\n"
+        )
+    };
+    for (table, other) in [
+        ("public.teams", "objects[1].table"),
+        ("users", "sync[0].table"),
+        ("memberships", "relationships[0].table"),
+    ] {
+        let file = config_file(&(good.clone() + &devices("push_tokens") + &devices(table)));
+        for command in ["run", "check"] {
+            let output = std::process::Command::new(binary())
+                .args([command, "--config"])
+                .arg(file.path())
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{command}, devices and {other}: {stderr}");
+            for said in ["devices[1].table", other, "a table can be only one of"] {
+                assert!(stderr.contains(said), "{command}: expected {said:?} in: {stderr}");
+            }
+        }
+    }
     assert_eq!(db.created_objects().await, (0, 0), "a bad config created something");
 }

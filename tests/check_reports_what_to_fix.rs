@@ -79,7 +79,8 @@ async fn check_points_at_waiting_dead_letters_without_failing() {
     let (code, out) = tokio::task::spawn_blocking(move || check(&text)).await.unwrap();
     assert_eq!(code, Some(0), "a warning does not fail check:\n{out}");
     assert!(
-        out.contains("warning dead letters: 2 operation(s)") && out.contains("ciosync dlq list"),
+        out.contains("warning dead letters: 2 operations Customer.io refused wait")
+            && out.contains("ciosync dlq list"),
         "{out}"
     );
 }
@@ -126,7 +127,7 @@ name = "x"
     for expected in [
         // Under DEFAULT identity the record of what Customer.io accepted
         // (on by default) tells the transitions.
-        "change event(s) configured, decided against the record",
+        "table public.users: 1 change event configured, decided against the record",
         "table public.users: soft deletes by deleted_at, told from updates of deleted rows",
         "event table public.outbox: no column kind (name_column); data_column payload is text, not json or jsonb",
         "event table public.no_such_table: does not exist",

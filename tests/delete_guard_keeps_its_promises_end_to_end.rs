@@ -180,7 +180,7 @@ async fn approve_sends_only_holds_whose_transaction_is_confirmed() {
     let approver = emulator::start().await;
     let config = config_file(&db.config(&approver.url(), ""));
     let stdout = approve_all(config.path()).await;
-    assert!(stdout.contains("1 held removal wait for the daemon to acknowledge"), "{stdout}");
+    assert!(stdout.contains("1 held removal waits for the daemon to acknowledge"), "{stdout}");
     assert!(stdout.ends_with("approved: sent 3 removals\n"), "{stdout}");
     let mut sent = Deletes::default();
     sent.drain(&approver);

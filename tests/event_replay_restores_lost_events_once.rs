@@ -161,6 +161,12 @@ async fn a_replay_restores_lost_events_once_and_adds_nothing_to_events_kept() {
     let sent: Vec<Value> = batch_items(&emulator);
     assert_eq!(sent.len(), 35, "{sent:?}");
     assert!(sent.iter().all(|i| i["action"] == "event"), "only events: {sent:?}");
+    // One row (customer 2's), one left out (deleted customer 8's): singular.
+    let stdout = replay(&["--events", "outbox", "--where", "id IN (1, 7)"], config.path()).await;
+    assert!(
+        stdout.contains(", 1 row\n") && stdout.contains("  1 more row is left out:"),
+        "{stdout}"
+    );
 
     // Customer.io lost everything: --since brings back the last day only,
     // then a whole replay the rest (the recent ones once more, dropped).

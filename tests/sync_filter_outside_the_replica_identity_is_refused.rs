@@ -103,3 +103,44 @@ async fn run_refuses_to_publish_filter_columns_outside_the_replica_identity() {
     );
     assert!(stderr.contains("mutable functions are not allowed"), "{stderr}");
 }
+
+/// An `[[objects]]` entry's filter is named as the file names it
+/// (`objects[0].filter`), not by its place among the synced tables (after
+/// the `[[sync]]` one, `sync[1]`), by `check` and by `run`, whether
+/// ciosync would evaluate it (`id`, outside the identity) or the
+/// publication would carry it.
+#[tokio::test]
+async fn an_objects_filter_is_named_by_its_entry() {
+    use crate::objects_are_created_diffed_and_deleted::{ACCOUNTS, OBJECTS};
+    let db = TestDb::new("objects_filter_named").await;
+    db.exec(ACCOUNTS).await;
+    db.exec("ALTER TABLE accounts REPLICA IDENTITY DEFAULT").await;
+    let with = |filter: &str| {
+        let line = format!("filter = \"{filter}\"\nsoft_delete_column");
+        db.config("http://127.0.0.1:9", &OBJECTS.replace("soft_delete_column", &line))
+    };
+    let (code, out) = check(with("is_stuff")).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("objects[0].filter (is_stuff) does not work on the table"), "{out}");
+    let (code, out) = check(with("seats > 1")).await;
+    assert!(out.contains("objects[0].filter reads seats"), "{code:?} {out}");
+
+    let file = config_file(&with("is_stuff"));
+    let output = run_binary(&["run", "--log-format", "text"], file.path()).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("objects[0].filter is not a valid row filter for public.accounts"),
+        "{stderr}"
+    );
+
+    db.exec("ALTER TABLE accounts REPLICA IDENTITY FULL").await;
+    let file = config_file(&with("length(id) < random() * 10"));
+    let output = run_binary(&["run", "--log-format", "text"], file.path()).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Postgres refuses objects[0].filter as a publication row filter"),
+        "{stderr}"
+    );
+}

@@ -1,14 +1,16 @@
-//! A `[[devices]]` table: it exists, has the columns the config names with
-//! types that fit, and its replica identity lets a DELETE name the device
-//! it removes (the customer and the token). Pure: the facts come from
+//! A `[[devices]]` table: it exists, role `user` can read it (the initial
+//! copy and backfills do), has the columns the config names with types
+//! that fit, and its replica identity lets a DELETE name the device it
+//! removes (the customer and the token). Pure: the facts come from
 //! [`crate::pg::catalog::Table`].
 
 use super::Finding;
 use crate::config::DevicesConfig;
 use crate::pg::catalog::{IdentityKind, Table};
+use crate::pg::quote::quote_ident;
 
-/// The lines of one devices table, in report order.
-pub fn devices_table(devices: &DevicesConfig, table: Option<&Table>) -> Vec<Finding> {
+/// The lines of one devices table, for role `user`, in report order.
+pub fn devices_table(devices: &DevicesConfig, user: &str, table: Option<&Table>) -> Vec<Finding> {
     let label = format!("devices table {}", devices.table);
     let Some(table) = table.filter(|t| t.is_table) else {
         return vec![Finding::error(
@@ -17,11 +19,21 @@ pub fn devices_table(devices: &DevicesConfig, table: Option<&Table>) -> Vec<Find
             "create the table, or fix [[devices]] table",
         )];
     };
+    let mut out = Vec::new();
+    if !table.can_select {
+        out.push(Finding::error(
+            &label,
+            format!("role {user} cannot read it (the initial copy and backfills do)"),
+            format!("GRANT SELECT ON {} TO {};", devices.table.quoted(), quote_ident(user)),
+        ));
+    }
     let problems = column_problems(devices, table);
     if !problems.is_empty() {
-        return vec![Finding::error(&label, problems.join("; "), "fix [[devices]] or the table")];
+        out.push(Finding::error(&label, problems.join("; "), "fix [[devices]] or the table"));
+        return out;
     }
-    vec![identity(devices, table, &label)]
+    out.push(identity(devices, table, &label));
+    out
 }
 
 /// Each column the config names that the table lacks, or whose type
@@ -135,16 +147,20 @@ mod tests {
 
     #[test]
     fn full_identity_or_a_key_on_customer_and_token_can_send_deletes() {
-        let full = devices_table(&config(), Some(&table(IdentityKind::Full, &["id"])));
+        let full = devices_table(&config(), "ciosync", Some(&table(IdentityKind::Full, &["id"])));
         assert_eq!(full[0].level, Level::Ok, "{full:?}");
-        let keyed =
-            devices_table(&config(), Some(&table(IdentityKind::Default, &["user_id", "token"])));
+        let keyed = devices_table(
+            &config(),
+            "ciosync",
+            Some(&table(IdentityKind::Default, &["user_id", "token"])),
+        );
         assert_eq!(keyed[0].level, Level::Ok, "{keyed:?}");
     }
 
     #[test]
     fn a_surrogate_key_under_default_identity_names_both_fixes() {
-        let found = devices_table(&config(), Some(&table(IdentityKind::Default, &["id"])));
+        let found =
+            devices_table(&config(), "ciosync", Some(&table(IdentityKind::Default, &["id"])));
         assert_eq!(found[0].level, Level::Error);
         let fix = found[0].fix.as_deref().unwrap();
         assert!(fix.contains("ALTER TABLE \"public\".\"devices\" REPLICA IDENTITY FULL"), "{fix}");
@@ -156,13 +172,30 @@ mod tests {
     fn missing_and_mistyped_columns_are_named() {
         let mut mistyped = table(IdentityKind::Full, &[]);
         mistyped.columns[3].type_name = "text".into();
-        let found = devices_table(&config(), Some(&mistyped));
+        let found = devices_table(&config(), "ciosync", Some(&mistyped));
         assert!(found[0].message.contains("last_used_column seen_at is text"), "{found:?}");
         let mut missing = table(IdentityKind::Full, &[]);
         missing.columns.remove(2);
-        let found = devices_table(&config(), Some(&missing));
+        let found = devices_table(&config(), "ciosync", Some(&missing));
         assert!(found[0].message.contains("no column token (token_column)"), "{found:?}");
-        let absent = devices_table(&config(), None);
+        let absent = devices_table(&config(), "ciosync", None);
         assert!(absent[0].message.contains("does not exist"));
+    }
+
+    #[test]
+    fn a_table_the_role_cannot_read_names_the_grant() {
+        let mut unreadable = table(IdentityKind::Full, &[]);
+        unreadable.can_select = false;
+        let found = devices_table(&config(), "ciosync", Some(&unreadable));
+        assert_eq!(found[0].level, Level::Error, "{found:?}");
+        assert!(found[0].message.contains("role ciosync cannot read it"), "{found:?}");
+        assert_eq!(
+            found[0].fix.as_deref(),
+            Some("GRANT SELECT ON \"public\".\"devices\" TO \"ciosync\";")
+        );
+        // The rest is still judged.
+        assert_eq!(found.len(), 2, "{found:?}");
+        let readable = devices_table(&config(), "ciosync", Some(&table(IdentityKind::Full, &[])));
+        assert!(readable.iter().all(|f| f.level == Level::Ok), "{readable:?}");
     }
 }

@@ -15,6 +15,7 @@ use crate::pg::{lost_message, Lost, PgError};
 use crate::sink::SinkError;
 use crate::source::own_filters::Named;
 use crate::source::setup::{self, SlotState};
+use crate::wording::{count, plural};
 
 /// The connection failed: `display` is where to (no password), `refusal`
 /// what TLS refused when it was TLS.
@@ -286,7 +287,11 @@ pub fn dead_letters(facts: DeadLetters, user: &str) -> Option<Finding> {
         DeadLetters::Waiting(0) => Finding::ok(label, "none"),
         DeadLetters::Waiting(waiting) => Finding::warning(
             label,
-            format!("{waiting} operation(s) Customer.io refused wait in ciosync.dead_letters"),
+            format!(
+                "{} Customer.io refused {} in ciosync.dead_letters",
+                count(waiting, "operation"),
+                plural(waiting, "waits", "wait")
+            ),
             "ciosync dlq list (then dlq retry once the cause is fixed, or dlq discard)",
         ),
     })

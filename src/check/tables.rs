@@ -11,6 +11,7 @@ use crate::pg::catalog::{IdentityKind, Table};
 use crate::pg::quote::quote_ident;
 use crate::schema;
 use crate::source::row_filter;
+use crate::wording::{count, plural};
 
 /// The table as a table: `None` when nothing has its name or it is a view,
 /// a sequence, ….
@@ -22,23 +23,25 @@ fn label(table: &crate::pg::name::TableName) -> String {
     format!("table {table}")
 }
 
-/// `sync[i]`'s table, for role `user`: the lines in report order. A table
-/// that does not exist, or lacks the id column, stops there: the rest
-/// would only repeat it. `record`: whether the record of what Customer.io
-/// accepted is on (`pipeline.record_accepted`).
+/// A synced table's lines, for role `user`, in report order; `entry` is
+/// how the file names it (`sync[0]`, `objects[1]`: `config::sync::entry`).
+/// A table that does not exist, or lacks the id column, stops there: the
+/// rest would only repeat it. `record`: whether the record of what
+/// Customer.io accepted is on (`pipeline.record_accepted`).
 pub fn sync_table(
-    i: usize,
+    entry: &str,
     sync: &SyncConfig,
     user: &str,
     facts: &SyncTable,
     record: bool,
 ) -> Vec<Finding> {
     let label = label(&sync.table);
+    let section = sync.section();
     let Some(table) = as_table(facts.table.as_ref()) else {
         return vec![Finding::error(
             &label,
             "does not exist (or is not a table)",
-            "create the table, or fix [[sync]] table",
+            format!("create the table, or fix [[{section}]] table"),
         )];
     };
     let mut out = Vec::new();
@@ -51,10 +54,11 @@ pub fn sync_table(
     }
     let id = &sync.id_column;
     let Some(id_column) = table.column(id) else {
+        let key = sync.key_name("id_column");
         out.push(Finding::error(
             &label,
-            format!("has no column {id} (id_column)"),
-            "fix [[sync]] id_column",
+            format!("has no column {id} ({key})"),
+            format!("fix [[{section}]] {key}"),
         ));
         return out;
     };
@@ -73,7 +77,7 @@ pub fn sync_table(
     out.extend(columns(sync, table, facts));
     out.push(identity.unwrap_or_else(|| replica_identity(&label, sync, table, record)));
     if let (Some(probe), true) = (&facts.filter, table.can_select) {
-        out.push(filter(i, sync, table, probe, facts.own_filter));
+        out.push(filter(entry, sync, table, probe, facts.own_filter));
     }
     out
 }
@@ -106,10 +110,7 @@ fn columns(sync: &SyncConfig, table: &Table, facts: &SyncTable) -> Vec<Finding> 
     if breaks.is_empty() {
         return vec![Finding::ok(
             &label(&sync.table),
-            format!(
-                "all {} mapped columns exist, with the JSON types ciosync has sent",
-                sync.attributes.len()
-            ),
+            format!("{}, with the JSON types ciosync has sent", all_mapped_exist(sync)),
         )];
     }
     breaks
@@ -126,17 +127,24 @@ fn columns(sync: &SyncConfig, table: &Table, facts: &SyncTable) -> Vec<Finding> 
         .collect()
 }
 
+/// `the 1 mapped column exists`, `all 3 mapped columns exist`.
+fn all_mapped_exist(sync: &SyncConfig) -> String {
+    let n = sync.attributes.len();
+    let all = plural(n, "the", "all");
+    format!("{all} {} {}", count(n, "mapped column"), plural(n, "exists", "exist"))
+}
+
 fn mapped_columns(sync: &SyncConfig, table: &Table) -> Finding {
     let label = label(&sync.table);
     let missing: Vec<&str> =
         sync.attributes.values().map(String::as_str).filter(|c| !table.has_column(c)).collect();
     if missing.is_empty() {
-        Finding::ok(&label, format!("all {} mapped columns exist", sync.attributes.len()))
+        Finding::ok(&label, all_mapped_exist(sync))
     } else {
         Finding::error(
             &label,
             format!("mapped columns missing: {}", missing.join(", ")),
-            "fix [sync.attributes] or add the columns",
+            format!("fix [{}.attributes] or add the columns", sync.section()),
         )
     }
 }
@@ -197,13 +205,19 @@ fn replica_identity(label: &str, sync: &SyncConfig, table: &Table, record: bool)
     }
 }
 
-/// `sync[i].filter`: it works on the table, and its columns are in the
+/// The entry's `filter`: it works on the table, and its columns are in the
 /// replica identity (otherwise publishing it makes Postgres refuse the
 /// table's UPDATEs and DELETEs). Whether the publication has it is the
 /// publication line's part.
-fn filter(i: usize, sync: &SyncConfig, table: &Table, probe: &FilterProbe, own: bool) -> Finding {
+fn filter(
+    entry: &str,
+    sync: &SyncConfig,
+    table: &Table,
+    probe: &FilterProbe,
+    own: bool,
+) -> Finding {
     let label = label(&sync.table);
-    let field = format!("sync[{i}].filter");
+    let field = format!("{entry}.filter");
     let columns = match probe {
         FilterProbe::Refused(reason) => {
             return Finding::error(
@@ -344,15 +358,15 @@ fn change_events(sync: &SyncConfig, table: &Table, record: bool) -> Finding {
             "fix when_changed, when or data, or add the columns",
         )
     } else if table.identity_kind == IdentityKind::Full {
-        Finding::ok(&label, format!("{} change event(s) configured", sync.events.len()))
+        Finding::ok(&label, format!("{} configured", count(sync.events.len(), "change event")))
     } else if record {
         Finding::ok(
             &label,
             format!(
-                "{} change event(s) configured, decided against the record of what \
-                 Customer.io accepted (the WAL has no old row under this identity): a \
-                 customer's first update after the record lacks their value sends no event",
-                sync.events.len()
+                "{} configured, decided against the record of what Customer.io accepted \
+                 (the WAL has no old row under this identity): a customer's first update \
+                 after the record lacks their value sends no event",
+                count(sync.events.len(), "change event")
             ),
         )
     } else {
@@ -368,8 +382,9 @@ fn change_events(sync: &SyncConfig, table: &Table, record: bool) -> Finding {
 }
 
 /// An `[[events]]` table: it exists and has the columns the config names,
-/// of types that can hold what they are for.
-pub fn event_table(events: &EventTableConfig, table: Option<&Table>) -> Vec<Finding> {
+/// of types that can hold what they are for; a warning when role `user`
+/// cannot read it (the stream does not need to, `backfill --events` does).
+pub fn event_table(events: &EventTableConfig, user: &str, table: Option<&Table>) -> Vec<Finding> {
     let label = format!("event table {}", events.table);
     let Some(table) = as_table(table) else {
         return vec![Finding::error(
@@ -391,6 +406,16 @@ pub fn event_table(events: &EventTableConfig, table: Option<&Table>) -> Vec<Find
                 "add a primary key, or ALTER TABLE {} REPLICA IDENTITY FULL;",
                 events.table.quoted()
             ),
+        ));
+    }
+    if !table.can_select {
+        out.push(Finding::warning(
+            &label,
+            format!(
+                "role {user} cannot read it: its inserts still become events, but `backfill \
+                 --events` cannot replay it"
+            ),
+            format!("GRANT SELECT ON {} TO {};", events.table.quoted(), quote_ident(user)),
         ));
     }
     let problems = event_column_problems(events, table);

@@ -37,7 +37,13 @@ fn table(columns: &[(&str, &str)]) -> Table {
 
 fn judge(config: &Config, table: Option<Table>, filter: Option<FilterProbe>) -> Vec<Finding> {
     let facts = SyncTable { table, filter, shape: None, own_filter: false };
-    tables::sync_table(0, &config.sync[0], "ciosync", &facts, config.pipeline.record_accepted)
+    tables::sync_table(
+        "sync[0]",
+        &config.sync[0],
+        "ciosync",
+        &facts,
+        config.pipeline.record_accepted,
+    )
 }
 
 fn messages(findings: &[Finding]) -> Vec<&str> {
@@ -51,7 +57,7 @@ fn a_ready_table_gets_its_lines_in_report_order() {
         messages(&lines),
         [
             "id column id is unique and not null",
-            "all 1 mapped columns exist",
+            "the 1 mapped column exists",
             "replica identity DEFAULT/INDEX: updates send only the attributes that changed \
              (by the record of what Customer.io accepted), but an email moved between \
              customers by two separate transactions is not ordered, and a claim Customer.io \
@@ -114,6 +120,9 @@ fn mapped_columns_the_table_lacks_are_named() {
     let lines = judge(&two_tables("", ""), Some(table(&[("id", "bigint")])), None);
     assert_eq!(lines[1].message, "mapped columns missing: email");
     assert_eq!(lines[1].level, Level::Error);
+    let mut two = two_tables("", "");
+    two.sync[0].attributes.insert("staff".into(), "is_staff".into());
+    assert_eq!(judge(&two, Some(users()), None)[1].message, "all 2 mapped columns exist");
 }
 
 #[test]
@@ -218,17 +227,20 @@ fn soft_deletes_and_change_events_need_their_columns_and_the_full_identity() {
     assert_eq!(lines[1].level, Level::Error);
     // With the record on, events are decided against it: no FULL needed.
     let lines = tables::sync_options(sync, Some(&default), true);
-    assert!(lines[1]
-        .message
-        .starts_with("1 change event(s) configured, decided against the record"));
+    assert!(lines[1].message.starts_with("1 change event configured, decided against the record"));
     assert_eq!(lines[1].level, Level::Ok);
     assert!(lines[0].message.starts_with("soft deletes by deleted_at, told from updates"));
     assert_eq!(lines[0].level, Level::Ok);
     default.identity_kind = IdentityKind::Full;
     assert_eq!(
         messages(&tables::sync_options(sync, Some(&default), true)),
-        ["soft deletes by deleted_at", "1 change event(s) configured"]
+        ["soft deletes by deleted_at", "1 change event configured"]
     );
+    let mut two = config.clone();
+    let again = two.sync[0].events[0].clone();
+    two.sync[0].events.push(again);
+    let lines = tables::sync_options(&two.sync[0], Some(&default), true);
+    assert_eq!(lines[1].message, "2 change events configured");
     assert!(tables::sync_options(&two_tables("", "").sync[0], Some(&default), true).is_empty());
 }
 
@@ -244,7 +256,7 @@ fn outbox() -> EventTableConfig {
 fn an_event_table_needs_a_key_and_columns_of_fitting_types() {
     let events = outbox();
     assert_eq!(
-        messages(&tables::event_table(&events, None)),
+        messages(&tables::event_table(&events, "ciosync", None)),
         ["does not exist (or is not a table)"]
     );
     let fitting = table(&[
@@ -255,20 +267,20 @@ fn an_event_table_needs_a_key_and_columns_of_fitting_types() {
         ("occurred_at", "timestamp with time zone"),
     ]);
     assert_eq!(
-        messages(&tables::event_table(&events, Some(&fitting))),
+        messages(&tables::event_table(&events, "ciosync", Some(&fitting))),
         ["its inserts become events; ids from its primary key, so `backfill --events` can \
           replay it"]
     );
     // What keeps a replay from working is said, as a fact, not a problem.
     let mut untimed = events.clone();
     untimed.timestamp_column = None;
-    let lines = tables::event_table(&untimed, Some(&fitting));
+    let lines = tables::event_table(&untimed, "ciosync", Some(&fitting));
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0].level, Level::Ok);
     assert!(lines[0].message.contains("cannot replay it without timestamp_column"));
     let mut full = fitting.clone();
     (full.has_primary_key, full.identity_kind) = (false, IdentityKind::Full);
-    let lines = tables::event_table(&events, Some(&full));
+    let lines = tables::event_table(&events, "ciosync", Some(&full));
     assert_eq!(lines.len(), 1);
     assert!(lines[0].message.contains("ids come from the WAL"), "{}", lines[0].message);
     let mut wrong = table(&[
@@ -278,12 +290,21 @@ fn an_event_table_needs_a_key_and_columns_of_fitting_types() {
         ("occurred_at", "bigint"),
     ]);
     wrong.has_primary_key = false;
-    let lines = tables::event_table(&events, Some(&wrong));
+    let lines = tables::event_table(&events, "ciosync", Some(&wrong));
     assert!(lines[0].message.starts_with("has no primary key"), "{}", lines[0].message);
     assert_eq!(
         lines[1].message,
         "no column name (name_column); data_column payload is text, not json or jsonb; \
          timestamp_column occurred_at is bigint, not a timestamp"
+    );
+    let mut unreadable = fitting.clone();
+    unreadable.can_select = false;
+    let lines = tables::event_table(&events, "ciosync", Some(&unreadable));
+    assert_eq!(lines[0].level, Level::Warning, "{lines:?}");
+    assert!(lines[0].message.contains("`backfill --events` cannot replay it"), "{lines:?}");
+    assert_eq!(
+        lines[0].fix.as_deref(),
+        Some("GRANT SELECT ON \"public\".\"outbox\" TO \"ciosync\";")
     );
 }
 
@@ -301,7 +322,7 @@ fn a_column_renamed_or_retyped_since_the_daemon_streamed_it_is_named_with_its_fi
             shape: Some((now, kept.clone())),
             own_filter: false,
         };
-        tables::sync_table(0, sync, "ciosync", &facts, true)
+        tables::sync_table("sync[0]", sync, "ciosync", &facts, true)
     };
     let renamed = lines_for(vec![("id".into(), Shape::Number), ("mail".into(), Shape::String)]);
     let line = &renamed[1];
@@ -317,7 +338,7 @@ fn a_column_renamed_or_retyped_since_the_daemon_streamed_it_is_named_with_its_fi
     let whole = lines_for(before.clone());
     assert_eq!(
         whole[1].message,
-        "all 1 mapped columns exist, with the JSON types ciosync has sent"
+        "the 1 mapped column exists, with the JSON types ciosync has sent"
     );
     assert_eq!(whole[1].level, Level::Ok);
 }
@@ -337,6 +358,11 @@ fn an_incomplete_record_is_a_warning_only_where_it_was_read() {
 /// A config of one `[[objects]]` table (`sync[0]` once resolved) and one
 /// `[[relationships]]` table (`sync[1]`).
 fn memberships_config() -> Config {
+    memberships_config_with("")
+}
+
+/// [`memberships_config`] with `object_lines` added to the `[[objects]]` entry.
+fn memberships_config_with(object_lines: &str) -> Config {
     let text = r#"
 [postgres]
 url = "postgres://ciosync@127.0.0.1:5432/app"
@@ -356,12 +382,61 @@ table = "accounts"
 object_type_id = "1"
 id_column = "id"
 "#;
-    Config::from_toml(text, Vec::new()).expect("valid")
+    Config::from_toml(&(text.to_owned() + object_lines), Vec::new()).expect("valid")
 }
 
 fn judge_at(config: &Config, i: usize, table: Table) -> Vec<Finding> {
-    let facts = SyncTable { table: Some(table), filter: None, shape: None, own_filter: false };
-    tables::sync_table(i, &config.sync[i], "ciosync", &facts, true)
+    judge_filtered(config, i, Some(table), None)
+}
+
+fn judge_filtered(
+    config: &Config,
+    i: usize,
+    table: Option<Table>,
+    filter: Option<FilterProbe>,
+) -> Vec<Finding> {
+    let facts = SyncTable { table, filter, shape: None, own_filter: false };
+    let entry = crate::config::sync::entry(&config.sync, i);
+    tables::sync_table(&entry, &config.sync[i], "ciosync", &facts, true)
+}
+
+/// An object's or a relationship's line names its key as the file does:
+/// `objects[0].filter` (not its place among the synced tables), a
+/// relationship's `customer_id_column`, the entry's section in each fix.
+#[test]
+fn object_and_relationship_lines_name_their_entry_as_the_file_does() {
+    let config = memberships_config_with(
+        "filter = \"NOT is_internal\"\n[objects.attributes]\nname = \"name\"\n",
+    );
+    let refused = FilterProbe::Refused("column \"is_internal\" does not exist".into());
+    let lines = judge_filtered(&config, 0, Some(users()), Some(refused));
+    let filter = lines.last().expect("a filter line");
+    assert!(
+        filter.message.starts_with("objects[0].filter (NOT is_internal) does not work"),
+        "{filter:?}"
+    );
+    assert_eq!(
+        filter.fix.as_deref(),
+        Some(
+            "fix objects[0].filter: an SQL boolean expression over the columns of public.accounts"
+        )
+    );
+    let reads = FilterProbe::Reads(vec!["is_staff".into()]);
+    let outside = judge_filtered(&config, 0, Some(users()), Some(reads)).pop().expect("a line");
+    assert!(
+        outside.message.starts_with("objects[0].filter reads is_staff of public.accounts"),
+        "{outside:?}"
+    );
+    let mapped =
+        lines.iter().find(|f| f.message.starts_with("mapped columns missing")).expect("name");
+    assert_eq!(mapped.fix.as_deref(), Some("fix [objects.attributes] or add the columns"));
+    let missing = judge_filtered(&config, 0, None, None);
+    assert_eq!(missing[0].fix.as_deref(), Some("create the table, or fix [[objects]] table"));
+    let no_id = judge_at(&config, 0, table(&[("key", "bigint")]));
+    assert_eq!(no_id[0].fix.as_deref(), Some("fix [[objects]] id_column"));
+    let no_person = judge_at(&config, 1, table(&[("id", "bigint"), ("account_id", "text")]));
+    assert_eq!(messages(&no_person), ["has no column user_id (customer_id_column)"]);
+    assert_eq!(no_person[0].fix.as_deref(), Some("fix [[relationships]] customer_id_column"));
 }
 
 #[test]
@@ -390,4 +465,19 @@ fn an_object_table_under_default_identity_sends_every_attribute() {
     let lines = judge_at(&config, 0, users());
     let warning = lines.iter().find(|f| f.level == Level::Warning).expect("a warning");
     assert!(warning.message.contains("every mapped attribute"), "{warning:?}");
+}
+
+#[test]
+fn an_object_or_relationship_table_the_role_cannot_read_names_the_grant() {
+    let config = memberships_config();
+    let columns = [("id", "bigint"), ("user_id", "bigint"), ("account_id", "text")];
+    for (i, name) in [(0, "accounts"), (1, "memberships")] {
+        let mut unreadable = table(&columns);
+        unreadable.can_select = false;
+        let lines = judge_at(&config, i, unreadable);
+        assert_eq!(lines[0].level, Level::Error, "{lines:?}");
+        assert_eq!(lines[0].message, "role ciosync cannot read it");
+        let grant = format!("GRANT SELECT ON \"public\".\"{name}\" TO \"ciosync\";");
+        assert_eq!(lines[0].fix.as_deref(), Some(grant.as_str()));
+    }
 }

@@ -331,7 +331,9 @@ fn dead_letters_are_a_warning_when_waiting_and_an_error_when_unwritable() {
     );
     let waiting = judge::dead_letters(DeadLetters::Waiting(2), "c").expect("a line");
     assert_eq!(waiting.level, Level::Warning);
-    assert!(waiting.message.starts_with("2 operation(s)"), "{}", waiting.message);
+    assert!(waiting.message.starts_with("2 operations Customer.io refused wait"), "{waiting:?}");
+    let one = judge::dead_letters(DeadLetters::Waiting(1), "c").expect("a line");
+    assert!(one.message.starts_with("1 operation Customer.io refused waits"), "{one:?}");
     let refused = judge::dead_letters(DeadLetters::NotWritable, "c").expect("a line");
     assert_eq!(refused.level, Level::Error);
     assert!(fix_of(&refused).contains("GRANT USAGE ON SEQUENCE ciosync.dead_letters_id_seq"));

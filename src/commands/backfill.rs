@@ -121,7 +121,7 @@ impl Queue {
                 ..Queued::default()
             };
             let id = state.enqueue_backfill(&queued).await.map_err(|e| error_chain(&e))?;
-            println!("backfill {id} queued: {table}, {total} rows");
+            println!("backfill {id} queued: {table}, {}", crate::wording::count(total, "row"));
             ids.push(id);
         }
         if self.detach {

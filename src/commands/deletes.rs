@@ -38,6 +38,7 @@ use crate::sink::send::{self, Answer, Policy, Stop};
 use crate::sink::SinkError;
 use crate::telemetry::Counters;
 use crate::track_api::Route;
+use crate::wording::{count, plural};
 
 /// The `deletes` subcommands, as parsed.
 #[derive(Debug, Subcommand)]
@@ -138,8 +139,9 @@ pub enum CommandError {
         reason: Stop,
     },
     #[error(
-        "the held removals were sent; stopped after identifying {identified} customers again \
-         (run `ciosync deletes approve --all` again for the rest)"
+        "the held removals were sent; stopped after identifying {} again (run `ciosync \
+         deletes approve --all` again for the rest)",
+        count(*.identified, "customer")
     )]
     RefreshStopped {
         identified: u64,
@@ -147,10 +149,11 @@ pub enum CommandError {
         reason: Stop,
     },
     #[error(
-        "{count} customers would be removed, more than delete_guard.max_deletes ({limit}): \
+        "{} would be removed, more than delete_guard.max_deletes ({limit}): \
          check them with `ciosync deletes gone --show-ids` and `ciosync plan` (a [[sync]] table \
          removed from the config, or a narrower filter, makes its customers look gone), then \
-         add --force; nothing was sent"
+         add --force; nothing was sent",
+        crate::wording::count(*.count, "customer")
     )]
     TooMany { count: u64, limit: u64 },
     #[error("cannot write the output")]
@@ -195,20 +198,12 @@ async fn execute(config: &Config, request: Request) -> Result<(), CommandError> 
             // next identify goes whole.
             crate::record::store::forget(&sql, slot, &customers).await?;
             let discarded = customers.len() as u64;
-            emit(&format!("discarded {discarded} held {}\n", noun(discarded)))?;
+            emit(&format!("discarded {}\n", count(discarded, "held removal")))?;
             refresh_when_decided(config, &sql, &table).await
         }
         Request::Gone { send, show_ids, force } => {
             emit(&super::gone::run(config, send, show_ids, force).await?)
         }
-    }
-}
-
-fn noun(n: u64) -> &'static str {
-    if n == 1 {
-        "removal"
-    } else {
-        "removals"
     }
 }
 
@@ -272,10 +267,10 @@ async fn approve(
             let waiting = table.unconfirmed(only).await?;
             if waiting > 0 {
                 emit(&format!(
-                    "{waiting} held {} wait for the daemon to acknowledge their transaction \
-                     (everything before them must reach Customer.io first); run approve again \
-                     in a moment\n",
-                    noun(waiting as u64)
+                    "{} {} for the daemon to acknowledge their transaction (everything before \
+                     them must reach Customer.io first); run approve again in a moment\n",
+                    count(waiting, "held removal"),
+                    plural(waiting, "waits", "wait")
                 ))?;
             }
             break;
@@ -345,9 +340,8 @@ struct Refreshed {
 impl Refreshed {
     fn summary(&self) -> String {
         let mut text = format!(
-            "identified again from their rows: {} {} given an email while removals were held",
-            self.identified,
-            if self.identified == 1 { "customer" } else { "customers" }
+            "identified again from their rows: {} given an email while removals were held",
+            count(self.identified, "customer")
         );
         if self.refused > 0 {
             text.push_str(&format!("; Customer.io refused {}", self.refused));
@@ -433,7 +427,7 @@ async fn refresh_all(
 const REFRESH_PAGE: i64 = 500;
 
 fn summary(sent: u64, refused: u64) -> String {
-    let mut text = format!("approved: sent {sent} {}", noun(sent));
+    let mut text = format!("approved: sent {}", count(sent, "removal"));
     if refused > 0 {
         text.push_str(&format!(
             "; Customer.io refused {refused}, still held (`ciosync deletes list`)"
@@ -569,6 +563,11 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&json_line(&row)).unwrap();
         assert_eq!(json["customer_id"], "42");
         assert_eq!(summary(2, 0), "approved: sent 2 removals\n");
+        assert_eq!(summary(1, 0), "approved: sent 1 removal\n");
+        for (count, said) in [(1, "1 customer would be"), (2, "2 customers would be")] {
+            let refused = CommandError::TooMany { count, limit: 0 }.to_string();
+            assert!(refused.starts_with(said), "{refused}");
+        }
         assert!(summary(1, 1).contains("refused 1, still held"));
     }
 }

@@ -13,6 +13,7 @@ use crate::config::{Config, EventTableConfig};
 use crate::error::error_chain;
 use crate::source::reader::{describe_whole, primary_key, TableReader};
 use crate::state::{Queued, State};
+use crate::wording::{count, plural};
 
 /// What `backfill --events` was asked to replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,12 +87,14 @@ impl Replay {
         };
         let id = state.enqueue_backfill(&queued).await.map_err(|e| error_chain(&e))?;
         let from = since.map(|s| format!(" from {}", iso_time(s))).unwrap_or_default();
-        println!("event replay {id} queued: {table}{from}, {total} rows");
+        println!("event replay {id} queued: {table}{from}, {}", count(total, "row"));
         if left_out > 0 {
             println!(
-                "  {left_out} more rows are left out: their customers have no row that syncs \
-                 (deleted, filtered out or soft-deleted), and an event would re-create them; \
-                 or their timestamp_column is NULL or infinite"
+                "  {} {} left out: their customers have no row that syncs (deleted, filtered \
+                 out or soft-deleted), and an event would re-create them; or their \
+                 timestamp_column is NULL or infinite",
+                count(left_out, "more row"),
+                plural(left_out, "is", "are")
             );
         }
         if self.detach {

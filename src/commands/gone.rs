@@ -45,6 +45,7 @@ use crate::sink::batch;
 use crate::sink::client::TrackClient;
 use crate::state::State;
 use crate::telemetry::Counters;
+use crate::wording;
 
 /// Customer ids shown with `--show-ids`.
 const EXAMPLES: usize = 10;
@@ -78,9 +79,10 @@ pub(super) async fn run(
     let limit = config.delete_guard.max_deletes;
     if !send_them || count == 0 {
         let mut text = format!(
-            "{count} customers in the record of what Customer.io accepted have no row that \
-             syncs (gone, filtered out or soft-deleted; removals the breaker holds are not \
-             counted)"
+            "{} in the record of what Customer.io accepted {} no row that syncs (gone, \
+             filtered out or soft-deleted; removals the breaker holds are not counted)",
+            wording::count(count, "customer"),
+            wording::plural(count, "has", "have")
         );
         if show_ids && count > 0 {
             text.push_str(&format!(
@@ -89,7 +91,10 @@ pub(super) async fn run(
             ));
         }
         if count > 0 {
-            text.push_str("; `ciosync deletes gone --send` removes them from Customer.io");
+            let them = wording::plural(count, "it", "them");
+            text.push_str(&format!(
+                "; `ciosync deletes gone --send` removes {them} from Customer.io"
+            ));
         }
         return Ok(text + "\n");
     }

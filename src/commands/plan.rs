@@ -27,6 +27,7 @@ use crate::record::{self, Diff};
 use crate::schema::store::retyped_attributes;
 use crate::source::reader::{postgres_now, TableReader};
 use crate::state::State;
+use crate::wording::{count, count_of, plural};
 
 /// The exit status of a plan that would send something.
 pub const EXIT_WOULD_SEND: u8 = 4;
@@ -216,7 +217,7 @@ impl TablePlan {
 fn render(plan: &Plan, config: &Config) -> String {
     let mut out = String::new();
     for table in &plan.tables {
-        out.push_str(&format!("table {}: {} rows\n", table.table, table.rows));
+        out.push_str(&format!("table {}: {}\n", table.table, count(table.rows, "row")));
         out.push_str(&format!(
             "  {} not in the record (sent whole){}\n",
             table.unknown,
@@ -233,16 +234,16 @@ fn render(plan: &Plan, config: &Config) -> String {
         }
     }
     out.push_str(&format!(
-        "deletes: {} customers in the record have no row that syncs (gone, filtered out or \
+        "deletes: {} in the record {} no row that syncs (gone, filtered out or \
          soft-deleted){}; a backfill does not delete them, `ciosync deletes gone --send` does\n",
-        plan.deletes,
+        count(plan.deletes, "customer"),
+        plural(plan.deletes, "has", "have"),
         ids(&plan.delete_examples)
     ));
     out.push_str(&format!(
-        "a backfill would send {} identifies in {} requests of up to {}: about {:.1} s at {} \
-         requests/s\n",
-        plan.identifies,
-        plan.requests,
+        "a backfill would send {} in {} of up to {}: about {:.1} s at {} requests/s\n",
+        count_of(plan.identifies, "identify", "identifies"),
+        count(plan.requests, "request"),
         config.customerio.max_batch_ops,
         plan.seconds,
         config.customerio.max_requests_per_second
@@ -255,5 +256,28 @@ fn ids(examples: &[String]) -> String {
         String::new()
     } else {
         format!(", e.g. {}", examples.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(n: u64) -> Plan {
+        let table = TablePlan { table: "public.users".into(), rows: n, ..TablePlan::default() };
+        Plan { tables: vec![table], deletes: n, identifies: n, requests: n, ..Plan::default() }
+    }
+
+    #[test]
+    fn counts_of_one_are_said_in_the_singular() {
+        let config = crate::config::fixture::two_tables("", "");
+        let one = render(&plan(1), &config);
+        assert!(one.starts_with("table public.users: 1 row\n"), "{one}");
+        assert!(one.contains("deletes: 1 customer in the record has no row"), "{one}");
+        assert!(one.contains("would send 1 identify in 1 request of up to"), "{one}");
+        let two = render(&plan(2), &config);
+        assert!(two.starts_with("table public.users: 2 rows\n"), "{two}");
+        assert!(two.contains("deletes: 2 customers in the record have no row"), "{two}");
+        assert!(two.contains("would send 2 identifies in 2 requests of up to"), "{two}");
     }
 }

@@ -2,7 +2,7 @@
 //! customer it names; inserts and updates add (or update) the device in
 //! Customer.io, deletes and soft deletes remove it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
@@ -81,25 +81,11 @@ pub fn platform_of(text: &str) -> Option<&'static str> {
     PLATFORMS.into_iter().find(|p| p.eq_ignore_ascii_case(text))
 }
 
-/// Checks `[[devices]]`, naming the first bad field. `streamed`: the
-/// `[[sync]]` and `[[events]]` tables, which a devices table may not be.
-pub fn validate(
-    devices: &[DevicesConfig],
-    streamed: &HashSet<&TableName>,
-) -> Result<(), ConfigError> {
-    let mut seen = HashSet::new();
+/// Checks `[[devices]]`, naming the first bad field. (That a devices table
+/// is no other entry's is `tables.rs`'s check.)
+pub fn validate(devices: &[DevicesConfig]) -> Result<(), ConfigError> {
     for (i, table) in devices.iter().enumerate() {
-        let field = |key: &str| format!("devices[{i}].{key}");
-        if streamed.contains(&table.table) {
-            return Err(ConfigError::invalid(
-                field("table"),
-                "is a [[sync]] or [[events]] table too; a devices table is only that",
-            ));
-        }
-        if !seen.insert(&table.table) {
-            return Err(ConfigError::invalid(field("table"), "table is listed twice"));
-        }
-        table.validate(&field)?;
+        table.validate(&|key: &str| format!("devices[{i}].{key}"))?;
     }
     Ok(())
 }
@@ -137,6 +123,10 @@ impl DevicesConfig {
                 ))
             }
         }
+        if self.attributes.len() > track_api::MAX_ATTRIBUTES {
+            let most = format!("at most {} attributes, as for a person", track_api::MAX_ATTRIBUTES);
+            return Err(ConfigError::invalid(field("attributes"), most));
+        }
         for (name, column) in &self.attributes {
             let key = field(&format!("attributes.{name}"));
             if name.is_empty() || name.len() > track_api::MAX_ATTRIBUTE_NAME_BYTES {
@@ -164,7 +154,7 @@ mod tests {
              token_column = \"token\"\n{extra}"
         );
         let doc: Doc = toml::from_str(&text).map_err(|e| e.to_string())?;
-        validate(&doc.devices, &HashSet::new()).map_err(|e| e.to_string())?;
+        validate(&doc.devices).map_err(|e| e.to_string())?;
         Ok(doc.devices)
     }
 
@@ -189,6 +179,13 @@ mod tests {
         assert!(attribute.contains("devices[0].attributes."), "{attribute}");
         let unknown = devices("platform = \"ios\"\ntokn = \"t\"").unwrap_err();
         assert!(unknown.contains("tokn"), "{unknown}");
+        let many = |n: usize| {
+            let lines: String = (0..n).map(|i| format!("a{i} = \"c\"\n")).collect();
+            devices(&format!("platform = \"ios\"\n[devices.attributes]\n{lines}"))
+        };
+        assert!(many(300).is_ok());
+        let over = many(301).unwrap_err();
+        assert!(over.contains("devices[0].attributes: at most 300 attributes"), "{over}");
     }
 
     #[test]

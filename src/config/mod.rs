@@ -12,7 +12,8 @@
 //! Each section is a module that validates itself: [`postgres`],
 //! [`customerio`], [`sync`] (`[[sync]]` and `[[events]]`), [`runtime`]
 //! (`[pipeline]`, `[metrics]`, `[log]`, `[delete_guard]`) and [`webhooks`]
-//! (with its write-backs resolved to their statements).
+//! (with its write-backs resolved to their statements); `tables.rs`
+//! checks across sections that each table is one entry's.
 
 pub mod actions;
 pub mod customerio;
@@ -25,6 +26,7 @@ pub mod origin;
 pub mod postgres;
 pub mod runtime;
 pub mod sync;
+mod tables;
 pub mod webhooks;
 
 pub use customerio::{
@@ -158,6 +160,7 @@ impl Config {
     /// Checks every value against what it may be, naming the first bad field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.postgres.validate()?;
+        tables::each_once(self)?;
         self.log.validate()?;
         self.customerio.validate()?;
         self.pipeline.validate()?;
@@ -170,9 +173,7 @@ impl Config {
         self.delete_guard.validate()?;
         self.metrics.validate()?;
         sync::validate(&self.sync, &self.events)?;
-        let streamed =
-            self.sync.iter().map(|s| &s.table).chain(self.events.iter().map(|e| &e.table));
-        devices::validate(&self.devices, &streamed.collect())
+        devices::validate(&self.devices)
     }
 
     /// The replication origin this slot's webhook write-backs carry, when

@@ -156,32 +156,19 @@ impl RelationshipConfig {
 }
 
 /// Checks `[[objects]]` and `[[relationships]]` (naming the first bad
-/// field), then appends them to `sync` resolved; a table listed twice,
-/// here or in `[[sync]]`, is refused.
+/// field), then appends them to `sync` resolved. A table listed twice,
+/// here or in another section, is refused by `Config::validate`, which
+/// runs next (`tables.rs`).
 pub fn resolve_into(
     objects: &[ObjectConfig],
     relationships: &[RelationshipConfig],
     sync: &mut Vec<SyncConfig>,
 ) -> Result<(), ConfigError> {
-    let mut seen: std::collections::HashSet<TableName> =
-        sync.iter().map(|s| s.table.clone()).collect();
     for (i, object) in objects.iter().enumerate() {
         object.validate(i)?;
-        if !seen.insert(object.table.clone()) {
-            return Err(ConfigError::invalid(
-                format!("objects[{i}].table"),
-                "table is listed twice",
-            ));
-        }
     }
     for (i, relationship) in relationships.iter().enumerate() {
         relationship.validate(i)?;
-        if !seen.insert(relationship.table.clone()) {
-            return Err(ConfigError::invalid(
-                format!("relationships[{i}].table"),
-                "table is listed twice",
-            ));
-        }
     }
     sync.extend(objects.iter().map(ObjectConfig::resolved));
     sync.extend(relationships.iter().map(RelationshipConfig::resolved));
@@ -217,6 +204,11 @@ mod tests {
         assert_eq!(targets.len(), 3, "the [[sync]] table, then the object and relationship tables");
         assert!(matches!(targets[1], Target::Object { object_type_id } if object_type_id == "1"));
         assert_eq!(config.sync[2].key_columns(), ["user_id", "account_id"]);
+        let named: Vec<String> =
+            (0..3).map(|i| crate::config::sync::entry(&config.sync, i)).collect();
+        assert_eq!(named, ["sync[0]", "objects[0]", "relationships[0]"]);
+        let person = crate::config::sync::entry_field(&config.sync, 2, "id_column");
+        assert_eq!(person, "relationships[0].customer_id_column");
     }
 
     #[test]
@@ -252,6 +244,65 @@ mod tests {
             assert!(text.contains(from), "{from}");
             let error = Config::from_toml(&text.replacen(from, to, 1), Vec::new()).unwrap_err();
             assert!(error.to_string().contains(field), "{field}: {error}");
+        }
+    }
+
+    /// Each key the shared `[[sync]]` checks judge, in an `[[objects]]` or
+    /// `[[relationships]]` entry, is named as the file writes it.
+    #[test]
+    fn a_bad_shared_key_names_the_objects_or_relationships_entry() {
+        let pause = |section| format!("\"pause\"       # or \"skip\": see [[sync]]\n[{section}");
+        let stop = |section| format!("\"stop\"\n[{section}");
+        let (pause_object, stop_object) = (pause("objects"), stop("objects"));
+        let (pause_relationship, stop_relationship) =
+            (pause("relationships"), stop("relationships"));
+        for (from, to, field) in [
+            ("filter = \"NOT is_internal\"", "filter = \"a; b\"", "objects[0].filter"),
+            ("filter = \"NOT is_internal\"", "filter = \" \"", "objects[0].filter"),
+            (
+                "soft_delete_column = \"deleted_at\"  #",
+                "soft_delete_column = \"\"  #",
+                "objects[0].soft_delete_column",
+            ),
+            (pause_object.as_str(), stop_object.as_str(), "objects[0].on_schema_change"),
+            ("name = \"name\"", "cio_id = \"name\"", "objects[0].attributes.cio_id"),
+            ("name = \"name\"", "name = \"\"", "objects[0].attributes.name"),
+            ("role = \"role\"", "id = \"role\"", "relationships[0].attributes.id"),
+            (
+                pause_relationship.as_str(),
+                stop_relationship.as_str(),
+                "relationships[0].on_schema_change",
+            ),
+        ] {
+            let text = example();
+            assert!(text.contains(from), "{from}");
+            let error = Config::from_toml(&text.replacen(from, to, 1), Vec::new()).unwrap_err();
+            assert!(error.to_string().contains(&format!("{field}: ")), "{field}: {error}");
+            assert!(!error.to_string().contains("sync["), "{field}: {error}");
+        }
+    }
+
+    /// `Config::validate` judges the resolved entries again: it names them
+    /// by their section too, not by their place in `Config::sync`.
+    #[test]
+    fn validating_the_resolved_entries_names_their_section() {
+        let config = Config::from_toml(&example(), Vec::new()).unwrap();
+        type Break = fn(&mut SyncConfig);
+        let cases: [(usize, Break, &str); 4] = [
+            (1, |s| s.filter = Some(";".into()), "objects[0].filter"),
+            (1, |s| s.soft_delete_column = Some(" ".into()), "objects[0].soft_delete_column"),
+            (
+                2,
+                |s| drop(s.attributes.insert("id".into(), "x".into())),
+                "relationships[0].attributes.id",
+            ),
+            (2, |s| s.id_column.clear(), "relationships[0].customer_id_column"),
+        ];
+        for (i, break_it, field) in cases {
+            let mut config = config.clone();
+            break_it(&mut config.sync[i]);
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(&format!("{field}: ")), "{field}: {error}");
         }
     }
 

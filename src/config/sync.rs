@@ -112,6 +112,41 @@ impl SyncConfig {
             _ => vec![self.id_column.clone()],
         }
     }
+
+    /// The section the entry was written in: `sync`, `objects` or
+    /// `relationships`.
+    pub fn section(&self) -> &'static str {
+        match self.target {
+            Target::Person => "sync",
+            Target::Object { .. } => "objects",
+            Target::Relationship { .. } => "relationships",
+        }
+    }
+
+    /// `key` as the entry's section spells it: a relationship's
+    /// `id_column` is its `customer_id_column`.
+    pub fn key_name<'a>(&self, key: &'a str) -> &'a str {
+        match (&self.target, key) {
+            (Target::Relationship { .. }, "id_column") => "customer_id_column",
+            _ => key,
+        }
+    }
+}
+
+/// How the file names `tables[i]`, an entry of `Config::sync`: `sync[j]`,
+/// `objects[j]` or `relationships[j]`, counted within its section (they
+/// are appended resolved in the file's order, `objects::resolve_into`), so
+/// an error names the entry the user wrote, not its place among them all.
+pub fn entry(tables: &[SyncConfig], i: usize) -> String {
+    let section = tables[i].section();
+    let j = tables[..i].iter().filter(|t| t.section() == section).count();
+    format!("{section}[{j}]")
+}
+
+/// Key `key` of `tables[i]` as the file names it (`objects[0].filter`,
+/// `relationships[1].customer_id_column`); see [`entry`].
+pub fn entry_field(tables: &[SyncConfig], i: usize, key: &str) -> String {
+    format!("{}.{}", entry(tables, i), tables[i].key_name(key))
 }
 
 /// `delete_action`: what removing a customer sends.
@@ -208,10 +243,12 @@ fn validate_event_name(field: &str, name: &str) -> Result<(), ConfigError> {
 }
 
 impl SyncConfig {
-    /// Checks one table's keys; `field` names a key of it (`sync[i].key`).
+    /// Checks one table's keys; `field` names a key of it (`sync[i].key`,
+    /// `objects[i].key`, …).
     pub(super) fn validate(&self, field: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
         if self.id_column.is_empty() {
-            return Err(ConfigError::invalid(field("id_column"), "must not be empty"));
+            let id_column = self.key_name("id_column");
+            return Err(ConfigError::invalid(field(id_column), "must not be empty"));
         }
         // An object or a relationship may carry no attribute.
         if self.attributes.is_empty() && self.target == Target::Person {
@@ -305,37 +342,20 @@ pub fn validate(tables: &[SyncConfig], events: &[EventTableConfig]) -> Result<()
             "at least one [[sync]], [[objects]] or [[relationships]] table is required",
         ));
     }
-    let mut seen = std::collections::HashSet::new();
+    // That each table is listed once is `tables.rs`'s check.
     for (i, sync) in tables.iter().enumerate() {
-        let field = |key: &str| format!("sync[{i}].{key}");
-        if !seen.insert(&sync.table) {
-            return Err(ConfigError::invalid(field("table"), "table is listed twice"));
-        }
-        sync.validate(&field)?;
+        let entry = entry(tables, i);
+        sync.validate(&|key| format!("{entry}.{key}"))?;
         for (j, event) in sync.events.iter().enumerate() {
-            event.validate(&|key| format!("sync[{i}].events[{j}].{key}"))?;
+            event.validate(&|key| format!("{entry}.events[{j}].{key}"))?;
         }
     }
-    validate_event_tables(events, &seen)
+    validate_event_tables(events)
 }
 
-fn validate_event_tables(
-    events_tables: &[EventTableConfig],
-    synced: &std::collections::HashSet<&TableName>,
-) -> Result<(), ConfigError> {
-    let mut seen = std::collections::HashSet::new();
+fn validate_event_tables(events_tables: &[EventTableConfig]) -> Result<(), ConfigError> {
     for (i, events) in events_tables.iter().enumerate() {
         let field = |key: &str| format!("events[{i}].{key}");
-        let key = &events.table;
-        if synced.contains(key) {
-            return Err(ConfigError::invalid(
-                field("table"),
-                "is a [[sync]] table too; derive events from its changes with [[sync.events]]",
-            ));
-        }
-        if !seen.insert(key) {
-            return Err(ConfigError::invalid(field("table"), "table is listed twice"));
-        }
         if events.customer_id_column.trim().is_empty() {
             return Err(ConfigError::invalid(field("customer_id_column"), "must not be empty"));
         }

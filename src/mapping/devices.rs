@@ -9,8 +9,15 @@
 //!
 //! A platform other than `ios`/`android` (any case) skips the row
 //! ([`SkipReason::InvalidPlatform`]); a NULL or empty customer id or token
-//! skips it as [`SkipReason::InvalidId`]. Device attributes go as strings
-//! (a bool as `true`/`false`); NULL ones are left out.
+//! skips it as [`SkipReason::InvalidId`], a token over [`MAX_TOKEN_BYTES`]
+//! as [`SkipReason::TokenTooLong`] (a row whose token grew past it deletes
+//! the old device when the old row names it, and still counts the skip).
+//! Device attributes go as strings (a bool as `true`/`false`); NULL ones
+//! are left out. Their values follow people's limits: one over 1000 bytes
+//! is left out (`value_too_long`), and while the `add_device` item is over
+//! Customer.io's 32 KB item limit its largest attribute is left out
+//! (`item_too_large`), as the sink trims a person's identify. Only names
+//! are reported, never a value or a token.
 
 use serde_json::{Map, Value as Json};
 
@@ -19,7 +26,15 @@ use crate::change::{Datum, ReplicaIdentity, Row, RowChange, RowOp, Table};
 use crate::config::devices::platform_of;
 use crate::config::DevicesConfig;
 use crate::customer::{CustomerOp, Device};
-use crate::track_api;
+use crate::track_api::{self, AddedDevice, Identifier, PersonAction, PersonItem};
+
+/// The longest device token sent. Customer.io documents no limit on a
+/// token (UNCONFIRMED: neither the Track API document nor its docs pages
+/// give one), so this is the safe side: 1000 bytes, its limit on any
+/// attribute value, far above any real push token (APNs: 64 hex
+/// characters; FCM: about 150 to 250), so no token a phone hands out is
+/// skipped, while a column holding something else entirely is not sent.
+pub const MAX_TOKEN_BYTES: usize = track_api::MAX_ATTRIBUTE_VALUE_BYTES;
 
 /// Maps one change of a devices table.
 pub fn map(config: &DevicesConfig, change: &RowChange) -> Mapped {
@@ -69,10 +84,10 @@ impl Rows<'_> {
         if !full && (unknown(customer) || unknown(token)) {
             return Err(SkipReason::DeviceKeyUnknown);
         }
-        match (customer.and_then(customer_id), token.and_then(token_of)) {
-            (Some(customer), Some(token)) => Ok((customer, token)),
-            _ => Err(SkipReason::InvalidId),
-        }
+        let Some(customer) = customer.and_then(customer_id) else {
+            return Err(SkipReason::InvalidId);
+        };
+        token.map_or(Err(SkipReason::InvalidId), token_of).map(|token| (customer, token))
     }
 
     /// Whether the row's `soft_delete_column` is set.
@@ -97,18 +112,22 @@ impl Rows<'_> {
         let pair = match self.pair(new) {
             Ok(pair) => pair,
             // The row names no device any more (its customer or token set
-            // to NULL: a logout): the one it named, if known, goes.
-            Err(_) => match old {
-                Some((customer, token)) => {
-                    out.ops.push(CustomerOp::DeleteDevice { customer, token });
-                    return;
-                }
-                None => {
+            // to NULL: a logout; or a token too long to send): the one it
+            // named, if known, goes.
+            Err(reason) => {
+                let too_long = reason == SkipReason::TokenTooLong;
+                match old {
+                    Some((customer, token)) => {
+                        out.ops.push(CustomerOp::DeleteDevice { customer, token });
+                        // The new token is still not sent: counted.
+                        out.skipped = too_long.then_some(reason);
+                    }
                     // A new row carries every column: NULL is NULL.
-                    out.skipped = Some(SkipReason::InvalidId);
-                    return;
+                    None if too_long => out.skipped = Some(reason),
+                    None => out.skipped = Some(SkipReason::InvalidId),
                 }
-            },
+                return;
+            }
         };
         if let Some((customer, token)) = old.filter(|old| *old != pair) {
             // Of the same token, the sink keeps the two in order (one
@@ -131,8 +150,28 @@ impl Rows<'_> {
         };
         let last_used = self.last_used(new, &mut out.dropped);
         let attributes = self.attributes(new, &mut out.dropped);
-        let device = Device { customer, token, platform, last_used, attributes };
+        let mut device = Device { customer, token, platform, last_used, attributes };
+        self.fit(&mut device, &mut out.dropped);
         out.ops.push(CustomerOp::AddDevice(Box::new(device)));
+    }
+
+    /// Leaves out the device's largest attribute (ties by name, so the
+    /// result is stable) while its `add_device` item, encoded as the sink
+    /// sends it, is over the item limit. The rest always fits: the
+    /// customer id and the token are at most 150 and 1000 bytes.
+    fn fit(&self, device: &mut Device, dropped: &mut Vec<DroppedAttribute>) {
+        while item_bytes(device) > track_api::MAX_BATCH_ITEM_BYTES {
+            let largest = device
+                .attributes
+                .iter()
+                .map(|(name, value)| (track_api::attribute_value_bytes(value) + name.len(), name))
+                .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+                .map(|(_, name)| name.clone());
+            let Some(name) = largest else { return };
+            device.attributes.remove(&name);
+            let column = self.config.attributes.get(&name).map_or("", String::as_str);
+            dropped.push(dropped_one(&name, column, DropReason::ItemTooLarge));
+        }
     }
 
     /// The platform a column's value names, if any.
@@ -197,11 +236,32 @@ fn as_string(value: Json) -> String {
     }
 }
 
-/// A usable device token: not empty, not blank.
-fn token_of(datum: &Datum) -> Option<String> {
-    let Datum::Text(bytes) = datum else { return None };
-    let token = std::str::from_utf8(bytes).ok()?;
-    (!token.trim().is_empty()).then(|| token.to_owned())
+/// A usable device token: not empty, not blank, at most
+/// [`MAX_TOKEN_BYTES`].
+fn token_of(datum: &Datum) -> Result<String, SkipReason> {
+    let Datum::Text(bytes) = datum else { return Err(SkipReason::InvalidId) };
+    let token = std::str::from_utf8(bytes).map_err(|_| SkipReason::InvalidId)?;
+    if token.trim().is_empty() {
+        return Err(SkipReason::InvalidId);
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(SkipReason::TokenTooLong);
+    }
+    Ok(token.to_owned())
+}
+
+/// The bytes of `device`'s `add_device` item as the sink encodes it.
+fn item_bytes(device: &Device) -> usize {
+    let action = PersonAction::AddDevice {
+        identifiers: Identifier::Id(device.customer.clone()),
+        device: AddedDevice {
+            token: device.token.clone(),
+            platform: device.platform.to_owned(),
+            last_used: device.last_used,
+            attributes: device.attributes.clone(),
+        },
+    };
+    serde_json::to_vec(&PersonItem::new(action)).map_or(0, |json| json.len())
 }
 
 #[cfg(test)]

@@ -223,3 +223,101 @@ fn a_row_whose_customer_or_token_is_set_to_null_deletes_the_old_device() {
     assert!(blind.ops.is_empty());
     assert_eq!(blind.skipped, Some(SkipReason::InvalidId));
 }
+
+#[test]
+fn a_token_over_the_limit_is_skipped_and_counted_never_sent() {
+    let longest = "t".repeat(MAX_TOKEN_BYTES);
+    let fits = map(RowOp::Insert { new: row("42", &longest, "ios") });
+    assert_eq!(fits.ops, vec![add("42", &longest, "ios")]);
+    let over = "t".repeat(MAX_TOKEN_BYTES + 1);
+    let inserted = map(RowOp::Insert { new: row("42", &over, "ios") });
+    assert!(inserted.ops.is_empty(), "{inserted:?}");
+    assert_eq!(inserted.skipped, Some(SkipReason::TokenTooLong));
+    assert_eq!(SkipReason::TokenTooLong.as_str(), "token_too_long");
+    let deleted = map(RowOp::Delete { old: row("42", &over, "ios") });
+    assert!(deleted.ops.is_empty());
+    assert_eq!(deleted.skipped, Some(SkipReason::TokenTooLong));
+    // A token grown past the limit: the old device goes, the new is counted.
+    let grown = map(update(Some(row("42", "tok", "ios")), false, row("42", &over, "ios")));
+    assert_eq!(grown.ops, vec![delete("42", "tok")]);
+    assert_eq!(grown.skipped, Some(SkipReason::TokenTooLong));
+    // Without the old row, only the skip.
+    let blind = map_as(ReplicaIdentity::Default, update(None, false, row("42", &over, "ios")));
+    assert!(blind.ops.is_empty());
+    assert_eq!(blind.skipped, Some(SkipReason::TokenTooLong));
+    // A NULL token of a new row stays an invalid id under DEFAULT identity.
+    let mut null = row("42", "tok", "ios");
+    null[2] = N;
+    let insert = map_as(ReplicaIdentity::Default, RowOp::Insert { new: null });
+    assert_eq!(insert.skipped, Some(SkipReason::InvalidId));
+}
+
+#[test]
+fn an_attribute_value_over_1000_bytes_is_left_out_by_name() {
+    let mut long = row("42", "tok", "ios");
+    long[5] = t(&"v".repeat(1001));
+    let mapped = map(RowOp::Insert { new: long.clone() });
+    let CustomerOp::AddDevice(device) = &mapped.ops[0] else { panic!("{mapped:?}") };
+    assert_eq!(
+        serde_json::Value::Object(device.attributes.clone()),
+        json!({"push_enabled": "true"})
+    );
+    assert_eq!(
+        mapped.dropped,
+        vec![DroppedAttribute {
+            attribute: "app_version".into(),
+            column: "app_version".into(),
+            reason: DropReason::ValueTooLong
+        }]
+    );
+    long[5] = t(&"v".repeat(1000));
+    let kept = map(RowOp::Insert { new: long });
+    assert!(kept.dropped.is_empty(), "{kept:?}");
+}
+
+/// A devices table of `n` text attribute columns `a0`… after the usual
+/// columns, and a config mapping each.
+fn wide(n: usize) -> (DevicesConfig, Arc<Table>) {
+    let mut config = config();
+    let mut table = (*table(ReplicaIdentity::Full)).clone();
+    for i in 0..n {
+        config.attributes.insert(format!("a{i}"), format!("c{i}"));
+        table.columns.push(TableColumn {
+            name: format!("c{i}"),
+            type_oid: 0,
+            kind: ValueKind::Text,
+        });
+    }
+    (config, Arc::new(table))
+}
+
+#[test]
+fn a_device_over_the_item_limit_leaves_out_its_largest_attributes_until_it_fits() {
+    let (config, table) = wide(40);
+    let mut new = row("42", &"t".repeat(MAX_TOKEN_BYTES), "ios");
+    // 40 values of 900 to 939 bytes: about 37 KB, over the 32 KB limit.
+    new.extend((0..40).map(|i| t(&"v".repeat(900 + i))));
+    let change = RowChange {
+        table,
+        op: RowOp::Insert { new },
+        commit_time: 1,
+        position: Default::default(),
+    };
+    let mapped = super::map(&config, &change);
+    let CustomerOp::AddDevice(device) = &mapped.ops[0] else { panic!("{mapped:?}") };
+    let bytes = item_bytes(device);
+    assert!(bytes <= track_api::MAX_BATCH_ITEM_BYTES, "{bytes}");
+    let dropped: Vec<&str> = mapped.dropped.iter().map(|d| d.attribute.as_str()).collect();
+    // The largest go first, and no more than needed.
+    assert_eq!(dropped, ["a39", "a38", "a37", "a36", "a35", "a34", "a33"], "{bytes}");
+    assert!(mapped.dropped.iter().all(|d| d.reason == DropReason::ItemTooLarge));
+    assert_eq!(DropReason::ItemTooLarge.as_str(), "item_too_large");
+    assert_eq!(mapped.dropped[0].column, "c39");
+    assert!(
+        device.attributes.contains_key("a32") && device.attributes.contains_key("push_enabled")
+    );
+    // No more than needed: the smallest one left out would not fit.
+    let mut one_more = (**device).clone();
+    one_more.attributes.insert("a33".into(), json!("v".repeat(933)));
+    assert!(item_bytes(&one_more) > track_api::MAX_BATCH_ITEM_BYTES);
+}

@@ -65,6 +65,9 @@ pub enum SkipReason {
     /// A DELETE of a `[[devices]]` row whose old row lacks the customer or
     /// the token (the replica identity's key does not hold both).
     DeviceKeyUnknown,
+    /// A `[[devices]]` row whose token is over
+    /// [`devices::MAX_TOKEN_BYTES`]: too long to be accepted as a device.
+    TokenTooLong,
 }
 
 impl SkipReason {
@@ -80,6 +83,7 @@ impl SkipReason {
             Self::RelationshipUnknown => "relationship_unknown",
             Self::InvalidPlatform => "invalid_platform",
             Self::DeviceKeyUnknown => "device_key_unknown",
+            Self::TokenTooLong => "token_too_long",
         }
     }
 }
@@ -93,6 +97,9 @@ pub enum DropReason {
     Unparseable,
     /// The mapped column is not in the table (dropped or renamed).
     MissingColumn,
+    /// Left out, largest first, while a device's item was over
+    /// Customer.io's 32 KB item limit.
+    ItemTooLarge,
 }
 
 impl DropReason {
@@ -102,6 +109,7 @@ impl DropReason {
             Self::ValueTooLong => "value_too_long",
             Self::Unparseable => "unparseable",
             Self::MissingColumn => "missing_column",
+            Self::ItemTooLarge => "item_too_large",
         }
     }
 }

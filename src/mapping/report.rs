@@ -66,6 +66,7 @@ fn skip_counter(reason: SkipReason, counters: &Counters) -> &std::sync::atomic::
         SkipReason::RelationshipUnknown => &counters.changes_skipped_relationship_unknown,
         SkipReason::InvalidPlatform => &counters.changes_skipped_invalid_platform,
         SkipReason::DeviceKeyUnknown => &counters.changes_skipped_device_key_unknown,
+        SkipReason::TokenTooLong => &counters.changes_skipped_token_too_long,
     }
 }
 
@@ -90,6 +91,10 @@ fn skip_explanation(reason: SkipReason) -> Option<&'static str> {
              table's replica identity carries only its key; run ALTER TABLE … REPLICA \
              IDENTITY FULL, or make (customer_id_column, token_column) its primary key \
              (`ciosync check` names the statement)",
+        ),
+        SkipReason::TokenTooLong => Some(
+            "its device token (token_column) is over 1000 bytes, longer than any push token: \
+             the column holds something else",
         ),
     }
 }
@@ -122,6 +127,7 @@ mod tests {
             SkipReason::InvalidEvent,
             SkipReason::InvalidPlatform,
             SkipReason::DeviceKeyUnknown,
+            SkipReason::TokenTooLong,
         ];
         for (reason, producer) in reasons
             .into_iter()

@@ -131,7 +131,9 @@ pub struct Needs {
 impl Needs {
     /// The uses of a `[[sync]]` table.
     pub fn of_sync(sync: &SyncConfig) -> Self {
-        let mut uses = vec![Use::new("id_column".to_owned(), &sync.id_column, false)];
+        // Named as the file names it (a relationship's `customer_id_column`).
+        let id = Use::new(sync.key_name("id_column").to_owned(), &sync.id_column, false);
+        let mut uses = vec![Use { structural: true, ..id }];
         for (attribute, column) in &sync.attributes {
             let mut used = Use::new(format!("attributes.{attribute}"), column, true);
             used.attribute = Some(attribute.clone());

@@ -412,3 +412,27 @@ async fn skip_still_pauses_when_the_id_column_broke() {
         other => panic!("a change without its id went on under skip: {other:?}"),
     }
 }
+
+/// A relationship's person column is its `customer_id_column` in the file:
+/// a break names that key, and it is structural as any id column.
+#[test]
+fn a_relationships_person_column_is_named_as_the_file_names_it() {
+    let mut config = sync();
+    config.events.clear();
+    config.target = crate::config::Target::Relationship {
+        object_type_id: "1".to_owned(),
+        object_id_column: "account_id".to_owned(),
+    };
+    let needs = Needs::of_sync(&config);
+    let mut table = users();
+    table.push(("account_id".to_owned(), Shape::String));
+    let baseline = accept(&needs, &table, &Baseline::default());
+    table[0].0 = "person_id".to_owned();
+    let breaks = judge(&needs, &table, &baseline);
+    assert_eq!(breaks.len(), 1, "{breaks:?}");
+    assert!(breaks[0].structural, "{breaks:?}");
+    let said = breaks[0].to_string();
+    assert!(said.contains("column id (customer_id_column) was renamed to person_id"), "{said}");
+    let fix = breaks[0].fix();
+    assert!(fix.contains("set customer_id_column = \"person_id\""), "{fix}");
+}

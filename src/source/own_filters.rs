@@ -22,6 +22,7 @@ use tokio_postgres::Client;
 use super::reader::describe_whole;
 use super::row_filter;
 use super::setup::{self, refused_filter};
+use crate::config::sync::entry_field;
 use crate::config::{Config, SyncConfig};
 use crate::mapping::filter_expr::FilterExpr;
 use crate::pg::catalog::{Publication, Table};
@@ -42,6 +43,7 @@ pub async fn own_filters(sql: &Client, config: &Config) -> Result<Vec<Named>, Pg
         .map_err(PgError::sql("read pg_publication"))?;
     for (i, sync) in config.sync.iter().enumerate() {
         let Some(filter) = &sync.filter else { continue };
+        let field = entry_field(&config.sync, i, "filter");
         let member = match &publication {
             Some(p) => {
                 p.member(sql, &sync.table).await.map_err(PgError::sql("read pg_publication_rel"))?
@@ -51,10 +53,10 @@ pub async fn own_filters(sql: &Client, config: &Config) -> Result<Vec<Named>, Pg
         let published = member.is_some();
         let mine = match member {
             Some(member) => member.row_filter.is_none(),
-            None => identity_lacks(sql, i, sync, filter).await?,
+            None => identity_lacks(sql, &field, sync, filter).await?,
         };
         if mine {
-            let evaluated = evaluable(sql, i, sync, filter).await;
+            let evaluated = evaluable(sql, &field, sync, filter).await;
             if let Err(PgError::Definite(why)) = evaluated {
                 // The publication has the table without a filter: making the
                 // identity FULL alone would not move the filter there.
@@ -76,30 +78,36 @@ pub async fn own_filters(sql: &Client, config: &Config) -> Result<Vec<Named>, Pg
     Ok(own)
 }
 
-/// Whether `sync[i]`'s replica identity lacks a column its filter reads.
+/// Whether `sync`'s replica identity lacks a column its filter (`field`)
+/// reads.
 async fn identity_lacks(
     sql: &Client,
-    i: usize,
+    field: &str,
     sync: &SyncConfig,
     filter: &str,
 ) -> Result<bool, PgError> {
     let (schema, name) = sync.schema_and_name();
     let read = row_filter::read(sql, schema, name, filter)
         .await
-        .map_err(|e| refused_filter(&format!("sync[{i}].filter"), schema, name, e))?;
+        .map_err(|e| refused_filter(field, schema, name, e))?;
     let table =
         Table::read(sql, &sync.table).await.map_err(PgError::sql("read the replica identity"))?;
     Ok(table.is_some_and(|t| !t.identity().missing(&read.columns).is_empty()))
 }
 
-/// Refuses, naming the field, a filter ciosync cannot evaluate exactly:
+/// Refuses, naming the field (`field`), a filter ciosync cannot evaluate exactly:
 /// outside the subset, or comparing text under a nondeterministic collation
 /// (a case-insensitive ICU one, say), which byte equality would get wrong.
-async fn evaluable(sql: &Client, i: usize, sync: &SyncConfig, filter: &str) -> Result<(), PgError> {
+async fn evaluable(
+    sql: &Client,
+    field: &str,
+    sync: &SyncConfig,
+    filter: &str,
+) -> Result<(), PgError> {
     let (schema, name) = sync.schema_and_name();
     let refuse = |why: String| {
         PgError::Definite(format!(
-            "sync[{i}].filter reads columns the replica identity of {schema}.{name} does not \
+            "{field} reads columns the replica identity of {schema}.{name} does not \
              carry, so ciosync evaluates it on each change itself, and it cannot: {why}. Write \
              the filter within what ciosync evaluates, or make the table REPLICA IDENTITY FULL \
              (then the publication filters, as Postgres allows)"

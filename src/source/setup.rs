@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 
 use super::own_filters::{own_filters, Named};
 use super::row_filter;
+use crate::config::sync::{entry, entry_field};
 use crate::config::{Config, SyncConfig};
 use crate::pg::catalog::{Member, Publication, Slot, Table};
 use crate::pg::is_definite_sqlstate;
@@ -106,7 +107,7 @@ pub fn refit_table_sql(publication: &str, sync: &SyncConfig, own: &[Named]) -> S
 /// Why an existing publication would lose changes of the synced tables, or
 /// send rows the config leaves out (it does not publish inserts, updates or
 /// deletes; it names a partitioned table's changes after its partitions; it
-/// publishes only some columns; its row filter is not `sync[i].filter`), with
+/// publishes only some columns; its row filter is not the entry's `filter`), with
 /// the SQL that fixes it. `None` when it fits or does not exist. A
 /// configured filter Postgres refuses is an error naming the field.
 pub async fn publication_misfit(
@@ -157,8 +158,8 @@ pub async fn publication_misfit(
     Ok(None)
 }
 
-/// How the publication's row filter of a synced table differs from
-/// `sync[i].filter`, if it does, with its fix (see
+/// How the publication's row filter of a synced table differs from its
+/// entry's `filter` (`sync[i].filter`, `objects[i].filter`), if it does, with its fix (see
 /// [`row_filter`] for the comparison). Only a table in the publication's
 /// own table list (`member.listed`) can have a row filter.
 async fn row_filter_misfit(
@@ -175,7 +176,8 @@ async fn row_filter_misfit(
         return Ok(None);
     }
     let (schema, name) = sync.schema_and_name();
-    let field = format!("sync[{i}].filter");
+    let entry = entry(&config.sync, i);
+    let field = format!("{entry}.filter");
     let problem = match (member.row_filter.as_deref(), sync.filter.as_deref()) {
         (None, None) => return Ok(None),
         (None, Some(_)) if !member.listed => {
@@ -191,7 +193,7 @@ async fn row_filter_misfit(
         }
         (Some(published), None) => format!(
             "publication {publication} filters the rows of {schema}.{name} (WHERE {published}) \
-             but sync[{i}] has no filter, so rows outside it would never reach Customer.io"
+             but {entry} has no filter, so rows outside it would never reach Customer.io"
         ),
         (None, Some(configured)) => format!(
             "publication {publication} publishes every row of {schema}.{name} but {field} is \
@@ -242,7 +244,7 @@ pub(super) fn refused_filter(
 fn refused_publication(config: &Config, error: tokio_postgres::Error) -> PgError {
     let filters: Vec<String> = (0..config.sync.len())
         .filter(|i| config.sync[*i].filter.is_some())
-        .map(|i| format!("sync[{i}].filter"))
+        .map(|i| entry_field(&config.sync, i, "filter"))
         .collect();
     match error.as_db_error() {
         Some(db) if db.code().code() == "0A000" && !filters.is_empty() => {
@@ -270,7 +272,7 @@ pub async fn filter_identity_problem(
             continue;
         }
         let (schema, name) = sync.schema_and_name();
-        let field = format!("sync[{i}].filter");
+        let field = entry_field(&config.sync, i, "filter");
         let read = row_filter::read(sql, schema, name, filter)
             .await
             .map_err(|e| refused_filter(&field, schema, name, e))?;

@@ -193,6 +193,7 @@ fn stream(c: &Counters, out: &mut Families) {
             ("relationship_unknown", get(&c.changes_skipped_relationship_unknown) as f64),
             ("invalid_platform", get(&c.changes_skipped_invalid_platform) as f64),
             ("device_key_unknown", get(&c.changes_skipped_device_key_unknown) as f64),
+            ("token_too_long", get(&c.changes_skipped_token_too_long) as f64),
             ("write_back", get(&c.changes_skipped_write_back) as f64),
             ("truncate", get(&c.truncates_ignored) as f64),
         ],

@@ -83,6 +83,7 @@ fn populated() -> Counters {
         &c.changes_skipped_relationship_unknown,
         &c.changes_skipped_invalid_platform,
         &c.changes_skipped_device_key_unknown,
+        &c.changes_skipped_token_too_long,
         &c.changes_skipped_write_back,
         &c.bad_messages,
         &c.truncates_ignored,

@@ -65,6 +65,8 @@ pub struct Counters {
     /// DELETEs of `[[devices]]` rows whose old row lacks the customer or
     /// the token (DEFAULT identity, a key without both).
     pub changes_skipped_device_key_unknown: AtomicU64,
+    /// Rows of `[[devices]]` tables whose token is too long to send.
+    pub changes_skipped_token_too_long: AtomicU64,
     /// Changes written back by the webhook receiver (not echoed).
     pub changes_skipped_write_back: AtomicU64,
     /// Replication messages that could not be decoded, skipped.

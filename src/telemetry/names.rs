@@ -570,7 +570,8 @@ pub const LABEL_OBJECT_TYPE: &str = "object_type";
 pub const LABEL_METRIC: &str = "metric";
 /// Label of [`CHANGES_SKIPPED`]: `no_change`, `invalid_id`, `unknown_table`,
 /// `soft_deleted`, `filtered_out`, `invalid_event`, `relationship_unknown`,
-/// `invalid_platform`, `device_key_unknown`, `write_back`, `truncate`; of [`WEBHOOKS_REJECTED`]:
+/// `invalid_platform`, `device_key_unknown`, `token_too_long`, `write_back`, `truncate`; of
+/// [`WEBHOOKS_REJECTED`]:
 /// see `webhooks::Rejection::as_str`; of [`LISTENER_CUT`]: see `listener::Cut::as_str`.
 pub const LABEL_REASON: &str = "reason";
 /// Label of [`CHANGES_RECEIVED`]: `schema.table` of a synced table.

@@ -144,8 +144,7 @@ async fn execute(config: &Config, request: Request) -> Result<(), CommandError> 
         Request::Discard(selection) => {
             let ids = chosen(&table, slot, selection).await?;
             let discarded = table.delete(&ids).await?;
-            let noun = if discarded == 1 { "dead letter" } else { "dead letters" };
-            emit(&format!("discarded {discarded} {noun}\n"))
+            emit(&format!("discarded {}\n", crate::wording::count(discarded, "dead letter")))
         }
     }
 }
