@@ -28,6 +28,23 @@ use tokio_postgres::Client;
 use crate::config::Config;
 use crate::error::error_chain;
 use crate::pg::catalog::{self, Role, Server};
+use crate::pg::name::TableName;
+use crate::pg::quote::quote_ident;
+
+/// The statements that let `user` read `name` (`table` as the catalogue
+/// has it): USAGE on its schema when the role lacks it, then SELECT.
+fn grant_select(name: &TableName, table: &catalog::Table, user: &str) -> String {
+    let (schema, _) = name.parts();
+    let select = format!("GRANT SELECT ON {} TO {};", name.quoted(), quote_ident(user));
+    match table.schema_usage {
+        true => select,
+        false => format!(
+            "GRANT USAGE ON SCHEMA {} TO {}; {select}",
+            quote_ident(schema),
+            quote_ident(user)
+        ),
+    }
+}
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -81,4 +81,14 @@ async fn check_names_the_select_grant_each_copied_table_lacks() {
         assert_eq!(out.matches("cannot read").count(), 1, "{out}");
         db.exec(&format!("GRANT SELECT ON {table} TO {role}")).await;
     }
+
+    // SELECT without USAGE on the schema reads nothing: both grants named.
+    db.exec("REVOKE USAGE ON SCHEMA public FROM PUBLIC").await;
+    let (exit, out) = check(&text).await;
+    assert_eq!(exit, Some(1), "without USAGE on public:\n{out}");
+    let grant = format!(
+        "fix: GRANT USAGE ON SCHEMA \"public\" TO \"{role}\"; \
+         GRANT SELECT ON \"public\".\"push_tokens\" TO \"{role}\";"
+    );
+    assert!(out.contains(&grant), "without USAGE on public: missing {grant:?} in\n{out}");
 }

@@ -7,7 +7,6 @@
 use super::Finding;
 use crate::config::DevicesConfig;
 use crate::pg::catalog::{IdentityKind, Table};
-use crate::pg::quote::quote_ident;
 
 /// The lines of one devices table, for role `user`, in report order.
 pub fn devices_table(devices: &DevicesConfig, user: &str, table: Option<&Table>) -> Vec<Finding> {
@@ -24,7 +23,7 @@ pub fn devices_table(devices: &DevicesConfig, user: &str, table: Option<&Table>)
         out.push(Finding::error(
             &label,
             format!("role {user} cannot read it (the initial copy and backfills do)"),
-            format!("GRANT SELECT ON {} TO {};", devices.table.quoted(), quote_ident(user)),
+            super::grant_select(&devices.table, table, user),
         ));
     }
     let problems = column_problems(devices, table);
@@ -135,6 +134,7 @@ mod tests {
             has_primary_key: !key.is_empty(),
             unique_columns: Vec::new(),
             can_select: true,
+            schema_usage: true,
             owned: true,
             columns: vec![
                 column("id", "bigint"),

@@ -49,7 +49,7 @@ pub fn sync_table(
         out.push(Finding::error(
             &label,
             format!("role {user} cannot read it"),
-            format!("GRANT SELECT ON {} TO {};", sync.table.quoted(), quote_ident(user)),
+            super::grant_select(&sync.table, table, user),
         ));
     }
     let id = &sync.id_column;
@@ -415,12 +415,18 @@ pub fn event_table(events: &EventTableConfig, user: &str, table: Option<&Table>)
                 "role {user} cannot read it: its inserts still become events, but `backfill \
                  --events` cannot replay it"
             ),
-            format!("GRANT SELECT ON {} TO {};", events.table.quoted(), quote_ident(user)),
+            super::grant_select(&events.table, table, user),
         ));
     }
     let problems = event_column_problems(events, table);
     out.push(if problems.is_empty() {
-        Finding::ok(&label, format!("its inserts become events; {}", replayable(events, table)))
+        Finding::ok(
+            &label,
+            match table.can_select {
+                true => format!("its inserts become events; {}", replayable(events, table)),
+                false => "its inserts become events".to_owned(),
+            },
+        )
     } else {
         Finding::error(&label, problems.join("; "), "fix [[events]] or the table")
     });

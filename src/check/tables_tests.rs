@@ -23,6 +23,7 @@ fn table(columns: &[(&str, &str)]) -> Table {
         has_primary_key: true,
         unique_columns: vec!["id".into()],
         can_select: true,
+        schema_usage: true,
         owned: true,
         columns: columns
             .iter()
@@ -305,6 +306,18 @@ fn an_event_table_needs_a_key_and_columns_of_fitting_types() {
     assert_eq!(
         lines[0].fix.as_deref(),
         Some("GRANT SELECT ON \"public\".\"outbox\" TO \"ciosync\";")
+    );
+    let last = lines.last().expect("a line");
+    assert_eq!(last.message, "its inserts become events", "no replay promised: {lines:?}");
+    // Without USAGE on the schema, SELECT alone reads nothing: both grants.
+    unreadable.schema_usage = false;
+    let lines = tables::event_table(&events, "ciosync", Some(&unreadable));
+    assert_eq!(
+        lines[0].fix.as_deref(),
+        Some(
+            "GRANT USAGE ON SCHEMA \"public\" TO \"ciosync\"; \
+             GRANT SELECT ON \"public\".\"outbox\" TO \"ciosync\";"
+        )
     );
 }
 

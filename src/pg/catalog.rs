@@ -161,8 +161,12 @@ pub struct Table {
     pub has_primary_key: bool,
     /// Columns that alone are the key of a unique index without a predicate.
     pub unique_columns: Vec<String>,
-    /// SELECT on the table for the connected role.
+    /// The connected role can read it: SELECT on the table and USAGE on
+    /// its schema.
     pub can_select: bool,
+    /// USAGE on its schema for the connected role (without it, SELECT on
+    /// the table reads nothing).
+    pub schema_usage: bool,
     /// The connected role owns it (or is a member of its owner).
     pub owned: bool,
     /// In column order, dropped columns left out.
@@ -190,8 +194,10 @@ impl Table {
                             ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
                           WHERE i.indrelid = c.oid AND i.indisunique AND i.indnkeyatts = 1 \
                             AND i.indpred IS NULL), \
-                    has_table_privilege(c.oid, 'SELECT'), \
-                    pg_catalog.pg_has_role(c.relowner, 'USAGE') \
+                    has_table_privilege(c.oid, 'SELECT') \
+                      AND has_schema_privilege(n.oid, 'USAGE'), \
+                    pg_catalog.pg_has_role(c.relowner, 'USAGE'), \
+                    has_schema_privilege(n.oid, 'USAGE') \
                  FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = $1 AND c.relname = $2",
@@ -220,6 +226,7 @@ impl Table {
             unique_columns: row.get(6),
             can_select: row.get(7),
             owned: row.get(8),
+            schema_usage: row.get(9),
             columns,
         }))
     }
