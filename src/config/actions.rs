@@ -425,9 +425,10 @@ fn update_effect(
     invalid: &Invalid,
     path: &PathOf,
 ) -> Result<Effect, ConfigError> {
+    // Actions name people: an object or membership table matches no id.
     let sync = match &a.table {
-        None => config.sync.first(),
-        Some(table) => config.sync.iter().find(|s| s.table == *table),
+        None => config.people().next(),
+        Some(table) => config.people().find(|s| s.table == *table),
     }
     .ok_or_else(|| invalid("table", "must be a [[sync]] table".to_owned()))?;
     let columns = columns(a, invalid, path)?;

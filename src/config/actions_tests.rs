@@ -37,6 +37,36 @@ fn error(actions: &str) -> String {
 const SEGMENT: &str =
     "[[webhooks.actions]]\nname = \"vip\"\nkind = \"segment\"\ndirection = \"enter\"\n";
 
+/// Write-backs and update actions set a column of a person's row: an
+/// `[[objects]]` or `[[relationships]]` table is not one, named or not.
+#[test]
+fn write_backs_and_actions_act_on_people_tables_only() {
+    let accounts = "[[objects]]\ntable = \"public.accounts\"\nobject_type_id = \"1\"\n\
+                    id_column = \"id\"\n[objects.attributes]\nname = \"name\"\n";
+    let write_back = format!(
+        "signing_key = \"{SECRET}\"\n[[webhooks.write_back]]\nmetric = \"bounced\"\n\
+         column = \"c\"\nvalue = \"true\"\n"
+    );
+    let load_with = |config: String| Config::from_toml(&config, Vec::<(String, String)>::new());
+    let named = format!("{BASE}{write_back}table = \"public.accounts\"\n{accounts}");
+    let error = load_with(named).expect_err("an objects table").to_string();
+    assert!(error.contains("webhooks.write_back[0].table"), "{error}");
+    let config = load_with(format!("{BASE}{write_back}{accounts}")).expect("people's table");
+    let resolved = crate::config::webhooks::resolve(&config).expect("resolved");
+    assert!(resolved[0].statement.contains("\"users\""), "{}", resolved[0].statement);
+    // Without a [[sync]] table, none: not the objects table.
+    let head = BASE.split("[[sync]]").next().expect("the head");
+    let objects_only =
+        format!("{head}[webhooks]\nlisten = \"127.0.0.1:8080\"\n{write_back}{accounts}");
+    let error = load_with(objects_only).expect_err("no people's table").to_string();
+    assert!(error.contains("webhooks.write_back[0].table"), "{error}");
+    let update = "[[webhooks.actions]]\nname = \"score\"\nkind = \"update\"\n\
+                  table = \"public.accounts\"\n[webhooks.actions.columns]\nname = \"x\"\n";
+    let env = [("CIOSYNC_WEBHOOKS_ACTIONS_SCORE_SECRET", SECRET)];
+    let error = load(&format!("{update}{accounts}"), &env).expect_err("objects").to_string();
+    assert!(error.contains("webhooks.actions[0].table"), "{error}");
+}
+
 #[test]
 fn actions_alone_need_no_signing_key_and_take_their_secret_from_the_environment() {
     let config = load(SEGMENT, &[("CIOSYNC_WEBHOOKS_ACTIONS_VIP_SECRET", SECRET)]).unwrap();

@@ -176,6 +176,12 @@ impl Config {
         devices::validate(&self.devices)
     }
 
+    /// The `[[sync]]` tables (of people), without the `[[objects]]` and
+    /// `[[relationships]]` entries resolved beside them.
+    pub fn people(&self) -> impl Iterator<Item = &SyncConfig> {
+        self.sync.iter().filter(|s| s.target == Target::Person)
+    }
+
     /// The replication origin this slot's webhook write-backs carry, when
     /// there are write-backs: the source skips transactions with it, so a
     /// write-back never echoes back to Customer.io.

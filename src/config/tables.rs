@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::{Config, ConfigError, Target};
+use super::{Config, ConfigError};
 use crate::pg::name::TableName;
 
 /// The config's table entries, as `(field, section, table)` in the order
@@ -14,7 +14,7 @@ use crate::pg::name::TableName;
 /// and `[[relationships]]` are appended resolved), then `objects[i]`,
 /// `relationships[i]`, `events[i]`, `devices[i]`.
 fn entries(config: &Config) -> Vec<(String, &'static str, &TableName)> {
-    let people = config.sync.iter().filter(|s| s.target == Target::Person).map(|s| &s.table);
+    let people = config.people().map(|s| &s.table);
     let sections: [(&'static str, Vec<&TableName>); 5] = [
         ("sync", people.collect()),
         ("objects", config.objects.iter().map(|o| &o.table).collect()),

@@ -350,9 +350,10 @@ pub fn resolve(config: &Config) -> Result<Vec<WriteBack>, ConfigError> {
         if wb.column.trim().is_empty() {
             return Err(invalid("column", "must name the column to set"));
         }
+        // Webhooks name people: an object or membership table matches no id.
         let sync = match &wb.table {
-            None => config.sync.first(),
-            Some(table) => config.sync.iter().find(|s| s.table == *table),
+            None => config.people().next(),
+            Some(table) => config.people().find(|s| s.table == *table),
         }
         .ok_or_else(|| invalid("table", "must be a [[sync]] table"))?;
         let (schema, name) = sync.schema_and_name();
