@@ -48,7 +48,9 @@ pub async fn run(
     counters: Arc<Counters>,
     stop: CancellationToken,
 ) {
-    let mapper = Mapper::new(&config.sync).with_record(config.pipeline.record_accepted);
+    let mapper = Mapper::new(&config.sync)
+        .with_device_tables(&config.devices)
+        .with_record(config.pipeline.record_accepted);
     let mapper = Mapping { mapper, counters };
     while !stop.is_cancelled() {
         if let Err(error) = serve(&settings, &config, &mapper, &windows, &stop).await {
@@ -213,8 +215,10 @@ async fn run_chunks(
     };
     state.start_backfill(id).await?;
     let recorded_table = backfill.table.clone();
-    // An event replay sends events, which the record does not keep.
-    let record = config.pipeline.record_accepted && !backfill.events;
+    // An event replay sends events, a devices backfill device calls: the
+    // record keeps neither.
+    let devices = super::readers::of_devices(config, backfill);
+    let record = config.pipeline.record_accepted && !backfill.events && !devices;
     if record && backfill.ignore_record {
         // Its chunks forget their customers until they are sent again.
         crate::record::store::mark_complete(sql, &config.postgres.slot, &recorded_table, false)
@@ -416,9 +420,16 @@ impl ChunkReader<'_> {
         if self.backfill.ignore_record {
             // Forgotten before the chunk reaches the sink: sent whole. What
             // the stream has accepted since is recorded anew, truly.
-            // People only: objects and relationships are not in the record.
+            // People only: objects, relationships and devices are not in
+            // the record (a person's record stays when their devices go).
             let person = |op: &&CustomerOp| {
-                !matches!(op, CustomerOp::Object(_) | CustomerOp::Relationship(_))
+                !matches!(
+                    op,
+                    CustomerOp::Object(_)
+                        | CustomerOp::Relationship(_)
+                        | CustomerOp::AddDevice(_)
+                        | CustomerOp::DeleteDevice { .. }
+                )
             };
             let customers: Vec<String> = rows
                 .iter()

@@ -2,9 +2,13 @@
 //! anything. One read-only REPEATABLE READ transaction (one snapshot)
 //! reads the synced tables as a backfill does (every mapped attribute of
 //! each row, the retyped ones left out, `--attributes` only) and diffs each
-//! row against the record of what Customer.io accepted, as the sink does
-//! before sending; and it counts the customers the record holds whose row
-//! is gone, filtered out or soft-deleted (deletes no backfill sends).
+//! person's row against the record of what Customer.io accepted, as the
+//! sink does before sending; and it counts the customers the record holds
+//! whose row is gone, filtered out or soft-deleted (deletes no backfill
+//! sends). Objects, relationships and devices are not in the record: every
+//! row's operations go, counted by kind (`object_identify`,
+//! `add_relationship`, `add_device`, `delete_device`, …), with the rows
+//! that send nothing and why.
 //!
 //! Exit 0: nothing to send; [`EXIT_WOULD_SEND`]: a backfill would send
 //! something (or the record holds customers whose row is gone); 2: a bad
@@ -18,7 +22,7 @@ use tokio_postgres::Client;
 
 use super::gone;
 use crate::backfill::runner::{as_change, as_sent, CHUNK_ROWS};
-use crate::config::{Config, SyncConfig};
+use crate::config::{Config, CopiedTable, Target};
 use crate::customer::CustomerOp;
 use crate::error::{error_chain, EXIT_FAILURE, EXIT_USAGE};
 use crate::mapping::Mapper;
@@ -37,7 +41,8 @@ const EXAMPLES: usize = 5;
 /// What `ciosync plan` was asked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
-    /// Only this `[[sync]]` table (default: every one).
+    /// Only this `[[sync]]` or `[[devices]]` table (default: every
+    /// `[[sync]]` table, as a backfill).
     pub table: Option<String>,
     /// Only these attributes, as `backfill --attributes`.
     pub attributes: Option<Vec<String>>,
@@ -60,6 +65,9 @@ pub struct Plan {
     /// Identifies a backfill would send, and the requests and seconds that
     /// takes at the configured batch size and request budget.
     pub identifies: u64,
+    /// Operations of objects, relationships and devices it would send (not
+    /// in the record: one per row, or two for a device moved).
+    pub operations: u64,
     pub requests: u64,
     pub seconds: f64,
 }
@@ -68,6 +76,8 @@ pub struct Plan {
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct TablePlan {
     pub table: String,
+    /// `people`, `objects`, `relationships` or `devices`.
+    pub kind: &'static str,
     pub rows: u64,
     /// Customers the record knows nothing of: sent whole.
     pub unknown: u64,
@@ -81,23 +91,27 @@ pub struct TablePlan {
     pub unknown_examples: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changed_examples: Vec<String>,
+    /// Objects', relationships' and devices' operations by kind: every one
+    /// is sent (the record does not keep them).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub operations: BTreeMap<&'static str, u64>,
+    /// Rows of those tables that send nothing, by why (as the stream's
+    /// `ciosync_changes_skipped_total` reasons).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped: BTreeMap<&'static str, u64>,
 }
 
 /// Runs `ciosync plan`.
 pub async fn run(config: &Config, request: Request) -> ExitCode {
-    let syncs = match super::backfill::select_tables(config, request.table.as_deref(), None) {
-        Ok(syncs) => syncs,
+    let tables = match super::backfill::select_tables(config, request.table.as_deref(), None) {
+        Ok(tables) => tables,
         Err(message) => return usage(&message),
     };
-    if let Some(unknown) = request
-        .attributes
-        .iter()
-        .flatten()
-        .find(|a| !syncs.iter().any(|s| s.attributes.contains_key(a.as_str())))
+    if let Err(message) = super::backfill::check_attributes(&tables, request.attributes.as_deref())
     {
-        return usage(&format!("--attributes: `{unknown}` is not a mapped attribute of the table"));
+        return usage(&message);
     }
-    match look(config, &syncs, &request).await {
+    match look(config, &tables, &request).await {
         Ok(plan) => {
             let text = if request.json {
                 serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n"
@@ -105,7 +119,7 @@ pub async fn run(config: &Config, request: Request) -> ExitCode {
                 render(&plan, config)
             };
             print!("{text}");
-            let would_send = plan.identifies > 0 || plan.deletes > 0;
+            let would_send = plan.identifies > 0 || plan.operations > 0 || plan.deletes > 0;
             ExitCode::from(if would_send { EXIT_WOULD_SEND } else { 0 })
         }
         Err(error) => {
@@ -120,17 +134,24 @@ fn usage(message: &str) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-async fn look(config: &Config, syncs: &[&SyncConfig], request: &Request) -> Result<Plan, PgError> {
+async fn look(
+    config: &Config,
+    tables: &[CopiedTable<'_>],
+    request: &Request,
+) -> Result<Plan, PgError> {
     let sql = config.postgres.connection().connect_sql().await.map_err(PgError::sql("connect"))?;
     State::open(&sql, &config.postgres.slot).await?;
     sql.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(PgError::sql("begin the plan's snapshot"))?;
-    let mapper = Mapper::new(&config.sync).with_record(config.pipeline.record_accepted);
+    let mapper = Mapper::new(&config.sync)
+        .with_device_tables(&config.devices)
+        .with_record(config.pipeline.record_accepted);
     let mut plan = Plan::default();
-    for sync in syncs {
-        let table = look_at_table(&sql, config, &mapper, sync, request).await?;
+    for table in tables {
+        let table = look_at_table(&sql, config, &mapper, *table, request).await?;
         plan.identifies += table.unknown + table.changed;
+        plan.operations += table.operations.values().sum::<u64>();
         plan.tables.push(table);
     }
     // As `ciosync deletes gone` sees them (removals the breaker holds left out).
@@ -140,7 +161,7 @@ async fn look(config: &Config, syncs: &[&SyncConfig], request: &Request) -> Resu
     }
     sql.batch_execute("COMMIT").await.map_err(PgError::sql("end the plan's snapshot"))?;
     let per_request = config.customerio.max_batch_ops.max(1) as u64;
-    plan.requests = plan.identifies.div_ceil(per_request);
+    plan.requests = (plan.identifies + plan.operations).div_ceil(per_request);
     plan.seconds =
         plan.requests as f64 / f64::from(config.customerio.max_requests_per_second.max(1));
     Ok(plan)
@@ -150,13 +171,16 @@ async fn look_at_table(
     sql: &Client,
     config: &Config,
     mapper: &Mapper,
-    sync: &SyncConfig,
+    table: CopiedTable<'_>,
     request: &Request,
 ) -> Result<TablePlan, PgError> {
-    let reader = TableReader::new(sql, sync, None).await?;
-    let retyped = retyped_attributes(sql, &config.postgres.slot, sync).await?;
+    let reader = TableReader::of_copied(sql, table, None).await?;
+    let retyped = match table {
+        CopiedTable::Sync(sync) => retyped_attributes(sql, &config.postgres.slot, sync).await?,
+        CopiedTable::Devices(_) => Vec::new(),
+    };
     let timestamp = postgres_now(sql).await?;
-    let mut plan = TablePlan { table: sync.table.to_string(), ..TablePlan::default() };
+    let mut plan = TablePlan { table: table.name(), kind: kind(table), ..TablePlan::default() };
     let mut after: Option<String> = None;
     loop {
         let rows = reader.page(sql, after.as_deref(), CHUNK_ROWS).await?;
@@ -165,11 +189,22 @@ async fn look_at_table(
         plan.rows += rows.len() as u64;
         let mut identifies = Vec::new();
         for (_, row) in rows {
-            let ops = mapper.map(&as_change(reader.table(), row, timestamp)).ops;
-            for op in as_sent(ops, &retyped, request.attributes.as_deref()) {
-                if let CustomerOp::Identify { id, attributes, .. } = op {
-                    identifies.push((id, attributes));
+            let mapped = mapper.map(&as_change(reader.table(), row, timestamp));
+            let mut sends = false;
+            for op in as_sent(mapped.ops, &retyped, request.attributes.as_deref()) {
+                match op {
+                    CustomerOp::Identify { id, attributes, .. } => {
+                        identifies.push((id, attributes));
+                    }
+                    // Barriers, and the watched values a person's row records.
+                    CustomerOp::Barrier | CustomerOp::Event(_) => continue,
+                    other => *plan.operations.entry(other.kind()).or_default() += 1,
                 }
+                sends = true;
+            }
+            if !sends && plan.kind != "people" {
+                let why = mapped.skipped.map_or("nothing to send", |reason| reason.as_str());
+                *plan.skipped.entry(why).or_default() += 1;
             }
         }
         let customers: Vec<String> = identifies.iter().map(|(id, _)| id.clone()).collect();
@@ -178,6 +213,18 @@ async fn look_at_table(
             let held = known.get(&id);
             plan.count(id, &mut attributes, held, request.show_ids);
         }
+    }
+}
+
+/// What a table's rows are, as the plan names them.
+fn kind(table: CopiedTable<'_>) -> &'static str {
+    match table {
+        CopiedTable::Sync(sync) => match sync.target {
+            Target::Person => "people",
+            Target::Object { .. } => "objects",
+            Target::Relationship { .. } => "relationships",
+        },
+        CopiedTable::Devices(_) => "devices",
     }
 }
 
@@ -216,20 +263,10 @@ impl TablePlan {
 fn render(plan: &Plan, config: &Config) -> String {
     let mut out = String::new();
     for table in &plan.tables {
-        out.push_str(&format!("table {}: {} rows\n", table.table, table.rows));
-        out.push_str(&format!(
-            "  {} not in the record (sent whole){}\n",
-            table.unknown,
-            ids(&table.unknown_examples)
-        ));
-        out.push_str(&format!(
-            "  {} with values Customer.io lacks{}\n",
-            table.changed,
-            ids(&table.changed_examples)
-        ));
-        out.push_str(&format!("  {} as Customer.io has them (nothing sent)\n", table.unchanged));
-        for (name, customers) in &table.attributes {
-            out.push_str(&format!("    {name}: {customers}\n"));
+        if table.kind == "people" {
+            render_people(&mut out, table);
+        } else {
+            render_unrecorded(&mut out, table);
         }
     }
     out.push_str(&format!(
@@ -238,9 +275,24 @@ fn render(plan: &Plan, config: &Config) -> String {
         plan.deletes,
         ids(&plan.delete_examples)
     ));
+    for devices in config
+        .devices
+        .iter()
+        .filter(|d| !plan.tables.iter().any(|t| t.table == d.table.to_string()))
+    {
+        out.push_str(&format!(
+            "devices table {0}: not in a backfill of every table; `ciosync plan --table {0}` \
+             counts it\n",
+            devices.table
+        ));
+    }
+    let operations = match plan.operations {
+        0 => String::new(),
+        n => format!(" and {n} object, relationship and device operations"),
+    };
     out.push_str(&format!(
-        "a backfill would send {} identifies in {} requests of up to {}: about {:.1} s at {} \
-         requests/s\n",
+        "a backfill would send {} identifies{operations} in {} requests of up to {}: about \
+         {:.1} s at {} requests/s\n",
         plan.identifies,
         plan.requests,
         config.customerio.max_batch_ops,
@@ -248,6 +300,39 @@ fn render(plan: &Plan, config: &Config) -> String {
         config.customerio.max_requests_per_second
     ));
     out
+}
+
+/// A people table: its rows diffed against the record.
+fn render_people(out: &mut String, table: &TablePlan) {
+    out.push_str(&format!("table {}: {} rows\n", table.table, table.rows));
+    out.push_str(&format!(
+        "  {} not in the record (sent whole){}\n",
+        table.unknown,
+        ids(&table.unknown_examples)
+    ));
+    out.push_str(&format!(
+        "  {} with values Customer.io lacks{}\n",
+        table.changed,
+        ids(&table.changed_examples)
+    ));
+    out.push_str(&format!("  {} as Customer.io has them (nothing sent)\n", table.unchanged));
+    for (name, customers) in &table.attributes {
+        out.push_str(&format!("    {name}: {customers}\n"));
+    }
+}
+
+/// An objects, relationships or devices table: nothing to diff against.
+fn render_unrecorded(out: &mut String, table: &TablePlan) {
+    out.push_str(&format!(
+        "table {} ({}): {} rows, not in the record, every row sent\n",
+        table.table, table.kind, table.rows
+    ));
+    for (kind, count) in &table.operations {
+        out.push_str(&format!("  {count} {kind}\n"));
+    }
+    for (why, rows) in &table.skipped {
+        out.push_str(&format!("  {rows} rows send nothing ({why})\n"));
+    }
 }
 
 fn ids(examples: &[String]) -> String {

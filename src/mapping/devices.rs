@@ -2,7 +2,7 @@
 //!
 //! | change | operations |
 //! |---|---|
-//! | INSERT | `add_device` (a soft-deleted row: nothing) |
+//! | INSERT | `add_device` (a soft-deleted row: `delete_device`, as the initial copy and backfills read it) |
 //! | UPDATE | `add_device` with the row (an upsert by token); when the old row is known (FULL identity, or a key that holds both columns and changed) and its customer or token differs: first `delete_device` of the old pair (and a barrier when the customer changed); under FULL, an update that changed no column the config reads: nothing |
 //! | UPDATE setting `soft_delete_column` | `delete_device` (already set in the known old row: nothing) |
 //! | DELETE | `delete_device` of the old row's pair; when the old row does not carry both (DEFAULT identity whose key lacks one): skipped, [`SkipReason::DeviceKeyUnknown`] |
@@ -14,12 +14,68 @@
 
 use serde_json::{Map, Value as Json};
 
-use super::{customer_id, value, DropReason, DroppedAttribute, Mapped, SkipReason};
+use super::{customer_id, value, DropReason, DroppedAttribute, Mapped, Mapper, SkipReason};
 use crate::change::{Datum, ReplicaIdentity, Row, RowChange, RowOp, Table};
 use crate::config::devices::platform_of;
 use crate::config::DevicesConfig;
 use crate::customer::{CustomerOp, Device};
 use crate::track_api;
+
+/// A `[[devices]]` table as the mapper holds it: its config, and the
+/// columns a backfill pages it by (the customer and token columns until
+/// [`Mapper::set_device_keys`] says otherwise).
+#[derive(Debug, Clone)]
+pub(super) struct DeviceTable {
+    pub(super) config: DevicesConfig,
+    key: Vec<String>,
+}
+
+impl DeviceTable {
+    pub(super) fn new(config: &DevicesConfig) -> Self {
+        let key = vec![config.customer_id_column.clone(), config.token_column.clone()];
+        Self { config: config.clone(), key }
+    }
+
+    /// The keys a change touches (its new and old rows'), as a backfill
+    /// pages the table: a key column's text as Postgres wrote it, a JSON
+    /// array of the texts for several columns (`source::reader`'s keys).
+    /// A row missing a key column (a key-only old row of another key)
+    /// gives none.
+    pub(super) fn keys(&self, change: &RowChange) -> Vec<String> {
+        let index: Option<Vec<usize>> =
+            self.key.iter().map(|c| change.table.column_index(c)).collect();
+        let Some(index) = index else { return Vec::new() };
+        let key_of = |row: &Row| -> Option<String> {
+            let texts: Option<Vec<&str>> = index
+                .iter()
+                .map(|&i| match row.get(i)? {
+                    Datum::Text(bytes) => std::str::from_utf8(bytes).ok(),
+                    _ => None,
+                })
+                .collect();
+            match texts?.as_slice() {
+                [one] => Some((*one).to_owned()),
+                several => serde_json::to_string(several).ok(),
+            }
+        };
+        let mut keys: Vec<String> = super::rows_of(change).into_iter().filter_map(key_of).collect();
+        keys.dedup();
+        keys
+    }
+}
+
+impl Mapper {
+    /// The columns each `[[devices]]` table (`schema`, `name`) is paged by
+    /// (`source::keys::device_keys`), so that while a backfill's window is
+    /// open the stream's changes are noted under the keys its chunk holds.
+    pub fn set_device_keys(&mut self, keys: Vec<((String, String), Vec<String>)>) {
+        for ((schema, name), key) in keys {
+            if let Some(table) = self.device_tables.get_mut(&schema, &name) {
+                table.key = key;
+            }
+        }
+    }
+}
 
 /// Maps one change of a devices table.
 pub fn map(config: &DevicesConfig, change: &RowChange) -> Mapped {

@@ -223,3 +223,39 @@ fn a_row_whose_customer_or_token_is_set_to_null_deletes_the_old_device() {
     assert!(blind.ops.is_empty());
     assert_eq!(blind.skipped, Some(SkipReason::InvalidId));
 }
+
+/// While a backfill's window is open the stream notes each change under
+/// the keys a backfill pages the table by: its primary key once known,
+/// the customer and token before, as JSON for several columns; both the
+/// old and the new row's, and a key-only old row without those columns
+/// names none of its own.
+#[test]
+fn a_change_is_noted_under_the_key_a_backfill_pages_by() {
+    let change = |identity, op| RowChange {
+        table: table(identity),
+        op,
+        commit_time: 1,
+        position: Default::default(),
+    };
+    let mut mapper = Mapper::new(&[]).with_device_tables(&[config()]);
+    let long = "f".repeat(400);
+    let moved = RowOp::Update {
+        old: Some(row("41", "tok", "ios")),
+        old_is_key_only: false,
+        new: row("42", &long, "ios"),
+    };
+    let keys = mapper.customer_ids(&change(ReplicaIdentity::Full, moved.clone()));
+    let pair = |c: &str, t: &str| serde_json::to_string(&[c, t]).unwrap();
+    assert_eq!(keys, [pair("41", "tok"), pair("42", &long)], "a token of any length");
+
+    let key = |columns: &[&str]| columns.iter().map(|c| c.to_string()).collect();
+    mapper.set_device_keys(vec![(("public".into(), "devices".into()), key(&["id"]))]);
+    let mut old = vec![N; 8];
+    old[0] = t("9");
+    let deleted = RowOp::Delete { old };
+    assert_eq!(mapper.customer_ids(&change(ReplicaIdentity::Default, deleted)), ["9"]);
+    assert_eq!(mapper.customer_ids(&change(ReplicaIdentity::Full, moved)), ["7"], "one id");
+    mapper.set_device_keys(vec![(("public".into(), "devices".into()), key(&["user_id", "x"]))]);
+    let added = RowOp::Insert { new: row("1", "a", "ios") };
+    assert!(mapper.customer_ids(&change(ReplicaIdentity::Full, added)).is_empty());
+}

@@ -13,6 +13,7 @@
 //! then replays everything after the last acknowledgement.
 
 pub mod keeper;
+pub mod keys;
 pub mod message;
 pub mod own_filters;
 pub mod pgoutput;

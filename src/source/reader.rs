@@ -7,10 +7,12 @@ use std::sync::Arc;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::change::{Datum, ReplicaIdentity, Row, Table, TableColumn};
-use crate::config::{DevicesConfig, EventTableConfig, SyncConfig};
+use crate::config::{CopiedTable, DevicesConfig, EventTableConfig, SyncConfig};
 use crate::mapping::filter_expr::FilterExpr;
 use crate::pg::quote::{quote_ident, quote_literal, quoted_table};
 use crate::pg::PgError;
+use crate::source::keys::device_key;
+pub use crate::source::keys::{event_keys, primary_key};
 use crate::source::relation::RelationCache;
 
 /// Pages through one table: the key columns first (a synced table's id
@@ -96,11 +98,18 @@ impl TableReader {
     /// Pages through a `[[devices]]` table by its primary key (by the
     /// customer and token columns when it has none), every column read.
     pub async fn of_devices(sql: &Client, devices: &DevicesConfig) -> Result<Self, PgError> {
+        Self::of_devices_where(sql, devices, None).await
+    }
+
+    /// [`Self::of_devices`], only rows meeting `filter` (a backfill's
+    /// `--where`, held as for a synced table).
+    pub async fn of_devices_where(
+        sql: &Client,
+        devices: &DevicesConfig,
+        filter: Option<&str>,
+    ) -> Result<Self, PgError> {
         let (schema, name) = devices.schema_and_name();
-        let mut key = primary_key(sql, schema, name).await?;
-        if key.is_empty() {
-            key = vec![devices.customer_id_column.clone(), devices.token_column.clone()];
-        }
+        let key = device_key(sql, devices).await?;
         let whole = describe_whole(sql, schema, name).await?;
         let (mut columns, rest): (Vec<_>, Vec<_>) =
             whole.columns.iter().cloned().partition(|c| key.contains(&c.name));
@@ -108,7 +117,20 @@ impl TableReader {
         columns.extend(rest);
         let table = Table { columns, ..whole };
         let key = Key::of(sql, schema, name, &key).await?;
-        Self::with(sql, table, key, None, None).await
+        Self::with(sql, table, key, None, filter).await
+    }
+
+    /// The reader of a table the initial copy or a backfill reads, with
+    /// `filter` as [`Self::new`] takes it.
+    pub async fn of_copied(
+        sql: &Client,
+        table: CopiedTable<'_>,
+        filter: Option<&str>,
+    ) -> Result<Self, PgError> {
+        match table {
+            CopiedTable::Sync(sync) => Self::new(sql, sync, filter).await,
+            CopiedTable::Devices(devices) => Self::of_devices_where(sql, devices, filter).await,
+        }
     }
 
     async fn with(
@@ -441,45 +463,6 @@ impl Key {
             }
         }
     }
-}
-
-/// The primary key's columns of each event table, in the key's order
-/// (none for a table without one, or one that does not exist yet): what
-/// its events' ids are derived from (`mapping::events::row_event_id`).
-pub async fn event_keys(
-    sql: &Client,
-    events: &[EventTableConfig],
-) -> Result<Vec<((String, String), Vec<String>)>, PgError> {
-    let mut keys = Vec::with_capacity(events.len());
-    for table in events {
-        let (schema, name) = table.schema_and_name();
-        keys.push(((schema.to_owned(), name.to_owned()), primary_key(sql, schema, name).await?));
-    }
-    Ok(keys)
-}
-
-/// The columns of `schema.name`'s primary key, in its order; none when it
-/// has none, or its key has a generated column.
-pub async fn primary_key(sql: &Client, schema: &str, name: &str) -> Result<Vec<String>, PgError> {
-    let rows = sql
-        .query(
-            "SELECT a.attname::text, a.attgenerated <> '' FROM pg_catalog.pg_index i \
-             JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
-             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary \
-             ORDER BY k.position",
-            &[&schema, &name],
-        )
-        .await
-        .map_err(PgError::sql("read an event table's primary key"))?;
-    // A generated column is not in the stream's rows (pgoutput leaves it
-    // out), so a key with one cannot give the stream and a replay one id.
-    if rows.iter().any(|row| row.get::<_, bool>(1)) {
-        return Ok(Vec::new());
-    }
-    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// A condition on an event table's rows: the customer it names has a row
