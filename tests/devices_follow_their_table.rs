@@ -17,7 +17,7 @@ use crate::support::emulator::{self, wait_for};
 use crate::support::postgres::{TestDb, USERS_TABLE};
 use crate::support::spec::{check, Shape};
 
-const DEVICES_TABLE: &str = "
+pub const DEVICES_TABLE: &str = "
     CREATE TABLE push_tokens (
         id serial PRIMARY KEY, user_id bigint, token text, platform text,
         last_seen timestamptz, app_version text, push boolean, revoked_at timestamptz
@@ -25,7 +25,7 @@ const DEVICES_TABLE: &str = "
     ALTER TABLE push_tokens REPLICA IDENTITY FULL;
 ";
 
-const DEVICES_CONFIG: &str = r#"
+pub const DEVICES_CONFIG: &str = r#"
 [[devices]]
 table = "push_tokens"
 customer_id_column = "user_id"
@@ -48,7 +48,7 @@ fn set(tokens: &[&str]) -> BTreeSet<String> {
 }
 
 /// Every batch the sink sent validates against the Track API schemas.
-fn assert_requests_valid(emulator: &Emulator) {
+pub fn assert_requests_valid(emulator: &Emulator) {
     let batch = check(Shape::BatchRequest);
     let bodies: Vec<Value> = emulator
         .requests()

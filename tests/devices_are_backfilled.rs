@@ -1,0 +1,221 @@
+//! `ciosync backfill --table <devices table>`: after Customer.io lost its
+//! devices (an emulator reset), the backfill adds every live row's device
+//! again with the row's platform, last use and attributes, and none of a
+//! soft-deleted or unsendable row; `--where` narrows it; `--ignore-record`
+//! makes no difference (said on stderr) and leaves the people's record
+//! alone; `--attributes` is refused. A kill -9 of the daemon during a
+//! devices backfill of thousands of rows, then a restart: it resumes after
+//! its last delivered chunk, and every device matches its row.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ciosync_emulator::Emulator;
+use serde_json::Value;
+
+use crate::backfill_yields_to_newer_changes::{backfill_state, wait_for_backfill};
+use crate::devices_follow_their_table::{assert_requests_valid, DEVICES_CONFIG, DEVICES_TABLE};
+use crate::support::daemon::{config_file, run_binary, signal, spawn_binary};
+use crate::support::emulator::{batch_items, wait_for};
+use crate::support::postgres::{TestDb, USERS_TABLE};
+use crate::support::{Scenario, CONVERGE};
+
+/// A device as the row says Customer.io should hold it: (token, platform,
+/// last used, attributes).
+type Held = (String, String, i64, BTreeMap<String, String>);
+
+/// `rows` devices of 50 customers (0 to 49; those of 0, 10, … all revoked), iOS and
+/// android in mixed case, a tenth revoked, every 97th row on a platform
+/// Customer.io does not take.
+fn devices_sql(rows: u32) -> String {
+    format!(
+        "INSERT INTO users (id, email) SELECT g, 'u' || g || '@x.io' FROM generate_series(0, 49) g;
+         INSERT INTO push_tokens (user_id, token, platform, last_seen, app_version, push)
+         SELECT g % 50, 'tok' || g,
+                CASE WHEN g % 97 = 0 THEN 'web' WHEN g % 2 = 0 THEN 'iOS' ELSE 'ANDROID' END,
+                to_timestamp(1700000000 + g), '1.' || g, g % 3 = 0
+         FROM generate_series(1, {rows}) g;
+         UPDATE push_tokens SET revoked_at = now() WHERE id % 10 = 0;"
+    )
+}
+
+/// Each customer's devices as the rows say (`condition` holding), live
+/// rows on a platform Customer.io takes only.
+async fn expected(db: &TestDb, condition: &str) -> BTreeMap<String, BTreeSet<Held>> {
+    let sql = format!(
+        "SELECT user_id::text, token, lower(platform), extract(epoch FROM last_seen)::bigint,
+                app_version, push::text
+         FROM push_tokens
+         WHERE revoked_at IS NULL AND lower(platform) IN ('ios', 'android') AND ({condition})"
+    );
+    let mut out: BTreeMap<String, BTreeSet<Held>> = BTreeMap::new();
+    for row in db.client.query(&sql, &[]).await.unwrap() {
+        let attributes = BTreeMap::from([
+            ("app_version".to_owned(), row.get(4)),
+            ("push_enabled".to_owned(), row.get(5)),
+        ]);
+        out.entry(row.get(0)).or_default().insert((row.get(1), row.get(2), row.get(3), attributes));
+    }
+    out
+}
+
+/// What the emulator holds of customers 0 to 49, in the same form.
+fn held(emulator: &Emulator) -> BTreeMap<String, BTreeSet<Held>> {
+    (0..50)
+        .map(|c| c.to_string())
+        .filter_map(|c| {
+            let devices = emulator.devices(&c).unwrap_or_default();
+            let held: BTreeSet<Held> = devices
+                .into_iter()
+                .map(|d| (d.token, d.platform, d.last_used, strings(&d.attributes)))
+                .collect();
+            (!held.is_empty()).then_some((c, held))
+        })
+        .collect()
+}
+
+/// Device attributes, each a string as Customer.io takes them (anything
+/// else shows as its JSON).
+fn strings(attributes: &serde_json::Map<String, Value>) -> BTreeMap<String, String> {
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    attributes.iter().map(|(k, v)| (k.clone(), text(v))).collect()
+}
+
+/// Counts of `(customers, devices)`, for messages.
+fn size(devices: &BTreeMap<String, BTreeSet<Held>>) -> (usize, usize) {
+    (devices.len(), devices.values().map(BTreeSet::len).sum())
+}
+
+async fn backfill(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = run_binary(&[&["backfill"], args].concat(), config).await;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn a_devices_backfill_restores_every_live_device_after_a_reset() {
+    let schema = format!("{USERS_TABLE}{DEVICES_TABLE}{}", devices_sql(1500));
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("devices_backfill", &schema, |c| c + DEVICES_CONFIG).await;
+    let all = expected(&db, "true").await;
+    assert_eq!(size(&all), (45, 1336), "1500 rows, 150 revoked, 14 live on the web");
+    assert!(wait_for(&emulator, |e| held(e) == all).await, "the initial copy differs");
+    let config = config_file(&(db.config(&emulator.url(), "") + DEVICES_CONFIG));
+
+    // Customer.io lost everything: the devices come back, exactly the rows'.
+    emulator.reset();
+    let (code, stdout, stderr) = backfill(config.path(), &["--table", "push_tokens"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("public.push_tokens, 1500 rows"), "{stdout}");
+    let restored = held(&emulator);
+    assert_eq!(size(&restored), size(&all));
+    assert_eq!(restored, all, "the backfill's devices differ from the rows");
+    assert!(emulator.customers().keys().all(|c| all.contains_key(c)), "a person from nothing");
+    let items = batch_items(&emulator);
+    let deletes = items.iter().filter(|i| i["action"] == "delete_device").count();
+    assert_eq!(deletes, 150, "a revoked row is sent as a delete_device");
+    assert_requests_valid(&emulator);
+
+    // --where narrows it, nested as the reader nests it; --ignore-record is
+    // said to change nothing, and the people's record stays.
+    emulator.reset();
+    let recorded = "SELECT count(*) FROM ciosync.accepted WHERE customer_id <> ''";
+    let marked = "SELECT count(*) FROM ciosync.accepted WHERE attributes ? 'public.push_tokens'";
+    let marks: i64 = db.client.query_one(marked, &[]).await.unwrap().get(0);
+    assert_eq!(marks, 0, "a devices table marked complete in the record of people");
+    let people: i64 = db.client.query_one(recorded, &[]).await.unwrap().get(0);
+    assert_eq!(people, 50);
+    let narrow = ["--table", "public.push_tokens", "--where", "user_id < 5", "--ignore-record"];
+    let (code, stdout, stderr) = backfill(config.path(), &narrow).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("public.push_tokens, 150 rows"), "{stdout}");
+    assert!(stdout.contains("devices done 150/150 rows"), "{stdout}");
+    assert!(stderr.contains("--ignore-record makes no difference for public.push_tokens"));
+    let some = expected(&db, "user_id < 5").await;
+    assert_eq!(held(&emulator), some, "--where did not narrow the backfill");
+    let left: i64 = db.client.query_one(recorded, &[]).await.unwrap().get(0);
+    assert_eq!(left, 50, "a devices backfill forgot people's record");
+
+    // Refused: attributes of devices; shown: its status.
+    let (code, _, stderr) =
+        backfill(config.path(), &["--table", "push_tokens", "--attributes", "email"]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("is a [[devices]] table, whose rows are sent whole"), "{stderr}");
+    let (code, status, _) = backfill(config.path(), &["--status"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(status.matches("public.push_tokens devices done").count(), 2, "{status}");
+    // A backfill of every table leaves devices out, and says so.
+    let (code, stdout, stderr) = backfill(config.path(), &["--detach"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(!stdout.contains("push_tokens"), "{stdout}");
+    assert!(stderr
+        .contains("public.push_tokens is a [[devices]] table, not in a backfill of every table"));
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_devices_backfill_killed_mid_way_resumes_and_every_device_matches() {
+    let db = TestDb::new("devices_backfill_kill9").await;
+    db.exec(USERS_TABLE).await;
+    db.exec(DEVICES_TABLE).await;
+    db.exec(&devices_sql(4000)).await;
+    let emulator = crate::support::emulator::start().await;
+    // No initial copy: Customer.io has none of the devices, as after a
+    // reset. 50 items a request, two requests a second: the 4,000 rows take
+    // 40 s, and the kill comes in the middle.
+    let base = db.config(&emulator.url(), DEVICES_CONFIG) + "\n[pipeline]\ninitial_sync = false\n";
+    let slow = base.replacen(
+        "linger_ms = 0\n",
+        "linger_ms = 0\nmax_batch_ops = 50\nmax_in_flight = 1\nmax_requests_per_second = 2\n",
+        1,
+    );
+    let (slow, fast) = (config_file(&slow), config_file(&base));
+    let logs = tempfile::tempdir().unwrap();
+    let log = |n: &str| logs.path().join(n);
+    let mut daemon = spawn_binary(slow.path(), &log("1.log"));
+    db.wait_for_streaming().await;
+    let (code, stdout, stderr) =
+        backfill(fast.path(), &["--table", "push_tokens", "--detach"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let id: i64 =
+        db.client.query_one("SELECT max(id) FROM ciosync.backfills", &[]).await.unwrap().get(0);
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while backfill_state(&db, id).await.1 < 600 {
+        assert!(tokio::time::Instant::now() < deadline, "the backfill made no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    signal(&daemon, "KILL");
+    daemon.wait().unwrap();
+    let (state, done_before) = backfill_state(&db, id).await;
+    assert_eq!(state, "running");
+    assert!(done_before < 4000, "it finished before the kill: nothing was at stake");
+    // A row changed while the daemon is down comes from the slot.
+    db.exec("UPDATE push_tokens SET app_version = 'late' WHERE id = 1").await;
+
+    let mut daemon = spawn_binary(fast.path(), &log("2.log"));
+    let finished = wait_for_backfill(&db, id, "done").await;
+    let all = expected(&db, "true").await;
+    let matched = wait_for(&emulator, |e| held(e) == all).await;
+    signal(&daemon, "TERM");
+    assert!(daemon.wait().unwrap().success());
+    if !finished || !matched {
+        for name in ["1.log", "2.log"] {
+            eprintln!("--- {name}\n{}", std::fs::read_to_string(log(name)).unwrap_or_default());
+        }
+    }
+    assert!(finished, "the backfill did not finish after the restart");
+    assert_eq!(backfill_state(&db, id).await.1, 4000);
+    assert!(
+        matched,
+        "devices differ from the rows: held {:?}, rows {:?}",
+        size(&held(&emulator)),
+        size(&all)
+    );
+    // Resumed after its last delivered chunk, not from the start: the first
+    // row was sent by the first run (and again by the stream's update) only.
+    let first = batch_items(&emulator)
+        .into_iter()
+        .filter(|i| i["action"] == "add_device" && i["device"]["token"] == "tok1")
+        .count();
+    assert_eq!(first, 2, "the first chunk was sent again after the restart");
+    assert_requests_valid(&emulator);
+}
