@@ -219,3 +219,54 @@ async fn a_devices_backfill_killed_mid_way_resumes_and_every_device_matches() {
     assert_eq!(first, 2, "the first chunk was sent again after the restart");
     assert_requests_valid(&emulator);
 }
+
+/// Rows the stream changes while their chunk is read are left to the
+/// stream and read again: the device calls each row's newest values,
+/// whatever the backfill read before. The stream notes a change under the
+/// key the backfill pages the table by (here its primary key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_devices_backfill_racing_live_updates_ends_with_the_newest_values() {
+    let schema = format!(
+        "{USERS_TABLE}{DEVICES_TABLE}{}
+         CREATE FUNCTION slowly() RETURNS boolean LANGUAGE sql VOLATILE
+             AS 'SELECT pg_sleep(0.0002); SELECT true';",
+        devices_sql(3000)
+    );
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("devices_backfill_race", &schema, |c| c + DEVICES_CONFIG).await;
+    let all = expected(&db, "true").await;
+    assert!(wait_for(&emulator, |e| held(e) == all).await, "the initial copy differs");
+    let config = config_file(&(db.config(&emulator.url(), "") + DEVICES_CONFIG));
+
+    emulator.reset();
+    let args = ["--table", "push_tokens", "--where", "slowly()", "--detach"];
+    let (code, stdout, stderr) = backfill(config.path(), &args).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let id: i64 =
+        db.client.query_one("SELECT max(id) FROM ciosync.backfills", &[]).await.unwrap().get(0);
+    for round in 0..40 {
+        let version = format!(
+            "UPDATE push_tokens SET app_version = 'r{round}' WHERE id % 50 = {}",
+            round % 50
+        );
+        db.exec(&version).await;
+        let moved = format!(
+            "UPDATE push_tokens SET user_id = (user_id + 1) % 50 WHERE id = {}",
+            3000 - round
+        );
+        db.exec(&moved).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let racing = backfill_state(&db, id).await.0 == "running";
+    assert!(wait_for_backfill(&db, id, "done").await, "the backfill did not finish");
+    let all = expected(&db, "true").await;
+    let matched = wait_for(&emulator, |e| held(e) == all).await;
+    if !matched {
+        let now = held(&emulator);
+        let stale: Vec<_> =
+            all.iter().filter(|(c, d)| now.get(*c) != Some(d)).map(|(c, _)| c).collect();
+        panic!("the devices of customers {stale:?} differ from their rows");
+    }
+    assert!(racing, "the updates did not race the backfill (it finished too early)");
+    daemon.stop().await.unwrap();
+}
