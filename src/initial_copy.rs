@@ -84,6 +84,11 @@ struct Copier<'a> {
     /// With the record of what Customer.io accepted on: the connection
     /// that marks it complete for each table copied, and the slot.
     record: Option<(&'a Client, &'a str)>,
+    /// The `[[sync]]` tables: a device is copied only for a customer with
+    /// a row that syncs in a people table (an `add_device` would create a
+    /// person the copy left out), or as the `delete_device` of a
+    /// soft-deleted row (see `source::living::living_devices`).
+    syncs: &'a [crate::config::SyncConfig],
 }
 
 /// Runs or resumes the initial copy as the config and the recorded state say.
@@ -120,7 +125,8 @@ pub async fn run(
     // carries later has a commit time at or after it.
     let commit_time = postgres_now(&sql).await?;
     let record = config.pipeline.record_accepted.then_some((&sql, slot.as_str()));
-    let mut copier = Copier { sink, mapper, counters, shutdown, commit_time, record };
+    let syncs = &config.sync[..];
+    let mut copier = Copier { sink, mapper, counters, shutdown, commit_time, record, syncs };
     if slot_state == SlotState::Missing {
         let tables: Vec<String> = CopiedTable::all(config).map(CopiedTable::name).collect();
         state.plan(&tables).await?;
@@ -228,7 +234,7 @@ impl Copier<'_> {
     ) -> Result<CopyOutcome, CopyError> {
         let name = copied.name();
         self.counters.health.set_phase(Phase::InitialCopy);
-        let reader = TableReader::of_copied(sql, copied, None).await?;
+        let reader = TableReader::of_copied(sql, copied, None, Some(self.syncs)).await?;
         let mut last_log = Instant::now();
         // Pages pushed and not yet checkpointed, oldest first.
         let mut pages = Pages::default();

@@ -270,3 +270,52 @@ async fn a_devices_backfill_racing_live_updates_ends_with_the_newest_values() {
     assert!(racing, "the updates did not race the backfill (it finished too early)");
     daemon.stop().await.unwrap();
 }
+
+/// A device whose customer no longer syncs is never sent: its
+/// `add_device` would create the person in Customer.io. Customer 900 has
+/// devices and no row (the initial copy leaves them out); customer 7's row
+/// is deleted after the copy (the stream deletes the person, then the
+/// backfill leaves their devices out). A revoked device of customer 900
+/// still goes, as a `delete_device`, which creates nobody. The command
+/// and `plan` say how many rows are left out.
+#[tokio::test]
+async fn a_devices_backfill_leaves_out_the_devices_of_customers_who_do_not_sync() {
+    let orphans = "INSERT INTO push_tokens (user_id, token, platform, revoked_at) VALUES
+                   (900, 'orphan1', 'ios', NULL), (900, 'orphan2', 'android', NULL),
+                   (900, 'orphan3', 'ios', now());";
+    let schema = format!("{USERS_TABLE}{DEVICES_TABLE}{}{orphans}", devices_sql(300));
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("devices_backfill_orphans", &schema, |c| c + DEVICES_CONFIG).await;
+    let living = "user_id IN (SELECT id FROM users)";
+    let all = expected(&db, living).await;
+    assert!(wait_for(&emulator, |e| held(e) == all).await, "the initial copy differs");
+    assert!(!emulator.customers().contains_key("900"), "the initial copy created customer 900");
+    let config = config_file(&(db.config(&emulator.url(), "") + DEVICES_CONFIG));
+
+    db.exec("DELETE FROM users WHERE id = 7").await;
+    assert!(wait_for(&emulator, |e| !e.customers().contains_key("7")).await, "7 not deleted");
+    // 6 live rows of customer 7, 2 of customer 900 are left out.
+    let before = batch_items(&emulator).len();
+    let (code, stdout, stderr) = backfill(config.path(), &["--table", "push_tokens"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("public.push_tokens, 295 rows"), "{stdout}");
+    assert!(stdout.contains("8 more rows are left out"), "{stdout}");
+    assert!(stdout.contains("devices done 295/295 rows"), "{stdout}");
+    let customers = emulator.customers();
+    assert!(!customers.contains_key("7"), "the backfill re-created a deleted person");
+    assert!(!customers.contains_key("900"), "the backfill created a person from nothing");
+    let items = batch_items(&emulator).split_off(before);
+    let sent = |action: &str, customer: &str| {
+        let of = |i: &&Value| i["action"] == action && i["identifiers"]["id"] == customer;
+        items.iter().filter(of).count()
+    };
+    assert_eq!(sent("add_device", "7") + sent("add_device", "900"), 0, "an orphan device went");
+    assert_eq!(sent("delete_device", "900"), 1, "the revoked device of 900 was not deleted");
+    assert_eq!(held(&emulator), expected(&db, living).await);
+
+    let plan = run_binary(&["plan", "--table", "push_tokens"], config.path()).await;
+    let plan = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert!(plan.contains("295 rows"), "{plan}");
+    assert!(plan.contains("8 more rows left out"), "{plan}");
+    daemon.stop().await.unwrap();
+}

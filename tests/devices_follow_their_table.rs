@@ -323,7 +323,9 @@ async fn the_initial_copy_adds_every_existing_device() {
     db.exec(USERS_TABLE).await;
     db.exec(DEVICES_TABLE).await;
     db.exec(
-        "INSERT INTO push_tokens (user_id, token, platform, app_version) \
+        // A device is copied only for a person who syncs.
+        "INSERT INTO users (id) SELECT generate_series(0, 6); \
+         INSERT INTO push_tokens (user_id, token, platform, app_version) \
          SELECT g % 7, 'tok' || g, 'ios', '1.' || g FROM generate_series(1, 1500) g; \
          UPDATE push_tokens SET revoked_at = now() WHERE id % 10 = 0",
     )

@@ -1,6 +1,7 @@
 //! What a backfill reads: a synced table's rows by its id column, a
 //! `[[devices]]` table's by its primary key (each row an `add_device`, a
-//! soft-deleted one a `delete_device`, as the initial copy sends them), or,
+//! soft-deleted one a `delete_device`, as the initial copy sends them; only
+//! rows of customers who sync, see `source::living`), or,
 //! for an event replay (`ciosync backfill --events`), an event table's rows in
 //! primary-key order, mapped as the inserts they were. Both run in the
 //! runner between watermarks. Replayed events get the ids the stream gave
@@ -34,7 +35,9 @@ pub(super) async fn rows(
             "the table is not synced by this config, nor one of its [[devices]] tables".into(),
         ));
     };
-    let reader = TableReader::of_copied(sql, table, backfill.where_clause.as_deref()).await?;
+    let reader =
+        TableReader::of_copied(sql, table, backfill.where_clause.as_deref(), Some(&config.sync))
+            .await?;
     let CopiedTable::Sync(sync) = table else { return Ok((reader, Vec::new())) };
     let retyped = retyped_attributes(sql, &config.postgres.slot, sync).await?;
     if !retyped.is_empty() {

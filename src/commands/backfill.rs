@@ -103,8 +103,8 @@ impl Queue {
         self.say_what_devices_get(config, &tables);
         let mut ids = Vec::new();
         for table in tables {
-            let total = match self.count(sql, table).await? {
-                Ok(total) => total,
+            let (total, left_out) = match self.count(sql, config, table).await? {
+                Ok(counts) => counts,
                 Err(bad_where) => return Ok(bad_where),
             };
             let table = table.name();
@@ -118,6 +118,13 @@ impl Queue {
             };
             let id = state.enqueue_backfill(&queued).await.map_err(|e| error_chain(&e))?;
             println!("backfill {id} queued: {table}, {total} rows");
+            if left_out > 0 {
+                println!(
+                    "  {left_out} more rows are left out: their customers have no row that syncs \
+                     (deleted, filtered out or soft-deleted, or never synced), and an add_device \
+                     would re-create them"
+                );
+            }
             ids.push(id);
         }
         if self.detach {
@@ -150,21 +157,35 @@ impl Queue {
     }
 
     /// The rows the backfill of `table` will read (a synced table's own
-    /// filter too), counted by the reader the daemon will page with;
-    /// reading them also proves `--where` is one read-only SQL condition on
-    /// the table (`Ok(Err)`: the usage error to exit with).
+    /// filter too), counted by the reader the daemon will page with, and
+    /// the rows of a devices table it leaves out for their customers (see
+    /// `source::living::living_devices`); reading them also proves
+    /// `--where` is one read-only SQL condition on the table (`Ok(Err)`:
+    /// the usage error to exit with).
     async fn count(
         &self,
         sql: &tokio_postgres::Client,
+        config: &Config,
         table: CopiedTable<'_>,
-    ) -> Result<Result<i64, ExitCode>, String> {
+    ) -> Result<Result<(i64, i64), ExitCode>, String> {
         let filter = self.where_clause.as_deref();
-        let counted = async { TableReader::of_copied(sql, table, filter).await?.count(sql).await };
-        match counted.await {
-            Ok(total) => Ok(Ok(total)),
-            Err(e) if filter.is_some() => Ok(Err(usage(&format!("--where: {}", error_chain(&e))))),
-            Err(e) => Err(error_chain(&e)),
+        let mut counts = [0; 2];
+        let devices = matches!(table, CopiedTable::Devices(_));
+        let readers = [Some(&config.sync[..]), None].into_iter().take(if devices { 2 } else { 1 });
+        for (count, living) in counts.iter_mut().zip(readers) {
+            let counted = async {
+                TableReader::of_copied(sql, table, filter, living).await?.count(sql).await
+            };
+            match counted.await {
+                Ok(n) => *count = n,
+                Err(e) if filter.is_some() => {
+                    return Ok(Err(usage(&format!("--where: {}", error_chain(&e)))))
+                }
+                Err(e) => return Err(error_chain(&e)),
+            }
         }
+        let left_out = if devices { counts[1] - counts[0] } else { 0 };
+        Ok(Ok((counts[0], left_out)))
     }
 }
 

@@ -99,6 +99,15 @@ pub struct TablePlan {
     /// `ciosync_changes_skipped_total` reasons).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub skipped: BTreeMap<&'static str, u64>,
+    /// Rows of a devices table a backfill leaves out: their customers have
+    /// no row that syncs, and an `add_device` would create them (see
+    /// `source::living::living_devices`). Not in `rows`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub left_out: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Runs `ciosync plan`.
@@ -174,17 +183,26 @@ async fn look_at_table(
     table: CopiedTable<'_>,
     request: &Request,
 ) -> Result<TablePlan, PgError> {
-    let reader = TableReader::of_copied(sql, table, None).await?;
-    let retyped = match table {
-        CopiedTable::Sync(sync) => retyped_attributes(sql, &config.postgres.slot, sync).await?,
-        CopiedTable::Devices(_) => Vec::new(),
+    let reader = TableReader::of_copied(sql, table, None, Some(&config.sync)).await?;
+    let (retyped, every_row) = match table {
+        CopiedTable::Sync(sync) => {
+            (retyped_attributes(sql, &config.postgres.slot, sync).await?, None)
+        }
+        CopiedTable::Devices(_) => {
+            let every = TableReader::of_copied(sql, table, None, None).await?;
+            (Vec::new(), Some(every.count(sql).await?))
+        }
     };
     let timestamp = postgres_now(sql).await?;
     let mut plan = TablePlan { table: table.name(), kind: kind(table), ..TablePlan::default() };
     let mut after: Option<String> = None;
     loop {
         let rows = reader.page(sql, after.as_deref(), CHUNK_ROWS).await?;
-        let Some((last, _)) = rows.last() else { return Ok(plan) };
+        let Some((last, _)) = rows.last() else {
+            // Same snapshot: the rows not read are the ones left out.
+            plan.left_out = every_row.map_or(0, |n| (n as u64).saturating_sub(plan.rows));
+            return Ok(plan);
+        };
         after = Some(last.clone());
         plan.rows += rows.len() as u64;
         let mut identifies = Vec::new();
@@ -332,6 +350,13 @@ fn render_unrecorded(out: &mut String, table: &TablePlan) {
     }
     for (why, rows) in &table.skipped {
         out.push_str(&format!("  {rows} rows send nothing ({why})\n"));
+    }
+    if table.left_out > 0 {
+        out.push_str(&format!(
+            "  {} more rows left out: their customers have no row that syncs (an add_device \
+             would re-create them)\n",
+            table.left_out
+        ));
     }
 }
 

@@ -14,6 +14,7 @@
 
 pub mod keeper;
 pub mod keys;
+pub mod living;
 pub mod message;
 pub mod own_filters;
 pub mod pgoutput;
