@@ -113,9 +113,10 @@ struct Window {
     /// Keys of the table the stream changed since the low watermark: any
     /// key until the chunk arrives, then only the chunk's.
     changed: HashSet<String>,
-    /// More than [`MAX_NOTED_KEYS`] changed before the chunk arrived: every
-    /// row of it counts as changed.
-    overflowed: bool,
+    /// More than [`MAX_NOTED_KEYS`] changed before the chunk arrived, or a
+    /// change whose keys could not be told came by: every row of the chunk
+    /// counts as changed.
+    all_changed: bool,
     chunk: Option<Chunk>,
     /// The chunk's keys, once it arrived.
     chunk_keys: Option<HashSet<String>>,
@@ -148,7 +149,7 @@ impl Windows {
             table: table.to_owned(),
             open: false,
             changed: HashSet::new(),
-            overflowed: false,
+            all_changed: false,
             chunk: None,
             chunk_keys: None,
         });
@@ -192,14 +193,27 @@ impl Windows {
                 let in_chunk = keys.iter().filter(|key| chunk_keys.contains(*key));
                 window.changed.extend(in_chunk.cloned());
             }
-            None if window.overflowed => {}
+            None if window.all_changed => {}
             None => {
                 window.changed.extend(keys.iter().cloned());
                 if window.changed.len() > MAX_NOTED_KEYS {
-                    window.overflowed = true;
+                    window.all_changed = true;
                     window.changed = HashSet::new();
                 }
             }
+        }
+    }
+
+    /// The pipeline saw a change of `table` whose keys it cannot tell (a
+    /// key-only old row of another index than the one the table is paged
+    /// by: `mapping::Mapper::customer_ids`): any row of the chunk may be
+    /// it, so the whole chunk is left to the stream and read again (a row
+    /// deleted meanwhile is then not found, so not sent back).
+    pub fn observe_unknown(&self, table: &str) {
+        let mut current = self.lock();
+        if let Some(window) = current.as_mut().filter(|w| w.open && w.table == table) {
+            window.all_changed = true;
+            window.changed = HashSet::new();
         }
     }
 
@@ -218,7 +232,7 @@ impl Windows {
         let mut ops = Vec::new();
         let mut yielded = Vec::new();
         for (key, row_ops) in chunk.rows {
-            if window.overflowed || window.changed.contains(&key) {
+            if window.all_changed || window.changed.contains(&key) {
                 yielded.push(key);
             } else {
                 ops.extend(row_ops);
@@ -346,6 +360,35 @@ mod tests {
         let closed = windows.close(id).unwrap();
         assert!(closed.ops.is_empty());
         assert_eq!(closed.yielded, ["5", "1999", "5000"]);
+    }
+
+    #[test]
+    fn a_change_whose_keys_are_unknown_leaves_the_whole_chunk_to_the_stream() {
+        let windows = Windows::default();
+        let id = ChunkId { backfill: 1, chunk: 1 };
+        windows.begin(id, "public.users");
+        windows.observe_unknown("public.users"); // before L: nothing
+        windows.open(id);
+        windows.observe_unknown("public.other");
+        windows.put(id, chunk(&["a", "b"]));
+        let closed = windows.close(id).unwrap();
+        assert_eq!(closed.ops, vec![op("a"), op("b")], "another table's change is not this one");
+        for before_the_chunk in [true, false] {
+            let id = ChunkId { backfill: 1, chunk: 2 };
+            windows.begin(id, "public.users");
+            windows.open(id);
+            if before_the_chunk {
+                windows.observe_unknown("public.users");
+            }
+            windows.put(id, chunk(&["a", "b"]));
+            if !before_the_chunk {
+                windows.observe_unknown("public.users");
+            }
+            windows.observe("public.users", &["a".into()]);
+            let closed = windows.close(id).unwrap();
+            assert!(closed.ops.is_empty(), "any row of it may be the changed one");
+            assert_eq!(closed.yielded, ["a", "b"]);
+        }
     }
 
     #[test]

@@ -39,28 +39,45 @@ impl DeviceTable {
     /// The keys a change touches (its new and old rows'), as a backfill
     /// pages the table: a key column's text as Postgres wrote it, a JSON
     /// array of the texts for several columns (`source::reader`'s keys).
-    /// A row missing a key column (a key-only old row of another key)
-    /// gives none.
-    pub(super) fn keys(&self, change: &RowChange) -> Vec<String> {
-        let index: Option<Vec<usize>> =
-            self.key.iter().map(|c| change.table.column_index(c)).collect();
-        let Some(index) = index else { return Vec::new() };
-        let key_of = |row: &Row| -> Option<String> {
-            let texts: Option<Vec<&str>> = index
-                .iter()
-                .map(|&i| match row.get(i)? {
-                    Datum::Text(bytes) => std::str::from_utf8(bytes).ok(),
-                    _ => None,
-                })
-                .collect();
-            match texts?.as_slice() {
-                [one] => Some((*one).to_owned()),
-                several => serde_json::to_string(several).ok(),
+    /// A full row with a NULL key column gives none (a backfill never reads
+    /// it). `None` when a key cannot be told: a key-only old row of another
+    /// index than the paging key (`REPLICA IDENTITY USING INDEX (user_id,
+    /// token)` beside a surrogate `id`), a key column the table lacks, or
+    /// one whose value the stream left out; any row of the table may be
+    /// that one, so an open chunk yields whole (`backfill::Windows`).
+    pub(super) fn keys(&self, change: &RowChange) -> Option<Vec<String>> {
+        let index: Vec<usize> =
+            self.key.iter().map(|c| change.table.column_index(c)).collect::<Option<_>>()?;
+        let full_old = change.table.replica_identity == ReplicaIdentity::Full;
+        let rows: Vec<(&Row, bool)> = match &change.op {
+            RowOp::Insert { new } => vec![(new, true)],
+            RowOp::Update { old, old_is_key_only, new } => {
+                let old = old.iter().map(|old| (old, !*old_is_key_only));
+                old.chain(std::iter::once((new, true))).collect()
             }
+            RowOp::Delete { old } => vec![(old, full_old)],
         };
-        let mut keys: Vec<String> = super::rows_of(change).into_iter().filter_map(key_of).collect();
+        let mut keys = Vec::new();
+        for (row, full) in rows {
+            let mut texts = Vec::with_capacity(index.len());
+            for &i in &index {
+                match row.get(i) {
+                    Some(Datum::Text(bytes)) => texts.push(std::str::from_utf8(bytes).ok()?),
+                    // Never read by a backfill: nothing of a chunk.
+                    Some(Datum::Null) if full => break,
+                    _ => return None,
+                }
+            }
+            if texts.len() < index.len() {
+                continue;
+            }
+            keys.push(match texts.as_slice() {
+                [one] => (*one).to_owned(),
+                several => serde_json::to_string(several).ok()?,
+            });
+        }
         keys.dedup();
-        keys
+        Some(keys)
     }
 }
 

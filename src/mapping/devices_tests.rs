@@ -244,7 +244,7 @@ fn a_change_is_noted_under_the_key_a_backfill_pages_by() {
         old_is_key_only: false,
         new: row("42", &long, "ios"),
     };
-    let keys = mapper.customer_ids(&change(ReplicaIdentity::Full, moved.clone()));
+    let keys = mapper.customer_ids(&change(ReplicaIdentity::Full, moved.clone())).unwrap();
     let pair = |c: &str, t: &str| serde_json::to_string(&[c, t]).unwrap();
     assert_eq!(keys, [pair("41", "tok"), pair("42", &long)], "a token of any length");
 
@@ -253,9 +253,40 @@ fn a_change_is_noted_under_the_key_a_backfill_pages_by() {
     let mut old = vec![N; 8];
     old[0] = t("9");
     let deleted = RowOp::Delete { old };
-    assert_eq!(mapper.customer_ids(&change(ReplicaIdentity::Default, deleted)), ["9"]);
-    assert_eq!(mapper.customer_ids(&change(ReplicaIdentity::Full, moved)), ["7"], "one id");
+    let ids = |identity, op| mapper.customer_ids(&change(identity, op)).unwrap();
+    assert_eq!(ids(ReplicaIdentity::Default, deleted), ["9"]);
+    assert_eq!(ids(ReplicaIdentity::Full, moved), ["7"], "one id");
+    let mut unread = row("1", "a", "ios");
+    unread[0] = N;
+    assert!(ids(ReplicaIdentity::Full, RowOp::Insert { new: unread }).is_empty(), "never read");
     mapper.set_device_keys(vec![(("public".into(), "devices".into()), key(&["user_id", "x"]))]);
     let added = RowOp::Insert { new: row("1", "a", "ios") };
-    assert!(mapper.customer_ids(&change(ReplicaIdentity::Full, added)).is_empty());
+    assert_eq!(mapper.customer_ids(&change(ReplicaIdentity::Full, added)), None);
+}
+
+/// Under `REPLICA IDENTITY USING INDEX (user_id, token)` beside a surrogate
+/// primary key `id` (the paging key), a DELETE's old row holds no id: the
+/// change's key cannot be told, so an open chunk of the table yields whole
+/// (else it would add back the device the stream just deleted). An UPDATE
+/// moving the pair carries the same key-only old row; one that does not
+/// move it carries none, and its new row's id is its key.
+#[test]
+fn a_key_only_old_row_without_the_paging_key_tells_no_key() {
+    let change = |op| RowChange {
+        table: table(ReplicaIdentity::Index),
+        op,
+        commit_time: 1,
+        position: Default::default(),
+    };
+    let mut mapper = Mapper::new(&[]).with_device_tables(&[config()]);
+    let key = vec!["id".to_owned()];
+    mapper.set_device_keys(vec![(("public".into(), "devices".into()), key)]);
+    let mut old = vec![N; 8];
+    old[1] = t("1");
+    old[2] = t("tok");
+    assert_eq!(mapper.customer_ids(&change(RowOp::Delete { old: old.clone() })), None);
+    let moved = update(Some(old), true, row("2", "tok", "ios"));
+    assert_eq!(mapper.customer_ids(&change(moved)), None);
+    let updated = update(None, false, row("1", "tok", "ios"));
+    assert_eq!(mapper.customer_ids(&change(updated)), Some(vec!["7".to_owned()]));
 }

@@ -227,25 +227,26 @@ impl Mapper {
 
     /// The keys a change touches (the new row's and the old row's), as
     /// backfills page the table (`SyncConfig::key_columns`), for backfills
-    /// that must yield to the stream.
-    /// A `[[devices]]` table's keys are its paging key's (see
-    /// [`Mapper::set_device_keys`]).
-    pub fn customer_ids(&self, change: &RowChange) -> Vec<String> {
+    /// that must yield to the stream. A `[[devices]]` table's keys are its
+    /// paging key's (see [`Mapper::set_device_keys`]); `None` when they
+    /// cannot be told from the change (see `devices::DeviceTable::keys`):
+    /// every row of the table's open chunk is to count as changed.
+    pub fn customer_ids(&self, change: &RowChange) -> Option<Vec<String>> {
         let (schema, name) = (&change.table.schema, &change.table.name);
         if let Some(devices) = self.device_tables.get(schema, name) {
             return devices.keys(change);
         }
         let Some(sync) = self.tables.get(schema, name) else {
-            return Vec::new();
+            return Some(Vec::new());
         };
         let columns = sync.key_columns();
         let index: Option<Vec<usize>> =
             columns.iter().map(|c| change.table.column_index(c)).collect();
-        let Some(index) = index else { return Vec::new() };
+        let Some(index) = index else { return Some(Vec::new()) };
         let mut ids: Vec<String> =
             rows_of(change).into_iter().filter_map(|r| objects::key_of(r, &index)).collect();
         ids.dedup();
-        ids
+        Some(ids)
     }
 
     /// Turns one change into operations.
@@ -515,7 +516,6 @@ fn identify(id: String, attributes: Map<String, Json>, timestamp: i64) -> Custom
     CustomerOp::Identify { id, attributes, timestamp }
 }
 
-/// The customer id of a row: its text form, if usable by Customer.io.
 /// The rows a change carries: the new one, and the old one when known.
 fn rows_of(change: &RowChange) -> Vec<&Row> {
     match &change.op {
@@ -525,6 +525,7 @@ fn rows_of(change: &RowChange) -> Vec<&Row> {
     }
 }
 
+/// The customer id of a row: its text form, if usable by Customer.io.
 pub(crate) fn customer_id(datum: &Datum) -> Option<String> {
     let Datum::Text(bytes) = datum else {
         return None;
