@@ -319,3 +319,34 @@ async fn a_devices_backfill_leaves_out_the_devices_of_customers_who_do_not_sync(
     assert!(plan.contains("8 more rows left out"), "{plan}");
     daemon.stop().await.unwrap();
 }
+
+/// The stream notes a devices table's changes under the key it read when
+/// the lease began; a primary key changed since would leave the backfill's
+/// chunks blind to them, so the backfill fails, saying to restart ciosync.
+#[tokio::test]
+async fn a_devices_backfill_fails_when_the_key_changed_since_ciosync_started() {
+    let schema = format!("{USERS_TABLE}{DEVICES_TABLE}{}", devices_sql(100));
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("devices_backfill_rekeyed", &schema, |c| c + DEVICES_CONFIG).await;
+    let all = expected(&db, "true").await;
+    assert!(wait_for(&emulator, |e| held(e) == all).await, "the initial copy differs");
+    let config = config_file(&(db.config(&emulator.url(), "") + DEVICES_CONFIG));
+    db.exec(
+        "ALTER TABLE push_tokens DROP CONSTRAINT push_tokens_pkey, \
+         ADD PRIMARY KEY (user_id, token)",
+    )
+    .await;
+    let (code, stdout, stderr) = backfill(config.path(), &["--table", "push_tokens"]).await;
+    assert_ne!(code, Some(0), "{stdout}{stderr}");
+    let error: Option<String> = db
+        .client
+        .query_one("SELECT error FROM ciosync.backfills ORDER BY id DESC LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let error = error.unwrap_or_default();
+    assert!(error.contains("paged by (user_id, token) now"), "{error}");
+    assert!(error.contains("notes its changes under (id)"), "{error}");
+    assert!(error.contains("restart ciosync"), "{error}");
+    daemon.stop().await.unwrap();
+}

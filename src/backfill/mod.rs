@@ -52,7 +52,7 @@
 mod readers;
 pub mod runner;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use tokio::sync::oneshot;
@@ -138,9 +138,36 @@ struct Window {
 #[derive(Debug, Default)]
 pub struct Windows {
     current: Mutex<Option<Window>>,
+    /// The columns the stream notes each `[[devices]]` table's changes
+    /// under (`schema.table` → its paging key when the lease began).
+    device_keys: HashMap<String, Vec<String>>,
 }
 
 impl Windows {
+    /// Windows of a stream that notes the changes of each `[[devices]]`
+    /// table (`schema.table`) under these columns.
+    pub fn noting(device_keys: HashMap<String, Vec<String>>) -> Self {
+        Self { current: Mutex::default(), device_keys }
+    }
+
+    /// A devices backfill pages `table` by `columns`: an error, unless the
+    /// stream notes the table's changes under them too. The stream's key
+    /// was read when the lease began; a primary key changed since (no
+    /// Relation message tells) would leave every chunk blind to the
+    /// stream's changes, and send back older values.
+    pub fn check_paging_key(&self, table: &str, columns: &[String]) -> Result<(), String> {
+        match self.device_keys.get(table) {
+            Some(noted) if noted[..] != *columns => Err(format!(
+                "{table} is paged by ({}) now, but the stream notes its changes under ({}), \
+                 its key when ciosync started: restart ciosync (it reads the keys again when \
+                 it takes the lease), then run the backfill again",
+                columns.join(", "),
+                noted.join(", ")
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The runner starts chunk `id` of `table` (before writing its low
     /// watermark); any earlier window is forgotten.
     pub fn begin(&self, id: ChunkId, table: &str) {
@@ -360,6 +387,21 @@ mod tests {
         let closed = windows.close(id).unwrap();
         assert!(closed.ops.is_empty());
         assert_eq!(closed.yielded, ["5", "1999", "5000"]);
+    }
+
+    #[test]
+    fn a_devices_table_is_paged_by_the_key_the_stream_notes_under_or_not_at_all() {
+        let names = |columns: &[&str]| columns.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        let keys = HashMap::from([("public.push_tokens".to_owned(), names(&["id"]))]);
+        let windows = Windows::noting(keys);
+        assert_eq!(windows.check_paging_key("public.push_tokens", &names(&["id"])), Ok(()));
+        assert_eq!(windows.check_paging_key("public.users", &names(&["id"])), Ok(()));
+        let error = windows
+            .check_paging_key("public.push_tokens", &names(&["user_id", "token"]))
+            .unwrap_err();
+        assert!(error.contains("paged by (user_id, token) now"), "{error}");
+        assert!(error.contains("notes its changes under (id)"), "{error}");
+        assert!(error.contains("restart ciosync"), "{error}");
     }
 
     #[test]

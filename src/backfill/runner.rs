@@ -213,6 +213,12 @@ async fn run_chunks(
         let (reader, retyped) = super::readers::rows(sql, config, backfill).await?;
         (reader, retyped, mapper)
     };
+    if super::readers::of_devices(config, backfill) {
+        // Its chunks yield only to changes noted under the key they hold.
+        windows
+            .check_paging_key(&backfill.table, reader.key_columns())
+            .map_err(PgError::Definite)?;
+    }
     state.start_backfill(id).await?;
     let recorded_table = backfill.table.clone();
     // An event replay sends events, a devices backfill device calls: the

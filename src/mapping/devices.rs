@@ -82,6 +82,12 @@ impl DeviceTable {
 }
 
 impl Mapper {
+    /// The columns the stream notes `schema.name`'s changes under, if it is
+    /// a `[[devices]]` table (see [`Mapper::set_device_keys`]).
+    pub fn device_key(&self, schema: &str, name: &str) -> Option<&[String]> {
+        self.device_tables.get(schema, name).map(|table| &table.key[..])
+    }
+
     /// The columns each `[[devices]]` table (`schema`, `name`) is paged by
     /// (`source::keys::device_keys`), so that while a backfill's window is
     /// open the stream's changes are noted under the keys its chunk holds.

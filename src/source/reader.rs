@@ -188,6 +188,11 @@ impl TableReader {
         Ok(reader)
     }
 
+    /// The columns it pages by, in the key's order.
+    pub fn key_columns(&self) -> &[String] {
+        &self.key.1
+    }
+
     /// The table as the rows describe it (id column first).
     pub fn table(&self) -> &Arc<Table> {
         &self.table
@@ -412,7 +417,7 @@ pub async fn describe_whole(sql: &Client, schema: &str, name: &str) -> Result<Ta
 /// saved key in the columns' own order. A key's text (a backfill's
 /// progress) is the column's text for one column, a JSON array of the
 /// columns' texts for several.
-struct Key(Vec<(String, String)>);
+struct Key(Vec<(String, String)>, Vec<String>);
 
 impl Key {
     async fn of(
@@ -425,7 +430,7 @@ impl Key {
         for column in columns {
             key.push((quote_ident(column), column_type(sql, schema, name, column).await?));
         }
-        Ok(Self(key))
+        Ok(Self(key, columns.to_vec()))
     }
 
     /// `a` or `(a, b)`.
