@@ -350,3 +350,48 @@ async fn a_devices_backfill_fails_when_the_key_changed_since_ciosync_started() {
     assert!(error.contains("restart ciosync"), "{error}");
     daemon.stop().await.unwrap();
 }
+
+/// `on_slot_lost = "recreate_and_backfill"` backfills the `[[devices]]`
+/// tables too, after the people: a device added, and one revoked, while no
+/// slot existed reach Customer.io.
+#[tokio::test]
+async fn a_lost_slot_is_recovered_with_a_backfill_of_the_devices_tables_too() {
+    let schema = format!("{USERS_TABLE}{DEVICES_TABLE}{}", devices_sql(100));
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("devices_slot_recreated", &schema, |c| c + DEVICES_CONFIG).await;
+    let all = expected(&db, "true").await;
+    assert!(wait_for(&emulator, |e| held(e) == all).await, "the initial copy differs");
+    daemon.stop().await.unwrap();
+
+    db.wait_for_slot_released().await;
+    db.exec(&format!("SELECT pg_drop_replication_slot('{}')", db.name)).await;
+    db.exec(
+        "INSERT INTO push_tokens (user_id, token, platform, last_seen, app_version, push) \
+         VALUES (3, 'gap', 'ios', to_timestamp(1700000000), '9.9', true); \
+         UPDATE push_tokens SET revoked_at = now() WHERE id = 1",
+    )
+    .await;
+    let recreate = (db.config(&emulator.url(), "") + DEVICES_CONFIG).replacen(
+        "status_interval_ms = 200\n",
+        "status_interval_ms = 200\non_slot_lost = \"recreate_and_backfill\"\n",
+        1,
+    );
+    let daemon = crate::support::daemon::InProcess::start(&recreate);
+    db.wait_for_streaming().await;
+    let queued: Vec<String> = db
+        .client
+        .query("SELECT table_name FROM ciosync.backfills ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(queued, ["public.users", "public.push_tokens"], "people first, then devices");
+    let id: i64 =
+        db.client.query_one("SELECT max(id) FROM ciosync.backfills", &[]).await.unwrap().get(0);
+    assert!(wait_for_backfill(&db, id, "done").await, "the devices backfill did not finish");
+    let all = expected(&db, "true").await;
+    assert!(all["3"].iter().any(|(token, ..)| token == "gap"));
+    assert!(wait_for(&emulator, |e| held(e) == all).await, "the gap's devices are missing");
+    daemon.stop().await.unwrap();
+}

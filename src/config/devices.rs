@@ -92,6 +92,14 @@ impl<'a> CopiedTable<'a> {
         }
     }
 
+    /// Its schema and name, `public` when the config gives none.
+    pub fn schema_and_name(self) -> (&'a str, &'a str) {
+        match self {
+            Self::Sync(sync) => sync.schema_and_name(),
+            Self::Devices(devices) => devices.schema_and_name(),
+        }
+    }
+
     /// The config's table named `qualified` (`schema.table`), if it syncs
     /// one or reads its devices.
     pub fn find(config: &'a super::Config, qualified: &str) -> Option<Self> {
