@@ -223,20 +223,27 @@ async fn a_devices_backfill_killed_mid_way_resumes_and_every_device_matches() {
 /// Rows the stream changes while their chunk is read are left to the
 /// stream and read again: the device calls each row's newest values,
 /// whatever the backfill read before. The stream notes a change under the
-/// key the backfill pages the table by (here its primary key).
+/// key the backfill pages the table by (here its primary key). The moves
+/// go to the rows just after the last delivered key, in the chunk being
+/// read, and the daemon's log says how many rows yielded: some must have.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_devices_backfill_racing_live_updates_ends_with_the_newest_values() {
-    let schema = format!(
+    let db = TestDb::new("devices_backfill_race").await;
+    db.exec(&format!(
         "{USERS_TABLE}{DEVICES_TABLE}{}
          CREATE FUNCTION slowly() RETURNS boolean LANGUAGE sql VOLATILE
              AS 'SELECT pg_sleep(0.0002); SELECT true';",
         devices_sql(3000)
-    );
-    let Scenario { db, emulator, daemon } =
-        Scenario::start_with("devices_backfill_race", &schema, |c| c + DEVICES_CONFIG).await;
+    ))
+    .await;
+    let emulator = crate::support::emulator::start().await;
+    let config = config_file(&(db.config(&emulator.url(), "") + DEVICES_CONFIG));
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("run.log");
+    let mut daemon = spawn_binary(config.path(), &log);
+    db.wait_for_streaming().await;
     let all = expected(&db, "true").await;
     assert!(wait_for(&emulator, |e| held(e) == all).await, "the initial copy differs");
-    let config = config_file(&(db.config(&emulator.url(), "") + DEVICES_CONFIG));
 
     emulator.reset();
     let args = ["--table", "push_tokens", "--where", "slowly()", "--detach"];
@@ -244,15 +251,19 @@ async fn a_devices_backfill_racing_live_updates_ends_with_the_newest_values() {
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     let id: i64 =
         db.client.query_one("SELECT max(id) FROM ciosync.backfills", &[]).await.unwrap().get(0);
+    let next = "SELECT coalesce(last_key::int, 0) FROM ciosync.backfills WHERE id = $1";
     for round in 0..40 {
         let version = format!(
             "UPDATE push_tokens SET app_version = 'r{round}' WHERE id % 50 = {}",
             round % 50
         );
         db.exec(&version).await;
+        // Just past the last delivered chunk: the chunk being read.
+        let after: i32 = db.client.query_one(next, &[&id]).await.unwrap().get(0);
         let moved = format!(
-            "UPDATE push_tokens SET user_id = (user_id + 1) % 50 WHERE id = {}",
-            3000 - round
+            "UPDATE push_tokens SET user_id = (user_id + 1) % 50 WHERE id BETWEEN {} AND {}",
+            after + 1 + round * 5,
+            after + 5 + round * 5
         );
         db.exec(&moved).await;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -261,6 +272,8 @@ async fn a_devices_backfill_racing_live_updates_ends_with_the_newest_values() {
     assert!(wait_for_backfill(&db, id, "done").await, "the backfill did not finish");
     let all = expected(&db, "true").await;
     let matched = wait_for(&emulator, |e| held(e) == all).await;
+    signal(&daemon, "TERM");
+    assert!(daemon.wait().unwrap().success());
     if !matched {
         let now = held(&emulator);
         let stale: Vec<_> =
@@ -268,7 +281,22 @@ async fn a_devices_backfill_racing_live_updates_ends_with_the_newest_values() {
         panic!("the devices of customers {stale:?} differ from their rows");
     }
     assert!(racing, "the updates did not race the backfill (it finished too early)");
-    daemon.stop().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let done = text.lines().find(|l| l.contains("backfill done")).unwrap_or_default();
+    // Without the terminal's colours (`\x1b[…m`).
+    let mut plain = String::new();
+    let mut chars = done.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => _ = chars.by_ref().find(|&c| c == 'm'),
+            c => plain.push(c),
+        }
+    }
+    let yielded = plain
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("rows_yielded="))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(yielded.is_some_and(|n| n > 0), "no chunk yielded to the stream: {plain}");
 }
 
 /// A device whose customer no longer syncs is never sent: its

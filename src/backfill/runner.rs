@@ -249,6 +249,9 @@ async fn run_chunks(
     let window = undelivered_bytes(config);
     let mut reread: Vec<String> = Vec::new();
     let mut rereads = 0;
+    // Rows left to the stream (it changed them inside their window), each
+    // time: said when the backfill ends.
+    let mut rows_yielded = 0;
     let mut pages_left = true;
     while pages_left || !reread.is_empty() {
         if !reread.is_empty() {
@@ -263,6 +266,7 @@ async fn run_chunks(
             }
             rereads += 1;
             let Some(done) = chunk.send(Selection::Keys(&reread)).await? else { return Ok(()) };
+            rows_yielded += done.yielded.len();
             reread = done.yielded;
             undelivered.push(done.delivered, None, done.bytes);
         } else {
@@ -270,6 +274,7 @@ async fn run_chunks(
             let Some(done) = chunk.send(selection).await? else { return Ok(()) };
             size.learn(done.rows_read, done.bytes);
             rows_done += done.rows_read as i64;
+            rows_yielded += done.yielded.len();
             reread = done.yielded;
             rereads = 0;
             let progress = done.last_key.map(|key| (key, rows_done));
@@ -290,7 +295,7 @@ async fn run_chunks(
             .await?;
     }
     state.end_backfill(id, "done", None).await?;
-    tracing::info!(backfill = id, rows_done, "backfill done");
+    tracing::info!(backfill = id, rows_done, rows_yielded, "backfill done");
     Ok(())
 }
 
