@@ -66,7 +66,8 @@ pub struct Plan {
     /// takes at the configured batch size and request budget.
     pub identifies: u64,
     /// Operations of objects, relationships and devices it would send (not
-    /// in the record: one per row, or two for a device moved).
+    /// in the record: every row's, counted by kind in each table's
+    /// `operations`).
     pub operations: u64,
     pub requests: u64,
     pub seconds: f64,
@@ -125,7 +126,7 @@ pub async fn run(config: &Config, request: Request) -> ExitCode {
             let text = if request.json {
                 serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n"
             } else {
-                render(&plan, config)
+                render(&plan, config, request.table.is_none())
             };
             print!("{text}");
             let would_send = plan.identifies > 0 || plan.operations > 0 || plan.deletes > 0;
@@ -278,7 +279,9 @@ impl TablePlan {
     }
 }
 
-fn render(plan: &Plan, config: &Config) -> String {
+/// The plan as text; `every_table`: a plan of every table (no `--table`),
+/// which says which devices tables it leaves out.
+fn render(plan: &Plan, config: &Config, every_table: bool) -> String {
     let mut out = String::new();
     for table in &plan.tables {
         if table.kind == "people" {
@@ -293,10 +296,8 @@ fn render(plan: &Plan, config: &Config) -> String {
         plan.deletes,
         ids(&plan.delete_examples)
     ));
-    for devices in config
-        .devices
-        .iter()
-        .filter(|d| !plan.tables.iter().any(|t| t.table == d.table.to_string()))
+    let left_out = config.devices.iter().filter(|_| every_table);
+    for devices in left_out.filter(|d| !plan.tables.iter().any(|t| t.table == d.table.to_string()))
     {
         out.push_str(&format!(
             "devices table {0}: not in a backfill of every table; `ciosync plan --table {0}` \
@@ -365,5 +366,38 @@ fn ids(examples: &[String]) -> String {
         String::new()
     } else {
         format!(", e.g. {}", examples.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_plan_of_every_table_names_the_devices_tables_it_leaves_out() {
+        let text = r#"
+[postgres]
+url = "postgres://ciosync@127.0.0.1:5432/app"
+[customerio]
+site_id = "s"
+api_key = "k"
+[[sync]]
+table = "users"
+id_column = "id"
+[sync.attributes]
+email = "email"
+[[devices]]
+table = "push_tokens"
+customer_id_column = "user_id"
+token_column = "token"
+platform = "ios"
+"#;
+        let config = Config::from_toml(text, Vec::new()).unwrap();
+        let users =
+            TablePlan { table: "public.users".into(), kind: "people", ..Default::default() };
+        let plan = Plan { tables: vec![users], ..Plan::default() };
+        let note = "devices table public.push_tokens: not in a backfill of every table";
+        assert!(render(&plan, &config, true).contains(note));
+        assert!(!render(&plan, &config, false).contains(note), "with --table users");
     }
 }

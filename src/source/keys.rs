@@ -38,7 +38,7 @@ pub async fn primary_key(sql: &Client, schema: &str, name: &str) -> Result<Vec<S
             &[&schema, &name],
         )
         .await
-        .map_err(PgError::sql("read an event table's primary key"))?;
+        .map_err(PgError::sql("read a table's primary key"))?;
     // A generated column is not in the stream's rows (pgoutput leaves it
     // out), so a key with one cannot give the stream and a replay one id.
     if rows.iter().any(|row| row.get::<_, bool>(1)) {
