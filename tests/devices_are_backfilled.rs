@@ -423,3 +423,70 @@ async fn a_lost_slot_is_recovered_with_a_backfill_of_the_devices_tables_too() {
     assert!(wait_for(&emulator, |e| held(e) == all).await, "the gap's devices are missing");
     daemon.stop().await.unwrap();
 }
+
+/// Under `REPLICA IDENTITY USING INDEX (user_id, token)` beside a
+/// surrogate primary key `id` (what the backfill pages by), a DELETE's old
+/// row holds no id: the chunk being read cannot tell which of its rows
+/// went, so it yields whole and is read again, and never adds back a
+/// device the stream deleted meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_devices_backfill_adds_back_no_device_deleted_under_an_index_identity() {
+    let db = TestDb::new("devices_backfill_index_identity").await;
+    db.exec(&format!(
+        "{USERS_TABLE}
+         CREATE TABLE push_tokens (
+             id serial PRIMARY KEY, user_id bigint NOT NULL, token text NOT NULL,
+             platform text, last_seen timestamptz, app_version text, push boolean,
+             revoked_at timestamptz
+         );
+         CREATE UNIQUE INDEX push_tokens_pair ON push_tokens (user_id, token);
+         ALTER TABLE push_tokens REPLICA IDENTITY USING INDEX push_tokens_pair;
+         {}
+         CREATE FUNCTION slowly() RETURNS boolean LANGUAGE sql VOLATILE
+             AS 'SELECT pg_sleep(0.0002); SELECT true';",
+        devices_sql(3000)
+    ))
+    .await;
+    let emulator = crate::support::emulator::start().await;
+    let config = config_file(&(db.config(&emulator.url(), "") + DEVICES_CONFIG));
+    let logs = tempfile::tempdir().unwrap();
+    let mut daemon = spawn_binary(config.path(), &logs.path().join("run.log"));
+    db.wait_for_streaming().await;
+    let all = expected(&db, "true").await;
+    assert!(wait_for(&emulator, |e| held(e) == all).await, "the initial copy differs");
+
+    emulator.reset();
+    let args = ["--table", "push_tokens", "--where", "slowly()", "--detach"];
+    let (code, stdout, stderr) = backfill(config.path(), &args).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let id: i64 =
+        db.client.query_one("SELECT max(id) FROM ciosync.backfills", &[]).await.unwrap().get(0);
+    let next = "SELECT coalesce(last_key::int, 0) FROM ciosync.backfills WHERE id = $1";
+    let mut deleted = 0;
+    for round in 0..40 {
+        // Just past the last delivered chunk: the chunk being read.
+        let after: i32 = db.client.query_one(next, &[&id]).await.unwrap().get(0);
+        let delete = format!(
+            "DELETE FROM push_tokens WHERE id BETWEEN {} AND {}",
+            after + 1 + round * 5,
+            after + 5 + round * 5
+        );
+        deleted += db.client.execute(&delete, &[]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let racing = backfill_state(&db, id).await.0 == "running";
+    assert!(wait_for_backfill(&db, id, "done").await, "the backfill did not finish");
+    let all = expected(&db, "true").await;
+    let matched = wait_for(&emulator, |e| held(e) == all).await;
+    signal(&daemon, "TERM");
+    assert!(daemon.wait().unwrap().success());
+    if !matched {
+        let now = held(&emulator);
+        let back: usize = now
+            .iter()
+            .map(|(c, d)| d.difference(all.get(c).unwrap_or(&BTreeSet::new())).count())
+            .sum();
+        panic!("{back} devices deleted during the backfill are back in Customer.io");
+    }
+    assert!(deleted > 0 && racing, "the deletes did not race the backfill");
+}

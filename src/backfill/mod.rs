@@ -58,6 +58,7 @@ use std::sync::Mutex;
 use tokio::sync::oneshot;
 
 use crate::customer::CustomerOp;
+use crate::mapping::devices::device_alias;
 
 pub use crate::source::message::{ChunkId, Watermark};
 
@@ -188,7 +189,11 @@ impl Windows {
     pub fn put(&self, id: ChunkId, chunk: Chunk) {
         let mut current = self.lock();
         let Some(window) = current.as_mut().filter(|w| w.id == id) else { return };
-        let keys: HashSet<String> = chunk.rows.iter().map(|(key, _)| key.clone()).collect();
+        let keys: HashSet<String> = chunk
+            .rows
+            .iter()
+            .flat_map(|(key, ops)| std::iter::once(key.clone()).chain(aliases(ops)))
+            .collect();
         // From now on only the chunk's keys matter.
         window.changed.retain(|key| keys.contains(key));
         window.changed.shrink_to_fit();
@@ -231,11 +236,11 @@ impl Windows {
         }
     }
 
-    /// The pipeline saw a change of `table` whose keys it cannot tell (a
-    /// key-only old row of another index than the one the table is paged
-    /// by: `mapping::Mapper::customer_ids`): any row of the chunk may be
-    /// it, so the whole chunk is left to the stream and read again (a row
-    /// deleted meanwhile is then not found, so not sent back).
+    /// The pipeline saw a change of `table` whose keys it cannot tell
+    /// (`mapping::Mapper::customer_ids`: neither the key the table is paged
+    /// by nor the device): any row of the chunk may be it, so the whole
+    /// chunk is left to the stream and read again (a row deleted meanwhile
+    /// is then not found, so not sent back).
     pub fn observe_unknown(&self, table: &str) {
         let mut current = self.lock();
         if let Some(window) = current.as_mut().filter(|w| w.open && w.table == table) {
@@ -259,7 +264,8 @@ impl Windows {
         let mut ops = Vec::new();
         let mut yielded = Vec::new();
         for (key, row_ops) in chunk.rows {
-            if window.all_changed || window.changed.contains(&key) {
+            let changed = |key: &String| window.changed.contains(key);
+            if window.all_changed || changed(&key) || aliases(&row_ops).any(|a| changed(&a)) {
                 yielded.push(key);
             } else {
                 ops.extend(row_ops);
@@ -280,6 +286,16 @@ impl Windows {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Window>> {
         self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The devices a chunk's row sends, as the stream notes a device whose
+/// change lacks the row's key (`mapping::devices::device_alias`).
+fn aliases(ops: &[CustomerOp]) -> impl Iterator<Item = String> + '_ {
+    ops.iter().filter_map(|op| match op {
+        CustomerOp::AddDevice(device) => Some(device_alias(&device.customer, &device.token)),
+        CustomerOp::DeleteDevice { customer, token } => Some(device_alias(customer, token)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -402,6 +418,25 @@ mod tests {
         assert!(error.contains("paged by (user_id, token) now"), "{error}");
         assert!(error.contains("notes its changes under (id)"), "{error}");
         assert!(error.contains("restart ciosync"), "{error}");
+    }
+
+    #[test]
+    fn a_device_noted_without_its_key_leaves_the_rows_sending_it_to_the_stream() {
+        let device = |customer: &str, token: &str| CustomerOp::DeleteDevice {
+            customer: customer.into(),
+            token: token.into(),
+        };
+        let (tx, _rx) = oneshot::channel();
+        let rows = vec![("1".into(), vec![device("7", "a")]), ("2".into(), vec![device("7", "b")])];
+        let windows = Windows::default();
+        let id = ChunkId { backfill: 1, chunk: 1 };
+        windows.begin(id, "public.users");
+        windows.open(id);
+        windows.observe("public.users", &[device_alias("7", "b")]);
+        windows.put(id, Chunk { table: "public.users".into(), rows, handed: tx });
+        let closed = windows.close(id).unwrap();
+        assert_eq!(closed.ops, vec![device("7", "a")]);
+        assert_eq!(closed.yielded, ["2"]);
     }
 
     #[test]

@@ -40,11 +40,13 @@ impl DeviceTable {
     /// pages the table: a key column's text as Postgres wrote it, a JSON
     /// array of the texts for several columns (`source::reader`'s keys).
     /// A full row with a NULL key column gives none (a backfill never reads
-    /// it). `None` when a key cannot be told: a key-only old row of another
-    /// index than the paging key (`REPLICA IDENTITY USING INDEX (user_id,
-    /// token)` beside a surrogate `id`), a key column the table lacks, or
-    /// one whose value the stream left out; any row of the table may be
-    /// that one, so an open chunk yields whole (`backfill::Windows`).
+    /// it). A key-only old row of another index than the paging key
+    /// (`REPLICA IDENTITY USING INDEX (user_id, token)` beside a surrogate
+    /// `id`) gives its device's [`device_alias`] instead, which a chunk's
+    /// row holding that device matches (`backfill::Windows`). `None` when
+    /// neither can be told (a key column the table lacks, an old row
+    /// without the customer or token): any row of the table may be that
+    /// one, so an open chunk yields whole.
     pub(super) fn keys(&self, change: &RowChange) -> Option<Vec<String>> {
         let index: Vec<usize> =
             self.key.iter().map(|c| change.table.column_index(c)).collect::<Option<_>>()?;
@@ -65,7 +67,13 @@ impl DeviceTable {
                     Some(Datum::Text(bytes)) => texts.push(std::str::from_utf8(bytes).ok()?),
                     // Never read by a backfill: nothing of a chunk.
                     Some(Datum::Null) if full => break,
-                    _ => return None,
+                    _ => {
+                        let rows = Rows { config: &self.config, table: &change.table };
+                        let (customer, token) = rows.pair(row).ok()?;
+                        texts.clear();
+                        keys.push(device_alias(&customer, &token));
+                        break;
+                    }
                 }
             }
             if texts.len() < index.len() {
@@ -79,6 +87,13 @@ impl DeviceTable {
         keys.dedup();
         Some(keys)
     }
+}
+
+/// What the stream notes a device under when the change lacks the row's
+/// paging key: its customer and token after a NUL each, which no key holds
+/// (Postgres text has no NUL).
+pub fn device_alias(customer: &str, token: &str) -> String {
+    format!("\0{customer}\0{token}")
 }
 
 impl Mapper {

@@ -266,12 +266,13 @@ fn a_change_is_noted_under_the_key_a_backfill_pages_by() {
 
 /// Under `REPLICA IDENTITY USING INDEX (user_id, token)` beside a surrogate
 /// primary key `id` (the paging key), a DELETE's old row holds no id: the
-/// change's key cannot be told, so an open chunk of the table yields whole
-/// (else it would add back the device the stream just deleted). An UPDATE
-/// moving the pair carries the same key-only old row; one that does not
-/// move it carries none, and its new row's id is its key.
+/// change is noted under its device's alias, which a chunk's row sending
+/// that device matches (else the chunk would add back the device the
+/// stream just deleted). An UPDATE moving the pair carries the same
+/// key-only old row; one that does not move it carries none, and its new
+/// row's id is its key. An old row without the pair tells nothing.
 #[test]
-fn a_key_only_old_row_without_the_paging_key_tells_no_key() {
+fn a_key_only_old_row_without_the_paging_key_is_noted_under_its_device() {
     let change = |op| RowChange {
         table: table(ReplicaIdentity::Index),
         op,
@@ -284,9 +285,14 @@ fn a_key_only_old_row_without_the_paging_key_tells_no_key() {
     let mut old = vec![N; 8];
     old[1] = t("1");
     old[2] = t("tok");
-    assert_eq!(mapper.customer_ids(&change(RowOp::Delete { old: old.clone() })), None);
+    let alias = device_alias("1", "tok");
+    let deleted = RowOp::Delete { old: old.clone() };
+    assert_eq!(mapper.customer_ids(&change(deleted)), Some(vec![alias.clone()]));
     let moved = update(Some(old), true, row("2", "tok", "ios"));
-    assert_eq!(mapper.customer_ids(&change(moved)), None);
+    assert_eq!(mapper.customer_ids(&change(moved)), Some(vec![alias, "7".to_owned()]));
+    let mut no_token = vec![N; 8];
+    no_token[1] = t("1");
+    assert_eq!(mapper.customer_ids(&change(RowOp::Delete { old: no_token })), None);
     let updated = update(None, false, row("1", "tok", "ios"));
     assert_eq!(mapper.customer_ids(&change(updated)), Some(vec!["7".to_owned()]));
 }
