@@ -50,17 +50,23 @@ pub enum Command {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
-        /// Only this `[[sync]]` table (default: every synced table).
+        /// Only this `[[sync]]` table, or this `[[devices]]` table (its rows
+        /// sent as add_device, soft-deleted ones as delete_device). Default:
+        /// every `[[sync]]` table (people, objects, relationships); devices
+        /// tables only by name.
         #[arg(long)]
         table: Option<String>,
         /// Only rows matching this SQL condition, e.g. "plan = 'pro'".
         #[arg(long = "where", value_name = "SQL")]
         where_clause: Option<String>,
-        /// Only these Customer.io attributes, comma-separated (e.g. a newly mapped one).
+        /// Only these Customer.io attributes, comma-separated (e.g. a newly
+        /// mapped one); not for a devices table, whose rows go whole.
         #[arg(long, value_delimiter = ',', value_name = "A,B")]
         attributes: Option<Vec<String>>,
         /// Send every row whole, whatever the record of what Customer.io
-        /// accepted says (after Customer.io lost or damaged data).
+        /// accepted says (after Customer.io lost or damaged data). Makes no
+        /// difference for objects, relationships and devices: not in the
+        /// record, every row of theirs is sent anyway.
         #[arg(long)]
         ignore_record: bool,
         /// Return once queued instead of following progress.
@@ -83,14 +89,17 @@ pub enum Command {
         cancel: Option<i64>,
     },
     /// Show what a backfill would send now (customers the record of what
-    /// Customer.io accepted lacks, attributes whose value differs) and the
-    /// customers whose row is gone, without sending anything. Exit 0:
-    /// nothing to send; 4: something would be sent.
+    /// Customer.io accepted lacks, attributes whose value differs; the
+    /// operations of objects, relationships and devices by kind, all sent as
+    /// they are not in the record) and the customers whose row is gone,
+    /// without sending anything. Exit 0: nothing to send; 4: something would
+    /// be sent.
     Plan {
         /// The TOML config file.
         #[arg(long, short)]
         config: PathBuf,
-        /// Only this `[[sync]]` table (default: every synced table).
+        /// Only this `[[sync]]` or `[[devices]]` table (default: every
+        /// `[[sync]]` table, as `backfill`).
         #[arg(long)]
         table: Option<String>,
         /// Only these Customer.io attributes, comma-separated, as `backfill --attributes`.

@@ -35,7 +35,7 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::change::{RowChange, RowOp};
-use crate::config::{Config, DevicesConfig, SyncConfig};
+use crate::config::{Config, CopiedTable};
 use crate::mapping::report::{report, Producer};
 use crate::mapping::Mapper;
 use crate::pg::connection::{ConnectionSettings, Located};
@@ -84,6 +84,11 @@ struct Copier<'a> {
     /// With the record of what Customer.io accepted on: the connection
     /// that marks it complete for each table copied, and the slot.
     record: Option<(&'a Client, &'a str)>,
+    /// The `[[sync]]` tables: a device is copied only for a customer with
+    /// a row that syncs in a people table (an `add_device` would create a
+    /// person the copy left out), or as the `delete_device` of a
+    /// soft-deleted row (see `source::living::living_devices`).
+    syncs: &'a [crate::config::SyncConfig],
 }
 
 /// Runs or resumes the initial copy as the config and the recorded state say.
@@ -104,6 +109,8 @@ pub async fn run(
     mapper.set_own_filters(setup::ensure_publication(&sql, config).await?);
     // Event-table rows' events are identified by their primary key.
     mapper.set_event_keys(crate::source::reader::event_keys(&sql, &config.events).await?);
+    // Devices tables' changes are noted by the key a backfill pages them by.
+    mapper.set_device_keys(crate::source::keys::device_keys(&sql, &config.devices).await?);
     let mapper = &*mapper;
     let slot = &config.postgres.slot;
     // A lost slot stops here (or is recreated, with backfills queued), before
@@ -118,22 +125,17 @@ pub async fn run(
     // carries later has a commit time at or after it.
     let commit_time = postgres_now(&sql).await?;
     let record = config.pipeline.record_accepted.then_some((&sql, slot.as_str()));
-    let mut copier = Copier { sink, mapper, counters, shutdown, commit_time, record };
+    let syncs = &config.sync[..];
+    let mut copier = Copier { sink, mapper, counters, shutdown, commit_time, record, syncs };
     if slot_state == SlotState::Missing {
-        let tables: Vec<String> = config
-            .sync
-            .iter()
-            .map(qualified)
-            .chain(config.devices.iter().map(|d| d.table.to_string()))
-            .collect();
+        let tables: Vec<String> = CopiedTable::all(config).map(CopiedTable::name).collect();
         state.plan(&tables).await?;
         let reader = settings.connect_sql_located().await.map_err(PgError::sql("connect"))?;
         create_slot_and_import_snapshot(settings, config, &reader, failover).await?;
         let reader = reader.client;
         state.record_slot().await?;
         tracing::info!(%slot, tables = tables.len(), "replication slot created; initial copy starts");
-        let copied = config.sync.iter().map(Copied::Sync);
-        for table in copied.chain(config.devices.iter().map(Copied::Devices)) {
+        for table in CopiedTable::all(config) {
             if copier.copy_table(&reader, &state, table, None, 0, true).await?
                 == CopyOutcome::Interrupted
             {
@@ -147,20 +149,13 @@ pub async fn run(
     // Resumed in the order of the first copy (the config's: people, then
     // objects, then relationships, then devices), so a relationship never
     // goes before its object's copy.
-    let order: Vec<String> = config
-        .sync
-        .iter()
-        .map(qualified)
-        .chain(config.devices.iter().map(|d| d.table.to_string()))
-        .collect();
+    let order: Vec<String> = CopiedTable::all(config).map(CopiedTable::name).collect();
     copies.sort_by_key(|(table, _)| order.iter().position(|t| t == table));
     if copies.is_empty() {
         tracing::info!(%slot, "slot exists with no initial copy recorded; nothing to copy");
     }
     for (table, copy) in copies {
-        let sync = config.sync.iter().find(|s| qualified(s) == table).map(Copied::Sync);
-        let devices = config.devices.iter().find(|d| d.table.to_string() == table);
-        let Some(copied) = sync.or(devices.map(Copied::Devices)) else { continue };
+        let Some(copied) = CopiedTable::find(config, &table) else { continue };
         let (after, rows_copied) = match copy {
             CopyState::Done => continue,
             CopyState::Pending => (None, 0),
@@ -223,30 +218,6 @@ async fn create_slot_and_import_snapshot(
     Ok(())
 }
 
-/// A table the copy reads: a person table, or a `[[devices]]` table (each
-/// row an `add_device`).
-#[derive(Clone, Copy)]
-enum Copied<'a> {
-    Sync(&'a SyncConfig),
-    Devices(&'a DevicesConfig),
-}
-
-impl Copied<'_> {
-    fn name(self) -> String {
-        match self {
-            Copied::Sync(sync) => qualified(sync),
-            Copied::Devices(devices) => devices.table.to_string(),
-        }
-    }
-
-    async fn reader(self, sql: &Client) -> Result<TableReader, PgError> {
-        match self {
-            Copied::Sync(sync) => TableReader::new(sql, sync, None).await,
-            Copied::Devices(devices) => TableReader::of_devices(sql, devices).await,
-        }
-    }
-}
-
 impl Copier<'_> {
     /// Copies one table in key order, after `after` if given (`rows_copied`
     /// rows were copied before it). With `in_snapshot`, `sql` is inside the
@@ -256,14 +227,14 @@ impl Copier<'_> {
         &mut self,
         sql: &Client,
         state: &State<'_>,
-        copied: Copied<'_>,
+        copied: CopiedTable<'_>,
         mut after: Option<String>,
         mut rows_copied: i64,
         in_snapshot: bool,
     ) -> Result<CopyOutcome, CopyError> {
         let name = copied.name();
         self.counters.health.set_phase(Phase::InitialCopy);
-        let reader = copied.reader(sql).await?;
+        let reader = TableReader::of_copied(sql, copied, None, Some(self.syncs)).await?;
         let mut last_log = Instant::now();
         // Pages pushed and not yet checkpointed, oldest first.
         let mut pages = Pages::default();
@@ -310,7 +281,7 @@ impl Copier<'_> {
             return Ok(CopyOutcome::Interrupted);
         }
         self.checkpoint_delivered(state, &name, &mut pages).await?;
-        if let (Some((record_sql, slot)), Copied::Sync(sync)) = (self.record, copied) {
+        if let (Some((record_sql, slot)), CopiedTable::Sync(sync)) = (self.record, copied) {
             // Every row that syncs was identified and, once accepted, recorded.
             let (schema, table) = sync.schema_and_name();
             let table = format!("{schema}.{table}");
@@ -412,8 +383,4 @@ impl Pages {
         }
         newest
     }
-}
-
-fn qualified(sync: &SyncConfig) -> String {
-    sync.table.to_string()
 }

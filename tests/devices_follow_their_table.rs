@@ -17,7 +17,7 @@ use crate::support::emulator::{self, wait_for};
 use crate::support::postgres::{TestDb, USERS_TABLE};
 use crate::support::spec::{check, Shape};
 
-const DEVICES_TABLE: &str = "
+pub const DEVICES_TABLE: &str = "
     CREATE TABLE push_tokens (
         id serial PRIMARY KEY, user_id bigint, token text, platform text,
         last_seen timestamptz, app_version text, push boolean, revoked_at timestamptz
@@ -25,7 +25,7 @@ const DEVICES_TABLE: &str = "
     ALTER TABLE push_tokens REPLICA IDENTITY FULL;
 ";
 
-const DEVICES_CONFIG: &str = r#"
+pub const DEVICES_CONFIG: &str = r#"
 [[devices]]
 table = "push_tokens"
 customer_id_column = "user_id"
@@ -48,7 +48,7 @@ fn set(tokens: &[&str]) -> BTreeSet<String> {
 }
 
 /// Every batch the sink sent validates against the Track API schemas.
-fn assert_requests_valid(emulator: &Emulator) {
+pub fn assert_requests_valid(emulator: &Emulator) {
     let batch = check(Shape::BatchRequest);
     let bodies: Vec<Value> = emulator
         .requests()
@@ -323,7 +323,9 @@ async fn the_initial_copy_adds_every_existing_device() {
     db.exec(USERS_TABLE).await;
     db.exec(DEVICES_TABLE).await;
     db.exec(
-        "INSERT INTO push_tokens (user_id, token, platform, app_version) \
+        // A device is copied only for a person who syncs.
+        "INSERT INTO users (id) SELECT generate_series(0, 6); \
+         INSERT INTO push_tokens (user_id, token, platform, app_version) \
          SELECT g % 7, 'tok' || g, 'ios', '1.' || g FROM generate_series(1, 1500) g; \
          UPDATE push_tokens SET revoked_at = now() WHERE id % 10 = 0",
     )

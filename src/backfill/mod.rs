@@ -52,12 +52,13 @@
 mod readers;
 pub mod runner;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
 use crate::customer::CustomerOp;
+use crate::mapping::devices::device_alias;
 
 pub use crate::source::message::{ChunkId, Watermark};
 
@@ -113,9 +114,10 @@ struct Window {
     /// Keys of the table the stream changed since the low watermark: any
     /// key until the chunk arrives, then only the chunk's.
     changed: HashSet<String>,
-    /// More than [`MAX_NOTED_KEYS`] changed before the chunk arrived: every
-    /// row of it counts as changed.
-    overflowed: bool,
+    /// More than [`MAX_NOTED_KEYS`] changed before the chunk arrived, or a
+    /// change whose keys could not be told came by: every row of the chunk
+    /// counts as changed.
+    all_changed: bool,
     chunk: Option<Chunk>,
     /// The chunk's keys, once it arrived.
     chunk_keys: Option<HashSet<String>>,
@@ -137,9 +139,36 @@ struct Window {
 #[derive(Debug, Default)]
 pub struct Windows {
     current: Mutex<Option<Window>>,
+    /// The columns the stream notes each `[[devices]]` table's changes
+    /// under (`schema.table` → its paging key when the lease began).
+    device_keys: HashMap<String, Vec<String>>,
 }
 
 impl Windows {
+    /// Windows of a stream that notes the changes of each `[[devices]]`
+    /// table (`schema.table`) under these columns.
+    pub fn noting(device_keys: HashMap<String, Vec<String>>) -> Self {
+        Self { current: Mutex::default(), device_keys }
+    }
+
+    /// A devices backfill pages `table` by `columns`: an error, unless the
+    /// stream notes the table's changes under them too. The stream's key
+    /// was read when the lease began; a primary key changed since (no
+    /// Relation message tells) would leave every chunk blind to the
+    /// stream's changes, and send back older values.
+    pub fn check_paging_key(&self, table: &str, columns: &[String]) -> Result<(), String> {
+        match self.device_keys.get(table) {
+            Some(noted) if noted[..] != *columns => Err(format!(
+                "{table} is paged by ({}) now, but the stream notes its changes under ({}), \
+                 its key when ciosync started: restart ciosync (it reads the keys again when \
+                 it takes the lease), then run the backfill again",
+                columns.join(", "),
+                noted.join(", ")
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The runner starts chunk `id` of `table` (before writing its low
     /// watermark); any earlier window is forgotten.
     pub fn begin(&self, id: ChunkId, table: &str) {
@@ -148,7 +177,7 @@ impl Windows {
             table: table.to_owned(),
             open: false,
             changed: HashSet::new(),
-            overflowed: false,
+            all_changed: false,
             chunk: None,
             chunk_keys: None,
         });
@@ -160,7 +189,11 @@ impl Windows {
     pub fn put(&self, id: ChunkId, chunk: Chunk) {
         let mut current = self.lock();
         let Some(window) = current.as_mut().filter(|w| w.id == id) else { return };
-        let keys: HashSet<String> = chunk.rows.iter().map(|(key, _)| key.clone()).collect();
+        let keys: HashSet<String> = chunk
+            .rows
+            .iter()
+            .flat_map(|(key, ops)| std::iter::once(key.clone()).chain(aliases(ops)))
+            .collect();
         // From now on only the chunk's keys matter.
         window.changed.retain(|key| keys.contains(key));
         window.changed.shrink_to_fit();
@@ -192,14 +225,27 @@ impl Windows {
                 let in_chunk = keys.iter().filter(|key| chunk_keys.contains(*key));
                 window.changed.extend(in_chunk.cloned());
             }
-            None if window.overflowed => {}
+            None if window.all_changed => {}
             None => {
                 window.changed.extend(keys.iter().cloned());
                 if window.changed.len() > MAX_NOTED_KEYS {
-                    window.overflowed = true;
+                    window.all_changed = true;
                     window.changed = HashSet::new();
                 }
             }
+        }
+    }
+
+    /// The pipeline saw a change of `table` whose keys it cannot tell
+    /// (`mapping::Mapper::customer_ids`: neither the key the table is paged
+    /// by nor the device): any row of the chunk may be it, so the whole
+    /// chunk is left to the stream and read again (a row deleted meanwhile
+    /// is then not found, so not sent back).
+    pub fn observe_unknown(&self, table: &str) {
+        let mut current = self.lock();
+        if let Some(window) = current.as_mut().filter(|w| w.open && w.table == table) {
+            window.all_changed = true;
+            window.changed = HashSet::new();
         }
     }
 
@@ -218,7 +264,8 @@ impl Windows {
         let mut ops = Vec::new();
         let mut yielded = Vec::new();
         for (key, row_ops) in chunk.rows {
-            if window.overflowed || window.changed.contains(&key) {
+            let changed = |key: &String| window.changed.contains(key);
+            if window.all_changed || changed(&key) || aliases(&row_ops).any(|a| changed(&a)) {
                 yielded.push(key);
             } else {
                 ops.extend(row_ops);
@@ -239,6 +286,16 @@ impl Windows {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Window>> {
         self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The devices a chunk's row sends, as the stream notes a device whose
+/// change lacks the row's key (`mapping::devices::device_alias`).
+fn aliases(ops: &[CustomerOp]) -> impl Iterator<Item = String> + '_ {
+    ops.iter().filter_map(|op| match op {
+        CustomerOp::AddDevice(device) => Some(device_alias(&device.customer, &device.token)),
+        CustomerOp::DeleteDevice { customer, token } => Some(device_alias(customer, token)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -346,6 +403,69 @@ mod tests {
         let closed = windows.close(id).unwrap();
         assert!(closed.ops.is_empty());
         assert_eq!(closed.yielded, ["5", "1999", "5000"]);
+    }
+
+    #[test]
+    fn a_devices_table_is_paged_by_the_key_the_stream_notes_under_or_not_at_all() {
+        let names = |columns: &[&str]| columns.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        let keys = HashMap::from([("public.push_tokens".to_owned(), names(&["id"]))]);
+        let windows = Windows::noting(keys);
+        assert_eq!(windows.check_paging_key("public.push_tokens", &names(&["id"])), Ok(()));
+        assert_eq!(windows.check_paging_key("public.users", &names(&["id"])), Ok(()));
+        let error = windows
+            .check_paging_key("public.push_tokens", &names(&["user_id", "token"]))
+            .unwrap_err();
+        assert!(error.contains("paged by (user_id, token) now"), "{error}");
+        assert!(error.contains("notes its changes under (id)"), "{error}");
+        assert!(error.contains("restart ciosync"), "{error}");
+    }
+
+    #[test]
+    fn a_device_noted_without_its_key_leaves_the_rows_sending_it_to_the_stream() {
+        let device = |customer: &str, token: &str| CustomerOp::DeleteDevice {
+            customer: customer.into(),
+            token: token.into(),
+        };
+        let (tx, _rx) = oneshot::channel();
+        let rows = vec![("1".into(), vec![device("7", "a")]), ("2".into(), vec![device("7", "b")])];
+        let windows = Windows::default();
+        let id = ChunkId { backfill: 1, chunk: 1 };
+        windows.begin(id, "public.users");
+        windows.open(id);
+        windows.observe("public.users", &[device_alias("7", "b")]);
+        windows.put(id, Chunk { table: "public.users".into(), rows, handed: tx });
+        let closed = windows.close(id).unwrap();
+        assert_eq!(closed.ops, vec![device("7", "a")]);
+        assert_eq!(closed.yielded, ["2"]);
+    }
+
+    #[test]
+    fn a_change_whose_keys_are_unknown_leaves_the_whole_chunk_to_the_stream() {
+        let windows = Windows::default();
+        let id = ChunkId { backfill: 1, chunk: 1 };
+        windows.begin(id, "public.users");
+        windows.observe_unknown("public.users"); // before L: nothing
+        windows.open(id);
+        windows.observe_unknown("public.other");
+        windows.put(id, chunk(&["a", "b"]));
+        let closed = windows.close(id).unwrap();
+        assert_eq!(closed.ops, vec![op("a"), op("b")], "another table's change is not this one");
+        for before_the_chunk in [true, false] {
+            let id = ChunkId { backfill: 1, chunk: 2 };
+            windows.begin(id, "public.users");
+            windows.open(id);
+            if before_the_chunk {
+                windows.observe_unknown("public.users");
+            }
+            windows.put(id, chunk(&["a", "b"]));
+            if !before_the_chunk {
+                windows.observe_unknown("public.users");
+            }
+            windows.observe("public.users", &["a".into()]);
+            let closed = windows.close(id).unwrap();
+            assert!(closed.ops.is_empty(), "any row of it may be the changed one");
+            assert_eq!(closed.yielded, ["a", "b"]);
+        }
     }
 
     #[test]

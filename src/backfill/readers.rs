@@ -1,5 +1,8 @@
-//! What a backfill reads: a synced table's rows by its id column, or, for
-//! an event replay (`ciosync backfill --events`), an event table's rows in
+//! What a backfill reads: a synced table's rows by its id column, a
+//! `[[devices]]` table's by its primary key (each row an `add_device`, a
+//! soft-deleted one a `delete_device`, as the initial copy sends them; only
+//! rows of customers who sync, see `source::living`), or,
+//! for an event replay (`ciosync backfill --events`), an event table's rows in
 //! primary-key order, mapped as the inserts they were. Both run in the
 //! runner between watermarks. Replayed events get the ids the stream gave
 //! them (`mapping::events::row_event_id`), so Customer.io drops those it
@@ -10,7 +13,7 @@ use std::sync::Arc;
 
 use super::runner::Mapping;
 use crate::change::{Row, RowChange, RowOp, Table};
-use crate::config::Config;
+use crate::config::{Config, CopiedTable};
 use crate::customer::CustomerOp;
 use crate::mapping::Mapper;
 use crate::pg::PgError;
@@ -19,17 +22,23 @@ use crate::source::reader::{primary_key, TableReader};
 use crate::state::Backfill;
 use crate::telemetry::Counters;
 
-/// The reader of a synced table's backfill, and the attributes it leaves
-/// out (their columns now hold another JSON type than Customer.io has).
+/// The reader of a synced or devices table's backfill, and the attributes
+/// it leaves out (their columns now hold another JSON type than Customer.io
+/// has; none for a devices table, whose device attributes go as strings).
 pub(super) async fn rows(
     sql: &tokio_postgres::Client,
     config: &Config,
     backfill: &Backfill,
 ) -> Result<(TableReader, Vec<String>), PgError> {
-    let Some(sync) = config.sync.iter().find(|s| s.table.to_string() == backfill.table) else {
-        return Err(PgError::Definite("the table is not synced by this config".into()));
+    let Some(table) = CopiedTable::find(config, &backfill.table) else {
+        return Err(PgError::Definite(
+            "the table is not synced by this config, nor one of its [[devices]] tables".into(),
+        ));
     };
-    let reader = TableReader::new(sql, sync, backfill.where_clause.as_deref()).await?;
+    let reader =
+        TableReader::of_copied(sql, table, backfill.where_clause.as_deref(), Some(&config.sync))
+            .await?;
+    let CopiedTable::Sync(sync) = table else { return Ok((reader, Vec::new())) };
     let retyped = retyped_attributes(sql, &config.postgres.slot, sync).await?;
     if !retyped.is_empty() {
         tracing::warn!(
@@ -41,6 +50,12 @@ pub(super) async fn rows(
         );
     }
     Ok((reader, retyped))
+}
+
+/// Whether the backfill reads a `[[devices]]` table: its rows become device
+/// calls, which the record of what Customer.io accepted does not keep.
+pub(super) fn of_devices(config: &Config, backfill: &Backfill) -> bool {
+    !backfill.events && config.devices.iter().any(|d| d.table.to_string() == backfill.table)
 }
 
 /// The mapping and the reader of an event replay (`backfill --events`):

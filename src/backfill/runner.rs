@@ -48,7 +48,9 @@ pub async fn run(
     counters: Arc<Counters>,
     stop: CancellationToken,
 ) {
-    let mapper = Mapper::new(&config.sync).with_record(config.pipeline.record_accepted);
+    let mapper = Mapper::new(&config.sync)
+        .with_device_tables(&config.devices)
+        .with_record(config.pipeline.record_accepted);
     let mapper = Mapping { mapper, counters };
     while !stop.is_cancelled() {
         if let Err(error) = serve(&settings, &config, &mapper, &windows, &stop).await {
@@ -211,10 +213,18 @@ async fn run_chunks(
         let (reader, retyped) = super::readers::rows(sql, config, backfill).await?;
         (reader, retyped, mapper)
     };
+    if super::readers::of_devices(config, backfill) {
+        // Its chunks yield only to changes noted under the key they hold.
+        windows
+            .check_paging_key(&backfill.table, reader.key_columns())
+            .map_err(PgError::Definite)?;
+    }
     state.start_backfill(id).await?;
     let recorded_table = backfill.table.clone();
-    // An event replay sends events, which the record does not keep.
-    let record = config.pipeline.record_accepted && !backfill.events;
+    // An event replay sends events, a devices backfill device calls: the
+    // record keeps neither.
+    let devices = super::readers::of_devices(config, backfill);
+    let record = config.pipeline.record_accepted && !backfill.events && !devices;
     if record && backfill.ignore_record {
         // Its chunks forget their customers until they are sent again.
         crate::record::store::mark_complete(sql, &config.postgres.slot, &recorded_table, false)
@@ -239,6 +249,9 @@ async fn run_chunks(
     let window = undelivered_bytes(config);
     let mut reread: Vec<String> = Vec::new();
     let mut rereads = 0;
+    // Rows left to the stream (it changed them inside their window), each
+    // time: said when the backfill ends.
+    let mut rows_yielded = 0;
     let mut pages_left = true;
     while pages_left || !reread.is_empty() {
         if !reread.is_empty() {
@@ -253,6 +266,7 @@ async fn run_chunks(
             }
             rereads += 1;
             let Some(done) = chunk.send(Selection::Keys(&reread)).await? else { return Ok(()) };
+            rows_yielded += done.yielded.len();
             reread = done.yielded;
             undelivered.push(done.delivered, None, done.bytes);
         } else {
@@ -260,6 +274,7 @@ async fn run_chunks(
             let Some(done) = chunk.send(selection).await? else { return Ok(()) };
             size.learn(done.rows_read, done.bytes);
             rows_done += done.rows_read as i64;
+            rows_yielded += done.yielded.len();
             reread = done.yielded;
             rereads = 0;
             let progress = done.last_key.map(|key| (key, rows_done));
@@ -280,7 +295,7 @@ async fn run_chunks(
             .await?;
     }
     state.end_backfill(id, "done", None).await?;
-    tracing::info!(backfill = id, rows_done, "backfill done");
+    tracing::info!(backfill = id, rows_done, rows_yielded, "backfill done");
     Ok(())
 }
 
@@ -416,9 +431,16 @@ impl ChunkReader<'_> {
         if self.backfill.ignore_record {
             // Forgotten before the chunk reaches the sink: sent whole. What
             // the stream has accepted since is recorded anew, truly.
-            // People only: objects and relationships are not in the record.
+            // People only: objects, relationships and devices are not in
+            // the record (a person's record stays when their devices go).
             let person = |op: &&CustomerOp| {
-                !matches!(op, CustomerOp::Object(_) | CustomerOp::Relationship(_))
+                !matches!(
+                    op,
+                    CustomerOp::Object(_)
+                        | CustomerOp::Relationship(_)
+                        | CustomerOp::AddDevice(_)
+                        | CustomerOp::DeleteDevice { .. }
+                )
             };
             let customers: Vec<String> = rows
                 .iter()

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, SyncConfig};
+use crate::config::{Config, CopiedTable};
 use crate::error::error_chain;
 use crate::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::source::reader::TableReader;
@@ -54,7 +54,7 @@ async fn execute(config: &Config, request: Request) -> Result<ExitCode, String> 
                 println!("no backfills");
             }
             for backfill in backfills {
-                println!("{}", status_line(&backfill));
+                println!("{}", status_line(&backfill, config));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -92,26 +92,22 @@ impl Queue {
         sql: &tokio_postgres::Client,
         state: &State<'_>,
     ) -> Result<ExitCode, String> {
-        let syncs = match select_tables(config, self.table.as_deref(), self.where_clause.as_deref())
-        {
-            Ok(s) => s,
-            Err(message) => return Ok(usage(&message)),
-        };
-        if let Some(attributes) = &self.attributes {
-            let mapped = |a: &String| syncs.iter().any(|s| s.attributes.contains_key(a));
-            if let Some(unknown) = attributes.iter().find(|a| !mapped(a)) {
-                return Ok(usage(&format!(
-                    "--attributes: `{unknown}` is not a mapped attribute of the table"
-                )));
-            }
+        let tables =
+            match select_tables(config, self.table.as_deref(), self.where_clause.as_deref()) {
+                Ok(s) => s,
+                Err(message) => return Ok(usage(&message)),
+            };
+        if let Err(message) = check_attributes(&tables, self.attributes.as_deref()) {
+            return Ok(usage(&message));
         }
+        self.say_what_devices_get(config, &tables);
         let mut ids = Vec::new();
-        for sync in syncs {
-            let total = match self.count(sql, sync).await? {
-                Ok(total) => total,
+        for table in tables {
+            let (total, left_out) = match self.count(sql, config, table).await? {
+                Ok(counts) => counts,
                 Err(bad_where) => return Ok(bad_where),
             };
-            let table = sync.table.to_string();
+            let table = table.name();
             let queued = Queued {
                 table: &table,
                 where_clause: self.where_clause.as_deref(),
@@ -122,61 +118,131 @@ impl Queue {
             };
             let id = state.enqueue_backfill(&queued).await.map_err(|e| error_chain(&e))?;
             println!("backfill {id} queued: {table}, {}", crate::wording::count(total, "row"));
+            if left_out > 0 {
+                println!(
+                    "  {} {} left out: their customers have no row that syncs (deleted, filtered \
+                     out or soft-deleted, or never synced), and an add_device would re-create them",
+                    crate::wording::count(left_out, "more row"),
+                    crate::wording::plural(left_out, "is", "are")
+                );
+            }
             ids.push(id);
         }
         if self.detach {
             return Ok(ExitCode::SUCCESS);
         }
-        follow(state, &ids).await
+        follow(config, state, &ids).await
     }
 
-    /// The rows the backfill of `sync` will read (the table's own filter
-    /// too), counted by the reader the daemon will page with; reading them
-    /// also proves `--where` is one read-only SQL condition on the table
-    /// (`Ok(Err)`: the usage error to exit with).
+    /// Notes on stderr what this backfill means for devices: a devices
+    /// table's rows all go, with or without `--ignore-record` (devices are
+    /// never in the record); a backfill of every table leaves them out.
+    fn say_what_devices_get(&self, config: &Config, tables: &[CopiedTable<'_>]) {
+        let devices = tables.iter().filter(|t| matches!(t, CopiedTable::Devices(_)));
+        for table in devices.filter(|_| self.ignore_record) {
+            eprintln!(
+                "ciosync: note: --ignore-record makes no difference for {}: devices are never \
+                 in the record of what Customer.io accepted, so every row is sent",
+                table.name()
+            );
+        }
+        if self.table.is_none() {
+            for devices in &config.devices {
+                eprintln!(
+                    "ciosync: note: {0} is a [[devices]] table, not in a backfill of every \
+                     table; `ciosync backfill --table {0}` sends its devices again",
+                    devices.table
+                );
+            }
+        }
+    }
+
+    /// The rows the backfill of `table` will read (a synced table's own
+    /// filter too), counted by the reader the daemon will page with, and
+    /// the rows of a devices table it leaves out for their customers (see
+    /// `source::living::living_devices`); reading them also proves
+    /// `--where` is one read-only SQL condition on the table (`Ok(Err)`:
+    /// the usage error to exit with).
     async fn count(
         &self,
         sql: &tokio_postgres::Client,
-        sync: &SyncConfig,
-    ) -> Result<Result<i64, ExitCode>, String> {
+        config: &Config,
+        table: CopiedTable<'_>,
+    ) -> Result<Result<(i64, i64), ExitCode>, String> {
         let filter = self.where_clause.as_deref();
-        let counted = async { TableReader::new(sql, sync, filter).await?.count(sql).await };
-        match counted.await {
-            Ok(total) => Ok(Ok(total)),
-            Err(e) if filter.is_some() => Ok(Err(usage(&format!("--where: {}", error_chain(&e))))),
-            Err(e) => Err(error_chain(&e)),
+        let mut counts = [0; 2];
+        let devices = matches!(table, CopiedTable::Devices(_));
+        let readers = [Some(&config.sync[..]), None].into_iter().take(if devices { 2 } else { 1 });
+        for (count, living) in counts.iter_mut().zip(readers) {
+            let counted = async {
+                TableReader::of_copied(sql, table, filter, living).await?.count(sql).await
+            };
+            match counted.await {
+                Ok(n) => *count = n,
+                Err(e) if filter.is_some() => {
+                    return Ok(Err(usage(&format!("--where: {}", error_chain(&e)))))
+                }
+                Err(e) => return Err(error_chain(&e)),
+            }
         }
+        let left_out = if devices { counts[1] - counts[0] } else { 0 };
+        Ok(Ok((counts[0], left_out)))
     }
 }
 
-/// The synced tables a backfill covers; `--where` needs exactly one.
+/// `--attributes` names mapped attributes of the chosen `[[sync]]` tables;
+/// a devices table's rows go whole (each an `add_device`), not by attribute.
+pub(super) fn check_attributes(
+    tables: &[CopiedTable<'_>],
+    attributes: Option<&[String]>,
+) -> Result<(), String> {
+    let Some(attributes) = attributes else { return Ok(()) };
+    if let Some(CopiedTable::Devices(devices)) =
+        tables.iter().find(|t| matches!(t, CopiedTable::Devices(_)))
+    {
+        return Err(format!(
+            "--attributes: {} is a [[devices]] table, whose rows are sent whole (an add_device \
+             each), not by attribute",
+            devices.table
+        ));
+    }
+    let mapped = |a: &String| {
+        tables.iter().any(|t| matches!(t, CopiedTable::Sync(s) if s.attributes.contains_key(a)))
+    };
+    match attributes.iter().find(|a| !mapped(a)) {
+        Some(unknown) => {
+            Err(format!("--attributes: `{unknown}` is not a mapped attribute of the table"))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The tables a backfill covers: the one `--table` names (a `[[sync]]` or
+/// a `[[devices]]` table), else every `[[sync]]` table (people, objects,
+/// relationships; devices tables only by name). `--where` needs exactly one.
 pub(super) fn select_tables<'a>(
     config: &'a Config,
     table: Option<&str>,
     where_clause: Option<&str>,
-) -> Result<Vec<&'a SyncConfig>, String> {
-    let qualified = |s: &SyncConfig| s.table.to_string();
-    let syncs: Vec<&SyncConfig> = match table {
+) -> Result<Vec<CopiedTable<'a>>, String> {
+    let tables: Vec<CopiedTable> = match table {
         Some(t) => {
             let wanted = if t.contains('.') { t.to_owned() } else { format!("public.{t}") };
-            let found: Vec<_> = config.sync.iter().filter(|s| qualified(s) == wanted).collect();
-            if config.devices.iter().any(|d| d.table.to_string() == wanted) {
-                return Err(format!(
-                    "--table: `{t}` is a [[devices]] table, which backfills do not read yet; \
-                     its devices are sent by the initial copy and as their rows change"
-                ));
+            match CopiedTable::find(config, &wanted) {
+                Some(found) => vec![found],
+                None => {
+                    return Err(format!(
+                        "--table: `{t}` is not a [[sync]] or [[devices]] table of this config"
+                    ))
+                }
             }
-            if found.is_empty() {
-                return Err(format!("--table: `{t}` is not a [[sync]] table of this config"));
-            }
-            found
         }
-        None => config.sync.iter().collect(),
+        None => config.sync.iter().map(CopiedTable::Sync).collect(),
     };
-    if where_clause.is_some() && syncs.len() > 1 {
+    if where_clause.is_some() && tables.len() > 1 {
         return Err("--where needs --table when the config syncs several tables".to_owned());
     }
-    Ok(syncs)
+    Ok(tables)
 }
 
 pub(super) fn usage(message: &str) -> ExitCode {
@@ -186,7 +252,11 @@ pub(super) fn usage(message: &str) -> ExitCode {
 
 /// Follows queued backfills until each ends: a progress line redrawn in
 /// place on a terminal, a log line every few seconds otherwise.
-pub(super) async fn follow(state: &State<'_>, ids: &[i64]) -> Result<ExitCode, String> {
+pub(super) async fn follow(
+    config: &Config,
+    state: &State<'_>,
+    ids: &[i64],
+) -> Result<ExitCode, String> {
     let terminal = std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut last_line = Instant::now();
@@ -206,7 +276,7 @@ pub(super) async fn follow(state: &State<'_>, ids: &[i64]) -> Result<ExitCode, S
                 eprintln!("backfill {id} is still queued: is `ciosync run` running for this slot?");
                 warned = true;
             }
-            lines.push(status_line(&backfill));
+            lines.push(status_line(&backfill, config));
         }
         let text = lines.join(" | ");
         if all_ended {
@@ -227,11 +297,17 @@ pub(super) async fn follow(state: &State<'_>, ids: &[i64]) -> Result<ExitCode, S
     }
 }
 
-/// `#id table state done/total (pct) rate ETA`.
-pub fn status_line(b: &Backfill) -> String {
+/// `#id table state done/total (pct) rate ETA`; `events` after the table
+/// for an event replay, `devices` for a `[[devices]]` table of `config`.
+pub fn status_line(b: &Backfill, config: &Config) -> String {
     let total = b.rows_total.unwrap_or(0).max(b.rows_done);
     let pct = if total > 0 { b.rows_done as f64 * 100.0 / total as f64 } else { 100.0 };
-    let kind = if b.events { " events" } else { "" };
+    let devices = config.devices.iter().any(|d| d.table.to_string() == b.table);
+    let kind = match (b.events, devices) {
+        (true, _) => " events",
+        (false, true) => " devices",
+        (false, false) => "",
+    };
     let mut line = format!(
         "#{} {}{kind} {} {}/{} rows ({pct:.0}%)",
         b.id, b.table, b.state, b.rows_done, total
@@ -266,9 +342,7 @@ pub fn status_line(b: &Backfill) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_devices_table_is_refused_by_name() {
-        let text = r#"
+    const CONFIG: &str = r#"
 [postgres]
 url = "postgres://ciosync@127.0.0.1:5432/app"
 [customerio]
@@ -285,9 +359,34 @@ customer_id_column = "user_id"
 token_column = "token"
 platform = "ios"
 "#;
-        let config = Config::from_toml(text, Vec::new()).unwrap();
-        let error = select_tables(&config, Some("push_tokens"), None).unwrap_err();
-        assert!(error.contains("is a [[devices]] table"), "{error}");
-        assert_eq!(select_tables(&config, None, None).unwrap().len(), 1);
+
+    #[test]
+    fn a_devices_table_is_chosen_by_name_only() {
+        let config = Config::from_toml(CONFIG, Vec::new()).unwrap();
+        let names = |tables: Vec<CopiedTable>| tables.into_iter().map(|t| t.name()).collect();
+        let chosen: Vec<String> = names(select_tables(&config, Some("push_tokens"), None).unwrap());
+        assert_eq!(chosen, ["public.push_tokens"]);
+        let chosen = select_tables(&config, Some("public.push_tokens"), Some("true")).unwrap();
+        assert!(matches!(chosen[..], [CopiedTable::Devices(_)]));
+        // A backfill of every table is the [[sync]] tables', as before.
+        let every: Vec<String> = names(select_tables(&config, None, None).unwrap());
+        assert_eq!(every, ["public.users"]);
+        let error = select_tables(&config, Some("nothing"), None).unwrap_err();
+        assert!(error.contains("not a [[sync]] or [[devices]] table"), "{error}");
+    }
+
+    #[test]
+    fn attributes_name_mapped_attributes_and_never_a_devices_table() {
+        let config = Config::from_toml(CONFIG, Vec::new()).unwrap();
+        let users = select_tables(&config, Some("users"), None).unwrap();
+        let devices = select_tables(&config, Some("push_tokens"), None).unwrap();
+        let list = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(check_attributes(&users, None), Ok(()));
+        assert_eq!(check_attributes(&users, Some(&list(&["email"]))), Ok(()));
+        let error = check_attributes(&users, Some(&list(&["email", "nope"]))).unwrap_err();
+        assert!(error.contains("`nope` is not a mapped attribute"), "{error}");
+        assert_eq!(check_attributes(&devices, None), Ok(()));
+        let error = check_attributes(&devices, Some(&list(&["email"]))).unwrap_err();
+        assert!(error.contains("public.push_tokens is a [[devices]] table"), "{error}");
     }
 }

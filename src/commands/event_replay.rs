@@ -100,7 +100,7 @@ impl Replay {
         if self.detach {
             return Ok(ExitCode::SUCCESS);
         }
-        follow(state, &[id]).await
+        follow(config, state, &[id]).await
     }
 
     /// The rows the replay will read, for progress, and those it leaves

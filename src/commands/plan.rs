@@ -2,9 +2,13 @@
 //! anything. One read-only REPEATABLE READ transaction (one snapshot)
 //! reads the synced tables as a backfill does (every mapped attribute of
 //! each row, the retyped ones left out, `--attributes` only) and diffs each
-//! row against the record of what Customer.io accepted, as the sink does
-//! before sending; and it counts the customers the record holds whose row
-//! is gone, filtered out or soft-deleted (deletes no backfill sends).
+//! person's row against the record of what Customer.io accepted, as the
+//! sink does before sending; and it counts the customers the record holds
+//! whose row is gone, filtered out or soft-deleted (deletes no backfill
+//! sends). Objects, relationships and devices are not in the record: every
+//! row's operations go, counted by kind (`object_identify`,
+//! `add_relationship`, `add_device`, `delete_device`, …), with the rows
+//! that send nothing and why.
 //!
 //! Exit 0: nothing to send; [`EXIT_WOULD_SEND`]: a backfill would send
 //! something (or the record holds customers whose row is gone); 2: a bad
@@ -18,7 +22,7 @@ use tokio_postgres::Client;
 
 use super::gone;
 use crate::backfill::runner::{as_change, as_sent, CHUNK_ROWS};
-use crate::config::{Config, SyncConfig};
+use crate::config::{Config, CopiedTable, Target};
 use crate::customer::CustomerOp;
 use crate::error::{error_chain, EXIT_FAILURE, EXIT_USAGE};
 use crate::mapping::Mapper;
@@ -38,7 +42,8 @@ const EXAMPLES: usize = 5;
 /// What `ciosync plan` was asked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
-    /// Only this `[[sync]]` table (default: every one).
+    /// Only this `[[sync]]` or `[[devices]]` table (default: every
+    /// `[[sync]]` table, as a backfill).
     pub table: Option<String>,
     /// Only these attributes, as `backfill --attributes`.
     pub attributes: Option<Vec<String>>,
@@ -61,6 +66,10 @@ pub struct Plan {
     /// Identifies a backfill would send, and the requests and seconds that
     /// takes at the configured batch size and request budget.
     pub identifies: u64,
+    /// Operations of objects, relationships and devices it would send (not
+    /// in the record: every row's, counted by kind in each table's
+    /// `operations`).
+    pub operations: u64,
     pub requests: u64,
     pub seconds: f64,
 }
@@ -69,6 +78,8 @@ pub struct Plan {
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
 pub struct TablePlan {
     pub table: String,
+    /// `people`, `objects`, `relationships` or `devices`.
+    pub kind: &'static str,
     pub rows: u64,
     /// Customers the record knows nothing of: sent whole.
     pub unknown: u64,
@@ -82,31 +93,44 @@ pub struct TablePlan {
     pub unknown_examples: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changed_examples: Vec<String>,
+    /// Objects', relationships' and devices' operations by kind: every one
+    /// is sent (the record does not keep them).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub operations: BTreeMap<&'static str, u64>,
+    /// Rows of those tables that send nothing, by why (as the stream's
+    /// `ciosync_changes_skipped_total` reasons).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped: BTreeMap<&'static str, u64>,
+    /// Rows of a devices table a backfill leaves out: their customers have
+    /// no row that syncs, and an `add_device` would create them (see
+    /// `source::living::living_devices`). Not in `rows`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub left_out: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Runs `ciosync plan`.
 pub async fn run(config: &Config, request: Request) -> ExitCode {
-    let syncs = match super::backfill::select_tables(config, request.table.as_deref(), None) {
-        Ok(syncs) => syncs,
+    let tables = match super::backfill::select_tables(config, request.table.as_deref(), None) {
+        Ok(tables) => tables,
         Err(message) => return usage(&message),
     };
-    if let Some(unknown) = request
-        .attributes
-        .iter()
-        .flatten()
-        .find(|a| !syncs.iter().any(|s| s.attributes.contains_key(a.as_str())))
+    if let Err(message) = super::backfill::check_attributes(&tables, request.attributes.as_deref())
     {
-        return usage(&format!("--attributes: `{unknown}` is not a mapped attribute of the table"));
+        return usage(&message);
     }
-    match look(config, &syncs, &request).await {
+    match look(config, &tables, &request).await {
         Ok(plan) => {
             let text = if request.json {
                 serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n"
             } else {
-                render(&plan, config)
+                render(&plan, config, request.table.is_none())
             };
             print!("{text}");
-            let would_send = plan.identifies > 0 || plan.deletes > 0;
+            let would_send = plan.identifies > 0 || plan.operations > 0 || plan.deletes > 0;
             ExitCode::from(if would_send { EXIT_WOULD_SEND } else { 0 })
         }
         Err(error) => {
@@ -121,17 +145,24 @@ fn usage(message: &str) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-async fn look(config: &Config, syncs: &[&SyncConfig], request: &Request) -> Result<Plan, PgError> {
+async fn look(
+    config: &Config,
+    tables: &[CopiedTable<'_>],
+    request: &Request,
+) -> Result<Plan, PgError> {
     let sql = config.postgres.connection().connect_sql().await.map_err(PgError::sql("connect"))?;
     State::open(&sql, &config.postgres.slot).await?;
     sql.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(PgError::sql("begin the plan's snapshot"))?;
-    let mapper = Mapper::new(&config.sync).with_record(config.pipeline.record_accepted);
+    let mapper = Mapper::new(&config.sync)
+        .with_device_tables(&config.devices)
+        .with_record(config.pipeline.record_accepted);
     let mut plan = Plan::default();
-    for sync in syncs {
-        let table = look_at_table(&sql, config, &mapper, sync, request).await?;
+    for table in tables {
+        let table = look_at_table(&sql, config, &mapper, *table, request).await?;
         plan.identifies += table.unknown + table.changed;
+        plan.operations += table.operations.values().sum::<u64>();
         plan.tables.push(table);
     }
     // As `ciosync deletes gone` sees them (removals the breaker holds left out).
@@ -141,7 +172,7 @@ async fn look(config: &Config, syncs: &[&SyncConfig], request: &Request) -> Resu
     }
     sql.batch_execute("COMMIT").await.map_err(PgError::sql("end the plan's snapshot"))?;
     let per_request = config.customerio.max_batch_ops.max(1) as u64;
-    plan.requests = plan.identifies.div_ceil(per_request);
+    plan.requests = (plan.identifies + plan.operations).div_ceil(per_request);
     plan.seconds =
         plan.requests as f64 / f64::from(config.customerio.max_requests_per_second.max(1));
     Ok(plan)
@@ -151,26 +182,49 @@ async fn look_at_table(
     sql: &Client,
     config: &Config,
     mapper: &Mapper,
-    sync: &SyncConfig,
+    table: CopiedTable<'_>,
     request: &Request,
 ) -> Result<TablePlan, PgError> {
-    let reader = TableReader::new(sql, sync, None).await?;
-    let retyped = retyped_attributes(sql, &config.postgres.slot, sync).await?;
+    let reader = TableReader::of_copied(sql, table, None, Some(&config.sync)).await?;
+    let (retyped, every_row) = match table {
+        CopiedTable::Sync(sync) => {
+            (retyped_attributes(sql, &config.postgres.slot, sync).await?, None)
+        }
+        CopiedTable::Devices(_) => {
+            let every = TableReader::of_copied(sql, table, None, None).await?;
+            (Vec::new(), Some(every.count(sql).await?))
+        }
+    };
     let timestamp = postgres_now(sql).await?;
-    let mut plan = TablePlan { table: sync.table.to_string(), ..TablePlan::default() };
+    let mut plan = TablePlan { table: table.name(), kind: kind(table), ..TablePlan::default() };
     let mut after: Option<String> = None;
     loop {
         let rows = reader.page(sql, after.as_deref(), CHUNK_ROWS).await?;
-        let Some((last, _)) = rows.last() else { return Ok(plan) };
+        let Some((last, _)) = rows.last() else {
+            // Same snapshot: the rows not read are the ones left out.
+            plan.left_out = every_row.map_or(0, |n| (n as u64).saturating_sub(plan.rows));
+            return Ok(plan);
+        };
         after = Some(last.clone());
         plan.rows += rows.len() as u64;
         let mut identifies = Vec::new();
         for (_, row) in rows {
-            let ops = mapper.map(&as_change(reader.table(), row, timestamp)).ops;
-            for op in as_sent(ops, &retyped, request.attributes.as_deref()) {
-                if let CustomerOp::Identify { id, attributes, .. } = op {
-                    identifies.push((id, attributes));
+            let mapped = mapper.map(&as_change(reader.table(), row, timestamp));
+            let mut sends = false;
+            for op in as_sent(mapped.ops, &retyped, request.attributes.as_deref()) {
+                match op {
+                    CustomerOp::Identify { id, attributes, .. } => {
+                        identifies.push((id, attributes));
+                    }
+                    // Barriers, and the watched values a person's row records.
+                    CustomerOp::Barrier | CustomerOp::Event(_) => continue,
+                    other => *plan.operations.entry(other.kind()).or_default() += 1,
                 }
+                sends = true;
+            }
+            if !sends && plan.kind != "people" {
+                let why = mapped.skipped.map_or("nothing to send", |reason| reason.as_str());
+                *plan.skipped.entry(why).or_default() += 1;
             }
         }
         let customers: Vec<String> = identifies.iter().map(|(id, _)| id.clone()).collect();
@@ -179,6 +233,18 @@ async fn look_at_table(
             let held = known.get(&id);
             plan.count(id, &mut attributes, held, request.show_ids);
         }
+    }
+}
+
+/// What a table's rows are, as the plan names them.
+fn kind(table: CopiedTable<'_>) -> &'static str {
+    match table {
+        CopiedTable::Sync(sync) => match sync.target {
+            Target::Person => "people",
+            Target::Object { .. } => "objects",
+            Target::Relationship { .. } => "relationships",
+        },
+        CopiedTable::Devices(_) => "devices",
     }
 }
 
@@ -214,23 +280,15 @@ impl TablePlan {
     }
 }
 
-fn render(plan: &Plan, config: &Config) -> String {
+/// The plan as text; `every_table`: a plan of every table (no `--table`),
+/// which says which devices tables it leaves out.
+fn render(plan: &Plan, config: &Config, every_table: bool) -> String {
     let mut out = String::new();
     for table in &plan.tables {
-        out.push_str(&format!("table {}: {}\n", table.table, count(table.rows, "row")));
-        out.push_str(&format!(
-            "  {} not in the record (sent whole){}\n",
-            table.unknown,
-            ids(&table.unknown_examples)
-        ));
-        out.push_str(&format!(
-            "  {} with values Customer.io lacks{}\n",
-            table.changed,
-            ids(&table.changed_examples)
-        ));
-        out.push_str(&format!("  {} as Customer.io has them (nothing sent)\n", table.unchanged));
-        for (name, customers) in &table.attributes {
-            out.push_str(&format!("    {name}: {customers}\n"));
+        if table.kind == "people" {
+            render_people(&mut out, table);
+        } else {
+            render_unrecorded(&mut out, table);
         }
     }
     out.push_str(&format!(
@@ -240,8 +298,22 @@ fn render(plan: &Plan, config: &Config) -> String {
         plural(plan.deletes, "has", "have"),
         ids(&plan.delete_examples)
     ));
+    let left_out = config.devices.iter().filter(|_| every_table);
+    for devices in left_out.filter(|d| !plan.tables.iter().any(|t| t.table == d.table.to_string()))
+    {
+        out.push_str(&format!(
+            "devices table {0}: not in a backfill of every table; `ciosync plan --table {0}` \
+             counts it\n",
+            devices.table
+        ));
+    }
+    let operations = match plan.operations {
+        0 => String::new(),
+        n => format!(" and {n} object, relationship and device operations"),
+    };
     out.push_str(&format!(
-        "a backfill would send {} in {} of up to {}: about {:.1} s at {} requests/s\n",
+        "a backfill would send {}{operations} in {} of up to {}: about {:.1} s at {} \
+         requests/s\n",
         count_of(plan.identifies, "identify", "identifies"),
         count(plan.requests, "request"),
         config.customerio.max_batch_ops,
@@ -249,6 +321,48 @@ fn render(plan: &Plan, config: &Config) -> String {
         config.customerio.max_requests_per_second
     ));
     out
+}
+
+/// A people table: its rows diffed against the record.
+fn render_people(out: &mut String, table: &TablePlan) {
+    out.push_str(&format!("table {}: {}\n", table.table, count(table.rows, "row")));
+    out.push_str(&format!(
+        "  {} not in the record (sent whole){}\n",
+        table.unknown,
+        ids(&table.unknown_examples)
+    ));
+    out.push_str(&format!(
+        "  {} with values Customer.io lacks{}\n",
+        table.changed,
+        ids(&table.changed_examples)
+    ));
+    out.push_str(&format!("  {} as Customer.io has them (nothing sent)\n", table.unchanged));
+    for (name, customers) in &table.attributes {
+        out.push_str(&format!("    {name}: {customers}\n"));
+    }
+}
+
+/// An objects, relationships or devices table: nothing to diff against.
+fn render_unrecorded(out: &mut String, table: &TablePlan) {
+    out.push_str(&format!(
+        "table {} ({}): {}, not in the record, every row sent\n",
+        table.table,
+        table.kind,
+        count(table.rows, "row")
+    ));
+    for (kind, count) in &table.operations {
+        out.push_str(&format!("  {count} {kind}\n"));
+    }
+    for (why, rows) in &table.skipped {
+        out.push_str(&format!("  {} send nothing ({why})\n", count(rows, "row")));
+    }
+    if table.left_out > 0 {
+        out.push_str(&format!(
+            "  {} left out: their customers have no row that syncs (an add_device would \
+             re-create them)\n",
+            count(table.left_out, "more row")
+        ));
+    }
 }
 
 fn ids(examples: &[String]) -> String {
@@ -264,20 +378,53 @@ mod tests {
     use super::*;
 
     fn plan(n: u64) -> Plan {
-        let table = TablePlan { table: "public.users".into(), rows: n, ..TablePlan::default() };
+        let table = TablePlan {
+            table: "public.users".into(),
+            kind: "people",
+            rows: n,
+            ..TablePlan::default()
+        };
         Plan { tables: vec![table], deletes: n, identifies: n, requests: n, ..Plan::default() }
     }
 
     #[test]
     fn counts_of_one_are_said_in_the_singular() {
         let config = crate::config::fixture::two_tables("", "");
-        let one = render(&plan(1), &config);
+        let one = render(&plan(1), &config, true);
         assert!(one.starts_with("table public.users: 1 row\n"), "{one}");
         assert!(one.contains("deletes: 1 customer in the record has no row"), "{one}");
         assert!(one.contains("would send 1 identify in 1 request of up to"), "{one}");
-        let two = render(&plan(2), &config);
+        let two = render(&plan(2), &config, true);
         assert!(two.starts_with("table public.users: 2 rows\n"), "{two}");
         assert!(two.contains("deletes: 2 customers in the record have no row"), "{two}");
         assert!(two.contains("would send 2 identifies in 2 requests of up to"), "{two}");
+    }
+
+    #[test]
+    fn only_a_plan_of_every_table_names_the_devices_tables_it_leaves_out() {
+        let text = r#"
+[postgres]
+url = "postgres://ciosync@127.0.0.1:5432/app"
+[customerio]
+site_id = "s"
+api_key = "k"
+[[sync]]
+table = "users"
+id_column = "id"
+[sync.attributes]
+email = "email"
+[[devices]]
+table = "push_tokens"
+customer_id_column = "user_id"
+token_column = "token"
+platform = "ios"
+"#;
+        let config = Config::from_toml(text, Vec::new()).unwrap();
+        let users =
+            TablePlan { table: "public.users".into(), kind: "people", ..Default::default() };
+        let plan = Plan { tables: vec![users], ..Plan::default() };
+        let note = "devices table public.push_tokens: not in a backfill of every table";
+        assert!(render(&plan, &config, true).contains(note));
+        assert!(!render(&plan, &config, false).contains(note), "with --table users");
     }
 }

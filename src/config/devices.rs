@@ -74,6 +74,48 @@ impl DevicesConfig {
     }
 }
 
+/// A table whose rows the initial copy and backfills read: a `[[sync]]`
+/// entry (people, objects, relationships), or a `[[devices]]` table (each
+/// row an `add_device`, a soft-deleted one a `delete_device`).
+#[derive(Debug, Clone, Copy)]
+pub enum CopiedTable<'a> {
+    Sync(&'a super::SyncConfig),
+    Devices(&'a DevicesConfig),
+}
+
+impl<'a> CopiedTable<'a> {
+    /// `schema.table`.
+    pub fn name(self) -> String {
+        match self {
+            Self::Sync(sync) => sync.table.to_string(),
+            Self::Devices(devices) => devices.table.to_string(),
+        }
+    }
+
+    /// Its schema and name, `public` when the config gives none.
+    pub fn schema_and_name(self) -> (&'a str, &'a str) {
+        match self {
+            Self::Sync(sync) => sync.schema_and_name(),
+            Self::Devices(devices) => devices.schema_and_name(),
+        }
+    }
+
+    /// The config's table named `qualified` (`schema.table`), if it syncs
+    /// one or reads its devices.
+    pub fn find(config: &'a super::Config, qualified: &str) -> Option<Self> {
+        let sync = config.sync.iter().find(|s| s.table.to_string() == qualified);
+        let devices = config.devices.iter().find(|d| d.table.to_string() == qualified);
+        sync.map(Self::Sync).or(devices.map(Self::Devices))
+    }
+
+    /// Every table the initial copy reads, in its order: the `[[sync]]`
+    /// entries (people, objects, relationships), then the devices tables.
+    pub fn all(config: &'a super::Config) -> impl Iterator<Item = Self> + 'a {
+        let devices = config.devices.iter().map(Self::Devices);
+        config.sync.iter().map(Self::Sync).chain(devices)
+    }
+}
+
 /// `ios` or `android` for a platform as a row or the config writes it
 /// (any case, surrounding blanks ignored); `None` for anything else.
 pub fn platform_of(text: &str) -> Option<&'static str> {

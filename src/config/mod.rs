@@ -33,7 +33,7 @@ pub use customerio::{
     CustomerioConfig, Region, DEFAULT_MAX_BATCH_OPS, DEFAULT_MAX_REQUESTS_PER_SECOND,
     DEFAULT_REQUEST_TIMEOUT_SECS, DEFAULT_RETRY_MAX_BACKOFF_SECS,
 };
-pub use devices::DevicesConfig;
+pub use devices::{CopiedTable, DevicesConfig};
 pub use postgres::{
     FailoverSlot, OnSlotLost, PostgresConfig, DEFAULT_CONNECT_TIMEOUT_SECS,
     DEFAULT_HEARTBEAT_INTERVAL_SECS, DEFAULT_PUBLICATION, DEFAULT_RETAINED_WAL_WARN_BYTES,

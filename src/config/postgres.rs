@@ -109,8 +109,9 @@ pub enum OnSlotLost {
     /// never reached Customer.io, and someone must decide what to do.
     #[default]
     Stop,
-    /// Create the slot again and queue a backfill of every synced table
-    /// (rows deleted meanwhile stay in Customer.io).
+    /// Create the slot again and queue a backfill of every synced table,
+    /// then of every `[[devices]]` table (rows deleted meanwhile stay in
+    /// Customer.io).
     RecreateAndBackfill,
 }
 

@@ -2,7 +2,7 @@
 //!
 //! | change | operations |
 //! |---|---|
-//! | INSERT | `add_device` (a soft-deleted row: nothing) |
+//! | INSERT | `add_device` (a soft-deleted row: `delete_device`, as the initial copy and backfills read it) |
 //! | UPDATE | `add_device` with the row (an upsert by token); when the old row is known (FULL identity, or a key that holds both columns and changed) and its customer or token differs: first `delete_device` of the old pair (the sink orders one token's operations across customers); under FULL, an update that changed no column the config reads: nothing |
 //! | UPDATE setting `soft_delete_column` | `delete_device` (already set in the known old row: nothing) |
 //! | DELETE | `delete_device` of the old row's pair; when the old row does not carry both (DEFAULT identity whose key lacks one): skipped, [`SkipReason::DeviceKeyUnknown`] |
@@ -21,7 +21,7 @@
 
 use serde_json::{Map, Value as Json};
 
-use super::{customer_id, value, DropReason, DroppedAttribute, Mapped, SkipReason};
+use super::{customer_id, value, DropReason, DroppedAttribute, Mapped, Mapper, SkipReason};
 use crate::change::{Datum, ReplicaIdentity, Row, RowChange, RowOp, Table};
 use crate::config::devices::platform_of;
 use crate::config::DevicesConfig;
@@ -35,6 +35,100 @@ use crate::track_api::{self, AddedDevice, Identifier, PersonAction, PersonItem};
 /// characters; FCM: about 150 to 250), so no token a phone hands out is
 /// skipped, while a column holding something else entirely is not sent.
 pub const MAX_TOKEN_BYTES: usize = track_api::MAX_ATTRIBUTE_VALUE_BYTES;
+
+/// A `[[devices]]` table as the mapper holds it: its config, and the
+/// columns a backfill pages it by (the customer and token columns until
+/// [`Mapper::set_device_keys`] says otherwise).
+#[derive(Debug, Clone)]
+pub(super) struct DeviceTable {
+    pub(super) config: DevicesConfig,
+    key: Vec<String>,
+}
+
+impl DeviceTable {
+    pub(super) fn new(config: &DevicesConfig) -> Self {
+        let key = vec![config.customer_id_column.clone(), config.token_column.clone()];
+        Self { config: config.clone(), key }
+    }
+
+    /// The keys a change touches (its new and old rows'), as a backfill
+    /// pages the table: a key column's text as Postgres wrote it, a JSON
+    /// array of the texts for several columns (`source::reader`'s keys).
+    /// A full row with a NULL key column gives none (a backfill never reads
+    /// it). A key-only old row of another index than the paging key
+    /// (`REPLICA IDENTITY USING INDEX (user_id, token)` beside a surrogate
+    /// `id`) gives its device's [`device_alias`] instead, which a chunk's
+    /// row holding that device matches (`backfill::Windows`). `None` when
+    /// neither can be told (a key column the table lacks, an old row
+    /// without the customer or token): any row of the table may be that
+    /// one, so an open chunk yields whole.
+    pub(super) fn keys(&self, change: &RowChange) -> Option<Vec<String>> {
+        let index: Vec<usize> =
+            self.key.iter().map(|c| change.table.column_index(c)).collect::<Option<_>>()?;
+        let full_old = change.table.replica_identity == ReplicaIdentity::Full;
+        let rows: Vec<(&Row, bool)> = match &change.op {
+            RowOp::Insert { new } => vec![(new, true)],
+            RowOp::Update { old, old_is_key_only, new } => {
+                let old = old.iter().map(|old| (old, !*old_is_key_only));
+                old.chain(std::iter::once((new, true))).collect()
+            }
+            RowOp::Delete { old } => vec![(old, full_old)],
+        };
+        let mut keys = Vec::new();
+        for (row, full) in rows {
+            let mut texts = Vec::with_capacity(index.len());
+            for &i in &index {
+                match row.get(i) {
+                    Some(Datum::Text(bytes)) => texts.push(std::str::from_utf8(bytes).ok()?),
+                    // Never read by a backfill: nothing of a chunk.
+                    Some(Datum::Null) if full => break,
+                    _ => {
+                        let rows = Rows { config: &self.config, table: &change.table };
+                        let (customer, token) = rows.pair(row).ok()?;
+                        texts.clear();
+                        keys.push(device_alias(&customer, &token));
+                        break;
+                    }
+                }
+            }
+            if texts.len() < index.len() {
+                continue;
+            }
+            keys.push(match texts.as_slice() {
+                [one] => (*one).to_owned(),
+                several => serde_json::to_string(several).ok()?,
+            });
+        }
+        keys.dedup();
+        Some(keys)
+    }
+}
+
+/// What the stream notes a device under when the change lacks the row's
+/// paging key: its customer and token after a NUL each, which no key holds
+/// (Postgres text has no NUL).
+pub fn device_alias(customer: &str, token: &str) -> String {
+    format!("\0{customer}\0{token}")
+}
+
+impl Mapper {
+    /// The columns the stream notes `schema.name`'s changes under, if it is
+    /// a `[[devices]]` table (see [`Mapper::set_device_keys`]).
+    pub fn device_key(&self, schema: &str, name: &str) -> Option<&[String]> {
+        self.device_tables.get(schema, name).map(|table| &table.key[..])
+    }
+
+    /// The columns each `[[devices]]` table (`schema`, `name`) is paged by
+    /// (`source::keys::device_keys`), so that while a backfill's window is
+    /// open the stream's changes are noted under the keys its chunk holds.
+    pub fn set_device_keys(&mut self, keys: Vec<((String, String), Vec<String>)>) {
+        for ((schema, name), key) in keys {
+            if let Some(table) = self.device_tables.get_mut(&schema, &name) {
+                table.key = key;
+            }
+        }
+    }
+}
 
 /// Maps one change of a devices table.
 pub fn map(config: &DevicesConfig, change: &RowChange) -> Mapped {

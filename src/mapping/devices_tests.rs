@@ -321,3 +321,76 @@ fn a_device_over_the_item_limit_leaves_out_its_largest_attributes_until_it_fits(
     one_more.attributes.insert("a33".into(), json!("v".repeat(933)));
     assert!(item_bytes(&one_more) > track_api::MAX_BATCH_ITEM_BYTES);
 }
+
+/// While a backfill's window is open the stream notes each change under
+/// the keys a backfill pages the table by: its primary key once known,
+/// the customer and token before, as JSON for several columns; both the
+/// old and the new row's, and a key-only old row without those columns
+/// names none of its own.
+#[test]
+fn a_change_is_noted_under_the_key_a_backfill_pages_by() {
+    let change = |identity, op| RowChange {
+        table: table(identity),
+        op,
+        commit_time: 1,
+        position: Default::default(),
+    };
+    let mut mapper = Mapper::new(&[]).with_device_tables(&[config()]);
+    let long = "f".repeat(400);
+    let moved = RowOp::Update {
+        old: Some(row("41", "tok", "ios")),
+        old_is_key_only: false,
+        new: row("42", &long, "ios"),
+    };
+    let keys = mapper.customer_ids(&change(ReplicaIdentity::Full, moved.clone())).unwrap();
+    let pair = |c: &str, t: &str| serde_json::to_string(&[c, t]).unwrap();
+    assert_eq!(keys, [pair("41", "tok"), pair("42", &long)], "a token of any length");
+
+    let key = |columns: &[&str]| columns.iter().map(|c| c.to_string()).collect();
+    mapper.set_device_keys(vec![(("public".into(), "devices".into()), key(&["id"]))]);
+    let mut old = vec![N; 8];
+    old[0] = t("9");
+    let deleted = RowOp::Delete { old };
+    let ids = |identity, op| mapper.customer_ids(&change(identity, op)).unwrap();
+    assert_eq!(ids(ReplicaIdentity::Default, deleted), ["9"]);
+    assert_eq!(ids(ReplicaIdentity::Full, moved), ["7"], "one id");
+    let mut unread = row("1", "a", "ios");
+    unread[0] = N;
+    assert!(ids(ReplicaIdentity::Full, RowOp::Insert { new: unread }).is_empty(), "never read");
+    mapper.set_device_keys(vec![(("public".into(), "devices".into()), key(&["user_id", "x"]))]);
+    let added = RowOp::Insert { new: row("1", "a", "ios") };
+    assert_eq!(mapper.customer_ids(&change(ReplicaIdentity::Full, added)), None);
+}
+
+/// Under `REPLICA IDENTITY USING INDEX (user_id, token)` beside a surrogate
+/// primary key `id` (the paging key), a DELETE's old row holds no id: the
+/// change is noted under its device's alias, which a chunk's row sending
+/// that device matches (else the chunk would add back the device the
+/// stream just deleted). An UPDATE moving the pair carries the same
+/// key-only old row; one that does not move it carries none, and its new
+/// row's id is its key. An old row without the pair tells nothing.
+#[test]
+fn a_key_only_old_row_without_the_paging_key_is_noted_under_its_device() {
+    let change = |op| RowChange {
+        table: table(ReplicaIdentity::Index),
+        op,
+        commit_time: 1,
+        position: Default::default(),
+    };
+    let mut mapper = Mapper::new(&[]).with_device_tables(&[config()]);
+    let key = vec!["id".to_owned()];
+    mapper.set_device_keys(vec![(("public".into(), "devices".into()), key)]);
+    let mut old = vec![N; 8];
+    old[1] = t("1");
+    old[2] = t("tok");
+    let alias = device_alias("1", "tok");
+    let deleted = RowOp::Delete { old: old.clone() };
+    assert_eq!(mapper.customer_ids(&change(deleted)), Some(vec![alias.clone()]));
+    let moved = update(Some(old), true, row("2", "tok", "ios"));
+    assert_eq!(mapper.customer_ids(&change(moved)), Some(vec![alias, "7".to_owned()]));
+    let mut no_token = vec![N; 8];
+    no_token[1] = t("1");
+    assert_eq!(mapper.customer_ids(&change(RowOp::Delete { old: no_token })), None);
+    let updated = update(None, false, row("1", "tok", "ios"));
+    assert_eq!(mapper.customer_ids(&change(updated)), Some(vec!["7".to_owned()]));
+}

@@ -158,7 +158,7 @@ pub struct Mapped {
 pub struct Mapper {
     tables: ByTable<SyncConfig>,
     event_tables: ByTable<events::EventTable>,
-    device_tables: ByTable<crate::config::DevicesConfig>,
+    device_tables: ByTable<devices::DeviceTable>,
     /// Whether the record of what Customer.io accepted is on (see
     /// [`Mapper::with_record`]).
     record: bool,
@@ -213,7 +213,8 @@ impl Mapper {
 
     /// Adds the `[[devices]]` tables: their changes become device calls.
     pub fn with_device_tables(mut self, devices: &[crate::config::DevicesConfig]) -> Self {
-        self.device_tables = ByTable::of(devices.iter().map(|d| (d.schema_and_name(), d.clone())));
+        let tables = devices.iter().map(|d| (d.schema_and_name(), devices::DeviceTable::new(d)));
+        self.device_tables = ByTable::of(tables);
         self
     }
 
@@ -234,24 +235,26 @@ impl Mapper {
 
     /// The keys a change touches (the new row's and the old row's), as
     /// backfills page the table (`SyncConfig::key_columns`), for backfills
-    /// that must yield to the stream.
-    pub fn customer_ids(&self, change: &RowChange) -> Vec<String> {
-        let Some(sync) = self.tables.get(&change.table.schema, &change.table.name) else {
-            return Vec::new();
+    /// that must yield to the stream. A `[[devices]]` table's keys are its
+    /// paging key's (see [`Mapper::set_device_keys`]); `None` when they
+    /// cannot be told from the change (see `devices::DeviceTable::keys`):
+    /// every row of the table's open chunk is to count as changed.
+    pub fn customer_ids(&self, change: &RowChange) -> Option<Vec<String>> {
+        let (schema, name) = (&change.table.schema, &change.table.name);
+        if let Some(devices) = self.device_tables.get(schema, name) {
+            return devices.keys(change);
+        }
+        let Some(sync) = self.tables.get(schema, name) else {
+            return Some(Vec::new());
         };
         let columns = sync.key_columns();
         let index: Option<Vec<usize>> =
             columns.iter().map(|c| change.table.column_index(c)).collect();
-        let Some(index) = index else { return Vec::new() };
-        let rows: Vec<&Row> = match &change.op {
-            RowOp::Insert { new } => vec![new],
-            RowOp::Update { old, new, .. } => old.iter().chain(std::iter::once(new)).collect(),
-            RowOp::Delete { old } => vec![old],
-        };
+        let Some(index) = index else { return Some(Vec::new()) };
         let mut ids: Vec<String> =
-            rows.into_iter().filter_map(|r| objects::key_of(r, &index)).collect();
+            rows_of(change).into_iter().filter_map(|r| objects::key_of(r, &index)).collect();
         ids.dedup();
-        ids
+        Some(ids)
     }
 
     /// Turns one change into operations.
@@ -259,7 +262,7 @@ impl Mapper {
         let (schema, name) = (&change.table.schema, &change.table.name);
         let Some(sync) = self.tables.get(schema, name) else {
             if let Some(devices) = self.device_tables.get(schema, name) {
-                return devices::map(devices, change);
+                return devices::map(&devices.config, change);
             }
             return match self.event_tables.get(schema, name) {
                 Some(events) => map_event_row(events, change),
@@ -519,6 +522,15 @@ fn in_full(
 
 fn identify(id: String, attributes: Map<String, Json>, timestamp: i64) -> CustomerOp {
     CustomerOp::Identify { id, attributes, timestamp }
+}
+
+/// The rows a change carries: the new one, and the old one when known.
+fn rows_of(change: &RowChange) -> Vec<&Row> {
+    match &change.op {
+        RowOp::Insert { new } => vec![new],
+        RowOp::Update { old, new, .. } => old.iter().chain(std::iter::once(new)).collect(),
+        RowOp::Delete { old } => vec![old],
+    }
 }
 
 /// The customer id of a row: its text form, if usable by Customer.io.

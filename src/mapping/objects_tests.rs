@@ -206,5 +206,8 @@ fn backfill_keys_of_a_membership_are_both_ids() {
         commit_time: 1,
         position: Default::default(),
     };
-    assert_eq!(Mapper::new(&[memberships()]).customer_ids(&change), vec![r#"["42","acme"]"#]);
+    assert_eq!(
+        Mapper::new(&[memberships()]).customer_ids(&change).unwrap(),
+        vec![r#"["42","acme"]"#]
+    );
 }

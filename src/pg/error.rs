@@ -163,7 +163,8 @@ pub fn lost_message(slot: &str, how: Lost) -> String {
          acknowledged position never reached Customer.io, so ciosync does not create a new slot \
          by itself. To recover, start once with CIOSYNC_POSTGRES_ON_SLOT_LOST=recreate_and_backfill \
          (or set postgres.on_slot_lost = \"recreate_and_backfill\"): it recreates the slot and \
-         backfills every synced table (sending only what Customer.io lacks); then `ciosync \
+         backfills every synced table (sending only what Customer.io lacks), then every \
+         [[devices]] table (every row's device); then `ciosync \
          deletes gone --send` removes the customers deleted meanwhile"
     )
 }

@@ -257,7 +257,12 @@ impl Leased {
             _ = lease_ended.cancelled() => return Ok(Held::Lost),
         }
         // Backfills run beside the stream and stop with it, however it stops.
-        let windows = Arc::new(Windows::default());
+        let device_keys = self.config.devices.iter().filter_map(|devices| {
+            let (schema, name) = devices.schema_and_name();
+            let key = self.mapper.device_key(schema, name)?;
+            Some((devices.table.to_string(), key.to_vec()))
+        });
+        let windows = Arc::new(Windows::noting(device_keys.collect()));
         let runner_stop = self.shutdown.child_token();
         let _stop_runner = runner_stop.clone().drop_guard();
         tokio::spawn(backfill::runner::run(

@@ -126,7 +126,10 @@ impl Session<'_> {
                 self.counters.changes_received.add(&change.table, Operation::of(&change.op));
                 if !self.windows.is_idle() {
                     let table = change.table.qualified_name();
-                    self.windows.observe(&table, &self.mapper.customer_ids(&change));
+                    match self.mapper.customer_ids(&change) {
+                        Some(keys) => self.windows.observe(&table, &keys),
+                        None => self.windows.observe_unknown(&table),
+                    }
                 }
                 let strip = match self.schema.admit(&change).await.map_err(SessionError::Source)? {
                     Admit::Pass => None,

@@ -13,6 +13,8 @@
 //! then replays everything after the last acknowledgement.
 
 pub mod keeper;
+pub mod keys;
+pub mod living;
 pub mod message;
 pub mod own_filters;
 pub mod pgoutput;

@@ -7,10 +7,13 @@ use std::sync::Arc;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::change::{Datum, ReplicaIdentity, Row, Table, TableColumn};
-use crate::config::{DevicesConfig, EventTableConfig, SyncConfig};
+use crate::config::{CopiedTable, DevicesConfig, EventTableConfig, SyncConfig};
 use crate::mapping::filter_expr::FilterExpr;
 use crate::pg::quote::{quote_ident, quote_literal, quoted_table};
 use crate::pg::PgError;
+use crate::source::keys::device_key;
+pub use crate::source::keys::{event_keys, primary_key};
+use crate::source::living::{column_type, living_devices, living_events};
 use crate::source::relation::RelationCache;
 
 /// Pages through one table: the key columns first (a synced table's id
@@ -51,7 +54,7 @@ impl TableReader {
     /// `timestamp_column`) when given, and only rows meeting `filter` (a
     /// replay's `--where`, held as a backfill's). With `living` (the synced
     /// tables), only rows whose customer has a row there that syncs (see
-    /// [`living_customers`]) or that name no customer.
+    /// `source::living::living_events`) or that name no customer.
     pub async fn of_events(
         sql: &Client,
         events: &EventTableConfig,
@@ -70,7 +73,7 @@ impl TableReader {
         let key = Key::of(sql, schema, name, key).await?;
         let mut own: Vec<String> = since_condition(events, since).into_iter().collect();
         if let Some(syncs) = living.filter(|syncs| !syncs.is_empty()) {
-            own.push(living_customers(sql, events, syncs).await?);
+            own.push(living_events(sql, events, syncs).await?);
         }
         let own = (!own.is_empty()).then(|| own.join(" AND "));
         Self::with(sql, table, key, own.as_deref(), filter).await
@@ -84,7 +87,12 @@ impl TableReader {
             self.select,
             self.key.not_null()
         );
+        // Guarded as the pages are; unguarded, it may run inside the
+        // caller's transaction (`plan`'s snapshot).
         let read = async {
+            if !self.guarded {
+                return sql.query_one(&query, &[]).await;
+            }
             sql.batch_execute("BEGIN READ ONLY").await?;
             let counted = sql.query_one(&query, &[]).await;
             sql.batch_execute("ROLLBACK").await?;
@@ -96,11 +104,22 @@ impl TableReader {
     /// Pages through a `[[devices]]` table by its primary key (by the
     /// customer and token columns when it has none), every column read.
     pub async fn of_devices(sql: &Client, devices: &DevicesConfig) -> Result<Self, PgError> {
+        Self::of_devices_where(sql, devices, None, None).await
+    }
+
+    /// [`Self::of_devices`], only rows meeting `filter` (a backfill's
+    /// `--where`, held as for a synced table). With `living` (the config's
+    /// `[[sync]]` tables), only rows whose customer has a row that syncs in
+    /// a people table, or that are soft-deleted (see
+    /// `source::living::living_devices`).
+    pub async fn of_devices_where(
+        sql: &Client,
+        devices: &DevicesConfig,
+        filter: Option<&str>,
+        living: Option<&[SyncConfig]>,
+    ) -> Result<Self, PgError> {
         let (schema, name) = devices.schema_and_name();
-        let mut key = primary_key(sql, schema, name).await?;
-        if key.is_empty() {
-            key = vec![devices.customer_id_column.clone(), devices.token_column.clone()];
-        }
+        let key = device_key(sql, devices).await?;
         let whole = describe_whole(sql, schema, name).await?;
         let (mut columns, rest): (Vec<_>, Vec<_>) =
             whole.columns.iter().cloned().partition(|c| key.contains(&c.name));
@@ -108,7 +127,28 @@ impl TableReader {
         columns.extend(rest);
         let table = Table { columns, ..whole };
         let key = Key::of(sql, schema, name, &key).await?;
-        Self::with(sql, table, key, None, None).await
+        let own = match living {
+            Some(syncs) => living_devices(sql, devices, syncs).await?,
+            None => None,
+        };
+        Self::with(sql, table, key, own.as_deref(), filter).await
+    }
+
+    /// The reader of a table the initial copy or a backfill reads, with
+    /// `filter` as [`Self::new`] takes it; a devices table's held to
+    /// `living` as [`Self::of_devices_where`] holds it.
+    pub async fn of_copied(
+        sql: &Client,
+        table: CopiedTable<'_>,
+        filter: Option<&str>,
+        living: Option<&[SyncConfig]>,
+    ) -> Result<Self, PgError> {
+        match table {
+            CopiedTable::Sync(sync) => Self::new(sql, sync, filter).await,
+            CopiedTable::Devices(devices) => {
+                Self::of_devices_where(sql, devices, filter, living).await
+            }
+        }
     }
 
     async fn with(
@@ -146,6 +186,11 @@ impl TableReader {
             })?;
         }
         Ok(reader)
+    }
+
+    /// The columns it pages by, in the key's order.
+    pub fn key_columns(&self) -> &[String] {
+        &self.key.1
     }
 
     /// The table as the rows describe it (id column first).
@@ -372,7 +417,7 @@ pub async fn describe_whole(sql: &Client, schema: &str, name: &str) -> Result<Ta
 /// saved key in the columns' own order. A key's text (a backfill's
 /// progress) is the column's text for one column, a JSON array of the
 /// columns' texts for several.
-struct Key(Vec<(String, String)>);
+struct Key(Vec<(String, String)>, Vec<String>);
 
 impl Key {
     async fn of(
@@ -385,7 +430,7 @@ impl Key {
         for column in columns {
             key.push((quote_ident(column), column_type(sql, schema, name, column).await?));
         }
-        Ok(Self(key))
+        Ok(Self(key, columns.to_vec()))
     }
 
     /// `a` or `(a, b)`.
@@ -444,136 +489,6 @@ impl Key {
             }
         }
     }
-}
-
-/// The primary key's columns of each event table, in the key's order
-/// (none for a table without one, or one that does not exist yet): what
-/// its events' ids are derived from (`mapping::events::row_event_id`).
-pub async fn event_keys(
-    sql: &Client,
-    events: &[EventTableConfig],
-) -> Result<Vec<((String, String), Vec<String>)>, PgError> {
-    let mut keys = Vec::with_capacity(events.len());
-    for table in events {
-        let (schema, name) = table.schema_and_name();
-        keys.push(((schema.to_owned(), name.to_owned()), primary_key(sql, schema, name).await?));
-    }
-    Ok(keys)
-}
-
-/// The columns of `schema.name`'s primary key, in its order; none when it
-/// has none, or its key has a generated column.
-pub async fn primary_key(sql: &Client, schema: &str, name: &str) -> Result<Vec<String>, PgError> {
-    let rows = sql
-        .query(
-            "SELECT a.attname::text, a.attgenerated <> '' FROM pg_catalog.pg_index i \
-             JOIN pg_catalog.pg_class c ON c.oid = i.indrelid \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) \
-             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum \
-             WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary \
-             ORDER BY k.position",
-            &[&schema, &name],
-        )
-        .await
-        .map_err(PgError::sql("read an event table's primary key"))?;
-    // A generated column is not in the stream's rows (pgoutput leaves it
-    // out), so a key with one cannot give the stream and a replay one id.
-    if rows.iter().any(|row| row.get::<_, bool>(1)) {
-        return Ok(Vec::new());
-    }
-    Ok(rows.iter().map(|row| row.get(0)).collect())
-}
-
-/// A condition on an event table's rows: the customer it names has a row
-/// in one of the synced tables that syncs (the table's `filter` holds, the
-/// row is not soft-deleted), or it names none (an anonymous event, or a
-/// row the mapper skips). Customer.io creates the person an event names,
-/// so a replay of old events must leave out the customers deleted since.
-/// The ids match as the mapper sends them, as text; the comparison is made
-/// in the synced id column's own type, so its index serves: directly when
-/// both columns have one type, else through a cast guarded by
-/// `pg_input_is_valid` (PostgreSQL 16+; on 15 the ids are compared as
-/// text, which reads the synced table once per event row).
-async fn living_customers(
-    sql: &Client,
-    events: &EventTableConfig,
-    syncs: &[SyncConfig],
-) -> Result<String, PgError> {
-    let (schema, name) = events.schema_and_name();
-    let customer = &events.customer_id_column;
-    let event_type = column_type(sql, schema, name, customer).await?;
-    let guarded_casts = server_version(sql).await? >= 160_000;
-    let theirs = format!("{}.{}", quoted_table(schema, name), quote_ident(customer));
-    let mut alternatives = vec![format!("{theirs} IS NULL")];
-    for sync in syncs {
-        let (s_schema, s_name) = sync.schema_and_name();
-        let id_type = column_type(sql, s_schema, s_name, &sync.id_column).await?;
-        let ours = format!("ciosync_person.{}", quote_ident(&sync.id_column));
-        let text_equal = format!("{ours}::text = {theirs}::text");
-        let same = if id_type == event_type {
-            format!("{ours} = {theirs} AND {text_equal}")
-        } else if guarded_casts {
-            let type_ = quote_literal(&id_type);
-            format!(
-                "{ours} = CASE WHEN pg_catalog.pg_input_is_valid({theirs}::text, {type_}) \
-                 THEN CAST({theirs}::text AS {id_type}) END AND {text_equal}"
-            )
-        } else {
-            text_equal
-        };
-        // The table's own filter applies to its rows alone (it may name the
-        // table: `users.is_staff IS NOT TRUE`).
-        let rows = match &sync.filter {
-            Some(filter) => format!(
-                "(SELECT * FROM {} WHERE ({filter})) AS ciosync_person",
-                quoted_table(s_schema, s_name)
-            ),
-            None => format!("{} AS ciosync_person", quoted_table(s_schema, s_name)),
-        };
-        let kept = sync
-            .soft_delete_column
-            .as_ref()
-            .map(|c| format!(" AND ciosync_person.{} IS NULL", quote_ident(c)))
-            .unwrap_or_default();
-        alternatives.push(format!("EXISTS (SELECT 1 FROM {rows} WHERE {same}{kept})"));
-    }
-    // A row without a time of its own would be dated now, under another id
-    // than the stream gave it.
-    let time = events.timestamp_column.as_deref().map(quote_ident);
-    let timed = time.map(|t| format!("{t} IS NOT NULL AND isfinite({t}) AND ")).unwrap_or_default();
-    Ok(format!("{timed}({})", alternatives.join(" OR ")))
-}
-
-async fn server_version(sql: &Client) -> Result<i32, PgError> {
-    let row = sql
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(PgError::sql("read the server's version"))?;
-    Ok(row.get(0))
-}
-
-/// `schema.name`'s `column` type as SQL.
-async fn column_type(
-    sql: &Client,
-    schema: &str,
-    name: &str,
-    column: &str,
-) -> Result<String, PgError> {
-    let row = sql
-        .query_opt(
-            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
-             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped",
-            &[&schema, &name, &column],
-        )
-        .await
-        .map_err(PgError::sql("read a column's type"))?
-        .ok_or_else(|| {
-            PgError::Definite(format!("table {schema}.{name} has no column {column}"))
-        })?;
-    Ok(row.get(0))
 }
 
 /// An event replay's `--since` as a condition on the event table's

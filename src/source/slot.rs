@@ -16,8 +16,8 @@
 //!   is [`Lost`]: with `postgres.on_slot_lost = "stop"` (the default) the
 //!   daemon exits with status 3 and a message naming the slot and the way
 //!   back; with `"recreate_and_backfill"` it drops what is left of it,
-//!   creates it again, and queues a backfill of every synced table, which
-//!   re-sends every current row (deletes made while the slot was lost cannot
+//!   creates it again, and queues a backfill of every synced table, then of
+//!   every `[[devices]]` table, which re-sends every current row (deletes made while the slot was lost cannot
 //!   be re-sent: those customers stay in Customer.io).
 //!
 //! A slot missing and never recorded is a first start: it is created (by the
@@ -40,7 +40,7 @@
 use tokio_postgres::Client;
 
 use super::setup::{slot_state, SlotState};
-use crate::config::{Config, OnSlotLost};
+use crate::config::{Config, CopiedTable, OnSlotLost};
 use crate::pg::{Lost, PgError};
 use crate::state::{Queued, State};
 use crate::telemetry::Counters;
@@ -90,9 +90,9 @@ pub async fn ensure(
     }
 }
 
-/// Queues a backfill of every synced table and records the recovery, in
-/// one committed transaction, then drops what is left of the lost slot and
-/// creates it again. In that order: a crash in between leaves the slot lost
+/// Queues a backfill of every synced and devices table and records the
+/// recovery, in one committed transaction, then drops what is left of the
+/// lost slot and creates it again. In that order: a crash in between leaves the slot lost
 /// (so the next start recovers again, finding the backfills already queued),
 /// never a new slot without its backfills. The backfills run once the daemon
 /// streams from the new slot.
@@ -107,7 +107,7 @@ async fn recover(
         %slot,
         how = ?lost,
         "replication slot lost; postgres.on_slot_lost = recreate_and_backfill: recreating it \
-         and backfilling every synced table"
+         and backfilling every synced and [[devices]] table"
     );
     // A slot gone (not invalidated) on a server that was ever promoted may
     // be a failover: the last transactions Customer.io has may be missing
@@ -153,6 +153,7 @@ async fn ever_promoted(sql: &Client) -> bool {
 }
 
 /// Inside the recovery's transaction: a full backfill of each synced table
+/// (people, objects, relationships), then of each `[[devices]]` table
 /// (unless an earlier attempt queued one that still waits), and the record.
 async fn queue_backfills(
     sql: &Client,
@@ -161,22 +162,25 @@ async fn queue_backfills(
     ignore_record: bool,
 ) -> Result<(), PgError> {
     let slot = &config.postgres.slot;
-    for sync in &config.sync {
-        let table = sync.table.to_string();
+    for copied in CopiedTable::all(config) {
+        let table = copied.name();
         if state.full_backfill_waits(&table).await? {
             continue;
         }
+        let (schema, name) = copied.schema_and_name();
         // An estimate for progress reports; the backfill reads every row.
         let estimate: i64 = sql
             .query_one(
                 "SELECT coalesce((SELECT greatest(c.reltuples, 0)::int8 FROM pg_catalog.pg_class c \
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE n.nspname = $1 AND c.relname = $2), 0)",
-                &[&sync.table.schema(), &sync.table.name()],
+                &[&schema, &name],
             )
             .await
             .map_err(PgError::sql("estimate a table's rows"))?
             .get(0);
+        // Devices are never in the record: the flag would change nothing.
+        let ignore_record = ignore_record && matches!(copied, CopiedTable::Sync(_));
         let queued =
             Queued { table: &table, rows_total: estimate, ignore_record, ..Queued::default() };
         let id = state.enqueue_backfill(&queued).await?;
