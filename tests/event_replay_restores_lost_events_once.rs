@@ -28,6 +28,7 @@ const TABLES: &str = "
     );
     CREATE TABLE clicks (user_id bigint, at timestamptz);
     CREATE TABLE untimed (id serial PRIMARY KEY, user_id bigint);
+    CREATE TABLE accounts (id text PRIMARY KEY, name text);
 ";
 
 const EVENTS: &str = r#"
@@ -56,12 +57,20 @@ timestamp_column = "at"
 table = "untimed"
 customer_id_column = "user_id"
 name = "untimed"
+
+[[objects]]
+table = "accounts"
+object_type_id = "1"
+id_column = "id"
+[objects.attributes]
+name = "name"
 "#;
 
 /// 8 customers; 40 outbox rows for them (a bigint id, as the users'), half of them dated 2024 and half in the
 /// last hour, and 250 visits (a two-column key, read in several pages, and
 /// a text id, compared with the users' as text), and one outbox row without
-/// a time (streamed at its commit time; a replay cannot repeat its id).
+/// a time (streamed at its commit time; a replay cannot repeat its id); an
+/// account whose id is customer 8's (an object is no person).
 const ROWS: &str = "
     INSERT INTO users (id, email) SELECT g, 'u' || g || '@x.io' FROM generate_series(1, 8) g;
     INSERT INTO outbox (user_id, name, payload, occurred_at)
@@ -73,6 +82,7 @@ const ROWS: &str = "
     SELECT (1 + g % 4)::text, g, '/p/' || g, timestamptz '2025-01-01 00:00:00+00' + g * interval '1 day'
     FROM generate_series(1, 250) g;
     INSERT INTO outbox (user_id, name, occurred_at) VALUES (1, 'no_time', NULL);
+    INSERT INTO accounts VALUES ('8', 'an account whose id is a deleted customer''s');
 ";
 
 /// Every customer's events as (id, name, timestamp, data), sorted by id.

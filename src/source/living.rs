@@ -9,8 +9,9 @@ use crate::config::{DevicesConfig, EventTableConfig, SyncConfig, Target};
 use crate::pg::quote::{quote_ident, quote_literal, quoted_table};
 use crate::pg::PgError;
 
-/// A condition on an event table's rows: the customer it names lives (see
-/// [`living_customers`]) or it names none (an anonymous event, or a row
+/// A condition on an event table's rows: the customer it names lives in
+/// one of the people tables (see [`living_customers`]; every customer
+/// when the config syncs no people) or it names none (an anonymous event, or a row
 /// the mapper skips), and the row has a time of its own. Customer.io
 /// creates the person an event names, so a replay of old events must leave
 /// out the customers deleted since.
@@ -20,8 +21,14 @@ pub(super) async fn living_events(
     syncs: &[SyncConfig],
 ) -> Result<String, PgError> {
     let (schema, name) = events.schema_and_name();
-    let syncs: Vec<&SyncConfig> = syncs.iter().collect();
-    let living = living_customers(sql, (schema, name), &events.customer_id_column, &syncs).await?;
+    // People only: an object's or a membership's id is no person's.
+    let people: Vec<&SyncConfig> = syncs.iter().filter(|s| s.target == Target::Person).collect();
+    // Without a people table there is no one to hold the customers to (as
+    // for devices): every row goes.
+    let living = match people.is_empty() {
+        true => "true".to_owned(),
+        false => living_customers(sql, (schema, name), &events.customer_id_column, &people).await?,
+    };
     // A row without a time of its own would be dated now, under another id
     // than the stream gave it.
     let time = events.timestamp_column.as_deref().map(quote_ident);
