@@ -33,6 +33,7 @@ pub mod batch;
 pub mod client;
 pub mod concurrency;
 mod deliver;
+mod merge;
 mod object_items;
 mod order;
 pub mod queue;

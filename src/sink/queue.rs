@@ -23,23 +23,7 @@
 //!
 //! # Coalescing
 //! While an operation waits, a later one of the same customer may merge into
-//! it instead of queueing behind it:
-//! - identify after identify: one identify with both attribute sets, the
-//!   later value winning, at the later commit's timestamp;
-//! - delete or suppress after identify: it replaces the identify (the person
-//!   is going away, the attributes are moot); delete after delete: one
-//!   delete; a suppress after a delete replaces it, a delete after a
-//!   suppress joins it (suppress deletes too), suppress after suppress: one;
-//! - an event never merges and nothing merges into one: each is its own
-//!   call, after what came before it and before what comes after;
-//! - an object's identify after its identify: one, as for people; an
-//!   object's delete never merges (moved ahead, it would overtake a
-//!   relationship to the object added in between), nor does a
-//!   relationship's operation;
-//! - an `add_device` after an `add_device` of the same customer and token,
-//!   with no other call on that token between them: one, the later with
-//!   both's attributes (Customer.io upserts by token);
-//! - anything after a delete, and anything touching a merge: queued behind it.
+//! it instead of queueing behind it, as [`super::merge`] says.
 //!
 //! The merged operation keeps the earlier one's place and sequence number,
 //! so the later commit cannot be acknowledged before it is delivered.
@@ -66,10 +50,10 @@ use pgwire_replication::Lsn;
 use tokio::time::Instant;
 
 use super::batch::{self, EncodedItem, ENVELOPE_BYTES};
+use super::merge;
 use super::order::{self, HashMap, HashSet, Order};
 use super::size::{estimate, fits_merged, wire_estimate, COMMIT_ENTRY_BYTES, ENCODED_OVERHEAD};
 use crate::customer::{CustomerOp, Released};
-use crate::object_op::ObjectAction;
 use crate::track_api::MAX_BATCH_BYTES;
 
 /// Most waiting operations looked at to fill one batch, so a queue whose
@@ -295,49 +279,8 @@ impl Queue {
         if !order::may_merge(waiting, target, op, &order, last_of, unknown) {
             return Err(order);
         }
-        match (waiting, op) {
-            (
-                CustomerOp::Identify { attributes, timestamp, .. },
-                CustomerOp::Identify { attributes: later, timestamp: later_ts, .. },
-            ) => {
-                for (name, value) in later {
-                    attributes.insert(name.clone(), value.clone());
-                }
-                *timestamp = (*timestamp).max(*later_ts);
-            }
-            (
-                waiting @ (CustomerOp::Identify { .. } | CustomerOp::Delete { .. }),
-                CustomerOp::Suppress { .. },
-            )
-            | (waiting @ CustomerOp::Identify { .. }, CustomerOp::Delete { .. }) => {
-                *waiting = op.clone();
-            }
-            (
-                CustomerOp::Delete { .. } | CustomerOp::Suppress { .. },
-                CustomerOp::Delete { .. } | CustomerOp::Suppress { .. },
-            ) => {}
-            (CustomerOp::Object(waiting), CustomerOp::Object(later)) => {
-                let (
-                    ObjectAction::Identify { attributes },
-                    ObjectAction::Identify { attributes: more },
-                ) = (&mut waiting.action, &later.action)
-                else {
-                    return Err(order);
-                };
-                for (name, value) in more {
-                    attributes.insert(name.clone(), value.clone());
-                }
-            }
-            // Customer.io upserts a device by token, merging attributes:
-            // two adds of one token are the later with both's attributes.
-            (CustomerOp::AddDevice(waiting), CustomerOp::AddDevice(later))
-                if waiting.token == later.token =>
-            {
-                let mut attributes = std::mem::take(&mut waiting.attributes);
-                attributes.extend(later.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
-                **waiting = crate::customer::Device { attributes, ..(**later).clone() };
-            }
-            _ => return Err(order),
+        if !merge::into(waiting, op) {
+            return Err(order);
         }
         entry.order.join(order);
         let Waiting::Op(merged) = &entry.waiting else { return Ok(()) };
