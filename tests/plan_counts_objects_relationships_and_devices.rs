@@ -100,7 +100,7 @@ async fn plan_counts_what_a_backfill_of_objects_relationships_and_devices_sends(
         "  50 add_relationship\n",
         "devices table public.push_tokens: not in a backfill of every table",
         "a backfill would send 0 identifies and 70 object, relationship and device operations \
-         in 1 requests",
+         in 1 request",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }

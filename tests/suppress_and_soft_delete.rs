@@ -208,7 +208,7 @@ async fn deletes_gone_refuses_tables_that_differ_in_delete_action() {
     let two_actions = config_file(&db.config(&emulator.url(), MEMBERS_SUPPRESS));
     let out = run_binary(&["deletes", "gone"], two_actions.path()).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && stdout.starts_with("1 customers"), "{stdout}");
+    assert!(out.status.success() && stdout.starts_with("1 customer in the record"), "{stdout}");
     let requests = emulator.requests().len();
     let out = run_binary(&["deletes", "gone", "--send"], two_actions.path()).await;
     let stderr = String::from_utf8_lossy(&out.stderr);

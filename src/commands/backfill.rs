@@ -342,27 +342,9 @@ pub fn status_line(b: &Backfill, config: &Config) -> String {
 mod tests {
     use super::*;
 
-    const CONFIG: &str = r#"
-[postgres]
-url = "postgres://ciosync@127.0.0.1:5432/app"
-[customerio]
-site_id = "s"
-api_key = "k"
-[[sync]]
-table = "users"
-id_column = "id"
-[sync.attributes]
-email = "email"
-[[devices]]
-table = "push_tokens"
-customer_id_column = "user_id"
-token_column = "token"
-platform = "ios"
-"#;
-
     #[test]
     fn a_devices_table_is_chosen_by_name_only() {
-        let config = Config::from_toml(CONFIG, Vec::new()).unwrap();
+        let config = crate::config::fixture::users_and_devices();
         let names = |tables: Vec<CopiedTable>| tables.into_iter().map(|t| t.name()).collect();
         let chosen: Vec<String> = names(select_tables(&config, Some("push_tokens"), None).unwrap());
         assert_eq!(chosen, ["public.push_tokens"]);
@@ -377,7 +359,7 @@ platform = "ios"
 
     #[test]
     fn attributes_name_mapped_attributes_and_never_a_devices_table() {
-        let config = Config::from_toml(CONFIG, Vec::new()).unwrap();
+        let config = crate::config::fixture::users_and_devices();
         let users = select_tables(&config, Some("users"), None).unwrap();
         let devices = select_tables(&config, Some("push_tokens"), None).unwrap();
         let list = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();

@@ -354,7 +354,8 @@ fn render_unrecorded(out: &mut String, table: &TablePlan) {
         out.push_str(&format!("  {count} {kind}\n"));
     }
     for (why, rows) in &table.skipped {
-        out.push_str(&format!("  {} send nothing ({why})\n", count(rows, "row")));
+        let verb = plural(rows, "sends", "send");
+        out.push_str(&format!("  {} {verb} nothing ({why})\n", count(rows, "row")));
     }
     if table.left_out > 0 {
         out.push_str(&format!(
@@ -402,24 +403,7 @@ mod tests {
 
     #[test]
     fn only_a_plan_of_every_table_names_the_devices_tables_it_leaves_out() {
-        let text = r#"
-[postgres]
-url = "postgres://ciosync@127.0.0.1:5432/app"
-[customerio]
-site_id = "s"
-api_key = "k"
-[[sync]]
-table = "users"
-id_column = "id"
-[sync.attributes]
-email = "email"
-[[devices]]
-table = "push_tokens"
-customer_id_column = "user_id"
-token_column = "token"
-platform = "ios"
-"#;
-        let config = Config::from_toml(text, Vec::new()).unwrap();
+        let config = crate::config::fixture::users_and_devices();
         let users =
             TablePlan { table: "public.users".into(), kind: "people", ..Default::default() };
         let plan = Plan { tables: vec![users], ..Plan::default() };

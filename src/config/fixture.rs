@@ -37,3 +37,26 @@ name = "name"
     );
     Config::from_toml(&text, Vec::new()).expect("the test config is valid")
 }
+
+/// A config of `public.users` (id `id`, maps `email`) and the devices table
+/// `public.push_tokens` (every device `ios`), for the commands' unit tests.
+pub fn users_and_devices() -> Config {
+    let text = r#"
+[postgres]
+url = "postgres://ciosync@127.0.0.1:5432/app"
+[customerio]
+site_id = "s"
+api_key = "k"
+[[sync]]
+table = "users"
+id_column = "id"
+[sync.attributes]
+email = "email"
+[[devices]]
+table = "push_tokens"
+customer_id_column = "user_id"
+token_column = "token"
+platform = "ios"
+"#;
+    Config::from_toml(text, Vec::new()).expect("the test config is valid")
+}
