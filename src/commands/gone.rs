@@ -36,7 +36,7 @@ use tokio_postgres::Client;
 
 use super::current::{Current, Rows};
 use super::deletes::{send, CommandError};
-use crate::config::{Config, DeleteAction, Target};
+use crate::config::{Config, DeleteAction};
 use crate::customer::CustomerOp;
 use crate::pg::quote::quote_ident;
 use crate::pg::PgError;
@@ -113,7 +113,7 @@ pub(super) async fn run(
 /// The one `delete_action` of the synced tables: the record does not say
 /// which table a customer came from, so tables that differ are refused.
 fn removal_action(config: &Config) -> Result<DeleteAction, CommandError> {
-    let people = config.sync.iter().filter(|s| s.target == Target::Person);
+    let people = config.people();
     let mut actions: Vec<DeleteAction> = people.map(|s| s.delete_action).collect();
     actions.dedup();
     match actions.as_slice() {
@@ -257,9 +257,7 @@ fn condition(config: &Config) -> String {
 /// outside the table's filter or soft-deleted.
 fn gone_condition(config: &Config) -> String {
     let gone: Vec<String> = config
-        .sync
-        .iter()
-        .filter(|s| s.target == Target::Person)
+        .people()
         .map(|sync| {
             // The filter inside a subquery of its own, as backfills read it
             // (`TableReader`), so it reads the table's columns only.

@@ -76,7 +76,7 @@ async fn living_customers(
     syncs: &[&SyncConfig],
 ) -> Result<String, PgError> {
     let their_type = column_type(sql, schema, name, customer).await?;
-    let guarded_casts = server_version(sql).await? >= 160_000;
+    let guarded_casts = super::slot::server_version_num(sql).await? >= 160_000;
     let theirs = format!("{}.{}", quoted_table(schema, name), quote_ident(customer));
     let mut alternatives = vec![format!("{theirs} IS NULL")];
     for sync in syncs {
@@ -112,14 +112,6 @@ async fn living_customers(
         alternatives.push(format!("EXISTS (SELECT 1 FROM {rows} WHERE {same}{kept})"));
     }
     Ok(format!("({})", alternatives.join(" OR ")))
-}
-
-async fn server_version(sql: &Client) -> Result<i32, PgError> {
-    let row = sql
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(PgError::sql("read the server's version"))?;
-    Ok(row.get(0))
 }
 
 /// `schema.name`'s `column` type as SQL.
