@@ -204,3 +204,49 @@ async fn kill_9_between_acceptance_and_the_record_loses_no_update() {
     signal(&daemon, "TERM");
     assert!(daemon.wait().unwrap().success());
 }
+
+/// Every accepted change rewrites its customer's row of the record: with
+/// room on the page the new version stays there (a HOT update: no index
+/// entry, pruned in place). On full pages each rewrite moved the row and
+/// added an index entry: about half of the record's work at full speed
+/// (BENCHMARKS.md, "The record's writes").
+#[tokio::test]
+async fn the_record_is_rewritten_in_place() {
+    let Scenario { db, emulator, daemon } =
+        Scenario::start_with("record_in_place", &default_identity(), |c| c).await;
+    db.exec(
+        "INSERT INTO users (id, email, first_name, plan) \
+         SELECT g, 'u' || g || '@x.io', 'Ann', 'free' FROM generate_series(1, 1500) g",
+    )
+    .await;
+    assert!(customers_match_rows(&db, &emulator).await);
+    for round in 1..=3 {
+        let last = db.exec_then_lsn(&format!("UPDATE users SET plan = 'p{round}'")).await;
+        assert!(db.wait_for_confirmed(&db.name, last).await, "round {round} was not acknowledged");
+    }
+    assert!(customers_match_rows(&db, &emulator).await);
+    // The daemon's sessions report their counts when idle, within seconds.
+    let updates = || async {
+        let row = db
+            .client
+            .query_one(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables \
+                 WHERE schemaname = 'ciosync' AND relname = 'accepted'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (all, hot): (i64, i64) = (row.get(0), row.get(1));
+        (all >= 4500).then_some((all, hot))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (all, hot) = loop {
+        if let Some(counts) = updates().await {
+            break counts;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the record's updates were not counted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(hot * 10 >= all * 9, "{hot} of the record's {all} rewrites stayed in place");
+    daemon.stop().await.unwrap();
+}

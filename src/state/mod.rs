@@ -210,6 +210,10 @@ CREATE TABLE IF NOT EXISTS ciosync.accepted (
 -- The last value of each column a change-derived event watches, where the
 -- WAL has no old row to compare with (see src/record).
 ALTER TABLE ciosync.accepted ADD COLUMN IF NOT EXISTS watched jsonb NOT NULL DEFAULT '{}';
+-- Every accepted change rewrites its customer's row: room on each page lets
+-- the new version stay there (a HOT update, no index entry, pruned in
+-- place), which halves the write's work at full speed (BENCHMARKS.md).
+ALTER TABLE ciosync.accepted SET (fillfactor = 50);
 COMMENT ON TABLE ciosync.accepted IS
     'ciosync: what Customer.io accepted, per customer: attribute name -> fingerprint of the '
     'value (no values), and the last values of columns [[sync.events]] watch; the row of the '
