@@ -52,7 +52,9 @@ use tokio::time::Instant;
 use super::batch::{self, EncodedItem, ENVELOPE_BYTES};
 use super::merge;
 use super::order::{self, HashMap, HashSet, Order};
-use super::size::{estimate, fits_merged, wire_estimate, COMMIT_ENTRY_BYTES, ENCODED_OVERHEAD};
+use super::size::{
+    self, estimate, fits_merged, wire_estimate, COMMIT_ENTRY_BYTES, ENCODED_OVERHEAD,
+};
 use crate::customer::{CustomerOp, Released};
 use crate::track_api::MAX_BATCH_BYTES;
 
@@ -139,7 +141,11 @@ pub struct Ticket {
 /// Pending operations and commits, in order.
 #[derive(Debug, Default)]
 pub struct Queue {
-    entries: BTreeMap<u64, Entry>,
+    /// Boxed: a B-tree node holds eleven entries and is about half full
+    /// (numbers only grow, so each split leaves the left node as it is), and
+    /// an entry inline is 224 bytes, 400 a piece with the node's empty slots
+    /// (and moved whole by every insert and remove in its node).
+    entries: BTreeMap<u64, Box<Entry>>,
     /// Each customer's newest waiting operation (a coalescing target), and
     /// each email key's.
     last_of: HashMap<String, u64>,
@@ -230,7 +236,7 @@ impl Queue {
         self.queued_wire += wire;
         self.unfinished.insert(seq);
         let waiting = Waiting::Op(op);
-        self.entries.insert(seq, Entry { waiting, queued_at: now, bytes, wire, order });
+        self.entries.insert(seq, Box::new(Entry { waiting, queued_at: now, bytes, wire, order }));
         Pushed::Queued
     }
 
@@ -353,6 +359,7 @@ impl Queue {
         let mut body_bytes = ENVELOPE_BYTES;
         for seq in chosen {
             let Some(entry) = self.entries.remove(&seq) else { continue };
+            let entry = *entry;
             let item = match entry.waiting {
                 Waiting::Op(op) => match batch::encode(op) {
                     Some(item) => item,
@@ -373,7 +380,8 @@ impl Queue {
                 self.queued_wire = self.queued_wire - entry.wire + wire;
                 let waiting = Waiting::Encoded(item);
                 let (queued_at, order) = (entry.queued_at, entry.order);
-                self.entries.insert(seq, Entry { waiting, queued_at, bytes, wire, order });
+                self.entries
+                    .insert(seq, Box::new(Entry { waiting, queued_at, bytes, wire, order }));
                 break;
             }
             body_bytes = with_item;
@@ -390,7 +398,10 @@ impl Queue {
             taken.ticket.follows.extend(entry.order.follows.iter().cloned());
             self.queued_bytes -= entry.bytes;
             self.queued_wire -= entry.wire;
-            taken.ticket.bytes += entry.bytes;
+            // Never more than it was counted waiting: taking a batch must
+            // not take the sink past its budget (a wide row's JSON and its
+            // copy in the body are about what its values were counted at).
+            taken.ticket.bytes += size::in_flight(&item, entry.order.bytes()).min(entry.bytes);
             taken.ticket.seqs.push(seq);
             taken.items.push(item);
             if alone {
