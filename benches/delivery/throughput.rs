@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 
 use crate::harness::{
     create_users, current_lsn, peak_rss_kb, progress, slot_status, tail, thousands, wait_for_ack,
-    wal_bytes, CpuMeter, Daemon, Emulator, Pg, Res, PUBLICATION,
+    wal_bytes, CpuMeter, Daemon, Emulator, Pg, Res, Settings, PUBLICATION,
 };
 use crate::scenarios::{batch_requests, busiest, Ctx, Figure};
 
@@ -51,6 +51,8 @@ struct Run {
     latency_ms: u64,
     requests_per_second: u32,
     perf: bool,
+    /// `pipeline.record_accepted`.
+    record: bool,
     /// The issue's target for this run, as printed.
     target: &'static str,
 }
@@ -79,6 +81,7 @@ pub async fn throughput(ctx: &Ctx) -> Res<Figure> {
             latency_ms: 0,
             requests_per_second: DEFAULT_BUDGET,
             perf: false,
+            record: true,
             target: "none at 0 ms with the default budget",
         },
         Run {
@@ -86,6 +89,7 @@ pub async fn throughput(ctx: &Ctx) -> Res<Figure> {
             latency_ms: latency,
             requests_per_second: DEFAULT_BUDGET,
             perf: false,
+            record: true,
             target: ">= 0.8 of the lower at 150 ms",
         },
         Run {
@@ -93,7 +97,19 @@ pub async fn throughput(ctx: &Ctx) -> Res<Figure> {
             latency_ms: 0,
             requests_per_second: DOCUMENTED_LIMIT,
             perf: true,
+            record: true,
             target: ">= 0.9 of pg_recvlogical",
+        },
+        // The same without the record's read and write per request (its
+        // queries are Postgres's work on the same two cores): how much of
+        // the gap is the stream itself, and how much the record.
+        Run {
+            slot: "ciosync_bench_norecord",
+            latency_ms: 0,
+            requests_per_second: DOCUMENTED_LIMIT,
+            perf: false,
+            record: false,
+            target: "stated: the stream alone, record_accepted = false",
         },
     ];
     println!("\n1/4 throughput: the same WAL read by pg_recvlogical and delivered by ciosync");
@@ -162,7 +178,7 @@ pub async fn throughput(ctx: &Ctx) -> Res<Figure> {
         );
         measured.push(m);
     }
-    let [zero, rtt, full] = &measured[..] else { return Err("three runs expected".into()) };
+    let [zero, rtt, full, alone] = &measured[..] else { return Err("four runs expected".into()) };
     let ratio = full.rate / recv_rate;
     println!(
         "  ratio           {ratio:.3} at 0 ms with max_requests_per_second = {DOCUMENTED_LIMIT} \
@@ -174,9 +190,11 @@ pub async fn throughput(ctx: &Ctx) -> Res<Figure> {
     Ok(Figure {
         name: THROUGHPUT_NAME,
         value: format!(
-            "{ratio:.3} ({} vs {} changes/s); defaults: {} changes/s at 0 ms, {} at {latency} ms",
+            "{ratio:.3} ({} vs {} changes/s; {:.3} with the record off); \
+             defaults: {} changes/s at 0 ms, {} at {latency} ms",
             thousands(full.rate),
             thousands(recv_rate),
+            alone.rate / recv_rate,
             thousands(zero.rate),
             thousands(rtt.rate),
         ),
@@ -281,8 +299,10 @@ async fn ciosync_run(
     changes: i64,
 ) -> Res<Measured> {
     let settings = format!(
-        "Customer.io round trip {} ms, max_requests_per_second = {}",
-        run.latency_ms, run.requests_per_second
+        "Customer.io round trip {} ms, max_requests_per_second = {}{}",
+        run.latency_ms,
+        run.requests_per_second,
+        if run.record { "" } else { ", record_accepted = false" }
     );
     progress(&format!("throughput: ciosync ({settings})"));
     let emulator = Emulator::start_with(dir, &ctx.api_key, run.latency_ms, true)?;
@@ -291,7 +311,14 @@ async fn ciosync_run(
     let budget = format!("max_requests_per_second = {}", run.requests_per_second);
     let started = Instant::now();
     let extra = "status_interval_ms = 100";
-    let mut daemon = Daemon::start_on(dir, pg, &emulator, &ctx.api_key, run.slot, extra, &budget)?;
+    let pipeline_extra = if run.record { "" } else { "record_accepted = false" };
+    let daemon_settings = Settings {
+        postgres_extra: extra,
+        customerio_extra: &budget,
+        pipeline_extra,
+        ..Settings::on(run.slot)
+    };
+    let mut daemon = Daemon::spawn(dir, pg, &emulator, &ctx.api_key, &daemon_settings)?;
     cpu.watch("ciosync", daemon.pid(), true);
     let perf = if run.perf { Some(PerfStat::attach(dir, daemon.pid())) } else { None };
     let done = wait_for_ack(db, run.slot, end_lsn, &mut daemon, &mut cpu, Duration::from_secs(900))

@@ -36,8 +36,12 @@ const FIRST_CHUNK_ROWS: usize = 100;
 /// `pipeline.max_pending_bytes` (1/`CHUNK_SHARE`), besides the budget: see
 /// [`ChunkSize`].
 pub const CHUNK_SHARE: usize = 4;
-/// How often the runner looks for queued backfills.
-const POLL: Duration = Duration::from_secs(1);
+/// How often the runner looks for queued backfills: one read of the small
+/// ciosync.backfills. Once a second cost a 200,000-row backfill a sixth of
+/// its time from `ciosync backfill` to done (BENCHMARKS.md, issue 24).
+const POLL: Duration = Duration::from_millis(200);
+/// How long the runner waits after a failure before it tries again.
+const RETRY: Duration = Duration::from_secs(5);
 
 /// Runs backfills until `stop` is cancelled. Errors are logged and retried:
 /// a backfill never stops the stream.
@@ -57,7 +61,7 @@ pub async fn run(
             tracing::warn!(error = %error_chain(&error), "backfill runner failed; retrying");
         }
         tokio::select! {
-            _ = tokio::time::sleep(POLL * 5) => {}
+            _ = tokio::time::sleep(RETRY) => {}
             _ = stop.cancelled() => {}
         }
     }
