@@ -62,7 +62,7 @@ fn the_next_page_reads_as_many_rows_as_fit() {
     assert_eq!(size.rows, FIRST_CHUNK_ROWS, "the width is not known yet");
     size.learn(40, 40 * 6500);
     assert_eq!(size.rows, 256 * 1024 / 6500);
-    size.learn(10, 10 * 100);
+    size.learn(10, 10 * 10);
     assert_eq!(size.rows, CHUNK_ROWS, "narrow rows: never more than CHUNK_ROWS");
     size.learn(1, 1_000_000);
     assert_eq!(size.rows, 1, "never less than one row");

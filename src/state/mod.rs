@@ -212,7 +212,8 @@ CREATE TABLE IF NOT EXISTS ciosync.accepted (
 ALTER TABLE ciosync.accepted ADD COLUMN IF NOT EXISTS watched jsonb NOT NULL DEFAULT '{}';
 -- Every accepted change rewrites its customer's row: room on each page lets
 -- the new version stay there (a HOT update, no index entry, pruned in
--- place), which halves the write's work at full speed (BENCHMARKS.md).
+-- place), which halved Postgres's work per change at full speed
+-- (BENCHMARKS.md, section The record's writes).
 ALTER TABLE ciosync.accepted SET (fillfactor = 50);
 COMMENT ON TABLE ciosync.accepted IS
     'ciosync: what Customer.io accepted, per customer: attribute name -> fingerprint of the '
