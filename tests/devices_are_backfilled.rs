@@ -161,13 +161,20 @@ async fn a_devices_backfill_killed_mid_way_resumes_and_every_device_matches() {
     let emulator = crate::support::emulator::start().await;
     // No initial copy: Customer.io has none of the devices, as after a
     // reset. 50 items a request, two requests a second: the 4,000 rows take
-    // 40 s, and the kill comes in the middle.
+    // 40 s, and the kill comes in the middle. A small budget keeps chunks
+    // small (a quarter of it), so progress is recorded every few seconds.
     let base = db.config(&emulator.url(), DEVICES_CONFIG) + "\n[pipeline]\ninitial_sync = false\n";
-    let slow = base.replacen(
-        "linger_ms = 0\n",
-        "linger_ms = 0\nmax_batch_ops = 50\nmax_in_flight = 1\nmax_requests_per_second = 2\n",
-        1,
-    );
+    let slow = base
+        .replacen(
+            "linger_ms = 0\n",
+            "linger_ms = 0\nmax_batch_ops = 50\nmax_in_flight = 1\nmax_requests_per_second = 2\n",
+            1,
+        )
+        .replacen(
+            "initial_sync = false\n",
+            "initial_sync = false\nmax_pending_bytes = 2097152\n",
+            1,
+        );
     let (slow, fast) = (config_file(&slow), config_file(&base));
     let logs = tempfile::tempdir().unwrap();
     let log = |n: &str| logs.path().join(n);

@@ -29,8 +29,8 @@ use crate::support::Scenario;
 
 /// The smallest budget the config accepts.
 pub const BUDGET: u64 = 1024 * 1024;
-/// More than one chunk (1,000 rows), so a second chunk follows a first one
-/// that had to wait for room.
+/// More than one chunk (a quarter of the budget: a few dozen of these
+/// rows), so a second chunk follows a first one that had to wait for room.
 pub const ROWS: usize = 1500;
 /// Customer.io takes values of up to 1000 bytes: five such columns make a
 /// 5 KB row.
@@ -64,9 +64,9 @@ async fn a_backfill_of_wide_rows_stays_within_the_memory_budget() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Chunks are read while earlier ones wait in the sink (at most
-    // `max_pending_bytes` of them, each cut to a share of the budget though
-    // its page read up to 1,000 rows of 6.5 KB): the sink fills up to the
-    // budget and no further.
+    // `max_pending_bytes` of them undelivered, each cut to a quarter of the
+    // budget whatever its page read): the sink fills up to the budget and
+    // no further.
     while sampler.max() < BUDGET * 3 / 4 {
         assert!(tokio::time::Instant::now() < deadline, "the sink never filled");
         tokio::time::sleep(Duration::from_millis(50)).await;

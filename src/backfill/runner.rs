@@ -97,21 +97,16 @@ async fn serve(
 const MAX_REREADS: u32 = 10;
 /// Chunks handed to the pipeline whose delivery the runner does not wait
 /// for before reading the next are bounded by their bytes, not their
-/// number (16 chunks of 1,000 narrow rows held a 150 ms round trip to 0.65
-/// of the request budget). Memory is the sink's budget's to bound; this
-/// window bounds what a kill -9 re-reads, and must not bind before the
-/// budget does. It counts a chunk's operations as estimated when read,
-/// while the sink counts those in flight at about half that (encoded, see
-/// `sink::size::in_flight`), so a window of `pipeline.max_pending_bytes`
-/// stopped the runner at 0.52 of the request budget at 150 ms with the
-/// sink's budget half used (BENCHMARKS.md, issue 24): it is twice that. A
-/// kill -9 re-reads what was undelivered: up to twice
-/// `max_pending_bytes` of operations and a chunk (32 MiB by default, about
-/// 20,000 rows of a few attributes), which the record of what Customer.io
-/// accepted then mostly leaves unsent (with the record off, it is all sent
-/// again).
+/// number: at most `pipeline.max_pending_bytes` of operations (which the
+/// sink's memory budget holds anyway). A count was the wrong bound for
+/// narrow rows: 16 chunks of 1,000 rows held a 150 ms round trip to 0.65
+/// of the request budget (BENCHMARKS.md, issue 24). A kill -9 re-reads
+/// what was undelivered: up to `max_pending_bytes` and a chunk (16 MiB by
+/// default, about 8,000 rows of 6 attributes), which the record of what
+/// Customer.io accepted then mostly leaves unsent (with the record off, it
+/// is all sent again).
 fn undelivered_bytes(config: &Config) -> usize {
-    2 * config.pipeline.max_pending_bytes
+    config.pipeline.max_pending_bytes
 }
 
 /// Chunk numbers: unique for the life of the process, so a retried backfill

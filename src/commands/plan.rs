@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::gone;
-use crate::backfill::runner::{as_change, as_sent, CHUNK_ROWS};
+use crate::backfill::runner::{as_change, as_sent};
 use crate::config::{Config, CopiedTable, Target};
 use crate::customer::CustomerOp;
 use crate::error::{error_chain, EXIT_FAILURE, EXIT_USAGE};
@@ -38,6 +38,10 @@ pub const EXIT_WOULD_SEND: u8 = 4;
 
 /// Customer ids shown per kind with `--show-ids`.
 const EXAMPLES: usize = 5;
+/// Rows read per page: a page is held whole with its operations and the
+/// record's rows of its customers (the backfill's chunks are bounded in
+/// bytes too; a plan's pages only in rows).
+const PAGE_ROWS: usize = 1000;
 
 /// What `ciosync plan` was asked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -199,7 +203,7 @@ async fn look_at_table(
     let mut plan = TablePlan { table: table.name(), kind: kind(table), ..TablePlan::default() };
     let mut after: Option<String> = None;
     loop {
-        let rows = reader.page(sql, after.as_deref(), CHUNK_ROWS).await?;
+        let rows = reader.page(sql, after.as_deref(), PAGE_ROWS).await?;
         let Some((last, _)) = rows.last() else {
             // Same snapshot: the rows not read are the ones left out.
             plan.left_out = every_row.map_or(0, |n| (n as u64).saturating_sub(plan.rows));

@@ -398,10 +398,11 @@ impl Queue {
             taken.ticket.follows.extend(entry.order.follows.iter().cloned());
             self.queued_bytes -= entry.bytes;
             self.queued_wire -= entry.wire;
-            // Never more than it was counted waiting: taking a batch must
-            // not take the sink past its budget (a wide row's JSON and its
-            // copy in the body are about what its values were counted at).
-            taken.ticket.bytes += size::in_flight(&item, entry.order.bytes()).min(entry.bytes);
+            // In flight it is counted as it was waiting: measured, a batch
+            // in flight holds about what its operations did (its items,
+            // the body, the record's write; BENCHMARKS.md, "The record's
+            // writes"), and counting less let RSS grow past the budget's.
+            taken.ticket.bytes += entry.bytes;
             taken.ticket.seqs.push(seq);
             taken.items.push(item);
             if alone {

@@ -4,7 +4,6 @@
 
 use serde_json::{Map, Value};
 
-use super::batch::EncodedItem;
 use crate::customer::CustomerOp;
 use crate::object_op::ObjectAction;
 use crate::track_api::{MAX_ATTRIBUTES, MAX_BATCH_ITEM_BYTES};
@@ -20,9 +19,6 @@ pub(super) const OP_OVERHEAD: usize = 900;
 pub(super) const ATTRIBUTE_OVERHEAD: usize = 72;
 /// An encoded item that waits for the next batch: its entry and buffers.
 pub(super) const ENCODED_OVERHEAD: usize = 256;
-/// A customer id kept while its batch is in flight: its copies in the
-/// ticket and in the queue's set of busy customers.
-pub(super) const KEY_COPY_OVERHEAD: usize = 96;
 /// A commit entry: its 24 bytes, twice over for the queue's spare capacity
 /// (it grows by doubling).
 pub(super) const COMMIT_ENTRY_BYTES: usize = 48;
@@ -46,26 +42,9 @@ pub(super) fn held(own: usize) -> usize {
     own * HELD_PER_OWN.0 / HELD_PER_OWN.1
 }
 
-/// Estimated memory an operation holds while it waits.
+/// Estimated memory an operation holds while it waits or is in flight.
 pub(super) fn estimate(op: &CustomerOp) -> usize {
     held(own(op))
-}
-
-/// Estimated memory an item holds while its batch is in flight. The
-/// operation it came from is dropped once encoded; what is left is the item
-/// (its JSON, its customers and their copies in the ticket and the busy
-/// set, its ordering keys: `order_bytes`), its copy in the request body, and
-/// what the record writes once Customer.io accepts it (each attribute's
-/// name and fingerprint: in [`ENCODED_OVERHEAD`] for a narrow item, less
-/// than its JSON for a wide one). Counting the operation instead held an
-/// initial copy or a backfill at a long round trip to about half the
-/// request budget: the budget filled with batches in flight that held far
-/// less than counted. The queue counts an item in flight at the lesser of
-/// this and its operation's [`estimate`], so taking a batch never takes the
-/// sink past its budget.
-pub(super) fn in_flight(item: &EncodedItem, order_bytes: usize) -> usize {
-    let customers: usize = item.customers.iter().map(|c| KEY_COPY_OVERHEAD + c.len()).sum();
-    held(ENCODED_OVERHEAD + customers + order_bytes + 2 * item.wire_bytes())
 }
 
 /// The operation's own allocations.
