@@ -52,9 +52,7 @@ use tokio::time::Instant;
 use super::batch::{self, EncodedItem, ENVELOPE_BYTES};
 use super::merge;
 use super::order::{self, HashMap, HashSet, Order};
-use super::size::{
-    self, estimate, fits_merged, wire_estimate, COMMIT_ENTRY_BYTES, ENCODED_OVERHEAD,
-};
+use super::size::{estimate, fits_merged, wire_estimate, COMMIT_ENTRY_BYTES, ENCODED_OVERHEAD};
 use crate::customer::{CustomerOp, Released};
 use crate::track_api::MAX_BATCH_BYTES;
 
