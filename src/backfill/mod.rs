@@ -41,8 +41,9 @@
 //! while they are in flight, and records a chunk's last key as progress
 //! only once it and every chunk before it were delivered (at most
 //! `pipeline.max_pending_bytes` of operations are undelivered), so a resume
-//! after kill -9 starts after the last delivered chunk, as before. The stream does not wait for a
-//! chunk's delivery at its high watermark either.
+//! after kill -9 starts after the last delivered chunk, as before. The
+//! stream does not wait for a chunk's delivery at its high watermark
+//! either.
 //!
 //! Backfills are requested with `ciosync backfill` (rows in
 //! `ciosync.backfills`) and run by the daemon of the slot, which resumes an
@@ -186,13 +187,14 @@ impl Windows {
     /// Dropped, with its `delivered` sender, if the runner no longer works
     /// on that chunk.
     pub fn put(&self, id: ChunkId, chunk: Chunk) {
-        let mut current = self.lock();
-        let Some(window) = current.as_mut().filter(|w| w.id == id) else { return };
+        // Built before the lock, which the stream takes on every change.
         let keys: HashSet<String> = chunk
             .rows
             .iter()
             .flat_map(|(key, ops)| std::iter::once(key.clone()).chain(aliases(ops)))
             .collect();
+        let mut current = self.lock();
+        let Some(window) = current.as_mut().filter(|w| w.id == id) else { return };
         // From now on only the chunk's keys matter.
         window.changed.retain(|key| keys.contains(key));
         window.changed.shrink_to_fit();
@@ -262,9 +264,12 @@ impl Windows {
         let chunk = window.chunk?;
         let mut ops = Vec::new();
         let mut yielded = Vec::new();
+        // Usually nothing changed inside the window: no key to look up.
+        let none_changed = window.changed.is_empty();
         for (key, row_ops) in chunk.rows {
             let changed = |key: &String| window.changed.contains(key);
-            if window.all_changed || changed(&key) || aliases(&row_ops).any(|a| changed(&a)) {
+            let moved = || changed(&key) || aliases(&row_ops).any(|a| changed(&a));
+            if window.all_changed || (!none_changed && moved()) {
                 yielded.push(key);
             } else {
                 ops.extend(row_ops);

@@ -101,8 +101,8 @@ const MAX_REREADS: u32 = 10;
 /// sink's memory budget holds anyway). A count was the wrong bound for
 /// narrow rows: 16 chunks of 1,000 rows held a 150 ms round trip to 0.65
 /// of the request budget (BENCHMARKS.md, issue 24). A kill -9 re-reads
-/// what was undelivered: up to `max_pending_bytes` and a chunk (16 MiB by
-/// default, about 8,000 rows of 6 attributes), which the record of what
+/// what was undelivered: up to `max_pending_bytes` and a chunk (16 and 4
+/// MiB by default, about 8,000 rows of 6 attributes), which the record of what
 /// Customer.io accepted then mostly leaves unsent (with the record off, it
 /// is all sent again).
 fn undelivered_bytes(config: &Config) -> usize {
