@@ -121,3 +121,45 @@ async fn every_older_dead_letter_check_becomes_the_one_of_every_operation() {
     State::open(&db.client, "s").await.expect("open after a rollback");
     only_all(operation_checks(&db).await, "a rollback");
 }
+
+/// The collation of `ciosync.accepted`'s key columns, by column.
+async fn key_collations(db: &TestDb) -> Vec<(String, String)> {
+    let query =
+        "SELECT attname::text, attcollation::regcollation::text FROM pg_catalog.pg_attribute \
+                 WHERE attrelid = 'ciosync.accepted'::regclass \
+                 AND attname IN ('slot', 'customer_id') ORDER BY 1";
+    let rows = db.client.query(query, &[]).await.expect("collations");
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// The record's rows are found by slot and customer id, compared as bytes
+/// (`"C"`), whatever the database's collation: a new install creates them
+/// so, and an older one, whose columns took the database's collation, is
+/// migrated with its rows kept and found.
+#[tokio::test]
+async fn the_record_compares_its_keys_as_bytes() {
+    let db = TestDb::new("schema_record_keys").await;
+    State::open(&db.client, "s").await.expect("first open");
+    let bytes = vec![
+        ("customer_id".to_owned(), "\"C\"".to_owned()),
+        ("slot".to_owned(), "\"C\"".to_owned()),
+    ];
+    assert_eq!(key_collations(&db).await, bytes, "a new install");
+
+    db.exec(
+        "ALTER TABLE ciosync.accepted ALTER COLUMN slot TYPE text COLLATE \"default\", \
+         ALTER COLUMN customer_id TYPE text COLLATE \"default\"; \
+         INSERT INTO ciosync.accepted (slot, customer_id, attributes) \
+         VALUES ('s', 'ä1', '{\"plan\": 7}'), ('s', 'a2', '{}'); \
+         COMMENT ON SCHEMA ciosync IS 'ciosync state schema 0'",
+    )
+    .await;
+    assert_ne!(key_collations(&db).await, bytes, "the older install was not made");
+    State::open(&db.client, "s").await.expect("open of an older install");
+    assert_eq!(key_collations(&db).await, bytes, "an older install");
+    let known = ciosync::record::store::load(&db.client, "s", &["ä1".to_owned(), "a2".to_owned()])
+        .await
+        .expect("load");
+    assert_eq!(known.len(), 2, "rows kept and found: {:?}", known.keys());
+    assert_eq!(known["ä1"].get("plan"), Some(&7));
+}

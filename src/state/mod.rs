@@ -202,8 +202,8 @@ COMMENT ON TABLE ciosync.table_shapes IS
 -- a fingerprint of each attribute value last accepted, so an update sends
 -- only what differs whatever the table's replica identity.
 CREATE TABLE IF NOT EXISTS ciosync.accepted (
-    slot         text   NOT NULL,
-    customer_id  text   NOT NULL,
+    slot         text   COLLATE pg_catalog.\"C\" NOT NULL,
+    customer_id  text   COLLATE pg_catalog.\"C\" NOT NULL,
     attributes   jsonb  NOT NULL,
     PRIMARY KEY (slot, customer_id)
 );
@@ -215,6 +215,22 @@ ALTER TABLE ciosync.accepted ADD COLUMN IF NOT EXISTS watched jsonb NOT NULL DEF
 -- place), which halved Postgres's work per change at full speed
 -- (BENCHMARKS.md, section The record's writes).
 ALTER TABLE ciosync.accepted SET (fillfactor = 50);
+-- Its rows are found by slot and customer id, two lookups per change:
+-- compared as bytes, not by the database's collation (which an en-US one
+-- made a third dearer; BENCHMARKS.md, section The record's lookups). The
+-- index is rebuilt once, when an older install is migrated.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+               WHERE attrelid = 'ciosync.accepted'::regclass
+                 AND attname IN ('slot', 'customer_id')
+                 AND attcollation <> 'pg_catalog.\"C\"'::regcollation) THEN
+        ALTER TABLE ciosync.accepted
+            ALTER COLUMN slot TYPE text COLLATE pg_catalog.\"C\",
+            ALTER COLUMN customer_id TYPE text COLLATE pg_catalog.\"C\";
+    END IF;
+END
+$$;
 COMMENT ON TABLE ciosync.accepted IS
     'ciosync: what Customer.io accepted, per customer: attribute name -> fingerprint of the '
     'value (no values), and the last values of columns [[sync.events]] watch; the row of the '
