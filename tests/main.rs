@@ -109,6 +109,7 @@ mod promotion_of_a_lagging_standby_skips_no_change;
 mod rate_limited_answers_slow_the_sender;
 mod readyz_turns_503_while_customerio_fails;
 mod readyz_turns_503_while_postgres_is_down;
+mod record_never_writes_back_a_stale_row;
 mod record_sends_only_what_changed;
 mod recorded_dead_letters_are_listed;
 mod relationships_follow_memberships;

@@ -75,6 +75,11 @@ impl<'a> Identify<'a> {
         Some(Self { at, len: text.len(), attributes })
     }
 
+    /// Each attribute's name and fingerprint, in the item's order.
+    pub fn fingerprints(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.attributes.iter().map(|a| (a.name.as_ref(), a.fingerprint))
+    }
+
     /// Takes out of the item `json` (the one read) the attributes whose
     /// value Customer.io holds by the record's `known`, as
     /// [`super::diff`] does with the attributes' values.

@@ -133,6 +133,8 @@ pub struct Known {
     pub attributes: Fingerprints,
     /// Watched column values, by event (`name/column`).
     pub watched: HashMap<String, WatchedValue>,
+    /// The row's version as read (its `xmin`), see [`Whole`].
+    pub version: Option<u32>,
 }
 
 /// The fingerprint of one attribute value, as stored.
@@ -163,8 +165,9 @@ pub enum Effect {
     /// Nothing (an event).
     #[default]
     None,
-    /// These attributes now hold these values.
-    Set { customer: String, attributes: Assigned },
+    /// These attributes now hold these values; `whole`, when the customer
+    /// was known, is every attribute's.
+    Set { customer: String, attributes: Assigned, whole: Option<Box<Whole>> },
     /// Nothing is known of these customers any more (a delete, a
     /// suppression).
     Forget(Vec<String>),
@@ -247,7 +250,7 @@ pub fn outcome(known: Option<&Fingerprints>, sent: usize, held: usize) -> Diff {
 /// every batch in flight, so it is kept small (a map of names would take
 /// eight allocations for six attributes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assigned(String);
+pub struct Assigned(Box<str>);
 
 impl Assigned {
     /// The object of these names and fingerprints.
@@ -271,7 +274,7 @@ impl Assigned {
             let _ = serde_json::to_writer(&mut json, &fp);
         }
         json.push(b'}');
-        Self(String::from_utf8(json).unwrap_or_else(|_| "{}".to_owned()))
+        Self(String::from_utf8(json).unwrap_or_else(|_| "{}".to_owned()).into_boxed_str())
     }
 
     /// The object, as stored.
@@ -291,13 +294,53 @@ impl From<&Fingerprints> for Assigned {
     }
 }
 
+/// Every fingerprint a known customer's row holds once an identify is
+/// accepted: what the record held, as read at `version`, with the
+/// identify's. The store writes it in place of what the row holds, only
+/// while the row is still that version; one changed meanwhile (a command
+/// forgot or blanked the customer, a webhook took attributes out) gets the
+/// identify's merged in instead, as before: a stale view is never written
+/// back. Replacing spares Postgres merging two JSON objects per customer,
+/// about a quarter of the write (BENCHMARKS.md, "The record's lookups").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Whole {
+    pub attributes: Assigned,
+    pub version: u32,
+}
+
+impl Whole {
+    /// `known`'s fingerprints with `sent`'s over them; `None` when the
+    /// record did not know the customer, or not its row's version.
+    pub fn of<'n>(
+        known: Option<&'n Known>,
+        sent: impl IntoIterator<Item = (&'n str, i64)>,
+    ) -> Option<Box<Self>> {
+        let known = known?;
+        let version = known.version?;
+        let mut all: HashMap<&str, i64> =
+            known.attributes.iter().map(|(name, fp)| (name.as_str(), *fp)).collect();
+        all.extend(sent);
+        let attributes = Assigned::of(all.iter().map(|(name, fp)| (*name, *fp)));
+        Some(Box::new(Self { attributes, version }))
+    }
+}
+
+/// One customer's attributes in a [`Write`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Set {
+    /// What accepted identifies set, merged into what the row holds.
+    pub attributes: Assigned,
+    /// Or all of the row's, when it is still the version read.
+    pub whole: Option<Box<Whole>>,
+}
+
 /// The effects of one batch's accepted operations, as one write: the
 /// customers forgotten, then the attributes set per customer (merged into
 /// what the record holds, later wins). A customer forgotten after a set is
 /// only forgotten; set after being forgotten, only what was set is kept.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Write {
-    pub set: HashMap<String, Assigned>,
+    pub set: HashMap<String, Set>,
     pub watch: HashMap<String, HashMap<String, WatchedValue>>,
     pub forget: Vec<String>,
     /// Merges, `(primary, secondary)`: after the forgets, before the sets.
@@ -313,15 +356,16 @@ impl Write {
         for effect in effects {
             match effect {
                 Effect::None => {}
-                Effect::Set { customer, attributes } => match write.set.entry(customer) {
+                Effect::Set { customer, attributes, whole } => match write.set.entry(customer) {
                     Entry::Vacant(entry) => {
-                        entry.insert(attributes);
+                        entry.insert(Set { attributes, whole });
                     }
                     Entry::Occupied(mut entry) => {
-                        // Set twice in one batch: the later values win.
-                        let mut merged = entry.get().fingerprints();
+                        // Set twice in one batch: the later values win,
+                        // merged (neither whole has the other's).
+                        let mut merged = entry.get().attributes.fingerprints();
                         merged.extend(attributes.fingerprints());
-                        entry.insert(Assigned::from(&merged));
+                        entry.insert(Set { attributes: Assigned::from(&merged), whole: None });
                     }
                 },
                 Effect::Watch { customer, key, value } => {

@@ -18,7 +18,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement, ToStatement};
 
-use super::{Assigned, Fingerprints, Known, WatchedValue, Write};
+use super::{Fingerprints, Known, WatchedValue, Whole, Write};
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
 use crate::state::State;
@@ -29,9 +29,17 @@ pub const CONNECTIONS: usize = 4;
 const READ: &str = "read ciosync.accepted";
 const WRITE: &str = "write ciosync.accepted";
 
-/// What the record holds of a batch's customers.
-const LOAD: &str = "SELECT customer_id, attributes, watched FROM ciosync.accepted \
-                    WHERE slot = $1 AND customer_id = ANY($2)";
+/// What the record holds of a batch's customers, and the version of each
+/// row (`record::Whole`).
+const LOAD: &str = "SELECT customer_id, attributes, watched, xmin::text::int8 \
+                    FROM ciosync.accepted WHERE slot = $1 AND customer_id = ANY($2)";
+/// Known customers' fingerprints written whole, each only while its row is
+/// the version read (`record::Whole`); their watched values merged.
+const REPLACE: &str = "UPDATE ciosync.accepted AS a SET attributes = u.f::jsonb, \
+                       watched = CASE WHEN u.w = '{}' THEN a.watched \
+                                      ELSE a.watched || u.w::jsonb END \
+                       FROM unnest($2::text[], $3::int8[], $4::text[], $5::text[]) AS u(c, v, f, w) \
+                       WHERE a.slot = $1 AND a.customer_id = u.c AND a.xmin = u.v::text::xid";
 /// A batch's fingerprints and watched values, merged into what is held.
 /// As text, cast to jsonb by the statement: the attributes' objects are
 /// written as they were built (`Assigned`), no JSON tree per customer.
@@ -142,7 +150,8 @@ impl RecordStore {
         State::open(&client, &self.slot).await?;
         let load = client.prepare(LOAD).await.map_err(PgError::stored(READ))?;
         let set = client.prepare(SET).await.map_err(PgError::stored(WRITE))?;
-        Ok(Session { client, load, set })
+        let replace = client.prepare(REPLACE).await.map_err(PgError::stored(WRITE))?;
+        Ok(Session { client, load, set, replace })
     }
 }
 
@@ -151,6 +160,7 @@ struct Session {
     client: Client,
     load: Statement,
     set: Statement,
+    replace: Statement,
 }
 
 /// A connection in use; dropped after an error, so the next use reconnects.
@@ -180,10 +190,7 @@ async fn write_in(
     customers.dedup();
     let watched: HashMap<&str, String> =
         write.watch.iter().map(|(c, w)| (c.as_str(), watched_json(w).to_string())).collect();
-    let attributes: Vec<&str> =
-        customers.iter().map(|c| write.set.get(*c).map_or("{}", Assigned::as_str)).collect();
-    let watched: Vec<&str> =
-        customers.iter().map(|c| watched.get(c).map_or("{}", String::as_str)).collect();
+    let watched_of = |c: &str| watched.get(c).map_or("{}", String::as_str);
     // In a transaction even when it is one statement: a daemon killed while
     // its write waits (a lock) leaves no write behind, its COMMIT never sent.
     let tx = session.client.transaction().await?;
@@ -208,7 +215,27 @@ async fn write_in(
         )
         .await?;
     }
+    let wholes: Vec<(&str, &Whole)> =
+        customers.iter().filter_map(|c| Some((*c, write.set.get(*c)?.whole.as_deref()?))).collect();
+    if !wholes.is_empty() {
+        let ids: Vec<&str> = wholes.iter().map(|(c, _)| *c).collect();
+        let versions: Vec<i64> = wholes.iter().map(|(_, w)| i64::from(w.version)).collect();
+        let attributes: Vec<&str> = wholes.iter().map(|(_, w)| w.attributes.as_str()).collect();
+        let watched: Vec<&str> = ids.iter().map(|c| watched_of(c)).collect();
+        let replaced =
+            tx.execute(&session.replace, &[&slot, &ids, &versions, &attributes, &watched]).await?;
+        // Each row matches once at most: when all did, the rest is merged;
+        // otherwise everything is (merging into a replaced row changes nothing).
+        if replaced == ids.len() as u64 {
+            customers.retain(|c| write.set.get(*c).is_none_or(|set| set.whole.is_none()));
+        }
+    }
     if !customers.is_empty() {
+        let attributes: Vec<&str> = customers
+            .iter()
+            .map(|c| write.set.get(*c).map_or("{}", |set| set.attributes.as_str()))
+            .collect();
+        let watched: Vec<&str> = customers.iter().map(|c| watched_of(c)).collect();
         tx.execute(&session.set, &[&slot, &customers, &attributes, &watched]).await?;
     }
     tx.commit().await
@@ -238,8 +265,11 @@ async fn load_known<S: ToStatement + ?Sized, C: ToSql + Sync>(
         .iter()
         .map(|row| {
             let (attributes, watched): (Json, Json) = (row.get(1), row.get(2));
-            let known =
-                Known { attributes: fingerprints_of(&attributes), watched: watched_of(&watched) };
+            let known = Known {
+                attributes: fingerprints_of(&attributes),
+                watched: watched_of(&watched),
+                version: u32::try_from(row.get::<_, i64>(3)).ok(),
+            };
             (row.get::<_, String>(0), known)
         })
         .collect())

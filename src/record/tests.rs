@@ -82,7 +82,11 @@ fn diff_of(value: Value, record: Option<&Fingerprints>) -> Diff {
 }
 
 fn set(customer: &str, value: Value) -> Effect {
-    Effect::Set { customer: customer.into(), attributes: Assigned::from(&known(value)) }
+    Effect::Set {
+        customer: customer.into(),
+        attributes: Assigned::from(&known(value)),
+        whole: None,
+    }
 }
 
 #[test]
@@ -97,7 +101,7 @@ fn a_write_keeps_the_order_of_what_was_accepted() {
         set("4", json!({"email": "d@x.io"})),
     ]);
     assert_eq!(write.set.len(), 2, "{write:?}");
-    let set = |customer: &str| write.set[customer].fingerprints();
+    let set = |customer: &str| write.set[customer].attributes.fingerprints();
     assert_eq!(set("1"), known(json!({"plan": "pro", "email": "a@x.io"})));
     // Forgotten, then set: the old row goes, only the new values stay.
     assert_eq!(set("4"), known(json!({"email": "d@x.io"})));
@@ -185,4 +189,19 @@ fn the_sink_diffs_the_item_it_encoded_as_the_values_are_diffed() {
 #[test]
 fn an_effect_is_small_as_one_waits_with_each_operation_in_flight() {
     assert!(std::mem::size_of::<Effect>() <= 56, "{}", std::mem::size_of::<Effect>());
+}
+
+#[test]
+fn a_whole_is_what_was_known_with_what_was_sent_over_it() {
+    let held =
+        Known { attributes: known(json!({"plan": "free", "email": "a@x.io"})), ..Known::default() };
+    let sent = known(json!({"plan": "pro", "name": "Ann"}));
+    let sent = || sent.iter().map(|(name, fp)| (name.as_str(), *fp));
+    assert_eq!(Whole::of(None, sent()), None, "an unknown customer");
+    assert_eq!(Whole::of(Some(&held), sent()), None, "a row of no version read");
+    let held = Known { version: Some(7), ..held.clone() };
+    let whole = Whole::of(Some(&held), sent()).expect("a whole");
+    assert_eq!(whole.version, 7);
+    let all = known(json!({"plan": "pro", "email": "a@x.io", "name": "Ann"}));
+    assert_eq!(whole.attributes.fingerprints(), all);
 }

@@ -13,7 +13,7 @@ use super::retry::Backoff;
 use crate::customer::Watch;
 use crate::record::item::{Diffed, Identify};
 use crate::record::store::RecordStore;
-use crate::record::{self, Diff, Effect, Known, WatchedValue, Write};
+use crate::record::{Diff, Effect, Known, WatchedValue, Whole, Write};
 use crate::telemetry::Counters;
 use crate::track_api::MAX_BATCH_ITEM_BYTES;
 
@@ -67,7 +67,7 @@ impl Recorded {
             }
             match item.kind {
                 "identify" => {
-                    if let Some(prepared) = self.diff(item, known.map(|k| &k.attributes)) {
+                    if let Some(prepared) = self.diff(item, known) {
                         out.send.push(prepared);
                     }
                 }
@@ -110,19 +110,20 @@ impl Recorded {
 
     /// One identify against what the record `known`s of its customer;
     /// `None` when it need not be sent.
-    fn diff(
-        &self,
-        item: EncodedItem,
-        known: Option<&record::Fingerprints>,
-    ) -> Option<(EncodedItem, Effect)> {
+    fn diff(&self, item: EncodedItem, known: Option<&Known>) -> Option<(EncodedItem, Effect)> {
         let customer = item.customers.first().cloned().unwrap_or_default();
         let Some(identify) = Identify::read(&item.json) else {
             // The sink encoded it; should it not parse, send it, learning nothing.
             return Some((item, Effect::None));
         };
-        let Diffed { diff, assigned, json } = identify.diff(&item.json, known);
+        let Diffed { diff, assigned, json } =
+            identify.diff(&item.json, known.map(|k| &k.attributes));
+        let whole = match diff {
+            Diff::Unchanged => None,
+            _ => Whole::of(known, identify.fingerprints()),
+        };
         drop(identify);
-        let effect = Effect::Set { customer, attributes: assigned };
+        let effect = Effect::Set { customer, attributes: assigned, whole };
         match diff {
             Diff::Unknown => Counters::add(&self.counters.record_unknown, 1),
             Diff::Unchanged => {
