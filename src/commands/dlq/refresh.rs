@@ -223,8 +223,7 @@ impl Rounds for Letter<'_, '_> {
     async fn now(&mut self) -> Result<Now, Halt> {
         let replayer = &mut *self.replayer;
         if let Subject::Device { customer, token } = &self.subject {
-            let op =
-                super::devices::current(replayer.sql, replayer.devices, customer, token).await?;
+            let op = replayer.devices.current(replayer.sql, customer, token).await?;
             return Ok(op.map_or(Now::Gone, Now::Live));
         }
         let mut live = self.live_in(&self.tables.clone()).await?;

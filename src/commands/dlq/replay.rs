@@ -36,7 +36,7 @@ pub(super) async fn retry(
     let max_backoff = Duration::from_secs(config.customerio.retry_max_backoff_secs);
     let rows = Rows::new(sql, &config.sync);
     let slot = config.postgres.slot.as_str();
-    let devices = config.devices.as_slice();
+    let devices = super::devices::Devices::new(&config.devices);
     let mut replayer = Replayer { client, max_backoff, rows, sql, slot, devices };
     let mut summary = RetrySummary::default();
     let outcome = replay_all(&mut replayer, table, ids, &mut summary).await;
@@ -150,7 +150,7 @@ pub(super) struct Replayer<'a> {
     pub(super) sql: &'a Client,
     slot: &'a str,
     /// The `[[devices]]` tables, for device letters.
-    pub(super) devices: &'a [crate::config::DevicesConfig],
+    pub(super) devices: super::devices::Devices<'a>,
 }
 
 impl Replayer<'_> {
