@@ -20,15 +20,12 @@ pub(super) async fn living_events(
     events: &EventTableConfig,
     syncs: &[SyncConfig],
 ) -> Result<String, PgError> {
-    let (schema, name) = events.schema_and_name();
-    // People only: an object's or a membership's id is no person's.
-    let people: Vec<&SyncConfig> = syncs.iter().filter(|s| s.target == Target::Person).collect();
+    let table = events.schema_and_name();
     // Without a people table there is no one to hold the customers to (as
     // for devices): every row goes.
-    let living = match people.is_empty() {
-        true => "true".to_owned(),
-        false => living_customers(sql, (schema, name), &events.customer_id_column, &people).await?,
-    };
+    let living = living_customers(sql, table, &events.customer_id_column, syncs)
+        .await?
+        .unwrap_or_else(|| "true".to_owned());
     // A row without a time of its own would be dated now, under another id
     // than the stream gave it.
     let time = events.timestamp_column.as_deref().map(quote_ident);
@@ -49,12 +46,9 @@ pub(super) async fn living_devices(
     devices: &DevicesConfig,
     syncs: &[SyncConfig],
 ) -> Result<Option<String>, PgError> {
-    let people: Vec<&SyncConfig> = syncs.iter().filter(|s| s.target == Target::Person).collect();
-    if people.is_empty() {
-        return Ok(None);
-    }
     let table = devices.schema_and_name();
-    let living = living_customers(sql, table, &devices.customer_id_column, &people).await?;
+    let living = living_customers(sql, table, &devices.customer_id_column, syncs).await?;
+    let Some(living) = living else { return Ok(None) };
     Ok(Some(match &devices.soft_delete_column {
         Some(column) => format!("({} IS NOT NULL OR {living})", quote_ident(column)),
         None => living,
@@ -62,8 +56,10 @@ pub(super) async fn living_devices(
 }
 
 /// The customer named by `column` of `table`'s row has a row in one of
-/// `syncs` that syncs (the table's `filter` holds, the row is not
-/// soft-deleted), or the column is NULL. The ids match as the mapper sends
+/// the people tables of `syncs` that syncs (the table's `filter` holds,
+/// the row is not soft-deleted), or the column is NULL; `None` when
+/// `syncs` has no people table (an object's or a membership's id is no
+/// person's). The ids match as the mapper sends
 /// them, as text; the comparison is made in the synced id column's own
 /// type, so its index serves: directly when both columns have one type,
 /// else through a cast guarded by `pg_input_is_valid` (PostgreSQL 16+; on
@@ -73,13 +69,17 @@ async fn living_customers(
     sql: &Client,
     (schema, name): (&str, &str),
     customer: &str,
-    syncs: &[&SyncConfig],
-) -> Result<String, PgError> {
+    syncs: &[SyncConfig],
+) -> Result<Option<String>, PgError> {
+    let people: Vec<&SyncConfig> = syncs.iter().filter(|s| s.target == Target::Person).collect();
+    if people.is_empty() {
+        return Ok(None);
+    }
     let their_type = column_type(sql, schema, name, customer).await?;
     let guarded_casts = super::slot::server_version_num(sql).await? >= 160_000;
     let theirs = format!("{}.{}", quoted_table(schema, name), quote_ident(customer));
     let mut alternatives = vec![format!("{theirs} IS NULL")];
-    for sync in syncs {
+    for sync in people {
         let (s_schema, s_name) = sync.schema_and_name();
         let id_type = column_type(sql, s_schema, s_name, &sync.id_column).await?;
         let ours = format!("ciosync_person.{}", quote_ident(&sync.id_column));
@@ -111,7 +111,7 @@ async fn living_customers(
             .unwrap_or_default();
         alternatives.push(format!("EXISTS (SELECT 1 FROM {rows} WHERE {same}{kept})"));
     }
-    Ok(format!("({})", alternatives.join(" OR ")))
+    Ok(Some(format!("({})", alternatives.join(" OR "))))
 }
 
 /// `schema.name`'s `column` type as SQL.
