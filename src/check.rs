@@ -30,6 +30,7 @@ use crate::error::error_chain;
 use crate::pg::catalog::{self, Role, Server};
 use crate::pg::name::TableName;
 use crate::pg::quote::quote_ident;
+use crate::wording::count;
 
 /// The statements that let `user` read `name` (`table` as the catalogue
 /// has it): USAGE on its schema when the role lacks it, then SELECT.
@@ -112,7 +113,7 @@ pub async fn run_and_print(config: &Config, exposure: Option<(String, String)>) 
     }
     let errors = findings.iter().filter(|f| f.level == Level::Error).count();
     let warnings = findings.iter().filter(|f| f.level == Level::Warning).count();
-    println!("{errors} error(s), {warnings} warning(s)");
+    println!("{}, {}", count(errors, "error"), count(warnings, "warning"));
     if errors == 0 {
         ExitCode::SUCCESS
     } else {
