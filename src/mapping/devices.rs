@@ -14,10 +14,9 @@
 //! the old device when the old row names it, and still counts the skip).
 //! Device attributes go as strings (a bool as `true`/`false`); NULL ones
 //! are left out. Their values follow people's limits: one over 1000 bytes
-//! is left out (`value_too_long`), and while the `add_device` item is over
-//! Customer.io's 32 KB item limit its largest attribute is left out
-//! (`item_too_large`), as the sink trims a person's identify. Only names
-//! are reported, never a value or a token.
+//! is left out (`value_too_long`); an `add_device` item over Customer.io's
+//! 32 KB item limit loses its largest attributes when the sink encodes it,
+//! as an identify does. Only names are reported, never a value or a token.
 
 use serde_json::{Map, Value as Json};
 
@@ -26,7 +25,7 @@ use crate::change::{Datum, ReplicaIdentity, Row, RowChange, RowOp, Table};
 use crate::config::devices::platform_of;
 use crate::config::DevicesConfig;
 use crate::customer::{CustomerOp, Device};
-use crate::track_api::{self, AddedDevice, Identifier, PersonAction, PersonItem};
+use crate::track_api;
 
 /// The longest device token sent. Customer.io documents no limit on a
 /// token (UNCONFIRMED: neither the Track API document nor its docs pages
@@ -244,28 +243,8 @@ impl Rows<'_> {
         };
         let last_used = self.last_used(new, &mut out.dropped);
         let attributes = self.attributes(new, &mut out.dropped);
-        let mut device = Device { customer, token, platform, last_used, attributes };
-        self.fit(&mut device, &mut out.dropped);
+        let device = Device { customer, token, platform, last_used, attributes };
         out.ops.push(CustomerOp::AddDevice(Box::new(device)));
-    }
-
-    /// Leaves out the device's largest attribute (ties by name, so the
-    /// result is stable) while its `add_device` item, encoded as the sink
-    /// sends it, is over the item limit. The rest always fits: the
-    /// customer id and the token are at most 150 and 1000 bytes.
-    fn fit(&self, device: &mut Device, dropped: &mut Vec<DroppedAttribute>) {
-        while item_bytes(device) > track_api::MAX_BATCH_ITEM_BYTES {
-            let largest = device
-                .attributes
-                .iter()
-                .map(|(name, value)| (track_api::attribute_value_bytes(value) + name.len(), name))
-                .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
-                .map(|(_, name)| name.clone());
-            let Some(name) = largest else { return };
-            device.attributes.remove(&name);
-            let column = self.config.attributes.get(&name).map_or("", String::as_str);
-            dropped.push(dropped_one(&name, column, DropReason::ItemTooLarge));
-        }
     }
 
     /// The platform a column's value names, if any.
@@ -342,20 +321,6 @@ fn token_of(datum: &Datum) -> Result<String, SkipReason> {
         return Err(SkipReason::TokenTooLong);
     }
     Ok(token.to_owned())
-}
-
-/// The bytes of `device`'s `add_device` item as the sink encodes it.
-fn item_bytes(device: &Device) -> usize {
-    let action = PersonAction::AddDevice {
-        identifiers: Identifier::Id(device.customer.clone()),
-        device: AddedDevice {
-            token: device.token.clone(),
-            platform: device.platform.to_owned(),
-            last_used: device.last_used,
-            attributes: device.attributes.clone(),
-        },
-    };
-    serde_json::to_vec(&PersonItem::new(action)).map_or(0, |json| json.len())
 }
 
 #[cfg(test)]

@@ -275,53 +275,6 @@ fn an_attribute_value_over_1000_bytes_is_left_out_by_name() {
     assert!(kept.dropped.is_empty(), "{kept:?}");
 }
 
-/// A devices table of `n` text attribute columns `a0`… after the usual
-/// columns, and a config mapping each.
-fn wide(n: usize) -> (DevicesConfig, Arc<Table>) {
-    let mut config = config();
-    let mut table = (*table(ReplicaIdentity::Full)).clone();
-    for i in 0..n {
-        config.attributes.insert(format!("a{i}"), format!("c{i}"));
-        table.columns.push(TableColumn {
-            name: format!("c{i}"),
-            type_oid: 0,
-            kind: ValueKind::Text,
-        });
-    }
-    (config, Arc::new(table))
-}
-
-#[test]
-fn a_device_over_the_item_limit_leaves_out_its_largest_attributes_until_it_fits() {
-    let (config, table) = wide(40);
-    let mut new = row("42", &"t".repeat(MAX_TOKEN_BYTES), "ios");
-    // 40 values of 900 to 939 bytes: about 37 KB, over the 32 KB limit.
-    new.extend((0..40).map(|i| t(&"v".repeat(900 + i))));
-    let change = RowChange {
-        table,
-        op: RowOp::Insert { new },
-        commit_time: 1,
-        position: Default::default(),
-    };
-    let mapped = super::map(&config, &change);
-    let CustomerOp::AddDevice(device) = &mapped.ops[0] else { panic!("{mapped:?}") };
-    let bytes = item_bytes(device);
-    assert!(bytes <= track_api::MAX_BATCH_ITEM_BYTES, "{bytes}");
-    let dropped: Vec<&str> = mapped.dropped.iter().map(|d| d.attribute.as_str()).collect();
-    // The largest go first, and no more than needed.
-    assert_eq!(dropped, ["a39", "a38", "a37", "a36", "a35", "a34", "a33"], "{bytes}");
-    assert!(mapped.dropped.iter().all(|d| d.reason == DropReason::ItemTooLarge));
-    assert_eq!(DropReason::ItemTooLarge.as_str(), "item_too_large");
-    assert_eq!(mapped.dropped[0].column, "c39");
-    assert!(
-        device.attributes.contains_key("a32") && device.attributes.contains_key("push_enabled")
-    );
-    // No more than needed: the smallest one left out would not fit.
-    let mut one_more = (**device).clone();
-    one_more.attributes.insert("a33".into(), json!("v".repeat(933)));
-    assert!(item_bytes(&one_more) > track_api::MAX_BATCH_ITEM_BYTES);
-}
-
 /// While a backfill's window is open the stream notes each change under
 /// the keys a backfill pages the table by: its primary key once known,
 /// the customer and token before, as JSON for several columns; both the

@@ -59,9 +59,6 @@ pub enum DropReason {
     Unparseable,
     /// The mapped column is not in the table (dropped or renamed).
     MissingColumn,
-    /// Left out, largest first, while a device's item was over
-    /// Customer.io's 32 KB item limit.
-    ItemTooLarge,
 }
 
 impl DropReason {
@@ -71,7 +68,6 @@ impl DropReason {
             Self::ValueTooLong => "value_too_long",
             Self::Unparseable => "unparseable",
             Self::MissingColumn => "missing_column",
-            Self::ItemTooLarge => "item_too_large",
         }
     }
 }

@@ -151,7 +151,9 @@ fn identify_json(id: &str, timestamp: i64, attributes: &serde_json::Map<String, 
 }
 
 /// The item's JSON, measured as sent: while it is over the item limit the
-/// largest attribute is dropped (ties by name, so the result is stable).
+/// largest attribute (of an identify or an `add_device`) is dropped (ties
+/// by name, so the result is stable). The rest always fits: ids are at
+/// most 150 bytes, a device token 1000.
 fn encode_within_limit(mut item: PersonItem) -> (Vec<u8>, Vec<String>) {
     let mut trimmed = Vec::new();
     loop {
@@ -160,9 +162,10 @@ fn encode_within_limit(mut item: PersonItem) -> (Vec<u8>, Vec<String>) {
             trimmed.sort();
             return (json, trimmed);
         }
-        let PersonAction::Identify { attributes, .. } = &mut item.action else {
-            // Only identifies carry attributes; ids are at most 150 bytes.
-            return (json, trimmed);
+        let attributes = match &mut item.action {
+            PersonAction::Identify { attributes, .. } => attributes,
+            PersonAction::AddDevice { device, .. } => &mut device.attributes,
+            _ => return (json, trimmed),
         };
         let largest = attributes
             .iter()
@@ -346,5 +349,30 @@ mod tests {
         assert!(!item.trimmed.is_empty());
         assert!(item.trimmed.contains(&"a39".to_owned()), "largest goes first: {:?}", item.trimmed);
         assert!(!item.trimmed.contains(&"small".to_owned()));
+    }
+
+    /// An `add_device` is trimmed as an identify is: its largest attributes
+    /// go, no more than needed.
+    #[test]
+    fn an_oversized_device_loses_its_largest_attributes_and_no_more() {
+        let device = |count: usize| {
+            let attributes = (0..count)
+                .map(|i| (format!("a{i}"), json!("v".repeat(900 + i))))
+                .chain([("push_enabled".to_owned(), json!("true"))])
+                .collect();
+            CustomerOp::AddDevice(Box::new(crate::customer::Device {
+                customer: "42".into(),
+                token: "t".repeat(1000),
+                platform: "ios",
+                last_used: Some(1),
+                attributes,
+            }))
+        };
+        let item = encode(device(40));
+        assert!(item.json.len() <= MAX_BATCH_ITEM_BYTES, "{}", item.json.len());
+        assert_eq!(item.trimmed, ["a33", "a34", "a35", "a36", "a37", "a38", "a39"]);
+        // No more than needed: with one of them back it would not fit.
+        assert!(encode(device(34)).trimmed == ["a33"]);
+        assert!(encode(device(33)).trimmed.is_empty());
     }
 }

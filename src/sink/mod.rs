@@ -477,7 +477,7 @@ impl Sink {
                 tracing::warn!(
                     operation = item.kind,
                     attributes = ?item.trimmed,
-                    "attributes left out: the identify would exceed Customer.io's 32 KB item limit"
+                    "attributes left out: the item would exceed Customer.io's 32 KB item limit"
                 );
             }
             let delivery = self.delivery.clone();
