@@ -69,15 +69,13 @@ impl<'a> Rows<'a> {
 
     /// The person tables an identify with these attribute names can come
     /// from: those mapping one of them, or every one for an identify
-    /// without attributes. Empty when the config maps none of them (it
-    /// changed since the letter was written).
-    pub fn tables_of_identify(&self, names: &[String]) -> Vec<usize> {
-        self.every_table()
-            .into_iter()
-            .filter(|&i| {
-                names.is_empty() || names.iter().any(|n| self.syncs[i].attributes.contains_key(n))
-            })
-            .collect()
+    /// without attributes; empty when the config maps none of them (it
+    /// changed since the letter was written). And the other person tables.
+    pub fn tables_of_identify(&self, names: &[String]) -> (Vec<usize>, Vec<usize>) {
+        match names.is_empty() {
+            true => (self.every_table(), Vec::new()),
+            false => self.partition_mapping(self.every_table(), names),
+        }
     }
 
     /// Every person table: any of them with a row for the customer keeps
@@ -170,14 +168,20 @@ impl<'a> Rows<'a> {
     /// Those of `tables` mapping one of `names` (all of them when none
     /// does, or there is only one), and the others.
     pub fn mapping_one_of(&self, tables: Vec<usize>, names: &[String]) -> (Vec<usize>, Vec<usize>) {
-        let (mapping, others): (Vec<usize>, Vec<usize>) = tables
-            .iter()
-            .partition(|&&i| names.iter().any(|n| self.syncs[i].attributes.contains_key(n)));
-        if tables.len() < 2 || mapping.is_empty() {
-            (tables, Vec::new())
-        } else {
-            (mapping, others)
+        if tables.len() < 2 {
+            return (tables, Vec::new());
         }
+        match self.partition_mapping(tables, names) {
+            (mapping, others) if mapping.is_empty() => (others, Vec::new()),
+            split => split,
+        }
+    }
+
+    /// Those of `tables` mapping one of `names`, and the others, in order.
+    fn partition_mapping(&self, tables: Vec<usize>, names: &[String]) -> (Vec<usize>, Vec<usize>) {
+        tables
+            .into_iter()
+            .partition(|&i| names.iter().any(|n| self.syncs[i].attributes.contains_key(n)))
     }
 
     /// Postgres's clock: the `timestamp` of a refreshed identify, as of a

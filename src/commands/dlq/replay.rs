@@ -172,21 +172,24 @@ impl Replayer<'_> {
         let customer = customer_of(letter);
         match letter.operation.as_str() {
             "identify" => {
-                let tables = self.rows.tables_of_identify(&letter.attributes);
+                let (tables, others) = self.rows.tables_of_identify(&letter.attributes);
                 if tables.is_empty() {
                     return self.as_refused(letter, Some(UNMAPPED)).await;
                 }
                 match self.rows.current(&customer, &tables).await? {
                     Current::Gone => Ok(Outcome::Skipped(Skip::RowGone)),
                     Current::Several => self.as_refused(letter, Some(SEVERAL)).await,
-                    live => self.converge(&customer, &tables, live, &letter.payload).await,
+                    live => {
+                        self.converge(&customer, (&tables, &others), live, &letter.payload).await
+                    }
                 }
             }
             "delete" | "suppress" => {
                 let tables = self.rows.every_table();
                 match self.rows.current(&customer, &tables).await? {
                     Current::Gone => {
-                        self.converge(&customer, &tables, Current::Gone, &letter.payload).await
+                        let tables = (&tables[..], &[][..]);
+                        self.converge(&customer, tables, Current::Gone, &letter.payload).await
                     }
                     _ => Ok(Outcome::Skipped(Skip::RowBack)),
                 }
@@ -211,7 +214,7 @@ impl Replayer<'_> {
         let tables = self.rows.every_table();
         match self.rows.current(customer, &tables).await? {
             live @ Current::Live(_) => {
-                match self.converge(customer, &tables, live, &letter.payload).await? {
+                match self.converge(customer, (&tables, &[]), live, &letter.payload).await? {
                     Outcome::Refreshed => Ok(Outcome::Delivered { note: Some(MERGED) }),
                     other => Ok(other),
                 }
@@ -248,7 +251,7 @@ impl Replayer<'_> {
     async fn converge(
         &mut self,
         customer: &str,
-        tables: &[usize],
+        (tables, others): (&[usize], &[usize]),
         mut state: Current,
         removal: &str,
     ) -> Result<Outcome, Halt> {
@@ -276,7 +279,7 @@ impl Replayer<'_> {
             let now = self.rows.current(customer, tables).await?;
             if now == state
                 || now == Current::Several
-                || self.elsewhere(customer, tables, &now).await?
+                || self.elsewhere(customer, others, &now).await?
             {
                 return Ok(if refreshed {
                     Outcome::Refreshed
@@ -289,22 +292,20 @@ impl Replayer<'_> {
         Ok(Outcome::Unsettled)
     }
 
-    /// Whether `now`, what an identify's `tables` (those mapping its
-    /// attributes) say, is gone while another person table still has a row
-    /// of `customer` that syncs: the customer lives on, and nothing may
-    /// remove it.
+    /// Whether `now`, what an identify's tables (those mapping its
+    /// attributes) say, is gone while one of the `others` person tables
+    /// still has a row of `customer` that syncs: the customer lives on, and
+    /// nothing may remove it.
     async fn elsewhere(
         &mut self,
         customer: &str,
-        tables: &[usize],
+        others: &[usize],
         now: &Current,
     ) -> Result<bool, Halt> {
         if *now != Current::Gone {
             return Ok(false);
         }
-        let others: Vec<usize> =
-            self.rows.every_table().into_iter().filter(|i| !tables.contains(i)).collect();
-        Ok(!others.is_empty() && self.rows.current(customer, &others).await? != Current::Gone)
+        Ok(!others.is_empty() && self.rows.current(customer, others).await? != Current::Gone)
     }
 }
 
