@@ -130,6 +130,7 @@ mod sync_filter_mismatch_stops_run_with_the_fix;
 mod sync_filter_outside_the_replica_identity_is_refused;
 mod sync_filter_syncs_only_matching_rows;
 mod systemd_notify_reports_ready_and_watchdog;
+mod the_record_meets_ids_of_any_collation;
 mod tls_require_refuses_a_server_without_tls;
 mod tls_verify_full_connects_only_to_the_right_server;
 mod transient_item_errors_stop_after_five_tries;

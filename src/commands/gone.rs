@@ -246,7 +246,8 @@ pub(super) async fn gone(
 fn condition(config: &Config) -> String {
     format!(
         "a.slot = $1 AND a.customer_id <> '' AND {} AND NOT EXISTS (SELECT 1 FROM ciosync.held_deletes h \
-         WHERE h.slot = a.slot AND h.customer_id = a.customer_id \
+         WHERE h.slot = a.slot COLLATE pg_catalog.\"default\" \
+         AND h.customer_id = a.customer_id COLLATE pg_catalog.\"default\" \
          AND h.state IN ('held', 'pending'))",
         gone_condition(config)
     )
@@ -265,7 +266,10 @@ fn gone_condition(config: &Config) -> String {
                 Some(filter) => format!("(SELECT * FROM {} WHERE ({filter}))", sync.table.quoted()),
                 None => sync.table.quoted(),
             };
-            let mut condition = format!("t.{}::text = a.customer_id", quote_ident(&sync.id_column));
+            let mut condition = format!(
+                "t.{}::text = a.customer_id COLLATE pg_catalog.\"default\"",
+                quote_ident(&sync.id_column)
+            );
             if let Some(column) = &sync.soft_delete_column {
                 condition.push_str(&format!(" AND t.{} IS NULL", quote_ident(column)));
             }

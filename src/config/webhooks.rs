@@ -451,7 +451,7 @@ pub fn forgetting_written(
         "WITH written AS ({update}), \
          forgotten AS (UPDATE ciosync.accepted a SET attributes = a.attributes - \
          ARRAY[{}]::text[], watched = a.watched - ARRAY[{}]::text[] FROM written w \
-         WHERE a.slot = {} AND a.customer_id = w.customer_id) \
+         WHERE a.slot = {} AND a.customer_id = w.customer_id COLLATE pg_catalog.\"C\") \
          SELECT 1 FROM written",
         mapped.join(", "),
         watched.join(", "),

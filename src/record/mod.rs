@@ -301,7 +301,7 @@ impl From<&Fingerprints> for Assigned {
 /// forgot or blanked the customer, a webhook took attributes out) gets the
 /// identify's merged in instead, as before: a stale view is never written
 /// back. Replacing spares Postgres merging two JSON objects per customer,
-/// about a quarter of the write (BENCHMARKS.md, "The record's lookups").
+/// up to a quarter of the write (BENCHMARKS.md, "The record's lookups").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Whole {
     pub attributes: Assigned,
@@ -358,6 +358,10 @@ impl Write {
                 Effect::None => {}
                 Effect::Set { customer, attributes, whole } => match write.set.entry(customer) {
                     Entry::Vacant(entry) => {
+                        // Forgotten or merged by this write: the row read is gone.
+                        let gone = write.forget.contains(entry.key())
+                            || write.merges.iter().any(|(p, s)| [p, s].contains(&entry.key()));
+                        let whole = whole.filter(|_| !gone);
                         entry.insert(Set { attributes, whole });
                     }
                     Entry::Occupied(mut entry) => {

@@ -7,10 +7,10 @@
 //! before it sends and writing it after, so the store keeps a few
 //! connections ([`CONNECTIONS`]), each opened lazily and dropped after an
 //! error (the next use reconnects). Each prepares the read and the write
-//! once: parsed and planned per batch they cost Postgres about a tenth of
-//! the record's work.
+//! once: parsed and planned per batch, the read cost Postgres about an
+//! eighth more (BENCHMARKS.md, "The record's lookups").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value as Json;
@@ -39,7 +39,8 @@ const REPLACE: &str = "UPDATE ciosync.accepted AS a SET attributes = u.f::jsonb,
                        watched = CASE WHEN u.w = '{}' THEN a.watched \
                                       ELSE a.watched || u.w::jsonb END \
                        FROM unnest($2::text[], $3::int8[], $4::text[], $5::text[]) AS u(c, v, f, w) \
-                       WHERE a.slot = $1 AND a.customer_id = u.c AND a.xmin = u.v::text::xid";
+                       WHERE a.slot = $1 AND a.customer_id = u.c AND a.xmin = u.v::text::xid \
+                       RETURNING a.customer_id";
 /// A batch's fingerprints and watched values, merged into what is held.
 /// As text, cast to jsonb by the statement: the attributes' objects are
 /// written as they were built (`Assigned`), no JSON tree per customer.
@@ -222,13 +223,11 @@ async fn write_in(
         let versions: Vec<i64> = wholes.iter().map(|(_, w)| i64::from(w.version)).collect();
         let attributes: Vec<&str> = wholes.iter().map(|(_, w)| w.attributes.as_str()).collect();
         let watched: Vec<&str> = ids.iter().map(|c| watched_of(c)).collect();
-        let replaced =
-            tx.execute(&session.replace, &[&slot, &ids, &versions, &attributes, &watched]).await?;
-        // Each row matches once at most: when all did, the rest is merged;
-        // otherwise everything is (merging into a replaced row changes nothing).
-        if replaced == ids.len() as u64 {
-            customers.retain(|c| write.set.get(*c).is_none_or(|set| set.whole.is_none()));
-        }
+        let rows =
+            tx.query(&session.replace, &[&slot, &ids, &versions, &attributes, &watched]).await?;
+        let replaced: HashSet<&str> = rows.iter().map(|row| row.get(0)).collect();
+        // The rest (rows changed since they were read among them) is merged.
+        customers.retain(|c| !replaced.contains(c));
     }
     if !customers.is_empty() {
         let attributes: Vec<&str> = customers

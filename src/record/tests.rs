@@ -205,3 +205,25 @@ fn a_whole_is_what_was_known_with_what_was_sent_over_it() {
     let all = known(json!({"plan": "pro", "email": "a@x.io", "name": "Ann"}));
     assert_eq!(whole.attributes.fingerprints(), all);
 }
+
+#[test]
+fn a_customer_forgotten_or_merged_earlier_in_the_write_is_not_written_whole() {
+    let whole = || Some(Box::new(Whole { attributes: Assigned::of([("plan", 1)]), version: 7 }));
+    let set = |customer: &str| Effect::Set {
+        customer: customer.into(),
+        attributes: Assigned::of([("plan", 1)]),
+        whole: whole(),
+    };
+    let merged = Effect::Merge { primary: "3".into(), secondary: "4".into() };
+    let write = Write::of([
+        Effect::Forget(vec!["1".into()]),
+        set("1"),
+        merged,
+        set("3"),
+        set("4"),
+        set("5"),
+    ]);
+    let wholes: Vec<(&str, bool)> =
+        ["1", "3", "4", "5"].iter().map(|c| (*c, write.set[*c].whole.is_some())).collect();
+    assert_eq!(wholes, [("1", false), ("3", false), ("4", false), ("5", true)]);
+}

@@ -216,9 +216,9 @@ ALTER TABLE ciosync.accepted ADD COLUMN IF NOT EXISTS watched jsonb NOT NULL DEF
 -- (BENCHMARKS.md, section The record's writes).
 ALTER TABLE ciosync.accepted SET (fillfactor = 50);
 -- Its rows are found by slot and customer id, two lookups per change:
--- compared as bytes, not by the database's collation (which an en-US one
--- made a third dearer; BENCHMARKS.md, section The record's lookups). The
--- index is rebuilt once, when an older install is migrated.
+-- compared as bytes, not by the database's collation (an ICU en-US one
+-- made a read half to twice as dear; BENCHMARKS.md, section The record's
+-- lookups). The index is rebuilt once, when an older install is migrated.
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
@@ -228,6 +228,7 @@ BEGIN
         ALTER TABLE ciosync.accepted
             ALTER COLUMN slot TYPE text COLLATE pg_catalog.\"C\",
             ALTER COLUMN customer_id TYPE text COLLATE pg_catalog.\"C\";
+        ANALYZE ciosync.accepted;
     END IF;
 END
 $$;
