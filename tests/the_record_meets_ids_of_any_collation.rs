@@ -2,17 +2,20 @@
 //! synced table's text id column may have a collation of its own (an ORM's
 //! `db_collation`). Where the two meet, `deletes gone` and the reporting
 //! webhooks' write-back, each comparison names its collation, so neither
-//! fails with "could not determine which collation to use".
+//! fails with "could not determine which collation to use". So does the
+//! condition that holds devices to the customers who sync.
 
 use ciosync::state::State;
 use serde_json::json;
 
+use crate::devices_follow_their_table::DEVICES_CONFIG;
 use crate::support::daemon::{config_file, run_binary, InProcess};
 use crate::support::dead_letters::texts;
 use crate::support::emulator::{self, wait_for_attribute};
 use crate::support::endpoint::wait_for_status;
 use crate::support::postgres::TestDb;
 use crate::support::webhooks::{event, section, Delivery, PATH};
+use crate::support::{eventually, Scenario};
 
 /// `users` as the suite has it, its id text of a collation of its own.
 const USERS_OF_THEIR_OWN_COLLATION: &str =
@@ -81,5 +84,26 @@ async fn a_write_back_forgets_what_it_wrote_for_an_id_column_with_its_own_collat
     );
     let still: bool = db.client.query_one(&held, &[]).await.unwrap().get(0);
     assert!(!still, "the record still holds the column written back");
+    daemon.stop().await.unwrap();
+}
+
+/// Not the record's ids but the same question: a devices table's customer
+/// column of one collation held to the people table's id of another (the
+/// initial copy sends only the devices of customers who sync).
+#[tokio::test]
+async fn devices_of_a_customer_column_with_another_collation_are_copied() {
+    let schema = format!(
+        "{USERS_OF_THEIR_OWN_COLLATION};
+         CREATE TABLE push_tokens (id serial PRIMARY KEY, user_id text COLLATE \"C\", token text,
+             platform text, last_seen timestamptz, app_version text, push boolean,
+             revoked_at timestamptz);
+         INSERT INTO users (id, email) VALUES ('1', 'a@x.io');
+         INSERT INTO push_tokens (user_id, token, platform) VALUES ('1', 't1', 'ios'), ('2', 't2', 'ios');"
+    );
+    let Scenario { db: _db, emulator, daemon } =
+        Scenario::start_with("devices_collation", &schema, |c| c + DEVICES_CONFIG).await;
+    let copied = || emulator.devices("1").unwrap_or_default().len() == 1;
+    assert!(eventually(copied).await, "the device of the customer who syncs was not copied");
+    assert!(emulator.devices("2").unwrap_or_default().is_empty(), "a device of no customer");
     daemon.stop().await.unwrap();
 }

@@ -83,9 +83,16 @@ async fn living_customers(
         let (s_schema, s_name) = sync.schema_and_name();
         let id_type = column_type(sql, s_schema, s_name, &sync.id_column).await?;
         let ours = format!("ciosync_person.{}", quote_ident(&sync.id_column));
-        let text_equal = format!("{ours}::text = {theirs}::text");
+        // Compared in the id column's collation, if it has one: two columns
+        // of different collations compared as they are fail ("could not
+        // determine which collation to use"), and this one's index serves.
+        let collate = id_collation(sql, s_schema, s_name, &sync.id_column)
+            .await?
+            .map(|collation| format!(" COLLATE {collation}"))
+            .unwrap_or_default();
+        let text_equal = format!("{ours}::text = {theirs}::text{collate}");
         let same = if id_type == their_type {
-            format!("{ours} = {theirs} AND {text_equal}")
+            format!("{ours} = {theirs}{collate} AND {text_equal}")
         } else if guarded_casts {
             let type_ = quote_literal(&id_type);
             format!(
@@ -112,6 +119,27 @@ async fn living_customers(
         alternatives.push(format!("EXISTS (SELECT 1 FROM {rows} WHERE {same}{kept})"));
     }
     Ok(Some(format!("({})", alternatives.join(" OR "))))
+}
+
+/// `schema.name`'s `column` collation as SQL, if its type has one.
+async fn id_collation(
+    sql: &Client,
+    schema: &str,
+    name: &str,
+    column: &str,
+) -> Result<Option<String>, PgError> {
+    let row = sql
+        .query_opt(
+            "SELECT a.attcollation::regcollation::text FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 \
+             AND NOT a.attisdropped AND a.attcollation <> 0",
+            &[&schema, &name, &column],
+        )
+        .await
+        .map_err(PgError::sql("read a column's collation"))?;
+    Ok(row.map(|row| row.get(0)))
 }
 
 /// `schema.name`'s `column` type as SQL.
