@@ -81,15 +81,12 @@ async fn living_customers(
     let mut alternatives = vec![format!("{theirs} IS NULL")];
     for sync in people {
         let (s_schema, s_name) = sync.schema_and_name();
-        let id_type = column_type(sql, s_schema, s_name, &sync.id_column).await?;
-        let ours = format!("ciosync_person.{}", quote_ident(&sync.id_column));
+        let (id_type, collation) = column_of(sql, s_schema, s_name, &sync.id_column).await?;
         // Compared in the id column's collation, if it has one: two columns
         // of different collations compared as they are fail ("could not
         // determine which collation to use"), and this one's index serves.
-        let collate = id_collation(sql, s_schema, s_name, &sync.id_column)
-            .await?
-            .map(|collation| format!(" COLLATE {collation}"))
-            .unwrap_or_default();
+        let collate = collation.map(|c| format!(" COLLATE {c}")).unwrap_or_default();
+        let ours = format!("ciosync_person.{}", quote_ident(&sync.id_column));
         let text_equal = format!("{ours}::text = {theirs}::text{collate}");
         let same = if id_type == their_type {
             format!("{ours} = {theirs}{collate} AND {text_equal}")
@@ -121,27 +118,6 @@ async fn living_customers(
     Ok(Some(format!("({})", alternatives.join(" OR "))))
 }
 
-/// `schema.name`'s `column` collation as SQL, if its type has one.
-async fn id_collation(
-    sql: &Client,
-    schema: &str,
-    name: &str,
-    column: &str,
-) -> Result<Option<String>, PgError> {
-    let row = sql
-        .query_opt(
-            "SELECT a.attcollation::regcollation::text FROM pg_catalog.pg_attribute a \
-             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 \
-             AND NOT a.attisdropped AND a.attcollation <> 0",
-            &[&schema, &name, &column],
-        )
-        .await
-        .map_err(PgError::sql("read a column's collation"))?;
-    Ok(row.map(|row| row.get(0)))
-}
-
 /// `schema.name`'s `column` type as SQL.
 pub(super) async fn column_type(
     sql: &Client,
@@ -149,9 +125,22 @@ pub(super) async fn column_type(
     name: &str,
     column: &str,
 ) -> Result<String, PgError> {
+    Ok(column_of(sql, schema, name, column).await?.0)
+}
+
+/// `schema.name`'s `column` type as SQL, and its collation if the type
+/// has one.
+async fn column_of(
+    sql: &Client,
+    schema: &str,
+    name: &str,
+    column: &str,
+) -> Result<(String, Option<String>), PgError> {
     let row = sql
         .query_opt(
-            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+            "SELECT format_type(a.atttypid, a.atttypmod), \
+                    NULLIF(a.attcollation, 0)::regcollation::text \
+             FROM pg_catalog.pg_attribute a \
              JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND NOT a.attisdropped",
@@ -162,5 +151,5 @@ pub(super) async fn column_type(
         .ok_or_else(|| {
             PgError::Definite(format!("table {schema}.{name} has no column {column}"))
         })?;
-    Ok(row.get(0))
+    Ok((row.get(0), row.get(1)))
 }
