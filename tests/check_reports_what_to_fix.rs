@@ -20,6 +20,21 @@ fn check_file(path: &std::path::Path) -> (Option<i32>, String) {
     (output.status.code(), stdout)
 }
 
+/// The summary, the last line: its counts, each noun agreeing with its
+/// count ("1 error", "2 warnings", never "error(s)").
+fn summary(out: &str) -> (u64, u64) {
+    let last = out.lines().last().unwrap_or_default();
+    let count = |part: &str, noun: &str| -> u64 {
+        let (n, word) = part.split_once(' ').unwrap_or_else(|| panic!("summary {last:?}"));
+        let n: u64 = n.parse().unwrap_or_else(|_| panic!("summary {last:?}"));
+        let agrees = if n == 1 { word == noun } else { word == format!("{noun}s") };
+        assert!(agrees, "summary {last:?}");
+        n
+    };
+    let (errors, warnings) = last.split_once(", ").unwrap_or_else(|| panic!("summary {last:?}"));
+    (count(errors, "error"), count(warnings, "warning"))
+}
+
 #[tokio::test]
 async fn check_passes_on_a_ready_database_and_creates_nothing() {
     let db = TestDb::new("check_ok").await;
@@ -32,6 +47,7 @@ async fn check_passes_on_a_ready_database_and_creates_nothing() {
     .await
     .unwrap();
     assert_eq!(code, Some(0), "{out}");
+    assert_eq!(summary(&out).0, 0, "{out}");
     for expected in [
         "ok      wal_level: logical",
         "replication privilege",
@@ -52,6 +68,7 @@ async fn check_names_each_problem_with_its_fix() {
     let text = db.config(&emulator.url(), "").replace(API_KEY, "wrong-key");
     let (code, out) = tokio::task::spawn_blocking(move || check(&text)).await.unwrap();
     assert_eq!(code, Some(1), "{out}");
+    assert!(summary(&out).0 >= 1, "{out}");
     for expected in [
         "id column id must be unique and not null",
         "CREATE UNIQUE INDEX",
