@@ -707,6 +707,12 @@ initial_sync = {initial_sync}
         write_private(&config, &text)?;
         let log = dir.join(format!("ciosync-{slot}.log"));
         let binary = env!("CARGO_BIN_EXE_ciosync");
+        // `BENCH_WRAP` (e.g. `heaptrack -o /tmp/copy`) runs every daemon a
+        // scenario does not wrap itself.
+        let from_env: Vec<String> = std::env::var("BENCH_WRAP")
+            .map(|w| w.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let wrapper = if wrapper.is_empty() { &from_env[..] } else { wrapper };
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);

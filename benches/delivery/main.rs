@@ -23,7 +23,9 @@
 //! status is non-zero only when the harness itself failed.
 //!
 //! Needs the PostgreSQL server binaries (as for `cargo test`) and, for
-//! `throughput`, `pg_recvlogical` (Debian: `postgresql-client`). `CIOSYNC_*`
+//! `throughput`, `pg_recvlogical` (Debian: `postgresql-client`). `BENCH_WRAP`
+//! (a program and its arguments, e.g. `heaptrack -o /tmp/copy`) runs each
+//! daemon a scenario does not wrap itself. `CIOSYNC_*`
 //! variables in the environment reach the daemon (to measure a setting) and
 //! are printed; those naming the database, the slot, the workspace or the
 //! URL are removed.
