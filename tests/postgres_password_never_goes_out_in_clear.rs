@@ -165,20 +165,33 @@ fn assert_names_the_fix(error: &str, what: &str) {
     assert!(!error.contains(PASSWORD), "{what}: the password is in the error: {error}");
 }
 
+/// `step`'s outcome, or a panic naming it if it takes over a minute.
+async fn within<T>(what: &str, step: &str, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(60), future).await {
+        Ok(outcome) => outcome,
+        Err(_) => panic!("{what}: {step} did not end within 60 s"),
+    }
+}
+
 /// Both connections to a fake server asking `ask`, with `query`.
 async fn both_connections_refuse(ask: Ask, tls: Option<Arc<rustls::ServerConfig>>, query: &str) {
     let what = format!("{ask:?} with {query} (server TLS: {})", tls.is_some());
     let server = FakeServer::start(ask, tls.clone());
     let settings = settings(&server.url(query));
 
-    let sql = settings.connect_sql().await.expect_err("the SQL connection is refused");
+    // Each step within a minute: once (in 100s of runs, under the whole
+    // suite's load) this test waited forever with no socket open; a
+    // failure naming the step says more than a hung CI run.
+    let sql = within(&what, "the SQL connection", settings.connect_sql()).await;
+    let sql = sql.expect_err("the SQL connection is refused");
     assert_names_the_fix(&error_chain(&sql), &what);
 
     let config = settings.replication_config(0, "slot", "pub", Duration::from_secs(1)).await;
     let mut replication = ReplicationClient::connect_gated(config.expect("reaches the server"))
         .await
         .expect("the session starts");
-    let refused = replication.simple_query("IDENTIFY_SYSTEM").await.err();
+    let refused =
+        within(&what, "IDENTIFY_SYSTEM", replication.simple_query("IDENTIFY_SYSTEM")).await.err();
     let refused = refused.expect("the replication connection is refused").to_string();
     assert_names_the_fix(&refused, &what);
     assert!(refused.contains("SQLSTATE 28000"), "{what}: {refused}");
