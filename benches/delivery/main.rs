@@ -25,7 +25,8 @@
 //! Needs the PostgreSQL server binaries (as for `cargo test`) and, for
 //! `throughput`, `pg_recvlogical` (Debian: `postgresql-client`). `BENCH_WRAP`
 //! (a program and its arguments, e.g. `heaptrack -o /tmp/copy`) runs each
-//! daemon a scenario does not wrap itself. `CIOSYNC_*`
+//! daemon a scenario does not wrap itself (its CPU and peak RSS are then
+//! the wrapper's process's). `CIOSYNC_*`
 //! variables in the environment reach the daemon (to measure a setting) and
 //! are printed; those naming the database, the slot, the workspace or the
 //! URL are removed.

@@ -145,8 +145,12 @@ impl Concurrency {
         } else if rising {
             self.limit = (self.limit * 0.9).max(1.0);
         } else if window.reached_limit && !window.budget_bound {
-            let grown =
-                if self.slow_start { self.limit.floor() * 2.0 } else { self.limit.floor() + 1.0 };
+            // Doubling needs round trips seen: refusals alone say nothing of load.
+            let grown = if self.slow_start && window.answers > 0 {
+                self.limit.floor() * 2.0
+            } else {
+                self.limit.floor() + 1.0
+            };
             self.limit = grown.min(self.ceiling as f64);
         }
         if let Some(mean) = mean {
@@ -204,6 +208,22 @@ mod tests {
         end_slow_start(&mut c, &mut now);
         let limits = run(&mut c, &mut now, 6, RTT, true);
         assert_eq!(limits, vec![17, 18, 19, 20, 21, 22]);
+    }
+
+    #[test]
+    fn slow_start_doubles_only_on_answered_round_trips_and_survives_quiet_windows() {
+        let mut now = Instant::now();
+        let mut c = Concurrency::new(64, now);
+        // Windows of refusals only: by one.
+        for _ in 0..2 {
+            c.sending(c.limit() - 1, false);
+            now += RTT;
+            c.ended(now, RTT, Outcome::Refused);
+        }
+        assert_eq!(c.limit(), 6);
+        // Quiet windows (the limit never reached) change nothing, nor end slow start.
+        assert_eq!(run(&mut c, &mut now, 2, RTT, false), vec![6, 6]);
+        assert_eq!(run(&mut c, &mut now, 2, RTT, true), vec![12, 24]);
     }
 
     #[test]
