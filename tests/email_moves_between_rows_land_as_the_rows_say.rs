@@ -146,8 +146,7 @@ async fn a_bulk_update_under_default_identity_still_fills_batches() {
     let before = scenario.emulator.requests().len();
     db.exec("UPDATE users SET plan = 'pro'").await;
     assert!(customers_match_rows(db, &scenario.emulator).await, "updated");
-    // The update's requests (the insert's last one may be logged after its
-    // customers show, when the emulator runs on another thread).
+    // The update's requests.
     let updating = |r: &&ciosync_emulator::RecordedRequest| {
         r.body
             .as_ref()

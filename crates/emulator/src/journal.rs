@@ -4,9 +4,21 @@
 //! Bodies are kept because they are test data here; the emulator's own
 //! tracing output never includes them. The middleware that records each
 //! request is `middleware::record`.
+//!
+//! A request is in the log no later than its effects can be seen: a
+//! request that changes the model is logged in the same lock as the
+//! change (`log_with_effects`), its status provisionally 200 until the
+//! answer is known; any other request is logged once answered. So a test
+//! that saw a customer change and then counts requests counts the one
+//! that changed it.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::state::Inner;
 
 /// Largest body read at all; above it the answer is 413. Well over the
 /// 500,000-byte batch limit, so oversize batches still get Customer.io's 400.
@@ -48,9 +60,73 @@ pub fn route_of(path: &str) -> String {
     crate::catalog::template_of(path).unwrap_or("(unknown route)").to_owned()
 }
 
+/// Where the request being handled stands in the log.
+enum Pending {
+    /// Not logged yet: no effect applied so far.
+    Waiting(RecordedRequest),
+    /// Logged with its effects, as entry `seq`; the status is provisional.
+    Logged(u64),
+    /// Taken by `finish`.
+    Done,
+}
+
+tokio::task_local! {
+    /// The log entry of the Track API request this task is handling.
+    static PENDING: Arc<Mutex<Pending>>;
+}
+
+/// Runs `handle` (the request's handler) with `entry` waiting to be logged
+/// as soon as the handler applies an effect; then logs it with the status
+/// and fault mark of the answer `answered` reads off its output.
+pub async fn while_handling<T>(
+    shared: &crate::state::Shared,
+    entry: RecordedRequest,
+    handle: impl Future<Output = T>,
+    answered: impl FnOnce(&T) -> (u16, bool),
+) -> T {
+    let pending = Arc::new(Mutex::new(Pending::Waiting(entry)));
+    let output = PENDING.scope(pending.clone(), handle).await;
+    let (status, injected_fault) = answered(&output);
+    let state = std::mem::replace(&mut *lock(&pending), Pending::Done);
+    shared.update(|inner| match state {
+        Pending::Waiting(mut entry) => {
+            entry.status = status;
+            entry.injected_fault = injected_fault;
+            inner.record(entry);
+        }
+        Pending::Logged(seq) => inner.settle(seq, status, injected_fault),
+        Pending::Done => {}
+    });
+    output
+}
+
+/// Logs the request being handled, if any and not yet logged, in the lock
+/// that applies its effects (`inner` is that lock's state).
+pub fn log_with_effects(inner: &mut Inner) {
+    let _ = PENDING.try_with(|pending| {
+        let mut pending = lock(pending);
+        if let Pending::Waiting(_) = &*pending {
+            let Pending::Waiting(mut entry) = std::mem::replace(&mut *pending, Pending::Done)
+            else {
+                unreachable!("matched just above")
+            };
+            entry.status = 200;
+            *pending = Pending::Logged(inner.record(entry));
+        }
+    });
+}
+
+fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    pending.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::EmulatorConfig;
+    use crate::model::Op;
+    use crate::state::{EmulatorView, Shared};
+    use ciosync_track_api::Identifier;
 
     #[test]
     fn routes_hide_identifiers() {
@@ -64,5 +140,90 @@ mod tests {
         );
         assert_eq!(route_of("/api/v2/batch"), "/api/v2/batch");
         assert_eq!(route_of("/api/v1/customer/a@b.c"), "(unknown route)");
+    }
+
+    fn entry() -> RecordedRequest {
+        RecordedRequest {
+            seq: 0,
+            method: "POST".into(),
+            path: "/api/v2/batch".into(),
+            query: None,
+            status: 0,
+            body: None,
+            body_text: None,
+            body_bytes: 0,
+            received_at_ms: 0,
+            injected_fault: false,
+        }
+    }
+
+    fn identify(id: &str) -> Op {
+        Op::Identify {
+            target: Identifier::Id(id.into()),
+            attributes: serde_json::Map::new(),
+            timestamp: 1,
+            update_only: false,
+        }
+    }
+
+    /// Between applying its effects and being answered, a request is in the
+    /// log (status 200 for now); once answered, with the answer's status.
+    #[tokio::test]
+    async fn a_request_is_logged_no_later_than_its_effects_show() {
+        let shared = Shared::new(EmulatorConfig::default());
+        let (applied_tx, applied_rx) = tokio::sync::oneshot::channel();
+        let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<()>();
+        let handler = {
+            let shared = shared.clone();
+            async move {
+                shared.apply([identify("7")]);
+                applied_tx.send(()).unwrap();
+                answer_rx.await.unwrap();
+                429u16
+            }
+        };
+        let handling = tokio::spawn({
+            let shared = shared.clone();
+            async move { while_handling(&shared, entry(), handler, |s| (*s, true)).await }
+        });
+        applied_rx.await.unwrap();
+        let (seen, log) = shared.read(|inner| {
+            let view = EmulatorView::new(inner);
+            (view.customer("7").is_some(), view.requests())
+        });
+        assert!(seen);
+        assert_eq!(log.iter().map(|r| (r.seq, r.status)).collect::<Vec<_>>(), [(1, 200)]);
+
+        answer_tx.send(()).unwrap();
+        assert_eq!(handling.await.unwrap(), 429);
+        let log = shared.read(|inner| EmulatorView::new(inner).requests());
+        assert_eq!(
+            log.iter().map(|r| (r.seq, r.status, r.injected_fault)).collect::<Vec<_>>(),
+            [(1, 429, true)]
+        );
+    }
+
+    /// A request that changed nothing is logged once answered, after one
+    /// that changed the model while it waited; each is logged once.
+    #[tokio::test]
+    async fn a_request_without_effects_is_logged_when_answered() {
+        let shared = Shared::new(EmulatorConfig::default());
+        let quiet = while_handling(&shared, entry(), async { 401u16 }, |s| (*s, false));
+        let changing = while_handling(
+            &shared,
+            RecordedRequest { path: "/api/v1/customers/8".into(), ..entry() },
+            async {
+                shared.apply([identify("8")]);
+                shared.apply([identify("9")]);
+                200u16
+            },
+            |s| (*s, false),
+        );
+        assert_eq!((changing.await, quiet.await), (200, 401));
+        let log = shared.read(|inner| EmulatorView::new(inner).requests());
+        assert_eq!(
+            log.iter().map(|r| (r.path.as_str(), r.status)).collect::<Vec<_>>(),
+            [("/api/v1/customers/8", 200), ("/api/v2/batch", 401)]
+        );
     }
 }

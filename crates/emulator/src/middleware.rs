@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::catalog::{operation_of, UNMODELLED_HEADER};
 use crate::faults::{fault_response, InjectedMark};
-use crate::journal::{route_of, RecordedRequest, MAX_READ_BODY_BYTES};
+use crate::journal::{self, route_of, RecordedRequest, MAX_READ_BODY_BYTES};
 use crate::state::Shared;
 
 /// Middleware around the Track API routes (outermost, so it sees faults and
@@ -26,44 +26,57 @@ pub async fn record(State(shared): State<Shared>, request: Request, next: Next) 
     let query = request.uri().query().map(str::to_owned);
     let route = route_of(&path);
     let (parts, body) = request.into_parts();
-    let (bytes, response) = match to_bytes(body, MAX_READ_BODY_BYTES).await {
-        Ok(bytes) => {
-            let request = Request::from_parts(parts, Body::from(bytes.clone()));
-            (bytes, next.run(request).await)
-        }
-        Err(_) => (
-            Default::default(),
-            (StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable").into_response(),
-        ),
+    let Ok(bytes) = to_bytes(body, MAX_READ_BODY_BYTES).await else {
+        let response =
+            (StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable").into_response();
+        let entry = entry(&shared, method, path, query, &[], received_at_ms);
+        shared.update(|inner| inner.record(RecordedRequest { status: 413, ..entry }));
+        return response;
     };
+    let (method_of_log, path_of_log, body_bytes) = (method.clone(), path.clone(), bytes.len());
+    let entry = entry(&shared, method, path, query, &bytes, received_at_ms);
+    let request = Request::from_parts(parts, Body::from(bytes));
+    let response = journal::while_handling(&shared, entry, next.run(request), |response| {
+        (response.status().as_u16(), response.extensions().get::<InjectedMark>().is_some())
+    })
+    .await;
+    tracing::debug!(
+        method = %method_of_log,
+        route = %route,
+        status = response.status().as_u16(),
+        bytes = body_bytes,
+        "track api request"
+    );
+    say_what_is_unmodelled(response, &method_of_log, &path_of_log)
+}
+
+/// The log entry of a request, its answer not known yet.
+fn entry(
+    shared: &Shared,
+    method: String,
+    path: String,
+    query: Option<String>,
+    bytes: &[u8],
+    received_at_ms: i64,
+) -> RecordedRequest {
     // Accept-only mode logs no bodies: parsing and keeping them would be
     // most of its work.
     let keep_body = !shared.config().accept_only;
-    let parsed = keep_body.then(|| serde_json::from_slice::<Value>(&bytes).ok()).flatten();
-    let body_text = (keep_body && parsed.is_none() && !bytes.is_empty())
-        .then(|| String::from_utf8_lossy(&bytes).into_owned());
-    let (method_of_log, path_of_log) = (method.clone(), path.clone());
-    let entry = RecordedRequest {
+    let body = keep_body.then(|| serde_json::from_slice::<Value>(bytes).ok()).flatten();
+    let body_text = (keep_body && body.is_none() && !bytes.is_empty())
+        .then(|| String::from_utf8_lossy(bytes).into_owned());
+    RecordedRequest {
         seq: 0,
         method,
         path,
         query,
-        status: response.status().as_u16(),
-        body: parsed,
+        status: 0,
+        body,
         body_text,
         body_bytes: bytes.len(),
         received_at_ms,
-        injected_fault: response.extensions().get::<InjectedMark>().is_some(),
-    };
-    tracing::debug!(
-        method = %entry.method,
-        route = %route,
-        status = entry.status,
-        bytes = entry.body_bytes,
-        "track api request"
-    );
-    shared.update(|inner| inner.record(entry));
-    say_what_is_unmodelled(response, &method_of_log, &path_of_log)
+        injected_fault: false,
+    }
 }
 
 /// Adds the catalog's note, if the route has one, to its answer.

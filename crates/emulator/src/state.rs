@@ -84,10 +84,11 @@ impl Inner {
     }
 
     /// Appends to the request log, numbering the entry; drops the oldest
-    /// entries past the count and byte limits.
-    pub fn record(&mut self, mut request: RecordedRequest) {
+    /// entries past the count and byte limits. Returns the entry's number.
+    pub fn record(&mut self, mut request: RecordedRequest) -> u64 {
         self.next_request_seq += 1;
-        request.seq = self.next_request_seq;
+        let seq = self.next_request_seq;
+        request.seq = seq;
         self.recorded_body_bytes += request.body_bytes;
         self.requests.push_back(request);
         while self.requests.len() > MAX_RECORDED_REQUESTS
@@ -96,6 +97,16 @@ impl Inner {
             if let Some(dropped) = self.requests.pop_front() {
                 self.recorded_body_bytes -= dropped.body_bytes;
             }
+        }
+        seq
+    }
+
+    /// Sets the answer of entry `seq`, logged before it was answered (gone
+    /// already if the log dropped or cleared it).
+    pub fn settle(&mut self, seq: u64, status: u16, injected_fault: bool) {
+        if let Ok(at) = self.requests.binary_search_by_key(&seq, |r| r.seq) {
+            self.requests[at].status = status;
+            self.requests[at].injected_fault = injected_fault;
         }
     }
 }
@@ -172,6 +183,7 @@ impl Shared {
     pub fn apply(&self, ops: impl IntoIterator<Item = Op>) -> Vec<Option<Problem>> {
         let config = &self.0.config;
         self.update(|inner| {
+            crate::journal::log_with_effects(inner);
             let refused = ops
                 .into_iter()
                 .map(|op| match inner.world.admit(&op) {
