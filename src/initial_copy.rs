@@ -30,7 +30,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use pgwire_replication::{Lsn, ReplicationClient};
+use pgwire_replication::Lsn;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +39,7 @@ use crate::config::{Config, CopiedTable};
 use crate::mapping::report::{report, Producer};
 use crate::mapping::Mapper;
 use crate::pg::connection::{ConnectionSettings, Located};
+use crate::pg::gated::Gated;
 use crate::pg::quote::{quote_ident, quote_literal};
 use crate::pg::PgError;
 use crate::sink::{Sink, SinkError};
@@ -190,8 +191,7 @@ async fn create_slot_and_import_snapshot(
             config.status_interval(),
         )
         .await?;
-    let mut session =
-        ReplicationClient::connect_gated(replication).await.map_err(PgError::replication)?;
+    let mut session = Gated::connect(replication).await.map_err(PgError::replication)?;
     let rows = session
         .simple_query(&format!(
             "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export'{})",

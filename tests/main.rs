@@ -104,6 +104,7 @@ mod plan_counts_objects_relationships_and_devices;
 mod plan_predicts_what_a_backfill_sends;
 mod postgres_password_never_goes_out_in_clear;
 mod postgres_restart_reconnects;
+mod postgres_silent_server_times_out;
 mod promotion_loses_the_slot_before_postgres_17;
 mod promotion_of_a_lagging_standby_skips_no_change;
 mod rate_limited_answers_slow_the_sender;

@@ -21,6 +21,7 @@ use tokio_postgres::tls::MakeTlsConnect;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{AuthGuard, GuardedTls, RequireAuth};
+use super::gated::Relayed;
 use super::PgError;
 use crate::secret::Secret;
 
@@ -171,15 +172,16 @@ impl ConnectionSettings {
     /// to `self.hosts[host]` (the host a [`Located`] SQL connection reached),
     /// through a relay just opened to it (see [`super::relay`]): use them at
     /// once, the relay waits `connect_timeout` for its one connection.
+    /// Start the session with [`super::gated::Gated::connect`].
     pub async fn replication_config(
         &self,
         host: usize,
         slot: &str,
         publication: &str,
         status_interval: Duration,
-    ) -> Result<ReplicationConfig, PgError> {
+    ) -> Result<Relayed, PgError> {
         let host = &self.hosts[host.min(self.hosts.len() - 1)];
-        let port = super::relay::start(super::relay::Upstream {
+        let (port, ended) = super::relay::start(super::relay::Upstream {
             host,
             ssl_mode: self.ssl_mode,
             tls: self.tls_config(),
@@ -199,14 +201,15 @@ impl ConnectionSettings {
             slot,
             publication,
         );
-        Ok(config
+        let config = config
             .with_port(port)
             .with_tls(TlsConfig::disabled())
             .with_options(SESSION_OPTIONS)
             .with_application_name(APPLICATION_NAME)
             .with_status_interval(status_interval)
             // Wake at least this often so an idle stream still reports acks.
-            .with_wakeup_interval(status_interval.max(Duration::from_secs(1))))
+            .with_wakeup_interval(status_interval.max(Duration::from_secs(1)));
+        Ok(Relayed { config, ended })
     }
 
     /// The TLS connector of a SQL connection to `server_name`.
@@ -272,11 +275,26 @@ impl ConnectionSettings {
             Err(error) => return Err(super::relay::local_error(error).await),
         };
         // The socket is ciosync's, so the guard sees the server's requests.
-        let socket = match super::relay::open_socket(host, self.connect_timeout).await {
-            Ok(socket) => AuthGuard::new(socket, self.require_auth),
-            Err(error) => return Err(super::relay::local_error(error).await),
+        // As in libpq, `connect_timeout` bounds the whole attempt: the
+        // socket, TLS and the login (a server that accepts and then says
+        // nothing would otherwise hold the daemon's start for ever).
+        let attempt = async {
+            let socket = match super::relay::open_socket(host, self.connect_timeout).await {
+                Ok(socket) => AuthGuard::new(socket, self.require_auth),
+                Err(error) => return Err(super::relay::local_error(error).await),
+            };
+            connect_raw(&pg, socket, tls).await
         };
-        let (client, connection) = connect_raw(&pg, socket, tls).await?;
+        let (client, connection) = match tokio::time::timeout(self.connect_timeout, attempt).await {
+            Ok(connected) => connected?,
+            Err(_) => {
+                let timed_out = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer within connect_timeout_secs (socket, TLS and login)",
+                );
+                return Err(super::relay::local_error(timed_out).await);
+            }
+        };
         let ended = CancellationToken::new();
         let cancel_when_ended = ended.clone().drop_guard();
         tokio::spawn(async move {

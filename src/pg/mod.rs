@@ -7,6 +7,7 @@ pub mod auth;
 pub mod catalog;
 pub mod connection;
 pub mod error;
+pub mod gated;
 pub mod name;
 pub mod quote;
 pub mod relay;

@@ -18,6 +18,7 @@ use pgwire_replication::SslMode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_util::sync::CancellationToken;
 
 use super::auth::{AuthGuard, RequireAuth};
 use super::connection::Host;
@@ -68,16 +69,20 @@ pub struct Upstream<'a> {
 }
 
 /// Opens the server side (socket, TLS as `ssl_mode` says, the guard) and a
-/// relay to it; returns the relay's port on 127.0.0.1. A failure to reach
-/// the server or to agree on TLS is returned here, before the relay opens.
-pub async fn start(upstream: Upstream<'_>) -> io::Result<u16> {
+/// relay to it; returns the relay's port on 127.0.0.1 and a token cancelled
+/// when the relay has ended (see [`super::gated`]). A failure to reach the
+/// server or to agree on TLS is returned here, before the relay opens.
+pub async fn start(upstream: Upstream<'_>) -> io::Result<(u16, CancellationToken)> {
     let timeout = upstream.timeout;
     let server = tokio::time::timeout(timeout, negotiate(upstream))
         .await
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connection timed out")))?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let port = listener.local_addr()?.port();
+    let ended = CancellationToken::new();
+    let end_when_done = ended.clone().drop_guard();
     tokio::spawn(async move {
+        let _end_when_done = end_when_done;
         let mut server = server;
         let Ok(Ok((mut client, _))) = tokio::time::timeout(timeout, listener.accept()).await else {
             return;
@@ -95,7 +100,7 @@ pub async fn start(upstream: Upstream<'_>) -> io::Result<u16> {
             tracing::debug!(%error, "postgres replication relay ended");
         }
     });
-    Ok(port)
+    Ok((port, ended))
 }
 
 /// The socket, then the SSLRequest and TLS handshake as libpq does them

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::change::{Datum, Row, RowChange, RowOp, WalPosition};
 use crate::config::Config;
 use crate::pg::connection::ConnectionSettings;
+use crate::pg::gated::Gated;
 use crate::pg::PgError;
 use crate::telemetry::Counters;
 use pgoutput::{OldTupleKind, PgOutputMessage, Tuple, TupleValue};
@@ -109,10 +110,7 @@ pub struct History {
 /// command but keeps the session (a proxy in between, say): the history is
 /// then unknown and nothing is rebased. A session that ended (refused login,
 /// unreachable host) is its error.
-async fn identify(
-    client: &mut ReplicationClient,
-    config: &Config,
-) -> Result<Option<History>, PgError> {
+async fn identify(client: &mut Gated, config: &Config) -> Result<Option<History>, PgError> {
     match client.identify_system().await {
         Ok(id) => Ok(Some(History { system_id: id.system_id, timeline: id.timeline })),
         Err(error) if client.is_running() => {
@@ -129,7 +127,7 @@ async fn identify(
 /// is logged, not fatal: the slot still streams, and `check` says what is
 /// missing.
 async fn make_failover_slot(
-    client: &mut ReplicationClient,
+    client: &mut Gated,
     sql: &tokio_postgres::Client,
     config: &Config,
 ) -> Result<(), PgError> {
@@ -173,17 +171,16 @@ impl Source {
         let _ = sql.batch_execute("SET idle_session_timeout = 0").await;
         let slot = setup::ensure(&sql, config, &counters, check_publication).await?;
         let open = |from: Lsn| async move {
-            let replication = settings
+            let mut relayed = settings
                 .replication_config(
                     host,
                     &config.postgres.slot,
                     &config.postgres.publication,
                     config.status_interval(),
                 )
-                .await?
-                .with_start_lsn(from)
-                .with_buffer_size(BUFFER_EVENTS);
-            ReplicationClient::connect_gated(replication).await.map_err(PgError::replication)
+                .await?;
+            relayed.config = relayed.config.with_start_lsn(from).with_buffer_size(BUFFER_EVENTS);
+            Gated::connect(relayed).await.map_err(PgError::replication)
         };
         let mut client = open(resume_from).await?;
         let mut history = identify(&mut client, config).await?;
@@ -211,6 +208,7 @@ impl Source {
         if let SlotState::Usable { failover: Some(false), active: false, .. } = slot {
             make_failover_slot(&mut client, &sql, config).await?;
         }
+        let mut client = client.into_client();
         client.start().await.map_err(PgError::replication)?;
         client.wait_started().await.map_err(|e| classify_start_error(e, config))?;
         tracing::info!(
