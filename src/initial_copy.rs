@@ -192,6 +192,14 @@ async fn create_slot_and_import_snapshot(
         )
         .await?;
     let mut session = Gated::connect(replication).await.map_err(PgError::replication)?;
+    // The login within connect_timeout_secs (CREATE_REPLICATION_SLOT may
+    // rightly wait long for running transactions).
+    if let Err(error) = session.identify_system().await {
+        // Refused on a session that lives on (a proxy in between): fine.
+        if !session.is_running() {
+            return Err(PgError::replication(error));
+        }
+    }
     let rows = session
         .simple_query(&format!(
             "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export'{})",

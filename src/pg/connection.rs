@@ -209,7 +209,7 @@ impl ConnectionSettings {
             .with_status_interval(status_interval)
             // Wake at least this often so an idle stream still reports acks.
             .with_wakeup_interval(status_interval.max(Duration::from_secs(1)));
-        Ok(Relayed { config, ended })
+        Ok(Relayed { config, ended, login_timeout: self.connect_timeout })
     }
 
     /// The TLS connector of a SQL connection to `server_name`.

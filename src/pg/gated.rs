@@ -9,9 +9,10 @@
 //! closed channel, and the client then waits forever: seen here about once
 //! in 300 refused logins, a daemon hung at start instead of exiting or
 //! retrying. The session's bytes pass through ciosync's own relay
-//! ([`super::relay`]), whose end ciosync sees: a command still unanswered
-//! [`ANSWER_AFTER_END`] after the relay ended fails with the worker's own
-//! error (a live worker answers at once then: its socket is closed).
+//! ([`super::relay`]), whose end ciosync sees (the worker's side closed, or
+//! the relay gave up waiting for it): a command still unanswered
+//! [`ANSWER_AFTER_END`] after that fails with the worker's own error (a
+//! live worker answers at once then: its socket is closed).
 
 use std::future::Future;
 use std::time::Duration;
@@ -31,12 +32,15 @@ pub struct Relayed {
     /// Cancelled when the relay has ended (both ways closed, or nobody
     /// connected in time).
     pub ended: CancellationToken,
+    /// `connect_timeout_secs`: bounds the login with IDENTIFY_SYSTEM.
+    pub login_timeout: Duration,
 }
 
 /// A replication session before START_REPLICATION.
 pub struct Gated {
     client: ReplicationClient,
     relay_ended: CancellationToken,
+    login_timeout: Duration,
 }
 
 impl Gated {
@@ -44,7 +48,7 @@ impl Gated {
     /// a refusal is the error of the first command).
     pub async fn connect(relayed: Relayed) -> Result<Self, PgWireError> {
         let client = ReplicationClient::connect_gated(relayed.config).await?;
-        Ok(Self { client, relay_ended: relayed.ended })
+        Ok(Self { client, relay_ended: relayed.ended, login_timeout: relayed.login_timeout })
     }
 
     /// Runs `sql` (a replication command) and returns its rows.
@@ -56,12 +60,30 @@ impl Gated {
         }
     }
 
-    /// IDENTIFY_SYSTEM.
+    /// IDENTIFY_SYSTEM, which the server answers at once: with the login
+    /// before it (the first command waits for the login), within
+    /// `connect_timeout_secs`, as libpq bounds a connection attempt. A
+    /// server that accepts and then says nothing ends the session with a
+    /// timeout error (not running any more, so not taken for a refusal of
+    /// the command alone).
     pub async fn identify_system(&mut self) -> Result<IdentifySystem, PgWireError> {
         let ended = self.relay_ended.clone();
-        match answered(self.client.identify_system(), &ended).await {
-            Some(answer) => answer,
-            None => Err(self.worker_error().await),
+        let bounded = tokio::time::timeout(
+            self.login_timeout,
+            answered(self.client.identify_system(), &ended),
+        );
+        match bounded.await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => Err(self.worker_error().await),
+            // The session ended as the bound ran out: its own error says more.
+            Err(_) if self.relay_ended.is_cancelled() => Err(self.worker_error().await),
+            Err(_) => {
+                self.client.abort();
+                Err(PgWireError::Io(std::sync::Arc::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer to the login and IDENTIFY_SYSTEM within connect_timeout_secs",
+                ))))
+            }
         }
     }
 
@@ -82,9 +104,13 @@ impl Gated {
         tracing::debug!("the replication connection ended with a command unanswered");
         match tokio::time::timeout(ANSWER_AFTER_END, self.client.wait_started()).await {
             Ok(Err(error)) => error,
-            Ok(Ok(())) | Err(_) => PgWireError::Internal(
-                "the replication connection ended before the command was answered".into(),
-            ),
+            Ok(Ok(())) | Err(_) => {
+                // Not running on, so not taken for a refusal of one command.
+                self.client.abort();
+                PgWireError::Internal(
+                    "the replication connection ended before the command was answered".into(),
+                )
+            }
         }
     }
 }

@@ -30,6 +30,60 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// Relay buffer per direction: a replication stream's messages pass through.
 const RELAY_BUFFER: usize = 64 * 1024;
 
+/// How long the relay waits for the server to close its side once the
+/// client's side has closed.
+const SERVER_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The relay's client side, which cancels `ended` when it closes (end of
+/// stream or an error): the session has ended then, whatever the server
+/// does (see [`super::gated`]).
+struct EndsWith<S> {
+    inner: S,
+    ended: CancellationToken,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for EndsWith<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        match &read {
+            std::task::Poll::Ready(Ok(())) if buf.filled().len() == before => this.ended.cancel(),
+            std::task::Poll::Ready(Err(_)) => this.ended.cancel(),
+            _ => {}
+        }
+        read
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for EndsWith<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 /// Opens a socket to `host` within `timeout`: each address the name
 /// resolves to in turn (TCP, no Nagle delay, keepalives on), or the Unix
 /// socket `<dir>/.s.PGSQL.<port>`.
@@ -81,23 +135,35 @@ pub async fn start(upstream: Upstream<'_>) -> io::Result<(u16, CancellationToken
     let port = listener.local_addr()?.port();
     let ended = CancellationToken::new();
     let end_when_done = ended.clone().drop_guard();
+    let (ended_inside, client_closed) = (ended.clone(), ended.clone());
     tokio::spawn(async move {
         let _end_when_done = end_when_done;
         let mut server = server;
-        let Ok(Ok((mut client, _))) = tokio::time::timeout(timeout, listener.accept()).await else {
+        let Ok(Ok((client, _))) = tokio::time::timeout(timeout, listener.accept()).await else {
             return;
         };
         drop(listener);
         let _ = client.set_nodelay(true);
-        let copied = tokio::io::copy_bidirectional_with_sizes(
+        let mut client = EndsWith { inner: client, ended: ended_inside };
+        let copying = tokio::io::copy_bidirectional_with_sizes(
             &mut client,
             &mut server,
             RELAY_BUFFER,
             RELAY_BUFFER,
-        )
-        .await;
-        if let Err(error) = copied {
-            tracing::debug!(%error, "postgres replication relay ended");
+        );
+        // Once the client's side closed, the server has a moment to close
+        // its own; one that never does (a stuck proxy) holds nothing.
+        let client_gone = async {
+            client_closed.cancelled().await;
+            tokio::time::sleep(SERVER_CLOSE_GRACE).await;
+        };
+        tokio::select! {
+            copied = copying => {
+                if let Err(error) = copied {
+                    tracing::debug!(%error, "postgres replication relay ended");
+                }
+            }
+            () = client_gone => tracing::debug!("postgres replication relay closed: the server kept its side open"),
         }
     });
     Ok((port, ended))

@@ -36,7 +36,8 @@ pub struct RecordedRequest {
     /// Query string, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
-    /// Status the emulator answered.
+    /// Status the emulator answered; 200 for a request that changed the
+    /// workspace and is still being answered (see the module doc).
     pub status: u16,
     /// The body parsed as JSON, if it was JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,8 +65,9 @@ pub fn route_of(path: &str) -> String {
 enum Pending {
     /// Not logged yet: no effect applied so far.
     Waiting(RecordedRequest),
-    /// Logged with its effects, as entry `seq`; the status is provisional.
-    Logged(u64),
+    /// Logged with its effects (named as `Inner::record` returned); the
+    /// status is provisional.
+    Logged((u64, u64)),
     /// Taken by `finish`.
     Done,
 }
@@ -94,7 +96,7 @@ pub async fn while_handling<T>(
             entry.injected_fault = injected_fault;
             inner.record(entry);
         }
-        Pending::Logged(seq) => inner.settle(seq, status, injected_fault),
+        Pending::Logged(entry) => inner.settle(entry, status, injected_fault),
         Pending::Done => {}
     });
     output
@@ -208,7 +210,15 @@ mod tests {
     #[tokio::test]
     async fn a_request_without_effects_is_logged_when_answered() {
         let shared = Shared::new(EmulatorConfig::default());
-        let quiet = while_handling(&shared, entry(), async { 401u16 }, |s| (*s, false));
+        let quiet = while_handling(
+            &shared,
+            entry(),
+            async {
+                tokio::task::yield_now().await;
+                401u16
+            },
+            |s| (*s, false),
+        );
         let changing = while_handling(
             &shared,
             RecordedRequest { path: "/api/v1/customers/8".into(), ..entry() },
@@ -219,11 +229,45 @@ mod tests {
             },
             |s| (*s, false),
         );
-        assert_eq!((changing.await, quiet.await), (200, 401));
+        // `quiet` starts first and waits while `changing` runs.
+        assert_eq!(tokio::join!(quiet, changing), (401, 200));
         let log = shared.read(|inner| EmulatorView::new(inner).requests());
         assert_eq!(
             log.iter().map(|r| (r.path.as_str(), r.status)).collect::<Vec<_>>(),
             [("/api/v1/customers/8", 200), ("/api/v2/batch", 401)]
+        );
+    }
+
+    /// A reset while a request is answered: its answer settles nothing
+    /// logged after the reset under the same number.
+    #[tokio::test]
+    async fn an_answer_after_a_reset_leaves_the_new_log_alone() {
+        let shared = Shared::new(EmulatorConfig::default());
+        let (applied_tx, applied_rx) = tokio::sync::oneshot::channel();
+        let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<()>();
+        let handler = {
+            let shared = shared.clone();
+            async move {
+                shared.apply([identify("7")]);
+                applied_tx.send(()).unwrap();
+                answer_rx.await.unwrap();
+                429u16
+            }
+        };
+        let handling = tokio::spawn({
+            let shared = shared.clone();
+            async move { while_handling(&shared, entry(), handler, |s| (*s, true)).await }
+        });
+        applied_rx.await.unwrap();
+        shared.reset();
+        let after = while_handling(&shared, entry(), async { 401u16 }, |s| (*s, false));
+        assert_eq!(after.await, 401);
+        answer_tx.send(()).unwrap();
+        assert_eq!(handling.await.unwrap(), 429);
+        let log = shared.read(|inner| EmulatorView::new(inner).requests());
+        assert_eq!(
+            log.iter().map(|r| (r.seq, r.status, r.injected_fault)).collect::<Vec<_>>(),
+            [(1, 401, false)]
         );
     }
 }

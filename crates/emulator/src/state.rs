@@ -49,6 +49,9 @@ pub struct Inner {
     /// Campaigns with a webhook action, and their deliveries.
     pub campaigns: Campaigns,
     next_request_seq: u64,
+    /// How many resets came before this state (entries logged before one
+    /// are not settled after it: their numbers are reused).
+    resets: u64,
     /// Sum of `body_bytes` over `requests`.
     recorded_body_bytes: usize,
 }
@@ -67,6 +70,7 @@ impl Inner {
             segments: Segments::default(),
             campaigns: Campaigns::default(),
             next_request_seq: 0,
+            resets: 0,
             recorded_body_bytes: 0,
         }
     }
@@ -77,15 +81,18 @@ impl Inner {
         self.recorded_body_bytes = 0;
     }
 
-    /// Empties the request log, returning what it held, oldest first.
+    /// Empties the request log, returning what it held, oldest first (an
+    /// entry whose request is still being answered keeps its provisional
+    /// status, 200).
     pub fn take_requests(&mut self) -> Vec<RecordedRequest> {
         self.recorded_body_bytes = 0;
         self.requests.drain(..).collect()
     }
 
     /// Appends to the request log, numbering the entry; drops the oldest
-    /// entries past the count and byte limits. Returns the entry's number.
-    pub fn record(&mut self, mut request: RecordedRequest) -> u64 {
+    /// entries past the count and byte limits. Returns what names the
+    /// entry for [`Inner::settle`]: the resets before it and its number.
+    pub fn record(&mut self, mut request: RecordedRequest) -> (u64, u64) {
         self.next_request_seq += 1;
         let seq = self.next_request_seq;
         request.seq = seq;
@@ -98,12 +105,16 @@ impl Inner {
                 self.recorded_body_bytes -= dropped.body_bytes;
             }
         }
-        seq
+        (self.resets, seq)
     }
 
-    /// Sets the answer of entry `seq`, logged before it was answered (gone
-    /// already if the log dropped or cleared it).
-    pub fn settle(&mut self, seq: u64, status: u16, injected_fault: bool) {
+    /// Sets the answer of the entry `record` named, logged before it was
+    /// answered (gone already if the log dropped, cleared or took it, or
+    /// the state was reset).
+    pub fn settle(&mut self, (resets, seq): (u64, u64), status: u16, injected_fault: bool) {
+        if resets != self.resets {
+            return;
+        }
         if let Ok(at) = self.requests.binary_search_by_key(&seq, |r| r.seq) {
             self.requests[at].status = status;
             self.requests[at].injected_fault = injected_fault;
@@ -228,7 +239,11 @@ impl Shared {
     /// the emulator started with; accept-only counts go back to 0.
     pub fn reset(&self) {
         let fresh = Inner::new(&self.0.config);
-        self.update(|inner| *inner = fresh);
+        self.update(|inner| {
+            let resets = inner.resets + 1;
+            *inner = fresh;
+            inner.resets = resets;
+        });
         self.0.accepted.reset();
     }
 
