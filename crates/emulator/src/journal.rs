@@ -18,8 +18,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::state::Inner;
-
 /// Largest body read at all; above it the answer is 413. Well over the
 /// 500,000-byte batch limit, so oversize batches still get Customer.io's 400.
 pub const MAX_READ_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -62,13 +60,13 @@ pub fn route_of(path: &str) -> String {
 }
 
 /// Where the request being handled stands in the log.
-enum Pending {
+pub enum Pending {
     /// Not logged yet: no effect applied so far.
     Waiting(RecordedRequest),
-    /// Logged with its effects (named as `Inner::record` returned); the
-    /// status is provisional.
+    /// Logged with its effects (named as the log's `record` returned: the
+    /// resets before it and its number); the status is provisional.
     Logged((u64, u64)),
-    /// Taken by `finish`.
+    /// Taken by [`handling`].
     Done,
 }
 
@@ -78,33 +76,18 @@ tokio::task_local! {
 }
 
 /// Runs `handle` (the request's handler) with `entry` waiting to be logged
-/// as soon as the handler applies an effect; then logs it with the status
-/// and fault mark of the answer `answered` reads off its output.
-pub async fn while_handling<T>(
-    shared: &crate::state::Shared,
-    entry: RecordedRequest,
-    handle: impl Future<Output = T>,
-    answered: impl FnOnce(&T) -> (u16, bool),
-) -> T {
+/// as soon as the handler applies an effect ([`log_with_effects`]);
+/// returns its output and where the entry stands.
+pub async fn handling<T>(entry: RecordedRequest, handle: impl Future<Output = T>) -> (T, Pending) {
     let pending = Arc::new(Mutex::new(Pending::Waiting(entry)));
     let output = PENDING.scope(pending.clone(), handle).await;
-    let (status, injected_fault) = answered(&output);
     let state = std::mem::replace(&mut *lock(&pending), Pending::Done);
-    shared.update(|inner| match state {
-        Pending::Waiting(mut entry) => {
-            entry.status = status;
-            entry.injected_fault = injected_fault;
-            inner.record(entry);
-        }
-        Pending::Logged(entry) => inner.settle(entry, status, injected_fault),
-        Pending::Done => {}
-    });
-    output
+    (output, state)
 }
 
-/// Logs the request being handled, if any and not yet logged, in the lock
-/// that applies its effects (`inner` is that lock's state).
-pub fn log_with_effects(inner: &mut Inner) {
+/// Logs the request being handled, if any and not yet logged, with
+/// `record` (the log's, called in the lock that applies the effects).
+pub fn log_with_effects(record: impl FnOnce(RecordedRequest) -> (u64, u64)) {
     let _ = PENDING.try_with(|pending| {
         let mut pending = lock(pending);
         if let Pending::Waiting(_) = &*pending {
@@ -113,7 +96,7 @@ pub fn log_with_effects(inner: &mut Inner) {
                 unreachable!("matched just above")
             };
             entry.status = 200;
-            *pending = Pending::Logged(inner.record(entry));
+            *pending = Pending::Logged(record(entry));
         }
     });
 }
@@ -127,6 +110,7 @@ mod tests {
     use super::*;
     use crate::config::EmulatorConfig;
     use crate::model::Op;
+    use crate::middleware::while_handling;
     use crate::state::{EmulatorView, Shared};
     use ciosync_track_api::Identifier;
 

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::catalog::{operation_of, UNMODELLED_HEADER};
 use crate::faults::{fault_response, InjectedMark};
-use crate::journal::{self, route_of, RecordedRequest, MAX_READ_BODY_BYTES};
+use crate::journal::{self, route_of, Pending, RecordedRequest, MAX_READ_BODY_BYTES};
 use crate::state::Shared;
 
 /// Middleware around the Track API routes (outermost, so it sees faults and
@@ -38,7 +38,7 @@ pub async fn record(State(shared): State<Shared>, request: Request, next: Next) 
     let (method_of_log, path_of_log, body_bytes) = (method.clone(), path.clone(), bytes.len());
     let entry = entry(&shared, method, path, query, &bytes, received_at_ms);
     let request = Request::from_parts(parts, Body::from(bytes));
-    let response = journal::while_handling(&shared, entry, next.run(request), |response| {
+    let response = while_handling(&shared, entry, next.run(request), |response| {
         (response.status().as_u16(), response.extensions().get::<InjectedMark>().is_some())
     })
     .await;
@@ -50,6 +50,30 @@ pub async fn record(State(shared): State<Shared>, request: Request, next: Next) 
         "track api request"
     );
     say_what_is_unmodelled(response, &method_of_log, &path_of_log)
+}
+
+/// Runs `handle` (the request's handler) with `entry` logged as soon as
+/// the handler applies an effect (see `journal`), else once answered; then
+/// settles it with the status and fault mark `answered` reads off the
+/// output.
+pub async fn while_handling<T>(
+    shared: &Shared,
+    entry: RecordedRequest,
+    handle: impl std::future::Future<Output = T>,
+    answered: impl FnOnce(&T) -> (u16, bool),
+) -> T {
+    let (output, pending) = journal::handling(entry, handle).await;
+    let (status, injected_fault) = answered(&output);
+    shared.update(|inner| match pending {
+        Pending::Waiting(mut entry) => {
+            entry.status = status;
+            entry.injected_fault = injected_fault;
+            inner.record(entry);
+        }
+        Pending::Logged(entry) => inner.settle(entry, status, injected_fault),
+        Pending::Done => {}
+    });
+    output
 }
 
 /// The log entry of a request, its answer not known yet.

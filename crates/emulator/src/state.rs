@@ -194,7 +194,7 @@ impl Shared {
     pub fn apply(&self, ops: impl IntoIterator<Item = Op>) -> Vec<Option<Problem>> {
         let config = &self.0.config;
         self.update(|inner| {
-            crate::journal::log_with_effects(inner);
+            crate::journal::log_with_effects(|entry| inner.record(entry));
             let refused = ops
                 .into_iter()
                 .map(|op| match inner.world.admit(&op) {

@@ -124,7 +124,7 @@ fn change_segment(
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
     shared.update(|inner| {
-        crate::journal::log_with_effects(inner);
+        crate::journal::log_with_effects(|entry| inner.record(entry));
         let changed = inner.segments.change(&inner.world, segment_id, change, &ids);
         inner.campaigns.on_segment_change(&inner.world, segment_id, &changed, now_ms);
     });
