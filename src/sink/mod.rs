@@ -42,6 +42,7 @@ pub mod retry;
 pub mod send;
 mod size;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -187,6 +188,7 @@ impl Sink {
                 .map(|e| e.trim().to_lowercase())
                 .collect(),
             recorded: None,
+            views_bytes: Arc::default(),
         };
         Ok(Self {
             queue: Queue::default(),
@@ -275,7 +277,12 @@ impl Sink {
 
     /// Whether the memory budget is used up: read nothing more until a batch completes.
     pub fn is_full(&self) -> bool {
-        self.queue.pending_bytes() >= self.max_pending_bytes
+        self.pending_bytes() >= self.max_pending_bytes
+    }
+
+    /// What the queue and the batches in flight hold, as estimated.
+    fn pending_bytes(&self) -> usize {
+        self.queue.pending_bytes() + self.delivery.views_bytes.load(Ordering::Relaxed)
     }
 
     /// Whether a batch is in flight (so [`Sink::completion`] will return).
@@ -448,7 +455,7 @@ impl Sink {
 
     /// Updates the gauges of what is outstanding, and whether anything is.
     fn report_memory(&self) {
-        let held = self.queue.pending_bytes() as u64;
+        let held = self.pending_bytes() as u64;
         Counters::set(&self.counters.pending_bytes, held, Some(&self.counters.pending_bytes_peak));
         Counters::set(&self.counters.pending_operations, self.queue.unfinished() as u64, None);
         self.counters.health.set_busy(!self.queue.is_done());
@@ -494,7 +501,10 @@ impl Sink {
         self.queue.waiting() >= self.max_batch_ops
             || self.queue.waiting_wire_bytes() >= MAX_BATCH_BYTES
             || self.queue.has_barrier()
-            || self.is_full()
+            // Full with a batch in flight: its completion makes room, and
+            // the batch waiting fills meanwhile (a part-filled request
+            // spends the request budget on fewer operations).
+            || (self.is_full() && self.tasks.is_empty())
             || self.queue.oldest().is_some_and(|t| t + self.linger <= Instant::now())
     }
 }

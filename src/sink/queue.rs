@@ -52,7 +52,9 @@ use tokio::time::Instant;
 use super::batch::{self, EncodedItem, ENVELOPE_BYTES};
 use super::merge;
 use super::order::{self, HashMap, HashSet, Order};
-use super::size::{estimate, fits_merged, wire_estimate, COMMIT_ENTRY_BYTES, ENCODED_OVERHEAD};
+use super::size::{
+    estimate, fits_merged, in_flight, wire_estimate, COMMIT_ENTRY_BYTES, ENCODED_OVERHEAD,
+};
 use crate::customer::{CustomerOp, Released};
 use crate::track_api::MAX_BATCH_BYTES;
 
@@ -396,11 +398,10 @@ impl Queue {
             taken.ticket.follows.extend(entry.order.follows.iter().cloned());
             self.queued_bytes -= entry.bytes;
             self.queued_wire -= entry.wire;
-            // In flight it is counted as it was waiting: measured, a batch
-            // in flight holds about what its operations did (its items,
-            // the body, the record's write; BENCHMARKS.md, "The record's
-            // writes"), and counting less let RSS grow past the budget's.
-            taken.ticket.bytes += entry.bytes;
+            // In flight it holds its JSON (twice: the item and the body)
+            // and its entries, not its waiting form; the record's view of
+            // its customer is counted once read (`size::in_flight`).
+            taken.ticket.bytes += in_flight(item.wire_bytes()) + entry.order.bytes();
             taken.ticket.seqs.push(seq);
             taken.items.push(item);
             if alone {

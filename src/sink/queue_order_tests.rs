@@ -201,6 +201,10 @@ fn the_email_keys_count_toward_memory_when_queued_and_when_merged() {
     joined.join(Order::of(&merged, &was("tmp@x.io")));
     assert_eq!(joined.keys.len(), 3);
     assert_eq!(q.waiting_bytes(), estimate(&merged) + joined.bytes());
+    // In flight, the keys are still held (the busy set, the ticket).
+    let taken = q.take_batch(10).expect("a batch");
+    let json = taken.items[0].wire_bytes();
+    assert_eq!(q.pending_bytes(), crate::sink::size::in_flight(json) + joined.bytes());
 }
 
 #[test]

@@ -1,7 +1,9 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::sink::size::{held, ATTRIBUTE_OVERHEAD, MERGE_MARGIN_BYTES, OP_OVERHEAD};
+use crate::sink::size::{
+    held, in_flight, ATTRIBUTE_OVERHEAD, IN_FLIGHT_OVERHEAD, MERGE_MARGIN_BYTES, OP_OVERHEAD,
+};
 use crate::track_api::MAX_BATCH_ITEM_BYTES;
 
 fn identify(id: &str, attributes: Value, timestamp: i64) -> CustomerOp {
@@ -203,9 +205,25 @@ fn memory_is_accounted_until_the_batch_completes() {
     let taken = q.take_batch(10).expect("a batch");
     assert_eq!(q.waiting_bytes(), 0);
     assert_eq!(q.waiting_wire_bytes(), 0);
-    assert_eq!(q.pending_bytes(), held);
+    // In flight: its JSON twice (the item, the body) and what an item in
+    // flight holds beside it, not its waiting form.
+    let json = taken.items[0].wire_bytes();
+    assert_eq!(q.pending_bytes(), in_flight(json));
+    assert_eq!(in_flight(json), crate::sink::size::held(IN_FLIGHT_OVERHEAD + 2 * json));
     q.finish(&taken.ticket);
     assert_eq!(q.pending_bytes(), 0);
+}
+
+#[test]
+fn a_small_change_in_flight_is_counted_below_its_waiting_estimate() {
+    let mut q = Queue::default();
+    push_all(&mut q, vec![identify("1", json!({"plan": "pro", "n": 1}), 1)]);
+    let waiting = q.pending_bytes();
+    let taken = q.take_batch(10).expect("a batch");
+    let in_flight = q.pending_bytes();
+    assert!(in_flight < waiting, "{in_flight} in flight, {waiting} waiting");
+    assert!(in_flight > 2 * taken.items[0].wire_bytes(), "{in_flight}");
+    q.finish(&taken.ticket);
 }
 
 #[test]

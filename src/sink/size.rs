@@ -19,6 +19,14 @@ pub(super) const OP_OVERHEAD: usize = 900;
 pub(super) const ATTRIBUTE_OVERHEAD: usize = 72;
 /// An encoded item that waits for the next batch: its entry and buffers.
 pub(super) const ENCODED_OVERHEAD: usize = 256;
+/// An item in flight apart from its JSON: its entry in the delivery task
+/// (0.13 KB), its place in the ticket and the busy set (0.19 KB), the
+/// fingerprints of what it sets and its share of the record's write
+/// (0.21 KB for the bench's rows): what heaptrack found per item of a
+/// 100,000-row copy at 150 ms (BENCHMARKS.md, "The initial copy at 150 ms").
+/// The record's view of a known customer (`record::Whole`) is counted
+/// apart, once read ([`super::deliver`]).
+pub(super) const IN_FLIGHT_OVERHEAD: usize = 550;
 /// A commit entry: its 24 bytes, twice over for the queue's spare capacity
 /// (it grows by doubling).
 pub(super) const COMMIT_ENTRY_BYTES: usize = 48;
@@ -42,9 +50,17 @@ pub(super) fn held(own: usize) -> usize {
     own * HELD_PER_OWN.0 / HELD_PER_OWN.1
 }
 
-/// Estimated memory an operation holds while it waits or is in flight.
+/// Estimated memory an operation holds while it waits.
 pub(super) fn estimate(op: &CustomerOp) -> usize {
     held(own(op))
+}
+
+/// Estimated memory an item of `wire` bytes holds in flight: its JSON
+/// twice (the item's, and its copy in the request body) and
+/// [`IN_FLIGHT_OVERHEAD`]. Its waiting form (the attribute map, the queue
+/// entry) is gone by then.
+pub(super) fn in_flight(wire: usize) -> usize {
+    held(IN_FLIGHT_OVERHEAD + 2 * wire)
 }
 
 /// The operation's own allocations.

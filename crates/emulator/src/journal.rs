@@ -109,8 +109,8 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 mod tests {
     use super::*;
     use crate::config::EmulatorConfig;
-    use crate::model::Op;
     use crate::middleware::while_handling;
+    use crate::model::Op;
     use crate::state::{EmulatorView, Shared};
     use ciosync_track_api::Identifier;
 
