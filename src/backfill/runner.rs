@@ -97,16 +97,20 @@ async fn serve(
 const MAX_REREADS: u32 = 10;
 /// Chunks handed to the pipeline whose delivery the runner does not wait
 /// for before reading the next are bounded by their bytes, not their
-/// number: at most `pipeline.max_pending_bytes` of operations (which the
-/// sink's memory budget holds anyway). A count was the wrong bound for
-/// narrow rows: 16 chunks of 1,000 rows held a 150 ms round trip to 0.65
-/// of the request budget (BENCHMARKS.md, issue 24). A kill -9 re-reads
-/// what was undelivered: up to `max_pending_bytes` and a chunk (16 and 4
-/// MiB by default, about 8,000 rows of 6 attributes), which the record of what
-/// Customer.io accepted then mostly leaves unsent (with the record off, it
-/// is all sent again).
+/// number: at most twice `pipeline.max_pending_bytes` of operations as
+/// counted while they wait. The sink's memory budget bounds what is held;
+/// it counts a batch in flight at what it holds, less than that (about
+/// two thirds for narrow rows), so a window of one budget bound a backfill
+/// at 150 ms to 0.63 of the request budget, two of them let it reach 0.87
+/// (BENCHMARKS.md, "counting a batch in flight at what it holds"). A count
+/// was the wrong bound for narrow rows: 16 chunks of 1,000 rows held a
+/// 150 ms round trip to 0.65 (issue 24). A kill -9 re-reads what was
+/// undelivered: up to twice `max_pending_bytes` and a chunk (32 and 4 MiB
+/// by default, about 15,000 rows of 6 attributes), which the record of
+/// what Customer.io accepted then mostly leaves unsent (with the record
+/// off, it is all sent again).
 fn undelivered_bytes(config: &Config) -> usize {
-    config.pipeline.max_pending_bytes
+    2 * config.pipeline.max_pending_bytes
 }
 
 /// Chunk numbers: unique for the life of the process, so a retried backfill

@@ -3,7 +3,6 @@
 //! batches in flight share no customer.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,6 @@ use super::client::TrackClient;
 use super::recorded::{Prepared, Recorded};
 use super::retry::{cut_error_text, describe_item_error, Backoff};
 use super::send::{self, Answer, Policy};
-use super::size::held;
 use super::SinkError;
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::record::Effect;
@@ -39,31 +37,6 @@ pub struct Delivery {
     pub transient_item_errors: Vec<String>,
     /// The record of what Customer.io accepted (`None`: turned off).
     pub recorded: Option<Recorded>,
-    /// Memory the batches in flight hold beyond what they were counted at
-    /// when taken: the record's views of their known customers, read
-    /// during delivery (see [`super::size::in_flight`]). Part of the
-    /// memory budget.
-    pub views_bytes: Arc<AtomicUsize>,
-}
-
-/// Counts `bytes` in `views_bytes` until dropped (the batch written, or its
-/// task aborted).
-struct CountedViews<'a> {
-    total: &'a AtomicUsize,
-    bytes: usize,
-}
-
-impl<'a> CountedViews<'a> {
-    fn new(total: &'a AtomicUsize, bytes: usize) -> Self {
-        total.fetch_add(bytes, Ordering::Relaxed);
-        Self { total, bytes }
-    }
-}
-
-impl Drop for CountedViews<'_> {
-    fn drop(&mut self) {
-        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
 }
 
 struct Pending {
@@ -92,7 +65,6 @@ impl Delivery {
                 always: Vec::new(),
             },
         };
-        let _views = CountedViews::new(&self.views_bytes, held(prepared.views_bytes()));
         let mut pending: Vec<Pending> = prepared
             .send
             .into_iter()
@@ -274,22 +246,5 @@ impl Delivery {
         }
         drop(failing);
         Counters::add(&self.counters.ops_dead_lettered, letters.len() as u64);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn views_are_counted_until_their_batch_is_done_or_dropped() {
-        let total = AtomicUsize::new(0);
-        let first = CountedViews::new(&total, 300);
-        let second = CountedViews::new(&total, 200);
-        assert_eq!(total.load(Ordering::Relaxed), 500);
-        drop(first);
-        assert_eq!(total.load(Ordering::Relaxed), 200);
-        drop(second);
-        assert_eq!(total.load(Ordering::Relaxed), 0);
     }
 }

@@ -42,7 +42,6 @@ pub mod retry;
 pub mod send;
 mod size;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -188,7 +187,6 @@ impl Sink {
                 .map(|e| e.trim().to_lowercase())
                 .collect(),
             recorded: None,
-            views_bytes: Arc::default(),
         };
         Ok(Self {
             queue: Queue::default(),
@@ -277,12 +275,7 @@ impl Sink {
 
     /// Whether the memory budget is used up: read nothing more until a batch completes.
     pub fn is_full(&self) -> bool {
-        self.pending_bytes() >= self.max_pending_bytes
-    }
-
-    /// What the queue and the batches in flight hold, as estimated.
-    fn pending_bytes(&self) -> usize {
-        self.queue.pending_bytes() + self.delivery.views_bytes.load(Ordering::Relaxed)
+        self.queue.pending_bytes() >= self.max_pending_bytes
     }
 
     /// Whether a batch is in flight (so [`Sink::completion`] will return).
@@ -455,7 +448,7 @@ impl Sink {
 
     /// Updates the gauges of what is outstanding, and whether anything is.
     fn report_memory(&self) {
-        let held = self.pending_bytes() as u64;
+        let held = self.queue.pending_bytes() as u64;
         Counters::set(&self.counters.pending_bytes, held, Some(&self.counters.pending_bytes_peak));
         Counters::set(&self.counters.pending_operations, self.queue.unfinished() as u64, None);
         self.counters.health.set_busy(!self.queue.is_done());

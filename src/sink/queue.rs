@@ -399,9 +399,16 @@ impl Queue {
             self.queued_bytes -= entry.bytes;
             self.queued_wire -= entry.wire;
             // In flight it holds its JSON (twice: the item and the body)
-            // and its entries, not its waiting form; the record's view of
-            // its customer is counted once read (`size::in_flight`).
-            taken.ticket.bytes += in_flight(item.wire_bytes()) + entry.order.bytes();
+            // and its entries, not its waiting form (`size::in_flight`).
+            // Never more than it was counted at while waiting: taking a
+            // batch must not push the count past the budget the operations
+            // were let in under (a wide row's JSON twice can exceed its
+            // waiting estimate; it is counted as before). The record's
+            // view of a known customer, read during delivery, is not
+            // counted (nor was it before): it would push the count past
+            // the budget after the operations were let in.
+            let held_in_flight = in_flight(item.wire_bytes()) + entry.order.bytes();
+            taken.ticket.bytes += held_in_flight.min(entry.bytes);
             taken.ticket.seqs.push(seq);
             taken.items.push(item);
             if alone {

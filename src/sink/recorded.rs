@@ -197,26 +197,6 @@ pub struct Prepared {
     pub always: Vec<Effect>,
 }
 
-impl Prepared {
-    /// The memory the record's views of known customers (`Whole`) hold
-    /// until the batch is written: unknown when the batch was taken, so
-    /// counted in the budget once read.
-    pub fn views_bytes(&self) -> usize {
-        self.send
-            .iter()
-            .filter_map(|(_, effect)| match effect {
-                Effect::Set { whole: Some(whole), .. } => {
-                    Some(WHOLE_OVERHEAD + whole.attributes.as_str().len())
-                }
-                _ => None,
-            })
-            .sum()
-    }
-}
-
-/// A `Whole` apart from its text: its box, the text's allocation.
-const WHOLE_OVERHEAD: usize = 64;
-
 /// The customers of `items`' identifies and watched events, each once.
 fn looked_up(items: &[EncodedItem]) -> Vec<&str> {
     let mut customers: Vec<&str> = items
@@ -321,7 +301,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::record::Assigned;
 
     fn watch(value: serde_json::Value, fires: bool, at: (u64, u32)) -> Watch {
         Watch { key: "plan_changed/plan".into(), value, fires, with_from: true, at }
@@ -330,35 +309,6 @@ mod tests {
     fn decided(watch: &Watch, before: Option<&WatchedValue>) -> Decision {
         let value = WatchedValue::of(&watch.value, watch.with_from, watch.at);
         decision(watch, &value, before)
-    }
-
-    #[test]
-    fn the_views_of_known_customers_are_counted_by_their_text() {
-        let item = |id: &str| {
-            let op = crate::customer::CustomerOp::Identify {
-                id: id.into(),
-                attributes: json!({"plan": "pro"}).as_object().cloned().unwrap_or_default(),
-                timestamp: 1,
-            };
-            crate::sink::batch::encode(op).expect("an identify encodes")
-        };
-        let set = |whole: Option<Box<Whole>>| Effect::Set {
-            customer: "1".into(),
-            attributes: Assigned::of([("plan", 1)]),
-            whole,
-        };
-        let wide = Assigned::of((0..40).map(|n| (["a", "b", "c"][n % 3], n as i64)));
-        let whole = Whole { attributes: wide.clone(), version: 7 };
-        let prepared = Prepared {
-            send: vec![
-                (item("1"), set(Some(Box::new(whole)))),
-                (item("2"), set(None)),
-                (item("3"), Effect::Forget(vec!["3".into()])),
-            ],
-            always: Vec::new(),
-        };
-        assert_eq!(prepared.views_bytes(), WHOLE_OVERHEAD + wide.as_str().len());
-        assert_eq!(Prepared::default().views_bytes(), 0);
     }
 
     #[test]

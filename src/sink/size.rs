@@ -24,8 +24,8 @@ pub(super) const ENCODED_OVERHEAD: usize = 256;
 /// fingerprints of what it sets and its share of the record's write
 /// (0.21 KB for the bench's rows): what heaptrack found per item of a
 /// 100,000-row copy at 150 ms (BENCHMARKS.md, "The initial copy at 150 ms").
-/// The record's view of a known customer (`record::Whole`) is counted
-/// apart, once read ([`super::deliver`]).
+/// Not counted: the record's view of a known customer (`record::Whole`,
+/// its fingerprints), read during delivery; see `Queue::take_batch`.
 pub(super) const IN_FLIGHT_OVERHEAD: usize = 550;
 /// A commit entry: its 24 bytes, twice over for the queue's spare capacity
 /// (it grows by doubling).
