@@ -152,11 +152,12 @@ mod tests {
         }
     }
 
-    /// Between applying its effects and being answered, a request is in the
-    /// log (status 200 for now); once answered, with the answer's status.
-    #[tokio::test]
-    async fn a_request_is_logged_no_later_than_its_effects_show() {
-        let shared = Shared::new(EmulatorConfig::default());
+    /// A request (answered 429, an injected fault) whose handler has
+    /// applied an identify of customer 7 and waits for the answer to be
+    /// let go: its task, and the sender that lets it go.
+    async fn applied_then_waiting(
+        shared: &Shared,
+    ) -> (tokio::task::JoinHandle<u16>, tokio::sync::oneshot::Sender<()>) {
         let (applied_tx, applied_rx) = tokio::sync::oneshot::channel();
         let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<()>();
         let handler = {
@@ -173,6 +174,15 @@ mod tests {
             async move { while_handling(&shared, entry(), handler, |s| (*s, true)).await }
         });
         applied_rx.await.unwrap();
+        (handling, answer_tx)
+    }
+
+    /// Between applying its effects and being answered, a request is in the
+    /// log (status 200 for now); once answered, with the answer's status.
+    #[tokio::test]
+    async fn a_request_is_logged_no_later_than_its_effects_show() {
+        let shared = Shared::new(EmulatorConfig::default());
+        let (handling, answer_tx) = applied_then_waiting(&shared).await;
         let (seen, log) = shared.read(|inner| {
             let view = EmulatorView::new(inner);
             (view.customer("7").is_some(), view.requests())
@@ -227,22 +237,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_after_a_reset_leaves_the_new_log_alone() {
         let shared = Shared::new(EmulatorConfig::default());
-        let (applied_tx, applied_rx) = tokio::sync::oneshot::channel();
-        let (answer_tx, answer_rx) = tokio::sync::oneshot::channel::<()>();
-        let handler = {
-            let shared = shared.clone();
-            async move {
-                shared.apply([identify("7")]);
-                applied_tx.send(()).unwrap();
-                answer_rx.await.unwrap();
-                429u16
-            }
-        };
-        let handling = tokio::spawn({
-            let shared = shared.clone();
-            async move { while_handling(&shared, entry(), handler, |s| (*s, true)).await }
-        });
-        applied_rx.await.unwrap();
+        let (handling, answer_tx) = applied_then_waiting(&shared).await;
         shared.reset();
         let after = while_handling(&shared, entry(), async { 401u16 }, |s| (*s, false));
         assert_eq!(after.await, 401);
