@@ -40,7 +40,8 @@
 //! operations are in the sink ([`Handed`]), the runner reads the next chunk
 //! while they are in flight, and records a chunk's last key as progress
 //! only once it and every chunk before it were delivered (at most twice
-//! `pipeline.max_pending_bytes` of operations are undelivered), so a resume
+//! `pipeline.max_pending_bytes` of operations, counted as they wait, and a
+//! chunk are undelivered), so a resume
 //! after kill -9 starts after the last delivered chunk, as before. The
 //! stream does not wait for a chunk's delivery at its high watermark
 //! either.

@@ -455,7 +455,8 @@ impl Sink {
     }
 
     /// Starts batches while there is room in flight and something is due
-    /// (a full batch, the linger time passed, a barrier, memory full, or `force`).
+    /// (a full batch, the linger time passed, a barrier, memory full with
+    /// nothing in flight, or `force`).
     fn pump(&mut self, force: bool) {
         self.stalled = false;
         if let Some(quiet) = self.quiet_until {

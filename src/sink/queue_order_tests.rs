@@ -205,6 +205,8 @@ fn the_email_keys_count_toward_memory_when_queued_and_when_merged() {
     let taken = q.take_batch(10).expect("a batch");
     let json = taken.items[0].wire_bytes();
     assert_eq!(q.pending_bytes(), crate::sink::size::in_flight(json) + joined.bytes());
+    q.finish(&taken.ticket);
+    assert_eq!(q.pending_bytes(), 0, "released as counted");
 }
 
 #[test]

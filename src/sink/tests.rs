@@ -88,3 +88,27 @@ async fn a_barrier_held_up_by_a_batch_in_flight_sets_no_timer() {
     assert!(sink.is_idle());
     assert!(emulator.customer("new").is_some());
 }
+
+/// A full memory budget sends a part-filled batch at once only when no
+/// batch is in flight; with one in flight, its completion makes room and
+/// the waiting batch goes then (a request of few operations spends the
+/// request budget on little).
+#[tokio::test]
+async fn a_full_budget_sends_no_part_filled_batch_while_one_is_in_flight() {
+    let emulator = emulator().await;
+    // A linger time the test never reaches, and a budget always full.
+    let mut sink = sink(&emulator, 600_000);
+    sink.max_pending_bytes = 1;
+    sink.push(identify("first"));
+    assert_eq!(sink.tasks.len(), 1, "full, nothing in flight: it goes at once");
+    sink.push(identify("second"));
+    assert!(sink.is_full());
+    assert_eq!(sink.tasks.len(), 1, "full with a batch in flight: the second waits");
+    assert_eq!(sink.queue.waiting(), 1);
+    complete_next(&mut sink).await;
+    assert_eq!(sink.tasks.len(), 1, "the first completed: the second went");
+    assert_eq!(sink.queue.waiting(), 0);
+    complete_next(&mut sink).await;
+    assert!(sink.is_idle());
+    assert!(emulator.customer("first").is_some() && emulator.customer("second").is_some());
+}
