@@ -29,8 +29,9 @@ pub const ANSWER_AFTER_END: Duration = Duration::from_secs(5);
 /// ([`super::connection::ConnectionSettings::replication_config`]).
 pub struct Relayed {
     pub config: ReplicationConfig,
-    /// Cancelled when the relay has ended (both ways closed, or nobody
-    /// connected in time).
+    /// Cancelled when the session's side of the relay closed (the worker
+    /// ended), or when the relay ended (nobody connected in time, or the
+    /// server closed).
     pub ended: CancellationToken,
     /// `connect_timeout_secs`: bounds the login with IDENTIFY_SYSTEM.
     pub login_timeout: Duration,

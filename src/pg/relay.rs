@@ -12,10 +12,12 @@
 
 use std::io;
 use std::net::Ipv4Addr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pgwire_replication::SslMode;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_util::sync::CancellationToken;
@@ -44,16 +46,16 @@ struct EndsWith<S> {
 
 impl<S: AsyncRead + Unpin> AsyncRead for EndsWith<S> {
     fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let read = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        let read = Pin::new(&mut this.inner).poll_read(cx, buf);
         match &read {
-            std::task::Poll::Ready(Ok(())) if buf.filled().len() == before => this.ended.cancel(),
-            std::task::Poll::Ready(Err(_)) => this.ended.cancel(),
+            Poll::Ready(Ok(())) if buf.filled().len() == before => this.ended.cancel(),
+            Poll::Ready(Err(_)) => this.ended.cancel(),
             _ => {}
         }
         read
@@ -62,25 +64,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for EndsWith<S> {
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for EndsWith<S> {
     fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

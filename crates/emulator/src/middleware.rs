@@ -26,16 +26,16 @@ pub async fn record(State(shared): State<Shared>, request: Request, next: Next) 
     let query = request.uri().query().map(str::to_owned);
     let route = route_of(&path);
     let (parts, body) = request.into_parts();
+    let (method_of_log, path_of_log) = (method.clone(), path.clone());
     let Ok(bytes) = to_bytes(body, MAX_READ_BODY_BYTES).await else {
         let response =
             (StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable").into_response();
         tracing::debug!(method = %method, route = %route, status = 413, "track api request");
-        let (method_of_log, path_of_log) = (method.clone(), path.clone());
         let entry = entry(&shared, method, path, query, &[], received_at_ms);
         shared.update(|inner| inner.record(RecordedRequest { status: 413, ..entry }));
         return say_what_is_unmodelled(response, &method_of_log, &path_of_log);
     };
-    let (method_of_log, path_of_log, body_bytes) = (method.clone(), path.clone(), bytes.len());
+    let body_bytes = bytes.len();
     let entry = entry(&shared, method, path, query, &bytes, received_at_ms);
     let request = Request::from_parts(parts, Body::from(bytes));
     let response = while_handling(&shared, entry, next.run(request), |response| {
