@@ -110,3 +110,22 @@ async fn a_command_unanswered_after_the_relay_ended_fails_and_stops_the_session(
     }
     panic!("the session runs on after its command failed ({error})");
 }
+
+/// When the session's side of the relay closes (dropped, its worker logs
+/// in, finds no command coming and ends) while the server keeps its side
+/// open, the relay signals its end at once: a command the worker lost
+/// would otherwise wait for a server that never closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_signals_its_end_when_the_session_closes_though_the_server_does_not() {
+    let port = mute_after_login();
+    let url = format!("postgres://syncer:pw@127.0.0.1:{port}/app?sslmode=disable");
+    let settings =
+        ConnectionSettings::parse(&Secret::new(&url), Duration::from_secs(5)).expect("a valid URL");
+    let relayed = settings.replication_config(0, "slot", "pub", Duration::from_secs(1)).await;
+    let relayed = relayed.expect("the socket opens");
+    let ended = relayed.ended.clone();
+    drop(Gated::connect(relayed).await.expect("spawned"));
+    // Well under the 5 s the relay then gives the server to close its side.
+    let signalled = tokio::time::timeout(Duration::from_secs(3), ended.cancelled()).await;
+    assert!(signalled.is_ok(), "the session closed and the relay did not say it ended");
+}
