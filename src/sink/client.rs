@@ -6,7 +6,8 @@
 //! - a token of the budget (`customerio.max_requests_per_second`, a GCRA
 //!   limiter from `governor`), and
 //! - the [`Throttle`], which after a 429 holds every request until the
-//!   `Retry-After` has passed and then lets the rate climb back gradually.
+//!   `Retry-After` has passed, lets one go alone and the others after its
+//!   answer, and then lets the rate climb back gradually.
 //!
 //! Each request's round trip and outcome adjust how many may be in flight
 //! ([`super::concurrency`]); the sink asks [`TrackClient::concurrency_limit`].
@@ -35,6 +36,8 @@ pub struct TrackClient {
     /// The request budget: every request waits for a token first.
     limiter: governor::DefaultDirectRateLimiter,
     throttle: Mutex<Throttle>,
+    /// Wakes the requests waiting for the probe after a pause.
+    probe_ended: tokio::sync::Notify,
     /// How many requests may be in flight, adapted to the round trips.
     concurrency: Mutex<Concurrency>,
     in_flight: AtomicUsize,
@@ -64,6 +67,7 @@ impl TrackClient {
             http,
             limiter: governor::RateLimiter::direct(governor::Quota::per_second(per_second)),
             throttle: Mutex::new(Throttle::new(per_second.get(), Instant::now())),
+            probe_ended: tokio::sync::Notify::new(),
             concurrency: Mutex::new(concurrency),
             in_flight: AtomicUsize::new(0),
             base_url: config.base_url(),
@@ -87,10 +91,7 @@ impl TrackClient {
         if waited {
             self.limiter.until_ready().await;
         }
-        let now = Instant::now();
-        let send_at = self.lock_throttle().reserve(now);
-        waited |= send_at > now;
-        tokio::time::sleep_until(send_at).await;
+        let probe = self.admitted(&mut waited).await;
         // Counted out again however the request ends, also when its task
         // is aborted (`Sink::discard`).
         let in_flight = InFlight::enter(&self.in_flight);
@@ -98,6 +99,7 @@ impl TrackClient {
         let started = Instant::now();
         let verdict = self.send(route, body).await;
         drop(in_flight);
+        drop(probe);
         let rtt = started.elapsed();
         self.counters.request_duration.observe(rtt.as_secs_f64());
         let outcome = match verdict {
@@ -112,6 +114,25 @@ impl TrackClient {
         };
         Counters::set(&self.counters.concurrency_limit, limit as u64, None);
         verdict
+    }
+
+    /// Waits until the [`Throttle`] lets this request go (`waited` is set if
+    /// it held it); the probe after a pause comes back as a guard that
+    /// lets the others ask again when dropped.
+    async fn admitted(&self, waited: &mut bool) -> Option<ProbeGuard<'_>> {
+        loop {
+            // Registered before asking, so a probe ending in between wakes it.
+            let probe_ended = self.probe_ended.notified();
+            tokio::pin!(probe_ended);
+            probe_ended.as_mut().enable();
+            let admit = self.lock_throttle().admit(Instant::now());
+            match admit {
+                Admit::Go { probe } => return probe.then_some(ProbeGuard { client: self }),
+                Admit::Until(at) => tokio::time::sleep_until(at).await,
+                Admit::AfterProbe => probe_ended.await,
+            }
+            *waited = true;
+        }
     }
 
     /// Requests that may be in flight now (see [`Concurrency`]).
@@ -199,6 +220,19 @@ impl TrackClient {
     }
 }
 
+/// The probe after a 429's pause, in flight: when it ends, however, the
+/// requests waiting for it ask the [`Throttle`] again.
+struct ProbeGuard<'a> {
+    client: &'a TrackClient,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        self.client.lock_throttle().probe_ended();
+        self.client.probe_ended.notify_waiters();
+    }
+}
+
 /// One request in flight, counted in the client's total while it lives.
 struct InFlight<'a> {
     count: &'a AtomicUsize,
@@ -223,11 +257,16 @@ impl Drop for InFlight<'_> {
 ///
 /// A 429 (Customer.io documents none for the Track API, so this is the safe
 /// side) holds every request until its `Retry-After` (or one second) has
-/// passed and halves the allowed rate; each further second without a 429
-/// gives back a tenth of the budget, so the sender probes its way back to
-/// full speed instead of hitting the wall again at once. 429s that arrive
-/// while already paused (other requests that were in flight) do not halve
-/// the rate again.
+/// passed and halves the allowed rate. Then one request goes alone, a
+/// *probe*: the others wait for its answer, so a limit that still holds
+/// costs one more 429, not one per request waiting. Each further second
+/// without a 429 gives back a tenth of the budget, so the sender probes its
+/// way back to full speed instead of hitting the wall again at once. 429s
+/// that arrive while already paused (other requests that were in flight)
+/// do not halve the rate again.
+///
+/// Nothing holds a slot while it waits: a request asks again when told
+/// ([`Admit`]), so a 429 that arrives meanwhile holds it too.
 #[derive(Debug, Clone)]
 pub struct Throttle {
     /// The budget, requests per second.
@@ -236,10 +275,26 @@ pub struct Throttle {
     share: f64,
     /// No request before this.
     resume_at: Instant,
+    /// The next request after the pause goes alone.
+    probe_due: bool,
+    /// That request is in flight; the others wait for its answer.
+    probe_out: bool,
     /// Earliest time for the next request while `share < 1`.
     next_slot: Instant,
     /// Last time the share was raised (or lowered).
     last_change: Instant,
+}
+
+/// What a request that wants to go is told by the [`Throttle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Go now; `probe` when it is the one request after a pause, whose end
+    /// ([`Throttle::probe_ended`]) the others wait for.
+    Go { probe: bool },
+    /// Ask again at this time (a pause, or the reduced rate's next slot).
+    Until(Instant),
+    /// Ask again when the probe in flight has ended.
+    AfterProbe,
 }
 
 /// The share never goes below this: a tenth of the budget.
@@ -254,35 +309,54 @@ impl Throttle {
             budget: f64::from(budget_per_second.max(1)),
             share: 1.0,
             resume_at: now,
+            probe_due: false,
+            probe_out: false,
             next_slot: now,
             last_change: now,
         }
     }
 
-    /// When a request that wants to go at `now` may go; takes that slot.
-    pub fn reserve(&mut self, now: Instant) -> Instant {
+    /// Whether a request that wants to go at `now` may go; a `Go` takes
+    /// its slot.
+    pub fn admit(&mut self, now: Instant) -> Admit {
         self.recover(now);
-        let at = now.max(self.resume_at);
-        if self.share >= 1.0 {
-            return at;
+        if now < self.resume_at {
+            return Admit::Until(self.resume_at);
         }
-        let at = at.max(self.next_slot);
-        self.next_slot = at + Duration::from_secs_f64(1.0 / (self.budget * self.share));
-        at
+        if self.probe_out {
+            return Admit::AfterProbe;
+        }
+        if self.share < 1.0 {
+            if now < self.next_slot {
+                return Admit::Until(self.next_slot);
+            }
+            self.next_slot = now + Duration::from_secs_f64(1.0 / (self.budget * self.share));
+        }
+        let probe = std::mem::take(&mut self.probe_due);
+        self.probe_out = probe;
+        Admit::Go { probe }
     }
 
-    /// A 429 came back: pause for `pause`, and halve the rate unless already paused.
+    /// A 429 came back: pause for `pause`, and halve the rate unless already
+    /// paused; the first request after the pause goes alone.
     pub fn rate_limited(&mut self, now: Instant, pause: Duration) {
         if now >= self.resume_at {
             self.share = (self.share / 2.0).max(MIN_SHARE);
         }
         self.resume_at = self.resume_at.max(now + pause);
         self.last_change = self.resume_at;
+        self.probe_due = true;
     }
 
     /// A request was accepted.
     pub fn succeeded(&mut self, now: Instant) {
         self.recover(now);
+    }
+
+    /// The probe ended, however (after its answer was taken in, also when
+    /// its task was aborted): the others may ask again.
+    pub fn probe_ended(&mut self) {
+        self.probe_out = false;
     }
 
     /// The share of the budget currently allowed.
@@ -355,12 +429,15 @@ mod tests {
         assert_eq!(count.load(Ordering::Relaxed), 0);
     }
 
+    const GO: Admit = Admit::Go { probe: false };
+    const PROBE: Admit = Admit::Go { probe: true };
+
     #[test]
     fn the_full_budget_adds_no_delay() {
         let start = Instant::now();
         let mut t = Throttle::new(100, start);
         for _ in 0..10 {
-            assert_eq!(t.reserve(start), start);
+            assert_eq!(t.admit(start), GO);
         }
     }
 
@@ -374,14 +451,67 @@ mod tests {
         t.rate_limited(start + Duration::from_millis(10), Duration::from_secs(1));
         assert_eq!(t.share(), 0.5);
         let resume = start + Duration::from_secs(5);
-        assert_eq!(t.reserve(start + Duration::from_secs(1)), resume);
+        assert_eq!(t.admit(start + Duration::from_secs(1)), Admit::Until(resume));
+        assert_eq!(t.admit(resume), PROBE);
+        t.succeeded(resume + Duration::from_millis(5));
+        t.probe_ended();
         // At half of 100/s, requests are 20 ms apart.
-        assert_eq!(t.reserve(start + Duration::from_secs(1)), resume + Duration::from_millis(20));
+        let next = resume + Duration::from_millis(20);
+        assert_eq!(t.admit(resume + Duration::from_millis(5)), Admit::Until(next));
+        assert_eq!(t.admit(next), GO);
+        assert_eq!(t.admit(next), Admit::Until(next + Duration::from_millis(20)));
         // Five quiet seconds after the pause give the whole budget back.
         let later = resume + Duration::from_secs(5);
         t.succeeded(later);
         assert!((t.share() - 1.0).abs() < 1e-9, "{}", t.share());
-        assert_eq!(t.reserve(later), later);
+        assert_eq!(t.admit(later), GO);
+        assert_eq!(t.admit(later), GO);
+    }
+
+    #[test]
+    fn after_a_pause_one_request_goes_alone_until_it_ends() {
+        let start = Instant::now();
+        let second = Duration::from_secs(1);
+        let mut t = Throttle::new(1000, start);
+        t.rate_limited(start, second);
+        let resume = start + second;
+        assert_eq!(t.admit(resume), PROBE);
+        // However long the probe takes, nobody else goes meanwhile.
+        for millis in [0, 1, 50, 900] {
+            assert_eq!(t.admit(resume + Duration::from_millis(millis)), Admit::AfterProbe);
+        }
+        // Rate-limited again: the next pause, and again one probe after it.
+        let answered = resume + Duration::from_millis(900);
+        t.rate_limited(answered, second);
+        t.probe_ended();
+        assert_eq!(t.admit(answered), Admit::Until(answered + second));
+        assert_eq!(t.admit(answered + second), PROBE);
+        // A probe that ends without a 429 (accepted, a 5xx, its task
+        // aborted) lets the others go at the reduced rate.
+        t.probe_ended();
+        let after = answered + second + Duration::from_millis(10);
+        assert_eq!(t.admit(after), GO);
+        assert!(matches!(t.admit(after), Admit::Until(_)));
+    }
+
+    #[test]
+    fn a_429_holds_requests_that_were_waiting_for_their_slot() {
+        let start = Instant::now();
+        let mut t = Throttle::new(100, start);
+        t.rate_limited(start, Duration::from_millis(100));
+        let resume = start + Duration::from_millis(100);
+        assert_eq!(t.admit(resume), PROBE);
+        t.probe_ended();
+        // Paced at half of 100/s: the next may go 20 ms later ...
+        let slot = resume + Duration::from_millis(20);
+        assert_eq!(t.admit(resume), Admit::Until(slot));
+        // ... but a 429 (from a request in flight) came before: it waits
+        // for the new pause and its probe instead of going at its slot.
+        t.rate_limited(resume + Duration::from_millis(10), Duration::from_secs(1));
+        let resume = resume + Duration::from_millis(10) + Duration::from_secs(1);
+        assert_eq!(t.admit(slot), Admit::Until(resume));
+        assert_eq!(t.admit(resume), PROBE);
+        assert_eq!(t.admit(resume), Admit::AfterProbe);
     }
 
     #[test]

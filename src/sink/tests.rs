@@ -8,6 +8,7 @@ use std::time::Duration;
 use ciosync_emulator::{Emulator, EmulatorConfig};
 use serde_json::json;
 
+use super::retry::Verdict;
 use super::*;
 use crate::pg::connection::ConnectionSettings;
 use crate::secret::Secret;
@@ -111,4 +112,53 @@ async fn a_full_budget_sends_no_part_filled_batch_while_one_is_in_flight() {
     complete_next(&mut sink).await;
     assert!(sink.is_idle());
     assert!(emulator.customer("first").is_some() && emulator.customer("second").is_some());
+}
+
+/// After a 429's pause one request goes alone: while Customer.io still
+/// answers 429, the requests waiting meanwhile cost one 429 per pause, not
+/// one each (they all went at the end of the pause before, each at its
+/// reserved slot, however many 429s came back first).
+#[tokio::test]
+async fn after_a_429_one_request_probes_while_the_others_wait() {
+    let emulator = emulator().await;
+    let customerio: CustomerioConfig = toml::from_str(&format!(
+        "site_id = '{SITE_ID}'\napi_key = '{API_KEY}'\ntrack_url = '{}'",
+        emulator.url()
+    ))
+    .expect("a [customerio] section");
+    let client = Arc::new(TrackClient::new(&customerio, Arc::new(Counters::default())).unwrap());
+    let body = || bytes::Bytes::from_static(br#"{"batch":[]}"#);
+    let limited = ciosync_emulator::Faults {
+        rate_limit_rate: 1.0,
+        retry_after_secs: Some(1),
+        ..Default::default()
+    };
+    emulator.set_faults(limited.clone());
+    let first = client.post_batch(body()).await;
+    assert!(matches!(first, Verdict::Retry { .. }), "{first:?}");
+    let waiting: Vec<_> = (0..4)
+        .map(|_| {
+            let client = Arc::clone(&client);
+            tokio::spawn(async move { client.post_batch(body()).await })
+        })
+        .collect();
+    // The pause ends, the probe goes and is answered 429 again; well
+    // within the next pause, Customer.io takes requests again.
+    let statuses = || emulator.requests().iter().map(|r| r.status).collect::<Vec<_>>();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while statuses().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no probe after the pause");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(statuses(), [429, 429], "nobody went with the probe or after its 429");
+    emulator.set_faults(ciosync_emulator::Faults::default());
+    let mut accepted = 0;
+    for task in waiting {
+        accepted += usize::from(task.await.unwrap() == Verdict::Accepted);
+    }
+    // The first probe came back 429 (the sender retries it); the next
+    // probe and the two behind it were accepted.
+    assert_eq!(accepted, 3);
+    assert_eq!(statuses(), [429, 429, 200, 200, 200]);
 }
