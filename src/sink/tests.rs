@@ -155,7 +155,9 @@ async fn after_a_429_one_request_probes_while_the_others_wait() {
     emulator.set_faults(ciosync_emulator::Faults::default());
     let mut accepted = 0;
     for task in waiting {
-        accepted += usize::from(task.await.unwrap() == Verdict::Accepted);
+        // Bounded: a probe whose end wakes nobody would leave them waiting.
+        let verdict = tokio::time::timeout(Duration::from_secs(10), task).await;
+        accepted += usize::from(verdict.expect("answered").unwrap() == Verdict::Accepted);
     }
     // The first probe came back 429 (the sender retries it); the next
     // probe and the two behind it were accepted.
