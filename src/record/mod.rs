@@ -77,8 +77,18 @@ use std::collections::HashMap;
 use serde_json::{Map, Value as Json};
 use sha2::{Digest, Sha256};
 
+/// The record's maps hash with foldhash, not SipHash: each change looks its
+/// customer up and each attribute's name, several times (BENCHMARKS.md,
+/// "The record's instructions"). Seeded at random per process, as the
+/// sink's queue ([`crate::sink`]'s `order`); the keys are attribute names
+/// of the operator's config and customer ids of their own tables.
+pub type Hashed = foldhash::fast::RandomState;
+
 /// Attribute name → fingerprint of the value Customer.io accepted.
-pub type Fingerprints = HashMap<String, i64>;
+pub type Fingerprints = HashMap<String, i64, Hashed>;
+
+/// What the record holds of each customer it knows, by customer id.
+pub type KnownBy = HashMap<String, Known, Hashed>;
 
 /// A watched value's JSON longer than this is kept as its fingerprint
 /// only: the event it changes carries `from: null`.
@@ -317,7 +327,7 @@ impl Whole {
     ) -> Option<Box<Self>> {
         let known = known?;
         let version = known.version?;
-        let mut all: HashMap<&str, i64> =
+        let mut all: HashMap<&str, i64, Hashed> =
             known.attributes.iter().map(|(name, fp)| (name.as_str(), *fp)).collect();
         all.extend(sent);
         let attributes = Assigned::of(all.iter().map(|(name, fp)| (*name, *fp)));

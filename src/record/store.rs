@@ -11,14 +11,17 @@
 //! eighth more (BENCHMARKS.md, "The record's lookups").
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
 use serde_json::Value as Json;
 use tokio::sync::{Mutex, MutexGuard};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{FromSql, ToSql, Type};
 use tokio_postgres::{Client, Statement, ToStatement};
 
-use super::{Fingerprints, Known, WatchedValue, Whole, Write};
+use super::{Fingerprints, Known, KnownBy, WatchedValue, Whole, Write};
 use crate::pg::connection::ConnectionSettings;
 use crate::pg::PgError;
 use crate::state::State;
@@ -67,9 +70,9 @@ impl RecordStore {
     }
 
     /// What the record holds for each of `customers` that it knows.
-    pub async fn load(&self, customers: &[&str]) -> Result<HashMap<String, Known>, PgError> {
+    pub async fn load(&self, customers: &[&str]) -> Result<KnownBy, PgError> {
         if customers.is_empty() {
-            return Ok(HashMap::new());
+            return Ok(KnownBy::default());
         }
         let mut checked_out = self.checkout().await?;
         let session = checked_out.session();
@@ -258,15 +261,15 @@ async fn load_known<S: ToStatement + ?Sized, C: ToSql + Sync>(
     load: &S,
     slot: &str,
     customers: &[C],
-) -> Result<HashMap<String, Known>, PgError> {
+) -> Result<KnownBy, PgError> {
     let rows = client.query(load, &[&slot, &customers]).await.map_err(PgError::stored(READ))?;
     Ok(rows
         .iter()
         .map(|row| {
-            let (attributes, watched): (Json, Json) = (row.get(1), row.get(2));
+            let (attributes, watched): (JsonText, JsonText) = (row.get(1), row.get(2));
             let known = Known {
-                attributes: fingerprints_of(&attributes),
-                watched: watched_of(&watched),
+                attributes: fingerprints_of(attributes.0),
+                watched: watched_of(&serde_json::from_slice(watched.0).unwrap_or(Json::Null)),
                 version: u32::try_from(row.get::<_, i64>(3)).ok(),
             };
             (row.get::<_, String>(0), known)
@@ -398,13 +401,68 @@ pub async fn restore(
 
 /// The stored object read back; anything but integers is skipped (a value
 /// the record does not know is sent again).
-fn fingerprints_of(attributes: &Json) -> Fingerprints {
-    attributes
-        .as_object()
-        .map(|object| {
-            object.iter().filter_map(|(name, fp)| Some((name.clone(), fp.as_i64()?))).collect()
-        })
-        .unwrap_or_default()
+/// The stored fingerprints read back from their JSON text, without a JSON
+/// tree: anything but an object reads as none, a member that is not an
+/// integer fingerprint is skipped (as if not recorded: sent again).
+fn fingerprints_of(json: &[u8]) -> Fingerprints {
+    serde_json::from_slice::<Stored>(json).map(|stored| stored.0).unwrap_or_default()
+}
+
+/// A `json` or `jsonb` column's value as its JSON text, as Postgres sends
+/// it in binary: `jsonb` is a version byte (1) and the text.
+struct JsonText<'a>(&'a [u8]);
+
+impl<'a> FromSql<'a> for JsonText<'a> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        match (ty, raw) {
+            (&Type::JSONB, [1, text @ ..]) => Ok(Self(text)),
+            (&Type::JSONB, _) => Err("unsupported jsonb encoding version".into()),
+            _ => Ok(Self(raw)),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::JSON | Type::JSONB)
+    }
+}
+
+/// Stored fingerprints: an object's integer members (see [`fingerprints_of`]).
+struct Stored(Fingerprints);
+
+impl<'de> Deserialize<'de> for Stored {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = Stored;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of fingerprints")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Stored, A::Error> {
+                let mut fingerprints = Fingerprints::default();
+                fingerprints.reserve(map.size_hint().unwrap_or(8));
+                while let Some(name) = map.next_key::<String>()? {
+                    if let Integer(Some(fp)) = map.next_value()? {
+                        fingerprints.insert(name, fp);
+                    }
+                }
+                Ok(Stored(fingerprints))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
+
+/// A JSON value that is an `i64`, or anything else (skipped whole).
+struct Integer(Option<i64>);
+
+impl<'de> Deserialize<'de> for Integer {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(Integer(value.as_i64()))
+    }
 }
 
 fn watched_json(watched: &HashMap<String, WatchedValue>) -> Json {
@@ -423,4 +481,43 @@ fn watched_of(watched: &Json) -> HashMap<String, WatchedValue> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_fingerprints_read_back_as_the_json_tree_read_them() {
+        let json = br#"{"plan":-5,"email":9223372036854775807,"big":9223372036854775808,
+                        "f":1.5,"s":"7","n":null,"o":{"a":1},"l":[1,2],"name\u00e9":3}"#;
+        let read = fingerprints_of(json);
+        let expected: Fingerprints = [("plan", -5), ("email", i64::MAX), ("name\u{e9}", 3)]
+            .into_iter()
+            .map(|(name, fp)| (name.to_owned(), fp))
+            .collect();
+        assert_eq!(read, expected);
+        // Each member as `Value::as_i64` reads it (what the store did before).
+        let tree: Json = serde_json::from_slice(json).unwrap();
+        let by_tree: Fingerprints = tree
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter_map(|(name, fp)| Some((name.clone(), fp.as_i64()?)))
+            .collect();
+        assert_eq!(read, by_tree);
+        for other in [&b"[1]"[..], b"null", b"7", b"\"x\"", b"{", b""] {
+            assert!(fingerprints_of(other).is_empty(), "{:?}", String::from_utf8_lossy(other));
+        }
+    }
+
+    #[test]
+    fn jsonb_is_read_as_its_text_after_the_version_byte() {
+        let text = JsonText::from_sql(&Type::JSONB, b"\x01{\"a\":1}").unwrap();
+        assert_eq!(text.0, b"{\"a\":1}");
+        assert!(JsonText::from_sql(&Type::JSONB, b"\x02{}").is_err());
+        assert!(JsonText::from_sql(&Type::JSONB, b"").is_err());
+        assert_eq!(JsonText::from_sql(&Type::JSON, b"{}").unwrap().0, b"{}");
+        assert!(JsonText::accepts(&Type::JSONB) && !JsonText::accepts(&Type::TEXT));
+    }
 }
