@@ -48,20 +48,23 @@ impl<'a> Identify<'a> {
     /// The attributes of the item `json`: none when it has none; `None`
     /// should it not be an item at all.
     pub fn read(json: &'a [u8]) -> Option<Self> {
-        let span = match encoded_attributes(json) {
-            Some(span) => Some(span),
-            None => parsed_attributes(json)?,
-        };
-        let Some((at, len)) = span else {
+        #[derive(Deserialize)]
+        struct Item<'a> {
+            #[serde(borrow)]
+            attributes: Option<&'a RawValue>,
+        }
+        let item: Item<'a> = serde_json::from_slice(json).ok()?;
+        let Some(raw) = item.attributes else {
             return Some(Self { at: json.len(), len: 0, attributes: Vec::new() });
         };
-        let text = &json[at..at + len];
-        let named = match serde_json::from_slice::<Named>(text) {
-            Ok(Named(named)) => named,
-            // Anything but an object is read as no attributes, as before.
-            Err(_) if text.first() != Some(&b'{') => Vec::new(),
-            Err(_) => return None,
-        };
+        let text: &'a str = raw.get();
+        // The value is borrowed from `json`: its place there is its address's.
+        let at = (text.as_ptr() as usize).checked_sub(json.as_ptr() as usize)?;
+        if json.get(at..at + text.len()) != Some(text.as_bytes()) {
+            return None;
+        }
+        // Anything but an object is read as no attributes, as before.
+        let Named(named) = serde_json::from_str(text).unwrap_or(Named(Vec::new()));
         let attributes = named
             .into_iter()
             .map(|(name, value)| {
@@ -69,7 +72,7 @@ impl<'a> Identify<'a> {
                 Attribute { name, value, fingerprint }
             })
             .collect();
-        Some(Self { at, len, attributes })
+        Some(Self { at, len: text.len(), attributes })
     }
 
     /// Each attribute's name and fingerprint, in the item's order.
@@ -120,52 +123,6 @@ impl<'a> Identify<'a> {
     }
 }
 
-/// Where the attributes are in an identify item the sink wrote itself
-/// (`sink::batch::identify_json`): its last member, after a fixed prefix,
-/// the id (a JSON string) and the timestamp. Found without parsing the
-/// item (a second parse of every identify cost about as much as the
-/// first: BENCHMARKS.md, "The record's instructions"); `None` for any
-/// other shape, which [`parsed_attributes`] reads.
-fn encoded_attributes(json: &[u8]) -> Option<(usize, usize)> {
-    const PREFIX: &[u8] = br#"{"type":"person","action":"identify","identifiers":{"id":""#;
-    let id = json.strip_prefix(PREFIX)?;
-    // The id's closing quote: the first one not escaped.
-    let mut end = 0;
-    loop {
-        match id.get(end)? {
-            b'\\' => end += 2,
-            b'"' => break,
-            _ => end += 1,
-        }
-    }
-    let timestamp = id[end + 1..].strip_prefix(br#"},"timestamp":"#)?;
-    let digits = timestamp.iter().take_while(|b| b.is_ascii_digit() || **b == b'-').count();
-    let object = timestamp[digits..].strip_prefix(br#","attributes":"#)?.strip_suffix(b"}")?;
-    if !(object.starts_with(b"{") && object.ends_with(b"}")) {
-        return None;
-    }
-    Some((json.len() - object.len() - 1, object.len()))
-}
-
-/// Where the attributes are in any item, read by parsing it: `Some(None)`
-/// when it has none, `None` should it not be an item at all.
-fn parsed_attributes(json: &[u8]) -> Option<Option<(usize, usize)>> {
-    #[derive(Deserialize)]
-    struct Item<'a> {
-        #[serde(borrow)]
-        attributes: Option<&'a RawValue>,
-    }
-    let item: Item<'_> = serde_json::from_slice(json).ok()?;
-    let Some(raw) = item.attributes else { return Some(None) };
-    let text = raw.get();
-    // The value is borrowed from `json`: its place there is its address's.
-    let at = (text.as_ptr() as usize).checked_sub(json.as_ptr() as usize)?;
-    if json.get(at..at + text.len()) != Some(text.as_bytes()) {
-        return None;
-    }
-    Some(Some((at, text.len())))
-}
-
 /// An object's members in order, each value as its JSON text.
 struct Named<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
@@ -208,68 +165,5 @@ impl<'de> Deserialize<'de> for Name<'de> {
             }
         }
         deserializer.deserialize_str(Text)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-    use crate::customer::CustomerOp;
-    use crate::sink::batch::encode;
-
-    fn encoded(id: &str, timestamp: i64, attributes: serde_json::Value) -> Vec<u8> {
-        let attributes = attributes.as_object().expect("an object").clone();
-        encode(CustomerOp::Identify { id: id.into(), attributes, timestamp }).expect("an item").json
-    }
-
-    /// The sink's own identify items are found without parsing, at the
-    /// place parsing finds them, whatever the id and the values hold.
-    #[test]
-    fn the_sinks_items_are_found_where_parsing_finds_them() {
-        let ids = ["7", "a\"b", "back\\", "\\\"", "é😀", "},\"timestamp\":1,\"attributes\":{}", ""];
-        let values = [
-            json!({}),
-            json!({"plan": "pro", "n": 1, "x": null}),
-            json!({"q\"uote": "}\"", "nested": {"a": [1, {"b": "}"}]}, "e": "\\"}),
-        ];
-        for id in ids {
-            for (timestamp, attributes) in [-1_i64, 0, 1_700_000_000].iter().zip(values.iter()) {
-                let json = encoded(id, *timestamp, attributes.clone());
-                let found = encoded_attributes(&json);
-                assert!(found.is_some(), "{}", String::from_utf8_lossy(&json));
-                assert_eq!(found, parsed_attributes(&json).flatten());
-                let read = Identify::read(&json).expect("an item");
-                let names: Vec<&str> = read.fingerprints().map(|(name, _)| name).collect();
-                let expected: Vec<&str> =
-                    attributes.as_object().unwrap().keys().map(String::as_str).collect();
-                assert_eq!(names, expected);
-            }
-        }
-    }
-
-    /// Anything else is parsed, as before: members in another order, no
-    /// attributes, attributes that are no object, and text that is no item.
-    #[test]
-    fn other_shapes_are_parsed() {
-        let reordered = br#"{"attributes":{"plan":"pro"},"type":"person","action":"identify","identifiers":{"id":"7"}}"#;
-        assert_eq!(encoded_attributes(reordered), None);
-        let read = Identify::read(reordered).expect("an item");
-        assert_eq!(read.fingerprints().map(|(name, _)| name).collect::<Vec<_>>(), ["plan"]);
-        let none =
-            br#"{"type":"person","action":"identify","identifiers":{"id":"7"},"timestamp":1}"#;
-        assert_eq!(encoded_attributes(none), None);
-        assert_eq!(Identify::read(none).expect("an item").fingerprints().count(), 0);
-        let not_object = br#"{"type":"person","action":"identify","identifiers":{"id":"7"},"timestamp":1,"attributes":[1]}"#;
-        assert_eq!(encoded_attributes(not_object), None);
-        assert_eq!(Identify::read(not_object).expect("an item").fingerprints().count(), 0);
-        // The sink's prefix with a broken object: not an item, sent as it is.
-        let broken = br#"{"type":"person","action":"identify","identifiers":{"id":"7"},"timestamp":1,"attributes":{"a":}}"#;
-        assert!(encoded_attributes(broken).is_some());
-        assert!(Identify::read(broken).is_none());
-        let cut = br#"{"type":"person","action":"identify","identifiers":{"id":"7\"#;
-        assert_eq!(encoded_attributes(cut), None);
-        assert!(Identify::read(cut).is_none());
     }
 }
