@@ -99,7 +99,11 @@ impl TrackClient {
         let started = Instant::now();
         let verdict = self.send(route, body).await;
         drop(in_flight);
-        drop(probe);
+        if let Some(mut probe) = probe {
+            // A 429 paused again already (`send`); a 5xx or no answer says
+            // nothing of the limit: the next request probes again.
+            probe.answered = !matches!(verdict, Verdict::Retry { .. });
+        }
         let rtt = started.elapsed();
         self.counters.request_duration.observe(rtt.as_secs_f64());
         let outcome = match verdict {
@@ -127,7 +131,11 @@ impl TrackClient {
             probe_ended.as_mut().enable();
             let admit = self.lock_throttle().admit(Instant::now());
             match admit {
-                Admit::Go { probe } => return probe.then_some(ProbeGuard { client: self }),
+                // Built only for the probe: a guard dropped unused would
+                // end a probe that never went.
+                Admit::Go { probe } => {
+                    return probe.then(|| ProbeGuard { client: self, answered: false })
+                }
                 Admit::Until(at) => tokio::time::sleep_until(at).await,
                 Admit::AfterProbe => probe_ended.await,
             }
@@ -224,11 +232,13 @@ impl TrackClient {
 /// requests waiting for it ask the [`Throttle`] again.
 struct ProbeGuard<'a> {
     client: &'a TrackClient,
+    /// Customer.io answered it (a status other than 429 and 5xx).
+    answered: bool,
 }
 
 impl Drop for ProbeGuard<'_> {
     fn drop(&mut self) {
-        self.client.lock_throttle().probe_ended();
+        self.client.lock_throttle().probe_ended(self.answered);
         self.client.probe_ended.notify_waiters();
     }
 }
@@ -330,7 +340,11 @@ impl Throttle {
             if now < self.next_slot {
                 return Admit::Until(self.next_slot);
             }
-            self.next_slot = now + Duration::from_secs_f64(1.0 / (self.budget * self.share));
+            // From the slot, not from when this request woke for it (timers
+            // fire late), unless the slot lies more than a spacing back.
+            let spacing = Duration::from_secs_f64(1.0 / (self.budget * self.share));
+            let from = if now < self.next_slot + spacing { self.next_slot } else { now };
+            self.next_slot = from + spacing;
         }
         let probe = std::mem::take(&mut self.probe_due);
         self.probe_out = probe;
@@ -354,9 +368,12 @@ impl Throttle {
     }
 
     /// The probe ended, however (after its answer was taken in, also when
-    /// its task was aborted): the others may ask again.
-    pub fn probe_ended(&mut self) {
+    /// its task was aborted): the others may ask again. Without an answer
+    /// (a timeout, a broken connection, an aborted task) nothing was
+    /// learned of the limit: the next request probes again.
+    pub fn probe_ended(&mut self, answered: bool) {
         self.probe_out = false;
+        self.probe_due |= !answered;
     }
 
     /// The share of the budget currently allowed.
@@ -416,6 +433,34 @@ mod tests {
         assert_eq!(client.base_url(), "http://127.0.0.1:9090");
     }
 
+    /// Only the probe after a pause holds a guard: a request admitted
+    /// otherwise leaves the throttle as it found it (an unused guard built
+    /// and dropped for every request made each next one a probe, one
+    /// request in flight at a time: 0.13 of the budget at 150 ms).
+    #[tokio::test]
+    async fn a_request_admitted_without_a_pause_starts_no_probe() {
+        let text = "[postgres]\nurl = \"postgres://ciosync@127.0.0.1/app\"\n\
+                    [customerio]\nsite_id = \"s\"\napi_key = \"k\"\n\
+                    [[sync]]\ntable = \"public.users\"\nid_column = \"id\"\n\
+                    [sync.attributes]\nemail = \"email\"\n";
+        let config = crate::config::Config::from_toml(text, Vec::new()).expect("valid config");
+        let client =
+            TrackClient::new(&config.customerio, Arc::new(Counters::default())).expect("a client");
+        let mut waited = false;
+        for _ in 0..3 {
+            assert!(client.admitted(&mut waited).await.is_none(), "no pause: no probe");
+        }
+        assert!(!waited);
+        assert_eq!(client.lock_throttle().admit(Instant::now()), Admit::Go { probe: false });
+        // After a 429's pause, the probe's guard; dropped unanswered, the
+        // next request probes again.
+        client.lock_throttle().rate_limited(Instant::now(), Duration::ZERO);
+        let probe = client.admitted(&mut waited).await;
+        assert!(probe.is_some());
+        drop(probe);
+        assert!(client.admitted(&mut waited).await.is_some());
+    }
+
     #[test]
     fn a_request_leaves_the_in_flight_count_however_it_ends() {
         let count = AtomicUsize::new(0);
@@ -454,12 +499,17 @@ mod tests {
         assert_eq!(t.admit(start + Duration::from_secs(1)), Admit::Until(resume));
         assert_eq!(t.admit(resume), PROBE);
         t.succeeded(resume + Duration::from_millis(5));
-        t.probe_ended();
-        // At half of 100/s, requests are 20 ms apart.
+        t.probe_ended(true);
+        // At half of 100/s, requests are 20 ms apart, counted from the
+        // slots, not from when a request woke for one.
         let next = resume + Duration::from_millis(20);
         assert_eq!(t.admit(resume + Duration::from_millis(5)), Admit::Until(next));
-        assert_eq!(t.admit(next), GO);
+        assert_eq!(t.admit(next + Duration::from_millis(3)), GO);
         assert_eq!(t.admit(next), Admit::Until(next + Duration::from_millis(20)));
+        // After a quiet spell, from now: no burst of the slots missed.
+        let idle = next + Duration::from_millis(500);
+        assert_eq!(t.admit(idle), GO);
+        assert_eq!(t.admit(idle), Admit::Until(idle + Duration::from_millis(20)));
         // Five quiet seconds after the pause give the whole budget back.
         let later = resume + Duration::from_secs(5);
         t.succeeded(later);
@@ -483,13 +533,19 @@ mod tests {
         // Rate-limited again: the next pause, and again one probe after it.
         let answered = resume + Duration::from_millis(900);
         t.rate_limited(answered, second);
-        t.probe_ended();
+        t.probe_ended(false);
         assert_eq!(t.admit(answered), Admit::Until(answered + second));
-        assert_eq!(t.admit(answered + second), PROBE);
-        // A probe that ends without a 429 (accepted, a 5xx, its task
-        // aborted) lets the others go at the reduced rate.
-        t.probe_ended();
-        let after = answered + second + Duration::from_millis(10);
+        let resume = answered + second;
+        assert_eq!(t.admit(resume), PROBE);
+        // A probe with no answer (a timeout, a broken connection, its task
+        // aborted) or a 5xx says nothing of the limit: the next probes again.
+        t.probe_ended(false);
+        let after = resume + Duration::from_millis(10);
+        assert_eq!(t.admit(after), PROBE);
+        assert_eq!(t.admit(after), Admit::AfterProbe);
+        // One accepted lets the others go, at the reduced rate.
+        t.probe_ended(true);
+        let after = after + Duration::from_millis(10);
         assert_eq!(t.admit(after), GO);
         assert!(matches!(t.admit(after), Admit::Until(_)));
     }
@@ -501,7 +557,7 @@ mod tests {
         t.rate_limited(start, Duration::from_millis(100));
         let resume = start + Duration::from_millis(100);
         assert_eq!(t.admit(resume), PROBE);
-        t.probe_ended();
+        t.probe_ended(true);
         // Paced at half of 100/s: the next may go 20 ms later ...
         let slot = resume + Duration::from_millis(20);
         assert_eq!(t.admit(resume), Admit::Until(slot));
