@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ciosync::error::error_chain;
 use ciosync::pg::connection::ConnectionSettings;
-use ciosync::pg::gated::Gated;
+use ciosync::pg::gated::{Gated, Relayed};
 use ciosync::secret::Secret;
 
 /// Accepts connections and holds them open without a byte in answer.
@@ -79,17 +79,23 @@ fn mute_after_login() -> u16 {
     port
 }
 
-/// Once the relay has ended (here: the test says so, as when the worker's
-/// side closed), a command still unanswered fails and the session stops,
-/// instead of waiting for an answer that may never come.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_command_unanswered_after_the_relay_ended_fails_and_stops_the_session() {
+/// A replication session's relay to a server that logs in and then says
+/// nothing ([`mute_after_login`]), the password in the URL `pw`.
+async fn relayed_to_mute_server() -> Relayed {
     let port = mute_after_login();
     let url = format!("postgres://syncer:pw@127.0.0.1:{port}/app?sslmode=disable");
     let settings =
         ConnectionSettings::parse(&Secret::new(&url), Duration::from_secs(5)).expect("a valid URL");
     let relayed = settings.replication_config(0, "slot", "pub", Duration::from_secs(1)).await;
-    let relayed = relayed.expect("the socket opens");
+    relayed.expect("the socket opens")
+}
+
+/// Once the relay has ended (here: the test says so, as when the worker's
+/// side closed), a command still unanswered fails and the session stops,
+/// instead of waiting for an answer that may never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_unanswered_after_the_relay_ended_fails_and_stops_the_session() {
+    let relayed = relayed_to_mute_server().await;
     let ended = relayed.ended.clone();
     let mut session = Gated::connect(relayed).await.expect("spawned");
     tokio::spawn(async move {
@@ -117,12 +123,7 @@ async fn a_command_unanswered_after_the_relay_ended_fails_and_stops_the_session(
 /// would otherwise wait for a server that never closes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_signals_its_end_when_the_session_closes_though_the_server_does_not() {
-    let port = mute_after_login();
-    let url = format!("postgres://syncer:pw@127.0.0.1:{port}/app?sslmode=disable");
-    let settings =
-        ConnectionSettings::parse(&Secret::new(&url), Duration::from_secs(5)).expect("a valid URL");
-    let relayed = settings.replication_config(0, "slot", "pub", Duration::from_secs(1)).await;
-    let relayed = relayed.expect("the socket opens");
+    let relayed = relayed_to_mute_server().await;
     let ended = relayed.ended.clone();
     drop(Gated::connect(relayed).await.expect("spawned"));
     // Well under the 5 s the relay then gives the server to close its side.
